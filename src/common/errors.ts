@@ -1,0 +1,64 @@
+// Typed errors with stable codes and messages a user can act on.
+// `code` is stable across versions and safe to match on; `message` is for humans.
+
+export class HivemindError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Bad configuration, flags or environment: the CLI exits with code 2. */
+export class ConfigError extends HivemindError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CONFIG_INVALID', message, options);
+  }
+}
+
+/** A task spec that can never run (bad limits, empty image, reserved env names...). */
+export class InvalidTaskError extends HivemindError {
+  constructor(message: string) {
+    super('TASK_INVALID', message);
+  }
+}
+
+/** An archive that is unsafe (path escape, links, devices) or over its caps. */
+export class UnsafeArchiveError extends HivemindError {
+  constructor(message: string) {
+    super('ARCHIVE_UNSAFE', message);
+  }
+}
+
+/** Authentication failure: missing, wrong or expired credential/token. */
+export class AuthError extends HivemindError {
+  constructor(message: string) {
+    super('AUTH_FAILED', message);
+  }
+}
+
+export class NotFoundError extends HivemindError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
+
+/** The container engine is unreachable or refused a request. */
+export class EngineError extends HivemindError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ENGINE_ERROR', message, options);
+  }
+}
+
+/** An operation stopped because its AbortSignal fired. */
+export class AbortedError extends HivemindError {
+  constructor(message = 'operation aborted', options?: { cause?: unknown }) {
+    super('ABORTED', message, options);
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

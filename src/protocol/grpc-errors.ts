@@ -1,0 +1,56 @@
+// Mapping between our typed errors and gRPC status codes, and the one place that decides
+// which gRPC failures are worth retrying.
+import { status, type ServiceError, Metadata } from '@grpc/grpc-js';
+import { HivemindError, errorMessage } from '../common/errors.js';
+
+const CODE_TO_STATUS: Record<string, status> = {
+  AUTH_FAILED: status.UNAUTHENTICATED,
+  PERMISSION_DENIED: status.PERMISSION_DENIED,
+  NOT_FOUND: status.NOT_FOUND,
+  TASK_INVALID: status.INVALID_ARGUMENT,
+  ARCHIVE_UNSAFE: status.INVALID_ARGUMENT,
+  CONFIG_INVALID: status.INVALID_ARGUMENT,
+  INVALID_ARGUMENT: status.INVALID_ARGUMENT,
+  FAILED_PRECONDITION: status.FAILED_PRECONDITION,
+  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
+  ABORTED: status.CANCELLED,
+};
+
+/** Turns any thrown value into a ServiceError for a gRPC handler's callback/emit. */
+export function toServiceError(err: unknown): Partial<ServiceError> {
+  const code = err instanceof HivemindError ? (CODE_TO_STATUS[err.code] ?? status.INTERNAL) : status.INTERNAL;
+  const md = new Metadata();
+  if (err instanceof HivemindError) md.set('x-hivemind-error', err.code);
+  return { code, details: errorMessage(err), message: errorMessage(err), metadata: md };
+}
+
+export function grpcStatusOf(err: unknown): status | undefined {
+  const c = (err as { code?: unknown } | null)?.code;
+  return typeof c === 'number' ? (c as status) : undefined;
+}
+
+/**
+ * Whether a failed call may succeed if tried again later: the master was unreachable,
+ * restarting or overloaded. Auth, validation and not-found failures are final.
+ */
+export function isRetryable(err: unknown): boolean {
+  switch (grpcStatusOf(err)) {
+    case status.UNAVAILABLE:
+    case status.DEADLINE_EXCEEDED:
+    case status.RESOURCE_EXHAUSTED:
+    case status.ABORTED:
+    case status.INTERNAL:
+    case status.UNKNOWN:
+    case status.CANCELLED:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** A readable one-line message from a gRPC error (details without the "14 UNAVAILABLE:" prefix). */
+export function describeGrpcError(err: unknown): string {
+  const e = err as Partial<ServiceError> | null;
+  if (e && typeof e.details === 'string' && e.details) return e.details;
+  return errorMessage(err);
+}

@@ -1,0 +1,42 @@
+// The boundary between the worker's control loop and whatever runs a task (the Docker task
+// runner in production, a fake in unit tests).
+import type { OutcomeKind, TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+
+export type ExecutionPhase = 'pulling' | 'running' | 'collecting';
+
+export interface TaskExecution {
+  taskId: string;
+  attempt: number;
+  spec: TaskSpec;
+  /** Local path of the verified input archive (tar.gz), when the task has one. */
+  inputFile?: string;
+  /** GPU indexes reserved for this task by the worker (length = spec.limits.gpus). */
+  gpuIndexes: number[];
+  /**
+   * Aborting cancels the task: the container is killed and removed. `signal.reason` is an
+   * `AbortReason` saying why, which decides the outcome kind.
+   */
+  signal: AbortSignal;
+  onPhase(phase: ExecutionPhase): void;
+  onPullProgress(currentBytes: number, totalBytes: number): void;
+  onLog(stream: 'stdout' | 'stderr', data: Buffer): void;
+}
+
+export type AbortReason = 'cancelled' | 'shutdown' | 'superseded';
+
+export interface ExecutionResult {
+  outcome: {
+    kind: OutcomeKind;
+    exitCode: number;
+    message: string;
+    durationMs: number;
+  };
+  /** The gzipped /output archive in the worker's spool dir; absent when nothing was collected. */
+  result?: { path: string; size: number; sha256: string };
+  /** The kept end of the combined log (bounded). */
+  logTail: string;
+}
+
+export interface TaskExecutor {
+  execute(exec: TaskExecution): Promise<ExecutionResult>;
+}
