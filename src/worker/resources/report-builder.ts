@@ -1,0 +1,46 @@
+// Pure construction of the ResourceReport the worker streams every interval, from a host
+// sample, the free capacity and the worker's state. No I/O, so tested with plain values.
+import type { Capacity, ResourceReport, TaskUsage } from '../../protocol/gen/hivemind/v1/common.js';
+import type { HostSample } from './resource-probe.js';
+
+export interface ReportInput {
+  seq: number;
+  sample: HostSample;
+  free: Capacity;
+  lifecycleState: string;
+  accepting: boolean;
+  tasks?: TaskUsage[];
+}
+
+const clampPercent = (v: number) => (Number.isFinite(v) ? Math.min(100, Math.max(0, v)) : 0);
+const nonNegInt = (v: number) => (Number.isFinite(v) && v > 0 ? Math.round(v) : 0);
+
+export function buildReport(input: ReportInput): ResourceReport {
+  const s = input.sample;
+  return {
+    seq: input.seq,
+    atMs: s.atMs,
+    cpuPercent: clampPercent(s.cpuPercent),
+    memoryUsedBytes: nonNegInt(s.memoryUsedBytes),
+    memoryTotalBytes: nonNegInt(s.memoryTotalBytes),
+    diskUsedBytes: nonNegInt(s.diskUsedBytes),
+    diskTotalBytes: nonNegInt(s.diskTotalBytes),
+    netRxBytesPerSec: nonNegInt(s.netRxBytesPerSec),
+    netTxBytesPerSec: nonNegInt(s.netTxBytesPerSec),
+    // "[N/A]" fields become 0: the wire format has no "unknown", and 0 is never mistaken for load.
+    gpus: s.gpus.map((g) => ({
+      index: g.index,
+      utilizationPercent: clampPercent(g.utilizationPercent ?? 0),
+      memoryUsedBytes: nonNegInt(g.memoryUsedBytes ?? 0),
+      memoryTotalBytes: nonNegInt(g.memoryTotalBytes),
+      temperatureC: g.temperatureC ?? 0,
+      powerW: g.powerW ?? 0,
+    })),
+    dockerOk: s.docker.ok,
+    dockerMessage: s.docker.ok ? '' : (s.docker.message ?? 'Docker is not available'),
+    tasks: input.tasks ?? [],
+    free: input.free,
+    lifecycleState: input.lifecycleState,
+    accepting: input.accepting,
+  };
+}
