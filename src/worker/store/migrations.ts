@@ -1,0 +1,72 @@
+// Schema migrations of the worker's SQLite database, applied in order and tracked with
+// PRAGMA user_version. Append new steps; never edit a step that has shipped.
+import type { Database } from 'better-sqlite3';
+
+export const MIGRATIONS: readonly string[] = [
+  // 1: initial schema
+  `
+  CREATE TABLE tasks (
+    task_id        TEXT    NOT NULL,
+    attempt        INTEGER NOT NULL,
+    spec           TEXT    NOT NULL,          -- JSON: the TaskAssignment as received
+    state          TEXT    NOT NULL,          -- TaskState name, e.g. TASK_STATE_RUNNING
+    outcome        TEXT,                      -- JSON TaskOutcome once terminal
+    gpu_indexes    TEXT    NOT NULL DEFAULT '[]',
+    next_seq       INTEGER NOT NULL DEFAULT 1, -- next TaskUpdate.seq for this attempt
+    result_path    TEXT,
+    result_size    INTEGER,
+    result_sha256  TEXT,
+    result_uploaded INTEGER NOT NULL DEFAULT 0,
+    log_tail       TEXT    NOT NULL DEFAULT '',
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    finished_at    INTEGER,
+    PRIMARY KEY (task_id, attempt)
+  );
+  CREATE INDEX tasks_unfinished ON tasks (finished_at) WHERE finished_at IS NULL;
+
+  CREATE TABLE task_events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id  TEXT    NOT NULL,
+    attempt  INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    state    TEXT    NOT NULL,
+    message  TEXT    NOT NULL DEFAULT '',
+    at       INTEGER NOT NULL
+  );
+  CREATE INDEX task_events_task ON task_events (task_id, attempt, id);
+
+  CREATE TABLE resource_samples (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    sample  TEXT    NOT NULL                  -- JSON ResourceReport
+  );
+  CREATE INDEX resource_samples_at ON resource_samples (at);
+
+  CREATE TABLE outbox (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT, -- delivery order
+    task_id  TEXT    NOT NULL,
+    attempt  INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    payload  TEXT    NOT NULL,                -- JSON TaskUpdate
+    created_at INTEGER NOT NULL,
+    UNIQUE (task_id, attempt, seq)
+  );
+  `,
+];
+
+export function migrate(db: Database): { from: number; to: number } {
+  const from = db.pragma('user_version', { simple: true }) as number;
+  if (from > MIGRATIONS.length) {
+    throw new Error(`worker database schema version ${from} is newer than this worker understands (${MIGRATIONS.length}); upgrade the worker`);
+  }
+  const apply = db.transaction(() => {
+    for (let v = from; v < MIGRATIONS.length; v++) {
+      db.exec(MIGRATIONS[v]!);
+      // user_version cannot be bound as a parameter; v is an integer we control.
+      db.pragma(`user_version = ${v + 1}`);
+    }
+  });
+  apply();
+  return { from, to: MIGRATIONS.length };
+}

@@ -1,0 +1,242 @@
+// The worker's durable memory in one SQLite file (WAL): task history, state transitions,
+// resource samples and the outbox of task updates not yet acknowledged by the master.
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import BetterSqlite3, { type Database } from 'better-sqlite3';
+import type { ResourceReport, TaskOutcome } from '../../protocol/gen/hivemind/v1/common.js';
+import { TaskState, taskStateFromJSON, taskStateToJSON } from '../../protocol/gen/hivemind/v1/common.js';
+import type { TaskAssignment, TaskUpdate } from '../../protocol/gen/hivemind/v1/node.js';
+import { migrate } from './migrations.js';
+
+export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
+  TaskState.TASK_STATE_SUCCEEDED,
+  TaskState.TASK_STATE_FAILED,
+  TaskState.TASK_STATE_CANCELLED,
+  TaskState.TASK_STATE_REJECTED,
+]);
+
+export interface TaskRecord {
+  taskId: string;
+  attempt: number;
+  assignment: TaskAssignment;
+  state: TaskState;
+  outcome?: TaskOutcome;
+  gpuIndexes: number[];
+  result?: { path: string; size: number; sha256: string; uploaded: boolean };
+  logTail: string;
+  createdAt: number;
+  updatedAt: number;
+  finishedAt?: number;
+}
+
+export interface TaskEventRecord {
+  seq: number;
+  state: TaskState;
+  message: string;
+  at: number;
+}
+
+export interface OutboxEntry {
+  id: number;
+  update: TaskUpdate;
+}
+
+/** A TaskUpdate before the store gives it its seq. */
+export type NewTaskUpdate = Omit<TaskUpdate, 'seq'>;
+
+export interface SampleRetention {
+  maxAgeMs: number;
+  maxCount: number;
+}
+
+interface TaskRow {
+  task_id: string;
+  attempt: number;
+  spec: string;
+  state: string;
+  outcome: string | null;
+  gpu_indexes: string;
+  result_path: string | null;
+  result_size: number | null;
+  result_sha256: string | null;
+  result_uploaded: number;
+  log_tail: string;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+}
+
+function toRecord(r: TaskRow): TaskRecord {
+  const rec: TaskRecord = {
+    taskId: r.task_id,
+    attempt: r.attempt,
+    assignment: JSON.parse(r.spec) as TaskAssignment,
+    state: taskStateFromJSON(r.state),
+    gpuIndexes: JSON.parse(r.gpu_indexes) as number[],
+    logTail: r.log_tail,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+  if (r.outcome) rec.outcome = JSON.parse(r.outcome) as TaskOutcome;
+  if (r.result_path !== null) {
+    rec.result = { path: r.result_path, size: r.result_size ?? 0, sha256: r.result_sha256 ?? '', uploaded: r.result_uploaded === 1 };
+  }
+  if (r.finished_at !== null) rec.finishedAt = r.finished_at;
+  return rec;
+}
+
+export class WorkerStore {
+  private closed = false;
+
+  private constructor(private readonly db: Database) {}
+
+  /** Opens (creating if needed) the database file and brings its schema up to date. */
+  static open(file: string): WorkerStore {
+    mkdirSync(path.dirname(file), { recursive: true });
+    const db = new BetterSqlite3(file);
+    try {
+      db.pragma('journal_mode = WAL');
+      // NORMAL is durable across process crashes in WAL mode; only power loss may drop the
+      // last transactions, which the master's idempotent UpdateTask tolerates.
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      db.pragma('busy_timeout = 5000');
+      migrate(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return new WorkerStore(db);
+  }
+
+  get schemaVersion(): number {
+    return this.db.pragma('user_version', { simple: true }) as number;
+  }
+
+  /** Records a newly accepted (or rejected) assignment. Idempotent for a resent assignment. */
+  insertTask(assignment: TaskAssignment, gpuIndexes: number[], at: number): void {
+    this.db
+      .prepare(
+        `INSERT INTO tasks (task_id, attempt, spec, state, gpu_indexes, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id, attempt) DO NOTHING`,
+      )
+      .run(assignment.taskId, assignment.attempt, JSON.stringify(assignment), taskStateToJSON(TaskState.TASK_STATE_ASSIGNED), JSON.stringify(gpuIndexes), at, at);
+  }
+
+  getTask(taskId: string, attempt: number): TaskRecord | undefined {
+    const row = this.db.prepare(`SELECT * FROM tasks WHERE task_id = ? AND attempt = ?`).get(taskId, attempt) as TaskRow | undefined;
+    return row ? toRecord(row) : undefined;
+  }
+
+  /** Tasks not in a terminal state (running at a crash, or mid-upload), oldest first. */
+  unfinishedTasks(): TaskRecord[] {
+    return (this.db.prepare(`SELECT * FROM tasks WHERE finished_at IS NULL ORDER BY created_at, rowid`).all() as TaskRow[]).map(toRecord);
+  }
+
+  recentTasks(limit = 100): TaskRecord[] {
+    return (this.db.prepare(`SELECT * FROM tasks ORDER BY created_at DESC, rowid DESC LIMIT ?`).all(limit) as TaskRow[]).map(toRecord);
+  }
+
+  /**
+   * Gives the update the next seq of its attempt and, in one transaction, applies it to the
+   * task row, records the transition and queues it in the outbox. Returns the full update.
+   */
+  appendUpdate(update: NewTaskUpdate): TaskUpdate {
+    return this.db.transaction((u: NewTaskUpdate): TaskUpdate => {
+      const row = this.db
+        .prepare(`UPDATE tasks SET next_seq = next_seq + 1 WHERE task_id = ? AND attempt = ? RETURNING next_seq - 1 AS seq`)
+        .get(u.taskId, u.attempt) as { seq: number } | undefined;
+      if (!row) throw new Error(`task ${u.taskId} attempt ${u.attempt} is not in the worker store`);
+      const full: TaskUpdate = { ...u, seq: row.seq };
+      const terminal = TERMINAL_STATES.has(u.state);
+      this.db
+        .prepare(
+          `UPDATE tasks SET state = ?, updated_at = ?,
+             outcome = COALESCE(?, outcome),
+             finished_at = CASE WHEN ? THEN ? ELSE finished_at END
+           WHERE task_id = ? AND attempt = ?`,
+        )
+        .run(taskStateToJSON(u.state), u.atMs, u.outcome ? JSON.stringify(u.outcome) : null, terminal ? 1 : 0, u.atMs, u.taskId, u.attempt);
+      this.db
+        .prepare(`INSERT INTO task_events (task_id, attempt, seq, state, message, at) VALUES (?, ?, ?, ?, ?, ?)`)
+        .run(u.taskId, u.attempt, full.seq, taskStateToJSON(u.state), u.message, u.atMs);
+      this.db
+        .prepare(`INSERT INTO outbox (task_id, attempt, seq, payload, created_at) VALUES (?, ?, ?, ?, ?)`)
+        .run(u.taskId, u.attempt, full.seq, JSON.stringify(full), u.atMs);
+      return full;
+    })(update);
+  }
+
+  taskEvents(taskId: string, attempt: number): TaskEventRecord[] {
+    const rows = this.db
+      .prepare(`SELECT seq, state, message, at FROM task_events WHERE task_id = ? AND attempt = ? ORDER BY id`)
+      .all(taskId, attempt) as { seq: number; state: string; message: string; at: number }[];
+    return rows.map((r) => ({ seq: r.seq, state: taskStateFromJSON(r.state), message: r.message, at: r.at }));
+  }
+
+  setResult(taskId: string, attempt: number, result: { path: string; size: number; sha256: string }): void {
+    this.db
+      .prepare(`UPDATE tasks SET result_path = ?, result_size = ?, result_sha256 = ?, result_uploaded = 0 WHERE task_id = ? AND attempt = ?`)
+      .run(result.path, result.size, result.sha256, taskId, attempt);
+  }
+
+  markResultUploaded(taskId: string, attempt: number): void {
+    this.db.prepare(`UPDATE tasks SET result_uploaded = 1 WHERE task_id = ? AND attempt = ?`).run(taskId, attempt);
+  }
+
+  /** Results produced but not yet held by the master, oldest first. */
+  pendingUploads(): TaskRecord[] {
+    return (
+      this.db
+        .prepare(`SELECT * FROM tasks WHERE result_path IS NOT NULL AND result_uploaded = 0 AND finished_at IS NULL ORDER BY created_at, rowid`)
+        .all() as TaskRow[]
+    ).map(toRecord);
+  }
+
+  setLogTail(taskId: string, attempt: number, tail: string): void {
+    this.db.prepare(`UPDATE tasks SET log_tail = ? WHERE task_id = ? AND attempt = ?`).run(tail, taskId, attempt);
+  }
+
+  /** Undelivered updates in the order they were produced. */
+  outbox(limit = 1000): OutboxEntry[] {
+    const rows = this.db.prepare(`SELECT id, payload FROM outbox ORDER BY id LIMIT ?`).all(limit) as { id: number; payload: string }[];
+    return rows.map((r) => ({ id: r.id, update: JSON.parse(r.payload) as TaskUpdate }));
+  }
+
+  outboxSize(): number {
+    return (this.db.prepare(`SELECT COUNT(*) AS n FROM outbox`).get() as { n: number }).n;
+  }
+
+  /** Removes an update once the master acknowledged it. */
+  ackOutbox(id: number): void {
+    this.db.prepare(`DELETE FROM outbox WHERE id = ?`).run(id);
+  }
+
+  /** Stores a report and trims old samples so the table stays bounded on a long-lived node. */
+  addSample(report: ResourceReport, retention: SampleRetention): void {
+    this.db.transaction(() => {
+      this.db.prepare(`INSERT INTO resource_samples (at, sample) VALUES (?, ?)`).run(report.atMs, JSON.stringify(report));
+      this.pruneSamples(report.atMs, retention);
+    })();
+  }
+
+  pruneSamples(nowMs: number, retention: SampleRetention): number {
+    const byAge = this.db.prepare(`DELETE FROM resource_samples WHERE at < ?`).run(nowMs - retention.maxAgeMs).changes;
+    const byCount = this.db
+      .prepare(`DELETE FROM resource_samples WHERE id NOT IN (SELECT id FROM resource_samples ORDER BY at DESC, id DESC LIMIT ?)`)
+      .run(Math.max(0, retention.maxCount)).changes;
+    return byAge + byCount;
+  }
+
+  samples(sinceMs = 0): ResourceReport[] {
+    const rows = this.db.prepare(`SELECT sample FROM resource_samples WHERE at >= ? ORDER BY at, id`).all(sinceMs) as { sample: string }[];
+    return rows.map((r) => JSON.parse(r.sample) as ResourceReport);
+  }
+
+  /** Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}
