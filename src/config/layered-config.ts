@@ -1,0 +1,130 @@
+// Options are raw, then compiled once: config file < HIVEMIND_* env < flags, validated by a
+// zod schema at this one boundary, with errors that name where the bad value came from.
+import { z } from 'zod';
+import { ConfigError } from '../common/errors.js';
+import { parseDuration, parseSize } from '../common/units.js';
+import type { ConfigFile } from './config-file.js';
+
+export interface FieldSource {
+  /** Environment variable, e.g. HIVEMIND_MAX_TASKS. */
+  env?: string;
+  /** The CLI flag's key in commander's options object, e.g. maxTasks (for --max-tasks). */
+  flag?: string;
+}
+
+export interface ConfigInput {
+  file?: ConfigFile;
+  filePath?: string;
+  env?: NodeJS.ProcessEnv;
+  flags?: Record<string, unknown>;
+}
+
+function flagName(key: string): string {
+  return '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}
+
+/**
+ * Merges one section of the file, the environment and the flags, and validates the result.
+ * Unknown keys in the file section are errors (a typo must not be silently ignored).
+ */
+export function compileSection<S extends z.ZodObject>(
+  section: string,
+  schema: S,
+  fields: Record<string, FieldSource>,
+  input: ConfigInput,
+): z.infer<S> {
+  const env = input.env ?? process.env;
+  const raw: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+  const fileSection = input.file?.[section];
+  if (fileSection !== undefined) {
+    if (typeof fileSection !== 'object' || fileSection === null || Array.isArray(fileSection)) {
+      throw new ConfigError(`config file ${input.filePath ?? ''}: "${section}" must be an object`);
+    }
+    for (const [k, v] of Object.entries(fileSection)) {
+      if (!(k in fields)) {
+        const known = Object.keys(fields).join(', ');
+        throw new ConfigError(`config file ${input.filePath ?? ''}: unknown key "${section}.${k}" (known keys: ${known})`);
+      }
+      raw[k] = v;
+      origin[k] = `"${section}.${k}" in ${input.filePath ?? 'the config file'}`;
+    }
+  }
+  for (const [k, src] of Object.entries(fields)) {
+    const e = src.env ? env[src.env] : undefined;
+    if (src.env && e !== undefined && e !== '') {
+      raw[k] = e;
+      origin[k] = `environment variable ${src.env}`;
+    }
+    const f = src.flag ? input.flags?.[src.flag] : undefined;
+    if (f !== undefined) {
+      raw[k] = f;
+      origin[k] = `flag ${flagName(src.flag!)}`;
+    }
+  }
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    const lines = result.error.issues.map((iss) => {
+      const key = String(iss.path[0] ?? '');
+      const where = origin[key] ?? `"${section}.${key}"`;
+      return `${where}: ${iss.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
+  }
+  return result.data;
+}
+
+// Field types shared by the sections. Strings from env/flags are coerced here, once.
+
+export const zSize = (what: string) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    try {
+      return parseSize(v, what);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
+export const zDurationMs = (what: string) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    try {
+      return parseDuration(v, what);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
+export const zInt = (min: number, max: number) =>
+  z.coerce
+    .number({ message: 'expected a number' })
+    .int({ message: 'expected a whole number' })
+    .min(min, { message: `must be at least ${min}` })
+    .max(max, { message: `must be at most ${max}` });
+
+export const zPositive = z.coerce.number({ message: 'expected a number' }).positive({ message: 'must be greater than 0' });
+
+export const zAddress = z
+  .string()
+  .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, { message: 'expected HOST:PORT, e.g. 127.0.0.1:7070' });
+
+export const zLogLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
+  message: 'expected one of trace, debug, info, warn, error, fatal, silent',
+});
+
+/** "k=v,k2=v2" or an object → a labels map. */
+export const zLabels = z.union([z.string(), z.record(z.string(), z.string()), z.array(z.string())]).transform((v, ctx) => {
+  if (typeof v === 'object' && !Array.isArray(v)) return v;
+  const parts = Array.isArray(v) ? v : v.split(',').filter(Boolean);
+  const out: Record<string, string> = {};
+  for (const p of parts) {
+    const m = /^([A-Za-z0-9_.\-/]+)=(.*)$/.exec(p.trim());
+    if (!m) {
+      ctx.addIssue({ code: 'custom', message: `label "${p}" is not KEY=VALUE` });
+      return z.NEVER;
+    }
+    out[m[1]!] = m[2]!;
+  }
+  return out;
+});

@@ -1,0 +1,64 @@
+// The worker's configuration: file section "worker", HIVEMIND_* env, `hivemind worker start` flags.
+import { join } from 'node:path';
+import { z } from 'zod';
+import { hivemindHome } from './paths.js';
+import { compileSection, zAddress, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, type ConfigInput, type FieldSource } from './layered-config.js';
+
+const schema = z
+  .object({
+    /** Master gRPC address (HOST:PORT). Required. */
+    master: zAddress,
+    /** Enrollment token from `hivemind token create`; only needed on first start. */
+    token: z.string().min(1).optional(),
+    /** State directory: identity, SQLite history, spooled results. Default $HIVEMIND_HOME/worker. */
+    dataDir: z.string().min(1).optional(),
+    /** Display name; default the hostname. */
+    name: z.string().min(1).max(64).optional(),
+    labels: zLabels.optional(),
+    /** Concurrent tasks. Default 2. */
+    maxTasks: zInt(1, 256).default(2),
+    /** CPU cores offered to tasks. Default: all cores. */
+    cpus: zPositive.optional(),
+    /** Memory offered to tasks. Default: total memory minus 512 MiB. */
+    memory: zSize('memory').optional(),
+    /** Resource report interval. Default 30s. */
+    reportInterval: zDurationMs('report interval').default(30_000),
+    /** How long SIGTERM waits for running tasks before cancelling them. Default 10m. */
+    drainTimeout: zDurationMs('drain timeout').default(600_000),
+    /** Cap on a task's /output tree. Default 1 GiB. */
+    maxOutput: zSize('max output').default(1024 ** 3),
+    logLevel: zLogLevel.default('info'),
+  })
+  .strict();
+
+export type WorkerConfig = Omit<z.infer<typeof schema>, 'dataDir' | 'reportInterval' | 'drainTimeout'> & {
+  dataDir: string;
+  reportIntervalMs: number;
+  drainTimeoutMs: number;
+};
+
+const fields: Record<string, FieldSource> = {
+  master: { env: 'HIVEMIND_MASTER', flag: 'master' },
+  token: { env: 'HIVEMIND_TOKEN', flag: 'token' },
+  dataDir: { env: 'HIVEMIND_DATA_DIR', flag: 'dataDir' },
+  name: { env: 'HIVEMIND_NAME', flag: 'name' },
+  labels: { env: 'HIVEMIND_LABELS', flag: 'label' },
+  maxTasks: { env: 'HIVEMIND_MAX_TASKS', flag: 'maxTasks' },
+  cpus: { env: 'HIVEMIND_CPUS', flag: 'cpus' },
+  memory: { env: 'HIVEMIND_MEMORY', flag: 'memory' },
+  reportInterval: { env: 'HIVEMIND_REPORT_INTERVAL', flag: 'reportInterval' },
+  drainTimeout: { env: 'HIVEMIND_DRAIN_TIMEOUT', flag: 'drainTimeout' },
+  maxOutput: { env: 'HIVEMIND_MAX_OUTPUT', flag: 'maxOutput' },
+  logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
+};
+
+export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
+  const c = compileSection('worker', schema, fields, input);
+  const { reportInterval, drainTimeout, ...rest } = c;
+  return {
+    ...rest,
+    dataDir: c.dataDir ?? join(hivemindHome(input.env), 'worker'),
+    reportIntervalMs: reportInterval,
+    drainTimeoutMs: drainTimeout,
+  };
+}

@@ -1,0 +1,138 @@
+// `hivemind doctor`: checks what a node needs (Docker, busybox for the dev image, WireGuard tools,
+// GPUs, free ports, a writable data dir, Node version) and says how to fix each problem.
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { execa } from 'execa';
+import Docker from 'dockerode';
+import { errorMessage } from '../common/errors.js';
+
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+
+export interface CheckResult {
+  name: string;
+  status: CheckStatus;
+  detail: string;
+  /** What to do about it, when status is not ok. */
+  fix?: string;
+}
+
+/** The I/O the checks need, injectable for tests. */
+export interface DoctorProbes {
+  dockerVersion(): Promise<string>;
+  commandVersion(cmd: string, args: string[]): Promise<string | undefined>;
+  portFree(host: string, port: number): Promise<boolean>;
+  dirWritable(dir: string): Promise<string | undefined>;
+  nodeVersion(): string;
+}
+
+export const systemProbes: DoctorProbes = {
+  async dockerVersion() {
+    const v = await new Docker().version();
+    return `${v.Version} (API ${v.ApiVersion})`;
+  },
+  async commandVersion(cmd, args) {
+    try {
+      const r = await execa(cmd, args, { timeout: 5000, reject: false, all: true });
+      if (r.failed && r.exitCode === undefined) return undefined;
+      return (r.all ?? '').split('\n')[0]?.trim() || 'present';
+    } catch {
+      return undefined;
+    }
+  },
+  portFree(host, port) {
+    return new Promise((resolve) => {
+      const srv = createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, host, () => srv.close(() => resolve(true)));
+    });
+  },
+  async dirWritable(dir) {
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      accessSync(dir, constants.W_OK);
+      return undefined;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  },
+  nodeVersion: () => process.version,
+};
+
+export interface DoctorOptions {
+  dataDir: string;
+  masterPort: number;
+  monitorPort: number;
+}
+
+export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = systemProbes): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
+
+  const major = Number(/^v(\d+)/.exec(probes.nodeVersion())?.[1] ?? 0);
+  results.push(
+    major >= 22
+      ? { name: 'node', status: 'ok', detail: probes.nodeVersion() }
+      : { name: 'node', status: 'fail', detail: `${probes.nodeVersion()} is too old`, fix: 'install Node 24 LTS (engines >=22)' },
+  );
+
+  try {
+    results.push({ name: 'docker', status: 'ok', detail: `daemon reachable, version ${await probes.dockerVersion()}` });
+  } catch (err) {
+    results.push({
+      name: 'docker',
+      status: 'fail',
+      detail: `Docker daemon not reachable: ${errorMessage(err)}`,
+      fix: 'install Docker (Debian: apt-get install docker.io), start it (systemctl start docker or dockerd), and make sure this user may use /var/run/docker.sock (root or the docker group)',
+    });
+  }
+
+  const busybox = await probes.commandVersion('busybox', ['--help']);
+  results.push(
+    busybox
+      ? { name: 'busybox', status: 'ok', detail: 'present (used to build the dev image offline)' }
+      : { name: 'busybox', status: 'warn', detail: 'busybox not found: `hivemind dev` cannot build its task image offline', fix: 'apt-get install busybox-static' },
+  );
+
+  const wg = await probes.commandVersion('wg', ['--version']);
+  results.push(
+    wg
+      ? { name: 'wireguard-tools', status: 'ok', detail: wg }
+      : { name: 'wireguard-tools', status: 'warn', detail: '`wg` not found (needed to join a remote master over WireGuard)', fix: 'apt-get install wireguard-tools' },
+  );
+  const wgGo = await probes.commandVersion('wireguard-go', ['--version']);
+  results.push(
+    wgGo
+      ? { name: 'wireguard-go', status: 'ok', detail: wgGo }
+      : { name: 'wireguard-go', status: 'warn', detail: 'wireguard-go not found (needed when the kernel has no WireGuard module)', fix: 'apt-get install wireguard-go' },
+  );
+
+  const gpu = await probes.commandVersion('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader']);
+  results.push(
+    gpu
+      ? { name: 'gpus', status: 'ok', detail: `nvidia-smi: ${gpu}` }
+      : { name: 'gpus', status: 'ok', detail: 'no nvidia-smi: this node offers no GPUs (install the NVIDIA driver and container toolkit to offer them)' },
+  );
+
+  for (const [name, port] of [['master port', opts.masterPort], ['monitor port', opts.monitorPort]] as const) {
+    const free = await probes.portFree('127.0.0.1', port);
+    results.push(
+      free
+        ? { name, status: 'ok', detail: `127.0.0.1:${port} is free` }
+        : { name, status: 'warn', detail: `127.0.0.1:${port} is in use (fine if it is a running hivemind)`, fix: `stop what listens there (ss -ltnp 'sport = :${port}') or choose another port` },
+    );
+  }
+
+  const dirErr = await probes.dirWritable(opts.dataDir);
+  results.push(
+    dirErr
+      ? { name: 'data dir', status: 'fail', detail: `${opts.dataDir} is not writable: ${dirErr}`, fix: `create it and give this user write access, or pass --data-dir / set HIVEMIND_DATA_DIR` }
+      : { name: 'data dir', status: 'ok', detail: `${opts.dataDir} is writable` },
+  );
+  return results;
+}
+
+export function formatDoctor(results: CheckResult[]): string {
+  const mark: Record<CheckStatus, string> = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' };
+  return results
+    .map((r) => `[${mark[r.status]}] ${r.name}: ${r.detail}` + (r.fix ? `\n       fix: ${r.fix}` : ''))
+    .join('\n');
+}

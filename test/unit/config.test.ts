@@ -1,0 +1,79 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { compileWorkerConfig } from '../../src/config/worker-config.js';
+import { compileMasterConfig } from '../../src/config/master-config.js';
+import { compileClientConfig } from '../../src/config/client-config.js';
+import { readConfigFile } from '../../src/config/config-file.js';
+import { ConfigError } from '../../src/common/errors.js';
+
+test('worker config: file < env < flags, durations and sizes compiled once', () => {
+  const file = { worker: { master: '10.0.0.1:7070', maxTasks: 1, reportInterval: '1m', memory: '2g' } };
+  const env = { HIVEMIND_MAX_TASKS: '3', HIVEMIND_HOME: '/srv/hm' };
+  const c = compileWorkerConfig({ file, env, flags: { maxTasks: '4', drainTimeout: '90s' } });
+  assert.equal(c.master, '10.0.0.1:7070');
+  assert.equal(c.maxTasks, 4);
+  assert.equal(c.reportIntervalMs, 60_000);
+  assert.equal(c.drainTimeoutMs, 90_000);
+  assert.equal(c.memory, 2 * 1024 ** 3);
+  assert.equal(c.dataDir, '/srv/hm/worker');
+  const fromEnv = compileWorkerConfig({ file, env, flags: {} });
+  assert.equal(fromEnv.maxTasks, 3);
+});
+
+test('worker config: a bad value names its source and the expected form', () => {
+  assert.throws(
+    () => compileWorkerConfig({ env: { HIVEMIND_MAX_TASKS: 'lots' }, flags: { master: '127.0.0.1:7070' } }),
+    (err: unknown) => err instanceof ConfigError && /environment variable HIVEMIND_MAX_TASKS/.test(err.message) && /number/.test(err.message),
+  );
+  assert.throws(
+    () => compileWorkerConfig({ env: {}, flags: { master: 'nowhere' } }),
+    (err: unknown) => err instanceof ConfigError && /flag --master: expected HOST:PORT/.test(err.message),
+  );
+  assert.throws(
+    () => compileWorkerConfig({ env: {}, flags: { master: '127.0.0.1:7070', reportInterval: 'soon' } }),
+    (err: unknown) => err instanceof ConfigError && /flag --report-interval/.test(err.message) && /not a duration/.test(err.message),
+  );
+  assert.throws(() => compileWorkerConfig({ env: {}, flags: {} }), /master/);
+});
+
+test('config file: unknown keys and JSON syntax errors are precise', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hm-config-'));
+  try {
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, '{\n  "worker": {\n    "maxTasks": 2,\n  }\n}\n');
+    assert.throws(() => readConfigFile(bad), (err: unknown) => err instanceof ConfigError && /line 4/.test(err.message));
+    const typo = join(dir, 'typo.json');
+    writeFileSync(typo, JSON.stringify({ worker: { master: '127.0.0.1:1', maxTask: 2 } }));
+    assert.throws(
+      () => compileWorkerConfig({ file: readConfigFile(typo), filePath: typo, env: {}, flags: {} }),
+      (err: unknown) => err instanceof ConfigError && /unknown key "worker.maxTask"/.test(err.message) && /maxTasks/.test(err.message),
+    );
+    assert.throws(() => readConfigFile(join(dir, 'absent.json')), /cannot read config file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('master config defaults to loopback and 3 attempts', () => {
+  const c = compileMasterConfig({ env: { HIVEMIND_HOME: '/x' }, flags: {} });
+  assert.equal(c.listen, '127.0.0.1:7070');
+  assert.equal(c.maxAttempts, 3);
+  assert.equal(c.reportIntervalMs, 30_000);
+  assert.equal(c.dataDir, '/x/master');
+});
+
+test('client config falls back to the dev master file, and says what to do without one', () => {
+  const home = mkdtempSync(join(tmpdir(), 'hm-home-'));
+  try {
+    assert.throws(() => compileClientConfig({ env: { HIVEMIND_HOME: home }, flags: {} }), /hivemind dev/);
+    mkdirSync(join(home, 'dev'), { recursive: true });
+    writeFileSync(join(home, 'dev', 'client.json'), JSON.stringify({ master: '127.0.0.1:7071', adminToken: 'abc' }));
+    assert.deepEqual(compileClientConfig({ env: { HIVEMIND_HOME: home }, flags: {} }), { master: '127.0.0.1:7071', adminToken: 'abc' });
+    assert.equal(compileClientConfig({ env: { HIVEMIND_HOME: home, HIVEMIND_MASTER: '127.0.0.1:9' }, flags: {} }).master, '127.0.0.1:9');
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,40 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { formatDoctor, runDoctor, type DoctorProbes } from '../../src/doctor/doctor.js';
+
+const healthy: DoctorProbes = {
+  dockerVersion: async () => '20.10.24 (API 1.41)',
+  commandVersion: async (cmd) => (cmd === 'nvidia-smi' ? undefined : `${cmd} 1.0`),
+  portFree: async () => true,
+  dirWritable: async () => undefined,
+  nodeVersion: () => 'v24.9.0',
+};
+
+test('doctor: a healthy node has no failures', async () => {
+  const r = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001 }, healthy);
+  assert.deepEqual(r.filter((c) => c.status !== 'ok'), []);
+  assert.match(formatDoctor(r), /no nvidia-smi: this node offers no GPUs/);
+});
+
+test('doctor: each problem comes with its fix', async () => {
+  const broken: DoctorProbes = {
+    ...healthy,
+    dockerVersion: async () => {
+      throw new Error('connect ENOENT /var/run/docker.sock');
+    },
+    commandVersion: async () => undefined,
+    portFree: async (_h, port) => port !== 5001,
+    dirWritable: async () => 'EACCES: permission denied',
+    nodeVersion: () => 'v20.20.2',
+  };
+  const r = await runDoctor({ dataDir: '/root/x', masterPort: 7070, monitorPort: 5001 }, broken);
+  const by = new Map(r.map((c) => [c.name, c]));
+  assert.equal(by.get('docker')?.status, 'fail');
+  assert.match(by.get('docker')?.fix ?? '', /apt-get install docker.io/);
+  assert.equal(by.get('node')?.status, 'fail');
+  assert.match(by.get('wireguard-tools')?.fix ?? '', /apt-get install wireguard-tools/);
+  assert.match(by.get('busybox')?.fix ?? '', /busybox-static/);
+  assert.equal(by.get('monitor port')?.status, 'warn');
+  assert.equal(by.get('data dir')?.status, 'fail');
+  assert.match(formatDoctor(r), /\[FAIL\] docker: Docker daemon not reachable/);
+});
