@@ -174,10 +174,17 @@ export class WorkerStore {
     return rows.map((r) => ({ seq: r.seq, state: taskStateFromJSON(r.state), message: r.message, at: r.at }));
   }
 
-  setResult(taskId: string, attempt: number, result: { path: string; size: number; sha256: string }): void {
+  /**
+   * Records what the executor produced, before any upload: after a crash the worker can
+   * still upload the result and report the outcome without re-running the task.
+   */
+  setExecution(taskId: string, attempt: number, outcome: TaskOutcome, result: { path: string; size: number; sha256: string } | undefined, logTail: string): void {
     this.db
-      .prepare(`UPDATE tasks SET result_path = ?, result_size = ?, result_sha256 = ?, result_uploaded = 0 WHERE task_id = ? AND attempt = ?`)
-      .run(result.path, result.size, result.sha256, taskId, attempt);
+      .prepare(
+        `UPDATE tasks SET outcome = ?, result_path = ?, result_size = ?, result_sha256 = ?, result_uploaded = 0, log_tail = ?
+         WHERE task_id = ? AND attempt = ?`,
+      )
+      .run(JSON.stringify(outcome), result?.path ?? null, result?.size ?? null, result?.sha256 ?? null, logTail, taskId, attempt);
   }
 
   markResultUploaded(taskId: string, attempt: number): void {

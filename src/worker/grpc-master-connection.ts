@@ -1,0 +1,247 @@
+// MasterConnection over gRPC (NodeServiceClient). Archives stream between files and the wire
+// chunk by chunk with backpressure, so memory stays constant whatever the archive size.
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { once } from 'node:events';
+import { pipeline } from 'node:stream/promises';
+import type { ClientReadableStream, ClientWritableStream, Metadata, ServiceError } from '@grpc/grpc-js';
+import type { LogChunk, DataChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import {
+  NodeServiceClient,
+  type NodeCommand,
+  type RegisterRequest,
+  type RegisterResponse,
+  type SubscribeRequest,
+  type TaskUpdate,
+  type TaskUpdateAck,
+  type UploadOffsetResponse,
+  type UploadResultRequest,
+  type UploadResultResponse,
+} from '../protocol/gen/hivemind/v1/node.js';
+import { bearerMetadata } from '../protocol/auth-metadata.js';
+import { CHUNK_SIZE, channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
+import { AbortedError, AuthError } from '../common/errors.js';
+import {
+  InputChecksumError,
+  TransferError,
+  type LogSink,
+  type MasterConnection,
+  type ReportSink,
+  type SubscriptionHandle,
+} from './master-connection.js';
+
+export interface GrpcMasterConnectionOptions {
+  transport?: Transport;
+  /** Deadline of unary calls; a hung master must not freeze the outbox forever. */
+  unaryTimeoutMs?: number;
+}
+
+export class GrpcMasterConnection implements MasterConnection {
+  private readonly client: NodeServiceClient;
+  private credential: string | undefined;
+  private readonly streams = new Set<{ cancel(): void }>();
+  private closed = false;
+
+  constructor(
+    address: string,
+    private readonly opts: GrpcMasterConnectionOptions = {},
+  ) {
+    const transport = opts.transport ?? insecureTransport;
+    this.client = new NodeServiceClient(address, transport.clientCredentials(), channelOptions);
+  }
+
+  private md(): Metadata {
+    if (!this.credential) throw new AuthError('not registered yet: call register() before other NodeService calls');
+    return bearerMetadata(this.credential);
+  }
+
+  private deadline(): Date {
+    return new Date(Date.now() + (this.opts.unaryTimeoutMs ?? 30_000));
+  }
+
+  private track<T extends { cancel(): void; on(ev: 'close' | 'error', l: () => void): unknown }>(call: T): T {
+    this.streams.add(call);
+    const forget = () => this.streams.delete(call);
+    call.on('close', forget);
+    call.on('error', forget);
+    return call;
+  }
+
+  register(request: RegisterRequest, bearer: string): Promise<RegisterResponse> {
+    return new Promise((resolve, reject) => {
+      this.client.register(request, bearerMetadata(bearer), { deadline: this.deadline() }, (err, res) => {
+        if (err) return reject(err);
+        this.credential = res.nodeCredential || bearer;
+        resolve(res);
+      });
+    });
+  }
+
+  openReportStream(onError: (err: Error) => void): ReportSink {
+    let ended = false;
+    const call = this.track(
+      this.client.report(this.md(), (err: ServiceError | null) => {
+        if (err && !ended) onError(err);
+      }),
+    );
+    return {
+      send: (report: ResourceReport) => {
+        // Reports are small and infrequent; when the stream is saturated the next one will do.
+        if (!ended && call.writable) call.write(report);
+      },
+      close: () => {
+        if (ended) return;
+        ended = true;
+        call.end();
+      },
+    };
+  }
+
+  subscribe(request: SubscribeRequest, onCommand: (command: NodeCommand) => void): SubscriptionHandle {
+    const call = this.track(this.client.subscribe(request, this.md()));
+    const closed = new Promise<Error | undefined>((resolve) => {
+      call.on('data', (cmd: NodeCommand) => onCommand(cmd));
+      call.on('error', (err: Error) => resolve(err));
+      call.on('end', () => resolve(undefined));
+    });
+    return { closed, close: () => call.cancel() };
+  }
+
+  updateTask(update: TaskUpdate): Promise<TaskUpdateAck> {
+    return new Promise((resolve, reject) => {
+      this.client.updateTask(update, this.md(), { deadline: this.deadline() }, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+  }
+
+  private uploadOffset(taskId: string, attempt: number): Promise<UploadOffsetResponse> {
+    return new Promise((resolve, reject) => {
+      this.client.getUploadOffset({ taskId, attempt }, this.md(), { deadline: this.deadline() }, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+  }
+
+  async downloadInput(taskId: string, attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number> {
+    signal.throwIfAborted();
+    const hash = createHash('sha256');
+    // Resume: hash what is already on disk, then ask only for the rest.
+    let offset = 0;
+    try {
+      offset = (await stat(destFile)).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (offset > 0) {
+      for await (const buf of createReadStream(destFile, { end: offset - 1, highWaterMark: CHUNK_SIZE, signal })) hash.update(buf as Buffer);
+    }
+    const call: ClientReadableStream<DataChunk> = this.track(this.client.downloadInput({ taskId, attempt, offset }, this.md()));
+    const onAbort = () => call.cancel();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let pos = offset;
+    try {
+      await pipeline(
+        call,
+        async function* (source: AsyncIterable<DataChunk>) {
+          for await (const chunk of source) {
+            if (chunk.offset !== pos) throw new TransferError(`task ${taskId}: input chunk at offset ${chunk.offset}, expected ${pos}`);
+            hash.update(chunk.data);
+            pos += chunk.data.length;
+            yield chunk.data;
+          }
+        },
+        createWriteStream(destFile, { flags: 'a' }),
+      );
+    } catch (err) {
+      if (signal.aborted) throw new AbortedError(`task ${taskId}: input download aborted`, { cause: signal.reason });
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    const actual = hash.digest('hex');
+    if (expectedSha256 && actual !== expectedSha256.toLowerCase()) throw new InputChecksumError(taskId, expectedSha256, actual);
+    return pos;
+  }
+
+  async uploadResult(taskId: string, attempt: number, file: string, sha256: string, signal: AbortSignal): Promise<UploadResultResponse> {
+    signal.throwIfAborted();
+    const size = (await stat(file)).size;
+    const held = await this.uploadOffset(taskId, attempt);
+    if (held.complete) {
+      if (held.sha256 && held.sha256 !== sha256) {
+        throw new TransferError(`task ${taskId}: the master already holds a different result (sha256 ${held.sha256}, ours ${sha256})`);
+      }
+      return { size, sha256 };
+    }
+    if (held.offset > size) throw new TransferError(`task ${taskId}: the master holds ${held.offset} bytes of a ${size}-byte result`);
+
+    let settle!: { resolve: (r: UploadResultResponse) => void; reject: (e: Error) => void };
+    const response = new Promise<UploadResultResponse>((resolve, reject) => (settle = { resolve, reject }));
+    const call: ClientWritableStream<UploadResultRequest> = this.track(
+      this.client.uploadResult(this.md(), (err, res) => (err ? settle.reject(err) : settle.resolve(res))),
+    );
+    const onAbort = () => call.cancel();
+    signal.addEventListener('abort', onAbort, { once: true });
+    // If the call fails mid-stream, stop reading the file instead of waiting for 'drain' forever.
+    const failed = new Promise<never>((_, reject) => call.once('error', reject));
+    failed.catch(() => undefined);
+    try {
+      const write = async (msg: UploadResultRequest) => {
+        if (!call.write(msg)) await Promise.race([once(call, 'drain'), failed]);
+      };
+      await write({ part: { $case: 'header', value: { taskId, attempt, offset: held.offset, totalSize: size } } });
+      if (held.offset < size) {
+        for await (const buf of createReadStream(file, { start: held.offset, highWaterMark: CHUNK_SIZE, signal })) {
+          await write({ part: { $case: 'chunk', value: buf as Buffer } });
+        }
+      }
+      await write({ part: { $case: 'trailer', value: { size, sha256 } } });
+      call.end();
+      const res = await response;
+      if (res.sha256 && res.sha256 !== sha256) throw new TransferError(`task ${taskId}: the master stored sha256 ${res.sha256}, ours is ${sha256}`);
+      return res;
+    } catch (err) {
+      call.cancel();
+      response.catch(() => undefined);
+      if (signal.aborted) throw new AbortedError(`task ${taskId}: result upload aborted`, { cause: signal.reason });
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  pushLogs(taskId: string, attempt: number): LogSink {
+    let broken = false;
+    let done!: () => void;
+    const acked = new Promise<void>((resolve) => (done = resolve));
+    const call = this.track(
+      this.client.pushLogs(this.md(), (err) => {
+        if (err) broken = true;
+        done();
+      }),
+    );
+    call.on('error', () => {
+      broken = true;
+    });
+    return {
+      write: (chunk: LogChunk) => {
+        if (broken || !call.writable) return false;
+        if (chunk.taskId !== taskId || chunk.attempt !== attempt) throw new Error(`log chunk for ${chunk.taskId} sent on the stream of ${taskId}`);
+        return call.write(chunk);
+      },
+      get broken() {
+        return broken;
+      },
+      end: async () => {
+        if (!broken && call.writable) call.end();
+        await acked;
+      },
+    };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.streams) s.cancel();
+    this.streams.clear();
+    this.client.close();
+  }
+}

@@ -1,0 +1,70 @@
+// The worker's only view of its master: a narrow interface over the NodeService calls, so
+// the worker loop is tested with an in-memory fake and gRPC stays in one adapter.
+import type { LogChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type {
+  NodeCommand,
+  RegisterRequest,
+  RegisterResponse,
+  SubscribeRequest,
+  TaskUpdate,
+  TaskUpdateAck,
+  UploadResultResponse,
+} from '../protocol/gen/hivemind/v1/node.js';
+import { HivemindError } from '../common/errors.js';
+
+export interface ReportSink {
+  send(report: ResourceReport): void;
+  close(): void;
+}
+
+export interface SubscriptionHandle {
+  /** Settles when the command stream ends: with the error, or undefined for a clean end. Never rejects. */
+  readonly closed: Promise<Error | undefined>;
+  close(): void;
+}
+
+export interface LogSink {
+  /** Queues a chunk; false means the sink is full or broken and the caller should back off. */
+  write(chunk: LogChunk): boolean;
+  /** True once the stream failed; a new sink must be opened. */
+  readonly broken: boolean;
+  /** Half-closes the stream and waits for the master's ack (errors are swallowed: logs are best effort). */
+  end(): Promise<void>;
+}
+
+export interface MasterConnection {
+  /**
+   * Registers (bearer = enrollment token) or refreshes facts (bearer = node credential). On
+   * success the connection authenticates every later call with the returned credential.
+   */
+  register(request: RegisterRequest, bearer: string): Promise<RegisterResponse>;
+  /** Opens the client stream of reports; `onError` fires once if the stream fails. */
+  openReportStream(onError: (err: Error) => void): ReportSink;
+  subscribe(request: SubscribeRequest, onCommand: (command: NodeCommand) => void): SubscriptionHandle;
+  updateTask(update: TaskUpdate): Promise<TaskUpdateAck>;
+  /**
+   * Downloads the task's input into destFile, resuming from the file's current size, and
+   * verifies the whole file's sha256 (InputChecksumError on mismatch). Returns the size.
+   */
+  downloadInput(taskId: string, attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number>;
+  /** Uploads the result archive from the offset the master already holds; resolves once verified. */
+  uploadResult(taskId: string, attempt: number, file: string, sha256: string, signal: AbortSignal): Promise<UploadResultResponse>;
+  pushLogs(taskId: string, attempt: number): LogSink;
+  /** Idempotent; cancels open streams. */
+  close(): void;
+}
+
+export type ConnectionFactory = (masterAddress: string) => MasterConnection;
+
+export class InputChecksumError extends HivemindError {
+  constructor(taskId: string, expected: string, actual: string) {
+    super('INPUT_CHECKSUM', `task ${taskId}: input archive sha256 is ${actual}, the master announced ${expected}`);
+  }
+}
+
+/** The master's answers contradict what the node holds (offsets, checksums): retrying will not help. */
+export class TransferError extends HivemindError {
+  constructor(message: string) {
+    super('TRANSFER_INCONSISTENT', message);
+  }
+}
