@@ -1,0 +1,80 @@
+// Human-readable rendering of tasks and nodes for the CLI (the --json output is the raw message).
+import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import type { NodeInfo, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
+import { formatBytes, formatDuration } from '../common/units.js';
+
+export function stateName(s: TaskState): string {
+  return (TaskState[s] ?? String(s)).replace(/^TASK_STATE_/, '').toLowerCase();
+}
+
+export function outcomeName(k: OutcomeKind): string {
+  return (OutcomeKind[k] ?? String(k)).replace(/^OUTCOME_KIND_/, '').toLowerCase();
+}
+
+export function describeOutcome(o: TaskOutcome | undefined): string {
+  if (!o || o.kind === OutcomeKind.OUTCOME_KIND_UNSPECIFIED) return '';
+  const parts = [outcomeName(o.kind)];
+  if (o.kind === OutcomeKind.OUTCOME_KIND_EXITED || o.kind === OutcomeKind.OUTCOME_KIND_OOM_KILLED) parts.push(`exit ${o.exitCode}`);
+  if (o.durationMs) parts.push(formatDuration(o.durationMs));
+  if (o.resultSize) parts.push(`result ${formatBytes(o.resultSize)}`);
+  if (o.message) parts.push(o.message);
+  return parts.join(', ');
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+export function formatTaskTable(tasks: TaskInfo[]): string {
+  if (tasks.length === 0) return 'no tasks';
+  const rows = [['TASK', 'STATE', 'IMAGE', 'NODE', 'ATTEMPT', 'OUTCOME / REASON']];
+  for (const t of tasks) {
+    rows.push([
+      t.taskId,
+      stateName(t.state),
+      t.spec?.image ?? '',
+      t.nodeId ? t.nodeId.slice(0, 12) : '-',
+      String(t.attempt),
+      t.state === TaskState.TASK_STATE_QUEUED ? t.queueReason : describeOutcome(t.outcome),
+    ]);
+  }
+  return table(rows);
+}
+
+export function formatTask(t: TaskInfo): string {
+  const lines = [
+    `task      ${t.taskId}`,
+    `state     ${stateName(t.state)}${t.cancelRequested ? ' (cancel requested)' : ''}`,
+    `image     ${t.spec?.image ?? ''}`,
+    `command   ${JSON.stringify(t.spec?.command ?? [])}`,
+    `node      ${t.nodeId || '-'}`,
+    `attempt   ${t.attempt}/${t.maxAttempts}`,
+  ];
+  if (t.state === TaskState.TASK_STATE_QUEUED && t.queueReason) lines.push(`waiting   ${t.queueReason}`);
+  const o = describeOutcome(t.outcome);
+  if (o) lines.push(`outcome   ${o}`);
+  if (t.outcome?.resultSha256) lines.push(`sha256    ${t.outcome.resultSha256}`);
+  for (const e of t.events) {
+    lines.push(`  ${new Date(e.atMs).toISOString()}  ${stateName(e.state).padEnd(10)} ${e.nodeId ? e.nodeId.slice(0, 12) : ''} ${e.message}`);
+  }
+  return lines.join('\n');
+}
+
+export function formatNodeTable(nodes: NodeInfo[]): string {
+  if (nodes.length === 0) return 'no nodes';
+  const rows = [['NODE', 'NAME', 'STATUS', 'CPUS', 'MEMORY', 'GPUS', 'TASKS', 'LAST SEEN']];
+  for (const n of nodes) {
+    rows.push([
+      n.nodeId,
+      n.name,
+      n.online ? 'online' : 'offline',
+      String(n.facts?.cpuCores ?? 0),
+      formatBytes(n.facts?.memoryBytes ?? 0),
+      String(n.facts?.gpus.length ?? 0),
+      String(n.taskIds.length),
+      n.lastSeenMs ? new Date(n.lastSeenMs).toISOString() : '-',
+    ]);
+  }
+  return table(rows);
+}
