@@ -1,0 +1,253 @@
+// Task inputs, results and logs on disk under the master's data dir. Everything is streamed
+// (constant memory); results are resumable uploads verified by sha256 before they count.
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { HivemindError } from '../common/errors.js';
+import { formatBytes } from '../common/units.js';
+
+/** Default cap of a task's stored log; the end is kept, the head trimmed. */
+export const DEFAULT_LOG_MAX_BYTES = 8 * 1024 * 1024;
+
+export class BlobError extends HivemindError {
+  constructor(code: 'FAILED_PRECONDITION' | 'INVALID_ARGUMENT' | 'NOT_FOUND', message: string) {
+    super(code, message);
+  }
+}
+
+/** An open append session on a file; writes go straight to disk. */
+export interface AppendSession {
+  readonly offset: number;
+  write(data: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
+
+const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+function checkId(id: string): string {
+  // Ids end up in file names: refuse anything that could escape the folder.
+  if (!SAFE_ID.test(id)) throw new BlobError('INVALID_ARGUMENT', `"${id}" is not a valid task id`);
+  return id;
+}
+
+export async function sha256OfFile(path: string): Promise<string> {
+  const h = createHash('sha256');
+  await pipeline(createReadStream(path), h);
+  return h.digest('hex');
+}
+
+async function sizeOf(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+class FileAppendSession implements AppendSession {
+  private pos: number;
+  constructor(private readonly fh: FileHandle, readonly offset: number) {
+    this.pos = offset;
+  }
+  async write(data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.pos);
+      done += bytesWritten;
+      this.pos += bytesWritten;
+    }
+  }
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+export class BlobStore {
+  private readonly logQueues = new Map<string, Promise<unknown>>();
+
+  private constructor(private readonly dir: string, private readonly logMaxBytes: number) {}
+
+  static async create(dataDir: string, opts: { logMaxBytes?: number } = {}): Promise<BlobStore> {
+    for (const sub of ['inputs', 'results', 'logs']) await mkdir(join(dataDir, sub), { recursive: true });
+    return new BlobStore(dataDir, opts.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES);
+  }
+
+  inputPath(taskId: string): string {
+    return join(this.dir, 'inputs', `${checkId(taskId)}.tar.gz`);
+  }
+  private inputPartialPath(taskId: string): string {
+    return join(this.dir, 'inputs', `${checkId(taskId)}.partial`);
+  }
+  resultPath(taskId: string): string {
+    return join(this.dir, 'results', `${checkId(taskId)}.tar.gz`);
+  }
+  private resultPartialPath(taskId: string): string {
+    return join(this.dir, 'results', `${checkId(taskId)}.partial`);
+  }
+  logPath(taskId: string): string {
+    return join(this.dir, 'logs', `${checkId(taskId)}.log`);
+  }
+
+  // ---- inputs
+
+  /**
+   * Stores a submitted input archive: chunks from `source` are written to a partial file while
+   * hashed, then checked against the trailer the caller got and renamed into place.
+   */
+  async writeInput(taskId: string, chunks: AsyncIterable<Uint8Array>, expect: () => { size: number; sha256: string }): Promise<{ size: number; sha256: string }> {
+    const partial = this.inputPartialPath(taskId);
+    const fh = await open(partial, 'w', 0o600);
+    const session = new FileAppendSession(fh, 0);
+    const hash = createHash('sha256');
+    let size = 0;
+    try {
+      try {
+        for await (const c of chunks) {
+          hash.update(c);
+          size += c.length;
+          await session.write(c);
+        }
+      } finally {
+        await session.close();
+      }
+      const want = expect();
+      const sha256 = hash.digest('hex');
+      if (want.size !== size) throw new BlobError('INVALID_ARGUMENT', `input archive: received ${size} bytes but the trailer says ${want.size}`);
+      if (want.sha256.toLowerCase() !== sha256) throw new BlobError('INVALID_ARGUMENT', `input archive: sha256 mismatch (received ${sha256}, trailer says ${want.sha256})`);
+      await rename(partial, this.inputPath(taskId));
+      return { size, sha256 };
+    } catch (err) {
+      await rm(partial, { force: true });
+      throw err;
+    }
+  }
+
+  /** The input archive from `offset` on, read in chunks of `chunkSize`. */
+  readInput(taskId: string, offset: number, chunkSize: number): Readable {
+    return createReadStream(this.inputPath(taskId), { start: offset, highWaterMark: chunkSize });
+  }
+
+  // ---- results
+
+  /** Bytes of the current result upload held so far (the size of the .partial file). */
+  async resultOffset(taskId: string): Promise<number> {
+    return (await sizeOf(this.resultPartialPath(taskId))) ?? 0;
+  }
+
+  async hasResult(taskId: string): Promise<boolean> {
+    return (await sizeOf(this.resultPath(taskId))) !== undefined;
+  }
+
+  /** Opens the partial result for appending; `offset` must equal the bytes already held. */
+  async openResultUpload(taskId: string, offset: number): Promise<AppendSession> {
+    const held = await this.resultOffset(taskId);
+    if (offset !== held) {
+      throw new BlobError('FAILED_PRECONDITION', `result upload for task ${taskId} must resume at offset ${held}, not ${offset} (ask GetUploadOffset)`);
+    }
+    const fh = await open(this.resultPartialPath(taskId), held === 0 ? 'w' : 'r+', 0o600);
+    return new FileAppendSession(fh, held);
+  }
+
+  /**
+   * Verifies the whole partial result against the trailer (streamed hash) and renames it into
+   * place atomically. On a mismatch the partial is deleted so the next upload starts over.
+   */
+  async completeResult(taskId: string, want: { size: number; sha256: string }): Promise<void> {
+    const partial = this.resultPartialPath(taskId);
+    const size = (await sizeOf(partial)) ?? 0;
+    if (size !== want.size) {
+      await rm(partial, { force: true });
+      throw new BlobError('INVALID_ARGUMENT', `result of task ${taskId}: holding ${size} bytes but the trailer says ${want.size}; partial upload discarded, upload again from 0`);
+    }
+    const sha256 = await sha256OfFile(partial);
+    if (sha256 !== want.sha256.toLowerCase()) {
+      await rm(partial, { force: true });
+      throw new BlobError('INVALID_ARGUMENT', `result of task ${taskId}: sha256 mismatch (stored ${sha256}, trailer says ${want.sha256}); partial upload discarded, upload again from 0`);
+    }
+    await rename(partial, this.resultPath(taskId));
+  }
+
+  async resultSize(taskId: string): Promise<number | undefined> {
+    return sizeOf(this.resultPath(taskId));
+  }
+
+  readResult(taskId: string, offset: number, chunkSize: number): Readable {
+    return createReadStream(this.resultPath(taskId), { start: offset, highWaterMark: chunkSize });
+  }
+
+  /** Drops the result (partial or complete) of a superseded attempt. */
+  async discardResult(taskId: string): Promise<void> {
+    await rm(this.resultPartialPath(taskId), { force: true });
+    await rm(this.resultPath(taskId), { force: true });
+  }
+
+  // ---- logs
+
+  /**
+   * Runs `fn` after every earlier log operation of this task has finished, and before any later
+   * one starts. Appends go through here; followers use it to take a consistent snapshot.
+   */
+  withLogLock<T>(taskId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.logQueues.get(taskId) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.logQueues.set(taskId, tail);
+    void tail.then(() => {
+      if (this.logQueues.get(taskId) === tail) this.logQueues.delete(taskId);
+    });
+    return next;
+  }
+
+  /**
+   * Appends to a task's log; when the log passes its cap the head is trimmed so the last 3/4 of
+   * the cap is kept (the end of a log is what explains a failure). `after` runs under the lock.
+   */
+  appendLog(taskId: string, data: Uint8Array, after?: () => void): Promise<void> {
+    const path = this.logPath(taskId);
+    return this.withLogLock(taskId, async () => {
+      const fh = await open(path, 'a', 0o600);
+      let size: number;
+      try {
+        await fh.write(data);
+        size = (await fh.stat()).size;
+      } finally {
+        await fh.close();
+      }
+      if (size > this.logMaxBytes) await this.trimLogHead(path, size);
+      after?.();
+    });
+  }
+
+  private async trimLogHead(path: string, size: number): Promise<void> {
+    const keep = Math.floor((this.logMaxBytes * 3) / 4);
+    const tmp = `${path}.trim`;
+    const out = createWriteStream(tmp, { mode: 0o600 });
+    out.write(`[hivemind: earlier output trimmed, log kept to its last ${formatBytes(keep)}]\n`);
+    await pipeline(createReadStream(path, { start: size - keep }), out);
+    await rename(tmp, path);
+  }
+
+  /**
+   * Opens the stored log as it is now: its size and a stream of exactly those bytes. Call under
+   * withLogLock; the open fd keeps reading the same bytes even if a later append trims the file.
+   */
+  async snapshotLog(taskId: string, chunkSize: number): Promise<{ size: number; stream: Readable | undefined }> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.logPath(taskId), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { size: 0, stream: undefined };
+      throw err;
+    }
+    const size = (await fh.stat()).size;
+    if (size === 0) {
+      await fh.close();
+      return { size, stream: undefined };
+    }
+    return { size, stream: fh.createReadStream({ start: 0, end: size - 1, highWaterMark: chunkSize, autoClose: true }) };
+  }
+}

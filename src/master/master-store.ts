@@ -1,0 +1,347 @@
+// The master's durable state in SQLite: nodes, tasks with their event history, and enrollment
+// tokens. Only hashes of secrets are stored. Every multi-row change runs in one transaction.
+import Database from 'better-sqlite3';
+import type { Database as Db, Statement } from 'better-sqlite3';
+import { migrate } from './migrations.js';
+import {
+  NodeFacts,
+  ResourceReport,
+  TaskOutcome,
+  TaskSpec,
+  TaskState,
+} from '../protocol/gen/hivemind/v1/common.js';
+
+export interface NodeRow {
+  id: string;
+  name: string;
+  facts: NodeFacts;
+  credentialHash: string;
+  registeredAt: number;
+  lastSeen: number;
+  lastReport: ResourceReport | undefined;
+}
+
+export interface TaskRow {
+  id: string;
+  spec: TaskSpec;
+  state: TaskState;
+  /** 1-based; bumped each time the task is requeued after being lost (see master.ts). */
+  attempt: number;
+  maxAttempts: number;
+  /** The node holding the current attempt; kept after a terminal state for history. */
+  nodeId: string | null;
+  queueReason: string;
+  outcome: TaskOutcome | undefined;
+  inputSize: number;
+  inputSha256: string;
+  /** Set once the result archive of the current attempt is stored and verified. */
+  result: { size: number; sha256: string } | undefined;
+  cancelRequested: boolean;
+  cancelReason: string;
+  createdAt: number;
+  updatedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  /** Highest TaskUpdate.seq applied for the current attempt. */
+  lastUpdateSeq: number;
+  /** Nodes that rejected this task; the scheduler never offers it to them again. */
+  excludedNodes: string[];
+}
+
+export interface TaskEventRow {
+  state: TaskState;
+  at: number;
+  nodeId: string | null;
+  attempt: number;
+  message: string;
+}
+
+export interface EnrollmentTokenRow {
+  hash: string;
+  expiresAt: number;
+  usesLeft: number;
+  createdAt: number;
+  revoked: boolean;
+}
+
+export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
+  TaskState.TASK_STATE_SUCCEEDED,
+  TaskState.TASK_STATE_FAILED,
+  TaskState.TASK_STATE_CANCELLED,
+]);
+
+export function isTerminal(state: TaskState): boolean {
+  return TERMINAL_STATES.has(state);
+}
+
+interface RawNode {
+  id: string; name: string; facts: string; credential_hash: string;
+  registered_at: number; last_seen: number; last_report: string | null;
+}
+
+interface RawTask {
+  id: string; spec: string; state: number; attempt: number; max_attempts: number; node_id: string | null;
+  queue_reason: string; outcome: string | null; input_size: number; input_sha256: string;
+  result_size: number | null; result_sha256: string | null; cancel_requested: number; cancel_reason: string;
+  created_at: number; updated_at: number; started_at: number | null; finished_at: number | null;
+  last_update_seq: number; excluded_nodes: string;
+}
+
+function nodeFromRaw(r: RawNode): NodeRow {
+  return {
+    id: r.id,
+    name: r.name,
+    facts: NodeFacts.fromJSON(JSON.parse(r.facts)),
+    credentialHash: r.credential_hash,
+    registeredAt: r.registered_at,
+    lastSeen: r.last_seen,
+    lastReport: r.last_report ? ResourceReport.fromJSON(JSON.parse(r.last_report)) : undefined,
+  };
+}
+
+function taskFromRaw(r: RawTask): TaskRow {
+  return {
+    id: r.id,
+    spec: TaskSpec.fromJSON(JSON.parse(r.spec)),
+    state: r.state as TaskState,
+    attempt: r.attempt,
+    maxAttempts: r.max_attempts,
+    nodeId: r.node_id,
+    queueReason: r.queue_reason,
+    outcome: r.outcome ? TaskOutcome.fromJSON(JSON.parse(r.outcome)) : undefined,
+    inputSize: r.input_size,
+    inputSha256: r.input_sha256,
+    result: r.result_size !== null && r.result_sha256 !== null ? { size: r.result_size, sha256: r.result_sha256 } : undefined,
+    cancelRequested: r.cancel_requested !== 0,
+    cancelReason: r.cancel_reason,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at,
+    lastUpdateSeq: r.last_update_seq,
+    excludedNodes: JSON.parse(r.excluded_nodes) as string[],
+  };
+}
+
+function taskToParams(t: TaskRow): Record<string, unknown> {
+  return {
+    id: t.id,
+    spec: JSON.stringify(TaskSpec.toJSON(t.spec)),
+    state: t.state,
+    attempt: t.attempt,
+    max_attempts: t.maxAttempts,
+    node_id: t.nodeId,
+    queue_reason: t.queueReason,
+    outcome: t.outcome ? JSON.stringify(TaskOutcome.toJSON(t.outcome)) : null,
+    input_size: t.inputSize,
+    input_sha256: t.inputSha256,
+    result_size: t.result?.size ?? null,
+    result_sha256: t.result?.sha256 ?? null,
+    cancel_requested: t.cancelRequested ? 1 : 0,
+    cancel_reason: t.cancelReason,
+    created_at: t.createdAt,
+    updated_at: t.updatedAt,
+    started_at: t.startedAt,
+    finished_at: t.finishedAt,
+    last_update_seq: t.lastUpdateSeq,
+    excluded_nodes: JSON.stringify(t.excludedNodes),
+  };
+}
+
+const TASK_COLUMNS = [
+  'id', 'spec', 'state', 'attempt', 'max_attempts', 'node_id', 'queue_reason', 'outcome', 'input_size',
+  'input_sha256', 'result_size', 'result_sha256', 'cancel_requested', 'cancel_reason', 'created_at', 'updated_at',
+  'started_at', 'finished_at', 'last_update_seq', 'excluded_nodes',
+];
+
+export class MasterStore {
+  private readonly db: Db;
+  private readonly stmts: {
+    insertNode: Statement; updateNodeFacts: Statement; getNode: Statement; nodeByHash: Statement; listNodes: Statement;
+    recordReport: Statement; touchNode: Statement;
+    insertTask: Statement; saveTask: Statement; getTask: Statement; listTasks: Statement; queuedTasks: Statement;
+    liveTasksOfNode: Statement; liveTasksOnNodes: Statement;
+    insertEvent: Statement; listEvents: Statement;
+    insertToken: Statement; getToken: Statement; useToken: Statement;
+  };
+  private closed = false;
+
+  private constructor(db: Db) {
+    this.db = db;
+    const live = `state NOT IN (${[...TERMINAL_STATES].join(',')}) AND state != ${TaskState.TASK_STATE_QUEUED}`;
+    this.stmts = {
+      insertNode: db.prepare(`INSERT INTO nodes (id, name, facts, credential_hash, registered_at, last_seen)
+        VALUES (@id, @name, @facts, @credential_hash, @registered_at, @last_seen)`),
+      updateNodeFacts: db.prepare('UPDATE nodes SET name = ?, facts = ?, last_seen = ? WHERE id = ?'),
+      getNode: db.prepare('SELECT * FROM nodes WHERE id = ?'),
+      nodeByHash: db.prepare('SELECT * FROM nodes WHERE credential_hash = ?'),
+      listNodes: db.prepare('SELECT * FROM nodes ORDER BY registered_at, id'),
+      recordReport: db.prepare('UPDATE nodes SET last_report = ?, last_seen = ? WHERE id = ?'),
+      touchNode: db.prepare('UPDATE nodes SET last_seen = ? WHERE id = ?'),
+      insertTask: db.prepare(`INSERT INTO tasks (${TASK_COLUMNS.join(', ')}) VALUES (${TASK_COLUMNS.map((c) => '@' + c).join(', ')})`),
+      saveTask: db.prepare(`UPDATE tasks SET ${TASK_COLUMNS.filter((c) => c !== 'id').map((c) => `${c} = @${c}`).join(', ')} WHERE id = @id`),
+      getTask: db.prepare('SELECT * FROM tasks WHERE id = ?'),
+      listTasks: db.prepare('SELECT * FROM tasks ORDER BY created_at DESC, id DESC LIMIT ?'),
+      queuedTasks: db.prepare(`SELECT * FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED} ORDER BY created_at, rowid`),
+      liveTasksOfNode: db.prepare(`SELECT * FROM tasks WHERE node_id = ? AND ${live} ORDER BY created_at`),
+      liveTasksOnNodes: db.prepare(`SELECT * FROM tasks WHERE node_id IS NOT NULL AND ${live} ORDER BY created_at`),
+      insertEvent: db.prepare('INSERT INTO task_events (task_id, state, at, node_id, attempt, message) VALUES (?, ?, ?, ?, ?, ?)'),
+      listEvents: db.prepare('SELECT state, at, node_id, attempt, message FROM task_events WHERE task_id = ? ORDER BY seq'),
+      insertToken: db.prepare('INSERT INTO enrollment_tokens (hash, expires_at, uses_left, created_at) VALUES (?, ?, ?, ?)'),
+      getToken: db.prepare('SELECT * FROM enrollment_tokens WHERE hash = ?'),
+      useToken: db.prepare('UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0'),
+    };
+  }
+
+  /** Opens (creating if needed) and migrates the database at `path` (":memory:" for tests). */
+  static open(path: string): MasterStore {
+    const db = new Database(path);
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('foreign_keys = ON');
+      db.pragma('busy_timeout = 5000');
+      migrate(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return new MasterStore(db);
+  }
+
+  /** Runs `fn` in one transaction (nested calls join the outer one). */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  // ---- nodes
+
+  insertNode(n: { id: string; name: string; facts: NodeFacts; credentialHash: string; at: number }): void {
+    this.stmts.insertNode.run({
+      id: n.id, name: n.name, facts: JSON.stringify(NodeFacts.toJSON(n.facts)), credential_hash: n.credentialHash,
+      registered_at: n.at, last_seen: n.at,
+    });
+  }
+
+  updateNodeFacts(id: string, name: string, facts: NodeFacts, at: number): void {
+    this.stmts.updateNodeFacts.run(name, JSON.stringify(NodeFacts.toJSON(facts)), at, id);
+  }
+
+  getNode(id: string): NodeRow | undefined {
+    const r = this.stmts.getNode.get(id) as RawNode | undefined;
+    return r && nodeFromRaw(r);
+  }
+
+  findNodeByCredentialHash(hash: string): NodeRow | undefined {
+    const r = this.stmts.nodeByHash.get(hash) as RawNode | undefined;
+    return r && nodeFromRaw(r);
+  }
+
+  listNodes(): NodeRow[] {
+    return (this.stmts.listNodes.all() as RawNode[]).map(nodeFromRaw);
+  }
+
+  recordReport(id: string, report: ResourceReport, at: number): void {
+    this.stmts.recordReport.run(JSON.stringify(ResourceReport.toJSON(report)), at, id);
+  }
+
+  touchNode(id: string, at: number): void {
+    this.stmts.touchNode.run(at, id);
+  }
+
+  // ---- tasks
+
+  /** Inserts a new task together with its first event. */
+  insertTask(t: TaskRow, event: TaskEventRow): void {
+    this.transaction(() => {
+      this.stmts.insertTask.run(taskToParams(t));
+      this.insertEvent(t.id, event);
+    });
+  }
+
+  getTask(id: string): TaskRow | undefined {
+    const r = this.stmts.getTask.get(id) as RawTask | undefined;
+    return r && taskFromRaw(r);
+  }
+
+  /**
+   * Reads a task, lets `change` edit a copy and writes it back (with an optional event) in one
+   * transaction. Returns the saved row, or undefined when the task does not exist or `change`
+   * returned false (nothing written).
+   */
+  updateTask(id: string, change: (t: TaskRow) => TaskEventRow | null | false): TaskRow | undefined {
+    return this.transaction(() => {
+      const t = this.getTask(id);
+      if (!t) return undefined;
+      const event = change(t);
+      if (event === false) return undefined;
+      this.stmts.saveTask.run(taskToParams(t));
+      if (event) this.insertEvent(id, event);
+      return t;
+    });
+  }
+
+  /** Newest first; `states` empty means all states. */
+  listTasks(states: readonly TaskState[], limit: number): TaskRow[] {
+    if (states.length === 0) return (this.stmts.listTasks.all(limit) as RawTask[]).map(taskFromRaw);
+    // The state list varies per call, so this one statement is built here (values still bound).
+    const sql = `SELECT * FROM tasks WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY created_at DESC, id DESC LIMIT ?`;
+    return (this.db.prepare(sql).all(...states, limit) as RawTask[]).map(taskFromRaw);
+  }
+
+  /** Queued tasks, oldest first (the scheduler's FIFO order). */
+  queuedTasks(): TaskRow[] {
+    return (this.stmts.queuedTasks.all() as RawTask[]).map(taskFromRaw);
+  }
+
+  /** Non-terminal tasks the master believes are on `nodeId` (ASSIGNED..UPLOADING). */
+  liveTasksOfNode(nodeId: string): TaskRow[] {
+    return (this.stmts.liveTasksOfNode.all(nodeId) as RawTask[]).map(taskFromRaw);
+  }
+
+  /** Every non-terminal task held by some node. */
+  liveTasksOnNodes(): TaskRow[] {
+    return (this.stmts.liveTasksOnNodes.all() as RawTask[]).map(taskFromRaw);
+  }
+
+  listEvents(taskId: string): TaskEventRow[] {
+    return (this.stmts.listEvents.all(taskId) as { state: number; at: number; node_id: string | null; attempt: number; message: string }[])
+      .map((r) => ({ state: r.state as TaskState, at: r.at, nodeId: r.node_id, attempt: r.attempt, message: r.message }));
+  }
+
+  private insertEvent(taskId: string, e: TaskEventRow): void {
+    this.stmts.insertEvent.run(taskId, e.state, e.at, e.nodeId, e.attempt, e.message);
+  }
+
+  // ---- enrollment tokens
+
+  insertEnrollmentToken(t: { hash: string; expiresAt: number; uses: number; createdAt: number }): void {
+    this.stmts.insertToken.run(t.hash, t.expiresAt, t.uses, t.createdAt);
+  }
+
+  getEnrollmentToken(hash: string): EnrollmentTokenRow | undefined {
+    const r = this.stmts.getToken.get(hash) as { hash: string; expires_at: number; uses_left: number; created_at: number; revoked: number } | undefined;
+    return r && { hash: r.hash, expiresAt: r.expires_at, usesLeft: r.uses_left, createdAt: r.created_at, revoked: r.revoked !== 0 };
+  }
+
+  /**
+   * Spends one use of a token and runs `then` in the same transaction, so that a token with one
+   * use left cannot register two nodes. Returns why the token is refused, or undefined on success.
+   */
+  useEnrollmentToken(hash: string, now: number, then: () => void): 'unknown' | 'revoked' | 'expired' | 'used up' | undefined {
+    return this.transaction(() => {
+      const t = this.getEnrollmentToken(hash);
+      if (!t) return 'unknown';
+      if (t.revoked) return 'revoked';
+      if (t.expiresAt <= now) return 'expired';
+      if (this.stmts.useToken.run(hash).changes !== 1) return 'used up';
+      then();
+      return undefined;
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}

@@ -1,0 +1,77 @@
+// Schema migrations of the master's SQLite database, keyed by PRAGMA user_version: migration
+// N (1-based) runs when user_version < N, all pending ones in a single transaction.
+import type { Database } from 'better-sqlite3';
+
+/** Append only: never edit a migration that has shipped, add a new one. */
+export const MIGRATIONS: readonly string[] = [
+  // 1: initial schema
+  `
+  CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    facts TEXT NOT NULL,
+    credential_hash TEXT NOT NULL UNIQUE,
+    registered_at INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    last_report TEXT
+  );
+
+  CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    node_id TEXT REFERENCES nodes(id),
+    queue_reason TEXT NOT NULL DEFAULT '',
+    outcome TEXT,
+    input_size INTEGER NOT NULL DEFAULT 0,
+    input_sha256 TEXT NOT NULL DEFAULT '',
+    result_size INTEGER,
+    result_sha256 TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    cancel_reason TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    last_update_seq INTEGER NOT NULL DEFAULT 0,
+    excluded_nodes TEXT NOT NULL DEFAULT '[]'
+  );
+  CREATE INDEX tasks_state ON tasks(state, created_at);
+  CREATE INDEX tasks_node ON tasks(node_id);
+
+  CREATE TABLE task_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    state INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    node_id TEXT,
+    attempt INTEGER NOT NULL,
+    message TEXT NOT NULL DEFAULT ''
+  );
+  CREATE INDEX task_events_task ON task_events(task_id, seq);
+
+  CREATE TABLE enrollment_tokens (
+    hash TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL,
+    uses_left INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+  );
+  `,
+];
+
+/** Brings the database to the latest schema; returns the version it started from. */
+export function migrate(db: Database): number {
+  const from = db.pragma('user_version', { simple: true }) as number;
+  if (from > MIGRATIONS.length) {
+    throw new Error(`master database schema version ${from} is newer than this master (${MIGRATIONS.length}); upgrade the master`);
+  }
+  if (from === MIGRATIONS.length) return from;
+  db.transaction(() => {
+    for (let v = from; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!);
+    db.pragma(`user_version = ${MIGRATIONS.length}`);
+  })();
+  return from;
+}

@@ -1,0 +1,151 @@
+// Live presence of nodes at the master: online while reports arrive, offline after 3 missed
+// report intervals (judged by an injected clock). Holds each node's command stream and its last
+// reported free capacity, minus assignments the node's reports do not reflect yet.
+import type { Clock } from '../common/clock.js';
+import type { Capacity, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { NodeCommand } from '../protocol/gen/hivemind/v1/node.js';
+import type { NodeFree, SchedulableNode, TaskDemand } from './scheduler.js';
+
+/** Where commands for a node go (its open Subscribe stream). */
+export interface CommandSink {
+  send(command: NodeCommand): void;
+}
+
+/** Missed report intervals after which a node is offline. */
+export const MISSED_REPORTS_OFFLINE = 3;
+
+interface Pending {
+  demand: TaskDemand;
+  /** When the node acknowledged the task (ACCEPTED or later); its next report reflects it. */
+  acceptedAt?: number;
+}
+
+interface Presence {
+  label: string;
+  lastSeen: number;
+  online: boolean;
+  free: Capacity | undefined;
+  accepting: boolean;
+  sink: CommandSink | undefined;
+  pending: Map<string, Pending>;
+}
+
+export class NodeRegistry {
+  private readonly nodes = new Map<string, Presence>();
+
+  constructor(private readonly clock: Clock, readonly reportIntervalMs: number) {}
+
+  get offlineAfterMs(): number {
+    return this.reportIntervalMs * MISSED_REPORTS_OFFLINE;
+  }
+
+  private entry(nodeId: string, label?: string): Presence {
+    let p = this.nodes.get(nodeId);
+    if (!p) {
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map() };
+      this.nodes.set(nodeId, p);
+    }
+    if (label) p.label = label;
+    return p;
+  }
+
+  /** A sign of life (report, register, subscribe). Returns true when the node was offline. */
+  seen(nodeId: string, label?: string): boolean {
+    const p = this.entry(nodeId, label);
+    const cameBack = !p.online;
+    p.lastSeen = this.clock.now();
+    p.online = true;
+    return cameBack;
+  }
+
+  /**
+   * Capacity the node announced (in a report or when subscribing). Assignments the node has
+   * acknowledged before this moment are now part of its numbers, so they stop being subtracted.
+   */
+  updateCapacity(nodeId: string, free: Capacity | undefined, accepting: boolean, runningTaskIds: readonly string[] = []): void {
+    const p = this.entry(nodeId);
+    const now = this.clock.now();
+    p.free = free;
+    p.accepting = accepting;
+    for (const [taskId, pend] of p.pending) {
+      if (runningTaskIds.includes(taskId) || (pend.acceptedAt !== undefined && pend.acceptedAt < now)) p.pending.delete(taskId);
+    }
+  }
+
+  onReport(nodeId: string, report: ResourceReport): boolean {
+    const cameBack = this.seen(nodeId);
+    this.updateCapacity(nodeId, report.free, report.accepting, report.tasks.map((t) => t.taskId));
+    return cameBack;
+  }
+
+  /** Makes `sink` the node's command stream; the returned function detaches it (if still current). */
+  attach(nodeId: string, sink: CommandSink): () => void {
+    const p = this.entry(nodeId);
+    p.sink = sink;
+    return () => {
+      if (p.sink === sink) p.sink = undefined;
+    };
+  }
+
+  sink(nodeId: string): CommandSink | undefined {
+    return this.nodes.get(nodeId)?.sink;
+  }
+
+  /** Records an assignment the node's reported capacity does not show yet. */
+  addPending(nodeId: string, taskId: string, demand: TaskDemand): void {
+    this.entry(nodeId).pending.set(taskId, { demand });
+  }
+
+  markAccepted(nodeId: string, taskId: string): void {
+    const pend = this.nodes.get(nodeId)?.pending.get(taskId);
+    if (pend && pend.acceptedAt === undefined) pend.acceptedAt = this.clock.now();
+  }
+
+  dropPending(taskId: string): void {
+    for (const p of this.nodes.values()) p.pending.delete(taskId);
+  }
+
+  isOnline(nodeId: string): boolean {
+    return this.nodes.get(nodeId)?.online ?? false;
+  }
+
+  lastSeen(nodeId: string): number | undefined {
+    return this.nodes.get(nodeId)?.lastSeen;
+  }
+
+  /** Marks nodes silent for too long offline; returns the ones that just went offline. */
+  sweep(): string[] {
+    const now = this.clock.now();
+    const lost: string[] = [];
+    for (const [id, p] of this.nodes) {
+      if (p.online && now - p.lastSeen > this.offlineAfterMs) {
+        p.online = false;
+        p.pending.clear();
+        lost.push(id);
+      }
+    }
+    return lost;
+  }
+
+  /** Online nodes with an open command stream and a known capacity, as the scheduler sees them. */
+  schedulable(): SchedulableNode[] {
+    const out: SchedulableNode[] = [];
+    for (const [nodeId, p] of this.nodes) {
+      if (!p.online || !p.sink || !p.free) continue;
+      const free: NodeFree = {
+        cpus: p.free.cpus,
+        memoryBytes: p.free.memoryBytes,
+        gpus: p.free.gpuIndexes.length,
+        taskSlots: p.free.taskSlots,
+      };
+      for (const { demand } of p.pending.values()) {
+        free.cpus -= demand.cpus;
+        free.memoryBytes -= demand.memoryBytes;
+        free.gpus -= demand.gpus;
+        free.taskSlots -= 1;
+      }
+      out.push({ nodeId, label: p.label, free, accepting: p.accepting });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,130 @@
+// FIFO task placement as a pure function: queued tasks (oldest first) and the free capacity of
+// online nodes in, assignments and a human reason for every task left in the queue out.
+import { formatBytes } from '../common/units.js';
+import type { TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+
+export interface TaskDemand {
+  /** 0 = no explicit limit: the node applies its default, so only a slot is needed. */
+  cpus: number;
+  memoryBytes: number;
+  gpus: number;
+}
+
+export interface QueuedTask {
+  id: string;
+  demand: TaskDemand;
+  /** Nodes that rejected this task; never offered it again. */
+  excludedNodes: readonly string[];
+}
+
+export interface NodeFree {
+  cpus: number;
+  memoryBytes: number;
+  gpus: number;
+  taskSlots: number;
+}
+
+export interface SchedulableNode {
+  nodeId: string;
+  /** How the node is named in reasons (its display name, or a short id). */
+  label: string;
+  /** What the node reported free, minus what the master assigned that the report does not show yet. */
+  free: NodeFree;
+  /** False while the node drains or is paused. */
+  accepting: boolean;
+}
+
+export interface Assignment {
+  taskId: string;
+  nodeId: string;
+}
+
+export interface Placement {
+  assignments: Assignment[];
+  /** Tasks that stay queued, with the reason shown to the user. */
+  unplaced: { taskId: string; reason: string }[];
+}
+
+export function demandOf(spec: TaskSpec): TaskDemand {
+  return {
+    cpus: spec.limits?.cpus ?? 0,
+    memoryBytes: spec.limits?.memoryBytes ?? 0,
+    gpus: spec.limits?.gpus ?? 0,
+  };
+}
+
+export function fits(d: TaskDemand, f: NodeFree): boolean {
+  return f.taskSlots >= 1 && f.cpus >= d.cpus && f.memoryBytes >= d.memoryBytes && f.gpus >= d.gpus;
+}
+
+function plural(n: number, one: string, many = one + 's'): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function fmtCpus(n: number): string {
+  return Number.isInteger(n) ? String(n) : n.toFixed(2).replace(/0+$/, '');
+}
+
+/** The first demand dimension no single node can meet, phrased for the user. */
+function explain(task: QueuedTask, nodes: SchedulableNode[]): string {
+  const d = task.demand;
+  const largest = (pick: (f: NodeFree) => number): SchedulableNode =>
+    nodes.reduce((best, n) => (pick(n.free) > pick(best.free) ? n : best));
+  if (nodes.every((n) => n.free.taskSlots < 1)) return 'every online node is at its task limit';
+  if (!nodes.some((n) => n.free.cpus >= d.cpus)) {
+    const b = largest((f) => f.cpus);
+    return `needs ${fmtCpus(d.cpus)} CPUs; largest free: node ${b.label} with ${fmtCpus(b.free.cpus)}`;
+  }
+  if (!nodes.some((n) => n.free.memoryBytes >= d.memoryBytes)) {
+    const b = largest((f) => f.memoryBytes);
+    return `needs ${formatBytes(d.memoryBytes)} memory; largest free: node ${b.label} with ${formatBytes(b.free.memoryBytes)}`;
+  }
+  if (!nodes.some((n) => n.free.gpus >= d.gpus)) {
+    const b = largest((f) => f.gpus);
+    return `needs ${plural(d.gpus, 'GPU')}; largest free: node ${b.label} with ${b.free.gpus}`;
+  }
+  return `no single node has ${fmtCpus(d.cpus)} CPUs, ${formatBytes(d.memoryBytes)} memory, ${plural(d.gpus, 'GPU')} and a free task slot at once`;
+}
+
+/**
+ * Places tasks in submission order. Each task goes to the fitting node with the most free task
+ * slots, then the most free CPUs (spreading load), then the smallest id (determinism); that
+ * node's free capacity shrinks before the next task is considered. A task that fits nowhere
+ * stays queued with its reason and does not block smaller tasks behind it.
+ */
+export function placeTasks(queued: readonly QueuedTask[], nodes: readonly SchedulableNode[]): Placement {
+  const free = new Map(nodes.map((n) => [n.nodeId, { ...n.free }]));
+  const live = (): SchedulableNode[] => nodes.map((n) => ({ ...n, free: free.get(n.nodeId)! }));
+  const out: Placement = { assignments: [], unplaced: [] };
+  for (const task of queued) {
+    const all = live();
+    if (all.length === 0) {
+      out.unplaced.push({ taskId: task.id, reason: 'no online node' });
+      continue;
+    }
+    const accepting = all.filter((n) => n.accepting);
+    if (accepting.length === 0) {
+      out.unplaced.push({ taskId: task.id, reason: 'no online node is accepting tasks (all draining or paused)' });
+      continue;
+    }
+    const candidates = accepting.filter((n) => !task.excludedNodes.includes(n.nodeId));
+    if (candidates.length === 0) {
+      out.unplaced.push({ taskId: task.id, reason: `rejected by every accepting node (${accepting.map((n) => n.label).join(', ')})` });
+      continue;
+    }
+    const fitting = candidates.filter((n) => fits(task.demand, n.free));
+    if (fitting.length === 0) {
+      out.unplaced.push({ taskId: task.id, reason: explain(task, candidates) });
+      continue;
+    }
+    fitting.sort((a, b) => b.free.taskSlots - a.free.taskSlots || b.free.cpus - a.free.cpus || (a.nodeId < b.nodeId ? -1 : 1));
+    const chosen = fitting[0]!;
+    const f = free.get(chosen.nodeId)!;
+    f.taskSlots -= 1;
+    f.cpus -= task.demand.cpus;
+    f.memoryBytes -= task.demand.memoryBytes;
+    f.gpus -= task.demand.gpus;
+    out.assignments.push({ taskId: task.id, nodeId: chosen.nodeId });
+  }
+  return out;
+}

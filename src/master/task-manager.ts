@@ -1,0 +1,336 @@
+// Every task state transition at the master: placement, node updates, cancellation, and giving
+// up attempts of lost nodes. Both gRPC services call in here; each change is committed to the
+// store, then announced on MasterEvents. The attempt rule is documented at the top of master.ts.
+import type { Clock } from '../common/clock.js';
+import type { Logger } from '../common/logger.js';
+import { NotFoundError, errorMessage } from '../common/errors.js';
+import { OutcomeKind, TaskOutcome, TaskState, taskStateToJSON } from '../protocol/gen/hivemind/v1/common.js';
+import type { NodeCommand, RunningTask, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
+import type { BlobStore } from './blob-store.js';
+import type { MasterEvents } from './master-events.js';
+import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
+import { InvalidArgumentError, PreconditionError } from './master-errors.js';
+import type { NodeRegistry } from './registry.js';
+import { demandOf, placeTasks } from './scheduler.js';
+
+function stateName(s: TaskState): string {
+  return taskStateToJSON(s).replace('TASK_STATE_', '');
+}
+
+function nodeLabel(n: Pick<NodeRow, 'id' | 'name'>): string {
+  return n.name && n.name !== n.id ? `${n.name} (${n.id.slice(0, 8)})` : n.id.slice(0, 8);
+}
+
+const LIVE_NODE_STATES = new Set([
+  TaskState.TASK_STATE_ACCEPTED,
+  TaskState.TASK_STATE_PULLING,
+  TaskState.TASK_STATE_RUNNING,
+  TaskState.TASK_STATE_UPLOADING,
+]);
+
+export class TaskManager {
+  private scheduleQueued = false;
+  private closed = false;
+  /** Open result uploads per task, so that giving up an attempt can abort its upload. */
+  private readonly uploads = new Map<string, { attempt: number; abort: () => void }>();
+
+  constructor(
+    private readonly store: MasterStore,
+    private readonly blobs: BlobStore,
+    private readonly registry: NodeRegistry,
+    private readonly events: MasterEvents,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  private changed(t: TaskRow | undefined): void {
+    if (t) this.events.emit('task', t);
+  }
+
+  /** Runs placement soon, once, however many triggers arrive in the same tick. */
+  scheduleSoon(): void {
+    if (this.scheduleQueued || this.closed) return;
+    this.scheduleQueued = true;
+    setImmediate(() => {
+      this.scheduleQueued = false;
+      if (this.closed) return;
+      try {
+        this.schedule();
+      } catch (err) {
+        this.log.error({ err: errorMessage(err) }, 'scheduling failed');
+      }
+    });
+  }
+
+  /** Places queued tasks on nodes and sends the assignments; records why the rest wait. */
+  schedule(): void {
+    const queued = this.store.queuedTasks();
+    if (queued.length === 0) return;
+    const byId = new Map(queued.map((t) => [t.id, t]));
+    const placement = placeTasks(
+      queued.map((t) => ({ id: t.id, demand: demandOf(t.spec), excludedNodes: t.excludedNodes })),
+      this.registry.schedulable(),
+    );
+    const now = this.clock.now();
+    for (const a of placement.assignments) {
+      const sink = this.registry.sink(a.nodeId);
+      if (!sink) continue;
+      const saved = this.store.updateTask(a.taskId, (t) => {
+        if (t.state !== TaskState.TASK_STATE_QUEUED) return false;
+        t.state = TaskState.TASK_STATE_ASSIGNED;
+        t.nodeId = a.nodeId;
+        t.queueReason = '';
+        t.lastUpdateSeq = 0;
+        t.updatedAt = now;
+        return { state: t.state, at: now, nodeId: a.nodeId, attempt: t.attempt, message: '' };
+      });
+      if (!saved) continue;
+      this.registry.addPending(a.nodeId, a.taskId, demandOf(saved.spec));
+      this.log.info({ taskId: a.taskId, nodeId: a.nodeId, attempt: saved.attempt }, 'task assigned');
+      this.changed(saved);
+      this.send(a.nodeId, { command: { $case: 'assign', value: this.assignmentOf(saved) } });
+    }
+    for (const u of placement.unplaced) {
+      if (byId.get(u.taskId)?.queueReason === u.reason) continue;
+      this.changed(this.store.updateTask(u.taskId, (t) => {
+        if (t.state !== TaskState.TASK_STATE_QUEUED) return false;
+        t.queueReason = u.reason;
+        t.updatedAt = now;
+        return null;
+      }));
+    }
+  }
+
+  private assignmentOf(t: TaskRow): TaskAssignment {
+    return { taskId: t.id, attempt: t.attempt, spec: t.spec, inputSize: t.inputSize, inputSha256: t.inputSha256 };
+  }
+
+  private send(nodeId: string, command: NodeCommand): void {
+    const sink = this.registry.sink(nodeId);
+    if (!sink) return; // the node gets it again when it resubscribes (see reconcile)
+    try {
+      sink.send(command);
+    } catch (err) {
+      this.log.warn({ nodeId, err: errorMessage(err) }, 'could not send a command to the node; it is resent on resubscribe');
+    }
+  }
+
+  /** Throws PreconditionError unless attempt `attempt` of the task is current on `nodeId`. */
+  requireCurrent(taskId: string, attempt: number, nodeId: string): TaskRow {
+    const task = this.store.getTask(taskId);
+    if (!task) throw new NotFoundError(`no task ${taskId}`);
+    if (task.attempt !== attempt || task.nodeId !== nodeId) {
+      throw new PreconditionError(`attempt ${attempt} of task ${taskId} is superseded (current attempt ${task.attempt}${task.nodeId === nodeId ? '' : ', held by another node'}); stop working on it`);
+    }
+    return task;
+  }
+
+  /** Applies a node's TaskUpdate; idempotent by (task, attempt, seq). */
+  applyUpdate(node: NodeRow, u: TaskUpdate): TaskUpdateAck {
+    const task = this.store.getTask(u.taskId);
+    if (!task) throw new NotFoundError(`no task ${u.taskId}`);
+    if (task.attempt !== u.attempt || task.nodeId !== node.id) {
+      return { applied: false, superseded: true, cancelRequested: false };
+    }
+    if (u.seq <= task.lastUpdateSeq || isTerminal(task.state)) {
+      return { applied: false, superseded: false, cancelRequested: task.cancelRequested };
+    }
+    const now = this.clock.now();
+    const ev = (state: TaskState, message: string) => ({ state, at: now, nodeId: node.id, attempt: u.attempt, message });
+    let saved: TaskRow | undefined;
+    if (u.state === TaskState.TASK_STATE_REJECTED) {
+      const reason = `rejected by node ${nodeLabel(node)}: ${u.message || 'no reason given'}`;
+      saved = this.store.updateTask(task.id, (t) => {
+        t.updatedAt = now;
+        if (!t.excludedNodes.includes(node.id)) t.excludedNodes.push(node.id);
+        if (t.cancelRequested) {
+          this.finish(t, TaskState.TASK_STATE_CANCELLED, { kind: OutcomeKind.OUTCOME_KIND_CANCELLED, message: t.cancelReason || 'cancelled by user' }, now);
+        } else {
+          // Same attempt number: the attempt never started; the node id fences its late updates.
+          t.state = TaskState.TASK_STATE_QUEUED;
+          t.nodeId = null;
+          t.lastUpdateSeq = 0;
+          t.queueReason = reason;
+          t.startedAt = null;
+        }
+        return ev(TaskState.TASK_STATE_REJECTED, u.message);
+      });
+      this.registry.dropPending(task.id);
+      this.log.info({ taskId: task.id, nodeId: node.id }, reason);
+      this.scheduleSoon();
+    } else if (LIVE_NODE_STATES.has(u.state)) {
+      saved = this.store.updateTask(task.id, (t) => {
+        const stateChanged = t.state !== u.state;
+        t.state = u.state;
+        t.lastUpdateSeq = u.seq;
+        t.updatedAt = now;
+        if (u.state === TaskState.TASK_STATE_RUNNING && t.startedAt === null) t.startedAt = now;
+        return stateChanged ? ev(u.state, u.message) : null;
+      });
+      this.registry.markAccepted(node.id, task.id);
+    } else if (isTerminal(u.state)) {
+      const outcome = TaskOutcome.fromPartial(u.outcome ?? {});
+      if (outcome.resultSize > 0) {
+        if (!task.result) {
+          throw new PreconditionError(`task ${task.id} attempt ${u.attempt}: the outcome names a ${outcome.resultSize}-byte result but none is stored; upload the result before the terminal update`);
+        }
+        if (task.result.sha256 !== outcome.resultSha256.toLowerCase() || task.result.size !== outcome.resultSize) {
+          throw new PreconditionError(`task ${task.id} attempt ${u.attempt}: the outcome's result (${outcome.resultSize} bytes, sha256 ${outcome.resultSha256}) differs from the stored one (${task.result.size} bytes, sha256 ${task.result.sha256})`);
+        }
+      }
+      saved = this.store.updateTask(task.id, (t) => {
+        t.lastUpdateSeq = u.seq;
+        this.finish(t, u.state, outcome, now);
+        return ev(u.state, u.message || outcome.message);
+      });
+      this.registry.dropPending(task.id);
+      this.log.info({ taskId: task.id, nodeId: node.id, state: stateName(u.state) }, 'task finished');
+      this.scheduleSoon();
+    } else {
+      throw new InvalidArgumentError(`a node cannot set task state ${stateName(u.state)}`);
+    }
+    this.changed(saved);
+    return { applied: true, superseded: false, cancelRequested: saved?.cancelRequested ?? false };
+  }
+
+  private finish(t: TaskRow, state: TaskState, outcome: Partial<TaskOutcome>, now: number): void {
+    t.state = state;
+    t.outcome = TaskOutcome.fromPartial(outcome);
+    t.finishedAt = now;
+    t.updatedAt = now;
+    t.queueReason = '';
+  }
+
+  /**
+   * Cancels a task: a queued one at once; one held by a node gets cancel_requested and a cancel
+   * command (the node reports the terminal state). Terminal tasks are returned unchanged.
+   */
+  cancel(taskId: string, reason: string): TaskRow {
+    const now = this.clock.now();
+    const message = reason || 'cancelled by user';
+    let notify: TaskRow | undefined;
+    const saved = this.store.updateTask(taskId, (t) => {
+      if (isTerminal(t.state)) return false;
+      if (t.state === TaskState.TASK_STATE_QUEUED) {
+        this.finish(t, TaskState.TASK_STATE_CANCELLED, { kind: OutcomeKind.OUTCOME_KIND_CANCELLED, message }, now);
+        return { state: t.state, at: now, nodeId: null, attempt: t.attempt, message };
+      }
+      if (t.cancelRequested) return false;
+      t.cancelRequested = true;
+      t.cancelReason = message;
+      t.updatedAt = now;
+      notify = t;
+      return { state: t.state, at: now, nodeId: t.nodeId, attempt: t.attempt, message: `cancel requested: ${message}` };
+    });
+    if (notify?.nodeId) this.send(notify.nodeId, { command: { $case: 'cancel', value: { taskId, attempt: notify.attempt, reason: message } } });
+    if (saved) {
+      this.changed(saved);
+      return saved;
+    }
+    const t = this.store.getTask(taskId);
+    if (!t) throw new NotFoundError(`no task ${taskId}`);
+    return t;
+  }
+
+  /**
+   * Gives up the current attempt of a task held by a node that lost it: requeue with attempt+1,
+   * or FAILED/NODE_LOST once max_attempts is used up (CANCELLED if a cancel was pending).
+   */
+  giveUpAttempt(taskId: string, why: string): void {
+    const now = this.clock.now();
+    const upload = this.uploads.get(taskId);
+    let gaveUp = false;
+    const saved = this.store.updateTask(taskId, (t) => {
+      if (isTerminal(t.state) || t.state === TaskState.TASK_STATE_QUEUED) return false;
+      gaveUp = true;
+      const lostNode = t.nodeId;
+      const lostAttempt = t.attempt;
+      t.result = undefined;
+      if (t.cancelRequested) {
+        this.finish(t, TaskState.TASK_STATE_CANCELLED, { kind: OutcomeKind.OUTCOME_KIND_CANCELLED, message: `${t.cancelReason}; ${why}` }, now);
+      } else if (t.attempt >= t.maxAttempts) {
+        this.finish(t, TaskState.TASK_STATE_FAILED, { kind: OutcomeKind.OUTCOME_KIND_NODE_LOST, message: `${why}; gave up after ${t.attempt} of ${t.maxAttempts} attempts` }, now);
+      } else {
+        t.attempt += 1;
+        t.state = TaskState.TASK_STATE_QUEUED;
+        t.nodeId = null;
+        t.lastUpdateSeq = 0;
+        t.startedAt = null;
+        t.queueReason = `attempt ${lostAttempt} lost: ${why}`;
+        t.updatedAt = now;
+      }
+      return { state: t.state, at: now, nodeId: lostNode, attempt: lostAttempt, message: why };
+    });
+    if (!gaveUp) return;
+    this.registry.dropPending(taskId);
+    if (upload) upload.abort();
+    // The old attempt's bytes must never be mistaken for the new attempt's result.
+    this.blobs.discardResult(taskId).catch((err) => this.log.warn({ taskId, err: errorMessage(err) }, 'could not discard a superseded result'));
+    this.log.warn({ taskId, attempt: saved?.attempt, state: saved && stateName(saved.state) }, `attempt given up: ${why}`);
+    this.changed(saved);
+    this.scheduleSoon();
+  }
+
+  /** A node went offline: every attempt it held is given up. */
+  nodeLost(nodeId: string): void {
+    const node = this.store.getNode(nodeId);
+    const label = node ? nodeLabel(node) : nodeId;
+    for (const t of this.store.liveTasksOfNode(nodeId)) {
+      this.giveUpAttempt(t.id, `node ${label} went offline (no report for ${this.registry.offlineAfterMs} ms)`);
+    }
+  }
+
+  /**
+   * A node (re)opened its command stream listing the tasks it still holds: resend assignments
+   * it never got, repeat pending cancels, give up attempts it no longer has, and tell it to drop
+   * attempts that are no longer current.
+   */
+  reconcile(node: NodeRow, running: readonly RunningTask[]): void {
+    const held = new Map(running.map((r) => [r.taskId, r.attempt]));
+    for (const t of this.store.liveTasksOfNode(node.id)) {
+      const listed = held.get(t.id) === t.attempt;
+      held.delete(t.id);
+      if (listed) {
+        if (t.cancelRequested) this.send(node.id, { command: { $case: 'cancel', value: { taskId: t.id, attempt: t.attempt, reason: t.cancelReason } } });
+      } else if (t.state === TaskState.TASK_STATE_ASSIGNED) {
+        this.send(node.id, { command: { $case: 'assign', value: this.assignmentOf(t) } });
+      } else {
+        this.giveUpAttempt(t.id, `node ${nodeLabel(node)} no longer holds attempt ${t.attempt} (it was ${stateName(t.state)})`);
+      }
+    }
+    for (const [taskId, attempt] of held) {
+      const t = this.store.getTask(taskId);
+      // A finished current attempt is only waiting for its update ack; the resend is answered.
+      if (t && t.nodeId === node.id && t.attempt === attempt && isTerminal(t.state)) continue;
+      this.send(node.id, { command: { $case: 'cancel', value: { taskId, attempt, reason: `attempt ${attempt} is superseded at the master` } } });
+    }
+  }
+
+  /** Records a verified result of the current attempt; false when the attempt was given up meanwhile. */
+  resultStored(taskId: string, attempt: number, nodeId: string, result: { size: number; sha256: string }): boolean {
+    const now = this.clock.now();
+    const saved = this.store.updateTask(taskId, (t) => {
+      if (t.attempt !== attempt || t.nodeId !== nodeId) return false;
+      t.result = result;
+      t.updatedAt = now;
+      return null;
+    });
+    this.changed(saved);
+    return saved !== undefined;
+  }
+
+  /** Claims the single upload slot of a task; the returned function releases it. */
+  beginUpload(taskId: string, attempt: number, abort: () => void): () => void {
+    if (this.uploads.has(taskId)) throw new PreconditionError(`another result upload of task ${taskId} is in progress; retry when it ends`);
+    const entry = { attempt, abort };
+    this.uploads.set(taskId, entry);
+    return () => {
+      if (this.uploads.get(taskId) === entry) this.uploads.delete(taskId);
+    };
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const u of this.uploads.values()) u.abort();
+  }
+}
