@@ -225,7 +225,11 @@ export class GrpcMasterConnection implements MasterConnection {
       write: (chunk: LogChunk) => {
         if (broken || !call.writable) return false;
         if (chunk.taskId !== taskId || chunk.attempt !== attempt) throw new Error(`log chunk for ${chunk.taskId} sent on the stream of ${taskId}`);
-        return call.write(chunk);
+        call.write(chunk);
+        return true;
+      },
+      get ready() {
+        return !broken && call.writable && !call.writableNeedDrain;
       },
       get broken() {
         return broken;

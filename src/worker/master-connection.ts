@@ -24,8 +24,10 @@ export interface SubscriptionHandle {
 }
 
 export interface LogSink {
-  /** Queues a chunk; false means the sink is full or broken and the caller should back off. */
+  /** Queues a chunk; false when it was not taken (the stream is broken). */
   write(chunk: LogChunk): boolean;
+  /** Whether the stream takes more without growing its own buffer (not broken, not awaiting 'drain'). */
+  readonly ready: boolean;
   /** True once the stream failed; a new sink must be opened. */
   readonly broken: boolean;
   /** Half-closes the stream and waits for the master's ack (errors are swallowed: logs are best effort). */

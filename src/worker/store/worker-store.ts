@@ -113,12 +113,19 @@ export class WorkerStore {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
 
-  /** Records a newly accepted (or rejected) assignment. Idempotent for a resent assignment. */
+  /**
+   * Records an assignment. A resend of a known attempt changes nothing, except that an
+   * attempt this node rejected earlier may be taken now (its seq keeps counting up).
+   */
   insertTask(assignment: TaskAssignment, gpuIndexes: number[], at: number): void {
     this.db
       .prepare(
         `INSERT INTO tasks (task_id, attempt, spec, state, gpu_indexes, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id, attempt) DO NOTHING`,
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (task_id, attempt) DO UPDATE SET
+           spec = excluded.spec, gpu_indexes = excluded.gpu_indexes, state = excluded.state,
+           outcome = NULL, finished_at = NULL, updated_at = excluded.updated_at
+         WHERE tasks.state = 'TASK_STATE_REJECTED'`,
       )
       .run(assignment.taskId, assignment.attempt, JSON.stringify(assignment), taskStateToJSON(TaskState.TASK_STATE_ASSIGNED), JSON.stringify(gpuIndexes), at, at);
   }

@@ -1,0 +1,142 @@
+// The worker's options: raw as the CLI passes them, compiled once (defaults applied,
+// validated with readable errors) so the rest of the worker reads plain numbers.
+import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../common/errors.js';
+import { defaultBackoff, type BackoffOptions } from '../common/backoff.js';
+
+const MiB = 1024 * 1024;
+
+export interface WorkerOptions {
+  /** host:port of the master's NodeService. Required. */
+  masterAddress: string;
+  /** Enrollment token for the first registration; not needed once identity.json exists. */
+  enrollmentToken?: string;
+  /** Where identity.json, worker.db and the spool live. Required. */
+  dataDir: string;
+  /** Display name at the master. Default: the hostname. */
+  name?: string;
+  /** Free-form labels the master can schedule on. Default: none. */
+  labels?: Record<string, string>;
+  /** Concurrent tasks. Default: 2. */
+  maxTasks?: number;
+  /** Report interval. Default: the interval the master suggests at Register, else 30 s. */
+  reportIntervalMs?: number;
+  /** CPU cores tasks may use in total. Default: all logical cores. */
+  cpuCap?: number;
+  /** Memory tasks may use in total. Default: total memory minus memoryReserveBytes. */
+  memoryCapBytes?: number;
+  /** Memory kept for the OS and the worker itself. Default: 512 MiB. */
+  memoryReserveBytes?: number;
+  /** CPUs a task with no CPU limit is accounted as. Default: 1. */
+  taskDefaultCpus?: number;
+  /** Memory a task with no memory limit is accounted as. Default: 512 MiB. */
+  taskDefaultMemoryBytes?: number;
+  /** How long drain() waits for running tasks before cancelling them. Default: 5 min. */
+  drainTimeoutMs?: number;
+  /** Task inputs and results in transit. Default: <dataDir>/spool. */
+  spoolDir?: string;
+  /** Stored resource samples are kept this long. Default: 24 h. */
+  sampleMaxAgeMs?: number;
+  /** ...and at most this many. Default: 10 000. */
+  sampleMaxCount?: number;
+  /** Reconnect backoff. Default: 250 ms doubling up to 30 s, with jitter. */
+  backoff?: BackoffOptions;
+  /** Live logs are flushed to the master at least this often. Default: 250 ms. */
+  logFlushMs?: number;
+  /** Live log bytes held per task while the master is slow or away; older bytes are dropped. Default: 1 MiB. */
+  logBufferBytes?: number;
+  /** Reported in NodeFacts. Default: this package's version. */
+  workerVersion?: string;
+}
+
+export interface CompiledWorkerOptions {
+  masterAddress: string;
+  enrollmentToken: string | undefined;
+  dataDir: string;
+  name: string | undefined;
+  labels: Record<string, string>;
+  maxTasks: number;
+  reportIntervalMs: number | undefined;
+  cpuCap: number | undefined;
+  memoryCapBytes: number | undefined;
+  memoryReserveBytes: number;
+  taskDefaultCpus: number;
+  taskDefaultMemoryBytes: number;
+  drainTimeoutMs: number;
+  spoolDir: string;
+  sampleRetention: { maxAgeMs: number; maxCount: number };
+  backoff: BackoffOptions;
+  logFlushMs: number;
+  logBufferBytes: number;
+  workerVersion: string;
+}
+
+export const DEFAULT_REPORT_INTERVAL_MS = 30_000;
+
+function positive(name: string, v: number | undefined, dflt: number, integer = false): number {
+  if (v === undefined) return dflt;
+  if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
+    throw new ConfigError(`${name} must be a positive ${integer ? 'integer' : 'number'}, got ${v}`);
+  }
+  return v;
+}
+
+function optionalPositive(name: string, v: number | undefined, integer = false): number | undefined {
+  return v === undefined ? undefined : positive(name, v, 0, integer);
+}
+
+let cachedVersion: string | undefined;
+/** The version from the nearest package.json above this module (works from src/ and dist/). */
+export function packageVersion(): string {
+  if (cachedVersion) return cachedVersion;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    try {
+      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version?: string };
+      if (pkg.version) return (cachedVersion = pkg.version);
+    } catch {
+      // not here; look one level up
+    }
+    dir = path.dirname(dir);
+  }
+  return (cachedVersion = 'unknown');
+}
+
+export function compileWorkerOptions(raw: WorkerOptions): CompiledWorkerOptions {
+  if (!raw.masterAddress || !/^[^\s]+:\d+$/.test(raw.masterAddress)) {
+    throw new ConfigError(`master address "${raw.masterAddress ?? ''}" must be host:port (example: 127.0.0.1:7070)`);
+  }
+  if (!raw.dataDir) throw new ConfigError('a data directory is required (--data-dir)');
+  const dataDir = path.resolve(raw.dataDir);
+  for (const [k, v] of Object.entries(raw.labels ?? {})) {
+    if (!k || typeof v !== 'string') throw new ConfigError(`label "${k}" must have a non-empty name and a string value`);
+  }
+  const drainTimeoutMs = raw.drainTimeoutMs ?? 5 * 60_000;
+  if (!Number.isFinite(drainTimeoutMs) || drainTimeoutMs < 0) throw new ConfigError(`drain timeout must be >= 0 ms, got ${drainTimeoutMs}`);
+  return {
+    masterAddress: raw.masterAddress,
+    enrollmentToken: raw.enrollmentToken || undefined,
+    dataDir,
+    name: raw.name || undefined,
+    labels: { ...(raw.labels ?? {}) },
+    maxTasks: positive('maxTasks', raw.maxTasks, 2, true),
+    reportIntervalMs: optionalPositive('reportIntervalMs', raw.reportIntervalMs, true),
+    cpuCap: optionalPositive('cpuCap', raw.cpuCap),
+    memoryCapBytes: optionalPositive('memoryCapBytes', raw.memoryCapBytes, true),
+    memoryReserveBytes: raw.memoryReserveBytes === 0 ? 0 : positive('memoryReserveBytes', raw.memoryReserveBytes, 512 * MiB, true),
+    taskDefaultCpus: positive('taskDefaultCpus', raw.taskDefaultCpus, 1),
+    taskDefaultMemoryBytes: positive('taskDefaultMemoryBytes', raw.taskDefaultMemoryBytes, 512 * MiB, true),
+    drainTimeoutMs,
+    spoolDir: raw.spoolDir ? path.resolve(raw.spoolDir) : path.join(dataDir, 'spool'),
+    sampleRetention: {
+      maxAgeMs: positive('sampleMaxAgeMs', raw.sampleMaxAgeMs, 24 * 3_600_000, true),
+      maxCount: positive('sampleMaxCount', raw.sampleMaxCount, 10_000, true),
+    },
+    backoff: raw.backoff ?? defaultBackoff,
+    logFlushMs: positive('logFlushMs', raw.logFlushMs, 250, true),
+    logBufferBytes: positive('logBufferBytes', raw.logBufferBytes, MiB, true),
+    workerVersion: raw.workerVersion ?? packageVersion(),
+  };
+}

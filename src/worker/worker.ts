@@ -1,0 +1,766 @@
+// The worker agent: registers with the master, reports resources, takes task assignments
+// from the command stream and runs each one (input download, executor, result upload) under
+// its own AbortController. Every task update goes through the SQLite outbox, so a master
+// outage never loses one and never kills a running task.
+import { EventEmitter } from 'node:events';
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { backoffDelay } from '../common/backoff.js';
+import type { Clock } from '../common/clock.js';
+import { AbortedError, ConfigError, HivemindError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { sleep } from '../common/sleep.js';
+import { grpcStatusOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
+import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import type { NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
+import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
+import { loadIdentity, saveIdentity, type NodeIdentity } from './identity-file.js';
+import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
+import { LogForwarder } from './log-forwarder.js';
+import { InputChecksumError, type ConnectionFactory, type MasterConnection, type ReportSink, type SubscriptionHandle } from './master-connection.js';
+import { buildReport } from './resources/report-builder.js';
+import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
+import type { NewTaskUpdate, TaskRecord, WorkerStore } from './store/worker-store.js';
+import { abortOutcome, asAbortReason, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
+import type { AbortReason, ExecutionPhase, TaskExecutor } from './task-executor.js';
+import { DEFAULT_REPORT_INTERVAL_MS, compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
+
+export interface WorkerDeps {
+  connectionFactory: ConnectionFactory;
+  executor: TaskExecutor;
+  /** Owned by the worker from here on: close() closes it. */
+  store: WorkerStore;
+  probe: ResourceProbe;
+  clock: Clock;
+  logger: Logger;
+}
+
+export interface TaskLogEvent {
+  taskId: string;
+  attempt: number;
+  stream: 'stdout' | 'stderr';
+  data: Buffer;
+}
+
+/** What a local monitor may subscribe to, instead of reaching into the worker. */
+export interface WorkerEvents {
+  'state-changed': [LifecycleChange];
+  'task-updated': [TaskUpdate];
+  'task-log': [TaskLogEvent];
+  report: [ResourceReport];
+}
+
+interface ActiveTask {
+  taskId: string;
+  attempt: number;
+  assignment: TaskAssignment;
+  controller: AbortController;
+  /** Held resources; cleared once the container is gone (the upload needs none). */
+  reservation: Reservation | undefined;
+  logs: LogForwarder;
+  lastPullUpdateAt: number;
+  done: Promise<void>;
+}
+
+interface Session {
+  conn: MasterConnection;
+  /** False once the connection was found broken; nothing new uses it. */
+  alive: boolean;
+  /** Subscribed: the node is connected in the lifecycle sense. */
+  ready: boolean;
+  reportSink?: ReportSink;
+  subscription?: SubscriptionHandle;
+  lost: Promise<Error>;
+  markLost(err: Error): void;
+}
+
+function createSession(conn: MasterConnection): Session {
+  let resolveLost!: (err: Error) => void;
+  const lost = new Promise<Error>((resolve) => (resolveLost = resolve));
+  const session: Session = {
+    conn,
+    alive: true,
+    ready: false,
+    lost,
+    markLost: (err) => {
+      session.alive = false;
+      session.ready = false;
+      resolveLost(err);
+    },
+  };
+  return session;
+}
+
+/** Pull progress updates are throttled: the outbox must not fill with progress ticks. */
+const PULL_PROGRESS_INTERVAL_MS = 2_000;
+
+const taskKey = (taskId: string, attempt: number) => `${taskId}#${attempt}`;
+
+function spoolName(taskId: string, attempt: number, suffix: string): string {
+  return `${taskId.replace(/[^A-Za-z0-9._-]/g, '_')}-${attempt}.${suffix}`;
+}
+
+/** Errors after which retrying an UpdateTask is pointless: the entry is dropped, not retried forever. */
+function isPermanentRejection(err: unknown): boolean {
+  const code = grpcStatusOf(err);
+  return code !== undefined && !isRetryable(err) && code !== status.UNAUTHENTICATED;
+}
+
+export class WorkerStateError extends HivemindError {
+  constructor(message: string) {
+    super('WORKER_STATE', message);
+  }
+}
+
+export class Worker extends EventEmitter<WorkerEvents> {
+  private readonly lifecycle: Lifecycle;
+  private readonly log: Logger;
+  private readonly active = new Map<string, ActiveTask>();
+  private readonly uploads = new Map<string, Promise<void>>();
+  private readonly readyWaiters = new Set<(s: Session) => void>();
+  private readonly stopping = new AbortController();
+  private session: Session | undefined;
+  private masterReportIntervalMs = 0;
+  private reportSeq = 0;
+  private reportTimer: NodeJS.Timeout | undefined;
+  private reportInFlight: Promise<void> | undefined;
+  private pumping: Promise<void> | undefined;
+  private pumpAgain = false;
+  private loop: Promise<void> | undefined;
+  private drainPromise: Promise<void> | undefined;
+  private closePromise: Promise<void> | undefined;
+  private closing = false;
+
+  static async create(raw: WorkerOptions, deps: WorkerDeps): Promise<Worker> {
+    const options = compileWorkerOptions(raw);
+    const identity = await loadIdentity(options.dataDir);
+    if (!identity && !options.enrollmentToken) {
+      throw new ConfigError(`this node has no identity yet (${options.dataDir}/identity.json): pass an enrollment token for its first registration`);
+    }
+    await mkdir(options.spoolDir, { recursive: true });
+    const host = await deps.probe.facts();
+    const budget: NodeBudget = {
+      maxTasks: options.maxTasks,
+      cpus: Math.min(options.cpuCap ?? host.cpuCores, host.cpuCores),
+      memoryBytes: Math.max(0, Math.min(options.memoryCapBytes ?? Infinity, host.memoryBytes - options.memoryReserveBytes)),
+      gpuIndexes: host.gpus.map((g) => g.index),
+      taskDefaults: { cpus: options.taskDefaultCpus, memoryBytes: options.taskDefaultMemoryBytes },
+    };
+    return new Worker(options, deps, host, budget, identity);
+  }
+
+  private constructor(
+    readonly options: CompiledWorkerOptions,
+    private readonly deps: WorkerDeps,
+    private readonly host: HostFacts,
+    readonly budget: NodeBudget,
+    private identity: NodeIdentity | undefined,
+  ) {
+    super();
+    this.log = deps.logger.child({ component: 'worker', ...(identity ? { nodeId: identity.nodeId } : {}) });
+    this.lifecycle = new Lifecycle(this.log);
+    this.lifecycle.on('change', (c) => this.emit('state-changed', c));
+  }
+
+  get state(): LifecycleState {
+    return this.lifecycle.state;
+  }
+
+  get nodeId(): string | undefined {
+    return this.identity?.nodeId;
+  }
+
+  /** Whether new assignments are taken (false while draining or closing). */
+  get accepting(): boolean {
+    return !this.closing && this.lifecycle.is('starting', 'registering', 'connected', 'reconnecting');
+  }
+
+  runningTasks(): { taskId: string; attempt: number }[] {
+    return [...this.active.values()].map((t) => ({ taskId: t.taskId, attempt: t.attempt }));
+  }
+
+  freeCapacity(): Capacity {
+    return freeCapacity(this.budget, this.reservations());
+  }
+
+  /**
+   * Settles interrupted tasks from a previous run, starts reporting and connects. Resolves
+   * once connected, or once the first attempt failed in a retryable way (the worker keeps
+   * retrying in the background); rejects when the master refuses this node for good (bad
+   * token or credential).
+   */
+  async start(): Promise<void> {
+    if (!this.lifecycle.is('starting') || this.loop) throw new WorkerStateError(`start() called in state '${this.state}'`);
+    this.recoverInterruptedTasks();
+    this.scheduleReport();
+    let settle!: { resolve: () => void; reject: (e: unknown) => void };
+    const first = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+    this.loop = this.connectionLoop(settle);
+    await first;
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  private async connectionLoop(first: { resolve: () => void; reject: (e: unknown) => void }): Promise<void> {
+    let failures = 0;
+    let firstSettled = false;
+    const stopped = new Promise<Error>((resolve) => {
+      this.stopping.signal.addEventListener('abort', () => resolve(new AbortedError('worker closing')), { once: true });
+    });
+    while (!this.stopping.signal.aborted) {
+      if (this.lifecycle.is('starting', 'reconnecting')) this.lifecycle.transition('registering', `connecting to ${this.options.masterAddress}`);
+      let session: Session | undefined;
+      let reason: Error;
+      try {
+        session = createSession(this.deps.connectionFactory(this.options.masterAddress));
+        await this.establish(session);
+        failures = 0;
+        if (!firstSettled) first.resolve();
+        firstSettled = true;
+        reason = await Promise.race([session.lost, stopped]);
+      } catch (err) {
+        reason = err instanceof Error ? err : new Error(String(err));
+        session?.markLost(reason);
+        if (!firstSettled && !isRetryable(err)) {
+          // A refused token or credential at start is a configuration problem: report it
+          // instead of retrying forever in silence.
+          this.teardown(session);
+          this.log.error({ err: describeGrpcError(err) }, 'the master refused this node');
+          first.reject(err);
+          return;
+        }
+        if (!firstSettled) first.resolve();
+        firstSettled = true;
+      }
+      this.teardown(session);
+      if (this.stopping.signal.aborted) break;
+      const level = isRetryable(reason) ? 'warn' : 'error';
+      this.log[level]({ err: describeGrpcError(reason), failures }, 'lost the master; reconnecting');
+      if (!this.lifecycle.is('draining', 'reconnecting', 'stopped')) this.lifecycle.transition('reconnecting', describeGrpcError(reason));
+      await sleep(backoffDelay(failures, this.options.backoff), this.stopping.signal).catch(() => undefined);
+      failures++;
+    }
+  }
+
+  /** Register, open reports, deliver the outbox and pending results, then subscribe. */
+  private async establish(session: Session): Promise<void> {
+    const { conn } = session;
+    const facts = this.nodeFacts();
+    const request = { name: this.options.name ?? this.host.hostname, facts };
+    const bearer = this.identity?.credential ?? this.options.enrollmentToken!;
+    const res = await conn.register(request, bearer);
+    if (!this.identity || this.identity.nodeId !== res.nodeId || (res.nodeCredential && res.nodeCredential !== this.identity.credential)) {
+      this.identity = {
+        nodeId: res.nodeId,
+        credential: res.nodeCredential || bearer,
+        masterAddress: this.options.masterAddress,
+        registeredAt: this.deps.clock.now(),
+      };
+      await saveIdentity(this.options.dataDir, this.identity);
+      this.log.info({ nodeId: res.nodeId }, 'registered with the master');
+    }
+    const intervalChanged = res.reportIntervalMs > 0 && res.reportIntervalMs !== this.masterReportIntervalMs;
+    this.masterReportIntervalMs = res.reportIntervalMs;
+    if (intervalChanged && this.options.reportIntervalMs === undefined) this.scheduleReport();
+
+    // Wait out a pump still bound to a previous session so updates stay in order.
+    await this.pumping?.catch(() => undefined);
+    this.session = session;
+    session.reportSink = conn.openReportStream((err) => session.markLost(err));
+    await this.flushOutbox();
+    await this.resumePendingUploads(session);
+    await this.flushOutbox();
+    if (!session.alive) throw await session.lost;
+
+    const holding = [...this.runningTasks(), ...this.deps.store.pendingUploads().map((r) => ({ taskId: r.taskId, attempt: r.attempt }))];
+    const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
+    session.subscription = conn.subscribe({ running, free: this.freeCapacity(), accepting: this.accepting }, (cmd) => this.onCommand(cmd));
+    void session.subscription.closed.then((err) => session.markLost(err ?? new Error('the master ended the command stream')));
+    session.ready = true;
+    if (this.lifecycle.is('registering')) this.lifecycle.transition('connected', `node ${res.nodeId} subscribed`);
+    for (const waiter of [...this.readyWaiters]) waiter(session);
+    // A first report right away, so the master sees this node's capacity without waiting an interval.
+    this.reportNow();
+  }
+
+  private teardown(session: Session | undefined): void {
+    if (!session) return;
+    session.alive = false;
+    session.ready = false;
+    if (this.session === session) this.session = undefined;
+    for (const [what, fn] of [
+      ['subscription', () => session.subscription?.close()],
+      ['report stream', () => session.reportSink?.close()],
+      ['connection', () => session.conn.close()],
+    ] as const) {
+      try {
+        fn();
+      } catch (err) {
+        this.log.warn({ err: errorMessage(err) }, `closing the ${what} failed`);
+      }
+    }
+  }
+
+  private waitForSession(signal: AbortSignal): Promise<Session> {
+    if (this.session?.ready) return Promise.resolve(this.session);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        this.readyWaiters.delete(onReady);
+        reject(new AbortedError('stopped waiting for the master', { cause: signal.reason }));
+      };
+      const onReady = (s: Session) => {
+        this.readyWaiters.delete(onReady);
+        signal.removeEventListener('abort', onAbort);
+        resolve(s);
+      };
+      if (signal.aborted) return onAbort();
+      this.readyWaiters.add(onReady);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private nodeFacts(): NodeFacts {
+    return { ...this.host, labels: this.options.labels, workerVersion: this.options.workerVersion, maxTasks: this.options.maxTasks };
+  }
+
+  // ---------------------------------------------------------------- outbox
+
+  /** Persists an update (seq assigned by the store), emits it and starts delivering it. */
+  private update(task: { taskId: string; attempt: number }, state: TaskState, extra: Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull'>> = {}): TaskUpdate {
+    const full = this.deps.store.appendUpdate({
+      taskId: task.taskId,
+      attempt: task.attempt,
+      state,
+      message: extra.message ?? '',
+      outcome: extra.outcome,
+      atMs: this.deps.clock.now(),
+      pull: extra.pull,
+    });
+    this.emit('task-updated', full);
+    this.kickOutbox();
+    return full;
+  }
+
+  private kickOutbox(): void {
+    this.flushOutbox().catch((err) => this.log.debug({ err: describeGrpcError(err) }, 'outbox delivery paused until reconnect'));
+  }
+
+  /** Delivers the outbox in order, one update at a time; single-flight so order holds. */
+  private flushOutbox(): Promise<void> {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return this.pumping;
+    }
+    this.pumping = this.pump().finally(() => {
+      this.pumping = undefined;
+    });
+    return this.pumping;
+  }
+
+  private async pump(): Promise<void> {
+    do {
+      this.pumpAgain = false;
+      for (;;) {
+        const session = this.session;
+        if (!session?.alive) return;
+        const batch = this.deps.store.outbox(100);
+        if (batch.length === 0) break;
+        for (const entry of batch) {
+          if (this.session !== session || !session.alive) return;
+          let ack: TaskUpdateAck;
+          try {
+            ack = await session.conn.updateTask(entry.update);
+          } catch (err) {
+            if (isPermanentRejection(err)) {
+              this.log.warn({ taskId: entry.update.taskId, seq: entry.update.seq, err: describeGrpcError(err) }, 'the master refused a task update; dropping it');
+              this.deps.store.ackOutbox(entry.id);
+              continue;
+            }
+            session.markLost(err instanceof Error ? err : new Error(String(err)));
+            throw err;
+          }
+          this.deps.store.ackOutbox(entry.id);
+          this.onUpdateAck(entry.update, ack);
+        }
+      }
+    } while (this.pumpAgain);
+  }
+
+  private onUpdateAck(update: TaskUpdate, ack: TaskUpdateAck): void {
+    if (ack.superseded) this.abortTask(update.taskId, update.attempt, 'superseded');
+    else if (ack.cancelRequested) this.abortTask(update.taskId, update.attempt, 'cancelled');
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  private onCommand(cmd: NodeCommand): void {
+    const c = cmd.command;
+    try {
+      switch (c?.$case) {
+        case 'assign':
+          this.onAssign(c.value);
+          break;
+        case 'cancel':
+          this.log.info({ taskId: c.value.taskId, attempt: c.value.attempt, reason: c.value.reason }, 'cancel requested by the master');
+          this.abortTask(c.value.taskId, c.value.attempt, 'cancelled');
+          break;
+        case 'ping':
+          break;
+        default:
+          this.log.warn('unknown command from the master; ignoring (is the worker older than the master?)');
+      }
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'handling a master command failed');
+    }
+  }
+
+  private onAssign(a: TaskAssignment): void {
+    const key = taskKey(a.taskId, a.attempt);
+    const log = this.log.child({ taskId: a.taskId, attempt: a.attempt });
+    if (this.active.has(key)) {
+      log.debug('assignment resent for a task already running; ignoring');
+      return;
+    }
+    const known = this.deps.store.getTask(a.taskId, a.attempt);
+    if (known && known.state !== TaskState.TASK_STATE_REJECTED) {
+      // Finished, or its result still uploading after a restart: the master has not heard
+      // the end yet and the outbox will tell it. Running it again would duplicate work.
+      log.debug('assignment resent for a task this node already took; ignoring');
+      this.kickOutbox();
+      return;
+    }
+    if (!a.spec) return this.reject(a, 'the assignment has no task spec');
+    if (!this.accepting) return this.reject(a, 'node is draining');
+    const fit = fitAssignment(a.spec.limits, this.budget, this.reservations());
+    if (!fit.ok) return this.reject(a, fit.reason);
+
+    this.deps.store.insertTask(a, fit.gpuIndexes, this.deps.clock.now());
+    const task: ActiveTask = {
+      taskId: a.taskId,
+      attempt: a.attempt,
+      assignment: a,
+      controller: new AbortController(),
+      reservation: fit.reservation,
+      lastPullUpdateAt: 0,
+      logs: new LogForwarder({
+        taskId: a.taskId,
+        attempt: a.attempt,
+        clock: this.deps.clock,
+        flushMs: this.options.logFlushMs,
+        maxBufferedBytes: this.options.logBufferBytes,
+        openSink: () => (this.session?.ready ? this.session.conn.pushLogs(a.taskId, a.attempt) : undefined),
+      }),
+      done: Promise.resolve(),
+    };
+    this.active.set(key, task);
+    log.info({ image: a.spec.image, gpus: fit.gpuIndexes }, 'task accepted');
+    this.update(task, TaskState.TASK_STATE_ACCEPTED);
+    task.done = this.runTask(task)
+      .catch((err) => log.error({ err: errorMessage(err) }, 'task loop failed'))
+      .finally(() => this.active.delete(key));
+  }
+
+  private reject(a: TaskAssignment, reason: string): void {
+    this.log.info({ taskId: a.taskId, attempt: a.attempt, reason }, 'task rejected');
+    this.deps.store.insertTask(a, [], this.deps.clock.now());
+    this.update(a, TaskState.TASK_STATE_REJECTED, { message: reason });
+  }
+
+  private abortTask(taskId: string, attempt: number, reason: AbortReason): void {
+    for (const t of this.active.values()) {
+      // attempt 0 = any attempt of the task (a user cancel does not know attempts).
+      if (t.taskId === taskId && (attempt === 0 || t.attempt === attempt) && !t.controller.signal.aborted) {
+        this.log.info({ taskId, attempt: t.attempt, reason }, 'aborting task');
+        t.controller.abort(reason);
+      }
+    }
+  }
+
+  private reservations(): Reservation[] {
+    return [...this.active.values()].flatMap((t) => (t.reservation ? [t.reservation] : []));
+  }
+
+  // ---------------------------------------------------------------- task loop
+
+  private async runTask(task: ActiveTask): Promise<void> {
+    const { taskId, attempt, assignment: a } = task;
+    const signal = task.controller.signal;
+    const log = this.log.child({ taskId, attempt });
+    const spool = this.options.spoolDir;
+    const inputFile = a.inputSize > 0 ? path.join(spool, spoolName(taskId, attempt, 'input.tar.gz')) : undefined;
+    let resultFile: string | undefined;
+    try {
+      if (inputFile) await this.downloadInput(task, inputFile);
+      const gpuIndexes = task.reservation?.gpuIndexes ?? [];
+      const exec = await this.deps.executor.execute({
+        taskId,
+        attempt,
+        spec: a.spec!,
+        ...(inputFile ? { inputFile } : {}),
+        gpuIndexes,
+        signal,
+        onPhase: (phase) => this.onPhase(task, phase),
+        onPullProgress: (current, total) => this.onPullProgress(task, current, total),
+        onLog: (stream, data) => {
+          task.logs.push(stream, data);
+          this.emit('task-log', { taskId, attempt, stream, data });
+        },
+      });
+      // The container is gone: its CPU, memory and GPUs are free for the next task even
+      // while the result is still uploading.
+      task.reservation = undefined;
+      await task.logs.close();
+      resultFile = exec.result?.path;
+      const outcome: TaskOutcome = { ...exec.outcome, resultSize: exec.result?.size ?? 0, resultSha256: exec.result?.sha256 ?? '' };
+      this.deps.store.setExecution(taskId, attempt, outcome, exec.result, exec.logTail);
+      if (signal.aborted) {
+        this.update(task, TaskState.TASK_STATE_CANCELLED, { outcome: abortOutcome(signal.reason, exec.outcome), message: abortOutcome(signal.reason).message });
+        return;
+      }
+      let uploaded = false;
+      if (exec.result) {
+        this.update(task, TaskState.TASK_STATE_UPLOADING);
+        await this.uploadResult(task, exec.result);
+        uploaded = true;
+      }
+      // Only now, with the result at the master, may it hear that the task ended.
+      this.update(task, terminalState(outcome, uploaded), { outcome, message: terminalMessage(outcome, uploaded) });
+      log.info({ state: TaskState[terminalState(outcome, uploaded)], exitCode: outcome.exitCode }, 'task finished');
+    } catch (err) {
+      if (signal.aborted) {
+        const outcome = abortOutcome(signal.reason);
+        this.update(task, TaskState.TASK_STATE_CANCELLED, { outcome, message: outcome.message });
+        log.info({ reason: asAbortReason(signal.reason) }, 'task stopped');
+        return;
+      }
+      const inputProblem = err instanceof InputChecksumError || err instanceof UnsafeArchiveError;
+      const kind = inputProblem ? OutcomeKind.OUTCOME_KIND_INPUT_REJECTED : OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR;
+      const message = `${inputProblem ? 'input rejected' : 'worker error'}: ${describeGrpcError(err)}`;
+      log.warn({ err: message }, 'task failed');
+      this.update(task, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
+    } finally {
+      await task.logs.close().catch(() => undefined);
+      for (const f of [inputFile, resultFile]) {
+        if (f) await rm(f, { force: true }).catch((err) => log.warn({ err: errorMessage(err), file: f }, 'cannot remove spool file'));
+      }
+    }
+  }
+
+  private onPhase(task: ActiveTask, phase: ExecutionPhase): void {
+    if (task.controller.signal.aborted) return;
+    if (phase === 'pulling') this.update(task, TaskState.TASK_STATE_PULLING);
+    else if (phase === 'running') this.update(task, TaskState.TASK_STATE_RUNNING);
+  }
+
+  private onPullProgress(task: ActiveTask, currentBytes: number, totalBytes: number): void {
+    const now = this.deps.clock.now();
+    if (task.controller.signal.aborted || now - task.lastPullUpdateAt < PULL_PROGRESS_INTERVAL_MS) return;
+    task.lastPullUpdateAt = now;
+    this.update(task, TaskState.TASK_STATE_PULLING, { pull: { currentBytes, totalBytes } });
+  }
+
+  /**
+   * Runs `fn` against the master, waiting for a connection and retrying transient failures
+   * with backoff, until it succeeds, fails for good, or the task is aborted.
+   */
+  private async withMaster<T>(signal: AbortSignal, what: string, fn: (conn: MasterConnection) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      signal.throwIfAborted();
+      const session = await this.waitForSession(signal);
+      try {
+        return await fn(session.conn);
+      } catch (err) {
+        if (signal.aborted || !isRetryable(err)) throw err;
+        this.log.warn({ err: describeGrpcError(err), attempt }, `${what} interrupted; retrying`);
+        await sleep(backoffDelay(attempt, this.options.backoff), signal);
+      }
+    }
+  }
+
+  private async downloadInput(task: ActiveTask, file: string): Promise<void> {
+    const { taskId, attempt, assignment: a } = task;
+    const signal = task.controller.signal;
+    try {
+      await this.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
+    } catch (err) {
+      if (!(err instanceof InputChecksumError)) throw err;
+      // A stale partial file from an earlier run can spoil the hash: one clean retry.
+      this.log.warn({ taskId, attempt }, 'input checksum mismatch; downloading again from the start');
+      await rm(file, { force: true });
+      await this.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
+    }
+  }
+
+  private async uploadResult(task: { taskId: string; attempt: number }, result: { path: string; size: number; sha256: string }, signal?: AbortSignal): Promise<void> {
+    const sig = signal ?? this.active.get(taskKey(task.taskId, task.attempt))?.controller.signal ?? this.stopping.signal;
+    await this.withMaster(sig, 'result upload', () => this.uploadOnce(task, result, sig));
+  }
+
+  /** Single-flight per task: the reconnect sequence and the task loop may both ask. */
+  private uploadOnce(task: { taskId: string; attempt: number }, result: { path: string; size: number; sha256: string }, signal: AbortSignal): Promise<void> {
+    const key = taskKey(task.taskId, task.attempt);
+    if (this.deps.store.getTask(task.taskId, task.attempt)?.result?.uploaded) return Promise.resolve();
+    let p = this.uploads.get(key);
+    if (!p) {
+      const session = this.session;
+      if (!session?.alive) return Promise.reject(Object.assign(new Error('not connected to the master'), { code: status.UNAVAILABLE }));
+      p = session.conn
+        .uploadResult(task.taskId, task.attempt, result.path, result.sha256, signal)
+        .then(() => {
+          this.deps.store.markResultUploaded(task.taskId, task.attempt);
+          this.log.info({ taskId: task.taskId, attempt: task.attempt, size: result.size }, 'result uploaded');
+        })
+        .finally(() => this.uploads.delete(key));
+      this.uploads.set(key, p);
+    }
+    return p;
+  }
+
+  /** Before subscribing: push every result the master does not hold yet. */
+  private async resumePendingUploads(session: Session): Promise<void> {
+    for (const rec of this.deps.store.pendingUploads()) {
+      if (!session.alive) return;
+      const active = this.active.get(taskKey(rec.taskId, rec.attempt));
+      const signal = active?.controller.signal ?? this.stopping.signal;
+      try {
+        await this.uploadOnce(rec, rec.result!, signal);
+      } catch (err) {
+        if (isRetryable(err) && !signal.aborted) throw err;
+        // Aborted or refused for good: an active task's own loop reports it; a recovered one we settle here.
+        if (!active && !signal.aborted) this.finishRecovered(rec, false, `result upload failed: ${describeGrpcError(err)}`);
+        continue;
+      }
+      if (!active) this.finishRecovered(rec, true);
+    }
+  }
+
+  /** Terminal update for a task whose run ended in an earlier process. */
+  private finishRecovered(rec: TaskRecord, uploaded: boolean, failure?: string): void {
+    const outcome = failure ? failureOutcome(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, failure) : rec.outcome!;
+    this.update(rec, failure ? TaskState.TASK_STATE_FAILED : terminalState(outcome, uploaded), { outcome, message: failure ?? terminalMessage(outcome, uploaded) });
+    if (rec.result) void rm(rec.result.path, { force: true }).catch(() => undefined);
+  }
+
+  /**
+   * Tasks left unfinished by a previous process: results waiting for upload are resumed on
+   * connect; tasks that were mid-run are reported lost (their container is not reattached).
+   */
+  private recoverInterruptedTasks(): void {
+    for (const rec of this.deps.store.unfinishedTasks()) {
+      if (rec.result && !rec.result.uploaded) continue;
+      if (rec.outcome) {
+        this.finishRecovered(rec, rec.result?.uploaded ?? false);
+      } else {
+        const message = 'the worker restarted while this task was running; the attempt is lost';
+        this.update(rec, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, message), message });
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- reports
+
+  private reportIntervalMs(): number {
+    return this.options.reportIntervalMs ?? (this.masterReportIntervalMs || DEFAULT_REPORT_INTERVAL_MS);
+  }
+
+  private scheduleReport(): void {
+    if (this.reportTimer) clearTimeout(this.reportTimer);
+    if (this.closing) return;
+    this.reportTimer = setTimeout(() => {
+      this.reportTimer = undefined;
+      this.reportNow();
+      this.scheduleReport();
+    }, this.reportIntervalMs());
+  }
+
+  private reportNow(): void {
+    if (this.closing || this.reportInFlight) return;
+    this.reportInFlight = this.sendReport()
+      .catch((err) => this.log.warn({ err: errorMessage(err) }, 'resource report failed'))
+      .finally(() => {
+        this.reportInFlight = undefined;
+      });
+  }
+
+  private async sendReport(): Promise<void> {
+    const sample = await this.deps.probe.sample();
+    if (this.closing) return;
+    const report = buildReport({
+      seq: ++this.reportSeq,
+      sample,
+      free: this.freeCapacity(),
+      lifecycleState: this.state,
+      accepting: this.accepting,
+    });
+    // Stored even while the master is away: the local history has no gaps.
+    this.deps.store.addSample(report, this.options.sampleRetention);
+    this.emit('report', report);
+    if (this.session?.alive) this.session.reportSink?.send(report);
+  }
+
+  // ---------------------------------------------------------------- shutdown
+
+  /**
+   * Stops taking tasks (assignments are rejected with "node is draining"), waits for the
+   * running ones up to drainTimeoutMs, then aborts the rest with reason 'shutdown'.
+   */
+  drain(): Promise<void> {
+    this.drainPromise ??= (async () => {
+      if (!this.lifecycle.is('draining', 'stopped')) this.lifecycle.transition('draining', 'drain requested');
+      const tasks = [...this.active.values()];
+      if (tasks.length === 0) return;
+      this.log.info({ tasks: tasks.length, timeoutMs: this.options.drainTimeoutMs }, 'waiting for running tasks');
+      const timeout = new AbortController();
+      const finished = await Promise.race([
+        Promise.all(tasks.map((t) => t.done)).then(() => true),
+        sleep(this.options.drainTimeoutMs, timeout.signal).then(() => false),
+      ]).finally(() => timeout.abort());
+      if (finished) return;
+      const left = [...this.active.values()];
+      this.log.warn({ tasks: left.length }, 'drain timeout reached; cancelling the remaining tasks');
+      for (const t of left) t.controller.abort('shutdown' satisfies AbortReason);
+      await Promise.all(left.map((t) => t.done));
+    })();
+    return this.drainPromise;
+  }
+
+  /** Idempotent. Each step runs even if an earlier one failed. */
+  close(): Promise<void> {
+    this.closePromise ??= (async () => {
+      const step = async (name: string, fn: () => unknown) => {
+        try {
+          await fn();
+        } catch (err) {
+          this.log.error({ err: errorMessage(err), step: name }, 'close step failed');
+        }
+      };
+      await step('stop taking tasks', () => {
+        this.closing = true;
+      });
+      await step('drain tasks', () => this.drain());
+      await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
+      await step('stop reports', async () => {
+        if (this.reportTimer) clearTimeout(this.reportTimer);
+        this.reportTimer = undefined;
+        await this.reportInFlight;
+      });
+      await step('close the master session', async () => {
+        this.stopping.abort();
+        this.teardown(this.session);
+        await this.loop;
+        await this.pumping?.catch(() => undefined);
+      });
+      await step('close the store', () => this.deps.store.close());
+      if (!this.lifecycle.is('stopped')) this.lifecycle.transition('stopped', 'closed');
+    })();
+    return this.closePromise;
+  }
+
+  /** Last chance to tell the master how tasks ended; what is left stays in the outbox for the next start. */
+  private async deliverOutboxBriefly(ms: number): Promise<void> {
+    if (!this.session?.alive) return;
+    const timeout = new AbortController();
+    await Promise.race([this.flushOutbox().catch(() => undefined), sleep(ms, timeout.signal).catch(() => undefined)]).finally(() => timeout.abort());
+  }
+}
