@@ -9,6 +9,7 @@ import { AuthError } from '../common/errors.js';
 import type { Clock } from '../common/clock.js';
 import { readBearer } from '../protocol/auth-metadata.js';
 import type { MasterStore, NodeRow } from './master-store.js';
+import { InvalidArgumentError } from './master-errors.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
 export const DEFAULT_TOKEN_TTL_MS = 24 * 3600 * 1000;
@@ -97,8 +98,8 @@ export class MasterAuth {
   createEnrollmentToken(opts: { ttlMs?: number; uses?: number } = {}): EnrollmentToken {
     const ttl = opts.ttlMs || DEFAULT_TOKEN_TTL_MS;
     const uses = opts.uses || 1;
-    if (ttl > MAX_TOKEN_TTL_MS) throw new AuthError(`token TTL ${ttl} ms is over the maximum of one year`);
-    if (uses > MAX_TOKEN_USES) throw new AuthError(`token uses ${uses} is over the maximum of ${MAX_TOKEN_USES}`);
+    if (ttl > MAX_TOKEN_TTL_MS) throw new InvalidArgumentError(`token TTL ${ttl} ms is over the maximum of one year`);
+    if (uses > MAX_TOKEN_USES) throw new InvalidArgumentError(`token uses ${uses} is over the maximum of ${MAX_TOKEN_USES}`);
     const token = secret(ENROLLMENT_PREFIX);
     const now = this.clock.now();
     this.store.insertEnrollmentToken({ hash: sha256Hex(token), expiresAt: now + ttl, uses, createdAt: now });

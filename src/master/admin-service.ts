@@ -1,0 +1,296 @@
+// The gRPC handlers of AdminService (what the `hivemind` CLI calls): submit with a streamed
+// input, task queries, watch and log follow driven by MasterEvents, cancel, result download,
+// nodes and enrollment tokens. Every call needs the admin token.
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import type { sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
+import type { Clock } from '../common/clock.js';
+import { NotFoundError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { toServiceError } from '../protocol/grpc-errors.js';
+import { CHUNK_SIZE } from '../protocol/transport.js';
+import { LogStream, TaskState, type DataChunk, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
+import type {
+  AdminServiceServer, CancelTaskRequest, CreateTokenRequest, CreateTokenResponse, FetchResultRequest, GetTaskRequest,
+  ListNodesRequest, ListNodesResponse, ListTasksRequest, ListTasksResponse, StreamLogsRequest, SubmitTaskRequest,
+  SubmitTaskResponse, TaskInfo,
+} from '../protocol/gen/hivemind/v1/admin.js';
+import type { MasterAuth } from './auth.js';
+import type { BlobStore } from './blob-store.js';
+import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
+import type { MasterEvents } from './master-events.js';
+import { isTerminal, type MasterStore, type TaskRow } from './master-store.js';
+import { InvalidArgumentError, PreconditionError } from './master-errors.js';
+import type { NodeRegistry } from './registry.js';
+import { validateMaxAttempts, validateTaskSpec } from './spec-validation.js';
+import { toTaskInfo } from './task-info.js';
+import type { TaskManager } from './task-manager.js';
+
+export interface AdminServiceDeps {
+  store: MasterStore;
+  blobs: BlobStore;
+  auth: MasterAuth;
+  registry: NodeRegistry;
+  tasks: TaskManager;
+  events: MasterEvents;
+  clock: Clock;
+  log: Logger;
+  maxAttempts: number;
+}
+
+const DEFAULT_LIST_LIMIT = 100;
+const MAX_LIST_LIMIT = 10_000;
+
+export class AdminService {
+  constructor(private readonly d: AdminServiceDeps) {}
+
+  private unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
+    return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
+      Promise.resolve()
+        .then(() => {
+          this.d.auth.checkAdmin(call.metadata);
+          return fn(call.request);
+        })
+        .then((res) => cb(null, res), (err: unknown) => cb(toServiceError(err)));
+    };
+  }
+
+  private streaming<Req, Res>(fn: (call: ServerWritableStream<Req, Res>, signal: AbortSignal) => Promise<void>) {
+    return (call: ServerWritableStream<Req, Res>) => {
+      const { signal, dispose } = callSignal(call);
+      Promise.resolve()
+        .then(() => {
+          this.d.auth.checkAdmin(call.metadata);
+          return fn(call, signal);
+        })
+        .then(
+          () => { if (!signal.aborted) call.end(); },
+          (err: unknown) => { if (!signal.aborted) call.emit('error', toServiceError(err)); },
+        )
+        .finally(dispose);
+    };
+  }
+
+  handlers(): AdminServiceServer {
+    return {
+      submitTask: (call, cb) => void this.submitTask(call, cb),
+      listTasks: this.unary((r: ListTasksRequest) => this.listTasks(r)),
+      getTask: this.unary((r: GetTaskRequest) => this.info(this.task(r.taskId))),
+      watchTask: this.streaming((call: ServerWritableStream<GetTaskRequest, TaskInfo>, signal) => this.watchTask(call, signal)),
+      cancelTask: this.unary((r: CancelTaskRequest) => this.info(this.d.tasks.cancel(this.task(r.taskId).id, r.reason))),
+      streamLogs: this.streaming((call: ServerWritableStream<StreamLogsRequest, LogChunk>, signal) => this.streamLogs(call, signal)),
+      fetchResult: this.streaming((call: ServerWritableStream<FetchResultRequest, DataChunk>, signal) => this.fetchResult(call, signal)),
+      listNodes: this.unary((_: ListNodesRequest) => this.listNodes()),
+      createEnrollmentToken: this.unary((r: CreateTokenRequest) => this.createToken(r)),
+    };
+  }
+
+  private task(taskId: string): TaskRow {
+    const t = this.d.store.getTask(taskId);
+    if (!t) throw new NotFoundError(`no task ${taskId}`);
+    return t;
+  }
+
+  private info(t: TaskRow): TaskInfo {
+    return toTaskInfo(t, this.d.store.listEvents(t.id));
+  }
+
+  private async submitTask(call: ServerReadableStream<SubmitTaskRequest, SubmitTaskResponse>, cb: sendUnaryData<SubmitTaskResponse>): Promise<void> {
+    const { store, blobs, clock } = this.d;
+    let taskId: string | undefined;
+    let inputStored = false;
+    try {
+      this.d.auth.checkAdmin(call.metadata);
+      const msgs = messagesOf<SubmitTaskRequest>(call);
+      const first = await msgs.next();
+      const part = first.done ? undefined : first.value.part;
+      if (part?.$case !== 'header') throw new InvalidArgumentError('a submission must start with a header');
+      const spec = validateTaskSpec(part.value.spec);
+      const maxAttempts = validateMaxAttempts(part.value.maxAttempts, this.d.maxAttempts);
+      const id = randomBytes(8).toString('hex');
+      taskId = id;
+      let input = { size: 0, sha256: '' };
+      if (part.value.hasInput) {
+        let trailer: { size: number; sha256: string } | undefined;
+        const chunks = async function* (): AsyncGenerator<Uint8Array> {
+          for await (const m of msgs) {
+            if (m.part?.$case === 'chunk') {
+              if (trailer) throw new InvalidArgumentError('input chunk after the trailer');
+              yield m.part.value;
+            } else if (m.part?.$case === 'trailer') {
+              trailer = m.part.value;
+            } else {
+              throw new InvalidArgumentError('unexpected message in a submission (a second header?)');
+            }
+          }
+        };
+        input = await blobs.writeInput(id, chunks(), () => {
+          if (!trailer) throw new InvalidArgumentError('the input ended without a trailer (size and sha256)');
+          return trailer;
+        });
+        inputStored = true;
+        if (input.size === 0) throw new InvalidArgumentError('has_input is set but the input archive is empty');
+      } else {
+        for await (const m of msgs) {
+          if (m.part?.$case === 'chunk') throw new InvalidArgumentError('input chunks sent but the header says has_input = false');
+        }
+      }
+      const now = clock.now();
+      const row: TaskRow = {
+        id, spec, state: TaskState.TASK_STATE_QUEUED, attempt: 1, maxAttempts, nodeId: null,
+        queueReason: 'waiting to be scheduled', outcome: undefined, inputSize: input.size, inputSha256: input.sha256,
+        result: undefined, cancelRequested: false, cancelReason: '', createdAt: now, updatedAt: now, startedAt: null,
+        finishedAt: null, lastUpdateSeq: 0, excludedNodes: [],
+      };
+      store.insertTask(row, { state: row.state, at: now, nodeId: null, attempt: 1, message: 'submitted' });
+      this.d.log.info({ taskId: id, image: spec.image, inputSize: input.size }, 'task submitted');
+      this.d.events.emit('task', row);
+      this.d.tasks.scheduleSoon();
+      cb(null, { taskId: id });
+    } catch (err) {
+      if (taskId && inputStored) await rm(blobs.inputPath(taskId), { force: true }).catch(() => undefined);
+      cb(toServiceError(err));
+    }
+  }
+
+  private listTasks(r: ListTasksRequest): ListTasksResponse {
+    const limit = Math.min(r.limit || DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
+    // Events are left out of listings to keep them small; GetTask has them.
+    return { tasks: this.d.store.listTasks(r.states, limit).map((t) => toTaskInfo(t)) };
+  }
+
+  /** Sends the task now and after every change until it is terminal. */
+  private async watchTask(call: ServerWritableStream<GetTaskRequest, TaskInfo>, signal: AbortSignal): Promise<void> {
+    const id = this.task(call.request.taskId).id;
+    await new Promise<void>((resolve, reject) => {
+      const stop = (err?: unknown) => {
+        this.d.events.off('task', onTask);
+        signal.removeEventListener('abort', onAbort);
+        if (err) reject(err);
+        else resolve();
+      };
+      const push = (t: TaskRow): void => {
+        try {
+          call.write(this.info(t));
+          if (isTerminal(t.state)) stop();
+        } catch (err) {
+          stop(err);
+        }
+      };
+      const onTask = (t: TaskRow) => {
+        if (t.id === id) push(t);
+      };
+      const onAbort = () => stop();
+      // Subscribed before the first read, so no change falls between the two.
+      this.d.events.on('task', onTask);
+      signal.addEventListener('abort', onAbort, { once: true });
+      push(this.task(id));
+    });
+  }
+
+  /** The stored log, then (with follow) live chunks until the task is terminal. */
+  private async streamLogs(call: ServerWritableStream<StreamLogsRequest, LogChunk>, signal: AbortSignal): Promise<void> {
+    const { blobs, events } = this.d;
+    const task = this.task(call.request.taskId);
+    const id = task.id;
+    const follow = call.request.follow;
+    const live: LogChunk[] = [];
+    let finished = !follow;
+    let wake: (() => void) | undefined;
+    const poke = () => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    const onLog = (c: LogChunk) => {
+      if (c.taskId === id) {
+        live.push(c);
+        poke();
+      }
+    };
+    const onTask = (t: TaskRow) => {
+      if (t.id === id && isTerminal(t.state)) {
+        finished = true;
+        poke();
+      }
+    };
+    signal.addEventListener('abort', poke, { once: true });
+    try {
+      // Under the log lock every earlier append is on disk and every later one emits after we
+      // subscribe: the snapshot and the live chunks neither overlap nor leave a gap.
+      const snap = await blobs.withLogLock(id, async () => {
+        if (follow) {
+          events.on('log', onLog);
+          events.on('task', onTask);
+          if (isTerminal(this.task(id).state)) finished = true;
+        }
+        return blobs.snapshotLog(id, CHUNK_SIZE);
+      });
+      if (snap.stream) {
+        for await (const data of snap.stream.iterator({ destroyOnReturn: true })) {
+          if (signal.aborted) return;
+          await writeMessage(call, { taskId: id, attempt: task.attempt, stream: LogStream.LOG_STREAM_UNSPECIFIED, data: data as Buffer, atMs: 0 });
+        }
+      }
+      for (;;) {
+        while (live.length > 0) {
+          if (signal.aborted) return;
+          await writeMessage(call, live.shift()!);
+        }
+        if (finished || signal.aborted) break;
+        await new Promise<void>((r) => (wake = r));
+      }
+      if (follow && !signal.aborted) {
+        // Appends queued when the task finished still belong to it.
+        await blobs.withLogLock(id, async () => undefined);
+        while (live.length > 0) await writeMessage(call, live.shift()!);
+      }
+    } finally {
+      events.off('log', onLog);
+      events.off('task', onTask);
+      signal.removeEventListener('abort', poke);
+    }
+  }
+
+  private async fetchResult(call: ServerWritableStream<FetchResultRequest, DataChunk>, signal: AbortSignal): Promise<void> {
+    const t = this.task(call.request.taskId);
+    if (!t.result) throw new PreconditionError(`task ${t.id} has no stored result (state ${TaskState[t.state].replace('TASK_STATE_', '')})`);
+    const offset = call.request.offset;
+    if (offset > t.result.size) throw new InvalidArgumentError(`offset ${offset} is past the end of the ${t.result.size}-byte result of task ${t.id}`);
+    if (offset === t.result.size) return;
+    let at = offset;
+    for await (const data of this.d.blobs.readResult(t.id, offset, CHUNK_SIZE).iterator({ destroyOnReturn: true })) {
+      if (signal.aborted) return;
+      await writeMessage(call, { offset: at, data: data as Buffer });
+      at += (data as Buffer).length;
+    }
+  }
+
+  private listNodes(): ListNodesResponse {
+    const { store, registry } = this.d;
+    const byNode = new Map<string, string[]>();
+    for (const t of store.liveTasksOnNodes()) {
+      const list = byNode.get(t.nodeId!) ?? [];
+      list.push(t.id);
+      byNode.set(t.nodeId!, list);
+    }
+    return {
+      nodes: store.listNodes().map((n) => ({
+        nodeId: n.id,
+        name: n.name,
+        facts: n.facts,
+        online: registry.isOnline(n.id),
+        registeredAtMs: n.registeredAt,
+        lastSeenMs: Math.max(n.lastSeen, registry.lastSeen(n.id) ?? 0),
+        lastReport: n.lastReport,
+        taskIds: byNode.get(n.id) ?? [],
+      })),
+    };
+  }
+
+  private createToken(r: CreateTokenRequest): CreateTokenResponse {
+    const t = this.d.auth.createEnrollmentToken({ ttlMs: r.ttlMs, uses: r.uses });
+    this.d.log.info({ expiresAt: new Date(t.expiresAt).toISOString(), uses: t.uses }, 'enrollment token created');
+    return { token: t.token, expiresAtMs: t.expiresAt, uses: t.uses };
+  }
+}

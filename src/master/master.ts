@@ -1,0 +1,205 @@
+// The reference master: wires store, blob store, auth, registry, scheduler and the two gRPC
+// services together, runs the offline check, and owns their lifecycle.
+//
+// ATTEMPT RULE. A task's `attempt` (1-based) is the fencing token of the work done on it. The
+// master accepts updates, input downloads, result uploads and logs only from the node holding
+// the current attempt (same attempt number AND same node id). When that node goes offline (3
+// missed report intervals) or resubscribes without the task, the attempt is given up: the task
+// is requeued with attempt+1 (its partial/stored result discarded), or fails with outcome
+// NODE_LOST once max_attempts attempts were used. Anything that arrives later for the old
+// attempt is refused as superseded (UpdateTask answers superseded=true; uploads and downloads
+// fail with FAILED_PRECONDITION), so a node that comes back cannot overwrite the new attempt.
+// A REJECTED assignment keeps its attempt number (the work never started) and the rejecting
+// node is excluded for that task; the node id check fences its late messages.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Server } from '@grpc/grpc-js';
+import { systemClock, type Clock } from '../common/clock.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
+import { silentLogger, type Logger } from '../common/logger.js';
+import { insecureTransport, type Transport } from '../protocol/transport.js';
+import { AdminServiceService } from '../protocol/gen/hivemind/v1/admin.js';
+import { NodeServiceService } from '../protocol/gen/hivemind/v1/node.js';
+import { AdminService } from './admin-service.js';
+import { MasterAuth } from './auth.js';
+import { BlobStore, DEFAULT_LOG_MAX_BYTES } from './blob-store.js';
+import { MasterEvents } from './master-events.js';
+import { MasterStore } from './master-store.js';
+import { NodeService } from './node-service.js';
+import { NodeRegistry } from './registry.js';
+import { TaskManager } from './task-manager.js';
+
+export interface MasterOptions {
+  /** host:port to listen on. Port 0 picks a free port (read it back from `master.address`). Default "127.0.0.1:7070". */
+  listenAddress?: string;
+  /** Holds master.db, admin.token, inputs/, results/ and logs/. Created (mode 0700) if missing. Required. */
+  dataDir: string;
+  /** Report interval told to nodes; a node is offline after 3 missed intervals. Default 30 000 ms. */
+  reportIntervalMs?: number;
+  /** Attempts per task before a lost node fails it with NODE_LOST (a submission may ask for other). Default 3. */
+  maxAttempts?: number;
+  /** Cap of each task's stored log; the end is kept. Default 8 MiB. */
+  logMaxBytes?: number;
+  /** How often presence is checked. Default reportIntervalMs / 4, between 50 ms and 1 s. */
+  offlineCheckIntervalMs?: number;
+  /** How long close() lets open calls finish before cutting them. Default 2 000 ms. */
+  shutdownGraceMs?: number;
+}
+
+export interface MasterDeps {
+  /** Default: plaintext gRPC (loopback only). */
+  transport?: Transport;
+  /** Default: silent. */
+  logger?: Logger;
+  /** Default: the system clock. */
+  clock?: Clock;
+}
+
+interface CompiledOptions {
+  listenAddress: string;
+  dataDir: string;
+  reportIntervalMs: number;
+  maxAttempts: number;
+  logMaxBytes: number;
+  offlineCheckIntervalMs: number;
+  shutdownGraceMs: number;
+}
+
+function compile(o: MasterOptions): CompiledOptions {
+  if (!o.dataDir) throw new ConfigError('master: dataDir is required');
+  const reportIntervalMs = o.reportIntervalMs ?? 30_000;
+  const maxAttempts = o.maxAttempts ?? 3;
+  if (!(reportIntervalMs > 0)) throw new ConfigError(`master: reportIntervalMs must be positive, got ${reportIntervalMs}`);
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new ConfigError(`master: maxAttempts must be a whole number >= 1, got ${maxAttempts}`);
+  const listenAddress = o.listenAddress ?? '127.0.0.1:7070';
+  if (!/^.+:\d+$/.test(listenAddress)) throw new ConfigError(`master: listen address "${listenAddress}" is not host:port`);
+  return {
+    listenAddress,
+    dataDir: o.dataDir,
+    reportIntervalMs,
+    maxAttempts,
+    logMaxBytes: o.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
+    offlineCheckIntervalMs: o.offlineCheckIntervalMs ?? Math.max(50, Math.min(1000, reportIntervalMs / 4)),
+    shutdownGraceMs: o.shutdownGraceMs ?? 2000,
+  };
+}
+
+export class Master {
+  private boundAddress: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly opts: CompiledOptions,
+    private readonly transport: Transport,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+    private readonly store: MasterStore,
+    private readonly auth: MasterAuth,
+    private readonly registry: NodeRegistry,
+    private readonly tasks: TaskManager,
+    private readonly nodeService: NodeService,
+    private readonly server: Server,
+  ) {}
+
+  static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
+    const opts = compile(options);
+    const log = (deps.logger ?? silentLogger()).child({ component: 'master' });
+    const clock = deps.clock ?? systemClock;
+    await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+    const store = MasterStore.open(join(opts.dataDir, 'master.db'));
+    try {
+      const auth = await MasterAuth.create(opts.dataDir, store, clock);
+      const blobs = await BlobStore.create(opts.dataDir, { logMaxBytes: opts.logMaxBytes });
+      const events = new MasterEvents();
+      const registry = new NodeRegistry(clock, opts.reportIntervalMs);
+      const tasks = new TaskManager(store, blobs, registry, events, clock, log);
+      const common = { store, blobs, auth, registry, tasks, events, clock, log };
+      const nodeService = new NodeService({ ...common, reportIntervalMs: opts.reportIntervalMs });
+      const adminService = new AdminService({ ...common, maxAttempts: opts.maxAttempts });
+      const server = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
+      server.addService(NodeServiceService, nodeService.handlers());
+      server.addService(AdminServiceService, adminService.handlers());
+      return new Master(opts, deps.transport ?? insecureTransport, log, clock, store, auth, registry, tasks, nodeService, server);
+    } catch (err) {
+      store.close();
+      throw err;
+    }
+  }
+
+  /** Binds the listen address and starts serving; returns the bound host:port. */
+  async start(): Promise<string> {
+    if (this.boundAddress) return this.boundAddress;
+    const { listenAddress } = this.opts;
+    const port = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(listenAddress, this.transport.serverCredentials(), (err, p) => (err ? reject(err) : resolve(p)));
+    }).catch((err: unknown) => {
+      throw new ConfigError(`master: cannot listen on ${listenAddress}: ${errorMessage(err)}`, { cause: err });
+    });
+    const host = listenAddress.slice(0, listenAddress.lastIndexOf(':'));
+    this.boundAddress = `${host}:${port}`;
+    // Nodes holding tasks get one offline period to come back after a master restart; if they
+    // do not, their attempts are given up like for any lost node.
+    for (const t of this.store.liveTasksOnNodes()) this.registry.seen(t.nodeId!);
+    this.timer = setInterval(() => this.checkPresence(), this.opts.offlineCheckIntervalMs);
+    this.timer.unref();
+    this.tasks.scheduleSoon();
+    this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir }, 'master listening');
+    return this.boundAddress;
+  }
+
+  /** The bound host:port (after start()). */
+  get address(): string {
+    if (!this.boundAddress) throw new Error('master not started');
+    return this.boundAddress;
+  }
+
+  /** Path of the admin token file (mode 0600) the CLI reads. */
+  get adminTokenPath(): string {
+    return this.auth.adminTokenPath;
+  }
+
+  /** Marks silent nodes offline and gives up their tasks. Called by the timer; public for tests. */
+  checkPresence(): void {
+    for (const nodeId of this.registry.sweep()) {
+      this.log.warn({ nodeId }, 'node offline');
+      try {
+        this.tasks.nodeLost(nodeId);
+      } catch (err) {
+        this.log.error({ nodeId, err: errorMessage(err) }, 'requeueing the tasks of an offline node failed');
+      }
+    }
+  }
+
+  /** Idempotent: stops the timer, ends node streams, shuts the server down, closes the store. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const step = async (name: string, fn: () => void | Promise<void>) => {
+      try {
+        await fn();
+      } catch (err) {
+        this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed');
+      }
+    };
+    await step('timer', () => clearInterval(this.timer));
+    await step('tasks', () => this.tasks.close());
+    await step('node streams', () => this.nodeService.close());
+    await step('server', () => new Promise<void>((resolve) => {
+      const cut = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, this.opts.shutdownGraceMs);
+      cut.unref();
+      this.server.tryShutdown(() => {
+        clearTimeout(cut);
+        resolve();
+      });
+    }));
+    await step('store', () => this.store.close());
+    this.log.info('master closed');
+  }
+}

@@ -1,0 +1,267 @@
+// The gRPC handlers of NodeService (what workers call): registration, reports, the command
+// stream, task updates, input download, resumable result upload and log push.
+import type {
+  sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream,
+} from '@grpc/grpc-js';
+import type { Clock } from '../common/clock.js';
+import { AuthError, errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { readBearer } from '../protocol/auth-metadata.js';
+import { toServiceError } from '../protocol/grpc-errors.js';
+import { CHUNK_SIZE } from '../protocol/transport.js';
+import { NodeFacts, type DataChunk, type LogChunk, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type {
+  DownloadInputRequest, NodeCommand, NodeServiceServer, PushLogsAck, RegisterRequest, RegisterResponse, ReportAck,
+  SubscribeRequest, TaskUpdate, TaskUpdateAck, UploadOffsetRequest, UploadOffsetResponse, UploadResultRequest,
+  UploadResultResponse,
+} from '../protocol/gen/hivemind/v1/node.js';
+import { MasterAuth } from './auth.js';
+import type { BlobStore } from './blob-store.js';
+import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
+import type { MasterEvents } from './master-events.js';
+import type { MasterStore, NodeRow } from './master-store.js';
+import { InvalidArgumentError, PreconditionError } from './master-errors.js';
+import type { NodeRegistry } from './registry.js';
+import type { TaskManager } from './task-manager.js';
+import { randomBytes } from 'node:crypto';
+
+export const MASTER_VERSION = '0.1.0';
+
+export interface NodeServiceDeps {
+  store: MasterStore;
+  blobs: BlobStore;
+  auth: MasterAuth;
+  registry: NodeRegistry;
+  tasks: TaskManager;
+  events: MasterEvents;
+  clock: Clock;
+  log: Logger;
+  reportIntervalMs: number;
+}
+
+/** Runs a unary handler body, mapping thrown errors to gRPC statuses. */
+function unary<Req, Res>(fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res> | Res) {
+  return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
+    Promise.resolve()
+      .then(() => fn(call))
+      .then((res) => cb(null, res), (err: unknown) => cb(toServiceError(err)));
+  };
+}
+
+export class NodeService {
+  /** Open command streams, ended on close so the server can shut down. */
+  private readonly subscribers = new Set<ServerWritableStream<SubscribeRequest, NodeCommand>>();
+
+  constructor(private readonly d: NodeServiceDeps) {}
+
+  private nodeOf(call: { metadata: ServerUnaryCall<unknown, unknown>['metadata'] }): NodeRow {
+    return this.d.auth.authenticateNode(call.metadata);
+  }
+
+  handlers(): NodeServiceServer {
+    return {
+      register: unary((call) => this.register(call)),
+      report: (call, cb) => void this.report(call, cb),
+      subscribe: (call) => this.subscribe(call),
+      updateTask: unary((call) => this.updateTask(call)),
+      downloadInput: (call) => void this.downloadInput(call),
+      getUploadOffset: unary((call) => this.getUploadOffset(call)),
+      uploadResult: (call, cb) => void this.uploadResult(call, cb),
+      pushLogs: (call, cb) => void this.pushLogs(call, cb),
+    };
+  }
+
+  private register(call: ServerUnaryCall<RegisterRequest, RegisterResponse>): RegisterResponse {
+    const { store, auth, registry, clock } = this.d;
+    const bearer = readBearer(call.metadata);
+    if (!bearer) throw new AuthError('missing enrollment token or node credential: send "authorization: Bearer <token>"');
+    const facts = call.request.facts ?? NodeFacts.create();
+    const now = clock.now();
+    let nodeId: string;
+    let credential: string;
+    let name = call.request.name.trim();
+    if (MasterAuth.isNodeCredential(bearer)) {
+      const node = auth.nodeForCredential(bearer);
+      if (!node) throw new AuthError('unknown node credential; register again with an enrollment token');
+      nodeId = node.id;
+      credential = bearer;
+      name ||= node.name;
+      store.updateNodeFacts(nodeId, name, facts, now);
+      this.d.log.info({ nodeId, name }, 'node refreshed its registration');
+    } else {
+      const fresh = auth.newNodeCredential();
+      nodeId = randomBytes(8).toString('hex');
+      credential = fresh.credential;
+      name ||= facts.hostname || nodeId;
+      auth.enroll(bearer, () => store.insertNode({ id: nodeId, name, facts, credentialHash: fresh.hash, at: now }));
+      this.d.log.info({ nodeId, name }, 'node registered');
+    }
+    registry.seen(nodeId, name);
+    return { nodeId, nodeCredential: credential, reportIntervalMs: this.d.reportIntervalMs, masterVersion: MASTER_VERSION };
+  }
+
+  private async report(call: ServerReadableStream<ResourceReport, ReportAck>, cb: sendUnaryData<ReportAck>): Promise<void> {
+    let lastSeq = 0;
+    try {
+      const node = this.nodeOf(call);
+      for await (const r of messagesOf<ResourceReport>(call)) {
+        lastSeq = r.seq;
+        const cameBack = this.d.registry.onReport(node.id, r);
+        this.d.store.recordReport(node.id, r, this.d.clock.now());
+        if (cameBack) this.d.log.info({ nodeId: node.id }, 'node online');
+        this.d.tasks.scheduleSoon();
+      }
+      cb(null, { lastSeq });
+    } catch (err) {
+      cb(toServiceError(err));
+    }
+  }
+
+  private subscribe(call: ServerWritableStream<SubscribeRequest, NodeCommand>): void {
+    let node: NodeRow;
+    try {
+      node = this.nodeOf(call);
+    } catch (err) {
+      call.emit('error', toServiceError(err));
+      return;
+    }
+    const { registry, tasks } = this.d;
+    const req = call.request;
+    registry.seen(node.id, node.name);
+    registry.updateCapacity(node.id, req.free, req.accepting, req.running.map((r) => r.taskId));
+    const detach = registry.attach(node.id, { send: (cmd) => call.write(cmd) });
+    this.subscribers.add(call);
+    const gone = () => {
+      detach();
+      this.subscribers.delete(call);
+    };
+    call.once('cancelled', gone);
+    call.once('close', gone);
+    call.once('error', gone);
+    this.d.log.info({ nodeId: node.id, running: req.running.length, accepting: req.accepting }, 'node subscribed');
+    try {
+      tasks.reconcile(node, req.running);
+    } catch (err) {
+      this.d.log.error({ nodeId: node.id, err: errorMessage(err) }, 'reconciling the node\'s tasks failed');
+    }
+    tasks.scheduleSoon();
+  }
+
+  private updateTask(call: ServerUnaryCall<TaskUpdate, TaskUpdateAck>): TaskUpdateAck {
+    const node = this.nodeOf(call);
+    return this.d.tasks.applyUpdate(node, call.request);
+  }
+
+  private async downloadInput(call: ServerWritableStream<DownloadInputRequest, DataChunk>): Promise<void> {
+    const { signal, dispose } = callSignal(call);
+    try {
+      const node = this.nodeOf(call);
+      const { taskId, attempt, offset } = call.request;
+      const task = this.d.tasks.requireCurrent(taskId, attempt, node.id);
+      if (task.inputSize === 0) throw new PreconditionError(`task ${taskId} has no input`);
+      if (offset > task.inputSize) throw new InvalidArgumentError(`offset ${offset} is past the end of the ${task.inputSize}-byte input of task ${taskId}`);
+      if (offset < task.inputSize) {
+        let at = offset;
+        for await (const data of this.d.blobs.readInput(taskId, offset, CHUNK_SIZE).iterator({ destroyOnReturn: true })) {
+          if (signal.aborted) return;
+          await writeMessage(call, { offset: at, data: data as Buffer });
+          at += (data as Buffer).length;
+        }
+      }
+      call.end();
+    } catch (err) {
+      if (!signal.aborted) call.emit('error', toServiceError(err));
+    } finally {
+      dispose();
+    }
+  }
+
+  private async getUploadOffset(call: ServerUnaryCall<UploadOffsetRequest, UploadOffsetResponse>): Promise<UploadOffsetResponse> {
+    const node = this.nodeOf(call);
+    const task = this.d.tasks.requireCurrent(call.request.taskId, call.request.attempt, node.id);
+    if (task.result) return { offset: task.result.size, complete: true, sha256: task.result.sha256 };
+    return { offset: await this.d.blobs.resultOffset(task.id), complete: false, sha256: '' };
+  }
+
+  private async uploadResult(call: ServerReadableStream<UploadResultRequest, UploadResultResponse>, cb: sendUnaryData<UploadResultResponse>): Promise<void> {
+    let release: (() => void) | undefined;
+    try {
+      const node = this.nodeOf(call);
+      const msgs = messagesOf<UploadResultRequest>(call);
+      const first = await msgs.next();
+      const header = first.done ? undefined : first.value.part;
+      if (header?.$case !== 'header') throw new InvalidArgumentError('an upload must start with a header');
+      const h = header.value;
+      const task = this.d.tasks.requireCurrent(h.taskId, h.attempt, node.id);
+      if (task.result) {
+        // Already stored and verified (a retry after a lost ack): drain and answer the same.
+        for await (const _ of msgs) { /* discard */ }
+        cb(null, { size: task.result.size, sha256: task.result.sha256 });
+        return;
+      }
+      release = this.d.tasks.beginUpload(task.id, task.attempt, () => call.destroy(new PreconditionError(`attempt ${h.attempt} of task ${h.taskId} was given up; upload stopped`)));
+      const session = await this.d.blobs.openResultUpload(task.id, h.offset);
+      let trailer: { size: number; sha256: string } | undefined;
+      try {
+        for await (const m of msgs) {
+          if (m.part?.$case === 'chunk') {
+            if (trailer) throw new InvalidArgumentError('chunk after the trailer');
+            await session.write(m.part.value);
+          } else if (m.part?.$case === 'trailer') {
+            trailer = m.part.value;
+          } else {
+            throw new InvalidArgumentError('unexpected message in an upload (a second header?)');
+          }
+        }
+      } finally {
+        await session.close();
+      }
+      if (!trailer) {
+        // The client ended early: keep the partial so the next session resumes from it.
+        throw new InvalidArgumentError(`upload of task ${h.taskId} ended without a trailer; resume from offset ${await this.d.blobs.resultOffset(task.id)}`);
+      }
+      this.d.tasks.requireCurrent(h.taskId, h.attempt, node.id);
+      await this.d.blobs.completeResult(task.id, trailer);
+      if (!this.d.tasks.resultStored(task.id, h.attempt, node.id, { size: trailer.size, sha256: trailer.sha256.toLowerCase() })) {
+        await this.d.blobs.discardResult(task.id);
+        throw new PreconditionError(`attempt ${h.attempt} of task ${h.taskId} was superseded during the upload`);
+      }
+      this.d.log.info({ taskId: task.id, attempt: h.attempt, size: trailer.size }, 'result stored');
+      cb(null, { size: trailer.size, sha256: trailer.sha256.toLowerCase() });
+    } catch (err) {
+      cb(toServiceError(err));
+    } finally {
+      release?.();
+    }
+  }
+
+  private async pushLogs(call: ServerReadableStream<LogChunk, PushLogsAck>, cb: sendUnaryData<PushLogsAck>): Promise<void> {
+    let chunks = 0;
+    try {
+      const node = this.nodeOf(call);
+      for await (const c of messagesOf<LogChunk>(call)) {
+        chunks++;
+        const t = this.d.store.getTask(c.taskId);
+        const ok = t !== undefined && t.attempt === c.attempt && t.nodeId === node.id;
+        // Output of a superseded attempt is dropped: it would interleave with the new attempt's.
+        if (!ok || c.data.length === 0) continue;
+        await this.d.blobs.appendLog(c.taskId, c.data, () => this.d.events.emit('log', c));
+      }
+      cb(null, { chunks });
+    } catch (err) {
+      cb(toServiceError(err));
+    }
+  }
+
+  /** Ends every open command stream (master shutdown). */
+  close(): void {
+    for (const call of this.subscribers) {
+      try {
+        call.end();
+      } catch {
+        // already gone
+      }
+    }
+    this.subscribers.clear();
+  }
+}
