@@ -1,0 +1,210 @@
+// The admin client the `hivemind` CLI uses: promise and async-iterator wrappers over the
+// AdminService stubs, with streamed submit (sha256 trailer), resumable result download and
+// readable errors.
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { once } from 'node:events';
+import { status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
+import { HivemindError } from '../common/errors.js';
+import { bearerMetadata } from '../protocol/auth-metadata.js';
+import { describeGrpcError } from '../protocol/grpc-errors.js';
+import { CHUNK_SIZE, channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
+import { TaskSpec, TaskState, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
+import {
+  AdminServiceClient, type CreateTokenResponse, type ListNodesRequest, type ListNodesResponse, type ListTasksRequest,
+  type ListTasksResponse, type NodeInfo, type SubmitTaskRequest, type SubmitTaskResponse,
+  type TaskInfo,
+} from '../protocol/gen/hivemind/v1/admin.js';
+
+/** A failed call to the master, with the gRPC status kept for callers that branch on it. */
+export class MasterCallError extends HivemindError {
+  readonly status: status | undefined;
+  constructor(what: string, err: unknown) {
+    const code = (err as Partial<ServiceError> | null)?.code;
+    const st = typeof code === 'number' ? (code as status) : undefined;
+    super(st === undefined ? 'MASTER_CALL_FAILED' : `MASTER_${status[st]}`, `${what}: ${describeGrpcError(err)}`, { cause: err });
+    this.status = st;
+  }
+}
+
+/** Raised by fetchResult when the downloaded bytes do not match the master's sha256. */
+export class ResultMismatchError extends HivemindError {
+  constructor(message: string) {
+    super('RESULT_MISMATCH', message);
+  }
+}
+
+export interface SubmitOptions {
+  /** A tar.gz to unpack into the task's /input. */
+  inputFile?: string;
+  /** 0 or absent = the master's default. */
+  maxAttempts?: number;
+}
+
+export interface FetchedResult {
+  size: number;
+  sha256: string;
+  /** Bytes that were already in the partial file from an earlier, interrupted fetch. */
+  resumedFrom: number;
+}
+
+async function sizeOrZero(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+}
+
+async function writeWithBackpressure<T>(call: ClientWritableStream<T>, msg: T): Promise<void> {
+  if (!call.write(msg)) await once(call, 'drain');
+}
+
+export class AdminClient {
+  private closed = false;
+
+  private constructor(private readonly client: AdminServiceClient, private readonly md: Metadata) {}
+
+  /** Creates the channel; the connection itself is made lazily on the first call. */
+  static connect(address: string, adminToken: string, transport: Transport = insecureTransport): AdminClient {
+    const client = new AdminServiceClient(address, transport.clientCredentials(), channelOptions);
+    return new AdminClient(client, bearerMetadata(adminToken));
+  }
+
+  private unary<Req, Res>(what: string, method: (req: Req, md: Metadata, cb: (err: ServiceError | null, res: Res) => void) => unknown, req: Req): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      method.call(this.client, req, this.md, (err, res) => (err ? reject(new MasterCallError(what, err)) : resolve(res)));
+    });
+  }
+
+  /** Submits a task, streaming the input file (if any) with its sha256; returns the task id. */
+  async submit(spec: Partial<TaskSpec>, opts: SubmitOptions = {}): Promise<string> {
+    let call: ClientWritableStream<SubmitTaskRequest> | undefined;
+    const response = new Promise<SubmitTaskResponse>((resolve, reject) => {
+      call = this.client.submitTask(this.md, (err, res) => (err ? reject(new MasterCallError('submit', err)) : resolve(res)));
+    });
+    // A refusal (bad spec, auth) can arrive while we are still writing; surface that one.
+    response.catch(() => undefined);
+    try {
+      await writeWithBackpressure(call!, {
+        part: { $case: 'header', value: { spec: TaskSpec.fromPartial(spec), hasInput: opts.inputFile !== undefined, maxAttempts: opts.maxAttempts ?? 0 } },
+      });
+      if (opts.inputFile !== undefined) {
+        const hash = createHash('sha256');
+        let size = 0;
+        for await (const chunk of createReadStream(opts.inputFile, { highWaterMark: CHUNK_SIZE })) {
+          const buf = chunk as Buffer;
+          hash.update(buf);
+          size += buf.length;
+          await writeWithBackpressure(call!, { part: { $case: 'chunk', value: buf } });
+        }
+        await writeWithBackpressure(call!, { part: { $case: 'trailer', value: { size, sha256: hash.digest('hex') } } });
+      }
+      call!.end();
+    } catch (err) {
+      call!.cancel();
+      // Prefer the master's reason over the local write failure it caused.
+      const remote = await Promise.race([response.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 200, undefined))]);
+      if (remote) throw remote;
+      throw err;
+    }
+    return (await response).taskId;
+  }
+
+  async listTasks(opts: { states?: TaskState[]; limit?: number } = {}): Promise<TaskInfo[]> {
+    const res = await this.unary<ListTasksRequest, ListTasksResponse>('list tasks', this.client.listTasks, { states: opts.states ?? [], limit: opts.limit ?? 0 });
+    return res.tasks;
+  }
+
+  getTask(taskId: string): Promise<TaskInfo> {
+    return this.unary(`get task ${taskId}`, this.client.getTask, { taskId });
+  }
+
+  cancelTask(taskId: string, reason = ''): Promise<TaskInfo> {
+    return this.unary(`cancel task ${taskId}`, this.client.cancelTask, { taskId, reason });
+  }
+
+  async listNodes(): Promise<NodeInfo[]> {
+    return (await this.unary<ListNodesRequest, ListNodesResponse>('list nodes', this.client.listNodes, {})).nodes;
+  }
+
+  createToken(opts: { ttlMs?: number; uses?: number } = {}): Promise<CreateTokenResponse> {
+    return this.unary('create enrollment token', this.client.createEnrollmentToken, { ttlMs: opts.ttlMs ?? 0, uses: opts.uses ?? 0 });
+  }
+
+  /** The task now and after every change, ending after the terminal state. */
+  watchTask(taskId: string, signal?: AbortSignal): AsyncIterable<TaskInfo> {
+    return this.iterate(`watch task ${taskId}`, this.client.watchTask({ taskId }, this.md), signal);
+  }
+
+  /** The stored log, then (follow) live chunks until the task is terminal. */
+  streamLogs(taskId: string, opts: { follow?: boolean } = {}, signal?: AbortSignal): AsyncIterable<LogChunk> {
+    return this.iterate(`logs of task ${taskId}`, this.client.streamLogs({ taskId, follow: opts.follow ?? false }, this.md), signal);
+  }
+
+  private async *iterate<T>(what: string, stream: ClientReadableStream<T>, signal?: AbortSignal): AsyncGenerator<T> {
+    const onAbort = () => stream.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const m of stream) yield m as T;
+    } catch (err) {
+      if (signal?.aborted && (err as Partial<ServiceError>).code === status.CANCELLED) return;
+      throw new MasterCallError(what, err);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // Stopping early (break) must not leave the call running.
+      stream.cancel();
+    }
+  }
+
+  /**
+   * Downloads a task's result to `destPath`. Bytes go to `<destPath>.partial` first; an
+   * interrupted fetch resumes from the partial's size. The whole file is checked against the
+   * sha256 the task's outcome names before it is renamed into place.
+   */
+  async fetchResult(taskId: string, destPath: string, signal?: AbortSignal): Promise<FetchedResult> {
+    const task = await this.getTask(taskId);
+    const want = task.outcome;
+    if (!want || !want.resultSha256 || want.resultSize === 0) {
+      throw new MasterCallError(`fetch result of task ${taskId}`, new Error(`the task has no result (state ${TaskState[task.state].replace('TASK_STATE_', '')})`));
+    }
+    const partial = `${destPath}.partial`;
+    let offset = await sizeOrZero(partial);
+    if (offset > want.resultSize) {
+      await rm(partial, { force: true });
+      offset = 0;
+    }
+    const resumedFrom = offset;
+    if (offset < want.resultSize) {
+      const out = createWriteStream(partial, { flags: offset === 0 ? 'w' : 'a' });
+      try {
+        for await (const chunk of this.iterate(`fetch result of task ${taskId}`, this.client.fetchResult({ taskId, offset }, this.md), signal)) {
+          if (chunk.offset !== offset) throw new ResultMismatchError(`fetch result of task ${taskId}: expected a chunk at offset ${offset}, got ${chunk.offset}`);
+          if (!out.write(chunk.data)) await once(out, 'drain');
+          offset += chunk.data.length;
+        }
+      } finally {
+        out.end();
+        await once(out, 'close');
+      }
+      if (signal?.aborted) throw new MasterCallError(`fetch result of task ${taskId}`, new Error(`interrupted at ${offset} of ${want.resultSize} bytes; run again to resume`));
+    }
+    const hash = createHash('sha256');
+    for await (const c of createReadStream(partial)) hash.update(c as Buffer);
+    const sha256 = hash.digest('hex');
+    if (offset !== want.resultSize || sha256 !== want.resultSha256) {
+      await rm(partial, { force: true });
+      throw new ResultMismatchError(`fetch result of task ${taskId}: got ${offset} bytes with sha256 ${sha256}, expected ${want.resultSize} bytes with sha256 ${want.resultSha256}; the partial file was deleted, fetch again`);
+    }
+    await rename(partial, destPath);
+    return { size: offset, sha256, resumedFrom };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.close();
+  }
+}
