@@ -1,0 +1,129 @@
+// The narrow view of a container engine that the task runner needs. DockerEngine implements it
+// with dockerode; unit tests use hand-written fakes. Field names follow the Docker Engine API so
+// that the implementation passes them through unchanged.
+import type { Readable } from 'node:stream';
+
+/** The subset of Docker's container-create body the runner sets (Engine API v1.41). */
+export interface ContainerCreateConfig {
+  name: string;
+  Image: string;
+  Cmd?: string[];
+  Env: string[];
+  Labels: Record<string, string>;
+  User: string;
+  Hostname?: string;
+  NetworkDisabled: boolean;
+  AttachStdin: false;
+  AttachStdout: boolean;
+  AttachStderr: boolean;
+  Tty: false;
+  OpenStdin: false;
+  HostConfig: {
+    NanoCpus: number;
+    Memory: number;
+    MemorySwap: number;
+    PidsLimit: number;
+    DeviceRequests?: Array<{ Driver: string; DeviceIDs: string[]; Capabilities: string[][] }>;
+    NetworkMode: 'none';
+    ReadonlyRootfs: true;
+    Tmpfs: Record<string, string>;
+    CapDrop: ['ALL'];
+    CapAdd: [];
+    SecurityOpt: string[];
+    Privileged: false;
+    IpcMode: 'private';
+    Mounts: Array<{ Type: 'volume'; Source: string; Target: string; ReadOnly: boolean }>;
+    LogConfig: { Type: string; Config: Record<string, string> };
+    AutoRemove: false;
+  };
+}
+
+export interface PullProgress {
+  currentBytes: number;
+  totalBytes: number;
+}
+
+export interface ContainerExit {
+  statusCode: number;
+  /** The engine's error for a container that could not run (rare; usually empty). */
+  error?: string;
+}
+
+export interface ContainerState {
+  status: string;
+  running: boolean;
+  oomKilled: boolean;
+  exitCode: number;
+  error: string;
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+export interface ContainerInfo {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  state: ContainerState;
+  /** The limits as the engine recorded them, for checks and diagnostics. */
+  hostConfig: Record<string, unknown>;
+}
+
+export interface ContainerSummary {
+  id: string;
+  names: string[];
+  labels: Record<string, string>;
+  state: string;
+}
+
+export interface VolumeSummary {
+  name: string;
+  labels: Record<string, string>;
+}
+
+export interface EngineVersion {
+  version: string;
+  apiVersion: string;
+  os: string;
+  arch: string;
+}
+
+export interface LogSink {
+  stdout(data: Buffer): void;
+  stderr(data: Buffer): void;
+}
+
+export interface ContainerEngine {
+  ping(signal?: AbortSignal): Promise<void>;
+  version(signal?: AbortSignal): Promise<EngineVersion>;
+
+  imageExists(image: string, signal?: AbortSignal): Promise<boolean>;
+  /** Pulls an image, reporting summed layer progress. Throws EngineError with the engine's message. */
+  pullImage(image: string, onProgress: (p: PullProgress) => void, signal?: AbortSignal): Promise<void>;
+  /** Imports a rootfs tarball as an image (`docker import`). */
+  importImage(rootfsTar: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<void>;
+  removeImage(image: string, signal?: AbortSignal): Promise<void>;
+
+  createVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** Removes a volume; a missing volume is success. */
+  removeVolume(name: string, signal?: AbortSignal): Promise<void>;
+  listVolumes(labelFilters: string[], signal?: AbortSignal): Promise<VolumeSummary[]>;
+
+  /** Creates a container and returns its id. */
+  createContainer(config: ContainerCreateConfig, signal?: AbortSignal): Promise<string>;
+  startContainer(id: string, signal?: AbortSignal): Promise<void>;
+  /** Waits until the container exits. Aborting stops the wait, not the container. */
+  waitContainer(id: string, signal?: AbortSignal): Promise<ContainerExit>;
+  /** Sends SIGKILL; a container that is already stopped or gone is success. */
+  killContainer(id: string, signal?: AbortSignal): Promise<void>;
+  /** Force-removes a container; a missing container is success. */
+  removeContainer(id: string, signal?: AbortSignal): Promise<void>;
+  inspectContainer(id: string, signal?: AbortSignal): Promise<ContainerInfo>;
+  listContainers(labelFilters: string[], signal?: AbortSignal): Promise<ContainerSummary[]>;
+
+  /** Extracts a tar stream into a directory of the container (which may be created, not started). */
+  putArchive(id: string, path: string, tar: Readable, signal?: AbortSignal): Promise<void>;
+  /** A tar stream of a path in the container. */
+  getArchive(id: string, path: string, signal?: AbortSignal): Promise<Readable>;
+  /** Follows the container's logs from its start until it exits; resolves when the stream ends. */
+  followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void>;
+}

@@ -1,0 +1,162 @@
+// Pure translation of a task execution into the locked-down Docker create options: every limit
+// set, every privilege dropped, no network, read-only root, input/output on per-task volumes.
+import { InvalidTaskError } from '../common/errors.js';
+import type { TaskExecution } from '../worker/task-executor.js';
+import type { ContainerCreateConfig } from './container-engine.js';
+import { taskLabels } from './labels.js';
+
+/** What a task gets when its spec leaves a limit at 0. */
+export interface RunnerDefaults {
+  /** CPU cores (fractional allowed). Default 1. */
+  cpus: number;
+  /** Hard memory limit in bytes; swap is disabled. Default 512 MiB. */
+  memoryBytes: number;
+  /** Max processes/threads in the container. Default 256. */
+  pids: number;
+  /** Wall-clock limit from container start. Default 1 h. */
+  timeoutMs: number;
+  /** Cap on the uncompressed /output tree. Default 1 GiB. */
+  maxOutputBytes: number;
+  /** Cap on the uncompressed input tree written into /input. Default 1 GiB. */
+  maxInputBytes: number;
+  /** Max entries in /output (and in the input archive). Default 100 000. */
+  maxEntries: number;
+  /** Size of the /tmp tmpfs; it counts against the memory limit. Default 64 MiB. */
+  tmpfsBytes: number;
+  /** Bytes of combined log kept as the task's log tail. Default 64 KiB. */
+  logTailBytes: number;
+  /** Engine-side log file cap, so a chatty task cannot fill the host disk. Default 10 MiB. */
+  engineLogBytes: number;
+}
+
+export const RUNNER_DEFAULTS: Readonly<RunnerDefaults> = Object.freeze({
+  cpus: 1,
+  memoryBytes: 512 * 1024 ** 2,
+  pids: 256,
+  timeoutMs: 3_600_000,
+  maxOutputBytes: 1024 ** 3,
+  maxInputBytes: 1024 ** 3,
+  maxEntries: 100_000,
+  tmpfsBytes: 64 * 1024 ** 2,
+  logTailBytes: 64 * 1024,
+  engineLogBytes: 10 * 1024 ** 2,
+});
+
+export const TASK_UID = 65534;
+export const TASK_GID = 65534;
+export const INPUT_DIR = '/input';
+export const OUTPUT_DIR = '/output';
+
+/** The limits a task actually runs with, after defaults. */
+export interface EffectiveLimits {
+  cpus: number;
+  memoryBytes: number;
+  pids: number;
+  gpus: number;
+  timeoutMs: number;
+  maxOutputBytes: number;
+}
+
+export function effectiveLimits(exec: Pick<TaskExecution, 'spec'>, defaults: RunnerDefaults = RUNNER_DEFAULTS): EffectiveLimits {
+  const l = exec.spec.limits;
+  return {
+    cpus: l?.cpus && l.cpus > 0 ? l.cpus : defaults.cpus,
+    memoryBytes: l?.memoryBytes && l.memoryBytes > 0 ? l.memoryBytes : defaults.memoryBytes,
+    pids: l?.pids && l.pids > 0 ? l.pids : defaults.pids,
+    gpus: l?.gpus && l.gpus > 0 ? l.gpus : 0,
+    timeoutMs: l?.timeoutMs && l.timeoutMs > 0 ? l.timeoutMs : defaults.timeoutMs,
+    maxOutputBytes: exec.spec.maxOutputBytes > 0 ? exec.spec.maxOutputBytes : defaults.maxOutputBytes,
+  };
+}
+
+// Task ids end up in container and volume names, which Docker restricts to this alphabet.
+const TASK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export function containerName(taskId: string, attempt: number): string {
+  return `hivemind-${taskId}-${attempt}`;
+}
+
+export function volumeNames(taskId: string, attempt: number): { input: string; output: string } {
+  const base = containerName(taskId, attempt);
+  return { input: `${base}-input`, output: `${base}-output` };
+}
+
+export function validateTaskIdentity(taskId: string, attempt: number): void {
+  if (!TASK_ID_RE.test(taskId)) throw new InvalidTaskError(`task id "${taskId}" is not usable in a container name (letters, digits, _ . -; max 128)`);
+  if (!Number.isInteger(attempt) || attempt < 0) throw new InvalidTaskError(`task ${taskId}: attempt ${attempt} is not a non-negative integer`);
+}
+
+/** Validates the task's own env: POSIX-style names, none in the reserved HIVEMIND_ namespace. */
+export function validateTaskEnv(taskId: string, env: Record<string, string>): void {
+  for (const [name, value] of Object.entries(env)) {
+    if (!ENV_NAME_RE.test(name)) throw new InvalidTaskError(`task ${taskId}: env name "${name}" is invalid (letters, digits and _, not starting with a digit)`);
+    if (name.toUpperCase().startsWith('HIVEMIND_')) throw new InvalidTaskError(`task ${taskId}: env name "${name}" is reserved (HIVEMIND_* is set by the node)`);
+    if (value.includes('\0')) throw new InvalidTaskError(`task ${taskId}: env ${name} contains a NUL byte`);
+  }
+}
+
+export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaults: RunnerDefaults = RUNNER_DEFAULTS): ContainerCreateConfig {
+  const { taskId, attempt, spec } = exec;
+  validateTaskIdentity(taskId, attempt);
+  if (!spec.image.trim()) throw new InvalidTaskError(`task ${taskId}: image is empty`);
+  validateTaskEnv(taskId, spec.env);
+  const limits = effectiveLimits(exec, defaults);
+  if (!Number.isFinite(limits.cpus) || limits.cpus < 0.01) throw new InvalidTaskError(`task ${taskId}: cpus ${limits.cpus} is below the 0.01 minimum`);
+  if (exec.gpuIndexes.length !== limits.gpus) {
+    throw new InvalidTaskError(`task ${taskId}: ${limits.gpus} GPU(s) requested but ${exec.gpuIndexes.length} index(es) reserved`);
+  }
+
+  const labels = taskLabels(nodeId, taskId, attempt);
+  const volumes = volumeNames(taskId, attempt);
+  const env = [
+    ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    `HIVEMIND_TASK_ID=${taskId}`,
+    `HIVEMIND_ATTEMPT=${attempt}`,
+    `HIVEMIND_INPUT_DIR=${INPUT_DIR}`,
+    `HIVEMIND_OUTPUT_DIR=${OUTPUT_DIR}`,
+    `HIVEMIND_CPUS=${limits.cpus}`,
+    `HIVEMIND_MEMORY_BYTES=${limits.memoryBytes}`,
+  ];
+
+  const config: ContainerCreateConfig = {
+    name: containerName(taskId, attempt),
+    Image: spec.image,
+    Env: env,
+    Labels: labels,
+    User: `${TASK_UID}:${TASK_GID}`,
+    Hostname: 'hivemind-task',
+    NetworkDisabled: true,
+    AttachStdin: false,
+    AttachStdout: true,
+    AttachStderr: true,
+    Tty: false,
+    OpenStdin: false,
+    HostConfig: {
+      NanoCpus: Math.round(limits.cpus * 1e9),
+      Memory: limits.memoryBytes,
+      // Equal to Memory: the task gets no swap on top of its memory limit.
+      MemorySwap: limits.memoryBytes,
+      PidsLimit: limits.pids,
+      NetworkMode: 'none',
+      ReadonlyRootfs: true,
+      Tmpfs: { '/tmp': `rw,nosuid,nodev,size=${defaults.tmpfsBytes},mode=1777` },
+      CapDrop: ['ALL'],
+      CapAdd: [],
+      SecurityOpt: ['no-new-privileges'],
+      Privileged: false,
+      IpcMode: 'private',
+      Mounts: [
+        { Type: 'volume', Source: volumes.input, Target: INPUT_DIR, ReadOnly: true },
+        { Type: 'volume', Source: volumes.output, Target: OUTPUT_DIR, ReadOnly: false },
+      ],
+      LogConfig: { Type: 'json-file', Config: { 'max-size': String(defaults.engineLogBytes), 'max-file': '1' } },
+      AutoRemove: false,
+    },
+  };
+  if (spec.command.length > 0) config.Cmd = [...spec.command];
+  if (limits.gpus > 0) {
+    config.HostConfig.DeviceRequests = [{ Driver: 'nvidia', DeviceIDs: exec.gpuIndexes.map(String), Capabilities: [['gpu']] }];
+  }
+  return config;
+}

@@ -1,0 +1,105 @@
+// The container config is where isolation is decided: every limit and lockdown field is asserted.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildContainerConfig, effectiveLimits, RUNNER_DEFAULTS, volumeNames } from '../../src/runtime/container-spec.js';
+import { InvalidTaskError } from '../../src/common/errors.js';
+import type { TaskExecution } from '../../src/worker/task-executor.js';
+import type { TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
+
+function exec(spec: Partial<TaskSpec> = {}, more: Partial<TaskExecution> = {}): TaskExecution {
+  return {
+    taskId: 't-123',
+    attempt: 2,
+    spec: { image: 'hivemind/busybox:1', command: ['sh', '-c', 'echo hi'], env: {}, limits: { cpus: 1.5, memoryBytes: 256 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 5000 }, maxOutputBytes: 0, ...spec },
+    gpuIndexes: [],
+    signal: new AbortController().signal,
+    onPhase: () => {},
+    onPullProgress: () => {},
+    onLog: () => {},
+    ...more,
+  };
+}
+
+test('limits: NanoCpus, Memory = MemorySwap (no swap), PidsLimit', () => {
+  const c = buildContainerConfig(exec(), 'node-1');
+  assert.equal(c.HostConfig.NanoCpus, 1_500_000_000);
+  assert.equal(c.HostConfig.Memory, 256 * 1024 ** 2);
+  assert.equal(c.HostConfig.MemorySwap, 256 * 1024 ** 2);
+  assert.equal(c.HostConfig.PidsLimit, 64);
+  assert.equal(c.HostConfig.DeviceRequests, undefined);
+});
+
+test('lockdown: no network, read-only root, capped tmpfs, no caps, no-new-privileges, nobody user, not privileged', () => {
+  const c = buildContainerConfig(exec(), 'node-1');
+  assert.equal(c.HostConfig.NetworkMode, 'none');
+  assert.equal(c.NetworkDisabled, true);
+  assert.equal(c.HostConfig.ReadonlyRootfs, true);
+  assert.match(c.HostConfig.Tmpfs['/tmp']!, new RegExp(`size=${RUNNER_DEFAULTS.tmpfsBytes}`));
+  assert.deepEqual(Object.keys(c.HostConfig.Tmpfs), ['/tmp']);
+  assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
+  assert.deepEqual(c.HostConfig.CapAdd, []);
+  assert.deepEqual(c.HostConfig.SecurityOpt, ['no-new-privileges']);
+  assert.equal(c.HostConfig.Privileged, false);
+  assert.equal(c.User, '65534:65534');
+  const hc = c.HostConfig as unknown as Record<string, unknown>;
+  assert.equal(hc.Binds, undefined, 'no host bind mounts');
+  assert.equal(hc.PidMode, undefined);
+  assert.ok(c.HostConfig.Mounts.every((m) => m.Type === 'volume'), 'only volumes, never host paths');
+  assert.ok(!JSON.stringify(c).includes('docker.sock'));
+});
+
+test('volumes: /input read-only and /output writable, per task and attempt; labels and name', () => {
+  const c = buildContainerConfig(exec(), 'node-1');
+  const v = volumeNames('t-123', 2);
+  assert.deepEqual(c.HostConfig.Mounts, [
+    { Type: 'volume', Source: v.input, Target: '/input', ReadOnly: true },
+    { Type: 'volume', Source: v.output, Target: '/output', ReadOnly: false },
+  ]);
+  assert.equal(c.name, 'hivemind-t-123-2');
+  assert.deepEqual(c.Labels, { 'io.hivemind.managed': 'true', 'io.hivemind.node-id': 'node-1', 'io.hivemind.task-id': 't-123', 'io.hivemind.attempt': '2' });
+});
+
+test('env: HIVEMIND_* set by the node, task env passed through', () => {
+  const c = buildContainerConfig(exec({ env: { FOO: 'bar=baz', _x1: '' } }), 'node-1');
+  assert.deepEqual(c.Env, [
+    'FOO=bar=baz',
+    '_x1=',
+    'HIVEMIND_TASK_ID=t-123',
+    'HIVEMIND_ATTEMPT=2',
+    'HIVEMIND_INPUT_DIR=/input',
+    'HIVEMIND_OUTPUT_DIR=/output',
+    'HIVEMIND_CPUS=1.5',
+    `HIVEMIND_MEMORY_BYTES=${256 * 1024 ** 2}`,
+  ]);
+  assert.deepEqual(c.Cmd, ['sh', '-c', 'echo hi']);
+});
+
+test('env: invalid and reserved names are refused', () => {
+  for (const name of ['HIVEMIND_TASK_ID', 'hivemind_x', '1ABC', 'A-B', 'A B', '']) {
+    assert.throws(() => buildContainerConfig(exec({ env: { [name]: 'v' } }), 'n'), InvalidTaskError, name);
+  }
+  assert.throws(() => buildContainerConfig(exec({ env: { A: 'x\0y' } }), 'n'), /NUL/);
+});
+
+test('defaults apply when limits are 0 or missing', () => {
+  const c = buildContainerConfig(exec({ limits: undefined, command: [] }), 'n');
+  assert.equal(c.HostConfig.NanoCpus, 1e9);
+  assert.equal(c.HostConfig.Memory, 512 * 1024 ** 2);
+  assert.equal(c.HostConfig.MemorySwap, 512 * 1024 ** 2);
+  assert.equal(c.HostConfig.PidsLimit, 256);
+  assert.equal(c.Cmd, undefined, 'empty command keeps the image default');
+  const l = effectiveLimits(exec({ limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 0 } }));
+  assert.deepEqual(l, { cpus: 1, memoryBytes: 512 * 1024 ** 2, pids: 256, gpus: 0, timeoutMs: 3_600_000, maxOutputBytes: 1024 ** 3 });
+  assert.equal(effectiveLimits(exec({ maxOutputBytes: 42 })).maxOutputBytes, 42);
+});
+
+test('GPUs are pinned to the reserved indexes', () => {
+  const c = buildContainerConfig(exec({ limits: { cpus: 1, memoryBytes: 1e8, pids: 10, gpus: 2, timeoutMs: 0 } }, { gpuIndexes: [1, 3] }), 'n');
+  assert.deepEqual(c.HostConfig.DeviceRequests, [{ Driver: 'nvidia', DeviceIDs: ['1', '3'], Capabilities: [['gpu']] }]);
+  assert.throws(() => buildContainerConfig(exec({ limits: { cpus: 1, memoryBytes: 1e8, pids: 10, gpus: 2, timeoutMs: 0 } }, { gpuIndexes: [1] }), 'n'), InvalidTaskError);
+});
+
+test('bad identity or image is refused', () => {
+  assert.throws(() => buildContainerConfig(exec({}, { taskId: '../x' }), 'n'), InvalidTaskError);
+  assert.throws(() => buildContainerConfig(exec({ image: ' ' }), 'n'), /image is empty/);
+});
