@@ -1,0 +1,152 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { OutcomeKind, TaskState, type ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
+import type { TaskAssignment } from '../../src/protocol/gen/hivemind/v1/node.js';
+import { MIGRATIONS } from '../../src/worker/store/migrations.js';
+import { WorkerStore } from '../../src/worker/store/worker-store.js';
+import { loadIdentity, saveIdentity, identityPath } from '../../src/worker/identity-file.js';
+
+async function tempDir(t: { after(fn: () => unknown): void }): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'hm-worker-store-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+const assignment = (taskId: string, attempt = 1): TaskAssignment => ({
+  taskId,
+  attempt,
+  spec: { image: 'busybox', command: ['echo', 'hi'], env: { A: '1' }, limits: { cpus: 1, memoryBytes: 1 << 20, pids: 10, gpus: 0, timeoutMs: 1000 }, maxOutputBytes: 0 },
+  inputSize: 0,
+  inputSha256: '',
+});
+
+const report = (atMs: number): ResourceReport => ({
+  seq: 1, atMs, cpuPercent: 1, memoryUsedBytes: 1, memoryTotalBytes: 2, diskUsedBytes: 1, diskTotalBytes: 2,
+  netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [],
+  free: { cpus: 1, memoryBytes: 1, gpuIndexes: [], taskSlots: 1 }, lifecycleState: 'connected', accepting: true,
+});
+
+test('migrations set user_version, WAL is on, and reopening keeps everything', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'worker.db');
+  let store = WorkerStore.open(file);
+  assert.equal(store.schemaVersion, MIGRATIONS.length);
+  store.insertTask(assignment('t1'), [0], 100);
+  const u = store.appendUpdate({ taskId: 't1', attempt: 1, state: TaskState.TASK_STATE_ACCEPTED, message: '', atMs: 101 });
+  assert.equal(u.seq, 1);
+  store.close();
+  store.close(); // idempotent
+
+  const raw = new BetterSqlite3(file, { readonly: true });
+  assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
+  raw.close();
+
+  store = WorkerStore.open(file);
+  t.after(() => store.close());
+  assert.equal(store.schemaVersion, MIGRATIONS.length, 'a reopen applies nothing twice');
+  const rec = store.getTask('t1', 1)!;
+  assert.deepEqual(rec.assignment, assignment('t1'));
+  assert.deepEqual(rec.gpuIndexes, [0]);
+  assert.equal(rec.state, TaskState.TASK_STATE_ACCEPTED);
+  // seq keeps counting after a reopen: the master dedupes on it.
+  assert.equal(store.appendUpdate({ taskId: 't1', attempt: 1, state: TaskState.TASK_STATE_RUNNING, message: '', atMs: 102 }).seq, 2);
+  assert.deepEqual(store.outbox().map((e) => [e.update.taskId, e.update.seq, e.update.state]), [
+    ['t1', 1, TaskState.TASK_STATE_ACCEPTED],
+    ['t1', 2, TaskState.TASK_STATE_RUNNING],
+  ]);
+});
+
+test('a database from a newer worker is refused with an actionable message', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'worker.db');
+  const raw = new BetterSqlite3(file);
+  raw.pragma(`user_version = ${MIGRATIONS.length + 5}`);
+  raw.close();
+  assert.throws(() => WorkerStore.open(file), /newer than this worker understands.*upgrade the worker/);
+});
+
+test('outbox keeps production order across tasks, and ack removes exactly one entry', async (t) => {
+  const dir = await tempDir(t);
+  const store = WorkerStore.open(path.join(dir, 'worker.db'));
+  t.after(() => store.close());
+  store.insertTask(assignment('a'), [], 1);
+  store.insertTask(assignment('b', 2), [], 1);
+  const order: [string, number][] = [['a', 3], ['b', 3], ['a', 5], ['b', 5], ['a', 6], ['b', 6]];
+  order.forEach(([id, state], i) => store.appendUpdate({ taskId: id, attempt: id === 'a' ? 1 : 2, state, message: `m${i}`, atMs: 10 + i }));
+  const box = store.outbox();
+  assert.deepEqual(box.map((e) => e.update.message), ['m0', 'm1', 'm2', 'm3', 'm4', 'm5']);
+  assert.deepEqual(box.filter((e) => e.update.taskId === 'a').map((e) => e.update.seq), [1, 2, 3]);
+  assert.deepEqual(box.filter((e) => e.update.taskId === 'b').map((e) => e.update.seq), [1, 2, 3]);
+  store.ackOutbox(box[0]!.id);
+  store.ackOutbox(box[0]!.id); // a duplicate ack is harmless
+  assert.deepEqual(store.outbox().map((e) => e.update.message), ['m1', 'm2', 'm3', 'm4', 'm5']);
+  assert.equal(store.outboxSize(), 5);
+  // terminal states finish the task and record the outcome and history
+  const outcome = { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 0, message: '', durationMs: 5, resultSize: 0, resultSha256: '' };
+  assert.deepEqual(store.unfinishedTasks().map((r) => r.taskId), ['a', 'b']);
+  store.appendUpdate({ taskId: 'a', attempt: 1, state: TaskState.TASK_STATE_SUCCEEDED, message: '', atMs: 99, outcome });
+  assert.deepEqual(store.unfinishedTasks().map((r) => r.taskId), ['b']);
+  const a = store.getTask('a', 1)!;
+  assert.equal(a.finishedAt, 99);
+  assert.deepEqual(a.outcome, outcome);
+  assert.deepEqual(store.taskEvents('a', 1).map((e) => [e.seq, e.state]), [[1, 3], [2, 5], [3, 6], [4, TaskState.TASK_STATE_SUCCEEDED]]);
+});
+
+test('results: recorded before upload, listed as pending until marked uploaded', async (t) => {
+  const dir = await tempDir(t);
+  const store = WorkerStore.open(path.join(dir, 'worker.db'));
+  t.after(() => store.close());
+  store.insertTask(assignment('r'), [], 1);
+  const outcome = { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 0, message: '', durationMs: 5, resultSize: 3, resultSha256: 'abc' };
+  store.setExecution('r', 1, outcome, { path: '/spool/r.tgz', size: 3, sha256: 'abc' }, 'tail');
+  assert.deepEqual(store.pendingUploads().map((r) => [r.taskId, r.result, r.logTail]), [['r', { path: '/spool/r.tgz', size: 3, sha256: 'abc', uploaded: false }, 'tail']]);
+  store.markResultUploaded('r', 1);
+  assert.deepEqual(store.pendingUploads(), []);
+  assert.equal(store.getTask('r', 1)!.result!.uploaded, true);
+});
+
+test('a rejected attempt may be taken later; other resends change nothing', async (t) => {
+  const dir = await tempDir(t);
+  const store = WorkerStore.open(path.join(dir, 'worker.db'));
+  t.after(() => store.close());
+  store.insertTask(assignment('x'), [], 1);
+  store.appendUpdate({ taskId: 'x', attempt: 1, state: TaskState.TASK_STATE_REJECTED, message: 'full', atMs: 2 });
+  assert.equal(store.getTask('x', 1)!.finishedAt, 2);
+  store.insertTask(assignment('x'), [1], 3);
+  const x = store.getTask('x', 1)!;
+  assert.equal(x.finishedAt, undefined);
+  assert.deepEqual(x.gpuIndexes, [1]);
+  assert.equal(store.appendUpdate({ taskId: 'x', attempt: 1, state: TaskState.TASK_STATE_ACCEPTED, message: '', atMs: 4 }).seq, 2);
+  store.insertTask(assignment('x'), [2], 5);
+  assert.deepEqual(store.getTask('x', 1)!.gpuIndexes, [1], 'a running attempt is not overwritten by a resend');
+});
+
+test('resource samples are bounded by age and by count', async (t) => {
+  const dir = await tempDir(t);
+  const store = WorkerStore.open(path.join(dir, 'worker.db'));
+  t.after(() => store.close());
+  const retention = { maxAgeMs: 1000, maxCount: 5 };
+  for (let i = 0; i < 20; i++) store.addSample(report(10_000 + i * 100), retention);
+  // now = 11_900: age keeps >= 10_900 (11 samples), count keeps the newest 5
+  assert.deepEqual(store.samples().map((s) => s.atMs), [11_500, 11_600, 11_700, 11_800, 11_900]);
+  store.addSample(report(20_000), retention);
+  assert.deepEqual(store.samples().map((s) => s.atMs), [20_000], 'old samples age out');
+  assert.deepEqual(store.samples(20_000).length, 1);
+});
+
+test('identity file: absent, saved with mode 0600, read back, corrupt is an actionable error', async (t) => {
+  const dir = await tempDir(t);
+  assert.equal(await loadIdentity(dir), undefined);
+  await saveIdentity(dir, { nodeId: 'n1', credential: 's3cret', masterAddress: '127.0.0.1:1', registeredAt: 5 });
+  assert.equal((await stat(identityPath(dir))).mode & 0o777, 0o600);
+  assert.deepEqual(await loadIdentity(dir), { nodeId: 'n1', credential: 's3cret', masterAddress: '127.0.0.1:1', registeredAt: 5 });
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(identityPath(dir), '{"nodeId": "n1"}');
+  await assert.rejects(loadIdentity(dir), /lacks nodeId or credential; delete it/);
+  await writeFile(identityPath(dir), 'not json');
+  await assert.rejects(loadIdentity(dir), /not valid JSON/);
+});
