@@ -1,0 +1,467 @@
+// A real Master on 127.0.0.1:0 with a temp data dir, driven by a scripted fake worker built on
+// NodeServiceClient and by AdminClient: the protocol end to end, over real gRPC and SQLite.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { credentials, status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
+import { AdminClient, MasterCallError } from '../../src/client/admin-client.js';
+import { Master, type MasterOptions } from '../../src/master/master.js';
+import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
+import {
+  LogStream, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
+} from '../../src/protocol/gen/hivemind/v1/common.js';
+import {
+  NodeServiceClient, type NodeCommand, type RegisterResponse, type TaskUpdate, type TaskUpdateAck,
+  type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
+} from '../../src/protocol/gen/hivemind/v1/node.js';
+import { AdminServiceClient, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+interface Harness {
+  master: Master;
+  admin: AdminClient;
+  dir: string;
+  address: string;
+  adminToken: string;
+}
+
+async function startMaster(t: TestContext, opts: Partial<MasterOptions> = {}, dir?: string): Promise<Harness> {
+  const dataDir = dir ?? (await mkdtemp(join(tmpdir(), 'hm-master-')));
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts });
+  const address = await master.start();
+  const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
+  const admin = AdminClient.connect(address, adminToken);
+  t.after(async () => {
+    admin.close();
+    await master.close();
+    if (!dir) await rm(dataDir, { recursive: true, force: true });
+  });
+  return { master, admin, dir: dataDir, address, adminToken };
+}
+
+const FREE: Capacity = { cpus: 4, memoryBytes: 8 * 1024 ** 3, gpuIndexes: [], taskSlots: 2 };
+
+/** A scripted worker: each protocol call as a promise, the command stream as a queue. */
+class FakeWorker {
+  readonly client: NodeServiceClient;
+  nodeId = '';
+  credential = '';
+  private md: Metadata | undefined;
+  private reportCall: ClientWritableStream<ResourceReport> | undefined;
+  private seq = 0;
+  private sub: ClientReadableStream<NodeCommand> | undefined;
+  private commands: NodeCommand[] = [];
+  private waiters: (() => void)[] = [];
+
+  constructor(address: string) {
+    this.client = new NodeServiceClient(address, credentials.createInsecure());
+  }
+
+  register(secret: string, name = 'fake-1'): Promise<RegisterResponse> {
+    return new Promise((resolve, reject) => {
+      this.client.register({ name, facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: {}, workerVersion: 'test', maxTasks: 2 } },
+        bearerMetadata(secret), (err, res) => {
+          if (err) return reject(err);
+          this.nodeId = res.nodeId;
+          this.credential = res.nodeCredential;
+          this.md = bearerMetadata(res.nodeCredential);
+          resolve(res);
+        });
+    });
+  }
+
+  report(free: Capacity = FREE): void {
+    this.reportCall ??= this.client.report(this.md!, () => undefined);
+    this.reportCall.write({
+      seq: ++this.seq, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0,
+      netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free, lifecycleState: 'connected', accepting: true,
+    });
+  }
+
+  subscribe(running: { taskId: string; attempt: number }[] = [], free: Capacity = FREE): void {
+    this.sub?.cancel();
+    this.sub = this.client.subscribe({ running, free, accepting: true }, this.md!);
+    this.sub.on('data', (c: NodeCommand) => {
+      this.commands.push(c);
+      this.waiters.splice(0).forEach((w) => w());
+    });
+    this.sub.on('error', () => undefined);
+  }
+
+  async nextCommand(timeoutMs = 5000): Promise<NodeCommand> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.commands.length === 0) {
+      if (Date.now() > deadline) throw new Error('no command from the master');
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 50);
+      });
+    }
+    return this.commands.shift()!;
+  }
+
+  update(u: Partial<TaskUpdate> & Pick<TaskUpdate, 'taskId' | 'attempt' | 'seq' | 'state'>): Promise<TaskUpdateAck> {
+    return new Promise((resolve, reject) =>
+      this.client.updateTask({ message: '', atMs: Date.now(), outcome: undefined, pull: undefined, ...u }, this.md!, (e, r) => (e ? reject(e) : resolve(r))));
+  }
+
+  async download(taskId: string, attempt: number, offset = 0): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const c of this.client.downloadInput({ taskId, attempt, offset }, this.md!)) parts.push((c as DataChunk).data);
+    return Buffer.concat(parts);
+  }
+
+  uploadOffset(taskId: string, attempt: number): Promise<UploadOffsetResponse> {
+    return new Promise((resolve, reject) => this.client.getUploadOffset({ taskId, attempt }, this.md!, (e, r) => (e ? reject(e) : resolve(r))));
+  }
+
+  upload(msgs: UploadResultRequest[]): Promise<UploadResultResponse> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.uploadResult(this.md!, (e, r) => (e ? reject(e) : resolve(r)));
+      for (const m of msgs) call.write(m);
+      call.end();
+    });
+  }
+
+  pushLogs(taskId: string, attempt: number, lines: string[]): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.pushLogs(this.md!, (e, r) => (e ? reject(e) : resolve(r.chunks)));
+      for (const l of lines) call.write({ taskId, attempt, stream: LogStream.LOG_STREAM_STDOUT, data: Buffer.from(l), atMs: Date.now() });
+      call.end();
+    });
+  }
+
+  close(): void {
+    this.sub?.cancel();
+    this.reportCall?.end();
+    this.client.close();
+  }
+}
+
+async function worker(t: TestContext, h: Harness, name = 'fake-1'): Promise<FakeWorker> {
+  const w = new FakeWorker(h.address);
+  t.after(() => w.close());
+  const { token } = await h.admin.createToken();
+  await w.register(token, name);
+  return w;
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function assignmentOf(w: FakeWorker) {
+  const cmd = await w.nextCommand();
+  assert.equal(cmd.command?.$case, 'assign', `expected an assignment, got ${JSON.stringify(cmd)}`);
+  return cmd.command.value;
+}
+
+const grpcCode = (err: unknown) => (err as Partial<ServiceError>).code;
+
+test('registration: wrong or spent tokens are refused; a credential refreshes the same node', async (t) => {
+  const h = await startMaster(t);
+  const w = new FakeWorker(h.address);
+  t.after(() => w.close());
+  await assert.rejects(w.register('hm1.not-a-real-token'), (e) => grpcCode(e) === status.UNAUTHENTICATED && /unknown token/.test((e as ServiceError).details));
+  const { token, uses } = await h.admin.createToken({ uses: 1 });
+  assert.equal(uses, 1);
+  const first = await w.register(token);
+  assert.ok(first.nodeId && first.nodeCredential.length > 20);
+  await assert.rejects(w.register(token), (e) => grpcCode(e) === status.UNAUTHENTICATED && /used up/.test((e as ServiceError).details));
+  const again = await w.register(first.nodeCredential, 'renamed');
+  assert.equal(again.nodeId, first.nodeId);
+  const nodes = await h.admin.listNodes();
+  assert.equal(nodes.length, 1);
+  assert.equal(nodes[0]!.name, 'renamed');
+  // The admin API is closed to anyone without the admin token.
+  const intruder = AdminClient.connect(h.address, 'hma1.wrong');
+  t.after(() => intruder.close());
+  await assert.rejects(intruder.listTasks(), (e) => e instanceof MasterCallError && e.status === status.UNAUTHENTICATED);
+  // Plain credentials are never stored.
+  const db = await readFile(join(h.dir, 'master.db'));
+  assert.equal(db.includes(Buffer.from(first.nodeCredential)), false);
+  assert.equal(db.includes(Buffer.from(token)), false);
+});
+
+test('a task flows from submit to a fetched result: input, idempotent updates, logs, resumable upload', async (t) => {
+  const h = await startMaster(t);
+  const input = randomBytes(600 * 1024); // spans several chunks
+  const inputFile = join(h.dir, 'input.tar.gz');
+  await writeFile(inputFile, input);
+
+  const taskId = await h.admin.submit({ image: 'busybox', command: ['sh', '-c', 'echo hi'] }, { inputFile });
+  let info = await h.admin.getTask(taskId);
+  assert.equal(info.state, TaskState.TASK_STATE_QUEUED);
+  assert.equal(info.inputSize, input.length);
+  await waitFor('queue reason', async () => ((await h.admin.getTask(taskId)).queueReason === 'no online node' ? true : undefined));
+
+  const watched: TaskInfo[] = [];
+  const watching = (async () => {
+    for await (const ti of h.admin.watchTask(taskId)) watched.push(ti);
+  })();
+  const logText: string[] = [];
+  const following = (async () => {
+    for await (const c of h.admin.streamLogs(taskId, { follow: true })) logText.push(c.data.toString());
+  })();
+
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const a = await assignmentOf(w);
+  assert.equal(a.taskId, taskId);
+  assert.equal(a.attempt, 1);
+  assert.equal(a.inputSha256, sha256(input));
+  assert.deepEqual(a.spec?.command, ['sh', '-c', 'echo hi']);
+
+  const got = await w.download(taskId, 1);
+  assert.equal(sha256(got), sha256(input));
+  const tail = await w.download(taskId, 1, input.length - 10);
+  assert.deepEqual(tail, input.subarray(input.length - 10));
+
+  assert.deepEqual(await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_ACCEPTED }), { applied: true, superseded: false, cancelRequested: false });
+  assert.deepEqual(await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_RUNNING }), { applied: true, superseded: false, cancelRequested: false });
+  // A resend after a reconnect is acknowledged but not applied twice.
+  assert.deepEqual(await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_RUNNING }), { applied: false, superseded: false, cancelRequested: false });
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_ACCEPTED })).applied, false);
+  info = await h.admin.getTask(taskId);
+  assert.equal(info.state, TaskState.TASK_STATE_RUNNING);
+  assert.equal(info.events.filter((e) => e.state === TaskState.TASK_STATE_RUNNING).length, 1);
+  assert.ok(info.startedAtMs > 0);
+
+  assert.equal(await w.pushLogs(taskId, 1, ['hello ', 'world\n']), 2);
+
+  const result = randomBytes(700 * 1024);
+  const half = 300 * 1024;
+  const outcome = { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 0, message: '', durationMs: 5, resultSize: result.length, resultSha256: sha256(result) };
+  // The terminal update must not come before the result is stored.
+  await assert.rejects(w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_SUCCEEDED, outcome }), (e) => grpcCode(e) === status.FAILED_PRECONDITION);
+
+  // Session 1 breaks off after the first half (no trailer): the master keeps what it got.
+  await assert.rejects(w.upload([
+    { part: { $case: 'header', value: { taskId, attempt: 1, offset: 0, totalSize: result.length } } },
+    { part: { $case: 'chunk', value: result.subarray(0, half) } },
+  ]), (e) => grpcCode(e) === status.INVALID_ARGUMENT);
+  assert.deepEqual(await w.uploadOffset(taskId, 1), { offset: half, complete: false, sha256: '' });
+  // A session that does not start at the held offset is refused.
+  await assert.rejects(w.upload([{ part: { $case: 'header', value: { taskId, attempt: 1, offset: 0, totalSize: result.length } } }]), (e) => grpcCode(e) === status.FAILED_PRECONDITION);
+  // Session 2 resumes from the offset.
+  const done = await w.upload([
+    { part: { $case: 'header', value: { taskId, attempt: 1, offset: half, totalSize: result.length } } },
+    { part: { $case: 'chunk', value: result.subarray(half, half + 200 * 1024) } },
+    { part: { $case: 'chunk', value: result.subarray(half + 200 * 1024) } },
+    { part: { $case: 'trailer', value: { size: result.length, sha256: sha256(result) } } },
+  ]);
+  assert.deepEqual(done, { size: result.length, sha256: sha256(result) });
+  assert.deepEqual(await w.uploadOffset(taskId, 1), { offset: result.length, complete: true, sha256: sha256(result) });
+
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_SUCCEEDED, outcome })).applied, true);
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_SUCCEEDED, outcome })).applied, false);
+
+  await watching;
+  await following;
+  assert.equal(watched.at(-1)!.state, TaskState.TASK_STATE_SUCCEEDED);
+  assert.ok(watched.some((x) => x.state === TaskState.TASK_STATE_RUNNING));
+  assert.equal(logText.join(''), 'hello world\n');
+  const replay: string[] = [];
+  for await (const c of h.admin.streamLogs(taskId)) replay.push(c.data.toString());
+  assert.equal(replay.join(''), 'hello world\n');
+
+  // Fetch: an earlier interrupted download left a partial; the fetch resumes from it.
+  const dest = join(h.dir, 'out.tar.gz');
+  await writeFile(`${dest}.partial`, result.subarray(0, 100_000));
+  const fetched = await h.admin.fetchResult(taskId, dest);
+  assert.equal(fetched.resumedFrom, 100_000);
+  assert.equal(fetched.sha256, sha256(result));
+  assert.equal(sha256(await readFile(dest)), sha256(result));
+  await assert.rejects(stat(`${dest}.partial`), { code: 'ENOENT' });
+});
+
+test('an upload whose sha256 does not match is discarded with a clear error', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  const a = await assignmentOf(w);
+  assert.equal(a.inputSize, 0);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_UPLOADING });
+  const data = Buffer.from('not what the trailer says');
+  await assert.rejects(w.upload([
+    { part: { $case: 'header', value: { taskId, attempt: 1, offset: 0, totalSize: data.length } } },
+    { part: { $case: 'chunk', value: data } },
+    { part: { $case: 'trailer', value: { size: data.length, sha256: sha256(Buffer.from('other')) } } },
+  ]), (e) => grpcCode(e) === status.INVALID_ARGUMENT && /sha256 mismatch/.test((e as ServiceError).details));
+  assert.equal((await w.uploadOffset(taskId, 1)).offset, 0);
+});
+
+test('submit validation names the problem', async (t) => {
+  const h = await startMaster(t);
+  const bad = async (spec: Parameters<AdminClient['submit']>[0], re: RegExp) =>
+    assert.rejects(h.admin.submit(spec), (e) => e instanceof MasterCallError && e.status === status.INVALID_ARGUMENT && re.test(e.message));
+  await bad({ image: '' }, /image is empty/);
+  await bad({ image: 'busybox', limits: { cpus: -1, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 0 } }, /limits\.cpus/);
+  await bad({ image: 'busybox', env: { 'BAD-NAME': 'x' } }, /not a valid variable name/);
+  await bad({ image: 'busybox', env: { HIVEMIND_TASK: 'x' } }, /reserved/);
+  // A corrupted input (trailer sha256 wrong) never becomes a task.
+  const raw = new AdminServiceClient(h.address, credentials.createInsecure());
+  t.after(() => raw.close());
+  const err = await new Promise<ServiceError | null>((resolve) => {
+    const call = raw.submitTask(bearerMetadata(h.adminToken), (e) => resolve(e));
+    call.write({ part: { $case: 'header', value: { spec: { image: 'busybox', command: [], env: {}, maxOutputBytes: 0 }, hasInput: true, maxAttempts: 0 } } });
+    call.write({ part: { $case: 'chunk', value: Buffer.from('abc') } });
+    call.write({ part: { $case: 'trailer', value: { size: 3, sha256: sha256(Buffer.from('abd')) } } });
+    call.end();
+  });
+  assert.equal(err?.code, status.INVALID_ARGUMENT);
+  assert.match(err!.details, /sha256 mismatch/);
+  assert.equal((await h.admin.listTasks()).length, 0);
+  assert.deepEqual(await readdir(join(h.dir, 'inputs')), []);
+});
+
+test('cancel: a queued task at once, a running one through the node', async (t) => {
+  const h = await startMaster(t);
+  const queued = await h.admin.submit({ image: 'busybox' });
+  const c1 = await h.admin.cancelTask(queued, 'changed my mind');
+  assert.equal(c1.state, TaskState.TASK_STATE_CANCELLED);
+  assert.equal(c1.outcome?.kind, OutcomeKind.OUTCOME_KIND_CANCELLED);
+  assert.equal(c1.outcome?.message, 'changed my mind');
+
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const running = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  await w.update({ taskId: running, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  const c2 = await h.admin.cancelTask(running);
+  assert.equal(c2.state, TaskState.TASK_STATE_RUNNING);
+  assert.equal(c2.cancelRequested, true);
+  const cmd = await w.nextCommand();
+  assert.equal(cmd.command?.$case, 'cancel');
+  assert.equal(cmd.command.value.taskId, running);
+  assert.equal(cmd.command.value.attempt, 1);
+  const ack = await w.update({ taskId: running, attempt: 1, seq: 2, state: TaskState.TASK_STATE_RUNNING });
+  assert.equal(ack.cancelRequested, true);
+  await w.update({ taskId: running, attempt: 1, seq: 3, state: TaskState.TASK_STATE_CANCELLED, outcome: { kind: OutcomeKind.OUTCOME_KIND_CANCELLED, exitCode: 137, message: 'cancelled', durationMs: 1, resultSize: 0, resultSha256: '' } });
+  assert.equal((await h.admin.getTask(running)).state, TaskState.TASK_STATE_CANCELLED);
+});
+
+test('a rejected task is requeued with the node excluded and the reason visible', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h, 'picky');
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_REJECTED, message: 'image not allowed' });
+  const info = await waitFor('requeue', async () => {
+    const i = await h.admin.getTask(taskId);
+    return i.state === TaskState.TASK_STATE_QUEUED && /rejected by every accepting node \(picky\)/.test(i.queueReason) ? i : undefined;
+  });
+  assert.equal(info.attempt, 1);
+  assert.ok(info.events.some((e) => e.state === TaskState.TASK_STATE_REJECTED && e.message === 'image not allowed'));
+  // A second node gets it; the first node's late update is superseded.
+  const w2 = await worker(t, h, 'other');
+  w2.report();
+  w2.subscribe();
+  const a = await assignmentOf(w2);
+  assert.equal(a.taskId, taskId);
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_RUNNING })).superseded, true);
+});
+
+test('a node that stops reporting loses its task: requeued as attempt 2, the old attempt superseded', async (t) => {
+  const h = await startMaster(t, { reportIntervalMs: 100, maxAttempts: 2 });
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  // No more reports: offline after 3 x 100 ms.
+  const requeued = await waitFor('requeue', async () => {
+    const i = await h.admin.getTask(taskId);
+    return i.attempt === 2 ? i : undefined;
+  });
+  assert.equal(requeued.state, TaskState.TASK_STATE_QUEUED);
+  assert.equal(requeued.queueReason, 'no online node');
+  assert.ok(requeued.events.some((e) => e.attempt === 1 && /node .* went offline/.test(e.message)), 'the history says why attempt 1 was lost');
+  assert.equal((await h.admin.listNodes())[0]!.online, false);
+  const ack = await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_UPLOADING });
+  assert.deepEqual(ack, { applied: false, superseded: true, cancelRequested: false });
+  await assert.rejects(w.uploadOffset(taskId, 1), (e) => grpcCode(e) === status.FAILED_PRECONDITION && /superseded/.test((e as ServiceError).details));
+
+  // The node comes back, gets attempt 2 and is lost again: max_attempts (2) reached -> NODE_LOST.
+  w.report();
+  w.subscribe([{ taskId, attempt: 1 }]);
+  const cmds = [await w.nextCommand(), await w.nextCommand()];
+  const cancel = cmds.find((c) => c.command?.$case === 'cancel');
+  const assign = cmds.find((c) => c.command?.$case === 'assign');
+  assert.ok(cancel && cancel.command?.$case === 'cancel' && cancel.command.value.attempt === 1, 'the stale attempt is cancelled on resubscribe');
+  assert.ok(assign && assign.command?.$case === 'assign' && assign.command.value.attempt === 2);
+  const failed = await waitFor('failure', async () => {
+    const i = await h.admin.getTask(taskId);
+    return i.state === TaskState.TASK_STATE_FAILED ? i : undefined;
+  });
+  assert.equal(failed.outcome?.kind, OutcomeKind.OUTCOME_KIND_NODE_LOST);
+  assert.match(failed.outcome!.message, /gave up after 2 of 2 attempts/);
+});
+
+test('resubscribing without a running task gives it up; an unanswered assignment is resent', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const t1 = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  const t2 = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  await w.update({ taskId: t1, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  w.subscribe([]); // the worker restarted and lost t1; it never saw t2's assignment
+  const cmd = await w.nextCommand();
+  assert.equal(cmd.command?.$case, 'assign');
+  assert.equal(cmd.command.value.taskId, t2);
+  const i1 = await waitFor('t1 given up', async () => {
+    const i = await h.admin.getTask(t1);
+    return i.attempt === 2 ? i : undefined;
+  });
+  assert.ok(i1.events.some((e) => e.attempt === 1 && /no longer holds attempt 1/.test(e.message)));
+});
+
+test('a restarted master keeps tasks, nodes and its admin token', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-master-restart-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const first = await Master.create({ listenAddress: '127.0.0.1:0', dataDir: dir, shutdownGraceMs: 100 });
+  const addr1 = await first.start();
+  const token = (await readFile(first.adminTokenPath, 'utf8')).trim();
+  const admin1 = AdminClient.connect(addr1, token);
+  const taskId = await admin1.submit({ image: 'busybox', env: { A: '1' } });
+  const w = new FakeWorker(addr1);
+  const reg = await w.register((await admin1.createToken()).token, 'survivor');
+  w.close();
+  admin1.close();
+  await first.close();
+  await first.close(); // idempotent
+
+  const h = await startMaster(t, {}, dir);
+  assert.equal(h.adminToken, token);
+  const task = await h.admin.getTask(taskId);
+  assert.equal(task.state, TaskState.TASK_STATE_QUEUED);
+  assert.deepEqual(task.spec?.env, { A: '1' });
+  const nodes = await h.admin.listNodes();
+  assert.deepEqual(nodes.map((n) => [n.nodeId, n.name]), [[reg.nodeId, 'survivor']]);
+  const w2 = new FakeWorker(h.address);
+  t.after(() => w2.close());
+  assert.equal((await w2.register(reg.nodeCredential)).nodeId, reg.nodeId);
+  w2.report();
+  w2.subscribe();
+  assert.equal((await assignmentOf(w2)).taskId, taskId);
+});
