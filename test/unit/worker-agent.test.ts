@@ -1,0 +1,528 @@
+// Worker agent behaviour with hand-written fakes of the master connection, the executor and
+// the probe (the store is a real SQLite file in a temp dir).
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { ManualClock } from '../../src/common/clock.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { OutcomeKind, TaskState, type LogChunk, type ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
+import type {
+  NodeCommand,
+  RegisterRequest,
+  RegisterResponse,
+  SubscribeRequest,
+  TaskAssignment,
+  TaskUpdate,
+  TaskUpdateAck,
+  UploadResultResponse,
+} from '../../src/protocol/gen/hivemind/v1/node.js';
+import { InputChecksumError, type LogSink, type MasterConnection, type ReportSink, type SubscriptionHandle } from '../../src/worker/master-connection.js';
+import type { HostFacts, HostSample, ResourceProbe } from '../../src/worker/resources/resource-probe.js';
+import { WorkerStore } from '../../src/worker/store/worker-store.js';
+import type { ExecutionResult, TaskExecution, TaskExecutor } from '../../src/worker/task-executor.js';
+import { Worker, type WorkerDeps } from '../../src/worker/worker.js';
+import type { WorkerOptions } from '../../src/worker/worker-options.js';
+import type { LifecycleState } from '../../src/worker/lifecycle.js';
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+function unavailable(): Error {
+  return Object.assign(new Error('14 UNAVAILABLE: master is down'), { code: status.UNAVAILABLE, details: 'master is down' });
+}
+
+async function waitFor(what: string, pred: () => boolean, timeoutMs = 4000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+// ------------------------------------------------------------------ fake master
+
+class FakeMaster {
+  up = true;
+  /** Every UpdateTask the master received and applied, in order. */
+  updates: TaskUpdate[] = [];
+  /** Updates received again with an already-applied seq (must stay empty). */
+  duplicates: TaskUpdate[] = [];
+  /** A timeline of calls, to check ordering between kinds of calls. */
+  timeline: string[] = [];
+  registers: { bearer: string; req: RegisterRequest }[] = [];
+  subscribes: SubscribeRequest[] = [];
+  reports: ResourceReport[] = [];
+  logs: LogChunk[] = [];
+  uploads = new Map<string, Buffer>();
+  inputs = new Map<string, Buffer>();
+  acceptBearers = new Set(['enroll-token', 'cred-1']);
+  ackFor: (u: TaskUpdate) => Partial<TaskUpdateAck> = () => ({});
+  private subs = new Set<{ push(cmd: NodeCommand): void; end(err?: Error): void }>();
+
+  readonly factory = (address: string): MasterConnection => {
+    assert.equal(address, '127.0.0.1:7999');
+    return new FakeConnection(this);
+  };
+
+  send(cmd: NodeCommand): void {
+    assert.ok(this.subs.size > 0, 'no subscriber to send a command to');
+    for (const s of this.subs) s.push(cmd);
+  }
+  assign(a: Partial<TaskAssignment> & { taskId: string }): void {
+    this.send({ command: { $case: 'assign', value: { attempt: 1, spec: spec(), inputSize: 0, inputSha256: '', ...a } } });
+  }
+  cancel(taskId: string, attempt = 1): void {
+    this.send({ command: { $case: 'cancel', value: { taskId, attempt, reason: 'user asked' } } });
+  }
+  get subscribers(): number {
+    return this.subs.size;
+  }
+  down(): void {
+    this.up = false;
+    for (const s of [...this.subs]) s.end(unavailable());
+  }
+  restore(): void {
+    this.up = true;
+  }
+  check(): void {
+    if (!this.up) throw unavailable();
+  }
+  updatesOf(taskId: string): TaskUpdate[] {
+    return this.updates.filter((u) => u.taskId === taskId);
+  }
+  statesOf(taskId: string): string[] {
+    return this.updatesOf(taskId).map((u) => TaskState[u.state]!.replace('TASK_STATE_', ''));
+  }
+  addSub(s: { push(cmd: NodeCommand): void; end(err?: Error): void }): () => void {
+    this.subs.add(s);
+    return () => this.subs.delete(s);
+  }
+}
+
+class FakeConnection implements MasterConnection {
+  private closed = false;
+  private cleanups: (() => void)[] = [];
+  constructor(private readonly m: FakeMaster) {}
+
+  private check(): void {
+    if (this.closed) throw Object.assign(new Error('1 CANCELLED: connection closed'), { code: status.CANCELLED });
+    this.m.check();
+  }
+
+  async register(req: RegisterRequest, bearer: string): Promise<RegisterResponse> {
+    this.check();
+    this.m.registers.push({ bearer, req });
+    this.m.timeline.push('register');
+    if (!this.m.acceptBearers.has(bearer)) throw Object.assign(new Error('16 UNAUTHENTICATED: unknown token'), { code: status.UNAUTHENTICATED, details: 'unknown token' });
+    return { nodeId: 'node-1', nodeCredential: 'cred-1', reportIntervalMs: 0, masterVersion: 'test' };
+  }
+
+  openReportStream(): ReportSink {
+    this.check();
+    return { send: (r) => this.m.up && !this.closed && this.m.reports.push(r), close: () => undefined };
+  }
+
+  subscribe(req: SubscribeRequest, onCommand: (c: NodeCommand) => void): SubscriptionHandle {
+    this.check();
+    this.m.subscribes.push(req);
+    this.m.timeline.push('subscribe');
+    let resolve!: (e: Error | undefined) => void;
+    const closed = new Promise<Error | undefined>((r) => (resolve = r));
+    const remove = this.m.addSub({ push: onCommand, end: (err) => (remove(), resolve(err)) });
+    this.cleanups.push(() => (remove(), resolve(Object.assign(new Error('cancelled'), { code: status.CANCELLED }))));
+    return { closed, close: () => (remove(), resolve(undefined)) };
+  }
+
+  async updateTask(u: TaskUpdate): Promise<TaskUpdateAck> {
+    await Promise.resolve();
+    this.check();
+    const seen = this.m.updates.some((x) => x.taskId === u.taskId && x.attempt === u.attempt && x.seq >= u.seq);
+    if (seen) this.m.duplicates.push(u);
+    else {
+      this.m.updates.push(u);
+      this.m.timeline.push(`update:${u.taskId}:${TaskState[u.state]!.replace('TASK_STATE_', '')}`);
+    }
+    return { applied: !seen, superseded: false, cancelRequested: false, ...this.m.ackFor(u) };
+  }
+
+  async downloadInput(taskId: string, _attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number> {
+    this.check();
+    signal.throwIfAborted();
+    const data = this.m.inputs.get(taskId) ?? Buffer.alloc(0);
+    await writeFile(destFile, data);
+    const sha = createHash('sha256').update(data).digest('hex');
+    if (sha !== expectedSha256) throw new InputChecksumError(taskId, expectedSha256, sha);
+    this.m.timeline.push(`download:${taskId}`);
+    return data.length;
+  }
+
+  async uploadResult(taskId: string, _attempt: number, file: string, sha256: string, signal: AbortSignal): Promise<UploadResultResponse> {
+    this.check();
+    signal.throwIfAborted();
+    const data = await readFile(file);
+    this.check();
+    assert.equal(createHash('sha256').update(data).digest('hex'), sha256);
+    this.m.uploads.set(taskId, data);
+    this.m.timeline.push(`upload:${taskId}`);
+    return { size: data.length, sha256 };
+  }
+
+  pushLogs(): LogSink {
+    this.check();
+    return {
+      write: (c) => (this.m.up ? (this.m.logs.push(c), true) : false),
+      get ready() {
+        return true;
+      },
+      broken: false,
+      end: async () => undefined,
+    };
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const c of this.cleanups) c();
+  }
+}
+
+// ------------------------------------------------------------------ fake executor / probe
+
+interface Run {
+  exec: TaskExecution;
+  finish(exitCode?: number): void;
+}
+
+class FakeExecutor implements TaskExecutor {
+  runs = new Map<string, Run>();
+  constructor(private readonly spoolDir: () => string) {}
+
+  execute(exec: TaskExecution): Promise<ExecutionResult> {
+    return new Promise((resolve, reject) => {
+      exec.onPhase('pulling');
+      exec.onPhase('running');
+      exec.onLog('stdout', Buffer.from(`hello from ${exec.taskId}\n`));
+      const result = async (exitCode: number): Promise<ExecutionResult> => {
+        const file = path.join(this.spoolDir(), `${exec.taskId}-${exec.attempt}.result.tar.gz`);
+        const data = Buffer.from(`result of ${exec.taskId}`);
+        await writeFile(file, data);
+        return {
+          outcome: { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode, message: '', durationMs: 42 },
+          result: { path: file, size: data.length, sha256: createHash('sha256').update(data).digest('hex') },
+          logTail: `hello from ${exec.taskId}\n`,
+        };
+      };
+      exec.signal.addEventListener('abort', () => {
+        const kind = exec.signal.reason === 'shutdown' ? OutcomeKind.OUTCOME_KIND_SHUTDOWN : OutcomeKind.OUTCOME_KIND_CANCELLED;
+        resolve({ outcome: { kind, exitCode: 137, message: `killed: ${exec.signal.reason}`, durationMs: 7 }, logTail: '' });
+      });
+      this.runs.set(exec.taskId, { exec, finish: (code = 0) => void result(code).then(resolve, reject) });
+    });
+  }
+}
+
+const facts: HostFacts = {
+  hostname: 'test-host',
+  os: 'linux',
+  osRelease: 'Test OS 1',
+  arch: 'x64',
+  cpuCores: 4,
+  cpuModel: 'Fake CPU',
+  memoryBytes: 8 * GiB,
+  diskBytes: 100 * GiB,
+  gpus: [],
+  dockerVersion: '20.10.0',
+};
+
+class FakeProbe implements ResourceProbe {
+  constructor(private readonly clock: ManualClock) {}
+  async facts(): Promise<HostFacts> {
+    return facts;
+  }
+  async sample(): Promise<HostSample> {
+    return {
+      atMs: this.clock.now(),
+      cpuPercent: 10,
+      memoryUsedBytes: GiB,
+      memoryTotalBytes: 8 * GiB,
+      diskUsedBytes: 1,
+      diskTotalBytes: 2,
+      netRxBytesPerSec: 0,
+      netTxBytesPerSec: 0,
+      gpus: [],
+      docker: { ok: true, version: '20.10.0' },
+    };
+  }
+}
+
+function spec(memoryBytes = 256 * MiB, cpus = 1) {
+  return { image: 'busybox', command: ['true'], env: {}, limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0 };
+}
+
+// ------------------------------------------------------------------ harness
+
+interface Harness {
+  master: FakeMaster;
+  executor: FakeExecutor;
+  worker: Worker;
+  dataDir: string;
+  states: LifecycleState[];
+}
+
+async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, shared?: { master: FakeMaster; dataDir: string }): Promise<Harness> {
+  const dataDir = shared?.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hm-worker-')));
+  if (!shared) t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const master = shared?.master ?? new FakeMaster();
+  const clock = new ManualClock();
+  const executor = new FakeExecutor(() => path.join(dataDir, 'spool'));
+  const deps: WorkerDeps = {
+    connectionFactory: master.factory,
+    executor,
+    store: WorkerStore.open(path.join(dataDir, 'worker.db')),
+    probe: new FakeProbe(clock),
+    clock,
+    logger: silentLogger(),
+  };
+  const worker = await Worker.create(
+    {
+      masterAddress: '127.0.0.1:7999',
+      enrollmentToken: 'enroll-token',
+      dataDir,
+      maxTasks: 2,
+      reportIntervalMs: 30,
+      memoryReserveBytes: GiB,
+      drainTimeoutMs: 5_000,
+      backoff: { initialMs: 10, maxMs: 40, factor: 2 },
+      logFlushMs: 5,
+      ...opts,
+    },
+    deps,
+  );
+  const states: LifecycleState[] = [];
+  worker.on('state-changed', (c) => states.push(c.to));
+  t.after(() => worker.close());
+  return { master, executor, worker, dataDir, states };
+}
+
+// ------------------------------------------------------------------ tests
+
+test('a task runs: updates in order, result uploaded before the terminal update, logs forwarded', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  assert.equal(h.worker.state, 'connected');
+  assert.deepEqual(h.states, ['registering', 'connected']);
+  assert.equal(h.master.registers[0]!.bearer, 'enroll-token');
+  assert.equal(h.master.registers[0]!.req.facts!.maxTasks, 2);
+  const identity = JSON.parse(await readFile(path.join(h.dataDir, 'identity.json'), 'utf8')) as { nodeId: string; credential: string };
+  assert.deepEqual([identity.nodeId, identity.credential], ['node-1', 'cred-1']);
+
+  h.master.assign({ taskId: 't1' });
+  await waitFor('task started', () => h.executor.runs.has('t1'));
+  const run = h.executor.runs.get('t1')!;
+  assert.deepEqual(run.exec.gpuIndexes, []);
+  run.finish(0);
+  await waitFor('terminal update', () => h.master.statesOf('t1').includes('SUCCEEDED'));
+
+  assert.deepEqual(h.master.statesOf('t1'), ['ACCEPTED', 'PULLING', 'RUNNING', 'UPLOADING', 'SUCCEEDED']);
+  assert.deepEqual(h.master.updatesOf('t1').map((u) => u.seq), [1, 2, 3, 4, 5]);
+  const tl = h.master.timeline;
+  assert.ok(tl.indexOf('upload:t1') < tl.indexOf('update:t1:SUCCEEDED'), `upload must precede the terminal update: ${tl.join(' ')}`);
+  const last = h.master.updatesOf('t1').at(-1)!;
+  assert.equal(last.outcome?.kind, OutcomeKind.OUTCOME_KIND_EXITED);
+  assert.equal(last.outcome?.resultSha256, createHash('sha256').update('result of t1').digest('hex'));
+  assert.equal(h.master.uploads.get('t1')?.toString(), 'result of t1');
+  await waitFor('log chunk', () => h.master.logs.length > 0);
+  assert.equal(Buffer.from(h.master.logs[0]!.data).toString(), 'hello from t1\n');
+  await waitFor('reports', () => h.master.reports.length >= 2);
+  assert.equal(h.master.reports.at(-1)!.lifecycleState, 'connected');
+  await waitFor('spool cleaned', () => !existsSync(path.join(h.dataDir, 'spool', 't1-1.result.tar.gz')));
+  await waitFor('task slot freed', () => h.worker.runningTasks().length === 0);
+  assert.equal(h.master.duplicates.length, 0);
+});
+
+test('an input archive is downloaded into the spool, verified and given to the executor', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  const input = Buffer.from('input archive bytes');
+  h.master.inputs.set('in1', input);
+  h.master.assign({ taskId: 'in1', inputSize: input.length, inputSha256: createHash('sha256').update(input).digest('hex') });
+  await waitFor('task started', () => h.executor.runs.has('in1'));
+  const file = h.executor.runs.get('in1')!.exec.inputFile!;
+  assert.equal(path.dirname(file), path.join(h.dataDir, 'spool'));
+  assert.deepEqual(await readFile(file), input);
+  h.executor.runs.get('in1')!.finish(0);
+  await waitFor('done', () => h.master.statesOf('in1').includes('SUCCEEDED'));
+  await waitFor('input removed', () => !existsSync(file));
+
+  // A corrupt input (sha mismatch twice) fails the task as INPUT_REJECTED without running it.
+  h.master.inputs.set('bad', Buffer.from('tampered'));
+  h.master.assign({ taskId: 'bad', inputSize: 8, inputSha256: 'f'.repeat(64) });
+  await waitFor('failed', () => h.master.statesOf('bad').includes('FAILED'));
+  assert.equal(h.executor.runs.has('bad'), false);
+  assert.equal(h.master.updatesOf('bad').at(-1)!.outcome?.kind, OutcomeKind.OUTCOME_KIND_INPUT_REJECTED);
+});
+
+test('a full node rejects with a reason the master can show', async (t) => {
+  const h = await makeWorker(t, { maxTasks: 1, drainTimeoutMs: 50 });
+  await h.worker.start();
+  h.master.assign({ taskId: 'big', spec: spec(16 * GiB) });
+  await waitFor('rejected', () => h.master.statesOf('big').includes('REJECTED'));
+  assert.equal(h.master.updatesOf('big')[0]!.message, 'needs 16384 MiB memory, 7168 MiB free');
+
+  h.master.assign({ taskId: 'a' });
+  await waitFor('a runs', () => h.executor.runs.has('a'));
+  h.master.assign({ taskId: 'b' });
+  await waitFor('b rejected', () => h.master.statesOf('b').includes('REJECTED'));
+  assert.equal(h.master.updatesOf('b')[0]!.message, 'all 1 task slots are busy');
+  assert.equal(h.executor.runs.has('b'), false);
+
+  // A resent assignment of a running task is not run twice.
+  h.master.assign({ taskId: 'a' });
+  await new Promise((r) => setTimeout(r, 30));
+  assert.deepEqual(h.master.statesOf('a').filter((s) => s === 'ACCEPTED'), ['ACCEPTED']);
+});
+
+test('a cancel command aborts the task with reason "cancelled"', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  h.master.assign({ taskId: 'c1' });
+  await waitFor('running', () => h.executor.runs.has('c1'));
+  h.master.cancel('c1');
+  await waitFor('cancelled', () => h.master.statesOf('c1').includes('CANCELLED'));
+  assert.equal(h.executor.runs.get('c1')!.exec.signal.reason, 'cancelled');
+  const last = h.master.updatesOf('c1').at(-1)!;
+  assert.equal(last.state, TaskState.TASK_STATE_CANCELLED);
+  assert.equal(last.outcome?.kind, OutcomeKind.OUTCOME_KIND_CANCELLED);
+  assert.equal(h.master.uploads.has('c1'), false);
+});
+
+test('an ack saying the attempt is superseded stops the task', async (t) => {
+  const h = await makeWorker(t);
+  h.master.ackFor = (u) => ({ superseded: u.taskId === 's1' && u.state === TaskState.TASK_STATE_RUNNING });
+  await h.worker.start();
+  h.master.assign({ taskId: 's1' });
+  await waitFor('stopped', () => h.master.statesOf('s1').includes('CANCELLED'));
+  assert.equal(h.executor.runs.get('s1')!.exec.signal.reason, 'superseded');
+});
+
+test('losing the master never kills a running task; the outbox and the upload are delivered after reconnect, in order, once', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  h.master.assign({ taskId: 'd1' });
+  await waitFor('running delivered', () => h.master.statesOf('d1').includes('RUNNING'));
+
+  h.master.down();
+  await waitFor('reconnecting', () => h.worker.state === 'reconnecting');
+  const run = h.executor.runs.get('d1')!;
+  // The task ends while the master is away: its updates wait in the outbox.
+  run.finish(0);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(run.exec.signal.aborted, false, 'a master outage must not abort a task');
+  assert.deepEqual(h.master.statesOf('d1'), ['ACCEPTED', 'PULLING', 'RUNNING']);
+  assert.equal(h.master.uploads.has('d1'), false);
+  assert.ok(h.states.includes('reconnecting'));
+
+  const subscribesBefore = h.master.subscribes.length;
+  h.master.restore();
+  await waitFor('terminal update after reconnect', () => h.master.statesOf('d1').includes('SUCCEEDED'));
+  await waitFor('connected again', () => h.worker.state === 'connected');
+
+  assert.deepEqual(h.master.statesOf('d1'), ['ACCEPTED', 'PULLING', 'RUNNING', 'UPLOADING', 'SUCCEEDED']);
+  assert.deepEqual(h.master.updatesOf('d1').map((u) => u.seq), [1, 2, 3, 4, 5]);
+  assert.deepEqual(h.master.duplicates, []);
+  const tl = h.master.timeline;
+  const resubscribe = tl.indexOf('subscribe', tl.indexOf('update:d1:RUNNING') + 1);
+  assert.ok(tl.indexOf('update:d1:UPLOADING') < resubscribe, `outbox flushed before subscribing: ${tl.join(' ')}`);
+  assert.ok(tl.indexOf('upload:d1') < resubscribe, `pending upload resumed before subscribing: ${tl.join(' ')}`);
+  assert.ok(h.master.subscribes.length > subscribesBefore);
+  assert.equal(h.master.registers.at(-1)!.bearer, 'cred-1', 'a reconnect authenticates with the node credential');
+  assert.equal(h.master.uploads.get('d1')?.toString(), 'result of d1');
+});
+
+test('drain rejects new work, waits for running tasks, then cancels the rest with SHUTDOWN', async (t) => {
+  const h = await makeWorker(t, { drainTimeoutMs: 300 });
+  await h.worker.start();
+  h.master.assign({ taskId: 'quick' });
+  h.master.assign({ taskId: 'slow' });
+  await waitFor('both run', () => h.executor.runs.has('quick') && h.executor.runs.has('slow'));
+
+  const drained = h.worker.drain();
+  assert.equal(h.worker.state, 'draining');
+  assert.equal(h.worker.accepting, false);
+  h.master.assign({ taskId: 'late' });
+  await waitFor('late rejected', () => h.master.statesOf('late').includes('REJECTED'));
+  assert.equal(h.master.updatesOf('late')[0]!.message, 'node is draining');
+
+  h.executor.runs.get('quick')!.finish(0);
+  await waitFor('quick done', () => h.master.statesOf('quick').includes('SUCCEEDED'));
+  assert.equal(h.executor.runs.get('slow')!.exec.signal.aborted, false, 'drain waits before cancelling');
+
+  const started = Date.now();
+  await drained;
+  assert.ok(Date.now() - started >= 150, 'the slow task was given the drain timeout');
+  assert.equal(h.executor.runs.get('slow')!.exec.signal.reason, 'shutdown');
+  await waitFor('slow cancelled', () => h.master.statesOf('slow').includes('CANCELLED'));
+  assert.equal(h.master.updatesOf('slow').at(-1)!.outcome?.kind, OutcomeKind.OUTCOME_KIND_SHUTDOWN);
+  assert.equal(h.executor.runs.get('quick')!.exec.signal.aborted, false);
+
+  await h.worker.close();
+  await h.worker.close(); // idempotent
+  assert.equal(h.worker.state, 'stopped');
+  assert.deepEqual(h.states.slice(-2), ['draining', 'stopped']);
+});
+
+test('a restart reuses identity.json and refreshes facts with the credential', async (t) => {
+  const first = await makeWorker(t);
+  await first.worker.start();
+  await first.worker.close();
+  const second = await makeWorker(t, { enrollmentToken: undefined }, { master: first.master, dataDir: first.dataDir });
+  await second.worker.start();
+  assert.deepEqual(first.master.registers.map((r) => r.bearer), ['enroll-token', 'cred-1']);
+  assert.equal(second.worker.nodeId, 'node-1');
+});
+
+test('updates produced while the master was away are delivered on the next start', async (t) => {
+  const first = await makeWorker(t, { drainTimeoutMs: 100 });
+  await first.worker.start();
+  first.master.assign({ taskId: 'r1' });
+  await waitFor('running', () => first.master.statesOf('r1').includes('RUNNING'));
+  first.master.down();
+  await waitFor('reconnecting', () => first.worker.state === 'reconnecting');
+  // The task exits while the master is away and waits to upload; close() then cancels it
+  // after the drain timeout. UPLOADING and CANCELLED stay in the outbox of the SQLite file.
+  first.executor.runs.get('r1')!.finish(3);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(first.master.statesOf('r1'), ['ACCEPTED', 'PULLING', 'RUNNING']);
+  await first.worker.close();
+  assert.deepEqual(first.master.statesOf('r1'), ['ACCEPTED', 'PULLING', 'RUNNING']);
+
+  first.master.restore();
+  const second = await makeWorker(t, { enrollmentToken: undefined }, { master: first.master, dataDir: first.dataDir });
+  await second.worker.start();
+  await waitFor('the end reaches the master', () => first.master.statesOf('r1').includes('CANCELLED'));
+  assert.deepEqual(first.master.statesOf('r1'), ['ACCEPTED', 'PULLING', 'RUNNING', 'UPLOADING', 'CANCELLED']);
+  assert.deepEqual(first.master.updatesOf('r1').map((u) => u.seq), [1, 2, 3, 4, 5]);
+  assert.deepEqual(first.master.duplicates, []);
+});
+
+test('a refused enrollment token fails start() with the master\'s reason', async (t) => {
+  const h = await makeWorker(t, { enrollmentToken: 'wrong' });
+  await assert.rejects(h.worker.start(), /UNAUTHENTICATED/);
+});
+
+test('a master unreachable at start: start() returns, the worker keeps trying and connects later', async (t) => {
+  const master = new FakeMaster();
+  master.up = false;
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hm-worker-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const h = await makeWorker(t, {}, { master, dataDir });
+  await h.worker.start();
+  assert.equal(h.worker.state, 'reconnecting');
+  master.restore();
+  await waitFor('connected', () => h.worker.state === 'connected');
+  assert.equal(master.subscribers, 1);
+});
