@@ -1,0 +1,170 @@
+// GrpcMasterConnection against a real in-process gRPC server on loopback: bearer metadata,
+// resumable input download, upload resumed from the master's offset, streams and commands.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Server, ServerCredentials, status, type Metadata } from '@grpc/grpc-js';
+import { NodeServiceService, type NodeServiceServer, type NodeCommand, type UploadResultRequest } from '../../src/protocol/gen/hivemind/v1/node.js';
+import type { LogChunk } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { readBearer } from '../../src/protocol/auth-metadata.js';
+import { CHUNK_SIZE } from '../../src/protocol/transport.js';
+import { GrpcMasterConnection } from '../../src/worker/grpc-master-connection.js';
+import { InputChecksumError } from '../../src/worker/master-connection.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+interface ServerState {
+  input: Buffer;
+  downloadOffsets: number[];
+  stored: Buffer;
+  uploadHeaders: number[];
+  bearers: string[];
+  logs: LogChunk[];
+  commands: NodeCommand[];
+}
+
+async function startServer(t: { after(fn: () => unknown): void }): Promise<{ address: string; state: ServerState }> {
+  const state: ServerState = { input: randomBytes(3 * CHUNK_SIZE + 123), downloadOffsets: [], stored: Buffer.alloc(0), uploadHeaders: [], bearers: [], logs: [], commands: [] };
+  const auth = (md: Metadata) => {
+    const b = readBearer(md) ?? '';
+    state.bearers.push(b);
+    return b === 'enroll' || b === 'cred';
+  };
+  const impl: NodeServiceServer = {
+    register: (call, cb) => {
+      if (!auth(call.metadata)) return cb({ code: status.UNAUTHENTICATED, details: 'bad token' });
+      cb(null, { nodeId: 'n1', nodeCredential: 'cred', reportIntervalMs: 1000, masterVersion: 't' });
+    },
+    report: (call, cb) => {
+      call.on('data', () => undefined);
+      call.on('end', () => cb(null, { lastSeq: 0 }));
+    },
+    subscribe: (call) => {
+      if (!auth(call.metadata)) return call.destroy(Object.assign(new Error('bad'), { code: status.UNAUTHENTICATED }));
+      for (const c of state.commands) call.write(c);
+      call.end();
+    },
+    updateTask: (call, cb) => {
+      if (!auth(call.metadata)) return cb({ code: status.UNAUTHENTICATED, details: 'bad' });
+      cb(null, { applied: true, superseded: false, cancelRequested: call.request.seq === 9 });
+    },
+    downloadInput: (call) => {
+      auth(call.metadata);
+      state.downloadOffsets.push(call.request.offset);
+      for (let off = call.request.offset; off < state.input.length; off += CHUNK_SIZE) {
+        call.write({ offset: off, data: state.input.subarray(off, off + CHUNK_SIZE) });
+      }
+      call.end();
+    },
+    getUploadOffset: (call, cb) => {
+      auth(call.metadata);
+      cb(null, { offset: state.stored.length, complete: false, sha256: '' });
+    },
+    uploadResult: (call, cb) => {
+      auth(call.metadata);
+      let size = 0;
+      let digest = '';
+      call.on('data', (m: UploadResultRequest) => {
+        const p = m.part;
+        if (p?.$case === 'header') state.uploadHeaders.push(p.value.offset);
+        else if (p?.$case === 'chunk') state.stored = Buffer.concat([state.stored, p.value]);
+        else if (p?.$case === 'trailer') ({ size, sha256: digest } = p.value);
+      });
+      call.on('end', () => {
+        if (sha(state.stored) !== digest || state.stored.length !== size) return cb({ code: status.DATA_LOSS, details: 'checksum mismatch' });
+        cb(null, { size, sha256: digest });
+      });
+    },
+    pushLogs: (call, cb) => {
+      call.on('data', (c: LogChunk) => state.logs.push(c));
+      call.on('end', () => cb(null, { chunks: state.logs.length }));
+    },
+  };
+  const server = new Server();
+  server.addService(NodeServiceService, impl);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  t.after(() => new Promise<void>((r) => server.tryShutdown(() => r())));
+  return { address: `127.0.0.1:${port}`, state };
+}
+
+async function tmp(t: { after(fn: () => unknown): void }): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'hm-grpc-conn-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test('register switches to the node credential; unary calls and commands flow', async (t) => {
+  const { address, state } = await startServer(t);
+  const conn = new GrpcMasterConnection(address);
+  t.after(() => conn.close());
+  await assert.rejects(conn.updateTask({ taskId: 'x', attempt: 1, seq: 1, state: 3, message: '', atMs: 1 }), /not registered yet/);
+  const res = await conn.register({ name: 'w', facts: undefined }, 'enroll');
+  assert.equal(res.nodeId, 'n1');
+  const ack = await conn.updateTask({ taskId: 'x', attempt: 1, seq: 9, state: 3, message: '', atMs: 1 });
+  assert.equal(ack.cancelRequested, true);
+  assert.deepEqual(state.bearers, ['enroll', 'cred']);
+
+  state.commands = [{ command: { $case: 'ping', value: { atMs: 5 } } }];
+  const got: NodeCommand[] = [];
+  const sub = conn.subscribe({ running: [], free: undefined, accepting: true }, (c) => got.push(c));
+  assert.equal(await sub.closed, undefined, 'a clean end of the command stream');
+  assert.deepEqual(got, state.commands);
+
+  const logs = conn.pushLogs('x', 1);
+  assert.equal(logs.ready, true);
+  logs.write({ taskId: 'x', attempt: 1, stream: 1, data: Buffer.from('hi'), atMs: 1 });
+  await logs.end();
+  assert.equal(Buffer.from(state.logs[0]!.data).toString(), 'hi');
+});
+
+test('a wrong token is refused with UNAUTHENTICATED', async (t) => {
+  const { address } = await startServer(t);
+  const conn = new GrpcMasterConnection(address);
+  t.after(() => conn.close());
+  await assert.rejects(conn.register({ name: 'w', facts: undefined }, 'nope'), (err: { code?: number }) => err.code === status.UNAUTHENTICATED);
+});
+
+test('input download resumes from the partial file and verifies the whole sha256', async (t) => {
+  const { address, state } = await startServer(t);
+  const dir = await tmp(t);
+  const conn = new GrpcMasterConnection(address);
+  t.after(() => conn.close());
+  await conn.register({ name: 'w', facts: undefined }, 'cred');
+  const dest = path.join(dir, 'in.tar.gz');
+  const partial = CHUNK_SIZE + 17;
+  await writeFile(dest, state.input.subarray(0, partial));
+  const size = await conn.downloadInput('t', 1, dest, sha(state.input), new AbortController().signal);
+  assert.equal(size, state.input.length);
+  assert.deepEqual(state.downloadOffsets, [partial]);
+  assert.ok((await readFile(dest)).equals(state.input));
+
+  // A corrupt partial file is caught by the checksum.
+  const bad = path.join(dir, 'bad.tar.gz');
+  await writeFile(bad, Buffer.alloc(10, 0xff));
+  await assert.rejects(conn.downloadInput('t', 1, bad, sha(state.input), new AbortController().signal), InputChecksumError);
+});
+
+test('result upload asks for the offset first and sends only the rest', async (t) => {
+  const { address, state } = await startServer(t);
+  const dir = await tmp(t);
+  const conn = new GrpcMasterConnection(address);
+  t.after(() => conn.close());
+  await conn.register({ name: 'w', facts: undefined }, 'cred');
+  const result = randomBytes(2 * CHUNK_SIZE + 999);
+  const file = path.join(dir, 'result.tar.gz');
+  await writeFile(file, result);
+  state.stored = result.subarray(0, 1000); // the master kept part of an earlier attempt
+  const res = await conn.uploadResult('t', 1, file, sha(result), new AbortController().signal);
+  assert.deepEqual(res, { size: result.length, sha256: sha(result) });
+  assert.deepEqual(state.uploadHeaders, [1000]);
+  assert.ok(state.stored.equals(result));
+
+  const aborted = new AbortController();
+  aborted.abort('cancelled');
+  await assert.rejects(conn.uploadResult('t', 1, file, sha(result), aborted.signal));
+});
