@@ -93,7 +93,6 @@ export class Master {
     private readonly opts: CompiledOptions,
     private readonly transport: Transport,
     private readonly log: Logger,
-    private readonly clock: Clock,
     private readonly store: MasterStore,
     private readonly auth: MasterAuth,
     private readonly registry: NodeRegistry,
@@ -120,7 +119,7 @@ export class Master {
       const server = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
       server.addService(NodeServiceService, nodeService.handlers());
       server.addService(AdminServiceService, adminService.handlers());
-      return new Master(opts, deps.transport ?? insecureTransport, log, clock, store, auth, registry, tasks, nodeService, server);
+      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server);
     } catch (err) {
       store.close();
       throw err;

@@ -29,7 +29,7 @@ export function validateTaskSpec(spec: TaskSpec | undefined): TaskSpec {
   if (!spec) throw new InvalidTaskError('the submit header has no spec');
   const image = spec.image.trim();
   if (!image) throw new InvalidTaskError('spec.image is empty: name the Docker image to run (e.g. "alpine:3.20")');
-  if (/\s/.test(spec.image) || spec.image.length > 512) throw new InvalidTaskError(`spec.image "${spec.image}" is not a valid image reference`);
+  if (/\s/.test(image) || image.length > 512) throw new InvalidTaskError(`spec.image "${image}" is not a valid image reference`);
   if (spec.command.length > SPEC_LIMITS.maxCommandArgs) throw new InvalidTaskError(`spec.command has ${spec.command.length} arguments, over the maximum of ${SPEC_LIMITS.maxCommandArgs}`);
   spec.command.forEach((arg, i) => {
     if (arg.includes('\0')) throw new InvalidTaskError(`spec.command[${i}] contains a NUL byte`);

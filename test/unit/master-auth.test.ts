@@ -1,0 +1,75 @@
+// Admin token file, enrollment tokens (TTL, uses) and node credentials, against a real
+// in-memory SQLite store and a temp data dir.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ManualClock } from '../../src/common/clock.js';
+import { AuthError } from '../../src/common/errors.js';
+import { MasterAuth, sha256Hex } from '../../src/master/auth.js';
+import { MasterStore } from '../../src/master/master-store.js';
+import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
+import { NodeFacts } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { Metadata } from '@grpc/grpc-js';
+
+async function setup(t: { after: (fn: () => unknown) => void }) {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-auth-'));
+  const store = MasterStore.open(':memory:');
+  const clock = new ManualClock();
+  t.after(async () => {
+    store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { dir, store, clock, auth: await MasterAuth.create(dir, store, clock) };
+}
+
+test('the admin token is generated once, 0600, and checked', async (t) => {
+  const { dir, store, clock, auth } = await setup(t);
+  const token = (await readFile(join(dir, 'admin.token'), 'utf8')).trim();
+  assert.equal((await stat(join(dir, 'admin.token'))).mode & 0o777, 0o600);
+  auth.checkAdmin(bearerMetadata(token));
+  assert.throws(() => auth.checkAdmin(bearerMetadata(token + 'x')), (e) => e instanceof AuthError && /wrong admin token/.test(e.message));
+  assert.throws(() => auth.checkAdmin(new Metadata()), /missing admin token/);
+  const again = await MasterAuth.create(dir, store, clock);
+  again.checkAdmin(bearerMetadata(token));
+});
+
+test('enrollment tokens: stored hashed, limited uses, expire', async (t) => {
+  const { store, clock, auth } = await setup(t);
+  const tok = auth.createEnrollmentToken({ uses: 2, ttlMs: 1000 });
+  assert.match(tok.token, /^hm1\.[A-Za-z0-9_-]{43}$/);
+  assert.equal(store.getEnrollmentToken(sha256Hex(tok.token))?.usesLeft, 2);
+  let registered = 0;
+  auth.enroll(tok.token, () => registered++);
+  auth.enroll(tok.token, () => registered++);
+  assert.throws(() => auth.enroll(tok.token, () => registered++), /used up/);
+  assert.equal(registered, 2);
+  const short = auth.createEnrollmentToken({ ttlMs: 1000 });
+  clock.advance(1000);
+  assert.throws(() => auth.enroll(short.token, () => registered++), /expired/);
+  assert.throws(() => auth.enroll('hm1.unknown', () => registered++), /unknown token/);
+  assert.equal(registered, 2);
+  const dflt = auth.createEnrollmentToken();
+  assert.equal(dflt.uses, 1);
+  assert.equal(dflt.expiresAt - clock.now(), 24 * 3600 * 1000);
+});
+
+test('a failed registration does not spend the token', async (t) => {
+  const { auth } = await setup(t);
+  const tok = auth.createEnrollmentToken();
+  assert.throws(() => auth.enroll(tok.token, () => { throw new Error('insert failed'); }), /insert failed/);
+  let ok = false;
+  auth.enroll(tok.token, () => (ok = true));
+  assert.equal(ok, true);
+});
+
+test('node credentials authenticate their node only', async (t) => {
+  const { store, clock, auth } = await setup(t);
+  const { credential, hash } = auth.newNodeCredential();
+  assert.notEqual(credential, hash);
+  store.insertNode({ id: 'n1', name: 'n1', facts: NodeFacts.create(), credentialHash: hash, at: clock.now() });
+  assert.equal(auth.authenticateNode(bearerMetadata(credential)).id, 'n1');
+  assert.throws(() => auth.authenticateNode(bearerMetadata(auth.newNodeCredential().credential)), /unknown node credential/);
+  assert.throws(() => auth.authenticateNode(new Metadata()), /missing node credential/);
+});
