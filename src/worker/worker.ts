@@ -725,6 +725,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.drainPromise;
   }
 
+  /**
+   * Cancels every running task now, with the given reason (a second SIGTERM: 'shutdown').
+   * Their terminal updates still go through the outbox; drain()/close() then finish quickly.
+   */
+  cancelAll(reason: AbortReason = 'shutdown'): void {
+    for (const t of this.active.values()) t.controller.abort(reason);
+  }
+
   /** Idempotent. Each step runs even if an earlier one failed. */
   close(): Promise<void> {
     this.closePromise ??= (async () => {

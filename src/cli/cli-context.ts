@@ -1,0 +1,30 @@
+// What every CLI command needs: the config file (if any), the environment, stdout/stderr and
+// a logger, created once in main.ts so that commands stay testable.
+import { readConfigFile, type ConfigFile } from '../config/config-file.js';
+import { createLogger, type Logger } from '../common/logger.js';
+
+export interface CliContext {
+  env: NodeJS.ProcessEnv;
+  file?: ConfigFile;
+  filePath?: string;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  logger(level?: string): Logger;
+}
+
+export function createCliContext(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): CliContext {
+  const path = configPath ?? env.HIVEMIND_CONFIG;
+  const file = path ? readConfigFile(path) : undefined;
+  return {
+    env,
+    file,
+    filePath: path,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    logger: (level = 'info') => createLogger({ level, pretty: Boolean(process.stderr.isTTY) || env.HIVEMIND_LOG_PRETTY === '1' }),
+  };
+}
+
+export function printJson(ctx: CliContext, value: unknown): void {
+  ctx.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}

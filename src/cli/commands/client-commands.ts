@@ -1,0 +1,237 @@
+// The admin commands (submit, tasks, get, wait, logs, result, cancel, nodes, token create):
+// thin shells over AdminClient that print for humans, or JSON with --json.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { AdminClient } from '../../client/admin-client.js';
+import { compileClientConfig } from '../../config/client-config.js';
+import { ConfigError } from '../../common/errors.js';
+import { parseDuration, parseSize, formatBytes } from '../../common/units.js';
+import { TaskState, type TaskSpec } from '../../protocol/gen/hivemind/v1/common.js';
+import type { TaskInfo } from '../../protocol/gen/hivemind/v1/admin.js';
+import { packDirectory } from '../../archive/pack-directory.js';
+import { extractArchive } from '../../archive/extract-archive.js';
+import { exitCodeForTask } from '../exit-codes.js';
+import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateName } from '../task-format.js';
+import { printJson, type CliContext } from '../cli-context.js';
+
+type Ctx = () => CliContext;
+
+function connect(ctx: CliContext, opts: { master?: string; adminToken?: string }): AdminClient {
+  const c = compileClientConfig({ file: ctx.file, filePath: ctx.filePath, env: ctx.env, flags: { master: opts.master, adminToken: opts.adminToken } });
+  return AdminClient.connect(c.master, c.adminToken);
+}
+
+async function withClient<T>(ctx: CliContext, opts: { master?: string; adminToken?: string }, fn: (c: AdminClient) => Promise<T>): Promise<T> {
+  const client = connect(ctx, opts);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .option('--master <host:port>', 'master address (default: the `hivemind dev` master)')
+    .option('--admin-token <token>', 'admin token (default: the `hivemind dev` master\'s)');
+}
+
+const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED]);
+
+export function isTerminal(state: TaskState): boolean {
+  return TERMINAL.has(state);
+}
+
+async function waitForTask(client: AdminClient, taskId: string, onChange?: (t: TaskInfo) => void): Promise<TaskInfo> {
+  let last: TaskInfo | undefined;
+  for await (const t of client.watchTask(taskId)) {
+    if (!last || last.state !== t.state) onChange?.(t);
+    last = t;
+    if (isTerminal(t.state)) return t;
+  }
+  // the stream ended without a terminal state (master restarting): ask once more
+  const t = await client.getTask(taskId);
+  if (!isTerminal(t.state)) throw new Error(`lost the watch on task ${taskId} while it was ${stateName(t.state)}; run \`hivemind wait ${taskId}\` again`);
+  return t;
+}
+
+export function parseEnvPairs(pairs: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const p of pairs) {
+    const i = p.indexOf('=');
+    if (i <= 0) throw new ConfigError(`--env "${p}" is not KEY=VALUE`);
+    env[p.slice(0, i)] = p.slice(i + 1);
+  }
+  return env;
+}
+
+export function buildSpec(image: string, command: string[], o: { cpus?: string; memory?: string; pids?: string; gpus?: string; timeout?: string; env?: string[]; maxOutput?: string }): TaskSpec {
+  const num = (v: string | undefined, what: string, integer: boolean): number => {
+    if (v === undefined) return 0;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) throw new ConfigError(`--${what}: "${v}" is not a ${integer ? 'whole ' : ''}number ≥ 0`);
+    return n;
+  };
+  return {
+    image,
+    command,
+    env: parseEnvPairs(o.env ?? []),
+    limits: {
+      cpus: num(o.cpus, 'cpus', false),
+      memoryBytes: o.memory ? parseSize(o.memory, '--memory') : 0,
+      pids: num(o.pids, 'pids', true),
+      gpus: num(o.gpus, 'gpus', true),
+      timeoutMs: o.timeout ? parseDuration(o.timeout, '--timeout') : 0,
+    },
+    maxOutputBytes: o.maxOutput ? parseSize(o.maxOutput, '--max-output') : 0,
+  };
+}
+
+export function registerClientCommands(program: Command, ctx: Ctx, setExit: (code: number) => void): void {
+  clientOptions(
+    program
+      .command('submit')
+      .description('submit a task; prints its id')
+      .requiredOption('--image <image>', 'container image (must exist on the node)')
+      .option('--cpus <n>', 'CPU cores (fractions allowed)')
+      .option('--memory <size>', 'memory limit, no swap (e.g. 512m)')
+      .option('--pids <n>', 'process limit')
+      .option('--gpus <n>', 'whole GPUs')
+      .option('--timeout <duration>', 'wall-clock limit (e.g. 10m)')
+      .option('--max-output <size>', 'cap on /output (e.g. 1g)')
+      .option('--input <dir>', 'directory to send as /input')
+      .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+      .option('--wait', 'wait for the task and exit with its outcome')
+      .option('--json', 'print JSON')
+      .argument('[command...]', 'command and arguments (after --)'),
+  ).action(async (command: string[], o) => {
+    const c = ctx();
+    const spec = buildSpec(o.image, command, o);
+    let tmp: string | undefined;
+    try {
+      let inputFile: string | undefined;
+      if (o.input) {
+        tmp = await mkdtemp(join(tmpdir(), 'hivemind-input-'));
+        inputFile = join(tmp, 'input.tar.gz');
+        await packDirectory(o.input, inputFile);
+      }
+      await withClient(c, o, async (client) => {
+        const taskId = await client.submit(spec, { inputFile });
+        if (!o.wait) {
+          if (o.json) printJson(c, { taskId });
+          else c.stdout.write(taskId + '\n');
+          return;
+        }
+        c.stderr.write(`submitted ${taskId}\n`);
+        const t = await waitForTask(client, taskId, (t) => c.stderr.write(`${taskId}: ${stateName(t.state)}\n`));
+        if (o.json) printJson(c, t);
+        else c.stdout.write(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}\n`);
+        setExit(exitCodeForTask(t.state, t.outcome));
+      });
+    } finally {
+      if (tmp) await rm(tmp, { recursive: true, force: true });
+    }
+  });
+
+  clientOptions(
+    program
+      .command('tasks')
+      .description('list tasks, newest first')
+      .option('--state <state>', 'only tasks in this state (queued, running, succeeded, failed, ...)')
+      .option('--limit <n>', 'at most this many', '100')
+      .option('--json', 'print JSON'),
+  ).action(async (o) => {
+    const c = ctx();
+    const states: TaskState[] = [];
+    if (o.state) {
+      const key = `TASK_STATE_${String(o.state).toUpperCase()}` as keyof typeof TaskState;
+      const s = TaskState[key];
+      if (typeof s !== 'number') throw new ConfigError(`--state: unknown state "${o.state}"`);
+      states.push(s);
+    }
+    const tasks = await withClient(c, o, (client) => client.listTasks({ states, limit: Number(o.limit) }));
+    if (o.json) printJson(c, tasks);
+    else c.stdout.write(formatTaskTable(tasks) + '\n');
+  });
+
+  clientOptions(program.command('get').description('show one task with its history').argument('<task-id>').option('--json', 'print JSON')).action(
+    async (taskId: string, o) => {
+      const c = ctx();
+      const t = await withClient(c, o, (client) => client.getTask(taskId));
+      if (o.json) printJson(c, t);
+      else c.stdout.write(formatTask(t) + '\n');
+    },
+  );
+
+  clientOptions(
+    program.command('wait').description('wait for a task to finish; the exit code reflects its outcome').argument('<task-id>').option('--json', 'print JSON'),
+  ).action(async (taskId: string, o) => {
+    const c = ctx();
+    const t = await withClient(c, o, (client) => waitForTask(client, taskId));
+    if (o.json) printJson(c, t);
+    else c.stdout.write(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}\n`);
+    setExit(exitCodeForTask(t.state, t.outcome));
+  });
+
+  clientOptions(program.command('logs').description("print a task's output").argument('<task-id>').option('-f, --follow', 'stream until the task ends')).action(
+    async (taskId: string, o) => {
+      const c = ctx();
+      await withClient(c, o, async (client) => {
+        for await (const chunk of client.streamLogs(taskId, { follow: Boolean(o.follow) })) {
+          (chunk.stream === 2 ? c.stderr : c.stdout).write(Buffer.from(chunk.data));
+        }
+      });
+    },
+  );
+
+  clientOptions(
+    program
+      .command('result')
+      .description("download a task's result archive (resumes a partial download; checks the sha256)")
+      .argument('<task-id>')
+      .requiredOption('-o, --output <file>', 'where to write the .tar.gz')
+      .option('--extract <dir>', 'also unpack it into this directory (safely)')
+      .option('--json', 'print JSON'),
+  ).action(async (taskId: string, o) => {
+    const c = ctx();
+    const r = await withClient(c, o, (client) => client.fetchResult(taskId, o.output));
+    if (o.extract) await extractArchive(o.output, o.extract);
+    if (o.json) printJson(c, { taskId, file: o.output, ...r, extractedTo: o.extract });
+    else c.stdout.write(`${o.output}: ${formatBytes(r.size)}, sha256 ${r.sha256}${o.extract ? `, extracted to ${o.extract}` : ''}\n`);
+  });
+
+  clientOptions(program.command('cancel').description('cancel a queued or running task').argument('<task-id>').option('--json', 'print JSON')).action(
+    async (taskId: string, o) => {
+      const c = ctx();
+      const t = await withClient(c, o, (client) => client.cancelTask(taskId, 'cancelled from the CLI'));
+      if (o.json) printJson(c, t);
+      else c.stdout.write(`${taskId}: ${stateName(t.state)}${t.cancelRequested && !isTerminal(t.state) ? ' (cancel sent to the node)' : ''}\n`);
+    },
+  );
+
+  clientOptions(program.command('nodes').description('list nodes').option('--json', 'print JSON')).action(async (o) => {
+    const c = ctx();
+    const nodes = await withClient(c, o, (client) => client.listNodes());
+    if (o.json) printJson(c, nodes);
+    else c.stdout.write(formatNodeTable(nodes) + '\n');
+  });
+
+  const token = program.command('token').description('enrollment tokens');
+  clientOptions(
+    token
+      .command('create')
+      .description('create an enrollment token for a new worker')
+      .option('--ttl <duration>', 'validity', '24h')
+      .option('--uses <n>', 'how many workers may enroll with it', '1')
+      .option('--json', 'print JSON'),
+  ).action(async (o) => {
+    const c = ctx();
+    const uses = Number(o.uses);
+    if (!Number.isInteger(uses) || uses < 1) throw new ConfigError(`--uses: "${o.uses}" is not a whole number ≥ 1`);
+    const r = await withClient(c, o, (client) => client.createToken({ ttlMs: parseDuration(o.ttl, '--ttl'), uses }));
+    if (o.json) printJson(c, r);
+    else c.stdout.write(r.token + '\n');
+  });
+}

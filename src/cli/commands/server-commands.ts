@@ -1,0 +1,170 @@
+// The long-running commands (master start, worker start, dev) and the local ones (doctor,
+// image build). Production wiring of real Docker, SQLite and gRPC happens here and in
+// ../node-wiring.ts, nowhere else.
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { compileMasterConfig } from '../../config/master-config.js';
+import { compileWorkerConfig } from '../../config/worker-config.js';
+import { devClientFile, devDir, hivemindHome } from '../../config/paths.js';
+import { Master } from '../../master/master.js';
+import { AdminClient } from '../../client/admin-client.js';
+import { formatDoctor, runDoctor } from '../../doctor/doctor.js';
+import { DockerEngine } from '../../runtime/docker-engine.js';
+import { ensureDevImage, DEV_IMAGE } from '../../runtime/dev-image.js';
+import { installShutdownHandlers } from '../shutdown-signals.js';
+import { createWorker } from '../node-wiring.js';
+import { printJson, type CliContext } from '../cli-context.js';
+import { EXIT_FAILURE } from '../exit-codes.js';
+import { readFile } from 'node:fs/promises';
+
+type Ctx = () => CliContext;
+
+/** Resolves when the process got its shutdown signal(s) and everything closed. */
+function runUntilSignalled(ctx: CliContext, logger: ReturnType<CliContext['logger']>, shutdown: () => Promise<void>, force: () => void): Promise<number> {
+  return new Promise((resolve) => {
+    installShutdownHandlers({ shutdown, forceShutdown: force }, logger, resolve);
+  });
+}
+
+function portOf(address: string): number {
+  return Number(address.slice(address.lastIndexOf(':') + 1));
+}
+
+export function registerServerCommands(program: Command, ctx: Ctx, setExit: (code: number) => void): void {
+  const master = program.command('master').description('the reference master');
+  master
+    .command('start')
+    .description('run a master: node registry, FIFO scheduler, input/result store')
+    .option('--listen <host:port>', 'gRPC listen address (default 127.0.0.1:7070)')
+    .option('--data-dir <dir>', 'database, inputs, results, logs (default $HIVEMIND_HOME/master)')
+    .option('--report-interval <duration>', 'report interval for nodes; offline after 3 missed (default 30s)')
+    .option('--max-attempts <n>', 'attempts per task when nodes are lost (default 3)')
+    .option('--log-level <level>', 'trace|debug|info|warn|error')
+    .action(async (o) => {
+      const c = ctx();
+      const cfg = compileMasterConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
+      const logger = c.logger(cfg.logLevel);
+      const m = await Master.create(
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, maxAttempts: cfg.maxAttempts },
+        { logger },
+      );
+      const address = await m.start();
+      logger.info({ address, adminTokenFile: m.adminTokenPath }, 'master ready');
+      setExit(await runUntilSignalled(c, logger, () => m.close(), () => undefined));
+    });
+
+  const worker = program.command('worker').description('a worker node');
+  worker
+    .command('start')
+    .description('run a worker: register with the master, report resources, run tasks in containers')
+    .option('--master <host:port>', 'master address (env HIVEMIND_MASTER)')
+    .option('--token <token>', 'enrollment token, needed on first start only (env HIVEMIND_TOKEN)')
+    .option('--data-dir <dir>', 'identity, history, spool (default $HIVEMIND_HOME/worker)')
+    .option('--name <name>', 'display name (default: hostname)')
+    .option('--label <k=v>', 'label (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--max-tasks <n>', 'concurrent tasks (default 2)')
+    .option('--cpus <n>', 'CPU cores offered to tasks (default: all)')
+    .option('--memory <size>', 'memory offered to tasks (default: total - 512m)')
+    .option('--report-interval <duration>', 'resource report interval (default 30s)')
+    .option('--drain-timeout <duration>', 'on SIGTERM, how long running tasks may finish (default 10m)')
+    .option('--max-output <size>', 'cap on a task\'s /output (default 1g)')
+    .option('--log-level <level>', 'trace|debug|info|warn|error')
+    .action(async (o) => {
+      const c = ctx();
+      const cfg = compileWorkerConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
+      const logger = c.logger(cfg.logLevel);
+      const node = await createWorker(cfg, logger);
+      await node.worker.start();
+      setExit(await runUntilSignalled(c, logger, () => node.close(), () => node.cancelAll()));
+    });
+
+  program
+    .command('dev')
+    .description('a master and a worker on loopback in one process, data in $HIVEMIND_HOME/dev')
+    .option('--port <port>', 'master port on 127.0.0.1', '7070')
+    .option('--max-tasks <n>', 'concurrent tasks', '2')
+    .option('--report-interval <duration>', 'resource report interval', '30s')
+    .option('--log-level <level>', 'trace|debug|info|warn|error', 'info')
+    .action(async (o) => {
+      const c = ctx();
+      const dir = devDir(c.env);
+      const logger = c.logger(o.logLevel);
+      const mcfg = compileMasterConfig({ env: {}, flags: { listen: `127.0.0.1:${o.port}`, dataDir: join(dir, 'master'), reportInterval: o.reportInterval, logLevel: o.logLevel } });
+      const engine = DockerEngine.create();
+      const image = await ensureDevImage(engine, logger);
+      const m = await Master.create(
+        { listenAddress: mcfg.listen, dataDir: mcfg.dataDir, reportIntervalMs: mcfg.reportIntervalMs, maxAttempts: mcfg.maxAttempts },
+        { logger },
+      );
+      const address = await m.start();
+      const adminToken = (await readFile(m.adminTokenPath, 'utf8')).trim();
+      const admin = AdminClient.connect(address, adminToken);
+      let token: string;
+      try {
+        token = (await admin.createToken({ ttlMs: 10 * 60_000, uses: 1 })).token;
+      } finally {
+        admin.close();
+      }
+      const wcfg = compileWorkerConfig({
+        env: {},
+        flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel },
+      });
+      const node = await createWorker(wcfg, logger, engine);
+      await node.worker.start();
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const clientFile = devClientFile(c.env);
+      await writeFile(clientFile, JSON.stringify({ master: address, adminToken }, null, 2) + '\n', { mode: 0o600 });
+      await chmod(clientFile, 0o600);
+      c.stdout.write(
+        [
+          '',
+          `HiveMind dev is up: master ${address}, worker ${node.worker.nodeId ?? ''}, data in ${dir}`,
+          `Task image: ${image}. In another shell, try:`,
+          '',
+          `  hivemind submit --image ${image} --wait -- sh -c 'echo hello from $HIVEMIND_TASK_ID > /output/hello.txt'`,
+          '  hivemind tasks',
+          '  hivemind result <task-id> -o result.tar.gz --extract result/',
+          '',
+          '(from a checkout, run ./bin/hivemind). Ctrl-C drains and stops; a second Ctrl-C cancels running tasks.',
+          '',
+        ].join('\n'),
+      );
+      setExit(
+        await runUntilSignalled(
+          c,
+          logger,
+          async () => {
+            await node.close();
+            await m.close();
+          },
+          () => node.cancelAll(),
+        ),
+      );
+    });
+
+  program
+    .command('doctor')
+    .description('check Docker, WireGuard tools, GPUs, ports and the data dir; print how to fix each problem')
+    .option('--data-dir <dir>', 'data dir to check (default $HIVEMIND_HOME)')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const c = ctx();
+      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: 7070, monitorPort: 5001 });
+      if (o.json) printJson(c, results);
+      else c.stdout.write(formatDoctor(results) + '\n');
+      if (results.some((r) => r.status === 'fail')) setExit(EXIT_FAILURE);
+    });
+
+  const image = program.command('image').description('the local task image');
+  image
+    .command('build')
+    .description(`build ${DEV_IMAGE} offline from the host's static busybox (no registry needed); prints the tag`)
+    .action(async () => {
+      const c = ctx();
+      const tag = await ensureDevImage(DockerEngine.create(), c.logger('warn'));
+      c.stdout.write(tag + '\n');
+    });
+
+  void portOf;
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+// The `hivemind` executable: parses the command line, turns config errors into exit code 2 and
+// other failures into a one-line message with exit code 1.
+import { Command, CommanderError } from 'commander';
+import { ConfigError, errorMessage } from '../common/errors.js';
+import { describeGrpcError } from '../protocol/grpc-errors.js';
+import { createCliContext, type CliContext } from './cli-context.js';
+import { registerClientCommands } from './commands/client-commands.js';
+import { registerServerCommands } from './commands/server-commands.js';
+import { EXIT_BAD_CONFIG, EXIT_FAILURE } from './exit-codes.js';
+import { VERSION } from './version.js';
+
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  let ctx: CliContext | undefined;
+  const program = new Command()
+    .name('hivemind')
+    .description('HiveMind: run compute tasks on volunteer/rented nodes, locked down in containers')
+    .version(`${VERSION} (node ${process.version})`, '-V, --version')
+    .option('-c, --config <file>', 'JSON config file with sections worker, master, client (env HIVEMIND_CONFIG)')
+    .showHelpAfterError()
+    .exitOverride();
+  const getCtx = () => (ctx ??= createCliContext(program.opts().config as string | undefined));
+  registerServerCommands(program, getCtx, (c) => (exitCode = c));
+  registerClientCommands(program, getCtx, (c) => (exitCode = c));
+  try {
+    await program.parseAsync(argv);
+    return exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return EXIT_BAD_CONFIG;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hivemind: ${err.message}\n`);
+      return EXIT_BAD_CONFIG;
+    }
+    const grpc = typeof (err as { code?: unknown }).code === 'number';
+    process.stderr.write(`hivemind: ${grpc ? describeGrpcError(err) : errorMessage(err)}\n`);
+    return EXIT_FAILURE;
+  }
+}
+
+main(process.argv).then(
+  // Exit explicitly: a lingering gRPC channel must not keep a finished command alive
+  // (stdout/stderr are synchronous for files and pipes on Linux, so nothing is cut).
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`hivemind: ${errorMessage(err)}\n`);
+    process.exit(EXIT_FAILURE);
+  },
+);
