@@ -1,0 +1,236 @@
+// ContainerEngine over the Docker Engine API (dockerode). Engine failures become EngineError with
+// the engine's own message; 304/404 on kill/remove count as success; every call takes a signal.
+import Docker from 'dockerode';
+import { PassThrough, type Readable } from 'node:stream';
+import { AbortedError, EngineError, errorMessage } from '../common/errors.js';
+import type {
+  ContainerCreateConfig,
+  ContainerEngine,
+  ContainerExit,
+  ContainerInfo,
+  ContainerSummary,
+  EngineVersion,
+  LogSink,
+  PullProgress,
+  VolumeSummary,
+} from './container-engine.js';
+
+/** An EngineError that remembers the HTTP status the engine answered with (0 when none). */
+export class EngineRequestError extends EngineError {
+  constructor(message: string, readonly statusCode: number, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof EngineRequestError && err.statusCode === 404;
+}
+
+interface DockerodeError {
+  statusCode?: number;
+  json?: { message?: string } | string | null;
+  message?: string;
+  name?: string;
+}
+
+/** Converts a dockerode failure into EngineRequestError, or AbortedError when the signal fired. */
+export function toEngineError(err: unknown, what: string, signal?: AbortSignal): Error {
+  if (err instanceof EngineError || err instanceof AbortedError) return err;
+  const e = (err ?? {}) as DockerodeError;
+  if (signal?.aborted || e.name === 'AbortError') return new AbortedError(`${what}: aborted`, { cause: signal?.reason ?? err });
+  const engineMessage = typeof e.json === 'object' && e.json?.message ? e.json.message : typeof e.json === 'string' && e.json.trim() ? e.json.trim() : errorMessage(err);
+  return new EngineRequestError(`${what}: ${engineMessage}`, e.statusCode ?? 0, { cause: err });
+}
+
+export interface DockerEngineOptions {
+  /** Docker socket path; default: dockerode's own default (DOCKER_HOST or /var/run/docker.sock). */
+  socketPath?: string;
+}
+
+export class DockerEngine implements ContainerEngine {
+  constructor(readonly docker: Docker) {}
+
+  static create(opts: DockerEngineOptions = {}): DockerEngine {
+    return new DockerEngine(opts.socketPath ? new Docker({ socketPath: opts.socketPath }) : new Docker());
+  }
+
+  private async call<T>(what: string, signal: AbortSignal | undefined, fn: () => Promise<T>, okStatus: number[] = []): Promise<T | undefined> {
+    if (signal?.aborted) throw new AbortedError(`${what}: aborted`, { cause: signal.reason });
+    try {
+      return await fn();
+    } catch (err) {
+      const status = (err as DockerodeError | undefined)?.statusCode;
+      if (status !== undefined && okStatus.includes(status)) return undefined;
+      throw toEngineError(err, what, signal);
+    }
+  }
+
+  async ping(signal?: AbortSignal): Promise<void> {
+    await this.call('docker ping', signal, () => (this.docker.ping as (o: object) => Promise<unknown>).call(this.docker, { abortSignal: signal }));
+  }
+
+  async version(signal?: AbortSignal): Promise<EngineVersion> {
+    const v = await this.call('docker version', signal, () => (this.docker.version as (o: object) => Promise<Docker.DockerVersion>).call(this.docker, { abortSignal: signal }));
+    return { version: v!.Version, apiVersion: v!.ApiVersion, os: v!.Os, arch: v!.Arch };
+  }
+
+  async imageExists(image: string, signal?: AbortSignal): Promise<boolean> {
+    const found = await this.call(`inspect image ${image}`, signal, () => { const img = this.docker.getImage(image); return (img.inspect as (o: object) => Promise<unknown>).call(img, { abortSignal: signal }); }, [404]);
+    return found !== undefined;
+  }
+
+  async pullImage(image: string, onProgress: (p: PullProgress) => void, signal?: AbortSignal): Promise<void> {
+    const what = `pull ${image}`;
+    const stream = (await this.call(what, signal, () => this.docker.pull(image, { abortSignal: signal }) as Promise<Readable>))!;
+    // Progress is per layer; the sum over layers is what a user wants to see.
+    const layers = new Map<string, { current: number; total: number }>();
+    await readJsonMessages(stream, what, signal, (msg) => {
+      const detail = msg.progressDetail as { current?: number; total?: number } | undefined;
+      if (typeof msg.id === 'string' && detail && typeof detail.total === 'number' && detail.total > 0) {
+        layers.set(msg.id, { current: detail.current ?? 0, total: detail.total });
+        let current = 0;
+        let total = 0;
+        for (const l of layers.values()) {
+          current += l.current;
+          total += l.total;
+        }
+        onProgress({ currentBytes: current, totalBytes: total });
+      }
+    });
+  }
+
+  async importImage(rootfsTar: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<void> {
+    const what = `import image ${repo}:${tag}`;
+    const stream = (await this.call(what, signal, () => this.docker.importImage(rootfsTar, { repo, tag, abortSignal: signal } as object)))!;
+    await readJsonMessages(stream as Readable, what, signal, () => {});
+  }
+
+  async removeImage(image: string, signal?: AbortSignal): Promise<void> {
+    await this.call(`remove image ${image}`, signal, () => this.docker.getImage(image).remove({ abortSignal: signal }), [404]);
+  }
+
+  async createVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    await this.call(`create volume ${name}`, signal, () => this.docker.createVolume({ Name: name, Labels: labels, abortSignal: signal } as Docker.VolumeCreateOptions));
+  }
+
+  async removeVolume(name: string, signal?: AbortSignal): Promise<void> {
+    await this.call(`remove volume ${name}`, signal, () => this.docker.getVolume(name).remove({ abortSignal: signal }), [404]);
+  }
+
+  async listVolumes(labelFilters: string[], signal?: AbortSignal): Promise<VolumeSummary[]> {
+    const res = await this.call('list volumes', signal, () => this.docker.listVolumes({ filters: JSON.stringify({ label: labelFilters }), abortSignal: signal }));
+    return (res?.Volumes ?? []).map((v) => ({ name: v.Name, labels: v.Labels ?? {} }));
+  }
+
+  async createContainer(config: ContainerCreateConfig, signal?: AbortSignal): Promise<string> {
+    const c = await this.call(`create container ${config.name}`, signal, () => this.docker.createContainer({ ...config, abortSignal: signal } as Docker.ContainerCreateOptions));
+    return c!.id;
+  }
+
+  async startContainer(id: string, signal?: AbortSignal): Promise<void> {
+    await this.call(`start container ${short(id)}`, signal, () => this.docker.getContainer(id).start({ abortSignal: signal }), [304]);
+  }
+
+  async waitContainer(id: string, signal?: AbortSignal): Promise<ContainerExit> {
+    const r = (await this.call(`wait for container ${short(id)}`, signal, () => this.docker.getContainer(id).wait({ abortSignal: signal })))! as { StatusCode: number; Error?: { Message?: string } | null };
+    const exit: ContainerExit = { statusCode: r.StatusCode };
+    if (r.Error?.Message) exit.error = r.Error.Message;
+    return exit;
+  }
+
+  async killContainer(id: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.call(`kill container ${short(id)}`, signal, () => this.docker.getContainer(id).kill({ abortSignal: signal }), [304, 404]);
+    } catch (err) {
+      // 409: the container is not running, which is what a kill wants.
+      if (err instanceof EngineRequestError && err.statusCode === 409) return;
+      throw err;
+    }
+  }
+
+  async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
+    await this.call(`remove container ${short(id)}`, signal, () => this.docker.getContainer(id).remove({ force: true, v: false, abortSignal: signal }), [304, 404]);
+  }
+
+  async inspectContainer(id: string, signal?: AbortSignal): Promise<ContainerInfo> {
+    const i = (await this.call(`inspect container ${short(id)}`, signal, () => this.docker.getContainer(id).inspect({ abortSignal: signal })))!;
+    const state: ContainerInfo['state'] = {
+      status: i.State.Status,
+      running: i.State.Running,
+      oomKilled: i.State.OOMKilled,
+      exitCode: i.State.ExitCode,
+      error: i.State.Error ?? '',
+    };
+    if (i.State.StartedAt) state.startedAt = i.State.StartedAt;
+    if (i.State.FinishedAt) state.finishedAt = i.State.FinishedAt;
+    return { id: i.Id, name: i.Name.replace(/^\//, ''), labels: i.Config.Labels ?? {}, state, hostConfig: i.HostConfig as unknown as Record<string, unknown> };
+  }
+
+  async listContainers(labelFilters: string[], signal?: AbortSignal): Promise<ContainerSummary[]> {
+    const list = await this.call('list containers', signal, () => this.docker.listContainers({ all: true, filters: JSON.stringify({ label: labelFilters }), abortSignal: signal }));
+    return (list ?? []).map((c) => ({ id: c.Id, names: c.Names.map((n) => n.replace(/^\//, '')), labels: c.Labels ?? {}, state: c.State }));
+  }
+
+  async putArchive(id: string, path: string, tar: Readable, signal?: AbortSignal): Promise<void> {
+    await this.call(`copy into ${path} of container ${short(id)}`, signal, () => this.docker.getContainer(id).putArchive(tar, { path, abortSignal: signal }));
+  }
+
+  async getArchive(id: string, path: string, signal?: AbortSignal): Promise<Readable> {
+    const s = await this.call(`copy ${path} out of container ${short(id)}`, signal, () => this.docker.getContainer(id).getArchive({ path, abortSignal: signal }));
+    return s as unknown as Readable;
+  }
+
+  async followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {
+    const what = `logs of container ${short(id)}`;
+    const stream = (await this.call(what, signal, () =>
+      this.docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, abortSignal: signal } as Docker.ContainerLogsOptions & { follow: true }),
+    )) as unknown as Readable;
+    const out = new PassThrough();
+    const errOut = new PassThrough();
+    out.on('data', (d: Buffer) => sink.stdout(d));
+    errOut.on('data', (d: Buffer) => sink.stderr(d));
+    this.docker.modem.demuxStream(stream, out, errOut);
+    await new Promise<void>((resolve, reject) => {
+      stream.once('end', resolve);
+      stream.once('close', resolve);
+      stream.once('error', (err) => reject(toEngineError(err, what, signal)));
+    });
+  }
+}
+
+function short(id: string): string {
+  return /^[0-9a-f]{64}$/.test(id) ? id.slice(0, 12) : id;
+}
+
+/** Reads a JSON-lines progress stream (pull/import), failing on the first error message in it. */
+async function readJsonMessages(stream: Readable, what: string, signal: AbortSignal | undefined, onMessage: (m: Record<string, unknown>) => void): Promise<void> {
+  let rest = '';
+  const onAbort = () => stream.destroy(new AbortedError(`${what}: aborted`, { cause: signal?.reason }));
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for await (const chunk of stream) {
+      rest += String(chunk);
+      const lines = rest.split('\n');
+      rest = lines.pop() ?? '';
+      for (const line of lines) handle(line);
+    }
+    handle(rest);
+  } catch (err) {
+    throw toEngineError(err, what, signal);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+
+  function handle(line: string): void {
+    if (!line.trim()) return;
+    let msg: Record<string, unknown>;
+    try {
+      msg = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    const detail = msg.errorDetail as { message?: string } | undefined;
+    if (typeof msg.error === 'string' || detail?.message) throw new EngineRequestError(`${what}: ${detail?.message ?? String(msg.error)}`, 0);
+    onMessage(msg);
+  }
+}
