@@ -73,7 +73,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       store,
       probe,
       clock: systemClock,
-      logger: logger.child({ component: 'worker' }),
+      logger,
     },
   );
   const w = worker;
