@@ -25,7 +25,7 @@ export interface ContainerCreateConfig {
     PidsLimit: number;
     DeviceRequests?: Array<{ Driver: string; DeviceIDs: string[]; Capabilities: string[][] }>;
     NetworkMode: 'none';
-    ReadonlyRootfs: true;
+    ReadonlyRootfs: boolean;
     Tmpfs: Record<string, string>;
     CapDrop: ['ALL'];
     CapAdd: [];

@@ -1,0 +1,378 @@
+// Runs one task attempt in a locked-down container: pull if missing, per-task volumes, input
+// through the safe tar filter, live logs, wall-clock timeout and cancellation, a precise outcome,
+// /output collected as a checked tar.gz in the spool dir, and everything removed afterwards.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tarStream from 'tar-stream';
+import { AbortedError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { OutcomeKind } from '../protocol/gen/hivemind/v1/common.js';
+import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
+import { gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
+import type { ContainerCreateConfig, ContainerEngine } from './container-engine.js';
+import {
+  INPUT_DIR,
+  OUTPUT_DIR,
+  RUNNER_DEFAULTS,
+  TASK_GID,
+  TASK_UID,
+  buildContainerConfig,
+  containerName,
+  effectiveLimits,
+  volumeNames,
+  type RunnerDefaults,
+} from './container-spec.js';
+import { LABEL_TASK_ID, nodeLabelFilters, taskLabels } from './labels.js';
+import { LogTail } from './log-tail.js';
+
+export interface DockerTaskRunnerOptions {
+  /** The node id for labels; a function when it is only known after registration. */
+  nodeId: string | (() => string);
+  /** Where result archives are written (`<taskId>-<attempt>.tar.gz`). */
+  spoolDir: string;
+  defaults?: Partial<RunnerDefaults>;
+  /** Cleanup calls (remove container/volumes) get this long, independent of the task's signal. */
+  cleanupTimeoutMs?: number;
+}
+
+/** Thrown inside execute() to end it with a specific outcome; never escapes. */
+class OutcomeError extends Error {
+  constructor(readonly kind: OutcomeKind, message: string, readonly exitCode = -1) {
+    super(message);
+  }
+}
+
+/** Exit code reported when the process never exited on its own (start failures, rejections). */
+export const NO_EXIT_CODE = -1;
+
+export class DockerTaskRunner implements TaskExecutor {
+  private readonly defaults: RunnerDefaults;
+
+  constructor(
+    private readonly engine: ContainerEngine,
+    private readonly options: DockerTaskRunnerOptions,
+    private readonly logger: Logger,
+  ) {
+    this.defaults = { ...RUNNER_DEFAULTS, ...options.defaults };
+  }
+
+  private nodeId(): string {
+    const id = this.options.nodeId;
+    return typeof id === 'function' ? id() : id;
+  }
+
+  async execute(exec: TaskExecution): Promise<ExecutionResult> {
+    const log = this.logger.child({ taskId: exec.taskId, attempt: exec.attempt });
+    const tail = new LogTail(this.defaults.logTailBytes);
+    const created: { containers: string[]; volumes: string[] } = { containers: [], volumes: [] };
+    let runMs = 0;
+    const result = (kind: OutcomeKind, message: string, exitCode = NO_EXIT_CODE, res?: ExecutionResult['result']): ExecutionResult => {
+      const r: ExecutionResult = { outcome: { kind, exitCode, message, durationMs: runMs }, logTail: tail.toString() };
+      if (res) r.result = res;
+      return r;
+    };
+    try {
+      let config: ContainerCreateConfig;
+      try {
+        config = buildContainerConfig(exec, this.nodeId(), this.defaults);
+      } catch (err) {
+        if (err instanceof InvalidTaskError) return result(OutcomeKind.OUTCOME_KIND_START_FAILED, err.message);
+        throw err;
+      }
+      const limits = effectiveLimits(exec, this.defaults);
+
+      exec.onPhase('pulling');
+      await this.ensureImage(exec, log);
+
+      const containerId = await this.prepare(exec, config, created, log);
+
+      exec.onPhase('running');
+      const run = await this.run(exec, containerId, limits.timeoutMs, tail, log);
+      runMs = run.durationMs;
+      if (run.stopped === 'cancelled' || run.stopped === 'superseded' || run.stopped === 'shutdown') {
+        return result(abortOutcome(run.stopped), `task ${run.stopped === 'shutdown' ? 'stopped by node shutdown' : run.stopped}`, run.exitCode);
+      }
+
+      let kind: OutcomeKind;
+      let message: string;
+      if (run.stopped === 'timeout') {
+        kind = OutcomeKind.OUTCOME_KIND_TIMED_OUT;
+        message = `killed after the ${limits.timeoutMs} ms wall-clock limit`;
+      } else if (run.oomKilled && run.exitCode !== 0) {
+        kind = OutcomeKind.OUTCOME_KIND_OOM_KILLED;
+        message = `killed by the kernel: over the ${limits.memoryBytes}-byte memory limit`;
+      } else {
+        // The engine flags OOM for any process of the container; a task whose main process still
+        // exited 0 handled it, and its result counts.
+        kind = OutcomeKind.OUTCOME_KIND_EXITED;
+        message = `exited with code ${run.exitCode}${run.oomKilled ? ' (a process of the task was killed for exceeding the memory limit)' : ''}`;
+      }
+
+      exec.onPhase('collecting');
+      try {
+        const collected = await this.collect(exec, containerId, limits.maxOutputBytes);
+        log.info({ kind: OutcomeKind[kind], exitCode: run.exitCode, resultBytes: collected.size }, 'task finished');
+        return result(kind, message, run.exitCode, collected);
+      } catch (err) {
+        if (err instanceof UnsafeArchiveError) {
+          return result(OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED, `${err.message} (the task ${message})`, run.exitCode);
+        }
+        throw err;
+      }
+    } catch (err) {
+      if (err instanceof OutcomeError) return result(err.kind, err.message, err.exitCode);
+      if (exec.signal.aborted) {
+        const reason = abortReason(exec.signal);
+        return result(abortOutcome(reason), `task ${reason} before it finished`);
+      }
+      log.error({ err }, 'task runner failed');
+      return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, errorMessage(err));
+    } finally {
+      await this.cleanup(created, log);
+    }
+  }
+
+  private async ensureImage(exec: TaskExecution, log: Logger): Promise<void> {
+    const image = exec.spec.image;
+    if (await this.engine.imageExists(image, exec.signal)) return;
+    log.info({ image }, 'pulling image');
+    try {
+      await this.engine.pullImage(image, (p) => exec.onPullProgress(p.currentBytes, p.totalBytes), exec.signal);
+    } catch (err) {
+      if (err instanceof AbortedError || exec.signal.aborted) throw err;
+      throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `image ${image} is not available on this node and could not be pulled: ${errorMessage(err)}`);
+    }
+  }
+
+  /**
+   * Creates volumes and the task container, and fills the volumes through a never-started staging
+   * container: /input is read-only in the task container, and Docker refuses archive writes to
+   * read-only mounts. The staging container also makes both volume roots owned by the task user,
+   * so /output is writable even for images that have no /output directory.
+   */
+  private async prepare(exec: TaskExecution, config: ContainerCreateConfig, created: { containers: string[]; volumes: string[] }, log: Logger): Promise<string> {
+    const signal = exec.signal;
+    const labels = taskLabels(this.nodeId(), exec.taskId, exec.attempt);
+    const volumes = volumeNames(exec.taskId, exec.attempt);
+    for (const v of [volumes.input, volumes.output]) {
+      await this.engine.createVolume(v, labels, signal);
+      created.volumes.push(v);
+    }
+    const stagingId = await this.createOrStartFail(() =>
+      this.engine.createContainer(
+        {
+          ...config,
+          name: `${config.name}-staging`,
+          Cmd: ['/hivemind-staging-never-started'],
+          // Writable root only here: the volume-root entries are extracted at "/", and this
+          // container never runs.
+          HostConfig: { ...config.HostConfig, ReadonlyRootfs: false, Mounts: config.HostConfig.Mounts.map((m) => ({ ...m, ReadOnly: false })) },
+        },
+        signal,
+      ),
+    );
+    created.containers.push(stagingId);
+    await this.engine.putArchive(stagingId, '/', volumeRootsTar(), signal);
+    if (exec.inputFile) {
+      const input = safeTar(gunzipStream(createReadStream(exec.inputFile)), {
+        maxBytes: this.defaults.maxInputBytes,
+        maxEntries: this.defaults.maxEntries,
+        symlinks: 'contained',
+        owner: { uid: TASK_UID, gid: TASK_GID },
+        label: 'input archive',
+      });
+      let inputError: unknown;
+      input.on('error', (err) => (inputError = err));
+      try {
+        await this.engine.putArchive(stagingId, INPUT_DIR, input, signal);
+      } catch (err) {
+        const cause = inputError ?? err;
+        if (cause instanceof UnsafeArchiveError) throw new OutcomeError(OutcomeKind.OUTCOME_KIND_INPUT_REJECTED, cause.message);
+        throw err;
+      }
+      if (inputError) {
+        throw inputError instanceof UnsafeArchiveError ? new OutcomeError(OutcomeKind.OUTCOME_KIND_INPUT_REJECTED, inputError.message) : inputError;
+      }
+      log.debug('input unpacked into /input');
+    }
+    await this.engine.removeContainer(stagingId, signal);
+    created.containers.splice(created.containers.indexOf(stagingId), 1);
+
+    const id = await this.createOrStartFail(() => this.engine.createContainer(config, signal));
+    created.containers.push(id);
+    return id;
+  }
+
+  /** An engine refusal of the config (bad limits, missing runtime) is START_FAILED, not a crash. */
+  private async createOrStartFail<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof AbortedError) throw err;
+      throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, errorMessage(err));
+    }
+  }
+
+  private async run(exec: TaskExecution, id: string, timeoutMs: number, tail: LogTail, log: Logger): Promise<{ exitCode: number; oomKilled: boolean; stopped?: AbortReason | 'timeout'; durationMs: number }> {
+    if (exec.signal.aborted) throw new AbortedError('aborted before start', { cause: exec.signal.reason });
+    await this.createOrStartFail(() => this.engine.startContainer(id, exec.signal));
+    const startedAt = Date.now();
+    log.info({ containerId: id.slice(0, 12) }, 'container started');
+
+    const logCtl = new AbortController();
+    const logsDone = this.engine
+      .followLogs(
+        id,
+        {
+          stdout: (d) => this.emitLog(exec, tail, 'stdout', d),
+          stderr: (d) => this.emitLog(exec, tail, 'stderr', d),
+        },
+        logCtl.signal,
+      )
+      .catch((err: unknown) => {
+        if (!logCtl.signal.aborted) log.warn({ err }, 'log stream failed');
+      });
+
+    let stopped: AbortReason | 'timeout' | undefined;
+    const kill = (why: AbortReason | 'timeout') => {
+      stopped ??= why;
+      log.info({ reason: why }, 'killing container');
+      this.engine.killContainer(id).catch((err: unknown) => log.warn({ err }, 'kill failed'));
+    };
+    const onAbort = () => kill(abortReason(exec.signal));
+    exec.signal.addEventListener('abort', onAbort, { once: true });
+    if (exec.signal.aborted) onAbort();
+    const timer = setTimeout(() => kill('timeout'), timeoutMs);
+    let exit;
+    try {
+      // No signal here: a kill ends the wait, and the exit status is still wanted.
+      exit = await this.engine.waitContainer(id);
+    } finally {
+      clearTimeout(timer);
+      exec.signal.removeEventListener('abort', onAbort);
+    }
+    const durationMs = Date.now() - startedAt;
+    // The log stream ends with the container; don't let a stuck one hold the task.
+    const logTimer = setTimeout(() => logCtl.abort(), 5000);
+    await logsDone;
+    clearTimeout(logTimer);
+    const info = await this.engine.inspectContainer(id);
+    return { exitCode: exit.statusCode, oomKilled: info.state.oomKilled, durationMs, ...(stopped ? { stopped } : {}) };
+  }
+
+  private emitLog(exec: TaskExecution, tail: LogTail, stream: 'stdout' | 'stderr', data: Buffer): void {
+    tail.push(data);
+    try {
+      exec.onLog(stream, data);
+    } catch (err) {
+      this.logger.warn({ err, taskId: exec.taskId }, 'onLog listener threw');
+    }
+  }
+
+  /** /output -> safe tar -> gzip -> sha256 -> spool file, streaming end to end. */
+  private async collect(exec: TaskExecution, id: string, maxOutputBytes: number): Promise<{ path: string; size: number; sha256: string }> {
+    const path = join(this.options.spoolDir, `${exec.taskId}-${exec.attempt}.tar.gz`);
+    const partial = `${path}.partial`;
+    const raw = await this.engine.getArchive(id, OUTPUT_DIR, exec.signal);
+    const filtered = safeTar(raw, {
+      maxBytes: maxOutputBytes,
+      maxEntries: this.defaults.maxEntries,
+      symlinks: 'contained',
+      stripComponents: 1, // Docker names entries "output/..."
+      label: '/output',
+    });
+    const hash = createHash('sha256');
+    let size = 0;
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(filtered, gzipStream(), tap, createWriteStream(partial), { signal: exec.signal });
+      await rename(partial, path);
+    } catch (err) {
+      await rm(partial, { force: true });
+      raw.destroy();
+      throw err;
+    }
+    const st = await stat(path);
+    if (st.size !== size) throw new Error(`result file ${path} has ${st.size} bytes, ${size} were written`);
+    return { path, size, sha256: hash.digest('hex') };
+  }
+
+  private async cleanup(created: { containers: string[]; volumes: string[] }, log: Logger): Promise<void> {
+    const signal = AbortSignal.timeout(this.options.cleanupTimeoutMs ?? 30_000);
+    for (const id of created.containers) {
+      try {
+        await this.engine.removeContainer(id, signal);
+      } catch (err) {
+        log.warn({ err, containerId: id }, 'could not remove container; the orphan reaper will retry');
+      }
+    }
+    for (const v of created.volumes) {
+      try {
+        await this.engine.removeVolume(v, signal);
+      } catch (err) {
+        log.warn({ err, volume: v }, 'could not remove volume; the orphan reaper will retry');
+      }
+    }
+  }
+}
+
+function abortReason(signal: AbortSignal): AbortReason {
+  const r: unknown = signal.reason;
+  return r === 'shutdown' || r === 'superseded' ? r : 'cancelled';
+}
+
+function abortOutcome(reason: AbortReason): OutcomeKind {
+  return reason === 'shutdown' ? OutcomeKind.OUTCOME_KIND_SHUTDOWN : OutcomeKind.OUTCOME_KIND_CANCELLED;
+}
+
+/** Directory entries that, extracted at "/", give both volume roots to the task user. */
+function volumeRootsTar(): Readable {
+  const pack = tarStream.pack();
+  for (const dir of [INPUT_DIR, OUTPUT_DIR]) {
+    const name = `${dir.slice(1)}/`;
+    const mode = dir === OUTPUT_DIR ? 0o777 : 0o755;
+    (pack.entry({ name, type: 'directory', mode, uid: TASK_UID, gid: TASK_GID }) as unknown as { end(): void }).end();
+  }
+  pack.finalize();
+  return Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
+}
+
+export interface ReapResult {
+  containers: string[];
+  volumes: string[];
+}
+
+/**
+ * Removes this node's labelled containers and volumes that no live task owns (after a crash).
+ * Only objects carrying our managed + node-id labels are listed, so nothing else is touched.
+ */
+export async function reapOrphans(engine: ContainerEngine, nodeId: string, keepTaskIds: Iterable<string>, signal?: AbortSignal): Promise<ReapResult> {
+  const keep = new Set(keepTaskIds);
+  const filters = nodeLabelFilters(nodeId);
+  const removed: ReapResult = { containers: [], volumes: [] };
+  for (const c of await engine.listContainers(filters, signal)) {
+    const taskId = c.labels[LABEL_TASK_ID];
+    if (taskId !== undefined && keep.has(taskId)) continue;
+    await engine.removeContainer(c.id, signal);
+    removed.containers.push(c.names[0] ?? c.id);
+  }
+  for (const v of await engine.listVolumes(filters, signal)) {
+    const taskId = v.labels[LABEL_TASK_ID];
+    if (taskId !== undefined && keep.has(taskId)) continue;
+    await engine.removeVolume(v.name, signal);
+    removed.volumes.push(v.name);
+  }
+  return removed;
+}
+
+export { containerName };

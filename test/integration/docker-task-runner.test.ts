@@ -1,0 +1,318 @@
+// The Docker task runner against the real daemon: each test proves a limit or lockdown is really
+// applied (read from inside the container or from the engine), and that nothing is left behind.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { writeFile } from 'node:fs/promises';
+import tarStream from 'tar-stream';
+import { requireDocker } from '../helpers/requirements.js';
+import { ensureTestImage } from '../helpers/test-image.js';
+import { DockerEngine } from '../../src/runtime/docker-engine.js';
+import { DockerTaskRunner, reapOrphans } from '../../src/runtime/docker-task-runner.js';
+import { nodeLabelFilters, taskLabels } from '../../src/runtime/labels.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { OutcomeKind, type TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
+import type { ExecutionPhase, ExecutionResult, TaskExecution } from '../../src/worker/task-executor.js';
+import type { RunnerDefaults } from '../../src/runtime/container-spec.js';
+
+const NODE_ID = `it-node-${process.pid}`;
+let image = '';
+let seq = 0;
+
+before(async () => {
+  try {
+    image = await ensureTestImage();
+  } catch {
+    // requireDocker() in each test reports the missing daemon.
+  }
+});
+
+interface Run {
+  result: ExecutionResult;
+  logs: { stdout: string; stderr: string };
+  phases: ExecutionPhase[];
+  taskId: string;
+}
+
+async function runTask(spec: Partial<TaskSpec>, opts: { inputFile?: string; abortAfterRunningMs?: number; abortReason?: string; defaults?: Partial<RunnerDefaults> } = {}): Promise<Run> {
+  const engine = DockerEngine.create();
+  const spool = await mkdtemp(join(tmpdir(), 'hm-spool-'));
+  const taskId = `it${process.pid}-${++seq}`;
+  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool, defaults: opts.defaults ?? {} }, silentLogger());
+  const ctl = new AbortController();
+  const logs = { stdout: '', stderr: '' };
+  const phases: ExecutionPhase[] = [];
+  const exec: TaskExecution = {
+    taskId,
+    attempt: 1,
+    spec: { image, command: [], env: {}, limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, ...spec },
+    gpuIndexes: [],
+    signal: ctl.signal,
+    onPhase: (p) => {
+      phases.push(p);
+      if (p === 'running' && opts.abortAfterRunningMs !== undefined) setTimeout(() => ctl.abort(opts.abortReason ?? 'cancelled'), opts.abortAfterRunningMs);
+    },
+    onPullProgress: () => {},
+    onLog: (s, d) => (logs[s] += d.toString()),
+  };
+  if (opts.inputFile) exec.inputFile = opts.inputFile;
+  const result = await runner.execute(exec);
+  // Nothing of this task may remain on the host.
+  assert.deepEqual(await engine.listContainers(nodeLabelFilters(NODE_ID, taskId)), [], 'no container left');
+  assert.deepEqual(await engine.listVolumes(nodeLabelFilters(NODE_ID, taskId)), [], 'no volume left');
+  return { result, logs, phases, taskId };
+}
+
+const sh = (script: string) => ['sh', '-c', script];
+
+async function tarEntries(gz: Buffer): Promise<Map<string, { type: string; body: string; linkname: string | null }>> {
+  const extract = tarStream.extract();
+  Readable.from([gunzipSync(gz)]).pipe(extract as unknown as NodeJS.WritableStream);
+  const out = new Map<string, { type: string; body: string; linkname: string | null }>();
+  for await (const e of extract) {
+    const chunks: Buffer[] = [];
+    for await (const c of e as AsyncIterable<Buffer>) chunks.push(c);
+    out.set(e.header.name, { type: e.header.type, body: Buffer.concat(chunks).toString(), linkname: e.header.linkname });
+  }
+  return out;
+}
+
+test('cgroup limits are applied: memory (no swap), cpu quota, pids', async (t) => {
+  if (!requireDocker(t)) return;
+  const { result, logs } = await runTask({
+    command: sh('cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes 2>/dev/null || echo no-memsw'),
+    limits: { cpus: 0.5, memoryBytes: 96 * 1024 ** 2, pids: 42, gpus: 0, timeoutMs: 60_000 },
+  });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+  assert.equal(result.outcome.exitCode, 0);
+  const [mem, quota, period, pids, memsw] = logs.stdout.trim().split('\n');
+  assert.equal(Number(mem), 96 * 1024 ** 2);
+  assert.equal(Number(quota) / Number(period), 0.5);
+  assert.equal(pids, '42');
+  if (memsw !== 'no-memsw') assert.equal(Number(memsw), 96 * 1024 ** 2, 'memory+swap equals memory: no swap');
+});
+
+test('runs as uid 65534 with a read-only root, writable /tmp, no capabilities and HIVEMIND_ env', async (t) => {
+  if (!requireDocker(t)) return;
+  const { result, logs } = await runTask({
+    command: sh('id -u; id -g; touch /rootfile 2>&1 || echo ROOT-RO; touch /tmp/x && echo TMP-OK; grep CapEff /proc/self/status; echo "$HIVEMIND_TASK_ID $HIVEMIND_OUTPUT_DIR $HIVEMIND_INPUT_DIR $HIVEMIND_MEMORY_BYTES $FOO"'),
+    env: { FOO: 'bar' },
+  });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+  const lines = logs.stdout.trim().split('\n');
+  assert.equal(lines[0], '65534');
+  assert.equal(lines[1], '65534');
+  assert.match(logs.stdout, /Read-only file system/);
+  assert.match(logs.stdout, /ROOT-RO/);
+  assert.match(logs.stdout, /TMP-OK/);
+  assert.match(logs.stdout, /CapEff:\s+0000000000000000/);
+  assert.match(logs.stdout, new RegExp(`it${process.pid}-\\d+ /output /input ${64 * 1024 ** 2} bar`));
+});
+
+test('network: only lo, and a TCP server on the host loopback is unreachable', async (t) => {
+  if (!requireDocker(t)) return;
+  let connections = 0;
+  const server = createServer((s) => {
+    connections++;
+    s.destroy();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const { result, logs } = await runTask({ command: sh(`ls /sys/class/net; nc -w 2 127.0.0.1 ${port} </dev/null && echo CONNECTED || echo CONNECT-FAILED`) });
+    assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+    assert.deepEqual(logs.stdout.trim().split('\n'), ['lo', 'CONNECT-FAILED']);
+    assert.equal(connections, 0);
+  } finally {
+    server.close();
+  }
+});
+
+test('a memory hog is OOM_KILLED', async (t) => {
+  if (!requireDocker(t)) return;
+  const { result } = await runTask({
+    // dd is the container's main process: its 256 MiB buffer is over the 32 MiB limit.
+    command: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=256M', 'count=1'],
+    limits: { cpus: 1, memoryBytes: 32 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 },
+  });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_OOM_KILLED, `${result.outcome.message} / ${result.logTail}`);
+  assert.equal(result.outcome.exitCode, 137);
+});
+
+test('a fork bomb hits the pids limit', async (t) => {
+  if (!requireDocker(t)) return;
+  // The bomb runs in a subshell (ash exits when a fork fails); globbing and arithmetic are
+  // builtins, so counting needs no fork once the limit is hit.
+  const { result, logs } = await runTask({
+    command: sh('(for i in $(seq 1 60); do sleep 30 & done); n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo procs=$n; kill -9 -1; exit 0'),
+    limits: { cpus: 1, memoryBytes: 64 * 1024 ** 2, pids: 12, gpus: 0, timeoutMs: 60_000 },
+  });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+  const procs = Number(/procs=(\d+)/.exec(logs.stdout)?.[1]);
+  assert.ok(procs >= 5 && procs <= 12, `expected at most 12 processes, saw ${procs}`);
+  assert.match(logs.stderr, /fork/i);
+});
+
+test('the wall-clock timeout kills the task: TIMED_OUT', async (t) => {
+  if (!requireDocker(t)) return;
+  const started = Date.now();
+  const { result } = await runTask({ command: ['sleep', '60'], limits: { cpus: 1, memoryBytes: 64 * 1024 ** 2, pids: 16, gpus: 0, timeoutMs: 1500 } });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_TIMED_OUT, result.outcome.message);
+  assert.ok(Date.now() - started < 20_000);
+  assert.ok(result.outcome.durationMs >= 1400 && result.outcome.durationMs < 10_000, String(result.outcome.durationMs));
+});
+
+test('abort cancels: CANCELLED (or SHUTDOWN) and the container is gone', async (t) => {
+  if (!requireDocker(t)) return;
+  const started = Date.now();
+  const c = await runTask({ command: ['sleep', '60'] }, { abortAfterRunningMs: 500, abortReason: 'cancelled' });
+  assert.equal(c.result.outcome.kind, OutcomeKind.OUTCOME_KIND_CANCELLED, c.result.outcome.message);
+  assert.equal(c.result.result, undefined);
+  const s = await runTask({ command: ['sleep', '60'] }, { abortAfterRunningMs: 500, abortReason: 'shutdown' });
+  assert.equal(s.result.outcome.kind, OutcomeKind.OUTCOME_KIND_SHUTDOWN, s.result.outcome.message);
+  assert.ok(Date.now() - started < 30_000);
+});
+
+test('/output is collected with its content, and the sha256 matches the spool file', async (t) => {
+  if (!requireDocker(t)) return;
+  const { result, phases } = await runTask({ command: sh('mkdir -p /output/sub && echo hello > /output/a.txt && printf xyz > /output/sub/b.bin && ln -s a.txt /output/link && echo done') });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+  assert.deepEqual(phases, ['pulling', 'running', 'collecting']);
+  assert.ok(result.result);
+  const file = await readFile(result.result.path);
+  assert.equal(file.length, result.result.size);
+  assert.equal(createHash('sha256').update(file).digest('hex'), result.result.sha256);
+  assert.match(result.result.path, new RegExp(`it${process.pid}-\\d+-1\\.tar\\.gz$`));
+  const entries = await tarEntries(file);
+  assert.equal(entries.get('a.txt')?.body, 'hello\n');
+  assert.equal(entries.get('sub/b.bin')?.body, 'xyz');
+  assert.equal(entries.get('link')?.type, 'symlink');
+  assert.equal(entries.get('link')?.linkname, 'a.txt');
+  assert.equal(result.logTail, 'done\n');
+  await rm(result.result.path);
+});
+
+test('output with a fifo, an escaping symlink, or over its cap is OUTPUT_REJECTED', async (t) => {
+  if (!requireDocker(t)) return;
+  const fifo = await runTask({ command: sh('mkfifo /output/p') });
+  assert.equal(fifo.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.match(fifo.result.outcome.message, /entry "output\/p" is a fifo/);
+  assert.equal(fifo.result.result, undefined);
+  const link = await runTask({ command: sh('ln -s /etc/passwd /output/pw') });
+  assert.equal(link.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.match(link.result.outcome.message, /absolute path "\/etc\/passwd"/);
+  const big = await runTask({ command: sh('head -c 5000 /dev/zero > /output/big'), maxOutputBytes: 1000 });
+  assert.equal(big.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.match(big.result.outcome.message, /"output\/big" \(5000 bytes\) takes the total over the 1000-byte cap/);
+});
+
+async function makeInput(entries: Array<{ name: string; body?: string; type?: 'symlink'; linkname?: string }>): Promise<string> {
+  const pack = tarStream.pack();
+  for (const e of entries) {
+    if (e.type === 'symlink') pack.entry({ name: e.name, type: 'symlink', linkname: e.linkname ?? '' });
+    else pack.entry({ name: e.name, mode: 0o600 }, e.body ?? '');
+  }
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of pack as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
+  const dir = await mkdtemp(join(tmpdir(), 'hm-input-'));
+  const file = join(dir, 'input.tar.gz');
+  await writeFile(file, gzipSync(Buffer.concat(chunks)));
+  return file;
+}
+
+test('the input archive is unpacked into a read-only /input owned by the task user', async (t) => {
+  if (!requireDocker(t)) return;
+  const inputFile = await makeInput([{ name: 'data/a.txt', body: 'input-a' }, { name: 'b.txt', body: 'input-b' }]);
+  try {
+    const { result, logs } = await runTask({ command: sh('cat /input/data/a.txt; echo; cat /input/b.txt; echo; touch /input/new 2>&1 || true') }, { inputFile });
+    assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+    assert.match(logs.stdout, /^input-a\ninput-b\n/);
+    assert.match(logs.stdout, /Read-only file system/);
+  } finally {
+    await rm(inputFile, { force: true });
+  }
+});
+
+test('an unsafe input archive is INPUT_REJECTED', async (t) => {
+  if (!requireDocker(t)) return;
+  const inputFile = await makeInput([{ name: 'ok.txt', body: 'x' }, { name: 'evil', type: 'symlink', linkname: '../../etc/shadow' }]);
+  try {
+    const { result } = await runTask({ command: ['true'] }, { inputFile });
+    assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_INPUT_REJECTED, result.outcome.message);
+    assert.match(result.outcome.message, /entry "evil" is a symlink to "\.\.\/\.\.\/etc\/shadow"/);
+  } finally {
+    await rm(inputFile, { force: true });
+  }
+});
+
+test('a missing image that cannot be pulled is START_FAILED with the engine message', async (t) => {
+  if (!requireDocker(t)) return;
+  // A loopback registry port nobody listens on: the pull fails without leaving the machine.
+  const { result } = await runTask({ image: '127.0.0.1:1/hivemind/missing:1', command: ['true'] });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_START_FAILED);
+  assert.match(result.outcome.message, /image 127\.0\.0\.1:1\/hivemind\/missing:1 is not available on this node and could not be pulled: .*(refused|connect)/i);
+});
+
+test('a bad command is START_FAILED with the engine message', async (t) => {
+  if (!requireDocker(t)) return;
+  const { result } = await runTask({ command: ['/no/such/binary'] });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_START_FAILED);
+  assert.match(result.outcome.message, /no such file or directory|executable file not found/);
+});
+
+test('a non-zero exit is EXITED with its code; an invalid env is START_FAILED', async (t) => {
+  if (!requireDocker(t)) return;
+  const { result } = await runTask({ command: sh('echo oops >&2; exit 3') });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED);
+  assert.equal(result.outcome.exitCode, 3);
+  assert.equal(result.logTail, 'oops\n');
+  const bad = await runTask({ command: ['true'], env: { HIVEMIND_X: '1' } });
+  assert.equal(bad.result.outcome.kind, OutcomeKind.OUTCOME_KIND_START_FAILED);
+  assert.match(bad.result.outcome.message, /reserved/);
+});
+
+test('the log tail keeps the end of a long log; onLog sees all of it', async (t) => {
+  if (!requireDocker(t)) return;
+  const { result, logs } = await runTask({ command: sh('i=0; while [ $i -lt 5000 ]; do echo line$i; i=$((i+1)); done') }, { defaults: { logTailBytes: 1000 } });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED);
+  assert.ok(result.logTail.length <= 1000);
+  assert.ok(result.logTail.endsWith('line4998\nline4999\n'));
+  assert.ok(!result.logTail.includes('line0\n'));
+  assert.ok(logs.stdout.startsWith('line0\nline1\n'));
+  assert.equal(logs.stdout.split('\n').length, 5001);
+});
+
+test('reapOrphans removes only this node\'s objects of tasks that are not live', async (t) => {
+  if (!requireDocker(t)) return;
+  const engine = DockerEngine.create();
+  const node = `reap-${process.pid}`;
+  const mk = async (taskId: string) => {
+    const labels = taskLabels(node, taskId, 1);
+    await engine.createVolume(`hivemind-${taskId}-1-output`, labels);
+    return engine.createContainer({
+      name: `hivemind-${taskId}-1`, Image: image, Cmd: ['true'], Env: [], Labels: labels, User: '65534:65534', NetworkDisabled: true,
+      AttachStdin: false, AttachStdout: false, AttachStderr: false, Tty: false, OpenStdin: false,
+      HostConfig: { NetworkMode: 'none' } as never,
+    });
+  };
+  const other = `other-${process.pid}`;
+  await engine.createVolume(other, { 'io.hivemind.managed': 'true', 'io.hivemind.node-id': 'someone-else' });
+  try {
+    await mk(`live${process.pid}`);
+    await mk(`dead${process.pid}`);
+    const removed = await reapOrphans(engine, node, [`live${process.pid}`]);
+    assert.deepEqual(removed, { containers: [`hivemind-dead${process.pid}-1`], volumes: [`hivemind-dead${process.pid}-1-output`] });
+    assert.equal((await engine.listContainers(nodeLabelFilters(node))).length, 1);
+    assert.equal((await engine.listVolumes(nodeLabelFilters('someone-else'))).some((v) => v.name === other), true, 'other nodes untouched');
+  } finally {
+    await reapOrphans(engine, node, []);
+    await engine.removeVolume(other);
+  }
+});
