@@ -1,0 +1,104 @@
+// End to end: `hivemind master start` and `hivemind worker start` as separate processes, driven
+// through the CLI exactly as a user would: submit with input, wait, logs, result, failures.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { requireDockerImage } from '../helpers/requirements.js';
+import { ProcessCluster } from '../helpers/process-cluster.js';
+import { runCli } from '../helpers/cli-process.js';
+
+const IMAGE = 'hivemind/busybox:1';
+
+test('a task goes from `hivemind submit` through the master to the worker and back as a result', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const cluster = await ProcessCluster.start();
+  const scratch = mkdtempSync(join(tmpdir(), 'hm-e2e-files-'));
+  try {
+    const input = join(scratch, 'in');
+    mkdirSync(join(input, 'sub'), { recursive: true });
+    writeFileSync(join(input, 'sub', 'a.txt'), 'payload from the input\n');
+
+    const sub = await cluster.cli(['submit', '--image', IMAGE, '--input', input, '--memory', '64m', '--cpus', '0.5', '--',
+      'sh', '-c', 'cat /input/sub/a.txt > /output/b.txt; echo "id=$HIVEMIND_TASK_ID"; echo to-stderr >&2']);
+    assert.equal(sub.code, 0, sub.stderr);
+    const taskId = sub.stdout.trim();
+    assert.match(taskId, /^\S+$/);
+
+    const wait = await cluster.cli(['wait', taskId]);
+    assert.equal(wait.code, 0, `wait: ${wait.stdout} ${wait.stderr}\nworker: ${cluster.worker?.output}`);
+    assert.match(wait.stdout, /succeeded/);
+
+    const logs = await cluster.cli(['logs', taskId]);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout + logs.stderr, new RegExp(`id=${taskId}`));
+    assert.match(logs.stdout + logs.stderr, /to-stderr/);
+
+    const out = join(scratch, 'result.tar.gz');
+    const res = await cluster.cli(['result', taskId, '-o', out, '--extract', join(scratch, 'result')]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(readFileSync(join(scratch, 'result', 'b.txt'), 'utf8'), 'payload from the input\n');
+    const sha = execFileSync('sha256sum', [out]).toString().split(' ')[0];
+    const info = JSON.parse((await cluster.cli(['get', taskId, '--json'])).stdout) as { outcome: { resultSha256: string }; events: unknown[] };
+    assert.equal(info.outcome.resultSha256, sha, 'the downloaded archive matches the sha256 the worker reported');
+    assert.ok(info.events.length >= 4, 'state transitions are recorded');
+
+    // a failing task: `wait` exits with the task's exit code
+    const fail = await cluster.cli(['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo oops >&2; exit 3']);
+    assert.equal(fail.code, 3, fail.stdout + fail.stderr);
+    assert.match(fail.stdout, /failed/);
+
+    // an image that does not exist fails to start, with the engine's message
+    const missing = await cluster.cli(['submit', '--image', 'hivemind/does-not-exist:1', '--wait', '--', 'true']);
+    assert.equal(missing.code, 1, missing.stdout + missing.stderr);
+    assert.match(missing.stdout, /start_failed/);
+
+    const list = await cluster.cli(['tasks', '--json']);
+    assert.equal((JSON.parse(list.stdout) as unknown[]).length, 3);
+    const nodes = await cluster.cli(['nodes']);
+    assert.match(nodes.stdout, /online/);
+  } finally {
+    await cluster.close();
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM drains: the running task finishes and is delivered, then the worker exits 0', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const cluster = await ProcessCluster.start();
+  try {
+    const sub = await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', 'sleep 3; echo finished > /output/done']);
+    const taskId = sub.stdout.trim();
+    // wait until it runs, then ask the worker to stop
+    for (let i = 0; i < 100; i++) {
+      const g = JSON.parse((await cluster.cli(['get', taskId, '--json'])).stdout) as { state: number };
+      if (g.state === 5) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const code = await cluster.worker!.stop('SIGTERM', 60_000);
+    assert.equal(code, 0, cluster.worker!.output);
+    const got = await cluster.cli(['get', taskId]);
+    assert.match(got.stdout, /state\s+succeeded/, `${got.stdout}\nworker:\n${cluster.worker!.output}\nmaster:\n${cluster.master.output}`);
+  } finally {
+    await cluster.close();
+  }
+});
+
+test('bad configuration exits 2 with a message naming the setting', async () => {
+  const env = { PATH: process.env.PATH, HIVEMIND_HOME: mkdtempSync(join(tmpdir(), 'hm-badcfg-')) };
+  const r = await runCli(['worker', 'start', '--master', 'nowhere', '--token', 'x'], env);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--master: expected HOST:PORT/);
+  const r2 = await runCli(['worker', 'start', '--master', '127.0.0.1:1'], { ...env, HIVEMIND_MAX_TASKS: 'many' });
+  assert.equal(r2.code, 2);
+  assert.match(r2.stderr, /HIVEMIND_MAX_TASKS/);
+  const r3 = await runCli(['tasks'], env);
+  assert.equal(r3.code, 2);
+  assert.match(r3.stderr, /hivemind dev/);
+  const r4 = await runCli(['submit', '--image', 'x', '--memory', 'lots', '--', 'true'], { ...env, HIVEMIND_MASTER: '127.0.0.1:1', HIVEMIND_ADMIN_TOKEN: 't' });
+  assert.equal(r4.code, 2);
+  assert.match(r4.stderr, /--memory: "lots" is not a size/);
+  rmSync(env.HIVEMIND_HOME, { recursive: true, force: true });
+});

@@ -1,0 +1,85 @@
+// A master and a worker as separate `hivemind` processes on loopback, in a temp HIVEMIND_HOME:
+// the fixture of the end-to-end tests and of the benchmark.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CliDaemon, fileExists, freePort, runCli, waitFor, type CliResult } from './cli-process.js';
+
+export interface ClusterOptions {
+  reportInterval?: string;
+  maxTasks?: number;
+  workerArgs?: string[];
+}
+
+export class ProcessCluster {
+  private constructor(
+    readonly home: string,
+    readonly address: string,
+    readonly adminToken: string,
+    readonly env: NodeJS.ProcessEnv,
+    readonly master: CliDaemon,
+    public worker: CliDaemon | undefined,
+  ) {}
+
+  static async start(opts: ClusterOptions = {}): Promise<ProcessCluster> {
+    const home = mkdtempSync(join(tmpdir(), 'hm-e2e-'));
+    const port = await freePort();
+    const address = `127.0.0.1:${port}`;
+    const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info' };
+    const reportInterval = opts.reportInterval ?? '1s';
+    const master = new CliDaemon(['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval], baseEnv);
+    const tokenFile = join(home, 'master', 'admin.token');
+    try {
+      await waitFor('the master admin token', () => fileExists(tokenFile) && readFileSync(tokenFile, 'utf8').trim().length > 0);
+      const adminToken = readFileSync(tokenFile, 'utf8').trim();
+      const env = { ...baseEnv, HIVEMIND_MASTER: address, HIVEMIND_ADMIN_TOKEN: adminToken };
+      const cluster = new ProcessCluster(home, address, adminToken, env, master, undefined);
+      await waitFor('the master to answer', async () => (await cluster.cli(['nodes', '--json'])).code === 0);
+      await cluster.startWorker(opts);
+      return cluster;
+    } catch (err) {
+      await master.stop('SIGKILL');
+      throw new Error(`${String(err)}\nmaster output:\n${master.output}`);
+    }
+  }
+
+  async startWorker(opts: ClusterOptions = {}): Promise<CliDaemon> {
+    const tok = await this.cli(['token', 'create']);
+    if (tok.code !== 0) throw new Error(`token create failed: ${tok.stderr}`);
+    const worker = new CliDaemon(
+      [
+        'worker', 'start',
+        '--master', this.address,
+        '--token', tok.stdout.trim(),
+        '--data-dir', join(this.home, 'worker'),
+        '--report-interval', opts.reportInterval ?? '1s',
+        '--max-tasks', String(opts.maxTasks ?? 2),
+        ...(opts.workerArgs ?? []),
+      ],
+      { ...this.env, HIVEMIND_MASTER: undefined },
+    );
+    this.worker = worker;
+    await waitFor(
+      'the worker to be online',
+      async () => {
+        if (worker.child.exitCode !== null) throw new Error(`worker exited: ${worker.output}`);
+        const r = await this.cli(['nodes', '--json']);
+        const nodes = JSON.parse(r.stdout || '[]') as { online: boolean }[];
+        return nodes.some((n) => n.online);
+      },
+      30_000,
+      200,
+    );
+    return worker;
+  }
+
+  cli(args: string[], timeoutMs?: number): Promise<CliResult> {
+    return runCli(args, this.env, timeoutMs);
+  }
+
+  async close(): Promise<void> {
+    await this.worker?.stop('SIGTERM').catch(() => undefined);
+    await this.master.stop('SIGTERM').catch(() => undefined);
+    rmSync(this.home, { recursive: true, force: true });
+  }
+}
