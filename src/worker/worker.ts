@@ -131,6 +131,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private closing = false;
+  /** Reports go on through the drain (the master must not think the node is gone); set last. */
+  private reportsStopped = false;
 
   static async create(raw: WorkerOptions, deps: WorkerDeps): Promise<Worker> {
     const options = compileWorkerOptions(raw);
@@ -666,7 +668,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private scheduleReport(): void {
     if (this.reportTimer) clearTimeout(this.reportTimer);
-    if (this.closing) return;
+    if (this.reportsStopped) return;
     this.reportTimer = setTimeout(() => {
       this.reportTimer = undefined;
       this.reportNow();
@@ -675,7 +677,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private reportNow(): void {
-    if (this.closing || this.reportInFlight) return;
+    if (this.reportsStopped || this.reportInFlight) return;
     this.reportInFlight = this.sendReport()
       .catch((err) => this.log.warn({ err: errorMessage(err) }, 'resource report failed'))
       .finally(() => {
@@ -685,7 +687,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async sendReport(): Promise<void> {
     const sample = await this.deps.probe.sample();
-    if (this.closing) return;
+    if (this.reportsStopped) return;
     const report = buildReport({
       seq: ++this.reportSeq,
       sample,
@@ -749,6 +751,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await step('drain tasks', () => this.drain());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
       await step('stop reports', async () => {
+        this.reportsStopped = true;
         if (this.reportTimer) clearTimeout(this.reportTimer);
         this.reportTimer = undefined;
         await this.reportInFlight;

@@ -526,3 +526,21 @@ test('a master unreachable at start: start() returns, the worker keeps trying an
   await waitFor('connected', () => h.worker.state === 'connected');
   assert.equal(master.subscribers, 1);
 });
+
+test('close() keeps reporting while it drains: the master must not declare the node lost', async (t) => {
+  const h = await makeWorker(t, { drainTimeoutMs: 5_000 });
+  await h.worker.start();
+  h.master.assign({ taskId: 'long' });
+  await waitFor('running', () => h.executor.runs.has('long'));
+  const closed = h.worker.close();
+  await waitFor('draining', () => h.worker.state === 'draining');
+  const before = h.master.reports.length;
+  // several report intervals (30 ms) pass while the task still runs
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(h.master.reports.length >= before + 3, `reports went on during the drain (${h.master.reports.length - before} sent)`);
+  assert.equal(h.master.reports.at(-1)!.lifecycleState, 'draining');
+  assert.equal(h.master.reports.at(-1)!.accepting, false);
+  h.executor.runs.get('long')!.finish(0);
+  await closed;
+  assert.deepEqual(h.master.statesOf('long').slice(-1), ['SUCCEEDED']);
+});
