@@ -149,7 +149,14 @@ export class NodeService {
 
   private updateTask(call: ServerUnaryCall<TaskUpdate, TaskUpdateAck>): TaskUpdateAck {
     const node = this.nodeOf(call);
-    return this.d.tasks.applyUpdate(node, call.request);
+    const u = call.request;
+    const ack = this.d.tasks.applyUpdate(node, u);
+    if (u.free) {
+      // The numbers are as of sending: an applied update of a task is already reflected in them.
+      this.d.registry.updateCapacity(node.id, u.free, u.accepting, ack.applied ? [u.taskId] : []);
+      this.d.tasks.scheduleSoon();
+    }
+    return ack;
   }
 
   private async downloadInput(call: ServerWritableStream<DownloadInputRequest, DataChunk>): Promise<void> {

@@ -87,6 +87,17 @@ export interface EngineVersion {
   arch: string;
 }
 
+/** Raw usage counters of a running container (one engine sample, no averaging). */
+export interface ContainerStats {
+  /** Total CPU time the container used, in ns. */
+  cpuTotalNs: number;
+  /** Total CPU time of the host, in ns (the denominator for a CPU share). */
+  systemCpuNs: number;
+  onlineCpus: number;
+  /** Memory in use without the reclaimable page cache, as `docker stats` shows it. */
+  memoryBytes: number;
+}
+
 export interface LogSink {
   stdout(data: Buffer): void;
   stderr(data: Buffer): void;
@@ -124,6 +135,8 @@ export interface ContainerEngine {
   putArchive(id: string, path: string, tar: Readable, signal?: AbortSignal): Promise<void>;
   /** A tar stream of a path in the container. */
   getArchive(id: string, path: string, signal?: AbortSignal): Promise<Readable>;
+  /** One sample of a running container's usage counters. */
+  containerStats(id: string, signal?: AbortSignal): Promise<ContainerStats>;
   /** Follows the container's logs from its start until it exits; resolves when the stream ends. */
   followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void>;
 }

@@ -8,6 +8,7 @@ import type {
   ContainerEngine,
   ContainerExit,
   ContainerInfo,
+  ContainerStats,
   ContainerSummary,
   EngineVersion,
   LogSink,
@@ -180,6 +181,25 @@ export class DockerEngine implements ContainerEngine {
     return s as unknown as Readable;
   }
 
+  async containerStats(id: string, signal?: AbortSignal): Promise<ContainerStats> {
+    // one-shot: no 1 s wait for a second sample; the caller keeps the previous one.
+    const container = this.docker.getContainer(id);
+    const stats = container.stats as (o: object) => Promise<unknown>;
+    const st = (await this.call(`stats of container ${short(id)}`, signal, () =>
+      stats.call(container, { stream: false, 'one-shot': true, abortSignal: signal }),
+    )) as DockerStats;
+    const mem = st.memory_stats ?? {};
+    const memStats = mem.stats ?? {};
+    // cgroup v1 counts page cache in usage; v2 names it inactive_file. Same rule as `docker stats`.
+    const cache = memStats.total_inactive_file ?? memStats.inactive_file ?? 0;
+    return {
+      cpuTotalNs: st.cpu_stats?.cpu_usage?.total_usage ?? 0,
+      systemCpuNs: st.cpu_stats?.system_cpu_usage ?? 0,
+      onlineCpus: st.cpu_stats?.online_cpus || st.cpu_stats?.cpu_usage?.percpu_usage?.length || 1,
+      memoryBytes: Math.max(0, (mem.usage ?? 0) - cache),
+    };
+  }
+
   async followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {
     const what = `logs of container ${short(id)}`;
     const stream = (await this.call(what, signal, () =>
@@ -196,6 +216,12 @@ export class DockerEngine implements ContainerEngine {
       stream.once('error', (err) => reject(toEngineError(err, what, signal)));
     });
   }
+}
+
+/** The fields of the Engine API's stats answer that the worker reads. */
+interface DockerStats {
+  cpu_stats?: { cpu_usage?: { total_usage?: number; percpu_usage?: number[] }; system_cpu_usage?: number; online_cpus?: number };
+  memory_stats?: { usage?: number; stats?: { total_inactive_file?: number; inactive_file?: number } };
 }
 
 function short(id: string): string {

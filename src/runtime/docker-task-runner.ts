@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { AbortedError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { OutcomeKind } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
 import { gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
 import type { ContainerCreateConfig, ContainerEngine } from './container-engine.js';
@@ -28,6 +28,8 @@ import {
 } from './container-spec.js';
 import { LABEL_TASK_ID, nodeLabelFilters, taskLabels } from './labels.js';
 import { LogTail } from './log-tail.js';
+import { TaskUsageSampler } from './task-usage.js';
+import { BufferReclaimer } from '../common/buffer-reclaimer.js';
 
 export interface DockerTaskRunnerOptions {
   /** The node id for labels; a function when it is only known after registration. */
@@ -51,6 +53,9 @@ export const NO_EXIT_CODE = -1;
 
 export class DockerTaskRunner implements TaskExecutor {
   private readonly defaults: RunnerDefaults;
+  /** Containers whose process runs now, by task attempt, for per-task usage. */
+  private readonly running = new Map<string, { taskId: string; containerId: string }>();
+  private readonly usageSampler: TaskUsageSampler;
 
   constructor(
     private readonly engine: ContainerEngine,
@@ -58,6 +63,11 @@ export class DockerTaskRunner implements TaskExecutor {
     private readonly logger: Logger,
   ) {
     this.defaults = { ...RUNNER_DEFAULTS, ...options.defaults };
+    this.usageSampler = new TaskUsageSampler((id) => this.engine.containerStats(id, AbortSignal.timeout(5_000)));
+  }
+
+  usage(): Promise<TaskUsage[]> {
+    return this.usageSampler.sample([...this.running.values()]);
   }
 
   private nodeId(): string {
@@ -221,6 +231,8 @@ export class DockerTaskRunner implements TaskExecutor {
     if (exec.signal.aborted) throw new AbortedError('aborted before start', { cause: exec.signal.reason });
     await this.createOrStartFail(() => this.engine.startContainer(id, exec.signal));
     const startedAt = Date.now();
+    const runKey = `${exec.taskId}#${exec.attempt}`;
+    this.running.set(runKey, { taskId: exec.taskId, containerId: id });
     log.info({ containerId: id.slice(0, 12) }, 'container started');
 
     const logCtl = new AbortController();
@@ -254,6 +266,7 @@ export class DockerTaskRunner implements TaskExecutor {
     } finally {
       clearTimeout(timer);
       exec.signal.removeEventListener('abort', onAbort);
+      this.running.delete(runKey);
     }
     const durationMs = Date.now() - startedAt;
     // The log stream ends with the container; don't let a stuck one hold the task.
@@ -286,11 +299,14 @@ export class DockerTaskRunner implements TaskExecutor {
       label: '/output',
     });
     const hash = createHash('sha256');
+    const reclaimer = new BufferReclaimer();
     let size = 0;
     const tap = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         hash.update(chunk);
         size += chunk.length;
+        // the uncompressed side churns ~as many bytes again; count both
+        reclaimer.add(chunk.length * 2);
         cb(null, chunk);
       },
     });

@@ -22,6 +22,7 @@ import {
 import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { CHUNK_SIZE, channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
 import { AbortedError, AuthError } from '../common/errors.js';
+import { BufferReclaimer } from '../common/buffer-reclaimer.js';
 import {
   InputChecksumError,
   TransferError,
@@ -123,6 +124,7 @@ export class GrpcMasterConnection implements MasterConnection {
   async downloadInput(taskId: string, attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number> {
     signal.throwIfAborted();
     const hash = createHash('sha256');
+    const reclaimer = new BufferReclaimer();
     // Resume: hash what is already on disk, then ask only for the rest.
     let offset = 0;
     try {
@@ -145,6 +147,7 @@ export class GrpcMasterConnection implements MasterConnection {
             if (chunk.offset !== pos) throw new TransferError(`task ${taskId}: input chunk at offset ${chunk.offset}, expected ${pos}`);
             hash.update(chunk.data);
             pos += chunk.data.length;
+            reclaimer.add(chunk.data.length);
             yield chunk.data;
           }
         },
@@ -189,7 +192,9 @@ export class GrpcMasterConnection implements MasterConnection {
       };
       await write({ part: { $case: 'header', value: { taskId, attempt, offset: held.offset, totalSize: size } } });
       if (held.offset < size) {
+        const reclaimer = new BufferReclaimer();
         for await (const buf of createReadStream(file, { start: held.offset, highWaterMark: CHUNK_SIZE, signal })) {
+          reclaimer.add((buf as Buffer).length);
           await write({ part: { $case: 'chunk', value: buf as Buffer } });
         }
       }

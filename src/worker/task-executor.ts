@@ -1,6 +1,6 @@
 // The boundary between the worker's control loop and whatever runs a task (the Docker task
 // runner in production, a fake in unit tests).
-import type { OutcomeKind, TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import type { OutcomeKind, TaskSpec, TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 
 export type ExecutionPhase = 'pulling' | 'running' | 'collecting';
 
@@ -39,4 +39,6 @@ export interface ExecutionResult {
 
 export interface TaskExecutor {
   execute(exec: TaskExecution): Promise<ExecutionResult>;
+  /** CPU and memory of each task whose process is running now (for the resource report). */
+  usage(): Promise<TaskUsage[]>;
 }

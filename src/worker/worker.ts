@@ -372,7 +372,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           if (this.session !== session || !session.alive) return;
           let ack: TaskUpdateAck;
           try {
-            ack = await session.conn.updateTask(entry.update);
+            ack = await session.conn.updateTask({ ...entry.update, free: this.freeCapacity(), accepting: this.accepting });
           } catch (err) {
             if (isPermanentRejection(err)) {
               this.log.warn({ taskId: entry.update.taskId, seq: entry.update.seq, err: describeGrpcError(err) }, 'the master refused a task update; dropping it');
@@ -686,11 +686,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async sendReport(): Promise<void> {
-    const sample = await this.deps.probe.sample();
+    const [sample, tasks] = await Promise.all([
+      this.deps.probe.sample(),
+      this.deps.executor.usage().catch((err: unknown) => {
+        this.log.debug({ err: errorMessage(err) }, 'per-task usage unavailable');
+        return [];
+      }),
+    ]);
     if (this.reportsStopped) return;
     const report = buildReport({
       seq: ++this.reportSeq,
       sample,
+      tasks,
       free: this.freeCapacity(),
       lifecycleState: this.state,
       accepting: this.accepting,

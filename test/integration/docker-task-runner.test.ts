@@ -289,6 +289,46 @@ test('the log tail keeps the end of a long log; onLog sees all of it', async (t)
   assert.equal(logs.stdout.split('\n').length, 5001);
 });
 
+test('a CPU spinner is throttled to its share, and the runner reports its usage', async (t) => {
+  if (!requireDocker(t)) return;
+  const engine = DockerEngine.create();
+  const spool = await mkdtemp(join(tmpdir(), 'hm-spool-'));
+  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool }, silentLogger());
+  const ctl = new AbortController();
+  const samples: number[] = [];
+  let memory = 0;
+  const sampling = (async () => {
+    // the first call only seeds the previous counters
+    while (!ctl.signal.aborted && samples.length < 4) {
+      const u = await runner.usage();
+      if (u.length === 1) {
+        samples.push(u[0]!.cpuPercent);
+        memory = u[0]!.memoryBytes;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    ctl.abort('cancelled');
+  })();
+  const result = await runner.execute({
+    taskId: `it${process.pid}-spin`,
+    attempt: 1,
+    spec: { image, command: sh('while :; do :; done'), env: {}, limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 16, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0 },
+    gpuIndexes: [],
+    signal: ctl.signal,
+    onPhase: () => {},
+    onPullProgress: () => {},
+    onLog: () => {},
+  });
+  await sampling;
+  await rm(spool, { recursive: true, force: true });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_CANCELLED, result.outcome.message);
+  const shares = samples.slice(1);
+  assert.ok(shares.length >= 2, `usage sampled while running: ${samples.join(', ')}`);
+  for (const p of shares) assert.ok(p > 30 && p < 65, `spinner limited to about half a core, saw ${p}% (samples ${samples.join(', ')})`);
+  assert.ok(memory > 0 && memory < 64 * 1024 ** 2, `memory reported: ${memory}`);
+  assert.deepEqual(await runner.usage(), [], 'a finished task has no usage');
+});
+
 test('reapOrphans removes only this node\'s objects of tasks that are not live', async (t) => {
   if (!requireDocker(t)) return;
   const engine = DockerEngine.create();

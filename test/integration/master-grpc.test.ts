@@ -106,7 +106,7 @@ class FakeWorker {
 
   update(u: Partial<TaskUpdate> & Pick<TaskUpdate, 'taskId' | 'attempt' | 'seq' | 'state'>): Promise<TaskUpdateAck> {
     return new Promise((resolve, reject) =>
-      this.client.updateTask({ message: '', atMs: Date.now(), outcome: undefined, pull: undefined, ...u }, this.md!, (e, r) => (e ? reject(e) : resolve(r))));
+      this.client.updateTask({ message: '', atMs: Date.now(), outcome: undefined, pull: undefined, accepting: true, ...u }, this.md!, (e, r) => (e ? reject(e) : resolve(r))));
   }
 
   async download(taskId: string, attempt: number, offset = 0): Promise<Buffer> {
@@ -353,6 +353,25 @@ test('cancel: a queued task at once, a running one through the node', async (t) 
   assert.equal(ack.cancelRequested, true);
   await w.update({ taskId: running, attempt: 1, seq: 3, state: TaskState.TASK_STATE_CANCELLED, outcome: { kind: OutcomeKind.OUTCOME_KIND_CANCELLED, exitCode: 137, message: 'cancelled', durationMs: 1, resultSize: 0, resultSha256: '' } });
   assert.equal((await h.admin.getTask(running)).state, TaskState.TASK_STATE_CANCELLED);
+});
+
+test('capacity carried by task updates places the next task at once, without waiting for a report', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  const one: Capacity = { ...FREE, taskSlots: 1 };
+  const none: Capacity = { ...FREE, taskSlots: 0 };
+  w.report(one);
+  w.subscribe([], one);
+  const first = await h.admin.submit({ image: 'busybox' });
+  const second = await h.admin.submit({ image: 'busybox' });
+  assert.equal((await assignmentOf(w)).taskId, first);
+  await w.update({ taskId: first, attempt: 1, seq: 1, state: TaskState.TASK_STATE_ACCEPTED, free: none, accepting: true });
+  await w.update({ taskId: first, attempt: 1, seq: 2, state: TaskState.TASK_STATE_RUNNING, free: none, accepting: true });
+  assert.match((await h.admin.getTask(second)).queueReason, /task limit/);
+  // The container exited: the slot is free while the result uploads. No report is ever sent again.
+  await w.update({ taskId: first, attempt: 1, seq: 3, state: TaskState.TASK_STATE_UPLOADING, free: one, accepting: true });
+  const next = await assignmentOf(w);
+  assert.equal(next.taskId, second);
 });
 
 test('a rejected task is requeued with the node excluded and the reason visible', async (t) => {

@@ -102,10 +102,10 @@ test('register switches to the node credential; unary calls and commands flow', 
   const { address, state } = await startServer(t);
   const conn = new GrpcMasterConnection(address);
   t.after(() => conn.close());
-  await assert.rejects(conn.updateTask({ taskId: 'x', attempt: 1, seq: 1, state: 3, message: '', atMs: 1 }), /not registered yet/);
+  await assert.rejects(conn.updateTask({ taskId: 'x', attempt: 1, seq: 1, state: 3, message: '', atMs: 1, accepting: true }), /not registered yet/);
   const res = await conn.register({ name: 'w', facts: undefined }, 'enroll');
   assert.equal(res.nodeId, 'n1');
-  const ack = await conn.updateTask({ taskId: 'x', attempt: 1, seq: 9, state: 3, message: '', atMs: 1 });
+  const ack = await conn.updateTask({ taskId: 'x', attempt: 1, seq: 9, state: 3, message: '', atMs: 1, accepting: true });
   assert.equal(ack.cancelRequested, true);
   assert.deepEqual(state.bearers, ['enroll', 'cred']);
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { ManualClock } from '../../src/common/clock.js';
 import { silentLogger } from '../../src/common/logger.js';
-import { OutcomeKind, TaskState, type LogChunk, type ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, TaskState, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type {
   NodeCommand,
   RegisterRequest,
@@ -194,12 +194,17 @@ class FakeConnection implements MasterConnection {
 
 interface Run {
   exec: TaskExecution;
+  done: boolean;
   finish(exitCode?: number): void;
 }
 
 class FakeExecutor implements TaskExecutor {
   runs = new Map<string, Run>();
   constructor(private readonly spoolDir: () => string) {}
+
+  async usage(): Promise<TaskUsage[]> {
+    return [...this.runs.values()].filter((r) => !r.done).map((r) => ({ taskId: r.exec.taskId, cpuPercent: 50, memoryBytes: 10 * MiB }));
+  }
 
   execute(exec: TaskExecution): Promise<ExecutionResult> {
     return new Promise((resolve, reject) => {
@@ -216,11 +221,20 @@ class FakeExecutor implements TaskExecutor {
           logTail: `hello from ${exec.taskId}\n`,
         };
       };
+      const run: Run = {
+        exec,
+        done: false,
+        finish: (code = 0) => {
+          run.done = true;
+          void result(code).then(resolve, reject);
+        },
+      };
       exec.signal.addEventListener('abort', () => {
+        run.done = true;
         const kind = exec.signal.reason === 'shutdown' ? OutcomeKind.OUTCOME_KIND_SHUTDOWN : OutcomeKind.OUTCOME_KIND_CANCELLED;
         resolve({ outcome: { kind, exitCode: 137, message: `killed: ${exec.signal.reason}`, durationMs: 7 }, logTail: '' });
       });
-      this.runs.set(exec.taskId, { exec, finish: (code = 0) => void result(code).then(resolve, reject) });
+      this.runs.set(exec.taskId, run);
     });
   }
 }
@@ -540,6 +554,7 @@ test('close() keeps reporting while it drains: the master must not declare the n
   assert.ok(h.master.reports.length >= before + 3, `reports went on during the drain (${h.master.reports.length - before} sent)`);
   assert.equal(h.master.reports.at(-1)!.lifecycleState, 'draining');
   assert.equal(h.master.reports.at(-1)!.accepting, false);
+  assert.deepEqual(h.master.reports.at(-1)!.tasks, [{ taskId: 'long', cpuPercent: 50, memoryBytes: 10 * MiB }], 'the running task reports its own usage');
   h.executor.runs.get('long')!.finish(0);
   await closed;
   assert.deepEqual(h.master.statesOf('long').slice(-1), ['SUCCEEDED']);

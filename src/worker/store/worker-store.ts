@@ -42,7 +42,8 @@ export interface OutboxEntry {
 }
 
 /** A TaskUpdate before the store gives it its seq. */
-export type NewTaskUpdate = Omit<TaskUpdate, 'seq'>;
+/** An update as produced; seq is assigned by the store, capacity is added when it is sent. */
+export type NewTaskUpdate = Omit<TaskUpdate, 'seq' | 'free' | 'accepting'>;
 
 export interface SampleRetention {
   maxAgeMs: number;
@@ -154,7 +155,7 @@ export class WorkerStore {
         .prepare(`UPDATE tasks SET next_seq = next_seq + 1 WHERE task_id = ? AND attempt = ? RETURNING next_seq - 1 AS seq`)
         .get(u.taskId, u.attempt) as { seq: number } | undefined;
       if (!row) throw new Error(`task ${u.taskId} attempt ${u.attempt} is not in the worker store`);
-      const full: TaskUpdate = { ...u, seq: row.seq };
+      const full: TaskUpdate = { ...u, seq: row.seq, accepting: false };
       const terminal = TERMINAL_STATES.has(u.state);
       this.db
         .prepare(

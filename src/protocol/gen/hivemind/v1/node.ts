@@ -124,7 +124,16 @@ export interface TaskUpdate {
   /** set with terminal states */
   outcome?: TaskOutcome | undefined;
   atMs: number;
-  pull?: PullProgress | undefined;
+  pull?:
+    | PullProgress
+    | undefined;
+  /**
+   * The node's free capacity and whether it takes work, as of SENDING this update (a resend from
+   * the outbox carries the current numbers, not the old ones). The master places the next task
+   * from these at once instead of waiting for the next resource report.
+   */
+  free?: Capacity | undefined;
+  accepting: boolean;
 }
 
 export interface TaskUpdateAck {
@@ -1207,7 +1216,18 @@ export const PullProgress: MessageFns<PullProgress> = {
 };
 
 function createBaseTaskUpdate(): TaskUpdate {
-  return { taskId: "", attempt: 0, seq: 0, state: 0, message: "", outcome: undefined, atMs: 0, pull: undefined };
+  return {
+    taskId: "",
+    attempt: 0,
+    seq: 0,
+    state: 0,
+    message: "",
+    outcome: undefined,
+    atMs: 0,
+    pull: undefined,
+    free: undefined,
+    accepting: false,
+  };
 }
 
 export const TaskUpdate: MessageFns<TaskUpdate> = {
@@ -1235,6 +1255,12 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     }
     if (message.pull !== undefined) {
       PullProgress.encode(message.pull, writer.uint32(66).fork()).join();
+    }
+    if (message.free !== undefined) {
+      Capacity.encode(message.free, writer.uint32(74).fork()).join();
+    }
+    if (message.accepting !== false) {
+      writer.uint32(80).bool(message.accepting);
     }
     return writer;
   },
@@ -1316,6 +1342,22 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
             message.pull = PullProgress.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.free = Capacity.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.accepting = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1346,6 +1388,8 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
         ? globalThis.Number(object.at_ms)
         : 0,
       pull: isSet(object.pull) ? PullProgress.fromJSON(object.pull) : undefined,
+      free: isSet(object.free) ? Capacity.fromJSON(object.free) : undefined,
+      accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
     };
   },
 
@@ -1375,6 +1419,12 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     if (message.pull !== undefined) {
       obj.pull = PullProgress.toJSON(message.pull);
     }
+    if (message.free !== undefined) {
+      obj.free = Capacity.toJSON(message.free);
+    }
+    if (message.accepting !== false) {
+      obj.accepting = message.accepting;
+    }
     return obj;
   },
 
@@ -1395,6 +1445,8 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     message.pull = (object.pull !== undefined && object.pull !== null)
       ? PullProgress.fromPartial(object.pull)
       : undefined;
+    message.free = (object.free !== undefined && object.free !== null) ? Capacity.fromPartial(object.free) : undefined;
+    message.accepting = object.accepting ?? false;
     return message;
   },
 };
