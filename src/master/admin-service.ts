@@ -36,6 +36,8 @@ export interface AdminServiceDeps {
   clock: Clock;
   log: Logger;
   maxAttempts: number;
+  /** Tunnel mode: tokens are join tokens that also carry the enrollment endpoint and certificate fingerprint. */
+  joinToken?: (secret: string) => string;
 }
 
 const DEFAULT_LIST_LIMIT = 100;
@@ -291,6 +293,6 @@ export class AdminService {
   private createToken(r: CreateTokenRequest): CreateTokenResponse {
     const t = this.d.auth.createEnrollmentToken({ ttlMs: r.ttlMs, uses: r.uses });
     this.d.log.info({ expiresAt: new Date(t.expiresAt).toISOString(), uses: t.uses }, 'enrollment token created');
-    return { token: t.token, expiresAtMs: t.expiresAt, uses: t.uses };
+    return { token: this.d.joinToken ? this.d.joinToken(t.token) : t.token, expiresAtMs: t.expiresAt, uses: t.uses };
   }
 }

@@ -14,3 +14,19 @@ export class InvalidArgumentError extends HivemindError {
     super('INVALID_ARGUMENT', message);
   }
 }
+
+/** An authenticated caller doing what it may not (e.g. a credential used from the wrong address). */
+export class PermissionDeniedError extends HivemindError {
+  constructor(message: string) {
+    super('PERMISSION_DENIED', message);
+  }
+}
+
+/** The IP of a gRPC peer string ("1.2.3.4:5678", "[::ffff:1.2.3.4]:5678", "ipv4:…"). */
+export function peerIp(peer: string): string {
+  let p = peer.replace(/^ipv[46]:/, '');
+  const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(p);
+  if (bracket) p = bracket[1]!;
+  else if (/^[^:]+:\d+$/.test(p)) p = p.slice(0, p.lastIndexOf(':'));
+  return p.replace(/^::ffff:/, '');
+}

@@ -19,6 +19,10 @@ export interface NodeRow {
   registeredAt: number;
   lastSeen: number;
   lastReport: ResourceReport | undefined;
+  /** WireGuard public key, for nodes that enrolled through the tunnel. */
+  wgPublicKey: string | null;
+  /** Stable tunnel address (no prefix), for nodes that enrolled through the tunnel. */
+  tunnelIp: string | null;
 }
 
 export interface TaskRow {
@@ -77,6 +81,7 @@ export function isTerminal(state: TaskState): boolean {
 interface RawNode {
   id: string; name: string; facts: string; credential_hash: string;
   registered_at: number; last_seen: number; last_report: string | null;
+  wg_public_key: string | null; tunnel_ip: string | null;
 }
 
 interface RawTask {
@@ -96,6 +101,8 @@ function nodeFromRaw(r: RawNode): NodeRow {
     registeredAt: r.registered_at,
     lastSeen: r.last_seen,
     lastReport: r.last_report ? ResourceReport.fromJSON(JSON.parse(r.last_report)) : undefined,
+    wgPublicKey: r.wg_public_key,
+    tunnelIp: r.tunnel_ip,
   };
 }
 
@@ -170,8 +177,8 @@ export class MasterStore {
     this.db = db;
     const live = `state NOT IN (${[...TERMINAL_STATES].join(',')}) AND state != ${TaskState.TASK_STATE_QUEUED}`;
     this.stmts = {
-      insertNode: db.prepare(`INSERT INTO nodes (id, name, facts, credential_hash, registered_at, last_seen)
-        VALUES (@id, @name, @facts, @credential_hash, @registered_at, @last_seen)`),
+      insertNode: db.prepare(`INSERT INTO nodes (id, name, facts, credential_hash, registered_at, last_seen, wg_public_key, tunnel_ip)
+        VALUES (@id, @name, @facts, @credential_hash, @registered_at, @last_seen, @wg_public_key, @tunnel_ip)`),
       updateNodeFacts: db.prepare('UPDATE nodes SET name = ?, facts = ?, last_seen = ? WHERE id = ?'),
       getNode: db.prepare('SELECT * FROM nodes WHERE id = ?'),
       nodeByHash: db.prepare('SELECT * FROM nodes WHERE credential_hash = ?'),
@@ -215,11 +222,21 @@ export class MasterStore {
 
   // ---- nodes
 
-  insertNode(n: { id: string; name: string; facts: NodeFacts; credentialHash: string; at: number }): void {
+  insertNode(n: { id: string; name: string; facts: NodeFacts; credentialHash: string; at: number; wgPublicKey?: string; tunnelIp?: string }): void {
     this.stmts.insertNode.run({
       id: n.id, name: n.name, facts: JSON.stringify(NodeFacts.toJSON(n.facts)), credential_hash: n.credentialHash,
-      registered_at: n.at, last_seen: n.at,
+      registered_at: n.at, last_seen: n.at, wg_public_key: n.wgPublicKey ?? null, tunnel_ip: n.tunnelIp ?? null,
     });
+  }
+
+  /** Tunnel addresses in use (every node that ever enrolled keeps its own). */
+  usedTunnelIps(): string[] {
+    return (this.db.prepare('SELECT tunnel_ip FROM nodes WHERE tunnel_ip IS NOT NULL').all() as { tunnel_ip: string }[]).map((r) => r.tunnel_ip);
+  }
+
+  findNodeByWgKey(publicKey: string): NodeRow | undefined {
+    const r = this.db.prepare('SELECT * FROM nodes WHERE wg_public_key = ?').get(publicKey) as RawNode | undefined;
+    return r && nodeFromRaw(r);
   }
 
   updateNodeFacts(id: string, name: string, facts: NodeFacts, at: number): void {

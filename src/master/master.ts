@@ -13,7 +13,16 @@
 // node is excluded for that task; the node id check fences its late messages.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Server } from '@grpc/grpc-js';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { EnrollServiceService } from '../protocol/gen/hivemind/v1/enroll.js';
+import { execaRunner, type CommandRunner } from '../tunnel/command-runner.js';
+import { encodeJoinToken } from '../tunnel/join-token.js';
+import { parseSubnet } from '../tunnel/subnet.js';
+import { createWireGuardTool } from '../tunnel/wireguard-factory.js';
+import type { WireGuardTool } from '../tunnel/wireguard-tool.js';
+import { EnrollService } from './enroll-service.js';
+import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
+import { DEFAULT_WG_INTERFACE, DEFAULT_WG_SUBNET, TunnelHub } from './tunnel-hub.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
@@ -44,9 +53,31 @@ export interface MasterOptions {
   offlineCheckIntervalMs?: number;
   /** How long close() lets open calls finish before cutting them. Default 2 000 ms. */
   shutdownGraceMs?: number;
+  /**
+   * Tunnel mode: workers enroll over TLS on `enrollListen` (the only public service), get a
+   * WireGuard peer on the hub, and reach the node service only on the master's tunnel address.
+   * Without it the master is a loopback development master (`hivemind dev`).
+   */
+  tunnel?: {
+    /** Public UDP host:port of WireGuard, as workers dial it (`--wg-endpoint`). */
+    endpoint: string;
+    /** Default 0.0.0.0:7443. Its port, with the endpoint's host, goes into join tokens. */
+    enrollListen?: string;
+    /** Default "hivemind0". */
+    interfaceName?: string;
+    /** Default 10.8.0.0/24. */
+    subnet?: string;
+    /** Port of the node service on the tunnel address. Default 7070. */
+    nodePort?: number;
+    mesh?: boolean;
+  };
 }
 
 export interface MasterDeps {
+  /** Tunnel mode only. Default: the platform's WireGuard tool. */
+  wireguard?: WireGuardTool;
+  /** Tunnel mode only (openssl, sysctl). Default: execa. */
+  runner?: CommandRunner;
   /** Default: plaintext gRPC (loopback only). */
   transport?: Transport;
   /** Default: silent. */
@@ -84,6 +115,14 @@ function compile(o: MasterOptions): CompiledOptions {
   };
 }
 
+interface TunnelParts {
+  hub: TunnelHub;
+  nodeServer: Server;
+  enrollServer: Server;
+  enrollListen: string;
+  tls: TlsIdentity;
+}
+
 export class Master {
   private boundAddress: string | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -99,6 +138,7 @@ export class Master {
     private readonly tasks: TaskManager,
     private readonly nodeService: NodeService,
     private readonly server: Server,
+    private readonly tunnel: TunnelParts | undefined,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -114,12 +154,40 @@ export class Master {
       const registry = new NodeRegistry(clock, opts.reportIntervalMs);
       const tasks = new TaskManager(store, blobs, registry, events, clock, log);
       const common = { store, blobs, auth, registry, tasks, events, clock, log };
-      const nodeService = new NodeService({ ...common, reportIntervalMs: opts.reportIntervalMs });
-      const adminService = new AdminService({ ...common, maxAttempts: opts.maxAttempts });
-      const server = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
-      server.addService(NodeServiceService, nodeService.handlers());
+      const serverOptions = { 'grpc.max_receive_message_length': 4 * 1024 * 1024 };
+      const server = new Server(serverOptions);
+      let tunnel: TunnelParts | undefined;
+      let nodeService: NodeService;
+      let joinToken: ((secret: string) => string) | undefined;
+      if (options.tunnel) {
+        const t = options.tunnel;
+        const runner = deps.runner ?? execaRunner;
+        const hub = await TunnelHub.create(
+          { endpoint: t.endpoint, interfaceName: t.interfaceName ?? DEFAULT_WG_INTERFACE, subnet: t.subnet ?? DEFAULT_WG_SUBNET, nodePort: t.nodePort ?? 7070, mesh: t.mesh ?? false, dataDir: opts.dataDir },
+          { tool: deps.wireguard ?? createWireGuardTool(join(opts.dataDir, 'wg')), runner, store, log },
+        );
+        const enrollListen = t.enrollListen ?? '0.0.0.0:7443';
+        const publicHost = t.endpoint.slice(0, t.endpoint.lastIndexOf(':'));
+        const tls = await ensureTlsIdentity(opts.dataDir, publicHost, runner);
+        const enrollEndpoint = `${publicHost}:${enrollListen.slice(enrollListen.lastIndexOf(':') + 1)}`;
+        joinToken = (secret) => encodeJoinToken({ endpoint: enrollEndpoint, fingerprint: tls.fingerprint, secret });
+        nodeService = new NodeService({
+          ...common,
+          reportIntervalMs: opts.reportIntervalMs,
+          tunnel: { subnet: parseSubnet(hub.subnetCidr), ...(hub.mesh ? { meshPeers: () => hub.meshPeers() } : {}) },
+        });
+        const nodeServer = new Server(serverOptions);
+        nodeServer.addService(NodeServiceService, nodeService.handlers());
+        const enrollServer = new Server(serverOptions);
+        enrollServer.addService(EnrollServiceService, new EnrollService({ store, auth, hub, clock, log }).handlers());
+        tunnel = { hub, nodeServer, enrollServer, enrollListen, tls };
+      } else {
+        nodeService = new NodeService({ ...common, reportIntervalMs: opts.reportIntervalMs });
+        server.addService(NodeServiceService, nodeService.handlers());
+      }
+      const adminService = new AdminService({ ...common, maxAttempts: opts.maxAttempts, ...(joinToken ? { joinToken } : {}) });
       server.addService(AdminServiceService, adminService.handlers());
-      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server);
+      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel);
     } catch (err) {
       store.close();
       throw err;
@@ -137,6 +205,13 @@ export class Master {
     });
     const host = listenAddress.slice(0, listenAddress.lastIndexOf(':'));
     this.boundAddress = `${host}:${port}`;
+    if (this.tunnel) {
+      const { hub, nodeServer, enrollServer, enrollListen, tls } = this.tunnel;
+      await hub.start();
+      await bind(nodeServer, hub.nodeServiceAddress, this.transport.serverCredentials());
+      await bind(enrollServer, enrollListen, ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], false));
+      this.log.info({ nodeService: hub.nodeServiceAddress, enroll: enrollListen, fingerprint: tls.fingerprint, mesh: hub.mesh }, 'tunnel mode: node service on the tunnel only, enrollment on the public address');
+    }
     // Nodes holding tasks get one offline period to come back after a master restart; if they
     // do not, their attempts are given up like for any lost node.
     for (const t of this.store.liveTasksOnNodes()) this.registry.seen(t.nodeId!);
@@ -198,7 +273,21 @@ export class Master {
         resolve();
       });
     }));
+    if (this.tunnel) {
+      const { hub, nodeServer, enrollServer } = this.tunnel;
+      await step('tunnel servers', () => {
+        nodeServer.forceShutdown();
+        enrollServer.forceShutdown();
+      });
+      await step('tunnel', () => hub.close());
+    }
     await step('store', () => this.store.close());
     this.log.info('master closed');
   }
+}
+
+function bind(server: Server, address: string, creds: ServerCredentials): Promise<number> {
+  return new Promise<number>((resolve, reject) => server.bindAsync(address, creds, (err, p) => (err ? reject(err) : resolve(p)))).catch((err: unknown) => {
+    throw new ConfigError(`master: cannot listen on ${address}: ${errorMessage(err)}`, { cause: err });
+  });
 }

@@ -60,6 +60,13 @@ export const MIGRATIONS: readonly string[] = [
     revoked INTEGER NOT NULL DEFAULT 0
   );
   `,
+  // 2: WireGuard: each node's public key and stable tunnel address
+  `
+  ALTER TABLE nodes ADD COLUMN wg_public_key TEXT;
+  ALTER TABLE nodes ADD COLUMN tunnel_ip TEXT;
+  CREATE UNIQUE INDEX nodes_tunnel_ip ON nodes(tunnel_ip) WHERE tunnel_ip IS NOT NULL;
+  CREATE UNIQUE INDEX nodes_wg_public_key ON nodes(wg_public_key) WHERE wg_public_key IS NOT NULL;
+  `,
 ];
 
 /** Brings the database to the latest schema; returns the version it started from. */

@@ -4,6 +4,9 @@ import type {
   sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream,
 } from '@grpc/grpc-js';
 import type { Clock } from '../common/clock.js';
+import type { Subnet } from '../tunnel/subnet.js';
+import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
+import { PermissionDeniedError, peerIp } from './master-errors.js';
 import { AuthError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { readBearer } from '../protocol/auth-metadata.js';
@@ -37,6 +40,11 @@ export interface NodeServiceDeps {
   clock: Clock;
   log: Logger;
   reportIntervalMs: number;
+  /**
+   * Tunnel mode: every call must come from the tunnel address of the node whose credential it
+   * carries, so a credential replayed from elsewhere is refused.
+   */
+  tunnel?: { subnet: Subnet; meshPeers?: () => Promise<MeshPeer[]> };
 }
 
 /** Runs a unary handler body, mapping thrown errors to gRPC statuses. */
@@ -54,8 +62,26 @@ export class NodeService {
 
   constructor(private readonly d: NodeServiceDeps) {}
 
-  private nodeOf(call: { metadata: ServerUnaryCall<unknown, unknown>['metadata'] }): NodeRow {
-    return this.d.auth.authenticateNode(call.metadata);
+  private nodeOf(call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }): NodeRow {
+    const node = this.d.auth.authenticateNode(call.metadata);
+    if (this.d.tunnel) {
+      const from = peerIp(call.getPeer());
+      if (!node.tunnelIp || from !== node.tunnelIp) {
+        throw new PermissionDeniedError(`the credential of node ${node.id} was used from ${from}, not from its tunnel address ${node.tunnelIp ?? '(none)'}; refused`);
+      }
+    }
+    return node;
+  }
+
+  /** Mesh mode: tells every subscribed node the current set of other nodes to peer with. */
+  async broadcastMeshPeers(): Promise<void> {
+    const list = this.d.tunnel?.meshPeers;
+    if (!list) return;
+    const peers = await list();
+    for (const n of peers) {
+      const others = peers.filter((p) => p.nodeId !== n.nodeId);
+      this.d.registry.sink(n.nodeId)?.send({ command: { $case: 'meshPeers', value: { peers: others } } });
+    }
   }
 
   handlers(): NodeServiceServer {
@@ -80,6 +106,9 @@ export class NodeService {
     let nodeId: string;
     let credential: string;
     let name = call.request.name.trim();
+    if (this.d.tunnel && !MasterAuth.isNodeCredential(bearer)) {
+      throw new AuthError('this master enrolls nodes through its enrollment endpoint (join token from `hivemind token create`), not with Register');
+    }
     if (MasterAuth.isNodeCredential(bearer)) {
       const node = auth.nodeForCredential(bearer);
       if (!node) throw new AuthError('unknown node credential; register again with an enrollment token');
@@ -145,6 +174,8 @@ export class NodeService {
       this.d.log.error({ nodeId: node.id, err: errorMessage(err) }, 'reconciling the node\'s tasks failed');
     }
     tasks.scheduleSoon();
+    // Endpoints are known once a node's tunnel has shaken hands, which precedes this call.
+    this.broadcastMeshPeers().catch((err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'sending mesh peers failed'));
   }
 
   private updateTask(call: ServerUnaryCall<TaskUpdate, TaskUpdateAck>): TaskUpdateAck {

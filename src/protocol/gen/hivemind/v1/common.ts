@@ -381,6 +381,23 @@ export interface ResourceReport {
   lifecycleState: string;
   /** false while draining or paused */
   accepting: boolean;
+  /** absent when the node talks to the master without a tunnel */
+  tunnel?: TunnelStatus | undefined;
+}
+
+export interface TunnelStatus {
+  interface: string;
+  /** this node's tunnel address (CIDR) */
+  address: string;
+  masterEndpoint: string;
+  /** epoch ms of the last handshake with the master; 0 = none yet */
+  latestHandshakeMs: number;
+  rxBytes: number;
+  txBytes: number;
+  /** "up", "stale" (no recent handshake), "restarting", "down" */
+  state: string;
+  /** "kernel", "userspace", "windows-service" */
+  implementation: string;
 }
 
 export interface LogChunk {
@@ -1945,6 +1962,7 @@ function createBaseResourceReport(): ResourceReport {
     free: undefined,
     lifecycleState: "",
     accepting: false,
+    tunnel: undefined,
   };
 }
 
@@ -1997,6 +2015,9 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     }
     if (message.accepting !== false) {
       writer.uint32(128).bool(message.accepting);
+    }
+    if (message.tunnel !== undefined) {
+      TunnelStatus.encode(message.tunnel, writer.uint32(138).fork()).join();
     }
     return writer;
   },
@@ -2142,6 +2163,14 @@ export const ResourceReport: MessageFns<ResourceReport> = {
             message.accepting = reader.bool();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.tunnel = TunnelStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2220,6 +2249,7 @@ export const ResourceReport: MessageFns<ResourceReport> = {
         ? globalThis.String(object.lifecycle_state)
         : "",
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
+      tunnel: isSet(object.tunnel) ? TunnelStatus.fromJSON(object.tunnel) : undefined,
     };
   },
 
@@ -2273,6 +2303,9 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     if (message.accepting !== false) {
       obj.accepting = message.accepting;
     }
+    if (message.tunnel !== undefined) {
+      obj.tunnel = TunnelStatus.toJSON(message.tunnel);
+    }
     return obj;
   },
 
@@ -2297,6 +2330,215 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     message.free = (object.free !== undefined && object.free !== null) ? Capacity.fromPartial(object.free) : undefined;
     message.lifecycleState = object.lifecycleState ?? "";
     message.accepting = object.accepting ?? false;
+    message.tunnel = (object.tunnel !== undefined && object.tunnel !== null)
+      ? TunnelStatus.fromPartial(object.tunnel)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTunnelStatus(): TunnelStatus {
+  return {
+    interface: "",
+    address: "",
+    masterEndpoint: "",
+    latestHandshakeMs: 0,
+    rxBytes: 0,
+    txBytes: 0,
+    state: "",
+    implementation: "",
+  };
+}
+
+export const TunnelStatus: MessageFns<TunnelStatus> = {
+  encode(message: TunnelStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.interface !== "") {
+      writer.uint32(10).string(message.interface);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.masterEndpoint !== "") {
+      writer.uint32(26).string(message.masterEndpoint);
+    }
+    if (message.latestHandshakeMs !== 0) {
+      writer.uint32(32).uint64(message.latestHandshakeMs);
+    }
+    if (message.rxBytes !== 0) {
+      writer.uint32(40).uint64(message.rxBytes);
+    }
+    if (message.txBytes !== 0) {
+      writer.uint32(48).uint64(message.txBytes);
+    }
+    if (message.state !== "") {
+      writer.uint32(58).string(message.state);
+    }
+    if (message.implementation !== "") {
+      writer.uint32(66).string(message.implementation);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TunnelStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTunnelStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.interface = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.masterEndpoint = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.latestHandshakeMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.rxBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.txBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.implementation = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TunnelStatus {
+    return {
+      interface: isSet(object.interface) ? globalThis.String(object.interface) : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+      masterEndpoint: isSet(object.masterEndpoint)
+        ? globalThis.String(object.masterEndpoint)
+        : isSet(object.master_endpoint)
+        ? globalThis.String(object.master_endpoint)
+        : "",
+      latestHandshakeMs: isSet(object.latestHandshakeMs)
+        ? globalThis.Number(object.latestHandshakeMs)
+        : isSet(object.latest_handshake_ms)
+        ? globalThis.Number(object.latest_handshake_ms)
+        : 0,
+      rxBytes: isSet(object.rxBytes)
+        ? globalThis.Number(object.rxBytes)
+        : isSet(object.rx_bytes)
+        ? globalThis.Number(object.rx_bytes)
+        : 0,
+      txBytes: isSet(object.txBytes)
+        ? globalThis.Number(object.txBytes)
+        : isSet(object.tx_bytes)
+        ? globalThis.Number(object.tx_bytes)
+        : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      implementation: isSet(object.implementation) ? globalThis.String(object.implementation) : "",
+    };
+  },
+
+  toJSON(message: TunnelStatus): unknown {
+    const obj: any = {};
+    if (message.interface !== "") {
+      obj.interface = message.interface;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    if (message.masterEndpoint !== "") {
+      obj.masterEndpoint = message.masterEndpoint;
+    }
+    if (message.latestHandshakeMs !== 0) {
+      obj.latestHandshakeMs = Math.round(message.latestHandshakeMs);
+    }
+    if (message.rxBytes !== 0) {
+      obj.rxBytes = Math.round(message.rxBytes);
+    }
+    if (message.txBytes !== 0) {
+      obj.txBytes = Math.round(message.txBytes);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.implementation !== "") {
+      obj.implementation = message.implementation;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TunnelStatus>, I>>(base?: I): TunnelStatus {
+    return TunnelStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TunnelStatus>, I>>(object: I): TunnelStatus {
+    const message = createBaseTunnelStatus();
+    message.interface = object.interface ?? "";
+    message.address = object.address ?? "";
+    message.masterEndpoint = object.masterEndpoint ?? "";
+    message.latestHandshakeMs = object.latestHandshakeMs ?? 0;
+    message.rxBytes = object.rxBytes ?? 0;
+    message.txBytes = object.txBytes ?? 0;
+    message.state = object.state ?? "";
+    message.implementation = object.implementation ?? "";
     return message;
   },
 };

@@ -101,11 +101,27 @@ export interface Ping {
   atMs: number;
 }
 
+/** Mesh mode: the full set of other nodes to peer with directly (replaces the previous set). */
+export interface MeshPeer {
+  nodeId: string;
+  publicKey: string;
+  /** UDP host:port as the master sees it; empty when unknown */
+  endpoint: string;
+  /** the peer's tunnel address, routed as a /32 */
+  tunnelAddress: string;
+}
+
+export interface MeshPeers {
+  peers: MeshPeer[];
+}
+
 export interface NodeCommand {
-  command?: { $case: "assign"; value: TaskAssignment } | { $case: "cancel"; value: TaskCancel } | {
-    $case: "ping";
-    value: Ping;
-  } | undefined;
+  command?:
+    | { $case: "assign"; value: TaskAssignment }
+    | { $case: "cancel"; value: TaskCancel }
+    | { $case: "ping"; value: Ping }
+    | { $case: "meshPeers"; value: MeshPeers }
+    | undefined;
 }
 
 export interface PullProgress {
@@ -1000,6 +1016,202 @@ export const Ping: MessageFns<Ping> = {
   },
 };
 
+function createBaseMeshPeer(): MeshPeer {
+  return { nodeId: "", publicKey: "", endpoint: "", tunnelAddress: "" };
+}
+
+export const MeshPeer: MessageFns<MeshPeer> = {
+  encode(message: MeshPeer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.publicKey !== "") {
+      writer.uint32(18).string(message.publicKey);
+    }
+    if (message.endpoint !== "") {
+      writer.uint32(26).string(message.endpoint);
+    }
+    if (message.tunnelAddress !== "") {
+      writer.uint32(34).string(message.tunnelAddress);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeshPeer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeshPeer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.publicKey = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.endpoint = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.tunnelAddress = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeshPeer {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      publicKey: isSet(object.publicKey)
+        ? globalThis.String(object.publicKey)
+        : isSet(object.public_key)
+        ? globalThis.String(object.public_key)
+        : "",
+      endpoint: isSet(object.endpoint) ? globalThis.String(object.endpoint) : "",
+      tunnelAddress: isSet(object.tunnelAddress)
+        ? globalThis.String(object.tunnelAddress)
+        : isSet(object.tunnel_address)
+        ? globalThis.String(object.tunnel_address)
+        : "",
+    };
+  },
+
+  toJSON(message: MeshPeer): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.publicKey !== "") {
+      obj.publicKey = message.publicKey;
+    }
+    if (message.endpoint !== "") {
+      obj.endpoint = message.endpoint;
+    }
+    if (message.tunnelAddress !== "") {
+      obj.tunnelAddress = message.tunnelAddress;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MeshPeer>, I>>(base?: I): MeshPeer {
+    return MeshPeer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MeshPeer>, I>>(object: I): MeshPeer {
+    const message = createBaseMeshPeer();
+    message.nodeId = object.nodeId ?? "";
+    message.publicKey = object.publicKey ?? "";
+    message.endpoint = object.endpoint ?? "";
+    message.tunnelAddress = object.tunnelAddress ?? "";
+    return message;
+  },
+};
+
+function createBaseMeshPeers(): MeshPeers {
+  return { peers: [] };
+}
+
+export const MeshPeers: MessageFns<MeshPeers> = {
+  encode(message: MeshPeers, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.peers) {
+      MeshPeer.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeshPeers {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeshPeers();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.peers.push(MeshPeer.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeshPeers {
+    return { peers: globalThis.Array.isArray(object?.peers) ? object.peers.map((e: any) => MeshPeer.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: MeshPeers): unknown {
+    const obj: any = {};
+    if (message.peers?.length) {
+      obj.peers = message.peers.map((e) => MeshPeer.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MeshPeers>, I>>(base?: I): MeshPeers {
+    return MeshPeers.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MeshPeers>, I>>(object: I): MeshPeers {
+    const message = createBaseMeshPeers();
+    message.peers = object.peers?.map((e) => MeshPeer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseNodeCommand(): NodeCommand {
   return { command: undefined };
 }
@@ -1015,6 +1227,9 @@ export const NodeCommand: MessageFns<NodeCommand> = {
         break;
       case "ping":
         Ping.encode(message.command.value, writer.uint32(26).fork()).join();
+        break;
+      case "meshPeers":
+        MeshPeers.encode(message.command.value, writer.uint32(34).fork()).join();
         break;
     }
     return writer;
@@ -1057,6 +1272,14 @@ export const NodeCommand: MessageFns<NodeCommand> = {
             message.command = { $case: "ping", value: Ping.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.command = { $case: "meshPeers", value: MeshPeers.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1077,6 +1300,10 @@ export const NodeCommand: MessageFns<NodeCommand> = {
         ? { $case: "cancel", value: TaskCancel.fromJSON(object.cancel) }
         : isSet(object.ping)
         ? { $case: "ping", value: Ping.fromJSON(object.ping) }
+        : isSet(object.meshPeers)
+        ? { $case: "meshPeers", value: MeshPeers.fromJSON(object.meshPeers) }
+        : isSet(object.mesh_peers)
+        ? { $case: "meshPeers", value: MeshPeers.fromJSON(object.mesh_peers) }
         : undefined,
     };
   },
@@ -1089,6 +1316,8 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       obj.cancel = TaskCancel.toJSON(message.command.value);
     } else if (message.command?.$case === "ping") {
       obj.ping = Ping.toJSON(message.command.value);
+    } else if (message.command?.$case === "meshPeers") {
+      obj.meshPeers = MeshPeers.toJSON(message.command.value);
     }
     return obj;
   },
@@ -1114,6 +1343,12 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       case "ping": {
         if (object.command?.value !== undefined && object.command?.value !== null) {
           message.command = { $case: "ping", value: Ping.fromPartial(object.command.value) };
+        }
+        break;
+      }
+      case "meshPeers": {
+        if (object.command?.value !== undefined && object.command?.value !== null) {
+          message.command = { $case: "meshPeers", value: MeshPeers.fromPartial(object.command.value) };
         }
         break;
       }

@@ -1,0 +1,197 @@
+// The worker's WireGuard tunnel to its master: enrollment on first start (key pair made here,
+// private key kept in <data>/wg/private.key with mode 0600), the interface brought up from the
+// saved config on every start, health checks that restart a stale tunnel with backoff, mesh
+// peers, and removal on stop.
+import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
+import { join } from 'node:path';
+import { backoffDelay } from '../common/backoff.js';
+import type { Clock } from '../common/clock.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { NodeFacts, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import { TunnelConfig } from '../protocol/gen/hivemind/v1/enroll.js';
+import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
+import { decodeJoinToken } from '../tunnel/join-token.js';
+import { HandshakeTimeoutError } from '../tunnel/tunnel-errors.js';
+import { generateWgKeyPair, isWgKey, wgPublicKeyOf } from '../tunnel/wg-keys.js';
+import type { WgInterfaceSpec, WgPeerSpec } from '../tunnel/wg-spec.js';
+import type { WgImplementation, WireGuardTool } from '../tunnel/wireguard-tool.js';
+import type { Enroller } from './enroll-client.js';
+import { saveIdentity } from './identity-file.js';
+
+export const TUNNEL_FILE = 'tunnel.json';
+/** WireGuard re-handshakes every 2 minutes while packets flow; past 3 the tunnel is stale. */
+export const STALE_HANDSHAKE_MS = 180_000;
+
+export interface WorkerTunnelOptions {
+  dataDir: string;
+  interfaceName: string;
+  /** How long up() waits for the first handshake. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  healthIntervalMs?: number;
+}
+
+export interface WorkerTunnelDeps {
+  tool: WireGuardTool;
+  clock: Clock;
+  log: Logger;
+}
+
+interface SavedTunnel {
+  nodeId: string;
+  config: ReturnType<typeof TunnelConfig.toJSON>;
+}
+
+export class WorkerTunnel {
+  private implementation: WgImplementation | undefined;
+  private meshPeers: MeshPeer[] = [];
+  private state: 'down' | 'up' | 'stale' | 'restarting' = 'down';
+  private healthTimer: NodeJS.Timeout | undefined;
+  private restarts = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly opts: WorkerTunnelOptions,
+    private readonly deps: WorkerTunnelDeps,
+    readonly nodeId: string,
+    readonly config: TunnelConfig,
+    private readonly privateKey: string,
+  ) {}
+
+  /** True when this data dir holds an enrollment, or the token is a join token. */
+  static async wanted(dataDir: string, token: string | undefined): Promise<boolean> {
+    if (token?.startsWith('hmj1.')) return true;
+    return (await readFile(join(dataDir, TUNNEL_FILE)).then(() => true, () => false));
+  }
+
+  /**
+   * Loads the saved enrollment, or enrolls with the join token (first start). Never enrolls twice:
+   * a data dir with an enrollment ignores the token.
+   */
+  static async open(opts: WorkerTunnelOptions, deps: WorkerTunnelDeps & { enroller: Enroller }, first: { token?: string; name?: string; facts: () => Promise<NodeFacts> }): Promise<WorkerTunnel> {
+    const dir = join(opts.dataDir, 'wg');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const keyFile = join(dir, 'private.key');
+    const saved = await readFile(join(opts.dataDir, TUNNEL_FILE), 'utf8').then((s) => JSON.parse(s) as SavedTunnel, (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw new ConfigError(`${join(opts.dataDir, TUNNEL_FILE)} is unreadable (${err.message}); restore it from a backup or enroll this node again with a fresh data dir`);
+    });
+    if (saved) {
+      const privateKey = (await readFile(keyFile, 'utf8')).trim();
+      if (!isWgKey(privateKey)) throw new ConfigError(`${keyFile} does not hold a WireGuard private key`);
+      return new WorkerTunnel(opts, deps, saved.nodeId, TunnelConfig.fromJSON(saved.config), privateKey);
+    }
+    if (!first.token) throw new ConfigError(`this node is not enrolled yet (${opts.dataDir}): pass the join token from \`hivemind token create\` on the master`);
+    const token = decodeJoinToken(first.token);
+    const keys = await loadOrCreateKey(keyFile);
+    const res = await deps.enroller.enroll(token, { name: first.name ?? '', facts: await first.facts(), wgPublicKey: keys.publicKey });
+    if (!res.tunnel) throw new ConfigError('the master answered the enrollment without a tunnel configuration');
+    await saveIdentity(opts.dataDir, { nodeId: res.nodeId, credential: res.nodeCredential, masterAddress: res.tunnel.masterGrpcAddress, registeredAt: deps.clock.now() });
+    const file = join(opts.dataDir, TUNNEL_FILE);
+    await writeFile(file, JSON.stringify({ nodeId: res.nodeId, config: TunnelConfig.toJSON(res.tunnel) } satisfies SavedTunnel, null, 2) + '\n', { mode: 0o600 });
+    await chmod(file, 0o600);
+    deps.log.info({ nodeId: res.nodeId, address: res.tunnel.address }, 'enrolled with the master');
+    return new WorkerTunnel(opts, deps, res.nodeId, res.tunnel, keys.privateKey);
+  }
+
+  get masterGrpcAddress(): string {
+    return this.config.masterGrpcAddress;
+  }
+
+  private spec(): WgInterfaceSpec {
+    const master: WgPeerSpec = { publicKey: this.config.masterPublicKey, endpoint: this.config.masterEndpoint, allowedIps: this.config.allowedIps, persistentKeepalive: this.config.persistentKeepalive };
+    const mesh: WgPeerSpec[] = this.meshPeers
+      .filter((p) => p.publicKey && p.tunnelAddress)
+      .map((p) => ({ publicKey: p.publicKey, ...(p.endpoint ? { endpoint: p.endpoint } : {}), allowedIps: [`${p.tunnelAddress}/32`], persistentKeepalive: this.config.persistentKeepalive }));
+    const spec: WgInterfaceSpec = { name: this.opts.interfaceName, privateKey: this.privateKey, address: this.config.address, peers: [master, ...mesh] };
+    if (this.config.mesh && this.config.listenPort) spec.listenPort = this.config.listenPort;
+    return spec;
+  }
+
+  /** Brings the interface up and waits for the first handshake with the master. */
+  async up(): Promise<void> {
+    this.implementation = await this.deps.tool.up(this.spec());
+    const started = this.deps.clock.now();
+    const timeout = this.opts.handshakeTimeoutMs ?? 10_000;
+    for (;;) {
+      const st = await this.deps.tool.show(this.opts.interfaceName);
+      const master = st?.peers.find((p) => p.publicKey === this.config.masterPublicKey);
+      if (master && master.latestHandshakeMs > 0) break;
+      if (this.deps.clock.now() - started > timeout) throw new HandshakeTimeoutError(this.opts.interfaceName, this.config.masterEndpoint, timeout);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.state = 'up';
+    this.deps.log.info({ interface: this.opts.interfaceName, address: this.config.address, implementation: this.implementation }, 'tunnel up');
+  }
+
+  /** Periodic health check: a tunnel without a handshake for STALE_HANDSHAKE_MS is restarted with backoff. */
+  startHealthChecks(): void {
+    const every = this.opts.healthIntervalMs ?? 30_000;
+    const tick = async () => {
+      if (this.closed) return;
+      try {
+        const st = await this.status();
+        if (st.state === 'stale' || st.state === 'down') {
+          this.state = 'restarting';
+          this.deps.log.warn({ interface: this.opts.interfaceName, lastHandshakeMs: st.latestHandshakeMs }, 'tunnel stale; restarting it');
+          await this.deps.tool.down(this.opts.interfaceName);
+          await this.up();
+          this.restarts = 0;
+        }
+      } catch (err) {
+        this.restarts++;
+        this.deps.log.warn({ err: errorMessage(err), restarts: this.restarts }, 'tunnel restart failed; retrying');
+      }
+      if (!this.closed) this.healthTimer = setTimeout(() => void tick(), this.restarts > 0 ? backoffDelay(this.restarts, { initialMs: 1000, maxMs: 60_000, factor: 2 }) : every);
+    };
+    this.healthTimer = setTimeout(() => void tick(), every);
+    this.healthTimer.unref();
+  }
+
+  async status(): Promise<TunnelStatus> {
+    const st = await this.deps.tool.show(this.opts.interfaceName).catch(() => undefined);
+    const master = st?.peers.find((p) => p.publicKey === this.config.masterPublicKey);
+    const hs = master?.latestHandshakeMs ?? 0;
+    const state = !st ? 'down' : this.state === 'restarting' ? 'restarting' : hs > 0 && this.deps.clock.now() - hs > STALE_HANDSHAKE_MS ? 'stale' : 'up';
+    return {
+      interface: this.opts.interfaceName,
+      address: this.config.address,
+      masterEndpoint: this.config.masterEndpoint,
+      latestHandshakeMs: hs,
+      rxBytes: master?.rxBytes ?? 0,
+      txBytes: master?.txBytes ?? 0,
+      state,
+      implementation: this.implementation ?? '',
+    };
+  }
+
+  /** Mesh mode: peer directly with the other nodes the master announced. */
+  async setMeshPeers(peers: MeshPeer[]): Promise<void> {
+    if (!this.config.mesh) return;
+    this.meshPeers = peers.filter((p) => p.nodeId !== this.nodeId);
+    await this.deps.tool.syncPeers(this.spec());
+    this.deps.log.info({ peers: this.meshPeers.length }, 'mesh peers updated');
+  }
+
+  /** Removes the interface: nothing is left behind on the host. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.healthTimer) clearTimeout(this.healthTimer);
+    await this.deps.tool.down(this.opts.interfaceName);
+    this.state = 'down';
+    this.deps.log.info({ interface: this.opts.interfaceName }, 'tunnel removed');
+  }
+}
+
+async function loadOrCreateKey(keyFile: string): Promise<{ privateKey: string; publicKey: string }> {
+  try {
+    const privateKey = (await readFile(keyFile, 'utf8')).trim();
+    if (isWgKey(privateKey)) return { privateKey, publicKey: wgPublicKeyOf(privateKey) };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const kp = generateWgKeyPair();
+  await writeFile(keyFile, kp.privateKey + '\n', { mode: 0o600 });
+  await chmod(keyFile, 0o600);
+  return kp;
+}
