@@ -398,14 +398,14 @@ test('a rejected task is requeued with the node excluded and the reason visible'
 });
 
 test('a node that stops reporting loses its task: requeued as attempt 2, the old attempt superseded', async (t) => {
-  const h = await startMaster(t, { reportIntervalMs: 100, maxAttempts: 2 });
+  const h = await startMaster(t, { reportIntervalMs: 300, maxAttempts: 2 });
   const w = await worker(t, h);
   w.report();
   w.subscribe();
   const taskId = await h.admin.submit({ image: 'busybox' });
   await assignmentOf(w);
   await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
-  // No more reports: offline after 3 x 100 ms.
+  // No more reports: offline after 3 x 300 ms (wide enough for a loaded CI machine).
   const requeued = await waitFor('requeue', async () => {
     const i = await h.admin.getTask(taskId);
     return i.attempt === 2 ? i : undefined;
