@@ -5,7 +5,10 @@ import { mkdirSync } from 'node:fs';
 import type { WorkerConfig } from '../config/worker-config.js';
 import type { Logger } from '../common/logger.js';
 import { systemClock } from '../common/clock.js';
-import { errorMessage } from '../common/errors.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
+import { createWireGuardTool } from '../tunnel/wireguard-factory.js';
+import { grpcEnroller } from '../worker/enroll-client.js';
+import { WorkerTunnel } from '../worker/worker-tunnel.js';
 import { DockerEngine } from '../runtime/docker-engine.js';
 import type { ContainerEngine } from '../runtime/container-engine.js';
 import { DockerTaskRunner } from '../runtime/docker-task-runner.js';
@@ -51,11 +54,29 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       }
     },
   });
+  // Tunnel mode: a join token, or an earlier enrollment in this data dir. Enrollment happens once;
+  // every start brings the tunnel up and talks to the master only through it.
+  let masterAddress = cfg.master;
+  let enrollmentToken = cfg.token;
+  let tunnel: WorkerTunnel | undefined;
+  if (await WorkerTunnel.wanted(cfg.dataDir, cfg.token)) {
+    tunnel = await WorkerTunnel.open(
+      { dataDir: cfg.dataDir, interfaceName: cfg.wgInterface },
+      { tool: createWireGuardTool(join(cfg.dataDir, 'wg')), clock: systemClock, log: logger.child({ component: 'tunnel' }), enroller: grpcEnroller },
+      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => ({ ...(await probe.facts()), labels: cfg.labels ?? {}, workerVersion: VERSION, maxTasks: cfg.maxTasks }) },
+    );
+    await tunnel.up();
+    tunnel.startHealthChecks();
+    masterAddress = tunnel.masterGrpcAddress;
+    enrollmentToken = undefined;
+  } else if (!masterAddress) {
+    throw new ConfigError('--master is required (HOST:PORT of a development master), or pass the join token (hmj1.…) printed by `hivemind token create` on a tunnel-mode master');
+  }
   const store = WorkerStore.open(join(cfg.dataDir, 'worker.db'));
   worker = await Worker.create(
     {
-      masterAddress: cfg.master,
-      enrollmentToken: cfg.token,
+      masterAddress,
+      enrollmentToken,
       dataDir: cfg.dataDir,
       name: cfg.name,
       labels: cfg.labels,
@@ -74,12 +95,17 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       probe,
       clock: systemClock,
       logger,
+      ...(tunnel ? { tunnel } : {}),
     },
   );
   const w = worker;
   return {
     worker: w,
-    close: () => w.close(),
+    close: async () => {
+      await w.close();
+      // After the worker's last words to the master (they travel through the tunnel).
+      await tunnel?.close().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'removing the tunnel failed'));
+    },
     cancelAll: () => w.cancelAll('shutdown'),
   };
 }

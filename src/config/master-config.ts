@@ -15,6 +15,17 @@ const schema = z
     /** Attempts per task before it fails for good when nodes are lost. Default 3. */
     maxAttempts: zInt(1, 100).default(3),
     logLevel: zLogLevel.default('info'),
+    /** Tunnel mode: the public UDP HOST:PORT of the master's WireGuard interface. */
+    wgEndpoint: zAddress.optional(),
+    /** Tunnel subnet. Default 10.8.0.0/24. */
+    wgSubnet: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, { message: 'expected an IPv4 CIDR, e.g. 10.8.0.0/24' }).default('10.8.0.0/24'),
+    wgInterface: z.string().regex(/^[A-Za-z0-9_-]{1,15}$/, { message: 'expected letters, digits, - or _, at most 15 characters' }).default('hivemind0'),
+    /** Tunnel mode: where the TLS enrollment endpoint listens (the only public service). Default 0.0.0.0:7443. */
+    enrollListen: zAddress.default('0.0.0.0:7443'),
+    /** Tunnel mode: port of the node service on the master's tunnel address. Default 7070. */
+    nodePort: zInt(1, 65535).default(7070),
+    /** Tunnel mode: workers peer directly with each other. Default false (hub). */
+    mesh: z.preprocess((v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : v), z.boolean({ message: 'expected true or false' })).default(false),
   })
   .strict();
 
@@ -24,6 +35,7 @@ export interface MasterConfig {
   reportIntervalMs: number;
   maxAttempts: number;
   logLevel: string;
+  tunnel?: { endpoint: string; subnet: string; interfaceName: string; enrollListen: string; nodePort: number; mesh: boolean };
 }
 
 const fields: Record<string, FieldSource> = {
@@ -32,6 +44,12 @@ const fields: Record<string, FieldSource> = {
   reportInterval: { env: 'HIVEMIND_REPORT_INTERVAL', flag: 'reportInterval' },
   maxAttempts: { env: 'HIVEMIND_MAX_ATTEMPTS', flag: 'maxAttempts' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
+  wgEndpoint: { env: 'HIVEMIND_WG_ENDPOINT', flag: 'wgEndpoint' },
+  wgSubnet: { env: 'HIVEMIND_WG_SUBNET', flag: 'wgSubnet' },
+  wgInterface: { env: 'HIVEMIND_WG_INTERFACE', flag: 'wgInterface' },
+  enrollListen: { env: 'HIVEMIND_ENROLL_LISTEN', flag: 'enrollListen' },
+  nodePort: { env: 'HIVEMIND_NODE_PORT', flag: 'nodePort' },
+  mesh: { env: 'HIVEMIND_MESH', flag: 'mesh' },
 };
 
 export function compileMasterConfig(input: ConfigInput): MasterConfig {
@@ -42,5 +60,8 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     reportIntervalMs: c.reportInterval,
     maxAttempts: c.maxAttempts,
     logLevel: c.logLevel,
+    ...(c.wgEndpoint
+      ? { tunnel: { endpoint: c.wgEndpoint, subnet: c.wgSubnet, interfaceName: c.wgInterface, enrollListen: c.enrollListen, nodePort: c.nodePort, mesh: c.mesh } }
+      : {}),
   };
 }

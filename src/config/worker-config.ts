@@ -6,8 +6,8 @@ import { compileSection, zAddress, zDurationMs, zInt, zLabels, zLogLevel, zPosit
 
 const schema = z
   .object({
-    /** Master gRPC address (HOST:PORT). Required. */
-    master: zAddress,
+    /** Master gRPC address (HOST:PORT) for a direct (loopback/dev) master. Not used in tunnel mode. */
+    master: zAddress.optional(),
     /** Enrollment token from `hivemind token create`; only needed on first start. */
     token: z.string().min(1).optional(),
     /** State directory: identity, SQLite history, spooled results. Default $HIVEMIND_HOME/worker. */
@@ -28,6 +28,8 @@ const schema = z
     /** Cap on a task's /output tree. Default 1 GiB. */
     maxOutput: zSize('max output').default(1024 ** 3),
     logLevel: zLogLevel.default('info'),
+    /** WireGuard interface name in tunnel mode. Default hivemind0. */
+    wgInterface: z.string().regex(/^[A-Za-z0-9_-]{1,15}$/, { message: 'expected letters, digits, - or _, at most 15 characters' }).default('hivemind0'),
   })
   .strict();
 
@@ -50,6 +52,7 @@ const fields: Record<string, FieldSource> = {
   drainTimeout: { env: 'HIVEMIND_DRAIN_TIMEOUT', flag: 'drainTimeout' },
   maxOutput: { env: 'HIVEMIND_MAX_OUTPUT', flag: 'maxOutput' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
+  wgInterface: { env: 'HIVEMIND_WG_INTERFACE', flag: 'wgInterface' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {

@@ -64,13 +64,16 @@ export class NodeService {
 
   private nodeOf(call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }): NodeRow {
     const node = this.d.auth.authenticateNode(call.metadata);
-    if (this.d.tunnel) {
-      const from = peerIp(call.getPeer());
-      if (!node.tunnelIp || from !== node.tunnelIp) {
-        throw new PermissionDeniedError(`the credential of node ${node.id} was used from ${from}, not from its tunnel address ${node.tunnelIp ?? '(none)'}; refused`);
-      }
-    }
+    this.checkTunnelSource(call, node);
     return node;
+  }
+
+  private checkTunnelSource(call: { getPeer(): string }, node: NodeRow): void {
+    if (!this.d.tunnel) return;
+    const from = peerIp(call.getPeer());
+    if (!node.tunnelIp || from !== node.tunnelIp) {
+      throw new PermissionDeniedError(`the credential of node ${node.id} was used from ${from}, not from its tunnel address ${node.tunnelIp ?? '(none)'}; refused`);
+    }
   }
 
   /** Mesh mode: tells every subscribed node the current set of other nodes to peer with. */
@@ -112,6 +115,7 @@ export class NodeService {
     if (MasterAuth.isNodeCredential(bearer)) {
       const node = auth.nodeForCredential(bearer);
       if (!node) throw new AuthError('unknown node credential; register again with an enrollment token');
+      this.checkTunnelSource(call, node);
       nodeId = node.id;
       credential = bearer;
       name ||= node.name;

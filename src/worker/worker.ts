@@ -12,8 +12,8 @@ import { AbortedError, ConfigError, HivemindError, UnsafeArchiveError, errorMess
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { grpcStatusOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
-import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
-import type { NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
+import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
 import { loadIdentity, saveIdentity, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
@@ -34,6 +34,11 @@ export interface WorkerDeps {
   probe: ResourceProbe;
   clock: Clock;
   logger: Logger;
+  /** Tunnel mode: the WireGuard tunnel to the master (status in reports, mesh peers from commands). */
+  tunnel?: {
+    status(): Promise<TunnelStatus>;
+    setMeshPeers(peers: MeshPeer[]): Promise<void>;
+  };
 }
 
 export interface TaskLogEvent {
@@ -409,6 +414,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
           break;
         case 'ping':
           break;
+        case 'meshPeers':
+          this.deps.tunnel?.setMeshPeers(c.value.peers).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'applying mesh peers failed'));
+          break;
         default:
           this.log.warn('unknown command from the master; ignoring (is the worker older than the master?)');
       }
@@ -686,18 +694,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async sendReport(): Promise<void> {
-    const [sample, tasks] = await Promise.all([
+    const [sample, tasks, tunnel] = await Promise.all([
       this.deps.probe.sample(),
       this.deps.executor.usage().catch((err: unknown) => {
         this.log.debug({ err: errorMessage(err) }, 'per-task usage unavailable');
         return [];
       }),
+      this.deps.tunnel?.status().catch(() => undefined),
     ]);
     if (this.reportsStopped) return;
     const report = buildReport({
       seq: ++this.reportSeq,
       sample,
       tasks,
+      ...(tunnel ? { tunnel } : {}),
       free: this.freeCapacity(),
       lifecycleState: this.state,
       accepting: this.accepting,

@@ -40,13 +40,19 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--data-dir <dir>', 'database, inputs, results, logs (default $HIVEMIND_HOME/master)')
     .option('--report-interval <duration>', 'report interval for nodes; offline after 3 missed (default 30s)')
     .option('--max-attempts <n>', 'attempts per task when nodes are lost (default 3)')
+    .option('--wg-endpoint <host:port>', 'tunnel mode: public UDP address of this master\'s WireGuard interface')
+    .option('--wg-subnet <cidr>', 'tunnel mode: tunnel subnet (default 10.8.0.0/24)')
+    .option('--wg-interface <name>', 'tunnel mode: WireGuard interface name (default hivemind0)')
+    .option('--enroll-listen <host:port>', 'tunnel mode: TLS enrollment endpoint, the only public service (default 0.0.0.0:7443)')
+    .option('--node-port <port>', 'tunnel mode: port of the node service on the tunnel address (default 7070)')
+    .option('--mesh', 'tunnel mode: workers peer directly with each other instead of through the master')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .action(async (o) => {
       const c = ctx();
       const cfg = compileMasterConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
       const logger = c.logger(cfg.logLevel);
       const m = await Master.create(
-        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, maxAttempts: cfg.maxAttempts },
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, maxAttempts: cfg.maxAttempts, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
         { logger },
       );
       const address = await m.start();
@@ -58,8 +64,9 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
   worker
     .command('start')
     .description('run a worker: register with the master, report resources, run tasks in containers')
-    .option('--master <host:port>', 'master address (env HIVEMIND_MASTER)')
-    .option('--token <token>', 'enrollment token, needed on first start only (env HIVEMIND_TOKEN)')
+    .option('--master <host:port>', 'address of a development master (env HIVEMIND_MASTER); not needed with a join token')
+    .option('--token <token>', 'join token (hmj1.…) or enrollment token, needed on first start only (env HIVEMIND_TOKEN)')
+    .option('--wg-interface <name>', 'tunnel mode: WireGuard interface name (default hivemind0)')
     .option('--data-dir <dir>', 'identity, history, spool (default $HIVEMIND_HOME/worker)')
     .option('--name <name>', 'display name (default: hostname)')
     .option('--label <k=v>', 'label (repeatable)', (v: string, acc: string[] = []) => [...acc, v])

@@ -1,6 +1,6 @@
 // Pure construction of the ResourceReport the worker streams every interval, from a host
 // sample, the free capacity and the worker's state. No I/O, so tested with plain values.
-import type { Capacity, ResourceReport, TaskUsage } from '../../protocol/gen/hivemind/v1/common.js';
+import type { Capacity, ResourceReport, TaskUsage, TunnelStatus } from '../../protocol/gen/hivemind/v1/common.js';
 import type { HostSample } from './resource-probe.js';
 
 export interface ReportInput {
@@ -10,6 +10,7 @@ export interface ReportInput {
   lifecycleState: string;
   accepting: boolean;
   tasks?: TaskUsage[];
+  tunnel?: TunnelStatus;
 }
 
 const clampPercent = (v: number) => (Number.isFinite(v) ? Math.min(100, Math.max(0, v)) : 0);
@@ -42,5 +43,6 @@ export function buildReport(input: ReportInput): ResourceReport {
     free: input.free,
     lifecycleState: input.lifecycleState,
     accepting: input.accepting,
+    ...(input.tunnel ? { tunnel: input.tunnel } : {}),
   };
 }

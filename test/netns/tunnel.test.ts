@@ -1,0 +1,119 @@
+// Tunnel mode end to end with real wireguard-go: a master host and two worker hosts, each a
+// network namespace on a bridge. Workers enroll with join tokens, tasks run and results come
+// back through the tunnel, the node service is reachable only inside it, and impostors, bad
+// tokens and replayed credentials are refused.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { requireDockerImage, requireNetns, requireWireGuard } from '../helpers/requirements.js';
+import { NetLab } from '../helpers/netns.js';
+import { CLI, waitFor } from '../helpers/cli-process.js';
+
+const IMAGE = 'hivemind/busybox:1';
+const HELPER = join(CLI, '..', '..', '..', 'test', 'helpers', 'call-node-service.js');
+
+interface Proc {
+  child: ChildProcess;
+  output: string;
+}
+
+function start(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): Proc {
+  const child = lab.spawn(host, process.execPath, [CLI, ...args], { env });
+  const p: Proc = { child, output: '' };
+  child.stdout!.on('data', (d: Buffer) => (p.output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (p.output += d.toString()));
+  return p;
+}
+
+function run(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const p = start(lab, host, args, env);
+    p.child.on('close', (code) => resolve({ code: code ?? -1, out: p.output }));
+  });
+}
+
+async function stop(p: Proc | undefined): Promise<void> {
+  if (!p || p.child.exitCode !== null) return;
+  p.child.kill('SIGTERM');
+  await new Promise((r) => {
+    const t = setTimeout(() => p.child.kill('SIGKILL'), 20_000);
+    p.child.once('exit', () => r(clearTimeout(t)));
+  });
+}
+
+test('workers enroll over TLS, tunnels come up, tasks travel through them; impostors and replays are refused', async (t) => {
+  if (!requireNetns(t) || !requireWireGuard(t) || !requireDockerImage(t, IMAGE)) return;
+  const lab = NetLab.create(['m', 'a', 'b']);
+  const home = mkdtempSync(join(tmpdir(), 'hm-netns-'));
+  const procs: Proc[] = [];
+  const id = lab.id;
+  try {
+    const m = lab.host('m');
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home };
+    const master = start(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--report-interval', '1s', '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hm${id}m`, '--enroll-listen', `${m.ip}:7443`], env);
+    procs.push(master);
+    const tokenFile = join(home, 'master', 'admin.token');
+    await waitFor('the master', () => /tunnel mode/.test(master.output) || (master.child.exitCode !== null ? (() => { throw new Error(master.output); })() : undefined), 30_000);
+    const admin = { ...env, HIVEMIND_MASTER: '127.0.0.1:7070', HIVEMIND_ADMIN_TOKEN: readFileSync(tokenFile, 'utf8').trim() };
+    const token = async () => {
+      const r = await run(lab, 'm', ['token', 'create'], admin);
+      assert.equal(r.code, 0, r.out);
+      return r.out.trim();
+    };
+
+    // Negative cases first: nothing may be allocated for them.
+    const good = await token();
+    assert.match(good, /^hmj1\./);
+    const decoded = JSON.parse(Buffer.from(good.slice(5), 'base64url').toString()) as { e: string; f: string; s: string };
+    const forge = (o: Partial<typeof decoded>) => 'hmj1.' + Buffer.from(JSON.stringify({ ...decoded, ...o })).toString('base64url');
+    const impostor = await run(lab, 'a', ['worker', 'start', '--token', forge({ f: 'ab'.repeat(32) }), '--data-dir', join(home, 'bad1'), '--wg-interface', `hm${id}x`], env);
+    assert.notEqual(impostor.code, 0);
+    assert.match(impostor.out, /refusing to enroll/);
+    const wrong = await run(lab, 'a', ['worker', 'start', '--token', forge({ s: 'hm1.wrong' }), '--data-dir', join(home, 'bad2'), '--wg-interface', `hm${id}x`], env);
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.out, /enrollment refused by the master: .*unknown token/);
+
+    const wa = start(lab, 'a', ['worker', 'start', '--token', good, '--data-dir', join(home, 'wa'), '--wg-interface', `hm${id}a`, '--report-interval', '1s'], env);
+    const wb = start(lab, 'b', ['worker', 'start', '--token', await token(), '--data-dir', join(home, 'wb'), '--wg-interface', `hm${id}b`, '--report-interval', '1s'], env);
+    procs.push(wa, wb);
+    await waitFor('two nodes online', async () => {
+      for (const w of [wa, wb]) if (w.child.exitCode !== null) throw new Error(`worker exited: ${w.output}`);
+      const r = await run(lab, 'm', ['nodes', '--json'], admin);
+      const nodes = JSON.parse(r.out || '[]') as { online: boolean }[];
+      return nodes.filter((n) => n.online).length === 2;
+    }, 60_000, 500);
+
+    // The spent token is refused (uses = 1).
+    const spent = await run(lab, 'b', ['worker', 'start', '--token', good, '--data-dir', join(home, 'bad3'), '--wg-interface', `hm${id}x`], env);
+    assert.match(spent.out, /enrollment refused/);
+
+    // A task through the tunnel.
+    const sub = await run(lab, 'm', ['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo through the tunnel > /output/t.txt'], admin);
+    assert.equal(sub.code, 0, sub.out + wa.output + wb.output);
+
+    // The node service is on the tunnel only; workers reach each other through the hub.
+    const direct = lab.exec('a', [process.execPath, '-e', `require('net').connect(7070, '${m.ip}').on('connect', () => { console.log('OPEN'); process.exit(0) }).on('error', (e) => { console.log(e.code); process.exit(0) })`]);
+    assert.match(direct, /ECONNREFUSED/);
+    const idA = JSON.parse(readFileSync(join(home, 'wa', 'identity.json'), 'utf8')) as { credential: string };
+    const tunA = JSON.parse(readFileSync(join(home, 'wa', 'tunnel.json'), 'utf8')) as { config: { address: string } };
+    const tunB = JSON.parse(readFileSync(join(home, 'wb', 'tunnel.json'), 'utf8')) as { config: { address: string } };
+    const ipB = tunB.config.address.split('/')[0]!;
+    assert.match(lab.exec('a', ['busybox', 'ping', '-c', '1', '-W', '3', ipB]), /1 packets received/);
+
+    // A's credential replayed from B's tunnel address is refused; from A it works.
+    assert.match(lab.exec('b', [process.execPath, HELPER, '10.8.0.1:7070', idA.credential]), /^PERMISSION_DENIED .*not from its tunnel address/);
+    assert.match(lab.exec('a', [process.execPath, HELPER, '10.8.0.1:7070', idA.credential]), /^OK/);
+    assert.equal(tunA.config.address, '10.8.0.2/24');
+
+    // Stopping a worker removes its interface.
+    await stop(wa);
+    assert.doesNotMatch(lab.exec('a', ['ip', 'link', 'show']), new RegExp(`hm${id}a`));
+  } finally {
+    for (const p of procs.reverse()) await stop(p);
+    lab.destroy();
+    rmSync(home, { recursive: true, force: true });
+  }
+});
