@@ -111,6 +111,32 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     // Stopping a worker removes its interface.
     await stop(wa);
     assert.doesNotMatch(lab.exec('a', ['ip', 'link', 'show']), new RegExp(`hm${id}a`));
+
+    // A restarted worker reuses its identity, key and address: no second enrollment, no token.
+    const nodesBefore = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out) as { nodeId: string }[];
+    const wa2 = start(lab, 'a', ['worker', 'start', '--data-dir', join(home, 'wa'), '--wg-interface', `hm${id}a`, '--report-interval', '1s'], env);
+    procs.push(wa2);
+    await waitFor('worker A back online', async () => {
+      if (wa2.child.exitCode !== null) throw new Error(`worker exited: ${wa2.output}`);
+      const nodes = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out || '[]') as { online: boolean }[];
+      return nodes.filter((n) => n.online).length === 2;
+    }, 60_000, 500);
+    const nodesAfter = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out) as { nodeId: string }[];
+    assert.deepEqual(nodesAfter.map((n) => n.nodeId).sort(), nodesBefore.map((n) => n.nodeId).sort(), 'the same two nodes, none added');
+    assert.match(lab.exec('a', ['ip', '-4', 'address', 'show', `hm${id}a`]), /10\.8\.0\.2\/24/);
+
+    // A restarted master restores its peers; workers reconnect by themselves.
+    await stop(master);
+    const master2 = start(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--report-interval', '1s', '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hm${id}m`, '--enroll-listen', `${m.ip}:7443`], env);
+    procs.push(master2);
+    await waitFor('both workers reconnected to the restarted master', async () => {
+      if (master2.child.exitCode !== null) throw new Error(`master exited: ${master2.output}`);
+      const r = await run(lab, 'm', ['nodes', '--json'], admin);
+      if (r.code !== 0) return undefined;
+      return (JSON.parse(r.out) as { online: boolean }[]).filter((n) => n.online).length === 2;
+    }, 90_000, 500);
+    const again = await run(lab, 'm', ['submit', '--image', IMAGE, '--wait', '--', 'true'], admin);
+    assert.equal(again.code, 0, again.out);
   } finally {
     for (const p of procs.reverse()) await stop(p);
     lab.destroy();
