@@ -143,3 +143,40 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     rmSync(home, { recursive: true, force: true });
   }
 });
+
+test('mesh mode: the master distributes peers and workers talk to each other directly', async (t) => {
+  if (!requireNetns(t) || !requireWireGuard(t) || !requireDockerImage(t, IMAGE)) return;
+  const lab = NetLab.create(['m', 'a', 'b']);
+  const home = mkdtempSync(join(tmpdir(), 'hm-mesh-'));
+  const procs: Proc[] = [];
+  const id = lab.id;
+  try {
+    const m = lab.host('m');
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home };
+    const master = start(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--report-interval', '1s', '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hm${id}m`, '--enroll-listen', `${m.ip}:7443`, '--mesh'], env);
+    procs.push(master);
+    await waitFor('the master', () => /tunnel mode/.test(master.output) || (master.child.exitCode !== null ? (() => { throw new Error(master.output); })() : undefined), 30_000);
+    const admin = { ...env, HIVEMIND_MASTER: '127.0.0.1:7070', HIVEMIND_ADMIN_TOKEN: readFileSync(join(home, 'master', 'admin.token'), 'utf8').trim() };
+    const tok = (await run(lab, 'm', ['token', 'create', '--uses', '2'], admin)).out.trim();
+    for (const h of ['a', 'b']) procs.push(start(lab, h, ['worker', 'start', '--token', tok, '--data-dir', join(home, h), '--wg-interface', `hm${id}${h}`, '--report-interval', '1s'], env));
+    await waitFor('two nodes online', async () => {
+      const nodes = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out || '[]') as { online: boolean }[];
+      return nodes.filter((n) => n.online).length === 2;
+    }, 60_000, 500);
+    const ipB = (JSON.parse(readFileSync(join(home, 'b', 'tunnel.json'), 'utf8')) as { config: { address: string } }).config.address.split('/')[0]!;
+    const keyB = lab.exec('b', ['wg', 'show', `hm${id}b`, 'public-key']).trim();
+    // A has B as a direct peer (endpoint on B's own address), and traffic to B uses it.
+    const peerOfA = await waitFor('A to learn B as a peer', () => {
+      const dump = lab.exec('a', ['wg', 'show', `hm${id}a`, 'dump']);
+      return dump.split('\n').find((l) => l.startsWith(keyB));
+    }, 20_000, 200);
+    assert.match(peerOfA, new RegExp(`\\t${lab.host('b').ip.replace(/\./g, '\\.')}:51820\\t${ipB.replace(/\./g, '\\.')}/32\\t`));
+    assert.match(lab.exec('a', ['busybox', 'ping', '-c', '2', '-W', '3', ipB]), /2 packets received/);
+    const after = lab.exec('a', ['wg', 'show', `hm${id}a`, 'dump']).split('\n').find((l) => l.startsWith(keyB))!;
+    assert.ok(Number(after.split('\t')[4]) > 0, `A and B shook hands directly: ${after}`);
+  } finally {
+    for (const p of procs.reverse()) await stop(p);
+    lab.destroy();
+    rmSync(home, { recursive: true, force: true });
+  }
+});
