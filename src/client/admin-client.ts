@@ -14,7 +14,8 @@ import { TaskSpec, TaskState, type LogChunk } from '../protocol/gen/hivemind/v1/
 import {
   AdminServiceClient, type CreateTokenResponse, type ListNodesRequest, type ListNodesResponse, type ListTasksRequest,
   type ListTasksResponse, type NodeInfo, type SubmitTaskRequest, type SubmitTaskResponse,
-  type TaskInfo,
+  type TaskInfo, type ListTokensRequest, type ListTokensResponse, type RevokeTokenRequest, type TokenInfo,
+  type RemoveNodeRequest, type RemoveNodeResponse,
 } from '../protocol/gen/hivemind/v1/admin.js';
 
 /** A failed call to the master, with the gRPC status kept for callers that branch on it. */
@@ -128,6 +129,18 @@ export class AdminClient {
 
   async listNodes(): Promise<NodeInfo[]> {
     return (await this.unary<ListNodesRequest, ListNodesResponse>('list nodes', this.client.listNodes, {})).nodes;
+  }
+
+  async listTokens(): Promise<TokenInfo[]> {
+    return (await this.unary<ListTokensRequest, ListTokensResponse>('list tokens', this.client.listEnrollmentTokens, {})).tokens;
+  }
+
+  revokeToken(tokenId: string): Promise<TokenInfo> {
+    return this.unary<RevokeTokenRequest, TokenInfo>('revoke token', this.client.revokeEnrollmentToken, { tokenId });
+  }
+
+  removeNode(nodeId: string): Promise<RemoveNodeResponse> {
+    return this.unary<RemoveNodeRequest, RemoveNodeResponse>('remove node', this.client.removeNode, { nodeId });
   }
 
   createToken(opts: { ttlMs?: number; uses?: number } = {}): Promise<CreateTokenResponse> {

@@ -14,6 +14,7 @@ import type {
   AdminServiceServer, CancelTaskRequest, CreateTokenRequest, CreateTokenResponse, FetchResultRequest, GetTaskRequest,
   ListNodesRequest, ListNodesResponse, ListTasksRequest, ListTasksResponse, StreamLogsRequest, SubmitTaskRequest,
   SubmitTaskResponse, TaskInfo,
+  ListTokensRequest, RemoveNodeRequest, RemoveNodeResponse, RevokeTokenRequest, TokenInfo,
 } from '../protocol/gen/hivemind/v1/admin.js';
 import type { MasterAuth } from './auth.js';
 import type { BlobStore } from './blob-store.js';
@@ -38,6 +39,8 @@ export interface AdminServiceDeps {
   maxAttempts: number;
   /** Tunnel mode: tokens are join tokens that also carry the enrollment endpoint and certificate fingerprint. */
   joinToken?: (secret: string) => string;
+  /** After a node is removed: drop its WireGuard peer (tunnel mode). */
+  onNodeRemoved?: (nodeId: string) => Promise<void>;
 }
 
 const DEFAULT_LIST_LIMIT = 100;
@@ -84,6 +87,9 @@ export class AdminService {
       fetchResult: this.streaming((call: ServerWritableStream<FetchResultRequest, DataChunk>, signal) => this.fetchResult(call, signal)),
       listNodes: this.unary((_: ListNodesRequest) => this.listNodes()),
       createEnrollmentToken: this.unary((r: CreateTokenRequest) => this.createToken(r)),
+      listEnrollmentTokens: this.unary((_: ListTokensRequest) => ({ tokens: this.d.store.listEnrollmentTokens().map(tokenInfo) })),
+      revokeEnrollmentToken: this.unary((r: RevokeTokenRequest) => this.revokeToken(r)),
+      removeNode: this.unary((r: RemoveNodeRequest) => this.removeNode(r)),
     };
   }
 
@@ -290,9 +296,32 @@ export class AdminService {
     };
   }
 
+  private revokeToken(r: RevokeTokenRequest): TokenInfo {
+    const id = r.tokenId.trim().toLowerCase();
+    if (!/^[0-9a-f]{12}$/.test(id)) throw new InvalidArgumentError(`token id "${r.tokenId}" is not 12 hex digits (see \`hivemind token list\`)`);
+    if (this.d.store.revokeEnrollmentToken(id) === 0) throw new NotFoundError(`no enrollment token ${id}`);
+    this.d.log.info({ tokenId: id }, 'enrollment token revoked');
+    return tokenInfo(this.d.store.listEnrollmentTokens().find((t) => t.hash.startsWith(id))!);
+  }
+
+  private async removeNode(r: RemoveNodeRequest): Promise<RemoveNodeResponse> {
+    const node = this.d.store.getNode(r.nodeId);
+    if (!node || !this.d.store.listNodes().some((n) => n.id === node.id)) throw new NotFoundError(`no node ${r.nodeId}`);
+    const requeued = this.d.tasks.nodeLost(node.id, 'was removed by an administrator');
+    this.d.store.removeNode(node.id, this.d.clock.now());
+    this.d.registry.forget(node.id);
+    await this.d.onNodeRemoved?.(node.id);
+    this.d.log.info({ nodeId: node.id, requeued }, 'node removed');
+    return { nodeId: node.id, tasksRequeued: requeued };
+  }
+
   private createToken(r: CreateTokenRequest): CreateTokenResponse {
     const t = this.d.auth.createEnrollmentToken({ ttlMs: r.ttlMs, uses: r.uses });
     this.d.log.info({ expiresAt: new Date(t.expiresAt).toISOString(), uses: t.uses }, 'enrollment token created');
     return { token: this.d.joinToken ? this.d.joinToken(t.token) : t.token, expiresAtMs: t.expiresAt, uses: t.uses };
   }
+}
+
+function tokenInfo(t: { hash: string; createdAt: number; expiresAt: number; usesLeft: number; revoked: boolean }): TokenInfo {
+  return { tokenId: t.hash.slice(0, 12), createdAtMs: t.createdAt, expiresAtMs: t.expiresAt, usesLeft: t.usesLeft, revoked: t.revoked };
 }

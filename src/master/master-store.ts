@@ -182,7 +182,7 @@ export class MasterStore {
       updateNodeFacts: db.prepare('UPDATE nodes SET name = ?, facts = ?, last_seen = ? WHERE id = ?'),
       getNode: db.prepare('SELECT * FROM nodes WHERE id = ?'),
       nodeByHash: db.prepare('SELECT * FROM nodes WHERE credential_hash = ?'),
-      listNodes: db.prepare('SELECT * FROM nodes ORDER BY registered_at, id'),
+      listNodes: db.prepare('SELECT * FROM nodes WHERE removed_at IS NULL ORDER BY registered_at, id'),
       recordReport: db.prepare('UPDATE nodes SET last_report = ?, last_seen = ? WHERE id = ?'),
       touchNode: db.prepare('UPDATE nodes SET last_seen = ? WHERE id = ?'),
       insertTask: db.prepare(`INSERT INTO tasks (${TASK_COLUMNS.join(', ')}) VALUES (${TASK_COLUMNS.map((c) => '@' + c).join(', ')})`),
@@ -232,6 +232,23 @@ export class MasterStore {
   /** Tunnel addresses in use (every node that ever enrolled keeps its own). */
   usedTunnelIps(): string[] {
     return (this.db.prepare('SELECT tunnel_ip FROM nodes WHERE tunnel_ip IS NOT NULL').all() as { tunnel_ip: string }[]).map((r) => r.tunnel_ip);
+  }
+
+  /** Revokes the credential and frees the key and tunnel address; the row stays for task history. */
+  removeNode(id: string, at: number): boolean {
+    return this.db
+      .prepare(`UPDATE nodes SET credential_hash = 'removed:' || id, wg_public_key = NULL, tunnel_ip = NULL, removed_at = ? WHERE id = ? AND removed_at IS NULL`)
+      .run(at, id).changes === 1;
+  }
+
+  listEnrollmentTokens(): EnrollmentTokenRow[] {
+    const rows = this.db.prepare('SELECT * FROM enrollment_tokens ORDER BY created_at').all() as { hash: string; expires_at: number; uses_left: number; created_at: number; revoked: number }[];
+    return rows.map((r) => ({ hash: r.hash, expiresAt: r.expires_at, usesLeft: r.uses_left, createdAt: r.created_at, revoked: r.revoked !== 0 }));
+  }
+
+  /** Revokes the tokens whose hash starts with `idPrefix`; returns how many. */
+  revokeEnrollmentToken(idPrefix: string): number {
+    return this.db.prepare(`UPDATE enrollment_tokens SET revoked = 1 WHERE substr(hash, 1, ?) = ?`).run(idPrefix.length, idPrefix).changes;
   }
 
   findNodeByWgKey(publicKey: string): NodeRow | undefined {

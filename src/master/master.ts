@@ -104,6 +104,12 @@ function compile(o: MasterOptions): CompiledOptions {
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new ConfigError(`master: maxAttempts must be a whole number >= 1, got ${maxAttempts}`);
   const listenAddress = o.listenAddress ?? '127.0.0.1:7070';
   if (!/^.+:\d+$/.test(listenAddress)) throw new ConfigError(`master: listen address "${listenAddress}" is not host:port`);
+  // This listener speaks plaintext gRPC (the admin service, and the node service without a tunnel):
+  // it must not be reachable from other hosts.
+  const host = listenAddress.slice(0, listenAddress.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  if (!['127.0.0.1', 'localhost', '::1'].includes(host) && !host.startsWith('127.')) {
+    throw new ConfigError(`master: --listen ${listenAddress} is not a loopback address; the admin${o.tunnel ? '' : ' and node'} service speak plaintext and stay on loopback${o.tunnel ? '' : ' (workers on other hosts join through the tunnel: pass --wg-endpoint HOST:51820)'}`);
+  }
   return {
     listenAddress,
     dataDir: o.dataDir,
@@ -185,7 +191,13 @@ export class Master {
         nodeService = new NodeService({ ...common, reportIntervalMs: opts.reportIntervalMs });
         server.addService(NodeServiceService, nodeService.handlers());
       }
-      const adminService = new AdminService({ ...common, maxAttempts: opts.maxAttempts, ...(joinToken ? { joinToken } : {}) });
+      const hub = tunnel?.hub;
+      const adminService = new AdminService({
+        ...common,
+        maxAttempts: opts.maxAttempts,
+        ...(joinToken ? { joinToken } : {}),
+        ...(hub ? { onNodeRemoved: async () => { await hub.syncPeers(); await nodeService.broadcastMeshPeers(); } } : {}),
+      });
       server.addService(AdminServiceService, adminService.handlers());
       return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel);
     } catch (err) {

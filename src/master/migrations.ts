@@ -67,6 +67,10 @@ export const MIGRATIONS: readonly string[] = [
   CREATE UNIQUE INDEX nodes_tunnel_ip ON nodes(tunnel_ip) WHERE tunnel_ip IS NOT NULL;
   CREATE UNIQUE INDEX nodes_wg_public_key ON nodes(wg_public_key) WHERE wg_public_key IS NOT NULL;
   `,
+  // 3: removed nodes stay for the history of their tasks, without credential, key or address
+  `
+  ALTER TABLE nodes ADD COLUMN removed_at INTEGER;
+  `,
 ];
 
 /** Brings the database to the latest schema; returns the version it started from. */

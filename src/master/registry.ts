@@ -113,6 +113,11 @@ export class NodeRegistry {
     return this.nodes.get(nodeId)?.lastSeen;
   }
 
+  /** A removed node: no capacity, no command stream, never schedulable again. */
+  forget(nodeId: string): void {
+    this.nodes.delete(nodeId);
+  }
+
   /** Marks nodes silent for too long offline; returns the ones that just went offline. */
   sweep(): string[] {
     const now = this.clock.now();

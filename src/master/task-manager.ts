@@ -272,12 +272,14 @@ export class TaskManager {
   }
 
   /** A node went offline: every attempt it held is given up. */
-  nodeLost(nodeId: string): void {
+  nodeLost(nodeId: string, why?: string): number {
     const node = this.store.getNode(nodeId);
     const label = node ? nodeLabel(node) : nodeId;
-    for (const t of this.store.liveTasksOfNode(nodeId)) {
-      this.giveUpAttempt(t.id, `node ${label} went offline (no report for ${this.registry.offlineAfterMs} ms)`);
+    const live = this.store.liveTasksOfNode(nodeId);
+    for (const t of live) {
+      this.giveUpAttempt(t.id, `node ${label} ${why ?? `went offline (no report for ${this.registry.offlineAfterMs} ms)`}`);
     }
+    return live.length;
   }
 
   /**

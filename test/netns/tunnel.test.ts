@@ -137,6 +137,27 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     }, 90_000, 500);
     const again = await run(lab, 'm', ['submit', '--image', IMAGE, '--wait', '--', 'true'], admin);
     assert.equal(again.code, 0, again.out);
+
+    // Revoked and expired tokens are refused with the reason; nothing is allocated.
+    const revokable = await token();
+    const listed = JSON.parse((await run(lab, 'm', ['token', 'list', '--json'], admin)).out) as { tokenId: string; revoked: boolean }[];
+    const fresh = listed.filter((x) => !x.revoked).at(-1)!;
+    assert.equal((await run(lab, 'm', ['token', 'revoke', fresh.tokenId], admin)).code, 0);
+    const revoked = await run(lab, 'a', ['worker', 'start', '--token', revokable, '--data-dir', join(home, 'bad4'), '--wg-interface', `hm${id}x`], env);
+    assert.match(revoked.out, /enrollment refused by the master: .*revoked/);
+    const short = (await run(lab, 'm', ['token', 'create', '--ttl', '1s'], admin)).out.trim();
+    await new Promise((r) => setTimeout(r, 1200));
+    const expired = await run(lab, 'a', ['worker', 'start', '--token', short, '--data-dir', join(home, 'bad5'), '--wg-interface', `hm${id}x`], env);
+    assert.match(expired.out, /enrollment refused by the master: .*expired/);
+
+    // A removed node: credential refused, peer gone from the hub, address not handed out again.
+    const idB = JSON.parse(readFileSync(join(home, 'wb', 'identity.json'), 'utf8')) as { nodeId: string; credential: string };
+    const rm = await run(lab, 'm', ['nodes', 'remove', idB.nodeId], admin);
+    assert.equal(rm.code, 0, rm.out);
+    assert.match(lab.exec('b', [process.execPath, HELPER, '10.8.0.1:7070', idB.credential]), /UNAUTHENTICATED|UNAVAILABLE|DEADLINE_EXCEEDED/);
+    assert.doesNotMatch(lab.exec('m', ['wg', 'show', `hm${id}m`, 'peers']), new RegExp(lab.exec('b', ['wg', 'show', `hm${id}b`, 'public-key']).trim().replace(/[+/=]/g, '.')));
+    const left = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out) as { nodeId: string }[];
+    assert.deepEqual(left.map((n) => n.nodeId), nodesBefore.map((n) => n.nodeId).filter((n) => n !== idB.nodeId));
   } finally {
     for (const p of procs.reverse()) await stop(p);
     lab.destroy();

@@ -211,7 +211,16 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     },
   );
 
-  clientOptions(program.command('nodes').description('list nodes').option('--json', 'print JSON')).action(async (o) => {
+  const nodes = program.command('nodes').description('list nodes; `nodes remove ID` removes one');
+  clientOptions(
+    nodes.command('remove').description("revoke a node's credential, remove its WireGuard peer and requeue its tasks").argument('<node-id>').option('--json', 'print JSON'),
+  ).action(async (nodeId: string, o) => {
+    const c = ctx();
+    const r = await withClient(c, o, (client) => client.removeNode(nodeId));
+    if (o.json) printJson(c, r);
+    else c.stdout.write(`removed node ${r.nodeId}; ${r.tasksRequeued} task(s) requeued\n`);
+  });
+  clientOptions(nodes.option('--json', 'print JSON')).action(async (o) => {
     const c = ctx();
     const nodes = await withClient(c, o, (client) => client.listNodes());
     if (o.json) printJson(c, nodes);
@@ -233,5 +242,22 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     const r = await withClient(c, o, (client) => client.createToken({ ttlMs: parseDuration(o.ttl, '--ttl'), uses }));
     if (o.json) printJson(c, r);
     else c.stdout.write(r.token + '\n');
+  });
+
+  clientOptions(token.command('list').description('enrollment tokens (ids only; secrets are never stored)').option('--json', 'print JSON')).action(async (o) => {
+    const c = ctx();
+    const list = await withClient(c, o, (client) => client.listTokens());
+    if (o.json) printJson(c, list);
+    else {
+      const rows = list.map((t) => `${t.tokenId}  ${t.revoked ? 'revoked' : t.usesLeft === 0 ? 'used up' : t.expiresAtMs <= Date.now() ? 'expired' : 'valid'}  uses left ${t.usesLeft}  expires ${new Date(t.expiresAtMs).toISOString()}`);
+      c.stdout.write((rows.length ? rows.join('\n') : 'no enrollment tokens') + '\n');
+    }
+  });
+
+  clientOptions(token.command('revoke').description('refuse an enrollment token from now on').argument('<token-id>').option('--json', 'print JSON')).action(async (id: string, o) => {
+    const c = ctx();
+    const t = await withClient(c, o, (client) => client.revokeToken(id));
+    if (o.json) printJson(c, t);
+    else c.stdout.write(`token ${t.tokenId} revoked\n`);
   });
 }
