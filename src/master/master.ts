@@ -15,6 +15,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { EnrollServiceService } from '../protocol/gen/hivemind/v1/enroll.js';
+import { widenServerWindows } from '../protocol/flow-control.js';
 import { execaRunner, type CommandRunner } from '../tunnel/command-runner.js';
 import { encodeJoinToken } from '../tunnel/join-token.js';
 import { parseSubnet } from '../tunnel/subnet.js';
@@ -217,10 +218,12 @@ export class Master {
     });
     const host = listenAddress.slice(0, listenAddress.lastIndexOf(':'));
     this.boundAddress = `${host}:${port}`;
+    if (!widenServerWindows(this.server)) this.log.warn('cannot widen HTTP/2 windows on this grpc-js version; large transfers will be slower');
     if (this.tunnel) {
       const { hub, nodeServer, enrollServer, enrollListen, tls } = this.tunnel;
       await hub.start();
       await bind(nodeServer, hub.nodeServiceAddress, this.transport.serverCredentials());
+      widenServerWindows(nodeServer);
       await bind(enrollServer, enrollListen, ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], false));
       this.log.info({ nodeService: hub.nodeServiceAddress, enroll: enrollListen, fingerprint: tls.fingerprint, mesh: hub.mesh }, 'tunnel mode: node service on the tunnel only, enrollment on the public address');
     }
