@@ -94,6 +94,9 @@ test('bad configuration exits 2 with a message naming the setting', async () => 
   const r2 = await runCli(['worker', 'start', '--master', '127.0.0.1:1'], { ...env, HIVEMIND_MAX_TASKS: 'many' });
   assert.equal(r2.code, 2);
   assert.match(r2.stderr, /HIVEMIND_MAX_TASKS/);
+  const r5 = await runCli(['worker', 'start'], env);
+  assert.equal(r5.code, 2, r5.stderr);
+  assert.match(r5.stderr, /--master is required .* join token/);
   const r3 = await runCli(['tasks'], env);
   assert.equal(r3.code, 2);
   assert.match(r3.stderr, /hivemind dev/);

@@ -36,7 +36,8 @@ test('worker config: a bad value names its source and the expected form', () => 
     () => compileWorkerConfig({ env: {}, flags: { master: '127.0.0.1:7070', reportInterval: 'soon' } }),
     (err: unknown) => err instanceof ConfigError && /flag --report-interval/.test(err.message) && /not a duration/.test(err.message),
   );
-  assert.throws(() => compileWorkerConfig({ env: {}, flags: {} }), /master/);
+  // --master is optional now (a join token replaces it); the tunnel interface name is checked here.
+  assert.throws(() => compileWorkerConfig({ env: {}, flags: { wgInterface: 'a-name-far-too-long' } }), /flag --wg-interface: expected letters/);
 });
 
 test('config file: unknown keys and JSON syntax errors are precise', () => {
