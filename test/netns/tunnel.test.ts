@@ -108,8 +108,11 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     assert.match(lab.exec('a', [process.execPath, HELPER, '10.8.0.1:7070', idA.credential]), /^OK/);
     assert.equal(tunA.config.address, '10.8.0.2/24');
 
-    // Stopping a worker removes its interface.
-    await stop(wa);
+    // `hivemind worker stop` drains the worker, which removes its interface and exits 0.
+    const stopped = await run(lab, 'a', ['worker', 'stop', '--data-dir', join(home, 'wa'), '--timeout', '60s'], env);
+    assert.equal(stopped.code, 0, stopped.out);
+    assert.match(stopped.out, /stopped/);
+    assert.equal(wa.child.exitCode ?? (await new Promise((r) => wa.child.once('exit', r))), 0, wa.output);
     assert.doesNotMatch(lab.exec('a', ['ip', 'link', 'show']), new RegExp(`hm${id}a`));
 
     // A restarted worker reuses its identity, key and address: no second enrollment, no token.

@@ -14,6 +14,8 @@ import { DockerEngine } from '../../runtime/docker-engine.js';
 import { ensureDevImage, DEV_IMAGE } from '../../runtime/dev-image.js';
 import { installShutdownHandlers } from '../shutdown-signals.js';
 import { createWorker } from '../node-wiring.js';
+import { stopWorker, writePidFile } from '../pid-file.js';
+import { parseDuration } from '../../common/units.js';
 import { printJson, type CliContext } from '../cli-context.js';
 import { EXIT_FAILURE } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
@@ -81,9 +83,27 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       const c = ctx();
       const cfg = compileWorkerConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
       const logger = c.logger(cfg.logLevel);
-      const node = await createWorker(cfg, logger);
-      await node.worker.start();
-      setExit(await runUntilSignalled(c, logger, () => node.close(), () => node.cancelAll()));
+      await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
+      const releasePid = writePidFile(cfg.dataDir);
+      try {
+        const node = await createWorker(cfg, logger);
+        await node.worker.start();
+        setExit(await runUntilSignalled(c, logger, () => node.close(), () => node.cancelAll()));
+      } finally {
+        releasePid();
+      }
+    });
+
+  worker
+    .command('stop')
+    .description('ask the running worker to drain and stop (SIGTERM); it removes its tunnel and leaves nothing behind')
+    .option('--data-dir <dir>', 'the worker\'s data dir (default $HIVEMIND_HOME/worker)')
+    .option('--timeout <duration>', 'how long to wait for it to exit', '15m')
+    .action(async (o) => {
+      const c = ctx();
+      const dir = o.dataDir ?? join(hivemindHome(c.env), 'worker');
+      const pid = await stopWorker(dir, parseDuration(o.timeout, '--timeout'));
+      c.stdout.write(`worker ${pid} stopped\n`);
     });
 
   program

@@ -1,0 +1,51 @@
+// The running worker's pid in its data dir, so that `hivemind worker stop` can ask exactly that
+// process to drain and stop (SIGTERM), and wait until it has removed its tunnel and exited.
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from '../common/errors.js';
+
+export const PID_FILE = 'worker.pid';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Claims the data dir for this process; refuses when another live worker holds it. */
+export function writePidFile(dataDir: string): () => void {
+  const file = join(dataDir, PID_FILE);
+  const other = readPid(dataDir);
+  if (other !== undefined && other !== process.pid && alive(other)) {
+    throw new ConfigError(`another worker (pid ${other}) is running with the data dir ${dataDir}; stop it first (hivemind worker stop --data-dir ${dataDir})`);
+  }
+  writeFileSync(file, `${process.pid}\n`, { mode: 0o600 });
+  return () => {
+    if (readPid(dataDir) === process.pid) rmSync(file, { force: true });
+  };
+}
+
+export function readPid(dataDir: string): number | undefined {
+  try {
+    const n = Number(readFileSync(join(dataDir, PID_FILE), 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** SIGTERM to the worker of `dataDir`, then waits for it to exit. Returns its pid. */
+export async function stopWorker(dataDir: string, timeoutMs: number): Promise<number> {
+  const pid = readPid(dataDir);
+  if (pid === undefined || !alive(pid)) throw new Error(`no worker is running with the data dir ${dataDir}`);
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (alive(pid)) {
+    if (Date.now() > deadline) throw new Error(`worker ${pid} is still draining after ${Math.round(timeoutMs / 1000)} s; run \`hivemind worker stop\` again to cancel its tasks now`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return pid;
+}
