@@ -1,6 +1,6 @@
 // Task inputs, results and logs on disk under the master's data dir. Everything is streamed
 // (constant memory); results are resumable uploads verified by sha256 before they count.
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -48,9 +48,15 @@ async function sizeOf(path: string): Promise<number | undefined> {
   }
 }
 
+/** A running sha256 of a partial file's first `size` bytes, so completion needs no second pass. */
+interface PartialHash {
+  hash: Hash;
+  size: number;
+}
+
 class FileAppendSession implements AppendSession {
   private pos: number;
-  constructor(private readonly fh: FileHandle, readonly offset: number) {
+  constructor(private readonly fh: FileHandle, readonly offset: number, private readonly running: PartialHash) {
     this.pos = offset;
   }
   async write(data: Uint8Array): Promise<void> {
@@ -60,6 +66,8 @@ class FileAppendSession implements AppendSession {
       done += bytesWritten;
       this.pos += bytesWritten;
     }
+    this.running.hash.update(data);
+    this.running.size += data.length;
   }
   async close(): Promise<void> {
     await this.fh.close();
@@ -68,6 +76,7 @@ class FileAppendSession implements AppendSession {
 
 export class BlobStore {
   private readonly logQueues = new Map<string, Promise<unknown>>();
+  private readonly partialHashes = new Map<string, PartialHash>();
 
   private constructor(private readonly dir: string, private readonly logMaxBytes: number) {}
 
@@ -101,21 +110,17 @@ export class BlobStore {
   async writeInput(taskId: string, chunks: AsyncIterable<Uint8Array>, expect: () => { size: number; sha256: string }): Promise<{ size: number; sha256: string }> {
     const partial = this.inputPartialPath(taskId);
     const fh = await open(partial, 'w', 0o600);
-    const session = new FileAppendSession(fh, 0);
-    const hash = createHash('sha256');
-    let size = 0;
+    const running: PartialHash = { hash: createHash('sha256'), size: 0 };
+    const session = new FileAppendSession(fh, 0, running);
     try {
       try {
-        for await (const c of chunks) {
-          hash.update(c);
-          size += c.length;
-          await session.write(c);
-        }
+        for await (const c of chunks) await session.write(c);
       } finally {
         await session.close();
       }
       const want = expect();
-      const sha256 = hash.digest('hex');
+      const size = running.size;
+      const sha256 = running.hash.digest('hex');
       if (want.size !== size) throw new BlobError('INVALID_ARGUMENT', `input archive: received ${size} bytes but the trailer says ${want.size}`);
       if (want.sha256.toLowerCase() !== sha256) throw new BlobError('INVALID_ARGUMENT', `input archive: sha256 mismatch (received ${sha256}, trailer says ${want.sha256})`);
       await rename(partial, this.inputPath(taskId));
@@ -148,8 +153,19 @@ export class BlobStore {
     if (offset !== held) {
       throw new BlobError('FAILED_PRECONDITION', `result upload for task ${taskId} must resume at offset ${held}, not ${offset} (ask GetUploadOffset)`);
     }
-    const fh = await open(this.resultPartialPath(taskId), held === 0 ? 'w' : 'r+', 0o600);
-    return new FileAppendSession(fh, held);
+    const path = this.resultPartialPath(taskId);
+    let running = this.partialHashes.get(taskId);
+    if (!running || running.size !== held) {
+      // A resume after a master restart (or a mismatch): hash what is held once, then go on.
+      running = { hash: createHash('sha256'), size: 0 };
+      if (held > 0) {
+        for await (const chunk of createReadStream(path, { end: held - 1 })) running.hash.update(chunk as Buffer);
+        running.size = held;
+      }
+      this.partialHashes.set(taskId, running);
+    }
+    const fh = await open(path, held === 0 ? 'w' : 'r+', 0o600);
+    return new FileAppendSession(fh, held, running);
   }
 
   /**
@@ -163,7 +179,9 @@ export class BlobStore {
       await rm(partial, { force: true });
       throw new BlobError('INVALID_ARGUMENT', `result of task ${taskId}: holding ${size} bytes but the trailer says ${want.size}; partial upload discarded, upload again from 0`);
     }
-    const sha256 = await sha256OfFile(partial);
+    const running = this.partialHashes.get(taskId);
+    this.partialHashes.delete(taskId);
+    const sha256 = running && running.size === size ? running.hash.digest('hex') : await sha256OfFile(partial);
     if (sha256 !== want.sha256.toLowerCase()) {
       await rm(partial, { force: true });
       throw new BlobError('INVALID_ARGUMENT', `result of task ${taskId}: sha256 mismatch (stored ${sha256}, trailer says ${want.sha256}); partial upload discarded, upload again from 0`);
@@ -181,6 +199,7 @@ export class BlobStore {
 
   /** Drops the result (partial or complete) of a superseded attempt. */
   async discardResult(taskId: string): Promise<void> {
+    this.partialHashes.delete(taskId);
     await rm(this.resultPartialPath(taskId), { force: true });
     await rm(this.resultPath(taskId), { force: true });
   }
