@@ -1,0 +1,119 @@
+// The worker's tunnel lifecycle with a fake WireGuard tool: enrollment happens once and keeps
+// the private key local (0600), a restart reuses the saved enrollment, a stale tunnel is
+// restarted by the health check, mesh peers become /32 peers, and close() removes the interface.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ManualClock } from '../../src/common/clock.js';
+import { silentLogger } from '../../src/common/logger.js';
+import type { EnrollRequest, EnrollResponse } from '../../src/protocol/gen/hivemind/v1/enroll.js';
+import { encodeJoinToken, type JoinToken } from '../../src/tunnel/join-token.js';
+import { generateWgKeyPair, wgPublicKeyOf } from '../../src/tunnel/wg-keys.js';
+import type { WgInterfaceSpec, WgInterfaceStatus } from '../../src/tunnel/wg-spec.js';
+import type { WgImplementation, WireGuardTool } from '../../src/tunnel/wireguard-tool.js';
+import type { Enroller } from '../../src/worker/enroll-client.js';
+import { STALE_HANDSHAKE_MS, WorkerTunnel } from '../../src/worker/worker-tunnel.js';
+
+const master = generateWgKeyPair();
+
+class FakeWg implements WireGuardTool {
+  calls: string[] = [];
+  spec: WgInterfaceSpec | undefined;
+  handshakeAt = 0;
+  constructor(private readonly clock: ManualClock) {}
+  async up(spec: WgInterfaceSpec): Promise<WgImplementation> {
+    this.calls.push('up');
+    this.spec = spec;
+    this.handshakeAt = this.clock.now();
+    return 'userspace';
+  }
+  async syncPeers(spec: WgInterfaceSpec): Promise<void> {
+    this.calls.push('sync');
+    this.spec = spec;
+  }
+  async show(): Promise<WgInterfaceStatus | undefined> {
+    if (!this.spec) return undefined;
+    return { publicKey: wgPublicKeyOf(this.spec.privateKey), listenPort: 0, peers: [{ publicKey: master.publicKey, allowedIps: ['10.8.0.0/24'], latestHandshakeMs: this.handshakeAt, rxBytes: 10, txBytes: 20, persistentKeepalive: 25 }] };
+  }
+  async down(): Promise<void> {
+    this.calls.push('down');
+    this.spec = undefined;
+  }
+}
+
+class FakeEnroller implements Enroller {
+  requests: EnrollRequest[] = [];
+  async enroll(token: JoinToken, req: EnrollRequest): Promise<EnrollResponse> {
+    assert.equal(token.secret, 'hm1.secret');
+    this.requests.push(req);
+    return {
+      nodeId: 'node-7',
+      nodeCredential: 'hmn1.cred',
+      tunnel: { address: '10.8.0.7/24', masterPublicKey: master.publicKey, masterEndpoint: '192.0.2.1:51820', allowedIps: ['10.8.0.0/24'], persistentKeepalive: 25, masterGrpcAddress: '10.8.0.1:7070', mesh: true, listenPort: 51820 },
+    };
+  }
+}
+
+const token = encodeJoinToken({ endpoint: '192.0.2.1:7443', fingerprint: 'a'.repeat(64), secret: 'hm1.secret' });
+const facts = async () => ({ hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 2, cpuModel: '', memoryBytes: 1, diskBytes: 1, gpus: [], dockerVersion: '', labels: {}, workerVersion: 't', maxTasks: 1 });
+
+test('enrolls once with a local key, reuses the enrollment on restart, restarts a stale tunnel, applies mesh peers, removes the interface', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-wt-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const clock = new ManualClock();
+  const wg = new FakeWg(clock);
+  const enroller = new FakeEnroller();
+  const deps = { tool: wg, clock, log: silentLogger(), enroller };
+  const opts = { dataDir: dir, interfaceName: 'hm0', healthIntervalMs: 20 };
+
+  assert.equal(await WorkerTunnel.wanted(dir, undefined), false);
+  assert.equal(await WorkerTunnel.wanted(dir, token), true);
+  const tun = await WorkerTunnel.open(opts, deps, { token, facts });
+  const key = (await readFile(join(dir, 'wg', 'private.key'), 'utf8')).trim();
+  assert.equal((await stat(join(dir, 'wg', 'private.key'))).mode & 0o777, 0o600);
+  assert.equal(enroller.requests[0]!.wgPublicKey, wgPublicKeyOf(key), 'only the public key is sent');
+  assert.ok(!JSON.stringify(enroller.requests).includes(key), 'the private key never leaves');
+  assert.equal(JSON.parse(await readFile(join(dir, 'identity.json'), 'utf8')).credential, 'hmn1.cred');
+  assert.equal(tun.masterGrpcAddress, '10.8.0.1:7070');
+
+  await tun.up();
+  assert.equal(wg.spec!.address, '10.8.0.7/24');
+  assert.deepEqual(wg.spec!.peers.map((p) => p.allowedIps), [['10.8.0.0/24']]);
+  assert.equal((await tun.status()).state, 'up');
+
+  // mesh: other nodes become /32 peers, ourselves excluded
+  await tun.setMeshPeers([
+    { nodeId: 'node-8', publicKey: generateWgKeyPair().publicKey, endpoint: '192.0.2.8:51820', tunnelAddress: '10.8.0.8' },
+    { nodeId: 'node-7', publicKey: 'self', endpoint: '', tunnelAddress: '10.8.0.7' },
+  ]);
+  assert.deepEqual(wg.spec!.peers.map((p) => p.allowedIps[0]), ['10.8.0.0/24', '10.8.0.8/32']);
+
+  // stale: no handshake for longer than STALE_HANDSHAKE_MS -> down and up again
+  clock.advance(STALE_HANDSHAKE_MS + 1000);
+  assert.equal((await tun.status()).state, 'stale');
+  wg.calls = [];
+  tun.startHealthChecks();
+  for (let i = 0; i < 100 && !wg.calls.includes('up'); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(wg.calls.slice(0, 2), ['down', 'up']);
+  assert.equal((await tun.status()).state, 'up');
+
+  await tun.close();
+  assert.equal(wg.calls.at(-1), 'down');
+  assert.equal((await tun.status()).state, 'down');
+
+  // restart: the saved enrollment is used; no token needed and no second enrollment
+  const again = await WorkerTunnel.open(opts, deps, { facts });
+  assert.equal(again.nodeId, 'node-7');
+  assert.equal(enroller.requests.length, 1);
+  await again.close();
+});
+
+test('a data dir without an enrollment needs a join token, and says so', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-wt-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const clock = new ManualClock();
+  await assert.rejects(WorkerTunnel.open({ dataDir: dir, interfaceName: 'hm0' }, { tool: new FakeWg(clock), clock, log: silentLogger(), enroller: new FakeEnroller() }, { facts }), /not enrolled yet.*join token/);
+  await assert.rejects(WorkerTunnel.open({ dataDir: dir, interfaceName: 'hm0' }, { tool: new FakeWg(clock), clock, log: silentLogger(), enroller: new FakeEnroller() }, { token: 'hmj1.garbage', facts }), /not a valid join token/);
+});
