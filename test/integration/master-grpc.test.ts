@@ -406,9 +406,10 @@ test('a node that stops reporting loses its task: requeued as attempt 2, the old
   await assignmentOf(w);
   await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
   // No more reports: offline after 3 x 300 ms (wide enough for a loaded CI machine).
+  // Requeued first with the loss as its reason, then the scheduler's pass says why it waits.
   const requeued = await waitFor('requeue', async () => {
     const i = await h.admin.getTask(taskId);
-    return i.attempt === 2 ? i : undefined;
+    return i.attempt === 2 && i.queueReason === 'no online node' ? i : undefined;
   });
   assert.equal(requeued.state, TaskState.TASK_STATE_QUEUED);
   assert.equal(requeued.queueReason, 'no online node');
