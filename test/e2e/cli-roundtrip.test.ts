@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
-import { runCli } from '../helpers/cli-process.js';
+import { CliDaemon, freePort, runCli, waitFor } from '../helpers/cli-process.js';
 
 const IMAGE = 'hivemind/busybox:1';
 
@@ -104,4 +104,26 @@ test('bad configuration exits 2 with a message naming the setting', async () => 
   assert.equal(r4.code, 2);
   assert.match(r4.stderr, /--memory: "lots" is not a size/);
   rmSync(env.HIVEMIND_HOME, { recursive: true, force: true });
+});
+
+test('`hivemind dev` runs a master and a worker, and the admin commands find it with no flags', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const home = mkdtempSync(join(tmpdir(), 'hm-dev-'));
+  const env = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home };
+  const port = await freePort();
+  const dev = new CliDaemon(['dev', '--port', String(port), '--report-interval', '1s'], env);
+  try {
+    await waitFor('hivemind dev to be up', () => {
+      if (dev.child.exitCode !== null) throw new Error(dev.output);
+      return /HiveMind dev is up/.test(dev.output) || undefined;
+    }, 60_000);
+    assert.match(dev.output, /hivemind submit --image hivemind\/busybox:1/, 'it prints how to submit a first task');
+    const r = await runCli(['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo hi > /output/hi'], env);
+    assert.equal(r.code, 0, r.stdout + r.stderr + dev.output);
+    assert.match(r.stdout, /succeeded/);
+    assert.equal(await dev.stop('SIGINT'), 0, dev.output);
+  } finally {
+    await dev.stop('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  }
 });
