@@ -9,32 +9,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { NetLab } from '../test/helpers/netns.js';
-import { CLI } from '../test/helpers/cli-process.js';
+import { runInNs, startInNs, stopInNs, type NsProc } from '../test/helpers/netns-cli.js';
 
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const OUTPUT_MIB = Number(process.env.BENCH_OUTPUT_MIB ?? 1024);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-function spawnCli(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; out: () => string } {
-  const child = lab.spawn(host, process.execPath, [CLI, ...args], { env });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  return { child, out: () => out };
-}
-
-function runCli(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = spawnCli(lab, host, args, env);
-    p.child.on('close', (code) => (code === 0 ? resolve(p.out()) : reject(new Error(`hivemind ${args.join(' ')}: ${p.out()}`))));
-  });
+async function runCli(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const r = await runInNs(lab, host, args, env);
+  if (r.code !== 0) throw new Error(`hivemind ${args.join(' ')}: ${r.out}`);
+  return r.out;
 }
 
 async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  child.kill('SIGTERM');
-  await new Promise((r) => child.once('exit', r));
+  await stopInNs({ child, output: '' });
 }
 
 async function main(): Promise<void> {
@@ -45,23 +34,23 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   try {
     console.log(`# HiveMind tunnel benchmark, ${new Date().toISOString()}, node ${process.version}`);
-    const master = spawnCli(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hb${lab.id}m`, '--enroll-listen', `${m.ip}:7443`], env);
+    const master = startInNs(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hb${lab.id}m`, '--enroll-listen', `${m.ip}:7443`], env);
     children.push(master.child);
-    while (!/tunnel mode/.test(master.out())) {
-      if (master.child.exitCode !== null) throw new Error(master.out());
+    while (!/tunnel mode/.test(master.output)) {
+      if (master.child.exitCode !== null) throw new Error(master.output);
       await new Promise((r) => setTimeout(r, 100));
     }
     const admin = { ...env, HIVEMIND_MASTER: '127.0.0.1:7070', HIVEMIND_ADMIN_TOKEN: readFileSync(join(home, 'master', 'admin.token'), 'utf8').trim() };
 
     // 1. fresh start to connected
     const times: number[] = [];
-    let worker: ReturnType<typeof spawnCli> | undefined;
+    let worker: NsProc | undefined;
     for (let i = 0; i < STARTS; i++) {
       const token = (await runCli(lab, 'm', ['token', 'create'], admin)).trim();
       const t0 = performance.now();
-      const w = spawnCli(lab, 'w', ['worker', 'start', '--token', token, '--data-dir', join(home, `w${i}`), '--wg-interface', `hb${lab.id}w`, '--max-tasks', '1'], env);
-      while (!/-> connected/.test(w.out())) {
-        if (w.child.exitCode !== null) throw new Error(w.out());
+      const w = startInNs(lab, 'w', ['worker', 'start', '--token', token, '--data-dir', join(home, `w${i}`), '--wg-interface', `hb${lab.id}w`, '--max-tasks', '1'], env);
+      while (!/-> connected/.test(w.output)) {
+        if (w.child.exitCode !== null) throw new Error(w.output);
         await new Promise((r) => setTimeout(r, 10));
       }
       times.push(performance.now() - t0);

@@ -7,42 +7,18 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { requireDockerImage, requireNetns, requireWireGuard } from '../helpers/requirements.js';
 import { NetLab } from '../helpers/netns.js';
 import { CLI, waitFor } from '../helpers/cli-process.js';
+import { runInNs, startInNs, stopInNs, type NsProc } from '../helpers/netns-cli.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const HELPER = join(CLI, '..', '..', '..', 'test', 'helpers', 'call-node-service.js');
 
-interface Proc {
-  child: ChildProcess;
-  output: string;
-}
-
-function start(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): Proc {
-  const child = lab.spawn(host, process.execPath, [CLI, ...args], { env });
-  const p: Proc = { child, output: '' };
-  child.stdout!.on('data', (d: Buffer) => (p.output += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (p.output += d.toString()));
-  return p;
-}
-
-function run(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const p = start(lab, host, args, env);
-    p.child.on('close', (code) => resolve({ code: code ?? -1, out: p.output }));
-  });
-}
-
-async function stop(p: Proc | undefined): Promise<void> {
-  if (!p || p.child.exitCode !== null) return;
-  p.child.kill('SIGTERM');
-  await new Promise((r) => {
-    const t = setTimeout(() => p.child.kill('SIGKILL'), 20_000);
-    p.child.once('exit', () => r(clearTimeout(t)));
-  });
-}
+type Proc = NsProc;
+const start = startInNs;
+const run = runInNs;
+const stop = stopInNs;
 
 test('workers enroll over TLS, tunnels come up, tasks travel through them; impostors and replays are refused', async (t) => {
   if (!requireNetns(t) || !requireWireGuard(t) || !requireDockerImage(t, IMAGE)) return;
