@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { ConfigError } from '../common/errors.js';
 import { parseDuration, parseSize } from '../common/units.js';
+import { WG_NAME_RE } from '../tunnel/wg-spec.js';
 import type { ConfigFile } from './config-file.js';
 
 export interface FieldSource {
@@ -108,6 +109,12 @@ export const zPositive = z.coerce.number({ message: 'expected a number' }).posit
 export const zAddress = z
   .string()
   .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, { message: 'expected HOST:PORT, e.g. 127.0.0.1:7070' });
+
+/** A WireGuard interface name (both platforms' limits), defaulting to hivemind0. */
+export const zWgInterface = z
+  .string()
+  .regex(WG_NAME_RE, { message: 'expected letters, digits, - or _, at most 15 characters' })
+  .default('hivemind0');
 
 export const zLogLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
   message: 'expected one of trace, debug, info, warn, error, fatal, silent',

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { hivemindHome } from './paths.js';
-import { compileSection, zAddress, zDurationMs, zInt, zLogLevel, type ConfigInput, type FieldSource } from './layered-config.js';
+import { compileSection, zAddress, zDurationMs, zInt, zLogLevel, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
 const schema = z
   .object({
@@ -19,7 +19,7 @@ const schema = z
     wgEndpoint: zAddress.optional(),
     /** Tunnel subnet. Default 10.8.0.0/24. */
     wgSubnet: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, { message: 'expected an IPv4 CIDR, e.g. 10.8.0.0/24' }).default('10.8.0.0/24'),
-    wgInterface: z.string().regex(/^[A-Za-z0-9_-]{1,15}$/, { message: 'expected letters, digits, - or _, at most 15 characters' }).default('hivemind0'),
+    wgInterface: zWgInterface,
     /** Tunnel mode: where the TLS enrollment endpoint listens (the only public service). Default 0.0.0.0:7443. */
     enrollListen: zAddress.default('0.0.0.0:7443'),
     /** Tunnel mode: port of the node service on the master's tunnel address. Default 7070. */

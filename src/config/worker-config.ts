@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { hivemindHome } from './paths.js';
-import { compileSection, zAddress, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, type ConfigInput, type FieldSource } from './layered-config.js';
+import { compileSection, zAddress, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
 const schema = z
   .object({
@@ -29,7 +29,7 @@ const schema = z
     maxOutput: zSize('max output').default(1024 ** 3),
     logLevel: zLogLevel.default('info'),
     /** WireGuard interface name in tunnel mode. Default hivemind0. */
-    wgInterface: z.string().regex(/^[A-Za-z0-9_-]{1,15}$/, { message: 'expected letters, digits, - or _, at most 15 characters' }).default('hivemind0'),
+    wgInterface: zWgInterface,
   })
   .strict();
 

@@ -11,7 +11,7 @@ import type { Logger } from '../common/logger.js';
 import type { NodeFacts, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import { TunnelConfig } from '../protocol/gen/hivemind/v1/enroll.js';
 import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
-import { decodeJoinToken } from '../tunnel/join-token.js';
+import { decodeJoinToken, isJoinToken } from '../tunnel/join-token.js';
 import { HandshakeTimeoutError } from '../tunnel/tunnel-errors.js';
 import { generateWgKeyPair, isWgKey, wgPublicKeyOf } from '../tunnel/wg-keys.js';
 import type { WgInterfaceSpec, WgPeerSpec } from '../tunnel/wg-spec.js';
@@ -60,7 +60,7 @@ export class WorkerTunnel {
 
   /** True when this data dir holds an enrollment, or the token is a join token. */
   static async wanted(dataDir: string, token: string | undefined): Promise<boolean> {
-    if (token?.startsWith('hmj1.')) return true;
+    if (token && isJoinToken(token)) return true;
     return (await readFile(join(dataDir, TUNNEL_FILE)).then(() => true, () => false));
   }
 
