@@ -7,12 +7,13 @@ import { rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { HivemindError } from '../common/errors.js';
+import { AdminServiceChunkClient } from '../protocol/chunk-codec.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE, channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
 import { TaskSpec, TaskState, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
 import {
-  AdminServiceClient, type CreateTokenResponse, type ListNodesRequest, type ListNodesResponse, type ListTasksRequest,
+  type AdminServiceClient, type CreateTokenResponse, type ListNodesRequest, type ListNodesResponse, type ListTasksRequest,
   type ListTasksResponse, type NodeInfo, type SubmitTaskRequest, type SubmitTaskResponse,
   type TaskInfo, type ListTokensRequest, type ListTokensResponse, type RevokeTokenRequest, type TokenInfo,
   type RemoveNodeRequest, type RemoveNodeResponse,
@@ -70,7 +71,7 @@ export class AdminClient {
 
   /** Creates the channel; the connection itself is made lazily on the first call. */
   static connect(address: string, adminToken: string, transport: Transport = insecureTransport): AdminClient {
-    const client = new AdminServiceClient(address, transport.clientCredentials(), channelOptions);
+    const client = new AdminServiceChunkClient(address, transport.clientCredentials(), channelOptions);
     return new AdminClient(client, bearerMetadata(adminToken));
   }
 

@@ -28,8 +28,7 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
-import { AdminServiceService } from '../protocol/gen/hivemind/v1/admin.js';
-import { NodeServiceService } from '../protocol/gen/hivemind/v1/node.js';
+import { AdminServiceDefinition, NodeServiceDefinition } from '../protocol/chunk-codec.js';
 import { AdminService } from './admin-service.js';
 import { MasterAuth } from './auth.js';
 import { BlobStore, DEFAULT_LOG_MAX_BYTES } from './blob-store.js';
@@ -184,13 +183,13 @@ export class Master {
           tunnel: { subnet: parseSubnet(hub.subnetCidr), ...(hub.mesh ? { meshPeers: () => hub.meshPeers() } : {}) },
         });
         const nodeServer = new Server(serverOptions);
-        nodeServer.addService(NodeServiceService, nodeService.handlers());
+        nodeServer.addService(NodeServiceDefinition, nodeService.handlers());
         const enrollServer = new Server(serverOptions);
         enrollServer.addService(EnrollServiceService, new EnrollService({ store, auth, hub, clock, log }).handlers());
         tunnel = { hub, nodeServer, enrollServer, enrollListen, tls };
       } else {
         nodeService = new NodeService({ ...common, reportIntervalMs: opts.reportIntervalMs });
-        server.addService(NodeServiceService, nodeService.handlers());
+        server.addService(NodeServiceDefinition, nodeService.handlers());
       }
       const hub = tunnel?.hub;
       const adminService = new AdminService({
@@ -199,7 +198,7 @@ export class Master {
         ...(joinToken ? { joinToken } : {}),
         ...(hub ? { onNodeRemoved: async () => { await hub.syncPeers(); await nodeService.broadcastMeshPeers(); } } : {}),
       });
-      server.addService(AdminServiceService, adminService.handlers());
+      server.addService(AdminServiceDefinition, adminService.handlers());
       return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel);
     } catch (err) {
       store.close();
