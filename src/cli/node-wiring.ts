@@ -18,9 +18,12 @@ import { WorkerStore } from '../worker/store/worker-store.js';
 import { SystemProbe } from '../worker/resources/system-probe.js';
 import { GrpcMasterConnection } from '../worker/grpc-master-connection.js';
 import { VERSION } from './version.js';
+import { MonitorPortInUseError, MonitorServer } from '../monitor/monitor-server.js';
 
 export interface WorkerNode {
   worker: Worker;
+  /** The local web monitor; undefined when turned off or its port was taken. */
+  monitor: MonitorServer | undefined;
   /** Drain, then close everything: what the first SIGTERM does. */
   close(): Promise<void>;
   /** Cancel running tasks now: what a second SIGTERM does. */
@@ -99,13 +102,35 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     },
   );
   const w = worker;
+  const monitor = await startMonitor(cfg, w, store, logger);
   return {
     worker: w,
+    monitor,
     close: async () => {
+      // The monitor shows the drain; it closes once the worker has.
       await w.close();
+      await monitor?.close().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'closing the monitor failed'));
       // After the worker's last words to the master (they travel through the tunnel).
       await tunnel?.close().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'removing the tunnel failed'));
     },
     cancelAll: () => w.cancelAll('shutdown'),
   };
+}
+
+/**
+ * The monitor is a window on the node, not part of its work: a port already in use is reported
+ * clearly and the worker runs on without it.
+ */
+async function startMonitor(cfg: WorkerConfig, worker: Worker, store: WorkerStore, logger: Logger): Promise<MonitorServer | undefined> {
+  if (cfg.monitorPort === 0) return undefined;
+  try {
+    return await MonitorServer.start(
+      { host: cfg.monitorListen.replace(/^\[|\]$/g, ''), port: cfg.monitorPort, ...(cfg.monitorToken ? { token: cfg.monitorToken } : {}) },
+      { node: worker, store, clock: systemClock, logger },
+    );
+  } catch (err) {
+    if (!(err instanceof MonitorPortInUseError)) throw err;
+    logger.error({ err: err.message }, 'the web monitor is off; the worker runs without it');
+    return undefined;
+  }
 }

@@ -2,6 +2,8 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { hivemindHome } from './paths.js';
+import { DEFAULT_MONITOR_HOST, DEFAULT_MONITOR_PORT } from '../monitor/monitor-defaults.js';
+import { checkMonitorBinding } from '../monitor/monitor-security.js';
 import { compileSection, zAddress, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
 const schema = z
@@ -30,6 +32,15 @@ const schema = z
     logLevel: zLogLevel.default('info'),
     /** WireGuard interface name in tunnel mode. Default hivemind0. */
     wgInterface: zWgInterface,
+    /** Local web monitor port; 0 turns the monitor off. Default 5001. */
+    monitorPort: zInt(0, 65535).default(DEFAULT_MONITOR_PORT),
+    /** Address the monitor binds. Default 127.0.0.1; anything else needs monitorToken. */
+    monitorListen: z
+      .string()
+      .regex(/^(?:[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?)$/, 'must be a host name or an IP address')
+      .default(DEFAULT_MONITOR_HOST),
+    /** Token the monitor requires (page, API, Socket.IO); required when monitorListen is not loopback. */
+    monitorToken: z.string().optional(),
   })
   .strict();
 
@@ -53,11 +64,15 @@ const fields: Record<string, FieldSource> = {
   maxOutput: { env: 'HIVEMIND_MAX_OUTPUT', flag: 'maxOutput' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
   wgInterface: { env: 'HIVEMIND_WG_INTERFACE', flag: 'wgInterface' },
+  monitorPort: { env: 'HIVEMIND_MONITOR_PORT', flag: 'monitorPort' },
+  monitorListen: { env: 'HIVEMIND_MONITOR_LISTEN', flag: 'monitorListen' },
+  monitorToken: { env: 'HIVEMIND_MONITOR_TOKEN', flag: 'monitorToken' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
   const { reportInterval, drainTimeout, ...rest } = c;
+  if (c.monitorPort !== 0) checkMonitorBinding(c.monitorListen.replace(/^\[|\]$/g, ''), c.monitorToken);
   return {
     ...rest,
     dataDir: c.dataDir ?? join(hivemindHome(input.env), 'worker'),

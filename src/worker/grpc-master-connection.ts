@@ -172,7 +172,14 @@ export class GrpcMasterConnection implements MasterConnection {
     return pos;
   }
 
-  async uploadResult(taskId: string, attempt: number, file: string, sha256: string, signal: AbortSignal): Promise<UploadResultResponse> {
+  async uploadResult(
+    taskId: string,
+    attempt: number,
+    file: string,
+    sha256: string,
+    signal: AbortSignal,
+    onProgress?: (sentBytes: number, totalBytes: number) => void,
+  ): Promise<UploadResultResponse> {
     signal.throwIfAborted();
     const size = (await stat(file)).size;
     const held = await this.uploadOffset(taskId, attempt);
@@ -210,6 +217,7 @@ export class GrpcMasterConnection implements MasterConnection {
             pos += chunk.bytes;
             reclaimer.add(chunk.bytes);
             await write(chunk.message);
+            onProgress?.(pos, size);
           }
         } finally {
           await fh.close();

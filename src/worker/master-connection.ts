@@ -50,7 +50,8 @@ export interface MasterConnection {
    */
   downloadInput(taskId: string, attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number>;
   /** Uploads the result archive from the offset the master already holds; resolves once verified. */
-  uploadResult(taskId: string, attempt: number, file: string, sha256: string, signal: AbortSignal): Promise<UploadResultResponse>;
+  /** `onProgress` gets the bytes the master holds so far (resumed offset included). */
+  uploadResult(taskId: string, attempt: number, file: string, sha256: string, signal: AbortSignal, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<UploadResultResponse>;
   pushLogs(taskId: string, attempt: number): LogSink;
   /** Idempotent; cancels open streams. */
   close(): void;

@@ -14,6 +14,7 @@ import { sleep } from '../common/sleep.js';
 import { grpcStatusOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
+import { scoreReport, type ContributionPoint } from './contribution.js';
 import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
 import { loadIdentity, saveIdentity, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
@@ -48,12 +49,25 @@ export interface TaskLogEvent {
   data: Buffer;
 }
 
+export interface TaskProgressEvent {
+  taskId: string;
+  attempt: number;
+  kind: 'pull' | 'upload';
+  currentBytes: number;
+  totalBytes: number;
+}
+
 /** What a local monitor may subscribe to, instead of reaching into the worker. */
 export interface WorkerEvents {
   'state-changed': [LifecycleChange];
+  /** pause()/resume(): whether new tasks are taken changed. */
+  'accepting-changed': [boolean];
   'task-updated': [TaskUpdate];
   'task-log': [TaskLogEvent];
+  /** Image pull and result upload progress, unthrottled: listeners throttle. */
+  'task-progress': [TaskProgressEvent];
   report: [ResourceReport];
+  contribution: [ContributionPoint];
 }
 
 interface ActiveTask {
@@ -138,6 +152,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private closing = false;
   /** Reports go on through the drain (the master must not think the node is gone); set last. */
   private reportsStopped = false;
+  /** Paused by the operator: running tasks go on, new ones are refused. */
+  private paused = false;
+  private lastReportAt: number | undefined;
+  private lastChange: LifecycleChange | undefined;
+  readonly startedAt: number;
 
   static async create(raw: WorkerOptions, deps: WorkerDeps): Promise<Worker> {
     const options = compileWorkerOptions(raw);
@@ -167,7 +186,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     super();
     this.log = deps.logger.child({ component: 'worker', ...(identity ? { nodeId: identity.nodeId } : {}) });
     this.lifecycle = new Lifecycle(this.log);
-    this.lifecycle.on('change', (c) => this.emit('state-changed', c));
+    this.startedAt = deps.clock.now();
+    this.lifecycle.on('change', (c) => {
+      this.lastChange = c;
+      this.emit('state-changed', c);
+    });
   }
 
   get state(): LifecycleState {
@@ -178,9 +201,55 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.identity?.nodeId;
   }
 
-  /** Whether new assignments are taken (false while draining or closing). */
+  /** Whether new assignments are taken (false while paused, draining or closing). */
   get accepting(): boolean {
-    return !this.closing && this.lifecycle.is('starting', 'registering', 'connected', 'reconnecting');
+    return !this.paused && !this.closing && this.lifecycle.is('starting', 'registering', 'connected', 'reconnecting');
+  }
+
+  /** Hardware and software facts probed at start (hostname, Docker version, GPUs ...). */
+  get hostFacts(): HostFacts {
+    return this.host;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** The reason given with the latest lifecycle transition (e.g. why the master is unreachable). */
+  get stateReason(): string | undefined {
+    return this.lastChange?.reason;
+  }
+
+  /**
+   * Stops taking new tasks; running ones go on. The master hears it at once through a report,
+   * so it places nothing more here. Unlike drain() this is reversible and does not stop the node.
+   */
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.log.info('paused: new tasks are refused until resumed');
+    this.emit('accepting-changed', this.accepting);
+    this.reportNow();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.log.info('resumed: taking new tasks');
+    this.emit('accepting-changed', this.accepting);
+    this.reportNow();
+  }
+
+  /** Cancels a running task on this node's own authority (the operator's). False if not running here. */
+  cancelTask(taskId: string): boolean {
+    const running = [...this.active.values()].some((t) => t.taskId === taskId && !t.controller.signal.aborted);
+    if (running) this.abortTask(taskId, 0, 'cancelled');
+    return running;
+  }
+
+  /** The current tunnel status, or undefined without a tunnel. */
+  async tunnelStatus(): Promise<TunnelStatus | undefined> {
+    return this.deps.tunnel?.status();
   }
 
   runningTasks(): { taskId: string; attempt: number }[] {
@@ -441,6 +510,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return;
     }
     if (!a.spec) return this.reject(a, 'the assignment has no task spec');
+    if (this.paused && !this.closing) return this.reject(a, 'node is paused by its operator');
     if (!this.accepting) return this.reject(a, 'node is draining');
     const fit = fitAssignment(a.spec.limits, this.budget, this.reservations());
     if (!fit.ok) return this.reject(a, fit.reason);
@@ -564,6 +634,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private onPullProgress(task: ActiveTask, currentBytes: number, totalBytes: number): void {
+    this.emit('task-progress', { taskId: task.taskId, attempt: task.attempt, kind: 'pull', currentBytes, totalBytes });
     const now = this.deps.clock.now();
     if (task.controller.signal.aborted || now - task.lastPullUpdateAt < PULL_PROGRESS_INTERVAL_MS) return;
     task.lastPullUpdateAt = now;
@@ -616,7 +687,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const session = this.session;
       if (!session?.alive) return Promise.reject(Object.assign(new Error('not connected to the master'), { code: status.UNAVAILABLE }));
       p = session.conn
-        .uploadResult(task.taskId, task.attempt, result.path, result.sha256, signal)
+        .uploadResult(task.taskId, task.attempt, result.path, result.sha256, signal, (currentBytes, totalBytes) =>
+          this.emit('task-progress', { taskId: task.taskId, attempt: task.attempt, kind: 'upload', currentBytes, totalBytes }),
+        )
         .then(() => {
           this.deps.store.markResultUploaded(task.taskId, task.attempt);
           this.log.info({ taskId: task.taskId, attempt: task.attempt, size: result.size }, 'result uploaded');
@@ -715,7 +788,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // Stored even while the master is away: the local history has no gaps.
     this.deps.store.addSample(report, this.options.sampleRetention);
     this.emit('report', report);
+    this.recordContribution(report);
     if (this.session?.alive) this.session.reportSink?.send(report);
+  }
+
+  /** Scores the interval this report closes and records it with the running total. */
+  private recordContribution(report: ResourceReport): void {
+    const at = report.atMs || this.deps.clock.now();
+    const intervalMs = this.lastReportAt === undefined ? this.reportIntervalMs() : Math.max(0, at - this.lastReportAt);
+    this.lastReportAt = at;
+    try {
+      const point = this.deps.store.addContribution(scoreReport(report, at, intervalMs));
+      this.emit('contribution', point);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'recording the contribution failed');
+    }
   }
 
   // ---------------------------------------------------------------- shutdown

@@ -78,6 +78,9 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--report-interval <duration>', 'resource report interval (default 30s)')
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running tasks may finish (default 10m)')
     .option('--max-output <size>', 'cap on a task\'s /output (default 1g)')
+    .option('--monitor-port <port>', 'local web monitor port, 0 = off (default 5001)')
+    .option('--monitor-listen <host>', 'address the monitor binds (default 127.0.0.1; others need --monitor-token)')
+    .option('--monitor-token <token>', 'token the monitor requires (env HIVEMIND_MONITOR_TOKEN)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .action(async (o) => {
       const c = ctx();
@@ -112,6 +115,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--port <port>', 'master port on 127.0.0.1', '7070')
     .option('--max-tasks <n>', 'concurrent tasks', '2')
     .option('--report-interval <duration>', 'resource report interval', '30s')
+    .option('--monitor-port <port>', 'local web monitor port, 0 = off', '5001')
     .option('--log-level <level>', 'trace|debug|info|warn|error', 'info')
     .action(async (o) => {
       const c = ctx();
@@ -135,7 +139,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       }
       const wcfg = compileWorkerConfig({
         env: {},
-        flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel },
+        flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel, monitorPort: o.monitorPort },
       });
       const node = await createWorker(wcfg, logger, engine);
       await node.worker.start();
@@ -147,6 +151,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
         [
           '',
           `HiveMind dev is up: master ${address}, worker ${node.worker.nodeId ?? ''}, data in ${dir}`,
+          node.monitor ? `Monitor: ${node.monitor.url}` : 'Monitor: off',
           `Task image: ${image}. In another shell, try:`,
           '',
           `  hivemind submit --image ${image} --wait -- sh -c 'echo hello from $HIVEMIND_TASK_ID > /output/hello.txt'`,

@@ -53,6 +53,23 @@ export const MIGRATIONS: readonly string[] = [
     UNIQUE (task_id, attempt, seq)
   );
   `,
+  // 2: the local monitor: history pages by time (optionally by state), contribution points
+  `
+  CREATE INDEX tasks_created ON tasks (created_at DESC, task_id DESC, attempt DESC);
+  CREATE INDEX tasks_state_created ON tasks (state, created_at DESC, task_id DESC, attempt DESC);
+  CREATE TABLE contributions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    score       REAL    NOT NULL,
+    multiplier  REAL    NOT NULL,
+    cpu_percent REAL    NOT NULL,
+    memory_percent REAL NOT NULL,
+    gpu_percent REAL    NOT NULL,
+    total       REAL    NOT NULL              -- running total including this point
+  );
+  CREATE INDEX contributions_at ON contributions (at);
+  `,
 ];
 
 export function migrate(db: Database): { from: number; to: number } {

@@ -6,6 +6,7 @@ import BetterSqlite3, { type Database } from 'better-sqlite3';
 import type { ResourceReport, TaskOutcome } from '../../protocol/gen/hivemind/v1/common.js';
 import { TaskState, taskStateFromJSON, taskStateToJSON } from '../../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment, TaskUpdate } from '../../protocol/gen/hivemind/v1/node.js';
+import type { ContributionPoint } from '../contribution.js';
 import { migrate } from './migrations.js';
 
 export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
@@ -44,6 +45,60 @@ export interface OutboxEntry {
 /** A TaskUpdate before the store gives it its seq. */
 /** An update as produced; seq is assigned by the store, capacity is added when it is sent. */
 export type NewTaskUpdate = Omit<TaskUpdate, 'seq' | 'free' | 'accepting'>;
+
+/** History filters of the local monitor. 'running' = any live state. */
+export type HistoryFilter = 'succeeded' | 'failed' | 'cancelled' | 'running';
+
+export interface HistoryPage {
+  tasks: TaskRecord[];
+  /** Cursor for the next (older) page; undefined on the last page. */
+  nextBefore?: string;
+}
+
+/** Contribution points older than this are dropped; the running total lives on in newer rows. */
+export const CONTRIBUTION_RETENTION_MS = 30 * 24 * 3600_000;
+
+const FILTER_STATE: Record<Exclude<HistoryFilter, 'running'>, TaskState> = {
+  succeeded: TaskState.TASK_STATE_SUCCEEDED,
+  failed: TaskState.TASK_STATE_FAILED,
+  cancelled: TaskState.TASK_STATE_CANCELLED,
+};
+
+function encodeCursor(r: TaskRecord): string {
+  return Buffer.from(JSON.stringify([r.createdAt, r.taskId, r.attempt])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [number, string, number] {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(v) && v.length === 3 && Number.isFinite(v[0]) && typeof v[1] === 'string' && Number.isInteger(v[2])) return v as [number, string, number];
+  } catch {
+    // fall through
+  }
+  throw new RangeError(`"${cursor}" is not a history cursor (use nextBefore from the previous page)`);
+}
+
+interface ContributionRow {
+  at: number;
+  interval_ms: number;
+  score: number;
+  multiplier: number;
+  cpu_percent: number;
+  memory_percent: number;
+  gpu_percent: number;
+  total: number;
+}
+
+const toContribution = (r: ContributionRow): ContributionPoint => ({
+  atMs: r.at,
+  intervalMs: r.interval_ms,
+  score: r.score,
+  multiplier: r.multiplier,
+  cpuPercent: r.cpu_percent,
+  memoryPercent: r.memory_percent,
+  gpuPercent: r.gpu_percent,
+  total: r.total,
+});
 
 export interface SampleRetention {
   maxAgeMs: number;
@@ -143,6 +198,67 @@ export class WorkerStore {
 
   recentTasks(limit = 100): TaskRecord[] {
     return (this.db.prepare(`SELECT * FROM tasks ORDER BY created_at DESC, rowid DESC LIMIT ?`).all(limit) as TaskRow[]).map(toRecord);
+  }
+
+  /**
+   * One page of the task history, newest first, by keyset (fast at any depth): `before` is the
+   * previous page's nextBefore.
+   */
+  historyPage(opts: { filter?: HistoryFilter; limit: number; before?: string }): HistoryPage {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (opts.filter === 'running') where.push('finished_at IS NULL');
+    else if (opts.filter) {
+      where.push('state = ?');
+      args.push(taskStateToJSON(FILTER_STATE[opts.filter]));
+    }
+    if (opts.before) {
+      where.push('(created_at, task_id, attempt) < (?, ?, ?)');
+      args.push(...decodeCursor(opts.before));
+    }
+    const sql = `SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+                 ORDER BY created_at DESC, task_id DESC, attempt DESC LIMIT ?`;
+    const rows = this.db.prepare(sql).all(...args, opts.limit + 1) as TaskRow[];
+    const tasks = rows.slice(0, opts.limit).map(toRecord);
+    return rows.length > opts.limit ? { tasks, nextBefore: encodeCursor(tasks[tasks.length - 1]!) } : { tasks };
+  }
+
+  /** The latest attempt of a task this node ran. */
+  latestAttempt(taskId: string): TaskRecord | undefined {
+    const r = this.db.prepare(`SELECT * FROM tasks WHERE task_id = ? ORDER BY attempt DESC LIMIT 1`).get(taskId) as TaskRow | undefined;
+    return r ? toRecord(r) : undefined;
+  }
+
+  /** Records a contribution point, adding it to the running total; returns it with the total. */
+  addContribution(p: Omit<ContributionPoint, 'total'>): ContributionPoint {
+    return this.db.transaction((): ContributionPoint => {
+      const total = this.contributionTotal() + p.score;
+      this.db
+        .prepare(
+          `INSERT INTO contributions (at, interval_ms, score, multiplier, cpu_percent, memory_percent, gpu_percent, total)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(p.atMs, p.intervalMs, p.score, p.multiplier, p.cpuPercent, p.memoryPercent, p.gpuPercent, total);
+      // Keep the newest row whatever its age: it carries the running total.
+      this.db
+        .prepare(`DELETE FROM contributions WHERE at < ? AND id < (SELECT MAX(id) FROM contributions)`)
+        .run(p.atMs - CONTRIBUTION_RETENTION_MS);
+      return { ...p, total };
+    })();
+  }
+
+  contributionTotal(): number {
+    const r = this.db.prepare(`SELECT total FROM contributions ORDER BY id DESC LIMIT 1`).get() as { total: number } | undefined;
+    return r?.total ?? 0;
+  }
+
+  lastContribution(): ContributionPoint | undefined {
+    const r = this.db.prepare(`SELECT * FROM contributions ORDER BY id DESC LIMIT 1`).get() as ContributionRow | undefined;
+    return r ? toContribution(r) : undefined;
+  }
+
+  contributions(sinceMs: number): ContributionPoint[] {
+    return (this.db.prepare(`SELECT * FROM contributions WHERE at >= ? ORDER BY id`).all(sinceMs) as ContributionRow[]).map(toContribution);
   }
 
   /**

@@ -1,0 +1,100 @@
+// Prometheus metrics of a worker node (prom-client, a registry of its own): task outcomes and
+// durations, reports and uploads, the tunnel's handshake age and the latest resource sample.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { TaskState, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
+import type { TaskProgressEvent } from '../worker/worker.js';
+import { outcomeView, stateName } from './monitor-view.js';
+
+const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED, TaskState.TASK_STATE_REJECTED]);
+
+export class MonitorMetrics {
+  readonly registry = new Registry();
+  private readonly tasks: Counter<'state' | 'outcome'>;
+  private readonly durations: Histogram<'outcome'>;
+  private readonly reports: Counter;
+  private readonly uploads: Counter;
+  private readonly uploadBytes: Counter;
+  private readonly uploadSent = new Map<string, number>();
+  private lastReport: ResourceReport | undefined;
+
+  constructor(private readonly now: () => number, running: () => number, accepting: () => boolean) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'hivemind_worker_' });
+    this.tasks = new Counter({ name: 'hivemind_worker_tasks_total', help: 'Tasks finished on this node, by final state and outcome kind', labelNames: ['state', 'outcome'], registers });
+    this.durations = new Histogram({
+      name: 'hivemind_worker_task_duration_seconds',
+      help: 'Container run time of finished tasks',
+      labelNames: ['outcome'],
+      buckets: [0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600],
+      registers,
+    });
+    this.reports = new Counter({ name: 'hivemind_worker_reports_total', help: 'Resource reports produced', registers });
+    this.uploads = new Counter({ name: 'hivemind_worker_result_uploads_total', help: 'Result uploads completed', registers });
+    this.uploadBytes = new Counter({ name: 'hivemind_worker_result_upload_bytes_total', help: 'Result bytes sent to the master', registers });
+    new Gauge({ name: 'hivemind_worker_running_tasks', help: 'Tasks running now', registers, collect() { this.set(running()); } });
+    new Gauge({ name: 'hivemind_worker_accepting', help: '1 when the node takes new tasks', registers, collect() { this.set(accepting() ? 1 : 0); } });
+    const self = this;
+    const fromReport = (name: string, help: string, pick: (r: ResourceReport) => number) =>
+      new Gauge({ name, help, registers, collect() { if (self.lastReport) this.set(pick(self.lastReport)); } });
+    fromReport('hivemind_worker_cpu_percent', 'Machine CPU usage, percent', (r) => r.cpuPercent);
+    fromReport('hivemind_worker_memory_used_bytes', 'Memory in use', (r) => r.memoryUsedBytes);
+    fromReport('hivemind_worker_memory_total_bytes', 'Memory installed', (r) => r.memoryTotalBytes);
+    fromReport('hivemind_worker_disk_used_bytes', 'Disk used on the data dir file system', (r) => r.diskUsedBytes);
+    fromReport('hivemind_worker_disk_total_bytes', 'Size of the data dir file system', (r) => r.diskTotalBytes);
+    fromReport('hivemind_worker_network_receive_bytes_per_second', 'Network receive rate', (r) => r.netRxBytesPerSec);
+    fromReport('hivemind_worker_network_transmit_bytes_per_second', 'Network transmit rate', (r) => r.netTxBytesPerSec);
+    fromReport('hivemind_worker_docker_up', '1 when the Docker daemon answers', (r) => (r.dockerOk ? 1 : 0));
+    const perGpu = (name: string, help: string, pick: (g: ResourceReport['gpus'][number]) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['gpu'],
+        registers,
+        collect() {
+          this.reset();
+          for (const g of self.lastReport?.gpus ?? []) this.set({ gpu: String(g.index) }, pick(g));
+        },
+      });
+    perGpu('hivemind_worker_gpu_utilization_percent', 'GPU utilisation', (g) => g.utilizationPercent);
+    perGpu('hivemind_worker_gpu_memory_used_bytes', 'GPU memory in use', (g) => g.memoryUsedBytes);
+    perGpu('hivemind_worker_gpu_temperature_celsius', 'GPU temperature', (g) => g.temperatureC);
+    perGpu('hivemind_worker_gpu_power_watts', 'GPU power draw', (g) => g.powerW);
+    new Gauge({
+      name: 'hivemind_worker_tunnel_handshake_age_seconds',
+      help: 'Seconds since the last WireGuard handshake with the master (absent without a tunnel, -1 before the first)',
+      registers,
+      collect() {
+        this.reset();
+        const t = self.lastReport?.tunnel;
+        if (t) this.set(t.latestHandshakeMs > 0 ? Math.max(0, (now() - t.latestHandshakeMs) / 1000) : -1);
+      },
+    });
+  }
+
+  onUpdate(u: TaskUpdate): void {
+    if (!TERMINAL.has(u.state)) return;
+    const outcome = outcomeView(u.outcome)?.kind ?? 'none';
+    this.tasks.inc({ state: stateName(u.state), outcome });
+    if (u.outcome && u.outcome.durationMs > 0) this.durations.observe({ outcome }, u.outcome.durationMs / 1000);
+    this.uploadSent.delete(`${u.taskId}#${u.attempt}`);
+  }
+
+  onProgress(p: TaskProgressEvent): void {
+    if (p.kind !== 'upload') return;
+    const k = `${p.taskId}#${p.attempt}`;
+    const before = this.uploadSent.get(k) ?? 0;
+    if (p.currentBytes > before) this.uploadBytes.inc(p.currentBytes - before);
+    this.uploadSent.set(k, p.currentBytes);
+    if (p.currentBytes >= p.totalBytes) this.uploads.inc();
+  }
+
+  onReport(r: ResourceReport): void {
+    this.lastReport = r;
+    this.reports.inc();
+  }
+
+  async text(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

@@ -1,0 +1,134 @@
+// The JSON the monitor serves and pushes (docs/monitor.md is the contract with web/).
+// Times are epoch milliseconds, sizes bytes, CPU in percent of one core (tasks) or of the machine.
+
+export type LiveTaskState = 'accepted' | 'pulling' | 'running' | 'uploading';
+export type TaskRowState = LiveTaskState | 'succeeded' | 'failed' | 'cancelled' | 'rejected';
+export type OutcomeKindName =
+  | 'exited'
+  | 'oom_killed'
+  | 'timed_out'
+  | 'cancelled'
+  | 'start_failed'
+  | 'output_rejected'
+  | 'input_rejected'
+  | 'node_lost'
+  | 'shutdown'
+  | 'internal_error'
+  | 'unspecified';
+
+export interface LimitsView {
+  cpus: number;
+  memoryBytes: number;
+  pids: number;
+  gpus: number;
+  timeoutMs: number;
+}
+
+export interface Progress {
+  currentBytes: number;
+  totalBytes: number;
+}
+
+export interface RunningTaskView {
+  taskId: string;
+  attempt: number;
+  image: string;
+  command: string[];
+  limits: LimitsView;
+  state: LiveTaskState;
+  acceptedAtMs: number;
+  startedAtMs: number | null;
+  usage: { cpuPercent: number; memoryBytes: number } | null;
+  pull: Progress | null;
+  upload: Progress | null;
+}
+
+export interface OutcomeView {
+  kind: OutcomeKindName;
+  exitCode: number;
+  message: string;
+  durationMs: number;
+  resultSize: number;
+  resultSha256: string;
+}
+
+export interface TaskRowView {
+  taskId: string;
+  attempt: number;
+  image: string;
+  command: string[];
+  state: TaskRowState;
+  outcome: OutcomeView | null;
+  createdAtMs: number;
+  finishedAtMs: number | null;
+}
+
+export interface TaskDetailView extends TaskRowView {
+  limits: LimitsView;
+  /** Names only: values may be secrets. */
+  env: string[];
+  events: { state: string; message: string; atMs: number }[];
+  logTail: string;
+}
+
+export interface SampleView {
+  atMs: number;
+  cpuPercent: number;
+  memoryUsedBytes: number;
+  memoryTotalBytes: number;
+  diskUsedBytes: number;
+  diskTotalBytes: number;
+  netRxBytesPerSec: number;
+  netTxBytesPerSec: number;
+  gpus: { index: number; utilizationPercent: number; memoryUsedBytes: number; memoryTotalBytes: number; temperatureC: number; powerW: number }[];
+}
+
+export interface TunnelView {
+  interface: string;
+  address: string;
+  masterEndpoint: string;
+  implementation: string;
+  state: string;
+  latestHandshakeMs: number;
+  handshakeAgeMs: number | null;
+  rxBytes: number;
+  txBytes: number;
+}
+
+export interface ContributionView {
+  atMs: number;
+  intervalMs: number;
+  score: number;
+  multiplier: number;
+  cpuPercent: number;
+  memoryPercent: number;
+  gpuPercent: number;
+}
+
+export interface StatusView {
+  node: {
+    id: string | null;
+    name: string;
+    state: string;
+    accepting: boolean;
+    paused: boolean;
+    masterAddress: string;
+    version: string;
+    startedAtMs: number;
+    uptimeMs: number;
+    problems: string[];
+  };
+  docker: { ok: boolean; version: string | null; message: string | null };
+  tunnel: TunnelView | null;
+  budget: { maxTasks: number; cpus: number; memoryBytes: number; gpus: number };
+  free: { cpus: number; memoryBytes: number; taskSlots: number };
+  contribution: { last: ContributionView | null; total: number };
+  running: RunningTaskView[];
+}
+
+export interface LogPush {
+  taskId: string;
+  attempt: number;
+  text: string;
+  dropped: number;
+}

@@ -1,0 +1,98 @@
+// Pure mappings from the worker's records (protobuf-shaped, SQLite rows) to the monitor's JSON.
+// Nothing secret crosses here: env values, credentials and keys have no field to land in.
+import { outcomeKindToJSON, taskStateToJSON, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { ContributionPoint } from '../worker/contribution.js';
+import type { TaskEventRecord, TaskRecord } from '../worker/store/worker-store.js';
+import type { ContributionView, LimitsView, OutcomeKindName, OutcomeView, SampleView, TaskDetailView, TaskRowState, TaskRowView, TunnelView } from './monitor-types.js';
+
+/** TASK_STATE_RUNNING -> 'running'. */
+export function stateName(state: TaskState): TaskRowState {
+  return taskStateToJSON(state).replace(/^TASK_STATE_/, '').toLowerCase() as TaskRowState;
+}
+
+export function limitsView(spec: TaskSpec | undefined): LimitsView {
+  const l = spec?.limits;
+  return { cpus: l?.cpus ?? 0, memoryBytes: l?.memoryBytes ?? 0, pids: l?.pids ?? 0, gpus: l?.gpus ?? 0, timeoutMs: l?.timeoutMs ?? 0 };
+}
+
+export function outcomeView(o: TaskOutcome | undefined): OutcomeView | null {
+  if (!o) return null;
+  return {
+    kind: outcomeKindToJSON(o.kind).replace(/^OUTCOME_KIND_/, '').toLowerCase() as OutcomeKindName,
+    exitCode: o.exitCode,
+    message: o.message,
+    durationMs: o.durationMs,
+    resultSize: o.resultSize,
+    resultSha256: o.resultSha256,
+  };
+}
+
+export function taskRowView(r: TaskRecord): TaskRowView {
+  return {
+    taskId: r.taskId,
+    attempt: r.attempt,
+    image: r.assignment.spec?.image ?? '',
+    command: r.assignment.spec?.command ?? [],
+    state: stateName(r.state),
+    outcome: outcomeView(r.outcome),
+    createdAtMs: r.createdAt,
+    finishedAtMs: r.finishedAt ?? null,
+  };
+}
+
+export function taskDetailView(r: TaskRecord, events: TaskEventRecord[], logTail: string): TaskDetailView {
+  return {
+    ...taskRowView(r),
+    limits: limitsView(r.assignment.spec),
+    env: Object.keys(r.assignment.spec?.env ?? {}).sort(),
+    events: events.map((e) => ({ state: stateName(e.state), message: e.message, atMs: e.at })),
+    logTail,
+  };
+}
+
+export function sampleView(r: ResourceReport): SampleView {
+  return {
+    atMs: r.atMs,
+    cpuPercent: r.cpuPercent,
+    memoryUsedBytes: r.memoryUsedBytes,
+    memoryTotalBytes: r.memoryTotalBytes,
+    diskUsedBytes: r.diskUsedBytes,
+    diskTotalBytes: r.diskTotalBytes,
+    netRxBytesPerSec: r.netRxBytesPerSec,
+    netTxBytesPerSec: r.netTxBytesPerSec,
+    gpus: (r.gpus ?? []).map((g) => ({
+      index: g.index,
+      utilizationPercent: g.utilizationPercent,
+      memoryUsedBytes: g.memoryUsedBytes,
+      memoryTotalBytes: g.memoryTotalBytes,
+      temperatureC: g.temperatureC,
+      powerW: g.powerW,
+    })),
+  };
+}
+
+export function tunnelView(t: TunnelStatus, nowMs: number): TunnelView {
+  return {
+    interface: t.interface,
+    address: t.address,
+    masterEndpoint: t.masterEndpoint,
+    implementation: t.implementation,
+    state: t.state,
+    latestHandshakeMs: t.latestHandshakeMs,
+    handshakeAgeMs: t.latestHandshakeMs > 0 ? Math.max(0, nowMs - t.latestHandshakeMs) : null,
+    rxBytes: t.rxBytes,
+    txBytes: t.txBytes,
+  };
+}
+
+export function contributionView(p: ContributionPoint): ContributionView {
+  return {
+    atMs: p.atMs,
+    intervalMs: p.intervalMs,
+    score: p.score,
+    multiplier: p.multiplier,
+    cpuPercent: p.cpuPercent,
+    memoryPercent: p.memoryPercent,
+    gpuPercent: p.gpuPercent,
+  };
+}

@@ -1,0 +1,38 @@
+// What the monitor needs from a worker node and its store: a narrow view, so that the server can
+// be tested against a fake and cannot reach into the worker's internals.
+import type { EventEmitter } from 'node:events';
+import type { Capacity, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { ContributionPoint } from '../worker/contribution.js';
+import type { NodeBudget } from '../worker/fit.js';
+import type { HostFacts } from '../worker/resources/resource-probe.js';
+import type { HistoryFilter, HistoryPage, TaskEventRecord, TaskRecord } from '../worker/store/worker-store.js';
+import type { WorkerEvents } from '../worker/worker.js';
+
+export interface MonitoredNode extends EventEmitter<WorkerEvents> {
+  readonly nodeId: string | undefined;
+  readonly state: string;
+  readonly stateReason: string | undefined;
+  readonly accepting: boolean;
+  readonly isPaused: boolean;
+  readonly startedAt: number;
+  readonly hostFacts: HostFacts;
+  readonly budget: NodeBudget;
+  readonly options: { readonly masterAddress: string; readonly name: string | undefined; readonly workerVersion: string };
+  freeCapacity(): Capacity;
+  runningTasks(): { taskId: string; attempt: number }[];
+  pause(): void;
+  resume(): void;
+  cancelTask(taskId: string): boolean;
+  tunnelStatus(): Promise<TunnelStatus | undefined>;
+}
+
+export interface MonitorStore {
+  historyPage(opts: { filter?: HistoryFilter; limit: number; before?: string }): HistoryPage;
+  latestAttempt(taskId: string): TaskRecord | undefined;
+  getTask(taskId: string, attempt: number): TaskRecord | undefined;
+  taskEvents(taskId: string, attempt: number): TaskEventRecord[];
+  samples(sinceMs?: number): ResourceReport[];
+  contributions(sinceMs: number): ContributionPoint[];
+  contributionTotal(): number;
+  lastContribution(): ContributionPoint | undefined;
+}
