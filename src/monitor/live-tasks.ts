@@ -41,13 +41,15 @@ export class LiveTasks {
     const state = LIVE.get(u.state);
     if (!state) return this.tasks.delete(k);
     let view = this.tasks.get(k);
+    let changed = false;
     if (!view) {
       const rec = this.lookup(u.taskId, u.attempt);
       if (!rec) return false;
       view = this.fromRecord(rec, state);
       this.tasks.set(k, view);
+      changed = true;
     }
-    const changed = view.state !== state;
+    changed ||= view.state !== state;
     view.state = state;
     if (state === 'running' && view.startedAtMs === null) view.startedAtMs = u.atMs;
     if (state === 'pulling' && u.pull) view.pull = { currentBytes: u.pull.currentBytes, totalBytes: u.pull.totalBytes };
