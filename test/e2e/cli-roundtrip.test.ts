@@ -111,13 +111,16 @@ test('`hivemind dev` runs a master and a worker, and the admin commands find it 
   const home = mkdtempSync(join(tmpdir(), 'hm-dev-'));
   const env = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home };
   const port = await freePort();
-  const dev = new CliDaemon(['dev', '--port', String(port), '--report-interval', '1s'], env);
+  const monitorPort = await freePort();
+  const dev = new CliDaemon(['dev', '--port', String(port), '--report-interval', '1s', '--monitor-port', String(monitorPort)], env);
   try {
     await waitFor('hivemind dev to be up', () => {
       if (dev.child.exitCode !== null) throw new Error(dev.output);
       return /HiveMind dev is up/.test(dev.output) || undefined;
     }, 60_000);
     assert.match(dev.output, /hivemind submit --image hivemind\/busybox:1/, 'it prints how to submit a first task');
+    assert.match(dev.output, new RegExp(`Monitor: http://127\\.0\\.0\\.1:${monitorPort}/monitor\\.html`), 'it prints the monitor address');
+    assert.equal((await fetch(`http://127.0.0.1:${monitorPort}/healthz`)).status, 200);
     const r = await runCli(['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo hi > /output/hi'], env);
     assert.equal(r.code, 0, r.stdout + r.stderr + dev.output);
     assert.match(r.stdout, /succeeded/);

@@ -25,7 +25,8 @@ export class ProcessCluster {
     const home = mkdtempSync(join(tmpdir(), 'hm-e2e-'));
     const port = await freePort();
     const address = `127.0.0.1:${port}`;
-    const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info' };
+    // No monitor unless a test asks for one (--monitor-port): workers of parallel fixtures would share 5001.
+    const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
     const reportInterval = opts.reportInterval ?? '1s';
     const master = new CliDaemon(['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval], baseEnv);
     const tokenFile = join(home, 'master', 'admin.token');
