@@ -144,6 +144,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private reportSeq = 0;
   private reportTimer: NodeJS.Timeout | undefined;
   private reportInFlight: Promise<void> | undefined;
+  private reportAgain = false;
   private pumping: Promise<void> | undefined;
   private pumpAgain = false;
   private loop: Promise<void> | undefined;
@@ -757,12 +758,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }, this.reportIntervalMs());
   }
 
+  /** Sends a report now; if one is on its way, another follows it (it may carry older facts). */
   private reportNow(): void {
-    if (this.reportsStopped || this.reportInFlight) return;
+    if (this.reportsStopped) return;
+    if (this.reportInFlight) {
+      this.reportAgain = true;
+      return;
+    }
     this.reportInFlight = this.sendReport()
       .catch((err) => this.log.warn({ err: errorMessage(err) }, 'resource report failed'))
       .finally(() => {
         this.reportInFlight = undefined;
+        if (this.reportAgain) {
+          this.reportAgain = false;
+          this.reportNow();
+        }
       });
   }
 

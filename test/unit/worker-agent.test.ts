@@ -414,6 +414,49 @@ test('a cancel command aborts the task with reason "cancelled"', async (t) => {
   assert.equal(h.master.uploads.has('c1'), false);
 });
 
+test('pause refuses new tasks and tells the master at once; running ones go on; resume takes work again', async (t) => {
+  const h = await makeWorker(t, { reportIntervalMs: 60_000 });
+  await h.worker.start();
+  h.master.assign({ taskId: 'r1' });
+  await waitFor('r1 runs', () => h.executor.runs.has('r1'));
+  const reportsBefore = h.master.reports.length;
+  const changes: boolean[] = [];
+  h.worker.on('accepting-changed', (a) => changes.push(a));
+  h.worker.pause();
+  assert.equal(h.worker.accepting, false);
+  await waitFor('a report right away saying it does not accept', () => h.master.reports.slice(reportsBefore).some((r) => !r.accepting));
+  h.master.assign({ taskId: 'p1' });
+  await waitFor('p1 rejected', () => h.master.statesOf('p1').includes('REJECTED'));
+  assert.equal(h.master.updatesOf('p1')[0]!.message, 'node is paused by its operator');
+  assert.equal(h.executor.runs.get('r1')!.exec.signal.aborted, false, 'the running task goes on');
+  h.worker.resume();
+  await waitFor('a report saying it accepts again', () => h.master.reports.at(-1)!.accepting);
+  h.master.assign({ taskId: 'p2' });
+  await waitFor('p2 runs', () => h.executor.runs.has('p2'));
+  assert.deepEqual(changes, [false, true]);
+});
+
+test('cancelTask() from the node itself cancels a running task; unknown ids are reported as such', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  h.master.assign({ taskId: 'k1' });
+  await waitFor('running', () => h.executor.runs.has('k1'));
+  assert.equal(h.worker.cancelTask('nope'), false);
+  assert.equal(h.worker.cancelTask('k1'), true);
+  await waitFor('cancelled', () => h.master.statesOf('k1').includes('CANCELLED'));
+  assert.equal(h.executor.runs.get('k1')!.exec.signal.reason, 'cancelled');
+});
+
+test('each report scores the interval it closes and keeps a running total', async (t) => {
+  const h = await makeWorker(t);
+  const points: { score: number; total: number }[] = [];
+  h.worker.on('contribution', (p) => points.push(p));
+  await h.worker.start();
+  await waitFor('three contribution points', () => points.length >= 3);
+  for (let i = 1; i < points.length; i++) assert.ok(Math.abs(points[i]!.total - (points[i - 1]!.total + points[i]!.score)) < 1e-9);
+  assert.ok(points.every((p) => p.score >= 8), 'the base score is at least 10 x 0.8');
+});
+
 test('an ack saying the attempt is superseded stops the task', async (t) => {
   const h = await makeWorker(t);
   h.master.ackFor = (u) => ({ superseded: u.taskId === 's1' && u.state === TaskState.TASK_STATE_RUNNING });
