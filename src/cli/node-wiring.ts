@@ -9,6 +9,7 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import { createWireGuardTool } from '../tunnel/wireguard-factory.js';
 import { grpcEnroller } from '../worker/enroll-client.js';
 import { WorkerTunnel } from '../worker/worker-tunnel.js';
+import { assertNotRemoved } from '../worker/identity-file.js';
 import { DockerEngine } from '../runtime/docker-engine.js';
 import type { ContainerEngine } from '../runtime/container-engine.js';
 import { DockerTaskRunner } from '../runtime/docker-task-runner.js';
@@ -32,6 +33,7 @@ export interface WorkerNode {
 
 export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: ContainerEngine = DockerEngine.create()): Promise<WorkerNode> {
   mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
+  await assertNotRemoved(cfg.dataDir);
   const spoolDir = join(cfg.dataDir, 'spool');
   let worker: Worker | undefined;
   const executor = new DockerTaskRunner(

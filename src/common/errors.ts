@@ -31,6 +31,13 @@ export class UnsafeArchiveError extends HivemindError {
   }
 }
 
+/** The master's operator removed this node (`hivemind nodes remove`): it must stop, not retry. */
+export class NodeRemovedError extends HivemindError {
+  constructor(message: string) {
+    super('NODE_REMOVED', message);
+  }
+}
+
 /** Authentication failure: missing, wrong or expired credential/token. */
 export class AuthError extends HivemindError {
   constructor(message: string) {

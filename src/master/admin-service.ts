@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
 import type { Clock } from '../common/clock.js';
-import { NotFoundError } from '../common/errors.js';
+import { NodeRemovedError, NotFoundError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
@@ -309,7 +309,8 @@ export class AdminService {
     if (!node || !this.d.store.listNodes().some((n) => n.id === node.id)) throw new NotFoundError(`no node ${r.nodeId}`);
     const requeued = this.d.tasks.nodeLost(node.id, 'was removed by an administrator');
     this.d.store.removeNode(node.id, this.d.clock.now());
-    this.d.registry.forget(node.id);
+    // Tell the node while it can still hear it (before its tunnel peer goes): it stops for good.
+    this.d.registry.forget(node.id, new NodeRemovedError(`node ${node.id} was removed from the master by its operator; its tasks were requeued`));
     await this.d.onNodeRemoved?.(node.id);
     this.d.log.info({ nodeId: node.id, requeued }, 'node removed');
     return { nodeId: node.id, tasksRequeued: requeued };

@@ -162,7 +162,7 @@ export class NodeService {
     const req = call.request;
     registry.seen(node.id, node.name);
     registry.updateCapacity(node.id, req.free, req.accepting, req.running.map((r) => r.taskId));
-    const detach = registry.attach(node.id, { send: (cmd) => call.write(cmd) });
+    const detach = registry.attach(node.id, { send: (cmd) => call.write(cmd), close: (err) => call.emit('error', toServiceError(err)) });
     this.subscribers.add(call);
     const gone = () => {
       detach();

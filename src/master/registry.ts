@@ -9,6 +9,8 @@ import type { NodeFree, SchedulableNode, TaskDemand } from './scheduler.js';
 /** Where commands for a node go (its open Subscribe stream). */
 export interface CommandSink {
   send(command: NodeCommand): void;
+  /** Ends the stream with an error the node acts on (e.g. it was removed). */
+  close(err: Error): void;
 }
 
 /** Missed report intervals after which a node is offline. */
@@ -113,8 +115,10 @@ export class NodeRegistry {
     return this.nodes.get(nodeId)?.lastSeen;
   }
 
-  /** A removed node: no capacity, no command stream, never schedulable again. */
-  forget(nodeId: string): void {
+  /** A removed node: no capacity, no command stream, never schedulable again. `why` ends its stream. */
+  forget(nodeId: string, why?: Error): void {
+    const sink = this.nodes.get(nodeId)?.sink;
+    if (sink && why) sink.close(why);
     this.nodes.delete(nodeId);
   }
 

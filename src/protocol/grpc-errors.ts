@@ -6,6 +6,7 @@ import { HivemindError, errorMessage } from '../common/errors.js';
 const CODE_TO_STATUS: Record<string, status> = {
   AUTH_FAILED: status.UNAUTHENTICATED,
   PERMISSION_DENIED: status.PERMISSION_DENIED,
+  NODE_REMOVED: status.PERMISSION_DENIED,
   NOT_FOUND: status.NOT_FOUND,
   TASK_INVALID: status.INVALID_ARGUMENT,
   ARCHIVE_UNSAFE: status.INVALID_ARGUMENT,
@@ -22,6 +23,14 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   const md = new Metadata();
   if (err instanceof HivemindError) md.set('x-hivemind-error', err.code);
   return { code, details: errorMessage(err), message: errorMessage(err), metadata: md };
+}
+
+/** Our stable error code carried in a gRPC error's metadata (x-hivemind-error), if any. */
+export function hivemindCodeOf(err: unknown): string | undefined {
+  const md = (err as { metadata?: unknown } | null)?.metadata;
+  if (!(md instanceof Metadata)) return undefined;
+  const v = md.get('x-hivemind-error')[0];
+  return typeof v === 'string' ? v : undefined;
 }
 
 export function grpcStatusOf(err: unknown): status | undefined {

@@ -55,3 +55,39 @@ export async function saveIdentity(dataDir: string, identity: NodeIdentity): Pro
   await chmod(tmp, 0o600);
   await rename(tmp, file);
 }
+
+/** Written when the master's operator removed this node; the data dir may not be used again. */
+export const REMOVED_FILE = 'removed.json';
+
+export interface NodeRemoval {
+  nodeId: string;
+  masterAddress: string;
+  at: number;
+  reason: string;
+}
+
+export async function saveRemoval(dataDir: string, removal: NodeRemoval): Promise<void> {
+  await writeFile(path.join(dataDir, REMOVED_FILE), JSON.stringify(removal, null, 2) + '\n', { mode: 0o600 });
+}
+
+/** Refuses to start from the data dir of a removed node, saying how to join again. */
+export async function assertNotRemoved(dataDir: string): Promise<void> {
+  let text: string;
+  try {
+    text = await readFile(path.join(dataDir, REMOVED_FILE), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  let r: Partial<NodeRemoval> = {};
+  try {
+    r = JSON.parse(text) as Partial<NodeRemoval>;
+  } catch {
+    // an unreadable marker still means "removed"
+  }
+  const when = typeof r.at === 'number' ? ` on ${new Date(r.at).toISOString()}` : '';
+  throw new ConfigError(
+    `node ${r.nodeId ?? '?'} was removed from master ${r.masterAddress ?? '?'}${when}; this data dir (${dataDir}) cannot join again. ` +
+      'To rejoin, move the data dir away (or pass a fresh --data-dir) and start with a new join token from `hivemind token create`',
+  );
+}

@@ -11,12 +11,12 @@ import type { Clock } from '../common/clock.js';
 import { AbortedError, ConfigError, HivemindError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
-import { grpcStatusOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
+import { grpcStatusOf, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { scoreReport, type ContributionPoint } from './contribution.js';
 import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
-import { loadIdentity, saveIdentity, type NodeIdentity } from './identity-file.js';
+import { assertNotRemoved, loadIdentity, saveIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
 import { InputChecksumError, type ConnectionFactory, type MasterConnection, type ReportSink, type SubscriptionHandle } from './master-connection.js';
@@ -68,6 +68,8 @@ export interface WorkerEvents {
   'task-progress': [TaskProgressEvent];
   report: [ResourceReport];
   contribution: [ContributionPoint];
+  /** The master's operator removed this node: the worker stopped talking to it for good. */
+  removed: [string];
 }
 
 interface ActiveTask {
@@ -161,6 +163,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   static async create(raw: WorkerOptions, deps: WorkerDeps): Promise<Worker> {
     const options = compileWorkerOptions(raw);
+    await assertNotRemoved(options.dataDir);
     const identity = await loadIdentity(options.dataDir);
     if (!identity && !options.enrollmentToken) {
       throw new ConfigError(`this node has no identity yet (${options.dataDir}/identity.json): pass an enrollment token for its first registration`);
@@ -312,12 +315,32 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
       this.teardown(session);
       if (this.stopping.signal.aborted) break;
+      if (hivemindCodeOf(reason) === 'NODE_REMOVED') {
+        await this.onRemoved(describeGrpcError(reason));
+        return;
+      }
       const level = isRetryable(reason) ? 'warn' : 'error';
       this.log[level]({ err: describeGrpcError(reason), failures }, 'lost the master; reconnecting');
       if (!this.lifecycle.is('draining', 'reconnecting', 'stopped')) this.lifecycle.transition('reconnecting', describeGrpcError(reason));
       await sleep(backoffDelay(failures, this.options.backoff), this.stopping.signal).catch(() => undefined);
       failures++;
     }
+  }
+
+  /**
+   * Removed by the master's operator: its tasks were requeued there, so the ones running here are
+   * cancelled; the data dir is marked so that no later start talks to that master with it again.
+   */
+  private async onRemoved(reason: string): Promise<void> {
+    this.log.error({ reason }, 'this node was removed from the master; it stops taking and running tasks');
+    this.cancelAll('shutdown');
+    await saveRemoval(this.options.dataDir, {
+      nodeId: this.identity?.nodeId ?? '',
+      masterAddress: this.options.masterAddress,
+      at: this.deps.clock.now(),
+      reason,
+    }).catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'cannot record the removal in the data dir'));
+    this.emit('removed', reason);
   }
 
   /** Register, open reports, deliver the outbox and pending results, then subscribe. */

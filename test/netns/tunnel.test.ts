@@ -137,6 +137,15 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     assert.doesNotMatch(lab.exec('m', ['wg', 'show', `hm${id}m`, 'peers']), new RegExp(lab.exec('b', ['wg', 'show', `hm${id}b`, 'public-key']).trim().replace(/[+/=]/g, '.')));
     const left = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out) as { nodeId: string }[];
     assert.deepEqual(left.map((n) => n.nodeId), nodesBefore.map((n) => n.nodeId).filter((n) => n !== idB.nodeId));
+    // The removed worker was told before its peer went: it stops (exit 1, saying why), removes
+    // its interface, and its data dir refuses to start again instead of retrying forever.
+    const codeB = wb.child.exitCode ?? (await new Promise<number | null>((r) => wb.child.once('exit', r)));
+    assert.equal(codeB, 1, wb.output);
+    assert.match(wb.output, /was removed from the master by its operator/);
+    assert.doesNotMatch(lab.exec('b', ['ip', 'link', 'show']), new RegExp(`hm${id}b`));
+    const restartB = await run(lab, 'b', ['worker', 'start', '--data-dir', join(home, 'wb'), '--wg-interface', `hm${id}b`], env);
+    assert.equal(restartB.code, 2, restartB.out);
+    assert.match(restartB.out, /was removed from master .* fresh --data-dir/);
   } finally {
     for (const p of procs.reverse()) await stop(p);
     lab.destroy();

@@ -32,7 +32,7 @@ test('only online nodes with a command stream are schedulable', () => {
   const r = new NodeRegistry(clock, 1000);
   r.onReport('n1', report());
   assert.deepEqual(r.schedulable(), []);
-  const detach = r.attach('n1', { send: () => undefined });
+  const detach = r.attach('n1', { send: () => undefined, close: () => undefined });
   assert.equal(r.schedulable().length, 1);
   clock.advance(3001);
   r.sweep();
@@ -45,7 +45,7 @@ test('only online nodes with a command stream are schedulable', () => {
 test('assignments count against capacity until a later report reflects them', () => {
   const clock = new ManualClock();
   const r = new NodeRegistry(clock, 1000);
-  r.attach('n1', { send: () => undefined });
+  r.attach('n1', { send: () => undefined, close: () => undefined });
   r.onReport('n1', report());
   r.addPending('n1', 't1', { cpus: 1, memoryBytes: 100, gpus: 1 });
   assert.deepEqual(r.schedulable()[0]!.free, { cpus: 3, memoryBytes: 900, gpus: 0, taskSlots: 1 });
@@ -61,4 +61,15 @@ test('assignments count against capacity until a later report reflects them', ()
   r.addPending('n1', 't2', { cpus: 0, memoryBytes: 0, gpus: 0 });
   r.onReport('n1', report(['t2'], 0));
   assert.equal(r.schedulable()[0]!.free.taskSlots, 0, 'a report listing the task reflects it');
+});
+
+test('forgetting a removed node ends its command stream with the reason', () => {
+  const r = new NodeRegistry(new ManualClock(), 1000);
+  const closed: Error[] = [];
+  r.attach('n1', { send: () => undefined, close: (e) => closed.push(e) });
+  r.onReport('n1', report());
+  r.forget('n1', new Error('removed by the operator'));
+  assert.deepEqual(closed.map((e) => e.message), ['removed by the operator']);
+  assert.deepEqual(r.schedulable(), []);
+  assert.equal(r.sink('n1'), undefined);
 });

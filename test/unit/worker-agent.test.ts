@@ -7,8 +7,9 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { status } from '@grpc/grpc-js';
+import { Metadata, status } from '@grpc/grpc-js';
 import { ManualClock } from '../../src/common/clock.js';
+import { ConfigError } from '../../src/common/errors.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { OutcomeKind, TaskState, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type {
@@ -81,6 +82,10 @@ class FakeMaster {
   }
   get subscribers(): number {
     return this.subs.size;
+  }
+  /** Ends every command stream with `err` (as the master does when it removes the node). */
+  endAll(err: Error): (() => void)[] {
+    return [...this.subs].map((s) => () => s.end(err));
   }
   down(): void {
     this.up = false;
@@ -455,6 +460,31 @@ test('each report scores the interval it closes and keeps a running total', asyn
   await waitFor('three contribution points', () => points.length >= 3);
   for (let i = 1; i < points.length; i++) assert.ok(Math.abs(points[i]!.total - (points[i - 1]!.total + points[i]!.score)) < 1e-9);
   assert.ok(points.every((p) => p.score >= 8), 'the base score is at least 10 x 0.8');
+});
+
+test('removed by the operator: running tasks are cancelled, no reconnect, the data dir refuses to start again', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  h.master.assign({ taskId: 'r1' });
+  await waitFor('r1 runs', () => h.executor.runs.has('r1'));
+  const removed: string[] = [];
+  h.worker.on('removed', (why) => removed.push(why));
+  const subscribesBefore = h.master.subscribes.length;
+  const md = new Metadata();
+  md.set('x-hivemind-error', 'NODE_REMOVED');
+  const err = Object.assign(new Error('7 PERMISSION_DENIED: node node-1 was removed'), { code: status.PERMISSION_DENIED, details: 'node node-1 was removed', metadata: md });
+  for (const end of h.master.endAll(err)) end();
+  await waitFor('the removed event', () => removed.length === 1);
+  assert.equal(removed[0], 'node node-1 was removed');
+  await waitFor('r1 cancelled', () => h.executor.runs.get('r1')!.exec.signal.aborted);
+  assert.equal(h.executor.runs.get('r1')!.exec.signal.reason, 'shutdown');
+  await new Promise((r) => setTimeout(r, 150)); // several backoff periods
+  assert.equal(h.master.subscribes.length, subscribesBefore, 'it does not reconnect');
+  await h.worker.close();
+  await assert.rejects(
+    makeWorker(t, {}, { master: h.master, dataDir: h.dataDir }),
+    (e: unknown) => e instanceof ConfigError && /was removed from master/.test(e.message) && /fresh --data-dir/.test(e.message),
+  );
 });
 
 test('an ack saying the attempt is superseded stops the task', async (t) => {

@@ -22,10 +22,26 @@ import { readFile } from 'node:fs/promises';
 
 type Ctx = () => CliContext;
 
-/** Resolves when the process got its shutdown signal(s) and everything closed. */
-function runUntilSignalled(ctx: CliContext, logger: ReturnType<CliContext['logger']>, shutdown: () => Promise<void>, force: () => void): Promise<number> {
+/**
+ * Resolves when the process got its shutdown signal(s) and everything closed, or when `stopWhen`
+ * asks to stop (the same orderly shutdown, with the exit code it gives).
+ */
+function runUntilSignalled(
+  ctx: CliContext,
+  logger: ReturnType<CliContext['logger']>,
+  shutdown: () => Promise<void>,
+  force: () => void,
+  stopWhen?: (stop: (code: number) => void) => void,
+): Promise<number> {
   return new Promise((resolve) => {
-    installShutdownHandlers({ shutdown, forceShutdown: force }, logger, resolve);
+    const uninstall = installShutdownHandlers({ shutdown, forceShutdown: force }, logger, resolve);
+    stopWhen?.((code) => {
+      uninstall();
+      shutdown().then(
+        () => resolve(code),
+        () => resolve(code),
+      );
+    });
   });
 }
 
@@ -91,7 +107,16 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       try {
         const node = await createWorker(cfg, logger);
         await node.worker.start();
-        setExit(await runUntilSignalled(c, logger, () => node.close(), () => node.cancelAll()));
+        setExit(
+          await runUntilSignalled(c, logger, () => node.close(), () => node.cancelAll(), (stop) =>
+            // Removed by the master's operator: nothing left to do here; exit non-zero so a
+            // supervisor does not restart it in a loop unnoticed.
+            node.worker.once('removed', (reason) => {
+              c.stderr.write(`hivemind: ${reason}; this worker stops. To rejoin, use a fresh data dir and a new join token.\n`);
+              stop(EXIT_FAILURE);
+            }),
+          ),
+        );
       } finally {
         releasePid();
       }
