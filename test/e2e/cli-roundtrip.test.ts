@@ -130,3 +130,33 @@ test('`hivemind dev` runs a master and a worker, and the admin commands find it 
     rmSync(home, { recursive: true, force: true });
   }
 });
+
+test('an old Node gets a clear message, not a stack trace from a dependency', async (t) => {
+  const { execFileSync: run } = await import('node:child_process');
+  const { CLI } = await import('../helpers/cli-process.js');
+  const old = '/usr/bin/node';
+  let version = '';
+  try {
+    version = run(old, ['--version']).toString().trim();
+  } catch {
+    // no system Node
+  }
+  const major = Number(version.replace(/^v/, '').split('.')[0]);
+  if (!(major > 0 && major < 22)) {
+    t.skip(`needs a Node older than 22 at ${old} (found ${version || 'none'})`);
+    return;
+  }
+  const entry = join(CLI, '..', 'hivemind.js');
+  let out = '';
+  let code = 0;
+  try {
+    run(old, [entry, '--version'], { stdio: 'pipe' });
+  } catch (err) {
+    const e = err as { status: number; stderr: Buffer };
+    code = e.status;
+    out = e.stderr.toString();
+  }
+  assert.equal(code, 1);
+  assert.match(out, new RegExp(`needs Node\\.js 22 or newer .* this is ${version.replace(/\./g, '\\.')}`));
+  assert.doesNotMatch(out, /TypeError|at .*node_modules/);
+});
