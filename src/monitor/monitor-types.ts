@@ -1,5 +1,7 @@
 // The JSON the monitor serves and pushes (docs/monitor.md is the contract with web/).
 // Times are epoch milliseconds, sizes bytes, CPU in percent of one core (tasks) or of the machine.
+import type { GpuUsage, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { ContributionPoint } from '../worker/contribution.js';
 
 export type LiveTaskState = 'accepted' | 'pulling' | 'running' | 'uploading';
 export type TaskRowState = LiveTaskState | 'succeeded' | 'failed' | 'cancelled' | 'rejected';
@@ -71,17 +73,11 @@ export interface TaskDetailView extends TaskRowView {
   logTail: string;
 }
 
-export interface SampleView {
-  atMs: number;
-  cpuPercent: number;
-  memoryUsedBytes: number;
-  memoryTotalBytes: number;
-  diskUsedBytes: number;
-  diskTotalBytes: number;
-  netRxBytesPerSec: number;
-  netTxBytesPerSec: number;
-  gpus: { index: number; utilizationPercent: number; memoryUsedBytes: number; memoryTotalBytes: number; temperatureC: number; powerW: number }[];
-}
+/** A resource sample as the page gets it: the report's machine-wide figures (no tasks, no capacity). */
+export type SampleView = Pick<
+  ResourceReport,
+  'atMs' | 'cpuPercent' | 'memoryUsedBytes' | 'memoryTotalBytes' | 'diskUsedBytes' | 'diskTotalBytes' | 'netRxBytesPerSec' | 'netTxBytesPerSec'
+> & { gpus: GpuUsage[] };
 
 export interface TunnelView {
   interface: string;
@@ -95,15 +91,8 @@ export interface TunnelView {
   txBytes: number;
 }
 
-export interface ContributionView {
-  atMs: number;
-  intervalMs: number;
-  score: number;
-  multiplier: number;
-  cpuPercent: number;
-  memoryPercent: number;
-  gpuPercent: number;
-}
+/** One contribution point without the running total (which the status carries once). */
+export type ContributionView = Omit<ContributionPoint, 'total'>;
 
 export interface StatusView {
   node: {
