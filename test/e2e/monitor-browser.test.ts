@@ -11,6 +11,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { requireChromium, requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { freePort, waitFor } from '../helpers/cli-process.js';
+import { createFakeNvidiaSmi } from '../helpers/fake-nvidia-smi.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const ARTIFACTS = join(process.cwd(), 'test-artifacts');
@@ -60,7 +61,10 @@ test('monitor page in Chromium: live node, running task with its log, history, 1
   if (!requireChromium(t) || !requireDockerImage(t, IMAGE)) return;
   mkdirSync(ARTIFACTS, { recursive: true });
   const port = await freePort();
-  const cluster = await ProcessCluster.start({ workerArgs: ['--monitor-port', String(port)] });
+  // Two GPUs through a fake nvidia-smi (documented CSV): the page must chart them.
+  const gpus = await createFakeNvidiaSmi();
+  t.after(() => gpus.cleanup());
+  const cluster = await ProcessCluster.start({ workerArgs: ['--monitor-port', String(port)], workerEnv: { PATH: `${gpus.dir}:${process.env.PATH}` } });
   const base = `http://127.0.0.1:${port}`;
   let browser: Browser | undefined;
   try {
@@ -76,6 +80,9 @@ test('monitor page in Chromium: live node, running task with its log, history, 1
     await page.locator(byTestId('connection')).filter({ hasText: 'live' }).waitFor();
     await page.locator(byTestId('node-state')).filter({ hasText: /^connected$/ }).waitFor();
     assert.equal((await page.locator(byTestId('node-accepting')).textContent())?.trim(), 'accepting');
+    for (const chart of ['chart-cpu', 'chart-memory', 'chart-disk', 'chart-network', 'chart-gpu0-util', 'chart-gpu0-mem', 'chart-gpu1-temp', 'chart-gpu1-power']) {
+      await page.locator(`${byTestId(chart)} canvas`).waitFor();
+    }
 
     // A task appears as running; its log streams into the page; then it is in the history.
     const sub = await cluster.cli(['submit', '--image', IMAGE, '--memory', '64m', '--timeout', '5m', '--',

@@ -9,6 +9,8 @@ export interface ClusterOptions {
   reportInterval?: string;
   maxTasks?: number;
   workerArgs?: string[];
+  /** Extra environment of the worker process (e.g. a PATH with a fake nvidia-smi). */
+  workerEnv?: NodeJS.ProcessEnv;
 }
 
 export class ProcessCluster {
@@ -57,7 +59,7 @@ export class ProcessCluster {
         '--max-tasks', String(opts.maxTasks ?? 2),
         ...(opts.workerArgs ?? []),
       ],
-      { ...this.env, HIVEMIND_MASTER: undefined },
+      { ...this.env, HIVEMIND_MASTER: undefined, ...opts.workerEnv },
     );
     this.worker = worker;
     await waitFor(
