@@ -388,6 +388,7 @@
     else body.prepend(row);
     history.rows.set(t.taskId, t);
     while (body.children.length > HISTORY_PAGE) body.lastElementChild.remove();
+    $('history-page').textContent = 'page 1';
   }
   $('history-filter').addEventListener('change', (e) => {
     history.filter = e.target.value;
