@@ -168,3 +168,20 @@ test('monitor API and Socket.IO against a running worker', async (t) => {
     await cluster.close();
   }
 });
+
+test('a monitor port already in use is a clear message; the worker runs on without the monitor', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const { createServer } = await import('node:net');
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  const port = (blocker.address() as { port: number }).port;
+  const cluster = await ProcessCluster.start({ workerArgs: ['--monitor-port', String(port)] });
+  try {
+    assert.match(cluster.worker!.output, new RegExp(`monitor: port ${port} on 127\\.0\\.0\\.1 is already in use .*--monitor-port`));
+    const r = await cluster.cli(['submit', '--image', IMAGE, '--wait', '--', 'true']);
+    assert.equal(r.code, 0, 'the worker still runs tasks');
+  } finally {
+    await cluster.close();
+    blocker.close();
+  }
+});
