@@ -55,6 +55,8 @@ export class DockerTaskRunner implements TaskExecutor {
   private readonly defaults: RunnerDefaults;
   /** Containers whose process runs now, by task attempt, for per-task usage. */
   private readonly running = new Map<string, { taskId: string; containerId: string }>();
+  /** Tasks inside execute(), from before their first container exists: reclaim() never takes theirs. */
+  private readonly executing = new Map<string, number>();
   private readonly usageSampler: TaskUsageSampler;
 
   constructor(
@@ -70,12 +72,30 @@ export class DockerTaskRunner implements TaskExecutor {
     return this.usageSampler.sample([...this.running.values()]);
   }
 
+  async reclaim(keepTaskIds: readonly string[]): Promise<ReapResult> {
+    const nodeId = this.nodeId();
+    if (nodeId === 'unregistered') return { containers: [], volumes: [] };
+    const keep = new Set(keepTaskIds);
+    return reapOrphans(this.engine, nodeId, { has: (taskId: string) => keep.has(taskId) || this.executing.has(taskId) }, AbortSignal.timeout(this.options.cleanupTimeoutMs ?? 30_000));
+  }
+
   private nodeId(): string {
     const id = this.options.nodeId;
     return typeof id === 'function' ? id() : id;
   }
 
   async execute(exec: TaskExecution): Promise<ExecutionResult> {
+    this.executing.set(exec.taskId, (this.executing.get(exec.taskId) ?? 0) + 1);
+    try {
+      return await this.executeTracked(exec);
+    } finally {
+      const n = (this.executing.get(exec.taskId) ?? 1) - 1;
+      if (n > 0) this.executing.set(exec.taskId, n);
+      else this.executing.delete(exec.taskId);
+    }
+  }
+
+  private async executeTracked(exec: TaskExecution): Promise<ExecutionResult> {
     const log = this.logger.child({ taskId: exec.taskId, attempt: exec.attempt });
     const tail = new LogTail(this.defaults.logTailBytes);
     const created: { containers: string[]; volumes: string[] } = { containers: [], volumes: [] };
@@ -372,8 +392,11 @@ export interface ReapResult {
  * Removes this node's labelled containers and volumes that no live task owns (after a crash).
  * Only objects carrying our managed + node-id labels are listed, so nothing else is touched.
  */
-export async function reapOrphans(engine: ContainerEngine, nodeId: string, keepTaskIds: Iterable<string>, signal?: AbortSignal): Promise<ReapResult> {
-  const keep = new Set(keepTaskIds);
+/**
+ * Removes containers and volumes labelled with this node whose task `keep` does not hold. `keep` is
+ * asked at removal time, so a task that starts while this runs is never touched.
+ */
+export async function reapOrphans(engine: ContainerEngine, nodeId: string, keep: { has(taskId: string): boolean }, signal?: AbortSignal): Promise<ReapResult> {
   const filters = nodeLabelFilters(nodeId);
   const removed: ReapResult = { containers: [], volumes: [] };
   for (const c of await engine.listContainers(filters, signal)) {

@@ -41,4 +41,9 @@ export interface TaskExecutor {
   execute(exec: TaskExecution): Promise<ExecutionResult>;
   /** CPU and memory of each task whose process is running now (for the resource report). */
   usage(): Promise<TaskUsage[]>;
+  /**
+   * Removes what earlier runs of this node left behind (containers, volumes) that belong to no
+   * task it runs now nor to `keepTaskIds`. Touches nothing without this node's labels.
+   */
+  reclaim(keepTaskIds: readonly string[]): Promise<{ containers: string[]; volumes: string[] }>;
 }

@@ -47,6 +47,8 @@ export interface WorkerOptions {
   logFlushMs?: number;
   /** Live log bytes held per task while the master is slow or away; older bytes are dropped. Default: 1 MiB. */
   logBufferBytes?: number;
+  /** How often leftovers of earlier runs (containers, volumes, spool files) are looked for. Default 10 min. */
+  reclaimIntervalMs?: number;
   /** Reported in NodeFacts. Default: this package's version. */
   workerVersion?: string;
 }
@@ -70,6 +72,7 @@ export interface CompiledWorkerOptions {
   backoff: BackoffOptions;
   logFlushMs: number;
   logBufferBytes: number;
+  reclaimIntervalMs: number;
   workerVersion: string;
 }
 
@@ -137,6 +140,7 @@ export function compileWorkerOptions(raw: WorkerOptions): CompiledWorkerOptions 
     backoff: raw.backoff ?? defaultBackoff,
     logFlushMs: positive('logFlushMs', raw.logFlushMs, 250, true),
     logBufferBytes: positive('logBufferBytes', raw.logBufferBytes, MiB, true),
+    reclaimIntervalMs: positive('reclaimIntervalMs', raw.reclaimIntervalMs, 10 * 60_000),
     workerVersion: raw.workerVersion ?? packageVersion(),
   };
 }

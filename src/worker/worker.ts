@@ -3,7 +3,7 @@
 // its own AbortController. Every task update goes through the SQLite outbox, so a master
 // outage never loses one and never kills a running task.
 import { EventEmitter } from 'node:events';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { backoffDelay } from '../common/backoff.js';
@@ -147,6 +147,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private reportTimer: NodeJS.Timeout | undefined;
   private reportInFlight: Promise<void> | undefined;
   private reportAgain = false;
+  private reclaimTimer: NodeJS.Timeout | undefined;
+  private reclaiming: Promise<void> | undefined;
   private pumping: Promise<void> | undefined;
   private pumpAgain = false;
   private loop: Promise<void> | undefined;
@@ -274,6 +276,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!this.lifecycle.is('starting') || this.loop) throw new WorkerStateError(`start() called in state '${this.state}'`);
     this.recoverInterruptedTasks();
     this.scheduleReport();
+    this.reclaimTimer = setInterval(() => this.reclaimSoon(), this.options.reclaimIntervalMs);
+    this.reclaimTimer.unref();
     let settle!: { resolve: () => void; reject: (e: unknown) => void };
     const first = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
     this.loop = this.connectionLoop(settle);
@@ -382,6 +386,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const waiter of [...this.readyWaiters]) waiter(session);
     // A first report right away, so the master sees this node's capacity without waiting an interval.
     this.reportNow();
+    // The node id is known now: clear what earlier runs left (a killed worker's containers, spool files).
+    this.reclaimSoon();
   }
 
   private teardown(session: Session | undefined): void {
@@ -765,6 +771,40 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
+  // ---------------------------------------------------------------- leftovers
+
+  /** Single-flight: removes containers, volumes and spool files no task owns. */
+  private reclaimSoon(): void {
+    if (this.closing || this.reclaiming) return;
+    this.reclaiming = this.reclaim()
+      .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'removing leftovers failed; trying again later'))
+      .finally(() => {
+        this.reclaiming = undefined;
+      });
+  }
+
+  private async reclaim(): Promise<void> {
+    const pending = this.deps.store.pendingUploads();
+    const keep = [...new Set([...[...this.active.values()].map((t) => t.taskId), ...pending.map((r) => r.taskId)])];
+    const removed = await this.deps.executor.reclaim(keep);
+    if (removed.containers.length || removed.volumes.length) {
+      this.log.info({ containers: removed.containers, volumes: removed.volumes }, 'removed containers and volumes no task owns (left by an earlier run)');
+    }
+    // Spool files: results still to upload and files of running tasks stay; the rest is debris.
+    const keepFiles = new Set(pending.map((r) => path.basename(r.result!.path)));
+    const activePrefixes = [...this.active.values()].flatMap((t) => [spoolName(t.taskId, t.attempt, ''), `${t.taskId}-${t.attempt}.`]);
+    let names: string[];
+    try {
+      names = await readdir(this.options.spoolDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    const stale = names.filter((n) => !keepFiles.has(n) && !activePrefixes.some((p) => n.startsWith(p)));
+    for (const n of stale) await rm(path.join(this.options.spoolDir, n), { force: true, recursive: true });
+    if (stale.length) this.log.info({ files: stale }, 'removed spool files no task owns');
+  }
+
   // ---------------------------------------------------------------- reports
 
   private reportIntervalMs(): number {
@@ -884,6 +924,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       };
       await step('stop taking tasks', () => {
         this.closing = true;
+        if (this.reclaimTimer) clearInterval(this.reclaimTimer);
       });
       await step('drain tasks', () => this.drain());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));

@@ -347,12 +347,12 @@ test('reapOrphans removes only this node\'s objects of tasks that are not live',
   try {
     await mk(`live${process.pid}`);
     await mk(`dead${process.pid}`);
-    const removed = await reapOrphans(engine, node, [`live${process.pid}`]);
+    const removed = await reapOrphans(engine, node, new Set([`live${process.pid}`]));
     assert.deepEqual(removed, { containers: [`hivemind-dead${process.pid}-1`], volumes: [`hivemind-dead${process.pid}-1-output`] });
     assert.equal((await engine.listContainers(nodeLabelFilters(node))).length, 1);
     assert.equal((await engine.listVolumes(nodeLabelFilters('someone-else'))).some((v) => v.name === other), true, 'other nodes untouched');
   } finally {
-    await reapOrphans(engine, node, []);
+    await reapOrphans(engine, node, new Set<string>());
     await engine.removeVolume(other);
   }
 });

@@ -207,6 +207,12 @@ class FakeExecutor implements TaskExecutor {
   runs = new Map<string, Run>();
   constructor(private readonly spoolDir: () => string) {}
 
+  /** The keep lists reclaim() was called with. */
+  reclaims: string[][] = [];
+  async reclaim(keep: readonly string[]): Promise<{ containers: string[]; volumes: string[] }> {
+    this.reclaims.push([...keep]);
+    return { containers: [], volumes: [] };
+  }
   async usage(): Promise<TaskUsage[]> {
     return [...this.runs.values()].filter((r) => !r.done).map((r) => ({ taskId: r.exec.taskId, cpuPercent: 50, memoryBytes: 10 * MiB }));
   }
@@ -485,6 +491,22 @@ test('removed by the operator: running tasks are cancelled, no reconnect, the da
     makeWorker(t, {}, { master: h.master, dataDir: h.dataDir }),
     (e: unknown) => e instanceof ConfigError && /was removed from master/.test(e.message) && /fresh --data-dir/.test(e.message),
   );
+});
+
+test('leftovers: after registering, the worker reclaims what no task owns and clears debris from its spool', async (t) => {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hm-worker-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const { mkdir } = await import('node:fs/promises');
+  await mkdir(path.join(dataDir, 'spool'), { recursive: true });
+  await writeFile(path.join(dataDir, 'spool', 'old-task-1.tar.gz'), 'debris of a killed run');
+  await writeFile(path.join(dataDir, 'spool', 'old-task-1.input.tar.gz'), 'debris');
+  const h = await makeWorker(t, { reclaimIntervalMs: 50 }, { master: new FakeMaster(), dataDir });
+  await h.worker.start();
+  await waitFor('a reclaim', () => h.executor.reclaims.length >= 1);
+  await waitFor('the spool emptied', () => !existsSync(path.join(dataDir, 'spool', 'old-task-1.tar.gz')) && !existsSync(path.join(dataDir, 'spool', 'old-task-1.input.tar.gz')));
+  h.master.assign({ taskId: 'keepme' });
+  await waitFor('keepme runs', () => h.executor.runs.has('keepme'));
+  await waitFor('a periodic reclaim that keeps the running task', () => h.executor.reclaims.some((k) => k.includes('keepme')));
 });
 
 test('an ack saying the attempt is superseded stops the task', async (t) => {
