@@ -159,6 +159,12 @@ test('monitor API and Socket.IO against a running worker', async (t) => {
     const csp = (await fetch(`${base}/api/status`)).headers.get('content-security-policy') ?? '';
     assert.match(csp, /default-src 'self'/);
     assert.match(csp, /frame-ancestors 'none'/);
+    // Secrets stay out of the logs too.
+    for (const [who, out] of [['worker', cluster.worker!.output], ['master', cluster.master.output]] as const) {
+      assert.ok(!out.includes(credential!), `the node credential is not in the ${who} log`);
+      assert.ok(!out.includes(cluster.adminToken), `the admin token is not in the ${who} log`);
+      assert.ok(!out.includes('hunter2'), `task env values are not in the ${who} log`);
+    }
     const foreign = io(base, { transports: ['websocket'], reconnection: false, extraHeaders: { Origin: 'http://evil.example' } });
     const err = await new Promise<Error>((resolve) => foreign.on('connect_error', resolve));
     foreign.close();
