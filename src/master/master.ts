@@ -38,6 +38,9 @@ import { NodeService } from './node-service.js';
 import { NodeRegistry } from './registry.js';
 import { TaskManager } from './task-manager.js';
 
+/** Workers back off up to 30 s (plus jitter) while the master is away; this covers it. */
+export const RESTART_GRACE_MS = 60_000;
+
 export interface MasterOptions {
   /** host:port to listen on. Port 0 picks a free port (read it back from `master.address`). Default "127.0.0.1:7070". */
   listenAddress?: string;
@@ -53,6 +56,8 @@ export interface MasterOptions {
   offlineCheckIntervalMs?: number;
   /** How long close() lets open calls finish before cutting them. Default 2 000 ms. */
   shutdownGraceMs?: number;
+  /** After a restart, how long nodes holding tasks have to reconnect before those are requeued. Default 60 s. */
+  restartGraceMs?: number;
   /**
    * Tunnel mode: workers enroll over TLS on `enrollListen` (the only public service), get a
    * WireGuard peer on the hub, and reach the node service only on the master's tunnel address.
@@ -94,6 +99,7 @@ interface CompiledOptions {
   logMaxBytes: number;
   offlineCheckIntervalMs: number;
   shutdownGraceMs: number;
+  restartGraceMs: number;
 }
 
 function compile(o: MasterOptions): CompiledOptions {
@@ -118,6 +124,7 @@ function compile(o: MasterOptions): CompiledOptions {
     logMaxBytes: o.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
     offlineCheckIntervalMs: o.offlineCheckIntervalMs ?? Math.max(50, Math.min(1000, reportIntervalMs / 4)),
     shutdownGraceMs: o.shutdownGraceMs ?? 2000,
+    restartGraceMs: o.restartGraceMs ?? RESTART_GRACE_MS,
   };
 }
 
@@ -226,9 +233,10 @@ export class Master {
       await bind(enrollServer, enrollListen, ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], false));
       this.log.info({ nodeService: hub.nodeServiceAddress, enroll: enrollListen, fingerprint: tls.fingerprint, mesh: hub.mesh }, 'tunnel mode: node service on the tunnel only, enrollment on the public address');
     }
-    // Nodes holding tasks get one offline period to come back after a master restart; if they
-    // do not, their attempts are given up like for any lost node.
-    for (const t of this.store.liveTasksOnNodes()) this.registry.seen(t.nodeId!);
+    // Nodes holding tasks get time to come back after a master restart: their reconnect backoff
+    // grows to 30 s while the master is away, so one report period would requeue (and run twice)
+    // tasks that simply finished meanwhile. If they do not return, their attempts are given up.
+    for (const t of this.store.liveTasksOnNodes()) this.registry.awaitReturn(t.nodeId!, this.opts.restartGraceMs);
     this.timer = setInterval(() => this.checkPresence(), this.opts.offlineCheckIntervalMs);
     this.timer.unref();
     this.tasks.scheduleSoon();

@@ -122,6 +122,16 @@ export class NodeRegistry {
     this.nodes.delete(nodeId);
   }
 
+  /**
+   * After a master restart: the node counts as online until `withinMs` from now (or the usual
+   * offline period, if longer), so it has time to reconnect before its tasks are given up.
+   */
+  awaitReturn(nodeId: string, withinMs: number): void {
+    const p = this.entry(nodeId);
+    p.online = true;
+    p.lastSeen = this.clock.now() + Math.max(0, withinMs - this.offlineAfterMs);
+  }
+
   /** Marks nodes silent for too long offline; returns the ones that just went offline. */
   sweep(): string[] {
     const now = this.clock.now();

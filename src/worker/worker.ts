@@ -377,7 +377,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.flushOutbox();
     if (!session.alive) throw await session.lost;
 
-    const holding = [...this.runningTasks(), ...this.deps.store.pendingUploads().map((r) => ({ taskId: r.taskId, attempt: r.attempt }))];
+    // Everything the master must not give up: running tasks, results still to upload, and tasks
+    // whose last updates (their end, typically) it has not acknowledged yet. A task that finished
+    // while the master was away is in the last group: without it the master would requeue it and
+    // run it twice.
+    const holding = [
+      ...this.runningTasks(),
+      ...this.deps.store.pendingUploads().map((r) => ({ taskId: r.taskId, attempt: r.attempt })),
+      ...this.deps.store.outboxTasks(),
+    ];
     const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
     session.subscription = conn.subscribe({ running, free: this.freeCapacity(), accepting: this.accepting }, (cmd) => this.onCommand(cmd));
     void session.subscription.closed.then((err) => session.markLost(err ?? new Error('the master ended the command stream')));

@@ -19,9 +19,21 @@ export class ProcessCluster {
     readonly address: string,
     readonly adminToken: string,
     readonly env: NodeJS.ProcessEnv,
-    readonly master: CliDaemon,
+    public master: CliDaemon,
     public worker: CliDaemon | undefined,
+    private readonly masterArgs: string[] = [],
+    private readonly masterEnv: NodeJS.ProcessEnv = {},
   ) {}
+
+  /** Starts the master again on the same address and data dir (after `master.stop()`). */
+  async restartMaster(): Promise<CliDaemon> {
+    this.master = new CliDaemon(this.masterArgs, this.masterEnv);
+    await waitFor('the restarted master to answer', async () => {
+      if (this.master.child.exitCode !== null) throw new Error(`master exited: ${this.master.output}`);
+      return (await this.cli(['nodes', '--json'])).code === 0 || undefined;
+    }, 30_000, 200);
+    return this.master;
+  }
 
   static async start(opts: ClusterOptions = {}): Promise<ProcessCluster> {
     const home = mkdtempSync(join(tmpdir(), 'hm-e2e-'));
@@ -30,13 +42,14 @@ export class ProcessCluster {
     // No monitor unless a test asks for one (--monitor-port): workers of parallel fixtures would share 5001.
     const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
     const reportInterval = opts.reportInterval ?? '1s';
-    const master = new CliDaemon(['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval], baseEnv);
+    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval];
+    const master = new CliDaemon(masterArgs, baseEnv);
     const tokenFile = join(home, 'master', 'admin.token');
     try {
       await waitFor('the master admin token', () => fileExists(tokenFile) && readFileSync(tokenFile, 'utf8').trim().length > 0);
       const adminToken = readFileSync(tokenFile, 'utf8').trim();
       const env = { ...baseEnv, HIVEMIND_MASTER: address, HIVEMIND_ADMIN_TOKEN: adminToken };
-      const cluster = new ProcessCluster(home, address, adminToken, env, master, undefined);
+      const cluster = new ProcessCluster(home, address, adminToken, env, master, undefined, masterArgs, baseEnv);
       await waitFor('the master to answer', async () => (await cluster.cli(['nodes', '--json'])).code === 0);
       await cluster.startWorker(opts);
       return cluster;

@@ -73,3 +73,13 @@ test('forgetting a removed node ends its command stream with the reason', () => 
   assert.deepEqual(r.schedulable(), []);
   assert.equal(r.sink('n1'), undefined);
 });
+
+test('after a master restart a node holding tasks has the restart grace, not one report period, to return', () => {
+  const clock = new ManualClock();
+  const r = new NodeRegistry(clock, 1000); // offline after 3 s
+  r.awaitReturn('n1', 60_000);
+  clock.advance(30_000);
+  assert.deepEqual(r.sweep(), [], 'still expected back after 30 s (worker backoff reaches 30 s)');
+  clock.advance(30_001);
+  assert.deepEqual(r.sweep(), ['n1'], 'given up after the grace');
+});

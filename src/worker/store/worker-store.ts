@@ -334,6 +334,11 @@ export class WorkerStore {
     return rows.map((r) => ({ id: r.id, update: JSON.parse(r.payload) as TaskUpdate }));
   }
 
+  /** Task attempts with updates the master has not acknowledged yet. */
+  outboxTasks(): { taskId: string; attempt: number }[] {
+    return (this.db.prepare(`SELECT DISTINCT task_id, attempt FROM outbox`).all() as { task_id: string; attempt: number }[]).map((r) => ({ taskId: r.task_id, attempt: r.attempt }));
+  }
+
   outboxSize(): number {
     return (this.db.prepare(`SELECT COUNT(*) AS n FROM outbox`).get() as { n: number }).n;
   }
