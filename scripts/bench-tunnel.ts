@@ -29,7 +29,8 @@ async function stop(child: ChildProcess): Promise<void> {
 async function main(): Promise<void> {
   const lab = NetLab.create(['m', 'w']);
   const home = mkdtempSync(join(tmpdir(), 'hm-bench-tunnel-'));
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home };
+  // BENCH_NODE_OPTIONS reaches the master and worker only (e.g. --cpu-prof --cpu-prof-dir=DIR).
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}) };
   const m = lab.host('m');
   const children: ChildProcess[] = [];
   try {

@@ -20,6 +20,7 @@ import type {
 } from '../protocol/gen/hivemind/v1/node.js';
 import { MasterAuth } from './auth.js';
 import type { BlobStore } from './blob-store.js';
+import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
 import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
 import type { MasterEvents } from './master-events.js';
 import type { MasterStore, NodeRow } from './master-store.js';
@@ -244,11 +245,15 @@ export class NodeService {
       release = this.d.tasks.beginUpload(task.id, task.attempt, () => call.destroy(new PreconditionError(`attempt ${h.attempt} of task ${h.taskId} was given up; upload stopped`)));
       const session = await this.d.blobs.openResultUpload(task.id, h.offset);
       let trailer: { size: number; sha256: string } | undefined;
+      // Each received chunk is a fresh buffer; scavenging every few MiB frees them in small
+      // steps instead of V8's mark-compacts under external-memory pressure.
+      const reclaimer = new BufferReclaimer(BULK_RECLAIM_EVERY_BYTES);
       try {
         for await (const m of msgs) {
           if (m.part?.$case === 'chunk') {
             if (trailer) throw new InvalidArgumentError('chunk after the trailer');
             await session.write(m.part.value);
+            reclaimer.add(m.part.value.length);
           } else if (m.part?.$case === 'trailer') {
             trailer = m.part.value;
           } else {

@@ -23,7 +23,7 @@ import { NodeServiceChunkClient, readUploadChunk } from '../protocol/chunk-codec
 import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { CHUNK_SIZE, channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
 import { AbortedError, AuthError } from '../common/errors.js';
-import { BufferReclaimer } from '../common/buffer-reclaimer.js';
+import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
 import {
   InputChecksumError,
   TransferError,
@@ -33,12 +33,6 @@ import {
   type SubscriptionHandle,
 } from './master-connection.js';
 
-/**
- * Uploads read each chunk into a fresh buffer that dies at once; a minor GC every so often keeps
- * them from piling up. Every 2 MiB (the default) cost a third of the worker's CPU during a tunnel
- * upload; every 16 MiB keeps the peak within a few chunks for a fraction of that.
- */
-const UPLOAD_RECLAIM_EVERY_BYTES = 16 * 1024 * 1024;
 
 export interface GrpcMasterConnectionOptions {
   transport?: Transport;
@@ -209,7 +203,7 @@ export class GrpcMasterConnection implements MasterConnection {
       if (held.offset < size) {
         const fh = await open(file, 'r');
         try {
-          const reclaimer = new BufferReclaimer(UPLOAD_RECLAIM_EVERY_BYTES);
+          const reclaimer = new BufferReclaimer(BULK_RECLAIM_EVERY_BYTES);
           for (let pos = held.offset; pos < size; ) {
             signal.throwIfAborted();
             const chunk = await readUploadChunk(fh, pos, Math.min(CHUNK_SIZE, size - pos));

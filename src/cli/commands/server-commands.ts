@@ -1,6 +1,7 @@
 // The long-running commands (master start, worker start, dev) and the local ones (doctor,
 // image build). Production wiring of real Docker, SQLite and gRPC happens here and in
 // ../node-wiring.ts, nowhere else.
+import { tuneHeapForStreaming } from '../../common/heap-tuning.js';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -68,6 +69,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .action(async (o) => {
       const c = ctx();
       const cfg = compileMasterConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
+      tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       const m = await Master.create(
         { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, maxAttempts: cfg.maxAttempts, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
@@ -101,6 +103,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .action(async (o) => {
       const c = ctx();
       const cfg = compileWorkerConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
+      tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
       const releasePid = writePidFile(cfg.dataDir);
@@ -145,6 +148,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .action(async (o) => {
       const c = ctx();
       const dir = devDir(c.env);
+      tuneHeapForStreaming();
       const logger = c.logger(o.logLevel);
       const mcfg = compileMasterConfig({ env: {}, flags: { listen: `127.0.0.1:${o.port}`, dataDir: join(dir, 'master'), reportInterval: o.reportInterval, logLevel: o.logLevel } });
       const engine = DockerEngine.create();
