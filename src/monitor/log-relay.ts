@@ -50,17 +50,14 @@ export class LogRelay {
     t.pending.push(data);
     t.pendingBytes += data.length;
     if (t.pendingBytes > this.opts.maxBatchBytes * 4) this.trimPending(t);
-    t.tail.push(data);
-    t.tailBytes += data.length;
-    if (t.tailBytes > this.opts.tailBytes * 2) {
-      const kept = keepLast(t.tail, t.tailBytes, this.opts.tailBytes);
-      t.tail = kept.chunks;
-      t.tailBytes = kept.bytes;
-    }
     t.timer ??= setTimeout(() => this.flush(taskId), this.opts.flushMs);
   }
 
-  /** The recent output of a task (what a page that starts following gets first). */
+  /**
+   * The recent output of a task that has already been pushed: what a page that starts following
+   * gets first. Pending bytes are not in it, so the next push continues it without repeating a
+   * line.
+   */
   tail(taskId: string): { attempt: number; text: string } | undefined {
     const t = this.tasks.get(taskId);
     if (!t) return undefined;
@@ -96,7 +93,15 @@ export class LogRelay {
     t.timer = undefined;
     if (t.pendingBytes === 0) return;
     this.trimPending(t);
-    const push: LogPush = { taskId, attempt: t.attempt, text: Buffer.concat(t.pending, t.pendingBytes).toString('utf8'), dropped: t.dropped };
+    const batch = Buffer.concat(t.pending, t.pendingBytes);
+    const push: LogPush = { taskId, attempt: t.attempt, text: batch.toString('utf8'), dropped: t.dropped };
+    t.tail.push(batch);
+    t.tailBytes += batch.length;
+    if (t.tailBytes > this.opts.tailBytes * 2) {
+      const kept = keepLast(t.tail, t.tailBytes, this.opts.tailBytes);
+      t.tail = kept.chunks;
+      t.tailBytes = kept.bytes;
+    }
     t.pending = [];
     t.pendingBytes = 0;
     t.dropped = 0;

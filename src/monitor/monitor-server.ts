@@ -125,7 +125,7 @@ export class MonitorServer {
         if (typeof taskId !== 'string' || taskId.length > 200) return;
         void socket.join(`log:${taskId}`);
         const tail = this.logs.tail(taskId);
-        if (tail) socket.emit('log', { taskId, attempt: tail.attempt, text: tail.text, dropped: 0 });
+        if (tail?.text) socket.emit('log', { taskId, attempt: tail.attempt, text: tail.text, dropped: 0 });
       });
       socket.on('unfollow', (msg: unknown) => {
         const taskId = (msg as { taskId?: unknown } | undefined)?.taskId;

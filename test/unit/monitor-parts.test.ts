@@ -82,7 +82,23 @@ test('log relay: finish() pushes what is pending at once; a new attempt starts c
   assert.deepEqual(pushes.map((p) => p.text), ['last words\n']);
   assert.equal(r.tail('t1'), undefined);
   r.push('t1', 2, Buffer.from('second attempt\n'));
-  assert.deepEqual(r.tail('t1'), { attempt: 2, text: 'second attempt\n' });
+  assert.deepEqual(r.tail('t1'), { attempt: 2, text: '' }, 'nothing pushed yet for attempt 2');
+  r.close();
+});
+
+test('log relay: a page that starts following between two pushes sees every line once', async () => {
+  const { r, pushes } = relay({ flushMs: 30 });
+  r.push('t1', 1, Buffer.from('one\n'));
+  await tick(50);
+  r.push('t1', 1, Buffer.from('two\n'));
+  // The page joins now: it gets the tail, then the pushes that follow.
+  const seen = [r.tail('t1')!.text];
+  const from = pushes.length;
+  await tick(50);
+  r.push('t1', 1, Buffer.from('three\n'));
+  await tick(50);
+  seen.push(...pushes.slice(from).map((p) => p.text));
+  assert.equal(seen.join(''), 'one\ntwo\nthree\n');
   r.close();
 });
 
