@@ -1,0 +1,47 @@
+// What the fault and hostile-input tests did, for the summary that `npm run test:faults` and
+// `npm test` print (scripts/fault-summary.ts). Each record is one JSON line appended to the file
+// named by HIVEMIND_FAULT_LEDGER; without it, recording does nothing. A test records what it
+// observed *before* asserting, so a failure still shows in the counts.
+import { appendFileSync } from 'node:fs';
+
+export interface ScenarioRecord {
+  kind: 'scenario';
+  name: string;
+  /** Faults injected (kills, outages, restarts, a full disk...). */
+  faults: number;
+  /** Tasks submitted in the scenario that should be delivered. */
+  submitted: number;
+  /** Tasks that ended with their result at the master, verified. */
+  delivered: number;
+  /** Tasks whose result never arrived (or arrived wrong). */
+  lost: number;
+  /** Tasks run to completion or stored more than once. */
+  duplicated: number;
+}
+
+export interface HostileRecord {
+  kind: 'hostile';
+  name: string;
+  /** Hostile inputs tried. */
+  tried: number;
+  /** How many of them got through (accepted, escaped the sandbox, leaked a secret...). */
+  escaped: number;
+}
+
+export type LedgerRecord = ScenarioRecord | HostileRecord;
+
+export const LEDGER_ENV = 'HIVEMIND_FAULT_LEDGER';
+
+function append(r: LedgerRecord): void {
+  const file = process.env[LEDGER_ENV];
+  if (file) appendFileSync(file, `${JSON.stringify(r)}\n`);
+}
+
+export function recordScenario(r: Omit<ScenarioRecord, 'kind'>): void {
+  append({ kind: 'scenario', ...r });
+}
+
+/** One hostile input (or a batch of `tried`), and whether it got through. */
+export function recordHostile(name: string, escaped: boolean | number, tried = 1): void {
+  append({ kind: 'hostile', name, tried, escaped: typeof escaped === 'number' ? escaped : escaped ? 1 : 0 });
+}
