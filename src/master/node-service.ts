@@ -244,6 +244,7 @@ export class NodeService {
       }
       release = this.d.tasks.beginUpload(task.id, task.attempt, () => call.destroy(new PreconditionError(`attempt ${h.attempt} of task ${h.taskId} was given up; upload stopped`)));
       const session = await this.d.blobs.openResultUpload(task.id, h.offset);
+      if (h.offset > 0) this.d.log.info({ taskId: task.id, attempt: h.attempt, offset: h.offset, totalSize: h.totalSize }, 'result upload resumed');
       let trailer: { size: number; sha256: string } | undefined;
       // Each received chunk is a fresh buffer; scavenging every few MiB frees them in small
       // steps instead of V8's mark-compacts under external-memory pressure.

@@ -137,6 +137,9 @@ export interface ContainerEngine {
   getArchive(id: string, path: string, signal?: AbortSignal): Promise<Readable>;
   /** One sample of a running container's usage counters. */
   containerStats(id: string, signal?: AbortSignal): Promise<ContainerStats>;
-  /** Follows the container's logs from its start until it exits; resolves when the stream ends. */
-  followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void>;
+  /**
+   * Follows the container's logs until it exits; resolves when the stream ends. From the start,
+   * or from `sinceMs` (epoch ms) when reattaching to a container an earlier process started.
+   */
+  followLogs(id: string, sink: LogSink, signal?: AbortSignal, sinceMs?: number): Promise<void>;
 }

@@ -200,10 +200,12 @@ export class DockerEngine implements ContainerEngine {
     };
   }
 
-  async followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {
+  async followLogs(id: string, sink: LogSink, signal?: AbortSignal, sinceMs?: number): Promise<void> {
     const what = `logs of container ${short(id)}`;
+    // The Engine API takes `since` as "seconds.nanoseconds"; an integer would replay up to a second.
+    const since = sinceMs === undefined ? {} : { since: `${Math.floor(sinceMs / 1000)}.${String((sinceMs % 1000) * 1_000_000).padStart(9, '0')}` };
     const stream = (await this.call(what, signal, () =>
-      this.docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, abortSignal: signal } as Docker.ContainerLogsOptions & { follow: true }),
+      this.docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, ...since, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: true }),
     )) as unknown as Readable;
     const out = new PassThrough();
     const errOut = new PassThrough();

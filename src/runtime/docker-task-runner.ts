@@ -13,7 +13,7 @@ import type { Logger } from '../common/logger.js';
 import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
 import { gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
-import type { ContainerCreateConfig, ContainerEngine } from './container-engine.js';
+import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState } from './container-engine.js';
 import {
   INPUT_DIR,
   OUTPUT_DIR,
@@ -26,7 +26,7 @@ import {
   volumeNames,
   type RunnerDefaults,
 } from './container-spec.js';
-import { LABEL_TASK_ID, nodeLabelFilters, taskLabels } from './labels.js';
+import { LABEL_ATTEMPT, LABEL_TASK_ID, nodeLabelFilters, taskLabels } from './labels.js';
 import { LogTail } from './log-tail.js';
 import { TaskUsageSampler } from './task-usage.js';
 import { BufferReclaimer } from '../common/buffer-reclaimer.js';
@@ -115,13 +115,30 @@ export class DockerTaskRunner implements TaskExecutor {
       }
       const limits = effectiveLimits(exec, this.defaults);
 
-      exec.onPhase('pulling');
-      await this.ensureImage(exec, log);
+      let containerId: string;
+      let run: RunEnd;
+      if (exec.recovery === 'reattach') {
+        const found = await this.attemptContainer(exec.taskId, exec.attempt, exec.signal);
+        const startedAt = found ? startedAtMs(found.state) : undefined;
+        if (!found || startedAt === undefined) {
+          throw new OutcomeError(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, 'the container of this attempt disappeared before the restarted worker could reattach to it');
+        }
+        containerId = found.id;
+        created.containers.push(found.id);
+        created.volumes.push(...Object.values(volumeNames(exec.taskId, exec.attempt)));
+        log.info({ containerId: found.id.slice(0, 12), running: found.state.running }, 'reattached to the container of an earlier run');
+        exec.onPhase('running');
+        run = await this.observe(exec, found.id, { timeoutMs: limits.timeoutMs, startedAt, logsSince: Date.now() }, tail, log);
+      } else {
+        if (exec.recovery === 'restart') await this.discardAttempt(exec, log);
+        exec.onPhase('pulling');
+        await this.ensureImage(exec, log);
 
-      const containerId = await this.prepare(exec, config, created, log);
+        containerId = await this.prepare(exec, config, created, log);
 
-      exec.onPhase('running');
-      const run = await this.run(exec, containerId, limits.timeoutMs, tail, log);
+        exec.onPhase('running');
+        run = await this.run(exec, containerId, limits.timeoutMs, tail, log);
+      }
       runMs = run.durationMs;
       if (run.stopped === 'cancelled' || run.stopped === 'superseded' || run.stopped === 'shutdown') {
         return result(abortOutcome(run.stopped), `task ${run.stopped === 'shutdown' ? 'stopped by node shutdown' : run.stopped}`, run.exitCode);
@@ -247,13 +264,20 @@ export class DockerTaskRunner implements TaskExecutor {
     }
   }
 
-  private async run(exec: TaskExecution, id: string, timeoutMs: number, tail: LogTail, log: Logger): Promise<{ exitCode: number; oomKilled: boolean; stopped?: AbortReason | 'timeout'; durationMs: number }> {
+  private async run(exec: TaskExecution, id: string, timeoutMs: number, tail: LogTail, log: Logger): Promise<RunEnd> {
     if (exec.signal.aborted) throw new AbortedError('aborted before start', { cause: exec.signal.reason });
     await this.createOrStartFail(() => this.engine.startContainer(id, exec.signal));
-    const startedAt = Date.now();
+    log.info({ containerId: id.slice(0, 12) }, 'container started');
+    return this.observe(exec, id, { timeoutMs, startedAt: Date.now() }, tail, log);
+  }
+
+  /**
+   * Follows a started container to its end: logs, the wall-clock limit counted from `startedAt`,
+   * cancellation, and the exit status. `logsSince` skips output an earlier process already saw.
+   */
+  private async observe(exec: TaskExecution, id: string, at: { timeoutMs: number; startedAt: number; logsSince?: number }, tail: LogTail, log: Logger): Promise<RunEnd> {
     const runKey = `${exec.taskId}#${exec.attempt}`;
     this.running.set(runKey, { taskId: exec.taskId, containerId: id });
-    log.info({ containerId: id.slice(0, 12) }, 'container started');
 
     const logCtl = new AbortController();
     const logsDone = this.engine
@@ -264,6 +288,7 @@ export class DockerTaskRunner implements TaskExecutor {
           stderr: (d) => this.emitLog(exec, tail, 'stderr', d),
         },
         logCtl.signal,
+        at.logsSince,
       )
       .catch((err: unknown) => {
         if (!logCtl.signal.aborted) log.warn({ err }, 'log stream failed');
@@ -278,7 +303,7 @@ export class DockerTaskRunner implements TaskExecutor {
     const onAbort = () => kill(abortReason(exec.signal));
     exec.signal.addEventListener('abort', onAbort, { once: true });
     if (exec.signal.aborted) onAbort();
-    const timer = setTimeout(() => kill('timeout'), timeoutMs);
+    const timer = setTimeout(() => kill('timeout'), Math.max(0, at.timeoutMs - (Date.now() - at.startedAt)));
     let exit;
     try {
       // No signal here: a kill ends the wait, and the exit status is still wanted.
@@ -288,13 +313,37 @@ export class DockerTaskRunner implements TaskExecutor {
       exec.signal.removeEventListener('abort', onAbort);
       this.running.delete(runKey);
     }
-    const durationMs = Date.now() - startedAt;
     // The log stream ends with the container; don't let a stuck one hold the task.
     const logTimer = setTimeout(() => logCtl.abort(), 5000);
     await logsDone;
     clearTimeout(logTimer);
     const info = await this.engine.inspectContainer(id);
-    return { exitCode: exit.statusCode, oomKilled: info.state.oomKilled, durationMs, ...(stopped ? { stopped } : {}) };
+    // A reattached container may have ended long before the worker came back: the engine's
+    // finish time, when it has one, is the end of the run.
+    const finishedAt = info.state.finishedAt ? Date.parse(info.state.finishedAt) : NaN;
+    const end = Number.isFinite(finishedAt) && finishedAt >= at.startedAt ? finishedAt : Date.now();
+    return { exitCode: exit.statusCode, oomKilled: info.state.oomKilled, durationMs: end - at.startedAt, ...(stopped ? { stopped } : {}) };
+  }
+
+  /** The task container of an attempt, found by its labels and name. */
+  private async attemptContainer(taskId: string, attempt: number, signal?: AbortSignal): Promise<ContainerInfo | undefined> {
+    const name = containerName(taskId, attempt);
+    const list = await this.engine.listContainers([...nodeLabelFilters(this.nodeId(), taskId), `${LABEL_ATTEMPT}=${attempt}`], signal);
+    const found = list.find((c) => c.names.includes(name));
+    return found ? this.engine.inspectContainer(found.id, signal) : undefined;
+  }
+
+  async probe(taskId: string, attempt: number, signal?: AbortSignal): Promise<'started' | 'not-started'> {
+    const found = await this.attemptContainer(taskId, attempt, signal);
+    return found && startedAtMs(found.state) !== undefined ? 'started' : 'not-started';
+  }
+
+  /** Removes what an earlier process left of this attempt (containers, volumes) before a fresh run. */
+  private async discardAttempt(exec: TaskExecution, log: Logger): Promise<void> {
+    const list = await this.engine.listContainers([...nodeLabelFilters(this.nodeId(), exec.taskId), `${LABEL_ATTEMPT}=${exec.attempt}`], exec.signal);
+    for (const c of list) await this.engine.removeContainer(c.id, exec.signal);
+    for (const v of Object.values(volumeNames(exec.taskId, exec.attempt))) await this.engine.removeVolume(v, exec.signal);
+    if (list.length) log.info({ containers: list.map((c) => c.names[0] ?? c.id) }, 'removed what an earlier run left of this attempt; starting it again');
   }
 
   private emitLog(exec: TaskExecution, tail: LogTail, stream: 'stdout' | 'stderr', data: Buffer): void {
@@ -360,6 +409,20 @@ export class DockerTaskRunner implements TaskExecutor {
       }
     }
   }
+}
+
+interface RunEnd {
+  exitCode: number;
+  oomKilled: boolean;
+  stopped?: AbortReason | 'timeout';
+  durationMs: number;
+}
+
+/** When the container's process started, or undefined when it never did ("0001-01-01..." in Docker). */
+function startedAtMs(state: ContainerState): number | undefined {
+  if (!state.startedAt) return undefined;
+  const t = Date.parse(state.startedAt);
+  return Number.isFinite(t) && t > 0 ? t : undefined;
 }
 
 function abortReason(signal: AbortSignal): AbortReason {

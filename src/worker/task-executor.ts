@@ -20,6 +20,14 @@ export interface TaskExecution {
   onPhase(phase: ExecutionPhase): void;
   onPullProgress(currentBytes: number, totalBytes: number): void;
   onLog(stream: 'stdout' | 'stderr', data: Buffer): void;
+  /**
+   * Set when an earlier process of this worker took the attempt and died with it unfinished.
+   * 'reattach': its container was started (see probe): follow it to its end, or collect it if
+   * it already ended, within what is left of the timeout. 'restart': it never started, or its
+   * container is gone: remove whatever of the attempt is left and run it from the beginning
+   * (tasks are hermetic: no network, fresh volumes, only /output counts).
+   */
+  recovery?: 'reattach' | 'restart';
 }
 
 export type AbortReason = 'cancelled' | 'shutdown' | 'superseded';
@@ -46,4 +54,6 @@ export interface TaskExecutor {
    * task it runs now nor to `keepTaskIds`. Touches nothing without this node's labels.
    */
   reclaim(keepTaskIds: readonly string[]): Promise<{ containers: string[]; volumes: string[] }>;
+  /** Whether the container of an attempt taken by an earlier process exists and was started. */
+  probe(taskId: string, attempt: number, signal?: AbortSignal): Promise<'started' | 'not-started'>;
 }

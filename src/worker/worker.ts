@@ -15,7 +15,7 @@ import { grpcStatusOf, hivemindCodeOf, isRetryable, describeGrpcError } from '..
 import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { scoreReport, type ContributionPoint } from './contribution.js';
-import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
+import { fitAssignment, freeCapacity, reservationFor, type NodeBudget, type Reservation } from './fit.js';
 import { assertNotRemoved, loadIdentity, saveIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
@@ -554,12 +554,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!fit.ok) return this.reject(a, fit.reason);
 
     this.deps.store.insertTask(a, fit.gpuIndexes, this.deps.clock.now());
+    log.info({ image: a.spec.image, gpus: fit.gpuIndexes }, 'task accepted');
+    const task = this.activate(a, fit.reservation);
+    this.update(task, TaskState.TASK_STATE_ACCEPTED);
+    this.startLoop(task, false);
+  }
+
+  /** The in-memory side of a task this node holds: its abort controller, reservation and log forwarder. */
+  private activate(a: TaskAssignment, reservation: Reservation): ActiveTask {
     const task: ActiveTask = {
       taskId: a.taskId,
       attempt: a.attempt,
       assignment: a,
       controller: new AbortController(),
-      reservation: fit.reservation,
+      reservation,
       lastPullUpdateAt: 0,
       logs: new LogForwarder({
         taskId: a.taskId,
@@ -571,12 +579,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }),
       done: Promise.resolve(),
     };
-    this.active.set(key, task);
-    log.info({ image: a.spec.image, gpus: fit.gpuIndexes }, 'task accepted');
-    this.update(task, TaskState.TASK_STATE_ACCEPTED);
-    task.done = this.runTask(task)
-      .catch((err) => log.error({ err: errorMessage(err) }, 'task loop failed'))
-      .finally(() => this.active.delete(key));
+    this.active.set(taskKey(a.taskId, a.attempt), task);
+    return task;
+  }
+
+  private startLoop(task: ActiveTask, recovered: boolean): void {
+    task.done = this.runTask(task, recovered)
+      .catch((err) => this.log.error({ taskId: task.taskId, attempt: task.attempt, err: errorMessage(err) }, 'task loop failed'))
+      .finally(() => this.active.delete(taskKey(task.taskId, task.attempt)));
   }
 
   private reject(a: TaskAssignment, reason: string): void {
@@ -601,7 +611,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   // ---------------------------------------------------------------- task loop
 
-  private async runTask(task: ActiveTask): Promise<void> {
+  /**
+   * One task attempt from its input to its terminal update. `recovered`: an earlier process of
+   * this worker took it and died first; its container is reattached when it was started, and
+   * the attempt is run from the beginning otherwise.
+   */
+  private async runTask(task: ActiveTask, recovered: boolean): Promise<void> {
     const { taskId, attempt, assignment: a } = task;
     const signal = task.controller.signal;
     const log = this.log.child({ taskId, attempt });
@@ -609,13 +624,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const inputFile = a.inputSize > 0 ? path.join(spool, spoolName(taskId, attempt, 'input.tar.gz')) : undefined;
     let resultFile: string | undefined;
     try {
-      if (inputFile) await this.downloadInput(task, inputFile);
+      const recovery = recovered ? ((await this.deps.executor.probe(taskId, attempt, signal)) === 'started' ? 'reattach' : 'restart') : undefined;
+      if (recovery) log.info({ recovery }, recovery === 'reattach' ? 'reattaching to the task an earlier run of this worker started' : 'running again a task an earlier run of this worker took but had not started');
+      const needsInput = inputFile !== undefined && recovery !== 'reattach';
+      if (needsInput) await this.downloadInput(task, inputFile);
       const gpuIndexes = task.reservation?.gpuIndexes ?? [];
       const exec = await this.deps.executor.execute({
         taskId,
         attempt,
         spec: a.spec!,
-        ...(inputFile ? { inputFile } : {}),
+        ...(needsInput ? { inputFile } : {}),
+        ...(recovery ? { recovery } : {}),
         gpuIndexes,
         signal,
         onPhase: (phase) => this.onPhase(task, phase),
@@ -764,17 +783,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Tasks left unfinished by a previous process: results waiting for upload are resumed on
-   * connect; tasks that were mid-run are reported lost (their container is not reattached).
+   * Tasks left unfinished by a previous process (a crash, kill -9, power loss): results waiting
+   * for upload are resumed on connect; a task that had not ended is taken up again — its
+   * container reattached if it was started, the attempt run from the beginning if not — before
+   * the worker subscribes, so the master sees it as still running here.
    */
   private recoverInterruptedTasks(): void {
     for (const rec of this.deps.store.unfinishedTasks()) {
       if (rec.result && !rec.result.uploaded) continue;
       if (rec.outcome) {
         this.finishRecovered(rec, rec.result?.uploaded ?? false);
-      } else {
-        const message = 'the worker restarted while this task was running; the attempt is lost';
+      } else if (!rec.assignment.spec) {
+        const message = 'the worker restarted while this task was running, and its record has no spec to run it again; the attempt is lost';
         this.update(rec, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, message), message });
+      } else {
+        const held = reservationFor(rec.assignment.spec.limits, this.budget);
+        this.log.info({ taskId: rec.taskId, attempt: rec.attempt }, 'taking up a task an earlier run of this worker left unfinished');
+        this.startLoop(this.activate(rec.assignment, { cpus: held.cpus, memoryBytes: held.memoryBytes, gpuIndexes: rec.gpuIndexes }), true);
       }
     }
   }

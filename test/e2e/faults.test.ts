@@ -2,11 +2,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { waitFor } from '../helpers/cli-process.js';
+import { recordScenario } from '../helpers/fault-ledger.js';
 
 const IMAGE = 'hivemind/busybox:1';
 
@@ -15,31 +17,124 @@ const containersOf = (taskId: string): string[] =>
 const volumesOf = (taskId: string): string[] =>
   execFileSync('docker', ['volume', 'ls', '-q', '--filter', `label=io.hivemind.task-id=${taskId}`]).toString().split('\n').filter(Boolean);
 
-test('kill -9 of the worker mid-task: the restarted worker settles the task and removes its leftovers', async (t) => {
+interface TaskInfo {
+  state: number;
+  attempt: number;
+  outcome?: { message: string; resultSha256: string; resultSize: number };
+  events: { state: number; message: string; attempt: number }[];
+}
+const info = async (cluster: ProcessCluster, id: string): Promise<TaskInfo> => JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as TaskInfo;
+const SUCCEEDED = 7;
+const RUNNING = 5;
+
+/** How many times the master stored a result for the task (one line per verified upload). */
+const storedCount = (cluster: ProcessCluster, taskId: string): number =>
+  cluster.master.output.split('\n').filter((l) => l.includes('"result stored"') && l.includes(taskId)).length;
+
+/** Waits for the task's terminal state, fetches its result, and counts it for the fault summary. */
+async function settle(cluster: ProcessCluster, id: string, scenario: { name: string; faults: number; expect: (dir: string, i: TaskInfo) => boolean }): Promise<{ info: TaskInfo; dir: string }> {
+  const w = await cluster.cli(['wait', id], 120_000);
+  const i = await info(cluster, id);
+  const dir = join(cluster.home, `result-${id}`);
+  let delivered = false;
+  if (w.code === 0 && i.state === SUCCEEDED) {
+    const r = await cluster.cli(['result', id, '-o', `${dir}.tar.gz`, '--extract', dir]);
+    delivered = r.code === 0 && scenario.expect(dir, i);
+  }
+  const stored = storedCount(cluster, id);
+  const ends = i.events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length; // SUCCEEDED, FAILED, CANCELLED
+  recordScenario({ name: scenario.name, faults: scenario.faults, submitted: 1, delivered: delivered ? 1 : 0, lost: delivered ? 0 : 1, duplicated: stored > 1 || ends > 1 ? 1 : 0 });
+  assert.equal(w.code, 0, `${w.stdout}${w.stderr}\nworker:\n${cluster.worker?.output}`);
+  assert.ok(delivered, `result of ${id} not delivered as expected: ${JSON.stringify(i)}`);
+  assert.equal(stored, 1, 'the master stored the result once');
+  assert.equal(i.attempt, 1, `not run as a second attempt: ${JSON.stringify(i.events)}`);
+  return { info: i, dir };
+}
+
+const waitRunning = (cluster: ProcessCluster, id: string) =>
+  waitFor('the task running', async () => ((await info(cluster, id)).state === RUNNING) || undefined, 60_000, 200);
+
+test('kill -9 of the worker mid-task: the restarted worker reattaches to the running container and delivers the result once', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
   const cluster = await ProcessCluster.start();
   try {
-    const taskId = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sleep', '120'])).stdout.trim();
-    await waitFor('the task running', async () => {
-      const g = JSON.parse((await cluster.cli(['get', taskId, '--json'])).stdout) as { state: number };
-      return g.state === 5 || undefined;
-    }, 60_000, 200);
+    const taskId = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', 'echo before; sleep 6; echo after; echo survived > /output/r.txt'])).stdout.trim();
+    await waitRunning(cluster, taskId);
+    await new Promise((r) => setTimeout(r, 1000));
     await cluster.worker!.stop('SIGKILL');
-    assert.equal(containersOf(taskId).length, 1, 'a killed worker leaves its container behind');
-    assert.ok(volumesOf(taskId).length >= 1, 'and its volumes');
+    assert.equal(containersOf(taskId).length, 1, 'the container outlives the worker');
 
     await cluster.startWorker();
-    await waitFor('the leftovers removed', () => (containersOf(taskId).length === 0 && volumesOf(taskId).length === 0) || undefined, 60_000, 250);
-    // The task does not stay "running" forever at the master: it ends with the reason.
-    const info = await waitFor('the task settled', async () => {
-      const g = JSON.parse((await cluster.cli(['get', taskId, '--json'])).stdout) as { state: number; outcome?: { message: string } };
-      return g.state >= 7 ? g : undefined;
-    }, 60_000, 250);
-    assert.match(info.outcome?.message ?? '', /restarted while this task was running/);
+    const { dir } = await settle(cluster, taskId, { name: 'kill -9 mid-task, container still running', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'survived\n' });
+    assert.match(cluster.worker!.output, /reattached to the container of an earlier run/);
+    assert.ok(existsSync(dir));
+    // Output after the restart reaches the master's log too.
+    await waitFor('the log line after the restart', async () => /after/.test((await cluster.cli(['logs', taskId])).stdout) || undefined, 10_000, 200);
+    await waitFor('the container and volumes removed', () => (containersOf(taskId).length === 0 && volumesOf(taskId).length === 0) || undefined, 30_000, 250);
     assert.deepEqual(readdirSync(join(cluster.home, 'worker', 'spool')), [], 'no spool debris');
     // And the node keeps serving.
     const ok = await cluster.cli(['submit', '--image', IMAGE, '--wait', '--', 'true']);
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  } finally {
+    await cluster.close();
+  }
+});
+
+test('the container ends while the worker is down: the restarted worker collects it; the timeout counts from the container start', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  // Reports every 10 s: the master gives the node 30 s before it requeues its tasks, longer than
+  // this outage (past that, the tasks would run again elsewhere: tested in master-grpc).
+  const cluster = await ProcessCluster.start({ reportInterval: '10s' });
+  try {
+    const done = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', 'sleep 2; echo finished-alone > /output/r.txt'])).stdout.trim();
+    // A second task whose 8 s limit runs out while the worker is away.
+    const late = (await cluster.cli(['submit', '--image', IMAGE, '--timeout', '8s', '--', 'sleep', '600'])).stdout.trim();
+    await waitRunning(cluster, done);
+    await waitRunning(cluster, late);
+    await cluster.worker!.stop('SIGKILL');
+    const exited = (id: string) => execFileSync('docker', ['inspect', '-f', '{{.State.Status}}', containersOf(id)[0]!]).toString().trim() === 'exited';
+    await waitFor('the container to exit on its own', () => exited(done) || undefined, 30_000, 250);
+    await new Promise((r) => setTimeout(r, 8000));
+    const restartedAt = Date.now();
+    await cluster.startWorker();
+    await settle(cluster, done, { name: 'container ended while the worker was down', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'finished-alone\n' });
+    const w = await cluster.cli(['wait', late], 60_000);
+    const l = await info(cluster, late);
+    const timedOut = l.state !== SUCCEEDED && /wall-clock limit/.test(l.outcome?.message ?? '');
+    recordScenario({ name: 'timeout ran out while the worker was down', faults: 1, submitted: 1, delivered: timedOut ? 1 : 0, lost: timedOut ? 0 : 1, duplicated: 0 });
+    assert.notEqual(w.code, 0);
+    assert.ok(timedOut, JSON.stringify(l));
+    assert.ok(Date.now() - restartedAt < 30_000, 'the overdue task is killed at once, not after another 8 s of waiting');
+  } finally {
+    await cluster.close();
+  }
+});
+
+test('kill -9 during the result upload: the restarted worker resumes from the offset the master holds', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const cluster = await ProcessCluster.start();
+  try {
+    const mib = 384;
+    const taskId = (await cluster.cli(['submit', '--image', IMAGE, '--memory', '256m', '--max-output', `${mib + 64}m`, '--', 'sh', '-c', `dd if=/dev/urandom of=/output/big bs=1M count=${mib} 2>/dev/null; sha256sum /output/big | cut -d' ' -f1 > /output/big.sha256`])).stdout.trim();
+    const partial = join(cluster.home, 'master', 'results', `${taskId}.partial`);
+    const held = await waitFor('the upload under way', () => {
+      try {
+        const size = statSync(partial).size;
+        return size > 0 ? size : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 120_000, 10);
+    await cluster.worker!.stop('SIGKILL');
+    await cluster.startWorker();
+    await settle(cluster, taskId, {
+      name: 'kill -9 during the result upload',
+      faults: 1,
+      expect: (d) => createHash('sha256').update(readFileSync(join(d, 'big'))).digest('hex') === readFileSync(join(d, 'big.sha256'), 'utf8').trim(),
+    });
+    const resumed = /"offset":(\d+)/.exec(cluster.master.output.split('\n').find((l) => l.includes('result upload resumed') && l.includes(taskId)) ?? '');
+    assert.ok(resumed, `the upload resumed instead of starting over:\n${cluster.master.output}`);
+    assert.ok(Number(resumed[1]) >= held, `resumed at ${resumed![1]}, the master held ${held} bytes at the kill`);
   } finally {
     await cluster.close();
   }

@@ -207,6 +207,12 @@ class FakeExecutor implements TaskExecutor {
   runs = new Map<string, Run>();
   constructor(private readonly spoolDir: () => string) {}
 
+  /** Attempts whose container "an earlier process started" (probe answers 'started'). */
+  started = new Set<string>();
+  async probe(taskId: string, attempt: number): Promise<'started' | 'not-started'> {
+    return this.started.has(`${taskId}#${attempt}`) ? 'started' : 'not-started';
+  }
+
   /** The keep lists reclaim() was called with. */
   reclaims: string[][] = [];
   async reclaim(keep: readonly string[]): Promise<{ containers: string[]; volumes: string[] }> {
@@ -616,6 +622,37 @@ test('updates produced while the master was away are delivered on the next start
   assert.deepEqual(first.master.statesOf('r1'), ['ACCEPTED', 'PULLING', 'RUNNING', 'UPLOADING', 'CANCELLED']);
   assert.deepEqual(first.master.updatesOf('r1').map((u) => u.seq), [1, 2, 3, 4, 5]);
   assert.deepEqual(first.master.duplicates, []);
+});
+
+test('a worker killed mid-task takes the task up again on restart: a started container is reattached, an unstarted attempt runs again', async (t) => {
+  const first = await makeWorker(t);
+  await first.worker.start();
+  first.master.assign({ taskId: 'k1' });
+  first.master.assign({ taskId: 'k2' });
+  await waitFor('both running', () => first.master.statesOf('k1').includes('RUNNING') && first.master.statesOf('k2').includes('RUNNING'));
+  // kill -9: nothing of the first process runs its shutdown; only the SQLite file survives.
+  first.master.down();
+  await waitFor('reconnecting', () => first.worker.state === 'reconnecting');
+  first.master.restore();
+
+  const second = await makeWorker(t, { enrollmentToken: undefined }, { master: first.master, dataDir: first.dataDir });
+  second.executor.started.add('k1#1'); // k1's container survived; k2's never started
+  await second.worker.start();
+  await waitFor('both taken up', () => second.executor.runs.has('k1') && second.executor.runs.has('k2'));
+  assert.equal(second.executor.runs.get('k1')!.exec.recovery, 'reattach');
+  assert.equal(second.executor.runs.get('k2')!.exec.recovery, 'restart');
+  // The master hears they still run here: the subscription lists them.
+  await waitFor('subscribed with both', () => first.master.subscribes.at(-1)?.running.map((r) => r.taskId).sort().join() === 'k1,k2');
+  second.executor.runs.get('k1')!.finish(0);
+  second.executor.runs.get('k2')!.finish(0);
+  await waitFor('both delivered', () => ['k1', 'k2'].every((id) => first.master.statesOf(id).includes('SUCCEEDED')));
+  for (const id of ['k1', 'k2']) {
+    assert.equal(first.master.uploads.get(id)?.toString(), `result of ${id}`);
+    assert.equal(first.master.statesOf(id).filter((s) => s === 'ACCEPTED').length, 1, 'accepted once');
+  }
+  assert.deepEqual(first.master.duplicates, []);
+  await second.worker.close();
+  await first.worker.close();
 });
 
 test('a refused enrollment token fails start() with the master\'s reason', async (t) => {
