@@ -23,7 +23,7 @@ interface TaskInfo {
   outcome?: { message: string; resultSha256: string; resultSize: number };
   events: { state: number; message: string; attempt: number }[];
 }
-const info = async (cluster: ProcessCluster, id: string): Promise<TaskInfo> => JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as TaskInfo;
+const taskInfo = async (cluster: ProcessCluster, id: string): Promise<TaskInfo> => JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as TaskInfo;
 const SUCCEEDED = 7;
 const RUNNING = 5;
 
@@ -34,7 +34,7 @@ const storedCount = (cluster: ProcessCluster, taskId: string): number =>
 /** Waits for the task's terminal state, fetches its result, and counts it for the fault summary. */
 async function settle(cluster: ProcessCluster, id: string, scenario: { name: string; faults: number; expect: (dir: string, i: TaskInfo) => boolean }): Promise<{ info: TaskInfo; dir: string }> {
   const w = await cluster.cli(['wait', id], 120_000);
-  const i = await info(cluster, id);
+  const i = await taskInfo(cluster, id);
   const dir = join(cluster.home, `result-${id}`);
   let delivered = false;
   if (w.code === 0 && i.state === SUCCEEDED) {
@@ -52,7 +52,7 @@ async function settle(cluster: ProcessCluster, id: string, scenario: { name: str
 }
 
 const waitRunning = (cluster: ProcessCluster, id: string) =>
-  waitFor('the task running', async () => ((await info(cluster, id)).state === RUNNING) || undefined, 60_000, 200);
+  waitFor('the task running', async () => ((await taskInfo(cluster, id)).state === RUNNING) || undefined, 60_000, 200);
 
 test('kill -9 of the worker mid-task: the restarted worker reattaches to the running container and delivers the result once', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
@@ -99,7 +99,7 @@ test('the container ends while the worker is down: the restarted worker collects
     await cluster.startWorker();
     await settle(cluster, done, { name: 'container ended while the worker was down', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'finished-alone\n' });
     const w = await cluster.cli(['wait', late], 60_000);
-    const l = await info(cluster, late);
+    const l = await taskInfo(cluster, late);
     const timedOut = l.state !== SUCCEEDED && /wall-clock limit/.test(l.outcome?.message ?? '');
     recordScenario({ name: 'timeout ran out while the worker was down', faults: 1, submitted: 1, delivered: timedOut ? 1 : 0, lost: timedOut ? 0 : 1, duplicated: 0 });
     assert.notEqual(w.code, 0);
@@ -159,6 +159,9 @@ test('the master down for a while: tasks go on, their updates and results wait a
     await cluster.restartMaster();
     for (const [i, id] of ids.entries()) {
       const w = await cluster.cli(['wait', id], 90_000);
+      const got = w.code === 0 && (await cluster.cli(['result', id, '-o', join(cluster.home, `c${i}.tar.gz`), '--extract', join(cluster.home, `c${i}`)])).code === 0 && readFileSync(join(cluster.home, `c${i}`, 'r.txt'), 'utf8') === `result-${i}\n`;
+      const ends = (await taskInfo(cluster, id)).events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length;
+      recordScenario({ name: 'master down 10 s while the task finishes', faults: i === 0 ? 1 : 0, submitted: 1, delivered: got ? 1 : 0, lost: got ? 0 : 1, duplicated: storedCount(cluster, id) > 1 || ends > 1 ? 1 : 0 });
       assert.equal(w.code, 0, `${w.stdout}${w.stderr}\nworker:\n${cluster.worker!.output}`);
       const out = join(cluster.home, `r${i}.tar.gz`);
       const r = await cluster.cli(['result', id, '-o', out, '--extract', join(cluster.home, `r${i}`)]);
@@ -168,6 +171,49 @@ test('the master down for a while: tasks go on, their updates and results wait a
       assert.equal(info.events.filter((e) => e.state === 7).length, 1, 'one terminal update, not a duplicate');
     }
     assert.match(cluster.worker!.output, /lost the master; reconnecting/);
+  } finally {
+    await cluster.close();
+  }
+});
+
+test('SIGTERM drains until --drain-timeout, then cancels what is left as SHUTDOWN; the node reports all along; a second SIGTERM cancels at once', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const cluster = await ProcessCluster.start({ workerArgs: ['--drain-timeout', '4s'] });
+  try {
+    const quick = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', 'sleep 1; echo drained > /output/r.txt'])).stdout.trim();
+    const slow = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sleep', '600'])).stdout.trim();
+    await waitRunning(cluster, quick);
+    await waitRunning(cluster, slow);
+    const termAt = Date.now();
+    cluster.worker!.child.kill('SIGTERM');
+    // During the drain the node stays online (reports go on) but takes nothing new.
+    await new Promise((r) => setTimeout(r, 2500));
+    const nodes = JSON.parse((await cluster.cli(['nodes', '--json'])).stdout) as { online: boolean }[];
+    assert.ok(nodes.some((n) => n.online), 'online while draining');
+    const code = await cluster.worker!.exited;
+    const tookMs = Date.now() - termAt;
+    await settle(cluster, quick, { name: 'SIGTERM: a running task finishes within the drain', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'drained\n' });
+    const s = await taskInfo(cluster, slow);
+    const cancelled = s.state === 9 && /shutdown/i.test(s.outcome?.message ?? '');
+    recordScenario({ name: 'SIGTERM: a task past the drain timeout is cancelled as SHUTDOWN', faults: 0, submitted: 1, delivered: cancelled ? 1 : 0, lost: cancelled ? 0 : 1, duplicated: 0 });
+    assert.equal(code, 0, cluster.worker!.output);
+    assert.ok(cancelled, JSON.stringify(s));
+    assert.ok(tookMs >= 3500 && tookMs < 20_000, `exited after the 4 s drain: ${tookMs} ms`);
+    assert.equal(containersOf(slow).length, 0, 'the cancelled container is removed');
+
+    // Second signal: cancel at once instead of waiting out a long drain.
+    await cluster.startWorker({ workerArgs: ['--drain-timeout', '10m'] });
+    const long = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sleep', '600'])).stdout.trim();
+    await waitRunning(cluster, long);
+    cluster.worker!.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 1000));
+    const secondAt = Date.now();
+    cluster.worker!.child.kill('SIGTERM');
+    assert.equal(await cluster.worker!.exited, 0);
+    assert.ok(Date.now() - secondAt < 15_000, 'the second SIGTERM does not wait for the 10 min drain');
+    const l = await taskInfo(cluster, long);
+    assert.equal(l.state, 9, JSON.stringify(l));
+    assert.match(cluster.worker!.output, /second signal: cancelling running tasks now/);
   } finally {
     await cluster.close();
   }

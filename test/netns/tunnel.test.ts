@@ -11,6 +11,7 @@ import { requireDockerImage, requireNetns, requireWireGuard } from '../helpers/r
 import { NetLab } from '../helpers/netns.js';
 import { CLI, waitFor } from '../helpers/cli-process.js';
 import { runInNs, startInNs, stopInNs, type NsProc } from '../helpers/netns-cli.js';
+import { recordScenario } from '../helpers/fault-ledger.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const HELPER = join(CLI, '..', '..', '..', 'test', 'helpers', 'call-node-service.js');
@@ -184,6 +185,56 @@ test('mesh mode: the master distributes peers and workers talk to each other dir
     assert.match(lab.exec('a', ['busybox', 'ping', '-c', '2', '-W', '3', ipB]), /2 packets received/);
     const after = lab.exec('a', ['wg', 'show', `hm${id}a`, 'dump']).split('\n').find((l) => l.startsWith(keyB))!;
     assert.ok(Number(after.split('\t')[4]) > 0, `A and B shook hands directly: ${after}`);
+  } finally {
+    for (const p of procs.reverse()) await stop(p);
+    lab.destroy();
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('the tunnel dropped mid-task and restored: the task goes on and its result arrives once, same attempt', async (t) => {
+  if (!requireNetns(t) || !requireWireGuard(t) || !requireDockerImage(t, IMAGE)) return;
+  const lab = NetLab.create(['m', 'a']);
+  const home = mkdtempSync(join(tmpdir(), 'hm-drop-'));
+  const procs: Proc[] = [];
+  const id = lab.id;
+  try {
+    const m = lab.host('m');
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home };
+    // Reports every 5 s: the master waits 15 s before it gives a silent node's tasks up, longer than the outage.
+    const master = start(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--report-interval', '5s', '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hm${id}m`, '--enroll-listen', `${m.ip}:7443`], env);
+    procs.push(master);
+    await waitFor('the master', () => /tunnel mode/.test(master.output) || (master.child.exitCode !== null ? (() => { throw new Error(master.output); })() : undefined), 30_000);
+    const admin = { ...env, HIVEMIND_MASTER: '127.0.0.1:7070', HIVEMIND_ADMIN_TOKEN: readFileSync(join(home, 'master', 'admin.token'), 'utf8').trim() };
+    const tok = (await run(lab, 'm', ['token', 'create'], admin)).out.trim();
+    const wa = start(lab, 'a', ['worker', 'start', '--token', tok, '--data-dir', join(home, 'a'), '--wg-interface', `hm${id}a`], env);
+    procs.push(wa);
+    await waitFor('the node online', async () => {
+      const nodes = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out || '[]') as { online: boolean }[];
+      return nodes.some((n) => n.online);
+    }, 60_000, 500);
+
+    const taskId = (await run(lab, 'm', ['submit', '--image', IMAGE, '--', 'sh', '-c', 'sleep 12; echo across the outage > /output/r.txt'], admin)).out.trim();
+    await waitFor('the task running', async () => (JSON.parse((await run(lab, 'm', ['get', taskId, '--json'], admin)).out) as { state: number }).state === 5 || undefined, 60_000, 250);
+    // The worker host loses its network for 9 s: the tunnel carries nothing, the gRPC streams break.
+    lab.exec('a', ['ip', 'link', 'set', 'eth0', 'down']);
+    assert.doesNotMatch(lab.exec('a', ['sh', '-c', 'busybox ping -c 1 -W 2 10.8.0.1 || true']), /1 packets received/, 'the tunnel is really down');
+    await new Promise((r) => setTimeout(r, 7000));
+    lab.exec('a', ['ip', 'link', 'set', 'eth0', 'up']);
+
+    const w = await run(lab, 'm', ['wait', taskId], admin);
+    const info = JSON.parse((await run(lab, 'm', ['get', taskId, '--json'], admin)).out) as { state: number; attempt: number };
+    const out = join(home, 'r');
+    const got = await run(lab, 'm', ['result', taskId, '-o', `${out}.tar.gz`, '--extract', out], admin);
+    const delivered = w.code === 0 && got.code === 0 && readFileSync(join(out, 'r.txt'), 'utf8') === 'across the outage\n';
+    const stored = master.output.split('\n').filter((l) => l.includes('"result stored"') && l.includes(taskId)).length;
+    recordScenario({ name: 'tunnel dropped for 9 s mid-task', faults: 1, submitted: 1, delivered: delivered ? 1 : 0, lost: delivered ? 0 : 1, duplicated: stored > 1 || info.attempt > 1 ? 1 : 0 });
+    assert.ok(delivered, `${w.out}${got.out}\nworker:\n${wa.output}`);
+    assert.equal(info.attempt, 1, 'the same attempt: not requeued');
+    assert.equal(stored, 1);
+    // And the node keeps serving.
+    const again = await run(lab, 'm', ['submit', '--image', IMAGE, '--wait', '--', 'true'], admin);
+    assert.equal(again.code, 0, again.out);
   } finally {
     for (const p of procs.reverse()) await stop(p);
     lab.destroy();

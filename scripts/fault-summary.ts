@@ -1,0 +1,49 @@
+// Prints the summary of the fault and hostile-input tests from the ledger they wrote
+// (test/helpers/fault-ledger.ts) and exits non-zero when anything was lost, duplicated or
+// escaped, or when nothing was recorded at all (the tests did not run).
+//   node dist/scripts/fault-summary.js LEDGER_FILE
+import { readFileSync } from 'node:fs';
+import type { LedgerRecord } from '../test/helpers/fault-ledger.js';
+
+function main(): number {
+  const file = process.argv[2];
+  if (!file) {
+    console.error('usage: fault-summary LEDGER_FILE');
+    return 2;
+  }
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    // no ledger: nothing ran
+  }
+  const records = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as LedgerRecord);
+  const scenarios = records.filter((r) => r.kind === 'scenario');
+  const hostile = records.filter((r) => r.kind === 'hostile');
+  const sum = <T>(xs: T[], f: (x: T) => number) => xs.reduce((s, x) => s + f(x), 0);
+  const rows: [string, number][] = [
+    ['scenarios run', scenarios.length],
+    ['faults injected', sum(scenarios, (r) => r.faults)],
+    ['tasks submitted', sum(scenarios, (r) => r.submitted)],
+    ['results delivered', sum(scenarios, (r) => r.delivered)],
+    ['lost', sum(scenarios, (r) => r.lost)],
+    ['duplicated', sum(scenarios, (r) => r.duplicated)],
+    ['hostile inputs tried', sum(hostile, (r) => r.tried)],
+    ['escaped', sum(hostile, (r) => r.escaped)],
+  ];
+  console.log('\n## Faults and hostile input\n');
+  console.log('| measure | count |');
+  console.log('|---|---:|');
+  for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);
+  const bad = [...scenarios.filter((r) => r.lost || r.duplicated), ...hostile.filter((r) => r.escaped)];
+  for (const r of bad) console.log(`FAILED: ${r.kind} "${r.name}": ${JSON.stringify(r)}`);
+  if (records.length === 0) {
+    console.log('FAILED: no fault or hostile-input test recorded anything');
+    return 1;
+  }
+  const ok = bad.length === 0;
+  console.log(ok ? '\nlost 0, duplicated 0, escaped 0' : '\nthe bar is lost 0, duplicated 0, escaped 0');
+  return ok ? 0 : 1;
+}
+
+process.exit(main());
