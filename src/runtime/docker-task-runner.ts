@@ -385,6 +385,13 @@ export class DockerTaskRunner implements TaskExecutor {
     } catch (err) {
       await rm(partial, { force: true });
       raw.destroy();
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+        // The node's disk, not the task: say so, and what to do.
+        throw new OutcomeError(
+          OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR,
+          `the worker's disk is full: the result archive did not fit in ${this.options.spoolDir} (${size} bytes written before the disk filled); free space there or lower --max-output`,
+        );
+      }
       throw err;
     }
     const st = await stat(path);

@@ -3,9 +3,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireDockerImage } from '../helpers/requirements.js';
+import { requireDockerImage, requireMount } from '../helpers/requirements.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { waitFor } from '../helpers/cli-process.js';
 import { recordScenario } from '../helpers/fault-ledger.js';
@@ -216,5 +217,33 @@ test('SIGTERM drains until --drain-timeout, then cancels what is left as SHUTDOW
     assert.match(cluster.worker!.output, /second signal: cancelling running tasks now/);
   } finally {
     await cluster.close();
+  }
+});
+
+test('the worker\'s disk fills while a result is written: the task fails saying so, nothing is left behind, the node keeps serving', async (t) => {
+  if (!requireDockerImage(t, IMAGE) || !requireMount(t)) return;
+  const disk = mkdtempSync(join(tmpdir(), 'hm-small-disk-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', disk]);
+  let cluster: ProcessCluster | undefined;
+  try {
+    cluster = await ProcessCluster.start({ workerDataDir: join(disk, 'worker') });
+    // 64 MiB of random data cannot compress into the 24 MiB disk.
+    const big = (await cluster.cli(['submit', '--image', IMAGE, '--memory', '256m', '--', 'sh', '-c', 'dd if=/dev/urandom of=/output/big bs=1M count=64 2>/dev/null'])).stdout.trim();
+    const w = await cluster.cli(['wait', big], 120_000);
+    const i = await taskInfo(cluster, big);
+    const clear = i.state === 8 && /the worker's disk is full/.test(i.outcome?.message ?? '');
+    const spool = readdirSync(join(disk, 'worker', 'spool'));
+    recordScenario({ name: 'worker disk full while the result is written', faults: 1, submitted: 1, delivered: clear ? 1 : 0, lost: clear ? 0 : 1, duplicated: 0 });
+    assert.notEqual(w.code, 0);
+    assert.ok(clear, JSON.stringify(i));
+    assert.deepEqual(spool, [], 'the partial archive is removed');
+    assert.equal(containersOf(big).length, 0);
+    // The node keeps serving once the space is back.
+    const ok = await cluster.cli(['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo fits > /output/small.txt']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr + cluster.worker!.output);
+  } finally {
+    await cluster?.close();
+    execFileSync('umount', ['-l', disk]);
+    rmSync(disk, { recursive: true, force: true });
   }
 });

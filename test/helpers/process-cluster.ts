@@ -11,6 +11,8 @@ export interface ClusterOptions {
   workerArgs?: string[];
   /** Extra environment of the worker process (e.g. a PATH with a fake nvidia-smi). */
   workerEnv?: NodeJS.ProcessEnv;
+  /** The worker's data dir (default HOME/worker), e.g. on a small tmpfs. */
+  workerDataDir?: string;
 }
 
 export class ProcessCluster {
@@ -67,7 +69,7 @@ export class ProcessCluster {
         'worker', 'start',
         '--master', this.address,
         '--token', tok.stdout.trim(),
-        '--data-dir', join(this.home, 'worker'),
+        '--data-dir', opts.workerDataDir ?? join(this.home, 'worker'),
         '--report-interval', opts.reportInterval ?? '1s',
         '--max-tasks', String(opts.maxTasks ?? 2),
         ...(opts.workerArgs ?? []),

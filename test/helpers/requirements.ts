@@ -72,3 +72,18 @@ export function requireNetns(t: TestContext): boolean {
 export function requireChromium(t: TestContext): boolean {
   return gate(t, missing('Chromium', () => existsSync('/usr/bin/chromium'), 'apt-get install chromium'));
 }
+
+/** Mounting a tmpfs (a small disk that fills up) needs root. */
+export function requireMount(t: TestContext): boolean {
+  return gate(t, missing('tmpfs mounts', () => {
+    const dir = `/tmp/hm-mount-probe-${process.pid}`;
+    execFileSync('mkdir', ['-p', dir]);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir], { stdio: 'pipe' });
+      execFileSync('umount', [dir], { stdio: 'pipe' });
+      return true;
+    } finally {
+      execFileSync('rmdir', [dir]);
+    }
+  }, 'needs root'));
+}
