@@ -58,6 +58,9 @@ export class EngineError extends HivemindError {
   }
 }
 
+/** The engine's socket refused, reset or closed the connection: the daemon is down or restarting. */
+export class EngineUnreachableError extends EngineError {}
+
 /** An operation stopped because its AbortSignal fired. */
 export class AbortedError extends HivemindError {
   constructor(message = 'operation aborted', options?: { cause?: unknown }) {

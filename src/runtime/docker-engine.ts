@@ -2,7 +2,7 @@
 // the engine's own message; 304/404 on kill/remove count as success; every call takes a signal.
 import Docker from 'dockerode';
 import { PassThrough, type Readable } from 'node:stream';
-import { AbortedError, EngineError, errorMessage } from '../common/errors.js';
+import { AbortedError, EngineError, EngineUnreachableError, errorMessage } from '../common/errors.js';
 import type {
   ContainerCreateConfig,
   ContainerEngine,
@@ -34,12 +34,21 @@ interface DockerodeError {
   name?: string;
 }
 
-/** Converts a dockerode failure into EngineRequestError, or AbortedError when the signal fired. */
+/** Socket errors meaning the daemon is not there (stopped, restarting, socket gone). */
+const CONNECTION_LOST = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'EPIPE']);
+
+/**
+ * Converts a dockerode failure into EngineRequestError (the engine answered), EngineUnreachableError
+ * (it could not be reached), or AbortedError when the signal fired.
+ */
 export function toEngineError(err: unknown, what: string, signal?: AbortSignal): Error {
   if (err instanceof EngineError || err instanceof AbortedError) return err;
   const e = (err ?? {}) as DockerodeError;
   if (signal?.aborted || e.name === 'AbortError') return new AbortedError(`${what}: aborted`, { cause: signal?.reason ?? err });
   const engineMessage = typeof e.json === 'object' && e.json?.message ? e.json.message : typeof e.json === 'string' && e.json.trim() ? e.json.trim() : errorMessage(err);
+  if (e.statusCode === undefined && (CONNECTION_LOST.has((err as NodeJS.ErrnoException).code ?? '') || /socket hang up/.test(engineMessage))) {
+    return new EngineUnreachableError(`${what}: the Docker daemon is unreachable (${engineMessage})`, { cause: err });
+  }
   return new EngineRequestError(`${what}: ${engineMessage}`, e.statusCode ?? 0, { cause: err });
 }
 

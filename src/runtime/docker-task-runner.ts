@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
-import { AbortedError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { AbortedError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
@@ -175,6 +175,10 @@ export class DockerTaskRunner implements TaskExecutor {
       if (exec.signal.aborted) {
         const reason = abortReason(exec.signal);
         return result(abortOutcome(reason), `task ${reason} before it finished`);
+      }
+      if (err instanceof EngineUnreachableError) {
+        log.warn({ err: err.message }, 'lost the Docker daemon during the task');
+        return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, `the Docker daemon went away during the task (stopped or restarted): ${err.message}`);
       }
       log.error({ err }, 'task runner failed');
       return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, errorMessage(err));

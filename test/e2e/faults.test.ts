@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireDockerImage, requireMount } from '../helpers/requirements.js';
+import { restartDockerDaemon } from '../helpers/docker-daemon.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { waitFor } from '../helpers/cli-process.js';
 import { recordScenario } from '../helpers/fault-ledger.js';
@@ -245,5 +246,25 @@ test('the worker\'s disk fills while a result is written: the task fails saying 
     await cluster?.close();
     execFileSync('umount', ['-l', disk]);
     rmSync(disk, { recursive: true, force: true });
+  }
+});
+
+test('the Docker daemon restarted under a running task: the task ends with a clear message and the node keeps serving', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const cluster = await ProcessCluster.start({ reportInterval: '10s' });
+  try {
+    const id = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sleep', '600'])).stdout.trim();
+    await waitRunning(cluster, id);
+    await restartDockerDaemon(3000);
+    const w = await cluster.cli(['wait', id], 120_000);
+    const i = await taskInfo(cluster, id);
+    const clear = i.state === 8 && /Docker daemon/.test(i.outcome?.message ?? '');
+    recordScenario({ name: 'Docker daemon restarted under a running task', faults: 1, submitted: 1, delivered: clear ? 1 : 0, lost: clear ? 0 : 1, duplicated: 0 });
+    assert.notEqual(w.code, 0);
+    assert.ok(clear, `${JSON.stringify(i)}\nworker:\n${cluster.worker!.output}`);
+    const ok = await cluster.cli(['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo after the restart > /output/r.txt'], 120_000);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr + cluster.worker!.output);
+  } finally {
+    await cluster.close();
   }
 });
