@@ -58,6 +58,11 @@ export class EngineError extends HivemindError {
   }
 }
 
+/** The engine refused to remove an image because a container (running or not) still uses it. */
+export class ImageInUseError extends EngineError {
+  override readonly code = 'IMAGE_IN_USE';
+}
+
 /** An operation stopped because its AbortSignal fired. */
 export class AbortedError extends HivemindError {
   constructor(message = 'operation aborted', options?: { cause?: unknown }) {
