@@ -12,7 +12,10 @@ import { WorkerTunnel } from '../worker/worker-tunnel.js';
 import { assertNotRemoved } from '../worker/identity-file.js';
 import { DockerEngine } from '../runtime/docker-engine.js';
 import type { ContainerEngine } from '../runtime/container-engine.js';
-import { DockerTaskRunner } from '../runtime/docker-task-runner.js';
+import { DockerTaskRunner, type ImageUseRecorder } from '../runtime/docker-task-runner.js';
+import { ImagePruner } from '../runtime/image-pruner.js';
+import { IMAGE_PRUNE_INTERVAL_MS, ImagePruneSchedule } from '../runtime/image-prune-schedule.js';
+import { imageUseLog } from '../runtime/image-use-log.js';
 import { RUNNER_DEFAULTS } from '../runtime/container-spec.js';
 import { Worker } from '../worker/worker.js';
 import { WorkerStore } from '../worker/store/worker-store.js';
@@ -36,6 +39,8 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
   await assertNotRemoved(cfg.dataDir);
   const spoolDir = join(cfg.dataDir, 'spool');
   let worker: Worker | undefined;
+  // Set once the store is open, which is before any task can arrive.
+  let imageUses: ImageUseRecorder | undefined;
   const executor = new DockerTaskRunner(
     engine,
     {
@@ -43,6 +48,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       nodeId: () => worker?.nodeId ?? 'unregistered',
       spoolDir,
       defaults: { ...RUNNER_DEFAULTS, maxOutputBytes: cfg.maxOutput },
+      images: { pulled: (image) => imageUses?.pulled(image), used: (image) => imageUses?.used(image) },
     },
     logger.child({ component: 'runner' }),
   );
@@ -78,6 +84,8 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     throw new ConfigError('--master is required (HOST:PORT of a development master), or pass the join token (hmj1.…) printed by `hivemind token create` on a tunnel-mode master');
   }
   const store = WorkerStore.open(join(cfg.dataDir, 'worker.db'));
+  const imageGcLog = logger.child({ component: 'image-gc' });
+  imageUses = imageUseLog(store, systemClock, imageGcLog);
   worker = await Worker.create(
     {
       masterAddress,
@@ -104,11 +112,22 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     },
   );
   const w = worker;
+  const imageGc = new ImagePruneSchedule(
+    new ImagePruner(engine, store, systemClock, { budgetBytes: cfg.imageBudget, unusedForMs: cfg.imageUnusedForMs }, imageGcLog),
+    IMAGE_PRUNE_INTERVAL_MS,
+    imageGcLog,
+  );
+  // First collection once registered (start() is idempotent), then every interval.
+  w.on('state-changed', (c) => {
+    if (c.to === 'connected') imageGc.start();
+  });
   const monitor = await startMonitor(cfg, w, store, logger);
   return {
     worker: w,
     monitor,
     close: async () => {
+      // Before the worker, which closes the store the collection reads.
+      await imageGc.close();
       // The monitor shows the drain; it closes once the worker has.
       await w.close();
       await monitor?.close().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'closing the monitor failed'));

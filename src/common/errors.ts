@@ -61,6 +61,11 @@ export class EngineError extends HivemindError {
 /** The engine's socket refused, reset or closed the connection: the daemon is down or restarting. */
 export class EngineUnreachableError extends EngineError {}
 
+/** The engine refused to remove an image because a container (running or not) still uses it. */
+export class ImageInUseError extends EngineError {
+  override readonly code = 'IMAGE_IN_USE';
+}
+
 /** An operation stopped because its AbortSignal fired. */
 export class AbortedError extends HivemindError {
   constructor(message = 'operation aborted', options?: { cause?: unknown }) {

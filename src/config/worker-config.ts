@@ -32,6 +32,10 @@ const schema = z
     logLevel: zLogLevel.default('info'),
     /** WireGuard interface name in tunnel mode. Default hivemind0. */
     wgInterface: zWgInterface,
+    /** Disk budget for the images this worker pulled; unused ones are pruned down to it. Default 20 GiB. */
+    imageBudget: zSize('image budget').default(20 * 1024 ** 3),
+    /** A pulled image no task used for this long may be pruned when over the budget. Default 24h. */
+    imageUnusedFor: zDurationMs('image unused for').default(24 * 3_600_000),
     /** Local web monitor port; 0 turns the monitor off. Default 5001. */
     monitorPort: zInt(0, 65535).default(DEFAULT_MONITOR_PORT),
     /** Address the monitor binds. Default 127.0.0.1; anything else needs monitorToken. */
@@ -44,10 +48,11 @@ const schema = z
   })
   .strict();
 
-export type WorkerConfig = Omit<z.infer<typeof schema>, 'dataDir' | 'reportInterval' | 'drainTimeout'> & {
+export type WorkerConfig = Omit<z.infer<typeof schema>, 'dataDir' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor'> & {
   dataDir: string;
   reportIntervalMs: number;
   drainTimeoutMs: number;
+  imageUnusedForMs: number;
 };
 
 const fields: Record<string, FieldSource> = {
@@ -62,6 +67,8 @@ const fields: Record<string, FieldSource> = {
   reportInterval: { env: 'HIVEMIND_REPORT_INTERVAL', flag: 'reportInterval' },
   drainTimeout: { env: 'HIVEMIND_DRAIN_TIMEOUT', flag: 'drainTimeout' },
   maxOutput: { env: 'HIVEMIND_MAX_OUTPUT', flag: 'maxOutput' },
+  imageBudget: { env: 'HIVEMIND_IMAGE_BUDGET', flag: 'imageBudget' },
+  imageUnusedFor: { env: 'HIVEMIND_IMAGE_UNUSED_FOR', flag: 'imageUnusedFor' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
   wgInterface: { env: 'HIVEMIND_WG_INTERFACE', flag: 'wgInterface' },
   monitorPort: { env: 'HIVEMIND_MONITOR_PORT', flag: 'monitorPort' },
@@ -71,12 +78,13 @@ const fields: Record<string, FieldSource> = {
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
-  const { reportInterval, drainTimeout, ...rest } = c;
+  const { reportInterval, drainTimeout, imageUnusedFor, ...rest } = c;
   if (c.monitorPort !== 0) checkMonitorBinding(c.monitorListen.replace(/^\[|\]$/g, ''), c.monitorToken);
   return {
     ...rest,
     dataDir: c.dataDir ?? join(hivemindHome(input.env), 'worker'),
     reportIntervalMs: reportInterval,
     drainTimeoutMs: drainTimeout,
+    imageUnusedForMs: imageUnusedFor,
   };
 }

@@ -80,6 +80,17 @@ export interface VolumeSummary {
   labels: Record<string, string>;
 }
 
+/** An image as the engine knows it; several references (tags, digests) may name one image id. */
+export interface ImageInfo {
+  id: string;
+  /** Its tags in Docker's familiar form, e.g. `alpine:3.20`, `ghcr.io/org/app:1`. */
+  repoTags: string[];
+  /** Its registry digests, e.g. `alpine@sha256:…`. */
+  repoDigests: string[];
+  /** Bytes of all its layers, including layers it shares with other images. */
+  sizeBytes: number;
+}
+
 export interface EngineVersion {
   version: string;
   apiVersion: string;
@@ -112,6 +123,13 @@ export interface ContainerEngine {
   pullImage(image: string, onProgress: (p: PullProgress) => void, signal?: AbortSignal): Promise<void>;
   /** Imports a rootfs tarball as an image (`docker import`). */
   importImage(rootfsTar: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<void>;
+  /** The image a reference resolves to; undefined when the engine has none by that reference. */
+  inspectImage(image: string, signal?: AbortSignal): Promise<ImageInfo | undefined>;
+  /**
+   * Removes an image reference, never forced: the image itself goes with its last reference. A
+   * reference that is already gone is success; a reference a container (even a stopped one)
+   * still needs fails with ImageInUseError.
+   */
   removeImage(image: string, signal?: AbortSignal): Promise<void>;
 
   createVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;

@@ -2,7 +2,7 @@
 // the engine's own message; 304/404 on kill/remove count as success; every call takes a signal.
 import Docker from 'dockerode';
 import { PassThrough, type Readable } from 'node:stream';
-import { AbortedError, EngineError, EngineUnreachableError, errorMessage } from '../common/errors.js';
+import { AbortedError, EngineError, EngineUnreachableError, ImageInUseError, errorMessage } from '../common/errors.js';
 import type {
   ContainerCreateConfig,
   ContainerEngine,
@@ -11,6 +11,7 @@ import type {
   ContainerStats,
   ContainerSummary,
   EngineVersion,
+  ImageInfo,
   LogSink,
   PullProgress,
   VolumeSummary,
@@ -115,8 +116,20 @@ export class DockerEngine implements ContainerEngine {
     await readJsonMessages(stream as Readable, what, signal, () => {});
   }
 
+  async inspectImage(image: string, signal?: AbortSignal): Promise<ImageInfo | undefined> {
+    const i = await this.call(`inspect image ${image}`, signal, () => { const img = this.docker.getImage(image); return (img.inspect as (o: object) => Promise<Docker.ImageInspectInfo>).call(img, { abortSignal: signal }); }, [404]);
+    if (!i) return undefined;
+    return { id: i.Id, repoTags: i.RepoTags ?? [], repoDigests: i.RepoDigests ?? [], sizeBytes: i.Size };
+  }
+
   async removeImage(image: string, signal?: AbortSignal): Promise<void> {
-    await this.call(`remove image ${image}`, signal, () => this.docker.getImage(image).remove({ abortSignal: signal }), [404]);
+    try {
+      // No force: an image a container still needs must stay, whoever made that container.
+      await this.call(`remove image ${image}`, signal, () => this.docker.getImage(image).remove({ force: false, noprune: false, abortSignal: signal }), [404]);
+    } catch (err) {
+      if (err instanceof EngineRequestError && err.statusCode === 409) throw new ImageInUseError(err.message, { cause: err });
+      throw err;
+    }
   }
 
   async createVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {

@@ -39,6 +39,14 @@ export interface DockerTaskRunnerOptions {
   defaults?: Partial<RunnerDefaults>;
   /** Cleanup calls (remove container/volumes) get this long, independent of the task's signal. */
   cleanupTimeoutMs?: number;
+  /** Told of every image this runner pulls and every image a task uses, for the image GC. */
+  images?: ImageUseRecorder;
+}
+
+/** Where the runner reports image pulls and uses; must not throw. */
+export interface ImageUseRecorder {
+  pulled(image: string): void;
+  used(image: string): void;
 }
 
 /** Thrown inside execute() to end it with a specific outcome; never escapes. */
@@ -189,7 +197,10 @@ export class DockerTaskRunner implements TaskExecutor {
 
   private async ensureImage(exec: TaskExecution, log: Logger): Promise<void> {
     const image = exec.spec.image;
-    if (await this.engine.imageExists(image, exec.signal)) return;
+    if (await this.engine.imageExists(image, exec.signal)) {
+      this.options.images?.used(image);
+      return;
+    }
     log.info({ image }, 'pulling image');
     try {
       await this.engine.pullImage(image, (p) => exec.onPullProgress(p.currentBytes, p.totalBytes), exec.signal);
@@ -197,6 +208,7 @@ export class DockerTaskRunner implements TaskExecutor {
       if (err instanceof AbortedError || exec.signal.aborted) throw err;
       throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `image ${image} is not available on this node and could not be pulled: ${errorMessage(err)}`);
     }
+    this.options.images?.pulled(image);
   }
 
   /**

@@ -214,3 +214,64 @@ test('contribution points keep a running total across reopening', async (t) => {
   assert.deepEqual(store.contributions(0).map((p) => p.atMs), [later]);
   assert.equal(store.contributionTotal(), 31.5);
 });
+
+test('pulled images: only pulls are tracked, uses move last-used forward, records survive reopening', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'worker.db');
+  let store = WorkerStore.open(file);
+  store.recordImagePulled('alpine:3.20', 1_000);
+  store.recordImagePulled('debian:12', 2_000);
+  assert.equal(store.recordImageUsed('alpine:3.20', 5_000), true);
+  // A use older than the last one (tasks finishing out of order) never moves it back.
+  assert.equal(store.recordImageUsed('alpine:3.20', 4_000), true);
+  // The operator's own image: used by a task, never pulled here, never recorded.
+  assert.equal(store.recordImageUsed('operator/own:1', 6_000), false);
+  store.close();
+
+  store = WorkerStore.open(file);
+  t.after(() => store.close());
+  assert.deepEqual(store.pulledImages(), [
+    { image: 'debian:12', pulledAt: 2_000, lastUsedAt: 2_000 },
+    { image: 'alpine:3.20', pulledAt: 1_000, lastUsedAt: 5_000 },
+  ]);
+  // Pulled again after it vanished: the record moves forward, not duplicated.
+  store.recordImagePulled('debian:12', 9_000);
+  assert.deepEqual(store.pulledImages().map((r) => [r.image, r.pulledAt, r.lastUsedAt]), [
+    ['alpine:3.20', 1_000, 5_000],
+    ['debian:12', 9_000, 9_000],
+  ]);
+  store.forgetImage('alpine:3.20');
+  store.forgetImage('never-recorded:1');
+  assert.deepEqual(store.pulledImages().map((r) => r.image), ['debian:12']);
+});
+
+test('unfinished task images: the images of tasks not yet terminal, each once', async (t) => {
+  const dir = await tempDir(t);
+  const store = WorkerStore.open(path.join(dir, 'worker.db'));
+  t.after(() => store.close());
+  const withImage = (taskId: string, image: string): TaskAssignment => ({ ...assignment(taskId), spec: { ...assignment(taskId).spec!, image } });
+  store.insertTask(withImage('a', 'alpine:3.20'), [], 1);
+  store.insertTask(withImage('b', 'alpine:3.20'), [], 2);
+  store.insertTask(withImage('c', 'debian:12'), [], 3);
+  store.insertTask(withImage('d', 'python:3.12'), [], 4);
+  store.appendUpdate({ taskId: 'c', attempt: 1, state: TaskState.TASK_STATE_RUNNING, message: '', atMs: 5 });
+  store.appendUpdate({ taskId: 'd', attempt: 1, state: TaskState.TASK_STATE_SUCCEEDED, message: '', atMs: 6 });
+  assert.deepEqual(store.unfinishedTaskImages().sort(), ['alpine:3.20', 'debian:12']);
+});
+
+test('a version-2 database gains the pulled-images table and keeps its tasks', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'worker.db');
+  const raw = new BetterSqlite3(file);
+  raw.exec(MIGRATIONS[0]!);
+  raw.exec(MIGRATIONS[1]!);
+  raw.pragma('user_version = 2');
+  raw.prepare(`INSERT INTO tasks (task_id, attempt, spec, state, created_at, updated_at) VALUES ('old', 1, ?, 'TASK_STATE_RUNNING', 1, 1)`).run(JSON.stringify(assignment('old')));
+  raw.close();
+  const store = WorkerStore.open(file);
+  t.after(() => store.close());
+  assert.equal(store.schemaVersion, MIGRATIONS.length);
+  assert.equal(store.getTask('old', 1)?.state, TaskState.TASK_STATE_RUNNING);
+  assert.deepEqual(store.pulledImages(), []);
+  assert.deepEqual(store.unfinishedTaskImages(), ['busybox']);
+});

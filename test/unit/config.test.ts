@@ -40,6 +40,46 @@ test('worker config: a bad value names its source and the expected form', () => 
   assert.throws(() => compileWorkerConfig({ env: {}, flags: { wgInterface: 'a-name-far-too-long' } }), /flag --wg-interface: expected letters/);
 });
 
+test('worker config: the image budget and unused-for time, defaults and every source', () => {
+  const d = compileWorkerConfig({ env: {}, flags: {} });
+  assert.equal(d.imageBudget, 20 * 1024 ** 3);
+  assert.equal(d.imageUnusedForMs, 24 * 3_600_000);
+  const file = { worker: { imageBudget: '5g', imageUnusedFor: '2h' } };
+  const fromFile = compileWorkerConfig({ file, env: {}, flags: {} });
+  assert.equal(fromFile.imageBudget, 5 * 1024 ** 3);
+  assert.equal(fromFile.imageUnusedForMs, 2 * 3_600_000);
+  const env = { HIVEMIND_IMAGE_BUDGET: '512m', HIVEMIND_IMAGE_UNUSED_FOR: '30m' };
+  const fromEnv = compileWorkerConfig({ file, env, flags: {} });
+  assert.equal(fromEnv.imageBudget, 512 * 1024 ** 2);
+  assert.equal(fromEnv.imageUnusedForMs, 30 * 60_000);
+  const fromFlags = compileWorkerConfig({ file, env, flags: { imageBudget: '0', imageUnusedFor: '1h30m' } });
+  assert.equal(fromFlags.imageBudget, 0, 'a zero budget prunes every unused pulled image');
+  assert.equal(fromFlags.imageUnusedForMs, 90 * 60_000);
+});
+
+test('worker config: a bad image budget or unused-for time names its source and the form expected', () => {
+  assert.throws(
+    () => compileWorkerConfig({ env: { HIVEMIND_IMAGE_BUDGET: 'lots' }, flags: {} }),
+    (err: unknown) => err instanceof ConfigError && /environment variable HIVEMIND_IMAGE_BUDGET: image budget: "lots" is not a size \(examples: 512m, 2g/.test(err.message),
+  );
+  assert.throws(
+    () => compileWorkerConfig({ env: {}, flags: { imageBudget: '-1g' } }),
+    (err: unknown) => err instanceof ConfigError && /flag --image-budget: image budget: "-1g" is not a size/.test(err.message),
+  );
+  assert.throws(
+    () => compileWorkerConfig({ file: { worker: { imageBudget: -5 } }, filePath: '/etc/hm.json', env: {}, flags: {} }),
+    (err: unknown) => err instanceof ConfigError && /"worker.imageBudget" in \/etc\/hm.json: image budget: -5 is not a valid size/.test(err.message),
+  );
+  assert.throws(
+    () => compileWorkerConfig({ env: {}, flags: { imageUnusedFor: 'a day' } }),
+    (err: unknown) => err instanceof ConfigError && /flag --image-unused-for: image unused for: "a day" is not a duration \(examples: 30s/.test(err.message),
+  );
+  assert.throws(
+    () => compileWorkerConfig({ env: { HIVEMIND_IMAGE_UNUSED_FOR: '24hours' }, flags: {} }),
+    (err: unknown) => err instanceof ConfigError && /environment variable HIVEMIND_IMAGE_UNUSED_FOR/.test(err.message),
+  );
+});
+
 test('config file: unknown keys and JSON syntax errors are precise', () => {
   const dir = mkdtempSync(join(tmpdir(), 'hm-config-'));
   try {

@@ -96,6 +96,8 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--report-interval <duration>', 'resource report interval (default 30s)')
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running tasks may finish (default 10m)')
     .option('--max-output <size>', 'cap on a task\'s /output (default 1g)')
+    .option('--image-budget <size>', 'disk budget for images this worker pulled; unused ones are pruned down to it (default 20g)')
+    .option('--image-unused-for <duration>', 'a pulled image unused this long may be pruned (default 24h)')
     .option('--monitor-port <port>', 'local web monitor port, 0 = off (default 5001)')
     .option('--monitor-listen <host>', 'address the monitor binds (default 127.0.0.1; others need --monitor-token)')
     .option('--monitor-token <token>', 'token the monitor requires (env HIVEMIND_MONITOR_TOKEN)')

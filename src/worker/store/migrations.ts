@@ -70,6 +70,15 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX contributions_at ON contributions (at);
   `,
+  // 3: images this worker pulled (the only ones its image GC may remove) and their last use
+  `
+  CREATE TABLE pulled_images (
+    image        TEXT    PRIMARY KEY,         -- the reference as tasks name it, e.g. alpine:3.20
+    pulled_at    INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL
+  );
+  CREATE INDEX pulled_images_last_used ON pulled_images (last_used_at);
+  `,
 ];
 
 export function migrate(db: Database): { from: number; to: number } {

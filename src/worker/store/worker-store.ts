@@ -100,6 +100,15 @@ const toContribution = (r: ContributionRow): ContributionPoint => ({
   total: r.total,
 });
 
+/** An image this worker pulled itself: the only kind its image GC may ever remove. */
+export interface PulledImageRecord {
+  /** The reference as the task named it (e.g. `alpine:3.20`), as it was pulled. */
+  image: string;
+  pulledAt: number;
+  /** The last time a task used it (the pull counts as a use). */
+  lastUsedAt: number;
+}
+
 export interface SampleRetention {
   maxAgeMs: number;
   maxCount: number;
@@ -346,6 +355,53 @@ export class WorkerStore {
   /** Removes an update once the master acknowledged it. */
   ackOutbox(id: number): void {
     this.db.prepare(`DELETE FROM outbox WHERE id = ?`).run(id);
+  }
+
+  /**
+   * Records that this worker pulled an image (a pull is also a use). Pulling again after the
+   * image vanished keeps the record and moves both times forward.
+   */
+  recordImagePulled(image: string, at: number): void {
+    this.db
+      .prepare(
+        `INSERT INTO pulled_images (image, pulled_at, last_used_at) VALUES (?, ?, ?)
+         ON CONFLICT (image) DO UPDATE SET
+           pulled_at = MAX(pulled_at, excluded.pulled_at),
+           last_used_at = MAX(last_used_at, excluded.last_used_at)`,
+      )
+      .run(image, at, at);
+  }
+
+  /**
+   * Records that a task used an image. Only images this worker pulled are tracked: a use of the
+   * operator's own image records nothing (and so can never make it prunable). Returns whether
+   * the image is tracked.
+   */
+  recordImageUsed(image: string, at: number): boolean {
+    return this.db.prepare(`UPDATE pulled_images SET last_used_at = MAX(last_used_at, ?) WHERE image = ?`).run(at, image).changes > 0;
+  }
+
+  /** The images this worker pulled, least recently used first. */
+  pulledImages(): PulledImageRecord[] {
+    const rows = this.db.prepare(`SELECT image, pulled_at, last_used_at FROM pulled_images ORDER BY last_used_at, image`).all() as {
+      image: string;
+      pulled_at: number;
+      last_used_at: number;
+    }[];
+    return rows.map((r) => ({ image: r.image, pulledAt: r.pulled_at, lastUsedAt: r.last_used_at }));
+  }
+
+  /** Drops an image's record once it has been removed (or was found gone). */
+  forgetImage(image: string): void {
+    this.db.prepare(`DELETE FROM pulled_images WHERE image = ?`).run(image);
+  }
+
+  /** The images named by tasks not in a terminal state: the image GC never removes these. */
+  unfinishedTaskImages(): string[] {
+    const rows = this.db
+      .prepare(`SELECT DISTINCT json_extract(spec, '$.spec.image') AS image FROM tasks WHERE finished_at IS NULL`)
+      .all() as { image: unknown }[];
+    return rows.flatMap((r) => (typeof r.image === 'string' && r.image !== '' ? [r.image] : []));
   }
 
   /** Stores a report and trims old samples so the table stays bounded on a long-lived node. */
