@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireDockerImage, requireMount } from '../helpers/requirements.js';
 import { restartDockerDaemon } from '../helpers/docker-daemon.js';
+import { LocalRegistry } from '../helpers/local-registry.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { waitFor } from '../helpers/cli-process.js';
 import { recordScenario } from '../helpers/fault-ledger.js';
@@ -266,5 +267,24 @@ test('the Docker daemon restarted under a running task: the task ends with a cle
     assert.equal(ok.code, 0, ok.stdout + ok.stderr + cluster.worker!.output);
   } finally {
     await cluster.close();
+  }
+});
+
+test('kill -9 while the worker pulls the task image: the restarted worker pulls again and runs the task once', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  // The image is served at 64 KiB/s from a registry on loopback: the pull takes several seconds.
+  const registry = await LocalRegistry.start(IMAGE, 'hm-test/pulled', '1', { bytesPerSecond: 64 * 1024 });
+  const cluster = await ProcessCluster.start();
+  try {
+    const id = (await cluster.cli(['submit', '--image', registry.image, '--', 'sh', '-c', 'echo pulled and ran > /output/r.txt'])).stdout.trim();
+    await waitFor('the pull under way', () => registry.layerBytesServed > 64 * 1024 || undefined, 60_000, 50);
+    assert.equal((await taskInfo(cluster, id)).state, 4, 'the master sees the task PULLING');
+    await cluster.worker!.stop('SIGKILL');
+    await cluster.startWorker();
+    await settle(cluster, id, { name: 'kill -9 during the image pull', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'pulled and ran\n' });
+    assert.match(cluster.worker!.output, /running again a task an earlier run of this worker took but had not started/);
+  } finally {
+    await cluster.close();
+    await registry.close();
   }
 });
