@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
-import { AbortedError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { AbortedError, EngineError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
@@ -184,15 +184,30 @@ export class DockerTaskRunner implements TaskExecutor {
         const reason = abortReason(exec.signal);
         return result(abortOutcome(reason), `task ${reason} before it finished`);
       }
-      if (err instanceof EngineUnreachableError) {
-        log.warn({ err: err.message }, 'lost the Docker daemon during the task');
-        return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, `the Docker daemon went away during the task (stopped or restarted): ${err.message}`);
+      // A daemon that is stopping answers with odd 500s ("database not open") before it goes:
+      // an engine failure is checked against the daemon still being there.
+      if (err instanceof EngineUnreachableError || (err instanceof EngineError && (await this.daemonGoing()))) {
+        log.warn({ err: errorMessage(err) }, 'lost the Docker daemon during the task');
+        return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, `the Docker daemon went away during the task (stopped or restarted): ${errorMessage(err)}`);
       }
       log.error({ err }, 'task runner failed');
       return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, errorMessage(err));
     } finally {
       await this.cleanup(created, log);
     }
+  }
+
+  /** Whether the engine stops answering within the next ~3 s (checked after an engine failure). */
+  private async daemonGoing(): Promise<boolean> {
+    for (let i = 0; i < 6; i++) {
+      try {
+        await this.engine.ping(AbortSignal.timeout(2_000));
+      } catch {
+        return true;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    return false;
   }
 
   private async ensureImage(exec: TaskExecution, log: Logger): Promise<void> {
