@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # 1. Debian packages (only what is missing).
-pkgs=(docker.io protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core)
+pkgs=(docker.io protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -57,4 +57,7 @@ npm run -s build
 
 # 5. The local task image (from the host's static busybox; no registry involved).
 log "task image: $(node dist/src/cli/main.js image build)"
+# 6. A minimal Debian image without Node (debootstrap from this machine's apt mirror): the base of
+#    the worker's Docker image and the clean machine the executable and install.sh tests run on.
+bash scripts/debian-base-image.sh
 log "ready"
