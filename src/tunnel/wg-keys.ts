@@ -29,8 +29,13 @@ export function generateWgKeyPair(): WgKeyPair {
   return { privateKey: Buffer.from(d, 'base64url').toString('base64'), publicKey: Buffer.from(x, 'base64url').toString('base64') };
 }
 
+const PKCS8_X25519_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
+
 export function wgPublicKeyOf(privateKey: string): string {
   if (!isWgKey(privateKey)) throw new WgKeyError('not a WireGuard private key (44 base64 characters)');
-  const key = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: Buffer.from(privateKey, 'base64').toString('base64url'), x: '' }, format: 'jwk' });
+  // PKCS#8 DER of a raw X25519 key: a fixed 16-byte header, then the 32 key bytes. (A JWK
+  // without its public part, which this used before, is refused by Node >= 24.22.)
+  const der = Buffer.concat([PKCS8_X25519_PREFIX, Buffer.from(privateKey, 'base64')]);
+  const key = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
   return Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x!, 'base64url').toString('base64');
 }
