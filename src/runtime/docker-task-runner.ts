@@ -59,6 +59,9 @@ class OutcomeError extends Error {
 /** Exit code reported when the process never exited on its own (start failures, rejections). */
 export const NO_EXIT_CODE = -1;
 
+/** Exit codes of a container ended by SIGTERM or SIGKILL (128 + signal). */
+const SIGNAL_EXITS = new Set([128 + 15, 128 + 9]);
+
 export class DockerTaskRunner implements TaskExecutor {
   private readonly defaults: RunnerDefaults;
   /** Containers whose process runs now, by task attempt, for per-task usage. */
@@ -160,6 +163,11 @@ export class DockerTaskRunner implements TaskExecutor {
       } else if (run.oomKilled && run.exitCode !== 0) {
         kind = OutcomeKind.OUTCOME_KIND_OOM_KILLED;
         message = `killed by the kernel: over the ${limits.memoryBytes}-byte memory limit`;
+      } else if (SIGNAL_EXITS.has(run.exitCode) && (await this.daemonGoing())) {
+        // A stopping daemon kills its containers first (SIGTERM, then SIGKILL 10 s later) and
+        // answers a little longer: the exit was the daemon's, not the task's.
+        log.warn({ exitCode: run.exitCode }, 'lost the Docker daemon during the task');
+        return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, `the Docker daemon went away during the task (stopped or restarted): the container was ended with code ${run.exitCode} as the daemon shut down`, run.exitCode);
       } else {
         // The engine flags OOM for any process of the container; a task whose main process still
         // exited 0 handled it, and its result counts.
