@@ -31,6 +31,9 @@ export function validateTaskSpec(spec: TaskSpec | undefined): TaskSpec {
   if (!image) throw new InvalidTaskError('spec.image is empty: name the Docker image to run (e.g. "alpine:3.20")');
   if (/\s/.test(image) || image.length > 512) throw new InvalidTaskError(`spec.image "${image}" is not a valid image reference`);
   if (spec.command.length > SPEC_LIMITS.maxCommandArgs) throw new InvalidTaskError(`spec.command has ${spec.command.length} arguments, over the maximum of ${SPEC_LIMITS.maxCommandArgs}`);
+  if (spec.command.length > 0 && !spec.command[0]!.trim()) {
+    throw new InvalidTaskError('spec.command[0] is empty: name the program to run, or give no command to run the image\'s own');
+  }
   spec.command.forEach((arg, i) => {
     if (arg.includes('\0')) throw new InvalidTaskError(`spec.command[${i}] contains a NUL byte`);
   });

@@ -6,8 +6,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { credentials, status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
+import { connect as netConnect } from 'node:net';
+import { Client as GrpcClient, Metadata as MetadataClass, credentials, status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { AdminClient, MasterCallError } from '../../src/client/admin-client.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 import { Master, type MasterOptions } from '../../src/master/master.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import {
@@ -306,11 +308,25 @@ test('an upload whose sha256 does not match is discarded with a clear error', as
 
 test('submit validation names the problem', async (t) => {
   const h = await startMaster(t);
-  const bad = async (spec: Parameters<AdminClient['submit']>[0], re: RegExp) =>
-    assert.rejects(h.admin.submit(spec), (e) => e instanceof MasterCallError && e.status === status.INVALID_ARGUMENT && re.test(e.message));
+  const bad = async (spec: Parameters<AdminClient['submit']>[0], re: RegExp) => {
+    const accepted = await h.admin.submit(spec).then(() => true, () => false);
+    recordHostile(`task spec: ${re.source}`, accepted);
+    await assert.rejects(h.admin.submit(spec), (e) => e instanceof MasterCallError && e.status === status.INVALID_ARGUMENT && re.test(e.message));
+  };
+  const limits = { cpus: 0, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 0 };
   await bad({ image: '' }, /image is empty/);
-  await bad({ image: 'busybox', limits: { cpus: -1, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 0 } }, /limits\.cpus/);
+  await bad({ image: 'busybox', limits: { ...limits, cpus: -1 } }, /limits\.cpus/);
+  await bad({ image: 'busybox', limits: { ...limits, cpus: 1e9 } }, /limits\.cpus is 1000000000, over the maximum/);
+  await bad({ image: 'busybox', limits: { ...limits, memoryBytes: 1024 } }, /under Docker's minimum/);
+  await bad({ image: 'busybox', limits: { ...limits, memoryBytes: 2 ** 50 } }, /limits\.memory_bytes is .* over the maximum/);
+  await bad({ image: 'busybox', limits: { ...limits, pids: 2 ** 31 } }, /limits\.pids is 2147483648, over the maximum/);
+  await bad({ image: 'busybox', limits: { ...limits, gpus: 1000 } }, /limits\.gpus is 1000, over the maximum of 64/);
+  await bad({ image: 'busybox', limits: { ...limits, timeoutMs: 365 * 24 * 3600 * 1000 } }, /limits\.timeout_ms is 31536000000, over the maximum/);
+  await bad({ image: 'busybox', command: [''] }, /spec\.command\[0\] is empty/);
+  await bad({ image: 'busybox', command: ['sh', 'a\0b'] }, /contains a NUL byte/);
+  await bad({ image: 'bad image name' }, /not a valid image reference/);
   await bad({ image: 'busybox', env: { 'BAD-NAME': 'x' } }, /not a valid variable name/);
+  await bad({ image: 'busybox', env: { '1X': 'x' } }, /not a valid variable name/);
   await bad({ image: 'busybox', env: { HIVEMIND_TASK: 'x' } }, /reserved/);
   // A corrupted input (trailer sha256 wrong) never becomes a task.
   const raw = new AdminServiceClient(h.address, credentials.createInsecure());
@@ -484,4 +500,73 @@ test('a restarted master keeps tasks, nodes and its admin token', async (t) => {
   w2.report();
   w2.subscribe();
   assert.equal((await assignmentOf(w2)).taskId, taskId);
+});
+
+test('hostile protocol input: garbage bytes, malformed and oversized messages, unknown enum values and wrong credentials are refused; the master keeps serving', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.subscribe();
+  const [host, port] = [h.address.split(':')[0]!, Number(h.address.split(':')[1])];
+  const stillServing = async (what: string) => {
+    assert.ok((await h.admin.listNodes()).length >= 1, `the master answers after ${what}`);
+  };
+  const refused = async (name: string, call: () => Promise<unknown>, check: (e: unknown) => boolean) => {
+    const outcome = await call().then(() => 'accepted', (e: unknown) => (check(e) ? 'refused' : `refused unclearly: ${String((e as ServiceError).details ?? e)}`));
+    recordHostile(`protocol: ${name}`, outcome === 'accepted');
+    assert.equal(outcome, 'refused', name);
+    await stillServing(name);
+  };
+
+  // Raw bytes that are not HTTP/2 at all, and an HTTP/1.1 request: the connection is closed.
+  for (const [name, bytes] of [['random bytes', randomBytes(64 * 1024)], ['an HTTP/1.1 request', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')]] as const) {
+    const closed = await new Promise<boolean>((resolve) => {
+      const sock = netConnect(port, host, () => sock.write(bytes));
+      sock.on('error', () => undefined);
+      sock.on('close', () => resolve(true));
+      sock.resume(); // read what the server answers, so that its close is seen
+      setTimeout(() => { sock.destroy(); resolve(false); }, 10_000);
+    });
+    recordHostile(`protocol: ${name} on the gRPC port`, !closed);
+    assert.ok(closed, `the master closes a connection that sends ${name}`);
+    await stillServing(name);
+  }
+
+  // Well-framed gRPC calls whose payload is not the message the method takes.
+  const raw = new GrpcClient(h.address, credentials.createInsecure());
+  t.after(() => raw.close());
+  const rawCall = (method: string, payload: Buffer, md: Metadata) => new Promise<Buffer>((resolve, reject) =>
+    raw.makeUnaryRequest(`/hivemind.v1.NodeService/${method}`, (b: Buffer) => b, (b: Buffer) => b, payload, md, { deadline: Date.now() + 10_000 }, (e, r) => (e ? reject(e) : resolve(r!))));
+  const cred = bearerMetadata(w.credential);
+  await refused('a payload that is not protobuf', () => rawCall('UpdateTask', Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), cred),
+    (e) => grpcCode(e) === status.INTERNAL || grpcCode(e) === status.INVALID_ARGUMENT);
+  await refused('a message over the 4 MiB receive limit', () => rawCall('UpdateTask', Buffer.alloc(5 * 1024 * 1024, 0x0a), cred),
+    (e) => grpcCode(e) === status.RESOURCE_EXHAUSTED);
+
+  // A valid assignment, then updates with values the protocol does not have.
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  const assigned = await assignmentOf(w);
+  assert.equal(assigned.taskId, taskId);
+  await refused('an unknown task state (99)', () => w.update({ taskId, attempt: 1, seq: 1, state: 99 as TaskState }),
+    (e) => grpcCode(e) === status.INVALID_ARGUMENT && /cannot set task state/.test((e as ServiceError).details));
+  await refused('a state a node may not set (QUEUED)', () => w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_QUEUED }),
+    (e) => grpcCode(e) === status.INVALID_ARGUMENT);
+  await refused('an update for a task that does not exist', () => w.update({ taskId: 'no-such-task', attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING }),
+    (e) => grpcCode(e) === status.NOT_FOUND);
+  assert.equal((await h.admin.getTask(taskId)).state, TaskState.TASK_STATE_ASSIGNED, 'none of that changed the task');
+
+  // Credentials: none, garbage, another kind's (the admin token), a node's on the admin service.
+  const stranger = new NodeServiceClient(h.address, credentials.createInsecure());
+  t.after(() => stranger.close());
+  const strangerUpdate = (md: Metadata) => new Promise((resolve, reject) =>
+    stranger.updateTask({ taskId, attempt: 1, seq: 5, state: TaskState.TASK_STATE_RUNNING, message: '', atMs: Date.now(), outcome: undefined, pull: undefined, accepting: true }, md, (e, r) => (e ? reject(e) : resolve(r))));
+  await refused('no credential', () => strangerUpdate(new MetadataClass()), (e) => grpcCode(e) === status.UNAUTHENTICATED);
+  await refused('a garbage credential', () => strangerUpdate(bearerMetadata('hmn1.' + randomBytes(24).toString('base64url'))), (e) => grpcCode(e) === status.UNAUTHENTICATED);
+  await refused('the admin token as a node credential', () => strangerUpdate(bearerMetadata(h.adminToken)), (e) => grpcCode(e) === status.UNAUTHENTICATED);
+  const nodeAsAdmin = AdminClient.connect(h.address, w.credential);
+  t.after(() => nodeAsAdmin.close());
+  await refused('a node credential on the admin service', () => nodeAsAdmin.listTasks(), (e) => e instanceof MasterCallError && e.status === status.UNAUTHENTICATED);
+  assert.equal((await h.admin.getTask(taskId)).state, TaskState.TASK_STATE_ASSIGNED);
+
+  // After all of it the real worker's update still goes through.
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_RUNNING })).applied, true);
 });
