@@ -8,6 +8,7 @@ import { createGzip } from 'node:zlib';
 import tarStream, { type Header } from 'tar-stream';
 import { safeTar, gunzipStream, type SafeTarOptions } from '../../src/archive/safe-tar.js';
 import { UnsafeArchiveError } from '../../src/common/errors.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 
 type Entry = Partial<Header> & { name: string; body?: string | Buffer };
 
@@ -51,13 +52,17 @@ async function filter(buf: Buffer | Buffer[], opts: Partial<SafeTarOptions> = {}
   return collect(safeTar(Readable.from(Array.isArray(buf) ? buf : [buf]), { ...OPTS, ...opts }));
 }
 
+/** Asserts the stream fails with UnsafeArchiveError matching `pattern`; counted as a hostile input. */
+async function refuses(name: string, run: Promise<unknown>, pattern: RegExp): Promise<void> {
+  const err = await run.then(() => undefined, (e: unknown) => e);
+  recordHostile(`archive: ${name}`, !(err instanceof UnsafeArchiveError && pattern.test(err.message)));
+  assert.ok(err instanceof UnsafeArchiveError, `expected UnsafeArchiveError, got ${String(err)}`);
+  assert.match(err.message, pattern);
+}
+
 async function rejects(entries: Entry[], pattern: RegExp, opts: Partial<SafeTarOptions> = {}): Promise<void> {
   const tar = await makeTar(entries);
-  await assert.rejects(filter(tar, opts), (err: unknown) => {
-    assert.ok(err instanceof UnsafeArchiveError, `expected UnsafeArchiveError, got ${String(err)}`);
-    assert.match(err.message, pattern);
-    return true;
-  });
+  await refuses(entries.map((e) => `${e.type ?? 'file'} ${e.name.slice(0, 40)}`).join(', '), filter(tar, opts), pattern);
 }
 
 test('a clean archive passes with content, modes normalised and owner rewritten', async () => {
@@ -144,7 +149,7 @@ test('a gzip bomb fails once the cap is passed, without expanding everything', a
     pack.finalize();
   })().catch(() => {});
   const gzipped = Readable.from(pack as AsyncIterable<Buffer>).pipe(gz);
-  await assert.rejects(collect(safeTar(gunzipStream(gzipped), { ...OPTS, maxBytes: 10 * 1024 * 1024 })), /"bomb\.bin" \(1073741824 bytes\) takes the total over/);
+  await refuses('gzip bomb (1 GiB of zeros)', collect(safeTar(gunzipStream(gzipped), { ...OPTS, maxBytes: 10 * 1024 * 1024 })), /"bomb\.bin" \(1073741824 bytes\) takes the total over/);
   assert.ok(produced.bytes < 200 * 1024 * 1024, `expanded ${produced.bytes} bytes before failing`);
 });
 
@@ -157,22 +162,58 @@ test('a stream of zero blocks (no entries) is refused as junk', async () => {
       yield z;
     }
   }
-  await assert.rejects(collect(safeTar(zeros(), OPTS)), /bytes of tar data hold only 0 entries/);
+  await refuses('1 GiB of zero blocks', collect(safeTar(zeros(), OPTS)), /bytes of tar data hold only 0 entries/);
   assert.ok(sent < 16 * 1024 * 1024, `read ${sent} bytes`);
 });
 
 test('a truncated tar fails', async () => {
   const tar = await makeTar([{ name: 'big', body: Buffer.alloc(5000, 1) }]);
-  await assert.rejects(filter(tar.subarray(0, 2048)), (err: unknown) => err instanceof UnsafeArchiveError && /truncated/.test(err.message));
+  await refuses('truncated tar', filter(tar.subarray(0, 2048)), /truncated/);
 });
 
 test('a truncated gzip fails', async () => {
   const gz = gzipSync(await makeTar([{ name: 'a', body: Buffer.alloc(100_000, 7) }]));
-  await assert.rejects(collect(safeTar(gunzipStream(Readable.from([gz.subarray(0, gz.length - 20)])), OPTS)), (err: unknown) => err instanceof UnsafeArchiveError && /truncated/.test(err.message));
+  await refuses('truncated gzip', collect(safeTar(gunzipStream(Readable.from([gz.subarray(0, gz.length - 20)])), OPTS)), /truncated/);
 });
 
 test('not gzip at all fails as corrupt', async () => {
-  await assert.rejects(collect(safeTar(gunzipStream(Readable.from([Buffer.from('definitely not gzip data here')])), OPTS)), (err: unknown) => err instanceof UnsafeArchiveError && /corrupt/.test(err.message));
+  await refuses('not gzip at all', collect(safeTar(gunzipStream(Readable.from([Buffer.from('definitely not gzip data here')])), OPTS)), /corrupt/);
+});
+
+test('a huge pax header (a 32 MiB path) is refused after a few MiB, not buffered whole', async () => {
+  // The pax record "<len> path=<32 MiB>\n" is a header entry of its own, before the file's header.
+  const value = 'a/'.repeat(16 * 1024 * 1024);
+  const record = `path=${value}\n`;
+  let len = record.length + 10;
+  len = record.length + String(len).length + 1;
+  const pax = Buffer.from(`${len} ${record}`);
+  const header = (name: string, size: number, type: string): Buffer => {
+    const b = Buffer.alloc(512);
+    b.write(name, 0);
+    b.write('0000644\0', 100);
+    b.write('0000000\0', 108);
+    b.write('0000000\0', 116);
+    b.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+    b.write('00000000000\0', 136);
+    b.write('        ', 148);
+    b.write(type, 156);
+    b.write('ustar\u000000', 257);
+    let sum = 0;
+    for (const c of b) sum += c;
+    b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    return b;
+  };
+  let sent = 0;
+  async function* stream() {
+    yield header('PaxHeader', pax.length, 'x');
+    for (let i = 0; i < pax.length; i += 1024 * 1024) {
+      const part = pax.subarray(i, i + 1024 * 1024);
+      sent += part.length;
+      yield part;
+    }
+  }
+  await refuses('32 MiB pax header', collect(safeTar(stream(), OPTS)), /Header exceeds max size|refusing padding\/header junk/);
+  assert.ok(sent < 12 * 1024 * 1024, `read ${sent} bytes of header before refusing`);
 });
 
 test('large files stream through in small chunks', async () => {
