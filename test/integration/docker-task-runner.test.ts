@@ -12,6 +12,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { writeFile } from 'node:fs/promises';
 import tarStream from 'tar-stream';
 import { requireDocker } from '../helpers/requirements.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 import { ensureTestImage } from '../helpers/test-image.js';
 import { DockerEngine } from '../../src/runtime/docker-engine.js';
 import { DockerTaskRunner, reapOrphans } from '../../src/runtime/docker-task-runner.js';
@@ -105,6 +106,8 @@ test('runs as uid 65534 with a read-only root, writable /tmp, no capabilities an
     env: { FOO: 'bar' },
   });
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+  recordHostile('task: write outside /output (read-only root)', !/ROOT-RO/.test(logs.stdout));
+  recordHostile('task: capabilities (all dropped, runs as nobody)', !/CapEff:\s+0000000000000000/.test(logs.stdout) || !logs.stdout.startsWith('65534\n'));
   const lines = logs.stdout.trim().split('\n');
   assert.equal(lines[0], '65534');
   assert.equal(lines[1], '65534');
@@ -127,10 +130,33 @@ test('network: only lo, and a TCP server on the host loopback is unreachable', a
   try {
     const { result, logs } = await runTask({ command: sh(`ls /sys/class/net; nc -w 2 127.0.0.1 ${port} </dev/null && echo CONNECTED || echo CONNECT-FAILED`) });
     assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+    recordHostile('task: reach the network (a server on the host loopback)', connections > 0 || /CONNECTED\n/.test(logs.stdout) || logs.stdout.trim() !== 'lo\nCONNECT-FAILED');
     assert.deepEqual(logs.stdout.trim().split('\n'), ['lo', 'CONNECT-FAILED']);
     assert.equal(connections, 0);
   } finally {
     server.close();
+  }
+});
+
+test('a task sees none of the worker\'s files, the Docker socket, host devices or host processes', async (t) => {
+  if (!requireDocker(t)) return;
+  // The runner's own spool (where results are written) and the host's Docker socket must not exist
+  // inside; /proc shows the task's processes only; /dev has no host disks.
+  const secret = await mkdtemp(join(tmpdir(), 'hm-worker-secret-'));
+  await writeFile(join(secret, 'credential'), 'hmn1.do-not-read');
+  try {
+    const { result, logs } = await runTask({
+      command: sh(`cat ${secret}/credential 2>/dev/null && echo READ-SECRET; test -S /var/run/docker.sock && echo DOCKER-SOCKET; ls /dev | grep -E '^(sd|vd|nvme|xvd)' && echo HOST-DISK; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo procs=$n; cat /proc/1/cmdline | tr '\\0' ' '; echo`),
+    });
+    assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+    const procs = Number(/procs=(\d+)/.exec(logs.stdout)?.[1]);
+    const escaped = /^(READ-SECRET|DOCKER-SOCKET|HOST-DISK)$/m.test(logs.stdout) || !(procs <= 4);
+    recordHostile('task: read the worker\'s files, the Docker socket, host devices, host processes', escaped);
+    assert.doesNotMatch(logs.stdout, /^(READ-SECRET|DOCKER-SOCKET|HOST-DISK)$/m);
+    assert.ok(procs <= 4, `only the task's own processes are visible: ${logs.stdout}`);
+    assert.match(logs.stdout, /sh -c cat/, 'PID 1 is the task itself');
+  } finally {
+    await rm(secret, { recursive: true, force: true });
   }
 });
 
@@ -141,6 +167,7 @@ test('a memory hog is OOM_KILLED', async (t) => {
     command: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=256M', 'count=1'],
     limits: { cpus: 1, memoryBytes: 32 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 },
   });
+  recordHostile('task: memory hog (256 MiB in a 32 MiB limit)', result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OOM_KILLED);
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_OOM_KILLED, `${result.outcome.message} / ${result.logTail}`);
   assert.equal(result.outcome.exitCode, 137);
 });
@@ -155,6 +182,7 @@ test('a fork bomb hits the pids limit', async (t) => {
   });
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
   const procs = Number(/procs=(\d+)/.exec(logs.stdout)?.[1]);
+  recordHostile('task: fork bomb (pids limit 12)', !(procs <= 12));
   assert.ok(procs >= 5 && procs <= 12, `expected at most 12 processes, saw ${procs}`);
   assert.match(logs.stderr, /fork/i);
 });
@@ -201,13 +229,16 @@ test('/output is collected with its content, and the sha256 matches the spool fi
 test('output with a fifo, an escaping symlink, or over its cap is OUTPUT_REJECTED', async (t) => {
   if (!requireDocker(t)) return;
   const fifo = await runTask({ command: sh('mkfifo /output/p') });
+  recordHostile('output: a fifo', fifo.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.equal(fifo.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.match(fifo.result.outcome.message, /entry "output\/p" is a fifo/);
   assert.equal(fifo.result.result, undefined);
   const link = await runTask({ command: sh('ln -s /etc/passwd /output/pw') });
+  recordHostile('output: a symlink to a host path', link.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.equal(link.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.match(link.result.outcome.message, /absolute path "\/etc\/passwd"/);
   const big = await runTask({ command: sh('head -c 5000 /dev/zero > /output/big'), maxOutputBytes: 1000 });
+  recordHostile('output: over the size cap', big.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.equal(big.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.match(big.result.outcome.message, /"output\/big" \(5000 bytes\) takes the total over the 1000-byte cap/);
 });
@@ -245,6 +276,7 @@ test('an unsafe input archive is INPUT_REJECTED', async (t) => {
   const inputFile = await makeInput([{ name: 'ok.txt', body: 'x' }, { name: 'evil', type: 'symlink', linkname: '../../etc/shadow' }]);
   try {
     const { result } = await runTask({ command: ['true'] }, { inputFile });
+    recordHostile('input: a symlink escaping /input, end to end', result.outcome.kind !== OutcomeKind.OUTCOME_KIND_INPUT_REJECTED);
     assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_INPUT_REJECTED, result.outcome.message);
     assert.match(result.outcome.message, /entry "evil" is a symlink to "\.\.\/\.\.\/etc\/shadow"/);
   } finally {
@@ -256,6 +288,7 @@ test('a missing image that cannot be pulled is START_FAILED with the engine mess
   if (!requireDocker(t)) return;
   // A loopback registry port nobody listens on: the pull fails without leaving the machine.
   const { result } = await runTask({ image: '127.0.0.1:1/hivemind/missing:1', command: ['true'] });
+  recordHostile('task spec: an unknown image', result.outcome.kind !== OutcomeKind.OUTCOME_KIND_START_FAILED);
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_START_FAILED);
   assert.match(result.outcome.message, /image 127\.0\.0\.1:1\/hivemind\/missing:1 is not available on this node and could not be pulled: .*(refused|connect)/i);
 });
@@ -282,6 +315,7 @@ test('the log tail keeps the end of a long log; onLog sees all of it', async (t)
   if (!requireDocker(t)) return;
   const { result, logs } = await runTask({ command: sh('i=0; while [ $i -lt 5000 ]; do echo line$i; i=$((i+1)); done') }, { defaults: { logTailBytes: 1000 } });
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED);
+  recordHostile('task: log flood (tail bounded, end kept)', !(result.logTail.length <= 1000 && result.logTail.endsWith('line4999\n')));
   assert.ok(result.logTail.length <= 1000);
   assert.ok(result.logTail.endsWith('line4998\nline4999\n'));
   assert.ok(!result.logTail.includes('line0\n'));
@@ -324,6 +358,7 @@ test('a CPU spinner is throttled to its share, and the runner reports its usage'
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_CANCELLED, result.outcome.message);
   const shares = samples.slice(1);
   assert.ok(shares.length >= 2, `usage sampled while running: ${samples.join(', ')}`);
+  recordHostile('task: CPU spinner (0.5 CPU share)', !shares.every((p) => p < 65));
   for (const p of shares) assert.ok(p > 30 && p < 65, `spinner limited to about half a core, saw ${p}% (samples ${samples.join(', ')})`);
   assert.ok(memory > 0 && memory < 64 * 1024 ** 2, `memory reported: ${memory}`);
   assert.deepEqual(await runner.usage(), [], 'a finished task has no usage');
