@@ -3,6 +3,7 @@
 // ../node-wiring.ts, nowhere else.
 import { tuneHeapForStreaming } from '../../common/heap-tuning.js';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { ensureDataDir } from '../../config/data-dir.js';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { compileMasterConfig } from '../../config/master-config.js';
@@ -107,7 +108,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       const cfg = compileWorkerConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
-      await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
+      ensureDataDir(cfg.dataDir);
       const releasePid = writePidFile(cfg.dataDir);
       try {
         const node = await createWorker(cfg, logger);
