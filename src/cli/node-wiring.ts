@@ -1,7 +1,7 @@
 // Production wiring of a worker node: real Docker engine, SQLite store, gRPC connection and
 // system probe, assembled in this one place from the compiled configuration.
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { ensureDataDir } from '../config/data-dir.js';
 import type { WorkerConfig } from '../config/worker-config.js';
 import type { Logger } from '../common/logger.js';
 import { systemClock } from '../common/clock.js';
@@ -35,7 +35,7 @@ export interface WorkerNode {
 }
 
 export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: ContainerEngine = DockerEngine.create()): Promise<WorkerNode> {
-  mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
+  ensureDataDir(cfg.dataDir);
   await assertNotRemoved(cfg.dataDir);
   const spoolDir = join(cfg.dataDir, 'spool');
   let worker: Worker | undefined;
