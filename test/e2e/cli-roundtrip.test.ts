@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { CliDaemon, freePort, runCli, waitFor } from '../helpers/cli-process.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 
 const IMAGE = 'hivemind/busybox:1';
 
@@ -104,6 +105,34 @@ test('bad configuration exits 2 with a message naming the setting', async () => 
   assert.equal(r4.code, 2);
   assert.match(r4.stderr, /--memory: "lots" is not a size/);
   rmSync(env.HIVEMIND_HOME, { recursive: true, force: true });
+});
+
+test('a bad config file or an unusable data dir exits 2 naming the file, the line or key, and the fix', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'hm-cfgfile-'));
+  const env = { PATH: process.env.PATH, HIVEMIND_HOME: home };
+  const file = (name: string, text: string) => {
+    writeFileSync(join(home, name), text);
+    return join(home, name);
+  };
+  const withConfig = (path: string) => ['--config', path, 'worker', 'start', '--master', '127.0.0.1:1'];
+  const withDataDir = (dir: string) => ['worker', 'start', '--master', '127.0.0.1:1', '--data-dir', dir];
+  const cases: { name: string; args: string[]; want: RegExp }[] = [
+    { name: 'malformed JSON', args: withConfig(file('syntax.json', '{\n  "worker": {\n    "maxTasks": 2,,\n  }\n}\n')), want: /syntax\.json is not valid JSON at line 3, column \d+/ },
+    { name: 'unknown key', args: withConfig(file('typo.json', '{"worker": {"maxTask": 2}}')), want: /typo\.json: unknown key "worker\.maxTask" \(known keys: .*maxTasks/ },
+    { name: 'wrong type', args: withConfig(file('type.json', '{"worker": {"maxTasks": "two"}}')), want: /"worker\.maxTasks" in .*type\.json: expected a number/ },
+    { name: 'not an object', args: withConfig(file('array.json', '[1, 2]')), want: /must hold a JSON object/ },
+    { name: 'missing file', args: withConfig(join(home, 'nope.json')), want: /cannot read config file .*nope\.json/ },
+    { name: 'data dir is a file', args: withDataDir(file('plain-file', 'x')), want: /plain-file.*(not a directory|is a file)/i },
+    { name: 'data dir under /proc', args: withDataDir('/proc/hivemind-worker'), want: /\/proc\/hivemind-worker/ },
+  ];
+  for (const c of cases) {
+    const r = await runCli(c.args, env, 20_000);
+    recordHostile(`config: ${c.name}`, r.code !== 2);
+    assert.equal(r.code, 2, `${c.name}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, c.want, c.name);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, `${c.name}: no stack trace`);
+  }
+  rmSync(home, { recursive: true, force: true });
 });
 
 test('`hivemind dev` runs a master and a worker, and the admin commands find it with no flags', async (t) => {

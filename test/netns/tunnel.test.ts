@@ -7,11 +7,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { statSync } from 'node:fs';
 import { requireDockerImage, requireNetns, requireWireGuard } from '../helpers/requirements.js';
 import { NetLab } from '../helpers/netns.js';
 import { CLI, waitFor } from '../helpers/cli-process.js';
 import { runInNs, startInNs, stopInNs, type NsProc } from '../helpers/netns-cli.js';
-import { recordScenario } from '../helpers/fault-ledger.js';
+import { recordHostile, recordScenario } from '../helpers/fault-ledger.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const HELPER = join(CLI, '..', '..', '..', 'test', 'helpers', 'call-node-service.js');
@@ -47,9 +48,11 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     const decoded = JSON.parse(Buffer.from(good.slice(5), 'base64url').toString()) as { e: string; f: string; s: string };
     const forge = (o: Partial<typeof decoded>) => 'hmj1.' + Buffer.from(JSON.stringify({ ...decoded, ...o })).toString('base64url');
     const impostor = await run(lab, 'a', ['worker', 'start', '--token', forge({ f: 'ab'.repeat(32) }), '--data-dir', join(home, 'bad1'), '--wg-interface', `hm${id}x`], env);
+    recordHostile('enrollment: token pinning another certificate (impostor master)', impostor.code === 0 || !/refusing to enroll/.test(impostor.out));
     assert.notEqual(impostor.code, 0);
     assert.match(impostor.out, /refusing to enroll/);
     const wrong = await run(lab, 'a', ['worker', 'start', '--token', forge({ s: 'hm1.wrong' }), '--data-dir', join(home, 'bad2'), '--wg-interface', `hm${id}x`], env);
+    recordHostile('enrollment: wrong token secret', wrong.code === 0);
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.out, /enrollment refused by the master: .*unknown token/);
 
@@ -65,6 +68,7 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
 
     // The spent token is refused (uses = 1).
     const spent = await run(lab, 'b', ['worker', 'start', '--token', good, '--data-dir', join(home, 'bad3'), '--wg-interface', `hm${id}x`], env);
+    recordHostile('enrollment: a spent token used again', !/enrollment refused/.test(spent.out));
     assert.match(spent.out, /enrollment refused/);
 
     // A task through the tunnel.
@@ -81,7 +85,9 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     assert.match(lab.exec('a', ['busybox', 'ping', '-c', '1', '-W', '3', ipB]), /1 packets received/);
 
     // A's credential replayed from B's tunnel address is refused; from A it works.
-    assert.match(lab.exec('b', [process.execPath, HELPER, '10.8.0.1:7070', idA.credential]), /^PERMISSION_DENIED .*not from its tunnel address/);
+    const replay = lab.exec('b', [process.execPath, HELPER, '10.8.0.1:7070', idA.credential]);
+    recordHostile('protocol: a node credential replayed from another tunnel address', !/^PERMISSION_DENIED/.test(replay));
+    assert.match(replay, /^PERMISSION_DENIED .*not from its tunnel address/);
     assert.match(lab.exec('a', [process.execPath, HELPER, '10.8.0.1:7070', idA.credential]), /^OK/);
     assert.equal(tunA.config.address, '10.8.0.2/24');
 
@@ -105,6 +111,26 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     assert.deepEqual(nodesAfter.map((n) => n.nodeId).sort(), nodesBefore.map((n) => n.nodeId).sort(), 'the same two nodes, none added');
     assert.match(lab.exec('a', ['ip', '-4', 'address', 'show', `hm${id}a`]), /10\.8\.0\.2\/24/);
 
+    // Secrets: stored 0600; never in a log, in `hivemind doctor` output or in a monitor response.
+    const keyFile = join(home, 'wa', 'wg', 'private.key');
+    const secrets: [string, string][] = [
+      ['the WireGuard private key', readFileSync(keyFile, 'utf8').trim()],
+      ['the node credential', idA.credential],
+      ['the join token', good],
+      ['the join token secret', decoded.s],
+      ['the admin token', admin.HIVEMIND_ADMIN_TOKEN!],
+    ];
+    for (const f of [keyFile, join(home, 'wa', 'identity.json'), tokenFile]) assert.equal(statSync(f).mode & 0o777, 0o600, `${f} is 0600`);
+    const doctor = await run(lab, 'a', ['doctor', '--data-dir', join(home, 'wa')], env);
+    const page = (path: string) => lab.exec('a', [process.execPath, '-e', `fetch('http://127.0.0.1:5001${path}').then((r) => r.text()).then((t) => process.stdout.write(t), (e) => process.stdout.write('ERR ' + e.message))`]);
+    await waitFor('the monitor of worker A', () => page('/api/status').includes('"node"') || undefined, 30_000, 500);
+    const monitor = ['/api/status', '/api/tasks', '/api/resources', '/api/contributions', '/metrics', '/monitor.html'].map(page).join('\n');
+    assert.match(monitor, /"node"/, 'the monitor answered');
+    const places: [string, string][] = [['worker A log', wa.output + wa2.output], ['worker B log', wb.output], ['master log', master.output], ['doctor output', doctor.out], ['monitor responses', monitor]];
+    let leaks = 0;
+    for (const [where, text] of places) for (const [what, value] of secrets) if (text.includes(value)) { leaks++; assert.fail(`${what} appears in the ${where}`); }
+    recordHostile('secrets: key, credential, tokens looked for in logs, doctor output and monitor responses', leaks, secrets.length * places.length);
+
     // A restarted master restores its peers; workers reconnect by themselves.
     await stop(master);
     const master2 = start(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--report-interval', '1s', '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hm${id}m`, '--enroll-listen', `${m.ip}:7443`], env);
@@ -124,10 +150,12 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     const fresh = listed.filter((x) => !x.revoked).at(-1)!;
     assert.equal((await run(lab, 'm', ['token', 'revoke', fresh.tokenId], admin)).code, 0);
     const revoked = await run(lab, 'a', ['worker', 'start', '--token', revokable, '--data-dir', join(home, 'bad4'), '--wg-interface', `hm${id}x`], env);
+    recordHostile('enrollment: a revoked token', !/enrollment refused/.test(revoked.out));
     assert.match(revoked.out, /enrollment refused by the master: .*revoked/);
     const short = (await run(lab, 'm', ['token', 'create', '--ttl', '1s'], admin)).out.trim();
     await new Promise((r) => setTimeout(r, 1200));
     const expired = await run(lab, 'a', ['worker', 'start', '--token', short, '--data-dir', join(home, 'bad5'), '--wg-interface', `hm${id}x`], env);
+    recordHostile('enrollment: an expired token', !/enrollment refused/.test(expired.out));
     assert.match(expired.out, /enrollment refused by the master: .*expired/);
 
     // A removed node: credential refused, peer gone from the hub, address not handed out again.
@@ -135,7 +163,9 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     const pubB = lab.exec('b', ['wg', 'show', `hm${id}b`, 'public-key']).trim(); // B removes its interface once told
     const rm = await run(lab, 'm', ['nodes', 'remove', idB.nodeId], admin);
     assert.equal(rm.code, 0, rm.out);
-    assert.match(lab.exec('b', [process.execPath, HELPER, '10.8.0.1:7070', idB.credential]), /UNAUTHENTICATED|UNAVAILABLE|DEADLINE_EXCEEDED|ENETUNREACH|EHOSTUNREACH/);
+    const removedCall = lab.exec('b', [process.execPath, HELPER, '10.8.0.1:7070', idB.credential]);
+    recordHostile('protocol: the credential of a removed node', /^OK/.test(removedCall));
+    assert.match(removedCall, /UNAUTHENTICATED|UNAVAILABLE|DEADLINE_EXCEEDED|ENETUNREACH|EHOSTUNREACH/);
     assert.doesNotMatch(lab.exec('m', ['wg', 'show', `hm${id}m`, 'peers']), new RegExp(pubB.replace(/[+/=]/g, '.')));
     const left = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out) as { nodeId: string }[];
     assert.deepEqual(left.map((n) => n.nodeId), nodesBefore.map((n) => n.nodeId).filter((n) => n !== idB.nodeId));
