@@ -109,9 +109,10 @@ export interface ContainerStats {
   memoryBytes: number;
 }
 
+/** Receives a container's output message by message, each with Docker's time of it (ns). */
 export interface LogSink {
-  stdout(data: Buffer): void;
-  stderr(data: Buffer): void;
+  stdout(data: Buffer, atNs: bigint): void;
+  stderr(data: Buffer, atNs: bigint): void;
 }
 
 export interface ContainerEngine {
@@ -156,8 +157,8 @@ export interface ContainerEngine {
   /** One sample of a running container's usage counters. */
   containerStats(id: string, signal?: AbortSignal): Promise<ContainerStats>;
   /**
-   * Follows the container's logs until it exits; resolves when the stream ends. From the start,
-   * or from `sinceMs` (epoch ms) when reattaching to a container an earlier process started.
+   * Follows the container's logs from its start until it exits (Docker keeps a bounded log, so a
+   * reattaching worker sees what it missed); resolves when the stream ends.
    */
-  followLogs(id: string, sink: LogSink, signal?: AbortSignal, sinceMs?: number): Promise<void>;
+  followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void>;
 }

@@ -1,7 +1,7 @@
 // ContainerEngine over the Docker Engine API (dockerode). Engine failures become EngineError with
 // the engine's own message; 304/404 on kill/remove count as success; every call takes a signal.
 import Docker from 'dockerode';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { AbortedError, EngineError, EngineUnreachableError, ImageInUseError, errorMessage } from '../common/errors.js';
 import type {
   ContainerCreateConfig,
@@ -16,6 +16,7 @@ import type {
   PullProgress,
   VolumeSummary,
 } from './container-engine.js';
+import { LogFrameDecoder } from './log-frames.js';
 
 /** An EngineError that remembers the HTTP status the engine answered with (0 when none). */
 export class EngineRequestError extends EngineError {
@@ -222,18 +223,13 @@ export class DockerEngine implements ContainerEngine {
     };
   }
 
-  async followLogs(id: string, sink: LogSink, signal?: AbortSignal, sinceMs?: number): Promise<void> {
+  async followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {
     const what = `logs of container ${short(id)}`;
-    // The Engine API takes `since` as "seconds.nanoseconds"; an integer would replay up to a second.
-    const since = sinceMs === undefined ? {} : { since: `${Math.floor(sinceMs / 1000)}.${String((sinceMs % 1000) * 1_000_000).padStart(9, '0')}` };
     const stream = (await this.call(what, signal, () =>
-      this.docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, ...since, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: true }),
+      this.docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, timestamps: true, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: true }),
     )) as unknown as Readable;
-    const out = new PassThrough();
-    const errOut = new PassThrough();
-    out.on('data', (d: Buffer) => sink.stdout(d));
-    errOut.on('data', (d: Buffer) => sink.stderr(d));
-    this.docker.modem.demuxStream(stream, out, errOut);
+    const frames = new LogFrameDecoder((m) => sink[m.stream](m.data, m.atNs));
+    stream.on('data', (d: Buffer) => frames.push(d));
     await new Promise<void>((resolve, reject) => {
       stream.once('end', resolve);
       stream.once('close', resolve);

@@ -139,7 +139,7 @@ export class DockerTaskRunner implements TaskExecutor {
         created.volumes.push(...Object.values(volumeNames(exec.taskId, exec.attempt)));
         log.info({ containerId: found.id.slice(0, 12), running: found.state.running }, 'reattached to the container of an earlier run');
         exec.onPhase('running');
-        run = await this.observe(exec, found.id, { timeoutMs: limits.timeoutMs, startedAt, logsSince: Date.now() }, tail, log);
+        run = await this.observe(exec, found.id, { timeoutMs: limits.timeoutMs, startedAt }, tail, log);
       } else {
         if (exec.recovery === 'restart') await this.discardAttempt(exec, log);
         exec.onPhase('pulling');
@@ -312,9 +312,10 @@ export class DockerTaskRunner implements TaskExecutor {
 
   /**
    * Follows a started container to its end: logs, the wall-clock limit counted from `startedAt`,
-   * cancellation, and the exit status. `logsSince` skips output an earlier process already saw.
+   * cancellation, and the exit status. Output an earlier process already forwarded
+   * (`exec.logsSentUntilNs`) goes to the tail only.
    */
-  private async observe(exec: TaskExecution, id: string, at: { timeoutMs: number; startedAt: number; logsSince?: number }, tail: LogTail, log: Logger): Promise<RunEnd> {
+  private async observe(exec: TaskExecution, id: string, at: { timeoutMs: number; startedAt: number }, tail: LogTail, log: Logger): Promise<RunEnd> {
     const runKey = `${exec.taskId}#${exec.attempt}`;
     this.running.set(runKey, { taskId: exec.taskId, containerId: id });
 
@@ -323,11 +324,10 @@ export class DockerTaskRunner implements TaskExecutor {
       .followLogs(
         id,
         {
-          stdout: (d) => this.emitLog(exec, tail, 'stdout', d),
-          stderr: (d) => this.emitLog(exec, tail, 'stderr', d),
+          stdout: (d, atNs) => this.emitLog(exec, tail, 'stdout', d, atNs),
+          stderr: (d, atNs) => this.emitLog(exec, tail, 'stderr', d, atNs),
         },
         logCtl.signal,
-        at.logsSince,
       )
       .catch((err: unknown) => {
         if (!logCtl.signal.aborted) log.warn({ err }, 'log stream failed');
@@ -385,10 +385,11 @@ export class DockerTaskRunner implements TaskExecutor {
     if (list.length) log.info({ containers: list.map((c) => c.names[0] ?? c.id) }, 'removed what an earlier run left of this attempt; starting it again');
   }
 
-  private emitLog(exec: TaskExecution, tail: LogTail, stream: 'stdout' | 'stderr', data: Buffer): void {
+  private emitLog(exec: TaskExecution, tail: LogTail, stream: 'stdout' | 'stderr', data: Buffer, atNs: bigint): void {
     tail.push(data);
+    if (exec.logsSentUntilNs !== undefined && atNs <= exec.logsSentUntilNs) return;
     try {
-      exec.onLog(stream, data);
+      exec.onLog(stream, data, atNs);
     } catch (err) {
       this.logger.warn({ err, taskId: exec.taskId }, 'onLog listener threw');
     }

@@ -13,10 +13,14 @@ export interface LogForwarderOptions {
   maxBufferedBytes: number;
   /** Opens a sink when the master is reachable; undefined when it is not. */
   openSink: () => LogSink | undefined;
+  /** After a flush wrote something: Docker's time (ns) of the last chunk written. */
+  onSent?: (atNs: bigint) => void;
 }
 
 export class LogForwarder {
   private buffer: LogChunk[] = [];
+  /** Docker's time of each buffered chunk, in step with `buffer`. */
+  private times: bigint[] = [];
   private bufferedBytes = 0;
   private sink: LogSink | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -26,8 +30,9 @@ export class LogForwarder {
 
   constructor(private readonly opts: LogForwarderOptions) {}
 
-  push(stream: 'stdout' | 'stderr', data: Buffer): void {
+  push(stream: 'stdout' | 'stderr', data: Buffer, atNs = 0n): void {
     if (this.closed || data.length === 0) return;
+    this.times.push(atNs);
     this.buffer.push({
       taskId: this.opts.taskId,
       attempt: this.opts.attempt,
@@ -38,6 +43,7 @@ export class LogForwarder {
     this.bufferedBytes += data.length;
     while (this.bufferedBytes > this.opts.maxBufferedBytes && this.buffer.length > 1) {
       const old = this.buffer.shift()!;
+      this.times.shift();
       this.bufferedBytes -= old.data.length;
       this.droppedBytes += old.data.length;
     }
@@ -52,12 +58,15 @@ export class LogForwarder {
     if (this.buffer.length === 0) return;
     if (!this.sink || this.sink.broken) this.sink = this.opts.openSink();
     if (!this.sink) return;
+    let sentNs: bigint | undefined;
     while (this.buffer.length > 0 && this.sink.ready) {
       const chunk = this.buffer[0]!;
       if (!this.sink.write(chunk)) break;
       this.buffer.shift();
+      sentNs = this.times.shift();
       this.bufferedBytes -= chunk.data.length;
     }
+    if (sentNs !== undefined && sentNs > 0n) this.opts.onSent?.(sentNs);
     if (this.buffer.length > 0 && !this.closed) {
       this.timer ??= setTimeout(() => {
         this.timer = undefined;
@@ -74,6 +83,7 @@ export class LogForwarder {
     this.flush();
     this.closed = true;
     this.buffer = [];
+    this.times = [];
     this.bufferedBytes = 0;
     await this.sink?.end();
   }

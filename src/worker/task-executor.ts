@@ -19,7 +19,8 @@ export interface TaskExecution {
   signal: AbortSignal;
   onPhase(phase: ExecutionPhase): void;
   onPullProgress(currentBytes: number, totalBytes: number): void;
-  onLog(stream: 'stdout' | 'stderr', data: Buffer): void;
+  /** Live output, message by message, with Docker's time of each (ns). */
+  onLog(stream: 'stdout' | 'stderr', data: Buffer, atNs: bigint): void;
   /**
    * Set when an earlier process of this worker took the attempt and died with it unfinished.
    * 'reattach': its container was started (see probe): follow it to its end, or collect it if
@@ -28,6 +29,11 @@ export interface TaskExecution {
    * (tasks are hermetic: no network, fresh volumes, only /output counts).
    */
   recovery?: 'reattach' | 'restart';
+  /**
+   * With 'reattach': the time (ns) of the last message the earlier process forwarded. The log
+   * tail is rebuilt from the container's whole log; `onLog` sees only what came after this.
+   */
+  logsSentUntilNs?: bigint;
 }
 
 export type AbortReason = 'cancelled' | 'shutdown' | 'superseded';

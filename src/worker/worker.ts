@@ -576,6 +576,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
         flushMs: this.options.logFlushMs,
         maxBufferedBytes: this.options.logBufferBytes,
         openSink: () => (this.session?.ready ? this.session.conn.pushLogs(a.taskId, a.attempt) : undefined),
+        // Where a reattaching worker picks the live log up after a crash.
+        onSent: (atNs) => {
+          try {
+            this.deps.store.setLogsSentUntil(a.taskId, a.attempt, atNs);
+          } catch (err) {
+            this.log.warn({ taskId: a.taskId, attempt: a.attempt, err: errorMessage(err) }, 'cannot record how far the live log reached');
+          }
+        },
       }),
       done: Promise.resolve(),
     };
@@ -629,18 +637,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const needsInput = inputFile !== undefined && recovery !== 'reattach';
       if (needsInput) await this.downloadInput(task, inputFile);
       const gpuIndexes = task.reservation?.gpuIndexes ?? [];
+      const sentUntil = recovery === 'reattach' ? this.deps.store.getTask(taskId, attempt)?.logsSentUntilNs : undefined;
       const exec = await this.deps.executor.execute({
         taskId,
         attempt,
         spec: a.spec!,
         ...(needsInput ? { inputFile } : {}),
         ...(recovery ? { recovery } : {}),
+        ...(sentUntil !== undefined ? { logsSentUntilNs: sentUntil } : {}),
         gpuIndexes,
         signal,
         onPhase: (phase) => this.onPhase(task, phase),
         onPullProgress: (current, total) => this.onPullProgress(task, current, total),
-        onLog: (stream, data) => {
-          task.logs.push(stream, data);
+        onLog: (stream, data, atNs) => {
+          task.logs.push(stream, data, atNs);
           this.emit('task-log', { taskId, attempt, stream, data });
         },
       });

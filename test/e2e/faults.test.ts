@@ -66,9 +66,10 @@ async function waitRunning(cluster: ProcessCluster, id: string): Promise<void> {
 
 test('kill -9 of the worker mid-task: the restarted worker reattaches to the running container and delivers the result once', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
-  const cluster = await ProcessCluster.start();
+  const cluster = await ProcessCluster.start({ reportInterval: '3s' });
   try {
-    const taskId = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', 'echo before; sleep 6; echo after; echo survived > /output/r.txt'])).stdout.trim();
+    // "while-down" is printed while no worker runs: the restarted one finds it in Docker's log.
+    const taskId = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', 'echo before; sleep 2; echo while-down; sleep 5; echo after; echo survived > /output/r.txt'])).stdout.trim();
     await waitRunning(cluster, taskId);
     await new Promise((r) => setTimeout(r, 1000));
     await cluster.worker!.stop('SIGKILL');
@@ -78,8 +79,11 @@ test('kill -9 of the worker mid-task: the restarted worker reattaches to the run
     const { dir } = await settle(cluster, taskId, { name: 'kill -9 mid-task, container still running', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'survived\n' });
     assert.match(cluster.worker!.output, /reattached to the container of an earlier run/);
     assert.ok(existsSync(dir));
-    // Output after the restart reaches the master's log too.
-    await waitFor('the log line after the restart', async () => /after/.test((await cluster.cli(['logs', taskId])).stdout) || undefined, 10_000, 200);
+    // The master's log of the task has every line once: nothing lost across the crash, nothing
+    // forwarded twice (the store remembers how far the live log had reached).
+    let masterLog = '';
+    await waitFor('the log line after the restart', async () => /after/.test((masterLog = (await cluster.cli(['logs', taskId])).stdout)) || undefined, 10_000, 200);
+    assert.equal(masterLog, 'before\nwhile-down\nafter\n', 'the whole log, each line once');
     await waitFor('the container and volumes removed', () => (containersOf(taskId).length === 0 && volumesOf(taskId).length === 0) || undefined, 30_000, 250);
     assert.deepEqual(readdirSync(join(cluster.home, 'worker', 'spool')), [], 'no spool debris');
     // And the node keeps serving.
@@ -125,7 +129,7 @@ test('the container ends while the worker is down: the restarted worker collects
 
 test('kill -9 during the result upload: the restarted worker resumes from the offset the master holds', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
-  const cluster = await ProcessCluster.start();
+  const cluster = await ProcessCluster.start({ reportInterval: '3s' });
   try {
     const mib = 384;
     const taskId = (await cluster.cli(['submit', '--image', IMAGE, '--memory', '256m', '--max-output', `${mib + 64}m`, '--', 'sh', '-c', `dd if=/dev/urandom of=/output/big bs=1M count=${mib} 2>/dev/null; sha256sum /output/big | cut -d' ' -f1 > /output/big.sha256`])).stdout.trim();
@@ -153,37 +157,50 @@ test('kill -9 during the result upload: the restarted worker resumes from the of
   }
 });
 
-test('the master down for a while: tasks go on, their updates and results wait and arrive once', async (t) => {
+/** When the worker logged each "lost the master; reconnecting" (its reconnect attempts), in ms. */
+const reconnectTimes = (output: string): number[] =>
+  output.split('\n').filter((l) => l.includes('"lost the master; reconnecting"')).map((l) => (JSON.parse(l) as { time: number }).time);
+
+const MASTER_DOWN_MS = 180_000;
+
+test('the master down for three minutes: tasks go on, their updates and results wait and arrive once; reconnects back off with jitter', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
   const cluster = await ProcessCluster.start();
   try {
+    // One task ends soon after the master goes, one near the end of its absence.
+    const work = ['sleep 4', 'sleep 150'];
     const ids: string[] = [];
-    for (let i = 0; i < 2; i++) {
-      ids.push((await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', `sleep 4; echo result-${i} > /output/r.txt`])).stdout.trim());
+    for (const [i, w] of work.entries()) {
+      ids.push((await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', `${w}; echo result-${i} > /output/r.txt`])).stdout.trim());
     }
     await waitFor('both tasks running', async () => {
-      const states = await Promise.all(ids.map(async (id) => (JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as { state: number }).state));
-      return states.every((s) => s === 5) || undefined;
+      const states = await Promise.all(ids.map(async (id) => (await taskInfo(cluster, id)).state));
+      return states.every((s) => s === RUNNING) || undefined;
     }, 60_000, 200);
     await cluster.master.stop('SIGTERM');
-    // The tasks finish while the master is away (4 s of work, 10 s of absence).
-    await new Promise((r) => setTimeout(r, 10_000));
+    const downAt = Date.now();
+    await new Promise((r) => setTimeout(r, MASTER_DOWN_MS));
     assert.equal(cluster.worker!.child.exitCode, null, 'the worker keeps running');
     await cluster.restartMaster();
+    const upAt = Date.now();
     for (const [i, id] of ids.entries()) {
       const w = await cluster.cli(['wait', id], 90_000);
       const got = w.code === 0 && (await cluster.cli(['result', id, '-o', join(cluster.home, `c${i}.tar.gz`), '--extract', join(cluster.home, `c${i}`)])).code === 0 && readFileSync(join(cluster.home, `c${i}`, 'r.txt'), 'utf8') === `result-${i}\n`;
-      const ends = (await taskInfo(cluster, id)).events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length;
-      recordScenario({ name: 'master down 10 s while the task finishes', faults: i === 0 ? 1 : 0, submitted: 1, delivered: got ? 1 : 0, lost: got ? 0 : 1, duplicated: storedCount(cluster, id) > 1 || ends > 1 ? 1 : 0 });
+      const info = await taskInfo(cluster, id);
+      const ends = info.events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length;
+      recordScenario({ name: 'master down 3 min while the tasks finish', faults: i === 0 ? 1 : 0, submitted: 1, delivered: got ? 1 : 0, lost: got ? 0 : 1, duplicated: storedCount(cluster, id) > 1 || ends > 1 ? 1 : 0 });
       assert.equal(w.code, 0, `${w.stdout}${w.stderr}\nworker:\n${cluster.worker!.output}`);
-      const out = join(cluster.home, `r${i}.tar.gz`);
-      const r = await cluster.cli(['result', id, '-o', out, '--extract', join(cluster.home, `r${i}`)]);
-      assert.equal(r.code, 0, r.stderr);
-      const info = JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as { attempt: number; events: { state: number; message: string; attempt: number }[] };
+      assert.ok(got, `result ${i} delivered`);
       assert.equal(info.attempt, 1, `not run a second time: ${JSON.stringify(info.events)}\nmaster:\n${cluster.master.output}`);
-      assert.equal(info.events.filter((e) => e.state === 7).length, 1, 'one terminal update, not a duplicate');
+      assert.equal(info.events.filter((e) => e.state === SUCCEEDED).length, 1, 'one terminal update, not a duplicate');
     }
-    assert.match(cluster.worker!.output, /lost the master; reconnecting/);
+    // Reconnects while the master was away: few, spaced ever wider up to the 30 s cap, jittered.
+    const tries = reconnectTimes(cluster.worker!.output).filter((at) => at >= downAt && at <= upAt);
+    const gaps = tries.slice(1).map((at, k) => at - tries[k]!);
+    assert.ok(tries.length >= 5 && tries.length <= 25, `${tries.length} reconnect attempts in ${MASTER_DOWN_MS / 1000} s (gaps ${gaps.join(', ')} ms)`);
+    assert.ok(gaps.every((g) => g <= 31_000 + 5_000), `no gap beyond the 30 s cap: ${gaps.join(', ')}`);
+    assert.ok(gaps.slice(-3).every((g) => g >= 10_000), `late gaps are long: ${gaps.join(', ')}`);
+    assert.ok(new Set(gaps.slice(-4).map((g) => Math.round(g / 500))).size > 1, `jittered, not a fixed period: ${gaps.join(', ')}`);
   } finally {
     await cluster.close();
   }
@@ -284,9 +301,10 @@ test('the Docker daemon restarted under a running task: the task ends with a cle
 
 test('kill -9 while the worker pulls the task image: the restarted worker pulls again and runs the task once', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
+  // A report every 3 s: the master calls the node offline after 9 s, longer than a restart takes on a slow CI machine.
   // The image is served at 64 KiB/s from a registry on loopback: the pull takes several seconds.
   const registry = await LocalRegistry.start(IMAGE, 'hm-test/pulled', '1', { bytesPerSecond: 64 * 1024 });
-  const cluster = await ProcessCluster.start();
+  const cluster = await ProcessCluster.start({ reportInterval: '3s' });
   try {
     const id = (await cluster.cli(['submit', '--image', registry.image, '--', 'sh', '-c', 'echo pulled and ran > /output/r.txt'])).stdout.trim();
     await waitFor('the pull under way', () => registry.layerBytesServed > 64 * 1024 || undefined, 60_000, 50);

@@ -227,7 +227,7 @@ class FakeExecutor implements TaskExecutor {
     return new Promise((resolve, reject) => {
       exec.onPhase('pulling');
       exec.onPhase('running');
-      exec.onLog('stdout', Buffer.from(`hello from ${exec.taskId}\n`));
+      exec.onLog('stdout', Buffer.from(`hello from ${exec.taskId}\n`), 1n);
       const result = async (exitCode: number): Promise<ExecutionResult> => {
         const file = path.join(this.spoolDir(), `${exec.taskId}-${exec.attempt}.result.tar.gz`);
         const data = Buffer.from(`result of ${exec.taskId}`);

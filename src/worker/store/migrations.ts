@@ -79,6 +79,11 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX pulled_images_last_used ON pulled_images (last_used_at);
   `,
+  // 4: how far the task's live log reached the master (Docker's log time in ns, as a decimal), so a
+  //    worker that reattaches after a crash forwards what came after it, no less and no more
+  `
+  ALTER TABLE tasks ADD COLUMN logs_sent_until TEXT;
+  `,
 ];
 
 export function migrate(db: Database): { from: number; to: number } {

@@ -25,6 +25,8 @@ export interface TaskRecord {
   gpuIndexes: number[];
   result?: { path: string; size: number; sha256: string; uploaded: boolean };
   logTail: string;
+  /** Docker's time (ns) of the last live log chunk handed to the master; absent before the first. */
+  logsSentUntilNs?: bigint;
   createdAt: number;
   updatedAt: number;
   finishedAt?: number;
@@ -126,6 +128,7 @@ interface TaskRow {
   result_sha256: string | null;
   result_uploaded: number;
   log_tail: string;
+  logs_sent_until: string | null;
   created_at: number;
   updated_at: number;
   finished_at: number | null;
@@ -147,6 +150,7 @@ function toRecord(r: TaskRow): TaskRecord {
     rec.result = { path: r.result_path, size: r.result_size ?? 0, sha256: r.result_sha256 ?? '', uploaded: r.result_uploaded === 1 };
   }
   if (r.finished_at !== null) rec.finishedAt = r.finished_at;
+  if (r.logs_sent_until !== null) rec.logsSentUntilNs = BigInt(r.logs_sent_until);
   return rec;
 }
 
@@ -331,6 +335,10 @@ export class WorkerStore {
         .prepare(`SELECT * FROM tasks WHERE result_path IS NOT NULL AND result_uploaded = 0 AND finished_at IS NULL ORDER BY created_at, rowid`)
         .all() as TaskRow[]
     ).map(toRecord);
+  }
+
+  setLogsSentUntil(taskId: string, attempt: number, atNs: bigint): void {
+    this.db.prepare(`UPDATE tasks SET logs_sent_until = ? WHERE task_id = ? AND attempt = ?`).run(atNs.toString(), taskId, attempt);
   }
 
   setLogTail(taskId: string, attempt: number, tail: string): void {
