@@ -87,6 +87,10 @@ function targetNodeVersion(os: string, arch: string): string {
   const name = `node-${os}-${arch}`;
   const cached = cachedVersions(name);
   if (cached.includes(running) || readVersion(join(root, '.tools', 'node', 'node_modules', name)) === running) return running;
+  // A fallback chosen before is remembered, so a warm build asks the registry nothing.
+  const remembered = join(npmCache, `${name}@${running}.resolved`);
+  const earlier = existsSync(remembered) ? readFileSync(remembered, 'utf8').trim() : '';
+  if (earlier && cached.includes(earlier)) return earlier;
   let published: string[];
   try {
     mkdirSync(npmCache, { recursive: true });
@@ -101,6 +105,7 @@ function targetNodeVersion(os: string, arch: string): string {
   const pick = older.at(-1);
   if (!pick) throw new Error(`${name} has no version ${major}.x at or below ${running}`);
   log(`${name}@${running} is not published: using ${pick}, the newest ${major}.x below it`);
+  writeFileSync(remembered, `${pick}\n`);
   return pick;
 }
 
