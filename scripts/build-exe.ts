@@ -5,7 +5,7 @@
 // See docs/executables.md for what goes inside and the cache layout.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
@@ -195,7 +195,7 @@ async function bundle(version: string, commit: string): Promise<string> {
 }
 
 interface PkgSea {
-  default(entry: string, opts: { targets: { nodeRange: string; platform: string; arch: string; output: string }[]; seaConfig: { assets: Record<string, string> } }): Promise<void>;
+  default(entry: string, opts: { targets: { nodeRange: string; platform: string; arch: string; output: string }[]; seaConfig: { assets: Record<string, string>; useCodeCache: boolean } }): Promise<void>;
 }
 
 async function main(): Promise<void> {
@@ -213,7 +213,7 @@ async function main(): Promise<void> {
     const assets = assetsFor(target);
     const output = join(outDir, target.output);
     // Everything the executable is made of; unchanged inputs and an intact output → nothing to do.
-    const inputs = sha256(JSON.stringify({ bundleHash, nodeVersion, pkgVersion, assets: Object.entries(assets).map(([k, f]) => [k, sha256(readFileSync(f))]) }));
+    const inputs = sha256(JSON.stringify({ bundleHash, nodeVersion, pkgVersion, codeCache: target.platform === 'linux', assets: Object.entries(assets).map(([k, f]) => [k, sha256(readFileSync(f))]) }));
     const stampFile = join(bundleDir, `${target.output}.inputs`);
     const shaFile = `${output}.sha256`;
     if (existsSync(output) && existsSync(shaFile) && existsSync(stampFile) && readFileSync(stampFile, 'utf8') === inputs && readFileSync(shaFile, 'utf8').startsWith(sha256(readFileSync(output)))) {
@@ -224,13 +224,19 @@ async function main(): Promise<void> {
     // pkg makes the SEA blob with a host Node of the target's exact version (a skewed blob
     // crashes at start), so a target on another version needs that Linux Node in the cache too.
     if (target.platform !== 'linux' && nodeVersion !== process.versions.node) placeInPkgCache('linux', target.arch, nodeVersion);
-    rmSync(output, { force: true });
+    // Built under another name and renamed: an interrupted build never leaves a plain node
+    // binary (pkg copies it first, then injects) where the executable should be.
+    const partial = `${output}.partial`;
+    rmSync(partial, { force: true });
+    rmSync(stampFile, { force: true });
     const sea = req('@yao-pkg/pkg/lib-es5/sea.js') as PkgSea;
     await sea.default(entry, {
-      targets: [{ nodeRange: `node${nodeVersion}`, platform: target.platform, arch: target.arch, output }],
-      seaConfig: { assets },
+      targets: [{ nodeRange: `node${nodeVersion}`, platform: target.platform, arch: target.arch, output: partial }],
+      // V8's code cache is only valid on the platform that made it (the blob is made on Linux).
+      seaConfig: { assets, useCodeCache: target.platform === 'linux' },
     });
-    writeFileSync(shaFile, `${sha256(readFileSync(output))}  ${basename(output)}\n`);
+    writeFileSync(shaFile, `${sha256(readFileSync(partial))}  ${basename(output)}\n`);
+    renameSync(partial, output);
     writeFileSync(stampFile, inputs);
     const mib = (statSync(output).size / 2 ** 20).toFixed(1);
     log(`${target.output}: ${mib} MiB, node ${nodeVersion}, commit ${commit} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
