@@ -5,10 +5,10 @@
 // See docs/executables.md for what goes inside and the cache layout.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
-import { basename, dirname, join, relative, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -51,8 +51,11 @@ function gitCommit(): string {
   }
 }
 
-function npm(args: string[]): string {
-  return execFileSync('npm', args, { cwd: npmCache, stdio: ['ignore', 'pipe', 'inherit'] }).toString();
+function npm(args: string[], cwd = npmCache): string {
+  // Without the npm_* variables of an enclosing `npm run` (its -s would silence npm's errors,
+  // and its package context leaks into this unrelated install).
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+  return execFileSync('npm', args, { cwd, env, stdio: ['ignore', 'pipe', 'inherit'] }).toString();
 }
 
 /** The directory of an installed node-<os>-<arch>@version package, installed with npm when missing. */
@@ -62,10 +65,12 @@ function nodePackage(os: string, arch: string, version: string): string {
   if (readVersion(local) === version) return local;
   const dir = join(npmCache, `${name}@${version}`, 'node_modules', name);
   if (readVersion(dir) === version) return dir;
-  log(`installing ${name}@${version} with npm into ${relative(root, dirname(dirname(dir))) || dirname(dirname(dir))}`);
-  mkdirSync(npmCache, { recursive: true });
+  const prefix = dirname(dirname(dir));
+  log(`installing ${name}@${version} with npm into ${prefix}`);
+  mkdirSync(prefix, { recursive: true });
+  writeFileSync(join(prefix, 'package.json'), '{ "private": true }\n');
   // --force: the package declares os/cpu of the target, not of this build host.
-  npm(['install', '--force', '--no-save', '--no-package-lock', '--no-fund', '--no-audit', '--prefix', dirname(dirname(dir)), `${name}@${version}`]);
+  npm(['install', '--force', '--no-save', '--no-package-lock', '--no-fund', '--no-audit', '--prefix', prefix, `${name}@${version}`], prefix);
   if (readVersion(dir) !== version) throw new Error(`npm did not install ${name}@${version} into ${dir}`);
   return dir;
 }
@@ -127,7 +132,13 @@ function compareVersions(a: string, b: string): number {
 function copyIfChanged(from: string, to: string): void {
   if (existsSync(to) && statSync(to).size === statSync(from).size) return;
   mkdirSync(dirname(to), { recursive: true });
-  copyFileSync(from, to);
+  rmSync(to, { force: true });
+  // A hard link where possible: pkg only reads the binary (it copies it before injecting).
+  try {
+    linkSync(from, to);
+  } catch {
+    copyFileSync(from, to);
+  }
 }
 
 /**
