@@ -60,10 +60,8 @@ test('the Linux executable runs alone in a Debian container without Node', { tim
   await t.test('dev: a task round trip, and the monitor serves its embedded page and scripts', async () => {
     const dev = c.daemon('dev', ['dev', '--report-interval', '1s']);
     try {
-      await waitFor('hivemind dev to be up', () => {
-        if (!dev.running) throw new Error(`dev exited:\n${dev.output}`);
-        return dev.output.includes('HiveMind dev is up');
-      }, 120_000, 200);
+      const up = await waitFor('hivemind dev to be up', () => (!dev.running ? 'exited' : dev.output.includes('HiveMind dev is up') ? 'up' : undefined), 120_000, 200);
+      assert.equal(up, 'up', `dev exited:\n${dev.output}`);
       const sub = await c.hivemind(['submit', '--image', TASK_IMAGE, '--wait', '--', 'sh', '-c', 'echo hello from the executable > /output/hello.txt']);
       assert.equal(sub.code, 0, `${sub.stdout}\n${sub.stderr}\n${dev.output}`);
       const taskId = sub.stdout.trim().split(/\s+/)[0]!;
@@ -97,14 +95,16 @@ test('the Linux executable runs alone in a Debian container without Node', { tim
     const master = c.daemon('master', ['master', 'start', '--listen', address, '--data-dir', masterDir, '--report-interval', '1s']);
     const daemons = [master];
     try {
+      // waitFor retries on a throw, so an exited process is a value, checked right after.
       const adminToken = await waitFor('the master admin token', () => {
-        if (!master.running) throw new Error(`master exited:\n${master.output}`);
+        if (!master.running) return 'exited';
         try {
           return readFileSync(`${masterDir}/admin.token`, 'utf8').trim() || undefined;
         } catch {
           return undefined;
         }
       }, 60_000, 200);
+      assert.ok(master.running, `master exited:\n${master.output}`);
       const admin = ['--master', address, '--admin-token', adminToken];
       const tok = await waitFor('a join token', async () => {
         const r = await c.hivemind(['token', 'create', ...admin]);
@@ -113,10 +113,11 @@ test('the Linux executable runs alone in a Debian container without Node', { tim
       const worker = c.daemon('worker', ['worker', 'start', '--master', address, '--token', tok, '--data-dir', `${home}/worker`, '--report-interval', '1s', '--monitor-port', '0']);
       daemons.push(worker);
       await waitFor('the worker to be online', async () => {
-        if (!worker.running) throw new Error(`worker exited:\n${worker.output}`);
+        if (!worker.running) return true;
         const r = await c.hivemind(['nodes', '--json', ...admin]);
         return (JSON.parse(r.stdout || '[]') as { online: boolean }[]).some((n) => n.online);
       }, 60_000, 500);
+      assert.ok(worker.running, `worker exited:\n${worker.output}`);
       const sub = await c.hivemind(['submit', '--image', TASK_IMAGE, '--wait', ...admin, '--', 'sh', '-c', 'echo worked > /output/w.txt']);
       assert.equal(sub.code, 0, `${sub.stdout}\n${sub.stderr}\n${worker.output}`);
       assert.match(sub.stdout, /succeeded/i);
