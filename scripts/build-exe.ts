@@ -1,5 +1,6 @@
 // `npm run build:exe`: standalone `hivemind` executables (Node single-executable applications
-// made with @yao-pkg/pkg) for linux-x64 and win-x64 in dist-exe/, each with a .sha256 file.
+// made with @yao-pkg/pkg) for linux-x64, linux-arm64 and win-x64 in dist-exe/, each with a
+// .sha256 file.
 // Offline once its caches are warm: the Node binaries are the npm registry's node-<os>-<arch>
 // packages, installed with npm and laid out in pkg's cache so pkg downloads nothing itself.
 // See docs/executables.md for what goes inside and the cache layout.
@@ -16,7 +17,7 @@ interface Target {
   /** pkg's platform name and the npm package's os. */
   platform: 'linux' | 'win';
   npmOs: 'linux' | 'win';
-  arch: 'x64';
+  arch: 'x64' | 'arm64';
   /** better-sqlite3's prebuild for the target. */
   addon: string;
   output: string;
@@ -32,8 +33,26 @@ const npmCache = join(pkgCache, 'npm');
 
 const TARGETS: readonly Target[] = [
   { platform: 'linux', npmOs: 'linux', arch: 'x64', addon: 'linux-x64.node', output: 'hivemind-linux-x64' },
+  { platform: 'linux', npmOs: 'linux', arch: 'arm64', addon: 'linux-arm64.node', output: 'hivemind-linux-arm64' },
   { platform: 'win', npmOs: 'win', arch: 'x64', addon: 'win32-x64.node', output: 'hivemind-win-x64.exe' },
 ];
+
+/** Targets to build: all, or those named in HM_EXE_TARGETS (e.g. "linux-x64,win-x64"). */
+function selectedTargets(env: NodeJS.ProcessEnv = process.env): readonly Target[] {
+  const names = env.HM_EXE_TARGETS?.split(',').map((n) => n.trim()).filter(Boolean);
+  if (!names?.length) return TARGETS;
+  const known = new Map(TARGETS.map((t) => [`${t.platform}-${t.arch}`, t]));
+  return names.map((n) => {
+    const t = known.get(n);
+    if (!t) throw new Error(`HM_EXE_TARGETS: unknown target "${n}" (known: ${[...known.keys()].join(', ')})`);
+    return t;
+  });
+}
+
+/** The target whose Node runs here: it makes the SEA blobs, and only its blob may carry V8's code cache. */
+function isHost(target: Target): boolean {
+  return target.platform === 'linux' && process.platform === 'linux' && target.arch === process.arch;
+}
 
 function log(msg: string): void {
   process.stderr.write(`[build:exe] ${msg}\n`);
@@ -218,13 +237,13 @@ async function main(): Promise<void> {
   const req = createRequire(join(root, 'package.json'));
   const pkgVersion = readVersion(dirname(req.resolve('@yao-pkg/pkg/package.json'))) ?? '?';
   mkdirSync(outDir, { recursive: true });
-  for (const target of TARGETS) {
+  for (const target of selectedTargets()) {
     const t0 = Date.now();
     const nodeVersion = targetNodeVersion(target.npmOs, target.arch);
     const assets = assetsFor(target);
     const output = join(outDir, target.output);
     // Everything the executable is made of; unchanged inputs and an intact output → nothing to do.
-    const inputs = sha256(JSON.stringify({ bundleHash, nodeVersion, pkgVersion, codeCache: target.platform === 'linux', assets: Object.entries(assets).map(([k, f]) => [k, sha256(readFileSync(f))]) }));
+    const inputs = sha256(JSON.stringify({ bundleHash, nodeVersion, pkgVersion, codeCache: isHost(target), assets: Object.entries(assets).map(([k, f]) => [k, sha256(readFileSync(f))]) }));
     const stampFile = join(bundleDir, `${target.output}.inputs`);
     const shaFile = `${output}.sha256`;
     if (existsSync(output) && existsSync(shaFile) && existsSync(stampFile) && readFileSync(stampFile, 'utf8') === inputs && readFileSync(shaFile, 'utf8').startsWith(sha256(readFileSync(output)))) {
@@ -234,7 +253,7 @@ async function main(): Promise<void> {
     placeInPkgCache(target.npmOs, target.arch, nodeVersion);
     // pkg makes the SEA blob with a host Node of the target's exact version (a skewed blob
     // crashes at start), so a target on another version needs that Linux Node in the cache too.
-    if (target.platform !== 'linux' && nodeVersion !== process.versions.node) placeInPkgCache('linux', target.arch, nodeVersion);
+    if (!isHost(target) && nodeVersion !== process.versions.node) placeInPkgCache('linux', process.arch, nodeVersion);
     // Built under another name and renamed: an interrupted build never leaves a plain node
     // binary (pkg copies it first, then injects) where the executable should be.
     const partial = `${output}.partial`;
@@ -243,8 +262,8 @@ async function main(): Promise<void> {
     const sea = req('@yao-pkg/pkg/lib-es5/sea.js') as PkgSea;
     await sea.default(entry, {
       targets: [{ nodeRange: `node${nodeVersion}`, platform: target.platform, arch: target.arch, output: partial }],
-      // V8's code cache is only valid on the platform that made it (the blob is made on Linux).
-      seaConfig: { assets, useCodeCache: target.platform === 'linux' },
+      // V8's code cache is only valid on the platform that made it (the blob is made here).
+      seaConfig: { assets, useCodeCache: isHost(target) },
     });
     writeFileSync(shaFile, `${sha256(readFileSync(partial))}  ${basename(output)}\n`);
     renameSync(partial, output);
