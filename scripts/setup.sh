@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything HiveMind needs on a fresh Debian machine, idempotently: Debian packages,
 # a running Docker daemon, Node 24 (from the npm registry when the system's is older), npm
-# dependencies, the build, and the local task image (built offline; no registry is needed).
+# dependencies, the build, the standalone executables (dist-exe/), and the local task image
+# (built offline; no registry is needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -54,6 +55,10 @@ fi
 node -e "require('better-sqlite3')" 2>/dev/null || { log "rebuilding better-sqlite3 for $(node --version)"; npm rebuild better-sqlite3 >/dev/null; }
 log "building"
 npm run -s build
+# The standalone executables in dist-exe/ (docs/executables.md); a no-op when nothing they are
+# made of changed. Their Node binaries come from the npm registry once, then from ~/.pkg-cache.
+log "standalone executables"
+npm run -s build:exe >/dev/null
 
 # 5. The local task image (from the host's static busybox; no registry involved).
 log "task image: $(node dist/src/cli/main.js image build)"

@@ -2,13 +2,13 @@
 // The `hivemind` executable: parses the command line, turns config errors into exit code 2 and
 // other failures into a one-line message with exit code 1.
 import { Command, CommanderError } from 'commander';
+import { versionLine } from '../common/build-info.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
 import { createCliContext, type CliContext } from './cli-context.js';
 import { registerClientCommands } from './commands/client-commands.js';
 import { registerServerCommands } from './commands/server-commands.js';
 import { EXIT_BAD_CONFIG, EXIT_FAILURE } from './exit-codes.js';
-import { VERSION } from './version.js';
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
@@ -16,10 +16,15 @@ export async function main(argv: string[]): Promise<number> {
   const program = new Command()
     .name('hivemind')
     .description('HiveMind: run compute tasks on volunteer/rented nodes, locked down in containers')
-    .version(`${VERSION} (node ${process.version})`, '-V, --version')
+    // Not commander's .version(string): the commit may need git, which only --version should run.
+    .option('-V, --version', 'print the version, commit and Node version')
     .option('-c, --config <file>', 'JSON config file with sections worker, master, client (env HIVEMIND_CONFIG)')
     .showHelpAfterError()
     .exitOverride();
+  program.on('option:version', () => {
+    process.stdout.write(`${versionLine()}\n`);
+    throw new CommanderError(0, 'commander.version', versionLine());
+  });
   const getCtx = () => (ctx ??= createCliContext(program.opts().config as string | undefined));
   registerServerCommands(program, getCtx, (c) => (exitCode = c));
   registerClientCommands(program, getCtx, (c) => (exitCode = c));

@@ -21,7 +21,7 @@ import { Worker } from '../worker/worker.js';
 import { WorkerStore } from '../worker/store/worker-store.js';
 import { SystemProbe } from '../worker/resources/system-probe.js';
 import { GrpcMasterConnection } from '../worker/grpc-master-connection.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../common/build-info.js';
 import { MonitorPortInUseError, MonitorServer } from '../monitor/monitor-server.js';
 
 export interface WorkerNode {

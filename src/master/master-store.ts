@@ -2,6 +2,7 @@
 // tokens. Only hashes of secrets are stored. Every multi-row change runs in one transaction.
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
+import { sqliteOpenOptions } from '../common/native-sqlite.js';
 import { migrate } from './migrations.js';
 import {
   NodeFacts,
@@ -202,7 +203,7 @@ export class MasterStore {
 
   /** Opens (creating if needed) and migrates the database at `path` (":memory:" for tests). */
   static open(path: string): MasterStore {
-    const db = new Database(path);
+    const db = new Database(path, sqliteOpenOptions());
     try {
       db.pragma('journal_mode = WAL');
       db.pragma('foreign_keys = ON');

@@ -3,10 +3,6 @@
 // they happen. It only reads the worker through MonitoredNode/MonitorStore and only changes it
 // through pause/resume/cancelTask. See docs/monitor.md for the contract with the page.
 import { createServer, type Server as HttpServer } from 'node:http';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import express, { type Request, type Response, type NextFunction } from 'express';
 import { Server as SocketServer } from 'socket.io';
 import type { Clock } from '../common/clock.js';
@@ -22,6 +18,7 @@ import { TOKEN_COOKIE, checkMonitorBinding, createGuard, securityHeaders, tokenM
 import type { StatusView } from './monitor-types.js';
 import { contributionView, sampleView, taskDetailView, taskRowView, tunnelView } from './monitor-view.js';
 import type { MonitoredNode, MonitorStore } from './monitored-node.js';
+import { mountWebAssets } from './web-assets.js';
 
 export { DEFAULT_MONITOR_HOST, DEFAULT_MONITOR_PORT } from './monitor-defaults.js';
 
@@ -53,20 +50,6 @@ export interface MonitorDeps {
 const HISTORY_FILTERS: readonly HistoryFilter[] = ['succeeded', 'failed', 'cancelled', 'running'];
 const HOUR_MS = 3600_000;
 const TUNNEL_CACHE_MS = 2_000;
-
-/** web/ of the package, from dist/src/monitor/ or src/monitor/. */
-function defaultWebDir(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../../..', '../..']) {
-    const dir = resolve(here, up, 'web');
-    if (existsSync(join(dir, 'monitor.html'))) return dir;
-  }
-  return resolve(here, '../../../web');
-}
-
-function uplotDir(): string {
-  return dirname(createRequire(import.meta.url).resolve('uplot/dist/uPlot.iife.min.js'));
-}
 
 class BadRequest extends HivemindError {
   constructor(message: string) {
@@ -104,7 +87,8 @@ export class MonitorServer {
     this.guard = createGuard({ port: () => this.port, token: opts.token, listenHost: opts.host });
     this.http = createServer(this.app());
     this.io = new SocketServer(this.http, {
-      serveClient: true,
+      // The page loads the client from /vendor/socket.io/ (web-assets.ts), also in the executable.
+      serveClient: false,
       allowRequest: (req, cb) => {
         // The token may come in the CONNECT packet (checked in io.use); only Host and Origin here.
         const badHost = this.guard.refuseHost(req);
@@ -320,10 +304,7 @@ export class MonitorServer {
     });
 
     app.get('/', (_req, res) => res.redirect(302, '/monitor.html'));
-    const webDir = this.opts.webDir ?? defaultWebDir();
-    app.get('/monitor.html', (_req, res) => res.sendFile(join(webDir, 'monitor.html')));
-    app.use('/assets', express.static(join(webDir, 'assets'), { index: false, fallthrough: false }));
-    app.use('/vendor/uplot', express.static(uplotDir(), { index: false, fallthrough: false }));
+    mountWebAssets(app, this.opts.webDir);
 
     app.get('/metrics', async (_req, res) => {
       const m = await this.metrics.text();

@@ -1,8 +1,7 @@
 // The worker's options: raw as the CLI passes them, compiled once (defaults applied,
 // validated with readable errors) so the rest of the worker reads plain numbers.
 import path from 'node:path';
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { VERSION } from '../common/build-info.js';
 import { ConfigError } from '../common/errors.js';
 import { defaultBackoff, type BackoffOptions } from '../common/backoff.js';
 
@@ -90,23 +89,6 @@ function optionalPositive(name: string, v: number | undefined, integer = false):
   return v === undefined ? undefined : positive(name, v, 0, integer);
 }
 
-let cachedVersion: string | undefined;
-/** The version from the nearest package.json above this module (works from src/ and dist/). */
-export function packageVersion(): string {
-  if (cachedVersion) return cachedVersion;
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version?: string };
-      if (pkg.version) return (cachedVersion = pkg.version);
-    } catch {
-      // not here; look one level up
-    }
-    dir = path.dirname(dir);
-  }
-  return (cachedVersion = 'unknown');
-}
-
 export function compileWorkerOptions(raw: WorkerOptions): CompiledWorkerOptions {
   if (!raw.masterAddress || !/^[^\s]+:\d+$/.test(raw.masterAddress)) {
     throw new ConfigError(`master address "${raw.masterAddress ?? ''}" must be host:port (example: 127.0.0.1:7070)`);
@@ -141,6 +123,6 @@ export function compileWorkerOptions(raw: WorkerOptions): CompiledWorkerOptions 
     logFlushMs: positive('logFlushMs', raw.logFlushMs, 250, true),
     logBufferBytes: positive('logBufferBytes', raw.logBufferBytes, MiB, true),
     reclaimIntervalMs: positive('reclaimIntervalMs', raw.reclaimIntervalMs, 10 * 60_000),
-    workerVersion: raw.workerVersion ?? packageVersion(),
+    workerVersion: raw.workerVersion ?? VERSION,
   };
 }

@@ -3,6 +3,8 @@
 import type { TestContext } from 'node:test';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const isCI = process.env.CI === 'true';
 
@@ -86,4 +88,15 @@ export function requireMount(t: TestContext): boolean {
       execFileSync('rmdir', [dir]);
     }
   }, 'needs root'));
+}
+
+/** The standalone Linux executable under test: env HM_TEST_EXE, else dist-exe/hivemind-linux-x64. */
+export function executablePath(env: NodeJS.ProcessEnv = process.env): string {
+  // dist/test/helpers/ → the repository root
+  return env.HM_TEST_EXE || join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'dist-exe', 'hivemind-linux-x64');
+}
+
+export function requireExecutable(t: TestContext): boolean {
+  const exe = executablePath();
+  return gate(t, missing(`standalone executable ${exe}`, () => existsSync(exe), 'run npm run build:exe, or point HM_TEST_EXE at one'));
 }

@@ -6,6 +6,7 @@ import BetterSqlite3, { type Database } from 'better-sqlite3';
 import type { ResourceReport, TaskOutcome } from '../../protocol/gen/hivemind/v1/common.js';
 import { TaskState, taskStateFromJSON, taskStateToJSON } from '../../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment, TaskUpdate } from '../../protocol/gen/hivemind/v1/node.js';
+import { sqliteOpenOptions } from '../../common/native-sqlite.js';
 import type { ContributionPoint } from '../contribution.js';
 import { migrate } from './migrations.js';
 
@@ -162,7 +163,7 @@ export class WorkerStore {
   /** Opens (creating if needed) the database file and brings its schema up to date. */
   static open(file: string): WorkerStore {
     mkdirSync(path.dirname(file), { recursive: true });
-    const db = new BetterSqlite3(file);
+    const db = new BetterSqlite3(file, sqliteOpenOptions());
     try {
       db.pragma('journal_mode = WAL');
       // NORMAL is durable across process crashes in WAL mode; only power loss may drop the

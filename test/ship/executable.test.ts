@@ -1,0 +1,129 @@
+// The standalone Linux executable (npm run build:exe), copied alone into an empty directory of a
+// Debian container that has no Node, runs --version, doctor, dev (a task round trip and the web
+// monitor's embedded files) and worker start against a master run by the same executable.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { waitFor } from '../helpers/cli-process.js';
+import { EXE_IN_CONTAINER, ExeContainer, type ExeDaemon } from '../helpers/exe-container.js';
+import { executablePath, requireDockerImage, requireExecutable } from '../helpers/requirements.js';
+
+const BASE_IMAGE = 'hivemind/debian-base:12';
+const TASK_IMAGE = 'hivemind/busybox:1';
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const packageVersion = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+/** GET over plain HTTP from inside the container (perl-base is in every Debian rootfs; curl is not). */
+async function httpGet(c: ExeContainer, port: number, path: string): Promise<{ status: number; type: string; body: string }> {
+  const perl = `use IO::Socket::INET; my $s = IO::Socket::INET->new("127.0.0.1:${port}") or die "connect: $!"; ` +
+    `print $s "GET ${path} HTTP/1.0\\r\\nHost: 127.0.0.1:${port}\\r\\n\\r\\n"; print while <$s>;`;
+  const r = await c.sh(`perl -e '${perl}'`);
+  assert.equal(r.code, 0, `GET ${path}: ${r.stderr}`);
+  const [head = '', ...rest] = r.stdout.split('\r\n\r\n');
+  return { status: Number(/^HTTP\/1\.\d (\d+)/.exec(head)?.[1]), type: /content-type: ([^\r\n]+)/i.exec(head)?.[1] ?? '', body: rest.join('\r\n\r\n') };
+}
+
+async function stopAll(daemons: ExeDaemon[]): Promise<void> {
+  for (const d of daemons.reverse()) await d.stop().catch(() => undefined);
+}
+
+test('the Linux executable runs alone in a Debian container without Node', { timeout: 600_000 }, async (t) => {
+  if (!requireExecutable(t) || !requireDockerImage(t, BASE_IMAGE) || !requireDockerImage(t, TASK_IMAGE)) return;
+  const c = await ExeContainer.start(executablePath(), BASE_IMAGE);
+  t.after(() => c.close());
+  const home = `${c.shared}/home`;
+
+  await t.test('the container has no Node and the directory holds only the executable', async () => {
+    assert.equal((await c.sh('command -v node nodejs || echo none')).stdout.trim(), 'none');
+    assert.equal((await c.sh(`ls -A ${dirname(EXE_IN_CONTAINER)}`)).stdout.trim(), 'hivemind');
+  });
+
+  await t.test('--version prints version, commit and Node version', async () => {
+    const r = await c.hivemind(['--version']);
+    assert.equal(r.code, 0, r.stderr);
+    const m = /^hivemind (\S+) \(commit ([0-9a-f]{7,}|unknown), node (v24\.\d+\.\d+), standalone\)$/.exec(r.stdout.trim());
+    assert.ok(m, `unexpected --version output: ${r.stdout}`);
+    assert.equal(m[1], packageVersion);
+  });
+
+  await t.test('doctor reaches Docker through the mounted socket', async () => {
+    const r = await c.hivemind(['doctor', '--json']);
+    const checks = JSON.parse(r.stdout) as { name: string; status: string; message?: string }[];
+    const byName = new Map(checks.map((x) => [x.name, x]));
+    assert.equal(byName.get('docker')?.status, 'ok', JSON.stringify(byName.get('docker')));
+    assert.equal(byName.get('node')?.status, 'ok', JSON.stringify(byName.get('node')));
+    assert.equal(byName.get('data dir')?.status, 'ok', JSON.stringify(byName.get('data dir')));
+  });
+
+  await t.test('dev: a task round trip, and the monitor serves its embedded page and scripts', async () => {
+    const dev = c.daemon('dev', ['dev', '--report-interval', '1s']);
+    try {
+      const up = await waitFor('hivemind dev to be up', () => (!dev.running ? 'exited' : dev.output.includes('HiveMind dev is up') ? 'up' : undefined), 120_000, 200);
+      assert.equal(up, 'up', `dev exited:\n${dev.output}`);
+      const sub = await c.hivemind(['submit', '--image', TASK_IMAGE, '--wait', '--', 'sh', '-c', 'echo hello from the executable > /output/hello.txt']);
+      assert.equal(sub.code, 0, `${sub.stdout}\n${sub.stderr}\n${dev.output}`);
+      const taskId = sub.stdout.trim().split(/\s+/)[0]!;
+      const res = await c.hivemind(['result', taskId, '-o', `${c.shared}/result.tar.gz`, '--extract', `${c.shared}/result`]);
+      assert.equal(res.code, 0, res.stderr);
+      assert.equal(readFileSync(`${c.shared}/result/hello.txt`, 'utf8'), 'hello from the executable\n');
+
+      const page = await httpGet(c, 5001, '/monitor.html');
+      assert.equal(page.status, 200);
+      assert.match(page.type, /text\/html/);
+      for (const src of ['/vendor/socket.io/socket.io.min.js', '/vendor/uplot/uPlot.iife.min.js', '/assets/monitor.js']) {
+        assert.ok(page.body.includes(`src="${src}"`), `monitor.html loads ${src}`);
+        const asset = await httpGet(c, 5001, src);
+        assert.equal(asset.status, 200, src);
+        assert.match(asset.type, /javascript/, src);
+        assert.ok(asset.body.length > 1000, `${src} has content`);
+      }
+      assert.equal((await httpGet(c, 5001, '/assets/nothing.js')).status, 404);
+      const api = await httpGet(c, 5001, '/api/tasks');
+      assert.equal(api.status, 200);
+      assert.ok(api.body.includes(taskId), 'the task history (SQLite) lists the task');
+    } finally {
+      await stopAll([dev]);
+    }
+    assert.equal(await dev.exited, 0, dev.output);
+  });
+
+  await t.test('worker start against a master run by the same executable', async () => {
+    const masterDir = `${c.shared}/master`;
+    const address = '127.0.0.1:7171';
+    const master = c.daemon('master', ['master', 'start', '--listen', address, '--data-dir', masterDir, '--report-interval', '1s']);
+    const daemons = [master];
+    try {
+      // waitFor retries on a throw, so an exited process is a value, checked right after.
+      const adminToken = await waitFor('the master admin token', () => {
+        if (!master.running) return 'exited';
+        try {
+          return readFileSync(`${masterDir}/admin.token`, 'utf8').trim() || undefined;
+        } catch {
+          return undefined;
+        }
+      }, 60_000, 200);
+      assert.ok(master.running, `master exited:\n${master.output}`);
+      const admin = ['--master', address, '--admin-token', adminToken];
+      const tok = await waitFor('a join token', async () => {
+        const r = await c.hivemind(['token', 'create', ...admin]);
+        return r.code === 0 ? r.stdout.trim() : undefined;
+      }, 30_000, 500);
+      const worker = c.daemon('worker', ['worker', 'start', '--master', address, '--token', tok, '--data-dir', `${home}/worker`, '--report-interval', '1s', '--monitor-port', '0']);
+      daemons.push(worker);
+      await waitFor('the worker to be online', async () => {
+        if (!worker.running) return true;
+        const r = await c.hivemind(['nodes', '--json', ...admin]);
+        return (JSON.parse(r.stdout || '[]') as { online: boolean }[]).some((n) => n.online);
+      }, 60_000, 500);
+      assert.ok(worker.running, `worker exited:\n${worker.output}`);
+      const sub = await c.hivemind(['submit', '--image', TASK_IMAGE, '--wait', ...admin, '--', 'sh', '-c', 'echo worked > /output/w.txt']);
+      assert.equal(sub.code, 0, `${sub.stdout}\n${sub.stderr}\n${worker.output}`);
+      assert.match(sub.stdout, /succeeded/i);
+      assert.equal(await worker.stop(), 0, worker.output);
+    } finally {
+      await stopAll(daemons);
+    }
+  });
+});
