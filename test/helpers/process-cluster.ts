@@ -3,7 +3,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CliDaemon, fileExists, freePort, runCli, waitFor, type CliResult } from './cli-process.js';
+import { CLI, CliDaemon, fileExists, freePort, runCli, waitFor, type CliResult } from './cli-process.js';
 
 export interface ClusterOptions {
   reportInterval?: string;
@@ -13,6 +13,8 @@ export interface ClusterOptions {
   workerEnv?: NodeJS.ProcessEnv;
   /** The worker's data dir (default HOME/worker), e.g. on a small tmpfs. */
   workerDataDir?: string;
+  /** The CLI entry script the master, the worker and `cli()` run (default this build's). */
+  cli?: string;
 }
 
 export class ProcessCluster {
@@ -25,11 +27,13 @@ export class ProcessCluster {
     public worker: CliDaemon | undefined,
     private readonly masterArgs: string[] = [],
     private readonly masterEnv: NodeJS.ProcessEnv = {},
+    /** The CLI entry script every process of this cluster runs; an upgrade test swaps it. */
+    public cliPath: string = CLI,
   ) {}
 
   /** Starts the master again on the same address and data dir (after `master.stop()`). */
   async restartMaster(): Promise<CliDaemon> {
-    this.master = new CliDaemon(this.masterArgs, this.masterEnv);
+    this.master = new CliDaemon(this.masterArgs, this.masterEnv, this.cliPath);
     await waitFor('the restarted master to answer', async () => {
       if (this.master.child.exitCode !== null) throw new Error(`master exited: ${this.master.output}`);
       return (await this.cli(['nodes', '--json'])).code === 0 || undefined;
@@ -45,13 +49,14 @@ export class ProcessCluster {
     const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
     const reportInterval = opts.reportInterval ?? '1s';
     const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval];
-    const master = new CliDaemon(masterArgs, baseEnv);
+    const cliPath = opts.cli ?? CLI;
+    const master = new CliDaemon(masterArgs, baseEnv, cliPath);
     const tokenFile = join(home, 'master', 'admin.token');
     try {
       await waitFor('the master admin token', () => fileExists(tokenFile) && readFileSync(tokenFile, 'utf8').trim().length > 0);
       const adminToken = readFileSync(tokenFile, 'utf8').trim();
       const env = { ...baseEnv, HIVEMIND_MASTER: address, HIVEMIND_ADMIN_TOKEN: adminToken };
-      const cluster = new ProcessCluster(home, address, adminToken, env, master, undefined, masterArgs, baseEnv);
+      const cluster = new ProcessCluster(home, address, adminToken, env, master, undefined, masterArgs, baseEnv, cliPath);
       await waitFor('the master to answer', async () => (await cluster.cli(['nodes', '--json'])).code === 0);
       await cluster.startWorker(opts);
       return cluster;
@@ -75,6 +80,7 @@ export class ProcessCluster {
         ...(opts.workerArgs ?? []),
       ],
       { ...this.env, HIVEMIND_MASTER: undefined, ...opts.workerEnv },
+      this.cliPath,
     );
     this.worker = worker;
     await waitFor(
@@ -92,7 +98,7 @@ export class ProcessCluster {
   }
 
   cli(args: string[], timeoutMs?: number): Promise<CliResult> {
-    return runCli(args, this.env, timeoutMs);
+    return runCli(args, this.env, timeoutMs, this.cliPath);
   }
 
   async close(): Promise<void> {

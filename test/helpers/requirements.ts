@@ -100,3 +100,11 @@ export function requireExecutable(t: TestContext): boolean {
   const exe = executablePath();
   return gate(t, missing(`standalone executable ${exe}`, () => existsSync(exe), 'run npm run build:exe, or point HM_TEST_EXE at one'));
 }
+
+/** The upgrade test builds an earlier commit of this repository: it needs the git history. */
+export function requireCommit(t: TestContext, commit: string): boolean {
+  return gate(t, missing(`commit ${commit}`, () => {
+    execFileSync('git', ['-C', join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..'), 'cat-file', '-e', `${commit}^{commit}`], { stdio: 'pipe' });
+    return true;
+  }, 'the upgrade test builds it from git history: clone without --depth, or `git fetch --unshallow`'));
+}
