@@ -64,6 +64,9 @@ export function fitAssignment(limits: ResourceLimits | undefined, budget: NodeBu
   if (want.cpus > free.cpus + 1e-9) {
     return { ok: false, reason: `needs ${want.cpus} CPUs, ${free.cpus} free` };
   }
+  if (want.memoryBytes > budget.memoryBytes) {
+    return { ok: false, reason: `needs ${formatMiB(want.memoryBytes)} memory, node offers at most ${formatMiB(budget.memoryBytes)}` };
+  }
   if (want.memoryBytes > free.memoryBytes) {
     return { ok: false, reason: `needs ${formatMiB(want.memoryBytes)} memory, ${formatMiB(free.memoryBytes)} free` };
   }

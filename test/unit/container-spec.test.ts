@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { buildContainerConfig, effectiveLimits, RUNNER_DEFAULTS, volumeNames } from '../../src/runtime/container-spec.js';
 import { InvalidTaskError } from '../../src/common/errors.js';
 import type { TaskExecution } from '../../src/worker/task-executor.js';
-import type { TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { WireType } from '@bufbuild/protobuf/wire';
+import { recordHostile } from '../helpers/fault-ledger.js';
 
 function exec(spec: Partial<TaskSpec> = {}, more: Partial<TaskExecution> = {}): TaskExecution {
   return {
@@ -102,4 +104,22 @@ test('GPUs are pinned to the reserved indexes', () => {
 test('bad identity or image is refused', () => {
   assert.throws(() => buildContainerConfig(exec({}, { taskId: '../x' }), 'n'), InvalidTaskError);
   assert.throws(() => buildContainerConfig(exec({ image: ' ' }), 'n'), /image is empty/);
+});
+
+test('privileged requests, host mounts, extra capabilities and host networking cannot be asked for: fields the protocol does not have are dropped on decode', () => {
+  // A hostile master (or a newer protocol) appends fields to TaskSpec that a container config
+  // might map to privileges. The spec has no such fields, so they decode to nothing.
+  const w = TaskSpec.encode({ image: 'hivemind/busybox:1', command: ['id'], env: {}, limits: undefined, maxOutputBytes: 0 });
+  w.uint32((90 << 3) | WireType.Varint).bool(true); // privileged: true
+  for (const [field, value] of [[91, '/:/host'], [92, 'SYS_ADMIN'], [93, 'host'], [94, '/var/run/docker.sock:/var/run/docker.sock']] as const) {
+    w.uint32((field << 3) | WireType.LengthDelimited).string(value);
+  }
+  const spec = TaskSpec.decode(w.finish());
+  assert.deepEqual(Object.keys(spec).filter((k) => spec[k as keyof TaskSpec] !== undefined).sort(), ['command', 'env', 'image', 'maxOutputBytes'], 'only the fields the protocol defines');
+  const c = buildContainerConfig(exec(spec), 'node-1');
+  const hc = c.HostConfig as unknown as Record<string, unknown>;
+  const escaped = c.HostConfig.Privileged !== false || hc.Binds !== undefined || c.HostConfig.CapAdd.length > 0 ||
+    c.HostConfig.NetworkMode !== 'none' || JSON.stringify(c).includes('docker.sock') || JSON.stringify(c).includes('/host');
+  recordHostile('task spec: privileged, host mount, SYS_ADMIN, host network and the Docker socket smuggled as extra fields', escaped, 5);
+  assert.equal(escaped, false, JSON.stringify(c));
 });

@@ -402,7 +402,7 @@ test('a full node rejects with a reason the master can show', async (t) => {
   await h.worker.start();
   h.master.assign({ taskId: 'big', spec: spec(16 * GiB) });
   await waitFor('rejected', () => h.master.statesOf('big').includes('REJECTED'));
-  assert.equal(h.master.updatesOf('big')[0]!.message, 'needs 16384 MiB memory, 7168 MiB free');
+  assert.equal(h.master.updatesOf('big')[0]!.message, 'needs 16384 MiB memory, node offers at most 7168 MiB');
 
   h.master.assign({ taskId: 'a' });
   await waitFor('a runs', () => h.executor.runs.has('a'));

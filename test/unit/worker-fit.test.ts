@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { recordHostile } from '../helpers/fault-ledger.js';
 import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from '../../src/worker/fit.js';
 
 const MiB = 1024 * 1024;
@@ -62,4 +63,17 @@ test('free capacity for reports', () => {
     { cpus: 0.2, memoryBytes: 200 * MiB, gpuIndexes: [] },
   ];
   assert.deepEqual(freeCapacity(budget, running), { cpus: 3.7, memoryBytes: 3796 * MiB, gpuIndexes: [0, 2], taskSlots: 1 });
+});
+
+test('a task asking for more CPU, memory or GPUs than the node has is refused with the reason', () => {
+  const asks: [string, ReturnType<typeof limits>, RegExp][] = [
+    ['CPUs', limits({ cpus: 64 }), /^needs 64 CPUs, node offers at most 4$/],
+    ['memory', limits({ memoryBytes: 64 * 1024 * MiB }), /^needs 65536 MiB memory, node offers at most 4096 MiB$/],
+    ['GPUs', limits({ gpus: 8 }), /^needs 8 GPUs, node has 3$/],
+  ];
+  for (const [what, ask, reason] of asks) {
+    const d = fitAssignment(ask, budget, []);
+    recordHostile(`task spec: more ${what} than the node has`, d.ok);
+    assert.ok(!d.ok && reason.test(d.reason), `${what}: ${JSON.stringify(d)}`);
+  }
 });
