@@ -51,7 +51,7 @@ export function requireDockerImage(t: TestContext, image: string): boolean {
   return gate(t, missing(`Docker image ${image}`, () => {
     execFileSync('docker', ['image', 'inspect', image], { stdio: 'pipe', timeout: 10_000 });
     return true;
-  }, 'run scripts/build-test-images.sh or `hivemind dev` once'));
+  }, 'bash scripts/setup.sh builds the local images'));
 }
 
 export function requireWireGuard(t: TestContext): boolean {
