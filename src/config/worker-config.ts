@@ -23,8 +23,8 @@ const schema = z
     cpus: zPositive.optional(),
     /** Memory offered to tasks. Default: total memory minus 512 MiB. */
     memory: zSize('memory').optional(),
-    /** Resource report interval. Default 30s. */
-    reportInterval: zDurationMs('report interval').default(30_000),
+    /** Resource report interval. Default: the master's (30s unless it is configured otherwise). */
+    reportInterval: zDurationMs('report interval').optional(),
     /** How long SIGTERM waits for running tasks before cancelling them. Default 10m. */
     drainTimeout: zDurationMs('drain timeout').default(600_000),
     /** Cap on a task's /output tree. Default 1 GiB. */
@@ -50,7 +50,8 @@ const schema = z
 
 export type WorkerConfig = Omit<z.infer<typeof schema>, 'dataDir' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor'> & {
   dataDir: string;
-  reportIntervalMs: number;
+  /** Undefined: the interval the master asks for at registration. */
+  reportIntervalMs: number | undefined;
   drainTimeoutMs: number;
   imageUnusedForMs: number;
 };

@@ -364,9 +364,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await saveIdentity(this.options.dataDir, this.identity);
       this.log.info({ nodeId: res.nodeId }, 'registered with the master');
     }
-    const intervalChanged = res.reportIntervalMs > 0 && res.reportIntervalMs !== this.masterReportIntervalMs;
+    const intervalBefore = this.reportIntervalMs();
     this.masterReportIntervalMs = res.reportIntervalMs;
-    if (intervalChanged && this.options.reportIntervalMs === undefined) this.scheduleReport();
+    const own = this.options.reportIntervalMs;
+    if (own !== undefined && res.reportIntervalMs > 0 && own > res.reportIntervalMs) {
+      this.log.warn({ reportIntervalMs: own, masterReportIntervalMs: res.reportIntervalMs },
+        'the configured report interval is longer than the master\'s, which would mark this node offline: reporting at the master\'s interval');
+    }
+    if (this.reportIntervalMs() !== intervalBefore) this.scheduleReport();
 
     // Wait out a pump still bound to a previous session so updates stay in order.
     await this.pumping?.catch(() => undefined);
@@ -850,8 +855,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   // ---------------------------------------------------------------- reports
 
+  /**
+   * The master's interval unless one is configured; never longer than the master's, which marks
+   * a node offline after 3 of its own intervals without a report.
+   */
   private reportIntervalMs(): number {
-    return this.options.reportIntervalMs ?? (this.masterReportIntervalMs || DEFAULT_REPORT_INTERVAL_MS);
+    const master = this.masterReportIntervalMs || undefined;
+    const own = this.options.reportIntervalMs;
+    if (own === undefined) return master ?? DEFAULT_REPORT_INTERVAL_MS;
+    return master === undefined ? own : Math.min(own, master);
   }
 
   private scheduleReport(): void {

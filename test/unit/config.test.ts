@@ -21,6 +21,7 @@ test('worker config: file < env < flags, durations and sizes compiled once', () 
   assert.equal(c.dataDir, '/srv/hm/worker');
   const fromEnv = compileWorkerConfig({ file, env, flags: {} });
   assert.equal(fromEnv.maxTasks, 3);
+  assert.equal(compileWorkerConfig({ env: {}, flags: {} }).reportIntervalMs, undefined, 'no interval configured: the worker takes the master\'s');
 });
 
 test('worker config: a bad value names its source and the expected form', () => {

@@ -62,6 +62,8 @@ class FakeMaster {
   uploads = new Map<string, Buffer>();
   inputs = new Map<string, Buffer>();
   acceptBearers = new Set(['enroll-token', 'cred-1']);
+  /** The report interval the master asks for at registration (0: none). */
+  reportIntervalMs = 0;
   ackFor: (u: TaskUpdate) => Partial<TaskUpdateAck> = () => ({});
   private subs = new Set<{ push(cmd: NodeCommand): void; end(err?: Error): void }>();
 
@@ -124,7 +126,7 @@ class FakeConnection implements MasterConnection {
     this.m.registers.push({ bearer, req });
     this.m.timeline.push('register');
     if (!this.m.acceptBearers.has(bearer)) throw Object.assign(new Error('16 UNAUTHENTICATED: unknown token'), { code: status.UNAUTHENTICATED, details: 'unknown token' });
-    return { nodeId: 'node-1', nodeCredential: 'cred-1', reportIntervalMs: 0, masterVersion: 'test' };
+    return { nodeId: 'node-1', nodeCredential: 'cred-1', reportIntervalMs: this.m.reportIntervalMs, masterVersion: 'test' };
   }
 
   openReportStream(): ReportSink {
@@ -690,4 +692,24 @@ test('close() keeps reporting while it drains: the master must not declare the n
   h.executor.runs.get('long')!.finish(0);
   await closed;
   assert.deepEqual(h.master.statesOf('long').slice(-1), ['SUCCEEDED']);
+});
+
+test('the report interval follows the master unless configured, and is never longer than the master\'s', async (t) => {
+  const reportsIn400ms = async (reportIntervalMs: number | undefined, masterIntervalMs: number) => {
+    const h = await makeWorker(t, { reportIntervalMs });
+    h.master.reportIntervalMs = masterIntervalMs;
+    await h.worker.start();
+    await waitFor('registered', () => h.master.registers.length > 0);
+    const before = h.master.reports.length;
+    await new Promise((r) => setTimeout(r, 400));
+    const n = h.master.reports.length - before;
+    await h.worker.close();
+    return n;
+  };
+  const follows = await reportsIn400ms(undefined, 20);
+  assert.ok(follows >= 8, `not configured: the master's 20 ms (about 20 reports in 400 ms), got ${follows}`);
+  const capped = await reportsIn400ms(60_000, 20);
+  assert.ok(capped >= 8, `configured 60 s, longer than the master's 20 ms: the master's wins, or the node would be marked offline; got ${capped}`);
+  const own = await reportsIn400ms(20, 60_000);
+  assert.ok(own >= 8, `configured shorter than the master's: its own 20 ms, got ${own}`);
 });
