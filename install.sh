@@ -61,7 +61,7 @@ say() { echo "$PROG: $*"; }
 # ---------------------------------------------------------------------------------------------
 # arguments
 
-token="" master="" name="" max_tasks="" drain_timeout="10m" monitor_port=""
+token="" master="" name="" max_tasks="" drain_timeout="" monitor_port=""
 src_binary="" src_url="" src_sha256="" from_checkout=0
 data_dir="" bin_dir="" service_mode="" target_os="${HIVEMIND_INSTALL_OS:-}"
 skip_deps=0 no_start=0 dry_run=0 uninstall=0 purge=0
@@ -158,7 +158,9 @@ duration_seconds() {
   done
   echo $(((total_ms + 999) / 1000))
 }
-drain_s="$(duration_seconds "$drain_timeout")" || die_usage "--drain-timeout: \"$drain_timeout\" is not a duration (examples: 30s, 10m, 1h30m)"
+if [ -n "$drain_timeout" ]; then
+  duration_seconds "$drain_timeout" >/dev/null || die_usage "--drain-timeout: \"$drain_timeout\" is not a duration (examples: 30s, 10m, 1h30m)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # where things go
@@ -168,7 +170,7 @@ if [ "$target_os" = linux ]; then
   bin_dir="${bin_dir:-/usr/local/bin}"
   exe="$bin_dir/hivemind"
   config_dir=/etc/hivemind
-  data_dir="${data_dir:-/var/lib/hivemind}"
+  default_data_dir=/var/lib/hivemind
   log_dir=/var/log/hivemind
   unit_file="/etc/systemd/system/$SERVICE_NAME.service"
   if [ -z "$service_mode" ]; then
@@ -181,12 +183,32 @@ else
   bin_dir="${bin_dir:-$program_files/HiveMind}"
   exe="$bin_dir/hivemind.exe"
   config_dir="$program_data/HiveMind"
-  data_dir="${data_dir:-$program_data/HiveMind/worker}"
+  default_data_dir="$program_data/HiveMind/worker"
   log_dir="$program_data/HiveMind/logs"
   task_xml="$config_dir/$WIN_TASK_NAME.xml"
   service_mode="${service_mode:-task}"
 fi
 config_file="$config_dir/worker.json"
+
+# A string value of the installed config (the file worker_config writes: one key per line).
+configured() {
+  [ -f "$config_file" ] || return 0
+  sed -n "s/^ *\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" "$config_file" | head -n 1 | sed 's/\\"/"/g; s/\\\\/\\/g'
+}
+# A re-run without --data-dir keeps the installed node's data dir: the default one would hold a
+# fresh identity (a new node, and an enrollment token that is usually used up), and an uninstall
+# would look for the worker, and purge, in the wrong place.
+if [ -z "$data_dir" ]; then
+  data_dir="$(configured dataDir)"
+  if [ -n "$data_dir" ] && [ "$data_dir" != "$default_data_dir" ]; then
+    say "data dir $data_dir, from $config_file (--data-dir DIR to choose another)"
+  fi
+fi
+data_dir="${data_dir:-$default_data_dir}"
+# An uninstall stops the worker with the drain timeout it was installed with.
+if [ -z "$drain_timeout" ] && [ "$uninstall" -eq 1 ]; then drain_timeout="$(configured drainTimeout)"; fi
+drain_timeout="${drain_timeout:-10m}"
+drain_s="$(duration_seconds "$drain_timeout")" || fail "drainTimeout in $config_file: \"$drain_timeout\" is not a duration; pass --drain-timeout"
 case "$service_mode" in
   systemd | background | none) [ "$target_os" = linux ] || die_usage "--service $service_mode is for Linux; Windows uses a startup task" ;;
   task) ;;
