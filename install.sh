@@ -721,7 +721,7 @@ else
   fetch_binary
   if [ "$host_os" = "$target_os" ] && [ -f "$src" ]; then
     version="$("$src" --version 2>&1)" || fail "$src does not run here (${version:-no output}); is it the executable for this platform?"
-    say "executable: $src (hivemind $version)"
+    say "executable: $src ($version)"
   fi
 
   make_dir "$bin_dir" 0755
