@@ -407,17 +407,25 @@ fetch_binary() {
     return 0
   fi
   if [ "$from_checkout" -eq 1 ]; then
-    local exe_name=hivemind-linux-x64
-    [ "$target_os" = linux ] || exe_name=hivemind-win-x64.exe
+    # only this machine's target is built (build-exe's names: linux-x64, linux-arm64, win-x64)
+    local target=win-x64 exe_name=hivemind-win-x64.exe
+    if [ "$target_os" = linux ]; then
+      case "$(uname -m)" in
+        x86_64 | amd64) target=linux-x64 ;;
+        aarch64 | arm64) target=linux-arm64 ;;
+        *) fail "--from-checkout: no executable is built for $(uname -m) (x86_64 and aarch64 only); install with npm instead" ;;
+      esac
+      exe_name="hivemind-$target"
+    fi
     [ -f "$script_dir/package.json" ] || fail "--from-checkout: $script_dir is not a HiveMind checkout"
     src="$script_dir/dist-exe/$exe_name"
     if [ "$dry_run" -eq 1 ]; then
-      echo "[dry-run] would run: (cd $script_dir && npm ci && npm run build:exe) to build $src"
+      echo "[dry-run] would run: (cd $script_dir && npm ci && HM_EXE_TARGETS=$target npm run build:exe) to build $src"
       return 0
     fi
-    echo "+ (cd $script_dir && npm ci && npm run build:exe)"
+    echo "+ (cd $script_dir && npm ci && HM_EXE_TARGETS=$target npm run build:exe)"
     # shellcheck disable=SC1091 # the checkout's own Node setup, present only in a checkout
-    (cd "$script_dir" && source scripts/node-env.sh && npm ci --no-fund --no-audit && npm run -s build:exe) ||
+    (cd "$script_dir" && source scripts/node-env.sh && npm ci --no-fund --no-audit && HM_EXE_TARGETS="$target" npm run -s build:exe) ||
       fail "--from-checkout: the build failed (run bash scripts/setup.sh first for Node and the tools)"
     [ -f "$src" ] || fail "--from-checkout: the build did not produce $src"
     return 0

@@ -92,6 +92,16 @@ test('install.sh is shellcheck-clean and rejects bad arguments with exit 2', asy
   });
 });
 
+test('install.sh --from-checkout builds only this machine\'s executable', async () => {
+  const targets: Record<string, string> = { x64: 'linux-x64', arm64: 'linux-arm64' };
+  const target = targets[process.arch];
+  if (!target) return;
+  // a dry run on the host: it reads, and changes nothing
+  const r = await installOnHost(['--from-checkout', '--token', 'hm1.example', '--master', '127.0.0.1:7070', '--service', 'none', '--skip-deps', '--dry-run']);
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  assert.ok(r.stdout.includes(`[dry-run] would run: (cd ${root} && npm ci && HM_EXE_TARGETS=${target} npm run build:exe) to build ${root}/dist-exe/hivemind-${target}\n`), r.stdout);
+});
+
 test('install.sh in a Debian container without systemd: install, re-run, upgrade, uninstall, purge', { timeout: 300_000 }, async (t) => {
   if (!requireExecutable(t) || !requireDockerImage(t, BASE_IMAGE) || !requireDockerImage(t, TASK_IMAGE)) return;
   // --init: the background worker's parent (install.sh) exits, so something must reap it once stopped
