@@ -8,7 +8,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -28,10 +29,10 @@ const MASTER_ADDRESS = '127.0.0.1:7171';
 
 const execFileAsync = promisify(execFile);
 
-/** Runs install.sh on the host (argument checks only: they exit before touching anything). */
-async function installOnHost(args: string[]): Promise<CliResult> {
+/** Runs install.sh on the host: argument checks and dry runs only, which change nothing. */
+async function installOnHost(args: string[], script = INSTALL_SH): Promise<CliResult> {
   try {
-    const { stdout, stderr } = await execFileAsync('bash', [INSTALL_SH, ...args]);
+    const { stdout, stderr } = await execFileAsync('bash', [script, ...args]);
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -92,14 +93,19 @@ test('install.sh is shellcheck-clean and rejects bad arguments with exit 2', asy
   });
 });
 
-test('install.sh --from-checkout builds only this machine\'s executable', async () => {
+test('install.sh --from-checkout builds only this machine\'s executable', async (t) => {
   const targets: Record<string, string> = { x64: 'linux-x64', arm64: 'linux-arm64' };
   const target = targets[process.arch];
   if (!target) return;
-  // a dry run on the host: it reads, and changes nothing
-  const r = await installOnHost(['--from-checkout', '--token', 'hm1.example', '--master', '127.0.0.1:7070', '--service', 'none', '--skip-deps', '--dry-run']);
+  // A dry run from a stand-in checkout: a real build there would run `npm ci`, which must never
+  // touch this checkout's node_modules.
+  const checkout = mkdtempSync(join(tmpdir(), 'hm-checkout-'));
+  t.after(() => rmSync(checkout, { recursive: true, force: true }));
+  copyFileSync(INSTALL_SH, join(checkout, 'install.sh'));
+  writeFileSync(join(checkout, 'package.json'), '{}\n');
+  const r = await installOnHost(['--from-checkout', '--token', 'hm1.example', '--master', '127.0.0.1:7070', '--service', 'none', '--skip-deps', '--dry-run'], join(checkout, 'install.sh'));
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
-  assert.ok(r.stdout.includes(`[dry-run] would run: (cd ${root} && npm ci && HM_EXE_TARGETS=${target} npm run build:exe) to build ${root}/dist-exe/hivemind-${target}\n`), r.stdout);
+  assert.ok(r.stdout.includes(`[dry-run] would run: (cd ${checkout} && npm ci && HM_EXE_TARGETS=${target} npm run build:exe) to build ${checkout}/dist-exe/hivemind-${target}\n`), r.stdout);
 });
 
 test('install.sh in a Debian container without systemd: install, re-run, upgrade, uninstall, purge', { timeout: 300_000 }, async (t) => {
