@@ -61,7 +61,7 @@ say() { echo "$PROG: $*"; }
 # ---------------------------------------------------------------------------------------------
 # arguments
 
-token="" master="" name="" max_tasks="" drain_timeout="10m" monitor_port=""
+token="" master="" name="" max_tasks="" drain_timeout="" monitor_port=""
 src_binary="" src_url="" src_sha256="" from_checkout=0
 data_dir="" bin_dir="" service_mode="" target_os="${HIVEMIND_INSTALL_OS:-}"
 skip_deps=0 no_start=0 dry_run=0 uninstall=0 purge=0
@@ -158,7 +158,9 @@ duration_seconds() {
   done
   echo $(((total_ms + 999) / 1000))
 }
-drain_s="$(duration_seconds "$drain_timeout")" || die_usage "--drain-timeout: \"$drain_timeout\" is not a duration (examples: 30s, 10m, 1h30m)"
+if [ -n "$drain_timeout" ]; then
+  duration_seconds "$drain_timeout" >/dev/null || die_usage "--drain-timeout: \"$drain_timeout\" is not a duration (examples: 30s, 10m, 1h30m)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # where things go
@@ -168,7 +170,7 @@ if [ "$target_os" = linux ]; then
   bin_dir="${bin_dir:-/usr/local/bin}"
   exe="$bin_dir/hivemind"
   config_dir=/etc/hivemind
-  data_dir="${data_dir:-/var/lib/hivemind}"
+  default_data_dir=/var/lib/hivemind
   log_dir=/var/log/hivemind
   unit_file="/etc/systemd/system/$SERVICE_NAME.service"
   if [ -z "$service_mode" ]; then
@@ -181,12 +183,32 @@ else
   bin_dir="${bin_dir:-$program_files/HiveMind}"
   exe="$bin_dir/hivemind.exe"
   config_dir="$program_data/HiveMind"
-  data_dir="${data_dir:-$program_data/HiveMind/worker}"
+  default_data_dir="$program_data/HiveMind/worker"
   log_dir="$program_data/HiveMind/logs"
   task_xml="$config_dir/$WIN_TASK_NAME.xml"
   service_mode="${service_mode:-task}"
 fi
 config_file="$config_dir/worker.json"
+
+# A string value of the installed config (the file worker_config writes: one key per line).
+configured() {
+  [ -f "$config_file" ] || return 0
+  sed -n "s/^ *\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" "$config_file" | head -n 1 | sed 's/\\"/"/g; s/\\\\/\\/g'
+}
+# A re-run without --data-dir keeps the installed node's data dir: the default one would hold a
+# fresh identity (a new node, and an enrollment token that is usually used up), and an uninstall
+# would look for the worker, and purge, in the wrong place.
+if [ -z "$data_dir" ]; then
+  data_dir="$(configured dataDir)"
+  if [ -n "$data_dir" ] && [ "$data_dir" != "$default_data_dir" ]; then
+    say "data dir $data_dir, from $config_file (--data-dir DIR to choose another)"
+  fi
+fi
+data_dir="${data_dir:-$default_data_dir}"
+# An uninstall stops the worker with the drain timeout it was installed with.
+if [ -z "$drain_timeout" ] && [ "$uninstall" -eq 1 ]; then drain_timeout="$(configured drainTimeout)"; fi
+drain_timeout="${drain_timeout:-10m}"
+drain_s="$(duration_seconds "$drain_timeout")" || fail "drainTimeout in $config_file: \"$drain_timeout\" is not a duration; pass --drain-timeout"
 case "$service_mode" in
   systemd | background | none) [ "$target_os" = linux ] || die_usage "--service $service_mode is for Linux; Windows uses a startup task" ;;
   task) ;;
@@ -385,17 +407,25 @@ fetch_binary() {
     return 0
   fi
   if [ "$from_checkout" -eq 1 ]; then
-    local exe_name=hivemind-linux-x64
-    [ "$target_os" = linux ] || exe_name=hivemind-win-x64.exe
+    # only this machine's target is built (build-exe's names: linux-x64, linux-arm64, win-x64)
+    local target=win-x64 exe_name=hivemind-win-x64.exe
+    if [ "$target_os" = linux ]; then
+      case "$(uname -m)" in
+        x86_64 | amd64) target=linux-x64 ;;
+        aarch64 | arm64) target=linux-arm64 ;;
+        *) fail "--from-checkout: no executable is built for $(uname -m) (x86_64 and aarch64 only); install with npm instead" ;;
+      esac
+      exe_name="hivemind-$target"
+    fi
     [ -f "$script_dir/package.json" ] || fail "--from-checkout: $script_dir is not a HiveMind checkout"
     src="$script_dir/dist-exe/$exe_name"
     if [ "$dry_run" -eq 1 ]; then
-      echo "[dry-run] would run: (cd $script_dir && npm ci && npm run build:exe) to build $src"
+      echo "[dry-run] would run: (cd $script_dir && npm ci && HM_EXE_TARGETS=$target npm run build:exe) to build $src"
       return 0
     fi
-    echo "+ (cd $script_dir && npm ci && npm run build:exe)"
+    echo "+ (cd $script_dir && npm ci && HM_EXE_TARGETS=$target npm run build:exe)"
     # shellcheck disable=SC1091 # the checkout's own Node setup, present only in a checkout
-    (cd "$script_dir" && source scripts/node-env.sh && npm ci --no-fund --no-audit && npm run -s build:exe) ||
+    (cd "$script_dir" && source scripts/node-env.sh && npm ci --no-fund --no-audit && HM_EXE_TARGETS="$target" npm run -s build:exe) ||
       fail "--from-checkout: the build failed (run bash scripts/setup.sh first for Node and the tools)"
     [ -f "$src" ] || fail "--from-checkout: the build did not produce $src"
     return 0
@@ -699,7 +729,7 @@ else
   fetch_binary
   if [ "$host_os" = "$target_os" ] && [ -f "$src" ]; then
     version="$("$src" --version 2>&1)" || fail "$src does not run here (${version:-no output}); is it the executable for this platform?"
-    say "executable: $src (hivemind $version)"
+    say "executable: $src ($version)"
   fi
 
   make_dir "$bin_dir" 0755

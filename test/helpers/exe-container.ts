@@ -1,18 +1,26 @@
 // A container from a Node-less Debian rootfs with the standalone executable copied alone into
-// an empty directory: the fixture of the executable's ship test. The host's Docker socket is
-// mounted (the worker runs its tasks there), and a host temp dir is mounted at the same path,
-// because the paths the worker hands to Docker for bind mounts are read on the host.
+// an empty directory: the fixture of the executable's and install.sh's ship tests. The host's
+// Docker socket is mounted (the worker runs its tasks there), and a host temp dir is mounted at the
+// same path, because the paths the worker hands to Docker for bind mounts are read on the host.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { CliResult } from './cli-process.js';
+import { waitFor, type CliResult } from './cli-process.js';
 
 const run = promisify(execFile);
 
 export const EXE_IN_CONTAINER = '/opt/hivemind/hivemind';
 const LABEL = 'io.hivemind.test=executable';
+
+export interface ExeContainerOptions {
+  /**
+   * Run docker's init as PID 1. Without it nothing reaps a process whose parent has exited (a
+   * worker started in the background by install.sh), and its zombie still answers `kill -0`.
+   */
+  init?: boolean;
+}
 
 export class ExeContainer {
   private constructor(
@@ -21,13 +29,13 @@ export class ExeContainer {
     readonly shared: string,
   ) {}
 
-  static async start(exe: string, image: string): Promise<ExeContainer> {
+  static async start(exe: string, image: string, opts: ExeContainerOptions = {}): Promise<ExeContainer> {
     const shared = mkdtempSync(join(tmpdir(), 'hm-exe-'));
     const name = `hm-exe-test-${process.pid}-${Date.now().toString(36)}`;
     const c = new ExeContainer(name, shared);
     try {
       await run('docker', [
-        'run', '-d', '--rm', '--name', name, '--label', LABEL,
+        'run', '-d', '--rm', '--name', name, '--label', LABEL, ...(opts.init ? ['--init'] : []),
         '-v', '/var/run/docker.sock:/var/run/docker.sock',
         '-v', `${shared}:${shared}`,
         '-e', `HOME=${shared}/home`, '-e', `HIVEMIND_HOME=${shared}/home`, '-e', 'HIVEMIND_LOG_LEVEL=info',
@@ -43,8 +51,13 @@ export class ExeContainer {
   }
 
   /** Runs a shell command in the container. */
-  async sh(script: string): Promise<CliResult> {
-    return this.collect(spawn('docker', ['exec', this.name, 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }), script, 60_000);
+  async sh(script: string, timeoutMs = 60_000): Promise<CliResult> {
+    return this.collect(spawn('docker', ['exec', this.name, 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }), script, timeoutMs);
+  }
+
+  /** Copies a host file into the container. */
+  async copyIn(hostPath: string, containerPath: string): Promise<void> {
+    await run('docker', ['cp', hostPath, `${this.name}:${containerPath}`]);
   }
 
   /** Runs `hivemind ARGS` in the container and waits for it. */
@@ -58,6 +71,30 @@ export class ExeContainer {
     // The shell writes its pid and execs: that pid is the hivemind process, to be signalled later.
     const child = spawn('docker', ['exec', this.name, 'sh', '-c', `echo $$ > ${pidFile}; exec "$@"`, 'sh', EXE_IN_CONTAINER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     return new ExeDaemon(this, child, pidFile);
+  }
+
+  /**
+   * Starts `hivemind master start` on ADDRESS (a development master, report interval 1 s) and
+   * waits for its admin token. The caller stops the returned daemon.
+   */
+  async master(address: string, dataDir: string): Promise<ExeMaster> {
+    const daemon = this.daemon('master', ['master', 'start', '--listen', address, '--data-dir', dataDir, '--report-interval', '1s']);
+    try {
+      // waitFor retries on a throw, so an exited process is a value, checked right after.
+      const adminToken = await waitFor('the master admin token', () => {
+        if (!daemon.running) return 'exited';
+        try {
+          return readFileSync(`${dataDir}/admin.token`, 'utf8').trim() || undefined;
+        } catch {
+          return undefined;
+        }
+      }, 60_000, 200);
+      if (!daemon.running) throw new Error(`master exited:\n${daemon.output}`);
+      return new ExeMaster(this, daemon, address, adminToken);
+    } catch (err) {
+      await daemon.stop().catch(() => undefined);
+      throw err;
+    }
   }
 
   private collect(child: ChildProcess, what: string, timeoutMs: number): Promise<CliResult> {
@@ -107,6 +144,30 @@ export class ExeDaemon {
       return await this.exited;
     } finally {
       clearTimeout(t);
+    }
+  }
+}
+
+/** A development master run by the executable in the container. */
+export class ExeMaster {
+  constructor(private readonly c: ExeContainer, readonly daemon: ExeDaemon, readonly address: string, readonly adminToken: string) {}
+
+  /** The flags an admin command needs to reach this master. */
+  get admin(): string[] {
+    return ['--master', this.address, '--admin-token', this.adminToken];
+  }
+
+  /** A fresh enrollment token (hm1.…) from `hivemind token create`. */
+  async enrollmentToken(): Promise<string> {
+    let last = '';
+    try {
+      return await waitFor('an enrollment token', async () => {
+        const r = await this.c.hivemind(['token', 'create', ...this.admin]);
+        last = r.stderr;
+        return r.code === 0 ? r.stdout.trim() : undefined;
+      }, 30_000, 500);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\nlast token create: ${last}\nmaster:\n${this.daemon.output}`);
     }
   }
 }

@@ -75,6 +75,13 @@ export function requireChromium(t: TestContext): boolean {
   return gate(t, missing('Chromium', () => existsSync('/usr/bin/chromium'), 'apt-get install chromium'));
 }
 
+export function requireShellcheck(t: TestContext): boolean {
+  return gate(t, missing('shellcheck', () => {
+    execFileSync('shellcheck', ['--version'], { stdio: 'pipe' });
+    return true;
+  }, 'apt-get install shellcheck; scripts/setup.sh does this'));
+}
+
 /** Mounting a tmpfs (a small disk that fills up) needs root. */
 export function requireMount(t: TestContext): boolean {
   return gate(t, missing('tmpfs mounts', () => {

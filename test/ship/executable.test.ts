@@ -90,26 +90,13 @@ test('the Linux executable runs alone in a Debian container without Node', { tim
   });
 
   await t.test('worker start against a master run by the same executable', async () => {
-    const masterDir = `${c.shared}/master`;
     const address = '127.0.0.1:7171';
-    const master = c.daemon('master', ['master', 'start', '--listen', address, '--data-dir', masterDir, '--report-interval', '1s']);
+    const m = await c.master(address, `${c.shared}/master`);
+    const master = m.daemon;
     const daemons = [master];
     try {
-      // waitFor retries on a throw, so an exited process is a value, checked right after.
-      const adminToken = await waitFor('the master admin token', () => {
-        if (!master.running) return 'exited';
-        try {
-          return readFileSync(`${masterDir}/admin.token`, 'utf8').trim() || undefined;
-        } catch {
-          return undefined;
-        }
-      }, 60_000, 200);
-      assert.ok(master.running, `master exited:\n${master.output}`);
-      const admin = ['--master', address, '--admin-token', adminToken];
-      const tok = await waitFor('a join token', async () => {
-        const r = await c.hivemind(['token', 'create', ...admin]);
-        return r.code === 0 ? r.stdout.trim() : undefined;
-      }, 30_000, 500);
+      const admin = m.admin;
+      const tok = await m.enrollmentToken();
       const worker = c.daemon('worker', ['worker', 'start', '--master', address, '--token', tok, '--data-dir', `${home}/worker`, '--report-interval', '1s', '--monitor-port', '0']);
       daemons.push(worker);
       await waitFor('the worker to be online', async () => {
