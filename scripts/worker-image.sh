@@ -44,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 label_of() { docker image inspect -f "{{ index .Config.Labels \"$hash_label\" }}" "$1" 2>/dev/null || true; }
 
-bash scripts/debian-base-image.sh
+docker image inspect "$debian_base" >/dev/null 2>&1 || bash scripts/debian-base-image.sh
 
 # 1. The runtime base.
 base_hash=$(printf '%s\n' "$(docker image inspect -f '{{.Id}}' "$debian_base")" "${packages[*]}" "$runtime_setup" | sha256sum | cut -c1-64)
