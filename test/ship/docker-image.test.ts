@@ -105,9 +105,14 @@ test('the worker Docker image', { timeout: 300_000 }, async (t) => {
     // group that owns the socket. The data volume is new, so it takes the image's owner and mode.
     const volume = `hm-image-test-${process.pid}-${Date.now().toString(36)}`;
     const runArgs = ['--user', 'hivemind', '--group-add', String(statSync('/var/run/docker.sock').gid), '-v', `${volume}:/var/lib/hivemind`, '--health-interval', '1s'];
-    t.after(() => docker(['volume', 'rm', '-f', volume]));
+    const containers: WorkerContainer[] = [];
+    // One hook, in this order: a volume in use by a container cannot be removed.
+    t.after(async () => {
+      for (const x of containers) await x.close();
+      await docker(['volume', 'rm', '-f', volume]);
+    });
     const first = await startDev(runArgs);
-    t.after(() => first.c.close());
+    containers.push(first.c);
     const { c } = first;
     assert.equal((await c.sh('id -un')).stdout.trim(), 'hivemind');
 
@@ -145,7 +150,7 @@ test('the worker Docker image', { timeout: 300_000 }, async (t) => {
 
     // A new container on the same volume (an upgrade does this) is the same node with its history.
     const second = await startDev(runArgs);
-    t.after(() => second.c.close());
+    containers.push(second.c);
     assert.equal(second.nodeId, first.nodeId);
     const got = await second.c.hivemind(['get', slowId]);
     assert.match(got.stdout, /^state\s+succeeded$/m, got.stdout);
