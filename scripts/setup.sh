@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything HiveMind needs on a fresh Debian machine, idempotently: Debian packages,
 # a running Docker daemon, Node 24 (from the npm registry when the system's is older), npm
-# dependencies, the build, the standalone executables (dist-exe/), and the local task image
-# (built offline; no registry is needed).
+# dependencies, the build, the standalone executables (dist-exe/), the local task image and the
+# worker's Docker image (both built offline; no registry is needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -65,4 +65,7 @@ log "task image: $(node dist/src/cli/main.js image build)"
 # 6. A minimal Debian image without Node (debootstrap from this machine's apt mirror): the base of
 #    the worker's Docker image and the clean machine the executable and install.sh tests run on.
 bash scripts/debian-base-image.sh
+# 7. The worker's Docker image hivemind/worker (docs/docker-image.md): the executable above on that
+#    Debian plus the runtime packages, built with no network; skipped when nothing it is made of changed.
+bash scripts/worker-image.sh
 log "ready"

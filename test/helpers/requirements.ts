@@ -54,6 +54,15 @@ export function requireDockerImage(t: TestContext, image: string): boolean {
   }, 'bash scripts/setup.sh builds the local images'));
 }
 
+/** The worker's Docker image, built by scripts/worker-image.sh (scripts/setup.sh runs it). */
+export function requireWorkerImage(t: TestContext, image = 'hivemind/worker:latest'): boolean {
+  if (!requireDocker(t)) return false;
+  return gate(t, missing(`Docker image ${image}`, () => {
+    execFileSync('docker', ['image', 'inspect', image], { stdio: 'pipe', timeout: 10_000 });
+    return true;
+  }, 'run bash scripts/worker-image.sh (after npm run build:exe); scripts/setup.sh does both'));
+}
+
 export function requireWireGuard(t: TestContext): boolean {
   return gate(t, missing('WireGuard tools', () => {
     execFileSync('wg', ['--version'], { stdio: 'pipe' });

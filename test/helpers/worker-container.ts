@@ -1,0 +1,74 @@
+// Runs the worker's Docker image (Dockerfile, scripts/worker-image.sh) the way a user does:
+// `docker run` with the image's own entrypoint (tini, then hivemind as its child), so signals,
+// the healthcheck and the exit code are the image's. Containers are labelled and removed by close().
+import { spawn } from 'node:child_process';
+import type { CliResult } from './cli-process.js';
+
+export const WORKER_IMAGE = 'hivemind/worker:latest';
+const LABEL = 'io.hivemind.test=worker-image';
+
+/** Runs `docker ARGS` and collects its output; never rejects on a non-zero exit. */
+export function docker(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('docker', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`docker ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+/** `docker run --rm IMAGE ARGS` with the host's Docker socket: one-shot commands of the image. */
+export function runOnce(args: string[], runArgs: string[] = [], timeoutMs = 60_000): Promise<CliResult> {
+  return docker(['run', '--rm', '--label', LABEL, '-v', '/var/run/docker.sock:/var/run/docker.sock', ...runArgs, WORKER_IMAGE, ...args], timeoutMs);
+}
+
+export class WorkerContainer {
+  private constructor(readonly name: string) {}
+
+  /** `docker run -d` of the image with the host's Docker socket; `runArgs` go before the image, `args` to hivemind. */
+  static async start(args: string[], runArgs: string[] = []): Promise<WorkerContainer> {
+    const name = `hm-image-test-${process.pid}-${Date.now().toString(36)}`;
+    const c = new WorkerContainer(name);
+    const r = await docker(['run', '-d', '--name', name, '--label', LABEL, '-v', '/var/run/docker.sock:/var/run/docker.sock', ...runArgs, WORKER_IMAGE, ...args]);
+    if (r.code !== 0) {
+      await c.close();
+      throw new Error(`docker run failed: ${r.stderr}`);
+    }
+    return c;
+  }
+
+  /** `hivemind ARGS` run with docker exec, as the container's user. */
+  hivemind(args: string[], timeoutMs = 120_000): Promise<CliResult> {
+    return docker(['exec', this.name, 'hivemind', ...args], timeoutMs);
+  }
+
+  sh(script: string, env: Record<string, string> = {}): Promise<CliResult> {
+    return docker(['exec', ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]), this.name, 'sh', '-c', script]);
+  }
+
+  /** The container's whole output (the worker logs to it). */
+  async logs(): Promise<string> {
+    const r = await docker(['logs', this.name]);
+    return r.stdout + r.stderr;
+  }
+
+  async inspect(format: string): Promise<string> {
+    const r = await docker(['inspect', '-f', format, this.name]);
+    if (r.code !== 0) throw new Error(`docker inspect ${this.name}: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+
+  async close(): Promise<void> {
+    await docker(['rm', '-f', this.name]).catch(() => undefined);
+  }
+}
