@@ -5,7 +5,6 @@
 # worker's Docker image (both built offline; no registry is needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

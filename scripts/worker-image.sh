@@ -95,3 +95,6 @@ tar -ch "${context[@]}" | docker build --network none -f Dockerfile \
   --build-arg "HIVEMIND_VERSION=$version" --build-arg "HIVEMIND_COMMIT=$commit" --build-arg "HIVEMIND_BUILD_HASH=$image_hash" \
   -t "$image:$version" -t "$image:latest" - >"$build_log" 2>&1 || { cat "$build_log" >&2; echo "worker-image: docker build failed" >&2; exit 1; }
 log "$image:$version ready ($(docker image inspect -f '{{.Size}}' "$image:$version" | awk '{ printf "%.0f MiB", $1 / 1048576 }'))"
+# Earlier builds of these images, untagged by this one, and the intermediate stage the builder
+# leaves behind: only dangling images carrying this script's label, and none a container uses.
+docker image prune -f --filter dangling=true --filter "label=$hash_label" >/dev/null || true
