@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts: puts Node >= 22 first on PATH. Uses the system's node when it is new
 # enough, else the Node 24 that scripts/setup.sh installed from the npm registry into .tools/.
 _hm_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
