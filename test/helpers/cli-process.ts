@@ -13,24 +13,32 @@ export interface CliResult {
   stderr: string;
 }
 
-/** `cli` is the entry script to run (default this build's); the upgrade test passes an older build's. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000, cli = CLI): Promise<CliResult> {
+/**
+ * Runs `command ARGS` to its end and collects its output; never rejects on a non-zero exit, only
+ * when it cannot start or outlives `timeoutMs` (then it is killed). `what` names it in that error.
+ */
+export function runProcess(command: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; what: string }): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`hivemind ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
+      reject(new Error(`${opts.what} did not finish within ${opts.timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, opts.timeoutMs);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code: code ?? -1, stdout, stderr });
     });
   });
+}
+
+/** `cli` is the entry script to run (default this build's); the upgrade test passes an older build's. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000, cli = CLI): Promise<CliResult> {
+  return runProcess(process.execPath, [cli, ...args], { env, timeoutMs, what: `hivemind ${args.join(' ')}` });
 }
 
 /** A long-running CLI process (master or worker) whose output is kept for diagnosis. */

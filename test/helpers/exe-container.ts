@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { waitFor, type CliResult } from './cli-process.js';
+import { runProcess, waitFor, type CliResult } from './cli-process.js';
 
 const run = promisify(execFile);
 
@@ -52,7 +52,7 @@ export class ExeContainer {
 
   /** Runs a shell command in the container. */
   async sh(script: string, timeoutMs = 60_000): Promise<CliResult> {
-    return this.collect(spawn('docker', ['exec', this.name, 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }), script, timeoutMs);
+    return runProcess('docker', ['exec', this.name, 'sh', '-c', script], { timeoutMs, what: script });
   }
 
   /** Copies a host file into the container. */
@@ -62,7 +62,7 @@ export class ExeContainer {
 
   /** Runs `hivemind ARGS` in the container and waits for it. */
   hivemind(args: string[], timeoutMs = 120_000): Promise<CliResult> {
-    return this.collect(spawn('docker', ['exec', this.name, EXE_IN_CONTAINER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }), args.join(' '), timeoutMs);
+    return runProcess('docker', ['exec', this.name, EXE_IN_CONTAINER, ...args], { timeoutMs, what: args.join(' ') });
   }
 
   /** Starts `hivemind ARGS` in the container as a long-running process. */
@@ -95,24 +95,6 @@ export class ExeContainer {
       await daemon.stop().catch(() => undefined);
       throw err;
     }
-  }
-
-  private collect(child: ChildProcess, what: string, timeoutMs: number): Promise<CliResult> {
-    return new Promise((resolve, reject) => {
-      let stdout = '';
-      let stderr = '';
-      child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`${what} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-      }, timeoutMs);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code: code ?? -1, stdout, stderr });
-      });
-    });
   }
 
   async close(): Promise<void> {

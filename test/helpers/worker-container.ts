@@ -1,30 +1,14 @@
 // Runs the worker's Docker image (Dockerfile, scripts/worker-image.sh) the way a user does:
 // `docker run` with the image's own entrypoint (tini, then hivemind as its child), so signals,
 // the healthcheck and the exit code are the image's. Containers are labelled and removed by close().
-import { spawn } from 'node:child_process';
-import type { CliResult } from './cli-process.js';
+import { runProcess, type CliResult } from './cli-process.js';
 
 export const WORKER_IMAGE = 'hivemind/worker:latest';
 const LABEL = 'io.hivemind.test=worker-image';
 
 /** Runs `docker ARGS` and collects its output; never rejects on a non-zero exit. */
 export function docker(args: string[], timeoutMs = 60_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('docker', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`docker ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
+  return runProcess('docker', args, { timeoutMs, what: `docker ${args.join(' ')}` });
 }
 
 /** `docker run --rm IMAGE ARGS` with the host's Docker socket: one-shot commands of the image. */
