@@ -6,12 +6,23 @@ import { ConfigError } from '../common/errors.js';
 
 export const PID_FILE = 'worker.pid';
 
+/** A process that exited but was not reaped yet (a zombie) counts as gone: it will never drain. */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  return !zombie(pid);
+}
+
+/** Linux: the state in /proc/PID/stat, after the command name in parentheses, is Z for a zombie. */
+function zombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return false; // no /proc (Windows, macOS): kill(pid, 0) decides
   }
 }
 
