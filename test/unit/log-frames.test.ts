@@ -82,7 +82,7 @@ test('the forwarder reports the time of the last chunk it handed to the master, 
   assert.deepEqual(sink.written.map((c) => c.data.toString()), ['a', 'b', 'c']);
 });
 
-test('chunks dropped from a full buffer take their times with them', () => {
+test('chunks dropped from a full buffer take their times with them', async () => {
   const sink = new RecordingSink();
   const sent: bigint[] = [];
   const f = new LogForwarder({ taskId: 't', attempt: 1, clock: systemClock, flushMs: 1_000_000, maxBufferedBytes: 2, openSink: () => sink, onSent: (ns) => sent.push(ns) });
@@ -93,4 +93,5 @@ test('chunks dropped from a full buffer take their times with them', () => {
   assert.deepEqual(sink.written.map((c) => c.data.toString()), ['c', 'd']);
   assert.deepEqual(sent, [4n]);
   assert.equal(f.droppedBytes, 2);
+  await f.close(); // its flush timer (1,000 s) would keep this test file's process alive
 });
