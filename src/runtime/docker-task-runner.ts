@@ -111,9 +111,12 @@ export class DockerTaskRunner implements TaskExecutor {
     const tail = new LogTail(this.defaults.logTailBytes);
     const created: { containers: string[]; volumes: string[] } = { containers: [], volumes: [] };
     let runMs = 0;
+    // The result returned; cleanup (in `finally`, after it is made) marks it when it left debris.
+    let returned: ExecutionResult | undefined;
     const result = (kind: OutcomeKind, message: string, exitCode = NO_EXIT_CODE, res?: ExecutionResult['result']): ExecutionResult => {
       const r: ExecutionResult = { outcome: { kind, exitCode, message, durationMs: runMs }, logTail: tail.toString() };
       if (res) r.result = res;
+      returned = r;
       return r;
     };
     try {
@@ -201,7 +204,7 @@ export class DockerTaskRunner implements TaskExecutor {
       log.error({ err }, 'task runner failed');
       return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, errorMessage(err));
     } finally {
-      await this.cleanup(created, log);
+      if (!(await this.cleanup(created, log)) && returned) returned.leftovers = true;
     }
   }
 
@@ -439,22 +442,27 @@ export class DockerTaskRunner implements TaskExecutor {
     return { path, size, sha256: hash.digest('hex') };
   }
 
-  private async cleanup(created: { containers: string[]; volumes: string[] }, log: Logger): Promise<void> {
+  /** Removes what the attempt created; false when something stayed (the reclaim takes it later). */
+  private async cleanup(created: { containers: string[]; volumes: string[] }, log: Logger): Promise<boolean> {
     const signal = AbortSignal.timeout(this.options.cleanupTimeoutMs ?? 30_000);
+    let clean = true;
     for (const id of created.containers) {
       try {
         await this.engine.removeContainer(id, signal);
       } catch (err) {
-        log.warn({ err, containerId: id }, 'could not remove container; the orphan reaper will retry');
+        clean = false;
+        log.warn({ err: errorMessage(err), containerId: id }, 'could not remove the container; it is reclaimed once Docker answers again');
       }
     }
     for (const v of created.volumes) {
       try {
         await this.engine.removeVolume(v, signal);
       } catch (err) {
-        log.warn({ err, volume: v }, 'could not remove volume; the orphan reaper will retry');
+        clean = false;
+        log.warn({ err: errorMessage(err), volume: v }, 'could not remove the volume; it is reclaimed once Docker answers again');
       }
     }
+    return clean;
   }
 }
 

@@ -49,6 +49,11 @@ export interface ExecutionResult {
   result?: { path: string; size: number; sha256: string };
   /** The kept end of the combined log (bounded). */
   logTail: string;
+  /**
+   * Set when the task's containers or volumes could not be removed (the Docker daemon was away):
+   * the worker reclaims them as soon as Docker answers again.
+   */
+  leftovers?: true;
 }
 
 export interface TaskExecutor {

@@ -149,6 +149,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private reportAgain = false;
   private reclaimTimer: NodeJS.Timeout | undefined;
   private reclaiming: Promise<void> | undefined;
+  /** Tasks whose containers or volumes stayed behind (Docker was away): reclaimed once it answers. */
+  private readonly leftovers = new Set<string>();
   private pumping: Promise<void> | undefined;
   private pumpAgain = false;
   private loop: Promise<void> | undefined;
@@ -659,6 +661,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.emit('task-log', { taskId, attempt, stream, data });
         },
       });
+      if (exec.leftovers) this.leftovers.add(taskId);
       // The container is gone: its CPU, memory and GPUs are free for the next task even
       // while the result is still uploading.
       task.reservation = undefined;
@@ -835,6 +838,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const pending = this.deps.store.pendingUploads();
     const keep = [...new Set([...[...this.active.values()].map((t) => t.taskId), ...pending.map((r) => r.taskId)])];
     const removed = await this.deps.executor.reclaim(keep);
+    for (const id of this.leftovers) if (!keep.includes(id)) this.leftovers.delete(id);
     if (removed.containers.length || removed.volumes.length) {
       this.log.info({ containers: removed.containers, volumes: removed.volumes }, 'removed containers and volumes no task owns (left by an earlier run)');
     }
@@ -904,6 +908,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.deps.tunnel?.status().catch(() => undefined),
     ]);
     if (this.reportsStopped) return;
+    if (this.leftovers.size > 0 && sample.docker.ok) this.reclaimSoon();
     const report = buildReport({
       seq: ++this.reportSeq,
       sample,

@@ -294,6 +294,9 @@ test('the Docker daemon restarted under a running task: the task ends with a cle
     assert.ok(clear, `${JSON.stringify(i)}\nworker:\n${cluster.worker!.output}`);
     const ok = await cluster.cli(['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo after the restart > /output/r.txt'], 120_000);
     assert.equal(ok.code, 0, ok.stdout + ok.stderr + cluster.worker!.output);
+    // The container and volumes the daemon's restart kept the runner from removing go at the
+    // first report (10 s here) that finds Docker answering, not at the 10-minute reclaim.
+    await waitFor('the failed task\'s container and volumes removed', () => (containersOf(id).length === 0 && volumesOf(id).length === 0) || undefined, 30_000, 250);
   } finally {
     await cluster.close();
   }

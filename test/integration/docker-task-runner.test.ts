@@ -1,6 +1,6 @@
 // The Docker task runner against the real daemon: each test proves a limit or lockdown is really
 // applied (read from inside the container or from the engine), and that nothing is left behind.
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
@@ -26,6 +26,15 @@ const NODE_ID = `it-node-${process.pid}`;
 let image = '';
 let seq = 0;
 
+/** Spool and input dirs the tests make; removed when the file is done. */
+const scratch: string[] = [];
+async function scratchDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  scratch.push(dir);
+  return dir;
+}
+after(() => Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true }))));
+
 before(async () => {
   try {
     image = await ensureTestImage();
@@ -43,7 +52,7 @@ interface Run {
 
 async function runTask(spec: Partial<TaskSpec>, opts: { inputFile?: string; abortAfterRunningMs?: number; abortReason?: string; defaults?: Partial<RunnerDefaults> } = {}): Promise<Run> {
   const engine = DockerEngine.create();
-  const spool = await mkdtemp(join(tmpdir(), 'hm-spool-'));
+  const spool = await scratchDir('hm-spool-');
   const taskId = `it${process.pid}-${++seq}`;
   const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool, defaults: opts.defaults ?? {} }, silentLogger());
   const ctl = new AbortController();
@@ -252,7 +261,7 @@ async function makeInput(entries: Array<{ name: string; body?: string; type?: 's
   pack.finalize();
   const chunks: Buffer[] = [];
   for await (const c of pack as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
-  const dir = await mkdtemp(join(tmpdir(), 'hm-input-'));
+  const dir = await scratchDir('hm-input-');
   const file = join(dir, 'input.tar.gz');
   await writeFile(file, gzipSync(Buffer.concat(chunks)));
   return file;
@@ -326,7 +335,7 @@ test('the log tail keeps the end of a long log; onLog sees all of it', async (t)
 test('a CPU spinner is throttled to its share, and the runner reports its usage', async (t) => {
   if (!requireDocker(t)) return;
   const engine = DockerEngine.create();
-  const spool = await mkdtemp(join(tmpdir(), 'hm-spool-'));
+  const spool = await scratchDir('hm-spool-');
   const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool }, silentLogger());
   const ctl = new AbortController();
   const samples: number[] = [];

@@ -215,6 +215,8 @@ class FakeExecutor implements TaskExecutor {
     return this.started.has(`${taskId}#${attempt}`) ? 'started' : 'not-started';
   }
 
+  /** Tasks whose runs end with containers or volumes left behind (Docker was away). */
+  leftoverTasks = new Set<string>();
   /** The keep lists reclaim() was called with. */
   reclaims: string[][] = [];
   async reclaim(keep: readonly string[]): Promise<{ containers: string[]; volumes: string[] }> {
@@ -238,6 +240,7 @@ class FakeExecutor implements TaskExecutor {
           outcome: { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode, message: '', durationMs: 42 },
           result: { path: file, size: data.length, sha256: createHash('sha256').update(data).digest('hex') },
           logTail: `hello from ${exec.taskId}\n`,
+          ...(this.leftoverTasks.has(exec.taskId) ? { leftovers: true as const } : {}),
         };
       };
       const run: Run = {
@@ -272,6 +275,7 @@ const facts: HostFacts = {
 };
 
 class FakeProbe implements ResourceProbe {
+  dockerOk = true;
   constructor(private readonly clock: ManualClock) {}
   async facts(): Promise<HostFacts> {
     return facts;
@@ -287,7 +291,7 @@ class FakeProbe implements ResourceProbe {
       netRxBytesPerSec: 0,
       netTxBytesPerSec: 0,
       gpus: [],
-      docker: { ok: true, version: '20.10.0' },
+      docker: this.dockerOk ? { ok: true, version: '20.10.0' } : { ok: false, version: '', message: 'Cannot connect to the Docker daemon' },
     };
   }
 }
@@ -301,6 +305,7 @@ function spec(memoryBytes = 256 * MiB, cpus = 1) {
 interface Harness {
   master: FakeMaster;
   executor: FakeExecutor;
+  probe: FakeProbe;
   worker: Worker;
   dataDir: string;
   states: LifecycleState[];
@@ -312,11 +317,12 @@ async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, sha
   const master = shared?.master ?? new FakeMaster();
   const clock = new ManualClock();
   const executor = new FakeExecutor(() => path.join(dataDir, 'spool'));
+  const probe = new FakeProbe(clock);
   const deps: WorkerDeps = {
     connectionFactory: master.factory,
     executor,
     store: WorkerStore.open(path.join(dataDir, 'worker.db')),
-    probe: new FakeProbe(clock),
+    probe,
     clock,
     logger: silentLogger(),
   };
@@ -338,7 +344,7 @@ async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, sha
   const states: LifecycleState[] = [];
   worker.on('state-changed', (c) => states.push(c.to));
   t.after(() => worker.close());
-  return { master, executor, worker, dataDir, states };
+  return { master, executor, probe, worker, dataDir, states };
 }
 
 // ------------------------------------------------------------------ tests
@@ -712,4 +718,25 @@ test('the report interval follows the master unless configured, and is never lon
   assert.ok(capped >= 8, `configured 60 s, longer than the master's 20 ms: the master's wins, or the node would be marked offline; got ${capped}`);
   const own = await reportsIn400ms(20, 60_000);
   assert.ok(own >= 8, `configured shorter than the master's: its own 20 ms, got ${own}`);
+});
+
+test('what a task left behind while Docker was away is reclaimed at the first report that finds Docker answering', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  await waitFor('the reclaim after registering', () => h.executor.reclaims.length >= 1);
+  h.executor.leftoverTasks.add('lt');
+  h.probe.dockerOk = false;
+  h.master.assign({ taskId: 'lt' });
+  await waitFor('lt runs', () => h.executor.runs.has('lt'));
+  h.executor.runs.get('lt')!.finish(0);
+  await waitFor('lt succeeded', () => h.master.statesOf('lt').includes('SUCCEEDED'));
+  const before = h.executor.reclaims.length;
+  await new Promise((r) => setTimeout(r, 200)); // several 30 ms reports with Docker away
+  assert.equal(h.executor.reclaims.length, before, 'no reclaim while Docker does not answer');
+  h.probe.dockerOk = true;
+  await waitFor('a reclaim once Docker answers', () => h.executor.reclaims.length > before);
+  assert.ok(!h.executor.reclaims.at(-1)!.includes('lt'), 'the finished task is not kept');
+  const after = h.executor.reclaims.length;
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(h.executor.reclaims.length, after, 'one reclaim was enough: no more until the periodic one');
 });
