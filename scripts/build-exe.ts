@@ -12,6 +12,7 @@ import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { exeProblems } from './exe-format.js';
 
 interface Target {
   /** pkg's platform name and the npm package's os. */
@@ -265,7 +266,10 @@ async function main(): Promise<void> {
       // V8's code cache is only valid on the platform that made it (the blob is made here).
       seaConfig: { assets, useCodeCache: isHost(target) },
     });
-    writeFileSync(shaFile, `${sha256(readFileSync(partial))}  ${basename(output)}\n`);
+    const image = readFileSync(partial);
+    const problems = exeProblems(image, target.platform, target.arch);
+    if (problems.length) throw new Error(`${target.output} is not a usable executable: ${problems.join('; ')}`);
+    writeFileSync(shaFile, `${sha256(image)}  ${basename(output)}\n`);
     renameSync(partial, output);
     writeFileSync(stampFile, inputs);
     const mib = (statSync(output).size / 2 ** 20).toFixed(1);

@@ -117,6 +117,11 @@ export function requireExecutable(t: TestContext): boolean {
   return gate(t, missing(`standalone executable ${exe}`, () => existsSync(exe), 'run npm run build:exe, or point HM_TEST_EXE at one'));
 }
 
+/** Each of `files` (paths) made by `npm run build:exe`. */
+export function requireBuiltFiles(t: TestContext, files: readonly string[]): boolean {
+  return gate(t, missing(`the build:exe outputs ${files.join(', ')}`, () => files.every((f) => existsSync(f)), 'run npm run build:exe (setup.sh does)'));
+}
+
 /** The upgrade test builds an earlier commit of this repository: it needs the git history. */
 export function requireCommit(t: TestContext, commit: string): boolean {
   return gate(t, missing(`commit ${commit}`, () => {

@@ -3,12 +3,14 @@
 // monitor's embedded files) and worker start against a master run by the same executable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../helpers/cli-process.js';
 import { EXE_IN_CONTAINER, ExeContainer, type ExeDaemon } from '../helpers/exe-container.js';
-import { executablePath, requireDockerImage, requireExecutable } from '../helpers/requirements.js';
+import { executablePath, requireBuiltFiles, requireDockerImage, requireExecutable } from '../helpers/requirements.js';
+import { exeProblems, type ExeArch, type ExePlatform } from '../../scripts/exe-format.js';
 
 const BASE_IMAGE = 'hivemind/debian-base:12';
 const TASK_IMAGE = 'hivemind/busybox:1';
@@ -24,6 +26,32 @@ async function httpGet(c: ExeContainer, port: number, path: string): Promise<{ s
   const [head = '', ...rest] = r.stdout.split('\r\n\r\n');
   return { status: Number(/^HTTP\/1\.\d (\d+)/.exec(head)?.[1]), type: /content-type: ([^\r\n]+)/i.exec(head)?.[1] ?? '', body: rest.join('\r\n\r\n') };
 }
+
+/** What `npm run build:exe` makes; the Windows and arm64 executables cannot run here. */
+const BUILT: readonly { file: string; platform: ExePlatform; arch: ExeArch }[] = [
+  { file: 'hivemind-linux-x64', platform: 'linux', arch: 'x64' },
+  { file: 'hivemind-linux-arm64', platform: 'linux', arch: 'arm64' },
+  { file: 'hivemind-win-x64.exe', platform: 'win', arch: 'x64' },
+];
+
+test('every executable matches its .sha256 file and is an image for its platform with the hivemind SEA blob inside', (t) => {
+  const dir = join(root, 'dist-exe');
+  if (!requireBuiltFiles(t, BUILT.flatMap((b) => [join(dir, b.file), join(dir, `${b.file}.sha256`)]))) return;
+  for (const b of BUILT) {
+    const image = readFileSync(join(dir, b.file));
+    assert.equal(readFileSync(join(dir, `${b.file}.sha256`), 'utf8'), `${createHash('sha256').update(image).digest('hex')}  ${b.file}\n`, `${b.file}.sha256 (the format sha256sum -c reads)`);
+    assert.deepEqual(exeProblems(image, b.platform, b.arch), [], b.file);
+  }
+  // The check itself: a bare Node binary of each kind, the wrong architecture, and junk are refused.
+  const fuse = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2:';
+  const arm = readFileSync(join(dir, 'hivemind-linux-arm64'));
+  const plain = Buffer.from(arm);
+  plain.write('0', plain.indexOf(`${fuse}1`) + fuse.length, 'latin1');
+  assert.deepEqual(exeProblems(plain, 'linux', 'arm64'), ['no SEA blob injected (the SEA fuse is not flipped)']);
+  assert.deepEqual(exeProblems(arm, 'linux', 'x64'), ['an ELF image for machine 0xb7, not x64 (0x3e)']);
+  assert.deepEqual(exeProblems(readFileSync(join(dir, 'hivemind-win-x64.exe')), 'linux', 'x64'), ['not an ELF image']);
+  assert.deepEqual(exeProblems(Buffer.from('#!/bin/sh\necho hi\n'), 'win', 'x64'), ['not a PE image (no MZ header)', 'no SEA blob injected (the SEA fuse is not flipped)', 'the hivemind bundle is not inside (no "HIVEMIND_MONITOR_PORT")']);
+});
 
 async function stopAll(daemons: ExeDaemon[]): Promise<void> {
   for (const d of daemons.reverse()) await d.stop().catch(() => undefined);
