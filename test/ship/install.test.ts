@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,9 +30,9 @@ const MASTER_ADDRESS = '127.0.0.1:7171';
 const execFileAsync = promisify(execFile);
 
 /** Runs install.sh on the host: argument checks and dry runs only, which change nothing. */
-async function installOnHost(args: string[], script = INSTALL_SH): Promise<CliResult> {
+async function installOnHost(args: string[], script = INSTALL_SH, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   try {
-    const { stdout, stderr } = await execFileAsync('bash', [script, ...args]);
+    const { stdout, stderr } = await execFileAsync('bash', [script, ...args], { env: { ...process.env, ...env } });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -91,6 +91,38 @@ test('install.sh is shellcheck-clean and rejects bad arguments with exit 2', asy
       assert.equal(r.stdout, '', `${c.what}: nothing on stdout`);
     });
   });
+});
+
+test('install.sh --os windows --uninstall --purge --dry-run names the task and every installed path, and changes nothing', async (t) => {
+  // A Windows layout under a temp dir: install.sh takes Program Files and ProgramData from the environment.
+  const dir = mkdtempSync(join(tmpdir(), 'hm-win-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pf = join(dir, 'Program Files');
+  const pd = join(dir, 'ProgramData');
+  const paths = {
+    exe: join(pf, 'HiveMind', 'hivemind.exe'),
+    config: join(pd, 'HiveMind', 'worker.json'),
+    task: join(pd, 'HiveMind', 'HiveMindWorker.xml'),
+    data: join(pd, 'HiveMind', 'node-data'),
+    logs: join(pd, 'HiveMind', 'logs'),
+  };
+  for (const d of [dirname(paths.exe), paths.data, paths.logs]) mkdirSync(d, { recursive: true });
+  writeFileSync(paths.exe, '');
+  writeFileSync(paths.task, '<Task/>\n');
+  writeFileSync(paths.config, `{\n  "worker": {\n    "dataDir": "${paths.data}",\n    "drainTimeout": "3m"\n  }\n}\n`);
+  const r = await installOnHost(['--os', 'windows', '--uninstall', '--purge', '--dry-run'], INSTALL_SH, { ProgramW6432: pf, ProgramData: pd });
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  for (const line of [
+    'install.sh: uninstalling the HiveMind worker (windows)',
+    `install.sh: data dir ${paths.data}, from ${paths.config} (--data-dir DIR to choose another)`,
+    '[dry-run] would stop and delete the startup task HiveMindWorker',
+    '[dry-run] would run: schtasks //End //TN HiveMindWorker',
+    '[dry-run] would run: schtasks //Delete //TN HiveMindWorker //F',
+    ...[paths.task, paths.exe, paths.config, paths.data, paths.logs].map((p) => `[dry-run] would remove ${p}`),
+  ]) {
+    assert.ok(r.stdout.includes(`${line}\n`), `${line}\n${r.stdout}\n${r.stderr}`);
+  }
+  for (const p of Object.values(paths)) assert.ok(existsSync(p), `${p} is still there`);
 });
 
 test('install.sh --from-checkout builds only this machine\'s executable', async (t) => {
@@ -168,7 +200,11 @@ test('install.sh in a Debian container without systemd: install, re-run, upgrade
     }
     const unit = body.join('\n') + '\n';
     assert.ok(unit.includes(`\nExecStart=${binDir}/hivemind --config ${CONFIG} worker start\n`), unit);
-    for (const line of ['Restart=on-failure', 'RestartPreventExitStatus=2', 'KillSignal=SIGTERM', 'KillMode=mixed', 'TimeoutStopSec=150', 'StateDirectory=hivemind', 'StateDirectoryMode=0700', 'Environment=HIVEMIND_HOME=/var/lib/hivemind', 'WantedBy=multi-user.target']) {
+    const lifecycle = ['Restart=on-failure', 'RestartPreventExitStatus=2', 'KillSignal=SIGTERM', 'KillMode=mixed', 'TimeoutStopSec=150', 'StateDirectory=hivemind', 'StateDirectoryMode=0700', 'LogsDirectory=hivemind', 'LogsDirectoryMode=0750', 'Environment=HIVEMIND_HOME=/var/lib/hivemind', 'WantedBy=multi-user.target'];
+    // the sandbox: the worker keeps CAP_NET_ADMIN for the tunnel and the Docker socket, little else
+    const hardening = ['ProtectSystem=strict', 'ProtectHome=true', 'PrivateTmp=true', 'NoNewPrivileges=true', 'ProtectKernelModules=true', 'ProtectKernelLogs=true', 'ProtectControlGroups=true', 'RestrictSUIDSGID=true', 'RestrictNamespaces=true', 'UMask=0077',
+      'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL'];
+    for (const line of [...lifecycle, ...hardening]) {
       assert.ok(unit.includes(`\n${line}\n`), `the unit has ${line}:\n${unit}`);
     }
     for (const line of [
@@ -206,6 +242,34 @@ test('install.sh in a Debian container without systemd: install, re-run, upgrade
     );
     assert.equal(v.code, 0, v.stderr);
     assert.doesNotMatch(v.stderr, /hivemind-worker\.service:/, v.stderr);
+  });
+
+  await t.test('a tunnel token without WireGuard: install.sh installs it with apt-get or dnf, or names exactly what to install', async () => {
+    const base = ['--binary', EXE_IN_CONTAINER, '--token', 'hmj1.example', '--service', 'none', '--dry-run'];
+    const missing = 'install.sh: missing: wireguard-tools wireguard-go\n';
+    const apt = await install(base);
+    assert.equal(apt.code, 0, out(apt));
+    for (const line of [missing, '[dry-run] would install wireguard-tools wireguard-go with apt-get\n', '[dry-run] would run: apt-get update -q\n',
+      '[dry-run] would run: env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wireguard-tools wireguard-go\n']) {
+      assert.ok(apt.stdout.includes(line), `${line}${out(apt)}`);
+    }
+    // the same machine as a dnf distribution, then as one with neither (this container is thrown away)
+    try {
+      await c.sh('mv /usr/bin/apt-get /usr/bin/apt-get.hidden && printf "#!/bin/sh\\nexit 0\\n" > /usr/local/bin/dnf && chmod 755 /usr/local/bin/dnf');
+      const dnf = await install(base);
+      assert.equal(dnf.code, 0, out(dnf));
+      for (const line of [missing, '[dry-run] would install wireguard-tools wireguard-go with dnf\n', '[dry-run] would run: dnf install -y wireguard-tools wireguard-go\n']) {
+        assert.ok(dnf.stdout.includes(line), `${line}${out(dnf)}`);
+      }
+      await c.sh('rm /usr/local/bin/dnf');
+      const none = await install(base);
+      assert.equal(none.code, 1, out(none));
+      assert.ok(none.stdout.includes(missing), out(none));
+      assert.match(none.stderr, /^install\.sh: install wireguard-tools wireguard-go with your distribution's package manager \(Docker Engine: \S+; WireGuard: wireguard-tools, and wireguard-go when the kernel has no WireGuard\), then run again, or pass --skip-deps$/m);
+      for (const path of ['/etc/hivemind', '/var/lib/hivemind', LOG_DIR]) assert.equal(await exists(path), false, path);
+    } finally {
+      await c.sh('rm -f /usr/local/bin/dnf; test -e /usr/bin/apt-get || mv /usr/bin/apt-get.hidden /usr/bin/apt-get');
+    }
   });
 
   await t.test('--os windows --dry-run prints the startup task, the icacls lock-down and the Windows paths', async () => {
@@ -286,6 +350,26 @@ test('install.sh in a Debian container without systemd: install, re-run, upgrade
     assert.match(r.stdout, /install\.sh: unchanged: the worker is running \(pid \d+\)/);
     assert.match(r.stdout, /install\.sh: nothing changed\n$/);
     assert.doesNotMatch(r.stdout, /^\+ /m, 'no command run');
+    assert.equal(await snapshot(), before);
+    assert.ok(await alive(firstPid));
+  });
+
+  await t.test('--uninstall --purge --service systemd --dry-run names the unit, executable, config, data and logs, and changes nothing', async () => {
+    const before = await snapshot();
+    const r = await install(['--uninstall', '--purge', '--service', 'systemd', '--dry-run']);
+    assert.equal(r.code, 0, out(r));
+    for (const line of [
+      `install.sh: data dir ${dataDir}, from ${CONFIG} (--data-dir DIR to choose another)`,
+      '[dry-run] would stop and disable hivemind-worker.service (it drains first, up to 10m)',
+      '[dry-run] would run: systemctl disable --now hivemind-worker.service',
+      '[dry-run] would run: systemctl daemon-reload',
+      `[dry-run] would remove ${INSTALLED}`,
+      `[dry-run] would remove ${CONFIG}`,
+      `[dry-run] would remove ${dataDir}`,
+      `[dry-run] would remove ${LOG_DIR}`,
+    ]) {
+      assert.ok(r.stdout.includes(`${line}\n`), `${line}\n${out(r)}`);
+    }
     assert.equal(await snapshot(), before);
     assert.ok(await alive(firstPid));
   });
