@@ -21,8 +21,11 @@ function main(): number {
   const scenarios = records.filter((r) => r.kind === 'scenario');
   const hostile = records.filter((r) => r.kind === 'hostile');
   const sum = <T>(xs: T[], f: (x: T) => number) => xs.reduce((s, x) => s + f(x), 0);
+  // A scenario with several tasks records one line per task, under the scenario's name.
+  const byName = new Map<string, typeof scenarios>();
+  for (const r of scenarios) byName.set(r.name, [...(byName.get(r.name) ?? []), r]);
   const rows: [string, number][] = [
-    ['scenarios run', scenarios.length],
+    ['scenarios run', byName.size],
     ['faults injected', sum(scenarios, (r) => r.faults)],
     ['tasks submitted', sum(scenarios, (r) => r.submitted)],
     ['results delivered', sum(scenarios, (r) => r.delivered)],
@@ -35,6 +38,13 @@ function main(): number {
   console.log('| measure | count |');
   console.log('|---|---:|');
   for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);
+  if (byName.size) {
+    console.log('\n| scenario | faults | tasks | delivered | lost | duplicated |');
+    console.log('|---|---:|---:|---:|---:|---:|');
+    for (const [name, rs] of byName) {
+      console.log(`| ${name} | ${sum(rs, (r) => r.faults)} | ${sum(rs, (r) => r.submitted)} | ${sum(rs, (r) => r.delivered)} | ${sum(rs, (r) => r.lost)} | ${sum(rs, (r) => r.duplicated)} |`);
+    }
+  }
   const bad = [...scenarios.filter((r) => r.lost || r.duplicated), ...hostile.filter((r) => r.escaped)];
   for (const r of bad) console.log(`FAILED: ${r.kind} "${r.name}": ${JSON.stringify(r)}`);
   if (records.length === 0) {

@@ -1,7 +1,8 @@
 // What the fault and hostile-input tests did, for the summary that `npm run test:faults` and
 // `npm test` print (scripts/fault-summary.ts). Each record is one JSON line appended to the file
 // named by HIVEMIND_FAULT_LEDGER; without it, recording does nothing. A test records what it
-// observed *before* asserting, so a failure still shows in the counts.
+// observed *before* asserting, so a failure still shows in the counts. A scenario with several
+// tasks may record a line per task under the same name: the summary counts it once.
 import { appendFileSync } from 'node:fs';
 
 export interface ScenarioRecord {
