@@ -7,6 +7,8 @@ export interface CliContext {
   env: NodeJS.ProcessEnv;
   file?: ConfigFile;
   filePath?: string;
+  /** The config file's text, for errors that point at a line. */
+  fileText?: string;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
   logger(level?: string): Logger;
@@ -14,11 +16,12 @@ export interface CliContext {
 
 export function createCliContext(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): CliContext {
   const path = configPath ?? env.HIVEMIND_CONFIG;
-  const file = path ? readConfigFile(path) : undefined;
+  const loaded = path ? readConfigFile(path) : undefined;
   return {
     env,
-    file,
+    file: loaded?.values,
     filePath: path,
+    fileText: loaded?.text,
     stdout: process.stdout,
     stderr: process.stderr,
     logger: (level = 'info') => createLogger({ level, pretty: Boolean(process.stderr.isTTY) || env.HIVEMIND_LOG_PRETTY === '1' }),

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ConfigError } from '../common/errors.js';
 import { parseDuration, parseSize } from '../common/units.js';
 import { WG_NAME_RE } from '../tunnel/wg-spec.js';
-import type { ConfigFile } from './config-file.js';
+import { keyLine, type ConfigFile } from './config-file.js';
 
 export interface FieldSource {
   /** Environment variable, e.g. HIVEMIND_MAX_TASKS. */
@@ -16,8 +16,32 @@ export interface FieldSource {
 export interface ConfigInput {
   file?: ConfigFile;
   filePath?: string;
+  /** The file's text: errors about a key then give its line. */
+  fileText?: string;
   env?: NodeJS.ProcessEnv;
   flags?: Record<string, unknown>;
+}
+
+/** Edit distance, for "did you mean" on a mistyped key. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** The known key a mistyped one most likely meant, if any is close. */
+function closest(key: string, known: string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const k of known) {
+    const d = k.toLowerCase() === key.toLowerCase() ? 0 : distance(key, k);
+    if (d < bestD) [best, bestD] = [k, d];
+  }
+  return bestD <= Math.max(2, Math.floor(key.length / 4)) ? best : undefined;
 }
 
 function flagName(key: string): string {
@@ -42,13 +66,20 @@ export function compileSection<S extends z.ZodObject>(
     if (typeof fileSection !== 'object' || fileSection === null || Array.isArray(fileSection)) {
       throw new ConfigError(`config file ${input.filePath ?? ''}: "${section}" must be an object`);
     }
+    const fileName = input.filePath ?? 'the config file';
+    const at = (k: string) => {
+      const line = input.fileText === undefined ? undefined : keyLine(input.fileText, section, k);
+      return line === undefined ? fileName : `${fileName} line ${line}`;
+    };
     for (const [k, v] of Object.entries(fileSection)) {
       if (!(k in fields)) {
-        const known = Object.keys(fields).join(', ');
-        throw new ConfigError(`config file ${input.filePath ?? ''}: unknown key "${section}.${k}" (known keys: ${known})`);
+        const known = Object.keys(fields);
+        const guess = closest(k, known);
+        const fix = guess ? `did you mean "${guess}"? ` : '';
+        throw new ConfigError(`config file ${at(k)}: unknown key "${section}.${k}"; ${fix}(known keys: ${known.join(', ')})`);
       }
       raw[k] = v;
-      origin[k] = `"${section}.${k}" in ${input.filePath ?? 'the config file'}`;
+      origin[k] = `"${section}.${k}" in ${at(k)}`;
     }
   }
   for (const [k, src] of Object.entries(fields)) {

@@ -117,13 +117,13 @@ test('a bad config file or an unusable data dir exits 2 naming the file, the lin
   const withConfig = (path: string) => ['--config', path, 'worker', 'start', '--master', '127.0.0.1:1'];
   const withDataDir = (dir: string) => ['worker', 'start', '--master', '127.0.0.1:1', '--data-dir', dir];
   const cases: { name: string; args: string[]; want: RegExp }[] = [
-    { name: 'malformed JSON', args: withConfig(file('syntax.json', '{\n  "worker": {\n    "maxTasks": 2,,\n  }\n}\n')), want: /syntax\.json is not valid JSON at line 3, column \d+/ },
-    { name: 'unknown key', args: withConfig(file('typo.json', '{"worker": {"maxTask": 2}}')), want: /typo\.json: unknown key "worker\.maxTask" \(known keys: .*maxTasks/ },
-    { name: 'wrong type', args: withConfig(file('type.json', '{"worker": {"maxTasks": "two"}}')), want: /"worker\.maxTasks" in .*type\.json: expected a number/ },
+    { name: 'malformed JSON', args: withConfig(file('syntax.json', '{\n  "worker": {\n    "maxTasks": 2,,\n  }\n}\n')), want: /syntax\.json is not valid JSON at line 3, column 19: .*\n  3 \|     "maxTasks": 2,,\n.*\^\nfix the JSON there/ },
+    { name: 'unknown key', args: withConfig(file('typo.json', '{"worker": {"maxTask": 2}}')), want: /typo\.json line 1: unknown key "worker\.maxTask"; did you mean "maxTasks"\? \(known keys: .*maxTasks/ },
+    { name: 'wrong type', args: withConfig(file('type.json', '{"worker": {"maxTasks": "two"}}')), want: /"worker\.maxTasks" in .*type\.json line 1: expected a number/ },
     { name: 'not an object', args: withConfig(file('array.json', '[1, 2]')), want: /must hold a JSON object/ },
-    { name: 'missing file', args: withConfig(join(home, 'nope.json')), want: /cannot read config file .*nope\.json/ },
-    { name: 'data dir is a file', args: withDataDir(file('plain-file', 'x')), want: /plain-file.*(not a directory|is a file)/i },
-    { name: 'data dir under /proc', args: withDataDir('/proc/hivemind-worker'), want: /\/proc\/hivemind-worker/ },
+    { name: 'missing file', args: withConfig(join(home, 'nope.json')), want: /cannot read config file .*nope\.json: ENOENT.*; pass an existing file to --config/ },
+    { name: 'data dir is a file', args: withDataDir(file('plain-file', 'x')), want: /data directory \S+plain-file is not usable \(\S+ is not a directory\): choose a writable directory with --data-dir \(or HIVEMIND_DATA_DIR\), or fix its owner and permissions/ },
+    { name: 'data dir under /proc', args: withDataDir('/proc/hivemind-worker'), want: /data directory \/proc\/hivemind-worker is not usable \(.+\): choose a writable directory with --data-dir/ },
   ];
   for (const c of cases) {
     const r = await runCli(c.args, env, 20_000);

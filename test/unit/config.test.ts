@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { compileWorkerConfig } from '../../src/config/worker-config.js';
 import { compileMasterConfig } from '../../src/config/master-config.js';
 import { compileClientConfig } from '../../src/config/client-config.js';
-import { readConfigFile } from '../../src/config/config-file.js';
+import { keyLine, readConfigFile } from '../../src/config/config-file.js';
 import { ConfigError } from '../../src/common/errors.js';
 
 test('worker config: file < env < flags, durations and sizes compiled once', () => {
@@ -81,22 +81,45 @@ test('worker config: a bad image budget or unused-for time names its source and 
   );
 });
 
-test('config file: unknown keys and JSON syntax errors are precise', () => {
+test('config file: unknown keys, wrong types and JSON syntax errors name the line and the fix', () => {
   const dir = mkdtempSync(join(tmpdir(), 'hm-config-'));
+  const compile = (path: string) => {
+    const loaded = readConfigFile(path);
+    return compileWorkerConfig({ file: loaded.values, fileText: loaded.text, filePath: path, env: {}, flags: {} });
+  };
   try {
     const bad = join(dir, 'bad.json');
     writeFileSync(bad, '{\n  "worker": {\n    "maxTasks": 2,\n  }\n}\n');
-    assert.throws(() => readConfigFile(bad), (err: unknown) => err instanceof ConfigError && /line 4/.test(err.message));
+    assert.throws(() => readConfigFile(bad), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /^config file \S+bad\.json is not valid JSON at line 4, column 3: .+\n  4 \|   \}\n    \|   \^\nfix the JSON there \(no comments, no trailing commas, keys in double quotes\)$/);
+      return true;
+    });
     const typo = join(dir, 'typo.json');
-    writeFileSync(typo, JSON.stringify({ worker: { master: '127.0.0.1:1', maxTask: 2 } }));
-    assert.throws(
-      () => compileWorkerConfig({ file: readConfigFile(typo), filePath: typo, env: {}, flags: {} }),
-      (err: unknown) => err instanceof ConfigError && /unknown key "worker.maxTask"/.test(err.message) && /maxTasks/.test(err.message),
-    );
-    assert.throws(() => readConfigFile(join(dir, 'absent.json')), /cannot read config file/);
+    writeFileSync(typo, '{\n  "worker": {\n    "master": "127.0.0.1:1",\n    "maxTask": 2\n  }\n}\n');
+    assert.throws(() => compile(typo), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /^config file \S+typo\.json line 4: unknown key "worker\.maxTask"; did you mean "maxTasks"\? \(known keys: .*maxTasks/);
+      return true;
+    });
+    const far = join(dir, 'far.json');
+    writeFileSync(far, JSON.stringify({ worker: { master: '127.0.0.1:1', colour: 'blue' } }));
+    assert.throws(() => compile(far), (err: unknown) => err instanceof ConfigError && /far\.json line 1: unknown key "worker\.colour"; \(known keys: /.test(err.message));
+    const type = join(dir, 'type.json');
+    writeFileSync(type, '{\n  "worker": {\n    "master": "127.0.0.1:1",\n\n    "maxTasks": "two"\n  }\n}\n');
+    assert.throws(() => compile(type), (err: unknown) => err instanceof ConfigError && /"worker\.maxTasks" in \S+type\.json line 5: expected a number/.test(err.message));
+    assert.throws(() => readConfigFile(join(dir, 'absent.json')), /cannot read config file \S+absent\.json: ENOENT.*; pass an existing file to --config \(or HIVEMIND_CONFIG\), or none/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('keyLine finds a key inside its section, not a same-named key elsewhere', () => {
+  const text = '{\n  "master": {\n    "dataDir": "/m"\n  },\n  "worker": {\n    "name": "n",\n    "dataDir": "/w"\n  }\n}\n';
+  assert.equal(keyLine(text, 'worker', 'dataDir'), 7);
+  assert.equal(keyLine(text, 'master', 'dataDir'), 3);
+  assert.equal(keyLine('{"worker": {"maxTasks": 1}}', 'worker', 'maxTasks'), 1);
+  assert.equal(keyLine(text, 'worker', 'absent'), undefined);
 });
 
 test('master config defaults to loopback and 3 attempts', () => {

@@ -19,7 +19,7 @@ import { printJson, type CliContext } from '../cli-context.js';
 type Ctx = () => CliContext;
 
 function connect(ctx: CliContext, opts: { master?: string; adminToken?: string }): AdminClient {
-  const c = compileClientConfig({ file: ctx.file, filePath: ctx.filePath, env: ctx.env, flags: { master: opts.master, adminToken: opts.adminToken } });
+  const c = compileClientConfig({ file: ctx.file, filePath: ctx.filePath, fileText: ctx.fileText, env: ctx.env, flags: { master: opts.master, adminToken: opts.adminToken } });
   return AdminClient.connect(c.master, c.adminToken);
 }
 

@@ -69,7 +69,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .action(async (o) => {
       const c = ctx();
-      const cfg = compileMasterConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
+      const cfg = compileMasterConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: o });
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       const m = await Master.create(
@@ -105,7 +105,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .action(async (o) => {
       const c = ctx();
-      const cfg = compileWorkerConfig({ file: c.file, filePath: c.filePath, env: c.env, flags: o });
+      const cfg = compileWorkerConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: o });
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       ensureDataDir(cfg.dataDir);
