@@ -10,17 +10,18 @@ export interface NsProc {
   output: string;
 }
 
-export function startInNs(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): NsProc {
-  const child = lab.spawn(host, process.execPath, [CLI, ...args], { env });
+/** `cli`: the CLI entry script to run, this build's by default (the upgrade test runs an older one). */
+export function startInNs(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv, cli = CLI): NsProc {
+  const child = lab.spawn(host, process.execPath, [cli, ...args], { env });
   const p: NsProc = { child, output: '' };
   child.stdout!.on('data', (d: Buffer) => (p.output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (p.output += d.toString()));
   return p;
 }
 
-export function runInNs(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> {
+export function runInNs(lab: NetLab, host: string, args: string[], env: NodeJS.ProcessEnv, cli = CLI): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    const p = startInNs(lab, host, args, env);
+    const p = startInNs(lab, host, args, env, cli);
     p.child.on('close', (code) => resolve({ code: code ?? -1, out: p.output }));
   });
 }
