@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 
 /** The checkout this build belongs to (dist/test/helpers → repository root). */
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -45,5 +46,28 @@ export class OldBuild {
     }
     rmSync(dirname(this.dir), { recursive: true, force: true });
     execFileSync('git', ['-C', REPO_ROOT, 'worktree', 'prune'], { stdio: 'pipe' });
+  }
+}
+
+/** The last commit whose worker schema is 3 (migration 4 adds tasks.logs_sent_until): the upgrade tests' old build. */
+export const SCHEMA3_COMMIT = 'a42eafa5923d4734148d0771d70ed38d5c9fc2d9';
+
+export interface WorkerDbFacts {
+  version: number;
+  columns: string[];
+  tasks: { task_id: string; state: string }[];
+}
+
+/** What an upgrade must migrate and keep in a worker's database: its schema version, the tasks table's columns and rows. */
+export function workerDbFacts(file: string): WorkerDbFacts {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    return {
+      version: db.pragma('user_version', { simple: true }) as number,
+      columns: (db.prepare(`PRAGMA table_info(tasks)`).all() as { name: string }[]).map((c) => c.name),
+      tasks: db.prepare(`SELECT task_id, state FROM tasks ORDER BY created_at`).all() as { task_id: string; state: string }[],
+    };
+  } finally {
+    db.close();
   }
 }

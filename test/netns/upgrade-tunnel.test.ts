@@ -8,17 +8,15 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { requireCommit, requireDockerImage, requireNetns, requireWireGuard } from '../helpers/requirements.js';
 import { NetLab } from '../helpers/netns.js';
 import { waitFor } from '../helpers/cli-process.js';
 import { runInNs as run, startInNs as start, stopInNs as stop, type NsProc } from '../helpers/netns-cli.js';
-import { OldBuild } from '../helpers/old-build.js';
+import { OldBuild, SCHEMA3_COMMIT, workerDbFacts } from '../helpers/old-build.js';
 import { MIGRATIONS } from '../../src/worker/store/migrations.js';
 
 const IMAGE = 'hivemind/busybox:1';
-/** The last commit whose worker schema is 3 (migration 4 adds tasks.logs_sent_until). */
-const OLD_COMMIT = 'a42eafa5923d4734148d0771d70ed38d5c9fc2d9';
+const OLD_COMMIT = SCHEMA3_COMMIT;
 /**
  * The master's report interval. The old worker does not follow the master's interval, so it is
  * given the same one; 2 s (offline after 6 s) leaves room on a busy machine.
@@ -31,24 +29,6 @@ interface NodeRow {
   lastSeenMs: number | string;
 }
 
-interface DbFacts {
-  version: number;
-  columns: string[];
-  tasks: { task_id: string; state: string }[];
-}
-
-function dbFacts(file: string): DbFacts {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
-  try {
-    return {
-      version: db.pragma('user_version', { simple: true }) as number,
-      columns: (db.prepare(`PRAGMA table_info(tasks)`).all() as { name: string }[]).map((c) => c.name),
-      tasks: db.prepare(`SELECT task_id, state FROM tasks ORDER BY created_at`).all() as { task_id: string; state: string }[],
-    };
-  } finally {
-    db.close();
-  }
-}
 
 /** Bytes and mode of a secret file, to compare before and after the upgrade. */
 function secretFile(file: string): { mode: string; bytes: string } {
@@ -103,7 +83,7 @@ test('a tunnel-mode worker upgraded across a schema change keeps its identity, t
     const code = wa.child.exitCode ?? (await new Promise<number | null>((r) => wa.child.once('exit', r)));
     assert.equal(code, 0, wa.output);
     assert.doesNotMatch(lab.exec('a', ['ip', 'link', 'show']), new RegExp(wgIf));
-    const oldDb = dbFacts(join(dataDir, 'worker.db'));
+    const oldDb = workerDbFacts(join(dataDir, 'worker.db'));
     assert.equal(oldDb.version, 3, 'the old build wrote schema 3');
     assert.ok(!oldDb.columns.includes('logs_sent_until'));
     assert.deepEqual(oldDb.tasks.map((r) => r.task_id), [oldTaskId]);
@@ -129,7 +109,7 @@ test('a tunnel-mode worker upgraded across a schema change keeps its identity, t
     assert.match(lab.exec('a', ['ip', '-4', 'address', 'show', wgIf]), new RegExp(`inet ${addressBefore.replace(/\./g, '\\.')}`), 'the interface has the same address');
     assert.deepEqual([secretFile(keyFile), secretFile(identityFile)], secretsBefore, 'the WireGuard key and identity.json are unchanged, byte for byte, and 0600');
 
-    const newDb = dbFacts(join(dataDir, 'worker.db'));
+    const newDb = workerDbFacts(join(dataDir, 'worker.db'));
     assert.equal(newDb.version, MIGRATIONS.length, "the migrations ran up to this build's schema");
     assert.ok(newDb.columns.includes('logs_sent_until'));
     assert.deepEqual(newDb.tasks, oldDb.tasks, 'the task history is kept as it was');
@@ -144,7 +124,7 @@ test('a tunnel-mode worker upgraded across a schema change keeps its identity, t
     assert.match(logs.out, /from-the-old-build/);
     const after = await run(lab, 'm', ['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo from-the-new-build'], admin);
     assert.equal(after.code, 0, `${after.out}\nupgraded worker:\n${wa2.output}\nmaster:\n${master.output}`);
-    const history = dbFacts(join(dataDir, 'worker.db')).tasks;
+    const history = workerDbFacts(join(dataDir, 'worker.db')).tasks;
     assert.deepEqual(history.map((r) => r.task_id).slice(0, 1), [oldTaskId]);
     assert.equal(history.length, 2, 'the new task joined the old one in the history');
   } finally {

@@ -8,35 +8,15 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { requireCommit, requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { CLI } from '../helpers/cli-process.js';
-import { OldBuild } from '../helpers/old-build.js';
+import { OldBuild, SCHEMA3_COMMIT, workerDbFacts } from '../helpers/old-build.js';
 import { MIGRATIONS } from '../../src/worker/store/migrations.js';
 
 const IMAGE = 'hivemind/busybox:1';
-/** The last commit whose worker schema is 3 (migration 4 adds tasks.logs_sent_until). */
-const OLD_COMMIT = 'a42eafa5923d4734148d0771d70ed38d5c9fc2d9';
+const OLD_COMMIT = SCHEMA3_COMMIT;
 
-interface DbFacts {
-  version: number;
-  columns: string[];
-  tasks: { task_id: string; state: string }[];
-}
-
-function dbFacts(file: string): DbFacts {
-  const db = new Database(file, { readonly: true });
-  try {
-    return {
-      version: db.pragma('user_version', { simple: true }) as number,
-      columns: (db.prepare(`PRAGMA table_info(tasks)`).all() as { name: string }[]).map((c) => c.name),
-      tasks: db.prepare(`SELECT task_id, state FROM tasks ORDER BY created_at`).all() as { task_id: string; state: string }[],
-    };
-  } finally {
-    db.close();
-  }
-}
 
 /** sha256 and mode of every file of the node's state other than its databases, pid file and spool. */
 function stateFiles(dir: string, prefix = ''): Map<string, string> {
@@ -76,7 +56,7 @@ test('an upgrade across a worker schema change keeps identity and history, runs 
 
     assert.equal(await cluster.worker!.stop('SIGTERM'), 0, cluster.worker!.output);
     assert.equal(await cluster.master.stop('SIGTERM'), 0, cluster.master.output);
-    const oldDb = dbFacts(join(workerDir, 'worker.db'));
+    const oldDb = workerDbFacts(join(workerDir, 'worker.db'));
     assert.equal(oldDb.version, 3, 'the old build wrote schema 3');
     assert.ok(!oldDb.columns.includes('logs_sent_until'));
     assert.deepEqual(oldDb.tasks.map((r) => r.task_id), [oldTaskId]);
@@ -87,7 +67,7 @@ test('an upgrade across a worker schema change keeps identity and history, runs 
     cluster.cliPath = CLI;
     await cluster.restartMaster();
     await cluster.startWorker();
-    const newDb = dbFacts(join(workerDir, 'worker.db'));
+    const newDb = workerDbFacts(join(workerDir, 'worker.db'));
     assert.equal(newDb.version, MIGRATIONS.length, 'the migrations ran up to this build\'s schema');
     assert.ok(newDb.columns.includes('logs_sent_until'));
     assert.deepEqual(newDb.tasks, oldDb.tasks, 'the task history is kept as it was');
@@ -104,7 +84,7 @@ test('an upgrade across a worker schema change keeps identity and history, runs 
 
     const after = await cluster.cli(['submit', '--image', IMAGE, '--wait', '--', 'sh', '-c', 'echo from-the-new-build']);
     assert.equal(after.code, 0, after.stdout + after.stderr + cluster.worker!.output);
-    const history = dbFacts(join(workerDir, 'worker.db')).tasks;
+    const history = workerDbFacts(join(workerDir, 'worker.db')).tasks;
     assert.equal(history.length, 2);
     assert.equal(history[0]!.task_id, oldTaskId);
     assert.ok(existsSync(join(cluster.home, 'master')));
