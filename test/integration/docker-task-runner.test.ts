@@ -235,7 +235,7 @@ test('/output is collected with its content, and the sha256 matches the spool fi
   await rm(result.result.path);
 });
 
-test('output with a fifo, an escaping symlink, or over its cap is OUTPUT_REJECTED', async (t) => {
+test('output with a fifo, an escaping symlink (absolute or relative), too many files, or over its cap is OUTPUT_REJECTED', async (t) => {
   if (!requireDocker(t)) return;
   const fifo = await runTask({ command: sh('mkfifo /output/p') });
   recordHostile('output: a fifo', fifo.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
@@ -246,6 +246,14 @@ test('output with a fifo, an escaping symlink, or over its cap is OUTPUT_REJECTE
   recordHostile('output: a symlink to a host path', link.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.equal(link.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.match(link.result.outcome.message, /absolute path "\/etc\/passwd"/);
+  const rel = await runTask({ command: sh('mkdir /output/d && ln -s ../../etc/passwd /output/d/pw') });
+  recordHostile('output: a relative symlink climbing out of /output', rel.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.equal(rel.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.match(rel.result.outcome.message, /entry "output\/d\/pw" is a symlink to "\.\.\/\.\.\/etc\/passwd", which points outside the archive root/);
+  const many = await runTask({ command: sh('for i in $(seq 1 60); do : > /output/f$i; done') }, { defaults: { maxEntries: 50 } });
+  recordHostile('output: more files than the entry cap', many.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.equal(many.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.match(many.result.outcome.message, /\/output: more than 50 entries/);
   const big = await runTask({ command: sh('head -c 5000 /dev/zero > /output/big'), maxOutputBytes: 1000 });
   recordHostile('output: over the size cap', big.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
   assert.equal(big.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
