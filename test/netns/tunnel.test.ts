@@ -100,7 +100,8 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
 
     // A restarted worker reuses its identity, key and address: no second enrollment, no token.
     const nodesBefore = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out) as { nodeId: string }[];
-    const wa2 = start(lab, 'a', ['worker', 'start', '--data-dir', join(home, 'wa'), '--wg-interface', `hm${id}a`, '--report-interval', '1s'], env);
+    // at debug level: the secrets scan below reads what the worker logs at its most talkative
+    const wa2 = start(lab, 'a', ['worker', 'start', '--data-dir', join(home, 'wa'), '--wg-interface', `hm${id}a`, '--report-interval', '1s', '--log-level', 'debug'], env);
     procs.push(wa2);
     await waitFor('worker A back online', async () => {
       if (wa2.child.exitCode !== null) throw new Error(`worker exited: ${wa2.output}`);
@@ -113,14 +114,20 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
 
     // Secrets: stored 0600; never in a log, in `hivemind doctor` output or in a monitor response.
     const keyFile = join(home, 'wa', 'wg', 'private.key');
+    const masterWgKey = join(home, 'master', 'wg', 'private.key');
+    const masterTlsKey = join(home, 'master', 'tls', 'key.pem');
+    // the PEM's body: a log that printed the key would hold it even if it dropped the armour lines
+    const tlsKeyBody = readFileSync(masterTlsKey, 'utf8').split('\n').filter((l) => l && !l.startsWith('-----')).join('');
     const secrets: [string, string][] = [
       ['the WireGuard private key', readFileSync(keyFile, 'utf8').trim()],
+      ['the master\'s WireGuard private key', readFileSync(masterWgKey, 'utf8').trim()],
+      ['the master\'s TLS private key (first line of its body)', tlsKeyBody.slice(0, 64)],
       ['the node credential', idA.credential],
       ['the join token', good],
       ['the join token secret', decoded.s],
       ['the admin token', admin.HIVEMIND_ADMIN_TOKEN!],
     ];
-    for (const f of [keyFile, join(home, 'wa', 'identity.json'), tokenFile]) assert.equal(statSync(f).mode & 0o777, 0o600, `${f} is 0600`);
+    for (const f of [keyFile, join(home, 'wa', 'identity.json'), tokenFile, masterWgKey, masterTlsKey]) assert.equal(statSync(f).mode & 0o777, 0o600, `${f} is 0600`);
     const doctor = await run(lab, 'a', ['doctor', '--data-dir', join(home, 'wa')], env);
     const page = (path: string) => lab.exec('a', [process.execPath, '-e', `fetch('http://127.0.0.1:5001${path}').then((r) => r.text()).then((t) => process.stdout.write(t), (e) => process.stdout.write('ERR ' + e.message))`]);
     await waitFor('the monitor of worker A', () => page('/api/status').includes('"node"') || undefined, 30_000, 500);
