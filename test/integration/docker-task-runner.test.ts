@@ -196,6 +196,20 @@ test('a fork bomb hits the pids limit', async (t) => {
   assert.match(logs.stderr, /fork/i);
 });
 
+test('a recursive fork bomb stays inside its pids limit until the timeout kills it, and nothing is left', async (t) => {
+  if (!requireDocker(t)) return;
+  const started = Date.now();
+  // the classic :(){ :|:& };: — it never ends by itself; forks beyond the limit fail
+  const { result } = await runTask({
+    command: sh('b() { b | b & }; b; sleep 60'),
+    limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 32, gpus: 0, timeoutMs: 4000 },
+  });
+  const contained = result.outcome.kind === OutcomeKind.OUTCOME_KIND_TIMED_OUT;
+  recordHostile('task: recursive fork bomb (pids limit 32, killed at its timeout)', !contained);
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_TIMED_OUT, result.outcome.message);
+  assert.ok(Date.now() - started < 30_000, `the bomb was stopped in ${Date.now() - started} ms`);
+});
+
 test('the wall-clock timeout kills the task: TIMED_OUT', async (t) => {
   if (!requireDocker(t)) return;
   const started = Date.now();
