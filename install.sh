@@ -564,7 +564,7 @@ windows_task_xml() {
   <Actions Context="Author">
     <Exec>
       <Command>$(xml_escape "$(windows_path "$exe")")</Command>
-      <Arguments>--config "$(xml_escape "$(windows_path "$config_file")")" worker start</Arguments>
+      <Arguments>--config "$(xml_escape "$(windows_path "$config_file")")" worker start --log-file "$(xml_escape "$(windows_path "$log_dir/worker.log")")"</Arguments>
       <WorkingDirectory>$(xml_escape "$(windows_path "$data_dir")")</WorkingDirectory>
     </Exec>
   </Actions>

@@ -2,6 +2,7 @@
 // a logger, created once in main.ts so that commands stay testable.
 import { readConfigFile, type ConfigFile } from '../config/config-file.js';
 import { createLogger, type Logger } from '../common/logger.js';
+import { openLogFile } from '../common/log-file.js';
 
 export interface CliContext {
   env: NodeJS.ProcessEnv;
@@ -11,7 +12,8 @@ export interface CliContext {
   fileText?: string;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
-  logger(level?: string): Logger;
+  /** The structured logger: to stderr, or to `file` (appended, rotated) when given. */
+  logger(level?: string, file?: string): Logger;
 }
 
 export function createCliContext(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): CliContext {
@@ -24,7 +26,8 @@ export function createCliContext(configPath: string | undefined, env: NodeJS.Pro
     fileText: loaded?.text,
     stdout: process.stdout,
     stderr: process.stderr,
-    logger: (level = 'info') => createLogger({ level, pretty: Boolean(process.stderr.isTTY) || env.HIVEMIND_LOG_PRETTY === '1' }),
+    logger: (level = 'info', file?: string) =>
+      file ? createLogger({ level, destination: openLogFile(file).stream }) : createLogger({ level, pretty: Boolean(process.stderr.isTTY) || env.HIVEMIND_LOG_PRETTY === '1' }),
   };
 }
 

@@ -30,6 +30,8 @@ const schema = z
     /** Cap on a task's /output tree. Default 1 GiB. */
     maxOutput: zSize('max output').default(1024 ** 3),
     logLevel: zLogLevel.default('info'),
+    /** Write the log to this file (rotated to <file>.1 at 16 MiB) instead of stderr: for service managers that keep no output. */
+    logFile: z.string().min(1).optional(),
     /** WireGuard interface name in tunnel mode. Default hivemind0. */
     wgInterface: zWgInterface,
     /** Disk budget for the images this worker pulled; unused ones are pruned down to it. Default 20 GiB. */
@@ -71,6 +73,7 @@ const fields: Record<string, FieldSource> = {
   imageBudget: { env: 'HIVEMIND_IMAGE_BUDGET', flag: 'imageBudget' },
   imageUnusedFor: { env: 'HIVEMIND_IMAGE_UNUSED_FOR', flag: 'imageUnusedFor' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
+  logFile: { env: 'HIVEMIND_LOG_FILE', flag: 'logFile' },
   wgInterface: { env: 'HIVEMIND_WG_INTERFACE', flag: 'wgInterface' },
   monitorPort: { env: 'HIVEMIND_MONITOR_PORT', flag: 'monitorPort' },
   monitorListen: { env: 'HIVEMIND_MONITOR_LISTEN', flag: 'monitorListen' },

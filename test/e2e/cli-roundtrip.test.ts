@@ -135,6 +135,28 @@ test('a bad config file or an unusable data dir exits 2 naming the file, the lin
   rmSync(home, { recursive: true, force: true });
 });
 
+test('worker start --log-file writes its log there, not to stderr (for service managers that keep no output)', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'hm-logfile-'));
+  const logFile = join(home, 'logs', 'worker.log');
+  // a master that is not there: the worker keeps retrying and logs it
+  const worker = new CliDaemon(['worker', 'start', '--master', `127.0.0.1:${await freePort()}`, '--data-dir', join(home, 'w'), '--token', 'hm1.example', '--monitor-port', '0', '--log-file', logFile], { PATH: process.env.PATH, HIVEMIND_HOME: home });
+  try {
+    const read = () => { try { return readFileSync(logFile, 'utf8'); } catch { return ''; } };
+    await waitFor('log lines in the file', () => {
+      if (worker.child.exitCode !== null) throw new Error(worker.output);
+      return read().split('\n').filter(Boolean).length >= 2 || undefined;
+    }, 30_000);
+    assert.equal(await worker.stop('SIGTERM'), 0, worker.output);
+    const msgs = read().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg);
+    assert.ok(msgs.length >= 2, msgs.join('\n'));
+    assert.doesNotMatch(worker.output, /"level":\d+/, 'no log lines on stderr');
+    assert.doesNotMatch(read(), /hm1\.example/, 'the token is not logged');
+  } finally {
+    await worker.stop('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
 test('`hivemind dev` runs a master and a worker, and the admin commands find it with no flags', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
   const home = mkdtempSync(join(tmpdir(), 'hm-dev-'));

@@ -291,7 +291,7 @@ test('install.sh in a Debian container without systemd: install, re-run, upgrade
       '<ExecutionTimeLimit>PT0S</ExecutionTimeLimit>',
       '<RestartOnFailure>',
       '<Command>C:\\Program Files\\HiveMind\\hivemind.exe</Command>',
-      '<Arguments>--config "C:\\ProgramData\\HiveMind\\worker.json" worker start</Arguments>',
+      '<Arguments>--config "C:\\ProgramData\\HiveMind\\worker.json" worker start --log-file "C:\\ProgramData\\HiveMind\\logs\\worker.log"</Arguments>',
       '<WorkingDirectory>C:\\ProgramData\\HiveMind\\worker</WorkingDirectory>',
       '[dry-run] would run: schtasks //Run //TN HiveMindWorker',
     ]) {

@@ -103,11 +103,12 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--monitor-listen <host>', 'address the monitor binds (default 127.0.0.1; others need --monitor-token)')
     .option('--monitor-token <token>', 'token the monitor requires (env HIVEMIND_MONITOR_TOKEN)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
+    .option('--log-file <path>', 'write the log to this file (rotated at 16 MiB) instead of stderr')
     .action(async (o) => {
       const c = ctx();
       const cfg = compileWorkerConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: o });
       tuneHeapForStreaming();
-      const logger = c.logger(cfg.logLevel);
+      const logger = c.logger(cfg.logLevel, cfg.logFile);
       ensureDataDir(cfg.dataDir);
       const releasePid = writePidFile(cfg.dataDir);
       try {
