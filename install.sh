@@ -648,6 +648,16 @@ service_linux() {
   esac
 }
 
+# Windows has no SIGTERM, and `schtasks /End` kills: `hivemind worker stop` asks the worker to drain
+# through its data dir first (the same as on Linux), then /End ends the task (at once, for a worker
+# too old to take the request, or one still draining after the timeout).
+win_stop() {
+  if [ -f "$exe" ] || [ "$dry_run" -eq 1 ]; then
+    run "$exe" worker stop --data-dir "$data_dir" --timeout "$((drain_s + STOP_MARGIN_S))s" || true
+  fi
+  run schtasks //End //TN "$WIN_TASK_NAME" || true
+}
+
 service_windows() {
   local restart="$1" xml_changed=0 registered=0
   put_generated "$task_xml" 0644 windows_task_xml && xml_changed=1
@@ -667,7 +677,7 @@ service_windows() {
   fi
   [ "$no_start" -eq 0 ] || { say "not starting it (--no-start): schtasks /Run /TN $WIN_TASK_NAME"; return 0; }
   if [ "$restart" -eq 1 ]; then
-    [ "$registered" -eq 0 ] || run schtasks //End //TN "$WIN_TASK_NAME" || true
+    [ "$registered" -eq 0 ] || win_stop
     changed "start the task $WIN_TASK_NAME"
     run schtasks //Run //TN "$WIN_TASK_NAME"
   else
@@ -694,8 +704,8 @@ do_uninstall() {
     esac
   else
     if [ "$dry_run" -eq 1 ] || { [ "$host_os" = windows ] && schtasks //Query //TN "$WIN_TASK_NAME" >/dev/null 2>&1; }; then
-      changed "stop and delete the startup task $WIN_TASK_NAME"
-      run schtasks //End //TN "$WIN_TASK_NAME" || true
+      changed "stop and delete the startup task $WIN_TASK_NAME (the worker drains first, up to $drain_timeout)"
+      win_stop
       run schtasks //Delete //TN "$WIN_TASK_NAME" //F
     fi
     remove_path "$task_xml"

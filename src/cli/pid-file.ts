@@ -1,8 +1,9 @@
 // The running worker's pid in its data dir, so that `hivemind worker stop` can ask exactly that
-// process to drain and stop (SIGTERM), and wait until it has removed its tunnel and exited.
+// process to drain and stop, and wait until it has removed its tunnel and exited.
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../common/errors.js';
+import { requestStop, stopRequestAcknowledged, withdrawStopRequest } from './stop-request.js';
 
 export const PID_FILE = 'worker.pid';
 
@@ -48,15 +49,29 @@ export function readPid(dataDir: string): number | undefined {
   }
 }
 
-/** SIGTERM to the worker of `dataDir`, then waits for it to exit. Returns its pid. */
-export async function stopWorker(dataDir: string, timeoutMs: number): Promise<number> {
+/**
+ * Asks the worker of `dataDir` to drain and stop (stop-request.ts: the same on every platform),
+ * then waits for it to exit. A worker that does not take the request within `ackMs` predates
+ * requests: it gets a SIGTERM instead. Returns its pid.
+ */
+export async function stopWorker(dataDir: string, timeoutMs: number, ackMs = 5_000): Promise<number> {
   const pid = readPid(dataDir);
   if (pid === undefined || !alive(pid)) throw new Error(`no worker is running with the data dir ${dataDir}`);
-  process.kill(pid, 'SIGTERM');
+  requestStop(dataDir);
+  const ackBy = Date.now() + ackMs;
+  while (!stopRequestAcknowledged(dataDir) && alive(pid) && Date.now() < ackBy) await sleep(100);
+  if (!stopRequestAcknowledged(dataDir)) {
+    withdrawStopRequest(dataDir);
+    if (alive(pid)) process.kill(pid, 'SIGTERM');
+  }
   const deadline = Date.now() + timeoutMs;
   while (alive(pid)) {
     if (Date.now() > deadline) throw new Error(`worker ${pid} is still draining after ${Math.round(timeoutMs / 1000)} s; run \`hivemind worker stop\` again to cancel its tasks now`);
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
   return pid;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }

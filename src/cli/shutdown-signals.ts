@@ -1,6 +1,8 @@
-// The one place that handles OS signals: the first SIGTERM/SIGINT drains (running tasks may
-// finish within the drain timeout), a second one cancels what is left at once.
+// The one place that handles stop requests: OS signals, and for a worker the stop-request file
+// of `hivemind worker stop` (stop-request.ts). The first SIGTERM/SIGINT/request drains (running
+// tasks may finish within the drain timeout), a second one cancels what is left at once.
 import type { Logger } from '../common/logger.js';
+import { watchStopRequests } from './stop-request.js';
 
 export interface Drainable {
   /** Stop taking work, let running work finish (bounded by its own timeout), then close. */
@@ -9,12 +11,13 @@ export interface Drainable {
   forceShutdown(): void;
 }
 
-export function installShutdownHandlers(target: Drainable, logger: Logger, onDone: (code: number) => void): () => void {
+/** `stopRequestDir`: also obey `hivemind worker stop` requests left in this data dir. */
+export function installShutdownHandlers(target: Drainable, logger: Logger, onDone: (code: number) => void, stopRequestDir?: string): () => void {
   let signals = 0;
-  const handler = (sig: NodeJS.Signals) => {
+  const handler = (sig: NodeJS.Signals | 'stop request') => {
     signals++;
     if (signals === 1) {
-      logger.info({ signal: sig }, 'shutting down: draining running tasks (send the signal again to cancel them now)');
+      logger.info({ signal: sig }, 'shutting down: draining running tasks (send the signal again, or run `hivemind worker stop` again, to cancel them now)');
       target.shutdown().then(
         () => onDone(0),
         (err: unknown) => {
@@ -29,8 +32,10 @@ export function installShutdownHandlers(target: Drainable, logger: Logger, onDon
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  const unwatch = stopRequestDir === undefined ? () => undefined : watchStopRequests(stopRequestDir, () => handler('stop request'));
   return () => {
     process.off('SIGTERM', handler);
     process.off('SIGINT', handler);
+    unwatch();
   };
 }

@@ -115,7 +115,8 @@ test('install.sh --os windows --uninstall --purge --dry-run names the task and e
   for (const line of [
     'install.sh: uninstalling the HiveMind worker (windows)',
     `install.sh: data dir ${paths.data}, from ${paths.config} (--data-dir DIR to choose another)`,
-    '[dry-run] would stop and delete the startup task HiveMindWorker',
+    '[dry-run] would stop and delete the startup task HiveMindWorker (the worker drains first, up to 3m)',
+    `[dry-run] would run: ${paths.exe} worker stop --data-dir ${paths.data} --timeout 210s`,
     '[dry-run] would run: schtasks //End //TN HiveMindWorker',
     '[dry-run] would run: schtasks //Delete //TN HiveMindWorker //F',
     ...[paths.task, paths.exe, paths.config, paths.data, paths.logs].map((p) => `[dry-run] would remove ${p}`),

@@ -17,6 +17,7 @@ import { ensureDevImage, DEV_IMAGE } from '../../runtime/dev-image.js';
 import { installShutdownHandlers } from '../shutdown-signals.js';
 import { createWorker } from '../node-wiring.js';
 import { stopWorker, writePidFile } from '../pid-file.js';
+import { withdrawStopRequest } from '../stop-request.js';
 import { parseDuration } from '../../common/units.js';
 import { printJson, type CliContext } from '../cli-context.js';
 import { EXIT_FAILURE } from '../exit-codes.js';
@@ -34,9 +35,10 @@ function runUntilSignalled(
   shutdown: () => Promise<void>,
   force: () => void,
   stopWhen?: (stop: (code: number) => void) => void,
+  stopRequestDir?: string,
 ): Promise<number> {
   return new Promise((resolve) => {
-    const uninstall = installShutdownHandlers({ shutdown, forceShutdown: force }, logger, resolve);
+    const uninstall = installShutdownHandlers({ shutdown, forceShutdown: force }, logger, resolve, stopRequestDir);
     stopWhen?.((code) => {
       uninstall();
       shutdown().then(
@@ -111,6 +113,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       const logger = c.logger(cfg.logLevel, cfg.logFile);
       ensureDataDir(cfg.dataDir);
       const releasePid = writePidFile(cfg.dataDir);
+      withdrawStopRequest(cfg.dataDir); // one left from an earlier worker is not for this one
       try {
         const node = await createWorker(cfg, logger);
         await node.worker.start();
@@ -122,6 +125,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
               c.stderr.write(`hivemind: ${reason}; this worker stops. To rejoin, use a fresh data dir and a new join token.\n`);
               stop(EXIT_FAILURE);
             }),
+            cfg.dataDir,
           ),
         );
       } finally {
@@ -131,7 +135,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
 
   worker
     .command('stop')
-    .description('ask the running worker to drain and stop (SIGTERM); it removes its tunnel and leaves nothing behind')
+    .description('ask the running worker to drain and stop (again: cancel its tasks now); it removes its tunnel and leaves nothing behind')
     .option('--data-dir <dir>', 'the worker\'s data dir (default $HIVEMIND_HOME/worker)')
     .option('--timeout <duration>', 'how long to wait for it to exit', '15m')
     .action(async (o) => {
