@@ -303,12 +303,21 @@ test('SIGTERM drains until --drain-timeout, then cancels what is left as SHUTDOW
     const slow = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sleep', '600'])).stdout.trim();
     await waitRunning(cluster, quick);
     await waitRunning(cluster, slow);
+    interface NodeView { online: boolean; lastSeenMs: number; lastReport?: { seq: number; accepting: boolean } }
+    const node = async () => (JSON.parse((await cluster.cli(['nodes', '--json'])).stdout) as NodeView[])[0]!;
+    const before = await node();
     const termAt = Date.now();
     cluster.worker!.child.kill('SIGTERM');
-    // During the drain the node stays online (reports go on) but takes nothing new.
-    await new Promise((r) => setTimeout(r, 2500));
-    const nodes = JSON.parse((await cluster.cli(['nodes', '--json'])).stdout) as { online: boolean }[];
-    assert.ok(nodes.some((n) => n.online), 'online while draining');
+    // During the drain the node stays online (reports go on) but takes nothing new. Looked at
+    // after 4.5 s, past the 3 s (3 missed 1 s reports) after which a silent node is offline.
+    await new Promise((r) => setTimeout(r, 4500));
+    const draining = await node();
+    const drainedForMs = Date.now() - termAt;
+    assert.ok(drainedForMs < 11_000, `still within the 12 s drain when looked at (${drainedForMs} ms)`);
+    assert.ok(draining.online, `online while draining: ${JSON.stringify(draining)}`);
+    assert.ok(draining.lastReport && before.lastReport && draining.lastReport.seq >= before.lastReport.seq + 2, `reports went on during the drain: seq ${before.lastReport?.seq} at SIGTERM, ${draining.lastReport?.seq} ${drainedForMs} ms later`);
+    assert.ok(draining.lastSeenMs > termAt, 'seen after the SIGTERM');
+    assert.equal(draining.lastReport.accepting, false, 'the draining node reports that it takes nothing new');
     const code = await cluster.worker!.exited;
     const tookMs = Date.now() - termAt;
     await settle(cluster, quick, { name: 'SIGTERM: a running task finishes within the drain', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'drained\n' });
