@@ -1,6 +1,8 @@
 // The master's configuration: file section "master", HIVEMIND_* env, `hivemind master start` flags.
 import { join } from 'node:path';
 import { z } from 'zod';
+import { formatDuration } from '../common/units.js';
+import { MISSED_REPORTS_OFFLINE } from '../master/registry.js';
 import { hivemindHome } from './paths.js';
 import { compileSection, zAddress, zDurationMs, zInt, zLogLevel, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
@@ -10,8 +12,10 @@ const schema = z
     listen: zAddress.default('127.0.0.1:7070'),
     /** Database, inputs, results, logs. Default $HIVEMIND_HOME/master. */
     dataDir: z.string().min(1).optional(),
-    /** Interval workers report at; a node is offline after 3 missed reports. Default 30s. */
+    /** Interval workers report at. Default 30s. */
     reportInterval: zDurationMs('report interval').default(30_000),
+    /** A node silent this long is offline and its tasks are requeued. Default 3 report intervals. */
+    nodeTimeout: zDurationMs('node timeout').optional(),
     /** Attempts per task before it fails for good when nodes are lost. Default 3. */
     maxAttempts: zInt(1, 100).default(3),
     logLevel: zLogLevel.default('info'),
@@ -27,12 +31,23 @@ const schema = z
     /** Tunnel mode: workers peer directly with each other. Default false (hub). */
     mesh: z.preprocess((v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : v), z.boolean({ message: 'expected true or false' })).default(false),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.nodeTimeout !== undefined && c.nodeTimeout < c.reportInterval) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['nodeTimeout'],
+        message: `${formatDuration(c.nodeTimeout)} is shorter than the report interval (${formatDuration(c.reportInterval)}): nodes reporting on time would be called offline between two reports; use at least the report interval (default ${MISSED_REPORTS_OFFLINE} of them)`,
+      });
+    }
+  });
 
 export interface MasterConfig {
   listen: string;
   dataDir: string;
   reportIntervalMs: number;
+  /** A node silent this long is offline and its tasks are requeued. */
+  nodeTimeoutMs: number;
   maxAttempts: number;
   logLevel: string;
   tunnel?: { endpoint: string; subnet: string; interfaceName: string; enrollListen: string; nodePort: number; mesh: boolean };
@@ -42,6 +57,7 @@ const fields: Record<string, FieldSource> = {
   listen: { env: 'HIVEMIND_LISTEN', flag: 'listen' },
   dataDir: { env: 'HIVEMIND_DATA_DIR', flag: 'dataDir' },
   reportInterval: { env: 'HIVEMIND_REPORT_INTERVAL', flag: 'reportInterval' },
+  nodeTimeout: { env: 'HIVEMIND_NODE_TIMEOUT', flag: 'nodeTimeout' },
   maxAttempts: { env: 'HIVEMIND_MAX_ATTEMPTS', flag: 'maxAttempts' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
   wgEndpoint: { env: 'HIVEMIND_WG_ENDPOINT', flag: 'wgEndpoint' },
@@ -58,6 +74,7 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     listen: c.listen,
     dataDir: c.dataDir ?? join(hivemindHome(input.env), 'master'),
     reportIntervalMs: c.reportInterval,
+    nodeTimeoutMs: c.nodeTimeout ?? c.reportInterval * MISSED_REPORTS_OFFLINE,
     maxAttempts: c.maxAttempts,
     logLevel: c.logLevel,
     ...(c.wgEndpoint

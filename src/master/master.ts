@@ -3,8 +3,8 @@
 //
 // ATTEMPT RULE. A task's `attempt` (1-based) is the fencing token of the work done on it. The
 // master accepts updates, input downloads, result uploads and logs only from the node holding
-// the current attempt (same attempt number AND same node id). When that node goes offline (3
-// missed report intervals) or resubscribes without the task, the attempt is given up: the task
+// the current attempt (same attempt number AND same node id). When that node goes offline (silent
+// for the node timeout, 3 report intervals by default) or resubscribes without the task, the attempt is given up: the task
 // is requeued with attempt+1 (its partial/stored result discarded), or fails with outcome
 // NODE_LOST once max_attempts attempts were used. Anything that arrives later for the old
 // attempt is refused as superseded (UpdateTask answers superseded=true; uploads and downloads
@@ -35,7 +35,7 @@ import { BlobStore, DEFAULT_LOG_MAX_BYTES } from './blob-store.js';
 import { MasterEvents } from './master-events.js';
 import { MasterStore } from './master-store.js';
 import { NodeService } from './node-service.js';
-import { NodeRegistry } from './registry.js';
+import { MISSED_REPORTS_OFFLINE, NodeRegistry } from './registry.js';
 import { TaskManager } from './task-manager.js';
 
 /** Workers back off up to 30 s (plus jitter) while the master is away; this covers it. */
@@ -46,8 +46,13 @@ export interface MasterOptions {
   listenAddress?: string;
   /** Holds master.db, admin.token, inputs/, results/ and logs/. Created (mode 0700) if missing. Required. */
   dataDir: string;
-  /** Report interval told to nodes; a node is offline after 3 missed intervals. Default 30 000 ms. */
+  /** Report interval told to nodes. Default 30 000 ms. */
   reportIntervalMs?: number;
+  /**
+   * A node silent this long is offline and the attempts it holds are given up (requeued). At
+   * least reportIntervalMs. Default 3 × reportIntervalMs.
+   */
+  nodeTimeoutMs?: number;
   /** Attempts per task before a lost node fails it with NODE_LOST (a submission may ask for other). Default 3. */
   maxAttempts?: number;
   /** Cap of each task's stored log; the end is kept. Default 8 MiB. */
@@ -95,6 +100,7 @@ interface CompiledOptions {
   listenAddress: string;
   dataDir: string;
   reportIntervalMs: number;
+  nodeTimeoutMs: number;
   maxAttempts: number;
   logMaxBytes: number;
   offlineCheckIntervalMs: number;
@@ -107,6 +113,10 @@ function compile(o: MasterOptions): CompiledOptions {
   const reportIntervalMs = o.reportIntervalMs ?? 30_000;
   const maxAttempts = o.maxAttempts ?? 3;
   if (!(reportIntervalMs > 0)) throw new ConfigError(`master: reportIntervalMs must be positive, got ${reportIntervalMs}`);
+  const nodeTimeoutMs = o.nodeTimeoutMs ?? reportIntervalMs * MISSED_REPORTS_OFFLINE;
+  if (!(nodeTimeoutMs >= reportIntervalMs)) {
+    throw new ConfigError(`master: nodeTimeoutMs (${nodeTimeoutMs}) must be at least reportIntervalMs (${reportIntervalMs}), or nodes reporting on time are called offline between two reports`);
+  }
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new ConfigError(`master: maxAttempts must be a whole number >= 1, got ${maxAttempts}`);
   const listenAddress = o.listenAddress ?? '127.0.0.1:7070';
   if (!/^.+:\d+$/.test(listenAddress)) throw new ConfigError(`master: listen address "${listenAddress}" is not host:port`);
@@ -120,6 +130,7 @@ function compile(o: MasterOptions): CompiledOptions {
     listenAddress,
     dataDir: o.dataDir,
     reportIntervalMs,
+    nodeTimeoutMs,
     maxAttempts,
     logMaxBytes: o.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
     offlineCheckIntervalMs: o.offlineCheckIntervalMs ?? Math.max(50, Math.min(1000, reportIntervalMs / 4)),
@@ -164,7 +175,7 @@ export class Master {
       const auth = await MasterAuth.create(opts.dataDir, store, clock);
       const blobs = await BlobStore.create(opts.dataDir, { logMaxBytes: opts.logMaxBytes });
       const events = new MasterEvents();
-      const registry = new NodeRegistry(clock, opts.reportIntervalMs);
+      const registry = new NodeRegistry(clock, opts.reportIntervalMs, opts.nodeTimeoutMs);
       const tasks = new TaskManager(store, blobs, registry, events, clock, log);
       const common = { store, blobs, auth, registry, tasks, events, clock, log };
       const serverOptions = { 'grpc.max_receive_message_length': 4 * 1024 * 1024 };

@@ -1,5 +1,5 @@
-// Live presence of nodes at the master: online while reports arrive, offline after 3 missed
-// report intervals (judged by an injected clock). Holds each node's command stream and its last
+// Live presence of nodes at the master: online while reports arrive, offline once silent for the
+// node timeout (3 report intervals by default; judged by an injected clock). Holds each node's command stream and its last
 // reported free capacity, minus assignments the node's reports do not reflect yet.
 import type { Clock } from '../common/clock.js';
 import type { Capacity, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
@@ -13,7 +13,7 @@ export interface CommandSink {
   close(err: Error): void;
 }
 
-/** Missed report intervals after which a node is offline. */
+/** Missed report intervals after which a node is offline, unless a node timeout is configured. */
 export const MISSED_REPORTS_OFFLINE = 3;
 
 interface Pending {
@@ -35,10 +35,11 @@ interface Presence {
 export class NodeRegistry {
   private readonly nodes = new Map<string, Presence>();
 
-  constructor(private readonly clock: Clock, readonly reportIntervalMs: number) {}
+  /** A node silent for longer than `offlineAfterMs` is offline (default 3 report intervals). */
+  readonly offlineAfterMs: number;
 
-  get offlineAfterMs(): number {
-    return this.reportIntervalMs * MISSED_REPORTS_OFFLINE;
+  constructor(private readonly clock: Clock, readonly reportIntervalMs: number, offlineAfterMs?: number) {
+    this.offlineAfterMs = offlineAfterMs ?? reportIntervalMs * MISSED_REPORTS_OFFLINE;
   }
 
   private entry(nodeId: string, label?: string): Presence {

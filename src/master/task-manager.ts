@@ -271,13 +271,19 @@ export class TaskManager {
     this.scheduleSoon();
   }
 
-  /** A node went offline: every attempt it held is given up. */
+  /**
+   * A node went offline: every attempt it held is given up. A node that was only frozen or cut
+   * off may come back on its old streams without resubscribing, so no reconcile would stop what it
+   * still runs: a cancel of each attempt waits on its command stream (if it still has one).
+   */
   nodeLost(nodeId: string, why?: string): number {
     const node = this.store.getNode(nodeId);
     const label = node ? nodeLabel(node) : nodeId;
     const live = this.store.liveTasksOfNode(nodeId);
     for (const t of live) {
-      this.giveUpAttempt(t.id, `node ${label} ${why ?? `went offline (no report for ${this.registry.offlineAfterMs} ms)`}`);
+      const reason = `node ${label} ${why ?? `went offline (no report for ${this.registry.offlineAfterMs} ms)`}`;
+      this.giveUpAttempt(t.id, reason);
+      this.send(nodeId, { command: { $case: 'cancel', value: { taskId: t.id, attempt: t.attempt, reason: `attempt ${t.attempt} was given up: ${reason}` } } });
     }
     return live.length;
   }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { requireDockerImage, requireMount } from '../helpers/requirements.js';
 import { restartDockerDaemon } from '../helpers/docker-daemon.js';
 import { LocalRegistry } from '../helpers/local-registry.js';
-import { ProcessCluster } from '../helpers/process-cluster.js';
+import { ProcessCluster, registeredNodeId } from '../helpers/process-cluster.js';
 import { waitFor } from '../helpers/cli-process.js';
 import { recordScenario } from '../helpers/fault-ledger.js';
 
@@ -23,8 +23,9 @@ const volumesOf = (taskId: string): string[] =>
 interface TaskInfo {
   state: number;
   attempt: number;
+  nodeId: string;
   outcome?: { message: string; resultSha256: string; resultSize: number };
-  events: { state: number; message: string; attempt: number }[];
+  events: { state: number; message: string; attempt: number; nodeId: string; atMs: number }[];
 }
 const taskInfo = async (cluster: ProcessCluster, id: string): Promise<TaskInfo> => JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as TaskInfo;
 const SUCCEEDED = 7;
@@ -157,6 +158,92 @@ test('kill -9 during the result upload: the restarted worker resumes from the of
   }
 });
 
+const VANISH_NODE_TIMEOUT_S = 5;
+
+test('a worker frozen (SIGSTOP) past the node timeout: its tasks run again on another worker and are stored once; when it resumes, its late attempts are refused and their containers removed; it serves again', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  // Reports every 1 s; silent for 5 s = offline (the master's --node-timeout), a wide margin for
+  // the live worker's reports on a loaded machine.
+  const cluster = await ProcessCluster.start({ masterArgs: ['--node-timeout', `${VANISH_NODE_TIMEOUT_S}s`], workerArgs: ['--name', 'vanishing'] });
+  const a = cluster.worker!;
+  try {
+    const aId = await waitFor('worker A\'s node id', () => registeredNodeId(a));
+    // Attempt 1 (on A) of `long` is still running when A resumes: it must be stopped, not finished.
+    // Attempt 1 of `ended` ends while A is frozen: A holds a result nobody may take.
+    // Their second attempts are short. Each result names the attempt that made it.
+    const script = (first: number) => `if [ "$HIVEMIND_ATTEMPT" = 1 ]; then sleep ${first}; else sleep 2; fi; echo "attempt $HIVEMIND_ATTEMPT" > /output/r.txt`;
+    const long = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', script(600)])).stdout.trim();
+    const ended = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', script(15)])).stdout.trim();
+    await waitRunning(cluster, long);
+    await waitRunning(cluster, ended);
+    const b = await cluster.addWorker({ workerArgs: ['--name', 'spare'] });
+    const firstContainers = new Map([long, ended].map((id) => [id, containersOf(id)]));
+    assert.ok([...firstContainers.values()].every((c) => c.length === 1), 'attempt 1 of each task has its container on A');
+
+    a.child.kill('SIGSTOP');
+    const frozenAt = Date.now();
+    // The master gives A's attempts up after the node timeout and runs them again on B.
+    for (const id of [long, ended]) {
+      const w = await cluster.cli(['wait', id], 120_000);
+      assert.equal(w.code, 0, `${w.stdout}${w.stderr}\nB:\n${b.daemon.output}\nmaster:\n${cluster.master.output}`);
+    }
+    const lostAfterMs = Date.now() - frozenAt;
+    // `ended`'s first container exits on its own; frozen A cannot collect it.
+    const [endedFirst] = firstContainers.get(ended)!;
+    await waitFor('attempt 1 of `ended` to exit on A', () => execFileSync('docker', ['inspect', '-f', '{{.State.Status}}', endedFirst!]).toString().trim() === 'exited' || undefined, 60_000, 250);
+    assert.equal(execFileSync('docker', ['inspect', '-f', '{{.State.Status}}', firstContainers.get(long)![0]!]).toString().trim(), 'running', 'attempt 1 of `long` still runs while A is frozen');
+
+    a.child.kill('SIGCONT');
+    const resumedAt = Date.now();
+    // A learns its attempts were given up: both containers go, `long`'s long before its 600 s.
+    const gone = await waitFor('the containers of A\'s attempts removed', () => ([long, ended].every((id) => containersOf(id).length === 0 && volumesOf(id).length === 0) || undefined), 60_000, 250).catch(() => false);
+    const goneAfterMs = Date.now() - resumedAt;
+    const outcomes: { id: string; delivered: boolean; stored: number; ends: number; info: TaskInfo; lateEvents: TaskInfo['events'] }[] = [];
+    for (const id of [long, ended]) {
+      const info = await taskInfo(cluster, id);
+      const dir = join(cluster.home, `result-${id}`);
+      const r = await cluster.cli(['result', id, '-o', `${dir}.tar.gz`, '--extract', dir]);
+      const delivered = r.code === 0 && info.state === SUCCEEDED && existsSync(join(dir, 'r.txt')) && readFileSync(join(dir, 'r.txt'), 'utf8') === 'attempt 2\n';
+      // The master's history of attempt 1 ends where it gave it up; nothing A sent later counts.
+      const lostAt = info.events.find((e) => e.attempt === 1 && /went offline/.test(e.message))?.atMs ?? Infinity;
+      const lateEvents = info.events.filter((e) => e.attempt === 1 && e.atMs > lostAt);
+      outcomes.push({ id, delivered, stored: storedCount(cluster, id), ends: info.events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length, info, lateEvents });
+    }
+    for (const [i, o] of outcomes.entries()) {
+      recordScenario({ name: 'worker frozen past the node timeout, then resumed', faults: i === 0 ? 1 : 0, submitted: 1, delivered: o.delivered ? 1 : 0, lost: o.delivered ? 0 : 1, duplicated: o.stored > 1 || o.ends > 1 ? 1 : 0 });
+    }
+    t.diagnostic(`both tasks done on B ${lostAfterMs} ms after the freeze; A's containers gone ${goneAfterMs} ms after it resumed`);
+    const aLog = () => `A:\n${a.output}\nmaster:\n${cluster.master.output}`;
+    for (const o of outcomes) {
+      assert.ok(o.delivered, `result of ${o.id} is attempt 2's: ${JSON.stringify(o.info)}`);
+      assert.equal(o.info.attempt, 2);
+      assert.equal(o.info.nodeId, b.nodeId, 'attempt 2 ran on B');
+      assert.ok(o.info.events.some((e) => e.attempt === 1 && e.nodeId === aId && new RegExp(`node vanishing \\(${aId.slice(0, 8)}\\) went offline`).test(e.message)), JSON.stringify(o.info.events));
+      assert.equal(o.stored, 1, 'the master stored one result');
+      assert.equal(o.ends, 1, 'one terminal state at the master');
+      assert.deepEqual(o.lateEvents, [], 'A\'s late updates were refused');
+    }
+    assert.ok(lostAfterMs >= VANISH_NODE_TIMEOUT_S * 1000, `not requeued before the node timeout (${lostAfterMs} ms)`);
+    assert.ok(gone, `the containers of A's attempts were removed after it resumed\n${aLog()}`);
+    assert.ok(goneAfterMs < 45_000, `removed soon after A resumed: ${goneAfterMs} ms`);
+    // A was told: the cancel the master queued on its command stream when it gave the attempts up.
+    const cancelled = a.output.split('\n').filter((l) => l.includes('"cancel requested by the master"') && l.includes('was given up'));
+    assert.ok(cancelled.some((l) => l.includes(long)), `A got the cancel of \`long\`'s attempt 1\n${aLog()}`);
+
+    // A serves again: with B gone, a new task can only run on A.
+    await b.daemon.stop('SIGTERM');
+    const next = await cluster.cli(['submit', '--image', IMAGE, '--wait', '--json', '--', 'sh', '-c', 'echo back > /output/r.txt'], 120_000);
+    assert.equal(next.code, 0, `${next.stdout}${next.stderr}\n${aLog()}`);
+    const nextId = (JSON.parse(next.stdout) as { taskId: string }).taskId;
+    const ni = await taskInfo(cluster, nextId);
+    assert.equal(ni.nodeId, aId, 'the new task ran on A');
+    assert.equal(ni.attempt, 1);
+  } finally {
+    a.child.kill('SIGCONT');
+    await cluster.close();
+  }
+});
+
 /** When the worker logged each "lost the master; reconnecting" (its reconnect attempts), in ms. */
 const reconnectTimes = (output: string): number[] =>
   output.split('\n').filter((l) => l.includes('"lost the master; reconnecting"')).map((l) => (JSON.parse(l) as { time: number }).time);
@@ -216,12 +303,21 @@ test('SIGTERM drains until --drain-timeout, then cancels what is left as SHUTDOW
     const slow = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sleep', '600'])).stdout.trim();
     await waitRunning(cluster, quick);
     await waitRunning(cluster, slow);
+    interface NodeView { online: boolean; lastSeenMs: number; lastReport?: { seq: number; accepting: boolean } }
+    const node = async () => (JSON.parse((await cluster.cli(['nodes', '--json'])).stdout) as NodeView[])[0]!;
+    const before = await node();
     const termAt = Date.now();
     cluster.worker!.child.kill('SIGTERM');
-    // During the drain the node stays online (reports go on) but takes nothing new.
-    await new Promise((r) => setTimeout(r, 2500));
-    const nodes = JSON.parse((await cluster.cli(['nodes', '--json'])).stdout) as { online: boolean }[];
-    assert.ok(nodes.some((n) => n.online), 'online while draining');
+    // During the drain the node stays online (reports go on) but takes nothing new. Looked at
+    // after 4.5 s, past the 3 s (3 missed 1 s reports) after which a silent node is offline.
+    await new Promise((r) => setTimeout(r, 4500));
+    const draining = await node();
+    const drainedForMs = Date.now() - termAt;
+    assert.ok(drainedForMs < 11_000, `still within the 12 s drain when looked at (${drainedForMs} ms)`);
+    assert.ok(draining.online, `online while draining: ${JSON.stringify(draining)}`);
+    assert.ok(draining.lastReport && before.lastReport && draining.lastReport.seq >= before.lastReport.seq + 2, `reports went on during the drain: seq ${before.lastReport?.seq} at SIGTERM, ${draining.lastReport?.seq} ${drainedForMs} ms later`);
+    assert.ok(draining.lastSeenMs > termAt, 'seen after the SIGTERM');
+    assert.equal(draining.lastReport.accepting, false, 'the draining node reports that it takes nothing new');
     const code = await cluster.worker!.exited;
     const tookMs = Date.now() - termAt;
     await settle(cluster, quick, { name: 'SIGTERM: a running task finishes within the drain', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'drained\n' });

@@ -1,5 +1,5 @@
-// A master and a worker as separate `hivemind` processes on loopback, in a temp HIVEMIND_HOME:
-// the fixture of the end-to-end tests and of the benchmark.
+// A master and a worker (or more, see addWorker) as separate `hivemind` processes on loopback, in
+// a temp HIVEMIND_HOME: the fixture of the end-to-end tests and of the benchmark.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,28 @@ export interface ClusterOptions {
   workerDataDir?: string;
   /** The CLI entry script the master, the worker and `cli()` run (default this build's). */
   cli?: string;
+  /** Extra flags of `hivemind master start` (e.g. `--node-timeout 5s`). */
+  masterArgs?: string[];
+}
+
+/** A worker started by addWorker, next to `cluster.worker`. */
+export interface ExtraWorker {
+  daemon: CliDaemon;
+  nodeId: string;
+  dataDir: string;
+}
+
+/** The node id a worker logged when it registered (first start of its data dir). */
+export function registeredNodeId(worker: CliDaemon): string | undefined {
+  for (const line of worker.output.split('\n')) {
+    if (!line.includes('"registered with the master"')) continue;
+    try {
+      return (JSON.parse(line) as { nodeId?: string }).nodeId;
+    } catch {
+      // a torn line; the next read has it whole
+    }
+  }
+  return undefined;
 }
 
 export class ProcessCluster {
@@ -30,6 +52,9 @@ export class ProcessCluster {
     /** The CLI entry script every process of this cluster runs; an upgrade test swaps it. */
     public cliPath: string = CLI,
   ) {}
+
+  /** Workers started by addWorker; close() stops them too. */
+  readonly extraWorkers: ExtraWorker[] = [];
 
   /** Starts the master again on the same address and data dir (after `master.stop()`). */
   async restartMaster(): Promise<CliDaemon> {
@@ -48,7 +73,7 @@ export class ProcessCluster {
     // No monitor unless a test asks for one (--monitor-port): workers of parallel fixtures would share 5001.
     const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
     const reportInterval = opts.reportInterval ?? '1s';
-    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval];
+    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval, ...(opts.masterArgs ?? [])];
     const cliPath = opts.cli ?? CLI;
     const master = new CliDaemon(masterArgs, baseEnv, cliPath);
     const tokenFile = join(home, 'master', 'admin.token');
@@ -67,21 +92,7 @@ export class ProcessCluster {
   }
 
   async startWorker(opts: ClusterOptions = {}): Promise<CliDaemon> {
-    const tok = await this.cli(['token', 'create']);
-    if (tok.code !== 0) throw new Error(`token create failed: ${tok.stderr}`);
-    const worker = new CliDaemon(
-      [
-        'worker', 'start',
-        '--master', this.address,
-        '--token', tok.stdout.trim(),
-        '--data-dir', opts.workerDataDir ?? join(this.home, 'worker'),
-        '--report-interval', opts.reportInterval ?? '1s',
-        '--max-tasks', String(opts.maxTasks ?? 2),
-        ...(opts.workerArgs ?? []),
-      ],
-      { ...this.env, HIVEMIND_MASTER: undefined, ...opts.workerEnv },
-      this.cliPath,
-    );
+    const worker = await this.spawnWorker(opts.workerDataDir ?? join(this.home, 'worker'), opts);
     this.worker = worker;
     await waitFor(
       'the worker to be online',
@@ -97,11 +108,54 @@ export class ProcessCluster {
     return worker;
   }
 
+  /**
+   * Starts one more worker with its own data dir (default HOME/worker-N), leaving `worker` as it
+   * is, and waits until the master lists its node online.
+   */
+  async addWorker(opts: ClusterOptions = {}): Promise<ExtraWorker> {
+    const dataDir = opts.workerDataDir ?? join(this.home, `worker-${this.extraWorkers.length + 2}`);
+    const daemon = await this.spawnWorker(dataDir, opts);
+    const extra: ExtraWorker = { daemon, nodeId: '', dataDir };
+    this.extraWorkers.push(extra);
+    extra.nodeId = await waitFor('the added worker to register', () => {
+      if (daemon.child.exitCode !== null) throw new Error(`worker exited: ${daemon.output}`);
+      return registeredNodeId(daemon);
+    }, 30_000, 100);
+    await waitFor('the added worker to be online', async () => {
+      if (daemon.child.exitCode !== null) throw new Error(`worker exited: ${daemon.output}`);
+      const nodes = JSON.parse((await this.cli(['nodes', '--json'])).stdout || '[]') as { nodeId: string; online: boolean }[];
+      return nodes.some((n) => n.nodeId === extra.nodeId && n.online) || undefined;
+    }, 30_000, 200);
+    return extra;
+  }
+
+  private async spawnWorker(dataDir: string, opts: ClusterOptions): Promise<CliDaemon> {
+    const tok = await this.cli(['token', 'create']);
+    if (tok.code !== 0) throw new Error(`token create failed: ${tok.stderr}`);
+    return new CliDaemon(
+      [
+        'worker', 'start',
+        '--master', this.address,
+        '--token', tok.stdout.trim(),
+        '--data-dir', dataDir,
+        '--report-interval', opts.reportInterval ?? '1s',
+        '--max-tasks', String(opts.maxTasks ?? 2),
+        ...(opts.workerArgs ?? []),
+      ],
+      { ...this.env, HIVEMIND_MASTER: undefined, ...opts.workerEnv },
+      this.cliPath,
+    );
+  }
+
   cli(args: string[], timeoutMs?: number): Promise<CliResult> {
     return runCli(args, this.env, timeoutMs, this.cliPath);
   }
 
   async close(): Promise<void> {
+    const workers = [...this.extraWorkers.map((w) => w.daemon), ...(this.worker ? [this.worker] : [])];
+    // A worker a test froze (SIGSTOP) would never act on the SIGTERM.
+    for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGCONT');
+    for (const w of this.extraWorkers) await w.daemon.stop('SIGTERM').catch(() => undefined);
     await this.worker?.stop('SIGTERM').catch(() => undefined);
     await this.master.stop('SIGTERM').catch(() => undefined);
     rmSync(this.home, { recursive: true, force: true });

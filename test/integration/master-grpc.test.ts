@@ -431,6 +431,8 @@ test('a node that stops reporting loses its task: requeued as attempt 2, the old
   assert.equal(requeued.queueReason, 'no online node');
   assert.ok(requeued.events.some((e) => e.attempt === 1 && /node .* went offline/.test(e.message)), 'the history says why attempt 1 was lost');
   assert.equal((await h.admin.listNodes())[0]!.online, false);
+  const told = await w.nextCommand();
+  assert.ok(told.command?.$case === 'cancel' && told.command.value.attempt === 1, 'the old command stream is told to stop attempt 1 at once');
   const ack = await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_UPLOADING });
   assert.deepEqual(ack, { applied: false, superseded: true, cancelRequested: false });
   await assert.rejects(w.uploadOffset(taskId, 1), (e) => grpcCode(e) === status.FAILED_PRECONDITION && /superseded/.test((e as ServiceError).details));
@@ -449,6 +451,43 @@ test('a node that stops reporting loses its task: requeued as attempt 2, the old
   });
   assert.equal(failed.outcome?.kind, OutcomeKind.OUTCOME_KIND_NODE_LOST);
   assert.match(failed.outcome!.message, /gave up after 2 of 2 attempts/);
+});
+
+test('a node that comes back from a freeze on its old streams is told at once to stop the attempt it lost', async (t) => {
+  // A frozen worker (SIGSTOP, a VM paused) resumes with its gRPC streams intact: it reports again
+  // but does not resubscribe, so no reconcile tells it that its attempt was given up meanwhile.
+  const h = await startMaster(t, { reportIntervalMs: 300, nodeTimeoutMs: 600, maxAttempts: 2 });
+  const a = await worker(t, h, 'frozen');
+  const b = await worker(t, h, 'spare');
+  a.report();
+  a.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  assert.equal((await assignmentOf(a)).attempt, 1);
+  await a.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  // A falls silent; B arrives and keeps reporting.
+  b.subscribe();
+  const beat = setInterval(() => b.report(), 100);
+  t.after(() => clearInterval(beat));
+  assert.equal((await assignmentOf(b)).attempt, 2, 'requeued to B after the 600 ms node timeout');
+  // A resumes: its reports go on the same stream, and its command stream carries the news.
+  a.report();
+  const cmd = await a.nextCommand(3000);
+  assert.equal(cmd.command?.$case, 'cancel', JSON.stringify(cmd));
+  assert.equal(cmd.command.value.taskId, taskId);
+  assert.equal(cmd.command.value.attempt, 1);
+  assert.match(cmd.command.value.reason, /^attempt 1 was given up: node frozen \(\w+\) went offline \(no report for 600 ms\)$/);
+  // Whatever A still sends for attempt 1 is superseded; B's attempt 2 is untouched.
+  assert.deepEqual(await a.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_CANCELLED }), { applied: false, superseded: true, cancelRequested: false });
+  const info = await h.admin.getTask(taskId);
+  assert.equal(info.attempt, 2);
+  assert.equal(info.state, TaskState.TASK_STATE_ASSIGNED);
+});
+
+test('the node timeout may not be shorter than the report interval', async () => {
+  await assert.rejects(
+    Master.create({ listenAddress: '127.0.0.1:0', dataDir: join(tmpdir(), 'hm-never-created'), reportIntervalMs: 1000, nodeTimeoutMs: 999 }),
+    /master: nodeTimeoutMs \(999\) must be at least reportIntervalMs \(1000\)/,
+  );
 });
 
 test('resubscribing without a running task gives it up; an unanswered assignment is resent', async (t) => {

@@ -130,6 +130,26 @@ test('master config defaults to loopback and 3 attempts', () => {
   assert.equal(c.dataDir, '/x/master');
 });
 
+test('master config: the node timeout defaults to 3 report intervals and may not be shorter than one', () => {
+  assert.equal(compileMasterConfig({ env: {}, flags: {} }).nodeTimeoutMs, 90_000);
+  assert.equal(compileMasterConfig({ env: {}, flags: { reportInterval: '2s' } }).nodeTimeoutMs, 6000, 'follows the report interval');
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_NODE_TIMEOUT: '5m' }, flags: {} }).nodeTimeoutMs, 300_000);
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_NODE_TIMEOUT: '5m' }, flags: { nodeTimeout: '45s' } }).nodeTimeoutMs, 45_000, 'the flag wins');
+  assert.equal(compileMasterConfig({ env: {}, flags: { reportInterval: '10s', nodeTimeout: '10s' } }).nodeTimeoutMs, 10_000, 'one interval is allowed');
+  assert.throws(
+    () => compileMasterConfig({ env: { HIVEMIND_REPORT_INTERVAL: '10s' }, flags: { nodeTimeout: '5s' } }),
+    (err: unknown) => err instanceof ConfigError && err.message.includes('flag --node-timeout: 5.0s is shorter than the report interval (10.0s)'),
+  );
+  assert.throws(
+    () => compileMasterConfig({ file: { master: { nodeTimeout: '20s' } }, filePath: '/etc/hm.json', env: {}, flags: {} }),
+    (err: unknown) => err instanceof ConfigError && err.message.includes('"master.nodeTimeout" in /etc/hm.json: 20.0s is shorter than the report interval (30.0s)'),
+  );
+  assert.throws(
+    () => compileMasterConfig({ env: {}, flags: { nodeTimeout: 'soon' } }),
+    (err: unknown) => err instanceof ConfigError && /flag --node-timeout: node timeout: "soon" is not a duration/.test(err.message),
+  );
+});
+
 test('client config falls back to the dev master file, and says what to do without one', () => {
   const home = mkdtempSync(join(tmpdir(), 'hm-home-'));
   try {

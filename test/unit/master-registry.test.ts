@@ -27,6 +27,18 @@ test('offline after 3 missed report intervals, online again on the next report',
   assert.equal(r.isOnline('n1'), true);
 });
 
+test('a configured node timeout replaces the 3 report intervals', () => {
+  const clock = new ManualClock();
+  const r = new NodeRegistry(clock, 1000, 10_000);
+  assert.equal(r.offlineAfterMs, 10_000);
+  r.onReport('n1', report());
+  clock.advance(10_000);
+  assert.deepEqual(r.sweep(), [], 'silent for 10 reports but within the timeout');
+  clock.advance(1);
+  assert.deepEqual(r.sweep(), ['n1']);
+  assert.equal(new NodeRegistry(clock, 1000).offlineAfterMs, 3000, 'default: 3 report intervals');
+});
+
 test('only online nodes with a command stream are schedulable', () => {
   const clock = new ManualClock();
   const r = new NodeRegistry(clock, 1000);

@@ -60,7 +60,8 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .description('run a master: node registry, FIFO scheduler, input/result store')
     .option('--listen <host:port>', 'gRPC listen address (default 127.0.0.1:7070)')
     .option('--data-dir <dir>', 'database, inputs, results, logs (default $HIVEMIND_HOME/master)')
-    .option('--report-interval <duration>', 'report interval for nodes; offline after 3 missed (default 30s)')
+    .option('--report-interval <duration>', 'report interval for nodes (default 30s)')
+    .option('--node-timeout <duration>', 'a node silent this long is offline and its tasks are requeued; at least the report interval (default 3 report intervals)')
     .option('--max-attempts <n>', 'attempts per task when nodes are lost (default 3)')
     .option('--wg-endpoint <host:port>', 'tunnel mode: public UDP address of this master\'s WireGuard interface')
     .option('--wg-subnet <cidr>', 'tunnel mode: tunnel subnet (default 10.8.0.0/24)')
@@ -75,7 +76,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       const m = await Master.create(
-        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, maxAttempts: cfg.maxAttempts, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
         { logger },
       );
       const address = await m.start();
