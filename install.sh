@@ -593,14 +593,15 @@ bg_stop() {
 bg_start() {
   changed "start the worker in the background (log $log_dir/worker.log, pid file $pid_file)"
   [ "$dry_run" -eq 0 ] || return 0
-  echo "+ nohup $exe --config $config_file worker start >>$log_dir/worker.log 2>&1 &"
-  HIVEMIND_HOME="$data_dir" nohup "$exe" --config "$config_file" worker start >>"$log_dir/worker.log" 2>&1 </dev/null &
+  # the worker writes (and rotates) its log itself; worker.out keeps what it prints outside it
+  echo "+ nohup $exe --config $config_file worker start --log-file $log_dir/worker.log >>$log_dir/worker.out 2>&1 &"
+  HIVEMIND_HOME="$data_dir" nohup "$exe" --config "$config_file" worker start --log-file "$log_dir/worker.log" >>"$log_dir/worker.out" 2>&1 </dev/null &
   local pid=$! i
   # a bad config or an unusable data dir ends it at once: wait until it has claimed its pid file
   for i in $(seq 1 50); do
     if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$log_dir/worker.log" >&2 || true
-      fail "the worker exited at start; its log is above (and in $log_dir/worker.log)"
+      tail -n 20 "$log_dir/worker.out" >&2 || true
+      fail "the worker exited at start; its output is above (and in $log_dir/worker.out; its log in $log_dir/worker.log)"
     fi
     [ "$(cat "$pid_file" 2>/dev/null || true)" != "$pid" ] || break
     sleep 0.1

@@ -342,6 +342,11 @@ test('install.sh in a Debian container without systemd: install, re-run, upgrade
     const node = await waitFor('the installed worker to be online at the master', async () => (await nodes()).find((n) => n.name === 'installed-node' && n.online), 60_000, 300);
     nodeId = node.nodeId;
     await roundTrip('installed');
+    // the worker writes its own log (JSON lines, rotated), not the shell's redirection
+    assert.ok(r.stdout.includes(`+ nohup ${INSTALLED} --config ${CONFIG} worker start --log-file ${LOG_DIR}/worker.log >>${LOG_DIR}/worker.out 2>&1 &\n`), out(r));
+    const logLines = (await c.sh(`cat ${LOG_DIR}/worker.log`)).stdout.split('\n').filter(Boolean);
+    assert.ok(logLines.length > 0 && logLines.every((l) => typeof (JSON.parse(l) as { msg?: unknown }).msg === 'string'), logLines.join('\n'));
+    assert.equal((await c.sh(`stat -c %a ${LOG_DIR}/worker.log`)).stdout.trim(), '640');
   });
 
   await t.test('the same install again says "nothing changed" and changes nothing', async () => {
