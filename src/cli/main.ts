@@ -46,12 +46,24 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv).then(
-  // Exit explicitly: a lingering gRPC channel must not keep a finished command alive
-  // (stdout/stderr are synchronous for files and pipes on Linux, so nothing is cut).
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`hivemind: ${errorMessage(err)}\n`);
-    process.exit(EXIT_FAILURE);
-  },
-);
+/**
+ * Exits once stdout and stderr have handed everything to the OS. Exiting explicitly keeps a
+ * lingering gRPC channel from holding a finished command, but a write to a pipe the reader has
+ * not emptied yet is still queued in the process: exiting at once cut `hivemind logs ID | tail`
+ * short, losing the end of the log.
+ */
+function exitWhenFlushed(code: number): void {
+  let pending = 2;
+  const done = () => {
+    if (--pending === 0) process.exit(code);
+  };
+  for (const s of [process.stdout, process.stderr]) {
+    if (s.writableLength === 0 || s.destroyed) done();
+    else s.write('', done);
+  }
+}
+
+main(process.argv).then(exitWhenFlushed, (err: unknown) => {
+  process.stderr.write(`hivemind: ${errorMessage(err)}\n`);
+  exitWhenFlushed(EXIT_FAILURE);
+});

@@ -1,5 +1,6 @@
 // The admin commands (submit, tasks, get, wait, logs, result, cancel, nodes, token create):
 // thin shells over AdminClient that print for humans, or JSON with --json.
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -180,7 +181,9 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
       const c = ctx();
       await withClient(c, o, async (client) => {
         for await (const chunk of client.streamLogs(taskId, { follow: Boolean(o.follow) })) {
-          (chunk.stream === 2 ? c.stderr : c.stdout).write(Buffer.from(chunk.data));
+          const out = chunk.stream === 2 ? c.stderr : c.stdout;
+          // a reader slower than the master (a pager, a slow pipe): wait for it, don't buffer the whole log
+          if (!out.write(Buffer.from(chunk.data))) await once(out, 'drain');
         }
       });
     },
