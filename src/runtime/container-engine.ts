@@ -161,4 +161,10 @@ export interface ContainerEngine {
    * reattaching worker sees what it missed); resolves when the stream ends.
    */
   followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void>;
+  /**
+   * The logs Docker still holds from `sinceNs` (Docker's time of a frame) on, without following.
+   * A follower slower than the task loses output when the log file rotates under it, the end
+   * included; this reads what is left of the end once the container has exited.
+   */
+  readLogsSince(id: string, sinceNs: bigint, sink: LogSink, signal?: AbortSignal): Promise<void>;
 }

@@ -150,7 +150,9 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
         { Type: 'volume', Source: volumes.input, Target: INPUT_DIR, ReadOnly: true },
         { Type: 'volume', Source: volumes.output, Target: OUTPUT_DIR, ReadOnly: false },
       ],
-      LogConfig: { Type: 'json-file', Config: { 'max-size': String(defaults.engineLogBytes), 'max-file': '1' } },
+      // Two files of half the cap each: with a single file, rotation truncates the file under the
+      // log follower, which then stops short of the end of the output (the part people read).
+      LogConfig: { Type: 'json-file', Config: { 'max-size': String(Math.max(1, Math.floor(defaults.engineLogBytes / 2))), 'max-file': '2' } },
       AutoRemove: false,
     },
   };

@@ -223,12 +223,36 @@ export class DockerEngine implements ContainerEngine {
     };
   }
 
-  async followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {
+  followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {
+    return this.readLogs(id, { follow: true }, sink, signal);
+  }
+
+  readLogsSince(id: string, sinceNs: bigint, sink: LogSink, signal?: AbortSignal): Promise<void> {
+    // `since` is in seconds (fractions allowed): ask from the frame's whole second, drop what came before it
+    const since = `${sinceNs / 1_000_000_000n}.${String(sinceNs % 1_000_000_000n).padStart(9, '0')}`;
+    const after: LogSink = {
+      stdout: (d, atNs) => {
+        if (atNs > sinceNs) sink.stdout(d, atNs);
+      },
+      stderr: (d, atNs) => {
+        if (atNs > sinceNs) sink.stderr(d, atNs);
+      },
+    };
+    return this.readLogs(id, { follow: false, since }, after, signal);
+  }
+
+  private async readLogs(id: string, opts: { follow: boolean; since?: string }, sink: LogSink, signal?: AbortSignal): Promise<void> {
     const what = `logs of container ${short(id)}`;
-    const stream = (await this.call(what, signal, () =>
-      this.docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, timestamps: true, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: true }),
-    )) as unknown as Readable;
+    // dockerode answers a follow with a stream, anything else with the whole body
+    const body = (await this.call(what, signal, () =>
+      this.docker.getContainer(id).logs({ ...opts, stdout: true, stderr: true, timestamps: true, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: true }),
+    )) as unknown as Readable | Buffer;
     const frames = new LogFrameDecoder((m) => sink[m.stream](m.data, m.atNs));
+    if (Buffer.isBuffer(body)) {
+      frames.push(body);
+      return;
+    }
+    const stream = body;
     stream.on('data', (d: Buffer) => frames.push(d));
     await new Promise<void>((resolve, reject) => {
       stream.once('end', resolve);

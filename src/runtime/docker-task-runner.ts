@@ -13,7 +13,7 @@ import type { Logger } from '../common/logger.js';
 import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
 import { gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
-import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState } from './container-engine.js';
+import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState, LogSink } from './container-engine.js';
 import {
   INPUT_DIR,
   OUTPUT_DIR,
@@ -62,6 +62,9 @@ export const NO_EXIT_CODE = -1;
 /** Exit codes of a container ended by SIGTERM or SIGKILL (128 + signal). */
 const SIGNAL_EXITS = new Set([128 + 15, 128 + 9]);
 
+
+/** After the container ended, a log stream that delivered nothing for this long is given up. */
+const LOG_STALL_MS = 5000;
 export class DockerTaskRunner implements TaskExecutor {
   private readonly defaults: RunnerDefaults;
   /** Containers whose process runs now, by task attempt, for per-task usage. */
@@ -323,13 +326,22 @@ export class DockerTaskRunner implements TaskExecutor {
     this.running.set(runKey, { taskId: exec.taskId, containerId: id });
 
     const logCtl = new AbortController();
+    let lastLogAt = Date.now();
+    let lastNs = 0n;
+    const sink: LogSink = {
+      stdout: (d, atNs) => {
+        [lastLogAt, lastNs] = [Date.now(), atNs];
+        this.emitLog(exec, tail, 'stdout', d, atNs);
+      },
+      stderr: (d, atNs) => {
+        [lastLogAt, lastNs] = [Date.now(), atNs];
+        this.emitLog(exec, tail, 'stderr', d, atNs);
+      },
+    };
     const logsDone = this.engine
       .followLogs(
         id,
-        {
-          stdout: (d, atNs) => this.emitLog(exec, tail, 'stdout', d, atNs),
-          stderr: (d, atNs) => this.emitLog(exec, tail, 'stderr', d, atNs),
-        },
+        sink,
         logCtl.signal,
       )
       .catch((err: unknown) => {
@@ -355,10 +367,17 @@ export class DockerTaskRunner implements TaskExecutor {
       exec.signal.removeEventListener('abort', onAbort);
       this.running.delete(runKey);
     }
-    // The log stream ends with the container; don't let a stuck one hold the task.
-    const logTimer = setTimeout(() => logCtl.abort(), 5000);
+    // The log stream ends once Docker has sent all of the output, which after a flood can be
+    // seconds after the exit: read it to its end (the part people read), but don't let a stream
+    // that stopped moving hold the task.
+    const logTimer = setInterval(() => {
+      if (Date.now() - lastLogAt > LOG_STALL_MS) logCtl.abort();
+    }, 500);
     await logsDone;
-    clearTimeout(logTimer);
+    clearInterval(logTimer);
+    // A follower slower than the task loses output when Docker rotates the log under it, the end
+    // included: read what Docker still holds after the last frame seen.
+    await this.engine.readLogsSince(id, lastNs, sink).catch((err: unknown) => log.warn({ err }, 'reading the end of the log failed'));
     const info = await this.engine.inspectContainer(id);
     // A reattached container may have ended long before the worker came back: the engine's
     // finish time, when it has one, is the end of the run.
