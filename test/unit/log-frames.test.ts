@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { LogFrameDecoder, parseDockerTime, type LogMessage } from '../../src/runtime/log-frames.js';
 import { LogForwarder } from '../../src/worker/log-forwarder.js';
 import type { LogSink } from '../../src/worker/master-connection.js';
-import type { LogChunk } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { LogStream, type LogChunk } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { systemClock } from '../../src/common/clock.js';
 
 function frame(stream: 0 | 1 | 2, payload: string): Buffer {
@@ -90,8 +90,44 @@ test('chunks dropped from a full buffer take their times with them', async () =>
   for (const [i, ch] of ['a', 'b', 'c', 'd'].entries()) f.push('stdout', Buffer.from(ch), BigInt(i + 1));
   sink.ready = true;
   f.flush();
-  assert.deepEqual(sink.written.map((c) => c.data.toString()), ['c', 'd']);
+  assert.deepEqual(sink.written.map((c) => c.data.toString()), ['\n[hivemind: 2 bytes of output skipped here: the master did not take them fast enough]\n', 'c', 'd']);
+  assert.equal(sink.written[0]!.stream, LogStream.LOG_STREAM_STDERR, 'the note goes to stderr, where the skip was');
   assert.deepEqual(sent, [4n]);
   assert.equal(f.droppedBytes, 2);
   await f.close(); // its flush timer (1,000 s) would keep this test file's process alive
+});
+
+/** A stream that takes one chunk, then needs a drain that comes `drainMs` later. */
+class SlowSink extends RecordingSink {
+  constructor(private readonly drainMs: number) {
+    super();
+  }
+  override write(chunk: LogChunk): boolean {
+    super.write(chunk);
+    this.ready = false;
+    setTimeout(() => (this.ready = true), this.drainMs);
+    return true;
+  }
+}
+
+test('when the task ends, close() waits for a backpressured stream until the end of the output is sent', async () => {
+  const sink = new SlowSink(5);
+  const f = new LogForwarder({ taskId: 't', attempt: 1, clock: systemClock, flushMs: 1_000_000, maxBufferedBytes: 1024, openSink: () => sink });
+  for (let i = 0; i < 20; i++) f.push('stdout', Buffer.from(`line ${i}\n`));
+  f.push('stdout', Buffer.from('THE-END\n'));
+  await f.close();
+  assert.equal(sink.written.map((c) => c.data.toString()).join(''), Array.from({ length: 20 }, (_, i) => `line ${i}\n`).join('') + 'THE-END\n');
+  assert.equal(f.droppedBytes, 0);
+});
+
+test('close() gives up on a stream that stays backpressured after its timeout, and counts what it dropped', async () => {
+  const sink = new RecordingSink();
+  const f = new LogForwarder({ taskId: 't', attempt: 1, clock: systemClock, flushMs: 1_000_000, maxBufferedBytes: 1024, openSink: () => sink, closeTimeoutMs: 50 });
+  sink.ready = false;
+  f.push('stdout', Buffer.from('never sent'));
+  const started = Date.now();
+  await f.close();
+  assert.ok(Date.now() - started >= 50 && Date.now() - started < 2_000);
+  assert.deepEqual(sink.written, []);
+  assert.equal(f.droppedBytes, 10);
 });
