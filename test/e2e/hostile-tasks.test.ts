@@ -1,0 +1,99 @@
+// Hostile and malformed tasks through a real master and worker (processes, Docker): each is
+// refused or contained with a precise outcome, and the same node goes on serving afterwards.
+// The runner's integration tests go deeper into each case; this proves the whole path.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { requireDockerImage } from '../helpers/requirements.js';
+import { ProcessCluster } from '../helpers/process-cluster.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
+import { OutcomeKind, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+
+const IMAGE = 'hivemind/busybox:1';
+
+interface TaskJson {
+  state: number;
+  nodeId: string;
+  outcome?: { kind: number; message: string; exitCode: number };
+}
+
+test('hostile tasks through a real master and worker are refused or contained with a precise outcome, and the node serves on', { timeout: 300_000 }, async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const cluster = await ProcessCluster.start({ reportInterval: '2s' });
+  try {
+    const submit = (args: string[]) => cluster.cli(['submit', '--image', IMAGE, ...args]);
+
+    await t.test('malformed specs are refused at submission, naming the field', async () => {
+      const cases: { what: string; args: string[]; message: RegExp }[] = [
+        { what: 'an invalid environment variable name', args: ['--env', '1BAD=x', '--', 'true'], message: /"1BAD" is not a valid variable name/ },
+        { what: 'a reserved environment variable', args: ['--env', 'HIVEMIND_TASK_ID=x', '--', 'true'], message: /HIVEMIND_TASK_ID is reserved/ },
+        { what: 'an empty program', args: ['--', ''], message: /command\[0\] is empty: name the program to run/ },
+        { what: 'a negative CPU limit', args: ['--cpus', '-1', '--', 'true'], message: /cpus/i },
+        { what: 'an absurd memory limit', args: ['--memory', '100t', '--', 'true'], message: /memory/i },
+      ];
+      for (const c of cases) {
+        const r = await submit(c.args);
+        recordHostile(`task spec end to end: ${c.what}`, r.code === 0);
+        assert.notEqual(r.code, 0, `${c.what}: accepted\n${r.stdout}`);
+        assert.match(r.stderr, c.message, c.what);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, `${c.what}: no stack trace`);
+      }
+      const tasks = JSON.parse((await cluster.cli(['tasks', '--json'])).stdout) as unknown[];
+      assert.equal(tasks.length, 0, 'nothing was queued');
+    });
+
+    const run = async (args: string[]): Promise<{ id: string; info: TaskJson }> => {
+      const s = await submit(args);
+      assert.equal(s.code, 0, s.stderr);
+      const id = s.stdout.trim();
+      await cluster.cli(['wait', id], 120_000);
+      return { id, info: JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as TaskJson };
+    };
+    const kindOf = (i: TaskJson) => OutcomeKind[i.outcome?.kind ?? 0];
+
+    await t.test('running tasks: a memory hog, a fork bomb, a log flood, an output symlink to a host path, a look around', async () => {
+      const oom = await run(['--memory', '32m', '--', 'sh', '-c', 'x=aaaaaaaa; while true; do x=$x$x; done']);
+      recordHostile('task end to end: memory hog', oom.info.outcome?.kind !== OutcomeKind.OUTCOME_KIND_OOM_KILLED);
+      assert.equal(kindOf(oom.info), 'OUTCOME_KIND_OOM_KILLED', JSON.stringify(oom.info));
+
+      const bomb = await run(['--pids', '32', '--timeout', '4s', '--', 'sh', '-c', 'b() { b | b & }; b; sleep 60']);
+      recordHostile('task end to end: recursive fork bomb', bomb.info.outcome?.kind !== OutcomeKind.OUTCOME_KIND_TIMED_OUT);
+      assert.equal(kindOf(bomb.info), 'OUTCOME_KIND_TIMED_OUT', JSON.stringify(bomb.info));
+
+      // 24 MiB of output, three times the master's log cap: the end is kept, the size bounded
+      const flood = await run(['--', 'sh', '-c', 'head -c 25165824 /dev/zero | tr "\\0" x | fold -w 127; echo THE-END']);
+      assert.equal(flood.info.state, TaskState.TASK_STATE_SUCCEEDED, JSON.stringify(flood.info));
+      const logs = await cluster.cli(['logs', flood.id], 120_000);
+      const bounded = logs.stdout.length <= 8 * 1024 ** 2 + 64 * 1024 && logs.stdout.trimEnd().endsWith('THE-END');
+      recordHostile('task end to end: log flood (bounded, tail kept)', !bounded);
+      assert.ok(bounded, `logs: ${logs.stdout.length} bytes, ending ${JSON.stringify(logs.stdout.slice(-40))}`);
+
+      const link = await run(['--', 'sh', '-c', 'ln -s /etc/passwd /output/pw']);
+      recordHostile('output end to end: a symlink to a host path', link.info.outcome?.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+      assert.equal(kindOf(link.info), 'OUTCOME_KIND_OUTPUT_REJECTED', JSON.stringify(link.info));
+      assert.match(link.info.outcome!.message, /entry "output\/pw" is a symlink to the absolute path "\/etc\/passwd"/);
+
+      // what a task can see and touch: loopback only, a read-only root, no Docker socket, no worker files
+      const look = await run(['--', 'sh', '-c', 'ls /sys/class/net; touch /etc/x 2>&1; ls /var/run/docker.sock 2>&1; ls / | tr "\\n" " " > /output/root.txt']);
+      assert.equal(look.info.state, TaskState.TASK_STATE_SUCCEEDED, JSON.stringify(look.info));
+      const seen = (await cluster.cli(['logs', look.id])).stdout;
+      const dir = join(cluster.home, `look-${look.id}`);
+      assert.equal((await cluster.cli(['result', look.id, '-o', `${dir}.tar.gz`, '--extract', dir])).code, 0);
+      const root = readFileSync(join(dir, 'root.txt'), 'utf8');
+      const escaped = !/^lo$/m.test(seen) || /^eth/m.test(seen) || !/Read-only file system/.test(seen) || !/No such file/.test(seen) || /worker\.db|identity/.test(root);
+      recordHostile('task end to end: network, writes outside /output, the Docker socket, worker files', escaped);
+      assert.ok(!escaped, `${seen}\n/: ${root}`);
+    });
+
+    await t.test('the same worker process and node serve a plain task afterwards', async () => {
+      assert.equal(cluster.worker!.child.exitCode, null, cluster.worker!.output);
+      const ok = await run(['--', 'sh', '-c', 'echo fine > /output/ok.txt']);
+      assert.equal(ok.info.state, TaskState.TASK_STATE_SUCCEEDED, JSON.stringify(ok.info));
+      const nodes = JSON.parse((await cluster.cli(['nodes', '--json'])).stdout) as { nodeId: string; online: boolean }[];
+      assert.deepEqual(nodes.map((n) => [n.nodeId, n.online]), [[ok.info.nodeId, true]]);
+    });
+  } finally {
+    await cluster.close();
+  }
+});
