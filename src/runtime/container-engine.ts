@@ -162,9 +162,16 @@ export interface ContainerEngine {
    */
   followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void>;
   /**
-   * The logs Docker still holds from `sinceNs` (Docker's time of a frame) on, without following.
-   * A follower slower than the task loses output when the log file rotates under it, the end
-   * included; this reads what is left of the end once the container has exited.
+   * The last `keepLastBytes` of the output Docker still holds after `sinceNs` (Docker's time of a
+   * frame), without following. A follower slower than the task loses output when the log file
+   * rotates under it, the end included; this reads the end once the container has exited.
    */
-  readLogsSince(id: string, sinceNs: bigint, sink: LogSink, signal?: AbortSignal): Promise<void>;
+  readLogsSince(id: string, sinceNs: bigint, keepLastBytes: number, signal?: AbortSignal): Promise<LogsSince>;
+}
+
+export interface LogsSince {
+  /** In order, ending with the container's last output. */
+  messages: { stream: 'stdout' | 'stderr'; data: Buffer; atNs: bigint }[];
+  /** Output after `sinceNs` left out to keep only the end. */
+  skippedBytes: number;
 }

@@ -13,10 +13,11 @@ import type {
   EngineVersion,
   ImageInfo,
   LogSink,
+  LogsSince,
   PullProgress,
   VolumeSummary,
 } from './container-engine.js';
-import { LogFrameDecoder } from './log-frames.js';
+import { LogFrameDecoder, type LogMessage } from './log-frames.js';
 
 /** An EngineError that remembers the HTTP status the engine answered with (0 when none). */
 export class EngineRequestError extends EngineError {
@@ -37,6 +38,8 @@ interface DockerodeError {
 }
 
 /** Socket errors meaning the daemon is not there (stopped, restarting, socket gone). */
+/** How much of a log body is decoded between two turns of the event loop. */
+const LOG_DECODE_SLICE = 256 * 1024;
 const CONNECTION_LOST = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'EPIPE']);
 
 /**
@@ -227,32 +230,41 @@ export class DockerEngine implements ContainerEngine {
     return this.readLogs(id, { follow: true }, sink, signal);
   }
 
-  readLogsSince(id: string, sinceNs: bigint, sink: LogSink, signal?: AbortSignal): Promise<void> {
-    // `since` is in seconds (fractions allowed): ask from the frame's whole second, drop what came before it
+  async readLogsSince(id: string, sinceNs: bigint, keepLastBytes: number, signal?: AbortSignal): Promise<LogsSince> {
+    const what = `logs of container ${short(id)}`;
+    // `since` is in seconds (fractions allowed): Docker answers from that time, frames at it are dropped here
     const since = `${sinceNs / 1_000_000_000n}.${String(sinceNs % 1_000_000_000n).padStart(9, '0')}`;
-    const after: LogSink = {
-      stdout: (d, atNs) => {
-        if (atNs > sinceNs) sink.stdout(d, atNs);
-      },
-      stderr: (d, atNs) => {
-        if (atNs > sinceNs) sink.stderr(d, atNs);
-      },
-    };
-    return this.readLogs(id, { follow: false, since }, after, signal);
+    const body = (await this.call(what, signal, () =>
+      this.docker.getContainer(id).logs({ follow: false, since, stdout: true, stderr: true, timestamps: true, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: false }),
+    )) as unknown as Buffer;
+    // Only the end is kept; the body (up to the engine's log cap) is decoded in slices, yielding
+    // between them, so that a flood's megabytes never stall the worker's reports.
+    const kept: LogMessage[] = [];
+    let keptBytes = 0;
+    let skippedBytes = 0;
+    const frames = new LogFrameDecoder((m) => {
+      if (m.atNs <= sinceNs) return;
+      kept.push(m);
+      keptBytes += m.data.length;
+      while (keptBytes > keepLastBytes && kept.length > 1) {
+        const old = kept.shift()!;
+        keptBytes -= old.data.length;
+        skippedBytes += old.data.length;
+      }
+    });
+    for (let at = 0; at < body.length; at += LOG_DECODE_SLICE) {
+      frames.push(body.subarray(at, at + LOG_DECODE_SLICE));
+      await new Promise((r) => setImmediate(r));
+    }
+    return { messages: kept, skippedBytes };
   }
 
-  private async readLogs(id: string, opts: { follow: boolean; since?: string }, sink: LogSink, signal?: AbortSignal): Promise<void> {
+  private async readLogs(id: string, opts: { follow: true }, sink: LogSink, signal?: AbortSignal): Promise<void> {
     const what = `logs of container ${short(id)}`;
-    // dockerode answers a follow with a stream, anything else with the whole body
-    const body = (await this.call(what, signal, () =>
+    const stream = (await this.call(what, signal, () =>
       this.docker.getContainer(id).logs({ ...opts, stdout: true, stderr: true, timestamps: true, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: true }),
-    )) as unknown as Readable | Buffer;
+    )) as unknown as Readable;
     const frames = new LogFrameDecoder((m) => sink[m.stream](m.data, m.atNs));
-    if (Buffer.isBuffer(body)) {
-      frames.push(body);
-      return;
-    }
-    const stream = body;
     stream.on('data', (d: Buffer) => frames.push(d));
     await new Promise<void>((resolve, reject) => {
       stream.once('end', resolve);

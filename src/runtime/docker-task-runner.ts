@@ -65,6 +65,8 @@ const SIGNAL_EXITS = new Set([128 + 15, 128 + 9]);
 
 /** After the container ended, a log stream that delivered nothing for this long is given up. */
 const LOG_STALL_MS = 5000;
+/** How much of the end of the output is read back from Docker when the live stream fell behind. */
+const END_OF_LOG_BYTES = 1024 * 1024;
 export class DockerTaskRunner implements TaskExecutor {
   private readonly defaults: RunnerDefaults;
   /** Containers whose process runs now, by task attempt, for per-task usage. */
@@ -377,7 +379,18 @@ export class DockerTaskRunner implements TaskExecutor {
     clearInterval(logTimer);
     // A follower slower than the task loses output when Docker rotates the log under it, the end
     // included: read what Docker still holds after the last frame seen.
-    await this.engine.readLogsSince(id, lastNs, sink).catch((err: unknown) => log.warn({ err }, 'reading the end of the log failed'));
+    try {
+      const end = await this.engine.readLogsSince(id, lastNs, END_OF_LOG_BYTES);
+      if (end.skippedBytes > 0) {
+        this.emitLog(exec, tail, 'stderr', Buffer.from(`\n[hivemind: ${end.skippedBytes} bytes of output skipped here: the log stream fell behind the task]\n`), lastNs + 1n);
+      }
+      for (const [i, m] of end.messages.entries()) {
+        sink[m.stream](m.data, m.atNs);
+        if (i % 1000 === 999) await new Promise((r) => setImmediate(r)); // a flood's end must not stall the reports
+      }
+    } catch (err) {
+      log.warn({ err }, 'reading the end of the log failed');
+    }
     const info = await this.engine.inspectContainer(id);
     // A reattached container may have ended long before the worker came back: the engine's
     // finish time, when it has one, is the end of the run.
