@@ -3,6 +3,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../common/errors.js';
+import { sleep } from '../common/sleep.js';
 import { requestStop, stopRequestAcknowledged, withdrawStopRequest } from './stop-request.js';
 
 export const PID_FILE = 'worker.pid';
@@ -70,8 +71,4 @@ export async function stopWorker(dataDir: string, timeoutMs: number, ackMs = 5_0
     await sleep(100);
   }
   return pid;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

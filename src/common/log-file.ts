@@ -35,17 +35,18 @@ function sizeOf(path: string): number {
 
 export function openLogFile(path: string, opts: LogFileOptions = {}): LogFile {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  const unusable = (err: unknown) => new ConfigError(`log file ${path} is not usable (${errorMessage(err)}): choose a writable path with --log-file (or HIVEMIND_LOG_FILE)`);
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
     if (sizeOf(path) > maxBytes) renameSync(path, `${path}.1`);
   } catch (err) {
-    throw new ConfigError(`log file ${path} is not usable (${errorMessage(err)}): choose a writable path with --log-file (or HIVEMIND_LOG_FILE)`);
+    throw unusable(err);
   }
   let dest: ReturnType<typeof pino.destination>;
   try {
     dest = pino.destination({ dest: path, append: true, sync: true, mode: 0o640 });
   } catch (err) {
-    throw new ConfigError(`log file ${path} is not usable (${errorMessage(err)}): choose a writable path with --log-file (or HIVEMIND_LOG_FILE)`);
+    throw unusable(err);
   }
   const rotateIfFull = (): boolean => {
     if (sizeOf(path) <= maxBytes) return false;

@@ -1,5 +1,6 @@
 // ContainerEngine over the Docker Engine API (dockerode). Engine failures become EngineError with
 // the engine's own message; 304/404 on kill/remove count as success; every call takes a signal.
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import Docker from 'dockerode';
 import type { Readable } from 'node:stream';
 import { AbortedError, EngineError, EngineUnreachableError, ImageInUseError, errorMessage } from '../common/errors.js';
@@ -37,9 +38,9 @@ interface DockerodeError {
   name?: string;
 }
 
-/** Socket errors meaning the daemon is not there (stopped, restarting, socket gone). */
 /** How much of a log body is decoded between two turns of the event loop. */
 const LOG_DECODE_SLICE = 256 * 1024;
+/** Socket errors meaning the daemon is not there (stopped, restarting, socket gone). */
 const CONNECTION_LOST = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'EPIPE']);
 
 /**
@@ -226,10 +227,6 @@ export class DockerEngine implements ContainerEngine {
     };
   }
 
-  followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {
-    return this.readLogs(id, { follow: true }, sink, signal);
-  }
-
   async readLogsSince(id: string, sinceNs: bigint, keepLastBytes: number, signal?: AbortSignal): Promise<LogsSince> {
     const what = `logs of container ${short(id)}`;
     // `since` is in seconds (fractions allowed): Docker answers from that time, frames at it are dropped here
@@ -254,15 +251,15 @@ export class DockerEngine implements ContainerEngine {
     });
     for (let at = 0; at < body.length; at += LOG_DECODE_SLICE) {
       frames.push(body.subarray(at, at + LOG_DECODE_SLICE));
-      await new Promise((r) => setImmediate(r));
+      await nextTurn();
     }
     return { messages: kept, skippedBytes };
   }
 
-  private async readLogs(id: string, opts: { follow: true }, sink: LogSink, signal?: AbortSignal): Promise<void> {
+  async followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {
     const what = `logs of container ${short(id)}`;
     const stream = (await this.call(what, signal, () =>
-      this.docker.getContainer(id).logs({ ...opts, stdout: true, stderr: true, timestamps: true, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: true }),
+      this.docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, timestamps: true, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: true }),
     )) as unknown as Readable;
     const frames = new LogFrameDecoder((m) => sink[m.stream](m.data, m.atNs));
     stream.on('data', (d: Buffer) => frames.push(d));

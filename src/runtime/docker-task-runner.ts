@@ -1,6 +1,7 @@
 // Runs one task attempt in a locked-down container: pull if missing, per-task volumes, input
 // through the safe tar filter, live logs, wall-clock timeout and cancellation, a precise outcome,
 // /output collected as a checked tar.gz in the spool dir, and everything removed afterwards.
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
@@ -62,11 +63,11 @@ export const NO_EXIT_CODE = -1;
 /** Exit codes of a container ended by SIGTERM or SIGKILL (128 + signal). */
 const SIGNAL_EXITS = new Set([128 + 15, 128 + 9]);
 
-
 /** After the container ended, a log stream that delivered nothing for this long is given up. */
 const LOG_STALL_MS = 5000;
 /** How much of the end of the output is read back from Docker when the live stream fell behind. */
 const END_OF_LOG_BYTES = 1024 * 1024;
+
 export class DockerTaskRunner implements TaskExecutor {
   private readonly defaults: RunnerDefaults;
   /** Containers whose process runs now, by task attempt, for per-task usage. */
@@ -330,16 +331,11 @@ export class DockerTaskRunner implements TaskExecutor {
     const logCtl = new AbortController();
     let lastLogAt = Date.now();
     let lastNs = 0n;
-    const sink: LogSink = {
-      stdout: (d, atNs) => {
-        [lastLogAt, lastNs] = [Date.now(), atNs];
-        this.emitLog(exec, tail, 'stdout', d, atNs);
-      },
-      stderr: (d, atNs) => {
-        [lastLogAt, lastNs] = [Date.now(), atNs];
-        this.emitLog(exec, tail, 'stderr', d, atNs);
-      },
+    const seen = (stream: 'stdout' | 'stderr') => (d: Buffer, atNs: bigint) => {
+      [lastLogAt, lastNs] = [Date.now(), atNs];
+      this.emitLog(exec, tail, stream, d, atNs);
     };
+    const sink: LogSink = { stdout: seen('stdout'), stderr: seen('stderr') };
     const logsDone = this.engine
       .followLogs(
         id,
@@ -386,7 +382,7 @@ export class DockerTaskRunner implements TaskExecutor {
       }
       for (const [i, m] of end.messages.entries()) {
         sink[m.stream](m.data, m.atNs);
-        if (i % 1000 === 999) await new Promise((r) => setImmediate(r)); // a flood's end must not stall the reports
+        if (i % 1000 === 999) await nextTurn(); // a flood's end must not stall the reports
       }
     } catch (err) {
       log.warn({ err }, 'reading the end of the log failed');

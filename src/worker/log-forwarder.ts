@@ -4,6 +4,7 @@
 // the log says how much. When the task ends, close() waits (bounded) until the buffered end of the
 // output has reached the master: the end of a log is the part people read.
 import { LogStream, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
+import { sleep } from '../common/sleep.js';
 import type { Clock } from '../common/clock.js';
 import type { LogSink } from './master-connection.js';
 
@@ -103,7 +104,7 @@ export class LogForwarder {
     for (let waited = 0; ; waited += CLOSE_POLL_MS) {
       this.flush();
       if (this.buffer.length === 0 || !this.sink || waited >= limit) break;
-      await new Promise((r) => setTimeout(r, CLOSE_POLL_MS));
+      await sleep(CLOSE_POLL_MS);
     }
     this.droppedBytes += this.bufferedBytes;
     this.buffer = [];
