@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
 import { posix } from 'node:path';
 import tarStream, { type Header } from 'tar-stream';
-import { UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { ArchiveCapError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 
 export type SymlinkPolicy =
   /** Every symlink fails the archive. */
@@ -90,12 +90,12 @@ export function safeTar(source: AsyncIterable<Buffer | Uint8Array | string>, opt
       const header = entry.header;
       entries++;
       if (entries > opts.maxEntries) {
-        throw new UnsafeArchiveError(`${label}: more than ${opts.maxEntries} entries (at "${header.name}")`);
+        throw new ArchiveCapError(`${label}: more than ${opts.maxEntries} entries (at "${header.name}")`, 'entries', opts.maxEntries, header.name);
       }
       declaredRaw += 512 + Math.ceil(header.size / 512) * 512;
       const checked = checkEntry(header, opts, symlinkPaths, label);
       if (checked && checked.type === 'file' && bytes + header.size > opts.maxBytes) {
-        throw new UnsafeArchiveError(`${label}: entry "${header.name}" (${header.size} bytes) takes the total over the ${opts.maxBytes}-byte cap`);
+        throw new ArchiveCapError(`${label}: entry "${header.name}" (${header.size} bytes) takes the total over the ${opts.maxBytes}-byte cap`, 'bytes', opts.maxBytes, header.name);
       }
       if (!checked) {
         // A skipped entry (the root itself): drain it.
@@ -123,7 +123,7 @@ export function safeTar(source: AsyncIterable<Buffer | Uint8Array | string>, opt
             for await (const chunk of entry as AsyncIterable<Buffer>) {
               written += chunk.byteLength;
               bytes += chunk.byteLength;
-              if (bytes > opts.maxBytes) throw new UnsafeArchiveError(`${label}: total size passes the ${opts.maxBytes}-byte cap at "${header.name}"`);
+              if (bytes > opts.maxBytes) throw new ArchiveCapError(`${label}: total size passes the ${opts.maxBytes}-byte cap at "${header.name}"`, 'bytes', opts.maxBytes, header.name);
               if (!sink.write(chunk)) await waitDrain(sink);
             }
             if (written !== header.size) throw new UnsafeArchiveError(`${label}: entry "${header.name}" is truncated (${written} of ${header.size} bytes)`);

@@ -3,6 +3,7 @@
 import { readConfigFile, type ConfigFile } from '../config/config-file.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { openLogFile } from '../common/log-file.js';
+import { terminalSafeJson } from './terminal-text.js';
 
 export interface CliContext {
   env: NodeJS.ProcessEnv;
@@ -31,6 +32,7 @@ export function createCliContext(configPath: string | undefined, env: NodeJS.Pro
   };
 }
 
+/** Pretty JSON whose strings cannot carry terminal controls (still the same JSON value). */
 export function printJson(ctx: CliContext, value: unknown): void {
-  ctx.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  ctx.stdout.write(terminalSafeJson(value) + '\n');
 }

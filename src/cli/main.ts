@@ -9,6 +9,7 @@ import { createCliContext, type CliContext } from './cli-context.js';
 import { registerClientCommands } from './commands/client-commands.js';
 import { registerServerCommands } from './commands/server-commands.js';
 import { EXIT_BAD_CONFIG, EXIT_FAILURE } from './exit-codes.js';
+import { terminalSafe } from './terminal-text.js';
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
@@ -37,11 +38,12 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT_BAD_CONFIG;
     }
     if (err instanceof ConfigError) {
-      process.stderr.write(`hivemind: ${err.message}\n`);
+      process.stderr.write(`hivemind: ${terminalSafe(err.message, { multiline: true })}\n`);
       return EXIT_BAD_CONFIG;
     }
     const grpc = typeof (err as { code?: unknown }).code === 'number';
-    process.stderr.write(`hivemind: ${grpc ? describeGrpcError(err) : errorMessage(err)}\n`);
+    // Errors may quote the master's (or a node's) words: escaped like everything else printed.
+    process.stderr.write(`hivemind: ${terminalSafe(grpc ? describeGrpcError(err) : errorMessage(err), { multiline: true })}\n`);
     return EXIT_FAILURE;
   }
 }
@@ -64,6 +66,6 @@ function exitWhenFlushed(code: number): void {
 }
 
 main(process.argv).then(exitWhenFlushed, (err: unknown) => {
-  process.stderr.write(`hivemind: ${errorMessage(err)}\n`);
+  process.stderr.write(`hivemind: ${terminalSafe(errorMessage(err), { multiline: true })}\n`);
   exitWhenFlushed(EXIT_FAILURE);
 });

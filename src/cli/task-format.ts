@@ -1,7 +1,10 @@
 // Human-readable rendering of tasks and nodes for the CLI (the --json output is the raw message).
+// Every string from the master (names, images, messages, reasons) may come from a hostile node or
+// client: it is passed through terminalSafe before it reaches the operator's terminal.
 import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeInfo, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 import { formatBytes, formatDuration } from '../common/units.js';
+import { terminalSafe } from './terminal-text.js';
 
 export function stateName(s: TaskState): string {
   return (TaskState[s] ?? String(s)).replace(/^TASK_STATE_/, '').toLowerCase();
@@ -18,10 +21,11 @@ export function describeOutcome(o: TaskOutcome | undefined): string {
   if (o.durationMs) parts.push(formatDuration(o.durationMs));
   if (o.resultSize) parts.push(`result ${formatBytes(o.resultSize)}`);
   if (o.message) parts.push(o.message);
-  return parts.join(', ');
+  return terminalSafe(parts.join(', '));
 }
 
-function table(rows: string[][]): string {
+function table(unsafeRows: string[][]): string {
+  const rows = unsafeRows.map((r) => r.map((c) => terminalSafe(c)));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
 }
@@ -58,7 +62,7 @@ export function formatTask(t: TaskInfo): string {
   for (const e of t.events) {
     lines.push(`  ${new Date(e.atMs).toISOString()}  ${stateName(e.state).padEnd(10)} ${e.nodeId ? e.nodeId.slice(0, 12) : ''} ${e.message}`);
   }
-  return lines.join('\n');
+  return lines.map((l) => terminalSafe(l)).join('\n');
 }
 
 export function formatNodeTable(nodes: NodeInfo[]): string {

@@ -31,6 +31,22 @@ export class UnsafeArchiveError extends HivemindError {
   }
 }
 
+/** An archive over a size or entry cap: a caller may offer a way to raise the cap. */
+export class ArchiveCapError extends UnsafeArchiveError {
+  override readonly code = 'ARCHIVE_OVER_CAP';
+  constructor(
+    message: string,
+    /** Which cap was passed. */
+    readonly limit: 'bytes' | 'entries',
+    /** The cap's value (bytes or entries). */
+    readonly cap: number,
+    /** The entry being read when it was passed. */
+    readonly entry: string,
+  ) {
+    super(message);
+  }
+}
+
 /** The master's operator removed this node (`hivemind nodes remove`): it must stop, not retry. */
 export class NodeRemovedError extends HivemindError {
   constructor(message: string) {

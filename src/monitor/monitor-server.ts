@@ -18,6 +18,7 @@ import { TOKEN_COOKIE, checkMonitorBinding, createGuard, securityHeaders, tokenM
 import type { StatusView } from './monitor-types.js';
 import { contributionView, sampleView, taskDetailView, taskRowView, tunnelView } from './monitor-view.js';
 import type { MonitoredNode, MonitorStore } from './monitored-node.js';
+import { BadRequest, answerRequestError } from './request-errors.js';
 import { mountWebAssets } from './web-assets.js';
 
 export { DEFAULT_MONITOR_HOST, DEFAULT_MONITOR_PORT } from './monitor-defaults.js';
@@ -50,12 +51,6 @@ export interface MonitorDeps {
 const HISTORY_FILTERS: readonly HistoryFilter[] = ['succeeded', 'failed', 'cancelled', 'running'];
 const HOUR_MS = 3600_000;
 const TUNNEL_CACHE_MS = 2_000;
-
-class BadRequest extends HivemindError {
-  constructor(message: string) {
-    super('BAD_REQUEST', message);
-  }
-}
 
 function intParam(v: unknown, name: string, min: number, max: number, dflt: number): number {
   if (v === undefined || v === '') return dflt;
@@ -388,11 +383,13 @@ export class MonitorServer {
       res.status(404).type('text/plain').send('not found\n');
     });
     // Express 5 routes rejected promises here too.
-    app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-      const status = err instanceof BadRequest ? 400 : (err as { status?: number }).status === 404 ? 404 : 500;
-      if (status === 500) this.log.error({ err: errorMessage(err) }, 'monitor request failed');
+    // A hostile path or query is the client's error (400/404, debug log); only our own are 500s.
+    app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+      const answer = answerRequestError(err);
+      if (answer.logLevel === 'error') this.log.error({ err: errorMessage(err) }, 'monitor request failed');
+      else this.log.debug({ status: answer.status, err: errorMessage(err), path: req.path.slice(0, 200) }, 'monitor request refused');
       if (res.headersSent) return;
-      res.status(status).json({ error: status === 404 ? 'not found' : errorMessage(err) });
+      res.status(answer.status).json({ error: answer.message });
     });
     return app;
   }

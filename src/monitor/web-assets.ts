@@ -57,10 +57,10 @@ export function mountWebAssets(app: Express, webDir?: string): void {
   }
   const dir = webDir ?? defaultWebDir();
   app.get('/monitor.html', (_req, res) => res.sendFile(join(dir, 'monitor.html')));
-  app.use('/assets', express.static(join(dir, 'assets'), { index: false, fallthrough: false }));
-  app.use('/vendor/uplot', express.static(dirOf('uplot/dist/uPlot.iife.min.js'), { index: false, fallthrough: false }));
+  app.use('/assets', express.static(join(dir, 'assets'), { index: false, fallthrough: false, redirect: false }));
+  app.use('/vendor/uplot', express.static(dirOf('uplot/dist/uPlot.iife.min.js'), { index: false, fallthrough: false, redirect: false }));
   // socket.io's package exports hide client-dist/; its main file sits in dist/ beside it.
-  app.use('/vendor/socket.io', express.static(join(dirOf('socket.io'), '..', 'client-dist'), { index: false, fallthrough: false }));
+  app.use('/vendor/socket.io', express.static(join(dirOf('socket.io'), '..', 'client-dist'), { index: false, fallthrough: false, redirect: false }));
 }
 
 function sendEmbedded(res: express.Response, key: string): void {

@@ -1,10 +1,12 @@
 // The monitor server in-process against a fake node and a real SQLite store: token mode (page,
-// API, Socket.IO), a busy port, and a fast history with 10,000 tasks.
+// API, Socket.IO), a busy port, a fast history with 10,000 tasks, and hostile paths.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { createServer } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { PassThrough } from 'node:stream';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
@@ -13,7 +15,8 @@ import type { MonitoredNode } from '../../src/monitor/monitored-node.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
 import type { WorkerEvents } from '../../src/worker/worker.js';
 import { TaskState, type TunnelStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
-import { silentLogger } from '../../src/common/logger.js';
+import { createLogger, silentLogger } from '../../src/common/logger.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 import { systemClock } from '../../src/common/clock.js';
 import { ConfigError } from '../../src/common/errors.js';
 
@@ -143,4 +146,68 @@ test('history with 10,000 tasks: the API pages through all of them, filters appl
   assert.ok(failed.tasks.every((r) => r.state === 'failed'));
   assert.equal((await fetch(`${base}/api/tasks?before=garbage`)).status, 400);
   assert.equal((await fetch(`${base}/api/tasks?limit=100000`)).status, 400);
+});
+
+test('hostile static and API paths get 404 or 400, never a file outside web/, and log nothing above debug', async (t) => {
+  const { store, node } = await fixture(t);
+  const logLines: string[] = [];
+  const sink = new PassThrough();
+  sink.on('data', (d: Buffer) => logLines.push(...d.toString().split('\n').filter(Boolean)));
+  const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: createLogger({ level: 'debug', destination: sink }) });
+  t.after(() => m.close());
+  const pkg = await readFile(new URL('../../../package.json', import.meta.url), 'utf8');
+  const marker = pkg.includes('"devDependencies"') ? '"devDependencies"' : '"dependencies"';
+  // fetch() would normalise "..": send each path byte for byte with node:http.
+  const get = (path: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port: m.port, path, headers: { host: `127.0.0.1:${m.port}` } }, (res) => {
+        let body = '';
+        res.setEncoding('latin1');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const hostile = [
+    '/assets/../../package.json',
+    '/assets/%00../../package.json',
+    '/api/tasks/%E0%A4%A',
+    '/api/tasks/%E0%A4%A/logs',
+    '/assets/%2e%2e/%2e%2e/package.json',
+    '/assets/..%2f..%2fpackage.json',
+    '/assets/..%2F..%2Fpackage.json',
+    '/assets/..%5c..%5cpackage.json',
+    '/assets/..\\..\\package.json',
+    '/assets/%252e%252e%252f%252e%252e%252fpackage.json',
+    '/assets/%c0%ae%c0%ae/%c0%ae%c0%ae/package.json',
+    '/assets/monitor.css%00.png',
+    '/assets/%E0%A4%A',
+    `/assets/${'a'.repeat(8000)}`,
+    `/assets/${'../'.repeat(500)}package.json`,
+    '/vendor/uplot/../../../package.json',
+    '/vendor/uplot/..%2f..%2f..%2fpackage.json',
+    '/vendor/socket.io/%2e%2e%2f%2e%2e%2f%2e%2e%2fpackage.json',
+    '/assets/.',
+    '/assets',
+    '/assets/.hidden',
+  ];
+  const answers: { path: string; status: number; leaked: boolean }[] = [];
+  for (const path of hostile) {
+    const r = await get(path);
+    answers.push({ path, status: r.status, leaked: r.body.includes(marker) });
+  }
+  const errorLines = logLines.filter((l) => (JSON.parse(l) as { level: number }).level >= 40);
+  const escaped = answers.filter((a) => a.leaked || (a.status !== 400 && a.status !== 404)).length;
+  // A path escapes if it got another status, leaked the file, or logged an error (capped at one each).
+  recordHostile('monitor: hostile static/API paths (traversal, NUL, bad %-encoding, double encoding, backslashes, long paths)', Math.min(hostile.length, escaped + errorLines.length), hostile.length);
+  for (const a of answers) {
+    assert.ok(a.status === 400 || a.status === 404, `${a.path.slice(0, 80)}: status ${a.status}`);
+    assert.ok(!a.leaked, `${a.path.slice(0, 80)}: the body holds package.json`);
+  }
+  assert.deepEqual(errorLines, [], 'hostile paths are logged at most at debug');
+  assert.ok(logLines.some((l) => l.includes('monitor request refused')), 'they are still visible at debug level');
+  // The static route itself still works.
+  const css = await get('/assets/monitor.css');
+  assert.equal(css.status, 200);
 });

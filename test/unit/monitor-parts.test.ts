@@ -7,6 +7,7 @@ import { contributionScore, scoreReport, usageMultiplier } from '../../src/worke
 import { LogRelay } from '../../src/monitor/log-relay.js';
 import { checkMonitorBinding, createGuard, isLoopbackHost } from '../../src/monitor/monitor-security.js';
 import { LiveTasks } from '../../src/monitor/live-tasks.js';
+import { BadRequest, answerRequestError } from '../../src/monitor/request-errors.js';
 import type { LogPush } from '../../src/monitor/monitor-types.js';
 import { ResourceReport, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type { TaskRecord } from '../../src/worker/store/worker-store.js';
@@ -169,4 +170,17 @@ test('live tasks: follow state, progress and usage; leave on a terminal state', 
   assert.equal(live.onUpdate(u(TaskState.TASK_STATE_SUCCEEDED, 300)), true);
   assert.deepEqual(live.list(), []);
   assert.equal(live.has('t1'), false);
+});
+
+test('monitor request errors: hostile paths are 404/400 at debug, only the monitor\'s own failures are 500s', () => {
+  const httpError = (status: number, message: string) => Object.assign(new Error(message), { status, expose: true });
+  assert.deepEqual(answerRequestError(httpError(403, 'Forbidden')), { status: 404, message: 'not found', logLevel: 'debug' });
+  assert.deepEqual(answerRequestError(httpError(404, 'Not Found')), { status: 404, message: 'not found', logLevel: 'debug' });
+  assert.deepEqual(answerRequestError(httpError(400, "Failed to decode param '%E0%A4%A'")), { status: 400, message: 'bad request', logLevel: 'debug' });
+  assert.deepEqual(answerRequestError(Object.assign(new Error('x'), { statusCode: 413 })), { status: 400, message: 'bad request', logLevel: 'debug' });
+  assert.deepEqual(answerRequestError(new BadRequest('limit must be an integer from 1 to 200')), { status: 400, message: 'limit must be an integer from 1 to 200', logLevel: 'debug' });
+  assert.equal(answerRequestError(new Error('database is locked')).status, 500);
+  assert.equal(answerRequestError(new Error('database is locked')).logLevel, 'error');
+  assert.equal(answerRequestError(httpError(503, 'x')).status, 500);
+  assert.equal(answerRequestError(undefined).status, 500);
 });

@@ -12,10 +12,11 @@ import { parseDuration, parseSize, formatBytes } from '../../common/units.js';
 import { TaskState, type TaskSpec } from '../../protocol/gen/hivemind/v1/common.js';
 import type { TaskInfo } from '../../protocol/gen/hivemind/v1/admin.js';
 import { packDirectory } from '../../archive/pack-directory.js';
-import { extractArchive } from '../../archive/extract-archive.js';
+import { extractCapsFor, extractResult } from '../result-extract.js';
 import { exitCodeForTask } from '../exit-codes.js';
 import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateName } from '../task-format.js';
 import { printJson, type CliContext } from '../cli-context.js';
+import { terminalSafe } from '../terminal-text.js';
 
 type Ctx = () => CliContext;
 
@@ -122,13 +123,13 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
         const taskId = await client.submit(spec, { inputFile });
         if (!o.wait) {
           if (o.json) printJson(c, { taskId });
-          else c.stdout.write(taskId + '\n');
+          else c.stdout.write(terminalSafe(taskId) + '\n');
           return;
         }
-        c.stderr.write(`submitted ${taskId}\n`);
-        const t = await waitForTask(client, taskId, (t) => c.stderr.write(`${taskId}: ${stateName(t.state)}\n`));
+        c.stderr.write(terminalSafe(`submitted ${taskId}`) + '\n');
+        const t = await waitForTask(client, taskId, (t) => c.stderr.write(terminalSafe(`${taskId}: ${stateName(t.state)}`) + '\n'));
         if (o.json) printJson(c, t);
-        else c.stdout.write(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}\n`);
+        else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
         setExit(exitCodeForTask(t.state, t.outcome));
       });
     } finally {
@@ -172,7 +173,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     const c = ctx();
     const t = await withClient(c, o, (client) => waitForTask(client, taskId));
     if (o.json) printJson(c, t);
-    else c.stdout.write(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}\n`);
+    else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
     setExit(exitCodeForTask(t.state, t.outcome));
   });
 
@@ -195,14 +196,16 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
       .description("download a task's result archive (resumes a partial download; checks the sha256)")
       .argument('<task-id>')
       .requiredOption('-o, --output <file>', 'where to write the .tar.gz')
-      .option('--extract <dir>', 'also unpack it into this directory (safely)')
+      .option('--extract <dir>', 'also unpack it into this directory (safely; all or nothing)')
+      .option('--max-extract <size>', "cap on what --extract unpacks (default: the task's --max-output, else 1g)")
       .option('--json', 'print JSON'),
   ).action(async (taskId: string, o) => {
     const c = ctx();
-    const r = await withClient(c, o, (client) => client.fetchResult(taskId, o.output));
-    if (o.extract) await extractArchive(o.output, o.extract);
+    const maxExtract = o.maxExtract === undefined ? undefined : parseSize(o.maxExtract, '--max-extract');
+    const { r, task } = await withClient(c, o, async (client) => ({ r: await client.fetchResult(taskId, o.output), task: o.extract ? await client.getTask(taskId) : undefined }));
+    if (o.extract) await extractResult(taskId, o.output, o.extract, extractCapsFor(task?.spec, maxExtract));
     if (o.json) printJson(c, { taskId, file: o.output, ...r, extractedTo: o.extract });
-    else c.stdout.write(`${o.output}: ${formatBytes(r.size)}, sha256 ${r.sha256}${o.extract ? `, extracted to ${o.extract}` : ''}\n`);
+    else c.stdout.write(terminalSafe(`${o.output}: ${formatBytes(r.size)}, sha256 ${r.sha256}${o.extract ? `, extracted to ${o.extract}` : ''}`) + '\n');
   });
 
   clientOptions(program.command('cancel').description('cancel a queued or running task').argument('<task-id>').option('--json', 'print JSON')).action(
@@ -210,7 +213,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
       const c = ctx();
       const t = await withClient(c, o, (client) => client.cancelTask(taskId, 'cancelled from the CLI'));
       if (o.json) printJson(c, t);
-      else c.stdout.write(`${taskId}: ${stateName(t.state)}${t.cancelRequested && !isTerminal(t.state) ? ' (cancel sent to the node)' : ''}\n`);
+      else c.stdout.write(terminalSafe(`${taskId}: ${stateName(t.state)}${t.cancelRequested && !isTerminal(t.state) ? ' (cancel sent to the node)' : ''}`) + '\n');
     },
   );
 
@@ -221,7 +224,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     const c = ctx();
     const r = await withClient(c, o, (client) => client.removeNode(nodeId));
     if (o.json) printJson(c, r);
-    else c.stdout.write(`removed node ${r.nodeId}; ${r.tasksRequeued} task(s) requeued\n`);
+    else c.stdout.write(terminalSafe(`removed node ${r.nodeId}; ${r.tasksRequeued} task(s) requeued`) + '\n');
   });
   clientOptions(nodes.option('--json', 'print JSON')).action(async (o) => {
     const c = ctx();
@@ -244,7 +247,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     if (!Number.isInteger(uses) || uses < 1) throw new ConfigError(`--uses: "${o.uses}" is not a whole number ≥ 1`);
     const r = await withClient(c, o, (client) => client.createToken({ ttlMs: parseDuration(o.ttl, '--ttl'), uses }));
     if (o.json) printJson(c, r);
-    else c.stdout.write(r.token + '\n');
+    else c.stdout.write(terminalSafe(r.token) + '\n');
   });
 
   clientOptions(token.command('list').description('enrollment tokens (ids only; secrets are never stored)').option('--json', 'print JSON')).action(async (o) => {
@@ -253,7 +256,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     if (o.json) printJson(c, list);
     else {
       const rows = list.map((t) => `${t.tokenId}  ${t.revoked ? 'revoked' : t.usesLeft === 0 ? 'used up' : t.expiresAtMs <= Date.now() ? 'expired' : 'valid'}  uses left ${t.usesLeft}  expires ${new Date(t.expiresAtMs).toISOString()}`);
-      c.stdout.write((rows.length ? rows.join('\n') : 'no enrollment tokens') + '\n');
+      c.stdout.write((rows.length ? rows.map((r) => terminalSafe(r)).join('\n') : 'no enrollment tokens') + '\n');
     }
   });
 
@@ -261,6 +264,6 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     const c = ctx();
     const t = await withClient(c, o, (client) => client.revokeToken(id));
     if (o.json) printJson(c, t);
-    else c.stdout.write(`token ${t.tokenId} revoked\n`);
+    else c.stdout.write(terminalSafe(`token ${t.tokenId} revoked`) + '\n');
   });
 }

@@ -20,6 +20,7 @@ import { stopWorker, writePidFile } from '../pid-file.js';
 import { withdrawStopRequest } from '../stop-request.js';
 import { parseDuration } from '../../common/units.js';
 import { printJson, type CliContext } from '../cli-context.js';
+import { terminalSafe } from '../terminal-text.js';
 import { EXIT_FAILURE } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
 
@@ -123,7 +124,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
             // Removed by the master's operator: nothing left to do here; exit non-zero so a
             // supervisor does not restart it in a loop unnoticed.
             node.worker.once('removed', (reason) => {
-              c.stderr.write(`hivemind: ${reason}; this worker stops. To rejoin, use a fresh data dir and a new join token.\n`);
+              c.stderr.write(`hivemind: ${terminalSafe(reason)}; this worker stops. To rejoin, use a fresh data dir and a new join token.\n`);
               stop(EXIT_FAILURE);
             }),
             cfg.dataDir,
