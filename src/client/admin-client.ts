@@ -60,6 +60,30 @@ async function sizeOrZero(path: string): Promise<number> {
   }
 }
 
+/** Items listTasks and listNodes collect unless told otherwise. */
+export const DEFAULT_LIST_COUNT = 100;
+export const DEFAULT_NODE_COUNT = 1000;
+/** The largest page a master serves; asking for more only gets this many. */
+const MAX_PAGE_SIZE = 1000;
+
+/**
+ * Reads pages until `limit` items (0 = no limit) or the last page. A master that hands back a token
+ * it already gave, or an empty page that is not the last, is not followed further.
+ */
+async function walkPages<T>(limit: number, page: (pageSize: number, pageToken: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {
+  const out: T[] = [];
+  const seen = new Set<string>();
+  let token = '';
+  for (;;) {
+    const want = limit > 0 ? Math.min(limit - out.length, MAX_PAGE_SIZE) : MAX_PAGE_SIZE;
+    const { items, next } = await page(want, token);
+    out.push(...items.slice(0, limit > 0 ? limit - out.length : undefined));
+    if (!next || (limit > 0 && out.length >= limit) || items.length === 0 || seen.has(next)) return out;
+    seen.add(next);
+    token = next;
+  }
+}
+
 async function writeWithBackpressure<T>(call: ClientWritableStream<T>, msg: T): Promise<void> {
   if (!call.write(msg)) await once(call, 'drain');
 }
@@ -115,9 +139,17 @@ export class AdminClient {
     return (await response).taskId;
   }
 
+  /** One page of tasks, newest first; pass its nextPageToken back for the next. */
+  listTasksPage(req: Partial<ListTasksRequest> = {}): Promise<ListTasksResponse> {
+    return this.unary<ListTasksRequest, ListTasksResponse>('list tasks', this.client.listTasks, { states: [], limit: 0, pageToken: '', ...req });
+  }
+
+  /** Tasks newest first, page after page, until `limit` of them (default 100; 0 = all) or the last. */
   async listTasks(opts: { states?: TaskState[]; limit?: number } = {}): Promise<TaskInfo[]> {
-    const res = await this.unary<ListTasksRequest, ListTasksResponse>('list tasks', this.client.listTasks, { states: opts.states ?? [], limit: opts.limit ?? 0 });
-    return res.tasks;
+    return walkPages(opts.limit ?? DEFAULT_LIST_COUNT, async (pageSize, pageToken) => {
+      const r = await this.listTasksPage({ states: opts.states ?? [], limit: pageSize, pageToken });
+      return { items: r.tasks, next: r.nextPageToken };
+    });
   }
 
   getTask(taskId: string): Promise<TaskInfo> {
@@ -128,8 +160,17 @@ export class AdminClient {
     return this.unary(`cancel task ${taskId}`, this.client.cancelTask, { taskId, reason });
   }
 
-  async listNodes(): Promise<NodeInfo[]> {
-    return (await this.unary<ListNodesRequest, ListNodesResponse>('list nodes', this.client.listNodes, {})).nodes;
+  /** One page of nodes in registration order; pass its nextPageToken back for the next. */
+  listNodesPage(req: Partial<ListNodesRequest> = {}): Promise<ListNodesResponse> {
+    return this.unary<ListNodesRequest, ListNodesResponse>('list nodes', this.client.listNodes, { limit: 0, pageToken: '', ...req });
+  }
+
+  /** Nodes in registration order, page after page, until `limit` of them (default 1000; 0 = all) or the last. */
+  async listNodes(opts: { limit?: number } = {}): Promise<NodeInfo[]> {
+    return walkPages(opts.limit ?? DEFAULT_NODE_COUNT, async (pageSize, pageToken) => {
+      const r = await this.listNodesPage({ limit: pageSize, pageToken });
+      return { items: r.nodes, next: r.nextPageToken };
+    });
   }
 
   async listTokens(): Promise<TokenInfo[]> {
