@@ -6,6 +6,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
+import { echoValue } from '../common/echo-value.js';
 import { HivemindError } from '../common/errors.js';
 import { AdminServiceChunkClient } from '../protocol/chunk-codec.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
@@ -153,11 +154,11 @@ export class AdminClient {
   }
 
   getTask(taskId: string): Promise<TaskInfo> {
-    return this.unary(`get task ${taskId}`, this.client.getTask, { taskId });
+    return this.unary(`get task ${echoValue(taskId)}`, this.client.getTask, { taskId });
   }
 
   cancelTask(taskId: string, reason = ''): Promise<TaskInfo> {
-    return this.unary(`cancel task ${taskId}`, this.client.cancelTask, { taskId, reason });
+    return this.unary(`cancel task ${echoValue(taskId)}`, this.client.cancelTask, { taskId, reason });
   }
 
   /** One page of nodes in registration order; pass its nextPageToken back for the next. */
@@ -191,12 +192,12 @@ export class AdminClient {
 
   /** The task now and after every change, ending after the terminal state. */
   watchTask(taskId: string, signal?: AbortSignal): AsyncIterable<TaskInfo> {
-    return this.iterate(`watch task ${taskId}`, this.client.watchTask({ taskId }, this.md), signal);
+    return this.iterate(`watch task ${echoValue(taskId)}`, this.client.watchTask({ taskId }, this.md), signal);
   }
 
   /** The stored log, then (follow) live chunks until the task is terminal. */
   streamLogs(taskId: string, opts: { follow?: boolean } = {}, signal?: AbortSignal): AsyncIterable<LogChunk> {
-    return this.iterate(`logs of task ${taskId}`, this.client.streamLogs({ taskId, follow: opts.follow ?? false }, this.md), signal);
+    return this.iterate(`logs of task ${echoValue(taskId)}`, this.client.streamLogs({ taskId, follow: opts.follow ?? false }, this.md), signal);
   }
 
   private async *iterate<T>(what: string, stream: ClientReadableStream<T>, signal?: AbortSignal): AsyncGenerator<T> {
