@@ -23,7 +23,7 @@ import type { BlobStore } from './blob-store.js';
 import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
 import type { MasterEvents } from './master-events.js';
 import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
-import { InvalidArgumentError, PreconditionError } from './master-errors.js';
+import { InvalidArgumentError, PreconditionError, ResourceExhaustedError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import { validateMaxAttempts, validateTaskSpec } from './spec-validation.js';
 import { fitTaskInfo, toTaskInfo } from './task-info.js';
@@ -48,11 +48,32 @@ export interface AdminServiceDeps {
 /** GetTask and WatchTask answers stay under this (the message cap is 4 MiB): oldest events go first. */
 const MAX_TASK_INFO_BYTES = 3 * 1024 * 1024;
 
+/**
+ * Result downloads and log streams open at once. Each holds at most ~1 MiB of the master's memory
+ * however slowly its reader reads (see writeMessage), so together they stay under ~64 MiB.
+ */
+export const MAX_CONCURRENT_DOWNLOADS = 64;
+
 /** Task states a listing may filter on. */
 const LISTABLE_STATES = Object.values(TaskState).filter((s): s is TaskState => typeof s === 'number' && s > 0);
 
 export class AdminService {
+  private downloads = 0;
+
   constructor(private readonly d: AdminServiceDeps) {}
+
+  /** Runs a download (result or log stream) in one of the MAX_CONCURRENT_DOWNLOADS slots. */
+  private async download(fn: () => Promise<void>): Promise<void> {
+    if (this.downloads >= MAX_CONCURRENT_DOWNLOADS) {
+      throw new ResourceExhaustedError(`${this.downloads} result downloads and log streams are open, the most this master serves at once; retry when one ends`);
+    }
+    this.downloads++;
+    try {
+      await fn();
+    } finally {
+      this.downloads--;
+    }
+  }
 
   private unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
     return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
@@ -88,8 +109,8 @@ export class AdminService {
       getTask: this.unary((r: GetTaskRequest) => this.info(this.task(r.taskId))),
       watchTask: this.streaming((call: ServerWritableStream<GetTaskRequest, TaskInfo>, signal) => this.watchTask(call, signal)),
       cancelTask: this.unary((r: CancelTaskRequest) => this.info(this.d.tasks.cancel(this.task(r.taskId).id, r.reason))),
-      streamLogs: this.streaming((call: ServerWritableStream<StreamLogsRequest, LogChunk>, signal) => this.streamLogs(call, signal)),
-      fetchResult: this.streaming((call: ServerWritableStream<FetchResultRequest, DataChunk>, signal) => this.fetchResult(call, signal)),
+      streamLogs: this.streaming((call: ServerWritableStream<StreamLogsRequest, LogChunk>, signal) => this.download(() => this.streamLogs(call, signal))),
+      fetchResult: this.streaming((call: ServerWritableStream<FetchResultRequest, DataChunk>, signal) => this.download(() => this.fetchResult(call, signal))),
       listNodes: this.unary((r: ListNodesRequest) => this.listNodes(r)),
       createEnrollmentToken: this.unary((r: CreateTokenRequest) => this.createToken(r)),
       listEnrollmentTokens: this.unary((_: ListTokensRequest) => ({ tokens: this.d.store.listEnrollmentTokens().map(tokenInfo) })),
@@ -190,13 +211,28 @@ export class AdminService {
         if (err) reject(err);
         else resolve();
       };
+      // A reader slower than the changes gets the latest state, not a queue of every one: at most
+      // one TaskInfo waits here while another is on its way out.
+      let latest: TaskRow | undefined;
+      let writing = false;
       const push = (t: TaskRow): void => {
-        try {
-          call.write(this.info(t));
-          if (isTerminal(t.state)) stop();
-        } catch (err) {
-          stop(err);
-        }
+        latest = t;
+        if (writing) return;
+        writing = true;
+        void (async () => {
+          try {
+            while (latest) {
+              const next = latest;
+              latest = undefined;
+              await writeMessage(call, this.info(next));
+              if (isTerminal(next.state)) return stop();
+            }
+          } catch (err) {
+            stop(err);
+          } finally {
+            writing = false;
+          }
+        })();
       };
       const onTask = (t: TaskRow) => {
         if (t.id === id) push(t);

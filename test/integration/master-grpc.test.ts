@@ -19,8 +19,11 @@ import {
   NodeServiceClient, type NodeCommand, type RegisterResponse, type TaskUpdate, type TaskUpdateAck,
   type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
 } from '../../src/protocol/gen/hivemind/v1/node.js';
-import { AdminServiceClient, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
+import { AdminServiceClient, FetchResultRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import Database from 'better-sqlite3';
+import type { ReadStream } from 'node:fs';
+import { connect as http2Connect } from 'node:http2';
+import { BlobStore } from '../../src/master/blob-store.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -712,4 +715,73 @@ test('errors echo a caller\'s value cut short: a 100 kB id gets NOT_FOUND with a
     assert.ok(clear, `${name}: got ${code === undefined ? 'no error' : status[code]} "${details.slice(0, 300)}"`);
   }
   assert.ok((await h.admin.listNodes()).length === 1, 'the master keeps serving');
+});
+
+test('downloads whose readers stop reading hold little of the master: a few chunks read ahead per stream, and at most 64 such streams at once', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  const result = randomBytes(16 * 1024 * 1024);
+  const chunks: UploadResultRequest[] = [{ part: { $case: 'header', value: { taskId, attempt: 1, offset: 0, totalSize: result.length } } }];
+  for (let at = 0; at < result.length; at += 256 * 1024) chunks.push({ part: { $case: 'chunk', value: result.subarray(at, at + 256 * 1024) } });
+  chunks.push({ part: { $case: 'trailer', value: { size: result.length, sha256: sha256(result) } } });
+  await w.upload(chunks);
+  const outcome = { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 0, message: '', durationMs: 5, resultSize: result.length, resultSha256: sha256(result) };
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_SUCCEEDED, outcome })).applied, true);
+
+  // What the master reads from disk for a download and has not sent is held in its memory.
+  const opened: ReadStream[] = [];
+  const readResult = BlobStore.prototype.readResult;
+  BlobStore.prototype.readResult = function (this: BlobStore, ...args: Parameters<BlobStore['readResult']>) {
+    const s = readResult.apply(this, args);
+    opened.push(s as ReadStream);
+    return s;
+  };
+  t.after(() => { BlobStore.prototype.readResult = readResult; });
+  // A client that stops reading at the HTTP/2 level: a paused stream, so no window update past
+  // the default 64 KiB window; whatever else the master reads stays in the master.
+  const session = http2Connect(`http://${h.address}`);
+  session.on('error', () => undefined);
+  const refusals: string[] = [];
+  const stall = () => {
+    const req = FetchResultRequest.encode({ taskId, offset: 0 }).finish();
+    const frame = Buffer.alloc(5 + req.length);
+    frame.writeUInt32BE(req.length, 1);
+    Buffer.from(req).copy(frame, 5);
+    const s = session.request({ ':method': 'POST', ':path': '/hivemind.v1.AdminService/FetchResult', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${h.adminToken}` });
+    s.on('error', () => undefined);
+    const onStatus = (hd: Record<string, unknown>) => {
+      if (hd['grpc-status'] === String(status.RESOURCE_EXHAUSTED)) refusals.push(decodeURIComponent(String(hd['grpc-message'])));
+    };
+    s.on('response', onStatus);
+    s.on('trailers', onStatus);
+    s.end(frame);
+    s.pause();
+    return { cancel: () => s.close() };
+  };
+  const stalled = Array.from({ length: 20 }, stall);
+  t.after(() => { for (const c of stalled) c.cancel(); session.close(); });
+  await waitFor('20 downloads to open', async () => (opened.length === 20 ? true : undefined));
+  const before = process.memoryUsage();
+  await new Promise((r) => setTimeout(r, 1500));
+  const readAhead = opened.map((s) => s.bytesRead);
+  const worst = Math.max(...readAhead);
+  t.diagnostic(`bytes read per stalled download: ${readAhead.join(', ')}; rss ${before.rss >> 20} → ${process.memoryUsage().rss >> 20} MiB`);
+  recordHostile('streams: 20 result downloads whose reader never reads', worst > 2 * 1024 * 1024);
+  assert.ok(worst <= 2 * 1024 * 1024, `a stalled download made the master read ${worst} bytes ahead (at most 2 MiB)`);
+
+  // A reader that does read gets the whole result meanwhile.
+  const dest = join(h.dir, 'out.tar.gz');
+  assert.equal((await h.admin.fetchResult(taskId, dest)).sha256, sha256(result));
+
+  // Past 64 open downloads the master refuses more, saying why, instead of holding more.
+  for (let i = 0; i < 50; i++) stalled.push(stall());
+  await waitFor('the downloads past 64 to be refused', async () => (refusals.length >= 6 ? true : undefined));
+  recordHostile('streams: 70 result downloads open at once', opened.length > 64 + 1 ? opened.length - 65 : 0);
+  assert.equal(refusals.length, 6);
+  assert.match(refusals[0]!, /the most this master serves at once; retry when one ends/);
 });
