@@ -6,6 +6,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
+import { echoValue } from '../common/echo-value.js';
 import { HivemindError } from '../common/errors.js';
 import { AdminServiceChunkClient } from '../protocol/chunk-codec.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
@@ -57,6 +58,30 @@ async function sizeOrZero(path: string): Promise<number> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
     throw err;
+  }
+}
+
+/** Items listTasks and listNodes collect unless told otherwise. */
+export const DEFAULT_LIST_COUNT = 100;
+export const DEFAULT_NODE_COUNT = 1000;
+/** The largest page a master serves; asking for more only gets this many. */
+const MAX_PAGE_SIZE = 1000;
+
+/**
+ * Reads pages until `limit` items (0 = no limit) or the last page. A master that hands back a token
+ * it already gave, or an empty page that is not the last, is not followed further.
+ */
+async function walkPages<T>(limit: number, page: (pageSize: number, pageToken: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {
+  const out: T[] = [];
+  const seen = new Set<string>();
+  let token = '';
+  for (;;) {
+    const want = limit > 0 ? Math.min(limit - out.length, MAX_PAGE_SIZE) : MAX_PAGE_SIZE;
+    const { items, next } = await page(want, token);
+    out.push(...items.slice(0, limit > 0 ? limit - out.length : undefined));
+    if (!next || (limit > 0 && out.length >= limit) || items.length === 0 || seen.has(next)) return out;
+    seen.add(next);
+    token = next;
   }
 }
 
@@ -115,21 +140,38 @@ export class AdminClient {
     return (await response).taskId;
   }
 
+  /** One page of tasks, newest first; pass its nextPageToken back for the next. */
+  listTasksPage(req: Partial<ListTasksRequest> = {}): Promise<ListTasksResponse> {
+    return this.unary<ListTasksRequest, ListTasksResponse>('list tasks', this.client.listTasks, { states: [], limit: 0, pageToken: '', ...req });
+  }
+
+  /** Tasks newest first, page after page, until `limit` of them (default 100; 0 = all) or the last. */
   async listTasks(opts: { states?: TaskState[]; limit?: number } = {}): Promise<TaskInfo[]> {
-    const res = await this.unary<ListTasksRequest, ListTasksResponse>('list tasks', this.client.listTasks, { states: opts.states ?? [], limit: opts.limit ?? 0 });
-    return res.tasks;
+    return walkPages(opts.limit ?? DEFAULT_LIST_COUNT, async (pageSize, pageToken) => {
+      const r = await this.listTasksPage({ states: opts.states ?? [], limit: pageSize, pageToken });
+      return { items: r.tasks, next: r.nextPageToken };
+    });
   }
 
   getTask(taskId: string): Promise<TaskInfo> {
-    return this.unary(`get task ${taskId}`, this.client.getTask, { taskId });
+    return this.unary(`get task ${echoValue(taskId)}`, this.client.getTask, { taskId });
   }
 
   cancelTask(taskId: string, reason = ''): Promise<TaskInfo> {
-    return this.unary(`cancel task ${taskId}`, this.client.cancelTask, { taskId, reason });
+    return this.unary(`cancel task ${echoValue(taskId)}`, this.client.cancelTask, { taskId, reason });
   }
 
-  async listNodes(): Promise<NodeInfo[]> {
-    return (await this.unary<ListNodesRequest, ListNodesResponse>('list nodes', this.client.listNodes, {})).nodes;
+  /** One page of nodes in registration order; pass its nextPageToken back for the next. */
+  listNodesPage(req: Partial<ListNodesRequest> = {}): Promise<ListNodesResponse> {
+    return this.unary<ListNodesRequest, ListNodesResponse>('list nodes', this.client.listNodes, { limit: 0, pageToken: '', ...req });
+  }
+
+  /** Nodes in registration order, page after page, until `limit` of them (default 1000; 0 = all) or the last. */
+  async listNodes(opts: { limit?: number } = {}): Promise<NodeInfo[]> {
+    return walkPages(opts.limit ?? DEFAULT_NODE_COUNT, async (pageSize, pageToken) => {
+      const r = await this.listNodesPage({ limit: pageSize, pageToken });
+      return { items: r.nodes, next: r.nextPageToken };
+    });
   }
 
   async listTokens(): Promise<TokenInfo[]> {
@@ -150,12 +192,12 @@ export class AdminClient {
 
   /** The task now and after every change, ending after the terminal state. */
   watchTask(taskId: string, signal?: AbortSignal): AsyncIterable<TaskInfo> {
-    return this.iterate(`watch task ${taskId}`, this.client.watchTask({ taskId }, this.md), signal);
+    return this.iterate(`watch task ${echoValue(taskId)}`, this.client.watchTask({ taskId }, this.md), signal);
   }
 
   /** The stored log, then (follow) live chunks until the task is terminal. */
   streamLogs(taskId: string, opts: { follow?: boolean } = {}, signal?: AbortSignal): AsyncIterable<LogChunk> {
-    return this.iterate(`logs of task ${taskId}`, this.client.streamLogs({ taskId, follow: opts.follow ?? false }, this.md), signal);
+    return this.iterate(`logs of task ${echoValue(taskId)}`, this.client.streamLogs({ taskId, follow: opts.follow ?? false }, this.md), signal);
   }
 
   private async *iterate<T>(what: string, stream: ClientReadableStream<T>, signal?: AbortSignal): AsyncGenerator<T> {

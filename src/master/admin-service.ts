@@ -5,26 +5,28 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
 import type { Clock } from '../common/clock.js';
+import { echoValue } from '../common/echo-value.js';
 import { NodeRemovedError, NotFoundError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
 import { LogStream, TaskState, type DataChunk, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
-import type {
-  AdminServiceServer, CancelTaskRequest, CreateTokenRequest, CreateTokenResponse, FetchResultRequest, GetTaskRequest,
+import {
+  type AdminServiceServer, CancelTaskRequest, CreateTokenRequest, CreateTokenResponse, FetchResultRequest, GetTaskRequest,
   ListNodesRequest, ListNodesResponse, ListTasksRequest, ListTasksResponse, StreamLogsRequest, SubmitTaskRequest,
-  SubmitTaskResponse, TaskInfo,
+  SubmitTaskResponse, NodeInfo, TaskInfo,
   ListTokensRequest, RemoveNodeRequest, RemoveNodeResponse, RevokeTokenRequest, TokenInfo,
 } from '../protocol/gen/hivemind/v1/admin.js';
+import { decodePageToken, pageSize, summarise, takePage, validateStatesFilter } from './admin-listing.js';
 import type { MasterAuth } from './auth.js';
 import type { BlobStore } from './blob-store.js';
 import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
 import type { MasterEvents } from './master-events.js';
-import { isTerminal, type MasterStore, type TaskRow } from './master-store.js';
-import { InvalidArgumentError, PreconditionError } from './master-errors.js';
+import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
+import { InvalidArgumentError, PreconditionError, ResourceExhaustedError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import { validateMaxAttempts, validateTaskSpec } from './spec-validation.js';
-import { toTaskInfo } from './task-info.js';
+import { fitTaskInfo, toTaskInfo } from './task-info.js';
 import type { TaskManager } from './task-manager.js';
 
 export interface AdminServiceDeps {
@@ -43,11 +45,35 @@ export interface AdminServiceDeps {
   onNodeRemoved?: (nodeId: string) => Promise<void>;
 }
 
-const DEFAULT_LIST_LIMIT = 100;
-const MAX_LIST_LIMIT = 10_000;
+/** GetTask and WatchTask answers stay under this (the message cap is 4 MiB): oldest events go first. */
+const MAX_TASK_INFO_BYTES = 3 * 1024 * 1024;
+
+/**
+ * Result downloads and log streams open at once. Each holds at most ~1 MiB of the master's memory
+ * however slowly its reader reads (see writeMessage), so together they stay under ~64 MiB.
+ */
+export const MAX_CONCURRENT_DOWNLOADS = 64;
+
+/** Task states a listing may filter on. */
+const LISTABLE_STATES = Object.values(TaskState).filter((s): s is TaskState => typeof s === 'number' && s > 0);
 
 export class AdminService {
+  private downloads = 0;
+
   constructor(private readonly d: AdminServiceDeps) {}
+
+  /** Runs a download (result or log stream) in one of the MAX_CONCURRENT_DOWNLOADS slots. */
+  private async download(fn: () => Promise<void>): Promise<void> {
+    if (this.downloads >= MAX_CONCURRENT_DOWNLOADS) {
+      throw new ResourceExhaustedError(`${this.downloads} result downloads and log streams are open, the most this master serves at once; retry when one ends`);
+    }
+    this.downloads++;
+    try {
+      await fn();
+    } finally {
+      this.downloads--;
+    }
+  }
 
   private unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
     return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
@@ -83,9 +109,9 @@ export class AdminService {
       getTask: this.unary((r: GetTaskRequest) => this.info(this.task(r.taskId))),
       watchTask: this.streaming((call: ServerWritableStream<GetTaskRequest, TaskInfo>, signal) => this.watchTask(call, signal)),
       cancelTask: this.unary((r: CancelTaskRequest) => this.info(this.d.tasks.cancel(this.task(r.taskId).id, r.reason))),
-      streamLogs: this.streaming((call: ServerWritableStream<StreamLogsRequest, LogChunk>, signal) => this.streamLogs(call, signal)),
-      fetchResult: this.streaming((call: ServerWritableStream<FetchResultRequest, DataChunk>, signal) => this.fetchResult(call, signal)),
-      listNodes: this.unary((_: ListNodesRequest) => this.listNodes()),
+      streamLogs: this.streaming((call: ServerWritableStream<StreamLogsRequest, LogChunk>, signal) => this.download(() => this.streamLogs(call, signal))),
+      fetchResult: this.streaming((call: ServerWritableStream<FetchResultRequest, DataChunk>, signal) => this.download(() => this.fetchResult(call, signal))),
+      listNodes: this.unary((r: ListNodesRequest) => this.listNodes(r)),
       createEnrollmentToken: this.unary((r: CreateTokenRequest) => this.createToken(r)),
       listEnrollmentTokens: this.unary((_: ListTokensRequest) => ({ tokens: this.d.store.listEnrollmentTokens().map(tokenInfo) })),
       revokeEnrollmentToken: this.unary((r: RevokeTokenRequest) => this.revokeToken(r)),
@@ -95,12 +121,12 @@ export class AdminService {
 
   private task(taskId: string): TaskRow {
     const t = this.d.store.getTask(taskId);
-    if (!t) throw new NotFoundError(`no task ${taskId}`);
+    if (!t) throw new NotFoundError(`no task ${echoValue(taskId)}`);
     return t;
   }
 
   private info(t: TaskRow): TaskInfo {
-    return toTaskInfo(t, this.d.store.listEvents(t.id));
+    return fitTaskInfo(toTaskInfo(t, this.d.store.listEvents(t.id)), MAX_TASK_INFO_BYTES);
   }
 
   private async submitTask(call: ServerReadableStream<SubmitTaskRequest, SubmitTaskResponse>, cb: sendUnaryData<SubmitTaskResponse>): Promise<void> {
@@ -162,9 +188,17 @@ export class AdminService {
   }
 
   private listTasks(r: ListTasksRequest): ListTasksResponse {
-    const limit = Math.min(r.limit || DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
+    const states = validateStatesFilter(r.states, LISTABLE_STATES, (s) => TaskState[s]);
+    const before = decodePageToken(r.pageToken);
     // Events are left out of listings to keep them small; GetTask has them.
-    return { tasks: this.d.store.listTasks(r.states, limit).map((t) => toTaskInfo(t)) };
+    const page = takePage(this.d.store.iterateTasks(states, before), {
+      limit: pageSize(r.limit),
+      toItem: (t: TaskRow) => toTaskInfo(t),
+      sizeOf: (i) => TaskInfo.encode(i).finish().length,
+      summary: (i) => ({ ...summarise(i).value, truncated: true }),
+      cursorOf: (t) => ({ at: t.createdAt, id: t.id }),
+    });
+    return { tasks: page.items, nextPageToken: page.next };
   }
 
   /** Sends the task now and after every change until it is terminal. */
@@ -177,13 +211,28 @@ export class AdminService {
         if (err) reject(err);
         else resolve();
       };
+      // A reader slower than the changes gets the latest state, not a queue of every one: at most
+      // one TaskInfo waits here while another is on its way out.
+      let latest: TaskRow | undefined;
+      let writing = false;
       const push = (t: TaskRow): void => {
-        try {
-          call.write(this.info(t));
-          if (isTerminal(t.state)) stop();
-        } catch (err) {
-          stop(err);
-        }
+        latest = t;
+        if (writing) return;
+        writing = true;
+        void (async () => {
+          try {
+            while (latest) {
+              const next = latest;
+              latest = undefined;
+              await writeMessage(call, this.info(next));
+              if (isTerminal(next.state)) return stop();
+            }
+          } catch (err) {
+            stop(err);
+          } finally {
+            writing = false;
+          }
+        })();
       };
       const onTask = (t: TaskRow) => {
         if (t.id === id) push(t);
@@ -274,16 +323,12 @@ export class AdminService {
     }
   }
 
-  private listNodes(): ListNodesResponse {
+  private listNodes(r: ListNodesRequest): ListNodesResponse {
     const { store, registry } = this.d;
-    const byNode = new Map<string, string[]>();
-    for (const t of store.liveTasksOnNodes()) {
-      const list = byNode.get(t.nodeId!) ?? [];
-      list.push(t.id);
-      byNode.set(t.nodeId!, list);
-    }
-    return {
-      nodes: store.listNodes().map((n) => ({
+    const after = decodePageToken(r.pageToken);
+    const page = takePage(store.iterateNodes(after), {
+      limit: pageSize(r.limit),
+      toItem: (n: NodeRow): NodeInfo => ({
         nodeId: n.id,
         name: n.name,
         facts: n.facts,
@@ -291,14 +336,19 @@ export class AdminService {
         registeredAtMs: n.registeredAt,
         lastSeenMs: Math.max(n.lastSeen, registry.lastSeen(n.id) ?? 0),
         lastReport: n.lastReport,
-        taskIds: byNode.get(n.id) ?? [],
-      })),
-    };
+        taskIds: store.liveTaskIdsOfNode(n.id),
+        truncated: false,
+      }),
+      sizeOf: (i) => NodeInfo.encode(i).finish().length,
+      summary: (i) => ({ ...summarise(i).value, truncated: true }),
+      cursorOf: (n) => ({ at: n.registeredAt, id: n.id }),
+    });
+    return { nodes: page.items, nextPageToken: page.next };
   }
 
   private revokeToken(r: RevokeTokenRequest): TokenInfo {
     const id = r.tokenId.trim().toLowerCase();
-    if (!/^[0-9a-f]{12}$/.test(id)) throw new InvalidArgumentError(`token id "${r.tokenId}" is not 12 hex digits (see \`hivemind token list\`)`);
+    if (!/^[0-9a-f]{12}$/.test(id)) throw new InvalidArgumentError(`token id "${echoValue(r.tokenId)}" is not 12 hex digits (see \`hivemind token list\`)`);
     if (this.d.store.revokeEnrollmentToken(id) === 0) throw new NotFoundError(`no enrollment token ${id}`);
     this.d.log.info({ tokenId: id }, 'enrollment token revoked');
     return tokenInfo(this.d.store.listEnrollmentTokens().find((t) => t.hash.startsWith(id))!);
@@ -306,7 +356,7 @@ export class AdminService {
 
   private async removeNode(r: RemoveNodeRequest): Promise<RemoveNodeResponse> {
     const node = this.d.store.getNode(r.nodeId);
-    if (!node || !this.d.store.listNodes().some((n) => n.id === node.id)) throw new NotFoundError(`no node ${r.nodeId}`);
+    if (!node || !this.d.store.listNodes().some((n) => n.id === node.id)) throw new NotFoundError(`no node ${echoValue(r.nodeId)}`);
     const requeued = this.d.tasks.nodeLost(node.id, 'was removed by an administrator');
     this.d.store.removeNode(node.id, this.d.clock.now());
     // Tell the node while it can still hear it (before its tunnel peer goes): it stops for good.

@@ -6,6 +6,7 @@ import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
+import { echoValue } from '../common/echo-value.js';
 import { HivemindError } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
 
@@ -29,7 +30,7 @@ const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 function checkId(id: string): string {
   // Ids end up in file names: refuse anything that could escape the folder.
-  if (!SAFE_ID.test(id)) throw new BlobError('INVALID_ARGUMENT', `"${id}" is not a valid task id`);
+  if (!SAFE_ID.test(id)) throw new BlobError('INVALID_ARGUMENT', `"${echoValue(id)}" is not a valid task id`);
   return id;
 }
 

@@ -30,3 +30,10 @@ export function peerIp(peer: string): string {
   else if (/^[^:]+:\d+$/.test(p)) p = p.slice(0, p.lastIndexOf(':'));
   return p.replace(/^::ffff:/, '');
 }
+
+/** A bounded resource is in use up to its limit (e.g. concurrent downloads); retry later. */
+export class ResourceExhaustedError extends HivemindError {
+  constructor(message: string) {
+    super('RESOURCE_EXHAUSTED', message);
+  }
+}

@@ -167,8 +167,8 @@ export class MasterStore {
   private readonly stmts: {
     insertNode: Statement; updateNodeFacts: Statement; getNode: Statement; nodeByHash: Statement; listNodes: Statement;
     recordReport: Statement; touchNode: Statement;
-    insertTask: Statement; saveTask: Statement; getTask: Statement; listTasks: Statement; queuedTasks: Statement;
-    liveTasksOfNode: Statement; liveTasksOnNodes: Statement;
+    insertTask: Statement; saveTask: Statement; getTask: Statement; queuedTasks: Statement;
+    liveTasksOfNode: Statement; liveTaskIdsOfNode: Statement; liveTasksOnNodes: Statement;
     insertEvent: Statement; listEvents: Statement;
     insertToken: Statement; getToken: Statement; useToken: Statement;
   };
@@ -189,9 +189,9 @@ export class MasterStore {
       insertTask: db.prepare(`INSERT INTO tasks (${TASK_COLUMNS.join(', ')}) VALUES (${TASK_COLUMNS.map((c) => '@' + c).join(', ')})`),
       saveTask: db.prepare(`UPDATE tasks SET ${TASK_COLUMNS.filter((c) => c !== 'id').map((c) => `${c} = @${c}`).join(', ')} WHERE id = @id`),
       getTask: db.prepare('SELECT * FROM tasks WHERE id = ?'),
-      listTasks: db.prepare('SELECT * FROM tasks ORDER BY created_at DESC, id DESC LIMIT ?'),
       queuedTasks: db.prepare(`SELECT * FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED} ORDER BY created_at, rowid`),
       liveTasksOfNode: db.prepare(`SELECT * FROM tasks WHERE node_id = ? AND ${live} ORDER BY created_at`),
+      liveTaskIdsOfNode: db.prepare(`SELECT id FROM tasks WHERE node_id = ? AND ${live} ORDER BY created_at`),
       liveTasksOnNodes: db.prepare(`SELECT * FROM tasks WHERE node_id IS NOT NULL AND ${live} ORDER BY created_at`),
       insertEvent: db.prepare('INSERT INTO task_events (task_id, state, at, node_id, attempt, message) VALUES (?, ?, ?, ?, ?, ?)'),
       listEvents: db.prepare('SELECT state, at, node_id, attempt, message FROM task_events WHERE task_id = ? ORDER BY seq'),
@@ -275,6 +275,19 @@ export class MasterStore {
     return (this.stmts.listNodes.all() as RawNode[]).map(nodeFromRaw);
   }
 
+  /** Nodes not removed, in registration order, after `after` when given; read lazily. */
+  *iterateNodes(after?: { at: number; id: string }): Generator<NodeRow> {
+    const rows = after
+      ? this.db.prepare('SELECT * FROM nodes WHERE removed_at IS NULL AND (registered_at > ? OR (registered_at = ? AND id > ?)) ORDER BY registered_at, id').iterate(after.at, after.at, after.id)
+      : this.stmts.listNodes.iterate();
+    for (const r of rows) yield nodeFromRaw(r as RawNode);
+  }
+
+  /** Ids of the non-terminal tasks held by `nodeId` (ASSIGNED..UPLOADING). */
+  liveTaskIdsOfNode(nodeId: string): string[] {
+    return (this.stmts.liveTaskIdsOfNode.all(nodeId) as { id: string }[]).map((r) => r.id);
+  }
+
   recordReport(id: string, report: ResourceReport, at: number): void {
     this.stmts.recordReport.run(JSON.stringify(ResourceReport.toJSON(report)), at, id);
   }
@@ -315,12 +328,24 @@ export class MasterStore {
     });
   }
 
-  /** Newest first; `states` empty means all states. */
-  listTasks(states: readonly TaskState[], limit: number): TaskRow[] {
-    if (states.length === 0) return (this.stmts.listTasks.all(limit) as RawTask[]).map(taskFromRaw);
-    // The state list varies per call, so this one statement is built here (values still bound).
-    const sql = `SELECT * FROM tasks WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY created_at DESC, id DESC LIMIT ?`;
-    return (this.db.prepare(sql).all(...states, limit) as RawTask[]).map(taskFromRaw);
+  /**
+   * Tasks newest first (created_at, then id, descending), after `before` when given; read lazily,
+   * so a caller that stops early (a page full by bytes) parses no further row. `states` empty
+   * means all; the caller bounds it (admin-listing.ts), as each state is one bound variable.
+   */
+  *iterateTasks(states: readonly TaskState[], before?: { at: number; id: string }): Generator<TaskRow> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (states.length > 0) {
+      where.push(`state IN (${states.map(() => '?').join(',')})`);
+      params.push(...states);
+    }
+    if (before) {
+      where.push('(created_at < ? OR (created_at = ? AND id < ?))');
+      params.push(before.at, before.at, before.id);
+    }
+    const sql = `SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id DESC`;
+    for (const r of this.db.prepare(sql).iterate(...params)) yield taskFromRaw(r as RawTask);
   }
 
   /** Queued tasks, oldest first (the scheduler's FIFO order). */

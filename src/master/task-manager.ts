@@ -2,6 +2,7 @@
 // up attempts of lost nodes. Both gRPC services call in here; each change is committed to the
 // store, then announced on MasterEvents. The attempt rule is documented at the top of master.ts.
 import type { Clock } from '../common/clock.js';
+import { echoValue } from '../common/echo-value.js';
 import type { Logger } from '../common/logger.js';
 import { NotFoundError, errorMessage } from '../common/errors.js';
 import { OutcomeKind, TaskOutcome, TaskState, taskStateToJSON } from '../protocol/gen/hivemind/v1/common.js';
@@ -118,7 +119,7 @@ export class TaskManager {
   /** Throws PreconditionError unless attempt `attempt` of the task is current on `nodeId`. */
   requireCurrent(taskId: string, attempt: number, nodeId: string): TaskRow {
     const task = this.store.getTask(taskId);
-    if (!task) throw new NotFoundError(`no task ${taskId}`);
+    if (!task) throw new NotFoundError(`no task ${echoValue(taskId)}`);
     if (task.attempt !== attempt || task.nodeId !== nodeId) {
       throw new PreconditionError(`attempt ${attempt} of task ${taskId} is superseded (current attempt ${task.attempt}${task.nodeId === nodeId ? '' : ', held by another node'}); stop working on it`);
     }
@@ -128,7 +129,7 @@ export class TaskManager {
   /** Applies a node's TaskUpdate; idempotent by (task, attempt, seq). */
   applyUpdate(node: NodeRow, u: TaskUpdate): TaskUpdateAck {
     const task = this.store.getTask(u.taskId);
-    if (!task) throw new NotFoundError(`no task ${u.taskId}`);
+    if (!task) throw new NotFoundError(`no task ${echoValue(u.taskId)}`);
     if (task.attempt !== u.attempt || task.nodeId !== node.id) {
       return { applied: false, superseded: true, cancelRequested: false };
     }
@@ -228,7 +229,7 @@ export class TaskManager {
       return saved;
     }
     const t = this.store.getTask(taskId);
-    if (!t) throw new NotFoundError(`no task ${taskId}`);
+    if (!t) throw new NotFoundError(`no task ${echoValue(taskId)}`);
     return t;
   }
 

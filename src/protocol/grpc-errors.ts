@@ -1,6 +1,7 @@
 // Mapping between our typed errors and gRPC status codes, and the one place that decides
 // which gRPC failures are worth retrying.
 import { status, type ServiceError, Metadata } from '@grpc/grpc-js';
+import { cutMessage } from '../common/echo-value.js';
 import { HivemindError, errorMessage } from '../common/errors.js';
 
 const CODE_TO_STATUS: Record<string, status> = {
@@ -17,12 +18,20 @@ const CODE_TO_STATUS: Record<string, status> = {
   ABORTED: status.CANCELLED,
 };
 
+/**
+ * Longest error message sent to a caller. The status details travel in trailing metadata, which
+ * clients cap (grpc-js: 8 KiB for all of it); messages echo values through echoValue, and this
+ * cut catches any that does not.
+ */
+export const MAX_ERROR_DETAILS_CHARS = 1024;
+
 /** Turns any thrown value into a ServiceError for a gRPC handler's callback/emit. */
 export function toServiceError(err: unknown): Partial<ServiceError> {
   const code = err instanceof HivemindError ? (CODE_TO_STATUS[err.code] ?? status.INTERNAL) : status.INTERNAL;
   const md = new Metadata();
   if (err instanceof HivemindError) md.set('x-hivemind-error', err.code);
-  return { code, details: errorMessage(err), message: errorMessage(err), metadata: md };
+  const details = cutMessage(errorMessage(err), MAX_ERROR_DETAILS_CHARS);
+  return { code, details, message: details, metadata: md };
 }
 
 /** Our stable error code carried in a gRPC error's metadata (x-hivemind-error), if any. */

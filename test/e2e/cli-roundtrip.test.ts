@@ -2,7 +2,12 @@
 // through the CLI exactly as a user would: submit with input, wait, logs, result, failures.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { credentials } from '@grpc/grpc-js';
+import { AdminClient } from '../../src/client/admin-client.js';
+import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
+import { NodeServiceClient } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -210,4 +215,59 @@ test('an old Node gets a clear message, not a stack trace from a dependency', as
   assert.equal(code, 1);
   assert.match(out, new RegExp(`needs Node\\.js 22 or newer .* this is ${version.replace(/\./g, '\\.')}`));
   assert.doesNotMatch(out, /TypeError|at .*node_modules/);
+});
+
+test('`hivemind tasks` and `hivemind nodes` (and --json) list page by page: 5 MB of tasks and a node with 3 MB of facts', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'hm-list-'));
+  const port = await freePort();
+  const address = `127.0.0.1:${port}`;
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_MASTER: address };
+  const master = new CliDaemon(['master', 'start', '--listen', address, '--data-dir', join(home, 'master')], env);
+  t.after(async () => {
+    await master.stop('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  });
+  const tokenFile = join(home, 'master', 'admin.token');
+  await waitFor('the master admin token', () => (existsSync(tokenFile) && readFileSync(tokenFile, 'utf8').trim()) || undefined);
+  env.HIVEMIND_ADMIN_TOKEN = readFileSync(tokenFile, 'utf8').trim();
+  const admin = AdminClient.connect(address, env.HIVEMIND_ADMIN_TOKEN);
+  t.after(() => admin.close());
+  await waitFor('the master to answer', () => admin.listTokens().then(() => true, () => undefined));
+  // 80 tasks with a 60 kB argument (they need a GPU, so they stay queued): 4.8 MB in all.
+  const ids: string[] = [];
+  for (let i = 0; i < 80; i++) ids.push(await admin.submit({ image: IMAGE, command: ['echo', 'x'.repeat(60_000)], limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 1, timeoutMs: 0 } }));
+  // A node whose stored facts carry 3 MB of labels.
+  const { token } = await admin.createToken();
+  const nodes = new NodeServiceClient(address, credentials.createInsecure());
+  t.after(() => nodes.close());
+  const nodeId = await new Promise<string>((resolve, reject) => nodes.register({ name: 'big', facts: undefined }, bearerMetadata(token), (e, r) => (e ? reject(e) : resolve(r.nodeId))));
+  const db = new Database(join(home, 'master', 'master.db'));
+  db.pragma('busy_timeout = 5000');
+  db.prepare('UPDATE nodes SET facts = ? WHERE id = ?').run(JSON.stringify({ hostname: 'big', labels: { a: 'z'.repeat(1_500_000), b: 'z'.repeat(1_500_000) } }), nodeId);
+  db.close();
+
+  const all = await runCli(['tasks', '--limit', '0', '--json'], env);
+  recordHostile('cli: `hivemind tasks --json` over 4.8 MB of tasks', all.code !== 0);
+  assert.equal(all.code, 0, all.stderr);
+  assert.deepEqual((JSON.parse(all.stdout) as { taskId: string }[]).map((x) => x.taskId), [...ids].reverse());
+  const table = await runCli(['tasks'], env);
+  assert.equal(table.code, 0, table.stderr);
+  assert.equal(table.stdout.trim().split('\n').length, 81, 'a header and the 80 tasks (the default limit is 100)');
+  const five = await runCli(['tasks', '--limit', '5', '--json'], env);
+  assert.deepEqual((JSON.parse(five.stdout) as { taskId: string }[]).map((x) => x.taskId), [...ids].reverse().slice(0, 5));
+  const bad = await runCli(['tasks', '--limit', '-1'], env);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--limit: "-1" is not a whole number/);
+
+  for (const args of [['nodes'], ['nodes', '--json']]) {
+    const r = await runCli(args, env);
+    recordHostile(`cli: \`hivemind ${args.join(' ')}\` with a node holding 3 MB of facts`, r.code !== 0);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(nodeId));
+  }
+  const json = JSON.parse((await runCli(['nodes', '--json'], env)).stdout) as { truncated: boolean; facts: { labels: Record<string, string> } }[];
+  assert.equal(json[0]!.truncated, true);
+  assert.match(json[0]!.facts.labels['a']!, /…\(1500000 bytes\)$/);
+  // The node can be removed by the id the listing gave.
+  assert.equal((await runCli(['nodes', 'remove', nodeId], env)).code, 0);
 });

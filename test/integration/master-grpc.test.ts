@@ -19,7 +19,11 @@ import {
   NodeServiceClient, type NodeCommand, type RegisterResponse, type TaskUpdate, type TaskUpdateAck,
   type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
 } from '../../src/protocol/gen/hivemind/v1/node.js';
-import { AdminServiceClient, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
+import { AdminServiceClient, FetchResultRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
+import Database from 'better-sqlite3';
+import type { ReadStream } from 'node:fs';
+import { connect as http2Connect } from 'node:http2';
+import { BlobStore } from '../../src/master/blob-store.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -608,4 +612,176 @@ test('hostile protocol input: garbage bytes, malformed and oversized messages, u
 
   // After all of it the real worker's update still goes through.
   assert.equal((await w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_RUNNING })).applied, true);
+});
+
+/** Opens the master's own database beside it (WAL): to plant rows larger than submission allows today. */
+function masterDb(t: TestContext, h: Harness): Database.Database {
+  const db = new Database(join(h.dir, 'master.db'));
+  db.pragma('busy_timeout = 5000');
+  t.after(() => db.close());
+  return db;
+}
+
+test('listings come in pages under the message cap: many large tasks, huge specs and node facts all list; GetTask has the whole spec', async (t) => {
+  const h = await startMaster(t);
+  // 80 tasks with a 60 kB argument each: 4.8 MB of tasks, over the 4 MiB a single answer may hold.
+  const arg = 'x'.repeat(60_000);
+  const ids: string[] = [];
+  for (let i = 0; i < 80; i++) ids.push(await h.admin.submit({ image: 'busybox', command: ['echo', arg], limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 1, timeoutMs: 0 } }));
+  // Two older rows with a 2.3 MB argument (as stored before submissions were capped).
+  const db = masterDb(t, h);
+  const huge = 'y'.repeat(2_300_000);
+  for (const id of ids.slice(0, 2)) {
+    const spec = JSON.parse((db.prepare('SELECT spec FROM tasks WHERE id = ?').get(id) as { spec: string }).spec) as { command: string[] };
+    spec.command = ['echo', huge];
+    db.prepare('UPDATE tasks SET spec = ? WHERE id = ?').run(JSON.stringify(spec), id);
+  }
+
+  const all = await h.admin.listTasks({ limit: 0 }).then((l) => l, (e: unknown) => e);
+  recordHostile('listing: 80 tasks of 64 KiB and two of 2.3 MB in one ListTasks', !Array.isArray(all));
+  assert.ok(Array.isArray(all), `listTasks failed: ${String(all)}`);
+  assert.deepEqual(all.map((x) => x.taskId), [...ids].reverse(), 'every task once, newest first');
+  const big = all.find((x) => x.taskId === ids[0])!;
+  assert.equal(big.truncated, true);
+  assert.ok(big.spec!.command[1]!.length < 1000 && /…\(2300000 bytes\)$/.test(big.spec!.command[1]!), 'a huge argument is cut and says how big it was');
+  // One page never nears the message cap, whatever the limit asked.
+  const page = await h.admin.listTasksPage({ limit: 1000 });
+  assert.ok(page.tasks.length < 80 && page.nextPageToken, 'a page is cut by bytes and says where to go on');
+  assert.ok(TaskInfoCodec.encode({ ...page.tasks[0]!, events: [] }).finish().length < 70 * 1024);
+  assert.ok(page.tasks.reduce((n, x) => n + TaskInfoCodec.encode(x).finish().length, 0) <= 1024 * 1024);
+  const five = await h.admin.listTasks({ limit: 5 });
+  assert.deepEqual(five.map((x) => x.taskId), [...ids].reverse().slice(0, 5));
+  // The whole spec is one GetTask away.
+  const full = await h.admin.getTask(ids[0]!);
+  assert.equal(full.spec!.command[1], huge);
+  assert.equal(full.truncated, false);
+
+  // Nodes whose facts are huge (3 MB of labels each) still list, summarised.
+  const w1 = await worker(t, h, 'big-1');
+  const w2 = await worker(t, h, 'big-2');
+  for (const w of [w1, w2]) {
+    const facts = JSON.parse((db.prepare('SELECT facts FROM nodes WHERE id = ?').get(w.nodeId) as { facts: string }).facts) as { labels: Record<string, string> };
+    facts.labels ??= {};
+    for (let i = 0; i < 3; i++) facts.labels[`l${i}`] = 'z'.repeat(1_000_000);
+    db.prepare('UPDATE nodes SET facts = ? WHERE id = ?').run(JSON.stringify(facts), w.nodeId);
+  }
+  const nodes = await h.admin.listNodes().then((l) => l, (e: unknown) => e);
+  recordHostile('listing: two nodes with 3 MB of labels each in one ListNodes', !Array.isArray(nodes));
+  assert.ok(Array.isArray(nodes), `listNodes failed: ${String(nodes)}`);
+  assert.deepEqual(nodes.map((n) => n.name), ['big-1', 'big-2']);
+  assert.ok(nodes.every((n) => n.truncated && n.facts!.labels['l0']!.endsWith('…(1000000 bytes)')));
+  const onePerPage = await h.admin.listNodesPage({ limit: 1 });
+  assert.equal(onePerPage.nodes.length, 1);
+  assert.deepEqual((await h.admin.listNodesPage({ limit: 1, pageToken: onePerPage.nextPageToken })).nodes.map((n) => n.name), ['big-2']);
+});
+
+test('listing filters are bounded: a million repeated states, unknown states and forged page tokens are refused with INVALID_ARGUMENT', async (t) => {
+  const h = await startMaster(t);
+  const id = await h.admin.submit({ image: 'busybox', limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 1, timeoutMs: 0 } });
+  const refused = async (name: string, call: () => Promise<unknown>, re: RegExp) => {
+    const outcome = await call().then(() => 'accepted', (e: unknown) => (e instanceof MasterCallError && e.status === status.INVALID_ARGUMENT && re.test(e.message) ? 'refused' : `refused unclearly: ${String(e)}`));
+    recordHostile(`listing: ${name}`, outcome === 'accepted');
+    assert.equal(outcome, 'refused', name);
+  };
+  await refused('1,000,000 repeated states', () => h.admin.listTasks({ states: new Array<TaskState>(1_000_000).fill(TaskState.TASK_STATE_QUEUED) }), /states lists 1000000 entries; at most \d+/);
+  await refused('an unknown state (99)', () => h.admin.listTasksPage({ states: [99 as TaskState] }), /99 is not a task state/);
+  await refused('the UNSPECIFIED state', () => h.admin.listTasksPage({ states: [TaskState.TASK_STATE_UNSPECIFIED] }), /0 is not a task state/);
+  await refused('a forged page token', () => h.admin.listTasksPage({ pageToken: 'bm90LWEtdG9rZW4' }), /page_token .* is not a token this master returned/);
+  await refused('a 100 kB page token', () => h.admin.listNodesPage({ pageToken: 'A'.repeat(100_000) }), /page_token "A{64}…\(100000 bytes\)"/);
+  // A state repeated a few times is the same filter.
+  assert.deepEqual((await h.admin.listTasksPage({ states: [TaskState.TASK_STATE_QUEUED, TaskState.TASK_STATE_QUEUED] })).tasks.map((x) => x.taskId), [id]);
+  assert.deepEqual((await h.admin.listTasks({ states: [TaskState.TASK_STATE_RUNNING] })), []);
+});
+
+test('errors echo a caller\'s value cut short: a 100 kB id gets NOT_FOUND with a short message', async (t) => {
+  const h = await startMaster(t);
+  const longId = 'f'.repeat(100_000);
+  const w = await worker(t, h);
+  const cases: [string, () => Promise<unknown>, status][] = [
+    ['get task', () => h.admin.getTask(longId), status.NOT_FOUND],
+    ['cancel task', () => h.admin.cancelTask(longId), status.NOT_FOUND],
+    ['watch task', async () => { for await (const _ of h.admin.watchTask(longId)) break; }, status.NOT_FOUND],
+    ['stream logs', async () => { for await (const _ of h.admin.streamLogs(longId)) break; }, status.NOT_FOUND],
+    ['remove node', () => h.admin.removeNode(longId), status.NOT_FOUND],
+    ['revoke token', () => h.admin.revokeToken(longId), status.INVALID_ARGUMENT],
+    ['node update of an unknown task', () => w.update({ taskId: longId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING }), status.NOT_FOUND],
+  ];
+  for (const [name, call, want] of cases) {
+    const err = await call().then(() => undefined, (e: unknown) => e as Partial<ServiceError> & { status?: status });
+    const code = err?.status ?? err?.code;
+    const details = String((err as { details?: string })?.details ?? (err as Error | undefined)?.message ?? '');
+    const clear = code === want && details.length < 400 && details.includes('…(100000 bytes)');
+    recordHostile(`echo: a 100 kB id in ${name}`, err === undefined);
+    assert.ok(clear, `${name}: got ${code === undefined ? 'no error' : status[code]} "${details.slice(0, 300)}"`);
+  }
+  assert.ok((await h.admin.listNodes()).length === 1, 'the master keeps serving');
+});
+
+test('downloads whose readers stop reading hold little of the master: a few chunks read ahead per stream, and at most 64 such streams at once', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  const result = randomBytes(16 * 1024 * 1024);
+  const chunks: UploadResultRequest[] = [{ part: { $case: 'header', value: { taskId, attempt: 1, offset: 0, totalSize: result.length } } }];
+  for (let at = 0; at < result.length; at += 256 * 1024) chunks.push({ part: { $case: 'chunk', value: result.subarray(at, at + 256 * 1024) } });
+  chunks.push({ part: { $case: 'trailer', value: { size: result.length, sha256: sha256(result) } } });
+  await w.upload(chunks);
+  const outcome = { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 0, message: '', durationMs: 5, resultSize: result.length, resultSha256: sha256(result) };
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_SUCCEEDED, outcome })).applied, true);
+
+  // What the master reads from disk for a download and has not sent is held in its memory.
+  const opened: ReadStream[] = [];
+  const readResult = BlobStore.prototype.readResult;
+  BlobStore.prototype.readResult = function (this: BlobStore, ...args: Parameters<BlobStore['readResult']>) {
+    const s = readResult.apply(this, args);
+    opened.push(s as ReadStream);
+    return s;
+  };
+  t.after(() => { BlobStore.prototype.readResult = readResult; });
+  // A client that stops reading at the HTTP/2 level: a paused stream, so no window update past
+  // the default 64 KiB window; whatever else the master reads stays in the master.
+  const session = http2Connect(`http://${h.address}`);
+  session.on('error', () => undefined);
+  const refusals: string[] = [];
+  const stall = () => {
+    const req = FetchResultRequest.encode({ taskId, offset: 0 }).finish();
+    const frame = Buffer.alloc(5 + req.length);
+    frame.writeUInt32BE(req.length, 1);
+    Buffer.from(req).copy(frame, 5);
+    const s = session.request({ ':method': 'POST', ':path': '/hivemind.v1.AdminService/FetchResult', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${h.adminToken}` });
+    s.on('error', () => undefined);
+    const onStatus = (hd: Record<string, unknown>) => {
+      if (hd['grpc-status'] === String(status.RESOURCE_EXHAUSTED)) refusals.push(decodeURIComponent(String(hd['grpc-message'])));
+    };
+    s.on('response', onStatus);
+    s.on('trailers', onStatus);
+    s.end(frame);
+    s.pause();
+    return { cancel: () => s.close() };
+  };
+  const stalled = Array.from({ length: 20 }, stall);
+  t.after(() => { for (const c of stalled) c.cancel(); session.close(); });
+  await waitFor('20 downloads to open', async () => (opened.length === 20 ? true : undefined));
+  const before = process.memoryUsage();
+  await new Promise((r) => setTimeout(r, 1500));
+  const readAhead = opened.map((s) => s.bytesRead);
+  const worst = Math.max(...readAhead);
+  t.diagnostic(`bytes read per stalled download: ${readAhead.join(', ')}; rss ${before.rss >> 20} → ${process.memoryUsage().rss >> 20} MiB`);
+  recordHostile('streams: 20 result downloads whose reader never reads', worst > 2 * 1024 * 1024);
+  assert.ok(worst <= 2 * 1024 * 1024, `a stalled download made the master read ${worst} bytes ahead (at most 2 MiB)`);
+
+  // A reader that does read gets the whole result meanwhile.
+  const dest = join(h.dir, 'out.tar.gz');
+  assert.equal((await h.admin.fetchResult(taskId, dest)).sha256, sha256(result));
+
+  // Past 64 open downloads the master refuses more, saying why, instead of holding more.
+  for (let i = 0; i < 50; i++) stalled.push(stall());
+  await waitFor('the downloads past 64 to be refused', async () => (refusals.length >= 6 ? true : undefined));
+  recordHostile('streams: 70 result downloads open at once', opened.length > 64 + 1 ? opened.length - 65 : 0);
+  assert.equal(refusals.length, 6);
+  assert.match(refusals[0]!, /the most this master serves at once; retry when one ends/);
 });

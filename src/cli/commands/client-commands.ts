@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { AdminClient } from '../../client/admin-client.js';
+import { AdminClient, DEFAULT_LIST_COUNT, DEFAULT_NODE_COUNT } from '../../client/admin-client.js';
 import { compileClientConfig } from '../../config/client-config.js';
 import { ConfigError } from '../../common/errors.js';
 import { parseDuration, parseSize, formatBytes } from '../../common/units.js';
@@ -57,6 +57,12 @@ async function waitForTask(client: AdminClient, taskId: string, onChange?: (t: T
   const t = await client.getTask(taskId);
   if (!isTerminal(t.state)) throw new Error(`lost the watch on task ${taskId} while it was ${stateName(t.state)}; run \`hivemind wait ${taskId}\` again`);
   return t;
+}
+
+function parseLimit(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new ConfigError(`--limit: "${v}" is not a whole number ≥ 0 (0 = all)`);
+  return n;
 }
 
 export function parseEnvPairs(pairs: string[]): Record<string, string> {
@@ -142,7 +148,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
       .command('tasks')
       .description('list tasks, newest first')
       .option('--state <state>', 'only tasks in this state (queued, running, succeeded, failed, ...)')
-      .option('--limit <n>', 'at most this many', '100')
+      .option('--limit <n>', 'at most this many (0 = all; read page by page)', String(DEFAULT_LIST_COUNT))
       .option('--json', 'print JSON'),
   ).action(async (o) => {
     const c = ctx();
@@ -153,7 +159,8 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
       if (typeof s !== 'number') throw new ConfigError(`--state: unknown state "${o.state}"`);
       states.push(s);
     }
-    const tasks = await withClient(c, o, (client) => client.listTasks({ states, limit: Number(o.limit) }));
+    const limit = parseLimit(o.limit);
+    const tasks = await withClient(c, o, (client) => client.listTasks({ states, limit }));
     if (o.json) printJson(c, tasks);
     else c.stdout.write(formatTaskTable(tasks) + '\n');
   });
@@ -226,9 +233,10 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     if (o.json) printJson(c, r);
     else c.stdout.write(terminalSafe(`removed node ${r.nodeId}; ${r.tasksRequeued} task(s) requeued`) + '\n');
   });
-  clientOptions(nodes.option('--json', 'print JSON')).action(async (o) => {
+  clientOptions(nodes.option('--limit <n>', 'at most this many (0 = all; read page by page)', String(DEFAULT_NODE_COUNT)).option('--json', 'print JSON')).action(async (o) => {
     const c = ctx();
-    const nodes = await withClient(c, o, (client) => client.listNodes());
+    const limit = parseLimit(o.limit);
+    const nodes = await withClient(c, o, (client) => client.listNodes({ limit }));
     if (o.json) printJson(c, nodes);
     else c.stdout.write(formatNodeTable(nodes) + '\n');
   });

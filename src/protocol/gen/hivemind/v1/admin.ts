@@ -121,17 +121,33 @@ export interface TaskInfo {
   inputSize: number;
   cancelRequested: boolean;
   events: TaskEvent[];
+  /**
+   * Set when long values were cut to keep the message small: in listings, a task whose spec is
+   * large (long arguments, many variables) is summarised, each cut value ending in "…(N bytes)";
+   * in GetTask/WatchTask, only the oldest events are left out. GetTask has the whole spec.
+   */
+  truncated: boolean;
 }
 
+/**
+ * Listings come in pages: each page holds at most `limit` items and stays under 1 MiB, so that no
+ * answer can approach the 4 MiB message cap however many or large the items are. Pass
+ * next_page_token back as page_token for the next page; an empty next_page_token is the end.
+ */
 export interface ListTasksRequest {
-  /** empty = all */
+  /** empty = all; each state at most once, UNSPECIFIED refused */
   states: TaskState[];
-  /** 0 = 100 */
+  /** page size: 0 = 100, at most 1000 */
   limit: number;
+  /** empty = from the newest task */
+  pageToken: string;
 }
 
 export interface ListTasksResponse {
+  /** newest first; events left out (GetTask has them) */
   tasks: TaskInfo[];
+  /** empty = no more tasks */
+  nextPageToken: string;
 }
 
 export interface GetTaskRequest {
@@ -163,13 +179,25 @@ export interface NodeInfo {
   lastSeenMs: number;
   lastReport?: ResourceReport | undefined;
   taskIds: string[];
+  /**
+   * Set when long values (strings, labels, lists) were cut to keep the listing small; each cut
+   * string ends in "…(N bytes)".
+   */
+  truncated: boolean;
 }
 
 export interface ListNodesRequest {
+  /** page size: 0 = 100, at most 1000 */
+  limit: number;
+  /** empty = from the first registered node */
+  pageToken: string;
 }
 
 export interface ListNodesResponse {
+  /** in registration order */
   nodes: NodeInfo[];
+  /** empty = no more nodes */
+  nextPageToken: string;
 }
 
 export interface CreateTokenRequest {
@@ -1241,6 +1269,7 @@ function createBaseTaskInfo(): TaskInfo {
     inputSize: 0,
     cancelRequested: false,
     events: [],
+    truncated: false,
   };
 }
 
@@ -1290,6 +1319,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     }
     for (const v of message.events) {
       TaskEvent.encode(v!, writer.uint32(122).fork()).join();
+    }
+    if (message.truncated !== false) {
+      writer.uint32(128).bool(message.truncated);
     }
     return writer;
   },
@@ -1427,6 +1459,14 @@ export const TaskInfo: MessageFns<TaskInfo> = {
             message.events.push(TaskEvent.decode(reader, reader.uint32()));
             continue;
           }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1498,6 +1538,7 @@ export const TaskInfo: MessageFns<TaskInfo> = {
       events: globalThis.Array.isArray(object?.events)
         ? object.events.map((e: any) => TaskEvent.fromJSON(e))
         : [],
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
     };
   },
 
@@ -1548,6 +1589,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     if (message.events?.length) {
       obj.events = message.events.map((e) => TaskEvent.toJSON(e));
     }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
+    }
     return obj;
   },
 
@@ -1573,12 +1617,13 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     message.inputSize = object.inputSize ?? 0;
     message.cancelRequested = object.cancelRequested ?? false;
     message.events = object.events?.map((e) => TaskEvent.fromPartial(e)) || [];
+    message.truncated = object.truncated ?? false;
     return message;
   },
 };
 
 function createBaseListTasksRequest(): ListTasksRequest {
-  return { states: [], limit: 0 };
+  return { states: [], limit: 0, pageToken: "" };
 }
 
 export const ListTasksRequest: MessageFns<ListTasksRequest> = {
@@ -1592,6 +1637,9 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
     }
     if (message.limit !== 0) {
       writer.uint32(16).uint32(message.limit);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
     }
     return writer;
   },
@@ -1635,6 +1683,14 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
             message.limit = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1651,6 +1707,11 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
     return {
       states: globalThis.Array.isArray(object?.states) ? object.states.map((e: any) => taskStateFromJSON(e)) : [],
       limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -1662,6 +1723,9 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
     if (message.limit !== 0) {
       obj.limit = Math.round(message.limit);
     }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
@@ -1672,18 +1736,22 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
     const message = createBaseListTasksRequest();
     message.states = object.states?.map((e) => e) || [];
     message.limit = object.limit ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListTasksResponse(): ListTasksResponse {
-  return { tasks: [] };
+  return { tasks: [], nextPageToken: "" };
 }
 
 export const ListTasksResponse: MessageFns<ListTasksResponse> = {
   encode(message: ListTasksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.tasks) {
       TaskInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -1709,6 +1777,14 @@ export const ListTasksResponse: MessageFns<ListTasksResponse> = {
             message.tasks.push(TaskInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1722,13 +1798,23 @@ export const ListTasksResponse: MessageFns<ListTasksResponse> = {
   },
 
   fromJSON(object: any): ListTasksResponse {
-    return { tasks: globalThis.Array.isArray(object?.tasks) ? object.tasks.map((e: any) => TaskInfo.fromJSON(e)) : [] };
+    return {
+      tasks: globalThis.Array.isArray(object?.tasks) ? object.tasks.map((e: any) => TaskInfo.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
   },
 
   toJSON(message: ListTasksResponse): unknown {
     const obj: any = {};
     if (message.tasks?.length) {
       obj.tasks = message.tasks.map((e) => TaskInfo.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -1739,6 +1825,7 @@ export const ListTasksResponse: MessageFns<ListTasksResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListTasksResponse>, I>>(object: I): ListTasksResponse {
     const message = createBaseListTasksResponse();
     message.tasks = object.tasks?.map((e) => TaskInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
@@ -2093,6 +2180,7 @@ function createBaseNodeInfo(): NodeInfo {
     lastSeenMs: 0,
     lastReport: undefined,
     taskIds: [],
+    truncated: false,
   };
 }
 
@@ -2121,6 +2209,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     for (const v of message.taskIds) {
       writer.uint32(66).string(v!);
+    }
+    if (message.truncated !== false) {
+      writer.uint32(72).bool(message.truncated);
     }
     return writer;
   },
@@ -2202,6 +2293,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.taskIds.push(reader.string());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2244,6 +2343,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         : globalThis.Array.isArray(object?.task_ids)
         ? object.task_ids.map((e: any) => globalThis.String(e))
         : [],
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
     };
   },
 
@@ -2273,6 +2373,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.taskIds?.length) {
       obj.taskIds = message.taskIds;
     }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
+    }
     return obj;
   },
 
@@ -2293,16 +2396,23 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       ? ResourceReport.fromPartial(object.lastReport)
       : undefined;
     message.taskIds = object.taskIds?.map((e) => e) || [];
+    message.truncated = object.truncated ?? false;
     return message;
   },
 };
 
 function createBaseListNodesRequest(): ListNodesRequest {
-  return {};
+  return { limit: 0, pageToken: "" };
 }
 
 export const ListNodesRequest: MessageFns<ListNodesRequest> = {
-  encode(_: ListNodesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: ListNodesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).uint32(message.limit);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
     return writer;
   },
 
@@ -2319,6 +2429,22 @@ export const ListNodesRequest: MessageFns<ListNodesRequest> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2331,32 +2457,50 @@ export const ListNodesRequest: MessageFns<ListNodesRequest> = {
     }
   },
 
-  fromJSON(_: any): ListNodesRequest {
-    return {};
+  fromJSON(object: any): ListNodesRequest {
+    return {
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
   },
 
-  toJSON(_: ListNodesRequest): unknown {
+  toJSON(message: ListNodesRequest): unknown {
     const obj: any = {};
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
   create<I extends Exact<DeepPartial<ListNodesRequest>, I>>(base?: I): ListNodesRequest {
     return ListNodesRequest.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<ListNodesRequest>, I>>(_: I): ListNodesRequest {
+  fromPartial<I extends Exact<DeepPartial<ListNodesRequest>, I>>(object: I): ListNodesRequest {
     const message = createBaseListNodesRequest();
+    message.limit = object.limit ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListNodesResponse(): ListNodesResponse {
-  return { nodes: [] };
+  return { nodes: [], nextPageToken: "" };
 }
 
 export const ListNodesResponse: MessageFns<ListNodesResponse> = {
   encode(message: ListNodesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.nodes) {
       NodeInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -2382,6 +2526,14 @@ export const ListNodesResponse: MessageFns<ListNodesResponse> = {
             message.nodes.push(NodeInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2395,13 +2547,23 @@ export const ListNodesResponse: MessageFns<ListNodesResponse> = {
   },
 
   fromJSON(object: any): ListNodesResponse {
-    return { nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeInfo.fromJSON(e)) : [] };
+    return {
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeInfo.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
   },
 
   toJSON(message: ListNodesResponse): unknown {
     const obj: any = {};
     if (message.nodes?.length) {
       obj.nodes = message.nodes.map((e) => NodeInfo.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -2412,6 +2574,7 @@ export const ListNodesResponse: MessageFns<ListNodesResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListNodesResponse>, I>>(object: I): ListNodesResponse {
     const message = createBaseListNodesResponse();
     message.nodes = object.nodes?.map((e) => NodeInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
