@@ -53,6 +53,9 @@ export interface TaskRow {
   excludedNodes: string[];
 }
 
+/** The placement fields of a task row: enough to reconcile a node's list against. */
+export type TaskPlacement = Pick<TaskRow, 'id' | 'nodeId' | 'attempt' | 'state'>;
+
 export interface TaskEventRow {
   state: TaskState;
   at: number;
@@ -313,6 +316,17 @@ export class MasterStore {
       if (event) this.insertEvent(id, event);
       return t;
     });
+  }
+
+  /**
+   * Where the tasks among `ids` stand (unknown ids are absent), in one query and without decoding
+   * specs. `ids` is bounded by the caller (a node's validated running list).
+   */
+  taskPlacements(ids: readonly string[]): TaskPlacement[] {
+    if (ids.length === 0) return [];
+    const sql = `SELECT id, node_id, attempt, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`;
+    return (this.db.prepare(sql).all(...ids) as { id: string; node_id: string | null; attempt: number; state: number }[])
+      .map((r) => ({ id: r.id, nodeId: r.node_id, attempt: r.attempt, state: r.state as TaskState }));
   }
 
   /** Newest first; `states` empty means all states. */
