@@ -15,6 +15,8 @@ import type { MasterAuth } from './auth.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { MasterStore } from './master-store.js';
 import type { TunnelHub } from './tunnel-hub.js';
+import { validateRegistration } from './node-input-validation.js';
+import { assertWithinSize } from './size-capped-services.js';
 
 export interface EnrollServiceDeps {
   store: MasterStore;
@@ -44,7 +46,9 @@ export class EnrollService {
       if (!isWgKey(req.wgPublicKey)) throw new InvalidArgumentError('wg_public_key: not a WireGuard public key (44 base64 characters)');
       const existing = store.findNodeByWgKey(req.wgPublicKey);
       if (existing) throw new PreconditionError(`this WireGuard key is already enrolled as node ${existing.id}; a node enrolls once and then reuses its identity`);
+      assertWithinSize(req);
       const facts = req.facts ?? NodeFacts.create();
+      validateRegistration(req.name, facts);
       const nodeId = randomBytes(8).toString('hex');
       const fresh = auth.newNodeCredential();
       const name = req.name.trim() || facts.hostname || nodeId;

@@ -53,6 +53,9 @@ export interface TaskRow {
   excludedNodes: string[];
 }
 
+/** The placement fields of a task row: enough to reconcile a node's list against. */
+export type TaskPlacement = Pick<TaskRow, 'id' | 'nodeId' | 'attempt' | 'state'>;
+
 export interface TaskEventRow {
   state: TaskState;
   at: number;
@@ -346,6 +349,17 @@ export class MasterStore {
     }
     const sql = `SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id DESC`;
     for (const r of this.db.prepare(sql).iterate(...params)) yield taskFromRaw(r as RawTask);
+  }
+
+  /**
+   * Where the tasks among `ids` stand (unknown ids are absent), in one query and without decoding
+   * specs. `ids` is bounded by the caller (a node's validated running list).
+   */
+  taskPlacements(ids: readonly string[]): TaskPlacement[] {
+    if (ids.length === 0) return [];
+    const sql = `SELECT id, node_id, attempt, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`;
+    return (this.db.prepare(sql).all(...ids) as { id: string; node_id: string | null; attempt: number; state: number }[])
+      .map((r) => ({ id: r.id, nodeId: r.node_id, attempt: r.attempt, state: r.state as TaskState }));
   }
 
   /** Queued tasks, oldest first (the scheduler's FIFO order). */

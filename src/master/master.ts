@@ -14,7 +14,6 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { EnrollServiceService } from '../protocol/gen/hivemind/v1/enroll.js';
 import { widenServerWindows } from '../protocol/flow-control.js';
 import { execaRunner, type CommandRunner } from '../tunnel/command-runner.js';
 import { encodeJoinToken } from '../tunnel/join-token.js';
@@ -28,7 +27,8 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
-import { AdminServiceDefinition, NodeServiceDefinition } from '../protocol/chunk-codec.js';
+import { AdminServiceDefinition } from '../protocol/chunk-codec.js';
+import { SizeCappedEnrollService, SizeCappedNodeService } from './size-capped-services.js';
 import { AdminService } from './admin-service.js';
 import { MasterAuth } from './auth.js';
 import { BlobStore, DEFAULT_LOG_MAX_BYTES } from './blob-store.js';
@@ -201,13 +201,13 @@ export class Master {
           tunnel: { subnet: parseSubnet(hub.subnetCidr), ...(hub.mesh ? { meshPeers: () => hub.meshPeers() } : {}) },
         });
         const nodeServer = new Server(serverOptions);
-        nodeServer.addService(NodeServiceDefinition, nodeService.handlers());
+        nodeServer.addService(SizeCappedNodeService, nodeService.handlers());
         const enrollServer = new Server(serverOptions);
-        enrollServer.addService(EnrollServiceService, new EnrollService({ store, auth, hub, clock, log }).handlers());
+        enrollServer.addService(SizeCappedEnrollService, new EnrollService({ store, auth, hub, clock, log }).handlers());
         tunnel = { hub, nodeServer, enrollServer, enrollListen, tls };
       } else {
         nodeService = new NodeService({ ...common, reportIntervalMs: opts.reportIntervalMs });
-        server.addService(NodeServiceDefinition, nodeService.handlers());
+        server.addService(SizeCappedNodeService, nodeService.handlers());
       }
       const hub = tunnel?.hub;
       const adminService = new AdminService({

@@ -27,6 +27,10 @@ import type { MasterStore, NodeRow } from './master-store.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import type { TaskManager } from './task-manager.js';
+import { validateCapacity, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
+import { assertWithinSize } from './size-capped-services.js';
+import { CallRate } from './call-rate.js';
+import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
 
 export const MASTER_VERSION = '0.1.0';
@@ -60,8 +64,13 @@ function unary<Req, Res>(fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res> |
 export class NodeService {
   /** Open command streams, ended on close so the server can shut down. */
   private readonly subscribers = new Set<ServerWritableStream<SubscribeRequest, NodeCommand>>();
+  private readonly registers: CallRate;
+  private readonly subscribes: CallRate;
 
-  constructor(private readonly d: NodeServiceDeps) {}
+  constructor(private readonly d: NodeServiceDeps) {
+    this.registers = new CallRate(d.clock, 'Register', MAX_REGISTERS_PER_MINUTE, 60_000);
+    this.subscribes = new CallRate(d.clock, 'Subscribe', MAX_SUBSCRIBES_PER_MINUTE, 60_000);
+  }
 
   private nodeOf(call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }): NodeRow {
     const node = this.d.auth.authenticateNode(call.metadata);
@@ -105,7 +114,9 @@ export class NodeService {
     const { store, auth, registry, clock } = this.d;
     const bearer = readBearer(call.metadata);
     if (!bearer) throw new AuthError('missing enrollment token or node credential: send "authorization: Bearer <token>"');
+    assertWithinSize(call.request);
     const facts = call.request.facts ?? NodeFacts.create();
+    validateRegistration(call.request.name, facts);
     const now = clock.now();
     let nodeId: string;
     let credential: string;
@@ -117,6 +128,7 @@ export class NodeService {
       const node = auth.nodeForCredential(bearer);
       if (!node) throw new AuthError('unknown node credential; register again with an enrollment token');
       this.checkTunnelSource(call, node);
+      this.registers.take(node.id, `node ${node.id}`);
       nodeId = node.id;
       credential = bearer;
       name ||= node.name;
@@ -139,6 +151,10 @@ export class NodeService {
     try {
       const node = this.nodeOf(call);
       for await (const r of messagesOf<ResourceReport>(call)) {
+        // A bad report ends the stream with the reason (the worker logs it and reconnects, under
+        // the Register/Subscribe rates); nothing of it is stored, the last good report stays.
+        assertWithinSize(r);
+        validateReport(r, node.facts.maxTasks);
         lastSeq = r.seq;
         const cameBack = this.d.registry.onReport(node.id, r);
         this.d.store.recordReport(node.id, r, this.d.clock.now());
@@ -152,15 +168,21 @@ export class NodeService {
   }
 
   private subscribe(call: ServerWritableStream<SubscribeRequest, NodeCommand>): void {
-    let node: NodeRow;
+    let node: NodeRow | undefined;
+    const req = call.request;
     try {
       node = this.nodeOf(call);
+      // Everything is checked before any work: a refused Subscribe changes nothing.
+      assertWithinSize(req);
+      this.subscribes.take(node.id, `node ${node.id}`);
+      validateRunningList(req.running, node.facts.maxTasks);
+      validateCapacity('free', req.free);
     } catch (err) {
+      if (node) this.d.log.warn({ nodeId: node.id, err: errorMessage(err) }, 'refused the node\'s Subscribe');
       call.emit('error', toServiceError(err));
       return;
     }
     const { registry, tasks } = this.d;
-    const req = call.request;
     registry.seen(node.id, node.name);
     registry.updateCapacity(node.id, req.free, req.accepting, req.running.map((r) => r.taskId));
     const detach = registry.attach(node.id, { send: (cmd) => call.write(cmd), close: (err) => call.emit('error', toServiceError(err)) });

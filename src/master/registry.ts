@@ -70,8 +70,10 @@ export class NodeRegistry {
     const now = this.clock.now();
     p.free = free;
     p.accepting = accepting;
+    if (p.pending.size === 0) return;
+    const running = new Set(runningTaskIds);
     for (const [taskId, pend] of p.pending) {
-      if (runningTaskIds.includes(taskId) || (pend.acceptedAt !== undefined && pend.acceptedAt < now)) p.pending.delete(taskId);
+      if (running.has(taskId) || (pend.acceptedAt !== undefined && pend.acceptedAt < now)) p.pending.delete(taskId);
     }
   }
 

@@ -292,7 +292,9 @@ export class TaskManager {
   /**
    * A node (re)opened its command stream listing the tasks it still holds: resend assignments
    * it never got, repeat pending cancels, give up attempts it no longer has, and tell it to drop
-   * attempts that are no longer current.
+   * attempts that are no longer current. `running` is validated and bounded by the node's slots
+   * (node-input-validation.ts); the listed tasks the master does not hold on this node are looked
+   * up in one query, and ids the master never issued cost nothing but a count in the log.
    */
   reconcile(node: NodeRow, running: readonly RunningTask[]): void {
     const held = new Map(running.map((r) => [r.taskId, r.attempt]));
@@ -307,12 +309,17 @@ export class TaskManager {
         this.giveUpAttempt(t.id, `node ${nodeLabel(node)} no longer holds attempt ${t.attempt} (it was ${stateName(t.state)})`);
       }
     }
+    if (held.size === 0) return;
+    const known = new Map(this.store.taskPlacements([...held.keys()]).map((t) => [t.id, t]));
     for (const [taskId, attempt] of held) {
-      const t = this.store.getTask(taskId);
+      const t = known.get(taskId);
+      if (!t) continue;
       // A finished current attempt is only waiting for its update ack; the resend is answered.
-      if (t && t.nodeId === node.id && t.attempt === attempt && isTerminal(t.state)) continue;
+      if (t.nodeId === node.id && t.attempt === attempt && isTerminal(t.state)) continue;
       this.send(node.id, { command: { $case: 'cancel', value: { taskId, attempt, reason: `attempt ${attempt} is superseded at the master` } } });
     }
+    const unknown = held.size - known.size;
+    if (unknown > 0) this.log.warn({ nodeId: node.id, unknown }, 'the node listed tasks this master never issued; ignored');
   }
 
   /** Records a verified result of the current attempt; false when the attempt was given up meanwhile. */

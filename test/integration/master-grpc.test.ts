@@ -7,6 +7,7 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as netConnect } from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Client as GrpcClient, Metadata as MetadataClass, credentials, status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { AdminClient, MasterCallError } from '../../src/client/admin-client.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
@@ -16,7 +17,7 @@ import {
   LogStream, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
 } from '../../src/protocol/gen/hivemind/v1/common.js';
 import {
-  NodeServiceClient, type NodeCommand, type RegisterResponse, type TaskUpdate, type TaskUpdateAck,
+  NodeServiceClient, SubscribeRequest, type NodeCommand, type RegisterResponse, type TaskUpdate, type TaskUpdateAck,
   type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
 } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { AdminServiceClient, FetchResultRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
@@ -784,4 +785,170 @@ test('downloads whose readers stop reading hold little of the master: a few chun
   recordHostile('streams: 70 result downloads open at once', opened.length > 64 + 1 ? opened.length - 65 : 0);
   assert.equal(refusals.length, 6);
   assert.match(refusals[0]!, /the most this master serves at once; retry when one ends/);
+});
+
+type SubscribeOutcome = { accepted: true } | { accepted: false; err: ServiceError };
+
+/** Resolves with how a Subscribe went: refused (the status), or accepted (a command arrived, or no error within `quietMs`). */
+function subscribeOutcome(call: ClientReadableStream<unknown>, quietMs: number): Promise<SubscribeOutcome> {
+  return new Promise((resolve) => {
+    const done = (r: SubscribeOutcome) => {
+      clearTimeout(timer);
+      call.removeAllListeners('data');
+      if (r.accepted) call.cancel();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ accepted: true }), quietMs);
+    call.on('data', () => done({ accepted: true }));
+    call.on('error', (err: ServiceError) => done({ accepted: false, err }));
+  });
+}
+
+function trySubscribe(client: NodeServiceClient, md: Metadata, running: { taskId: string; attempt: number }[], quietMs = 1500): Promise<SubscribeOutcome> {
+  return subscribeOutcome(client.subscribe({ running, free: FREE, accepting: true }, md), quietMs);
+}
+
+test('a Subscribe naming 250,000 unknown tasks (3.5 MB) is refused unread; admin calls answer meanwhile and nothing is queued', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  assert.equal((await assignmentOf(w)).taskId, taskId);
+  const before = await h.admin.listTasks();
+
+  // The wire bytes are written directly (250,000 `running` entries of 14 bytes: an 8-character
+  // id, attempt 1), then the known task, capacity and flag appended (protobuf merges the two), and
+  // sent as they are: no test-side objects or garbage, so the figures below are the master's.
+  const entries = 250_000;
+  const listed = Buffer.alloc(entries * 14);
+  for (let i = 0; i < entries; i++) {
+    const at = i * 14;
+    listed.set([0x0a, 12, 0x0a, 8], at);
+    listed.write(i.toString(16).padStart(8, '0'), at + 4, 'latin1');
+    listed.set([0x10, 1], at + 12);
+  }
+  const wire = Buffer.concat([listed, SubscribeRequest.encode({ running: [{ taskId, attempt: 1 }], free: FREE, accepting: true }).finish()]);
+  assert.equal(SubscribeRequest.decode(wire).running.length, entries + 1);
+  const md = bearerMetadata(w.credential);
+  const raw = new GrpcClient(h.address, credentials.createInsecure());
+  t.after(() => raw.close());
+  const rawSubscribe = () => subscribeOutcome(raw.makeServerStreamRequest('/hivemind.v1.NodeService/Subscribe', (b: Buffer) => b, (b: Buffer) => b, wire, md), 20_000);
+  await new Promise((r) => setTimeout(r, 200));
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  const rssBefore = process.memoryUsage().rss;
+  loop.enable();
+  const adminMs: number[] = [];
+  const outcomes = [];
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    const [outcome] = await Promise.all([
+      rawSubscribe(),
+      h.admin.listNodes().then(() => adminMs.push(performance.now() - started)),
+    ]);
+    outcomes.push(outcome);
+  }
+  loop.disable();
+  const rssAfter = process.memoryUsage().rss;
+  t.diagnostic(`event loop delay during 3 hostile Subscribes (${wire.length} bytes each): max ${(loop.max / 1e6).toFixed(1)} ms, p99 ${(loop.percentile(99) / 1e6).toFixed(1)} ms; ListNodes alongside answered in ${adminMs.map((ms) => ms.toFixed(0)).join(', ')} ms; master process RSS ${(rssBefore / 2 ** 20).toFixed(0)} -> ${(rssAfter / 2 ** 20).toFixed(0)} MiB`);
+  const clear = outcomes.filter((o) => !o.accepted && o.err.code === status.INVALID_ARGUMENT && /^Subscribe: the message is 3500\d{3} bytes, over the limit of 65536 bytes; it was not read$/.test(o.err.details)).length;
+  recordHostile('node input: a Subscribe naming 250,000 unknown tasks (3.5 MB)', 3 - clear, 3);
+  assert.equal(clear, 3, JSON.stringify(outcomes.map((o) => (o.accepted ? 'accepted' : `${status[o.err.code]} ${o.err.details}`))));
+  assert.equal(adminMs.length, 3, 'the admin API answered alongside each');
+
+  // Within the size cap but more than a node with 2 slots can hold: refused by count.
+  const many = Array.from({ length: 21 }, (_, i) => ({ taskId: `t${i}`, attempt: 1 }));
+  const byCount = await trySubscribe(w.client, md, many);
+  recordHostile('node input: a Subscribe listing 21 tasks from a node with 2 slots', byCount.accepted);
+  assert.ok(!byCount.accepted && byCount.err.code === status.INVALID_ARGUMENT, JSON.stringify(byCount));
+  assert.equal(byCount.err.details, 'running: 21 tasks listed, over the limit of 20 for a node with 2 task slots (facts.max_tasks); a node cannot hold more');
+
+  // Nothing changed: the task is still assigned to the node, no cancel went anywhere, and the
+  // node's own command stream is still the one the master talks to.
+  assert.deepEqual(await h.admin.listTasks(), before);
+  await assert.rejects(w.nextCommand(300), /no command/);
+  await h.admin.cancelTask(taskId);
+  const cmd = await w.nextCommand();
+  assert.ok(cmd.command?.$case === 'cancel' && cmd.command.value.taskId === taskId, JSON.stringify(cmd));
+});
+
+test('a resubscribing node listing ids the master never issued gets no command for them; a stale attempt is still cancelled', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  const unknown = Array.from({ length: 19 }, (_, i) => ({ taskId: `never-issued-${i}`, attempt: 1 }));
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  w.subscribe();
+  assert.equal((await assignmentOf(w)).taskId, taskId);
+  await h.admin.cancelTask(taskId);
+  assert.equal((await w.nextCommand()).command?.$case, 'cancel');
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_CANCELLED });
+  const other = await h.admin.submit({ image: 'busybox' });
+  assert.equal((await assignmentOf(w)).taskId, other);
+  // 20 entries (the bound for 2 slots): 19 unknown, and the finished task's attempt 2 that never was.
+  w.subscribe([...unknown, { taskId, attempt: 2 }, { taskId: other, attempt: 1 }].slice(-20));
+  const cmd = await w.nextCommand();
+  assert.ok(cmd.command?.$case === 'cancel' && cmd.command.value.taskId === taskId && cmd.command.value.attempt === 2, JSON.stringify(cmd));
+  await assert.rejects(w.nextCommand(500), /no command/, 'the unknown ids cost no command');
+  assert.equal((await h.admin.getTask(other)).state, TaskState.TASK_STATE_ASSIGNED);
+});
+
+test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts and reports are refused with the field and the limit', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h, 'steady');
+  w.report();
+  const outcome = (p: Promise<unknown>) => p.then(() => undefined, (e: ServiceError) => e);
+  const baseFacts = { hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: '', memoryBytes: 1, diskBytes: 0, gpus: [], dockerVersion: '', labels: {}, workerVersion: 'test', maxTasks: 2 };
+  const register = (md: Metadata, name: string, facts: typeof baseFacts | Record<string, unknown>) =>
+    new Promise((resolve, reject) => w.client.register({ name, facts: { ...baseFacts, ...facts } as typeof baseFacts }, md, (e, r) => (e ? reject(e) : resolve(r))));
+  const check = (name: string, err: ServiceError | undefined, code: status, re: RegExp) => {
+    recordHostile(`node input: ${name}`, !(err && err.code === code && re.test(err.details)));
+    assert.ok(err, `${name}: accepted`);
+    assert.equal(err.code, code, `${name}: ${err.details}`);
+    assert.match(err.details, re, name);
+  };
+
+  // The issue's node: 1,200 labels of 2 kB (2.4 MB), then 200,000 GPU entries in a report.
+  const hugeLabels = Object.fromEntries(Array.from({ length: 1200 }, (_, i) => [`label-${i}`, 'v'.repeat(2048)]));
+  const { token } = await h.admin.createToken();
+  check('a Register with 1,200 labels of 2 kB', await outcome(register(bearerMetadata(token), 'hog', { labels: hugeLabels })),
+    status.INVALID_ARGUMENT, /^Register: the message is \d+ bytes, over the limit of 131072 bytes; it was not read$/);
+  check('a Register with 65 small labels', await outcome(register(bearerMetadata(token), 'hog', { labels: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`l${i}`, 'v'])) })),
+    status.INVALID_ARGUMENT, /^facts\.labels: 65 labels, over the limit of 64$/);
+  check('a credential refresh renaming the node with terminal escapes', await outcome(register(bearerMetadata(w.credential), '\u001b[2J\u001b[Hpwned', {})),
+    status.INVALID_ARGUMENT, /^name: .* contains control characters$/);
+  const gpus = Array.from({ length: 200_000 }, (_, i) => ({ index: i % 8, utilizationPercent: 50, memoryUsedBytes: 0, memoryTotalBytes: 0, temperatureC: 0, powerW: 0 }));
+  const reportOnce = (r: Partial<ResourceReport>) => new Promise<ServiceError | undefined>((resolve) => {
+    const call = w.client.report(bearerMetadata(w.credential), (e) => resolve(e ?? undefined));
+    call.write({ seq: 1, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0, netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: FREE, lifecycleState: 'connected', accepting: true, ...r });
+    call.end();
+  });
+  check('a report with 200,000 GPU entries', await reportOnce({ gpus }), status.INVALID_ARGUMENT, /^Report: the message is \d+ bytes, over the limit of 131072 bytes; it was not read$/);
+  check('a report with 65 GPU entries', await reportOnce({ gpus: gpus.slice(0, 65) }), status.INVALID_ARGUMENT, /^gpus: 65 GPU entries, over the limit of 64$/);
+  check('a report with a NaN CPU load', await reportOnce({ cpuPercent: Number.NaN }), status.INVALID_ARGUMENT, /^cpu_percent: NaN is not a finite number$/);
+
+  // The operator still sees every node, with what was last accepted.
+  const nodes = await h.admin.listNodes();
+  assert.deepEqual(nodes.map((n) => n.name), ['steady']);
+  assert.deepEqual(nodes[0]!.facts?.labels, {});
+  assert.equal(nodes[0]!.lastReport?.gpus.length, 0);
+  assert.equal(nodes[0]!.lastReport?.cpuPercent, 1);
+});
+
+test('a node repeating Register or Subscribe in a loop is refused past 30 a minute', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  const md = bearerMetadata(w.credential);
+  const outcomes = await Promise.all(Array.from({ length: 32 }, () => trySubscribe(w.client, md, [], 1000)));
+  const limited = outcomes.filter((o) => !o.accepted && o.err.code === status.RESOURCE_EXHAUSTED && /more than 30 Subscribe calls in 60 s; refused, retry in \d+ s$/.test(o.err.details)).length;
+  recordHostile('node input: 32 Subscribes at once from one node', 2 - limited, 2);
+  assert.equal(limited, 2, JSON.stringify(outcomes.map((o) => (o.accepted ? 'accepted' : o.err.details))));
+  let registerErr: ServiceError | undefined;
+  for (let i = 0; i < 31 && !registerErr; i++) {
+    registerErr = await w.register(w.credential).then(() => undefined, (e: ServiceError) => e);
+  }
+  recordHostile('node input: 31 credential Registers from one node', !(registerErr?.code === status.RESOURCE_EXHAUSTED));
+  assert.equal(registerErr?.code, status.RESOURCE_EXHAUSTED);
+  assert.match(registerErr.details, /more than 30 Register calls in 60 s/);
+  assert.ok((await h.admin.listNodes()).length === 1, 'the master keeps serving');
 });

@@ -1,0 +1,146 @@
+// Pure checks of what a node says about itself (Register/Enroll facts, resource reports, the
+// Subscribe running list) against the bounds in protocol/node-limits.ts. Each failure is an
+// InvalidArgumentError naming the field, what was sent and the bound, so the node's log says what
+// to fix; nothing is stored from a refused message. Every check is O(size of the message), and the
+// message size is capped before decoding (size-capped-services.ts).
+import type { Capacity, GpuInfo, NodeFacts, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { RunningTask } from '../protocol/gen/hivemind/v1/node.js';
+import {
+  GPU_TEMPERATURE_RANGE_C, LABEL_KEY_PATTERN, MAX_CPU_CORES, MAX_DOCKER_MESSAGE_CHARS, MAX_FACT_CHARS, MAX_GPU_INDEX,
+  MAX_GPU_POWER_W, MAX_GPU_UUID_CHARS, MAX_GPUS, MAX_HOSTNAME_CHARS, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS,
+  MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, heldTaskLimit,
+} from '../protocol/node-limits.js';
+import { InvalidArgumentError } from './master-errors.js';
+
+/** C0/C1 controls and DEL: a name with escape sequences would rewrite the operator's terminal. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+/** The same, but tabs and line breaks are allowed (free text such as a Docker error). */
+const CONTROL_EXCEPT_WHITESPACE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/;
+
+/** A short, printable excerpt of a hostile string for an error message. */
+function excerpt(s: string): string {
+  const head = s.length > 32 ? `${s.slice(0, 32)}…` : s;
+  return JSON.stringify(head);
+}
+
+function checkText(field: string, value: string, max: number, opts: { multiline?: boolean } = {}): void {
+  if (value.length > max) throw new InvalidArgumentError(`${field}: ${value.length} characters, over the limit of ${max}`);
+  if ((opts.multiline ? CONTROL_EXCEPT_WHITESPACE : CONTROL).test(value)) {
+    throw new InvalidArgumentError(`${field}: ${excerpt(value)} contains control characters${opts.multiline ? ' (only tabs and line breaks are allowed)' : ''}`);
+  }
+}
+
+function checkNumber(field: string, value: number, min: number, max: number): void {
+  if (!Number.isFinite(value)) throw new InvalidArgumentError(`${field}: ${value} is not a finite number`);
+  if (value < min || value > max) throw new InvalidArgumentError(`${field}: ${value} is outside ${min}..${max}`);
+}
+
+function checkBytes(field: string, value: number): void {
+  checkNumber(field, value, 0, Number.MAX_SAFE_INTEGER);
+}
+
+function checkCount(field: string, n: number, max: number, what: string): void {
+  if (n > max) throw new InvalidArgumentError(`${field}: ${n} ${what}, over the limit of ${max}`);
+}
+
+function checkGpuInfo(at: string, g: GpuInfo): void {
+  checkNumber(`${at}.index`, g.index, 0, MAX_GPU_INDEX);
+  checkText(`${at}.uuid`, g.uuid, MAX_GPU_UUID_CHARS);
+  checkText(`${at}.name`, g.name, MAX_FACT_CHARS);
+  checkBytes(`${at}.memory_total_bytes`, g.memoryTotalBytes);
+}
+
+/** The name and facts of Register and Enroll. */
+export function validateRegistration(name: string, facts: NodeFacts): void {
+  checkText('name', name, MAX_NODE_NAME_CHARS);
+  checkText('facts.hostname', facts.hostname, MAX_HOSTNAME_CHARS);
+  for (const [field, value] of [
+    ['facts.os', facts.os], ['facts.os_release', facts.osRelease], ['facts.arch', facts.arch], ['facts.cpu_model', facts.cpuModel],
+    ['facts.docker_version', facts.dockerVersion], ['facts.worker_version', facts.workerVersion],
+  ] as const) {
+    checkText(field, value, MAX_FACT_CHARS);
+  }
+  checkNumber('facts.cpu_cores', facts.cpuCores, 0, MAX_CPU_CORES);
+  checkBytes('facts.memory_bytes', facts.memoryBytes);
+  checkBytes('facts.disk_bytes', facts.diskBytes);
+  checkNumber('facts.max_tasks', facts.maxTasks, 0, MAX_TASK_SLOTS);
+  checkCount('facts.gpus', facts.gpus.length, MAX_GPUS, 'GPUs');
+  facts.gpus.forEach((g, i) => checkGpuInfo(`facts.gpus[${i}]`, g));
+  const labels = Object.entries(facts.labels);
+  checkCount('facts.labels', labels.length, MAX_LABELS, 'labels');
+  for (const [key, value] of labels) {
+    if (key.length > MAX_LABEL_KEY_CHARS) throw new InvalidArgumentError(`facts.labels: key ${excerpt(key)} is ${key.length} characters, over the limit of ${MAX_LABEL_KEY_CHARS}`);
+    if (!LABEL_KEY_PATTERN.test(key)) throw new InvalidArgumentError(`facts.labels: key ${excerpt(key)} may only hold letters, digits and _ . - /`);
+    checkText(`facts.labels[${JSON.stringify(key)}]`, value, MAX_LABEL_VALUE_CHARS);
+  }
+}
+
+/** Free capacity as a node announces it (Subscribe, reports). */
+export function validateCapacity(field: string, c: Capacity | undefined): void {
+  if (!c) return;
+  checkNumber(`${field}.cpus`, c.cpus, 0, MAX_CPU_CORES);
+  checkBytes(`${field}.memory_bytes`, c.memoryBytes);
+  checkCount(`${field}.gpu_indexes`, c.gpuIndexes.length, MAX_GPUS, 'GPU indexes');
+  c.gpuIndexes.forEach((g, i) => checkNumber(`${field}.gpu_indexes[${i}]`, g, 0, MAX_GPU_INDEX));
+  checkNumber(`${field}.task_slots`, c.taskSlots, 0, MAX_TASK_SLOTS);
+}
+
+function heldLimitText(maxTasks: number): string {
+  return maxTasks > 0 ? `for a node with ${Math.min(maxTasks, MAX_TASK_SLOTS)} task slots` : 'for a node that declares no max_tasks';
+}
+
+/**
+ * The tasks a subscribing node says it holds. `maxTasks` is the node's registered slot count;
+ * the bound is checked before anything is looked up, so a long list costs nothing per entry.
+ */
+export function validateRunningList(running: readonly RunningTask[], maxTasks: number): void {
+  const limit = heldTaskLimit(maxTasks);
+  if (running.length > limit) {
+    throw new InvalidArgumentError(`running: ${running.length} tasks listed, over the limit of ${limit} ${heldLimitText(maxTasks)} (facts.max_tasks); a node cannot hold more`);
+  }
+  running.forEach((r, i) => {
+    if (r.taskId.length === 0) throw new InvalidArgumentError(`running[${i}].task_id is empty`);
+    checkText(`running[${i}].task_id`, r.taskId, MAX_TASK_ID_CHARS);
+  });
+}
+
+function checkTunnel(t: TunnelStatus): void {
+  checkText('tunnel.interface', t.interface, MAX_TUNNEL_FIELD_CHARS);
+  checkText('tunnel.address', t.address, MAX_TUNNEL_FIELD_CHARS);
+  checkText('tunnel.master_endpoint', t.masterEndpoint, MAX_TUNNEL_FIELD_CHARS);
+  checkText('tunnel.state', t.state, MAX_STATE_CHARS);
+  checkText('tunnel.implementation', t.implementation, MAX_STATE_CHARS);
+  checkBytes('tunnel.rx_bytes', t.rxBytes);
+  checkBytes('tunnel.tx_bytes', t.txBytes);
+}
+
+/** One ResourceReport of a node with `maxTasks` registered slots. */
+export function validateReport(r: ResourceReport, maxTasks: number): void {
+  checkNumber('cpu_percent', r.cpuPercent, 0, 100);
+  for (const [field, value] of [
+    ['memory_used_bytes', r.memoryUsedBytes], ['memory_total_bytes', r.memoryTotalBytes], ['disk_used_bytes', r.diskUsedBytes],
+    ['disk_total_bytes', r.diskTotalBytes], ['net_rx_bytes_per_sec', r.netRxBytesPerSec], ['net_tx_bytes_per_sec', r.netTxBytesPerSec],
+  ] as const) {
+    checkBytes(field, value);
+  }
+  checkCount('gpus', r.gpus.length, MAX_GPUS, 'GPU entries');
+  r.gpus.forEach((g, i) => {
+    checkNumber(`gpus[${i}].index`, g.index, 0, MAX_GPU_INDEX);
+    checkNumber(`gpus[${i}].utilization_percent`, g.utilizationPercent, 0, 100);
+    checkBytes(`gpus[${i}].memory_used_bytes`, g.memoryUsedBytes);
+    checkBytes(`gpus[${i}].memory_total_bytes`, g.memoryTotalBytes);
+    checkNumber(`gpus[${i}].temperature_c`, g.temperatureC, GPU_TEMPERATURE_RANGE_C[0], GPU_TEMPERATURE_RANGE_C[1]);
+    checkNumber(`gpus[${i}].power_w`, g.powerW, 0, MAX_GPU_POWER_W);
+  });
+  checkText('docker_message', r.dockerMessage, MAX_DOCKER_MESSAGE_CHARS, { multiline: true });
+  const limit = heldTaskLimit(maxTasks);
+  if (r.tasks.length > limit) throw new InvalidArgumentError(`tasks: ${r.tasks.length} task usage entries, over the limit of ${limit} ${heldLimitText(maxTasks)} (facts.max_tasks)`);
+  r.tasks.forEach((t, i) => {
+    checkText(`tasks[${i}].task_id`, t.taskId, MAX_TASK_ID_CHARS);
+    checkNumber(`tasks[${i}].cpu_percent`, t.cpuPercent, 0, 100 * MAX_CPU_CORES);
+    checkBytes(`tasks[${i}].memory_bytes`, t.memoryBytes);
+  });
+  validateCapacity('free', r.free);
+  checkText('lifecycle_state', r.lifecycleState, MAX_STATE_CHARS);
+  if (r.tunnel) checkTunnel(r.tunnel);
+}
