@@ -3,6 +3,7 @@
 import { readConfigFile, type ConfigFile } from '../config/config-file.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { openLogFile } from '../common/log-file.js';
+import { stringifyProto } from '../protocol/proto-json.js';
 
 export interface CliContext {
   env: NodeJS.ProcessEnv;
@@ -32,5 +33,5 @@ export function createCliContext(configPath: string | undefined, env: NodeJS.Pro
 }
 
 export function printJson(ctx: CliContext, value: unknown): void {
-  ctx.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  ctx.stdout.write(stringifyProto(value, 2) + '\n');
 }

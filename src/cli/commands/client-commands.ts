@@ -58,12 +58,13 @@ async function waitForTask(client: AdminClient, taskId: string, onChange?: (t: T
   return t;
 }
 
-export function parseEnvPairs(pairs: string[]): Record<string, string> {
-  const env: Record<string, string> = {};
+export function parseEnvPairs(pairs: string[]): Map<string, string> {
+  // A Map, not {}: a variable named __proto__ is a valid name and must not vanish.
+  const env = new Map<string, string>();
   for (const p of pairs) {
     const i = p.indexOf('=');
     if (i <= 0) throw new ConfigError(`--env "${p}" is not KEY=VALUE`);
-    env[p.slice(0, i)] = p.slice(i + 1);
+    env.set(p.slice(0, i), p.slice(i + 1));
   }
   return env;
 }
