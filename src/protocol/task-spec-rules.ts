@@ -61,7 +61,6 @@ export function checkImageReference(image: string): void {
   if (bytes(image) > SPEC_LIMITS.maxImageReferenceBytes) {
     throw new InvalidTaskError(`${what} is ${bytes(image)} bytes, over the maximum of ${SPEC_LIMITS.maxImageReferenceBytes}`);
   }
-  // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(image)) throw new InvalidTaskError(`${what} ${quote(image)} contains a control character (NUL, newline ...): not an image reference`);
   if (/\s/.test(image)) throw new InvalidTaskError(`${what} ${quote(image)} contains whitespace: not an image reference`);
   const m = REFERENCE.exec(image);
