@@ -10,7 +10,7 @@ mkdir -p "$out"
 rm -rf "${out:?}"/*
 protoc --plugin=protoc-gen-ts_proto=node_modules/.bin/protoc-gen-ts_proto \
   --ts_proto_out="$out" \
-  --ts_proto_opt=outputServices=grpc-js,esModuleInterop=true,importSuffix=.js,env=node,forceLong=number,useOptionals=messages,oneof=unions-value,useDate=false \
+  --ts_proto_opt=outputServices=grpc-js,esModuleInterop=true,importSuffix=.js,env=node,forceLong=number,useOptionals=messages,oneof=unions-value,useDate=false,useMapType=true \
   -I proto proto/hivemind/v1/*.proto
 if [ "${1:-}" = "--check" ]; then
   if ! diff -r "$out" src/protocol/gen >/dev/null; then

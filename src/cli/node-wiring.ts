@@ -74,7 +74,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     tunnel = await WorkerTunnel.open(
       { dataDir: cfg.dataDir, interfaceName: cfg.wgInterface },
       { tool: createWireGuardTool(join(cfg.dataDir, 'wg')), clock: systemClock, log: logger.child({ component: 'tunnel' }), enroller: grpcEnroller },
-      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => ({ ...(await probe.facts()), labels: cfg.labels ?? {}, workerVersion: VERSION, maxTasks: cfg.maxTasks }) },
+      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => ({ ...(await probe.facts()), labels: new Map(Object.entries(cfg.labels ?? {})), workerVersion: VERSION, maxTasks: cfg.maxTasks }) },
     );
     await tunnel.up();
     tunnel.startHealthChecks();

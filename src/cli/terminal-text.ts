@@ -1,6 +1,7 @@
 // Makes text that came from elsewhere (a node's name, an outcome message, a server's error) safe to
 // print on the operator's terminal: control characters are shown escaped instead of being obeyed,
 // so a hostile node cannot set the window title, clear the screen, recolour or hide text.
+import { stringifyProto } from '../protocol/proto-json.js';
 
 // C0 controls, DEL, C1 controls (U+009B is a one-character CSI on many terminals), the Unicode
 // bidirectional controls that reorder what is shown (U+061C, U+200E/F, U+202A–E, U+2066–9), and
@@ -35,5 +36,5 @@ export function terminalSafe(text: string, opts: { multiline?: boolean } = {}): 
  */
 export function terminalSafeJson(value: unknown): string {
   // Outside strings the output holds no such character, so each one sits in a string.
-  return JSON.stringify(value, null, 2).replace(JSON_RAW, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return stringifyProto(value, 2).replace(JSON_RAW, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

@@ -93,8 +93,18 @@ export function summarise<T>(value: T, stringChars: number = LIST_LIMITS.summary
       }
       return kept;
     }
+    if (v instanceof Map) {
+      // Proto maps (env, labels) are Maps: cut to listItems entries, keeping every kind of key.
+      const kept = new Map<unknown, unknown>();
+      for (const [k, x] of [...v.entries()].slice(0, listItems)) kept.set(walk(k), walk(x));
+      if (v.size > listItems) {
+        cut = true;
+        kept.set('…', `(${v.size - listItems} more)`);
+      }
+      return kept;
+    }
     const entries = Object.entries(v as Record<string, unknown>);
-    // Messages have fewer fields than this; only maps (env, labels) are ever cut here.
+    // Messages have fewer fields than this, so a message's fields are never cut here.
     const out: Record<string, unknown> = {};
     for (const [k, x] of entries.slice(0, listItems)) out[walk(k) as string] = walk(x);
     if (entries.length > listItems) {

@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import { sqliteOpenOptions } from '../common/native-sqlite.js';
 import { migrate } from './migrations.js';
+import { stringifyProto } from '../protocol/proto-json.js';
 import {
   NodeFacts,
   ResourceReport,
@@ -137,7 +138,7 @@ function taskFromRaw(r: RawTask): TaskRow {
 function taskToParams(t: TaskRow): Record<string, unknown> {
   return {
     id: t.id,
-    spec: JSON.stringify(TaskSpec.toJSON(t.spec)),
+    spec: stringifyProto(t.spec),
     state: t.state,
     attempt: t.attempt,
     max_attempts: t.maxAttempts,

@@ -66,7 +66,7 @@ export function validateRegistration(name: string, facts: NodeFacts): void {
   checkNumber('facts.max_tasks', facts.maxTasks, 0, MAX_TASK_SLOTS);
   checkCount('facts.gpus', facts.gpus.length, MAX_GPUS, 'GPUs');
   facts.gpus.forEach((g, i) => checkGpuInfo(`facts.gpus[${i}]`, g));
-  const labels = Object.entries(facts.labels);
+  const labels = [...facts.labels];
   checkCount('facts.labels', labels.length, MAX_LABELS, 'labels');
   for (const [key, value] of labels) {
     if (key.length > MAX_LABEL_KEY_CHARS) throw new InvalidArgumentError(`facts.labels: key ${excerpt(key)} is ${key.length} characters, over the limit of ${MAX_LABEL_KEY_CHARS}`);

@@ -44,7 +44,7 @@ export function taskDetailView(r: TaskRecord, events: TaskEventRecord[], logTail
   return {
     ...taskRowView(r),
     limits: limitsView(r.assignment.spec),
-    env: Object.keys(r.assignment.spec?.env ?? {}).sort(),
+    env: [...(r.assignment.spec?.env.keys() ?? [])].sort(),
     events: events.map((e) => ({ state: stateName(e.state), message: e.message, atMs: e.at })),
     logTail,
   };

@@ -1,6 +1,7 @@
 // Pure translation of a task execution into the locked-down Docker create options: every limit
 // set, every privilege dropped, no network, read-only root, input/output on per-task volumes.
 import { InvalidTaskError } from '../common/errors.js';
+import { checkTaskSpec } from '../protocol/task-spec-rules.js';
 import type { TaskExecution } from '../worker/task-executor.js';
 import type { ContainerCreateConfig } from './container-engine.js';
 import { taskLabels } from './labels.js';
@@ -71,7 +72,6 @@ export function effectiveLimits(exec: Pick<TaskExecution, 'spec'>, defaults: Run
 
 // Task ids end up in container and volume names, which Docker restricts to this alphabet.
 const TASK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export function containerName(taskId: string, attempt: number): string {
   return `hivemind-${taskId}-${attempt}`;
@@ -87,22 +87,13 @@ export function validateTaskIdentity(taskId: string, attempt: number): void {
   if (!Number.isInteger(attempt) || attempt < 0) throw new InvalidTaskError(`task ${taskId}: attempt ${attempt} is not a non-negative integer`);
 }
 
-/** Validates the task's own env: POSIX-style names, none in the reserved HIVEMIND_ namespace. */
-export function validateTaskEnv(taskId: string, env: Record<string, string>): void {
-  for (const [name, value] of Object.entries(env)) {
-    if (!ENV_NAME_RE.test(name)) throw new InvalidTaskError(`task ${taskId}: env name "${name}" is invalid (letters, digits and _, not starting with a digit)`);
-    if (name.toUpperCase().startsWith('HIVEMIND_')) throw new InvalidTaskError(`task ${taskId}: env name "${name}" is reserved (HIVEMIND_* is set by the node)`);
-    if (value.includes('\0')) throw new InvalidTaskError(`task ${taskId}: env ${name} contains a NUL byte`);
-  }
-}
-
 export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaults: RunnerDefaults = RUNNER_DEFAULTS): ContainerCreateConfig {
   const { taskId, attempt, spec } = exec;
   validateTaskIdentity(taskId, attempt);
-  if (!spec.image.trim()) throw new InvalidTaskError(`task ${taskId}: image is empty`);
-  validateTaskEnv(taskId, spec.env);
+  // The worker checked the spec when it took the assignment; checked again here because this
+  // function is the last word on what reaches Docker.
+  checkTaskSpec(spec);
   const limits = effectiveLimits(exec, defaults);
-  if (!Number.isFinite(limits.cpus) || limits.cpus < 0.01) throw new InvalidTaskError(`task ${taskId}: cpus ${limits.cpus} is below the 0.01 minimum`);
   if (exec.gpuIndexes.length !== limits.gpus) {
     throw new InvalidTaskError(`task ${taskId}: ${limits.gpus} GPU(s) requested but ${exec.gpuIndexes.length} index(es) reserved`);
   }
@@ -110,7 +101,7 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
   const labels = taskLabels(nodeId, taskId, attempt);
   const volumes = volumeNames(taskId, attempt);
   const env = [
-    ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    ...[...spec.env].map(([k, v]) => `${k}=${v}`),
     `HIVEMIND_TASK_ID=${taskId}`,
     `HIVEMIND_ATTEMPT=${attempt}`,
     `HIVEMIND_INPUT_DIR=${INPUT_DIR}`,

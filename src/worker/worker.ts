@@ -8,10 +8,11 @@ import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { backoffDelay } from '../common/backoff.js';
 import type { Clock } from '../common/clock.js';
-import { AbortedError, ConfigError, HivemindError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { AbortedError, ConfigError, HivemindError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { grpcStatusOf, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
+import { checkTaskSpec } from '../protocol/task-spec-rules.js';
 import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { scoreReport, type ContributionPoint } from './contribution.js';
@@ -442,7 +443,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private nodeFacts(): NodeFacts {
-    return { ...this.host, labels: this.options.labels, workerVersion: this.options.workerVersion, maxTasks: this.options.maxTasks };
+    return { ...this.host, labels: new Map(Object.entries(this.options.labels)), workerVersion: this.options.workerVersion, maxTasks: this.options.maxTasks };
   }
 
   // ---------------------------------------------------------------- outbox
@@ -555,6 +556,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return;
     }
     if (!a.spec) return this.reject(a, 'the assignment has no task spec');
+    // The master checks specs at submission by these same rules; an older or hostile master may
+    // still send one no node can run: refused here with the reason, before any work or reservation.
+    const invalid = specProblem(a.spec);
+    if (invalid) return this.reject(a, invalid);
     if (this.paused && !this.closing) return this.reject(a, 'node is paused by its operator');
     if (!this.accepting) return this.reject(a, 'node is draining');
     const fit = fitAssignment(a.spec.limits, this.budget, this.reservations());
@@ -1011,5 +1016,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!this.session?.alive) return;
     const timeout = new AbortController();
     await Promise.race([this.flushOutbox().catch(() => undefined), sleep(ms, timeout.signal).catch(() => undefined)]).finally(() => timeout.abort());
+  }
+}
+
+/** Why no node may run `spec`, or undefined when it is runnable. */
+function specProblem(spec: NonNullable<TaskAssignment['spec']>): string | undefined {
+  try {
+    checkTaskSpec(spec);
+    return undefined;
+  } catch (err) {
+    if (err instanceof InvalidTaskError) return `invalid task spec: ${err.message}`;
+    throw err;
   }
 }

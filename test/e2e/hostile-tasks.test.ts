@@ -31,9 +31,14 @@ test('hostile tasks through a real master and worker are refused or contained wi
         { what: 'an empty program', args: ['--', ''], message: /command\[0\] is empty: name the program to run/ },
         { what: 'a negative CPU limit', args: ['--cpus', '-1', '--', 'true'], message: /cpus/i },
         { what: 'an absurd memory limit', args: ['--memory', '100t', '--', 'true'], message: /memory/i },
+        // Each of these used to be accepted and then failed on every node (START_FAILED).
+        { what: 'a CPU limit of 1e-9', args: ['--cpus', '1e-9', '--', 'true'], message: /spec\.limits\.cpus is 1e-9, under the minimum of 0\.01/ },
+        { what: 'a CPU limit of 0.001', args: ['--cpus', '0.001', '--', 'true'], message: /spec\.limits\.cpus is 0\.001, under the minimum of 0\.01/ },
+        { what: 'an image name with uppercase', args: ['--image', 'Hivemind/BusyBox:1', '--', 'true'], message: /spec\.image "Hivemind\/BusyBox:1" is not a valid image reference \(the repository path must be lowercase\)/ },
+        { what: 'a 300 KiB spec', args: ['--', 'sh', 'x'.repeat(100 * 1024), 'y'.repeat(100 * 1024), 'z'.repeat(100 * 1024)], message: /the task spec is 300\.\d KiB encoded, over the maximum of 256\.0 KiB/ },
       ];
       for (const c of cases) {
-        const r = await submit(c.args);
+        const r = await (c.args[0] === '--image' ? cluster.cli(['submit', ...c.args]) : submit(c.args));
         recordHostile(`task spec end to end: ${c.what}`, r.code === 0);
         assert.notEqual(r.code, 0, `${c.what}: accepted\n${r.stdout}`);
         assert.match(r.stderr, c.message, c.what);
@@ -51,6 +56,17 @@ test('hostile tasks through a real master and worker are refused or contained wi
       return { id, info: JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as TaskJson };
     };
     const kindOf = (i: TaskJson) => OutcomeKind[i.outcome?.kind ?? 0];
+
+    await t.test('an env variable named __proto__ (a valid name) reaches the container and every JSON view of the task', async () => {
+      const r = await run(['--env', 'OK_VAR=1', '--env', '__proto__=kept-proto', '--env', 'constructor=kept-ctor', '--', 'sh', '-c', 'env | sort']);
+      assert.equal(r.info.state, TaskState.TASK_STATE_SUCCEEDED, JSON.stringify(r.info));
+      const seen = (await cluster.cli(['logs', r.id])).stdout;
+      const shown = (r.info as TaskJson & { spec?: { env?: Record<string, string> } }).spec?.env ?? {};
+      const kept = /^__proto__=kept-proto$/m.test(seen) && /^constructor=kept-ctor$/m.test(seen) && /^OK_VAR=1$/m.test(seen) && Object.hasOwn(shown, '__proto__');
+      recordHostile('task spec end to end: env named __proto__ kept', !kept);
+      assert.ok(kept, `container env:\n${seen}\nget --json env: ${JSON.stringify(shown)}`);
+      assert.deepEqual(Object.entries(shown), [['OK_VAR', '1'], ['__proto__', 'kept-proto'], ['constructor', 'kept-ctor']]);
+    });
 
     await t.test('running tasks: a memory hog, a fork bomb, a log flood, an output symlink to a host path, a look around', async () => {
       const oom = await run(['--memory', '32m', '--', 'sh', '-c', 'x=aaaaaaaa; while true; do x=$x$x; done']);

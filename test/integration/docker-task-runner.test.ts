@@ -61,7 +61,7 @@ async function runTask(spec: Partial<TaskSpec>, opts: { inputFile?: string; abor
   const exec: TaskExecution = {
     taskId,
     attempt: 1,
-    spec: { image, command: [], env: {}, limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, ...spec },
+    spec: { image, command: [], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, ...spec },
     gpuIndexes: [],
     signal: ctl.signal,
     onPhase: (p) => {
@@ -112,7 +112,7 @@ test('runs as uid 65534 with a read-only root, writable /tmp, no capabilities an
   if (!requireDocker(t)) return;
   const { result, logs } = await runTask({
     command: sh('id -u; id -g; touch /rootfile 2>&1 || echo ROOT-RO; touch /tmp/x && echo TMP-OK; grep CapEff /proc/self/status; echo "$HIVEMIND_TASK_ID $HIVEMIND_OUTPUT_DIR $HIVEMIND_INPUT_DIR $HIVEMIND_MEMORY_BYTES $FOO"'),
-    env: { FOO: 'bar' },
+    env: new Map([['FOO', 'bar']]),
   });
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
   recordHostile('task: write outside /output (read-only root)', !/ROOT-RO/.test(logs.stdout));
@@ -337,7 +337,7 @@ test('a non-zero exit is EXITED with its code; an invalid env is START_FAILED', 
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED);
   assert.equal(result.outcome.exitCode, 3);
   assert.equal(result.logTail, 'oops\n');
-  const bad = await runTask({ command: ['true'], env: { HIVEMIND_X: '1' } });
+  const bad = await runTask({ command: ['true'], env: new Map([['HIVEMIND_X', '1']]) });
   assert.equal(bad.result.outcome.kind, OutcomeKind.OUTCOME_KIND_START_FAILED);
   assert.match(bad.result.outcome.message, /reserved/);
 });
@@ -377,7 +377,7 @@ test('a CPU spinner is throttled to its share, and the runner reports its usage'
   const result = await runner.execute({
     taskId: `it${process.pid}-spin`,
     attempt: 1,
-    spec: { image, command: sh('while :; do :; done'), env: {}, limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 16, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0 },
+    spec: { image, command: sh('while :; do :; done'), env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 16, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0 },
     gpuIndexes: [],
     signal: ctl.signal,
     onPhase: () => {},

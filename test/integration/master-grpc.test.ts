@@ -70,7 +70,7 @@ class FakeWorker {
 
   register(secret: string, name = 'fake-1'): Promise<RegisterResponse> {
     return new Promise((resolve, reject) => {
-      this.client.register({ name, facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: {}, workerVersion: 'test', maxTasks: 2 } },
+      this.client.register({ name, facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', maxTasks: 2 } },
         bearerMetadata(secret), (err, res) => {
           if (err) return reject(err);
           this.nodeId = res.nodeId;
@@ -322,23 +322,32 @@ test('submit validation names the problem', async (t) => {
   await bad({ image: '' }, /image is empty/);
   await bad({ image: 'busybox', limits: { ...limits, cpus: -1 } }, /limits\.cpus/);
   await bad({ image: 'busybox', limits: { ...limits, cpus: 1e9 } }, /limits\.cpus is 1000000000, over the maximum/);
-  await bad({ image: 'busybox', limits: { ...limits, memoryBytes: 1024 } }, /under Docker's minimum/);
+  await bad({ image: 'busybox', limits: { ...limits, memoryBytes: 1024 } }, /limits\.memory_bytes is 1\.0 KiB, under the minimum of 6\.0 MiB/);
   await bad({ image: 'busybox', limits: { ...limits, memoryBytes: 2 ** 50 } }, /limits\.memory_bytes is .* over the maximum/);
   await bad({ image: 'busybox', limits: { ...limits, pids: 2 ** 31 } }, /limits\.pids is 2147483648, over the maximum/);
   await bad({ image: 'busybox', limits: { ...limits, gpus: 1000 } }, /limits\.gpus is 1000, over the maximum of 64/);
   await bad({ image: 'busybox', limits: { ...limits, timeoutMs: 365 * 24 * 3600 * 1000 } }, /limits\.timeout_ms is 31536000000, over the maximum/);
   await bad({ image: 'busybox', command: [''] }, /spec\.command\[0\] is empty/);
   await bad({ image: 'busybox', command: ['sh', 'a\0b'] }, /contains a NUL byte/);
-  await bad({ image: 'bad image name' }, /not a valid image reference/);
-  await bad({ image: 'busybox', env: { 'BAD-NAME': 'x' } }, /not a valid variable name/);
-  await bad({ image: 'busybox', env: { '1X': 'x' } }, /not a valid variable name/);
-  await bad({ image: 'busybox', env: { HIVEMIND_TASK: 'x' } }, /reserved/);
+  await bad({ image: 'bad image name' }, /spec\.image "bad image name" contains whitespace/);
+  await bad({ image: 'busybox', env: new Map([['BAD-NAME', 'x']]) }, /not a valid variable name/);
+  await bad({ image: 'busybox', env: new Map([['1X', 'x']]) }, /not a valid variable name/);
+  await bad({ image: 'busybox', env: new Map([['HIVEMIND_TASK', 'x']]) }, /reserved/);
+  // What every node refused (INTERNAL_ERROR, START_FAILED) is refused at submission, by the same rules.
+  await bad({ image: 'busybox\0' }, /spec\.image "busybox\\u0000" contains a control character/);
+  await bad({ image: 'BusyBox' }, /spec\.image "BusyBox" is not a valid image reference \(the repository path must be lowercase\)/);
+  await bad({ image: 'busybox', limits: { ...limits, cpus: 1e-9 } }, /spec\.limits\.cpus is 1e-9, under the minimum of 0\.01/);
+  await bad({ image: 'busybox', limits: { ...limits, cpus: 0.001 } }, /spec\.limits\.cpus is 0\.001, under the minimum of 0\.01/);
+  await bad({ image: 'busybox', command: ['sh', '-c', 'x'.repeat(200 * 1024)] }, /spec\.command\[2\] is 204800 bytes, over the maximum of 131071 per argument/);
+  const chunk = 'x'.repeat(100 * 1024);
+  await bad({ image: 'busybox', command: ['sh', chunk, chunk, chunk] }, /the task spec is 300\.\d KiB encoded, over the maximum of 256\.0 KiB/);
+  await bad({ image: 'busybox', env: new Map([['A', chunk], ['B', chunk], ['C', chunk]]) }, /the task spec is 300\.\d KiB encoded, over the maximum of 256\.0 KiB/);
   // A corrupted input (trailer sha256 wrong) never becomes a task.
   const raw = new AdminServiceClient(h.address, credentials.createInsecure());
   t.after(() => raw.close());
   const err = await new Promise<ServiceError | null>((resolve) => {
     const call = raw.submitTask(bearerMetadata(h.adminToken), (e) => resolve(e));
-    call.write({ part: { $case: 'header', value: { spec: { image: 'busybox', command: [], env: {}, maxOutputBytes: 0 }, hasInput: true, maxAttempts: 0 } } });
+    call.write({ part: { $case: 'header', value: { spec: { image: 'busybox', command: [], env: new Map(), maxOutputBytes: 0 }, hasInput: true, maxAttempts: 0 } } });
     call.write({ part: { $case: 'chunk', value: Buffer.from('abc') } });
     call.write({ part: { $case: 'trailer', value: { size: 3, sha256: sha256(Buffer.from('abd')) } } });
     call.end();
@@ -523,7 +532,9 @@ test('a restarted master keeps tasks, nodes and its admin token', async (t) => {
   const addr1 = await first.start();
   const token = (await readFile(first.adminTokenPath, 'utf8')).trim();
   const admin1 = AdminClient.connect(addr1, token);
-  const taskId = await admin1.submit({ image: 'busybox', env: { A: '1' } });
+  // __proto__ is a valid variable name: it survives the wire and the master's store.
+  const taskId = await admin1.submit({ image: 'busybox', env: new Map([['A', '1'], ['__proto__', 'p'], ['constructor', 'c']]) });
+  assert.deepEqual([...(await admin1.getTask(taskId)).spec!.env], [['A', '1'], ['__proto__', 'p'], ['constructor', 'c']]);
   const w = new FakeWorker(addr1);
   const reg = await w.register((await admin1.createToken()).token, 'survivor');
   w.close();
@@ -535,7 +546,9 @@ test('a restarted master keeps tasks, nodes and its admin token', async (t) => {
   assert.equal(h.adminToken, token);
   const task = await h.admin.getTask(taskId);
   assert.equal(task.state, TaskState.TASK_STATE_QUEUED);
-  assert.deepEqual(task.spec?.env, { A: '1' });
+  const env = [...task.spec!.env];
+  recordHostile('master: env named __proto__ kept across the store', env.length !== 3);
+  assert.deepEqual(env, [['A', '1'], ['__proto__', 'p'], ['constructor', 'c']]);
   const nodes = await h.admin.listNodes();
   assert.deepEqual(nodes.map((n) => [n.nodeId, n.name]), [[reg.nodeId, 'survivor']]);
   const w2 = new FakeWorker(h.address);
@@ -670,7 +683,7 @@ test('listings come in pages under the message cap: many large tasks, huge specs
   recordHostile('listing: two nodes with 3 MB of labels each in one ListNodes', !Array.isArray(nodes));
   assert.ok(Array.isArray(nodes), `listNodes failed: ${String(nodes)}`);
   assert.deepEqual(nodes.map((n) => n.name), ['big-1', 'big-2']);
-  assert.ok(nodes.every((n) => n.truncated && n.facts!.labels['l0']!.endsWith('…(1000000 bytes)')));
+  assert.ok(nodes.every((n) => n.truncated && n.facts!.labels.get('l0')!.endsWith('…(1000000 bytes)')));
   const onePerPage = await h.admin.listNodesPage({ limit: 1 });
   assert.equal(onePerPage.nodes.length, 1);
   assert.deepEqual((await h.admin.listNodesPage({ limit: 1, pageToken: onePerPage.nextPageToken })).nodes.map((n) => n.name), ['big-2']);
@@ -898,7 +911,7 @@ test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts a
   const w = await worker(t, h, 'steady');
   w.report();
   const outcome = (p: Promise<unknown>) => p.then(() => undefined, (e: ServiceError) => e);
-  const baseFacts = { hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: '', memoryBytes: 1, diskBytes: 0, gpus: [], dockerVersion: '', labels: {}, workerVersion: 'test', maxTasks: 2 };
+  const baseFacts = { hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: '', memoryBytes: 1, diskBytes: 0, gpus: [], dockerVersion: '', labels: new Map<string, string>(), workerVersion: 'test', maxTasks: 2 };
   const register = (md: Metadata, name: string, facts: typeof baseFacts | Record<string, unknown>) =>
     new Promise((resolve, reject) => w.client.register({ name, facts: { ...baseFacts, ...facts } as typeof baseFacts }, md, (e, r) => (e ? reject(e) : resolve(r))));
   const check = (name: string, err: ServiceError | undefined, code: status, re: RegExp) => {
@@ -909,11 +922,11 @@ test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts a
   };
 
   // The issue's node: 1,200 labels of 2 kB (2.4 MB), then 200,000 GPU entries in a report.
-  const hugeLabels = Object.fromEntries(Array.from({ length: 1200 }, (_, i) => [`label-${i}`, 'v'.repeat(2048)]));
+  const hugeLabels = new Map(Array.from({ length: 1200 }, (_, i) => [`label-${i}`, 'v'.repeat(2048)] as [string, string]));
   const { token } = await h.admin.createToken();
   check('a Register with 1,200 labels of 2 kB', await outcome(register(bearerMetadata(token), 'hog', { labels: hugeLabels })),
     status.INVALID_ARGUMENT, /^Register: the message is \d+ bytes, over the limit of 131072 bytes; it was not read$/);
-  check('a Register with 65 small labels', await outcome(register(bearerMetadata(token), 'hog', { labels: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`l${i}`, 'v'])) })),
+  check('a Register with 65 small labels', await outcome(register(bearerMetadata(token), 'hog', { labels: new Map(Array.from({ length: 65 }, (_, i) => [`l${i}`, 'v'] as [string, string])) })),
     status.INVALID_ARGUMENT, /^facts\.labels: 65 labels, over the limit of 64$/);
   check('a credential refresh renaming the node with terminal escapes', await outcome(register(bearerMetadata(w.credential), '\u001b[2J\u001b[Hpwned', {})),
     status.INVALID_ARGUMENT, /^name: .* contains control characters$/);
@@ -930,7 +943,7 @@ test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts a
   // The operator still sees every node, with what was last accepted.
   const nodes = await h.admin.listNodes();
   assert.deepEqual(nodes.map((n) => n.name), ['steady']);
-  assert.deepEqual(nodes[0]!.facts?.labels, {});
+  assert.deepEqual(nodes[0]!.facts?.labels, new Map());
   assert.equal(nodes[0]!.lastReport?.gpus.length, 0);
   assert.equal(nodes[0]!.lastReport?.cpuPercent, 1);
 });

@@ -19,7 +19,7 @@ async function tempDir(t: { after(fn: () => unknown): void }): Promise<string> {
 const assignment = (taskId: string, attempt = 1): TaskAssignment => ({
   taskId,
   attempt,
-  spec: { image: 'busybox', command: ['echo', 'hi'], env: { A: '1' }, limits: { cpus: 1, memoryBytes: 1 << 20, pids: 10, gpus: 0, timeoutMs: 1000 }, maxOutputBytes: 0 },
+  spec: { image: 'busybox', command: ['echo', 'hi'], env: new Map([['A', '1'], ['__proto__', 'kept']]), limits: { cpus: 1, memoryBytes: 1 << 20, pids: 10, gpus: 0, timeoutMs: 1000 }, maxOutputBytes: 0 },
   inputSize: 0,
   inputSha256: '',
 });
@@ -49,7 +49,9 @@ test('migrations set user_version, WAL is on, and reopening keeps everything', a
   t.after(() => store.close());
   assert.equal(store.schemaVersion, MIGRATIONS.length, 'a reopen applies nothing twice');
   const rec = store.getTask('t1', 1)!;
+  // Every env name survives the JSON row, __proto__ included.
   assert.deepEqual(rec.assignment, assignment('t1'));
+  assert.deepEqual([...rec.assignment.spec!.env.keys()], ['A', '__proto__']);
   assert.deepEqual(rec.gpuIndexes, [0]);
   assert.equal(rec.state, TaskState.TASK_STATE_ACCEPTED);
   // seq keeps counting after a reopen: the master dedupes on it.
@@ -266,12 +268,15 @@ test('a version-2 database gains the pulled-images table and keeps its tasks', a
   raw.exec(MIGRATIONS[0]!);
   raw.exec(MIGRATIONS[1]!);
   raw.pragma('user_version = 2');
-  raw.prepare(`INSERT INTO tasks (task_id, attempt, spec, state, created_at, updated_at) VALUES ('old', 1, ?, 'TASK_STATE_RUNNING', 1, 1)`).run(JSON.stringify(assignment('old')));
+  raw.prepare(`INSERT INTO tasks (task_id, attempt, spec, state, created_at, updated_at) VALUES ('old', 1, ?, 'TASK_STATE_RUNNING', 1, 1)`)
+    // Written as workers before env became a Map did: the assignment object as JSON, env a plain object.
+    .run(JSON.stringify({ ...assignment('old'), spec: { ...assignment('old').spec, env: { A: '1' } } }));
   raw.close();
   const store = WorkerStore.open(file);
   t.after(() => store.close());
   assert.equal(store.schemaVersion, MIGRATIONS.length);
   assert.equal(store.getTask('old', 1)?.state, TaskState.TASK_STATE_RUNNING);
+  assert.deepEqual(store.getTask('old', 1)?.assignment, { ...assignment('old'), spec: { ...assignment('old').spec, env: new Map([['A', '1']]) } });
   assert.deepEqual(store.pulledImages(), []);
   assert.deepEqual(store.unfinishedTaskImages(), ['busybox']);
 });

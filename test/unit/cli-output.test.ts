@@ -37,10 +37,10 @@ test('nodes, tasks and get render hostile names, images, reasons and messages es
   const outcome = { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 1, message: HOSTILE, durationMs: 5, resultSize: 0, resultSha256: '' };
   const task = TaskInfo.fromPartial({
     taskId: 't-1', state: TaskState.TASK_STATE_FAILED, nodeId: HOSTILE, attempt: 1, maxAttempts: 3,
-    spec: { image: `img${HOSTILE}`, command: ['sh', HOSTILE], env: {} }, outcome,
+    spec: { image: `img${HOSTILE}`, command: ['sh', HOSTILE], env: new Map() }, outcome,
     events: [{ atMs: 1, state: TaskState.TASK_STATE_FAILED, nodeId: HOSTILE, message: HOSTILE }],
   });
-  const queued = TaskInfo.fromPartial({ taskId: 't-2', state: TaskState.TASK_STATE_QUEUED, queueReason: HOSTILE, spec: { image: 'x', command: [], env: {} } });
+  const queued = TaskInfo.fromPartial({ taskId: 't-2', state: TaskState.TASK_STATE_QUEUED, queueReason: HOSTILE, spec: { image: 'x', command: [], env: new Map() } });
   const outputs = { nodes: formatNodeTable([node]), tasks: formatTaskTable([task, queued]), get: formatTask(task), outcome: describeOutcome(outcome) };
   const leaked = Object.entries(outputs).filter(([, text]) => RAW_CONTROL.test(text.replace(/\n/g, '')));
   recordHostile('CLI: terminal controls in node names, images, reasons and outcome messages (unit)', leaked.length, Object.keys(outputs).length);

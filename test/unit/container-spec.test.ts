@@ -12,7 +12,7 @@ function exec(spec: Partial<TaskSpec> = {}, more: Partial<TaskExecution> = {}): 
   return {
     taskId: 't-123',
     attempt: 2,
-    spec: { image: 'hivemind/busybox:1', command: ['sh', '-c', 'echo hi'], env: {}, limits: { cpus: 1.5, memoryBytes: 256 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 5000 }, maxOutputBytes: 0, ...spec },
+    spec: { image: 'hivemind/busybox:1', command: ['sh', '-c', 'echo hi'], env: new Map(), limits: { cpus: 1.5, memoryBytes: 256 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 5000 }, maxOutputBytes: 0, ...spec },
     gpuIndexes: [],
     signal: new AbortController().signal,
     onPhase: () => {},
@@ -62,7 +62,7 @@ test('volumes: /input read-only and /output writable, per task and attempt; labe
 });
 
 test('env: HIVEMIND_* set by the node, task env passed through', () => {
-  const c = buildContainerConfig(exec({ env: { FOO: 'bar=baz', _x1: '' } }), 'node-1');
+  const c = buildContainerConfig(exec({ env: new Map([['FOO', 'bar=baz'], ['_x1', '']]) }), 'node-1');
   assert.deepEqual(c.Env, [
     'FOO=bar=baz',
     '_x1=',
@@ -78,9 +78,9 @@ test('env: HIVEMIND_* set by the node, task env passed through', () => {
 
 test('env: invalid and reserved names are refused', () => {
   for (const name of ['HIVEMIND_TASK_ID', 'hivemind_x', '1ABC', 'A-B', 'A B', '']) {
-    assert.throws(() => buildContainerConfig(exec({ env: { [name]: 'v' } }), 'n'), InvalidTaskError, name);
+    assert.throws(() => buildContainerConfig(exec({ env: new Map([[name, 'v']]) }), 'n'), InvalidTaskError, name);
   }
-  assert.throws(() => buildContainerConfig(exec({ env: { A: 'x\0y' } }), 'n'), /NUL/);
+  assert.throws(() => buildContainerConfig(exec({ env: new Map([['A', 'x\0y']]) }), 'n'), /NUL/);
 });
 
 test('defaults apply when limits are 0 or missing', () => {
@@ -103,13 +103,13 @@ test('GPUs are pinned to the reserved indexes', () => {
 
 test('bad identity or image is refused', () => {
   assert.throws(() => buildContainerConfig(exec({}, { taskId: '../x' }), 'n'), InvalidTaskError);
-  assert.throws(() => buildContainerConfig(exec({ image: ' ' }), 'n'), /image is empty/);
+  assert.throws(() => buildContainerConfig(exec({ image: ' ' }), 'n'), /spec\.image is empty/);
 });
 
 test('privileged requests, host mounts, extra capabilities and host networking cannot be asked for: fields the protocol does not have are dropped on decode', () => {
   // A hostile master (or a newer protocol) appends fields to TaskSpec that a container config
   // might map to privileges. The spec has no such fields, so they decode to nothing.
-  const w = TaskSpec.encode({ image: 'hivemind/busybox:1', command: ['id'], env: {}, limits: undefined, maxOutputBytes: 0 });
+  const w = TaskSpec.encode({ image: 'hivemind/busybox:1', command: ['id'], env: new Map(), limits: undefined, maxOutputBytes: 0 });
   w.uint32((90 << 3) | WireType.Varint).bool(true); // privileged: true
   for (const [field, value] of [[91, '/:/host'], [92, 'SYS_ADMIN'], [93, 'host'], [94, '/var/run/docker.sock:/var/run/docker.sock']] as const) {
     w.uint32((field << 3) | WireType.LengthDelimited).string(value);

@@ -22,7 +22,7 @@ const facts = (p: Partial<NodeFacts> = {}): NodeFacts => NodeFacts.create({
   hostname: 'gpu-box-1.example.org', os: 'linux', osRelease: 'Debian GNU/Linux 12 (bookworm)', arch: 'x64', cpuCores: 32,
   cpuModel: 'AMD EPYC 7543 32-Core Processor', memoryBytes: 256 * 1024 ** 3, diskBytes: 4 * 1024 ** 4,
   gpus: [{ index: 0, uuid: 'GPU-5d3c1c6e-8a8f-2b4e-7f1d-0a1b2c3d4e5f', name: 'NVIDIA A100-SXM4-80GB', memoryTotalBytes: 80 * 1024 ** 3 }],
-  dockerVersion: '27.3.1', labels: { zone: 'eu-west', 'example.org/tier': 'gold' }, workerVersion: '0.1.0', maxTasks: 8, ...p,
+  dockerVersion: '27.3.1', labels: new Map([['zone', 'eu-west'], ['example.org/tier', 'gold']]), workerVersion: '0.1.0', maxTasks: 8, ...p,
 });
 const gpu = (i: number): GpuInfo => ({ index: i, uuid: `GPU-${i}`, name: 'x', memoryTotalBytes: 1 });
 const usage = (i: number): GpuUsage => ({ index: i, utilizationPercent: 50, memoryUsedBytes: 1, memoryTotalBytes: 2, temperatureC: 60, powerW: 250 });
@@ -64,12 +64,12 @@ test('the held-task bound follows the declared slots', () => {
 });
 
 test('hostile facts are refused, each naming the field and the limit', () => {
-  const longLabels = Object.fromEntries(Array.from({ length: 1200 }, (_, i) => [`k${i}`, 'v'.repeat(2048)]));
+  const longLabels = new Map(Array.from({ length: 1200 }, (_, i) => [`k${i}`, 'v'.repeat(2048)]));
   const cases: [string, () => void, RegExp][] = [
     ['1,200 labels of 2 kB', () => validateRegistration('n', facts({ labels: longLabels })), /^facts\.labels: 1200 labels, over the limit of 64$/],
-    ['a label value of 2 kB', () => validateRegistration('n', facts({ labels: { a: 'v'.repeat(2048) } })), /^facts\.labels\["a"\]: 2048 characters, over the limit of 256$/],
-    ['a label key of 1 kB', () => validateRegistration('n', facts({ labels: { ['k'.repeat(1024)]: 'v' } })), /key "k{32}…" is 1024 characters, over the limit of 128/],
-    ['a label key with spaces', () => validateRegistration('n', facts({ labels: { 'a b': 'v' } })), /key "a b" may only hold/],
+    ['a label value of 2 kB', () => validateRegistration('n', facts({ labels: new Map([['a', 'v'.repeat(2048)]]) })), /^facts\.labels\["a"\]: 2048 characters, over the limit of 256$/],
+    ['a label key of 1 kB', () => validateRegistration('n', facts({ labels: new Map([['k'.repeat(1024), 'v']]) })), /key "k{32}…" is 1024 characters, over the limit of 128/],
+    ['a label key with spaces', () => validateRegistration('n', facts({ labels: new Map([['a b', 'v']]) })), /key "a b" may only hold/],
     ['a name with terminal escapes', () => validateRegistration('\u001b]0;pwned\u0007', facts()), /^name: .* contains control characters$/],
     ['a name of 10 kB', () => validateRegistration('n'.repeat(10_000), facts()), /^name: 10000 characters, over the limit of 253$/],
     ['a hostname of 1 kB', () => validateRegistration('', facts({ hostname: 'h'.repeat(1000) })), /^facts\.hostname: 1000 characters, over the limit of 253$/],
@@ -125,7 +125,7 @@ test('node messages over their size cap are not decoded; the handler refuses the
 
   const gpus = Buffer.from(ResourceReport.encode(report({ gpus: Array.from({ length: 200_000 }, (_, i) => usage(i)) })).finish());
   refused('a report of 200,000 GPU entries (bytes)', () => assertWithinSize(SizeCappedNodeService.report.requestDeserialize(gpus)), /^Report: the message is \d+ bytes, over the limit of 131072 bytes/);
-  const labels = Object.fromEntries(Array.from({ length: 1200 }, (_, i) => [`k${i}`, 'v'.repeat(2048)]));
+  const labels = new Map(Array.from({ length: 1200 }, (_, i) => [`k${i}`, 'v'.repeat(2048)]));
   const reg = Buffer.from(RegisterRequest.encode({ name: 'n', facts: facts({ labels }) }).finish());
   const regMsg = SizeCappedNodeService.register.requestDeserialize(reg);
   assert.ok(regMsg.facts, 'an oversize Register still has (empty) facts for the handler to read');
@@ -144,7 +144,7 @@ test('node messages over their size cap are not decoded; the handler refuses the
   });
   validateReport(largest, 256);
   assert.ok(ResourceReport.encode(largest).finish().length <= MAX_REPORT_BYTES);
-  const largestFacts = facts({ labels: Object.fromEntries(Array.from({ length: MAX_LABELS }, (_, i) => [`${i}`.padEnd(128, 'k'), 'v'.repeat(256)])), gpus: Array.from({ length: MAX_GPUS }, (_, i) => ({ ...gpu(i), uuid: 'u'.repeat(64), name: 'n'.repeat(128) })) });
+  const largestFacts = facts({ labels: new Map(Array.from({ length: MAX_LABELS }, (_, i) => [`${i}`.padEnd(128, 'k'), 'v'.repeat(256)])), gpus: Array.from({ length: MAX_GPUS }, (_, i) => ({ ...gpu(i), uuid: 'u'.repeat(64), name: 'n'.repeat(128) })) });
   validateRegistration('n'.repeat(253), largestFacts);
   assert.ok(RegisterRequest.encode({ name: 'n'.repeat(253), facts: largestFacts }).finish().length <= 128 * 1024);
   const largestSub = { running: Array.from({ length: heldTaskLimit(256) }, () => ({ taskId: 't'.repeat(64), attempt: 4_000_000_000 })), free: undefined, accepting: true };

@@ -8,9 +8,10 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Metadata, status } from '@grpc/grpc-js';
+import { PassThrough } from 'node:stream';
 import { ManualClock } from '../../src/common/clock.js';
 import { ConfigError } from '../../src/common/errors.js';
-import { silentLogger } from '../../src/common/logger.js';
+import { createLogger, silentLogger, type Logger } from '../../src/common/logger.js';
 import { OutcomeKind, TaskState, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type {
   NodeCommand,
@@ -25,6 +26,7 @@ import type {
 import { InputChecksumError, type LogSink, type MasterConnection, type ReportSink, type SubscriptionHandle } from '../../src/worker/master-connection.js';
 import type { HostFacts, HostSample, ResourceProbe } from '../../src/worker/resources/resource-probe.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 import type { ExecutionResult, TaskExecution, TaskExecutor } from '../../src/worker/task-executor.js';
 import { Worker, type WorkerDeps } from '../../src/worker/worker.js';
 import type { WorkerOptions } from '../../src/worker/worker-options.js';
@@ -297,7 +299,7 @@ class FakeProbe implements ResourceProbe {
 }
 
 function spec(memoryBytes = 256 * MiB, cpus = 1) {
-  return { image: 'busybox', command: ['true'], env: {}, limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0 };
+  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0 };
 }
 
 // ------------------------------------------------------------------ harness
@@ -311,7 +313,7 @@ interface Harness {
   states: LifecycleState[];
 }
 
-async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, shared?: { master: FakeMaster; dataDir: string }): Promise<Harness> {
+async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, shared?: { master: FakeMaster; dataDir: string }, logger: Logger = silentLogger()): Promise<Harness> {
   const dataDir = shared?.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hm-worker-')));
   if (!shared) t.after(() => rm(dataDir, { recursive: true, force: true }));
   const master = shared?.master ?? new FakeMaster();
@@ -324,7 +326,7 @@ async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, sha
     store: WorkerStore.open(path.join(dataDir, 'worker.db')),
     probe,
     clock,
-    logger: silentLogger(),
+    logger,
   };
   const worker = await Worker.create(
     {
@@ -403,6 +405,35 @@ test('an input archive is downloaded into the spool, verified and given to the e
   await waitFor('failed', () => h.master.statesOf('bad').includes('FAILED'));
   assert.equal(h.executor.runs.has('bad'), false);
   assert.equal(h.master.updatesOf('bad').at(-1)!.outcome?.kind, OutcomeKind.OUTCOME_KIND_INPUT_REJECTED);
+});
+
+test('an assignment no node may run (from an old or hostile master) is REJECTED with the rule it breaks: not run, not an internal error, not logged as an error', async (t) => {
+  const lines: { level: number; msg: string }[] = [];
+  const sink = new PassThrough();
+  sink.on('data', (b: Buffer) => {
+    for (const l of b.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as { level: number; msg: string });
+  });
+  const h = await makeWorker(t, {}, undefined, createLogger({ level: 'debug', destination: sink }));
+  await h.worker.start();
+  const cases: [string, ReturnType<typeof spec>, RegExp][] = [
+    ['nul-image', { ...spec(), image: 'busybox\0' }, /^invalid task spec: spec\.image "busybox\\u0000" contains a control character/],
+    ['tiny-cpus', spec(256 * MiB, 1e-9), /^invalid task spec: spec\.limits\.cpus is 1e-9, under the minimum of 0\.01/],
+    ['milli-cpus', spec(256 * MiB, 0.001), /^invalid task spec: spec\.limits\.cpus is 0\.001, under the minimum of 0\.01/],
+    ['big-arg', { ...spec(), command: ['sh', '-c', 'x'.repeat(200 * 1024)] }, /^invalid task spec: spec\.command\[2\] is 204800 bytes, over the maximum of 131071/],
+  ];
+  for (const [taskId, s, re] of cases) {
+    h.master.assign({ taskId, spec: s });
+    await waitFor(`${taskId} rejected`, () => h.master.statesOf(taskId).includes('REJECTED')).catch(() => undefined);
+    const refused = h.master.statesOf(taskId).join() === 'REJECTED' && !h.executor.runs.has(taskId);
+    recordHostile(`node: assignment with an invalid spec (${taskId})`, !refused);
+    assert.deepEqual(h.master.statesOf(taskId), ['REJECTED']);
+    assert.match(h.master.updatesOf(taskId)[0]!.message, re);
+    assert.equal(h.executor.runs.has(taskId), false);
+  }
+  // The node keeps serving: a valid task runs.
+  h.master.assign({ taskId: 'fine' });
+  await waitFor('fine runs', () => h.executor.runs.has('fine'));
+  assert.deepEqual(lines.filter((l) => l.level >= 50).map((l) => l.msg), []);
 });
 
 test('a full node rejects with a reason the master can show', async (t) => {

@@ -65,12 +65,13 @@ function parseLimit(v: string): number {
   return n;
 }
 
-export function parseEnvPairs(pairs: string[]): Record<string, string> {
-  const env: Record<string, string> = {};
+export function parseEnvPairs(pairs: string[]): Map<string, string> {
+  // A Map, not {}: a variable named __proto__ is a valid name and must not vanish.
+  const env = new Map<string, string>();
   for (const p of pairs) {
     const i = p.indexOf('=');
     if (i <= 0) throw new ConfigError(`--env "${p}" is not KEY=VALUE`);
-    env[p.slice(0, i)] = p.slice(i + 1);
+    env.set(p.slice(0, i), p.slice(i + 1));
   }
   return env;
 }

@@ -5,7 +5,8 @@ import path from 'node:path';
 import BetterSqlite3, { type Database } from 'better-sqlite3';
 import type { ResourceReport, TaskOutcome } from '../../protocol/gen/hivemind/v1/common.js';
 import { TaskState, taskStateFromJSON, taskStateToJSON } from '../../protocol/gen/hivemind/v1/common.js';
-import type { TaskAssignment, TaskUpdate } from '../../protocol/gen/hivemind/v1/node.js';
+import { TaskAssignment, type TaskUpdate } from '../../protocol/gen/hivemind/v1/node.js';
+import { stringifyProto } from '../../protocol/proto-json.js';
 import { sqliteOpenOptions } from '../../common/native-sqlite.js';
 import type { ContributionPoint } from '../contribution.js';
 import { migrate } from './migrations.js';
@@ -139,7 +140,7 @@ function toRecord(r: TaskRow): TaskRecord {
   const rec: TaskRecord = {
     taskId: r.task_id,
     attempt: r.attempt,
-    assignment: JSON.parse(r.spec) as TaskAssignment,
+    assignment: TaskAssignment.fromJSON(JSON.parse(r.spec)),
     state: taskStateFromJSON(r.state),
     gpuIndexes: JSON.parse(r.gpu_indexes) as number[],
     logTail: r.log_tail,
@@ -197,7 +198,7 @@ export class WorkerStore {
            outcome = NULL, finished_at = NULL, updated_at = excluded.updated_at
          WHERE tasks.state = 'TASK_STATE_REJECTED'`,
       )
-      .run(assignment.taskId, assignment.attempt, JSON.stringify(assignment), taskStateToJSON(TaskState.TASK_STATE_ASSIGNED), JSON.stringify(gpuIndexes), at, at);
+      .run(assignment.taskId, assignment.attempt, stringifyProto(assignment), taskStateToJSON(TaskState.TASK_STATE_ASSIGNED), JSON.stringify(gpuIndexes), at, at);
   }
 
   getTask(taskId: string, attempt: number): TaskRecord | undefined {

@@ -274,7 +274,7 @@ export interface TaskSpec {
   /** argv; empty means the image's default command */
   command: string[];
   /** extra environment; HIVEMIND_* names are reserved */
-  env: { [key: string]: string };
+  env: Map<string, string>;
   limits?:
     | ResourceLimits
     | undefined;
@@ -322,7 +322,7 @@ export interface NodeFacts {
   diskBytes: number;
   gpus: GpuInfo[];
   dockerVersion: string;
-  labels: { [key: string]: string };
+  labels: Map<string, string>;
   workerVersion: string;
   maxTasks: number;
 }
@@ -556,7 +556,7 @@ export const ResourceLimits: MessageFns<ResourceLimits> = {
 };
 
 function createBaseTaskSpec(): TaskSpec {
-  return { image: "", command: [], env: {}, limits: undefined, maxOutputBytes: 0 };
+  return { image: "", command: [], env: new Map(), limits: undefined, maxOutputBytes: 0 };
 }
 
 export const TaskSpec: MessageFns<TaskSpec> = {
@@ -567,7 +567,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     for (const v of message.command) {
       writer.uint32(18).string(v!);
     }
-    globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
+    message.env.forEach((value, key) => {
       TaskSpec_EnvEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
     });
     if (message.limits !== undefined) {
@@ -615,7 +615,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
 
             const entry3 = TaskSpec_EnvEntry.decode(reader, reader.uint32());
             if (entry3.value !== undefined) {
-              message.env[entry3.key] = entry3.value;
+              message.env.set(entry3.key, entry3.value);
             }
             continue;
           }
@@ -653,18 +653,13 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       command: globalThis.Array.isArray(object?.command) ? object.command.map((e: any) => globalThis.String(e)) : [],
       env: isObject(object.env)
         ? (globalThis.Object.entries(object.env) as [string, any][]).reduce(
-          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
-            globalThis.Object.defineProperty(acc, key, {
-              value: globalThis.String(value),
-              enumerable: true,
-              configurable: true,
-              writable: true,
-            });
+          (acc: Map<string, string>, [key, value]: [string, any]) => {
+            acc.set(key, globalThis.String(value));
             return acc;
           },
-          {},
+          new Map(),
         )
-        : {},
+        : new Map(),
       limits: isSet(object.limits) ? ResourceLimits.fromJSON(object.limits) : undefined,
       maxOutputBytes: isSet(object.maxOutputBytes)
         ? globalThis.Number(object.maxOutputBytes)
@@ -682,14 +677,11 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.command?.length) {
       obj.command = message.command;
     }
-    if (message.env) {
-      const entries = globalThis.Object.entries(message.env) as [string, string][];
-      if (entries.length > 0) {
-        obj.env = {};
-        entries.forEach(([k, v]) => {
-          obj.env[k] = v;
-        });
-      }
+    if (message.env?.size) {
+      obj.env = {};
+      message.env.forEach((v, k) => {
+        obj.env[k] = v;
+      });
     }
     if (message.limits !== undefined) {
       obj.limits = ResourceLimits.toJSON(message.limits);
@@ -707,15 +699,15 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     const message = createBaseTaskSpec();
     message.image = object.image ?? "";
     message.command = object.command?.map((e) => e) || [];
-    message.env = (globalThis.Object.entries(object.env ?? {}) as [string, string][]).reduce(
-      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+    message.env = (() => {
+      const m = new Map();
+      (object.env as Map<string, string> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.String(value);
+          m.set(key, globalThis.String(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.limits = (object.limits !== undefined && object.limits !== null)
       ? ResourceLimits.fromPartial(object.limits)
       : undefined;
@@ -1107,7 +1099,7 @@ function createBaseNodeFacts(): NodeFacts {
     diskBytes: 0,
     gpus: [],
     dockerVersion: "",
-    labels: {},
+    labels: new Map(),
     workerVersion: "",
     maxTasks: 0,
   };
@@ -1145,7 +1137,7 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     if (message.dockerVersion !== "") {
       writer.uint32(82).string(message.dockerVersion);
     }
-    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+    message.labels.forEach((value, key) => {
       NodeFacts_LabelsEntry.encode({ key: key as any, value }, writer.uint32(90).fork()).join();
     });
     if (message.workerVersion !== "") {
@@ -1257,7 +1249,7 @@ export const NodeFacts: MessageFns<NodeFacts> = {
 
             const entry11 = NodeFacts_LabelsEntry.decode(reader, reader.uint32());
             if (entry11.value !== undefined) {
-              message.labels[entry11.key] = entry11.value;
+              message.labels.set(entry11.key, entry11.value);
             }
             continue;
           }
@@ -1329,18 +1321,13 @@ export const NodeFacts: MessageFns<NodeFacts> = {
         : "",
       labels: isObject(object.labels)
         ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
-          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
-            globalThis.Object.defineProperty(acc, key, {
-              value: globalThis.String(value),
-              enumerable: true,
-              configurable: true,
-              writable: true,
-            });
+          (acc: Map<string, string>, [key, value]: [string, any]) => {
+            acc.set(key, globalThis.String(value));
             return acc;
           },
-          {},
+          new Map(),
         )
-        : {},
+        : new Map(),
       workerVersion: isSet(object.workerVersion)
         ? globalThis.String(object.workerVersion)
         : isSet(object.worker_version)
@@ -1386,14 +1373,11 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     if (message.dockerVersion !== "") {
       obj.dockerVersion = message.dockerVersion;
     }
-    if (message.labels) {
-      const entries = globalThis.Object.entries(message.labels) as [string, string][];
-      if (entries.length > 0) {
-        obj.labels = {};
-        entries.forEach(([k, v]) => {
-          obj.labels[k] = v;
-        });
-      }
+    if (message.labels?.size) {
+      obj.labels = {};
+      message.labels.forEach((v, k) => {
+        obj.labels[k] = v;
+      });
     }
     if (message.workerVersion !== "") {
       obj.workerVersion = message.workerVersion;
@@ -1419,15 +1403,15 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     message.diskBytes = object.diskBytes ?? 0;
     message.gpus = object.gpus?.map((e) => GpuInfo.fromPartial(e)) || [];
     message.dockerVersion = object.dockerVersion ?? "";
-    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
-      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+    message.labels = (() => {
+      const m = new Map();
+      (object.labels as Map<string, string> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.String(value);
+          m.set(key, globalThis.String(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.workerVersion = object.workerVersion ?? "";
     message.maxTasks = object.maxTasks ?? 0;
     return message;
