@@ -54,6 +54,9 @@ const MAX_TASK_INFO_BYTES = 3 * 1024 * 1024;
  */
 export const MAX_CONCURRENT_DOWNLOADS = 64;
 
+/** Live log bytes a following StreamLogs holds for a reader that is behind; past it they are skipped and counted. */
+export const FOLLOW_QUEUE_BYTES = 1024 * 1024;
+
 /** Task states a listing may filter on. */
 const LISTABLE_STATES = Object.values(TaskState).filter((s): s is TaskState => typeof s === 'number' && s > 0);
 
@@ -252,6 +255,22 @@ export class AdminService {
     const id = task.id;
     const follow = call.request.follow;
     const live: LogChunk[] = [];
+    // Live chunks wait here while the reader is slow: past FOLLOW_QUEUE_BYTES they are dropped and
+    // counted, and the reader is told how much it missed, so a stalled follower of a flooding task
+    // holds at most that much of the master's memory.
+    let liveBytes = 0;
+    let skippedBytes = 0;
+    const nextLive = (): LogChunk => {
+      if (skippedBytes > 0) {
+        const note = { taskId: id, attempt: live[0]?.attempt ?? task.attempt, stream: LogStream.LOG_STREAM_STDERR, atMs: Date.now(), data: Buffer.from(`\n[hivemind: ${skippedBytes} bytes of live output skipped here: this reader fell behind; \`hivemind logs ${id}\` shows the stored log]\n`) };
+        skippedBytes = 0;
+        return note;
+      }
+      const c = live.shift()!;
+      liveBytes -= c.data.length;
+      return c;
+    };
+    const hasLive = () => live.length > 0 || skippedBytes > 0;
     let finished = !follow;
     let wake: (() => void) | undefined;
     const poke = () => {
@@ -260,10 +279,14 @@ export class AdminService {
       w?.();
     };
     const onLog = (c: LogChunk) => {
-      if (c.taskId === id) {
+      if (c.taskId !== id) return;
+      if (liveBytes + c.data.length > FOLLOW_QUEUE_BYTES) {
+        skippedBytes += c.data.length;
+      } else {
         live.push(c);
-        poke();
+        liveBytes += c.data.length;
       }
+      poke();
     };
     const onTask = (t: TaskRow) => {
       if (t.id === id && isTerminal(t.state)) {
@@ -290,9 +313,9 @@ export class AdminService {
         }
       }
       for (;;) {
-        while (live.length > 0) {
+        while (hasLive()) {
           if (signal.aborted) return;
-          await writeMessage(call, live.shift()!);
+          await writeMessage(call, nextLive());
         }
         if (finished || signal.aborted) break;
         await new Promise<void>((r) => (wake = r));
@@ -300,7 +323,7 @@ export class AdminService {
       if (follow && !signal.aborted) {
         // Appends queued when the task finished still belong to it.
         await blobs.withLogLock(id, async () => undefined);
-        while (live.length > 0) await writeMessage(call, live.shift()!);
+        while (hasLive()) await writeMessage(call, nextLive());
       }
     } finally {
       events.off('log', onLog);

@@ -14,13 +14,13 @@ import { recordHostile } from '../helpers/fault-ledger.js';
 import { Master, type MasterOptions } from '../../src/master/master.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import {
-  LogStream, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
+  LogChunk as LogChunkCodec, LogStream, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
 } from '../../src/protocol/gen/hivemind/v1/common.js';
 import {
   NodeServiceClient, SubscribeRequest, type NodeCommand, type RegisterResponse, type TaskUpdate, type TaskUpdateAck,
   type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
 } from '../../src/protocol/gen/hivemind/v1/node.js';
-import { AdminServiceClient, FetchResultRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
+import { AdminServiceClient, FetchResultRequest, StreamLogsRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import Database from 'better-sqlite3';
 import type { ReadStream } from 'node:fs';
 import { connect as http2Connect } from 'node:http2';
@@ -964,4 +964,57 @@ test('a node repeating Register or Subscribe in a loop is refused past 30 a minu
   assert.equal(registerErr?.code, status.RESOURCE_EXHAUSTED);
   assert.match(registerErr.details, /more than 30 Register calls in 60 s/);
   assert.ok((await h.admin.listNodes()).length === 1, 'the master keeps serving');
+});
+
+test('a log follower that stops reading holds a bounded backlog: live output past 1 MiB is skipped and the reader told how much', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+
+  // A follower paused at the HTTP/2 level: nothing past the 64 KiB window leaves the master.
+  const session = http2Connect(`http://${h.address}`);
+  session.on('error', () => undefined);
+  t.after(() => session.close());
+  const req = StreamLogsRequest.encode({ taskId, follow: true }).finish();
+  const frame = Buffer.alloc(5 + req.length);
+  frame.writeUInt32BE(req.length, 1);
+  Buffer.from(req).copy(frame, 5);
+  const s = session.request({ ':method': 'POST', ':path': '/hivemind.v1.AdminService/StreamLogs', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${h.adminToken}` });
+  s.on('error', () => undefined);
+  const received: Buffer[] = [];
+  s.on('data', (d: Buffer) => received.push(d));
+  s.end(frame);
+  s.pause();
+  await new Promise((r) => setTimeout(r, 300));
+
+  // The task floods: 16 MiB of output while the follower reads nothing.
+  const line = 'x'.repeat(64 * 1024 - 1) + '\n';
+  for (let i = 0; i < 4; i++) await w.pushLogs(taskId, 1, Array.from({ length: 64 }, () => line));
+  await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_FAILED, outcome: { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 1, message: 'flooded', durationMs: 5, resultSize: 0, resultSha256: '' } });
+
+  s.resume();
+  await new Promise<void>((resolve) => s.on('close', () => resolve()));
+  const body = Buffer.concat(received);
+  let dataBytes = 0;
+  const notes: string[] = [];
+  for (let at = 0; at + 5 <= body.length;) {
+    const len = body.readUInt32BE(at + 1);
+    const c = LogChunkCodec.decode(body.subarray(at + 5, at + 5 + len));
+    if (c.data.toString().includes('[hivemind:')) notes.push(c.data.toString());
+    else dataBytes += c.data.length;
+    at += 5 + len;
+  }
+  t.diagnostic(`follower received ${dataBytes} of ${16 * 1024 * 1024} bytes pushed; note: ${notes[0]?.trim()}`);
+  recordHostile('streams: a log follower that stops reading while a task floods 16 MiB', dataBytes > 4 * 1024 * 1024);
+  assert.ok(dataBytes <= 4 * 1024 * 1024, `a stalled follower was sent ${dataBytes} bytes: the master queued them all for it`);
+  assert.equal(notes.length, 1, 'the follower is told once what it missed');
+  assert.match(notes[0]!, /\[hivemind: \d+ bytes of live output skipped here: this reader fell behind/);
+  // The stored log is whole: a new reader gets it.
+  let stored = 0;
+  for await (const c of h.admin.streamLogs(taskId)) stored += c.data.length;
+  assert.ok(stored > 0);
 });
