@@ -47,6 +47,18 @@ export class ArchiveCapError extends UnsafeArchiveError {
   }
 }
 
+/**
+ * A result upload past its declared size or the task's output cap (the master refuses it while
+ * streaming and keeps none of it). Final: the same archive is refused again, so the node fails
+ * the task with OUTPUT_REJECTED instead of retrying.
+ */
+export class ResultTooLargeError extends HivemindError {
+  static readonly CODE = 'RESULT_TOO_LARGE';
+  constructor(message: string) {
+    super(ResultTooLargeError.CODE, message);
+  }
+}
+
 /** The master's operator removed this node (`hivemind nodes remove`): it must stop, not retry. */
 export class NodeRemovedError extends HivemindError {
   constructor(message: string) {

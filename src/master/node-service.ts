@@ -7,15 +7,16 @@ import type { Clock } from '../common/clock.js';
 import type { Subnet } from '../tunnel/subnet.js';
 import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
 import { PermissionDeniedError, peerIp } from './master-errors.js';
-import { AuthError, errorMessage } from '../common/errors.js';
+import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.js';
+import { formatBytes } from '../common/units.js';
 import type { Logger } from '../common/logger.js';
 import { readBearer } from '../protocol/auth-metadata.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
-import { NodeFacts, type DataChunk, type LogChunk, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import { NodeFacts, TaskState, type DataChunk, type LogChunk, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type {
   DownloadInputRequest, NodeCommand, NodeServiceServer, PushLogsAck, RegisterRequest, RegisterResponse, ReportAck,
-  SubscribeRequest, TaskUpdate, TaskUpdateAck, UploadOffsetRequest, UploadOffsetResponse, UploadResultRequest,
+  SubscribeRequest, TaskUpdate, TaskUpdateAck, UploadHeader, UploadOffsetRequest, UploadOffsetResponse, UploadResultRequest,
   UploadResultResponse,
 } from '../protocol/gen/hivemind/v1/node.js';
 import { MasterAuth } from './auth.js';
@@ -23,7 +24,8 @@ import type { BlobStore } from './blob-store.js';
 import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
 import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
 import type { MasterEvents } from './master-events.js';
-import type { MasterStore, NodeRow } from './master-store.js';
+import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
+import { resultUploadBound } from './result-bound.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import type { TaskManager } from './task-manager.js';
@@ -50,6 +52,13 @@ export interface NodeServiceDeps {
    * carries, so a credential replayed from elsewhere is refused.
    */
   tunnel?: { subnet: Subnet; meshPeers?: () => Promise<MeshPeer[]> };
+}
+
+/** Uploads are for tasks still running: a result sent after the terminal state is late work. */
+function requireUnfinished(task: TaskRow): void {
+  if (isTerminal(task.state)) {
+    throw new PreconditionError(`task ${task.id} is already ${TaskState[task.state].replace('TASK_STATE_', '')}; a result uploaded after the terminal state is not accepted`);
+  }
 }
 
 /** Runs a unary handler body, mapping thrown errors to gRPC statuses. */
@@ -245,9 +254,15 @@ export class NodeService {
     const node = this.nodeOf(call);
     const task = this.d.tasks.requireCurrent(call.request.taskId, call.request.attempt, node.id);
     if (task.result) return { offset: task.result.size, complete: true, sha256: task.result.sha256 };
+    requireUnfinished(task);
     return { offset: await this.d.blobs.resultOffset(task.id), complete: false, sha256: '' };
   }
 
+  /**
+   * Receives a result archive into the task's partial file. Every size rule is checked before a
+   * byte is written: the declared total against the task's bound at the header, the received
+   * bytes against the declared total at each chunk; a breach discards the partial.
+   */
   private async uploadResult(call: ServerReadableStream<UploadResultRequest, UploadResultResponse>, cb: sendUnaryData<UploadResultResponse>): Promise<void> {
     let release: (() => void) | undefined;
     try {
@@ -259,50 +274,85 @@ export class NodeService {
       const h = header.value;
       const task = this.d.tasks.requireCurrent(h.taskId, h.attempt, node.id);
       if (task.result) {
-        // Already stored and verified (a retry after a lost ack): drain and answer the same.
-        for await (const _ of msgs) { /* discard */ }
+        // Already stored and verified (a retry after a lost ack): drain what the node sends (a
+        // resend of the same archive, so no more than its size) and answer the same.
+        let drained = 0;
+        for await (const m of msgs) {
+          if (m.part?.$case === 'chunk' && (drained += m.part.value.length) > task.result.size) {
+            throw new InvalidArgumentError(`task ${task.id} already has its ${task.result.size}-byte result; this upload sends more`);
+          }
+        }
         cb(null, { size: task.result.size, sha256: task.result.sha256 });
         return;
       }
-      release = this.d.tasks.beginUpload(task.id, task.attempt, () => call.destroy(new PreconditionError(`attempt ${h.attempt} of task ${h.taskId} was given up; upload stopped`)));
-      const session = await this.d.blobs.openResultUpload(task.id, h.offset);
-      if (h.offset > 0) this.d.log.info({ taskId: task.id, attempt: h.attempt, offset: h.offset, totalSize: h.totalSize }, 'result upload resumed');
-      let trailer: { size: number; sha256: string } | undefined;
-      // Each received chunk is a fresh buffer; scavenging every few MiB frees them in small
-      // steps instead of V8's mark-compacts under external-memory pressure.
-      const reclaimer = new BufferReclaimer(BULK_RECLAIM_EVERY_BYTES);
+      requireUnfinished(task);
+      release = this.d.tasks.beginUpload(task.id, task.attempt, () => call.destroy(new PreconditionError(`attempt ${h.attempt} of task ${h.taskId} was given up or ended; upload stopped`)));
       try {
-        for await (const m of msgs) {
-          if (m.part?.$case === 'chunk') {
-            if (trailer) throw new InvalidArgumentError('chunk after the trailer');
-            await session.write(m.part.value);
-            reclaimer.add(m.part.value.length);
-          } else if (m.part?.$case === 'trailer') {
-            trailer = m.part.value;
-          } else {
-            throw new InvalidArgumentError('unexpected message in an upload (a second header?)');
-          }
-        }
-      } finally {
-        await session.close();
+        cb(null, await this.receiveResult(msgs, node, task, h));
+      } catch (err) {
+        // Over a size rule: keep nothing of it, so the bytes neither count nor take disk.
+        if (err instanceof ResultTooLargeError) await this.d.blobs.discardResult(task.id);
+        throw err;
       }
-      if (!trailer) {
-        // The client ended early: keep the partial so the next session resumes from it.
-        throw new InvalidArgumentError(`upload of task ${h.taskId} ended without a trailer; resume from offset ${await this.d.blobs.resultOffset(task.id)}`);
-      }
-      this.d.tasks.requireCurrent(h.taskId, h.attempt, node.id);
-      await this.d.blobs.completeResult(task.id, trailer);
-      if (!this.d.tasks.resultStored(task.id, h.attempt, node.id, { size: trailer.size, sha256: trailer.sha256.toLowerCase() })) {
-        await this.d.blobs.discardResult(task.id);
-        throw new PreconditionError(`attempt ${h.attempt} of task ${h.taskId} was superseded during the upload`);
-      }
-      this.d.log.info({ taskId: task.id, attempt: h.attempt, size: trailer.size }, 'result stored');
-      cb(null, { size: trailer.size, sha256: trailer.sha256.toLowerCase() });
     } catch (err) {
       cb(toServiceError(err));
     } finally {
       release?.();
     }
+  }
+
+  private async receiveResult(msgs: AsyncIterable<UploadResultRequest>, node: NodeRow, task: TaskRow, h: UploadHeader): Promise<UploadResultResponse> {
+    const bound = resultUploadBound(task.spec.maxOutputBytes);
+    const limitName = task.spec.maxOutputBytes > 0 ? `the task's max_output_bytes of ${formatBytes(task.spec.maxOutputBytes)}` : 'the largest max_output_bytes a task may ask for';
+    if (h.totalSize > bound) {
+      throw new ResultTooLargeError(`result of task ${task.id}: total_size ${h.totalSize} bytes is over the ${bound}-byte limit for a compressed result (${limitName}, plus tar headers and gzip overhead)`);
+    }
+    if (h.offset > h.totalSize) throw new InvalidArgumentError(`result of task ${task.id}: offset ${h.offset} is past the declared total_size ${h.totalSize}`);
+    const session = await this.d.blobs.openResultUpload(task.id, h.offset);
+    if (h.offset > 0) this.d.log.info({ taskId: task.id, attempt: h.attempt, offset: h.offset, totalSize: h.totalSize }, 'result upload resumed');
+    let trailer: { size: number; sha256: string } | undefined;
+    let received = h.offset;
+    // Each received chunk is a fresh buffer; scavenging every few MiB frees them in small
+    // steps instead of V8's mark-compacts under external-memory pressure.
+    const reclaimer = new BufferReclaimer(BULK_RECLAIM_EVERY_BYTES);
+    try {
+      for await (const m of msgs) {
+        if (m.part?.$case === 'chunk') {
+          if (trailer) throw new InvalidArgumentError('chunk after the trailer');
+          received += m.part.value.length;
+          if (received > h.totalSize) {
+            throw new ResultTooLargeError(`result of task ${task.id}: received ${received} bytes, more than the ${h.totalSize} bytes the header declared (total_size); upload refused and discarded`);
+          }
+          await session.write(m.part.value);
+          reclaimer.add(m.part.value.length);
+        } else if (m.part?.$case === 'trailer') {
+          trailer = m.part.value;
+        } else {
+          throw new InvalidArgumentError('unexpected message in an upload (a second header?)');
+        }
+      }
+    } finally {
+      await session.close();
+    }
+    if (!trailer) {
+      // The client ended early: keep the partial so the next session resumes from it.
+      throw new InvalidArgumentError(`upload of task ${h.taskId} ended without a trailer; resume from offset ${await this.d.blobs.resultOffset(task.id)}`);
+    }
+    if (trailer.size !== h.totalSize) {
+      await this.d.blobs.discardResult(task.id);
+      throw new InvalidArgumentError(`result of task ${task.id}: the trailer says ${trailer.size} bytes but the header declared ${h.totalSize} (total_size); partial upload discarded, upload again from 0`);
+    }
+    this.d.tasks.requireCurrent(h.taskId, h.attempt, node.id);
+    await this.d.blobs.completeResult(task.id, trailer);
+    const stored = this.d.tasks.resultStored(task.id, h.attempt, node.id, { size: trailer.size, sha256: trailer.sha256.toLowerCase() });
+    if (stored !== 'stored') {
+      await this.d.blobs.discardResult(task.id);
+      throw new PreconditionError(stored === 'finished'
+        ? `task ${h.taskId} ended during the upload; a result that arrives after the terminal state is not kept`
+        : `attempt ${h.attempt} of task ${h.taskId} was superseded during the upload`);
+    }
+    this.d.log.info({ taskId: task.id, attempt: h.attempt, size: trailer.size }, 'result stored');
+    return { size: trailer.size, sha256: trailer.sha256.toLowerCase() };
   }
 
   private async pushLogs(call: ServerReadableStream<LogChunk, PushLogsAck>, cb: sendUnaryData<PushLogsAck>): Promise<void> {

@@ -5,7 +5,7 @@ import type { Clock } from '../common/clock.js';
 import { echoValue } from '../common/echo-value.js';
 import type { Logger } from '../common/logger.js';
 import { NotFoundError, errorMessage } from '../common/errors.js';
-import { OutcomeKind, TaskOutcome, TaskState, taskStateToJSON } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, TaskOutcome, TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand, RunningTask, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import type { BlobStore } from './blob-store.js';
 import type { MasterEvents } from './master-events.js';
@@ -13,21 +13,11 @@ import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './mast
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import { demandOf, placeTasks } from './scheduler.js';
-
-function stateName(s: TaskState): string {
-  return taskStateToJSON(s).replace('TASK_STATE_', '');
-}
+import { decideNodeUpdate, isNodeLiveState, stateName } from './task-transitions.js';
 
 function nodeLabel(n: Pick<NodeRow, 'id' | 'name'>): string {
   return n.name && n.name !== n.id ? `${n.name} (${n.id.slice(0, 8)})` : n.id.slice(0, 8);
 }
-
-const LIVE_NODE_STATES = new Set([
-  TaskState.TASK_STATE_ACCEPTED,
-  TaskState.TASK_STATE_PULLING,
-  TaskState.TASK_STATE_RUNNING,
-  TaskState.TASK_STATE_UPLOADING,
-]);
 
 export class TaskManager {
   private scheduleQueued = false;
@@ -126,15 +116,26 @@ export class TaskManager {
     return task;
   }
 
-  /** Applies a node's TaskUpdate; idempotent by (task, attempt, seq). */
+  /**
+   * Applies a node's TaskUpdate; idempotent by (task, attempt, seq). What a state may follow is
+   * decided in task-transitions.ts: backwards moves are not applied, SUCCEEDED needs the result.
+   */
   applyUpdate(node: NodeRow, u: TaskUpdate): TaskUpdateAck {
     const task = this.store.getTask(u.taskId);
     if (!task) throw new NotFoundError(`no task ${echoValue(u.taskId)}`);
     if (task.attempt !== u.attempt || task.nodeId !== node.id) {
       return { applied: false, superseded: true, cancelRequested: false };
     }
-    if (u.seq <= task.lastUpdateSeq || isTerminal(task.state)) {
-      return { applied: false, superseded: false, cancelRequested: task.cancelRequested };
+    const notApplied = { applied: false, superseded: false, cancelRequested: task.cancelRequested };
+    if (u.seq <= task.lastUpdateSeq || isTerminal(task.state)) return notApplied;
+    const decision = decideNodeUpdate(task.state, u.state, task.result !== undefined);
+    if (decision.kind === 'refuse') {
+      const message = `task ${task.id} attempt ${u.attempt}: ${decision.reason}`;
+      throw decision.code === 'INVALID_ARGUMENT' ? new InvalidArgumentError(message) : new PreconditionError(message);
+    }
+    if (decision.kind === 'ignore') {
+      this.log.warn({ taskId: task.id, nodeId: node.id, seq: u.seq, state: stateName(u.state) }, `update not applied: ${decision.reason}`);
+      return notApplied;
     }
     const now = this.clock.now();
     const ev = (state: TaskState, message: string) => ({ state, at: now, nodeId: node.id, attempt: u.attempt, message });
@@ -159,7 +160,7 @@ export class TaskManager {
       this.registry.dropPending(task.id);
       this.log.info({ taskId: task.id, nodeId: node.id }, reason);
       this.scheduleSoon();
-    } else if (LIVE_NODE_STATES.has(u.state)) {
+    } else if (isNodeLiveState(u.state)) {
       saved = this.store.updateTask(task.id, (t) => {
         const stateChanged = t.state !== u.state;
         t.state = u.state;
@@ -171,6 +172,11 @@ export class TaskManager {
       this.registry.markAccepted(node.id, task.id);
     } else if (isTerminal(u.state)) {
       const outcome = TaskOutcome.fromPartial(u.outcome ?? {});
+      if (u.state === TaskState.TASK_STATE_SUCCEEDED && outcome.resultSize === 0 && task.result) {
+        // The result the outcome stands for is the stored one (decideNodeUpdate required it).
+        outcome.resultSize = task.result.size;
+        outcome.resultSha256 = task.result.sha256;
+      }
       if (outcome.resultSize > 0) {
         if (!task.result) {
           throw new PreconditionError(`task ${task.id} attempt ${u.attempt}: the outcome names a ${outcome.resultSize}-byte result but none is stored; upload the result before the terminal update`);
@@ -185,10 +191,9 @@ export class TaskManager {
         return ev(u.state, u.message || outcome.message);
       });
       this.registry.dropPending(task.id);
+      this.stopUploadOfFinished(task.id);
       this.log.info({ taskId: task.id, nodeId: node.id, state: stateName(u.state) }, 'task finished');
       this.scheduleSoon();
-    } else {
-      throw new InvalidArgumentError(`a node cannot set task state ${stateName(u.state)}`);
     }
     this.changed(saved);
     return { applied: true, superseded: false, cancelRequested: saved?.cancelRequested ?? false };
@@ -322,17 +327,34 @@ export class TaskManager {
     if (unknown > 0) this.log.warn({ nodeId: node.id, unknown }, 'the node listed tasks this master never issued; ignored');
   }
 
-  /** Records a verified result of the current attempt; false when the attempt was given up meanwhile. */
-  resultStored(taskId: string, attempt: number, nodeId: string, result: { size: number; sha256: string }): boolean {
+  /**
+   * Records a verified result of the current attempt. Refused (the caller discards the file) when
+   * the attempt was given up meanwhile, or the task already ended: a result that arrives after its
+   * task's terminal state is late work, never served.
+   */
+  resultStored(taskId: string, attempt: number, nodeId: string, result: { size: number; sha256: string }): 'stored' | 'superseded' | 'finished' {
     const now = this.clock.now();
+    let refusal: 'superseded' | 'finished' = 'superseded';
     const saved = this.store.updateTask(taskId, (t) => {
       if (t.attempt !== attempt || t.nodeId !== nodeId) return false;
+      if (isTerminal(t.state)) {
+        refusal = 'finished';
+        return false;
+      }
       t.result = result;
       t.updatedAt = now;
       return null;
     });
     this.changed(saved);
-    return saved !== undefined;
+    return saved ? 'stored' : refusal;
+  }
+
+  /** A task ended while its result was still uploading: stop the upload and drop its bytes. */
+  private stopUploadOfFinished(taskId: string): void {
+    const upload = this.uploads.get(taskId);
+    if (!upload) return;
+    upload.abort();
+    this.blobs.discardResult(taskId).catch((err) => this.log.warn({ taskId, err: errorMessage(err) }, 'could not discard the partial result of a finished task'));
   }
 
   /** Claims the single upload slot of a task; the returned function releases it. */

@@ -15,6 +15,8 @@ const CODE_TO_STATUS: Record<string, status> = {
   INVALID_ARGUMENT: status.INVALID_ARGUMENT,
   FAILED_PRECONDITION: status.FAILED_PRECONDITION,
   RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
+  // Over a size limit the caller chose or was given: final, so not RESOURCE_EXHAUSTED (retried).
+  RESULT_TOO_LARGE: status.INVALID_ARGUMENT,
   ABORTED: status.CANCELLED,
 };
 

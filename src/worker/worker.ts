@@ -8,7 +8,7 @@ import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { backoffDelay } from '../common/backoff.js';
 import type { Clock } from '../common/clock.js';
-import { AbortedError, ConfigError, HivemindError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { AbortedError, ConfigError, HivemindError, InvalidTaskError, ResultTooLargeError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { grpcStatusOf, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
@@ -124,6 +124,11 @@ function spoolName(taskId: string, attempt: number, suffix: string): string {
 }
 
 /** Errors after which retrying an UpdateTask is pointless: the entry is dropped, not retried forever. */
+/** The master refused the result for its size: final, and the task's output is what is wrong. */
+function isResultRefusal(err: unknown): boolean {
+  return hivemindCodeOf(err) === ResultTooLargeError.CODE;
+}
+
 function isPermanentRejection(err: unknown): boolean {
   const code = grpcStatusOf(err);
   return code !== undefined && !isRetryable(err) && code !== status.UNAUTHENTICATED;
@@ -695,8 +700,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return;
       }
       const inputProblem = err instanceof InputChecksumError || err instanceof UnsafeArchiveError;
-      const kind = inputProblem ? OutcomeKind.OUTCOME_KIND_INPUT_REJECTED : OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR;
-      const message = `${inputProblem ? 'input rejected' : 'worker error'}: ${describeGrpcError(err)}`;
+      const outputRefused = isResultRefusal(err);
+      const kind = inputProblem ? OutcomeKind.OUTCOME_KIND_INPUT_REJECTED : outputRefused ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR;
+      const message = `${inputProblem ? 'input rejected' : outputRefused ? 'output rejected by the master' : 'worker error'}: ${describeGrpcError(err)}`;
       log.warn({ err: message }, 'task failed');
       this.update(task, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
     } finally {
@@ -791,7 +797,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       } catch (err) {
         if (isRetryable(err) && !signal.aborted) throw err;
         // Aborted or refused for good: an active task's own loop reports it; a recovered one we settle here.
-        if (!active && !signal.aborted) this.finishRecovered(rec, false, `result upload failed: ${describeGrpcError(err)}`);
+        if (!active && !signal.aborted) {
+          this.finishRecovered(rec, false, `result upload failed: ${describeGrpcError(err)}`, isResultRefusal(err) ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : undefined);
+        }
         continue;
       }
       if (!active) this.finishRecovered(rec, true);
@@ -799,8 +807,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Terminal update for a task whose run ended in an earlier process. */
-  private finishRecovered(rec: TaskRecord, uploaded: boolean, failure?: string): void {
-    const outcome = failure ? failureOutcome(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, failure) : rec.outcome!;
+  private finishRecovered(rec: TaskRecord, uploaded: boolean, failure?: string, failureKind = OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR): void {
+    const outcome = failure ? failureOutcome(failureKind, failure) : rec.outcome!;
     this.update(rec, failure ? TaskState.TASK_STATE_FAILED : terminalState(outcome, uploaded), { outcome, message: failure ?? terminalMessage(outcome, uploaded) });
     if (rec.result) void rm(rec.result.path, { force: true }).catch(() => undefined);
   }

@@ -12,6 +12,7 @@ import { Client as GrpcClient, Metadata as MetadataClass, credentials, status, t
 import { AdminClient, MasterCallError } from '../../src/client/admin-client.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { Master, type MasterOptions } from '../../src/master/master.js';
+import { resultUploadBound } from '../../src/master/result-bound.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import {
   LogChunk as LogChunkCodec, LogStream, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
@@ -309,6 +310,133 @@ test('an upload whose sha256 does not match is discarded with a clear error', as
     { part: { $case: 'trailer', value: { size: data.length, sha256: sha256(Buffer.from('other')) } } },
   ]), (e) => grpcCode(e) === status.INVALID_ARGUMENT && /sha256 mismatch/.test((e as ServiceError).details));
   assert.equal((await w.uploadOffset(taskId, 1)).offset, 0);
+});
+
+const CHUNK = 256 * 1024;
+/** An upload session: header, `data` in 256 KiB chunks, trailer (size and sha256 of `data` unless given). */
+function uploadMsgs(taskId: string, attempt: number, data: Buffer, o: { offset?: number; totalSize?: number; trailer?: { size: number; sha256: string } } = {}): UploadResultRequest[] {
+  const msgs: UploadResultRequest[] = [{ part: { $case: 'header', value: { taskId, attempt, offset: o.offset ?? 0, totalSize: o.totalSize ?? data.length } } }];
+  for (let at = 0; at < data.length; at += CHUNK) msgs.push({ part: { $case: 'chunk', value: data.subarray(at, at + CHUNK) } });
+  msgs.push({ part: { $case: 'trailer', value: o.trailer ?? { size: data.length, sha256: sha256(data) } } });
+  return msgs;
+}
+const hivemindCode = (e: unknown) => (e as ServiceError).metadata?.get('x-hivemind-error')[0];
+const EXIT_0 = { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 0, message: '', durationMs: 5, resultSize: 0, resultSha256: '' };
+
+test('a result upload past its declared size or the task\'s output cap is refused while streaming, and nothing of it is kept', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const MiB = 1024 * 1024;
+  const taskId = await h.admin.submit({ image: 'busybox', maxOutputBytes: MiB });
+  await assignmentOf(w);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_UPLOADING });
+  const nothingKept = async () => {
+    assert.deepEqual(await readdir(join(h.dir, 'results')), [], 'no partial or result file is left');
+    assert.deepEqual(await w.uploadOffset(taskId, 1), { offset: 0, complete: false, sha256: '' });
+  };
+
+  // 64 MiB sent under a header that declared 10 bytes (the trailer owns up to the real size).
+  const big = randomBytes(64 * MiB);
+  const overDeclared = await w.upload(uploadMsgs(taskId, 1, big, { totalSize: 10 })).then(() => undefined, (e: unknown) => e);
+  recordHostile('result upload: 64 MiB under a declared total_size of 10', overDeclared === undefined);
+  assert.equal(grpcCode(overDeclared), status.INVALID_ARGUMENT);
+  assert.equal(hivemindCode(overDeclared), 'RESULT_TOO_LARGE');
+  assert.match((overDeclared as ServiceError).details, /received \d+ bytes, more than the 10 bytes the header declared \(total_size\)/);
+  await nothingKept();
+
+  // An honest declaration over the task's bound is refused at the header, before any byte lands.
+  const bound = resultUploadBound(MiB);
+  const overCap = await w.upload([{ part: { $case: 'header', value: { taskId, attempt: 1, offset: 0, totalSize: bound + 1 } } }, { part: { $case: 'chunk', value: big.subarray(0, CHUNK) } }])
+    .then(() => undefined, (e: unknown) => e);
+  recordHostile('result upload: total_size over the task\'s max_output_bytes bound', overCap === undefined);
+  assert.equal(grpcCode(overCap), status.INVALID_ARGUMENT);
+  assert.equal(hivemindCode(overCap), 'RESULT_TOO_LARGE');
+  assert.match((overCap as ServiceError).details, new RegExp(`total_size ${bound + 1} bytes is over the ${bound}-byte limit for a compressed result \\(the task's max_output_bytes of 1\\.0 MiB`));
+  await nothingKept();
+
+  // A partial held from an earlier session does not survive a session that breaks the rules.
+  const result = randomBytes(300 * 1024);
+  await assert.rejects(w.upload(uploadMsgs(taskId, 1, result).slice(0, 2)), (e) => grpcCode(e) === status.INVALID_ARGUMENT);
+  assert.equal((await w.uploadOffset(taskId, 1)).offset, CHUNK);
+  const resumedOver = await w.upload(uploadMsgs(taskId, 1, result.subarray(CHUNK), { offset: CHUNK, totalSize: CHUNK + 10 })).then(() => undefined, (e: unknown) => e);
+  recordHostile('result upload: a resumed session past its declared total_size', resumedOver === undefined);
+  assert.equal(hivemindCode(resumedOver), 'RESULT_TOO_LARGE');
+  await nothingKept();
+
+  // The honest upload of the same task still goes through and the task succeeds.
+  assert.deepEqual(await w.upload(uploadMsgs(taskId, 1, result)), { size: result.length, sha256: sha256(result) });
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_SUCCEEDED, outcome: EXIT_0 })).applied, true);
+  const info = await h.admin.getTask(taskId);
+  assert.equal(info.state, TaskState.TASK_STATE_SUCCEEDED);
+  assert.equal(info.outcome?.resultSha256, sha256(result), 'the outcome names the stored result');
+});
+
+test('SUCCEEDED without a stored result is refused: the task stays where it was', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  const claimed = await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_SUCCEEDED, outcome: EXIT_0 }).then((ack) => ack, (e: unknown) => e as ServiceError);
+  const applied = 'applied' in claimed && claimed.applied;
+  recordHostile('task update: SUCCEEDED with no result uploaded', applied);
+  assert.equal(grpcCode(claimed), status.FAILED_PRECONDITION);
+  assert.match((claimed as ServiceError).details, /SUCCEEDED means a verified result is stored, and none is: upload the result \(UploadResult\) before the terminal update/);
+  assert.equal((await h.admin.getTask(taskId)).state, TaskState.TASK_STATE_RUNNING);
+  // The node may still end it honestly.
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_FAILED, outcome: { ...EXIT_0, kind: OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED, message: 'no output' } })).applied, true);
+  assert.equal((await h.admin.getTask(taskId)).state, TaskState.TASK_STATE_FAILED);
+});
+
+test('a result uploaded after the task ended is refused and never served', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_FAILED, outcome: { ...EXIT_0, exitCode: 1, message: 'exited with code 1' } });
+  const late = randomBytes(10_000);
+  const offset = await w.uploadOffset(taskId, 1).then(() => undefined, (e: unknown) => e);
+  const upload = await w.upload(uploadMsgs(taskId, 1, late)).then(() => undefined, (e: unknown) => e);
+  recordHostile('result upload: after the task FAILED', upload === undefined);
+  for (const e of [offset, upload]) {
+    assert.equal(grpcCode(e), status.FAILED_PRECONDITION);
+    assert.match((e as ServiceError).details, /is already FAILED; a result uploaded after the terminal state is not accepted/);
+  }
+  assert.deepEqual(await readdir(join(h.dir, 'results')), []);
+  await assert.rejects(h.admin.fetchResult(taskId, join(h.dir, 'late.tar.gz')), /the task has no result \(state FAILED\)/);
+});
+
+test('task states only move forward: a backwards update with a higher seq is not applied', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_ACCEPTED });
+  await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_RUNNING });
+  const back = await w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_ACCEPTED });
+  const rejectLate = await w.update({ taskId, attempt: 1, seq: 4, state: TaskState.TASK_STATE_REJECTED, message: 'changed my mind' });
+  let info = await h.admin.getTask(taskId);
+  recordHostile('task update: RUNNING → ACCEPTED with a higher seq', back.applied || info.state !== TaskState.TASK_STATE_RUNNING);
+  recordHostile('task update: REJECTED after RUNNING (requeue of started work)', rejectLate.applied || info.attempt !== 1);
+  assert.deepEqual(back, { applied: false, superseded: false, cancelRequested: false });
+  assert.deepEqual(rejectLate, { applied: false, superseded: false, cancelRequested: false });
+  assert.equal(info.state, TaskState.TASK_STATE_RUNNING);
+  assert.equal(info.nodeId, w.nodeId);
+  assert.deepEqual(info.events.map((e) => e.state), [TaskState.TASK_STATE_QUEUED, TaskState.TASK_STATE_ASSIGNED, TaskState.TASK_STATE_ACCEPTED, TaskState.TASK_STATE_RUNNING]);
+  // Forward again: the worker's flow goes on (a repeated state is a harmless tick).
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 5, state: TaskState.TASK_STATE_RUNNING })).applied, true);
+  assert.equal((await w.update({ taskId, attempt: 1, seq: 6, state: TaskState.TASK_STATE_UPLOADING })).applied, true);
+  info = await h.admin.getTask(taskId);
+  assert.equal(info.state, TaskState.TASK_STATE_UPLOADING);
 });
 
 test('submit validation names the problem', async (t) => {

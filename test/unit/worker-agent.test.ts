@@ -67,6 +67,9 @@ class FakeMaster {
   /** The report interval the master asks for at registration (0: none). */
   reportIntervalMs = 0;
   ackFor: (u: TaskUpdate) => Partial<TaskUpdateAck> = () => ({});
+  /** When set, every result upload fails with this error (the master refusing it). */
+  refuseUploads: Error | undefined;
+  uploadCalls = 0;
   private subs = new Set<{ push(cmd: NodeCommand): void; end(err?: Error): void }>();
 
   readonly factory = (address: string): MasterConnection => {
@@ -173,6 +176,8 @@ class FakeConnection implements MasterConnection {
   async uploadResult(taskId: string, _attempt: number, file: string, sha256: string, signal: AbortSignal): Promise<UploadResultResponse> {
     this.check();
     signal.throwIfAborted();
+    this.m.uploadCalls++;
+    if (this.m.refuseUploads) throw this.m.refuseUploads;
     const data = await readFile(file);
     this.check();
     assert.equal(createHash('sha256').update(data).digest('hex'), sha256);
@@ -383,6 +388,24 @@ test('a task runs: updates in order, result uploaded before the terminal update,
   await waitFor('spool cleaned', () => !existsSync(path.join(h.dataDir, 'spool', 't1-1.result.tar.gz')));
   await waitFor('task slot freed', () => h.worker.runningTasks().length === 0);
   assert.equal(h.master.duplicates.length, 0);
+});
+
+test('a result the master refuses for its size fails the task OUTPUT_REJECTED at once, without retrying', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  const md = new Metadata();
+  md.set('x-hivemind-error', 'RESULT_TOO_LARGE');
+  const details = 'result of task t1: total_size 200000000 bytes is over the 103563354-byte limit';
+  h.master.refuseUploads = Object.assign(new Error(`3 INVALID_ARGUMENT: ${details}`), { code: status.INVALID_ARGUMENT, details, metadata: md });
+  h.master.assign({ taskId: 't1' });
+  await waitFor('task started', () => h.executor.runs.has('t1'));
+  h.executor.runs.get('t1')!.finish(0);
+  await waitFor('terminal update', () => h.master.statesOf('t1').includes('FAILED'));
+  assert.deepEqual(h.master.statesOf('t1'), ['ACCEPTED', 'PULLING', 'RUNNING', 'UPLOADING', 'FAILED']);
+  const last = h.master.updatesOf('t1').at(-1)!;
+  assert.equal(last.outcome?.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.match(last.message, /^output rejected by the master: result of task t1: total_size 200000000 bytes is over/);
+  assert.equal(h.master.uploadCalls, 1, 'a refusal for size is final: no retry');
 });
 
 test('an input archive is downloaded into the spool, verified and given to the executor', async (t) => {
