@@ -8,6 +8,13 @@ import { posix } from 'node:path';
 import tarStream, { type Header } from 'tar-stream';
 import { UnsafeArchiveError, errorMessage } from '../common/errors.js';
 
+/** An archive over its byte cap (a kind of unsafe archive the caller may word as a cap breach). */
+export class ArchiveOverCapError extends UnsafeArchiveError {
+  constructor(message: string, readonly capBytes: number) {
+    super(message);
+  }
+}
+
 export type SymlinkPolicy =
   /** Every symlink fails the archive. */
   | 'reject'
@@ -95,7 +102,7 @@ export function safeTar(source: AsyncIterable<Buffer | Uint8Array | string>, opt
       declaredRaw += 512 + Math.ceil(header.size / 512) * 512;
       const checked = checkEntry(header, opts, symlinkPaths, label);
       if (checked && checked.type === 'file' && bytes + header.size > opts.maxBytes) {
-        throw new UnsafeArchiveError(`${label}: entry "${header.name}" (${header.size} bytes) takes the total over the ${opts.maxBytes}-byte cap`);
+        throw new ArchiveOverCapError(`${label}: entry "${header.name}" (${header.size} bytes) takes the total over the ${opts.maxBytes}-byte cap`, opts.maxBytes);
       }
       if (!checked) {
         // A skipped entry (the root itself): drain it.
@@ -123,7 +130,7 @@ export function safeTar(source: AsyncIterable<Buffer | Uint8Array | string>, opt
             for await (const chunk of entry as AsyncIterable<Buffer>) {
               written += chunk.byteLength;
               bytes += chunk.byteLength;
-              if (bytes > opts.maxBytes) throw new UnsafeArchiveError(`${label}: total size passes the ${opts.maxBytes}-byte cap at "${header.name}"`);
+              if (bytes > opts.maxBytes) throw new ArchiveOverCapError(`${label}: total size passes the ${opts.maxBytes}-byte cap at "${header.name}"`, opts.maxBytes);
               if (!sink.write(chunk)) await waitDrain(sink);
             }
             if (written !== header.size) throw new UnsafeArchiveError(`${label}: entry "${header.name}" is truncated (${written} of ${header.size} bytes)`);

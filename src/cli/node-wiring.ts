@@ -17,6 +17,7 @@ import { ImagePruner } from '../runtime/image-pruner.js';
 import { IMAGE_PRUNE_INTERVAL_MS, ImagePruneSchedule } from '../runtime/image-prune-schedule.js';
 import { imageUseLog } from '../runtime/image-use-log.js';
 import { RUNNER_DEFAULTS } from '../runtime/container-spec.js';
+import { LoopOutputVolumes, outputFsDir } from '../runtime/output-volume.js';
 import { Worker } from '../worker/worker.js';
 import { WorkerStore } from '../worker/store/worker-store.js';
 import { SystemProbe } from '../worker/resources/system-probe.js';
@@ -49,6 +50,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       spoolDir,
       defaults: { ...RUNNER_DEFAULTS, maxOutputBytes: cfg.maxOutput },
       images: { pulled: (image) => imageUses?.pulled(image), used: (image) => imageUses?.used(image) },
+      outputVolumes: new LoopOutputVolumes(outputFsDir(cfg.dataDir)),
     },
     logger.child({ component: 'runner' }),
   );
