@@ -283,7 +283,7 @@ export class DockerTaskRunner implements TaskExecutor {
       outputOpts = await this.options.outputVolumes.create(volumes.output, cap, this.defaults.maxEntries);
     } catch (err) {
       if (err instanceof OutputFsUnavailableError) {
-        throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `this node cannot bound what a task writes to /output, so it runs no tasks: ${err.message} (see \`hivemind doctor\`)`);
+        throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `not started: this node could not make the task's bounded /output: ${err.message}`);
       }
       throw err;
     }

@@ -16,9 +16,10 @@ export interface OutputVolumes {
   /**
    * Makes the backing filesystem of volume `name`, able to hold `capBytes` (and up to
    * `maxEntries` entries) and nothing much beyond, and returns the options to create the Docker
-   * volume with. Throws OutputFsUnavailableError when this host cannot make one.
+   * volume with (undefined: a plain volume). Throws OutputFsUnavailableError when this host
+   * cannot make one.
    */
-  create(name: string, capBytes: number, maxEntries: number): Promise<VolumeDriverOptions>;
+  create(name: string, capBytes: number, maxEntries: number): Promise<VolumeDriverOptions | undefined>;
   /** Frees the backing storage of a volume Docker no longer uses; a missing one is success. */
   release(name: string): Promise<void>;
   /** Names of the volumes whose backing storage is on this host (for the reclaim after a crash). */
@@ -26,6 +27,10 @@ export interface OutputVolumes {
   /** Whether the volume's backing storage is still attached (a reattach after a host reboot finds it gone). */
   attached(name: string): Promise<boolean>;
 }
+
+/** What makes loop filesystems possible, for the startup error and doctor. */
+export const OUTPUT_FS_FIX =
+  'run the worker as root on Linux with loop devices (/dev/loop-control) and e2fsprogs (mkfs.ext4, debugfs) installed; as a container, add --privileged -v /dev:/dev';
 
 /** This host cannot make a bounded /output (no loop devices, not root, tools missing). */
 export class OutputFsUnavailableError extends HivemindError {
@@ -177,5 +182,25 @@ export class LoopOutputVolumes implements OutputVolumes {
     } finally {
       await this.release(name).catch(() => undefined);
     }
+  }
+}
+
+/**
+ * Plain Docker volumes on the host disk: /output is checked against its cap only after the task
+ * exits. Only `hivemind dev` falls back to this (your own tasks on your own machine), and says so;
+ * a worker serving a master refuses to start without a bounded /output.
+ */
+export class UnboundedOutputVolumes implements OutputVolumes {
+  create(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  release(): Promise<void> {
+    return Promise.resolve();
+  }
+  list(): Promise<string[]> {
+    return Promise.resolve([]);
+  }
+  attached(): Promise<boolean> {
+    return Promise.resolve(true);
   }
 }
