@@ -15,7 +15,7 @@ import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.
 import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
 import { ArchiveOverCapError, gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
 import { formatBytes } from '../common/units.js';
-import { OutputFsUnavailableError, type OutputVolumes } from './output-volume.js';
+import { OutputFsUnavailableError, type OutputVolumes, type VolumeDriverOptions } from './output-volume.js';
 import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState, LogSink } from './container-engine.js';
 import {
   INPUT_DIR,
@@ -277,7 +277,7 @@ export class DockerTaskRunner implements TaskExecutor {
     await this.engine.createVolume(volumes.input, labels, signal);
     created.volumes.push(volumes.input);
     const cap = effectiveLimits(exec, this.defaults).maxOutputBytes;
-    let outputOpts;
+    let outputOpts: VolumeDriverOptions | undefined;
     created.outputFs.push(volumes.output);
     try {
       outputOpts = await this.options.outputVolumes.create(volumes.output, cap, this.defaults.maxEntries);

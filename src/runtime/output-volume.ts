@@ -72,7 +72,9 @@ export function outputFsDir(dataDir: string): string {
 export type RunTool = (file: string, args: string[]) => Promise<string>;
 
 const execFileP = promisify(execFile);
-const runTool: RunTool = async (file, args) => (await execFileP(file, args, { timeout: 60_000 })).stdout;
+// mkfs.ext4, debugfs and losetup live in sbin, which a non-login PATH may lack.
+const TOOL_PATH = [process.env.PATH, '/usr/sbin', '/sbin'].filter(Boolean).join(':');
+const runTool: RunTool = async (file, args) => (await execFileP(file, args, { timeout: 60_000, env: { ...process.env, PATH: TOOL_PATH } })).stdout;
 
 const IMAGE_SUFFIX = '.img';
 /** Volume names become file names: keep them to Docker's volume-name alphabet. */
