@@ -1,10 +1,12 @@
 // `hivemind doctor`: checks what a node needs (Docker, busybox for the dev image, WireGuard tools,
-// GPUs, free ports, a writable data dir, Node version) and says how to fix each problem.
+// GPUs, free ports, a writable data dir, bounded task output, Node version) and says how to fix
+// each problem.
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { execa } from 'execa';
 import Docker from 'dockerode';
 import { errorMessage } from '../common/errors.js';
+import { LoopOutputVolumes, OUTPUT_FS_FIX, outputFsDir } from '../runtime/output-volume.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -22,6 +24,8 @@ export interface DoctorProbes {
   commandVersion(cmd: string, args: string[]): Promise<string | undefined>;
   portFree(host: string, port: number): Promise<boolean>;
   dirWritable(dir: string): Promise<string | undefined>;
+  /** Why this host cannot make a task's bounded /output filesystem under `dir`; undefined when it can. */
+  outputFs(dir: string): Promise<string | undefined>;
   nodeVersion(): string;
 }
 
@@ -54,6 +58,10 @@ export const systemProbes: DoctorProbes = {
     } catch (err) {
       return errorMessage(err);
     }
+  },
+  async outputFs(dir) {
+    const r = await new LoopOutputVolumes(dir).probe();
+    return r.ok ? undefined : r.reason;
   },
   nodeVersion: () => process.version,
 };
@@ -126,6 +134,19 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
     dirErr
       ? { name: 'data dir', status: 'fail', detail: `${opts.dataDir} is not writable: ${dirErr}`, fix: `create it and give this user write access, or pass --data-dir / set HIVEMIND_DATA_DIR` }
       : { name: 'data dir', status: 'ok', detail: `${opts.dataDir} is writable` },
+  );
+
+  const dir = outputFsDir(opts.dataDir);
+  const outErr = dirErr ? 'the data dir is not writable' : await probes.outputFs(dir);
+  results.push(
+    outErr
+      ? {
+          name: 'task output',
+          status: 'fail',
+          detail: `cannot make loop filesystems in ${dir} (${outErr}): \`worker start\` refuses to start, \`dev\` runs with /output checked only after a task exits (a task can fill the disk)`,
+          fix: OUTPUT_FS_FIX,
+        }
+      : { name: 'task output', status: 'ok', detail: `each task's /output is a loop filesystem in ${dir}: writes stop at its cap plus a small slack` },
   );
   return results;
 }

@@ -32,6 +32,8 @@ export interface ContainerCreateConfig {
     SecurityOpt: string[];
     Privileged: false;
     IpcMode: 'private';
+    /** Size of /dev/shm in bytes. */
+    ShmSize: number;
     Mounts: Array<{ Type: 'volume'; Source: string; Target: string; ReadOnly: boolean }>;
     LogConfig: { Type: string; Config: Record<string, string> };
     AutoRemove: false;
@@ -133,7 +135,8 @@ export interface ContainerEngine {
    */
   removeImage(image: string, signal?: AbortSignal): Promise<void>;
 
-  createVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** Creates a volume; `driverOpts` are the local driver's (`type`, `device`, `o`) for a volume on a device. */
+  createVolume(name: string, labels: Record<string, string>, signal?: AbortSignal, driverOpts?: Record<string, string>): Promise<void>;
   /** Removes a volume; a missing volume is success. */
   removeVolume(name: string, signal?: AbortSignal): Promise<void>;
   listVolumes(labelFilters: string[], signal?: AbortSignal): Promise<VolumeSummary[]>;

@@ -16,13 +16,16 @@ export interface RunnerDefaults {
   pids: number;
   /** Wall-clock limit from container start. Default 1 h. */
   timeoutMs: number;
-  /** Cap on the uncompressed /output tree. Default 1 GiB. */
+  /**
+   * Cap on the uncompressed /output tree: the node's `--max-output`, the default for a task that
+   * sets none and the most a task may ask for (the /output filesystem is sized from it). Default 1 GiB.
+   */
   maxOutputBytes: number;
   /** Cap on the uncompressed input tree written into /input. Default 1 GiB. */
   maxInputBytes: number;
   /** Max entries in /output (and in the input archive). Default 100 000. */
   maxEntries: number;
-  /** Size of the /tmp tmpfs; it counts against the memory limit. Default 64 MiB. */
+  /** Size of the /tmp tmpfs and of /dev/shm; both count against the memory limit. Default 64 MiB. */
   tmpfsBytes: number;
   /** Bytes of combined log kept as the task's log tail. Default 64 KiB. */
   logTailBytes: number;
@@ -66,7 +69,8 @@ export function effectiveLimits(exec: Pick<TaskExecution, 'spec'>, defaults: Run
     pids: l?.pids && l.pids > 0 ? l.pids : defaults.pids,
     gpus: l?.gpus && l.gpus > 0 ? l.gpus : 0,
     timeoutMs: l?.timeoutMs && l.timeoutMs > 0 ? l.timeoutMs : defaults.timeoutMs,
-    maxOutputBytes: exec.spec.maxOutputBytes > 0 ? exec.spec.maxOutputBytes : defaults.maxOutputBytes,
+    // The node's cap bounds the task's: a task cannot make the node give it more disk.
+    maxOutputBytes: exec.spec.maxOutputBytes > 0 ? Math.min(exec.spec.maxOutputBytes, defaults.maxOutputBytes) : defaults.maxOutputBytes,
   };
 }
 
@@ -137,6 +141,8 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
       SecurityOpt: ['no-new-privileges'],
       Privileged: false,
       IpcMode: 'private',
+      // Set, not Docker's default (the daemon's --default-shm-size may be anything).
+      ShmSize: defaults.tmpfsBytes,
       Mounts: [
         { Type: 'volume', Source: volumes.input, Target: INPUT_DIR, ReadOnly: true },
         { Type: 'volume', Source: volumes.output, Target: OUTPUT_DIR, ReadOnly: false },

@@ -137,8 +137,9 @@ export class DockerEngine implements ContainerEngine {
     }
   }
 
-  async createVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
-    await this.call(`create volume ${name}`, signal, () => this.docker.createVolume({ Name: name, Labels: labels, abortSignal: signal } as Docker.VolumeCreateOptions));
+  async createVolume(name: string, labels: Record<string, string>, signal?: AbortSignal, driverOpts?: Record<string, string>): Promise<void> {
+    const body = { Name: name, Labels: labels, ...(driverOpts ? { Driver: 'local', DriverOpts: driverOpts } : {}), abortSignal: signal };
+    await this.call(`create volume ${name}`, signal, () => this.docker.createVolume(body as Docker.VolumeCreateOptions));
   }
 
   async removeVolume(name: string, signal?: AbortSignal): Promise<void> {

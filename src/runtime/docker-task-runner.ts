@@ -9,11 +9,13 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
-import { AbortedError, EngineError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { AbortedError, ArchiveCapError, EngineError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
 import { gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
+import { formatBytes } from '../common/units.js';
+import { OutputFsUnavailableError, type OutputVolumes, type VolumeDriverOptions } from './output-volume.js';
 import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState, LogSink } from './container-engine.js';
 import {
   INPUT_DIR,
@@ -42,6 +44,8 @@ export interface DockerTaskRunnerOptions {
   cleanupTimeoutMs?: number;
   /** Told of every image this runner pulls and every image a task uses, for the image GC. */
   images?: ImageUseRecorder;
+  /** Makes each attempt's /output a filesystem of the output cap plus a small slack. */
+  outputVolumes: OutputVolumes;
 }
 
 /** Where the runner reports image pulls and uses; must not throw. */
@@ -93,7 +97,13 @@ export class DockerTaskRunner implements TaskExecutor {
     const nodeId = this.nodeId();
     if (nodeId === 'unregistered') return { containers: [], volumes: [] };
     const keep = new Set(keepTaskIds);
-    return reapOrphans(this.engine, nodeId, { has: (taskId: string) => keep.has(taskId) || this.executing.has(taskId) }, AbortSignal.timeout(this.options.cleanupTimeoutMs ?? 30_000));
+    return reapOrphans(
+      this.engine,
+      nodeId,
+      { has: (taskId: string) => keep.has(taskId) || this.executing.has(taskId) },
+      AbortSignal.timeout(this.options.cleanupTimeoutMs ?? 30_000),
+      this.options.outputVolumes,
+    );
   }
 
   private nodeId(): string {
@@ -115,7 +125,7 @@ export class DockerTaskRunner implements TaskExecutor {
   private async executeTracked(exec: TaskExecution): Promise<ExecutionResult> {
     const log = this.logger.child({ taskId: exec.taskId, attempt: exec.attempt });
     const tail = new LogTail(this.defaults.logTailBytes);
-    const created: { containers: string[]; volumes: string[] } = { containers: [], volumes: [] };
+    const created: Created = { containers: [], volumes: [], outputFs: [] };
     let runMs = 0;
     // The result returned; cleanup (in `finally`, after it is made) marks it when it left debris.
     let returned: ExecutionResult | undefined;
@@ -145,7 +155,13 @@ export class DockerTaskRunner implements TaskExecutor {
         }
         containerId = found.id;
         created.containers.push(found.id);
-        created.volumes.push(...Object.values(volumeNames(exec.taskId, exec.attempt)));
+        const volumes = volumeNames(exec.taskId, exec.attempt);
+        created.volumes.push(...Object.values(volumes));
+        created.outputFs.push(volumes.output);
+        // After a host reboot the loop device is gone and Docker could not mount /output again.
+        if (!(await this.options.outputVolumes.attached(volumes.output))) {
+          throw new OutcomeError(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, 'the /output filesystem of this attempt is no longer attached (was the host restarted?); its output is lost');
+        }
         log.info({ containerId: found.id.slice(0, 12), running: found.state.running }, 'reattached to the container of an earlier run');
         exec.onPhase('running');
         run = await this.observe(exec, found.id, { timeoutMs: limits.timeoutMs, startedAt }, tail, log);
@@ -190,6 +206,9 @@ export class DockerTaskRunner implements TaskExecutor {
         log.info({ kind: OutcomeKind[kind], exitCode: run.exitCode, resultBytes: collected.size }, 'task finished');
         return result(kind, message, run.exitCode, collected);
       } catch (err) {
+        if (err instanceof ArchiveCapError && err.limit === 'bytes') {
+          return result(OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED, `${overCapMessage(exec.spec.maxOutputBytes, limits.maxOutputBytes)}: ${err.message} (the task ${message})`, run.exitCode);
+        }
         if (err instanceof UnsafeArchiveError) {
           return result(OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED, `${err.message} (the task ${message})`, run.exitCode);
         }
@@ -249,14 +268,27 @@ export class DockerTaskRunner implements TaskExecutor {
    * read-only mounts. The staging container also makes both volume roots owned by the task user,
    * so /output is writable even for images that have no /output directory.
    */
-  private async prepare(exec: TaskExecution, config: ContainerCreateConfig, created: { containers: string[]; volumes: string[] }, log: Logger): Promise<string> {
+  private async prepare(exec: TaskExecution, config: ContainerCreateConfig, created: Created, log: Logger): Promise<string> {
     const signal = exec.signal;
     const labels = taskLabels(this.nodeId(), exec.taskId, exec.attempt);
     const volumes = volumeNames(exec.taskId, exec.attempt);
-    for (const v of [volumes.input, volumes.output]) {
-      await this.engine.createVolume(v, labels, signal);
-      created.volumes.push(v);
+    // /input is read-only in the task container and filled here through the size-checked input
+    // filter, so a plain volume; /output gets a filesystem of its own that ends at the cap.
+    await this.engine.createVolume(volumes.input, labels, signal);
+    created.volumes.push(volumes.input);
+    const cap = effectiveLimits(exec, this.defaults).maxOutputBytes;
+    let outputOpts: VolumeDriverOptions | undefined;
+    created.outputFs.push(volumes.output);
+    try {
+      outputOpts = await this.options.outputVolumes.create(volumes.output, cap, this.defaults.maxEntries);
+    } catch (err) {
+      if (err instanceof OutputFsUnavailableError) {
+        throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `not started: this node could not make the task's bounded /output: ${err.message}`);
+      }
+      throw err;
     }
+    await this.engine.createVolume(volumes.output, labels, signal, outputOpts);
+    created.volumes.push(volumes.output);
     const stagingId = await this.createOrStartFail(() =>
       this.engine.createContainer(
         {
@@ -412,7 +444,9 @@ export class DockerTaskRunner implements TaskExecutor {
   private async discardAttempt(exec: TaskExecution, log: Logger): Promise<void> {
     const list = await this.engine.listContainers([...nodeLabelFilters(this.nodeId(), exec.taskId), `${LABEL_ATTEMPT}=${exec.attempt}`], exec.signal);
     for (const c of list) await this.engine.removeContainer(c.id, exec.signal);
-    for (const v of Object.values(volumeNames(exec.taskId, exec.attempt))) await this.engine.removeVolume(v, exec.signal);
+    const volumes = volumeNames(exec.taskId, exec.attempt);
+    for (const v of Object.values(volumes)) await this.engine.removeVolume(v, exec.signal);
+    await this.options.outputVolumes.release(volumes.output);
     if (list.length) log.info({ containers: list.map((c) => c.names[0] ?? c.id) }, 'removed what an earlier run left of this attempt; starting it again');
   }
 
@@ -471,7 +505,7 @@ export class DockerTaskRunner implements TaskExecutor {
   }
 
   /** Removes what the attempt created; false when something stayed (the reclaim takes it later). */
-  private async cleanup(created: { containers: string[]; volumes: string[] }, log: Logger): Promise<boolean> {
+  private async cleanup(created: Created, log: Logger): Promise<boolean> {
     const signal = AbortSignal.timeout(this.options.cleanupTimeoutMs ?? 30_000);
     let clean = true;
     for (const id of created.containers) {
@@ -482,16 +516,42 @@ export class DockerTaskRunner implements TaskExecutor {
         log.warn({ err: errorMessage(err), containerId: id }, 'could not remove the container; it is reclaimed once Docker answers again');
       }
     }
+    const removed = new Set<string>();
     for (const v of created.volumes) {
       try {
         await this.engine.removeVolume(v, signal);
+        removed.add(v);
       } catch (err) {
         clean = false;
         log.warn({ err: errorMessage(err), volume: v }, 'could not remove the volume; it is reclaimed once Docker answers again');
       }
     }
+    // Only once Docker has let go of the volume: its filesystem is mounted until then.
+    for (const v of created.outputFs) {
+      if (created.volumes.includes(v) && !removed.has(v)) continue;
+      try {
+        await this.options.outputVolumes.release(v);
+      } catch (err) {
+        clean = false;
+        log.warn({ err: errorMessage(err), volume: v }, 'could not free the /output filesystem; it is reclaimed later');
+      }
+    }
     return clean;
   }
+}
+
+/** What an attempt made, for its cleanup. */
+interface Created {
+  containers: string[];
+  volumes: string[];
+  /** Output volumes whose backing filesystem was made (or is being made). */
+  outputFs: string[];
+}
+
+/** The rejection of an output over its cap, naming the cap and where it came from. */
+export function overCapMessage(askedBytes: number, capBytes: number): string {
+  const from = askedBytes > 0 && askedBytes <= capBytes ? 'the task\'s max_output_bytes' : 'the node\'s --max-output';
+  return `task wrote more than the ${formatBytes(capBytes)} output cap (${from})`;
 }
 
 interface RunEnd {
@@ -532,6 +592,8 @@ function volumeRootsTar(): Readable {
 export interface ReapResult {
   containers: string[];
   volumes: string[];
+  /** /output filesystems freed (by volume name). */
+  outputFs?: string[];
 }
 
 /**
@@ -542,7 +604,7 @@ export interface ReapResult {
  * Removes containers and volumes labelled with this node whose task `keep` does not hold. `keep` is
  * asked at removal time, so a task that starts while this runs is never touched.
  */
-export async function reapOrphans(engine: ContainerEngine, nodeId: string, keep: { has(taskId: string): boolean }, signal?: AbortSignal): Promise<ReapResult> {
+export async function reapOrphans(engine: ContainerEngine, nodeId: string, keep: { has(taskId: string): boolean }, signal?: AbortSignal, outputs?: OutputVolumes): Promise<ReapResult> {
   const filters = nodeLabelFilters(nodeId);
   const removed: ReapResult = { containers: [], volumes: [] };
   for (const c of await engine.listContainers(filters, signal)) {
@@ -557,7 +619,23 @@ export async function reapOrphans(engine: ContainerEngine, nodeId: string, keep:
     await engine.removeVolume(v.name, signal);
     removed.volumes.push(v.name);
   }
+  if (outputs) {
+    // Images are named after their volume; one whose task is not kept has no volume left (above).
+    removed.outputFs = [];
+    const live = new Set((await engine.listVolumes(filters, signal)).map((v) => v.name));
+    for (const name of await outputs.list()) {
+      const taskId = outputVolumeTaskId(name);
+      if (live.has(name) || (taskId !== undefined && keep.has(taskId))) continue;
+      await outputs.release(name);
+      removed.outputFs.push(name);
+    }
+  }
   return removed;
+}
+
+/** The task id in an output volume's name (`hivemind-<taskId>-<attempt>-output`). */
+function outputVolumeTaskId(name: string): string | undefined {
+  return /^hivemind-(.+)-\d+-output$/.exec(name)?.[1];
 }
 
 export { containerName };

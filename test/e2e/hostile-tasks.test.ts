@@ -68,7 +68,7 @@ test('hostile tasks through a real master and worker are refused or contained wi
       assert.deepEqual(Object.entries(shown), [['OK_VAR', '1'], ['__proto__', 'kept-proto'], ['constructor', 'kept-ctor']]);
     });
 
-    await t.test('running tasks: a memory hog, a fork bomb, a log flood, an output symlink to a host path, a look around', async () => {
+    await t.test('running tasks: a memory hog, a fork bomb, a log flood, an output symlink to a host path, a disk filler, a look around', async () => {
       const oom = await run(['--memory', '32m', '--', 'sh', '-c', 'x=aaaaaaaa; while true; do x=$x$x; done']);
       recordHostile('task end to end: memory hog', oom.info.outcome?.kind !== OutcomeKind.OUTCOME_KIND_OOM_KILLED);
       assert.equal(kindOf(oom.info), 'OUTCOME_KIND_OOM_KILLED', JSON.stringify(oom.info));
@@ -89,6 +89,14 @@ test('hostile tasks through a real master and worker are refused or contained wi
       recordHostile('output end to end: a symlink to a host path', link.info.outcome?.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
       assert.equal(kindOf(link.info), 'OUTCOME_KIND_OUTPUT_REJECTED', JSON.stringify(link.info));
       assert.match(link.info.outcome!.message, /entry "output\/pw" is a symlink to the absolute path "\/etc\/passwd"/);
+
+      // 64 MiB into a 1 MiB output cap: the kernel stops the writer at the /output filesystem's end
+      const fill = await run(['--max-output', '1m', '--', 'sh', '-c', 'dd if=/dev/zero of=/output/big bs=1M count=64; du -k /output/big']);
+      const filled = Number(/^(\d+)\s+\/output\/big$/m.exec((await cluster.cli(['logs', fill.id])).stdout)?.[1] ?? NaN);
+      recordHostile('output end to end: fill the disk through /output (64 MiB into a 1 MiB cap)', !(filled <= 4 * 1024) || fill.info.outcome?.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+      assert.ok(filled <= 4 * 1024, `the task wrote ${filled} KiB`);
+      assert.equal(kindOf(fill.info), 'OUTCOME_KIND_OUTPUT_REJECTED', JSON.stringify(fill.info));
+      assert.match(fill.info.outcome!.message, /^task wrote more than the 1\.0 MiB output cap \(the task's max_output_bytes\)/);
 
       // what a task can see and touch: loopback only, a read-only root, no Docker socket, no worker files
       const look = await run(['--', 'sh', '-c', 'ls /sys/class/net; touch /etc/x 2>&1; ls /var/run/docker.sock 2>&1; ls / | tr "\\n" " " > /output/root.txt']);

@@ -2,7 +2,7 @@
 // applied (read from inside the container or from the engine), and that nothing is left behind.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,12 +15,13 @@ import { requireDocker } from '../helpers/requirements.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { ensureTestImage } from '../helpers/test-image.js';
 import { DockerEngine } from '../../src/runtime/docker-engine.js';
+import { LoopOutputVolumes, outputFsLayout } from '../../src/runtime/output-volume.js';
 import { DockerTaskRunner, reapOrphans } from '../../src/runtime/docker-task-runner.js';
 import { nodeLabelFilters, taskLabels } from '../../src/runtime/labels.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { OutcomeKind, type TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type { ExecutionPhase, ExecutionResult, TaskExecution } from '../../src/worker/task-executor.js';
-import type { RunnerDefaults } from '../../src/runtime/container-spec.js';
+import { RUNNER_DEFAULTS, type RunnerDefaults } from '../../src/runtime/container-spec.js';
 
 const NODE_ID = `it-node-${process.pid}`;
 let image = '';
@@ -50,11 +51,11 @@ interface Run {
   taskId: string;
 }
 
-async function runTask(spec: Partial<TaskSpec>, opts: { inputFile?: string; abortAfterRunningMs?: number; abortReason?: string; defaults?: Partial<RunnerDefaults> } = {}): Promise<Run> {
+async function runTask(spec: Partial<TaskSpec>, opts: { inputFile?: string; abortAfterRunningMs?: number; abortReason?: string; defaults?: Partial<RunnerDefaults>; spool?: string } = {}): Promise<Run> {
   const engine = DockerEngine.create();
-  const spool = await scratchDir('hm-spool-');
+  const spool = opts.spool ?? (await scratchDir('hm-spool-'));
   const taskId = `it${process.pid}-${++seq}`;
-  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool, defaults: opts.defaults ?? {} }, silentLogger());
+  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool, defaults: opts.defaults ?? {}, outputVolumes: new LoopOutputVolumes(join(spool, 'output-fs')) }, silentLogger());
   const ctl = new AbortController();
   const logs = { stdout: '', stderr: '' };
   const phases: ExecutionPhase[] = [];
@@ -274,6 +275,98 @@ test('output with a fifo, an escaping symlink (absolute or relative), too many f
   assert.match(big.result.outcome.message, /"output\/big" \(5000 bytes\) takes the total over the 1000-byte cap/);
 });
 
+/** Samples, until stopped, the most disk the /output images under `dir` ever took (allocated blocks). */
+function watchDisk(dir: string): { stop(): Promise<number> } {
+  let max = 0;
+  let on = true;
+  const loop = (async () => {
+    while (on) {
+      let sum = 0;
+      for (const f of await readdir(dir).catch(() => [] as string[])) sum += ((await stat(join(dir, f)).catch(() => undefined))?.blocks ?? 0) * 512;
+      max = Math.max(max, sum);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  return { stop: async () => ((on = false), await loop, max) };
+}
+
+test('a task writing past its output cap is stopped by the kernel: at most cap + slack reaches the disk, OUTPUT_REJECTED naming the cap', async (t) => {
+  if (!requireDocker(t)) return;
+  const cap = 1024 ** 2;
+  const spool = await scratchDir('hm-spool-');
+  const disk = watchDisk(join(spool, 'output-fs'));
+  // 64 MiB into a 1 MiB cap; the task then reports what its file took on disk.
+  const { result, logs } = await runTask({ command: sh('dd if=/dev/zero of=/output/big bs=1M count=64 2>/dev/null; echo "dd=$?"; du -k /output/big; sleep 0.3'), maxOutputBytes: cap }, { spool });
+  const maxImage = await disk.stop();
+  const writtenKiB = Number(/^(\d+)\s+\/output\/big$/m.exec(logs.stdout)?.[1] ?? NaN);
+  const bound = outputFsLayout(cap, RUNNER_DEFAULTS.maxEntries).bytes;
+  t.diagnostic(`wrote ${writtenKiB} KiB of 64 MiB; image took at most ${maxImage} bytes (bound ${bound})`);
+  recordHostile('task: fill the disk through /output (64 MiB into a 1 MiB cap)', !(writtenKiB * 1024 <= bound) || result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.ok(writtenKiB * 1024 <= bound, `the task wrote ${writtenKiB} KiB, over cap + slack (${bound} bytes)`);
+  assert.match(logs.stdout, /dd=1/, 'dd was stopped by ENOSPC');
+  assert.ok(maxImage > 0 && maxImage <= bound, `the image took ${maxImage} bytes of host disk (bound ${bound})`);
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED, result.outcome.message);
+  assert.match(result.outcome.message, /^task wrote more than the 1\.0 MiB output cap \(the task's max_output_bytes\)/);
+  assert.deepEqual(await readdir(join(spool, 'output-fs')), [], 'the image is deleted after the task');
+});
+
+test('the node cap bounds a task that asks for more, and a task at its cap succeeds', async (t) => {
+  if (!requireDocker(t)) return;
+  const spool = await scratchDir('hm-spool-');
+  const over = await runTask({ command: sh('dd if=/dev/zero of=/output/big bs=1M count=8 2>/dev/null; du -k /output/big'), maxOutputBytes: 1024 ** 3 }, { spool, defaults: { maxOutputBytes: 2 * 1024 ** 2 } });
+  recordHostile('task: ask for a bigger output cap than the node allows', over.result.outcome.kind !== OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED);
+  assert.equal(over.result.outcome.kind, OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED, over.result.outcome.message);
+  assert.match(over.result.outcome.message, /^task wrote more than the 2\.0 MiB output cap \(the node's --max-output\)/);
+  const at = await runTask({ command: sh('head -c 1048576 /dev/zero > /output/exact && mkdir /output/d && echo x > /output/d/y'), maxOutputBytes: 1024 ** 2 + 2 });
+  assert.equal(at.result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, at.result.outcome.message);
+  assert.equal(at.result.outcome.exitCode, 0);
+  const names = [...(await tarEntries(await readFile(at.result.result!.path))).keys()];
+  assert.deepEqual(names.sort(), ['d/', 'd/y', 'exact'], 'no lost+found or anything else in the result');
+});
+
+test('/tmp and /dev/shm end at their size, and nothing else is writable (/, /input, /etc/hosts, /var)', async (t) => {
+  if (!requireDocker(t)) return;
+  const { result, logs } = await runTask({
+    command: sh(
+      'dd if=/dev/zero of=/tmp/big bs=1M count=100 2>/dev/null; echo "tmp=$? $(du -k /tmp/big | cut -f1)"; rm -f /tmp/big; ' +
+        'dd if=/dev/zero of=/dev/shm/big bs=1M count=100 2>/dev/null; echo "shm=$? $(du -k /dev/shm/big | cut -f1)"; rm -f /dev/shm/big; ' +
+        'for p in /x /input/x /var/x /etc/x /home/x; do (echo x > $p) 2>/dev/null && echo "WROTE $p"; done; (echo x >> /etc/hosts) 2>/dev/null && echo "WROTE /etc/hosts"; echo done',
+    ),
+    limits: { cpus: 0.5, memoryBytes: 512 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 },
+  });
+  const tmp = /tmp=(\d+) (\d+)/.exec(logs.stdout);
+  const shm = /shm=(\d+) (\d+)/.exec(logs.stdout);
+  const escaped = !tmp || Number(tmp[2]) > 64 * 1024 || !shm || Number(shm[2]) > 64 * 1024 || /WROTE/.test(logs.stdout);
+  recordHostile('task: fill /tmp, /dev/shm, or write anywhere else', escaped);
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, `${result.outcome.message}\n${logs.stdout}${logs.stderr}`);
+  assert.ok(tmp && tmp[1] !== '0' && Number(tmp[2]) <= 64 * 1024, `/tmp: ${tmp?.[0]}`);
+  assert.ok(shm && shm[1] !== '0' && Number(shm[2]) <= 64 * 1024, `/dev/shm: ${shm?.[0]}`);
+  assert.doesNotMatch(logs.stdout, /WROTE/);
+  assert.match(logs.stdout, /done\n$/);
+});
+
+test('reapOrphans frees the /output filesystems of tasks that are not live', async (t) => {
+  if (!requireDocker(t)) return;
+  const engine = DockerEngine.create();
+  const dir = await scratchDir('hm-outfs-');
+  const outputs = new LoopOutputVolumes(dir);
+  const node = `reapfs-${process.pid}`;
+  const live = `hivemind-live${process.pid}-1-output`;
+  const dead = `hivemind-dead${process.pid}-2-output`;
+  await outputs.create(live, 1024 ** 2, 100);
+  await outputs.create(dead, 1024 ** 2, 100);
+  try {
+    assert.equal(await outputs.attached(dead), true);
+    const removed = await reapOrphans(engine, node, new Set([`live${process.pid}`]), undefined, outputs);
+    assert.deepEqual(removed.outputFs, [dead]);
+    assert.equal(await outputs.attached(dead), false, 'its loop device is detached');
+    assert.deepEqual(await outputs.list(), [live]);
+  } finally {
+    await outputs.release(live);
+    await outputs.release(dead);
+  }
+});
+
 async function makeInput(entries: Array<{ name: string; body?: string; type?: 'symlink'; linkname?: string }>): Promise<string> {
   const pack = tarStream.pack();
   for (const e of entries) {
@@ -358,7 +451,7 @@ test('a CPU spinner is throttled to its share, and the runner reports its usage'
   if (!requireDocker(t)) return;
   const engine = DockerEngine.create();
   const spool = await scratchDir('hm-spool-');
-  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool }, silentLogger());
+  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool, outputVolumes: new LoopOutputVolumes(join(spool, 'output-fs')) }, silentLogger());
   const ctl = new AbortController();
   const samples: number[] = [];
   let memory = 0;

@@ -17,6 +17,7 @@ import { silentLogger } from '../../src/common/logger.js';
 import { DockerEngine } from '../../src/runtime/docker-engine.js';
 import type { PullProgress } from '../../src/runtime/container-engine.js';
 import { ensureDevImage } from '../../src/runtime/dev-image.js';
+import { LoopOutputVolumes } from '../../src/runtime/output-volume.js';
 import { DockerTaskRunner } from '../../src/runtime/docker-task-runner.js';
 import { ImagePruner } from '../../src/runtime/image-pruner.js';
 import { imageUseLog } from '../../src/runtime/image-use-log.js';
@@ -172,7 +173,7 @@ test('the runner records what it pulled and what tasks used; the pruner then tak
   const spool = await mkdtemp(join(tmpdir(), 'hm-spool-'));
   t.after(() => rm(spool, { recursive: true, force: true }));
   const pulledRef = `${REPO}/pulled:1`;
-  const runner = new DockerTaskRunner(engine, { nodeId: `image-gc-${process.pid}`, spoolDir: spool, images: imageUseLog(store, clock, silentLogger()) }, silentLogger());
+  const runner = new DockerTaskRunner(engine, { nodeId: `image-gc-${process.pid}`, spoolDir: spool, images: imageUseLog(store, clock, silentLogger()), outputVolumes: new LoopOutputVolumes(join(spool, 'output-fs')) }, silentLogger());
   let seq = 0;
   const run = async (image: string) => {
     const exec: TaskExecution = {
@@ -200,7 +201,7 @@ test('the runner records what it pulled and what tasks used; the pruner then tak
     await run(busybox);
     assert.deepEqual(store.pulledImages().map((x) => x.image), [pulledRef], 'an image this worker did not pull is not recorded');
     // A failed pull records nothing.
-    const failing = new DockerTaskRunner(DockerEngine.create(), { nodeId: `image-gc-${process.pid}`, spoolDir: spool, images: imageUseLog(store, clock, silentLogger()) }, silentLogger());
+    const failing = new DockerTaskRunner(DockerEngine.create(), { nodeId: `image-gc-${process.pid}`, spoolDir: spool, images: imageUseLog(store, clock, silentLogger()), outputVolumes: new LoopOutputVolumes(join(spool, 'output-fs')) }, silentLogger());
     const failed = await failing.execute({
       taskId: `gc${process.pid}-fail`, attempt: 1,
       spec: { image: '127.0.0.1:1/hivemind/missing:1', command: ['true'], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0 },

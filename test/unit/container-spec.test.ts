@@ -38,6 +38,7 @@ test('lockdown: no network, read-only root, capped tmpfs, no caps, no-new-privil
   assert.equal(c.HostConfig.ReadonlyRootfs, true);
   assert.match(c.HostConfig.Tmpfs['/tmp']!, new RegExp(`size=${RUNNER_DEFAULTS.tmpfsBytes}`));
   assert.deepEqual(Object.keys(c.HostConfig.Tmpfs), ['/tmp']);
+  assert.equal(c.HostConfig.ShmSize, RUNNER_DEFAULTS.tmpfsBytes, '/dev/shm is sized here, not by the daemon default');
   assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
   assert.deepEqual(c.HostConfig.CapAdd, []);
   assert.deepEqual(c.HostConfig.SecurityOpt, ['no-new-privileges']);
@@ -93,6 +94,8 @@ test('defaults apply when limits are 0 or missing', () => {
   const l = effectiveLimits(exec({ limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 0 } }));
   assert.deepEqual(l, { cpus: 1, memoryBytes: 512 * 1024 ** 2, pids: 256, gpus: 0, timeoutMs: 3_600_000, maxOutputBytes: 1024 ** 3 });
   assert.equal(effectiveLimits(exec({ maxOutputBytes: 42 })).maxOutputBytes, 42);
+  assert.equal(effectiveLimits(exec({ maxOutputBytes: 4 * 1024 ** 3 })).maxOutputBytes, 1024 ** 3, 'the node cap bounds what a task asks');
+  assert.equal(effectiveLimits(exec({ maxOutputBytes: 4 * 1024 ** 3 }), { ...RUNNER_DEFAULTS, maxOutputBytes: 8 * 1024 ** 3 }).maxOutputBytes, 4 * 1024 ** 3);
 });
 
 test('GPUs are pinned to the reserved indexes', () => {

@@ -7,6 +7,7 @@ const healthy: DoctorProbes = {
   commandVersion: async (cmd) => (cmd === 'nvidia-smi' ? undefined : `${cmd} 1.0`),
   portFree: async () => true,
   dirWritable: async () => undefined,
+  outputFs: async () => undefined,
   nodeVersion: () => 'v24.9.0',
 };
 
@@ -37,4 +38,14 @@ test('doctor: each problem comes with its fix', async () => {
   assert.equal(by.get('monitor port')?.status, 'warn');
   assert.equal(by.get('data dir')?.status, 'fail');
   assert.match(formatDoctor(r), /\[FAIL\] docker: Docker daemon not reachable/);
+});
+
+test('doctor: says whether a task\'s /output is bounded, and what a node without loop devices does', async () => {
+  const ok = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001 }, healthy);
+  assert.match(ok.find((c) => c.name === 'task output')?.detail ?? '', /loop filesystem in \/d\/output-fs: writes stop at its cap plus a small slack/);
+  const r = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001 }, { ...healthy, outputFs: async () => 'losetup failed: cannot find an unused loop device' });
+  const c = r.find((x) => x.name === 'task output');
+  assert.equal(c?.status, 'fail');
+  assert.match(c?.detail ?? '', /cannot find an unused loop device.*`worker start` refuses to start, `dev` runs with \/output checked only after a task exits/);
+  assert.match(c?.fix ?? '', /as root on Linux with loop devices/);
 });

@@ -180,7 +180,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
         env: {},
         flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel, monitorPort: o.monitorPort },
       });
-      const node = await createWorker(wcfg, logger, engine);
+      const node = await createWorker(wcfg, logger, engine, { allowUnboundedOutput: true });
       await node.worker.start();
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const clientFile = devClientFile(c.env);
