@@ -5,6 +5,7 @@ import { hivemindHome } from './paths.js';
 import { DEFAULT_MONITOR_HOST, DEFAULT_MONITOR_PORT } from '../monitor/monitor-defaults.js';
 import { checkMonitorBinding } from '../monitor/monitor-security.js';
 import { compileSection, zAddress, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
 const schema = z
   .object({
@@ -28,7 +29,7 @@ const schema = z
     /** How long SIGTERM waits for running tasks before cancelling them. Default 10m. */
     drainTimeout: zDurationMs('drain timeout').default(600_000),
     /** Cap on a task's /output tree. Default 1 GiB. */
-    maxOutput: zSize('max output').default(1024 ** 3),
+    maxOutput: zSize('max output').default(DEFAULT_MAX_OUTPUT_BYTES),
     logLevel: zLogLevel.default('info'),
     /** Write the log to this file (rotated to <file>.1 at 16 MiB) instead of stderr: for service managers that keep no output. */
     logFile: z.string().min(1).optional(),

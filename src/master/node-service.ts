@@ -25,7 +25,7 @@ import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-recl
 import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
 import type { MasterEvents } from './master-events.js';
 import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
-import { resultUploadBound } from './result-bound.js';
+import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../protocol/result-bound.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import type { TaskManager } from './task-manager.js';
@@ -302,10 +302,10 @@ export class NodeService {
   }
 
   private async receiveResult(msgs: AsyncIterable<UploadResultRequest>, node: NodeRow, task: TaskRow, h: UploadHeader): Promise<UploadResultResponse> {
-    const bound = resultUploadBound(task.spec.maxOutputBytes);
-    const limitName = task.spec.maxOutputBytes > 0 ? `the task's max_output_bytes of ${formatBytes(task.spec.maxOutputBytes)}` : 'the largest max_output_bytes a task may ask for';
+    const bound = resultArchiveBound(task.spec.maxOutputBytes);
+    const limitName = task.spec.maxOutputBytes > 0 ? `the task's max_output_bytes of ${formatBytes(task.spec.maxOutputBytes)}` : `the default output cap of ${formatBytes(DEFAULT_MAX_OUTPUT_BYTES)}`;
     if (h.totalSize > bound) {
-      throw new ResultTooLargeError(`result of task ${task.id}: total_size ${h.totalSize} bytes is over the ${bound}-byte limit for a compressed result (${limitName}, plus tar headers and gzip overhead)`);
+      throw new ResultTooLargeError(`result of task ${task.id}: total_size ${h.totalSize} bytes is over the ${bound}-byte limit for a compressed result (${limitName}, plus 1/128 and 1 MiB for tar headers and gzip)`);
     }
     if (h.offset > h.totalSize) throw new InvalidArgumentError(`result of task ${task.id}: offset ${h.offset} is past the declared total_size ${h.totalSize}`);
     const session = await this.d.blobs.openResultUpload(task.id, h.offset);

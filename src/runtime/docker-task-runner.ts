@@ -15,6 +15,7 @@ import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.
 import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
 import { gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
 import { formatBytes } from '../common/units.js';
+import { resultArchiveBound } from '../protocol/result-bound.js';
 import { OutputFsUnavailableError, type OutputVolumes, type VolumeDriverOptions } from './output-volume.js';
 import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState, LogSink } from './container-engine.js';
 import {
@@ -474,9 +475,15 @@ export class DockerTaskRunner implements TaskExecutor {
     });
     const hash = createHash('sha256');
     const reclaimer = new BufferReclaimer();
+    // The master refuses a larger archive (the same rule): say so here, before uploading it.
+    const bound = resultArchiveBound(maxOutputBytes);
     let size = 0;
     const tap = new Transform({
       transform(chunk: Buffer, _enc, cb) {
+        if (size + chunk.length > bound) {
+          cb(new UnsafeArchiveError(`/output packs into more than ${bound} bytes, the most a result may take for a ${formatBytes(maxOutputBytes)} output cap (the cap, 1/128 of it and 1 MiB for tar headers and gzip): many small files take 512 bytes each in the archive; pack them into one`));
+          return;
+        }
         hash.update(chunk);
         size += chunk.length;
         // the uncompressed side churns ~as many bytes again; count both

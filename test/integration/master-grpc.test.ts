@@ -12,7 +12,7 @@ import { Client as GrpcClient, Metadata as MetadataClass, credentials, status, t
 import { AdminClient, MasterCallError } from '../../src/client/admin-client.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { Master, type MasterOptions } from '../../src/master/master.js';
-import { resultUploadBound } from '../../src/master/result-bound.js';
+import { resultArchiveBound } from '../../src/protocol/result-bound.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import {
   LogChunk as LogChunkCodec, LogStream, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
@@ -347,7 +347,7 @@ test('a result upload past its declared size or the task\'s output cap is refuse
   await nothingKept();
 
   // An honest declaration over the task's bound is refused at the header, before any byte lands.
-  const bound = resultUploadBound(MiB);
+  const bound = resultArchiveBound(MiB);
   const overCap = await w.upload([{ part: { $case: 'header', value: { taskId, attempt: 1, offset: 0, totalSize: bound + 1 } } }, { part: { $case: 'chunk', value: big.subarray(0, CHUNK) } }])
     .then(() => undefined, (e: unknown) => e);
   recordHostile('result upload: total_size over the task\'s max_output_bytes bound', overCap === undefined);

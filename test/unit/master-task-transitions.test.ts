@@ -6,8 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { RUNNER_DEFAULTS } from '../../src/runtime/container-spec.js';
-import { MAX_OUTPUT_ENTRIES, gzipBound, resultUploadBound } from '../../src/master/result-bound.js';
-import { SPEC_LIMITS } from '../../src/protocol/task-spec-rules.js';
+import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../../src/protocol/result-bound.js';
 import { decideNodeUpdate, stateRank } from '../../src/master/task-transitions.js';
 
 const S = TaskState;
@@ -62,16 +61,16 @@ test('SUCCEEDED needs a stored result; a finished task takes no update; a node c
   }
 });
 
-test('result upload bound: the cap plus tar headers and padding for every entry, gzipped without compression', () => {
-  assert.equal(MAX_OUTPUT_ENTRIES, RUNNER_DEFAULTS.maxEntries, 'the master assumes the node\'s entry cap');
+test('result archive bound: the cap, 1/128 of it and 1 MiB; an honest archive of incompressible output fits', () => {
   const MiB = 1024 ** 2;
-  const oneMiB = resultUploadBound(MiB);
-  assert.ok(oneMiB > MiB + MAX_OUTPUT_ENTRIES * 1024 && oneMiB < 100 * MiB, String(oneMiB));
-  assert.equal(resultUploadBound(0), resultUploadBound(SPEC_LIMITS.maxOutputBytes), 'an unset cap falls back to the largest a task may ask for');
-  assert.ok(resultUploadBound(2 * MiB) > oneMiB);
-  // gzip of incompressible data stays within gzipBound.
+  assert.equal(RUNNER_DEFAULTS.maxOutputBytes, DEFAULT_MAX_OUTPUT_BYTES, 'an unset cap means the node default on both sides');
+  assert.equal(resultArchiveBound(MiB), MiB + 8192 + MiB);
+  assert.equal(resultArchiveBound(0), resultArchiveBound(DEFAULT_MAX_OUTPUT_BYTES));
+  assert.ok(resultArchiveBound(64 * MiB) < 66 * MiB, 'the issue\'s 64 MiB upload for a 1 MiB cap is far outside');
+  // A tar.gz of a cap's worth of random bytes in a few files stays within the bound.
   for (const n of [0, 1, 1000, 70_000, 3 * MiB]) {
-    const gz = gzipSync(randomBytes(n), { level: 6 }).length;
-    assert.ok(gz <= gzipBound(n), `gzip of ${n} random bytes is ${gz} > ${gzipBound(n)}`);
+    const tarish = Buffer.concat([Buffer.alloc(512), randomBytes(n), Buffer.alloc(1024 + (512 - (n % 512)) % 512)]);
+    const gz = gzipSync(tarish, { level: 6 }).length;
+    assert.ok(gz <= resultArchiveBound(Math.max(n, 1)), `gzip of a ${n}-byte file is ${gz} > ${resultArchiveBound(n)}`);
   }
 });
