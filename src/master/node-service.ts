@@ -32,7 +32,7 @@ import type { TaskManager } from './task-manager.js';
 import { validateCapacity, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
 import { assertWithinSize } from './size-capped-services.js';
 import { CallRate } from './call-rate.js';
-import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE } from '../protocol/node-limits.js';
+import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, maxReportsPerMinute } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
 
 export const MASTER_VERSION = '0.1.0';
@@ -75,10 +75,12 @@ export class NodeService {
   private readonly subscribers = new Set<ServerWritableStream<SubscribeRequest, NodeCommand>>();
   private readonly registers: CallRate;
   private readonly subscribes: CallRate;
+  private readonly reports: CallRate;
 
   constructor(private readonly d: NodeServiceDeps) {
     this.registers = new CallRate(d.clock, 'Register', MAX_REGISTERS_PER_MINUTE, 60_000);
     this.subscribes = new CallRate(d.clock, 'Subscribe', MAX_SUBSCRIBES_PER_MINUTE, 60_000);
+    this.reports = new CallRate(d.clock, 'Report message', maxReportsPerMinute(d.reportIntervalMs), 60_000);
   }
 
   private nodeOf(call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }): NodeRow {
@@ -162,6 +164,7 @@ export class NodeService {
       for await (const r of messagesOf<ResourceReport>(call)) {
         // A bad report ends the stream with the reason (the worker logs it and reconnects, under
         // the Register/Subscribe rates); nothing of it is stored, the last good report stays.
+        this.reports.take(node.id, `node ${node.id}`);
         assertWithinSize(r);
         validateReport(r, node.facts.maxTasks);
         lastSeq = r.seq;

@@ -73,3 +73,12 @@ export const MAX_GPU_POWER_W = 100_000;
  */
 export const MAX_REGISTERS_PER_MINUTE = 30;
 export const MAX_SUBSCRIBES_PER_MINUTE = 30;
+
+/**
+ * Reports one node may send per minute: ten a second, or four times the master's report rate when
+ * that is faster (a node may report more often than asked, not flood). Each stored report is a
+ * database write and a placement pass; past this the Report stream ends RESOURCE_EXHAUSTED.
+ */
+export function maxReportsPerMinute(reportIntervalMs: number): number {
+  return Math.max(600, Math.ceil(60_000 / Math.max(reportIntervalMs, 1)) * 4);
+}

@@ -1146,3 +1146,25 @@ test('a log follower that stops reading holds a bounded backlog: live output pas
   for await (const c of h.admin.streamLogs(taskId)) stored += c.data.length;
   assert.ok(stored > 0);
 });
+
+test('a node flooding reports is cut off past ten a second: the stream ends RESOURCE_EXHAUSTED and the master keeps serving', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  const md = bearerMetadata(w.credential);
+  const ended = new Promise<ServiceError | undefined>((resolve) => {
+    const call = w.client.report(md, (e) => resolve(e ?? undefined));
+    for (let seq = 1; seq <= 2000; seq++) {
+      call.write({
+        seq, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0,
+        netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: FREE, lifecycleState: 'connected', accepting: true,
+      });
+    }
+    call.end();
+  });
+  const err = await ended;
+  recordHostile('node input: 2,000 reports in one burst', !(err?.code === status.RESOURCE_EXHAUSTED));
+  assert.equal(err?.code, status.RESOURCE_EXHAUSTED, 'the flood was taken whole');
+  assert.match(err.details, /more than 600 Report message calls in 60 s/);
+  const nodes = await h.admin.listNodes();
+  assert.equal(nodes.length, 1, 'the master keeps serving');
+});
