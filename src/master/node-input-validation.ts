@@ -4,11 +4,11 @@
 // to fix; nothing is stored from a refused message. Every check is O(size of the message), and the
 // message size is capped before decoding (size-capped-services.ts).
 import type { Capacity, GpuInfo, NodeFacts, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
-import type { RunningTask } from '../protocol/gen/hivemind/v1/node.js';
+import type { RunningTask, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 import {
   GPU_TEMPERATURE_RANGE_C, LABEL_KEY_PATTERN, MAX_CPU_CORES, MAX_DOCKER_MESSAGE_CHARS, MAX_FACT_CHARS, MAX_GPU_INDEX,
   MAX_GPU_POWER_W, MAX_GPU_UUID_CHARS, MAX_GPUS, MAX_HOSTNAME_CHARS, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS,
-  MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, heldTaskLimit,
+  MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, cutUpdateMessage, heldTaskLimit,
 } from '../protocol/node-limits.js';
 import { InvalidArgumentError } from './master-errors.js';
 
@@ -143,4 +143,28 @@ export function validateReport(r: ResourceReport, maxTasks: number): void {
   validateCapacity('free', r.free);
   checkText('lifecycle_state', r.lifecycleState, MAX_STATE_CHARS);
   if (r.tunnel) checkTunnel(r.tunnel);
+}
+
+/**
+ * A task update within bounds: the task id and result hash checked, the free capacity checked like
+ * a report's, the free text cut (a state change is not refused for its wording, but never stores
+ * more than MAX_UPDATE_MESSAGE_CHARS).
+ */
+export function boundTaskUpdate(u: TaskUpdate): TaskUpdate {
+  if (u.taskId.length > MAX_TASK_ID_CHARS) throw new InvalidArgumentError(`task_id: ${u.taskId.length} characters, over the limit of ${MAX_TASK_ID_CHARS}`);
+  validateCapacity('free', u.free);
+  if (u.pull) {
+    checkBytes('pull.current_bytes', u.pull.currentBytes);
+    checkBytes('pull.total_bytes', u.pull.totalBytes);
+  }
+  const o = u.outcome;
+  if (o) {
+    if (o.resultSha256 !== '' && !/^[0-9a-f]{64}$/.test(o.resultSha256)) throw new InvalidArgumentError(`outcome.result_sha256: ${excerpt(o.resultSha256)} is not 64 lowercase hex digits`);
+    checkBytes('outcome.result_size', o.resultSize);
+    checkBytes('outcome.duration_ms', o.durationMs);
+  }
+  const message = cutUpdateMessage(u.message);
+  const outcomeMessage = o ? cutUpdateMessage(o.message) : '';
+  if (message === u.message && (!o || outcomeMessage === o.message)) return u;
+  return { ...u, message, ...(o ? { outcome: { ...o, message: outcomeMessage } } : {}) };
 }

@@ -29,10 +29,10 @@ import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../protocol/result
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import type { TaskManager } from './task-manager.js';
-import { validateCapacity, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
+import { boundTaskUpdate, validateCapacity, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
 import { assertWithinSize } from './size-capped-services.js';
 import { CallRate } from './call-rate.js';
-import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, maxReportsPerMinute } from '../protocol/node-limits.js';
+import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, MAX_TASK_ID_CHARS, maxReportsPerMinute } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
 
 export const MASTER_VERSION = '0.1.0';
@@ -219,7 +219,8 @@ export class NodeService {
 
   private updateTask(call: ServerUnaryCall<TaskUpdate, TaskUpdateAck>): TaskUpdateAck {
     const node = this.nodeOf(call);
-    const u = call.request;
+    assertWithinSize(call.request);
+    const u = boundTaskUpdate(call.request);
     const ack = this.d.tasks.applyUpdate(node, u);
     if (u.free) {
       // The numbers are as of sending: an applied update of a task is already reflected in them.
@@ -364,7 +365,8 @@ export class NodeService {
       const node = this.nodeOf(call);
       for await (const c of messagesOf<LogChunk>(call)) {
         chunks++;
-        const t = this.d.store.getTask(c.taskId);
+        // One indexed lookup that decodes no spec: a flood of tiny chunks costs the master little.
+        const t = c.taskId.length <= MAX_TASK_ID_CHARS ? this.d.store.taskPlacements([c.taskId])[0] : undefined;
         const ok = t !== undefined && t.attempt === c.attempt && t.nodeId === node.id;
         // Output of a superseded attempt is dropped: it would interleave with the new attempt's.
         if (!ok || c.data.length === 0) continue;

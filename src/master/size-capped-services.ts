@@ -7,9 +7,9 @@
 import { NodeFacts } from '../protocol/gen/hivemind/v1/common.js';
 import { ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import { EnrollRequest, EnrollServiceService } from '../protocol/gen/hivemind/v1/enroll.js';
-import { RegisterRequest, SubscribeRequest } from '../protocol/gen/hivemind/v1/node.js';
+import { RegisterRequest, SubscribeRequest, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 import { NodeServiceDefinition } from '../protocol/chunk-codec.js';
-import { MAX_REGISTER_BYTES, MAX_REPORT_BYTES, MAX_SUBSCRIBE_BYTES } from '../protocol/node-limits.js';
+import { MAX_REGISTER_BYTES, MAX_REPORT_BYTES, MAX_SUBSCRIBE_BYTES, MAX_UPDATE_BYTES } from '../protocol/node-limits.js';
 import { InvalidArgumentError } from './master-errors.js';
 
 const OVERSIZE = Symbol('hivemind.oversize');
@@ -34,7 +34,7 @@ export function assertWithinSize(message: object): void {
   if (o) throw new InvalidArgumentError(`${o.what}: the message is ${o.bytes} bytes, over the limit of ${o.limit} bytes; it was not read`);
 }
 
-/** NodeService for the master's server: Register, Report and Subscribe messages size-capped. */
+/** NodeService for the master's server: Register, Report, Subscribe and UpdateTask messages size-capped. */
 export const SizeCappedNodeService = {
   ...NodeServiceDefinition,
   register: {
@@ -48,6 +48,10 @@ export const SizeCappedNodeService = {
   subscribe: {
     ...NodeServiceDefinition.subscribe,
     requestDeserialize: capped('Subscribe', MAX_SUBSCRIBE_BYTES, (b) => SubscribeRequest.decode(b), () => SubscribeRequest.create()),
+  },
+  updateTask: {
+    ...NodeServiceDefinition.updateTask,
+    requestDeserialize: capped('UpdateTask', MAX_UPDATE_BYTES, (b) => TaskUpdate.decode(b), () => TaskUpdate.create()),
   },
 } satisfies typeof NodeServiceDefinition;
 

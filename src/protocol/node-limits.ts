@@ -13,6 +13,7 @@ const KiB = 1024;
 export const MAX_REGISTER_BYTES = 128 * KiB;
 export const MAX_REPORT_BYTES = 128 * KiB;
 export const MAX_SUBSCRIBE_BYTES = 64 * KiB;
+export const MAX_UPDATE_BYTES = 64 * KiB;
 
 /** Concurrent task slots a node may declare (facts.max_tasks; the worker's own config allows 1..256). */
 export const MAX_TASK_SLOTS = 256;
@@ -81,4 +82,17 @@ export const MAX_SUBSCRIBES_PER_MINUTE = 30;
  */
 export function maxReportsPerMinute(reportIntervalMs: number): number {
   return Math.max(600, Math.ceil(60_000 / Math.max(reportIntervalMs, 1)) * 4);
+}
+
+/**
+ * Free text of a task update (`message`, `outcome.message`): longer text is cut to this many
+ * characters with a note of its full size, by the worker before sending and by the master on
+ * receipt, so a state change is never lost for its wording and never stores more than this.
+ */
+export const MAX_UPDATE_MESSAGE_CHARS = 4096;
+
+/** `text` cut to MAX_UPDATE_MESSAGE_CHARS, saying how long it was. */
+export function cutUpdateMessage(text: string): string {
+  if (text.length <= MAX_UPDATE_MESSAGE_CHARS) return text;
+  return `${text.slice(0, MAX_UPDATE_MESSAGE_CHARS)}…(cut: ${Buffer.byteLength(text)} bytes in all)`;
 }

@@ -24,6 +24,7 @@ import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { CHUNK_SIZE, channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
 import { AbortedError, AuthError } from '../common/errors.js';
 import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
+import { cutUpdateMessage } from '../protocol/node-limits.js';
 import {
   InputChecksumError,
   TransferError,
@@ -113,7 +114,7 @@ export class GrpcMasterConnection implements MasterConnection {
 
   updateTask(update: TaskUpdate): Promise<TaskUpdateAck> {
     return new Promise((resolve, reject) => {
-      this.client.updateTask(update, this.md(), { deadline: this.deadline() }, (err, res) => (err ? reject(err) : resolve(res)));
+      this.client.updateTask(withinLimits(update), this.md(), { deadline: this.deadline() }, (err, res) => (err ? reject(err) : resolve(res)));
     });
   }
 
@@ -272,4 +273,11 @@ export class GrpcMasterConnection implements MasterConnection {
     this.streams.clear();
     this.client.close();
   }
+}
+
+/** The update with its free text cut to what the master stores (it would cut it the same way). */
+function withinLimits(u: TaskUpdate): TaskUpdate {
+  const message = cutUpdateMessage(u.message);
+  const outcome = u.outcome ? { ...u.outcome, message: cutUpdateMessage(u.outcome.message) } : undefined;
+  return { ...u, message, ...(outcome ? { outcome } : {}) };
 }

@@ -846,13 +846,14 @@ test('errors echo a caller\'s value cut short: a 100 kB id gets NOT_FOUND with a
     ['stream logs', async () => { for await (const _ of h.admin.streamLogs(longId)) break; }, status.NOT_FOUND],
     ['remove node', () => h.admin.removeNode(longId), status.NOT_FOUND],
     ['revoke token', () => h.admin.revokeToken(longId), status.INVALID_ARGUMENT],
-    ['node update of an unknown task', () => w.update({ taskId: longId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING }), status.NOT_FOUND],
+    // A node's update this large is refused unread for its size (short message, no echo at all).
+    ['node update of an unknown task', () => w.update({ taskId: longId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING }), status.INVALID_ARGUMENT],
   ];
   for (const [name, call, want] of cases) {
     const err = await call().then(() => undefined, (e: unknown) => e as Partial<ServiceError> & { status?: status });
     const code = err?.status ?? err?.code;
     const details = String((err as { details?: string })?.details ?? (err as Error | undefined)?.message ?? '');
-    const clear = code === want && details.length < 400 && details.includes('…(100000 bytes)');
+    const clear = code === want && details.length < 400 && (details.includes('…(100000 bytes)') || /it was not read$/.test(details));
     recordHostile(`echo: a 100 kB id in ${name}`, err === undefined);
     assert.ok(clear, `${name}: got ${code === undefined ? 'no error' : status[code]} "${details.slice(0, 300)}"`);
   }
@@ -1167,4 +1168,32 @@ test('a node flooding reports is cut off past ten a second: the stream ends RESO
   assert.match(err.details, /more than 600 Report message calls in 60 s/);
   const nodes = await h.admin.listNodes();
   assert.equal(nodes.length, 1, 'the master keeps serving');
+});
+
+test('task updates are bounded: an oversized update is refused unread, long text is cut, a forged hash or capacity refused; the state change is kept', async (t) => {
+  const h = await startMaster(t);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  const refused = async (name: string, u: Parameters<FakeWorker['update']>[0], re: RegExp) => {
+    const err = await w.update(u).then(() => undefined, (e: ServiceError) => e);
+    recordHostile(`node input: ${name}`, !(err?.code === status.INVALID_ARGUMENT && re.test(err.details)));
+    assert.equal(err?.code, status.INVALID_ARGUMENT, name);
+    assert.match(err.details, re, name);
+  };
+  await refused('an update of 3 MB', { taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING, message: 'm'.repeat(3_000_000) }, /^UpdateTask: the message is \d+ bytes, over the limit of 65536 bytes; it was not read$/);
+  await refused('a forged result hash', { taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_FAILED, outcome: { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 1, message: '', durationMs: 1, resultSize: 0, resultSha256: 'x'.repeat(500) } }, /^outcome\.result_sha256: .* is not 64 lowercase hex digits$/);
+  await refused('a capacity of NaN CPUs', { taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING, free: { ...FREE, cpus: Number.NaN } }, /^free\.cpus: NaN is not a finite number$/);
+  assert.equal((await h.admin.getTask(taskId)).state, TaskState.TASK_STATE_ASSIGNED, 'nothing of a refused update was applied');
+
+  // 60 kB of reason: the task still fails, with the reason cut and its size said.
+  const ack = await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_FAILED, outcome: { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 1, message: 'r'.repeat(60_000), durationMs: 1, resultSize: 0, resultSha256: '' } });
+  assert.equal(ack.applied, true);
+  const info = await h.admin.getTask(taskId);
+  recordHostile('node input: an outcome message of 60 kB', (info.outcome?.message.length ?? 0) > 5000);
+  assert.equal(info.state, TaskState.TASK_STATE_FAILED);
+  assert.ok(info.outcome!.message.length < 4200, String(info.outcome!.message.length));
+  assert.match(info.outcome!.message, /…\(cut: 60000 bytes in all\)$/);
 });
