@@ -28,6 +28,8 @@ import type { NodeRegistry } from './registry.js';
 import { validateMaxAttempts, validateTaskSpec } from './spec-validation.js';
 import { fitTaskInfo, toTaskInfo } from './task-info.js';
 import type { TaskManager } from './task-manager.js';
+import { DEFAULT_MAX_INPUT_BYTES } from '../protocol/result-bound.js';
+import { formatBytes } from '../common/units.js';
 
 export interface AdminServiceDeps {
   store: MasterStore;
@@ -39,6 +41,8 @@ export interface AdminServiceDeps {
   clock: Clock;
   log: Logger;
   maxAttempts: number;
+  /** Largest input archive a submission may stream; refused past it, nothing kept. */
+  maxInputArchiveBytes: number;
   /** Tunnel mode: tokens are join tokens that also carry the enrollment endpoint and certificate fingerprint. */
   joinToken?: (secret: string) => string;
   /** After a node is removed: drop its WireGuard peer (tunnel mode). */
@@ -149,10 +153,16 @@ export class AdminService {
       let input = { size: 0, sha256: '' };
       if (part.value.hasInput) {
         let trailer: { size: number; sha256: string } | undefined;
+        const maxInput = this.d.maxInputArchiveBytes;
+        let received = 0;
         const chunks = async function* (): AsyncGenerator<Uint8Array> {
           for await (const m of msgs) {
             if (m.part?.$case === 'chunk') {
               if (trailer) throw new InvalidArgumentError('input chunk after the trailer');
+              received += m.part.value.length;
+              if (received > maxInput) {
+                throw new InvalidArgumentError(`the input archive passes ${formatBytes(maxInput)}, the most a node takes (it unpacks at most ${formatBytes(DEFAULT_MAX_INPUT_BYTES)} of input); nothing was stored`);
+              }
               yield m.part.value;
             } else if (m.part?.$case === 'trailer') {
               trailer = m.part.value;

@@ -37,6 +37,7 @@ import { MasterStore } from './master-store.js';
 import { NodeService } from './node-service.js';
 import { MISSED_REPORTS_OFFLINE, NodeRegistry } from './registry.js';
 import { TaskManager } from './task-manager.js';
+import { inputArchiveBound } from '../protocol/result-bound.js';
 
 /** Workers back off up to 30 s (plus jitter) while the master is away; this covers it. */
 export const RESTART_GRACE_MS = 60_000;
@@ -57,6 +58,8 @@ export interface MasterOptions {
   maxAttempts?: number;
   /** Cap of each task's stored log; the end is kept. Default 8 MiB. */
   logMaxBytes?: number;
+  /** Largest input archive a submission may stream (refused past it). Default inputArchiveBound(): what a node's 1 GiB input cap unpacks from. */
+  maxInputArchiveBytes?: number;
   /** How often presence is checked. Default reportIntervalMs / 4, between 50 ms and 1 s. */
   offlineCheckIntervalMs?: number;
   /** How long close() lets open calls finish before cutting them. Default 2 000 ms. */
@@ -103,6 +106,7 @@ interface CompiledOptions {
   nodeTimeoutMs: number;
   maxAttempts: number;
   logMaxBytes: number;
+  maxInputArchiveBytes: number;
   offlineCheckIntervalMs: number;
   shutdownGraceMs: number;
   restartGraceMs: number;
@@ -133,6 +137,7 @@ function compile(o: MasterOptions): CompiledOptions {
     nodeTimeoutMs,
     maxAttempts,
     logMaxBytes: o.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
+    maxInputArchiveBytes: o.maxInputArchiveBytes ?? inputArchiveBound(),
     offlineCheckIntervalMs: o.offlineCheckIntervalMs ?? Math.max(50, Math.min(1000, reportIntervalMs / 4)),
     shutdownGraceMs: o.shutdownGraceMs ?? 2000,
     restartGraceMs: o.restartGraceMs ?? RESTART_GRACE_MS,
@@ -213,6 +218,7 @@ export class Master {
       const adminService = new AdminService({
         ...common,
         maxAttempts: opts.maxAttempts,
+        maxInputArchiveBytes: opts.maxInputArchiveBytes,
         ...(joinToken ? { joinToken } : {}),
         ...(hub ? { onNodeRemoved: async () => { await hub.syncPeers(); await nodeService.broadcastMeshPeers(); } } : {}),
       });

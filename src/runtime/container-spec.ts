@@ -5,7 +5,7 @@ import { checkTaskSpec } from '../protocol/task-spec-rules.js';
 import type { TaskExecution } from '../worker/task-executor.js';
 import type { ContainerCreateConfig } from './container-engine.js';
 import { taskLabels } from './labels.js';
-import { DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
+import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
 /** What a task gets when its spec leaves a limit at 0. */
 export interface RunnerDefaults {
@@ -40,7 +40,7 @@ export const RUNNER_DEFAULTS: Readonly<RunnerDefaults> = Object.freeze({
   pids: 256,
   timeoutMs: 3_600_000,
   maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
-  maxInputBytes: 1024 ** 3,
+  maxInputBytes: DEFAULT_MAX_INPUT_BYTES,
   maxEntries: 100_000,
   tmpfsBytes: 64 * 1024 ** 2,
   logTailBytes: 64 * 1024,

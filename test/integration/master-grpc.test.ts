@@ -1197,3 +1197,15 @@ test('task updates are bounded: an oversized update is refused unread, long text
   assert.ok(info.outcome!.message.length < 4200, String(info.outcome!.message.length));
   assert.match(info.outcome!.message, /…\(cut: 60000 bytes in all\)$/);
 });
+
+test('a submission whose input archive passes what a node takes is refused while it streams; nothing is stored or queued', async (t) => {
+  const h = await startMaster(t, { maxInputArchiveBytes: 1024 * 1024 });
+  const inputFile = join(h.dir, 'big-input.tar.gz');
+  await writeFile(inputFile, randomBytes(3 * 1024 * 1024));
+  const err = await h.admin.submit({ image: 'busybox' }, { inputFile }).then(() => undefined, (e: unknown) => e as MasterCallError);
+  recordHostile('submission: an input archive past the node input cap', err === undefined);
+  assert.equal(err?.status, status.INVALID_ARGUMENT);
+  assert.match(err.message, /the input archive passes 1\.0 MiB, the most a node takes .*nothing was stored/);
+  assert.deepEqual(await readdir(join(h.dir, 'inputs')), [], 'no partial input is left');
+  assert.equal((await h.admin.listTasks()).length, 0, 'nothing was queued');
+});
