@@ -3,7 +3,7 @@
 // readable errors.
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { echoValue } from '../common/echo-value.js';
@@ -234,7 +234,12 @@ export class AdminClient {
     }
     const resumedFrom = offset;
     if (offset < want.resultSize) {
-      const out = createWriteStream(partial, { flags: offset === 0 ? 'w' : 'a' });
+      // Opened before anything is read: a destination that cannot be written (no such directory,
+      // no permission) is a clear error, not an unhandled stream 'error' with a stack trace.
+      const fh = await open(partial, offset === 0 ? 'w' : 'a').catch((err: NodeJS.ErrnoException) => {
+        throw new MasterCallError(`fetch result of task ${taskId}`, new Error(`cannot write ${partial}: ${err.code === 'ENOENT' ? 'its directory does not exist' : err.message}`));
+      });
+      const out = fh.createWriteStream();
       try {
         for await (const chunk of this.iterate(`fetch result of task ${taskId}`, this.client.fetchResult({ taskId, offset }, this.md), signal)) {
           if (chunk.offset !== offset) throw new ResultMismatchError(`fetch result of task ${taskId}: expected a chunk at offset ${offset}, got ${chunk.offset}`);

@@ -292,6 +292,8 @@ test('a task flows from submit to a fetched result: input, idempotent updates, l
   assert.equal(fetched.sha256, sha256(result));
   assert.equal(sha256(await readFile(dest)), sha256(result));
   await assert.rejects(stat(`${dest}.partial`), { code: 'ENOENT' });
+  // A destination in a directory that does not exist is a clear error (it was an unhandled stream error).
+  await assert.rejects(h.admin.fetchResult(taskId, join(h.dir, 'no-such-dir', 'out.tar.gz')), /cannot write .*no-such-dir.*: its directory does not exist/);
 });
 
 test('an upload whose sha256 does not match is discarded with a clear error', async (t) => {
