@@ -1,6 +1,6 @@
 # The HiveMind worker image: the standalone executable (dist-exe/hivemind-linux-x64, built by
 # `npm run build:exe`) on a minimal Debian with the WireGuard tools, iproute2, CA certificates,
-# busybox and tini. It builds offline: `bash scripts/worker-image.sh` makes the base image locally
+# busybox, tini, e2fsprogs and losetup (a task's bounded /output). It builds offline: `bash scripts/worker-image.sh` makes the base image locally
 # from Debian packages (no registry) and runs `docker build --network none`. docs/docker-image.md.
 ARG BASE=hivemind/worker-base:12
 

@@ -456,6 +456,8 @@ worker_config() {
   [ -z "$max_tasks" ] || echo "    \"maxTasks\": $max_tasks,"
   [ -z "$monitor_port" ] || echo "    \"monitorPort\": $monitor_port,"
   echo "    \"drainTimeout\": $(json_str "$drain_timeout"),"
+  # Docker Desktop has no loop devices to bound /output with: without this the worker refuses to start
+  [ "$target_os" != windows ] || echo '    "allowUnboundedOutput": true,'
   echo "    \"dataDir\": $(json_str "$data_dir")"
   echo '  }'
   echo '}'
@@ -751,6 +753,9 @@ else
     changed "install $exe"
   fi
   if [ "$target_os" = linux ]; then make_dir "$config_dir" 0755; else make_dir "$config_dir" 0700; fi
+  if [ "$target_os" = windows ]; then
+    say "config: allowUnboundedOutput, because Docker Desktop has no loop devices to bound a task's /output with: its output is checked against its cap after it exits, and the Docker Desktop VM's disk bounds the rest"
+  fi
   put_generated "$config_file" 0600 worker_config && restart=1
   make_dir "$data_dir" 0700
   make_dir "$log_dir" 0750

@@ -26,8 +26,10 @@ exe="dist-exe/hivemind-linux-x64"
 hash_label="io.hivemind.build-hash"
 
 # What the worker runs besides itself: `ip` and the WireGuard tools for the tunnel, the CA bundle
-# for TLS, tini as PID 1, busybox for `hivemind dev`'s offline task image (`hivemind doctor` checks each).
-packages=(ca-certificates iproute2 wireguard-tools wireguard-go tini busybox-static)
+# for TLS, tini as PID 1, busybox for `hivemind dev`'s offline task image, mkfs.ext4 and debugfs
+# (e2fsprogs) and losetup (mount) for each task's bounded /output (`hivemind doctor` checks each).
+# Debian's minbase has the last two already; they are named so that stays true.
+packages=(ca-certificates iproute2 wireguard-tools wireguard-go tini busybox-static e2fsprogs mount)
 # Run in the base container (no network) after the packages' .deb files are mounted at /debs.
 # Headers, docs, man pages and translations are not needed at run time (Node carries its own ICU data).
 runtime_setup='set -e

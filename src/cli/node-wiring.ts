@@ -17,7 +17,8 @@ import { ImagePruner } from '../runtime/image-pruner.js';
 import { IMAGE_PRUNE_INTERVAL_MS, ImagePruneSchedule } from '../runtime/image-prune-schedule.js';
 import { imageUseLog } from '../runtime/image-use-log.js';
 import { RUNNER_DEFAULTS } from '../runtime/container-spec.js';
-import { LoopOutputVolumes, OUTPUT_FS_FIX, UnboundedOutputVolumes, outputFsDir, type OutputVolumes } from '../runtime/output-volume.js';
+import { LoopOutputVolumes, outputFsDir } from '../runtime/output-volume.js';
+import { chooseOutputVolumes } from '../runtime/output-volume-policy.js';
 import { Worker } from '../worker/worker.js';
 import { WorkerStore } from '../worker/store/worker-store.js';
 import { SystemProbe } from '../worker/resources/system-probe.js';
@@ -37,16 +38,17 @@ export interface WorkerNode {
 
 export interface CreateWorkerOptions {
   /**
-   * Where this host cannot bound a task's /output, run with /output checked only after exit
-   * instead of refusing to start: `hivemind dev` only (the user's own tasks on their machine).
+   * `hivemind dev` (the user's own tasks on their machine): where this host cannot bound a task's
+   * /output, run with /output checked only after exit instead of refusing to start, whatever
+   * cfg.allowUnboundedOutput says.
    */
-  allowUnboundedOutput?: boolean;
+  dev?: boolean;
 }
 
 export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: ContainerEngine = DockerEngine.create(), opts: CreateWorkerOptions = {}): Promise<WorkerNode> {
   ensureDataDir(cfg.dataDir);
   await assertNotRemoved(cfg.dataDir);
-  const outputVolumes = await boundedOutput(cfg.dataDir, opts, logger);
+  const outputVolumes = await chooseOutputVolumes(new LoopOutputVolumes(outputFsDir(cfg.dataDir)), opts.dev ? 'dev' : cfg.allowUnboundedOutput ? 'allowed' : 'refuse', logger);
   const spoolDir = join(cfg.dataDir, 'spool');
   let worker: Worker | undefined;
   // Set once the store is open, which is before any task can arrive.
@@ -165,17 +167,4 @@ async function startMonitor(cfg: WorkerConfig, worker: Worker, store: WorkerStor
     logger.error({ err: err.message }, 'the web monitor is off; the worker runs without it');
     return undefined;
   }
-}
-
-/** The /output volumes of this node: loop filesystems, or (dev only, said loudly) plain volumes. */
-async function boundedOutput(dataDir: string, opts: CreateWorkerOptions, logger: Logger): Promise<OutputVolumes> {
-  const loop = new LoopOutputVolumes(outputFsDir(dataDir));
-  const probe = await loop.probe();
-  if (probe.ok) return loop;
-  const why = `this host cannot bound what a task writes to /output (${probe.reason})`;
-  if (opts.allowUnboundedOutput) {
-    logger.warn(`${why}: dev mode runs anyway, with /output checked against its cap only after the task exits, so a task can fill this disk; a worker serving a master refuses to start here`);
-    return new UnboundedOutputVolumes();
-  }
-  throw new ConfigError(`${why}. To fix: ${OUTPUT_FS_FIX} (\`hivemind doctor\` checks it)`);
 }

@@ -135,6 +135,9 @@ export const zInt = (min: number, max: number) =>
     .min(min, { message: `must be at least ${min}` })
     .max(max, { message: `must be at most ${max}` });
 
+/** true/false, or (from env and flags) "true"/"false"/"1"/"0". */
+export const zBool = z.preprocess((v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : v), z.boolean({ message: 'expected true or false' }));
+
 export const zPositive = z.coerce.number({ message: 'expected a number' }).positive({ message: 'must be greater than 0' });
 
 export const zAddress = z

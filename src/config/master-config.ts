@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { formatDuration } from '../common/units.js';
 import { MISSED_REPORTS_OFFLINE } from '../master/registry.js';
 import { hivemindHome } from './paths.js';
-import { compileSection, zAddress, zDurationMs, zInt, zLogLevel, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
 const schema = z
   .object({
@@ -29,7 +29,7 @@ const schema = z
     /** Tunnel mode: port of the node service on the master's tunnel address. Default 7070. */
     nodePort: zInt(1, 65535).default(7070),
     /** Tunnel mode: workers peer directly with each other. Default false (hub). */
-    mesh: z.preprocess((v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : v), z.boolean({ message: 'expected true or false' })).default(false),
+    mesh: zBool.default(false),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { hivemindHome } from './paths.js';
 import { DEFAULT_MONITOR_HOST, DEFAULT_MONITOR_PORT } from '../monitor/monitor-defaults.js';
 import { checkMonitorBinding } from '../monitor/monitor-security.js';
-import { compileSection, zAddress, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { compileSection, zAddress, zBool, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
 const schema = z
@@ -30,6 +30,12 @@ const schema = z
     drainTimeout: zDurationMs('drain timeout').default(600_000),
     /** Cap on a task's /output tree. Default 1 GiB. */
     maxOutput: zSize('max output').default(DEFAULT_MAX_OUTPUT_BYTES),
+    /**
+     * Where this host cannot bound a task's /output while it runs (no loop devices: Docker
+     * Desktop), start anyway with /output checked against its cap only after the task exits,
+     * instead of refusing to start. Default false.
+     */
+    allowUnboundedOutput: zBool.default(false),
     logLevel: zLogLevel.default('info'),
     /** Write the log to this file (rotated to <file>.1 at 16 MiB) instead of stderr: for service managers that keep no output. */
     logFile: z.string().min(1).optional(),
@@ -71,6 +77,7 @@ const fields: Record<string, FieldSource> = {
   reportInterval: { env: 'HIVEMIND_REPORT_INTERVAL', flag: 'reportInterval' },
   drainTimeout: { env: 'HIVEMIND_DRAIN_TIMEOUT', flag: 'drainTimeout' },
   maxOutput: { env: 'HIVEMIND_MAX_OUTPUT', flag: 'maxOutput' },
+  allowUnboundedOutput: { env: 'HIVEMIND_ALLOW_UNBOUNDED_OUTPUT', flag: 'allowUnboundedOutput' },
   imageBudget: { env: 'HIVEMIND_IMAGE_BUDGET', flag: 'imageBudget' },
   imageUnusedFor: { env: 'HIVEMIND_IMAGE_UNUSED_FOR', flag: 'imageUnusedFor' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },

@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import Docker from 'dockerode';
 import { errorMessage } from '../common/errors.js';
 import { LoopOutputVolumes, OUTPUT_FS_FIX, outputFsDir } from '../runtime/output-volume.js';
+import { ALLOW_UNBOUNDED_OUTPUT_OPT_IN, UNBOUNDED_OUTPUT_MEANS } from '../runtime/output-volume-policy.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -70,6 +71,8 @@ export interface DoctorOptions {
   dataDir: string;
   masterPort: number;
   monitorPort: number;
+  /** The worker's allowUnboundedOutput (config file or env): which mode a host without loop devices gets. */
+  allowUnboundedOutput?: boolean;
 }
 
 export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = systemProbes): Promise<CheckResult[]> {
@@ -139,14 +142,21 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
   const dir = outputFsDir(opts.dataDir);
   const outErr = dirErr ? 'the data dir is not writable' : await probes.outputFs(dir);
   results.push(
-    outErr
-      ? {
-          name: 'task output',
-          status: 'fail',
-          detail: `cannot make loop filesystems in ${dir} (${outErr}): \`worker start\` refuses to start, \`dev\` runs with /output checked only after a task exits (a task can fill the disk)`,
-          fix: OUTPUT_FS_FIX,
-        }
-      : { name: 'task output', status: 'ok', detail: `each task's /output is a loop filesystem in ${dir}: writes stop at its cap plus a small slack` },
+    !outErr
+      ? { name: 'task output', status: 'ok', detail: `each task's /output is a loop filesystem in ${dir}: writes stop at its cap plus a small slack` }
+      : opts.allowUnboundedOutput
+        ? {
+            name: 'task output',
+            status: 'warn',
+            detail: `cannot make loop filesystems in ${dir} (${outErr}); allowUnboundedOutput is set, so \`worker start\` runs unbounded: ${UNBOUNDED_OUTPUT_MEANS}`,
+            fix: OUTPUT_FS_FIX,
+          }
+        : {
+            name: 'task output',
+            status: 'fail',
+            detail: `cannot make loop filesystems in ${dir} (${outErr}): \`worker start\` refuses to start, \`dev\` runs with /output checked only after a task exits (a task can fill the disk)`,
+            fix: `${OUTPUT_FS_FIX}; or, where the host has no loop devices (Docker Desktop), accept /output checked only after each task exits: ${ALLOW_UNBOUNDED_OUTPUT_OPT_IN}`,
+          },
   );
   return results;
 }

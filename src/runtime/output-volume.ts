@@ -30,7 +30,7 @@ export interface OutputVolumes {
 
 /** What makes loop filesystems possible, for the startup error and doctor. */
 export const OUTPUT_FS_FIX =
-  'run the worker as root on Linux with loop devices (/dev/loop-control) and e2fsprogs (mkfs.ext4, debugfs) installed; as a container, add --privileged -v /dev:/dev';
+  'run the worker as root on Linux with loop devices (/dev/loop-control) and e2fsprogs (mkfs.ext4, debugfs) installed; as a container, pass it the loop devices: --device /dev/loop-control and --device /dev/loopN for each existing /dev/loopN (or --privileged -v /dev:/dev)';
 
 /** This host cannot make a bounded /output (no loop devices, not root, tools missing). */
 export class OutputFsUnavailableError extends HivemindError {
@@ -82,7 +82,8 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /**
  * Output filesystems as ext4 images under `dir`, attached with `losetup` (needs root and
- * /dev/loop-control, i.e. Linux with the worker outside a container or in a privileged one).
+ * /dev/loop-control, i.e. Linux with the worker outside a container, or in one given the loop
+ * devices: dockerd mounts the /dev/loopN that losetup attached in the container, the same device).
  * ext4 without a journal (nothing to replay: a crashed attempt's output is discarded), 1 KiB
  * blocks so small files waste little, root owned by the task user, no lost+found in the result.
  */
@@ -189,8 +190,9 @@ export class LoopOutputVolumes implements OutputVolumes {
 
 /**
  * Plain Docker volumes on the host disk: /output is checked against its cap only after the task
- * exits. Only `hivemind dev` falls back to this (your own tasks on your own machine), and says so;
- * a worker serving a master refuses to start without a bounded /output.
+ * exits. Only `hivemind dev` (your own tasks on your own machine) and a worker whose operator set
+ * allowUnboundedOutput fall back to this, and say so; any other worker refuses to start without a
+ * bounded /output (output-volume-policy.ts).
  */
 export class UnboundedOutputVolumes implements OutputVolumes {
   create(): Promise<undefined> {

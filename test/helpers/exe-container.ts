@@ -2,12 +2,14 @@
 // an empty directory: the fixture of the executable's and install.sh's ship tests. The host's
 // Docker socket is mounted (the worker runs its tasks there), and a host temp dir is mounted at the
 // same path, because the paths the worker hands to Docker for bind mounts are read on the host.
+// The host's loop devices are passed, so the worker can make each task's bounded /output.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runProcess, waitFor, type CliResult } from './cli-process.js';
+import { loopDeviceArgs } from './loop-devices.js';
 
 const run = promisify(execFile);
 
@@ -37,6 +39,8 @@ export class ExeContainer {
       await run('docker', [
         'run', '-d', '--rm', '--name', name, '--label', LABEL, ...(opts.init ? ['--init'] : []),
         '-v', '/var/run/docker.sock:/var/run/docker.sock',
+        // `worker start` refuses to run where it cannot bound a task's /output: give it the loop devices
+        ...loopDeviceArgs(),
         '-v', `${shared}:${shared}`,
         '-e', `HOME=${shared}/home`, '-e', `HIVEMIND_HOME=${shared}/home`, '-e', 'HIVEMIND_LOG_LEVEL=info',
         image, 'sleep', 'infinity',

@@ -1,7 +1,8 @@
 // The worker's Docker image (Dockerfile, built offline by scripts/worker-image.sh): its labels and
-// runtime settings, no build toolchain inside, --version and doctor, then `hivemind dev` in it as
-// the non-root user: a task round trip, the healthcheck, `docker stop` draining a running task to
-// exit 0 (SIGTERM reaches the worker through tini), and the history kept on the data volume.
+// runtime settings, no build toolchain inside, --version and doctor (a bounded /output given the
+// host's loop devices), then `hivemind dev` in it as the non-root user: a task round trip, the
+// healthcheck, `docker stop` draining a running task to exit 0 (SIGTERM reaches the worker through
+// tini), and the history kept on the data volume.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -11,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { waitFor } from '../helpers/cli-process.js';
 import { executablePath, requireDockerImage, requireWorkerImage } from '../helpers/requirements.js';
 import { WORKER_IMAGE, WorkerContainer, docker, runOnce } from '../helpers/worker-container.js';
+import { loopDeviceArgs } from '../helpers/loop-devices.js';
 
 const TASK_IMAGE = 'hivemind/busybox:1';
 const MiB = 1024 * 1024;
@@ -98,6 +100,23 @@ test('the worker Docker image', { timeout: 300_000 }, async (t) => {
     for (const name of ['node', 'docker', 'wireguard-tools', 'wireguard-go', 'busybox', 'data dir']) {
       assert.equal(checks.get(name)?.status, 'ok', `${name}: ${JSON.stringify(checks.get(name))}`);
     }
+  });
+
+  await t.test('doctor: /output is bounded given the loop devices the doc passes; without them it says `worker start` refuses, or runs unbounded when allowed', async () => {
+    const outputCheck = async (runArgs: string[]) => {
+      const r = await runOnce(['doctor', '--json'], runArgs);
+      return (JSON.parse(r.stdout) as { name: string; status: string; detail: string }[]).find((x) => x.name === 'task output');
+    };
+    // as docs/docker-image.md runs it: root, with --device for /dev/loop-control and each /dev/loopN
+    const bounded = await outputCheck(loopDeviceArgs());
+    assert.equal(bounded?.status, 'ok', JSON.stringify(bounded));
+    assert.match(bounded?.detail ?? '', /loop filesystem/);
+    const refused = await outputCheck([]);
+    assert.equal(refused?.status, 'fail', JSON.stringify(refused));
+    assert.match(refused?.detail ?? '', /`worker start` refuses to start/);
+    const allowed = await outputCheck(['-e', 'HIVEMIND_ALLOW_UNBOUNDED_OUTPUT=true']);
+    assert.equal(allowed?.status, 'warn', JSON.stringify(allowed));
+    assert.match(allowed?.detail ?? '', /allowUnboundedOutput is set, so `worker start` runs unbounded/);
   });
 
   await t.test('dev as the non-root user: round trip, healthcheck, docker stop drains, the volume keeps the history', async () => {

@@ -133,7 +133,8 @@ test('the Linux executable runs alone in a Debian container without Node', { tim
         return (JSON.parse(r.stdout || '[]') as { online: boolean }[]).some((n) => n.online);
       }, 60_000, 500);
       assert.ok(worker.running, `worker exited:\n${worker.output}`);
-      const sub = await c.hivemind(['submit', '--image', TASK_IMAGE, '--wait', ...admin, '--', 'sh', '-c', 'echo worked > /output/w.txt']);
+      // the container was given the host's loop devices: /output is a bounded ext4 on one of them
+      const sub = await c.hivemind(['submit', '--image', TASK_IMAGE, '--wait', ...admin, '--', 'sh', '-c', 'grep -E "^/dev/loop[0-9]+ /output ext4 " /proc/mounts && echo worked > /output/w.txt']);
       assert.equal(sub.code, 0, `${sub.stdout}\n${sub.stderr}\n${worker.output}`);
       assert.match(sub.stdout, /succeeded/i);
       assert.equal(await worker.stop(), 0, worker.output);

@@ -126,6 +126,29 @@ test('install.sh --os windows --uninstall --purge --dry-run names the task and e
   for (const p of Object.values(paths)) assert.ok(existsSync(p), `${p} is still there`);
 });
 
+test('install.sh --os windows writes allowUnboundedOutput into the config, and says why (Docker Desktop has no loop devices)', async (t) => {
+  // A Windows layout under a temp dir, with a config of exactly the expected content: the dry run
+  // then finds it unchanged, which checks every byte install.sh would write.
+  const dir = mkdtempSync(join(tmpdir(), 'hm-win-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pf = join(dir, 'Program Files');
+  const pd = join(dir, 'ProgramData');
+  const config = join(pd, 'HiveMind', 'worker.json');
+  const binary = join(dir, 'hivemind-win-x64.exe');
+  mkdirSync(dirname(config), { recursive: true });
+  writeFileSync(binary, '');
+  const expected = ['{', '  "worker": {', '    "token": "hmj1.example",', '    "drainTimeout": "10m",', '    "allowUnboundedOutput": true,', `    "dataDir": "${join(pd, 'HiveMind', 'worker')}"`, '  }', '}', ''].join('\n');
+  writeFileSync(config, expected);
+  const r = await installOnHost(['--os', 'windows', '--binary', binary, '--token', 'hmj1.example', '--dry-run', '--skip-deps'], INSTALL_SH, { ProgramW6432: pf, ProgramData: pd });
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  assert.ok(r.stdout.includes(`install.sh: unchanged: ${config}\n`), `the generated config differs from:\n${expected}\n${r.stdout}\n${r.stderr}`);
+  assert.ok(
+    r.stdout.includes("install.sh: config: allowUnboundedOutput, because Docker Desktop has no loop devices to bound a task's /output with: its output is checked against its cap after it exits, and the Docker Desktop VM's disk bounds the rest\n"),
+    r.stdout,
+  );
+  assert.equal((JSON.parse(readFileSync(config, 'utf8')) as { worker: { allowUnboundedOutput: boolean } }).worker.allowUnboundedOutput, true);
+});
+
 test('install.sh --from-checkout builds only this machine\'s executable', async (t) => {
   const targets: Record<string, string> = { x64: 'linux-x64', arm64: 'linux-arm64' };
   const target = targets[process.arch];
@@ -283,6 +306,7 @@ test('install.sh in a Debian container without systemd: install, re-run, upgrade
       'install.sh: missing: WireGuard for Windows',
       'install.sh: missing: Docker Desktop',
       '[dry-run] would create C:/Program Files/HiveMind/hivemind.exe (mode 0755)',
+      "install.sh: config: allowUnboundedOutput, because Docker Desktop has no loop devices to bound a task's /output with",
       '[dry-run] would create C:/ProgramData/HiveMind/worker.json (mode 0600)',
       '[dry-run] would run: icacls C:\\ProgramData\\HiveMind //inheritance:r //grant:r *S-1-5-18:(OI)(CI)F *S-1-5-32-544:(OI)(CI)F',
       '[dry-run] would run: icacls C:\\ProgramData\\HiveMind\\worker //inheritance:r //grant:r *S-1-5-18:(OI)(CI)F *S-1-5-32-544:(OI)(CI)F',

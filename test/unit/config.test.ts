@@ -58,6 +58,26 @@ test('worker config: the image budget and unused-for time, defaults and every so
   assert.equal(fromFlags.imageUnusedForMs, 90 * 60_000);
 });
 
+test('worker config: allowUnboundedOutput is off by default and set by the file, the env or the flag', () => {
+  assert.equal(compileWorkerConfig({ env: {}, flags: {} }).allowUnboundedOutput, false);
+  const file = { worker: { allowUnboundedOutput: true } };
+  assert.equal(compileWorkerConfig({ file, env: {}, flags: {} }).allowUnboundedOutput, true);
+  assert.equal(compileWorkerConfig({ env: { HIVEMIND_ALLOW_UNBOUNDED_OUTPUT: 'true' }, flags: {} }).allowUnboundedOutput, true);
+  assert.equal(compileWorkerConfig({ env: { HIVEMIND_ALLOW_UNBOUNDED_OUTPUT: '1' }, flags: {} }).allowUnboundedOutput, true);
+  // commander gives a bare --allow-unbounded-output as true
+  assert.equal(compileWorkerConfig({ env: {}, flags: { allowUnboundedOutput: true } }).allowUnboundedOutput, true);
+  // env over file, as for every key
+  assert.equal(compileWorkerConfig({ file, env: { HIVEMIND_ALLOW_UNBOUNDED_OUTPUT: 'false' }, flags: {} }).allowUnboundedOutput, false);
+  assert.throws(
+    () => compileWorkerConfig({ env: { HIVEMIND_ALLOW_UNBOUNDED_OUTPUT: 'yes please' }, flags: {} }),
+    (err: unknown) => err instanceof ConfigError && /environment variable HIVEMIND_ALLOW_UNBOUNDED_OUTPUT: expected true or false/.test(err.message),
+  );
+  assert.throws(
+    () => compileWorkerConfig({ file: { worker: { allowUnboundedOutput: 'sure' } }, filePath: '/etc/hm.json', env: {}, flags: {} }),
+    (err: unknown) => err instanceof ConfigError && /"worker.allowUnboundedOutput" in \/etc\/hm.json: expected true or false/.test(err.message),
+  );
+});
+
 test('worker config: a bad image budget or unused-for time names its source and the form expected', () => {
   assert.throws(
     () => compileWorkerConfig({ env: { HIVEMIND_IMAGE_BUDGET: 'lots' }, flags: {} }),

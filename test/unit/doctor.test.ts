@@ -49,3 +49,16 @@ test('doctor: says whether a task\'s /output is bounded, and what a node without
   assert.match(c?.detail ?? '', /cannot find an unused loop device.*`worker start` refuses to start, `dev` runs with \/output checked only after a task exits/);
   assert.match(c?.fix ?? '', /as root on Linux with loop devices/);
 });
+
+test('doctor: a node whose operator allowed unbounded output is a warning that says what a task can do, not a failure', async () => {
+  const noLoop = { ...healthy, outputFs: async () => 'losetup is not installed (package e2fsprogs / mount)' };
+  const refused = (await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001 }, noLoop)).find((x) => x.name === 'task output');
+  assert.match(refused?.fix ?? '', /--allow-unbounded-output \(env HIVEMIND_ALLOW_UNBOUNDED_OUTPUT=true, config "allowUnboundedOutput": true\)/, 'the refusal names the opt-in');
+  const r = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001, allowUnboundedOutput: true }, noLoop);
+  const c = r.find((x) => x.name === 'task output');
+  assert.equal(c?.status, 'warn');
+  assert.match(c?.detail ?? '', /losetup is not installed.*allowUnboundedOutput is set, so `worker start` runs unbounded: each task's \/output is a plain Docker volume, checked against its cap only after the task exits, so a running task can fill this disk/);
+  // a host that can bound /output is bounded, whatever the opt-in says
+  const ok = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001, allowUnboundedOutput: true }, healthy);
+  assert.equal(ok.find((x) => x.name === 'task output')?.status, 'ok');
+});

@@ -101,6 +101,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--report-interval <duration>', 'resource report interval (default 30s)')
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running tasks may finish (default 10m)')
     .option('--max-output <size>', 'cap on a task\'s /output (default 1g)')
+    .option('--allow-unbounded-output', 'where this host has no loop devices (Docker Desktop), start anyway with /output checked against its cap only after each task exits (env HIVEMIND_ALLOW_UNBOUNDED_OUTPUT)')
     .option('--image-budget <size>', 'disk budget for images this worker pulled; unused ones are pruned down to it (default 20g)')
     .option('--image-unused-for <duration>', 'a pulled image unused this long may be pruned (default 24h)')
     .option('--monitor-port <port>', 'local web monitor port, 0 = off (default 5001)')
@@ -180,7 +181,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
         env: {},
         flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel, monitorPort: o.monitorPort },
       });
-      const node = await createWorker(wcfg, logger, engine, { allowUnboundedOutput: true });
+      const node = await createWorker(wcfg, logger, engine, { dev: true });
       await node.worker.start();
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const clientFile = devClientFile(c.env);
@@ -221,7 +222,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--json', 'print JSON')
     .action(async (o) => {
       const c = ctx();
-      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: 7070, monitorPort: 5001 });
+      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: 7070, monitorPort: 5001, allowUnboundedOutput: configuredUnboundedOutput(c) });
       if (o.json) printJson(c, results);
       else c.stdout.write(formatDoctor(results) + '\n');
       if (results.some((r) => r.status === 'fail')) setExit(EXIT_FAILURE);
@@ -238,4 +239,16 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     });
 
   void portOf;
+}
+
+/**
+ * The worker's allowUnboundedOutput as its config file and env set it, for doctor to say which
+ * mode applies; a config that does not compile is `worker start`'s to report, so false here.
+ */
+function configuredUnboundedOutput(c: CliContext): boolean {
+  try {
+    return compileWorkerConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: {} }).allowUnboundedOutput;
+  } catch {
+    return false;
+  }
 }
