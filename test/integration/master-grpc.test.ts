@@ -24,7 +24,7 @@ import {
 import { AdminServiceClient, FetchResultRequest, StreamLogsRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import Database from 'better-sqlite3';
 import type { ReadStream } from 'node:fs';
-import { connect as http2Connect } from 'node:http2';
+import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { BlobStore } from '../../src/master/blob-store.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -166,6 +166,32 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** A master, a fake node reporting and subscribed, and a busybox task assigned to it (attempt 1). */
+async function assignedTask(t: TestContext, opts: Partial<MasterOptions> = {}): Promise<{ h: Harness; w: FakeWorker; taskId: string }> {
+  const h = await startMaster(t, opts);
+  const w = await worker(t, h);
+  w.report();
+  w.subscribe();
+  const taskId = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w);
+  return { h, w, taskId };
+}
+
+/**
+ * A raw HTTP/2 call of a server-streaming admin method whose reader never reads (paused): past
+ * the default 64 KiB window nothing leaves the master, so whatever else it prepares stays in it.
+ */
+function pausedAdminStream(session: ClientHttp2Session, adminToken: string, method: string, request: Uint8Array): ClientHttp2Stream {
+  const frame = Buffer.alloc(5 + request.length);
+  frame.writeUInt32BE(request.length, 1);
+  Buffer.from(request).copy(frame, 5);
+  const s = session.request({ ':method': 'POST', ':path': `/hivemind.v1.AdminService/${method}`, 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${adminToken}` });
+  s.on('error', () => undefined);
+  s.end(frame);
+  s.pause();
+  return s;
 }
 
 async function assignmentOf(w: FakeWorker) {
@@ -376,12 +402,7 @@ test('a result upload past its declared size or the task\'s output cap is refuse
 });
 
 test('SUCCEEDED without a stored result is refused: the task stays where it was', async (t) => {
-  const h = await startMaster(t);
-  const w = await worker(t, h);
-  w.report();
-  w.subscribe();
-  const taskId = await h.admin.submit({ image: 'busybox' });
-  await assignmentOf(w);
+  const { h, w, taskId } = await assignedTask(t);
   await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
   const claimed = await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_SUCCEEDED, outcome: EXIT_0 }).then((ack) => ack, (e: unknown) => e as ServiceError);
   const applied = 'applied' in claimed && claimed.applied;
@@ -395,12 +416,7 @@ test('SUCCEEDED without a stored result is refused: the task stays where it was'
 });
 
 test('a result uploaded after the task ended is refused and never served', async (t) => {
-  const h = await startMaster(t);
-  const w = await worker(t, h);
-  w.report();
-  w.subscribe();
-  const taskId = await h.admin.submit({ image: 'busybox' });
-  await assignmentOf(w);
+  const { h, w, taskId } = await assignedTask(t);
   await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
   await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_FAILED, outcome: { ...EXIT_0, exitCode: 1, message: 'exited with code 1' } });
   const late = randomBytes(10_000);
@@ -416,12 +432,7 @@ test('a result uploaded after the task ended is refused and never served', async
 });
 
 test('task states only move forward: a backwards update with a higher seq is not applied', async (t) => {
-  const h = await startMaster(t);
-  const w = await worker(t, h);
-  w.report();
-  w.subscribe();
-  const taskId = await h.admin.submit({ image: 'busybox' });
-  await assignmentOf(w);
+  const { h, w, taskId } = await assignedTask(t);
   await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_ACCEPTED });
   await w.update({ taskId, attempt: 1, seq: 2, state: TaskState.TASK_STATE_RUNNING });
   const back = await w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_ACCEPTED });
@@ -558,12 +569,7 @@ test('a rejected task is requeued with the node excluded and the reason visible'
 });
 
 test('a node that stops reporting loses its task: requeued as attempt 2, the old attempt superseded', async (t) => {
-  const h = await startMaster(t, { reportIntervalMs: 300, maxAttempts: 2 });
-  const w = await worker(t, h);
-  w.report();
-  w.subscribe();
-  const taskId = await h.admin.submit({ image: 'busybox' });
-  await assignmentOf(w);
+  const { h, w, taskId } = await assignedTask(t, { reportIntervalMs: 300, maxAttempts: 2 });
   await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
   // No more reports: offline after 3 x 300 ms (wide enough for a loaded CI machine).
   // Requeued first with the loss as its reason, then the scheduler's pass says why it waits.
@@ -863,12 +869,7 @@ test('errors echo a caller\'s value cut short: a 100 kB id gets NOT_FOUND with a
 });
 
 test('downloads whose readers stop reading hold little of the master: a few chunks read ahead per stream, and at most 64 such streams at once', async (t) => {
-  const h = await startMaster(t);
-  const w = await worker(t, h);
-  w.report();
-  w.subscribe();
-  const taskId = await h.admin.submit({ image: 'busybox' });
-  await assignmentOf(w);
+  const { h, w, taskId } = await assignedTask(t);
   const result = randomBytes(16 * 1024 * 1024);
   const chunks: UploadResultRequest[] = [{ part: { $case: 'header', value: { taskId, attempt: 1, offset: 0, totalSize: result.length } } }];
   for (let at = 0; at < result.length; at += 256 * 1024) chunks.push({ part: { $case: 'chunk', value: result.subarray(at, at + 256 * 1024) } });
@@ -893,19 +894,12 @@ test('downloads whose readers stop reading hold little of the master: a few chun
   session.on('error', () => undefined);
   const refusals: string[] = [];
   const stall = () => {
-    const req = FetchResultRequest.encode({ taskId, offset: 0 }).finish();
-    const frame = Buffer.alloc(5 + req.length);
-    frame.writeUInt32BE(req.length, 1);
-    Buffer.from(req).copy(frame, 5);
-    const s = session.request({ ':method': 'POST', ':path': '/hivemind.v1.AdminService/FetchResult', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${h.adminToken}` });
-    s.on('error', () => undefined);
+    const s = pausedAdminStream(session, h.adminToken, 'FetchResult', FetchResultRequest.encode({ taskId, offset: 0 }).finish());
     const onStatus = (hd: Record<string, unknown>) => {
       if (hd['grpc-status'] === String(status.RESOURCE_EXHAUSTED)) refusals.push(decodeURIComponent(String(hd['grpc-message'])));
     };
     s.on('response', onStatus);
     s.on('trailers', onStatus);
-    s.end(frame);
-    s.pause();
     return { cancel: () => s.close() };
   };
   const stalled = Array.from({ length: 20 }, stall);
@@ -1098,28 +1092,16 @@ test('a node repeating Register or Subscribe in a loop is refused past 30 a minu
 });
 
 test('a log follower that stops reading holds a bounded backlog: live output past 1 MiB is skipped and the reader told how much', async (t) => {
-  const h = await startMaster(t);
-  const w = await worker(t, h);
-  w.report();
-  w.subscribe();
-  const taskId = await h.admin.submit({ image: 'busybox' });
-  await assignmentOf(w);
+  const { h, w, taskId } = await assignedTask(t);
   await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
 
   // A follower paused at the HTTP/2 level: nothing past the 64 KiB window leaves the master.
   const session = http2Connect(`http://${h.address}`);
   session.on('error', () => undefined);
   t.after(() => session.close());
-  const req = StreamLogsRequest.encode({ taskId, follow: true }).finish();
-  const frame = Buffer.alloc(5 + req.length);
-  frame.writeUInt32BE(req.length, 1);
-  Buffer.from(req).copy(frame, 5);
-  const s = session.request({ ':method': 'POST', ':path': '/hivemind.v1.AdminService/StreamLogs', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${h.adminToken}` });
-  s.on('error', () => undefined);
+  const s = pausedAdminStream(session, h.adminToken, 'StreamLogs', StreamLogsRequest.encode({ taskId, follow: true }).finish());
   const received: Buffer[] = [];
   s.on('data', (d: Buffer) => received.push(d));
-  s.end(frame);
-  s.pause();
   await new Promise((r) => setTimeout(r, 300));
 
   // The task floods: 16 MiB of output while the follower reads nothing.
@@ -1173,12 +1155,7 @@ test('a node flooding reports is cut off past ten a second: the stream ends RESO
 });
 
 test('task updates are bounded: an oversized update is refused unread, long text is cut, a forged hash or capacity refused; the state change is kept', async (t) => {
-  const h = await startMaster(t);
-  const w = await worker(t, h);
-  w.report();
-  w.subscribe();
-  const taskId = await h.admin.submit({ image: 'busybox' });
-  await assignmentOf(w);
+  const { h, w, taskId } = await assignedTask(t);
   const refused = async (name: string, u: Parameters<FakeWorker['update']>[0], re: RegExp) => {
     const err = await w.update(u).then(() => undefined, (e: ServiceError) => e);
     recordHostile(`node input: ${name}`, !(err?.code === status.INVALID_ARGUMENT && re.test(err.details)));
