@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ConfigError } from '../common/errors.js';
 import { parseDuration, parseSize } from '../common/units.js';
 import { WG_NAME_RE } from '../tunnel/wg-spec.js';
+import { LABEL_KEY_PATTERN, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS } from '../protocol/node-limits.js';
 import { keyLine, type ConfigFile } from './config-file.js';
 
 export interface FieldSource {
@@ -156,16 +157,35 @@ export const zLogLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fat
 
 /** "k=v,k2=v2" or an object → a labels map. */
 export const zLabels = z.union([z.string(), z.record(z.string(), z.string()), z.array(z.string())]).transform((v, ctx) => {
-  if (typeof v === 'object' && !Array.isArray(v)) return v;
-  const parts = Array.isArray(v) ? v : v.split(',').filter(Boolean);
-  const out: Record<string, string> = {};
-  for (const p of parts) {
-    const m = /^([A-Za-z0-9_.\-/]+)=(.*)$/.exec(p.trim());
-    if (!m) {
-      ctx.addIssue({ code: 'custom', message: `label "${p}" is not KEY=VALUE` });
+  let entries: [string, string][];
+  if (typeof v === 'object' && !Array.isArray(v)) {
+    entries = Object.entries(v);
+  } else {
+    entries = [];
+    for (const p of Array.isArray(v) ? v : v.split(',').filter(Boolean)) {
+      const m = /^([^=]+)=(.*)$/.exec(p.trim());
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: `label "${p}" is not KEY=VALUE` });
+        return z.NEVER;
+      }
+      entries.push([m[1]!, m[2]!]);
+    }
+  }
+  // The master refuses a registration outside these (protocol/node-limits.ts): say so at start.
+  if (entries.length > MAX_LABELS) {
+    ctx.addIssue({ code: 'custom', message: `${entries.length} labels, over the limit of ${MAX_LABELS}` });
+    return z.NEVER;
+  }
+  for (const [key, value] of entries) {
+    const problem = !LABEL_KEY_PATTERN.test(key) ? 'may only hold letters, digits and _ . - /'
+      : key.length > MAX_LABEL_KEY_CHARS ? `is over ${MAX_LABEL_KEY_CHARS} characters`
+        : value.length > MAX_LABEL_VALUE_CHARS ? `has a value over ${MAX_LABEL_VALUE_CHARS} characters`
+          : /[\u0000-\u001f\u007f-\u009f]/.test(value) ? 'has a value with control characters' : undefined;
+    if (problem) {
+      ctx.addIssue({ code: 'custom', message: `label "${key.slice(0, 64)}" ${problem}` });
       return z.NEVER;
     }
-    out[m[1]!] = m[2]!;
   }
-  return out;
+  // Object.fromEntries defines own properties: a key named __proto__ stays a label.
+  return Object.fromEntries(entries) as Record<string, string>;
 });

@@ -16,7 +16,7 @@ const schema = z
     /** State directory: identity, SQLite history, spooled results. Default $HIVEMIND_HOME/worker. */
     dataDir: z.string().min(1).optional(),
     /** Display name; default the hostname. */
-    name: z.string().min(1).max(64).optional(),
+    name: z.string().min(1).max(64).regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'no control characters').optional(),
     labels: zLabels.optional(),
     /** Concurrent tasks. Default 2. */
     maxTasks: zInt(1, 256).default(2),

@@ -182,3 +182,18 @@ test('client config falls back to the dev master file, and says what to do witho
     rmSync(home, { recursive: true, force: true });
   }
 });
+
+test('worker config: labels and name the master would refuse are refused at start, naming the source', () => {
+  const refused = (input: Parameters<typeof compileWorkerConfig>[0], re: RegExp) =>
+    assert.throws(() => compileWorkerConfig(input), (err: unknown) => err instanceof ConfigError && re.test(err.message), JSON.stringify(input).slice(0, 80));
+  const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`l${i}`, 'v']));
+  refused({ file: { worker: { labels: many } }, env: {}, flags: {} }, /labels.*65 labels, over the limit of 64/);
+  refused({ env: { HIVEMIND_LABELS: 'zone=eu,a b=c' }, flags: {} }, /HIVEMIND_LABELS.*label "a b" may only hold letters, digits and _ \. - \//);
+  refused({ env: {}, flags: { label: [`k=${'v'.repeat(257)}`] } }, /--label.*has a value over 256 characters/);
+  refused({ file: { worker: { labels: { tier: 'gold\u001b[2J' } } }, env: {}, flags: {} }, /label "tier" has a value with control characters/);
+  refused({ env: { HIVEMIND_NAME: 'box\u001b]0;owned\u0007' }, flags: {} }, /HIVEMIND_NAME.*no control characters/);
+  const ok = compileWorkerConfig({ env: { HIVEMIND_LABELS: 'zone=eu-west,example.org/tier=gold' }, flags: {} });
+  assert.deepEqual(ok.labels, { zone: 'eu-west', 'example.org/tier': 'gold' });
+  const proto = compileWorkerConfig({ env: { HIVEMIND_LABELS: '__proto__=x' }, flags: {} });
+  assert.deepEqual(Object.keys(proto.labels ?? {}), ['__proto__'], 'a label named __proto__ stays a label');
+});
