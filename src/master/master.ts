@@ -152,6 +152,9 @@ interface TunnelParts {
   tls: TlsIdentity;
 }
 
+/** The largest message any of the master's servers reads (RESOURCE_EXHAUSTED beyond). */
+export const MAX_RECEIVED_MESSAGE_BYTES = 1024 * 1024;
+
 export class Master {
   private boundAddress: string | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -183,7 +186,9 @@ export class Master {
       const registry = new NodeRegistry(clock, opts.reportIntervalMs, opts.nodeTimeoutMs);
       const tasks = new TaskManager(store, blobs, registry, events, clock, log);
       const common = { store, blobs, auth, registry, tasks, events, clock, log };
-      const serverOptions = { 'grpc.max_receive_message_length': 4 * 1024 * 1024 };
+      // No legitimate message a master receives comes near 1 MiB (chunks are 256 KiB, a spec at most
+      // 256 KiB); grpc-js refuses a larger one from its length prefix instead of reading it whole.
+      const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES };
       const server = new Server(serverOptions);
       let tunnel: TunnelParts | undefined;
       let nodeService: NodeService;

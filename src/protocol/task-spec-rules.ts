@@ -64,9 +64,13 @@ export function checkImageReference(image: string): void {
   if (/[\u0000-\u001f\u007f]/.test(image)) throw new InvalidTaskError(`${what} ${quote(image)} contains a control character (NUL, newline ...): not an image reference`);
   if (/\s/.test(image)) throw new InvalidTaskError(`${what} ${quote(image)} contains whitespace: not an image reference`);
   const m = REFERENCE.exec(image);
-  if (!m) {
+  // Like Docker, a first component is a registry only with a '.' or ':' in it, or as "localhost";
+  // otherwise it is part of the repository path, which must be lowercase ("Hivemind/busybox").
+  const first = image.includes('/') ? image.slice(0, image.indexOf('/')) : '';
+  const firstIsPath = first !== '' && !/[.:]/.test(first) && first !== 'localhost';
+  if (!m || (firstIsPath && /[A-Z]/.test(first))) {
     const path = image.split('@')[0]!.replace(/:[^/]*$/, '');
-    const hint = /[A-Z]/.test(path.slice(path.indexOf('/') + 1)) ? ' (the repository path must be lowercase)' : '';
+    const hint = /[A-Z]/.test(firstIsPath ? path : path.slice(path.indexOf('/') + 1)) ? ' (the repository path must be lowercase)' : '';
     throw new InvalidTaskError(`${what} ${quote(image)} is not a valid image reference${hint}: expected ${IMAGE_FORM}`);
   }
   if (bytes(m[1]!) > SPEC_LIMITS.maxImageNameBytes) {

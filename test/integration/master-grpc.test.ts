@@ -989,10 +989,15 @@ test('a Subscribe naming 250,000 unknown tasks (3.5 MB) is refused unread; admin
   loop.disable();
   const rssAfter = process.memoryUsage().rss;
   t.diagnostic(`event loop delay during 3 hostile Subscribes (${wire.length} bytes each): max ${(loop.max / 1e6).toFixed(1)} ms, p99 ${(loop.percentile(99) / 1e6).toFixed(1)} ms; ListNodes alongside answered in ${adminMs.map((ms) => ms.toFixed(0)).join(', ')} ms; master process RSS ${(rssBefore / 2 ** 20).toFixed(0)} -> ${(rssAfter / 2 ** 20).toFixed(0)} MiB`);
-  const clear = outcomes.filter((o) => !o.accepted && o.err.code === status.INVALID_ARGUMENT && /^Subscribe: the message is 3500\d{3} bytes, over the limit of 65536 bytes; it was not read$/.test(o.err.details)).length;
+  const clear = outcomes.filter((o) => !o.accepted && o.err.code === status.RESOURCE_EXHAUSTED && /^Received message larger than max \(3500\d{3} vs 1048576\)$/.test(o.err.details)).length;
   recordHostile('node input: a Subscribe naming 250,000 unknown tasks (3.5 MB)', 3 - clear, 3);
   assert.equal(clear, 3, JSON.stringify(outcomes.map((o) => (o.accepted ? 'accepted' : `${status[o.err.code]} ${o.err.details}`))));
   assert.equal(adminMs.length, 3, 'the admin API answered alongside each');
+
+  // Under the master's 1 MiB receive limit but over Subscribe's 64 KiB: refused undecoded, by size.
+  const mid = await trySubscribe(w.client, md, Array.from({ length: 20_000 }, (_, i) => ({ taskId: `u${i}`, attempt: 1 })));
+  recordHostile('node input: a Subscribe of 200 kB', mid.accepted);
+  assert.ok(!mid.accepted && mid.err.code === status.INVALID_ARGUMENT && /^Subscribe: the message is \d+ bytes, over the limit of 65536 bytes; it was not read$/.test(mid.err.details), JSON.stringify(mid));
 
   // Within the size cap but more than a node with 2 slots can hold: refused by count.
   const many = Array.from({ length: 21 }, (_, i) => ({ taskId: `t${i}`, attempt: 1 }));
@@ -1050,6 +1055,8 @@ test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts a
   const hugeLabels = new Map(Array.from({ length: 1200 }, (_, i) => [`label-${i}`, 'v'.repeat(2048)] as [string, string]));
   const { token } = await h.admin.createToken();
   check('a Register with 1,200 labels of 2 kB', await outcome(register(bearerMetadata(token), 'hog', { labels: hugeLabels })),
+    status.RESOURCE_EXHAUSTED, /^Received message larger than max \(\d+ vs 1048576\)$/);
+  check('a Register with 300 labels of 1 kB', await outcome(register(bearerMetadata(token), 'hog', { labels: new Map(Array.from({ length: 300 }, (_, i) => [`label-${i}`, 'v'.repeat(1024)] as [string, string])) })),
     status.INVALID_ARGUMENT, /^Register: the message is \d+ bytes, over the limit of 131072 bytes; it was not read$/);
   check('a Register with 65 small labels', await outcome(register(bearerMetadata(token), 'hog', { labels: new Map(Array.from({ length: 65 }, (_, i) => [`l${i}`, 'v'] as [string, string])) })),
     status.INVALID_ARGUMENT, /^facts\.labels: 65 labels, over the limit of 64$/);
@@ -1061,7 +1068,8 @@ test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts a
     call.write({ seq: 1, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0, netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: FREE, lifecycleState: 'connected', accepting: true, ...r });
     call.end();
   });
-  check('a report with 200,000 GPU entries', await reportOnce({ gpus }), status.INVALID_ARGUMENT, /^Report: the message is \d+ bytes, over the limit of 131072 bytes; it was not read$/);
+  check('a report with 200,000 GPU entries', await reportOnce({ gpus }), status.RESOURCE_EXHAUSTED, /^Received message larger than max \(\d+ vs 1048576\)$/);
+  check('a report with 20,000 GPU entries', await reportOnce({ gpus: gpus.slice(0, 20_000) }), status.INVALID_ARGUMENT, /^Report: the message is \d+ bytes, over the limit of 131072 bytes; it was not read$/);
   check('a report with 65 GPU entries', await reportOnce({ gpus: gpus.slice(0, 65) }), status.INVALID_ARGUMENT, /^gpus: 65 GPU entries, over the limit of 64$/);
   check('a report with a NaN CPU load', await reportOnce({ cpuPercent: Number.NaN }), status.INVALID_ARGUMENT, /^cpu_percent: NaN is not a finite number$/);
 
@@ -1156,13 +1164,14 @@ test('a node flooding reports is cut off past ten a second: the stream ends RESO
 
 test('task updates are bounded: an oversized update is refused unread, long text is cut, a forged hash or capacity refused; the state change is kept', async (t) => {
   const { h, w, taskId } = await assignedTask(t);
-  const refused = async (name: string, u: Parameters<FakeWorker['update']>[0], re: RegExp) => {
+  const refused = async (name: string, u: Parameters<FakeWorker['update']>[0], re: RegExp, code = status.INVALID_ARGUMENT) => {
     const err = await w.update(u).then(() => undefined, (e: ServiceError) => e);
-    recordHostile(`node input: ${name}`, !(err?.code === status.INVALID_ARGUMENT && re.test(err.details)));
-    assert.equal(err?.code, status.INVALID_ARGUMENT, name);
+    recordHostile(`node input: ${name}`, !(err?.code === code && re.test(err.details)));
+    assert.equal(err?.code, code, name);
     assert.match(err.details, re, name);
   };
-  await refused('an update of 3 MB', { taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING, message: 'm'.repeat(3_000_000) }, /^UpdateTask: the message is \d+ bytes, over the limit of 65536 bytes; it was not read$/);
+  await refused('an update of 3 MB', { taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING, message: 'm'.repeat(3_000_000) }, /^Received message larger than max \(\d+ vs 1048576\)$/, status.RESOURCE_EXHAUSTED);
+  await refused('an update of 200 kB', { taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING, message: 'm'.repeat(200_000) }, /^UpdateTask: the message is \d+ bytes, over the limit of 65536 bytes; it was not read$/);
   await refused('a forged result hash', { taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_FAILED, outcome: { kind: OutcomeKind.OUTCOME_KIND_EXITED, exitCode: 1, message: '', durationMs: 1, resultSize: 0, resultSha256: 'x'.repeat(500) } }, /^outcome\.result_sha256: .* is not 64 lowercase hex digits$/);
   await refused('a capacity of NaN CPUs', { taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING, free: { ...FREE, cpus: Number.NaN } }, /^free\.cpus: NaN is not a finite number$/);
   assert.equal((await h.admin.getTask(taskId)).state, TaskState.TASK_STATE_ASSIGNED, 'nothing of a refused update was applied');

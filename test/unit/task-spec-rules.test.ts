@@ -36,6 +36,9 @@ test('image references Docker would refuse are refused, saying why', () => {
     ['busybox\u00a0', /contains whitespace/],
     ['Alpine', /"Alpine" is not a valid image reference \(the repository path must be lowercase\)/],
     ['registry.io/Team/app:1', /must be lowercase/],
+    // A first component without '.' or ':' is not a registry to Docker: it must be lowercase too.
+    ['Hivemind/busybox:1', /"Hivemind\/busybox:1" is not a valid image reference \(the repository path must be lowercase\)/],
+    ['LOCALHOST/x', /must be lowercase/],
     ['alpine:', /not a valid image reference: expected \[registry\[:port\]\/\]path\[:tag\]\[@digest\]/],
     [':tag', /not a valid image reference/],
     ['a/', /not a valid image reference/],
