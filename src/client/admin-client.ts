@@ -16,7 +16,7 @@ import { TaskSpec, TaskState, type LogChunk } from '../protocol/gen/hivemind/v1/
 import {
   type AdminServiceClient, type CreateTokenResponse, type ListNodesRequest, type ListNodesResponse, type ListTasksRequest,
   type ListTasksResponse, type NodeInfo, type SubmitTaskRequest, type SubmitTaskResponse,
-  type TaskInfo, type ListTokensRequest, type ListTokensResponse, type RevokeTokenRequest, type TokenInfo,
+  type TaskInfo, ListTokensRequest, type ListTokensResponse, type RevokeTokenRequest, type TokenInfo,
   type RemoveNodeRequest, type RemoveNodeResponse,
 } from '../protocol/gen/hivemind/v1/admin.js';
 
@@ -174,8 +174,16 @@ export class AdminClient {
     });
   }
 
-  async listTokens(): Promise<TokenInfo[]> {
-    return (await this.unary<ListTokensRequest, ListTokensResponse>('list tokens', this.client.listEnrollmentTokens, {})).tokens;
+  listTokensPage(req: Partial<ListTokensRequest> = {}): Promise<ListTokensResponse> {
+    return this.unary<ListTokensRequest, ListTokensResponse>('list tokens', this.client.listEnrollmentTokens, ListTokensRequest.fromPartial(req));
+  }
+
+  /** Enrollment tokens, oldest first, page by page; `limit` 0 = all. */
+  async listTokens(opts: { limit?: number } = {}): Promise<TokenInfo[]> {
+    return walkPages(opts.limit ?? 0, async (pageSize, pageToken) => {
+      const r = await this.listTokensPage({ limit: pageSize, pageToken });
+      return { items: r.tokens, next: r.nextPageToken };
+    });
   }
 
   revokeToken(tokenId: string): Promise<TokenInfo> {

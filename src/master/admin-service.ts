@@ -15,7 +15,7 @@ import {
   type AdminServiceServer, CancelTaskRequest, CreateTokenRequest, CreateTokenResponse, FetchResultRequest, GetTaskRequest,
   ListNodesRequest, ListNodesResponse, ListTasksRequest, ListTasksResponse, StreamLogsRequest, SubmitTaskRequest,
   SubmitTaskResponse, NodeInfo, TaskInfo,
-  ListTokensRequest, RemoveNodeRequest, RemoveNodeResponse, RevokeTokenRequest, TokenInfo,
+  ListTokensRequest, ListTokensResponse, RemoveNodeRequest, RemoveNodeResponse, RevokeTokenRequest, TokenInfo,
 } from '../protocol/gen/hivemind/v1/admin.js';
 import { decodePageToken, pageSize, summarise, takePage, validateStatesFilter } from './admin-listing.js';
 import type { MasterAuth } from './auth.js';
@@ -120,7 +120,7 @@ export class AdminService {
       fetchResult: this.streaming((call: ServerWritableStream<FetchResultRequest, DataChunk>, signal) => this.download(() => this.fetchResult(call, signal))),
       listNodes: this.unary((r: ListNodesRequest) => this.listNodes(r)),
       createEnrollmentToken: this.unary((r: CreateTokenRequest) => this.createToken(r)),
-      listEnrollmentTokens: this.unary((_: ListTokensRequest) => ({ tokens: this.d.store.listEnrollmentTokens().map(tokenInfo) })),
+      listEnrollmentTokens: this.unary((r: ListTokensRequest) => this.listTokens(r)),
       revokeEnrollmentToken: this.unary((r: RevokeTokenRequest) => this.revokeToken(r)),
       removeNode: this.unary((r: RemoveNodeRequest) => this.removeNode(r)),
     };
@@ -379,12 +379,23 @@ export class AdminService {
     return { nodes: page.items, nextPageToken: page.next };
   }
 
+  private listTokens(r: ListTokensRequest): ListTokensResponse {
+    const page = takePage(this.d.store.iterateEnrollmentTokens(decodePageToken(r.pageToken)), {
+      limit: pageSize(r.limit),
+      toItem: tokenInfo,
+      sizeOf: (i) => TokenInfo.encode(i).finish().length,
+      summary: (i) => i, // a few fixed-size fields: never large
+      cursorOf: (t) => ({ at: t.createdAt, id: t.hash }),
+    });
+    return { tokens: page.items, nextPageToken: page.next };
+  }
+
   private revokeToken(r: RevokeTokenRequest): TokenInfo {
     const id = r.tokenId.trim().toLowerCase();
     if (!/^[0-9a-f]{12}$/.test(id)) throw new InvalidArgumentError(`token id "${echoValue(r.tokenId)}" is not 12 hex digits (see \`hivemind token list\`)`);
     if (this.d.store.revokeEnrollmentToken(id) === 0) throw new NotFoundError(`no enrollment token ${id}`);
     this.d.log.info({ tokenId: id }, 'enrollment token revoked');
-    return tokenInfo(this.d.store.listEnrollmentTokens().find((t) => t.hash.startsWith(id))!);
+    return tokenInfo(this.d.store.enrollmentTokensByPrefix(id)[0]!);
   }
 
   private async removeNode(r: RemoveNodeRequest): Promise<RemoveNodeResponse> {

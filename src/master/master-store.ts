@@ -166,6 +166,18 @@ const TASK_COLUMNS = [
   'started_at', 'finished_at', 'last_update_seq', 'excluded_nodes',
 ];
 
+interface RawToken {
+  hash: string;
+  expires_at: number;
+  uses_left: number;
+  created_at: number;
+  revoked: number;
+}
+
+function tokenFromRaw(r: RawToken): EnrollmentTokenRow {
+  return { hash: r.hash, expiresAt: r.expires_at, usesLeft: r.uses_left, createdAt: r.created_at, revoked: r.revoked !== 0 };
+}
+
 export class MasterStore {
   private readonly db: Db;
   private readonly stmts: {
@@ -246,10 +258,20 @@ export class MasterStore {
       .run(at, id).changes === 1;
   }
 
-  listEnrollmentTokens(): EnrollmentTokenRow[] {
-    const rows = this.db.prepare('SELECT * FROM enrollment_tokens ORDER BY created_at').all() as { hash: string; expires_at: number; uses_left: number; created_at: number; revoked: number }[];
-    return rows.map((r) => ({ hash: r.hash, expiresAt: r.expires_at, usesLeft: r.uses_left, createdAt: r.created_at, revoked: r.revoked !== 0 }));
+  /** Enrollment tokens oldest first (created_at, then hash), after `after` when given; read lazily. */
+  *iterateEnrollmentTokens(after?: { at: number; id: string }): Generator<EnrollmentTokenRow> {
+    const rows = after
+      ? this.db.prepare('SELECT * FROM enrollment_tokens WHERE created_at > ? OR (created_at = ? AND hash > ?) ORDER BY created_at, hash').iterate(after.at, after.at, after.id)
+      : this.db.prepare('SELECT * FROM enrollment_tokens ORDER BY created_at, hash').iterate();
+    for (const r of rows) yield tokenFromRaw(r as RawToken);
   }
+
+  /** The tokens whose hash starts with `prefix` (a token id: 12 hex digits, checked by the caller). */
+  enrollmentTokensByPrefix(prefix: string): EnrollmentTokenRow[] {
+    return (this.db.prepare("SELECT * FROM enrollment_tokens WHERE substr(hash, 1, ?) = ? ORDER BY created_at").all(prefix.length, prefix) as RawToken[]).map(tokenFromRaw);
+  }
+
+
 
   /** Revokes the tokens whose hash starts with `idPrefix`; returns how many. */
   revokeEnrollmentToken(idPrefix: string): number {

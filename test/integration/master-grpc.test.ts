@@ -1197,3 +1197,26 @@ test('a submission whose input archive passes what a node takes is refused while
   assert.deepEqual(await readdir(join(h.dir, 'inputs')), [], 'no partial input is left');
   assert.equal((await h.admin.listTasks()).length, 0, 'nothing was queued');
 });
+
+test('enrollment tokens list in pages like every listing: thousands of tokens list whole, a forged page token is refused, revoke still finds its token', async (t) => {
+  const h = await startMaster(t);
+  const db = masterDb(t, h);
+  // 2,500 tokens planted in one transaction (creating them one by one through the API is slow).
+  const insert = db.prepare('INSERT INTO enrollment_tokens (hash, expires_at, uses_left, created_at, revoked) VALUES (?, ?, 1, ?, 0)');
+  db.transaction(() => {
+    for (let i = 0; i < 2500; i++) insert.run(createHash('sha256').update(`t${i}`).digest('hex'), Date.now() + 3_600_000, 1_000 + (i % 7));
+  })();
+  const first = await h.admin.listTokensPage({ limit: 10 });
+  assert.equal(first.tokens.length, 10);
+  assert.notEqual(first.nextPageToken, '');
+  const all = await h.admin.listTokens();
+  recordHostile('listing: 2,500 enrollment tokens', all.length !== 2500);
+  assert.equal(all.length, 2500);
+  assert.equal(new Set(all.map((x) => x.tokenId)).size, 2500, 'each token once across pages');
+  const forged = await h.admin.listTokensPage({ pageToken: 'Zm9yZ2Vk' }).then(() => undefined, (e: unknown) => e as MasterCallError);
+  recordHostile('listing: a forged token page token', forged === undefined);
+  assert.equal(forged?.status, status.INVALID_ARGUMENT);
+  const revoked = await h.admin.revokeToken(all[1234]!.tokenId);
+  assert.equal(revoked.tokenId, all[1234]!.tokenId);
+  assert.equal(revoked.revoked, true);
+});

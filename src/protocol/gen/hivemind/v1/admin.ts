@@ -53,10 +53,17 @@ export interface TokenInfo {
 }
 
 export interface ListTokensRequest {
+  /** page size: 0 = 100, at most 1000 */
+  limit: number;
+  /** empty = the first page; else a next_page_token returned before */
+  pageToken: string;
 }
 
 export interface ListTokensResponse {
+  /** oldest first */
   tokens: TokenInfo[];
+  /** empty when this is the last page */
+  nextPageToken: string;
 }
 
 export interface RevokeTokenRequest {
@@ -363,11 +370,17 @@ export const TokenInfo: MessageFns<TokenInfo> = {
 };
 
 function createBaseListTokensRequest(): ListTokensRequest {
-  return {};
+  return { limit: 0, pageToken: "" };
 }
 
 export const ListTokensRequest: MessageFns<ListTokensRequest> = {
-  encode(_: ListTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: ListTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).uint32(message.limit);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
     return writer;
   },
 
@@ -384,6 +397,22 @@ export const ListTokensRequest: MessageFns<ListTokensRequest> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -396,32 +425,50 @@ export const ListTokensRequest: MessageFns<ListTokensRequest> = {
     }
   },
 
-  fromJSON(_: any): ListTokensRequest {
-    return {};
+  fromJSON(object: any): ListTokensRequest {
+    return {
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
   },
 
-  toJSON(_: ListTokensRequest): unknown {
+  toJSON(message: ListTokensRequest): unknown {
     const obj: any = {};
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
   create<I extends Exact<DeepPartial<ListTokensRequest>, I>>(base?: I): ListTokensRequest {
     return ListTokensRequest.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<ListTokensRequest>, I>>(_: I): ListTokensRequest {
+  fromPartial<I extends Exact<DeepPartial<ListTokensRequest>, I>>(object: I): ListTokensRequest {
     const message = createBaseListTokensRequest();
+    message.limit = object.limit ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListTokensResponse(): ListTokensResponse {
-  return { tokens: [] };
+  return { tokens: [], nextPageToken: "" };
 }
 
 export const ListTokensResponse: MessageFns<ListTokensResponse> = {
   encode(message: ListTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.tokens) {
       TokenInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -447,6 +494,14 @@ export const ListTokensResponse: MessageFns<ListTokensResponse> = {
             message.tokens.push(TokenInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -462,6 +517,11 @@ export const ListTokensResponse: MessageFns<ListTokensResponse> = {
   fromJSON(object: any): ListTokensResponse {
     return {
       tokens: globalThis.Array.isArray(object?.tokens) ? object.tokens.map((e: any) => TokenInfo.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
     };
   },
 
@@ -469,6 +529,9 @@ export const ListTokensResponse: MessageFns<ListTokensResponse> = {
     const obj: any = {};
     if (message.tokens?.length) {
       obj.tokens = message.tokens.map((e) => TokenInfo.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -479,6 +542,7 @@ export const ListTokensResponse: MessageFns<ListTokensResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListTokensResponse>, I>>(object: I): ListTokensResponse {
     const message = createBaseListTokensResponse();
     message.tokens = object.tokens?.map((e) => TokenInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
