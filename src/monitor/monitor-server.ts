@@ -59,6 +59,9 @@ function intParam(v: unknown, name: string, min: number, max: number, dflt: numb
   return n;
 }
 
+/** Task logs one Socket.IO connection may follow at once (its own room is one more). */
+export const MAX_FOLLOWS_PER_SOCKET = 16;
+
 export class MonitorServer {
   private readonly http: HttpServer;
   private readonly io: SocketServer;
@@ -102,6 +105,9 @@ export class MonitorServer {
       socket.on('follow', (msg: unknown) => {
         const taskId = (msg as { taskId?: unknown } | undefined)?.taskId;
         if (typeof taskId !== 'string' || taskId.length > 200) return;
+        // A page follows one task's log at a time; a client asking for thousands gets no more
+        // rooms (each would hold memory and a share of every log broadcast).
+        if (socket.rooms.size > MAX_FOLLOWS_PER_SOCKET && !socket.rooms.has(`log:${taskId}`)) return;
         void socket.join(`log:${taskId}`);
         const tail = this.logs.tail(taskId);
         if (tail?.text) socket.emit('log', { taskId, attempt: tail.attempt, text: tail.text, dropped: 0 });

@@ -211,3 +211,22 @@ test('hostile static and API paths get 404 or 400, never a file outside web/, an
   const css = await get('/assets/monitor.css');
   assert.equal(css.status, 200);
 });
+
+test('a Socket.IO client following thousands of task logs gets at most 16 at once', async (t) => {
+  const { store, node } = await fixture(t);
+  const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
+  t.after(() => m.close());
+  const client = io(`http://127.0.0.1:${m.port}`, { transports: ['websocket'], reconnection: false });
+  t.after(() => client.close());
+  await new Promise<void>((resolve, reject) => {
+    client.on('status', () => resolve());
+    client.on('connect_error', reject);
+  });
+  for (let i = 0; i < 5000; i++) client.emit('follow', { taskId: `t${i}`.padEnd(150, 'x') });
+  // The server handles a connection's packets in order: once this answer is back, all follows were handled.
+  await new Promise<void>((resolve) => { client.emit('follow', { taskId: 'last' }); setTimeout(resolve, 500); });
+  const server = (m as unknown as { io: { sockets: { sockets: Map<string, { rooms: Set<string> }> } } }).io;
+  const rooms = [...server.sockets.sockets.values()].map((s) => s.rooms.size);
+  recordHostile('monitor: a client following 5,000 task logs', Math.max(...rooms) > 17 ? 1 : 0);
+  assert.deepEqual(rooms, [17], 'its own room and 16 followed logs');
+});
