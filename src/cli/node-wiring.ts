@@ -5,6 +5,7 @@ import { ensureDataDir } from '../config/data-dir.js';
 import type { WorkerConfig } from '../config/worker-config.js';
 import type { Logger } from '../common/logger.js';
 import { systemClock } from '../common/clock.js';
+import { stripBrackets } from '../common/address.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { createWireGuardTool } from '../tunnel/wireguard-factory.js';
 import { grpcEnroller } from '../worker/enroll-client.js';
@@ -159,7 +160,7 @@ async function startMonitor(cfg: WorkerConfig, worker: Worker, store: WorkerStor
   if (cfg.monitorPort === 0) return undefined;
   try {
     return await MonitorServer.start(
-      { host: cfg.monitorListen.replace(/^\[|\]$/g, ''), port: cfg.monitorPort, ...(cfg.monitorToken ? { token: cfg.monitorToken } : {}) },
+      { host: stripBrackets(cfg.monitorListen), port: cfg.monitorPort, ...(cfg.monitorToken ? { token: cfg.monitorToken } : {}) },
       { node: worker, store, clock: systemClock, logger },
     );
   } catch (err) {

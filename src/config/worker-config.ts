@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { hivemindHome } from './paths.js';
 import { DEFAULT_MONITOR_HOST, DEFAULT_MONITOR_PORT } from '../monitor/monitor-defaults.js';
 import { checkMonitorBinding } from '../monitor/monitor-security.js';
+import { stripBrackets } from '../common/address.js';
 import { compileSection, zAddress, zBool, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
@@ -91,7 +92,7 @@ const fields: Record<string, FieldSource> = {
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
   const { reportInterval, drainTimeout, imageUnusedFor, ...rest } = c;
-  if (c.monitorPort !== 0) checkMonitorBinding(c.monitorListen.replace(/^\[|\]$/g, ''), c.monitorToken);
+  if (c.monitorPort !== 0) checkMonitorBinding(stripBrackets(c.monitorListen), c.monitorToken);
   return {
     ...rest,
     dataDir: c.dataDir ?? join(hivemindHome(input.env), 'worker'),

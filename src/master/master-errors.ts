@@ -1,4 +1,5 @@
 // Typed errors of the master's services; their codes map to gRPC statuses in grpc-errors.ts.
+import { parseHostPort } from '../common/address.js';
 import { HivemindError } from '../common/errors.js';
 
 /** The request is well-formed but the task is not in a state that allows it. */
@@ -24,11 +25,8 @@ export class PermissionDeniedError extends HivemindError {
 
 /** The IP of a gRPC peer string ("1.2.3.4:5678", "[::ffff:1.2.3.4]:5678", "ipv4:…"). */
 export function peerIp(peer: string): string {
-  let p = peer.replace(/^ipv[46]:/, '');
-  const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(p);
-  if (bracket) p = bracket[1]!;
-  else if (/^[^:]+:\d+$/.test(p)) p = p.slice(0, p.lastIndexOf(':'));
-  return p.replace(/^::ffff:/, '');
+  const p = peer.replace(/^ipv[46]:/, '');
+  return (parseHostPort(p)?.host ?? p).replace(/^::ffff:/, '');
 }
 
 /** A bounded resource is in use up to its limit (e.g. concurrent downloads); retry later. */

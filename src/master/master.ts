@@ -24,6 +24,7 @@ import { EnrollService } from './enroll-service.js';
 import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
 import { DEFAULT_WG_INTERFACE, DEFAULT_WG_SUBNET, TunnelHub } from './tunnel-hub.js';
 import { systemClock, type Clock } from '../common/clock.js';
+import { isLoopbackHost, splitHostPort } from '../common/address.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
@@ -126,8 +127,7 @@ function compile(o: MasterOptions): CompiledOptions {
   if (!/^.+:\d+$/.test(listenAddress)) throw new ConfigError(`master: listen address "${listenAddress}" is not host:port`);
   // This listener speaks plaintext gRPC (the admin service, and the node service without a tunnel):
   // it must not be reachable from other hosts.
-  const host = listenAddress.slice(0, listenAddress.lastIndexOf(':')).replace(/^\[|\]$/g, '');
-  if (!['127.0.0.1', 'localhost', '::1'].includes(host) && !host.startsWith('127.')) {
+  if (!isLoopbackHost(splitHostPort(listenAddress).host)) {
     throw new ConfigError(`master: --listen ${listenAddress} is not a loopback address; the admin${o.tunnel ? '' : ' and node'} service speak plaintext and stay on loopback${o.tunnel ? '' : ' (workers on other hosts join through the tunnel: pass --wg-endpoint HOST:51820)'}`);
   }
   return {
@@ -201,9 +201,9 @@ export class Master {
           { tool: deps.wireguard ?? createWireGuardTool(join(opts.dataDir, 'wg')), runner, store, log },
         );
         const enrollListen = t.enrollListen ?? '0.0.0.0:7443';
-        const publicHost = t.endpoint.slice(0, t.endpoint.lastIndexOf(':'));
+        const publicHost = splitHostPort(t.endpoint).host;
         const tls = await ensureTlsIdentity(opts.dataDir, publicHost, runner);
-        const enrollEndpoint = `${publicHost}:${enrollListen.slice(enrollListen.lastIndexOf(':') + 1)}`;
+        const enrollEndpoint = `${publicHost}:${splitHostPort(enrollListen).port}`;
         joinToken = (secret) => encodeJoinToken({ endpoint: enrollEndpoint, fingerprint: tls.fingerprint, secret });
         nodeService = new NodeService({
           ...common,
@@ -244,8 +244,7 @@ export class Master {
     }).catch((err: unknown) => {
       throw new ConfigError(`master: cannot listen on ${listenAddress}: ${errorMessage(err)}`, { cause: err });
     });
-    const host = listenAddress.slice(0, listenAddress.lastIndexOf(':'));
-    this.boundAddress = `${host}:${port}`;
+    this.boundAddress = `${splitHostPort(listenAddress).host}:${port}`;
     if (!widenServerWindows(this.server)) this.log.warn('cannot widen HTTP/2 windows on this grpc-js version; large transfers will be slower');
     if (this.tunnel) {
       const { hub, nodeServer, enrollServer, enrollListen, tls } = this.tunnel;

@@ -3,6 +3,7 @@
 // store at start, so a restarted master needs no operator action.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { portOf } from '../common/address.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { CommandRunner } from '../tunnel/command-runner.js';
@@ -79,7 +80,7 @@ export class TunnelHub {
   }
 
   get listenPort(): number {
-    return Number(this.opts.endpoint.slice(this.opts.endpoint.lastIndexOf(':') + 1));
+    return portOf(this.opts.endpoint);
   }
 
   get mesh(): boolean {

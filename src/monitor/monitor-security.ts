@@ -3,9 +3,9 @@
 // to 127.0.0.1), controls need a header no cross-site form can send plus a same-origin Origin,
 // and every response carries a strict Content-Security-Policy.
 import { timingSafeEqual, createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
+import { isLoopbackHost, parseHostPort } from '../common/address.js';
 import { ConfigError } from '../common/errors.js';
 
 export const CONTROL_HEADER = 'x-hivemind-monitor';
@@ -24,13 +24,6 @@ export const CONTENT_SECURITY_POLICY = [
   "base-uri 'none'",
   "form-action 'none'",
 ].join('; ');
-
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  if (h === 'localhost') return true;
-  if (isIP(h) === 4) return h.startsWith('127.');
-  return h === '::1';
-}
 
 /** Checked once at start: a non-loopback bind without a (long enough) token is refused. */
 export function checkMonitorBinding(host: string, token: string | undefined): void {
@@ -88,9 +81,9 @@ export function createGuard(opts: { port: () => number; token: string | undefine
     if (!hostHeader) return false;
     // With a token the token protects; without one only loopback names are this server.
     if (opts.token !== undefined) return true;
-    const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(hostHeader);
-    if (!m) return false;
-    return isLoopbackHost(m[1]!) && (m[2] === undefined || Number(m[2]) === opts.port());
+    const named = parseHostPort(hostHeader);
+    if (!named) return false;
+    return isLoopbackHost(named.host) && (named.port === undefined || named.port === opts.port());
   };
   const refuseHost = (req: IncomingMessage) =>
     hostAllowed(req.headers.host) ? undefined : `this monitor answers to localhost only (Host: ${req.headers.host ?? 'none'})`;

@@ -44,7 +44,19 @@ export function hivemindCodeOf(err: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/**
+ * A call the node did not make because it has no live session to the master: it carries the
+ * status the master's own absence gives (UNAVAILABLE), so it is retried the same way.
+ */
+export class NotConnectedError extends HivemindError {
+  readonly grpcStatus = status.UNAVAILABLE;
+  constructor(message = 'not connected to the master') {
+    super('MASTER_NOT_CONNECTED', message);
+  }
+}
+
 export function grpcStatusOf(err: unknown): status | undefined {
+  if (err instanceof NotConnectedError) return err.grpcStatus;
   const c = (err as { code?: unknown } | null)?.code;
   return typeof c === 'number' ? (c as status) : undefined;
 }

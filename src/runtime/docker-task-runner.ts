@@ -9,10 +9,10 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
-import { AbortedError, ArchiveCapError, EngineError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { AbortedError, ArchiveCapError, EngineError, EngineUnreachableError, HivemindError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
-import type { AbortReason, ExecutionResult, TaskExecution, TaskExecutor } from '../worker/task-executor.js';
+import { abortOutcomeKind, asAbortReason, type AbortReason, type ExecutionResult, type TaskExecution, type TaskExecutor } from '../worker/task-executor.js';
 import { gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
 import { formatBytes } from '../common/units.js';
 import { resultArchiveBound } from '../protocol/result-bound.js';
@@ -56,9 +56,9 @@ export interface ImageUseRecorder {
 }
 
 /** Thrown inside execute() to end it with a specific outcome; never escapes. */
-class OutcomeError extends Error {
+class OutcomeError extends HivemindError {
   constructor(readonly kind: OutcomeKind, message: string, readonly exitCode = -1) {
-    super(message);
+    super('TASK_OUTCOME', message);
   }
 }
 
@@ -178,7 +178,7 @@ export class DockerTaskRunner implements TaskExecutor {
       }
       runMs = run.durationMs;
       if (run.stopped === 'cancelled' || run.stopped === 'superseded' || run.stopped === 'shutdown') {
-        return result(abortOutcome(run.stopped), `task ${run.stopped === 'shutdown' ? 'stopped by node shutdown' : run.stopped}`, run.exitCode);
+        return result(abortOutcomeKind(run.stopped), `task ${run.stopped === 'shutdown' ? 'stopped by node shutdown' : run.stopped}`, run.exitCode);
       }
 
       let kind: OutcomeKind;
@@ -218,8 +218,8 @@ export class DockerTaskRunner implements TaskExecutor {
     } catch (err) {
       if (err instanceof OutcomeError) return result(err.kind, err.message, err.exitCode);
       if (exec.signal.aborted) {
-        const reason = abortReason(exec.signal);
-        return result(abortOutcome(reason), `task ${reason} before it finished`);
+        const reason = asAbortReason(exec.signal.reason);
+        return result(abortOutcomeKind(reason), `task ${reason} before it finished`);
       }
       // A daemon that is stopping answers with odd 500s ("database not open") before it goes:
       // an engine failure is checked against the daemon still being there.
@@ -385,7 +385,7 @@ export class DockerTaskRunner implements TaskExecutor {
       log.info({ reason: why }, 'killing container');
       this.engine.killContainer(id).catch((err: unknown) => log.warn({ err }, 'kill failed'));
     };
-    const onAbort = () => kill(abortReason(exec.signal));
+    const onAbort = () => kill(asAbortReason(exec.signal.reason));
     exec.signal.addEventListener('abort', onAbort, { once: true });
     if (exec.signal.aborted) onAbort();
     const timer = setTimeout(() => kill('timeout'), Math.max(0, at.timeoutMs - (Date.now() - at.startedAt)));
@@ -573,15 +573,6 @@ function startedAtMs(state: ContainerState): number | undefined {
   if (!state.startedAt) return undefined;
   const t = Date.parse(state.startedAt);
   return Number.isFinite(t) && t > 0 ? t : undefined;
-}
-
-function abortReason(signal: AbortSignal): AbortReason {
-  const r: unknown = signal.reason;
-  return r === 'shutdown' || r === 'superseded' ? r : 'cancelled';
-}
-
-function abortOutcome(reason: AbortReason): OutcomeKind {
-  return reason === 'shutdown' ? OutcomeKind.OUTCOME_KIND_SHUTDOWN : OutcomeKind.OUTCOME_KIND_CANCELLED;
 }
 
 /** Directory entries that, extracted at "/", give both volume roots to the task user. */

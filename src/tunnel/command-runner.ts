@@ -2,6 +2,7 @@
 // arguments (never through a shell) and optional standard input. execa in production, a
 // recording fake in unit tests.
 import { execa } from 'execa';
+import { HivemindError } from '../common/errors.js';
 
 export interface CommandResult {
   stdout: string;
@@ -14,9 +15,10 @@ export interface CommandRunner {
   run(file: string, args: readonly string[], opts?: { input?: string; timeoutMs?: number }): Promise<CommandResult>;
 }
 
-export class ProgramNotFoundError extends Error {
+/** The program is not installed (or not on PATH); callers turn it into what to install. */
+export class ProgramNotFoundError extends HivemindError {
   constructor(readonly file: string, options?: { cause?: unknown }) {
-    super(`${file}: not found`, options);
+    super('PROGRAM_NOT_FOUND', `${file}: not found`, options);
   }
 }
 

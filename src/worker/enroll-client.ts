@@ -3,6 +3,7 @@
 // that verified TLS channel with the token and this node's WireGuard PUBLIC key.
 import { connect } from 'node:tls';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { portOf, splitHostPort, stripBrackets } from '../common/address.js';
 import { HivemindError } from '../common/errors.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
@@ -27,8 +28,8 @@ export interface Enroller {
 
 /** Connects once without trusting anything and returns the server's certificate if it is the pinned one. */
 export function fetchPinnedCertificate(endpoint: string, fingerprint: string, timeoutMs = 10_000): Promise<string> {
-  const host = endpoint.slice(0, endpoint.lastIndexOf(':')).replace(/^\[|\]$/g, '');
-  const port = Number(endpoint.slice(endpoint.lastIndexOf(':') + 1));
+  const host = stripBrackets(splitHostPort(endpoint).host);
+  const port = portOf(endpoint);
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port, rejectUnauthorized: false, ALPNProtocols: ['h2'], timeout: timeoutMs }, () => {
       const cert = socket.getPeerX509Certificate();

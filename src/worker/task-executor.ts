@@ -1,6 +1,6 @@
 // The boundary between the worker's control loop and whatever runs a task (the Docker task
 // runner in production, a fake in unit tests).
-import type { OutcomeKind, TaskSpec, TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, type TaskSpec, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 
 export type ExecutionPhase = 'pulling' | 'running' | 'collecting';
 
@@ -37,6 +37,16 @@ export interface TaskExecution {
 }
 
 export type AbortReason = 'cancelled' | 'shutdown' | 'superseded';
+
+/** The AbortReason of an abort signal's `reason`; anything else is a cancellation. */
+export function asAbortReason(reason: unknown): AbortReason {
+  return reason === 'shutdown' || reason === 'superseded' ? reason : 'cancelled';
+}
+
+/** How a task stopped for `reason` ends: SHUTDOWN when the node shut down, CANCELLED otherwise. */
+export function abortOutcomeKind(reason: AbortReason): OutcomeKind {
+  return reason === 'shutdown' ? OutcomeKind.OUTCOME_KIND_SHUTDOWN : OutcomeKind.OUTCOME_KIND_CANCELLED;
+}
 
 export interface ExecutionResult {
   outcome: {

@@ -1,7 +1,7 @@
 // Pure mapping from what happened to a task to the terminal state and outcome the master
 // records, shared by the live task loop and the recovery of tasks interrupted by a crash.
 import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
-import type { AbortReason } from './task-executor.js';
+import { abortOutcomeKind, asAbortReason } from './task-executor.js';
 
 /** SUCCEEDED only for a clean exit whose result the master holds; cancellations stay CANCELLED. */
 export function terminalState(outcome: TaskOutcome, resultUploaded: boolean): TaskState {
@@ -20,10 +20,6 @@ export function terminalMessage(outcome: TaskOutcome, resultUploaded: boolean): 
   return outcome.message;
 }
 
-export function asAbortReason(reason: unknown): AbortReason {
-  return reason === 'shutdown' || reason === 'superseded' ? reason : 'cancelled';
-}
-
 /** The outcome of a task stopped by its AbortSignal outside the executor (download, upload). */
 export function abortOutcome(reason: unknown, base?: Partial<TaskOutcome>): TaskOutcome {
   const r = asAbortReason(reason);
@@ -34,7 +30,7 @@ export function abortOutcome(reason: unknown, base?: Partial<TaskOutcome>): Task
         ? 'stopped: the master moved this task to a newer attempt'
         : 'cancelled';
   return {
-    kind: r === 'shutdown' ? OutcomeKind.OUTCOME_KIND_SHUTDOWN : OutcomeKind.OUTCOME_KIND_CANCELLED,
+    kind: abortOutcomeKind(r),
     exitCode: base?.exitCode ?? 0,
     message: base?.message || message,
     durationMs: base?.durationMs ?? 0,

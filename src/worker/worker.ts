@@ -11,7 +11,7 @@ import type { Clock } from '../common/clock.js';
 import { AbortedError, ConfigError, HivemindError, InvalidTaskError, ResultTooLargeError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
-import { grpcStatusOf, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
+import { NotConnectedError, grpcStatusOf, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
 import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
@@ -24,8 +24,8 @@ import { InputChecksumError, type ConnectionFactory, type MasterConnection, type
 import { buildReport } from './resources/report-builder.js';
 import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
 import type { NewTaskUpdate, TaskRecord, WorkerStore } from './store/worker-store.js';
-import { abortOutcome, asAbortReason, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
-import type { AbortReason, ExecutionPhase, TaskExecutor } from './task-executor.js';
+import { abortOutcome, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
+import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor } from './task-executor.js';
 import { DEFAULT_REPORT_INTERVAL_MS, compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 
 export interface WorkerDeps {
@@ -771,7 +771,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let p = this.uploads.get(key);
     if (!p) {
       const session = this.session;
-      if (!session?.alive) return Promise.reject(Object.assign(new Error('not connected to the master'), { code: status.UNAVAILABLE }));
+      if (!session?.alive) return Promise.reject(new NotConnectedError());
       p = session.conn
         .uploadResult(task.taskId, task.attempt, result.path, result.sha256, signal, (currentBytes, totalBytes) =>
           this.emit('task-progress', { taskId: task.taskId, attempt: task.attempt, kind: 'upload', currentBytes, totalBytes }),

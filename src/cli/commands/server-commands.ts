@@ -50,10 +50,6 @@ function runUntilSignalled(
   });
 }
 
-function portOf(address: string): number {
-  return Number(address.slice(address.lastIndexOf(':') + 1));
-}
-
 export function registerServerCommands(program: Command, ctx: Ctx, setExit: (code: number) => void): void {
   const master = program.command('master').description('the reference master');
   master
@@ -237,8 +233,6 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       const tag = await ensureDevImage(DockerEngine.create(), c.logger('warn'));
       c.stdout.write(tag + '\n');
     });
-
-  void portOf;
 }
 
 /**

@@ -1,6 +1,7 @@
 // NVIDIA GPUs through nvidia-smi's CSV query interface. A node without nvidia-smi simply has
 // no GPUs; that is the common case, not an error.
 import { execa } from 'execa';
+import { HivemindError } from '../../common/errors.js';
 import type { GpuSample } from './resource-probe.js';
 
 export const NVIDIA_SMI_ARGS = [
@@ -10,10 +11,10 @@ export const NVIDIA_SMI_ARGS = [
 
 const MIB = 1024 * 1024;
 
-export class GpuProbeError extends Error {
+/** nvidia-smi is installed but failed (driver not loaded, NVML mismatch...). */
+export class GpuProbeError extends HivemindError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'GpuProbeError';
+    super('GPU_PROBE_FAILED', message, options);
   }
 }
 
