@@ -26,7 +26,8 @@ import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
 import type { NewTaskUpdate, TaskRecord, WorkerStore } from './store/worker-store.js';
 import { abortOutcome, asAbortReason, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
 import type { AbortReason, ExecutionPhase, TaskExecutor } from './task-executor.js';
-import { DEFAULT_REPORT_INTERVAL_MS, compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
+import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
+import { WORKER_DEFAULTS } from '../config/defaults.js';
 
 export interface WorkerDeps {
   connectionFactory: ConnectionFactory;
@@ -879,7 +880,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private reportIntervalMs(): number {
     const master = this.masterReportIntervalMs || undefined;
     const own = this.options.reportIntervalMs;
-    if (own === undefined) return master ?? DEFAULT_REPORT_INTERVAL_MS;
+    if (own === undefined) return master ?? WORKER_DEFAULTS.reportIntervalMs;
     return master === undefined ? own : Math.min(own, master);
   }
 
