@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { WORKER_DEFAULTS } from './defaults.js';
 import { checkMonitorBinding } from './monitor-binding.js';
-import { hivemindHome } from './paths.js';
+import { hivemindHome, workerSpoolDir } from './paths.js';
 import { compileSection, zAddress, zBool, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
 const schema = z
@@ -59,6 +59,8 @@ const schema = z
 
 export type WorkerConfig = Omit<z.infer<typeof schema>, 'dataDir' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor'> & {
   dataDir: string;
+  /** Task inputs and results in transit: <dataDir>/spool. */
+  spoolDir: string;
   /** Undefined: the interval the master asks for at registration. */
   reportIntervalMs: number | undefined;
   drainTimeoutMs: number;
@@ -96,6 +98,7 @@ export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   return {
     ...rest,
     dataDir,
+    spoolDir: workerSpoolDir(dataDir),
     reportIntervalMs: reportInterval,
     drainTimeoutMs: drainTimeout,
     imageUnusedForMs: imageUnusedFor,

@@ -7,6 +7,7 @@ import { VERSION } from '../common/build-info.js';
 import { ConfigError } from '../common/errors.js';
 import { defaultBackoff, type BackoffOptions } from '../common/backoff.js';
 import { WORKER_DEFAULTS } from '../config/defaults.js';
+import { workerSpoolDir } from '../config/paths.js';
 
 const D = WORKER_DEFAULTS;
 
@@ -115,7 +116,7 @@ export function compileWorkerOptions(raw: WorkerOptions): CompiledWorkerOptions 
     taskDefaultCpus: positive('taskDefaultCpus', raw.taskDefaultCpus, D.taskDefaultCpus),
     taskDefaultMemoryBytes: positive('taskDefaultMemoryBytes', raw.taskDefaultMemoryBytes, D.taskDefaultMemoryBytes, true),
     drainTimeoutMs,
-    spoolDir: raw.spoolDir ? path.resolve(raw.spoolDir) : path.join(dataDir, 'spool'),
+    spoolDir: raw.spoolDir ? path.resolve(raw.spoolDir) : workerSpoolDir(dataDir),
     sampleRetention: {
       maxAgeMs: positive('sampleMaxAgeMs', raw.sampleMaxAgeMs, D.sampleMaxAgeMs, true),
       maxCount: positive('sampleMaxCount', raw.sampleMaxCount, D.sampleMaxCount, true),

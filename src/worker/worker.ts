@@ -28,6 +28,7 @@ import { abortOutcome, asAbortReason, failureOutcome, terminalMessage, terminalS
 import type { AbortReason, ExecutionPhase, TaskExecutor } from './task-executor.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { WORKER_DEFAULTS } from '../config/defaults.js';
+import { nodeFacts } from './node-facts.js';
 
 export interface WorkerDeps {
   connectionFactory: ConnectionFactory;
@@ -449,7 +450,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private nodeFacts(): NodeFacts {
-    return { ...this.host, labels: new Map(Object.entries(this.options.labels)), workerVersion: this.options.workerVersion, maxTasks: this.options.maxTasks };
+    return nodeFacts(this.host, this.options);
   }
 
   // ---------------------------------------------------------------- outbox

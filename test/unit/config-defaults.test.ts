@@ -56,9 +56,11 @@ test('worker defaults: the schema, Worker options and `worker start --help` agre
   assert.equal(c.wgInterface, WORKER_DEFAULTS.wgInterface);
   assert.equal(c.logLevel, WORKER_DEFAULTS.logLevel);
   assert.equal(c.allowUnboundedOutput, WORKER_DEFAULTS.allowUnboundedOutput);
+  assert.equal(c.spoolDir, join(c.dataDir, 'spool'), 'the spool dir is derived once, in the config');
   const o = compileWorkerOptions({ masterAddress: '127.0.0.1:7070', dataDir: c.dataDir });
   assert.equal(o.maxTasks, WORKER_DEFAULTS.maxTasks);
   assert.equal(o.memoryReserveBytes, WORKER_DEFAULTS.memoryReserveBytes);
+  assert.equal(o.spoolDir, c.spoolDir, 'Worker options derive the same spool dir');
   const help = helpDefaults('worker');
   assert.equal(Number(help.get('--max-tasks')), WORKER_DEFAULTS.maxTasks);
   assert.equal(parseSize(help.get('--max-output')!, 'help'), WORKER_DEFAULTS.maxOutputBytes);
