@@ -24,6 +24,7 @@ import { Worker } from '../worker/worker.js';
 import { WorkerStore } from '../worker/store/worker-store.js';
 import { SystemProbe } from '../worker/resources/system-probe.js';
 import { GrpcMasterConnection } from '../worker/grpc-master-connection.js';
+import { nodeFacts } from '../worker/node-facts.js';
 import { VERSION } from '../common/build-info.js';
 import { MonitorPortInUseError, MonitorServer } from '../monitor/monitor-server.js';
 
@@ -50,7 +51,6 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
   ensureDataDir(cfg.dataDir);
   await assertNotRemoved(cfg.dataDir);
   const outputVolumes = await chooseOutputVolumes(new LoopOutputVolumes(outputFsDir(cfg.dataDir)), opts.dev ? 'dev' : cfg.allowUnboundedOutput ? 'allowed' : 'refuse', logger);
-  const spoolDir = join(cfg.dataDir, 'spool');
   let worker: Worker | undefined;
   // Set once the store is open, which is before any task can arrive.
   let imageUses: ImageUseRecorder | undefined;
@@ -59,7 +59,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     {
       // the node id is known once the worker has registered, before any task arrives
       nodeId: () => worker?.nodeId ?? 'unregistered',
-      spoolDir,
+      spoolDir: cfg.spoolDir,
       defaults: { ...RUNNER_DEFAULTS, maxOutputBytes: cfg.maxOutput },
       images: { pulled: (image) => imageUses?.pulled(image), used: (image) => imageUses?.used(image) },
       outputVolumes,
@@ -88,7 +88,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     tunnel = await WorkerTunnel.open(
       { dataDir: cfg.dataDir, interfaceName: cfg.wgInterface },
       { tool: createWireGuardTool(join(cfg.dataDir, 'wg')), clock: systemClock, log: logger.child({ component: 'tunnel' }), enroller: grpcEnroller },
-      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => ({ ...(await probe.facts()), labels: new Map(Object.entries(cfg.labels ?? {})), workerVersion: VERSION, maxTasks: cfg.maxTasks }) },
+      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => nodeFacts(await probe.facts(), { labels: cfg.labels, workerVersion: VERSION, maxTasks: cfg.maxTasks }) },
     );
     await tunnel.up();
     tunnel.startHealthChecks();
@@ -112,7 +112,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       cpuCap: cfg.cpus,
       memoryCapBytes: cfg.memory,
       drainTimeoutMs: cfg.drainTimeoutMs,
-      spoolDir,
+      spoolDir: cfg.spoolDir,
       workerVersion: VERSION,
     },
     {

@@ -6,6 +6,7 @@ import { parseDuration, parseSize } from '../common/units.js';
 import { WG_NAME_RE } from '../tunnel/wg-spec.js';
 import { LABEL_KEY_PATTERN, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS } from '../protocol/node-limits.js';
 import { keyLine, type ConfigFile } from './config-file.js';
+import { MASTER_DEFAULTS } from './defaults.js';
 
 export interface FieldSource {
   /** Environment variable, e.g. HIVEMIND_MAX_TASKS. */
@@ -145,11 +146,11 @@ export const zAddress = z
   .string()
   .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, { message: 'expected HOST:PORT, e.g. 127.0.0.1:7070' });
 
-/** A WireGuard interface name (both platforms' limits), defaulting to hivemind0. */
+/** A WireGuard interface name (both platforms' limits), the same default for master and worker. */
 export const zWgInterface = z
   .string()
   .regex(WG_NAME_RE, { message: 'expected letters, digits, - or _, at most 15 characters' })
-  .default('hivemind0');
+  .default(MASTER_DEFAULTS.wgInterface);
 
 export const zLogLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
   message: 'expected one of trace, debug, info, warn, error, fatal, silent',

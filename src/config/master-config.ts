@@ -1,35 +1,36 @@
 // The master's configuration: file section "master", HIVEMIND_* env, `hivemind master start` flags.
+// Defaults: MASTER_DEFAULTS (config/defaults.ts), the one place they are written.
 import { join } from 'node:path';
 import { z } from 'zod';
 import { formatDuration } from '../common/units.js';
-import { MISSED_REPORTS_OFFLINE } from '../master/registry.js';
+import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE } from './defaults.js';
 import { hivemindHome } from './paths.js';
 import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
 const schema = z
   .object({
-    /** gRPC listen address. Default 127.0.0.1:7070 (loopback only). */
-    listen: zAddress.default('127.0.0.1:7070'),
+    /** gRPC listen address (loopback only). */
+    listen: zAddress.default(MASTER_DEFAULTS.listen),
     /** Database, inputs, results, logs. Default $HIVEMIND_HOME/master. */
     dataDir: z.string().min(1).optional(),
-    /** Interval workers report at. Default 30s. */
-    reportInterval: zDurationMs('report interval').default(30_000),
-    /** A node silent this long is offline and its tasks are requeued. Default 3 report intervals. */
+    /** Interval workers report at. */
+    reportInterval: zDurationMs('report interval').default(MASTER_DEFAULTS.reportIntervalMs),
+    /** A node silent this long is offline and its tasks are requeued. Default MISSED_REPORTS_OFFLINE report intervals. */
     nodeTimeout: zDurationMs('node timeout').optional(),
-    /** Attempts per task before it fails for good when nodes are lost. Default 3. */
-    maxAttempts: zInt(1, 100).default(3),
-    logLevel: zLogLevel.default('info'),
+    /** Attempts per task before it fails for good when nodes are lost. */
+    maxAttempts: zInt(1, 100).default(MASTER_DEFAULTS.maxAttempts),
+    logLevel: zLogLevel.default(MASTER_DEFAULTS.logLevel),
     /** Tunnel mode: the public UDP HOST:PORT of the master's WireGuard interface. */
     wgEndpoint: zAddress.optional(),
-    /** Tunnel subnet. Default 10.8.0.0/24. */
-    wgSubnet: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, { message: 'expected an IPv4 CIDR, e.g. 10.8.0.0/24' }).default('10.8.0.0/24'),
+    /** Tunnel subnet. */
+    wgSubnet: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, { message: 'expected an IPv4 CIDR, e.g. 10.8.0.0/24' }).default(MASTER_DEFAULTS.wgSubnet),
     wgInterface: zWgInterface,
-    /** Tunnel mode: where the TLS enrollment endpoint listens (the only public service). Default 0.0.0.0:7443. */
-    enrollListen: zAddress.default('0.0.0.0:7443'),
-    /** Tunnel mode: port of the node service on the master's tunnel address. Default 7070. */
-    nodePort: zInt(1, 65535).default(7070),
-    /** Tunnel mode: workers peer directly with each other. Default false (hub). */
-    mesh: zBool.default(false),
+    /** Tunnel mode: where the TLS enrollment endpoint listens (the only public service). */
+    enrollListen: zAddress.default(MASTER_DEFAULTS.enrollListen),
+    /** Tunnel mode: port of the node service on the master's tunnel address. */
+    nodePort: zInt(1, 65535).default(MASTER_DEFAULTS.nodePort),
+    /** Tunnel mode: workers peer directly with each other (default: through the master, a hub). */
+    mesh: zBool.default(MASTER_DEFAULTS.mesh),
   })
   .strict()
   .superRefine((c, ctx) => {

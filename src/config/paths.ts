@@ -2,6 +2,11 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
+/** A worker's task inputs and results in transit, under its data dir. */
+export function workerSpoolDir(dataDir: string): string {
+  return join(resolve(dataDir), 'spool');
+}
+
 export function hivemindHome(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(env.HIVEMIND_HOME || join(homedir(), '.hivemind'));
 }

@@ -1,12 +1,12 @@
 // The worker's configuration: file section "worker", HIVEMIND_* env, `hivemind worker start` flags.
+// Defaults: WORKER_DEFAULTS (config/defaults.ts), the one place they are written.
 import { join } from 'node:path';
 import { z } from 'zod';
-import { hivemindHome } from './paths.js';
-import { DEFAULT_MONITOR_HOST, DEFAULT_MONITOR_PORT } from '../monitor/monitor-defaults.js';
-import { checkMonitorBinding } from '../monitor/monitor-security.js';
+import { WORKER_DEFAULTS } from './defaults.js';
+import { checkMonitorBinding } from './monitor-binding.js';
+import { hivemindHome, workerSpoolDir } from './paths.js';
 import { stripBrackets } from '../common/address.js';
 import { compileSection, zAddress, zBool, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
-import { DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
 const schema = z
   .object({
@@ -19,40 +19,40 @@ const schema = z
     /** Display name; default the hostname. */
     name: z.string().min(1).max(64).regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'no control characters').optional(),
     labels: zLabels.optional(),
-    /** Concurrent tasks. Default 2. */
-    maxTasks: zInt(1, 256).default(2),
+    /** Concurrent tasks. */
+    maxTasks: zInt(1, 256).default(WORKER_DEFAULTS.maxTasks),
     /** CPU cores offered to tasks. Default: all cores. */
     cpus: zPositive.optional(),
-    /** Memory offered to tasks. Default: total memory minus 512 MiB. */
+    /** Memory offered to tasks. Default: total memory minus WORKER_DEFAULTS.memoryReserveBytes. */
     memory: zSize('memory').optional(),
     /** Resource report interval. Default: the master's (30s unless it is configured otherwise). */
     reportInterval: zDurationMs('report interval').optional(),
-    /** How long SIGTERM waits for running tasks before cancelling them. Default 10m. */
-    drainTimeout: zDurationMs('drain timeout').default(600_000),
-    /** Cap on a task's /output tree. Default 1 GiB. */
-    maxOutput: zSize('max output').default(DEFAULT_MAX_OUTPUT_BYTES),
+    /** How long SIGTERM waits for running tasks before cancelling them. */
+    drainTimeout: zDurationMs('drain timeout').default(WORKER_DEFAULTS.drainTimeoutMs),
+    /** Cap on a task's /output tree. */
+    maxOutput: zSize('max output').default(WORKER_DEFAULTS.maxOutputBytes),
     /**
      * Where this host cannot bound a task's /output while it runs (no loop devices: Docker
      * Desktop), start anyway with /output checked against its cap only after the task exits,
-     * instead of refusing to start. Default false.
+     * instead of refusing to start.
      */
-    allowUnboundedOutput: zBool.default(false),
-    logLevel: zLogLevel.default('info'),
+    allowUnboundedOutput: zBool.default(WORKER_DEFAULTS.allowUnboundedOutput),
+    logLevel: zLogLevel.default(WORKER_DEFAULTS.logLevel),
     /** Write the log to this file (rotated to <file>.1 at 16 MiB) instead of stderr: for service managers that keep no output. */
     logFile: z.string().min(1).optional(),
-    /** WireGuard interface name in tunnel mode. Default hivemind0. */
+    /** WireGuard interface name in tunnel mode. */
     wgInterface: zWgInterface,
-    /** Disk budget for the images this worker pulled; unused ones are pruned down to it. Default 20 GiB. */
-    imageBudget: zSize('image budget').default(20 * 1024 ** 3),
-    /** A pulled image no task used for this long may be pruned when over the budget. Default 24h. */
-    imageUnusedFor: zDurationMs('image unused for').default(24 * 3_600_000),
-    /** Local web monitor port; 0 turns the monitor off. Default 5001. */
-    monitorPort: zInt(0, 65535).default(DEFAULT_MONITOR_PORT),
-    /** Address the monitor binds. Default 127.0.0.1; anything else needs monitorToken. */
+    /** Disk budget for the images this worker pulled; unused ones are pruned down to it. */
+    imageBudget: zSize('image budget').default(WORKER_DEFAULTS.imageBudgetBytes),
+    /** A pulled image no task used for this long may be pruned when over the budget. */
+    imageUnusedFor: zDurationMs('image unused for').default(WORKER_DEFAULTS.imageUnusedForMs),
+    /** Local web monitor port; 0 turns the monitor off. */
+    monitorPort: zInt(0, 65535).default(WORKER_DEFAULTS.monitorPort),
+    /** Address the monitor binds; anything but loopback needs monitorToken. */
     monitorListen: z
       .string()
       .regex(/^(?:[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?)$/, 'must be a host name or an IP address')
-      .default(DEFAULT_MONITOR_HOST),
+      .default(WORKER_DEFAULTS.monitorListen),
     /** Token the monitor requires (page, API, Socket.IO); required when monitorListen is not loopback. */
     monitorToken: z.string().optional(),
   })
@@ -60,6 +60,8 @@ const schema = z
 
 export type WorkerConfig = Omit<z.infer<typeof schema>, 'dataDir' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor'> & {
   dataDir: string;
+  /** Task inputs and results in transit: <dataDir>/spool. */
+  spoolDir: string;
   /** Undefined: the interval the master asks for at registration. */
   reportIntervalMs: number | undefined;
   drainTimeoutMs: number;
@@ -93,9 +95,11 @@ export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
   const { reportInterval, drainTimeout, imageUnusedFor, ...rest } = c;
   if (c.monitorPort !== 0) checkMonitorBinding(stripBrackets(c.monitorListen), c.monitorToken);
+  const dataDir = c.dataDir ?? join(hivemindHome(input.env), 'worker');
   return {
     ...rest,
-    dataDir: c.dataDir ?? join(hivemindHome(input.env), 'worker'),
+    dataDir,
+    spoolDir: workerSpoolDir(dataDir),
     reportIntervalMs: reportInterval,
     drainTimeoutMs: drainTimeout,
     imageUnusedForMs: imageUnusedFor,

@@ -22,10 +22,11 @@ import { createWireGuardTool } from '../tunnel/wireguard-factory.js';
 import type { WireGuardTool } from '../tunnel/wireguard-tool.js';
 import { EnrollService } from './enroll-service.js';
 import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
-import { DEFAULT_WG_INTERFACE, DEFAULT_WG_SUBNET, TunnelHub } from './tunnel-hub.js';
+import { TunnelHub } from './tunnel-hub.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { isLoopbackHost, splitHostPort } from '../common/address.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
+import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE } from '../config/defaults.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
 import { AdminServiceDefinition } from '../protocol/chunk-codec.js';
@@ -36,26 +37,27 @@ import { BlobStore, DEFAULT_LOG_MAX_BYTES } from './blob-store.js';
 import { MasterEvents } from './master-events.js';
 import { MasterStore } from './master-store.js';
 import { NodeService } from './node-service.js';
-import { MISSED_REPORTS_OFFLINE, NodeRegistry } from './registry.js';
+import { NodeRegistry } from './registry.js';
 import { TaskManager } from './task-manager.js';
 import { inputArchiveBound } from '../protocol/result-bound.js';
 
 /** Workers back off up to 30 s (plus jitter) while the master is away; this covers it. */
 export const RESTART_GRACE_MS = 60_000;
 
+/** Options of a master; those left out take MASTER_DEFAULTS (config/defaults.ts), as the config file does. */
 export interface MasterOptions {
-  /** host:port to listen on. Port 0 picks a free port (read it back from `master.address`). Default "127.0.0.1:7070". */
+  /** host:port to listen on. Port 0 picks a free port (read it back from `master.address`). */
   listenAddress?: string;
   /** Holds master.db, admin.token, inputs/, results/ and logs/. Created (mode 0700) if missing. Required. */
   dataDir: string;
-  /** Report interval told to nodes. Default 30 000 ms. */
+  /** Report interval told to nodes. */
   reportIntervalMs?: number;
   /**
    * A node silent this long is offline and the attempts it holds are given up (requeued). At
-   * least reportIntervalMs. Default 3 × reportIntervalMs.
+   * least reportIntervalMs. Default MISSED_REPORTS_OFFLINE × reportIntervalMs.
    */
   nodeTimeoutMs?: number;
-  /** Attempts per task before a lost node fails it with NODE_LOST (a submission may ask for other). Default 3. */
+  /** Attempts per task before a lost node fails it with NODE_LOST (a submission may ask for other). */
   maxAttempts?: number;
   /** Cap of each task's stored log; the end is kept. Default 8 MiB. */
   logMaxBytes?: number;
@@ -75,13 +77,11 @@ export interface MasterOptions {
   tunnel?: {
     /** Public UDP host:port of WireGuard, as workers dial it (`--wg-endpoint`). */
     endpoint: string;
-    /** Default 0.0.0.0:7443. Its port, with the endpoint's host, goes into join tokens. */
+    /** Its port, with the endpoint's host, goes into join tokens. */
     enrollListen?: string;
-    /** Default "hivemind0". */
     interfaceName?: string;
-    /** Default 10.8.0.0/24. */
     subnet?: string;
-    /** Port of the node service on the tunnel address. Default 7070. */
+    /** Port of the node service on the tunnel address. */
     nodePort?: number;
     mesh?: boolean;
   };
@@ -115,15 +115,15 @@ interface CompiledOptions {
 
 function compile(o: MasterOptions): CompiledOptions {
   if (!o.dataDir) throw new ConfigError('master: dataDir is required');
-  const reportIntervalMs = o.reportIntervalMs ?? 30_000;
-  const maxAttempts = o.maxAttempts ?? 3;
+  const reportIntervalMs = o.reportIntervalMs ?? MASTER_DEFAULTS.reportIntervalMs;
+  const maxAttempts = o.maxAttempts ?? MASTER_DEFAULTS.maxAttempts;
   if (!(reportIntervalMs > 0)) throw new ConfigError(`master: reportIntervalMs must be positive, got ${reportIntervalMs}`);
   const nodeTimeoutMs = o.nodeTimeoutMs ?? reportIntervalMs * MISSED_REPORTS_OFFLINE;
   if (!(nodeTimeoutMs >= reportIntervalMs)) {
     throw new ConfigError(`master: nodeTimeoutMs (${nodeTimeoutMs}) must be at least reportIntervalMs (${reportIntervalMs}), or nodes reporting on time are called offline between two reports`);
   }
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new ConfigError(`master: maxAttempts must be a whole number >= 1, got ${maxAttempts}`);
-  const listenAddress = o.listenAddress ?? '127.0.0.1:7070';
+  const listenAddress = o.listenAddress ?? MASTER_DEFAULTS.listen;
   if (!/^.+:\d+$/.test(listenAddress)) throw new ConfigError(`master: listen address "${listenAddress}" is not host:port`);
   // This listener speaks plaintext gRPC (the admin service, and the node service without a tunnel):
   // it must not be reachable from other hosts.
@@ -197,10 +197,10 @@ export class Master {
         const t = options.tunnel;
         const runner = deps.runner ?? execaRunner;
         const hub = await TunnelHub.create(
-          { endpoint: t.endpoint, interfaceName: t.interfaceName ?? DEFAULT_WG_INTERFACE, subnet: t.subnet ?? DEFAULT_WG_SUBNET, nodePort: t.nodePort ?? 7070, mesh: t.mesh ?? false, dataDir: opts.dataDir },
+          { endpoint: t.endpoint, interfaceName: t.interfaceName ?? MASTER_DEFAULTS.wgInterface, subnet: t.subnet ?? MASTER_DEFAULTS.wgSubnet, nodePort: t.nodePort ?? MASTER_DEFAULTS.nodePort, mesh: t.mesh ?? MASTER_DEFAULTS.mesh, dataDir: opts.dataDir },
           { tool: deps.wireguard ?? createWireGuardTool(join(opts.dataDir, 'wg')), runner, store, log },
         );
-        const enrollListen = t.enrollListen ?? '0.0.0.0:7443';
+        const enrollListen = t.enrollListen ?? MASTER_DEFAULTS.enrollListen;
         const publicHost = splitHostPort(t.endpoint).host;
         const tls = await ensureTlsIdentity(opts.dataDir, publicHost, runner);
         const enrollEndpoint = `${publicHost}:${splitHostPort(enrollListen).port}`;

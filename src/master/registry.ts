@@ -2,6 +2,7 @@
 // node timeout (3 report intervals by default; judged by an injected clock). Holds each node's command stream and its last
 // reported free capacity, minus assignments the node's reports do not reflect yet.
 import type { Clock } from '../common/clock.js';
+import { MISSED_REPORTS_OFFLINE } from '../config/defaults.js';
 import type { Capacity, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand } from '../protocol/gen/hivemind/v1/node.js';
 import type { NodeFree, SchedulableNode, TaskDemand } from './scheduler.js';
@@ -12,9 +13,6 @@ export interface CommandSink {
   /** Ends the stream with an error the node acts on (e.g. it was removed). */
   close(err: Error): void;
 }
-
-/** Missed report intervals after which a node is offline, unless a node timeout is configured. */
-export const MISSED_REPORTS_OFFLINE = 3;
 
 interface Pending {
   demand: TaskDemand;

@@ -16,9 +16,9 @@ import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
 import type { MasterStore } from './master-store.js';
 
 export interface TunnelHubOptions {
-  /** WireGuard interface name on the master. Default "hivemind0". */
+  /** WireGuard interface name on the master. */
   interfaceName: string;
-  /** Tunnel subnet; the master takes its first address. Default 10.8.0.0/24. */
+  /** Tunnel subnet; the master takes its first address. */
   subnet: string;
   /** Public UDP host:port of the master's WireGuard interface, as workers dial it. */
   endpoint: string;
@@ -30,9 +30,6 @@ export interface TunnelHubOptions {
   keepaliveSeconds?: number;
   dataDir: string;
 }
-
-export const DEFAULT_WG_INTERFACE = 'hivemind0';
-export const DEFAULT_WG_SUBNET = '10.8.0.0/24';
 
 export class TunnelHub {
   private implementation: WgImplementation | undefined;

@@ -1,16 +1,18 @@
-// The monitor's guards. It binds loopback by default; anything else needs a token. Requests must
-// name this server in their Host header (a DNS-rebinding page cannot borrow the browser's access
-// to 127.0.0.1), controls need a header no cross-site form can send plus a same-origin Origin,
-// and every response carries a strict Content-Security-Policy.
+// The monitor's guards. It binds loopback by default; anything else needs a token (checked with the
+// configuration, config/monitor-binding.ts). Requests must name this server in their Host header
+// (a DNS-rebinding page cannot borrow the browser's access to 127.0.0.1), controls need a header
+// no cross-site form can send plus a same-origin Origin, and every response carries a strict
+// Content-Security-Policy.
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { isLoopbackHost, parseHostPort } from '../common/address.js';
-import { ConfigError } from '../common/errors.js';
+
+export { checkMonitorBinding, MIN_TOKEN_LENGTH } from '../config/monitor-binding.js';
+export { isLoopbackHost } from '../common/address.js';
 
 export const CONTROL_HEADER = 'x-hivemind-monitor';
 export const TOKEN_COOKIE = 'hm_monitor';
-export const MIN_TOKEN_LENGTH = 16;
 
 export const CONTENT_SECURITY_POLICY = [
   "default-src 'self'",
@@ -24,18 +26,6 @@ export const CONTENT_SECURITY_POLICY = [
   "base-uri 'none'",
   "form-action 'none'",
 ].join('; ');
-
-/** Checked once at start: a non-loopback bind without a (long enough) token is refused. */
-export function checkMonitorBinding(host: string, token: string | undefined): void {
-  if (token !== undefined && token.length < MIN_TOKEN_LENGTH) {
-    throw new ConfigError(`the monitor token must be at least ${MIN_TOKEN_LENGTH} characters (e.g. \`openssl rand -hex 16\`)`);
-  }
-  if (!isLoopbackHost(host) && token === undefined) {
-    throw new ConfigError(
-      `the monitor would listen on ${host}, reachable from other machines: set a monitor token (--monitor-token or HIVEMIND_MONITOR_TOKEN) or keep the default 127.0.0.1`,
-    );
-  }
-}
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 

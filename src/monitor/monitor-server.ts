@@ -21,8 +21,6 @@ import type { MonitoredNode, MonitorStore } from './monitored-node.js';
 import { BadRequest, answerRequestError } from './request-errors.js';
 import { mountWebAssets } from './web-assets.js';
 
-export { DEFAULT_MONITOR_HOST, DEFAULT_MONITOR_PORT } from './monitor-defaults.js';
-
 export class MonitorPortInUseError extends HivemindError {
   constructor(host: string, port: number) {
     super('MONITOR_PORT_IN_USE', `monitor: port ${port} on ${host} is already in use (another worker?): choose one with --monitor-port, or --monitor-port 0 to run without the monitor`);

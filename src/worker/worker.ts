@@ -26,7 +26,9 @@ import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
 import type { NewTaskUpdate, TaskRecord, WorkerStore } from './store/worker-store.js';
 import { abortOutcome, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
 import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor } from './task-executor.js';
-import { DEFAULT_REPORT_INTERVAL_MS, compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
+import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
+import { WORKER_DEFAULTS } from '../config/defaults.js';
+import { nodeFacts } from './node-facts.js';
 
 export interface WorkerDeps {
   connectionFactory: ConnectionFactory;
@@ -448,7 +450,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private nodeFacts(): NodeFacts {
-    return { ...this.host, labels: new Map(Object.entries(this.options.labels)), workerVersion: this.options.workerVersion, maxTasks: this.options.maxTasks };
+    return nodeFacts(this.host, this.options);
   }
 
   // ---------------------------------------------------------------- outbox
@@ -879,7 +881,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private reportIntervalMs(): number {
     const master = this.masterReportIntervalMs || undefined;
     const own = this.options.reportIntervalMs;
-    if (own === undefined) return master ?? DEFAULT_REPORT_INTERVAL_MS;
+    if (own === undefined) return master ?? WORKER_DEFAULTS.reportIntervalMs;
     return master === undefined ? own : Math.min(own, master);
   }
 

@@ -1,6 +1,7 @@
 // The long-running commands (master start, worker start, dev) and the local ones (doctor,
 // image build). Production wiring of real Docker, SQLite and gRPC happens here and in
 // ../node-wiring.ts, nowhere else.
+import { portOf } from '../../common/address.js';
 import { tuneHeapForStreaming } from '../../common/heap-tuning.js';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { ensureDataDir } from '../../config/data-dir.js';
@@ -9,6 +10,7 @@ import type { Command } from 'commander';
 import { compileMasterConfig } from '../../config/master-config.js';
 import { compileWorkerConfig } from '../../config/worker-config.js';
 import { devClientFile, devDir, hivemindHome } from '../../config/paths.js';
+import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, MONITOR_DEFAULTS, WORKER_DEFAULTS } from '../../config/defaults.js';
 import { Master } from '../../master/master.js';
 import { AdminClient } from '../../client/admin-client.js';
 import { formatDoctor, runDoctor } from '../../doctor/doctor.js';
@@ -55,16 +57,16 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
   master
     .command('start')
     .description('run a master: node registry, FIFO scheduler, input/result store')
-    .option('--listen <host:port>', 'gRPC listen address (default 127.0.0.1:7070)')
+    .option('--listen <host:port>', `gRPC listen address (default ${MASTER_DEFAULTS.listen})`)
     .option('--data-dir <dir>', 'database, inputs, results, logs (default $HIVEMIND_HOME/master)')
     .option('--report-interval <duration>', 'report interval for nodes (default 30s)')
-    .option('--node-timeout <duration>', 'a node silent this long is offline and its tasks are requeued; at least the report interval (default 3 report intervals)')
-    .option('--max-attempts <n>', 'attempts per task when nodes are lost (default 3)')
+    .option('--node-timeout <duration>', `a node silent this long is offline and its tasks are requeued; at least the report interval (default ${MISSED_REPORTS_OFFLINE} report intervals)`)
+    .option('--max-attempts <n>', `attempts per task when nodes are lost (default ${MASTER_DEFAULTS.maxAttempts})`)
     .option('--wg-endpoint <host:port>', 'tunnel mode: public UDP address of this master\'s WireGuard interface')
-    .option('--wg-subnet <cidr>', 'tunnel mode: tunnel subnet (default 10.8.0.0/24)')
-    .option('--wg-interface <name>', 'tunnel mode: WireGuard interface name (default hivemind0)')
-    .option('--enroll-listen <host:port>', 'tunnel mode: TLS enrollment endpoint, the only public service (default 0.0.0.0:7443)')
-    .option('--node-port <port>', 'tunnel mode: port of the node service on the tunnel address (default 7070)')
+    .option('--wg-subnet <cidr>', `tunnel mode: tunnel subnet (default ${MASTER_DEFAULTS.wgSubnet})`)
+    .option('--wg-interface <name>', `tunnel mode: WireGuard interface name (default ${MASTER_DEFAULTS.wgInterface})`)
+    .option('--enroll-listen <host:port>', `tunnel mode: TLS enrollment endpoint, the only public service (default ${MASTER_DEFAULTS.enrollListen})`)
+    .option('--node-port <port>', `tunnel mode: port of the node service on the tunnel address (default ${MASTER_DEFAULTS.nodePort})`)
     .option('--mesh', 'tunnel mode: workers peer directly with each other instead of through the master')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .action(async (o) => {
@@ -87,11 +89,11 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .description('run a worker: register with the master, report resources, run tasks in containers')
     .option('--master <host:port>', 'address of a development master (env HIVEMIND_MASTER); not needed with a join token')
     .option('--token <token>', 'join token (hmj1.…) or enrollment token, needed on first start only (env HIVEMIND_TOKEN)')
-    .option('--wg-interface <name>', 'tunnel mode: WireGuard interface name (default hivemind0)')
+    .option('--wg-interface <name>', `tunnel mode: WireGuard interface name (default ${WORKER_DEFAULTS.wgInterface})`)
     .option('--data-dir <dir>', 'identity, history, spool (default $HIVEMIND_HOME/worker)')
     .option('--name <name>', 'display name (default: hostname)')
     .option('--label <k=v>', 'label (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
-    .option('--max-tasks <n>', 'concurrent tasks (default 2)')
+    .option('--max-tasks <n>', `concurrent tasks (default ${WORKER_DEFAULTS.maxTasks})`)
     .option('--cpus <n>', 'CPU cores offered to tasks (default: all)')
     .option('--memory <size>', 'memory offered to tasks (default: total - 512m)')
     .option('--report-interval <duration>', 'resource report interval (default 30s)')
@@ -100,8 +102,8 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--allow-unbounded-output', 'where this host has no loop devices (Docker Desktop), start anyway with /output checked against its cap only after each task exits (env HIVEMIND_ALLOW_UNBOUNDED_OUTPUT)')
     .option('--image-budget <size>', 'disk budget for images this worker pulled; unused ones are pruned down to it (default 20g)')
     .option('--image-unused-for <duration>', 'a pulled image unused this long may be pruned (default 24h)')
-    .option('--monitor-port <port>', 'local web monitor port, 0 = off (default 5001)')
-    .option('--monitor-listen <host>', 'address the monitor binds (default 127.0.0.1; others need --monitor-token)')
+    .option('--monitor-port <port>', `local web monitor port, 0 = off (default ${WORKER_DEFAULTS.monitorPort})`)
+    .option('--monitor-listen <host>', `address the monitor binds (default ${WORKER_DEFAULTS.monitorListen}; others need --monitor-token)`)
     .option('--monitor-token <token>', 'token the monitor requires (env HIVEMIND_MONITOR_TOKEN)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .option('--log-file <path>', 'write the log to this file (rotated at 16 MiB) instead of stderr')
@@ -147,11 +149,11 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
   program
     .command('dev')
     .description('a master and a worker on loopback in one process, data in $HIVEMIND_HOME/dev')
-    .option('--port <port>', 'master port on 127.0.0.1', '7070')
-    .option('--max-tasks <n>', 'concurrent tasks', '2')
+    .option('--port <port>', 'master port on 127.0.0.1', String(portOf(MASTER_DEFAULTS.listen)))
+    .option('--max-tasks <n>', 'concurrent tasks', String(WORKER_DEFAULTS.maxTasks))
     .option('--report-interval <duration>', 'resource report interval', '30s')
-    .option('--monitor-port <port>', 'local web monitor port, 0 = off', '5001')
-    .option('--log-level <level>', 'trace|debug|info|warn|error', 'info')
+    .option('--monitor-port <port>', 'local web monitor port, 0 = off', String(MONITOR_DEFAULTS.port))
+    .option('--log-level <level>', 'trace|debug|info|warn|error', WORKER_DEFAULTS.logLevel)
     .action(async (o) => {
       const c = ctx();
       const dir = devDir(c.env);
@@ -218,7 +220,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--json', 'print JSON')
     .action(async (o) => {
       const c = ctx();
-      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: 7070, monitorPort: 5001, allowUnboundedOutput: configuredUnboundedOutput(c) });
+      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: portOf(MASTER_DEFAULTS.listen), monitorPort: MONITOR_DEFAULTS.port, allowUnboundedOutput: configuredUnboundedOutput(c) });
       if (o.json) printJson(c, results);
       else c.stdout.write(formatDoctor(results) + '\n');
       if (results.some((r) => r.status === 'fail')) setExit(EXIT_FAILURE);

@@ -1,0 +1,78 @@
+// Every default of the worker's, the master's and the monitor's settings, each written and
+// documented once here: the config schemas default to these, and so do the worker's and the
+// master's own option compilers for programmatic users (tests) that leave a setting out.
+import { DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
+
+const MiB = 1024 ** 2;
+const HOUR_MS = 3_600_000;
+
+/** A node silent for this many report intervals is offline (unless a node timeout is set). */
+export const MISSED_REPORTS_OFFLINE = 3;
+
+/** The master's settings (config section "master", `hivemind master start`). */
+export const MASTER_DEFAULTS = {
+  /** gRPC listen address: loopback only (the admin service speaks plaintext). */
+  listen: '127.0.0.1:7070',
+  /** The interval workers report at: 30 s. */
+  reportIntervalMs: 30_000,
+  /** Attempts per task before a lost node fails it for good. */
+  maxAttempts: 3,
+  logLevel: 'info',
+  /** Tunnel mode: the tunnel subnet; the master takes its first address. */
+  wgSubnet: '10.8.0.0/24',
+  /** Tunnel mode: the WireGuard interface name (the worker's default too). */
+  wgInterface: 'hivemind0',
+  /** Tunnel mode: the TLS enrollment endpoint, the only public service. */
+  enrollListen: '0.0.0.0:7443',
+  /** Tunnel mode: the node service's port on the master's tunnel address. */
+  nodePort: 7070,
+  /** Tunnel mode: workers peer through the master (hub), not with each other. */
+  mesh: false,
+} as const;
+
+/** The local web monitor's settings. */
+export const MONITOR_DEFAULTS = {
+  /** 0 turns the monitor off. */
+  port: 5001,
+  /** Loopback only; any other address needs a monitor token. */
+  host: '127.0.0.1',
+} as const;
+
+/** The worker's settings (config section "worker", `hivemind worker start`, `Worker.create`). */
+export const WORKER_DEFAULTS = {
+  /** Concurrent tasks. */
+  maxTasks: 2,
+  /** How long a drain (SIGTERM, `hivemind worker stop`) waits for running tasks before cancelling them: 10 min. */
+  drainTimeoutMs: 10 * 60_000,
+  /** Report interval when neither this worker nor its master sets one: the master's default. */
+  reportIntervalMs: MASTER_DEFAULTS.reportIntervalMs,
+  /** Cap on a task's /output tree: 1 GiB. */
+  maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
+  /** Refuse to start where /output cannot be bounded while a task runs (Docker Desktop). */
+  allowUnboundedOutput: false,
+  logLevel: MASTER_DEFAULTS.logLevel,
+  /** Tunnel mode: the WireGuard interface name. */
+  wgInterface: MASTER_DEFAULTS.wgInterface,
+  /** Disk budget for the images this worker pulled: 20 GiB. */
+  imageBudgetBytes: 20 * 1024 ** 3,
+  /** A pulled image unused this long may be pruned when over the budget: 24 h. */
+  imageUnusedForMs: 24 * HOUR_MS,
+  monitorPort: MONITOR_DEFAULTS.port,
+  monitorListen: MONITOR_DEFAULTS.host,
+  /** Memory kept for the OS and the worker itself: tasks get total memory minus this, 512 MiB. */
+  memoryReserveBytes: 512 * MiB,
+  /** CPUs a task with no CPU limit is accounted as. */
+  taskDefaultCpus: 1,
+  /** Memory a task with no memory limit is accounted as: 512 MiB. */
+  taskDefaultMemoryBytes: 512 * MiB,
+  /** Stored resource samples are kept 24 h ... */
+  sampleMaxAgeMs: 24 * HOUR_MS,
+  /** ... and at most this many. */
+  sampleMaxCount: 10_000,
+  /** Live logs are flushed to the master at least this often. */
+  logFlushMs: 250,
+  /** Live log bytes held per task while the master is slow or away (older ones are dropped): 1 MiB. */
+  logBufferBytes: MiB,
+  /** How often leftovers of earlier runs (containers, volumes, spool files) are looked for: 10 min. */
+  reclaimIntervalMs: 10 * 60_000,
+} as const;
