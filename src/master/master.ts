@@ -24,6 +24,7 @@ import { EnrollService } from './enroll-service.js';
 import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
 import { DEFAULT_WG_INTERFACE, DEFAULT_WG_SUBNET, TunnelHub } from './tunnel-hub.js';
 import { systemClock, type Clock } from '../common/clock.js';
+import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
@@ -296,13 +297,7 @@ export class Master {
   }
 
   private async doClose(): Promise<void> {
-    const step = async (name: string, fn: () => void | Promise<void>) => {
-      try {
-        await fn();
-      } catch (err) {
-        this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed');
-      }
-    };
+    const step = closeSteps((name, err) => this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed'));
     await step('timer', () => clearInterval(this.timer));
     await step('tasks', () => this.tasks.close());
     await step('node streams', () => this.nodeService.close());
