@@ -1,17 +1,14 @@
 // The admin client the `hivemind` CLI uses: promise and async-iterator wrappers over the
 // AdminService stubs, with streamed submit (sha256 trailer), resumable result download and
 // readable errors.
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
-import { once } from 'node:events';
+import { rename, rm } from 'node:fs/promises';
 import { status, type ClientReadableStream, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import { echoValue } from '../common/echo-value.js';
 import { HivemindError } from '../common/errors.js';
 import { AdminServiceChunkClient } from '../protocol/chunk-codec.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
-import { CHUNK_SIZE, channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
+import { channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
 import { TaskSpec, TaskState, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
 import {
   type AdminServiceClient, type CreateTokenResponse, type ListNodesRequest, type ListNodesResponse, type ListTasksRequest,
@@ -19,6 +16,9 @@ import {
   type TaskInfo, ListTokensRequest, type ListTokensResponse, type RevokeTokenRequest, type TokenInfo,
   type RemoveNodeRequest, type RemoveNodeResponse,
 } from '../protocol/gen/hivemind/v1/admin.js';
+import { callMessages } from '../transfer/call-messages.js';
+import { sendWithTrailer } from '../transfer/checksum-upload.js';
+import { downloadResumable, type Downloaded } from '../transfer/resumable-download.js';
 
 /** A failed call to the master, with the gRPC status kept for callers that branch on it. */
 export class MasterCallError extends HivemindError {
@@ -45,21 +45,8 @@ export interface SubmitOptions {
   maxAttempts?: number;
 }
 
-export interface FetchedResult {
-  size: number;
-  sha256: string;
-  /** Bytes that were already in the partial file from an earlier, interrupted fetch. */
-  resumedFrom: number;
-}
-
-async function sizeOrZero(path: string): Promise<number> {
-  try {
-    return (await stat(path)).size;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw err;
-  }
-}
+/** What fetchResult wrote: the size and sha256 of the result, and the bytes an earlier, interrupted fetch left. */
+export type FetchedResult = Downloaded;
 
 /** Items listTasks and listNodes collect unless told otherwise. */
 export const DEFAULT_LIST_COUNT = 100;
@@ -83,10 +70,6 @@ async function walkPages<T>(limit: number, page: (pageSize: number, pageToken: s
     seen.add(next);
     token = next;
   }
-}
-
-async function writeWithBackpressure<T>(call: ClientWritableStream<T>, msg: T): Promise<void> {
-  if (!call.write(msg)) await once(call, 'drain');
 }
 
 export class AdminClient {
@@ -115,21 +98,14 @@ export class AdminClient {
     // A refusal (bad spec, auth) can arrive while we are still writing; surface that one.
     response.catch(() => undefined);
     try {
-      await writeWithBackpressure(call!, {
+      const header: SubmitTaskRequest = {
         part: { $case: 'header', value: { spec: TaskSpec.fromPartial(spec), hasInput: opts.inputFile !== undefined, maxAttempts: opts.maxAttempts ?? 0 } },
+      };
+      await sendWithTrailer(call!, header, opts.inputFile === undefined ? undefined : {
+        file: opts.inputFile,
+        trailer: (t): SubmitTaskRequest => ({ part: { $case: 'trailer', value: t } }),
+        shrank: (pos) => new HivemindError('INPUT_CHANGED', `submit: ${opts.inputFile} shrank to ${pos} bytes while it was sent`),
       });
-      if (opts.inputFile !== undefined) {
-        const hash = createHash('sha256');
-        let size = 0;
-        for await (const chunk of createReadStream(opts.inputFile, { highWaterMark: CHUNK_SIZE })) {
-          const buf = chunk as Buffer;
-          hash.update(buf);
-          size += buf.length;
-          await writeWithBackpressure(call!, { part: { $case: 'chunk', value: buf } });
-        }
-        await writeWithBackpressure(call!, { part: { $case: 'trailer', value: { size, sha256: hash.digest('hex') } } });
-      }
-      call!.end();
     } catch (err) {
       call!.cancel();
       // Prefer the master's reason over the local write failure it caused.
@@ -209,17 +185,12 @@ export class AdminClient {
   }
 
   private async *iterate<T>(what: string, stream: ClientReadableStream<T>, signal?: AbortSignal): AsyncGenerator<T> {
-    const onAbort = () => stream.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      for await (const m of stream) yield m as T;
+      // Stopping early (break) must not leave the call running: callMessages cancels it.
+      yield* callMessages(stream, signal);
     } catch (err) {
       if (signal?.aborted && (err as Partial<ServiceError>).code === status.CANCELLED) return;
       throw new MasterCallError(what, err);
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-      // Stopping early (break) must not leave the call running.
-      stream.cancel();
     }
   }
 
@@ -235,40 +206,23 @@ export class AdminClient {
       throw new MasterCallError(`fetch result of task ${taskId}`, new Error(`the task has no result (state ${TaskState[task.state].replace('TASK_STATE_', '')})`));
     }
     const partial = `${destPath}.partial`;
-    let offset = await sizeOrZero(partial);
-    if (offset > want.resultSize) {
-      await rm(partial, { force: true });
-      offset = 0;
+    const what = `fetch result of task ${taskId}`;
+    const got = await downloadResumable({
+      file: partial,
+      size: want.resultSize,
+      fetch: (offset) => this.iterate(what, this.client.fetchResult({ taskId, offset }, this.md), signal),
+      outOfOrder: (expected, at) => new ResultMismatchError(`${what}: expected a chunk at offset ${expected}, got ${at}`),
+      cannotWrite: (err) => new MasterCallError(what, new Error(`cannot write ${partial}: ${err.code === 'ENOENT' ? 'its directory does not exist' : err.message}`)),
+    });
+    if (got.resumedFrom < want.resultSize && signal?.aborted) {
+      throw new MasterCallError(what, new Error(`interrupted at ${got.size} of ${want.resultSize} bytes; run again to resume`));
     }
-    const resumedFrom = offset;
-    if (offset < want.resultSize) {
-      // Opened before anything is read: a destination that cannot be written (no such directory,
-      // no permission) is a clear error, not an unhandled stream 'error' with a stack trace.
-      const fh = await open(partial, offset === 0 ? 'w' : 'a').catch((err: NodeJS.ErrnoException) => {
-        throw new MasterCallError(`fetch result of task ${taskId}`, new Error(`cannot write ${partial}: ${err.code === 'ENOENT' ? 'its directory does not exist' : err.message}`));
-      });
-      const out = fh.createWriteStream();
-      try {
-        for await (const chunk of this.iterate(`fetch result of task ${taskId}`, this.client.fetchResult({ taskId, offset }, this.md), signal)) {
-          if (chunk.offset !== offset) throw new ResultMismatchError(`fetch result of task ${taskId}: expected a chunk at offset ${offset}, got ${chunk.offset}`);
-          if (!out.write(chunk.data)) await once(out, 'drain');
-          offset += chunk.data.length;
-        }
-      } finally {
-        out.end();
-        await once(out, 'close');
-      }
-      if (signal?.aborted) throw new MasterCallError(`fetch result of task ${taskId}`, new Error(`interrupted at ${offset} of ${want.resultSize} bytes; run again to resume`));
-    }
-    const hash = createHash('sha256');
-    for await (const c of createReadStream(partial)) hash.update(c as Buffer);
-    const sha256 = hash.digest('hex');
-    if (offset !== want.resultSize || sha256 !== want.resultSha256) {
+    if (got.size !== want.resultSize || got.sha256 !== want.resultSha256) {
       await rm(partial, { force: true });
-      throw new ResultMismatchError(`fetch result of task ${taskId}: got ${offset} bytes with sha256 ${sha256}, expected ${want.resultSize} bytes with sha256 ${want.resultSha256}; the partial file was deleted, fetch again`);
+      throw new ResultMismatchError(`${what}: got ${got.size} bytes with sha256 ${got.sha256}, expected ${want.resultSize} bytes with sha256 ${want.resultSha256}; the partial file was deleted, fetch again`);
     }
     await rename(partial, destPath);
-    return { size: offset, sha256, resumedFrom };
+    return got;
   }
 
   close(): void {

@@ -1,9 +1,8 @@
 // The master's durable state in SQLite: nodes, tasks with their event history, and enrollment
 // tokens. Only hashes of secrets are stored. Every multi-row change runs in one transaction.
-import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
-import { sqliteOpenOptions } from '../common/native-sqlite.js';
-import { migrate } from './migrations.js';
+import { openSqlite } from '../common/sqlite-migrate.js';
+import { MASTER_SCHEMA } from './migrations.js';
 import { stringifyProto } from '../protocol/proto-json.js';
 import {
   NodeFacts,
@@ -219,17 +218,7 @@ export class MasterStore {
 
   /** Opens (creating if needed) and migrates the database at `path` (":memory:" for tests). */
   static open(path: string): MasterStore {
-    const db = new Database(path, sqliteOpenOptions());
-    try {
-      db.pragma('journal_mode = WAL');
-      db.pragma('foreign_keys = ON');
-      db.pragma('busy_timeout = 5000');
-      migrate(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
-    return new MasterStore(db);
+    return new MasterStore(openSqlite(path, ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000'], MASTER_SCHEMA));
   }
 
   /** Runs `fn` in one transaction (nested calls join the outer one). */

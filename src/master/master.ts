@@ -25,6 +25,7 @@ import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
 import { TunnelHub } from './tunnel-hub.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { isLoopbackHost, splitHostPort } from '../common/address.js';
+import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE } from '../config/defaults.js';
 import { silentLogger, type Logger } from '../common/logger.js';
@@ -295,13 +296,7 @@ export class Master {
   }
 
   private async doClose(): Promise<void> {
-    const step = async (name: string, fn: () => void | Promise<void>) => {
-      try {
-        await fn();
-      } catch (err) {
-        this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed');
-      }
-    };
+    const step = closeSteps((name, err) => this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed'));
     await step('timer', () => clearInterval(this.timer));
     await step('tasks', () => this.tasks.close());
     await step('node streams', () => this.nodeService.close());

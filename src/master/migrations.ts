@@ -1,6 +1,6 @@
-// Schema migrations of the master's SQLite database, keyed by PRAGMA user_version: migration
-// N (1-based) runs when user_version < N, all pending ones in a single transaction.
-import type { Database } from 'better-sqlite3';
+// Schema migrations of the master's SQLite database, run by common/sqlite-migrate.ts (keyed by
+// PRAGMA user_version: migration N, 1-based, runs when user_version < N).
+import type { Schema } from '../common/sqlite-migrate.js';
 
 /** Append only: never edit a migration that has shipped, add a new one. */
 export const MIGRATIONS: readonly string[] = [
@@ -73,16 +73,8 @@ export const MIGRATIONS: readonly string[] = [
   `,
 ];
 
-/** Brings the database to the latest schema; returns the version it started from. */
-export function migrate(db: Database): number {
-  const from = db.pragma('user_version', { simple: true }) as number;
-  if (from > MIGRATIONS.length) {
-    throw new Error(`master database schema version ${from} is newer than this master (${MIGRATIONS.length}); upgrade the master`);
-  }
-  if (from === MIGRATIONS.length) return from;
-  db.transaction(() => {
-    for (let v = from; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!);
-    db.pragma(`user_version = ${MIGRATIONS.length}`);
-  })();
-  return from;
-}
+/** The master's schema for openSqlite. */
+export const MASTER_SCHEMA: Schema = {
+  migrations: MIGRATIONS,
+  tooNew: (found, latest) => new Error(`master database schema version ${found} is newer than this master (${latest}); upgrade the master`),
+};

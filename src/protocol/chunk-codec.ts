@@ -84,15 +84,20 @@ export function decodeBytesMessage(buf: Buffer, bytesField: number, varintField?
 const CHUNK_FIELD = 2;
 const PRE_ENCODED = Symbol('hivemind.preEncoded');
 
+/** A chunk message of UploadResultRequest or SubmitTaskRequest (both carry it as `bytes chunk = 2`). */
+export interface ChunkMessage {
+  part: { $case: 'chunk'; value: Buffer };
+}
+
 /** An upload chunk whose wire bytes were built as it was read (see readUploadChunk). */
-type PreEncodedUpload = UploadResultRequest & { [PRE_ENCODED]?: Buffer };
+type PreEncodedUpload = (UploadResultRequest | SubmitTaskRequest) & { [PRE_ENCODED]?: Buffer };
 
 /**
  * Reads up to `max` bytes of `fh` at `position` straight into the wire encoding of an upload
- * chunk: no intermediate buffer, no copy when the message is serialized. Returns undefined at
- * the end of the file.
+ * chunk (UploadResult or SubmitTask): no intermediate buffer, no copy when the message is
+ * serialized. Returns undefined at the end of the file.
  */
-export async function readUploadChunk(fh: FileHandle, position: number, max: number): Promise<{ message: UploadResultRequest; bytes: number } | undefined> {
+export async function readUploadChunk(fh: FileHandle, position: number, max: number): Promise<{ message: ChunkMessage; bytes: number } | undefined> {
   const tag = (CHUNK_FIELD << 3) | WIRE_LEN;
   const room = varintSize(tag) + varintSize(max);
   const out = Buffer.allocUnsafe(room + max);
@@ -102,12 +107,12 @@ export async function readUploadChunk(fh: FileHandle, position: number, max: num
   const start = room - varintSize(tag) - varintSize(bytesRead);
   putVarint(out, putVarint(out, start, tag), bytesRead);
   const data = out.subarray(room, room + bytesRead);
-  const message: PreEncodedUpload = { part: { $case: 'chunk', value: data } };
+  const message: ChunkMessage & PreEncodedUpload = { part: { $case: 'chunk', value: data } };
   message[PRE_ENCODED] = out.subarray(start, room + bytesRead);
   return { message, bytes: bytesRead };
 } // `bytes chunk = 2` in UploadResultRequest and SubmitTaskRequest; `bytes data = 2` in DataChunk
 
-function serializeUpload(value: PreEncodedUpload): Buffer {
+function serializeUpload(value: PreEncodedUpload & UploadResultRequest): Buffer {
   const pre = value[PRE_ENCODED];
   if (pre) return pre;
   if (value.part?.$case === 'chunk') return encodeBytesMessage(CHUNK_FIELD, value.part.value);
@@ -117,7 +122,9 @@ function deserializeUpload(buf: Buffer): UploadResultRequest {
   const fast = decodeBytesMessage(buf, CHUNK_FIELD);
   return fast ? { part: { $case: 'chunk', value: fast.data } } : UploadResultRequest.decode(buf);
 }
-function serializeSubmit(value: SubmitTaskRequest): Buffer {
+function serializeSubmit(value: PreEncodedUpload & SubmitTaskRequest): Buffer {
+  const pre = value[PRE_ENCODED];
+  if (pre) return pre;
   if (value.part?.$case === 'chunk') return encodeBytesMessage(CHUNK_FIELD, value.part.value);
   return Buffer.from(SubmitTaskRequest.encode(value).finish());
 }

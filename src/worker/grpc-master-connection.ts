@@ -1,12 +1,8 @@
 // MasterConnection over gRPC (NodeServiceClient). Archives stream between files and the wire
 // chunk by chunk with backpressure, so memory stays constant whatever the archive size.
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
-import { once } from 'node:events';
-import { pipeline } from 'node:stream/promises';
-import type { ClientReadableStream, ClientWritableStream, Metadata, ServiceError } from '@grpc/grpc-js';
-import type { LogChunk, DataChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import { stat } from 'node:fs/promises';
+import type { ClientWritableStream, Metadata, ServiceError } from '@grpc/grpc-js';
+import type { LogChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import {
   type NodeServiceClient,
   type NodeCommand,
@@ -19,12 +15,15 @@ import {
   type UploadResultRequest,
   type UploadResultResponse,
 } from '../protocol/gen/hivemind/v1/node.js';
-import { NodeServiceChunkClient, readUploadChunk } from '../protocol/chunk-codec.js';
+import { NodeServiceChunkClient } from '../protocol/chunk-codec.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
-import { CHUNK_SIZE, channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
+import { channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
 import { AbortedError, AuthError } from '../common/errors.js';
 import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
 import { cutUpdateMessage } from '../protocol/node-limits.js';
+import { callMessages } from '../transfer/call-messages.js';
+import { sendWithTrailer } from '../transfer/checksum-upload.js';
+import { downloadResumable } from '../transfer/resumable-download.js';
 import {
   InputChecksumError,
   TransferError,
@@ -126,45 +125,21 @@ export class GrpcMasterConnection implements MasterConnection {
 
   async downloadInput(taskId: string, attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number> {
     signal.throwIfAborted();
-    const hash = createHash('sha256');
-    const reclaimer = new BufferReclaimer();
-    // Resume: hash what is already on disk, then ask only for the rest.
-    let offset = 0;
+    let got;
     try {
-      offset = (await stat(destFile)).size;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-    if (offset > 0) {
-      for await (const buf of createReadStream(destFile, { end: offset - 1, highWaterMark: CHUNK_SIZE, signal })) hash.update(buf as Buffer);
-    }
-    const call: ClientReadableStream<DataChunk> = this.track(this.client.downloadInput({ taskId, attempt, offset }, this.md()));
-    const onAbort = () => call.cancel();
-    signal.addEventListener('abort', onAbort, { once: true });
-    let pos = offset;
-    try {
-      await pipeline(
-        call,
-        async function* (source: AsyncIterable<DataChunk>) {
-          for await (const chunk of source) {
-            if (chunk.offset !== pos) throw new TransferError(`task ${taskId}: input chunk at offset ${chunk.offset}, expected ${pos}`);
-            hash.update(chunk.data);
-            pos += chunk.data.length;
-            reclaimer.add(chunk.data.length);
-            yield chunk.data;
-          }
-        },
-        createWriteStream(destFile, { flags: 'a' }),
-      );
+      got = await downloadResumable({
+        file: destFile,
+        fetch: (offset) => callMessages(this.track(this.client.downloadInput({ taskId, attempt, offset }, this.md())), signal),
+        signal,
+        outOfOrder: (expected, at) => new TransferError(`task ${taskId}: input chunk at offset ${at}, expected ${expected}`),
+        reclaimer: new BufferReclaimer(),
+      });
     } catch (err) {
       if (signal.aborted) throw new AbortedError(`task ${taskId}: input download aborted`, { cause: signal.reason });
       throw err;
-    } finally {
-      signal.removeEventListener('abort', onAbort);
     }
-    const actual = hash.digest('hex');
-    if (expectedSha256 && actual !== expectedSha256.toLowerCase()) throw new InputChecksumError(taskId, expectedSha256, actual);
-    return pos;
+    if (expectedSha256 && got.sha256 !== expectedSha256.toLowerCase()) throw new InputChecksumError(taskId, expectedSha256, got.sha256);
+    return got.size;
   }
 
   async uploadResult(
@@ -193,33 +168,18 @@ export class GrpcMasterConnection implements MasterConnection {
     );
     const onAbort = () => call.cancel();
     signal.addEventListener('abort', onAbort, { once: true });
-    // If the call fails mid-stream, stop reading the file instead of waiting for 'drain' forever.
-    const failed = new Promise<never>((_, reject) => call.once('error', reject));
-    failed.catch(() => undefined);
     try {
-      const write = async (msg: UploadResultRequest) => {
-        if (!call.write(msg)) await Promise.race([once(call, 'drain'), failed]);
-      };
-      await write({ part: { $case: 'header', value: { taskId, attempt, offset: held.offset, totalSize: size } } });
-      if (held.offset < size) {
-        const fh = await open(file, 'r');
-        try {
-          const reclaimer = new BufferReclaimer(BULK_RECLAIM_EVERY_BYTES);
-          for (let pos = held.offset; pos < size; ) {
-            signal.throwIfAborted();
-            const chunk = await readUploadChunk(fh, pos, Math.min(CHUNK_SIZE, size - pos));
-            if (!chunk) throw new TransferError(`task ${taskId}: the result file shrank to ${pos} bytes while it was uploaded`);
-            pos += chunk.bytes;
-            reclaimer.add(chunk.bytes);
-            await write(chunk.message);
-            onProgress?.(pos, size);
-          }
-        } finally {
-          await fh.close();
-        }
-      }
-      await write({ part: { $case: 'trailer', value: { size, sha256 } } });
-      call.end();
+      await sendWithTrailer(call, { part: { $case: 'header', value: { taskId, attempt, offset: held.offset, totalSize: size } } }, {
+        file,
+        from: held.offset,
+        size,
+        sha256,
+        trailer: (t): UploadResultRequest => ({ part: { $case: 'trailer', value: t } }),
+        shrank: (pos) => new TransferError(`task ${taskId}: the result file shrank to ${pos} bytes while it was uploaded`),
+        signal,
+        onProgress,
+        reclaimer: new BufferReclaimer(BULK_RECLAIM_EVERY_BYTES),
+      });
       const res = await response;
       if (res.sha256 && res.sha256 !== sha256) throw new TransferError(`task ${taskId}: the master stored sha256 ${res.sha256}, ours is ${sha256}`);
       return res;

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { backoffDelay } from '../common/backoff.js';
 import type { Clock } from '../common/clock.js';
+import { closeSteps } from '../common/close-steps.js';
 import { AbortedError, ConfigError, HivemindError, InvalidTaskError, ResultTooLargeError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
@@ -990,13 +991,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Idempotent. Each step runs even if an earlier one failed. */
   close(): Promise<void> {
     this.closePromise ??= (async () => {
-      const step = async (name: string, fn: () => unknown) => {
-        try {
-          await fn();
-        } catch (err) {
-          this.log.error({ err: errorMessage(err), step: name }, 'close step failed');
-        }
-      };
+      const step = closeSteps((name, err) => this.log.error({ err: errorMessage(err), step: name }, 'close step failed'));
       await step('stop taking tasks', () => {
         this.closing = true;
         if (this.reclaimTimer) clearInterval(this.reclaimTimer);

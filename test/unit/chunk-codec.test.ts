@@ -95,6 +95,10 @@ test('chunks read from a file are encoded as they are read, short last chunk inc
       }
       assert.deepEqual(parts.map((p) => p.length), [131_072, 131_072, 37_856]);
       assert.equal(Buffer.compare(Buffer.concat(parts), content), 0);
+      // The same chunk goes out as a SubmitTask chunk with the same bytes (field 2 in both messages).
+      const first = await readUploadChunk(fh, 0, 131_072);
+      assert.ok(first);
+      assert.deepEqual(submit.requestSerialize(first.message), Buffer.from(SubmitTaskRequest.encode(first.message).finish()));
       // A read of a single byte still gets a one-byte length.
       const one = await readUploadChunk(fh, 299_999, 131_072);
       assert.deepEqual(one && upload.requestSerialize(one.message), Buffer.from([0x12, 1, content[299_999]!]));

@@ -1,6 +1,6 @@
-// Schema migrations of the worker's SQLite database, applied in order and tracked with
-// PRAGMA user_version. Append new steps; never edit a step that has shipped.
-import type { Database } from 'better-sqlite3';
+// Schema migrations of the worker's SQLite database, run by common/sqlite-migrate.ts in order and
+// tracked with PRAGMA user_version. Append new steps; never edit a step that has shipped.
+import type { Schema } from '../../common/sqlite-migrate.js';
 
 export const MIGRATIONS: readonly string[] = [
   // 1: initial schema
@@ -86,18 +86,8 @@ export const MIGRATIONS: readonly string[] = [
   `,
 ];
 
-export function migrate(db: Database): { from: number; to: number } {
-  const from = db.pragma('user_version', { simple: true }) as number;
-  if (from > MIGRATIONS.length) {
-    throw new Error(`worker database schema version ${from} is newer than this worker understands (${MIGRATIONS.length}); upgrade the worker`);
-  }
-  const apply = db.transaction(() => {
-    for (let v = from; v < MIGRATIONS.length; v++) {
-      db.exec(MIGRATIONS[v]!);
-      // user_version cannot be bound as a parameter; v is an integer we control.
-      db.pragma(`user_version = ${v + 1}`);
-    }
-  });
-  apply();
-  return { from, to: MIGRATIONS.length };
-}
+/** The worker's schema for openSqlite. */
+export const WORKER_SCHEMA: Schema = {
+  migrations: MIGRATIONS,
+  tooNew: (found, latest) => new Error(`worker database schema version ${found} is newer than this worker understands (${latest}); upgrade the worker`),
+};

@@ -2,14 +2,14 @@
 // resource samples and the outbox of task updates not yet acknowledged by the master.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import BetterSqlite3, { type Database } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3';
 import type { ResourceReport, TaskOutcome } from '../../protocol/gen/hivemind/v1/common.js';
 import { TaskState, taskStateFromJSON, taskStateToJSON } from '../../protocol/gen/hivemind/v1/common.js';
 import { TaskAssignment, type TaskUpdate } from '../../protocol/gen/hivemind/v1/node.js';
 import { stringifyProto } from '../../protocol/proto-json.js';
-import { sqliteOpenOptions } from '../../common/native-sqlite.js';
+import { openSqlite } from '../../common/sqlite-migrate.js';
 import type { ContributionPoint } from '../contribution.js';
-import { migrate } from './migrations.js';
+import { WORKER_SCHEMA } from './migrations.js';
 
 export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
   TaskState.TASK_STATE_SUCCEEDED,
@@ -164,20 +164,10 @@ export class WorkerStore {
   /** Opens (creating if needed) the database file and brings its schema up to date. */
   static open(file: string): WorkerStore {
     mkdirSync(path.dirname(file), { recursive: true });
-    const db = new BetterSqlite3(file, sqliteOpenOptions());
-    try {
-      db.pragma('journal_mode = WAL');
-      // NORMAL is durable across process crashes in WAL mode; only power loss may drop the
-      // last transactions, which the master's idempotent UpdateTask tolerates.
-      db.pragma('synchronous = NORMAL');
-      db.pragma('foreign_keys = ON');
-      db.pragma('busy_timeout = 5000');
-      migrate(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
-    return new WorkerStore(db);
+    // synchronous = NORMAL is durable across process crashes in WAL mode; only power loss may
+    // drop the last transactions, which the master's idempotent UpdateTask tolerates.
+    const pragmas = ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000'];
+    return new WorkerStore(openSqlite(file, pragmas, WORKER_SCHEMA));
   }
 
   get schemaVersion(): number {
