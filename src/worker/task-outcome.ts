@@ -1,7 +1,7 @@
 // Pure mapping from what happened to a task to the terminal state and outcome the master
 // records, shared by the live task loop and the recovery of tasks interrupted by a crash.
 import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
-import { abortOutcomeKind, asAbortReason } from './task-executor.js';
+import { abortOutcomeKind, asAbortReason } from './contracts.js';
 
 /** SUCCEEDED only for a clean exit whose result the master holds; cancellations stay CANCELLED. */
 export function terminalState(outcome: TaskOutcome, resultUploaded: boolean): TaskState {

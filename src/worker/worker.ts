@@ -26,7 +26,7 @@ import { buildReport } from './resources/report-builder.js';
 import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
 import type { NewTaskUpdate, TaskRecord, WorkerStore } from './store/worker-store.js';
 import { abortOutcome, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
-import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor } from './task-executor.js';
+import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor, type WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { WORKER_DEFAULTS } from '../config/defaults.js';
 import { nodeFacts } from './node-facts.js';
@@ -46,35 +46,6 @@ export interface WorkerDeps {
   };
 }
 
-export interface TaskLogEvent {
-  taskId: string;
-  attempt: number;
-  stream: 'stdout' | 'stderr';
-  data: Buffer;
-}
-
-export interface TaskProgressEvent {
-  taskId: string;
-  attempt: number;
-  kind: 'pull' | 'upload';
-  currentBytes: number;
-  totalBytes: number;
-}
-
-/** What a local monitor may subscribe to, instead of reaching into the worker. */
-export interface WorkerEvents {
-  'state-changed': [LifecycleChange];
-  /** pause()/resume(): whether new tasks are taken changed. */
-  'accepting-changed': [boolean];
-  'task-updated': [TaskUpdate];
-  'task-log': [TaskLogEvent];
-  /** Image pull and result upload progress, unthrottled: listeners throttle. */
-  'task-progress': [TaskProgressEvent];
-  report: [ResourceReport];
-  contribution: [ContributionPoint];
-  /** The master's operator removed this node: the worker stopped talking to it for good. */
-  removed: [string];
-}
 
 interface ActiveTask {
   taskId: string;
