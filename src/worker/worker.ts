@@ -5,26 +5,27 @@
 import { EventEmitter } from 'node:events';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { status } from '@grpc/grpc-js';
 import { backoffDelay } from '../common/backoff.js';
 import type { Clock } from '../common/clock.js';
 import { closeSteps } from '../common/close-steps.js';
 import { AbortedError, ConfigError, HivemindError, InvalidTaskError, ResultTooLargeError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
-import { NotConnectedError, grpcStatusOf, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
+import { NotConnectedError, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
 import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
-import { scoreReport, type ContributionPoint } from './contribution.js';
+import { scoreReport } from './contribution.js';
 import { fitAssignment, freeCapacity, reservationFor, type NodeBudget, type Reservation } from './fit.js';
 import { assertNotRemoved, loadIdentity, saveIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
-import { InputChecksumError, type ConnectionFactory, type MasterConnection, type ReportSink, type SubscriptionHandle } from './master-connection.js';
+import { InputChecksumError, type ConnectionFactory, type MasterConnection } from './master-connection.js';
+import { createSession, type Session } from './master-session.js';
+import { Outbox } from './outbox.js';
 import { buildReport } from './resources/report-builder.js';
 import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
-import type { NewTaskUpdate, TaskRecord, WorkerStore } from './store/worker-store.js';
+import type { TaskRecord, WorkerStore } from './store/worker-store.js';
 import { abortOutcome, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
 import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor, type WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
@@ -59,35 +60,6 @@ interface ActiveTask {
   done: Promise<void>;
 }
 
-interface Session {
-  conn: MasterConnection;
-  /** False once the connection was found broken; nothing new uses it. */
-  alive: boolean;
-  /** Subscribed: the node is connected in the lifecycle sense. */
-  ready: boolean;
-  reportSink?: ReportSink;
-  subscription?: SubscriptionHandle;
-  lost: Promise<Error>;
-  markLost(err: Error): void;
-}
-
-function createSession(conn: MasterConnection): Session {
-  let resolveLost!: (err: Error) => void;
-  const lost = new Promise<Error>((resolve) => (resolveLost = resolve));
-  const session: Session = {
-    conn,
-    alive: true,
-    ready: false,
-    lost,
-    markLost: (err) => {
-      session.alive = false;
-      session.ready = false;
-      resolveLost(err);
-    },
-  };
-  return session;
-}
-
 /** Pull progress updates are throttled: the outbox must not fill with progress ticks. */
 const PULL_PROGRESS_INTERVAL_MS = 2_000;
 
@@ -97,15 +69,9 @@ function spoolName(taskId: string, attempt: number, suffix: string): string {
   return `${taskId.replace(/[^A-Za-z0-9._-]/g, '_')}-${attempt}.${suffix}`;
 }
 
-/** Errors after which retrying an UpdateTask is pointless: the entry is dropped, not retried forever. */
 /** The master refused the result for its size: final, and the task's output is what is wrong. */
 function isResultRefusal(err: unknown): boolean {
   return hivemindCodeOf(err) === ResultTooLargeError.CODE;
-}
-
-function isPermanentRejection(err: unknown): boolean {
-  const code = grpcStatusOf(err);
-  return code !== undefined && !isRetryable(err) && code !== status.UNAUTHENTICATED;
 }
 
 export class WorkerStateError extends HivemindError {
@@ -117,6 +83,7 @@ export class WorkerStateError extends HivemindError {
 export class Worker extends EventEmitter<WorkerEvents> {
   private readonly lifecycle: Lifecycle;
   private readonly log: Logger;
+  private readonly outbox: Outbox;
   private readonly active = new Map<string, ActiveTask>();
   private readonly uploads = new Map<string, Promise<void>>();
   private readonly readyWaiters = new Set<(s: Session) => void>();
@@ -131,8 +98,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private reclaiming: Promise<void> | undefined;
   /** Tasks whose containers or volumes stayed behind (Docker was away): reclaimed once it answers. */
   private readonly leftovers = new Set<string>();
-  private pumping: Promise<void> | undefined;
-  private pumpAgain = false;
   private loop: Promise<void> | undefined;
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
@@ -174,6 +139,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
     super();
     this.log = deps.logger.child({ component: 'worker', ...(identity ? { nodeId: identity.nodeId } : {}) });
     this.lifecycle = new Lifecycle(this.log);
+    this.outbox = new Outbox({
+      store: deps.store,
+      clock: deps.clock,
+      logger: this.log,
+      session: () => this.session,
+      capacity: () => ({ free: this.freeCapacity(), accepting: this.accepting }),
+      onUpdate: (update) => this.emit('task-updated', update),
+      onAck: (update, ack) => this.onUpdateAck(update, ack),
+    });
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -356,12 +330,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.reportIntervalMs() !== intervalBefore) this.scheduleReport();
 
     // Wait out a pump still bound to a previous session so updates stay in order.
-    await this.pumping?.catch(() => undefined);
+    await this.outbox.settled();
     this.session = session;
     session.reportSink = conn.openReportStream((err) => session.markLost(err));
-    await this.flushOutbox();
+    await this.outbox.flush();
     await this.resumePendingUploads(session);
-    await this.flushOutbox();
+    await this.outbox.flush();
     if (!session.alive) throw await session.lost;
 
     // Everything the master must not give up: running tasks, results still to upload, and tasks
@@ -425,68 +399,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return nodeFacts(this.host, this.options);
   }
 
-  // ---------------------------------------------------------------- outbox
-
-  /** Persists an update (seq assigned by the store), emits it and starts delivering it. */
-  private update(task: { taskId: string; attempt: number }, state: TaskState, extra: Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull'>> = {}): TaskUpdate {
-    const full = this.deps.store.appendUpdate({
-      taskId: task.taskId,
-      attempt: task.attempt,
-      state,
-      message: extra.message ?? '',
-      outcome: extra.outcome,
-      atMs: this.deps.clock.now(),
-      pull: extra.pull,
-    });
-    this.emit('task-updated', full);
-    this.kickOutbox();
-    return full;
-  }
-
-  private kickOutbox(): void {
-    this.flushOutbox().catch((err) => this.log.debug({ err: describeGrpcError(err) }, 'outbox delivery paused until reconnect'));
-  }
-
-  /** Delivers the outbox in order, one update at a time; single-flight so order holds. */
-  private flushOutbox(): Promise<void> {
-    if (this.pumping) {
-      this.pumpAgain = true;
-      return this.pumping;
-    }
-    this.pumping = this.pump().finally(() => {
-      this.pumping = undefined;
-    });
-    return this.pumping;
-  }
-
-  private async pump(): Promise<void> {
-    do {
-      this.pumpAgain = false;
-      for (;;) {
-        const session = this.session;
-        if (!session?.alive) return;
-        const batch = this.deps.store.outbox(100);
-        if (batch.length === 0) break;
-        for (const entry of batch) {
-          if (this.session !== session || !session.alive) return;
-          let ack: TaskUpdateAck;
-          try {
-            ack = await session.conn.updateTask({ ...entry.update, free: this.freeCapacity(), accepting: this.accepting });
-          } catch (err) {
-            if (isPermanentRejection(err)) {
-              this.log.warn({ taskId: entry.update.taskId, seq: entry.update.seq, err: describeGrpcError(err) }, 'the master refused a task update; dropping it');
-              this.deps.store.ackOutbox(entry.id);
-              continue;
-            }
-            session.markLost(err instanceof Error ? err : new Error(String(err)));
-            throw err;
-          }
-          this.deps.store.ackOutbox(entry.id);
-          this.onUpdateAck(entry.update, ack);
-        }
-      }
-    } while (this.pumpAgain);
-  }
+  // ---------------------------------------------------------------- outbox acks
 
   private onUpdateAck(update: TaskUpdate, ack: TaskUpdateAck): void {
     if (ack.superseded) this.abortTask(update.taskId, update.attempt, 'superseded');
@@ -531,7 +444,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // Finished, or its result still uploading after a restart: the master has not heard
       // the end yet and the outbox will tell it. Running it again would duplicate work.
       log.debug('assignment resent for a task this node already took; ignoring');
-      this.kickOutbox();
+      this.outbox.kick();
       return;
     }
     if (!a.spec) return this.reject(a, 'the assignment has no task spec');
@@ -547,7 +460,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.deps.store.insertTask(a, fit.gpuIndexes, this.deps.clock.now());
     log.info({ image: a.spec.image, gpus: fit.gpuIndexes }, 'task accepted');
     const task = this.activate(a, fit.reservation);
-    this.update(task, TaskState.TASK_STATE_ACCEPTED);
+    this.outbox.append(task, TaskState.TASK_STATE_ACCEPTED);
     this.startLoop(task, false);
   }
 
@@ -591,7 +504,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private reject(a: TaskAssignment, reason: string): void {
     this.log.info({ taskId: a.taskId, attempt: a.attempt, reason }, 'task rejected');
     this.deps.store.insertTask(a, [], this.deps.clock.now());
-    this.update(a, TaskState.TASK_STATE_REJECTED, { message: reason });
+    this.outbox.append(a, TaskState.TASK_STATE_REJECTED, { message: reason });
   }
 
   private abortTask(taskId: string, attempt: number, reason: AbortReason): void {
@@ -654,22 +567,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const outcome: TaskOutcome = { ...exec.outcome, resultSize: exec.result?.size ?? 0, resultSha256: exec.result?.sha256 ?? '' };
       this.deps.store.setExecution(taskId, attempt, outcome, exec.result, exec.logTail);
       if (signal.aborted) {
-        this.update(task, TaskState.TASK_STATE_CANCELLED, { outcome: abortOutcome(signal.reason, exec.outcome), message: abortOutcome(signal.reason).message });
+        this.outbox.append(task, TaskState.TASK_STATE_CANCELLED, { outcome: abortOutcome(signal.reason, exec.outcome), message: abortOutcome(signal.reason).message });
         return;
       }
       let uploaded = false;
       if (exec.result) {
-        this.update(task, TaskState.TASK_STATE_UPLOADING);
+        this.outbox.append(task, TaskState.TASK_STATE_UPLOADING);
         await this.uploadResult(task, exec.result);
         uploaded = true;
       }
       // Only now, with the result at the master, may it hear that the task ended.
-      this.update(task, terminalState(outcome, uploaded), { outcome, message: terminalMessage(outcome, uploaded) });
+      this.outbox.append(task, terminalState(outcome, uploaded), { outcome, message: terminalMessage(outcome, uploaded) });
       log.info({ state: TaskState[terminalState(outcome, uploaded)], exitCode: outcome.exitCode }, 'task finished');
     } catch (err) {
       if (signal.aborted) {
         const outcome = abortOutcome(signal.reason);
-        this.update(task, TaskState.TASK_STATE_CANCELLED, { outcome, message: outcome.message });
+        this.outbox.append(task, TaskState.TASK_STATE_CANCELLED, { outcome, message: outcome.message });
         log.info({ reason: asAbortReason(signal.reason) }, 'task stopped');
         return;
       }
@@ -678,7 +591,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const kind = inputProblem ? OutcomeKind.OUTCOME_KIND_INPUT_REJECTED : outputRefused ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR;
       const message = `${inputProblem ? 'input rejected' : outputRefused ? 'output rejected by the master' : 'worker error'}: ${describeGrpcError(err)}`;
       log.warn({ err: message }, 'task failed');
-      this.update(task, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
+      this.outbox.append(task, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
     } finally {
       await task.logs.close().catch(() => undefined);
       for (const f of [inputFile, resultFile]) {
@@ -689,8 +602,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private onPhase(task: ActiveTask, phase: ExecutionPhase): void {
     if (task.controller.signal.aborted) return;
-    if (phase === 'pulling') this.update(task, TaskState.TASK_STATE_PULLING);
-    else if (phase === 'running') this.update(task, TaskState.TASK_STATE_RUNNING);
+    if (phase === 'pulling') this.outbox.append(task, TaskState.TASK_STATE_PULLING);
+    else if (phase === 'running') this.outbox.append(task, TaskState.TASK_STATE_RUNNING);
   }
 
   private onPullProgress(task: ActiveTask, currentBytes: number, totalBytes: number): void {
@@ -698,7 +611,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const now = this.deps.clock.now();
     if (task.controller.signal.aborted || now - task.lastPullUpdateAt < PULL_PROGRESS_INTERVAL_MS) return;
     task.lastPullUpdateAt = now;
-    this.update(task, TaskState.TASK_STATE_PULLING, { pull: { currentBytes, totalBytes } });
+    this.outbox.append(task, TaskState.TASK_STATE_PULLING, { pull: { currentBytes, totalBytes } });
   }
 
   /**
@@ -783,7 +696,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Terminal update for a task whose run ended in an earlier process. */
   private finishRecovered(rec: TaskRecord, uploaded: boolean, failure?: string, failureKind = OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR): void {
     const outcome = failure ? failureOutcome(failureKind, failure) : rec.outcome!;
-    this.update(rec, failure ? TaskState.TASK_STATE_FAILED : terminalState(outcome, uploaded), { outcome, message: failure ?? terminalMessage(outcome, uploaded) });
+    this.outbox.append(rec, failure ? TaskState.TASK_STATE_FAILED : terminalState(outcome, uploaded), { outcome, message: failure ?? terminalMessage(outcome, uploaded) });
     if (rec.result) void rm(rec.result.path, { force: true }).catch(() => undefined);
   }
 
@@ -800,7 +713,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.finishRecovered(rec, rec.result?.uploaded ?? false);
       } else if (!rec.assignment.spec) {
         const message = 'the worker restarted while this task was running, and its record has no spec to run it again; the attempt is lost';
-        this.update(rec, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, message), message });
+        this.outbox.append(rec, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, message), message });
       } else {
         const held = reservationFor(rec.assignment.spec.limits, this.budget);
         this.log.info({ taskId: rec.taskId, attempt: rec.attempt }, 'taking up a task an earlier run of this worker left unfinished');
@@ -979,7 +892,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.stopping.abort();
         this.teardown(this.session);
         await this.loop;
-        await this.pumping?.catch(() => undefined);
+        await this.outbox.settled();
       });
       await step('close the store', () => this.deps.store.close());
       if (!this.lifecycle.is('stopped')) this.lifecycle.transition('stopped', 'closed');
@@ -991,7 +904,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async deliverOutboxBriefly(ms: number): Promise<void> {
     if (!this.session?.alive) return;
     const timeout = new AbortController();
-    await Promise.race([this.flushOutbox().catch(() => undefined), sleep(ms, timeout.signal).catch(() => undefined)]).finally(() => timeout.abort());
+    await Promise.race([this.outbox.flush().catch(() => undefined), sleep(ms, timeout.signal).catch(() => undefined)]).finally(() => timeout.abort());
   }
 }
 
