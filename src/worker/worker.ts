@@ -13,9 +13,8 @@ import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { NotConnectedError, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
-import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
-import { scoreReport } from './contribution.js';
 import { fitAssignment, freeCapacity, reservationFor, type NodeBudget, type Reservation } from './fit.js';
 import { assertNotRemoved, loadIdentity, saveIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
@@ -23,13 +22,12 @@ import { LogForwarder } from './log-forwarder.js';
 import { InputChecksumError, type ConnectionFactory, type MasterConnection } from './master-connection.js';
 import { createSession, type Session } from './master-session.js';
 import { Outbox } from './outbox.js';
-import { buildReport } from './resources/report-builder.js';
+import { Reporter } from './reporter.js';
 import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
 import type { TaskRecord, WorkerStore } from './store/worker-store.js';
 import { abortOutcome, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
 import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor, type WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
-import { WORKER_DEFAULTS } from '../config/defaults.js';
 import { nodeFacts } from './node-facts.js';
 
 export interface WorkerDeps {
@@ -84,16 +82,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly lifecycle: Lifecycle;
   private readonly log: Logger;
   private readonly outbox: Outbox;
+  private readonly reporter: Reporter;
   private readonly active = new Map<string, ActiveTask>();
   private readonly uploads = new Map<string, Promise<void>>();
   private readonly readyWaiters = new Set<(s: Session) => void>();
   private readonly stopping = new AbortController();
   private session: Session | undefined;
-  private masterReportIntervalMs = 0;
-  private reportSeq = 0;
-  private reportTimer: NodeJS.Timeout | undefined;
-  private reportInFlight: Promise<void> | undefined;
-  private reportAgain = false;
   private reclaimTimer: NodeJS.Timeout | undefined;
   private reclaiming: Promise<void> | undefined;
   /** Tasks whose containers or volumes stayed behind (Docker was away): reclaimed once it answers. */
@@ -102,11 +96,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private closing = false;
-  /** Reports go on through the drain (the master must not think the node is gone); set last. */
-  private reportsStopped = false;
   /** Paused by the operator: running tasks go on, new ones are refused. */
   private paused = false;
-  private lastReportAt: number | undefined;
   private lastChange: LifecycleChange | undefined;
   readonly startedAt: number;
 
@@ -147,6 +138,25 @@ export class Worker extends EventEmitter<WorkerEvents> {
       capacity: () => ({ free: this.freeCapacity(), accepting: this.accepting }),
       onUpdate: (update) => this.emit('task-updated', update),
       onAck: (update, ack) => this.onUpdateAck(update, ack),
+    });
+    this.reporter = new Reporter({
+      probe: deps.probe,
+      executor: deps.executor,
+      ...(deps.tunnel ? { tunnel: deps.tunnel } : {}),
+      store: deps.store,
+      clock: deps.clock,
+      logger: this.log,
+      reportIntervalMs: this.options.reportIntervalMs,
+      sampleRetention: this.options.sampleRetention,
+      state: () => ({ free: this.freeCapacity(), lifecycleState: this.state, accepting: this.accepting }),
+      onSample: (sample) => {
+        if (this.leftovers.size > 0 && sample.docker.ok) this.reclaimSoon();
+      },
+      onReport: (report) => this.emit('report', report),
+      onContribution: (point) => this.emit('contribution', point),
+      send: (report) => {
+        if (this.session?.alive) this.session.reportSink?.send(report);
+      },
     });
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
@@ -191,7 +201,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.paused = true;
     this.log.info('paused: new tasks are refused until resumed');
     this.emit('accepting-changed', this.accepting);
-    this.reportNow();
+    this.reporter.reportNow();
   }
 
   resume(): void {
@@ -199,7 +209,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.paused = false;
     this.log.info('resumed: taking new tasks');
     this.emit('accepting-changed', this.accepting);
-    this.reportNow();
+    this.reporter.reportNow();
   }
 
   /** Cancels a running task on this node's own authority (the operator's). False if not running here. */
@@ -231,7 +241,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   async start(): Promise<void> {
     if (!this.lifecycle.is('starting') || this.loop) throw new WorkerStateError(`start() called in state '${this.state}'`);
     this.recoverInterruptedTasks();
-    this.scheduleReport();
+    this.reporter.schedule();
     this.reclaimTimer = setInterval(() => this.reclaimSoon(), this.options.reclaimIntervalMs);
     this.reclaimTimer.unref();
     let settle!: { resolve: () => void; reject: (e: unknown) => void };
@@ -320,14 +330,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await saveIdentity(this.options.dataDir, this.identity);
       this.log.info({ nodeId: res.nodeId }, 'registered with the master');
     }
-    const intervalBefore = this.reportIntervalMs();
-    this.masterReportIntervalMs = res.reportIntervalMs;
-    const own = this.options.reportIntervalMs;
-    if (own !== undefined && res.reportIntervalMs > 0 && own > res.reportIntervalMs) {
-      this.log.warn({ reportIntervalMs: own, masterReportIntervalMs: res.reportIntervalMs },
-        'the configured report interval is longer than the master\'s, which would mark this node offline: reporting at the master\'s interval');
-    }
-    if (this.reportIntervalMs() !== intervalBefore) this.scheduleReport();
+    this.reporter.setMasterInterval(res.reportIntervalMs);
 
     // Wait out a pump still bound to a previous session so updates stay in order.
     await this.outbox.settled();
@@ -354,7 +357,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.lifecycle.is('registering')) this.lifecycle.transition('connected', `node ${res.nodeId} subscribed`);
     for (const waiter of [...this.readyWaiters]) waiter(session);
     // A first report right away, so the master sees this node's capacity without waiting an interval.
-    this.reportNow();
+    this.reporter.reportNow();
     // The node id is known now: clear what earlier runs left (a killed worker's containers, spool files).
     this.reclaimSoon();
   }
@@ -757,86 +760,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (stale.length) this.log.info({ files: stale }, 'removed spool files no task owns');
   }
 
-  // ---------------------------------------------------------------- reports
 
-  /**
-   * The master's interval unless one is configured; never longer than the master's, which marks
-   * a node offline after 3 of its own intervals without a report.
-   */
-  private reportIntervalMs(): number {
-    const master = this.masterReportIntervalMs || undefined;
-    const own = this.options.reportIntervalMs;
-    if (own === undefined) return master ?? WORKER_DEFAULTS.reportIntervalMs;
-    return master === undefined ? own : Math.min(own, master);
-  }
-
-  private scheduleReport(): void {
-    if (this.reportTimer) clearTimeout(this.reportTimer);
-    if (this.reportsStopped) return;
-    this.reportTimer = setTimeout(() => {
-      this.reportTimer = undefined;
-      this.reportNow();
-      this.scheduleReport();
-    }, this.reportIntervalMs());
-  }
-
-  /** Sends a report now; if one is on its way, another follows it (it may carry older facts). */
-  private reportNow(): void {
-    if (this.reportsStopped) return;
-    if (this.reportInFlight) {
-      this.reportAgain = true;
-      return;
-    }
-    this.reportInFlight = this.sendReport()
-      .catch((err) => this.log.warn({ err: errorMessage(err) }, 'resource report failed'))
-      .finally(() => {
-        this.reportInFlight = undefined;
-        if (this.reportAgain) {
-          this.reportAgain = false;
-          this.reportNow();
-        }
-      });
-  }
-
-  private async sendReport(): Promise<void> {
-    const [sample, tasks, tunnel] = await Promise.all([
-      this.deps.probe.sample(),
-      this.deps.executor.usage().catch((err: unknown) => {
-        this.log.debug({ err: errorMessage(err) }, 'per-task usage unavailable');
-        return [];
-      }),
-      this.deps.tunnel?.status().catch(() => undefined),
-    ]);
-    if (this.reportsStopped) return;
-    if (this.leftovers.size > 0 && sample.docker.ok) this.reclaimSoon();
-    const report = buildReport({
-      seq: ++this.reportSeq,
-      sample,
-      tasks,
-      ...(tunnel ? { tunnel } : {}),
-      free: this.freeCapacity(),
-      lifecycleState: this.state,
-      accepting: this.accepting,
-    });
-    // Stored even while the master is away: the local history has no gaps.
-    this.deps.store.addSample(report, this.options.sampleRetention);
-    this.emit('report', report);
-    this.recordContribution(report);
-    if (this.session?.alive) this.session.reportSink?.send(report);
-  }
-
-  /** Scores the interval this report closes and records it with the running total. */
-  private recordContribution(report: ResourceReport): void {
-    const at = report.atMs || this.deps.clock.now();
-    const intervalMs = this.lastReportAt === undefined ? this.reportIntervalMs() : Math.max(0, at - this.lastReportAt);
-    this.lastReportAt = at;
-    try {
-      const point = this.deps.store.addContribution(scoreReport(report, at, intervalMs));
-      this.emit('contribution', point);
-    } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'recording the contribution failed');
-    }
-  }
 
   // ---------------------------------------------------------------- shutdown
 
@@ -882,12 +806,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       });
       await step('drain tasks', () => this.drain());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
-      await step('stop reports', async () => {
-        this.reportsStopped = true;
-        if (this.reportTimer) clearTimeout(this.reportTimer);
-        this.reportTimer = undefined;
-        await this.reportInFlight;
-      });
+      await step('stop reports', () => this.reporter.stop());
       await step('close the master session', async () => {
         this.stopping.abort();
         this.teardown(this.session);
