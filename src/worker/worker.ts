@@ -3,17 +3,16 @@
 // its own AbortController. Every task update goes through the SQLite outbox, so a master
 // outage never loses one and never kills a running task.
 import { EventEmitter } from 'node:events';
-import { mkdir, readdir, rm } from 'node:fs/promises';
-import path from 'node:path';
+import { mkdir, rm } from 'node:fs/promises';
 import { backoffDelay } from '../common/backoff.js';
 import type { Clock } from '../common/clock.js';
 import { closeSteps } from '../common/close-steps.js';
-import { AbortedError, ConfigError, HivemindError, InvalidTaskError, ResultTooLargeError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { AbortedError, ConfigError, HivemindError, InvalidTaskError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { NotConnectedError, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
-import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { fitAssignment, freeCapacity, reservationFor, type NodeBudget, type Reservation } from './fit.js';
 import { assertNotRemoved, loadIdentity, saveIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
@@ -23,10 +22,13 @@ import { InputChecksumError, type ConnectionFactory, type MasterConnection } fro
 import { createSession, type Session } from './master-session.js';
 import { Outbox } from './outbox.js';
 import { Reporter } from './reporter.js';
+import { Reclaimer } from './reclaimer.js';
+import { ActiveTasks } from './active-tasks.js';
+import { RunningTask, taskKey, type TaskRunDeps } from './running-task.js';
 import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
 import type { TaskRecord, WorkerStore } from './store/worker-store.js';
-import { abortOutcome, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
-import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor, type WorkerEvents } from './contracts.js';
+import { failureOutcome, isResultRefusal, terminalMessage, terminalState } from './task-outcome.js';
+import type { AbortReason, TaskExecutor, WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { nodeFacts } from './node-facts.js';
 
@@ -46,32 +48,6 @@ export interface WorkerDeps {
 }
 
 
-interface ActiveTask {
-  taskId: string;
-  attempt: number;
-  assignment: TaskAssignment;
-  controller: AbortController;
-  /** Held resources; cleared once the container is gone (the upload needs none). */
-  reservation: Reservation | undefined;
-  logs: LogForwarder;
-  lastPullUpdateAt: number;
-  done: Promise<void>;
-}
-
-/** Pull progress updates are throttled: the outbox must not fill with progress ticks. */
-const PULL_PROGRESS_INTERVAL_MS = 2_000;
-
-const taskKey = (taskId: string, attempt: number) => `${taskId}#${attempt}`;
-
-function spoolName(taskId: string, attempt: number, suffix: string): string {
-  return `${taskId.replace(/[^A-Za-z0-9._-]/g, '_')}-${attempt}.${suffix}`;
-}
-
-/** The master refused the result for its size: final, and the task's output is what is wrong. */
-function isResultRefusal(err: unknown): boolean {
-  return hivemindCodeOf(err) === ResultTooLargeError.CODE;
-}
-
 export class WorkerStateError extends HivemindError {
   constructor(message: string) {
     super('WORKER_STATE', message);
@@ -83,15 +59,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly log: Logger;
   private readonly outbox: Outbox;
   private readonly reporter: Reporter;
-  private readonly active = new Map<string, ActiveTask>();
+  private readonly reclaimer: Reclaimer;
+  private readonly taskRunDeps: TaskRunDeps;
+  private readonly active: ActiveTasks<RunningTask>;
   private readonly uploads = new Map<string, Promise<void>>();
   private readonly readyWaiters = new Set<(s: Session) => void>();
   private readonly stopping = new AbortController();
   private session: Session | undefined;
-  private reclaimTimer: NodeJS.Timeout | undefined;
-  private reclaiming: Promise<void> | undefined;
-  /** Tasks whose containers or volumes stayed behind (Docker was away): reclaimed once it answers. */
-  private readonly leftovers = new Set<string>();
   private loop: Promise<void> | undefined;
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
@@ -130,6 +104,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     super();
     this.log = deps.logger.child({ component: 'worker', ...(identity ? { nodeId: identity.nodeId } : {}) });
     this.lifecycle = new Lifecycle(this.log);
+    this.active = new ActiveTasks(this.log);
     this.outbox = new Outbox({
       store: deps.store,
       clock: deps.clock,
@@ -150,7 +125,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       sampleRetention: this.options.sampleRetention,
       state: () => ({ free: this.freeCapacity(), lifecycleState: this.state, accepting: this.accepting }),
       onSample: (sample) => {
-        if (this.leftovers.size > 0 && sample.docker.ok) this.reclaimSoon();
+        if (sample.docker.ok) this.reclaimer.dockerAnswered();
       },
       onReport: (report) => this.emit('report', report),
       onContribution: (point) => this.emit('contribution', point),
@@ -158,6 +133,27 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (this.session?.alive) this.session.reportSink?.send(report);
       },
     });
+    this.reclaimer = new Reclaimer({
+      executor: deps.executor,
+      store: deps.store,
+      logger: this.log,
+      spoolDir: this.options.spoolDir,
+      intervalMs: this.options.reclaimIntervalMs,
+      running: () => this.runningTasks(),
+    });
+    this.taskRunDeps = {
+      executor: deps.executor,
+      store: deps.store,
+      clock: deps.clock,
+      logger: this.log,
+      spoolDir: this.options.spoolDir,
+      update: (task, state, extra) => this.outbox.append(task, state, extra),
+      downloadInput: (task, file) => this.downloadInput(task, file),
+      uploadResult: (task, result) => this.uploadResult(task, result),
+      onLog: (event) => this.emit('task-log', event),
+      onProgress: (event) => this.emit('task-progress', event),
+      onLeftovers: (taskId) => this.reclaimer.addLeftovers(taskId),
+    };
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -214,8 +210,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Cancels a running task on this node's own authority (the operator's). False if not running here. */
   cancelTask(taskId: string): boolean {
-    const running = [...this.active.values()].some((t) => t.taskId === taskId && !t.controller.signal.aborted);
-    if (running) this.abortTask(taskId, 0, 'cancelled');
+    const running = this.active.isRunning(taskId);
+    if (running) this.active.abort(taskId, 0, 'cancelled');
     return running;
   }
 
@@ -225,11 +221,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   runningTasks(): { taskId: string; attempt: number }[] {
-    return [...this.active.values()].map((t) => ({ taskId: t.taskId, attempt: t.attempt }));
+    return this.active.list().map((t) => ({ taskId: t.taskId, attempt: t.attempt }));
   }
 
   freeCapacity(): Capacity {
-    return freeCapacity(this.budget, this.reservations());
+    return freeCapacity(this.budget, this.active.reservations());
   }
 
   /**
@@ -242,8 +238,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!this.lifecycle.is('starting') || this.loop) throw new WorkerStateError(`start() called in state '${this.state}'`);
     this.recoverInterruptedTasks();
     this.reporter.schedule();
-    this.reclaimTimer = setInterval(() => this.reclaimSoon(), this.options.reclaimIntervalMs);
-    this.reclaimTimer.unref();
+    this.reclaimer.start();
     let settle!: { resolve: () => void; reject: (e: unknown) => void };
     const first = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
     this.loop = this.connectionLoop(settle);
@@ -359,7 +354,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // A first report right away, so the master sees this node's capacity without waiting an interval.
     this.reporter.reportNow();
     // The node id is known now: clear what earlier runs left (a killed worker's containers, spool files).
-    this.reclaimSoon();
+    this.reclaimer.soon();
   }
 
   private teardown(session: Session | undefined): void {
@@ -405,8 +400,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ---------------------------------------------------------------- outbox acks
 
   private onUpdateAck(update: TaskUpdate, ack: TaskUpdateAck): void {
-    if (ack.superseded) this.abortTask(update.taskId, update.attempt, 'superseded');
-    else if (ack.cancelRequested) this.abortTask(update.taskId, update.attempt, 'cancelled');
+    if (ack.superseded) this.active.abort(update.taskId, update.attempt, 'superseded');
+    else if (ack.cancelRequested) this.active.abort(update.taskId, update.attempt, 'cancelled');
   }
 
   // ---------------------------------------------------------------- commands
@@ -420,7 +415,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           break;
         case 'cancel':
           this.log.info({ taskId: c.value.taskId, attempt: c.value.attempt, reason: c.value.reason }, 'cancel requested by the master');
-          this.abortTask(c.value.taskId, c.value.attempt, 'cancelled');
+          this.active.abort(c.value.taskId, c.value.attempt, 'cancelled');
           break;
         case 'ping':
           break;
@@ -436,9 +431,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private onAssign(a: TaskAssignment): void {
-    const key = taskKey(a.taskId, a.attempt);
     const log = this.log.child({ taskId: a.taskId, attempt: a.attempt });
-    if (this.active.has(key)) {
+    if (this.active.has(a.taskId, a.attempt)) {
       log.debug('assignment resent for a task already running; ignoring');
       return;
     }
@@ -457,7 +451,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (invalid) return this.reject(a, invalid);
     if (this.paused && !this.closing) return this.reject(a, 'node is paused by its operator');
     if (!this.accepting) return this.reject(a, 'node is draining');
-    const fit = fitAssignment(a.spec.limits, this.budget, this.reservations());
+    const fit = fitAssignment(a.spec.limits, this.budget, this.active.reservations());
     if (!fit.ok) return this.reject(a, fit.reason);
 
     this.deps.store.insertTask(a, fit.gpuIndexes, this.deps.clock.now());
@@ -468,15 +462,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** The in-memory side of a task this node holds: its abort controller, reservation and log forwarder. */
-  private activate(a: TaskAssignment, reservation: Reservation): ActiveTask {
-    const task: ActiveTask = {
-      taskId: a.taskId,
-      attempt: a.attempt,
-      assignment: a,
-      controller: new AbortController(),
-      reservation,
-      lastPullUpdateAt: 0,
-      logs: new LogForwarder({
+  private activate(a: TaskAssignment, reservation: Reservation): RunningTask {
+    const logs = new LogForwarder({
         taskId: a.taskId,
         attempt: a.attempt,
         clock: this.deps.clock,
@@ -491,17 +478,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
             this.log.warn({ taskId: a.taskId, attempt: a.attempt, err: errorMessage(err) }, 'cannot record how far the live log reached');
           }
         },
-      }),
-      done: Promise.resolve(),
-    };
-    this.active.set(taskKey(a.taskId, a.attempt), task);
+      });
+    const task = new RunningTask(a, reservation, logs, this.taskRunDeps);
+    this.active.add(task);
     return task;
   }
 
-  private startLoop(task: ActiveTask, recovered: boolean): void {
-    task.done = this.runTask(task, recovered)
-      .catch((err) => this.log.error({ taskId: task.taskId, attempt: task.attempt, err: errorMessage(err) }, 'task loop failed'))
-      .finally(() => this.active.delete(taskKey(task.taskId, task.attempt)));
+  private startLoop(task: RunningTask, recovered: boolean): void {
+    this.active.track(task, task.run(recovered).catch((err) => this.log.error({ taskId: task.taskId, attempt: task.attempt, err: errorMessage(err) }, 'task loop failed')));
   }
 
   private reject(a: TaskAssignment, reason: string): void {
@@ -510,112 +494,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.outbox.append(a, TaskState.TASK_STATE_REJECTED, { message: reason });
   }
 
-  private abortTask(taskId: string, attempt: number, reason: AbortReason): void {
-    for (const t of this.active.values()) {
-      // attempt 0 = any attempt of the task (a user cancel does not know attempts).
-      if (t.taskId === taskId && (attempt === 0 || t.attempt === attempt) && !t.controller.signal.aborted) {
-        this.log.info({ taskId, attempt: t.attempt, reason }, 'aborting task');
-        t.controller.abort(reason);
-      }
-    }
-  }
-
-  private reservations(): Reservation[] {
-    return [...this.active.values()].flatMap((t) => (t.reservation ? [t.reservation] : []));
-  }
-
-  // ---------------------------------------------------------------- task loop
-
-  /**
-   * One task attempt from its input to its terminal update. `recovered`: an earlier process of
-   * this worker took it and died first; its container is reattached when it was started, and
-   * the attempt is run from the beginning otherwise.
-   */
-  private async runTask(task: ActiveTask, recovered: boolean): Promise<void> {
-    const { taskId, attempt, assignment: a } = task;
-    const signal = task.controller.signal;
-    const log = this.log.child({ taskId, attempt });
-    const spool = this.options.spoolDir;
-    const inputFile = a.inputSize > 0 ? path.join(spool, spoolName(taskId, attempt, 'input.tar.gz')) : undefined;
-    let resultFile: string | undefined;
-    try {
-      const recovery = recovered ? ((await this.deps.executor.probe(taskId, attempt, signal)) === 'started' ? 'reattach' : 'restart') : undefined;
-      if (recovery) log.info({ recovery }, recovery === 'reattach' ? 'reattaching to the task an earlier run of this worker started' : 'running again a task an earlier run of this worker took but had not started');
-      const needsInput = inputFile !== undefined && recovery !== 'reattach';
-      if (needsInput) await this.downloadInput(task, inputFile);
-      const gpuIndexes = task.reservation?.gpuIndexes ?? [];
-      const sentUntil = recovery === 'reattach' ? this.deps.store.getTask(taskId, attempt)?.logsSentUntilNs : undefined;
-      const exec = await this.deps.executor.execute({
-        taskId,
-        attempt,
-        spec: a.spec!,
-        ...(needsInput ? { inputFile } : {}),
-        ...(recovery ? { recovery } : {}),
-        ...(sentUntil !== undefined ? { logsSentUntilNs: sentUntil } : {}),
-        gpuIndexes,
-        signal,
-        onPhase: (phase) => this.onPhase(task, phase),
-        onPullProgress: (current, total) => this.onPullProgress(task, current, total),
-        onLog: (stream, data, atNs) => {
-          task.logs.push(stream, data, atNs);
-          this.emit('task-log', { taskId, attempt, stream, data });
-        },
-      });
-      if (exec.leftovers) this.leftovers.add(taskId);
-      // The container is gone: its CPU, memory and GPUs are free for the next task even
-      // while the result is still uploading.
-      task.reservation = undefined;
-      await task.logs.close();
-      resultFile = exec.result?.path;
-      const outcome: TaskOutcome = { ...exec.outcome, resultSize: exec.result?.size ?? 0, resultSha256: exec.result?.sha256 ?? '' };
-      this.deps.store.setExecution(taskId, attempt, outcome, exec.result, exec.logTail);
-      if (signal.aborted) {
-        this.outbox.append(task, TaskState.TASK_STATE_CANCELLED, { outcome: abortOutcome(signal.reason, exec.outcome), message: abortOutcome(signal.reason).message });
-        return;
-      }
-      let uploaded = false;
-      if (exec.result) {
-        this.outbox.append(task, TaskState.TASK_STATE_UPLOADING);
-        await this.uploadResult(task, exec.result);
-        uploaded = true;
-      }
-      // Only now, with the result at the master, may it hear that the task ended.
-      this.outbox.append(task, terminalState(outcome, uploaded), { outcome, message: terminalMessage(outcome, uploaded) });
-      log.info({ state: TaskState[terminalState(outcome, uploaded)], exitCode: outcome.exitCode }, 'task finished');
-    } catch (err) {
-      if (signal.aborted) {
-        const outcome = abortOutcome(signal.reason);
-        this.outbox.append(task, TaskState.TASK_STATE_CANCELLED, { outcome, message: outcome.message });
-        log.info({ reason: asAbortReason(signal.reason) }, 'task stopped');
-        return;
-      }
-      const inputProblem = err instanceof InputChecksumError || err instanceof UnsafeArchiveError;
-      const outputRefused = isResultRefusal(err);
-      const kind = inputProblem ? OutcomeKind.OUTCOME_KIND_INPUT_REJECTED : outputRefused ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR;
-      const message = `${inputProblem ? 'input rejected' : outputRefused ? 'output rejected by the master' : 'worker error'}: ${describeGrpcError(err)}`;
-      log.warn({ err: message }, 'task failed');
-      this.outbox.append(task, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
-    } finally {
-      await task.logs.close().catch(() => undefined);
-      for (const f of [inputFile, resultFile]) {
-        if (f) await rm(f, { force: true }).catch((err) => log.warn({ err: errorMessage(err), file: f }, 'cannot remove spool file'));
-      }
-    }
-  }
-
-  private onPhase(task: ActiveTask, phase: ExecutionPhase): void {
-    if (task.controller.signal.aborted) return;
-    if (phase === 'pulling') this.outbox.append(task, TaskState.TASK_STATE_PULLING);
-    else if (phase === 'running') this.outbox.append(task, TaskState.TASK_STATE_RUNNING);
-  }
-
-  private onPullProgress(task: ActiveTask, currentBytes: number, totalBytes: number): void {
-    this.emit('task-progress', { taskId: task.taskId, attempt: task.attempt, kind: 'pull', currentBytes, totalBytes });
-    const now = this.deps.clock.now();
-    if (task.controller.signal.aborted || now - task.lastPullUpdateAt < PULL_PROGRESS_INTERVAL_MS) return;
-    task.lastPullUpdateAt = now;
-    this.outbox.append(task, TaskState.TASK_STATE_PULLING, { pull: { currentBytes, totalBytes } });
-  }
+  // ---------------------------------------------------------------- the master, for running tasks
 
   /**
    * Runs `fn` against the master, waiting for a connection and retrying transient failures
@@ -635,7 +514,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  private async downloadInput(task: ActiveTask, file: string): Promise<void> {
+  private async downloadInput(task: RunningTask, file: string): Promise<void> {
     const { taskId, attempt, assignment: a } = task;
     const signal = task.controller.signal;
     try {
@@ -650,7 +529,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async uploadResult(task: { taskId: string; attempt: number }, result: { path: string; size: number; sha256: string }, signal?: AbortSignal): Promise<void> {
-    const sig = signal ?? this.active.get(taskKey(task.taskId, task.attempt))?.controller.signal ?? this.stopping.signal;
+    const sig = signal ?? this.active.get(task.taskId, task.attempt)?.signal ?? this.stopping.signal;
     await this.withMaster(sig, 'result upload', () => this.uploadOnce(task, result, sig));
   }
 
@@ -680,8 +559,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async resumePendingUploads(session: Session): Promise<void> {
     for (const rec of this.deps.store.pendingUploads()) {
       if (!session.alive) return;
-      const active = this.active.get(taskKey(rec.taskId, rec.attempt));
-      const signal = active?.controller.signal ?? this.stopping.signal;
+      const active = this.active.get(rec.taskId, rec.attempt);
+      const signal = active?.signal ?? this.stopping.signal;
       try {
         await this.uploadOnce(rec, rec.result!, signal);
       } catch (err) {
@@ -725,43 +604,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  // ---------------------------------------------------------------- leftovers
-
-  /** Single-flight: removes containers, volumes and spool files no task owns. */
-  private reclaimSoon(): void {
-    if (this.closing || this.reclaiming) return;
-    this.reclaiming = this.reclaim()
-      .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'removing leftovers failed; trying again later'))
-      .finally(() => {
-        this.reclaiming = undefined;
-      });
-  }
-
-  private async reclaim(): Promise<void> {
-    const pending = this.deps.store.pendingUploads();
-    const keep = [...new Set([...[...this.active.values()].map((t) => t.taskId), ...pending.map((r) => r.taskId)])];
-    const removed = await this.deps.executor.reclaim(keep);
-    for (const id of this.leftovers) if (!keep.includes(id)) this.leftovers.delete(id);
-    if (removed.containers.length || removed.volumes.length) {
-      this.log.info({ containers: removed.containers, volumes: removed.volumes }, 'removed containers and volumes no task owns (left by an earlier run)');
-    }
-    // Spool files: results still to upload and files of running tasks stay; the rest is debris.
-    const keepFiles = new Set(pending.map((r) => path.basename(r.result!.path)));
-    const activePrefixes = [...this.active.values()].flatMap((t) => [spoolName(t.taskId, t.attempt, ''), `${t.taskId}-${t.attempt}.`]);
-    let names: string[];
-    try {
-      names = await readdir(this.options.spoolDir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    const stale = names.filter((n) => !keepFiles.has(n) && !activePrefixes.some((p) => n.startsWith(p)));
-    for (const n of stale) await rm(path.join(this.options.spoolDir, n), { force: true, recursive: true });
-    if (stale.length) this.log.info({ files: stale }, 'removed spool files no task owns');
-  }
-
-
-
   // ---------------------------------------------------------------- shutdown
 
   /**
@@ -771,19 +613,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   drain(): Promise<void> {
     this.drainPromise ??= (async () => {
       if (!this.lifecycle.is('draining', 'stopped')) this.lifecycle.transition('draining', 'drain requested');
-      const tasks = [...this.active.values()];
-      if (tasks.length === 0) return;
-      this.log.info({ tasks: tasks.length, timeoutMs: this.options.drainTimeoutMs }, 'waiting for running tasks');
-      const timeout = new AbortController();
-      const finished = await Promise.race([
-        Promise.all(tasks.map((t) => t.done)).then(() => true),
-        sleep(this.options.drainTimeoutMs, timeout.signal).then(() => false),
-      ]).finally(() => timeout.abort());
-      if (finished) return;
-      const left = [...this.active.values()];
-      this.log.warn({ tasks: left.length }, 'drain timeout reached; cancelling the remaining tasks');
-      for (const t of left) t.controller.abort('shutdown' satisfies AbortReason);
-      await Promise.all(left.map((t) => t.done));
+      await this.active.drain(this.options.drainTimeoutMs);
     })();
     return this.drainPromise;
   }
@@ -793,7 +623,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Their terminal updates still go through the outbox; drain()/close() then finish quickly.
    */
   cancelAll(reason: AbortReason = 'shutdown'): void {
-    for (const t of this.active.values()) t.controller.abort(reason);
+    this.active.cancelAll(reason);
   }
 
   /** Idempotent. Each step runs even if an earlier one failed. */
@@ -802,7 +632,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const step = closeSteps((name, err) => this.log.error({ err: errorMessage(err), step: name }, 'close step failed'));
       await step('stop taking tasks', () => {
         this.closing = true;
-        if (this.reclaimTimer) clearInterval(this.reclaimTimer);
+        this.reclaimer.stop();
       });
       await step('drain tasks', () => this.drain());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
