@@ -4,22 +4,21 @@
 // outage never loses one and never kills a running task.
 import { EventEmitter } from 'node:events';
 import { mkdir, rm } from 'node:fs/promises';
-import { backoffDelay } from '../common/backoff.js';
 import type { Clock } from '../common/clock.js';
 import { closeSteps } from '../common/close-steps.js';
-import { AbortedError, ConfigError, HivemindError, InvalidTaskError, errorMessage } from '../common/errors.js';
+import { ConfigError, HivemindError, InvalidTaskError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
-import { NotConnectedError, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
+import { NotConnectedError, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
 import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { fitAssignment, freeCapacity, reservationFor, type NodeBudget, type Reservation } from './fit.js';
-import { assertNotRemoved, loadIdentity, saveIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
+import { assertNotRemoved, loadIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
-import { InputChecksumError, type ConnectionFactory, type MasterConnection } from './master-connection.js';
-import { createSession, type Session } from './master-session.js';
+import { InputChecksumError, type ConnectionFactory } from './master-connection.js';
+import { MasterSession, type Session } from './master-session.js';
 import { Outbox } from './outbox.js';
 import { Reporter } from './reporter.js';
 import { Reclaimer } from './reclaimer.js';
@@ -58,15 +57,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly lifecycle: Lifecycle;
   private readonly log: Logger;
   private readonly outbox: Outbox;
+  private readonly master: MasterSession;
   private readonly reporter: Reporter;
   private readonly reclaimer: Reclaimer;
   private readonly taskRunDeps: TaskRunDeps;
   private readonly active: ActiveTasks<RunningTask>;
   private readonly uploads = new Map<string, Promise<void>>();
-  private readonly readyWaiters = new Set<(s: Session) => void>();
-  private readonly stopping = new AbortController();
-  private session: Session | undefined;
-  private loop: Promise<void> | undefined;
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private closing = false;
@@ -99,17 +95,58 @@ export class Worker extends EventEmitter<WorkerEvents> {
     private readonly deps: WorkerDeps,
     private readonly host: HostFacts,
     readonly budget: NodeBudget,
-    private identity: NodeIdentity | undefined,
+    identity: NodeIdentity | undefined,
   ) {
     super();
     this.log = deps.logger.child({ component: 'worker', ...(identity ? { nodeId: identity.nodeId } : {}) });
     this.lifecycle = new Lifecycle(this.log);
     this.active = new ActiveTasks(this.log);
+    this.master = new MasterSession({
+      connectionFactory: deps.connectionFactory,
+      masterAddress: options.masterAddress,
+      dataDir: options.dataDir,
+      name: options.name ?? host.hostname,
+      enrollmentToken: options.enrollmentToken,
+      backoff: options.backoff,
+      clock: deps.clock,
+      logger: this.log,
+      lifecycle: this.lifecycle,
+      identity,
+      nodeFacts: () => this.nodeFacts(),
+      onRegistered: (res) => this.reporter.setMasterInterval(res.reportIntervalMs),
+      settlePrevious: () => this.outbox.settled(),
+      catchUp: async (session) => {
+        await this.outbox.flush();
+        await this.resumePendingUploads(session);
+        await this.outbox.flush();
+      },
+      subscribeRequest: () => {
+        // Everything the master must not give up: running tasks, results still to upload, and tasks
+        // whose last updates (their end, typically) it has not acknowledged yet. A task that finished
+        // while the master was away is in the last group: without it the master would requeue it and
+        // run it twice.
+        const holding = [
+          ...this.runningTasks(),
+          ...deps.store.pendingUploads().map((r) => ({ taskId: r.taskId, attempt: r.attempt })),
+          ...deps.store.outboxTasks(),
+        ];
+        const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
+        return { running, free: this.freeCapacity(), accepting: this.accepting };
+      },
+      onCommand: (cmd) => this.onCommand(cmd),
+      onConnected: () => {
+        // A first report right away, so the master sees this node's capacity without waiting an interval.
+        this.reporter.reportNow();
+        // The node id is known now: clear what earlier runs left (a killed worker's containers, spool files).
+        this.reclaimer.soon();
+      },
+      onRemoved: (reason) => this.onRemoved(reason),
+    });
     this.outbox = new Outbox({
       store: deps.store,
       clock: deps.clock,
       logger: this.log,
-      session: () => this.session,
+      session: () => this.master.session,
       capacity: () => ({ free: this.freeCapacity(), accepting: this.accepting }),
       onUpdate: (update) => this.emit('task-updated', update),
       onAck: (update, ack) => this.onUpdateAck(update, ack),
@@ -130,7 +167,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       onReport: (report) => this.emit('report', report),
       onContribution: (point) => this.emit('contribution', point),
       send: (report) => {
-        if (this.session?.alive) this.session.reportSink?.send(report);
+        if (this.master.session?.alive) this.master.session.reportSink?.send(report);
       },
     });
     this.reclaimer = new Reclaimer({
@@ -166,7 +203,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   get nodeId(): string | undefined {
-    return this.identity?.nodeId;
+    return this.master.nodeId;
   }
 
   /** Whether new assignments are taken (false while paused, draining or closing). */
@@ -235,62 +272,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * token or credential).
    */
   async start(): Promise<void> {
-    if (!this.lifecycle.is('starting') || this.loop) throw new WorkerStateError(`start() called in state '${this.state}'`);
+    if (!this.lifecycle.is('starting') || this.master.started) throw new WorkerStateError(`start() called in state '${this.state}'`);
     this.recoverInterruptedTasks();
     this.reporter.schedule();
     this.reclaimer.start();
-    let settle!: { resolve: () => void; reject: (e: unknown) => void };
-    const first = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
-    this.loop = this.connectionLoop(settle);
-    await first;
+    await this.master.start();
   }
 
   // ---------------------------------------------------------------- connection
-
-  private async connectionLoop(first: { resolve: () => void; reject: (e: unknown) => void }): Promise<void> {
-    let failures = 0;
-    let firstSettled = false;
-    const stopped = new Promise<Error>((resolve) => {
-      this.stopping.signal.addEventListener('abort', () => resolve(new AbortedError('worker closing')), { once: true });
-    });
-    while (!this.stopping.signal.aborted) {
-      if (this.lifecycle.is('starting', 'reconnecting')) this.lifecycle.transition('registering', `connecting to ${this.options.masterAddress}`);
-      let session: Session | undefined;
-      let reason: Error;
-      try {
-        session = createSession(this.deps.connectionFactory(this.options.masterAddress));
-        await this.establish(session);
-        failures = 0;
-        if (!firstSettled) first.resolve();
-        firstSettled = true;
-        reason = await Promise.race([session.lost, stopped]);
-      } catch (err) {
-        reason = err instanceof Error ? err : new Error(String(err));
-        session?.markLost(reason);
-        if (!firstSettled && !isRetryable(err)) {
-          // A refused token or credential at start is a configuration problem: report it
-          // instead of retrying forever in silence.
-          this.teardown(session);
-          this.log.error({ err: describeGrpcError(err) }, 'the master refused this node');
-          first.reject(err);
-          return;
-        }
-        if (!firstSettled) first.resolve();
-        firstSettled = true;
-      }
-      this.teardown(session);
-      if (this.stopping.signal.aborted) break;
-      if (hivemindCodeOf(reason) === 'NODE_REMOVED') {
-        await this.onRemoved(describeGrpcError(reason));
-        return;
-      }
-      const level = isRetryable(reason) ? 'warn' : 'error';
-      this.log[level]({ err: describeGrpcError(reason), failures }, 'lost the master; reconnecting');
-      if (!this.lifecycle.is('draining', 'reconnecting', 'stopped')) this.lifecycle.transition('reconnecting', describeGrpcError(reason));
-      await sleep(backoffDelay(failures, this.options.backoff), this.stopping.signal).catch(() => undefined);
-      failures++;
-    }
-  }
 
   /**
    * Removed by the master's operator: its tasks were requeued there, so the ones running here are
@@ -300,97 +289,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.log.error({ reason }, 'this node was removed from the master; it stops taking and running tasks');
     this.cancelAll('shutdown');
     await saveRemoval(this.options.dataDir, {
-      nodeId: this.identity?.nodeId ?? '',
+      nodeId: this.master.nodeId ?? '',
       masterAddress: this.options.masterAddress,
       at: this.deps.clock.now(),
       reason,
     }).catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'cannot record the removal in the data dir'));
     this.emit('removed', reason);
-  }
-
-  /** Register, open reports, deliver the outbox and pending results, then subscribe. */
-  private async establish(session: Session): Promise<void> {
-    const { conn } = session;
-    const facts = this.nodeFacts();
-    const request = { name: this.options.name ?? this.host.hostname, facts };
-    const bearer = this.identity?.credential ?? this.options.enrollmentToken!;
-    const res = await conn.register(request, bearer);
-    if (!this.identity || this.identity.nodeId !== res.nodeId || (res.nodeCredential && res.nodeCredential !== this.identity.credential)) {
-      this.identity = {
-        nodeId: res.nodeId,
-        credential: res.nodeCredential || bearer,
-        masterAddress: this.options.masterAddress,
-        registeredAt: this.deps.clock.now(),
-      };
-      await saveIdentity(this.options.dataDir, this.identity);
-      this.log.info({ nodeId: res.nodeId }, 'registered with the master');
-    }
-    this.reporter.setMasterInterval(res.reportIntervalMs);
-
-    // Wait out a pump still bound to a previous session so updates stay in order.
-    await this.outbox.settled();
-    this.session = session;
-    session.reportSink = conn.openReportStream((err) => session.markLost(err));
-    await this.outbox.flush();
-    await this.resumePendingUploads(session);
-    await this.outbox.flush();
-    if (!session.alive) throw await session.lost;
-
-    // Everything the master must not give up: running tasks, results still to upload, and tasks
-    // whose last updates (their end, typically) it has not acknowledged yet. A task that finished
-    // while the master was away is in the last group: without it the master would requeue it and
-    // run it twice.
-    const holding = [
-      ...this.runningTasks(),
-      ...this.deps.store.pendingUploads().map((r) => ({ taskId: r.taskId, attempt: r.attempt })),
-      ...this.deps.store.outboxTasks(),
-    ];
-    const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
-    session.subscription = conn.subscribe({ running, free: this.freeCapacity(), accepting: this.accepting }, (cmd) => this.onCommand(cmd));
-    void session.subscription.closed.then((err) => session.markLost(err ?? new Error('the master ended the command stream')));
-    session.ready = true;
-    if (this.lifecycle.is('registering')) this.lifecycle.transition('connected', `node ${res.nodeId} subscribed`);
-    for (const waiter of [...this.readyWaiters]) waiter(session);
-    // A first report right away, so the master sees this node's capacity without waiting an interval.
-    this.reporter.reportNow();
-    // The node id is known now: clear what earlier runs left (a killed worker's containers, spool files).
-    this.reclaimer.soon();
-  }
-
-  private teardown(session: Session | undefined): void {
-    if (!session) return;
-    session.alive = false;
-    session.ready = false;
-    if (this.session === session) this.session = undefined;
-    for (const [what, fn] of [
-      ['subscription', () => session.subscription?.close()],
-      ['report stream', () => session.reportSink?.close()],
-      ['connection', () => session.conn.close()],
-    ] as const) {
-      try {
-        fn();
-      } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, `closing the ${what} failed`);
-      }
-    }
-  }
-
-  private waitForSession(signal: AbortSignal): Promise<Session> {
-    if (this.session?.ready) return Promise.resolve(this.session);
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        this.readyWaiters.delete(onReady);
-        reject(new AbortedError('stopped waiting for the master', { cause: signal.reason }));
-      };
-      const onReady = (s: Session) => {
-        this.readyWaiters.delete(onReady);
-        signal.removeEventListener('abort', onAbort);
-        resolve(s);
-      };
-      if (signal.aborted) return onAbort();
-      this.readyWaiters.add(onReady);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
   }
 
   private nodeFacts(): NodeFacts {
@@ -469,7 +373,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         clock: this.deps.clock,
         flushMs: this.options.logFlushMs,
         maxBufferedBytes: this.options.logBufferBytes,
-        openSink: () => (this.session?.ready ? this.session.conn.pushLogs(a.taskId, a.attempt) : undefined),
+        openSink: () => (this.master.session?.ready ? this.master.session.conn.pushLogs(a.taskId, a.attempt) : undefined),
         // Where a reattaching worker picks the live log up after a crash.
         onSent: (atNs) => {
           try {
@@ -496,41 +400,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   // ---------------------------------------------------------------- the master, for running tasks
 
-  /**
-   * Runs `fn` against the master, waiting for a connection and retrying transient failures
-   * with backoff, until it succeeds, fails for good, or the task is aborted.
-   */
-  private async withMaster<T>(signal: AbortSignal, what: string, fn: (conn: MasterConnection) => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      signal.throwIfAborted();
-      const session = await this.waitForSession(signal);
-      try {
-        return await fn(session.conn);
-      } catch (err) {
-        if (signal.aborted || !isRetryable(err)) throw err;
-        this.log.warn({ err: describeGrpcError(err), attempt }, `${what} interrupted; retrying`);
-        await sleep(backoffDelay(attempt, this.options.backoff), signal);
-      }
-    }
-  }
-
   private async downloadInput(task: RunningTask, file: string): Promise<void> {
     const { taskId, attempt, assignment: a } = task;
     const signal = task.controller.signal;
     try {
-      await this.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
+      await this.master.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
     } catch (err) {
       if (!(err instanceof InputChecksumError)) throw err;
       // A stale partial file from an earlier run can spoil the hash: one clean retry.
       this.log.warn({ taskId, attempt }, 'input checksum mismatch; downloading again from the start');
       await rm(file, { force: true });
-      await this.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
+      await this.master.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
     }
   }
 
   private async uploadResult(task: { taskId: string; attempt: number }, result: { path: string; size: number; sha256: string }, signal?: AbortSignal): Promise<void> {
-    const sig = signal ?? this.active.get(task.taskId, task.attempt)?.signal ?? this.stopping.signal;
-    await this.withMaster(sig, 'result upload', () => this.uploadOnce(task, result, sig));
+    const sig = signal ?? this.active.get(task.taskId, task.attempt)?.signal ?? this.master.closingSignal;
+    await this.master.withMaster(sig, 'result upload', () => this.uploadOnce(task, result, sig));
   }
 
   /** Single-flight per task: the reconnect sequence and the task loop may both ask. */
@@ -539,7 +425,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.deps.store.getTask(task.taskId, task.attempt)?.result?.uploaded) return Promise.resolve();
     let p = this.uploads.get(key);
     if (!p) {
-      const session = this.session;
+      const session = this.master.session;
       if (!session?.alive) return Promise.reject(new NotConnectedError());
       p = session.conn
         .uploadResult(task.taskId, task.attempt, result.path, result.sha256, signal, (currentBytes, totalBytes) =>
@@ -560,7 +446,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const rec of this.deps.store.pendingUploads()) {
       if (!session.alive) return;
       const active = this.active.get(rec.taskId, rec.attempt);
-      const signal = active?.signal ?? this.stopping.signal;
+      const signal = active?.signal ?? this.master.closingSignal;
       try {
         await this.uploadOnce(rec, rec.result!, signal);
       } catch (err) {
@@ -638,9 +524,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
       await step('stop reports', () => this.reporter.stop());
       await step('close the master session', async () => {
-        this.stopping.abort();
-        this.teardown(this.session);
-        await this.loop;
+        await this.master.close();
         await this.outbox.settled();
       });
       await step('close the store', () => this.deps.store.close());
@@ -651,7 +535,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Last chance to tell the master how tasks ended; what is left stays in the outbox for the next start. */
   private async deliverOutboxBriefly(ms: number): Promise<void> {
-    if (!this.session?.alive) return;
+    if (!this.master.session?.alive) return;
     const timeout = new AbortController();
     await Promise.race([this.outbox.flush().catch(() => undefined), sleep(ms, timeout.signal).catch(() => undefined)]).finally(() => timeout.abort());
   }
