@@ -3,30 +3,30 @@
 // its own AbortController. Every task update goes through the SQLite outbox, so a master
 // outage never loses one and never kills a running task.
 import { EventEmitter } from 'node:events';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import type { Clock } from '../common/clock.js';
 import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, HivemindError, InvalidTaskError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
-import { NotConnectedError, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
-import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskState, type Capacity, type NodeFacts, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
-import { fitAssignment, freeCapacity, reservationFor, type NodeBudget, type Reservation } from './fit.js';
+import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
 import { assertNotRemoved, loadIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
-import { InputChecksumError, type ConnectionFactory } from './master-connection.js';
-import { MasterSession, type Session } from './master-session.js';
+import type { ConnectionFactory } from './master-connection.js';
+import { MasterSession } from './master-session.js';
 import { Outbox } from './outbox.js';
 import { Reporter } from './reporter.js';
 import { Reclaimer } from './reclaimer.js';
 import { ActiveTasks } from './active-tasks.js';
 import { RunningTask, taskKey, type TaskRunDeps } from './running-task.js';
+import { TaskTransfers } from './task-transfers.js';
+import { Recovery } from './recovery.js';
 import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
-import type { TaskRecord, WorkerStore } from './store/worker-store.js';
-import { failureOutcome, isResultRefusal, terminalMessage, terminalState } from './task-outcome.js';
+import type { WorkerStore } from './store/worker-store.js';
 import type { AbortReason, TaskExecutor, WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { nodeFacts } from './node-facts.js';
@@ -61,8 +61,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly reporter: Reporter;
   private readonly reclaimer: Reclaimer;
   private readonly taskRunDeps: TaskRunDeps;
+  private readonly transfers: TaskTransfers;
+  private readonly recovery: Recovery;
   private readonly active: ActiveTasks<RunningTask>;
-  private readonly uploads = new Map<string, Promise<void>>();
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private closing = false;
@@ -117,7 +118,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       settlePrevious: () => this.outbox.settled(),
       catchUp: async (session) => {
         await this.outbox.flush();
-        await this.resumePendingUploads(session);
+        await this.recovery.resumePendingUploads(session);
         await this.outbox.flush();
       },
       subscribeRequest: () => {
@@ -185,12 +186,30 @@ export class Worker extends EventEmitter<WorkerEvents> {
       logger: this.log,
       spoolDir: this.options.spoolDir,
       update: (task, state, extra) => this.outbox.append(task, state, extra),
-      downloadInput: (task, file) => this.downloadInput(task, file),
-      uploadResult: (task, result) => this.uploadResult(task, result),
+      downloadInput: (task, file) => this.transfers.downloadInput(task, file),
+      uploadResult: (task, result) => this.transfers.uploadResult(task, result),
       onLog: (event) => this.emit('task-log', event),
       onProgress: (event) => this.emit('task-progress', event),
       onLeftovers: (taskId) => this.reclaimer.addLeftovers(taskId),
     };
+    const taskSignal = (taskId: string, attempt: number) => this.active.get(taskId, attempt)?.signal;
+    this.transfers = new TaskTransfers({
+      master: this.master,
+      store: deps.store,
+      logger: this.log,
+      taskSignal,
+      onProgress: (event) => this.emit('task-progress', event),
+    });
+    this.recovery = new Recovery({
+      store: deps.store,
+      budget,
+      logger: this.log,
+      transfers: this.transfers,
+      closingSignal: this.master.closingSignal,
+      taskSignal,
+      update: (task, state, extra) => this.outbox.append(task, state, extra),
+      takeUp: (assignment, reservation) => this.startLoop(this.activate(assignment, reservation), true),
+    });
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -273,7 +292,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   async start(): Promise<void> {
     if (!this.lifecycle.is('starting') || this.master.started) throw new WorkerStateError(`start() called in state '${this.state}'`);
-    this.recoverInterruptedTasks();
+    this.recovery.recoverInterruptedTasks();
     this.reporter.schedule();
     this.reclaimer.start();
     await this.master.start();
@@ -396,98 +415,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.log.info({ taskId: a.taskId, attempt: a.attempt, reason }, 'task rejected');
     this.deps.store.insertTask(a, [], this.deps.clock.now());
     this.outbox.append(a, TaskState.TASK_STATE_REJECTED, { message: reason });
-  }
-
-  // ---------------------------------------------------------------- the master, for running tasks
-
-  private async downloadInput(task: RunningTask, file: string): Promise<void> {
-    const { taskId, attempt, assignment: a } = task;
-    const signal = task.controller.signal;
-    try {
-      await this.master.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
-    } catch (err) {
-      if (!(err instanceof InputChecksumError)) throw err;
-      // A stale partial file from an earlier run can spoil the hash: one clean retry.
-      this.log.warn({ taskId, attempt }, 'input checksum mismatch; downloading again from the start');
-      await rm(file, { force: true });
-      await this.master.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
-    }
-  }
-
-  private async uploadResult(task: { taskId: string; attempt: number }, result: { path: string; size: number; sha256: string }, signal?: AbortSignal): Promise<void> {
-    const sig = signal ?? this.active.get(task.taskId, task.attempt)?.signal ?? this.master.closingSignal;
-    await this.master.withMaster(sig, 'result upload', () => this.uploadOnce(task, result, sig));
-  }
-
-  /** Single-flight per task: the reconnect sequence and the task loop may both ask. */
-  private uploadOnce(task: { taskId: string; attempt: number }, result: { path: string; size: number; sha256: string }, signal: AbortSignal): Promise<void> {
-    const key = taskKey(task.taskId, task.attempt);
-    if (this.deps.store.getTask(task.taskId, task.attempt)?.result?.uploaded) return Promise.resolve();
-    let p = this.uploads.get(key);
-    if (!p) {
-      const session = this.master.session;
-      if (!session?.alive) return Promise.reject(new NotConnectedError());
-      p = session.conn
-        .uploadResult(task.taskId, task.attempt, result.path, result.sha256, signal, (currentBytes, totalBytes) =>
-          this.emit('task-progress', { taskId: task.taskId, attempt: task.attempt, kind: 'upload', currentBytes, totalBytes }),
-        )
-        .then(() => {
-          this.deps.store.markResultUploaded(task.taskId, task.attempt);
-          this.log.info({ taskId: task.taskId, attempt: task.attempt, size: result.size }, 'result uploaded');
-        })
-        .finally(() => this.uploads.delete(key));
-      this.uploads.set(key, p);
-    }
-    return p;
-  }
-
-  /** Before subscribing: push every result the master does not hold yet. */
-  private async resumePendingUploads(session: Session): Promise<void> {
-    for (const rec of this.deps.store.pendingUploads()) {
-      if (!session.alive) return;
-      const active = this.active.get(rec.taskId, rec.attempt);
-      const signal = active?.signal ?? this.master.closingSignal;
-      try {
-        await this.uploadOnce(rec, rec.result!, signal);
-      } catch (err) {
-        if (isRetryable(err) && !signal.aborted) throw err;
-        // Aborted or refused for good: an active task's own loop reports it; a recovered one we settle here.
-        if (!active && !signal.aborted) {
-          this.finishRecovered(rec, false, `result upload failed: ${describeGrpcError(err)}`, isResultRefusal(err) ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : undefined);
-        }
-        continue;
-      }
-      if (!active) this.finishRecovered(rec, true);
-    }
-  }
-
-  /** Terminal update for a task whose run ended in an earlier process. */
-  private finishRecovered(rec: TaskRecord, uploaded: boolean, failure?: string, failureKind = OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR): void {
-    const outcome = failure ? failureOutcome(failureKind, failure) : rec.outcome!;
-    this.outbox.append(rec, failure ? TaskState.TASK_STATE_FAILED : terminalState(outcome, uploaded), { outcome, message: failure ?? terminalMessage(outcome, uploaded) });
-    if (rec.result) void rm(rec.result.path, { force: true }).catch(() => undefined);
-  }
-
-  /**
-   * Tasks left unfinished by a previous process (a crash, kill -9, power loss): results waiting
-   * for upload are resumed on connect; a task that had not ended is taken up again — its
-   * container reattached if it was started, the attempt run from the beginning if not — before
-   * the worker subscribes, so the master sees it as still running here.
-   */
-  private recoverInterruptedTasks(): void {
-    for (const rec of this.deps.store.unfinishedTasks()) {
-      if (rec.result && !rec.result.uploaded) continue;
-      if (rec.outcome) {
-        this.finishRecovered(rec, rec.result?.uploaded ?? false);
-      } else if (!rec.assignment.spec) {
-        const message = 'the worker restarted while this task was running, and its record has no spec to run it again; the attempt is lost';
-        this.outbox.append(rec, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, message), message });
-      } else {
-        const held = reservationFor(rec.assignment.spec.limits, this.budget);
-        this.log.info({ taskId: rec.taskId, attempt: rec.attempt }, 'taking up a task an earlier run of this worker left unfinished');
-        this.startLoop(this.activate(rec.assignment, { cpus: held.cpus, memoryBytes: held.memoryBytes, gpuIndexes: rec.gpuIndexes }), true);
-      }
-    }
   }
 
   // ---------------------------------------------------------------- shutdown
