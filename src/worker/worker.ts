@@ -1,7 +1,10 @@
 // The worker agent: registers with the master, reports resources, takes task assignments
 // from the command stream and runs each one (input download, executor, result upload) under
 // its own AbortController. Every task update goes through the SQLite outbox, so a master
-// outage never loses one and never kills a running task.
+// outage never loses one and never kills a running task. This class keeps the public API
+// (start, pause, resume, drain, close, the events) and the command handling; it composes the
+// parts that do the work: the master session, the outbox, the running tasks, recovery after a
+// restart, the reporter and the reclaimer.
 import { EventEmitter } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { Clock } from '../common/clock.js';
@@ -45,7 +48,6 @@ export interface WorkerDeps {
     setMeshPeers(peers: MeshPeer[]): Promise<void>;
   };
 }
-
 
 export class WorkerStateError extends HivemindError {
   constructor(message: string) {
@@ -387,21 +389,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** The in-memory side of a task this node holds: its abort controller, reservation and log forwarder. */
   private activate(a: TaskAssignment, reservation: Reservation): RunningTask {
     const logs = new LogForwarder({
-        taskId: a.taskId,
-        attempt: a.attempt,
-        clock: this.deps.clock,
-        flushMs: this.options.logFlushMs,
-        maxBufferedBytes: this.options.logBufferBytes,
-        openSink: () => (this.master.session?.ready ? this.master.session.conn.pushLogs(a.taskId, a.attempt) : undefined),
-        // Where a reattaching worker picks the live log up after a crash.
-        onSent: (atNs) => {
-          try {
-            this.deps.store.setLogsSentUntil(a.taskId, a.attempt, atNs);
-          } catch (err) {
-            this.log.warn({ taskId: a.taskId, attempt: a.attempt, err: errorMessage(err) }, 'cannot record how far the live log reached');
-          }
-        },
-      });
+      taskId: a.taskId,
+      attempt: a.attempt,
+      clock: this.deps.clock,
+      flushMs: this.options.logFlushMs,
+      maxBufferedBytes: this.options.logBufferBytes,
+      openSink: () => (this.master.session?.ready ? this.master.session.conn.pushLogs(a.taskId, a.attempt) : undefined),
+      // Where a reattaching worker picks the live log up after a crash.
+      onSent: (atNs) => {
+        try {
+          this.deps.store.setLogsSentUntil(a.taskId, a.attempt, atNs);
+        } catch (err) {
+          this.log.warn({ taskId: a.taskId, attempt: a.attempt, err: errorMessage(err) }, 'cannot record how far the live log reached');
+        }
+      },
+    });
     const task = new RunningTask(a, reservation, logs, this.taskRunDeps);
     this.active.add(task);
     return task;
