@@ -300,7 +300,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.master.start();
   }
 
-  // ---------------------------------------------------------------- connection
+  // ---------------------------------------------------------------- from the master session
 
   /**
    * Removed by the master's operator: its tasks were requeued there, so the ones running here are
