@@ -3,8 +3,7 @@
 // asking the worker or the database on every push.
 import { TaskState, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
-import type { TaskProgressEvent } from '../worker/worker.js';
-import type { TaskRecord } from '../worker/store/worker-store.js';
+import type { TaskProgressEvent, TaskRecord } from '../worker/contracts.js';
 import type { LiveTaskState, RunningTaskView } from './monitor-types.js';
 import { limitsView } from './monitor-view.js';
 

@@ -3,7 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { TaskState, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
-import type { TaskProgressEvent } from '../worker/worker.js';
+import type { TaskProgressEvent } from '../worker/contracts.js';
 import { outcomeView, stateName } from './monitor-view.js';
 
 const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED, TaskState.TASK_STATE_REJECTED]);

@@ -1,7 +1,7 @@
 // The JSON the monitor serves and pushes (docs/monitor.md is the contract with web/).
 // Times are epoch milliseconds, sizes bytes, CPU in percent of one core (tasks) or of the machine.
 import type { GpuUsage, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
-import type { ContributionPoint } from '../worker/contribution.js';
+import type { ContributionPoint } from '../worker/contracts.js';
 
 export type LiveTaskState = 'accepted' | 'pulling' | 'running' | 'uploading';
 export type TaskRowState = LiveTaskState | 'succeeded' | 'failed' | 'cancelled' | 'rejected';

@@ -1,8 +1,7 @@
 // Pure mappings from the worker's records (protobuf-shaped, SQLite rows) to the monitor's JSON.
 // Nothing secret crosses here: env values, credentials and keys have no field to land in.
 import { outcomeKindToJSON, taskStateToJSON, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
-import type { ContributionPoint } from '../worker/contribution.js';
-import type { TaskEventRecord, TaskRecord } from '../worker/store/worker-store.js';
+import type { ContributionPoint, TaskEventRecord, TaskRecord } from '../worker/contracts.js';
 import type { ContributionView, LimitsView, OutcomeKindName, OutcomeView, SampleView, TaskDetailView, TaskRowState, TaskRowView, TunnelView } from './monitor-types.js';
 
 /** TASK_STATE_RUNNING -> 'running'. */

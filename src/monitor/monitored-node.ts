@@ -2,11 +2,7 @@
 // be tested against a fake and cannot reach into the worker's internals.
 import type { EventEmitter } from 'node:events';
 import type { Capacity, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
-import type { ContributionPoint } from '../worker/contribution.js';
-import type { NodeBudget } from '../worker/fit.js';
-import type { HostFacts } from '../worker/resources/resource-probe.js';
-import type { HistoryFilter, HistoryPage, TaskEventRecord, TaskRecord } from '../worker/store/worker-store.js';
-import type { WorkerEvents } from '../worker/worker.js';
+import type { ContributionPoint, HistoryFilter, HistoryPage, HostFacts, NodeBudget, TaskEventRecord, TaskRecord, WorkerEvents } from '../worker/contracts.js';
 
 export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly nodeId: string | undefined;

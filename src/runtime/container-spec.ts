@@ -2,7 +2,7 @@
 // set, every privilege dropped, no network, read-only root, input/output on per-task volumes.
 import { InvalidTaskError } from '../common/errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
-import type { TaskExecution } from '../worker/task-executor.js';
+import type { TaskExecution } from '../worker/contracts.js';
 import type { ContainerCreateConfig } from './container-engine.js';
 import { taskLabels } from './labels.js';
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';

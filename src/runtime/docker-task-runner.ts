@@ -12,7 +12,7 @@ import tarStream from 'tar-stream';
 import { AbortedError, ArchiveCapError, EngineError, EngineUnreachableError, HivemindError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
-import { abortOutcomeKind, asAbortReason, type AbortReason, type ExecutionResult, type TaskExecution, type TaskExecutor } from '../worker/task-executor.js';
+import { abortOutcomeKind, asAbortReason, type AbortReason, type ExecutionResult, type TaskExecution, type TaskExecutor } from '../worker/contracts.js';
 import { gunzipStream, gzipStream, safeTar } from '../archive/safe-tar.js';
 import { formatBytes } from '../common/units.js';
 import { resultArchiveBound } from '../protocol/result-bound.js';

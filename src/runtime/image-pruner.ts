@@ -5,7 +5,7 @@
 import { AbortedError, ImageInUseError, errorMessage } from '../common/errors.js';
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
-import type { PulledImageRecord } from '../worker/store/worker-store.js';
+import type { PulledImageRecord } from '../worker/contracts.js';
 import type { ContainerEngine, ImageInfo } from './container-engine.js';
 import { familiarTag } from './image-reference.js';
 

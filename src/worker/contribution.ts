@@ -2,22 +2,12 @@
 // by how busy the machine was (the average of CPU and memory usage), plus 0.01 per GPU
 // utilisation percent summed over the GPUs.
 import type { ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { ContributionPoint } from './contracts.js';
+
+export type { ContributionPoint };
 
 export const CONTRIBUTION_BASE = 10;
 export const GPU_POINTS_PER_PERCENT = 0.01;
-
-export interface ContributionPoint {
-  atMs: number;
-  intervalMs: number;
-  score: number;
-  multiplier: number;
-  cpuPercent: number;
-  memoryPercent: number;
-  /** Sum of the GPUs' utilisation percentages (two GPUs at 50 % = 100). */
-  gpuPercent: number;
-  /** Running total including this point. */
-  total: number;
-}
 
 /** The usage multiplier for the average of CPU and memory usage (percent). */
 export function usageMultiplier(averagePercent: number): number {

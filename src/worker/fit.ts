@@ -2,20 +2,9 @@
 // capacity for reports and Subscribe. No I/O: inputs are the node's totals and what runs.
 import type { Capacity, ResourceLimits } from '../protocol/gen/hivemind/v1/common.js';
 import { formatBytes } from '../common/units.js';
+import type { NodeBudget } from './contracts.js';
 
-/** What the node may give to tasks in total. */
-export interface NodeBudget {
-  /** Concurrent task slots. */
-  maxTasks: number;
-  /** CPU cores tasks may use: the machine's cores, or the operator's lower cap. */
-  cpus: number;
-  /** Memory tasks may use: total minus the reserve kept for the OS and the worker (or the cap). */
-  memoryBytes: number;
-  /** GPU indexes present on the node. */
-  gpuIndexes: number[];
-  /** What a task with a zero ("node default") limit is accounted as. */
-  taskDefaults: { cpus: number; memoryBytes: number };
-}
+export type { NodeBudget };
 
 /** What one running task holds. */
 export interface Reservation {

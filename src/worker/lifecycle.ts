@@ -4,18 +4,9 @@
 import { EventEmitter } from 'node:events';
 import { HivemindError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { LifecycleChange, LifecycleState } from './contracts.js';
 
-/**
- * - `starting`: options compiled, store opened; nothing sent to the master yet.
- * - `registering`: calling Register (enrollment token on first start, node credential later).
- * - `connected`: registered, report stream open and subscribed to commands; accepts tasks.
- * - `reconnecting`: the master went away; retrying with backoff. Running tasks keep running
- *   and their updates queue in the outbox.
- * - `draining`: no new tasks are accepted; running tasks are allowed to finish until the
- *   drain timeout, then cancelled with reason 'shutdown'.
- * - `stopped`: everything closed. Terminal.
- */
-export type LifecycleState = 'starting' | 'registering' | 'connected' | 'reconnecting' | 'draining' | 'stopped';
+export type { LifecycleChange, LifecycleState };
 
 export const LIFECYCLE_TRANSITIONS: Readonly<Record<LifecycleState, readonly LifecycleState[]>> = {
   starting: ['registering', 'draining', 'stopped'],
@@ -40,12 +31,6 @@ export class IllegalTransitionError extends HivemindError {
 
 export function canTransition(from: LifecycleState, to: LifecycleState): boolean {
   return LIFECYCLE_TRANSITIONS[from].includes(to);
-}
-
-export interface LifecycleChange {
-  from: LifecycleState;
-  to: LifecycleState;
-  reason: string;
 }
 
 export class Lifecycle extends EventEmitter<{ change: [LifecycleChange] }> {

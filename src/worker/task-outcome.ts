@@ -1,7 +1,9 @@
 // Pure mapping from what happened to a task to the terminal state and outcome the master
 // records, shared by the live task loop and the recovery of tasks interrupted by a crash.
 import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
-import { abortOutcomeKind, asAbortReason } from './task-executor.js';
+import { ResultTooLargeError } from '../common/errors.js';
+import { hivemindCodeOf } from '../protocol/grpc-errors.js';
+import { abortOutcomeKind, asAbortReason } from './contracts.js';
 
 /** SUCCEEDED only for a clean exit whose result the master holds; cancellations stay CANCELLED. */
 export function terminalState(outcome: TaskOutcome, resultUploaded: boolean): TaskState {
@@ -41,4 +43,9 @@ export function abortOutcome(reason: unknown, base?: Partial<TaskOutcome>): Task
 
 export function failureOutcome(kind: OutcomeKind, message: string, durationMs = 0): TaskOutcome {
   return { kind, exitCode: 0, message, durationMs, resultSize: 0, resultSha256: '' };
+}
+
+/** The master refused the result for its size: final, and the task's output is what is wrong. */
+export function isResultRefusal(err: unknown): boolean {
+  return hivemindCodeOf(err) === ResultTooLargeError.CODE;
 }

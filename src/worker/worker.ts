@@ -1,34 +1,37 @@
 // The worker agent: registers with the master, reports resources, takes task assignments
 // from the command stream and runs each one (input download, executor, result upload) under
 // its own AbortController. Every task update goes through the SQLite outbox, so a master
-// outage never loses one and never kills a running task.
+// outage never loses one and never kills a running task. This class keeps the public API
+// (start, pause, resume, drain, close, the events) and the command handling; it composes the
+// parts that do the work: the master session, the outbox, the running tasks, recovery after a
+// restart, the reporter and the reclaimer.
 import { EventEmitter } from 'node:events';
-import { mkdir, readdir, rm } from 'node:fs/promises';
-import path from 'node:path';
-import { status } from '@grpc/grpc-js';
-import { backoffDelay } from '../common/backoff.js';
+import { mkdir } from 'node:fs/promises';
 import type { Clock } from '../common/clock.js';
 import { closeSteps } from '../common/close-steps.js';
-import { AbortedError, ConfigError, HivemindError, InvalidTaskError, ResultTooLargeError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { ConfigError, HivemindError, InvalidTaskError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
-import { NotConnectedError, grpcStatusOf, hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
-import { OutcomeKind, TaskState, type Capacity, type NodeFacts, type ResourceReport, type TaskOutcome, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskState, type Capacity, type NodeFacts, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
-import { scoreReport, type ContributionPoint } from './contribution.js';
-import { fitAssignment, freeCapacity, reservationFor, type NodeBudget, type Reservation } from './fit.js';
-import { assertNotRemoved, loadIdentity, saveIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
+import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
+import { assertNotRemoved, loadIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
-import { InputChecksumError, type ConnectionFactory, type MasterConnection, type ReportSink, type SubscriptionHandle } from './master-connection.js';
-import { buildReport } from './resources/report-builder.js';
+import type { ConnectionFactory } from './master-connection.js';
+import { MasterSession } from './master-session.js';
+import { Outbox } from './outbox.js';
+import { Reporter } from './reporter.js';
+import { Reclaimer } from './reclaimer.js';
+import { ActiveTasks } from './active-tasks.js';
+import { RunningTask, taskKey, type TaskRunDeps } from './running-task.js';
+import { TaskTransfers } from './task-transfers.js';
+import { Recovery } from './recovery.js';
 import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
-import type { NewTaskUpdate, TaskRecord, WorkerStore } from './store/worker-store.js';
-import { abortOutcome, failureOutcome, terminalMessage, terminalState } from './task-outcome.js';
-import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor } from './task-executor.js';
+import type { WorkerStore } from './store/worker-store.js';
+import type { AbortReason, TaskExecutor, WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
-import { WORKER_DEFAULTS } from '../config/defaults.js';
 import { nodeFacts } from './node-facts.js';
 
 export interface WorkerDeps {
@@ -46,97 +49,6 @@ export interface WorkerDeps {
   };
 }
 
-export interface TaskLogEvent {
-  taskId: string;
-  attempt: number;
-  stream: 'stdout' | 'stderr';
-  data: Buffer;
-}
-
-export interface TaskProgressEvent {
-  taskId: string;
-  attempt: number;
-  kind: 'pull' | 'upload';
-  currentBytes: number;
-  totalBytes: number;
-}
-
-/** What a local monitor may subscribe to, instead of reaching into the worker. */
-export interface WorkerEvents {
-  'state-changed': [LifecycleChange];
-  /** pause()/resume(): whether new tasks are taken changed. */
-  'accepting-changed': [boolean];
-  'task-updated': [TaskUpdate];
-  'task-log': [TaskLogEvent];
-  /** Image pull and result upload progress, unthrottled: listeners throttle. */
-  'task-progress': [TaskProgressEvent];
-  report: [ResourceReport];
-  contribution: [ContributionPoint];
-  /** The master's operator removed this node: the worker stopped talking to it for good. */
-  removed: [string];
-}
-
-interface ActiveTask {
-  taskId: string;
-  attempt: number;
-  assignment: TaskAssignment;
-  controller: AbortController;
-  /** Held resources; cleared once the container is gone (the upload needs none). */
-  reservation: Reservation | undefined;
-  logs: LogForwarder;
-  lastPullUpdateAt: number;
-  done: Promise<void>;
-}
-
-interface Session {
-  conn: MasterConnection;
-  /** False once the connection was found broken; nothing new uses it. */
-  alive: boolean;
-  /** Subscribed: the node is connected in the lifecycle sense. */
-  ready: boolean;
-  reportSink?: ReportSink;
-  subscription?: SubscriptionHandle;
-  lost: Promise<Error>;
-  markLost(err: Error): void;
-}
-
-function createSession(conn: MasterConnection): Session {
-  let resolveLost!: (err: Error) => void;
-  const lost = new Promise<Error>((resolve) => (resolveLost = resolve));
-  const session: Session = {
-    conn,
-    alive: true,
-    ready: false,
-    lost,
-    markLost: (err) => {
-      session.alive = false;
-      session.ready = false;
-      resolveLost(err);
-    },
-  };
-  return session;
-}
-
-/** Pull progress updates are throttled: the outbox must not fill with progress ticks. */
-const PULL_PROGRESS_INTERVAL_MS = 2_000;
-
-const taskKey = (taskId: string, attempt: number) => `${taskId}#${attempt}`;
-
-function spoolName(taskId: string, attempt: number, suffix: string): string {
-  return `${taskId.replace(/[^A-Za-z0-9._-]/g, '_')}-${attempt}.${suffix}`;
-}
-
-/** Errors after which retrying an UpdateTask is pointless: the entry is dropped, not retried forever. */
-/** The master refused the result for its size: final, and the task's output is what is wrong. */
-function isResultRefusal(err: unknown): boolean {
-  return hivemindCodeOf(err) === ResultTooLargeError.CODE;
-}
-
-function isPermanentRejection(err: unknown): boolean {
-  const code = grpcStatusOf(err);
-  return code !== undefined && !isRetryable(err) && code !== status.UNAUTHENTICATED;
-}
-
 export class WorkerStateError extends HivemindError {
   constructor(message: string) {
     super('WORKER_STATE', message);
@@ -146,31 +58,19 @@ export class WorkerStateError extends HivemindError {
 export class Worker extends EventEmitter<WorkerEvents> {
   private readonly lifecycle: Lifecycle;
   private readonly log: Logger;
-  private readonly active = new Map<string, ActiveTask>();
-  private readonly uploads = new Map<string, Promise<void>>();
-  private readonly readyWaiters = new Set<(s: Session) => void>();
-  private readonly stopping = new AbortController();
-  private session: Session | undefined;
-  private masterReportIntervalMs = 0;
-  private reportSeq = 0;
-  private reportTimer: NodeJS.Timeout | undefined;
-  private reportInFlight: Promise<void> | undefined;
-  private reportAgain = false;
-  private reclaimTimer: NodeJS.Timeout | undefined;
-  private reclaiming: Promise<void> | undefined;
-  /** Tasks whose containers or volumes stayed behind (Docker was away): reclaimed once it answers. */
-  private readonly leftovers = new Set<string>();
-  private pumping: Promise<void> | undefined;
-  private pumpAgain = false;
-  private loop: Promise<void> | undefined;
+  private readonly outbox: Outbox;
+  private readonly master: MasterSession;
+  private readonly reporter: Reporter;
+  private readonly reclaimer: Reclaimer;
+  private readonly taskRunDeps: TaskRunDeps;
+  private readonly transfers: TaskTransfers;
+  private readonly recovery: Recovery;
+  private readonly active: ActiveTasks<RunningTask>;
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private closing = false;
-  /** Reports go on through the drain (the master must not think the node is gone); set last. */
-  private reportsStopped = false;
   /** Paused by the operator: running tasks go on, new ones are refused. */
   private paused = false;
-  private lastReportAt: number | undefined;
   private lastChange: LifecycleChange | undefined;
   readonly startedAt: number;
 
@@ -198,11 +98,120 @@ export class Worker extends EventEmitter<WorkerEvents> {
     private readonly deps: WorkerDeps,
     private readonly host: HostFacts,
     readonly budget: NodeBudget,
-    private identity: NodeIdentity | undefined,
+    identity: NodeIdentity | undefined,
   ) {
     super();
     this.log = deps.logger.child({ component: 'worker', ...(identity ? { nodeId: identity.nodeId } : {}) });
     this.lifecycle = new Lifecycle(this.log);
+    this.active = new ActiveTasks(this.log);
+    this.master = new MasterSession({
+      connectionFactory: deps.connectionFactory,
+      masterAddress: options.masterAddress,
+      dataDir: options.dataDir,
+      name: options.name ?? host.hostname,
+      enrollmentToken: options.enrollmentToken,
+      backoff: options.backoff,
+      clock: deps.clock,
+      logger: this.log,
+      lifecycle: this.lifecycle,
+      identity,
+      nodeFacts: () => this.nodeFacts(),
+      onRegistered: (res) => this.reporter.setMasterInterval(res.reportIntervalMs),
+      settlePrevious: () => this.outbox.settled(),
+      catchUp: async (session) => {
+        await this.outbox.flush();
+        await this.recovery.resumePendingUploads(session);
+        await this.outbox.flush();
+      },
+      subscribeRequest: () => {
+        // Everything the master must not give up: running tasks, results still to upload, and tasks
+        // whose last updates (their end, typically) it has not acknowledged yet. A task that finished
+        // while the master was away is in the last group: without it the master would requeue it and
+        // run it twice.
+        const holding = [
+          ...this.runningTasks(),
+          ...deps.store.pendingUploads().map((r) => ({ taskId: r.taskId, attempt: r.attempt })),
+          ...deps.store.outboxTasks(),
+        ];
+        const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
+        return { running, free: this.freeCapacity(), accepting: this.accepting };
+      },
+      onCommand: (cmd) => this.onCommand(cmd),
+      onConnected: () => {
+        // A first report right away, so the master sees this node's capacity without waiting an interval.
+        this.reporter.reportNow();
+        // The node id is known now: clear what earlier runs left (a killed worker's containers, spool files).
+        this.reclaimer.soon();
+      },
+      onRemoved: (reason) => this.onRemoved(reason),
+    });
+    this.outbox = new Outbox({
+      store: deps.store,
+      clock: deps.clock,
+      logger: this.log,
+      session: () => this.master.session,
+      capacity: () => ({ free: this.freeCapacity(), accepting: this.accepting }),
+      onUpdate: (update) => this.emit('task-updated', update),
+      onAck: (update, ack) => this.onUpdateAck(update, ack),
+    });
+    this.reporter = new Reporter({
+      probe: deps.probe,
+      executor: deps.executor,
+      ...(deps.tunnel ? { tunnel: deps.tunnel } : {}),
+      store: deps.store,
+      clock: deps.clock,
+      logger: this.log,
+      reportIntervalMs: this.options.reportIntervalMs,
+      sampleRetention: this.options.sampleRetention,
+      state: () => ({ free: this.freeCapacity(), lifecycleState: this.state, accepting: this.accepting }),
+      onSample: (sample) => {
+        if (sample.docker.ok) this.reclaimer.dockerAnswered();
+      },
+      onReport: (report) => this.emit('report', report),
+      onContribution: (point) => this.emit('contribution', point),
+      send: (report) => {
+        if (this.master.session?.alive) this.master.session.reportSink?.send(report);
+      },
+    });
+    this.reclaimer = new Reclaimer({
+      executor: deps.executor,
+      store: deps.store,
+      logger: this.log,
+      spoolDir: this.options.spoolDir,
+      intervalMs: this.options.reclaimIntervalMs,
+      running: () => this.runningTasks(),
+    });
+    this.taskRunDeps = {
+      executor: deps.executor,
+      store: deps.store,
+      clock: deps.clock,
+      logger: this.log,
+      spoolDir: this.options.spoolDir,
+      update: (task, state, extra) => this.outbox.append(task, state, extra),
+      downloadInput: (task, file) => this.transfers.downloadInput(task, file),
+      uploadResult: (task, result) => this.transfers.uploadResult(task, result),
+      onLog: (event) => this.emit('task-log', event),
+      onProgress: (event) => this.emit('task-progress', event),
+      onLeftovers: (taskId) => this.reclaimer.addLeftovers(taskId),
+    };
+    const taskSignal = (taskId: string, attempt: number) => this.active.get(taskId, attempt)?.signal;
+    this.transfers = new TaskTransfers({
+      master: this.master,
+      store: deps.store,
+      logger: this.log,
+      taskSignal,
+      onProgress: (event) => this.emit('task-progress', event),
+    });
+    this.recovery = new Recovery({
+      store: deps.store,
+      budget,
+      logger: this.log,
+      transfers: this.transfers,
+      closingSignal: this.master.closingSignal,
+      taskSignal,
+      update: (task, state, extra) => this.outbox.append(task, state, extra),
+      takeUp: (assignment, reservation) => this.startLoop(this.activate(assignment, reservation), true),
+    });
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -215,7 +224,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   get nodeId(): string | undefined {
-    return this.identity?.nodeId;
+    return this.master.nodeId;
   }
 
   /** Whether new assignments are taken (false while paused, draining or closing). */
@@ -246,7 +255,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.paused = true;
     this.log.info('paused: new tasks are refused until resumed');
     this.emit('accepting-changed', this.accepting);
-    this.reportNow();
+    this.reporter.reportNow();
   }
 
   resume(): void {
@@ -254,13 +263,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.paused = false;
     this.log.info('resumed: taking new tasks');
     this.emit('accepting-changed', this.accepting);
-    this.reportNow();
+    this.reporter.reportNow();
   }
 
   /** Cancels a running task on this node's own authority (the operator's). False if not running here. */
   cancelTask(taskId: string): boolean {
-    const running = [...this.active.values()].some((t) => t.taskId === taskId && !t.controller.signal.aborted);
-    if (running) this.abortTask(taskId, 0, 'cancelled');
+    const running = this.active.isRunning(taskId);
+    if (running) this.active.abort(taskId, 0, 'cancelled');
     return running;
   }
 
@@ -270,11 +279,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   runningTasks(): { taskId: string; attempt: number }[] {
-    return [...this.active.values()].map((t) => ({ taskId: t.taskId, attempt: t.attempt }));
+    return this.active.list().map((t) => ({ taskId: t.taskId, attempt: t.attempt }));
   }
 
   freeCapacity(): Capacity {
-    return freeCapacity(this.budget, this.reservations());
+    return freeCapacity(this.budget, this.active.reservations());
   }
 
   /**
@@ -284,63 +293,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * token or credential).
    */
   async start(): Promise<void> {
-    if (!this.lifecycle.is('starting') || this.loop) throw new WorkerStateError(`start() called in state '${this.state}'`);
-    this.recoverInterruptedTasks();
-    this.scheduleReport();
-    this.reclaimTimer = setInterval(() => this.reclaimSoon(), this.options.reclaimIntervalMs);
-    this.reclaimTimer.unref();
-    let settle!: { resolve: () => void; reject: (e: unknown) => void };
-    const first = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
-    this.loop = this.connectionLoop(settle);
-    await first;
+    if (!this.lifecycle.is('starting') || this.master.started) throw new WorkerStateError(`start() called in state '${this.state}'`);
+    this.recovery.recoverInterruptedTasks();
+    this.reporter.schedule();
+    this.reclaimer.start();
+    await this.master.start();
   }
 
-  // ---------------------------------------------------------------- connection
-
-  private async connectionLoop(first: { resolve: () => void; reject: (e: unknown) => void }): Promise<void> {
-    let failures = 0;
-    let firstSettled = false;
-    const stopped = new Promise<Error>((resolve) => {
-      this.stopping.signal.addEventListener('abort', () => resolve(new AbortedError('worker closing')), { once: true });
-    });
-    while (!this.stopping.signal.aborted) {
-      if (this.lifecycle.is('starting', 'reconnecting')) this.lifecycle.transition('registering', `connecting to ${this.options.masterAddress}`);
-      let session: Session | undefined;
-      let reason: Error;
-      try {
-        session = createSession(this.deps.connectionFactory(this.options.masterAddress));
-        await this.establish(session);
-        failures = 0;
-        if (!firstSettled) first.resolve();
-        firstSettled = true;
-        reason = await Promise.race([session.lost, stopped]);
-      } catch (err) {
-        reason = err instanceof Error ? err : new Error(String(err));
-        session?.markLost(reason);
-        if (!firstSettled && !isRetryable(err)) {
-          // A refused token or credential at start is a configuration problem: report it
-          // instead of retrying forever in silence.
-          this.teardown(session);
-          this.log.error({ err: describeGrpcError(err) }, 'the master refused this node');
-          first.reject(err);
-          return;
-        }
-        if (!firstSettled) first.resolve();
-        firstSettled = true;
-      }
-      this.teardown(session);
-      if (this.stopping.signal.aborted) break;
-      if (hivemindCodeOf(reason) === 'NODE_REMOVED') {
-        await this.onRemoved(describeGrpcError(reason));
-        return;
-      }
-      const level = isRetryable(reason) ? 'warn' : 'error';
-      this.log[level]({ err: describeGrpcError(reason), failures }, 'lost the master; reconnecting');
-      if (!this.lifecycle.is('draining', 'reconnecting', 'stopped')) this.lifecycle.transition('reconnecting', describeGrpcError(reason));
-      await sleep(backoffDelay(failures, this.options.backoff), this.stopping.signal).catch(() => undefined);
-      failures++;
-    }
-  }
+  // ---------------------------------------------------------------- from the master session
 
   /**
    * Removed by the master's operator: its tasks were requeued there, so the ones running here are
@@ -350,7 +310,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.log.error({ reason }, 'this node was removed from the master; it stops taking and running tasks');
     this.cancelAll('shutdown');
     await saveRemoval(this.options.dataDir, {
-      nodeId: this.identity?.nodeId ?? '',
+      nodeId: this.master.nodeId ?? '',
       masterAddress: this.options.masterAddress,
       at: this.deps.clock.now(),
       reason,
@@ -358,168 +318,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.emit('removed', reason);
   }
 
-  /** Register, open reports, deliver the outbox and pending results, then subscribe. */
-  private async establish(session: Session): Promise<void> {
-    const { conn } = session;
-    const facts = this.nodeFacts();
-    const request = { name: this.options.name ?? this.host.hostname, facts };
-    const bearer = this.identity?.credential ?? this.options.enrollmentToken!;
-    const res = await conn.register(request, bearer);
-    if (!this.identity || this.identity.nodeId !== res.nodeId || (res.nodeCredential && res.nodeCredential !== this.identity.credential)) {
-      this.identity = {
-        nodeId: res.nodeId,
-        credential: res.nodeCredential || bearer,
-        masterAddress: this.options.masterAddress,
-        registeredAt: this.deps.clock.now(),
-      };
-      await saveIdentity(this.options.dataDir, this.identity);
-      this.log.info({ nodeId: res.nodeId }, 'registered with the master');
-    }
-    const intervalBefore = this.reportIntervalMs();
-    this.masterReportIntervalMs = res.reportIntervalMs;
-    const own = this.options.reportIntervalMs;
-    if (own !== undefined && res.reportIntervalMs > 0 && own > res.reportIntervalMs) {
-      this.log.warn({ reportIntervalMs: own, masterReportIntervalMs: res.reportIntervalMs },
-        'the configured report interval is longer than the master\'s, which would mark this node offline: reporting at the master\'s interval');
-    }
-    if (this.reportIntervalMs() !== intervalBefore) this.scheduleReport();
-
-    // Wait out a pump still bound to a previous session so updates stay in order.
-    await this.pumping?.catch(() => undefined);
-    this.session = session;
-    session.reportSink = conn.openReportStream((err) => session.markLost(err));
-    await this.flushOutbox();
-    await this.resumePendingUploads(session);
-    await this.flushOutbox();
-    if (!session.alive) throw await session.lost;
-
-    // Everything the master must not give up: running tasks, results still to upload, and tasks
-    // whose last updates (their end, typically) it has not acknowledged yet. A task that finished
-    // while the master was away is in the last group: without it the master would requeue it and
-    // run it twice.
-    const holding = [
-      ...this.runningTasks(),
-      ...this.deps.store.pendingUploads().map((r) => ({ taskId: r.taskId, attempt: r.attempt })),
-      ...this.deps.store.outboxTasks(),
-    ];
-    const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
-    session.subscription = conn.subscribe({ running, free: this.freeCapacity(), accepting: this.accepting }, (cmd) => this.onCommand(cmd));
-    void session.subscription.closed.then((err) => session.markLost(err ?? new Error('the master ended the command stream')));
-    session.ready = true;
-    if (this.lifecycle.is('registering')) this.lifecycle.transition('connected', `node ${res.nodeId} subscribed`);
-    for (const waiter of [...this.readyWaiters]) waiter(session);
-    // A first report right away, so the master sees this node's capacity without waiting an interval.
-    this.reportNow();
-    // The node id is known now: clear what earlier runs left (a killed worker's containers, spool files).
-    this.reclaimSoon();
-  }
-
-  private teardown(session: Session | undefined): void {
-    if (!session) return;
-    session.alive = false;
-    session.ready = false;
-    if (this.session === session) this.session = undefined;
-    for (const [what, fn] of [
-      ['subscription', () => session.subscription?.close()],
-      ['report stream', () => session.reportSink?.close()],
-      ['connection', () => session.conn.close()],
-    ] as const) {
-      try {
-        fn();
-      } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, `closing the ${what} failed`);
-      }
-    }
-  }
-
-  private waitForSession(signal: AbortSignal): Promise<Session> {
-    if (this.session?.ready) return Promise.resolve(this.session);
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        this.readyWaiters.delete(onReady);
-        reject(new AbortedError('stopped waiting for the master', { cause: signal.reason }));
-      };
-      const onReady = (s: Session) => {
-        this.readyWaiters.delete(onReady);
-        signal.removeEventListener('abort', onAbort);
-        resolve(s);
-      };
-      if (signal.aborted) return onAbort();
-      this.readyWaiters.add(onReady);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
   private nodeFacts(): NodeFacts {
     return nodeFacts(this.host, this.options);
   }
 
-  // ---------------------------------------------------------------- outbox
-
-  /** Persists an update (seq assigned by the store), emits it and starts delivering it. */
-  private update(task: { taskId: string; attempt: number }, state: TaskState, extra: Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull'>> = {}): TaskUpdate {
-    const full = this.deps.store.appendUpdate({
-      taskId: task.taskId,
-      attempt: task.attempt,
-      state,
-      message: extra.message ?? '',
-      outcome: extra.outcome,
-      atMs: this.deps.clock.now(),
-      pull: extra.pull,
-    });
-    this.emit('task-updated', full);
-    this.kickOutbox();
-    return full;
-  }
-
-  private kickOutbox(): void {
-    this.flushOutbox().catch((err) => this.log.debug({ err: describeGrpcError(err) }, 'outbox delivery paused until reconnect'));
-  }
-
-  /** Delivers the outbox in order, one update at a time; single-flight so order holds. */
-  private flushOutbox(): Promise<void> {
-    if (this.pumping) {
-      this.pumpAgain = true;
-      return this.pumping;
-    }
-    this.pumping = this.pump().finally(() => {
-      this.pumping = undefined;
-    });
-    return this.pumping;
-  }
-
-  private async pump(): Promise<void> {
-    do {
-      this.pumpAgain = false;
-      for (;;) {
-        const session = this.session;
-        if (!session?.alive) return;
-        const batch = this.deps.store.outbox(100);
-        if (batch.length === 0) break;
-        for (const entry of batch) {
-          if (this.session !== session || !session.alive) return;
-          let ack: TaskUpdateAck;
-          try {
-            ack = await session.conn.updateTask({ ...entry.update, free: this.freeCapacity(), accepting: this.accepting });
-          } catch (err) {
-            if (isPermanentRejection(err)) {
-              this.log.warn({ taskId: entry.update.taskId, seq: entry.update.seq, err: describeGrpcError(err) }, 'the master refused a task update; dropping it');
-              this.deps.store.ackOutbox(entry.id);
-              continue;
-            }
-            session.markLost(err instanceof Error ? err : new Error(String(err)));
-            throw err;
-          }
-          this.deps.store.ackOutbox(entry.id);
-          this.onUpdateAck(entry.update, ack);
-        }
-      }
-    } while (this.pumpAgain);
-  }
+  // ---------------------------------------------------------------- outbox acks
 
   private onUpdateAck(update: TaskUpdate, ack: TaskUpdateAck): void {
-    if (ack.superseded) this.abortTask(update.taskId, update.attempt, 'superseded');
-    else if (ack.cancelRequested) this.abortTask(update.taskId, update.attempt, 'cancelled');
+    if (ack.superseded) this.active.abort(update.taskId, update.attempt, 'superseded');
+    else if (ack.cancelRequested) this.active.abort(update.taskId, update.attempt, 'cancelled');
   }
 
   // ---------------------------------------------------------------- commands
@@ -533,7 +340,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           break;
         case 'cancel':
           this.log.info({ taskId: c.value.taskId, attempt: c.value.attempt, reason: c.value.reason }, 'cancel requested by the master');
-          this.abortTask(c.value.taskId, c.value.attempt, 'cancelled');
+          this.active.abort(c.value.taskId, c.value.attempt, 'cancelled');
           break;
         case 'ping':
           break;
@@ -549,9 +356,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private onAssign(a: TaskAssignment): void {
-    const key = taskKey(a.taskId, a.attempt);
     const log = this.log.child({ taskId: a.taskId, attempt: a.attempt });
-    if (this.active.has(key)) {
+    if (this.active.has(a.taskId, a.attempt)) {
       log.debug('assignment resent for a task already running; ignoring');
       return;
     }
@@ -560,7 +366,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // Finished, or its result still uploading after a restart: the master has not heard
       // the end yet and the outbox will tell it. Running it again would duplicate work.
       log.debug('assignment resent for a task this node already took; ignoring');
-      this.kickOutbox();
+      this.outbox.kick();
       return;
     }
     if (!a.spec) return this.reject(a, 'the assignment has no task spec');
@@ -570,388 +376,47 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (invalid) return this.reject(a, invalid);
     if (this.paused && !this.closing) return this.reject(a, 'node is paused by its operator');
     if (!this.accepting) return this.reject(a, 'node is draining');
-    const fit = fitAssignment(a.spec.limits, this.budget, this.reservations());
+    const fit = fitAssignment(a.spec.limits, this.budget, this.active.reservations());
     if (!fit.ok) return this.reject(a, fit.reason);
 
     this.deps.store.insertTask(a, fit.gpuIndexes, this.deps.clock.now());
     log.info({ image: a.spec.image, gpus: fit.gpuIndexes }, 'task accepted');
     const task = this.activate(a, fit.reservation);
-    this.update(task, TaskState.TASK_STATE_ACCEPTED);
+    this.outbox.append(task, TaskState.TASK_STATE_ACCEPTED);
     this.startLoop(task, false);
   }
 
   /** The in-memory side of a task this node holds: its abort controller, reservation and log forwarder. */
-  private activate(a: TaskAssignment, reservation: Reservation): ActiveTask {
-    const task: ActiveTask = {
+  private activate(a: TaskAssignment, reservation: Reservation): RunningTask {
+    const logs = new LogForwarder({
       taskId: a.taskId,
       attempt: a.attempt,
-      assignment: a,
-      controller: new AbortController(),
-      reservation,
-      lastPullUpdateAt: 0,
-      logs: new LogForwarder({
-        taskId: a.taskId,
-        attempt: a.attempt,
-        clock: this.deps.clock,
-        flushMs: this.options.logFlushMs,
-        maxBufferedBytes: this.options.logBufferBytes,
-        openSink: () => (this.session?.ready ? this.session.conn.pushLogs(a.taskId, a.attempt) : undefined),
-        // Where a reattaching worker picks the live log up after a crash.
-        onSent: (atNs) => {
-          try {
-            this.deps.store.setLogsSentUntil(a.taskId, a.attempt, atNs);
-          } catch (err) {
-            this.log.warn({ taskId: a.taskId, attempt: a.attempt, err: errorMessage(err) }, 'cannot record how far the live log reached');
-          }
-        },
-      }),
-      done: Promise.resolve(),
-    };
-    this.active.set(taskKey(a.taskId, a.attempt), task);
+      clock: this.deps.clock,
+      flushMs: this.options.logFlushMs,
+      maxBufferedBytes: this.options.logBufferBytes,
+      openSink: () => (this.master.session?.ready ? this.master.session.conn.pushLogs(a.taskId, a.attempt) : undefined),
+      // Where a reattaching worker picks the live log up after a crash.
+      onSent: (atNs) => {
+        try {
+          this.deps.store.setLogsSentUntil(a.taskId, a.attempt, atNs);
+        } catch (err) {
+          this.log.warn({ taskId: a.taskId, attempt: a.attempt, err: errorMessage(err) }, 'cannot record how far the live log reached');
+        }
+      },
+    });
+    const task = new RunningTask(a, reservation, logs, this.taskRunDeps);
+    this.active.add(task);
     return task;
   }
 
-  private startLoop(task: ActiveTask, recovered: boolean): void {
-    task.done = this.runTask(task, recovered)
-      .catch((err) => this.log.error({ taskId: task.taskId, attempt: task.attempt, err: errorMessage(err) }, 'task loop failed'))
-      .finally(() => this.active.delete(taskKey(task.taskId, task.attempt)));
+  private startLoop(task: RunningTask, recovered: boolean): void {
+    this.active.track(task, task.run(recovered).catch((err) => this.log.error({ taskId: task.taskId, attempt: task.attempt, err: errorMessage(err) }, 'task loop failed')));
   }
 
   private reject(a: TaskAssignment, reason: string): void {
     this.log.info({ taskId: a.taskId, attempt: a.attempt, reason }, 'task rejected');
     this.deps.store.insertTask(a, [], this.deps.clock.now());
-    this.update(a, TaskState.TASK_STATE_REJECTED, { message: reason });
-  }
-
-  private abortTask(taskId: string, attempt: number, reason: AbortReason): void {
-    for (const t of this.active.values()) {
-      // attempt 0 = any attempt of the task (a user cancel does not know attempts).
-      if (t.taskId === taskId && (attempt === 0 || t.attempt === attempt) && !t.controller.signal.aborted) {
-        this.log.info({ taskId, attempt: t.attempt, reason }, 'aborting task');
-        t.controller.abort(reason);
-      }
-    }
-  }
-
-  private reservations(): Reservation[] {
-    return [...this.active.values()].flatMap((t) => (t.reservation ? [t.reservation] : []));
-  }
-
-  // ---------------------------------------------------------------- task loop
-
-  /**
-   * One task attempt from its input to its terminal update. `recovered`: an earlier process of
-   * this worker took it and died first; its container is reattached when it was started, and
-   * the attempt is run from the beginning otherwise.
-   */
-  private async runTask(task: ActiveTask, recovered: boolean): Promise<void> {
-    const { taskId, attempt, assignment: a } = task;
-    const signal = task.controller.signal;
-    const log = this.log.child({ taskId, attempt });
-    const spool = this.options.spoolDir;
-    const inputFile = a.inputSize > 0 ? path.join(spool, spoolName(taskId, attempt, 'input.tar.gz')) : undefined;
-    let resultFile: string | undefined;
-    try {
-      const recovery = recovered ? ((await this.deps.executor.probe(taskId, attempt, signal)) === 'started' ? 'reattach' : 'restart') : undefined;
-      if (recovery) log.info({ recovery }, recovery === 'reattach' ? 'reattaching to the task an earlier run of this worker started' : 'running again a task an earlier run of this worker took but had not started');
-      const needsInput = inputFile !== undefined && recovery !== 'reattach';
-      if (needsInput) await this.downloadInput(task, inputFile);
-      const gpuIndexes = task.reservation?.gpuIndexes ?? [];
-      const sentUntil = recovery === 'reattach' ? this.deps.store.getTask(taskId, attempt)?.logsSentUntilNs : undefined;
-      const exec = await this.deps.executor.execute({
-        taskId,
-        attempt,
-        spec: a.spec!,
-        ...(needsInput ? { inputFile } : {}),
-        ...(recovery ? { recovery } : {}),
-        ...(sentUntil !== undefined ? { logsSentUntilNs: sentUntil } : {}),
-        gpuIndexes,
-        signal,
-        onPhase: (phase) => this.onPhase(task, phase),
-        onPullProgress: (current, total) => this.onPullProgress(task, current, total),
-        onLog: (stream, data, atNs) => {
-          task.logs.push(stream, data, atNs);
-          this.emit('task-log', { taskId, attempt, stream, data });
-        },
-      });
-      if (exec.leftovers) this.leftovers.add(taskId);
-      // The container is gone: its CPU, memory and GPUs are free for the next task even
-      // while the result is still uploading.
-      task.reservation = undefined;
-      await task.logs.close();
-      resultFile = exec.result?.path;
-      const outcome: TaskOutcome = { ...exec.outcome, resultSize: exec.result?.size ?? 0, resultSha256: exec.result?.sha256 ?? '' };
-      this.deps.store.setExecution(taskId, attempt, outcome, exec.result, exec.logTail);
-      if (signal.aborted) {
-        this.update(task, TaskState.TASK_STATE_CANCELLED, { outcome: abortOutcome(signal.reason, exec.outcome), message: abortOutcome(signal.reason).message });
-        return;
-      }
-      let uploaded = false;
-      if (exec.result) {
-        this.update(task, TaskState.TASK_STATE_UPLOADING);
-        await this.uploadResult(task, exec.result);
-        uploaded = true;
-      }
-      // Only now, with the result at the master, may it hear that the task ended.
-      this.update(task, terminalState(outcome, uploaded), { outcome, message: terminalMessage(outcome, uploaded) });
-      log.info({ state: TaskState[terminalState(outcome, uploaded)], exitCode: outcome.exitCode }, 'task finished');
-    } catch (err) {
-      if (signal.aborted) {
-        const outcome = abortOutcome(signal.reason);
-        this.update(task, TaskState.TASK_STATE_CANCELLED, { outcome, message: outcome.message });
-        log.info({ reason: asAbortReason(signal.reason) }, 'task stopped');
-        return;
-      }
-      const inputProblem = err instanceof InputChecksumError || err instanceof UnsafeArchiveError;
-      const outputRefused = isResultRefusal(err);
-      const kind = inputProblem ? OutcomeKind.OUTCOME_KIND_INPUT_REJECTED : outputRefused ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR;
-      const message = `${inputProblem ? 'input rejected' : outputRefused ? 'output rejected by the master' : 'worker error'}: ${describeGrpcError(err)}`;
-      log.warn({ err: message }, 'task failed');
-      this.update(task, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
-    } finally {
-      await task.logs.close().catch(() => undefined);
-      for (const f of [inputFile, resultFile]) {
-        if (f) await rm(f, { force: true }).catch((err) => log.warn({ err: errorMessage(err), file: f }, 'cannot remove spool file'));
-      }
-    }
-  }
-
-  private onPhase(task: ActiveTask, phase: ExecutionPhase): void {
-    if (task.controller.signal.aborted) return;
-    if (phase === 'pulling') this.update(task, TaskState.TASK_STATE_PULLING);
-    else if (phase === 'running') this.update(task, TaskState.TASK_STATE_RUNNING);
-  }
-
-  private onPullProgress(task: ActiveTask, currentBytes: number, totalBytes: number): void {
-    this.emit('task-progress', { taskId: task.taskId, attempt: task.attempt, kind: 'pull', currentBytes, totalBytes });
-    const now = this.deps.clock.now();
-    if (task.controller.signal.aborted || now - task.lastPullUpdateAt < PULL_PROGRESS_INTERVAL_MS) return;
-    task.lastPullUpdateAt = now;
-    this.update(task, TaskState.TASK_STATE_PULLING, { pull: { currentBytes, totalBytes } });
-  }
-
-  /**
-   * Runs `fn` against the master, waiting for a connection and retrying transient failures
-   * with backoff, until it succeeds, fails for good, or the task is aborted.
-   */
-  private async withMaster<T>(signal: AbortSignal, what: string, fn: (conn: MasterConnection) => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      signal.throwIfAborted();
-      const session = await this.waitForSession(signal);
-      try {
-        return await fn(session.conn);
-      } catch (err) {
-        if (signal.aborted || !isRetryable(err)) throw err;
-        this.log.warn({ err: describeGrpcError(err), attempt }, `${what} interrupted; retrying`);
-        await sleep(backoffDelay(attempt, this.options.backoff), signal);
-      }
-    }
-  }
-
-  private async downloadInput(task: ActiveTask, file: string): Promise<void> {
-    const { taskId, attempt, assignment: a } = task;
-    const signal = task.controller.signal;
-    try {
-      await this.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
-    } catch (err) {
-      if (!(err instanceof InputChecksumError)) throw err;
-      // A stale partial file from an earlier run can spoil the hash: one clean retry.
-      this.log.warn({ taskId, attempt }, 'input checksum mismatch; downloading again from the start');
-      await rm(file, { force: true });
-      await this.withMaster(signal, 'input download', (conn) => conn.downloadInput(taskId, attempt, file, a.inputSha256, signal));
-    }
-  }
-
-  private async uploadResult(task: { taskId: string; attempt: number }, result: { path: string; size: number; sha256: string }, signal?: AbortSignal): Promise<void> {
-    const sig = signal ?? this.active.get(taskKey(task.taskId, task.attempt))?.controller.signal ?? this.stopping.signal;
-    await this.withMaster(sig, 'result upload', () => this.uploadOnce(task, result, sig));
-  }
-
-  /** Single-flight per task: the reconnect sequence and the task loop may both ask. */
-  private uploadOnce(task: { taskId: string; attempt: number }, result: { path: string; size: number; sha256: string }, signal: AbortSignal): Promise<void> {
-    const key = taskKey(task.taskId, task.attempt);
-    if (this.deps.store.getTask(task.taskId, task.attempt)?.result?.uploaded) return Promise.resolve();
-    let p = this.uploads.get(key);
-    if (!p) {
-      const session = this.session;
-      if (!session?.alive) return Promise.reject(new NotConnectedError());
-      p = session.conn
-        .uploadResult(task.taskId, task.attempt, result.path, result.sha256, signal, (currentBytes, totalBytes) =>
-          this.emit('task-progress', { taskId: task.taskId, attempt: task.attempt, kind: 'upload', currentBytes, totalBytes }),
-        )
-        .then(() => {
-          this.deps.store.markResultUploaded(task.taskId, task.attempt);
-          this.log.info({ taskId: task.taskId, attempt: task.attempt, size: result.size }, 'result uploaded');
-        })
-        .finally(() => this.uploads.delete(key));
-      this.uploads.set(key, p);
-    }
-    return p;
-  }
-
-  /** Before subscribing: push every result the master does not hold yet. */
-  private async resumePendingUploads(session: Session): Promise<void> {
-    for (const rec of this.deps.store.pendingUploads()) {
-      if (!session.alive) return;
-      const active = this.active.get(taskKey(rec.taskId, rec.attempt));
-      const signal = active?.controller.signal ?? this.stopping.signal;
-      try {
-        await this.uploadOnce(rec, rec.result!, signal);
-      } catch (err) {
-        if (isRetryable(err) && !signal.aborted) throw err;
-        // Aborted or refused for good: an active task's own loop reports it; a recovered one we settle here.
-        if (!active && !signal.aborted) {
-          this.finishRecovered(rec, false, `result upload failed: ${describeGrpcError(err)}`, isResultRefusal(err) ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : undefined);
-        }
-        continue;
-      }
-      if (!active) this.finishRecovered(rec, true);
-    }
-  }
-
-  /** Terminal update for a task whose run ended in an earlier process. */
-  private finishRecovered(rec: TaskRecord, uploaded: boolean, failure?: string, failureKind = OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR): void {
-    const outcome = failure ? failureOutcome(failureKind, failure) : rec.outcome!;
-    this.update(rec, failure ? TaskState.TASK_STATE_FAILED : terminalState(outcome, uploaded), { outcome, message: failure ?? terminalMessage(outcome, uploaded) });
-    if (rec.result) void rm(rec.result.path, { force: true }).catch(() => undefined);
-  }
-
-  /**
-   * Tasks left unfinished by a previous process (a crash, kill -9, power loss): results waiting
-   * for upload are resumed on connect; a task that had not ended is taken up again — its
-   * container reattached if it was started, the attempt run from the beginning if not — before
-   * the worker subscribes, so the master sees it as still running here.
-   */
-  private recoverInterruptedTasks(): void {
-    for (const rec of this.deps.store.unfinishedTasks()) {
-      if (rec.result && !rec.result.uploaded) continue;
-      if (rec.outcome) {
-        this.finishRecovered(rec, rec.result?.uploaded ?? false);
-      } else if (!rec.assignment.spec) {
-        const message = 'the worker restarted while this task was running, and its record has no spec to run it again; the attempt is lost';
-        this.update(rec, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, message), message });
-      } else {
-        const held = reservationFor(rec.assignment.spec.limits, this.budget);
-        this.log.info({ taskId: rec.taskId, attempt: rec.attempt }, 'taking up a task an earlier run of this worker left unfinished');
-        this.startLoop(this.activate(rec.assignment, { cpus: held.cpus, memoryBytes: held.memoryBytes, gpuIndexes: rec.gpuIndexes }), true);
-      }
-    }
-  }
-
-  // ---------------------------------------------------------------- leftovers
-
-  /** Single-flight: removes containers, volumes and spool files no task owns. */
-  private reclaimSoon(): void {
-    if (this.closing || this.reclaiming) return;
-    this.reclaiming = this.reclaim()
-      .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'removing leftovers failed; trying again later'))
-      .finally(() => {
-        this.reclaiming = undefined;
-      });
-  }
-
-  private async reclaim(): Promise<void> {
-    const pending = this.deps.store.pendingUploads();
-    const keep = [...new Set([...[...this.active.values()].map((t) => t.taskId), ...pending.map((r) => r.taskId)])];
-    const removed = await this.deps.executor.reclaim(keep);
-    for (const id of this.leftovers) if (!keep.includes(id)) this.leftovers.delete(id);
-    if (removed.containers.length || removed.volumes.length) {
-      this.log.info({ containers: removed.containers, volumes: removed.volumes }, 'removed containers and volumes no task owns (left by an earlier run)');
-    }
-    // Spool files: results still to upload and files of running tasks stay; the rest is debris.
-    const keepFiles = new Set(pending.map((r) => path.basename(r.result!.path)));
-    const activePrefixes = [...this.active.values()].flatMap((t) => [spoolName(t.taskId, t.attempt, ''), `${t.taskId}-${t.attempt}.`]);
-    let names: string[];
-    try {
-      names = await readdir(this.options.spoolDir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    const stale = names.filter((n) => !keepFiles.has(n) && !activePrefixes.some((p) => n.startsWith(p)));
-    for (const n of stale) await rm(path.join(this.options.spoolDir, n), { force: true, recursive: true });
-    if (stale.length) this.log.info({ files: stale }, 'removed spool files no task owns');
-  }
-
-  // ---------------------------------------------------------------- reports
-
-  /**
-   * The master's interval unless one is configured; never longer than the master's, which marks
-   * a node offline after 3 of its own intervals without a report.
-   */
-  private reportIntervalMs(): number {
-    const master = this.masterReportIntervalMs || undefined;
-    const own = this.options.reportIntervalMs;
-    if (own === undefined) return master ?? WORKER_DEFAULTS.reportIntervalMs;
-    return master === undefined ? own : Math.min(own, master);
-  }
-
-  private scheduleReport(): void {
-    if (this.reportTimer) clearTimeout(this.reportTimer);
-    if (this.reportsStopped) return;
-    this.reportTimer = setTimeout(() => {
-      this.reportTimer = undefined;
-      this.reportNow();
-      this.scheduleReport();
-    }, this.reportIntervalMs());
-  }
-
-  /** Sends a report now; if one is on its way, another follows it (it may carry older facts). */
-  private reportNow(): void {
-    if (this.reportsStopped) return;
-    if (this.reportInFlight) {
-      this.reportAgain = true;
-      return;
-    }
-    this.reportInFlight = this.sendReport()
-      .catch((err) => this.log.warn({ err: errorMessage(err) }, 'resource report failed'))
-      .finally(() => {
-        this.reportInFlight = undefined;
-        if (this.reportAgain) {
-          this.reportAgain = false;
-          this.reportNow();
-        }
-      });
-  }
-
-  private async sendReport(): Promise<void> {
-    const [sample, tasks, tunnel] = await Promise.all([
-      this.deps.probe.sample(),
-      this.deps.executor.usage().catch((err: unknown) => {
-        this.log.debug({ err: errorMessage(err) }, 'per-task usage unavailable');
-        return [];
-      }),
-      this.deps.tunnel?.status().catch(() => undefined),
-    ]);
-    if (this.reportsStopped) return;
-    if (this.leftovers.size > 0 && sample.docker.ok) this.reclaimSoon();
-    const report = buildReport({
-      seq: ++this.reportSeq,
-      sample,
-      tasks,
-      ...(tunnel ? { tunnel } : {}),
-      free: this.freeCapacity(),
-      lifecycleState: this.state,
-      accepting: this.accepting,
-    });
-    // Stored even while the master is away: the local history has no gaps.
-    this.deps.store.addSample(report, this.options.sampleRetention);
-    this.emit('report', report);
-    this.recordContribution(report);
-    if (this.session?.alive) this.session.reportSink?.send(report);
-  }
-
-  /** Scores the interval this report closes and records it with the running total. */
-  private recordContribution(report: ResourceReport): void {
-    const at = report.atMs || this.deps.clock.now();
-    const intervalMs = this.lastReportAt === undefined ? this.reportIntervalMs() : Math.max(0, at - this.lastReportAt);
-    this.lastReportAt = at;
-    try {
-      const point = this.deps.store.addContribution(scoreReport(report, at, intervalMs));
-      this.emit('contribution', point);
-    } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'recording the contribution failed');
-    }
+    this.outbox.append(a, TaskState.TASK_STATE_REJECTED, { message: reason });
   }
 
   // ---------------------------------------------------------------- shutdown
@@ -963,19 +428,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   drain(): Promise<void> {
     this.drainPromise ??= (async () => {
       if (!this.lifecycle.is('draining', 'stopped')) this.lifecycle.transition('draining', 'drain requested');
-      const tasks = [...this.active.values()];
-      if (tasks.length === 0) return;
-      this.log.info({ tasks: tasks.length, timeoutMs: this.options.drainTimeoutMs }, 'waiting for running tasks');
-      const timeout = new AbortController();
-      const finished = await Promise.race([
-        Promise.all(tasks.map((t) => t.done)).then(() => true),
-        sleep(this.options.drainTimeoutMs, timeout.signal).then(() => false),
-      ]).finally(() => timeout.abort());
-      if (finished) return;
-      const left = [...this.active.values()];
-      this.log.warn({ tasks: left.length }, 'drain timeout reached; cancelling the remaining tasks');
-      for (const t of left) t.controller.abort('shutdown' satisfies AbortReason);
-      await Promise.all(left.map((t) => t.done));
+      await this.active.drain(this.options.drainTimeoutMs);
     })();
     return this.drainPromise;
   }
@@ -985,7 +438,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Their terminal updates still go through the outbox; drain()/close() then finish quickly.
    */
   cancelAll(reason: AbortReason = 'shutdown'): void {
-    for (const t of this.active.values()) t.controller.abort(reason);
+    this.active.cancelAll(reason);
   }
 
   /** Idempotent. Each step runs even if an earlier one failed. */
@@ -994,21 +447,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const step = closeSteps((name, err) => this.log.error({ err: errorMessage(err), step: name }, 'close step failed'));
       await step('stop taking tasks', () => {
         this.closing = true;
-        if (this.reclaimTimer) clearInterval(this.reclaimTimer);
+        this.reclaimer.stop();
       });
       await step('drain tasks', () => this.drain());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
-      await step('stop reports', async () => {
-        this.reportsStopped = true;
-        if (this.reportTimer) clearTimeout(this.reportTimer);
-        this.reportTimer = undefined;
-        await this.reportInFlight;
-      });
+      await step('stop reports', () => this.reporter.stop());
       await step('close the master session', async () => {
-        this.stopping.abort();
-        this.teardown(this.session);
-        await this.loop;
-        await this.pumping?.catch(() => undefined);
+        await this.master.close();
+        await this.outbox.settled();
       });
       await step('close the store', () => this.deps.store.close());
       if (!this.lifecycle.is('stopped')) this.lifecycle.transition('stopped', 'closed');
@@ -1018,9 +464,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Last chance to tell the master how tasks ended; what is left stays in the outbox for the next start. */
   private async deliverOutboxBriefly(ms: number): Promise<void> {
-    if (!this.session?.alive) return;
+    if (!this.master.session?.alive) return;
     const timeout = new AbortController();
-    await Promise.race([this.flushOutbox().catch(() => undefined), sleep(ms, timeout.signal).catch(() => undefined)]).finally(() => timeout.abort());
+    await Promise.race([this.outbox.flush().catch(() => undefined), sleep(ms, timeout.signal).catch(() => undefined)]).finally(() => timeout.abort());
   }
 }
 

@@ -20,7 +20,7 @@ import { DockerTaskRunner, reapOrphans } from '../../src/runtime/docker-task-run
 import { nodeLabelFilters, taskLabels } from '../../src/runtime/labels.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { OutcomeKind, type TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
-import type { ExecutionPhase, ExecutionResult, TaskExecution } from '../../src/worker/task-executor.js';
+import type { ExecutionPhase, ExecutionResult, TaskExecution } from '../../src/worker/contracts.js';
 import { RUNNER_DEFAULTS, type RunnerDefaults } from '../../src/runtime/container-spec.js';
 
 const NODE_ID = `it-node-${process.pid}`;

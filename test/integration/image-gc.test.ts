@@ -23,7 +23,7 @@ import { ImagePruner } from '../../src/runtime/image-pruner.js';
 import { imageUseLog } from '../../src/runtime/image-use-log.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
 import { OutcomeKind } from '../../src/protocol/gen/hivemind/v1/common.js';
-import type { TaskExecution } from '../../src/worker/task-executor.js';
+import type { TaskExecution } from '../../src/worker/contracts.js';
 
 const REPO = `hivemind-prune-test-${process.pid}`;
 const HOUR = 3_600_000;

@@ -13,7 +13,7 @@ import { io } from 'socket.io-client';
 import { MonitorPortInUseError, MonitorServer } from '../../src/monitor/monitor-server.js';
 import type { MonitoredNode } from '../../src/monitor/monitored-node.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
-import type { WorkerEvents } from '../../src/worker/worker.js';
+import type { WorkerEvents } from '../../src/worker/contracts.js';
 import { TaskState, type TunnelStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { createLogger, silentLogger } from '../../src/common/logger.js';
 import { recordHostile } from '../helpers/fault-ledger.js';

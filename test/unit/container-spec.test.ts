@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildContainerConfig, effectiveLimits, RUNNER_DEFAULTS, volumeNames } from '../../src/runtime/container-spec.js';
 import { InvalidTaskError } from '../../src/common/errors.js';
-import type { TaskExecution } from '../../src/worker/task-executor.js';
+import type { TaskExecution } from '../../src/worker/contracts.js';
 import { TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { WireType } from '@bufbuild/protobuf/wire';
 import { recordHostile } from '../helpers/fault-ledger.js';

@@ -6,7 +6,7 @@ import { GpuProbeError } from '../../src/worker/resources/gpu-probe.js';
 import { ProgramNotFoundError } from '../../src/tunnel/command-runner.js';
 import { NotConnectedError, describeGrpcError, grpcStatusOf, isRetryable } from '../../src/protocol/grpc-errors.js';
 import { OutcomeKind } from '../../src/protocol/gen/hivemind/v1/common.js';
-import { abortOutcomeKind, asAbortReason } from '../../src/worker/task-executor.js';
+import { abortOutcomeKind, asAbortReason } from '../../src/worker/contracts.js';
 import { abortOutcome } from '../../src/worker/task-outcome.js';
 
 test('errors thrown outside common/errors.ts derive from HivemindError, with a stable code and their own name', () => {

@@ -27,7 +27,7 @@ import { InputChecksumError, type LogSink, type MasterConnection, type ReportSin
 import type { HostFacts, HostSample, ResourceProbe } from '../../src/worker/resources/resource-probe.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
-import type { ExecutionResult, TaskExecution, TaskExecutor } from '../../src/worker/task-executor.js';
+import type { ExecutionResult, TaskExecution, TaskExecutor } from '../../src/worker/contracts.js';
 import { Worker, type WorkerDeps } from '../../src/worker/worker.js';
 import type { WorkerOptions } from '../../src/worker/worker-options.js';
 import type { LifecycleState } from '../../src/worker/lifecycle.js';

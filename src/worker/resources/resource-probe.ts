@@ -1,6 +1,8 @@
 // What the worker needs to know about its machine, behind one narrow interface so that the
 // worker loop and the report builder are tested with a fake instead of the real host.
-import type { GpuInfo } from '../../protocol/gen/hivemind/v1/common.js';
+import type { HostFacts } from '../contracts.js';
+
+export type { HostFacts };
 
 /** One GPU as nvidia-smi reports it; `undefined` where the driver said "[N/A]". */
 export interface GpuSample {
@@ -12,20 +14,6 @@ export interface GpuSample {
   utilizationPercent?: number;
   temperatureC?: number;
   powerW?: number;
-}
-
-/** Facts that change rarely (sent with Register). Labels, versions and maxTasks are added by the worker. */
-export interface HostFacts {
-  hostname: string;
-  os: string;
-  osRelease: string;
-  arch: string;
-  cpuCores: number;
-  cpuModel: string;
-  memoryBytes: number;
-  diskBytes: number;
-  gpus: GpuInfo[];
-  dockerVersion: string;
 }
 
 /** One measurement of the machine. */

@@ -8,8 +8,10 @@ import { TaskState, taskStateFromJSON, taskStateToJSON } from '../../protocol/ge
 import { TaskAssignment, type TaskUpdate } from '../../protocol/gen/hivemind/v1/node.js';
 import { stringifyProto } from '../../protocol/proto-json.js';
 import { openSqlite } from '../../common/sqlite-migrate.js';
-import type { ContributionPoint } from '../contribution.js';
+import type { ContributionPoint, HistoryFilter, HistoryPage, PulledImageRecord, TaskEventRecord, TaskRecord } from '../contracts.js';
 import { WORKER_SCHEMA } from './migrations.js';
+
+export type { HistoryFilter, HistoryPage, PulledImageRecord, TaskEventRecord, TaskRecord };
 
 export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
   TaskState.TASK_STATE_SUCCEEDED,
@@ -17,29 +19,6 @@ export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
   TaskState.TASK_STATE_CANCELLED,
   TaskState.TASK_STATE_REJECTED,
 ]);
-
-export interface TaskRecord {
-  taskId: string;
-  attempt: number;
-  assignment: TaskAssignment;
-  state: TaskState;
-  outcome?: TaskOutcome;
-  gpuIndexes: number[];
-  result?: { path: string; size: number; sha256: string; uploaded: boolean };
-  logTail: string;
-  /** Docker's time (ns) of the last live log chunk handed to the master; absent before the first. */
-  logsSentUntilNs?: bigint;
-  createdAt: number;
-  updatedAt: number;
-  finishedAt?: number;
-}
-
-export interface TaskEventRecord {
-  seq: number;
-  state: TaskState;
-  message: string;
-  at: number;
-}
 
 export interface OutboxEntry {
   id: number;
@@ -49,15 +28,6 @@ export interface OutboxEntry {
 /** A TaskUpdate before the store gives it its seq. */
 /** An update as produced; seq is assigned by the store, capacity is added when it is sent. */
 export type NewTaskUpdate = Omit<TaskUpdate, 'seq' | 'free' | 'accepting'>;
-
-/** History filters of the local monitor. 'running' = any live state. */
-export type HistoryFilter = 'succeeded' | 'failed' | 'cancelled' | 'running';
-
-export interface HistoryPage {
-  tasks: TaskRecord[];
-  /** Cursor for the next (older) page; undefined on the last page. */
-  nextBefore?: string;
-}
 
 /** Contribution points older than this are dropped; the running total lives on in newer rows. */
 export const CONTRIBUTION_RETENTION_MS = 30 * 24 * 3600_000;
@@ -103,15 +73,6 @@ const toContribution = (r: ContributionRow): ContributionPoint => ({
   gpuPercent: r.gpu_percent,
   total: r.total,
 });
-
-/** An image this worker pulled itself: the only kind its image GC may ever remove. */
-export interface PulledImageRecord {
-  /** The reference as the task named it (e.g. `alpine:3.20`), as it was pulled. */
-  image: string;
-  pulledAt: number;
-  /** The last time a task used it (the pull counts as a use). */
-  lastUsedAt: number;
-}
 
 export interface SampleRetention {
   maxAgeMs: number;

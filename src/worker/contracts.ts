@@ -1,0 +1,221 @@
+// The types the worker shares with the layers around it: the executor port the runtime
+// implements, the events and records the local monitor reads. They import no worker internals.
+import { OutcomeKind, type GpuInfo, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
+import type { TaskAssignment, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
+
+// ---------------------------------------------------------------- lifecycle
+
+/**
+ * - `starting`: options compiled, store opened; nothing sent to the master yet.
+ * - `registering`: calling Register (enrollment token on first start, node credential later).
+ * - `connected`: registered, report stream open and subscribed to commands; accepts tasks.
+ * - `reconnecting`: the master went away; retrying with backoff. Running tasks keep running
+ *   and their updates queue in the outbox.
+ * - `draining`: no new tasks are accepted; running tasks are allowed to finish until the
+ *   drain timeout, then cancelled with reason 'shutdown'.
+ * - `stopped`: everything closed. Terminal.
+ */
+export type LifecycleState = 'starting' | 'registering' | 'connected' | 'reconnecting' | 'draining' | 'stopped';
+
+export interface LifecycleChange {
+  from: LifecycleState;
+  to: LifecycleState;
+  reason: string;
+}
+
+// ---------------------------------------------------------------- events
+
+export interface TaskLogEvent {
+  taskId: string;
+  attempt: number;
+  stream: 'stdout' | 'stderr';
+  data: Buffer;
+}
+
+export interface TaskProgressEvent {
+  taskId: string;
+  attempt: number;
+  kind: 'pull' | 'upload';
+  currentBytes: number;
+  totalBytes: number;
+}
+
+/** What a local monitor may subscribe to, instead of reaching into the worker. */
+export interface WorkerEvents {
+  'state-changed': [LifecycleChange];
+  /** pause()/resume(): whether new tasks are taken changed. */
+  'accepting-changed': [boolean];
+  'task-updated': [TaskUpdate];
+  'task-log': [TaskLogEvent];
+  /** Image pull and result upload progress, unthrottled: listeners throttle. */
+  'task-progress': [TaskProgressEvent];
+  report: [ResourceReport];
+  contribution: [ContributionPoint];
+  /** The master's operator removed this node: the worker stopped talking to it for good. */
+  removed: [string];
+}
+
+// ---------------------------------------------------------------- records
+
+/** Facts that change rarely (sent with Register). Labels, versions and maxTasks are added by the worker. */
+export interface HostFacts {
+  hostname: string;
+  os: string;
+  osRelease: string;
+  arch: string;
+  cpuCores: number;
+  cpuModel: string;
+  memoryBytes: number;
+  diskBytes: number;
+  gpus: GpuInfo[];
+  dockerVersion: string;
+}
+
+export interface TaskRecord {
+  taskId: string;
+  attempt: number;
+  assignment: TaskAssignment;
+  state: TaskState;
+  outcome?: TaskOutcome;
+  gpuIndexes: number[];
+  result?: { path: string; size: number; sha256: string; uploaded: boolean };
+  logTail: string;
+  /** Docker's time (ns) of the last live log chunk handed to the master; absent before the first. */
+  logsSentUntilNs?: bigint;
+  createdAt: number;
+  updatedAt: number;
+  finishedAt?: number;
+}
+
+export interface TaskEventRecord {
+  seq: number;
+  state: TaskState;
+  message: string;
+  at: number;
+}
+
+/** History filters of the local monitor. 'running' = any live state. */
+export type HistoryFilter = 'succeeded' | 'failed' | 'cancelled' | 'running';
+
+export interface HistoryPage {
+  tasks: TaskRecord[];
+  /** Cursor for the next (older) page; undefined on the last page. */
+  nextBefore?: string;
+}
+
+/** An image this worker pulled itself: the only kind its image GC may ever remove. */
+export interface PulledImageRecord {
+  /** The reference as the task named it (e.g. `alpine:3.20`), as it was pulled. */
+  image: string;
+  pulledAt: number;
+  /** The last time a task used it (the pull counts as a use). */
+  lastUsedAt: number;
+}
+
+export interface ContributionPoint {
+  atMs: number;
+  intervalMs: number;
+  score: number;
+  multiplier: number;
+  cpuPercent: number;
+  memoryPercent: number;
+  /** Sum of the GPUs' utilisation percentages (two GPUs at 50 % = 100). */
+  gpuPercent: number;
+  /** Running total including this point. */
+  total: number;
+}
+
+/** What the node may give to tasks in total. */
+export interface NodeBudget {
+  /** Concurrent task slots. */
+  maxTasks: number;
+  /** CPU cores tasks may use: the machine's cores, or the operator's lower cap. */
+  cpus: number;
+  /** Memory tasks may use: total minus the reserve kept for the OS and the worker (or the cap). */
+  memoryBytes: number;
+  /** GPU indexes present on the node. */
+  gpuIndexes: number[];
+  /** What a task with a zero ("node default") limit is accounted as. */
+  taskDefaults: { cpus: number; memoryBytes: number };
+}
+
+// ---------------------------------------------------------------- executor port
+// The boundary between the worker's control loop and whatever runs a task (the Docker task
+// runner in production, a fake in unit tests).
+
+export type ExecutionPhase = 'pulling' | 'running' | 'collecting';
+
+export interface TaskExecution {
+  taskId: string;
+  attempt: number;
+  spec: TaskSpec;
+  /** Local path of the verified input archive (tar.gz), when the task has one. */
+  inputFile?: string;
+  /** GPU indexes reserved for this task by the worker (length = spec.limits.gpus). */
+  gpuIndexes: number[];
+  /**
+   * Aborting cancels the task: the container is killed and removed. `signal.reason` is an
+   * `AbortReason` saying why, which decides the outcome kind.
+   */
+  signal: AbortSignal;
+  onPhase(phase: ExecutionPhase): void;
+  onPullProgress(currentBytes: number, totalBytes: number): void;
+  /** Live output, message by message, with Docker's time of each (ns). */
+  onLog(stream: 'stdout' | 'stderr', data: Buffer, atNs: bigint): void;
+  /**
+   * Set when an earlier process of this worker took the attempt and died with it unfinished.
+   * 'reattach': its container was started (see probe): follow it to its end, or collect it if
+   * it already ended, within what is left of the timeout. 'restart': it never started, or its
+   * container is gone: remove whatever of the attempt is left and run it from the beginning
+   * (tasks are hermetic: no network, fresh volumes, only /output counts).
+   */
+  recovery?: 'reattach' | 'restart';
+  /**
+   * With 'reattach': the time (ns) of the last message the earlier process forwarded. The log
+   * tail is rebuilt from the container's whole log; `onLog` sees only what came after this.
+   */
+  logsSentUntilNs?: bigint;
+}
+
+export type AbortReason = 'cancelled' | 'shutdown' | 'superseded';
+
+/** The AbortReason of an abort signal's `reason`; anything else is a cancellation. */
+export function asAbortReason(reason: unknown): AbortReason {
+  return reason === 'shutdown' || reason === 'superseded' ? reason : 'cancelled';
+}
+
+/** How a task stopped for `reason` ends: SHUTDOWN when the node shut down, CANCELLED otherwise. */
+export function abortOutcomeKind(reason: AbortReason): OutcomeKind {
+  return reason === 'shutdown' ? OutcomeKind.OUTCOME_KIND_SHUTDOWN : OutcomeKind.OUTCOME_KIND_CANCELLED;
+}
+
+export interface ExecutionResult {
+  outcome: {
+    kind: OutcomeKind;
+    exitCode: number;
+    message: string;
+    durationMs: number;
+  };
+  /** The gzipped /output archive in the worker's spool dir; absent when nothing was collected. */
+  result?: { path: string; size: number; sha256: string };
+  /** The kept end of the combined log (bounded). */
+  logTail: string;
+  /**
+   * Set when the task's containers or volumes could not be removed (the Docker daemon was away):
+   * the worker reclaims them as soon as Docker answers again.
+   */
+  leftovers?: true;
+}
+
+export interface TaskExecutor {
+  execute(exec: TaskExecution): Promise<ExecutionResult>;
+  /** CPU and memory of each task whose process is running now (for the resource report). */
+  usage(): Promise<TaskUsage[]>;
+  /**
+   * Removes what earlier runs of this node left behind (containers, volumes) that belong to no
+   * task it runs now nor to `keepTaskIds`. Touches nothing without this node's labels.
+   */
+  reclaim(keepTaskIds: readonly string[]): Promise<{ containers: string[]; volumes: string[] }>;
+  /** Whether the container of an attempt taken by an earlier process exists and was started. */
+  probe(taskId: string, attempt: number, signal?: AbortSignal): Promise<'started' | 'not-started'>;
+}

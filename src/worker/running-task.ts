@@ -1,0 +1,169 @@
+// One task attempt this node holds, from its input to its terminal update: it owns its
+// AbortController (cancellation is just abort()), its live log forwarder and its reservation.
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { Clock } from '../common/clock.js';
+import { UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { describeGrpcError } from '../protocol/grpc-errors.js';
+import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import type { TaskAssignment } from '../protocol/gen/hivemind/v1/node.js';
+import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor, type TaskLogEvent, type TaskProgressEvent } from './contracts.js';
+import type { Reservation } from './fit.js';
+import type { LogForwarder } from './log-forwarder.js';
+import { InputChecksumError } from './master-connection.js';
+import type { UpdateExtra } from './outbox.js';
+import type { WorkerStore } from './store/worker-store.js';
+import { abortOutcome, failureOutcome, isResultRefusal, terminalMessage, terminalState } from './task-outcome.js';
+
+/** Pull progress updates are throttled: the outbox must not fill with progress ticks. */
+const PULL_PROGRESS_INTERVAL_MS = 2_000;
+
+export const taskKey = (taskId: string, attempt: number) => `${taskId}#${attempt}`;
+
+/** The name of an attempt's file in the spool dir (input archive, result). */
+export function spoolName(taskId: string, attempt: number, suffix: string): string {
+  return `${taskId.replace(/[^A-Za-z0-9._-]/g, '_')}-${attempt}.${suffix}`;
+}
+
+export interface TaskRunDeps {
+  executor: Pick<TaskExecutor, 'probe' | 'execute'>;
+  store: Pick<WorkerStore, 'getTask' | 'setExecution'>;
+  clock: Clock;
+  logger: Logger;
+  spoolDir: string;
+  /** Through the outbox. */
+  update(task: { taskId: string; attempt: number }, state: TaskState, extra?: UpdateExtra): void;
+  /** Fetches the verified input into `file`, waiting for the master as long as the task runs. */
+  downloadInput(task: RunningTask, file: string): Promise<void>;
+  uploadResult(task: RunningTask, result: { path: string; size: number; sha256: string }): Promise<void>;
+  onLog(event: TaskLogEvent): void;
+  onProgress(event: TaskProgressEvent): void;
+  /** The task's containers or volumes stayed behind (Docker was away). */
+  onLeftovers(taskId: string): void;
+}
+
+export class RunningTask {
+  readonly taskId: string;
+  readonly attempt: number;
+  readonly key: string;
+  readonly controller = new AbortController();
+  /** Settles when the task's run has ended (and it has left the active set). */
+  done: Promise<void> = Promise.resolve();
+  private lastPullUpdateAt = 0;
+
+  constructor(
+    readonly assignment: TaskAssignment,
+    /** Held resources; cleared once the container is gone (the upload needs none). */
+    public reservation: Reservation | undefined,
+    readonly logs: LogForwarder,
+    private readonly deps: TaskRunDeps,
+  ) {
+    this.taskId = assignment.taskId;
+    this.attempt = assignment.attempt;
+    this.key = taskKey(this.taskId, this.attempt);
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  get aborted(): boolean {
+    return this.controller.signal.aborted;
+  }
+
+  abort(reason: AbortReason): void {
+    this.controller.abort(reason);
+  }
+
+  /**
+   * One task attempt from its input to its terminal update. `recovered`: an earlier process of
+   * this worker took it and died first; its container is reattached when it was started, and
+   * the attempt is run from the beginning otherwise.
+   */
+  async run(recovered: boolean): Promise<void> {
+    const { taskId, attempt, assignment: a, deps } = this;
+    const signal = this.controller.signal;
+    const log = deps.logger.child({ taskId, attempt });
+    const spool = deps.spoolDir;
+    const inputFile = a.inputSize > 0 ? path.join(spool, spoolName(taskId, attempt, 'input.tar.gz')) : undefined;
+    let resultFile: string | undefined;
+    try {
+      const recovery = recovered ? ((await deps.executor.probe(taskId, attempt, signal)) === 'started' ? 'reattach' : 'restart') : undefined;
+      if (recovery) log.info({ recovery }, recovery === 'reattach' ? 'reattaching to the task an earlier run of this worker started' : 'running again a task an earlier run of this worker took but had not started');
+      const needsInput = inputFile !== undefined && recovery !== 'reattach';
+      if (needsInput) await deps.downloadInput(this, inputFile);
+      const gpuIndexes = this.reservation?.gpuIndexes ?? [];
+      const sentUntil = recovery === 'reattach' ? deps.store.getTask(taskId, attempt)?.logsSentUntilNs : undefined;
+      const exec = await deps.executor.execute({
+        taskId,
+        attempt,
+        spec: a.spec!,
+        ...(needsInput ? { inputFile } : {}),
+        ...(recovery ? { recovery } : {}),
+        ...(sentUntil !== undefined ? { logsSentUntilNs: sentUntil } : {}),
+        gpuIndexes,
+        signal,
+        onPhase: (phase) => this.onPhase(phase),
+        onPullProgress: (current, total) => this.onPullProgress(current, total),
+        onLog: (stream, data, atNs) => {
+          this.logs.push(stream, data, atNs);
+          deps.onLog({ taskId, attempt, stream, data });
+        },
+      });
+      if (exec.leftovers) deps.onLeftovers(taskId);
+      // The container is gone: its CPU, memory and GPUs are free for the next task even
+      // while the result is still uploading.
+      this.reservation = undefined;
+      await this.logs.close();
+      resultFile = exec.result?.path;
+      const outcome: TaskOutcome = { ...exec.outcome, resultSize: exec.result?.size ?? 0, resultSha256: exec.result?.sha256 ?? '' };
+      deps.store.setExecution(taskId, attempt, outcome, exec.result, exec.logTail);
+      if (signal.aborted) {
+        deps.update(this, TaskState.TASK_STATE_CANCELLED, { outcome: abortOutcome(signal.reason, exec.outcome), message: abortOutcome(signal.reason).message });
+        return;
+      }
+      let uploaded = false;
+      if (exec.result) {
+        deps.update(this, TaskState.TASK_STATE_UPLOADING);
+        await deps.uploadResult(this, exec.result);
+        uploaded = true;
+      }
+      // Only now, with the result at the master, may it hear that the task ended.
+      deps.update(this, terminalState(outcome, uploaded), { outcome, message: terminalMessage(outcome, uploaded) });
+      log.info({ state: TaskState[terminalState(outcome, uploaded)], exitCode: outcome.exitCode }, 'task finished');
+    } catch (err) {
+      if (signal.aborted) {
+        const outcome = abortOutcome(signal.reason);
+        deps.update(this, TaskState.TASK_STATE_CANCELLED, { outcome, message: outcome.message });
+        log.info({ reason: asAbortReason(signal.reason) }, 'task stopped');
+        return;
+      }
+      const inputProblem = err instanceof InputChecksumError || err instanceof UnsafeArchiveError;
+      const outputRefused = isResultRefusal(err);
+      const kind = inputProblem ? OutcomeKind.OUTCOME_KIND_INPUT_REJECTED : outputRefused ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR;
+      const message = `${inputProblem ? 'input rejected' : outputRefused ? 'output rejected by the master' : 'worker error'}: ${describeGrpcError(err)}`;
+      log.warn({ err: message }, 'task failed');
+      deps.update(this, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
+    } finally {
+      await this.logs.close().catch(() => undefined);
+      for (const f of [inputFile, resultFile]) {
+        if (f) await rm(f, { force: true }).catch((err) => log.warn({ err: errorMessage(err), file: f }, 'cannot remove spool file'));
+      }
+    }
+  }
+
+  private onPhase(phase: ExecutionPhase): void {
+    if (this.aborted) return;
+    if (phase === 'pulling') this.deps.update(this, TaskState.TASK_STATE_PULLING);
+    else if (phase === 'running') this.deps.update(this, TaskState.TASK_STATE_RUNNING);
+  }
+
+  private onPullProgress(currentBytes: number, totalBytes: number): void {
+    this.deps.onProgress({ taskId: this.taskId, attempt: this.attempt, kind: 'pull', currentBytes, totalBytes });
+    const now = this.deps.clock.now();
+    if (this.aborted || now - this.lastPullUpdateAt < PULL_PROGRESS_INTERVAL_MS) return;
+    this.lastPullUpdateAt = now;
+    this.deps.update(this, TaskState.TASK_STATE_PULLING, { pull: { currentBytes, totalBytes } });
+  }
+}
