@@ -27,6 +27,7 @@ import { InvalidArgumentError, PreconditionError, ResourceExhaustedError } from 
 import type { NodeRegistry } from './registry.js';
 import { validateMaxAttempts, validateTaskSpec } from './spec-validation.js';
 import { fitTaskInfo, toTaskInfo } from './task-info.js';
+import { streamTaskLog } from './log-stream.js';
 import type { TaskManager } from './task-manager.js';
 import { DEFAULT_MAX_INPUT_BYTES } from '../protocol/result-bound.js';
 import { formatBytes } from '../common/units.js';
@@ -57,9 +58,6 @@ const MAX_TASK_INFO_BYTES = 3 * 1024 * 1024;
  * however slowly its reader reads (see writeMessage), so together they stay under ~64 MiB.
  */
 export const MAX_CONCURRENT_DOWNLOADS = 64;
-
-/** Live log bytes a following StreamLogs holds for a reader that is behind; past it they are skipped and counted. */
-export const FOLLOW_QUEUE_BYTES = 1024 * 1024;
 
 /** Task states a listing may filter on. */
 const LISTABLE_STATES = Object.values(TaskState).filter((s): s is TaskState => typeof s === 'number' && s > 0);
@@ -258,88 +256,11 @@ export class AdminService {
     });
   }
 
-  /** The stored log, then (with follow) live chunks until the task is terminal. */
+  /** The stored log, then (with follow) live chunks until the task is terminal (log-stream.ts). */
   private async streamLogs(call: ServerWritableStream<StreamLogsRequest, LogChunk>, signal: AbortSignal): Promise<void> {
-    const { blobs, events } = this.d;
     const task = this.task(call.request.taskId);
-    const id = task.id;
-    const follow = call.request.follow;
-    const live: LogChunk[] = [];
-    // Live chunks wait here while the reader is slow: past FOLLOW_QUEUE_BYTES they are dropped and
-    // counted, and the reader is told how much it missed, so a stalled follower of a flooding task
-    // holds at most that much of the master's memory.
-    let liveBytes = 0;
-    let skippedBytes = 0;
-    const nextLive = (): LogChunk => {
-      if (skippedBytes > 0) {
-        const note = { taskId: id, attempt: live[0]?.attempt ?? task.attempt, stream: LogStream.LOG_STREAM_STDERR, atMs: Date.now(), data: Buffer.from(`\n[hivemind: ${skippedBytes} bytes of live output skipped here: this reader fell behind; \`hivemind logs ${id}\` shows the stored log]\n`) };
-        skippedBytes = 0;
-        return note;
-      }
-      const c = live.shift()!;
-      liveBytes -= c.data.length;
-      return c;
-    };
-    const hasLive = () => live.length > 0 || skippedBytes > 0;
-    let finished = !follow;
-    let wake: (() => void) | undefined;
-    const poke = () => {
-      const w = wake;
-      wake = undefined;
-      w?.();
-    };
-    const onLog = (c: LogChunk) => {
-      if (c.taskId !== id) return;
-      if (liveBytes + c.data.length > FOLLOW_QUEUE_BYTES) {
-        skippedBytes += c.data.length;
-      } else {
-        live.push(c);
-        liveBytes += c.data.length;
-      }
-      poke();
-    };
-    const onTask = (t: TaskRow) => {
-      if (t.id === id && isTerminal(t.state)) {
-        finished = true;
-        poke();
-      }
-    };
-    signal.addEventListener('abort', poke, { once: true });
-    try {
-      // Under the log lock every earlier append is on disk and every later one emits after we
-      // subscribe: the snapshot and the live chunks neither overlap nor leave a gap.
-      const snap = await blobs.withLogLock(id, async () => {
-        if (follow) {
-          events.on('log', onLog);
-          events.on('task', onTask);
-          if (isTerminal(this.task(id).state)) finished = true;
-        }
-        return blobs.snapshotLog(id, CHUNK_SIZE);
-      });
-      if (snap.stream) {
-        for await (const data of snap.stream.iterator({ destroyOnReturn: true })) {
-          if (signal.aborted) return;
-          await writeMessage(call, { taskId: id, attempt: task.attempt, stream: LogStream.LOG_STREAM_UNSPECIFIED, data: data as Buffer, atMs: 0 });
-        }
-      }
-      for (;;) {
-        while (hasLive()) {
-          if (signal.aborted) return;
-          await writeMessage(call, nextLive());
-        }
-        if (finished || signal.aborted) break;
-        await new Promise<void>((r) => (wake = r));
-      }
-      if (follow && !signal.aborted) {
-        // Appends queued when the task finished still belong to it.
-        await blobs.withLogLock(id, async () => undefined);
-        while (hasLive()) await writeMessage(call, nextLive());
-      }
-    } finally {
-      events.off('log', onLog);
-      events.off('task', onTask);
-      signal.removeEventListener('abort', poke);
-    }
+    const deps = { blobs: this.d.blobs, events: this.d.events, isFinished: (id: string) => isTerminal(this.task(id).state) };
+    await streamTaskLog(deps, task, call.request.follow, (c) => writeMessage(call, c), signal);
   }
 
   private async fetchResult(call: ServerWritableStream<FetchResultRequest, DataChunk>, signal: AbortSignal): Promise<void> {
