@@ -1,6 +1,6 @@
 // The types the worker shares with the layers around it: the executor port the runtime
 // implements, the events and records the local monitor reads. They import no worker internals.
-import { OutcomeKind, type GpuInfo, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, type NodeFacts, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 
 // ---------------------------------------------------------------- lifecycle
@@ -57,19 +57,8 @@ export interface WorkerEvents {
 
 // ---------------------------------------------------------------- records
 
-/** Facts that change rarely (sent with Register). Labels, versions and maxTasks are added by the worker. */
-export interface HostFacts {
-  hostname: string;
-  os: string;
-  osRelease: string;
-  arch: string;
-  cpuCores: number;
-  cpuModel: string;
-  memoryBytes: number;
-  diskBytes: number;
-  gpus: GpuInfo[];
-  dockerVersion: string;
-}
+/** Facts that change rarely (sent with Register): the protocol's NodeFacts without what the worker adds (labels, versions, maxTasks). */
+export type HostFacts = Omit<NodeFacts, 'labels' | 'workerVersion' | 'maxTasks'>;
 
 export interface TaskRecord {
   taskId: string;
