@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ConfigError } from '../common/errors.js';
 import { parseDuration, parseSize } from '../common/units.js';
 import { WG_NAME_RE } from '../tunnel/wg-spec.js';
-import { LABEL_KEY_PATTERN, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS } from '../protocol/node-limits.js';
+import { CONTROL_CHARACTERS, LABEL_KEY_PATTERN, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS } from '../protocol/node-limits.js';
 import { keyLine, type ConfigFile } from './config-file.js';
 import { MASTER_DEFAULTS } from './defaults.js';
 
@@ -181,7 +181,7 @@ export const zLabels = z.union([z.string(), z.record(z.string(), z.string()), z.
     const problem = !LABEL_KEY_PATTERN.test(key) ? 'may only hold letters, digits and _ . - /'
       : key.length > MAX_LABEL_KEY_CHARS ? `is over ${MAX_LABEL_KEY_CHARS} characters`
         : value.length > MAX_LABEL_VALUE_CHARS ? `has a value over ${MAX_LABEL_VALUE_CHARS} characters`
-          : /[\u0000-\u001f\u007f-\u009f]/.test(value) ? 'has a value with control characters' : undefined;
+          : CONTROL_CHARACTERS.test(value) ? 'has a value with control characters' : undefined;
     if (problem) {
       ctx.addIssue({ code: 'custom', message: `label "${key.slice(0, 64)}" ${problem}` });
       return z.NEVER;

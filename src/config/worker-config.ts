@@ -7,6 +7,7 @@ import { checkMonitorBinding } from './monitor-binding.js';
 import { hivemindHome, workerSpoolDir } from './paths.js';
 import { stripBrackets } from '../common/address.js';
 import { compileSection, zAddress, zBool, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { CONTROL_CHARACTERS } from '../protocol/node-limits.js';
 
 const schema = z
   .object({
@@ -17,7 +18,7 @@ const schema = z
     /** State directory: identity, SQLite history, spooled results. Default $HIVEMIND_HOME/worker. */
     dataDir: z.string().min(1).optional(),
     /** Display name; default the hostname. */
-    name: z.string().min(1).max(64).regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'no control characters').optional(),
+    name: z.string().min(1).max(64).refine((v) => !CONTROL_CHARACTERS.test(v), 'no control characters').optional(),
     labels: zLabels.optional(),
     /** Concurrent tasks. */
     maxTasks: zInt(1, 256).default(WORKER_DEFAULTS.maxTasks),

@@ -6,16 +6,11 @@
 import type { Capacity, GpuInfo, NodeFacts, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { RunningTask, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 import {
-  GPU_TEMPERATURE_RANGE_C, LABEL_KEY_PATTERN, MAX_CPU_CORES, MAX_DOCKER_MESSAGE_CHARS, MAX_FACT_CHARS, MAX_GPU_INDEX,
+  CONTROL_CHARACTERS, CONTROL_CHARACTERS_EXCEPT_WHITESPACE, GPU_TEMPERATURE_RANGE_C, LABEL_KEY_PATTERN, MAX_CPU_CORES, MAX_DOCKER_MESSAGE_CHARS, MAX_FACT_CHARS, MAX_GPU_INDEX,
   MAX_GPU_POWER_W, MAX_GPU_UUID_CHARS, MAX_GPUS, MAX_HOSTNAME_CHARS, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS,
   MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, cutUpdateMessage, heldTaskLimit,
 } from '../protocol/node-limits.js';
 import { InvalidArgumentError } from './master-errors.js';
-
-/** C0/C1 controls and DEL: a name with escape sequences would rewrite the operator's terminal. */
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
-/** The same, but tabs and line breaks are allowed (free text such as a Docker error). */
-const CONTROL_EXCEPT_WHITESPACE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/;
 
 /** A short, printable excerpt of a hostile string for an error message. */
 function excerpt(s: string): string {
@@ -25,7 +20,7 @@ function excerpt(s: string): string {
 
 function checkText(field: string, value: string, max: number, opts: { multiline?: boolean } = {}): void {
   if (value.length > max) throw new InvalidArgumentError(`${field}: ${value.length} characters, over the limit of ${max}`);
-  if ((opts.multiline ? CONTROL_EXCEPT_WHITESPACE : CONTROL).test(value)) {
+  if ((opts.multiline ? CONTROL_CHARACTERS_EXCEPT_WHITESPACE : CONTROL_CHARACTERS).test(value)) {
     throw new InvalidArgumentError(`${field}: ${excerpt(value)} contains control characters${opts.multiline ? ' (only tabs and line breaks are allowed)' : ''}`);
   }
 }

@@ -49,6 +49,15 @@ export const MAX_LABEL_VALUE_CHARS = 256;
 /** The worker config's label key syntax (layered-config zLabels). */
 export const LABEL_KEY_PATTERN = /^[A-Za-z0-9_.\-/]+$/;
 
+/**
+ * Characters refused in what a node says about itself: C0 and C1 controls and DEL (a name with
+ * escape sequences would rewrite the operator's terminal). The master checks, the worker's config
+ * refuses the same at start, and the worker cleans the free text it does not control.
+ */
+export const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
+/** The same, less tabs and line breaks: free text such as a Docker error may span lines. */
+export const CONTROL_CHARACTERS_EXCEPT_WHITESPACE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/;
+
 export const MAX_GPUS = 64;
 export const MAX_GPU_INDEX = 1023;
 export const MAX_GPU_UUID_CHARS = 64;

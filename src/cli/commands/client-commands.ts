@@ -17,7 +17,7 @@ import { exitCodeForTask } from '../exit-codes.js';
 import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateName } from '../task-format.js';
 import { printJson, type CliContext } from '../cli-context.js';
 import { terminalSafe } from '../terminal-text.js';
-import { checkTaskSpec } from '../../protocol/task-spec-rules.js';
+import { validateTaskSpec } from '../../master/spec-validation.js';
 
 type Ctx = () => CliContext;
 
@@ -119,9 +119,9 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
   ).action(async (command: string[], o) => {
     const c = ctx();
     const spec = buildSpec(o.image, command, o);
-    // The master's and every node's rules, checked here first: a precise message before anything
-    // is packed or sent (a spec of megabytes would otherwise only meet the message size limit).
-    checkTaskSpec({ ...spec, image: spec.image.trim() });
+    // The master's own check (and so every node's rules) here first: a precise message before
+    // anything is packed or sent (a spec of megabytes would otherwise only meet the size limit).
+    validateTaskSpec(spec);
     let tmp: string | undefined;
     try {
       let inputFile: string | undefined;

@@ -2,7 +2,7 @@
 // sample, the free capacity and the worker's state. No I/O, so tested with plain values.
 import type { Capacity, ResourceReport, TaskUsage, TunnelStatus } from '../../protocol/gen/hivemind/v1/common.js';
 import type { HostSample } from './resource-probe.js';
-import { MAX_DOCKER_MESSAGE_CHARS } from '../../protocol/node-limits.js';
+import { CONTROL_CHARACTERS_EXCEPT_WHITESPACE, MAX_DOCKER_MESSAGE_CHARS } from '../../protocol/node-limits.js';
 
 export interface ReportInput {
   seq: number;
@@ -16,8 +16,9 @@ export interface ReportInput {
 
 const clampPercent = (v: number) => (Number.isFinite(v) ? Math.min(100, Math.max(0, v)) : 0);
 /** The master refuses a report whose docker_message is over its limit or holds control characters. */
+const CONTROLS_IN_TEXT = new RegExp(CONTROL_CHARACTERS_EXCEPT_WHITESPACE.source, 'g');
 const dockerMessage = (m: string) => {
-  const clean = m.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/g, ' ');
+  const clean = m.replace(CONTROLS_IN_TEXT, ' ');
   return clean.length > MAX_DOCKER_MESSAGE_CHARS ? `${clean.slice(0, MAX_DOCKER_MESSAGE_CHARS - 1)}…` : clean;
 };
 const nonNegInt = (v: number) => (Number.isFinite(v) && v > 0 ? Math.round(v) : 0);
