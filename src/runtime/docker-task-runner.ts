@@ -50,6 +50,8 @@ export class DockerTaskRunner implements TaskExecutor {
   private readonly executing = new Map<string, number>();
   private readonly usageSampler: TaskUsageSampler;
   private readonly resources: AttemptResources;
+  /** How long removing an attempt's containers and volumes may take. Default 30 s. */
+  private readonly cleanupTimeoutMs: number;
 
   constructor(
     private readonly engine: ContainerEngine,
@@ -57,8 +59,9 @@ export class DockerTaskRunner implements TaskExecutor {
     private readonly logger: Logger,
   ) {
     this.defaults = { ...RUNNER_DEFAULTS, ...options.defaults };
+    this.cleanupTimeoutMs = options.cleanupTimeoutMs ?? 30_000;
     this.usageSampler = new TaskUsageSampler((id) => this.engine.containerStats(id, AbortSignal.timeout(5_000)));
-    this.resources = new AttemptResources(engine, { defaults: this.defaults, outputVolumes: options.outputVolumes, cleanupTimeoutMs: options.cleanupTimeoutMs ?? 30_000 });
+    this.resources = new AttemptResources(engine, { defaults: this.defaults, outputVolumes: options.outputVolumes, cleanupTimeoutMs: this.cleanupTimeoutMs });
   }
 
   usage(): Promise<TaskUsage[]> {
@@ -73,7 +76,7 @@ export class DockerTaskRunner implements TaskExecutor {
       this.engine,
       nodeId,
       { has: (taskId: string) => keep.has(taskId) || this.executing.has(taskId) },
-      AbortSignal.timeout(this.options.cleanupTimeoutMs ?? 30_000),
+      AbortSignal.timeout(this.cleanupTimeoutMs),
       this.options.outputVolumes,
     );
   }
