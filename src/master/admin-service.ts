@@ -28,6 +28,7 @@ import type { NodeRegistry } from './registry.js';
 import { validateMaxAttempts, validateTaskSpec } from './spec-validation.js';
 import { fitTaskInfo, toTaskInfo } from './task-info.js';
 import { streamTaskLog } from './log-stream.js';
+import { receiveTrailedUpload } from './trailed-upload.js';
 import type { TaskManager } from './task-manager.js';
 import { DEFAULT_MAX_INPUT_BYTES } from '../protocol/result-bound.js';
 import { formatBytes } from '../common/units.js';
@@ -150,26 +151,15 @@ export class AdminService {
       taskId = id;
       let input = { size: 0, sha256: '' };
       if (part.value.hasInput) {
-        let trailer: { size: number; sha256: string } | undefined;
         const maxInput = this.d.maxInputArchiveBytes;
-        let received = 0;
-        const chunks = async function* (): AsyncGenerator<Uint8Array> {
-          for await (const m of msgs) {
-            if (m.part?.$case === 'chunk') {
-              if (trailer) throw new InvalidArgumentError('input chunk after the trailer');
-              received += m.part.value.length;
-              if (received > maxInput) {
-                throw new InvalidArgumentError(`the input archive passes ${formatBytes(maxInput)}, the most a node takes (it unpacks at most ${formatBytes(DEFAULT_MAX_INPUT_BYTES)} of input); nothing was stored`);
-              }
-              yield m.part.value;
-            } else if (m.part?.$case === 'trailer') {
-              trailer = m.part.value;
-            } else {
-              throw new InvalidArgumentError('unexpected message in a submission (a second header?)');
-            }
-          }
-        };
-        input = await blobs.writeInput(id, chunks(), () => {
+        const upload = receiveTrailedUpload(msgs, {
+          limit: maxInput,
+          overLimit: () => new InvalidArgumentError(`the input archive passes ${formatBytes(maxInput)}, the most a node takes (it unpacks at most ${formatBytes(DEFAULT_MAX_INPUT_BYTES)} of input); nothing was stored`),
+          chunkName: 'input chunk',
+          callName: 'a submission',
+        });
+        input = await blobs.writeInput(id, upload.chunks, () => {
+          const trailer = upload.trailer();
           if (!trailer) throw new InvalidArgumentError('the input ended without a trailer (size and sha256)');
           return trailer;
         });
