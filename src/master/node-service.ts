@@ -3,13 +3,11 @@
 import type {
   sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream,
 } from '@grpc/grpc-js';
-import type { Clock } from '../common/clock.js';
 import type { Subnet } from '../tunnel/subnet.js';
 import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
 import { PermissionDeniedError, peerIp } from './master-errors.js';
 import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
-import type { Logger } from '../common/logger.js';
 import { readBearer } from '../protocol/auth-metadata.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
@@ -20,33 +18,22 @@ import type {
   UploadResultResponse,
 } from '../protocol/gen/hivemind/v1/node.js';
 import { MasterAuth } from './auth.js';
-import type { BlobStore } from './blob-store.js';
 import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
 import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
-import type { MasterEvents } from './master-events.js';
-import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
+import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
 import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../protocol/result-bound.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
-import type { NodeRegistry } from './registry.js';
-import type { TaskManager } from './task-manager.js';
 import { boundTaskUpdate, validateCapacity, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
 import { assertWithinSize } from './size-capped-services.js';
 import { receiveTrailedUpload } from './trailed-upload.js';
+import type { MasterServiceDeps } from './service-deps.js';
 import { CallRate } from './call-rate.js';
 import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, MAX_TASK_ID_CHARS, maxReportsPerMinute } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
 
 export const MASTER_VERSION = '0.1.0';
 
-export interface NodeServiceDeps {
-  store: MasterStore;
-  blobs: BlobStore;
-  auth: MasterAuth;
-  registry: NodeRegistry;
-  tasks: TaskManager;
-  events: MasterEvents;
-  clock: Clock;
-  log: Logger;
+export interface NodeServiceDeps extends MasterServiceDeps {
   reportIntervalMs: number;
   /**
    * Tunnel mode: every call must come from the tunnel address of the node whose credential it
