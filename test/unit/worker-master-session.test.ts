@@ -17,6 +17,7 @@ import { identityPath, type NodeIdentity } from '../../src/worker/identity-file.
 import { Lifecycle, type LifecycleState } from '../../src/worker/lifecycle.js';
 import type { MasterConnection, ReportSink, SubscriptionHandle } from '../../src/worker/master-connection.js';
 import { MasterSession, type MasterSessionDeps, type Session } from '../../src/worker/master-session.js';
+import { waitFor as waitUntil } from '../helpers/cli-process.js';
 
 const ADDRESS = '127.0.0.1:7999';
 
@@ -24,13 +25,8 @@ function grpcError(code: status, details = status[code]): Error {
   return Object.assign(new Error(`${code} ${status[code]}: ${details}`), { code, details });
 }
 
-async function waitFor(what: string, pred: () => boolean, timeoutMs = 4000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+/** Polls every 2 ms: the fake master answers at once. */
+const waitFor = (what: string, pred: () => boolean) => waitUntil(what, pred, 4000, 2);
 
 /** One connection to the fake master; `registerWith` decides the answer to Register. */
 class FakeConnection {
