@@ -4,10 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
-import type { Clock } from '../common/clock.js';
 import { echoValue } from '../common/echo-value.js';
 import { NodeRemovedError, NotFoundError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
 import { LogStream, TaskState, type DataChunk, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
@@ -18,29 +16,18 @@ import {
   ListTokensRequest, ListTokensResponse, RemoveNodeRequest, RemoveNodeResponse, RevokeTokenRequest, TokenInfo,
 } from '../protocol/gen/hivemind/v1/admin.js';
 import { decodePageToken, pageSize, summarise, takePage, validateStatesFilter } from './admin-listing.js';
-import type { MasterAuth } from './auth.js';
-import type { BlobStore } from './blob-store.js';
 import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
-import type { MasterEvents } from './master-events.js';
-import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
+import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
 import { InvalidArgumentError, PreconditionError, ResourceExhaustedError } from './master-errors.js';
-import type { NodeRegistry } from './registry.js';
 import { validateMaxAttempts, validateTaskSpec } from './spec-validation.js';
 import { fitTaskInfo, toTaskInfo } from './task-info.js';
 import { streamTaskLog } from './log-stream.js';
-import type { TaskManager } from './task-manager.js';
+import { receiveTrailedUpload } from './trailed-upload.js';
+import type { MasterServiceDeps } from './service-deps.js';
 import { DEFAULT_MAX_INPUT_BYTES } from '../protocol/result-bound.js';
 import { formatBytes } from '../common/units.js';
 
-export interface AdminServiceDeps {
-  store: MasterStore;
-  blobs: BlobStore;
-  auth: MasterAuth;
-  registry: NodeRegistry;
-  tasks: TaskManager;
-  events: MasterEvents;
-  clock: Clock;
-  log: Logger;
+export interface AdminServiceDeps extends MasterServiceDeps {
   maxAttempts: number;
   /** Largest input archive a submission may stream; refused past it, nothing kept. */
   maxInputArchiveBytes: number;
@@ -150,26 +137,15 @@ export class AdminService {
       taskId = id;
       let input = { size: 0, sha256: '' };
       if (part.value.hasInput) {
-        let trailer: { size: number; sha256: string } | undefined;
         const maxInput = this.d.maxInputArchiveBytes;
-        let received = 0;
-        const chunks = async function* (): AsyncGenerator<Uint8Array> {
-          for await (const m of msgs) {
-            if (m.part?.$case === 'chunk') {
-              if (trailer) throw new InvalidArgumentError('input chunk after the trailer');
-              received += m.part.value.length;
-              if (received > maxInput) {
-                throw new InvalidArgumentError(`the input archive passes ${formatBytes(maxInput)}, the most a node takes (it unpacks at most ${formatBytes(DEFAULT_MAX_INPUT_BYTES)} of input); nothing was stored`);
-              }
-              yield m.part.value;
-            } else if (m.part?.$case === 'trailer') {
-              trailer = m.part.value;
-            } else {
-              throw new InvalidArgumentError('unexpected message in a submission (a second header?)');
-            }
-          }
-        };
-        input = await blobs.writeInput(id, chunks(), () => {
+        const upload = receiveTrailedUpload(msgs, {
+          limit: maxInput,
+          overLimit: () => new InvalidArgumentError(`the input archive passes ${formatBytes(maxInput)}, the most a node takes (it unpacks at most ${formatBytes(DEFAULT_MAX_INPUT_BYTES)} of input); nothing was stored`),
+          chunkName: 'input chunk',
+          callName: 'a submission',
+        });
+        input = await blobs.writeInput(id, upload.chunks, () => {
+          const trailer = upload.trailer();
           if (!trailer) throw new InvalidArgumentError('the input ended without a trailer (size and sha256)');
           return trailer;
         });

@@ -3,13 +3,11 @@
 import type {
   sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream,
 } from '@grpc/grpc-js';
-import type { Clock } from '../common/clock.js';
 import type { Subnet } from '../tunnel/subnet.js';
 import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
 import { PermissionDeniedError, peerIp } from './master-errors.js';
 import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
-import type { Logger } from '../common/logger.js';
 import { readBearer } from '../protocol/auth-metadata.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
@@ -20,32 +18,22 @@ import type {
   UploadResultResponse,
 } from '../protocol/gen/hivemind/v1/node.js';
 import { MasterAuth } from './auth.js';
-import type { BlobStore } from './blob-store.js';
 import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
 import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
-import type { MasterEvents } from './master-events.js';
-import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
+import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
 import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../protocol/result-bound.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
-import type { NodeRegistry } from './registry.js';
-import type { TaskManager } from './task-manager.js';
 import { boundTaskUpdate, validateCapacity, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
 import { assertWithinSize } from './size-capped-services.js';
+import { receiveTrailedUpload } from './trailed-upload.js';
+import type { MasterServiceDeps } from './service-deps.js';
 import { CallRate } from './call-rate.js';
 import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, MAX_TASK_ID_CHARS, maxReportsPerMinute } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
 
 export const MASTER_VERSION = '0.1.0';
 
-export interface NodeServiceDeps {
-  store: MasterStore;
-  blobs: BlobStore;
-  auth: MasterAuth;
-  registry: NodeRegistry;
-  tasks: TaskManager;
-  events: MasterEvents;
-  clock: Clock;
-  log: Logger;
+export interface NodeServiceDeps extends MasterServiceDeps {
   reportIntervalMs: number;
   /**
    * Tunnel mode: every call must come from the tunnel address of the node whose credential it
@@ -314,30 +302,25 @@ export class NodeService {
     if (h.offset > h.totalSize) throw new InvalidArgumentError(`result of task ${task.id}: offset ${h.offset} is past the declared total_size ${h.totalSize}`);
     const session = await this.d.blobs.openResultUpload(task.id, h.offset);
     if (h.offset > 0) this.d.log.info({ taskId: task.id, attempt: h.attempt, offset: h.offset, totalSize: h.totalSize }, 'result upload resumed');
-    let trailer: { size: number; sha256: string } | undefined;
-    let received = h.offset;
+    const upload = receiveTrailedUpload(msgs, {
+      from: h.offset,
+      limit: h.totalSize,
+      overLimit: (received) => new ResultTooLargeError(`result of task ${task.id}: received ${received} bytes, more than the ${h.totalSize} bytes the header declared (total_size); upload refused and discarded`),
+      chunkName: 'chunk',
+      callName: 'an upload',
+    });
     // Each received chunk is a fresh buffer; scavenging every few MiB frees them in small
     // steps instead of V8's mark-compacts under external-memory pressure.
     const reclaimer = new BufferReclaimer(BULK_RECLAIM_EVERY_BYTES);
     try {
-      for await (const m of msgs) {
-        if (m.part?.$case === 'chunk') {
-          if (trailer) throw new InvalidArgumentError('chunk after the trailer');
-          received += m.part.value.length;
-          if (received > h.totalSize) {
-            throw new ResultTooLargeError(`result of task ${task.id}: received ${received} bytes, more than the ${h.totalSize} bytes the header declared (total_size); upload refused and discarded`);
-          }
-          await session.write(m.part.value);
-          reclaimer.add(m.part.value.length);
-        } else if (m.part?.$case === 'trailer') {
-          trailer = m.part.value;
-        } else {
-          throw new InvalidArgumentError('unexpected message in an upload (a second header?)');
-        }
+      for await (const chunk of upload.chunks) {
+        await session.write(chunk);
+        reclaimer.add(chunk.length);
       }
     } finally {
       await session.close();
     }
+    const trailer = upload.trailer();
     if (!trailer) {
       // The client ended early: keep the partial so the next session resumes from it.
       throw new InvalidArgumentError(`upload of task ${h.taskId} ended without a trailer; resume from offset ${await this.d.blobs.resultOffset(task.id)}`);
