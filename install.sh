@@ -111,10 +111,8 @@ if [ "$uninstall" -eq 0 ]; then
   if [[ "$token" != hmj1.* ]] && [ -z "$master" ]; then
     die_usage "--master HOST:PORT is required with an enrollment token; a join token (hmj1.…) carries the master's address"
   fi
-  if [ -n "$master" ]; then
-    if ! [[ "$master" =~ ^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$ ]] || [ "${BASH_REMATCH[2]}" -lt 1 ] || [ "${BASH_REMATCH[2]}" -gt 65535 ]; then
-      die_usage "--master: expected HOST:PORT (e.g. 10.0.0.5:7070), got \"$master\""
-    fi
+  if [ -n "$master" ] && { ! [[ "$master" =~ ^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$ ]] || [ "${BASH_REMATCH[2]}" -lt 1 ] || [ "${BASH_REMATCH[2]}" -gt 65535 ]; }; then
+    die_usage "--master: expected HOST:PORT (e.g. 10.0.0.5:7070), got \"$master\""
   fi
   if [ -n "$name" ] && ! [[ "$name" =~ ^[A-Za-z0-9._-]{1,64}$ ]]; then
     die_usage "--name: 1 to 64 letters, digits, . _ or -, got \"$name\""
@@ -130,9 +128,7 @@ if [ "$uninstall" -eq 0 ]; then
   [ -z "$src_url" ] || sources=$((sources + 1))
   [ "$from_checkout" -eq 0 ] || sources=$((sources + 1))
   [ "$sources" -eq 1 ] || die_usage "give exactly one of --binary PATH, --url URL --sha256 HEX, --from-checkout"
-  if [ -n "$src_url" ]; then
-    [ -n "$src_sha256" ] || die_usage "--url needs --sha256 HEX (the release's .sha256 file) so the download can be checked"
-  fi
+  [ -z "$src_url" ] || [ -n "$src_sha256" ] || die_usage "--url needs --sha256 HEX (the release's .sha256 file) so the download can be checked"
   if [ -n "$src_sha256" ]; then
     [[ "$src_sha256" =~ ^[0-9a-fA-F]{64}$ ]] || die_usage "--sha256: expected 64 hex digits, got \"$src_sha256\""
     src_sha256="$(printf '%s' "$src_sha256" | tr 'A-F' 'a-f')"
@@ -231,9 +227,7 @@ check_deps_linux() {
     case "$pm:$m" in
       apt:docker) pkgs+=(docker.io) ;;
       dnf:docker) pkgs+=(moby-engine) ;;
-      *:wireguard-tools) pkgs+=(wireguard-tools) ;;
-      apt:wireguard-go) pkgs+=(wireguard-go) ;;
-      dnf:wireguard-go) pkgs+=(wireguard-go) ;;
+      apt:wireguard-* | dnf:wireguard-*) pkgs+=("$m") ;;
     esac
   done
   say "missing: ${missing[*]}"
@@ -277,13 +271,10 @@ check_deps_windows() {
 # ---------------------------------------------------------------------------------------------
 # the executable
 
-# This machine's build of the executable (build-exe's names), empty where none is built.
-host_exe_name() {
-  if [ "$host_os" = windows ]; then echo hivemind-win-x64.exe; return 0; fi
-  case "$(uname -m)" in
-    x86_64 | amd64) echo hivemind-linux-x64 ;;
-    aarch64 | arm64) echo hivemind-linux-arm64 ;;
-  esac
+# build-exe's name of the executable for OS $1 on this machine's CPU; empty where none is built
+exe_name_for() {
+  if [ "$1" = windows ]; then echo hivemind-win-x64.exe; return 0; fi
+  case "$(uname -m)" in x86_64 | amd64) echo hivemind-linux-x64 ;; aarch64 | arm64) echo hivemind-linux-arm64 ;; esac
 }
 
 # Brings the executable to a local file; sets src to its path.
@@ -294,16 +285,11 @@ fetch_binary() {
     return 0
   fi
   if [ "$from_checkout" -eq 1 ]; then
-    # only this machine's target is built (build-exe's names: linux-x64, linux-arm64, win-x64)
-    local target=win-x64 exe_name=hivemind-win-x64.exe
-    if [ "$target_os" = linux ]; then
-      case "$(uname -m)" in
-        x86_64 | amd64) target=linux-x64 ;;
-        aarch64 | arm64) target=linux-arm64 ;;
-        *) fail "--from-checkout: no executable is built for $(uname -m) (x86_64 and aarch64 only); install with npm instead" ;;
-      esac
-      exe_name="hivemind-$target"
-    fi
+    # only this machine's target is built (build-exe's targets: linux-x64, linux-arm64, win-x64)
+    local exe_name target
+    exe_name="$(exe_name_for "$target_os")"
+    [ -n "$exe_name" ] || fail "--from-checkout: no executable is built for $(uname -m) (x86_64 and aarch64 only); install with npm instead"
+    target="${exe_name#hivemind-}" && target="${target%.exe}"
     [ -f "$script_dir/package.json" ] || fail "--from-checkout: $script_dir is not a HiveMind checkout"
     src="$script_dir/dist-exe/$exe_name"
     if [ "$dry_run" -eq 1 ]; then
@@ -335,7 +321,7 @@ fetch_binary() {
 # executable is gone: the one beside this script, this checkout's build, or the one on PATH.
 local_hivemind() {
   local c name
-  name="$(host_exe_name)"
+  name="$(exe_name_for "$host_os")"
   for c in "$script_dir/hivemind" "$script_dir/hivemind.exe" ${name:+"$script_dir/dist-exe/$name"}; do
     if [ -f "$c" ] && [ -x "$c" ]; then echo "$c"; return 0; fi
   done
@@ -355,13 +341,10 @@ opts=(--caller "$PROG" --os "$target_os")
 
 if [ "$uninstall" -eq 1 ]; then
   [ "$purge" -eq 0 ] || opts+=(--purge)
+  # the installed one; Windows cannot delete a running executable: there the uninstall runs a copy
   if [ "$host_os" = "$target_os" ] && [ -f "$exe" ]; then
     hivemind="$exe"
-    if [ "$host_os" = windows ]; then
-      # Windows cannot delete a running executable: the uninstall runs a copy
-      cp "$exe" "$tmp_dir/hivemind.exe"
-      hivemind="$tmp_dir/hivemind.exe"
-    fi
+    [ "$host_os" = linux ] || { cp "$exe" "$tmp_dir/hivemind.exe" && hivemind="$tmp_dir/hivemind.exe"; }
   else
     hivemind="$(local_hivemind)" || exit 1
   fi

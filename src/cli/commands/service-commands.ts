@@ -3,6 +3,7 @@
 // dependencies, then runs these with --caller install.sh so that they speak under its name.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isStandalone } from '../../common/embedded-assets.js';
+import { ConfigError, errorMessage } from '../../common/errors.js';
 import { WORKER_DEFAULTS } from '../../config/defaults.js';
 import { DEFAULT_DRAIN_TIMEOUT } from '../../service/installed-config.js';
 import { nodeServiceHost } from '../../service/node-service-host.js';
@@ -13,7 +14,8 @@ import type { ServiceTargetOptions } from '../../service/service-setup.js';
 import { formatServiceStatus, serviceStatus } from '../../service/service-status.js';
 import { uninstallService } from '../../service/service-uninstall.js';
 import { printJson, type CliContext } from '../cli-context.js';
-import { EXIT_BAD_CONFIG } from '../exit-codes.js';
+import { EXIT_BAD_CONFIG, EXIT_FAILURE } from '../exit-codes.js';
+import { terminalSafe } from '../terminal-text.js';
 
 type Ctx = () => CliContext;
 
@@ -50,17 +52,17 @@ function target(o: Record<string, unknown>): ServiceTargetOptions {
 export function registerServiceCommands(program: Command, ctx: Ctx, setExit: (code: number) => void): void {
   const service = program.command('service').description('install, uninstall or inspect this node\'s worker service (systemd, background, Windows task)');
 
-  /** Runs a service command: its failures are printed under the caller's name, with exit 1 (2 for usage). */
+  /** Runs a service command: its failures are printed under the caller's name, with exit 1 (2 for bad usage). */
   const action = (fn: (c: CliContext, run: ServiceRun, o: Record<string, unknown>) => Promise<void> | void) => async (o: Record<string, unknown>) => {
     const c = ctx();
     const run: ServiceRun = { program: String(o.caller), self: selfCommand(), priorChanges: Number(o.priorChanges) || 0 };
     try {
       await fn(c, run, o);
     } catch (err) {
-      if (!(err instanceof ServiceError)) throw err;
-      c.stderr.write(`${run.program}: ${err.message}\n`);
-      if (err.exitCode === EXIT_BAD_CONFIG) c.stderr.write(`${run.program}: see ${run.program === DEFAULT_PROGRAM ? 'hivemind service --help' : `${run.program} --help`}\n`);
-      setExit(err.exitCode);
+      const code = err instanceof ServiceError ? err.exitCode : err instanceof ConfigError ? EXIT_BAD_CONFIG : EXIT_FAILURE;
+      c.stderr.write(`${run.program}: ${terminalSafe(errorMessage(err), { multiline: true })}\n`);
+      if (code === EXIT_BAD_CONFIG) c.stderr.write(`${run.program}: see ${run.program === DEFAULT_PROGRAM ? 'hivemind service --help' : `${run.program} --help`}\n`);
+      setExit(code);
     }
   };
 
