@@ -30,7 +30,7 @@ export async function main(argv: string[]): Promise<number> {
   const getCtx = () => (ctx ??= createCliContext(program.opts().config as string | undefined));
   registerServerCommands(program, getCtx, (c) => (exitCode = c));
   registerClientCommands(program, getCtx, (c) => (exitCode = c));
-  registerServiceCommands(program, getCtx, (c) => (exitCode = c));
+  registerServiceCommands(program, (c) => (exitCode = c));
   try {
     await program.parseAsync(argv);
     return exitCode;

@@ -13,11 +13,18 @@ import type { ServiceMode, TargetOs } from '../../service/service-layout.js';
 import type { ServiceTargetOptions } from '../../service/service-setup.js';
 import { formatServiceStatus, serviceStatus } from '../../service/service-status.js';
 import { uninstallService } from '../../service/service-uninstall.js';
-import { printJson, type CliContext } from '../cli-context.js';
 import { EXIT_BAD_CONFIG, EXIT_FAILURE } from '../exit-codes.js';
-import { terminalSafe } from '../terminal-text.js';
+import { terminalSafe, terminalSafeJson } from '../terminal-text.js';
 
-type Ctx = () => CliContext;
+/** Where a service command speaks and what it reads: not the CLI context, whose --config file (or
+ * HIVEMIND_CONFIG) is the worker's business, not the installer's. */
+export interface ServiceIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+}
+
+const processIo = (): ServiceIo => ({ stdout: process.stdout, stderr: process.stderr, env: process.env });
 
 const DEFAULT_PROGRAM = 'hivemind service';
 
@@ -49,12 +56,12 @@ function target(o: Record<string, unknown>): ServiceTargetOptions {
   return { os: o.os as TargetOs | undefined, service: o.service as ServiceMode | undefined, dataDir: o.dataDir as string | undefined, binDir: o.binDir as string | undefined, drainTimeout: o.drainTimeout as string | undefined };
 }
 
-export function registerServiceCommands(program: Command, ctx: Ctx, setExit: (code: number) => void): void {
+export function registerServiceCommands(program: Command, setExit: (code: number) => void, io: () => ServiceIo = processIo): void {
   const service = program.command('service').description('install, uninstall or inspect this node\'s worker service (systemd, background, Windows task)');
 
   /** Runs a service command: its failures are printed under the caller's name, with exit 1 (2 for bad usage). */
-  const action = (fn: (c: CliContext, run: ServiceRun, o: Record<string, unknown>) => Promise<void> | void) => async (o: Record<string, unknown>) => {
-    const c = ctx();
+  const action = (fn: (c: ServiceIo, run: ServiceRun, o: Record<string, unknown>) => Promise<void> | void) => async (o: Record<string, unknown>) => {
+    const c = io();
     const run: ServiceRun = { program: String(o.caller), self: selfCommand(), priorChanges: Number(o.priorChanges) || 0 };
     try {
       await fn(c, run, o);
@@ -106,7 +113,7 @@ export function registerServiceCommands(program: Command, ctx: Ctx, setExit: (co
     .action(
       action((c, run, o) => {
         const s = serviceStatus(nodeServiceHost(c.stdout, c.stderr, c.env), run, target(o));
-        if (o.json) printJson(c, s);
+        if (o.json) c.stdout.write(`${terminalSafeJson(s)}\n`);
         else c.stdout.write(formatServiceStatus(s));
       }),
     );
