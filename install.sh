@@ -166,10 +166,7 @@ trap 'rm -rf "$tmp_dir"' EXIT
 
 # run CMD...: runs a command that changes the system (echoed), or prints it under --dry-run.
 run() {
-  if [ "$dry_run" -eq 1 ]; then
-    echo "[dry-run] would run: $*"
-    return 0
-  fi
+  if [ "$dry_run" -eq 1 ]; then echo "[dry-run] would run: $*"; return 0; fi
   echo "+ $*"
   "$@"
 }
@@ -186,16 +183,13 @@ sha256_of() {
 # ---------------------------------------------------------------------------------------------
 # preconditions
 
-is_admin() {
-  if [ "$target_os" = linux ]; then [ "$(id -u)" -eq 0 ]; else net session >/dev/null 2>&1; fi
-}
-if [ "$dry_run" -eq 1 ]; then
-  :
-elif [ "$host_os" != "$target_os" ]; then
-  die_usage "--os $target_os on a $host_os machine works only with --dry-run"
-elif ! is_admin; then
-  if [ "$target_os" = linux ]; then fail "run as root (sudo bash install.sh ...): it writes $exe, /etc/hivemind and the service"; fi
-  fail "run Git Bash as Administrator: it writes $(dirname "$exe") and registers a startup task"
+if [ "$dry_run" -eq 0 ]; then
+  [ "$host_os" = "$target_os" ] || die_usage "--os $target_os on a $host_os machine works only with --dry-run"
+  if [ "$target_os" = linux ]; then
+    [ "$(id -u)" -eq 0 ] || fail "run as root (sudo bash install.sh ...): it writes $exe, /etc/hivemind and the service"
+  else
+    net session >/dev/null 2>&1 || fail "run Git Bash as Administrator: it writes $(dirname "$exe") and registers a startup task"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
