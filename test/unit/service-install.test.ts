@@ -2,7 +2,9 @@
 // bytes and modes, which commands, what is printed, and that a re-run changes nothing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ServiceError } from '../../src/service/service-actions.js';
+import { Command } from 'commander';
+import { registerServiceCommands } from '../../src/cli/commands/service-commands.js';
+import { ServiceActions, ServiceError } from '../../src/service/service-actions.js';
 import { installService, type InstallOptions, type ServiceRun } from '../../src/service/service-install.js';
 import { formatServiceStatus, serviceStatus } from '../../src/service/service-status.js';
 import { uninstallService } from '../../src/service/service-uninstall.js';
@@ -198,4 +200,38 @@ test('status: installed or not, the mode, config, data dir, the running pid', as
   const after = serviceStatus(h, RUN, {});
   assert.deepEqual(after, { os: 'linux', installed: true, service: 'background', configFile: CONFIG, dataDir: DATA, executable: EXE, pid: 4242, serviceState: null });
   assert.match(formatServiceStatus(after), /^installed: +yes\nservice: +background\n[\s\S]*worker: +running, pid 4242\n$/);
+});
+
+test('files: same bytes with another mode get their mode set; other bytes replace the file', () => {
+  const h = new FakeServiceHost('linux');
+  h.addFile('/etc/hivemind/worker.json', 'same', 0o644);
+  const a = new ServiceActions(h, 'hivemind service', false, 'linux');
+  assert.equal(a.putFile('/etc/hivemind/worker.json', Buffer.from('same'), 0o600), true);
+  assert.equal(h.files.get('/etc/hivemind/worker.json')!.mode, 0o600);
+  assert.equal(a.putFile('/etc/hivemind/worker.json', Buffer.from('other'), 0o600), true);
+  assert.equal(a.putFile('/etc/hivemind/worker.json', Buffer.from('other'), 0o600), false);
+  assert.deepEqual(h.stdout, ['hivemind service: set mode 0600 on /etc/hivemind/worker.json', 'hivemind service: replace /etc/hivemind/worker.json (mode 0600)', 'hivemind service: unchanged: /etc/hivemind/worker.json']);
+  // Windows has no modes to compare
+  const w = new ServiceActions(h, 'x', false, 'windows');
+  assert.equal(w.putFile('/etc/hivemind/worker.json', Buffer.from('other'), 0o644), false);
+  assert.equal(a.changes, 2);
+});
+
+test('the CLI speaks under the caller\'s name: a usage error is exit 2 with "see <caller> --help", before anything is done', async () => {
+  const run = async (args: string[]) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    let code = 0;
+    const program = new Command().exitOverride();
+    registerServiceCommands(program, (c) => (code = c), () => ({ stdout: { write: (s: string) => out.push(s) } as unknown as NodeJS.WritableStream, stderr: { write: (s: string) => err.push(s) } as unknown as NodeJS.WritableStream, env: {} }));
+    await program.parseAsync(['node', 'hivemind', 'service', ...args]);
+    return { code, out: out.join(''), err: err.join('') };
+  };
+  const bad = await run(['install', '--token', 'hm1.x', '--drain-timeout', 'soon', '--dry-run', '--caller', 'install.sh']);
+  assert.equal(bad.code, 2);
+  assert.equal(bad.err, 'install.sh: --drain-timeout: "soon" is not a duration (examples: 30s, 10m, 1h30m)\ninstall.sh: see install.sh --help\n');
+  assert.equal(bad.out, '');
+  const direct = await run(['install', '--token', 'hm1.x', '--os', 'windows', '--service', 'systemd', '--dry-run']);
+  assert.equal(direct.code, 2);
+  assert.equal(direct.err, 'hivemind service: --service systemd is for Linux; Windows uses a startup task\nhivemind service: see hivemind service --help\n');
 });
