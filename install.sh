@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Installs a HiveMind worker node: the `hivemind` executable, its config, its data directory and a
-# service that starts it at boot (systemd on Linux, a startup task on Windows under Git Bash/MSYS2).
-# Idempotent: a second run with the same arguments changes nothing. See docs/install.md.
+# Installs a HiveMind worker node. This script does what must happen before the `hivemind`
+# executable exists: it checks the arguments, installs the dependencies (Docker, WireGuard) and
+# fetches and checks the executable; then `hivemind service install` (or uninstall) writes the
+# config, the data directory and the service (systemd on Linux, a startup task on Windows under
+# Git Bash/MSYS2) and starts the worker. Idempotent. See docs/install.md.
 set -euo pipefail
 
 PROG=install.sh
-SERVICE_NAME=hivemind-worker
-WIN_TASK_NAME=HiveMindWorker
-STOP_MARGIN_S=30 # systemd waits the drain timeout plus this before it kills the worker
 
 usage() {
   cat <<'EOF'
@@ -112,10 +111,8 @@ if [ "$uninstall" -eq 0 ]; then
   if [[ "$token" != hmj1.* ]] && [ -z "$master" ]; then
     die_usage "--master HOST:PORT is required with an enrollment token; a join token (hmj1.…) carries the master's address"
   fi
-  if [ -n "$master" ]; then
-    if ! [[ "$master" =~ ^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$ ]] || [ "${BASH_REMATCH[2]}" -lt 1 ] || [ "${BASH_REMATCH[2]}" -gt 65535 ]; then
-      die_usage "--master: expected HOST:PORT (e.g. 10.0.0.5:7070), got \"$master\""
-    fi
+  if [ -n "$master" ] && { ! [[ "$master" =~ ^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$ ]] || [ "${BASH_REMATCH[2]}" -lt 1 ] || [ "${BASH_REMATCH[2]}" -gt 65535 ]; }; then
+    die_usage "--master: expected HOST:PORT (e.g. 10.0.0.5:7070), got \"$master\""
   fi
   if [ -n "$name" ] && ! [[ "$name" =~ ^[A-Za-z0-9._-]{1,64}$ ]]; then
     die_usage "--name: 1 to 64 letters, digits, . _ or -, got \"$name\""
@@ -131,105 +128,45 @@ if [ "$uninstall" -eq 0 ]; then
   [ -z "$src_url" ] || sources=$((sources + 1))
   [ "$from_checkout" -eq 0 ] || sources=$((sources + 1))
   [ "$sources" -eq 1 ] || die_usage "give exactly one of --binary PATH, --url URL --sha256 HEX, --from-checkout"
-  if [ -n "$src_url" ]; then
-    [ -n "$src_sha256" ] || die_usage "--url needs --sha256 HEX (the release's .sha256 file) so the download can be checked"
-  fi
+  [ -z "$src_url" ] || [ -n "$src_sha256" ] || die_usage "--url needs --sha256 HEX (the release's .sha256 file) so the download can be checked"
   if [ -n "$src_sha256" ]; then
     [[ "$src_sha256" =~ ^[0-9a-fA-F]{64}$ ]] || die_usage "--sha256: expected 64 hex digits, got \"$src_sha256\""
     src_sha256="$(printf '%s' "$src_sha256" | tr 'A-F' 'a-f')"
   fi
   if [ -n "$src_binary" ] && [ ! -f "$src_binary" ]; then die_usage "--binary: no such file: $src_binary"; fi
 fi
-
-# Durations as the worker reads them (30s, 10m, 1h30m, 250ms; a bare number is seconds), in whole seconds.
-duration_seconds() {
-  local s="$1" total_ms=0 n unit
-  if [[ "$s" =~ ^[0-9]+$ ]]; then echo "$s"; return 0; fi
-  [[ "$s" =~ ^([0-9]+(ms|s|m|h|d))+$ ]] || return 1
-  while [[ "$s" =~ ^([0-9]+)(ms|s|m|h|d)(.*)$ ]]; do
-    n="${BASH_REMATCH[1]}" unit="${BASH_REMATCH[2]}" s="${BASH_REMATCH[3]}"
-    case "$unit" in
-      ms) total_ms=$((total_ms + n)) ;;
-      s) total_ms=$((total_ms + n * 1000)) ;;
-      m) total_ms=$((total_ms + n * 60000)) ;;
-      h) total_ms=$((total_ms + n * 3600000)) ;;
-      d) total_ms=$((total_ms + n * 86400000)) ;;
-    esac
-  done
-  echo $(((total_ms + 999) / 1000))
-}
-if [ -n "$drain_timeout" ]; then
-  duration_seconds "$drain_timeout" >/dev/null || die_usage "--drain-timeout: \"$drain_timeout\" is not a duration (examples: 30s, 10m, 1h30m)"
+# The syntax the worker reads (30s, 10m, 1h30m, 250ms; a bare number is seconds); `hivemind
+# service` turns it into seconds.
+if [ -n "$drain_timeout" ] && ! [[ "$drain_timeout" =~ ^([0-9]+|([0-9]+(ms|s|m|h|d))+)$ ]]; then
+  die_usage "--drain-timeout: \"$drain_timeout\" is not a duration (examples: 30s, 10m, 1h30m)"
 fi
-
-# ---------------------------------------------------------------------------------------------
-# where things go
-
-script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [ "$target_os" = linux ]; then
-  bin_dir="${bin_dir:-/usr/local/bin}"
-  exe="$bin_dir/hivemind"
-  config_dir=/etc/hivemind
-  default_data_dir=/var/lib/hivemind
-  log_dir=/var/log/hivemind
-  unit_file="/etc/systemd/system/$SERVICE_NAME.service"
-  if [ -z "$service_mode" ]; then
-    # sd_booted(): systemd is PID 1 when this directory exists.
-    if [ -d /run/systemd/system ]; then service_mode=systemd; else service_mode=background; fi
-  fi
-else
-  program_files="${ProgramW6432:-${ProgramFiles:-C:/Program Files}}"
-  program_data="${ProgramData:-C:/ProgramData}"
-  bin_dir="${bin_dir:-$program_files/HiveMind}"
-  exe="$bin_dir/hivemind.exe"
-  config_dir="$program_data/HiveMind"
-  default_data_dir="$program_data/HiveMind/worker"
-  log_dir="$program_data/HiveMind/logs"
-  task_xml="$config_dir/$WIN_TASK_NAME.xml"
-  service_mode="${service_mode:-task}"
-fi
-config_file="$config_dir/worker.json"
-
-# A string value of the installed config (the file worker_config writes: one key per line).
-configured() {
-  [ -f "$config_file" ] || return 0
-  sed -n "s/^ *\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" "$config_file" | head -n 1 | sed 's/\\"/"/g; s/\\\\/\\/g'
-}
-# A re-run without --data-dir keeps the installed node's data dir: the default one would hold a
-# fresh identity (a new node, and an enrollment token that is usually used up), and an uninstall
-# would look for the worker, and purge, in the wrong place.
-if [ -z "$data_dir" ]; then
-  data_dir="$(configured dataDir)"
-  if [ -n "$data_dir" ] && [ "$data_dir" != "$default_data_dir" ]; then
-    say "data dir $data_dir, from $config_file (--data-dir DIR to choose another)"
-  fi
-fi
-data_dir="${data_dir:-$default_data_dir}"
-# An uninstall stops the worker with the drain timeout it was installed with.
-if [ -z "$drain_timeout" ] && [ "$uninstall" -eq 1 ]; then drain_timeout="$(configured drainTimeout)"; fi
-drain_timeout="${drain_timeout:-10m}"
-drain_s="$(duration_seconds "$drain_timeout")" || fail "drainTimeout in $config_file: \"$drain_timeout\" is not a duration; pass --drain-timeout"
 case "$service_mode" in
+  "") ;;
   systemd | background | none) [ "$target_os" = linux ] || die_usage "--service $service_mode is for Linux; Windows uses a startup task" ;;
-  task) ;;
   *) die_usage "--service: expected systemd, background or none, got \"$service_mode\"" ;;
 esac
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+host_os=linux
+case "$(uname -s)" in MINGW* | MSYS* | CYGWIN*) host_os=windows ;; esac
+if [ "$target_os" = linux ]; then
+  exe="${bin_dir:-/usr/local/bin}/hivemind"
+else
+  program_files="${ProgramW6432:-${ProgramFiles:-C:/Program Files}}"
+  exe="${bin_dir:-$program_files/HiveMind}/hivemind.exe"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # actions: each one says what it does; under --dry-run it only says what it would do
 
 changes=0
-# scratch space for downloads and for comparing generated files; removed on exit
+# scratch space for downloads; removed on exit
 tmp_dir="$(mktemp -d "${TMPDIR:-/tmp}/hivemind-install.XXXXXX")"
-cleanup() { rm -rf "$tmp_dir"; }
-trap cleanup EXIT
+trap 'rm -rf "$tmp_dir"' EXIT
 
 # run CMD...: runs a command that changes the system (echoed), or prints it under --dry-run.
 run() {
-  if [ "$dry_run" -eq 1 ]; then
-    echo "[dry-run] would run: $*"
-    return 0
-  fi
+  if [ "$dry_run" -eq 1 ]; then echo "[dry-run] would run: $*"; return 0; fi
   echo "+ $*"
   "$@"
 }
@@ -237,92 +174,22 @@ changed() {
   changes=$((changes + 1))
   if [ "$dry_run" -eq 1 ]; then echo "[dry-run] would $*"; else say "$*"; fi
 }
-unchanged() { say "unchanged: $*"; }
-
-file_mode() { stat -c '%a' "$1" 2>/dev/null || echo none; }
-
-# put_file SRC DEST MODE: installs SRC as DEST (atomically) unless DEST already has the same bytes and mode.
-put_file() {
-  local src="$1" dest="$2" mode="$3" what
-  if [ -f "$dest" ] && cmp -s "$src" "$dest"; then
-    if [ "$target_os" = windows ] || [ "$(file_mode "$dest")" = "${mode#0}" ]; then
-      unchanged "$dest"
-      return 1
-    fi
-    changed "set mode $mode on $dest"
-    [ "$dry_run" -eq 1 ] || chmod "$mode" "$dest"
-    return 0
-  fi
-  if [ -e "$dest" ]; then what="replace"; else what="create"; fi
-  changed "$what $dest (mode $mode)"
-  if [ "$dry_run" -eq 0 ]; then
-    # copy beside the target then rename: a running executable is replaced, never half-written
-    cp "$src" "$dest.new.$$"
-    chmod "$mode" "$dest.new.$$"
-    mv -f "$dest.new.$$" "$dest"
-  fi
-  return 0
-}
-
-# put_generated DEST MODE FUNCTION: installs what FUNCTION prints (no pipeline: the change count
-# must be kept in this shell)
-put_generated() {
-  local f
-  f="$tmp_dir/generated.$((changes + RANDOM))"
-  "$3" >"$f"
-  put_file "$f" "$1" "$2"
-}
-
-# make_dir DIR MODE
-make_dir() {
-  local dir="$1" mode="$2"
-  if [ -d "$dir" ]; then
-    if [ "$target_os" = windows ] || [ "$(file_mode "$dir")" = "${mode#0}" ]; then
-      unchanged "$dir/"
-      return 0
-    fi
-    changed "set mode $mode on $dir/"
-    [ "$dry_run" -eq 1 ] || chmod "$mode" "$dir"
-    return 0
-  fi
-  changed "create $dir/ (mode $mode)"
-  [ "$dry_run" -eq 1 ] || { mkdir -p "$dir" && chmod "$mode" "$dir"; }
-  if [ "$target_os" = windows ] && [ "$mode" = 0700 ]; then
-    # ProgramData is readable by every user: only SYSTEM and Administrators may read the token and identity
-    run icacls "$(windows_path "$dir")" //inheritance:r //grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F"
-  fi
-}
-
-remove_path() {
-  if [ -e "$1" ] || [ -L "$1" ]; then
-    changed "remove $1"
-    [ "$dry_run" -eq 1 ] || rm -rf "$1"
-  fi
-}
 
 sha256_of() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
   else shasum -a 256 "$1" | cut -d' ' -f1; fi
 }
 
-json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
-
 # ---------------------------------------------------------------------------------------------
 # preconditions
 
-is_admin() {
-  if [ "$target_os" = linux ]; then [ "$(id -u)" -eq 0 ]; else net session >/dev/null 2>&1; fi
-}
-host_os=linux
-case "$(uname -s)" in MINGW* | MSYS* | CYGWIN*) host_os=windows ;; esac
-
-if [ "$dry_run" -eq 1 ]; then
-  say "dry run: nothing will be changed"
-elif [ "$host_os" != "$target_os" ]; then
-  die_usage "--os $target_os on a $host_os machine works only with --dry-run"
-elif ! is_admin; then
-  if [ "$target_os" = linux ]; then fail "run as root (sudo bash install.sh ...): it writes $exe, $config_dir and the service"; fi
-  fail "run Git Bash as Administrator: it writes $bin_dir and registers a startup task"
+if [ "$dry_run" -eq 0 ]; then
+  [ "$host_os" = "$target_os" ] || die_usage "--os $target_os on a $host_os machine works only with --dry-run"
+  if [ "$target_os" = linux ]; then
+    [ "$(id -u)" -eq 0 ] || fail "run as root (sudo bash install.sh ...): it writes $exe, /etc/hivemind and the service"
+  else
+    net session >/dev/null 2>&1 || fail "run Git Bash as Administrator: it writes $(dirname "$exe") and registers a startup task"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -354,9 +221,7 @@ check_deps_linux() {
     case "$pm:$m" in
       apt:docker) pkgs+=(docker.io) ;;
       dnf:docker) pkgs+=(moby-engine) ;;
-      *:wireguard-tools) pkgs+=(wireguard-tools) ;;
-      apt:wireguard-go) pkgs+=(wireguard-go) ;;
-      dnf:wireguard-go) pkgs+=(wireguard-go) ;;
+      apt:wireguard-* | dnf:wireguard-*) pkgs+=("$m") ;;
     esac
   done
   say "missing: ${missing[*]}"
@@ -373,7 +238,8 @@ check_deps_linux() {
     none)
       fail "install ${missing[*]} with your distribution's package manager (Docker Engine: https://docs.docker.com/engine/install/; WireGuard: wireguard-tools, and wireguard-go when the kernel has no WireGuard), then run again, or pass --skip-deps" ;;
   esac
-  if [[ " ${missing[*]} " == *" docker "* ]] && [ "$service_mode" = systemd ]; then
+  # the service mode's default (hivemind service's): systemd when it is PID 1
+  if [[ " ${missing[*]} " == *" docker "* ]] && [ "${service_mode:-$([ -d /run/systemd/system ] && echo systemd)}" = systemd ]; then
     run systemctl enable --now docker.service
   fi
 }
@@ -399,6 +265,12 @@ check_deps_windows() {
 # ---------------------------------------------------------------------------------------------
 # the executable
 
+# build-exe's name of the executable for OS $1 on this machine's CPU; empty where none is built
+exe_name_for() {
+  if [ "$1" = windows ]; then echo hivemind-win-x64.exe; return 0; fi
+  case "$(uname -m)" in x86_64 | amd64) echo hivemind-linux-x64 ;; aarch64 | arm64) echo hivemind-linux-arm64 ;; esac
+}
+
 # Brings the executable to a local file; sets src to its path.
 src=""
 fetch_binary() {
@@ -407,16 +279,11 @@ fetch_binary() {
     return 0
   fi
   if [ "$from_checkout" -eq 1 ]; then
-    # only this machine's target is built (build-exe's names: linux-x64, linux-arm64, win-x64)
-    local target=win-x64 exe_name=hivemind-win-x64.exe
-    if [ "$target_os" = linux ]; then
-      case "$(uname -m)" in
-        x86_64 | amd64) target=linux-x64 ;;
-        aarch64 | arm64) target=linux-arm64 ;;
-        *) fail "--from-checkout: no executable is built for $(uname -m) (x86_64 and aarch64 only); install with npm instead" ;;
-      esac
-      exe_name="hivemind-$target"
-    fi
+    # only this machine's target is built (build-exe's targets: linux-x64, linux-arm64, win-x64)
+    local exe_name target
+    exe_name="$(exe_name_for "$target_os")"
+    [ -n "$exe_name" ] || fail "--from-checkout: no executable is built for $(uname -m) (x86_64 and aarch64 only); install with npm instead"
+    target="${exe_name#hivemind-}" && target="${target%.exe}"
     [ -f "$script_dir/package.json" ] || fail "--from-checkout: $script_dir is not a HiveMind checkout"
     src="$script_dir/dist-exe/$exe_name"
     if [ "$dry_run" -eq 1 ]; then
@@ -444,329 +311,69 @@ fetch_binary() {
   say "downloaded $src_url (sha256 $got, as expected)"
 }
 
-# ---------------------------------------------------------------------------------------------
-# config, unit, task
-
-worker_config() {
-  echo '{'
-  echo '  "worker": {'
-  [ -z "$master" ] || echo "    \"master\": $(json_str "$master"),"
-  echo "    \"token\": $(json_str "$token"),"
-  [ -z "$name" ] || echo "    \"name\": $(json_str "$name"),"
-  [ -z "$max_tasks" ] || echo "    \"maxTasks\": $max_tasks,"
-  [ -z "$monitor_port" ] || echo "    \"monitorPort\": $monitor_port,"
-  echo "    \"drainTimeout\": $(json_str "$drain_timeout"),"
-  # Docker Desktop has no loop devices to bound /output with: without this the worker refuses to start
-  [ "$target_os" != windows ] || echo '    "allowUnboundedOutput": true,'
-  echo "    \"dataDir\": $(json_str "$data_dir")"
-  echo '  }'
-  echo '}'
-}
-
-systemd_unit() {
-  cat <<EOF
-# Installed by HiveMind install.sh; a re-run rewrites it. Local changes: systemctl edit $SERVICE_NAME
-[Unit]
-Description=HiveMind worker node
-Wants=network-online.target docker.service
-After=network-online.target docker.service
-
-[Service]
-Type=simple
-ExecStart=$exe --config $config_file worker start
-Environment=HIVEMIND_HOME=$data_dir
-Restart=on-failure
-RestartSec=5s
-# exit 2 is a configuration error: restarting cannot fix it
-RestartPreventExitStatus=2
-# SIGTERM to the worker alone drains it (no new tasks; running ones may finish within the drain
-# timeout, $drain_timeout); whatever is left is killed after the drain timeout plus ${STOP_MARGIN_S}s.
-KillSignal=SIGTERM
-KillMode=mixed
-TimeoutStopSec=$((drain_s + STOP_MARGIN_S))
-EOF
-  # StateDirectory only names directories under /var/lib; another data dir is made writable instead
-  if [ "$data_dir" = /var/lib/hivemind ]; then
-    echo "StateDirectory=hivemind"
-    echo "StateDirectoryMode=0700"
-  else
-    echo "ReadWritePaths=$data_dir"
-  fi
-  cat <<EOF
-LogsDirectory=hivemind
-LogsDirectoryMode=0750
-StandardOutput=journal
-StandardError=journal
-# Hardening. The worker runs as root: it talks to the Docker socket (root-equivalent anyway) and
-# needs CAP_NET_ADMIN and /dev/net/tun for the WireGuard tunnel (kernel WireGuard, or wireguard-go
-# whose control socket lives in /run/wireguard). Task containers are started by dockerd, outside
-# this sandbox, so none of this limits them (they have their own lock-down).
-ProtectSystem=strict
-ReadWritePaths=/run
-ProtectHome=true
-PrivateTmp=true
-NoNewPrivileges=true
-ProtectKernelModules=true
-ProtectKernelLogs=true
-ProtectControlGroups=true
-ProtectClock=true
-ProtectHostname=true
-RestrictNamespaces=true
-RestrictRealtime=true
-RestrictSUIDSGID=true
-LockPersonality=true
-SystemCallArchitectures=native
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL
-UMask=0077
-
-[Install]
-WantedBy=multi-user.target
-EOF
-}
-
-windows_path() {
-  if command -v cygpath >/dev/null 2>&1; then cygpath -w "$1"; else printf '%s' "${1//\//\\}"; fi
-}
-xml_escape() { printf '%s' "$1" | sed 's/&/\&amp;/g; s/</\&lt;/g; s/>/\&gt;/g; s/"/\&quot;/g'; }
-
-# A Task Scheduler task: at boot, as SYSTEM (Docker Desktop's pipe and WireGuard need an admin),
-# no run-time limit (the default kills a task after 72 h), restarted on failure.
-windows_task_xml() {
-  cat <<EOF
-<?xml version="1.0" encoding="UTF-16"?>
-<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
-  <RegistrationInfo>
-    <Description>HiveMind worker node (installed by install.sh)</Description>
-  </RegistrationInfo>
-  <Triggers>
-    <BootTrigger>
-      <Enabled>true</Enabled>
-      <Delay>PT30S</Delay>
-    </BootTrigger>
-  </Triggers>
-  <Principals>
-    <Principal id="Author">
-      <UserId>S-1-5-18</UserId>
-      <RunLevel>HighestAvailable</RunLevel>
-    </Principal>
-  </Principals>
-  <Settings>
-    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
-    <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
-    <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
-    <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>
-    <RestartOnFailure>
-      <Interval>PT1M</Interval>
-      <Count>999</Count>
-    </RestartOnFailure>
-    <StartWhenAvailable>true</StartWhenAvailable>
-    <Enabled>true</Enabled>
-  </Settings>
-  <Actions Context="Author">
-    <Exec>
-      <Command>$(xml_escape "$(windows_path "$exe")")</Command>
-      <Arguments>--config "$(xml_escape "$(windows_path "$config_file")")" worker start --log-file "$(xml_escape "$(windows_path "$log_dir/worker.log")")"</Arguments>
-      <WorkingDirectory>$(xml_escape "$(windows_path "$data_dir")")</WorkingDirectory>
-    </Exec>
-  </Actions>
-</Task>
-EOF
-}
-
-# ---------------------------------------------------------------------------------------------
-# the service
-
-pid_file="$data_dir/worker.pid" # written by the worker itself
-bg_running_pid() {
-  local pid
-  pid="$(cat "$pid_file" 2>/dev/null || true)"
-  if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
-}
-
-bg_stop() {
-  local pid
-  pid="$(bg_running_pid)"
-  [ -n "$pid" ] || return 0
-  changed "stop the worker (pid $pid): it drains for up to $drain_timeout"
-  [ "$dry_run" -eq 1 ] || run "$exe" worker stop --data-dir "$data_dir" --timeout "$((drain_s + STOP_MARGIN_S))s" || kill -KILL "$pid" 2>/dev/null || true
-}
-
-bg_start() {
-  changed "start the worker in the background (log $log_dir/worker.log, pid file $pid_file)"
-  [ "$dry_run" -eq 0 ] || return 0
-  # the worker writes (and rotates) its log itself; worker.out keeps what it prints outside it
-  echo "+ nohup $exe --config $config_file worker start --log-file $log_dir/worker.log >>$log_dir/worker.out 2>&1 &"
-  HIVEMIND_HOME="$data_dir" nohup "$exe" --config "$config_file" worker start --log-file "$log_dir/worker.log" >>"$log_dir/worker.out" 2>&1 </dev/null &
-  local pid=$! i
-  # a bad config or an unusable data dir ends it at once: wait until it has claimed its pid file
-  for i in $(seq 1 50); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$log_dir/worker.out" >&2 || true
-      fail "the worker exited at start; its output is above (and in $log_dir/worker.out; its log in $log_dir/worker.log)"
-    fi
-    [ "$(cat "$pid_file" 2>/dev/null || true)" != "$pid" ] || break
-    sleep 0.1
-    [ "$i" -lt 50 ] || say "warning: the worker (pid $pid) has not written $pid_file yet"
+# A hivemind that runs on this machine, for a dry run for another platform or an uninstall whose
+# executable is gone: the one beside this script, this checkout's build, or the one on PATH.
+local_hivemind() {
+  local c name
+  name="$(exe_name_for "$host_os")"
+  for c in "$script_dir/hivemind" "$script_dir/hivemind.exe" ${name:+"$script_dir/dist-exe/$name"}; do
+    if [ -f "$c" ] && [ -x "$c" ]; then echo "$c"; return 0; fi
   done
-  say "worker running in the background, pid $pid"
-}
-
-service_linux() {
-  local restart="$1"
-  case "$service_mode" in
-    systemd)
-      local unit_changed=0
-      put_generated "$unit_file" 0644 systemd_unit && unit_changed=1
-      if [ "$dry_run" -eq 1 ]; then
-        echo "[dry-run] unit $unit_file:"
-        systemd_unit | sed 's/^/    /'
-      fi
-      if [ "$unit_changed" -eq 1 ]; then run systemctl daemon-reload; fi
-      if [ "$dry_run" -eq 1 ] || ! systemctl is-enabled --quiet "$SERVICE_NAME.service" 2>/dev/null; then
-        changed "enable $SERVICE_NAME.service (starts at boot)"
-        run systemctl enable "$SERVICE_NAME.service"
-      fi
-      [ "$no_start" -eq 0 ] || { say "not starting it (--no-start): systemctl start $SERVICE_NAME"; return 0; }
-      if [ "$dry_run" -eq 1 ] || ! systemctl is-active --quiet "$SERVICE_NAME.service" 2>/dev/null; then
-        changed "start $SERVICE_NAME.service"
-        run systemctl start "$SERVICE_NAME.service"
-      elif [ "$restart" -eq 1 ] || [ "$unit_changed" -eq 1 ]; then
-        changed "restart $SERVICE_NAME.service (it drains first, up to $drain_timeout)"
-        run systemctl restart "$SERVICE_NAME.service"
-      else
-        unchanged "$SERVICE_NAME.service is enabled and running"
-      fi ;;
-    background)
-      say "no systemd here (PID 1 is $(cat /proc/1/comm 2>/dev/null || echo unknown)): the worker runs in the background and does NOT start at boot; start it from your init system with: $exe --config $config_file worker start"
-      [ "$no_start" -eq 0 ] || { say "not starting it (--no-start)"; return 0; }
-      if [ -n "$(bg_running_pid)" ]; then
-        if [ "$restart" -eq 1 ]; then bg_stop; bg_start
-        else unchanged "the worker is running (pid $(bg_running_pid))"; fi
-      else
-        bg_start
-      fi ;;
-    none)
-      say "--service none: start it yourself with: $exe --config $config_file worker start" ;;
-  esac
-}
-
-# Windows has no SIGTERM, and `schtasks /End` kills: `hivemind worker stop` asks the worker to drain
-# through its data dir first (the same as on Linux), then /End ends the task (at once, for a worker
-# too old to take the request, or one still draining after the timeout).
-win_stop() {
-  if [ -f "$exe" ] || [ "$dry_run" -eq 1 ]; then
-    run "$exe" worker stop --data-dir "$data_dir" --timeout "$((drain_s + STOP_MARGIN_S))s" || true
-  fi
-  run schtasks //End //TN "$WIN_TASK_NAME" || true
-}
-
-service_windows() {
-  local restart="$1" xml_changed=0 registered=0
-  put_generated "$task_xml" 0644 windows_task_xml && xml_changed=1
-  if [ "$dry_run" -eq 1 ]; then
-    echo "[dry-run] task $WIN_TASK_NAME ($task_xml):"
-    windows_task_xml | sed 's/^/    /'
-  fi
-  if [ "$host_os" = windows ] && schtasks //Query //TN "$WIN_TASK_NAME" >/dev/null 2>&1; then registered=1; fi
-  if [ "$xml_changed" -eq 1 ] || [ "$registered" -eq 0 ]; then
-    changed "register the startup task $WIN_TASK_NAME (at boot, as SYSTEM)"
-    # schtasks reads task XML as UTF-16
-    local xml16
-    xml16="$tmp_dir/task-utf16.xml"
-    run iconv -f UTF-8 -t UTF-16 "$task_xml" -o "$xml16"
-    run schtasks //Create //TN "$WIN_TASK_NAME" //XML "$(windows_path "$xml16")" //F
-    restart=1
-  fi
-  [ "$no_start" -eq 0 ] || { say "not starting it (--no-start): schtasks /Run /TN $WIN_TASK_NAME"; return 0; }
-  if [ "$restart" -eq 1 ]; then
-    [ "$registered" -eq 0 ] || win_stop
-    changed "start the task $WIN_TASK_NAME"
-    run schtasks //Run //TN "$WIN_TASK_NAME"
-  else
-    unchanged "startup task $WIN_TASK_NAME"
-  fi
+  command -v hivemind 2>/dev/null ||
+    fail "no hivemind executable that runs on this machine: put one beside install.sh, build this checkout (npm run build:exe) or install it on PATH"
 }
 
 # ---------------------------------------------------------------------------------------------
-# uninstall
+# main: `hivemind service` does the rest, under this script's name
 
-do_uninstall() {
-  say "uninstalling the HiveMind worker ($target_os)"
-  if [ "$target_os" = linux ]; then
-    case "$service_mode" in
-      systemd)
-        if [ "$dry_run" -eq 1 ] || [ -f "$unit_file" ]; then
-          changed "stop and disable $SERVICE_NAME.service (it drains first, up to $drain_timeout)"
-          run systemctl disable --now "$SERVICE_NAME.service" || true
-          remove_path "$unit_file"
-          run systemctl daemon-reload
-        fi ;;
-      background) bg_stop ;;
-      none) ;;
-    esac
-  else
-    if [ "$dry_run" -eq 1 ] || { [ "$host_os" = windows ] && schtasks //Query //TN "$WIN_TASK_NAME" >/dev/null 2>&1; }; then
-      changed "stop and delete the startup task $WIN_TASK_NAME (the worker drains first, up to $drain_timeout)"
-      win_stop
-      run schtasks //Delete //TN "$WIN_TASK_NAME" //F
-    fi
-    remove_path "$task_xml"
-  fi
-  remove_path "$exe"
-  if [ "$purge" -eq 1 ]; then
-    remove_path "$config_file"
-    remove_path "$data_dir"
-    remove_path "$log_dir"
-    if [ -d "$config_dir" ] && [ -z "$(ls -A "$config_dir")" ]; then remove_path "$config_dir"; fi
-  else
-    say "kept: config $config_file, data $data_dir (identity, history), logs $log_dir; --purge removes them"
-  fi
-}
-
-# ---------------------------------------------------------------------------------------------
-# main
+opts=(--caller "$PROG" --os "$target_os")
+[ -z "$data_dir" ] || opts+=(--data-dir "$data_dir")
+[ -z "$bin_dir" ] || opts+=(--bin-dir "$bin_dir")
+[ -z "$service_mode" ] || opts+=(--service "$service_mode")
+[ -z "$drain_timeout" ] || opts+=(--drain-timeout "$drain_timeout")
+[ "$dry_run" -eq 0 ] || opts+=(--dry-run)
 
 if [ "$uninstall" -eq 1 ]; then
-  do_uninstall
-else
-  say "installing the HiveMind worker ($target_os, service: $service_mode)"
-  if [ "$skip_deps" -eq 1 ]; then
-    say "--skip-deps: not checking Docker and WireGuard"
-  elif [ "$target_os" = linux ]; then
-    check_deps_linux
+  [ "$purge" -eq 0 ] || opts+=(--purge)
+  # the installed one; Windows cannot delete a running executable: there the uninstall runs a copy
+  if [ "$host_os" = "$target_os" ] && [ -f "$exe" ]; then
+    hivemind="$exe"
+    [ "$host_os" = linux ] || { cp "$exe" "$tmp_dir/hivemind.exe" && hivemind="$tmp_dir/hivemind.exe"; }
   else
-    check_deps_windows
+    hivemind="$(local_hivemind)" || exit 1
   fi
-
-  fetch_binary
-  if [ "$host_os" = "$target_os" ] && [ -f "$src" ]; then
-    version="$("$src" --version 2>&1)" || fail "$src does not run here (${version:-no output}); is it the executable for this platform?"
-    say "executable: $src ($version)"
-  fi
-
-  make_dir "$bin_dir" 0755
-  restart=0
-  if [ -f "$src" ]; then
-    put_file "$src" "$exe" 0755 && restart=1
-  else
-    changed "install $exe"
-  fi
-  if [ "$target_os" = linux ]; then make_dir "$config_dir" 0755; else make_dir "$config_dir" 0700; fi
-  if [ "$target_os" = windows ]; then
-    say "config: allowUnboundedOutput, because Docker Desktop has no loop devices to bound a task's /output with: its output is checked against its cap after it exits, and the Docker Desktop VM's disk bounds the rest"
-  fi
-  put_generated "$config_file" 0600 worker_config && restart=1
-  make_dir "$data_dir" 0700
-  make_dir "$log_dir" 0750
-
-  if [ "$target_os" = linux ]; then service_linux "$restart"; else service_windows "$restart"; fi
+  status=0
+  "$hivemind" service uninstall "${opts[@]}" || status=$?
+  exit "$status"
 fi
 
-if [ "$changes" -eq 0 ]; then
-  say "nothing changed"
-elif [ "$dry_run" -eq 1 ]; then
-  say "dry run: $changes change(s) would be made; nothing was changed"
+if [ "$skip_deps" -eq 1 ]; then
+  say "--skip-deps: not checking Docker and WireGuard"
+elif [ "$target_os" = linux ]; then
+  check_deps_linux
 else
-  say "done: $changes change(s)"
+  check_deps_windows
 fi
+
+fetch_binary
+if [ ! -f "$src" ]; then
+  say "dry run: $src is not built, so what \`hivemind service install\` would do next is not shown"
+  exit 0
+fi
+if [ "$host_os" = "$target_os" ]; then
+  version="$("$src" --version 2>&1)" || fail "$src does not run here (${version:-no output}); is it the executable for this platform?"
+  say "executable: $src ($version)"
+  hivemind="$src"
+else
+  # a dry run for another platform: its executable cannot run here
+  hivemind="$(local_hivemind)" || exit 1
+fi
+opts+=(--prior-changes "$changes" --executable "$src" --token "$token")
+[ -z "$master" ] || opts+=(--master "$master")
+[ -z "$name" ] || opts+=(--name "$name")
+[ -z "$max_tasks" ] || opts+=(--max-tasks "$max_tasks")
+[ -z "$monitor_port" ] || opts+=(--monitor-port "$monitor_port")
+[ "$no_start" -eq 0 ] || opts+=(--no-start)
+status=0
+"$hivemind" service install "${opts[@]}" || status=$?
+exit "$status"

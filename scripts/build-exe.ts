@@ -185,7 +185,7 @@ function walk(dir: string, prefix = ''): [string, string][] {
   );
 }
 
-/** The SEA assets (key → absolute file), with the keys src/monitor/web-assets.ts and src/common/native-sqlite.ts read. */
+/** The SEA assets (key → absolute file), with the keys src/monitor/web-assets.ts, src/service/service-templates.ts and src/common/native-sqlite.ts read. */
 function assetsFor(target: Target): Record<string, string> {
   const req = createRequire(join(root, 'package.json'));
   const uplot = dirname(req.resolve('uplot/dist/uPlot.iife.min.js'));
@@ -193,6 +193,8 @@ function assetsFor(target: Target): Record<string, string> {
   const sqlite = join(dirname(req.resolve('better-sqlite3/package.json')), 'prebuilds', target.addon);
   const assets: Record<string, string> = {};
   for (const [rel, abs] of walk(join(root, 'web'))) assets[`web/${rel}`] = abs;
+  // src/service/service-templates.ts reads them under "service/"
+  for (const [rel, abs] of walk(join(root, 'src', 'service', 'templates'))) assets[`service/${rel}`] = abs;
   assets['vendor/uplot/uPlot.iife.min.js'] = join(uplot, 'uPlot.iife.min.js');
   assets['vendor/uplot/uPlot.min.css'] = join(uplot, 'uPlot.min.css');
   assets['vendor/socket.io/socket.io.min.js'] = join(socketIoClient, 'socket.io.min.js');

@@ -65,3 +65,17 @@ export function formatDuration(ms: number): string {
   if (m < 60) return `${m}m${Math.round(s % 60)}s`;
   return `${Math.floor(m / 60)}h${m % 60}m`;
 }
+
+/** The shortest text parseDuration() reads back as `ms`: 600000 → "10m", 5400000 → "1h30m", 250 → "250ms". */
+export function durationText(ms: number): string {
+  let rest = Math.max(0, Math.round(ms));
+  if (rest === 0) return '0s';
+  let text = '';
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000], ['ms', 1]] as const) {
+    if (rest >= size) {
+      text += `${Math.floor(rest / size)}${unit}`;
+      rest %= size;
+    }
+  }
+  return text;
+}

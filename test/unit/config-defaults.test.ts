@@ -1,5 +1,6 @@
 // Each setting has one default (config/defaults.ts): the config file, the environment, the CLI
-// flags and their help, install.sh and programmatic Worker options must all come to the same one.
+// flags and their help, install.sh (through `hivemind service install`) and programmatic Worker
+// options must all come to the same one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -7,19 +8,23 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerServerCommands } from '../../src/cli/commands/server-commands.js';
+import { registerServiceCommands } from '../../src/cli/commands/service-commands.js';
 import { parseDuration, parseSize } from '../../src/common/units.js';
 import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, WORKER_DEFAULTS } from '../../src/config/defaults.js';
 import { compileMasterConfig } from '../../src/config/master-config.js';
 import { compileWorkerConfig } from '../../src/config/worker-config.js';
 import { compileWorkerOptions } from '../../src/worker/worker-options.js';
+import { installService } from '../../src/service/service-install.js';
+import { FakeServiceHost } from '../helpers/fake-service-host.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-/** The "(default X)" of each option of `hivemind <group> start --help`, by long flag. */
-function helpDefaults(group: 'worker' | 'master'): Map<string, string> {
+/** The "(default X)" of each option of `hivemind <group> <command> --help`, by long flag. */
+function helpDefaults(group: 'worker' | 'master' | 'service', command = 'start'): Map<string, string> {
   const program = new Command();
   registerServerCommands(program, () => { throw new Error('no command runs here'); }, () => undefined);
-  const start = program.commands.find((c) => c.name() === group)!.commands.find((c) => c.name() === 'start')!;
+  registerServiceCommands(program, () => undefined);
+  const start = program.commands.find((c) => c.name() === group)!.commands.find((c) => c.name() === command)!;
   const out = new Map<string, string>();
   for (const o of start.options) {
     const m = /\(default:? ([^;)]+)/.exec(o.description);
@@ -28,7 +33,7 @@ function helpDefaults(group: 'worker' | 'master'): Map<string, string> {
   return out;
 }
 
-test('the drain timeout: the CLI, the config file, install.sh and Worker options yield the same default', () => {
+test('the drain timeout: the CLI, the config file, install.sh and Worker options yield the same default', async () => {
   const dflt = WORKER_DEFAULTS.drainTimeoutMs;
   assert.equal(dflt, 10 * 60_000);
   assert.equal(compileWorkerConfig({ env: {}, flags: {} }).drainTimeoutMs, dflt, 'CLI without --drain-timeout');
@@ -36,10 +41,17 @@ test('the drain timeout: the CLI, the config file, install.sh and Worker options
   assert.equal(compileWorkerConfig({ file, filePath: '/etc/hm.json', env: {}, flags: {} }).drainTimeoutMs, dflt, 'config file without drainTimeout');
   assert.equal(compileWorkerOptions({ masterAddress: '127.0.0.1:7070', dataDir: '/tmp/hm-w' }).drainTimeoutMs, dflt, 'Worker.create without drainTimeoutMs');
   assert.equal(parseDuration(helpDefaults('worker').get('--drain-timeout')!, 'help'), dflt, '`hivemind worker start --help`');
+  // install.sh passes --drain-timeout on only when given: `hivemind service install` writes the
+  // default into the installed config, and install.sh --help names it.
   const script = readFileSync(join(root, 'install.sh'), 'utf8');
-  const fallback = /^drain_timeout="\$\{drain_timeout:-([^}]+)\}"$/m.exec(script);
-  assert.ok(fallback, 'install.sh falls back to a default drain timeout');
-  assert.equal(parseDuration(fallback[1]!, 'install.sh'), dflt, 'install.sh\'s default');
+  assert.doesNotMatch(script, /drain_timeout="\$\{drain_timeout:-|drain_timeout=["']?[0-9]/, 'install.sh has no default drain timeout of its own');
+  assert.match(script, /^\[ -z "\$drain_timeout" \] \|\| opts\+=\(--drain-timeout "\$drain_timeout"\)$/m, 'install.sh passes only a given --drain-timeout');
+  const host = new FakeServiceHost('linux', { systemd: false });
+  await installService(host, { program: 'install.sh', self: ['/usr/local/bin/hivemind'] }, { token: 'hm1.x', master: '127.0.0.1:7070', service: 'none', noStart: true, dryRun: false });
+  const installed = JSON.parse(host.text('/etc/hivemind/worker.json')!) as { worker: Record<string, unknown> };
+  assert.equal(parseDuration(installed.worker.drainTimeout as string, 'service install'), dflt, '`hivemind service install` without --drain-timeout (what install.sh runs)');
+  assert.equal(compileWorkerConfig({ file: installed, env: {}, flags: {} }).drainTimeoutMs, dflt, 'the installed config, as the worker reads it');
+  assert.equal(parseDuration(helpDefaults('service', 'install').get('--drain-timeout')!, 'help'), dflt, '`hivemind service install --help`');
   const usage = /--drain-timeout DUR .*\(default ([^)]+)\)/.exec(script);
   assert.ok(usage, 'install.sh --help names the default');
   assert.equal(parseDuration(usage[1]!, 'install.sh --help'), dflt, 'install.sh --help');
