@@ -308,6 +308,8 @@ fetch_binary() {
   local got
   got="$(sha256_of "$src")"
   [ "$got" = "$src_sha256" ] || fail "sha256 mismatch for $src_url: expected $src_sha256, got $got; nothing was installed"
+  # curl and wget save without the executable bit; the check and the install below run it
+  chmod 755 "$src"
   say "downloaded $src_url (sha256 $got, as expected)"
 }
 
