@@ -25,7 +25,6 @@ import { WorkerStore } from '../worker/store/worker-store.js';
 import { SystemProbe } from '../worker/resources/system-probe.js';
 import { GrpcMasterConnection } from '../worker/grpc-master-connection.js';
 import { nodeFacts } from '../worker/node-facts.js';
-import { VERSION } from '../common/build-info.js';
 import { MonitorPortInUseError, MonitorServer } from '../monitor/monitor-server.js';
 
 export interface WorkerNode {
@@ -88,7 +87,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     tunnel = await WorkerTunnel.open(
       { dataDir: cfg.dataDir, interfaceName: cfg.wgInterface },
       { tool: createWireGuardTool(join(cfg.dataDir, 'wg')), clock: systemClock, log: logger.child({ component: 'tunnel' }), enroller: grpcEnroller },
-      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => nodeFacts(await probe.facts(), { labels: cfg.labels, workerVersion: VERSION, maxTasks: cfg.maxTasks }) },
+      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => nodeFacts(await probe.facts(), cfg) },
     );
     await tunnel.up();
     tunnel.startHealthChecks();
@@ -100,21 +99,9 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
   const store = WorkerStore.open(join(cfg.dataDir, 'worker.db'));
   const imageGcLog = logger.child({ component: 'image-gc' });
   imageUses = imageUseLog(store, systemClock, imageGcLog);
+  // The config's worker settings are compiled already, under the names Worker.create takes.
   worker = await Worker.create(
-    {
-      masterAddress,
-      enrollmentToken,
-      dataDir: cfg.dataDir,
-      name: cfg.name,
-      labels: cfg.labels,
-      maxTasks: cfg.maxTasks,
-      reportIntervalMs: cfg.reportIntervalMs,
-      cpuCap: cfg.cpus,
-      memoryCapBytes: cfg.memory,
-      drainTimeoutMs: cfg.drainTimeoutMs,
-      spoolDir: cfg.spoolDir,
-      workerVersion: VERSION,
-    },
+    { ...cfg, masterAddress, enrollmentToken },
     {
       connectionFactory: (address) => new GrpcMasterConnection(address),
       executor,

@@ -85,8 +85,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const host = await deps.probe.facts();
     const budget: NodeBudget = {
       maxTasks: options.maxTasks,
-      cpus: Math.min(options.cpuCap ?? host.cpuCores, host.cpuCores),
-      memoryBytes: Math.max(0, Math.min(options.memoryCapBytes ?? Infinity, host.memoryBytes - options.memoryReserveBytes)),
+      cpus: Math.min(options.cpus ?? host.cpuCores, host.cpuCores),
+      memoryBytes: Math.max(0, Math.min(options.memory ?? Infinity, host.memoryBytes - options.memoryReserveBytes)),
       gpuIndexes: host.gpus.map((g) => g.index),
       taskDefaults: { cpus: options.taskDefaultCpus, memoryBytes: options.taskDefaultMemoryBytes },
     };
@@ -162,7 +162,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       clock: deps.clock,
       logger: this.log,
       reportIntervalMs: this.options.reportIntervalMs,
-      sampleRetention: this.options.sampleRetention,
+      sampleRetention: { maxAgeMs: this.options.sampleMaxAgeMs, maxCount: this.options.sampleMaxCount },
       state: () => ({ free: this.freeCapacity(), lifecycleState: this.state, accepting: this.accepting }),
       onSample: (sample) => {
         if (sample.docker.ok) this.reclaimer.dockerAnswered();
