@@ -1,6 +1,7 @@
 // Every default of the worker's, the master's and the monitor's settings, each written and
-// documented once here: the config schemas default to these, and so do the worker's and the
-// master's own option compilers for programmatic users (tests) that leave a setting out.
+// documented once here. The worker's own settings take theirs in compileWorkerSettings
+// (worker-settings.ts), for the CLI and Worker.create alike; the config schemas default the
+// others; the master's compile() defaults what a program leaves out of Master.create.
 import { DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
 const MiB = 1024 ** 2;
