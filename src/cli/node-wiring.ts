@@ -1,5 +1,6 @@
-// Production wiring of a worker node: real Docker engine, SQLite store, gRPC connection and
-// system probe, assembled in this one place from the compiled configuration.
+// Production wiring of a worker node: real Docker engine, SQLite store, gRPC connection (direct
+// or through the WireGuard tunnel), system probe, image pruning and the web monitor, assembled in
+// this one place from the compiled configuration, whose settings it passes on as they are.
 import { join } from 'node:path';
 import { ensureDataDir } from '../config/data-dir.js';
 import type { WorkerConfig } from '../config/worker-config.js';
@@ -25,7 +26,6 @@ import { WorkerStore } from '../worker/store/worker-store.js';
 import { SystemProbe } from '../worker/resources/system-probe.js';
 import { GrpcMasterConnection } from '../worker/grpc-master-connection.js';
 import { nodeFacts } from '../worker/node-facts.js';
-import { VERSION } from '../common/build-info.js';
 import { MonitorPortInUseError, MonitorServer } from '../monitor/monitor-server.js';
 
 export interface WorkerNode {
@@ -79,42 +79,13 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       }
     },
   });
-  // Tunnel mode: a join token, or an earlier enrollment in this data dir. Enrollment happens once;
-  // every start brings the tunnel up and talks to the master only through it.
-  let masterAddress = cfg.master;
-  let enrollmentToken = cfg.token;
-  let tunnel: WorkerTunnel | undefined;
-  if (await WorkerTunnel.wanted(cfg.dataDir, cfg.token)) {
-    tunnel = await WorkerTunnel.open(
-      { dataDir: cfg.dataDir, interfaceName: cfg.wgInterface },
-      { tool: createWireGuardTool(join(cfg.dataDir, 'wg')), clock: systemClock, log: logger.child({ component: 'tunnel' }), enroller: grpcEnroller },
-      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => nodeFacts(await probe.facts(), { labels: cfg.labels, workerVersion: VERSION, maxTasks: cfg.maxTasks }) },
-    );
-    await tunnel.up();
-    tunnel.startHealthChecks();
-    masterAddress = tunnel.masterGrpcAddress;
-    enrollmentToken = undefined;
-  } else if (!masterAddress) {
-    throw new ConfigError('--master is required (HOST:PORT of a development master), or pass the join token (hmj1.…) printed by `hivemind token create` on a tunnel-mode master');
-  }
+  const { masterAddress, enrollmentToken, tunnel } = await reachMaster(cfg, probe, logger);
   const store = WorkerStore.open(join(cfg.dataDir, 'worker.db'));
   const imageGcLog = logger.child({ component: 'image-gc' });
   imageUses = imageUseLog(store, systemClock, imageGcLog);
+  // The config's worker settings are compiled already, under the names Worker.create takes.
   worker = await Worker.create(
-    {
-      masterAddress,
-      enrollmentToken,
-      dataDir: cfg.dataDir,
-      name: cfg.name,
-      labels: cfg.labels,
-      maxTasks: cfg.maxTasks,
-      reportIntervalMs: cfg.reportIntervalMs,
-      cpuCap: cfg.cpus,
-      memoryCapBytes: cfg.memory,
-      drainTimeoutMs: cfg.drainTimeoutMs,
-      spoolDir: cfg.spoolDir,
-      workerVersion: VERSION,
-    },
+    { ...cfg, masterAddress, enrollmentToken },
     {
       connectionFactory: (address) => new GrpcMasterConnection(address),
       executor,
@@ -150,6 +121,28 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     },
     cancelAll: () => w.cancelAll('shutdown'),
   };
+}
+
+/**
+ * Tunnel mode (a join token, or an earlier enrollment in this data dir): enrollment happens once;
+ * every start brings the tunnel up and talks to the master only through it. Otherwise the
+ * development master named by --master, with the enrollment token as given.
+ */
+async function reachMaster(cfg: WorkerConfig, probe: SystemProbe, logger: Logger): Promise<{ masterAddress: string; enrollmentToken: string | undefined; tunnel?: WorkerTunnel }> {
+  if (await WorkerTunnel.wanted(cfg.dataDir, cfg.token)) {
+    const tunnel = await WorkerTunnel.open(
+      { dataDir: cfg.dataDir, interfaceName: cfg.wgInterface },
+      { tool: createWireGuardTool(join(cfg.dataDir, 'wg')), clock: systemClock, log: logger.child({ component: 'tunnel' }), enroller: grpcEnroller },
+      { ...(cfg.token ? { token: cfg.token } : {}), ...(cfg.name ? { name: cfg.name } : {}), facts: async () => nodeFacts(await probe.facts(), cfg) },
+    );
+    await tunnel.up();
+    tunnel.startHealthChecks();
+    return { masterAddress: tunnel.masterGrpcAddress, enrollmentToken: undefined, tunnel };
+  }
+  if (!cfg.master) {
+    throw new ConfigError('--master is required (HOST:PORT of a development master), or pass the join token (hmj1.…) printed by `hivemind token create` on a tunnel-mode master');
+  }
+  return { masterAddress: cfg.master, enrollmentToken: cfg.token };
 }
 
 /**

@@ -1,6 +1,7 @@
 // Every default of the worker's, the master's and the monitor's settings, each written and
-// documented once here: the config schemas default to these, and so do the worker's and the
-// master's own option compilers for programmatic users (tests) that leave a setting out.
+// documented once here. The worker's own settings take theirs in compileWorkerSettings
+// (worker-settings.ts), for the CLI and Worker.create alike; the config schemas default the
+// others; the master's compile() defaults what a program leaves out of Master.create.
 import { DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
 const MiB = 1024 ** 2;
@@ -8,6 +9,19 @@ const HOUR_MS = 3_600_000;
 
 /** A node silent for this many report intervals is offline (unless a node timeout is set). */
 export const MISSED_REPORTS_OFFLINE = 3;
+
+/**
+ * The master's node timeout rule, written once for its config, its options and its registry: a
+ * node silent this long is offline, MISSED_REPORTS_OFFLINE report intervals unless set.
+ */
+export function nodeTimeoutMs(reportIntervalMs: number, nodeTimeout?: number): number {
+  return nodeTimeout ?? reportIntervalMs * MISSED_REPORTS_OFFLINE;
+}
+
+/** A node timeout shorter than one report interval would call nodes that report on time offline between two reports. */
+export function nodeTimeoutTooShort(nodeTimeout: number, reportIntervalMs: number): boolean {
+  return !(nodeTimeout >= reportIntervalMs);
+}
 
 /** The master's settings (config section "master", `hivemind master start`). */
 export const MASTER_DEFAULTS = {

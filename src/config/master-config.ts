@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { formatDuration } from '../common/units.js';
-import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE } from './defaults.js';
+import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
 import { hivemindHome } from './paths.js';
 import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
@@ -34,7 +34,7 @@ const schema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.nodeTimeout !== undefined && c.nodeTimeout < c.reportInterval) {
+    if (c.nodeTimeout !== undefined && nodeTimeoutTooShort(c.nodeTimeout, c.reportInterval)) {
       ctx.addIssue({
         code: 'custom',
         path: ['nodeTimeout'],
@@ -75,7 +75,7 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     listen: c.listen,
     dataDir: c.dataDir ?? join(hivemindHome(input.env), 'master'),
     reportIntervalMs: c.reportInterval,
-    nodeTimeoutMs: c.nodeTimeout ?? c.reportInterval * MISSED_REPORTS_OFFLINE,
+    nodeTimeoutMs: nodeTimeoutMs(c.reportInterval, c.nodeTimeout),
     maxAttempts: c.maxAttempts,
     logLevel: c.logLevel,
     ...(c.wgEndpoint

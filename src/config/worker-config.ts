@@ -1,10 +1,13 @@
 // The worker's configuration: file section "worker", HIVEMIND_* env, `hivemind worker start` flags.
-// Defaults: WORKER_DEFAULTS (config/defaults.ts), the one place they are written.
+// Defaults: WORKER_DEFAULTS (config/defaults.ts), the one place they are written. The worker's own
+// settings (data dir, task slots, caps, drain timeout) come out compiled by compileWorkerSettings,
+// under the names Worker.create takes, so the wiring passes them on as they are.
 import { join } from 'node:path';
 import { z } from 'zod';
 import { WORKER_DEFAULTS } from './defaults.js';
 import { checkMonitorBinding } from './monitor-binding.js';
-import { hivemindHome, workerSpoolDir } from './paths.js';
+import { hivemindHome } from './paths.js';
+import { compileWorkerSettings, type CompiledWorkerSettings } from './worker-settings.js';
 import { stripBrackets } from '../common/address.js';
 import { compileSection, zAddress, zBool, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { CONTROL_CHARACTERS } from '../protocol/node-limits.js';
@@ -20,16 +23,16 @@ const schema = z
     /** Display name; default the hostname. */
     name: z.string().min(1).max(64).refine((v) => !CONTROL_CHARACTERS.test(v), 'no control characters').optional(),
     labels: zLabels.optional(),
-    /** Concurrent tasks. */
-    maxTasks: zInt(1, 256).default(WORKER_DEFAULTS.maxTasks),
+    /** Concurrent tasks. Default WORKER_DEFAULTS.maxTasks, applied by compileWorkerSettings. */
+    maxTasks: zInt(1, 256).optional(),
     /** CPU cores offered to tasks. Default: all cores. */
     cpus: zPositive.optional(),
     /** Memory offered to tasks. Default: total memory minus WORKER_DEFAULTS.memoryReserveBytes. */
     memory: zSize('memory').optional(),
     /** Resource report interval. Default: the master's (30s unless it is configured otherwise). */
     reportInterval: zDurationMs('report interval').optional(),
-    /** How long SIGTERM waits for running tasks before cancelling them. */
-    drainTimeout: zDurationMs('drain timeout').default(WORKER_DEFAULTS.drainTimeoutMs),
+    /** How long SIGTERM waits for running tasks before cancelling them. Default WORKER_DEFAULTS.drainTimeoutMs, applied by compileWorkerSettings. */
+    drainTimeout: zDurationMs('drain timeout').optional(),
     /** Cap on a task's /output tree. */
     maxOutput: zSize('max output').default(WORKER_DEFAULTS.maxOutputBytes),
     /**
@@ -59,15 +62,13 @@ const schema = z
   })
   .strict();
 
-export type WorkerConfig = Omit<z.infer<typeof schema>, 'dataDir' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor'> & {
-  dataDir: string;
-  /** Task inputs and results in transit: <dataDir>/spool. */
-  spoolDir: string;
-  /** Undefined: the interval the master asks for at registration. */
-  reportIntervalMs: number | undefined;
-  drainTimeoutMs: number;
-  imageUnusedForMs: number;
-};
+type Parsed = z.infer<typeof schema>;
+
+/** The node's own settings (tokens, output cap, images, monitor, log) and the worker's, compiled. */
+export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor'> &
+  CompiledWorkerSettings & {
+    imageUnusedForMs: number;
+  };
 
 const fields: Record<string, FieldSource> = {
   master: { env: 'HIVEMIND_MASTER', flag: 'master' },
@@ -94,15 +95,20 @@ const fields: Record<string, FieldSource> = {
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
-  const { reportInterval, drainTimeout, imageUnusedFor, ...rest } = c;
+  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, imageUnusedFor, ...node } = c;
   if (c.monitorPort !== 0) checkMonitorBinding(stripBrackets(c.monitorListen), c.monitorToken);
-  const dataDir = c.dataDir ?? join(hivemindHome(input.env), 'worker');
   return {
-    ...rest,
-    dataDir,
-    spoolDir: workerSpoolDir(dataDir),
-    reportIntervalMs: reportInterval,
-    drainTimeoutMs: drainTimeout,
+    ...node,
     imageUnusedForMs: imageUnusedFor,
+    ...compileWorkerSettings({
+      dataDir: dataDir ?? join(hivemindHome(input.env), 'worker'),
+      name,
+      labels,
+      maxTasks,
+      cpus,
+      memory,
+      reportIntervalMs: reportInterval,
+      drainTimeoutMs: drainTimeout,
+    }),
   };
 }

@@ -27,7 +27,7 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { isLoopbackHost, splitHostPort } from '../common/address.js';
 import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
-import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE } from '../config/defaults.js';
+import { MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
 import { AdminServiceDefinition } from '../protocol/chunk-codec.js';
@@ -119,8 +119,8 @@ function compile(o: MasterOptions): CompiledOptions {
   const reportIntervalMs = o.reportIntervalMs ?? MASTER_DEFAULTS.reportIntervalMs;
   const maxAttempts = o.maxAttempts ?? MASTER_DEFAULTS.maxAttempts;
   if (!(reportIntervalMs > 0)) throw new ConfigError(`master: reportIntervalMs must be positive, got ${reportIntervalMs}`);
-  const nodeTimeoutMs = o.nodeTimeoutMs ?? reportIntervalMs * MISSED_REPORTS_OFFLINE;
-  if (!(nodeTimeoutMs >= reportIntervalMs)) {
+  const nodeTimeoutMs = defaultNodeTimeout(reportIntervalMs, o.nodeTimeoutMs);
+  if (nodeTimeoutTooShort(nodeTimeoutMs, reportIntervalMs)) {
     throw new ConfigError(`master: nodeTimeoutMs (${nodeTimeoutMs}) must be at least reportIntervalMs (${reportIntervalMs}), or nodes reporting on time are called offline between two reports`);
   }
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new ConfigError(`master: maxAttempts must be a whole number >= 1, got ${maxAttempts}`);

@@ -2,7 +2,7 @@
 // node timeout (3 report intervals by default; judged by an injected clock). Holds each node's command stream and its last
 // reported free capacity, minus assignments the node's reports do not reflect yet.
 import type { Clock } from '../common/clock.js';
-import { MISSED_REPORTS_OFFLINE } from '../config/defaults.js';
+import { nodeTimeoutMs } from '../config/defaults.js';
 import type { Capacity, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand } from '../protocol/gen/hivemind/v1/node.js';
 import type { NodeFree, SchedulableNode, TaskDemand } from './scheduler.js';
@@ -37,7 +37,7 @@ export class NodeRegistry {
   readonly offlineAfterMs: number;
 
   constructor(private readonly clock: Clock, readonly reportIntervalMs: number, offlineAfterMs?: number) {
-    this.offlineAfterMs = offlineAfterMs ?? reportIntervalMs * MISSED_REPORTS_OFFLINE;
+    this.offlineAfterMs = nodeTimeoutMs(reportIntervalMs, offlineAfterMs);
   }
 
   private entry(nodeId: string, label?: string): Presence {

@@ -2,52 +2,35 @@
 // from the command stream and runs each one (input download, executor, result upload) under
 // its own AbortController. Every task update goes through the SQLite outbox, so a master
 // outage never loses one and never kills a running task. This class keeps the public API
-// (start, pause, resume, drain, close, the events) and the command handling; it composes the
-// parts that do the work: the master session, the outbox, the running tasks, recovery after a
-// restart, the reporter and the reclaimer.
+// (start, pause, resume, drain, close, the events) and the command handling; the parts that do
+// the work (the master session, the outbox, recovery after a restart, the reporter and the
+// reclaimer) are put together in worker-composition.ts.
 import { EventEmitter } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import type { Clock } from '../common/clock.js';
 import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, HivemindError, InvalidTaskError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
-import { TaskState, type Capacity, type NodeFacts, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
-import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
+import { TaskState, type Capacity, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
 import { assertNotRemoved, loadIdentity, saveRemoval, type NodeIdentity } from './identity-file.js';
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
-import type { ConnectionFactory } from './master-connection.js';
-import { MasterSession } from './master-session.js';
-import { Outbox } from './outbox.js';
-import { Reporter } from './reporter.js';
-import { Reclaimer } from './reclaimer.js';
+import type { MasterSession } from './master-session.js';
+import type { Outbox } from './outbox.js';
+import type { Reporter } from './reporter.js';
+import type { Reclaimer } from './reclaimer.js';
 import { ActiveTasks } from './active-tasks.js';
-import { RunningTask, taskKey, type TaskRunDeps } from './running-task.js';
-import { TaskTransfers } from './task-transfers.js';
-import { Recovery } from './recovery.js';
-import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
-import type { WorkerStore } from './store/worker-store.js';
-import type { AbortReason, TaskExecutor, WorkerEvents } from './contracts.js';
+import { RunningTask, type TaskRunDeps } from './running-task.js';
+import type { Recovery } from './recovery.js';
+import type { HostFacts } from './resources/resource-probe.js';
+import type { AbortReason, WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
-import { nodeFacts } from './node-facts.js';
+import { composeWorker, nodeBudget, type WorkerDeps } from './worker-composition.js';
 
-export interface WorkerDeps {
-  connectionFactory: ConnectionFactory;
-  executor: TaskExecutor;
-  /** Owned by the worker from here on: close() closes it. */
-  store: WorkerStore;
-  probe: ResourceProbe;
-  clock: Clock;
-  logger: Logger;
-  /** Tunnel mode: the WireGuard tunnel to the master (status in reports, mesh peers from commands). */
-  tunnel?: {
-    status(): Promise<TunnelStatus>;
-    setMeshPeers(peers: MeshPeer[]): Promise<void>;
-  };
-}
+export type { WorkerDeps } from './worker-composition.js';
 
 export class WorkerStateError extends HivemindError {
   constructor(message: string) {
@@ -63,7 +46,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly reporter: Reporter;
   private readonly reclaimer: Reclaimer;
   private readonly taskRunDeps: TaskRunDeps;
-  private readonly transfers: TaskTransfers;
   private readonly recovery: Recovery;
   private readonly active: ActiveTasks<RunningTask>;
   private drainPromise: Promise<void> | undefined;
@@ -83,14 +65,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     await mkdir(options.spoolDir, { recursive: true });
     const host = await deps.probe.facts();
-    const budget: NodeBudget = {
-      maxTasks: options.maxTasks,
-      cpus: Math.min(options.cpuCap ?? host.cpuCores, host.cpuCores),
-      memoryBytes: Math.max(0, Math.min(options.memoryCapBytes ?? Infinity, host.memoryBytes - options.memoryReserveBytes)),
-      gpuIndexes: host.gpus.map((g) => g.index),
-      taskDefaults: { cpus: options.taskDefaultCpus, memoryBytes: options.taskDefaultMemoryBytes },
-    };
-    return new Worker(options, deps, host, budget, identity);
+    return new Worker(options, deps, host, nodeBudget(options, host), identity);
   }
 
   private constructor(
@@ -104,114 +79,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.log = deps.logger.child({ component: 'worker', ...(identity ? { nodeId: identity.nodeId } : {}) });
     this.lifecycle = new Lifecycle(this.log);
     this.active = new ActiveTasks(this.log);
-    this.master = new MasterSession({
-      connectionFactory: deps.connectionFactory,
-      masterAddress: options.masterAddress,
-      dataDir: options.dataDir,
-      name: options.name ?? host.hostname,
-      enrollmentToken: options.enrollmentToken,
-      backoff: options.backoff,
-      clock: deps.clock,
-      logger: this.log,
-      lifecycle: this.lifecycle,
-      identity,
-      nodeFacts: () => this.nodeFacts(),
-      onRegistered: (res) => this.reporter.setMasterInterval(res.reportIntervalMs),
-      settlePrevious: () => this.outbox.settled(),
-      catchUp: async (session) => {
-        await this.outbox.flush();
-        await this.recovery.resumePendingUploads(session);
-        await this.outbox.flush();
+    const parts = composeWorker(
+      { options, deps, host, budget, identity, log: this.log, lifecycle: this.lifecycle, active: this.active, events: this },
+      {
+        status: () => ({ free: this.freeCapacity(), accepting: this.accepting, lifecycleState: this.state }),
+        runningTasks: () => this.runningTasks(),
+        onCommand: (cmd) => this.onCommand(cmd),
+        onRemoved: (reason) => this.onRemoved(reason),
+        onUpdateAck: (update, ack) => this.onUpdateAck(update, ack),
+        takeUp: (assignment, reservation) => this.startLoop(this.activate(assignment, reservation), true),
       },
-      subscribeRequest: () => {
-        // Everything the master must not give up: running tasks, results still to upload, and tasks
-        // whose last updates (their end, typically) it has not acknowledged yet. A task that finished
-        // while the master was away is in the last group: without it the master would requeue it and
-        // run it twice.
-        const holding = [
-          ...this.runningTasks(),
-          ...deps.store.pendingUploads().map((r) => ({ taskId: r.taskId, attempt: r.attempt })),
-          ...deps.store.outboxTasks(),
-        ];
-        const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
-        return { running, free: this.freeCapacity(), accepting: this.accepting };
-      },
-      onCommand: (cmd) => this.onCommand(cmd),
-      onConnected: () => {
-        // A first report right away, so the master sees this node's capacity without waiting an interval.
-        this.reporter.reportNow();
-        // The node id is known now: clear what earlier runs left (a killed worker's containers, spool files).
-        this.reclaimer.soon();
-      },
-      onRemoved: (reason) => this.onRemoved(reason),
-    });
-    this.outbox = new Outbox({
-      store: deps.store,
-      clock: deps.clock,
-      logger: this.log,
-      session: () => this.master.session,
-      capacity: () => ({ free: this.freeCapacity(), accepting: this.accepting }),
-      onUpdate: (update) => this.emit('task-updated', update),
-      onAck: (update, ack) => this.onUpdateAck(update, ack),
-    });
-    this.reporter = new Reporter({
-      probe: deps.probe,
-      executor: deps.executor,
-      ...(deps.tunnel ? { tunnel: deps.tunnel } : {}),
-      store: deps.store,
-      clock: deps.clock,
-      logger: this.log,
-      reportIntervalMs: this.options.reportIntervalMs,
-      sampleRetention: this.options.sampleRetention,
-      state: () => ({ free: this.freeCapacity(), lifecycleState: this.state, accepting: this.accepting }),
-      onSample: (sample) => {
-        if (sample.docker.ok) this.reclaimer.dockerAnswered();
-      },
-      onReport: (report) => this.emit('report', report),
-      onContribution: (point) => this.emit('contribution', point),
-      send: (report) => {
-        if (this.master.session?.alive) this.master.session.reportSink?.send(report);
-      },
-    });
-    this.reclaimer = new Reclaimer({
-      executor: deps.executor,
-      store: deps.store,
-      logger: this.log,
-      spoolDir: this.options.spoolDir,
-      intervalMs: this.options.reclaimIntervalMs,
-      running: () => this.runningTasks(),
-    });
-    this.taskRunDeps = {
-      executor: deps.executor,
-      store: deps.store,
-      clock: deps.clock,
-      logger: this.log,
-      spoolDir: this.options.spoolDir,
-      update: (task, state, extra) => this.outbox.append(task, state, extra),
-      downloadInput: (task, file) => this.transfers.downloadInput(task, file),
-      uploadResult: (task, result) => this.transfers.uploadResult(task, result),
-      onLog: (event) => this.emit('task-log', event),
-      onProgress: (event) => this.emit('task-progress', event),
-      onLeftovers: (taskId) => this.reclaimer.addLeftovers(taskId),
-    };
-    const taskSignal = (taskId: string, attempt: number) => this.active.get(taskId, attempt)?.signal;
-    this.transfers = new TaskTransfers({
-      master: this.master,
-      store: deps.store,
-      logger: this.log,
-      taskSignal,
-      onProgress: (event) => this.emit('task-progress', event),
-    });
-    this.recovery = new Recovery({
-      store: deps.store,
-      budget,
-      logger: this.log,
-      transfers: this.transfers,
-      closingSignal: this.master.closingSignal,
-      taskSignal,
-      update: (task, state, extra) => this.outbox.append(task, state, extra),
-      takeUp: (assignment, reservation) => this.startLoop(this.activate(assignment, reservation), true),
-    });
+    );
+    this.master = parts.master;
+    this.outbox = parts.outbox;
+    this.reporter = parts.reporter;
+    this.reclaimer = parts.reclaimer;
+    this.recovery = parts.recovery;
+    this.taskRunDeps = parts.taskRunDeps;
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -316,10 +200,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
       reason,
     }).catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'cannot record the removal in the data dir'));
     this.emit('removed', reason);
-  }
-
-  private nodeFacts(): NodeFacts {
-    return nodeFacts(this.host, this.options);
   }
 
   // ---------------------------------------------------------------- outbox acks

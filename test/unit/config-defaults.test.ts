@@ -101,3 +101,13 @@ test('master defaults: the schema and `master start --help` agree', () => {
   assert.equal(help.get('--enroll-listen'), MASTER_DEFAULTS.enrollListen);
   assert.equal(Number(help.get('--node-port')), MASTER_DEFAULTS.nodePort);
 });
+
+test('the worker config yields the Worker options\' settings under their names: compiling them again changes nothing', () => {
+  const c = compileWorkerConfig({ env: {}, flags: { cpus: '2', memory: '1g', maxTasks: '3', drainTimeout: '30s', dataDir: '/tmp/hm-w' } });
+  assert.equal(c.cpus, 2);
+  assert.equal(c.memory, 1024 ** 3);
+  const o = compileWorkerOptions({ ...c, masterAddress: '127.0.0.1:7070' });
+  for (const [k, v] of Object.entries(o)) {
+    if (k !== 'masterAddress' && k !== 'enrollmentToken') assert.deepEqual(v, (c as unknown as Record<string, unknown>)[k], k);
+  }
+});
