@@ -80,11 +80,36 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     },
   });
   const { masterAddress, enrollmentToken, tunnel } = await reachMaster(cfg, probe, logger);
-  const store = WorkerStore.open(join(cfg.dataDir, 'worker.db'));
+  let store: WorkerStore | undefined;
+  try {
+    store = WorkerStore.open(join(cfg.dataDir, 'worker.db'));
+    return await assemble(cfg, logger, engine, { executor, probe, store, masterAddress, enrollmentToken, tunnel, setWorker: (w) => (worker = w), setImageUses: (u) => (imageUses = u) });
+  } catch (err) {
+    // A start that fails after the tunnel came up takes it down again, and closes what it opened.
+    store?.close();
+    await tunnel?.close().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'removing the tunnel failed'));
+    throw err;
+  }
+}
+
+interface Assembly {
+  executor: DockerTaskRunner;
+  probe: SystemProbe;
+  store: WorkerStore;
+  masterAddress: string;
+  enrollmentToken: string | undefined;
+  tunnel: WorkerTunnel | undefined;
+  setWorker(w: Worker): void;
+  setImageUses(u: ImageUseRecorder): void;
+}
+
+/** The worker, its image collection and its monitor, on a reachable master and an open store. */
+async function assemble(cfg: WorkerConfig, logger: Logger, engine: ContainerEngine, a: Assembly): Promise<WorkerNode> {
+  const { executor, probe, store, masterAddress, enrollmentToken, tunnel } = a;
   const imageGcLog = logger.child({ component: 'image-gc' });
-  imageUses = imageUseLog(store, systemClock, imageGcLog);
+  a.setImageUses(imageUseLog(store, systemClock, imageGcLog));
   // The config's worker settings are compiled already, under the names Worker.create takes.
-  worker = await Worker.create(
+  const w = await Worker.create(
     { ...cfg, masterAddress, enrollmentToken },
     {
       connectionFactory: (address) => new GrpcMasterConnection(address),
@@ -96,7 +121,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       ...(tunnel ? { tunnel } : {}),
     },
   );
-  const w = worker;
+  a.setWorker(w);
   const imageGc = new ImagePruneSchedule(
     new ImagePruner(engine, store, systemClock, { budgetBytes: cfg.imageBudget, unusedForMs: cfg.imageUnusedForMs }, imageGcLog),
     IMAGE_PRUNE_INTERVAL_MS,
