@@ -161,23 +161,24 @@ export class DataService {
       if (!this.d.store.getUpload(hex)) await this.makeRoomForPartial();
       this.d.store.putUpload({ sha256: hex, size: h.size, kind: h.kind, updatedAt: this.d.clock.now() });
       const writer = await this.d.files.openPartial(hex, offset);
-      let overrun = false;
+      // A put that breaks the rules keeps nothing; one that is cut off (client gone, stream ended
+      // early) keeps what it sent, for the next put of the same bytes to resume.
+      let refused = false;
+      const refuse = (message: string): never => {
+        refused = true;
+        throw new InvalidDataError(`${what}: ${message}; the partial upload was discarded`);
+      };
       try {
         for await (const m of msgs) {
-          if (m.part?.$case !== 'chunk') throw new InvalidDataError(`${what}: a second header in one put`);
-          const chunk = m.part.value;
-          if (chunk.length === 0 || chunk.length > DATA_LIMITS.maxChunkBytes) {
-            throw new InvalidDataError(`${what}: a chunk of ${chunk.length} bytes; chunks hold 1 to ${DATA_LIMITS.maxChunkBytes} bytes`);
-          }
-          if (writer.written + chunk.length > h.size) {
-            overrun = true;
-            throw new InvalidDataError(`${what}: more bytes than the ${h.size} declared (the chunk would end at ${writer.written + chunk.length}); the partial upload was discarded`);
-          }
+          if (m.part?.$case !== 'chunk') refuse('a second header in one put');
+          const chunk = (m.part as { value: Buffer }).value;
+          if (chunk.length === 0 || chunk.length > DATA_LIMITS.maxChunkBytes) refuse(`a chunk of ${chunk.length} bytes; chunks hold 1 to ${DATA_LIMITS.maxChunkBytes} bytes`);
+          if (writer.written + chunk.length > h.size) refuse(`more bytes than the ${h.size} declared (the chunk would end at ${writer.written + chunk.length})`);
           await writer.write(chunk);
         }
       } finally {
         await writer.close();
-        if (overrun) await this.dropUpload(hex);
+        if (refused) await this.dropUpload(hex);
         else if (this.d.store.getUpload(hex)) this.d.store.putUpload({ sha256: hex, size: h.size, kind: h.kind, updatedAt: this.d.clock.now() });
       }
       if (writer.written < h.size) {
