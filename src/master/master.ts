@@ -52,7 +52,7 @@ export const RESTART_GRACE_MS = 60_000;
 export interface MasterOptions {
   /** host:port to listen on. Port 0 picks a free port (read it back from `master.address`). */
   listenAddress?: string;
-  /** Holds master.db, admin.token, inputs/, results/ and logs/. Created (mode 0700) if missing. Required. */
+  /** Holds master.db, admin.token, inputs/, results/, logs/ and data/ (data sets). Created (mode 0700) if missing. Required. */
   dataDir: string;
   /** Report interval told to nodes. */
   reportIntervalMs?: number;
