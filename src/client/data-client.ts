@@ -7,6 +7,7 @@ import { HivemindError } from '../common/errors.js';
 import { DataServiceChunkClient } from '../protocol/chunk-codec.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { formatDigest } from '../protocol/data-rules.js';
+import { hivemindCodeOf } from '../protocol/grpc-errors.js';
 import { channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
 import {
   type DataKind, type DataServiceClient, type DataSetInfo, ListDataRequest, type ListDataResponse, type PutDataRequest,
@@ -42,6 +43,15 @@ export interface PutResult {
   alreadyHeld: boolean;
   /** Where this put started: the bytes an earlier, interrupted put left at the master. */
   resumedFrom: number;
+  /** A resumed put failed the digest check and was sent again from 0. */
+  restartedAfterMismatch: boolean;
+}
+
+/** A resumed put whose bytes failed the master's digest check (put() starts over once). */
+class ResumedMismatch extends Error {
+  constructor(readonly original: unknown) {
+    super('a resumed put failed the digest check');
+  }
 }
 
 export class DataClient {
@@ -63,14 +73,28 @@ export class DataClient {
     return this.unary('data stat', this.client.statData, { sha256: formatDigest(sha256), size });
   }
 
-  /** Puts a data set: asks what the master holds, then sends only what it lacks. */
+  /**
+   * Puts a data set: asks what the master holds, then sends only what it lacks. When a resumed put
+   * fails the master's digest check, the partial it resumed (bytes of an earlier put, possibly not
+   * these) was the fault: the master discarded it, and the put runs once more from 0.
+   */
   async put(src: PutSource): Promise<PutResult> {
+    try {
+      return await this.putOnce(src);
+    } catch (err) {
+      if (!(err instanceof ResumedMismatch)) throw err;
+      const again = await this.putOnce(src);
+      return { ...again, restartedAfterMismatch: true };
+    }
+  }
+
+  private async putOnce(src: PutSource): Promise<PutResult> {
     const digest = formatDigest(src.sha256);
     const held = await this.stat(src.sha256, src.size);
     const offset = held.complete ? src.size : held.heldBytes;
     let call: ClientWritableStream<PutDataRequest> | undefined;
     const response = new Promise<DataSetInfo>((resolve, reject) => {
-      call = this.client.putData(this.md, (err, res) => (err ? reject(new MasterCallError(`data put ${digest}`, err)) : resolve(res)));
+      call = this.client.putData(this.md, (err, res) => (err ? reject(new MasterCallError('data put', err)) : resolve(res)));
     });
     response.catch(() => undefined);
     const onAbort = () => call!.cancel();
@@ -96,7 +120,12 @@ export class DataClient {
     } finally {
       src.signal?.removeEventListener('abort', onAbort);
     }
-    return { info: await response, alreadyHeld: held.complete, resumedFrom: held.complete ? 0 : offset };
+    try {
+      return { info: await response, alreadyHeld: held.complete, resumedFrom: held.complete ? 0 : offset, restartedAfterMismatch: false };
+    } catch (err) {
+      if (offset > 0 && !held.complete && hivemindCodeOf((err as MasterCallError).cause) === 'DATA_DIGEST_MISMATCH') throw new ResumedMismatch(err);
+      throw err;
+    }
   }
 
   listPage(req: Partial<ListDataRequest> = {}): Promise<ListDataResponse> {

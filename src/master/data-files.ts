@@ -8,7 +8,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { formatDigest, InvalidDataError } from '../protocol/data-rules.js';
+import { DigestMismatchError, formatDigest, InvalidDataError } from '../protocol/data-rules.js';
 import { PreconditionError } from './master-errors.js';
 
 interface RunningHash {
@@ -128,7 +128,7 @@ export class DataFiles {
     }
     if (sha256 !== hex) {
       await rm(partial, { force: true });
-      throw new InvalidDataError(`put ${formatDigest(hex)}: the ${size} bytes received hash to ${formatDigest(sha256)}, not the declared digest; the partial upload was discarded, put again`);
+      throw new DigestMismatchError(`put ${formatDigest(hex)}: the ${size} bytes received hash to ${formatDigest(sha256)}, not the declared digest; the partial upload was discarded, put again`);
     }
     await rename(partial, this.path(hex));
   }

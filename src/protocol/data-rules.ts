@@ -31,6 +31,16 @@ export class InvalidDataError extends HivemindError {
   }
 }
 
+/**
+ * The bytes of a put do not hash to its declared digest; the master discarded them. A client that
+ * resumed a partial (whose earlier bytes may be what is wrong) can put again from 0.
+ */
+export class DigestMismatchError extends HivemindError {
+  constructor(message: string) {
+    super('DATA_DIGEST_MISMATCH', message);
+  }
+}
+
 /** The 64 hex digits of a `sha256:<hex>` digest; throws naming `field` otherwise. */
 export function parseDigest(value: string, field: string): string {
   if (!value.startsWith(DIGEST_PREFIX) || !HEX64.test(value.slice(DIGEST_PREFIX.length))) {

@@ -46,24 +46,42 @@ async function harness(t: TestContext, opts: { maxDataBytes?: number } = {}) {
     },
   });
   const dataDir = join(dir, 'master');
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts }, { logger: createLogger({ level: 'info', destination: sink }) });
-  const address = await master.start();
-  const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
-  const admin = AdminClient.connect(address, adminToken);
-  const raw = new DataServiceChunkClient(address, insecureTransport.clientCredentials(), channelOptions);
+  const logger = createLogger({ level: 'info', destination: sink });
+  const start = async () => {
+    const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts }, { logger });
+    const address = await master.start();
+    const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
+    const admin = AdminClient.connect(address, adminToken);
+    const raw = new DataServiceChunkClient(address, insecureTransport.clientCredentials(), channelOptions);
+    return { master, address, adminToken, admin, raw, md: bearerMetadata(adminToken), auth: ['--master', address, '--admin-token', adminToken] };
+  };
+  let s = await start();
+  const stop = async () => {
+    s.raw.close();
+    s.admin.close();
+    await s.master.close();
+  };
   t.after(async () => {
-    raw.close();
-    admin.close();
-    await master.close();
+    await stop();
     await rm(dir, { recursive: true, force: true });
   });
   const env = { ...process.env, HOME: dir, HIVEMIND_CONFIG: '' };
-  const auth = ['--master', address, '--admin-token', adminToken];
-  const cli = (args: string[]): Promise<CliResult> => runCli([...args, ...auth], env, 120_000);
+  const cli = (args: string[]): Promise<CliResult> => runCli([...args, ...s.auth], env, 120_000);
   /** The master's log lines about puts of `hex`, in order. */
   const puts = (hex: string) => lines.filter((l) => l.msg.startsWith('data put:') && l.sha256 === `sha256:${hex}`);
   const partialOf = (hex: string) => join(dataDir, 'data', 'sha256', `${hex}.partial`);
-  return { dir, dataDir, admin, raw, md: bearerMetadata(adminToken), cli, env, auth, puts, partialOf, lines };
+  return {
+    dir, dataDir, cli, env, puts, partialOf, lines,
+    get admin() { return s.admin; },
+    get raw() { return s.raw; },
+    get md() { return s.md; },
+    get auth() { return s.auth; },
+    /** A master restart on the same data dir (a new port). */
+    restart: async () => {
+      await stop();
+      s = await start();
+    },
+  };
 }
 
 test('put stores a file once: a second put sends nothing, ls lists it, get verifies it, rm removes it', async (t) => {
@@ -190,6 +208,47 @@ test('a put killed with SIGKILL mid-upload resumes on the next put from the byte
   assert.equal(sha256(await readFile(join(h.dataDir, 'data', 'sha256', hex))), hex);
 });
 
+test('a partial put survives a master restart: the next put resumes from it and the digest is checked over all bytes', async (t) => {
+  const h = await harness(t);
+  const bytes = randomBytes(3 * MiB);
+  const hex = sha256(bytes);
+  const file = join(h.dir, 'model.bin');
+  await writeFile(file, bytes);
+  const first = [0, 1, 2].map((i) => bytes.subarray(i * 256 * 1024, (i + 1) * 256 * 1024));
+  const cut = await refusal(rawPut(h.raw, h.md, { header: { sha256: `sha256:${hex}`, size: bytes.length }, chunks: first }).done);
+  assert.match(cut?.details ?? '', /the stream ended at byte 786432 of 3145728; the master keeps what it got, put again to resume/);
+  await h.restart();
+  const again = await h.cli(['data', 'put', file, '--json']);
+  assert.equal(again.code, 0, again.stderr);
+  const out = JSON.parse(again.stdout) as { resumedFrom: number; sha256: string };
+  assert.equal(out.resumedFrom, 3 * 256 * 1024);
+  assert.equal(h.puts(hex).at(-1)?.received, bytes.length - 3 * 256 * 1024);
+  assert.equal(sha256(await readFile(join(h.dataDir, 'data', 'sha256', hex))), hex);
+});
+
+test('a partial holding other bytes than its digest is caught at the end, discarded, and the put sent again whole', async (t) => {
+  const h = await harness(t);
+  const bytes = randomBytes(2 * MiB);
+  const hex = sha256(bytes);
+  const file = join(h.dir, 'data.bin');
+  await writeFile(file, bytes);
+  // Another client (or a flipped bit on the master's disk) left a partial of this digest with wrong bytes.
+  await refusal(rawPut(h.raw, h.md, { header: { sha256: `sha256:${hex}`, size: bytes.length }, chunks: [randomBytes(256 * 1024)] }).done);
+  assert.equal((await stat(h.partialOf(hex))).size, 256 * 1024);
+  const put = await h.cli(['data', 'put', file, '--json']);
+  assert.equal(put.code, 0, put.stderr);
+  const out = JSON.parse(put.stdout) as { restartedAfterMismatch: boolean; resumedFrom: number };
+  const stored = await readFile(join(h.dataDir, 'data', 'sha256', hex));
+  recordHostile('data put: a partial of the digest holding other bytes', sha256(stored) !== hex);
+  assert.equal(sha256(stored), hex);
+  assert.equal(out.restartedAfterMismatch, true);
+  assert.equal(out.resumedFrom, 0);
+  const logs = h.puts(hex);
+  assert.equal(logs.at(-1)?.offset, 0);
+  assert.equal(logs.at(-1)?.received, bytes.length);
+  assert.ok(h.lines.some((l) => /hash to sha256:[0-9a-f]{64}, not the declared digest; the partial upload was discarded/.test(l.err ?? '')));
+});
+
 test('rm is refused while a queued task references the data set, with the task listed; allowed once it ended', async (t) => {
   const h = await harness(t);
   const file = join(h.dir, 'corpus.txt');
@@ -309,4 +368,30 @@ test('hostile puts are refused with the field and the limit named, nothing of th
   const ok = await rawPut(h.raw, h.md, { header: { sha256: digest, size: body.length, name: 'fine' }, chunks }).done;
   assert.equal(ok.sha256, digest);
   assert.deepEqual(ok.names, ['fine']);
+
+  // Downloads and lookups with hostile arguments.
+  const fetch = (sha: string, offset: number, md = h.md) =>
+    new Promise<number>((resolve, reject) => {
+      let n = 0;
+      const call = h.raw.fetchData({ sha256: sha, offset }, md);
+      call.on('data', (c: { data: Buffer }) => (n += c.data.length));
+      call.on('error', reject);
+      call.on('end', () => resolve(n));
+    });
+  const unary = <T>(fn: (cb: (err: ServiceError | null, r: T) => void) => void) => new Promise<T>((resolve, reject) => fn((err, r) => (err ? reject(err) : resolve(r))));
+  const reads: { name: string; call: Promise<unknown>; code: status; message: RegExp }[] = [
+    { name: 'FetchData past the end', call: fetch(digest, body.length + 1), code: status.INVALID_ARGUMENT, message: /offset 1048577 is past the end of the 1048576-byte data set/ },
+    { name: 'FetchData with a malformed digest', call: fetch('sha256:../../etc/passwd', 0), code: status.INVALID_ARGUMENT, message: /is not a digest/ },
+    { name: 'FetchData of an unknown digest', call: fetch(`sha256:${'1'.repeat(64)}`, 0), code: status.NOT_FOUND, message: /no data set sha256:1{64}/ },
+    { name: 'FetchData without the admin token', call: fetch(digest, 0, bearerMetadata('')), code: status.UNAUTHENTICATED, message: /admin token/ },
+    { name: 'RemoveData of a 100 kB ref', call: unary((cb) => h.raw.removeData({ ref: 'r'.repeat(100_000) }, h.md, cb)), code: status.INVALID_ARGUMENT, message: /…\(100000 bytes\)" is not a data set name/ },
+    { name: 'ListData with a forged page token', call: unary((cb) => h.raw.listData({ limit: 0, pageToken: 'forged' }, h.md, cb)), code: status.INVALID_ARGUMENT, message: /page_token "forged" is not a token this master returned/ },
+  ];
+  for (const r of reads) {
+    const err = await refusal(r.call);
+    recordHostile(`data: ${r.name}`, err === undefined || err.code !== r.code);
+    assert.equal(err?.code, r.code, `${r.name}: ${err?.details}`);
+    assert.match(err.details, r.message, r.name);
+  }
+  assert.equal(await fetch(digest, body.length - 10), 10, 'a download from an offset serves the rest');
 });

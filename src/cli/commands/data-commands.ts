@@ -80,10 +80,16 @@ export function registerDataCommands(program: Command, ctx: Ctx): void {
       const r = await withData(c, o, (client) => client.put({ ...src, ...(name ? { name } : {}) }));
       const sent = r.alreadyHeld ? 0 : src.size - r.resumedFrom;
       if (o.json) {
-        printJson(c, { ...dataSetJson(r.info), alreadyHeld: r.alreadyHeld, resumedFrom: r.resumedFrom, sentBytes: sent });
+        printJson(c, { ...dataSetJson(r.info), alreadyHeld: r.alreadyHeld, resumedFrom: r.resumedFrom, restartedAfterMismatch: r.restartedAfterMismatch, sentBytes: sent });
         return;
       }
-      const how = r.alreadyHeld ? 'held by the master already, nothing sent' : r.resumedFrom > 0 ? `resumed at ${formatBytes(r.resumedFrom)}, sent ${formatBytes(sent)}` : `sent ${formatBytes(sent)}`;
+      const how = r.alreadyHeld
+        ? 'held by the master already, nothing sent'
+        : r.resumedFrom > 0
+          ? `resumed at ${formatBytes(r.resumedFrom)}, sent ${formatBytes(sent)}`
+          : r.restartedAfterMismatch
+            ? `the master's partial copy did not match these bytes and was discarded; sent all ${formatBytes(sent)}`
+            : `sent ${formatBytes(sent)}`;
       c.stderr.write(terminalSafe(`${kindName(src.kind)} ${path}: ${formatBytes(src.size)}, ${how}${name ? `, named ${name}` : ''}`) + '\n');
       c.stdout.write(terminalSafe(r.info.sha256) + '\n');
     } finally {
