@@ -20,7 +20,7 @@ import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import { DataServiceChunkClient } from '../../src/protocol/chunk-codec.js';
 import { DATA_LIMITS } from '../../src/protocol/data-rules.js';
 import { channelOptions, insecureTransport } from '../../src/protocol/transport.js';
-import { DataKind, type DataServiceClient, type DataSetInfo, type PutDataHeader } from '../../src/protocol/gen/hivemind/v1/data.js';
+import { DataKind, type DataServiceClient, type DataSetInfo, type ListDataResponse, type PutDataHeader } from '../../src/protocol/gen/hivemind/v1/data.js';
 import { CLI, runCli, type CliResult } from '../helpers/cli-process.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
@@ -120,6 +120,21 @@ test('put stores a file once: a second put sends nothing, ls lists it, get verif
   assert.equal(get.code, 0, get.stderr);
   assert.deepEqual(await readFile(got), bytes);
   assert.equal(existsSync(`${got}.partial`), false);
+  // An interrupted get resumes from its partial file; a partial of other bytes fails the check and is deleted.
+  const again = join(h.dir, 'again.bin');
+  await writeFile(`${again}.partial`, bytes.subarray(0, MiB));
+  const resumed = await h.cli(['data', 'get', `sha256:${hex}`, '-o', again, '--json']);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.equal((JSON.parse(resumed.stdout) as { resumedFrom: number }).resumedFrom, MiB);
+  assert.deepEqual(await readFile(again), bytes);
+  const wrong = join(h.dir, 'wrong.bin');
+  await writeFile(`${wrong}.partial`, randomBytes(MiB));
+  const mismatch = await h.cli(['data', 'get', 'weights', '-o', wrong]);
+  recordHostile('data get: a partial download holding other bytes', mismatch.code === 0);
+  assert.equal(mismatch.code, 1);
+  assert.match(mismatch.stderr, /expected 3145745 bytes; the partial file was deleted, get again/);
+  assert.equal(existsSync(wrong), false);
+  assert.equal(existsSync(`${wrong}.partial`), false);
 
   const removed = await h.cli(['data', 'rm', 'weights-copy']);
   assert.equal(removed.code, 0, removed.stderr);
@@ -160,6 +175,12 @@ test('a directory is put as its canonical tar: the same tree elsewhere is the sa
   assert.equal((await stat(join(dest, 'config.json'))).mode & 0o777, 0o644);
 
   const file = await h.cli(['data', 'put', join(h.dir, 'model-a', 'config.json'), '--name', 'cfg']);
+  // Listings page: one data set a page, the token leads to the other, then the end.
+  const page = (pageToken: string) => new Promise<ListDataResponse>((resolve, reject) => h.raw.listData({ limit: 1, pageToken }, h.md, (err, r) => (err ? reject(err) : resolve(r))));
+  const p1 = await page('');
+  const p2 = await page(p1.nextPageToken);
+  assert.deepEqual([...p1.dataSets, ...p2.dataSets].map((d) => d.names), [['cfg'], ['tiny-model']]);
+  assert.equal(p2.nextPageToken === '' || (await page(p2.nextPageToken)).dataSets.length === 0, true);
   const notDir = await h.cli(['data', 'get', 'cfg', '-o', join(h.dir, 'cfg.json'), '--extract', join(h.dir, 'cfg-out')]);
   assert.equal(file.code, 0);
   assert.notEqual(notDir.code, 0);

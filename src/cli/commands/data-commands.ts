@@ -115,13 +115,13 @@ export function registerDataCommands(program: Command, ctx: Ctx): void {
   ).action(async (ref: string, o) => {
     const c = ctx();
     parseDataRef(ref, 'data set');
-    const { info } = await withData(c, o, (client) => client.fetch(ref, o.output));
+    const { info, got } = await withData(c, o, (client) => client.fetch(ref, o.output));
     if (o.extract) {
       if (info.kind !== DataKind.DATA_KIND_DIR) throw new ConfigError(`--extract: ${info.sha256} is a file data set, not a directory; use the file at ${o.output}`);
       // The canonical tar holds at most its size in content, and every entry takes a 512-byte header.
       await extractArchive(o.output, o.extract, { maxBytes: info.size, maxEntries: Math.ceil(info.size / 512), plainTar: true });
     }
-    if (o.json) printJson(c, { ...dataSetJson(info), file: o.output, extractedTo: o.extract });
+    if (o.json) printJson(c, { ...dataSetJson(info), file: o.output, resumedFrom: got.resumedFrom, extractedTo: o.extract });
     else c.stdout.write(terminalSafe(`${o.output}: ${info.sha256}, ${formatBytes(info.size)}${o.extract ? `, extracted to ${o.extract}` : ''}`) + '\n');
   });
 
