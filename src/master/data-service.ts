@@ -109,6 +109,7 @@ export class DataService {
 
   private async putData(call: ServerReadableStream<PutDataRequest, DataSetInfo>, cb: sendUnaryData<DataSetInfo>): Promise<void> {
     let outcome: PutOutcome | undefined;
+    let digest: string | undefined;
     try {
       this.d.auth.checkAdmin(call.metadata);
       const msgs = messagesOf<PutDataRequest>(call);
@@ -117,6 +118,7 @@ export class DataService {
       if (part?.$case !== 'header') throw new InvalidDataError('a put must start with a header (sha256, size, kind)');
       const h = part.value;
       const hex = parseDigest(h.sha256, 'sha256');
+      digest = h.sha256;
       if (h.kind !== DataKind.DATA_KIND_FILE && h.kind !== DataKind.DATA_KIND_DIR) throw new InvalidDataError(`kind ${h.kind} is not FILE (1) or DIR (2)`);
       const name = h.name === '' ? undefined : validateDataName(h.name);
       const existing = this.d.store.get(hex);
@@ -137,7 +139,7 @@ export class DataService {
       this.d.log.info({ ...outcome, sha256: formatDigest(hex), ...(name ? { name } : {}) }, outcome.alreadyHeld ? 'data put: held already, nothing sent' : 'data put: stored');
       cb(null, toDataSetInfo(this.d.store.get(hex)!));
     } catch (err) {
-      this.d.log.info({ err: errorMessage(err) }, 'data put refused or interrupted');
+      this.d.log.info({ ...(digest ? { sha256: digest } : {}), err: errorMessage(err) }, 'data put refused or interrupted');
       cb(toServiceError(err));
     }
   }
