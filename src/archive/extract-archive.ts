@@ -1,8 +1,9 @@
-// Unpacks a tar.gz (a task's result) into a local directory, safely: every entry goes through the
-// safe tar filter first, files are opened without following links, and nothing is written through
-// a symlink that already sits in the destination. It unpacks into a hidden staging directory beside
-// the destination and moves the entries in only once the whole archive passed, so an archive that
-// fails (over a cap, unsafe, corrupt) leaves nothing behind, not even a half-written file.
+// Unpacks a tar.gz (a task's result) or a plain tar (a directory data set) into a local directory,
+// safely: every entry goes through the safe tar filter first, files are opened without following
+// links, and nothing is written through a symlink that already sits in the destination. It unpacks
+// into a hidden staging directory beside the destination and moves the entries in only once the
+// whole archive passed, so an archive that fails (over a cap, unsafe, corrupt) leaves nothing
+// behind, not even a half-written file.
 import { constants, createReadStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, rename, rm, symlink } from 'node:fs/promises';
@@ -17,6 +18,8 @@ export interface ExtractOptions {
   maxBytes: number;
   /** Cap on entries (files, directories, links); passing it is an ArchiveCapError. */
   maxEntries: number;
+  /** The file is a plain tar (a directory data set), not a tar.gz. Default false. */
+  plainTar?: boolean;
   signal?: AbortSignal;
 }
 
@@ -51,7 +54,7 @@ export async function extractArchive(file: string, destDir: string, opts: Extrac
 async function extractInto(file: string, root: string, opts: ExtractOptions): Promise<SafeTarStats> {
   let stats: SafeTarStats = { entries: 0, bytes: 0 };
   const filtered = safeTar(
-    gunzipStream(createReadStream(file)),
+    opts.plainTar ? createReadStream(file) : gunzipStream(createReadStream(file)),
     { maxBytes: opts.maxBytes, maxEntries: opts.maxEntries, symlinks: 'contained', label: file },
     { onDone: (s) => (stats = s) },
   );

@@ -7,6 +7,7 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
 import { createCliContext, type CliContext } from './cli-context.js';
 import { registerClientCommands } from './commands/client-commands.js';
+import { registerDataCommands } from './commands/data-commands.js';
 import { registerServerCommands } from './commands/server-commands.js';
 import { registerServiceCommands } from './commands/service-commands.js';
 import { EXIT_BAD_CONFIG, EXIT_FAILURE } from './exit-codes.js';
@@ -31,6 +32,7 @@ export async function main(argv: string[]): Promise<number> {
   registerServerCommands(program, getCtx, (c) => (exitCode = c));
   registerClientCommands(program, getCtx, (c) => (exitCode = c));
   registerServiceCommands(program, (c) => (exitCode = c));
+  registerDataCommands(program, getCtx);
   try {
     await program.parseAsync(argv);
     return exitCode;

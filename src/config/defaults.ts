@@ -42,6 +42,8 @@ export const MASTER_DEFAULTS = {
   nodePort: 7070,
   /** Tunnel mode: workers peer through the master (hub), not with each other. */
   mesh: false,
+  /** Largest data set `hivemind data put` may store: 64 GiB (a put declaring more is refused before any byte is kept). */
+  maxDataBytes: 64 * 1024 ** 3,
 } as const;
 
 /** The local web monitor's settings. */

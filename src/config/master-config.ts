@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { formatDuration } from '../common/units.js';
 import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
 import { hivemindHome } from './paths.js';
-import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
 const schema = z
   .object({
@@ -31,6 +31,8 @@ const schema = z
     nodePort: zInt(1, 65535).default(MASTER_DEFAULTS.nodePort),
     /** Tunnel mode: workers peer directly with each other (default: through the master, a hub). */
     mesh: zBool.default(MASTER_DEFAULTS.mesh),
+    /** Largest data set `hivemind data put` may store. */
+    maxData: zSize('max data size').default(MASTER_DEFAULTS.maxDataBytes),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -51,6 +53,7 @@ export interface MasterConfig {
   nodeTimeoutMs: number;
   maxAttempts: number;
   logLevel: string;
+  maxDataBytes: number;
   tunnel?: { endpoint: string; subnet: string; interfaceName: string; enrollListen: string; nodePort: number; mesh: boolean };
 }
 
@@ -67,6 +70,7 @@ const fields: Record<string, FieldSource> = {
   enrollListen: { env: 'HIVEMIND_ENROLL_LISTEN', flag: 'enrollListen' },
   nodePort: { env: 'HIVEMIND_NODE_PORT', flag: 'nodePort' },
   mesh: { env: 'HIVEMIND_MESH', flag: 'mesh' },
+  maxData: { env: 'HIVEMIND_MAX_DATA', flag: 'maxData' },
 };
 
 export function compileMasterConfig(input: ConfigInput): MasterConfig {
@@ -78,6 +82,7 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     nodeTimeoutMs: nodeTimeoutMs(c.reportInterval, c.nodeTimeout),
     maxAttempts: c.maxAttempts,
     logLevel: c.logLevel,
+    maxDataBytes: c.maxData,
     ...(c.wgEndpoint
       ? { tunnel: { endpoint: c.wgEndpoint, subnet: c.wgSubnet, interfaceName: c.wgInterface, enrollListen: c.enrollListen, nodePort: c.nodePort, mesh: c.mesh } }
       : {}),

@@ -30,9 +30,12 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import { MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
-import { AdminServiceDefinition } from '../protocol/chunk-codec.js';
+import { AdminServiceDefinition, DataServiceDefinition } from '../protocol/chunk-codec.js';
 import { SizeCappedEnrollService, SizeCappedNodeService } from './size-capped-services.js';
 import { AdminService } from './admin-service.js';
+import { DataFiles } from './data-files.js';
+import { DataService } from './data-service.js';
+import { DataStore } from './data-store.js';
 import { MasterAuth } from './auth.js';
 import { BlobStore, DEFAULT_LOG_MAX_BYTES } from './blob-store.js';
 import { MasterEvents } from './master-events.js';
@@ -49,7 +52,7 @@ export const RESTART_GRACE_MS = 60_000;
 export interface MasterOptions {
   /** host:port to listen on. Port 0 picks a free port (read it back from `master.address`). */
   listenAddress?: string;
-  /** Holds master.db, admin.token, inputs/, results/ and logs/. Created (mode 0700) if missing. Required. */
+  /** Holds master.db, admin.token, inputs/, results/, logs/ and data/ (data sets). Created (mode 0700) if missing. Required. */
   dataDir: string;
   /** Report interval told to nodes. */
   reportIntervalMs?: number;
@@ -64,6 +67,8 @@ export interface MasterOptions {
   logMaxBytes?: number;
   /** Largest input archive a submission may stream (refused past it). Default inputArchiveBound(): what a node's 1 GiB input cap unpacks from. */
   maxInputArchiveBytes?: number;
+  /** Largest data set a put may store (refused at its header past it). Default 64 GiB. */
+  maxDataBytes?: number;
   /** How often presence is checked. Default reportIntervalMs / 4, between 50 ms and 1 s. */
   offlineCheckIntervalMs?: number;
   /** How long close() lets open calls finish before cutting them. Default 2 000 ms. */
@@ -109,6 +114,7 @@ interface CompiledOptions {
   maxAttempts: number;
   logMaxBytes: number;
   maxInputArchiveBytes: number;
+  maxDataBytes: number;
   offlineCheckIntervalMs: number;
   shutdownGraceMs: number;
   restartGraceMs: number;
@@ -139,6 +145,7 @@ function compile(o: MasterOptions): CompiledOptions {
     maxAttempts,
     logMaxBytes: o.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
     maxInputArchiveBytes: o.maxInputArchiveBytes ?? inputArchiveBound(),
+    maxDataBytes: o.maxDataBytes ?? MASTER_DEFAULTS.maxDataBytes,
     offlineCheckIntervalMs: o.offlineCheckIntervalMs ?? Math.max(50, Math.min(1000, reportIntervalMs / 4)),
     shutdownGraceMs: o.shutdownGraceMs ?? 2000,
     restartGraceMs: o.restartGraceMs ?? RESTART_GRACE_MS,
@@ -172,6 +179,7 @@ export class Master {
     private readonly nodeService: NodeService,
     private readonly server: Server,
     private readonly tunnel: TunnelParts | undefined,
+    private readonly data: DataService,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -180,6 +188,7 @@ export class Master {
     const clock = deps.clock ?? systemClock;
     await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
     const store = MasterStore.open(join(opts.dataDir, 'master.db'));
+    let dataStore: DataStore | undefined;
     try {
       const auth = await MasterAuth.create(opts.dataDir, store, clock);
       const blobs = await BlobStore.create(opts.dataDir, { logMaxBytes: opts.logMaxBytes });
@@ -229,8 +238,12 @@ export class Master {
         ...(hub ? { onNodeRemoved: async () => { await hub.syncPeers(); await nodeService.broadcastMeshPeers(); } } : {}),
       });
       server.addService(AdminServiceDefinition, adminService.handlers());
-      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel);
+      dataStore = DataStore.open(join(opts.dataDir, 'master.db'));
+      const data = new DataService({ store: dataStore, files: await DataFiles.create(opts.dataDir), auth, clock, log, maxDataBytes: opts.maxDataBytes });
+      server.addService(DataServiceDefinition, data.handlers());
+      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data);
     } catch (err) {
+      dataStore?.close();
       store.close();
       throw err;
     }
@@ -319,6 +332,7 @@ export class Master {
       });
       await step('tunnel', () => hub.close());
     }
+    await step('data store', () => this.data.close());
     await step('store', () => this.store.close());
     this.log.info('master closed');
   }

@@ -71,6 +71,37 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE nodes ADD COLUMN removed_at INTEGER;
   `,
+  // 4: data sets (content-addressed, data/sha256/<hex>), their names, interrupted uploads, and the
+  // references of tasks to them (filled by task --data, issue 18 part 2); no foreign key from
+  // task_data to data_sets: a finished task keeps its reference after the data set is removed
+  `
+  CREATE TABLE data_sets (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX data_sets_created ON data_sets(created_at, sha256);
+  CREATE TABLE data_names (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL REFERENCES data_sets(sha256) ON DELETE CASCADE,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE INDEX data_names_sha256 ON data_names(sha256);
+  CREATE TABLE data_uploads (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE TABLE task_data (
+    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (task_id, path)
+  );
+  CREATE INDEX task_data_sha256 ON task_data(sha256);
+  `,
 ];
 
 /** The master's schema for openSqlite. */

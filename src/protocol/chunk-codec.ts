@@ -9,6 +9,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { makeGenericClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
 import { AdminServiceClient, AdminServiceService, SubmitTaskRequest } from './gen/hivemind/v1/admin.js';
 import { DataChunk } from './gen/hivemind/v1/common.js';
+import { DataServiceClient, DataServiceService, PutDataRequest } from './gen/hivemind/v1/data.js';
 import { NodeServiceClient, NodeServiceService, UploadResultRequest } from './gen/hivemind/v1/node.js';
 
 const WIRE_VARINT = 0;
@@ -84,13 +85,13 @@ export function decodeBytesMessage(buf: Buffer, bytesField: number, varintField?
 const CHUNK_FIELD = 2;
 const PRE_ENCODED = Symbol('hivemind.preEncoded');
 
-/** A chunk message of UploadResultRequest or SubmitTaskRequest (both carry it as `bytes chunk = 2`). */
+/** A chunk message of UploadResultRequest, SubmitTaskRequest or PutDataRequest (all carry it as `bytes chunk = 2`). */
 export interface ChunkMessage {
   part: { $case: 'chunk'; value: Buffer };
 }
 
 /** An upload chunk whose wire bytes were built as it was read (see readUploadChunk). */
-type PreEncodedUpload = (UploadResultRequest | SubmitTaskRequest) & { [PRE_ENCODED]?: Buffer };
+type PreEncodedUpload = (UploadResultRequest | SubmitTaskRequest | PutDataRequest) & { [PRE_ENCODED]?: Buffer };
 
 /**
  * Reads up to `max` bytes of `fh` at `position` straight into the wire encoding of an upload
@@ -132,6 +133,16 @@ function deserializeSubmit(buf: Buffer): SubmitTaskRequest {
   const fast = decodeBytesMessage(buf, CHUNK_FIELD);
   return fast ? { part: { $case: 'chunk', value: fast.data } } : SubmitTaskRequest.decode(buf);
 }
+function serializePut(value: PreEncodedUpload & PutDataRequest): Buffer {
+  const pre = value[PRE_ENCODED];
+  if (pre) return pre;
+  if (value.part?.$case === 'chunk') return encodeBytesMessage(CHUNK_FIELD, value.part.value);
+  return Buffer.from(PutDataRequest.encode(value).finish());
+}
+function deserializePut(buf: Buffer): PutDataRequest {
+  const fast = decodeBytesMessage(buf, CHUNK_FIELD);
+  return fast ? { part: { $case: 'chunk', value: fast.data } } : PutDataRequest.decode(buf);
+}
 function serializeDataChunk(value: DataChunk): Buffer {
   // proto3 leaves an empty non-oneof `bytes` field out; the generated codec writes that layout.
   if (value.data.length === 0) return Buffer.from(DataChunk.encode(value).finish());
@@ -154,6 +165,18 @@ export const AdminServiceDefinition = {
   ...AdminServiceService,
   submitTask: { ...AdminServiceService.submitTask, requestSerialize: serializeSubmit, requestDeserialize: deserializeSubmit },
 } satisfies typeof AdminServiceService;
+
+/** DataService with the chunk codecs; use it for both the server and the client. */
+export const DataServiceDefinition = {
+  ...DataServiceService,
+  putData: { ...DataServiceService.putData, requestSerialize: serializePut, requestDeserialize: deserializePut },
+  fetchData: { ...DataServiceService.fetchData, responseSerialize: serializeDataChunk, responseDeserialize: deserializeDataChunk },
+} satisfies typeof DataServiceService;
+
+export const DataServiceChunkClient = makeGenericClientConstructor(
+  DataServiceDefinition as ServiceDefinition,
+  'hivemind.v1.DataService',
+) as unknown as new (...args: ConstructorParameters<typeof DataServiceClient>) => DataServiceClient;
 
 export const NodeServiceChunkClient = makeGenericClientConstructor(
   NodeServiceDefinition as ServiceDefinition,

@@ -17,6 +17,8 @@ const CODE_TO_STATUS: Record<string, status> = {
   RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   // Over a size limit the caller chose or was given: final, so not RESOURCE_EXHAUSTED (retried).
   RESULT_TOO_LARGE: status.INVALID_ARGUMENT,
+  // A data set's bytes that do not hash to the declared digest (x-hivemind-error says which).
+  DATA_DIGEST_MISMATCH: status.INVALID_ARGUMENT,
   ABORTED: status.CANCELLED,
 };
 

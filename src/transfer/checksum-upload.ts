@@ -17,8 +17,8 @@ export interface UploadBody<Req> {
   size?: number;
   /** The file's sha256 (hex) when known; otherwise computed from the bytes sent (from 0 only). */
   sha256?: string;
-  /** The trailer message of this call. */
-  trailer(t: { size: number; sha256: string }): Req;
+  /** The trailer message of this call; none for a call whose header declared size and sha256 already. */
+  trailer?(t: { size: number; sha256: string }): Req;
   /** The error for a file that got shorter than `size` while it was sent. */
   shrank(pos: number): Error;
   signal?: AbortSignal;
@@ -67,5 +67,5 @@ async function sendFile<Req>(b: UploadBody<Req>, write: (msg: Req | ChunkMessage
       await fh.close();
     }
   }
-  await write(b.trailer({ size, sha256: b.sha256 ?? hash!.digest('hex') }));
+  if (b.trailer) await write(b.trailer({ size, sha256: b.sha256 ?? hash!.digest('hex') }));
 }

@@ -90,6 +90,8 @@ test('master defaults: the schema and `master start --help` agree', () => {
   assert.equal(c.reportIntervalMs, MASTER_DEFAULTS.reportIntervalMs);
   assert.equal(c.nodeTimeoutMs, MASTER_DEFAULTS.reportIntervalMs * MISSED_REPORTS_OFFLINE);
   assert.equal(c.maxAttempts, MASTER_DEFAULTS.maxAttempts);
+  assert.equal(c.maxDataBytes, MASTER_DEFAULTS.maxDataBytes);
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_MAX_DATA: '2g' }, flags: {} }).maxDataBytes, 2 * 1024 ** 3);
   const t = compileMasterConfig({ env: {}, flags: { wgEndpoint: '192.0.2.1:51820' } }).tunnel!;
   assert.deepEqual(t, { endpoint: '192.0.2.1:51820', subnet: MASTER_DEFAULTS.wgSubnet, interfaceName: MASTER_DEFAULTS.wgInterface, enrollListen: MASTER_DEFAULTS.enrollListen, nodePort: MASTER_DEFAULTS.nodePort, mesh: MASTER_DEFAULTS.mesh });
   const help = helpDefaults('master');
@@ -100,6 +102,7 @@ test('master defaults: the schema and `master start --help` agree', () => {
   assert.equal(help.get('--wg-interface'), MASTER_DEFAULTS.wgInterface);
   assert.equal(help.get('--enroll-listen'), MASTER_DEFAULTS.enrollListen);
   assert.equal(Number(help.get('--node-port')), MASTER_DEFAULTS.nodePort);
+  assert.equal(parseSize(help.get('--max-data')!, 'help'), MASTER_DEFAULTS.maxDataBytes);
 });
 
 test('the worker config yields the Worker options\' settings under their names: compiling them again changes nothing', () => {

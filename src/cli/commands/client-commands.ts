@@ -35,7 +35,7 @@ async function withClient<T>(ctx: CliContext, opts: { master?: string; adminToke
   }
 }
 
-function clientOptions(cmd: Command): Command {
+export function clientOptions(cmd: Command): Command {
   return cmd
     .option('--master <host:port>', 'master address (default: the `hivemind dev` master)')
     .option('--admin-token <token>', 'admin token (default: the `hivemind dev` master\'s)');

@@ -62,6 +62,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--report-interval <duration>', 'report interval for nodes (default 30s)')
     .option('--node-timeout <duration>', `a node silent this long is offline and its tasks are requeued; at least the report interval (default ${MISSED_REPORTS_OFFLINE} report intervals)`)
     .option('--max-attempts <n>', `attempts per task when nodes are lost (default ${MASTER_DEFAULTS.maxAttempts})`)
+    .option('--max-data <size>', `largest data set \`hivemind data put\` may store (default ${MASTER_DEFAULTS.maxDataBytes / 1024 ** 3}g)`)
     .option('--wg-endpoint <host:port>', 'tunnel mode: public UDP address of this master\'s WireGuard interface')
     .option('--wg-subnet <cidr>', `tunnel mode: tunnel subnet (default ${MASTER_DEFAULTS.wgSubnet})`)
     .option('--wg-interface <name>', `tunnel mode: WireGuard interface name (default ${MASTER_DEFAULTS.wgInterface})`)
@@ -75,7 +76,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       const m = await Master.create(
-        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
         { logger },
       );
       const address = await m.start();
