@@ -9,10 +9,10 @@ import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { formatDigest } from '../protocol/data-rules.js';
 import { hivemindCodeOf } from '../protocol/grpc-errors.js';
 import { channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
-import {
-  type DataKind, type DataServiceClient, type DataSetInfo, ListDataRequest, type ListDataResponse, type PutDataRequest,
+import { type DataServiceClient, type DataSetInfo, ListDataRequest, type ListDataResponse, type PutDataRequest,
   type RemoveDataResponse, type StatDataResponse,
 } from '../protocol/gen/hivemind/v1/data.js';
+import { type DataKind } from '../protocol/gen/hivemind/v1/common.js';
 import { callMessages } from '../transfer/call-messages.js';
 import { sendWithTrailer } from '../transfer/checksum-upload.js';
 import { downloadResumable, type Downloaded } from '../transfer/resumable-download.js';

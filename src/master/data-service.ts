@@ -11,9 +11,10 @@ import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
 import { TaskState, type DataChunk } from '../protocol/gen/hivemind/v1/common.js';
 import {
-  type DataRef, DataKind, type DataServiceServer, DataSetInfo, type FetchDataRequest, type ListDataRequest, type ListDataResponse,
+  type DataRef, type DataServiceServer, DataSetInfo, type FetchDataRequest, type ListDataRequest, type ListDataResponse,
   type PutDataHeader, type PutDataRequest, type RemoveDataResponse, type StatDataRequest, type StatDataResponse,
 } from '../protocol/gen/hivemind/v1/data.js';
+import { DataKind } from '../protocol/gen/hivemind/v1/common.js';
 import { decodePageToken, pageSize, summarise, takePage } from './admin-listing.js';
 import type { MasterAuth } from './auth.js';
 import type { DataFiles } from './data-files.js';

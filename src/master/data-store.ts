@@ -3,7 +3,7 @@
 // task_data references that keep a data set from being removed while a live task needs it.
 import type { Database as Db } from 'better-sqlite3';
 import { openSqlite } from '../common/sqlite-migrate.js';
-import { DataKind } from '../protocol/gen/hivemind/v1/data.js';
+import { DataKind } from '../protocol/gen/hivemind/v1/common.js';
 import { TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import { MASTER_SCHEMA } from './migrations.js';
 import { TERMINAL_STATES } from './store-rows.js';

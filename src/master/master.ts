@@ -195,6 +195,8 @@ export class Master {
       const events = new MasterEvents();
       const registry = new NodeRegistry(clock, opts.reportIntervalMs, opts.nodeTimeoutMs);
       const tasks = new TaskManager(store, blobs, registry, events, clock, log);
+      dataStore = DataStore.open(join(opts.dataDir, 'master.db'));
+      const dataFiles = await DataFiles.create(opts.dataDir);
       const common = { store, blobs, auth, registry, tasks, events, clock, log };
       // No legitimate message a master receives comes near 1 MiB (chunks are 256 KiB, a spec at most
       // 256 KiB); grpc-js refuses a larger one from its length prefix instead of reading it whole.
@@ -217,6 +219,7 @@ export class Master {
         joinToken = (secret) => encodeJoinToken({ endpoint: enrollEndpoint, fingerprint: tls.fingerprint, secret });
         nodeService = new NodeService({
           ...common,
+          dataFiles,
           reportIntervalMs: opts.reportIntervalMs,
           tunnel: { subnet: parseSubnet(hub.subnetCidr), ...(hub.mesh ? { meshPeers: () => hub.meshPeers() } : {}) },
         });
@@ -226,7 +229,7 @@ export class Master {
         enrollServer.addService(SizeCappedEnrollService, new EnrollService({ store, auth, hub, clock, log }).handlers());
         tunnel = { hub, nodeServer, enrollServer, enrollListen, tls };
       } else {
-        nodeService = new NodeService({ ...common, reportIntervalMs: opts.reportIntervalMs });
+        nodeService = new NodeService({ ...common, dataFiles, reportIntervalMs: opts.reportIntervalMs });
         server.addService(SizeCappedNodeService, nodeService.handlers());
       }
       const hub = tunnel?.hub;
@@ -238,8 +241,7 @@ export class Master {
         ...(hub ? { onNodeRemoved: async () => { await hub.syncPeers(); await nodeService.broadcastMeshPeers(); } } : {}),
       });
       server.addService(AdminServiceDefinition, adminService.handlers());
-      dataStore = DataStore.open(join(opts.dataDir, 'master.db'));
-      const data = new DataService({ store: dataStore, files: await DataFiles.create(opts.dataDir), auth, clock, log, maxDataBytes: opts.maxDataBytes });
+      const data = new DataService({ store: dataStore, files: dataFiles, auth, clock, log, maxDataBytes: opts.maxDataBytes });
       server.addService(DataServiceDefinition, data.handlers());
       return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data);
     } catch (err) {

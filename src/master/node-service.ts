@@ -13,7 +13,7 @@ import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
 import { NodeFacts, TaskState, type DataChunk, type LogChunk, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type {
-  DownloadInputRequest, NodeCommand, NodeServiceServer, PushLogsAck, RegisterRequest, RegisterResponse, ReportAck,
+  DownloadDataRequest, DownloadInputRequest, NodeCommand, NodeServiceServer, PushLogsAck, RegisterRequest, RegisterResponse, ReportAck,
   SubscribeRequest, TaskUpdate, TaskUpdateAck, UploadHeader, UploadOffsetRequest, UploadOffsetResponse, UploadResultRequest,
   UploadResultResponse,
 } from '../protocol/gen/hivemind/v1/node.js';
@@ -28,6 +28,8 @@ import { assertWithinSize } from './size-capped-services.js';
 import { receiveTrailedUpload } from './trailed-upload.js';
 import type { MasterServiceDeps } from './service-deps.js';
 import { CallRate } from './call-rate.js';
+import type { DataFiles } from './data-files.js';
+import { parseDigest } from '../protocol/data-rules.js';
 import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, MAX_TASK_ID_CHARS, maxReportsPerMinute } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
 
@@ -35,6 +37,8 @@ export const MASTER_VERSION = '0.1.0';
 
 export interface NodeServiceDeps extends MasterServiceDeps {
   reportIntervalMs: number;
+  /** The data sets' bytes, served to nodes whose assigned tasks use them. */
+  dataFiles: DataFiles;
   /**
    * Tunnel mode: every call must come from the tunnel address of the node whose credential it
    * carries, so a credential replayed from elsewhere is refused.
@@ -103,6 +107,7 @@ export class NodeService {
       subscribe: (call) => this.subscribe(call),
       updateTask: unary((call) => this.updateTask(call)),
       downloadInput: (call) => void this.downloadInput(call),
+      downloadData: (call) => void this.downloadData(call),
       getUploadOffset: unary((call) => this.getUploadOffset(call)),
       uploadResult: (call, cb) => void this.uploadResult(call, cb),
       pushLogs: (call, cb) => void this.pushLogs(call, cb),
@@ -161,7 +166,7 @@ export class NodeService {
         if (cameBack) this.d.log.info({ nodeId: node.id }, 'node online');
         this.d.tasks.scheduleSoon();
       }
-      cb(null, { lastSeq });
+      cb(null, { lastSeq, dropData: [] });
     } catch (err) {
       cb(toServiceError(err));
     }
@@ -229,6 +234,37 @@ export class NodeService {
       if (offset < task.inputSize) {
         let at = offset;
         for await (const data of this.d.blobs.readInput(taskId, offset, CHUNK_SIZE).iterator({ destroyOnReturn: true })) {
+          if (signal.aborted) return;
+          await writeMessage(call, { offset: at, data: data as Buffer });
+          at += (data as Buffer).length;
+        }
+      }
+      call.end();
+    } catch (err) {
+      if (!signal.aborted) call.emit('error', toServiceError(err));
+    } finally {
+      dispose();
+    }
+  }
+
+  /**
+   * A data set's bytes, only for the current attempt of a task assigned to the asking node and
+   * only a data set that task mounts from the master: a node cannot read other data through it.
+   */
+  private async downloadData(call: ServerWritableStream<DownloadDataRequest, DataChunk>): Promise<void> {
+    const { signal, dispose } = callSignal(call);
+    try {
+      const node = this.nodeOf(call);
+      const { taskId, attempt, sha256, offset } = call.request;
+      const task = this.d.tasks.requireCurrent(taskId, attempt, node.id);
+      requireUnfinished(task);
+      const hex = parseDigest(sha256, 'sha256');
+      const mount = task.spec.data.find((m) => m.sha256 === sha256 && !m.url);
+      if (!mount) throw new InvalidArgumentError(`task ${taskId} mounts no data set ${sha256} from the master`);
+      if (offset > mount.size) throw new InvalidArgumentError(`offset ${offset} is past the end of the ${mount.size}-byte data set ${sha256}`);
+      if (offset < mount.size) {
+        let at = offset;
+        for await (const data of this.d.dataFiles.read(hex, offset, CHUNK_SIZE).iterator({ destroyOnReturn: true })) {
           if (signal.aborted) return;
           await writeMessage(call, { offset: at, data: data as Buffer });
           at += (data as Buffer).length;

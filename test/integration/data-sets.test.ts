@@ -20,7 +20,8 @@ import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import { DataServiceChunkClient } from '../../src/protocol/chunk-codec.js';
 import { DATA_LIMITS } from '../../src/protocol/data-rules.js';
 import { channelOptions, insecureTransport } from '../../src/protocol/transport.js';
-import { DataKind, type DataServiceClient, type DataSetInfo, type ListDataResponse, type PutDataHeader } from '../../src/protocol/gen/hivemind/v1/data.js';
+import { type DataServiceClient, type DataSetInfo, type ListDataResponse, type PutDataHeader } from '../../src/protocol/gen/hivemind/v1/data.js';
+import { DataKind } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { CLI, runCli, type CliResult } from '../helpers/cli-process.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 

@@ -488,7 +488,7 @@ test('submit validation names the problem', async (t) => {
   t.after(() => raw.close());
   const err = await new Promise<ServiceError | null>((resolve) => {
     const call = raw.submitTask(bearerMetadata(h.adminToken), (e) => resolve(e));
-    call.write({ part: { $case: 'header', value: { spec: { image: 'busybox', command: [], env: new Map(), maxOutputBytes: 0 }, hasInput: true, maxAttempts: 0 } } });
+    call.write({ part: { $case: 'header', value: { spec: { image: 'busybox', command: [], env: new Map(), maxOutputBytes: 0, data: [] }, hasInput: true, maxAttempts: 0 } } });
     call.write({ part: { $case: 'chunk', value: Buffer.from('abc') } });
     call.write({ part: { $case: 'trailer', value: { size: 3, sha256: sha256(Buffer.from('abd')) } } });
     call.end();

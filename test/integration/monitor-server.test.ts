@@ -123,7 +123,7 @@ test('history with 10,000 tasks: the API pages through all of them, filters appl
   const { store, node } = await fixture(t);
   for (let i = 0; i < 10_000; i++) {
     const id = `task-${String(i).padStart(5, '0')}`;
-    store.insertTask({ taskId: id, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['true'], env: new Map(), maxOutputBytes: 0 } }, [], 1_000 + i);
+    store.insertTask({ taskId: id, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['true'], env: new Map(), maxOutputBytes: 0, data: [] } }, [], 1_000 + i);
     store.appendUpdate({ taskId: id, attempt: 1, state: i % 10 === 0 ? TaskState.TASK_STATE_FAILED : TaskState.TASK_STATE_SUCCEEDED, message: '', atMs: 2_000 + i });
   }
   const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });

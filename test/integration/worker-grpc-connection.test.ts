@@ -40,7 +40,7 @@ async function startServer(t: { after(fn: () => unknown): void }): Promise<{ add
     },
     report: (call, cb) => {
       call.on('data', () => undefined);
-      call.on('end', () => cb(null, { lastSeq: 0 }));
+      call.on('end', () => cb(null, { lastSeq: 0, dropData: [] }));
     },
     subscribe: (call) => {
       if (!auth(call.metadata)) return call.destroy(Object.assign(new Error('bad'), { code: status.UNAUTHENTICATED }));
@@ -59,6 +59,8 @@ async function startServer(t: { after(fn: () => unknown): void }): Promise<{ add
       }
       call.end();
     },
+    // the node's data downloads are tested where the worker fetches data sets
+    downloadData: (call) => call.emit('error', { code: status.UNIMPLEMENTED, details: 'not in this fake' }),
     getUploadOffset: (call, cb) => {
       auth(call.metadata);
       cb(null, { offset: state.stored.length, complete: false, sha256: '' });

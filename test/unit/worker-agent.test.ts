@@ -304,7 +304,7 @@ class FakeProbe implements ResourceProbe {
 }
 
 function spec(memoryBytes = 256 * MiB, cpus = 1) {
-  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0 };
+  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] };
 }
 
 // ------------------------------------------------------------------ harness

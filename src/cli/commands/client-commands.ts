@@ -96,6 +96,7 @@ export function buildSpec(image: string, command: string[], o: { cpus?: string; 
       timeoutMs: o.timeout ? parseDuration(o.timeout, '--timeout') : 0,
     },
     maxOutputBytes: o.maxOutput ? parseSize(o.maxOutput, '--max-output') : 0,
+    data: [],
   };
 }
 

@@ -24,6 +24,7 @@ import {
 } from "@grpc/grpc-js";
 import {
   DataChunk,
+  DataProgress,
   LogChunk,
   NodeFacts,
   ResourceReport,
@@ -134,6 +135,8 @@ export interface TaskInfo {
    * in GetTask/WatchTask, only the oldest events are left out. GetTask has the whole spec.
    */
   truncated: boolean;
+  /** while the node fetches the task's data sets */
+  dataProgress?: DataProgress | undefined;
 }
 
 /**
@@ -1334,6 +1337,7 @@ function createBaseTaskInfo(): TaskInfo {
     cancelRequested: false,
     events: [],
     truncated: false,
+    dataProgress: undefined,
   };
 }
 
@@ -1386,6 +1390,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     }
     if (message.truncated !== false) {
       writer.uint32(128).bool(message.truncated);
+    }
+    if (message.dataProgress !== undefined) {
+      DataProgress.encode(message.dataProgress, writer.uint32(138).fork()).join();
     }
     return writer;
   },
@@ -1531,6 +1538,14 @@ export const TaskInfo: MessageFns<TaskInfo> = {
             message.truncated = reader.bool();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.dataProgress = DataProgress.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1603,6 +1618,11 @@ export const TaskInfo: MessageFns<TaskInfo> = {
         ? object.events.map((e: any) => TaskEvent.fromJSON(e))
         : [],
       truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
+      dataProgress: isSet(object.dataProgress)
+        ? DataProgress.fromJSON(object.dataProgress)
+        : isSet(object.data_progress)
+        ? DataProgress.fromJSON(object.data_progress)
+        : undefined,
     };
   },
 
@@ -1656,6 +1676,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     if (message.truncated !== false) {
       obj.truncated = message.truncated;
     }
+    if (message.dataProgress !== undefined) {
+      obj.dataProgress = DataProgress.toJSON(message.dataProgress);
+    }
     return obj;
   },
 
@@ -1682,6 +1705,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     message.cancelRequested = object.cancelRequested ?? false;
     message.events = object.events?.map((e) => TaskEvent.fromPartial(e)) || [];
     message.truncated = object.truncated ?? false;
+    message.dataProgress = (object.dataProgress !== undefined && object.dataProgress !== null)
+      ? DataProgress.fromPartial(object.dataProgress)
+      : undefined;
     return message;
   },
 };

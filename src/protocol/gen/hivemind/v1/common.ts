@@ -16,6 +16,47 @@ export const protobufFileName = "hivemind/v1/common.proto";
  * Times are milliseconds since the Unix epoch (uint64); sizes are bytes.
  */
 
+export enum DataKind {
+  DATA_KIND_UNSPECIFIED = 0,
+  /** DATA_KIND_FILE - the bytes of one file */
+  DATA_KIND_FILE = 1,
+  /** DATA_KIND_DIR - a canonical tar (uncompressed) of a directory: see docs/protocol.md */
+  DATA_KIND_DIR = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function dataKindFromJSON(object: any): DataKind {
+  switch (object) {
+    case 0:
+    case "DATA_KIND_UNSPECIFIED":
+      return DataKind.DATA_KIND_UNSPECIFIED;
+    case 1:
+    case "DATA_KIND_FILE":
+      return DataKind.DATA_KIND_FILE;
+    case 2:
+    case "DATA_KIND_DIR":
+      return DataKind.DATA_KIND_DIR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return DataKind.UNRECOGNIZED;
+  }
+}
+
+export function dataKindToJSON(object: DataKind): string {
+  switch (object) {
+    case DataKind.DATA_KIND_UNSPECIFIED:
+      return "DATA_KIND_UNSPECIFIED";
+    case DataKind.DATA_KIND_FILE:
+      return "DATA_KIND_FILE";
+    case DataKind.DATA_KIND_DIR:
+      return "DATA_KIND_DIR";
+    case DataKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * Lifecycle of a task. QUEUED..UPLOADING are live states; SUCCEEDED, FAILED and
  * CANCELLED are terminal. REJECTED is only ever sent by a node (it did not take the
@@ -280,11 +321,57 @@ export interface TaskSpec {
     | undefined;
   /** cap on the (uncompressed) /output tree; 0 = node default */
   maxOutputBytes: number;
+  /** data sets mounted read-only (see DataMount) */
+  data: DataMount[];
 }
 
 export interface TaskSpec_EnvEntry {
   key: string;
   value: string;
+}
+
+/**
+ * A data set a task reads, mounted read-only at `path`, from the node's data cache. A submission
+ * names it by digest (or the CLI resolves a name); the master fills `size` and `kind` from its data
+ * store. With `url` the node fetches the bytes itself (https:// or http://, range-resumed), checked
+ * against `sha256`; such a data set need not be at the master.
+ */
+export interface DataMount {
+  /** "sha256:" + 64 lowercase hex digits */
+  sha256: string;
+  /** absolute path in the container; not /, not over /input, /output, /tmp or system paths */
+  path: string;
+  size: number;
+  kind: DataKind;
+  url: string;
+}
+
+/**
+ * How far a task's data sets have come to the node ("fetching data"): all of the task's data sets
+ * together, cached ones counting as received.
+ */
+export interface DataProgress {
+  receivedBytes: number;
+  totalBytes: number;
+}
+
+/** A data set the node's cache holds, ready to mount. */
+export interface CachedData {
+  /** "sha256:" + 64 lowercase hex digits */
+  sha256: string;
+  size: number;
+}
+
+/** The node's data cache, as of a report. */
+export interface DataCacheStatus {
+  /** ready entries, most recently used first (bounded: see docs/protocol.md) */
+  held: CachedData[];
+  /** --cache-max */
+  budgetBytes: number;
+  /** room without evicting anything */
+  freeBytes: number;
+  /** held by no task and not pinned: room once evicted */
+  evictableBytes: number;
 }
 
 export interface TaskOutcome {
@@ -382,7 +469,11 @@ export interface ResourceReport {
   /** false while draining or paused */
   accepting: boolean;
   /** absent when the node talks to the master without a tunnel */
-  tunnel?: TunnelStatus | undefined;
+  tunnel?:
+    | TunnelStatus
+    | undefined;
+  /** absent from nodes without a data cache */
+  cache?: DataCacheStatus | undefined;
 }
 
 export interface TunnelStatus {
@@ -556,7 +647,7 @@ export const ResourceLimits: MessageFns<ResourceLimits> = {
 };
 
 function createBaseTaskSpec(): TaskSpec {
-  return { image: "", command: [], env: new Map(), limits: undefined, maxOutputBytes: 0 };
+  return { image: "", command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [] };
 }
 
 export const TaskSpec: MessageFns<TaskSpec> = {
@@ -575,6 +666,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.maxOutputBytes !== 0) {
       writer.uint32(40).uint64(message.maxOutputBytes);
+    }
+    for (const v of message.data) {
+      DataMount.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -635,6 +729,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.maxOutputBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.data.push(DataMount.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -666,6 +768,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : isSet(object.max_output_bytes)
         ? globalThis.Number(object.max_output_bytes)
         : 0,
+      data: globalThis.Array.isArray(object?.data) ? object.data.map((e: any) => DataMount.fromJSON(e)) : [],
     };
   },
 
@@ -688,6 +791,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.maxOutputBytes !== 0) {
       obj.maxOutputBytes = Math.round(message.maxOutputBytes);
+    }
+    if (message.data?.length) {
+      obj.data = message.data.map((e) => DataMount.toJSON(e));
     }
     return obj;
   },
@@ -712,6 +818,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       ? ResourceLimits.fromPartial(object.limits)
       : undefined;
     message.maxOutputBytes = object.maxOutputBytes ?? 0;
+    message.data = object.data?.map((e) => DataMount.fromPartial(e)) || [];
     return message;
   },
 };
@@ -797,6 +904,446 @@ export const TaskSpec_EnvEntry: MessageFns<TaskSpec_EnvEntry> = {
     const message = createBaseTaskSpec_EnvEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseDataMount(): DataMount {
+  return { sha256: "", path: "", size: 0, kind: 0, url: "" };
+}
+
+export const DataMount: MessageFns<DataMount> = {
+  encode(message: DataMount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sha256 !== "") {
+      writer.uint32(10).string(message.sha256);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    if (message.size !== 0) {
+      writer.uint32(24).uint64(message.size);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(32).int32(message.kind);
+    }
+    if (message.url !== "") {
+      writer.uint32(42).string(message.url);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DataMount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDataMount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DataMount {
+    return {
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      kind: isSet(object.kind) ? dataKindFromJSON(object.kind) : 0,
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+    };
+  },
+
+  toJSON(message: DataMount): unknown {
+    const obj: any = {};
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.kind !== 0) {
+      obj.kind = dataKindToJSON(message.kind);
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DataMount>, I>>(base?: I): DataMount {
+    return DataMount.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DataMount>, I>>(object: I): DataMount {
+    const message = createBaseDataMount();
+    message.sha256 = object.sha256 ?? "";
+    message.path = object.path ?? "";
+    message.size = object.size ?? 0;
+    message.kind = object.kind ?? 0;
+    message.url = object.url ?? "";
+    return message;
+  },
+};
+
+function createBaseDataProgress(): DataProgress {
+  return { receivedBytes: 0, totalBytes: 0 };
+}
+
+export const DataProgress: MessageFns<DataProgress> = {
+  encode(message: DataProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.receivedBytes !== 0) {
+      writer.uint32(8).uint64(message.receivedBytes);
+    }
+    if (message.totalBytes !== 0) {
+      writer.uint32(16).uint64(message.totalBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DataProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDataProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.receivedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DataProgress {
+    return {
+      receivedBytes: isSet(object.receivedBytes)
+        ? globalThis.Number(object.receivedBytes)
+        : isSet(object.received_bytes)
+        ? globalThis.Number(object.received_bytes)
+        : 0,
+      totalBytes: isSet(object.totalBytes)
+        ? globalThis.Number(object.totalBytes)
+        : isSet(object.total_bytes)
+        ? globalThis.Number(object.total_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: DataProgress): unknown {
+    const obj: any = {};
+    if (message.receivedBytes !== 0) {
+      obj.receivedBytes = Math.round(message.receivedBytes);
+    }
+    if (message.totalBytes !== 0) {
+      obj.totalBytes = Math.round(message.totalBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DataProgress>, I>>(base?: I): DataProgress {
+    return DataProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DataProgress>, I>>(object: I): DataProgress {
+    const message = createBaseDataProgress();
+    message.receivedBytes = object.receivedBytes ?? 0;
+    message.totalBytes = object.totalBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseCachedData(): CachedData {
+  return { sha256: "", size: 0 };
+}
+
+export const CachedData: MessageFns<CachedData> = {
+  encode(message: CachedData, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sha256 !== "") {
+      writer.uint32(10).string(message.sha256);
+    }
+    if (message.size !== 0) {
+      writer.uint32(16).uint64(message.size);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CachedData {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCachedData();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CachedData {
+    return {
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+    };
+  },
+
+  toJSON(message: CachedData): unknown {
+    const obj: any = {};
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CachedData>, I>>(base?: I): CachedData {
+    return CachedData.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CachedData>, I>>(object: I): CachedData {
+    const message = createBaseCachedData();
+    message.sha256 = object.sha256 ?? "";
+    message.size = object.size ?? 0;
+    return message;
+  },
+};
+
+function createBaseDataCacheStatus(): DataCacheStatus {
+  return { held: [], budgetBytes: 0, freeBytes: 0, evictableBytes: 0 };
+}
+
+export const DataCacheStatus: MessageFns<DataCacheStatus> = {
+  encode(message: DataCacheStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.held) {
+      CachedData.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.budgetBytes !== 0) {
+      writer.uint32(16).uint64(message.budgetBytes);
+    }
+    if (message.freeBytes !== 0) {
+      writer.uint32(24).uint64(message.freeBytes);
+    }
+    if (message.evictableBytes !== 0) {
+      writer.uint32(32).uint64(message.evictableBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DataCacheStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDataCacheStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.held.push(CachedData.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.budgetBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.freeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.evictableBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DataCacheStatus {
+    return {
+      held: globalThis.Array.isArray(object?.held) ? object.held.map((e: any) => CachedData.fromJSON(e)) : [],
+      budgetBytes: isSet(object.budgetBytes)
+        ? globalThis.Number(object.budgetBytes)
+        : isSet(object.budget_bytes)
+        ? globalThis.Number(object.budget_bytes)
+        : 0,
+      freeBytes: isSet(object.freeBytes)
+        ? globalThis.Number(object.freeBytes)
+        : isSet(object.free_bytes)
+        ? globalThis.Number(object.free_bytes)
+        : 0,
+      evictableBytes: isSet(object.evictableBytes)
+        ? globalThis.Number(object.evictableBytes)
+        : isSet(object.evictable_bytes)
+        ? globalThis.Number(object.evictable_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: DataCacheStatus): unknown {
+    const obj: any = {};
+    if (message.held?.length) {
+      obj.held = message.held.map((e) => CachedData.toJSON(e));
+    }
+    if (message.budgetBytes !== 0) {
+      obj.budgetBytes = Math.round(message.budgetBytes);
+    }
+    if (message.freeBytes !== 0) {
+      obj.freeBytes = Math.round(message.freeBytes);
+    }
+    if (message.evictableBytes !== 0) {
+      obj.evictableBytes = Math.round(message.evictableBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DataCacheStatus>, I>>(base?: I): DataCacheStatus {
+    return DataCacheStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DataCacheStatus>, I>>(object: I): DataCacheStatus {
+    const message = createBaseDataCacheStatus();
+    message.held = object.held?.map((e) => CachedData.fromPartial(e)) || [];
+    message.budgetBytes = object.budgetBytes ?? 0;
+    message.freeBytes = object.freeBytes ?? 0;
+    message.evictableBytes = object.evictableBytes ?? 0;
     return message;
   },
 };
@@ -1947,6 +2494,7 @@ function createBaseResourceReport(): ResourceReport {
     lifecycleState: "",
     accepting: false,
     tunnel: undefined,
+    cache: undefined,
   };
 }
 
@@ -2002,6 +2550,9 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     }
     if (message.tunnel !== undefined) {
       TunnelStatus.encode(message.tunnel, writer.uint32(138).fork()).join();
+    }
+    if (message.cache !== undefined) {
+      DataCacheStatus.encode(message.cache, writer.uint32(146).fork()).join();
     }
     return writer;
   },
@@ -2155,6 +2706,14 @@ export const ResourceReport: MessageFns<ResourceReport> = {
             message.tunnel = TunnelStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.cache = DataCacheStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2234,6 +2793,7 @@ export const ResourceReport: MessageFns<ResourceReport> = {
         : "",
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
       tunnel: isSet(object.tunnel) ? TunnelStatus.fromJSON(object.tunnel) : undefined,
+      cache: isSet(object.cache) ? DataCacheStatus.fromJSON(object.cache) : undefined,
     };
   },
 
@@ -2290,6 +2850,9 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     if (message.tunnel !== undefined) {
       obj.tunnel = TunnelStatus.toJSON(message.tunnel);
     }
+    if (message.cache !== undefined) {
+      obj.cache = DataCacheStatus.toJSON(message.cache);
+    }
     return obj;
   },
 
@@ -2316,6 +2879,9 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     message.accepting = object.accepting ?? false;
     message.tunnel = (object.tunnel !== undefined && object.tunnel !== null)
       ? TunnelStatus.fromPartial(object.tunnel)
+      : undefined;
+    message.cache = (object.cache !== undefined && object.cache !== null)
+      ? DataCacheStatus.fromPartial(object.cache)
       : undefined;
     return message;
   },

@@ -22,7 +22,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { DataChunk } from "./common.js";
+import { DataChunk, DataKind, dataKindFromJSON, dataKindToJSON } from "./common.js";
 
 export const protobufPackage = "hivemind.v1";
 
@@ -33,47 +33,6 @@ export const protobufFileName = "hivemind/v1/data.proto";
  * sha256 of their bytes, for tasks to name (part 2 of issue 18). What the `hivemind data` commands
  * call. Authentication (metadata): `authorization: Bearer <admin token>` on every call.
  */
-
-export enum DataKind {
-  DATA_KIND_UNSPECIFIED = 0,
-  /** DATA_KIND_FILE - the bytes of one file */
-  DATA_KIND_FILE = 1,
-  /** DATA_KIND_DIR - a canonical tar (uncompressed) of a directory: see docs/protocol.md */
-  DATA_KIND_DIR = 2,
-  UNRECOGNIZED = -1,
-}
-
-export function dataKindFromJSON(object: any): DataKind {
-  switch (object) {
-    case 0:
-    case "DATA_KIND_UNSPECIFIED":
-      return DataKind.DATA_KIND_UNSPECIFIED;
-    case 1:
-    case "DATA_KIND_FILE":
-      return DataKind.DATA_KIND_FILE;
-    case 2:
-    case "DATA_KIND_DIR":
-      return DataKind.DATA_KIND_DIR;
-    case -1:
-    case "UNRECOGNIZED":
-    default:
-      return DataKind.UNRECOGNIZED;
-  }
-}
-
-export function dataKindToJSON(object: DataKind): string {
-  switch (object) {
-    case DataKind.DATA_KIND_UNSPECIFIED:
-      return "DATA_KIND_UNSPECIFIED";
-    case DataKind.DATA_KIND_FILE:
-      return "DATA_KIND_FILE";
-    case DataKind.DATA_KIND_DIR:
-      return "DATA_KIND_DIR";
-    case DataKind.UNRECOGNIZED:
-    default:
-      return "UNRECOGNIZED";
-  }
-}
 
 export interface DataSetInfo {
   /** "sha256:" + 64 lowercase hex digits */

@@ -25,6 +25,7 @@ import {
 import {
   Capacity,
   DataChunk,
+  DataProgress,
   LogChunk,
   NodeFacts,
   ResourceReport,
@@ -63,6 +64,19 @@ export interface RegisterResponse {
 
 export interface ReportAck {
   lastSeq: number;
+  /**
+   * Data sets removed at the master that the node reported holding: the node drops them from its
+   * cache once no task holds them.
+   */
+  dropData: string[];
+}
+
+export interface DownloadDataRequest {
+  taskId: string;
+  attempt: number;
+  /** "sha256:" + 64 lowercase hex digits, one of the task's data sets */
+  sha256: string;
+  offset: number;
 }
 
 export interface RunningTask {
@@ -142,6 +156,10 @@ export interface TaskUpdate {
   atMs: number;
   pull?:
     | PullProgress
+    | undefined;
+  /** while ACCEPTED: the task's data sets coming into the node's cache */
+  data?:
+    | DataProgress
     | undefined;
   /**
    * The node's free capacity and whether it takes work, as of SENDING this update (a resend from
@@ -431,13 +449,16 @@ export const RegisterResponse: MessageFns<RegisterResponse> = {
 };
 
 function createBaseReportAck(): ReportAck {
-  return { lastSeq: 0 };
+  return { lastSeq: 0, dropData: [] };
 }
 
 export const ReportAck: MessageFns<ReportAck> = {
   encode(message: ReportAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.lastSeq !== 0) {
       writer.uint32(8).uint64(message.lastSeq);
+    }
+    for (const v of message.dropData) {
+      writer.uint32(18).string(v!);
     }
     return writer;
   },
@@ -463,6 +484,14 @@ export const ReportAck: MessageFns<ReportAck> = {
             message.lastSeq = longToNumber(reader.uint64());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.dropData.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -482,6 +511,11 @@ export const ReportAck: MessageFns<ReportAck> = {
         : isSet(object.last_seq)
         ? globalThis.Number(object.last_seq)
         : 0,
+      dropData: globalThis.Array.isArray(object?.dropData)
+        ? object.dropData.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.drop_data)
+        ? object.drop_data.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -489,6 +523,9 @@ export const ReportAck: MessageFns<ReportAck> = {
     const obj: any = {};
     if (message.lastSeq !== 0) {
       obj.lastSeq = Math.round(message.lastSeq);
+    }
+    if (message.dropData?.length) {
+      obj.dropData = message.dropData;
     }
     return obj;
   },
@@ -499,6 +536,128 @@ export const ReportAck: MessageFns<ReportAck> = {
   fromPartial<I extends Exact<DeepPartial<ReportAck>, I>>(object: I): ReportAck {
     const message = createBaseReportAck();
     message.lastSeq = object.lastSeq ?? 0;
+    message.dropData = object.dropData?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseDownloadDataRequest(): DownloadDataRequest {
+  return { taskId: "", attempt: 0, sha256: "", offset: 0 };
+}
+
+export const DownloadDataRequest: MessageFns<DownloadDataRequest> = {
+  encode(message: DownloadDataRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(16).uint32(message.attempt);
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(26).string(message.sha256);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(32).uint64(message.offset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DownloadDataRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDownloadDataRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DownloadDataRequest {
+    return {
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+    };
+  },
+
+  toJSON(message: DownloadDataRequest): unknown {
+    const obj: any = {};
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DownloadDataRequest>, I>>(base?: I): DownloadDataRequest {
+    return DownloadDataRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DownloadDataRequest>, I>>(object: I): DownloadDataRequest {
+    const message = createBaseDownloadDataRequest();
+    message.taskId = object.taskId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.sha256 = object.sha256 ?? "";
+    message.offset = object.offset ?? 0;
     return message;
   },
 };
@@ -1460,6 +1619,7 @@ function createBaseTaskUpdate(): TaskUpdate {
     outcome: undefined,
     atMs: 0,
     pull: undefined,
+    data: undefined,
     free: undefined,
     accepting: false,
   };
@@ -1490,6 +1650,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     }
     if (message.pull !== undefined) {
       PullProgress.encode(message.pull, writer.uint32(66).fork()).join();
+    }
+    if (message.data !== undefined) {
+      DataProgress.encode(message.data, writer.uint32(90).fork()).join();
     }
     if (message.free !== undefined) {
       Capacity.encode(message.free, writer.uint32(74).fork()).join();
@@ -1577,6 +1740,14 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
             message.pull = PullProgress.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.data = DataProgress.decode(reader, reader.uint32());
+            continue;
+          }
           case 9: {
             if (tag !== 74) {
               break;
@@ -1623,6 +1794,7 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
         ? globalThis.Number(object.at_ms)
         : 0,
       pull: isSet(object.pull) ? PullProgress.fromJSON(object.pull) : undefined,
+      data: isSet(object.data) ? DataProgress.fromJSON(object.data) : undefined,
       free: isSet(object.free) ? Capacity.fromJSON(object.free) : undefined,
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
     };
@@ -1654,6 +1826,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     if (message.pull !== undefined) {
       obj.pull = PullProgress.toJSON(message.pull);
     }
+    if (message.data !== undefined) {
+      obj.data = DataProgress.toJSON(message.data);
+    }
     if (message.free !== undefined) {
       obj.free = Capacity.toJSON(message.free);
     }
@@ -1679,6 +1854,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     message.atMs = object.atMs ?? 0;
     message.pull = (object.pull !== undefined && object.pull !== null)
       ? PullProgress.fromPartial(object.pull)
+      : undefined;
+    message.data = (object.data !== undefined && object.data !== null)
+      ? DataProgress.fromPartial(object.data)
       : undefined;
     message.free = (object.free !== undefined && object.free !== null) ? Capacity.fromPartial(object.free) : undefined;
     message.accepting = object.accepting ?? false;
@@ -2631,6 +2809,19 @@ export const NodeServiceService = {
     responseSerialize: (value: DataChunk): Buffer => Buffer.from(DataChunk.encode(value).finish()),
     responseDeserialize: (value: Buffer): DataChunk => DataChunk.decode(value),
   },
+  /**
+   * A data set of a task assigned to this node (and only such a one), from offset, in chunks: a
+   * file's bytes or a directory's canonical tar.
+   */
+  downloadData: {
+    path: "/hivemind.v1.NodeService/DownloadData" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: DownloadDataRequest): Buffer => Buffer.from(DownloadDataRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DownloadDataRequest => DownloadDataRequest.decode(value),
+    responseSerialize: (value: DataChunk): Buffer => Buffer.from(DataChunk.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DataChunk => DataChunk.decode(value),
+  },
   /** How many bytes of a result upload the master already holds (to resume from there). */
   getUploadOffset: {
     path: "/hivemind.v1.NodeService/GetUploadOffset" as const,
@@ -2688,6 +2879,11 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   updateTask: handleUnaryCall<TaskUpdate, TaskUpdateAck>;
   /** The task's input archive (tar.gz) from offset, in chunks. */
   downloadInput: handleServerStreamingCall<DownloadInputRequest, DataChunk>;
+  /**
+   * A data set of a task assigned to this node (and only such a one), from offset, in chunks: a
+   * file's bytes or a directory's canonical tar.
+   */
+  downloadData: handleServerStreamingCall<DownloadDataRequest, DataChunk>;
   /** How many bytes of a result upload the master already holds (to resume from there). */
   getUploadOffset: handleUnaryCall<UploadOffsetRequest, UploadOffsetResponse>;
   /**
@@ -2767,6 +2963,16 @@ export interface NodeServiceClient extends Client {
   downloadInput(request: DownloadInputRequest, options?: Partial<CallOptions>): ClientReadableStream<DataChunk>;
   downloadInput(
     request: DownloadInputRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DataChunk>;
+  /**
+   * A data set of a task assigned to this node (and only such a one), from offset, in chunks: a
+   * file's bytes or a directory's canonical tar.
+   */
+  downloadData(request: DownloadDataRequest, options?: Partial<CallOptions>): ClientReadableStream<DataChunk>;
+  downloadData(
+    request: DownloadDataRequest,
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<DataChunk>;
