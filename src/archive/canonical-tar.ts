@@ -13,6 +13,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { UnsafeArchiveError } from '../common/errors.js';
+import { addTarEntry, type TarHeader } from './tar-entry.js';
 
 export interface CanonicalTar {
   /** Size of the archive in bytes. */
@@ -49,16 +50,7 @@ export async function packCanonical(dir: string, outFile: string, signal?: Abort
   const pack = tarStream.pack();
   const out: CanonicalTar = { size: 0, sha256: '', entries: 0, contentBytes: 0 };
 
-  const add = (header: Partial<tarStream.Header> & { name: string }, body?: Readable): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-      if (body) {
-        body.on('error', reject);
-        body.pipe(sink as unknown as NodeJS.WritableStream);
-      } else {
-        (sink as unknown as { end(): void }).end();
-      }
-    });
+  const add = (header: TarHeader, body?: Readable) => addTarEntry(pack, header, body);
 
   const common = { mtime: EPOCH, uid: 0, gid: 0, uname: '', gname: '' };
   const walk = async (rel: string): Promise<void> => {

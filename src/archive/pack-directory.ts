@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { UnsafeArchiveError } from '../common/errors.js';
 import { gzipStream } from './safe-tar.js';
+import { addTarEntry, type TarHeader } from './tar-entry.js';
 
 export interface PackStats {
   entries: number;
@@ -24,16 +25,7 @@ export async function packDirectory(dir: string, outFile: string, signal?: Abort
   const pack = tarStream.pack();
   const stats: PackStats = { entries: 0, bytes: 0 };
 
-  const add = (header: Partial<tarStream.Header> & { name: string }, body?: Readable): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-      if (body) {
-        body.on('error', reject);
-        body.pipe(sink as unknown as NodeJS.WritableStream);
-      } else {
-        (sink as unknown as { end(): void }).end();
-      }
-    });
+  const add = (header: TarHeader, body?: Readable) => addTarEntry(pack, header, body);
 
   const walk = async (rel: string): Promise<void> => {
     const names = (await readdir(join(dir, rel))).sort();

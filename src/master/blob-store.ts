@@ -1,6 +1,6 @@
 // Task inputs, results and logs on disk under the master's data dir. Everything is streamed
 // (constant memory); results are resumable uploads verified by sha256 before they count.
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,6 +9,8 @@ import type { Readable } from 'node:stream';
 import { echoValue } from '../common/echo-value.js';
 import { HivemindError } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
+import { HashedAppend, type RunningHash } from './hashed-append.js';
+import { fileSize } from '../common/file-size.js';
 
 /** Default cap of a task's stored log; the end is kept, the head trimmed. */
 export const DEFAULT_LOG_MAX_BYTES = 8 * 1024 * 1024;
@@ -40,44 +42,10 @@ export async function sha256OfFile(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-async function sizeOf(path: string): Promise<number | undefined> {
-  try {
-    return (await stat(path)).size;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
-/** A running sha256 of a partial file's first `size` bytes, so completion needs no second pass. */
-interface PartialHash {
-  hash: Hash;
-  size: number;
-}
-
-class FileAppendSession implements AppendSession {
-  private pos: number;
-  constructor(private readonly fh: FileHandle, readonly offset: number, private readonly running: PartialHash) {
-    this.pos = offset;
-  }
-  async write(data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.pos);
-      done += bytesWritten;
-      this.pos += bytesWritten;
-    }
-    this.running.hash.update(data);
-    this.running.size += data.length;
-  }
-  async close(): Promise<void> {
-    await this.fh.close();
-  }
-}
 
 export class BlobStore {
   private readonly logQueues = new Map<string, Promise<unknown>>();
-  private readonly partialHashes = new Map<string, PartialHash>();
+  private readonly partialHashes = new Map<string, RunningHash>();
 
   private constructor(private readonly dir: string, private readonly logMaxBytes: number) {}
 
@@ -111,8 +79,8 @@ export class BlobStore {
   async writeInput(taskId: string, chunks: AsyncIterable<Uint8Array>, expect: () => { size: number; sha256: string }): Promise<{ size: number; sha256: string }> {
     const partial = this.inputPartialPath(taskId);
     const fh = await open(partial, 'w', 0o600);
-    const running: PartialHash = { hash: createHash('sha256'), size: 0 };
-    const session = new FileAppendSession(fh, 0, running);
+    const running: RunningHash = { hash: createHash('sha256'), size: 0 };
+    const session = new HashedAppend(fh, 0, running);
     try {
       try {
         for await (const c of chunks) await session.write(c);
@@ -141,11 +109,11 @@ export class BlobStore {
 
   /** Bytes of the current result upload held so far (the size of the .partial file). */
   async resultOffset(taskId: string): Promise<number> {
-    return (await sizeOf(this.resultPartialPath(taskId))) ?? 0;
+    return (await fileSize(this.resultPartialPath(taskId))) ?? 0;
   }
 
   async hasResult(taskId: string): Promise<boolean> {
-    return (await sizeOf(this.resultPath(taskId))) !== undefined;
+    return (await fileSize(this.resultPath(taskId))) !== undefined;
   }
 
   /** Opens the partial result for appending; `offset` must equal the bytes already held. */
@@ -166,7 +134,7 @@ export class BlobStore {
       this.partialHashes.set(taskId, running);
     }
     const fh = await open(path, held === 0 ? 'w' : 'r+', 0o600);
-    return new FileAppendSession(fh, held, running);
+    return new HashedAppend(fh, held, running);
   }
 
   /**
@@ -175,7 +143,7 @@ export class BlobStore {
    */
   async completeResult(taskId: string, want: { size: number; sha256: string }): Promise<void> {
     const partial = this.resultPartialPath(taskId);
-    const size = (await sizeOf(partial)) ?? 0;
+    const size = (await fileSize(partial)) ?? 0;
     if (size !== want.size) {
       await rm(partial, { force: true });
       throw new BlobError('INVALID_ARGUMENT', `result of task ${taskId}: holding ${size} bytes but the trailer says ${want.size}; partial upload discarded, upload again from 0`);
@@ -191,7 +159,7 @@ export class BlobStore {
   }
 
   async resultSize(taskId: string): Promise<number | undefined> {
-    return sizeOf(this.resultPath(taskId));
+    return fileSize(this.resultPath(taskId));
   }
 
   readResult(taskId: string, offset: number, chunkSize: number): Readable {

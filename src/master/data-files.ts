@@ -3,54 +3,15 @@
 // after the sha256 over all its bytes matched the declared digest (then an atomic rename); a
 // mismatch deletes it. The running hash of a partial is kept in memory, so completing an upload
 // needs no second pass over the bytes (after a master restart it is rebuilt once from the file).
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { DigestMismatchError, formatDigest, InvalidDataError } from '../protocol/data-rules.js';
 import { PreconditionError } from './master-errors.js';
-
-interface RunningHash {
-  hash: Hash;
-  size: number;
-}
-
-/** Appends to a partial data set, hashing as it writes. */
-export class PartialWriter {
-  private pos: number;
-  constructor(private readonly fh: FileHandle, readonly offset: number, private readonly running: RunningHash) {
-    this.pos = offset;
-  }
-
-  get written(): number {
-    return this.pos;
-  }
-
-  async write(data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.pos);
-      done += bytesWritten;
-      this.pos += bytesWritten;
-    }
-    this.running.hash.update(data);
-    this.running.size += data.length;
-  }
-
-  async close(): Promise<void> {
-    await this.fh.close();
-  }
-}
-
-async function sizeOf(path: string): Promise<number | undefined> {
-  try {
-    return (await stat(path)).size;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
+import { HashedAppend, type RunningHash } from './hashed-append.js';
+import { fileSize } from '../common/file-size.js';
 
 export class DataFiles {
   private readonly running = new Map<string, RunningHash>();
@@ -74,12 +35,12 @@ export class DataFiles {
 
   /** Bytes held of an interrupted upload; undefined when there is no partial. */
   partialBytes(hex: string): Promise<number | undefined> {
-    return sizeOf(this.partialPath(hex));
+    return fileSize(this.partialPath(hex));
   }
 
   /** Whether the verified file exists. */
   async has(hex: string): Promise<boolean> {
-    return (await sizeOf(this.path(hex))) !== undefined;
+    return (await fileSize(this.path(hex))) !== undefined;
   }
 
   /** Free bytes on the filesystem holding the data sets. */
@@ -89,9 +50,9 @@ export class DataFiles {
   }
 
   /** Opens the partial for appending at `offset`, which must be the bytes it holds. */
-  async openPartial(hex: string, offset: number): Promise<PartialWriter> {
+  async openPartial(hex: string, offset: number): Promise<HashedAppend> {
     const path = this.partialPath(hex);
-    const held = (await sizeOf(path)) ?? 0;
+    const held = (await fileSize(path)) ?? 0;
     if (offset !== held) throw new PreconditionError(`put ${formatDigest(hex)}: the master holds ${held} bytes of it, the header says offset ${offset}; ask StatData and resume there`);
     let running = this.running.get(hex);
     if (!running || running.size !== held) {
@@ -103,7 +64,7 @@ export class DataFiles {
       this.running.set(hex, running);
     }
     const fh = await open(path, held === 0 ? 'w' : 'r+', 0o600);
-    return new PartialWriter(fh, held, running);
+    return new HashedAppend(fh, held, running);
   }
 
   /**
@@ -112,7 +73,7 @@ export class DataFiles {
    */
   async complete(hex: string, size: number): Promise<void> {
     const partial = this.partialPath(hex);
-    const held = (await sizeOf(partial)) ?? 0;
+    const held = (await fileSize(partial)) ?? 0;
     const running = this.running.get(hex);
     this.running.delete(hex);
     if (held !== size) {

@@ -3,10 +3,11 @@
 // sha256 of the whole file, for the caller to check against what it expects.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, rm, stat } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { once } from 'node:events';
 import type { BufferReclaimer } from '../common/buffer-reclaimer.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
+import { fileSize } from '../common/file-size.js';
 
 /** A piece of the file and where it starts (DataChunk). */
 export interface OffsetChunk {
@@ -40,17 +41,9 @@ export interface Downloaded {
   resumedFrom: number;
 }
 
-async function sizeOrZero(file: string): Promise<number> {
-  try {
-    return (await stat(file)).size;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw err;
-  }
-}
 
 export async function downloadResumable(d: ResumableDownload): Promise<Downloaded> {
-  let offset = await sizeOrZero(d.file);
+  let offset = (await fileSize(d.file)) ?? 0;
   if (d.size !== undefined && offset > d.size) {
     await rm(d.file, { force: true });
     offset = 0;
