@@ -1,7 +1,7 @@
 // Human-readable rendering of tasks and nodes for the CLI (the --json output is the raw message).
 // Every string from the master (names, images, messages, reasons) may come from a hostile node or
 // client: it is passed through terminalSafe before it reaches the operator's terminal.
-import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import { DataKind, OutcomeKind, TaskState, type DataMount, type DataProgress, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeInfo, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 import { formatBytes, formatDuration } from '../common/units.js';
 import { terminalSafe } from './terminal-text.js';
@@ -24,6 +24,34 @@ export function describeOutcome(o: TaskOutcome | undefined): string {
   return terminalSafe(parts.join(', '));
 }
 
+/** "45% (460 MiB of 1.0 GiB)"; a total of 0 (sizes unknown yet) shows the bytes only. */
+export function describeDataProgress(p: DataProgress): string {
+  if (p.totalBytes <= 0) return `${formatBytes(p.receivedBytes)} so far`;
+  return `${percentOf(p)} (${formatBytes(p.receivedBytes)} of ${formatBytes(p.totalBytes)})`;
+}
+
+function percentOf(p: DataProgress): string {
+  return `${Math.min(100, Math.floor((p.receivedBytes / p.totalBytes) * 100))}%`;
+}
+
+/** One mount of the spec: "sha256:… at /models (1.0 GiB, dir)" or "… from URL". */
+export function describeDataMount(m: DataMount): string {
+  const kind = m.kind === DataKind.DATA_KIND_DIR ? 'directory' : m.kind === DataKind.DATA_KIND_FILE ? 'file' : '';
+  const size = m.size > 0 ? formatBytes(m.size) : m.url ? 'size unknown' : '';
+  const facts = [size, kind].filter(Boolean).join(', ');
+  return `${m.path}  ${m.sha256}${facts ? ` (${facts})` : ''}${m.url ? ` from ${m.url}` : ''}`;
+}
+
+/** The last column of `tasks`: the queue reason, the data fetch, or the outcome. */
+function statusNote(t: TaskInfo): string {
+  if (t.state === TaskState.TASK_STATE_QUEUED) return t.queueReason;
+  if (t.state === TaskState.TASK_STATE_ACCEPTED && t.dataProgress) {
+    const p = t.dataProgress;
+    return `fetching data ${p.totalBytes > 0 ? percentOf(p) : formatBytes(p.receivedBytes)}`;
+  }
+  return describeOutcome(t.outcome);
+}
+
 function table(unsafeRows: string[][]): string {
   const rows = unsafeRows.map((r) => r.map((c) => terminalSafe(c)));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
@@ -40,7 +68,7 @@ export function formatTaskTable(tasks: TaskInfo[]): string {
       t.spec?.image ?? '',
       t.nodeId ? t.nodeId.slice(0, 12) : '-',
       String(t.attempt),
-      t.state === TaskState.TASK_STATE_QUEUED ? t.queueReason : describeOutcome(t.outcome),
+      statusNote(t),
     ]);
   }
   return table(rows);
@@ -55,7 +83,9 @@ export function formatTask(t: TaskInfo): string {
     `node      ${t.nodeId || '-'}`,
     `attempt   ${t.attempt}/${t.maxAttempts}`,
   ];
+  for (const m of t.spec?.data ?? []) lines.push(`data      ${describeDataMount(m)}`);
   if (t.state === TaskState.TASK_STATE_QUEUED && t.queueReason) lines.push(`waiting   ${t.queueReason}`);
+  if (t.state === TaskState.TASK_STATE_ACCEPTED && t.dataProgress) lines.push(`fetching data: ${describeDataProgress(t.dataProgress)}`);
   const o = describeOutcome(t.outcome);
   if (o) lines.push(`outcome   ${o}`);
   if (t.outcome?.resultSha256) lines.push(`sha256    ${t.outcome.resultSha256}`);

@@ -16,7 +16,7 @@ import {
   ListTokensRequest, ListTokensResponse, RemoveNodeRequest, RemoveNodeResponse, RevokeTokenRequest, TokenInfo,
 } from '../protocol/gen/hivemind/v1/admin.js';
 import { decodePageToken, pageSize, summarise, takePage, validateStatesFilter } from './admin-listing.js';
-import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
+import { callSignal, messagesOf, writeChunks, writeMessage } from './grpc-streams.js';
 import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
 import { InvalidArgumentError, PreconditionError, ResourceExhaustedError } from './master-errors.js';
 import { validateMaxAttempts, validateTaskSpec } from './spec-validation.js';
@@ -26,8 +26,14 @@ import { receiveTrailedUpload } from './trailed-upload.js';
 import type { MasterServiceDeps } from './service-deps.js';
 import { DEFAULT_MAX_INPUT_BYTES } from '../protocol/result-bound.js';
 import { formatBytes } from '../common/units.js';
+import { resolveTaskData, type HeldDataLookup } from './task-data-mounts.js';
+import { parseDigest } from '../protocol/data-rules.js';
 
 export interface AdminServiceDeps extends MasterServiceDeps {
+  /** The data sets the master holds, and the references of tasks to them (DataStore). */
+  data: HeldDataLookup & { addTaskReference(taskId: string, sha256Hex: string, path: string): void };
+  /** Largest data set (this master's --max-data): an external one declared larger is refused. */
+  maxDataBytes: number;
   maxAttempts: number;
   /** Largest input archive a submission may stream; refused past it, nothing kept. */
   maxInputArchiveBytes: number;
@@ -118,7 +124,7 @@ export class AdminService {
   }
 
   private info(t: TaskRow): TaskInfo {
-    return fitTaskInfo(toTaskInfo(t, this.d.store.listEvents(t.id)), MAX_TASK_INFO_BYTES);
+    return fitTaskInfo(toTaskInfo(t, this.d.store.listEvents(t.id), this.d.tasks.dataProgressOf(t)), MAX_TASK_INFO_BYTES);
   }
 
   private async submitTask(call: ServerReadableStream<SubmitTaskRequest, SubmitTaskResponse>, cb: sendUnaryData<SubmitTaskResponse>): Promise<void> {
@@ -131,7 +137,9 @@ export class AdminService {
       const first = await msgs.next();
       const part = first.done ? undefined : first.value.part;
       if (part?.$case !== 'header') throw new InvalidArgumentError('a submission must start with a header');
-      const spec = validateTaskSpec(part.value.spec);
+      const checked = validateTaskSpec(part.value.spec);
+      // Checked before the input is received (a quick refusal) and again when the task is stored.
+      resolveTaskData(checked.data, this.d.data, this.d.maxDataBytes);
       const maxAttempts = validateMaxAttempts(part.value.maxAttempts, this.d.maxAttempts);
       const id = randomBytes(8).toString('hex');
       taskId = id;
@@ -156,6 +164,8 @@ export class AdminService {
           if (m.part?.$case === 'chunk') throw new InvalidArgumentError('input chunks sent but the header says has_input = false');
         }
       }
+      // Synchronous from here to the references: a `data rm` cannot fall between check and record.
+      const spec = { ...checked, data: resolveTaskData(checked.data, this.d.data, this.d.maxDataBytes) };
       const now = clock.now();
       const row: TaskRow = {
         id, spec, state: TaskState.TASK_STATE_QUEUED, attempt: 1, maxAttempts, nodeId: null,
@@ -164,6 +174,7 @@ export class AdminService {
         finishedAt: null, lastUpdateSeq: 0, excludedNodes: [],
       };
       store.insertTask(row, { state: row.state, at: now, nodeId: null, attempt: 1, message: 'submitted' });
+      for (const m of spec.data) if (!m.url) this.d.data.addTaskReference(id, parseDigest(m.sha256, 'sha256'), m.path);
       this.d.log.info({ taskId: id, image: spec.image, inputSize: input.size }, 'task submitted');
       this.d.events.emit('task', row);
       this.d.tasks.scheduleSoon();
@@ -180,7 +191,7 @@ export class AdminService {
     // Events are left out of listings to keep them small; GetTask has them.
     const page = takePage(this.d.store.iterateTasks(states, before), {
       limit: pageSize(r.limit),
-      toItem: (t: TaskRow) => toTaskInfo(t),
+      toItem: (t: TaskRow) => toTaskInfo(t, [], this.d.tasks.dataProgressOf(t)),
       sizeOf: (i) => TaskInfo.encode(i).finish().length,
       summary: (i) => ({ ...summarise(i).value, truncated: true }),
       cursorOf: (t) => ({ at: t.createdAt, id: t.id }),
@@ -245,12 +256,7 @@ export class AdminService {
     const offset = call.request.offset;
     if (offset > t.result.size) throw new InvalidArgumentError(`offset ${offset} is past the end of the ${t.result.size}-byte result of task ${t.id}`);
     if (offset === t.result.size) return;
-    let at = offset;
-    for await (const data of this.d.blobs.readResult(t.id, offset, CHUNK_SIZE).iterator({ destroyOnReturn: true })) {
-      if (signal.aborted) return;
-      await writeMessage(call, { offset: at, data: data as Buffer });
-      at += (data as Buffer).length;
-    }
+    await writeChunks(call, this.d.blobs.readResult(t.id, offset, CHUNK_SIZE), offset, signal);
   }
 
   private listNodes(r: ListNodesRequest): ListNodesResponse {

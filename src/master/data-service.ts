@@ -19,7 +19,7 @@ import { decodePageToken, pageSize, summarise, takePage } from './admin-listing.
 import type { MasterAuth } from './auth.js';
 import type { DataFiles } from './data-files.js';
 import type { DataSetRow, DataStore } from './data-store.js';
-import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
+import { callSignal, messagesOf, writeChunks } from './grpc-streams.js';
 import { PreconditionError, ResourceExhaustedError } from './master-errors.js';
 
 export interface DataServiceDeps {
@@ -241,14 +241,8 @@ export class DataService {
       if (!row) throw new NotFoundError(`no data set ${call.request.sha256} at this master`);
       const offset = call.request.offset;
       if (offset > row.size) throw new InvalidDataError(`offset ${offset} is past the end of the ${row.size}-byte data set ${call.request.sha256}`);
-      let at = offset;
-      if (offset < row.size) {
-        for await (const data of this.d.files.read(hex, offset, CHUNK_SIZE).iterator({ destroyOnReturn: true })) {
-          if (signal.aborted) return;
-          await writeMessage(call, { offset: at, data: data as Buffer });
-          at += (data as Buffer).length;
-        }
-      }
+      if (offset < row.size) await writeChunks(call, this.d.files.read(hex, offset, CHUNK_SIZE), offset, signal);
+      if (signal.aborted) return;
       if (!signal.aborted) call.end();
     } catch (err) {
       if (!signal.aborted) call.emit('error', toServiceError(err));
@@ -260,7 +254,7 @@ export class DataService {
 
   private async remove(r: DataRef): Promise<RemoveDataResponse> {
     const row = this.resolve(r.ref);
-    const res = this.d.store.remove(row.sha256);
+    const res = this.d.store.remove(row.sha256, this.d.clock.now());
     if (!res) throw new NotFoundError(`no data set ${formatDigest(row.sha256)} at this master`);
     if ('references' in res) {
       const refs = res.references;

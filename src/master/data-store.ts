@@ -8,6 +8,13 @@ import { TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import { MASTER_SCHEMA } from './migrations.js';
 import { TERMINAL_STATES } from './store-rows.js';
 
+/**
+ * Removed digests remembered for reclaiming them on nodes. A node reports what it holds every
+ * interval, so one that is online learns of a removal within seconds; the bound only matters for
+ * nodes away for very long (their cache then evicts by LRU as usual).
+ */
+export const DATA_REMOVED_KEPT = 10_000;
+
 export interface DataSetRow {
   /** 64 lowercase hex digits (no "sha256:" prefix). */
   sha256: string;
@@ -86,6 +93,8 @@ export class DataStore {
     this.db.transaction(() => {
       this.db.prepare('INSERT OR IGNORE INTO data_sets (sha256, size, kind, created_at) VALUES (?, ?, ?, ?)').run(row.sha256, row.size, row.kind, row.createdAt);
       this.db.prepare('DELETE FROM data_uploads WHERE sha256 = ?').run(row.sha256);
+      // Put again after a removal: nodes may keep (and use) their copies.
+      this.db.prepare('DELETE FROM data_removed WHERE sha256 = ?').run(row.sha256);
     })();
   }
 
@@ -99,15 +108,24 @@ export class DataStore {
    * references instead (nothing removed) when there are any. One transaction, so a reference
    * added at the same moment either blocks the removal or comes after it.
    */
-  remove(sha256: string): { removed: DataSetRow } | { references: DataReference[] } | undefined {
+  remove(sha256: string, at = Date.now()): { removed: DataSetRow } | { references: DataReference[] } | undefined {
     return this.db.transaction(() => {
       const row = this.get(sha256);
       if (!row) return undefined;
       const references = this.liveReferences(sha256);
       if (references.length > 0) return { references };
       this.db.prepare('DELETE FROM data_sets WHERE sha256 = ?').run(sha256);
+      this.db.prepare('INSERT INTO data_removed (sha256, removed_at) VALUES (?, ?) ON CONFLICT(sha256) DO UPDATE SET removed_at = excluded.removed_at').run(sha256, at);
+      this.db.prepare('DELETE FROM data_removed WHERE sha256 NOT IN (SELECT sha256 FROM data_removed ORDER BY removed_at DESC, sha256 DESC LIMIT ?)').run(DATA_REMOVED_KEPT);
       return { removed: row };
     })();
+  }
+
+  /** Of `digests` (64 hex digits each; a node's report, at most a few thousand), those removed here. */
+  removedAmong(digests: readonly string[]): string[] {
+    if (digests.length === 0) return [];
+    const rows = this.db.prepare('SELECT r.sha256 FROM data_removed r JOIN json_each(?) j ON j.value = r.sha256').all(JSON.stringify(digests)) as { sha256: string }[];
+    return rows.map((r) => r.sha256);
   }
 
   /** Live (queued or running) tasks that reference the data set, oldest first. */

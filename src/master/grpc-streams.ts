@@ -83,3 +83,16 @@ export function callSignal(call: EventEmitter): { signal: AbortSignal; dispose: 
   call.once('close', onCancel);
   return { signal: ac.signal, dispose: () => { call.off('cancelled', onCancel); call.off('close', onCancel); } };
 }
+
+/**
+ * Sends the bytes of `source` (a file read from `offset`) as DataChunk messages with their
+ * offsets, with writeMessage's backpressure; stops quietly once `signal` fires.
+ */
+export async function writeChunks(call: ServerWritable, source: Readable, offset: number, signal: AbortSignal): Promise<void> {
+  let at = offset;
+  for await (const data of source.iterator({ destroyOnReturn: true })) {
+    if (signal.aborted) return;
+    await writeMessage(call, { offset: at, data: data as Buffer });
+    at += (data as Buffer).length;
+  }
+}

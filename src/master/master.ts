@@ -220,6 +220,7 @@ export class Master {
         nodeService = new NodeService({
           ...common,
           dataFiles,
+          removedData: dataStore,
           reportIntervalMs: opts.reportIntervalMs,
           tunnel: { subnet: parseSubnet(hub.subnetCidr), ...(hub.mesh ? { meshPeers: () => hub.meshPeers() } : {}) },
         });
@@ -229,7 +230,7 @@ export class Master {
         enrollServer.addService(SizeCappedEnrollService, new EnrollService({ store, auth, hub, clock, log }).handlers());
         tunnel = { hub, nodeServer, enrollServer, enrollListen, tls };
       } else {
-        nodeService = new NodeService({ ...common, dataFiles, reportIntervalMs: opts.reportIntervalMs });
+        nodeService = new NodeService({ ...common, dataFiles, removedData: dataStore, reportIntervalMs: opts.reportIntervalMs });
         server.addService(SizeCappedNodeService, nodeService.handlers());
       }
       const hub = tunnel?.hub;
@@ -237,6 +238,8 @@ export class Master {
         ...common,
         maxAttempts: opts.maxAttempts,
         maxInputArchiveBytes: opts.maxInputArchiveBytes,
+        data: dataStore,
+        maxDataBytes: opts.maxDataBytes,
         ...(joinToken ? { joinToken } : {}),
         ...(hub ? { onNodeRemoved: async () => { await hub.syncPeers(); await nodeService.broadcastMeshPeers(); } } : {}),
       });

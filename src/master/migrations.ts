@@ -102,6 +102,15 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX task_data_sha256 ON task_data(sha256);
   `,
+  // 5: data sets removed at the master, so that nodes still caching one are told to drop it
+  // (bounded: the most recent DATA_REMOVED_KEPT, see data-store.ts)
+  `
+  CREATE TABLE data_removed (
+    sha256 TEXT PRIMARY KEY,
+    removed_at INTEGER NOT NULL
+  );
+  CREATE INDEX data_removed_at ON data_removed(removed_at, sha256);
+  `,
 ];
 
 /** The master's schema for openSqlite. */

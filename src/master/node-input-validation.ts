@@ -3,10 +3,10 @@
 // InvalidArgumentError naming the field, what was sent and the bound, so the node's log says what
 // to fix; nothing is stored from a refused message. Every check is O(size of the message), and the
 // message size is capped before decoding (size-capped-services.ts).
-import type { Capacity, GpuInfo, NodeFacts, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { Capacity, DataCacheStatus, GpuInfo, NodeFacts, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { RunningTask, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 import {
-  CONTROL_CHARACTERS, CONTROL_CHARACTERS_EXCEPT_WHITESPACE, GPU_TEMPERATURE_RANGE_C, LABEL_KEY_PATTERN, MAX_CPU_CORES, MAX_DOCKER_MESSAGE_CHARS, MAX_FACT_CHARS, MAX_GPU_INDEX,
+  CONTROL_CHARACTERS, CONTROL_CHARACTERS_EXCEPT_WHITESPACE, MAX_CACHE_ENTRIES_REPORTED, GPU_TEMPERATURE_RANGE_C, LABEL_KEY_PATTERN, MAX_CPU_CORES, MAX_DOCKER_MESSAGE_CHARS, MAX_FACT_CHARS, MAX_GPU_INDEX,
   MAX_GPU_POWER_W, MAX_GPU_UUID_CHARS, MAX_GPUS, MAX_HOSTNAME_CHARS, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS,
   MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, cutUpdateMessage, heldTaskLimit,
 } from '../protocol/node-limits.js';
@@ -109,6 +109,20 @@ function checkTunnel(t: TunnelStatus): void {
   checkBytes('tunnel.tx_bytes', t.txBytes);
 }
 
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/** The node's data cache status: bounded count, digests, sizes. */
+function checkCache(c: DataCacheStatus): void {
+  checkCount('cache.held', c.held.length, MAX_CACHE_ENTRIES_REPORTED, 'entries');
+  c.held.forEach((h, i) => {
+    if (!DIGEST.test(h.sha256)) throw new InvalidArgumentError(`cache.held[${i}].sha256: ${excerpt(h.sha256)} is not "sha256:" and 64 lowercase hex digits`);
+    checkBytes(`cache.held[${i}].size`, h.size);
+  });
+  checkBytes('cache.budget_bytes', c.budgetBytes);
+  checkBytes('cache.free_bytes', c.freeBytes);
+  checkBytes('cache.evictable_bytes', c.evictableBytes);
+}
+
 /** One ResourceReport of a node with `maxTasks` registered slots. */
 export function validateReport(r: ResourceReport, maxTasks: number): void {
   checkNumber('cpu_percent', r.cpuPercent, 0, 100);
@@ -138,6 +152,7 @@ export function validateReport(r: ResourceReport, maxTasks: number): void {
   validateCapacity('free', r.free);
   checkText('lifecycle_state', r.lifecycleState, MAX_STATE_CHARS);
   if (r.tunnel) checkTunnel(r.tunnel);
+  if (r.cache) checkCache(r.cache);
 }
 
 /**
@@ -151,6 +166,10 @@ export function boundTaskUpdate(u: TaskUpdate): TaskUpdate {
   if (u.pull) {
     checkBytes('pull.current_bytes', u.pull.currentBytes);
     checkBytes('pull.total_bytes', u.pull.totalBytes);
+  }
+  if (u.data) {
+    checkBytes('data.received_bytes', u.data.receivedBytes);
+    checkBytes('data.total_bytes', u.data.totalBytes);
   }
   const o = u.outcome;
   if (o) {

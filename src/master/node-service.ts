@@ -19,7 +19,7 @@ import type {
 } from '../protocol/gen/hivemind/v1/node.js';
 import { MasterAuth } from './auth.js';
 import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
-import { callSignal, messagesOf, writeMessage } from './grpc-streams.js';
+import { callSignal, messagesOf, writeChunks } from './grpc-streams.js';
 import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
 import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../protocol/result-bound.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
@@ -30,6 +30,7 @@ import type { MasterServiceDeps } from './service-deps.js';
 import { CallRate } from './call-rate.js';
 import type { DataFiles } from './data-files.js';
 import { parseDigest } from '../protocol/data-rules.js';
+import { dropRemovedData } from './data-reclaim.js';
 import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, MAX_TASK_ID_CHARS, maxReportsPerMinute } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
 
@@ -39,6 +40,8 @@ export interface NodeServiceDeps extends MasterServiceDeps {
   reportIntervalMs: number;
   /** The data sets' bytes, served to nodes whose assigned tasks use them. */
   dataFiles: DataFiles;
+  /** Which of the digests a node holds were removed here (DataStore): the node is told to drop them. */
+  removedData: { removedAmong(sha256Hex: readonly string[]): string[] };
   /**
    * Tunnel mode: every call must come from the tunnel address of the node whose credential it
    * carries, so a credential replayed from elsewhere is refused.
@@ -164,8 +167,10 @@ export class NodeService {
         const cameBack = this.d.registry.onReport(node.id, r);
         this.d.store.recordReport(node.id, r, this.d.clock.now());
         if (cameBack) this.d.log.info({ nodeId: node.id }, 'node online');
+        dropRemovedData(node.id, r, this.d);
         this.d.tasks.scheduleSoon();
       }
+      // drop_data goes as a command (below): this ack comes only when the stream ends.
       cb(null, { lastSeq, dropData: [] });
     } catch (err) {
       cb(toServiceError(err));
@@ -231,14 +236,8 @@ export class NodeService {
       const task = this.d.tasks.requireCurrent(taskId, attempt, node.id);
       if (task.inputSize === 0) throw new PreconditionError(`task ${taskId} has no input`);
       if (offset > task.inputSize) throw new InvalidArgumentError(`offset ${offset} is past the end of the ${task.inputSize}-byte input of task ${taskId}`);
-      if (offset < task.inputSize) {
-        let at = offset;
-        for await (const data of this.d.blobs.readInput(taskId, offset, CHUNK_SIZE).iterator({ destroyOnReturn: true })) {
-          if (signal.aborted) return;
-          await writeMessage(call, { offset: at, data: data as Buffer });
-          at += (data as Buffer).length;
-        }
-      }
+      if (offset < task.inputSize) await writeChunks(call, this.d.blobs.readInput(taskId, offset, CHUNK_SIZE), offset, signal);
+      if (signal.aborted) return;
       call.end();
     } catch (err) {
       if (!signal.aborted) call.emit('error', toServiceError(err));
@@ -262,14 +261,8 @@ export class NodeService {
       const mount = task.spec.data.find((m) => m.sha256 === sha256 && !m.url);
       if (!mount) throw new InvalidArgumentError(`task ${taskId} mounts no data set ${sha256} from the master`);
       if (offset > mount.size) throw new InvalidArgumentError(`offset ${offset} is past the end of the ${mount.size}-byte data set ${sha256}`);
-      if (offset < mount.size) {
-        let at = offset;
-        for await (const data of this.d.dataFiles.read(hex, offset, CHUNK_SIZE).iterator({ destroyOnReturn: true })) {
-          if (signal.aborted) return;
-          await writeMessage(call, { offset: at, data: data as Buffer });
-          at += (data as Buffer).length;
-        }
-      }
+      if (offset < mount.size) await writeChunks(call, this.d.dataFiles.read(hex, offset, CHUNK_SIZE), offset, signal);
+      if (signal.aborted) return;
       call.end();
     } catch (err) {
       if (!signal.aborted) call.emit('error', toServiceError(err));

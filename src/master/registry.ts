@@ -3,9 +3,10 @@
 // reported free capacity, minus assignments the node's reports do not reflect yet.
 import type { Clock } from '../common/clock.js';
 import { nodeTimeoutMs } from '../config/defaults.js';
-import type { Capacity, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { Capacity, DataCacheStatus, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand } from '../protocol/gen/hivemind/v1/node.js';
 import type { NodeFree, SchedulableNode, TaskDemand } from './scheduler.js';
+import { missingBytes, type NodeCacheView } from './data-placement.js';
 
 /** Where commands for a node go (its open Subscribe stream). */
 export interface CommandSink {
@@ -16,6 +17,8 @@ export interface CommandSink {
 
 interface Pending {
   demand: TaskDemand;
+  /** Bytes of its data sets the node lacked when it was assigned: they take room until reported. */
+  dataBytes: number;
   /** When the node acknowledged the task (ACCEPTED or later); its next report reflects it. */
   acceptedAt?: number;
 }
@@ -28,6 +31,14 @@ interface Presence {
   accepting: boolean;
   sink: CommandSink | undefined;
   pending: Map<string, Pending>;
+  /** The data cache of the latest report (its held digests as a Set, built once per report). */
+  cache: { held: ReadonlySet<string>; room: number } | undefined;
+}
+
+/** A report's cache status as the scheduler reads it: held digests in a Set, room = free + evictable. */
+export function cacheView(c: DataCacheStatus | undefined): { held: ReadonlySet<string>; room: number } | undefined {
+  if (!c) return undefined;
+  return { held: new Set(c.held.map((h) => h.sha256)), room: c.freeBytes + c.evictableBytes };
 }
 
 export class NodeRegistry {
@@ -43,7 +54,7 @@ export class NodeRegistry {
   private entry(nodeId: string, label?: string): Presence {
     let p = this.nodes.get(nodeId);
     if (!p) {
-      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map() };
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined };
       this.nodes.set(nodeId, p);
     }
     if (label) p.label = label;
@@ -78,6 +89,7 @@ export class NodeRegistry {
   onReport(nodeId: string, report: ResourceReport): boolean {
     const cameBack = this.seen(nodeId);
     this.updateCapacity(nodeId, report.free, report.accepting, report.tasks.map((t) => t.taskId));
+    this.entry(nodeId).cache = cacheView(report.cache);
     return cameBack;
   }
 
@@ -96,7 +108,14 @@ export class NodeRegistry {
 
   /** Records an assignment the node's reported capacity does not show yet. */
   addPending(nodeId: string, taskId: string, demand: TaskDemand): void {
-    this.entry(nodeId).pending.set(taskId, { demand });
+    const p = this.entry(nodeId);
+    const dataBytes = demand.data?.length && p.cache ? missingBytes(demand.data, p.cache.held) : 0;
+    p.pending.set(taskId, { demand, dataBytes });
+  }
+
+  /** Digests the node reported holding in its latest report (empty without a cache). */
+  heldData(nodeId: string): ReadonlySet<string> {
+    return this.nodes.get(nodeId)?.cache?.held ?? new Set();
   }
 
   markAccepted(nodeId: string, taskId: string): void {
@@ -158,13 +177,20 @@ export class NodeRegistry {
         gpus: p.free.gpuIndexes.length,
         taskSlots: p.free.taskSlots,
       };
-      for (const { demand } of p.pending.values()) {
+      let cache: NodeCacheView | undefined = p.cache;
+      for (const { demand, dataBytes } of p.pending.values()) {
         free.cpus -= demand.cpus;
         free.memoryBytes -= demand.memoryBytes;
         free.gpus -= demand.gpus;
         free.taskSlots -= 1;
+        if (cache && demand.data?.length) {
+          // A copy only while tasks with data are pending; otherwise the report's own Set is used.
+          const coming = new Set(cache.coming);
+          for (const d of demand.data) coming.add(d.sha256);
+          cache = { held: cache.held, room: cache.room - dataBytes, coming };
+        }
       }
-      out.push({ nodeId, label: p.label, free, accepting: p.accepting });
+      out.push({ nodeId, label: p.label, free, accepting: p.accepting, ...(cache ? { cache } : {}) });
     }
     return out;
   }

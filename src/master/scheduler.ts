@@ -2,12 +2,15 @@
 // online nodes in, assignments and a human reason for every task left in the queue out.
 import { formatBytes } from '../common/units.js';
 import type { TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { dataNeedsOf, explainData, heldBytes, missingBytes, type DataNeed, type NodeCacheView } from './data-placement.js';
 
 export interface TaskDemand {
   /** 0 = no explicit limit: the node applies its default, so only a slot is needed. */
   cpus: number;
   memoryBytes: number;
   gpus: number;
+  /** The data sets it mounts, each digest once; absent or empty without data. */
+  data?: readonly DataNeed[];
 }
 
 export interface QueuedTask {
@@ -32,6 +35,8 @@ export interface SchedulableNode {
   free: NodeFree;
   /** False while the node drains or is paused. */
   accepting: boolean;
+  /** Its data cache; absent when the node reports none (it cannot take a task with data). */
+  cache?: NodeCacheView;
 }
 
 export interface Assignment {
@@ -50,6 +55,7 @@ export function demandOf(spec: TaskSpec): TaskDemand {
     cpus: spec.limits?.cpus ?? 0,
     memoryBytes: spec.limits?.memoryBytes ?? 0,
     gpus: spec.limits?.gpus ?? 0,
+    data: dataNeedsOf(spec),
   };
 }
 
@@ -71,6 +77,8 @@ function explain(task: QueuedTask, nodes: SchedulableNode[]): string {
   const largest = (pick: (f: NodeFree) => number): SchedulableNode =>
     nodes.reduce((best, n) => (pick(n.free) > pick(best.free) ? n : best));
   if (nodes.every((n) => n.free.taskSlots < 1)) return 'every online node is at its task limit';
+  const data = explainData(d.data ?? [], nodes);
+  if (data) return data;
   if (!nodes.some((n) => n.free.cpus >= d.cpus)) {
     const b = largest((f) => f.cpus);
     return `needs ${fmtCpus(d.cpus)} CPUs; largest free: node ${b.label} with ${fmtCpus(b.free.cpus)}`;
@@ -83,17 +91,32 @@ function explain(task: QueuedTask, nodes: SchedulableNode[]): string {
     const b = largest((f) => f.gpus);
     return `needs ${plural(d.gpus, 'GPU')}; largest free: node ${b.label} with ${b.free.gpus}`;
   }
-  return `no single node has ${fmtCpus(d.cpus)} CPUs, ${formatBytes(d.memoryBytes)} memory, ${plural(d.gpus, 'GPU')} and a free task slot at once`;
+  return `no single node has ${fmtCpus(d.cpus)} CPUs, ${formatBytes(d.memoryBytes)} memory, ${plural(d.gpus, 'GPU')}${d.data?.length ? ', room for its data sets' : ''} and a free task slot at once`;
+}
+
+/** A node's cache during one pass: what it reported, plus what tasks placed in this pass will fetch. */
+interface PassCache {
+  held: ReadonlySet<string>;
+  room: number;
+  coming: Set<string>;
+}
+
+function dataFits(needs: readonly DataNeed[], cache: PassCache | undefined): boolean {
+  if (needs.length === 0) return true;
+  return cache !== undefined && missingBytes(needs, cache.held, cache.coming) <= cache.room;
 }
 
 /**
- * Places tasks in submission order. Each task goes to the fitting node with the most free task
- * slots, then the most free CPUs (spreading load), then the smallest id (determinism); that
- * node's free capacity shrinks before the next task is considered. A task that fits nowhere
+ * Places tasks in submission order. Each task goes to the fitting node holding the most bytes of
+ * its data sets (no fetch beats any spread), then the most free task slots, then the most free
+ * CPUs (spreading load), then the smallest id (determinism); that node's free capacity (and the
+ * room of its data cache) shrinks before the next task is considered. A task that fits nowhere
  * stays queued with its reason and does not block smaller tasks behind it.
  */
 export function placeTasks(queued: readonly QueuedTask[], nodes: readonly SchedulableNode[]): Placement {
   const free = new Map(nodes.map((n) => [n.nodeId, { ...n.free }]));
+  const caches = new Map<string, PassCache>();
+  for (const n of nodes) if (n.cache) caches.set(n.nodeId, { held: n.cache.held, room: n.cache.room, coming: new Set(n.cache.coming) });
   const live = (): SchedulableNode[] => nodes.map((n) => ({ ...n, free: free.get(n.nodeId)! }));
   const out: Placement = { assignments: [], unplaced: [] };
   for (const task of queued) {
@@ -112,13 +135,20 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
       out.unplaced.push({ taskId: task.id, reason: `rejected by every accepting node (${accepting.map((n) => n.label).join(', ')})` });
       continue;
     }
-    const fitting = candidates.filter((n) => fits(task.demand, n.free));
+    const needs = task.demand.data ?? [];
+    const fitting = candidates.filter((n) => fits(task.demand, n.free) && dataFits(needs, caches.get(n.nodeId)));
     if (fitting.length === 0) {
-      out.unplaced.push({ taskId: task.id, reason: explain(task, candidates) });
+      out.unplaced.push({ taskId: task.id, reason: explain(task, candidates.map((n) => ({ ...n, cache: caches.get(n.nodeId) }))) });
       continue;
     }
-    fitting.sort((a, b) => b.free.taskSlots - a.free.taskSlots || b.free.cpus - a.free.cpus || (a.nodeId < b.nodeId ? -1 : 1));
+    const held = (n: SchedulableNode): number => (needs.length === 0 ? 0 : heldBytes(needs, caches.get(n.nodeId)!.held));
+    fitting.sort((a, b) => held(b) - held(a) || b.free.taskSlots - a.free.taskSlots || b.free.cpus - a.free.cpus || (a.nodeId < b.nodeId ? -1 : 1));
     const chosen = fitting[0]!;
+    const cache = caches.get(chosen.nodeId);
+    if (cache && needs.length > 0) {
+      cache.room -= missingBytes(needs, cache.held, cache.coming);
+      for (const d of needs) cache.coming.add(d.sha256);
+    }
     const f = free.get(chosen.nodeId)!;
     f.taskSlots -= 1;
     f.cpus -= task.demand.cpus;

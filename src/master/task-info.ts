@@ -3,8 +3,10 @@
 import { TaskEvent, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 import { summarise } from './admin-listing.js';
 import type { TaskEventRow, TaskRow } from './master-store.js';
+import type { DataProgress } from '../protocol/gen/hivemind/v1/common.js';
 
-export function toTaskInfo(t: TaskRow, events: readonly TaskEventRow[] = []): TaskInfo {
+/** `dataProgress`: the node's latest word on fetching the task's data sets (only while ACCEPTED). */
+export function toTaskInfo(t: TaskRow, events: readonly TaskEventRow[] = [], dataProgress?: DataProgress): TaskInfo {
   return {
     taskId: t.id,
     spec: t.spec,
@@ -22,6 +24,7 @@ export function toTaskInfo(t: TaskRow, events: readonly TaskEventRow[] = []): Ta
     cancelRequested: t.cancelRequested,
     events: events.map((e): TaskEvent => ({ state: e.state, atMs: e.at, nodeId: e.nodeId ?? '', attempt: e.attempt, message: e.message })),
     truncated: false,
+    dataProgress,
   };
 }
 

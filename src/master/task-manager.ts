@@ -14,6 +14,8 @@ import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import { demandOf, placeTasks } from './scheduler.js';
 import { decideNodeUpdate, isNodeLiveState, stateName } from './task-transitions.js';
+import { DataProgressBoard } from './data-progress.js';
+import type { DataProgress } from '../protocol/gen/hivemind/v1/common.js';
 
 function nodeLabel(n: Pick<NodeRow, 'id' | 'name'>): string {
   return n.name && n.name !== n.id ? `${n.name} (${n.id.slice(0, 8)})` : n.id.slice(0, 8);
@@ -24,6 +26,8 @@ export class TaskManager {
   private closed = false;
   /** Open result uploads per task, so that giving up an attempt can abort its upload. */
   private readonly uploads = new Map<string, { attempt: number; abort: () => void }>();
+  /** What nodes said of their fetching of each task's data sets (TaskInfo.data_progress). */
+  private readonly progress = new DataProgressBoard();
 
   constructor(
     private readonly store: MasterStore,
@@ -35,7 +39,14 @@ export class TaskManager {
   ) {}
 
   private changed(t: TaskRow | undefined): void {
-    if (t) this.events.emit('task', t);
+    if (!t) return;
+    this.progress.note(t.id, t.state, undefined);
+    this.events.emit('task', t);
+  }
+
+  /** The latest data progress of a task, while it is ACCEPTED (fetching data). */
+  dataProgressOf(t: Pick<TaskRow, 'id' | 'state'>): DataProgress | undefined {
+    return this.progress.of(t.id, t.state);
   }
 
   /** Runs placement soon, once, however many triggers arrive in the same tick. */
@@ -169,6 +180,7 @@ export class TaskManager {
         if (u.state === TaskState.TASK_STATE_RUNNING && t.startedAt === null) t.startedAt = now;
         return stateChanged ? ev(u.state, u.message) : null;
       });
+      if (saved) this.progress.note(saved.id, saved.state, u.data);
       this.registry.markAccepted(node.id, task.id);
     } else if (isTerminal(u.state)) {
       const outcome = TaskOutcome.fromPartial(u.outcome ?? {});

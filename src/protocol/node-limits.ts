@@ -11,7 +11,8 @@ const KiB = 1024;
  * only defence. Every valid message fits well inside these.
  */
 export const MAX_REGISTER_BYTES = 128 * KiB;
-export const MAX_REPORT_BYTES = 128 * KiB;
+/** A report listing MAX_CACHE_ENTRIES_REPORTED cache entries (~82 bytes each) and every other list at its bound fits. */
+export const MAX_REPORT_BYTES = 512 * KiB;
 export const MAX_SUBSCRIBE_BYTES = 64 * KiB;
 export const MAX_UPDATE_BYTES = 64 * KiB;
 
@@ -33,6 +34,12 @@ export function heldTaskLimit(maxTasks: number): number {
   const slots = maxTasks > 0 ? Math.min(maxTasks, MAX_TASK_SLOTS) : SLOTS_WHEN_UNDECLARED;
   return slots * HELD_TASKS_PER_SLOT + HELD_TASKS_MARGIN;
 }
+
+/**
+ * Entries of the node's data cache a report lists (ResourceReport.cache.held), most recently used
+ * first: a node holding more lists these; the master places by them and reclaims removed ones.
+ */
+export const MAX_CACHE_ENTRIES_REPORTED = 4096;
 
 /** Task ids are issued by the master (16 hex digits); anything longer is not one of ours. */
 export const MAX_TASK_ID_CHARS = 64;

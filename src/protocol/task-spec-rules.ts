@@ -4,6 +4,7 @@
 import { InvalidTaskError } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
 import { TaskSpec } from './gen/hivemind/v1/common.js';
+import { checkDataMounts } from './data-mount-rules.js';
 
 /** The bounds of a task spec. Every limit field is 0 for "the node's default". */
 export const SPEC_LIMITS = {
@@ -142,6 +143,7 @@ export function checkTaskSpec(spec: TaskSpec): void {
     checkCount('spec.limits.timeout_ms', l.timeoutMs, 1, SPEC_LIMITS.maxTimeoutMs);
   }
   checkCount('spec.max_output_bytes', spec.maxOutputBytes, 1, SPEC_LIMITS.maxOutputBytes, formatBytes);
+  checkDataMounts(spec.data ?? []);
   // Last: the fields are then known to be encodable (the encoder throws on a fractional uint32).
   const size = TaskSpec.encode(spec).finish().length;
   if (size > SPEC_LIMITS.maxSpecBytes) {

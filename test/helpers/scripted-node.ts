@@ -3,9 +3,12 @@
 import { createHash } from 'node:crypto';
 import { credentials, type ClientReadableStream, type Metadata } from '@grpc/grpc-js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
-import type { Capacity, ResourceReport, TaskOutcome, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import type { Capacity, DataCacheStatus, DataChunk, DataProgress, ResourceReport, TaskOutcome, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { NodeServiceClient, type NodeCommand, type RegisterResponse, type TaskAssignment, type TaskUpdateAck, type UploadResultResponse } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { CHUNK_SIZE } from '../../src/protocol/transport.js';
+
+type Command = NonNullable<NodeCommand['command']>;
+type CommandValue<K extends Command['$case']> = Extract<Command, { $case: K }> extends { value: infer V } ? V : never;
 
 const FREE: Capacity = { cpus: 4, memoryBytes: 8 * 1024 ** 3, gpuIndexes: [], taskSlots: 2 };
 
@@ -36,34 +39,58 @@ export class ScriptedNode {
     );
   }
 
-  /** Reports capacity and subscribes, so the master assigns tasks to this node. */
-  online(): void {
-    const report = this.client.report(this.md!, () => undefined);
+  /**
+   * One report on a stream of its own, ended at once; resolves with how the master answered the
+   * stream (its ack, or the error a bad report ends it with).
+   */
+  report(opts: { free?: Capacity; cache?: DataCacheStatus } = {}): Promise<Error | undefined> {
     const r: ResourceReport = {
-      seq: 1, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0,
-      netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: FREE, lifecycleState: 'connected', accepting: true,
+      seq: ++this.seq, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0,
+      netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: opts.free ?? FREE, lifecycleState: 'connected', accepting: true,
+      ...(opts.cache ? { cache: opts.cache } : {}),
     };
-    report.write(r);
-    report.end();
-    this.sub = this.client.subscribe({ running: [], free: FREE, accepting: true }, this.md!);
+    return new Promise((resolve) => {
+      const call = this.client.report(this.md!, (err) => resolve(err ?? undefined));
+      call.write(r);
+      call.end();
+    });
+  }
+
+  /** Reports capacity (and a data cache, if given) and subscribes, so the master assigns tasks to this node. */
+  online(opts: { free?: Capacity; cache?: DataCacheStatus } = {}): void {
+    void this.report(opts);
+    const free = opts.free ?? FREE;
+    this.sub = this.client.subscribe({ running: [], free, accepting: true }, this.md!);
     this.sub.on('data', (c: NodeCommand) => this.commands.push(c));
     this.sub.on('error', () => undefined);
   }
 
-  async nextAssignment(timeoutMs = 10_000): Promise<TaskAssignment> {
+  /** The next command of a kind from the command stream (others before it are skipped). */
+  async nextCommand<K extends Command['$case']>(kind: K, timeoutMs = 10_000): Promise<CommandValue<K>> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const c = this.commands.shift();
-      if (c?.command?.$case === 'assign') return c.command.value;
-      if (Date.now() > deadline) throw new Error('no assignment from the master');
-      await new Promise((r) => setTimeout(r, 25));
+      const c = this.commands.shift()?.command;
+      if (c?.$case === kind) return c.value as CommandValue<K>;
+      if (Date.now() > deadline) throw new Error(`no ${kind} command from the master`);
+      if (!c) await new Promise((r) => setTimeout(r, 25));
     }
   }
 
-  update(taskId: string, attempt: number, state: TaskState, message = '', outcome?: TaskOutcome): Promise<TaskUpdateAck> {
+  nextAssignment(timeoutMs = 10_000): Promise<TaskAssignment> {
+    return this.nextCommand('assign', timeoutMs);
+  }
+
+  update(taskId: string, attempt: number, state: TaskState, message = '', outcome?: TaskOutcome, data?: DataProgress): Promise<TaskUpdateAck> {
     return new Promise((resolve, reject) =>
-      this.client.updateTask({ taskId, attempt, seq: ++this.seq, state, message, atMs: Date.now(), outcome, pull: undefined, accepting: true }, this.md!, (e, r) => (e ? reject(e) : resolve(r))),
+      this.client.updateTask({ taskId, attempt, seq: ++this.seq, state, message, atMs: Date.now(), outcome, pull: undefined, accepting: true, data }, this.md!, (e, r) => (e ? reject(e) : resolve(r))),
     );
+  }
+
+  /** A data set of an assigned task through DownloadData, whole. */
+  async downloadData(taskId: string, attempt: number, sha256: string, offset = 0): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const c of this.client.downloadData({ taskId, attempt, sha256, offset }, this.md!)) parts.push((c as DataChunk).data);
+    return Buffer.concat(parts);
   }
 
   /** Uploads `data` as the attempt's result; returns its size and sha256 for the outcome. */

@@ -13,6 +13,7 @@ import { AdminClient, MasterCallError } from '../../src/client/admin-client.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { Master, type MasterOptions } from '../../src/master/master.js';
 import { resultArchiveBound } from '../../src/protocol/result-bound.js';
+import { MAX_REPORT_BYTES } from '../../src/protocol/node-limits.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import {
   LogChunk as LogChunkCodec, LogStream, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
@@ -1069,7 +1070,8 @@ test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts a
     call.end();
   });
   check('a report with 200,000 GPU entries', await reportOnce({ gpus }), status.RESOURCE_EXHAUSTED, /^Received message larger than max \(\d+ vs 1048576\)$/);
-  check('a report with 20,000 GPU entries', await reportOnce({ gpus: gpus.slice(0, 20_000) }), status.INVALID_ARGUMENT, /^Report: the message is \d+ bytes, over the limit of 131072 bytes; it was not read$/);
+  // Over the report cap (room for a full data cache listing), under the 1 MiB receive cap.
+  check('a report with 50,000 GPU entries', await reportOnce({ gpus: gpus.slice(0, 50_000) }), status.INVALID_ARGUMENT, new RegExp(`^Report: the message is \\d+ bytes, over the limit of ${MAX_REPORT_BYTES} bytes; it was not read$`));
   check('a report with 65 GPU entries', await reportOnce({ gpus: gpus.slice(0, 65) }), status.INVALID_ARGUMENT, /^gpus: 65 GPU entries, over the limit of 64$/);
   check('a report with a NaN CPU load', await reportOnce({ cpuPercent: Number.NaN }), status.INVALID_ARGUMENT, /^cpu_percent: NaN is not a finite number$/);
 

@@ -7,13 +7,13 @@ import { toServiceError } from '../../src/protocol/grpc-errors.js';
 import { status } from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../../src/master/master-errors.js';
 import { CallRate, RateLimitedError } from '../../src/master/call-rate.js';
-import { validateCapacity, validateRegistration, validateReport, validateRunningList } from '../../src/master/node-input-validation.js';
+import { boundTaskUpdate, validateCapacity, validateRegistration, validateReport, validateRunningList } from '../../src/master/node-input-validation.js';
 import { SizeCappedEnrollService, SizeCappedNodeService, assertWithinSize } from '../../src/master/size-capped-services.js';
-import { NodeFacts, ResourceReport, type GpuInfo, type GpuUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { NodeFacts, ResourceReport, type DataCacheStatus, type GpuInfo, type GpuUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { EnrollRequest } from '../../src/protocol/gen/hivemind/v1/enroll.js';
-import { RegisterRequest, SubscribeRequest } from '../../src/protocol/gen/hivemind/v1/node.js';
+import { RegisterRequest, SubscribeRequest, TaskUpdate } from '../../src/protocol/gen/hivemind/v1/node.js';
 import {
-  MAX_DOCKER_MESSAGE_CHARS, MAX_GPUS, MAX_LABELS, MAX_REPORT_BYTES, MAX_SUBSCRIBE_BYTES, heldTaskLimit,
+  MAX_CACHE_ENTRIES_REPORTED, MAX_DOCKER_MESSAGE_CHARS, MAX_GPUS, MAX_LABELS, MAX_REPORT_BYTES, MAX_SUBSCRIBE_BYTES, heldTaskLimit,
 } from '../../src/protocol/node-limits.js';
 import { buildReport } from '../../src/worker/resources/report-builder.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
@@ -124,7 +124,7 @@ test('node messages over their size cap are not decoded; the handler refuses the
   refused('a 3.5 MB Subscribe', () => assertWithinSize(msg), new RegExp(`^Subscribe: the message is ${big.length} bytes, over the limit of ${MAX_SUBSCRIBE_BYTES} bytes; it was not read$`));
 
   const gpus = Buffer.from(ResourceReport.encode(report({ gpus: Array.from({ length: 200_000 }, (_, i) => usage(i)) })).finish());
-  refused('a report of 200,000 GPU entries (bytes)', () => assertWithinSize(SizeCappedNodeService.report.requestDeserialize(gpus)), /^Report: the message is \d+ bytes, over the limit of 131072 bytes/);
+  refused('a report of 200,000 GPU entries (bytes)', () => assertWithinSize(SizeCappedNodeService.report.requestDeserialize(gpus)), new RegExp(`^Report: the message is \\d+ bytes, over the limit of ${MAX_REPORT_BYTES} bytes`));
   const labels = new Map(Array.from({ length: 1200 }, (_, i) => [`k${i}`, 'v'.repeat(2048)]));
   const reg = Buffer.from(RegisterRequest.encode({ name: 'n', facts: facts({ labels }) }).finish());
   const regMsg = SizeCappedNodeService.register.requestDeserialize(reg);
@@ -171,4 +171,23 @@ test('the worker keeps its docker message inside what the master accepts', () =>
   });
   assert.equal(r.dockerMessage.length, MAX_DOCKER_MESSAGE_CHARS);
   validateReport(r, 2);
+});
+
+test('cache reports are bounded: entries, digests, sizes; the largest valid one fits the report cap', () => {
+  const A = `sha256:${'a'.repeat(64)}`;
+  const cacheStatus = (held: string[], free: number, evictable: number): DataCacheStatus => ({ held: held.map((sha256) => ({ sha256, size: 1 })), budgetBytes: 2 ** 40, freeBytes: free, evictableBytes: evictable });
+  const rep = (c: DataCacheStatus) => report({ cache: c });
+  const many = (n: number) => Array.from({ length: n }, (_, i) => `sha256:${i.toString(16).padStart(64, '0')}`);
+  const largest = rep(cacheStatus(many(MAX_CACHE_ENTRIES_REPORTED), 2 ** 50, 2 ** 50));
+  largest.cache!.held.forEach((h) => (h.size = 2 ** 52));
+  validateReport(largest, 4);
+  assert.ok(ResourceReport.encode(largest).finish().length <= MAX_REPORT_BYTES, 'the largest valid cache report is under the size cap');
+  refused('a cache report of 4097 entries', () => validateReport(rep(cacheStatus(many(MAX_CACHE_ENTRIES_REPORTED + 1), 0, 0)), 4), /^cache\.held: 4097 entries, over the limit of 4096$/);
+  refused('a cache entry that is no digest', () => validateReport(rep(cacheStatus([A, 'sha256:../../etc'], 0, 0)), 4), /^cache\.held\[1\]\.sha256: "sha256:\.\.\/\.\.\/etc" is not "sha256:" and 64 lowercase hex digits$/);
+  refused('a cache entry of an upper-case digest', () => validateReport(rep(cacheStatus([A.toUpperCase()], 0, 0)), 4), /cache\.held\[0\]\.sha256/);
+  const bad = cacheStatus([A], 0, 0);
+  bad.held[0]!.size = 2 ** 60;
+  refused('a cache entry of 2^60 bytes', () => validateReport(rep(bad), 4), /^cache\.held\[0\]\.size: \d+ is outside 0\.\.9007199254740991$/);
+  refused('a cache with an unsafe free size', () => validateReport(rep(cacheStatus([], 2 ** 60, 0)), 4), /^cache\.free_bytes: /);
+  refused('data progress of 2^60 bytes', () => boundTaskUpdate(TaskUpdate.fromPartial({ taskId: 't', data: { receivedBytes: 2 ** 60, totalBytes: 1 } })), /^data\.received_bytes: /);
 });

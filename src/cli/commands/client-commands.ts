@@ -18,12 +18,44 @@ import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateNam
 import { printJson, type CliContext } from '../cli-context.js';
 import { terminalSafe } from '../terminal-text.js';
 import { validateTaskSpec } from '../../master/spec-validation.js';
+import { DataClient } from '../../client/data-client.js';
+import { checkMountPath } from '../../protocol/data-mount-rules.js';
+import { DATA_FLAG_FORM, parseDataFlag, type DataFlag } from '../data-mount-flag.js';
+import type { DataMount } from '../../protocol/gen/hivemind/v1/common.js';
 
 type Ctx = () => CliContext;
 
+function clientConfig(ctx: CliContext, opts: { master?: string; adminToken?: string }) {
+  return compileClientConfig({ file: ctx.file, filePath: ctx.filePath, fileText: ctx.fileText, env: ctx.env, flags: { master: opts.master, adminToken: opts.adminToken } });
+}
+
 function connect(ctx: CliContext, opts: { master?: string; adminToken?: string }): AdminClient {
-  const c = compileClientConfig({ file: ctx.file, filePath: ctx.filePath, fileText: ctx.fileText, env: ctx.env, flags: { master: opts.master, adminToken: opts.adminToken } });
+  const c = clientConfig(ctx, opts);
   return AdminClient.connect(c.master, c.adminToken);
+}
+
+/**
+ * The spec's data mounts from the --data flags: names are resolved to digests at the master (one
+ * GetDataInfo each), so the spec names exactly the bytes the user meant even if the name moves.
+ */
+async function resolveDataFlags(ctx: CliContext, opts: { master?: string; adminToken?: string }, flags: readonly DataFlag[]): Promise<DataMount[]> {
+  if (!flags.some((f) => 'name' in f)) return flags.map((f) => (f as { mount: DataMount }).mount);
+  const c = clientConfig(ctx, opts);
+  const client = DataClient.connect(c.master, c.adminToken);
+  try {
+    const out: DataMount[] = [];
+    for (const f of flags) {
+      if ('mount' in f) {
+        out.push(f.mount);
+        continue;
+      }
+      const info = await client.info(f.name);
+      out.push({ sha256: info.sha256, path: f.path, size: info.size, kind: info.kind, url: '' });
+    }
+    return out;
+  } finally {
+    client.close();
+  }
 }
 
 async function withClient<T>(ctx: CliContext, opts: { master?: string; adminToken?: string }, fn: (c: AdminClient) => Promise<T>): Promise<T> {
@@ -114,12 +146,22 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
       .option('--max-output <size>', 'cap on /output (e.g. 1g)')
       .option('--input <dir>', 'directory to send as /input')
       .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+      .option(
+        '--data <REF:/path>',
+        `mount a data set read-only at /path (repeatable): ${DATA_FLAG_FORM}; a name is a data set of \`hivemind data put\`, a url is fetched by the node and checked against its sha256`,
+        (v: string, acc: string[]) => [...acc, v],
+        [] as string[],
+      )
       .option('--wait', 'wait for the task and exit with its outcome')
       .option('--json', 'print JSON')
       .argument('[command...]', 'command and arguments (after --)'),
   ).action(async (command: string[], o) => {
     const c = ctx();
     const spec = buildSpec(o.image, command, o);
+    const dataFlags = (o.data as string[]).map(parseDataFlag);
+    // The paths are checked before any name is looked up; the names then become digests.
+    dataFlags.forEach((f, i) => checkMountPath('mount' in f ? f.mount.path : f.path, `spec.data[${i}].path`));
+    spec.data = await resolveDataFlags(c, o, dataFlags);
     // The master's own check (and so every node's rules) here first: a precise message before
     // anything is packed or sent (a spec of megabytes would otherwise only meet the size limit).
     validateTaskSpec(spec);
