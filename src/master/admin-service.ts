@@ -3,7 +3,7 @@
 // nodes and enrollment tokens. Every call needs the admin token.
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import type { sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
+import type { sendUnaryData, ServerReadableStream, ServerWritableStream } from '@grpc/grpc-js';
 import { echoValue } from '../common/echo-value.js';
 import { NodeRemovedError, NotFoundError } from '../common/errors.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
@@ -28,6 +28,7 @@ import { DEFAULT_MAX_INPUT_BYTES } from '../protocol/result-bound.js';
 import { formatBytes } from '../common/units.js';
 import { resolveTaskData, type HeldDataLookup } from './task-data-mounts.js';
 import { parseDigest } from '../protocol/data-rules.js';
+import { adminUnary } from './admin-unary.js';
 
 export interface AdminServiceDeps extends MasterServiceDeps {
   /** The data sets the master holds, and the references of tasks to them (DataStore). */
@@ -74,14 +75,7 @@ export class AdminService {
   }
 
   private unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
-    return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
-      Promise.resolve()
-        .then(() => {
-          this.d.auth.checkAdmin(call.metadata);
-          return fn(call.request);
-        })
-        .then((res) => cb(null, res), (err: unknown) => cb(toServiceError(err)));
-    };
+    return adminUnary(this.d.auth, fn);
   }
 
   private streaming<Req, Res>(fn: (call: ServerWritableStream<Req, Res>, signal: AbortSignal) => Promise<void>) {

@@ -1,7 +1,7 @@
 // The gRPC handlers of DataService (what `hivemind data put | ls | get | rm` call): resumable,
 // verified, bounded uploads of content-addressed data sets, listings, downloads and removal that
 // is refused while a live task references the data set. Every call needs the admin token.
-import type { sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
+import type { sendUnaryData, ServerReadableStream, ServerWritableStream } from '@grpc/grpc-js';
 import type { Clock } from '../common/clock.js';
 import { errorMessage, NotFoundError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -21,6 +21,7 @@ import type { DataFiles } from './data-files.js';
 import type { DataSetRow, DataStore } from './data-store.js';
 import { callSignal, messagesOf, writeChunks } from './grpc-streams.js';
 import { PreconditionError, ResourceExhaustedError } from './master-errors.js';
+import { adminUnary } from './admin-unary.js';
 
 export interface DataServiceDeps {
   store: DataStore;
@@ -67,14 +68,7 @@ export class DataService {
   }
 
   private unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res) {
-    return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
-      Promise.resolve()
-        .then(() => {
-          this.d.auth.checkAdmin(call.metadata);
-          return fn(call.request);
-        })
-        .then((res) => cb(null, res), (err: unknown) => cb(toServiceError(err)));
-    };
+    return adminUnary(this.d.auth, fn);
   }
 
   /** The data set a name or digest refers to. */

@@ -10,7 +10,6 @@ import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.j
 import { formatBytes } from '../common/units.js';
 import { readBearer } from '../protocol/auth-metadata.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
-import { CHUNK_SIZE } from '../protocol/transport.js';
 import { NodeFacts, TaskState, type DataChunk, type LogChunk, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type {
   DownloadDataRequest, DownloadInputRequest, NodeCommand, NodeServiceServer, PushLogsAck, RegisterRequest, RegisterResponse, ReportAck,
@@ -29,7 +28,7 @@ import { receiveTrailedUpload } from './trailed-upload.js';
 import type { MasterServiceDeps } from './service-deps.js';
 import { CallRate } from './call-rate.js';
 import type { DataFiles } from './data-files.js';
-import { parseDigest } from '../protocol/data-rules.js';
+import { dataSource, inputSource, type DownloadSource } from './node-downloads.js';
 import { dropRemovedData } from './data-reclaim.js';
 import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, MAX_TASK_ID_CHARS, maxReportsPerMinute } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
@@ -228,40 +227,20 @@ export class NodeService {
     return ack;
   }
 
-  private async downloadInput(call: ServerWritableStream<DownloadInputRequest, DataChunk>): Promise<void> {
-    const { signal, dispose } = callSignal(call);
-    try {
-      const node = this.nodeOf(call);
-      const { taskId, attempt, offset } = call.request;
-      const task = this.d.tasks.requireCurrent(taskId, attempt, node.id);
-      if (task.inputSize === 0) throw new PreconditionError(`task ${taskId} has no input`);
-      if (offset > task.inputSize) throw new InvalidArgumentError(`offset ${offset} is past the end of the ${task.inputSize}-byte input of task ${taskId}`);
-      if (offset < task.inputSize) await writeChunks(call, this.d.blobs.readInput(taskId, offset, CHUNK_SIZE), offset, signal);
-      if (signal.aborted) return;
-      call.end();
-    } catch (err) {
-      if (!signal.aborted) call.emit('error', toServiceError(err));
-    } finally {
-      dispose();
-    }
+  private downloadInput(call: ServerWritableStream<DownloadInputRequest, DataChunk>): Promise<void> {
+    return this.serveChunks(call, (node) => inputSource(this.d.tasks, this.d.blobs, node.id, call.request));
   }
 
-  /**
-   * A data set's bytes, only for the current attempt of a task assigned to the asking node and
-   * only a data set that task mounts from the master: a node cannot read other data through it.
-   */
-  private async downloadData(call: ServerWritableStream<DownloadDataRequest, DataChunk>): Promise<void> {
+  private downloadData(call: ServerWritableStream<DownloadDataRequest, DataChunk>): Promise<void> {
+    return this.serveChunks(call, (node) => dataSource(this.d.tasks, this.d.dataFiles, node.id, call.request, requireUnfinished));
+  }
+
+  /** Streams what `open` allows the asking node, in chunks from its offset; a refusal is the call's status. */
+  private async serveChunks<Req>(call: ServerWritableStream<Req, DataChunk>, open: (node: NodeRow) => DownloadSource): Promise<void> {
     const { signal, dispose } = callSignal(call);
     try {
-      const node = this.nodeOf(call);
-      const { taskId, attempt, sha256, offset } = call.request;
-      const task = this.d.tasks.requireCurrent(taskId, attempt, node.id);
-      requireUnfinished(task);
-      const hex = parseDigest(sha256, 'sha256');
-      const mount = task.spec.data.find((m) => m.sha256 === sha256 && !m.url);
-      if (!mount) throw new InvalidArgumentError(`task ${taskId} mounts no data set ${sha256} from the master`);
-      if (offset > mount.size) throw new InvalidArgumentError(`offset ${offset} is past the end of the ${mount.size}-byte data set ${sha256}`);
-      if (offset < mount.size) await writeChunks(call, this.d.dataFiles.read(hex, offset, CHUNK_SIZE), offset, signal);
+      const src = open(this.nodeOf(call));
+      if (src.offset < src.size) await writeChunks(call, src.read(), src.offset, signal);
       if (signal.aborted) return;
       call.end();
     } catch (err) {
