@@ -2,6 +2,10 @@
 // implements, the events and records the local monitor reads. They import no worker internals.
 import { OutcomeKind, type NodeFacts, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
+import type { CacheEntry } from './data-cache/cache-index.js';
+import type { CacheStats } from './data-cache/data-cache.js';
+
+export type { CacheEntry, CacheStats };
 
 // ---------------------------------------------------------------- lifecycle
 
@@ -40,6 +44,17 @@ export interface TaskProgressEvent {
   totalBytes: number;
 }
 
+/**
+ * A task's data sets being fetched into the node's data cache: bytes summed over all its mounts
+ * (those already cached count as received). The last event of a fetch has received = total.
+ */
+export interface TaskDataProgressEvent {
+  taskId: string;
+  attempt: number;
+  receivedBytes: number;
+  totalBytes: number;
+}
+
 /** What a local monitor may subscribe to, instead of reaching into the worker. */
 export interface WorkerEvents {
   'state-changed': [LifecycleChange];
@@ -49,6 +64,8 @@ export interface WorkerEvents {
   'task-log': [TaskLogEvent];
   /** Image pull and result upload progress, unthrottled: listeners throttle. */
   'task-progress': [TaskProgressEvent];
+  /** Data set fetch progress of a task (before its image pull), unthrottled: listeners throttle. */
+  'task-data-progress': [TaskDataProgressEvent];
   report: [ResourceReport];
   contribution: [ContributionPoint];
   /** The master's operator removed this node: the worker stopped talking to it for good. */
@@ -56,6 +73,15 @@ export interface WorkerEvents {
 }
 
 // ---------------------------------------------------------------- records
+
+/**
+ * A read-only window on the node's data cache, for the monitor: its entries (most recently used
+ * first) and its counters (hits, misses, evictions, bytes downloaded since the worker started).
+ */
+export interface DataCacheView {
+  stats(): CacheStats;
+  list(): CacheEntry[];
+}
 
 /** Facts that change rarely (sent with Register): the protocol's NodeFacts without what the worker adds (labels, versions, maxTasks). */
 export type HostFacts = Omit<NodeFacts, 'labels' | 'workerVersion' | 'maxTasks'>;

@@ -8,6 +8,7 @@ import type { Logger } from '../common/logger.js';
 import type { Capacity, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import type { ActiveTasks } from './active-tasks.js';
+import type { DataCache } from './data-cache/data-cache.js';
 import type { TaskExecutor, WorkerEvents } from './contracts.js';
 import type { NodeBudget, Reservation } from './fit.js';
 import type { NodeIdentity } from './identity-file.js';
@@ -33,12 +34,20 @@ export interface WorkerDeps {
   probe: ResourceProbe;
   clock: Clock;
   logger: Logger;
+  /**
+   * The node's data cache (opened and closed by the caller). Without one, a task that mounts
+   * data sets is refused.
+   */
+  dataCache?: WorkerDataCache;
   /** Tunnel mode: the WireGuard tunnel to the master (status in reports, mesh peers from commands). */
   tunnel?: {
     status(): Promise<TunnelStatus>;
     setMeshPeers(peers: MeshPeer[]): Promise<void>;
   };
 }
+
+/** What the worker uses of the data cache: leases for its tasks, drops the master asks for, the monitor's view. */
+export type WorkerDataCache = Pick<DataCache, 'acquire' | 'dropWhenFree' | 'stats' | 'list'>;
 
 /** What tasks may use on this host: the options' caps within what the host has, less the memory reserve. */
 export function nodeBudget(options: CompiledWorkerOptions, host: HostFacts): NodeBudget {

@@ -26,7 +26,7 @@ import { ActiveTasks } from './active-tasks.js';
 import { RunningTask, type TaskRunDeps } from './running-task.js';
 import type { Recovery } from './recovery.js';
 import type { HostFacts } from './resources/resource-probe.js';
-import type { AbortReason, WorkerEvents } from './contracts.js';
+import type { AbortReason, DataCacheView, WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { composeWorker, nodeBudget, type WorkerDeps } from './worker-composition.js';
 
@@ -119,6 +119,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Hardware and software facts probed at start (hostname, Docker version, GPUs ...). */
   get hostFacts(): HostFacts {
     return this.host;
+  }
+
+  /** The node's data cache, read-only (undefined when the worker runs without one). */
+  get dataCache(): DataCacheView | undefined {
+    const cache = this.deps.dataCache;
+    return cache ? { stats: () => cache.stats(), list: () => cache.list() } : undefined;
   }
 
   get isPaused(): boolean {

@@ -61,6 +61,9 @@ export interface CacheCounters {
 }
 
 /** The data set cannot be made to fit the cache budget. Final for this node, not for the task. */
+/** The cache's counters since the worker started, with its size now. */
+export type CacheStats = CacheCounters & { entries: number; bytes: number; budgetBytes: number };
+
 export class CacheFullError extends HivemindError {
   constructor(message: string) {
     super('CACHE_FULL', message);
@@ -92,6 +95,8 @@ export class DataCache {
   private readonly flights = new Map<string, Flight>();
   /** Entries whose bytes were checked against their digest in this run. */
   private readonly verified = new Set<string>();
+  /** Entries to remove once their last lease is released (dropWhenFree). */
+  private readonly dropping = new Set<string>();
   private readonly counters: CacheCounters = { hits: 0, misses: 0, evictions: 0, bytesDownloaded: 0 };
 
   private constructor(
@@ -134,7 +139,7 @@ export class DataCache {
     return this.index.list();
   }
 
-  stats(): CacheCounters & { entries: number; bytes: number; budgetBytes: number } {
+  stats(): CacheStats {
     const all = this.index.list();
     return { ...this.counters, entries: all.length, bytes: all.reduce((s, e) => s + e.sizeBytes, 0), budgetBytes: this.deps.budgetBytes };
   }
@@ -147,7 +152,12 @@ export class DataCache {
     if (!DIGEST_HEX.test(ref.digest)) throw new DataCorruptError(`data set digest ${JSON.stringify(ref.digest).slice(0, 80)} is not 64 lowercase hex digits`);
     if (!Number.isSafeInteger(ref.sizeBytes) || ref.sizeBytes < 0) throw new DataCorruptError(`data set sha256:${ref.digest}: size ${ref.sizeBytes} is not a byte count`);
     this.index.addLease(ref.digest, holder, this.deps.clock.now());
-    const release = () => this.index.dropLease(ref.digest, holder);
+    const release = () => {
+      this.index.dropLease(ref.digest, holder);
+      if (this.dropping.has(ref.digest)) {
+        void this.dropWhenFree(ref.digest).catch((err: unknown) => this.deps.logger.warn({ digest: ref.digest, err: errorMessage(err) }, 'data cache: could not remove a dropped entry'));
+      }
+    };
     try {
       for (;;) {
         signal.throwIfAborted();
@@ -185,6 +195,24 @@ export class DataCache {
     if (r === 'leased') throw new CacheEntryInUseError(`sha256:${digest} is in use by a task; it can be removed once no task holds it`);
     if (r === 'absent') throw new HivemindError('NOT_FOUND', `sha256:${digest} is not in the data cache`);
     await this.discard(digest);
+  }
+
+  /**
+   * Removes an entry once no task holds it: at once when free, else when its last lease is
+   * released (the master removed the data set; tasks using it now finish with it).
+   */
+  async dropWhenFree(digest: string): Promise<void> {
+    if (!DIGEST_HEX.test(digest)) return;
+    const r = this.index.removeIfFree(digest);
+    if (r === 'leased') {
+      this.dropping.add(digest);
+      return;
+    }
+    this.dropping.delete(digest);
+    if (r === 'removed') {
+      this.deps.logger.info({ digest }, 'data cache: removed (the master dropped the data set)');
+      await this.discard(digest);
+    }
   }
 
   /** Pins (never evicted) or unpins an entry. */
