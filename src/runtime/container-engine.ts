@@ -34,7 +34,8 @@ export interface ContainerCreateConfig {
     IpcMode: 'private';
     /** Size of /dev/shm in bytes. */
     ShmSize: number;
-    Mounts: Array<{ Type: 'volume'; Source: string; Target: string; ReadOnly: boolean }>;
+    /** Volumes (/input, /output) and, read-only, the task's data sets from the node's cache (bind). Never `Binds`. */
+    Mounts: Array<{ Type: 'volume' | 'bind'; Source: string; Target: string; ReadOnly: boolean }>;
     LogConfig: { Type: string; Config: Record<string, string> };
     AutoRemove: false;
   };

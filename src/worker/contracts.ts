@@ -160,12 +160,20 @@ export interface NodeBudget {
 
 export type ExecutionPhase = 'pulling' | 'running' | 'collecting';
 
+/** A data set from the node's cache, where the container sees it (mounted read-only). */
+export interface DataBind {
+  hostPath: string;
+  containerPath: string;
+}
+
 export interface TaskExecution {
   taskId: string;
   attempt: number;
   spec: TaskSpec;
   /** Local path of the verified input archive (tar.gz), when the task has one. */
   inputFile?: string;
+  /** The task's data sets, leased from the node's data cache for the attempt: mount each read-only. */
+  dataMounts?: DataBind[];
   /** GPU indexes reserved for this task by the worker (length = spec.limits.gpus). */
   gpuIndexes: number[];
   /**

@@ -8,6 +8,7 @@ import {
   type NodeCommand,
   type RegisterRequest,
   type RegisterResponse,
+  type ReportAck,
   type SubscribeRequest,
   type TaskUpdate,
   type TaskUpdateAck,
@@ -23,7 +24,7 @@ import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-recl
 import { cutUpdateMessage } from '../protocol/node-limits.js';
 import { callMessages } from '../transfer/call-messages.js';
 import { sendWithTrailer } from '../transfer/checksum-upload.js';
-import { downloadResumable } from '../transfer/resumable-download.js';
+import { downloadResumable, type OffsetChunk } from '../transfer/resumable-download.js';
 import {
   InputChecksumError,
   TransferError,
@@ -81,11 +82,12 @@ export class GrpcMasterConnection implements MasterConnection {
     });
   }
 
-  openReportStream(onError: (err: Error) => void): ReportSink {
+  openReportStream(onError: (err: Error) => void, onAck?: (ack: ReportAck) => void): ReportSink {
     let ended = false;
     const call = this.track(
-      this.client.report(this.md(), (err: ServiceError | null) => {
+      this.client.report(this.md(), (err: ServiceError | null, ack?: ReportAck) => {
         if (err && !ended) onError(err);
+        else if (!err && ack) onAck?.(ack);
       }),
     );
     return {
@@ -140,6 +142,11 @@ export class GrpcMasterConnection implements MasterConnection {
     }
     if (expectedSha256 && got.sha256 !== expectedSha256.toLowerCase()) throw new InputChecksumError(taskId, expectedSha256, got.sha256);
     return got.size;
+  }
+
+  downloadData(taskId: string, attempt: number, sha256: string, offset: number, signal: AbortSignal): AsyncIterable<OffsetChunk> {
+    signal.throwIfAborted();
+    return callMessages(this.track(this.client.downloadData({ taskId, attempt, sha256, offset }, this.md())), signal);
   }
 
   async uploadResult(

@@ -5,12 +5,14 @@ import type {
   NodeCommand,
   RegisterRequest,
   RegisterResponse,
+  ReportAck,
   SubscribeRequest,
   TaskUpdate,
   TaskUpdateAck,
   UploadResultResponse,
 } from '../protocol/gen/hivemind/v1/node.js';
 import { HivemindError } from '../common/errors.js';
+import type { OffsetChunk } from '../transfer/resumable-download.js';
 
 export interface ReportSink {
   send(report: ResourceReport): void;
@@ -40,8 +42,11 @@ export interface MasterConnection {
    * success the connection authenticates every later call with the returned credential.
    */
   register(request: RegisterRequest, bearer: string): Promise<RegisterResponse>;
-  /** Opens the client stream of reports; `onError` fires once if the stream fails. */
-  openReportStream(onError: (err: Error) => void): ReportSink;
+  /**
+   * Opens the client stream of reports; `onError` fires once if the stream fails, `onAck` with the
+   * master's answer when it ends the stream cleanly (data sets to drop from the cache).
+   */
+  openReportStream(onError: (err: Error) => void, onAck?: (ack: ReportAck) => void): ReportSink;
   subscribe(request: SubscribeRequest, onCommand: (command: NodeCommand) => void): SubscriptionHandle;
   updateTask(update: TaskUpdate): Promise<TaskUpdateAck>;
   /**
@@ -49,6 +54,11 @@ export interface MasterConnection {
    * verifies the whole file's sha256 (InputChecksumError on mismatch). Returns the size.
    */
   downloadInput(taskId: string, attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number>;
+  /**
+   * A data set the attempt mounts from the master (NodeService.DownloadData), from `offset` on;
+   * `sha256` is "sha256:" + hex. Cancelled when the consumer stops or `signal` aborts.
+   */
+  downloadData(taskId: string, attempt: number, sha256: string, offset: number, signal: AbortSignal): AsyncIterable<OffsetChunk>;
   /** Uploads the result archive from the offset the master already holds; resolves once verified. */
   /** `onProgress` gets the bytes the master holds so far (resumed offset included). */
   uploadResult(taskId: string, attempt: number, file: string, sha256: string, signal: AbortSignal, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<UploadResultResponse>;

@@ -19,12 +19,14 @@ import { assertNotRemoved, loadIdentity, saveRemoval, type NodeIdentity } from '
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
 import type { MasterSession } from './master-session.js';
+import type { MasterConnection } from './master-connection.js';
 import type { Outbox } from './outbox.js';
 import type { Reporter } from './reporter.js';
 import type { Reclaimer } from './reclaimer.js';
 import { ActiveTasks } from './active-tasks.js';
 import { RunningTask, type TaskRunDeps } from './running-task.js';
 import type { Recovery } from './recovery.js';
+import { NoDataCacheError, dataNeeds } from './task-data.js';
 import type { HostFacts } from './resources/resource-probe.js';
 import type { AbortReason, DataCacheView, WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
@@ -46,6 +48,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly reporter: Reporter;
   private readonly reclaimer: Reclaimer;
   private readonly taskRunDeps: TaskRunDeps;
+  private readonly drop: (digests: readonly string[]) => void;
   private readonly recovery: Recovery;
   private readonly active: ActiveTasks<RunningTask>;
   private drainPromise: Promise<void> | undefined;
@@ -96,6 +99,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.reclaimer = parts.reclaimer;
     this.recovery = parts.recovery;
     this.taskRunDeps = parts.taskRunDeps;
+    this.drop = parts.dropData;
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -161,6 +165,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const running = this.active.isRunning(taskId);
     if (running) this.active.abort(taskId, 0, 'cancelled');
     return running;
+  }
+
+  /**
+   * Runs `fn` on a live session to the master, waiting for one and retrying transient failures
+   * (what the data cache's source fetches through).
+   */
+  withMaster<T>(signal: AbortSignal, what: string, fn: (conn: MasterConnection) => Promise<T>): Promise<T> {
+    return this.master.withMaster(signal, what, fn);
+  }
+
+  /** Data sets ("sha256:…") the master removed: dropped from the cache once no task holds them. */
+  dropData(digests: readonly string[]): void {
+    this.drop(digests);
   }
 
   /** The current tunnel status, or undefined without a tunnel. */
@@ -264,12 +281,32 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!this.accepting) return this.reject(a, 'node is draining');
     const fit = fitAssignment(a.spec.limits, this.budget, this.active.reservations());
     if (!fit.ok) return this.reject(a, fit.reason);
+    const noData = this.dataProblem(a);
+    if (noData) return this.reject(a, noData);
 
     this.deps.store.insertTask(a, fit.gpuIndexes, this.deps.clock.now());
     log.info({ image: a.spec.image, gpus: fit.gpuIndexes }, 'task accepted');
     const task = this.activate(a, fit.reservation);
     this.outbox.append(task, TaskState.TASK_STATE_ACCEPTED);
     this.startLoop(task, false);
+  }
+
+  /**
+   * Why the task's data sets cannot be had here (the master placed it on old news: the cache
+   * filled since), so that the master places it elsewhere; undefined when they can.
+   */
+  private dataProblem(a: TaskAssignment): string | undefined {
+    let needs;
+    try {
+      needs = dataNeeds(a.taskId, a.attempt, a.spec?.data ?? []);
+    } catch (err) {
+      if (err instanceof InvalidTaskError) return `invalid task spec: ${err.message}`;
+      throw err;
+    }
+    if (needs.length === 0) return undefined;
+    if (!this.deps.dataCache) return new NoDataCacheError().message;
+    const problem = this.deps.dataCache.wouldNotFit(needs.map((n) => n.ref));
+    return problem ? `data cache full: ${problem}` : undefined;
   }
 
   /** The in-memory side of a task this node holds: its abort controller, reservation and log forwarder. */

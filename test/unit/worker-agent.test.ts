@@ -63,6 +63,8 @@ class FakeMaster {
   logs: LogChunk[] = [];
   uploads = new Map<string, Buffer>();
   inputs = new Map<string, Buffer>();
+  /** Data sets the master serves, by "sha256:…". */
+  dataSets = new Map<string, Buffer>();
   acceptBearers = new Set(['enroll-token', 'cred-1']);
   /** The report interval the master asks for at registration (0: none). */
   reportIntervalMs = 0;
@@ -160,6 +162,15 @@ class FakeConnection implements MasterConnection {
       this.m.timeline.push(`update:${u.taskId}:${TaskState[u.state]!.replace('TASK_STATE_', '')}`);
     }
     return { applied: !seen, superseded: false, cancelRequested: false, ...this.m.ackFor(u) };
+  }
+
+  async *downloadData(taskId: string, _attempt: number, sha256: string, offset: number, signal: AbortSignal): AsyncGenerator<{ offset: number; data: Uint8Array }> {
+    this.check();
+    signal.throwIfAborted();
+    const data = this.m.dataSets.get(sha256);
+    if (!data) throw new Error(`task ${taskId} mounts no data set ${sha256} from the master`);
+    this.m.timeline.push(`data:${taskId}:${offset}`);
+    if (offset < data.length) yield { offset, data: data.subarray(offset) };
   }
 
   async downloadInput(taskId: string, _attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number> {
