@@ -108,7 +108,7 @@ export class TaskData {
   }
 
   release(): void {
-    for (const l of this.leases) l.release();
+    for (const l of this.leases.splice(0)) l.release();
   }
 }
 

@@ -12,7 +12,7 @@ import { PassThrough } from 'node:stream';
 import { ManualClock } from '../../src/common/clock.js';
 import { ConfigError } from '../../src/common/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/common/logger.js';
-import { OutcomeKind, TaskState, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { DataKind, OutcomeKind, TaskState, type DataMount, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type {
   NodeCommand,
   RegisterRequest,
@@ -314,8 +314,12 @@ class FakeProbe implements ResourceProbe {
   }
 }
 
+function dataMount(over: Partial<DataMount> = {}): DataMount {
+  return { sha256: `sha256:${'e'.repeat(64)}`, path: '/models', size: 10, kind: DataKind.DATA_KIND_DIR, url: '', ...over };
+}
+
 function spec(memoryBytes = 256 * MiB, cpus = 1) {
-  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] };
+  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] as DataMount[] };
 }
 
 // ------------------------------------------------------------------ harness
@@ -454,6 +458,10 @@ test('an assignment no node may run (from an old or hostile master) is REJECTED 
     ['tiny-cpus', spec(256 * MiB, 1e-9), /^invalid task spec: spec\.limits\.cpus is 1e-9, under the minimum of 0\.01/],
     ['milli-cpus', spec(256 * MiB, 0.001), /^invalid task spec: spec\.limits\.cpus is 0\.001, under the minimum of 0\.01/],
     ['big-arg', { ...spec(), command: ['sh', '-c', 'x'.repeat(200 * 1024)] }, /^invalid task spec: spec\.command\[2\] is 204800 bytes, over the maximum of 131071/],
+    ['data-digest', { ...spec(), data: [dataMount({ sha256: 'sha256:../../etc/passwd' })] }, /^invalid task spec: spec\.data\[0\]\.sha256 "sha256:\.\.\/\.\.\/etc\/passwd"/],
+    ['data-path', { ...spec(), data: [dataMount({ path: '/data/../etc' })] }, /^invalid task spec: spec\.data\[0\]\.path "\/data\/\.\.\/etc"/],
+    // a valid mount, but this worker has no data cache: the master must place it elsewhere
+    ['data-no-cache', { ...spec(), data: [dataMount()] }, /^this node runs without a data cache: it cannot run tasks that mount data sets$/],
   ];
   for (const [taskId, s, re] of cases) {
     h.master.assign({ taskId, spec: s });

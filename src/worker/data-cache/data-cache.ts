@@ -303,7 +303,18 @@ export class DataCache {
     } else {
       const staging = `${partial}.unpack`;
       await rm(staging, { recursive: true, force: true });
-      await this.deps.unpack(partial, staging, ref.digest, signal);
+      try {
+        await this.deps.unpack(partial, staging, ref.digest, signal);
+      } catch (err) {
+        // An archive that cannot be unpacked (unsafe, not canonical) will not unpack next time either.
+        await makeRemovable(staging);
+        await rm(staging, { recursive: true, force: true });
+        if (!signal.aborted) {
+          this.index.forget(ref.digest);
+          await rm(partial, { force: true });
+        }
+        throw err;
+      }
       await rename(staging, dest);
       // After the move: a read-only directory cannot be moved to another parent by a non-root owner.
       await makeReadOnly(dest);
