@@ -7,6 +7,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { ensureDataDir } from '../../config/data-dir.js';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { registerWorkerCacheCommands } from './worker-cache-commands.js';
 import { compileMasterConfig } from '../../config/master-config.js';
 import { compileWorkerConfig } from '../../config/worker-config.js';
 import { devClientFile, devDir, hivemindHome } from '../../config/paths.js';
@@ -85,6 +86,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     });
 
   const worker = program.command('worker').description('a worker node');
+  registerWorkerCacheCommands(worker, ctx);
   worker
     .command('start')
     .description('run a worker: register with the master, report resources, run tasks in containers')

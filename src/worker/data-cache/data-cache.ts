@@ -13,7 +13,7 @@ import { downloadResumable, type OffsetChunk } from '../../transfer/resumable-do
 import { CacheIndex, type CacheEntry, type DataKind } from './cache-index.js';
 import { planEviction } from './cache-eviction.js';
 import { CacheEntryInUseError, CacheFullError, DataCorruptError } from './cache-errors.js';
-import { makeReadOnly, makeRemovable } from './entry-files.js';
+import { discardEntry, makeReadOnly, makeRemovable } from './entry-files.js';
 
 export { CacheEntryInUseError, CacheFullError, DataCorruptError };
 
@@ -354,19 +354,8 @@ export class DataCache {
     }
   }
 
-  /** Moves an entry's files aside at once (so a new download never meets them), then deletes them. */
-  private async discard(digest: string): Promise<void> {
-    const trash = join(this.deps.dir, 'trash', `${digest}.${this.deps.clock.now()}.${Math.random().toString(36).slice(2)}`);
-    for (const path of [this.entryPath(digest), this.partialPath(digest)]) {
-      try {
-        await makeRemovable(path);
-        await rename(path, `${trash}${path === this.entryPath(digest) ? '' : '.partial'}`);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    }
-    await rm(trash, { recursive: true, force: true });
-    await rm(`${trash}.partial`, { force: true });
+  private discard(digest: string): Promise<void> {
+    return discardEntry(this.deps.dir, digest, this.deps.clock.now());
   }
 
   private async *counted(digest: string, chunks: AsyncIterable<OffsetChunk>, from: number, total: number, progress: (p: DataProgress) => void, add: (n: number) => void): AsyncIterable<OffsetChunk> {

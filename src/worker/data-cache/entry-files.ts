@@ -4,7 +4,7 @@
 // anything else on the node) from changing what other tasks will read.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, lstat, readdir } from 'node:fs/promises';
+import { chmod, lstat, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { hashCanonical } from '../../archive/canonical-tar.js';
@@ -58,4 +58,27 @@ export async function makeRemovable(path: string): Promise<void> {
   if (!st?.isDirectory()) return;
   await chmod(path, 0o700);
   for (const name of await readdir(path)) await makeRemovable(join(path, name));
+}
+
+/**
+ * Deletes an entry's files (its entry and any partial download) under the cache dir `dir`: moved
+ * aside at once, so that a new download never meets them, then deleted. Used by the worker's cache
+ * and by `hivemind worker cache rm` (another process) alike, once the index row is gone.
+ */
+export async function discardEntry(dir: string, digest: string, now: number): Promise<void> {
+  const trash = join(dir, 'trash', `${digest}.${now}.${Math.random().toString(36).slice(2)}`);
+  const moves: [string, string][] = [
+    [join(dir, 'entries', digest), trash],
+    [join(dir, 'partial', digest), `${trash}.partial`],
+  ];
+  for (const [from, to] of moves) {
+    try {
+      await makeRemovable(from);
+      await rename(from, to);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  await rm(trash, { recursive: true, force: true });
+  await rm(`${trash}.partial`, { force: true });
 }
