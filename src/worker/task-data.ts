@@ -7,6 +7,7 @@ import { echoValue } from '../common/echo-value.js';
 import { HivemindError, InvalidTaskError } from '../common/errors.js';
 import { DataKind, type DataMount } from '../protocol/gen/hivemind/v1/common.js';
 import { DIGEST_PREFIX } from '../protocol/data-rules.js';
+import type { TaskAssignment } from '../protocol/gen/hivemind/v1/node.js';
 import type { DataBind } from './contracts.js';
 import type { DataLease, DataProgress, DataRef } from './data-cache/data-cache.js';
 import { DataCorruptError } from './data-cache/cache-errors.js';
@@ -54,6 +55,25 @@ export function dataNeeds(taskId: string, attempt: number, mounts: readonly Data
     const via: TaskDataVia = { taskId, attempt, ...(m.url ? { url: m.url } : {}) };
     return { ref: { digest: hex, kind, sizeBytes: m.size, via }, containerPath: m.path, sizeUnknown: Boolean(m.url) && m.size === 0 };
   });
+}
+
+/**
+ * Why a node refuses an assignment for its data sets (their mounts break the node's rules, it has
+ * no data cache, or they cannot fit it: the master placed it on old news), so that the master
+ * places it elsewhere; undefined when they can be had here.
+ */
+export function dataRefusal(a: Pick<TaskAssignment, 'taskId' | 'attempt' | 'spec'>, cache: { wouldNotFit(refs: readonly DataRef[]): string | undefined } | undefined): string | undefined {
+  let needs;
+  try {
+    needs = dataNeeds(a.taskId, a.attempt, a.spec?.data ?? []);
+  } catch (err) {
+    if (err instanceof InvalidTaskError) return `invalid task spec: ${err.message}`;
+    throw err;
+  }
+  if (needs.length === 0) return undefined;
+  if (!cache) return new NoDataCacheError().message;
+  const problem = cache.wouldNotFit(needs.map((n) => n.ref));
+  return problem ? `data cache full: ${problem}` : undefined;
 }
 
 /** A data set that cannot be had (corrupt, refused by its server): the task's input is what is wrong. */

@@ -26,7 +26,7 @@ import type { Reclaimer } from './reclaimer.js';
 import { ActiveTasks } from './active-tasks.js';
 import { RunningTask, type TaskRunDeps } from './running-task.js';
 import type { Recovery } from './recovery.js';
-import { NoDataCacheError, dataNeeds } from './task-data.js';
+import { dataRefusal } from './task-data.js';
 import type { HostFacts } from './resources/resource-probe.js';
 import type { AbortReason, DataCacheView, WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
@@ -281,7 +281,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!this.accepting) return this.reject(a, 'node is draining');
     const fit = fitAssignment(a.spec.limits, this.budget, this.active.reservations());
     if (!fit.ok) return this.reject(a, fit.reason);
-    const noData = this.dataProblem(a);
+    const noData = dataRefusal(a, this.deps.dataCache);
     if (noData) return this.reject(a, noData);
 
     this.deps.store.insertTask(a, fit.gpuIndexes, this.deps.clock.now());
@@ -289,24 +289,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const task = this.activate(a, fit.reservation);
     this.outbox.append(task, TaskState.TASK_STATE_ACCEPTED);
     this.startLoop(task, false);
-  }
-
-  /**
-   * Why the task's data sets cannot be had here (the master placed it on old news: the cache
-   * filled since), so that the master places it elsewhere; undefined when they can.
-   */
-  private dataProblem(a: TaskAssignment): string | undefined {
-    let needs;
-    try {
-      needs = dataNeeds(a.taskId, a.attempt, a.spec?.data ?? []);
-    } catch (err) {
-      if (err instanceof InvalidTaskError) return `invalid task spec: ${err.message}`;
-      throw err;
-    }
-    if (needs.length === 0) return undefined;
-    if (!this.deps.dataCache) return new NoDataCacheError().message;
-    const problem = this.deps.dataCache.wouldNotFit(needs.map((n) => n.ref));
-    return problem ? `data cache full: ${problem}` : undefined;
   }
 
   /** The in-memory side of a task this node holds: its abort controller, reservation and log forwarder. */

@@ -313,3 +313,14 @@ test('an archive that does not unpack is forgotten with its partial: the next tr
   assert.deepEqual(cache.list(), []);
   await assert.rejects(stat(join(dir, 'partial', ref.digest)), /ENOENT/);
 });
+
+test('wouldNotFit: what is cached needs no room; what is missing must fit by evicting only free entries', async (t) => {
+  const { source, cache } = await setup(t, 100 * 1024);
+  const held = source.add(randomBytes(60 * 1024));
+  const lease = await cache.acquire(held, 'a', never());
+  const other = source.add(randomBytes(50 * 1024));
+  assert.equal(cache.wouldNotFit([held]), undefined, 'already cached');
+  assert.match(cache.wouldNotFit([held, other]) ?? '', new RegExp(`^data set sha256:${other.digest} cannot fit the data cache: it needs 50.0 KiB and the cache budget is 100.0 KiB, of which 60.0 KiB is in use by tasks`));
+  lease.release();
+  assert.equal(cache.wouldNotFit([other]), undefined, 'the free entry would be evicted for it');
+});

@@ -8,7 +8,7 @@ import { DataKind, type DataMount } from '../../src/protocol/gen/hivemind/v1/com
 import { DataCorruptError, type DataLease, type DataProgress, type DataRef } from '../../src/worker/data-cache/data-cache.js';
 import { cacheStatus, MAX_REPORTED_HELD } from '../../src/worker/data-cache/cache-status.js';
 import type { CacheEntry } from '../../src/worker/data-cache/cache-index.js';
-import { TaskData, dataHolder, dataNeeds, isDataRejection, type TaskDataDeps } from '../../src/worker/task-data.js';
+import { TaskData, dataHolder, dataNeeds, dataRefusal, isDataRejection, type TaskDataDeps } from '../../src/worker/task-data.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
 const A = 'a'.repeat(64);
@@ -98,4 +98,16 @@ test('cacheStatus: ready entries most recently used first (bounded), free = budg
   const many = Array.from({ length: MAX_REPORTED_HELD + 5 }, (_, i) => e(i.toString(16).padStart(64, '0'), { sizeBytes: 1 }));
   assert.equal(cacheStatus(many, 10).held.length, MAX_REPORTED_HELD);
   assert.equal(cacheStatus(many, 10).freeBytes, 0, 'never negative');
+});
+
+test('dataRefusal: a task whose data cannot fit the cache (or a node without one) is refused with the reason', () => {
+  const a = (data: DataMount[]) => ({ taskId: 't9', attempt: 1, spec: { data } }) as unknown as Parameters<typeof dataRefusal>[0];
+  const asked: DataRef[][] = [];
+  const full = { wouldNotFit: (refs: readonly DataRef[]) => (asked.push([...refs]), 'it needs 100 B and the cache budget is 10 B, of which 10 B is in use by tasks and 0 B pinned') };
+  assert.equal(dataRefusal(a([]), undefined), undefined, 'no data, nothing to refuse');
+  assert.match(dataRefusal(a([mount()]), full)!, /^data cache full: it needs 100 B and the cache budget is 10 B/);
+  assert.deepEqual(asked[0]!.map((r) => r.digest), [A]);
+  assert.equal(dataRefusal(a([mount()]), { wouldNotFit: () => undefined }), undefined);
+  assert.equal(dataRefusal(a([mount()]), undefined), 'this node runs without a data cache: it cannot run tasks that mount data sets');
+  assert.match(dataRefusal(a([mount({ path: 'rel' })]), full)!, /^invalid task spec: spec\.data\[0\]\.path "rel"/);
 });
