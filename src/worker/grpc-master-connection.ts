@@ -8,7 +8,6 @@ import {
   type NodeCommand,
   type RegisterRequest,
   type RegisterResponse,
-  type ReportAck,
   type SubscribeRequest,
   type TaskUpdate,
   type TaskUpdateAck,
@@ -82,12 +81,11 @@ export class GrpcMasterConnection implements MasterConnection {
     });
   }
 
-  openReportStream(onError: (err: Error) => void, onAck?: (ack: ReportAck) => void): ReportSink {
+  openReportStream(onError: (err: Error) => void): ReportSink {
     let ended = false;
     const call = this.track(
-      this.client.report(this.md(), (err: ServiceError | null, ack?: ReportAck) => {
+      this.client.report(this.md(), (err: ServiceError | null) => {
         if (err && !ended) onError(err);
-        else if (!err && ack) onAck?.(ack);
       }),
     );
     return {

@@ -5,7 +5,6 @@ import type {
   NodeCommand,
   RegisterRequest,
   RegisterResponse,
-  ReportAck,
   SubscribeRequest,
   TaskUpdate,
   TaskUpdateAck,
@@ -42,11 +41,8 @@ export interface MasterConnection {
    * success the connection authenticates every later call with the returned credential.
    */
   register(request: RegisterRequest, bearer: string): Promise<RegisterResponse>;
-  /**
-   * Opens the client stream of reports; `onError` fires once if the stream fails, `onAck` with the
-   * master's answer when it ends the stream cleanly (data sets to drop from the cache).
-   */
-  openReportStream(onError: (err: Error) => void, onAck?: (ack: ReportAck) => void): ReportSink;
+  /** Opens the client stream of reports; `onError` fires once if the stream fails. */
+  openReportStream(onError: (err: Error) => void): ReportSink;
   subscribe(request: SubscribeRequest, onCommand: (command: NodeCommand) => void): SubscriptionHandle;
   updateTask(update: TaskUpdate): Promise<TaskUpdateAck>;
   /**

@@ -8,7 +8,7 @@ import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { hivemindCodeOf, isRetryable, describeGrpcError } from '../protocol/grpc-errors.js';
 import type { NodeFacts } from '../protocol/gen/hivemind/v1/common.js';
-import type { NodeCommand, RegisterResponse, ReportAck, SubscribeRequest } from '../protocol/gen/hivemind/v1/node.js';
+import type { NodeCommand, RegisterResponse, SubscribeRequest } from '../protocol/gen/hivemind/v1/node.js';
 import { saveIdentity, type NodeIdentity } from './identity-file.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { ConnectionFactory, MasterConnection, ReportSink, SubscriptionHandle } from './master-connection.js';
@@ -69,8 +69,6 @@ export interface MasterSessionDeps {
   onConnected(): void;
   /** The master's operator removed this node: the loop ends after this. */
   onRemoved(reason: string): Promise<void>;
-  /** The master ended the report stream with an answer (data sets to drop from the cache). */
-  onReportAck?(ack: ReportAck): void;
 }
 
 /**
@@ -195,10 +193,7 @@ export class MasterSession {
     // Wait out a pump still bound to a previous session so updates stay in order.
     await this.deps.settlePrevious();
     this.current = session;
-    session.reportSink = conn.openReportStream(
-      (err) => session.markLost(err),
-      (ack) => this.deps.onReportAck?.(ack),
-    );
+    session.reportSink = conn.openReportStream((err) => session.markLost(err));
     await this.deps.catchUp(session);
     if (!session.alive) throw await session.lost;
 

@@ -155,9 +155,9 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
       reclaimer.soon();
     },
     onRemoved: (reason) => worker.onRemoved(reason),
-    onReportAck: (ack) => dropData(ack.dropData),
   });
-  // Data sets removed at the master: dropped once no task holds them; a malformed digest is ignored.
+  // Data sets removed at the master (NodeCommand.drop_data): dropped once no task holds them; a
+  // malformed digest is ignored.
   const dropData = (digests: readonly string[]) => {
     for (const d of digests.slice(0, MAX_REPORTED_HELD)) {
       if (!d.startsWith(DIGEST_PREFIX)) continue;

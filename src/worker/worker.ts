@@ -247,6 +247,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
           break;
         case 'ping':
           break;
+        case 'dropData':
+          // Removed at the master: dropped from the cache once no task of this node holds them.
+          this.drop(c.value.sha256);
+          break;
         case 'meshPeers':
           this.deps.tunnel?.setMeshPeers(c.value.peers).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'applying mesh peers failed'));
           break;

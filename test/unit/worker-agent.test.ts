@@ -12,6 +12,9 @@ import { PassThrough } from 'node:stream';
 import { ManualClock } from '../../src/common/clock.js';
 import { ConfigError } from '../../src/common/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/common/logger.js';
+import { DataCache } from '../../src/worker/data-cache/data-cache.js';
+import { HttpDataSource } from '../../src/worker/data-cache/http-data-source.js';
+import { taskDataSource } from '../../src/worker/data-cache/task-data-source.js';
 import { DataKind, OutcomeKind, TaskState, type DataMount, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type {
   NodeCommand,
@@ -333,7 +336,7 @@ interface Harness {
   states: LifecycleState[];
 }
 
-async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, shared?: { master: FakeMaster; dataDir: string }, logger: Logger = silentLogger()): Promise<Harness> {
+async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, shared?: { master: FakeMaster; dataDir: string }, logger: Logger = silentLogger(), more: Partial<WorkerDeps> = {}): Promise<Harness> {
   const dataDir = shared?.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hm-worker-')));
   if (!shared) t.after(() => rm(dataDir, { recursive: true, force: true }));
   const master = shared?.master ?? new FakeMaster();
@@ -347,6 +350,7 @@ async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, sha
     probe,
     clock,
     logger,
+    ...more,
   };
   const worker = await Worker.create(
     {
@@ -812,4 +816,42 @@ test('what a task left behind while Docker was away is reclaimed at the first re
   const after = h.executor.reclaims.length;
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(h.executor.reclaims.length, after, 'one reclaim was enough: no more until the periodic one');
+});
+
+test('a task mounting a data set: fetched from the master through the cache, bound for the executor, reported held, dropped when the master says so', async (t) => {
+  const cacheDir = await mkdtemp(path.join(os.tmpdir(), 'hm-wcache-'));
+  t.after(() => rm(cacheDir, { recursive: true, force: true }));
+  const master = new FakeMaster();
+  const bytes = Buffer.from('model weights');
+  const hex = createHash('sha256').update(bytes).digest('hex');
+  master.dataSets.set(`sha256:${hex}`, bytes);
+  let h!: Harness;
+  const cache = await DataCache.open({
+    dir: cacheDir,
+    budgetBytes: MiB,
+    source: taskDataSource({ withMaster: (signal, what, fn) => h.worker.withMaster(signal, what, fn), http: new HttpDataSource(), logger: silentLogger() }),
+    clock: new ManualClock(),
+    logger: silentLogger(),
+    unpack: async () => undefined,
+    hashEntry: async () => hex,
+  });
+  t.after(() => cache.close());
+  h = await makeWorker(t, {}, { master, dataDir: cacheDir }, silentLogger(), { dataCache: cache });
+  await h.worker.start();
+  const data = [{ sha256: `sha256:${hex}`, path: '/data/w.bin', size: bytes.length, kind: DataKind.DATA_KIND_FILE, url: '' }];
+  h.master.assign({ taskId: 'd1', spec: { ...spec(), data } });
+  await waitFor('task started', () => h.executor.runs.has('d1'));
+  assert.deepEqual(h.executor.runs.get('d1')!.exec.dataMounts, [{ hostPath: path.join(cacheDir, 'entries', hex), containerPath: '/data/w.bin' }]);
+  assert.ok(h.master.timeline.includes('data:d1:0'), 'fetched from the master for this task');
+  assert.deepEqual(h.master.updatesOf('d1').find((u) => u.data)?.data, { receivedBytes: bytes.length, totalBytes: bytes.length });
+  assert.equal(cache.list()[0]!.leases, 1, 'held while the task runs');
+  h.executor.runs.get('d1')!.finish(0);
+  await waitFor('terminal update', () => h.master.statesOf('d1').includes('SUCCEEDED'));
+  assert.equal(cache.list()[0]!.leases, 0, 'released when the attempt ended');
+  await waitFor('a report listing it', () => h.master.reports.some((r) => r.cache?.held.some((e) => e.sha256 === `sha256:${hex}`)));
+  const last = h.master.reports.at(-1)!.cache!;
+  assert.equal(last.budgetBytes, MiB);
+  assert.equal(last.freeBytes + last.evictableBytes, MiB, 'free and evictable add up: the entry is unused');
+  h.master.send({ command: { $case: 'dropData', value: { sha256: [`sha256:${hex}`, 'sha256:not-a-digest'] } } });
+  await waitFor('dropped', () => cache.list().length === 0);
 });

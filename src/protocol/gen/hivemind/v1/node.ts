@@ -65,8 +65,8 @@ export interface RegisterResponse {
 export interface ReportAck {
   lastSeq: number;
   /**
-   * Data sets removed at the master that the node reported holding: the node drops them from its
-   * cache once no task holds them.
+   * Not sent by the master: the Report stream is acknowledged only when it ends, so a node would
+   * hear of removed data sets only on reconnecting. NodeCommand.drop_data carries them instead.
    */
   dropData: string[];
 }
@@ -135,7 +135,17 @@ export interface NodeCommand {
     | { $case: "cancel"; value: TaskCancel }
     | { $case: "ping"; value: Ping }
     | { $case: "meshPeers"; value: MeshPeers }
+    | { $case: "dropData"; value: DropData }
     | undefined;
+}
+
+/**
+ * Data sets removed at the master that the node's latest report listed as held: the node drops
+ * them from its cache once no task holds them (at most 4096 digests, the bound of cache.held).
+ */
+export interface DropData {
+  /** "sha256:" + 64 lowercase hex digits */
+  sha256: string[];
 }
 
 export interface PullProgress {
@@ -1390,6 +1400,9 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       case "meshPeers":
         MeshPeers.encode(message.command.value, writer.uint32(34).fork()).join();
         break;
+      case "dropData":
+        DropData.encode(message.command.value, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1439,6 +1452,14 @@ export const NodeCommand: MessageFns<NodeCommand> = {
             message.command = { $case: "meshPeers", value: MeshPeers.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.command = { $case: "dropData", value: DropData.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1463,6 +1484,10 @@ export const NodeCommand: MessageFns<NodeCommand> = {
         ? { $case: "meshPeers", value: MeshPeers.fromJSON(object.meshPeers) }
         : isSet(object.mesh_peers)
         ? { $case: "meshPeers", value: MeshPeers.fromJSON(object.mesh_peers) }
+        : isSet(object.dropData)
+        ? { $case: "dropData", value: DropData.fromJSON(object.dropData) }
+        : isSet(object.drop_data)
+        ? { $case: "dropData", value: DropData.fromJSON(object.drop_data) }
         : undefined,
     };
   },
@@ -1477,6 +1502,8 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       obj.ping = Ping.toJSON(message.command.value);
     } else if (message.command?.$case === "meshPeers") {
       obj.meshPeers = MeshPeers.toJSON(message.command.value);
+    } else if (message.command?.$case === "dropData") {
+      obj.dropData = DropData.toJSON(message.command.value);
     }
     return obj;
   },
@@ -1511,7 +1538,82 @@ export const NodeCommand: MessageFns<NodeCommand> = {
         }
         break;
       }
+      case "dropData": {
+        if (object.command?.value !== undefined && object.command?.value !== null) {
+          message.command = { $case: "dropData", value: DropData.fromPartial(object.command.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseDropData(): DropData {
+  return { sha256: [] };
+}
+
+export const DropData: MessageFns<DropData> = {
+  encode(message: DropData, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.sha256) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DropData {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDropData();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sha256.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DropData {
+    return {
+      sha256: globalThis.Array.isArray(object?.sha256) ? object.sha256.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: DropData): unknown {
+    const obj: any = {};
+    if (message.sha256?.length) {
+      obj.sha256 = message.sha256;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DropData>, I>>(base?: I): DropData {
+    return DropData.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DropData>, I>>(object: I): DropData {
+    const message = createBaseDropData();
+    message.sha256 = object.sha256?.map((e) => e) || [];
     return message;
   },
 };
