@@ -24,6 +24,7 @@ import { ImagePruner } from '../runtime/image-pruner.js';
 import { IMAGE_PRUNE_INTERVAL_MS, ImagePruneSchedule } from '../runtime/image-prune-schedule.js';
 import { imageUseLog } from '../runtime/image-use-log.js';
 import { RUNNER_DEFAULTS } from '../runtime/container-spec.js';
+import { detectHostPaths } from '../runtime/host-paths.js';
 import { LoopOutputVolumes, outputFsDir } from '../runtime/output-volume.js';
 import { chooseOutputVolumes } from '../runtime/output-volume-policy.js';
 import { Worker } from '../worker/worker.js';
@@ -57,6 +58,8 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
   await assertNotRemoved(cfg.dataDir);
   const outputVolumes = await chooseOutputVolumes(new LoopOutputVolumes(outputFsDir(cfg.dataDir)), opts.dev ? 'dev' : cfg.allowUnboundedOutput ? 'allowed' : 'refuse', logger);
   let worker: Worker | undefined;
+  // A worker in its own container names its data sets to Docker by their host paths.
+  const hostPath = await detectHostPaths(engine, logger.child({ component: 'runner' }));
   // Set once the store is open, which is before any task can arrive.
   let imageUses: ImageUseRecorder | undefined;
   const executor = new DockerTaskRunner(
@@ -68,6 +71,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       defaults: { ...RUNNER_DEFAULTS, maxOutputBytes: cfg.maxOutput },
       images: { pulled: (image) => imageUses?.pulled(image), used: (image) => imageUses?.used(image) },
       outputVolumes,
+      ...(hostPath ? { hostPath } : {}),
     },
     logger.child({ component: 'runner' }),
   );

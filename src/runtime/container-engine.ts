@@ -62,11 +62,20 @@ export interface ContainerState {
   finishedAt?: string;
 }
 
+/** A volume or bind of a container, as the engine reports it: `source` is the path on the engine's host. */
+export interface ContainerMount {
+  type: string;
+  source: string;
+  destination: string;
+}
+
 export interface ContainerInfo {
   id: string;
   name: string;
   labels: Record<string, string>;
   state: ContainerState;
+  /** Its volumes and binds (absent from engines that do not say). */
+  mounts?: ContainerMount[];
   /** The limits as the engine recorded them, for checks and diagnostics. */
   hostConfig: Record<string, unknown>;
 }
