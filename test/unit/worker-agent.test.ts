@@ -818,25 +818,34 @@ test('what a task left behind while Docker was away is reclaimed at the first re
   assert.equal(h.executor.reclaims.length, after, 'one reclaim was enough: no more until the periodic one');
 });
 
-test('a task mounting a data set: fetched from the master through the cache, bound for the executor, reported held, dropped when the master says so', async (t) => {
-  const cacheDir = await mkdtemp(path.join(os.tmpdir(), 'hm-wcache-'));
-  t.after(() => rm(cacheDir, { recursive: true, force: true }));
-  const master = new FakeMaster();
-  const bytes = Buffer.from('model weights');
-  const hex = createHash('sha256').update(bytes).digest('hex');
-  master.dataSets.set(`sha256:${hex}`, bytes);
-  let h!: Harness;
+const MODEL = Buffer.from('model weights');
+const MODEL_HEX = createHash('sha256').update(MODEL).digest('hex');
+
+/** A worker with a real data cache in its data dir, fetching from the fake master. */
+async function workerWithCache(t: TestContext, master: FakeMaster, dataDir: string, opts: Partial<WorkerOptions> = {}): Promise<{ h: Harness; cache: DataCache }> {
+  master.dataSets.set(`sha256:${MODEL_HEX}`, MODEL);
+  let h: Harness | undefined;
   const cache = await DataCache.open({
-    dir: cacheDir,
+    dir: path.join(dataDir, 'cache'),
     budgetBytes: MiB,
-    source: taskDataSource({ withMaster: (signal, what, fn) => h.worker.withMaster(signal, what, fn), http: new HttpDataSource(), logger: silentLogger() }),
+    source: taskDataSource({ withMaster: (signal, what, fn) => h!.worker.withMaster(signal, what, fn), http: new HttpDataSource(), logger: silentLogger() }),
     clock: new ManualClock(),
     logger: silentLogger(),
     unpack: async () => undefined,
-    hashEntry: async () => hex,
+    hashEntry: async () => MODEL_HEX,
   });
   t.after(() => cache.close());
-  h = await makeWorker(t, {}, { master, dataDir: cacheDir }, silentLogger(), { dataCache: cache });
+  h = await makeWorker(t, opts, { master, dataDir }, silentLogger(), { dataCache: cache });
+  return { h, cache };
+}
+
+test('a task mounting a data set: fetched from the master through the cache, bound for the executor, reported held, dropped when the master says so', async (t) => {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hm-wcache-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const { h, cache } = await workerWithCache(t, new FakeMaster(), dataDir);
+  const bytes = MODEL;
+  const hex = MODEL_HEX;
+  const cacheDir = path.join(dataDir, 'cache');
   await h.worker.start();
   const data = [{ sha256: `sha256:${hex}`, path: '/data/w.bin', size: bytes.length, kind: DataKind.DATA_KIND_FILE, url: '' }];
   h.master.assign({ taskId: 'd1', spec: { ...spec(), data } });
@@ -854,4 +863,37 @@ test('a task mounting a data set: fetched from the master through the cache, bou
   assert.equal(last.freeBytes + last.evictableBytes, MiB, 'free and evictable add up: the entry is unused');
   h.master.send({ command: { $case: 'dropData', value: { sha256: [`sha256:${hex}`, 'sha256:not-a-digest'] } } });
   await waitFor('dropped', () => cache.list().length === 0);
+});
+
+test('after a restart, a reattached task holds its data set again before the worker subscribes', async (t) => {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hm-wcache-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const master = new FakeMaster();
+  const first = await workerWithCache(t, master, dataDir);
+  await first.h.worker.start();
+  const data = [{ sha256: `sha256:${MODEL_HEX}`, path: '/data/w.bin', size: MODEL.length, kind: DataKind.DATA_KIND_FILE, url: '' }];
+  master.assign({ taskId: 'r1', spec: { ...spec(), data } });
+  await waitFor('running', () => master.statesOf('r1').includes('RUNNING'));
+  // kill -9: the first process's leases die with it (the next open clears them)
+  master.down();
+  await waitFor('reconnecting', () => first.h.worker.state === 'reconnecting');
+  first.cache.close();
+  master.restore();
+  const second = await workerWithCache(t, master, dataDir, { enrollmentToken: undefined });
+  assert.equal(second.cache.list()[0]!.leases, 0, 'a fresh start holds nothing');
+  second.h.executor.started.add('r1#1');
+  let leasesAtSubscribe: number | undefined;
+  const subscribe = master.subscribes.push.bind(master.subscribes);
+  master.subscribes.push = (...req) => {
+    leasesAtSubscribe ??= second.cache.list()[0]!.leases;
+    return subscribe(...req);
+  };
+  await second.h.worker.start();
+  await waitFor('reattached', () => second.h.executor.runs.has('r1'));
+  assert.equal(second.h.executor.runs.get('r1')!.exec.recovery, 'reattach');
+  assert.equal(leasesAtSubscribe, 1, 'leased again before the master could send new work');
+  assert.deepEqual(second.h.executor.runs.get('r1')!.exec.dataMounts, [{ hostPath: path.join(dataDir, 'cache', 'entries', MODEL_HEX), containerPath: '/data/w.bin' }]);
+  assert.equal(master.timeline.filter((e) => e.startsWith('data:r1')).length, 1, 'not fetched again');
+  await second.h.worker.close();
+  await first.h.worker.close();
 });
