@@ -174,8 +174,13 @@ export class DataCache {
         },
       };
     } catch (err) {
-      release();
-      throw err;
+      try {
+        release();
+      } catch (releaseErr) {
+        // The index on a full disk cannot record it; the lease goes at the next start. The cause counts.
+        this.deps.logger.warn({ digest: ref.digest, err: errorMessage(releaseErr) }, 'data cache: could not release a lease');
+      }
+      throw this.diskFull(err, ref, 'nothing was kept');
     }
   }
 
@@ -280,6 +285,8 @@ export class DataCache {
         fetch: (offset) => this.counted(ref.digest, this.deps.source.fetch(latest(), offset, signal), offset, ref.sizeBytes, progress, (n) => (received += n)),
         outOfOrder: (expected, got) => new DataCorruptError(`data set sha256:${ref.digest}: a chunk at offset ${got} arrived where ${expected} was expected`),
         cannotWrite: (err) => new HivemindError('CACHE_UNWRITABLE', `data cache: cannot write ${partial}: ${err.message}`),
+      }).catch((err: unknown) => {
+        throw this.diskFull(err, ref, 'what arrived is kept, and the download goes on from there');
       });
       this.counters.bytesDownloaded += received;
       if (got.size === ref.sizeBytes && got.sha256 === ref.digest) {
@@ -306,6 +313,7 @@ export class DataCache {
       try {
         await this.deps.unpack(partial, staging, ref.digest, signal);
       } catch (err) {
+        err = this.diskFull(err, ref, 'its download is discarded');
         // An archive that cannot be unpacked (unsafe, not canonical) will not unpack next time either.
         await makeRemovable(staging);
         await rm(staging, { recursive: true, force: true });
@@ -339,6 +347,14 @@ export class DataCache {
 
   private candidates(entries: readonly CacheEntry[]) {
     return entries.map((e) => ({ digest: e.digest, sizeBytes: e.sizeBytes, lastUsedAt: e.lastUsedAt, pinned: e.pinned, inUse: e.leases > 0 || this.flights.has(e.digest) }));
+  }
+
+  /** A full disk under the cache (the budget is more than the disk has left) as a CacheFullError naming the data set. */
+  private diskFull(err: unknown, ref: DataRef, then: string): unknown {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    // SQLITE_FULL: the index shares the disk.
+    if (code !== 'ENOSPC' && code !== 'EDQUOT' && code !== 'SQLITE_FULL') return err;
+    return new CacheFullError(`data set sha256:${ref.digest}: the disk under the data cache (${this.deps.dir}) is full (${code}); ${then} once there is room (lower --cache-max below the free space)`);
   }
 
   /** Evicts what must go for `ref` to fit, or throws saying what holds the space. */
