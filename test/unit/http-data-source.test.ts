@@ -164,3 +164,23 @@ test('hostile url server: a redirect to a file: url is refused; to another http 
   recordHostile('data url: endless redirect loop', false);
   await assert.rejects(collect(fast.fetch(loop, 10, 0, new AbortController().signal), 0), /more than 3 redirects/);
 });
+
+test('http source: a server refusing HEAD (a presigned GET url) is asked its size with a GET of one byte', async (t) => {
+  const seen: string[] = [];
+  const url = await serve(t, (req, res) => {
+    seen.push(`${req.method} ${req.headers.range ?? ''}`);
+    if (req.method === 'HEAD') {
+      res.writeHead(403, 'Forbidden');
+      return res.end();
+    }
+    res.writeHead(206, { 'content-range': `bytes 0-0/${BODY.length}`, 'content-length': 1 });
+    res.end(BODY.subarray(0, 1));
+  });
+  assert.equal(await fast.size(url, new AbortController().signal), BODY.length);
+  assert.deepEqual(seen, ['HEAD ', 'GET bytes=0-0']);
+  const silent = await serve(t, (req, res) => {
+    res.writeHead(req.method === 'HEAD' ? 405 : 200);
+    res.end();
+  });
+  await assert.rejects(fast.size(silent, new AbortController().signal), /does not announce its size \(neither HEAD nor a ranged GET says it\)/);
+});

@@ -36,15 +36,26 @@ export const HTTP_SOURCE_DEFAULTS: HttpSourceOptions = { maxRedirects: 5, idleTi
 export class HttpDataSource {
   constructor(private readonly opts: HttpSourceOptions = HTTP_SOURCE_DEFAULTS) {}
 
-  /** The data set's size as the server announces it (a task may name an url without its size). */
+  /**
+   * The data set's size as the server announces it (a task may name an url without its size): HEAD,
+   * or, for a server that refuses HEAD (a presigned GET url, say), a GET of its first byte.
+   */
   async size(url: string, signal: AbortSignal): Promise<number> {
-    const res = await this.withRetries(url, signal, () => this.request(url, 'HEAD', 0, signal));
-    res.resume();
-    const n = Number(res.headers['content-length']);
-    if (res.statusCode !== 200 || !Number.isSafeInteger(n) || n < 0) {
-      throw new DataFetchError(`${shown(url)} does not announce its size (HEAD answered ${res.statusCode} without a Content-Length)`);
+    const head = await this.withRetries(url, signal, () => this.request(url, 'HEAD', undefined, signal)).catch((err: unknown) => {
+      if (signal.aborted || !(err instanceof DataFetchError)) throw err;
+      return undefined;
+    });
+    head?.resume();
+    const n = head ? Number(head.headers['content-length']) : NaN;
+    if (head?.statusCode === 200 && Number.isSafeInteger(n) && n >= 0) return n;
+    const res = await this.withRetries(url, signal, () => this.request(url, 'GET', 'bytes=0-0', signal));
+    res.destroy();
+    const total = res.statusCode === 206 ? /\/(\d+)$/.exec(res.headers['content-range'] ?? '')?.[1] : res.headers['content-length'];
+    const size = Number(total);
+    if (total === undefined || !Number.isSafeInteger(size) || size < 0) {
+      throw new DataFetchError(`${shown(url)} does not announce its size (neither HEAD nor a ranged GET says it)`);
     }
-    return n;
+    return size;
   }
 
   /** The bytes from `offset` to `size`, as offset-stamped chunks. */
@@ -52,7 +63,7 @@ export class HttpDataSource {
     let at = offset;
     for (let failures = 0; at < size; ) {
       try {
-        const res = await this.request(url, 'GET', at, signal);
+        const res = await this.request(url, 'GET', at > 0 ? `bytes=${at}-` : undefined, signal);
         let skip = this.checkBody(url, res, at, size);
         for await (const buf of res as AsyncIterable<Buffer>) {
           let data = buf;
@@ -102,10 +113,10 @@ export class HttpDataSource {
   }
 
   /** One request, following redirects to http(s) addresses only; the response of a 200 or a 206. */
-  private async request(url: string, method: 'GET' | 'HEAD', offset: number, signal: AbortSignal): Promise<IncomingMessage> {
+  private async request(url: string, method: 'GET' | 'HEAD', range: string | undefined, signal: AbortSignal): Promise<IncomingMessage> {
     let target = parseHttpUrl(url, url);
     for (let hops = 0; ; hops++) {
-      const res = await once(target, method, offset, signal, this.opts.idleTimeoutMs);
+      const res = await once(target, method, range, signal, this.opts.idleTimeoutMs);
       const status = res.statusCode ?? 0;
       if (status === 200 || status === 206) return res;
       res.resume();
@@ -123,10 +134,10 @@ export class HttpDataSource {
   }
 }
 
-function once(url: URL, method: string, offset: number, signal: AbortSignal, idleTimeoutMs: number): Promise<IncomingMessage> {
+function once(url: URL, method: string, range: string | undefined, signal: AbortSignal, idleTimeoutMs: number): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     const get = url.protocol === 'https:' ? https.request : http.request;
-    const req = get(url, { method, signal, timeout: idleTimeoutMs, headers: offset > 0 ? { range: `bytes=${offset}-` } : {} }, (res) => {
+    const req = get(url, { method, signal, timeout: idleTimeoutMs, headers: range ? { range } : {} }, (res) => {
       res.setTimeout(idleTimeoutMs, () => res.destroy(new TransientFetchError(`no bytes for ${idleTimeoutMs} ms`)));
       // A body cut by the network is retried; anything else from the stream surfaces as it is.
       res.on('error', () => undefined);
