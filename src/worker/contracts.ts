@@ -2,10 +2,6 @@
 // implements, the events and records the local monitor reads. They import no worker internals.
 import { OutcomeKind, type NodeFacts, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
-import type { CacheEntry } from './data-cache/cache-index.js';
-import type { CacheStats } from './data-cache/data-cache.js';
-
-export type { CacheEntry, CacheStats };
 
 // ---------------------------------------------------------------- lifecycle
 
@@ -73,6 +69,37 @@ export interface WorkerEvents {
 }
 
 // ---------------------------------------------------------------- records
+
+/** A data set in the node's cache: one file, or a directory unpacked from its canonical archive. */
+export type CacheDataKind = 'file' | 'dir';
+/** 'downloading' until its bytes hashed to its digest (and a directory was unpacked), then 'ready'. */
+export type CacheEntryState = 'downloading' | 'ready';
+
+export interface CacheEntry {
+  /** sha256 of the file, or of the directory's canonical archive (64 lowercase hex digits). */
+  digest: string;
+  kind: CacheDataKind;
+  sizeBytes: number;
+  state: CacheEntryState;
+  pinned: boolean;
+  createdAt: number;
+  lastUsedAt: number;
+  /** How many times a task was handed the entry. */
+  uses: number;
+  /** Tasks (or a download) holding it now: never evicted or removed while above 0. */
+  leases: number;
+}
+
+/** The data cache's counters since the worker started. */
+export interface CacheCounters {
+  hits: number;
+  misses: number;
+  evictions: number;
+  bytesDownloaded: number;
+}
+
+/** The counters with the cache's size now (entries and bytes include downloads under way). */
+export type CacheStats = CacheCounters & { entries: number; bytes: number; budgetBytes: number };
 
 /**
  * A read-only window on the node's data cache, for the monitor: its entries (most recently used

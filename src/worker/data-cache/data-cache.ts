@@ -11,6 +11,7 @@ import { errorMessage, HivemindError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { downloadResumable, type OffsetChunk } from '../../transfer/resumable-download.js';
 import { CacheIndex, type CacheEntry, type DataKind } from './cache-index.js';
+import type { CacheCounters, CacheStats } from '../contracts.js';
 import { planEviction } from './cache-eviction.js';
 import { CacheEntryInUseError, CacheFullError, DataCorruptError } from './cache-errors.js';
 import { discardEntry, makeReadOnly, makeRemovable } from './entry-files.js';
@@ -62,15 +63,7 @@ export interface DataProgress {
   totalBytes: number;
 }
 
-export interface CacheCounters {
-  hits: number;
-  misses: number;
-  evictions: number;
-  bytesDownloaded: number;
-}
-
-/** The cache's counters since the worker started, with its size now. */
-export type CacheStats = CacheCounters & { entries: number; bytes: number; budgetBytes: number };
+export type { CacheCounters, CacheStats };
 
 interface Flight {
   done: Promise<void>;
