@@ -24,8 +24,7 @@ export function describeOutcome(o: TaskOutcome | undefined): string {
   return terminalSafe(parts.join(', '));
 }
 
-/** Rows as aligned columns (the first row is the header), made safe for a terminal. */
-export function table(unsafeRows: string[][]): string {
+function table(unsafeRows: string[][]): string {
   const rows = unsafeRows.map((r) => r.map((c) => terminalSafe(c)));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');

@@ -12,7 +12,7 @@ import { CacheIndex, type CacheEntry } from '../../worker/data-cache/cache-index
 import { CacheEntryInUseError } from '../../worker/data-cache/cache-errors.js';
 import { discardEntry } from '../../worker/data-cache/entry-files.js';
 import { printJson, type CliContext } from '../cli-context.js';
-import { table } from '../task-format.js';
+import { terminalSafe } from '../terminal-text.js';
 
 type Ctx = () => CliContext;
 
@@ -43,7 +43,10 @@ export function formatCacheTable(entries: readonly CacheEntry[]): string {
     e.leases > 0 ? `${e.leases} task${e.leases === 1 ? '' : 's'}` : '-',
     new Date(e.lastUsedAt).toISOString(),
   ]);
-  return `${table([['DIGEST', 'KIND', 'SIZE', 'STATE', 'PINNED', 'IN USE', 'LAST USED'], ...rows])}\n${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}, ${formatBytes(total)}`;
+  const head = ['DIGEST', 'KIND', 'SIZE', 'STATE', 'PINNED', 'IN USE', 'LAST USED'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const lines = [head, ...rows].map((r) => terminalSafe(r.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd()));
+  return `${lines.join('\n')}\n${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}, ${formatBytes(total)}`;
 }
 
 /** A digest as the operator gives it: `sha256:HEX` (as `ls` prints it) or the bare 64 hex digits. */
