@@ -58,6 +58,7 @@ export class RunningTask {
   done: Promise<void> = Promise.resolve();
   private lastPullUpdateAt = 0;
   private lastDataUpdateAt = 0;
+  private lastDataSent = -1;
 
   constructor(
     readonly assignment: TaskAssignment,
@@ -190,8 +191,13 @@ export class RunningTask {
     this.deps.onDataProgress?.({ taskId: this.taskId, attempt: this.attempt, receivedBytes: p.receivedBytes, totalBytes: p.totalBytes });
     const now = this.deps.clock.now();
     const done = p.receivedBytes >= p.totalBytes;
-    if (this.aborted || (!done && now - this.lastDataUpdateAt < PULL_PROGRESS_INTERVAL_MS)) return;
+    if (this.aborted || p.receivedBytes === this.lastDataSent || (!done && now - this.lastDataUpdateAt < PULL_PROGRESS_INTERVAL_MS)) return;
+    // A task taken up after a restart may be past ACCEPTED (pulling, or reattached while running):
+    // an ACCEPTED update would move its state backwards.
+    const state = this.deps.store.getTask(this.taskId, this.attempt)?.state;
+    if (state !== undefined && state !== TaskState.TASK_STATE_ACCEPTED) return;
     this.lastDataUpdateAt = now;
+    this.lastDataSent = p.receivedBytes;
     this.deps.update(this, TaskState.TASK_STATE_ACCEPTED, { data: { receivedBytes: p.receivedBytes, totalBytes: p.totalBytes } });
   }
 

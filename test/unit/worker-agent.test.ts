@@ -894,6 +894,7 @@ test('after a restart, a reattached task holds its data set again before the wor
   assert.equal(leasesAtSubscribe, 1, 'leased again before the master could send new work');
   assert.deepEqual(second.h.executor.runs.get('r1')!.exec.dataMounts, [{ hostPath: path.join(dataDir, 'cache', 'entries', MODEL_HEX), containerPath: '/data/w.bin' }]);
   assert.equal(master.timeline.filter((e) => e.startsWith('data:r1')).length, 1, 'not fetched again');
+  assert.equal(master.statesOf('r1').filter((st) => st === 'ACCEPTED').length, 2, 'the first run\'s acceptance and its progress, none after the restart (the task was RUNNING)');
   await second.h.worker.close();
   await first.h.worker.close();
 });
