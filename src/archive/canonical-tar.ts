@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { UnsafeArchiveError } from '../common/errors.js';
@@ -43,6 +43,24 @@ export function canonicalOrder(names: readonly string[]): string[] {
  * (a symlink, a special file, a read failure, an abort) the output file is removed.
  */
 export async function packCanonical(dir: string, outFile: string, signal?: AbortSignal): Promise<CanonicalTar> {
+  try {
+    return await writeCanonical(dir, createWriteStream(outFile, { mode: 0o600 }), signal);
+  } catch (err) {
+    await rm(outFile, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * The sha256 (hex) of the canonical tar of `dir`, computed without writing it anywhere: how a node
+ * checks that an unpacked directory data set is still the one its digest names.
+ */
+export async function hashCanonical(dir: string, signal?: AbortSignal): Promise<string> {
+  const discard = new Writable({ write: (_chunk, _enc, cb) => cb() });
+  return (await writeCanonical(dir, discard, signal)).sha256;
+}
+
+async function writeCanonical(dir: string, sink: Writable, signal?: AbortSignal): Promise<CanonicalTar> {
   const root = await lstat(dir).catch((err: NodeJS.ErrnoException) => {
     throw new UnsafeArchiveError(`${dir}: ${err.code === 'ENOENT' ? 'no such file or directory' : err.message}`);
   });
@@ -90,11 +108,10 @@ export async function packCanonical(dir: string, outFile: string, signal?: Abort
     (err: unknown) => pack.destroy(err as Error),
   );
   try {
-    await pipeline(Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false }), measure, createWriteStream(outFile, { mode: 0o600 }), signal ? { signal } : {});
+    await pipeline(Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false }), measure, sink, signal ? { signal } : {});
     await producing;
   } catch (err) {
     await producing.catch(() => undefined);
-    await rm(outFile, { force: true });
     throw err;
   }
   out.sha256 = hash.digest('hex');

@@ -1,9 +1,14 @@
 // Production wiring of a worker node: real Docker engine, SQLite store, gRPC connection (direct
 // or through the WireGuard tunnel), system probe, image pruning and the web monitor, assembled in
 // this one place from the compiled configuration, whose settings it passes on as they are.
+import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureDataDir } from '../config/data-dir.js';
-import type { WorkerConfig } from '../config/worker-config.js';
+import { cacheBudgetBytes, type WorkerConfig } from '../config/worker-config.js';
+import { DataCache } from '../worker/data-cache/data-cache.js';
+import { hashEntry, unpackDataSet } from '../worker/data-cache/entry-files.js';
+import { HttpDataSource } from '../worker/data-cache/http-data-source.js';
+import { taskDataSource } from '../worker/data-cache/task-data-source.js';
 import type { Logger } from '../common/logger.js';
 import { systemClock } from '../common/clock.js';
 import { stripBrackets } from '../common/address.js';
@@ -19,6 +24,7 @@ import { ImagePruner } from '../runtime/image-pruner.js';
 import { IMAGE_PRUNE_INTERVAL_MS, ImagePruneSchedule } from '../runtime/image-prune-schedule.js';
 import { imageUseLog } from '../runtime/image-use-log.js';
 import { RUNNER_DEFAULTS } from '../runtime/container-spec.js';
+import { detectHostPaths } from '../runtime/host-paths.js';
 import { LoopOutputVolumes, outputFsDir } from '../runtime/output-volume.js';
 import { chooseOutputVolumes } from '../runtime/output-volume-policy.js';
 import { Worker } from '../worker/worker.js';
@@ -52,6 +58,8 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
   await assertNotRemoved(cfg.dataDir);
   const outputVolumes = await chooseOutputVolumes(new LoopOutputVolumes(outputFsDir(cfg.dataDir)), opts.dev ? 'dev' : cfg.allowUnboundedOutput ? 'allowed' : 'refuse', logger);
   let worker: Worker | undefined;
+  // A worker in its own container names its data sets to Docker by their host paths.
+  const hostPath = await detectHostPaths(engine, logger.child({ component: 'runner' }));
   // Set once the store is open, which is before any task can arrive.
   let imageUses: ImageUseRecorder | undefined;
   const executor = new DockerTaskRunner(
@@ -63,6 +71,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       defaults: { ...RUNNER_DEFAULTS, maxOutputBytes: cfg.maxOutput },
       images: { pulled: (image) => imageUses?.pulled(image), used: (image) => imageUses?.used(image) },
       outputVolumes,
+      ...(hostPath ? { hostPath } : {}),
     },
     logger.child({ component: 'runner' }),
   );
@@ -81,11 +90,26 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
   });
   const { masterAddress, enrollmentToken, tunnel } = await reachMaster(cfg, probe, logger);
   let store: WorkerStore | undefined;
+  let cache: DataCache | undefined;
   try {
     store = WorkerStore.open(join(cfg.dataDir, 'worker.db'));
-    return await assemble(cfg, logger, engine, { executor, probe, store, masterAddress, enrollmentToken, tunnel, setWorker: (w) => (worker = w), setImageUses: (u) => (imageUses = u) });
+    // Before the worker exists: its master session is reached through `worker` once it does
+    // (a task's download starts only after the worker registered and took the task).
+    cache = await openDataCache(cfg, logger, () => worker);
+    return await assemble(cfg, logger, engine, {
+      executor,
+      probe,
+      store,
+      cache,
+      masterAddress,
+      enrollmentToken,
+      tunnel,
+      setWorker: (w) => (worker = w),
+      setImageUses: (u) => (imageUses = u),
+    });
   } catch (err) {
     // A start that fails after the tunnel came up takes it down again, and closes what it opened.
+    cache?.close();
     store?.close();
     await tunnel?.close().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'removing the tunnel failed'));
     throw err;
@@ -96,6 +120,7 @@ interface Assembly {
   executor: DockerTaskRunner;
   probe: SystemProbe;
   store: WorkerStore;
+  cache: DataCache;
   masterAddress: string;
   enrollmentToken: string | undefined;
   tunnel: WorkerTunnel | undefined;
@@ -105,7 +130,8 @@ interface Assembly {
 
 /** The worker, its image collection and its monitor, on a reachable master and an open store. */
 async function assemble(cfg: WorkerConfig, logger: Logger, engine: ContainerEngine, a: Assembly): Promise<WorkerNode> {
-  const { executor, probe, store, masterAddress, enrollmentToken, tunnel } = a;
+  const { executor, probe, store, cache, masterAddress, enrollmentToken, tunnel } = a;
+  const http = new HttpDataSource();
   const imageGcLog = logger.child({ component: 'image-gc' });
   a.setImageUses(imageUseLog(store, systemClock, imageGcLog));
   // The config's worker settings are compiled already, under the names Worker.create takes.
@@ -118,6 +144,8 @@ async function assemble(cfg: WorkerConfig, logger: Logger, engine: ContainerEngi
       probe,
       clock: systemClock,
       logger,
+      dataCache: cache,
+      urlSize: (url, signal) => http.size(url, signal),
       ...(tunnel ? { tunnel } : {}),
     },
   );
@@ -140,12 +168,47 @@ async function assemble(cfg: WorkerConfig, logger: Logger, engine: ContainerEngi
       await imageGc.close();
       // The monitor shows the drain; it closes once the worker has.
       await w.close();
+      // After the worker: its tasks' leases are released by then.
+      try {
+        cache.close();
+      } catch (err) {
+        logger.error({ err: errorMessage(err) }, 'closing the data cache failed');
+      }
       await monitor?.close().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'closing the monitor failed'));
       // After the worker's last words to the master (they travel through the tunnel).
       await tunnel?.close().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'removing the tunnel failed'));
     },
     cancelAll: () => w.cancelAll('shutdown'),
   };
+}
+
+/**
+ * The node's data cache under <dataDir>/cache: master-held data sets come through the worker's
+ * master session, external ones over http(s); budget --cache-max or a share of the free disk.
+ */
+async function openDataCache(cfg: WorkerConfig, logger: Logger, worker: () => Worker | undefined): Promise<DataCache> {
+  const dir = join(cfg.dataDir, 'cache');
+  const fs = await statfs(cfg.dataDir);
+  const budgetBytes = cacheBudgetBytes(cfg.cacheMax, fs.bavail * fs.bsize);
+  const log = logger.child({ component: 'data-cache' });
+  log.info({ dir, budgetBytes, configured: cfg.cacheMax !== undefined }, 'data cache');
+  return DataCache.open({
+    dir,
+    budgetBytes,
+    source: taskDataSource({
+      withMaster: (signal, what, fn) => {
+        const w = worker();
+        if (!w) throw new Error('the worker is not running yet');
+        return w.withMaster(signal, what, fn);
+      },
+      http: new HttpDataSource(),
+      logger: log,
+    }),
+    clock: systemClock,
+    logger: log,
+    unpack: unpackDataSet,
+    hashEntry,
+  });
 }
 
 /**

@@ -73,6 +73,8 @@ export const WORKER_DEFAULTS = {
   imageBudgetBytes: 20 * 1024 ** 3,
   /** A pulled image unused this long may be pruned when over the budget: 24 h. */
   imageUnusedForMs: 24 * HOUR_MS,
+  /** The data cache's disk budget when --cache-max is not set: this share of the data dir's free disk at start. */
+  cacheFreeShare: 0.5,
   monitorPort: MONITOR_DEFAULTS.port,
   monitorListen: MONITOR_DEFAULTS.host,
   /** Memory kept for the OS and the worker itself: tasks get total memory minus this, 512 MiB. */

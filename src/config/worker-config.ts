@@ -50,6 +50,12 @@ const schema = z
     imageBudget: zSize('image budget').default(WORKER_DEFAULTS.imageBudgetBytes),
     /** A pulled image no task used for this long may be pruned when over the budget. */
     imageUnusedFor: zDurationMs('image unused for').default(WORKER_DEFAULTS.imageUnusedForMs),
+    /**
+     * Disk budget of the data cache (data sets tasks mount, under <dataDir>/cache); the least
+     * recently used entries no task holds are evicted to stay under it. Default: a share
+     * (WORKER_DEFAULTS.cacheFreeShare) of the data dir's free disk when the worker starts.
+     */
+    cacheMax: zSize('cache max').optional(),
     /** Local web monitor port; 0 turns the monitor off. */
     monitorPort: zInt(0, 65535).default(WORKER_DEFAULTS.monitorPort),
     /** Address the monitor binds; anything but loopback needs monitorToken. */
@@ -85,6 +91,7 @@ const fields: Record<string, FieldSource> = {
   allowUnboundedOutput: { env: 'HIVEMIND_ALLOW_UNBOUNDED_OUTPUT', flag: 'allowUnboundedOutput' },
   imageBudget: { env: 'HIVEMIND_IMAGE_BUDGET', flag: 'imageBudget' },
   imageUnusedFor: { env: 'HIVEMIND_IMAGE_UNUSED_FOR', flag: 'imageUnusedFor' },
+  cacheMax: { env: 'HIVEMIND_CACHE_MAX', flag: 'cacheMax' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
   logFile: { env: 'HIVEMIND_LOG_FILE', flag: 'logFile' },
   wgInterface: { env: 'HIVEMIND_WG_INTERFACE', flag: 'wgInterface' },
@@ -111,4 +118,9 @@ export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
       drainTimeoutMs: drainTimeout,
     }),
   };
+}
+
+/** The data cache's budget: --cache-max, else the default share of the data dir's free disk now. */
+export function cacheBudgetBytes(cacheMax: number | undefined, freeBytes: number): number {
+  return cacheMax ?? Math.floor(Math.max(0, freeBytes) * WORKER_DEFAULTS.cacheFreeShare);
 }

@@ -158,6 +158,7 @@ export const NodeServiceDefinition = {
   ...NodeServiceService,
   uploadResult: { ...NodeServiceService.uploadResult, requestSerialize: serializeUpload, requestDeserialize: deserializeUpload },
   downloadInput: { ...NodeServiceService.downloadInput, responseSerialize: serializeDataChunk, responseDeserialize: deserializeDataChunk },
+  downloadData: { ...NodeServiceService.downloadData, responseSerialize: serializeDataChunk, responseDeserialize: deserializeDataChunk },
 } satisfies typeof NodeServiceService;
 
 /** AdminService with the chunk codecs; use it for both the server and the client. */

@@ -71,8 +71,12 @@ export class AttemptResources {
           name: `${config.name}-staging`,
           Cmd: ['/hivemind-staging-never-started'],
           // Writable root only here: the volume-root entries are extracted at "/", and this
-          // container never runs.
-          HostConfig: { ...config.HostConfig, ReadonlyRootfs: false, Mounts: config.HostConfig.Mounts.map((m) => ({ ...m, ReadOnly: false })) },
+          // container never runs. The data sets are not mounted here: nothing may write the cache.
+          HostConfig: {
+            ...config.HostConfig,
+            ReadonlyRootfs: false,
+            Mounts: config.HostConfig.Mounts.filter((m) => m.Type === 'volume').map((m) => ({ ...m, ReadOnly: false })),
+          },
         },
         signal,
       ),

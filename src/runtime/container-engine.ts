@@ -34,7 +34,8 @@ export interface ContainerCreateConfig {
     IpcMode: 'private';
     /** Size of /dev/shm in bytes. */
     ShmSize: number;
-    Mounts: Array<{ Type: 'volume'; Source: string; Target: string; ReadOnly: boolean }>;
+    /** Volumes (/input, /output) and, read-only, the task's data sets from the node's cache (bind). Never `Binds`. */
+    Mounts: Array<{ Type: 'volume' | 'bind'; Source: string; Target: string; ReadOnly: boolean }>;
     LogConfig: { Type: string; Config: Record<string, string> };
     AutoRemove: false;
   };
@@ -61,11 +62,20 @@ export interface ContainerState {
   finishedAt?: string;
 }
 
+/** A volume or bind of a container, as the engine reports it: `source` is the path on the engine's host. */
+export interface ContainerMount {
+  type: string;
+  source: string;
+  destination: string;
+}
+
 export interface ContainerInfo {
   id: string;
   name: string;
   labels: Record<string, string>;
   state: ContainerState;
+  /** Its volumes and binds (absent from engines that do not say). */
+  mounts?: ContainerMount[];
   /** The limits as the engine recorded them, for checks and diagnostics. */
   hostConfig: Record<string, unknown>;
 }

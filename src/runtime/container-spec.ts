@@ -147,6 +147,8 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
       Mounts: [
         { Type: 'volume', Source: volumes.input, Target: INPUT_DIR, ReadOnly: true },
         { Type: 'volume', Source: volumes.output, Target: OUTPUT_DIR, ReadOnly: false },
+        // The data sets: the cache's copy, shared by every task using it, so never writable.
+        ...(exec.dataMounts ?? []).map((m) => ({ Type: 'bind' as const, Source: m.hostPath, Target: m.containerPath, ReadOnly: true })),
       ],
       // Two files of half the cap each: with a single file, rotation truncates the file under the
       // log follower, which then stops short of the end of the output (the part people read).

@@ -192,7 +192,8 @@ export class DockerEngine implements ContainerEngine {
     };
     if (i.State.StartedAt) state.startedAt = i.State.StartedAt;
     if (i.State.FinishedAt) state.finishedAt = i.State.FinishedAt;
-    return { id: i.Id, name: i.Name.replace(/^\//, ''), labels: i.Config.Labels ?? {}, state, hostConfig: i.HostConfig as unknown as Record<string, unknown> };
+    const mounts = (i.Mounts ?? []).map((m) => ({ type: String(m.Type ?? ''), source: m.Source ?? '', destination: m.Destination ?? '' }));
+    return { id: i.Id, name: i.Name.replace(/^\//, ''), labels: i.Config.Labels ?? {}, state, hostConfig: i.HostConfig as unknown as Record<string, unknown>, mounts };
   }
 
   async listContainers(labelFilters: string[], signal?: AbortSignal): Promise<ContainerSummary[]> {

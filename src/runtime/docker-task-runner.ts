@@ -11,6 +11,7 @@ import type { OutputVolumes } from './output-volume.js';
 import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState } from './container-engine.js';
 import { RUNNER_DEFAULTS, buildContainerConfig, containerName, effectiveLimits, volumeNames, type RunnerDefaults } from './container-spec.js';
 import { LABEL_ATTEMPT, nodeLabelFilters } from './labels.js';
+import { HostPathError } from './host-paths.js';
 import { LogTail } from './log-tail.js';
 import { TaskUsageSampler } from './task-usage.js';
 import { AttemptResources, type Created } from './attempt-resources.js';
@@ -34,6 +35,8 @@ export interface DockerTaskRunnerOptions {
   images?: ImageUseRecorder;
   /** Makes each attempt's /output a filesystem of the output cap plus a small slack. */
   outputVolumes: OutputVolumes;
+  /** Where a path of this process is on the Docker host (host-paths.ts); absent: the same path. */
+  hostPath?: (path: string) => string;
 }
 
 /** Where the runner reports image pulls and uses; must not throw. */
@@ -86,6 +89,13 @@ export class DockerTaskRunner implements TaskExecutor {
     return typeof id === 'function' ? id() : id;
   }
 
+  /** The attempt with its data sets named as the Docker host sees them. */
+  private onHostPaths(exec: TaskExecution): TaskExecution {
+    const map = this.options.hostPath;
+    if (!map || !exec.dataMounts?.length) return exec;
+    return { ...exec, dataMounts: exec.dataMounts.map((m) => ({ ...m, hostPath: map(m.hostPath) })) };
+  }
+
   async execute(exec: TaskExecution): Promise<ExecutionResult> {
     this.executing.set(exec.taskId, (this.executing.get(exec.taskId) ?? 0) + 1);
     try {
@@ -113,9 +123,9 @@ export class DockerTaskRunner implements TaskExecutor {
     try {
       let config: ContainerCreateConfig;
       try {
-        config = buildContainerConfig(exec, this.nodeId(), this.defaults);
+        config = buildContainerConfig(this.onHostPaths(exec), this.nodeId(), this.defaults);
       } catch (err) {
-        if (err instanceof InvalidTaskError) return result(OutcomeKind.OUTCOME_KIND_START_FAILED, err.message);
+        if (err instanceof InvalidTaskError || err instanceof HostPathError) return result(OutcomeKind.OUTCOME_KIND_START_FAILED, err.message);
         throw err;
       }
       const limits = effectiveLimits(exec, this.defaults);

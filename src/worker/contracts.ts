@@ -40,6 +40,17 @@ export interface TaskProgressEvent {
   totalBytes: number;
 }
 
+/**
+ * A task's data sets being fetched into the node's data cache: bytes summed over all its mounts
+ * (those already cached count as received). The last event of a fetch has received = total.
+ */
+export interface TaskDataProgressEvent {
+  taskId: string;
+  attempt: number;
+  receivedBytes: number;
+  totalBytes: number;
+}
+
 /** What a local monitor may subscribe to, instead of reaching into the worker. */
 export interface WorkerEvents {
   'state-changed': [LifecycleChange];
@@ -49,6 +60,8 @@ export interface WorkerEvents {
   'task-log': [TaskLogEvent];
   /** Image pull and result upload progress, unthrottled: listeners throttle. */
   'task-progress': [TaskProgressEvent];
+  /** Data set fetch progress of a task (before its image pull), unthrottled: listeners throttle. */
+  'task-data-progress': [TaskDataProgressEvent];
   report: [ResourceReport];
   contribution: [ContributionPoint];
   /** The master's operator removed this node: the worker stopped talking to it for good. */
@@ -56,6 +69,46 @@ export interface WorkerEvents {
 }
 
 // ---------------------------------------------------------------- records
+
+/** A data set in the node's cache: one file, or a directory unpacked from its canonical archive. */
+export type CacheDataKind = 'file' | 'dir';
+/** 'downloading' until its bytes hashed to its digest (and a directory was unpacked), then 'ready'. */
+export type CacheEntryState = 'downloading' | 'ready';
+
+export interface CacheEntry {
+  /** sha256 of the file, or of the directory's canonical archive (64 lowercase hex digits). */
+  digest: string;
+  kind: CacheDataKind;
+  sizeBytes: number;
+  state: CacheEntryState;
+  pinned: boolean;
+  createdAt: number;
+  lastUsedAt: number;
+  /** How many times a task was handed the entry. */
+  uses: number;
+  /** Tasks (or a download) holding it now: never evicted or removed while above 0. */
+  leases: number;
+}
+
+/** The data cache's counters since the worker started. */
+export interface CacheCounters {
+  hits: number;
+  misses: number;
+  evictions: number;
+  bytesDownloaded: number;
+}
+
+/** The counters with the cache's size now (entries and bytes include downloads under way). */
+export type CacheStats = CacheCounters & { entries: number; bytes: number; budgetBytes: number };
+
+/**
+ * A read-only window on the node's data cache, for the monitor: its entries (most recently used
+ * first) and its counters (hits, misses, evictions, bytes downloaded since the worker started).
+ */
+export interface DataCacheView {
+  stats(): CacheStats;
+  list(): CacheEntry[];
+}
 
 /** Facts that change rarely (sent with Register): the protocol's NodeFacts without what the worker adds (labels, versions, maxTasks). */
 export type HostFacts = Omit<NodeFacts, 'labels' | 'workerVersion' | 'maxTasks'>;
@@ -134,12 +187,20 @@ export interface NodeBudget {
 
 export type ExecutionPhase = 'pulling' | 'running' | 'collecting';
 
+/** A data set from the node's cache, where the container sees it (mounted read-only). */
+export interface DataBind {
+  hostPath: string;
+  containerPath: string;
+}
+
 export interface TaskExecution {
   taskId: string;
   attempt: number;
   spec: TaskSpec;
   /** Local path of the verified input archive (tar.gz), when the task has one. */
   inputFile?: string;
+  /** The task's data sets, leased from the node's data cache for the attempt: mount each read-only. */
+  dataMounts?: DataBind[];
   /** GPU indexes reserved for this task by the worker (length = spec.limits.gpus). */
   gpuIndexes: number[];
   /**

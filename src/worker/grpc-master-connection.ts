@@ -23,7 +23,7 @@ import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-recl
 import { cutUpdateMessage } from '../protocol/node-limits.js';
 import { callMessages } from '../transfer/call-messages.js';
 import { sendWithTrailer } from '../transfer/checksum-upload.js';
-import { downloadResumable } from '../transfer/resumable-download.js';
+import { downloadResumable, type OffsetChunk } from '../transfer/resumable-download.js';
 import {
   InputChecksumError,
   TransferError,
@@ -140,6 +140,11 @@ export class GrpcMasterConnection implements MasterConnection {
     }
     if (expectedSha256 && got.sha256 !== expectedSha256.toLowerCase()) throw new InputChecksumError(taskId, expectedSha256, got.sha256);
     return got.size;
+  }
+
+  downloadData(taskId: string, attempt: number, sha256: string, offset: number, signal: AbortSignal): AsyncIterable<OffsetChunk> {
+    signal.throwIfAborted();
+    return callMessages(this.track(this.client.downloadData({ taskId, attempt, sha256, offset }, this.md())), signal);
   }
 
   async uploadResult(

@@ -11,6 +11,7 @@ import type {
   UploadResultResponse,
 } from '../protocol/gen/hivemind/v1/node.js';
 import { HivemindError } from '../common/errors.js';
+import type { OffsetChunk } from '../transfer/resumable-download.js';
 
 export interface ReportSink {
   send(report: ResourceReport): void;
@@ -49,6 +50,11 @@ export interface MasterConnection {
    * verifies the whole file's sha256 (InputChecksumError on mismatch). Returns the size.
    */
   downloadInput(taskId: string, attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number>;
+  /**
+   * A data set the attempt mounts from the master (NodeService.DownloadData), from `offset` on;
+   * `sha256` is "sha256:" + hex. Cancelled when the consumer stops or `signal` aborts.
+   */
+  downloadData(taskId: string, attempt: number, sha256: string, offset: number, signal: AbortSignal): AsyncIterable<OffsetChunk>;
   /** Uploads the result archive from the offset the master already holds; resolves once verified. */
   /** `onProgress` gets the bytes the master holds so far (resumed offset included). */
   uploadResult(taskId: string, attempt: number, file: string, sha256: string, signal: AbortSignal, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<UploadResultResponse>;

@@ -15,7 +15,7 @@ export function isPermanentRejection(err: unknown): boolean {
   return code !== undefined && !isRetryable(err) && code !== status.UNAUTHENTICATED;
 }
 
-export type UpdateExtra = Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull'>>;
+export type UpdateExtra = Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull' | 'data'>>;
 
 export interface OutboxDeps {
   store: Pick<WorkerStore, 'appendUpdate' | 'outbox' | 'ackOutbox'>;
@@ -47,6 +47,7 @@ export class Outbox {
       outcome: extra.outcome,
       atMs: this.deps.clock.now(),
       pull: extra.pull,
+      data: extra.data,
     });
     this.deps.onUpdate(full);
     this.kick();

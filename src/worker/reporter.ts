@@ -3,7 +3,7 @@
 import type { Clock } from '../common/clock.js';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { Capacity, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { Capacity, DataCacheStatus, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import { WORKER_DEFAULTS } from '../config/defaults.js';
 import { scoreReport } from './contribution.js';
 import type { ContributionPoint, LifecycleState, TaskExecutor } from './contracts.js';
@@ -15,6 +15,8 @@ export interface ReporterDeps {
   probe: Pick<ResourceProbe, 'sample'>;
   executor: Pick<TaskExecutor, 'usage'>;
   tunnel?: { status(): Promise<TunnelStatus> };
+  /** The data cache's status, when the node has one. */
+  cache?(): DataCacheStatus;
   store: Pick<WorkerStore, 'addSample' | 'addContribution'>;
   clock: Clock;
   logger: Logger;
@@ -113,16 +115,24 @@ export class Reporter {
       this.deps.tunnel?.status().catch(() => undefined),
     ]);
     if (this.stopped) return;
+    let cache: DataCacheStatus | undefined;
+    try {
+      cache = this.deps.cache?.();
+    } catch (err) {
+      this.deps.logger.warn({ err: errorMessage(err) }, 'data cache status unavailable');
+    }
     this.deps.onSample(sample);
     const report = buildReport({
       seq: ++this.seq,
       sample,
       tasks,
       ...(tunnel ? { tunnel } : {}),
+      ...(cache ? { cache } : {}),
       ...this.deps.state(),
     });
-    // Stored even while the master is away: the local history has no gaps.
-    this.deps.store.addSample(report, this.deps.sampleRetention);
+    // Stored even while the master is away: the local history has no gaps. Without the list of
+    // held data sets (up to thousands of digests, per sample): the cache's own index has it.
+    this.deps.store.addSample(report.cache ? { ...report, cache: { ...report.cache, held: [] } } : report, this.deps.sampleRetention);
     this.deps.onReport(report);
     this.recordContribution(report);
     this.deps.send(report);

@@ -3,12 +3,15 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../common/clock.js';
-import { UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
 import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment } from '../protocol/gen/hivemind/v1/node.js';
-import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskExecutor, type TaskLogEvent, type TaskProgressEvent } from './contracts.js';
+import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskDataProgressEvent, type TaskExecutor, type TaskLogEvent, type TaskProgressEvent } from './contracts.js';
+import { CacheFullError } from './data-cache/cache-errors.js';
+import type { DataProgress } from './data-cache/data-cache.js';
+import { NoDataCacheError, TaskData, dataHolder, dataNeeds, isDataRejection, type TaskDataDeps } from './task-data.js';
 import type { Reservation } from './fit.js';
 import type { LogForwarder } from './log-forwarder.js';
 import { InputChecksumError } from './master-connection.js';
@@ -39,6 +42,9 @@ export interface TaskRunDeps {
   uploadResult(task: RunningTask, result: { path: string; size: number; sha256: string }): Promise<void>;
   onLog(event: TaskLogEvent): void;
   onProgress(event: TaskProgressEvent): void;
+  /** The node's data cache, for tasks that mount data sets; absent: such tasks fail. */
+  data?: TaskDataDeps;
+  onDataProgress?(event: TaskDataProgressEvent): void;
   /** The task's containers or volumes stayed behind (Docker was away). */
   onLeftovers(taskId: string): void;
 }
@@ -51,6 +57,8 @@ export class RunningTask {
   /** Settles when the task's run has ended (and it has left the active set). */
   done: Promise<void> = Promise.resolve();
   private lastPullUpdateAt = 0;
+  private lastDataUpdateAt = 0;
+  private lastDataSent = -1;
 
   constructor(
     readonly assignment: TaskAssignment,
@@ -88,7 +96,11 @@ export class RunningTask {
     const spool = deps.spoolDir;
     const inputFile = a.inputSize > 0 ? path.join(spool, spoolName(taskId, attempt, 'input.tar.gz')) : undefined;
     let resultFile: string | undefined;
+    let data: TaskData | undefined;
     try {
+      // First, before anything awaits long: a reattached task's data must be leased again before
+      // a new task's download could evict it.
+      data = await this.acquireData();
       const recovery = recovered ? ((await deps.executor.probe(taskId, attempt, signal)) === 'started' ? 'reattach' : 'restart') : undefined;
       if (recovery) log.info({ recovery }, recovery === 'reattach' ? 'reattaching to the task an earlier run of this worker started' : 'running again a task an earlier run of this worker took but had not started');
       const needsInput = inputFile !== undefined && recovery !== 'reattach';
@@ -103,6 +115,7 @@ export class RunningTask {
         ...(recovery ? { recovery } : {}),
         ...(sentUntil !== undefined ? { logsSentUntilNs: sentUntil } : {}),
         gpuIndexes,
+        ...(data ? { dataMounts: data.binds } : {}),
         signal,
         onPhase: (phase) => this.onPhase(phase),
         onPullProgress: (current, total) => this.onPullProgress(current, total),
@@ -112,6 +125,7 @@ export class RunningTask {
         },
       });
       if (exec.leftovers) deps.onLeftovers(taskId);
+      data?.release();
       // The container is gone: its CPU, memory and GPUs are free for the next task even
       // while the result is still uploading.
       this.reservation = undefined;
@@ -139,18 +153,52 @@ export class RunningTask {
         log.info({ reason: asAbortReason(signal.reason) }, 'task stopped');
         return;
       }
-      const inputProblem = err instanceof InputChecksumError || err instanceof UnsafeArchiveError;
+      const dataProblem = isDataRejection(err) || err instanceof InvalidTaskError;
+      const inputProblem = err instanceof InputChecksumError || err instanceof UnsafeArchiveError || dataProblem;
       const outputRefused = isResultRefusal(err);
       const kind = inputProblem ? OutcomeKind.OUTCOME_KIND_INPUT_REJECTED : outputRefused ? OutcomeKind.OUTCOME_KIND_OUTPUT_REJECTED : OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR;
-      const message = `${inputProblem ? 'input rejected' : outputRefused ? 'output rejected by the master' : 'worker error'}: ${describeGrpcError(err)}`;
+      const what = dataProblem
+        ? 'data rejected'
+        : inputProblem
+          ? 'input rejected'
+          : outputRefused
+            ? 'output rejected by the master'
+            : err instanceof CacheFullError || err instanceof NoDataCacheError
+              ? 'data cache'
+              : 'worker error';
+      const message = `${what}: ${describeGrpcError(err)}`;
       log.warn({ err: message }, 'task failed');
       deps.update(this, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
     } finally {
+      data?.release();
       await this.logs.close().catch(() => undefined);
       for (const f of [inputFile, resultFile]) {
         if (f) await rm(f, { force: true }).catch((err) => log.warn({ err: errorMessage(err), file: f }, 'cannot remove spool file'));
       }
     }
+  }
+
+  /** Leases the spec's data sets (fetching what the cache lacks), or undefined when it mounts none. */
+  private async acquireData(): Promise<TaskData | undefined> {
+    const needs = dataNeeds(this.taskId, this.attempt, this.assignment.spec?.data ?? []);
+    if (needs.length === 0) return undefined;
+    if (!this.deps.data) throw new NoDataCacheError();
+    return TaskData.acquire(dataHolder(this.taskId, this.attempt), needs, this.deps.data, this.signal, (p) => this.onDataProgress(p));
+  }
+
+  /** Every tick to listeners; to the master (through the outbox) at most every 2 s, and the end. */
+  private onDataProgress(p: DataProgress): void {
+    this.deps.onDataProgress?.({ taskId: this.taskId, attempt: this.attempt, receivedBytes: p.receivedBytes, totalBytes: p.totalBytes });
+    const now = this.deps.clock.now();
+    const done = p.receivedBytes >= p.totalBytes;
+    if (this.aborted || p.receivedBytes === this.lastDataSent || (!done && now - this.lastDataUpdateAt < PULL_PROGRESS_INTERVAL_MS)) return;
+    // A task taken up after a restart may be past ACCEPTED (pulling, or reattached while running):
+    // an ACCEPTED update would move its state backwards.
+    const state = this.deps.store.getTask(this.taskId, this.attempt)?.state;
+    if (state !== undefined && state !== TaskState.TASK_STATE_ACCEPTED) return;
+    this.lastDataUpdateAt = now;
+    this.lastDataSent = p.receivedBytes;
+    this.deps.update(this, TaskState.TASK_STATE_ACCEPTED, { data: { receivedBytes: p.receivedBytes, totalBytes: p.totalBytes } });
   }
 
   private onPhase(phase: ExecutionPhase): void {

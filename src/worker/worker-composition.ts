@@ -8,6 +8,7 @@ import type { Logger } from '../common/logger.js';
 import type { Capacity, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import type { ActiveTasks } from './active-tasks.js';
+import type { DataCache } from './data-cache/data-cache.js';
 import type { TaskExecutor, WorkerEvents } from './contracts.js';
 import type { NodeBudget, Reservation } from './fit.js';
 import type { NodeIdentity } from './identity-file.js';
@@ -23,6 +24,10 @@ import type { HostFacts, ResourceProbe } from './resources/resource-probe.js';
 import { taskKey, type RunningTask, type TaskRunDeps } from './running-task.js';
 import type { WorkerStore } from './store/worker-store.js';
 import { TaskTransfers } from './task-transfers.js';
+import { NoDataCacheError } from './task-data.js';
+import { MAX_REPORTED_HELD, cacheStatus } from './data-cache/cache-status.js';
+import { DIGEST_PREFIX } from '../protocol/data-rules.js';
+import { errorMessage } from '../common/errors.js';
 import type { CompiledWorkerOptions } from './worker-options.js';
 
 export interface WorkerDeps {
@@ -33,12 +38,22 @@ export interface WorkerDeps {
   probe: ResourceProbe;
   clock: Clock;
   logger: Logger;
+  /**
+   * The node's data cache (opened and closed by the caller). Without one, a task that mounts
+   * data sets is refused.
+   */
+  dataCache?: WorkerDataCache;
+  /** The size an external data set's url announces (HEAD), for a mount that names none. */
+  urlSize?(url: string, signal: AbortSignal): Promise<number>;
   /** Tunnel mode: the WireGuard tunnel to the master (status in reports, mesh peers from commands). */
   tunnel?: {
     status(): Promise<TunnelStatus>;
     setMeshPeers(peers: MeshPeer[]): Promise<void>;
   };
 }
+
+/** What the worker uses of the data cache: leases for its tasks, drops the master asks for, the monitor's view. */
+export type WorkerDataCache = Pick<DataCache, 'acquire' | 'dropWhenFree' | 'wouldNotFit' | 'stats' | 'list'>;
 
 /** What tasks may use on this host: the options' caps within what the host has, less the memory reserve. */
 export function nodeBudget(options: CompiledWorkerOptions, host: HostFacts): NodeBudget {
@@ -84,6 +99,8 @@ export interface WorkerParts {
   transfers: TaskTransfers;
   recovery: Recovery;
   taskRunDeps: TaskRunDeps;
+  /** Drops data sets ("sha256:…") from the cache once no task holds them (the master removed them). */
+  dropData(digests: readonly string[]): void;
 }
 
 export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerParts {
@@ -139,6 +156,14 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
     },
     onRemoved: (reason) => worker.onRemoved(reason),
   });
+  // Data sets removed at the master (NodeCommand.drop_data): dropped once no task holds them; a
+  // malformed digest is ignored.
+  const dropData = (digests: readonly string[]) => {
+    for (const d of digests.slice(0, MAX_REPORTED_HELD)) {
+      if (!d.startsWith(DIGEST_PREFIX)) continue;
+      deps.dataCache?.dropWhenFree(d.slice(DIGEST_PREFIX.length)).catch((err: unknown) => log.warn({ digest: d, err: errorMessage(err) }, 'dropping a data set from the cache failed'));
+    }
+  };
   outbox = new Outbox({
     store: deps.store,
     clock: deps.clock,
@@ -152,6 +177,7 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
     probe: deps.probe,
     executor: deps.executor,
     ...(deps.tunnel ? { tunnel: deps.tunnel } : {}),
+    ...(deps.dataCache ? { cache: () => cacheStatus(deps.dataCache!.list(), deps.dataCache!.stats().budgetBytes) } : {}),
     store: deps.store,
     clock: deps.clock,
     logger: log,
@@ -186,6 +212,8 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
     uploadResult: (task, result) => transfers.uploadResult(task, result),
     onLog: (event) => events.emit('task-log', event),
     onProgress: (event) => events.emit('task-progress', event),
+    onDataProgress: (event) => events.emit('task-data-progress', event),
+    ...(deps.dataCache ? { data: { acquire: (...a) => deps.dataCache!.acquire(...a), urlSize: (url, signal) => (deps.urlSize ? deps.urlSize(url, signal) : Promise.reject(new NoDataCacheError())) } } : {}),
     onLeftovers: (taskId) => reclaimer.addLeftovers(taskId),
   };
   const taskSignal = (taskId: string, attempt: number) => core.active.get(taskId, attempt)?.signal;
@@ -206,5 +234,5 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
     update: (task, state, extra) => outbox.append(task, state, extra),
     takeUp: (assignment, reservation) => worker.takeUp(assignment, reservation),
   });
-  return { master, outbox, reporter, reclaimer, transfers, recovery, taskRunDeps };
+  return { master, outbox, reporter, reclaimer, transfers, recovery, taskRunDeps, dropData };
 }

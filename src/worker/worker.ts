@@ -19,14 +19,16 @@ import { assertNotRemoved, loadIdentity, saveRemoval, type NodeIdentity } from '
 import { Lifecycle, type LifecycleChange, type LifecycleState } from './lifecycle.js';
 import { LogForwarder } from './log-forwarder.js';
 import type { MasterSession } from './master-session.js';
+import type { MasterConnection } from './master-connection.js';
 import type { Outbox } from './outbox.js';
 import type { Reporter } from './reporter.js';
 import type { Reclaimer } from './reclaimer.js';
 import { ActiveTasks } from './active-tasks.js';
 import { RunningTask, type TaskRunDeps } from './running-task.js';
 import type { Recovery } from './recovery.js';
+import { dataRefusal } from './task-data.js';
 import type { HostFacts } from './resources/resource-probe.js';
-import type { AbortReason, WorkerEvents } from './contracts.js';
+import type { AbortReason, DataCacheView, WorkerEvents } from './contracts.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { composeWorker, nodeBudget, type WorkerDeps } from './worker-composition.js';
 
@@ -46,6 +48,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly reporter: Reporter;
   private readonly reclaimer: Reclaimer;
   private readonly taskRunDeps: TaskRunDeps;
+  private readonly drop: (digests: readonly string[]) => void;
   private readonly recovery: Recovery;
   private readonly active: ActiveTasks<RunningTask>;
   private drainPromise: Promise<void> | undefined;
@@ -96,6 +99,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.reclaimer = parts.reclaimer;
     this.recovery = parts.recovery;
     this.taskRunDeps = parts.taskRunDeps;
+    this.drop = parts.dropData;
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -119,6 +123,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Hardware and software facts probed at start (hostname, Docker version, GPUs ...). */
   get hostFacts(): HostFacts {
     return this.host;
+  }
+
+  /** The node's data cache, read-only (undefined when the worker runs without one). */
+  get dataCache(): DataCacheView | undefined {
+    const cache = this.deps.dataCache;
+    return cache ? { stats: () => cache.stats(), list: () => cache.list() } : undefined;
   }
 
   get isPaused(): boolean {
@@ -155,6 +165,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const running = this.active.isRunning(taskId);
     if (running) this.active.abort(taskId, 0, 'cancelled');
     return running;
+  }
+
+  /**
+   * Runs `fn` on a live session to the master, waiting for one and retrying transient failures
+   * (what the data cache's source fetches through).
+   */
+  withMaster<T>(signal: AbortSignal, what: string, fn: (conn: MasterConnection) => Promise<T>): Promise<T> {
+    return this.master.withMaster(signal, what, fn);
+  }
+
+  /** Data sets ("sha256:…") the master removed: dropped from the cache once no task holds them. */
+  dropData(digests: readonly string[]): void {
+    this.drop(digests);
   }
 
   /** The current tunnel status, or undefined without a tunnel. */
@@ -224,6 +247,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
           break;
         case 'ping':
           break;
+        case 'dropData':
+          // Removed at the master: dropped from the cache once no task of this node holds them.
+          this.drop(c.value.sha256);
+          break;
         case 'meshPeers':
           this.deps.tunnel?.setMeshPeers(c.value.peers).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'applying mesh peers failed'));
           break;
@@ -258,6 +285,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!this.accepting) return this.reject(a, 'node is draining');
     const fit = fitAssignment(a.spec.limits, this.budget, this.active.reservations());
     if (!fit.ok) return this.reject(a, fit.reason);
+    const noData = dataRefusal(a, this.deps.dataCache);
+    if (noData) return this.reject(a, noData);
 
     this.deps.store.insertTask(a, fit.gpuIndexes, this.deps.clock.now());
     log.info({ image: a.spec.image, gpus: fit.gpuIndexes }, 'task accepted');

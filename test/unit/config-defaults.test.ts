@@ -12,7 +12,7 @@ import { registerServiceCommands } from '../../src/cli/commands/service-commands
 import { parseDuration, parseSize } from '../../src/common/units.js';
 import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, WORKER_DEFAULTS } from '../../src/config/defaults.js';
 import { compileMasterConfig } from '../../src/config/master-config.js';
-import { compileWorkerConfig } from '../../src/config/worker-config.js';
+import { cacheBudgetBytes, compileWorkerConfig } from '../../src/config/worker-config.js';
 import { compileWorkerOptions } from '../../src/worker/worker-options.js';
 import { installService } from '../../src/service/service-install.js';
 import { FakeServiceHost } from '../helpers/fake-service-host.js';
@@ -113,4 +113,14 @@ test('the worker config yields the Worker options\' settings under their names: 
   for (const [k, v] of Object.entries(o)) {
     if (k !== 'masterAddress' && k !== 'enrollmentToken') assert.deepEqual(v, (c as unknown as Record<string, unknown>)[k], k);
   }
+});
+
+test('the data cache budget: --cache-max / HIVEMIND_CACHE_MAX / cacheMax, else the default share of the free disk, as help says', () => {
+  assert.equal(compileWorkerConfig({ env: {}, flags: {} }).cacheMax, undefined, 'no fixed default');
+  assert.equal(compileWorkerConfig({ env: { HIVEMIND_CACHE_MAX: '2g' }, flags: {} }).cacheMax, 2 * 1024 ** 3);
+  assert.equal(compileWorkerConfig({ file: { worker: { cacheMax: '3g' } }, filePath: '/etc/hm.json', env: { HIVEMIND_CACHE_MAX: '2g' }, flags: { cacheMax: '1g' } }).cacheMax, 1024 ** 3, 'flag over env over file');
+  assert.throws(() => compileWorkerConfig({ env: {}, flags: { cacheMax: 'lots' } }), /cache max/);
+  assert.equal(cacheBudgetBytes(undefined, 1000), 1000 * WORKER_DEFAULTS.cacheFreeShare);
+  assert.equal(cacheBudgetBytes(5, 1000), 5);
+  assert.equal(helpDefaults('worker').get('--cache-max'), `${WORKER_DEFAULTS.cacheFreeShare * 100}% of the data dir's free disk at start`);
 });

@@ -126,3 +126,15 @@ test('privileged requests, host mounts, extra capabilities and host networking c
   recordHostile('task spec: privileged, host mount, SYS_ADMIN, host network and the Docker socket smuggled as extra fields', escaped, 5);
   assert.equal(escaped, false, JSON.stringify(c));
 });
+
+test('data sets: each is a read-only bind of its cache entry at its path; still no Binds, and the rest stays volumes', () => {
+  const c = buildContainerConfig(
+    exec({}, { dataMounts: [{ hostPath: '/var/lib/hivemind/worker/cache/entries/' + 'a'.repeat(64), containerPath: '/models/llama' }] }),
+    'node-1',
+  );
+  const hc = c.HostConfig as unknown as Record<string, unknown>;
+  assert.equal(hc.Binds, undefined, 'host paths only through Mounts, each with its ReadOnly flag');
+  const binds = c.HostConfig.Mounts.filter((m) => m.Type === 'bind');
+  assert.deepEqual(binds, [{ Type: 'bind', Source: '/var/lib/hivemind/worker/cache/entries/' + 'a'.repeat(64), Target: '/models/llama', ReadOnly: true }]);
+  assert.equal(c.HostConfig.Mounts.filter((m) => m.Type === 'volume').length, 2);
+});

@@ -14,6 +14,7 @@ import { planEviction, type EvictionCandidate } from '../../src/worker/data-cach
 import { CacheIndex } from '../../src/worker/data-cache/cache-index.js';
 import { CacheEntryInUseError, CacheFullError, DataCache, DataCorruptError, type DataRef, type DataSource } from '../../src/worker/data-cache/data-cache.js';
 import type { OffsetChunk } from '../../src/transfer/resumable-download.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const CHUNK = 64 * 1024;
@@ -271,4 +272,55 @@ test('hostile refs from the master are refused before touching the disk', async 
   await assert.rejects(cache.acquire({ digest: '../../etc/passwd', kind: 'file', sizeBytes: 1 }, 'x', never()), /is not 64 lowercase hex digits/);
   await assert.rejects(cache.acquire({ digest: 'a'.repeat(64), kind: 'file', sizeBytes: -1 }, 'x', never()), /is not a byte count/);
   assert.deepEqual(cache.list(), []);
+});
+
+test('dropWhenFree: a free entry goes at once; a held one once its last lease is released', async (t) => {
+  const { source, cache } = await setup(t);
+  const free = source.add(randomBytes(4096));
+  const held = source.add(randomBytes(4096));
+  (await cache.acquire(free, 'a', never())).release();
+  const l1 = await cache.acquire(held, 'b', never());
+  const l2 = await cache.acquire(held, 'c', never());
+  await cache.dropWhenFree(free.digest);
+  await cache.dropWhenFree(held.digest);
+  assert.deepEqual(cache.list().map((e) => e.digest), [held.digest], 'the free one is gone, the held one stays');
+  l1.release();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(cache.list().length, 1, 'still held by c');
+  l2.release();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(cache.list(), []);
+  await assert.rejects(stat(l2.path), /ENOENT/);
+});
+
+test('a source that sends more than the data set\'s size is cut off before the extra bytes reach the disk', async (t) => {
+  const { source, cache, dir } = await setup(t);
+  const ref = source.add(randomBytes(100 * 1024));
+  recordHostile('data source: more bytes than the announced size', false);
+  await assert.rejects(cache.acquire({ ...ref, sizeBytes: 50 * 1024 }, 'a', never()), (err: unknown) => err instanceof DataCorruptError && /sent more than its 51200 bytes/.test(err.message));
+  const partial = await stat(join(dir, 'partial', ref.digest)).catch(() => undefined);
+  assert.ok(!partial || partial.size <= 50 * 1024);
+});
+
+test('an archive that does not unpack is forgotten with its partial: the next try downloads it again', async (t) => {
+  const { source, cache, dir } = await setup(t);
+  const ref = source.add(randomBytes(8192), 'dir');
+  const failing = Object.assign(cache, {});
+  (failing as unknown as { deps: { unpack: () => Promise<void> } }).deps.unpack = async () => {
+    throw new DataCorruptError('not a canonical archive');
+  };
+  await assert.rejects(cache.acquire(ref, 'a', never()), /not a canonical archive/);
+  assert.deepEqual(cache.list(), []);
+  await assert.rejects(stat(join(dir, 'partial', ref.digest)), /ENOENT/);
+});
+
+test('wouldNotFit: what is cached needs no room; what is missing must fit by evicting only free entries', async (t) => {
+  const { source, cache } = await setup(t, 100 * 1024);
+  const held = source.add(randomBytes(60 * 1024));
+  const lease = await cache.acquire(held, 'a', never());
+  const other = source.add(randomBytes(50 * 1024));
+  assert.equal(cache.wouldNotFit([held]), undefined, 'already cached');
+  assert.match(cache.wouldNotFit([held, other]) ?? '', new RegExp(`^data set sha256:${other.digest} cannot fit the data cache: it needs 50.0 KiB and the cache budget is 100.0 KiB, of which 60.0 KiB is in use by tasks`));
+  lease.release();
+  assert.equal(cache.wouldNotFit([other]), undefined, 'the free entry would be evicted for it');
 });

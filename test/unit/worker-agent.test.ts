@@ -12,7 +12,10 @@ import { PassThrough } from 'node:stream';
 import { ManualClock } from '../../src/common/clock.js';
 import { ConfigError } from '../../src/common/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/common/logger.js';
-import { OutcomeKind, TaskState, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { DataCache } from '../../src/worker/data-cache/data-cache.js';
+import { HttpDataSource } from '../../src/worker/data-cache/http-data-source.js';
+import { taskDataSource } from '../../src/worker/data-cache/task-data-source.js';
+import { DataKind, OutcomeKind, TaskState, type DataMount, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type {
   NodeCommand,
   RegisterRequest,
@@ -63,6 +66,8 @@ class FakeMaster {
   logs: LogChunk[] = [];
   uploads = new Map<string, Buffer>();
   inputs = new Map<string, Buffer>();
+  /** Data sets the master serves, by "sha256:…". */
+  dataSets = new Map<string, Buffer>();
   acceptBearers = new Set(['enroll-token', 'cred-1']);
   /** The report interval the master asks for at registration (0: none). */
   reportIntervalMs = 0;
@@ -160,6 +165,15 @@ class FakeConnection implements MasterConnection {
       this.m.timeline.push(`update:${u.taskId}:${TaskState[u.state]!.replace('TASK_STATE_', '')}`);
     }
     return { applied: !seen, superseded: false, cancelRequested: false, ...this.m.ackFor(u) };
+  }
+
+  async *downloadData(taskId: string, _attempt: number, sha256: string, offset: number, signal: AbortSignal): AsyncGenerator<{ offset: number; data: Uint8Array }> {
+    this.check();
+    signal.throwIfAborted();
+    const data = this.m.dataSets.get(sha256);
+    if (!data) throw new Error(`task ${taskId} mounts no data set ${sha256} from the master`);
+    this.m.timeline.push(`data:${taskId}:${offset}`);
+    if (offset < data.length) yield { offset, data: data.subarray(offset) };
   }
 
   async downloadInput(taskId: string, _attempt: number, destFile: string, expectedSha256: string, signal: AbortSignal): Promise<number> {
@@ -303,8 +317,12 @@ class FakeProbe implements ResourceProbe {
   }
 }
 
+function dataMount(over: Partial<DataMount> = {}): DataMount {
+  return { sha256: `sha256:${'e'.repeat(64)}`, path: '/models', size: 10, kind: DataKind.DATA_KIND_DIR, url: '', ...over };
+}
+
 function spec(memoryBytes = 256 * MiB, cpus = 1) {
-  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] };
+  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] as DataMount[] };
 }
 
 // ------------------------------------------------------------------ harness
@@ -318,7 +336,7 @@ interface Harness {
   states: LifecycleState[];
 }
 
-async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, shared?: { master: FakeMaster; dataDir: string }, logger: Logger = silentLogger()): Promise<Harness> {
+async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, shared?: { master: FakeMaster; dataDir: string }, logger: Logger = silentLogger(), more: Partial<WorkerDeps> = {}): Promise<Harness> {
   const dataDir = shared?.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hm-worker-')));
   if (!shared) t.after(() => rm(dataDir, { recursive: true, force: true }));
   const master = shared?.master ?? new FakeMaster();
@@ -332,6 +350,7 @@ async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, sha
     probe,
     clock,
     logger,
+    ...more,
   };
   const worker = await Worker.create(
     {
@@ -443,6 +462,10 @@ test('an assignment no node may run (from an old or hostile master) is REJECTED 
     ['tiny-cpus', spec(256 * MiB, 1e-9), /^invalid task spec: spec\.limits\.cpus is 1e-9, under the minimum of 0\.01/],
     ['milli-cpus', spec(256 * MiB, 0.001), /^invalid task spec: spec\.limits\.cpus is 0\.001, under the minimum of 0\.01/],
     ['big-arg', { ...spec(), command: ['sh', '-c', 'x'.repeat(200 * 1024)] }, /^invalid task spec: spec\.command\[2\] is 204800 bytes, over the maximum of 131071/],
+    ['data-digest', { ...spec(), data: [dataMount({ sha256: 'sha256:../../etc/passwd' })] }, /^invalid task spec: spec\.data\[0\]\.sha256 "sha256:\.\.\/\.\.\/etc\/passwd"/],
+    ['data-path', { ...spec(), data: [dataMount({ path: '/data/../etc' })] }, /^invalid task spec: spec\.data\[0\]\.path "\/data\/\.\.\/etc"/],
+    // a valid mount, but this worker has no data cache: the master must place it elsewhere
+    ['data-no-cache', { ...spec(), data: [dataMount()] }, /^this node runs without a data cache: it cannot run tasks that mount data sets$/],
   ];
   for (const [taskId, s, re] of cases) {
     h.master.assign({ taskId, spec: s });
@@ -793,4 +816,85 @@ test('what a task left behind while Docker was away is reclaimed at the first re
   const after = h.executor.reclaims.length;
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(h.executor.reclaims.length, after, 'one reclaim was enough: no more until the periodic one');
+});
+
+const MODEL = Buffer.from('model weights');
+const MODEL_HEX = createHash('sha256').update(MODEL).digest('hex');
+
+/** A worker with a real data cache in its data dir, fetching from the fake master. */
+async function workerWithCache(t: TestContext, master: FakeMaster, dataDir: string, opts: Partial<WorkerOptions> = {}): Promise<{ h: Harness; cache: DataCache }> {
+  master.dataSets.set(`sha256:${MODEL_HEX}`, MODEL);
+  let h: Harness | undefined;
+  const cache = await DataCache.open({
+    dir: path.join(dataDir, 'cache'),
+    budgetBytes: MiB,
+    source: taskDataSource({ withMaster: (signal, what, fn) => h!.worker.withMaster(signal, what, fn), http: new HttpDataSource(), logger: silentLogger() }),
+    clock: new ManualClock(),
+    logger: silentLogger(),
+    unpack: async () => undefined,
+    hashEntry: async () => MODEL_HEX,
+  });
+  t.after(() => cache.close());
+  h = await makeWorker(t, opts, { master, dataDir }, silentLogger(), { dataCache: cache });
+  return { h, cache };
+}
+
+test('a task mounting a data set: fetched from the master through the cache, bound for the executor, reported held, dropped when the master says so', async (t) => {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hm-wcache-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const { h, cache } = await workerWithCache(t, new FakeMaster(), dataDir);
+  const bytes = MODEL;
+  const hex = MODEL_HEX;
+  const cacheDir = path.join(dataDir, 'cache');
+  await h.worker.start();
+  const data = [{ sha256: `sha256:${hex}`, path: '/data/w.bin', size: bytes.length, kind: DataKind.DATA_KIND_FILE, url: '' }];
+  h.master.assign({ taskId: 'd1', spec: { ...spec(), data } });
+  await waitFor('task started', () => h.executor.runs.has('d1'));
+  assert.deepEqual(h.executor.runs.get('d1')!.exec.dataMounts, [{ hostPath: path.join(cacheDir, 'entries', hex), containerPath: '/data/w.bin' }]);
+  assert.ok(h.master.timeline.includes('data:d1:0'), 'fetched from the master for this task');
+  assert.deepEqual(h.master.updatesOf('d1').find((u) => u.data)?.data, { receivedBytes: bytes.length, totalBytes: bytes.length });
+  assert.equal(cache.list()[0]!.leases, 1, 'held while the task runs');
+  h.executor.runs.get('d1')!.finish(0);
+  await waitFor('terminal update', () => h.master.statesOf('d1').includes('SUCCEEDED'));
+  assert.equal(cache.list()[0]!.leases, 0, 'released when the attempt ended');
+  await waitFor('a report listing it', () => h.master.reports.some((r) => r.cache?.held.some((e) => e.sha256 === `sha256:${hex}`)));
+  const last = h.master.reports.at(-1)!.cache!;
+  assert.equal(last.budgetBytes, MiB);
+  assert.equal(last.freeBytes + last.evictableBytes, MiB, 'free and evictable add up: the entry is unused');
+  h.master.send({ command: { $case: 'dropData', value: { sha256: [`sha256:${hex}`, 'sha256:not-a-digest'] } } });
+  await waitFor('dropped', () => cache.list().length === 0);
+});
+
+test('after a restart, a reattached task holds its data set again before the worker subscribes', async (t) => {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'hm-wcache-'));
+  t.after(() => rm(dataDir, { recursive: true, force: true }));
+  const master = new FakeMaster();
+  const first = await workerWithCache(t, master, dataDir);
+  await first.h.worker.start();
+  const data = [{ sha256: `sha256:${MODEL_HEX}`, path: '/data/w.bin', size: MODEL.length, kind: DataKind.DATA_KIND_FILE, url: '' }];
+  master.assign({ taskId: 'r1', spec: { ...spec(), data } });
+  await waitFor('running', () => master.statesOf('r1').includes('RUNNING'));
+  // kill -9: the first process's leases die with it (the next open clears them)
+  master.down();
+  await waitFor('reconnecting', () => first.h.worker.state === 'reconnecting');
+  first.cache.close();
+  master.restore();
+  const second = await workerWithCache(t, master, dataDir, { enrollmentToken: undefined });
+  assert.equal(second.cache.list()[0]!.leases, 0, 'a fresh start holds nothing');
+  second.h.executor.started.add('r1#1');
+  let leasesAtSubscribe: number | undefined;
+  const subscribe = master.subscribes.push.bind(master.subscribes);
+  master.subscribes.push = (...req) => {
+    leasesAtSubscribe ??= second.cache.list()[0]!.leases;
+    return subscribe(...req);
+  };
+  await second.h.worker.start();
+  await waitFor('reattached', () => second.h.executor.runs.has('r1'));
+  assert.equal(second.h.executor.runs.get('r1')!.exec.recovery, 'reattach');
+  assert.equal(leasesAtSubscribe, 1, 'leased again before the master could send new work');
+  assert.deepEqual(second.h.executor.runs.get('r1')!.exec.dataMounts, [{ hostPath: path.join(dataDir, 'cache', 'entries', MODEL_HEX), containerPath: '/data/w.bin' }]);
+  assert.equal(master.timeline.filter((e) => e.startsWith('data:r1')).length, 1, 'not fetched again');
+  assert.equal(master.statesOf('r1').filter((st) => st === 'ACCEPTED').length, 2, 'the first run\'s acceptance and its progress, none after the restart (the task was RUNNING)');
+  await second.h.worker.close();
+  await first.h.worker.close();
 });

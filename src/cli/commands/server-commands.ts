@@ -7,6 +7,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { ensureDataDir } from '../../config/data-dir.js';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { registerWorkerCacheCommands } from './worker-cache-commands.js';
 import { compileMasterConfig } from '../../config/master-config.js';
 import { compileWorkerConfig } from '../../config/worker-config.js';
 import { devClientFile, devDir, hivemindHome } from '../../config/paths.js';
@@ -85,6 +86,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     });
 
   const worker = program.command('worker').description('a worker node');
+  registerWorkerCacheCommands(worker, ctx);
   worker
     .command('start')
     .description('run a worker: register with the master, report resources, run tasks in containers')
@@ -103,6 +105,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--allow-unbounded-output', 'where this host has no loop devices (Docker Desktop), start anyway with /output checked against its cap only after each task exits (env HIVEMIND_ALLOW_UNBOUNDED_OUTPUT)')
     .option('--image-budget <size>', 'disk budget for images this worker pulled; unused ones are pruned down to it (default 20g)')
     .option('--image-unused-for <duration>', 'a pulled image unused this long may be pruned (default 24h)')
+    .option('--cache-max <size>', `disk budget of the data cache (data sets tasks mount); unused entries are evicted, least recently used first (default ${WORKER_DEFAULTS.cacheFreeShare * 100}% of the data dir's free disk at start; env HIVEMIND_CACHE_MAX)`)
     .option('--monitor-port <port>', `local web monitor port, 0 = off (default ${WORKER_DEFAULTS.monitorPort})`)
     .option('--monitor-listen <host>', `address the monitor binds (default ${WORKER_DEFAULTS.monitorListen}; others need --monitor-token)`)
     .option('--monitor-token <token>', 'token the monitor requires (env HIVEMIND_MONITOR_TOKEN)')

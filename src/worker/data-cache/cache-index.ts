@@ -5,23 +5,9 @@ import type { Database as Db } from 'better-sqlite3';
 import { HivemindError } from '../../common/errors.js';
 import { openSqlite, type Schema } from '../../common/sqlite-migrate.js';
 
-export type DataKind = 'file' | 'dir';
-export type EntryState = 'downloading' | 'ready';
+import type { CacheEntry, CacheDataKind as DataKind, CacheEntryState as EntryState } from '../contracts.js';
 
-export interface CacheEntry {
-  /** sha256 of the file, or of the directory's canonical archive (64 lowercase hex digits). */
-  digest: string;
-  kind: DataKind;
-  sizeBytes: number;
-  state: EntryState;
-  pinned: boolean;
-  createdAt: number;
-  lastUsedAt: number;
-  /** How many times a task was handed the entry. */
-  uses: number;
-  /** Tasks (or a download) holding it now: never evicted or removed while above 0. */
-  leases: number;
-}
+export type { CacheEntry, DataKind, EntryState };
 
 const SCHEMA: Schema = {
   migrations: [

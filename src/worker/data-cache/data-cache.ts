@@ -11,7 +11,12 @@ import { errorMessage, HivemindError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { downloadResumable, type OffsetChunk } from '../../transfer/resumable-download.js';
 import { CacheIndex, type CacheEntry, type DataKind } from './cache-index.js';
+import type { CacheCounters, CacheStats } from '../contracts.js';
 import { planEviction } from './cache-eviction.js';
+import { CacheEntryInUseError, CacheFullError, DataCorruptError } from './cache-errors.js';
+import { discardEntry, makeReadOnly, makeRemovable } from './entry-files.js';
+
+export { CacheEntryInUseError, CacheFullError, DataCorruptError };
 
 export const DIGEST_HEX = /^[0-9a-f]{64}$/;
 
@@ -21,6 +26,11 @@ export interface DataRef {
   digest: string;
   kind: DataKind;
   sizeBytes: number;
+  /**
+   * Opaque to the cache: where its source finds the bytes (the task asking, an url). A download
+   * shared by several tasks fetches with the ref of the latest task still waiting for it.
+   */
+  via?: unknown;
 }
 
 /** Where the bytes come from: the master over the node's session, or an external URL. */
@@ -36,8 +46,8 @@ export interface DataCacheDeps {
   source: DataSource;
   clock: Clock;
   logger: Logger;
-  /** Unpacks a directory data set's verified canonical archive into `dest` (a new directory). */
-  unpack(archive: string, dest: string, signal: AbortSignal): Promise<void>;
+  /** Unpacks a directory data set's verified archive (of digest `digest`) into `dest` (a new directory). */
+  unpack(archive: string, dest: string, digest: string, signal: AbortSignal): Promise<void>;
   /** The digest of an entry as it is on disk: re-checked once per worker run before first use. */
   hashEntry(path: string, kind: DataKind, signal: AbortSignal): Promise<string>;
 }
@@ -53,45 +63,23 @@ export interface DataProgress {
   totalBytes: number;
 }
 
-export interface CacheCounters {
-  hits: number;
-  misses: number;
-  evictions: number;
-  bytesDownloaded: number;
-}
-
-/** The data set cannot be made to fit the cache budget. Final for this node, not for the task. */
-export class CacheFullError extends HivemindError {
-  constructor(message: string) {
-    super('CACHE_FULL', message);
-  }
-}
-
-/** The bytes received do not hash to the digest asked for (after one fresh retry). */
-export class DataCorruptError extends HivemindError {
-  constructor(message: string) {
-    super('DATA_CORRUPT', message);
-  }
-}
-
-/** `cache rm` of an entry a task holds. */
-export class CacheEntryInUseError extends HivemindError {
-  constructor(message: string) {
-    super('CACHE_ENTRY_IN_USE', message);
-  }
-}
+export type { CacheCounters, CacheStats };
 
 interface Flight {
   done: Promise<void>;
   controller: AbortController;
   waiters: number;
   progress: Set<(p: DataProgress) => void>;
+  /** The refs of the tasks waiting, latest last: a resumed fetch goes through one still there. */
+  refs: DataRef[];
 }
 
 export class DataCache {
   private readonly flights = new Map<string, Flight>();
   /** Entries whose bytes were checked against their digest in this run. */
   private readonly verified = new Set<string>();
+  /** Entries to remove once their last lease is released (dropWhenFree). */
+  private readonly dropping = new Set<string>();
   private readonly counters: CacheCounters = { hits: 0, misses: 0, evictions: 0, bytesDownloaded: 0 };
 
   private constructor(
@@ -111,7 +99,7 @@ export class DataCache {
     await rm(join(deps.dir, 'trash'), { recursive: true, force: true });
     mkdirSync(join(deps.dir, 'trash'), { mode: 0o700 });
     for (const name of readdirSync(join(deps.dir, 'partial'))) {
-      if (name.endsWith('.unpack')) await rm(join(deps.dir, 'partial', name), { recursive: true, force: true });
+      if (name.includes('.unpack')) await rm(join(deps.dir, 'partial', name), { recursive: true, force: true });
     }
     for (const e of index.list()) {
       if (e.state === 'ready' && !(await exists(cache.entryPath(e.digest)))) {
@@ -134,7 +122,7 @@ export class DataCache {
     return this.index.list();
   }
 
-  stats(): CacheCounters & { entries: number; bytes: number; budgetBytes: number } {
+  stats(): CacheStats {
     const all = this.index.list();
     return { ...this.counters, entries: all.length, bytes: all.reduce((s, e) => s + e.sizeBytes, 0), budgetBytes: this.deps.budgetBytes };
   }
@@ -147,7 +135,12 @@ export class DataCache {
     if (!DIGEST_HEX.test(ref.digest)) throw new DataCorruptError(`data set digest ${JSON.stringify(ref.digest).slice(0, 80)} is not 64 lowercase hex digits`);
     if (!Number.isSafeInteger(ref.sizeBytes) || ref.sizeBytes < 0) throw new DataCorruptError(`data set sha256:${ref.digest}: size ${ref.sizeBytes} is not a byte count`);
     this.index.addLease(ref.digest, holder, this.deps.clock.now());
-    const release = () => this.index.dropLease(ref.digest, holder);
+    const release = () => {
+      this.index.dropLease(ref.digest, holder);
+      if (this.dropping.has(ref.digest)) {
+        void this.dropWhenFree(ref.digest).catch((err: unknown) => this.deps.logger.warn({ digest: ref.digest, err: errorMessage(err) }, 'data cache: could not remove a dropped entry'));
+      }
+    };
     try {
       for (;;) {
         signal.throwIfAborted();
@@ -174,8 +167,13 @@ export class DataCache {
         },
       };
     } catch (err) {
-      release();
-      throw err;
+      try {
+        release();
+      } catch (releaseErr) {
+        // The index on a full disk cannot record it; the lease goes at the next start. The cause counts.
+        this.deps.logger.warn({ digest: ref.digest, err: errorMessage(releaseErr) }, 'data cache: could not release a lease');
+      }
+      throw this.diskFull(err, ref, 'nothing was kept');
     }
   }
 
@@ -185,6 +183,24 @@ export class DataCache {
     if (r === 'leased') throw new CacheEntryInUseError(`sha256:${digest} is in use by a task; it can be removed once no task holds it`);
     if (r === 'absent') throw new HivemindError('NOT_FOUND', `sha256:${digest} is not in the data cache`);
     await this.discard(digest);
+  }
+
+  /**
+   * Removes an entry once no task holds it: at once when free, else when its last lease is
+   * released (the master removed the data set; tasks using it now finish with it).
+   */
+  async dropWhenFree(digest: string): Promise<void> {
+    if (!DIGEST_HEX.test(digest)) return;
+    const r = this.index.removeIfFree(digest);
+    if (r === 'leased') {
+      this.dropping.add(digest);
+      return;
+    }
+    this.dropping.delete(digest);
+    if (r === 'removed') {
+      this.deps.logger.info({ digest }, 'data cache: removed (the master dropped the data set)');
+      await this.discard(digest);
+    }
   }
 
   /** Pins (never evicted) or unpins an entry. */
@@ -221,8 +237,9 @@ export class DataCache {
     }
     if (!flight) {
       const controller = new AbortController();
-      const f: Flight = { controller, waiters: 0, progress: new Set(), done: Promise.resolve() };
-      f.done = this.download(ref, controller.signal, (p) => f.progress.forEach((cb) => cb(p))).finally(() => this.flights.delete(ref.digest));
+      const f: Flight = { controller, waiters: 0, progress: new Set(), refs: [], done: Promise.resolve() };
+      const latest = () => f.refs.at(-1) ?? ref;
+      f.done = this.download(ref, controller.signal, (p) => f.progress.forEach((cb) => cb(p)), latest).finally(() => this.flights.delete(ref.digest));
       // a download nobody waits for any more (all its tasks cancelled) must not be an unhandled rejection
       f.done.catch(() => undefined);
       this.flights.set(ref.digest, f);
@@ -230,6 +247,7 @@ export class DataCache {
     }
     const f = flight;
     f.waiters++;
+    f.refs.push(ref);
     if (onProgress) f.progress.add(onProgress);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -240,12 +258,13 @@ export class DataCache {
       });
     } finally {
       if (onProgress) f.progress.delete(onProgress);
+      f.refs.splice(f.refs.indexOf(ref), 1);
       // The last task to give up stops the download; its partial file stays for the next one.
       if (--f.waiters === 0 && this.flights.get(ref.digest) === f) f.controller.abort(new Error('no task needs the data set any more'));
     }
   }
 
-  private async download(ref: DataRef, signal: AbortSignal, progress: (p: DataProgress) => void): Promise<void> {
+  private async download(ref: DataRef, signal: AbortSignal, progress: (p: DataProgress) => void, latest: () => DataRef): Promise<void> {
     const log = this.deps.logger.child({ digest: ref.digest });
     this.makeRoom(ref);
     this.index.beginDownload(ref.digest, ref.kind, ref.sizeBytes, this.deps.clock.now());
@@ -256,9 +275,11 @@ export class DataCache {
         file: partial,
         size: ref.sizeBytes,
         signal,
-        fetch: (offset) => this.counted(this.deps.source.fetch(ref, offset, signal), offset, ref.sizeBytes, progress, (n) => (received += n)),
+        fetch: (offset) => this.counted(ref.digest, this.deps.source.fetch(latest(), offset, signal), offset, ref.sizeBytes, progress, (n) => (received += n)),
         outOfOrder: (expected, got) => new DataCorruptError(`data set sha256:${ref.digest}: a chunk at offset ${got} arrived where ${expected} was expected`),
         cannotWrite: (err) => new HivemindError('CACHE_UNWRITABLE', `data cache: cannot write ${partial}: ${err.message}`),
+      }).catch((err: unknown) => {
+        throw this.diskFull(err, ref, 'what arrived is kept, and the download goes on from there');
       });
       this.counters.bytesDownloaded += received;
       if (got.size === ref.sizeBytes && got.sha256 === ref.digest) {
@@ -282,22 +303,57 @@ export class DataCache {
     } else {
       const staging = `${partial}.unpack`;
       await rm(staging, { recursive: true, force: true });
-      await this.deps.unpack(partial, staging, signal);
+      try {
+        await this.deps.unpack(partial, staging, ref.digest, signal);
+      } catch (err) {
+        err = this.diskFull(err, ref, 'its download is discarded');
+        // An archive that cannot be unpacked (unsafe, not canonical) will not unpack next time either.
+        await makeRemovable(staging);
+        await rm(staging, { recursive: true, force: true });
+        if (!signal.aborted) {
+          this.index.forget(ref.digest);
+          await rm(partial, { force: true });
+        }
+        throw err;
+      }
       await rename(staging, dest);
+      // After the move: a read-only directory cannot be moved to another parent by a non-root owner.
+      await makeReadOnly(dest);
       await rm(partial, { force: true });
     }
     this.index.markReady(ref.digest, this.deps.clock.now());
     this.verified.add(ref.digest);
   }
 
+  /**
+   * Why `refs` could not all be made room for now (evicting only what no task holds), or undefined
+   * when they could: the check before a task is accepted. Data sets already cached need no room.
+   */
+  wouldNotFit(refs: readonly DataRef[]): string | undefined {
+    const entries = this.index.list();
+    const have = new Set(entries.map((e) => e.digest));
+    const missing = [...new Map(refs.filter((r) => !have.has(r.digest)).map((r) => [r.digest, r])).values()];
+    if (missing.length === 0) return undefined;
+    const plan = planEviction(this.candidates(entries), this.deps.budgetBytes, missing.reduce((s, r) => s + r.sizeBytes, 0));
+    return plan.fits ? undefined : `${missing.length === 1 ? `data set sha256:${missing[0]!.digest}` : `its ${missing.length} data sets not cached here`} cannot fit the data cache: ${plan.reason}`;
+  }
+
+  private candidates(entries: readonly CacheEntry[]) {
+    return entries.map((e) => ({ digest: e.digest, sizeBytes: e.sizeBytes, lastUsedAt: e.lastUsedAt, pinned: e.pinned, inUse: e.leases > 0 || this.flights.has(e.digest) }));
+  }
+
+  /** A full disk under the cache (the budget is more than the disk has left) as a CacheFullError naming the data set. */
+  private diskFull(err: unknown, ref: DataRef, then: string): unknown {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    // SQLITE_FULL: the index shares the disk.
+    if (code !== 'ENOSPC' && code !== 'EDQUOT' && code !== 'SQLITE_FULL') return err;
+    return new CacheFullError(`data set sha256:${ref.digest}: the disk under the data cache (${this.deps.dir}) is full (${code}); ${then} once there is room (lower --cache-max below the free space)`);
+  }
+
   /** Evicts what must go for `ref` to fit, or throws saying what holds the space. */
   private makeRoom(ref: DataRef): void {
     const others = this.index.list().filter((e) => e.digest !== ref.digest);
-    const plan = planEviction(
-      others.map((e) => ({ digest: e.digest, sizeBytes: e.sizeBytes, lastUsedAt: e.lastUsedAt, pinned: e.pinned, inUse: e.leases > 0 || this.flights.has(e.digest) })),
-      this.deps.budgetBytes,
-      ref.sizeBytes,
-    );
+    const plan = planEviction(this.candidates(others), this.deps.budgetBytes, ref.sizeBytes);
     if (!plan.fits) throw new CacheFullError(`data set sha256:${ref.digest} does not fit the data cache: ${plan.reason}`);
     for (const digest of plan.evict) {
       if (this.index.removeIfFree(digest) !== 'removed') continue;
@@ -307,24 +363,16 @@ export class DataCache {
     }
   }
 
-  /** Moves an entry's files aside at once (so a new download never meets them), then deletes them. */
-  private async discard(digest: string): Promise<void> {
-    const trash = join(this.deps.dir, 'trash', `${digest}.${this.deps.clock.now()}.${Math.random().toString(36).slice(2)}`);
-    for (const path of [this.entryPath(digest), this.partialPath(digest)]) {
-      try {
-        await rename(path, `${trash}${path === this.entryPath(digest) ? '' : '.partial'}`);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    }
-    await rm(trash, { recursive: true, force: true });
-    await rm(`${trash}.partial`, { force: true });
+  private discard(digest: string): Promise<void> {
+    return discardEntry(this.deps.dir, digest, this.deps.clock.now());
   }
 
-  private async *counted(chunks: AsyncIterable<OffsetChunk>, from: number, total: number, progress: (p: DataProgress) => void, add: (n: number) => void): AsyncIterable<OffsetChunk> {
+  private async *counted(digest: string, chunks: AsyncIterable<OffsetChunk>, from: number, total: number, progress: (p: DataProgress) => void, add: (n: number) => void): AsyncIterable<OffsetChunk> {
     let at = from;
     for await (const c of chunks) {
       at += c.data.length;
+      // A source (an url, a hostile master) may send more than it announced: never onto the disk.
+      if (at > total) throw new DataCorruptError(`data set sha256:${digest}: the source sent more than its ${total} bytes; the download was discarded`);
       add(c.data.length);
       progress({ receivedBytes: at, totalBytes: total });
       yield c;

@@ -1,6 +1,6 @@
 // Pure construction of the ResourceReport the worker streams every interval, from a host
 // sample, the free capacity and the worker's state. No I/O, so tested with plain values.
-import type { Capacity, ResourceReport, TaskUsage, TunnelStatus } from '../../protocol/gen/hivemind/v1/common.js';
+import type { Capacity, DataCacheStatus, ResourceReport, TaskUsage, TunnelStatus } from '../../protocol/gen/hivemind/v1/common.js';
 import type { HostSample } from './resource-probe.js';
 import { CONTROL_CHARACTERS_EXCEPT_WHITESPACE, MAX_DOCKER_MESSAGE_CHARS } from '../../protocol/node-limits.js';
 
@@ -12,6 +12,7 @@ export interface ReportInput {
   accepting: boolean;
   tasks?: TaskUsage[];
   tunnel?: TunnelStatus;
+  cache?: DataCacheStatus;
 }
 
 const clampPercent = (v: number) => (Number.isFinite(v) ? Math.min(100, Math.max(0, v)) : 0);
@@ -51,5 +52,6 @@ export function buildReport(input: ReportInput): ResourceReport {
     lifecycleState: input.lifecycleState,
     accepting: input.accepting,
     ...(input.tunnel ? { tunnel: input.tunnel } : {}),
+    ...(input.cache ? { cache: input.cache } : {}),
   };
 }
