@@ -3,8 +3,6 @@
 // cache panel and metrics from a real data cache.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import { createServer } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import { PassThrough } from 'node:stream';
@@ -13,63 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
 import { MonitorPortInUseError, MonitorServer } from '../../src/monitor/monitor-server.js';
-import type { MonitoredNode } from '../../src/monitor/monitored-node.js';
-import { WorkerStore } from '../../src/worker/store/worker-store.js';
-import type { DataCacheView, WorkerEvents } from '../../src/worker/contracts.js';
-import { DataCache, type DataRef } from '../../src/worker/data-cache/data-cache.js';
+import { monitorFixture as fixture, seededDataCache } from '../helpers/fake-monitored-node.js';
 import type { CacheView } from '../../src/monitor/monitor-types.js';
-import { TaskState, type TunnelStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { createLogger, silentLogger } from '../../src/common/logger.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { systemClock } from '../../src/common/clock.js';
 import { ConfigError } from '../../src/common/errors.js';
-
-class FakeNode extends EventEmitter<WorkerEvents> implements MonitoredNode {
-  nodeId = 'node-1';
-  state = 'connected';
-  stateReason: string | undefined = undefined;
-  isPaused = false;
-  startedAt = Date.now();
-  hostFacts = { hostname: 'box', os: 'linux', osRelease: 'Debian 12', arch: 'x64', cpuCores: 2, cpuModel: 'cpu', memoryBytes: 1 << 30, diskBytes: 1 << 30, gpus: [], dockerVersion: '20.10' };
-  budget = { maxTasks: 2, cpus: 2, memoryBytes: 1 << 30, gpuIndexes: [], taskDefaults: { cpus: 1, memoryBytes: 1 << 28 } };
-  options = { masterAddress: '10.8.0.1:7070', name: 'box', workerVersion: '9.9.9' };
-  dataCache: DataCacheView | undefined = undefined;
-  tunnel: TunnelStatus | undefined = {
-    interface: 'hivemind0', address: '10.8.0.2/24', masterEndpoint: '192.0.2.1:51820', latestHandshakeMs: Date.now() - 400_000,
-    rxBytes: 10, txBytes: 20, state: 'stale', implementation: 'userspace',
-  };
-  get accepting() {
-    return !this.isPaused;
-  }
-  freeCapacity() {
-    return { cpus: 2, memoryBytes: 1 << 30, gpuIndexes: [], taskSlots: 2 };
-  }
-  runningTasks() {
-    return [];
-  }
-  pause() {
-    this.isPaused = true;
-  }
-  resume() {
-    this.isPaused = false;
-  }
-  cancelTask() {
-    return false;
-  }
-  async tunnelStatus() {
-    return this.tunnel;
-  }
-}
-
-async function fixture(t: { after(fn: () => unknown): void }) {
-  const dir = await mkdtemp(join(tmpdir(), 'hm-monitor-'));
-  const store = WorkerStore.open(join(dir, 'worker.db'));
-  t.after(async () => {
-    store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  return { store, node: new FakeNode() };
-}
 
 test('token mode: the page, the API and Socket.IO need the token; ?token= sets an HttpOnly cookie', async (t) => {
   const { store, node } = await fixture(t);
@@ -236,38 +184,11 @@ test('a Socket.IO client following thousands of task logs gets at most 16 at onc
   assert.deepEqual(rooms, [17], 'its own room and 16 followed logs');
 });
 
-/** A real data cache in a temp dir, fed from memory: one file data set, used twice (a miss, then a hit). */
-async function usedCache(t: { after(fn: () => unknown): void }, dir: string): Promise<{ cache: DataCache; ref: DataRef }> {
-  const bytes = randomBytes(300 * 1024);
-  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-  const ref: DataRef = { digest: sha(bytes), kind: 'file', sizeBytes: bytes.length };
-  const cache = await DataCache.open({
-    dir: join(dir, 'cache'),
-    budgetBytes: 10 * 2 ** 20,
-    source: {
-      async *fetch(_ref, offset) {
-        yield { offset, data: bytes.subarray(offset) };
-      },
-    },
-    clock: systemClock,
-    logger: silentLogger(),
-    unpack: async () => {
-      throw new Error('no directory data sets here');
-    },
-    hashEntry: async (path) => sha(await readFile(path)),
-  });
-  t.after(() => cache.close());
-  const never = new AbortController().signal;
-  (await cache.acquire(ref, 'task-a', never)).release();
-  (await cache.acquire(ref, 'task-b', never)).release();
-  return { cache, ref };
-}
-
 test('data cache: /api/cache, the cache push and /metrics come from the node\'s cache, behind the token', async (t) => {
   const { store, node } = await fixture(t);
   const dir = await mkdtemp(join(tmpdir(), 'hm-monitor-cache-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const { cache, ref } = await usedCache(t, dir);
+  const { cache, ref } = await seededDataCache(t, dir);
   node.dataCache = cache;
   const token = 'monitor-token-0123456789';
   const m = await MonitorServer.start({ host: '127.0.0.1', port: 0, token }, { node, store, clock: systemClock, logger: silentLogger() });

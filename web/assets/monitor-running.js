@@ -17,7 +17,9 @@ function setProgress(part, p) {
 }
 /** "45% (460 MiB of 1.0 GiB)": the data sets coming into the cache before the task can start. */
 export function dataProgressText(p) {
-  const pct = p.totalBytes > 0 ? Math.floor((Math.min(p.currentBytes, p.totalBytes) / p.totalBytes) * 100) : 0;
+  // Rounded, but 100% only once every byte is there.
+  const done = p.currentBytes >= p.totalBytes;
+  const pct = done ? 100 : Math.min(99, Math.round((p.currentBytes / Math.max(1, p.totalBytes)) * 100));
   return `${pct}% (${fmtBytes(p.currentBytes)} of ${fmtBytes(p.totalBytes)})`;
 }
 function tickElapsed(r) {
