@@ -36,11 +36,17 @@ async function randomFile(path: string, mib: number): Promise<void> {
   await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
 }
 
-/** `hivemind data put`: its digest and wall time (reading, hashing and sending the file over loopback). */
-async function put(cluster: ProcessCluster, file: string, name: string): Promise<{ sha256: string; ms: number }> {
+/**
+ * A new data set of random bytes put with `hivemind data put`: its digest and the put's wall time
+ * (reading, hashing and sending the file over loopback). The local file is deleted after.
+ */
+async function putRandom(cluster: ProcessCluster, dir: string, name: string): Promise<{ sha256: string; ms: number }> {
+  const file = join(dir, `${name}.bin`);
+  await randomFile(file, DATA_MIB);
   const t0 = performance.now();
   const r = await cluster.cli(['data', 'put', file, '--name', name], PUT_TIMEOUT_MS);
   const ms = performance.now() - t0;
+  rmSync(file);
   const sha256 = /sha256:[0-9a-f]{64}/.exec(r.stdout)?.[0];
   if (r.code !== 0 || !sha256) throw new Error(`data put failed (${r.code}): ${r.stderr}${r.stdout}`);
   return { sha256, ms };
@@ -66,10 +72,7 @@ function fetchMs(info: TaskInfo): number {
 }
 
 async function firstUse(client: AdminClient, cluster: ProcessCluster, dir: string, monitorPort: number, say: Say): Promise<string> {
-  const file = join(dir, 'a.bin');
-  await randomFile(file, DATA_MIB);
-  const up = await put(cluster, file, 'bench-a');
-  rmSync(file);
+  const up = await putRandom(cluster, dir, 'bench-a');
   const before = await downloadedBytes(monitorPort);
   const task = await benchTask(client, ['true'], { spec: mount(up.sha256) });
   const got = (await downloadedBytes(monitorPort)) - before;
@@ -101,10 +104,7 @@ async function cachedMount(client: AdminClient, sha256: string, say: Say): Promi
 }
 
 async function fourAtOnce(client: AdminClient, cluster: ProcessCluster, dir: string, monitorPort: number, say: Say): Promise<void> {
-  const file = join(dir, 'c.bin');
-  await randomFile(file, DATA_MIB);
-  const up = await put(cluster, file, 'bench-c');
-  rmSync(file);
+  const up = await putRandom(cluster, dir, 'bench-c');
   const before = await downloadedBytes(monitorPort);
   const t0 = performance.now();
   const tasks = await Promise.all(Array.from({ length: 4 }, () => benchTask(client, ['sh', '-c', 'test -e /data'], { spec: mount(up.sha256) })));

@@ -70,8 +70,14 @@ test('running tasks: data fetch progress shows while accepted (from the event an
   assert.equal(live.list()[0]!.data, null);
 });
 
-function fakeCache(s: CacheStats): DataCacheView {
-  return { stats: () => s, list: () => [] };
+function fakeCache(s: CacheStats, reads = { n: 0 }): DataCacheView {
+  return {
+    stats: () => {
+      reads.n++;
+      return s;
+    },
+    list: () => [],
+  };
 }
 const sample = (text: string, name: string) => {
   const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
@@ -80,8 +86,10 @@ const sample = (text: string, name: string) => {
 
 test('metrics: the data cache series read the cache at each scrape', async () => {
   const s = stats({ hits: 5, misses: 2, evictions: 1, bytesDownloaded: 3 * 2 ** 30, entries: 4, bytes: 7 * 2 ** 20, budgetBytes: 50 * 2 ** 30 });
-  const m = new MonitorMetrics(() => 0, () => 0, () => true, fakeCache(s));
+  const reads = { n: 0 };
+  const m = new MonitorMetrics(() => 0, () => 0, () => true, fakeCache(s, reads));
   let text = (await m.text()).body;
+  assert.equal(reads.n, 1, 'one read of the cache per scrape, not one per series');
   assert.equal(sample(text, 'hivemind_data_cache_bytes'), 7 * 2 ** 20);
   assert.equal(sample(text, 'hivemind_data_cache_entries'), 4);
   assert.equal(sample(text, 'hivemind_data_cache_budget_bytes'), 50 * 2 ** 30);
@@ -95,6 +103,7 @@ test('metrics: the data cache series read the cache at each scrape', async () =>
   s.hits = 6;
   text = (await m.text()).body;
   assert.equal(sample(text, 'hivemind_data_cache_hits_total'), 6);
+  assert.equal(reads.n, 2);
 });
 
 test('metrics: a node without a data cache exports no data cache series', async () => {
