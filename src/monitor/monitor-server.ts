@@ -74,6 +74,7 @@ export class MonitorServer {
   private lastStatusAt = 0;
   private tunnelCache: { at: number; value: TunnelStatus | undefined } | undefined;
   private lastDocker: { ok: boolean; message: string } | undefined;
+  private lastCacheJson: string | undefined;
   private closed = false;
 
   private constructor(private readonly opts: Required<Pick<MonitorOptions, 'host' | 'port' | 'statusMinIntervalMs'>> & MonitorOptions, private readonly d: MonitorDeps) {
@@ -101,7 +102,7 @@ export class MonitorServer {
     });
     this.io.on('connection', (socket) => {
       void this.status().then((s) => socket.emit('status', s), (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'status failed'));
-      this.emitCache(socket);
+      this.emitCache(socket, true);
       socket.on('follow', (msg: unknown) => {
         const taskId = (msg as { taskId?: unknown } | undefined)?.taskId;
         if (typeof taskId !== 'string' || taskId.length > 200) return;
@@ -223,16 +224,20 @@ export class MonitorServer {
         (s) => this.io.emit('status', s),
         (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'status failed'),
       );
-      this.emitCache(this.io);
+      this.emitCache(this.io, false);
     }, wait);
   }
 
-  /** Pushes the cache panel with the status (tasks, reports): a cache read is one small SQLite query. */
-  private emitCache(to: { emit(event: 'cache', view: CacheView): unknown }): void {
+  /** The cache panel, with the status; to all pages only when it changed (a fetch moves the status, not the cache). */
+  private emitCache(to: { emit(event: 'cache', view: CacheView): unknown }, always: boolean): void {
     if (!this.d.node.dataCache) return;
     try {
       const view = this.cache();
-      if (view) to.emit('cache', view);
+      if (!view) return;
+      const json = JSON.stringify(view);
+      if (!always && json === this.lastCacheJson) return;
+      if (!always) this.lastCacheJson = json;
+      to.emit('cache', view);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'data cache view failed');
     }

@@ -224,6 +224,11 @@ test('data cache: /api/cache, the cache push and /metrics come from the node\'s 
   const inUse = pushes.find((c) => c.entries[0]!.inUse);
   assert.ok(inUse, 'a push after the task change shows the entry in use');
   assert.deepEqual([inUse.hits, inUse.entries[0]!.uses], [2, 3]);
+  // Status pushes that change nothing in the cache do not resend it.
+  const sent = pushes.length;
+  node.emit('task-updated', { taskId: 'task-c', attempt: 1, state: TaskState.TASK_STATE_ACCEPTED, message: '', atMs: Date.now() } as never);
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(pushes.length, sent, 'an unchanged cache is not pushed again');
   lease.release();
 
   const metrics = await (await fetch(`${base}/metrics`, { headers: auth })).text();
