@@ -12,56 +12,20 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { AdminClient } from '../src/client/admin-client.js';
 import { TaskState } from '../src/protocol/gen/hivemind/v1/common.js';
-import type { TaskInfo } from '../src/protocol/gen/hivemind/v1/admin.js';
+import { BENCH_IMAGE as IMAGE, benchTask as hivemindTask, fmtMs as fmt, median, pool } from './bench-helpers.js';
 import { ProcessCluster } from '../test/helpers/process-cluster.js';
 
 const run = promisify(execFile);
-const IMAGE = 'hivemind/busybox:1';
 const N = Number(process.env.BENCH_N ?? 15);
 const TASKS = Number(process.env.BENCH_TASKS ?? 200);
 const IDLE_S = Number(process.env.BENCH_IDLE_SECONDS ?? 120);
 const OUTPUT_MIB = Number(process.env.BENCH_OUTPUT_MIB ?? 1024);
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? '1,2,3,4').split(',').map((x) => x.trim()));
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const fmt = (ms: number) => `${ms.toFixed(0)} ms`;
-const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED]);
-
 async function rawDockerRun(): Promise<number> {
   const t0 = performance.now();
   await run('docker', ['run', '--rm', '--network', 'none', IMAGE, 'true']);
   return performance.now() - t0;
-}
-
-async function waitDone(client: AdminClient, taskId: string): Promise<TaskInfo> {
-  for await (const t of client.watchTask(taskId)) if (TERMINAL.has(t.state)) return t;
-  return client.getTask(taskId);
-}
-
-async function hivemindTask(client: AdminClient, command: string[], extra: { memoryBytes?: number } = {}): Promise<{ ms: number; info: TaskInfo }> {
-  const t0 = performance.now();
-  const id = await client.submit({ image: IMAGE, command, limits: { cpus: 0.25, memoryBytes: extra.memoryBytes ?? 32 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 600_000 } });
-  const info = await waitDone(client, id);
-  if (info.state !== TaskState.TASK_STATE_SUCCEEDED) throw new Error(`task ${id} ended ${TaskState[info.state]}: ${info.outcome?.message}`);
-  return { ms: performance.now() - t0, info };
-}
-
-async function pool<T>(n: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
-  const out: T[] = [];
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < n) {
-        const i = next++;
-        out[i] = await fn(i);
-      }
-    }),
-  );
-  return out;
 }
 
 function procStatus(pid: number, key: string): number {

@@ -1,9 +1,9 @@
 // What the monitor knows about the tasks running right now, kept current from the worker's
-// events (state changes, pull and upload progress, per-task usage in each report) instead of
+// events (state changes, data fetch, pull and upload progress, per-task usage in each report) instead of
 // asking the worker or the database on every push.
 import { TaskState, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
-import type { TaskProgressEvent, TaskRecord } from '../worker/contracts.js';
+import type { TaskDataProgressEvent, TaskProgressEvent, TaskRecord } from '../worker/contracts.js';
 import type { LiveTaskState, RunningTaskView } from './monitor-types.js';
 import { limitsView } from './monitor-view.js';
 
@@ -52,6 +52,9 @@ export class LiveTasks {
     view.state = state;
     if (state === 'running' && view.startedAtMs === null) view.startedAtMs = u.atMs;
     if (state === 'pulling' && u.pull) view.pull = { currentBytes: u.pull.currentBytes, totalBytes: u.pull.totalBytes };
+    // Data sets come in while the task is accepted; once it pulls or runs they are all there.
+    if (state === 'accepted' && u.data) view.data = { currentBytes: u.data.receivedBytes, totalBytes: u.data.totalBytes };
+    if (state !== 'accepted') view.data = null;
     if (state === 'running' || state === 'uploading') view.pull = null;
     return changed;
   }
@@ -60,6 +63,14 @@ export class LiveTasks {
     const view = this.tasks.get(key(p.taskId, p.attempt));
     if (!view) return false;
     view[p.kind] = { currentBytes: p.currentBytes, totalBytes: p.totalBytes };
+    return true;
+  }
+
+  /** The task's data sets coming into the cache: shown while it is still accepted. */
+  onDataProgress(p: TaskDataProgressEvent): boolean {
+    const view = this.tasks.get(key(p.taskId, p.attempt));
+    if (!view || view.state !== 'accepted') return false;
+    view.data = { currentBytes: p.receivedBytes, totalBytes: p.totalBytes };
     return true;
   }
 
@@ -93,6 +104,7 @@ export class LiveTasks {
       usage: null,
       pull: null,
       upload: null,
+      data: null,
     };
   }
 }

@@ -1,9 +1,11 @@
 // Prometheus metrics of a worker node (prom-client, a registry of its own): task outcomes and
-// durations, reports and uploads, the tunnel's handshake age and the latest resource sample.
+// durations, reports and uploads, the tunnel's handshake age, the latest resource sample and the
+// data cache (data-cache-metrics.ts).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { TaskState, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
-import type { TaskProgressEvent } from '../worker/contracts.js';
+import type { DataCacheView, TaskProgressEvent } from '../worker/contracts.js';
+import { registerDataCacheMetrics } from './data-cache-metrics.js';
 import { outcomeView, stateName } from './monitor-view.js';
 
 const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED, TaskState.TASK_STATE_REJECTED]);
@@ -18,7 +20,7 @@ export class MonitorMetrics {
   private readonly uploadSent = new Map<string, number>();
   private lastReport: ResourceReport | undefined;
 
-  constructor(private readonly now: () => number, running: () => number, accepting: () => boolean) {
+  constructor(private readonly now: () => number, running: () => number, accepting: () => boolean, cache?: DataCacheView) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'hivemind_worker_' });
     this.tasks = new Counter({ name: 'hivemind_worker_tasks_total', help: 'Tasks finished on this node, by final state and outcome kind', labelNames: ['state', 'outcome'], registers });
@@ -70,6 +72,7 @@ export class MonitorMetrics {
         if (t) this.set(t.latestHandshakeMs > 0 ? Math.max(0, (now() - t.latestHandshakeMs) / 1000) : -1);
       },
     });
+    if (cache) registerDataCacheMetrics(this.registry, cache);
   }
 
   onUpdate(u: TaskUpdate): void {

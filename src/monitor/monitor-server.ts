@@ -14,8 +14,10 @@ import { LiveTasks } from './live-tasks.js';
 import { DEFAULT_LOG_RELAY, LogRelay } from './log-relay.js';
 import { MonitorMetrics } from './monitor-metrics.js';
 import { TOKEN_COOKIE, checkMonitorBinding, createGuard, securityHeaders, tokenMatches, type Guard } from './monitor-security.js';
-import type { StatusView } from './monitor-types.js';
-import { contributionView, sampleView, taskDetailView, taskRowView, tunnelView } from './monitor-view.js';
+import { cacheView } from './cache-view.js';
+import { buildStatus } from './monitor-status.js';
+import type { CacheView, StatusView } from './monitor-types.js';
+import { contributionView, sampleView, taskDetailView, taskRowView } from './monitor-view.js';
 import type { MonitoredNode, MonitorStore } from './monitored-node.js';
 import { BadRequest, answerRequestError } from './request-errors.js';
 import { mountWebAssets } from './web-assets.js';
@@ -72,13 +74,14 @@ export class MonitorServer {
   private lastStatusAt = 0;
   private tunnelCache: { at: number; value: TunnelStatus | undefined } | undefined;
   private lastDocker: { ok: boolean; message: string } | undefined;
+  private lastCacheJson: string | undefined;
   private closed = false;
 
   private constructor(private readonly opts: Required<Pick<MonitorOptions, 'host' | 'port' | 'statusMinIntervalMs'>> & MonitorOptions, private readonly d: MonitorDeps) {
     this.log = d.logger.child({ component: 'monitor' });
     this.live = new LiveTasks((id, attempt) => d.store.getTask(id, attempt));
     this.logs = new LogRelay({ ...DEFAULT_LOG_RELAY, ...opts.logRelay, emit: (push) => this.io.to(`log:${push.taskId}`).emit('log', push) });
-    this.metrics = new MonitorMetrics(() => d.clock.now(), () => d.node.runningTasks().length, () => d.node.accepting);
+    this.metrics = new MonitorMetrics(() => d.clock.now(), () => d.node.runningTasks().length, () => d.node.accepting, d.node.dataCache);
     this.guard = createGuard({ port: () => this.port, token: opts.token, listenHost: opts.host });
     this.http = createServer(this.app());
     this.io = new SocketServer(this.http, {
@@ -99,6 +102,7 @@ export class MonitorServer {
     });
     this.io.on('connection', (socket) => {
       void this.status().then((s) => socket.emit('status', s), (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'status failed'));
+      this.emitCache(socket, true);
       socket.on('follow', (msg: unknown) => {
         const taskId = (msg as { taskId?: unknown } | undefined)?.taskId;
         if (typeof taskId !== 'string' || taskId.length > 200) return;
@@ -193,6 +197,10 @@ export class MonitorServer {
       this.metrics.onProgress(p);
       if (this.live.onProgress(p)) this.statusSoon();
     });
+    // Unthrottled from the worker; the status push is what is coalesced.
+    on('task-data-progress', (p) => {
+      if (this.live.onDataProgress(p)) this.statusSoon();
+    });
     on('task-log', (e) => this.logs.push(e.taskId, e.attempt, e.data));
     on('report', (r) => {
       this.live.onReport(r);
@@ -216,7 +224,23 @@ export class MonitorServer {
         (s) => this.io.emit('status', s),
         (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'status failed'),
       );
+      this.emitCache(this.io, false);
     }, wait);
+  }
+
+  /** The cache panel, with the status; to all pages only when it changed (a fetch moves the status, not the cache). */
+  private emitCache(to: { emit(event: 'cache', view: CacheView): unknown }, always: boolean): void {
+    if (!this.d.node.dataCache) return;
+    try {
+      const view = this.cache();
+      if (!view) return;
+      const json = JSON.stringify(view);
+      if (!always && json === this.lastCacheJson) return;
+      if (!always) this.lastCacheJson = json;
+      to.emit('cache', view);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'data cache view failed');
+    }
   }
 
   private async tunnel(): Promise<TunnelStatus | undefined> {
@@ -228,41 +252,13 @@ export class MonitorServer {
   }
 
   async status(): Promise<StatusView> {
-    const { node, store, clock } = this.d;
-    const now = clock.now();
-    const t = await this.tunnel();
-    const tunnel = t ? tunnelView(t, now) : null;
-    const facts = node.hostFacts;
-    const docker = this.lastDocker ?? { ok: facts.dockerVersion !== '', message: facts.dockerVersion ? '' : 'Docker status not known yet' };
-    const problems: string[] = [];
-    if (!docker.ok) problems.push(docker.message || 'Docker daemon not reachable; run `hivemind doctor`');
-    if (node.state === 'reconnecting') problems.push(`master ${node.options.masterAddress} not reachable: ${node.stateReason ?? 'reconnecting'}`);
-    if (tunnel && tunnel.state !== 'up') {
-      const age = tunnel.handshakeAgeMs === null ? 'no handshake yet' : `last handshake ${Math.round(tunnel.handshakeAgeMs / 1000)} s ago`;
-      problems.push(`WireGuard tunnel ${tunnel.interface} is ${tunnel.state} (${age})`);
-    }
-    const free = node.freeCapacity();
-    const last = store.lastContribution();
-    return {
-      node: {
-        id: node.nodeId ?? null,
-        name: node.options.name ?? facts.hostname,
-        state: node.state,
-        accepting: node.accepting,
-        paused: node.isPaused,
-        masterAddress: node.options.masterAddress,
-        version: node.options.workerVersion,
-        startedAtMs: node.startedAt,
-        uptimeMs: Math.max(0, now - node.startedAt),
-        problems,
-      },
-      docker: { ok: docker.ok, version: facts.dockerVersion || null, message: docker.ok ? null : docker.message || null },
-      tunnel,
-      budget: { maxTasks: node.budget.maxTasks, cpus: node.budget.cpus, memoryBytes: node.budget.memoryBytes, gpus: node.budget.gpuIndexes.length },
-      free: { cpus: free.cpus, memoryBytes: free.memoryBytes, taskSlots: free.taskSlots },
-      contribution: { last: last ? contributionView(last) : null, total: store.contributionTotal() },
-      running: this.live.list(),
-    };
+    return buildStatus({ node: this.d.node, store: this.d.store, now: this.d.clock.now(), tunnel: await this.tunnel(), docker: this.lastDocker, running: this.live.list() });
+  }
+
+  /** The data cache panel's view; null on a node without a data cache. */
+  cache(): CacheView | null {
+    const c = this.d.node.dataCache;
+    return c ? cacheView(c.stats(), c.list()) : null;
   }
 
   // ------------------------------------------------------------------ HTTP
@@ -345,6 +341,9 @@ export class MonitorServer {
       if (!rec) return void res.status(404).json({ error: `no task ${req.params.id} on this node` });
       const live = this.logs.tail(rec.taskId);
       res.type('text/plain; charset=utf-8').send(live && live.attempt === rec.attempt && !rec.finishedAt ? live.text : rec.logTail);
+    });
+    api.get('/cache', (_req, res) => {
+      res.json({ cache: this.cache() });
     });
     api.get('/resources', (req, res) => {
       const since = intParam(req.query.since, 'since', 0, Number.MAX_SAFE_INTEGER, this.d.clock.now() - HOUR_MS);

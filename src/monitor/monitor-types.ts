@@ -43,6 +43,8 @@ export interface RunningTaskView {
   usage: { cpuPercent: number; memoryBytes: number } | null;
   pull: Progress | null;
   upload: Progress | null;
+  /** While accepted: the task's data sets coming into the node's cache ("fetching data"). */
+  data: Progress | null;
 }
 
 export interface OutcomeView {
@@ -120,4 +122,34 @@ export interface LogPush {
   attempt: number;
   text: string;
   dropped: number;
+}
+
+/** One data cache entry as the page shows it. */
+export interface CacheEntryView {
+  digest: string;
+  kind: 'file' | 'dir';
+  sizeBytes: number;
+  state: 'downloading' | 'ready';
+  pinned: boolean;
+  /** Held by a task (or its download) now: never evicted. */
+  inUse: boolean;
+  uses: number;
+  lastUsedAtMs: number;
+}
+
+/** The node's data cache: totals, budget, hit rate and the most recently used entries. */
+export interface CacheView {
+  entries: CacheEntryView[];
+  /** All entries, including those beyond `entries` (the list is cut at MAX_CACHE_ENTRIES_SHOWN). */
+  entryCount: number;
+  bytes: number;
+  budgetBytes: number;
+  pinnedBytes: number;
+  inUseBytes: number;
+  hits: number;
+  misses: number;
+  /** hits / (hits + misses) since the worker started; null before the first use. */
+  hitRate: number | null;
+  evictions: number;
+  bytesDownloaded: number;
 }

@@ -2,7 +2,7 @@
 // be tested against a fake and cannot reach into the worker's internals.
 import type { EventEmitter } from 'node:events';
 import type { Capacity, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
-import type { ContributionPoint, HistoryFilter, HistoryPage, HostFacts, NodeBudget, TaskEventRecord, TaskRecord, WorkerEvents } from '../worker/contracts.js';
+import type { ContributionPoint, DataCacheView, HistoryFilter, HistoryPage, HostFacts, NodeBudget, TaskEventRecord, TaskRecord, WorkerEvents } from '../worker/contracts.js';
 
 export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly nodeId: string | undefined;
@@ -14,6 +14,8 @@ export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly hostFacts: HostFacts;
   readonly budget: NodeBudget;
   readonly options: { readonly masterAddress: string; readonly name: string | undefined; readonly workerVersion: string };
+  /** The node's data cache, read only; absent on a node without one (no cache panel data, no cache metrics). */
+  readonly dataCache?: DataCacheView | undefined;
   freeCapacity(): Capacity;
   runningTasks(): { taskId: string; attempt: number }[];
   pause(): void;
@@ -32,3 +34,4 @@ export interface MonitorStore {
   contributionTotal(): number;
   lastContribution(): ContributionPoint | undefined;
 }
+

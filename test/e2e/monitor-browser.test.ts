@@ -1,7 +1,8 @@
 // The monitor page in Debian's Chromium (playwright-core, no browser download): node state, a
 // submitted task running with its log streaming, then in the history with its outcome; 10,000
-// tasks of history and a task flooding its log leave the page bounded and usable. A screenshot
-// lands in test-artifacts/.
+// tasks of history and a task flooding its log leave the page bounded and usable. The data cache
+// panel with seeded entries and a task fetching its data, against an in-process monitor over a
+// real data cache. Screenshots land in test-artifacts/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -12,6 +13,13 @@ import { requireChromium, requireDockerImage } from '../helpers/requirements.js'
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { freePort, waitFor } from '../helpers/cli-process.js';
 import { createFakeNvidiaSmi } from '../helpers/fake-nvidia-smi.js';
+import { monitorFixture, seededDataCache } from '../helpers/fake-monitored-node.js';
+import { MonitorServer } from '../../src/monitor/monitor-server.js';
+import { systemClock } from '../../src/common/clock.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { TaskUpdate } from '../../src/protocol/gen/hivemind/v1/node.js';
+import { CacheIndex } from '../../src/worker/data-cache/cache-index.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const ARTIFACTS = join(process.cwd(), 'test-artifacts');
@@ -158,5 +166,66 @@ test('monitor page in Chromium: live node, running task with its log, history, 1
   } finally {
     await browser?.close();
     await cluster.close();
+  }
+});
+
+test('monitor page in Chromium: the data cache panel with seeded entries, and a task fetching its data', async (t) => {
+  if (!requireChromium(t)) return;
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const { store, node } = await monitorFixture(t);
+  const dir = join(ARTIFACTS, `cache-${process.pid}`);
+  t.after(() => import('node:fs/promises').then((fs) => fs.rm(dir, { recursive: true, force: true })));
+  // One data set used twice through the real cache (a miss, then a hit), and a pinned directory
+  // entry seeded straight into its index, as `hivemind worker cache pin` would leave it.
+  const { cache, ref } = await seededDataCache(t, dir);
+  const pinned = 'ab'.repeat(32);
+  const index = CacheIndex.open(join(dir, 'cache', 'index.db'));
+  index.beginDownload(pinned, 'dir', 2 * 2 ** 20, Date.now() - 86_400_000);
+  index.markReady(pinned, Date.now() - 86_400_000);
+  index.setPinned(pinned, true);
+  index.close();
+  const held = await cache.acquire(ref, 'task-held', new AbortController().signal);
+  node.dataCache = cache;
+  // A task accepted and fetching its data sets.
+  store.insertTask({ taskId: 'fetcher', attempt: 1, inputSize: 0, inputSha256: '', spec: { image: IMAGE, command: ['true'], env: new Map(), maxOutputBytes: 0, data: [] } }, [], Date.now());
+  const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
+  t.after(() => m.close());
+  let browser: Browser | undefined;
+  try {
+    browser = await launch();
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const errors = watchErrors(page);
+    await page.goto(`http://127.0.0.1:${m.port}/monitor.html`);
+    await page.locator(byTestId('connection')).filter({ hasText: 'live' }).waitFor();
+
+    const rows = page.locator(byTestId('cache-entry'));
+    await rows.first().waitFor();
+    assert.equal(await rows.count(), 2);
+    const used = page.locator(`${byTestId('cache-entry')}[data-digest="${ref.digest}"]`);
+    const usedText = (await used.textContent()) ?? '';
+    assert.ok(usedText.includes(`sha256:${ref.digest.slice(0, 12)}…`), usedText);
+    assert.ok(usedText.includes('300 KiB') && usedText.includes('file'), usedText);
+    assert.equal((await used.locator(byTestId('cache-entry-marks')).textContent())?.trim(), 'in use');
+    const seeded = page.locator(`${byTestId('cache-entry')}[data-digest="${pinned}"]`);
+    assert.ok(((await seeded.textContent()) ?? '').includes('directory'));
+    assert.equal((await seeded.locator(byTestId('cache-entry-marks')).textContent())?.trim(), 'pinned');
+    // Two hits (the second use and the lease above) and one miss.
+    assert.equal((await page.locator(byTestId('cache-hit-rate')).textContent())?.trim(), '67 % (2 hits, 1 miss)');
+    assert.match((await page.locator(byTestId('cache-totals')).textContent()) ?? '', /^2 data sets, 2\.3 MiB of 10\.0 MiB \(23 %\); pinned 2\.0 MiB, in use 300 KiB$/);
+
+    // The task's data coming in: its row says so, with how far it has come.
+    node.running = [{ taskId: 'fetcher', attempt: 1 }];
+    node.emit('task-updated', TaskUpdate.fromPartial({ taskId: 'fetcher', attempt: 1, state: TaskState.TASK_STATE_ACCEPTED, atMs: Date.now() }));
+    node.emit('task-data-progress', { taskId: 'fetcher', attempt: 1, receivedBytes: 460 * 2 ** 20, totalBytes: 2 ** 30 });
+    const row = page.locator(`${byTestId('running-task')}[data-task-id="fetcher"]`);
+    await row.locator(byTestId('data-progress')).filter({ hasText: '45% (460 MiB of 1.0 GiB)' }).waitFor();
+    assert.equal((await row.locator('.badge').first().textContent())?.trim(), 'fetching data');
+    await page.screenshot({ path: join(ARTIFACTS, 'monitor-data-cache.png'), fullPage: true });
+    node.emit('task-updated', TaskUpdate.fromPartial({ taskId: 'fetcher', attempt: 1, state: TaskState.TASK_STATE_PULLING, atMs: Date.now() }));
+    await row.locator(byTestId('data-progress')).waitFor({ state: 'hidden' });
+    assert.deepEqual(errors, [], 'no page errors and no CSP violations');
+  } finally {
+    held.release();
+    await browser?.close();
   }
 });

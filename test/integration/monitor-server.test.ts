@@ -1,8 +1,8 @@
 // The monitor server in-process against a fake node and a real SQLite store: token mode (page,
-// API, Socket.IO), a busy port, a fast history with 10,000 tasks, and hostile paths.
+// API, Socket.IO), a busy port, a fast history with 10,000 tasks, hostile paths, and the data
+// cache panel and metrics from a real data cache.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { createServer } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import { PassThrough } from 'node:stream';
@@ -11,60 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
 import { MonitorPortInUseError, MonitorServer } from '../../src/monitor/monitor-server.js';
-import type { MonitoredNode } from '../../src/monitor/monitored-node.js';
-import { WorkerStore } from '../../src/worker/store/worker-store.js';
-import type { WorkerEvents } from '../../src/worker/contracts.js';
-import { TaskState, type TunnelStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { monitorFixture as fixture, seededDataCache } from '../helpers/fake-monitored-node.js';
+import type { CacheView } from '../../src/monitor/monitor-types.js';
+import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { createLogger, silentLogger } from '../../src/common/logger.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { systemClock } from '../../src/common/clock.js';
 import { ConfigError } from '../../src/common/errors.js';
-
-class FakeNode extends EventEmitter<WorkerEvents> implements MonitoredNode {
-  nodeId = 'node-1';
-  state = 'connected';
-  stateReason: string | undefined = undefined;
-  isPaused = false;
-  startedAt = Date.now();
-  hostFacts = { hostname: 'box', os: 'linux', osRelease: 'Debian 12', arch: 'x64', cpuCores: 2, cpuModel: 'cpu', memoryBytes: 1 << 30, diskBytes: 1 << 30, gpus: [], dockerVersion: '20.10' };
-  budget = { maxTasks: 2, cpus: 2, memoryBytes: 1 << 30, gpuIndexes: [], taskDefaults: { cpus: 1, memoryBytes: 1 << 28 } };
-  options = { masterAddress: '10.8.0.1:7070', name: 'box', workerVersion: '9.9.9' };
-  tunnel: TunnelStatus | undefined = {
-    interface: 'hivemind0', address: '10.8.0.2/24', masterEndpoint: '192.0.2.1:51820', latestHandshakeMs: Date.now() - 400_000,
-    rxBytes: 10, txBytes: 20, state: 'stale', implementation: 'userspace',
-  };
-  get accepting() {
-    return !this.isPaused;
-  }
-  freeCapacity() {
-    return { cpus: 2, memoryBytes: 1 << 30, gpuIndexes: [], taskSlots: 2 };
-  }
-  runningTasks() {
-    return [];
-  }
-  pause() {
-    this.isPaused = true;
-  }
-  resume() {
-    this.isPaused = false;
-  }
-  cancelTask() {
-    return false;
-  }
-  async tunnelStatus() {
-    return this.tunnel;
-  }
-}
-
-async function fixture(t: { after(fn: () => unknown): void }) {
-  const dir = await mkdtemp(join(tmpdir(), 'hm-monitor-'));
-  const store = WorkerStore.open(join(dir, 'worker.db'));
-  t.after(async () => {
-    store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  return { store, node: new FakeNode() };
-}
 
 test('token mode: the page, the API and Socket.IO need the token; ?token= sets an HttpOnly cookie', async (t) => {
   const { store, node } = await fixture(t);
@@ -229,4 +182,70 @@ test('a Socket.IO client following thousands of task logs gets at most 16 at onc
   const rooms = [...server.sockets.sockets.values()].map((s) => s.rooms.size);
   recordHostile('monitor: a client following 5,000 task logs', Math.max(...rooms) > 17 ? 1 : 0);
   assert.deepEqual(rooms, [17], 'its own room and 16 followed logs');
+});
+
+test('data cache: /api/cache, the cache push and /metrics come from the node\'s cache, behind the token', async (t) => {
+  const { store, node } = await fixture(t);
+  const dir = await mkdtemp(join(tmpdir(), 'hm-monitor-cache-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const { cache, ref } = await seededDataCache(t, dir);
+  node.dataCache = cache;
+  const token = 'monitor-token-0123456789';
+  const m = await MonitorServer.start({ host: '127.0.0.1', port: 0, token }, { node, store, clock: systemClock, logger: silentLogger() });
+  t.after(() => m.close());
+  const base = `http://127.0.0.1:${m.port}`;
+  assert.equal((await fetch(`${base}/api/cache`)).status, 401, 'the cache panel needs the token like the rest of the API');
+  assert.equal((await fetch(`${base}/metrics`)).status, 401);
+  const auth = { authorization: `Bearer ${token}` };
+  const res = await fetch(`${base}/api/cache`, { headers: auth });
+  assert.equal(res.status, 200);
+  const { cache: view } = (await res.json()) as { cache: CacheView };
+  assert.equal(view.entryCount, 1);
+  assert.deepEqual(
+    { digest: view.entries[0]!.digest, kind: view.entries[0]!.kind, size: view.entries[0]!.sizeBytes, uses: view.entries[0]!.uses, inUse: view.entries[0]!.inUse },
+    { digest: ref.digest, kind: 'file', size: ref.sizeBytes, uses: 2, inUse: false },
+  );
+  assert.deepEqual([view.hits, view.misses, view.hitRate, view.bytesDownloaded, view.budgetBytes], [1, 1, 0.5, ref.sizeBytes, 10 * 2 ** 20]);
+
+  // A Socket.IO client gets the panel on connect, and again after a task change.
+  const sock = io(base, { transports: ['websocket'], reconnection: false, auth: { token } });
+  t.after(() => sock.close());
+  const pushes: CacheView[] = [];
+  sock.on('cache', (c: CacheView) => pushes.push(c));
+  await new Promise<void>((resolve, reject) => {
+    sock.on('cache', () => resolve());
+    sock.on('connect_error', reject);
+  });
+  assert.equal(pushes[0]!.entries[0]!.digest, ref.digest);
+  const lease = await cache.acquire(ref, 'task-c', new AbortController().signal);
+  node.emit('task-updated', { taskId: 'task-c', attempt: 1, state: TaskState.TASK_STATE_ACCEPTED, message: '', atMs: Date.now() } as never);
+  const deadline = Date.now() + 5000;
+  while (!pushes.some((c) => c.entries[0]!.inUse) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const inUse = pushes.find((c) => c.entries[0]!.inUse);
+  assert.ok(inUse, 'a push after the task change shows the entry in use');
+  assert.deepEqual([inUse.hits, inUse.entries[0]!.uses], [2, 3]);
+  // Status pushes that change nothing in the cache do not resend it.
+  const sent = pushes.length;
+  node.emit('task-updated', { taskId: 'task-c', attempt: 1, state: TaskState.TASK_STATE_ACCEPTED, message: '', atMs: Date.now() } as never);
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(pushes.length, sent, 'an unchanged cache is not pushed again');
+  lease.release();
+
+  const metrics = await (await fetch(`${base}/metrics`, { headers: auth })).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
+  assert.equal(value('hivemind_data_cache_bytes'), ref.sizeBytes);
+  assert.equal(value('hivemind_data_cache_entries'), 1);
+  assert.equal(value('hivemind_data_cache_budget_bytes'), 10 * 2 ** 20);
+  assert.equal(value('hivemind_data_cache_hits_total'), 2);
+  assert.equal(value('hivemind_data_cache_misses_total'), 1);
+  assert.equal(value('hivemind_data_cache_evictions_total'), 0);
+  assert.equal(value('hivemind_data_downloaded_bytes_total'), ref.sizeBytes);
+});
+
+test('data cache: a node without one answers { cache: null }', async (t) => {
+  const { store, node } = await fixture(t);
+  const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
+  t.after(() => m.close());
+  const res = await fetch(`http://127.0.0.1:${m.port}/api/cache`);
+  assert.deepEqual(await res.json(), { cache: null });
 });

@@ -22,7 +22,8 @@ export const fmtBytes = (n) => {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   while (Math.abs(n) >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-  return `${i === 0 ? n : n.toFixed(1)} ${u[i]}`;
+  // 460 MiB, 12.5 MiB, 1.0 GiB: three significant figures are plenty on a status page.
+  return `${i === 0 ? n : n.toFixed(Math.abs(n) >= 100 ? 0 : 1)} ${u[i]}`;
 };
 export const fmtDuration = (ms) => {
   if (!Number.isFinite(ms) || ms < 0) return '–';

@@ -1,5 +1,5 @@
 // The running tasks: one row per task with its state, elapsed time against its timeout, usage,
-// limits, image pull and result upload progress, and its Logs and Cancel buttons.
+// limits, data fetch, image pull and result upload progress, and its Logs and Cancel buttons.
 import { $, el, fmtBytes, fmtDuration } from './monitor-dom.js';
 
 function progressPart(label) {
@@ -15,6 +15,13 @@ function setProgress(part, p) {
   part.bar.value = Math.min(p.currentBytes, part.bar.max);
   part.text.textContent = `${fmtBytes(p.currentBytes)} of ${p.totalBytes ? fmtBytes(p.totalBytes) : '?'}`;
 }
+/** "45% (460 MiB of 1.0 GiB)": the data sets coming into the cache before the task can start. */
+export function dataProgressText(p) {
+  // Rounded, but 100% only once every byte is there.
+  const done = p.currentBytes >= p.totalBytes;
+  const pct = done ? 100 : Math.min(99, Math.round((p.currentBytes / Math.max(1, p.totalBytes)) * 100));
+  return `${pct}% (${fmtBytes(p.currentBytes)} of ${fmtBytes(p.totalBytes)})`;
+}
 function tickElapsed(r) {
   const t = r.task;
   const since = t.startedAtMs || t.acceptedAtMs;
@@ -28,7 +35,8 @@ function tickElapsed(r) {
 }
 function updateRunningRow(r, t) {
   r.task = t;
-  r.state.textContent = t.state;
+  const fetching = t.state === 'accepted' && t.data;
+  r.state.textContent = fetching ? 'fetching data' : t.state;
   const l = t.limits;
   r.limits.textContent = [
     l.cpus ? `${l.cpus} CPU` : 'default CPU',
@@ -38,6 +46,8 @@ function updateRunningRow(r, t) {
     l.timeoutMs ? `timeout ${fmtDuration(l.timeoutMs)}` : 'no timeout',
   ].filter(Boolean).join(', ');
   r.usage.textContent = t.usage ? `${t.usage.cpuPercent.toFixed(0)} % CPU, ${fmtBytes(t.usage.memoryBytes)}` : '–';
+  setProgress(r.data, fetching ? t.data : null);
+  if (fetching) r.data.text.textContent = dataProgressText(t.data);
   setProgress(r.pull, t.state === 'pulling' ? t.pull : null);
   setProgress(r.upload, t.state === 'uploading' ? t.upload : null);
   tickElapsed(r);
@@ -51,6 +61,8 @@ export function createRunningTasks({ openLog, control, onGone }) {
     const elapsed = el('span');
     const timeoutBar = el('progress', { max: 1, value: 0, hidden: true });
     const usage = el('span');
+    const data = progressPart('fetching data');
+    data.root.setAttribute('data-testid', 'data-progress');
     const pull = progressPart('image pull');
     const upload = progressPart('result upload');
     const limits = el('span', { class: 'small' });
@@ -74,10 +86,11 @@ export function createRunningTasks({ openLog, control, onGone }) {
         el('div', {}, el('div', { class: 'label', text: 'elapsed' }), el('div', { class: 'bar' }, elapsed, timeoutBar)),
         el('div', {}, el('div', { class: 'label', text: 'CPU / memory' }), usage),
         el('div', {}, el('div', { class: 'label', text: 'limits' }), limits)),
+      data.root,
       pull.root,
       upload.root,
     );
-    return { root, state, elapsed, timeoutBar, usage, pull, upload, limits, task: t };
+    return { root, state, elapsed, timeoutBar, usage, data, pull, upload, limits, task: t };
   }
   function render(list) {
     const box = $('running-tasks');

@@ -2,12 +2,13 @@
 // with data (task commands and logs are untrusted), DOM built with createElement/textContent.
 // Everything live comes over Socket.IO (docs/monitor.md); the API is used for first loads.
 // This module renders the node's status and controls and wires the parts together: the charts,
-// the running tasks, the live log and the history.
+// the running tasks, the live log, the data cache and the history.
 import { $, el, fmtBytes, fmtDuration, fmtPct, getJson, postControl, setBadge, toast } from './monitor-dom.js';
 import { addContribution, addSample, initCharts, redrawAll } from './monitor-charts.js';
 import { loadHistory, onTask } from './monitor-history.js';
 import { createLiveLog } from './monitor-log.js';
 import { createRunningTasks } from './monitor-running.js';
+import { loadCache, renderCache } from './monitor-cache.js';
 
 /** POSTs a control; the answer's status is rendered, a failure shown in the toast. */
 async function control(url) {
@@ -90,6 +91,7 @@ socket.on('contribution', (p) => {
 });
 socket.on('task', onTask);
 socket.on('log', liveLog.onLog);
+socket.on('cache', renderCache);
 
 (async () => {
   try {
@@ -102,4 +104,5 @@ socket.on('log', liveLog.onLog);
   }
 })();
 void loadHistory();
+void loadCache();
 getJson('/api/status').then(renderStatus, (err) => toast(`Status: ${err.message}`));
