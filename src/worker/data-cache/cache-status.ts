@@ -3,10 +3,11 @@
 // that the master never places a task whose data cannot fit. Pure.
 import type { DataCacheStatus } from '../../protocol/gen/hivemind/v1/common.js';
 import { formatDigest } from '../../protocol/data-rules.js';
+import { MAX_CACHE_ENTRIES_REPORTED } from '../../protocol/node-limits.js';
 import type { CacheEntry } from './cache-index.js';
 
-/** Held entries listed in one report: the master bounds what it reads the same way. */
-export const MAX_REPORTED_HELD = 4096;
+/** Held entries listed in one report: the bound the master reads them under. */
+export const MAX_REPORTED_HELD = MAX_CACHE_ENTRIES_REPORTED;
 
 /** `entries` most recently used first (CacheIndex.list order). */
 export function cacheStatus(entries: readonly CacheEntry[], budgetBytes: number): DataCacheStatus {
