@@ -86,21 +86,22 @@ export class NetLab {
       } catch {
         // namespace already gone
       }
-      try {
-        for (const pid of sh(['ip', 'netns', 'pids', h.ns]).split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // nothing left running
-      }
-      try {
-        sh(['ip', 'netns', 'del', h.ns]);
-      } catch {
-        // already gone
-      }
+      deleteNamespace(h.ns);
     }
-    try {
-      sh(['ip', 'netns', 'del', this.switchNs]);
-    } catch {
-      // already gone
-    }
+    deleteNamespace(this.switchNs);
+  }
+}
+
+/** Kills what still runs in a namespace, then deletes it (and the interfaces in it); quiet if gone. */
+export function deleteNamespace(ns: string): void {
+  try {
+    for (const pid of sh(['ip', 'netns', 'pids', ns]).split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+  } catch {
+    // nothing left running, or no namespace
+  }
+  try {
+    sh(['ip', 'netns', 'del', ns]);
+  } catch {
+    // already gone
   }
 }
