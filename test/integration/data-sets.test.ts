@@ -99,8 +99,9 @@ test('put stores a file once: a second put sends nothing, ls lists it, get verif
 
   const second = await h.cli(['data', 'put', file, '--name', 'weights-copy', '--json']);
   assert.equal(second.code, 0, second.stderr);
-  const out = JSON.parse(second.stdout) as { sha256: string; alreadyHeld: boolean; sentBytes: number; names: string[] };
+  const out = JSON.parse(second.stdout) as { sha256: string; alreadyHeld: boolean; hashed: boolean; sentBytes: number; names: string[] };
   assert.equal(out.alreadyHeld, true);
+  assert.equal(out.hashed, false, 'unchanged since the first put: not hashed again');
   assert.equal(out.sentBytes, 0);
   assert.deepEqual(out.names, ['weights', 'weights-copy']);
   // Measured where it counts: the master received no byte of the second put.
@@ -108,6 +109,21 @@ test('put stores a file once: a second put sends nothing, ls lists it, get verif
   assert.equal(second_?.received, 0);
   assert.equal(second_?.alreadyHeld, true);
   assert.deepEqual(await readdir(join(h.dataDir, 'data', 'sha256')), [hex], 'stored once, no partial left');
+  // The same file with one byte changed (same size) is hashed again and is another data set.
+  const changed = join(h.dir, 'weights-2.bin');
+  const bytes2 = Buffer.from(bytes);
+  bytes2[7] = bytes2[7]! ^ 1;
+  await writeFile(changed, bytes2);
+  const memoHit = await h.cli(['data', 'put', changed, '--json']);
+  assert.equal(memoHit.code, 0, memoHit.stderr);
+  assert.equal((JSON.parse(memoHit.stdout) as { hashed: boolean }).hashed, true, 'a file never put is hashed');
+  await writeFile(changed, bytes);
+  const third = await h.cli(['data', 'put', changed, '--json']);
+  assert.equal(third.code, 0, third.stderr);
+  const t3 = JSON.parse(third.stdout) as { sha256: string; hashed: boolean; alreadyHeld: boolean };
+  assert.deepEqual([t3.sha256, t3.hashed, t3.alreadyHeld], [`sha256:${hex}`, true, true], 'rewritten since its last put: hashed again, not taken from the memo');
+  const removeChanged = await h.cli(['data', 'rm', `sha256:${sha256(bytes2)}`]);
+  assert.equal(removeChanged.code, 0, removeChanged.stderr);
 
   const ls = await h.cli(['data', 'ls', '--json']);
   assert.equal(ls.code, 0, ls.stderr);

@@ -3,11 +3,13 @@
 // over DataClient otherwise, printing for humans or JSON with --json.
 import { lstat, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { packCanonical } from '../../archive/canonical-tar.js';
 import { extractArchive } from '../../archive/extract-archive.js';
 import { DataClient } from '../../client/data-client.js';
+import { fingerprintPath, PutDigestMemo } from '../../client/put-digest-memo.js';
+import { hivemindHome } from '../../config/paths.js';
 import { ConfigError } from '../../common/errors.js';
 import { formatBytes } from '../../common/units.js';
 import { compileClientConfig } from '../../config/client-config.js';
@@ -77,15 +79,32 @@ export function registerDataCommands(program: Command, ctx: Ctx): void {
     const name = o.name === undefined ? undefined : validateDataName(o.name, '--name');
     let tmpDir: string | undefined;
     try {
-      const src = await measure(path, async () => (tmpDir = await mkdtemp(join(tmpdir(), 'hivemind-data-'))));
-      const r = await withData(c, o, (client) => client.put({ ...src, ...(name ? { name } : {}) }));
+      const abs = resolve(path);
+      const memo = await PutDigestMemo.load(join(hivemindHome(c.env), 'put-digests.json'));
+      // An unreadable path is reported by measure() below, with its own message.
+      const fingerprint = await fingerprintPath(abs).catch(() => undefined);
+      const { r, src, hashed } = await withData(c, o, async (client) => {
+        // Unchanged since it was last put, and the master holds it: nothing to hash or send.
+        const known = fingerprint === undefined ? undefined : memo.lookup(abs, fingerprint);
+        if (known && (await client.stat(known.sha256, known.size)).complete) {
+          const src = { file: abs, sha256: known.sha256, size: known.size, kind: known.kind === 'dir' ? DataKind.DATA_KIND_DIR : DataKind.DATA_KIND_FILE };
+          return { r: await client.put({ ...src, ...(name ? { name } : {}) }), src, hashed: false };
+        }
+        const src = await measure(path, async () => (tmpDir = await mkdtemp(join(tmpdir(), 'hivemind-data-'))));
+        return { r: await client.put({ ...src, ...(name ? { name } : {}) }), src, hashed: true };
+      });
+      if (fingerprint !== undefined) {
+        await memo
+          .remember(abs, { fingerprint, sha256: src.sha256, size: src.size, kind: src.kind === DataKind.DATA_KIND_DIR ? 'dir' : 'file', usedAt: Date.now() })
+          .catch(() => undefined); // only a shortcut: a memo that cannot be written costs a hash next time
+      }
       const sent = r.alreadyHeld ? 0 : src.size - r.resumedFrom;
       if (o.json) {
-        printJson(c, { ...dataSetJson(r.info), alreadyHeld: r.alreadyHeld, resumedFrom: r.resumedFrom, restartedAfterMismatch: r.restartedAfterMismatch, sentBytes: sent });
+        printJson(c, { ...dataSetJson(r.info), alreadyHeld: r.alreadyHeld, hashed, resumedFrom: r.resumedFrom, restartedAfterMismatch: r.restartedAfterMismatch, sentBytes: sent });
         return;
       }
       const how = r.alreadyHeld
-        ? 'held by the master already, nothing sent'
+        ? `held by the master already, nothing sent${hashed ? '' : ' (unchanged since its last put: not hashed again)'}`
         : r.resumedFrom > 0
           ? `resumed at ${formatBytes(r.resumedFrom)}, sent ${formatBytes(sent)}`
           : r.restartedAfterMismatch
