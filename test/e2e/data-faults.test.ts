@@ -50,6 +50,7 @@ test('a node lost (frozen past the node timeout) mid data download: the task run
     const cutAt = await waitFor('A\'s download under way', () => partialSize(partialA, SIZE), 60_000, 5);
     a.child.kill('SIGSTOP');
     const frozenAt = Date.now();
+    t.diagnostic(`A frozen with ${(cutAt / MiB).toFixed(2)} of ${SIZE / MiB} MiB`);
     // B comes up only now: attempt 1 was A's.
     const b = await cluster.addWorker({ workerArgs: ['--cache-max', '2g', '--name', 'spare'] });
 
