@@ -11,55 +11,15 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { AdminClient } from '../../src/client/admin-client.js';
 import { DataKind, type DataMount } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { waitFor } from '../helpers/cli-process.js';
 import { recordScenario } from '../helpers/fault-ledger.js';
+import { DATA_IMAGE as IMAGE, cacheEntries, downloadsLogged as logged, finishTask as finish, putData as put, submitWithData as submit } from '../helpers/data-cluster.js';
 
-const IMAGE = 'hivemind/busybox:1';
 const MiB = 1024 * 1024;
-const SUCCEEDED = 7;
-
-interface TaskJson {
-  state: number;
-  outcome?: { message: string };
-}
-
-/** Puts `dir` at the master; its digest and size as `data ls` reports them. */
-async function put(cluster: ProcessCluster, path: string): Promise<{ sha256: string; size: number; kind: DataKind }> {
-  const r = await cluster.cli(['data', 'put', path, '--json'], 300_000);
-  assert.equal(r.code, 0, r.stderr);
-  const info = JSON.parse(r.stdout) as { sha256: string; size: number; kind: string };
-  return { sha256: info.sha256, size: info.size, kind: info.kind === 'dir' ? DataKind.DATA_KIND_DIR : DataKind.DATA_KIND_FILE };
-}
-
-async function submit(cluster: ProcessCluster, data: DataMount[], script: string): Promise<string> {
-  const admin = AdminClient.connect(cluster.address, cluster.adminToken);
-  try {
-    return await admin.submit({ image: IMAGE, command: ['sh', '-c', script], data, limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 120_000 } });
-  } finally {
-    admin.close();
-  }
-}
-
-/** Waits for the task to end; its state and extracted /output. */
-async function finish(cluster: ProcessCluster, id: string): Promise<{ info: TaskJson; dir: string }> {
-  await cluster.cli(['wait', id], 300_000);
-  const info = JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as TaskJson;
-  assert.equal(info.state, SUCCEEDED, `${JSON.stringify(info)}\nworker:\n${cluster.worker?.output.slice(-4000)}`);
-  const dir = join(cluster.home, `out-${id}`);
-  const r = await cluster.cli(['result', id, '-o', `${dir}.tar.gz`, '--extract', dir]);
-  assert.equal(r.code, 0, r.stderr);
-  return { info, dir };
-}
-
-const downloadsLogged = (cluster: ProcessCluster, hex: string): { resumedFrom: number }[] =>
-  (cluster.worker?.output ?? '')
-    .split('\n')
-    .filter((l) => l.includes('"data cache: data set downloaded and verified"') && l.includes(hex))
-    .map((l) => JSON.parse(l) as { resumedFrom: number });
+const downloadsLogged = (cluster: ProcessCluster, hex: string) => logged(cluster.worker?.output, hex);
 
 const READS = 'cat /models/config.json > /output/config.txt; ls /models /models/weights > /output/ls.txt; ' +
   'if (echo x > /models/new) 2>/dev/null || (echo x >> /models/config.json) 2>/dev/null; then echo writable; else echo read-only; fi > /output/write.txt';
@@ -82,8 +42,7 @@ test('a data set mounted by two tasks: files visible, read-only, downloaded once
     }
     const hex = d.sha256.slice('sha256:'.length);
     assert.equal(downloadsLogged(cluster, hex).length, 1, 'downloaded once: the second task was a cache hit');
-    const ls = await cluster.cli(['worker', 'cache', 'ls', '--json', '--data-dir', join(cluster.home, 'worker')]);
-    const entries = JSON.parse(ls.stdout) as { sha256: string; uses: number; inUse: number; state: string }[];
+    const entries = await cacheEntries(cluster, join(cluster.home, 'worker'));
     assert.deepEqual(entries.map((e) => [e.sha256, e.state, e.uses, e.inUse]), [[d.sha256, 'ready', 2, 0]], 'two uses, no lease left');
     const entry = join(cluster.home, 'worker', 'cache', 'entries', hex);
     assert.equal(statSync(join(entry, 'config.json')).mode & 0o777, 0o444);
