@@ -11,9 +11,8 @@ import { statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from '../helpers/cli-process.js';
 import { requireDockerImage, requireWorkerImage } from '../helpers/requirements.js';
-import { WORKER_IMAGE, WorkerContainer, docker } from '../helpers/worker-container.js';
+import { WORKER_IMAGE, WorkerContainer, docker, startDev } from '../helpers/worker-container.js';
 
 const TASK_IMAGE = 'hivemind/busybox:1';
 /** Where `hivemind dev` keeps its worker's data dir (and so the cache) under HIVEMIND_HOME. */
@@ -27,23 +26,6 @@ interface CacheEntryJson {
 }
 
 const requirements = (t: TestContext) => requireWorkerImage(t, WORKER_IMAGE) && requireDockerImage(t, TASK_IMAGE);
-
-/** Starts `hivemind dev` in the image and waits until it says it is up. */
-async function startDev(runArgs: string[]): Promise<WorkerContainer> {
-  const c = await WorkerContainer.start(['dev', '--report-interval', '1s'], runArgs);
-  try {
-    await waitFor('hivemind dev to be up in the container', async () => {
-      const out = await c.logs();
-      if (out.includes('HiveMind dev is up')) return true;
-      if ((await c.inspect('{{.State.Running}}')) !== 'true') throw new Error(`hivemind dev exited:\n${out}`);
-      return undefined;
-    }, 60_000, 250);
-    return c;
-  } catch (err) {
-    await c.close();
-    throw err;
-  }
-}
 
 /**
  * Puts a small directory at the dev master under a name, runs a task mounting it read-only at
@@ -91,7 +73,7 @@ test('the worker Docker image: a data set put at the master is mounted read-only
       await c?.close();
       await docker(['volume', 'rm', '-f', volume]);
     });
-    c = await startDev(['--user', 'hivemind', '--group-add', String(statSync('/var/run/docker.sock').gid), '-v', `${volume}:/var/lib/hivemind`]);
+    ({ c } = await startDev(['--user', 'hivemind', '--group-add', String(statSync('/var/run/docker.sock').gid), '-v', `${volume}:/var/lib/hivemind`]));
     const sha256 = await roundTrip(c);
     // The entry is in the volume's directory on the host: where the task's bind mount came from.
     const host = await docker(['run', '--rm', '-v', `${volume}:/v:ro`, TASK_IMAGE, 'cat', `/v/dev/worker/${entryFile(sha256, 'config.json')}`]);
@@ -107,7 +89,7 @@ test('the worker Docker image: a data set put at the master is mounted read-only
       await docker(['volume', 'rm', '-f', volume]);
       await rm(hostDir, { recursive: true, force: true });
     });
-    c = await startDev(['--user', '0:0', '-v', `${volume}:/var/lib/hivemind`, '-v', `${hostDir}:${DEV_WORKER_DIR}`]);
+    ({ c } = await startDev(['--user', '0:0', '-v', `${volume}:/var/lib/hivemind`, '-v', `${hostDir}:${DEV_WORKER_DIR}`]));
     const sha256 = await roundTrip(c);
     assert.equal(statSync(join(hostDir, entryFile(sha256, 'config.json'))).size, '{"layers":2}\n'.length);
   });
