@@ -1,7 +1,7 @@
 // Runs the worker's Docker image (Dockerfile, scripts/worker-image.sh) the way a user does:
 // `docker run` with the image's own entrypoint (tini, then hivemind as its child), so signals,
 // the healthcheck and the exit code are the image's. Containers are labelled and removed by close().
-import { runProcess, type CliResult } from './cli-process.js';
+import { runProcess, waitFor, type CliResult } from './cli-process.js';
 
 export const WORKER_IMAGE = 'hivemind/worker:latest';
 const LABEL = 'io.hivemind.test=worker-image';
@@ -54,5 +54,23 @@ export class WorkerContainer {
 
   async close(): Promise<void> {
     await docker(['rm', '-f', this.name]).catch(() => undefined);
+  }
+}
+
+/** Starts `hivemind dev` in the image and waits until it says it is up; its worker's node id. */
+export async function startDev(runArgs: string[]): Promise<{ c: WorkerContainer; nodeId: string }> {
+  const c = await WorkerContainer.start(['dev', '--report-interval', '1s'], runArgs);
+  try {
+    const logs = await waitFor('hivemind dev to be up in the container', async () => {
+      const out = await c.logs();
+      if (out.includes('HiveMind dev is up') || (await c.inspect('{{.State.Running}}')) !== 'true') return out;
+      return undefined;
+    }, 60_000, 250);
+    const nodeId = /HiveMind dev is up: .* worker ([0-9a-f]+),/.exec(logs)?.[1];
+    if (!nodeId) throw new Error(`hivemind dev did not come up:\n${logs}`);
+    return { c, nodeId };
+  } catch (err) {
+    await c.close();
+    throw err;
   }
 }

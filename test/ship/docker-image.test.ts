@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../helpers/cli-process.js';
 import { executablePath, requireDockerImage, requireWorkerImage } from '../helpers/requirements.js';
-import { WORKER_IMAGE, WorkerContainer, docker, runOnce } from '../helpers/worker-container.js';
+import { WORKER_IMAGE, WorkerContainer, docker, runOnce, startDev } from '../helpers/worker-container.js';
 import { loopDeviceArgs } from '../helpers/loop-devices.js';
 
 const TASK_IMAGE = 'hivemind/busybox:1';
@@ -29,24 +29,6 @@ interface ImageInfo {
     StopSignal?: string;
     Healthcheck?: { Test: string[] };
   };
-}
-
-/** Starts `hivemind dev` in the image and waits until it says it is up; returns its worker's node id. */
-async function startDev(runArgs: string[]): Promise<{ c: WorkerContainer; nodeId: string }> {
-  const c = await WorkerContainer.start(['dev', '--report-interval', '1s'], runArgs);
-  try {
-    const logs = await waitFor('hivemind dev to be up in the container', async () => {
-      const out = await c.logs();
-      if (out.includes('HiveMind dev is up') || (await c.inspect('{{.State.Running}}')) !== 'true') return out;
-      return undefined;
-    }, 60_000, 250);
-    const nodeId = /HiveMind dev is up: .* worker ([0-9a-f]+),/.exec(logs)?.[1];
-    assert.ok(nodeId, `hivemind dev did not come up:\n${logs}`);
-    return { c, nodeId };
-  } catch (err) {
-    await c.close();
-    throw err;
-  }
 }
 
 test('the worker Docker image', { timeout: 300_000 }, async (t) => {
