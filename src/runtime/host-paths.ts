@@ -16,9 +16,21 @@ export class HostPathError extends HivemindError {
   }
 }
 
-/** The container id in /proc/self/mountinfo (Docker bind-mounts /etc/hostname from its containers/<id>/ dir). */
+/**
+ * The container id in /proc/self/mountinfo: Docker bind-mounts this container's /etc/hostname (and
+ * hosts, resolv.conf) from its containers/<id>/ dir. Only a mount AT those paths counts: a process
+ * on the host can see other containers' files under /var/lib/docker in its mount table, and must
+ * not take itself for one of them.
+ */
 export function ownContainerId(mountinfo: string): string | undefined {
-  return /\/containers\/([0-9a-f]{64})\/(?:hostname|hosts|resolv\.conf)\b/.exec(mountinfo)?.[1];
+  for (const line of mountinfo.split('\n')) {
+    // fields: id parent major:minor root mount-point options ... - fstype source super-options
+    const [, , , root, mountPoint] = line.split(' ');
+    if (mountPoint !== '/etc/hostname' && mountPoint !== '/etc/hosts' && mountPoint !== '/etc/resolv.conf') continue;
+    const m = /\/containers\/([0-9a-f]{64})\/(?:hostname|hosts|resolv\.conf)$/.exec(root ?? '');
+    if (m) return m[1];
+  }
+  return undefined;
 }
 
 /** Maps a path through the container's mounts: the deepest mount holding it decides. Pure. */

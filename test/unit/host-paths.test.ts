@@ -13,6 +13,13 @@ const MOUNTINFO = `1 0 0:1 / / rw - overlay overlay rw
 test('ownContainerId: from the hostname bind of /proc/self/mountinfo; none on a host', () => {
   assert.equal(ownContainerId(MOUNTINFO), ID);
   assert.equal(ownContainerId('1 0 0:1 / / rw - ext4 /dev/sda1 rw'), undefined);
+  // A host whose mount table shows another container's files being set up (a shared
+  // /var/lib/docker) is not that container: only a mount AT /etc/hostname counts.
+  const hostSeeingContainers = `1 0 0:1 / / rw - ext4 /dev/sda1 rw
+7 1 8:1 /var/lib/docker/containers/${ID}/hostname /var/lib/docker/overlay2/abc/merged/etc/hostname rw - ext4 /dev/sda1 rw
+8 1 8:1 /var/lib/docker/containers/${ID}/resolv.conf /var/lib/docker/overlay2/abc/merged/etc/resolv.conf rw - ext4 /dev/sda1 rw`;
+  assert.equal(ownContainerId(hostSeeingContainers), undefined);
+  assert.equal(ownContainerId(`2 1 8:1 /var/lib/docker/containers/${ID}/hostname.bak /etc/hostname rw - ext4 /dev/sda1 rw`), undefined);
 });
 
 test('hostPathMapper: the deepest mount holding the path decides; a path on no mount is refused clearly', () => {
