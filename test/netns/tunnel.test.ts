@@ -219,6 +219,10 @@ test('mesh mode: the master distributes peers and workers talk to each other dir
       return dump.split('\n').find((l) => l.startsWith(keyB));
     }, 20_000, 200);
     assert.match(peerOfA, new RegExp(`\\t${lab.host('b').ip.replace(/\./g, '\\.')}:51820\\t${ipB.replace(/\./g, '\\.')}/32\\t`));
+    // B must know A too before a packet can come back: the two learn each other from separate
+    // commands, and a ping while only A knows B is lost.
+    const keyA = lab.exec('a', ['wg', 'show', `hm${id}a`, 'public-key']).trim();
+    await waitFor('B to learn A as a peer', () => lab.exec('b', ['wg', 'show', `hm${id}b`, 'dump']).split('\n').find((l) => l.startsWith(keyA)), 20_000, 200);
     assert.match(lab.exec('a', ['busybox', 'ping', '-c', '2', '-W', '3', ipB]), /2 packets received/);
     const after = lab.exec('a', ['wg', 'show', `hm${id}a`, 'dump']).split('\n').find((l) => l.startsWith(keyB))!;
     assert.ok(Number(after.split('\t')[4]) > 0, `A and B shook hands directly: ${after}`);
