@@ -9,8 +9,9 @@ import type { Readable } from 'node:stream';
 import { echoValue } from '../common/echo-value.js';
 import { HivemindError } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
-import { HashedAppend, type RunningHash } from './hashed-append.js';
+import { HashedAppend, resumeRunningHash, type RunningHash } from './hashed-append.js';
 import { fileSize } from '../common/file-size.js';
+import { sha256OfFile } from '../common/file-hash.js';
 
 /** Default cap of a task's stored log; the end is kept, the head trimmed. */
 export const DEFAULT_LOG_MAX_BYTES = 8 * 1024 * 1024;
@@ -36,11 +37,6 @@ function checkId(id: string): string {
   return id;
 }
 
-export async function sha256OfFile(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path), h);
-  return h.digest('hex');
-}
 
 
 export class BlobStore {
@@ -123,16 +119,8 @@ export class BlobStore {
       throw new BlobError('FAILED_PRECONDITION', `result upload for task ${taskId} must resume at offset ${held}, not ${offset} (ask GetUploadOffset)`);
     }
     const path = this.resultPartialPath(taskId);
-    let running = this.partialHashes.get(taskId);
-    if (!running || running.size !== held) {
-      // A resume after a master restart (or a mismatch): hash what is held once, then go on.
-      running = { hash: createHash('sha256'), size: 0 };
-      if (held > 0) {
-        for await (const chunk of createReadStream(path, { end: held - 1 })) running.hash.update(chunk as Buffer);
-        running.size = held;
-      }
-      this.partialHashes.set(taskId, running);
-    }
+    const running = await resumeRunningHash(path, held, this.partialHashes.get(taskId));
+    this.partialHashes.set(taskId, running);
     const fh = await open(path, held === 0 ? 'w' : 'r+', 0o600);
     return new HashedAppend(fh, held, running);
   }

@@ -3,15 +3,15 @@
 // after the sha256 over all its bytes matched the declared digest (then an atomic rename); a
 // mismatch deletes it. The running hash of a partial is kept in memory, so completing an upload
 // needs no second pass over the bytes (after a master restart it is rebuilt once from the file).
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { DigestMismatchError, formatDigest, InvalidDataError } from '../protocol/data-rules.js';
 import { PreconditionError } from './master-errors.js';
-import { HashedAppend, type RunningHash } from './hashed-append.js';
+import { HashedAppend, resumeRunningHash, type RunningHash } from './hashed-append.js';
 import { fileSize } from '../common/file-size.js';
+import { sha256OfFile } from '../common/file-hash.js';
 
 export class DataFiles {
   private readonly running = new Map<string, RunningHash>();
@@ -54,15 +54,8 @@ export class DataFiles {
     const path = this.partialPath(hex);
     const held = (await fileSize(path)) ?? 0;
     if (offset !== held) throw new PreconditionError(`put ${formatDigest(hex)}: the master holds ${held} bytes of it, the header says offset ${offset}; ask StatData and resume there`);
-    let running = this.running.get(hex);
-    if (!running || running.size !== held) {
-      running = { hash: createHash('sha256'), size: 0 };
-      if (held > 0) {
-        for await (const chunk of createReadStream(path, { end: held - 1 })) running.hash.update(chunk as Buffer);
-        running.size = held;
-      }
-      this.running.set(hex, running);
-    }
+    const running = await resumeRunningHash(path, held, this.running.get(hex));
+    this.running.set(hex, running);
     const fh = await open(path, held === 0 ? 'w' : 'r+', 0o600);
     return new HashedAppend(fh, held, running);
   }
@@ -80,13 +73,7 @@ export class DataFiles {
       await rm(partial, { force: true });
       throw new InvalidDataError(`put ${formatDigest(hex)}: holding ${held} bytes, the header declared ${size}; the partial upload was discarded, put again`);
     }
-    let sha256: string;
-    if (running && running.size === held) sha256 = running.hash.digest('hex');
-    else {
-      const h = createHash('sha256');
-      for await (const chunk of createReadStream(partial)) h.update(chunk as Buffer);
-      sha256 = h.digest('hex');
-    }
+    const sha256 = running && running.size === held ? running.hash.digest('hex') : await sha256OfFile(partial);
     if (sha256 !== hex) {
       await rm(partial, { force: true });
       throw new DigestMismatchError(`put ${formatDigest(hex)}: the ${size} bytes received hash to ${formatDigest(sha256)}, not the declared digest; the partial upload was discarded, put again`);

@@ -13,7 +13,7 @@ import { hivemindHome } from '../../config/paths.js';
 import { ConfigError } from '../../common/errors.js';
 import { formatBytes } from '../../common/units.js';
 import { compileClientConfig } from '../../config/client-config.js';
-import { sha256OfFile } from '../../master/blob-store.js';
+import { sha256OfFile } from '../../common/file-hash.js';
 import { parseDataRef, validateDataName } from '../../protocol/data-rules.js';
 import { type DataSetInfo } from '../../protocol/gen/hivemind/v1/data.js';
 import { DataKind } from '../../protocol/gen/hivemind/v1/common.js';

@@ -2,25 +2,20 @@
 // extraction, capped by the data set's size, then checked to be exactly the canonical tree its
 // digest names), how an entry is hashed again, and the read-only modes that keep tasks (and
 // anything else on the node) from changing what other tasks will read.
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { chmod, lstat, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { hashCanonical } from '../../archive/canonical-tar.js';
 import { extractArchive } from '../../archive/extract-archive.js';
 import { DataCorruptError } from './cache-errors.js';
 import type { DataKind } from './cache-index.js';
+import { sha256OfFile } from '../../common/file-hash.js';
 
 /** A tar entry takes at least one 512-byte header: an archive of N bytes holds at most N/512 entries. */
 const TAR_BLOCK = 512;
 
 /** The sha256 (hex) of a file entry's bytes, or of a directory entry's canonical tar. */
 export async function hashEntry(path: string, kind: DataKind, signal: AbortSignal): Promise<string> {
-  if (kind === 'dir') return hashCanonical(path, signal);
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash, { signal });
-  return hash.digest('hex');
+  return kind === 'dir' ? hashCanonical(path, signal) : sha256OfFile(path, signal);
 }
 
 /**
