@@ -105,3 +105,10 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** A service replica's port cannot be reached: not running on this node, not started, or not listening. */
+export class ReplicaUnreachableError extends HivemindError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('REPLICA_UNREACHABLE', message, options);
+  }
+}

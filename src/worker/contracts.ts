@@ -1,6 +1,7 @@
 // The types the worker shares with the layers around it: the executor port the runtime
 // implements, the events and records the local monitor reads. They import no worker internals.
-import { OutcomeKind, type NodeFacts, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
+import type { Duplex } from 'node:stream';
+import { OutcomeKind, type NodeFacts, type ReplicaStatus, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 
 // ---------------------------------------------------------------- lifecycle
@@ -225,6 +226,13 @@ export interface TaskExecution {
    * tail is rebuilt from the container's whole log; `onLog` sees only what came after this.
    */
   logsSentUntilNs?: bigint;
+  /**
+   * A service replica (spec.service set) only: its status whenever it changes (started, exited,
+   * waiting to restart, healthy or not). Such an execution runs until `signal` aborts; its container
+   * is restarted with backoff when it exits; it ends with a CANCELLED or SHUTDOWN outcome and no
+   * result.
+   */
+  onReplica?(status: ReplicaStatus): void;
 }
 
 export type AbortReason = 'cancelled' | 'shutdown' | 'superseded';
@@ -268,4 +276,11 @@ export interface TaskExecutor {
   reclaim(keepTaskIds: readonly string[]): Promise<{ containers: string[]; volumes: string[] }>;
   /** Whether the container of an attempt taken by an earlier process exists and was started. */
   probe(taskId: string, attempt: number, signal?: AbortSignal): Promise<'started' | 'not-started'>;
+  /**
+   * A new connection to the container port of a service replica this executor runs now (the
+   * spec's service.port, on the container's own loopback). Rejects with ReplicaUnreachableError
+   * when the attempt is not a running replica here or its port does not answer. An executor
+   * without it runs no services: the node then offers no gateway pipe and gets no replicas.
+   */
+  connect?(taskId: string, attempt: number, signal?: AbortSignal): Promise<Duplex>;
 }

@@ -27,6 +27,7 @@ import {
   DataProgress,
   LogChunk,
   NodeFacts,
+  ReplicaStatus,
   ResourceReport,
   TaskOutcome,
   TaskSpec,
@@ -43,6 +44,141 @@ export const protobufFileName = "hivemind/v1/admin.proto";
  * The admin service: what the `hivemind` CLI calls on a master.
  * Authentication (metadata): `authorization: Bearer <admin token>` on every call.
  */
+
+/**
+ * What a service runs: each replica is a task with this spec and spec.service filled in by the
+ * master (service name, replica index). spec.service.port is required; spec.limits.timeout_ms must
+ * be 0 and spec.service.replica is ignored.
+ */
+export interface CreateServiceRequest {
+  /** [a-z0-9][a-z0-9-]{0,62}: the gateway path is /s/NAME/ */
+  name: string;
+  spec?:
+    | TaskSpec
+    | undefined;
+  /** 0 = 1; at most 64 */
+  replicas: number;
+  /** reachable through the gateway without a token: only on purpose */
+  public: boolean;
+  /** SIGTERM to SIGKILL when a replica is stopped; 0 = 10 s, at most 10 min */
+  graceMs: number;
+}
+
+/** A replica's gateway counters since the master started. */
+export interface TrafficStats {
+  requests: number;
+  /** answered 5xx by the gateway or the replica, or cut off */
+  errors: number;
+  inFlight: number;
+  /** time to the response head, over the last 1024 requests */
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+}
+
+export interface ReplicaInfo {
+  index: number;
+  /** the replica's current task (its logs, `hivemind get`) */
+  taskId: string;
+  attempt: number;
+  nodeId: string;
+  state: TaskState;
+  status?: ReplicaStatus | undefined;
+  traffic?:
+    | TrafficStats
+    | undefined;
+  /** while QUEUED: why it is not placed */
+  queueReason: string;
+  /** being stopped (scaled down, removed, or handed over) */
+  stopping: boolean;
+}
+
+export interface ServiceInfo {
+  name: string;
+  spec?:
+    | TaskSpec
+    | undefined;
+  /** the wanted count */
+  replicas: number;
+  public: boolean;
+  graceMs: number;
+  createdAtMs: number;
+  replicaList: ReplicaInfo[];
+  /** the gateway URL of the service, e.g. http://127.0.0.1:8088/s/NAME/ */
+  endpoint: string;
+  /** all replicas together */
+  traffic?:
+    | TrafficStats
+    | undefined;
+  /** RemoveService was called; replicas are stopping */
+  removing: boolean;
+  /** replicas in the rotation now */
+  healthy: number;
+}
+
+export interface ListServicesRequest {
+  /** page size: 0 = 100, at most 1000 */
+  limit: number;
+  pageToken: string;
+}
+
+export interface ListServicesResponse {
+  /** by name */
+  services: ServiceInfo[];
+  nextPageToken: string;
+}
+
+export interface GetServiceRequest {
+  name: string;
+}
+
+export interface ScaleServiceRequest {
+  name: string;
+  /** 0..64; 0 stops every replica but keeps the service */
+  replicas: number;
+}
+
+export interface RemoveServiceRequest {
+  name: string;
+}
+
+export interface CreateServiceTokenRequest {
+  service: string;
+  /** who it is for, at most 128 characters */
+  label: string;
+  /** 0 = never expires */
+  ttlMs: number;
+}
+
+export interface CreateServiceTokenResponse {
+  /** "hmsvc_" + 64 hex digits: send as `Authorization: Bearer ...` */
+  token: string;
+  info?: ServiceTokenInfo | undefined;
+}
+
+export interface ServiceTokenInfo {
+  /** the first 12 hex digits of the token's sha256 */
+  tokenId: string;
+  service: string;
+  label: string;
+  createdAtMs: number;
+  /** 0 = never */
+  expiresAtMs: number;
+  revoked: boolean;
+  lastUsedMs: number;
+}
+
+export interface ListServiceTokensRequest {
+  service: string;
+}
+
+export interface ListServiceTokensResponse {
+  /** oldest first (at most 1000 per service) */
+  tokens: ServiceTokenInfo[];
+}
+
+export interface RevokeServiceTokenRequest {
+  tokenId: string;
+}
 
 export interface TokenInfo {
   /** the first 12 hex digits of the token's sha256; the secret itself is never stored */
@@ -136,7 +272,11 @@ export interface TaskInfo {
    */
   truncated: boolean;
   /** while the node fetches the task's data sets */
-  dataProgress?: DataProgress | undefined;
+  dataProgress?:
+    | DataProgress
+    | undefined;
+  /** a service replica's latest status from its node */
+  replica?: ReplicaStatus | undefined;
 }
 
 /**
@@ -222,6 +362,1749 @@ export interface CreateTokenResponse {
   expiresAtMs: number;
   uses: number;
 }
+
+function createBaseCreateServiceRequest(): CreateServiceRequest {
+  return { name: "", spec: undefined, replicas: 0, public: false, graceMs: 0 };
+}
+
+export const CreateServiceRequest: MessageFns<CreateServiceRequest> = {
+  encode(message: CreateServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.spec !== undefined) {
+      TaskSpec.encode(message.spec, writer.uint32(18).fork()).join();
+    }
+    if (message.replicas !== 0) {
+      writer.uint32(24).uint32(message.replicas);
+    }
+    if (message.public !== false) {
+      writer.uint32(32).bool(message.public);
+    }
+    if (message.graceMs !== 0) {
+      writer.uint32(40).uint64(message.graceMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spec = TaskSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicas = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.public = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.graceMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateServiceRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      spec: isSet(object.spec) ? TaskSpec.fromJSON(object.spec) : undefined,
+      replicas: isSet(object.replicas) ? globalThis.Number(object.replicas) : 0,
+      public: isSet(object.public) ? globalThis.Boolean(object.public) : false,
+      graceMs: isSet(object.graceMs)
+        ? globalThis.Number(object.graceMs)
+        : isSet(object.grace_ms)
+        ? globalThis.Number(object.grace_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: CreateServiceRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.spec !== undefined) {
+      obj.spec = TaskSpec.toJSON(message.spec);
+    }
+    if (message.replicas !== 0) {
+      obj.replicas = Math.round(message.replicas);
+    }
+    if (message.public !== false) {
+      obj.public = message.public;
+    }
+    if (message.graceMs !== 0) {
+      obj.graceMs = Math.round(message.graceMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateServiceRequest>, I>>(base?: I): CreateServiceRequest {
+    return CreateServiceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateServiceRequest>, I>>(object: I): CreateServiceRequest {
+    const message = createBaseCreateServiceRequest();
+    message.name = object.name ?? "";
+    message.spec = (object.spec !== undefined && object.spec !== null) ? TaskSpec.fromPartial(object.spec) : undefined;
+    message.replicas = object.replicas ?? 0;
+    message.public = object.public ?? false;
+    message.graceMs = object.graceMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseTrafficStats(): TrafficStats {
+  return { requests: 0, errors: 0, inFlight: 0, latencyP50Ms: 0, latencyP99Ms: 0 };
+}
+
+export const TrafficStats: MessageFns<TrafficStats> = {
+  encode(message: TrafficStats, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requests !== 0) {
+      writer.uint32(8).uint64(message.requests);
+    }
+    if (message.errors !== 0) {
+      writer.uint32(16).uint64(message.errors);
+    }
+    if (message.inFlight !== 0) {
+      writer.uint32(24).uint32(message.inFlight);
+    }
+    if (message.latencyP50Ms !== 0) {
+      writer.uint32(33).double(message.latencyP50Ms);
+    }
+    if (message.latencyP99Ms !== 0) {
+      writer.uint32(41).double(message.latencyP99Ms);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TrafficStats {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTrafficStats();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requests = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.errors = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.inFlight = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.latencyP50Ms = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.latencyP99Ms = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TrafficStats {
+    return {
+      requests: isSet(object.requests) ? globalThis.Number(object.requests) : 0,
+      errors: isSet(object.errors) ? globalThis.Number(object.errors) : 0,
+      inFlight: isSet(object.inFlight)
+        ? globalThis.Number(object.inFlight)
+        : isSet(object.in_flight)
+        ? globalThis.Number(object.in_flight)
+        : 0,
+      latencyP50Ms: isSet(object.latencyP50Ms)
+        ? globalThis.Number(object.latencyP50Ms)
+        : isSet(object.latency_p50_ms)
+        ? globalThis.Number(object.latency_p50_ms)
+        : 0,
+      latencyP99Ms: isSet(object.latencyP99Ms)
+        ? globalThis.Number(object.latencyP99Ms)
+        : isSet(object.latency_p99_ms)
+        ? globalThis.Number(object.latency_p99_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: TrafficStats): unknown {
+    const obj: any = {};
+    if (message.requests !== 0) {
+      obj.requests = Math.round(message.requests);
+    }
+    if (message.errors !== 0) {
+      obj.errors = Math.round(message.errors);
+    }
+    if (message.inFlight !== 0) {
+      obj.inFlight = Math.round(message.inFlight);
+    }
+    if (message.latencyP50Ms !== 0) {
+      obj.latencyP50Ms = floatToJson(message.latencyP50Ms);
+    }
+    if (message.latencyP99Ms !== 0) {
+      obj.latencyP99Ms = floatToJson(message.latencyP99Ms);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TrafficStats>, I>>(base?: I): TrafficStats {
+    return TrafficStats.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TrafficStats>, I>>(object: I): TrafficStats {
+    const message = createBaseTrafficStats();
+    message.requests = object.requests ?? 0;
+    message.errors = object.errors ?? 0;
+    message.inFlight = object.inFlight ?? 0;
+    message.latencyP50Ms = object.latencyP50Ms ?? 0;
+    message.latencyP99Ms = object.latencyP99Ms ?? 0;
+    return message;
+  },
+};
+
+function createBaseReplicaInfo(): ReplicaInfo {
+  return {
+    index: 0,
+    taskId: "",
+    attempt: 0,
+    nodeId: "",
+    state: 0,
+    status: undefined,
+    traffic: undefined,
+    queueReason: "",
+    stopping: false,
+  };
+}
+
+export const ReplicaInfo: MessageFns<ReplicaInfo> = {
+  encode(message: ReplicaInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).uint32(message.index);
+    }
+    if (message.taskId !== "") {
+      writer.uint32(18).string(message.taskId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(24).uint32(message.attempt);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(34).string(message.nodeId);
+    }
+    if (message.state !== 0) {
+      writer.uint32(40).int32(message.state);
+    }
+    if (message.status !== undefined) {
+      ReplicaStatus.encode(message.status, writer.uint32(50).fork()).join();
+    }
+    if (message.traffic !== undefined) {
+      TrafficStats.encode(message.traffic, writer.uint32(58).fork()).join();
+    }
+    if (message.queueReason !== "") {
+      writer.uint32(66).string(message.queueReason);
+    }
+    if (message.stopping !== false) {
+      writer.uint32(72).bool(message.stopping);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.status = ReplicaStatus.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.traffic = TrafficStats.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.queueReason = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.stopping = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicaInfo {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      state: isSet(object.state) ? taskStateFromJSON(object.state) : 0,
+      status: isSet(object.status) ? ReplicaStatus.fromJSON(object.status) : undefined,
+      traffic: isSet(object.traffic) ? TrafficStats.fromJSON(object.traffic) : undefined,
+      queueReason: isSet(object.queueReason)
+        ? globalThis.String(object.queueReason)
+        : isSet(object.queue_reason)
+        ? globalThis.String(object.queue_reason)
+        : "",
+      stopping: isSet(object.stopping) ? globalThis.Boolean(object.stopping) : false,
+    };
+  },
+
+  toJSON(message: ReplicaInfo): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.state !== 0) {
+      obj.state = taskStateToJSON(message.state);
+    }
+    if (message.status !== undefined) {
+      obj.status = ReplicaStatus.toJSON(message.status);
+    }
+    if (message.traffic !== undefined) {
+      obj.traffic = TrafficStats.toJSON(message.traffic);
+    }
+    if (message.queueReason !== "") {
+      obj.queueReason = message.queueReason;
+    }
+    if (message.stopping !== false) {
+      obj.stopping = message.stopping;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaInfo>, I>>(base?: I): ReplicaInfo {
+    return ReplicaInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaInfo>, I>>(object: I): ReplicaInfo {
+    const message = createBaseReplicaInfo();
+    message.index = object.index ?? 0;
+    message.taskId = object.taskId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.nodeId = object.nodeId ?? "";
+    message.state = object.state ?? 0;
+    message.status = (object.status !== undefined && object.status !== null)
+      ? ReplicaStatus.fromPartial(object.status)
+      : undefined;
+    message.traffic = (object.traffic !== undefined && object.traffic !== null)
+      ? TrafficStats.fromPartial(object.traffic)
+      : undefined;
+    message.queueReason = object.queueReason ?? "";
+    message.stopping = object.stopping ?? false;
+    return message;
+  },
+};
+
+function createBaseServiceInfo(): ServiceInfo {
+  return {
+    name: "",
+    spec: undefined,
+    replicas: 0,
+    public: false,
+    graceMs: 0,
+    createdAtMs: 0,
+    replicaList: [],
+    endpoint: "",
+    traffic: undefined,
+    removing: false,
+    healthy: 0,
+  };
+}
+
+export const ServiceInfo: MessageFns<ServiceInfo> = {
+  encode(message: ServiceInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.spec !== undefined) {
+      TaskSpec.encode(message.spec, writer.uint32(18).fork()).join();
+    }
+    if (message.replicas !== 0) {
+      writer.uint32(24).uint32(message.replicas);
+    }
+    if (message.public !== false) {
+      writer.uint32(32).bool(message.public);
+    }
+    if (message.graceMs !== 0) {
+      writer.uint32(40).uint64(message.graceMs);
+    }
+    if (message.createdAtMs !== 0) {
+      writer.uint32(48).uint64(message.createdAtMs);
+    }
+    for (const v of message.replicaList) {
+      ReplicaInfo.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.endpoint !== "") {
+      writer.uint32(66).string(message.endpoint);
+    }
+    if (message.traffic !== undefined) {
+      TrafficStats.encode(message.traffic, writer.uint32(74).fork()).join();
+    }
+    if (message.removing !== false) {
+      writer.uint32(80).bool(message.removing);
+    }
+    if (message.healthy !== 0) {
+      writer.uint32(88).uint32(message.healthy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spec = TaskSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicas = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.public = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.graceMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.createdAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.replicaList.push(ReplicaInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.endpoint = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.traffic = TrafficStats.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.removing = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.healthy = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceInfo {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      spec: isSet(object.spec) ? TaskSpec.fromJSON(object.spec) : undefined,
+      replicas: isSet(object.replicas) ? globalThis.Number(object.replicas) : 0,
+      public: isSet(object.public) ? globalThis.Boolean(object.public) : false,
+      graceMs: isSet(object.graceMs)
+        ? globalThis.Number(object.graceMs)
+        : isSet(object.grace_ms)
+        ? globalThis.Number(object.grace_ms)
+        : 0,
+      createdAtMs: isSet(object.createdAtMs)
+        ? globalThis.Number(object.createdAtMs)
+        : isSet(object.created_at_ms)
+        ? globalThis.Number(object.created_at_ms)
+        : 0,
+      replicaList: globalThis.Array.isArray(object?.replicaList)
+        ? object.replicaList.map((e: any) => ReplicaInfo.fromJSON(e))
+        : globalThis.Array.isArray(object?.replica_list)
+        ? object.replica_list.map((e: any) => ReplicaInfo.fromJSON(e))
+        : [],
+      endpoint: isSet(object.endpoint) ? globalThis.String(object.endpoint) : "",
+      traffic: isSet(object.traffic) ? TrafficStats.fromJSON(object.traffic) : undefined,
+      removing: isSet(object.removing) ? globalThis.Boolean(object.removing) : false,
+      healthy: isSet(object.healthy) ? globalThis.Number(object.healthy) : 0,
+    };
+  },
+
+  toJSON(message: ServiceInfo): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.spec !== undefined) {
+      obj.spec = TaskSpec.toJSON(message.spec);
+    }
+    if (message.replicas !== 0) {
+      obj.replicas = Math.round(message.replicas);
+    }
+    if (message.public !== false) {
+      obj.public = message.public;
+    }
+    if (message.graceMs !== 0) {
+      obj.graceMs = Math.round(message.graceMs);
+    }
+    if (message.createdAtMs !== 0) {
+      obj.createdAtMs = Math.round(message.createdAtMs);
+    }
+    if (message.replicaList?.length) {
+      obj.replicaList = message.replicaList.map((e) => ReplicaInfo.toJSON(e));
+    }
+    if (message.endpoint !== "") {
+      obj.endpoint = message.endpoint;
+    }
+    if (message.traffic !== undefined) {
+      obj.traffic = TrafficStats.toJSON(message.traffic);
+    }
+    if (message.removing !== false) {
+      obj.removing = message.removing;
+    }
+    if (message.healthy !== 0) {
+      obj.healthy = Math.round(message.healthy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServiceInfo>, I>>(base?: I): ServiceInfo {
+    return ServiceInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServiceInfo>, I>>(object: I): ServiceInfo {
+    const message = createBaseServiceInfo();
+    message.name = object.name ?? "";
+    message.spec = (object.spec !== undefined && object.spec !== null) ? TaskSpec.fromPartial(object.spec) : undefined;
+    message.replicas = object.replicas ?? 0;
+    message.public = object.public ?? false;
+    message.graceMs = object.graceMs ?? 0;
+    message.createdAtMs = object.createdAtMs ?? 0;
+    message.replicaList = object.replicaList?.map((e) => ReplicaInfo.fromPartial(e)) || [];
+    message.endpoint = object.endpoint ?? "";
+    message.traffic = (object.traffic !== undefined && object.traffic !== null)
+      ? TrafficStats.fromPartial(object.traffic)
+      : undefined;
+    message.removing = object.removing ?? false;
+    message.healthy = object.healthy ?? 0;
+    return message;
+  },
+};
+
+function createBaseListServicesRequest(): ListServicesRequest {
+  return { limit: 0, pageToken: "" };
+}
+
+export const ListServicesRequest: MessageFns<ListServicesRequest> = {
+  encode(message: ListServicesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).uint32(message.limit);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServicesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServicesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServicesRequest {
+    return {
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListServicesRequest): unknown {
+    const obj: any = {};
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListServicesRequest>, I>>(base?: I): ListServicesRequest {
+    return ListServicesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListServicesRequest>, I>>(object: I): ListServicesRequest {
+    const message = createBaseListServicesRequest();
+    message.limit = object.limit ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListServicesResponse(): ListServicesResponse {
+  return { services: [], nextPageToken: "" };
+}
+
+export const ListServicesResponse: MessageFns<ListServicesResponse> = {
+  encode(message: ListServicesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.services) {
+      ServiceInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServicesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServicesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.services.push(ServiceInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServicesResponse {
+    return {
+      services: globalThis.Array.isArray(object?.services)
+        ? object.services.map((e: any) => ServiceInfo.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListServicesResponse): unknown {
+    const obj: any = {};
+    if (message.services?.length) {
+      obj.services = message.services.map((e) => ServiceInfo.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListServicesResponse>, I>>(base?: I): ListServicesResponse {
+    return ListServicesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListServicesResponse>, I>>(object: I): ListServicesResponse {
+    const message = createBaseListServicesResponse();
+    message.services = object.services?.map((e) => ServiceInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseGetServiceRequest(): GetServiceRequest {
+  return { name: "" };
+}
+
+export const GetServiceRequest: MessageFns<GetServiceRequest> = {
+  encode(message: GetServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetServiceRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: GetServiceRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetServiceRequest>, I>>(base?: I): GetServiceRequest {
+    return GetServiceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetServiceRequest>, I>>(object: I): GetServiceRequest {
+    const message = createBaseGetServiceRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseScaleServiceRequest(): ScaleServiceRequest {
+  return { name: "", replicas: 0 };
+}
+
+export const ScaleServiceRequest: MessageFns<ScaleServiceRequest> = {
+  encode(message: ScaleServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.replicas !== 0) {
+      writer.uint32(16).uint32(message.replicas);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ScaleServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseScaleServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.replicas = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ScaleServiceRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      replicas: isSet(object.replicas) ? globalThis.Number(object.replicas) : 0,
+    };
+  },
+
+  toJSON(message: ScaleServiceRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.replicas !== 0) {
+      obj.replicas = Math.round(message.replicas);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ScaleServiceRequest>, I>>(base?: I): ScaleServiceRequest {
+    return ScaleServiceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ScaleServiceRequest>, I>>(object: I): ScaleServiceRequest {
+    const message = createBaseScaleServiceRequest();
+    message.name = object.name ?? "";
+    message.replicas = object.replicas ?? 0;
+    return message;
+  },
+};
+
+function createBaseRemoveServiceRequest(): RemoveServiceRequest {
+  return { name: "" };
+}
+
+export const RemoveServiceRequest: MessageFns<RemoveServiceRequest> = {
+  encode(message: RemoveServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveServiceRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: RemoveServiceRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RemoveServiceRequest>, I>>(base?: I): RemoveServiceRequest {
+    return RemoveServiceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RemoveServiceRequest>, I>>(object: I): RemoveServiceRequest {
+    const message = createBaseRemoveServiceRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateServiceTokenRequest(): CreateServiceTokenRequest {
+  return { service: "", label: "", ttlMs: 0 };
+}
+
+export const CreateServiceTokenRequest: MessageFns<CreateServiceTokenRequest> = {
+  encode(message: CreateServiceTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== "") {
+      writer.uint32(10).string(message.service);
+    }
+    if (message.label !== "") {
+      writer.uint32(18).string(message.label);
+    }
+    if (message.ttlMs !== 0) {
+      writer.uint32(24).uint64(message.ttlMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateServiceTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateServiceTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.label = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.ttlMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateServiceTokenRequest {
+    return {
+      service: isSet(object.service) ? globalThis.String(object.service) : "",
+      label: isSet(object.label) ? globalThis.String(object.label) : "",
+      ttlMs: isSet(object.ttlMs)
+        ? globalThis.Number(object.ttlMs)
+        : isSet(object.ttl_ms)
+        ? globalThis.Number(object.ttl_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: CreateServiceTokenRequest): unknown {
+    const obj: any = {};
+    if (message.service !== "") {
+      obj.service = message.service;
+    }
+    if (message.label !== "") {
+      obj.label = message.label;
+    }
+    if (message.ttlMs !== 0) {
+      obj.ttlMs = Math.round(message.ttlMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateServiceTokenRequest>, I>>(base?: I): CreateServiceTokenRequest {
+    return CreateServiceTokenRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateServiceTokenRequest>, I>>(object: I): CreateServiceTokenRequest {
+    const message = createBaseCreateServiceTokenRequest();
+    message.service = object.service ?? "";
+    message.label = object.label ?? "";
+    message.ttlMs = object.ttlMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseCreateServiceTokenResponse(): CreateServiceTokenResponse {
+  return { token: "", info: undefined };
+}
+
+export const CreateServiceTokenResponse: MessageFns<CreateServiceTokenResponse> = {
+  encode(message: CreateServiceTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.token !== "") {
+      writer.uint32(10).string(message.token);
+    }
+    if (message.info !== undefined) {
+      ServiceTokenInfo.encode(message.info, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateServiceTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateServiceTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.info = ServiceTokenInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateServiceTokenResponse {
+    return {
+      token: isSet(object.token) ? globalThis.String(object.token) : "",
+      info: isSet(object.info) ? ServiceTokenInfo.fromJSON(object.info) : undefined,
+    };
+  },
+
+  toJSON(message: CreateServiceTokenResponse): unknown {
+    const obj: any = {};
+    if (message.token !== "") {
+      obj.token = message.token;
+    }
+    if (message.info !== undefined) {
+      obj.info = ServiceTokenInfo.toJSON(message.info);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateServiceTokenResponse>, I>>(base?: I): CreateServiceTokenResponse {
+    return CreateServiceTokenResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateServiceTokenResponse>, I>>(object: I): CreateServiceTokenResponse {
+    const message = createBaseCreateServiceTokenResponse();
+    message.token = object.token ?? "";
+    message.info = (object.info !== undefined && object.info !== null)
+      ? ServiceTokenInfo.fromPartial(object.info)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseServiceTokenInfo(): ServiceTokenInfo {
+  return { tokenId: "", service: "", label: "", createdAtMs: 0, expiresAtMs: 0, revoked: false, lastUsedMs: 0 };
+}
+
+export const ServiceTokenInfo: MessageFns<ServiceTokenInfo> = {
+  encode(message: ServiceTokenInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tokenId !== "") {
+      writer.uint32(10).string(message.tokenId);
+    }
+    if (message.service !== "") {
+      writer.uint32(18).string(message.service);
+    }
+    if (message.label !== "") {
+      writer.uint32(26).string(message.label);
+    }
+    if (message.createdAtMs !== 0) {
+      writer.uint32(32).uint64(message.createdAtMs);
+    }
+    if (message.expiresAtMs !== 0) {
+      writer.uint32(40).uint64(message.expiresAtMs);
+    }
+    if (message.revoked !== false) {
+      writer.uint32(48).bool(message.revoked);
+    }
+    if (message.lastUsedMs !== 0) {
+      writer.uint32(56).uint64(message.lastUsedMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceTokenInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceTokenInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokenId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.service = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.label = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.createdAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.expiresAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.revoked = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.lastUsedMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceTokenInfo {
+    return {
+      tokenId: isSet(object.tokenId)
+        ? globalThis.String(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.String(object.token_id)
+        : "",
+      service: isSet(object.service) ? globalThis.String(object.service) : "",
+      label: isSet(object.label) ? globalThis.String(object.label) : "",
+      createdAtMs: isSet(object.createdAtMs)
+        ? globalThis.Number(object.createdAtMs)
+        : isSet(object.created_at_ms)
+        ? globalThis.Number(object.created_at_ms)
+        : 0,
+      expiresAtMs: isSet(object.expiresAtMs)
+        ? globalThis.Number(object.expiresAtMs)
+        : isSet(object.expires_at_ms)
+        ? globalThis.Number(object.expires_at_ms)
+        : 0,
+      revoked: isSet(object.revoked) ? globalThis.Boolean(object.revoked) : false,
+      lastUsedMs: isSet(object.lastUsedMs)
+        ? globalThis.Number(object.lastUsedMs)
+        : isSet(object.last_used_ms)
+        ? globalThis.Number(object.last_used_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: ServiceTokenInfo): unknown {
+    const obj: any = {};
+    if (message.tokenId !== "") {
+      obj.tokenId = message.tokenId;
+    }
+    if (message.service !== "") {
+      obj.service = message.service;
+    }
+    if (message.label !== "") {
+      obj.label = message.label;
+    }
+    if (message.createdAtMs !== 0) {
+      obj.createdAtMs = Math.round(message.createdAtMs);
+    }
+    if (message.expiresAtMs !== 0) {
+      obj.expiresAtMs = Math.round(message.expiresAtMs);
+    }
+    if (message.revoked !== false) {
+      obj.revoked = message.revoked;
+    }
+    if (message.lastUsedMs !== 0) {
+      obj.lastUsedMs = Math.round(message.lastUsedMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServiceTokenInfo>, I>>(base?: I): ServiceTokenInfo {
+    return ServiceTokenInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServiceTokenInfo>, I>>(object: I): ServiceTokenInfo {
+    const message = createBaseServiceTokenInfo();
+    message.tokenId = object.tokenId ?? "";
+    message.service = object.service ?? "";
+    message.label = object.label ?? "";
+    message.createdAtMs = object.createdAtMs ?? 0;
+    message.expiresAtMs = object.expiresAtMs ?? 0;
+    message.revoked = object.revoked ?? false;
+    message.lastUsedMs = object.lastUsedMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseListServiceTokensRequest(): ListServiceTokensRequest {
+  return { service: "" };
+}
+
+export const ListServiceTokensRequest: MessageFns<ListServiceTokensRequest> = {
+  encode(message: ListServiceTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== "") {
+      writer.uint32(10).string(message.service);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServiceTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServiceTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServiceTokensRequest {
+    return { service: isSet(object.service) ? globalThis.String(object.service) : "" };
+  },
+
+  toJSON(message: ListServiceTokensRequest): unknown {
+    const obj: any = {};
+    if (message.service !== "") {
+      obj.service = message.service;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListServiceTokensRequest>, I>>(base?: I): ListServiceTokensRequest {
+    return ListServiceTokensRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListServiceTokensRequest>, I>>(object: I): ListServiceTokensRequest {
+    const message = createBaseListServiceTokensRequest();
+    message.service = object.service ?? "";
+    return message;
+  },
+};
+
+function createBaseListServiceTokensResponse(): ListServiceTokensResponse {
+  return { tokens: [] };
+}
+
+export const ListServiceTokensResponse: MessageFns<ListServiceTokensResponse> = {
+  encode(message: ListServiceTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tokens) {
+      ServiceTokenInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServiceTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServiceTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens.push(ServiceTokenInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServiceTokensResponse {
+    return {
+      tokens: globalThis.Array.isArray(object?.tokens)
+        ? object.tokens.map((e: any) => ServiceTokenInfo.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListServiceTokensResponse): unknown {
+    const obj: any = {};
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens.map((e) => ServiceTokenInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListServiceTokensResponse>, I>>(base?: I): ListServiceTokensResponse {
+    return ListServiceTokensResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListServiceTokensResponse>, I>>(object: I): ListServiceTokensResponse {
+    const message = createBaseListServiceTokensResponse();
+    message.tokens = object.tokens?.map((e) => ServiceTokenInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRevokeServiceTokenRequest(): RevokeServiceTokenRequest {
+  return { tokenId: "" };
+}
+
+export const RevokeServiceTokenRequest: MessageFns<RevokeServiceTokenRequest> = {
+  encode(message: RevokeServiceTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tokenId !== "") {
+      writer.uint32(10).string(message.tokenId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeServiceTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeServiceTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokenId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeServiceTokenRequest {
+    return {
+      tokenId: isSet(object.tokenId)
+        ? globalThis.String(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.String(object.token_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RevokeServiceTokenRequest): unknown {
+    const obj: any = {};
+    if (message.tokenId !== "") {
+      obj.tokenId = message.tokenId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RevokeServiceTokenRequest>, I>>(base?: I): RevokeServiceTokenRequest {
+    return RevokeServiceTokenRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevokeServiceTokenRequest>, I>>(object: I): RevokeServiceTokenRequest {
+    const message = createBaseRevokeServiceTokenRequest();
+    message.tokenId = object.tokenId ?? "";
+    return message;
+  },
+};
 
 function createBaseTokenInfo(): TokenInfo {
   return { tokenId: "", createdAtMs: 0, expiresAtMs: 0, usesLeft: 0, revoked: false };
@@ -1338,6 +3221,7 @@ function createBaseTaskInfo(): TaskInfo {
     events: [],
     truncated: false,
     dataProgress: undefined,
+    replica: undefined,
   };
 }
 
@@ -1393,6 +3277,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     }
     if (message.dataProgress !== undefined) {
       DataProgress.encode(message.dataProgress, writer.uint32(138).fork()).join();
+    }
+    if (message.replica !== undefined) {
+      ReplicaStatus.encode(message.replica, writer.uint32(146).fork()).join();
     }
     return writer;
   },
@@ -1546,6 +3433,14 @@ export const TaskInfo: MessageFns<TaskInfo> = {
             message.dataProgress = DataProgress.decode(reader, reader.uint32());
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.replica = ReplicaStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1623,6 +3518,7 @@ export const TaskInfo: MessageFns<TaskInfo> = {
         : isSet(object.data_progress)
         ? DataProgress.fromJSON(object.data_progress)
         : undefined,
+      replica: isSet(object.replica) ? ReplicaStatus.fromJSON(object.replica) : undefined,
     };
   },
 
@@ -1679,6 +3575,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     if (message.dataProgress !== undefined) {
       obj.dataProgress = DataProgress.toJSON(message.dataProgress);
     }
+    if (message.replica !== undefined) {
+      obj.replica = ReplicaStatus.toJSON(message.replica);
+    }
     return obj;
   },
 
@@ -1707,6 +3606,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     message.truncated = object.truncated ?? false;
     message.dataProgress = (object.dataProgress !== undefined && object.dataProgress !== null)
       ? DataProgress.fromPartial(object.dataProgress)
+      : undefined;
+    message.replica = (object.replica !== undefined && object.replica !== null)
+      ? ReplicaStatus.fromPartial(object.replica)
       : undefined;
     return message;
   },
@@ -3171,6 +5073,10 @@ function bytesFromBase64(b64: string): Uint8Array {
 
 function base64FromBytes(arr: Uint8Array): string {
   return globalThis.Buffer.from(arr).toString("base64");
+}
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;

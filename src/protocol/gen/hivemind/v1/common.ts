@@ -323,11 +323,48 @@ export interface TaskSpec {
   maxOutputBytes: number;
   /** data sets mounted read-only (see DataMount) */
   data: DataMount[];
+  /** set on a service's replicas only (see ServiceRole) */
+  service?: ServiceRole | undefined;
 }
 
 export interface TaskSpec_EnvEntry {
   key: string;
   value: string;
+}
+
+/**
+ * Set by the master on the tasks that are a service's replicas (admin.proto, CreateService). Such a
+ * task runs until it is cancelled: it has no timeout (limits.timeout_ms is 0), no /output and no
+ * result. The node restarts its container with backoff when it exits, checks its health over HTTP,
+ * and lets only the master reach `port`, through the node's gateway pipe (docs/protocol.md); the
+ * container itself keeps the batch lock-down and has no network beyond its own loopback.
+ */
+export interface ServiceRole {
+  /** the service's name */
+  service: string;
+  /** index of the replica in the service, from 0 */
+  replica: number;
+  /** the port the container listens on (1..65535), on its loopback */
+  port: number;
+  /** an HTTP path the node GETs (2xx/3xx = healthy); empty: a TCP connect */
+  healthPath: string;
+}
+
+/** How a replica is doing, as its node last said (TaskUpdate.replica, with RUNNING). */
+export interface ReplicaStatus {
+  /** answering its health check: in the gateway's rotation */
+  healthy: boolean;
+  /** times the node restarted its container in this attempt */
+  restarts: number;
+  /** why it last stopped, e.g. "exited with code 3", "OOM killed", "unhealthy: 3 checks failed" */
+  lastExit: string;
+  lastExitAtMs: number;
+  /** the last failed check, empty while healthy */
+  healthMessage: string;
+  /** while waiting to restart (backoff): when; 0 otherwise */
+  restartAtMs: number;
+  /** its container is running now */
+  running: boolean;
 }
 
 /**
@@ -647,7 +684,7 @@ export const ResourceLimits: MessageFns<ResourceLimits> = {
 };
 
 function createBaseTaskSpec(): TaskSpec {
-  return { image: "", command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [] };
+  return { image: "", command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], service: undefined };
 }
 
 export const TaskSpec: MessageFns<TaskSpec> = {
@@ -669,6 +706,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     for (const v of message.data) {
       DataMount.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.service !== undefined) {
+      ServiceRole.encode(message.service, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -737,6 +777,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.data.push(DataMount.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.service = ServiceRole.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -769,6 +817,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         ? globalThis.Number(object.max_output_bytes)
         : 0,
       data: globalThis.Array.isArray(object?.data) ? object.data.map((e: any) => DataMount.fromJSON(e)) : [],
+      service: isSet(object.service) ? ServiceRole.fromJSON(object.service) : undefined,
     };
   },
 
@@ -795,6 +844,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.data?.length) {
       obj.data = message.data.map((e) => DataMount.toJSON(e));
     }
+    if (message.service !== undefined) {
+      obj.service = ServiceRole.toJSON(message.service);
+    }
     return obj;
   },
 
@@ -819,6 +871,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       : undefined;
     message.maxOutputBytes = object.maxOutputBytes ?? 0;
     message.data = object.data?.map((e) => DataMount.fromPartial(e)) || [];
+    message.service = (object.service !== undefined && object.service !== null)
+      ? ServiceRole.fromPartial(object.service)
+      : undefined;
     return message;
   },
 };
@@ -904,6 +959,316 @@ export const TaskSpec_EnvEntry: MessageFns<TaskSpec_EnvEntry> = {
     const message = createBaseTaskSpec_EnvEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseServiceRole(): ServiceRole {
+  return { service: "", replica: 0, port: 0, healthPath: "" };
+}
+
+export const ServiceRole: MessageFns<ServiceRole> = {
+  encode(message: ServiceRole, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== "") {
+      writer.uint32(10).string(message.service);
+    }
+    if (message.replica !== 0) {
+      writer.uint32(16).uint32(message.replica);
+    }
+    if (message.port !== 0) {
+      writer.uint32(24).uint32(message.port);
+    }
+    if (message.healthPath !== "") {
+      writer.uint32(34).string(message.healthPath);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceRole {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceRole();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.replica = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.port = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.healthPath = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceRole {
+    return {
+      service: isSet(object.service) ? globalThis.String(object.service) : "",
+      replica: isSet(object.replica) ? globalThis.Number(object.replica) : 0,
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+      healthPath: isSet(object.healthPath)
+        ? globalThis.String(object.healthPath)
+        : isSet(object.health_path)
+        ? globalThis.String(object.health_path)
+        : "",
+    };
+  },
+
+  toJSON(message: ServiceRole): unknown {
+    const obj: any = {};
+    if (message.service !== "") {
+      obj.service = message.service;
+    }
+    if (message.replica !== 0) {
+      obj.replica = Math.round(message.replica);
+    }
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    if (message.healthPath !== "") {
+      obj.healthPath = message.healthPath;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServiceRole>, I>>(base?: I): ServiceRole {
+    return ServiceRole.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServiceRole>, I>>(object: I): ServiceRole {
+    const message = createBaseServiceRole();
+    message.service = object.service ?? "";
+    message.replica = object.replica ?? 0;
+    message.port = object.port ?? 0;
+    message.healthPath = object.healthPath ?? "";
+    return message;
+  },
+};
+
+function createBaseReplicaStatus(): ReplicaStatus {
+  return {
+    healthy: false,
+    restarts: 0,
+    lastExit: "",
+    lastExitAtMs: 0,
+    healthMessage: "",
+    restartAtMs: 0,
+    running: false,
+  };
+}
+
+export const ReplicaStatus: MessageFns<ReplicaStatus> = {
+  encode(message: ReplicaStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.healthy !== false) {
+      writer.uint32(8).bool(message.healthy);
+    }
+    if (message.restarts !== 0) {
+      writer.uint32(16).uint32(message.restarts);
+    }
+    if (message.lastExit !== "") {
+      writer.uint32(26).string(message.lastExit);
+    }
+    if (message.lastExitAtMs !== 0) {
+      writer.uint32(32).uint64(message.lastExitAtMs);
+    }
+    if (message.healthMessage !== "") {
+      writer.uint32(42).string(message.healthMessage);
+    }
+    if (message.restartAtMs !== 0) {
+      writer.uint32(48).uint64(message.restartAtMs);
+    }
+    if (message.running !== false) {
+      writer.uint32(56).bool(message.running);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.healthy = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.restarts = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.lastExit = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.lastExitAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.healthMessage = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.restartAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.running = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicaStatus {
+    return {
+      healthy: isSet(object.healthy) ? globalThis.Boolean(object.healthy) : false,
+      restarts: isSet(object.restarts) ? globalThis.Number(object.restarts) : 0,
+      lastExit: isSet(object.lastExit)
+        ? globalThis.String(object.lastExit)
+        : isSet(object.last_exit)
+        ? globalThis.String(object.last_exit)
+        : "",
+      lastExitAtMs: isSet(object.lastExitAtMs)
+        ? globalThis.Number(object.lastExitAtMs)
+        : isSet(object.last_exit_at_ms)
+        ? globalThis.Number(object.last_exit_at_ms)
+        : 0,
+      healthMessage: isSet(object.healthMessage)
+        ? globalThis.String(object.healthMessage)
+        : isSet(object.health_message)
+        ? globalThis.String(object.health_message)
+        : "",
+      restartAtMs: isSet(object.restartAtMs)
+        ? globalThis.Number(object.restartAtMs)
+        : isSet(object.restart_at_ms)
+        ? globalThis.Number(object.restart_at_ms)
+        : 0,
+      running: isSet(object.running) ? globalThis.Boolean(object.running) : false,
+    };
+  },
+
+  toJSON(message: ReplicaStatus): unknown {
+    const obj: any = {};
+    if (message.healthy !== false) {
+      obj.healthy = message.healthy;
+    }
+    if (message.restarts !== 0) {
+      obj.restarts = Math.round(message.restarts);
+    }
+    if (message.lastExit !== "") {
+      obj.lastExit = message.lastExit;
+    }
+    if (message.lastExitAtMs !== 0) {
+      obj.lastExitAtMs = Math.round(message.lastExitAtMs);
+    }
+    if (message.healthMessage !== "") {
+      obj.healthMessage = message.healthMessage;
+    }
+    if (message.restartAtMs !== 0) {
+      obj.restartAtMs = Math.round(message.restartAtMs);
+    }
+    if (message.running !== false) {
+      obj.running = message.running;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaStatus>, I>>(base?: I): ReplicaStatus {
+    return ReplicaStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaStatus>, I>>(object: I): ReplicaStatus {
+    const message = createBaseReplicaStatus();
+    message.healthy = object.healthy ?? false;
+    message.restarts = object.restarts ?? 0;
+    message.lastExit = object.lastExit ?? "";
+    message.lastExitAtMs = object.lastExitAtMs ?? 0;
+    message.healthMessage = object.healthMessage ?? "";
+    message.restartAtMs = object.restartAtMs ?? 0;
+    message.running = object.running ?? false;
     return message;
   },
 };

@@ -28,6 +28,7 @@ import {
   DataProgress,
   LogChunk,
   NodeFacts,
+  ReplicaStatus,
   ResourceReport,
   TaskOutcome,
   TaskSpec,
@@ -92,6 +93,24 @@ export interface SubscribeRequest {
   running: RunningTask[];
   free?: Capacity | undefined;
   accepting: boolean;
+  /**
+   * Where the master reaches this node's service replicas (absent: this node hosts none). The
+   * host is not the node's to say: the master uses the node's tunnel address, or loopback for a
+   * node that connected from loopback without a tunnel.
+   */
+  gateway?: GatewayPipe | undefined;
+}
+
+/**
+ * The node's gateway pipe: a TCP port taking one replica connection per TCP connection. The master
+ * writes one line, "HIVEMIND-PIPE/1 <key> <task_id> <attempt>\n"; the node answers "OK\n" and from
+ * then on relays bytes both ways to the replica's container port, or answers "ERR <reason>\n" and
+ * closes. A wrong key, or a connection from anywhere but the master, is closed with no answer.
+ */
+export interface GatewayPipe {
+  port: number;
+  /** a random secret of the node's, 64 hex digits; new at each worker start */
+  key: string;
 }
 
 export interface TaskAssignment {
@@ -178,6 +197,8 @@ export interface TaskUpdate {
    */
   free?: Capacity | undefined;
   accepting: boolean;
+  /** a service replica's status (with RUNNING), sent when it changes */
+  replica?: ReplicaStatus | undefined;
 }
 
 export interface TaskUpdateAck {
@@ -762,7 +783,7 @@ export const RunningTask: MessageFns<RunningTask> = {
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
-  return { running: [], free: undefined, accepting: false };
+  return { running: [], free: undefined, accepting: false, gateway: undefined };
 }
 
 export const SubscribeRequest: MessageFns<SubscribeRequest> = {
@@ -775,6 +796,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     }
     if (message.accepting !== false) {
       writer.uint32(24).bool(message.accepting);
+    }
+    if (message.gateway !== undefined) {
+      GatewayPipe.encode(message.gateway, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -816,6 +840,14 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
             message.accepting = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.gateway = GatewayPipe.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -833,6 +865,7 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
       running: globalThis.Array.isArray(object?.running) ? object.running.map((e: any) => RunningTask.fromJSON(e)) : [],
       free: isSet(object.free) ? Capacity.fromJSON(object.free) : undefined,
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
+      gateway: isSet(object.gateway) ? GatewayPipe.fromJSON(object.gateway) : undefined,
     };
   },
 
@@ -847,6 +880,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     if (message.accepting !== false) {
       obj.accepting = message.accepting;
     }
+    if (message.gateway !== undefined) {
+      obj.gateway = GatewayPipe.toJSON(message.gateway);
+    }
     return obj;
   },
 
@@ -858,6 +894,94 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     message.running = object.running?.map((e) => RunningTask.fromPartial(e)) || [];
     message.free = (object.free !== undefined && object.free !== null) ? Capacity.fromPartial(object.free) : undefined;
     message.accepting = object.accepting ?? false;
+    message.gateway = (object.gateway !== undefined && object.gateway !== null)
+      ? GatewayPipe.fromPartial(object.gateway)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGatewayPipe(): GatewayPipe {
+  return { port: 0, key: "" };
+}
+
+export const GatewayPipe: MessageFns<GatewayPipe> = {
+  encode(message: GatewayPipe, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.port !== 0) {
+      writer.uint32(8).uint32(message.port);
+    }
+    if (message.key !== "") {
+      writer.uint32(18).string(message.key);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GatewayPipe {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGatewayPipe();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.port = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GatewayPipe {
+    return {
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+    };
+  },
+
+  toJSON(message: GatewayPipe): unknown {
+    const obj: any = {};
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GatewayPipe>, I>>(base?: I): GatewayPipe {
+    return GatewayPipe.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GatewayPipe>, I>>(object: I): GatewayPipe {
+    const message = createBaseGatewayPipe();
+    message.port = object.port ?? 0;
+    message.key = object.key ?? "";
     return message;
   },
 };
@@ -1724,6 +1848,7 @@ function createBaseTaskUpdate(): TaskUpdate {
     data: undefined,
     free: undefined,
     accepting: false,
+    replica: undefined,
   };
 }
 
@@ -1761,6 +1886,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     }
     if (message.accepting !== false) {
       writer.uint32(80).bool(message.accepting);
+    }
+    if (message.replica !== undefined) {
+      ReplicaStatus.encode(message.replica, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -1866,6 +1994,14 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
             message.accepting = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.replica = ReplicaStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1899,6 +2035,7 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
       data: isSet(object.data) ? DataProgress.fromJSON(object.data) : undefined,
       free: isSet(object.free) ? Capacity.fromJSON(object.free) : undefined,
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
+      replica: isSet(object.replica) ? ReplicaStatus.fromJSON(object.replica) : undefined,
     };
   },
 
@@ -1937,6 +2074,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     if (message.accepting !== false) {
       obj.accepting = message.accepting;
     }
+    if (message.replica !== undefined) {
+      obj.replica = ReplicaStatus.toJSON(message.replica);
+    }
     return obj;
   },
 
@@ -1962,6 +2102,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
       : undefined;
     message.free = (object.free !== undefined && object.free !== null) ? Capacity.fromPartial(object.free) : undefined;
     message.accepting = object.accepting ?? false;
+    message.replica = (object.replica !== undefined && object.replica !== null)
+      ? ReplicaStatus.fromPartial(object.replica)
+      : undefined;
     return message;
   },
 };
