@@ -348,6 +348,8 @@ export interface ServiceRole {
   port: number;
   /** an HTTP path the node GETs (2xx/3xx = healthy); empty: a TCP connect */
   healthPath: string;
+  /** from SIGTERM to SIGKILL when the replica is stopped (set by the master) */
+  graceMs: number;
 }
 
 /** How a replica is doing, as its node last said (TaskUpdate.replica, with RUNNING). */
@@ -964,7 +966,7 @@ export const TaskSpec_EnvEntry: MessageFns<TaskSpec_EnvEntry> = {
 };
 
 function createBaseServiceRole(): ServiceRole {
-  return { service: "", replica: 0, port: 0, healthPath: "" };
+  return { service: "", replica: 0, port: 0, healthPath: "", graceMs: 0 };
 }
 
 export const ServiceRole: MessageFns<ServiceRole> = {
@@ -980,6 +982,9 @@ export const ServiceRole: MessageFns<ServiceRole> = {
     }
     if (message.healthPath !== "") {
       writer.uint32(34).string(message.healthPath);
+    }
+    if (message.graceMs !== 0) {
+      writer.uint32(40).uint64(message.graceMs);
     }
     return writer;
   },
@@ -1029,6 +1034,14 @@ export const ServiceRole: MessageFns<ServiceRole> = {
             message.healthPath = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.graceMs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1051,6 +1064,11 @@ export const ServiceRole: MessageFns<ServiceRole> = {
         : isSet(object.health_path)
         ? globalThis.String(object.health_path)
         : "",
+      graceMs: isSet(object.graceMs)
+        ? globalThis.Number(object.graceMs)
+        : isSet(object.grace_ms)
+        ? globalThis.Number(object.grace_ms)
+        : 0,
     };
   },
 
@@ -1068,6 +1086,9 @@ export const ServiceRole: MessageFns<ServiceRole> = {
     if (message.healthPath !== "") {
       obj.healthPath = message.healthPath;
     }
+    if (message.graceMs !== 0) {
+      obj.graceMs = Math.round(message.graceMs);
+    }
     return obj;
   },
 
@@ -1080,6 +1101,7 @@ export const ServiceRole: MessageFns<ServiceRole> = {
     message.replica = object.replica ?? 0;
     message.port = object.port ?? 0;
     message.healthPath = object.healthPath ?? "";
+    message.graceMs = object.graceMs ?? 0;
     return message;
   },
 };
