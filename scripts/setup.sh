@@ -67,4 +67,7 @@ bash scripts/debian-base-image.sh
 # 7. The worker's Docker image hivemind/worker (docs/docker-image.md): the executable above on that
 #    Debian plus the runtime packages, built with no network; skipped when nothing it is made of changed.
 bash scripts/worker-image.sh
+# 8. The test service the services' tests and benchmark run as replicas (test/images/svc-test/): that
+#    Debian plus this Node and one script, built with no network.
+bash scripts/svc-test-image.sh
 log "ready"
