@@ -233,7 +233,7 @@ export class GatewayPipeServer {
     this.stats.relayed++;
     this.stats.open++;
     socket.write(PIPE_OK);
-    socket.resume();
+    // pipeline resumes the socket paused since its hello: nothing it held back is lost.
     pipeline(socket, upstream, socket, (err) => {
       this.stats.open--;
       if (err && !isPeerGone(err)) this.log.debug({ taskId, attempt, err: errorMessage(err) }, 'gateway pipe ended with an error');
