@@ -93,4 +93,11 @@ export const WORKER_DEFAULTS = {
   logBufferBytes: MiB,
   /** How often leftovers of earlier runs (containers, volumes, spool files) are looked for: 10 min. */
   reclaimIntervalMs: 10 * 60_000,
+  /**
+   * The gateway pipe's TCP port (the master's gateway reaches this node's service replicas
+   * through it), on the node's tunnel address, or 127.0.0.1 without a tunnel. 0 = a free port.
+   */
+  gatewayPort: 7947,
+  /** Whether this node hosts service replicas (off: no gateway pipe, replica assignments refused). */
+  services: true,
 } as const;

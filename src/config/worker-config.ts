@@ -65,13 +65,17 @@ const schema = z
       .default(WORKER_DEFAULTS.monitorListen),
     /** Token the monitor requires (page, API, Socket.IO); required when monitorListen is not loopback. */
     monitorToken: z.string().optional(),
+    /** The gateway pipe's port (service replicas reached by the master); 0 = a free port. Default WORKER_DEFAULTS.gatewayPort, applied by compileWorkerSettings. */
+    gatewayPort: zInt(0, 65535).optional(),
+    /** Host service replicas. Default WORKER_DEFAULTS.services, applied by compileWorkerSettings. */
+    services: zBool.optional(),
   })
   .strict();
 
 type Parsed = z.infer<typeof schema>;
 
 /** The node's own settings (tokens, output cap, images, monitor, log) and the worker's, compiled. */
-export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor'> &
+export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor' | 'gatewayPort' | 'services'> &
   CompiledWorkerSettings & {
     imageUnusedForMs: number;
   };
@@ -98,11 +102,13 @@ const fields: Record<string, FieldSource> = {
   monitorPort: { env: 'HIVEMIND_MONITOR_PORT', flag: 'monitorPort' },
   monitorListen: { env: 'HIVEMIND_MONITOR_LISTEN', flag: 'monitorListen' },
   monitorToken: { env: 'HIVEMIND_MONITOR_TOKEN', flag: 'monitorToken' },
+  gatewayPort: { env: 'HIVEMIND_GATEWAY_PORT', flag: 'gatewayPort' },
+  services: { env: 'HIVEMIND_SERVICES', flag: 'services' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
-  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, imageUnusedFor, ...node } = c;
+  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, imageUnusedFor, gatewayPort, services, ...node } = c;
   if (c.monitorPort !== 0) checkMonitorBinding(stripBrackets(c.monitorListen), c.monitorToken);
   return {
     ...node,
@@ -116,6 +122,8 @@ export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
       memory,
       reportIntervalMs: reportInterval,
       drainTimeoutMs: drainTimeout,
+      gatewayPort,
+      services,
     }),
   };
 }

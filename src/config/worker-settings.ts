@@ -51,6 +51,10 @@ export interface WorkerSettings {
   reclaimIntervalMs?: number | undefined;
   /** Reported in NodeFacts. Default: this package's version. */
   workerVersion?: string | undefined;
+  /** The gateway pipe's port (service replicas); 0 = a free port. */
+  gatewayPort?: number | undefined;
+  /** Whether this node hosts service replicas. */
+  services?: boolean | undefined;
 }
 
 /** Compiled: the same names, every default applied. Undefined where "not set" has a meaning of its own. */
@@ -77,6 +81,8 @@ export interface CompiledWorkerSettings {
   logBufferBytes: number;
   reclaimIntervalMs: number;
   workerVersion: string;
+  gatewayPort: number;
+  services: boolean;
 }
 
 function positive(name: string, v: number | undefined, dflt: number, integer = false): number {
@@ -99,6 +105,8 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
     if (!k || typeof v !== 'string') throw new ConfigError(`label "${k}" must have a non-empty name and a string value`);
   }
   const drainTimeoutMs = raw.drainTimeoutMs ?? D.drainTimeoutMs;
+  const gatewayPort = raw.gatewayPort ?? D.gatewayPort;
+  if (!Number.isInteger(gatewayPort) || gatewayPort < 0 || gatewayPort > 65535) throw new ConfigError(`gateway port must be an integer from 0 to 65535 (0 = a free port), got ${gatewayPort}`);
   if (!Number.isFinite(drainTimeoutMs) || drainTimeoutMs < 0) throw new ConfigError(`drain timeout must be >= 0 ms, got ${drainTimeoutMs}`);
   return {
     dataDir,
@@ -120,5 +128,7 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
     logBufferBytes: positive('logBufferBytes', raw.logBufferBytes, D.logBufferBytes, true),
     reclaimIntervalMs: positive('reclaimIntervalMs', raw.reclaimIntervalMs, D.reclaimIntervalMs),
     workerVersion: raw.workerVersion ?? VERSION,
+    gatewayPort,
+    services: raw.services ?? D.services,
   };
 }

@@ -52,6 +52,18 @@ export interface TaskDataProgressEvent {
   totalBytes: number;
 }
 
+/** A service replica on this node and how it is doing (its executor's latest word). */
+export interface ReplicaView {
+  taskId: string;
+  attempt: number;
+  /** The service's name. */
+  service: string;
+  /** The replica's index in the service. */
+  index: number;
+  /** Undefined until the executor first said how it is. */
+  status: ReplicaStatus | undefined;
+}
+
 /** What a local monitor may subscribe to, instead of reaching into the worker. */
 export interface WorkerEvents {
   'state-changed': [LifecycleChange];
@@ -67,6 +79,8 @@ export interface WorkerEvents {
   contribution: [ContributionPoint];
   /** The master's operator removed this node: the worker stopped talking to it for good. */
   removed: [string];
+  /** A service replica's status changed (every change, unthrottled; the master hears at most one a second). */
+  'replica-status': [ReplicaView];
 }
 
 // ---------------------------------------------------------------- records
@@ -283,4 +297,9 @@ export interface TaskExecutor {
    * without it runs no services: the node then offers no gateway pipe and gets no replicas.
    */
   connect?(taskId: string, attempt: number, signal?: AbortSignal): Promise<Duplex>;
+  /**
+   * Whether this host can run service replicas (the runtime's own checks, e.g. nsenter present).
+   * Absent: it can whenever connect() exists. Asked once, when the worker starts.
+   */
+  servicesSupported?(): Promise<{ ok: boolean; reason?: string }>;
 }

@@ -62,7 +62,11 @@ export interface MasterSessionDeps {
   settlePrevious(): Promise<void>;
   /** With reports open, before subscribing: what the master must hear first (outbox, results). */
   catchUp(session: Session): Promise<void>;
-  /** What Subscribe carries: the tasks the master must not give up, free capacity, accepting. */
+  /**
+   * What Subscribe carries: the tasks the master must not give up, free capacity, accepting, and
+   * the gateway pipe (port and key) while it listens. Asked at each subscription, so a pipe that
+   * opened or closed since is told at the next one.
+   */
   subscribeRequest(): SubscribeRequest;
   onCommand(cmd: NodeCommand): void;
   /** Subscribed. */

@@ -15,7 +15,7 @@ export function isPermanentRejection(err: unknown): boolean {
   return code !== undefined && !isRetryable(err) && code !== status.UNAUTHENTICATED;
 }
 
-export type UpdateExtra = Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull' | 'data'>>;
+export type UpdateExtra = Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull' | 'data' | 'replica'>>;
 
 export interface OutboxDeps {
   store: Pick<WorkerStore, 'appendUpdate' | 'outbox' | 'ackOutbox'>;
@@ -48,6 +48,7 @@ export class Outbox {
       atMs: this.deps.clock.now(),
       pull: extra.pull,
       data: extra.data,
+      replica: extra.replica,
     });
     this.deps.onUpdate(full);
     this.kick();

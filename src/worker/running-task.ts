@@ -6,9 +6,10 @@ import type { Clock } from '../common/clock.js';
 import { InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
-import { OutcomeKind, TaskState, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, TaskState, type ReplicaStatus, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment } from '../protocol/gen/hivemind/v1/node.js';
-import { asAbortReason, type AbortReason, type ExecutionPhase, type TaskDataProgressEvent, type TaskExecutor, type TaskLogEvent, type TaskProgressEvent } from './contracts.js';
+import { asAbortReason, type AbortReason, type ExecutionPhase, type ReplicaView, type TaskDataProgressEvent, type TaskExecutor, type TaskLogEvent, type TaskProgressEvent } from './contracts.js';
+import { replicaSendDelay, type SentReplicaStatus } from './replica-status-throttle.js';
 import { CacheFullError } from './data-cache/cache-errors.js';
 import type { DataProgress } from './data-cache/data-cache.js';
 import { NoDataCacheError, TaskData, dataHolder, dataNeeds, isDataRejection, type TaskDataDeps } from './task-data.js';
@@ -47,6 +48,8 @@ export interface TaskRunDeps {
   onDataProgress?(event: TaskDataProgressEvent): void;
   /** The task's containers or volumes stayed behind (Docker was away). */
   onLeftovers(taskId: string): void;
+  /** A service replica's status changed (every change; the master hears them throttled). */
+  onReplica?(view: ReplicaView): void;
 }
 
 export class RunningTask {
@@ -59,6 +62,11 @@ export class RunningTask {
   private lastPullUpdateAt = 0;
   private lastDataUpdateAt = 0;
   private lastDataSent = -1;
+  private replicaStatus: ReplicaStatus | undefined;
+  private replicaSent: SentReplicaStatus | undefined;
+  private replicaTimer: NodeJS.Timeout | undefined;
+  /** The execution returned: a status the executor still sends would follow the terminal update. */
+  private replicaOver = false;
 
   constructor(
     readonly assignment: TaskAssignment,
@@ -82,6 +90,18 @@ export class RunningTask {
 
   abort(reason: AbortReason): void {
     this.controller.abort(reason);
+  }
+
+  /** Whether this attempt is a service replica (spec.service set): it runs until stopped, with no result. */
+  get isReplica(): boolean {
+    return this.assignment.spec?.service !== undefined;
+  }
+
+  /** The replica and its latest status; undefined for a batch task. */
+  get replica(): ReplicaView | undefined {
+    const role = this.assignment.spec?.service;
+    if (!role) return undefined;
+    return { taskId: this.taskId, attempt: this.attempt, service: role.service, index: role.replica, status: this.replicaStatus };
   }
 
   /**
@@ -123,7 +143,9 @@ export class RunningTask {
           this.logs.push(stream, data, atNs);
           deps.onLog({ taskId, attempt, stream, data });
         },
+        ...(this.isReplica ? { onReplica: (status: ReplicaStatus) => this.onReplica(status) } : {}),
       });
+      this.stopReplicaUpdates();
       if (exec.leftovers) deps.onLeftovers(taskId);
       data?.release();
       // The container is gone: its CPU, memory and GPUs are free for the next task even
@@ -134,7 +156,16 @@ export class RunningTask {
       const outcome: TaskOutcome = { ...exec.outcome, resultSize: exec.result?.size ?? 0, resultSha256: exec.result?.sha256 ?? '' };
       deps.store.setExecution(taskId, attempt, outcome, exec.result, exec.logTail);
       if (signal.aborted) {
-        deps.update(this, TaskState.TASK_STATE_CANCELLED, { outcome: abortOutcome(signal.reason, exec.outcome), message: abortOutcome(signal.reason).message });
+        deps.update(this, TaskState.TASK_STATE_CANCELLED, { outcome: abortOutcome(signal.reason, exec.outcome), message: this.stopMessage(signal.reason) });
+        return;
+      }
+      if (this.isReplica) {
+        // A replica has no result: it ended without being stopped (its image could not be
+        // pulled, say). The master replaces it; whatever the executor collected is dropped.
+        const message = `the replica ended: ${outcome.message || OutcomeKind[outcome.kind]}`;
+        const state = terminalState(outcome, false);
+        deps.update(this, state, { outcome: { ...outcome, resultSize: 0, resultSha256: '' }, message });
+        log.warn({ state: TaskState[state], message }, 'replica ended without being stopped');
         return;
       }
       let uploaded = false;
@@ -147,9 +178,10 @@ export class RunningTask {
       deps.update(this, terminalState(outcome, uploaded), { outcome, message: terminalMessage(outcome, uploaded) });
       log.info({ state: TaskState[terminalState(outcome, uploaded)], exitCode: outcome.exitCode }, 'task finished');
     } catch (err) {
+      this.stopReplicaUpdates();
       if (signal.aborted) {
         const outcome = abortOutcome(signal.reason);
-        deps.update(this, TaskState.TASK_STATE_CANCELLED, { outcome, message: outcome.message });
+        deps.update(this, TaskState.TASK_STATE_CANCELLED, { outcome, message: this.stopMessage(signal.reason) });
         log.info({ reason: asAbortReason(signal.reason) }, 'task stopped');
         return;
       }
@@ -170,6 +202,7 @@ export class RunningTask {
       log.warn({ err: message }, 'task failed');
       deps.update(this, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
     } finally {
+      this.stopReplicaUpdates();
       data?.release();
       await this.logs.close().catch(() => undefined);
       for (const f of [inputFile, resultFile]) {
@@ -199,6 +232,46 @@ export class RunningTask {
     this.lastDataUpdateAt = now;
     this.lastDataSent = p.receivedBytes;
     this.deps.update(this, TaskState.TASK_STATE_ACCEPTED, { data: { receivedBytes: p.receivedBytes, totalBytes: p.totalBytes } });
+  }
+
+  /** Why the task stopped, as the terminal update says it. */
+  private stopMessage(reason: unknown): string {
+    // A replica is stopped at once when its node drains (the master places it elsewhere), not at the drain timeout.
+    if (this.isReplica && asAbortReason(reason) === 'shutdown') return 'the node is shutting down: the replica was stopped';
+    return abortOutcome(reason).message;
+  }
+
+  /**
+   * Every status to listeners at once; to the master through the outbox, at most one a second
+   * (the latest), except a change of health or a restart, which goes at once.
+   */
+  private onReplica(status: ReplicaStatus): void {
+    this.replicaStatus = status;
+    const view = this.replica;
+    if (view) this.deps.onReplica?.(view);
+    if (this.aborted || this.replicaOver) return;
+    const delay = replicaSendDelay(this.replicaSent, status, this.deps.clock.now());
+    if (delay === 0) return this.sendReplicaStatus();
+    this.replicaTimer ??= setTimeout(() => {
+      this.replicaTimer = undefined;
+      if (!this.aborted && !this.replicaOver) this.sendReplicaStatus();
+    }, delay);
+  }
+
+  private sendReplicaStatus(): void {
+    const status = this.replicaStatus;
+    if (!status) return;
+    if (this.replicaTimer) clearTimeout(this.replicaTimer);
+    this.replicaTimer = undefined;
+    this.replicaSent = { atMs: this.deps.clock.now(), healthy: status.healthy, restarts: status.restarts };
+    this.deps.update(this, TaskState.TASK_STATE_RUNNING, { replica: status });
+  }
+
+  /** The execution is over: no status may follow the terminal update. */
+  private stopReplicaUpdates(): void {
+    this.replicaOver = true;
+    if (this.replicaTimer) clearTimeout(this.replicaTimer);
+    this.replicaTimer = undefined;
   }
 
   private onPhase(phase: ExecutionPhase): void {

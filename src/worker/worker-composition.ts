@@ -6,6 +6,9 @@ import type { EventEmitter } from 'node:events';
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
 import type { Capacity, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { TunnelConfig } from '../protocol/gen/hivemind/v1/enroll.js';
+import { splitHostPort, stripBrackets } from '../common/address.js';
+import { GatewayPipeServer } from './gateway-pipe-server.js';
 import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import type { ActiveTasks } from './active-tasks.js';
 import type { DataCache } from './data-cache/data-cache.js';
@@ -49,6 +52,11 @@ export interface WorkerDeps {
   tunnel?: {
     status(): Promise<TunnelStatus>;
     setMeshPeers(peers: MeshPeer[]): Promise<void>;
+    /**
+     * The tunnel's addresses: the gateway pipe listens on the node's and takes connections from
+     * the master's only. Absent: the pipe listens on 127.0.0.1.
+     */
+    readonly config?: Pick<TunnelConfig, 'address' | 'masterGrpcAddress'>;
   };
 }
 
@@ -99,6 +107,8 @@ export interface WorkerParts {
   transfers: TaskTransfers;
   recovery: Recovery;
   taskRunDeps: TaskRunDeps;
+  /** The gateway pipe (not listening yet), when services are on and the executor can reach replica ports. */
+  gatewayPipe: GatewayPipeServer | undefined;
   /** Drops data sets ("sha256:…") from the cache once no task holds them (the master removed them). */
   dropData(digests: readonly string[]): void;
 }
@@ -115,6 +125,7 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
   let reclaimer: Reclaimer;
   let transfers: TaskTransfers;
   let recovery: Recovery;
+  const gatewayPipe = createGatewayPipe(core);
   const master = new MasterSession({
     connectionFactory: deps.connectionFactory,
     masterAddress: options.masterAddress,
@@ -145,7 +156,9 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
         ...deps.store.outboxTasks(),
       ];
       const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
-      return { running, ...capacity() };
+      // Offered only while the pipe listens: a node without it gets no replicas.
+      const gateway = gatewayPipe?.listening ? { gateway: { port: gatewayPipe.port, key: gatewayPipe.key } } : {};
+      return { running, ...capacity(), ...gateway };
     },
     onCommand: (cmd) => worker.onCommand(cmd),
     onConnected: () => {
@@ -215,6 +228,7 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
     onDataProgress: (event) => events.emit('task-data-progress', event),
     ...(deps.dataCache ? { data: { acquire: (...a) => deps.dataCache!.acquire(...a), urlSize: (url, signal) => (deps.urlSize ? deps.urlSize(url, signal) : Promise.reject(new NoDataCacheError())) } } : {}),
     onLeftovers: (taskId) => reclaimer.addLeftovers(taskId),
+    onReplica: (view) => events.emit('replica-status', view),
   };
   const taskSignal = (taskId: string, attempt: number) => core.active.get(taskId, attempt)?.signal;
   transfers = new TaskTransfers({
@@ -234,5 +248,32 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
     update: (task, state, extra) => outbox.append(task, state, extra),
     takeUp: (assignment, reservation) => worker.takeUp(assignment, reservation),
   });
-  return { master, outbox, reporter, reclaimer, transfers, recovery, taskRunDeps, dropData };
+  return { master, outbox, reporter, reclaimer, transfers, recovery, taskRunDeps, dropData, gatewayPipe };
+}
+
+/**
+ * Where the gateway pipe listens and whom it takes: on the tunnel, the node's tunnel address and
+ * the master's only; without one, loopback (a development master on the same host).
+ */
+export function gatewayPipeEndpoint(tunnel: Pick<TunnelConfig, 'address' | 'masterGrpcAddress'> | undefined): { host: string; allowedRemote: string | undefined } {
+  if (!tunnel?.address) return { host: '127.0.0.1', allowedRemote: undefined };
+  return { host: tunnel.address.replace(/\/\d+$/, ''), allowedRemote: stripBrackets(splitHostPort(tunnel.masterGrpcAddress).host) };
+}
+
+function createGatewayPipe(core: WorkerCore): GatewayPipeServer | undefined {
+  const { options, deps } = core;
+  const connect = deps.executor.connect?.bind(deps.executor);
+  if (!options.services || !connect) return undefined;
+  return new GatewayPipeServer(
+    { ...gatewayPipeEndpoint(deps.tunnel?.config), port: options.gatewayPort },
+    {
+      isReplica: (taskId, attempt) => {
+        const t = core.active.get(taskId, attempt);
+        return t !== undefined && t.isReplica && !t.aborted;
+      },
+      connect: (taskId, attempt, signal) => connect(taskId, attempt, signal),
+      clock: deps.clock,
+      logger: core.log,
+    },
+  );
 }

@@ -28,7 +28,8 @@ import { RunningTask, type TaskRunDeps } from './running-task.js';
 import type { Recovery } from './recovery.js';
 import { dataRefusal } from './task-data.js';
 import type { HostFacts } from './resources/resource-probe.js';
-import type { AbortReason, DataCacheView, WorkerEvents } from './contracts.js';
+import type { AbortReason, DataCacheView, ReplicaView, WorkerEvents } from './contracts.js';
+import type { GatewayPipeCounters, GatewayPipeServer } from './gateway-pipe-server.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { composeWorker, nodeBudget, type WorkerDeps } from './worker-composition.js';
 
@@ -51,6 +52,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly drop: (digests: readonly string[]) => void;
   private readonly recovery: Recovery;
   private readonly active: ActiveTasks<RunningTask>;
+  private readonly gatewayPipe: GatewayPipeServer | undefined;
+  /** Why replica assignments are refused; undefined once the gateway pipe listens. */
+  private servicesRefusal: string | undefined = 'this node does not host services: its gateway pipe is not open yet';
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private closing = false;
@@ -100,6 +104,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.recovery = parts.recovery;
     this.taskRunDeps = parts.taskRunDeps;
     this.drop = parts.dropData;
+    this.gatewayPipe = parts.gatewayPipe;
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -185,6 +190,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.deps.tunnel?.status();
   }
 
+  /** The service replicas running here and their latest status (for the monitor). */
+  replicas(): ReplicaView[] {
+    return this.active.list().flatMap((t) => (t.replica ? [t.replica] : []));
+  }
+
+  /** The gateway pipe's port and counters while it listens; undefined when this node hosts no services. */
+  get gateway(): { port: number; counters: GatewayPipeCounters } | undefined {
+    const pipe = this.gatewayPipe;
+    return pipe?.listening ? { port: pipe.port, counters: pipe.counters() } : undefined;
+  }
+
   runningTasks(): { taskId: string; attempt: number }[] {
     return this.active.list().map((t) => ({ taskId: t.taskId, attempt: t.attempt }));
   }
@@ -204,7 +220,42 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.recovery.recoverInterruptedTasks();
     this.reporter.schedule();
     this.reclaimer.start();
+    // Before subscribing: the subscription offers the pipe only when it listens.
+    await this.openGatewayPipe();
     await this.master.start();
+  }
+
+  /**
+   * Opens the gateway pipe when this node hosts services. A pipe that cannot open (its port in
+   * use, say) leaves the node running without services, as the monitor does without its port:
+   * batch tasks matter more than one feature, and the reason is logged and given to the master
+   * with each replica it would have sent.
+   */
+  private async openGatewayPipe(): Promise<void> {
+    const no = 'this node does not host services';
+    if (!this.options.services) {
+      this.servicesRefusal = no;
+      this.log.info('services are off (--no-services): no gateway pipe, replica assignments refused');
+      return;
+    }
+    const pipe = this.gatewayPipe;
+    if (!pipe) {
+      this.servicesRefusal = `${no}: its task runner cannot reach container ports`;
+      return;
+    }
+    try {
+      const support = this.deps.executor.servicesSupported ? await this.deps.executor.servicesSupported() : { ok: true };
+      if (!support.ok) {
+        this.servicesRefusal = `${no}: ${support.reason ?? 'its task runner cannot run them here'}`;
+        this.log.warn({ reason: support.reason }, 'services are off on this host');
+        return;
+      }
+      await pipe.listen();
+      this.servicesRefusal = undefined;
+    } catch (err) {
+      this.servicesRefusal = `${no}: ${errorMessage(err)}`;
+      this.log.error({ err: errorMessage(err) }, 'the gateway pipe did not open; the node runs without services');
+    }
   }
 
   // ---------------------------------------------------------------- from the master session
@@ -281,6 +332,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // still send one no node can run: refused here with the reason, before any work or reservation.
     const invalid = specProblem(a.spec);
     if (invalid) return this.reject(a, invalid);
+    if (a.spec.service && this.servicesRefusal) return this.reject(a, this.servicesRefusal);
     if (this.paused && !this.closing) return this.reject(a, 'node is paused by its operator');
     if (!this.accepting) return this.reject(a, 'node is draining');
     const fit = fitAssignment(a.spec.limits, this.budget, this.active.reservations());
@@ -332,11 +384,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /**
    * Stops taking tasks (assignments are rejected with "node is draining"), waits for the
-   * running ones up to drainTimeoutMs, then aborts the rest with reason 'shutdown'.
+   * running ones up to drainTimeoutMs, then aborts the rest with reason 'shutdown'. Service
+   * replicas are stopped at once: they never end by themselves, and the master starts their
+   * replacements elsewhere as soon as it hears they stopped.
    */
   drain(): Promise<void> {
     this.drainPromise ??= (async () => {
       if (!this.lifecycle.is('draining', 'stopped')) this.lifecycle.transition('draining', 'drain requested');
+      for (const t of this.active.list()) {
+        if (t.isReplica && !t.aborted) {
+          this.log.info({ taskId: t.taskId, attempt: t.attempt }, 'draining: stopping the service replica now');
+          t.abort('shutdown');
+        }
+      }
       await this.active.drain(this.options.drainTimeoutMs);
     })();
     return this.drainPromise;
@@ -358,6 +418,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.closing = true;
         this.reclaimer.stop();
       });
+      // Before the replicas' containers go: no new connection reaches a replica being stopped.
+      await step('close the gateway pipe', () => this.gatewayPipe?.close());
       await step('drain tasks', () => this.drain());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
       await step('stop reports', () => this.reporter.stop());

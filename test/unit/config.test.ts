@@ -197,3 +197,23 @@ test('worker config: labels and name the master would refuse are refused at star
   const proto = compileWorkerConfig({ env: { HIVEMIND_LABELS: '__proto__=x' }, flags: {} });
   assert.deepEqual(Object.keys(proto.labels ?? {}), ['__proto__'], 'a label named __proto__ stays a label');
 });
+
+test('worker config: the gateway port and services, defaults and every source', () => {
+  const d = compileWorkerConfig({ env: {}, flags: {} });
+  assert.equal(d.gatewayPort, 7947);
+  assert.equal(d.services, true);
+  const file = { worker: { gatewayPort: 9000, services: false } };
+  const fromFile = compileWorkerConfig({ file, env: {}, flags: {} });
+  assert.equal(fromFile.gatewayPort, 9000);
+  assert.equal(fromFile.services, false);
+  const env = { HIVEMIND_GATEWAY_PORT: '0', HIVEMIND_SERVICES: 'true' };
+  const fromEnv = compileWorkerConfig({ file, env, flags: {} });
+  assert.equal(fromEnv.gatewayPort, 0, '0 = a free port');
+  assert.equal(fromEnv.services, true);
+  const fromFlags = compileWorkerConfig({ file, env, flags: { gatewayPort: '7000', services: false } });
+  assert.equal(fromFlags.gatewayPort, 7000);
+  assert.equal(fromFlags.services, false, '--no-services');
+  assert.throws(() => compileWorkerConfig({ env: { HIVEMIND_GATEWAY_PORT: '70000' }, flags: {} }), /HIVEMIND_GATEWAY_PORT/);
+  assert.throws(() => compileWorkerConfig({ env: {}, flags: { gatewayPort: 'high' } }), /--gateway-port/);
+  assert.throws(() => compileWorkerConfig({ env: { HIVEMIND_SERVICES: 'maybe' }, flags: {} }), /HIVEMIND_SERVICES: expected true or false/);
+});

@@ -8,14 +8,16 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Metadata, status } from '@grpc/grpc-js';
-import { PassThrough } from 'node:stream';
+import net from 'node:net';
+import { PassThrough, type Duplex } from 'node:stream';
 import { ManualClock } from '../../src/common/clock.js';
 import { ConfigError } from '../../src/common/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/common/logger.js';
 import { DataCache } from '../../src/worker/data-cache/data-cache.js';
 import { HttpDataSource } from '../../src/worker/data-cache/http-data-source.js';
 import { taskDataSource } from '../../src/worker/data-cache/task-data-source.js';
-import { DataKind, OutcomeKind, TaskState, type DataMount, type LogChunk, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { DataKind, OutcomeKind, TaskState, type DataMount, type LogChunk, type ReplicaStatus, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { formatPipeHello } from '../../src/protocol/gateway-pipe.js';
 import type {
   NodeCommand,
   RegisterRequest,
@@ -30,7 +32,7 @@ import { InputChecksumError, type LogSink, type MasterConnection, type ReportSin
 import type { HostFacts, HostSample, ResourceProbe } from '../../src/worker/resources/resource-probe.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
-import type { ExecutionResult, TaskExecution, TaskExecutor } from '../../src/worker/contracts.js';
+import type { ExecutionResult, ReplicaView, TaskExecution, TaskExecutor } from '../../src/worker/contracts.js';
 import { Worker, type WorkerDeps } from '../../src/worker/worker.js';
 import type { WorkerOptions } from '../../src/worker/worker-options.js';
 import type { LifecycleState } from '../../src/worker/lifecycle.js';
@@ -248,6 +250,19 @@ class FakeExecutor implements TaskExecutor {
     return [...this.runs.values()].filter((r) => !r.done).map((r) => ({ taskId: r.exec.taskId, cpuPercent: 50, memoryBytes: 10 * MiB }));
   }
 
+  /** What servicesSupported() answers. */
+  servicesSupport: { ok: boolean; reason?: string } = { ok: true };
+  async servicesSupported(): Promise<{ ok: boolean; reason?: string }> {
+    return this.servicesSupport;
+  }
+  /** connect() calls, as "taskId#attempt". */
+  connects: string[] = [];
+  /** A replica's port: an echo (what is written comes back). */
+  async connect(taskId: string, attempt: number): Promise<Duplex> {
+    this.connects.push(`${taskId}#${attempt}`);
+    return new PassThrough();
+  }
+
   execute(exec: TaskExecution): Promise<ExecutionResult> {
     return new Promise((resolve, reject) => {
       exec.onPhase('pulling');
@@ -363,6 +378,8 @@ async function makeWorker(t: TestContext, opts: Partial<WorkerOptions> = {}, sha
       drainTimeoutMs: 5_000,
       backoff: { initialMs: 10, maxMs: 40, factor: 2 },
       logFlushMs: 5,
+      // A free port: workers of parallel tests never share the default one.
+      gatewayPort: 0,
       ...opts,
     },
     deps,
@@ -897,4 +914,137 @@ test('after a restart, a reattached task holds its data set again before the wor
   assert.equal(master.statesOf('r1').filter((st) => st === 'ACCEPTED').length, 2, 'the first run\'s acceptance and its progress, none after the restart (the task was RUNNING)');
   await second.h.worker.close();
   await first.h.worker.close();
+});
+
+// ------------------------------------------------------------------ service replicas
+
+function replicaSpec() {
+  return { ...spec(), service: { service: 'web', replica: 2, port: 8080, healthPath: '/healthz', graceMs: 1_000 } };
+}
+
+function replicaStatus(over: Partial<ReplicaStatus> = {}): ReplicaStatus {
+  return { healthy: false, restarts: 0, lastExit: '', lastExitAtMs: 0, healthMessage: '', restartAtMs: 0, running: true, ...over };
+}
+
+/** Through the node's gateway pipe on loopback: the answer line and what came back after it. */
+function pipeCall(port: number, key: string, taskId: string, payload: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => s.destroy(), 3_000);
+    s.on('error', () => undefined);
+    s.on('data', (c: Buffer) => {
+      got += c.toString();
+      if (got.startsWith('OK\n') && got.length >= 3 + payload.length) s.destroy();
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(got);
+    });
+    s.on('connect', () => s.write(formatPipeHello({ key, taskId, attempt: 1 }) + payload));
+  });
+}
+
+test('a service replica: the pipe is offered at Subscribe and reaches it, statuses are coalesced, no upload, CANCELLED when cancelled', async (t) => {
+  const h = await makeWorker(t);
+  const views: ReplicaView[] = [];
+  h.worker.on('replica-status', (v) => views.push(v));
+  await h.worker.start();
+  const gateway = h.master.subscribes[0]!.gateway;
+  assert.ok(gateway && gateway.port > 0, 'the subscription offers the gateway pipe');
+  assert.match(gateway.key, /^[0-9a-f]{64}$/);
+  assert.equal(h.worker.gateway?.port, gateway.port);
+
+  h.master.assign({ taskId: 'r1', spec: replicaSpec() });
+  await waitFor('replica started', () => h.executor.runs.has('r1'));
+  const exec = h.executor.runs.get('r1')!.exec;
+  assert.ok(exec.onReplica, 'a replica execution gets onReplica');
+  const replicaUpdates = () => h.master.updatesOf('r1').filter((u) => u.replica);
+
+  exec.onReplica(replicaStatus({ healthMessage: 'connection refused' }));
+  await waitFor('first status at once', () => replicaUpdates().length === 1);
+  // Same health, same restarts: coalesced into one update a second later, the latest.
+  for (let i = 1; i <= 5; i++) exec.onReplica(replicaStatus({ healthMessage: `refused ${i}` }));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(replicaUpdates().length, 1, 'not sent at once');
+  await waitFor('the latest, after the interval', () => replicaUpdates().length === 2, 3_000);
+  assert.equal(replicaUpdates()[1]!.replica!.healthMessage, 'refused 5');
+  // A change of health or a restart goes at once.
+  exec.onReplica(replicaStatus({ healthy: true }));
+  await waitFor('healthy at once', () => replicaUpdates().length === 3);
+  exec.onReplica(replicaStatus({ healthy: true, restarts: 1, lastExit: 'exited with code 3' }));
+  await waitFor('restart at once', () => replicaUpdates().length === 4);
+  assert.ok(replicaUpdates().every((u) => u.state === TaskState.TASK_STATE_RUNNING));
+  assert.equal(views.length, 8, 'listeners hear every status');
+  assert.deepEqual(h.worker.replicas().map((r) => [r.taskId, r.service, r.index, r.status?.restarts]), [['r1', 'web', 2, 1]]);
+
+  // The master's gateway reaches the replica through the pipe; another attempt is not running here.
+  assert.equal(await pipeCall(gateway.port, gateway.key, 'r1', 'ping'), 'OK\nping');
+  assert.equal(await pipeCall(gateway.port, gateway.key, 'r9', 'ping'), 'ERR replica r9#1 is not running on this node\n');
+  assert.deepEqual(h.executor.connects, ['r1#1']);
+
+  h.master.send({ command: { $case: 'cancel', value: { taskId: 'r1', attempt: 1, reason: 'scaled down' } } });
+  await waitFor('cancelled', () => h.master.statesOf('r1').includes('CANCELLED'));
+  assert.ok(!h.master.statesOf('r1').includes('UPLOADING'));
+  assert.equal(h.master.uploadCalls, 0, 'a replica uploads no result');
+  assert.equal(h.master.updatesOf('r1').at(-1)!.outcome?.kind, OutcomeKind.OUTCOME_KIND_CANCELLED);
+  // A status the executor sent while stopping does not follow the terminal update.
+  exec.onReplica(replicaStatus());
+  await new Promise((r) => setTimeout(r, 1_200));
+  assert.equal(h.master.updatesOf('r1').at(-1)!.state, TaskState.TASK_STATE_CANCELLED);
+  assert.deepEqual(h.worker.replicas(), []);
+});
+
+test('--no-services: no gateway pipe at Subscribe, replica assignments refused; batch tasks run as ever', async (t) => {
+  const h = await makeWorker(t, { services: false });
+  await h.worker.start();
+  assert.equal(h.master.subscribes[0]!.gateway, undefined);
+  assert.equal(h.worker.gateway, undefined);
+  h.master.assign({ taskId: 'r1', spec: replicaSpec() });
+  await waitFor('rejected', () => h.master.statesOf('r1').includes('REJECTED'));
+  assert.equal(h.master.updatesOf('r1')[0]!.message, 'this node does not host services');
+  assert.ok(!h.executor.runs.has('r1'));
+  h.master.assign({ taskId: 't1' });
+  await waitFor('batch task runs', () => h.executor.runs.has('t1'));
+  h.executor.runs.get('t1')!.finish(0);
+  await waitFor('batch task delivered', () => h.master.statesOf('t1').includes('SUCCEEDED'));
+});
+
+test('a host the runtime cannot run services on, or a gateway port in use: no pipe, replicas refused with the reason', async (t) => {
+  const h = await makeWorker(t);
+  h.executor.servicesSupport = { ok: false, reason: 'nsenter is not installed' };
+  await h.worker.start();
+  assert.equal(h.master.subscribes[0]!.gateway, undefined);
+  h.master.assign({ taskId: 'r1', spec: replicaSpec() });
+  await waitFor('rejected', () => h.master.statesOf('r1').includes('REJECTED'));
+  assert.equal(h.master.updatesOf('r1')[0]!.message, 'this node does not host services: nsenter is not installed');
+
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise((r) => blocker.close(r)));
+  const busy = (blocker.address() as net.AddressInfo).port;
+  const h2 = await makeWorker(t, { gatewayPort: busy });
+  await h2.worker.start();
+  assert.equal(h2.worker.state, 'connected', 'the node runs on without services');
+  assert.equal(h2.master.subscribes[0]!.gateway, undefined);
+  h2.master.assign({ taskId: 'r2', spec: replicaSpec() });
+  await waitFor('rejected', () => h2.master.statesOf('r2').includes('REJECTED'));
+  assert.match(h2.master.updatesOf('r2')[0]!.message, new RegExp(`^this node does not host services: cannot listen for the gateway pipe on 127\\.0\\.0\\.1:${busy}: the port is in use`));
+});
+
+test('drain stops service replicas at once (SHUTDOWN) while batch tasks may finish', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  h.master.assign({ taskId: 'r1', spec: replicaSpec() });
+  h.master.assign({ taskId: 't1' });
+  await waitFor('both started', () => h.executor.runs.has('r1') && h.executor.runs.has('t1'));
+  const draining = h.worker.drain();
+  await waitFor('replica stopped', () => h.master.statesOf('r1').includes('CANCELLED'));
+  const last = h.master.updatesOf('r1').at(-1)!;
+  assert.equal(last.outcome?.kind, OutcomeKind.OUTCOME_KIND_SHUTDOWN);
+  assert.equal(last.message, 'the node is shutting down: the replica was stopped');
+  assert.equal(h.executor.runs.get('t1')!.done, false, 'the batch task goes on');
+  h.executor.runs.get('t1')!.finish(0);
+  await draining;
+  await waitFor('batch task delivered', () => h.master.statesOf('t1').includes('SUCCEEDED'));
 });

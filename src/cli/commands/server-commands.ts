@@ -109,6 +109,10 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--monitor-port <port>', `local web monitor port, 0 = off (default ${WORKER_DEFAULTS.monitorPort})`)
     .option('--monitor-listen <host>', `address the monitor binds (default ${WORKER_DEFAULTS.monitorListen}; others need --monitor-token)`)
     .option('--monitor-token <token>', 'token the monitor requires (env HIVEMIND_MONITOR_TOKEN)')
+    .option('--gateway-port <port>', `port of the gateway pipe the master reaches service replicas through, on the tunnel address (or 127.0.0.1), 0 = a free port (default ${WORKER_DEFAULTS.gatewayPort}; env HIVEMIND_GATEWAY_PORT)`)
+    // Both spellings, so that neither is a default that overrides the config file's.
+    .option('--services', 'host service replicas (the default)')
+    .option('--no-services', 'host no service replicas: no gateway pipe, replica assignments refused (env HIVEMIND_SERVICES=false)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .option('--log-file <path>', 'write the log to this file (rotated at 16 MiB) instead of stderr')
     .action(async (o) => {
