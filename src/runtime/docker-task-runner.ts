@@ -22,7 +22,7 @@ import { NO_EXIT_CODE, OutcomeError, createOrStartFail, overCapMessage, runOutco
 import { ReplicaRunner } from './replica-runner.js';
 import type { HealthTiming } from './replica-health.js';
 import type { RestartPolicy } from './replica-restart.js';
-import type { NetnsConnectorOptions } from './netns-connector.js';
+import { servicesSupported, type NetnsConnectorOptions } from './netns-connector.js';
 import type { Duplex } from 'node:stream';
 
 export { NO_EXIT_CODE, overCapMessage } from './task-outcome.js';
@@ -86,6 +86,11 @@ export class DockerTaskRunner implements TaskExecutor {
 
   usage(): Promise<TaskUsage[]> {
     return this.usageSampler.sample([...this.running.values(), ...this.replicas.runningContainers()]);
+  }
+
+  /** Whether this node can reach replica ports (nsenter and the right to use it): offer a gateway pipe only then. */
+  servicesSupported(): Promise<{ ok: boolean; reason?: string }> {
+    return servicesSupported(this.options.replicas?.connector?.nsenter);
   }
 
   /** A new connection to a running replica's port (ReplicaUnreachableError when there is none). */

@@ -31,8 +31,10 @@ export function serveConnector(): boolean {
     const port = req?.port;
     if (typeof id !== 'number' || !Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) return;
     const sock: Socket = connect({ host: '127.0.0.1', port: port as number });
-    // Handed over in the connect listener, before Node starts reading from it: no byte is read
-    // here, so none is lost (a server may speak first).
+    // Never read here, so no byte is lost (a server may speak first): paused before it connects,
+    // Node does not start reading at connect; a handle sent while the channel still waits for the
+    // worker's ack of an earlier one is queued, and without this would be read from meanwhile.
+    sock.pause();
     sock.once('connect', () => {
       sock.removeAllListeners('error');
       send({ id, ok: true } satisfies ConnectAnswer, sock, { keepOpen: false }, (err) => {
