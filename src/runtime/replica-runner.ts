@@ -175,6 +175,7 @@ export class ReplicaRunner {
       stop.pending ??= this.engine.stopContainer(id, graceMs, AbortSignal.timeout(graceMs + 30_000));
     };
     signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
     // Output already forwarded: by an earlier process, or by an earlier run of this container
     // (Docker replays a restarted container's whole log).
     let seenNs = exec.logsSentUntilNs ?? -1n;
