@@ -10,6 +10,7 @@ import { registerClientCommands } from './commands/client-commands.js';
 import { registerDataCommands } from './commands/data-commands.js';
 import { registerServerCommands } from './commands/server-commands.js';
 import { registerServiceCommands } from './commands/service-commands.js';
+import { registerNetnsConnectorCommand } from './commands/netns-connector-command.js';
 import { EXIT_BAD_CONFIG, EXIT_FAILURE } from './exit-codes.js';
 import { terminalSafe } from './terminal-text.js';
 
@@ -33,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
   registerClientCommands(program, getCtx, (c) => (exitCode = c));
   registerServiceCommands(program, (c) => (exitCode = c));
   registerDataCommands(program, getCtx);
+  registerNetnsConnectorCommand(program);
   try {
     await program.parseAsync(argv);
     return exitCode;

@@ -60,6 +60,8 @@ export interface ContainerState {
   error: string;
   startedAt?: string;
   finishedAt?: string;
+  /** The host pid of its main process while it runs (a replica's connector enters its network namespace). */
+  pid?: number;
 }
 
 /** A volume or bind of a container, as the engine reports it: `source` is the path on the engine's host. */
@@ -156,6 +158,11 @@ export interface ContainerEngine {
   startContainer(id: string, signal?: AbortSignal): Promise<void>;
   /** Waits until the container exits. Aborting stops the wait, not the container. */
   waitContainer(id: string, signal?: AbortSignal): Promise<ContainerExit>;
+  /**
+   * Sends SIGTERM, then SIGKILL after `graceMs` (rounded up to whole seconds, Docker's unit), and
+   * resolves once it stopped; a container that is already stopped or gone is success.
+   */
+  stopContainer(id: string, graceMs: number, signal?: AbortSignal): Promise<void>;
   /** Sends SIGKILL; a container that is already stopped or gone is success. */
   killContainer(id: string, signal?: AbortSignal): Promise<void>;
   /** Force-removes a container; a missing container is success. */

@@ -113,6 +113,8 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
     `HIVEMIND_OUTPUT_DIR=${OUTPUT_DIR}`,
     `HIVEMIND_CPUS=${limits.cpus}`,
     `HIVEMIND_MEMORY_BYTES=${limits.memoryBytes}`,
+    // A replica learns where it must listen (its own loopback is enough: the node reaches it there).
+    ...(spec.service ? [`HIVEMIND_SERVICE=${spec.service.service}`, `HIVEMIND_REPLICA=${spec.service.replica}`, `HIVEMIND_PORT=${spec.service.port}`] : []),
   ];
 
   const config: ContainerCreateConfig = {

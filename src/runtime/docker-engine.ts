@@ -167,6 +167,11 @@ export class DockerEngine implements ContainerEngine {
     return exit;
   }
 
+  async stopContainer(id: string, graceMs: number, signal?: AbortSignal): Promise<void> {
+    const t = Math.max(0, Math.ceil(graceMs / 1000));
+    await this.call(`stop container ${short(id)}`, signal, () => this.docker.getContainer(id).stop({ t, abortSignal: signal }), [304, 404]);
+  }
+
   async killContainer(id: string, signal?: AbortSignal): Promise<void> {
     try {
       await this.call(`kill container ${short(id)}`, signal, () => this.docker.getContainer(id).kill({ abortSignal: signal }), [304, 404]);
@@ -192,6 +197,7 @@ export class DockerEngine implements ContainerEngine {
     };
     if (i.State.StartedAt) state.startedAt = i.State.StartedAt;
     if (i.State.FinishedAt) state.finishedAt = i.State.FinishedAt;
+    if (i.State.Running && i.State.Pid > 0) state.pid = i.State.Pid;
     const mounts = (i.Mounts ?? []).map((m) => ({ type: String(m.Type ?? ''), source: m.Source ?? '', destination: m.Destination ?? '' }));
     return { id: i.Id, name: i.Name.replace(/^\//, ''), labels: i.Config.Labels ?? {}, state, hostConfig: i.HostConfig as unknown as Record<string, unknown>, mounts };
   }

@@ -19,6 +19,11 @@ import { LogFollower } from './log-follower.js';
 import { collectResult } from './result-collector.js';
 import { reapOrphans, type ReapResult } from './orphan-reaper.js';
 import { NO_EXIT_CODE, OutcomeError, createOrStartFail, overCapMessage, runOutcome, type RunEnd } from './task-outcome.js';
+import { ReplicaRunner } from './replica-runner.js';
+import type { HealthTiming } from './replica-health.js';
+import type { RestartPolicy } from './replica-restart.js';
+import { servicesSupported, type NetnsConnectorOptions } from './netns-connector.js';
+import type { Duplex } from 'node:stream';
 
 export { NO_EXIT_CODE, overCapMessage } from './task-outcome.js';
 export { reapOrphans, type ReapResult } from './orphan-reaper.js';
@@ -37,6 +42,8 @@ export interface DockerTaskRunnerOptions {
   outputVolumes: OutputVolumes;
   /** Where a path of this process is on the Docker host (host-paths.ts); absent: the same path. */
   hostPath?: (path: string) => string;
+  /** Service replicas: health check timing, restart backoff and connector settings (tests shorten them). */
+  replicas?: { health?: Partial<HealthTiming>; restart?: Partial<RestartPolicy>; connector?: NetnsConnectorOptions };
 }
 
 /** Where the runner reports image pulls and uses; must not throw. */
@@ -55,6 +62,8 @@ export class DockerTaskRunner implements TaskExecutor {
   private readonly resources: AttemptResources;
   /** How long removing an attempt's containers and volumes may take. Default 30 s. */
   private readonly cleanupTimeoutMs: number;
+  /** Runs the tasks that are service replicas (spec.service). */
+  private readonly replicas: ReplicaRunner;
 
   constructor(
     private readonly engine: ContainerEngine,
@@ -65,10 +74,28 @@ export class DockerTaskRunner implements TaskExecutor {
     this.cleanupTimeoutMs = options.cleanupTimeoutMs ?? 30_000;
     this.usageSampler = new TaskUsageSampler((id) => this.engine.containerStats(id, AbortSignal.timeout(5_000)));
     this.resources = new AttemptResources(engine, { defaults: this.defaults, outputVolumes: options.outputVolumes, cleanupTimeoutMs: this.cleanupTimeoutMs });
+    this.replicas = new ReplicaRunner(engine, this.resources, {
+      defaults: this.defaults,
+      nodeId: () => this.nodeId(),
+      ensureImage: (exec, log) => this.ensureImage(exec, log),
+      findContainer: (taskId, attempt, signal) => this.attemptContainer(taskId, attempt, signal),
+      daemonGoing: () => this.daemonGoing(),
+      ...options.replicas,
+    });
   }
 
   usage(): Promise<TaskUsage[]> {
-    return this.usageSampler.sample([...this.running.values()]);
+    return this.usageSampler.sample([...this.running.values(), ...this.replicas.runningContainers()]);
+  }
+
+  /** Whether this node can reach replica ports (nsenter and the right to use it): offer a gateway pipe only then. */
+  servicesSupported(): Promise<{ ok: boolean; reason?: string }> {
+    return servicesSupported(this.options.replicas?.connector?.nsenter);
+  }
+
+  /** A new connection to a running replica's port (ReplicaUnreachableError when there is none). */
+  connect(taskId: string, attempt: number, signal?: AbortSignal): Promise<Duplex> {
+    return this.replicas.connect(taskId, attempt, signal);
   }
 
   async reclaim(keepTaskIds: readonly string[]): Promise<ReapResult> {
@@ -109,6 +136,7 @@ export class DockerTaskRunner implements TaskExecutor {
 
   private async executeTracked(exec: TaskExecution): Promise<ExecutionResult> {
     const log = this.logger.child({ taskId: exec.taskId, attempt: exec.attempt });
+    if (exec.spec.service) return this.replicas.execute(this.onHostPaths(exec), log.child({ service: exec.spec.service.service, replica: exec.spec.service.replica }));
     const tail = new LogTail(this.defaults.logTailBytes);
     const created: Created = { containers: [], volumes: [], outputFs: [] };
     let runMs = 0;

@@ -138,3 +138,11 @@ test('data sets: each is a read-only bind of its cache entry at its path; still 
   assert.deepEqual(binds, [{ Type: 'bind', Source: '/var/lib/hivemind/worker/cache/entries/' + 'a'.repeat(64), Target: '/models/llama', ReadOnly: true }]);
   assert.equal(c.HostConfig.Mounts.filter((m) => m.Type === 'volume').length, 2);
 });
+
+test('a service replica keeps the batch lock-down and learns its service, replica index and port', () => {
+  const batch = buildContainerConfig(exec(), 'node-1');
+  const replica = buildContainerConfig(exec({ service: { service: 'web', replica: 2, port: 8080, healthPath: '/health', graceMs: 0 } }), 'node-1');
+  assert.deepEqual(replica.HostConfig, batch.HostConfig, 'the same host config: no network, no published port, same limits');
+  assert.deepEqual(replica.Env.filter((e) => !batch.Env.includes(e)), ['HIVEMIND_SERVICE=web', 'HIVEMIND_REPLICA=2', 'HIVEMIND_PORT=8080']);
+  assert.ok(!batch.Env.some((e) => e.startsWith('HIVEMIND_PORT=')));
+});
