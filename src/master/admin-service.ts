@@ -29,6 +29,7 @@ import { formatBytes } from '../common/units.js';
 import { resolveTaskData, type HeldDataLookup } from './task-data-mounts.js';
 import { parseDigest } from '../protocol/data-rules.js';
 import { adminUnary } from './admin-unary.js';
+import type { ServiceAdmin } from './service-admin.js';
 
 export interface AdminServiceDeps extends MasterServiceDeps {
   /** The data sets the master holds, and the references of tasks to them (DataStore). */
@@ -42,6 +43,8 @@ export interface AdminServiceDeps extends MasterServiceDeps {
   joinToken?: (secret: string) => string;
   /** After a node is removed: drop its WireGuard peer (tunnel mode). */
   onNodeRemoved?: (nodeId: string) => Promise<void>;
+  /** The service RPCs (service-admin.ts). */
+  serviceAdmin: Pick<ServiceAdmin, 'handlers'>;
 }
 
 /** GetTask and WatchTask answers stay under this (the message cap is 4 MiB): oldest events go first. */
@@ -108,6 +111,7 @@ export class AdminService {
       listEnrollmentTokens: this.unary((r: ListTokensRequest) => this.listTokens(r)),
       revokeEnrollmentToken: this.unary((r: RevokeTokenRequest) => this.revokeToken(r)),
       removeNode: this.unary((r: RemoveNodeRequest) => this.removeNode(r)),
+      ...this.d.serviceAdmin.handlers(),
     };
   }
 
