@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { sendUnaryData, ServerReadableStream, ServerWritableStream } from '@grpc/grpc-js';
 import { echoValue } from '../common/echo-value.js';
-import { NodeRemovedError, NotFoundError } from '../common/errors.js';
+import { InvalidTaskError, NodeRemovedError, NotFoundError } from '../common/errors.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
 import { LogStream, TaskState, type DataChunk, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
@@ -136,6 +136,9 @@ export class AdminService {
       const part = first.done ? undefined : first.value.part;
       if (part?.$case !== 'header') throw new InvalidArgumentError('a submission must start with a header');
       const checked = validateTaskSpec(part.value.spec);
+      // A replica is the service manager's: a submitted one would escape the attempt limit and be
+      // counted among a service's replicas.
+      if (checked.service) throw new InvalidTaskError('spec.service is set by the master on service replicas; run a service with CreateService (`hivemind service create`)');
       // Checked before the input is received (a quick refusal) and again when the task is stored.
       resolveTaskData(checked.data, this.d.data, this.d.maxDataBytes);
       const maxAttempts = validateMaxAttempts(part.value.maxAttempts, this.d.maxAttempts);

@@ -15,7 +15,7 @@ import type { MasterEvents } from './master-events.js';
 import { planReplicas, type IndexBackoff } from './replica-plan.js';
 import { replicaSpec, validateGraceMs, validateReplicas, validateServiceName, validateServiceSpec } from './service-rules.js';
 import type { ServiceRow, ServiceStore } from './service-store.js';
-import type { TaskRow } from './store-rows.js';
+import { isTerminal, type TaskRow } from './store-rows.js';
 import { resolveTaskData, type HeldDataLookup } from './task-data-mounts.js';
 
 /** What the manager reads and writes of services (ServiceStore). */
@@ -162,7 +162,9 @@ export class ServiceManager {
     this.backoff.set(name, plan.backoff);
     for (const c of plan.cancel) this.d.replicas.cancel(c.taskId, c.reason);
     for (const index of plan.create) this.createReplica(s, index);
-    if (plan.gone) {
+    // A queued replica is cancelled at once: with nothing else live, the service goes in this pass.
+    const gone = plan.gone || (s.removing && plan.cancel.length > 0 && this.d.services.replicaTasks(name).every((t) => isTerminal(t.state)));
+    if (gone) {
       this.d.services.deleteService(name);
       this.backoff.delete(name);
       this.createErrors.delete(name);

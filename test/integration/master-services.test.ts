@@ -89,6 +89,8 @@ test('services over gRPC: create, get, list, scale, tokens, remove, and precise 
   await refused(create(h, { name: 'x', replicas: 65 }), status.INVALID_ARGUMENT, /between 0 and 64/);
   await refused(create(h, { name: 'x', graceMs: 3_600_000 }), status.INVALID_ARGUMENT, /grace_ms/);
   await refused(call(h, 'getService', { name: 'nope' }), status.NOT_FOUND, /no service nope/);
+  // A replica is the master's to make: a submitted task claiming to be one is refused.
+  await assert.rejects(h.admin.submit({ ...spec, service: { service: 'web', replica: 0, port: 80, healthPath: '', graceMs: 0 } }), /spec.service is set by the master on service replicas/);
   await refused(call(h, 'listServices', { limit: 0, pageToken: '' }, bearerMetadata('wrong')), status.UNAUTHENTICATED, /./);
 
   await create(h, { name: 'api', replicas: 1, public: true });

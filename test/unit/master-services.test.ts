@@ -171,7 +171,9 @@ function managerHarness() {
       cancel: (taskId, reason) => {
         cancels.push({ taskId, reason });
         const t = records.tasks.find((x) => x.id === taskId)!;
-        t.cancelRequested = true;
+        // As TaskManager.cancel: a queued task ends at once, a placed one is asked to stop.
+        if (t.state === TaskState.TASK_STATE_QUEUED) t.state = TaskState.TASK_STATE_CANCELLED;
+        else t.cancelRequested = true;
       },
     },
     data: { get: () => ({ size: 10, kind: 1 }), addTaskReference: (taskId, sha) => refs.push(`${taskId}:${sha}`) },
@@ -211,6 +213,7 @@ test('manager: a failed replica is replaced after its backoff, scale down cancel
   const h = managerHarness();
   h.manager.create(req({ replicas: 2 }));
   const [r0, r1] = h.records.tasks;
+  for (const t of h.records.tasks) t.state = TaskState.TASK_STATE_RUNNING;
   h.end(r0!, TaskState.TASK_STATE_FAILED);
   h.manager.reconcile('web');
   assert.equal(h.records.tasks.length, 2, 'not before the backoff');
@@ -220,6 +223,7 @@ test('manager: a failed replica is replaced after its backoff, scale down cancel
   const replacement = h.records.tasks[2]!;
   assert.equal(replacement.spec.service!.replica, 0);
   assert.notEqual(replacement.id, r0!.id);
+  replacement.state = TaskState.TASK_STATE_RUNNING;
 
   assert.equal(h.manager.scale('web', 1).replicas, 1);
   assert.deepEqual(h.cancels.map((c) => c.taskId), [r1!.id]);
@@ -235,6 +239,14 @@ test('manager: a failed replica is replaced after its backoff, scale down cancel
   h.manager.reconcile('web');
   assert.equal(h.records.rows.has('web'), false);
   assert.equal(h.records.tasks.filter((t) => !isTerminal(t.state)).length, 0);
+});
+
+test('manager: removing a service whose replicas are all queued deletes it in the same call', () => {
+  const h = managerHarness();
+  h.manager.create(req({ replicas: 3 }));
+  assert.equal(h.manager.remove('web').removing, true);
+  assert.equal(h.records.rows.has('web'), false);
+  assert.ok(h.records.tasks.every((t) => t.state === TaskState.TASK_STATE_CANCELLED));
 });
 
 test('manager: reconciles on replica task changes and on its timer', async () => {
