@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { sendUnaryData, ServerReadableStream, ServerWritableStream } from '@grpc/grpc-js';
 import { echoValue } from '../common/echo-value.js';
-import { NodeRemovedError, NotFoundError } from '../common/errors.js';
+import { InvalidTaskError, NodeRemovedError, NotFoundError } from '../common/errors.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
 import { LogStream, TaskState, type DataChunk, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
@@ -29,6 +29,7 @@ import { formatBytes } from '../common/units.js';
 import { resolveTaskData, type HeldDataLookup } from './task-data-mounts.js';
 import { parseDigest } from '../protocol/data-rules.js';
 import { adminUnary } from './admin-unary.js';
+import type { ServiceAdmin } from './service-admin.js';
 
 export interface AdminServiceDeps extends MasterServiceDeps {
   /** The data sets the master holds, and the references of tasks to them (DataStore). */
@@ -42,6 +43,8 @@ export interface AdminServiceDeps extends MasterServiceDeps {
   joinToken?: (secret: string) => string;
   /** After a node is removed: drop its WireGuard peer (tunnel mode). */
   onNodeRemoved?: (nodeId: string) => Promise<void>;
+  /** The service RPCs (service-admin.ts). */
+  serviceAdmin: Pick<ServiceAdmin, 'handlers'>;
 }
 
 /** GetTask and WatchTask answers stay under this (the message cap is 4 MiB): oldest events go first. */
@@ -108,6 +111,7 @@ export class AdminService {
       listEnrollmentTokens: this.unary((r: ListTokensRequest) => this.listTokens(r)),
       revokeEnrollmentToken: this.unary((r: RevokeTokenRequest) => this.revokeToken(r)),
       removeNode: this.unary((r: RemoveNodeRequest) => this.removeNode(r)),
+      ...this.d.serviceAdmin.handlers(),
     };
   }
 
@@ -132,6 +136,9 @@ export class AdminService {
       const part = first.done ? undefined : first.value.part;
       if (part?.$case !== 'header') throw new InvalidArgumentError('a submission must start with a header');
       const checked = validateTaskSpec(part.value.spec);
+      // A replica is the service manager's: a submitted one would escape the attempt limit and be
+      // counted among a service's replicas.
+      if (checked.service) throw new InvalidTaskError('spec.service is set by the master on service replicas; run a service with CreateService (`hivemind service create`)');
       // Checked before the input is received (a quick refusal) and again when the task is stored.
       resolveTaskData(checked.data, this.d.data, this.d.maxDataBytes);
       const maxAttempts = validateMaxAttempts(part.value.maxAttempts, this.d.maxAttempts);

@@ -16,6 +16,13 @@ export class InvalidArgumentError extends HivemindError {
   }
 }
 
+/** The thing to create exists already (a service of that name). */
+export class AlreadyExistsError extends HivemindError {
+  constructor(message: string) {
+    super('ALREADY_EXISTS', message);
+  }
+}
+
 /** An authenticated caller doing what it may not (e.g. a credential used from the wrong address). */
 export class PermissionDeniedError extends HivemindError {
   constructor(message: string) {

@@ -223,6 +223,19 @@ export class MasterStore {
     return (this.stmts.liveTasksOnNodes.all() as RawTask[]).map(taskFromRaw);
   }
 
+  /** The services each node holds a live replica of (the scheduler spreads replicas with it). */
+  replicaServicesByNode(): Map<string, Set<string>> {
+    const out = new Map<string, Set<string>>();
+    const live = `state NOT IN (${[...TERMINAL_STATES].join(',')}) AND state != ${TaskState.TASK_STATE_QUEUED}`;
+    const rows = this.db.prepare(`SELECT DISTINCT node_id, service FROM tasks WHERE service IS NOT NULL AND node_id IS NOT NULL AND ${live}`).all() as { node_id: string; service: string }[];
+    for (const r of rows) {
+      let set = out.get(r.node_id);
+      if (!set) out.set(r.node_id, (set = new Set()));
+      set.add(r.service);
+    }
+    return out;
+  }
+
   listEvents(taskId: string): TaskEventRow[] {
     return (this.stmts.listEvents.all(taskId) as { state: number; at: number; node_id: string | null; attempt: number; message: string }[])
       .map((r) => ({ state: r.state as TaskState, at: r.at, nodeId: r.node_id, attempt: r.attempt, message: r.message }));

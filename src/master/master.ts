@@ -11,6 +11,9 @@
 // fail with FAILED_PRECONDITION), so a node that comes back cannot overwrite the new attempt.
 // A REJECTED assignment keeps its attempt number (the work never started) and the rejecting
 // node is excluded for that task; the node id check fences its late messages.
+// A service replica (spec.service set) has no attempt limit: a lost node requeues it with
+// attempt+1 however often, and a replica that ends otherwise is replaced by a fresh task (the
+// service manager, with backoff), so a replica never fails its service for good.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
@@ -44,6 +47,11 @@ import { NodeService } from './node-service.js';
 import { NodeRegistry } from './registry.js';
 import { TaskManager } from './task-manager.js';
 import { inputArchiveBound } from '../protocol/result-bound.js';
+import type { GatewayDirectory, TrafficView } from './gateway/gateway-directory.js';
+import { DEFAULT_GATEWAY_URL, ServiceAdmin } from './service-admin.js';
+import { ServiceDirectory } from './service-directory.js';
+import { ServiceManager } from './service-manager.js';
+import { ServiceStore } from './service-store.js';
 
 /** Workers back off up to 30 s (plus jitter) while the master is away; this covers it. */
 export const RESTART_GRACE_MS = 60_000;
@@ -91,6 +99,10 @@ export interface MasterOptions {
     nodePort?: number;
     mesh?: boolean;
   };
+  /** The gateway's public base URL, named in ServiceInfo.endpoint (+ /s/NAME/). Default http://127.0.0.1:8088. */
+  gatewayUrl?: string;
+  /** How often every service's replicas are reconciled besides on task changes. Default 1 000 ms. */
+  serviceReconcileIntervalMs?: number;
 }
 
 export interface MasterDeps {
@@ -104,6 +116,8 @@ export interface MasterDeps {
   logger?: Logger;
   /** Default: the system clock. */
   clock?: Clock;
+  /** The gateway's counters, shown in ServiceInfo. Default: none (no traffic in ServiceInfo). */
+  traffic?: TrafficView;
 }
 
 interface CompiledOptions {
@@ -118,6 +132,8 @@ interface CompiledOptions {
   offlineCheckIntervalMs: number;
   shutdownGraceMs: number;
   restartGraceMs: number;
+  gatewayUrl: string;
+  serviceReconcileIntervalMs: number;
 }
 
 function compile(o: MasterOptions): CompiledOptions {
@@ -149,7 +165,17 @@ function compile(o: MasterOptions): CompiledOptions {
     offlineCheckIntervalMs: o.offlineCheckIntervalMs ?? Math.max(50, Math.min(1000, reportIntervalMs / 4)),
     shutdownGraceMs: o.shutdownGraceMs ?? 2000,
     restartGraceMs: o.restartGraceMs ?? RESTART_GRACE_MS,
+    gatewayUrl: o.gatewayUrl ?? DEFAULT_GATEWAY_URL,
+    serviceReconcileIntervalMs: o.serviceReconcileIntervalMs ?? 1000,
   };
+}
+
+/** The master's services: the manager (reconciler), its store, and the gateway's view of them. */
+interface ServiceParts {
+  manager: ServiceManager;
+  store: ServiceStore;
+  directory: ServiceDirectory;
+  events: MasterEvents;
 }
 
 interface TunnelParts {
@@ -180,6 +206,7 @@ export class Master {
     private readonly server: Server,
     private readonly tunnel: TunnelParts | undefined,
     private readonly data: DataService,
+    private readonly services: ServiceParts,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -189,6 +216,7 @@ export class Master {
     await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
     const store = MasterStore.open(join(opts.dataDir, 'master.db'));
     let dataStore: DataStore | undefined;
+    let serviceStore: ServiceStore | undefined;
     try {
       const auth = await MasterAuth.create(opts.dataDir, store, clock);
       const blobs = await BlobStore.create(opts.dataDir, { logMaxBytes: opts.logMaxBytes });
@@ -234,7 +262,28 @@ export class Master {
         server.addService(SizeCappedNodeService, nodeService.handlers());
       }
       const hub = tunnel?.hub;
+      serviceStore = ServiceStore.open(join(opts.dataDir, 'master.db'));
+      const heldData = dataStore;
+      const manager = new ServiceManager({
+        services: serviceStore,
+        replicas: {
+          insert: (t) => {
+            store.insertTask(t, { state: t.state, at: t.createdAt, nodeId: null, attempt: 1, message: `replica ${t.spec.service!.replica} of service ${t.spec.service!.service}` });
+            events.emit('task', t);
+            tasks.scheduleSoon();
+          },
+          cancel: (taskId, reason) => void tasks.cancel(taskId, reason),
+        },
+        data: heldData,
+        maxDataBytes: opts.maxDataBytes,
+        clock,
+        log: log.child({ component: 'services' }),
+        reconcileIntervalMs: opts.serviceReconcileIntervalMs,
+      });
+      const serviceAdmin = new ServiceAdmin({ auth, manager, services: serviceStore, clock, log, gatewayUrl: opts.gatewayUrl, ...(deps.traffic ? { traffic: deps.traffic } : {}) });
+      const services: ServiceParts = { manager, store: serviceStore, directory: new ServiceDirectory(serviceStore, registry, clock), events };
       const adminService = new AdminService({
+        serviceAdmin,
         ...common,
         maxAttempts: opts.maxAttempts,
         maxInputArchiveBytes: opts.maxInputArchiveBytes,
@@ -246,8 +295,9 @@ export class Master {
       server.addService(AdminServiceDefinition, adminService.handlers());
       const data = new DataService({ store: dataStore, files: dataFiles, auth, clock, log, maxDataBytes: opts.maxDataBytes });
       server.addService(DataServiceDefinition, data.handlers());
-      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data);
+      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services);
     } catch (err) {
+      serviceStore?.close();
       dataStore?.close();
       store.close();
       throw err;
@@ -280,6 +330,7 @@ export class Master {
     this.timer = setInterval(() => this.checkPresence(), this.opts.offlineCheckIntervalMs);
     this.timer.unref();
     this.tasks.scheduleSoon();
+    this.services.manager.start(this.services.events);
     this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir }, 'master listening');
     return this.boundAddress;
   }
@@ -288,6 +339,11 @@ export class Master {
   get address(): string {
     if (!this.boundAddress) throw new Error('master not started');
     return this.boundAddress;
+  }
+
+  /** What the gateway reads of services, replicas, client tokens and nodes' gateway pipes. */
+  get gatewayDirectory(): GatewayDirectory {
+    return this.services.directory;
   }
 
   /** Path of the admin token file (mode 0600) the CLI reads. */
@@ -316,6 +372,7 @@ export class Master {
   private async doClose(): Promise<void> {
     const step = closeSteps((name, err) => this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed'));
     await step('timer', () => clearInterval(this.timer));
+    await step('services', () => this.services.manager.close());
     await step('tasks', () => this.tasks.close());
     await step('node streams', () => this.nodeService.close());
     await step('server', () => new Promise<void>((resolve) => {
@@ -338,6 +395,7 @@ export class Master {
       await step('tunnel', () => hub.close());
     }
     await step('data store', () => this.data.close());
+    await step('service store', () => this.services.store.close());
     await step('store', () => this.store.close());
     this.log.info('master closed');
   }

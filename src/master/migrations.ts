@@ -111,6 +111,35 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX data_removed_at ON data_removed(removed_at, sha256);
   `,
+  // 6: services (issue 19): their specs and client tokens (only sha256 of each secret), and on the
+  // task rows the replica a task is (from spec.service, for lookups) with its node's latest status
+  // (the node sends it only when it changes, so it outlives a master restart here)
+  `
+  CREATE TABLE services (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    replicas INTEGER NOT NULL,
+    public INTEGER NOT NULL,
+    grace_ms INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    removing INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE TABLE service_tokens (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    service TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    last_used INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX service_tokens_service ON service_tokens(service, created_at);
+  ALTER TABLE tasks ADD COLUMN service TEXT;
+  ALTER TABLE tasks ADD COLUMN replica INTEGER;
+  ALTER TABLE tasks ADD COLUMN replica_status TEXT;
+  CREATE INDEX tasks_service ON tasks(service, replica) WHERE service IS NOT NULL;
+  `,
 ];
 
 /** The master's schema for openSqlite. */

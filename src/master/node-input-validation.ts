@@ -177,8 +177,30 @@ export function boundTaskUpdate(u: TaskUpdate): TaskUpdate {
     checkBytes('outcome.result_size', o.resultSize);
     checkBytes('outcome.duration_ms', o.durationMs);
   }
+  const r = u.replica;
+  if (r) {
+    checkBytes('replica.last_exit_at_ms', r.lastExitAtMs);
+    checkBytes('replica.restart_at_ms', r.restartAtMs);
+  }
   const message = cutUpdateMessage(u.message);
   const outcomeMessage = o ? cutUpdateMessage(o.message) : '';
-  if (message === u.message && (!o || outcomeMessage === o.message)) return u;
-  return { ...u, message, ...(o ? { outcome: { ...o, message: outcomeMessage } } : {}) };
+  const replica = r && { ...r, lastExit: cutReplicaText(r.lastExit), healthMessage: cutReplicaText(r.healthMessage) };
+  if (message === u.message && (!o || outcomeMessage === o.message) && (!r || (replica!.lastExit === r.lastExit && replica!.healthMessage === r.healthMessage))) return u;
+  return { ...u, message, ...(o ? { outcome: { ...o, message: outcomeMessage } } : {}), ...(replica ? { replica } : {}) };
+}
+
+/** A replica status line is kept per task and shown in every ServiceInfo: short. */
+export const MAX_REPLICA_TEXT_CHARS = 512;
+
+function cutReplicaText(s: string): string {
+  return s.length > MAX_REPLICA_TEXT_CHARS ? `${s.slice(0, MAX_REPLICA_TEXT_CHARS)}…` : s;
+}
+
+/**
+ * The gateway pipe a node announces (SubscribeRequest.gateway), or a precise refusal: the master
+ * dials this port with this key, so both are held to their exact form.
+ */
+export function validateGatewayPipe(g: { port: number; key: string }): void {
+  if (!Number.isInteger(g.port) || g.port < 1 || g.port > 65535) throw new InvalidArgumentError(`gateway.port: ${g.port} is not a TCP port (1..65535)`);
+  if (!/^[0-9a-f]{64}$/.test(g.key)) throw new InvalidArgumentError(`gateway.key: ${excerpt(g.key)} is not 64 lowercase hex digits`);
 }

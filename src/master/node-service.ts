@@ -22,7 +22,9 @@ import { callSignal, messagesOf, writeChunks } from './grpc-streams.js';
 import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
 import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../protocol/result-bound.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
-import { boundTaskUpdate, validateCapacity, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
+import { boundTaskUpdate, validateCapacity, validateGatewayPipe, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
+import { isLoopbackHost } from '../common/address.js';
+import type { NodePipeAddress } from './gateway/gateway-directory.js';
 import { assertWithinSize } from './size-capped-services.js';
 import { receiveTrailedUpload } from './trailed-upload.js';
 import type { MasterServiceDeps } from './service-deps.js';
@@ -89,6 +91,22 @@ export class NodeService {
     if (!node.tunnelIp || from !== node.tunnelIp) {
       throw new PermissionDeniedError(`the credential of node ${node.id} was used from ${from}, not from its tunnel address ${node.tunnelIp ?? '(none)'}; refused`);
     }
+  }
+
+  /**
+   * Where the master reaches a node's gateway pipe. The host is never the node's to say: its
+   * tunnel address, or loopback for a node that connected from loopback without a tunnel; any
+   * other node gets no replicas (the master could not reach it privately).
+   */
+  private pipeHost(call: { getPeer(): string }, node: NodeRow, pipe: { port: number; key: string }): NodePipeAddress | undefined {
+    let host: string | undefined;
+    if (this.d.tunnel) host = node.tunnelIp ?? undefined;
+    else if (isLoopbackHost(peerIp(call.getPeer()))) host = '127.0.0.1';
+    if (!host) {
+      this.d.log.warn({ nodeId: node.id }, 'the node offers a gateway pipe but the master cannot reach it privately (no tunnel, not on loopback); it gets no service replicas');
+      return undefined;
+    }
+    return { host, port: pipe.port, key: pipe.key };
   }
 
   /** Mesh mode: tells every subscribed node the current set of other nodes to peer with. */
@@ -186,6 +204,7 @@ export class NodeService {
       this.subscribes.take(node.id, `node ${node.id}`);
       validateRunningList(req.running, node.facts.maxTasks);
       validateCapacity('free', req.free);
+      if (req.gateway) validateGatewayPipe(req.gateway);
     } catch (err) {
       if (node) this.d.log.warn({ nodeId: node.id, err: errorMessage(err) }, 'refused the node\'s Subscribe');
       call.emit('error', toServiceError(err));
@@ -194,6 +213,7 @@ export class NodeService {
     const { registry, tasks } = this.d;
     registry.seen(node.id, node.name);
     registry.updateCapacity(node.id, req.free, req.accepting, req.running.map((r) => r.taskId));
+    registry.setGateway(node.id, req.gateway && this.pipeHost(call, node, req.gateway));
     const detach = registry.attach(node.id, { send: (cmd) => call.write(cmd), close: (err) => call.emit('error', toServiceError(err)) });
     this.subscribers.add(call);
     const gone = () => {

@@ -7,6 +7,7 @@ import type { Capacity, DataCacheStatus, ResourceReport } from '../protocol/gen/
 import type { NodeCommand } from '../protocol/gen/hivemind/v1/node.js';
 import type { NodeFree, SchedulableNode, TaskDemand } from './scheduler.js';
 import { missingBytes, type NodeCacheView } from './data-placement.js';
+import type { NodePipeAddress } from './gateway/gateway-directory.js';
 
 /** Where commands for a node go (its open Subscribe stream). */
 export interface CommandSink {
@@ -33,6 +34,8 @@ interface Presence {
   pending: Map<string, Pending>;
   /** The data cache of the latest report (its held digests as a Set, built once per report). */
   cache: { held: ReadonlySet<string>; room: number } | undefined;
+  /** Its gateway pipe as the master reaches it (from its Subscribe): it hosts service replicas. */
+  gateway: NodePipeAddress | undefined;
 }
 
 /** A report's cache status as the scheduler reads it: held digests in a Set, room = free + evictable. */
@@ -54,7 +57,7 @@ export class NodeRegistry {
   private entry(nodeId: string, label?: string): Presence {
     let p = this.nodes.get(nodeId);
     if (!p) {
-      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined };
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined };
       this.nodes.set(nodeId, p);
     }
     if (label) p.label = label;
@@ -100,6 +103,17 @@ export class NodeRegistry {
     return () => {
       if (p.sink === sink) p.sink = undefined;
     };
+  }
+
+  /** The gateway pipe of the node's current Subscribe; undefined: it hosts no replicas. */
+  setGateway(nodeId: string, pipe: NodePipeAddress | undefined): void {
+    this.entry(nodeId).gateway = pipe;
+  }
+
+  /** Where the gateway reaches the node's replicas, while the node is online. */
+  gatewayOf(nodeId: string): NodePipeAddress | undefined {
+    const p = this.nodes.get(nodeId);
+    return p?.online ? p.gateway : undefined;
   }
 
   sink(nodeId: string): CommandSink | undefined {
@@ -190,7 +204,7 @@ export class NodeRegistry {
           cache = { held: cache.held, room: cache.room - dataBytes, coming };
         }
       }
-      out.push({ nodeId, label: p.label, free, accepting: p.accepting, ...(cache ? { cache } : {}) });
+      out.push({ nodeId, label: p.label, free, accepting: p.accepting, hostsServices: p.gateway !== undefined, ...(cache ? { cache } : {}) });
     }
     return out;
   }

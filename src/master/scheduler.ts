@@ -18,6 +18,8 @@ export interface QueuedTask {
   demand: TaskDemand;
   /** Nodes that rejected this task; never offered it again. */
   excludedNodes: readonly string[];
+  /** A service replica: the service's name (it goes only to nodes that host services). */
+  service?: string;
 }
 
 export interface NodeFree {
@@ -37,6 +39,10 @@ export interface SchedulableNode {
   accepting: boolean;
   /** Its data cache; absent when the node reports none (it cannot take a task with data). */
   cache?: NodeCacheView;
+  /** It announced a gateway pipe, so it may run service replicas. */
+  hostsServices?: boolean;
+  /** Services it holds a live replica of: another replica of one goes elsewhere when it can. */
+  services?: ReadonlySet<string>;
 }
 
 export interface Assignment {
@@ -107,7 +113,8 @@ function dataFits(needs: readonly DataNeed[], cache: PassCache | undefined): boo
 }
 
 /**
- * Places tasks in submission order. Each task goes to the fitting node holding the most bytes of
+ * Places tasks in submission order. A service replica goes only to a node that hosts services, and
+ * first to one holding no replica of its service yet. Each task goes to the fitting node holding the most bytes of
  * its data sets (no fetch beats any spread), then the most free task slots, then the most free
  * CPUs (spreading load), then the smallest id (determinism); that node's free capacity (and the
  * room of its data cache) shrinks before the next task is considered. A task that fits nowhere
@@ -115,6 +122,7 @@ function dataFits(needs: readonly DataNeed[], cache: PassCache | undefined): boo
  */
 export function placeTasks(queued: readonly QueuedTask[], nodes: readonly SchedulableNode[]): Placement {
   const free = new Map(nodes.map((n) => [n.nodeId, { ...n.free }]));
+  const services = new Map(nodes.map((n) => [n.nodeId, new Set(n.services)]));
   const caches = new Map<string, PassCache>();
   for (const n of nodes) if (n.cache) caches.set(n.nodeId, { held: n.cache.held, room: n.cache.room, coming: new Set(n.cache.coming) });
   const live = (): SchedulableNode[] => nodes.map((n) => ({ ...n, free: free.get(n.nodeId)! }));
@@ -130,9 +138,14 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
       out.unplaced.push({ taskId: task.id, reason: 'no online node is accepting tasks (all draining or paused)' });
       continue;
     }
-    const candidates = accepting.filter((n) => !task.excludedNodes.includes(n.nodeId));
+    const hosts = task.service === undefined ? accepting : accepting.filter((n) => n.hostsServices);
+    if (hosts.length === 0) {
+      out.unplaced.push({ taskId: task.id, reason: 'no node hosts services (none announced a gateway pipe)' });
+      continue;
+    }
+    const candidates = hosts.filter((n) => !task.excludedNodes.includes(n.nodeId));
     if (candidates.length === 0) {
-      out.unplaced.push({ taskId: task.id, reason: `rejected by every accepting node (${accepting.map((n) => n.label).join(', ')})` });
+      out.unplaced.push({ taskId: task.id, reason: `rejected by every accepting node (${hosts.map((n) => n.label).join(', ')})` });
       continue;
     }
     const needs = task.demand.data ?? [];
@@ -142,7 +155,9 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
       continue;
     }
     const held = (n: SchedulableNode): number => (needs.length === 0 ? 0 : heldBytes(needs, caches.get(n.nodeId)!.held));
-    fitting.sort((a, b) => held(b) - held(a) || b.free.taskSlots - a.free.taskSlots || b.free.cpus - a.free.cpus || (a.nodeId < b.nodeId ? -1 : 1));
+    // Replicas of one service spread over nodes, so that one node lost does not take them all.
+    const sibling = (n: SchedulableNode): number => (task.service !== undefined && services.get(n.nodeId)!.has(task.service) ? 1 : 0);
+    fitting.sort((a, b) => sibling(a) - sibling(b) || held(b) - held(a) || b.free.taskSlots - a.free.taskSlots || b.free.cpus - a.free.cpus || (a.nodeId < b.nodeId ? -1 : 1));
     const chosen = fitting[0]!;
     const cache = caches.get(chosen.nodeId);
     if (cache && needs.length > 0) {
@@ -154,6 +169,7 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
     f.cpus -= task.demand.cpus;
     f.memoryBytes -= task.demand.memoryBytes;
     f.gpus -= task.demand.gpus;
+    if (task.service !== undefined) services.get(chosen.nodeId)!.add(task.service);
     out.assignments.push({ taskId: task.id, nodeId: chosen.nodeId });
   }
   return out;

@@ -3,6 +3,7 @@
 import { stringifyProto } from '../protocol/proto-json.js';
 import {
   NodeFacts,
+  ReplicaStatus,
   ResourceReport,
   TaskOutcome,
   TaskSpec,
@@ -48,6 +49,8 @@ export interface TaskRow {
   lastUpdateSeq: number;
   /** Nodes that rejected this task; the scheduler never offers it to them again. */
   excludedNodes: string[];
+  /** A service replica's latest status from its node (TaskUpdate.replica), for the current attempt. */
+  replicaStatus?: ReplicaStatus | undefined;
 }
 
 /** The placement fields of a task row: enough to reconcile a node's list against. */
@@ -90,7 +93,7 @@ export interface RawTask {
   queue_reason: string; outcome: string | null; input_size: number; input_sha256: string;
   result_size: number | null; result_sha256: string | null; cancel_requested: number; cancel_reason: string;
   created_at: number; updated_at: number; started_at: number | null; finished_at: number | null;
-  last_update_seq: number; excluded_nodes: string;
+  last_update_seq: number; excluded_nodes: string; replica_status?: string | null;
 }
 
 export function nodeFromRaw(r: RawNode): NodeRow {
@@ -128,6 +131,7 @@ export function taskFromRaw(r: RawTask): TaskRow {
     finishedAt: r.finished_at,
     lastUpdateSeq: r.last_update_seq,
     excludedNodes: JSON.parse(r.excluded_nodes) as string[],
+    replicaStatus: r.replica_status ? ReplicaStatus.fromJSON(JSON.parse(r.replica_status)) : undefined,
   };
 }
 
@@ -153,13 +157,17 @@ export function taskToParams(t: TaskRow): Record<string, unknown> {
     finished_at: t.finishedAt,
     last_update_seq: t.lastUpdateSeq,
     excluded_nodes: JSON.stringify(t.excludedNodes),
+    // The replica a task is, as columns: the service manager looks replicas up by them.
+    service: t.spec.service?.service ?? null,
+    replica: t.spec.service ? t.spec.service.replica : null,
+    replica_status: t.replicaStatus ? JSON.stringify(ReplicaStatus.toJSON(t.replicaStatus)) : null,
   };
 }
 
 export const TASK_COLUMNS = [
   'id', 'spec', 'state', 'attempt', 'max_attempts', 'node_id', 'queue_reason', 'outcome', 'input_size',
   'input_sha256', 'result_size', 'result_sha256', 'cancel_requested', 'cancel_reason', 'created_at', 'updated_at',
-  'started_at', 'finished_at', 'last_update_seq', 'excluded_nodes',
+  'started_at', 'finished_at', 'last_update_seq', 'excluded_nodes', 'service', 'replica', 'replica_status',
 ];
 
 export interface RawToken {

@@ -25,6 +25,7 @@ export function toTaskInfo(t: TaskRow, events: readonly TaskEventRow[] = [], dat
     events: events.map((e): TaskEvent => ({ state: e.state, atMs: e.at, nodeId: e.nodeId ?? '', attempt: e.attempt, message: e.message })),
     truncated: false,
     dataProgress,
+    replica: t.replicaStatus,
   };
 }
 

@@ -69,9 +69,14 @@ export class TaskManager {
     const queued = this.store.queuedTasks();
     if (queued.length === 0) return;
     const byId = new Map(queued.map((t) => [t.id, t]));
+    let nodes = this.registry.schedulable();
+    if (queued.some((t) => t.spec.service)) {
+      const held = this.store.replicaServicesByNode();
+      nodes = nodes.map((n) => ({ ...n, services: held.get(n.nodeId) ?? new Set() }));
+    }
     const placement = placeTasks(
-      queued.map((t) => ({ id: t.id, demand: demandOf(t.spec), excludedNodes: t.excludedNodes })),
-      this.registry.schedulable(),
+      queued.map((t) => ({ id: t.id, demand: demandOf(t.spec), excludedNodes: t.excludedNodes, ...(t.spec.service ? { service: t.spec.service.service } : {}) })),
+      nodes,
     );
     const now = this.clock.now();
     for (const a of placement.assignments) {
@@ -165,6 +170,7 @@ export class TaskManager {
           t.lastUpdateSeq = 0;
           t.queueReason = reason;
           t.startedAt = null;
+          t.replicaStatus = undefined;
         }
         return ev(TaskState.TASK_STATE_REJECTED, u.message);
       });
@@ -178,6 +184,7 @@ export class TaskManager {
         t.lastUpdateSeq = u.seq;
         t.updatedAt = now;
         if (u.state === TaskState.TASK_STATE_RUNNING && t.startedAt === null) t.startedAt = now;
+        if (u.replica && t.spec.service) t.replicaStatus = u.replica;
         return stateChanged ? ev(u.state, u.message) : null;
       });
       if (saved) this.progress.note(saved.id, saved.state, u.data);
@@ -266,7 +273,9 @@ export class TaskManager {
       t.result = undefined;
       if (t.cancelRequested) {
         this.finish(t, TaskState.TASK_STATE_CANCELLED, { kind: OutcomeKind.OUTCOME_KIND_CANCELLED, message: `${t.cancelReason}; ${why}` }, now);
-      } else if (t.attempt >= t.maxAttempts) {
+      } else if (t.attempt >= t.maxAttempts && !t.spec.service) {
+        // A service replica is requeued however often its node is lost (see master.ts): a lost
+        // node says nothing about the replica, and the service must not lose it for good.
         this.finish(t, TaskState.TASK_STATE_FAILED, { kind: OutcomeKind.OUTCOME_KIND_NODE_LOST, message: `${why}; gave up after ${t.attempt} of ${t.maxAttempts} attempts` }, now);
       } else {
         t.attempt += 1;
@@ -274,6 +283,7 @@ export class TaskManager {
         t.nodeId = null;
         t.lastUpdateSeq = 0;
         t.startedAt = null;
+        t.replicaStatus = undefined;
         t.queueReason = `attempt ${lostAttempt} lost: ${why}`;
         t.updatedAt = now;
       }

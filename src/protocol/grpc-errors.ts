@@ -14,6 +14,7 @@ const CODE_TO_STATUS: Record<string, status> = {
   CONFIG_INVALID: status.INVALID_ARGUMENT,
   INVALID_ARGUMENT: status.INVALID_ARGUMENT,
   FAILED_PRECONDITION: status.FAILED_PRECONDITION,
+  ALREADY_EXISTS: status.ALREADY_EXISTS,
   RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   // Over a size limit the caller chose or was given: final, so not RESOURCE_EXHAUSTED (retried).
   RESULT_TOO_LARGE: status.INVALID_ARGUMENT,

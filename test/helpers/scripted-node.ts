@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { credentials, type ClientReadableStream, type Metadata } from '@grpc/grpc-js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
-import type { Capacity, DataCacheStatus, DataChunk, DataProgress, ResourceReport, TaskOutcome, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import type { Capacity, DataCacheStatus, DataChunk, DataProgress, ReplicaStatus, ResourceReport, TaskOutcome, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { NodeServiceClient, type NodeCommand, type RegisterResponse, type TaskAssignment, type TaskUpdateAck, type UploadResultResponse } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { CHUNK_SIZE } from '../../src/protocol/transport.js';
 
@@ -57,10 +57,10 @@ export class ScriptedNode {
   }
 
   /** Reports capacity (and a data cache, if given) and subscribes, so the master assigns tasks to this node. */
-  online(opts: { free?: Capacity; cache?: DataCacheStatus } = {}): void {
+  online(opts: { free?: Capacity; cache?: DataCacheStatus; gateway?: { port: number; key: string } } = {}): void {
     void this.report(opts);
     const free = opts.free ?? FREE;
-    this.sub = this.client.subscribe({ running: [], free, accepting: true }, this.md!);
+    this.sub = this.client.subscribe({ running: [], free, accepting: true, ...(opts.gateway ? { gateway: opts.gateway } : {}) }, this.md!);
     this.sub.on('data', (c: NodeCommand) => this.commands.push(c));
     this.sub.on('error', () => undefined);
   }
@@ -80,9 +80,9 @@ export class ScriptedNode {
     return this.nextCommand('assign', timeoutMs);
   }
 
-  update(taskId: string, attempt: number, state: TaskState, message = '', outcome?: TaskOutcome, data?: DataProgress): Promise<TaskUpdateAck> {
+  update(taskId: string, attempt: number, state: TaskState, message = '', outcome?: TaskOutcome, data?: DataProgress, replica?: ReplicaStatus): Promise<TaskUpdateAck> {
     return new Promise((resolve, reject) =>
-      this.client.updateTask({ taskId, attempt, seq: ++this.seq, state, message, atMs: Date.now(), outcome, pull: undefined, accepting: true, data }, this.md!, (e, r) => (e ? reject(e) : resolve(r))),
+      this.client.updateTask({ taskId, attempt, seq: ++this.seq, state, message, atMs: Date.now(), outcome, pull: undefined, accepting: true, data, replica }, this.md!, (e, r) => (e ? reject(e) : resolve(r))),
     );
   }
 

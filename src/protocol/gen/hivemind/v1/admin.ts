@@ -4879,6 +4879,87 @@ export const AdminServiceService = {
     responseSerialize: (value: RemoveNodeResponse): Buffer => Buffer.from(RemoveNodeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RemoveNodeResponse => RemoveNodeResponse.decode(value),
   },
+  /** Services: long-running replicas reached through the master's gateway (docs/services.md). */
+  createService: {
+    path: "/hivemind.v1.AdminService/CreateService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateServiceRequest): Buffer => Buffer.from(CreateServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateServiceRequest => CreateServiceRequest.decode(value),
+    responseSerialize: (value: ServiceInfo): Buffer => Buffer.from(ServiceInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ServiceInfo => ServiceInfo.decode(value),
+  },
+  listServices: {
+    path: "/hivemind.v1.AdminService/ListServices" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListServicesRequest): Buffer => Buffer.from(ListServicesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListServicesRequest => ListServicesRequest.decode(value),
+    responseSerialize: (value: ListServicesResponse): Buffer =>
+      Buffer.from(ListServicesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListServicesResponse => ListServicesResponse.decode(value),
+  },
+  getService: {
+    path: "/hivemind.v1.AdminService/GetService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetServiceRequest): Buffer => Buffer.from(GetServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetServiceRequest => GetServiceRequest.decode(value),
+    responseSerialize: (value: ServiceInfo): Buffer => Buffer.from(ServiceInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ServiceInfo => ServiceInfo.decode(value),
+  },
+  scaleService: {
+    path: "/hivemind.v1.AdminService/ScaleService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ScaleServiceRequest): Buffer => Buffer.from(ScaleServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ScaleServiceRequest => ScaleServiceRequest.decode(value),
+    responseSerialize: (value: ServiceInfo): Buffer => Buffer.from(ServiceInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ServiceInfo => ServiceInfo.decode(value),
+  },
+  /** Stops every replica (each gets its grace period, then is killed) and removes the service. */
+  removeService: {
+    path: "/hivemind.v1.AdminService/RemoveService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RemoveServiceRequest): Buffer => Buffer.from(RemoveServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RemoveServiceRequest => RemoveServiceRequest.decode(value),
+    responseSerialize: (value: ServiceInfo): Buffer => Buffer.from(ServiceInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ServiceInfo => ServiceInfo.decode(value),
+  },
+  /** A client access token for the gateway: the secret is returned once and never stored. */
+  createServiceToken: {
+    path: "/hivemind.v1.AdminService/CreateServiceToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateServiceTokenRequest): Buffer =>
+      Buffer.from(CreateServiceTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateServiceTokenRequest => CreateServiceTokenRequest.decode(value),
+    responseSerialize: (value: CreateServiceTokenResponse): Buffer =>
+      Buffer.from(CreateServiceTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateServiceTokenResponse => CreateServiceTokenResponse.decode(value),
+  },
+  listServiceTokens: {
+    path: "/hivemind.v1.AdminService/ListServiceTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListServiceTokensRequest): Buffer =>
+      Buffer.from(ListServiceTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListServiceTokensRequest => ListServiceTokensRequest.decode(value),
+    responseSerialize: (value: ListServiceTokensResponse): Buffer =>
+      Buffer.from(ListServiceTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListServiceTokensResponse => ListServiceTokensResponse.decode(value),
+  },
+  revokeServiceToken: {
+    path: "/hivemind.v1.AdminService/RevokeServiceToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeServiceTokenRequest): Buffer =>
+      Buffer.from(RevokeServiceTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeServiceTokenRequest => RevokeServiceTokenRequest.decode(value),
+    responseSerialize: (value: ServiceTokenInfo): Buffer => Buffer.from(ServiceTokenInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ServiceTokenInfo => ServiceTokenInfo.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -4898,6 +4979,17 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   revokeEnrollmentToken: handleUnaryCall<RevokeTokenRequest, TokenInfo>;
   /** Revokes the node's credential, removes its WireGuard peer and gives up its tasks. */
   removeNode: handleUnaryCall<RemoveNodeRequest, RemoveNodeResponse>;
+  /** Services: long-running replicas reached through the master's gateway (docs/services.md). */
+  createService: handleUnaryCall<CreateServiceRequest, ServiceInfo>;
+  listServices: handleUnaryCall<ListServicesRequest, ListServicesResponse>;
+  getService: handleUnaryCall<GetServiceRequest, ServiceInfo>;
+  scaleService: handleUnaryCall<ScaleServiceRequest, ServiceInfo>;
+  /** Stops every replica (each gets its grace period, then is killed) and removes the service. */
+  removeService: handleUnaryCall<RemoveServiceRequest, ServiceInfo>;
+  /** A client access token for the gateway: the secret is returned once and never stored. */
+  createServiceToken: handleUnaryCall<CreateServiceTokenRequest, CreateServiceTokenResponse>;
+  listServiceTokens: handleUnaryCall<ListServiceTokensRequest, ListServiceTokensResponse>;
+  revokeServiceToken: handleUnaryCall<RevokeServiceTokenRequest, ServiceTokenInfo>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -5055,6 +5147,129 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RemoveNodeResponse) => void,
+  ): ClientUnaryCall;
+  /** Services: long-running replicas reached through the master's gateway (docs/services.md). */
+  createService(
+    request: CreateServiceRequest,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  createService(
+    request: CreateServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  createService(
+    request: CreateServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  getService(
+    request: GetServiceRequest,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  getService(
+    request: GetServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  getService(
+    request: GetServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  scaleService(
+    request: ScaleServiceRequest,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  scaleService(
+    request: ScaleServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  scaleService(
+    request: ScaleServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  /** Stops every replica (each gets its grace period, then is killed) and removes the service. */
+  removeService(
+    request: RemoveServiceRequest,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  removeService(
+    request: RemoveServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  removeService(
+    request: RemoveServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ServiceInfo) => void,
+  ): ClientUnaryCall;
+  /** A client access token for the gateway: the secret is returned once and never stored. */
+  createServiceToken(
+    request: CreateServiceTokenRequest,
+    callback: (error: ServiceError | null, response: CreateServiceTokenResponse) => void,
+  ): ClientUnaryCall;
+  createServiceToken(
+    request: CreateServiceTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateServiceTokenResponse) => void,
+  ): ClientUnaryCall;
+  createServiceToken(
+    request: CreateServiceTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateServiceTokenResponse) => void,
+  ): ClientUnaryCall;
+  listServiceTokens(
+    request: ListServiceTokensRequest,
+    callback: (error: ServiceError | null, response: ListServiceTokensResponse) => void,
+  ): ClientUnaryCall;
+  listServiceTokens(
+    request: ListServiceTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListServiceTokensResponse) => void,
+  ): ClientUnaryCall;
+  listServiceTokens(
+    request: ListServiceTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListServiceTokensResponse) => void,
+  ): ClientUnaryCall;
+  revokeServiceToken(
+    request: RevokeServiceTokenRequest,
+    callback: (error: ServiceError | null, response: ServiceTokenInfo) => void,
+  ): ClientUnaryCall;
+  revokeServiceToken(
+    request: RevokeServiceTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ServiceTokenInfo) => void,
+  ): ClientUnaryCall;
+  revokeServiceToken(
+    request: RevokeServiceTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ServiceTokenInfo) => void,
   ): ClientUnaryCall;
 }
 
