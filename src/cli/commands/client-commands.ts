@@ -9,7 +9,7 @@ import { AdminClient, DEFAULT_LIST_COUNT, DEFAULT_NODE_COUNT } from '../../clien
 import { compileClientConfig } from '../../config/client-config.js';
 import { ConfigError } from '../../common/errors.js';
 import { parseDuration, parseSize, formatBytes } from '../../common/units.js';
-import { TaskState, type TaskSpec } from '../../protocol/gen/hivemind/v1/common.js';
+import { TaskState } from '../../protocol/gen/hivemind/v1/common.js';
 import type { TaskInfo } from '../../protocol/gen/hivemind/v1/admin.js';
 import { packDirectory } from '../../archive/pack-directory.js';
 import { extractCapsFor, extractResult } from '../result-extract.js';
@@ -19,13 +19,11 @@ import { printJson, type CliContext } from '../cli-context.js';
 import { terminalSafe } from '../terminal-text.js';
 import { validateTaskSpec } from '../../master/spec-validation.js';
 import { DataClient } from '../../client/data-client.js';
-import { checkMountPath } from '../../protocol/data-mount-rules.js';
-import { DATA_FLAG_FORM, parseDataFlag, type DataFlag } from '../data-mount-flag.js';
-import type { DataMount } from '../../protocol/gen/hivemind/v1/common.js';
+import { buildSpec, containerSpecOptions, parseSpecDataFlags, resolveDataFlags } from '../task-spec-flags.js';
 
 type Ctx = () => CliContext;
 
-function clientConfig(ctx: CliContext, opts: { master?: string; adminToken?: string }) {
+export function clientConfig(ctx: CliContext, opts: { master?: string; adminToken?: string }) {
   return compileClientConfig({ file: ctx.file, filePath: ctx.filePath, fileText: ctx.fileText, env: ctx.env, flags: { master: opts.master, adminToken: opts.adminToken } });
 }
 
@@ -34,31 +32,12 @@ function connect(ctx: CliContext, opts: { master?: string; adminToken?: string }
   return AdminClient.connect(c.master, c.adminToken);
 }
 
-/**
- * The spec's data mounts from the --data flags: names are resolved to digests at the master (one
- * GetDataInfo each), so the spec names exactly the bytes the user meant even if the name moves.
- */
-async function resolveDataFlags(ctx: CliContext, opts: { master?: string; adminToken?: string }, flags: readonly DataFlag[]): Promise<DataMount[]> {
-  if (!flags.some((f) => 'name' in f)) return flags.map((f) => (f as { mount: DataMount }).mount);
+export function dataClient(ctx: CliContext, opts: { master?: string; adminToken?: string }): DataClient {
   const c = clientConfig(ctx, opts);
-  const client = DataClient.connect(c.master, c.adminToken);
-  try {
-    const out: DataMount[] = [];
-    for (const f of flags) {
-      if ('mount' in f) {
-        out.push(f.mount);
-        continue;
-      }
-      const info = await client.info(f.name);
-      out.push({ sha256: info.sha256, path: f.path, size: info.size, kind: info.kind, url: '' });
-    }
-    return out;
-  } finally {
-    client.close();
-  }
+  return DataClient.connect(c.master, c.adminToken);
 }
 
-async function withClient<T>(ctx: CliContext, opts: { master?: string; adminToken?: string }, fn: (c: AdminClient) => Promise<T>): Promise<T> {
+export async function withClient<T>(ctx: CliContext, opts: { master?: string; adminToken?: string }, fn: (c: AdminClient) => Promise<T>): Promise<T> {
   const client = connect(ctx, opts);
   try {
     return await fn(client);
@@ -98,70 +77,19 @@ function parseLimit(v: string): number {
   return n;
 }
 
-export function parseEnvPairs(pairs: string[]): Map<string, string> {
-  // A Map, not {}: a variable named __proto__ is a valid name and must not vanish.
-  const env = new Map<string, string>();
-  for (const p of pairs) {
-    const i = p.indexOf('=');
-    if (i <= 0) throw new ConfigError(`--env "${p}" is not KEY=VALUE`);
-    env.set(p.slice(0, i), p.slice(i + 1));
-  }
-  return env;
-}
-
-export function buildSpec(image: string, command: string[], o: { cpus?: string; memory?: string; pids?: string; gpus?: string; timeout?: string; env?: string[]; maxOutput?: string }): TaskSpec {
-  const num = (v: string | undefined, what: string, integer: boolean): number => {
-    if (v === undefined) return 0;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) throw new ConfigError(`--${what}: "${v}" is not a ${integer ? 'whole ' : ''}number ≥ 0`);
-    return n;
-  };
-  return {
-    image,
-    command,
-    env: parseEnvPairs(o.env ?? []),
-    limits: {
-      cpus: num(o.cpus, 'cpus', false),
-      memoryBytes: o.memory ? parseSize(o.memory, '--memory') : 0,
-      pids: num(o.pids, 'pids', true),
-      gpus: num(o.gpus, 'gpus', true),
-      timeoutMs: o.timeout ? parseDuration(o.timeout, '--timeout') : 0,
-    },
-    maxOutputBytes: o.maxOutput ? parseSize(o.maxOutput, '--max-output') : 0,
-    data: [],
-  };
-}
-
 export function registerClientCommands(program: Command, ctx: Ctx, setExit: (code: number) => void): void {
   clientOptions(
-    program
-      .command('submit')
-      .description('submit a task; prints its id')
-      .requiredOption('--image <image>', 'container image (must exist on the node)')
-      .option('--cpus <n>', 'CPU cores (fractions allowed)')
-      .option('--memory <size>', 'memory limit, no swap (e.g. 512m)')
-      .option('--pids <n>', 'process limit')
-      .option('--gpus <n>', 'whole GPUs')
+    containerSpecOptions(program.command('submit').description('submit a task; prints its id'))
       .option('--timeout <duration>', 'wall-clock limit (e.g. 10m)')
       .option('--max-output <size>', 'cap on /output (e.g. 1g)')
       .option('--input <dir>', 'directory to send as /input')
-      .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-      .option(
-        '--data <REF:/path>',
-        `mount a data set read-only at /path (repeatable): ${DATA_FLAG_FORM}; a name is a data set of \`hivemind data put\`, a url is fetched by the node and checked against its sha256`,
-        (v: string, acc: string[]) => [...acc, v],
-        [] as string[],
-      )
       .option('--wait', 'wait for the task and exit with its outcome')
       .option('--json', 'print JSON')
       .argument('[command...]', 'command and arguments (after --)'),
   ).action(async (command: string[], o) => {
     const c = ctx();
     const spec = buildSpec(o.image, command, o);
-    const dataFlags = (o.data as string[]).map(parseDataFlag);
-    // The paths are checked before any name is looked up; the names then become digests.
-    dataFlags.forEach((f, i) => checkMountPath('mount' in f ? f.mount.path : f.path, `spec.data[${i}].path`));
-    spec.data = await resolveDataFlags(c, o, dataFlags);
+    spec.data = await resolveDataFlags(() => dataClient(c, o), parseSpecDataFlags(o.data as string[]));
     // The master's own check (and so every node's rules) here first: a precise message before
     // anything is packed or sent (a spec of megabytes would otherwise only meet the size limit).
     validateTaskSpec(spec);
