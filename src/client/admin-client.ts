@@ -58,7 +58,7 @@ const MAX_PAGE_SIZE = 1000;
  * Reads pages until `limit` items (0 = no limit) or the last page. A master that hands back a token
  * it already gave, or an empty page that is not the last, is not followed further.
  */
-async function walkPages<T>(limit: number, page: (pageSize: number, pageToken: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {
+export async function walkPages<T>(limit: number, page: (pageSize: number, pageToken: string) => Promise<{ items: T[]; next: string }>): Promise<T[]> {
   const out: T[] = [];
   const seen = new Set<string>();
   let token = '';
