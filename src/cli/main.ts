@@ -9,6 +9,7 @@ import { createCliContext, type CliContext } from './cli-context.js';
 import { registerClientCommands } from './commands/client-commands.js';
 import { registerDataCommands } from './commands/data-commands.js';
 import { registerServerCommands } from './commands/server-commands.js';
+import { registerServiceAppCommands } from './commands/service-app-commands.js';
 import { registerServiceCommands } from './commands/service-commands.js';
 import { registerNetnsConnectorCommand } from './commands/netns-connector-command.js';
 import { EXIT_BAD_CONFIG, EXIT_FAILURE } from './exit-codes.js';
@@ -32,7 +33,7 @@ export async function main(argv: string[]): Promise<number> {
   const getCtx = () => (ctx ??= createCliContext(program.opts().config as string | undefined));
   registerServerCommands(program, getCtx, (c) => (exitCode = c));
   registerClientCommands(program, getCtx, (c) => (exitCode = c));
-  registerServiceCommands(program, (c) => (exitCode = c));
+  registerServiceAppCommands(registerServiceCommands(program, (c) => (exitCode = c)), getCtx);
   registerDataCommands(program, getCtx);
   registerNetnsConnectorCommand(program);
   try {

@@ -52,7 +52,8 @@ function statusNote(t: TaskInfo): string {
   return describeOutcome(t.outcome);
 }
 
-function table(unsafeRows: string[][]): string {
+/** Columns padded to their widest cell; every cell made terminal-safe. */
+export function table(unsafeRows: string[][]): string {
   const rows = unsafeRows.map((r) => r.map((c) => terminalSafe(c)));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');

@@ -56,8 +56,14 @@ function target(o: Record<string, unknown>): ServiceTargetOptions {
   return { os: o.os as TargetOs | undefined, service: o.service as ServiceMode | undefined, dataDir: o.dataDir as string | undefined, binDir: o.binDir as string | undefined, drainTimeout: o.drainTimeout as string | undefined };
 }
 
-export function registerServiceCommands(program: Command, setExit: (code: number) => void, io: () => ServiceIo = processIo): void {
-  const service = program.command('service').description('install, uninstall or inspect this node\'s worker service (systemd, background, Windows task)');
+/** Registers `service` with install, uninstall and status; returns it for the network services' subcommands (service-app-commands.ts). */
+export function registerServiceCommands(program: Command, setExit: (code: number) => void, io: () => ServiceIo = processIo): Command {
+  const service = program
+    .command('service')
+    .description(
+      'services on the network: create, ls, get, logs, scale, rm, token (replicas reached through the master\'s gateway); ' +
+        'and this machine\'s worker service: install, uninstall, status (systemd, background, Windows task)',
+    );
 
   /** Runs a service command: its failures are printed under the caller's name, with exit 1 (2 for bad usage). */
   const action = (fn: (c: ServiceIo, run: ServiceRun, o: Record<string, unknown>) => Promise<void> | void) => async (o: Record<string, unknown>) => {
@@ -117,4 +123,5 @@ export function registerServiceCommands(program: Command, setExit: (code: number
         else c.stdout.write(formatServiceStatus(s));
       }),
     );
+  return service;
 }
