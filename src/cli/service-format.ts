@@ -181,7 +181,7 @@ export function formatServiceTable(services: ServiceInfo[]): string {
       s.public ? 'public' : 'token',
       String(s.traffic?.requests ?? 0),
       String(s.traffic?.errors ?? 0),
-      s.endpoint,
+      s.endpoint || '-',
     ]);
   }
   return table(rows);

@@ -56,7 +56,8 @@ function statusNote(t: TaskInfo): string {
 export function table(unsafeRows: string[][]): string {
   const rows = unsafeRows.map((r) => r.map((c) => terminalSafe(c)));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+  // trimEnd: an empty last cell leaves no trailing blanks
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
 
 export function formatTaskTable(tasks: TaskInfo[]): string {
