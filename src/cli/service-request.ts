@@ -8,6 +8,9 @@ import { CreateServiceRequest } from '../protocol/gen/hivemind/v1/admin.js';
 import type { DataMount } from '../protocol/gen/hivemind/v1/common.js';
 import { buildSpec, type SpecFlags } from './task-spec-flags.js';
 
+/** Replicas a service may want (CreateServiceRequest.replicas, ScaleServiceRequest.replicas): the master's limit, checked here for an early message. */
+export const MAX_REPLICAS = 64;
+
 /** The raw values of `service create`'s flags (the container flags plus the service's own). */
 export interface ServiceCreateFlags extends SpecFlags {
   image: string;
@@ -57,7 +60,7 @@ export function buildCreateServiceRequest(name: string, command: string[], o: Se
   return CreateServiceRequest.fromPartial({
     name,
     spec,
-    replicas: o.replicas === undefined ? 1 : parseWholeNumber(o.replicas, '--replicas', 1),
+    replicas: o.replicas === undefined ? 1 : parseWholeNumber(o.replicas, '--replicas', 1, MAX_REPLICAS),
     public: o.public === true,
     graceMs: o.grace === undefined ? 0 : parseGrace(o.grace),
   });

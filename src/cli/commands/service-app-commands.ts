@@ -11,7 +11,7 @@ import type { ServiceInfo } from '../../protocol/gen/hivemind/v1/admin.js';
 import { printJson, type CliContext } from '../cli-context.js';
 import { formatService, formatServiceTable, formatTokenTable, serviceJson, tokenJson } from '../service-format.js';
 import { waitUntilRemoved } from '../service-removal.js';
-import { buildCreateServiceRequest, parseTokenTtl, parseWholeNumber, type ServiceCreateFlags } from '../service-request.js';
+import { buildCreateServiceRequest, MAX_REPLICAS, parseTokenTtl, parseWholeNumber, type ServiceCreateFlags } from '../service-request.js';
 import { containerSpecOptions, parseSpecDataFlags, resolveDataFlags } from '../task-spec-flags.js';
 import { stateName } from '../task-format.js';
 import { terminalSafe } from '../terminal-text.js';
@@ -123,7 +123,7 @@ export function registerServiceAppCommands(service: Command, ctx: Ctx): void {
   clientOptions(service.command('scale').description('set how many replicas a service runs (0 stops them all, keeping the service)').argument('<name>').argument('<replicas>').option('--json', 'print JSON')).action(
     async (name: string, replicas: string, o: ClientFlags & { json?: boolean }) => {
       const c = ctx();
-      const n = parseWholeNumber(replicas, 'replicas', 0, 64);
+      const n = parseWholeNumber(replicas, 'replicas', 0, MAX_REPLICAS);
       const s = await withServiceClient(c, o, (client) => client.scale(name, n));
       if (o.json) printJson(c, serviceJson(s));
       else c.stdout.write(terminalSafe(`service ${s.name}: ${s.replicas} replica(s) wanted, ${s.healthy} healthy now`) + '\n');
