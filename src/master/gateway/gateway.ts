@@ -5,7 +5,6 @@
 // reverse proxy's job in front of it.
 import { createServer, request as httpRequest, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { pipeline } from 'node:stream';
 import type { Socket } from 'node:net';
 import { systemClock, type Clock } from '../../common/clock.js';
 import { isLoopbackHost } from '../../common/address.js';
@@ -197,8 +196,10 @@ export class Gateway {
     const serviceTrack = this.traffic.startService(service.name);
     const client = new AbortController();
     let clientGone = false;
+    /** The replica's side ended first: the client is cut off on purpose, it did not go away. */
+    let cut = false;
     res.once('close', () => {
-      if (res.writableFinished) return;
+      if (res.writableFinished || cut) return;
       clientGone = true;
       client.abort();
     });
@@ -242,19 +243,24 @@ export class Gateway {
       res.writeHead(status, upRes.statusMessage, downstreamResponseHeaders(upRes.rawHeaders));
       // The head goes out now, not with the first body chunk: a stream's client sees it at once.
       res.flushHeaders();
-      pipeline(upRes, res, (err) => {
-        if (clientGone) return;
+      upRes.on('error', () => undefined); // seen as an incomplete close below
+      upRes.once('close', () => {
+        if (clientGone || upRes.complete) return;
         // The replica's side ended before its response did: the client gets a cut-off, not a
         // response that looks complete.
-        if (err) res.destroy();
-        end(Boolean(err) || status >= 500);
+        cut = true;
+        res.destroy();
+        end(true);
       });
+      res.once('finish', () => end(status >= 500));
+      upRes.pipe(res);
     });
     upstream.on('error', (err) => {
       if (clientGone || replicaFailed) return;
       replicaFailed = true;
       this.log.warn({ service: service.name, taskId: picked.replica.taskId, err: errorMessage(err) }, 'replica connection failed');
       if (res.headersSent) {
+        cut = true;
         res.destroy();
       } else {
         refuse(res, { status: 502, code: 'REPLICA_FAILED', message: `replica ${picked.replica.index} of service "${service.name}" closed the connection before answering: ${errorMessage(err)}` });
