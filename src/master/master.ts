@@ -24,10 +24,10 @@ import { EnrollService } from './enroll-service.js';
 import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
 import { TunnelHub } from './tunnel-hub.js';
 import { systemClock, type Clock } from '../common/clock.js';
-import { isLoopbackHost, splitHostPort } from '../common/address.js';
+import { isLoopbackHost, splitHostPort, stripBrackets } from '../common/address.js';
 import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
-import { MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
+import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
 import { AdminServiceDefinition, DataServiceDefinition } from '../protocol/chunk-codec.js';
@@ -44,6 +44,8 @@ import { NodeService } from './node-service.js';
 import { NodeRegistry } from './registry.js';
 import { TaskManager } from './task-manager.js';
 import { inputArchiveBound } from '../protocol/result-bound.js';
+import { Gateway } from './gateway/gateway.js';
+import type { GatewayDirectory } from './gateway/gateway-directory.js';
 
 /** Workers back off up to 30 s (plus jitter) while the master is away; this covers it. */
 export const RESTART_GRACE_MS = 60_000;
@@ -73,6 +75,12 @@ export interface MasterOptions {
   offlineCheckIntervalMs?: number;
   /** How long close() lets open calls finish before cutting them. Default 2 000 ms. */
   shutdownGraceMs?: number;
+  /**
+   * host:port of the HTTP gateway to services (`/s/NAME/`), or "off". Port 0 picks a free port
+   * (read it back from `master.gatewayUrl`). Plain HTTP: on another address than loopback, a TLS
+   * reverse proxy belongs in front. Default GATEWAY_DEFAULTS.listen.
+   */
+  gatewayListen?: string;
   /** After a restart, how long nodes holding tasks have to reconnect before those are requeued. Default 60 s. */
   restartGraceMs?: number;
   /**
@@ -104,6 +112,11 @@ export interface MasterDeps {
   logger?: Logger;
   /** Default: the system clock. */
   clock?: Clock;
+  /**
+   * The services and tokens the gateway serves. Without it no gateway runs. SEAM: the service
+   * manager's directory (built in create() from the store and the registry) takes its place.
+   */
+  gatewayDirectory?: GatewayDirectory;
 }
 
 interface CompiledOptions {
@@ -118,6 +131,17 @@ interface CompiledOptions {
   offlineCheckIntervalMs: number;
   shutdownGraceMs: number;
   restartGraceMs: number;
+  /** Undefined: off. */
+  gateway: { host: string; port: number } | undefined;
+}
+
+/** `--gateway-listen`: "off", or host:port (IPv6 in brackets). */
+function compileGatewayListen(text: string): { host: string; port: number } | undefined {
+  if (text === 'off') return undefined;
+  const { host, port } = splitHostPort(text);
+  const p = Number(port);
+  if (!text.includes(':') || !host || !/^\d{1,5}$/.test(port) || p > 65535) throw new ConfigError(`master: gateway listen address "${text}" is not host:port or off (e.g. ${GATEWAY_DEFAULTS.listen})`);
+  return { host: stripBrackets(host), port: p };
 }
 
 function compile(o: MasterOptions): CompiledOptions {
@@ -149,6 +173,7 @@ function compile(o: MasterOptions): CompiledOptions {
     offlineCheckIntervalMs: o.offlineCheckIntervalMs ?? Math.max(50, Math.min(1000, reportIntervalMs / 4)),
     shutdownGraceMs: o.shutdownGraceMs ?? 2000,
     restartGraceMs: o.restartGraceMs ?? RESTART_GRACE_MS,
+    gateway: compileGatewayListen(o.gatewayListen ?? GATEWAY_DEFAULTS.listen),
   };
 }
 
@@ -167,6 +192,7 @@ export class Master {
   private boundAddress: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
+  private gatewayBase: string | undefined;
 
   private constructor(
     private readonly opts: CompiledOptions,
@@ -180,6 +206,7 @@ export class Master {
     private readonly server: Server,
     private readonly tunnel: TunnelParts | undefined,
     private readonly data: DataService,
+    private readonly gateway: Gateway | undefined,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -234,6 +261,8 @@ export class Master {
         server.addService(SizeCappedNodeService, nodeService.handlers());
       }
       const hub = tunnel?.hub;
+      // Built before the admin service: its traffic counters (gateway.traffic) feed ServiceInfo.
+      const gateway = deps.gatewayDirectory && opts.gateway ? new Gateway({ directory: deps.gatewayDirectory, logger: log, clock, listen: opts.gateway }) : undefined;
       const adminService = new AdminService({
         ...common,
         maxAttempts: opts.maxAttempts,
@@ -246,7 +275,7 @@ export class Master {
       server.addService(AdminServiceDefinition, adminService.handlers());
       const data = new DataService({ store: dataStore, files: dataFiles, auth, clock, log, maxDataBytes: opts.maxDataBytes });
       server.addService(DataServiceDefinition, data.handlers());
-      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data);
+      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, gateway);
     } catch (err) {
       dataStore?.close();
       store.close();
@@ -276,6 +305,10 @@ export class Master {
     // Nodes holding tasks get time to come back after a master restart: their reconnect backoff
     // grows to 30 s while the master is away, so one report period would requeue (and run twice)
     // tasks that simply finished meanwhile. If they do not return, their attempts are given up.
+    if (this.gateway) {
+      this.gatewayBase = (await this.gateway.start()).url;
+      if (!isLoopbackHost(this.opts.gateway!.host)) this.log.warn({ url: this.gatewayBase }, 'the gateway speaks plain HTTP on a non-loopback address: service tokens cross the network in clear; put a TLS reverse proxy in front');
+    }
     for (const t of this.store.liveTasksOnNodes()) this.registry.awaitReturn(t.nodeId!, this.opts.restartGraceMs);
     this.timer = setInterval(() => this.checkPresence(), this.opts.offlineCheckIntervalMs);
     this.timer.unref();
@@ -288,6 +321,11 @@ export class Master {
   get address(): string {
     if (!this.boundAddress) throw new Error('master not started');
     return this.boundAddress;
+  }
+
+  /** The gateway's base URL (after start()), e.g. http://127.0.0.1:8088; undefined when no gateway runs. */
+  get gatewayUrl(): string | undefined {
+    return this.gatewayBase;
   }
 
   /** Path of the admin token file (mode 0600) the CLI reads. */
@@ -316,6 +354,7 @@ export class Master {
   private async doClose(): Promise<void> {
     const step = closeSteps((name, err) => this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed'));
     await step('timer', () => clearInterval(this.timer));
+    await step('gateway', () => this.gateway?.close());
     await step('tasks', () => this.tasks.close());
     await step('node streams', () => this.nodeService.close());
     await step('server', () => new Promise<void>((resolve) => {

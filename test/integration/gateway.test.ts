@@ -5,7 +5,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createServer as createHttpServer, request, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { connect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { silentLogger } from '../../src/common/logger.js';
+import { Master } from '../../src/master/master.js';
 import { Gateway } from '../../src/master/gateway/gateway.js';
 import type { GatewayDirectory, GatewayService, NodePipeAddress } from '../../src/master/gateway/gateway-directory.js';
 import { formatPipeError, parsePipeHello, pipeKeyMatches, PIPE_OK } from '../../src/protocol/gateway-pipe.js';
@@ -315,6 +319,27 @@ test('hostile: a client trickling its request head is cut at the headers timeout
   recordHostile('gateway: slowloris request head', heldMs > 3000);
   assert.ok(heldMs < 3000, `held ${heldMs} ms`);
   assert.match(answer, /^HTTP\/1\.1 408 /);
+});
+
+test('a master given a directory runs the gateway from start to close; "off" runs none', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hm-gw-master-'));
+  try {
+    const m = await Master.create({ dataDir: join(dir, 'a'), listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0' }, { gatewayDirectory: directory });
+    await m.start();
+    const url = m.gatewayUrl!;
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    const res = await fetch(`${url}/s/pair/headers`);
+    assert.equal(res.status, 200);
+    await res.text();
+    await m.close();
+    await assert.rejects(fetch(`${url}/s/pair/headers`), 'closed with the master');
+    const off = await Master.create({ dataDir: join(dir, 'b'), listenAddress: '127.0.0.1:0', gatewayListen: 'off' }, { gatewayDirectory: directory });
+    await off.start();
+    assert.equal(off.gatewayUrl, undefined);
+    await off.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 function rawExchange(text: string): Promise<string> {
