@@ -138,13 +138,21 @@ before(async () => {
   await new Promise((r) => dead.close(r));
   pipes.set('n-dead', { host: '127.0.0.1', port: deadPort, key: KEY });
 
+  // Hostile nodes: one answers a line that never ends, one never answers at all.
+  const garbage = createTcpServer((sock) => { sock.on('error', () => undefined); sock.write('X'.repeat(4096)); });
+  const silent = createTcpServer((sock) => { sock.on('error', () => undefined); });
+  pipes.set('n-garbage', { host: '127.0.0.1', port: await listenOn(garbage), key: KEY });
+  pipes.set('n-silent', { host: '127.0.0.1', port: await listenOn(silent), key: KEY });
+  closers.push(() => { garbage.close(); silent.close(); });
+  services.set('hostile', { name: 'hostile', public: true, replicas: [{ index: 0, taskId: 't-g', attempt: 1, nodeId: 'n-garbage', healthy: true }, { index: 1, taskId: 't-q', attempt: 1, nodeId: 'n-silent', healthy: true }] });
+
   services.set('web', { name: 'web', public: false, replicas: [{ index: 0, taskId: 't-a', attempt: 1, nodeId: 'n-a', healthy: true }] });
   services.set('pair', { name: 'pair', public: true, replicas: [{ index: 0, taskId: 't-pa', attempt: 1, nodeId: 'n-a', healthy: true }, { index: 1, taskId: 't-pb', attempt: 2, nodeId: 'n-b', healthy: true }] });
   services.set('sick', { name: 'sick', public: true, replicas: [{ index: 0, taskId: 't-s', attempt: 1, nodeId: 'n-a', healthy: false }] });
   services.set('flaky', { name: 'flaky', public: true, replicas: [{ index: 0, taskId: 't-r', attempt: 1, nodeId: 'n-refusing', healthy: true }, { index: 1, taskId: 't-ok', attempt: 1, nodeId: 'n-b', healthy: true }] });
   services.set('down', { name: 'down', public: true, replicas: [{ index: 0, taskId: 't-r2', attempt: 1, nodeId: 'n-refusing', healthy: true }, { index: 1, taskId: 't-d', attempt: 1, nodeId: 'n-dead', healthy: true }] });
 
-  gateway = new Gateway({ directory, logger: silentLogger(), listen: { host: '127.0.0.1', port: 0 }, limits: { headersTimeoutMs: 500, connectionsCheckIntervalMs: 100, maxPathBytes: 2048 } });
+  gateway = new Gateway({ directory, logger: silentLogger(), listen: { host: '127.0.0.1', port: 0 }, limits: { headersTimeoutMs: 500, connectionsCheckIntervalMs: 100, maxPathBytes: 2048, dialTimeoutMs: 500 } });
   base = (await gateway.start()).url;
 });
 
@@ -210,6 +218,49 @@ test('a client that goes away closes the replica\'s request', async () => {
   await pending;
   await waitFor(() => seen.closedHang > before);
   await waitFor(() => gateway.traffic.replica('t-a')?.inFlight === 0);
+});
+
+test('a client that aborts its upload closes the replica\'s request', async () => {
+  const before = seen.closedHang;
+  const ac = new AbortController();
+  const upload = new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new Uint8Array(1024)) }); // and never ends
+  const pending = fetch(`${base}/s/web/hang`, { method: 'POST', headers: auth, body: upload, duplex: 'half', signal: ac.signal } as RequestInit).catch((e: unknown) => e);
+  await waitFor(() => (gateway.traffic.replica('t-a')?.inFlight ?? 0) > 0);
+  ac.abort();
+  await pending;
+  await waitFor(() => seen.closedHang > before);
+});
+
+test('hostile nodes: an answer line that never ends and a pipe that never answers are 502, in bounded time', async () => {
+  const started = Date.now();
+  const res = await fetch(`${base}/s/hostile/`);
+  const message = (JSON.parse(await body(res)) as { error: { message: string } }).error.message;
+  recordHostile('gateway: node pipe answers garbage / never answers', res.status !== 502);
+  assert.equal(res.status, 502);
+  assert.match(message, /no answer line within 512 bytes|did not answer within 500 ms/);
+  assert.ok(Date.now() - started < 3000);
+  assert.equal(gateway.traffic.replica('t-g')?.errors, 1);
+  assert.equal(gateway.traffic.replica('t-q')?.errors, 1);
+});
+
+test('past the per-service limit 429, past the gateway\'s 503, both with Retry-After', async () => {
+  for (const [limits, status] of [[{ maxServiceRequests: 1 }, 429], [{ maxRequests: 1 }, 503]] as const) {
+    const small = new Gateway({ directory, logger: silentLogger(), listen: { host: '127.0.0.1', port: 0 }, limits });
+    const url = (await small.start()).url;
+    try {
+      const ac = new AbortController();
+      const held = fetch(`${url}/s/web/hang`, { headers: auth, signal: ac.signal }).catch((e: unknown) => e);
+      await waitFor(() => small.traffic.serviceInFlight('web') === 1);
+      const res = await fetch(`${url}/s/web/headers`, { headers: auth });
+      recordHostile(`gateway: request past the ${status === 429 ? 'per-service' : 'gateway'} limit`, res.status !== status);
+      assert.equal(res.status, status);
+      assert.equal(res.headers.get('retry-after'), '1');
+      ac.abort();
+      await held;
+    } finally {
+      await small.close();
+    }
+  }
 });
 
 test('a replica that dies mid-response cuts the client off, counted as an error', async () => {

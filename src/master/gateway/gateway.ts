@@ -147,7 +147,8 @@ export class Gateway {
   }
 
   private overloaded(): Refusal | undefined {
-    if (this.active < this.limits.maxRequests) return undefined;
+    // `active` already counts the request asking.
+    if (this.active <= this.limits.maxRequests) return undefined;
     return { status: 503, code: 'GATEWAY_BUSY', message: `the gateway has ${this.limits.maxRequests} requests in flight, its limit`, headers: { 'Retry-After': '1' } };
   }
 
@@ -267,6 +268,8 @@ export class Gateway {
       }
       end(true);
     });
+    // A client that aborts its upload is seen by res 'close' above; its error needs no second say.
+    req.on('error', () => undefined);
     req.pipe(upstream);
   }
 
