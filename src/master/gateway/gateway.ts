@@ -176,7 +176,8 @@ export class Gateway {
         const socket = await dialPipe(pipe, { taskId: replica.taskId, attempt: replica.attempt }, { timeoutMs: this.limits.dialTimeoutMs, signal });
         return { socket, replica, track };
       } catch (err) {
-        track.end(true);
+        // A client that left during the dial is not the replica's failure.
+        track.end(!signal.aborted);
         lastError = errorMessage(err);
         if (signal.aborted) break;
         this.log.warn({ service: service.name, taskId: replica.taskId, nodeId: replica.nodeId, err: lastError }, 'gateway pipe failed');
@@ -190,7 +191,12 @@ export class Gateway {
     res.once('close', () => this.active--);
     const refusal = this.overloaded() ?? this.admit(req);
     if ('status' in refusal) return refuse(res, refusal);
-    void this.forward(req, res, refusal);
+    this.forward(req, res, refusal).catch((err: unknown) => {
+      // A bug, not a replica's doing: the client still gets an answer or a cut, never a hang.
+      this.log.error({ err: errorMessage(err) }, 'gateway request failed');
+      if (res.headersSent) res.destroy();
+      else refuse(res, { status: 502, code: 'GATEWAY_ERROR', message: 'the gateway failed to forward the request' });
+    });
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, { service, path, prefix }: Admitted): Promise<void> {
@@ -283,7 +289,10 @@ export class Gateway {
     socket.on('error', () => socket.destroy());
     const refusal = this.overloaded() ?? this.admit(req);
     if ('status' in refusal) return refuseRaw(socket, refusal);
-    void this.relay(req, socket, head, refusal);
+    this.relay(req, socket, head, refusal).catch((err: unknown) => {
+      this.log.error({ err: errorMessage(err) }, 'gateway upgrade failed');
+      socket.destroy();
+    });
   }
 
   /** An Upgrade: the request head goes to the replica as it came (less the token), then bytes both ways. */
