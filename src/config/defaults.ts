@@ -46,6 +46,26 @@ export const MASTER_DEFAULTS = {
   maxDataBytes: 64 * 1024 ** 3,
 } as const;
 
+/** The master's HTTP gateway to services (`--gateway-listen`, master/gateway/gateway.ts). */
+export const GATEWAY_DEFAULTS = {
+  /** Where it listens: loopback (TLS and a public address are a reverse proxy's job); "off" disables it. */
+  listen: '127.0.0.1:8088',
+  /** Requests (and upgraded connections) in flight through the gateway at once; past it 503. */
+  maxRequests: 10_000,
+  /** Of those, to one service; past it 429, so that one busy service cannot starve the others. */
+  maxServiceRequests: 1_000,
+  /** A client must have sent its whole request head within this: 10 s (slow-header clients are cut with 408). */
+  headersTimeoutMs: 10_000,
+  /** How often Node checks open connections against that timeout. */
+  connectionsCheckIntervalMs: 1_000,
+  /** A node's gateway pipe must connect and answer within this: 5 s. */
+  dialTimeoutMs: 5_000,
+  /** The longest request target (path and query) taken: 8 KiB; longer is 414. */
+  maxPathBytes: 8 * 1024,
+  /** Idle keep-alive connections from clients are closed after this: 5 s. */
+  keepAliveTimeoutMs: 5_000,
+} as const;
+
 /** The local web monitor's settings. */
 export const MONITOR_DEFAULTS = {
   /** 0 turns the monitor off. */

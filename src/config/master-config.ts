@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { formatDuration } from '../common/units.js';
-import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
+import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
 import { hivemindHome } from './paths.js';
 import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 
@@ -33,6 +33,11 @@ const schema = z
     mesh: zBool.default(MASTER_DEFAULTS.mesh),
     /** Largest data set `hivemind data put` may store. */
     maxData: zSize('max data size').default(MASTER_DEFAULTS.maxDataBytes),
+    /** The HTTP gateway to services (plain HTTP: TLS is a reverse proxy's), or "off". */
+    gatewayListen: z
+      .string()
+      .refine((v) => v === 'off' || zAddress.safeParse(v).success, { message: 'expected HOST:PORT or off, e.g. 127.0.0.1:8088' })
+      .default(GATEWAY_DEFAULTS.listen),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -54,6 +59,8 @@ export interface MasterConfig {
   maxAttempts: number;
   logLevel: string;
   maxDataBytes: number;
+  /** host:port of the HTTP gateway to services, or "off". */
+  gatewayListen: string;
   tunnel?: { endpoint: string; subnet: string; interfaceName: string; enrollListen: string; nodePort: number; mesh: boolean };
 }
 
@@ -71,6 +78,7 @@ const fields: Record<string, FieldSource> = {
   nodePort: { env: 'HIVEMIND_NODE_PORT', flag: 'nodePort' },
   mesh: { env: 'HIVEMIND_MESH', flag: 'mesh' },
   maxData: { env: 'HIVEMIND_MAX_DATA', flag: 'maxData' },
+  gatewayListen: { env: 'HIVEMIND_GATEWAY_LISTEN', flag: 'gatewayListen' },
 };
 
 export function compileMasterConfig(input: ConfigInput): MasterConfig {
@@ -83,6 +91,7 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     maxAttempts: c.maxAttempts,
     logLevel: c.logLevel,
     maxDataBytes: c.maxData,
+    gatewayListen: c.gatewayListen,
     ...(c.wgEndpoint
       ? { tunnel: { endpoint: c.wgEndpoint, subnet: c.wgSubnet, interfaceName: c.wgInterface, enrollListen: c.enrollListen, nodePort: c.nodePort, mesh: c.mesh } }
       : {}),

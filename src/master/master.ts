@@ -27,10 +27,10 @@ import { EnrollService } from './enroll-service.js';
 import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
 import { TunnelHub } from './tunnel-hub.js';
 import { systemClock, type Clock } from '../common/clock.js';
-import { isLoopbackHost, splitHostPort } from '../common/address.js';
+import { isLoopbackHost, splitHostPort, stripBrackets } from '../common/address.js';
 import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
-import { MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
+import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
 import { AdminServiceDefinition, DataServiceDefinition } from '../protocol/chunk-codec.js';
@@ -48,7 +48,8 @@ import { NodeRegistry } from './registry.js';
 import { TaskManager } from './task-manager.js';
 import { inputArchiveBound } from '../protocol/result-bound.js';
 import type { GatewayDirectory, TrafficView } from './gateway/gateway-directory.js';
-import { DEFAULT_GATEWAY_URL, ServiceAdmin } from './service-admin.js';
+import { Gateway } from './gateway/gateway.js';
+import { ServiceAdmin } from './service-admin.js';
 import { ServiceDirectory } from './service-directory.js';
 import { ServiceManager } from './service-manager.js';
 import { ServiceStore } from './service-store.js';
@@ -81,6 +82,12 @@ export interface MasterOptions {
   offlineCheckIntervalMs?: number;
   /** How long close() lets open calls finish before cutting them. Default 2 000 ms. */
   shutdownGraceMs?: number;
+  /**
+   * host:port of the HTTP gateway to services (`/s/NAME/`), or "off". Port 0 picks a free port
+   * (read it back from `master.gatewayUrl`). Plain HTTP: on another address than loopback, a TLS
+   * reverse proxy belongs in front. Default GATEWAY_DEFAULTS.listen.
+   */
+  gatewayListen?: string;
   /** After a restart, how long nodes holding tasks have to reconnect before those are requeued. Default 60 s. */
   restartGraceMs?: number;
   /**
@@ -116,8 +123,10 @@ export interface MasterDeps {
   logger?: Logger;
   /** Default: the system clock. */
   clock?: Clock;
-  /** The gateway's counters, shown in ServiceInfo. Default: none (no traffic in ServiceInfo). */
+  /** The gateway's counters for ServiceInfo when no gateway runs here (tests). Default: the gateway's own. */
   traffic?: TrafficView;
+  /** The services and tokens the gateway serves. Default: the master's own service directory (tests pass a fake). */
+  gatewayDirectory?: GatewayDirectory;
 }
 
 interface CompiledOptions {
@@ -132,8 +141,20 @@ interface CompiledOptions {
   offlineCheckIntervalMs: number;
   shutdownGraceMs: number;
   restartGraceMs: number;
-  gatewayUrl: string;
+  /** ServiceInfo.endpoint's base when set; else the gateway's own URL once it listens. */
+  gatewayUrl: string | undefined;
   serviceReconcileIntervalMs: number;
+  /** Undefined: off. */
+  gateway: { host: string; port: number } | undefined;
+}
+
+/** `--gateway-listen`: "off", or host:port (IPv6 in brackets). */
+function compileGatewayListen(text: string): { host: string; port: number } | undefined {
+  if (text === 'off') return undefined;
+  const { host, port } = splitHostPort(text);
+  const p = Number(port);
+  if (!text.includes(':') || !host || !/^\d{1,5}$/.test(port) || p > 65535) throw new ConfigError(`master: gateway listen address "${text}" is not host:port or off (e.g. ${GATEWAY_DEFAULTS.listen})`);
+  return { host: stripBrackets(host), port: p };
 }
 
 function compile(o: MasterOptions): CompiledOptions {
@@ -165,8 +186,9 @@ function compile(o: MasterOptions): CompiledOptions {
     offlineCheckIntervalMs: o.offlineCheckIntervalMs ?? Math.max(50, Math.min(1000, reportIntervalMs / 4)),
     shutdownGraceMs: o.shutdownGraceMs ?? 2000,
     restartGraceMs: o.restartGraceMs ?? RESTART_GRACE_MS,
-    gatewayUrl: o.gatewayUrl ?? DEFAULT_GATEWAY_URL,
+    gatewayUrl: o.gatewayUrl,
     serviceReconcileIntervalMs: o.serviceReconcileIntervalMs ?? 1000,
+    gateway: compileGatewayListen(o.gatewayListen ?? GATEWAY_DEFAULTS.listen),
   };
 }
 
@@ -193,6 +215,7 @@ export class Master {
   private boundAddress: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
+  private gatewayBase: string | undefined;
 
   private constructor(
     private readonly opts: CompiledOptions,
@@ -207,6 +230,7 @@ export class Master {
     private readonly tunnel: TunnelParts | undefined,
     private readonly data: DataService,
     private readonly services: ServiceParts,
+    private readonly gateway: Gateway | undefined,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -217,6 +241,7 @@ export class Master {
     const store = MasterStore.open(join(opts.dataDir, 'master.db'));
     let dataStore: DataStore | undefined;
     let serviceStore: ServiceStore | undefined;
+    let master: Master | undefined;
     try {
       const auth = await MasterAuth.create(opts.dataDir, store, clock);
       const blobs = await BlobStore.create(opts.dataDir, { logMaxBytes: opts.logMaxBytes });
@@ -280,8 +305,13 @@ export class Master {
         log: log.child({ component: 'services' }),
         reconcileIntervalMs: opts.serviceReconcileIntervalMs,
       });
-      const serviceAdmin = new ServiceAdmin({ auth, manager, services: serviceStore, clock, log, gatewayUrl: opts.gatewayUrl, ...(deps.traffic ? { traffic: deps.traffic } : {}) });
       const services: ServiceParts = { manager, store: serviceStore, directory: new ServiceDirectory(serviceStore, registry, clock), events };
+      // Built before the admin service: its traffic counters (gateway.traffic) feed ServiceInfo.
+      const gateway = opts.gateway ? new Gateway({ directory: deps.gatewayDirectory ?? services.directory, logger: log, clock, listen: opts.gateway }) : undefined;
+      const traffic = gateway?.traffic ?? deps.traffic;
+      // The gateway's URL is known once it listens (port 0 is allowed): read when a ServiceInfo is built.
+      const endpointBase = () => opts.gatewayUrl ?? master?.gatewayUrl ?? '';
+      const serviceAdmin = new ServiceAdmin({ auth, manager, services: serviceStore, clock, log, gatewayUrl: endpointBase, ...(traffic ? { traffic } : {}) });
       const adminService = new AdminService({
         serviceAdmin,
         ...common,
@@ -295,7 +325,8 @@ export class Master {
       server.addService(AdminServiceDefinition, adminService.handlers());
       const data = new DataService({ store: dataStore, files: dataFiles, auth, clock, log, maxDataBytes: opts.maxDataBytes });
       server.addService(DataServiceDefinition, data.handlers());
-      return new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services);
+      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway);
+      return master;
     } catch (err) {
       serviceStore?.close();
       dataStore?.close();
@@ -326,6 +357,10 @@ export class Master {
     // Nodes holding tasks get time to come back after a master restart: their reconnect backoff
     // grows to 30 s while the master is away, so one report period would requeue (and run twice)
     // tasks that simply finished meanwhile. If they do not return, their attempts are given up.
+    if (this.gateway) {
+      this.gatewayBase = (await this.gateway.start()).url;
+      if (!isLoopbackHost(this.opts.gateway!.host)) this.log.warn({ url: this.gatewayBase }, 'the gateway speaks plain HTTP on a non-loopback address: service tokens cross the network in clear; put a TLS reverse proxy in front');
+    }
     for (const t of this.store.liveTasksOnNodes()) this.registry.awaitReturn(t.nodeId!, this.opts.restartGraceMs);
     this.timer = setInterval(() => this.checkPresence(), this.opts.offlineCheckIntervalMs);
     this.timer.unref();
@@ -344,6 +379,11 @@ export class Master {
   /** What the gateway reads of services, replicas, client tokens and nodes' gateway pipes. */
   get gatewayDirectory(): GatewayDirectory {
     return this.services.directory;
+  }
+
+  /** The gateway's base URL (after start()), e.g. http://127.0.0.1:8088; undefined when no gateway runs. */
+  get gatewayUrl(): string | undefined {
+    return this.gatewayBase;
   }
 
   /** Path of the admin token file (mode 0600) the CLI reads. */
@@ -372,6 +412,7 @@ export class Master {
   private async doClose(): Promise<void> {
     const step = closeSteps((name, err) => this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed'));
     await step('timer', () => clearInterval(this.timer));
+    await step('gateway', () => this.gateway?.close());
     await step('services', () => this.services.manager.close());
     await step('tasks', () => this.tasks.close());
     await step('node streams', () => this.nodeService.close());

@@ -21,7 +21,6 @@ import { MAX_TOKENS_PER_SERVICE, type ServiceStore, type ServiceTokenRow } from 
 import { newServiceToken } from './service-tokens.js';
 
 /** The gateway URL ServiceInfo.endpoint names when the master is given none. */
-export const DEFAULT_GATEWAY_URL = 'http://127.0.0.1:8088';
 
 export interface ServiceAdminDeps {
   auth: MasterAuth;
@@ -30,7 +29,8 @@ export interface ServiceAdminDeps {
   clock: Clock;
   log: Logger;
   /** The gateway's public base URL (ServiceInfo.endpoint = it + /s/NAME/). */
-  gatewayUrl: string;
+  /** The gateway's base URL for ServiceInfo.endpoint (empty when no gateway runs). */
+  gatewayUrl: () => string;
   /** The gateway's counters; absent: ServiceInfo carries no traffic. */
   traffic?: TrafficView;
 }
@@ -51,7 +51,7 @@ export class ServiceAdmin {
       // The service may be gone at once (no replica was live): the answer is built from what it was.
       removeService: unary((r: RemoveServiceRequest) => {
         const s = this.d.manager.remove(r.name);
-        return toServiceInfo(this.d.services.getService(s.name) ?? s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl, this.d.traffic);
+        return toServiceInfo(this.d.services.getService(s.name) ?? s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl(), this.d.traffic);
       }),
       createServiceToken: unary((r: CreateServiceTokenRequest) => this.createToken(r)),
       listServiceTokens: unary((r: ListServiceTokensRequest) => ({ tokens: this.d.services.tokensOf(this.d.manager.get(r.service).name).map(tokenInfo) }) satisfies ListServiceTokensResponse),
@@ -61,14 +61,14 @@ export class ServiceAdmin {
 
   private info(name: string): ServiceInfo {
     const s = this.d.manager.get(name);
-    return toServiceInfo(s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl, this.d.traffic);
+    return toServiceInfo(s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl(), this.d.traffic);
   }
 
   private list(r: ListServicesRequest): ListServicesResponse {
     const after = decodePageToken(r.pageToken);
     const page = takePage(this.d.services.iterateServices(after?.id), {
       limit: pageSize(r.limit),
-      toItem: (s) => toServiceInfo(s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl, this.d.traffic),
+      toItem: (s) => toServiceInfo(s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl(), this.d.traffic),
       sizeOf: (i) => ServiceInfo.encode(i).finish().length,
       summary: (i) => summarise(i).value,
       cursorOf: (s) => ({ at: 0, id: s.name }),

@@ -9,6 +9,7 @@ import { isTerminal, type TaskRow } from './store-rows.js';
 
 /** The gateway URL of a service: `base` (no trailing slash needed) + /s/NAME/. */
 export function serviceEndpoint(base: string, name: string): string {
+  if (!base) return ''; // no gateway runs (--gateway-listen off)
   return `${base.replace(/\/+$/, '')}/s/${name}/`;
 }
 

@@ -73,7 +73,9 @@ export class ProcessCluster {
     // No monitor unless a test asks for one (--monitor-port): workers of parallel fixtures would share 5001.
     const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
     const reportInterval = opts.reportInterval ?? '1s';
-    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval, ...(opts.masterArgs ?? [])];
+    // The gateway on a free port: fixtures run side by side (gatewayUrl() reads where it listens).
+    const gateway = (opts.masterArgs ?? []).includes('--gateway-listen') ? [] : ['--gateway-listen', '127.0.0.1:0'];
+    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval, ...gateway, ...(opts.masterArgs ?? [])];
     const cliPath = opts.cli ?? CLI;
     const master = new CliDaemon(masterArgs, baseEnv, cliPath);
     const tokenFile = join(home, 'master', 'admin.token');
@@ -142,9 +144,23 @@ export class ProcessCluster {
         '--max-tasks', String(opts.maxTasks ?? 2),
         ...(opts.workerArgs ?? []),
       ],
-      { ...this.env, HIVEMIND_MASTER: undefined, ...opts.workerEnv },
+      // Each worker's gateway pipe on a free port (by env: an older build under test ignores it).
+      { ...this.env, HIVEMIND_MASTER: undefined, HIVEMIND_GATEWAY_PORT: '0', ...opts.workerEnv },
       this.cliPath,
     );
+  }
+
+  /** The master's gateway base URL, from its log line "gateway listening" (undefined before it listens). */
+  gatewayUrl(): string | undefined {
+    for (const line of this.master.output.split('\n')) {
+      if (!line.includes('"gateway listening"')) continue;
+      try {
+        return (JSON.parse(line) as { url?: string }).url;
+      } catch {
+        // a torn line; the next read has it whole
+      }
+    }
+    return undefined;
   }
 
   cli(args: string[], timeoutMs?: number): Promise<CliResult> {

@@ -22,7 +22,7 @@ const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066
 
 async function harness(t: TestContext) {
   const dir = await mkdtemp(join(tmpdir(), 'hm-cli-untrusted-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200 });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200 });
   const address = await master.start();
   const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, adminToken);

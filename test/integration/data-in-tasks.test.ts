@@ -38,7 +38,7 @@ async function harness(t: TestContext) {
     },
   });
   const logger = createLogger({ level: 'info', destination: sink });
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200, reportIntervalMs: 60_000 }, { logger });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200, reportIntervalMs: 60_000 }, { logger });
   const address = await master.start();
   const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, adminToken);

@@ -49,7 +49,7 @@ async function harness(t: TestContext, opts: { maxDataBytes?: number } = {}) {
   const dataDir = join(dir, 'master');
   const logger = createLogger({ level: 'info', destination: sink });
   const start = async () => {
-    const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts }, { logger });
+    const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts }, { logger });
     const address = await master.start();
     const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
     const admin = AdminClient.connect(address, adminToken);

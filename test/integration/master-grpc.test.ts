@@ -40,7 +40,7 @@ interface Harness {
 
 async function startMaster(t: TestContext, opts: Partial<MasterOptions> = {}, dir?: string): Promise<Harness> {
   const dataDir = dir ?? (await mkdtemp(join(tmpdir(), 'hm-master-')));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts });
   const address = await master.start();
   const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, adminToken);
@@ -636,7 +636,7 @@ test('a node that comes back from a freeze on its old streams is told at once to
 
 test('the node timeout may not be shorter than the report interval', async () => {
   await assert.rejects(
-    Master.create({ listenAddress: '127.0.0.1:0', dataDir: join(tmpdir(), 'hm-never-created'), reportIntervalMs: 1000, nodeTimeoutMs: 999 }),
+    Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: join(tmpdir(), 'hm-never-created'), reportIntervalMs: 1000, nodeTimeoutMs: 999 }),
     /master: nodeTimeoutMs \(999\) must be at least reportIntervalMs \(1000\)/,
   );
 });
@@ -665,7 +665,7 @@ test('resubscribing without a running task gives it up; an unanswered assignment
 test('a restarted master keeps tasks, nodes and its admin token', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'hm-master-restart-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const first = await Master.create({ listenAddress: '127.0.0.1:0', dataDir: dir, shutdownGraceMs: 100 });
+  const first = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: dir, shutdownGraceMs: 100 });
   const addr1 = await first.start();
   const token = (await readFile(first.adminTokenPath, 'utf8')).trim();
   const admin1 = AdminClient.connect(addr1, token);

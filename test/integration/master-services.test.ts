@@ -26,7 +26,7 @@ interface Harness {
 
 async function startMaster(t: TestContext): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'hm-services-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, gatewayUrl: 'https://gw.example', serviceReconcileIntervalMs: 100 });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, gatewayUrl: 'https://gw.example', serviceReconcileIntervalMs: 100 });
   const address = await master.start();
   const token = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, token);

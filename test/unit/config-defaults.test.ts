@@ -10,7 +10,7 @@ import { Command } from 'commander';
 import { registerServerCommands } from '../../src/cli/commands/server-commands.js';
 import { registerServiceCommands } from '../../src/cli/commands/service-commands.js';
 import { parseDuration, parseSize } from '../../src/common/units.js';
-import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, WORKER_DEFAULTS } from '../../src/config/defaults.js';
+import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, WORKER_DEFAULTS } from '../../src/config/defaults.js';
 import { compileMasterConfig } from '../../src/config/master-config.js';
 import { cacheBudgetBytes, compileWorkerConfig } from '../../src/config/worker-config.js';
 import { compileWorkerOptions } from '../../src/worker/worker-options.js';
@@ -103,6 +103,8 @@ test('master defaults: the schema and `master start --help` agree', () => {
   assert.equal(help.get('--enroll-listen'), MASTER_DEFAULTS.enrollListen);
   assert.equal(Number(help.get('--node-port')), MASTER_DEFAULTS.nodePort);
   assert.equal(parseSize(help.get('--max-data')!, 'help'), MASTER_DEFAULTS.maxDataBytes);
+  assert.equal(c.gatewayListen, GATEWAY_DEFAULTS.listen);
+  assert.equal(help.get('--gateway-listen'), GATEWAY_DEFAULTS.listen);
 });
 
 test('the worker config yields the Worker options\' settings under their names: compiling them again changes nothing', () => {

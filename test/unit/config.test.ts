@@ -170,6 +170,16 @@ test('master config: the node timeout defaults to 3 report intervals and may not
   );
 });
 
+test('master config: the gateway listens where --gateway-listen says, or not at all with "off"', () => {
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_GATEWAY_LISTEN: '0.0.0.0:80' }, flags: {} }).gatewayListen, '0.0.0.0:80');
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_GATEWAY_LISTEN: '0.0.0.0:80' }, flags: { gatewayListen: 'off' } }).gatewayListen, 'off', 'the flag wins');
+  assert.equal(compileMasterConfig({ file: { master: { gatewayListen: '[::1]:8088' } }, env: {}, flags: {} }).gatewayListen, '[::1]:8088');
+  assert.throws(
+    () => compileMasterConfig({ env: {}, flags: { gatewayListen: '8088' } }),
+    (err: unknown) => err instanceof ConfigError && err.message.includes('flag --gateway-listen: expected HOST:PORT or off'),
+  );
+});
+
 test('client config falls back to the dev master file, and says what to do without one', () => {
   const home = mkdtempSync(join(tmpdir(), 'hm-home-'));
   try {

@@ -11,7 +11,7 @@ import { registerWorkerCacheCommands } from './worker-cache-commands.js';
 import { compileMasterConfig } from '../../config/master-config.js';
 import { compileWorkerConfig } from '../../config/worker-config.js';
 import { devClientFile, devDir, hivemindHome } from '../../config/paths.js';
-import { MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, MONITOR_DEFAULTS, WORKER_DEFAULTS } from '../../config/defaults.js';
+import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, MONITOR_DEFAULTS, WORKER_DEFAULTS } from '../../config/defaults.js';
 import { Master } from '../../master/master.js';
 import { AdminClient } from '../../client/admin-client.js';
 import { formatDoctor, runDoctor } from '../../doctor/doctor.js';
@@ -64,6 +64,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--node-timeout <duration>', `a node silent this long is offline and its tasks are requeued; at least the report interval (default ${MISSED_REPORTS_OFFLINE} report intervals)`)
     .option('--max-attempts <n>', `attempts per task when nodes are lost (default ${MASTER_DEFAULTS.maxAttempts})`)
     .option('--max-data <size>', `largest data set \`hivemind data put\` may store (default ${MASTER_DEFAULTS.maxDataBytes / 1024 ** 3}g)`)
+    .option('--gateway-listen <host:port>', `HTTP gateway to services (/s/NAME/), plain HTTP: put a TLS reverse proxy in front for other hosts; "off" disables it (default ${GATEWAY_DEFAULTS.listen})`)
     .option('--wg-endpoint <host:port>', 'tunnel mode: public UDP address of this master\'s WireGuard interface')
     .option('--wg-subnet <cidr>', `tunnel mode: tunnel subnet (default ${MASTER_DEFAULTS.wgSubnet})`)
     .option('--wg-interface <name>', `tunnel mode: WireGuard interface name (default ${MASTER_DEFAULTS.wgInterface})`)
@@ -77,7 +78,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       const m = await Master.create(
-        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
         { logger },
       );
       const address = await m.start();
@@ -171,7 +172,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       const engine = DockerEngine.create();
       const image = await ensureDevImage(engine, logger);
       const m = await Master.create(
-        { listenAddress: mcfg.listen, dataDir: mcfg.dataDir, reportIntervalMs: mcfg.reportIntervalMs, maxAttempts: mcfg.maxAttempts },
+        { listenAddress: mcfg.listen, dataDir: mcfg.dataDir, reportIntervalMs: mcfg.reportIntervalMs, maxAttempts: mcfg.maxAttempts, gatewayListen: mcfg.gatewayListen },
         { logger },
       );
       const address = await m.start();
