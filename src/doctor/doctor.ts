@@ -1,6 +1,6 @@
 // `hivemind doctor`: checks what a node needs (Docker, busybox for the dev image, WireGuard tools,
-// GPUs, free ports, a writable data dir, bounded task output, Node version) and says how to fix
-// each problem.
+// GPUs, free ports, a writable data dir, bounded task output, services, Node version) and says how
+// to fix each problem.
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { execa } from 'execa';
@@ -8,6 +8,7 @@ import Docker from 'dockerode';
 import { errorMessage } from '../common/errors.js';
 import { LoopOutputVolumes, OUTPUT_FS_FIX, outputFsDir } from '../runtime/output-volume.js';
 import { ALLOW_UNBOUNDED_OUTPUT_OPT_IN, UNBOUNDED_OUTPUT_MEANS } from '../runtime/output-volume-policy.js';
+import { servicesSupported } from '../runtime/netns-connector.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -27,6 +28,8 @@ export interface DoctorProbes {
   dirWritable(dir: string): Promise<string | undefined>;
   /** Why this host cannot make a task's bounded /output filesystem under `dir`; undefined when it can. */
   outputFs(dir: string): Promise<string | undefined>;
+  /** Why this host cannot reach a service replica's port (nsenter, root); undefined when it can. */
+  services(): Promise<string | undefined>;
   nodeVersion(): string;
 }
 
@@ -62,6 +65,10 @@ export const systemProbes: DoctorProbes = {
   },
   async outputFs(dir) {
     const r = await new LoopOutputVolumes(dir).probe();
+    return r.ok ? undefined : r.reason;
+  },
+  async services() {
+    const r = await servicesSupported();
     return r.ok ? undefined : r.reason;
   },
   nodeVersion: () => process.version,
@@ -157,6 +164,17 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
             detail: `cannot make loop filesystems in ${dir} (${outErr}): \`worker start\` refuses to start, \`dev\` runs with /output checked only after a task exits (a task can fill the disk)`,
             fix: `${OUTPUT_FS_FIX}; or, where the host has no loop devices (Docker Desktop), accept /output checked only after each task exits: ${ALLOW_UNBOUNDED_OUTPUT_OPT_IN}`,
           },
+  );
+  const noServices = await probes.services();
+  results.push(
+    !noServices
+      ? { name: 'services', status: 'ok', detail: "can host service replicas: the worker reaches a replica's port inside its container's network namespace (nsenter)" }
+      : {
+          name: 'services',
+          status: 'warn',
+          detail: `cannot host service replicas (${noServices}): the worker offers no gateway pipe and gets none; batch tasks are not affected`,
+          fix: 'run the worker as root with nsenter installed (apt-get install util-linux); a worker in a container needs --pid=host and CAP_SYS_ADMIN',
+        },
   );
   return results;
 }

@@ -8,6 +8,7 @@ const healthy: DoctorProbes = {
   portFree: async () => true,
   dirWritable: async () => undefined,
   outputFs: async () => undefined,
+  services: async () => undefined,
   nodeVersion: () => 'v24.9.0',
 };
 
@@ -61,4 +62,14 @@ test('doctor: a node whose operator allowed unbounded output is a warning that s
   // a host that can bound /output is bounded, whatever the opt-in says
   const ok = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001, allowUnboundedOutput: true }, healthy);
   assert.equal(ok.find((x) => x.name === 'task output')?.status, 'ok');
+});
+
+test('doctor: says whether the node can host service replicas, and how to make it', async () => {
+  const ok = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001 }, healthy);
+  assert.equal(ok.find((c) => c.name === 'services')?.status, 'ok');
+  const r = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001 }, { ...healthy, services: async () => 'nsenter is not installed (util-linux): services need it to reach a replica\'s port' });
+  const s = r.find((c) => c.name === 'services');
+  assert.equal(s?.status, 'warn');
+  assert.match(s?.detail ?? '', /cannot host service replicas \(nsenter is not installed/);
+  assert.match(s?.fix ?? '', /as root with nsenter installed/);
 });
