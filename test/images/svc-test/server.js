@@ -3,7 +3,7 @@
 //   node server.js [serve]              an HTTP service on $PORT (default 8000), routes below
 //   node server.js crash                prints why on stderr and exits 3 at once (a crash on start)
 //   node server.js unhealthy-after S    serves, but /health answers 500 once S seconds have passed
-// Routes: /health, /hello (who answered: JSON), /stream?n=&ms= (a chunked line every ms),
+// Routes: /health, /hello (who answered: JSON with `boot`, new at every start), /stream?n=&ms= (a chunked line every ms),
 // /sse?n=&ms= (server-sent events), /echo (a POST body streamed back as it comes), /bytes?n=
 // (n bytes as fast as the client takes them), /slow (never answers; /closed counts the requests
 // whose client went away), /probe?host=&port= (can this container open a TCP connection there?),
@@ -17,6 +17,8 @@ const crypto = require('node:crypto');
 const mode = process.argv[2] || 'serve';
 const port = Number(process.env.PORT || 8000);
 const started = Date.now();
+// Which process answered: a new id at every start (the hostname is the same in every task container).
+const boot = crypto.randomUUID();
 let closed = 0;
 
 if (mode === 'crash') {
@@ -49,7 +51,7 @@ const server = http.createServer((req, res) => {
     case '/health':
       return Date.now() - started < unhealthyAfterMs ? json(res, 200, { ok: true }) : json(res, 500, { ok: false, why: 'unhealthy, as asked' });
     case '/hello':
-      return json(res, 200, { hostname: os.hostname(), pid: process.pid, url: req.url, method: req.method, headers: req.headers, replica: process.env.HIVEMIND_REPLICA ?? '' });
+      return json(res, 200, { boot, hostname: os.hostname(), pid: process.pid, url: req.url, method: req.method, headers: req.headers, replica: process.env.HIVEMIND_REPLICA ?? '' });
     case '/stream':
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.flushHeaders();
