@@ -48,6 +48,8 @@ export interface GatewayPipeServerOptions {
   maxConnections?: number;
   maxNewPerSecond?: number;
   helloTimeoutMs?: number;
+  /** Replica attempts whose counters are kept (default PIPE_MAX_TRACKED_REPLICAS). */
+  maxTrackedReplicas?: number;
 }
 
 export interface GatewayPipeServerDeps {
@@ -74,6 +76,7 @@ export class GatewayPipeServer {
   private readonly maxConnections: number;
   private readonly maxNewPerSecond: number;
   private readonly helloTimeoutMs: number;
+  private readonly maxTrackedReplicas: number;
   private readonly allowedRemote: string | undefined;
   private windowStart = 0;
   private windowCount = 0;
@@ -92,6 +95,7 @@ export class GatewayPipeServer {
     this.maxConnections = opts.maxConnections ?? PIPE_MAX_CONNECTIONS;
     this.maxNewPerSecond = opts.maxNewPerSecond ?? PIPE_MAX_NEW_PER_SECOND;
     this.helloTimeoutMs = opts.helloTimeoutMs ?? PIPE_HELLO_TIMEOUT_MS;
+    this.maxTrackedReplicas = opts.maxTrackedReplicas ?? PIPE_MAX_TRACKED_REPLICAS;
     this.allowedRemote = opts.allowedRemote === undefined ? undefined : plainAddress(opts.allowedRemote);
     this.log = deps.logger.child({ component: 'gateway-pipe' });
     this.server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
@@ -253,9 +257,9 @@ export class GatewayPipeServer {
     if (c) this.perReplica.delete(k);
     else c = { taskId, attempt, connections: 0, open: 0, bytesIn: 0, bytesOut: 0 };
     this.perReplica.set(k, c);
-    if (this.perReplica.size > PIPE_MAX_TRACKED_REPLICAS) {
+    if (this.perReplica.size > this.maxTrackedReplicas) {
       for (const [key, r] of this.perReplica) {
-        if (this.perReplica.size <= PIPE_MAX_TRACKED_REPLICAS) break;
+        if (this.perReplica.size <= this.maxTrackedReplicas) break;
         if (r.open === 0 && r !== c) this.perReplica.delete(key);
       }
     }

@@ -261,3 +261,17 @@ test('gateway pipe: an open connection shows in its replica counters until it cl
   await waitFor(() => server.counters().replicas[0]?.open === 0);
   assert.equal(server.counters().replicas[0]?.connections, 1);
 });
+
+test('gateway pipe: per-replica counters are bounded; idle attempts are forgotten first, never one with a connection open', async (t) => {
+  const echo = await echoServer(t);
+  const { server } = await pipeServer(t, echo.port, { maxTrackedReplicas: 2 }, new Set(['a#1', 'b#1', 'c#1']));
+  const busy = net.connect(server.port, '127.0.0.1');
+  busy.on('error', () => undefined);
+  t.after(() => busy.destroy());
+  await new Promise((r) => busy.once('connect', r));
+  busy.write(formatPipeHello({ key: KEY, taskId: 'a', attempt: 1 }));
+  await new Promise((r) => busy.once('data', r));
+  for (const id of ['b', 'c']) await call(server.port, formatPipeHello({ key: KEY, taskId: id, attempt: 1 }), Buffer.from('x'), (got) => got.length >= 4);
+  await waitFor(() => server.counters().open === 1);
+  assert.deepEqual(server.counters().replicas.map((r) => r.taskId).sort(), ['a', 'c'], 'b was idle and least recently used; a is open');
+});
