@@ -73,6 +73,11 @@ export class MasterAuth {
     if (!sameHash(sha256Hex(bearer), this.adminTokenHash)) throw new AuthError('wrong admin token');
   }
 
+  /** Whether `token` is the admin token (for the gateway's /metrics, which has no gRPC metadata). */
+  isAdminToken(token: string): boolean {
+    return sameHash(sha256Hex(token), this.adminTokenHash);
+  }
+
   /** The node whose credential the call carries; throws AuthError otherwise. */
   authenticateNode(md: Metadata): NodeRow {
     const bearer = readBearer(md);

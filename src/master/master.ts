@@ -307,7 +307,15 @@ export class Master {
       });
       const services: ServiceParts = { manager, store: serviceStore, directory: new ServiceDirectory(serviceStore, registry, clock), events };
       // Built before the admin service: its traffic counters (gateway.traffic) feed ServiceInfo.
-      const gateway = opts.gateway ? new Gateway({ directory: deps.gatewayDirectory ?? services.directory, logger: log, clock, listen: opts.gateway }) : undefined;
+      // Its listener also serves the master's /metrics, to the admin token only.
+      const metrics = {
+        isAdminToken: (token: string) => auth.isAdminToken(token),
+        services: () => services.store.serviceNames().flatMap((name) => {
+          const s = services.store.getService(name);
+          return s ? [{ name, wanted: s.removing ? 0 : s.replicas }] : [];
+        }),
+      };
+      const gateway = opts.gateway ? new Gateway({ directory: deps.gatewayDirectory ?? services.directory, logger: log, clock, listen: opts.gateway, metrics }) : undefined;
       const traffic = gateway?.traffic ?? deps.traffic;
       // The gateway's URL is known once it listens (port 0 is allowed): read when a ServiceInfo is built.
       const endpointBase = () => opts.gatewayUrl ?? master?.gatewayUrl ?? '';

@@ -1,11 +1,12 @@
 // Prometheus metrics of a worker node (prom-client, a registry of its own): task outcomes and
 // durations, reports and uploads, the tunnel's handshake age, the latest resource sample and the
-// data cache (data-cache-metrics.ts).
+// data cache (data-cache-metrics.ts), the service replicas and the gateway pipe (replica-metrics.ts).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { TaskState, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 import type { DataCacheView, TaskProgressEvent } from '../worker/contracts.js';
 import { registerDataCacheMetrics } from './data-cache-metrics.js';
+import { registerReplicaMetrics, type ReplicaSource } from './replica-metrics.js';
 import { outcomeView, stateName } from './monitor-view.js';
 
 const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED, TaskState.TASK_STATE_REJECTED]);
@@ -20,7 +21,7 @@ export class MonitorMetrics {
   private readonly uploadSent = new Map<string, number>();
   private lastReport: ResourceReport | undefined;
 
-  constructor(private readonly now: () => number, running: () => number, accepting: () => boolean, cache?: DataCacheView) {
+  constructor(private readonly now: () => number, running: () => number, accepting: () => boolean, cache?: DataCacheView, replicas?: ReplicaSource) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'hivemind_worker_' });
     this.tasks = new Counter({ name: 'hivemind_worker_tasks_total', help: 'Tasks finished on this node, by final state and outcome kind', labelNames: ['state', 'outcome'], registers });
@@ -73,6 +74,7 @@ export class MonitorMetrics {
       },
     });
     if (cache) registerDataCacheMetrics(this.registry, cache);
+    if (replicas) registerReplicaMetrics(this.registry, replicas);
   }
 
   onUpdate(u: TaskUpdate): void {

@@ -1,6 +1,7 @@
 // The local web monitor: Express serves the page, a JSON API, /metrics and health checks;
 // Socket.IO pushes status, samples, contribution points, task changes and followed logs as
-// they happen. It only reads the worker through MonitoredNode/MonitorStore and only changes it
+// they happen (and the Services panel every SERVICES_PUSH_MS while replicas run, for their rates).
+// It only reads the worker through MonitoredNode/MonitorStore and only changes it
 // through pause/resume/cancelTask. See docs/monitor.md for the contract with the page.
 import { createServer, type Server as HttpServer } from 'node:http';
 import express, { type Request, type Response, type NextFunction } from 'express';
@@ -16,7 +17,8 @@ import { MonitorMetrics } from './monitor-metrics.js';
 import { TOKEN_COOKIE, checkMonitorBinding, createGuard, securityHeaders, tokenMatches, type Guard } from './monitor-security.js';
 import { cacheView } from './cache-view.js';
 import { buildStatus } from './monitor-status.js';
-import type { CacheView, StatusView } from './monitor-types.js';
+import type { CacheView, ServicesView, StatusView } from './monitor-types.js';
+import { PipeRates, servicesView } from './replica-view.js';
 import { contributionView, sampleView, taskDetailView, taskRowView } from './monitor-view.js';
 import type { MonitoredNode, MonitorStore } from './monitored-node.js';
 import { BadRequest, answerRequestError } from './request-errors.js';
@@ -61,6 +63,9 @@ function intParam(v: unknown, name: string, min: number, max: number, dflt: numb
 /** Task logs one Socket.IO connection may follow at once (its own room is one more). */
 export const MAX_FOLLOWS_PER_SOCKET = 16;
 
+/** How often the Services panel is pushed while replicas run: their request rates move without events. */
+export const SERVICES_PUSH_MS = 2_000;
+
 export class MonitorServer {
   private readonly http: HttpServer;
   private readonly io: SocketServer;
@@ -75,13 +80,16 @@ export class MonitorServer {
   private tunnelCache: { at: number; value: TunnelStatus | undefined } | undefined;
   private lastDocker: { ok: boolean; message: string } | undefined;
   private lastCacheJson: string | undefined;
+  private lastServicesJson: string | undefined;
+  private readonly rates = new PipeRates();
+  private servicesTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   private constructor(private readonly opts: Required<Pick<MonitorOptions, 'host' | 'port' | 'statusMinIntervalMs'>> & MonitorOptions, private readonly d: MonitorDeps) {
     this.log = d.logger.child({ component: 'monitor' });
     this.live = new LiveTasks((id, attempt) => d.store.getTask(id, attempt));
     this.logs = new LogRelay({ ...DEFAULT_LOG_RELAY, ...opts.logRelay, emit: (push) => this.io.to(`log:${push.taskId}`).emit('log', push) });
-    this.metrics = new MonitorMetrics(() => d.clock.now(), () => d.node.runningTasks().length, () => d.node.accepting, d.node.dataCache);
+    this.metrics = new MonitorMetrics(() => d.clock.now(), () => d.node.runningTasks().length, () => d.node.accepting, d.node.dataCache, d.node);
     this.guard = createGuard({ port: () => this.port, token: opts.token, listenHost: opts.host });
     this.http = createServer(this.app());
     this.io = new SocketServer(this.http, {
@@ -103,6 +111,7 @@ export class MonitorServer {
     this.io.on('connection', (socket) => {
       void this.status().then((s) => socket.emit('status', s), (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'status failed'));
       this.emitCache(socket, true);
+      this.emitServices(socket, true);
       socket.on('follow', (msg: unknown) => {
         const taskId = (msg as { taskId?: unknown } | undefined)?.taskId;
         if (typeof taskId !== 'string' || taskId.length > 200) return;
@@ -160,6 +169,7 @@ export class MonitorServer {
     this.closed = true;
     for (const off of this.detach) off();
     if (this.statusTimer) clearTimeout(this.statusTimer);
+    if (this.servicesTimer) clearInterval(this.servicesTimer);
     this.logs.close();
     await new Promise<void>((r) => {
       this.io.close(() => r());
@@ -211,6 +221,11 @@ export class MonitorServer {
       this.statusSoon();
     });
     on('contribution', (p) => this.io.emit('contribution', { ...contributionView(p), total: p.total }));
+    on('replica-status', () => this.statusSoon());
+    this.servicesTimer = setInterval(() => {
+      if (this.io.engine.clientsCount > 0 && this.d.node.replicas().length > 0) this.emitServices(this.io, false);
+    }, SERVICES_PUSH_MS);
+    this.servicesTimer.unref();
   }
 
   /** Coalesces status pushes to at most one per statusMinIntervalMs. */
@@ -225,6 +240,7 @@ export class MonitorServer {
         (err: unknown) => this.log.warn({ err: errorMessage(err) }, 'status failed'),
       );
       this.emitCache(this.io, false);
+      this.emitServices(this.io, false);
     }, wait);
   }
 
@@ -241,6 +257,24 @@ export class MonitorServer {
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'data cache view failed');
     }
+  }
+
+  /** The Services panel: to one page on connect, to all when it changed. */
+  private emitServices(to: { emit(event: 'services', view: ServicesView): unknown }, always: boolean): void {
+    try {
+      const view = this.services();
+      const json = JSON.stringify(view);
+      if (!always && json === this.lastServicesJson) return;
+      if (!always) this.lastServicesJson = json;
+      to.emit('services', view);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'services view failed');
+    }
+  }
+
+  /** The replicas on this node with their pipe traffic, and the gateway pipe's counters. */
+  services(): ServicesView {
+    return servicesView(this.d.node.replicas(), this.d.node.gateway, this.rates, this.d.clock.now());
   }
 
   private async tunnel(): Promise<TunnelStatus | undefined> {
@@ -344,6 +378,9 @@ export class MonitorServer {
     });
     api.get('/cache', (_req, res) => {
       res.json({ cache: this.cache() });
+    });
+    api.get('/services', (_req, res) => {
+      res.json(this.services());
     });
     api.get('/resources', (req, res) => {
       const since = intParam(req.query.since, 'since', 0, Number.MAX_SAFE_INTEGER, this.d.clock.now() - HOUR_MS);

@@ -153,3 +153,46 @@ export interface CacheView {
   evictions: number;
   bytesDownloaded: number;
 }
+
+/**
+ * A replica's state on this node: 'starting' until its container runs (first start, or a restart
+ * after its backoff), 'running' while it does, 'restarting' while it waits out its restart backoff.
+ */
+export type ReplicaStateName = 'starting' | 'running' | 'restarting';
+
+export interface ReplicaRowView {
+  taskId: string;
+  attempt: number;
+  service: string;
+  index: number;
+  state: ReplicaStateName;
+  /** Answering its health check (in the gateway's rotation). */
+  healthy: boolean;
+  /** The last failed check; empty while healthy. */
+  healthMessage: string;
+  /** Container restarts in this attempt. */
+  restarts: number;
+  /** Why it last stopped ("exited with code 3", "OOM killed", "unhealthy: …"); null before it ever stopped. */
+  lastExit: string | null;
+  lastExitAtMs: number | null;
+  /** While restarting: when. */
+  restartAtMs: number | null;
+  /** Its traffic through the node's gateway pipe since the worker started. */
+  pipe: { connections: number; open: number; bytesIn: number; bytesOut: number };
+  /**
+   * Pipe connections per second over the last 10 s: the gateway opens one pipe connection per
+   * request (or WebSocket), so this approximates requests per second. Null until a second of data.
+   */
+  requestsPerSecond: number | null;
+}
+
+export interface ServicesView {
+  /** The gateway pipe while it listens; null on a node that hosts no services. */
+  gateway: null | {
+    port: number;
+    /** Connections relaying now, answered OK and ERR since start, and closed without an answer (not the master). */
+    open: number; relayed: number; errors: number; refused: number;
+  };
+  /** By service name, then replica index. */
+  replicas: ReplicaRowView[];
+}

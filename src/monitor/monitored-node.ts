@@ -2,7 +2,7 @@
 // be tested against a fake and cannot reach into the worker's internals.
 import type { EventEmitter } from 'node:events';
 import type { Capacity, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
-import type { ContributionPoint, DataCacheView, HistoryFilter, HistoryPage, HostFacts, NodeBudget, TaskEventRecord, TaskRecord, WorkerEvents } from '../worker/contracts.js';
+import type { ContributionPoint, DataCacheView, GatewayPipeView, ReplicaView, HistoryFilter, HistoryPage, HostFacts, NodeBudget, TaskEventRecord, TaskRecord, WorkerEvents } from '../worker/contracts.js';
 
 export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly nodeId: string | undefined;
@@ -16,7 +16,11 @@ export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly options: { readonly masterAddress: string; readonly name: string | undefined; readonly workerVersion: string };
   /** The node's data cache, read only; absent on a node without one (no cache panel data, no cache metrics). */
   readonly dataCache?: DataCacheView | undefined;
+  /** The gateway pipe while it listens (port and counters); undefined on a node that hosts no services. */
+  readonly gateway: GatewayPipeView | undefined;
   freeCapacity(): Capacity;
+  /** The service replicas running here, each with its executor's latest status. */
+  replicas(): ReplicaView[];
   runningTasks(): { taskId: string; attempt: number }[];
   pause(): void;
   resume(): void;

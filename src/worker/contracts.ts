@@ -64,6 +64,46 @@ export interface ReplicaView {
   status: ReplicaStatus | undefined;
 }
 
+/** Why the gateway pipe closed connections without an answer (they never proved to be the master). */
+export type PipeRefusal = 'source' | 'key' | 'malformed' | 'timeout' | 'over-limit';
+
+/**
+ * One replica attempt's traffic through the node's gateway pipe since the worker started. The
+ * master's gateway opens one pipe connection per client request (or WebSocket), so connections
+ * per second approximate the replica's requests per second.
+ */
+export interface ReplicaPipeCounters {
+  taskId: string;
+  attempt: number;
+  /** Connections relayed to the replica (answered OK). */
+  connections: number;
+  /** Of them, relaying now. */
+  open: number;
+  /** Bytes from the gateway to the replica (requests). */
+  bytesIn: number;
+  /** Bytes from the replica to the gateway (responses). */
+  bytesOut: number;
+}
+
+export interface GatewayPipeCounters {
+  /** Connections relaying to a replica now. */
+  open: number;
+  /** Connections answered OK since start. */
+  relayed: number;
+  /** Connections answered ERR since start. */
+  errors: number;
+  /** Connections closed without an answer since start, by why. */
+  refused: Record<PipeRefusal, number>;
+  /** Per replica attempt (bounded: idle ones of replicas long gone are forgotten first). */
+  replicas: ReplicaPipeCounters[];
+}
+
+/** The node's gateway pipe as the monitor sees it: where it listens and what went through it. */
+export interface GatewayPipeView {
+  port: number;
+  counters: GatewayPipeCounters;
+}
+
 /** What a local monitor may subscribe to, instead of reaching into the worker. */
 export interface WorkerEvents {
   'state-changed': [LifecycleChange];

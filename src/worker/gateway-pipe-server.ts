@@ -10,12 +10,19 @@ import type { Duplex } from 'node:stream';
 import type { Clock } from '../common/clock.js';
 import { HivemindError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { GatewayPipeCounters, PipeRefusal, ReplicaPipeCounters } from './contracts.js';
 import { PIPE_HELLO_TIMEOUT_MS, PIPE_MAX_LINE_BYTES, PIPE_OK, formatPipeError, parsePipeHello, pipeKeyMatches } from '../protocol/gateway-pipe.js';
 
 /** Concurrent pipe connections (relaying or still in their hello); more are closed at once. */
 export const PIPE_MAX_CONNECTIONS = 4096;
 /** New connections taken per second; the rest of that second's are closed at once. */
 export const PIPE_MAX_NEW_PER_SECOND = 1000;
+/**
+ * Replica attempts whose counters are kept. Replicas that end are replaced by new tasks, so the map
+ * would otherwise grow over the worker's life; idle ones (nothing open) are forgotten first, least
+ * recently used first.
+ */
+export const PIPE_MAX_TRACKED_REPLICAS = 256;
 /** After an ERR answer, the caller has this long to close before the node does. */
 const ERR_LINGER_MS = 2_000;
 /** Refusals without an answer are logged at most this often (with the count since the last log). */
@@ -27,19 +34,7 @@ export class GatewayPipeListenError extends HivemindError {
   }
 }
 
-/** Why connections were closed without an answer (they never proved to be the master). */
-export type PipeRefusal = 'source' | 'key' | 'malformed' | 'timeout' | 'over-limit';
-
-export interface GatewayPipeCounters {
-  /** Connections relaying to a replica now. */
-  open: number;
-  /** Connections answered OK since start. */
-  relayed: number;
-  /** Connections answered ERR since start. */
-  errors: number;
-  /** Connections closed without an answer since start, by why. */
-  refused: Record<PipeRefusal, number>;
-}
+export type { GatewayPipeCounters, PipeRefusal, ReplicaPipeCounters } from './contracts.js';
 
 export interface GatewayPipeServerOptions {
   /** The node's tunnel address, or 127.0.0.1 for a node without a tunnel. */
@@ -53,6 +48,8 @@ export interface GatewayPipeServerOptions {
   maxConnections?: number;
   maxNewPerSecond?: number;
   helloTimeoutMs?: number;
+  /** Replica attempts whose counters are kept (default PIPE_MAX_TRACKED_REPLICAS). */
+  maxTrackedReplicas?: number;
 }
 
 export interface GatewayPipeServerDeps {
@@ -79,13 +76,16 @@ export class GatewayPipeServer {
   private readonly maxConnections: number;
   private readonly maxNewPerSecond: number;
   private readonly helloTimeoutMs: number;
+  private readonly maxTrackedReplicas: number;
   private readonly allowedRemote: string | undefined;
   private windowStart = 0;
   private windowCount = 0;
   private lastRefusalLogAt = -Infinity;
   private refusalsSinceLog = 0;
   private closed: Promise<void> | undefined;
-  private readonly stats: GatewayPipeCounters = { open: 0, relayed: 0, errors: 0, refused: { source: 0, key: 0, malformed: 0, timeout: 0, 'over-limit': 0 } };
+  private readonly stats: Omit<GatewayPipeCounters, 'replicas'> = { open: 0, relayed: 0, errors: 0, refused: { source: 0, key: 0, malformed: 0, timeout: 0, 'over-limit': 0 } };
+  /** Per replica attempt, in least recently used order (a Map keeps insertion order). */
+  private readonly perReplica = new Map<string, ReplicaPipeCounters>();
 
   constructor(
     private readonly opts: GatewayPipeServerOptions,
@@ -95,6 +95,7 @@ export class GatewayPipeServer {
     this.maxConnections = opts.maxConnections ?? PIPE_MAX_CONNECTIONS;
     this.maxNewPerSecond = opts.maxNewPerSecond ?? PIPE_MAX_NEW_PER_SECOND;
     this.helloTimeoutMs = opts.helloTimeoutMs ?? PIPE_HELLO_TIMEOUT_MS;
+    this.maxTrackedReplicas = opts.maxTrackedReplicas ?? PIPE_MAX_TRACKED_REPLICAS;
     this.allowedRemote = opts.allowedRemote === undefined ? undefined : plainAddress(opts.allowedRemote);
     this.log = deps.logger.child({ component: 'gateway-pipe' });
     this.server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
@@ -128,7 +129,7 @@ export class GatewayPipeServer {
   }
 
   counters(): GatewayPipeCounters {
-    return { ...this.stats, refused: { ...this.stats.refused } };
+    return { ...this.stats, refused: { ...this.stats.refused }, replicas: [...this.perReplica.values()].map((r) => ({ ...r })) };
   }
 
   /** Idempotent: stops listening, aborts pending connects and cuts every pipe. */
@@ -232,14 +233,37 @@ export class GatewayPipeServer {
   private relay(socket: net.Socket, upstream: Duplex, taskId: string, attempt: number): void {
     this.stats.relayed++;
     this.stats.open++;
+    const replica = this.replicaCounters(taskId, attempt);
+    replica.connections++;
+    replica.open++;
     socket.write(PIPE_OK);
     // pipeline resumes the socket paused since its hello: nothing it held back is lost.
     pipeline(socket, upstream, socket, (err) => {
       this.stats.open--;
+      replica.open--;
       if (err && !isPeerGone(err)) this.log.debug({ taskId, attempt, err: errorMessage(err) }, 'gateway pipe ended with an error');
       socket.destroy();
       upstream.destroy();
     });
+    // Listened to after pipeline() made both flow, so counting changes nothing in their backpressure.
+    socket.on('data', (chunk: Buffer) => (replica.bytesIn += chunk.length));
+    upstream.on('data', (chunk: Buffer) => (replica.bytesOut += chunk.length));
+  }
+
+  /** The attempt's counters, made the most recently used; past the bound an idle one is forgotten. */
+  private replicaCounters(taskId: string, attempt: number): ReplicaPipeCounters {
+    const k = `${taskId}#${attempt}`;
+    let c = this.perReplica.get(k);
+    if (c) this.perReplica.delete(k);
+    else c = { taskId, attempt, connections: 0, open: 0, bytesIn: 0, bytesOut: 0 };
+    this.perReplica.set(k, c);
+    if (this.perReplica.size > this.maxTrackedReplicas) {
+      for (const [key, r] of this.perReplica) {
+        if (this.perReplica.size <= this.maxTrackedReplicas) break;
+        if (r.open === 0 && r !== c) this.perReplica.delete(key);
+      }
+    }
+    return c;
   }
 
   private answerError(socket: net.Socket, reason: string): void {

@@ -2,7 +2,9 @@
 // submitted task running with its log streaming, then in the history with its outcome; 10,000
 // tasks of history and a task flooding its log leave the page bounded and usable. The data cache
 // panel with seeded entries and a task fetching its data, against an in-process monitor over a
-// real data cache. Screenshots land in test-artifacts/.
+// real data cache. The Services panel with a fake node's replicas: state, health, restarts, last
+// exit, requests per second from the pipe counters, and a replica's live log. Screenshots land in
+// test-artifacts/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -17,7 +19,7 @@ import { monitorFixture, seededDataCache } from '../helpers/fake-monitored-node.
 import { MonitorServer } from '../../src/monitor/monitor-server.js';
 import { systemClock } from '../../src/common/clock.js';
 import { silentLogger } from '../../src/common/logger.js';
-import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { TaskState, type ReplicaStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { TaskUpdate } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { CacheIndex } from '../../src/worker/data-cache/cache-index.js';
 
@@ -226,6 +228,72 @@ test('monitor page in Chromium: the data cache panel with seeded entries, and a 
     assert.deepEqual(errors, [], 'no page errors and no CSP violations');
   } finally {
     held.release();
+    await browser?.close();
+  }
+});
+
+test('monitor page in Chromium: the Services panel shows the replicas, their health and traffic, and opens a replica log', async (t) => {
+  if (!requireChromium(t)) return;
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const { store, node } = await monitorFixture(t);
+  const now = Date.now();
+  const status = (over: Partial<ReplicaStatus>): ReplicaStatus => ({ healthy: false, restarts: 0, lastExit: '', lastExitAtMs: 0, healthMessage: '', restartAtMs: 0, running: false, ...over });
+  const pipe = (taskId: string, connections: number) => ({ taskId, attempt: 1, connections, open: 0, bytesIn: connections * 1024, bytesOut: connections * 4096 });
+  node.replicaList = [
+    { taskId: 'web-r1', attempt: 1, service: 'web', index: 1, status: status({ running: true, healthy: false, healthMessage: 'GET /healthz: status 503', restarts: 2, lastExit: 'exited with code 3', lastExitAtMs: now - 60_000 }) },
+    { taskId: 'web-r0', attempt: 1, service: 'web', index: 0, status: status({ running: true, healthy: true }) },
+  ];
+  const refused = { source: 0, key: 1, malformed: 0, timeout: 0, 'over-limit': 0 };
+  node.gateway = { port: 7946, counters: { open: 0, relayed: 10, errors: 0, refused, replicas: [pipe('web-r0', 10), pipe('web-r1', 0)] } };
+  for (const r of node.replicaList) store.insertTask({ taskId: r.taskId, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: IMAGE, command: ['httpd', '-f'], env: new Map(), maxOutputBytes: 0, data: [] } }, [], now);
+  node.running = node.replicaList.map((r) => ({ taskId: r.taskId, attempt: 1 }));
+  const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
+  t.after(() => m.close());
+  let browser: Browser | undefined;
+  try {
+    browser = await launch();
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const errors = watchErrors(page);
+    await page.goto(`http://127.0.0.1:${m.port}/monitor.html`);
+    await page.locator(byTestId('connection')).filter({ hasText: 'live' }).waitFor();
+
+    const rows = page.locator(byTestId('replica-row'));
+    await rows.first().waitFor();
+    assert.equal(await rows.count(), 2);
+    assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-task'))), ['web-r0', 'web-r1'], 'by replica index');
+    assert.match((await page.locator(byTestId('services-gateway')).textContent()) ?? '', /^listening on port 7946: 10 connections relayed, 0 open, 0 answered with an error, 1 refused/);
+    const sick = page.locator(`${byTestId('replica-row')}[data-task="web-r1"]`);
+    assert.equal((await sick.locator(byTestId('replica-state')).textContent())?.trim(), 'running');
+    assert.equal((await sick.locator(byTestId('replica-health')).textContent())?.trim(), 'unhealthy');
+    assert.equal((await sick.locator(byTestId('replica-health-message')).textContent())?.trim(), 'GET /healthz: status 503');
+    assert.equal((await sick.locator(byTestId('replica-restarts')).textContent())?.trim(), '2');
+    assert.match((await sick.locator(byTestId('replica-last-exit')).textContent()) ?? '', /^exited with code 3 \(/);
+
+    // Traffic moves: 20 more connections to replica 0 over about two seconds shows as a rate
+    // (pushed by the services timer, no event needed).
+    node.gateway = { port: 7946, counters: { open: 1, relayed: 30, errors: 0, refused, replicas: [pipe('web-r0', 30), pipe('web-r1', 0)] } };
+    const healthy = page.locator(`${byTestId('replica-row')}[data-task="web-r0"]`);
+    const rps = await waitFor('a request rate on replica 0', async () => {
+      const n = Number((await healthy.locator(byTestId('replica-rps')).textContent())?.trim());
+      return n > 0 ? n : undefined;
+    }, 15_000);
+    assert.ok(rps <= 20, `at most 20 connections over at least a second: ${rps}/s`);
+    assert.equal((await healthy.locator(byTestId('replica-traffic')).textContent())?.trim(), '30.0 KiB in / 120 KiB out');
+
+    // A replica restarting after its health checks failed: pushed on its replica-status event.
+    const restarting = { ...node.replicaList[0]!, status: status({ running: false, restarts: 3, lastExit: 'unhealthy: 3 checks failed', lastExitAtMs: Date.now(), restartAtMs: Date.now() + 30_000 }) };
+    node.replicaList = [node.replicaList[1]!, restarting];
+    node.emit('replica-status', restarting);
+    await sick.locator(byTestId('replica-state')).filter({ hasText: 'restarting' }).waitFor();
+    assert.match((await sick.locator(byTestId('replica-last-exit')).textContent()) ?? '', /^unhealthy: 3 checks failed \(.*\); restarts at /);
+
+    // Its Logs button follows the replica's live log.
+    await sick.locator(byTestId('replica-logs')).click();
+    node.emit('task-log', { taskId: 'web-r1', attempt: 1, stream: 'stderr', data: Buffer.from('httpd: listening on :8080\n') });
+    await page.locator(byTestId('log-view')).filter({ hasText: 'httpd: listening on :8080' }).waitFor();
+    await page.screenshot({ path: join(ARTIFACTS, 'monitor-services.png'), fullPage: true });
+    assert.deepEqual(errors, [], 'no page errors and no CSP violations');
+  } finally {
     await browser?.close();
   }
 });

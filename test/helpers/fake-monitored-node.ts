@@ -10,7 +10,7 @@ import { systemClock } from '../../src/common/clock.js';
 import { silentLogger } from '../../src/common/logger.js';
 import type { MonitoredNode } from '../../src/monitor/monitored-node.js';
 import type { TunnelStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
-import type { DataCacheView, WorkerEvents } from '../../src/worker/contracts.js';
+import type { DataCacheView, GatewayPipeView, ReplicaView, WorkerEvents } from '../../src/worker/contracts.js';
 import { DataCache, type DataRef } from '../../src/worker/data-cache/data-cache.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
 
@@ -37,6 +37,12 @@ export class FakeNode extends EventEmitter<WorkerEvents> implements MonitoredNod
     return { cpus: 2, memoryBytes: 1 << 30, gpuIndexes: [], taskSlots: 2 };
   }
   running: { taskId: string; attempt: number }[] = [];
+  /** Service replicas the test puts on the node; `gateway` set when it hosts services. */
+  replicaList: ReplicaView[] = [];
+  gateway: GatewayPipeView | undefined = undefined;
+  replicas() {
+    return this.replicaList;
+  }
   runningTasks() {
     return this.running;
   }

@@ -372,6 +372,45 @@ test('hostile: a client trickling its request head is cut at the headers timeout
   assert.match(answer, /^HTTP\/1\.1 408 /);
 });
 
+test('/metrics with a metrics source: per-replica and per-service traffic to the admin token; without one it is no route', async () => {
+  const withMetrics = new Gateway({
+    directory,
+    logger: silentLogger(),
+    listen: { host: '127.0.0.1', port: 0 },
+    metrics: { isAdminToken: (t) => t === 'hmadm_secret', services: () => [{ name: 'pair', wanted: 3 }, { name: 'sick', wanted: 1 }] },
+  });
+  const url = (await withMetrics.start()).url;
+  try {
+    for (let i = 0; i < 4; i++) {
+      const r = await fetch(`${url}/s/pair/headers`);
+      assert.equal(r.status, 200);
+      await r.text();
+    }
+    const refusedRes = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${GOOD}` } });
+    recordHostile('gateway /metrics: a service token', refusedRes.status !== 401);
+    assert.equal(refusedRes.status, 401);
+    await refusedRes.text();
+    const res = await fetch(`${url}/metrics?x=1`, { headers: { authorization: 'Bearer hmadm_secret' } });
+    const text = await res.text();
+    assert.equal(res.status, 200, text);
+    const value = (line: string) => Number(new RegExp(`^${line.replace(/[{}()[\]|.+*?^$\\]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1]);
+    assert.equal(value('hivemind_gateway_replica_requests_total{service="pair",replica="0",task="t-pa"}') + value('hivemind_gateway_replica_requests_total{service="pair",replica="1",task="t-pb"}'), 4);
+    assert.equal(value('hivemind_gateway_requests_total{service="pair"}'), 4);
+    assert.equal(value('hivemind_gateway_errors_total{service="pair"}'), 0);
+    assert.equal(value('hivemind_gateway_in_flight{service="pair"}'), 0);
+    assert.ok(value('hivemind_gateway_latency_p99_ms{service="pair"}') >= 0);
+    assert.equal(value('hivemind_service_replicas_wanted{service="pair"}'), 3);
+    assert.equal(value('hivemind_service_replicas_placed{service="pair"}'), 2);
+    assert.equal(value('hivemind_service_replicas_healthy{service="pair"}'), 2);
+    assert.equal(value('hivemind_service_replicas_healthy{service="sick"}'), 0);
+  } finally {
+    await withMetrics.close();
+  }
+  const plain = await fetch(`${base}/metrics`, { headers: { authorization: 'Bearer hmadm_secret' } });
+  assert.equal(plain.status, 404, 'a gateway without a metrics source has no /metrics');
+  await plain.text();
+});
+
 test('a master given a directory runs the gateway from start to close; "off" runs none', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'hm-gw-master-'));
   try {

@@ -216,3 +216,52 @@ test('a node announcing a malformed gateway pipe is refused with the reason', as
   }
   assert.equal(h.master.gatewayDirectory.pipeOf(reg.nodeId), undefined);
 });
+
+test('the master\'s /metrics on the gateway listener: the admin token only (never a service token), replicas wanted, placed and healthy', async (t) => {
+  const h = await startMaster(t);
+  const adminToken = (await readFile(h.master.adminTokenPath, 'utf8')).trim();
+  const url = `${h.master.gatewayUrl!}/metrics`;
+  const host = new ScriptedNode(h.address);
+  t.after(() => host.close());
+  await host.register((await h.admin.createToken()).token, 'host');
+  host.online({ gateway: GATEWAY });
+  await create(h, { replicas: 2 });
+  const a1 = await host.nextAssignment();
+  await host.nextAssignment();
+  await host.update(a1.taskId, a1.attempt, TaskState.TASK_STATE_RUNNING, '', undefined, undefined, { healthy: true, restarts: 0, lastExit: '', lastExitAtMs: 0, healthMessage: '', restartAtMs: 0, running: true });
+  const serviceToken = (await call<unknown, { token: string }>(h, 'createServiceToken', { service: 'web', label: 'ci', ttlMs: 0 })).token;
+
+  const get = (authorization?: string) => fetch(url, authorization ? { headers: { authorization } } : {});
+  const none = await get();
+  assert.equal(none.status, 401);
+  assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer realm="hivemind-admin"/);
+  assert.match(await none.text(), /metrics need the master's admin token/);
+  const withService = await get(`Bearer ${serviceToken}`);
+  const serviceBody = await withService.text();
+  recordHostile('master /metrics: a service token', withService.status !== 401 || serviceBody.includes('hivemind_'));
+  assert.equal(withService.status, 401);
+  assert.match(serviceBody, /not the master's admin token \(a service token does not read metrics\)/);
+  assert.ok(!serviceBody.includes('hivemind_service'), 'no metric in a refusal');
+  const wrong = await get(`Bearer ${adminToken}x`);
+  recordHostile('master /metrics: a near-miss admin token', wrong.status !== 401);
+  assert.equal(wrong.status, 401);
+  await wrong.text();
+  const post = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${adminToken}` } });
+  assert.equal(post.status, 405);
+  await post.text();
+
+  const res = await until('the running replica in the metrics', async () => {
+    const r = await get(`Bearer ${adminToken}`);
+    const text = await r.text();
+    assert.equal(r.status, 200, text);
+    return text.includes('hivemind_service_replicas_healthy{service="web"} 1\n') ? { r, text } : undefined;
+  });
+  assert.match(res.r.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+  assert.ok(res.text.includes('hivemind_service_replicas_wanted{service="web"} 2\n'), res.text);
+  assert.ok(res.text.includes('hivemind_service_replicas_placed{service="web"} 2\n'), res.text);
+  assert.ok(res.text.includes(`hivemind_gateway_replica_requests_total{service="web",replica="${a1.spec!.service!.replica}",task="${a1.taskId}"} 0\n`), res.text);
+  // The service path space is untouched: /metrics is not a service, /s/metrics/ is one's path.
+  const svc = await fetch(`${h.master.gatewayUrl!}/s/metrics/`, { headers: { authorization: `Bearer ${adminToken}` } });
+  assert.equal(svc.status, 404);
+  await svc.text();
+});

@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { io } from 'socket.io-client';
 import { MonitorPortInUseError, MonitorServer } from '../../src/monitor/monitor-server.js';
 import { monitorFixture as fixture, seededDataCache } from '../helpers/fake-monitored-node.js';
-import type { CacheView } from '../../src/monitor/monitor-types.js';
-import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import type { CacheView, ServicesView } from '../../src/monitor/monitor-types.js';
+import { TaskState, type ReplicaStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { createLogger, silentLogger } from '../../src/common/logger.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { systemClock } from '../../src/common/clock.js';
@@ -248,4 +248,49 @@ test('data cache: a node without one answers { cache: null }', async (t) => {
   t.after(() => m.close());
   const res = await fetch(`http://127.0.0.1:${m.port}/api/cache`);
   assert.deepEqual(await res.json(), { cache: null });
+});
+
+test('services: /api/services, the services push on connect and on a replica-status change, and the replica /metrics, behind the token', async (t) => {
+  const { store, node } = await fixture(t);
+  const running: ReplicaStatus = { healthy: true, restarts: 1, lastExit: 'exited with code 2', lastExitAtMs: 1_000, healthMessage: '', restartAtMs: 0, running: true };
+  node.replicaList = [{ taskId: 'web-0', attempt: 1, service: 'web', index: 0, status: running }];
+  node.gateway = { port: 7946, counters: { open: 1, relayed: 3, errors: 0, refused: { source: 0, key: 0, malformed: 0, timeout: 0, 'over-limit': 0 }, replicas: [{ taskId: 'web-0', attempt: 1, connections: 3, open: 1, bytesIn: 300, bytesOut: 9000 }] } };
+  const token = 'monitor-token-0123456789';
+  const m = await MonitorServer.start({ host: '127.0.0.1', port: 0, token }, { node, store, clock: systemClock, logger: silentLogger() });
+  t.after(() => m.close());
+  const base = `http://127.0.0.1:${m.port}`;
+  assert.equal((await fetch(`${base}/api/services`)).status, 401, 'the services panel needs the token like the rest of the API');
+  const auth = { authorization: `Bearer ${token}` };
+  const view = (await (await fetch(`${base}/api/services`, { headers: auth })).json()) as ServicesView;
+  assert.deepEqual(view.gateway, { port: 7946, open: 1, relayed: 3, errors: 0, refused: 0 });
+  assert.equal(view.replicas.length, 1);
+  assert.deepEqual({ ...view.replicas[0]!, requestsPerSecond: undefined }, {
+    taskId: 'web-0', attempt: 1, service: 'web', index: 0, state: 'running', healthy: true, healthMessage: '', restarts: 1,
+    lastExit: 'exited with code 2', lastExitAtMs: 1_000, restartAtMs: null, pipe: { connections: 3, open: 1, bytesIn: 300, bytesOut: 9000 }, requestsPerSecond: undefined,
+  });
+
+  const sock = io(base, { transports: ['websocket'], reconnection: false, auth: { token } });
+  t.after(() => sock.close());
+  const pushes: ServicesView[] = [];
+  await new Promise<void>((resolve, reject) => {
+    sock.on('services', (v: ServicesView) => {
+      pushes.push(v);
+      resolve();
+    });
+    sock.on('connect_error', reject);
+  });
+  assert.equal(pushes[0]!.replicas[0]!.state, 'running');
+  const sick = { taskId: 'web-0', attempt: 1, service: 'web', index: 0, status: { ...running, healthy: false, healthMessage: 'GET /: status 500' } };
+  node.replicaList = [sick];
+  node.emit('replica-status', sick);
+  const deadline = Date.now() + 5000;
+  while (!pushes.some((v) => v.replicas[0]?.healthy === false) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(pushes.find((v) => v.replicas[0]?.healthy === false)?.replicas[0]?.healthMessage, 'GET /: status 500', 'pushed after the replica-status event');
+
+  assert.equal((await fetch(`${base}/metrics`)).status, 401);
+  const metrics = await (await fetch(`${base}/metrics`, { headers: auth })).text();
+  assert.ok(metrics.includes('hivemind_replicas{service="web",replica="0",state="running",healthy="false"} 1\n'), metrics);
+  assert.ok(metrics.includes('hivemind_replica_restarts_total{service="web",replica="0"} 1\n'));
+  assert.ok(metrics.includes('hivemind_gateway_pipe_connections_total{service="web"} 3\n'));
+  assert.ok(metrics.includes('hivemind_gateway_pipe_bytes_total{service="web",direction="out"} 9000\n'));
 });

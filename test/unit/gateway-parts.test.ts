@@ -4,6 +4,7 @@ import { ManualClock } from '../../src/common/clock.js';
 import { bearerToken, parseGatewayPath } from '../../src/master/gateway/gateway-path.js';
 import { pickReplica } from '../../src/master/gateway/replica-pick.js';
 import { GatewayTraffic, LATENCY_WINDOW, percentile, renderTrafficMetrics } from '../../src/master/gateway/gateway-traffic.js';
+import { renderGatewayMetrics } from '../../src/master/gateway/gateway-metrics.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from '../../src/master/gateway/forwarded-headers.js';
 import type { GatewayReplica } from '../../src/master/gateway/gateway-directory.js';
 
@@ -150,4 +151,37 @@ test('the replica never sees the client token; hop-by-hop headers stop; X-Forwar
 test('response headers lose their hop-by-hop ones only', () => {
   const out = downstreamResponseHeaders(['Content-Type', 'text/event-stream', 'Connection', 'close', 'Keep-Alive', 'timeout=5', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2']);
   assert.deepEqual(out, ['Content-Type', 'text/event-stream', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2']);
+});
+
+test('master metrics: replicas wanted, placed and healthy per service; per-replica traffic with zeros before the first request; service families kept', () => {
+  const t = new GatewayTraffic(new ManualClock());
+  const r = t.startReplica('t-b');
+  r.head();
+  r.end(true);
+  t.startService('web').end(true);
+  const text = renderGatewayMetrics(t, [
+    { name: 'web', wanted: 3, replicas: [{ index: 1, taskId: 't-b', attempt: 1, nodeId: 'n', healthy: false }, { index: 0, taskId: 't-a', attempt: 2, nodeId: 'n', healthy: true }] },
+    { name: 'api', wanted: 0, replicas: [] },
+  ]);
+  for (const line of [
+    '# TYPE hivemind_service_replicas_wanted gauge',
+    'hivemind_service_replicas_wanted{service="api"} 0',
+    'hivemind_service_replicas_wanted{service="web"} 3',
+    'hivemind_service_replicas_placed{service="web"} 2',
+    'hivemind_service_replicas_healthy{service="web"} 1',
+    '# TYPE hivemind_gateway_replica_requests_total counter',
+    'hivemind_gateway_replica_requests_total{service="web",replica="0",task="t-a"} 0',
+    'hivemind_gateway_replica_requests_total{service="web",replica="1",task="t-b"} 1',
+    'hivemind_gateway_replica_errors_total{service="web",replica="1",task="t-b"} 1',
+    'hivemind_gateway_replica_in_flight{service="web",replica="1",task="t-b"} 0',
+    'hivemind_gateway_replica_latency_p50_ms{service="web",replica="1",task="t-b"} 0',
+    'hivemind_gateway_requests_total{service="web"} 1',
+  ]) {
+    assert.ok(text.split('\n').includes(line), `has ${line}\n${text}`);
+  }
+  assert.ok(text.indexOf('task="t-a"') < text.indexOf('task="t-b"'), 'replicas by index');
+  assert.ok(text.endsWith('\n'));
+  // Every sample line belongs to a declared family (a scraper rejects one that does not).
+  const declared = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
+  for (const line of text.split('\n').filter((l) => l && !l.startsWith('#'))) assert.ok(declared.has(line.split(/[{ ]/)[0]!), line);
 });

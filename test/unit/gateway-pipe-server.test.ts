@@ -228,3 +228,50 @@ async function waitFor(pred: () => boolean, timeoutMs = 3_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+test('gateway pipe: per-replica counters: connections, open now and bytes each way, for relayed connections only', async (t) => {
+  const echo = await echoServer(t);
+  const { server } = await pipeServer(t, echo.port, {}, new Set(['task-1#1', 'task-2#3']));
+  const payload = Buffer.alloc(10_000, 7);
+  for (let i = 0; i < 2; i++) {
+    const r = await call(server.port, formatPipeHello({ key: KEY, taskId: 'task-1', attempt: 1 }), payload, (got) => got.length >= 3 + payload.length);
+    assert.equal(r.got.length, 3 + payload.length);
+  }
+  await call(server.port, formatPipeHello({ key: KEY, taskId: 'task-2', attempt: 3 }), Buffer.from('hi'), (got) => got.length >= 5);
+  // Refused and ERR-answered callers never reach a replica: not its traffic.
+  await call(server.port, formatPipeHello({ key: OTHER_KEY, taskId: 'task-1', attempt: 1 }));
+  await call(server.port, formatPipeHello({ key: KEY, taskId: 'task-9', attempt: 1 }));
+  await waitFor(() => server.counters().open === 0);
+  const byTask = new Map(server.counters().replicas.map((r) => [`${r.taskId}#${r.attempt}`, r]));
+  assert.deepEqual([...byTask.keys()].sort(), ['task-1#1', 'task-2#3']);
+  assert.deepEqual(byTask.get('task-1#1'), { taskId: 'task-1', attempt: 1, connections: 2, open: 0, bytesIn: 2 * payload.length, bytesOut: 2 * payload.length });
+  assert.deepEqual(byTask.get('task-2#3'), { taskId: 'task-2', attempt: 3, connections: 1, open: 0, bytesIn: 2, bytesOut: 2 });
+});
+
+test('gateway pipe: an open connection shows in its replica counters until it closes', async (t) => {
+  const echo = await echoServer(t);
+  const { server } = await pipeServer(t, echo.port);
+  const s = net.connect(server.port, '127.0.0.1');
+  s.on('error', () => undefined);
+  await new Promise((r) => s.once('connect', r));
+  s.write(formatPipeHello({ key: KEY, taskId: 'task-1', attempt: 1 }));
+  await new Promise((r) => s.once('data', r));
+  assert.equal(server.counters().replicas[0]?.open, 1);
+  s.destroy();
+  await waitFor(() => server.counters().replicas[0]?.open === 0);
+  assert.equal(server.counters().replicas[0]?.connections, 1);
+});
+
+test('gateway pipe: per-replica counters are bounded; idle attempts are forgotten first, never one with a connection open', async (t) => {
+  const echo = await echoServer(t);
+  const { server } = await pipeServer(t, echo.port, { maxTrackedReplicas: 2 }, new Set(['a#1', 'b#1', 'c#1']));
+  const busy = net.connect(server.port, '127.0.0.1');
+  busy.on('error', () => undefined);
+  t.after(() => busy.destroy());
+  await new Promise((r) => busy.once('connect', r));
+  busy.write(formatPipeHello({ key: KEY, taskId: 'a', attempt: 1 }));
+  await new Promise((r) => busy.once('data', r));
+  for (const id of ['b', 'c']) await call(server.port, formatPipeHello({ key: KEY, taskId: id, attempt: 1 }), Buffer.from('x'), (got) => got.length >= 4);
+  await waitFor(() => server.counters().open === 1);
+  assert.deepEqual(server.counters().replicas.map((r) => r.taskId).sort(), ['a', 'c'], 'b was idle and least recently used; a is open');
+});

@@ -2,13 +2,14 @@
 // with data (task commands and logs are untrusted), DOM built with createElement/textContent.
 // Everything live comes over Socket.IO (docs/monitor.md); the API is used for first loads.
 // This module renders the node's status and controls and wires the parts together: the charts,
-// the running tasks, the live log, the data cache and the history.
+// the running tasks, the live log, the services, the data cache and the history.
 import { $, el, fmtBytes, fmtDuration, fmtPct, getJson, postControl, setBadge, toast } from './monitor-dom.js';
 import { addContribution, addSample, initCharts, redrawAll } from './monitor-charts.js';
 import { loadHistory, onTask } from './monitor-history.js';
 import { createLiveLog } from './monitor-log.js';
 import { createRunningTasks } from './monitor-running.js';
 import { loadCache, renderCache } from './monitor-cache.js';
+import { createServices } from './monitor-services.js';
 
 /** POSTs a control; the answer's status is rendered, a failure shown in the toast. */
 async function control(url) {
@@ -70,6 +71,12 @@ initCharts();
 const socket = io({ transports: ['websocket', 'polling'] });
 const liveLog = createLiveLog(socket);
 const running = createRunningTasks({ openLog: liveLog.open, control, onGone: liveLog.taskGone });
+const services = createServices({
+  openLog: (taskId) => {
+    liveLog.open(taskId);
+    $('log-panel').scrollIntoView({ block: 'nearest' });
+  },
+});
 setInterval(() => {
   running.tick();
   if (status) $('node-uptime').textContent = fmtDuration(Date.now() - status.node.startedAtMs);
@@ -92,6 +99,7 @@ socket.on('contribution', (p) => {
 socket.on('task', onTask);
 socket.on('log', liveLog.onLog);
 socket.on('cache', renderCache);
+socket.on('services', services.render);
 
 (async () => {
   try {
@@ -105,4 +113,5 @@ socket.on('cache', renderCache);
 })();
 void loadHistory();
 void loadCache();
+void services.load();
 getJson('/api/status').then(renderStatus, (err) => toast(`Status: ${err.message}`));

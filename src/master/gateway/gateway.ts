@@ -2,7 +2,8 @@
 // as `/REST?query`, through the gateway pipe of the replica's node (one pipe connection per client
 // request). Bodies stream both ways without buffering, Upgrade (WebSocket) connections are relayed
 // byte for byte, and a client that goes away closes the replica's side too. Plain HTTP: TLS is a
-// reverse proxy's job in front of it.
+// reverse proxy's job in front of it. With a metrics source, `GET /metrics` answers the master's
+// metrics (gateway-metrics.ts) to the admin token only.
 import { createServer, request as httpRequest, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
@@ -13,6 +14,7 @@ import type { Logger } from '../../common/logger.js';
 import { GATEWAY_DEFAULTS } from '../../config/defaults.js';
 import type { GatewayDirectory, GatewayReplica, GatewayService } from './gateway-directory.js';
 import { GatewayTraffic, type TrafficTrack } from './gateway-traffic.js';
+import { METRICS_PATH, renderGatewayMetrics, type GatewayMetricsSource } from './gateway-metrics.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from './forwarded-headers.js';
 import { bearerToken, parseGatewayPath } from './gateway-path.js';
 import { dialPipe } from './pipe-dialer.js';
@@ -36,6 +38,8 @@ export interface GatewayDeps {
   listen: { host: string; port: number };
   /** Each left out takes GATEWAY_DEFAULTS. */
   limits?: Partial<GatewayLimits>;
+  /** Serve GET /metrics to the admin token; absent: /metrics is no route (404). */
+  metrics?: GatewayMetricsSource;
 }
 
 /** Why the gateway answers a request itself, before any replica is involved. */
@@ -189,6 +193,8 @@ export class Gateway {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     this.active++;
     res.once('close', () => this.active--);
+    // Answered at once, even when the gateway is at its limit: that is when an operator looks.
+    if (this.deps.metrics && isMetricsTarget(req.url)) return this.serveMetrics(req, res, this.deps.metrics);
     const refusal = this.overloaded() ?? this.admit(req);
     if ('status' in refusal) return refuse(res, refusal);
     this.forward(req, res, refusal).catch((err: unknown) => {
@@ -197,6 +203,25 @@ export class Gateway {
       if (res.headersSent) res.destroy();
       else refuse(res, { status: 502, code: 'GATEWAY_ERROR', message: 'the gateway failed to forward the request' });
     });
+  }
+
+  /** The master's metrics: the admin token only (a service token is no admin token: 401 too). */
+  private serveMetrics(req: IncomingMessage, res: ServerResponse, source: GatewayMetricsSource): void {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(res, { status: 405, code: 'METHOD_NOT_ALLOWED', message: 'metrics are read with GET', headers: { Allow: 'GET, HEAD' } });
+    const token = bearerToken(req.headers.authorization);
+    const challenge = { 'WWW-Authenticate': 'Bearer realm="hivemind-admin"' };
+    if (token === undefined) return refuse(res, { status: 401, code: 'UNAUTHENTICATED', message: 'metrics need the master\'s admin token: send Authorization: Bearer <admin token> (<data dir>/admin.token)', headers: challenge });
+    if (!source.isAdminToken(token)) return refuse(res, { status: 401, code: 'UNAUTHENTICATED', message: 'the token is not the master\'s admin token (a service token does not read metrics)', headers: challenge });
+    let body: string;
+    try {
+      const services = source.services().map((s) => ({ ...s, replicas: this.deps.directory.service(s.name)?.replicas ?? [] }));
+      body = renderGatewayMetrics(this.traffic, services);
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'metrics failed');
+      return refuse(res, { status: 500, code: 'METRICS_FAILED', message: 'the master could not read its metrics (see its log)' });
+    }
+    res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+    res.end(req.method === 'HEAD' ? undefined : body);
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, { service, path, prefix }: Admitted): Promise<void> {
@@ -338,6 +363,11 @@ export class Gateway {
     client.pipe(pipe);
     pipe.pipe(client);
   }
+}
+
+/** `/metrics`, with or without a query (a scraper's cache buster); nothing below it. */
+function isMetricsTarget(target: string | undefined): boolean {
+  return target === METRICS_PATH || (target?.startsWith(`${METRICS_PATH}?`) ?? false);
 }
 
 function errorBody(r: Refusal): string {
