@@ -1,8 +1,8 @@
 // The handover of a service replica between worker processes (real master, real Docker): worker
-// A is paused from its monitor, and the replica moves to worker B with no moment where the
-// service has no healthy replica: `service get` (polled every 200 ms) never shows 0 healthy and
-// every request through the gateway meanwhile is answered by a replica.
-import { test } from 'node:test';
+// A is paused from its monitor (or stopped with SIGTERM: a drain), and the replica moves to
+// worker B with no moment where the service has no healthy replica: `service get` (polled every
+// 200 ms) never shows 0 healthy and every request through the gateway meanwhile is answered.
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster, registeredNodeId } from '../helpers/process-cluster.js';
@@ -15,10 +15,12 @@ const IMAGE = 'hivemind/busybox:1';
 const CONTROL = { 'X-Hivemind-Monitor': '1', 'Content-Type': 'application/json' };
 const HTTPD = 'mkdir -p /tmp/www && echo ok > /tmp/www/health && exec busybox httpd -f -p 8000 -h /tmp/www';
 
-test('a paused worker hands its replica over to the other worker: never 0 healthy, every gateway request answered', async (t) => {
-  if (!requireDockerImage(t, IMAGE)) return;
+type Leave = (cluster: ProcessCluster, monitorPort: number) => Promise<void>;
+
+async function handover(t: TestContext, leave: Leave): Promise<ProcessCluster> {
   const monitorPort = await freePort();
-  const cluster = await ProcessCluster.start({ workerArgs: ['--monitor-port', String(monitorPort)] });
+  // A long handover wait on A: its replica stopping early can only be the master's handover.
+  const cluster = await ProcessCluster.start({ workerArgs: ['--monitor-port', String(monitorPort), '--handover-wait', '2m'] });
   const services = ServiceClient.connect(cluster.address, cluster.adminToken);
   t.after(async () => {
     services.close();
@@ -48,8 +50,7 @@ test('a paused worker hands its replica over to the other worker: never 0 health
     }
   })();
   try {
-    const paused = await fetch(`http://127.0.0.1:${monitorPort}/api/pause`, { method: 'POST', headers: CONTROL, body: '{}' });
-    assert.equal(paused.status, 200, await paused.text());
+    await leave(cluster, monitorPort);
     await waitFor('the replica moved to worker B, the one on A ended', async () => {
       const s = await services.get('web');
       return (healthyOn(s, b.nodeId) && s.replicaList.length === 1) || undefined;
@@ -61,6 +62,30 @@ test('a paused worker hands its replica over to the other worker: never 0 health
   assert.ok(healthyCounts.length >= 5, `polled ${healthyCounts.length} times`);
   assert.ok(healthyCounts.every((n) => n >= 1), `service get never showed 0 healthy: ${healthyCounts.join(',')}`);
   assert.deepEqual(failures, [], 'every request through the gateway was answered by a replica');
+  return cluster;
+}
+
+test('a paused worker hands its replica over to the other worker: never 0 healthy, every gateway request answered', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const cluster = await handover(t, async (_c, monitorPort) => {
+    const paused = await fetch(`http://127.0.0.1:${monitorPort}/api/pause`, { method: 'POST', headers: CONTROL, body: '{}' });
+    assert.equal(paused.status, 200, await paused.text());
+  });
+  const gone = await cluster.cli(['service', 'rm', 'web', '--wait']);
+  assert.equal(gone.code, 0, gone.stdout + gone.stderr);
+});
+
+test('a draining worker (SIGTERM) hands its replica over and exits once it is handed over, well before its handover wait', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  let stopped = 0;
+  const cluster = await handover(t, async (c) => {
+    stopped = Date.now();
+    c.worker!.child.kill('SIGTERM');
+  });
+  const a = cluster.worker!.child;
+  await waitFor('worker A to exit', () => (a.exitCode !== null ? true : undefined), 60_000, 100);
+  assert.equal(a.exitCode, 0, cluster.worker!.output.slice(-2000));
+  assert.ok(Date.now() - stopped < 60_000, `exited after ${Date.now() - stopped} ms: the master handed the replica over, not the 2 min handover wait`);
   const gone = await cluster.cli(['service', 'rm', 'web', '--wait']);
   assert.equal(gone.code, 0, gone.stdout + gone.stderr);
 });
