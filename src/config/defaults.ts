@@ -80,6 +80,12 @@ export const WORKER_DEFAULTS = {
   maxTasks: 2,
   /** How long a drain (SIGTERM, `hivemind worker stop`) waits for running tasks before cancelling them: 10 min. */
   drainTimeoutMs: 10 * 60_000,
+  /**
+   * How long a drain keeps service replicas running for the master to hand them over: 30 s. The
+   * master's surge gives up after 10 s unplaced, so a lone node stops its replicas after this,
+   * not after the whole drain timeout.
+   */
+  handoverWaitMs: 30_000,
   /** Report interval when neither this worker nor its master sets one: the master's default. */
   reportIntervalMs: MASTER_DEFAULTS.reportIntervalMs,
   /** Cap on a task's /output tree: 1 GiB. */

@@ -33,6 +33,8 @@ const schema = z
     reportInterval: zDurationMs('report interval').optional(),
     /** How long SIGTERM waits for running tasks before cancelling them. Default WORKER_DEFAULTS.drainTimeoutMs, applied by compileWorkerSettings. */
     drainTimeout: zDurationMs('drain timeout').optional(),
+    /** How long a drain keeps service replicas running for the master to hand them over. Default WORKER_DEFAULTS.handoverWaitMs, applied by compileWorkerSettings. */
+    handoverWait: zDurationMs('handover wait').optional(),
     /** Cap on a task's /output tree. */
     maxOutput: zSize('max output').default(WORKER_DEFAULTS.maxOutputBytes),
     /**
@@ -75,7 +77,7 @@ const schema = z
 type Parsed = z.infer<typeof schema>;
 
 /** The node's own settings (tokens, output cap, images, monitor, log) and the worker's, compiled. */
-export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'imageUnusedFor' | 'gatewayPort' | 'services'> &
+export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'handoverWait' | 'imageUnusedFor' | 'gatewayPort' | 'services'> &
   CompiledWorkerSettings & {
     imageUnusedForMs: number;
   };
@@ -91,6 +93,7 @@ const fields: Record<string, FieldSource> = {
   memory: { env: 'HIVEMIND_MEMORY', flag: 'memory' },
   reportInterval: { env: 'HIVEMIND_REPORT_INTERVAL', flag: 'reportInterval' },
   drainTimeout: { env: 'HIVEMIND_DRAIN_TIMEOUT', flag: 'drainTimeout' },
+  handoverWait: { env: 'HIVEMIND_HANDOVER_WAIT', flag: 'handoverWait' },
   maxOutput: { env: 'HIVEMIND_MAX_OUTPUT', flag: 'maxOutput' },
   allowUnboundedOutput: { env: 'HIVEMIND_ALLOW_UNBOUNDED_OUTPUT', flag: 'allowUnboundedOutput' },
   imageBudget: { env: 'HIVEMIND_IMAGE_BUDGET', flag: 'imageBudget' },
@@ -108,7 +111,7 @@ const fields: Record<string, FieldSource> = {
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
-  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, imageUnusedFor, gatewayPort, services, ...node } = c;
+  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, handoverWait, imageUnusedFor, gatewayPort, services, ...node } = c;
   if (c.monitorPort !== 0) checkMonitorBinding(stripBrackets(c.monitorListen), c.monitorToken);
   return {
     ...node,
@@ -122,6 +125,7 @@ export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
       memory,
       reportIntervalMs: reportInterval,
       drainTimeoutMs: drainTimeout,
+      handoverWaitMs: handoverWait,
       gatewayPort,
       services,
     }),

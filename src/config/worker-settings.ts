@@ -37,6 +37,12 @@ export interface WorkerSettings {
   taskDefaultMemoryBytes?: number | undefined;
   /** How long drain() waits for running tasks before cancelling them. */
   drainTimeoutMs?: number | undefined;
+  /**
+   * How long a drain keeps the service replicas running for the master to hand them over (start
+   * each one elsewhere, then cancel it here), counted from the drain's start; they are stopped once
+   * this has passed and no batch task is left (at the latest at the drain timeout).
+   */
+  handoverWaitMs?: number | undefined;
   /** Stored resource samples are kept this long. */
   sampleMaxAgeMs?: number | undefined;
   /** ...and at most this many. */
@@ -74,6 +80,7 @@ export interface CompiledWorkerSettings {
   taskDefaultCpus: number;
   taskDefaultMemoryBytes: number;
   drainTimeoutMs: number;
+  handoverWaitMs: number;
   sampleMaxAgeMs: number;
   sampleMaxCount: number;
   backoff: BackoffOptions;
@@ -108,6 +115,8 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
   const gatewayPort = raw.gatewayPort ?? D.gatewayPort;
   if (!Number.isInteger(gatewayPort) || gatewayPort < 0 || gatewayPort > 65535) throw new ConfigError(`gateway port must be an integer from 0 to 65535 (0 = a free port), got ${gatewayPort}`);
   if (!Number.isFinite(drainTimeoutMs) || drainTimeoutMs < 0) throw new ConfigError(`drain timeout must be >= 0 ms, got ${drainTimeoutMs}`);
+  const handoverWaitMs = raw.handoverWaitMs ?? D.handoverWaitMs;
+  if (!Number.isFinite(handoverWaitMs) || handoverWaitMs < 0) throw new ConfigError(`handover wait must be >= 0 ms, got ${handoverWaitMs}`);
   return {
     dataDir,
     spoolDir: raw.spoolDir ? path.resolve(raw.spoolDir) : workerSpoolDir(dataDir),
@@ -121,6 +130,7 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
     taskDefaultCpus: positive('taskDefaultCpus', raw.taskDefaultCpus, D.taskDefaultCpus),
     taskDefaultMemoryBytes: positive('taskDefaultMemoryBytes', raw.taskDefaultMemoryBytes, D.taskDefaultMemoryBytes, true),
     drainTimeoutMs,
+    handoverWaitMs,
     sampleMaxAgeMs: positive('sampleMaxAgeMs', raw.sampleMaxAgeMs, D.sampleMaxAgeMs, true),
     sampleMaxCount: positive('sampleMaxCount', raw.sampleMaxCount, D.sampleMaxCount, true),
     backoff: raw.backoff ?? defaultBackoff,

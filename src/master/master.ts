@@ -291,6 +291,7 @@ export class Master {
       const heldData = dataStore;
       const manager = new ServiceManager({
         services: serviceStore,
+        nodes: registry,
         replicas: {
           insert: (t) => {
             store.insertTask(t, { state: t.state, at: t.createdAt, nodeId: null, attempt: 1, message: `replica ${t.spec.service!.replica} of service ${t.spec.service!.service}` });

@@ -116,6 +116,15 @@ export class NodeRegistry {
     return p?.online ? p.gateway : undefined;
   }
 
+  /**
+   * Online, its capacity known, and not accepting tasks (paused or draining): its service replicas
+   * are handed over. A node not heard from since a master restart (no capacity yet) is not leaving.
+   */
+  isLeaving(nodeId: string): boolean {
+    const p = this.nodes.get(nodeId);
+    return p !== undefined && p.online && p.free !== undefined && !p.accepting;
+  }
+
   sink(nodeId: string): CommandSink | undefined {
     return this.nodes.get(nodeId)?.sink;
   }

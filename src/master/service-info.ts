@@ -33,7 +33,8 @@ export function toServiceInfo(s: ServiceRow, tasks: readonly TaskRow[], gatewayU
     queueReason: t.state === TaskState.TASK_STATE_QUEUED ? t.queueReason : '',
     stopping: t.cancelRequested && !isTerminal(t.state),
   }));
-  const healthy = live.filter((t) => !t.cancelRequested && t.state === TaskState.TASK_STATE_RUNNING && t.replicaStatus?.healthy).length;
+  // Per index: during a handover the surge may be healthy a moment before the old task is cancelled.
+  const healthy = new Set(live.filter((t) => !t.cancelRequested && t.state === TaskState.TASK_STATE_RUNNING && t.replicaStatus?.healthy).map((t) => t.spec.service!.replica)).size;
   return {
     name: s.name,
     spec: s.spec,

@@ -1,7 +1,9 @@
 // The master's services: creates, scales and removes them, and keeps each one's replicas alive.
 // A replica is an ordinary task with spec.service set; the reconciler (replica-plan.ts decides)
-// gives every wanted index one live task, replaces one that ended (with backoff) and cancels the
-// ones no longer wanted. It runs on every replica task change and on a timer.
+// gives every wanted index one live task, replaces one that ended (with backoff), hands a replica
+// over from a node that stops accepting tasks (a surge elsewhere first, the old one cancelled once
+// the surge is healthy) and cancels the ones no longer wanted. It runs on every replica task
+// change and on a timer.
 import { randomBytes } from 'node:crypto';
 import type { Clock } from '../common/clock.js';
 import { echoValue } from '../common/echo-value.js';
@@ -12,7 +14,7 @@ import { TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import { parseDigest } from '../protocol/data-rules.js';
 import { AlreadyExistsError, PreconditionError } from './master-errors.js';
 import type { MasterEvents } from './master-events.js';
-import { planReplicas, type IndexBackoff } from './replica-plan.js';
+import { planReplicas, type HandoverMemo, type IndexBackoff } from './replica-plan.js';
 import { replicaSpec, validateGraceMs, validateReplicas, validateServiceName, validateServiceSpec } from './service-rules.js';
 import type { ServiceRow, ServiceStore } from './service-store.js';
 import { isTerminal, type TaskRow } from './store-rows.js';
@@ -27,8 +29,14 @@ export interface ReplicaTaskSink {
   cancel(taskId: string, reason: string): void;
 }
 
+/** Which nodes are leaving: online but not accepting tasks (paused or draining), per NodeRegistry. */
+export interface NodeAcceptance {
+  isLeaving(nodeId: string): boolean;
+}
+
 export interface ServiceManagerDeps {
   services: ServiceRecords;
+  nodes: NodeAcceptance;
   replicas: ReplicaTaskSink;
   /** The data sets the master holds and the task references that keep them (DataStore). */
   data: HeldDataLookup & { addTaskReference(taskId: string, sha256Hex: string, path: string): void };
@@ -41,6 +49,7 @@ export interface ServiceManagerDeps {
 
 export class ServiceManager {
   private readonly backoff = new Map<string, Map<number, IndexBackoff>>();
+  private readonly handovers = new Map<string, Map<string, HandoverMemo>>();
   /** The last reason a replica task could not be made, per service: logged once, not per pass. */
   private readonly createErrors = new Map<string, string>();
   private readonly dirty = new Set<string>();
@@ -150,29 +159,42 @@ export class ServiceManager {
     const s = this.d.services.getService(name);
     if (!s) {
       this.backoff.delete(name);
+      this.handovers.delete(name);
       return;
     }
     const tasks = this.d.services.replicaTasks(name);
     const plan = planReplicas(
       s,
-      tasks.map((t) => ({ id: t.id, index: t.spec.service!.replica, state: t.state, cancelRequested: t.cancelRequested, createdAt: t.createdAt, startedAt: t.startedAt, finishedAt: t.finishedAt })),
+      tasks.map((t) => ({
+        id: t.id, index: t.spec.service!.replica, state: t.state, cancelRequested: t.cancelRequested, createdAt: t.createdAt,
+        startedAt: t.startedAt, finishedAt: t.finishedAt, nodeId: t.nodeId, excludedNodes: t.excludedNodes,
+        healthy: t.state === TaskState.TASK_STATE_RUNNING && (t.replicaStatus?.healthy ?? false),
+      })),
       this.backoff.get(name) ?? new Map(),
       this.d.clock.now(),
+      { leaving: (nodeId) => this.d.nodes.isLeaving(nodeId), memos: this.handovers.get(name) ?? new Map() },
     );
     this.backoff.set(name, plan.backoff);
+    this.handovers.set(name, plan.handovers);
     for (const c of plan.cancel) this.d.replicas.cancel(c.taskId, c.reason);
     for (const index of plan.create) this.createReplica(s, index);
+    for (const h of plan.surge) {
+      const id = this.createReplica(s, h.index, [h.avoidNode]);
+      if (id) this.d.log.info({ service: name, replica: h.index, from: h.replaces, surge: id, avoidNode: h.avoidNode }, 'handing a replica over: its node stopped accepting tasks');
+    }
     // A queued replica is cancelled at once: with nothing else live, the service goes in this pass.
     const gone = plan.gone || (s.removing && plan.cancel.length > 0 && this.d.services.replicaTasks(name).every((t) => isTerminal(t.state)));
     if (gone) {
       this.d.services.deleteService(name);
       this.backoff.delete(name);
+      this.handovers.delete(name);
       this.createErrors.delete(name);
       this.d.log.info({ service: name }, 'service removed');
     }
   }
 
-  private createReplica(s: ServiceRow, index: number): void {
+  /** Stores a new replica task of `index`, kept off `excludedNodes`; its id, or undefined when it could not be made. */
+  private createReplica(s: ServiceRow, index: number, excludedNodes: string[] = []): string | undefined {
     let spec;
     try {
       // Data sets are looked up again: sizes as held now, and a removed one is reported, not mounted.
@@ -181,7 +203,7 @@ export class ServiceManager {
       const message = errorMessage(err);
       if (this.createErrors.get(s.name) !== message) this.d.log.error({ service: s.name, replica: index, err: message }, 'cannot start a replica');
       this.createErrors.set(s.name, message);
-      return;
+      return undefined;
     }
     this.createErrors.delete(s.name);
     const id = randomBytes(8).toString('hex');
@@ -192,11 +214,12 @@ export class ServiceManager {
       maxAttempts: 0,
       nodeId: null, queueReason: 'waiting to be scheduled', outcome: undefined, inputSize: 0, inputSha256: '',
       result: undefined, cancelRequested: false, cancelReason: '', createdAt: now, updatedAt: now, startedAt: null,
-      finishedAt: null, lastUpdateSeq: 0, excludedNodes: [],
+      finishedAt: null, lastUpdateSeq: 0, excludedNodes,
     };
     this.d.replicas.insert(row);
     for (const m of spec.data) if (!m.url) this.d.data.addTaskReference(id, parseDigest(m.sha256, 'sha256'), m.path);
     this.d.log.info({ service: s.name, replica: index, taskId: id }, 'replica task created');
+    return id;
   }
 
   close(): void {

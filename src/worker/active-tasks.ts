@@ -71,20 +71,47 @@ export class ActiveTasks<T extends TrackedTask = TrackedTask> {
     for (const t of this.tasks.values()) t.abort(reason);
   }
 
-  /** Waits for the running tasks up to `timeoutMs`, then aborts the rest with 'shutdown' and waits for them. */
-  async drain(timeoutMs: number): Promise<void> {
+  /**
+   * Waits for the running tasks up to `timeoutMs`, then aborts the rest with 'shutdown' and waits
+   * for them. Tasks `linger` picks (service replicas: they never end by themselves, the master
+   * hands them over by cancelling them) are waited for only until `linger.waitMs` from now has
+   * passed and no other task is left; then `linger.beforeStop` runs and they are aborted with
+   * 'shutdown' as well.
+   */
+  async drain(timeoutMs: number, linger?: DrainLinger<T>): Promise<void> {
     const tasks = this.list();
     if (tasks.length === 0) return;
-    this.logger.info({ tasks: tasks.length, timeoutMs }, 'waiting for running tasks');
-    const timeout = new AbortController();
-    const finished = await Promise.race([
-      Promise.all(tasks.map((t) => t.done)).then(() => true),
-      sleep(timeoutMs, timeout.signal).then(() => false),
-    ]).finally(() => timeout.abort());
-    if (finished) return;
+    const lingering = linger ? tasks.filter((t) => linger.picks(t)) : [];
+    const others = tasks.filter((t) => !lingering.includes(t));
+    this.logger.info({ tasks: others.length, replicas: lingering.length, timeoutMs, handoverWaitMs: linger?.waitMs }, 'waiting for running tasks');
+    const timers = new AbortController();
+    // Both resolve false when their time is up (and when the drain is over: nobody waits then).
+    const until = (ms: number) => sleep(ms, timers.signal).then(() => false, () => false);
+    const allDone = (ts: T[]) => Promise.all(ts.map((t) => t.done)).then(() => true);
+    try {
+      const deadline = until(timeoutMs);
+      const handoverOver = until(Math.min(linger?.waitMs ?? 0, timeoutMs));
+      const othersDone = await Promise.race([allDone(others), deadline]);
+      if (othersDone && lingering.length > 0) await Promise.race([allDone(lingering), handoverOver]);
+      if (!othersDone) this.logger.warn({ tasks: this.list().length }, 'drain timeout reached; cancelling the remaining tasks');
+    } finally {
+      timers.abort();
+    }
     const left = this.list();
-    this.logger.warn({ tasks: left.length }, 'drain timeout reached; cancelling the remaining tasks');
+    if (left.length === 0) return;
+    const replicasLeft = linger ? left.filter((t) => linger.picks(t)) : [];
+    if (replicasLeft.length > 0) {
+      this.logger.info({ replicas: replicasLeft.length }, 'draining: no handover of the remaining service replicas; stopping them');
+      await linger?.beforeStop?.();
+    }
     for (const t of left) t.abort('shutdown');
     await Promise.all(left.map((t) => t.done));
   }
+}
+
+/** Tasks a drain keeps only for a while (service replicas), and what runs before they are stopped. */
+export interface DrainLinger<T> {
+  picks(task: T): boolean;
+  waitMs: number;
+  beforeStop?(): Promise<void> | void;
 }

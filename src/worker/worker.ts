@@ -383,21 +383,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ---------------------------------------------------------------- shutdown
 
   /**
-   * Stops taking tasks (assignments are rejected with "node is draining"), waits for the
-   * running ones up to drainTimeoutMs, then aborts the rest with reason 'shutdown'. Service
-   * replicas are stopped at once: they never end by themselves, and the master starts their
-   * replacements elsewhere as soon as it hears they stopped.
+   * Stops taking tasks (assignments are rejected with "node is draining") and tells the master at
+   * once (a report with accepting=false), waits for the running batch tasks up to drainTimeoutMs,
+   * then aborts the rest with reason 'shutdown'. Service replicas keep running meanwhile, so the
+   * master can hand them over (start each elsewhere, then cancel it here) with no gap; those not
+   * handed over are stopped once handoverWaitMs has passed and no batch task is left: a lone node
+   * does not wait its whole drain timeout for replicas that never end. The gateway pipe closes
+   * just before they are stopped, so no new connection reaches a replica being stopped.
    */
   drain(): Promise<void> {
     this.drainPromise ??= (async () => {
       if (!this.lifecycle.is('draining', 'stopped')) this.lifecycle.transition('draining', 'drain requested');
-      for (const t of this.active.list()) {
-        if (t.isReplica && !t.aborted) {
-          this.log.info({ taskId: t.taskId, attempt: t.attempt }, 'draining: stopping the service replica now');
-          t.abort('shutdown');
-        }
-      }
-      await this.active.drain(this.options.drainTimeoutMs);
+      this.reporter.reportNow();
+      await this.active.drain(this.options.drainTimeoutMs, {
+        picks: (t) => t.isReplica,
+        waitMs: this.options.handoverWaitMs,
+        beforeStop: () => this.gatewayPipe?.close(),
+      });
     })();
     return this.drainPromise;
   }
@@ -418,9 +420,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.closing = true;
         this.reclaimer.stop();
       });
-      // Before the replicas' containers go: no new connection reaches a replica being stopped.
-      await step('close the gateway pipe', () => this.gatewayPipe?.close());
+      // The pipe stays open while the drain waits: replicas serve until the master hands them over
+      // (drain() closes it before stopping the ones left).
       await step('drain tasks', () => this.drain());
+      await step('close the gateway pipe', () => this.gatewayPipe?.close());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
       await step('stop reports', () => this.reporter.stop());
       await step('close the master session', async () => {

@@ -19,6 +19,8 @@ export class ScriptedNode {
   private sub: ClientReadableStream<NodeCommand> | undefined;
   private readonly commands: NodeCommand[] = [];
   private seq = 0;
+  /** What its reports and updates say of accepting tasks (false: paused or draining). */
+  accepting = true;
 
   constructor(address: string) {
     this.client = new NodeServiceClient(address, credentials.createInsecure());
@@ -46,7 +48,7 @@ export class ScriptedNode {
   report(opts: { free?: Capacity; cache?: DataCacheStatus } = {}): Promise<Error | undefined> {
     const r: ResourceReport = {
       seq: ++this.seq, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0,
-      netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: opts.free ?? FREE, lifecycleState: 'connected', accepting: true,
+      netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: opts.free ?? FREE, lifecycleState: this.accepting ? 'connected' : 'draining', accepting: this.accepting,
       ...(opts.cache ? { cache: opts.cache } : {}),
     };
     return new Promise((resolve) => {
@@ -82,7 +84,7 @@ export class ScriptedNode {
 
   update(taskId: string, attempt: number, state: TaskState, message = '', outcome?: TaskOutcome, data?: DataProgress, replica?: ReplicaStatus): Promise<TaskUpdateAck> {
     return new Promise((resolve, reject) =>
-      this.client.updateTask({ taskId, attempt, seq: ++this.seq, state, message, atMs: Date.now(), outcome, pull: undefined, accepting: true, data, replica }, this.md!, (e, r) => (e ? reject(e) : resolve(r))),
+      this.client.updateTask({ taskId, attempt, seq: ++this.seq, state, message, atMs: Date.now(), outcome, pull: undefined, accepting: this.accepting, data, replica }, this.md!, (e, r) => (e ? reject(e) : resolve(r))),
     );
   }
 

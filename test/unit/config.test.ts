@@ -227,3 +227,10 @@ test('worker config: the gateway port and services, defaults and every source', 
   assert.throws(() => compileWorkerConfig({ env: {}, flags: { gatewayPort: 'high' } }), /--gateway-port/);
   assert.throws(() => compileWorkerConfig({ env: { HIVEMIND_SERVICES: 'maybe' }, flags: {} }), /HIVEMIND_SERVICES: expected true or false/);
 });
+
+test('worker config: the handover wait of a drain, 30 s by default, from env or flag; negative refused', () => {
+  assert.equal(compileWorkerConfig({ env: {}, flags: {} }).handoverWaitMs, 30_000);
+  assert.equal(compileWorkerConfig({ env: { HIVEMIND_HANDOVER_WAIT: '2m' }, flags: {} }).handoverWaitMs, 120_000);
+  assert.equal(compileWorkerConfig({ env: { HIVEMIND_HANDOVER_WAIT: '2m' }, flags: { handoverWait: '5s' } }).handoverWaitMs, 5_000);
+  assert.throws(() => compileWorkerConfig({ env: {}, flags: { handoverWait: 'soon' } }), (err: unknown) => err instanceof ConfigError && /handover wait/.test(err.message));
+});

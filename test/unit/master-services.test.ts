@@ -52,7 +52,7 @@ test('service specs: a port is required, no timeout, a plain health path; replic
 // ---- the plan
 
 const view = (id: string, index: number, state: TaskState, over: Partial<ReplicaTaskView> = {}): ReplicaTaskView => ({
-  id, index, state, cancelRequested: false, createdAt: 1, startedAt: null, finishedAt: null, ...over,
+  id, index, state, cancelRequested: false, createdAt: 1, startedAt: null, finishedAt: null, nodeId: null, healthy: false, excludedNodes: [], ...over,
 });
 
 test('plan: every wanted index gets a task; scaling down cancels the highest indexes, once', () => {
@@ -166,6 +166,7 @@ function managerHarness() {
   const refs: string[] = [];
   const manager = new ServiceManager({
     services: records,
+    nodes: { isLeaving: () => false },
     replicas: {
       insert: (t) => records.tasks.push(structuredClone(t)),
       cancel: (taskId, reason) => {

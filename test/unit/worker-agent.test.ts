@@ -1,6 +1,7 @@
 // Worker agent behaviour with hand-written fakes of the master connection, the executor and
 // the probe (the store is a real SQLite file in a temp dir).
 import { test, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -1032,19 +1033,52 @@ test('a host the runtime cannot run services on, or a gateway port in use: no pi
   assert.match(h2.master.updatesOf('r2')[0]!.message, new RegExp(`^this node does not host services: cannot listen for the gateway pipe on 127\\.0\\.0\\.1:${busy}: the port is in use`));
 });
 
-test('drain stops service replicas at once (SHUTDOWN) while batch tasks may finish', async (t) => {
-  const h = await makeWorker(t);
+test('drain keeps a service replica running for its handover: the master cancels it, the batch task finishes, no SHUTDOWN', async (t) => {
+  const h = await makeWorker(t, { handoverWaitMs: 60_000 });
+  await h.worker.start();
+  h.master.assign({ taskId: 'r1', spec: replicaSpec() });
+  h.master.assign({ taskId: 't1' });
+  await waitFor('both started', () => h.executor.runs.has('r1') && h.executor.runs.has('t1'));
+  const reportsBefore = h.master.reports.length;
+  const draining = h.worker.drain();
+  await waitFor('the master hears at once that the node does not accept', () => h.master.reports.slice(reportsBefore).some((r) => !r.accepting));
+  h.executor.runs.get('t1')!.finish(0);
+  await waitFor('batch task delivered', () => h.master.statesOf('t1').includes('SUCCEEDED'));
+  await sleep(100);
+  assert.equal(h.executor.runs.get('r1')!.exec.signal.aborted, false, 'the replica serves on after the batch task, until handed over');
+  assert.ok(h.worker.gateway !== undefined, 'its gateway pipe still listens');
+  h.master.cancel('r1');
+  await draining;
+  assert.equal(h.executor.runs.get('r1')!.exec.signal.reason, 'cancelled');
+  assert.equal(h.master.updatesOf('r1').at(-1)!.state, TaskState.TASK_STATE_CANCELLED);
+});
+
+test('drain stops a replica nobody took over once the handover wait has passed and no batch task is left (SHUTDOWN), closing the pipe first', async (t) => {
+  const h = await makeWorker(t, { handoverWaitMs: 200 });
+  await h.worker.start();
+  h.master.assign({ taskId: 'r1', spec: replicaSpec() });
+  await waitFor('started', () => h.executor.runs.has('r1'));
+  const started = Date.now();
+  await h.worker.drain();
+  const waited = Date.now() - started;
+  assert.ok(waited >= 180 && waited < 4_000, `the replica was stopped after the handover wait, not the drain timeout (${waited} ms)`);
+  assert.equal(h.worker.gateway, undefined, 'the gateway pipe closed before the replica was stopped');
+  await waitFor('replica stopped', () => h.master.statesOf('r1').includes('CANCELLED'));
+  const last = h.master.updatesOf('r1').at(-1)!;
+  assert.equal(last.outcome?.kind, OutcomeKind.OUTCOME_KIND_SHUTDOWN);
+  assert.equal(last.message, 'the node is shutting down: the replica was stopped');
+});
+
+test('drain: a replica outlives the handover wait while a batch task runs, and is stopped with it at the drain timeout', async (t) => {
+  const h = await makeWorker(t, { handoverWaitMs: 50, drainTimeoutMs: 400 });
   await h.worker.start();
   h.master.assign({ taskId: 'r1', spec: replicaSpec() });
   h.master.assign({ taskId: 't1' });
   await waitFor('both started', () => h.executor.runs.has('r1') && h.executor.runs.has('t1'));
   const draining = h.worker.drain();
-  await waitFor('replica stopped', () => h.master.statesOf('r1').includes('CANCELLED'));
-  const last = h.master.updatesOf('r1').at(-1)!;
-  assert.equal(last.outcome?.kind, OutcomeKind.OUTCOME_KIND_SHUTDOWN);
-  assert.equal(last.message, 'the node is shutting down: the replica was stopped');
-  assert.equal(h.executor.runs.get('t1')!.done, false, 'the batch task goes on');
-  h.executor.runs.get('t1')!.finish(0);
+  await sleep(200);
+  assert.equal(h.executor.runs.get('r1')!.exec.signal.aborted, false, 'a batch task is left: the replica goes on');
   await draining;
-  await waitFor('batch task delivered', () => h.master.statesOf('t1').includes('SUCCEEDED'));
+  assert.equal(h.executor.runs.get('r1')!.exec.signal.reason, 'shutdown');
+  assert.equal(h.executor.runs.get('t1')!.exec.signal.reason, 'shutdown');
 });

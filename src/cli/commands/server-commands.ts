@@ -102,6 +102,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--memory <size>', 'memory offered to tasks (default: total - 512m)')
     .option('--report-interval <duration>', 'resource report interval (default 30s)')
     .option('--drain-timeout <duration>', 'on SIGTERM, how long running tasks may finish (default 10m)')
+    .option('--handover-wait <duration>', 'on SIGTERM, how long service replicas keep running for the master to start them elsewhere; they stop once this has passed and no batch task is left (default 30s)')
     .option('--max-output <size>', 'cap on a task\'s /output (default 1g)')
     .option('--allow-unbounded-output', 'where this host has no loop devices (Docker Desktop), start anyway with /output checked against its cap only after each task exits (env HIVEMIND_ALLOW_UNBOUNDED_OUTPUT)')
     .option('--image-budget <size>', 'disk budget for images this worker pulled; unused ones are pruned down to it (default 20g)')
