@@ -13,7 +13,7 @@
 // Knobs: BENCH_N (500), BENCH_BYTES_MIB (1024), BENCH_CONNS (999: the gateway caps one service at
 // 1000 requests in flight), BENCH_SECTIONS (default "1,2,3,4").
 import { execFile, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -170,12 +170,27 @@ type Cli = (args: string[]) => Promise<string>;
 /** `service create` of the svc-test image and a token for it; returns the token. */
 async function createService(cli: Cli): Promise<string> {
   await cli(['service', 'create', SERVICE, '--image', SVC_IMAGE, '--port', '8000', '--health', '/health', '--cpus', LIMITS.cpus, '--memory', LIMITS.memory, '--pids', LIMITS.pids]);
-  return (await cli(['service', 'token', 'create', SERVICE])).trim();
+  // --json: the CLI in a namespace hands back stdout and stderr as one text.
+  const out = await cli(['service', 'token', 'create', SERVICE, '--json']);
+  const token = /"token":\s*"([^"]+)"/.exec(out)?.[1];
+  if (!token) throw new Error(`service token create printed no token: ${out}`);
+  return token;
 }
 
 /** Polls a URL until it answers 200 (the replica is placed, started and reachable). */
 async function waitServing(what: string, check: () => Promise<boolean>): Promise<void> {
-  await waitFor(what, async () => ((await check().catch(() => false)) ? true : undefined), 120_000, 250);
+  let last = '';
+  const attempt = async () => {
+    try {
+      return (await check()) || undefined;
+    } catch (err) {
+      last = String(err);
+      return undefined;
+    }
+  };
+  await waitFor(what, attempt, 60_000, 250).catch((err: unknown) => {
+    throw new Error(`${String(err)}; last answer: ${last}`);
+  });
 }
 
 const okLocal = (t: Target) => async () => (await download(t)).bytes > 0;
@@ -234,8 +249,9 @@ async function heldConnections(cluster: ProcessCluster, target: Target, say: Say
       new Promise<void>((resolve, reject) => {
         const req = http.get(target.url, { agent, headers: { authorization: `Bearer ${target.token}` } }, (res) => {
           if (res.statusCode !== 200) return reject(new Error(`held connection ${held.length}: HTTP ${res.statusCode}`));
-          res.once('data', () => resolve());
+          // Headers are flushed at once; the first line comes a second later.
           res.on('data', () => (ticks += 1));
+          resolve();
         });
         req.on('error', reject);
         held.push(req);
@@ -244,10 +260,12 @@ async function heldConnections(cluster: ProcessCluster, target: Target, say: Say
     const openMs = performance.now() - t0;
     await new Promise((r) => setTimeout(r, 3000));
     const ticks0 = ticks;
+    const r0 = performance.now();
     const withConns = { master: await rssKiB(masterPid), worker: await rssKiB(workerPid), connector: connPid ? await rssKiB(connPid) : 0 };
+    const readS = (performance.now() - r0) / 1000;
     const alive = held.filter((r) => !r.destroyed).length;
     say(`\n## 4. ${CONNS} concurrent streaming connections held through the gateway (GET /stream, a line a second each)`);
-    say(`opened in ${(openMs / 1000).toFixed(1)} s (32 at a time); ${alive} still open; ${ticks - ticks0} lines received during the 5 s RSS reads`);
+    say(`opened in ${(openMs / 1000).toFixed(1)} s (32 at a time); ${alive} still open; ${ticks - ticks0} lines received during the ${readS.toFixed(0)} s of RSS reads (${(ticks - ticks0) / readS / CONNS >= 0.9 ? 'every connection streaming' : 'FEWER than one a second per connection'})`);
     for (const k of ['master', 'worker', 'connector'] as const) {
       if (k === 'connector' && !connPid) continue;
       const per = (withConns[k] - before[k]) / CONNS;
@@ -295,7 +313,10 @@ async function tunnelSections(say: Say): Promise<void> {
     const token = await createService(cli);
     const gw = (path: string): Target => ({ url: `http://127.0.0.1:8088/s/${SERVICE}${path}`, token });
     const direct = (path: string): Target => ({ url: `http://${aIp}:18000${path}` });
-    const server = lab.spawn('a', process.execPath, [SERVER_JS], { env: { PATH: process.env.PATH, PORT: '18000' } });
+    // As .cjs: next to this repo's package.json ("type": "module") a .js file would be read as ESM.
+    const serverCjs = join(home, 'server.cjs');
+    copyFileSync(SERVER_JS, serverCjs);
+    const server = lab.spawn('a', process.execPath, [serverCjs], { env: { PATH: process.env.PATH, PORT: '18000' } });
     children.push(server);
     const okInM = (t: Target) => async () => (await clientInNs<{ bytes: number }>(lab, 'm', { op: 'download', target: t })).bytes > 0;
     await waitServing('the replica through the gateway, from m', okInM(gw('/hello')));
@@ -326,6 +347,9 @@ async function tunnelSections(say: Say): Promise<void> {
       say(`through the gateway: ${viaGw.toFixed(1)} MiB/s: ${((viaGw / iperfMiBs) * 100).toFixed(0)}% of iperf3, ${((viaGw / viaDirect) * 100).toFixed(0)}% of direct`);
     }
     await cli(['service', 'rm', SERVICE, '--wait']).catch(() => undefined);
+  } catch (err) {
+    const tail = (p: NsProc) => p.output.split('\n').slice(-15).join('\n');
+    throw new Error(`${String(err)}\nmaster output (end):\n${procs[0] ? tail(procs[0]) : ''}\nworker output (end):\n${procs[1] ? tail(procs[1]) : ''}`);
   } finally {
     for (const c of children) c.kill('SIGKILL');
     for (const p of procs.reverse()) await stopInNs(p).catch(() => undefined);
