@@ -47,11 +47,12 @@ type Say = (s: string) => void;
 interface Target {
   url: string;
   token?: string;
+  /** A new TCP connection for each request (default: one keep-alive connection, as a client of a service holds). */
+  fresh?: boolean;
 }
 
-/** One keep-alive connection per target, as a client of a service would hold. */
 function getter(t: Target): { get(): Promise<{ ms: number; bytes: number }>; close(): void } {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const agent = new http.Agent({ keepAlive: !t.fresh, maxSockets: 1 });
   const headers = t.token ? { authorization: `Bearer ${t.token}` } : {};
   return {
     get: () =>
@@ -72,13 +73,13 @@ function getter(t: Target): { get(): Promise<{ ms: number; bytes: number }>; clo
   };
 }
 
-/** N sequential GETs to each target, interleaved (a, b, a, b...) so drift hits both alike; after a warm-up. */
-async function interleavedLatency(targets: [Target, Target], n: number): Promise<[number[], number[]]> {
+/** N sequential GETs to each target, interleaved (a, b, c, a, b, c...) so drift hits all alike; after a warm-up. */
+async function interleavedLatency(targets: Target[], n: number): Promise<number[][]> {
   const gs = targets.map(getter);
   try {
     for (let i = 0; i < WARMUP; i++) for (const g of gs) await g.get();
-    const out: [number[], number[]] = [[], []];
-    for (let i = 0; i < n; i++) for (const k of [0, 1] as const) out[k].push((await gs[k]!.get()).ms);
+    const out: number[][] = targets.map(() => []);
+    for (let i = 0; i < n; i++) for (let k = 0; k < gs.length; k++) out[k]!.push((await gs[k]!.get()).ms);
     return out;
   } finally {
     for (const g of gs) g.close();
@@ -94,7 +95,7 @@ async function download(t: Target): Promise<{ ms: number; bytes: number }> {
   }
 }
 
-type ClientJob = { op: 'latency'; targets: [Target, Target]; n: number } | { op: 'download'; target: Target };
+type ClientJob = { op: 'latency'; targets: Target[]; n: number } | { op: 'download'; target: Target };
 
 async function clientMain(job: ClientJob): Promise<void> {
   const out = job.op === 'latency' ? await interleavedLatency(job.targets, job.n) : await download(job.target);
@@ -122,12 +123,14 @@ function clientInNs<T>(lab: NetLab, host: string, job: ClientJob): Promise<T> {
 const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.max(0, Math.ceil(q * xs.length) - 1)]!;
 const ms2 = (x: number) => `${x.toFixed(2)} ms`;
 
-function sayLatency(say: Say, floorName: string, floor: number[], gw: number[]): void {
+/** `fresh`: the floor with a new connection per request, what the gateway pays per request on its side. */
+function sayLatency(say: Say, floorName: string, floor: number[], gw: number[], fresh: number[]): void {
   const f50 = quantile(floor, 0.5);
   const f99 = quantile(floor, 0.99);
   const g50 = quantile(gw, 0.5);
   const g99 = quantile(gw, 0.99);
   say(`${floorName}: p50 ${ms2(f50)}, p99 ${ms2(f99)}`);
+  say(`  the same, a new connection per request: p50 ${ms2(quantile(fresh, 0.5))}, p99 ${ms2(quantile(fresh, 0.99))}`);
   say(`through the gateway: p50 ${ms2(g50)}, p99 ${ms2(g99)}`);
   say(`added: p50 +${ms2(g50 - f50)}, p99 +${ms2(g99 - f99)}; ratio p50 ${(g50 / f50).toFixed(2)}x, p99 ${(g99 / f99).toFixed(2)}x`);
 }
@@ -222,9 +225,9 @@ async function loopbackSections(say: Say): Promise<void> {
     await waitServing('the raw container', okLocal(raw('/hello')));
 
     if (SECTIONS.has('1')) {
-      const [floor, through] = await interleavedLatency([raw('/hello'), gw('/hello')], N);
+      const [floor, through, fresh] = await interleavedLatency([raw('/hello'), gw('/hello'), { ...raw('/hello'), fresh: true }], N);
       say(`\n## 1. GET /hello over loopback, ${N} sequential requests each (interleaved, one keep-alive connection each)`);
-      sayLatency(say, `raw container (docker run -p 127.0.0.1::8000)`, floor, through);
+      sayLatency(say, `raw container (docker run -p 127.0.0.1::8000)`, floor!, through!, fresh!);
     }
     if (SECTIONS.has('4')) await heldConnections(cluster, gw('/stream?n=100000&ms=1000'), say);
   } finally {
@@ -323,9 +326,9 @@ async function tunnelSections(say: Say): Promise<void> {
     await waitServing('the direct server in a, from m', okInM(direct('/hello')));
 
     if (SECTIONS.has('2')) {
-      const [floor, through] = await clientInNs<[number[], number[]]>(lab, 'm', { op: 'latency', targets: [direct('/hello'), gw('/hello')], n: N });
+      const [floor, through, fresh] = await clientInNs<number[][]>(lab, 'm', { op: 'latency', targets: [direct('/hello'), gw('/hello'), { ...direct('/hello'), fresh: true }], n: N });
       say(`\n## 2. GET /hello through the wireguard-go tunnel (client in m, worker in a), ${N} sequential requests each (interleaved)`);
-      sayLatency(say, `direct to server.js in a on its tunnel address`, floor, through);
+      sayLatency(say, `direct to server.js in a on its tunnel address`, floor!, through!, fresh!);
     }
     if (SECTIONS.has('3')) {
       const bytes = BYTES_MIB * MIB;
