@@ -1,7 +1,8 @@
 // Services benchmark (issue 19: service replicas behind the master's HTTP gateway). Measures, in one
 // run on this machine, the gateway against the floor measured in the same run, and prints ratios:
 //   1. loopback: N sequential GET /hello through the gateway (with a service token) vs N straight to
-//      an identical container run by plain `docker run -p 127.0.0.1::8000` (interleaved): added p50/p99
+//      an identical container run by plain `docker run -p 127.0.0.1::8000` (interleaved): added p50/p99;
+//      also the floor on a new connection per request (the gateway opens one per request to the node)
 //   2. wireguard-go tunnel (master in namespace m, worker in a): the same from inside m, vs a direct
 //      request from m to the same server.js run with node in a, on a's tunnel address
 //   3. a 1 GiB streamed response (/bytes) through gateway and tunnel vs iperf3 -R through the same
@@ -166,6 +167,9 @@ function connectorPid(workerPid: number): number | undefined {
   return undefined;
 }
 
+/** Open descriptors of a process: a connection held should cost the worker two, the connector none. */
+const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+
 // ---- services and containers ----
 
 type Cli = (args: string[]) => Promise<string>;
@@ -242,6 +246,7 @@ async function heldConnections(cluster: ProcessCluster, target: Target, say: Say
   const workerPid = cluster.worker!.child.pid!;
   const connPid = connectorPid(workerPid);
   const before = { master: await rssKiB(masterPid), worker: await rssKiB(workerPid), connector: connPid ? await rssKiB(connPid) : 0 };
+  const fdsBefore = { master: fdCount(masterPid), worker: fdCount(workerPid), connector: connPid ? fdCount(connPid) : 0 };
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
   const held: http.ClientRequest[] = [];
   let ticks = 0;
@@ -264,6 +269,7 @@ async function heldConnections(cluster: ProcessCluster, target: Target, say: Say
     await new Promise((r) => setTimeout(r, 3000));
     const ticks0 = ticks;
     const r0 = performance.now();
+    const fdsWith = { master: fdCount(masterPid), worker: fdCount(workerPid), connector: connPid ? fdCount(connPid) : 0 };
     const withConns = { master: await rssKiB(masterPid), worker: await rssKiB(workerPid), connector: connPid ? await rssKiB(connPid) : 0 };
     const readS = (performance.now() - r0) / 1000;
     const alive = held.filter((r) => !r.destroyed).length;
@@ -272,7 +278,7 @@ async function heldConnections(cluster: ProcessCluster, target: Target, say: Say
     for (const k of ['master', 'worker', 'connector'] as const) {
       if (k === 'connector' && !connPid) continue;
       const per = (withConns[k] - before[k]) / CONNS;
-      say(`${k} RSS: ${(before[k] / 1024).toFixed(1)} MiB before, ${(withConns[k] / 1024).toFixed(1)} MiB with them: ${per.toFixed(1)} KiB per connection`);
+      say(`${k} RSS: ${(before[k] / 1024).toFixed(1)} MiB before, ${(withConns[k] / 1024).toFixed(1)} MiB with them: ${per.toFixed(1)} KiB per connection; open descriptors ${fdsBefore[k]} -> ${fdsWith[k]}`);
     }
   } finally {
     for (const r of held) r.destroy();
