@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { waitFor } from '../helpers/cli-process.js';
@@ -38,9 +40,9 @@ interface ServiceJson {
   traffic?: { requests: number; errors: number };
 }
 
-/** Containers of this cluster's node whose replica env names `service`. */
-function replicaContainers(service: string): string[] {
-  const ids = execFileSync('docker', ['ps', '-q', '--filter', 'label=io.hivemind.managed=true'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+/** Containers of the node `nodeId` whose replica env names `service` (other runs on this Docker are not counted). */
+function replicaContainers(nodeId: string, service: string): string[] {
+  const ids = execFileSync('docker', ['ps', '-q', '--filter', 'label=io.hivemind.managed=true', '--filter', `label=io.hivemind.node-id=${nodeId}`], { encoding: 'utf8' }).split('\n').filter(Boolean);
   return ids.filter((id) => execFileSync('docker', ['inspect', '-f', '{{range .Config.Env}}{{println .}}{{end}}', id], { encoding: 'utf8' }).split('\n').includes(`HIVEMIND_SERVICE=${service}`));
 }
 
@@ -94,6 +96,7 @@ test('services: created, reached through the gateway with a token, streamed, iso
   const cluster = await ProcessCluster.start({ reportInterval: '1s', maxTasks: 6, masterArgs: ['--node-timeout', '30s'] });
   try {
     let gw = new URL(await waitFor('the gateway URL', () => cluster.gatewayUrl(), 30_000));
+    const nodeId = (JSON.parse((await cluster.cli(['nodes', '--json'])).stdout) as { nodeId: string }[])[0]!.nodeId;
     const get = async (name: string) => {
       const r = await cluster.cli(['service', 'get', name, '--json']);
       assert.equal(r.code, 0, r.stderr);
@@ -203,11 +206,11 @@ test('services: created, reached through the gateway with a token, streamed, iso
       const t0 = Date.now();
       const inflightEnd = await inflight;
       const inflightMs = Date.now() - t0;
-      assert.equal(replicaContainers('web').length, 1, 'the container outlives the worker');
+      assert.equal(replicaContainers(nodeId, 'web').length, 1, 'the container outlives the worker');
       await cluster.startWorker({ maxTasks: 6 });
       const after = await healthy('web', 1);
       const hello = (await (await fetch(`${gw.origin}/s/web/hello`, { headers: auth })).json()) as { boot: string; replica: string };
-      const doubled = replicaContainers('web').length !== 1 || after.replicaList.length !== 1;
+      const doubled = replicaContainers(nodeId, 'web').length !== 1 || after.replicaList.length !== 1;
       recordScenario({ name: 'service: worker kill -9 under a replica with a request in flight', faults: 1, submitted: 1, delivered: hello.boot === before.boot ? 1 : 0, lost: hello.boot === before.boot ? 0 : 1, duplicated: doubled ? 1 : 0 });
       assert.equal(inflightEnd, 'cut', 'the request in flight fails, it does not hang or pretend to complete');
       assert.ok(inflightMs < 10_000, `the request in flight ended ${inflightMs} ms after the kill`);
@@ -229,7 +232,7 @@ test('services: created, reached through the gateway with a token, streamed, iso
         return r?.status === 200 ? ((await r.json()) as { boot: string; replica: string }) : undefined;
       }, 60_000);
       assert.equal(hello.boot, before.boot, 'the same container, not a new one');
-      assert.equal(replicaContainers('web').length, 1);
+      assert.equal(replicaContainers(nodeId, 'web').length, 1);
     });
 
     await t.test('a crash loop backs off with a visible reason; an unhealthy replica leaves the rotation', async () => {
@@ -252,6 +255,23 @@ test('services: created, reached through the gateway with a token, streamed, iso
       assert.equal(noToken.status, 401, 'crashy is not public');
     });
 
+    await t.test('a service mounts a data set read-only, as a task does; data rm is refused while it runs', async () => {
+      const file = join(cluster.home, 'model.txt');
+      writeFileSync(file, 'weights v1\n');
+      const put = await cluster.cli(['data', 'put', file, '--name', 'model']);
+      assert.equal(put.code, 0, put.stderr);
+      const made = await cluster.cli(['service', 'create', 'withdata', '--image', IMAGE, '--port', '8000', '--health', '/health', '--public', '--data', 'model:/models/model.txt', ...SMALL]);
+      assert.equal(made.code, 0, made.stderr);
+      await healthy('withdata', 1);
+      const r = (await (await fetch(`${gw.origin}/s/withdata/file?path=/models/model.txt`)).json()) as { content: string; write: string };
+      recordHostile('service container: a write into its mounted data set', r.write === 'written');
+      assert.equal(r.content, 'weights v1\n');
+      assert.notEqual(r.write, 'written');
+      const rm = await cluster.cli(['data', 'rm', 'model']);
+      assert.notEqual(rm.code, 0, 'data rm is refused while a replica mounts it');
+      assert.equal((await cluster.cli(['service', 'rm', 'withdata', '--wait'], 120_000)).code, 0);
+    });
+
     await t.test('scale to 2 spreads requests; rm stops every replica and leaves no container', async () => {
       assert.equal((await cluster.cli(['service', 'scale', 'web', '2'])).code, 0);
       await healthy('web', 2);
@@ -265,7 +285,7 @@ test('services: created, reached through the gateway with a token, streamed, iso
         assert.equal(rm.code, 0, rm.stderr);
       }
       assert.equal((await fetch(`${gw.origin}/s/web/hello`, { headers: auth })).status, 404);
-      await waitFor('no replica container left', () => (['web', 'crashy', 'sick'].every((n) => replicaContainers(n).length === 0) ? true : undefined), 30_000, 300);
+      await waitFor('no replica container left', () => (['web', 'crashy', 'sick', 'withdata'].every((n) => replicaContainers(nodeId, n).length === 0) ? true : undefined), 30_000, 300);
       const ls = JSON.parse((await cluster.cli(['service', 'ls', '--json'])).stdout) as unknown[];
       assert.equal(ls.length, 0);
     });

@@ -7,12 +7,13 @@
 // /sse?n=&ms= (server-sent events), /echo (a POST body streamed back as it comes), /bytes?n=
 // (n bytes as fast as the client takes them), /slow (never answers; /closed counts the requests
 // whose client went away), /probe?host=&port= (can this container open a TCP connection there?),
-// /ws (a WebSocket echo: text frames back as they come).
+// /ws (a WebSocket echo: text frames back as they come), /file?path= (a file read back, a write tried).
 'use strict';
 const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 
 const mode = process.argv[2] || 'serve';
 const port = Number(process.env.PORT || 8000);
@@ -85,6 +86,22 @@ const server = http.createServer((req, res) => {
       return;
     case '/closed':
       return json(res, 200, { closed });
+    case '/file': {
+      // A mounted data set, read back (and a write into it tried: it must be refused).
+      const file = url.searchParams.get('path') || '';
+      let written = 'refused';
+      try {
+        fs.appendFileSync(file, 'x');
+        written = 'written';
+      } catch (e) {
+        written = e.code || 'refused';
+      }
+      try {
+        return json(res, 200, { content: fs.readFileSync(file, 'utf8'), write: written });
+      } catch (e) {
+        return json(res, 404, { error: e.code || e.message });
+      }
+    }
     case '/probe': {
       const s = net.connect({ host: url.searchParams.get('host') || '127.0.0.1', port: q('port', 80), timeout: 1500 });
       const done = (reachable, error) => {
