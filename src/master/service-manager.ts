@@ -12,7 +12,7 @@ import type { Logger } from '../common/logger.js';
 import type { CreateServiceRequest } from '../protocol/gen/hivemind/v1/admin.js';
 import { TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import { parseDigest } from '../protocol/data-rules.js';
-import { AlreadyExistsError, PreconditionError } from './master-errors.js';
+import { AlreadyExistsError, PreconditionError, ResourceExhaustedError } from './master-errors.js';
 import type { MasterEvents } from './master-events.js';
 import { planReplicas, type HandoverMemo, type IndexBackoff } from './replica-plan.js';
 import { replicaSpec, validateGraceMs, validateReplicas, validateServiceName, validateServiceSpec } from './service-rules.js';
@@ -21,7 +21,10 @@ import { isTerminal, type TaskRow } from './store-rows.js';
 import { resolveTaskData, type HeldDataLookup } from './task-data-mounts.js';
 
 /** What the manager reads and writes of services (ServiceStore). */
-export type ServiceRecords = Pick<ServiceStore, 'insertService' | 'getService' | 'serviceNames' | 'setReplicas' | 'markRemoving' | 'deleteService' | 'replicaTasks'>;
+/** How many services a master holds at most (with 64 replicas each at most). */
+export const MAX_SERVICES = 1000;
+
+export type ServiceRecords = Pick<ServiceStore, 'insertService' | 'getService' | 'serviceCount' | 'serviceNames' | 'setReplicas' | 'markRemoving' | 'deleteService' | 'replicaTasks'>;
 
 /** Where replica tasks go: stored, announced and scheduled like submitted tasks (TaskManager). */
 export interface ReplicaTaskSink {
@@ -80,6 +83,10 @@ export class ServiceManager {
     // Resolved now (a quick refusal of a data set the master lacks) and again for every replica task.
     const spec = { ...checked, data: resolveTaskData(checked.data, this.d.data, this.d.maxDataBytes) };
     const row: ServiceRow = { name, spec, replicas, public: req.public, graceMs, createdAt: this.d.clock.now(), removing: false };
+    // Each service costs a reconcile pass every second and up to 64 replica tasks: bounded.
+    if (this.d.services.serviceCount() >= MAX_SERVICES && !this.d.services.getService(name)) {
+      throw new ResourceExhaustedError(`the master holds ${MAX_SERVICES} services, its limit; remove one first (\`hivemind service rm\`)`);
+    }
     if (!this.d.services.insertService(row)) {
       throw new AlreadyExistsError(`a service named ${name} exists already; scale it (\`hivemind service scale\`) or remove it first`);
     }

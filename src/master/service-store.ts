@@ -83,6 +83,10 @@ export class ServiceStore {
     for (const r of rows) yield serviceFromRaw(r as RawService);
   }
 
+  serviceCount(): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM services').get() as { n: number }).n;
+  }
+
   serviceNames(): string[] {
     return (this.db.prepare('SELECT name FROM services ORDER BY name').all() as { name: string }[]).map((r) => r.name);
   }

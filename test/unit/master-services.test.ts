@@ -11,7 +11,8 @@ import { CreateServiceRequest } from '../../src/protocol/gen/hivemind/v1/admin.j
 import { planReplicas, replacementDelayMs, STABLE_RUN_MS, type ReplicaTaskView } from '../../src/master/replica-plan.js';
 import { validateGraceMs, validateReplicas, validateServiceName, validateServiceSpec } from '../../src/master/service-rules.js';
 import { placeTasks, type SchedulableNode } from '../../src/master/scheduler.js';
-import { ServiceManager, type ServiceRecords } from '../../src/master/service-manager.js';
+import { MAX_SERVICES, ServiceManager, type ServiceRecords } from '../../src/master/service-manager.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 import type { ServiceRow, ServiceTokenRow } from '../../src/master/service-store.js';
 import { isTerminal, type TaskRow } from '../../src/master/store-rows.js';
 import { ServiceDirectory } from '../../src/master/service-directory.js';
@@ -141,6 +142,9 @@ class FakeRecords implements ServiceRecords {
   getService(name: string): ServiceRow | undefined {
     const r = this.rows.get(name);
     return r && { ...r };
+  }
+  serviceCount(): number {
+    return this.rows.size;
   }
   serviceNames(): string[] {
     return [...this.rows.keys()].sort();
@@ -315,4 +319,20 @@ test('service info: live replicas, the last ended task of a missing index, the h
   assert.deepEqual(info.replicaList.map((r) => [r.index, r.taskId, r.queueReason]), [[0, 'a', ''], [1, 'b', '']]);
   const queued = toServiceInfo(row, [t('q', 0, TaskState.TASK_STATE_QUEUED)], 'http://127.0.0.1:8088');
   assert.equal(queued.replicaList[0]!.queueReason, 'no node hosts services (none announced a gateway pipe)');
+});
+
+test('manager: at most MAX_SERVICES services; the next create is refused with RESOURCE_EXHAUSTED, and a removed one makes room', () => {
+  const h = managerHarness();
+  for (let i = 0; i < MAX_SERVICES; i++) h.records.rows.set(`s${i}`, { name: `s${i}`, spec: spec(), replicas: 0, public: false, graceMs: 10_000, createdAt: 0, removing: false });
+  let refused = false;
+  try {
+    h.manager.create(req({ name: 'one-more' }));
+  } catch (e) {
+    refused = (e as { code?: string }).code === 'RESOURCE_EXHAUSTED' && /holds 1000 services, its limit/.test((e as Error).message);
+  }
+  recordHostile('service create beyond the master\'s service limit', !refused);
+  assert.ok(refused);
+  assert.equal(h.records.tasks.length, 0, 'nothing was created');
+  h.records.rows.delete('s0');
+  assert.equal(h.manager.create(req({ name: 'one-more' })).name, 'one-more');
 });

@@ -132,6 +132,9 @@ class FakeRecords implements ServiceRecords {
   getService(name: string): ServiceRow | undefined {
     return this.rows.get(name);
   }
+  serviceCount(): number {
+    return this.rows.size;
+  }
   serviceNames(): string[] {
     return [...this.rows.keys()];
   }
