@@ -29,7 +29,8 @@ import type { Recovery } from './recovery.js';
 import { dataRefusal } from './task-data.js';
 import type { HostFacts } from './resources/resource-probe.js';
 import type { AbortReason, DataCacheView, ReplicaView, WorkerEvents } from './contracts.js';
-import type { GatewayPipeCounters, GatewayPipeServer } from './gateway-pipe-server.js';
+import type { GatewayPipeCounters } from './gateway-pipe-server.js';
+import { NodeServices } from './node-services.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { composeWorker, nodeBudget, type WorkerDeps } from './worker-composition.js';
 
@@ -52,9 +53,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly drop: (digests: readonly string[]) => void;
   private readonly recovery: Recovery;
   private readonly active: ActiveTasks<RunningTask>;
-  private readonly gatewayPipe: GatewayPipeServer | undefined;
-  /** Why replica assignments are refused; undefined once the gateway pipe listens. */
-  private servicesRefusal: string | undefined = 'this node does not host services: its gateway pipe is not open yet';
+  /** Whether this node hosts service replicas, and its gateway pipe. */
+  private readonly services: NodeServices;
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private closing = false;
@@ -104,7 +104,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.recovery = parts.recovery;
     this.taskRunDeps = parts.taskRunDeps;
     this.drop = parts.dropData;
-    this.gatewayPipe = parts.gatewayPipe;
+    this.services = new NodeServices(options.services, parts.gatewayPipe, deps.executor, this.log);
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -197,8 +197,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** The gateway pipe's port and counters while it listens; undefined when this node hosts no services. */
   get gateway(): { port: number; counters: GatewayPipeCounters } | undefined {
-    const pipe = this.gatewayPipe;
-    return pipe?.listening ? { port: pipe.port, counters: pipe.counters() } : undefined;
+    return this.services.gateway;
   }
 
   runningTasks(): { taskId: string; attempt: number }[] {
@@ -221,41 +220,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.reporter.schedule();
     this.reclaimer.start();
     // Before subscribing: the subscription offers the pipe only when it listens.
-    await this.openGatewayPipe();
+    await this.services.open();
     await this.master.start();
-  }
-
-  /**
-   * Opens the gateway pipe when this node hosts services. A pipe that cannot open (its port in
-   * use, say) leaves the node running without services, as the monitor does without its port:
-   * batch tasks matter more than one feature, and the reason is logged and given to the master
-   * with each replica it would have sent.
-   */
-  private async openGatewayPipe(): Promise<void> {
-    const no = 'this node does not host services';
-    if (!this.options.services) {
-      this.servicesRefusal = no;
-      this.log.info('services are off (--no-services): no gateway pipe, replica assignments refused');
-      return;
-    }
-    const pipe = this.gatewayPipe;
-    if (!pipe) {
-      this.servicesRefusal = `${no}: its task runner cannot reach container ports`;
-      return;
-    }
-    try {
-      const support = this.deps.executor.servicesSupported ? await this.deps.executor.servicesSupported() : { ok: true };
-      if (!support.ok) {
-        this.servicesRefusal = `${no}: ${support.reason ?? 'its task runner cannot run them here'}`;
-        this.log.warn({ reason: support.reason }, 'services are off on this host');
-        return;
-      }
-      await pipe.listen();
-      this.servicesRefusal = undefined;
-    } catch (err) {
-      this.servicesRefusal = `${no}: ${errorMessage(err)}`;
-      this.log.error({ err: errorMessage(err) }, 'the gateway pipe did not open; the node runs without services');
-    }
   }
 
   // ---------------------------------------------------------------- from the master session
@@ -332,7 +298,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // still send one no node can run: refused here with the reason, before any work or reservation.
     const invalid = specProblem(a.spec);
     if (invalid) return this.reject(a, invalid);
-    if (a.spec.service && this.servicesRefusal) return this.reject(a, this.servicesRefusal);
+    const noServices = a.spec.service ? this.services.refusalReason : undefined;
+    if (noServices) return this.reject(a, noServices);
     if (this.paused && !this.closing) return this.reject(a, 'node is paused by its operator');
     if (!this.accepting) return this.reject(a, 'node is draining');
     const fit = fitAssignment(a.spec.limits, this.budget, this.active.reservations());
@@ -398,7 +365,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.active.drain(this.options.drainTimeoutMs, {
         picks: (t) => t.isReplica,
         waitMs: this.options.handoverWaitMs,
-        beforeStop: () => this.gatewayPipe?.close(),
+        beforeStop: () => this.services.close(),
       });
     })();
     return this.drainPromise;
@@ -423,7 +390,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // The pipe stays open while the drain waits: replicas serve until the master hands them over
       // (drain() closes it before stopping the ones left).
       await step('drain tasks', () => this.drain());
-      await step('close the gateway pipe', () => this.gatewayPipe?.close());
+      await step('close the gateway pipe', () => this.services.close());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
       await step('stop reports', () => this.reporter.stop());
       await step('close the master session', async () => {
