@@ -73,17 +73,18 @@ export class ProcessCluster {
     // No monitor unless a test asks for one (--monitor-port): workers of parallel fixtures would share 5001.
     const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
     const reportInterval = opts.reportInterval ?? '1s';
-    // The gateway on a free port: fixtures run side by side (gatewayUrl() reads where it listens).
-    const gateway = (opts.masterArgs ?? []).includes('--gateway-listen') ? [] : ['--gateway-listen', '127.0.0.1:0'];
-    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval, ...gateway, ...(opts.masterArgs ?? [])];
+    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval, ...(opts.masterArgs ?? [])];
+    // The gateway on a free port: fixtures run side by side (gatewayUrl() reads where it listens). By
+    // env, which a flag in masterArgs overrides and an older build under test ignores.
+    const masterEnv: NodeJS.ProcessEnv = { ...baseEnv, HIVEMIND_GATEWAY_LISTEN: '127.0.0.1:0' };
     const cliPath = opts.cli ?? CLI;
-    const master = new CliDaemon(masterArgs, baseEnv, cliPath);
+    const master = new CliDaemon(masterArgs, masterEnv, cliPath);
     const tokenFile = join(home, 'master', 'admin.token');
     try {
       await waitFor('the master admin token', () => fileExists(tokenFile) && readFileSync(tokenFile, 'utf8').trim().length > 0);
       const adminToken = readFileSync(tokenFile, 'utf8').trim();
       const env = { ...baseEnv, HIVEMIND_MASTER: address, HIVEMIND_ADMIN_TOKEN: adminToken };
-      const cluster = new ProcessCluster(home, address, adminToken, env, master, undefined, masterArgs, baseEnv, cliPath);
+      const cluster = new ProcessCluster(home, address, adminToken, env, master, undefined, masterArgs, masterEnv, cliPath);
       await waitFor('the master to answer', async () => (await cluster.cli(['nodes', '--json'])).code === 0);
       await cluster.startWorker(opts);
       return cluster;

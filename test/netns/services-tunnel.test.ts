@@ -90,7 +90,7 @@ test('a service through the tunnel: gateway → pipe → replica, streaming; pip
     await waitFor('the LAN server', () => (connect('l', l.ip, LAN_PORT) === 'OPEN 11' ? true : undefined), 10_000, 200);
 
     // Reports every second and a 5 s node timeout: the lost node's replica moves within seconds.
-    const master = startInNs(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--report-interval', '1s', '--node-timeout', '5s', '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hm${id}m`, '--enroll-listen', `${m.ip}:7443`], env);
+    const master = startInNs(lab, 'm', ['master', 'start', '--data-dir', join(home, 'master'), '--report-interval', '1s', '--node-timeout', '10s', '--wg-endpoint', `${m.ip}:51820`, '--wg-interface', `hm${id}m`, '--enroll-listen', `${m.ip}:7443`], env);
     procs.push(master);
     await waitFor('the master', () => /tunnel mode/.test(master.output) || (master.child.exitCode !== null ? (() => { throw new Error(master.output); })() : undefined), 30_000);
     const admin = { ...env, HIVEMIND_MASTER: '127.0.0.1:7070', HIVEMIND_ADMIN_TOKEN: readFileSync(join(home, 'master', 'admin.token'), 'utf8').trim() };
@@ -177,6 +177,28 @@ test('a service through the tunnel: gateway → pipe → replica, streaming; pip
     const probes = targets.map(([what, host, port]) => ({ what, answer: JSON.parse(gateway(`/probe?host=${host}&port=${port}`, token).body) as { reachable: boolean; error: string } }));
     recordHostile('service isolation: a replica container reaching the LAN, the master or its own host', probes.filter((p) => p.answer.reachable).length, probes.length);
     for (const p of probes) assert.equal(p.answer.reachable, false, `the container reached ${p.what}: ${JSON.stringify(p.answer)}`);
+
+    // 3b. kill -9 of the holder's worker, restarted at once (well within the node timeout): its
+    // tunnel and pipe come back, the replica is reattached (the same process answers, its boot id
+    // unchanged) and the gateway routes to it again.
+    const bootBefore = (JSON.parse(gateway('/hello', token).body) as { boot: string }).boot;
+    const killed = workers.get(holder)!;
+    killed.child.kill('SIGKILL');
+    if (killed.child.exitCode === null && killed.child.signalCode === null) await new Promise((r) => killed.child.once('exit', r));
+    const restarted = startInNs(lab, holder, ['worker', 'start', '--data-dir', join(home, holder), '--wg-interface', `hm${id}${holder}`, '--report-interval', '1s'], env);
+    procs.push(restarted);
+    workers.set(holder, restarted);
+    const bootAfter = await waitFor('the gateway routing through the restarted worker', () => {
+      if (restarted.child.exitCode !== null) throw new Error(`the restarted worker exited: ${restarted.output}`);
+      const f = gateway('/hello', token, 3000);
+      return f.status === 200 ? (JSON.parse(f.body) as { boot: string }).boot : undefined;
+    }, 60_000, 500);
+    const afterRestart = (await serviceGet()).replicaList.filter((r) => r.index === 0);
+    const kept = bootAfter === bootBefore && afterRestart.length === 1 && afterRestart[0]!.attempt === first.attempt;
+    recordScenario({ name: 'service: worker kill -9 through the tunnel, replica reattached', faults: 1, submitted: 1, delivered: kept ? 1 : 0, lost: kept ? 0 : 1, duplicated: afterRestart.length > 1 || containersOf(first.nodeId).length > 1 ? 1 : 0 });
+    assert.equal(bootAfter, bootBefore, `the same replica process answers after the worker's restart\n${restarted.output.slice(-4000)}`);
+    assert.deepEqual(afterRestart.map((r) => `${r.nodeId}#${r.attempt}`), [`${first.nodeId}#${first.attempt}`], 'the same attempt on the same node, not requeued');
+    assert.equal(containersOf(first.nodeId).length, 1, 'one container, not two');
 
     // 4. The holder's worker is killed for good: after the node timeout the replica runs on the
     // other node, healthy, and the gateway routes there.
