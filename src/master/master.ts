@@ -242,6 +242,7 @@ export class Master {
     let dataStore: DataStore | undefined;
     let serviceStore: ServiceStore | undefined;
     let master: Master | undefined;
+    let gateway: Gateway | undefined;
     try {
       const auth = await MasterAuth.create(opts.dataDir, store, clock);
       const blobs = await BlobStore.create(opts.dataDir, { logMaxBytes: opts.logMaxBytes });
@@ -305,6 +306,8 @@ export class Master {
         clock,
         log: log.child({ component: 'services' }),
         reconcileIntervalMs: opts.serviceReconcileIntervalMs,
+        // The gateway is built below (it reads the manager's directory): reached through this binding.
+        onRemoved: (name) => gateway?.traffic.forgetService(name),
       });
       const services: ServiceParts = { manager, store: serviceStore, directory: new ServiceDirectory(serviceStore, registry, clock), events };
       // Built before the admin service: its traffic counters (gateway.traffic) feed ServiceInfo.
@@ -316,7 +319,7 @@ export class Master {
           return s ? [{ name, wanted: s.removing ? 0 : s.replicas }] : [];
         }),
       };
-      const gateway = opts.gateway ? new Gateway({ directory: deps.gatewayDirectory ?? services.directory, logger: log, clock, listen: opts.gateway, metrics }) : undefined;
+      gateway = opts.gateway ? new Gateway({ directory: deps.gatewayDirectory ?? services.directory, logger: log, clock, listen: opts.gateway, metrics }) : undefined;
       const traffic = gateway?.traffic ?? deps.traffic;
       // The gateway's URL is known once it listens (port 0 is allowed): read when a ServiceInfo is built.
       const endpointBase = () => opts.gatewayUrl ?? master?.gatewayUrl ?? '';

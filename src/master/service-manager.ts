@@ -48,6 +48,8 @@ export interface ServiceManagerDeps {
   log: Logger;
   /** How often every service is reconciled besides on task changes. Default 1 000 ms. */
   reconcileIntervalMs?: number;
+  /** Told when a service is gone (the gateway drops its counters: a new one of that name starts at 0). */
+  onRemoved?(name: string): void;
 }
 
 export class ServiceManager {
@@ -196,6 +198,7 @@ export class ServiceManager {
       this.backoff.delete(name);
       this.handovers.delete(name);
       this.createErrors.delete(name);
+      this.d.onRemoved?.(name);
       this.d.log.info({ service: name }, 'service removed');
     }
   }

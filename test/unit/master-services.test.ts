@@ -168,7 +168,9 @@ function managerHarness() {
   const records = new FakeRecords();
   const cancels: { taskId: string; reason: string }[] = [];
   const refs: string[] = [];
+  const removed: string[] = [];
   const manager = new ServiceManager({
+    onRemoved: (name) => removed.push(name),
     services: records,
     nodes: { isLeaving: () => false },
     replicas: {
@@ -190,7 +192,7 @@ function managerHarness() {
     t.state = state;
     t.finishedAt = clock.now();
   };
-  return { clock, records, cancels, refs, manager, end };
+  return { clock, records, cancels, refs, removed, manager, end };
 }
 
 const req = (over: Partial<CreateServiceRequest> = {}) => CreateServiceRequest.fromPartial({ name: 'web', spec: spec(), replicas: 2, graceMs: 3000, ...over });
@@ -335,4 +337,15 @@ test('manager: at most MAX_SERVICES services; the next create is refused with RE
   assert.equal(h.records.tasks.length, 0, 'nothing was created');
   h.records.rows.delete('s0');
   assert.equal(h.manager.create(req({ name: 'one-more' })).name, 'one-more');
+});
+
+test('manager: a removed service is told to the gateway once it is gone (its counters dropped), not before', () => {
+  const h = managerHarness();
+  h.manager.create(req({ replicas: 1 }));
+  h.records.tasks[0]!.state = TaskState.TASK_STATE_RUNNING;
+  h.manager.remove('web');
+  assert.deepEqual(h.removed, [], 'a replica still runs: the service is not gone yet');
+  h.end(h.records.tasks[0]!, TaskState.TASK_STATE_CANCELLED);
+  h.manager.reconcile('web');
+  assert.deepEqual(h.removed, ['web']);
 });
