@@ -162,6 +162,24 @@ test('worker start --log-file writes its log there, not to stderr (for service m
   }
 });
 
+test('a worker stopped (SIGTERM) while it is still starting drains and exits 0: it is not killed by the signal', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'hm-earlystop-'));
+  // a master that is not there; the signal goes in as soon as start() opens the gateway pipe, before
+  // its first call to the master has settled
+  const worker = new CliDaemon(['worker', 'start', '--master', `127.0.0.1:${await freePort()}`, '--data-dir', join(home, 'w'), '--token', 'hm1.example', '--monitor-port', '0', '--gateway-port', '0'], { PATH: process.env.PATH, HIVEMIND_HOME: home });
+  try {
+    await waitFor('the worker to be starting', () => {
+      if (worker.child.exitCode !== null) throw new Error(worker.output);
+      return /gateway pipe listening|services are off|the gateway pipe did not open/.test(worker.output) || undefined;
+    }, 30_000, 5);
+    assert.equal(await worker.stop('SIGTERM'), 0, worker.output);
+    assert.match(worker.output, /shutting down: draining running tasks/);
+  } finally {
+    await worker.stop('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
 test('`hivemind dev` runs a master and a worker, and the admin commands find it with no flags', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
   const home = mkdtempSync(join(tmpdir(), 'hm-dev-'));

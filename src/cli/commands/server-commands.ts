@@ -127,18 +127,30 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       withdrawStopRequest(cfg.dataDir); // one left from an earlier worker is not for this one
       try {
         const node = await createWorker(cfg, logger);
-        await node.worker.start();
-        setExit(
-          await runUntilSignalled(c, logger, () => node.close(), () => node.cancelAll(), (stop) =>
+        // The signal handlers go in before start(): a SIGTERM while the worker starts (its gateway
+        // pipe, its first call to the master) drains and stops it once start() has settled, instead
+        // of killing it with the default action.
+        let started: Promise<void> = Promise.resolve();
+        const running = runUntilSignalled(
+          c,
+          logger,
+          async () => {
+            await started.catch(() => undefined);
+            await node.close();
+          },
+          () => node.cancelAll(),
+          (stop) =>
             // Removed by the master's operator: nothing left to do here; exit non-zero so a
             // supervisor does not restart it in a loop unnoticed.
             node.worker.once('removed', (reason) => {
               c.stderr.write(`hivemind: ${terminalSafe(reason)}; this worker stops. To rejoin, use a fresh data dir and a new join token.\n`);
               stop(EXIT_FAILURE);
             }),
-            cfg.dataDir,
-          ),
+          cfg.dataDir,
         );
+        started = node.worker.start();
+        await started;
+        setExit(await running);
       } finally {
         releasePid();
       }
