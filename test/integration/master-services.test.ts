@@ -1,51 +1,21 @@
 // Services over real gRPC and SQLite: a real Master, the admin service RPCs called as the CLI
 // would, and scripted nodes with and without a gateway pipe getting (or not) the replica tasks.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { credentials, status, type Metadata, type ServiceError } from '@grpc/grpc-js';
-import { AdminClient } from '../../src/client/admin-client.js';
+import { readFile } from 'node:fs/promises';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { Master } from '../../src/master/master.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
-import { AdminServiceChunkClient } from '../../src/protocol/chunk-codec.js';
-import type { AdminServiceClient, CreateServiceRequest, ServiceInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
+import type { CreateServiceRequest, ServiceInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import { OutcomeKind, TaskOutcome, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { ScriptedNode } from '../helpers/scripted-node.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
+import { callAdmin, startServicesMaster, type ServicesMaster } from '../helpers/services-master.js';
 
-interface Harness {
-  master: Master;
-  admin: AdminClient;
-  svc: AdminServiceClient;
-  md: Metadata;
-  address: string;
-}
-
-async function startMaster(t: TestContext): Promise<Harness> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'hm-services-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, gatewayUrl: 'https://gw.example', serviceReconcileIntervalMs: 100 });
-  const address = await master.start();
-  const token = (await readFile(master.adminTokenPath, 'utf8')).trim();
-  const admin = AdminClient.connect(address, token);
-  const svc = new AdminServiceChunkClient(address, credentials.createInsecure());
-  t.after(async () => {
-    svc.close();
-    admin.close();
-    await master.close();
-    await rm(dataDir, { recursive: true, force: true });
-  });
-  return { master, admin, svc, md: bearerMetadata(token), address };
-}
-
-/** Calls one unary admin RPC; resolves with its answer or its ServiceError. */
-function call<Req, Res>(h: Harness, method: keyof AdminServiceClient, req: Req, md = h.md): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    (h.svc[method] as unknown as (r: Req, m: Metadata, cb: (e: ServiceError | null, r: Res) => void) => void).call(h.svc, req, md, (e, r) => (e ? reject(e) : resolve(r)));
-  });
-}
+type Harness = ServicesMaster;
+const startMaster = startServicesMaster;
+const call = callAdmin;
 
 async function refused(p: Promise<unknown>, code: status, message: RegExp): Promise<void> {
   await assert.rejects(p, (e: ServiceError) => {

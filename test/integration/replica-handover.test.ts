@@ -5,48 +5,17 @@
 // calls the surge off.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { credentials, type Metadata, type ServiceError } from '@grpc/grpc-js';
-import { AdminClient } from '../../src/client/admin-client.js';
 import { Master } from '../../src/master/master.js';
-import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
-import { AdminServiceChunkClient } from '../../src/protocol/chunk-codec.js';
-import type { AdminServiceClient, CreateServiceRequest, ServiceInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
+import type { CreateServiceRequest, ServiceInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import { OutcomeKind, TaskOutcome, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { HANDOVER_PLACE_MS } from '../../src/master/replica-plan.js';
 import { ScriptedNode } from '../helpers/scripted-node.js';
+import { callAdmin, startServicesMaster, type ServicesMaster } from '../helpers/services-master.js';
 
-interface Harness {
-  master: Master;
-  admin: AdminClient;
-  svc: AdminServiceClient;
-  md: Metadata;
-  address: string;
-}
-
-async function startMaster(t: TestContext): Promise<Harness> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'hm-handover-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, gatewayUrl: 'https://gw.example', serviceReconcileIntervalMs: 100 });
-  const address = await master.start();
-  const token = (await readFile(master.adminTokenPath, 'utf8')).trim();
-  const admin = AdminClient.connect(address, token);
-  const svc = new AdminServiceChunkClient(address, credentials.createInsecure());
-  t.after(async () => {
-    svc.close();
-    admin.close();
-    await master.close();
-    await rm(dataDir, { recursive: true, force: true });
-  });
-  return { master, admin, svc, md: bearerMetadata(token), address };
-}
-
-function call<Req, Res>(h: Harness, method: keyof AdminServiceClient, req: Req): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    (h.svc[method] as unknown as (r: Req, m: Metadata, cb: (e: ServiceError | null, r: Res) => void) => void).call(h.svc, req, h.md, (e, r) => (e ? reject(e) : resolve(r)));
-  });
-}
+type Harness = ServicesMaster;
+const startMaster = startServicesMaster;
+const call = callAdmin;
 
 const spec = TaskSpec.fromPartial({ image: 'hivemind/busybox:1', command: ['httpd', '-f', '-p', '8080'], service: { port: 8080, healthPath: '/' } });
 const healthy = { healthy: true, restarts: 0, lastExit: '', lastExitAtMs: 0, healthMessage: '', restartAtMs: 0, running: true };

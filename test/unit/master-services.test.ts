@@ -11,7 +11,7 @@ import { CreateServiceRequest } from '../../src/protocol/gen/hivemind/v1/admin.j
 import { planReplicas, replacementDelayMs, STABLE_RUN_MS, type ReplicaTaskView } from '../../src/master/replica-plan.js';
 import { validateGraceMs, validateReplicas, validateServiceName, validateServiceSpec } from '../../src/master/service-rules.js';
 import { placeTasks, type SchedulableNode } from '../../src/master/scheduler.js';
-import { MAX_SERVICES, ServiceManager, type ServiceRecords } from '../../src/master/service-manager.js';
+import { MAX_SERVICES, ServiceManager } from '../../src/master/service-manager.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import type { ServiceRow, ServiceTokenRow } from '../../src/master/service-store.js';
 import { isTerminal, type TaskRow } from '../../src/master/store-rows.js';
@@ -19,6 +19,7 @@ import { ServiceDirectory } from '../../src/master/service-directory.js';
 import { hashServiceToken, newServiceToken } from '../../src/master/service-tokens.js';
 import { toServiceInfo } from '../../src/master/service-info.js';
 import type { MasterEvents } from '../../src/master/master-events.js';
+import { FakeServiceRecords } from '../helpers/fake-service-records.js';
 
 const spec = (over: Partial<TaskSpec> = {}): TaskSpec => TaskSpec.fromPartial({ image: 'hivemind/busybox:1', command: ['httpd', '-f', '-p', '8080'], service: { port: 8080 }, ...over });
 
@@ -131,37 +132,7 @@ test('placement: replicas go only to nodes with a gateway pipe, spread over them
 
 // ---- the manager over fakes
 
-class FakeRecords implements ServiceRecords {
-  readonly rows = new Map<string, ServiceRow>();
-  readonly tasks: TaskRow[] = [];
-  insertService(s: ServiceRow): boolean {
-    if (this.rows.has(s.name)) return false;
-    this.rows.set(s.name, { ...s });
-    return true;
-  }
-  getService(name: string): ServiceRow | undefined {
-    const r = this.rows.get(name);
-    return r && { ...r };
-  }
-  serviceCount(): number {
-    return this.rows.size;
-  }
-  serviceNames(): string[] {
-    return [...this.rows.keys()].sort();
-  }
-  setReplicas(name: string, replicas: number): void {
-    this.rows.get(name)!.replicas = replicas;
-  }
-  markRemoving(name: string): void {
-    this.rows.get(name)!.removing = true;
-  }
-  deleteService(name: string): void {
-    this.rows.delete(name);
-  }
-  replicaTasks(name: string): TaskRow[] {
-    return this.tasks.filter((t) => t.spec.service?.service === name);
-  }
-}
+const FakeRecords = FakeServiceRecords;
 
 function managerHarness() {
   const clock = new ManualClock();

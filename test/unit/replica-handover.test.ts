@@ -11,11 +11,11 @@ import { CreateServiceRequest } from '../../src/protocol/gen/hivemind/v1/admin.j
 import {
   HANDOVER_HEALTHY_MS, HANDOVER_PLACE_MS, HANDOVER_RETRY_MS, planReplicas, type HandoverMemo, type ReplicaPlan, type ReplicaTaskView,
 } from '../../src/master/replica-plan.js';
-import { ServiceManager, type ServiceRecords } from '../../src/master/service-manager.js';
-import type { ServiceRow } from '../../src/master/service-store.js';
+import { ServiceManager } from '../../src/master/service-manager.js';
 import type { TaskRow } from '../../src/master/store-rows.js';
 import { toServiceInfo } from '../../src/master/service-info.js';
 import { NodeRegistry } from '../../src/master/registry.js';
+import { FakeServiceRecords } from '../helpers/fake-service-records.js';
 
 const RUNNING = TaskState.TASK_STATE_RUNNING;
 const QUEUED = TaskState.TASK_STATE_QUEUED;
@@ -121,36 +121,7 @@ test('handover plan: scaling down cancels the surge with its index; removing can
 
 // ---- the manager over fakes
 
-class FakeRecords implements ServiceRecords {
-  rows = new Map<string, ServiceRow>();
-  tasks: TaskRow[] = [];
-  insertService(row: ServiceRow): boolean {
-    if (this.rows.has(row.name)) return false;
-    this.rows.set(row.name, structuredClone(row));
-    return true;
-  }
-  getService(name: string): ServiceRow | undefined {
-    return this.rows.get(name);
-  }
-  serviceCount(): number {
-    return this.rows.size;
-  }
-  serviceNames(): string[] {
-    return [...this.rows.keys()];
-  }
-  setReplicas(name: string, n: number): void {
-    this.rows.get(name)!.replicas = n;
-  }
-  markRemoving(name: string): void {
-    this.rows.get(name)!.removing = true;
-  }
-  deleteService(name: string): void {
-    this.rows.delete(name);
-  }
-  replicaTasks(name: string): TaskRow[] {
-    return this.tasks.filter((t) => t.spec.service?.service === name);
-  }
-}
+const FakeRecords = FakeServiceRecords;
 
 test('manager: a paused node hands its replica over; `service get` shows the old one stopping and the healthy count never drops', () => {
   const clock = new ManualClock(1_000);
