@@ -6,12 +6,11 @@ import { InvalidTaskError } from '../common/errors.js';
 import type { TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { InvalidArgumentError } from './master-errors.js';
 import { validateTaskSpec } from './spec-validation.js';
+import { MAX_GRACE_MS } from '../protocol/task-spec-rules.js';
 
 export const SERVICE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const MAX_REPLICAS = 64;
 export const DEFAULT_GRACE_MS = 10_000;
-export const MAX_GRACE_MS = 10 * 60_000;
-export const MAX_HEALTH_PATH_CHARS = 256;
 export const MAX_TOKEN_LABEL_CHARS = 128;
 
 export function validateServiceName(name: string): string {
@@ -38,21 +37,11 @@ export function validateGraceMs(ms: number): number {
  */
 export function validateServiceSpec(spec: TaskSpec | undefined, graceMs: number): TaskSpec {
   if (!spec) throw new InvalidTaskError('the service has no spec');
-  const checked = validateTaskSpec(spec);
-  const role = checked.service;
-  if (!role) throw new InvalidTaskError('spec.service is required: a service needs spec.service.port, the port its container listens on');
-  if (!Number.isInteger(role.port) || role.port < 1 || role.port > 65535) throw new InvalidTaskError(`spec.service.port must be between 1 and 65535, got ${role.port}`);
-  if ((checked.limits?.timeoutMs ?? 0) !== 0) {
-    throw new InvalidTaskError(`spec.limits.timeout_ms must be 0 for a service (its replicas run until stopped), got ${checked.limits!.timeoutMs}`);
-  }
-  const path = role.healthPath;
-  if (path !== '') {
-    if (path.length > MAX_HEALTH_PATH_CHARS) throw new InvalidTaskError(`spec.service.health_path is ${path.length} characters, over the maximum of ${MAX_HEALTH_PATH_CHARS}`);
-    if (!path.startsWith('/')) throw new InvalidTaskError(`spec.service.health_path "${echoValue(path)}" must start with "/"`);
-    // Printable ASCII without spaces: it goes into an HTTP request line as it is.
-    if (!/^[\x21-\x7e]+$/.test(path)) throw new InvalidTaskError(`spec.service.health_path "${echoValue(path)}" must be printable ASCII without spaces`);
-  }
-  return { ...checked, service: { service: '', replica: 0, port: role.port, healthPath: path, graceMs } };
+  if (!spec.service) throw new InvalidTaskError('spec.service is required: a service needs spec.service.port, the port its container listens on');
+  // The role's own rules (port, no timeout, health path) are the task spec rules', which the node
+  // applies again to every replica; its name, index and grace are the master's, not the client's.
+  const checked = validateTaskSpec({ ...spec, service: { ...spec.service, service: '', replica: 0, graceMs } });
+  return { ...checked, service: { service: '', replica: 0, port: checked.service!.port, healthPath: checked.service!.healthPath, graceMs } };
 }
 
 /** The spec of replica `index` of service `name`: the service's spec with its role filled in. */

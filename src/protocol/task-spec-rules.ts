@@ -3,7 +3,8 @@
 // master never accepts what every node would refuse. Pure; no I/O.
 import { InvalidTaskError } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
-import { TaskSpec } from './gen/hivemind/v1/common.js';
+import { echoValue } from '../common/echo-value.js';
+import { TaskSpec, type ServiceRole } from './gen/hivemind/v1/common.js';
 import { checkDataMounts } from './data-mount-rules.js';
 
 /** The bounds of a task spec. Every limit field is 0 for "the node's default". */
@@ -126,6 +127,29 @@ function checkEnv(env: ReadonlyMap<string, string>): void {
   }
 }
 
+/** A replica's health path at most (it goes into an HTTP request line on the node). */
+export const MAX_HEALTH_PATH_CHARS = 256;
+/** A replica's stop grace at most (SIGTERM to SIGKILL). */
+export const MAX_GRACE_MS = 10 * 60_000;
+
+/**
+ * A service replica's role and what it asks of the spec: a port, a plain health path, a bounded
+ * grace, and no timeout (a replica runs until stopped). The master checks it when a service is
+ * created, the node on every replica assignment.
+ */
+function checkServiceRole(role: ServiceRole, timeoutMs: number): void {
+  if (!Number.isInteger(role.port) || role.port < 1 || role.port > 65535) throw new InvalidTaskError(`spec.service.port must be between 1 and 65535, got ${role.port}`);
+  if (timeoutMs !== 0) throw new InvalidTaskError(`spec.limits.timeout_ms must be 0 for a service (its replicas run until stopped), got ${timeoutMs}`);
+  const path = role.healthPath;
+  if (path !== '') {
+    if (path.length > MAX_HEALTH_PATH_CHARS) throw new InvalidTaskError(`spec.service.health_path is ${path.length} characters, over the maximum of ${MAX_HEALTH_PATH_CHARS}`);
+    if (!path.startsWith('/')) throw new InvalidTaskError(`spec.service.health_path "${echoValue(path)}" must start with "/"`);
+    // Printable ASCII without spaces: it goes into an HTTP request line as it is.
+    if (!/^[\x21-\x7e]+$/.test(path)) throw new InvalidTaskError(`spec.service.health_path "${echoValue(path)}" must be printable ASCII without spaces`);
+  }
+  if (!Number.isSafeInteger(role.graceMs) || role.graceMs < 0 || role.graceMs > MAX_GRACE_MS) throw new InvalidTaskError(`spec.service.grace_ms must be between 0 and ${MAX_GRACE_MS} (10 min), got ${role.graceMs}`);
+}
+
 /**
  * Throws InvalidTaskError naming the field and the limit of the first problem of `spec`, as
  * given (no trimming: the master normalizes what a user typed before it checks).
@@ -144,6 +168,7 @@ export function checkTaskSpec(spec: TaskSpec): void {
   }
   checkCount('spec.max_output_bytes', spec.maxOutputBytes, 1, SPEC_LIMITS.maxOutputBytes, formatBytes);
   checkDataMounts(spec.data ?? []);
+  if (spec.service) checkServiceRole(spec.service, l?.timeoutMs ?? 0);
   // Last: the fields are then known to be encodable (the encoder throws on a fractional uint32).
   const size = TaskSpec.encode(spec).finish().length;
   if (size > SPEC_LIMITS.maxSpecBytes) {

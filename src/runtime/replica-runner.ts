@@ -101,9 +101,6 @@ export class ReplicaRunner {
     };
     const k = key(exec.taskId, exec.attempt);
     try {
-      if (!Number.isInteger(service.port) || service.port < 1 || service.port > 65535) {
-        return result(OutcomeKind.OUTCOME_KIND_START_FAILED, `service replica: port ${service.port} is not a TCP port (1..65535)`);
-      }
       let config;
       try {
         config = buildContainerConfig(exec, this.options.nodeId(), this.options.defaults);

@@ -144,3 +144,28 @@ test('an env variable named __proto__ survives the wire and reaches the containe
   const config = buildContainerConfig({ taskId: 't1', attempt: 1, spec: decoded, gpuIndexes: [] } as never, 'node');
   assert.deepEqual(config.Env!.slice(0, 3), ['OK_VAR=1', '__proto__=kept', 'constructor=c']);
 });
+
+test('a service replica\'s role is held to the same rules at the master and on the node: port, no timeout, a plain health path, a bounded grace', () => {
+  const role = (r: Partial<NonNullable<TaskSpec['service']>>) => ({ service: 'web', replica: 0, port: 8000, healthPath: '/health', graceMs: 10_000, ...r });
+  assert.doesNotThrow(() => checkTaskSpec(spec({ service: role({}) })));
+  assert.doesNotThrow(() => checkTaskSpec(spec({ service: role({ healthPath: '', graceMs: 0 }) })));
+  const cases: [string, TaskSpec, RegExp][] = [
+    ['port 0', spec({ service: role({ port: 0 }) }), /spec\.service\.port must be between 1 and 65535, got 0/],
+    ['port 70000', spec({ service: role({ port: 70_000 }) }), /spec\.service\.port must be between 1 and 65535, got 70000/],
+    ['a timeout', spec({ service: role({}), limits: limits({ timeoutMs: 1000 }) }), /spec\.limits\.timeout_ms must be 0 for a service/],
+    ['a health path with CRLF (request smuggling into the replica)', spec({ service: role({ healthPath: '/h HTTP/1.1\r\nX: y' }) }), /must be printable ASCII without spaces/],
+    ['a relative health path', spec({ service: role({ healthPath: 'health' }) }), /must start with "\/"/],
+    ['a 300-character health path', spec({ service: role({ healthPath: `/${'a'.repeat(299)}` }) }), /health_path is 300 characters, over the maximum of 256/],
+    ['a grace of a day', spec({ service: role({ graceMs: 86_400_000 }) }), /spec\.service\.grace_ms must be between 0 and 600000/],
+  ];
+  for (const [what, s, message] of cases) {
+    let refused = false;
+    try {
+      checkTaskSpec(s);
+    } catch (err) {
+      refused = err instanceof InvalidTaskError && message.test(err.message);
+    }
+    recordHostile(`replica spec on the node: ${what}`, !refused);
+    assert.ok(refused, what);
+  }
+});

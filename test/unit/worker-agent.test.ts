@@ -919,8 +919,10 @@ test('after a restart, a reattached task holds its data set again before the wor
 
 // ------------------------------------------------------------------ service replicas
 
+/** A replica's spec as the master sends it: a role, and no timeout (replicas run until stopped). */
 function replicaSpec() {
-  return { ...spec(), service: { service: 'web', replica: 2, port: 8080, healthPath: '/healthz', graceMs: 1_000 } };
+  const base = spec();
+  return { ...base, limits: { ...base.limits, timeoutMs: 0 }, service: { service: 'web', replica: 2, port: 8080, healthPath: '/healthz', graceMs: 1_000 } };
 }
 
 function replicaStatus(over: Partial<ReplicaStatus> = {}): ReplicaStatus {
