@@ -32,6 +32,11 @@ export function parseHostPort(text: string): { host: string; port?: number } | u
   return m[3] === undefined ? { host } : { host, port: Number(m[3]) };
 }
 
+/** A v4-mapped v6 address (how a dual-stack socket names an IPv4 peer) as plain IPv4; others as they are. */
+export function unmapIPv4(address: string): string {
+  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}
+
 /** Whether a host names this machine only: localhost, 127.0.0.0/8 or ::1 (brackets allowed). */
 export function isLoopbackHost(host: string): boolean {
   const h = stripBrackets(host).toLowerCase();

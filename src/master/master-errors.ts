@@ -1,5 +1,5 @@
 // Typed errors of the master's services; their codes map to gRPC statuses in grpc-errors.ts.
-import { parseHostPort } from '../common/address.js';
+import { parseHostPort, unmapIPv4 } from '../common/address.js';
 import { HivemindError } from '../common/errors.js';
 
 /** The request is well-formed but the task is not in a state that allows it. */
@@ -33,7 +33,7 @@ export class PermissionDeniedError extends HivemindError {
 /** The IP of a gRPC peer string ("1.2.3.4:5678", "[::ffff:1.2.3.4]:5678", "ipv4:…"). */
 export function peerIp(peer: string): string {
   const p = peer.replace(/^ipv[46]:/, '');
-  return (parseHostPort(p)?.host ?? p).replace(/^::ffff:/, '');
+  return unmapIPv4(parseHostPort(p)?.host ?? p);
 }
 
 /** A bounded resource is in use up to its limit (e.g. concurrent downloads); retry later. */

@@ -27,7 +27,7 @@ import { EnrollService } from './enroll-service.js';
 import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
 import { TunnelHub } from './tunnel-hub.js';
 import { systemClock, type Clock } from '../common/clock.js';
-import { isLoopbackHost, splitHostPort, stripBrackets } from '../common/address.js';
+import { isLoopbackHost, parseHostPort, splitHostPort } from '../common/address.js';
 import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
@@ -151,10 +151,9 @@ interface CompiledOptions {
 /** `--gateway-listen`: "off", or host:port (IPv6 in brackets). */
 function compileGatewayListen(text: string): { host: string; port: number } | undefined {
   if (text === 'off') return undefined;
-  const { host, port } = splitHostPort(text);
-  const p = Number(port);
-  if (!text.includes(':') || !host || !/^\d{1,5}$/.test(port) || p > 65535) throw new ConfigError(`master: gateway listen address "${text}" is not host:port or off (e.g. ${GATEWAY_DEFAULTS.listen})`);
-  return { host: stripBrackets(host), port: p };
+  const hp = parseHostPort(text);
+  if (hp?.port === undefined || hp.port > 65535) throw new ConfigError(`master: gateway listen address "${text}" is not host:port or off (e.g. ${GATEWAY_DEFAULTS.listen})`);
+  return { host: hp.host, port: hp.port };
 }
 
 function compile(o: MasterOptions): CompiledOptions {

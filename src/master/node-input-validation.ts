@@ -8,7 +8,7 @@ import type { RunningTask, TaskUpdate } from '../protocol/gen/hivemind/v1/node.j
 import {
   CONTROL_CHARACTERS, CONTROL_CHARACTERS_EXCEPT_WHITESPACE, MAX_CACHE_ENTRIES_REPORTED, GPU_TEMPERATURE_RANGE_C, LABEL_KEY_PATTERN, MAX_CPU_CORES, MAX_DOCKER_MESSAGE_CHARS, MAX_FACT_CHARS, MAX_GPU_INDEX,
   MAX_GPU_POWER_W, MAX_GPU_UUID_CHARS, MAX_GPUS, MAX_HOSTNAME_CHARS, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS,
-  MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, cutUpdateMessage, heldTaskLimit,
+  MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, cutReplicaText, cutUpdateMessage, heldTaskLimit,
 } from '../protocol/node-limits.js';
 import { InvalidArgumentError } from './master-errors.js';
 
@@ -187,13 +187,6 @@ export function boundTaskUpdate(u: TaskUpdate): TaskUpdate {
   const replica = r && { ...r, lastExit: cutReplicaText(r.lastExit), healthMessage: cutReplicaText(r.healthMessage) };
   if (message === u.message && (!o || outcomeMessage === o.message) && (!r || (replica!.lastExit === r.lastExit && replica!.healthMessage === r.healthMessage))) return u;
   return { ...u, message, ...(o ? { outcome: { ...o, message: outcomeMessage } } : {}), ...(replica ? { replica } : {}) };
-}
-
-/** A replica status line is kept per task and shown in every ServiceInfo: short. */
-export const MAX_REPLICA_TEXT_CHARS = 512;
-
-function cutReplicaText(s: string): string {
-  return s.length > MAX_REPLICA_TEXT_CHARS ? `${s.slice(0, MAX_REPLICA_TEXT_CHARS)}…` : s;
 }
 
 /**

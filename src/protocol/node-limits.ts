@@ -112,3 +112,11 @@ export function cutUpdateMessage(text: string): string {
   if (text.length <= MAX_UPDATE_MESSAGE_CHARS) return text;
   return `${text.slice(0, MAX_UPDATE_MESSAGE_CHARS)}…(cut: ${Buffer.byteLength(text)} bytes in all)`;
 }
+
+/** A replica status's free text (`last_exit`, `health_message`): kept per task and shown in every ServiceInfo. */
+export const MAX_REPLICA_TEXT_CHARS = 512;
+
+/** `text` cut to MAX_REPLICA_TEXT_CHARS. */
+export function cutReplicaText(text: string): string {
+  return text.length > MAX_REPLICA_TEXT_CHARS ? `${text.slice(0, MAX_REPLICA_TEXT_CHARS)}…` : text;
+}

@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Clock } from '../common/clock.js';
 import { HivemindError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { unmapIPv4 } from '../common/address.js';
 import type { GatewayPipeCounters, PipeRefusal, ReplicaPipeCounters } from './contracts.js';
 import { PIPE_HELLO_TIMEOUT_MS, PIPE_MAX_LINE_BYTES, PIPE_OK, formatPipeError, parsePipeHello, pipeKeyMatches } from '../protocol/gateway-pipe.js';
 
@@ -61,10 +62,9 @@ export interface GatewayPipeServerDeps {
   logger: Logger;
 }
 
-/** A v4-mapped v6 address (how a dual-stack socket names an IPv4 peer) as plain IPv4. */
+/** A socket's peer address with a v4-mapped v6 address as plain IPv4 ('' when unknown). */
 export function plainAddress(address: string | undefined): string {
-  if (!address) return '';
-  return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
+  return address ? unmapIPv4(address) : '';
 }
 
 export class GatewayPipeServer {

@@ -236,7 +236,7 @@ export class RunningTask {
 
   /** Why the task stopped, as the terminal update says it. */
   private stopMessage(reason: unknown): string {
-    // A replica is stopped at once when its node drains (the master places it elsewhere), not at the drain timeout.
+    // A replica stopped by its node's drain: nobody took it over within the handover wait (or the drain timeout).
     if (this.isReplica && asAbortReason(reason) === 'shutdown') return 'the node is shutting down: the replica was stopped';
     return abortOutcome(reason).message;
   }

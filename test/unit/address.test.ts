@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isLoopbackHost, parseHostPort, portOf, splitHostPort, stripBrackets } from '../../src/common/address.js';
+import { isLoopbackHost, parseHostPort, portOf, splitHostPort, stripBrackets, unmapIPv4 } from '../../src/common/address.js';
 import { peerIp } from '../../src/master/master-errors.js';
 
 test('host:port splits at its last colon, IPv6 brackets kept until stripped', () => {
@@ -35,4 +35,11 @@ test('a gRPC peer string gives its IP, IPv4-mapped IPv6 unwrapped', () => {
   assert.equal(peerIp('[::ffff:10.0.0.2]:51234'), '10.0.0.2');
   assert.equal(peerIp('fd00::2'), 'fd00::2');
   assert.equal(peerIp('10.0.0.2'), '10.0.0.2');
+});
+
+test('a v4-mapped v6 address reads as its IPv4, read one way by the master (gRPC peers) and the node (pipe callers)', () => {
+  assert.equal(unmapIPv4('::ffff:10.8.0.1'), '10.8.0.1');
+  assert.equal(unmapIPv4('10.8.0.1'), '10.8.0.1');
+  assert.equal(unmapIPv4('::1'), '::1');
+  assert.equal(unmapIPv4('::ffff:abcd'), '::ffff:abcd', 'not an IPv4 behind the prefix: left as it is');
 });

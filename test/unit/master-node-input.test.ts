@@ -7,13 +7,13 @@ import { toServiceError } from '../../src/protocol/grpc-errors.js';
 import { status } from '@grpc/grpc-js';
 import { InvalidArgumentError } from '../../src/master/master-errors.js';
 import { CallRate, RateLimitedError } from '../../src/master/call-rate.js';
-import { boundTaskUpdate, validateCapacity, validateRegistration, validateReport, validateRunningList } from '../../src/master/node-input-validation.js';
+import { boundTaskUpdate, validateCapacity, validateGatewayPipe, validateRegistration, validateReport, validateRunningList } from '../../src/master/node-input-validation.js';
 import { SizeCappedEnrollService, SizeCappedNodeService, assertWithinSize } from '../../src/master/size-capped-services.js';
 import { NodeFacts, ResourceReport, type DataCacheStatus, type GpuInfo, type GpuUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { EnrollRequest } from '../../src/protocol/gen/hivemind/v1/enroll.js';
 import { RegisterRequest, SubscribeRequest, TaskUpdate } from '../../src/protocol/gen/hivemind/v1/node.js';
 import {
-  MAX_CACHE_ENTRIES_REPORTED, MAX_DOCKER_MESSAGE_CHARS, MAX_GPUS, MAX_LABELS, MAX_REPORT_BYTES, MAX_SUBSCRIBE_BYTES, heldTaskLimit,
+  MAX_CACHE_ENTRIES_REPORTED, MAX_DOCKER_MESSAGE_CHARS, MAX_GPUS, MAX_LABELS, MAX_REPLICA_TEXT_CHARS, MAX_REPORT_BYTES, MAX_SUBSCRIBE_BYTES, heldTaskLimit,
 } from '../../src/protocol/node-limits.js';
 import { buildReport } from '../../src/worker/resources/report-builder.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
@@ -190,4 +190,17 @@ test('cache reports are bounded: entries, digests, sizes; the largest valid one 
   refused('a cache entry of 2^60 bytes', () => validateReport(rep(bad), 4), /^cache\.held\[0\]\.size: \d+ is outside 0\.\.9007199254740991$/);
   refused('a cache with an unsafe free size', () => validateReport(rep(cacheStatus([], 2 ** 60, 0)), 4), /^cache\.free_bytes: /);
   refused('data progress of 2^60 bytes', () => boundTaskUpdate(TaskUpdate.fromPartial({ taskId: 't', data: { receivedBytes: 2 ** 60, totalBytes: 1 } })), /^data\.received_bytes: /);
+});
+
+test('a replica status from a node: its free text is cut to MAX_REPLICA_TEXT_CHARS, its times are bounded, and a bad gateway pipe is refused', () => {
+  const status = { healthy: false, restarts: 3, lastExit: 'x'.repeat(100_000), lastExitAtMs: 1, healthMessage: 'y'.repeat(100_000), restartAtMs: 0, running: true };
+  const bounded = boundTaskUpdate(TaskUpdate.fromPartial({ taskId: 't', replica: status })).replica!;
+  const kept = bounded.lastExit.length === MAX_REPLICA_TEXT_CHARS + 1 && bounded.healthMessage.length === MAX_REPLICA_TEXT_CHARS + 1;
+  recordHostile('node input: a replica status with 100 kB of exit and health text', !kept);
+  assert.equal(bounded.lastExit, `${'x'.repeat(MAX_REPLICA_TEXT_CHARS)}…`);
+  assert.equal(bounded.healthMessage, `${'y'.repeat(MAX_REPLICA_TEXT_CHARS)}…`);
+  assert.equal(bounded.restarts, 3);
+  refused('a replica status restarting at 2^60 ms', () => boundTaskUpdate(TaskUpdate.fromPartial({ taskId: 't', replica: { ...status, restartAtMs: 2 ** 60 } })), /^replica\.restart_at_ms: /);
+  refused('a gateway pipe on port 0', () => validateGatewayPipe({ port: 0, key: 'ab'.repeat(32) }), /^gateway\.port: 0 is not a TCP port/);
+  refused('a gateway pipe key that is no key', () => validateGatewayPipe({ port: 7947, key: 'AB'.repeat(32) }), /^gateway\.key: .* is not 64 lowercase hex digits$/);
 });
