@@ -141,7 +141,8 @@ test('data sets: each is a read-only bind of its cache entry at its path; still 
 
 test('a service replica keeps the batch lock-down and learns its service, replica index and port', () => {
   const batch = buildContainerConfig(exec(), 'node-1');
-  const replica = buildContainerConfig(exec({ service: { service: 'web', replica: 2, port: 8080, healthPath: '/health', graceMs: 0 } }), 'node-1');
+  // A replica has no timeout (it runs until stopped); the rest of its limits are the batch task's.
+  const replica = buildContainerConfig(exec({ limits: { cpus: 1.5, memoryBytes: 256 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 0 }, service: { service: 'web', replica: 2, port: 8080, healthPath: '/health', graceMs: 0 } }), 'node-1');
   assert.deepEqual(replica.HostConfig, batch.HostConfig, 'the same host config: no network, no published port, same limits');
   assert.deepEqual(replica.Env.filter((e) => !batch.Env.includes(e)), ['HIVEMIND_SERVICE=web', 'HIVEMIND_REPLICA=2', 'HIVEMIND_PORT=8080']);
   assert.ok(!batch.Env.some((e) => e.startsWith('HIVEMIND_PORT=')));
