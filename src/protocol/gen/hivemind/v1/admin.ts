@@ -30,6 +30,7 @@ import {
   ReplicaStatus,
   ResourceReport,
   TaskOutcome,
+  TaskProgress,
   TaskSpec,
   TaskState,
   taskStateFromJSON,
@@ -276,7 +277,11 @@ export interface TaskInfo {
     | DataProgress
     | undefined;
   /** a service replica's latest status from its node */
-  replica?: ReplicaStatus | undefined;
+  replica?:
+    | ReplicaStatus
+    | undefined;
+  /** the task's own latest progress report (docs/progress.md) */
+  progress?: TaskProgress | undefined;
 }
 
 /**
@@ -3222,6 +3227,7 @@ function createBaseTaskInfo(): TaskInfo {
     truncated: false,
     dataProgress: undefined,
     replica: undefined,
+    progress: undefined,
   };
 }
 
@@ -3280,6 +3286,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     }
     if (message.replica !== undefined) {
       ReplicaStatus.encode(message.replica, writer.uint32(146).fork()).join();
+    }
+    if (message.progress !== undefined) {
+      TaskProgress.encode(message.progress, writer.uint32(154).fork()).join();
     }
     return writer;
   },
@@ -3441,6 +3450,14 @@ export const TaskInfo: MessageFns<TaskInfo> = {
             message.replica = ReplicaStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.progress = TaskProgress.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3519,6 +3536,7 @@ export const TaskInfo: MessageFns<TaskInfo> = {
         ? DataProgress.fromJSON(object.data_progress)
         : undefined,
       replica: isSet(object.replica) ? ReplicaStatus.fromJSON(object.replica) : undefined,
+      progress: isSet(object.progress) ? TaskProgress.fromJSON(object.progress) : undefined,
     };
   },
 
@@ -3578,6 +3596,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
     if (message.replica !== undefined) {
       obj.replica = ReplicaStatus.toJSON(message.replica);
     }
+    if (message.progress !== undefined) {
+      obj.progress = TaskProgress.toJSON(message.progress);
+    }
     return obj;
   },
 
@@ -3609,6 +3630,9 @@ export const TaskInfo: MessageFns<TaskInfo> = {
       : undefined;
     message.replica = (object.replica !== undefined && object.replica !== null)
       ? ReplicaStatus.fromPartial(object.replica)
+      : undefined;
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? TaskProgress.fromPartial(object.progress)
       : undefined;
     return message;
   },

@@ -370,6 +370,34 @@ export interface ReplicaStatus {
 }
 
 /**
+ * What a running task says about its own progress (docs/progress.md): a line
+ * `HIVEMIND_PROGRESS {"fraction": 0.42, "message": "epoch 3/10", "metrics": {"loss": 0.31}}` on its stdout or
+ * stderr, read by the node from the log it already follows, bounded (docs/progress.md: limits) and
+ * forwarded at most once a second.
+ */
+export interface TaskProgress {
+  /** 0..1; absent when the task gave only a message or metrics */
+  fraction?:
+    | number
+    | undefined;
+  /** at most 256 characters, no control characters */
+  message: string;
+  /** at most 16 finite numbers, names [A-Za-z0-9_.:/-]{1,64} */
+  metrics: Map<string, number>;
+  /** when the node read it */
+  atMs: number;
+  /** progress lines the node read in this attempt (accepted or not) */
+  updates: number;
+  /** of those, lines refused as malformed or oversized */
+  rejected: number;
+}
+
+export interface TaskProgress_MetricsEntry {
+  key: string;
+  value: number;
+}
+
+/**
  * A data set a task reads, mounted read-only at `path`, from the node's data cache. A submission
  * names it by digest (or the CLI resolves a name); the master fills `size` and `kind` from its data
  * store. With `url` the node fetches the bytes itself (https:// or http://, range-resumed), checked
@@ -1291,6 +1319,266 @@ export const ReplicaStatus: MessageFns<ReplicaStatus> = {
     message.healthMessage = object.healthMessage ?? "";
     message.restartAtMs = object.restartAtMs ?? 0;
     message.running = object.running ?? false;
+    return message;
+  },
+};
+
+function createBaseTaskProgress(): TaskProgress {
+  return { fraction: undefined, message: "", metrics: new Map(), atMs: 0, updates: 0, rejected: 0 };
+}
+
+export const TaskProgress: MessageFns<TaskProgress> = {
+  encode(message: TaskProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fraction !== undefined) {
+      writer.uint32(9).double(message.fraction);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    message.metrics.forEach((value, key) => {
+      TaskProgress_MetricsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    if (message.atMs !== 0) {
+      writer.uint32(32).uint64(message.atMs);
+    }
+    if (message.updates !== 0) {
+      writer.uint32(40).uint64(message.updates);
+    }
+    if (message.rejected !== 0) {
+      writer.uint32(48).uint64(message.rejected);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.fraction = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = TaskProgress_MetricsEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.metrics.set(entry3.key, entry3.value);
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.updates = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.rejected = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TaskProgress {
+    return {
+      fraction: isSet(object.fraction) ? globalThis.Number(object.fraction) : undefined,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      metrics: isObject(object.metrics)
+        ? (globalThis.Object.entries(object.metrics) as [string, any][]).reduce(
+          (acc: Map<string, number>, [key, value]: [string, any]) => {
+            acc.set(key, globalThis.Number(value));
+            return acc;
+          },
+          new Map(),
+        )
+        : new Map(),
+      atMs: isSet(object.atMs)
+        ? globalThis.Number(object.atMs)
+        : isSet(object.at_ms)
+        ? globalThis.Number(object.at_ms)
+        : 0,
+      updates: isSet(object.updates) ? globalThis.Number(object.updates) : 0,
+      rejected: isSet(object.rejected) ? globalThis.Number(object.rejected) : 0,
+    };
+  },
+
+  toJSON(message: TaskProgress): unknown {
+    const obj: any = {};
+    if (message.fraction !== undefined) {
+      obj.fraction = floatToJson(message.fraction);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.metrics?.size) {
+      obj.metrics = {};
+      message.metrics.forEach((v, k) => {
+        obj.metrics[k] = floatToJson(v);
+      });
+    }
+    if (message.atMs !== 0) {
+      obj.atMs = Math.round(message.atMs);
+    }
+    if (message.updates !== 0) {
+      obj.updates = Math.round(message.updates);
+    }
+    if (message.rejected !== 0) {
+      obj.rejected = Math.round(message.rejected);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TaskProgress>, I>>(base?: I): TaskProgress {
+    return TaskProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskProgress>, I>>(object: I): TaskProgress {
+    const message = createBaseTaskProgress();
+    message.fraction = object.fraction ?? undefined;
+    message.message = object.message ?? "";
+    message.metrics = (() => {
+      const m = new Map();
+      (object.metrics as Map<string, number> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, globalThis.Number(value));
+        }
+      });
+      return m;
+    })();
+    message.atMs = object.atMs ?? 0;
+    message.updates = object.updates ?? 0;
+    message.rejected = object.rejected ?? 0;
+    return message;
+  },
+};
+
+function createBaseTaskProgress_MetricsEntry(): TaskProgress_MetricsEntry {
+  return { key: "", value: 0 };
+}
+
+export const TaskProgress_MetricsEntry: MessageFns<TaskProgress_MetricsEntry> = {
+  encode(message: TaskProgress_MetricsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskProgress_MetricsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskProgress_MetricsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TaskProgress_MetricsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: TaskProgress_MetricsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TaskProgress_MetricsEntry>, I>>(base?: I): TaskProgress_MetricsEntry {
+    return TaskProgress_MetricsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskProgress_MetricsEntry>, I>>(object: I): TaskProgress_MetricsEntry {
+    const message = createBaseTaskProgress_MetricsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
     return message;
   },
 };

@@ -31,6 +31,7 @@ import {
   ReplicaStatus,
   ResourceReport,
   TaskOutcome,
+  TaskProgress,
   TaskSpec,
   TaskState,
   taskStateFromJSON,
@@ -198,7 +199,11 @@ export interface TaskUpdate {
   free?: Capacity | undefined;
   accepting: boolean;
   /** a service replica's status (with RUNNING), sent when it changes */
-  replica?: ReplicaStatus | undefined;
+  replica?:
+    | ReplicaStatus
+    | undefined;
+  /** the task's latest progress report (with RUNNING), at most once a second */
+  progress?: TaskProgress | undefined;
 }
 
 export interface TaskUpdateAck {
@@ -1849,6 +1854,7 @@ function createBaseTaskUpdate(): TaskUpdate {
     free: undefined,
     accepting: false,
     replica: undefined,
+    progress: undefined,
   };
 }
 
@@ -1889,6 +1895,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     }
     if (message.replica !== undefined) {
       ReplicaStatus.encode(message.replica, writer.uint32(98).fork()).join();
+    }
+    if (message.progress !== undefined) {
+      TaskProgress.encode(message.progress, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -2002,6 +2011,14 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
             message.replica = ReplicaStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.progress = TaskProgress.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2036,6 +2053,7 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
       free: isSet(object.free) ? Capacity.fromJSON(object.free) : undefined,
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
       replica: isSet(object.replica) ? ReplicaStatus.fromJSON(object.replica) : undefined,
+      progress: isSet(object.progress) ? TaskProgress.fromJSON(object.progress) : undefined,
     };
   },
 
@@ -2077,6 +2095,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     if (message.replica !== undefined) {
       obj.replica = ReplicaStatus.toJSON(message.replica);
     }
+    if (message.progress !== undefined) {
+      obj.progress = TaskProgress.toJSON(message.progress);
+    }
     return obj;
   },
 
@@ -2104,6 +2125,9 @@ export const TaskUpdate: MessageFns<TaskUpdate> = {
     message.accepting = object.accepting ?? false;
     message.replica = (object.replica !== undefined && object.replica !== null)
       ? ReplicaStatus.fromPartial(object.replica)
+      : undefined;
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? TaskProgress.fromPartial(object.progress)
       : undefined;
     return message;
   },
