@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # 1. Debian packages (only what is missing).
-pkgs=(docker.io protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck)
+pkgs=(docker.io protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck tmux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
