@@ -373,6 +373,9 @@ test('monitor page in Chromium: a node\'s charts show the hour ending now, with 
         assert.deepEqual(overlappingTicks(a.ticks, 8), [], `${where}: time labels apart`);
       }
     }
+    // No new sample: the window still moves on with the clock (every 10 s).
+    const before = (await chartAxes(page, ['chart-contribution']))['chart-contribution']!.xMax;
+    await waitFor('the x window moving on', async () => ((await chartAxes(page, ['chart-contribution']))['chart-contribution']!.xMax > before + 5000 ? true : undefined), 15_000, 500);
     assert.deepEqual(errors, [], 'no page errors and no CSP violations');
   } finally {
     await browser?.close();
