@@ -10,7 +10,7 @@ type ChartScales = {
   WINDOW_MS: number;
   TIME_INCRS: number[];
   timeWindow(nowMs: number, windowMs?: number): [number, number];
-  valueRange(dataMin: number | null, dataMax: number | null, ceiling?: number): [number, number];
+  valueRange(dataMin: number | null, dataMax: number | null, leastTop?: number): [number, number];
   niceCeil(x: number): number;
   clockLabel(sec: number): string;
   firstKept(times: number[], nowMs: number, windowMs?: number): number;
@@ -36,7 +36,7 @@ test('the y range: from 0, a round top above the highest value, never empty or N
   assert.deepEqual(scales.valueRange(0, 0), [0, 1], 'only zeros');
   assert.deepEqual(scales.valueRange(0.5, 0.5), [0, 0.6], 'one point');
   assert.deepEqual(scales.valueRange(20, 20, 100), [0, 100], 'one percentage');
-  assert.deepEqual(scales.valueRange(20, 130, 100), [0, 150], 'over the ceiling');
+  assert.deepEqual(scales.valueRange(20, 130, 100), [0, 150], 'over the least top');
   assert.deepEqual(scales.valueRange(2 ** 30, 2 ** 30), [0, 1.2e9], 'one GiB');
   assert.deepEqual(scales.valueRange(-2, 8), [-2, 10], 'a negative value is kept in view');
   for (const [lo, hi] of [[Number.NaN, Number.NaN], [Infinity, -Infinity], [undefined, undefined]] as const) {

@@ -31,13 +31,14 @@ export function timeWindow(nowMs, windowMs = WINDOW_MS) {
 /**
  * The y range for values that are never negative (percentages, bytes, rates, scores, watts):
  * from 0 to a round number at least a tenth above the highest value (so the top has a gridline
- * and the highest point is not on the frame), or to `ceiling` when the values stay under it (a
- * percentage's 100). Without data, or with only zeros, [0, ceiling or 1]: never NaN, never empty.
+ * and the highest point is not on the frame), and never below `leastTop` (a percentage's 100, or
+ * a top whose half-way tick still formats as a distinct label: "1 W" twice is what [0, 1] gives
+ * for watts). Without data, or with only zeros, [0, leastTop or 1]: never NaN, never empty.
  */
-export function valueRange(dataMin, dataMax, ceiling) {
+export function valueRange(dataMin, dataMax, leastTop) {
   const lo = Number.isFinite(dataMin) ? Math.min(0, dataMin) : 0;
   const top = Number.isFinite(dataMax) ? dataMax : lo;
-  if (ceiling !== undefined && top <= ceiling) return [lo, ceiling];
+  if (leastTop !== undefined && top <= leastTop) return [lo, leastTop];
   if (top <= lo) return [lo, lo + 1];
   return [lo, lo + niceCeil((top - lo) * 1.1)];
 }

@@ -12,9 +12,10 @@ measure.font = AXIS_FONT;
 
 /**
  * What the chart drew, on its box's data-axes (ranges in ms and values, x tick labels with their
- * left edge and width in CSS px within the plot area) and data-points: the browser test reads it.
+ * left edge and width in CSS px within the plot area, y tick labels) and data-points: the browser
+ * test reads it.
  */
-function recordAxes(u, box, splits) {
+function recordAxes(u, box, splits, yLabels) {
   const labels = splits.map((s) => {
     const label = clockLabel(s);
     const width = measure.measureText(label).width;
@@ -27,19 +28,21 @@ function recordAxes(u, box, splits) {
     yMin: u.scales.y.min,
     yMax: u.scales.y.max,
     ticks: labels,
+    yLabels,
     plotLeft: 0,
     plotWidth: u.bbox.width / uPlot.pxRatio,
   });
 }
 
 const charts = new Map(); // id -> { plot, data, box }
-/** `ceiling`: the y axis's top while the values stay under it (100 for a percentage). */
-function makeChart(containerId, title, series, fmt, ceiling) {
+/** `leastTop`: the y axis's top while the values stay under it (valueRange). */
+function makeChart(containerId, title, series, fmt, leastTop) {
   const box = $(containerId);
   box.replaceChildren(el('div', { class: 'chart-title', text: title }));
   const data = [[], ...series.map(() => [])];
   const width = Math.max(280, box.clientWidth || 320);
   let splits = [];
+  let yLabels = [];
   const plot = new uPlot(
     {
       width,
@@ -48,7 +51,7 @@ function makeChart(containerId, title, series, fmt, ceiling) {
       cursor: { drag: { x: false, y: false } },
       scales: {
         x: { time: true, range: () => timeWindow(Date.now()) },
-        y: { range: (_u, min, max) => valueRange(min, max, ceiling) },
+        y: { range: (_u, min, max) => valueRange(min, max, leastTop) },
       },
       axes: [
         {
@@ -60,10 +63,16 @@ function makeChart(containerId, title, series, fmt, ceiling) {
             return ticks.map(clockLabel);
           },
         },
-        { values: (_u, ticks) => ticks.map(fmt), size: 84 },
+        {
+          values: (_u, ticks) => {
+            yLabels = ticks.map(fmt);
+            return yLabels;
+          },
+          size: 84,
+        },
       ],
       series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, value: (_u, v) => (v == null ? '–' : fmt(v)) }))],
-      hooks: { draw: [(u) => recordAxes(u, box, splits)] },
+      hooks: { draw: [(u) => recordAxes(u, box, splits, yLabels)] },
     },
     data,
     box,
@@ -94,6 +103,9 @@ window.addEventListener('resize', () => {
   for (const c of charts.values()) c.plot.setSize({ width: Math.max(280, c.box.clientWidth), height: 160 });
 });
 
+// Least y tops: whole-number labels (°C, W) need a top of several units, bytes one of a KiB to
+// avoid "0.5 B"; a percentage goes to 100.
+const KIB = 1024;
 const pct = (v) => `${Number(v).toFixed(0)} %`;
 const bytes = (v) => fmtBytes(Number(v));
 const rate = (v) => `${fmtBytes(Number(v))}/s`;
@@ -102,9 +114,9 @@ const gpuCharts = new Map(); // index -> { util, mem, temp, power }
 
 export function initCharts() {
   cpuChart = makeChart('chart-cpu', 'CPU', [{ label: 'CPU', color: '#2456c7' }], pct, 100);
-  memChart = makeChart('chart-memory', 'Memory', [{ label: 'used', color: '#8a3ffc' }, { label: 'total', color: '#b9bfcc' }], bytes);
-  diskChart = makeChart('chart-disk', 'Disk (data dir)', [{ label: 'used', color: '#a05a00' }, { label: 'total', color: '#b9bfcc' }], bytes);
-  netChart = makeChart('chart-network', 'Network', [{ label: 'in', color: '#1f7a4d' }, { label: 'out', color: '#d12771' }], rate);
+  memChart = makeChart('chart-memory', 'Memory', [{ label: 'used', color: '#8a3ffc' }, { label: 'total', color: '#b9bfcc' }], bytes, KIB);
+  diskChart = makeChart('chart-disk', 'Disk (data dir)', [{ label: 'used', color: '#a05a00' }, { label: 'total', color: '#b9bfcc' }], bytes, KIB);
+  netChart = makeChart('chart-network', 'Network', [{ label: 'in', color: '#1f7a4d' }, { label: 'out', color: '#d12771' }], rate, KIB);
   contribChart = makeChart('chart-contribution', 'Score per interval', [{ label: 'score', color: '#1f7a4d' }], (v) => Number(v).toFixed(1));
   // The window moves on with the clock even when no point comes (a node that stopped reporting).
   setInterval(redrawAll, ADVANCE_MS);
@@ -117,9 +129,9 @@ function gpuChartsFor(index) {
   for (const id of ids) $('gpu-charts').append(el('div', { class: 'chart', id, 'data-testid': id }));
   g = {
     util: makeChart(ids[0], `GPU ${index} utilisation`, [{ label: 'util', color: '#2456c7' }], pct, 100),
-    mem: makeChart(ids[1], `GPU ${index} VRAM`, [{ label: 'used', color: '#8a3ffc' }, { label: 'total', color: '#b9bfcc' }], bytes),
-    temp: makeChart(ids[2], `GPU ${index} temperature`, [{ label: '°C', color: '#b3261e' }], (v) => `${Number(v).toFixed(0)} °C`),
-    power: makeChart(ids[3], `GPU ${index} power`, [{ label: 'W', color: '#a05a00' }], (v) => `${Number(v).toFixed(0)} W`),
+    mem: makeChart(ids[1], `GPU ${index} VRAM`, [{ label: 'used', color: '#8a3ffc' }, { label: 'total', color: '#b9bfcc' }], bytes, KIB),
+    temp: makeChart(ids[2], `GPU ${index} temperature`, [{ label: '°C', color: '#b3261e' }], (v) => `${Number(v).toFixed(0)} °C`, 100),
+    power: makeChart(ids[3], `GPU ${index} power`, [{ label: 'W', color: '#a05a00' }], (v) => `${Number(v).toFixed(0)} W`, 10),
   };
   gpuCharts.set(index, g);
   return g;
