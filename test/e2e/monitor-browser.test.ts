@@ -19,7 +19,7 @@ import { monitorFixture, seededDataCache } from '../helpers/fake-monitored-node.
 import { MonitorServer } from '../../src/monitor/monitor-server.js';
 import { systemClock } from '../../src/common/clock.js';
 import { silentLogger } from '../../src/common/logger.js';
-import { TaskState, type ReplicaStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { ResourceReport, TaskState, type ReplicaStatus } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { TaskUpdate } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { CacheIndex } from '../../src/worker/data-cache/cache-index.js';
 
@@ -292,6 +292,98 @@ test('monitor page in Chromium: the Services panel shows the replicas, their hea
     node.emit('task-log', { taskId: 'web-r1', attempt: 1, stream: 'stderr', data: Buffer.from('httpd: listening on :8080\n') });
     await page.locator(byTestId('log-view')).filter({ hasText: 'httpd: listening on :8080' }).waitFor();
     await page.screenshot({ path: join(ARTIFACTS, 'monitor-services.png'), fullPage: true });
+    assert.deepEqual(errors, [], 'no page errors and no CSP violations');
+  } finally {
+    await browser?.close();
+  }
+});
+
+/** One labelled x tick as the page drew it (CSS px within the chart's canvas). */
+type DrawnTick = { label: string; left: number; width: number };
+type ChartAxes = { xMin: number; xMax: number; yMin: number; yMax: number; ticks: DrawnTick[]; yLabels: string[]; plotLeft: number; plotWidth: number };
+
+/** Each chart's x and y ranges and drawn x ticks, as the page records them on the chart's box. */
+async function chartAxes(page: Page, ids: string[]): Promise<Record<string, ChartAxes>> {
+  const out: Record<string, ChartAxes> = {};
+  for (const id of ids) {
+    const raw = await page.locator(byTestId(id)).getAttribute('data-axes');
+    assert.ok(raw, `${id} records its axes`);
+    out[id] = JSON.parse(raw) as ChartAxes;
+  }
+  return out;
+}
+
+/** A labelled tick closer to its neighbour than the two half-labels and a gap: an overlap. */
+function overlappingTicks(ticks: DrawnTick[], gapPx: number): string[] {
+  const bad: string[] = [];
+  for (let i = 1; i < ticks.length; i++) {
+    const a = ticks[i - 1]!;
+    const b = ticks[i]!;
+    if (b.left < a.left + a.width + gapPx) bad.push(`${a.label} (${a.left.toFixed(0)}+${a.width.toFixed(0)} px) touches ${b.label} (${b.left.toFixed(0)} px)`);
+  }
+  return bad;
+}
+
+test('monitor page in Chromium: a node\'s charts show the hour ending now, with 0, 1, 2 and 3600 samples, in readable labels', async (t) => {
+  if (!requireChromium(t)) return;
+  mkdirSync(ARTIFACTS, { recursive: true });
+  // A node that has reported `n` times, once a second up to now, in the order a node stores them.
+  const nodeWith = async (n: number) => {
+    const { store, node } = await monitorFixture(t);
+    const t0 = Date.now() - (n - 1) * 1000;
+    for (let i = 0; i < n; i++) {
+      const atMs = t0 + i * 1000;
+      store.addSample(ResourceReport.fromPartial({ atMs, cpuPercent: 20 + (i % 50), memoryUsedBytes: 300 * 2 ** 20, memoryTotalBytes: 2 ** 30, diskUsedBytes: 5 * 2 ** 30, diskTotalBytes: 20 * 2 ** 30, netRxBytesPerSec: 1000 * (i % 7), netTxBytesPerSec: 0,
+        gpus: [{ index: 0, utilizationPercent: 0, memoryUsedBytes: 0, memoryTotalBytes: 8 * 2 ** 30, temperatureC: 41, powerW: 0 }] }), { maxAgeMs: 2 * 3_600_000, maxCount: 10_000 });
+      store.addContribution({ atMs, intervalMs: 1000, score: 0.5 + (i % 3), multiplier: 1, cpuPercent: 20, memoryPercent: 30, gpuPercent: 0 });
+    }
+    const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
+    t.after(() => m.close());
+    return m;
+  };
+  const charts = ['chart-cpu', 'chart-memory', 'chart-disk', 'chart-network', 'chart-contribution'];
+  // An idle GPU (0 W, 0 %) once there is a sample: whole-unit labels must not repeat.
+  const gpuCharts = ['chart-gpu0-util', 'chart-gpu0-mem', 'chart-gpu0-temp', 'chart-gpu0-power'];
+  let browser: Browser | undefined;
+  try {
+    browser = await launch();
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const errors = watchErrors(page);
+    for (const [count, width] of [[0, 1400], [1, 1400], [1, 420], [2, 1400], [3600, 1400], [3600, 420]] as const) {
+      const m = await nodeWith(count);
+      await page.setViewportSize({ width, height: 1000 });
+      await page.goto(`http://127.0.0.1:${m.port}/monitor.html`);
+      await page.locator(byTestId('connection')).filter({ hasText: 'live' }).waitFor();
+      // The first load's points are drawn once both API answers are in.
+      // (the oldest of 3600 may have left the hour by the time the page asks for it: seeding them
+      // takes seconds on a loaded machine).
+      const charted = async (id: string) => Number((await page.locator(byTestId(id)).getAttribute('data-points')) ?? -1);
+      const least = count > 2 ? count - 120 : count;
+      await waitFor(`${count} points charted`, async () =>
+        (await charted('chart-cpu')) >= least && (await charted('chart-contribution')) >= least ? true : undefined).catch(async (e: Error) => {
+        throw new Error(`${e.message}: cpu ${await charted('chart-cpu')}, contribution ${await charted('chart-contribution')}`);
+      });
+      const shot = join(ARTIFACTS, `monitor-charts-${count}-${width}.png`);
+      await page.locator('#contribution').screenshot({ path: shot.replace('.png', '-contribution.png') });
+      await page.locator('#resources').screenshot({ path: shot });
+      const now = Date.now();
+      for (const [id, a] of Object.entries(await chartAxes(page, count > 0 ? [...charts, ...gpuCharts] : charts))) {
+        const where = `${id} with ${count} samples at ${width} px`;
+        assert.ok(Math.abs(a.xMax - now) < 15_000, `${where}: the x axis ends now (${new Date(a.xMax).toISOString()} vs ${new Date(now).toISOString()})`);
+        assert.ok(Math.abs(a.xMax - a.xMin - 3_600_000) < 1000, `${where}: the x axis spans one hour (${(a.xMax - a.xMin) / 1000} s)`);
+        assert.ok(Number.isFinite(a.yMin) && Number.isFinite(a.yMax) && a.yMax > a.yMin, `${where}: a sane y range [${a.yMin}, ${a.yMax}]`);
+        assert.ok(a.ticks.length >= 2, `${where}: at least two time labels (${JSON.stringify(a.ticks)})`);
+        for (const tk of a.ticks) {
+          assert.match(tk.label, /^\d\d:\d\d$/, `${where}: a clock label`);
+          assert.ok(tk.left >= a.plotLeft - tk.width && tk.left + tk.width <= a.plotLeft + a.plotWidth + tk.width, `${where}: ${tk.label} within the plot`);
+        }
+        assert.deepEqual(overlappingTicks(a.ticks, 8), [], `${where}: time labels apart`);
+        assert.equal(new Set(a.yLabels).size, a.yLabels.length, `${where}: distinct value labels (${a.yLabels.join(', ')})`);
+      }
+    }
+    // No new sample: the window still moves on with the clock (every 10 s).
+    const before = (await chartAxes(page, ['chart-contribution']))['chart-contribution']!.xMax;
+    await waitFor('the x window moving on', async () => ((await chartAxes(page, ['chart-contribution']))['chart-contribution']!.xMax > before + 5000 ? true : undefined), 15_000, 500);
     assert.deepEqual(errors, [], 'no page errors and no CSP violations');
   } finally {
     await browser?.close();
