@@ -6,7 +6,11 @@ import { ProgressScanner } from '../../src/worker/progress-scanner.js';
 import { TaskProgressReporter, progressOf, progressSendDelay } from '../../src/worker/task-progress-reporter.js';
 import { MAX_PROGRESS_LINE_BYTES, parseProgressJson, progressViolation } from '../../src/protocol/progress-rules.js';
 import { screenProgress } from '../../src/master/node-input-validation.js';
-import { TaskProgress, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { TaskProgress, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { LiveTasks } from '../../src/monitor/live-tasks.js';
+import { MonitorMetrics } from '../../src/monitor/monitor-metrics.js';
+import { taskRowView } from '../../src/monitor/monitor-view.js';
+import type { TaskRecord } from '../../src/worker/contracts.js';
 import { TaskUpdate } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import { describeProgress, describeProgressDetail, liveTaskLine, progressCell } from '../../src/cli/task-progress.js';
@@ -199,4 +203,35 @@ test('the CLI shows a bar, percent, message and metrics; a PROGRESS column; a li
   assert.equal(liveTaskLine({ ...running, state: TaskState.TASK_STATE_PULLING }, stateName), 'T1 pulling');
   const hostile = TaskProgress.fromPartial({ message: 'a\u202eb\u001b[2J' });
   assert.doesNotMatch(describeProgress(hostile), /[\u202e\u001b]/);
+});
+
+test("the node's monitor: a running task's progress in its live view, the last one in history, and in /metrics", async () => {
+  const rec = (state: TaskState, progress?: TaskProgress): TaskRecord => ({
+    taskId: 't1',
+    attempt: 1,
+    assignment: { taskId: 't1', attempt: 1, inputSize: 0, inputSha256: '', spec: TaskSpec.fromPartial({ image: 'img', command: ['sh'] }) },
+    state,
+    gpuIndexes: [],
+    logTail: '',
+    createdAt: 100,
+    updatedAt: 100,
+    ...(progress ? { progress } : {}),
+  });
+  const p = (fraction: number | undefined, updates: number, rejected: number) => TaskProgress.fromPartial({ ...(fraction !== undefined ? { fraction } : {}), message: 'step', metrics: new Map([['loss', 0.5]]), atMs: 7, updates, rejected });
+  const u = (state: TaskState, progress?: TaskProgress) => TaskUpdate.fromPartial({ taskId: 't1', attempt: 1, seq: 1, state, atMs: 150, ...(progress ? { progress } : {}) });
+  const live = new LiveTasks(() => rec(TaskState.TASK_STATE_RUNNING));
+  const metrics = new MonitorMetrics(() => 0, () => 1, () => true);
+  for (const update of [u(TaskState.TASK_STATE_RUNNING), u(TaskState.TASK_STATE_RUNNING, p(0.25, 10, 2)), u(TaskState.TASK_STATE_RUNNING, p(0.5, 30, 3))]) {
+    live.onUpdate(update);
+    metrics.onUpdate(update);
+  }
+  assert.deepEqual(live.list()[0]!.progress, { fraction: 0.5, message: 'step', metrics: { loss: 0.5 }, atMs: 7, updates: 30, rejected: 3 });
+  let text = (await metrics.text()).body;
+  assert.match(text, /^hivemind_task_progress_fraction\{task_id="t1"\} 0\.5$/m);
+  assert.match(text, /^hivemind_worker_progress_lines_total 30$/m);
+  assert.match(text, /^hivemind_worker_progress_lines_rejected_total 3$/m);
+  metrics.onUpdate(u(TaskState.TASK_STATE_SUCCEEDED));
+  text = (await metrics.text()).body;
+  assert.doesNotMatch(text, /^hivemind_task_progress_fraction\{/m);
+  assert.deepEqual(taskRowView(rec(TaskState.TASK_STATE_SUCCEEDED, p(undefined, 4, 0))).progress, { fraction: null, message: 'step', metrics: { loss: 0.5 }, atMs: 7, updates: 4, rejected: 0 });
 });
