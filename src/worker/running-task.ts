@@ -155,6 +155,7 @@ export class RunningTask {
         },
         ...(this.isReplica ? { onReplica: (status: ReplicaStatus) => this.onReplica(status) } : {}),
       });
+      this.progress.finish();
       this.stopReplicaUpdates();
       if (exec.leftovers) deps.onLeftovers(taskId);
       data?.release();

@@ -54,6 +54,18 @@ export class TaskProgressReporter {
     if (!this.stopped) this.scanner.push(stream, data);
   }
 
+  /**
+   * The container ended: the latest report goes now if it has not (the end of a flood is read
+   * after the exit, and the master must hear how the task ended), then nothing more.
+   */
+  finish(): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.send();
+    this.stop();
+  }
+
   /** No update may follow the task's terminal one: a pending send is dropped. Idempotent. */
   stop(): void {
     this.stopped = true;

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { requireDockerImage } from '../helpers/requirements.js';
+import { freePort } from '../helpers/cli-process.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
@@ -32,7 +33,9 @@ interface TaskJson {
 
 test('progress lines reach get, tasks and wait; a flood of them is counted and throttled', { timeout: 300_000 }, async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
-  const cluster = await ProcessCluster.start({ reportInterval: '2s' });
+  const monitorPort = await freePort();
+  const monitor = `http://127.0.0.1:${monitorPort}`;
+  const cluster = await ProcessCluster.start({ reportInterval: '2s', workerArgs: ['--monitor-port', String(monitorPort)] });
   try {
     const submit = async (script: string): Promise<string> => {
       const r = await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', script]);
@@ -68,6 +71,13 @@ test('progress lines reach get, tasks and wait; a flood of them is counted and t
         return mine?.progress?.fraction !== undefined ? mine : undefined;
       });
       assert.equal(seen.state, TaskState.TASK_STATE_RUNNING);
+      // The node's own monitor shows it in the running task's view, and /metrics its fraction.
+      const running = await waitForValue(async () => {
+        const s = (await (await fetch(`${monitor}/api/status`)).json()) as { running: { taskId: string; progress: ProgressJson | null }[] };
+        return s.running.find((r) => r.taskId === id && r.progress?.fraction !== undefined && r.progress.fraction !== null);
+      });
+      assert.match(running.progress!.message, /^(step \d\/5|done)$/);
+      assert.match(await (await fetch(`${monitor}/metrics`)).text(), new RegExp(`^hivemind_task_progress_fraction\\{task_id="${id}"\\} (0\\.\\d+|1)$`, 'm'));
       const table = (await cluster.cli(['tasks'])).stdout.split('\n');
       assert.match(table[0]!, /PROGRESS/);
       assert.match(table.find((l) => l.startsWith(id)) ?? '', /\s\d{1,3}%(\s|$)/);
@@ -78,6 +88,9 @@ test('progress lines reach get, tasks and wait; a flood of them is counted and t
       const info = await get(id);
       assert.equal(info.state, TaskState.TASK_STATE_SUCCEEDED);
       assert.deepEqual({ ...info.progress, atMs: 0 }, { fraction: 1, message: 'done', metrics: { loss: 0.1 }, atMs: 0, updates: 5, rejected: 0 });
+      const history = (await (await fetch(`${monitor}/api/tasks/${id}`)).json()) as { task: { progress: ProgressJson | null } };
+      assert.equal(history.task.progress?.message, 'done');
+      assert.match(await (await fetch(`${monitor}/metrics`)).text(), /^hivemind_worker_progress_lines_total 5$/m);
       const shown = (await cluster.cli(['get', id])).stdout;
       assert.match(shown, /^progress {2}\[#{20}\] 100% {2}done {2}loss=0\.1$/m);
       // Five lines over ~7 s: each second at most one progress update, plus the state changes.

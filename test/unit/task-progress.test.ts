@@ -150,7 +150,7 @@ test('progressSendDelay: the first at once, then no sooner than a second after t
   assert.equal(progressSendDelay(5000, 9000), 0);
 });
 
-test('the reporter sends the first report at once, then the latest at most once a second, and nothing after stop', (t) => {
+test('the reporter sends the first report at once, then the latest at most once a second, the pending one on finish, and nothing after', (t) => {
   mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 10_000 });
   t.after(() => mock.timers.reset());
   const sent: TaskProgress[] = [];
@@ -174,10 +174,15 @@ test('the reporter sends the first report at once, then the latest at most once 
   r.push('stdout', line(0.6));
   assert.equal(sent.length, 3);
   r.push('stdout', line(0.7));
+  r.finish();
+  assert.equal(sent.length, 4, 'finish sends the pending latest at once');
+  assert.equal(sent[3]!.fraction, 0.7);
+  r.finish();
+  r.push('stdout', line(0.75));
   r.stop();
   mock.timers.tick(2000);
   r.push('stdout', line(0.8));
-  assert.equal(sent.length, 3);
+  assert.equal(sent.length, 4);
 });
 
 test('progressOf: counts with no good report yet give an empty report that says so', () => {
