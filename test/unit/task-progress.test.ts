@@ -11,6 +11,8 @@ import { LiveTasks } from '../../src/monitor/live-tasks.js';
 import { MonitorMetrics } from '../../src/monitor/monitor-metrics.js';
 import { taskRowView } from '../../src/monitor/monitor-view.js';
 import type { TaskRecord } from '../../src/worker/contracts.js';
+import { taskFromRaw, taskToParams, type RawTask, type TaskRow } from '../../src/master/store-rows.js';
+import { toTaskInfo } from '../../src/master/task-info.js';
 import { TaskUpdate } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import { describeProgress, describeProgressDetail, liveTaskLine, progressCell } from '../../src/cli/task-progress.js';
@@ -239,4 +241,17 @@ test("the node's monitor: a running task's progress in its live view, the last o
   text = (await metrics.text()).body;
   assert.doesNotMatch(text, /^hivemind_task_progress_fraction\{/m);
   assert.deepEqual(taskRowView(rec(TaskState.TASK_STATE_SUCCEEDED, p(undefined, 4, 0))).progress, { fraction: null, message: 'step', metrics: { loss: 0.5 }, atMs: 7, updates: 4, rejected: 0 });
+});
+
+test("the master's task row keeps a report's every metric through its SQLite row, and TaskInfo carries it", () => {
+  const progress = TaskProgress.fromPartial({ fraction: 0.5, message: 'half', metrics: new Map([['loss', 0.25], ['__proto__', 2]]), atMs: 9, updates: 3, rejected: 1 });
+  const row: TaskRow = {
+    id: 't1', spec: TaskSpec.fromPartial({ image: 'img' }), state: TaskState.TASK_STATE_RUNNING, attempt: 1, maxAttempts: 3, nodeId: 'n1', queueReason: '',
+    outcome: undefined, inputSize: 0, inputSha256: '', result: undefined, cancelRequested: false, cancelReason: '', createdAt: 1, updatedAt: 2,
+    startedAt: 2, finishedAt: null, lastUpdateSeq: 4, excludedNodes: [], progress,
+  };
+  const back = taskFromRaw(taskToParams(row) as unknown as RawTask);
+  assert.deepEqual(back.progress, progress);
+  assert.deepEqual(toTaskInfo(back).progress, progress);
+  assert.equal(taskFromRaw(taskToParams({ ...row, progress: undefined }) as unknown as RawTask).progress, undefined);
 });
