@@ -5,6 +5,7 @@ import { DataKind, OutcomeKind, TaskState, type DataMount, type DataProgress, ty
 import type { NodeInfo, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 import { formatBytes, formatDuration } from '../common/units.js';
 import { terminalSafe } from './terminal-text.js';
+import { describeProgressDetail, progressCell } from './task-progress.js';
 
 export function stateName(s: TaskState): string {
   return (TaskState[s] ?? String(s)).replace(/^TASK_STATE_/, '').toLowerCase();
@@ -62,7 +63,7 @@ export function table(unsafeRows: string[][]): string {
 
 export function formatTaskTable(tasks: TaskInfo[]): string {
   if (tasks.length === 0) return 'no tasks';
-  const rows = [['TASK', 'STATE', 'IMAGE', 'NODE', 'ATTEMPT', 'OUTCOME / REASON']];
+  const rows = [['TASK', 'STATE', 'IMAGE', 'NODE', 'ATTEMPT', 'PROGRESS', 'OUTCOME / REASON']];
   for (const t of tasks) {
     rows.push([
       t.taskId,
@@ -70,6 +71,7 @@ export function formatTaskTable(tasks: TaskInfo[]): string {
       t.spec?.image ?? '',
       t.nodeId ? t.nodeId.slice(0, 12) : '-',
       String(t.attempt),
+      progressCell(t),
       statusNote(t),
     ]);
   }
@@ -88,6 +90,7 @@ export function formatTask(t: TaskInfo): string {
   for (const m of t.spec?.data ?? []) lines.push(`data      ${describeDataMount(m)}`);
   if (t.state === TaskState.TASK_STATE_QUEUED && t.queueReason) lines.push(`waiting   ${t.queueReason}`);
   if (t.state === TaskState.TASK_STATE_ACCEPTED && t.dataProgress) lines.push(`fetching data: ${describeDataProgress(t.dataProgress)}`);
+  if (t.progress) lines.push(`progress  ${describeProgressDetail(t.progress)}`);
   const o = describeOutcome(t.outcome);
   if (o) lines.push(`outcome   ${o}`);
   if (t.outcome?.resultSha256) lines.push(`sha256    ${t.outcome.resultSha256}`);

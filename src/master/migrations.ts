@@ -140,6 +140,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE tasks ADD COLUMN replica_status TEXT;
   CREATE INDEX tasks_service ON tasks(service, replica) WHERE service IS NOT NULL;
   `,
+  // 7: a task's own latest progress report (issue 20, docs/progress.md), JSON of TaskProgress
+  `
+  ALTER TABLE tasks ADD COLUMN progress TEXT;
+  `,
 ];
 
 /** The master's schema for openSqlite. */

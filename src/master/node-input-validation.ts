@@ -11,6 +11,7 @@ import {
   MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, cutReplicaText, cutUpdateMessage, heldTaskLimit,
 } from '../protocol/node-limits.js';
 import { InvalidArgumentError } from './master-errors.js';
+import { progressViolation } from '../protocol/progress-rules.js';
 
 /** A short, printable excerpt of a hostile string for an error message. */
 function excerpt(s: string): string {
@@ -187,6 +188,19 @@ export function boundTaskUpdate(u: TaskUpdate): TaskUpdate {
   const replica = r && { ...r, lastExit: cutReplicaText(r.lastExit), healthMessage: cutReplicaText(r.healthMessage) };
   if (message === u.message && (!o || outcomeMessage === o.message) && (!r || (replica!.lastExit === r.lastExit && replica!.healthMessage === r.healthMessage))) return u;
   return { ...u, message, ...(o ? { outcome: { ...o, message: outcomeMessage } } : {}), ...(replica ? { replica } : {}) };
+}
+
+/**
+ * The update without its progress report when that breaks the rules the node should have held it
+ * to (docs/progress.md: limits), with why: a bad report costs only itself, and the state change
+ * and everything else in the update still apply.
+ */
+export function screenProgress(u: TaskUpdate): { update: TaskUpdate; refused?: string } {
+  if (!u.progress) return { update: u };
+  const refused = progressViolation(u.progress);
+  if (refused === undefined) return { update: u };
+  const { progress: _dropped, ...rest } = u;
+  return { update: rest, refused };
 }
 
 /**

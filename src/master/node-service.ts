@@ -22,7 +22,7 @@ import { callSignal, messagesOf, writeChunks } from './grpc-streams.js';
 import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
 import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../protocol/result-bound.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
-import { boundTaskUpdate, validateCapacity, validateGatewayPipe, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
+import { boundTaskUpdate, screenProgress, validateCapacity, validateGatewayPipe, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
 import { isLoopbackHost } from '../common/address.js';
 import type { NodePipeAddress } from './gateway/gateway-directory.js';
 import { assertWithinSize } from './size-capped-services.js';
@@ -67,6 +67,8 @@ function unary<Req, Res>(fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res> |
 }
 
 export class NodeService {
+  /** Progress reports refused for breaking the rules (docs/progress.md), since start: for the master's metrics. */
+  progressRefused = 0;
   /** Open command streams, ended on close so the server can shut down. */
   private readonly subscribers = new Set<ServerWritableStream<SubscribeRequest, NodeCommand>>();
   private readonly registers: CallRate;
@@ -237,7 +239,11 @@ export class NodeService {
   private updateTask(call: ServerUnaryCall<TaskUpdate, TaskUpdateAck>): TaskUpdateAck {
     const node = this.nodeOf(call);
     assertWithinSize(call.request);
-    const u = boundTaskUpdate(call.request);
+    const { update: u, refused } = screenProgress(boundTaskUpdate(call.request));
+    if (refused !== undefined) {
+      this.progressRefused++;
+      this.d.log.warn({ nodeId: node.id, taskId: u.taskId, err: refused }, 'refused the progress report in a task update (the rest applied)');
+    }
     const ack = this.d.tasks.applyUpdate(node, u);
     if (u.free) {
       // The numbers are as of sending: an applied update of a task is already reflected in them.

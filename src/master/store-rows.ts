@@ -6,6 +6,7 @@ import {
   ReplicaStatus,
   ResourceReport,
   TaskOutcome,
+  TaskProgress,
   TaskSpec,
   TaskState,
 } from '../protocol/gen/hivemind/v1/common.js';
@@ -51,6 +52,8 @@ export interface TaskRow {
   excludedNodes: string[];
   /** A service replica's latest status from its node (TaskUpdate.replica), for the current attempt. */
   replicaStatus?: ReplicaStatus | undefined;
+  /** The task's own latest progress report (TaskUpdate.progress, docs/progress.md), for the current attempt; kept once it ended. */
+  progress?: TaskProgress | undefined;
 }
 
 /** The placement fields of a task row: enough to reconcile a node's list against. */
@@ -93,7 +96,7 @@ export interface RawTask {
   queue_reason: string; outcome: string | null; input_size: number; input_sha256: string;
   result_size: number | null; result_sha256: string | null; cancel_requested: number; cancel_reason: string;
   created_at: number; updated_at: number; started_at: number | null; finished_at: number | null;
-  last_update_seq: number; excluded_nodes: string; replica_status?: string | null;
+  last_update_seq: number; excluded_nodes: string; replica_status?: string | null; progress?: string | null;
 }
 
 export function nodeFromRaw(r: RawNode): NodeRow {
@@ -132,6 +135,7 @@ export function taskFromRaw(r: RawTask): TaskRow {
     lastUpdateSeq: r.last_update_seq,
     excludedNodes: JSON.parse(r.excluded_nodes) as string[],
     replicaStatus: r.replica_status ? ReplicaStatus.fromJSON(JSON.parse(r.replica_status)) : undefined,
+    progress: r.progress ? TaskProgress.fromJSON(JSON.parse(r.progress)) : undefined,
   };
 }
 
@@ -161,13 +165,14 @@ export function taskToParams(t: TaskRow): Record<string, unknown> {
     service: t.spec.service?.service ?? null,
     replica: t.spec.service ? t.spec.service.replica : null,
     replica_status: t.replicaStatus ? JSON.stringify(ReplicaStatus.toJSON(t.replicaStatus)) : null,
+    progress: t.progress ? stringifyProto(t.progress) : null,
   };
 }
 
 export const TASK_COLUMNS = [
   'id', 'spec', 'state', 'attempt', 'max_attempts', 'node_id', 'queue_reason', 'outcome', 'input_size',
   'input_sha256', 'result_size', 'result_sha256', 'cancel_requested', 'cancel_reason', 'created_at', 'updated_at',
-  'started_at', 'finished_at', 'last_update_seq', 'excluded_nodes', 'service', 'replica', 'replica_status',
+  'started_at', 'finished_at', 'last_update_seq', 'excluded_nodes', 'service', 'replica', 'replica_status', 'progress',
 ];
 
 export interface RawToken {

@@ -26,6 +26,7 @@ export function toTaskInfo(t: TaskRow, events: readonly TaskEventRow[] = [], dat
     truncated: false,
     dataProgress,
     replica: t.replicaStatus,
+    progress: t.progress,
   };
 }
 

@@ -171,6 +171,7 @@ export class TaskManager {
           t.queueReason = reason;
           t.startedAt = null;
           t.replicaStatus = undefined;
+          t.progress = undefined;
         }
         return ev(TaskState.TASK_STATE_REJECTED, u.message);
       });
@@ -185,6 +186,7 @@ export class TaskManager {
         t.updatedAt = now;
         if (u.state === TaskState.TASK_STATE_RUNNING && t.startedAt === null) t.startedAt = now;
         if (u.replica && t.spec.service) t.replicaStatus = u.replica;
+        if (u.progress && u.state === TaskState.TASK_STATE_RUNNING) t.progress = u.progress;
         return stateChanged ? ev(u.state, u.message) : null;
       });
       if (saved) this.progress.note(saved.id, saved.state, u.data);
@@ -284,6 +286,7 @@ export class TaskManager {
         t.lastUpdateSeq = 0;
         t.startedAt = null;
         t.replicaStatus = undefined;
+        t.progress = undefined;
         t.queueReason = `attempt ${lostAttempt} lost: ${why}`;
         t.updatedAt = now;
       }

@@ -5,7 +5,7 @@ import { TaskState, type ResourceReport } from '../protocol/gen/hivemind/v1/comm
 import type { TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 import type { TaskDataProgressEvent, TaskProgressEvent, TaskRecord } from '../worker/contracts.js';
 import type { LiveTaskState, RunningTaskView } from './monitor-types.js';
-import { limitsView } from './monitor-view.js';
+import { limitsView, taskProgressView } from './monitor-view.js';
 
 const LIVE: ReadonlyMap<TaskState, LiveTaskState> = new Map([
   [TaskState.TASK_STATE_ACCEPTED, 'accepted'],
@@ -56,6 +56,10 @@ export class LiveTasks {
     if (state === 'accepted' && u.data) view.data = { currentBytes: u.data.receivedBytes, totalBytes: u.data.totalBytes };
     if (state !== 'accepted') view.data = null;
     if (state === 'running' || state === 'uploading') view.pull = null;
+    if (state === 'running' && u.progress) {
+      view.progress = taskProgressView(u.progress);
+      changed = true;
+    }
     return changed;
   }
 
@@ -105,6 +109,7 @@ export class LiveTasks {
       pull: null,
       upload: null,
       data: null,
+      progress: state === 'running' ? taskProgressView(rec.progress) : null,
     };
   }
 }

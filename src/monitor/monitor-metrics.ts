@@ -20,6 +20,10 @@ export class MonitorMetrics {
   private readonly uploadBytes: Counter;
   private readonly uploadSent = new Map<string, number>();
   private lastReport: ResourceReport | undefined;
+  private readonly progressLines: Counter;
+  private readonly progressRejected: Counter;
+  /** Per running attempt: its latest progress fraction (absent: none given) and the counts already added. */
+  private readonly progress = new Map<string, { taskId: string; fraction: number | undefined; updates: number; rejected: number }>();
 
   constructor(private readonly now: () => number, running: () => number, accepting: () => boolean, cache?: DataCacheView, replicas?: ReplicaSource) {
     const registers = [this.registry];
@@ -73,12 +77,33 @@ export class MonitorMetrics {
         if (t) this.set(t.latestHandshakeMs > 0 ? Math.max(0, (now() - t.latestHandshakeMs) / 1000) : -1);
       },
     });
+    this.progressLines = new Counter({ name: 'hivemind_worker_progress_lines_total', help: 'Progress lines read from tasks\' output (docs/progress.md), as forwarded to the master', registers });
+    this.progressRejected = new Counter({ name: 'hivemind_worker_progress_lines_rejected_total', help: 'Of the progress lines read, those refused as malformed or over a limit', registers });
+    new Gauge({
+      name: 'hivemind_task_progress_fraction',
+      help: 'A running task\'s own latest progress fraction, 0..1 (docs/progress.md); absent until it gives one',
+      labelNames: ['task_id'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.progress.values()) if (p.fraction !== undefined) this.set({ task_id: p.taskId }, p.fraction);
+      },
+    });
     if (cache) registerDataCacheMetrics(this.registry, cache);
     if (replicas) registerReplicaMetrics(this.registry, replicas);
   }
 
   onUpdate(u: TaskUpdate): void {
+    const k = `${u.taskId}#${u.attempt}`;
+    if (u.progress) {
+      const before = this.progress.get(k) ?? { taskId: u.taskId, fraction: undefined, updates: 0, rejected: 0 };
+      // The counts are the attempt's totals: add what is new since the last report.
+      this.progressLines.inc(Math.max(0, u.progress.updates - before.updates));
+      this.progressRejected.inc(Math.max(0, u.progress.rejected - before.rejected));
+      this.progress.set(k, { taskId: u.taskId, fraction: u.progress.fraction, updates: u.progress.updates, rejected: u.progress.rejected });
+    }
     if (!TERMINAL.has(u.state)) return;
+    this.progress.delete(k);
     const outcome = outcomeView(u.outcome)?.kind ?? 'none';
     this.tasks.inc({ state: stateName(u.state), outcome });
     if (u.outcome && u.outcome.durationMs > 0) this.durations.observe({ outcome }, u.outcome.durationMs / 1000);

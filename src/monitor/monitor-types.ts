@@ -31,6 +31,16 @@ export interface Progress {
   totalBytes: number;
 }
 
+/** A task's own progress report (docs/progress.md) as the page gets it; metrics a plain object. */
+export interface TaskProgressView {
+  fraction: number | null;
+  message: string;
+  metrics: Record<string, number>;
+  atMs: number;
+  updates: number;
+  rejected: number;
+}
+
 export interface RunningTaskView {
   taskId: string;
   attempt: number;
@@ -45,6 +55,8 @@ export interface RunningTaskView {
   upload: Progress | null;
   /** While accepted: the task's data sets coming into the node's cache ("fetching data"). */
   data: Progress | null;
+  /** While running: the task's own latest progress report, as the node last sent it to the master. */
+  progress: TaskProgressView | null;
 }
 
 export interface OutcomeView {
@@ -65,6 +77,8 @@ export interface TaskRowView {
   outcome: OutcomeView | null;
   createdAtMs: number;
   finishedAtMs: number | null;
+  /** The task's own last progress report (docs/progress.md), if it gave any. */
+  progress: TaskProgressView | null;
 }
 
 export interface TaskDetailView extends TaskRowView {

@@ -1,8 +1,8 @@
 // Pure mappings from the worker's records (protobuf-shaped, SQLite rows) to the monitor's JSON.
 // Nothing secret crosses here: env values, credentials and keys have no field to land in.
-import { outcomeKindToJSON, taskStateToJSON, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import { outcomeKindToJSON, taskStateToJSON, type ResourceReport, type TaskOutcome, type TaskProgress, type TaskSpec, type TaskState, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { ContributionPoint, TaskEventRecord, TaskRecord } from '../worker/contracts.js';
-import type { ContributionView, LimitsView, OutcomeKindName, OutcomeView, SampleView, TaskDetailView, TaskRowState, TaskRowView, TunnelView } from './monitor-types.js';
+import type { ContributionView, LimitsView, OutcomeKindName, OutcomeView, SampleView, TaskDetailView, TaskProgressView, TaskRowState, TaskRowView, TunnelView } from './monitor-types.js';
 
 /** TASK_STATE_RUNNING -> 'running'. */
 export function stateName(state: TaskState): TaskRowState {
@@ -26,6 +26,11 @@ export function outcomeView(o: TaskOutcome | undefined): OutcomeView | null {
   };
 }
 
+export function taskProgressView(p: TaskProgress | undefined): TaskProgressView | null {
+  if (!p) return null;
+  return { fraction: p.fraction ?? null, message: p.message, metrics: Object.fromEntries(p.metrics), atMs: p.atMs, updates: p.updates, rejected: p.rejected };
+}
+
 export function taskRowView(r: TaskRecord): TaskRowView {
   return {
     taskId: r.taskId,
@@ -36,6 +41,7 @@ export function taskRowView(r: TaskRecord): TaskRowView {
     outcome: outcomeView(r.outcome),
     createdAtMs: r.createdAt,
     finishedAtMs: r.finishedAt ?? null,
+    progress: taskProgressView(r.progress),
   };
 }
 

@@ -1,7 +1,7 @@
 // The types the worker shares with the layers around it: the executor port the runtime
 // implements, the events and records the local monitor reads. They import no worker internals.
 import type { Duplex } from 'node:stream';
-import { OutcomeKind, type NodeFacts, type ReplicaStatus, type ResourceReport, type TaskOutcome, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, type NodeFacts, type ReplicaStatus, type ResourceReport, type TaskOutcome, type TaskProgress, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
 
 // ---------------------------------------------------------------- lifecycle
@@ -179,6 +179,8 @@ export interface TaskRecord {
   logTail: string;
   /** Docker's time (ns) of the last live log chunk handed to the master; absent before the first. */
   logsSentUntilNs?: bigint;
+  /** The task's own latest progress report (docs/progress.md), as last sent to the master. */
+  progress?: TaskProgress;
   createdAt: number;
   updatedAt: number;
   finishedAt?: number;

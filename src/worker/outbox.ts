@@ -15,7 +15,7 @@ export function isPermanentRejection(err: unknown): boolean {
   return code !== undefined && !isRetryable(err) && code !== status.UNAUTHENTICATED;
 }
 
-export type UpdateExtra = Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull' | 'data' | 'replica'>>;
+export type UpdateExtra = Partial<Pick<NewTaskUpdate, 'message' | 'outcome' | 'pull' | 'data' | 'replica' | 'progress'>>;
 
 export interface OutboxDeps {
   store: Pick<WorkerStore, 'appendUpdate' | 'outbox' | 'ackOutbox'>;
@@ -49,6 +49,7 @@ export class Outbox {
       pull: extra.pull,
       data: extra.data,
       replica: extra.replica,
+      progress: extra.progress,
     });
     this.deps.onUpdate(full);
     this.kick();

@@ -10,6 +10,7 @@ import { OutcomeKind, TaskState, type ReplicaStatus, type TaskOutcome } from '..
 import type { TaskAssignment } from '../protocol/gen/hivemind/v1/node.js';
 import { asAbortReason, type AbortReason, type ExecutionPhase, type ReplicaView, type TaskDataProgressEvent, type TaskExecutor, type TaskLogEvent, type TaskProgressEvent } from './contracts.js';
 import { replicaSendDelay, type SentReplicaStatus } from './replica-status-throttle.js';
+import { TaskProgressReporter } from './task-progress-reporter.js';
 import { CacheFullError } from './data-cache/cache-errors.js';
 import type { DataProgress } from './data-cache/data-cache.js';
 import { NoDataCacheError, TaskData, dataHolder, dataNeeds, isDataRejection, type TaskDataDeps } from './task-data.js';
@@ -67,6 +68,8 @@ export class RunningTask {
   private replicaTimer: NodeJS.Timeout | undefined;
   /** The execution returned: a status the executor still sends would follow the terminal update. */
   private replicaOver = false;
+  /** The task's own progress lines (docs/progress.md), to the master at most once a second. */
+  readonly progress: TaskProgressReporter;
 
   constructor(
     readonly assignment: TaskAssignment,
@@ -78,6 +81,12 @@ export class RunningTask {
     this.taskId = assignment.taskId;
     this.attempt = assignment.attempt;
     this.key = taskKey(this.taskId, this.attempt);
+    this.progress = new TaskProgressReporter({
+      clock: deps.clock,
+      send: (progress) => {
+        if (!this.aborted) deps.update(this, TaskState.TASK_STATE_RUNNING, { progress });
+      },
+    });
   }
 
   get signal(): AbortSignal {
@@ -141,10 +150,12 @@ export class RunningTask {
         onPullProgress: (current, total) => this.onPullProgress(current, total),
         onLog: (stream, data, atNs) => {
           this.logs.push(stream, data, atNs);
+          this.progress.push(stream, data);
           deps.onLog({ taskId, attempt, stream, data });
         },
         ...(this.isReplica ? { onReplica: (status: ReplicaStatus) => this.onReplica(status) } : {}),
       });
+      this.progress.finish();
       this.stopReplicaUpdates();
       if (exec.leftovers) deps.onLeftovers(taskId);
       data?.release();
@@ -269,6 +280,7 @@ export class RunningTask {
 
   /** The execution is over: no status may follow the terminal update. */
   private stopReplicaUpdates(): void {
+    this.progress.stop();
     this.replicaOver = true;
     if (this.replicaTimer) clearTimeout(this.replicaTimer);
     this.replicaTimer = undefined;

@@ -4,7 +4,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { OutcomeKind, TaskState, type ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, TaskProgress, TaskState, type ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { MIGRATIONS } from '../../src/worker/store/migrations.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
@@ -279,4 +279,23 @@ test('a version-2 database gains the pulled-images table and keeps its tasks', a
   assert.deepEqual(store.getTask('old', 1)?.assignment, { ...assignment('old'), spec: { ...assignment('old').spec, env: new Map([['A', '1']]) } });
   assert.deepEqual(store.pulledImages(), []);
   assert.deepEqual(store.unfinishedTaskImages(), ['busybox']);
+});
+
+test("a progress update: its metrics survive the outbox's JSON row, the task keeps the last one, and no transition is recorded", async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'worker.db');
+  let store = WorkerStore.open(file);
+  store.insertTask(assignment('t1'), [], 100);
+  store.appendUpdate({ taskId: 't1', attempt: 1, state: TaskState.TASK_STATE_RUNNING, message: '', atMs: 101 });
+  const progress = TaskProgress.fromPartial({ fraction: 0.5, message: 'half', metrics: new Map([['loss', 0.25], ['__proto__', 1]]), atMs: 102, updates: 7, rejected: 1 });
+  store.appendUpdate({ taskId: 't1', attempt: 1, state: TaskState.TASK_STATE_RUNNING, message: '', atMs: 102, progress });
+  store.close();
+  store = WorkerStore.open(file);
+  t.after(() => store.close());
+  const sent = store.outbox().map((e) => e.update.progress);
+  assert.equal(sent[0], undefined);
+  assert.deepEqual(sent[1], progress);
+  assert.deepEqual([...sent[1]!.metrics.keys()], ['loss', '__proto__']);
+  assert.deepEqual(store.getTask('t1', 1)!.progress, progress);
+  assert.deepEqual(store.taskEvents('t1', 1).map((e) => e.seq), [1], 'a progress report is not a transition');
 });

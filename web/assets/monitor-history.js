@@ -1,6 +1,7 @@
 // The task history: pages of finished tasks from the API (the first page follows live changes),
 // a state filter, and a task's details with its stored log on a click.
 import { $, el, fmtBytes, fmtDuration, fmtTime, getJson, toast } from './monitor-dom.js';
+import { taskProgressText } from './monitor-running.js';
 
 const HISTORY_PAGE = 50;
 
@@ -86,6 +87,7 @@ async function showDetail(taskId) {
       el('div', { class: 'small', text: `limits: ${l.cpus || 'default'} CPU, ${l.memoryBytes ? fmtBytes(l.memoryBytes) : 'default'} memory, ${l.pids || 'default'} pids, ${l.gpus} GPUs, timeout ${l.timeoutMs ? fmtDuration(l.timeoutMs) : 'none'}` }),
       el('div', { class: 'small', text: `env: ${task.env.length ? task.env.join(', ') : 'none'}` }),
       task.outcome ? el('div', { class: 'small', text: `outcome: ${task.outcome.kind}, exit ${task.outcome.exitCode}, ${task.outcome.message}; result ${fmtBytes(task.outcome.resultSize)} sha256 ${task.outcome.resultSha256 || '–'}` }) : null,
+      task.progress ? el('div', { class: 'small', 'data-testid': 'history-progress', text: `last progress: ${taskProgressText(task.progress)}` }) : null,
       el('ol', { class: 'events small' }, ...task.events.map((e) => el('li', { text: `${fmtTime(e.atMs)} ${e.state}${e.message ? `: ${e.message}` : ''}` }))),
       el('pre', { class: 'log', text: logText || '(no output)' }),
     );

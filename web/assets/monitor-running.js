@@ -22,6 +22,22 @@ export function dataProgressText(p) {
   const pct = done ? 100 : Math.min(99, Math.round((p.currentBytes / Math.max(1, p.totalBytes)) * 100));
   return `${pct}% (${fmtBytes(p.currentBytes)} of ${fmtBytes(p.totalBytes)})`;
 }
+/** The task's own progress (docs/progress.md): a bar when it gave a fraction, its message and metrics. */
+export function taskProgressText(p) {
+  const parts = [];
+  if (p.fraction !== null) parts.push(`${Math.floor(p.fraction * 100)}%`);
+  if (p.message) parts.push(p.message);
+  const metrics = Object.entries(p.metrics).map(([k, v]) => `${k}=${Number(v.toPrecision(6))}`).join(' ');
+  if (metrics) parts.push(metrics);
+  return parts.join('  ') || 'no valid progress line yet';
+}
+function setTaskProgress(part, p) {
+  part.root.hidden = !p;
+  if (!p) return;
+  part.bar.hidden = p.fraction === null;
+  part.bar.value = p.fraction ?? 0;
+  part.text.textContent = taskProgressText(p);
+}
 function tickElapsed(r) {
   const t = r.task;
   const since = t.startedAtMs || t.acceptedAtMs;
@@ -50,6 +66,7 @@ function updateRunningRow(r, t) {
   if (fetching) r.data.text.textContent = dataProgressText(t.data);
   setProgress(r.pull, t.state === 'pulling' ? t.pull : null);
   setProgress(r.upload, t.state === 'uploading' ? t.upload : null);
+  setTaskProgress(r.progress, t.state === 'running' ? t.progress : null);
   tickElapsed(r);
 }
 
@@ -65,6 +82,8 @@ export function createRunningTasks({ openLog, control, onGone }) {
     data.root.setAttribute('data-testid', 'data-progress');
     const pull = progressPart('image pull');
     const upload = progressPart('result upload');
+    const progress = progressPart('progress');
+    progress.root.setAttribute('data-testid', 'task-progress');
     const limits = el('span', { class: 'small' });
     const logBtn = el('button', { type: 'button', text: 'Logs', onclick: () => openLog(t.taskId) });
     const cancelBtn = el('button', {
@@ -88,9 +107,10 @@ export function createRunningTasks({ openLog, control, onGone }) {
         el('div', {}, el('div', { class: 'label', text: 'limits' }), limits)),
       data.root,
       pull.root,
+      progress.root,
       upload.root,
     );
-    return { root, state, elapsed, timeoutBar, usage, data, pull, upload, limits, task: t };
+    return { root, state, elapsed, timeoutBar, usage, data, pull, upload, progress, limits, task: t };
   }
   function render(list) {
     const box = $('running-tasks');

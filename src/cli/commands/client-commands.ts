@@ -17,6 +17,8 @@ import { exitCodeForTask } from '../exit-codes.js';
 import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateName } from '../task-format.js';
 import { printJson, type CliContext } from '../cli-context.js';
 import { terminalSafe } from '../terminal-text.js';
+import { statusLine, type StatusStream } from '../status-line.js';
+import { liveTaskLine } from '../task-progress.js';
 import { validateTaskSpec } from '../../master/spec-validation.js';
 import { DataClient } from '../../client/data-client.js';
 import { buildSpec, containerSpecOptions, parseSpecDataFlags, resolveDataFlags } from '../task-spec-flags.js';
@@ -58,10 +60,11 @@ export function isTerminal(state: TaskState): boolean {
   return TERMINAL.has(state);
 }
 
-async function waitForTask(client: AdminClient, taskId: string, onChange?: (t: TaskInfo) => void): Promise<TaskInfo> {
+async function waitForTask(client: AdminClient, taskId: string, onChange?: (t: TaskInfo) => void, onEvery?: (t: TaskInfo) => void): Promise<TaskInfo> {
   let last: TaskInfo | undefined;
   for await (const t of client.watchTask(taskId)) {
     if (!last || last.state !== t.state) onChange?.(t);
+    onEvery?.(t);
     last = t;
     if (isTerminal(t.state)) return t;
   }
@@ -154,7 +157,9 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     program.command('wait').description('wait for a task to finish; the exit code reflects its outcome').argument('<task-id>').option('--json', 'print JSON'),
   ).action(async (taskId: string, o) => {
     const c = ctx();
-    const t = await withClient(c, o, (client) => waitForTask(client, taskId));
+    // The task's state and own progress, live on a terminal (nothing in a pipe).
+    const live = statusLine(c.stderr as StatusStream);
+    const t = await withClient(c, o, (client) => waitForTask(client, taskId, undefined, (t) => live.update(liveTaskLine(t, stateName), true))).finally(() => live.done());
     if (o.json) printJson(c, t);
     else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
     setExit(exitCodeForTask(t.state, t.outcome));

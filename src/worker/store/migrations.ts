@@ -84,6 +84,10 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE tasks ADD COLUMN logs_sent_until TEXT;
   `,
+  // 5: the task's own latest progress report (docs/progress.md), as JSON of TaskProgress
+  `
+  ALTER TABLE tasks ADD COLUMN progress TEXT;
+  `,
 ];
 
 /** The worker's schema for openSqlite. */

@@ -3,7 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Database } from 'better-sqlite3';
-import type { ResourceReport, TaskOutcome } from '../../protocol/gen/hivemind/v1/common.js';
+import { TaskProgress, type ResourceReport, type TaskOutcome } from '../../protocol/gen/hivemind/v1/common.js';
 import { TaskState, taskStateFromJSON, taskStateToJSON } from '../../protocol/gen/hivemind/v1/common.js';
 import { TaskAssignment, type TaskUpdate } from '../../protocol/gen/hivemind/v1/node.js';
 import { stringifyProto } from '../../protocol/proto-json.js';
@@ -92,9 +92,17 @@ interface TaskRow {
   result_uploaded: number;
   log_tail: string;
   logs_sent_until: string | null;
+  progress?: string | null;
   created_at: number;
   updated_at: number;
   finished_at: number | null;
+}
+
+/** An outbox payload: plain JSON of the update, whose one map (progress.metrics) needs its Map back. */
+function readUpdate(payload: string): TaskUpdate {
+  const u = JSON.parse(payload) as TaskUpdate;
+  if (u.progress) u.progress = TaskProgress.fromJSON(u.progress);
+  return u;
 }
 
 function toRecord(r: TaskRow): TaskRecord {
@@ -114,6 +122,7 @@ function toRecord(r: TaskRow): TaskRecord {
   }
   if (r.finished_at !== null) rec.finishedAt = r.finished_at;
   if (r.logs_sent_until !== null) rec.logsSentUntilNs = BigInt(r.logs_sent_until);
+  if (r.progress) rec.progress = TaskProgress.fromJSON(JSON.parse(r.progress));
   return rec;
 }
 
@@ -247,12 +256,18 @@ export class WorkerStore {
            WHERE task_id = ? AND attempt = ?`,
         )
         .run(taskStateToJSON(u.state), u.atMs, u.outcome ? JSON.stringify(u.outcome) : null, terminal ? 1 : 0, u.atMs, u.taskId, u.attempt);
-      this.db
-        .prepare(`INSERT INTO task_events (task_id, attempt, seq, state, message, at) VALUES (?, ?, ?, ?, ?, ?)`)
-        .run(u.taskId, u.attempt, full.seq, taskStateToJSON(u.state), u.message, u.atMs);
+      if (u.progress) {
+        // A progress report is not a transition: it replaces the last one and leaves the task's
+        // events alone (a long task would write one a second).
+        this.db.prepare(`UPDATE tasks SET progress = ? WHERE task_id = ? AND attempt = ?`).run(stringifyProto(u.progress), u.taskId, u.attempt);
+      } else {
+        this.db
+          .prepare(`INSERT INTO task_events (task_id, attempt, seq, state, message, at) VALUES (?, ?, ?, ?, ?, ?)`)
+          .run(u.taskId, u.attempt, full.seq, taskStateToJSON(u.state), u.message, u.atMs);
+      }
       this.db
         .prepare(`INSERT INTO outbox (task_id, attempt, seq, payload, created_at) VALUES (?, ?, ?, ?, ?)`)
-        .run(u.taskId, u.attempt, full.seq, JSON.stringify(full), u.atMs);
+        .run(u.taskId, u.attempt, full.seq, stringifyProto(full), u.atMs);
       return full;
     })(update);
   }
@@ -301,7 +316,7 @@ export class WorkerStore {
   /** Undelivered updates in the order they were produced. */
   outbox(limit = 1000): OutboxEntry[] {
     const rows = this.db.prepare(`SELECT id, payload FROM outbox ORDER BY id LIMIT ?`).all(limit) as { id: number; payload: string }[];
-    return rows.map((r) => ({ id: r.id, update: JSON.parse(r.payload) as TaskUpdate }));
+    return rows.map((r) => ({ id: r.id, update: readUpdate(r.payload) }));
   }
 
   /** Task attempts with updates the master has not acknowledged yet. */
