@@ -1,11 +1,10 @@
 // The pointer `hivemind master start` leaves in $HIVEMIND_HOME (mode 0600) so that the admin CLI on
-// the master host finds it without flags, as it finds the `hivemind dev` master: the address to
-// dial, the admin token file (not the token: that file keeps its own 0600), and the master's pid,
+// the master host finds it without flags, as it finds the `hivemind dev` master: the address it
+// listens on (always loopback: the master refuses any other), the admin token file (not the token: that file keeps its own 0600), and the master's pid,
 // so that a pointer left by a master killed with -9 is ignored instead of shadowing a dev master.
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { splitHostPort } from '../common/address.js';
 import { ConfigError } from '../common/errors.js';
 import { localMasterFile } from './paths.js';
 
@@ -13,14 +12,6 @@ export interface LocalMasterPointer {
   master: string;
   adminTokenFile: string;
   pid: number;
-}
-
-/** The address a client on this host dials for a listen address: a wildcard host is dialled on loopback. */
-export function dialableAddress(listen: string): string {
-  const { host, port } = splitHostPort(listen);
-  if (host === '0.0.0.0' || host === '' ) return `127.0.0.1:${port}`;
-  if (host === '[::]' || host === '::') return `[::1]:${port}`;
-  return listen;
 }
 
 /** A pointer's JSON, or undefined for a torn or foreign file. */
