@@ -2,7 +2,7 @@
 // names resolved, the --input directory packed and uploaded with a progress line on a terminal.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { AdminClient } from '../client/admin-client.js';
 import type { DataClient } from '../client/data-client.js';
@@ -38,7 +38,7 @@ export async function specFromFlags(image: string, command: string[], o: BatchFl
 export async function submitWithInput(client: AdminClient, spec: TaskSpec, input: string | undefined, stderr: NodeJS.WritableStream): Promise<string> {
   if (input === undefined) return client.submit(spec);
   const tmp = await mkdtemp(join(tmpdir(), 'hivemind-input-'));
-  const progress = transferProgress(stderr as StatusStream, `upload ${input}`);
+  const progress = transferProgress(stderr as StatusStream, `upload ${basename(resolve(input))}/`);
   try {
     const inputFile = join(tmp, 'input.tar.gz');
     await packDirectory(input, inputFile);

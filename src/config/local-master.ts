@@ -48,8 +48,12 @@ export function readLocalMaster(env: NodeJS.ProcessEnv = process.env, alive: (pi
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
-  } catch {
-    return undefined; // another user's pointer: not this user's master
+  } catch (err) {
+    // A master started with sudo and this user's HOME: its pointer is root's, and so is the master.
+    throw new ConfigError(
+      `a local master left its address in ${path}, which this user cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)}): ` +
+        'run the command as the master\'s user (e.g. with sudo), or pass --master and --admin-token',
+    );
   }
   const p = parseLocalMasterPointer(text);
   if (!p || !alive(p.pid)) return undefined;

@@ -111,6 +111,25 @@ test('hivemind run and submit --wait: output streamed live, /output unpacked, th
     assert.equal(piped.code, 0, piped.stderr);
     assert.equal(piped.stderr, '', 'nothing but the result in a pipe');
     assert.doesNotMatch(piped.stdout, /\x1b|\r/);
+
+    // the input upload of run, and data put/get, draw theirs too
+    const inputDir = join(scratch, 'in');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(inputDir);
+    writeFileSync(join(inputDir, 'big.bin'), Buffer.alloc(3 * 1024 * 1024, 7));
+    const up = await runProcess('script', ['-qec', [process.execPath, CLI, 'run', IMAGE, '--no-result', '--input', inputDir, '--', 'wc', '-c', '/input/big.bin'].map(shq).join(' '), '/dev/null'], { env: cluster.env, timeoutMs: 60_000, what: 'run --input under a pty' });
+    assert.equal(up.code, 0, up.stdout);
+    assert.match(up.stdout, /\r\x1b\[2Kupload in\/  \[/, 'the input upload draws its line');
+    assert.match(up.stdout, /3145728 \/input\/big\.bin/);
+    const put = await runProcess('script', ['-qec', [process.execPath, CLI, 'data', 'put', join(inputDir, 'big.bin'), '--name', 'big'].map(shq).join(' '), '/dev/null'], { env: cluster.env, timeoutMs: 60_000, what: 'data put under a pty' });
+    assert.equal(put.code, 0, put.stdout);
+    assert.match(put.stdout, /\r\x1b\[2Kdata put big\.bin  \[#+\] 100%  3\.0 MiB \/ 3\.0 MiB/);
+    const get = await runProcess('script', ['-qec', [process.execPath, CLI, 'data', 'get', 'big', '-o', join(scratch, 'big.out')].map(shq).join(' '), '/dev/null'], { env: cluster.env, timeoutMs: 60_000, what: 'data get under a pty' });
+    assert.equal(get.code, 0, get.stdout);
+    assert.match(get.stdout, /\r\x1b\[2Kdata get big  \[#+\] 100%  3\.0 MiB \/ 3\.0 MiB/);
+    const getPiped = await cluster.cli(['data', 'get', 'big', '-o', join(scratch, 'big2.out')]);
+    assert.equal(getPiped.code, 0, getPiped.stderr);
+    assert.equal(getPiped.stderr, '', 'nothing but the result in a pipe');
   } finally {
     await cluster.close();
     rmSync(scratch, { recursive: true, force: true });

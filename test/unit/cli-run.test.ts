@@ -198,6 +198,9 @@ test('client config: flags > env > file > the running local master > the dev mas
       chmodSync(tokenFile, 0o000);
       assert.throws(() => readLocalMaster(env, alive), (e: unknown) => e instanceof ConfigError && /cannot read .*--admin-token/.test(e.message));
       chmodSync(tokenFile, 0o600);
+      chmodSync(join(home, 'local-master.json'), 0o000);
+      assert.throws(() => compileClientConfig({ env, flags: {} }, hosts), (e: unknown) => e instanceof ConfigError && /local-master\.json, which this user cannot read.*sudo/.test(e.message));
+      chmodSync(join(home, 'local-master.json'), 0o600);
     }
     await removeLocalMaster(1, env);
     assert.ok(readLocalMaster(env, alive), "another master's pid does not remove the pointer");

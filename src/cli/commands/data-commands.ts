@@ -3,7 +3,7 @@
 // over DataClient otherwise, printing for humans or JSON with --json.
 import { lstat, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { packCanonical } from '../../archive/canonical-tar.js';
 import { extractArchive } from '../../archive/extract-archive.js';
@@ -80,7 +80,7 @@ export function registerDataCommands(program: Command, ctx: Ctx): void {
     const c = ctx();
     const name = o.name === undefined ? undefined : validateDataName(o.name, '--name');
     let tmpDir: string | undefined;
-    const progress = transferProgress(c.stderr as StatusStream, `data put ${path}`);
+    const progress = transferProgress(c.stderr as StatusStream, `data put ${basename(resolve(path))}`);
     const onProgress = (sent: number, total: number) => progress.update(sent, total);
     try {
       const abs = resolve(path);
