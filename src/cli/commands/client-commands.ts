@@ -47,8 +47,8 @@ export async function withClient<T>(ctx: CliContext, opts: { master?: string; ad
 
 export function clientOptions(cmd: Command): Command {
   return cmd
-    .option('--master <host:port>', 'master address (default: the `hivemind dev` master)')
-    .option('--admin-token <token>', 'admin token (default: the `hivemind dev` master\'s)');
+    .option('--master <host:port>', 'master address (default: the master running on this host, else the `hivemind dev` master)')
+    .option('--admin-token <token>', 'admin token (default: that master\'s)');
 }
 
 const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED]);
