@@ -8,6 +8,7 @@ import { describeGrpcError } from '../protocol/grpc-errors.js';
 import { createCliContext, type CliContext } from './cli-context.js';
 import { registerClientCommands } from './commands/client-commands.js';
 import { registerDataCommands } from './commands/data-commands.js';
+import { registerRunCommand } from './commands/run-command.js';
 import { registerServerCommands } from './commands/server-commands.js';
 import { registerServiceAppCommands } from './commands/service-app-commands.js';
 import { registerServiceCommands } from './commands/service-commands.js';
@@ -33,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
   const getCtx = () => (ctx ??= createCliContext(program.opts().config as string | undefined));
   registerServerCommands(program, getCtx, (c) => (exitCode = c));
   registerClientCommands(program, getCtx, (c) => (exitCode = c));
+  registerRunCommand(program, getCtx, (c) => (exitCode = c));
   registerServiceAppCommands(registerServiceCommands(program, (c) => (exitCode = c)), getCtx);
   registerDataCommands(program, getCtx);
   registerNetnsConnectorCommand(program);

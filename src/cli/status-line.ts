@@ -19,6 +19,7 @@ export interface StatusLine {
 const MIN_REDRAW_MS = 100;
 const CLEAR = '\r\x1b[2K';
 
+// A pty nobody sized (`script`, a CI runner) reports 0 columns: drawn as 80 wide, not as "…".
 export function statusLine(stream: StatusStream, now: () => number = Date.now): StatusLine {
   if (!stream.isTTY) return { update: () => undefined, done: () => undefined };
   let drawnAt = -Infinity;
@@ -31,7 +32,7 @@ export function statusLine(stream: StatusStream, now: () => number = Date.now): 
       if (!force && t - drawnAt < MIN_REDRAW_MS) return;
       drawnAt = t;
       shown = true;
-      stream.write(CLEAR + fitWidth(text, (stream.columns ?? 80) - 1));
+      stream.write(CLEAR + fitWidth(text, (stream.columns || 80) - 1));
     },
     done(final) {
       if (finished) return;

@@ -26,8 +26,12 @@ const repeat = (v: string, acc: string[]) => [...acc, v];
 
 /** Adds --image and the resource, environment and data flags every task spec takes. */
 export function containerSpecOptions(cmd: Command): Command {
+  return containerResourceOptions(cmd.requiredOption('--image <image>', 'container image (must exist on the node)'));
+}
+
+/** The resource, environment and data flags, for a command that takes the image as an argument (`run`). */
+export function containerResourceOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('--image <image>', 'container image (must exist on the node)')
     .option('--cpus <n>', 'CPU cores (fractions allowed)')
     .option('--memory <size>', 'memory limit, no swap (e.g. 512m)')
     .option('--pids <n>', 'process limit')

@@ -43,6 +43,8 @@ export interface SubmitOptions {
   inputFile?: string;
   /** 0 or absent = the master's default. */
   maxAttempts?: number;
+  /** Input bytes sent of the whole input file, after each chunk. */
+  onProgress?(sent: number, total: number): void;
 }
 
 /** What fetchResult wrote: the size and sha256 of the result, and the bytes an earlier, interrupted fetch left. */
@@ -105,6 +107,7 @@ export class AdminClient {
         file: opts.inputFile,
         trailer: (t): SubmitTaskRequest => ({ part: { $case: 'trailer', value: t } }),
         shrank: (pos) => new HivemindError('INPUT_CHANGED', `submit: ${opts.inputFile} shrank to ${pos} bytes while it was sent`),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       });
     } catch (err) {
       call!.cancel();
@@ -199,7 +202,7 @@ export class AdminClient {
    * interrupted fetch resumes from the partial's size. The whole file is checked against the
    * sha256 the task's outcome names before it is renamed into place.
    */
-  async fetchResult(taskId: string, destPath: string, signal?: AbortSignal): Promise<FetchedResult> {
+  async fetchResult(taskId: string, destPath: string, signal?: AbortSignal, onProgress?: (done: number, total: number | undefined) => void): Promise<FetchedResult> {
     const task = await this.getTask(taskId);
     const want = task.outcome;
     if (!want || !want.resultSha256 || want.resultSize === 0) {
@@ -213,6 +216,7 @@ export class AdminClient {
       fetch: (offset) => this.iterate(what, this.client.fetchResult({ taskId, offset }, this.md), signal),
       outOfOrder: (expected, at) => new ResultMismatchError(`${what}: expected a chunk at offset ${expected}, got ${at}`),
       cannotWrite: (err) => new MasterCallError(what, new Error(`cannot write ${partial}: ${err.code === 'ENOENT' ? 'its directory does not exist' : err.message}`)),
+      ...(onProgress ? { onProgress } : {}),
     });
     if (got.resumedFrom < want.resultSize && signal?.aborted) {
       throw new MasterCallError(what, new Error(`interrupted at ${got.size} of ${want.resultSize} bytes; run again to resume`));

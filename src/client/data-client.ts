@@ -97,6 +97,8 @@ export class DataClient {
       call = this.client.putData(this.md, (err, res) => (err ? reject(new MasterCallError('data put', err)) : resolve(res)));
     });
     response.catch(() => undefined);
+    // Where the send starts (past what the master holds), so a progress line's rate counts only what moves now.
+    src.onProgress?.(offset, src.size);
     const onAbort = () => call!.cancel();
     src.signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -154,7 +156,7 @@ export class DataClient {
    * Downloads a data set to `destPath` through `<destPath>.partial` (an interrupted get resumes
    * from its size) and checks the size and sha256 against the digest before renaming it in place.
    */
-  async fetch(ref: string, destPath: string, signal?: AbortSignal): Promise<{ info: DataSetInfo; got: Downloaded }> {
+  async fetch(ref: string, destPath: string, signal?: AbortSignal, onProgress?: (done: number, total: number | undefined) => void): Promise<{ info: DataSetInfo; got: Downloaded }> {
     const info = await this.info(ref);
     const partial = `${destPath}.partial`;
     const what = `data get ${info.sha256}`;
@@ -164,6 +166,7 @@ export class DataClient {
       fetch: (offset) => this.iterate(what, this.client.fetchData({ sha256: info.sha256, offset }, this.md), signal),
       outOfOrder: (expected, at) => new DataMismatchError(`${what}: expected a chunk at offset ${expected}, got ${at}`),
       cannotWrite: (err) => new MasterCallError(what, new Error(`cannot write ${partial}: ${err.code === 'ENOENT' ? 'its directory does not exist' : err.message}`)),
+      ...(onProgress ? { onProgress } : {}),
     });
     if (got.size !== info.size || formatDigest(got.sha256) !== info.sha256) {
       await rm(partial, { force: true });

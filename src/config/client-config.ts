@@ -1,9 +1,11 @@
 // The admin CLI's connection: --master/--admin-token flags, HIVEMIND_MASTER/HIVEMIND_ADMIN_TOKEN,
-// the file's "client" section, and last the file `hivemind dev` writes, so a dev setup needs no flags.
+// the file's "client" section, then the running local master's pointer (`hivemind master start`),
+// and last the file `hivemind dev` writes: on a master host or a dev setup, no flags are needed.
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../common/errors.js';
 import { devClientFile } from './paths.js';
+import { readLocalMaster } from './local-master.js';
 import { compileSection, zAddress, type ConfigInput, type FieldSource } from './layered-config.js';
 
 const schema = z
@@ -40,14 +42,22 @@ export function readDevClientFile(env: NodeJS.ProcessEnv = process.env): DevClie
   return undefined;
 }
 
-export function compileClientConfig(input: ConfigInput): ClientConfig {
+/** Where the connection's missing parts come from when flags, env and file leave them out. */
+export interface FallbackMasters {
+  local(env: NodeJS.ProcessEnv | undefined): { master: string; adminToken: string } | undefined;
+  dev(env: NodeJS.ProcessEnv | undefined): DevClientFile | undefined;
+}
+
+const onThisHost: FallbackMasters = { local: (env) => readLocalMaster(env), dev: (env) => readDevClientFile(env) };
+
+export function compileClientConfig(input: ConfigInput, fallback: FallbackMasters = onThisHost): ClientConfig {
   const c = compileSection('client', schema, fields, input);
-  const dev = c.master && c.adminToken ? undefined : readDevClientFile(input.env);
-  const master = c.master ?? dev?.master;
-  const adminToken = c.adminToken ?? dev?.adminToken;
+  const found = c.master && c.adminToken ? undefined : (fallback.local(input.env) ?? fallback.dev(input.env));
+  const master = c.master ?? found?.master;
+  const adminToken = c.adminToken ?? found?.adminToken;
   if (!master || !adminToken) {
     throw new ConfigError(
-      'no master to talk to: start one with `hivemind dev`, or pass --master HOST:PORT and --admin-token T ' +
+      'no master to talk to: start one with `hivemind master start` (on this host, as this user) or `hivemind dev`, or pass --master HOST:PORT and --admin-token T ' +
         '(or set HIVEMIND_MASTER and HIVEMIND_ADMIN_TOKEN)',
     );
   }

@@ -20,3 +20,8 @@ export function devDir(env: NodeJS.ProcessEnv = process.env): string {
 export function devClientFile(env: NodeJS.ProcessEnv = process.env): string {
   return join(devDir(env), 'client.json');
 }
+
+/** Written by `hivemind master start`: where the admin CLI on the master host finds it (see local-master.ts). */
+export function localMasterFile(env: NodeJS.ProcessEnv = process.env): string {
+  return join(hivemindHome(env), 'local-master.json');
+}

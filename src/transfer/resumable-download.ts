@@ -30,6 +30,8 @@ export interface ResumableDownload {
   cannotWrite?(err: NodeJS.ErrnoException): Error;
   /** Counts the streamed bytes, to keep memory flat on long transfers. */
   reclaimer?: BufferReclaimer;
+  /** Bytes in the file so far (first the resumed ones, then after each chunk), for a progress line. */
+  onProgress?(done: number, total: number | undefined): void;
 }
 
 export interface Downloaded {
@@ -53,6 +55,7 @@ export async function downloadResumable(d: ResumableDownload): Promise<Downloade
   if (offset > 0) {
     for await (const buf of createReadStream(d.file, { end: offset - 1, highWaterMark: CHUNK_SIZE, signal: d.signal })) hash.update(buf as Buffer);
   }
+  d.onProgress?.(offset, d.size);
   if (d.size === undefined || offset < d.size) {
     // Opened before the call: a destination that cannot be written (no such directory, no
     // permission) is a clear error, not an unhandled stream 'error'.
@@ -70,6 +73,7 @@ export async function downloadResumable(d: ResumableDownload): Promise<Downloade
         offset += chunk.data.length;
         d.reclaimer?.add(chunk.data.length);
         if (!out.write(chunk.data)) await once(out, 'drain');
+        d.onProgress?.(offset, d.size);
       }
     } finally {
       // Whatever arrived is flushed, also when the call failed: the next attempt resumes after it.

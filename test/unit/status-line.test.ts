@@ -34,3 +34,9 @@ test('a progress bar clamps its fraction and shows the percentage', () => {
   assert.equal(progressBar(2, 4), '[####] 100%');
   assert.equal(progressBar(Number.NaN, 4), '[....]   0%');
 });
+
+test('a terminal that reports 0 columns (a pty nobody sized) gets the line at 80 columns, not an ellipsis', () => {
+  const { out, stream } = fakeStream(true, 0);
+  statusLine(stream).update('downloading 1.0 KiB', true);
+  assert.deepEqual(out, ['\r\x1b[2Kdownloading 1.0 KiB']);
+});

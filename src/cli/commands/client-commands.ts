@@ -1,9 +1,6 @@
 // The admin commands (submit, tasks, get, wait, logs, result, cancel, nodes, token create):
 // thin shells over AdminClient that print for humans, or JSON with --json.
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { AdminClient, DEFAULT_LIST_COUNT, DEFAULT_NODE_COUNT } from '../../client/admin-client.js';
 import { compileClientConfig } from '../../config/client-config.js';
@@ -11,17 +8,18 @@ import { ConfigError } from '../../common/errors.js';
 import { parseDuration, parseSize, formatBytes } from '../../common/units.js';
 import { TaskState } from '../../protocol/gen/hivemind/v1/common.js';
 import type { TaskInfo } from '../../protocol/gen/hivemind/v1/admin.js';
-import { packDirectory } from '../../archive/pack-directory.js';
 import { extractCapsFor, extractResult } from '../result-extract.js';
-import { exitCodeForTask } from '../exit-codes.js';
+import { EXIT_CANCELLED, exitCodeForTask } from '../exit-codes.js';
 import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateName } from '../task-format.js';
 import { printJson, type CliContext } from '../cli-context.js';
 import { terminalSafe } from '../terminal-text.js';
 import { statusLine, type StatusStream } from '../status-line.js';
 import { liveTaskLine } from '../task-progress.js';
-import { validateTaskSpec } from '../../master/spec-validation.js';
 import { DataClient } from '../../client/data-client.js';
-import { buildSpec, containerSpecOptions, parseSpecDataFlags, resolveDataFlags } from '../task-spec-flags.js';
+import { containerSpecOptions } from '../task-spec-flags.js';
+import { batchTaskOptions, specFromFlags, submitWithInput } from '../task-submit.js';
+import { attachInterruptibly, reattachHint } from '../task-attach.js';
+import { transferProgress } from '../transfer-progress.js';
 
 type Ctx = () => CliContext;
 
@@ -50,8 +48,8 @@ export async function withClient<T>(ctx: CliContext, opts: { master?: string; ad
 
 export function clientOptions(cmd: Command): Command {
   return cmd
-    .option('--master <host:port>', 'master address (default: the `hivemind dev` master)')
-    .option('--admin-token <token>', 'admin token (default: the `hivemind dev` master\'s)');
+    .option('--master <host:port>', 'master address (default: the master running on this host, else the `hivemind dev` master)')
+    .option('--admin-token <token>', 'admin token (default: that master\'s)');
 }
 
 const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED]);
@@ -82,44 +80,38 @@ function parseLimit(v: string): number {
 
 export function registerClientCommands(program: Command, ctx: Ctx, setExit: (code: number) => void): void {
   clientOptions(
-    containerSpecOptions(program.command('submit').description('submit a task; prints its id'))
-      .option('--timeout <duration>', 'wall-clock limit (e.g. 10m)')
-      .option('--max-output <size>', 'cap on /output (e.g. 1g)')
-      .option('--input <dir>', 'directory to send as /input')
-      .option('--wait', 'wait for the task and exit with its outcome')
+    batchTaskOptions(containerSpecOptions(program.command('submit').description('submit a task; prints its id')))
+      .option('--wait', "stream the task's output until it ends and exit with its outcome (Ctrl-C detaches)")
       .option('--json', 'print JSON')
       .argument('[command...]', 'command and arguments (after --)'),
   ).action(async (command: string[], o) => {
     const c = ctx();
-    const spec = buildSpec(o.image, command, o);
-    spec.data = await resolveDataFlags(() => dataClient(c, o), parseSpecDataFlags(o.data as string[]));
-    // The master's own check (and so every node's rules) here first: a precise message before
-    // anything is packed or sent (a spec of megabytes would otherwise only meet the size limit).
-    validateTaskSpec(spec);
-    let tmp: string | undefined;
-    try {
-      let inputFile: string | undefined;
-      if (o.input) {
-        tmp = await mkdtemp(join(tmpdir(), 'hivemind-input-'));
-        inputFile = join(tmp, 'input.tar.gz');
-        await packDirectory(o.input, inputFile);
+    const spec = await specFromFlags(o.image, command, o, () => dataClient(c, o));
+    await withClient(c, o, async (client) => {
+      const taskId = await submitWithInput(client, spec, o.input, c.stderr);
+      if (!o.wait) {
+        if (o.json) printJson(c, { taskId });
+        else c.stdout.write(terminalSafe(taskId) + '\n');
+        return;
       }
-      await withClient(c, o, async (client) => {
-        const taskId = await client.submit(spec, { inputFile });
-        if (!o.wait) {
-          if (o.json) printJson(c, { taskId });
-          else c.stdout.write(terminalSafe(taskId) + '\n');
-          return;
-        }
-        c.stderr.write(terminalSafe(`submitted ${taskId}`) + '\n');
-        const t = await waitForTask(client, taskId, (t) => c.stderr.write(terminalSafe(`${taskId}: ${stateName(t.state)}`) + '\n'));
-        if (o.json) printJson(c, t);
-        else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
-        setExit(exitCodeForTask(t.state, t.outcome));
+      c.stderr.write(terminalSafe(`submitted ${taskId}`) + '\n');
+      const t = await attachInterruptibly(client, taskId, {
+        // With --json, stdout is the one JSON document: the task's output goes to stderr.
+        stdout: o.json ? c.stderr : c.stdout,
+        stderr: c.stderr,
+        removeOnExit: false,
+        exitNow: (code) => process.exit(code),
+        onState: (t) => c.stderr.write(terminalSafe(`${taskId}: ${stateName(t.state)}`) + '\n'),
       });
-    } finally {
-      if (tmp) await rm(tmp, { recursive: true, force: true });
-    }
+      if (!t) {
+        c.stderr.write(`\nhivemind: ${terminalSafe(reattachHint(taskId))}\n`);
+        setExit(EXIT_CANCELLED);
+        return;
+      }
+      if (o.json) printJson(c, t);
+      else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
+      setExit(exitCodeForTask(t.state, t.outcome));
+    });
   });
 
   clientOptions(
@@ -190,7 +182,11 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
   ).action(async (taskId: string, o) => {
     const c = ctx();
     const maxExtract = o.maxExtract === undefined ? undefined : parseSize(o.maxExtract, '--max-extract');
-    const { r, task } = await withClient(c, o, async (client) => ({ r: await client.fetchResult(taskId, o.output), task: o.extract ? await client.getTask(taskId) : undefined }));
+    const progress = transferProgress(c.stderr as StatusStream, `result ${taskId}`);
+    const { r, task } = await withClient(c, o, async (client) => ({
+      r: await client.fetchResult(taskId, o.output, undefined, (done, total) => progress.update(done, total)).finally(() => progress.done()),
+      task: o.extract ? await client.getTask(taskId) : undefined,
+    }));
     if (o.extract) await extractResult(taskId, o.output, o.extract, extractCapsFor(task?.spec, maxExtract));
     if (o.json) printJson(c, { taskId, file: o.output, ...r, extractedTo: o.extract });
     else c.stdout.write(terminalSafe(`${o.output}: ${formatBytes(r.size)}, sha256 ${r.sha256}${o.extract ? `, extracted to ${o.extract}` : ''}`) + '\n');

@@ -3,7 +3,7 @@
 // over DataClient otherwise, printing for humans or JSON with --json.
 import { lstat, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { packCanonical } from '../../archive/canonical-tar.js';
 import { extractArchive } from '../../archive/extract-archive.js';
@@ -20,6 +20,8 @@ import { DataKind } from '../../protocol/gen/hivemind/v1/common.js';
 import { printJson, type CliContext } from '../cli-context.js';
 import { terminalSafe } from '../terminal-text.js';
 import { clientOptions } from './client-commands.js';
+import { transferProgress } from '../transfer-progress.js';
+import type { StatusStream } from '../status-line.js';
 
 type Ctx = () => CliContext;
 
@@ -78,6 +80,8 @@ export function registerDataCommands(program: Command, ctx: Ctx): void {
     const c = ctx();
     const name = o.name === undefined ? undefined : validateDataName(o.name, '--name');
     let tmpDir: string | undefined;
+    const progress = transferProgress(c.stderr as StatusStream, `data put ${basename(resolve(path))}`);
+    const onProgress = (sent: number, total: number) => progress.update(sent, total);
     try {
       const abs = resolve(path);
       const memo = await PutDigestMemo.load(join(hivemindHome(c.env), 'put-digests.json'));
@@ -88,11 +92,12 @@ export function registerDataCommands(program: Command, ctx: Ctx): void {
         const known = fingerprint === undefined ? undefined : memo.lookup(abs, fingerprint);
         if (known && (await client.stat(known.sha256, known.size)).complete) {
           const src = { file: abs, sha256: known.sha256, size: known.size, kind: known.kind === 'dir' ? DataKind.DATA_KIND_DIR : DataKind.DATA_KIND_FILE };
-          return { r: await client.put({ ...src, ...(name ? { name } : {}) }), src, hashed: false };
+          return { r: await client.put({ ...src, onProgress, ...(name ? { name } : {}) }), src, hashed: false };
         }
         const src = await measure(path, async () => (tmpDir = await mkdtemp(join(tmpdir(), 'hivemind-data-'))));
-        return { r: await client.put({ ...src, ...(name ? { name } : {}) }), src, hashed: true };
+        return { r: await client.put({ ...src, onProgress, ...(name ? { name } : {}) }), src, hashed: true };
       });
+      progress.done();
       if (fingerprint !== undefined) {
         await memo
           .remember(abs, { fingerprint, sha256: src.sha256, size: src.size, kind: src.kind === DataKind.DATA_KIND_DIR ? 'dir' : 'file', usedAt: Date.now() })
@@ -113,6 +118,7 @@ export function registerDataCommands(program: Command, ctx: Ctx): void {
       c.stderr.write(terminalSafe(`${kindName(src.kind)} ${path}: ${formatBytes(src.size)}, ${how}${name ? `, named ${name}` : ''}`) + '\n');
       c.stdout.write(terminalSafe(r.info.sha256) + '\n');
     } finally {
+      progress.done();
       if (tmpDir) await rm(tmpDir, { recursive: true, force: true });
     }
   });
@@ -135,7 +141,8 @@ export function registerDataCommands(program: Command, ctx: Ctx): void {
   ).action(async (ref: string, o) => {
     const c = ctx();
     parseDataRef(ref, 'data set');
-    const { info, got } = await withData(c, o, (client) => client.fetch(ref, o.output));
+    const progress = transferProgress(c.stderr as StatusStream, `data get ${ref}`);
+    const { info, got } = await withData(c, o, (client) => client.fetch(ref, o.output, undefined, (done, total) => progress.update(done, total))).finally(() => progress.done());
     if (o.extract) {
       if (info.kind !== DataKind.DATA_KIND_DIR) throw new ConfigError(`--extract: ${info.sha256} is a file data set, not a directory; use the file at ${o.output}`);
       // The canonical tar holds at most its size in content, and every entry takes a 512-byte header.

@@ -11,6 +11,7 @@ import { registerWorkerCacheCommands } from './worker-cache-commands.js';
 import { compileMasterConfig } from '../../config/master-config.js';
 import { compileWorkerConfig } from '../../config/worker-config.js';
 import { devClientFile, devDir, hivemindHome } from '../../config/paths.js';
+import { removeLocalMaster, writeLocalMaster } from '../../config/local-master.js';
 import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, MONITOR_DEFAULTS, WORKER_DEFAULTS } from '../../config/defaults.js';
 import { Master } from '../../master/master.js';
 import { AdminClient } from '../../client/admin-client.js';
@@ -82,8 +83,15 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
         { logger },
       );
       const address = await m.start();
-      logger.info({ address, adminTokenFile: m.adminTokenPath }, 'master ready');
-      setExit(await runUntilSignalled(c, logger, () => m.close(), () => undefined));
+      // The admin commands on this host find this master without flags (the README's `token create` next).
+      const pointer = await writeLocalMaster({ master: address, adminTokenFile: m.adminTokenPath, pid: process.pid }, c.env).catch((err: unknown) => {
+        logger.warn({ err }, 'cannot leave the local master pointer: admin commands on this host need --master and --admin-token');
+        return undefined;
+      });
+      logger.info({ address, adminTokenFile: m.adminTokenPath, ...(pointer ? { clientPointer: pointer } : {}) }, 'master ready');
+      const code = await runUntilSignalled(c, logger, () => m.close(), () => undefined);
+      await removeLocalMaster(process.pid, c.env).catch(() => undefined);
+      setExit(code);
     });
 
   const worker = program.command('worker').description('a worker node');
