@@ -55,13 +55,11 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
     return exitCode;
   } catch (err) {
+    if (err instanceof CommanderError && (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')) return 0;
     // Loaded only on failure: the exit codes' module and the escaping pull in the protocol's
     // generated code, which `--version` and help never need.
     const [{ EXIT_BAD_CONFIG, EXIT_FAILURE }, { terminalSafe }] = await Promise.all([import('./exit-codes.js'), import('./terminal-text.js')]);
-    if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
-      return EXIT_BAD_CONFIG;
-    }
+    if (err instanceof CommanderError) return EXIT_BAD_CONFIG;
     if (err instanceof ConfigError) {
       process.stderr.write(`hivemind: ${terminalSafe(err.message, { multiline: true })}\n`);
       return EXIT_BAD_CONFIG;
