@@ -16,6 +16,7 @@ import { extractCapsFor, extractResult } from '../result-extract.js';
 import { exitCodeForTask } from '../exit-codes.js';
 import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateName } from '../task-format.js';
 import { printJson, type CliContext } from '../cli-context.js';
+import { nodeJson, taskJson } from '../json-output.js';
 import { terminalSafe } from '../terminal-text.js';
 import { validateTaskSpec } from '../../master/spec-validation.js';
 import { DataClient } from '../../client/data-client.js';
@@ -110,7 +111,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
         }
         c.stderr.write(terminalSafe(`submitted ${taskId}`) + '\n');
         const t = await waitForTask(client, taskId, (t) => c.stderr.write(terminalSafe(`${taskId}: ${stateName(t.state)}`) + '\n'));
-        if (o.json) printJson(c, t);
+        if (o.json) printJson(c, taskJson(t));
         else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
         setExit(exitCodeForTask(t.state, t.outcome));
       });
@@ -137,7 +138,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     }
     const limit = parseLimit(o.limit);
     const tasks = await withClient(c, o, (client) => client.listTasks({ states, limit }));
-    if (o.json) printJson(c, tasks);
+    if (o.json) printJson(c, tasks.map(taskJson));
     else c.stdout.write(formatTaskTable(tasks) + '\n');
   });
 
@@ -145,7 +146,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     async (taskId: string, o) => {
       const c = ctx();
       const t = await withClient(c, o, (client) => client.getTask(taskId));
-      if (o.json) printJson(c, t);
+      if (o.json) printJson(c, taskJson(t));
       else c.stdout.write(formatTask(t) + '\n');
     },
   );
@@ -155,7 +156,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
   ).action(async (taskId: string, o) => {
     const c = ctx();
     const t = await withClient(c, o, (client) => waitForTask(client, taskId));
-    if (o.json) printJson(c, t);
+    if (o.json) printJson(c, taskJson(t));
     else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
     setExit(exitCodeForTask(t.state, t.outcome));
   });
@@ -195,7 +196,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     async (taskId: string, o) => {
       const c = ctx();
       const t = await withClient(c, o, (client) => client.cancelTask(taskId, 'cancelled from the CLI'));
-      if (o.json) printJson(c, t);
+      if (o.json) printJson(c, taskJson(t));
       else c.stdout.write(terminalSafe(`${taskId}: ${stateName(t.state)}${t.cancelRequested && !isTerminal(t.state) ? ' (cancel sent to the node)' : ''}`) + '\n');
     },
   );
@@ -213,7 +214,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     const c = ctx();
     const limit = parseLimit(o.limit);
     const nodes = await withClient(c, o, (client) => client.listNodes({ limit }));
-    if (o.json) printJson(c, nodes);
+    if (o.json) printJson(c, nodes.map(nodeJson));
     else c.stdout.write(formatNodeTable(nodes) + '\n');
   });
 
