@@ -70,9 +70,9 @@ async function main(): Promise<void> {
     const iperfMiBs = iperf.end.sum_received.bits_per_second / 8 / 2 ** 20;
     const id = (await runCli(lab, 'm', ['submit', '--image', 'hivemind/busybox:1', '--memory', '256m', '--timeout', '30m', '--max-output', `${OUTPUT_MIB + 64}m`, '--', 'sh', '-c', `dd if=/dev/urandom of=/output/big bs=1M count=${OUTPUT_MIB} 2>/dev/null`], admin)).trim();
     await runCli(lab, 'm', ['wait', id], admin);
-    const info = JSON.parse(await runCli(lab, 'm', ['get', id, '--json'], admin)) as { events: { state: number; atMs: number }[]; outcome: { resultSize: number } };
-    const at = (s: number) => info.events.find((e) => e.state === s)!.atMs;
-    const uploadMs = at(7) - at(6); // UPLOADING -> SUCCEEDED
+    const info = JSON.parse(await runCli(lab, 'm', ['get', id, '--json'], admin)) as { events: { state: string; atMs: number }[]; outcome: { resultSize: number } };
+    const at = (s: string) => info.events.find((e) => e.state === s)!.atMs;
+    const uploadMs = at('succeeded') - at('uploading');
     const uploadMiBs = info.outcome.resultSize / 2 ** 20 / (uploadMs / 1000);
     console.log(`\n## 2. ${OUTPUT_MIB} MiB result upload through the tunnel`);
     console.log(`iperf3 TCP through the tunnel: ${iperfMiBs.toFixed(1)} MiB/s (${(iperfMiBs * 8 * 1.048576).toFixed(0)} Mbit/s)`);

@@ -1,8 +1,8 @@
 // What every CLI command needs: the config file (if any), the environment, stdout/stderr and
 // a logger, created once in main.ts so that commands stay testable.
 import { readConfigFile, type ConfigFile } from '../config/config-file.js';
-import { createLogger, type Logger } from '../common/logger.js';
-import { openLogFile } from '../common/log-file.js';
+import type { Logger } from '../common/logger.js';
+import type { LoggerFactory } from './cli-logger.js';
 import { terminalSafeJson } from './terminal-text.js';
 
 export interface CliContext {
@@ -17,7 +17,11 @@ export interface CliContext {
   logger(level?: string, file?: string): Logger;
 }
 
-export function createCliContext(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): CliContext {
+/**
+ * `makeLogger` is given (by main.ts) only to commands whose COMMAND_MODULES entry says `logs`:
+ * the logger's modules are not loaded for the others.
+ */
+export function createCliContext(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env, makeLogger?: LoggerFactory): CliContext {
   const path = configPath ?? env.HIVEMIND_CONFIG;
   const loaded = path ? readConfigFile(path) : undefined;
   return {
@@ -27,8 +31,11 @@ export function createCliContext(configPath: string | undefined, env: NodeJS.Pro
     fileText: loaded?.text,
     stdout: process.stdout,
     stderr: process.stderr,
-    logger: (level = 'info', file?: string) =>
-      file ? createLogger({ level, destination: openLogFile(file).stream }) : createLogger({ level, pretty: Boolean(process.stderr.isTTY) || env.HIVEMIND_LOG_PRETTY === '1' }),
+    logger:
+      makeLogger ??
+      (() => {
+        throw new Error('internal: this command logs but its COMMAND_MODULES entry (src/cli/command-table.ts) lacks `logs: true`');
+      }),
   };
 }
 

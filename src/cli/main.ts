@@ -1,20 +1,27 @@
 #!/usr/bin/env node
 // The `hivemind` executable: parses the command line, turns config errors into exit code 2 and
 // other failures into a one-line message with exit code 1.
+//
+// Startup cost: a command loads only the module that registers it. `hivemind tasks` must not pay
+// for the master, the worker, Docker's client or the monitor (they took ~0.5 s before the first
+// byte), so this file imports only commander and small leaf modules statically; the command word
+// on the line picks the entry of COMMAND_MODULES (command-table.ts) to import. Top-level help (or a word no entry
+// names) loads them all, so help lists every command and commander reports unknown ones.
+//
+// Adding a command (the pattern; test/unit/cli-command-table.test.ts fails when it is not kept):
+//   1. Register it in a module under commands/ from a `register…Commands(program, ctx, setExit)`
+//      function, the way client-commands.ts does.
+//   2. Put its top-level name in COMMAND_MODULES (command-table.ts), on the entry of that module
+//      (or a new entry whose `register` does `await import('./commands/your-commands.js')`).
+//   3. Keep heavy imports out of the registration's static graph when the command is a client
+//      command: test/unit/cli-startup-modules.test.ts lists the modules `tasks`, `get`, `submit`,
+//      `logs` and `--version` may not load (dockerode, express, better-sqlite3, the master...).
+//      An action that needs one does `await import()` of it in its body.
 import { Command, CommanderError } from 'commander';
 import { versionLine } from '../common/build-info.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
-import { describeGrpcError } from '../protocol/grpc-errors.js';
-import { createCliContext, type CliContext } from './cli-context.js';
-import { registerClientCommands } from './commands/client-commands.js';
-import { registerDataCommands } from './commands/data-commands.js';
-import { registerRunCommand } from './commands/run-command.js';
-import { registerServerCommands } from './commands/server-commands.js';
-import { registerServiceAppCommands } from './commands/service-app-commands.js';
-import { registerServiceCommands } from './commands/service-commands.js';
-import { registerNetnsConnectorCommand } from './commands/netns-connector-command.js';
-import { EXIT_BAD_CONFIG, EXIT_FAILURE } from './exit-codes.js';
-import { terminalSafe } from './terminal-text.js';
+import type { CliContext } from './cli-context.js';
+import { modulesFor, type RegisterDeps } from './command-table.js';
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
@@ -31,28 +38,37 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${versionLine()}\n`);
     throw new CommanderError(0, 'commander.version', versionLine());
   });
-  const getCtx = () => (ctx ??= createCliContext(program.opts().config as string | undefined));
-  registerServerCommands(program, getCtx, (c) => (exitCode = c));
-  registerClientCommands(program, getCtx, (c) => (exitCode = c));
-  registerRunCommand(program, getCtx, (c) => (exitCode = c));
-  registerServiceAppCommands(registerServiceCommands(program, (c) => (exitCode = c)), getCtx);
-  registerDataCommands(program, getCtx);
-  registerNetnsConnectorCommand(program);
   try {
+    const modules = modulesFor(argv.slice(2));
+    if (modules.length > 0) {
+      const [{ createCliContext }, makeLogger] = await Promise.all([
+        import('./cli-context.js'),
+        modules.some((m) => m.logs) ? import('./cli-logger.js').then((l) => l.cliLoggerFactory(process.env)) : undefined,
+      ]);
+      const deps: RegisterDeps = {
+        ctx: () => (ctx ??= createCliContext(program.opts().config as string | undefined, process.env, makeLogger)),
+        setExit: (c) => (exitCode = c),
+      };
+      // In table order, one after the other: help lists the commands in the order it always did.
+      for (const m of modules) await m.register(program, deps);
+    }
     await program.parseAsync(argv);
     return exitCode;
   } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
-      return EXIT_BAD_CONFIG;
-    }
+    if (err instanceof CommanderError && (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')) return 0;
+    // Loaded only on failure: the exit codes' module and the escaping pull in the protocol's
+    // generated code, which `--version` and help never need.
+    const [{ EXIT_BAD_CONFIG, EXIT_FAILURE }, { terminalSafe }] = await Promise.all([import('./exit-codes.js'), import('./terminal-text.js')]);
+    if (err instanceof CommanderError) return EXIT_BAD_CONFIG;
     if (err instanceof ConfigError) {
       process.stderr.write(`hivemind: ${terminalSafe(err.message, { multiline: true })}\n`);
       return EXIT_BAD_CONFIG;
     }
     const grpc = typeof (err as { code?: unknown }).code === 'number';
+    // Loaded only here: gRPC's status table is not needed by a command that succeeds.
+    const message = grpc ? (await import('../protocol/grpc-errors.js')).describeGrpcError(err) : errorMessage(err);
     // Errors may quote the master's (or a node's) words: escaped like everything else printed.
-    process.stderr.write(`hivemind: ${terminalSafe(grpc ? describeGrpcError(err) : errorMessage(err), { multiline: true })}\n`);
+    process.stderr.write(`hivemind: ${terminalSafe(message, { multiline: true })}\n`);
     return EXIT_FAILURE;
   }
 }
@@ -74,7 +90,8 @@ function exitWhenFlushed(code: number): void {
   }
 }
 
-main(process.argv).then(exitWhenFlushed, (err: unknown) => {
+main(process.argv).then(exitWhenFlushed, async (err: unknown) => {
+  const [{ EXIT_FAILURE }, { terminalSafe }] = await Promise.all([import('./exit-codes.js'), import('./terminal-text.js')]);
   process.stderr.write(`hivemind: ${terminalSafe(errorMessage(err), { multiline: true })}\n`);
   exitWhenFlushed(EXIT_FAILURE);
 });

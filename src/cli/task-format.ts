@@ -1,4 +1,4 @@
-// Human-readable rendering of tasks and nodes for the CLI (the --json output is the raw message).
+// Human-readable rendering of tasks and nodes for the CLI (the --json output: json-output.ts).
 // Every string from the master (names, images, messages, reasons) may come from a hostile node or
 // client: it is passed through terminalSafe before it reaches the operator's terminal.
 import { DataKind, OutcomeKind, TaskState, type DataMount, type DataProgress, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';

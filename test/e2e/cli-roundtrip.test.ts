@@ -79,8 +79,8 @@ test('SIGTERM drains: the running task finishes and is delivered, then the worke
     const taskId = sub.stdout.trim();
     // wait until it runs, then ask the worker to stop
     for (let i = 0; i < 100; i++) {
-      const g = JSON.parse((await cluster.cli(['get', taskId, '--json'])).stdout) as { state: number };
-      if (g.state === 5) break;
+      const g = JSON.parse((await cluster.cli(['get', taskId, '--json'])).stdout) as { state: string };
+      if (g.state === 'running') break;
       await new Promise((r) => setTimeout(r, 100));
     }
     const code = await cluster.worker!.stop('SIGTERM', 60_000);

@@ -13,7 +13,7 @@ import { requireDockerImage } from '../helpers/requirements.js';
 import { ProcessCluster, registeredNodeId } from '../helpers/process-cluster.js';
 import { waitFor } from '../helpers/cli-process.js';
 import { recordScenario } from '../helpers/fault-ledger.js';
-import { DATA_IMAGE as IMAGE, SUCCEEDED, cacheEntries, downloadsLogged, finishTask, mountOf, putData, submitWithData, taskJson } from '../helpers/data-cluster.js';
+import { DATA_IMAGE as IMAGE, SUCCEEDED, TERMINAL_STATES, cacheEntries, downloadsLogged, finishTask, mountOf, putData, submitWithData, taskJson } from '../helpers/data-cluster.js';
 
 const MiB = 1024 * 1024;
 const NODE_TIMEOUT_S = 5;
@@ -61,7 +61,7 @@ test('a node lost (frozen past the node timeout) mid data download: the task run
     const got = w.code === 0 && info.state === SUCCEEDED && (await cluster.cli(['result', id, '-o', `${dir}.tar.gz`, '--extract', dir])).code === 0;
     const delivered = got && readFileSync(join(dir, 'n.txt'), 'utf8').trim() === String(SIZE) && readFileSync(join(dir, 'attempt.txt'), 'utf8') === '2\n';
     const stored = storedCount(cluster, id);
-    const ends = info.events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length;
+    const ends = info.events.filter((e) => TERMINAL_STATES.includes(e.state)).length;
     recordScenario({ name: 'node lost mid data download', faults: 1, submitted: 1, delivered: delivered ? 1 : 0, lost: delivered ? 0 : 1, duplicated: stored > 1 || ends > 1 ? 1 : 0 });
     const logs = () => `A:\n${a.output.slice(-3000)}\nB:\n${b.daemon.output.slice(-3000)}\nmaster:\n${cluster.master.output.slice(-3000)}`;
     assert.ok(delivered, `the result is attempt 2's, with the whole data set: ${JSON.stringify(info)}\n${logs()}`);

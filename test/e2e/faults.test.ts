@@ -21,15 +21,17 @@ const volumesOf = (taskId: string): string[] =>
   execFileSync('docker', ['volume', 'ls', '-q', '--filter', `label=io.hivemind.task-id=${taskId}`]).toString().split('\n').filter(Boolean);
 
 interface TaskInfo {
-  state: number;
+  state: string;
   attempt: number;
   nodeId: string;
   outcome?: { message: string; resultSha256: string; resultSize: number };
-  events: { state: number; message: string; attempt: number; nodeId: string; atMs: number }[];
+  events: { state: string; message: string; attempt: number; nodeId: string; atMs: number }[];
 }
 const taskInfo = async (cluster: ProcessCluster, id: string): Promise<TaskInfo> => JSON.parse((await cluster.cli(['get', id, '--json'])).stdout) as TaskInfo;
-const SUCCEEDED = 7;
-const RUNNING = 5;
+// `--json` prints states as words (docs/cli-json.md).
+const SUCCEEDED = 'succeeded';
+const RUNNING = 'running';
+const ENDED = new Set(['succeeded', 'failed', 'cancelled']);
 
 /** How many times the master stored a result for the task (one line per verified upload). */
 const storedCount = (cluster: ProcessCluster, taskId: string): number =>
@@ -46,7 +48,7 @@ async function settle(cluster: ProcessCluster, id: string, scenario: { name: str
     delivered = r.code === 0 && scenario.expect(dir, i);
   }
   const stored = storedCount(cluster, id);
-  const ends = i.events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length; // SUCCEEDED, FAILED, CANCELLED
+  const ends = i.events.filter((e) => ENDED.has(e.state)).length;
   recordScenario({ name: scenario.name, faults: scenario.faults, submitted: 1, delivered: delivered ? 1 : 0, lost: delivered ? 0 : 1, duplicated: stored > 1 || ends > 1 ? 1 : 0 });
   assert.equal(w.code, 0, `${w.stdout}${w.stderr}\nworker:\n${cluster.worker?.output}`);
   assert.ok(delivered, `result of ${id} not delivered as expected: ${JSON.stringify(i)}`);
@@ -207,7 +209,7 @@ test('a worker frozen (SIGSTOP) past the node timeout: its tasks run again on an
       // The master's history of attempt 1 ends where it gave it up; nothing A sent later counts.
       const lostAt = info.events.find((e) => e.attempt === 1 && /went offline/.test(e.message))?.atMs ?? Infinity;
       const lateEvents = info.events.filter((e) => e.attempt === 1 && e.atMs > lostAt);
-      outcomes.push({ id, delivered, stored: storedCount(cluster, id), ends: info.events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length, info, lateEvents });
+      outcomes.push({ id, delivered, stored: storedCount(cluster, id), ends: info.events.filter((e) => ENDED.has(e.state)).length, info, lateEvents });
     }
     for (const [i, o] of outcomes.entries()) {
       recordScenario({ name: 'worker frozen past the node timeout, then resumed', faults: i === 0 ? 1 : 0, submitted: 1, delivered: o.delivered ? 1 : 0, lost: o.delivered ? 0 : 1, duplicated: o.stored > 1 || o.ends > 1 ? 1 : 0 });
@@ -274,7 +276,7 @@ test('the master down for three minutes: tasks go on, their updates and results 
       const w = await cluster.cli(['wait', id], 90_000);
       const got = w.code === 0 && (await cluster.cli(['result', id, '-o', join(cluster.home, `c${i}.tar.gz`), '--extract', join(cluster.home, `c${i}`)])).code === 0 && readFileSync(join(cluster.home, `c${i}`, 'r.txt'), 'utf8') === `result-${i}\n`;
       const info = await taskInfo(cluster, id);
-      const ends = info.events.filter((e) => e.state >= SUCCEEDED && e.state <= 9).length;
+      const ends = info.events.filter((e) => ENDED.has(e.state)).length;
       recordScenario({ name: 'master down 3 min while the tasks finish', faults: i === 0 ? 1 : 0, submitted: 1, delivered: got ? 1 : 0, lost: got ? 0 : 1, duplicated: storedCount(cluster, id) > 1 || ends > 1 ? 1 : 0 });
       assert.equal(w.code, 0, `${w.stdout}${w.stderr}\nworker:\n${cluster.worker!.output}`);
       assert.ok(got, `result ${i} delivered`);
@@ -322,7 +324,7 @@ test('SIGTERM drains until --drain-timeout, then cancels what is left as SHUTDOW
     const tookMs = Date.now() - termAt;
     await settle(cluster, quick, { name: 'SIGTERM: a running task finishes within the drain', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'drained\n' });
     const s = await taskInfo(cluster, slow);
-    const cancelled = s.state === 9 && /shutdown/i.test(s.outcome?.message ?? '');
+    const cancelled = s.state === 'cancelled' && /shutdown/i.test(s.outcome?.message ?? '');
     recordScenario({ name: 'SIGTERM: a task past the drain timeout is cancelled as SHUTDOWN', faults: 0, submitted: 1, delivered: cancelled ? 1 : 0, lost: cancelled ? 0 : 1, duplicated: 0 });
     assert.equal(code, 0, cluster.worker!.output);
     assert.ok(cancelled, JSON.stringify(s));
@@ -340,7 +342,7 @@ test('SIGTERM drains until --drain-timeout, then cancels what is left as SHUTDOW
     assert.equal(await cluster.worker!.exited, 0);
     assert.ok(Date.now() - secondAt < 15_000, 'the second SIGTERM does not wait for the 10 min drain');
     const l = await taskInfo(cluster, long);
-    assert.equal(l.state, 9, JSON.stringify(l));
+    assert.equal(l.state, 'cancelled', JSON.stringify(l));
     assert.match(cluster.worker!.output, /second signal: cancelling running tasks now/);
   } finally {
     await cluster.close();
@@ -358,7 +360,7 @@ test('the worker\'s disk fills while a result is written: the task fails saying 
     const big = (await cluster.cli(['submit', '--image', IMAGE, '--memory', '256m', '--', 'sh', '-c', 'dd if=/dev/urandom of=/output/big bs=1M count=64 2>/dev/null'])).stdout.trim();
     const w = await cluster.cli(['wait', big], 120_000);
     const i = await taskInfo(cluster, big);
-    const clear = i.state === 8 && /the worker's disk is full/.test(i.outcome?.message ?? '');
+    const clear = i.state === 'failed' && /the worker's disk is full/.test(i.outcome?.message ?? '');
     const spool = readdirSync(join(disk, 'worker', 'spool'));
     recordScenario({ name: 'worker disk full while the result is written', faults: 1, submitted: 1, delivered: clear ? 1 : 0, lost: clear ? 0 : 1, duplicated: 0 });
     assert.notEqual(w.code, 0);
@@ -384,7 +386,7 @@ test('the Docker daemon restarted under a running task: the task ends with a cle
     await restartDockerDaemon(3000);
     const w = await cluster.cli(['wait', id], 120_000);
     const i = await taskInfo(cluster, id);
-    const clear = i.state === 8 && /Docker daemon/.test(i.outcome?.message ?? '');
+    const clear = i.state === 'failed' && /Docker daemon/.test(i.outcome?.message ?? '');
     recordScenario({ name: 'Docker daemon restarted under a running task', faults: 1, submitted: 1, delivered: clear ? 1 : 0, lost: clear ? 0 : 1, duplicated: 0 });
     assert.notEqual(w.code, 0);
     assert.ok(clear, `${JSON.stringify(i)}\nworker:\n${cluster.worker!.output}`);
@@ -407,7 +409,7 @@ test('kill -9 while the worker pulls the task image: the restarted worker pulls 
   try {
     const id = (await cluster.cli(['submit', '--image', registry.image, '--', 'sh', '-c', 'echo pulled and ran > /output/r.txt'])).stdout.trim();
     await waitFor('the pull under way', () => registry.layerBytesServed > 64 * 1024 || undefined, 60_000, 50);
-    assert.equal((await taskInfo(cluster, id)).state, 4, 'the master sees the task PULLING');
+    assert.equal((await taskInfo(cluster, id)).state, 'pulling', 'the master sees the task PULLING');
     await cluster.worker!.stop('SIGKILL');
     await cluster.startWorker();
     await settle(cluster, id, { name: 'kill -9 during the image pull', faults: 1, expect: (d) => readFileSync(join(d, 'r.txt'), 'utf8') === 'pulled and ran\n' });

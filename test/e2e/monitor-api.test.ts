@@ -116,8 +116,8 @@ test('monitor API and Socket.IO against a running worker', async (t) => {
     assert.equal(paused.status.node.accepting, false);
     const queued = (await cluster.cli(['submit', '--image', IMAGE, '--', 'true'])).stdout.trim();
     await new Promise((r) => setTimeout(r, 2_500));
-    const q = JSON.parse((await cluster.cli(['get', queued, '--json'])).stdout) as { state: number };
-    assert.equal(q.state, 1, 'a paused node gets no task: it stays QUEUED');
+    const q = JSON.parse((await cluster.cli(['get', queued, '--json'])).stdout) as { state: string };
+    assert.equal(q.state, 'queued', 'a paused node gets no task: it stays QUEUED');
     await fetch(`${base}/api/resume`, { method: 'POST', headers: CONTROL, body: '{}' });
     const w = await cluster.cli(['wait', queued]);
     assert.equal(w.code, 0, w.stdout + w.stderr);

@@ -7,14 +7,17 @@ import { DataKind, type DataMount } from '../../src/protocol/gen/hivemind/v1/com
 import type { ProcessCluster } from './process-cluster.js';
 
 export const DATA_IMAGE = 'hivemind/busybox:1';
-export const SUCCEEDED = 7;
+/** `--json` prints states as words (docs/cli-json.md). */
+export const SUCCEEDED = 'succeeded';
+/** The states a task ends in. */
+export const TERMINAL_STATES: readonly string[] = ['succeeded', 'failed', 'cancelled'];
 
 export interface DataTaskJson {
-  state: number;
+  state: string;
   attempt: number;
   nodeId: string;
   outcome?: { message: string };
-  events: { state: number; message: string; attempt: number; nodeId: string; atMs: number }[];
+  events: { state: string; message: string; attempt: number; nodeId: string; atMs: number }[];
 }
 
 export interface PutDataSet {

@@ -91,6 +91,14 @@ export function requireShellcheck(t: TestContext): boolean {
   }, 'apt-get install shellcheck; scripts/setup.sh does this'));
 }
 
+/** util-linux `script`, which runs a command on a pseudo-terminal (the CLI's terminal output). */
+export function requireScript(t: TestContext): boolean {
+  return gate(t, missing('script', () => {
+    execFileSync('script', ['--version'], { stdio: 'pipe' });
+    return true;
+  }, 'apt-get install bsdutils (util-linux)'));
+}
+
 /** Mounting a tmpfs (a small disk that fills up) needs root. */
 export function requireMount(t: TestContext): boolean {
   return gate(t, missing('tmpfs mounts', () => {

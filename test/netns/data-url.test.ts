@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AdminClient, MasterCallError } from '../../src/client/admin-client.js';
-import { DataKind, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { DataKind } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { requireDockerImage, requireNetns } from '../helpers/requirements.js';
 import { PeerNamespace } from '../helpers/netns-peer.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
@@ -27,7 +27,7 @@ const PORT = 8080;
 const SIZE = 8 * 1024 * 1024;
 
 interface TaskJson {
-  state: number;
+  state: string;
   outcome?: { message: string };
 }
 
@@ -98,7 +98,7 @@ test('an external data set from an HTTP server in a network namespace: resumed, 
   await t.test('the first answer is cut half-way: the node resumes with a Range request; the task reads the file', async () => {
     const id = await submit(`${base}/cut/w.bin@${sha256}`, 'sha256sum /data/w.bin > /output/sum.txt');
     const info = await finish(id);
-    assert.equal(info.state, TaskState.TASK_STATE_SUCCEEDED, `${JSON.stringify(info)}\nserver:\n${out}\nworker:\n${cluster.worker?.output.slice(-4000)}`);
+    assert.equal(info.state, 'succeeded', `${JSON.stringify(info)}\nserver:\n${out}\nworker:\n${cluster.worker?.output.slice(-4000)}`);
     const dir = join(cluster.home, `out-${id}`);
     const r = await cluster.cli(['result', id, '-o', `${dir}.tar.gz`, '--extract', dir]);
     assert.equal(r.code, 0, r.stderr);
@@ -115,9 +115,9 @@ test('an external data set from an HTTP server in a network namespace: resumed, 
   await t.test('a wrong hash fails the task as "data rejected:" and nothing is cached', async () => {
     const wrong = `sha256:${hexOf(randomBytes(16))}`;
     const info = await finish(await submit(`${base}/w.bin@${wrong}`, 'cat /data/w.bin > /dev/null'));
-    const rejected = info.state === TaskState.TASK_STATE_FAILED && /^data rejected: /.test(info.outcome?.message ?? '');
+    const rejected = info.state === 'failed' && /^data rejected: /.test(info.outcome?.message ?? '');
     recordHostile('data url: bytes that do not hash to the pinned sha256', !rejected);
-    assert.equal(info.state, TaskState.TASK_STATE_FAILED, JSON.stringify(info));
+    assert.equal(info.state, 'failed', JSON.stringify(info));
     assert.match(info.outcome?.message ?? '', new RegExp(`^data rejected: data set ${wrong}: the bytes hash to ${hexOf(body)}; the download was discarded`));
     assert.deepEqual((await cached()).filter((e) => e.sha256 === wrong), [], 'no cache entry');
     assert.equal(existsSync(join(workerDir, 'cache', 'partial', wrong.slice(7))), false, 'no partial file left');
@@ -126,9 +126,9 @@ test('an external data set from an HTTP server in a network namespace: resumed, 
 
   await t.test('a redirect to a file: url fails the task as "data rejected:" without following it', async () => {
     const info = await finish(await submit(`${base}/redirect/w.bin@sha256:${hexOf(randomBytes(16))}`, 'true'));
-    const rejected = info.state === TaskState.TASK_STATE_FAILED && /^data rejected: .*redirects to a file address/.test(info.outcome?.message ?? '');
+    const rejected = info.state === 'failed' && /^data rejected: .*redirects to a file address/.test(info.outcome?.message ?? '');
     recordHostile('data url: a redirect to file:///etc/passwd', !rejected);
-    assert.equal(info.state, TaskState.TASK_STATE_FAILED, JSON.stringify(info));
+    assert.equal(info.state, 'failed', JSON.stringify(info));
     assert.match(info.outcome?.message ?? '', /^data rejected: the data set url ".*\/redirect\/w\.bin" redirects to a file address \("file:\/\/\/etc\/passwd"\): only http and https are fetched/);
   });
 });

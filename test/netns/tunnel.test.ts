@@ -270,7 +270,7 @@ test('the tunnel dropped mid-task and restored: the task goes on and its result 
     }, 60_000, 500);
 
     const taskId = (await run(lab, 'm', ['submit', '--image', IMAGE, '--', 'sh', '-c', 'sleep 12; echo across the outage > /output/r.txt'], admin)).out.trim();
-    await waitFor('the task running', async () => (JSON.parse((await run(lab, 'm', ['get', taskId, '--json'], admin)).out) as { state: number }).state === 5 || undefined, 60_000, 250);
+    await waitFor('the task running', async () => (JSON.parse((await run(lab, 'm', ['get', taskId, '--json'], admin)).out) as { state: string }).state === 'running' || undefined, 60_000, 250);
     // The worker host loses its network for 9 s: the tunnel carries nothing, the gRPC streams break.
     lab.exec('a', ['ip', 'link', 'set', 'eth0', 'down']);
     assert.doesNotMatch(lab.exec('a', ['sh', '-c', 'busybox ping -c 1 -W 2 10.8.0.1 || true']), /1 packets received/, 'the tunnel is really down');
@@ -278,7 +278,7 @@ test('the tunnel dropped mid-task and restored: the task goes on and its result 
     lab.exec('a', ['ip', 'link', 'set', 'eth0', 'up']);
 
     const w = await run(lab, 'm', ['wait', taskId], admin);
-    const info = JSON.parse((await run(lab, 'm', ['get', taskId, '--json'], admin)).out) as { state: number; attempt: number };
+    const info = JSON.parse((await run(lab, 'm', ['get', taskId, '--json'], admin)).out) as { state: string; attempt: number };
     const out = join(home, 'r');
     const got = await run(lab, 'm', ['result', taskId, '-o', `${out}.tar.gz`, '--extract', out], admin);
     const delivered = w.code === 0 && got.code === 0 && readFileSync(join(out, 'r.txt'), 'utf8') === 'across the outage\n';

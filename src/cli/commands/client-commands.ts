@@ -12,6 +12,7 @@ import { extractCapsFor, extractResult } from '../result-extract.js';
 import { EXIT_CANCELLED, exitCodeForTask } from '../exit-codes.js';
 import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateName } from '../task-format.js';
 import { printJson, type CliContext } from '../cli-context.js';
+import { nodeJson, taskJson } from '../json-output.js';
 import { terminalSafe } from '../terminal-text.js';
 import { statusLine, type StatusStream } from '../status-line.js';
 import { liveTaskLine } from '../task-progress.js';
@@ -108,7 +109,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
         setExit(EXIT_CANCELLED);
         return;
       }
-      if (o.json) printJson(c, t);
+      if (o.json) printJson(c, taskJson(t));
       else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
       setExit(exitCodeForTask(t.state, t.outcome));
     });
@@ -132,7 +133,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     }
     const limit = parseLimit(o.limit);
     const tasks = await withClient(c, o, (client) => client.listTasks({ states, limit }));
-    if (o.json) printJson(c, tasks);
+    if (o.json) printJson(c, tasks.map(taskJson));
     else c.stdout.write(formatTaskTable(tasks) + '\n');
   });
 
@@ -140,7 +141,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     async (taskId: string, o) => {
       const c = ctx();
       const t = await withClient(c, o, (client) => client.getTask(taskId));
-      if (o.json) printJson(c, t);
+      if (o.json) printJson(c, taskJson(t));
       else c.stdout.write(formatTask(t) + '\n');
     },
   );
@@ -152,7 +153,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     // The task's state and own progress, live on a terminal (nothing in a pipe).
     const live = statusLine(c.stderr as StatusStream);
     const t = await withClient(c, o, (client) => waitForTask(client, taskId, undefined, (t) => live.update(liveTaskLine(t, stateName), true))).finally(() => live.done());
-    if (o.json) printJson(c, t);
+    if (o.json) printJson(c, taskJson(t));
     else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
     setExit(exitCodeForTask(t.state, t.outcome));
   });
@@ -196,7 +197,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     async (taskId: string, o) => {
       const c = ctx();
       const t = await withClient(c, o, (client) => client.cancelTask(taskId, 'cancelled from the CLI'));
-      if (o.json) printJson(c, t);
+      if (o.json) printJson(c, taskJson(t));
       else c.stdout.write(terminalSafe(`${taskId}: ${stateName(t.state)}${t.cancelRequested && !isTerminal(t.state) ? ' (cancel sent to the node)' : ''}`) + '\n');
     },
   );
@@ -214,7 +215,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     const c = ctx();
     const limit = parseLimit(o.limit);
     const nodes = await withClient(c, o, (client) => client.listNodes({ limit }));
-    if (o.json) printJson(c, nodes);
+    if (o.json) printJson(c, nodes.map(nodeJson));
     else c.stdout.write(formatNodeTable(nodes) + '\n');
   });
 
