@@ -38,9 +38,7 @@ class Attached {
 
 async function taskState(cluster: ProcessCluster, id: string): Promise<string> {
   const r = await cluster.cli(['get', id, '--json']);
-  const s = (JSON.parse(r.stdout) as { state: string | number }).state;
-  // Numbers today, words once --json names states (issue 20): either reads here.
-  return typeof s === 'number' ? ({ 5: 'running', 7: 'succeeded', 8: 'failed', 9: 'cancelled' } as Record<number, string>)[s] ?? String(s) : s.toLowerCase();
+  return (JSON.parse(r.stdout) as { state: string }).state;
 }
 
 test('hivemind run and submit --wait: output streamed live, /output unpacked, the exit code the task\'s; Ctrl-C detaches, --rm cancels', async (t) => {

@@ -10,7 +10,6 @@ import { requireDockerImage } from '../helpers/requirements.js';
 import { freePort } from '../helpers/cli-process.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
-import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 
 const IMAGE = 'hivemind/busybox:1';
 
@@ -24,7 +23,7 @@ interface ProgressJson {
 }
 interface TaskJson {
   taskId: string;
-  state: number;
+  state: string;
   progress?: ProgressJson;
   outcome?: { durationMs: number; exitCode: number };
   startedAtMs: number;
@@ -70,7 +69,7 @@ test('progress lines reach get, tasks and wait; a flood of them is counted and t
         const mine = list.find((x) => x.taskId === id);
         return mine?.progress?.fraction !== undefined ? mine : undefined;
       });
-      assert.equal(seen.state, TaskState.TASK_STATE_RUNNING);
+      assert.equal(seen.state, 'running');
       // The node's own monitor shows it in the running task's view, and /metrics its fraction.
       const running = await waitForValue(async () => {
         const s = (await (await fetch(`${monitor}/api/status`)).json()) as { running: { taskId: string; progress: ProgressJson | null }[] };
@@ -86,7 +85,7 @@ test('progress lines reach get, tasks and wait; a flood of them is counted and t
       assert.equal(w.code, 0, w.stderr);
       assert.doesNotMatch(w.stderr, /\r|\x1b/, 'wait in a pipe draws no live line');
       const info = await get(id);
-      assert.equal(info.state, TaskState.TASK_STATE_SUCCEEDED);
+      assert.equal(info.state, 'succeeded');
       assert.deepEqual({ ...info.progress, atMs: 0 }, { fraction: 1, message: 'done', metrics: { loss: 0.1 }, atMs: 0, updates: 5, rejected: 0 });
       const history = (await (await fetch(`${monitor}/api/tasks/${id}`)).json()) as { task: { progress: ProgressJson | null } };
       assert.equal(history.task.progress?.message, 'done');
@@ -107,7 +106,7 @@ test('progress lines reach get, tasks and wait; a flood of them is counted and t
         slowest = Math.max(slowest, Date.now() - t0);
         assert.ok(nodes.every((n) => n.online), 'the node stayed online');
         const info = await get(id);
-        if (info.state >= TaskState.TASK_STATE_SUCCEEDED) return { info, slowest };
+        if (['succeeded', 'failed', 'cancelled'].includes(info.state)) return { info, slowest };
         assert.ok(Date.now() - started < 240_000, 'the task ends');
         await new Promise((r) => setTimeout(r, 1000));
       }
@@ -132,7 +131,7 @@ test('progress lines reach get, tasks and wait; a flood of them is counted and t
       const p = info.progress;
       const escaped = !p || p.updates !== 1006 || p.rejected !== 5 || p.message !== 'last good' || Object.keys(p.metrics).length !== 0;
       recordHostile('progress end to end: a huge line, malformed JSON, NaN, Infinity, 1000 metrics', escaped);
-      assert.equal(info.state, TaskState.TASK_STATE_SUCCEEDED, JSON.stringify(info));
+      assert.equal(info.state, 'succeeded', JSON.stringify(info));
       assert.deepEqual({ updates: p?.updates, rejected: p?.rejected, fraction: p?.fraction, message: p?.message, metrics: p?.metrics }, { updates: 1006, rejected: 5, fraction: 0.99, message: 'last good', metrics: {} });
     });
 
@@ -156,7 +155,7 @@ test('progress lines reach get, tasks and wait; a flood of them is counted and t
       const escaped = !p || p.updates > 1_000_001 || p.updates < 1 || p.message !== 'last good' || sent > seconds + 8 || slowest > 10_000;
       recordHostile('progress end to end: a million progress lines as fast as the task can print them', escaped);
       t.diagnostic(`flood: ${p?.updates} of 1000001 lines read (${p?.rejected} refused, torn where Docker's log skipped) in ${info.outcome?.durationMs} ms (read over ${seconds} s), ${sent} updates to the master, slowest nodes call ${slowest} ms`);
-      assert.equal(info.state, TaskState.TASK_STATE_SUCCEEDED, JSON.stringify(info));
+      assert.equal(info.state, 'succeeded', JSON.stringify(info));
       assert.equal(p?.message, 'last good');
       assert.ok(p!.updates >= 1 && p!.updates <= 1_000_001, `updates ${p?.updates}`);
       assert.ok(p!.rejected <= p!.updates);
