@@ -112,6 +112,7 @@ export class AdminService {
       revokeEnrollmentToken: this.unary((r: RevokeTokenRequest) => this.revokeToken(r)),
       removeNode: this.unary((r: RemoveNodeRequest) => this.removeNode(r)),
       ...this.d.serviceAdmin.handlers(),
+      exec: (call) => call.destroy(Object.assign(new Error('exec is not built on this master yet'), { code: 12 })),
     };
   }
 

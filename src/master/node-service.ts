@@ -131,6 +131,7 @@ export class NodeService {
       getUploadOffset: unary((call) => this.getUploadOffset(call)),
       uploadResult: (call, cb) => void this.uploadResult(call, cb),
       pushLogs: (call, cb) => void this.pushLogs(call, cb),
+      execSession: (call) => call.destroy(Object.assign(new Error('exec is not built on this master yet'), { code: 12 })),
     };
   }
 

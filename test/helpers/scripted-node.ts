@@ -62,7 +62,7 @@ export class ScriptedNode {
   online(opts: { free?: Capacity; cache?: DataCacheStatus; gateway?: { port: number; key: string } } = {}): void {
     void this.report(opts);
     const free = opts.free ?? FREE;
-    this.sub = this.client.subscribe({ running: [], free, accepting: true, ...(opts.gateway ? { gateway: opts.gateway } : {}) }, this.md!);
+    this.sub = this.client.subscribe({ running: [], free, accepting: true, exec: false, ...(opts.gateway ? { gateway: opts.gateway } : {}) }, this.md!);
     this.sub.on('data', (c: NodeCommand) => this.commands.push(c));
     this.sub.on('error', () => undefined);
   }

@@ -80,6 +80,7 @@ async function startServer(t: { after(fn: () => unknown): void }): Promise<{ add
         cb(null, { size, sha256: digest });
       });
     },
+    execSession: (call) => call.destroy(Object.assign(new Error('exec is not served here'), { code: 12 })),
     pushLogs: (call, cb) => {
       call.on('data', (c: LogChunk) => state.logs.push(c));
       call.on('end', () => cb(null, { chunks: state.logs.length }));
@@ -113,7 +114,7 @@ test('register switches to the node credential; unary calls and commands flow', 
 
   state.commands = [{ command: { $case: 'ping', value: { atMs: 5 } } }];
   const got: NodeCommand[] = [];
-  const sub = conn.subscribe({ running: [], free: undefined, accepting: true }, (c) => got.push(c));
+  const sub = conn.subscribe({ running: [], free: undefined, accepting: true, exec: false }, (c) => got.push(c));
   assert.equal(await sub.closed, undefined, 'a clean end of the command stream');
   assert.deepEqual(got, state.commands);
 
