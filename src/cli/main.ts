@@ -12,6 +12,7 @@ import { registerServerCommands } from './commands/server-commands.js';
 import { registerServiceAppCommands } from './commands/service-app-commands.js';
 import { registerServiceCommands } from './commands/service-commands.js';
 import { registerNetnsConnectorCommand } from './commands/netns-connector-command.js';
+import { registerExecCommand } from './commands/exec-command.js';
 import { EXIT_BAD_CONFIG, EXIT_FAILURE } from './exit-codes.js';
 import { terminalSafe } from './terminal-text.js';
 
@@ -36,6 +37,7 @@ export async function main(argv: string[]): Promise<number> {
   registerServiceAppCommands(registerServiceCommands(program, (c) => (exitCode = c)), getCtx);
   registerDataCommands(program, getCtx);
   registerNetnsConnectorCommand(program);
+  registerExecCommand(program, getCtx, (c) => (exitCode = c));
   try {
     await program.parseAsync(argv);
     return exitCode;
