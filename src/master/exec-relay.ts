@@ -90,8 +90,9 @@ export function relayExec(client: ClientExecStream, node: NodeExecStream, start:
     const out = m.message?.$case === 'output' ? m.message.value.output : undefined;
     if (!out || out.$case === 'started') {
       const what = m.message?.$case === 'attach' ? 'a second attach' : out ? 'a started message (the master\'s)' : 'an empty message';
-      quietly(() => node.emit('error', toServiceError(new InvalidArgumentError(`exec session: ${what} from the node; only output and exit follow the attach`))));
+      // The client is told first: the node's stream erroring would otherwise read as a lost node.
       cutToClient(`the node ${nodeLabel} broke the exec protocol (${what}); session ended`, 'node', what);
+      quietly(() => node.emit('error', toServiceError(new InvalidArgumentError(`exec session: ${what} from the node; only output and exit follow the attach`))));
       return;
     }
     if (out.$case === 'exit') {
