@@ -9,6 +9,9 @@ import type { ExecInput, ExecStart, TerminalSize } from '../protocol/gen/hivemin
 import type { ExecNodeMessage, ExecOpen } from '../protocol/gen/hivemind/v1/node.js';
 import type { ExecProcess } from '../runtime/exec-process.js';
 import type { ExecRequest } from './contracts.js';
+import type { ExecChannel } from './master-connection.js';
+
+export type { ExecChannel } from './master-connection.js';
 
 export const EXEC_LIMITS = {
   perTask: 4,
@@ -24,21 +27,6 @@ export const EXEC_LIMITS = {
 export const EXEC_CANNOT_RUN = 126;
 export const EXEC_OFF_MESSAGE = "this node's operator does not allow exec (--no-exec)";
 export const TASK_ENDED_MESSAGE = 'the task ended';
-
-/** The node's end of NodeService.ExecSession (grpc-master-connection.ts; a fake in tests). */
-export interface ExecChannel {
-  /** Queues a message; false when the stream's buffer is full (wait for onDrain). */
-  write(message: ExecNodeMessage): boolean;
-  onDrain(listener: () => void): void;
-  /** The master's messages, then `onEnd` once (with the error when the stream failed or was cancelled). */
-  listen(onInput: (input: ExecInput) => void, onEnd: (err?: Error) => void): void;
-  /** Stops / restarts taking the master's messages (stdin backpressure). */
-  pause(): void;
-  resume(): void;
-  /** Half-closes after the exit message. */
-  end(): void;
-  cancel(): void;
-}
 
 /** One session as the node's history keeps it. */
 export interface ExecSessionRecord {

@@ -10,9 +10,8 @@ import { DockerEngine } from '../../src/runtime/docker-engine.js';
 import type { ExecOptions, ExecProcess } from '../../src/runtime/exec-process.js';
 import { TASK_GID, TASK_UID } from '../../src/runtime/container-spec.js';
 import { silentLogger } from '../../src/common/logger.js';
-import { ExecSessions, type ExecChannel } from '../../src/worker/exec-sessions.js';
-import type { ExecInput } from '../../src/protocol/gen/hivemind/v1/common.js';
-import type { ExecNodeMessage } from '../../src/protocol/gen/hivemind/v1/node.js';
+import { ExecSessions } from '../../src/worker/exec-sessions.js';
+import { FakeExecChannel } from '../helpers/fake-exec.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const NAME = `hm-exec-it-${process.pid}`;
@@ -112,52 +111,7 @@ test('kill ends the command and what it started, with no process left', async (t
   await until('no process of the exec', () => !/sleep 30[12]/.test(topCommands()));
 });
 
-/** The master's end of an exec session: records what the node sent, plays the client's input. */
-class FakeChannel implements ExecChannel {
-  readonly sent: ExecNodeMessage[] = [];
-  private onInput: ((i: ExecInput) => void) | undefined;
-  private onEnd: ((err?: Error) => void) | undefined;
-  ended = false;
-  readonly closed: Promise<void>;
-  private close!: () => void;
-  constructor() {
-    this.closed = new Promise((r) => (this.close = r));
-  }
-  write(m: ExecNodeMessage): boolean {
-    this.sent.push(m);
-    return true;
-  }
-  onDrain(): void {}
-  listen(onInput: (i: ExecInput) => void, onEnd: (err?: Error) => void): void {
-    this.onInput = onInput;
-    this.onEnd = onEnd;
-  }
-  pause(): void {}
-  resume(): void {}
-  end(): void {
-    this.ended = true;
-    this.close();
-  }
-  cancel(): void {
-    this.ended = true;
-    this.close();
-  }
-  input(i: ExecInput['input']): void {
-    this.onInput?.({ input: i });
-  }
-  masterGone(): void {
-    this.onEnd?.(new Error('cancelled'));
-  }
-  text(kind: 'stdout' | 'stderr'): string {
-    return this.sent.map((m) => (m.message?.$case === 'output' && m.message.value.output?.$case === kind ? Buffer.from(m.message.value.output.value).toString() : '')).join('');
-  }
-  exit(): { code: number; error: string } | undefined {
-    const last = this.sent.at(-1);
-    return last?.message?.$case === 'output' && last.message.value.output?.$case === 'exit' ? last.message.value.output.value : undefined;
-  }
-}
-
-function sessionsOver(allowed: boolean, channel: FakeChannel): ExecSessions {
+function sessionsOver(allowed: boolean, channel: FakeExecChannel): ExecSessions {
   return new ExecSessions({
     allowed,
     logger: silentLogger(),
@@ -170,7 +124,7 @@ function sessionsOver(allowed: boolean, channel: FakeChannel): ExecSessions {
 
 test('a session relays stdin to the command and its output and exit code back', async (t) => {
   if (!requireDocker(t)) return;
-  const ch = new FakeChannel();
+  const ch = new FakeExecChannel();
   const sessions = sessionsOver(true, ch);
   sessions.open({ sessionId: 'a'.repeat(32), taskId: 't1', attempt: 1, start: { target: '', command: ['sh', '-c', 'cat; echo bye >&2; exit 5'], tty: false, stdin: true, size: undefined } });
   await until('the command to start', () => sessions.active === 1 && ch.sent.length >= 1);
@@ -185,7 +139,7 @@ test('a session relays stdin to the command and its output and exit code back', 
 
 test('the master going away kills the command', async (t) => {
   if (!requireDocker(t)) return;
-  const ch = new FakeChannel();
+  const ch = new FakeExecChannel();
   const sessions = sessionsOver(true, ch);
   sessions.open({ sessionId: 'b'.repeat(32), taskId: 't1', attempt: 1, start: { target: '', command: ['sleep', '303'], tty: false, stdin: false, size: undefined } });
   await until('the command to run', () => topCommands().includes('sleep 303'));
@@ -196,7 +150,7 @@ test('the master going away kills the command', async (t) => {
 
 test('refused when the operator turned exec off: attach, then exit 126 with the reason; nothing runs', async (t) => {
   if (!requireDocker(t)) return;
-  const ch = new FakeChannel();
+  const ch = new FakeExecChannel();
   const sessions = sessionsOver(false, ch);
   sessions.open({ sessionId: 'c'.repeat(32), taskId: 't1', attempt: 1, start: { target: '', command: ['sleep', '304'], tty: false, stdin: false, size: undefined } });
   await ch.closed;
