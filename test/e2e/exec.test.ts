@@ -5,6 +5,9 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { AdminClient } from '../../src/client/admin-client.js';
 import { TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { CLI, runProcess, waitFor } from '../helpers/cli-process.js';
@@ -15,24 +18,29 @@ const IMAGE = 'hivemind/busybox:1';
 
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** Tasks this test started: cancelled at the end, so a stopped worker leaves no container behind. */
+const started: string[] = [];
+
 async function runningTask(cluster: ProcessCluster, admin: AdminClient): Promise<string> {
   const r = await cluster.cli(['submit', '--image', IMAGE, '--', 'sleep', '600']);
   assert.equal(r.code, 0, r.stderr);
   const id = r.stdout.trim();
+  started.push(id);
   await waitFor(`task ${id} running`, async () => (await admin.getTask(id)).state === TaskState.TASK_STATE_RUNNING || undefined, 60_000, 200);
   return id;
 }
 
 /** A private tmux server (its own socket): only what this test starts, killed at the end. */
 function tmux(t: TestContext) {
-  const socket = `hm-exec-${process.pid}`;
-  const run = (...args: string[]) => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' });
+  const socket = join(tmpdir(), `hm-exec-tmux-${process.pid}`);
+  const run = (...args: string[]) => execFileSync('tmux', ['-S', socket, ...args], { encoding: 'utf8' });
   t.after(() => {
     try {
       run('kill-server');
     } catch {
       // already gone
     }
+    rmSync(socket, { force: true });
   });
   const capture = (session: string) => run('capture-pane', '-p', '-t', session).replace(/\n+$/, '').split('\n');
   const until = (session: string, what: string, ok: (lines: string[]) => boolean, timeoutMs = 15_000) =>
@@ -47,9 +55,14 @@ function tmux(t: TestContext) {
 
 test('hivemind exec through a real master, worker and Docker', { timeout: 300_000 }, async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
-  const cluster = await ProcessCluster.start({ reportInterval: '1s' });
+  // The first worker refuses exec; a second one, started after it stops, takes sessions.
+  const cluster = await ProcessCluster.start({ reportInterval: '1s', workerArgs: ['--no-exec'] });
   const admin = AdminClient.connect(cluster.address, cluster.adminToken);
   t.after(async () => {
+    for (const id of started) {
+      await admin.cancelTask(id).catch(() => undefined);
+      await waitFor(`task ${id} ended`, async () => [TaskState.TASK_STATE_CANCELLED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_SUCCEEDED].includes((await admin.getTask(id)).state) || undefined, 30_000, 200).catch(() => undefined);
+    }
     admin.close();
     await cluster.close();
   });
@@ -57,12 +70,12 @@ test('hivemind exec through a real master, worker and Docker', { timeout: 300_00
   const shell = (line: string) => runProcess('sh', ['-c', line], { env: cluster.env, timeoutMs: 60_000, what: line });
 
   await t.test('a node run with --no-exec refuses, saying so', async () => {
-    await cluster.startWorker({ workerArgs: ['--no-exec'] });
     const id = await runningTask(cluster, admin);
     const r = await cluster.cli(['exec', id, '--', 'true']);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /does not allow exec: its operator runs it with --no-exec/);
     await admin.cancelTask(id);
+    await waitFor(`task ${id} cancelled`, async () => (await admin.getTask(id)).state === TaskState.TASK_STATE_CANCELLED || undefined, 30_000, 200);
     await cluster.worker!.stop('SIGTERM');
   });
 
