@@ -61,6 +61,8 @@ function firstMessage<T>(call: Readable, timeoutMs: number, what: string): Promi
 export class ExecService {
   readonly sessions: ExecSessions<NodeExecStream>;
   private readonly relays = new Set<ExecRelay>();
+  /** ExecSession streams per node that have not sent their attach yet. */
+  private readonly unattached = new Map<string, number>();
   private readonly attachTimeoutMs: number;
 
   constructor(private readonly d: ExecServiceDeps) {
@@ -143,12 +145,35 @@ export class ExecService {
     }
   }
 
-  /** NodeService.ExecSession, for a node already authenticated by NodeService. */
+  /**
+   * NodeService.ExecSession, for a node already authenticated by NodeService. A node holds at most
+   * as many streams before their attach as sessions wait for it (each for at most the attach
+   * timeout): one opened with none waiting is refused unread.
+   */
   handleNode(call: NodeExecStream, node: NodeRow): void {
+    const waiting = this.sessions.waitingFor(node.id);
+    const unattached = this.unattached.get(node.id) ?? 0;
+    if (unattached >= waiting) {
+      this.d.log.warn({ nodeId: node.id, unattached, waiting }, 'refused an ExecSession no exec session waits for (hostile or faulty node)');
+      call.emit('error', toServiceError(new PreconditionError(waiting === 0
+        ? `no exec session is waiting for node ${node.id}; open ExecSession only for a NodeCommand.exec`
+        : `node ${node.id} has ${unattached} ExecSession streams open before their attach, as many as sessions wait for it`)));
+      return;
+    }
+    this.unattached.set(node.id, unattached + 1);
+    let counted = true;
+    const settled = () => {
+      if (!counted) return;
+      counted = false;
+      const n = (this.unattached.get(node.id) ?? 1) - 1;
+      if (n > 0) this.unattached.set(node.id, n);
+      else this.unattached.delete(node.id);
+    };
     void (async () => {
       const first = await firstMessage<ExecNodeMessage>(call, this.attachTimeoutMs, 'ExecSession');
       if (first.message?.$case !== 'attach') throw new InvalidArgumentError('ExecSession: the first message must be attach (session_id)');
       try {
+        settled();
         this.sessions.attach(node.id, first.message.value.sessionId, call);
       } catch (err) {
         if (err instanceof HostileAttachError) {
@@ -158,6 +183,7 @@ export class ExecService {
         throw err;
       }
     })().catch((err: unknown) => {
+      settled();
       if (call.cancelled) return;
       call.emit('error', toServiceError(err));
       this.d.log.debug({ nodeId: node.id, err: errorMessage(err) }, 'exec session of a node refused');

@@ -81,6 +81,13 @@ export class ExecSessions<T> {
     };
   }
 
+  /** Sessions opened on `nodeId` that its ExecSession has not claimed yet. */
+  waitingFor(nodeId: string): number {
+    let n = 0;
+    for (const e of this.sessions.values()) if (e.nodeId === nodeId && !e.attached) n++;
+    return n;
+  }
+
   /**
    * A node's ExecSession claims `sessionId`. Refused (HostileAttachError) when the id is unknown
    * (never opened, timed out, ended), was opened on another node, or is attached already.

@@ -45,7 +45,8 @@ async function harness(t: TestContext) {
   const runningTask = async (name: string, exec: boolean) => {
     const node = await plainNode(name);
     await admin.submit({ image: 'busybox', command: ['sleep', '600'] });
-    node.online({ exec });
+    // One slot: the next task goes to the next node.
+    node.online({ exec, free: { cpus: 4, memoryBytes: 8 * 1024 ** 3, gpuIndexes: [], taskSlots: 1 } });
     const a = await node.nextAssignment();
     await node.update(a.taskId, a.attempt, TaskState.TASK_STATE_ACCEPTED);
     await node.update(a.taskId, a.attempt, TaskState.TASK_STATE_RUNNING);
@@ -65,8 +66,10 @@ async function harness(t: TestContext) {
     err.resume();
     const input = stdin === undefined ? undefined : PassThrough.from([Buffer.from(stdin)]);
     const full: ExecStart = { target: '', command: ['cat'], tty: false, stdin: stdin !== undefined, size: undefined, ...start };
-    const done = runExec(address, adminToken, full, { stdout: out, stderr: err, ...(input ? { stdin: input } : {}) });
-    return { done, stdout: () => Buffer.concat(chunks).toString() };
+    let onStarted!: () => void;
+    const started = new Promise<void>((resolve) => (onStarted = resolve));
+    const done = runExec(address, adminToken, full, { stdout: out, stderr: err, onStarted: () => onStarted(), ...(input ? { stdin: input } : {}) });
+    return { done, started, stdout: () => Buffer.concat(chunks).toString() };
   };
   return { address, admin, plainNode, runningTask, rawClient, exec };
 }
@@ -130,13 +133,22 @@ test('exec is refused with the reason: a task not running, a node that does not 
   await assert.rejects(h.exec({ target: taskId, command: [] }).done, /0 arguments/);
 });
 
-test('hostile nodes: another node\'s session, an unknown session id, a second attach and a protocol break are refused or cut', async (t) => {
+test('hostile nodes: another node\'s session, an unknown session id, streams no session waits for, a second attach and a protocol break are refused or cut', async (t) => {
   const h = await harness(t);
   const { node, taskId } = await h.runningTask('n1', true);
-  const other = await h.plainNode('n2');
-  other.online({ exec: true });
+  const { node: other, taskId: otherTask } = await h.runningTask('n2', true);
+
+  const idle = await streamError(other.execSession());
+  recordHostile('exec: a node opens ExecSession with no session waiting for it', idle.code !== status.FAILED_PRECONDITION);
+  assert.equal(idle.code, status.FAILED_PRECONDITION);
+  assert.match(idle.details, /no exec session is waiting for node/);
+
   const session = h.exec({ target: taskId, command: ['sh'], stdin: false });
   const open = await node.nextCommand('exec');
+  // n2 gets a session of its own, so its streams are read: what it claims is then checked.
+  const otherSession = h.exec({ target: otherTask, command: ['sh'] });
+  otherSession.done.catch(() => undefined);
+  await other.nextCommand('exec');
 
   const stolen = await streamError(attach(other, open.sessionId));
   recordHostile('exec: a node attaches to another node\'s session', stolen.code !== status.PERMISSION_DENIED);
@@ -153,10 +165,21 @@ test('hostile nodes: another node\'s session, an unknown session id, a second at
   recordHostile('exec: a node sends output before attaching', noAttach.code !== status.INVALID_ARGUMENT);
   assert.match(noAttach.details, /first message must be attach/);
 
+  // One session waits for n2: a second silent stream beside a first one is refused unread.
+  const silent = other.execSession();
+  silent.on('error', () => undefined);
+  await new Promise((r) => setTimeout(r, 100));
+  const flood = await streamError(other.execSession());
+  recordHostile('exec: a node opens more ExecSession streams than sessions wait for it', flood.code !== status.FAILED_PRECONDITION);
+  assert.match(flood.details, /has 1 ExecSession streams open before their attach/);
+  silent.cancel();
+
   const s = attach(node, open.sessionId);
+  await session.started;
+  // Attached: no session waits for n1 any more, so a second attach is refused before it is read.
   const twice = await streamError(attach(node, open.sessionId));
   recordHostile('exec: a node attaches twice to one session', twice.code !== status.FAILED_PRECONDITION);
-  assert.match(twice.details, /attached already/);
+  assert.match(twice.details, /no exec session is waiting for node/);
 
   // After the attach, the node sends the master's own message: the session is cut, the client told why.
   s.on('error', () => undefined);
