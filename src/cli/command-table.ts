@@ -27,6 +27,7 @@ export const COMMAND_MODULES: readonly CommandModule[] = [
     names: ['submit', 'tasks', 'get', 'wait', 'logs', 'result', 'cancel', 'nodes', 'token'],
     register: async (p, d) => (await import('./commands/client-commands.js')).registerClientCommands(p, d.ctx, d.setExit),
   },
+  { names: ['exec'], register: async (p, d) => (await import('./commands/exec-command.js')).registerExecCommand(p, d.ctx, d.setExit) },
   { names: ['run'], register: async (p, d) => (await import('./commands/run-command.js')).registerRunCommand(p, d.ctx, d.setExit) },
   {
     names: ['service'],

@@ -107,6 +107,13 @@ export function errorMessage(err: unknown): string {
 }
 
 /** A service replica's port cannot be reached: not running on this node, not started, or not listening. */
+/** An exec session that cannot start or go on (refused, bounds, no running container): exit 126 with this message. */
+export class ExecRefusedError extends HivemindError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EXEC_REFUSED', message, options);
+  }
+}
+
 export class ReplicaUnreachableError extends HivemindError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('REPLICA_UNREACHABLE', message, options);

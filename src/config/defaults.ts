@@ -126,4 +126,6 @@ export const WORKER_DEFAULTS = {
   gatewayPort: 7947,
   /** Whether this node hosts service replicas (off: no gateway pipe, replica assignments refused). */
   services: true,
+  /** Whether this node takes exec sessions into its tasks (`hivemind exec`; off: each is refused, saying so). */
+  exec: true,
 } as const;

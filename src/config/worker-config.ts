@@ -71,13 +71,15 @@ const schema = z
     gatewayPort: zInt(0, 65535).optional(),
     /** Host service replicas. Default WORKER_DEFAULTS.services, applied by compileWorkerSettings. */
     services: zBool.optional(),
+    /** Take exec sessions into this node's tasks (`hivemind exec`). Default WORKER_DEFAULTS.exec, applied by compileWorkerSettings. */
+    exec: zBool.optional(),
   })
   .strict();
 
 type Parsed = z.infer<typeof schema>;
 
 /** The node's own settings (tokens, output cap, images, monitor, log) and the worker's, compiled. */
-export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'handoverWait' | 'imageUnusedFor' | 'gatewayPort' | 'services'> &
+export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'handoverWait' | 'imageUnusedFor' | 'gatewayPort' | 'services' | 'exec'> &
   CompiledWorkerSettings & {
     imageUnusedForMs: number;
   };
@@ -107,11 +109,12 @@ const fields: Record<string, FieldSource> = {
   monitorToken: { env: 'HIVEMIND_MONITOR_TOKEN', flag: 'monitorToken' },
   gatewayPort: { env: 'HIVEMIND_GATEWAY_PORT', flag: 'gatewayPort' },
   services: { env: 'HIVEMIND_SERVICES', flag: 'services' },
+  exec: { env: 'HIVEMIND_EXEC', flag: 'exec' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
-  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, handoverWait, imageUnusedFor, gatewayPort, services, ...node } = c;
+  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, handoverWait, imageUnusedFor, gatewayPort, services, exec, ...node } = c;
   if (c.monitorPort !== 0) checkMonitorBinding(stripBrackets(c.monitorListen), c.monitorToken);
   return {
     ...node,
@@ -128,6 +131,7 @@ export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
       handoverWaitMs: handoverWait,
       gatewayPort,
       services,
+      exec,
     }),
   };
 }

@@ -61,6 +61,8 @@ export interface WorkerSettings {
   gatewayPort?: number | undefined;
   /** Whether this node hosts service replicas. */
   services?: boolean | undefined;
+  /** Whether this node takes exec sessions into its running tasks (`hivemind exec`). */
+  exec?: boolean | undefined;
 }
 
 /** Compiled: the same names, every default applied. Undefined where "not set" has a meaning of its own. */
@@ -90,6 +92,7 @@ export interface CompiledWorkerSettings {
   workerVersion: string;
   gatewayPort: number;
   services: boolean;
+  exec: boolean;
 }
 
 function positive(name: string, v: number | undefined, dflt: number, integer = false): number {
@@ -140,5 +143,6 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
     workerVersion: raw.workerVersion ?? VERSION,
     gatewayPort,
     services: raw.services ?? D.services,
+    exec: raw.exec ?? D.exec,
   };
 }

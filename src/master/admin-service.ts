@@ -30,6 +30,7 @@ import { resolveTaskData, type HeldDataLookup } from './task-data-mounts.js';
 import { parseDigest } from '../protocol/data-rules.js';
 import { adminUnary } from './admin-unary.js';
 import type { ServiceAdmin } from './service-admin.js';
+import type { ExecService } from './exec-service.js';
 
 export interface AdminServiceDeps extends MasterServiceDeps {
   /** The data sets the master holds, and the references of tasks to them (DataStore). */
@@ -45,6 +46,8 @@ export interface AdminServiceDeps extends MasterServiceDeps {
   onNodeRemoved?: (nodeId: string) => Promise<void>;
   /** The service RPCs (service-admin.ts). */
   serviceAdmin: Pick<ServiceAdmin, 'handlers'>;
+  /** Exec sessions into running tasks (exec-service.ts). */
+  exec: Pick<ExecService, 'handleClient'>;
 }
 
 /** GetTask and WatchTask answers stay under this (the message cap is 4 MiB): oldest events go first. */
@@ -112,6 +115,7 @@ export class AdminService {
       revokeEnrollmentToken: this.unary((r: RevokeTokenRequest) => this.revokeToken(r)),
       removeNode: this.unary((r: RemoveNodeRequest) => this.removeNode(r)),
       ...this.d.serviceAdmin.handlers(),
+      exec: (call) => this.d.exec.handleClient(call),
     };
   }
 

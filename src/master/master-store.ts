@@ -241,6 +241,11 @@ export class MasterStore {
       .map((r) => ({ state: r.state as TaskState, at: r.at, nodeId: r.node_id, attempt: r.attempt, message: r.message }));
   }
 
+  /** An event that is not a state change (an exec session): shown in the task's history. */
+  addEvent(taskId: string, e: TaskEventRow): void {
+    this.insertEvent(taskId, e);
+  }
+
   private insertEvent(taskId: string, e: TaskEventRow): void {
     this.stmts.insertEvent.run(taskId, e.state, e.at, e.nodeId, e.attempt, e.message);
   }

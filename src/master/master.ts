@@ -34,6 +34,7 @@ import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout,
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
 import { AdminServiceDefinition, DataServiceDefinition } from '../protocol/chunk-codec.js';
+import { ExecService } from './exec-service.js';
 import { SizeCappedEnrollService, SizeCappedNodeService } from './size-capped-services.js';
 import { AdminService } from './admin-service.js';
 import { DataFiles } from './data-files.js';
@@ -230,6 +231,7 @@ export class Master {
     private readonly data: DataService,
     private readonly services: ServiceParts,
     private readonly gateway: Gateway | undefined,
+    private readonly exec: ExecService,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -251,6 +253,10 @@ export class Master {
       dataStore = DataStore.open(join(opts.dataDir, 'master.db'));
       const dataFiles = await DataFiles.create(opts.dataDir);
       const common = { store, blobs, auth, registry, tasks, events, clock, log };
+      // Opened before the node service: exec sessions resolve a service's replicas through it.
+      serviceStore = ServiceStore.open(join(opts.dataDir, 'master.db'));
+      const services0 = serviceStore;
+      const exec = new ExecService({ auth, store, registry, replicaTasks: (name) => services0.replicaTasks(name), clock, log: log.child({ component: 'exec' }) });
       // No legitimate message a master receives comes near 1 MiB (chunks are 256 KiB, a spec at most
       // 256 KiB); grpc-js refuses a larger one from its length prefix instead of reading it whole.
       const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES };
@@ -275,6 +281,7 @@ export class Master {
           dataFiles,
           removedData: dataStore,
           reportIntervalMs: opts.reportIntervalMs,
+          exec,
           tunnel: { subnet: parseSubnet(hub.subnetCidr), ...(hub.mesh ? { meshPeers: () => hub.meshPeers() } : {}) },
         });
         const nodeServer = new Server(serverOptions);
@@ -283,11 +290,10 @@ export class Master {
         enrollServer.addService(SizeCappedEnrollService, new EnrollService({ store, auth, hub, clock, log }).handlers());
         tunnel = { hub, nodeServer, enrollServer, enrollListen, tls };
       } else {
-        nodeService = new NodeService({ ...common, dataFiles, removedData: dataStore, reportIntervalMs: opts.reportIntervalMs });
+        nodeService = new NodeService({ ...common, dataFiles, removedData: dataStore, reportIntervalMs: opts.reportIntervalMs, exec });
         server.addService(SizeCappedNodeService, nodeService.handlers());
       }
       const hub = tunnel?.hub;
-      serviceStore = ServiceStore.open(join(opts.dataDir, 'master.db'));
       const heldData = dataStore;
       const manager = new ServiceManager({
         services: serviceStore,
@@ -325,6 +331,7 @@ export class Master {
       const serviceAdmin = new ServiceAdmin({ auth, manager, services: serviceStore, clock, log, gatewayUrl: endpointBase, ...(traffic ? { traffic } : {}) });
       const adminService = new AdminService({
         serviceAdmin,
+        exec,
         ...common,
         maxAttempts: opts.maxAttempts,
         maxInputArchiveBytes: opts.maxInputArchiveBytes,
@@ -336,7 +343,7 @@ export class Master {
       server.addService(AdminServiceDefinition, adminService.handlers());
       const data = new DataService({ store: dataStore, files: dataFiles, auth, clock, log, maxDataBytes: opts.maxDataBytes });
       server.addService(DataServiceDefinition, data.handlers());
-      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway);
+      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec);
       return master;
     } catch (err) {
       serviceStore?.close();
@@ -426,6 +433,7 @@ export class Master {
     await step('gateway', () => this.gateway?.close());
     await step('services', () => this.services.manager.close());
     await step('tasks', () => this.tasks.close());
+    await step('exec sessions', () => this.exec.close());
     await step('node streams', () => this.nodeService.close());
     await step('server', () => new Promise<void>((resolve) => {
       const cut = setTimeout(() => {

@@ -34,6 +34,7 @@ import { dataSource, inputSource, type DownloadSource } from './node-downloads.j
 import { dropRemovedData } from './data-reclaim.js';
 import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, MAX_TASK_ID_CHARS, maxReportsPerMinute } from '../protocol/node-limits.js';
 import { randomBytes } from 'node:crypto';
+import type { ExecService } from './exec-service.js';
 
 export const MASTER_VERSION = '0.1.0';
 
@@ -48,6 +49,8 @@ export interface NodeServiceDeps extends MasterServiceDeps {
    * carries, so a credential replayed from elsewhere is refused.
    */
   tunnel?: { subnet: Subnet; meshPeers?: () => Promise<MeshPeer[]> };
+  /** Exec sessions: a node's ExecSession attaches to one (exec-service.ts). */
+  exec: Pick<ExecService, 'handleNode'>;
 }
 
 /** Uploads are for tasks still running: a result sent after the terminal state is late work. */
@@ -133,6 +136,13 @@ export class NodeService {
       getUploadOffset: unary((call) => this.getUploadOffset(call)),
       uploadResult: (call, cb) => void this.uploadResult(call, cb),
       pushLogs: (call, cb) => void this.pushLogs(call, cb),
+      execSession: (call) => {
+        try {
+          this.d.exec.handleNode(call, this.nodeOf(call));
+        } catch (err) {
+          call.emit('error', toServiceError(err));
+        }
+      },
     };
   }
 
@@ -216,6 +226,7 @@ export class NodeService {
     registry.seen(node.id, node.name);
     registry.updateCapacity(node.id, req.free, req.accepting, req.running.map((r) => r.taskId));
     registry.setGateway(node.id, req.gateway && this.pipeHost(call, node, req.gateway));
+    registry.setExec(node.id, req.exec);
     const detach = registry.attach(node.id, { send: (cmd) => call.write(cmd), close: (err) => call.emit('error', toServiceError(err)) });
     this.subscribers.add(call);
     const gone = () => {
@@ -225,7 +236,7 @@ export class NodeService {
     call.once('cancelled', gone);
     call.once('close', gone);
     call.once('error', gone);
-    this.d.log.info({ nodeId: node.id, running: req.running.length, accepting: req.accepting }, 'node subscribed');
+    this.d.log.info({ nodeId: node.id, running: req.running.length, accepting: req.accepting, exec: req.exec }, 'node subscribed');
     try {
       tasks.reconcile(node, req.running);
     } catch (err) {

@@ -36,6 +36,8 @@ interface Presence {
   cache: { held: ReadonlySet<string>; room: number } | undefined;
   /** Its gateway pipe as the master reaches it (from its Subscribe): it hosts service replicas. */
   gateway: NodePipeAddress | undefined;
+  /** Its current Subscribe said it takes exec sessions (SubscribeRequest.exec). */
+  exec: boolean;
 }
 
 /** A report's cache status as the scheduler reads it: held digests in a Set, room = free + evictable. */
@@ -57,7 +59,7 @@ export class NodeRegistry {
   private entry(nodeId: string, label?: string): Presence {
     let p = this.nodes.get(nodeId);
     if (!p) {
-      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined };
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false };
       this.nodes.set(nodeId, p);
     }
     if (label) p.label = label;
@@ -108,6 +110,15 @@ export class NodeRegistry {
   /** The gateway pipe of the node's current Subscribe; undefined: it hosts no replicas. */
   setGateway(nodeId: string, pipe: NodePipeAddress | undefined): void {
     this.entry(nodeId).gateway = pipe;
+  }
+
+  /** Whether the node's current Subscribe allows exec sessions into its tasks. */
+  setExec(nodeId: string, allowed: boolean): void {
+    this.entry(nodeId).exec = allowed;
+  }
+
+  allowsExec(nodeId: string): boolean {
+    return this.nodes.get(nodeId)?.exec ?? false;
   }
 
   /** Where the gateway reaches the node's replicas, while the node is online. */

@@ -3,6 +3,7 @@
 // they happen (and the Services panel every SERVICES_PUSH_MS while replicas run, for their rates).
 // It only reads the worker through MonitoredNode/MonitorStore and only changes it
 // through pause/resume/cancelTask. See docs/monitor.md for the contract with the page.
+import { registerExecMetrics } from './exec-metrics.js';
 import { createServer, type Server as HttpServer } from 'node:http';
 import express, { type Request, type Response, type NextFunction } from 'express';
 import { Server as SocketServer } from 'socket.io';
@@ -90,6 +91,7 @@ export class MonitorServer {
     this.live = new LiveTasks((id, attempt) => d.store.getTask(id, attempt));
     this.logs = new LogRelay({ ...DEFAULT_LOG_RELAY, ...opts.logRelay, emit: (push) => this.io.to(`log:${push.taskId}`).emit('log', push) });
     this.metrics = new MonitorMetrics(() => d.clock.now(), () => d.node.runningTasks().length, () => d.node.accepting, d.node.dataCache, d.node);
+    registerExecMetrics(this.metrics.registry, () => d.node.execCounters);
     this.guard = createGuard({ port: () => this.port, token: opts.token, listenHost: opts.host });
     this.http = createServer(this.app());
     this.io = new SocketServer(this.http, {
@@ -368,7 +370,7 @@ export class MonitorServer {
       if (!rec) return void res.status(404).json({ error: `no task ${req.params.id} on this node` });
       const live = this.logs.tail(rec.taskId);
       const tail = live && live.attempt === rec.attempt && !rec.finishedAt ? live.text : rec.logTail;
-      res.json({ task: taskDetailView(rec, this.d.store.taskEvents(rec.taskId, rec.attempt), tail) });
+      res.json({ task: taskDetailView(rec, this.d.store.taskEvents(rec.taskId, rec.attempt), tail, this.d.store.execSessions(rec.taskId, rec.attempt)) });
     });
     api.get('/tasks/:id/logs', (req, res) => {
       const rec = this.d.store.latestAttempt(String(req.params.id));

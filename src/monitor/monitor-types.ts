@@ -87,6 +87,8 @@ export interface TaskDetailView extends TaskRowView {
   env: string[];
   events: { state: string; message: string; atMs: number }[];
   logTail: string;
+  /** Exec sessions into this attempt, oldest first (`hivemind exec`); endedAtMs and exitCode null while one runs. */
+  execSessions: { startedAtMs: number; command: string[]; tty: boolean; endedAtMs: number | null; exitCode: number | null; error: string }[];
 }
 
 /** A resource sample as the page gets it: the report's machine-wide figures (no tasks, no capacity). */

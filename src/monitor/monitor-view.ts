@@ -1,5 +1,6 @@
 // Pure mappings from the worker's records (protobuf-shaped, SQLite rows) to the monitor's JSON.
 // Nothing secret crosses here: env values, credentials and keys have no field to land in.
+import type { ExecSessionRow } from '../worker/store/worker-store.js';
 import { outcomeKindToJSON, taskStateToJSON, type ResourceReport, type TaskOutcome, type TaskProgress, type TaskSpec, type TaskState, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { ContributionPoint, TaskEventRecord, TaskRecord } from '../worker/contracts.js';
 import type { ContributionView, LimitsView, OutcomeKindName, OutcomeView, SampleView, TaskDetailView, TaskProgressView, TaskRowState, TaskRowView, TunnelView } from './monitor-types.js';
@@ -45,13 +46,14 @@ export function taskRowView(r: TaskRecord): TaskRowView {
   };
 }
 
-export function taskDetailView(r: TaskRecord, events: TaskEventRecord[], logTail: string): TaskDetailView {
+export function taskDetailView(r: TaskRecord, events: TaskEventRecord[], logTail: string, execs: ExecSessionRow[] = []): TaskDetailView {
   return {
     ...taskRowView(r),
     limits: limitsView(r.assignment.spec),
     env: [...(r.assignment.spec?.env.keys() ?? [])].sort(),
     events: events.map((e) => ({ state: stateName(e.state), message: e.message, atMs: e.at })),
     logTail,
+    execSessions: execs.map((e) => ({ startedAtMs: e.startedAt, command: e.command, tty: e.tty, endedAtMs: e.endedAt ?? null, exitCode: e.exitCode ?? null, error: e.error })),
   };
 }
 

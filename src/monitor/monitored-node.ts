@@ -2,6 +2,8 @@
 // be tested against a fake and cannot reach into the worker's internals.
 import type { EventEmitter } from 'node:events';
 import type { Capacity, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { ExecCounters } from '../worker/exec-sessions.js';
+import type { ExecSessionRow } from '../worker/store/worker-store.js';
 import type { ContributionPoint, DataCacheView, GatewayPipeView, ReplicaView, HistoryFilter, HistoryPage, HostFacts, NodeBudget, TaskEventRecord, TaskRecord, WorkerEvents } from '../worker/contracts.js';
 
 export interface MonitoredNode extends EventEmitter<WorkerEvents> {
@@ -18,6 +20,8 @@ export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly dataCache?: DataCacheView | undefined;
   /** The gateway pipe while it listens (port and counters); undefined on a node that hosts no services. */
   readonly gateway: GatewayPipeView | undefined;
+  /** Exec sessions started, refused and open now. */
+  readonly execCounters: ExecCounters;
   freeCapacity(): Capacity;
   /** The service replicas running here, each with its executor's latest status. */
   replicas(): ReplicaView[];
@@ -33,6 +37,7 @@ export interface MonitorStore {
   latestAttempt(taskId: string): TaskRecord | undefined;
   getTask(taskId: string, attempt: number): TaskRecord | undefined;
   taskEvents(taskId: string, attempt: number): TaskEventRecord[];
+  execSessions(taskId: string, attempt?: number): ExecSessionRow[];
   samples(sinceMs?: number): ResourceReport[];
   contributions(sinceMs: number): ContributionPoint[];
   contributionTotal(): number;

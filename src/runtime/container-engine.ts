@@ -2,6 +2,7 @@
 // with dockerode; unit tests use hand-written fakes. Field names follow the Docker Engine API so
 // that the implementation passes them through unchanged.
 import type { Readable } from 'node:stream';
+import type { ExecOptions, ExecProcess } from './exec-process.js';
 
 /** The subset of Docker's container-create body the runner sets (Engine API v1.41). */
 export interface ContainerCreateConfig {
@@ -187,6 +188,11 @@ export interface ContainerEngine {
    * rotates under it, the end included; this reads the end once the container has exited.
    */
   readLogsSince(id: string, sinceNs: bigint, keepLastBytes: number, signal?: AbortSignal): Promise<LogsSince>;
+  /**
+   * Starts a command in a running container (`docker exec`), unprivileged, as `options.user`: same
+   * cgroup limits and namespaces as the container's own process. Resolves once it runs.
+   */
+  exec(id: string, options: ExecOptions, signal?: AbortSignal): Promise<ExecProcess>;
 }
 
 export interface LogsSince {

@@ -19,6 +19,7 @@ import type {
   VolumeSummary,
 } from './container-engine.js';
 import { LogFrameDecoder, type LogMessage } from './log-frames.js';
+import { DockerExecProcess, type ExecOptions, type ExecProcess } from './exec-process.js';
 
 /** An EngineError that remembers the HTTP status the engine answered with (0 when none). */
 export class EngineRequestError extends EngineError {
@@ -262,6 +263,10 @@ export class DockerEngine implements ContainerEngine {
       await nextTurn();
     }
     return { messages: kept, skippedBytes };
+  }
+
+  async exec(id: string, options: ExecOptions, signal?: AbortSignal): Promise<ExecProcess> {
+    return (await this.call(`exec in container ${short(id)}`, signal, () => DockerExecProcess.start(this.docker.getContainer(id), options, signal)))!;
   }
 
   async followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void> {

@@ -3,13 +3,13 @@
 // /output collected as a checked tar.gz in the spool dir, and everything removed afterwards.
 // The parts live beside it: attempt-resources (volumes, containers, cleanup), log-follower,
 // task-outcome (the outcome decision), result-collector and orphan-reaper.
-import { AbortedError, ArchiveCapError, EngineError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
+import { AbortedError, ArchiveCapError, ExecRefusedError, EngineError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
-import { abortOutcomeKind, asAbortReason, type AbortReason, type ExecutionResult, type TaskExecution, type TaskExecutor } from '../worker/contracts.js';
+import { abortOutcomeKind, asAbortReason, type AbortReason, type ExecRequest, type ExecutionResult, type TaskExecution, type TaskExecutor } from '../worker/contracts.js';
 import type { OutputVolumes } from './output-volume.js';
 import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState } from './container-engine.js';
-import { RUNNER_DEFAULTS, buildContainerConfig, containerName, effectiveLimits, volumeNames, type RunnerDefaults } from './container-spec.js';
+import { RUNNER_DEFAULTS, TASK_GID, TASK_UID, buildContainerConfig, containerName, effectiveLimits, volumeNames, type RunnerDefaults } from './container-spec.js';
 import { LABEL_ATTEMPT, nodeLabelFilters } from './labels.js';
 import { HostPathError } from './host-paths.js';
 import { LogTail } from './log-tail.js';
@@ -24,6 +24,7 @@ import type { HealthTiming } from './replica-health.js';
 import type { RestartPolicy } from './replica-restart.js';
 import { servicesSupported, type NetnsConnectorOptions } from './netns-connector.js';
 import type { Duplex } from 'node:stream';
+import type { ExecProcess } from './exec-process.js';
 
 export { NO_EXIT_CODE, overCapMessage } from './task-outcome.js';
 export { reapOrphans, type ReapResult } from './orphan-reaper.js';
@@ -96,6 +97,13 @@ export class DockerTaskRunner implements TaskExecutor {
   /** A new connection to a running replica's port (ReplicaUnreachableError when there is none). */
   connect(taskId: string, attempt: number, signal?: AbortSignal): Promise<Duplex> {
     return this.replicas.connect(taskId, attempt, signal);
+  }
+
+  /** A command in the attempt's running container, as the task's user (ExecRefusedError when none runs). */
+  async exec(taskId: string, attempt: number, request: ExecRequest, signal?: AbortSignal): Promise<ExecProcess> {
+    const found = await this.attemptContainer(taskId, attempt, signal);
+    if (!found?.state.running) throw new ExecRefusedError(`task ${taskId}: its container is not running on this node (${found ? found.state.status : 'none'})`);
+    return this.engine.exec(found.id, { ...request, user: `${TASK_UID}:${TASK_GID}` }, signal);
   }
 
   async reclaim(keepTaskIds: readonly string[]): Promise<ReapResult> {

@@ -3,6 +3,7 @@
 import type { Duplex } from 'node:stream';
 import { OutcomeKind, type NodeFacts, type ReplicaStatus, type ResourceReport, type TaskOutcome, type TaskProgress, type TaskSpec, type TaskState, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment, TaskUpdate } from '../protocol/gen/hivemind/v1/node.js';
+import type { ExecOptions, ExecProcess } from '../runtime/exec-process.js';
 
 // ---------------------------------------------------------------- lifecycle
 
@@ -344,4 +345,13 @@ export interface TaskExecutor {
    * Absent: it can whenever connect() exists. Asked once, when the worker starts.
    */
   servicesSupported?(): Promise<{ ok: boolean; reason?: string }>;
+  /**
+   * Starts a command in the running container of an attempt this executor runs now, as the task's
+   * own user (docs/exec.md). Rejects with ExecRefusedError when the attempt has no running
+   * container here. An executor without it takes no exec sessions.
+   */
+  exec?(taskId: string, attempt: number, request: ExecRequest, signal?: AbortSignal): Promise<ExecProcess>;
 }
+
+/** A command to run in a task's container: what ExecOptions holds except the user, which the executor decides. */
+export type ExecRequest = Omit<ExecOptions, 'user'>;

@@ -2,8 +2,9 @@
 // chunk by chunk with backpressure, so memory stays constant whatever the archive size.
 import { stat } from 'node:fs/promises';
 import type { ClientWritableStream, Metadata, ServiceError } from '@grpc/grpc-js';
-import type { LogChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { ExecInput, LogChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import {
+  type ExecNodeMessage,
   type NodeServiceClient,
   type NodeCommand,
   type RegisterRequest,
@@ -26,6 +27,7 @@ import { sendWithTrailer } from '../transfer/checksum-upload.js';
 import { downloadResumable, type OffsetChunk } from '../transfer/resumable-download.js';
 import {
   InputChecksumError,
+  type ExecChannel,
   TransferError,
   type LogSink,
   type MasterConnection,
@@ -228,6 +230,38 @@ export class GrpcMasterConnection implements MasterConnection {
         if (!broken && call.writable) call.end();
         await acked;
       },
+    };
+  }
+
+  execSession(): ExecChannel {
+    const call = this.track(this.client.execSession(this.md()));
+    let over = false;
+    let ended: ((err?: Error) => void) | undefined;
+    const finish = (err?: Error) => {
+      if (over) return;
+      over = true;
+      ended?.(err);
+    };
+    // Both ways: a failed or cancelled call (error) and the master's clean end.
+    call.on('error', (err: Error) => finish(err));
+    call.on('end', () => finish());
+    return {
+      write: (message: ExecNodeMessage) => {
+        if (over || !call.writable) return true;
+        return call.write(message);
+      },
+      onDrain: (listener) => void call.once('drain', listener),
+      listen: (onInput: (input: ExecInput) => void, onEnd) => {
+        ended = onEnd;
+        call.on('data', onInput);
+        if (over) onEnd();
+      },
+      pause: () => void call.pause(),
+      resume: () => void call.resume(),
+      end: () => {
+        if (call.writable) call.end();
+      },
+      cancel: () => call.cancel(),
     };
   }
 

@@ -1,7 +1,8 @@
 // The worker's only view of its master: a narrow interface over the NodeService calls, so
 // the worker loop is tested with an in-memory fake and gRPC stays in one adapter.
-import type { LogChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { ExecInput, LogChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type {
+  ExecNodeMessage,
   NodeCommand,
   RegisterRequest,
   RegisterResponse,
@@ -35,6 +36,21 @@ export interface LogSink {
   end(): Promise<void>;
 }
 
+/** The node's end of NodeService.ExecSession (grpc-master-connection.ts; a fake in tests). */
+export interface ExecChannel {
+  /** Queues a message; false when the stream's buffer is full (wait for onDrain). */
+  write(message: ExecNodeMessage): boolean;
+  onDrain(listener: () => void): void;
+  /** The master's messages, then `onEnd` once (with the error when the stream failed or was cancelled). */
+  listen(onInput: (input: ExecInput) => void, onEnd: (err?: Error) => void): void;
+  /** Stops / restarts taking the master's messages (stdin backpressure). */
+  pause(): void;
+  resume(): void;
+  /** Half-closes after the exit message. */
+  end(): void;
+  cancel(): void;
+}
+
 export interface MasterConnection {
   /**
    * Registers (bearer = enrollment token) or refreshes facts (bearer = node credential). On
@@ -59,6 +75,8 @@ export interface MasterConnection {
   /** `onProgress` gets the bytes the master holds so far (resumed offset included). */
   uploadResult(taskId: string, attempt: number, file: string, sha256: string, signal: AbortSignal, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<UploadResultResponse>;
   pushLogs(taskId: string, attempt: number): LogSink;
+  /** Opens NodeService.ExecSession (one exec session: attach first; see exec-sessions.ts). */
+  execSession(): ExecChannel;
   /** Idempotent; cancels open streams. */
   close(): void;
 }

@@ -158,7 +158,8 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
       const running = [...new Map(holding.map((t) => [taskKey(t.taskId, t.attempt), t])).values()];
       // Offered only while the pipe listens: a node without it gets no replicas.
       const gateway = gatewayPipe?.listening ? { gateway: { port: gatewayPipe.port, key: gatewayPipe.key } } : {};
-      return { running, ...capacity(), ...gateway };
+      // Exec is offered when the operator allows it and the executor can run commands in containers.
+      return { running, ...capacity(), ...gateway, exec: options.exec && deps.executor.exec !== undefined };
     },
     onCommand: (cmd) => worker.onCommand(cmd),
     onConnected: () => {

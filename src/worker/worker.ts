@@ -31,6 +31,7 @@ import type { HostFacts } from './resources/resource-probe.js';
 import type { AbortReason, DataCacheView, ReplicaView, WorkerEvents } from './contracts.js';
 import type { GatewayPipeCounters } from './gateway-pipe-server.js';
 import { NodeServices } from './node-services.js';
+import { ExecSessions, type ExecCounters } from './exec-sessions.js';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { composeWorker, nodeBudget, type WorkerDeps } from './worker-composition.js';
 
@@ -55,6 +56,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly active: ActiveTasks<RunningTask>;
   /** Whether this node hosts service replicas, and its gateway pipe. */
   private readonly services: NodeServices;
+  /** Exec sessions into this node's running tasks (`hivemind exec`). */
+  private readonly execs: ExecSessions;
   private drainPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private closing = false;
@@ -105,6 +108,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.taskRunDeps = parts.taskRunDeps;
     this.drop = parts.dropData;
     this.services = new NodeServices(options.services, parts.gatewayPipe, deps.executor, this.log);
+    const exec = deps.executor.exec?.bind(deps.executor);
+    this.execs = new ExecSessions({
+      allowed: options.exec,
+      logger: this.log,
+      clock: deps.clock,
+      task: (taskId, attempt) => this.execTarget(taskId, attempt),
+      exec,
+      openChannel: () => (this.master.session?.ready ? this.master.session.conn.execSession() : undefined),
+      recorder: {
+        started: (r) => deps.store.insertExecSession(r),
+        ended: (id, end) => deps.store.endExecSession(id, end),
+      },
+    });
     this.startedAt = deps.clock.now();
     this.lifecycle.on('change', (c) => {
       this.lastChange = c;
@@ -200,6 +216,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.services.gateway;
   }
 
+  /** Exec sessions started, refused and open now (for the monitor's metrics). */
+  get execCounters(): ExecCounters {
+    return this.execs.counters;
+  }
+
+  /**
+   * A running attempt as an exec session sees it: its signal aborts when the task is stopped or its
+   * run ends, whichever comes first, so that a session never outlives its task.
+   */
+  private execTarget(taskId: string, attempt: number): { signal: AbortSignal } | undefined {
+    const task = this.active.get(taskId, attempt);
+    if (!task || task.aborted) return undefined;
+    const ended = new AbortController();
+    void task.done.finally(() => ended.abort('ended'));
+    return { signal: AbortSignal.any([task.signal, ended.signal]) };
+  }
+
   runningTasks(): { taskId: string; attempt: number }[] {
     return this.active.list().map((t) => ({ taskId: t.taskId, attempt: t.attempt }));
   }
@@ -263,6 +296,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.active.abort(c.value.taskId, c.value.attempt, 'cancelled');
           break;
         case 'ping':
+          break;
+        case 'exec':
+          this.execs.open(c.value);
           break;
         case 'dropData':
           // Removed at the master: dropped from the cache once no task of this node holds them.
@@ -390,6 +426,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // The pipe stays open while the drain waits: replicas serve until the master hands them over
       // (drain() closes it before stopping the ones left).
       await step('drain tasks', () => this.drain());
+      await step('end exec sessions', () => this.execs.closeAll('the node is shutting down'));
       await step('close the gateway pipe', () => this.services.close());
       await step('deliver the outbox', () => this.deliverOutboxBriefly(2_000));
       await step('stop reports', () => this.reporter.stop());

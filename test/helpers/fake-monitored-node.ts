@@ -30,6 +30,7 @@ export class FakeNode extends EventEmitter<WorkerEvents> implements MonitoredNod
     interface: 'hivemind0', address: '10.8.0.2/24', masterEndpoint: '192.0.2.1:51820', latestHandshakeMs: Date.now() - 400_000,
     rxBytes: 10, txBytes: 20, state: 'stale', implementation: 'userspace',
   };
+  execCounters = { started: 0, refused: 0, active: 0 };
   get accepting() {
     return !this.isPaused;
   }

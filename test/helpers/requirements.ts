@@ -99,6 +99,14 @@ export function requireScript(t: TestContext): boolean {
   }, 'apt-get install bsdutils (util-linux)'));
 }
 
+/** The exec terminal test drives a real terminal: a tmux pane (send-keys, capture-pane). */
+export function requireTmux(t: TestContext): boolean {
+  return gate(t, missing('tmux', () => {
+    execFileSync('tmux', ['-V'], { stdio: 'pipe' });
+    return true;
+  }, 'apt-get install tmux'));
+}
+
 /** Mounting a tmpfs (a small disk that fills up) needs root. */
 export function requireMount(t: TestContext): boolean {
   return gate(t, missing('tmpfs mounts', () => {

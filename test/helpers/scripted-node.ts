@@ -1,10 +1,10 @@
 // A node driven step by step over the real NodeService protocol, for tests that need a master to
 // hold what a hostile node can send: any name, any outcome message, any result archive.
 import { createHash } from 'node:crypto';
-import { credentials, type ClientReadableStream, type Metadata } from '@grpc/grpc-js';
+import { credentials, type ClientDuplexStream, type ClientReadableStream, type Metadata } from '@grpc/grpc-js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
-import type { Capacity, DataCacheStatus, DataChunk, DataProgress, ReplicaStatus, ResourceReport, TaskOutcome, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
-import { NodeServiceClient, type NodeCommand, type RegisterResponse, type TaskAssignment, type TaskUpdateAck, type UploadResultResponse } from '../../src/protocol/gen/hivemind/v1/node.js';
+import type { Capacity, DataCacheStatus, DataChunk, ExecInput, DataProgress, ReplicaStatus, ResourceReport, TaskOutcome, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { NodeServiceClient, type ExecNodeMessage, type NodeCommand, type RegisterResponse, type TaskAssignment, type TaskUpdateAck, type UploadResultResponse } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { CHUNK_SIZE } from '../../src/protocol/transport.js';
 
 type Command = NonNullable<NodeCommand['command']>;
@@ -59,10 +59,10 @@ export class ScriptedNode {
   }
 
   /** Reports capacity (and a data cache, if given) and subscribes, so the master assigns tasks to this node. */
-  online(opts: { free?: Capacity; cache?: DataCacheStatus; gateway?: { port: number; key: string } } = {}): void {
+  online(opts: { free?: Capacity; cache?: DataCacheStatus; gateway?: { port: number; key: string }; exec?: boolean } = {}): void {
     void this.report(opts);
     const free = opts.free ?? FREE;
-    this.sub = this.client.subscribe({ running: [], free, accepting: true, ...(opts.gateway ? { gateway: opts.gateway } : {}) }, this.md!);
+    this.sub = this.client.subscribe({ running: [], free, accepting: true, exec: opts.exec ?? false, ...(opts.gateway ? { gateway: opts.gateway } : {}) }, this.md!);
     this.sub.on('data', (c: NodeCommand) => this.commands.push(c));
     this.sub.on('error', () => undefined);
   }
@@ -104,6 +104,11 @@ export class ScriptedNode {
       call.write({ part: { $case: 'trailer', value: { size: data.length, sha256: createHash('sha256').update(data).digest('hex') } } });
       call.end();
     });
+  }
+
+  /** Opens an ExecSession stream (the node's side of an exec session); the caller sends attach first. */
+  execSession(): ClientDuplexStream<ExecNodeMessage, ExecInput> {
+    return this.client.execSession(this.md!);
   }
 
   close(): void {

@@ -93,7 +93,7 @@ class FakeWorker {
 
   subscribe(running: { taskId: string; attempt: number }[] = [], free: Capacity = FREE): void {
     this.sub?.cancel();
-    this.sub = this.client.subscribe({ running, free, accepting: true }, this.md!);
+    this.sub = this.client.subscribe({ running, free, accepting: true, exec: false }, this.md!);
     this.sub.on('data', (c: NodeCommand) => {
       this.commands.push(c);
       this.waiters.splice(0).forEach((w) => w());
@@ -944,7 +944,7 @@ function subscribeOutcome(call: ClientReadableStream<unknown>, quietMs: number):
 }
 
 function trySubscribe(client: NodeServiceClient, md: Metadata, running: { taskId: string; attempt: number }[], quietMs = 1500): Promise<SubscribeOutcome> {
-  return subscribeOutcome(client.subscribe({ running, free: FREE, accepting: true }, md), quietMs);
+  return subscribeOutcome(client.subscribe({ running, free: FREE, accepting: true, exec: false }, md), quietMs);
 }
 
 test('a Subscribe naming 250,000 unknown tasks (3.5 MB) is refused unread; admin calls answer meanwhile and nothing is queued', async (t) => {
@@ -967,7 +967,7 @@ test('a Subscribe naming 250,000 unknown tasks (3.5 MB) is refused unread; admin
     listed.write(i.toString(16).padStart(8, '0'), at + 4, 'latin1');
     listed.set([0x10, 1], at + 12);
   }
-  const wire = Buffer.concat([listed, SubscribeRequest.encode({ running: [{ taskId, attempt: 1 }], free: FREE, accepting: true }).finish()]);
+  const wire = Buffer.concat([listed, SubscribeRequest.encode({ running: [{ taskId, attempt: 1 }], free: FREE, accepting: true, exec: false }).finish()]);
   assert.equal(SubscribeRequest.decode(wire).running.length, entries + 1);
   const md = bearerMetadata(w.credential);
   const raw = new GrpcClient(h.address, credentials.createInsecure());

@@ -175,7 +175,7 @@ test('a node announcing a malformed gateway pipe is refused with the reason', as
   ];
   for (const c of cases) {
     const err = await new Promise<ServiceError | undefined>((resolve) => {
-      const sub = node.client.subscribe({ running: [], free: { cpus: 1, memoryBytes: 1 << 30, gpuIndexes: [], taskSlots: 1 }, accepting: true, gateway: c.gateway }, bearerMetadata(reg.nodeCredential));
+      const sub = node.client.subscribe({ running: [], free: { cpus: 1, memoryBytes: 1 << 30, gpuIndexes: [], taskSlots: 1 }, accepting: true, exec: false, gateway: c.gateway }, bearerMetadata(reg.nodeCredential));
       sub.on('data', (_: NodeCommand) => undefined);
       sub.on('error', (e: ServiceError) => resolve(e));
       sub.on('end', () => resolve(undefined));

@@ -294,3 +294,23 @@ test('services: /api/services, the services push on connect and on a replica-sta
   assert.ok(metrics.includes('hivemind_gateway_pipe_connections_total{service="web"} 3\n'));
   assert.ok(metrics.includes('hivemind_gateway_pipe_bytes_total{service="web",direction="out"} 9000\n'));
 });
+
+test("exec sessions: a task's detail lists them from the node's history, /metrics counts them", async (t) => {
+  const { store, node } = await fixture(t);
+  store.insertTask({ taskId: 'x1', attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['sleep', '60'], env: new Map(), maxOutputBytes: 0, data: [] } }, [], 1_000);
+  store.insertExecSession({ sessionId: 'a'.repeat(32), taskId: 'x1', attempt: 1, startedAt: 2_000, command: ['sh', '-c', 'echo hi'], tty: false });
+  store.endExecSession('a'.repeat(32), { endedAt: 2_500, exitCode: 3, error: '' });
+  store.insertExecSession({ sessionId: 'b'.repeat(32), taskId: 'x1', attempt: 1, startedAt: 3_000, command: ['sh'], tty: true });
+  node.execCounters = { started: 2, refused: 5, active: 1 };
+  const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
+  t.after(() => m.close());
+  const { task } = (await (await fetch(`http://127.0.0.1:${m.port}/api/tasks/x1`)).json()) as { task: { execSessions: unknown[] } };
+  assert.deepEqual(task.execSessions, [
+    { startedAtMs: 2_000, command: ['sh', '-c', 'echo hi'], tty: false, endedAtMs: 2_500, exitCode: 3, error: '' },
+    { startedAtMs: 3_000, command: ['sh'], tty: true, endedAtMs: null, exitCode: null, error: '' },
+  ]);
+  const metrics = await (await fetch(`http://127.0.0.1:${m.port}/metrics`)).text();
+  assert.match(metrics, /^hivemind_worker_exec_sessions_started_total 2$/m);
+  assert.match(metrics, /^hivemind_worker_exec_sessions_refused_total 5$/m);
+  assert.match(metrics, /^hivemind_worker_exec_sessions_active 1$/m);
+});

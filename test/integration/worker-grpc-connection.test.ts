@@ -7,8 +7,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Server, ServerCredentials, status, type Metadata } from '@grpc/grpc-js';
-import { NodeServiceService, type NodeServiceServer, type NodeCommand, type UploadResultRequest } from '../../src/protocol/gen/hivemind/v1/node.js';
-import type { LogChunk } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { NodeServiceService, type ExecNodeMessage, type NodeServiceServer, type NodeCommand, type UploadResultRequest } from '../../src/protocol/gen/hivemind/v1/node.js';
+import type { ExecInput, LogChunk } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { readBearer } from '../../src/protocol/auth-metadata.js';
 import { CHUNK_SIZE } from '../../src/protocol/transport.js';
 import { GrpcMasterConnection } from '../../src/worker/grpc-master-connection.js';
@@ -24,10 +24,11 @@ interface ServerState {
   bearers: string[];
   logs: LogChunk[];
   commands: NodeCommand[];
+  exec: ExecNodeMessage[];
 }
 
 async function startServer(t: { after(fn: () => unknown): void }): Promise<{ address: string; state: ServerState }> {
-  const state: ServerState = { input: randomBytes(3 * CHUNK_SIZE + 123), downloadOffsets: [], stored: Buffer.alloc(0), uploadHeaders: [], bearers: [], logs: [], commands: [] };
+  const state: ServerState = { input: randomBytes(3 * CHUNK_SIZE + 123), downloadOffsets: [], stored: Buffer.alloc(0), uploadHeaders: [], bearers: [], logs: [], commands: [], exec: [] };
   const auth = (md: Metadata) => {
     const b = readBearer(md) ?? '';
     state.bearers.push(b);
@@ -80,6 +81,19 @@ async function startServer(t: { after(fn: () => unknown): void }): Promise<{ add
         cb(null, { size, sha256: digest });
       });
     },
+    // A scripted master: after the attach it sends stdin and its end, and ends once the exit came;
+    // a session id of zeros is cut at once (the client went away).
+    execSession: (call) => {
+      call.on('data', (m: ExecNodeMessage) => {
+        state.exec.push(m);
+        if (m.message?.$case === 'attach') {
+          if (/^0+$/.test(m.message.value.sessionId)) return void call.emit('error', { code: status.CANCELLED, details: 'client gone' });
+          call.write({ input: { $case: 'stdin', value: Buffer.from('hi') } });
+          call.write({ input: { $case: 'stdinEof', value: true } });
+        }
+        if (m.message?.$case === 'output' && m.message.value.output?.$case === 'exit') call.end();
+      });
+    },
     pushLogs: (call, cb) => {
       call.on('data', (c: LogChunk) => state.logs.push(c));
       call.on('end', () => cb(null, { chunks: state.logs.length }));
@@ -113,7 +127,7 @@ test('register switches to the node credential; unary calls and commands flow', 
 
   state.commands = [{ command: { $case: 'ping', value: { atMs: 5 } } }];
   const got: NodeCommand[] = [];
-  const sub = conn.subscribe({ running: [], free: undefined, accepting: true }, (c) => got.push(c));
+  const sub = conn.subscribe({ running: [], free: undefined, accepting: true, exec: false }, (c) => got.push(c));
   assert.equal(await sub.closed, undefined, 'a clean end of the command stream');
   assert.deepEqual(got, state.commands);
 
@@ -169,4 +183,28 @@ test('result upload asks for the offset first and sends only the rest', async (t
   const aborted = new AbortController();
   aborted.abort('cancelled');
   await assert.rejects(conn.uploadResult('t', 1, file, sha(result), aborted.signal));
+});
+
+test('an exec session stream: attach, the master\'s input, the exit, a clean end; a cut stream ends with its error', async (t) => {
+  const { address, state } = await startServer(t);
+  const conn = new GrpcMasterConnection(address);
+  t.after(() => conn.close());
+  await conn.register({ name: 'w', facts: undefined }, 'cred');
+  const ch = conn.execSession();
+  const inputs: ExecInput[] = [];
+  const ended = new Promise<Error | undefined>((resolve) => ch.listen((i) => {
+    inputs.push(i);
+    if (i.input?.$case === 'stdinEof') ch.write({ message: { $case: 'output', value: { output: { $case: 'exit', value: { code: 0, error: '' } } } } });
+  }, resolve));
+  ch.write({ message: { $case: 'attach', value: { sessionId: 'f'.repeat(32) } } });
+  assert.equal(await ended, undefined, 'the master ended the stream cleanly');
+  ch.end();
+  assert.deepEqual(inputs.map((i) => i.input?.$case), ['stdin', 'stdinEof']);
+  assert.deepEqual(state.exec.map((m) => m.message?.$case), ['attach', 'output']);
+
+  const cut = conn.execSession();
+  const cutEnd = new Promise<Error | undefined>((resolve) => cut.listen(() => undefined, resolve));
+  cut.write({ message: { $case: 'attach', value: { sessionId: '0'.repeat(32) } } });
+  const err = await cutEnd;
+  assert.ok(err, 'a cut stream ends with an error');
 });

@@ -7,7 +7,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { OutcomeKind, TaskProgress, TaskState, type ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type { TaskAssignment } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { MIGRATIONS } from '../../src/worker/store/migrations.js';
-import { WorkerStore } from '../../src/worker/store/worker-store.js';
+import { EXEC_HISTORY_COMMAND_CHARS, EXEC_HISTORY_KEEP, WorkerStore } from '../../src/worker/store/worker-store.js';
 import { loadIdentity, saveIdentity, identityPath } from '../../src/worker/identity-file.js';
 
 async function tempDir(t: { after(fn: () => unknown): void }): Promise<string> {
@@ -298,4 +298,22 @@ test("a progress update: its metrics survive the outbox's JSON row, the task kee
   assert.deepEqual([...sent[1]!.metrics.keys()], ['loss', '__proto__']);
   assert.deepEqual(store.getTask('t1', 1)!.progress, progress);
   assert.deepEqual(store.taskEvents('t1', 1).map((e) => e.seq), [1], 'a progress report is not a transition');
+});
+
+test('exec sessions: recorded with their end, a hostile command cut to a bounded size, only the newest EXEC_HISTORY_KEEP kept', async (t) => {
+  const dir = await tempDir(t);
+  const store = WorkerStore.open(path.join(dir, 'w.db'));
+  t.after(() => store.close());
+  const long = Array.from({ length: 64 }, () => 'x'.repeat(128));
+  store.insertExecSession({ sessionId: 's0', taskId: 't1', attempt: 1, startedAt: 1, command: long, tty: true });
+  store.endExecSession('s0', { endedAt: 2, exitCode: 137, error: 'e'.repeat(5_000) });
+  const [row] = store.execSessions('t1');
+  assert.ok(JSON.stringify(row!.command).length <= EXEC_HISTORY_COMMAND_CHARS, 'the command is cut');
+  assert.equal(row!.command.at(-1), '…');
+  assert.equal(row!.command[0], 'x'.repeat(128), 'whole arguments kept while they fit');
+  assert.equal(row!.error.length, 1024);
+  assert.deepEqual([row!.endedAt, row!.exitCode, row!.tty], [2, 137, true]);
+  for (let i = 1; i <= EXEC_HISTORY_KEEP; i++) store.insertExecSession({ sessionId: `s${i}`, taskId: 't2', attempt: 1, startedAt: 10 + i, command: ['sh'], tty: false });
+  assert.equal(store.execSessions('t1').length, 0, 'the oldest went');
+  assert.equal(store.execSessions('t2', 1).length, EXEC_HISTORY_KEEP);
 });

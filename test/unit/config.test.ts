@@ -228,6 +228,15 @@ test('worker config: the gateway port and services, defaults and every source', 
   assert.throws(() => compileWorkerConfig({ env: { HIVEMIND_SERVICES: 'maybe' }, flags: {} }), /HIVEMIND_SERVICES: expected true or false/);
 });
 
+test('worker config: exec on by default, turned off from the file, env or --no-exec', () => {
+  assert.equal(compileWorkerConfig({ env: {}, flags: {} }).exec, true);
+  const file = { worker: { exec: false } };
+  assert.equal(compileWorkerConfig({ file, env: {}, flags: {} }).exec, false);
+  assert.equal(compileWorkerConfig({ file, env: { HIVEMIND_EXEC: 'true' }, flags: {} }).exec, true, 'env over the file');
+  assert.equal(compileWorkerConfig({ env: { HIVEMIND_EXEC: 'true' }, flags: { exec: false } }).exec, false, '--no-exec over env');
+  assert.throws(() => compileWorkerConfig({ env: { HIVEMIND_EXEC: 'perhaps' }, flags: {} }), /HIVEMIND_EXEC: expected true or false/);
+});
+
 test('worker config: the handover wait of a drain, 30 s by default, from env or flag; negative refused', () => {
   assert.equal(compileWorkerConfig({ env: {}, flags: {} }).handoverWaitMs, 30_000);
   assert.equal(compileWorkerConfig({ env: { HIVEMIND_HANDOVER_WAIT: '2m' }, flags: {} }).handoverWaitMs, 120_000);

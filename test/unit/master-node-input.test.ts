@@ -114,7 +114,7 @@ test('a running list longer than the node\'s slots allow is refused before any e
 });
 
 test('node messages over their size cap are not decoded; the handler refuses them by size', () => {
-  const big = Buffer.from(SubscribeRequest.encode({ running: Array.from({ length: 250_000 }, (_, i) => ({ taskId: i.toString(16).padStart(8, '0'), attempt: 1 })), free: undefined, accepting: true }).finish());
+  const big = Buffer.from(SubscribeRequest.encode({ running: Array.from({ length: 250_000 }, (_, i) => ({ taskId: i.toString(16).padStart(8, '0'), attempt: 1 })), free: undefined, accepting: true, exec: false }).finish());
   assert.ok(big.length > 3_000_000);
   const started = performance.now();
   const msg = SizeCappedNodeService.subscribe.requestDeserialize(big);
@@ -147,7 +147,7 @@ test('node messages over their size cap are not decoded; the handler refuses the
   const largestFacts = facts({ labels: new Map(Array.from({ length: MAX_LABELS }, (_, i) => [`${i}`.padEnd(128, 'k'), 'v'.repeat(256)])), gpus: Array.from({ length: MAX_GPUS }, (_, i) => ({ ...gpu(i), uuid: 'u'.repeat(64), name: 'n'.repeat(128) })) });
   validateRegistration('n'.repeat(253), largestFacts);
   assert.ok(RegisterRequest.encode({ name: 'n'.repeat(253), facts: largestFacts }).finish().length <= 128 * 1024);
-  const largestSub = { running: Array.from({ length: heldTaskLimit(256) }, () => ({ taskId: 't'.repeat(64), attempt: 4_000_000_000 })), free: undefined, accepting: true };
+  const largestSub = { running: Array.from({ length: heldTaskLimit(256) }, () => ({ taskId: 't'.repeat(64), attempt: 4_000_000_000 })), free: undefined, accepting: true, exec: true };
   assert.ok(SubscribeRequest.encode(largestSub).finish().length <= MAX_SUBSCRIBE_BYTES);
 });
 

@@ -1,6 +1,8 @@
 // Worker agent behaviour with hand-written fakes of the master connection, the executor and
 // the probe (the store is a real SQLite file in a temp dir).
 import { test, type TestContext } from 'node:test';
+import { FakeExecChannel, FakeExecProcess } from '../helpers/fake-exec.js';
+import type { ExecProcess } from '../../src/runtime/exec-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -29,11 +31,11 @@ import type {
   TaskUpdateAck,
   UploadResultResponse,
 } from '../../src/protocol/gen/hivemind/v1/node.js';
-import { InputChecksumError, type LogSink, type MasterConnection, type ReportSink, type SubscriptionHandle } from '../../src/worker/master-connection.js';
+import { InputChecksumError, type ExecChannel, type LogSink, type MasterConnection, type ReportSink, type SubscriptionHandle } from '../../src/worker/master-connection.js';
 import type { HostFacts, HostSample, ResourceProbe } from '../../src/worker/resources/resource-probe.js';
 import { WorkerStore } from '../../src/worker/store/worker-store.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
-import type { ExecutionResult, ReplicaView, TaskExecution, TaskExecutor } from '../../src/worker/contracts.js';
+import type { ExecRequest, ExecutionResult, ReplicaView, TaskExecution, TaskExecutor } from '../../src/worker/contracts.js';
 import { Worker, type WorkerDeps } from '../../src/worker/worker.js';
 import type { WorkerOptions } from '../../src/worker/worker-options.js';
 import type { LifecycleState } from '../../src/worker/lifecycle.js';
@@ -78,6 +80,8 @@ class FakeMaster {
   /** When set, every result upload fails with this error (the master refusing it). */
   refuseUploads: Error | undefined;
   uploadCalls = 0;
+  /** The ExecSession streams nodes opened, in order. */
+  execChannels: FakeExecChannel[] = [];
   private subs = new Set<{ push(cmd: NodeCommand): void; end(err?: Error): void }>();
 
   readonly factory = (address: string): MasterConnection => {
@@ -203,6 +207,13 @@ class FakeConnection implements MasterConnection {
     return { size: data.length, sha256 };
   }
 
+  execSession(): ExecChannel {
+    this.check();
+    const ch = new FakeExecChannel();
+    this.m.execChannels.push(ch);
+    return ch;
+  }
+
   pushLogs(): LogSink {
     this.check();
     return {
@@ -262,6 +273,14 @@ class FakeExecutor implements TaskExecutor {
   async connect(taskId: string, attempt: number): Promise<Duplex> {
     this.connects.push(`${taskId}#${attempt}`);
     return new PassThrough();
+  }
+
+  /** Commands exec() started, by task id. */
+  execs: { taskId: string; request: ExecRequest; proc: FakeExecProcess }[] = [];
+  async exec(taskId: string, _attempt: number, request: ExecRequest): Promise<ExecProcess> {
+    const proc = new FakeExecProcess();
+    this.execs.push({ taskId, request, proc });
+    return proc;
   }
 
   execute(exec: TaskExecution): Promise<ExecutionResult> {
@@ -1083,4 +1102,63 @@ test('drain: a replica outlives the handover wait while a batch task runs, and i
   await draining;
   assert.equal(h.executor.runs.get('r1')!.exec.signal.reason, 'shutdown');
   assert.equal(h.executor.runs.get('t1')!.exec.signal.reason, 'shutdown');
+});
+
+// ------------------------------------------------------------------ exec
+
+function execOpen(taskId: string, sessionId = 'e'.repeat(32)): NodeCommand {
+  return { command: { $case: 'exec', value: { sessionId, taskId, attempt: 1, start: { target: '', command: ['sh', '-c', 'echo hi'], tty: false, stdin: false, size: undefined } } } };
+}
+
+test('exec into a running task: offered at Subscribe, relayed over its own stream, recorded in the history, counted', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  assert.equal(h.master.subscribes[0]!.exec, true);
+  h.master.assign({ taskId: 't1' });
+  await waitFor('task started', () => h.executor.runs.has('t1'));
+  h.master.send(execOpen('t1'));
+  await waitFor('the command', () => h.executor.execs.length === 1);
+  const ch = h.master.execChannels[0]!;
+  assert.equal(ch.attached(), 'e'.repeat(32));
+  h.executor.execs[0]!.proc.say('stdout', 'hi\n');
+  h.executor.execs[0]!.proc.finish(0);
+  await ch.closed;
+  assert.equal(ch.text('stdout'), 'hi\n');
+  assert.deepEqual(ch.exit(), { code: 0, error: '' });
+  assert.deepEqual(h.worker.execCounters, { started: 1, refused: 0, active: 0 });
+  const store = WorkerStore.open(path.join(h.dataDir, 'worker.db'));
+  t.after(() => store.close());
+  const [row] = store.execSessions('t1', 1);
+  assert.deepEqual(row, { sessionId: 'e'.repeat(32), taskId: 't1', attempt: 1, command: ['sh', '-c', 'echo hi'], tty: false, startedAt: row!.startedAt, endedAt: row!.endedAt, exitCode: 0, error: '' });
+  h.executor.runs.get('t1')!.finish(0);
+});
+
+test('exec sessions end with their task (cancelled): the command is killed, the exit says the task ended', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  h.master.assign({ taskId: 't1' });
+  await waitFor('task started', () => h.executor.runs.has('t1'));
+  h.master.send(execOpen('t1'));
+  await waitFor('the command', () => h.executor.execs.length === 1);
+  h.master.cancel('t1');
+  const ch = h.master.execChannels[0]!;
+  await ch.closed;
+  assert.ok(h.executor.execs[0]!.proc.killed);
+  assert.deepEqual(ch.exit(), { code: 137, error: 'the task ended' });
+});
+
+test('--no-exec: Subscribe says exec: false and every exec is refused, saying why; nothing runs', async (t) => {
+  const h = await makeWorker(t, { exec: false });
+  await h.worker.start();
+  assert.equal(h.master.subscribes[0]!.exec, false);
+  h.master.assign({ taskId: 't1' });
+  await waitFor('task started', () => h.executor.runs.has('t1'));
+  h.master.send(execOpen('t1'));
+  await waitFor('the stream', () => h.master.execChannels.length === 1);
+  const ch = h.master.execChannels[0]!;
+  await ch.closed;
+  assert.deepEqual(ch.exit(), { code: 126, error: "this node's operator does not allow exec (--no-exec)" });
+  assert.equal(h.executor.execs.length, 0);
+  assert.deepEqual(h.worker.execCounters, { started: 0, refused: 1, active: 0 });
+  h.executor.runs.get('t1')!.finish(0);
 });

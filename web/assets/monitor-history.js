@@ -73,6 +73,12 @@ $('history-newer').addEventListener('click', () => {
   void loadHistory();
 });
 
+/** One exec session: when, the command (with -t when it had a terminal), and how it ended. */
+function execLine(e) {
+  const end = e.endedAtMs === null ? 'running' : `exit ${e.exitCode}${e.error ? ` (${e.error})` : ''} at ${fmtTime(e.endedAtMs)}`;
+  return el('li', { class: 'mono', text: `${fmtTime(e.startedAtMs)} exec${e.tty ? ' -t' : ''} ${e.command.join(' ')}: ${end}` });
+}
+
 async function showDetail(taskId) {
   const box = $('detail');
   try {
@@ -89,6 +95,8 @@ async function showDetail(taskId) {
       task.outcome ? el('div', { class: 'small', text: `outcome: ${task.outcome.kind}, exit ${task.outcome.exitCode}, ${task.outcome.message}; result ${fmtBytes(task.outcome.resultSize)} sha256 ${task.outcome.resultSha256 || '–'}` }) : null,
       task.progress ? el('div', { class: 'small', 'data-testid': 'history-progress', text: `last progress: ${taskProgressText(task.progress)}` }) : null,
       el('ol', { class: 'events small' }, ...task.events.map((e) => el('li', { text: `${fmtTime(e.atMs)} ${e.state}${e.message ? `: ${e.message}` : ''}` }))),
+      task.execSessions.length ? el('div', { class: 'small', text: 'exec sessions:' }) : null,
+      task.execSessions.length ? el('ol', { class: 'events small exec-sessions' }, ...task.execSessions.map(execLine)) : null,
       el('pre', { class: 'log', text: logText || '(no output)' }),
     );
     box.hidden = false;

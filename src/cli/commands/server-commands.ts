@@ -123,6 +123,8 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     // Both spellings, so that neither is a default that overrides the config file's.
     .option('--services', 'host service replicas (the default)')
     .option('--no-services', 'host no service replicas: no gateway pipe, replica assignments refused (env HIVEMIND_SERVICES=false)')
+    .option('--exec', 'take exec sessions into this node\'s running tasks (the default)')
+    .option('--no-exec', 'refuse every exec session into this node\'s tasks, saying so (env HIVEMIND_EXEC=false)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .option('--log-file <path>', 'write the log to this file (rotated at 16 MiB) instead of stderr')
     .action(async (o) => {

@@ -88,6 +88,21 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE tasks ADD COLUMN progress TEXT;
   `,
+  // 6: exec sessions into the node's tasks (`hivemind exec`): when, what, how it ended
+  `
+  CREATE TABLE exec_sessions (
+    session_id TEXT    PRIMARY KEY,           -- the master's, 32 hex digits
+    task_id    TEXT    NOT NULL,
+    attempt    INTEGER NOT NULL,
+    command    TEXT    NOT NULL,              -- JSON argv, cut to EXEC_HISTORY_COMMAND_CHARS
+    tty        INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at   INTEGER,
+    exit_code  INTEGER,
+    error      TEXT    NOT NULL DEFAULT ''
+  );
+  CREATE INDEX exec_sessions_task ON exec_sessions (task_id, attempt, started_at);
+  `,
 ];
 
 /** The worker's schema for openSqlite. */

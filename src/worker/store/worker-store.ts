@@ -10,6 +10,7 @@ import { stringifyProto } from '../../protocol/proto-json.js';
 import { openSqlite } from '../../common/sqlite-migrate.js';
 import type { ContributionPoint, HistoryFilter, HistoryPage, PulledImageRecord, TaskEventRecord, TaskRecord } from '../contracts.js';
 import { WORKER_SCHEMA } from './migrations.js';
+import type { ExecSessionEnd, ExecSessionRecord } from '../exec-sessions.js';
 
 export type { HistoryFilter, HistoryPage, PulledImageRecord, TaskEventRecord, TaskRecord };
 
@@ -19,6 +20,32 @@ export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
   TaskState.TASK_STATE_CANCELLED,
   TaskState.TASK_STATE_REJECTED,
 ]);
+
+/** Exec sessions the history keeps (all tasks together), newest first. */
+export const EXEC_HISTORY_KEEP = 1000;
+/** How much of an exec's argv (as JSON) the history keeps. */
+export const EXEC_HISTORY_COMMAND_CHARS = 1024;
+
+/** An exec session in the node's history; endedAt and exitCode are absent while it runs. */
+export interface ExecSessionRow extends ExecSessionRecord {
+  endedAt?: number;
+  exitCode?: number;
+  error: string;
+}
+
+/** The argv as JSON within EXEC_HISTORY_COMMAND_CHARS: whole arguments kept while they fit, then "…". */
+function historyCommand(argv: string[]): string {
+  const kept: string[] = [];
+  for (const a of argv) {
+    const next = [...kept, a.length > 256 ? `${a.slice(0, 256)}…` : a];
+    if (JSON.stringify([...next, '…']).length > EXEC_HISTORY_COMMAND_CHARS) {
+      kept.push('…');
+      break;
+    }
+    kept.splice(0, kept.length, ...next);
+  }
+  return JSON.stringify(kept);
+}
 
 export interface OutboxEntry {
   id: number;
@@ -307,6 +334,42 @@ export class WorkerStore {
 
   setLogsSentUntil(taskId: string, attempt: number, atNs: bigint): void {
     this.db.prepare(`UPDATE tasks SET logs_sent_until = ? WHERE task_id = ? AND attempt = ?`).run(atNs.toString(), taskId, attempt);
+  }
+
+  /** Records an exec session as it starts (refused ones too); the oldest beyond EXEC_HISTORY_KEEP go. */
+  insertExecSession(r: ExecSessionRecord): void {
+    this.db.transaction(() => {
+      this.db
+        .prepare(`INSERT OR IGNORE INTO exec_sessions (session_id, task_id, attempt, command, tty, started_at) VALUES (?, ?, ?, ?, ?, ?)`)
+        .run(r.sessionId, r.taskId, r.attempt, historyCommand(r.command), r.tty ? 1 : 0, r.startedAt);
+      this.db
+        .prepare(`DELETE FROM exec_sessions WHERE session_id IN (SELECT session_id FROM exec_sessions ORDER BY started_at DESC, rowid DESC LIMIT -1 OFFSET ?)`)
+        .run(EXEC_HISTORY_KEEP);
+    })();
+  }
+
+  endExecSession(sessionId: string, end: ExecSessionEnd): void {
+    this.db.prepare(`UPDATE exec_sessions SET ended_at = ?, exit_code = ?, error = ? WHERE session_id = ?`).run(end.endedAt, end.exitCode, end.error.slice(0, 1024), sessionId);
+  }
+
+  /** The task's exec sessions, oldest first (every attempt when `attempt` is absent). */
+  execSessions(taskId: string, attempt?: number): ExecSessionRow[] {
+    const rows = (
+      attempt === undefined
+        ? this.db.prepare(`SELECT * FROM exec_sessions WHERE task_id = ? ORDER BY started_at, rowid`).all(taskId)
+        : this.db.prepare(`SELECT * FROM exec_sessions WHERE task_id = ? AND attempt = ? ORDER BY started_at, rowid`).all(taskId, attempt)
+    ) as { session_id: string; task_id: string; attempt: number; command: string; tty: number; started_at: number; ended_at: number | null; exit_code: number | null; error: string }[];
+    return rows.map((r) => ({
+      sessionId: r.session_id,
+      taskId: r.task_id,
+      attempt: r.attempt,
+      command: JSON.parse(r.command) as string[],
+      tty: r.tty === 1,
+      startedAt: r.started_at,
+      ...(r.ended_at !== null ? { endedAt: r.ended_at } : {}),
+      ...(r.exit_code !== null ? { exitCode: r.exit_code } : {}),
+      error: r.error,
+    }));
   }
 
   setLogTail(taskId: string, attempt: number, tail: string): void {

@@ -10,10 +10,12 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
   type ClientWritableStream,
+  type handleBidiStreamingCall,
   type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
@@ -25,6 +27,8 @@ import {
 import {
   DataChunk,
   DataProgress,
+  ExecInput,
+  ExecOutput,
   LogChunk,
   NodeFacts,
   ReplicaStatus,
@@ -4984,6 +4988,20 @@ export const AdminServiceService = {
     responseSerialize: (value: ServiceTokenInfo): Buffer => Buffer.from(ServiceTokenInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): ServiceTokenInfo => ServiceTokenInfo.decode(value),
   },
+  /**
+   * A command in a running task's container (docs/exec.md): ExecInput.start first, then stdin and
+   * resizes; the answer is ExecOutput.started, the command's output, and ExecOutput.exit last.
+   * Refused (FAILED_PRECONDITION) when the task is not running or its node does not allow exec.
+   */
+  exec: {
+    path: "/hivemind.v1.AdminService/Exec" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExecInput): Buffer => Buffer.from(ExecInput.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExecInput => ExecInput.decode(value),
+    responseSerialize: (value: ExecOutput): Buffer => Buffer.from(ExecOutput.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExecOutput => ExecOutput.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -5014,6 +5032,12 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   createServiceToken: handleUnaryCall<CreateServiceTokenRequest, CreateServiceTokenResponse>;
   listServiceTokens: handleUnaryCall<ListServiceTokensRequest, ListServiceTokensResponse>;
   revokeServiceToken: handleUnaryCall<RevokeServiceTokenRequest, ServiceTokenInfo>;
+  /**
+   * A command in a running task's container (docs/exec.md): ExecInput.start first, then stdin and
+   * resizes; the answer is ExecOutput.started, the command's output, and ExecOutput.exit last.
+   * Refused (FAILED_PRECONDITION) when the task is not running or its node does not allow exec.
+   */
+  exec: handleBidiStreamingCall<ExecInput, ExecOutput>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -5295,6 +5319,14 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ServiceTokenInfo) => void,
   ): ClientUnaryCall;
+  /**
+   * A command in a running task's container (docs/exec.md): ExecInput.start first, then stdin and
+   * resizes; the answer is ExecOutput.started, the command's output, and ExecOutput.exit last.
+   * Refused (FAILED_PRECONDITION) when the task is not running or its node does not allow exec.
+   */
+  exec(): ClientDuplexStream<ExecInput, ExecOutput>;
+  exec(options: Partial<CallOptions>): ClientDuplexStream<ExecInput, ExecOutput>;
+  exec(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ExecInput, ExecOutput>;
 }
 
 export const AdminServiceClient = makeGenericClientConstructor(

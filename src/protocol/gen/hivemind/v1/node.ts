@@ -10,10 +10,12 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
   type ClientWritableStream,
+  type handleBidiStreamingCall,
   type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
@@ -26,6 +28,9 @@ import {
   Capacity,
   DataChunk,
   DataProgress,
+  ExecInput,
+  ExecOutput,
+  ExecStart,
   LogChunk,
   NodeFacts,
   ReplicaStatus,
@@ -49,6 +54,25 @@ export const protobufFileName = "hivemind/v1/node.proto";
  * for a first registration, or `authorization: Bearer <node credential>` to refresh the
  * facts of an existing node. Every other call takes the node credential.
  */
+
+export interface ExecNodeMessage {
+  message?: { $case: "attach"; value: ExecAttach } | { $case: "output"; value: ExecOutput } | undefined;
+}
+
+export interface ExecAttach {
+  /** from ExecOpen */
+  sessionId: string;
+}
+
+/** Run a command in a running task's container and attach it to session_id (see ExecSession). */
+export interface ExecOpen {
+  /** 32 hex digits, the master's; valid for 10 s until attached */
+  sessionId: string;
+  taskId: string;
+  attempt: number;
+  /** command, tty, stdin, size (target is empty) */
+  start?: ExecStart | undefined;
+}
 
 export interface RegisterRequest {
   /** a display name chosen by the operator; defaults to the hostname */
@@ -99,7 +123,14 @@ export interface SubscribeRequest {
    * host is not the node's to say: the master uses the node's tunnel address, or loopback for a
    * node that connected from loopback without a tunnel.
    */
-  gateway?: GatewayPipe | undefined;
+  gateway?:
+    | GatewayPipe
+    | undefined;
+  /**
+   * The node takes exec sessions into its tasks (its operator did not turn exec off). The master
+   * sends NodeCommand.exec only to a node that said so; the node refuses one anyway when it didn't.
+   */
+  exec: boolean;
 }
 
 /**
@@ -156,6 +187,7 @@ export interface NodeCommand {
     | { $case: "ping"; value: Ping }
     | { $case: "meshPeers"; value: MeshPeers }
     | { $case: "dropData"; value: DropData }
+    | { $case: "exec"; value: ExecOpen }
     | undefined;
 }
 
@@ -263,6 +295,307 @@ export interface UploadResultResponse {
 export interface PushLogsAck {
   chunks: number;
 }
+
+function createBaseExecNodeMessage(): ExecNodeMessage {
+  return { message: undefined };
+}
+
+export const ExecNodeMessage: MessageFns<ExecNodeMessage> = {
+  encode(message: ExecNodeMessage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.message?.$case) {
+      case "attach":
+        ExecAttach.encode(message.message.value, writer.uint32(10).fork()).join();
+        break;
+      case "output":
+        ExecOutput.encode(message.message.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecNodeMessage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecNodeMessage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.message = { $case: "attach", value: ExecAttach.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = { $case: "output", value: ExecOutput.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecNodeMessage {
+    return {
+      message: isSet(object.attach)
+        ? { $case: "attach", value: ExecAttach.fromJSON(object.attach) }
+        : isSet(object.output)
+        ? { $case: "output", value: ExecOutput.fromJSON(object.output) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ExecNodeMessage): unknown {
+    const obj: any = {};
+    if (message.message?.$case === "attach") {
+      obj.attach = ExecAttach.toJSON(message.message.value);
+    } else if (message.message?.$case === "output") {
+      obj.output = ExecOutput.toJSON(message.message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExecNodeMessage>, I>>(base?: I): ExecNodeMessage {
+    return ExecNodeMessage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExecNodeMessage>, I>>(object: I): ExecNodeMessage {
+    const message = createBaseExecNodeMessage();
+    switch (object.message?.$case) {
+      case "attach": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "attach", value: ExecAttach.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "output": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "output", value: ExecOutput.fromPartial(object.message.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseExecAttach(): ExecAttach {
+  return { sessionId: "" };
+}
+
+export const ExecAttach: MessageFns<ExecAttach> = {
+  encode(message: ExecAttach, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecAttach {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecAttach();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecAttach {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ExecAttach): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExecAttach>, I>>(base?: I): ExecAttach {
+    return ExecAttach.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExecAttach>, I>>(object: I): ExecAttach {
+    const message = createBaseExecAttach();
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
+};
+
+function createBaseExecOpen(): ExecOpen {
+  return { sessionId: "", taskId: "", attempt: 0, start: undefined };
+}
+
+export const ExecOpen: MessageFns<ExecOpen> = {
+  encode(message: ExecOpen, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.taskId !== "") {
+      writer.uint32(18).string(message.taskId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(24).uint32(message.attempt);
+    }
+    if (message.start !== undefined) {
+      ExecStart.encode(message.start, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecOpen {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecOpen();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.start = ExecStart.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecOpen {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      start: isSet(object.start) ? ExecStart.fromJSON(object.start) : undefined,
+    };
+  },
+
+  toJSON(message: ExecOpen): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.start !== undefined) {
+      obj.start = ExecStart.toJSON(message.start);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExecOpen>, I>>(base?: I): ExecOpen {
+    return ExecOpen.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExecOpen>, I>>(object: I): ExecOpen {
+    const message = createBaseExecOpen();
+    message.sessionId = object.sessionId ?? "";
+    message.taskId = object.taskId ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.start = (object.start !== undefined && object.start !== null)
+      ? ExecStart.fromPartial(object.start)
+      : undefined;
+    return message;
+  },
+};
 
 function createBaseRegisterRequest(): RegisterRequest {
   return { name: "", facts: undefined };
@@ -788,7 +1121,7 @@ export const RunningTask: MessageFns<RunningTask> = {
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
-  return { running: [], free: undefined, accepting: false, gateway: undefined };
+  return { running: [], free: undefined, accepting: false, gateway: undefined, exec: false };
 }
 
 export const SubscribeRequest: MessageFns<SubscribeRequest> = {
@@ -804,6 +1137,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     }
     if (message.gateway !== undefined) {
       GatewayPipe.encode(message.gateway, writer.uint32(34).fork()).join();
+    }
+    if (message.exec !== false) {
+      writer.uint32(40).bool(message.exec);
     }
     return writer;
   },
@@ -853,6 +1189,14 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
             message.gateway = GatewayPipe.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.exec = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -871,6 +1215,7 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
       free: isSet(object.free) ? Capacity.fromJSON(object.free) : undefined,
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
       gateway: isSet(object.gateway) ? GatewayPipe.fromJSON(object.gateway) : undefined,
+      exec: isSet(object.exec) ? globalThis.Boolean(object.exec) : false,
     };
   },
 
@@ -888,6 +1233,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     if (message.gateway !== undefined) {
       obj.gateway = GatewayPipe.toJSON(message.gateway);
     }
+    if (message.exec !== false) {
+      obj.exec = message.exec;
+    }
     return obj;
   },
 
@@ -902,6 +1250,7 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     message.gateway = (object.gateway !== undefined && object.gateway !== null)
       ? GatewayPipe.fromPartial(object.gateway)
       : undefined;
+    message.exec = object.exec ?? false;
     return message;
   },
 };
@@ -1532,6 +1881,9 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       case "dropData":
         DropData.encode(message.command.value, writer.uint32(42).fork()).join();
         break;
+      case "exec":
+        ExecOpen.encode(message.command.value, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1589,6 +1941,14 @@ export const NodeCommand: MessageFns<NodeCommand> = {
             message.command = { $case: "dropData", value: DropData.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.command = { $case: "exec", value: ExecOpen.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1617,6 +1977,8 @@ export const NodeCommand: MessageFns<NodeCommand> = {
         ? { $case: "dropData", value: DropData.fromJSON(object.dropData) }
         : isSet(object.drop_data)
         ? { $case: "dropData", value: DropData.fromJSON(object.drop_data) }
+        : isSet(object.exec)
+        ? { $case: "exec", value: ExecOpen.fromJSON(object.exec) }
         : undefined,
     };
   },
@@ -1633,6 +1995,8 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       obj.meshPeers = MeshPeers.toJSON(message.command.value);
     } else if (message.command?.$case === "dropData") {
       obj.dropData = DropData.toJSON(message.command.value);
+    } else if (message.command?.$case === "exec") {
+      obj.exec = ExecOpen.toJSON(message.command.value);
     }
     return obj;
   },
@@ -1670,6 +2034,12 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       case "dropData": {
         if (object.command?.value !== undefined && object.command?.value !== null) {
           message.command = { $case: "dropData", value: DropData.fromPartial(object.command.value) };
+        }
+        break;
+      }
+      case "exec": {
+        if (object.command?.value !== undefined && object.command?.value !== null) {
+          message.command = { $case: "exec", value: ExecOpen.fromPartial(object.command.value) };
         }
         break;
       }
@@ -3126,6 +3496,21 @@ export const NodeServiceService = {
     responseSerialize: (value: PushLogsAck): Buffer => Buffer.from(PushLogsAck.encode(value).finish()),
     responseDeserialize: (value: Buffer): PushLogsAck => PushLogsAck.decode(value),
   },
+  /**
+   * An exec session the master asked for with NodeCommand.exec: the node opens this stream,
+   * sends ExecNodeMessage.attach first, then the command's output and its exit; the master sends
+   * the client's ExecInput (stdin, stdin_eof, resize; never start). Either side ending the stream
+   * ends the session (the node kills the command).
+   */
+  execSession: {
+    path: "/hivemind.v1.NodeService/ExecSession" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExecNodeMessage): Buffer => Buffer.from(ExecNodeMessage.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExecNodeMessage => ExecNodeMessage.decode(value),
+    responseSerialize: (value: ExecInput): Buffer => Buffer.from(ExecInput.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExecInput => ExecInput.decode(value),
+  },
 } as const;
 
 export interface NodeServiceServer extends UntypedServiceImplementation {
@@ -3162,6 +3547,13 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   uploadResult: handleClientStreamingCall<UploadResultRequest, UploadResultResponse>;
   /** Live task output. */
   pushLogs: handleClientStreamingCall<LogChunk, PushLogsAck>;
+  /**
+   * An exec session the master asked for with NodeCommand.exec: the node opens this stream,
+   * sends ExecNodeMessage.attach first, then the command's output and its exit; the master sends
+   * the client's ExecInput (stdin, stdin_eof, resize; never start). Either side ending the stream
+   * ends the session (the node kills the command).
+   */
+  execSession: handleBidiStreamingCall<ExecNodeMessage, ExecInput>;
 }
 
 export interface NodeServiceClient extends Client {
@@ -3296,6 +3688,15 @@ export interface NodeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PushLogsAck) => void,
   ): ClientWritableStream<LogChunk>;
+  /**
+   * An exec session the master asked for with NodeCommand.exec: the node opens this stream,
+   * sends ExecNodeMessage.attach first, then the command's output and its exit; the master sends
+   * the client's ExecInput (stdin, stdin_eof, resize; never start). Either side ending the stream
+   * ends the session (the node kills the command).
+   */
+  execSession(): ClientDuplexStream<ExecNodeMessage, ExecInput>;
+  execSession(options: Partial<CallOptions>): ClientDuplexStream<ExecNodeMessage, ExecInput>;
+  execSession(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ExecNodeMessage, ExecInput>;
 }
 
 export const NodeServiceClient = makeGenericClientConstructor(
