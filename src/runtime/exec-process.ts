@@ -60,6 +60,8 @@ export interface ExecProcess {
 export const EXEC_UNKNOWN_EXIT = 137;
 
 const FRAME_HEADER = 8;
+/** How long the attach stream may stay open after a kill before it is cut. */
+const KILL_STREAM_GRACE_MS = 2_000;
 
 /** Docker's multiplexed attach stream (no tty): 8-byte header (1 = stdout, 2 = stderr, size BE), payload. */
 export class ExecFrameDecoder {
@@ -101,7 +103,9 @@ export class DockerExecProcess implements ExecProcess {
       this.socket.once('error', () => resolve());
     });
     this.exitCode = this.ended.then(() => this.waitExitCode());
-    if (!opts.stdin) this.closeStdin();
+    // Without stdin the connection is never half-closed: the engine takes the client's end of a
+    // stream with no stdin attached as a detach and stops sending output.
+    if (!opts.stdin) this.stdinClosed = true;
   }
 
   /** Creates and starts the exec; the command runs once this resolves. */
@@ -166,12 +170,23 @@ export class DockerExecProcess implements ExecProcess {
   }
 
   kill(): Promise<void> {
-    this.killing ??= this.killNow().finally(() => this.socket.destroy());
+    // The stream ends by itself once the command died; cutting it first would leave the engine
+    // reporting the exec as running for seconds. Cut only when it does not end.
+    this.killing ??= this.killNow().finally(() => {
+      const cut = setTimeout(() => this.socket.destroy(), KILL_STREAM_GRACE_MS);
+      void this.ended.then(() => clearTimeout(cut));
+    });
     return this.killing;
   }
 
   private async killNow(): Promise<void> {
-    const info = await this.inspect();
+    // Right after the start the engine may not have the process yet (not running, no exit code,
+    // or running without a pid): wait for it, a kill must not miss a command that is starting.
+    let info = await this.inspect();
+    for (let i = 0; i < 100 && info && ((!info.Running && info.ExitCode === null) || (info.Running && !info.Pid)); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      info = await this.inspect();
+    }
     if (!info?.Running || !info.Pid) return;
     const pid = info.Pid;
     try {

@@ -109,6 +109,14 @@ test('kill ends the command and what it started, with no process left', async (t
   const r = await done;
   assert.equal(r.code, 137);
   await until('no process of the exec', () => !/sleep 30[12]/.test(topCommands()));
+  // Killed the moment it started (the engine may not know its pid yet): still killed.
+  const early = await engine.exec(containerId, { user: USER, tty: false, stdin: false, argv: ['sleep', '305'] });
+  const started = Date.now();
+  const earlyDone = collect(early).done;
+  await early.kill();
+  assert.equal((await earlyDone).code, 137);
+  assert.ok(Date.now() - started < 3_000, `the exit came ${Date.now() - started} ms after the kill`);
+  assert.ok(!topCommands().includes('sleep 305'));
 });
 
 function sessionsOver(allowed: boolean, channel: FakeExecChannel): ExecSessions {
