@@ -14,6 +14,7 @@ import { readFile } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import type Docker from 'dockerode';
 import { EngineError, errorMessage } from '../common/errors.js';
+import { StreamFrameDecoder } from './log-frames.js';
 
 export interface TerminalDims {
   cols: number;
@@ -59,29 +60,8 @@ export interface ExecProcess {
 /** What the command's exit code is when the engine does not say (the connection broke). */
 export const EXEC_UNKNOWN_EXIT = 137;
 
-const FRAME_HEADER = 8;
 /** How long the attach stream may stay open after a kill before it is cut. */
 const KILL_STREAM_GRACE_MS = 2_000;
-
-/** Docker's multiplexed attach stream (no tty): 8-byte header (1 = stdout, 2 = stderr, size BE), payload. */
-export class ExecFrameDecoder {
-  private pending: Buffer = Buffer.alloc(0);
-
-  constructor(private readonly onFrame: (stream: 'stdout' | 'stderr', data: Buffer) => void) {}
-
-  push(chunk: Buffer): void {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    while (this.pending.length >= FRAME_HEADER) {
-      const size = this.pending.readUInt32BE(4);
-      if (this.pending.length < FRAME_HEADER + size) break;
-      const kind = this.pending[0];
-      const data = this.pending.subarray(FRAME_HEADER, FRAME_HEADER + size);
-      this.pending = this.pending.subarray(FRAME_HEADER + size);
-      // 0 is stdin echoed back (never with our attach options): dropped.
-      if (size > 0 && (kind === 1 || kind === 2)) this.onFrame(kind === 1 ? 'stdout' : 'stderr', data);
-    }
-  }
-}
 
 export class DockerExecProcess implements ExecProcess {
   readonly exitCode: Promise<number>;
@@ -133,7 +113,7 @@ export class DockerExecProcess implements ExecProcess {
   readOutput(sink: ExecOutputSink): void {
     if (this.started) return;
     this.started = true;
-    const decoder = this.opts.tty ? undefined : new ExecFrameDecoder((stream, data) => sink.output(stream, data));
+    const decoder = this.opts.tty ? undefined : new StreamFrameDecoder((stream, data) => sink.output(stream, data));
     this.socket.on('data', (d: Buffer) => (decoder ? decoder.push(d) : sink.output('stdout', d)));
     this.socket.resume();
   }

@@ -21,13 +21,11 @@ export function parseDockerTime(text: string): bigint | undefined {
   return BigInt(ms) * 1_000_000n + BigInt((m[2] ?? '').padEnd(9, '0'));
 }
 
-/** Feeds raw stream bytes in, calls `onMessage` for each complete frame. */
-export class LogFrameDecoder {
+/** Docker's multiplexed stream (logs, or an exec's attach without a tty) split into its frames' payloads. */
+export class StreamFrameDecoder {
   private pending: Buffer = Buffer.alloc(0);
-  /** The last time seen: a frame without a readable time gets it, so order is kept. */
-  private lastNs = 0n;
 
-  constructor(private readonly onMessage: (m: LogMessage) => void) {}
+  constructor(private readonly onFrame: (stream: 'stdout' | 'stderr', payload: Buffer) => void) {}
 
   push(chunk: Buffer): void {
     this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
@@ -37,9 +35,22 @@ export class LogFrameDecoder {
       const kind = this.pending[0];
       const payload = this.pending.subarray(HEADER, HEADER + size);
       this.pending = this.pending.subarray(HEADER + size);
-      if (kind !== 1 && kind !== 2) continue; // 0 = stdin, never sent for logs
-      this.emit(kind === 1 ? 'stdout' : 'stderr', payload);
+      // 0 is stdin echoed back, never sent with our options: dropped, as are empty frames.
+      if (size > 0 && (kind === 1 || kind === 2)) this.onFrame(kind === 1 ? 'stdout' : 'stderr', payload);
     }
+  }
+}
+
+/** Feeds raw log stream bytes in (timestamps on), calls `onMessage` for each complete frame. */
+export class LogFrameDecoder {
+  private readonly frames = new StreamFrameDecoder((stream, payload) => this.emit(stream, payload));
+  /** The last time seen: a frame without a readable time gets it, so order is kept. */
+  private lastNs = 0n;
+
+  constructor(private readonly onMessage: (m: LogMessage) => void) {}
+
+  push(chunk: Buffer): void {
+    this.frames.push(chunk);
   }
 
   private emit(stream: 'stdout' | 'stderr', payload: Buffer): void {
