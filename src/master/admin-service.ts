@@ -8,7 +8,7 @@ import { echoValue } from '../common/echo-value.js';
 import { InvalidTaskError, NodeRemovedError, NotFoundError } from '../common/errors.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
 import { CHUNK_SIZE } from '../protocol/transport.js';
-import { LogStream, TaskState, type DataChunk, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskState, type DataChunk, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
 import {
   type AdminServiceServer, CancelTaskRequest, CreateTokenRequest, CreateTokenResponse, FetchResultRequest, GetTaskRequest,
   ListNodesRequest, ListNodesResponse, ListTasksRequest, ListTasksResponse, StreamLogsRequest, SubmitTaskRequest,

@@ -5,7 +5,7 @@ import { openSqlite } from '../common/sqlite-migrate.js';
 import { MASTER_SCHEMA } from './migrations.js';
 import { NodeFacts, ResourceReport, TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import {
-  TASK_COLUMNS, TERMINAL_STATES, nodeFromRaw, taskFromRaw, taskToParams, tokenFromRaw, isTerminal,
+  TASK_COLUMNS, TERMINAL_STATES, nodeFromRaw, taskFromRaw, taskToParams, tokenFromRaw,
   type EnrollmentTokenRow, type NodeRow, type RawNode, type RawTask, type RawToken, type TaskEventRow, type TaskPlacement, type TaskRow,
 } from './store-rows.js';
 

@@ -4,7 +4,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { Master } from '../../src/master/master.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import type { CreateServiceRequest, ServiceInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import { OutcomeKind, TaskOutcome, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
