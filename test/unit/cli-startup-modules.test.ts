@@ -68,6 +68,14 @@ test('hivemind --version loads neither gRPC nor zod nor the protocol', async () 
   );
 });
 
+for (const args of [['tasks', '--help'], ['submit', '--help']]) {
+  test(`hivemind ${args.join(' ')} loads no zod (the client config is checked by hand)`, async () => {
+    const loaded = await loadedBy(args);
+    assert.ok(loaded.some((u) => u.includes('/node_modules/@grpc/grpc-js/')), 'the preload saw the client load');
+    assert.deepEqual(loaded.filter((u) => /\/node_modules\/zod\/|\/src\/config\/layered-config\.js$/.test(u)), []);
+  });
+}
+
 test('the check sees a heavy module when one is loaded (worker start loads the worker)', async () => {
   const loaded = await loadedBy(['worker', 'start', '--help']);
   assert.ok(loaded.some((u) => HEAVY.some((re) => re.test(u))), 'worker start --help loaded nothing the list names: the list or the preload is broken');
