@@ -2,18 +2,10 @@
 // the file's "client" section, then the running local master's pointer (`hivemind master start`),
 // and last the file `hivemind dev` writes: on a master host or a dev setup, no flags are needed.
 import { existsSync, readFileSync } from 'node:fs';
-import { z } from 'zod';
 import { ConfigError } from '../common/errors.js';
 import { devClientFile } from './paths.js';
 import { readLocalMaster } from './local-master.js';
-import { compileSection, zAddress, type ConfigInput, type FieldSource } from './layered-config.js';
-
-const schema = z
-  .object({
-    master: zAddress.optional(),
-    adminToken: z.string().min(1).optional(),
-  })
-  .strict();
+import { ADDRESS_MESSAGE, ADDRESS_RE, invalidConfig, mergeSection, type ConfigInput, type FieldSource } from './config-layers.js';
 
 export interface ClientConfig {
   master: string;
@@ -50,8 +42,29 @@ export interface FallbackMasters {
 
 const onThisHost: FallbackMasters = { local: (env) => readLocalMaster(env), dev: (env) => readDevClientFile(env) };
 
+/**
+ * The section's two fields checked by hand, with the messages the servers' zod schemas give for
+ * the same faults (layered-config.ts): zod is ~90 modules a client command would load for this
+ * alone (docs/benchmarks.md, CLI startup). test/unit/config.test.ts holds the wording.
+ */
+function validClientSection(input: ConfigInput): { master?: string; adminToken?: string } {
+  const { raw, origin } = mergeSection('client', fields, input);
+  const issues: { key: string; message: string }[] = [];
+  const str = (key: string, check: (v: string) => string | undefined): string | undefined => {
+    const v = raw[key];
+    if (v === undefined) return undefined;
+    const problem = typeof v === 'string' ? check(v) : `Invalid input: expected string, received ${v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v}`;
+    if (problem) issues.push({ key, message: problem });
+    return problem ? undefined : (v as string);
+  };
+  const master = str('master', (v) => (ADDRESS_RE.test(v) ? undefined : ADDRESS_MESSAGE));
+  const adminToken = str('adminToken', (v) => (v.length >= 1 ? undefined : 'Too small: expected string to have >=1 characters'));
+  if (issues.length) throw invalidConfig('client', origin, issues);
+  return { master, adminToken };
+}
+
 export function compileClientConfig(input: ConfigInput, fallback: FallbackMasters = onThisHost): ClientConfig {
-  const c = compileSection('client', schema, fields, input);
+  const c = validClientSection(input);
   const found = c.master && c.adminToken ? undefined : (fallback.local(input.env) ?? fallback.dev(input.env));
   const master = c.master ?? found?.master;
   const adminToken = c.adminToken ?? found?.adminToken;

@@ -1,109 +1,26 @@
 // Options are raw, then compiled once: config file < HIVEMIND_* env < flags, validated by a
-// zod schema at this one boundary, with errors that name where the bad value came from.
+// zod schema at this one boundary, with errors that name where the bad value came from (the
+// merging and the error's wording are config-layers.ts's, shared with the zod-free client config).
 import { z } from 'zod';
-import { ConfigError } from '../common/errors.js';
 import { parseDuration, parseSize } from '../common/units.js';
 import { WG_NAME_RE } from '../tunnel/wg-spec.js';
 import { CONTROL_CHARACTERS, LABEL_KEY_PATTERN, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS } from '../protocol/node-limits.js';
-import { keyLine, type ConfigFile } from './config-file.js';
+import { ADDRESS_MESSAGE, ADDRESS_RE, invalidConfig, mergeSection, type ConfigInput, type FieldSource } from './config-layers.js';
 import { MASTER_DEFAULTS } from './defaults.js';
 
-export interface FieldSource {
-  /** Environment variable, e.g. HIVEMIND_MAX_TASKS. */
-  env?: string;
-  /** The CLI flag's key in commander's options object, e.g. maxTasks (for --max-tasks). */
-  flag?: string;
-}
+export type { ConfigInput, FieldSource } from './config-layers.js';
 
-export interface ConfigInput {
-  file?: ConfigFile;
-  filePath?: string;
-  /** The file's text: errors about a key then give its line. */
-  fileText?: string;
-  env?: NodeJS.ProcessEnv;
-  flags?: Record<string, unknown>;
-}
-
-/** Edit distance, for "did you mean" on a mistyped key. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length]!;
-}
-
-/** The known key a mistyped one most likely meant, if any is close. */
-function closest(key: string, known: string[]): string | undefined {
-  let best: string | undefined;
-  let bestD = Infinity;
-  for (const k of known) {
-    const d = k.toLowerCase() === key.toLowerCase() ? 0 : distance(key, k);
-    if (d < bestD) [best, bestD] = [k, d];
-  }
-  return bestD <= Math.max(2, Math.floor(key.length / 4)) ? best : undefined;
-}
-
-function flagName(key: string): string {
-  return '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
-}
-
-/**
- * Merges one section of the file, the environment and the flags, and validates the result.
- * Unknown keys in the file section are errors (a typo must not be silently ignored).
- */
+/** Merges one section of the file, the environment and the flags (config-layers.ts), and validates the result. */
 export function compileSection<S extends z.ZodObject>(
   section: string,
   schema: S,
   fields: Record<string, FieldSource>,
   input: ConfigInput,
 ): z.infer<S> {
-  const env = input.env ?? process.env;
-  const raw: Record<string, unknown> = {};
-  const origin: Record<string, string> = {};
-  const fileSection = input.file?.[section];
-  if (fileSection !== undefined) {
-    if (typeof fileSection !== 'object' || fileSection === null || Array.isArray(fileSection)) {
-      throw new ConfigError(`config file ${input.filePath ?? ''}: "${section}" must be an object`);
-    }
-    const fileName = input.filePath ?? 'the config file';
-    const at = (k: string) => {
-      const line = input.fileText === undefined ? undefined : keyLine(input.fileText, section, k);
-      return line === undefined ? fileName : `${fileName} line ${line}`;
-    };
-    for (const [k, v] of Object.entries(fileSection)) {
-      if (!(k in fields)) {
-        const known = Object.keys(fields);
-        const guess = closest(k, known);
-        const fix = guess ? `did you mean "${guess}"? ` : '';
-        throw new ConfigError(`config file ${at(k)}: unknown key "${section}.${k}"; ${fix}(known keys: ${known.join(', ')})`);
-      }
-      raw[k] = v;
-      origin[k] = `"${section}.${k}" in ${at(k)}`;
-    }
-  }
-  for (const [k, src] of Object.entries(fields)) {
-    const e = src.env ? env[src.env] : undefined;
-    if (src.env && e !== undefined && e !== '') {
-      raw[k] = e;
-      origin[k] = `environment variable ${src.env}`;
-    }
-    const f = src.flag ? input.flags?.[src.flag] : undefined;
-    if (f !== undefined) {
-      raw[k] = f;
-      origin[k] = `flag ${flagName(src.flag!)}`;
-    }
-  }
+  const { raw, origin } = mergeSection(section, fields, input);
   const result = schema.safeParse(raw);
   if (!result.success) {
-    const lines = result.error.issues.map((iss) => {
-      const key = String(iss.path[0] ?? '');
-      const where = origin[key] ?? `"${section}.${key}"`;
-      return `${where}: ${iss.message}`;
-    });
-    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
+    throw invalidConfig(section, origin, result.error.issues.map((iss) => ({ key: String(iss.path[0] ?? ''), message: iss.message })));
   }
   return result.data;
 }
@@ -142,9 +59,7 @@ export const zBool = z.preprocess((v) => (v === 'true' || v === '1' ? true : v =
 
 export const zPositive = z.coerce.number({ message: 'expected a number' }).positive({ message: 'must be greater than 0' });
 
-export const zAddress = z
-  .string()
-  .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, { message: 'expected HOST:PORT, e.g. 127.0.0.1:7070' });
+export const zAddress = z.string().regex(ADDRESS_RE, { message: ADDRESS_MESSAGE });
 
 /** A WireGuard interface name (both platforms' limits), the same default for master and worker. */
 export const zWgInterface = z

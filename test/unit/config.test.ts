@@ -8,6 +8,8 @@ import { compileMasterConfig } from '../../src/config/master-config.js';
 import { compileClientConfig } from '../../src/config/client-config.js';
 import { keyLine, readConfigFile } from '../../src/config/config-file.js';
 import { ConfigError } from '../../src/common/errors.js';
+import { z } from 'zod';
+import { compileSection, zAddress } from '../../src/config/layered-config.js';
 
 test('worker config: file < env < flags, durations and sizes compiled once', () => {
   const file = { worker: { master: '10.0.0.1:7070', maxTasks: 1, reportInterval: '1m', memory: '2g' } };
@@ -191,6 +193,37 @@ test('client config falls back to the dev master file, and says what to do witho
   } finally {
     rmSync(home, { recursive: true, force: true });
   }
+});
+
+test('client config without zod: the same errors, word for word, as the zod schema it replaced', () => {
+  // The schema client-config.ts had, checked through the servers' path (layered-config.ts).
+  const schema = z.object({ master: zAddress.optional(), adminToken: z.string().min(1).optional() }).strict();
+  const fields = { master: { env: 'HIVEMIND_MASTER', flag: 'master' }, adminToken: { env: 'HIVEMIND_ADMIN_TOKEN', flag: 'adminToken' } };
+  const fileText = '{\n  "client": {\n    "master": 7070,\n    "adminToken": ""\n  }\n}\n';
+  const inputs = [
+    { env: {}, flags: { master: 'no-port', adminToken: '' } },
+    { env: { HIVEMIND_MASTER: 'a b:1' }, flags: { adminToken: 't' } },
+    { file: { client: { master: 7070, adminToken: '' } }, filePath: '/etc/hm.json', fileText, env: {}, flags: {} },
+    { file: { client: { master: null, adminToken: ['t'] } }, env: {}, flags: {} },
+    { file: { client: { master: { host: 'x' }, adminToken: true } }, env: {}, flags: {} },
+    { file: { client: { mastr: '127.0.0.1:1' } }, env: {}, flags: {} },
+    { file: { client: 'x' }, env: {}, flags: {} },
+  ];
+  const message = (f: () => unknown) => {
+    try {
+      f();
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, String(err));
+      return err.message;
+    }
+    return assert.fail('no error');
+  };
+  for (const input of inputs) {
+    const expected = message(() => compileSection('client', schema, fields, input));
+    assert.equal(message(() => compileClientConfig(input)), expected, JSON.stringify(input));
+  }
+  assert.match(message(() => compileClientConfig(inputs[2]!)), /"client\.master" in \/etc\/hm\.json line 3: Invalid input: expected string, received number\n.*"client\.adminToken" in \/etc\/hm\.json line 4: Too small/);
+  assert.deepEqual(compileClientConfig({ env: { HIVEMIND_MASTER: '[::1]:7070' }, flags: { adminToken: 'T' } }), { master: '[::1]:7070', adminToken: 'T' });
 });
 
 test('worker config: labels and name the master would refuse are refused at start, naming the source', () => {
