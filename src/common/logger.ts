@@ -23,7 +23,9 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   };
   const dest = opts.destination ?? process.stderr;
   if (opts.pretty) {
-    return pino(options, pretty({ destination: dest as NodeJS.WritableStream & { fd?: number }, sync: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss.l' } as never));
+    // One line per entry on a terminal: the fields follow the message as compact JSON, so a busy
+    // `hivemind dev` reads as a log, not as a screen of indented keys.
+    return pino(options, pretty({ destination: dest as NodeJS.WritableStream & { fd?: number }, sync: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss.l', singleLine: true } as never));
   }
   return pino(options, dest as never);
 }
