@@ -208,8 +208,15 @@ test('services: created, reached through the gateway with a token, streamed, iso
       const inflightMs = Date.now() - t0;
       assert.equal(replicaContainers(nodeId, 'web').length, 1, 'the container outlives the worker');
       await cluster.startWorker({ maxTasks: 6 });
+      // The master lists the killed node online, its replica healthy, until its reports are missed:
+      // routing resumes once the new worker has reattached the replica and subscribed with its pipe.
+      const restarted = Date.now();
+      const hello = await until('the gateway to route to the reattached replica', async () => {
+        const r = await fetch(`${gw.origin}/s/web/hello`, { headers: auth }).catch(() => undefined);
+        return r?.status === 200 ? ((await r.json()) as { boot: string; replica: string }) : undefined;
+      }, 30_000);
+      t.diagnostic(`routing resumed ${Date.now() - restarted} ms after the worker started again`);
       const after = await healthy('web', 1);
-      const hello = (await (await fetch(`${gw.origin}/s/web/hello`, { headers: auth })).json()) as { boot: string; replica: string };
       const doubled = replicaContainers(nodeId, 'web').length !== 1 || after.replicaList.length !== 1;
       recordScenario({ name: 'service: worker kill -9 under a replica with a request in flight', faults: 1, submitted: 1, delivered: hello.boot === before.boot ? 1 : 0, lost: hello.boot === before.boot ? 0 : 1, duplicated: doubled ? 1 : 0 });
       assert.equal(inflightEnd, 'cut', 'the request in flight fails, it does not hang or pretend to complete');
