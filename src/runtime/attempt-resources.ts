@@ -43,27 +43,49 @@ export class AttemptResources {
    * so /output is writable even for images that have no /output directory.
    */
   async prepare(exec: TaskExecution, nodeId: string, config: ContainerCreateConfig, created: Created, log: Logger): Promise<string> {
+    await this.createVolumes(exec, nodeId, created);
+    return this.createContainer(exec, config, created, log);
+  }
+
+  /**
+   * The attempt's two volumes, made side by side: the plain /input volume and /output's bounded
+   * filesystem (mkfs, losetup) need nothing of each other. Needs no image, so it can overlap the
+   * image check.
+   */
+  async createVolumes(exec: TaskExecution, nodeId: string, created: Created): Promise<void> {
     const signal = exec.signal;
     const { defaults } = this.options;
     const labels = taskLabels(nodeId, exec.taskId, exec.attempt);
     const volumes = volumeNames(exec.taskId, exec.attempt);
+    const cap = effectiveLimits(exec, defaults).maxOutputBytes;
     // /input is read-only in the task container and filled here through the size-checked input
     // filter, so a plain volume; /output gets a filesystem of its own that ends at the cap.
-    await this.engine.createVolume(volumes.input, labels, signal);
-    created.volumes.push(volumes.input);
-    const cap = effectiveLimits(exec, defaults).maxOutputBytes;
-    let outputOpts: VolumeDriverOptions | undefined;
-    created.outputFs.push(volumes.output);
-    try {
-      outputOpts = await this.options.outputVolumes.create(volumes.output, cap, defaults.maxEntries);
-    } catch (err) {
-      if (err instanceof OutputFsUnavailableError) {
-        throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `not started: this node could not make the task's bounded /output: ${err.message}`);
+    const input = (async () => {
+      await this.engine.createVolume(volumes.input, labels, signal);
+      created.volumes.push(volumes.input);
+    })();
+    const output = (async () => {
+      let outputOpts: VolumeDriverOptions | undefined;
+      created.outputFs.push(volumes.output);
+      try {
+        outputOpts = await this.options.outputVolumes.create(volumes.output, cap, defaults.maxEntries);
+      } catch (err) {
+        if (err instanceof OutputFsUnavailableError) {
+          throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `not started: this node could not make the task's bounded /output: ${err.message}`);
+        }
+        throw err;
       }
-      throw err;
-    }
-    await this.engine.createVolume(volumes.output, labels, signal, outputOpts);
-    created.volumes.push(volumes.output);
+      await this.engine.createVolume(volumes.output, labels, signal, outputOpts);
+      created.volumes.push(volumes.output);
+    })();
+    // Both settle before a failure is thrown: `created` must list all that exists for the cleanup.
+    await settledAll([input, output]);
+  }
+
+  /** Fills the volumes through the staging container, then the task container (once the volumes exist). */
+  async createContainer(exec: TaskExecution, config: ContainerCreateConfig, created: Created, log: Logger): Promise<string> {
+    const signal = exec.signal;
+    const { defaults } = this.options;
     const stagingId = await createOrStartFail(() =>
       this.engine.createContainer(
         {
@@ -105,11 +127,18 @@ export class AttemptResources {
       }
       log.debug('input unpacked into /input');
     }
-    await this.engine.removeContainer(stagingId, signal);
-    created.containers.splice(created.containers.indexOf(stagingId), 1);
-
-    const id = await createOrStartFail(() => this.engine.createContainer(config, signal));
-    created.containers.push(id);
+    // The volumes are filled: the staging container's removal and the task container's creation
+    // touch nothing of each other, so they go side by side.
+    const removeStaging = (async () => {
+      await this.engine.removeContainer(stagingId, signal);
+      created.containers.splice(created.containers.indexOf(stagingId), 1);
+    })();
+    const createTask = (async () => {
+      const id = await createOrStartFail(() => this.engine.createContainer(config, signal));
+      created.containers.push(id);
+      return id;
+    })();
+    const [, id] = await settledAll([removeStaging, createTask]);
     return id;
   }
 
@@ -169,4 +198,14 @@ function volumeRootsTar(): Readable {
   }
   pack.finalize();
   return Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
+}
+
+/**
+ * Promise.all that waits for every promise to settle before it rejects (with the first failure in
+ * order): what the others made is then recorded for the cleanup, and none still runs behind it.
+ */
+export async function settledAll<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  for (const s of settled) if (s.status === 'rejected') throw s.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
