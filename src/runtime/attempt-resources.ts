@@ -37,14 +37,14 @@ export class AttemptResources {
   ) {}
 
   /**
-   * Creates volumes and the task container, and fills the volumes through a never-started staging
-   * container: /input is read-only in the task container, and Docker refuses archive writes to
+   * Creates volumes and the task container, and fills the volumes (when there is anything to
+   * put there, see createContainer) through a never-started staging container: /input is read-only in the task container, and Docker refuses archive writes to
    * read-only mounts. The staging container also makes both volume roots owned by the task user,
    * so /output is writable even for images that have no /output directory.
    */
   async prepare(exec: TaskExecution, nodeId: string, config: ContainerCreateConfig, created: Created, log: Logger): Promise<string> {
-    await this.createVolumes(exec, nodeId, created);
-    return this.createContainer(exec, config, created, log);
+    const volumes = await this.createVolumes(exec, nodeId, created);
+    return this.createContainer(exec, config, created, log, volumes);
   }
 
   /**
@@ -52,7 +52,7 @@ export class AttemptResources {
    * filesystem (mkfs, losetup) need nothing of each other. Needs no image, so it can overlap the
    * image check.
    */
-  async createVolumes(exec: TaskExecution, nodeId: string, created: Created): Promise<void> {
+  async createVolumes(exec: TaskExecution, nodeId: string, created: Created): Promise<MadeVolumes> {
     const signal = exec.signal;
     const { defaults } = this.options;
     const labels = taskLabels(nodeId, exec.taskId, exec.attempt);
@@ -77,13 +77,26 @@ export class AttemptResources {
       }
       await this.engine.createVolume(volumes.output, labels, signal, outputOpts);
       created.volumes.push(volumes.output);
+      return outputOpts !== undefined;
     })();
     // Both settle before a failure is thrown: `created` must list all that exists for the cleanup.
-    await settledAll([input, output]);
+    const [, outputRootOwned] = await settledAll([input, output]);
+    return { outputRootOwned };
   }
 
-  /** Fills the volumes through the staging container, then the task container (once the volumes exist). */
-  async createContainer(exec: TaskExecution, config: ContainerCreateConfig, created: Created, log: Logger): Promise<string> {
+  /**
+   * The task container, once the volumes exist, after filling them through the staging container
+   * when there is anything to put there. A task without input whose /output is a filesystem made
+   * with the task user owning its root needs none: its /input stays empty and is read-only to it
+   * anyway, and /output is already its own. That saves a container create, an archive write and
+   * a removal (some 70 ms on a no-op task).
+   */
+  async createContainer(exec: TaskExecution, config: ContainerCreateConfig, created: Created, log: Logger, volumes: MadeVolumes): Promise<string> {
+    if (!needsStaging(exec, volumes)) {
+      const id = await createOrStartFail(() => this.engine.createContainer(config, exec.signal));
+      created.containers.push(id);
+      return id;
+    }
     const signal = exec.signal;
     const { defaults } = this.options;
     const stagingId = await createOrStartFail(() =>
@@ -186,6 +199,17 @@ export class AttemptResources {
     }
     return clean;
   }
+}
+
+/** What createVolumes made, as far as the container step cares. */
+export interface MadeVolumes {
+  /** /output is a filesystem of its own whose root the task user owns (OutputVolumes.create gave options). */
+  outputRootOwned: boolean;
+}
+
+/** Whether the volumes must be filled through a staging container: an input to unpack, or a plain /output to give to the task user. */
+export function needsStaging(exec: Pick<TaskExecution, 'inputFile'>, volumes: MadeVolumes): boolean {
+  return exec.inputFile !== undefined || !volumes.outputRootOwned;
 }
 
 /** Directory entries that, extracted at "/", give both volume roots to the task user. */

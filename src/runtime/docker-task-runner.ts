@@ -209,8 +209,8 @@ export class DockerTaskRunner implements TaskExecutor {
         exec.onPhase('pulling');
         // The volumes need no image: they are made while the image is checked (or pulled). An
         // image that cannot be had is the failure reported when both fail.
-        await settledAll([this.ensureImage(exec, log), this.resources.createVolumes(exec, this.nodeId(), created)]);
-        containerId = await this.resources.createContainer(exec, config, created, log);
+        const [, volumes] = await settledAll([this.ensureImage(exec, log), this.resources.createVolumes(exec, this.nodeId(), created)]);
+        containerId = await this.resources.createContainer(exec, config, created, log, volumes);
 
         exec.onPhase('running');
         run = await this.run(exec, containerId, limits.timeoutMs, tail, log);

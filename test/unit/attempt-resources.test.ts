@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Readable } from 'node:stream';
 import { silentLogger } from '../../src/common/logger.js';
-import { AttemptResources, settledAll, type Created } from '../../src/runtime/attempt-resources.js';
+import { AttemptResources, needsStaging, settledAll, type Created } from '../../src/runtime/attempt-resources.js';
 import type { ContainerCreateConfig, ContainerEngine } from '../../src/runtime/container-engine.js';
 import { RUNNER_DEFAULTS, buildContainerConfig } from '../../src/runtime/container-spec.js';
 import type { OutputVolumes } from '../../src/runtime/output-volume.js';
@@ -84,6 +84,11 @@ test('attempt resources: both volumes are made at once; a failed one still leave
   assert.equal(settled, false, 'the failure waits for the input volume to settle');
   await calls.release('createVolume input');
   assert.equal(await outcome, 'engine said no');
+  // And when both succeed, whether /output's root is the task user's (a filesystem was made).
+  const calls2 = new GatedCalls();
+  const ok = fakes(calls2).createVolumes(exec, 'n1', { containers: [], volumes: [], outputFs: [] });
+  for (const c of ['outputFs', 'createVolume output', 'createVolume input']) await calls2.release(c);
+  assert.deepEqual(await ok, { outputRootOwned: true });
   assert.deepEqual(created, { containers: [], volumes: ['hivemind-t1-1-input'], outputFs: ['hivemind-t1-1-output'] });
 });
 
@@ -92,7 +97,8 @@ test('attempt resources: the task container is created while the filled staging 
   const r = fakes(calls);
   const created: Created = { containers: [], volumes: [], outputFs: [] };
   const config = buildContainerConfig(exec, 'n1');
-  const made = r.createContainer(exec, config, created, silentLogger());
+  // A plain /output (no filesystem of its own): its root is given to the task user through the staging container.
+  const made = r.createContainer(exec, config, created, silentLogger(), { outputRootOwned: false });
   await calls.release('createContainer staging');
   await calls.release('putArchive /');
   await until(() => calls.started.includes('removeContainer staging-id'), 'the staging removal started');
@@ -102,6 +108,21 @@ test('attempt resources: the task container is created while the filled staging 
   await calls.release('removeContainer staging-id');
   assert.equal(await made, 'task-id');
   assert.deepEqual(created.containers, ['task-id']);
+});
+
+test('attempt resources: without input and with an /output filesystem the task user owns, no staging container is made', async () => {
+  const calls = new GatedCalls();
+  const r = fakes(calls);
+  const created: Created = { containers: [], volumes: [], outputFs: [] };
+  const made = r.createContainer(exec, buildContainerConfig(exec, 'n1'), created, silentLogger(), { outputRootOwned: true });
+  await calls.release('createContainer task');
+  assert.equal(await made, 'task-id');
+  assert.deepEqual(calls.started, ['createContainer task']);
+  assert.deepEqual(created.containers, ['task-id']);
+  // An input to unpack, or a plain /output, still needs one.
+  assert.equal(needsStaging({ inputFile: '/spool/t1-1.input.tar.gz' }, { outputRootOwned: true }), true);
+  assert.equal(needsStaging({}, { outputRootOwned: false }), true);
+  assert.equal(needsStaging({}, { outputRootOwned: true }), false);
 });
 
 test('settledAll: the values in order; the first failure in order, thrown only once all settled', async () => {
