@@ -37,33 +37,68 @@ export class AttemptResources {
   ) {}
 
   /**
-   * Creates volumes and the task container, and fills the volumes through a never-started staging
-   * container: /input is read-only in the task container, and Docker refuses archive writes to
+   * Creates volumes and the task container, and fills the volumes (when there is anything to
+   * put there, see createContainer) through a never-started staging container: /input is read-only in the task container, and Docker refuses archive writes to
    * read-only mounts. The staging container also makes both volume roots owned by the task user,
    * so /output is writable even for images that have no /output directory.
    */
   async prepare(exec: TaskExecution, nodeId: string, config: ContainerCreateConfig, created: Created, log: Logger): Promise<string> {
+    const volumes = await this.createVolumes(exec, nodeId, created);
+    return this.createContainer(exec, config, created, log, volumes);
+  }
+
+  /**
+   * The attempt's two volumes, made side by side: the plain /input volume and /output's bounded
+   * filesystem (mkfs, losetup) need nothing of each other. Needs no image, so it can overlap the
+   * image check.
+   */
+  async createVolumes(exec: TaskExecution, nodeId: string, created: Created): Promise<MadeVolumes> {
     const signal = exec.signal;
     const { defaults } = this.options;
     const labels = taskLabels(nodeId, exec.taskId, exec.attempt);
     const volumes = volumeNames(exec.taskId, exec.attempt);
+    const cap = effectiveLimits(exec, defaults).maxOutputBytes;
     // /input is read-only in the task container and filled here through the size-checked input
     // filter, so a plain volume; /output gets a filesystem of its own that ends at the cap.
-    await this.engine.createVolume(volumes.input, labels, signal);
-    created.volumes.push(volumes.input);
-    const cap = effectiveLimits(exec, defaults).maxOutputBytes;
-    let outputOpts: VolumeDriverOptions | undefined;
-    created.outputFs.push(volumes.output);
-    try {
-      outputOpts = await this.options.outputVolumes.create(volumes.output, cap, defaults.maxEntries);
-    } catch (err) {
-      if (err instanceof OutputFsUnavailableError) {
-        throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `not started: this node could not make the task's bounded /output: ${err.message}`);
+    const input = (async () => {
+      await this.engine.createVolume(volumes.input, labels, signal);
+      created.volumes.push(volumes.input);
+    })();
+    const output = (async () => {
+      let outputOpts: VolumeDriverOptions | undefined;
+      created.outputFs.push(volumes.output);
+      try {
+        outputOpts = await this.options.outputVolumes.create(volumes.output, cap, defaults.maxEntries);
+      } catch (err) {
+        if (err instanceof OutputFsUnavailableError) {
+          throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `not started: this node could not make the task's bounded /output: ${err.message}`);
+        }
+        throw err;
       }
-      throw err;
+      await this.engine.createVolume(volumes.output, labels, signal, outputOpts);
+      created.volumes.push(volumes.output);
+      return outputOpts !== undefined;
+    })();
+    // Both settle before a failure is thrown: `created` must list all that exists for the cleanup.
+    const [, outputRootOwned] = await settledAll([input, output]);
+    return { outputRootOwned };
+  }
+
+  /**
+   * The task container, once the volumes exist, after filling them through the staging container
+   * when there is anything to put there. A task without input whose /output is a filesystem made
+   * with the task user owning its root needs none: its /input stays empty and is read-only to it
+   * anyway, and /output is already its own. That saves a container create, an archive write and
+   * a removal (some 70 ms on a no-op task).
+   */
+  async createContainer(exec: TaskExecution, config: ContainerCreateConfig, created: Created, log: Logger, volumes: MadeVolumes): Promise<string> {
+    if (!needsStaging(exec, volumes)) {
+      const id = await createOrStartFail(() => this.engine.createContainer(config, exec.signal));
+      created.containers.push(id);
+      return id;
     }
-    await this.engine.createVolume(volumes.output, labels, signal, outputOpts);
-    created.volumes.push(volumes.output);
+    const signal = exec.signal;
+    const { defaults } = this.options;
     const stagingId = await createOrStartFail(() =>
       this.engine.createContainer(
         {
@@ -105,11 +140,18 @@ export class AttemptResources {
       }
       log.debug('input unpacked into /input');
     }
-    await this.engine.removeContainer(stagingId, signal);
-    created.containers.splice(created.containers.indexOf(stagingId), 1);
-
-    const id = await createOrStartFail(() => this.engine.createContainer(config, signal));
-    created.containers.push(id);
+    // The volumes are filled: the staging container's removal and the task container's creation
+    // touch nothing of each other, so they go side by side.
+    const removeStaging = (async () => {
+      await this.engine.removeContainer(stagingId, signal);
+      created.containers.splice(created.containers.indexOf(stagingId), 1);
+    })();
+    const createTask = (async () => {
+      const id = await createOrStartFail(() => this.engine.createContainer(config, signal));
+      created.containers.push(id);
+      return id;
+    })();
+    const [, id] = await settledAll([removeStaging, createTask]);
     return id;
   }
 
@@ -159,6 +201,17 @@ export class AttemptResources {
   }
 }
 
+/** What createVolumes made, as far as the container step cares. */
+export interface MadeVolumes {
+  /** /output is a filesystem of its own whose root the task user owns (OutputVolumes.create gave options). */
+  outputRootOwned: boolean;
+}
+
+/** Whether the volumes must be filled through a staging container: an input to unpack, or a plain /output to give to the task user. */
+export function needsStaging(exec: Pick<TaskExecution, 'inputFile'>, volumes: MadeVolumes): boolean {
+  return exec.inputFile !== undefined || !volumes.outputRootOwned;
+}
+
 /** Directory entries that, extracted at "/", give both volume roots to the task user. */
 function volumeRootsTar(): Readable {
   const pack = tarStream.pack();
@@ -169,4 +222,14 @@ function volumeRootsTar(): Readable {
   }
   pack.finalize();
   return Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
+}
+
+/**
+ * Promise.all that waits for every promise to settle before it rejects (with the first failure in
+ * order): what the others made is then recorded for the cleanup, and none still runs behind it.
+ */
+export async function settledAll<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  for (const s of settled) if (s.status === 'rejected') throw s.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }

@@ -14,7 +14,7 @@ import { LABEL_ATTEMPT, nodeLabelFilters } from './labels.js';
 import { HostPathError } from './host-paths.js';
 import { LogTail } from './log-tail.js';
 import { TaskUsageSampler } from './task-usage.js';
-import { AttemptResources, type Created } from './attempt-resources.js';
+import { AttemptResources, settledAll, type Created } from './attempt-resources.js';
 import { LogFollower } from './log-follower.js';
 import { collectResult } from './result-collector.js';
 import { reapOrphans, type ReapResult } from './orphan-reaper.js';
@@ -133,27 +133,45 @@ export class DockerTaskRunner implements TaskExecutor {
 
   async execute(exec: TaskExecution): Promise<ExecutionResult> {
     this.executing.set(exec.taskId, (this.executing.get(exec.taskId) ?? 0) + 1);
-    try {
-      return await this.executeTracked(exec);
-    } finally {
+    const untrack = () => {
       const n = (this.executing.get(exec.taskId) ?? 1) - 1;
       if (n > 0) this.executing.set(exec.taskId, n);
       else this.executing.delete(exec.taskId);
+    };
+    const log = this.logger.child({ taskId: exec.taskId, attempt: exec.attempt });
+    if (exec.spec.service) {
+      try {
+        return await this.replicas.execute(this.onHostPaths(exec), log.child({ service: exec.spec.service.service, replica: exec.spec.service.replica }));
+      } finally {
+        untrack();
+      }
     }
+    const created: Created = { containers: [], volumes: [], outputFs: [] };
+    let result: ExecutionResult;
+    try {
+      result = await this.executeBatch(exec, created, log);
+    } catch (err) {
+      await this.resources.cleanup(created, log).catch(() => false);
+      untrack();
+      throw err;
+    }
+    // The result is in the spool: nothing needs the ended container any more. Its removal (some
+    // tens of ms of Docker and losetup calls) runs while the caller uploads the result, instead of
+    // before; reclaim() keeps off this task until it has settled.
+    result.cleanup = this.resources
+      .cleanup(created, log)
+      .catch(() => false)
+      .finally(untrack);
+    return result;
   }
 
-  private async executeTracked(exec: TaskExecution): Promise<ExecutionResult> {
-    const log = this.logger.child({ taskId: exec.taskId, attempt: exec.attempt });
-    if (exec.spec.service) return this.replicas.execute(this.onHostPaths(exec), log.child({ service: exec.spec.service.service, replica: exec.spec.service.replica }));
+  /** One batch attempt to its result; what it makes in Docker is listed in `created` for the caller's cleanup. */
+  private async executeBatch(exec: TaskExecution, created: Created, log: Logger): Promise<ExecutionResult> {
     const tail = new LogTail(this.defaults.logTailBytes);
-    const created: Created = { containers: [], volumes: [], outputFs: [] };
     let runMs = 0;
-    // The result returned; cleanup (in `finally`, after it is made) marks it when it left debris.
-    let returned: ExecutionResult | undefined;
     const result = (kind: OutcomeKind, message: string, exitCode = NO_EXIT_CODE, res?: ExecutionResult['result']): ExecutionResult => {
       const r: ExecutionResult = { outcome: { kind, exitCode, message, durationMs: runMs }, logTail: tail.toString() };
       if (res) r.result = res;
-      returned = r;
       return r;
     };
     try {
@@ -189,9 +207,10 @@ export class DockerTaskRunner implements TaskExecutor {
       } else {
         if (exec.recovery === 'restart') await this.resources.discard(exec, this.nodeId(), log);
         exec.onPhase('pulling');
-        await this.ensureImage(exec, log);
-
-        containerId = await this.resources.prepare(exec, this.nodeId(), config, created, log);
+        // The volumes need no image: they are made while the image is checked (or pulled). An
+        // image that cannot be had is the failure reported when both fail.
+        const [, volumes] = await settledAll([this.ensureImage(exec, log), this.resources.createVolumes(exec, this.nodeId(), created)]);
+        containerId = await this.resources.createContainer(exec, config, created, log, volumes);
 
         exec.onPhase('running');
         run = await this.run(exec, containerId, limits.timeoutMs, tail, log);
@@ -236,8 +255,6 @@ export class DockerTaskRunner implements TaskExecutor {
       }
       log.error({ err }, 'task runner failed');
       return result(OutcomeKind.OUTCOME_KIND_INTERNAL_ERROR, errorMessage(err));
-    } finally {
-      if (!(await this.resources.cleanup(created, log)) && returned) returned.leftovers = true;
     }
   }
 

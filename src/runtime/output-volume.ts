@@ -15,8 +15,8 @@ export type VolumeDriverOptions = Record<string, string>;
 export interface OutputVolumes {
   /**
    * Makes the backing filesystem of volume `name`, able to hold `capBytes` (and up to
-   * `maxEntries` entries) and nothing much beyond, and returns the options to create the Docker
-   * volume with (undefined: a plain volume). Throws OutputFsUnavailableError when this host
+   * `maxEntries` entries) and nothing much beyond, its root owned by the task user, and returns
+   * the options to create the Docker volume with (undefined: a plain volume, root's). Throws OutputFsUnavailableError when this host
    * cannot make one.
    */
   create(name: string, capBytes: number, maxEntries: number): Promise<VolumeDriverOptions | undefined>;

@@ -320,6 +320,12 @@ export interface ExecutionResult {
    * the worker reclaims them as soon as Docker answers again.
    */
   leftovers?: true;
+  /**
+   * Settles once the attempt's containers and volumes are removed: true when all went, false when
+   * something stayed (as `leftovers`). The result is returned before that removal, so the upload
+   * and the terminal update do not wait for Docker's bookkeeping; the run waits for it at its end.
+   */
+  cleanup?: Promise<boolean>;
 }
 
 export interface TaskExecutor {

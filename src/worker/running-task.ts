@@ -126,6 +126,8 @@ export class RunningTask {
     const inputFile = a.inputSize > 0 ? path.join(spool, spoolName(taskId, attempt, 'input.tar.gz')) : undefined;
     let resultFile: string | undefined;
     let data: TaskData | undefined;
+    // The executor's removal of the attempt's containers, running behind the upload (see below).
+    let cleanup: Promise<boolean> | undefined;
     try {
       // First, before anything awaits long: a reattached task's data must be leased again before
       // a new task's download could evict it.
@@ -158,9 +160,11 @@ export class RunningTask {
       this.progress.finish();
       this.stopReplicaUpdates();
       if (exec.leftovers) deps.onLeftovers(taskId);
-      data?.release();
-      // The container is gone: its CPU, memory and GPUs are free for the next task even
-      // while the result is still uploading.
+      cleanup = exec.cleanup;
+      // The data sets stay leased until the container that binds them is removed.
+      if (!cleanup) data?.release();
+      // The container has ended: its CPU, memory and GPUs are free for the next task even
+      // while the result is still uploading (and the dead container is being removed).
       this.reservation = undefined;
       await this.logs.close();
       resultFile = exec.result?.path;
@@ -214,6 +218,9 @@ export class RunningTask {
       deps.update(this, TaskState.TASK_STATE_FAILED, { outcome: failureOutcome(kind, message), message });
     } finally {
       this.stopReplicaUpdates();
+      // The terminal update is in the outbox; the run (and so a drain) still ends only once the
+      // attempt's containers and volumes are removed, or known left for the reclaimer.
+      if (cleanup && !(await cleanup.catch(() => false))) deps.onLeftovers(taskId);
       data?.release();
       await this.logs.close().catch(() => undefined);
       for (const f of [inputFile, resultFile]) {

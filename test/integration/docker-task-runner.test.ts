@@ -74,7 +74,8 @@ async function runTask(spec: Partial<TaskSpec>, opts: { inputFile?: string; abor
   };
   if (opts.inputFile) exec.inputFile = opts.inputFile;
   const result = await runner.execute(exec);
-  // Nothing of this task may remain on the host.
+  // Nothing of this task may remain on the host, once the removal behind the result has settled.
+  assert.equal(await result.cleanup, true, 'the removal of what the attempt made succeeded');
   assert.deepEqual(await engine.listContainers(nodeLabelFilters(NODE_ID, taskId)), [], 'no container left');
   assert.deepEqual(await engine.listVolumes(nodeLabelFilters(NODE_ID, taskId)), [], 'no volume left');
   return { result, logs, phases, taskId };
@@ -479,6 +480,7 @@ test('a CPU spinner is throttled to its share, and the runner reports its usage'
     onLog: () => {},
   });
   await sampling;
+  await result.cleanup;
   await rm(spool, { recursive: true, force: true });
   assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_CANCELLED, result.outcome.message);
   const shares = samples.slice(1);

@@ -187,6 +187,7 @@ test('the runner records what it pulled and what tasks used; the pruner then tak
       onLog: () => {},
     };
     const res = await runner.execute(exec);
+    await res.cleanup; // the image is in use until its container is removed
     assert.equal(res.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, res.outcome.message);
     if (res.result) await rm(res.result.path, { force: true });
   };
@@ -207,6 +208,7 @@ test('the runner records what it pulled and what tasks used; the pruner then tak
       spec: { image: '127.0.0.1:1/hivemind/missing:1', command: ['true'], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] },
       gpuIndexes: [], signal: AbortSignal.timeout(60_000), onPhase: () => {}, onPullProgress: () => {}, onLog: () => {},
     });
+    await failed.cleanup;
     assert.equal(failed.outcome.kind, OutcomeKind.OUTCOME_KIND_START_FAILED);
     assert.deepEqual(store.pulledImages().map((x) => x.image), [pulledRef]);
 

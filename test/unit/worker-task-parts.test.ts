@@ -101,7 +101,7 @@ async function runningTask(t: TestContext, execute: Execute, over: {
     uploadResult: over.uploadResult ?? (async (_task, result) => void timeline.push(`upload ${path.basename(result.path)}`)),
     onLog: () => undefined,
     onProgress: (e) => void progress.push(e),
-    onLeftovers: () => undefined,
+    onLeftovers: () => void timeline.push('leftovers'),
   };
   const reservation: Reservation = { cpus: 1, memoryBytes: 64 * MiB, gpuIndexes: [1] };
   const task = new RunningTask(a, reservation, logs, deps);
@@ -139,6 +139,27 @@ test('running task: a run goes pulling, running, uploading, then succeeds; the r
   assert.equal(h.sinkEnded(), true);
   assert.equal(existsSync(exec.inputFile!), false);
   assert.equal(existsSync(path.join(h.spoolDir, spoolName('t1', 1, 'result.tar.gz'))), false);
+});
+
+test('running task: the container removal runs behind the upload: the result and the end reach the master first; the run ends once it settled, a failed one as leftovers', async (t) => {
+  let settle!: (clean: boolean) => void;
+  const cleanup = new Promise<boolean>((r) => (settle = r));
+  const h = await runningTask(t, async (exec) => {
+    exec.onPhase('running');
+    const resultPath = path.join(h.spoolDir, spoolName('t1', 1, 'result.tar.gz'));
+    await writeFile(resultPath, 'archive');
+    return { outcome: exited(0), result: { path: resultPath, size: 7, sha256: 'ab'.repeat(32) }, logTail: '', cleanup };
+  });
+  let ended = false;
+  const run = h.task.run(false).then(() => void (ended = true));
+  for (let i = 0; i < 1000 && !h.timeline.includes('update TASK_STATE_SUCCEEDED'); i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(h.timeline, [`update TASK_STATE_RUNNING`, 'update TASK_STATE_UPLOADING', `upload ${spoolName('t1', 1, 'result.tar.gz')}`, 'update TASK_STATE_SUCCEEDED'], 'uploaded and ended while the removal is still running');
+  assert.equal(h.task.reservation, undefined, 'the ended container holds no resources');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(ended, false, 'the run (a drain) waits for the removal');
+  settle(false);
+  await run;
+  assert.equal(h.timeline.at(-1), 'leftovers', 'a removal that left something is reported for the reclaimer');
 });
 
 test('running task: abort() stops the run and the outcome says why: cancelled, superseded, shutdown', async (t) => {
