@@ -103,8 +103,11 @@ test('workers enroll over TLS, tunnels come up, tasks travel through them; impos
     // at debug level: the secrets scan below reads what the worker logs at its most talkative
     const wa2 = start(lab, 'a', ['worker', 'start', '--data-dir', join(home, 'wa'), '--wg-interface', `hm${id}a`, '--report-interval', '1s', '--log-level', 'debug'], env);
     procs.push(wa2);
+    // The master still lists the stopped A online until it misses its reports: A is back when it is
+    // connected again (its interface up, registered, subscribed) and the master lists both.
     await waitFor('worker A back online', async () => {
       if (wa2.child.exitCode !== null) throw new Error(`worker exited: ${wa2.output}`);
+      if (!/"to":"connected"/.test(wa2.output)) return false;
       const nodes = JSON.parse((await run(lab, 'm', ['nodes', '--json'], admin)).out || '[]') as { online: boolean }[];
       return nodes.filter((n) => n.online).length === 2;
     }, 60_000, 500);
