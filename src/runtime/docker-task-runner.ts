@@ -155,13 +155,18 @@ export class DockerTaskRunner implements TaskExecutor {
       untrack();
       throw err;
     }
+    const removal = this.resources.cleanup(created, log).catch(() => false).finally(untrack);
+    if (!result.result) {
+      // Nothing to upload: the removal comes first. A failure may be the node's full disk (the
+      // /output filesystem's file is what filled it), and the terminal update the caller writes
+      // next needs the room that removal gives back.
+      if (!(await removal)) result.leftovers = true;
+      return result;
+    }
     // The result is in the spool: nothing needs the ended container any more. Its removal (some
     // tens of ms of Docker and losetup calls) runs while the caller uploads the result, instead of
     // before; reclaim() keeps off this task until it has settled.
-    result.cleanup = this.resources
-      .cleanup(created, log)
-      .catch(() => false)
-      .finally(untrack);
+    result.cleanup = removal;
     return result;
   }
 

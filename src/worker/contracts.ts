@@ -321,9 +321,10 @@ export interface ExecutionResult {
    */
   leftovers?: true;
   /**
-   * Settles once the attempt's containers and volumes are removed: true when all went, false when
-   * something stayed (as `leftovers`). The result is returned before that removal, so the upload
-   * and the terminal update do not wait for Docker's bookkeeping; the run waits for it at its end.
+   * With a result to upload: settles once the attempt's containers and volumes are removed, true
+   * when all went, false when something stayed (as `leftovers`). The result is returned before that
+   * removal, so the upload and the terminal update do not wait for Docker's bookkeeping; the run
+   * waits for it at its end. Without a result the removal came first (it may free a full disk).
    */
   cleanup?: Promise<boolean>;
 }
