@@ -47,9 +47,14 @@ export class ExecTerminal {
     return this.last;
   }
 
-  /** Calls `send` with each new window size (not with the current one, which the start carries). */
-  watch(send: (s: TerminalSize) => void): void {
+  /**
+   * Calls `send` with each new window size from now on. The start carried the size of the moment
+   * it was made (`size`, read before the session opened): a window resized while the session was
+   * opening is sent at once, not lost.
+   */
+  watch(send: (s: TerminalSize) => void, startedWith: TerminalSize): void {
     this.onSize = send;
+    if (this.last.cols !== startedWith.cols || this.last.rows !== startedWith.rows) send(this.last);
   }
 
   private readonly changed = (): void => {

@@ -211,7 +211,8 @@ export class ExecSessions {
           stdinClosed = true;
           writing = writing.then(() => proc?.closeStdin());
         } else if (i.$case === 'resize' && start.tty) {
-          proc?.resize(i.value, ctl.signal).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'exec resize failed'));
+          // In order with stdin: what is typed after a resize sees the new size (`stty size`).
+          writing = writing.then(() => proc?.resize(i.value, ctl.signal).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'exec resize failed')));
         }
       },
       (err) => {

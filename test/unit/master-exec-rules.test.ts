@@ -110,12 +110,17 @@ test('the exec terminal: raw mode on, sizes within 1..1000, each resize sent onc
   assert.equal(tty.isRaw, true);
   assert.deepEqual(term.size, { cols: 100, rows: 30 });
   const sent: unknown[] = [];
-  term.watch((s) => sent.push(s));
+  const startSize = term.size;
+  // Resized while the session was opening (before started): sent as soon as it is watched.
+  tty.columns = 90;
+  tty.emit('resize');
+  term.watch((s) => sent.push(s), startSize);
+  assert.deepEqual(sent, [{ cols: 90, rows: 30 }]);
   tty.columns = 60;
   tty.rows = 20;
   tty.emit('resize');
   proc.emit('SIGWINCH');
-  assert.deepEqual(sent, [{ cols: 60, rows: 20 }]);
+  assert.deepEqual(sent, [{ cols: 90, rows: 30 }, { cols: 60, rows: 20 }]);
   proc.emit('exit');
   term.restore();
   assert.deepEqual(tty.modes, [true, false], 'raw mode off exactly once');

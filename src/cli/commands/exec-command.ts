@@ -48,14 +48,15 @@ export function registerExecCommand(program: Command, ctx: () => CliContext, set
       };
       const handlers = Object.keys(SIGNAL_EXIT).map((sig) => [sig, onSignal(sig)] as const);
       for (const [sig, h] of handlers) process.on(sig, h);
+      const startSize = term?.size;
       const io: ExecIo = {
         ...(interactive ? { stdin: process.stdin } : {}),
         stdout: process.stdout,
         stderr: process.stderr,
-        onStarted: (_started, resize) => term?.watch(resize),
+        onStarted: (_started, resize) => term?.watch(resize, startSize!),
       };
       try {
-        const start = { target, command, tty, stdin: interactive, ...(term ? { size: term.size } : {}) };
+        const start = { target, command, tty, stdin: interactive, ...(startSize ? { size: startSize } : {}) };
         const r = await runExec(cfg.master, cfg.adminToken, start, io, ac.signal);
         term?.restore();
         // After raw mode a remote program may leave the cursor mid-line: the message starts clean.
