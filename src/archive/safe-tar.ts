@@ -4,7 +4,6 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
-import { posix } from 'node:path';
 import tarStream, { type Header } from 'tar-stream';
 import { ArchiveCapError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 

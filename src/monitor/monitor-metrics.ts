@@ -25,7 +25,7 @@ export class MonitorMetrics {
   /** Per running attempt: its latest progress fraction (absent: none given) and the counts already added. */
   private readonly progress = new Map<string, { taskId: string; fraction: number | undefined; updates: number; rejected: number }>();
 
-  constructor(private readonly now: () => number, running: () => number, accepting: () => boolean, cache?: DataCacheView, replicas?: ReplicaSource) {
+  constructor(now: () => number, running: () => number, accepting: () => boolean, cache?: DataCacheView, replicas?: ReplicaSource) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'hivemind_worker_' });
     this.tasks = new Counter({ name: 'hivemind_worker_tasks_total', help: 'Tasks finished on this node, by final state and outcome kind', labelNames: ['state', 'outcome'], registers });

@@ -5,8 +5,6 @@
 // calls the surge off.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { Master } from '../../src/master/master.js';
 import type { CreateServiceRequest, ServiceInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import { OutcomeKind, TaskOutcome, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { HANDOVER_PLACE_MS } from '../../src/master/replica-plan.js';

@@ -105,7 +105,7 @@ test('specs no node can run are refused, naming the field and the limit', () => 
     [spec({ env: new Map([['A', 'x'.repeat(SPEC_LIMITS.maxArgBytes - 1)]]) }), /spec\.env: A=value is 131072 bytes, over the maximum of 131071 per variable/],
   ];
   let escaped = 0;
-  for (const [s, re] of cases) {
+  for (const [s] of cases) {
     try {
       checkTaskSpec(s);
       escaped++;
