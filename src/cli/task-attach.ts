@@ -4,7 +4,7 @@
 import { once } from 'node:events';
 import type { AdminClient } from '../client/admin-client.js';
 import { errorMessage } from '../common/errors.js';
-import { LogStream, TaskState } from '../protocol/gen/hivemind/v1/common.js';
+import { LogStream, TaskState, type LogChunk } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 import { stateName } from './task-format.js';
 import { terminalSafe } from './terminal-text.js';
@@ -36,7 +36,7 @@ export async function attachTask(client: AttachClient, taskId: string, o: Attach
   o.signal.addEventListener('abort', stopLogs, { once: true });
   const following = followLogs(client, taskId, o, logs.signal);
   try {
-    const end = await watchUntilEnd(client, taskId, o.signal, o.onState);
+    const end = await watchUntilEnd(client, taskId, { signal: o.signal, onState: o.onState });
     if (end === undefined) return undefined;
     // The master ends a followed log once the task is terminal; the last bytes may still be on the way.
     const grace = setTimeout(stopLogs, o.logGraceMs ?? 10_000);
@@ -52,30 +52,55 @@ export async function attachTask(client: AttachClient, taskId: string, o: Attach
 
 async function followLogs(client: AttachClient, taskId: string, o: AttachOptions, signal: AbortSignal): Promise<void> {
   try {
-    for await (const chunk of client.streamLogs(taskId, { follow: true }, signal)) {
-      const out = chunk.stream === LogStream.LOG_STREAM_STDERR ? o.stderr : o.stdout;
-      // A slow reader (a pager, a pipe): wait for it rather than buffer the whole output here.
-      if (!out.write(chunk.data)) await once(out, 'drain', { signal }).catch(() => undefined);
-      if (signal.aborted) return;
-    }
+    await printLogs(client.streamLogs(taskId, { follow: true }, signal), o.stdout, o.stderr, signal);
   } catch (err) {
     if (signal.aborted) return;
     o.stderr.write(`hivemind: ${terminalSafe(`lost the output of task ${taskId} (${errorMessage(err)}); still waiting for it to end; \`hivemind logs ${taskId}\` prints it all`)}\n`);
   }
 }
 
-/** The task's terminal TaskInfo, or undefined once `signal` is aborted. */
-async function watchUntilEnd(client: AttachClient, taskId: string, signal: AbortSignal, onState?: (t: TaskInfo) => void): Promise<TaskInfo | undefined> {
-  let last: TaskInfo | undefined;
-  for await (const t of client.watchTask(taskId, signal)) {
-    if (!last || last.state !== t.state) onState?.(t);
-    last = t;
-    if (TERMINAL.has(t.state)) return t;
+/**
+ * A task's log chunks, raw as the task wrote them (like `docker logs`): stdout to `stdout`, stderr
+ * to `stderr`. A slow reader (a pager, a pipe) is waited for rather than the whole log buffered
+ * here. Used by `logs`, `service logs` and attached runs.
+ */
+export async function printLogs(chunks: AsyncIterable<LogChunk>, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream, signal?: AbortSignal): Promise<void> {
+  for await (const chunk of chunks) {
+    const out = chunk.stream === LogStream.LOG_STREAM_STDERR ? stderr : stdout;
+    if (!out.write(chunk.data)) {
+      await once(out, 'drain', { signal }).catch((err: unknown) => {
+        if (!signal?.aborted) throw err;
+      });
+    }
+    if (signal?.aborted) return;
   }
-  if (signal.aborted) return undefined;
+}
+
+export function isTerminal(state: TaskState): boolean {
+  return TERMINAL.has(state);
+}
+
+/**
+ * The task's terminal TaskInfo, or undefined once `signal` is aborted. `onState` sees each change
+ * of state, `onEvery` every TaskInfo the watch sends (progress included). Shared by `wait` and
+ * attached runs.
+ */
+export async function watchUntilEnd(
+  client: AttachClient,
+  taskId: string,
+  o: { signal?: AbortSignal; onState?: (t: TaskInfo) => void; onEvery?: (t: TaskInfo) => void } = {},
+): Promise<TaskInfo | undefined> {
+  let last: TaskInfo | undefined;
+  for await (const t of client.watchTask(taskId, o.signal)) {
+    if (!last || last.state !== t.state) o.onState?.(t);
+    o.onEvery?.(t);
+    last = t;
+    if (isTerminal(t.state)) return t;
+  }
+  if (o.signal?.aborted) return undefined;
   // The watch ended without a terminal state (a master restarting): ask once more.
   const t = await client.getTask(taskId);
-  if (!TERMINAL.has(t.state)) throw new Error(`lost the watch on task ${taskId} while it was ${stateName(t.state)}; run \`hivemind wait ${taskId}\` or \`hivemind logs -f ${taskId}\``);
+  if (!isTerminal(t.state)) throw new Error(`lost the watch on task ${taskId} while it was ${stateName(t.state)}; run \`hivemind wait ${taskId}\` or \`hivemind logs -f ${taskId}\``);
   return t;
 }
 

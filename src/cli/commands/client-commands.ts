@@ -1,6 +1,5 @@
 // The admin commands (submit, tasks, get, wait, logs, result, cancel, nodes, token create):
 // thin shells over AdminClient that print for humans, or JSON with --json.
-import { once } from 'node:events';
 import type { Command } from 'commander';
 import { AdminClient, DEFAULT_LIST_COUNT, DEFAULT_NODE_COUNT } from '../../client/admin-client.js';
 import { compileClientConfig } from '../../config/client-config.js';
@@ -19,7 +18,7 @@ import { liveTaskLine } from '../task-progress.js';
 import { DataClient } from '../../client/data-client.js';
 import { containerSpecOptions } from '../task-spec-flags.js';
 import { batchTaskOptions, specFromFlags, submitWithInput } from '../task-submit.js';
-import { attachInterruptibly, reattachHint } from '../task-attach.js';
+import { attachInterruptibly, isTerminal, printLogs, reattachHint, watchUntilEnd } from '../task-attach.js';
 import { transferProgress } from '../transfer-progress.js';
 
 type Ctx = () => CliContext;
@@ -51,26 +50,6 @@ export function clientOptions(cmd: Command): Command {
   return cmd
     .option('--master <host:port>', 'master address (default: the master running on this host, else the `hivemind dev` master)')
     .option('--admin-token <token>', 'admin token (default: that master\'s)');
-}
-
-const TERMINAL = new Set([TaskState.TASK_STATE_SUCCEEDED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELLED]);
-
-export function isTerminal(state: TaskState): boolean {
-  return TERMINAL.has(state);
-}
-
-async function waitForTask(client: AdminClient, taskId: string, onChange?: (t: TaskInfo) => void, onEvery?: (t: TaskInfo) => void): Promise<TaskInfo> {
-  let last: TaskInfo | undefined;
-  for await (const t of client.watchTask(taskId)) {
-    if (!last || last.state !== t.state) onChange?.(t);
-    onEvery?.(t);
-    last = t;
-    if (isTerminal(t.state)) return t;
-  }
-  // the stream ended without a terminal state (master restarting): ask once more
-  const t = await client.getTask(taskId);
-  if (!isTerminal(t.state)) throw new Error(`lost the watch on task ${taskId} while it was ${stateName(t.state)}; run \`hivemind wait ${taskId}\` again`);
-  return t;
 }
 
 function parseLimit(v: string): number {
@@ -152,7 +131,8 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     const c = ctx();
     // The task's state and own progress, live on a terminal (nothing in a pipe).
     const live = statusLine(c.stderr as StatusStream);
-    const t = await withClient(c, o, (client) => waitForTask(client, taskId, undefined, (t) => live.update(liveTaskLine(t, stateName), true))).finally(() => live.done());
+    // Without a signal the watch ends only at a terminal state (or throws).
+    const t = (await withClient(c, o, (client) => watchUntilEnd(client, taskId, { onEvery: (t) => live.update(liveTaskLine(t, stateName), true) })).finally(() => live.done()))!;
     if (o.json) printJson(c, taskJson(t));
     else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
     setExit(exitCodeForTask(t.state, t.outcome));
@@ -162,11 +142,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     async (taskId: string, o) => {
       const c = ctx();
       await withClient(c, o, async (client) => {
-        for await (const chunk of client.streamLogs(taskId, { follow: Boolean(o.follow) })) {
-          const out = chunk.stream === 2 ? c.stderr : c.stdout;
-          // a reader slower than the master (a pager, a slow pipe): wait for it, don't buffer the whole log
-          if (!out.write(Buffer.from(chunk.data))) await once(out, 'drain');
-        }
+        await printLogs(client.streamLogs(taskId, { follow: Boolean(o.follow) }), c.stdout, c.stderr);
       });
     },
   );

@@ -2,7 +2,6 @@
 // (long-running replicas reached through the master's gateway), registered on the same `service`
 // command as `install | uninstall | status` (this machine's worker service). Thin shells over
 // ServiceClient that print tables, or JSON with --json.
-import { once } from 'node:events';
 import type { Command } from 'commander';
 import { HivemindError } from '../../common/errors.js';
 import { ServiceClient } from '../../client/service-client.js';
@@ -15,6 +14,7 @@ import { buildCreateServiceRequest, MAX_REPLICAS, parseTokenTtl, parseWholeNumbe
 import { containerSpecOptions, parseSpecDataFlags, resolveDataFlags } from '../task-spec-flags.js';
 import { stateName } from '../task-format.js';
 import { terminalSafe } from '../terminal-text.js';
+import { printLogs } from '../task-attach.js';
 import { durationText } from '../../common/units.js';
 import { clientConfig, clientOptions, dataClient, withClient } from './client-commands.js';
 
@@ -112,10 +112,7 @@ export function registerServiceAppCommands(service: Command, ctx: Ctx): void {
     // On stderr: stdout is the log itself, for pipes.
     c.stderr.write(terminalSafe(`replica ${index}: task ${r.taskId}${r.nodeId ? ` on node ${r.nodeId.slice(0, 12)}` : ''} (${r.state})`) + '\n');
     await withClient(c, o, async (client) => {
-      for await (const chunk of client.streamLogs(r.taskId, { follow: Boolean(o.follow) })) {
-        const out = chunk.stream === 2 ? c.stderr : c.stdout;
-        if (!out.write(Buffer.from(chunk.data))) await once(out, 'drain');
-      }
+      await printLogs(client.streamLogs(r.taskId, { follow: Boolean(o.follow) }), c.stdout, c.stderr);
     });
     if (o.follow) c.stderr.write(terminalSafe(`task ${r.taskId} ended; the service starts a new task for replica ${index}: run again to follow it`) + '\n');
   });
