@@ -1,11 +1,12 @@
 // The client's terminal during `hivemind exec -t`: raw mode (every key, Ctrl-C and Ctrl-D
 // included, goes to the remote side as bytes), the window size now and on every change, and the
 // terminal's mode restored on every way out (normal end, error, signal, process exit).
+import { EXEC_BOUNDS } from '../protocol/exec-rules.js';
 import type { TerminalSize } from '../protocol/gen/hivemind/v1/common.js';
 
-/** The window size a terminal reports, within the protocol's 1..1000 (80×24 when it says nothing). */
+/** The window size a terminal reports, within the protocol's bounds, 1..1000 (80×24 when it says nothing). */
 export function terminalSize(out: { columns?: number; rows?: number }): TerminalSize {
-  const side = (v: number | undefined, dflt: number) => (v && Number.isFinite(v) ? Math.min(1000, Math.max(1, Math.floor(v))) : dflt);
+  const side = (v: number | undefined, dflt: number) => (v && Number.isFinite(v) ? Math.min(EXEC_BOUNDS.maxTerminalSide, Math.max(1, Math.floor(v))) : dflt);
   return { cols: side(out.columns, 80), rows: side(out.rows, 24) };
 }
 

@@ -4,14 +4,15 @@
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { Readable, Writable } from 'node:stream';
 import { AdminServiceChunkClient } from '../protocol/chunk-codec.js';
+import { EXEC_BOUNDS } from '../protocol/exec-rules.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { channelOptions, insecureTransport, type Transport } from '../protocol/transport.js';
 import type { ExecInput, ExecOutput, ExecStart, ExecStarted, TerminalSize } from '../protocol/gen/hivemind/v1/common.js';
 import { MasterCallError } from './admin-client.js';
 import { HivemindError } from '../common/errors.js';
 
-/** The master's bound on one stdin message (exec-rules.ts MAX_EXEC_STDIN_BYTES). */
-export const EXEC_STDIN_PIECE = 64 * 1024;
+/** The bound on one stdin message, which both ends check (protocol/exec-rules.ts). */
+export const EXEC_STDIN_PIECE = EXEC_BOUNDS.maxStdinBytes;
 
 export interface ExecIo {
   /** Sent as the command's stdin when the start asks for it; its end closes the command's stdin. */

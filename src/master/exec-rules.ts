@@ -1,14 +1,12 @@
-// The pure rules of an exec session at the master: what a target names, the bounds of a start and
-// of each input message, and the lines the session leaves in the task's events. No I/O here.
+// The pure rules of an exec session at the master: what a target names, a start and each input
+// message held to the bounds both ends share (protocol/exec-rules.ts), and the lines the session
+// leaves in the task's events. No I/O here.
 import { echoValue } from '../common/echo-value.js';
-import type { ExecInput, ExecStart, TerminalSize } from '../protocol/gen/hivemind/v1/common.js';
+import { EXEC_BOUNDS, execCommandProblem, execInputProblem, terminalSizeProblem } from '../protocol/exec-rules.js';
+import type { ExecInput, ExecStart } from '../protocol/gen/hivemind/v1/common.js';
 import { InvalidArgumentError } from './master-errors.js';
 import { MAX_REPLICAS, SERVICE_NAME } from './service-rules.js';
 
-export const MAX_EXEC_ARGS = 64;
-export const MAX_EXEC_COMMAND_BYTES = 8 * 1024;
-export const MAX_EXEC_STDIN_BYTES = 64 * 1024;
-export const MAX_TERMINAL_SIDE = 1000;
 /** Sessions open at once on the master, and into one task: each holds two streams and a container process. */
 export const MAX_EXEC_SESSIONS = 64;
 export const MAX_EXEC_SESSIONS_PER_TASK = 4;
@@ -41,22 +39,15 @@ export function parseExecTarget(target: string): ExecTarget {
   return { kind: 'replica', service: name, replica: Number(replicaText) };
 }
 
-function checkSize(what: string, size: TerminalSize | undefined): void {
-  if (!size) throw new InvalidArgumentError(`${what}: a terminal size is required (cols and rows, 1..${MAX_TERMINAL_SIDE})`);
-  for (const [side, v] of [['cols', size.cols], ['rows', size.rows]] as const) {
-    if (v < 1 || v > MAX_TERMINAL_SIDE) throw new InvalidArgumentError(`${what}: ${side} ${v} is outside 1..${MAX_TERMINAL_SIDE}`);
-  }
-}
-
 /** Checks a start's command and size; returns it as the node gets it (no target, a size only with a tty). */
 export function validateExecStart(start: ExecStart): ExecStart {
-  const n = start.command.length;
-  if (n < 1 || n > MAX_EXEC_ARGS) throw new InvalidArgumentError(`exec: the command has ${n} arguments; 1..${MAX_EXEC_ARGS} are allowed`);
-  const bytes = start.command.reduce((sum, a) => sum + Buffer.byteLength(a), 0);
-  if (bytes > MAX_EXEC_COMMAND_BYTES) throw new InvalidArgumentError(`exec: the command is ${bytes} bytes, over the limit of ${MAX_EXEC_COMMAND_BYTES}`);
-  if (start.command[0] === '') throw new InvalidArgumentError('exec: the command\'s first argument (the program) is empty');
-  if (start.command.some((a) => a.includes('\0'))) throw new InvalidArgumentError('exec: an argument of the command contains a NUL byte');
-  if (start.tty) checkSize('exec start', start.size);
+  const bad = execCommandProblem(start.command);
+  if (bad) throw new InvalidArgumentError(`exec: ${bad}`);
+  if (start.tty) {
+    if (!start.size) throw new InvalidArgumentError(`exec start: a terminal size is required (cols and rows, 1..${EXEC_BOUNDS.maxTerminalSide})`);
+    const badSize = terminalSizeProblem(start.size);
+    if (badSize) throw new InvalidArgumentError(`exec start: ${badSize}`);
+  }
   return { target: '', command: start.command, tty: start.tty, stdin: start.stdin, size: start.tty ? start.size : undefined };
 }
 
@@ -65,23 +56,8 @@ export function validateExecStart(start: ExecStart): ExecStart {
  * so, a resize only with a tty, no second start.
  */
 export function validateExecInput(input: ExecInput, start: Pick<ExecStart, 'tty' | 'stdin'>): void {
-  const i = input.input;
-  switch (i?.$case) {
-    case 'start':
-      throw new InvalidArgumentError('exec: a second start message; start comes once, first');
-    case 'stdin':
-      if (!start.stdin) throw new InvalidArgumentError('exec: stdin sent, but the start did not ask for stdin (-i)');
-      if (i.value.length > MAX_EXEC_STDIN_BYTES) throw new InvalidArgumentError(`exec: a stdin message of ${i.value.length} bytes, over the limit of ${MAX_EXEC_STDIN_BYTES} per message`);
-      return;
-    case 'stdinEof':
-      return;
-    case 'resize':
-      if (!start.tty) throw new InvalidArgumentError('exec: a resize without a terminal (-t)');
-      checkSize('exec resize', i.value);
-      return;
-    default:
-      throw new InvalidArgumentError('exec: an empty input message');
-  }
+  const bad = execInputProblem(input, { stdin: start.stdin, tty: start.tty });
+  if (bad) throw new InvalidArgumentError(`exec: ${bad}`);
 }
 
 /** The task event when a session starts: "exec started: top -d 1 (tty)". */

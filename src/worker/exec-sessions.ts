@@ -5,7 +5,8 @@
 import type { Clock } from '../common/clock.js';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { ExecInput, ExecStart, TerminalSize } from '../protocol/gen/hivemind/v1/common.js';
+import { execCommandProblem, execInputProblem, terminalSizeProblem } from '../protocol/exec-rules.js';
+import type { ExecInput, ExecStart } from '../protocol/gen/hivemind/v1/common.js';
 import type { ExecNodeMessage, ExecOpen } from '../protocol/gen/hivemind/v1/node.js';
 import type { ExecProcess } from '../runtime/exec-process.js';
 import type { ExecRequest } from './contracts.js';
@@ -13,14 +14,11 @@ import type { ExecChannel } from './master-connection.js';
 
 export type { ExecChannel } from './master-connection.js';
 
+/** The node's own bounds; those of the command and its messages are protocol/exec-rules.ts's. */
 export const EXEC_LIMITS = {
   perTask: 4,
   perNode: 16,
-  maxArgs: 64,
-  maxCommandBytes: 8 * 1024,
-  maxStdinBytes: 64 * 1024,
   maxOutputChunk: 64 * 1024,
-  maxTerminalSide: 1000,
 } as const;
 
 /** The exit code of a command that could not run (as a shell says it). */
@@ -79,45 +77,18 @@ export function execRefusal(
   if (!ctx.canExec) return "this node's runtime does not support exec";
   if (!ctx.taskRunning) return `task ${ctx.taskId} is not running on this node`;
   if (!start) return 'the exec request has no command';
-  const argv = start.command;
-  if (argv.length < 1 || argv.length > EXEC_LIMITS.maxArgs) return `the command has ${argv.length} arguments; 1 to ${EXEC_LIMITS.maxArgs} are allowed`;
-  const bytes = argv.reduce((n, a) => n + Buffer.byteLength(a), 0);
-  if (bytes > EXEC_LIMITS.maxCommandBytes) return `the command is ${bytes} bytes; at most ${EXEC_LIMITS.maxCommandBytes} are allowed`;
-  if (argv[0] === '') return 'the command is empty';
-  if (argv.some((a) => a.includes('\0'))) return 'the command has a NUL byte in an argument';
-  if (start.tty && start.size) {
-    const bad = sizeProblem(start.size);
-    if (bad) return bad;
-  }
+  const bad = execCommandProblem(start.command) ?? (start.tty && start.size ? terminalSizeProblem(start.size) : undefined);
+  if (bad) return bad;
   if (ctx.taskSessions >= EXEC_LIMITS.perTask) return `task ${ctx.taskId} already has ${ctx.taskSessions} exec sessions; at most ${EXEC_LIMITS.perTask} at a time`;
   if (ctx.nodeSessions >= EXEC_LIMITS.perNode) return `this node already has ${ctx.nodeSessions} exec sessions; at most ${EXEC_LIMITS.perNode} at a time`;
   return undefined;
 }
 
-export function sizeProblem(size: TerminalSize): string | undefined {
-  const max = EXEC_LIMITS.maxTerminalSide;
-  const ok = (n: number) => Number.isInteger(n) && n >= 1 && n <= max;
-  return ok(size.cols) && ok(size.rows) ? undefined : `terminal size ${size.cols}x${size.rows} is out of bounds (1..${max} columns and rows)`;
-}
-
 /** What is wrong with a message of the master's in a running session, or undefined. */
 export function inputProblem(input: ExecInput, session: { stdin: boolean; stdinClosed: boolean }): string | undefined {
-  const i = input.input;
-  switch (i?.$case) {
-    case 'start':
-      return 'protocol error: a second start in the session';
-    case 'stdin':
-      if (!session.stdin) return 'protocol error: stdin for a session opened without stdin';
-      if (session.stdinClosed) return 'protocol error: stdin after its end';
-      if (i.value.length > EXEC_LIMITS.maxStdinBytes) return `protocol error: a stdin message of ${i.value.length} bytes (at most ${EXEC_LIMITS.maxStdinBytes})`;
-      return undefined;
-    case 'resize':
-      return sizeProblem(i.value) ? `protocol error: ${sizeProblem(i.value)}` : undefined;
-    case 'stdinEof':
-      return undefined;
-    default:
-      return 'protocol error: an empty input message';
-  }
+  // No `tty` given: a resize in a session without a terminal is ignored (see listen), not refused.
+  const bad = execInputProblem(input, session);
+  return bad && `protocol error: ${bad}`;
 }
 
 export class ExecSessions {

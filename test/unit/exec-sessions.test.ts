@@ -17,6 +17,7 @@ import {
 } from '../../src/worker/exec-sessions.js';
 import type { ExecRequest } from '../../src/worker/contracts.js';
 import type { ExecStart } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { EXEC_BOUNDS } from '../../src/protocol/exec-rules.js';
 
 let ids = 0;
 const nextId = () => (++ids).toString(16).padStart(32, '0');
@@ -152,9 +153,9 @@ test('hostile commands are refused with their bound: argument count, size, NUL, 
   const cases: [string, ExecStart, RegExp][] = [
     ['exec-no-args', start({ command: [] }), /0 arguments; 1 to 64/],
     ['exec-65-args', start({ command: Array.from({ length: 65 }, () => 'x') }), /65 arguments; 1 to 64/],
-    ['exec-9k-command', start({ command: ['sh', 'x'.repeat(9 * 1024)] }), /9218 bytes; at most 8192/],
+    ['exec-9k-command', start({ command: ['sh', 'x'.repeat(9 * 1024)] }), /9218 bytes, over the limit of 8192/],
     ['exec-nul-arg', start({ command: ['sh', 'a\0b'] }), /NUL byte/],
-    ['exec-empty-program', start({ command: [''] }), /the command is empty/],
+    ['exec-empty-program', start({ command: [''] }), /the command's first argument \(the program\) is empty/],
     ['exec-huge-terminal', start({ tty: true, size: { cols: 100_000, rows: 24 } }), /100000x24 is out of bounds/],
     ['exec-zero-terminal', start({ tty: true, size: { cols: 0, rows: 0 } }), /out of bounds/],
   ];
@@ -190,7 +191,7 @@ test('at most 4 sessions per task and 16 per node; a fifth on a task is refused,
 
 test('hostile input from the master: oversized stdin, a second start, stdin after its end: the command is killed, the exit says why', async () => {
   const cases: [string, (ch: FakeExecChannel) => void, RegExp][] = [
-    ['exec-stdin-over-64k', (ch) => ch.input({ $case: 'stdin', value: Buffer.alloc(EXEC_LIMITS.maxStdinBytes + 1) }), /a stdin message of 65537 bytes \(at most 65536\)/],
+    ['exec-stdin-over-64k', (ch) => ch.input({ $case: 'stdin', value: Buffer.alloc(EXEC_BOUNDS.maxStdinBytes + 1) }), /protocol error: a stdin message of 65537 bytes, over the limit of 65536 per message/],
     ['exec-second-start', (ch) => ch.input({ $case: 'start', value: start() }), /a second start in the session/],
     ['exec-stdin-after-eof', (ch) => (ch.input({ $case: 'stdinEof', value: true }), ch.input({ $case: 'stdin', value: Buffer.from('x') })), /stdin after its end/],
     ['exec-resize-out-of-bounds', (ch) => ch.input({ $case: 'resize', value: { cols: 5000, rows: 1 } }), /5000x1 is out of bounds/],

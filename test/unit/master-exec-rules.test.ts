@@ -4,10 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import {
-  MAX_EXEC_ARGS, MAX_EXEC_COMMAND_BYTES, MAX_EXEC_STDIN_BYTES, execEndedEvent, execStartedEvent, parseExecTarget, validateExecInput, validateExecStart,
+  execEndedEvent, execStartedEvent, parseExecTarget, validateExecInput, validateExecStart,
 } from '../../src/master/exec-rules.js';
 import { ExecSessions, HostileAttachError } from '../../src/master/exec-sessions.js';
 import type { ExecStart } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { EXEC_BOUNDS } from '../../src/protocol/exec-rules.js';
 import { ExecTerminal, terminalSize } from '../../src/cli/exec-terminal.js';
 import { checkExecFlags } from '../../src/cli/commands/exec-command.js';
 
@@ -28,26 +29,26 @@ test('a start is bounded: 1..64 arguments, 8 KiB, a non-empty program, a 1..1000
   assert.deepEqual(validateExecStart(start({ command: ['ls', '-l'] })), { target: '', command: ['ls', '-l'], tty: false, stdin: false, size: undefined });
   assert.deepEqual(validateExecStart(start({ tty: true, size: { cols: 1000, rows: 1 } })).size, { cols: 1000, rows: 1 });
   assert.equal(validateExecStart(start({ size: { cols: 0, rows: 0 } })).size, undefined, 'no size without a tty');
-  assert.equal(validateExecStart(start({ command: Array(MAX_EXEC_ARGS).fill('a') })).command.length, MAX_EXEC_ARGS);
-  assert.throws(() => validateExecStart(start({ command: [] })), /0 arguments; 1\.\.64/);
-  assert.throws(() => validateExecStart(start({ command: Array(MAX_EXEC_ARGS + 1).fill('a') })), /65 arguments/);
-  assert.throws(() => validateExecStart(start({ command: ['x'.repeat(MAX_EXEC_COMMAND_BYTES + 1)] })), /8193 bytes, over the limit of 8192/);
+  assert.equal(validateExecStart(start({ command: Array(EXEC_BOUNDS.maxArgs).fill('a') })).command.length, EXEC_BOUNDS.maxArgs);
+  assert.throws(() => validateExecStart(start({ command: [] })), /0 arguments; 1 to 64 are allowed/);
+  assert.throws(() => validateExecStart(start({ command: Array(EXEC_BOUNDS.maxArgs + 1).fill('a') })), /65 arguments/);
+  assert.throws(() => validateExecStart(start({ command: ['x'.repeat(EXEC_BOUNDS.maxCommandBytes + 1)] })), /8193 bytes, over the limit of 8192/);
   assert.throws(() => validateExecStart(start({ command: [''] })), /program\) is empty/);
   assert.throws(() => validateExecStart(start({ command: ['a\0b'] })), /NUL/);
   assert.throws(() => validateExecStart(start({ tty: true })), /terminal size is required/);
-  assert.throws(() => validateExecStart(start({ tty: true, size: { cols: 1001, rows: 5 } })), /cols 1001 is outside 1\.\.1000/);
-  assert.throws(() => validateExecStart(start({ tty: true, size: { cols: 5, rows: 0 } })), /rows 0 is outside/);
+  assert.throws(() => validateExecStart(start({ tty: true, size: { cols: 1001, rows: 5 } })), /terminal size 1001x5 is out of bounds \(1\.\.1000 columns and rows\)/);
+  assert.throws(() => validateExecStart(start({ tty: true, size: { cols: 5, rows: 0 } })), /terminal size 5x0 is out of bounds/);
 });
 
 test('inputs after the start: stdin within 64 KiB and only with -i, resizes only with -t, never a second start', () => {
   const i = { tty: true, stdin: true };
-  validateExecInput({ input: { $case: 'stdin', value: Buffer.alloc(MAX_EXEC_STDIN_BYTES) } }, i);
+  validateExecInput({ input: { $case: 'stdin', value: Buffer.alloc(EXEC_BOUNDS.maxStdinBytes) } }, i);
   validateExecInput({ input: { $case: 'stdinEof', value: true } }, i);
   validateExecInput({ input: { $case: 'resize', value: { cols: 60, rows: 20 } } }, i);
-  assert.throws(() => validateExecInput({ input: { $case: 'stdin', value: Buffer.alloc(MAX_EXEC_STDIN_BYTES + 1) } }, i), /65537 bytes, over the limit of 65536/);
+  assert.throws(() => validateExecInput({ input: { $case: 'stdin', value: Buffer.alloc(EXEC_BOUNDS.maxStdinBytes + 1) } }, i), /65537 bytes, over the limit of 65536/);
   assert.throws(() => validateExecInput({ input: { $case: 'stdin', value: Buffer.from('x') } }, { tty: false, stdin: false }), /did not ask for stdin/);
   assert.throws(() => validateExecInput({ input: { $case: 'resize', value: { cols: 60, rows: 20 } } }, { tty: false, stdin: true }), /without a terminal/);
-  assert.throws(() => validateExecInput({ input: { $case: 'resize', value: { cols: 60, rows: 2000 } } }, i), /rows 2000/);
+  assert.throws(() => validateExecInput({ input: { $case: 'resize', value: { cols: 60, rows: 2000 } } }, i), /terminal size 60x2000 is out of bounds/);
   assert.throws(() => validateExecInput({ input: { $case: 'start', value: start() } }, i), /second start/);
   assert.throws(() => validateExecInput({ input: undefined }, i), /empty input/);
 });

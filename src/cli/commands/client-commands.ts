@@ -6,7 +6,6 @@ import { compileClientConfig } from '../../config/client-config.js';
 import { ConfigError } from '../../common/errors.js';
 import { parseDuration, parseSize, formatBytes } from '../../common/units.js';
 import { TaskState } from '../../protocol/gen/hivemind/v1/common.js';
-import type { TaskInfo } from '../../protocol/gen/hivemind/v1/admin.js';
 import { extractCapsFor, extractResult } from '../result-extract.js';
 import { EXIT_CANCELLED, exitCodeForTask } from '../exit-codes.js';
 import { describeOutcome, formatNodeTable, formatTask, formatTaskTable, stateName } from '../task-format.js';
