@@ -101,6 +101,9 @@ export class ProcessCluster {
       'the worker to be online',
       async () => {
         if (worker.child.exitCode !== null) throw new Error(`worker exited: ${worker.output}`);
+        // This worker connected (registered and subscribed): after a restart the master still
+        // lists the previous process online until it misses its reports.
+        if (!/"to":"connected"/.test(worker.output)) return false;
         const r = await this.cli(['nodes', '--json']);
         const nodes = JSON.parse(r.stdout || '[]') as { online: boolean }[];
         return nodes.some((n) => n.online);
