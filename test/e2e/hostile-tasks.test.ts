@@ -72,9 +72,10 @@ test('hostile tasks through a real master and worker are refused or contained wi
       recordHostile('task end to end: memory hog', oom.info.outcome?.kind !== 'oom_killed');
       assert.equal(kindOf(oom.info), 'oom_killed', JSON.stringify(oom.info));
 
-      // `exec sleep`: the shell must not need a fork of its own once the bomb has taken every pid
-      // (a forked `sleep` failed there now and then, and the task ended FAILED, not TIMED_OUT)
-      const bomb = await run(['--pids', '32', '--timeout', '4s', '--', 'sh', '-c', 'b() { b | b & }; b; exec sleep 60']);
+      // The task's own shell forks once, before the bomb exists (`b &`), then becomes `sleep`: a
+      // shell that ran `b | b &` itself forked twice, and when the bomb had taken every pid before
+      // the second fork it exited 2 ("can't fork"), 1 run in 12 here: FAILED, not TIMED_OUT
+      const bomb = await run(['--pids', '32', '--timeout', '4s', '--', 'sh', '-c', 'b() { b | b & }; b & exec sleep 60']);
       recordHostile('task end to end: recursive fork bomb', bomb.info.outcome?.kind !== 'timed_out');
       assert.equal(kindOf(bomb.info), 'timed_out', JSON.stringify(bomb.info));
 

@@ -203,10 +203,11 @@ test('a fork bomb hits the pids limit', async (t) => {
 test('a recursive fork bomb stays inside its pids limit until the timeout kills it, and nothing is left', async (t) => {
   if (!requireDocker(t)) return;
   const started = Date.now();
-  // the classic :(){ :|:& };: — it never ends by itself; forks beyond the limit fail. `exec sleep`:
-  // the shell itself must not fork once the bomb holds every pid, or it ends FAILED, not TIMED_OUT
+  // the classic :(){ :|:& };: — it never ends by itself; forks beyond the limit fail. The task's
+  // shell forks once before the bomb exists (`b &`) and becomes `sleep`: running `b | b &` itself
+  // forks twice, and a second fork after the bomb took every pid ends it FAILED (1 run in 12)
   const { result } = await runTask({
-    command: sh('b() { b | b & }; b; exec sleep 60'),
+    command: sh('b() { b | b & }; b & exec sleep 60'),
     limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 32, gpus: 0, timeoutMs: 4000 },
   });
   const contained = result.outcome.kind === OutcomeKind.OUTCOME_KIND_TIMED_OUT;
