@@ -5,6 +5,7 @@ import type {
 } from '@grpc/grpc-js';
 import type { Subnet } from '../tunnel/subnet.js';
 import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
+import { meshPeerAdded, meshPeerPages, meshPeerRemoved } from '../tunnel/mesh-peers.js';
 import { PermissionDeniedError, peerIp } from './master-errors.js';
 import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
@@ -114,15 +115,29 @@ export class NodeService {
     return { host, port: pipe.port, key: pipe.key };
   }
 
-  /** Mesh mode: tells every subscribed node the current set of other nodes to peer with. */
-  async broadcastMeshPeers(): Promise<void> {
+  /**
+   * Mesh mode, node `nodeId` subscribed: it gets the full list of the others (in pages), and every
+   * other subscribed node gets only its entry (with the endpoint the hub sees now) as a delta, so
+   * a round of N reconnects sends O(N) peers per node instead of N lists of N-1.
+   */
+  async announceMeshPeer(nodeId: string): Promise<void> {
     const list = this.d.tunnel?.meshPeers;
     if (!list) return;
     const peers = await list();
-    for (const n of peers) {
-      const others = peers.filter((p) => p.nodeId !== n.nodeId);
-      this.d.registry.sink(n.nodeId)?.send({ command: { $case: 'meshPeers', value: { peers: others } } });
-    }
+    const self = peers.find((p) => p.nodeId === nodeId);
+    const sink = this.d.registry.sink(nodeId);
+    if (sink) for (const page of meshPeerPages(peers.filter((p) => p.nodeId !== nodeId))) sink.send({ command: { $case: 'meshPeers', value: page } });
+    if (!self) return;
+    const delta = meshPeerAdded(self);
+    for (const p of peers) if (p.nodeId !== nodeId) this.d.registry.sink(p.nodeId)?.send({ command: { $case: 'meshPeers', value: delta } });
+  }
+
+  /** Mesh mode, node `nodeId` removed (and gone from the hub): the others drop it. */
+  async announceMeshRemoval(nodeId: string): Promise<void> {
+    const list = this.d.tunnel?.meshPeers;
+    if (!list) return;
+    const removed = meshPeerRemoved(nodeId);
+    for (const p of await list()) if (p.nodeId !== nodeId) this.d.registry.sink(p.nodeId)?.send({ command: { $case: 'meshPeers', value: removed } });
   }
 
   handlers(): NodeServiceServer {
@@ -244,7 +259,7 @@ export class NodeService {
     }
     tasks.scheduleSoon();
     // Endpoints are known once a node's tunnel has shaken hands, which precedes this call.
-    this.broadcastMeshPeers().catch((err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'sending mesh peers failed'));
+    this.announceMeshPeer(node.id).catch((err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'sending mesh peers failed'));
   }
 
   private updateTask(call: ServerUnaryCall<TaskUpdate, TaskUpdateAck>): TaskUpdateAck {

@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/common/logger.js';
 import type { EnrollRequest, EnrollResponse } from '../../src/protocol/gen/hivemind/v1/enroll.js';
 import { encodeJoinToken, type JoinToken } from '../../src/tunnel/join-token.js';
 import { generateWgKeyPair, wgPublicKeyOf } from '../../src/tunnel/wg-keys.js';
-import type { WgInterfaceSpec, WgInterfaceStatus } from '../../src/tunnel/wg-spec.js';
+import type { WgInterfaceSpec, WgInterfaceStatus, WgPeerChange } from '../../src/tunnel/wg-spec.js';
 import type { WgImplementation, WireGuardTool } from '../../src/tunnel/wireguard-tool.js';
 import type { Enroller } from '../../src/worker/enroll-client.js';
 import { STALE_HANDSHAKE_MS, WorkerTunnel } from '../../src/worker/worker-tunnel.js';
@@ -32,6 +32,11 @@ class FakeWg implements WireGuardTool {
   async syncPeers(spec: WgInterfaceSpec): Promise<void> {
     this.calls.push('sync');
     this.spec = spec;
+  }
+  async updatePeers(_name: string, change: WgPeerChange): Promise<void> {
+    this.calls.push(`update +${change.set.length} -${change.remove.length}`);
+    const gone = new Set([...change.remove, ...change.set.map((p) => p.publicKey)]);
+    this.spec = { ...this.spec!, peers: [...this.spec!.peers.filter((p) => !gone.has(p.publicKey)), ...change.set] };
   }
   async show(): Promise<WgInterfaceStatus | undefined> {
     if (!this.spec) return undefined;
@@ -84,10 +89,10 @@ test('enrolls once with a local key, reuses the enrollment on restart, restarts 
   assert.equal((await tun.status()).state, 'up');
 
   // mesh: other nodes become /32 peers, ourselves excluded
-  await tun.setMeshPeers([
+  await tun.setMeshPeers({ delta: false, removedNodeIds: [], peers: [
     { nodeId: 'node-8', publicKey: generateWgKeyPair().publicKey, endpoint: '192.0.2.8:51820', tunnelAddress: '10.8.0.8' },
     { nodeId: 'node-7', publicKey: 'self', endpoint: '', tunnelAddress: '10.8.0.7' },
-  ]);
+  ] });
   assert.deepEqual(wg.spec!.peers.map((p) => p.allowedIps[0]), ['10.8.0.0/24', '10.8.0.8/32']);
 
   // stale: no handshake for longer than STALE_HANDSHAKE_MS -> down and up again

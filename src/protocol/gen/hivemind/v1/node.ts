@@ -166,7 +166,7 @@ export interface Ping {
   atMs: number;
 }
 
-/** Mesh mode: the full set of other nodes to peer with directly (replaces the previous set). */
+/** Mesh mode: the other nodes to peer with directly. */
 export interface MeshPeer {
   nodeId: string;
   publicKey: string;
@@ -176,8 +176,16 @@ export interface MeshPeer {
   tunnelAddress: string;
 }
 
+/**
+ * delta = false: `peers` is the full set (replaces the previous one; a long set comes as one
+ * full message followed by delta pages). delta = true: `peers` are added or replace the peer
+ * with the same node_id, and removed_node_ids are dropped. A master without deltas sends only
+ * full sets (delta defaults to false), so old masters and new workers agree.
+ */
 export interface MeshPeers {
   peers: MeshPeer[];
+  delta: boolean;
+  removedNodeIds: string[];
 }
 
 export interface NodeCommand {
@@ -1793,13 +1801,19 @@ export const MeshPeer: MessageFns<MeshPeer> = {
 };
 
 function createBaseMeshPeers(): MeshPeers {
-  return { peers: [] };
+  return { peers: [], delta: false, removedNodeIds: [] };
 }
 
 export const MeshPeers: MessageFns<MeshPeers> = {
   encode(message: MeshPeers, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.peers) {
       MeshPeer.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.delta !== false) {
+      writer.uint32(16).bool(message.delta);
+    }
+    for (const v of message.removedNodeIds) {
+      writer.uint32(26).string(v!);
     }
     return writer;
   },
@@ -1825,6 +1839,22 @@ export const MeshPeers: MessageFns<MeshPeers> = {
             message.peers.push(MeshPeer.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.delta = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.removedNodeIds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1838,13 +1868,27 @@ export const MeshPeers: MessageFns<MeshPeers> = {
   },
 
   fromJSON(object: any): MeshPeers {
-    return { peers: globalThis.Array.isArray(object?.peers) ? object.peers.map((e: any) => MeshPeer.fromJSON(e)) : [] };
+    return {
+      peers: globalThis.Array.isArray(object?.peers) ? object.peers.map((e: any) => MeshPeer.fromJSON(e)) : [],
+      delta: isSet(object.delta) ? globalThis.Boolean(object.delta) : false,
+      removedNodeIds: globalThis.Array.isArray(object?.removedNodeIds)
+        ? object.removedNodeIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.removed_node_ids)
+        ? object.removed_node_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
   },
 
   toJSON(message: MeshPeers): unknown {
     const obj: any = {};
     if (message.peers?.length) {
       obj.peers = message.peers.map((e) => MeshPeer.toJSON(e));
+    }
+    if (message.delta !== false) {
+      obj.delta = message.delta;
+    }
+    if (message.removedNodeIds?.length) {
+      obj.removedNodeIds = message.removedNodeIds;
     }
     return obj;
   },
@@ -1855,6 +1899,8 @@ export const MeshPeers: MessageFns<MeshPeers> = {
   fromPartial<I extends Exact<DeepPartial<MeshPeers>, I>>(object: I): MeshPeers {
     const message = createBaseMeshPeers();
     message.peers = object.peers?.map((e) => MeshPeer.fromPartial(e)) || [];
+    message.delta = object.delta ?? false;
+    message.removedNodeIds = object.removedNodeIds?.map((e) => e) || [];
     return message;
   },
 };

@@ -1,0 +1,181 @@
+// The WireGuard hub at scale, without WireGuard: peers are changed one at a time through a
+// recording `wg` runner (an enrollment is one `wg set`, a removal one `peer KEY remove`, never a
+// full sync), addresses come from an in-memory pool whose work per allocation is counted, and
+// mesh peers travel as a full list to the subscriber and one-peer deltas to everyone else.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ManualClock } from '../../src/common/clock.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { NodeRegistry } from '../../src/master/registry.js';
+import { NodeService, type NodeServiceDeps } from '../../src/master/node-service.js';
+import { TunnelHub, type HubPeer } from '../../src/master/tunnel-hub.js';
+import type { MeshPeer, MeshPeers, NodeCommand } from '../../src/protocol/gen/hivemind/v1/node.js';
+import { AddressPool } from '../../src/tunnel/address-pool.js';
+import type { CommandResult, CommandRunner } from '../../src/tunnel/command-runner.js';
+import { LinuxWireGuard } from '../../src/tunnel/linux-wireguard.js';
+import { MESH_PAGE_PEERS, meshPeerPages } from '../../src/tunnel/mesh-peers.js';
+import { parseSubnet, SubnetFullError } from '../../src/tunnel/subnet.js';
+import { generateWgKeyPair } from '../../src/tunnel/wg-keys.js';
+
+class RecordingRunner implements CommandRunner {
+  calls: string[] = [];
+  failSet = false;
+  async run(file: string, args: readonly string[]): Promise<CommandResult> {
+    const cmd = [file, ...args].join(' ');
+    this.calls.push(cmd);
+    if (this.failSet && args[0] === 'set') return { stdout: '', stderr: 'Unable to modify interface: Protocol not supported', exitCode: 1 };
+    return { stdout: '', stderr: '', exitCode: 0 };
+  }
+  wg(): string[] {
+    return this.calls.filter((c) => c.startsWith('wg ') && c !== 'wg --version');
+  }
+}
+
+// Distinct valid-looking keys without 10,000 X25519 derivations: 32 bytes, the index in the first four.
+const key = (i: number) => {
+  const b = Buffer.alloc(32, 7);
+  b.writeUInt32BE(i);
+  return b.toString('base64');
+};
+const nodeId = (i: number) => i.toString(16).padStart(16, '0');
+const ipOf = (i: number) => `10.8.${(i + 2) >> 8}.${(i + 2) & 255}`;
+
+async function hubWith(n: number, subnet = '10.8.0.0/16', mesh = false) {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-hub-'));
+  const runner = new RecordingRunner();
+  const peers: HubPeer[] = Array.from({ length: n }, (_, i) => ({ nodeId: nodeId(i), publicKey: key(i), tunnelIp: ipOf(i) }));
+  let reads = 0;
+  const store = { tunnelPeers: () => (reads++, peers) };
+  const hub = await TunnelHub.create(
+    { interfaceName: 'hm0', subnet, endpoint: '192.0.2.1:51820', nodePort: 7070, mesh, dataDir: dir },
+    { tool: new LinuxWireGuard(runner), runner, store, log: silentLogger() },
+  );
+  return { hub, runner, reads: () => reads, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+test('hub at 10,000 peers: an enrollment is one `wg set` of one peer, a removal one `peer KEY remove`; no full sync, no store read', async (t) => {
+  const { hub, runner, reads, cleanup } = await hubWith(10_000);
+  t.after(cleanup);
+  await hub.start();
+  assert.equal(runner.wg().filter((c) => c.startsWith('wg setconf')).length, 1, 'start applies the whole set once');
+  assert.equal(hub.peerCount, 10_000);
+  runner.calls = [];
+
+  const ip = hub.allocate();
+  assert.equal(ip, '10.8.39.18', 'the next address after 10,000 taken from .0.2');
+  const k = generateWgKeyPair().publicKey;
+  await hub.addPeer({ nodeId: 'new-node', publicKey: k, tunnelIp: ip });
+  assert.deepEqual(runner.wg(), [`wg set hm0 peer ${k} persistent-keepalive off allowed-ips ${ip}/32`]);
+
+  runner.calls = [];
+  assert.equal(await hub.removePeer(nodeId(5)), true);
+  assert.deepEqual(runner.wg(), [`wg set hm0 peer ${key(5)} remove`]);
+  assert.equal(await hub.removePeer('no-such-node'), false);
+  assert.equal(runner.wg().length, 1);
+  assert.equal(hub.peerCount, 10_000);
+  assert.equal(reads(), 1, 'the store is read once, at start');
+
+  // The removed node's address is free again; the next enrollment takes it.
+  assert.equal(hub.allocate(), ipOf(5));
+});
+
+test('hub: a failed per-peer change is repaired by one full sync of the in-memory set', async (t) => {
+  const { hub, runner, cleanup } = await hubWith(3);
+  t.after(cleanup);
+  await hub.start();
+  runner.calls = [];
+  runner.failSet = true;
+  const k = generateWgKeyPair().publicKey;
+  await hub.addPeer({ nodeId: 'n4', publicKey: k, tunnelIp: hub.allocate() });
+  const wg = runner.wg();
+  assert.equal(wg.length, 2);
+  assert.match(wg[0]!, /^wg set hm0 peer /);
+  assert.match(wg[1]!, /^wg syncconf hm0 \S+hm0\.conf$/);
+});
+
+test('address pool: O(1) per allocation at 10,000 taken; lowest holes first, then the cursor; /30 and /16 edges; a full subnet says what to do', () => {
+  const s16 = parseSubnet('10.8.0.0/16');
+  const taken = Array.from({ length: 10_000 }, (_, i) => ipOf(i));
+  const pool = AddressPool.load(s16, taken);
+  pool.examined = 0;
+  for (let i = 0; i < 100; i++) pool.allocate();
+  assert.equal(pool.examined, 100, 'one host number examined per allocation, whatever is taken');
+  assert.equal(pool.size, 10_100);
+
+  // Holes from the store (removed nodes) are reused before the cursor moves, oldest first.
+  const holes = AddressPool.load(s16, ['10.8.0.2', '10.8.0.5', '10.8.0.9']);
+  assert.deepEqual([holes.allocate(), holes.allocate(), holes.allocate(), holes.allocate(), holes.allocate(), holes.allocate()], ['10.8.0.3', '10.8.0.4', '10.8.0.6', '10.8.0.7', '10.8.0.8', '10.8.0.10']);
+  holes.release('10.8.0.5');
+  holes.release('10.8.0.3');
+  assert.equal(holes.allocate(), '10.8.0.5');
+  assert.equal(holes.allocate(), '10.8.0.3');
+  assert.equal(holes.allocate(), '10.8.0.11');
+  assert.equal(holes.has('10.8.0.11'), true);
+  assert.equal(holes.has('10.9.0.11'), false);
+
+  // /30: .1 the master, .2 the only node.
+  const s30 = AddressPool.load(parseSubnet('10.8.0.0/30'), []);
+  assert.equal(s30.allocate(), '10.8.0.2');
+  assert.throws(() => s30.allocate(), (e: unknown) => e instanceof SubnetFullError && /tunnel subnet 10\.8\.0\.0\/30 has no free address left \(1 nodes enrolled\).*larger --wg-subnet/.test(e.message));
+
+  // /16: 65,533 nodes (65,536 minus network, broadcast and the master); the last is .255.254.
+  const full = AddressPool.load(s16, []);
+  let last = '';
+  for (let i = 0; i < 65_533; i++) last = full.allocate();
+  assert.equal(last, '10.8.255.254');
+  assert.throws(() => full.allocate(), SubnetFullError);
+  full.release('10.8.100.1');
+  assert.equal(full.allocate(), '10.8.100.1');
+  // Addresses outside the subnet, the master's and the broadcast address are never loaded as taken.
+  const odd = AddressPool.load(parseSubnet('10.8.0.0/24'), ['10.9.0.5', '10.8.0.1', '10.8.0.255', 'junk']);
+  assert.equal(odd.size, 0);
+  assert.equal(odd.allocate(), '10.8.0.2');
+});
+
+function meshService(peers: MeshPeer[], subscribed: string[]) {
+  const registry = new NodeRegistry(new ManualClock(), 1000);
+  const sent = new Map<string, MeshPeers[]>();
+  for (const id of subscribed) {
+    sent.set(id, []);
+    registry.attach(id, { send: (cmd: NodeCommand) => { if (cmd.command?.$case === 'meshPeers') sent.get(id)!.push(cmd.command.value); }, close: () => undefined });
+  }
+  let lists = 0;
+  const deps = { registry, log: silentLogger(), tunnel: { subnet: parseSubnet('10.8.0.0/16'), meshPeers: async () => (lists++, peers) } } as unknown as NodeServiceDeps;
+  return { svc: new NodeService(deps), sent, lists: () => lists };
+}
+
+const meshPeer = (i: number): MeshPeer => ({ nodeId: nodeId(i), publicKey: key(i), endpoint: `192.0.2.${i % 250}:51820`, tunnelAddress: ipOf(i) });
+
+test('mesh: a subscribing node gets the full list; every other node gets only its entry as a delta; a removal sends the removed id', async () => {
+  const peers = Array.from({ length: 5 }, (_, i) => meshPeer(i));
+  const { svc, sent, lists } = await meshService(peers, peers.map((p) => p.nodeId));
+  await svc.announceMeshPeer(nodeId(2));
+  assert.equal(lists(), 1);
+  assert.deepEqual(sent.get(nodeId(2)), [{ peers: peers.filter((p) => p.nodeId !== nodeId(2)), delta: false, removedNodeIds: [] }]);
+  for (const i of [0, 1, 3, 4]) assert.deepEqual(sent.get(nodeId(i)), [{ peers: [peers[2]], delta: true, removedNodeIds: [] }]);
+
+  for (const v of sent.values()) v.length = 0;
+  await svc.announceMeshRemoval(nodeId(4));
+  for (const i of [0, 1, 2, 3]) assert.deepEqual(sent.get(nodeId(i)), [{ peers: [], delta: true, removedNodeIds: [nodeId(4)] }]);
+  assert.deepEqual(sent.get(nodeId(4)), []);
+});
+
+test('mesh at 10,000 nodes: the subscriber gets pages of at most 2,000 (first full, then deltas); the others get one peer each: O(N) peers sent, not O(N²)', async () => {
+  const peers = Array.from({ length: 10_000 }, (_, i) => meshPeer(i));
+  const { svc, sent } = await meshService(peers, peers.map((p) => p.nodeId));
+  await svc.announceMeshPeer(nodeId(0));
+  const mine = sent.get(nodeId(0))!;
+  assert.deepEqual(mine.map((m) => [m.peers.length, m.delta]), [[2000, false], [2000, true], [2000, true], [2000, true], [1999, true]]);
+  assert.equal(new Set(mine.flatMap((m) => m.peers.map((p) => p.nodeId))).size, 9_999);
+  let total = 0;
+  for (const [id, msgs] of sent) {
+    total += msgs.reduce((n, m) => n + m.peers.length, 0);
+    if (id !== nodeId(0)) assert.deepEqual(msgs, [{ peers: [peers[0]], delta: true, removedNodeIds: [] }]);
+  }
+  assert.equal(total, 9_999 + 9_999);
+  assert.ok(mine.every((m) => m.peers.length <= MESH_PAGE_PEERS));
+  assert.deepEqual(meshPeerPages([]), [{ peers: [], delta: false, removedNodeIds: [] }]);
+});
