@@ -80,7 +80,13 @@ export class TunnelHub {
     }
     const peers = deps.store.tunnelPeers();
     const pool = AddressPool.load(subnet, peers.map((p) => p.tunnelIp));
-    return new TunnelHub(opts, subnet, privateKey, wgPublicKeyOf(privateKey), deps.tool, deps.runner, pool, peers, deps.log.child({ component: 'tunnel-hub' }));
+    const log = deps.log.child({ component: 'tunnel-hub' });
+    const outside = peers.filter((p) => !pool.has(p.tunnelIp));
+    if (outside.length > 0) {
+      // A changed --wg-subnet: those nodes keep their saved address and cannot reach this one.
+      log.warn({ nodes: outside.length, example: outside[0]!.tunnelIp, subnet: subnet.cidr }, `${outside.length} enrolled nodes have tunnel addresses outside --wg-subnet ${subnet.cidr} (e.g. ${outside[0]!.tunnelIp}): start the master with the subnet they enrolled in, or remove them and enroll them again`);
+    }
+    return new TunnelHub(opts, subnet, privateKey, wgPublicKeyOf(privateKey), deps.tool, deps.runner, pool, peers, log);
   }
 
   get masterIp(): string {
