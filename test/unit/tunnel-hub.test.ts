@@ -9,7 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock } from '../../src/common/clock.js';
 import { silentLogger } from '../../src/common/logger.js';
+import { MasterAuth } from '../../src/master/auth.js';
+import { EnrollService } from '../../src/master/enroll-service.js';
+import { MasterStore } from '../../src/master/master-store.js';
 import { NodeRegistry } from '../../src/master/registry.js';
+import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
+import { NodeFacts } from '../../src/protocol/gen/hivemind/v1/common.js';
+import type { EnrollResponse } from '../../src/protocol/gen/hivemind/v1/enroll.js';
 import { NodeService, type NodeServiceDeps } from '../../src/master/node-service.js';
 import { TunnelHub, type HubPeer } from '../../src/master/tunnel-hub.js';
 import type { MeshPeer, MeshPeers, NodeCommand } from '../../src/protocol/gen/hivemind/v1/node.js';
@@ -178,4 +184,40 @@ test('mesh at 10,000 nodes: the subscriber gets pages of at most 2,000 (first fu
   assert.equal(total, 9_999 + 9_999);
   assert.ok(mine.every((m) => m.peers.length <= MESH_PAGE_PEERS));
   assert.deepEqual(meshPeerPages([]), [{ peers: [], delta: false, removedNodeIds: [] }]);
+});
+
+test('enrollment through EnrollService: one `wg set` per node, no full sync; a rolled-back enrollment gives its address back', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-enroll-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const store = MasterStore.open(':memory:');
+  t.after(() => store.close());
+  const clock = new ManualClock();
+  const auth = await MasterAuth.create(dir, store, clock);
+  const runner = new RecordingRunner();
+  const hub = await TunnelHub.create({ interfaceName: 'hm0', subnet: '10.8.0.0/16', endpoint: '192.0.2.1:51820', nodePort: 7070, mesh: false, dataDir: dir }, { tool: new LinuxWireGuard(runner), runner, store, log: silentLogger() });
+  await hub.start();
+  runner.calls = [];
+  const svc = new EnrollService({ store, auth, hub, clock, log: silentLogger() }).handlers();
+  const enroll = (wgPublicKey: string) => new Promise<{ err: unknown; res: EnrollResponse | undefined }>((resolve) => {
+    const call = { metadata: bearerMetadata(auth.createEnrollmentToken().token), request: { name: 'n', facts: NodeFacts.create({ hostname: 'h' }), wgPublicKey } };
+    svc.enroll(call as unknown as Parameters<typeof svc.enroll>[0], (err, res) => resolve({ err, res: res ?? undefined }));
+  });
+
+  const k1 = generateWgKeyPair().publicKey;
+  const first = await enroll(k1);
+  assert.equal(first.err, null);
+  assert.equal(first.res!.tunnel!.address, '10.8.0.2/16');
+  assert.deepEqual(runner.wg(), [`wg set hm0 peer ${k1} persistent-keepalive off allowed-ips 10.8.0.2/32`]);
+
+  // The store refuses the row: the transaction rolls back and 10.8.0.3 is free again.
+  const insert = store.insertNode.bind(store);
+  store.insertNode = () => { throw new Error('disk I/O error'); };
+  const failed = await enroll(generateWgKeyPair().publicKey);
+  assert.match((failed.err as Error).message, /disk I\/O error/);
+  store.insertNode = insert;
+  const k3 = generateWgKeyPair().publicKey;
+  const third = await enroll(k3);
+  assert.equal(third.res!.tunnel!.address, '10.8.0.3/16');
+  assert.deepEqual(runner.wg().slice(1), [`wg set hm0 peer ${k3} persistent-keepalive off allowed-ips 10.8.0.3/32`]);
+  assert.deepEqual(store.tunnelPeers().map((p) => p.tunnelIp), ['10.8.0.2', '10.8.0.3']);
 });
