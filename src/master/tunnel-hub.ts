@@ -9,7 +9,7 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { CommandRunner } from '../tunnel/command-runner.js';
 import { generateWgKeyPair, isWgKey, wgPublicKeyOf } from '../tunnel/wg-keys.js';
-import type { WgInterfaceSpec, WgPeerChange, WgPeerSpec } from '../tunnel/wg-spec.js';
+import type { WgInterfaceSpec, WgInterfaceStatus, WgPeerChange, WgPeerSpec } from '../tunnel/wg-spec.js';
 import type { WgImplementation, WireGuardTool } from '../tunnel/wireguard-tool.js';
 import { AddressPool } from '../tunnel/address-pool.js';
 import { hostAddress, parseSubnet, type Subnet } from '../tunnel/subnet.js';
@@ -48,6 +48,8 @@ export class TunnelHub {
   private implementation: WgImplementation | undefined;
   /** Enrolled nodes by id, in enrollment order. */
   private readonly peers = new Map<string, HubPeer>();
+  private showRunning: Promise<WgInterfaceStatus | undefined> | undefined;
+  private showQueued: Promise<WgInterfaceStatus | undefined> | undefined;
 
   private constructor(
     private readonly opts: TunnelHubOptions,
@@ -188,10 +190,32 @@ export class TunnelHub {
 
   /** Every enrolled node with the endpoint the hub last saw it at (mesh mode). */
   async meshPeers(): Promise<MeshPeer[]> {
-    const status = await this.tool.show(this.opts.interfaceName);
+    const status = await this.liveStatus();
     const endpoints = new Map((status?.peers ?? []).map((p) => [p.publicKey, p.endpoint ?? '']));
     // Read after the await: the list is the set at the moment it is sent.
     return [...this.peers.values()].map((p) => ({ nodeId: p.nodeId, publicKey: p.publicKey, endpoint: endpoints.get(p.publicKey) ?? '', tunnelAddress: p.tunnelIp }));
+  }
+
+  /**
+   * `wg show` of the interface, shared: a caller that arrives while one runs waits for the next,
+   * which starts after the running one ends, so every caller sees the endpoints as they were at
+   * or after its call, and a storm of N subscribes runs a few `wg show`s of N peers, not N.
+   */
+  private liveStatus(): Promise<WgInterfaceStatus | undefined> {
+    if (!this.showRunning) return this.launchShow();
+    const after = this.showRunning.then(() => undefined, () => undefined);
+    return (this.showQueued ??= after.then(() => {
+      this.showQueued = undefined;
+      return this.launchShow();
+    }));
+  }
+
+  private launchShow(): Promise<WgInterfaceStatus | undefined> {
+    const p: Promise<WgInterfaceStatus | undefined> = this.tool.show(this.opts.interfaceName).finally(() => {
+      if (this.showRunning === p) this.showRunning = undefined;
+    });
+    this.showRunning = p;
+    return p;
   }
 
   async close(): Promise<void> {

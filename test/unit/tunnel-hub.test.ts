@@ -219,5 +219,27 @@ test('enrollment through EnrollService: one `wg set` per node, no full sync; a r
   const third = await enroll(k3);
   assert.equal(third.res!.tunnel!.address, '10.8.0.3/16');
   assert.deepEqual(runner.wg().slice(1), [`wg set hm0 peer ${k3} persistent-keepalive off allowed-ips 10.8.0.3/32`]);
-  assert.deepEqual(store.tunnelPeers().map((p) => p.tunnelIp), ['10.8.0.2', '10.8.0.3']);
+  assert.deepEqual(store.tunnelPeers().map((p) => p.tunnelIp).sort(), ['10.8.0.2', '10.8.0.3']);
+});
+
+test('mesh lists in a subscribe storm share `wg show`: 200 concurrent callers run 2, and each sees endpoints read after its call', async (t) => {
+  const { hub, runner, cleanup } = await hubWith(3, '10.8.0.0/16', true);
+  t.after(cleanup);
+  let shows = 0;
+  let endpoint = 'first';
+  runner.run = async (file, args) => {
+    if (args[0] === 'show') {
+      shows++;
+      const seen = endpoint;
+      await new Promise((r) => setTimeout(r, 20));
+      return { stdout: `priv\tpub\t51820\toff\n${key(0)}\t(none)\t${seen === 'first' ? '192.0.2.1:1' : '192.0.2.2:2'}\t10.8.0.2/32\t0\t0\t0\toff\n`, stderr: '', exitCode: 0 };
+    }
+    return { stdout: '', stderr: '', exitCode: 0 };
+  };
+  const early = hub.meshPeers();
+  endpoint = 'second'; // changes after the first show started: later callers must see it
+  const late = await Promise.all(Array.from({ length: 199 }, () => hub.meshPeers()));
+  assert.equal((await early)[0]!.endpoint, '192.0.2.1:1');
+  assert.equal(shows, 2);
+  assert.ok(late.every((l) => l[0]!.endpoint === '192.0.2.2:2' && l.length === 3));
 });
