@@ -35,7 +35,8 @@ export const WG_SET_BATCH = 500;
 
 /**
  * The `wg set IF peer KEY …` argument lists for a change, at most WG_SET_BATCH peers each. An
- * empty allowed-ips list clears the peer's routes (wg's `allowed-ips ""`).
+ * empty allowed-ips list clears the peer's routes (wg's `allowed-ips ""`); a keepalive of 0
+ * turns it off, none leaves it as it is.
  */
 export function wgSetArgs(name: string, change: WgPeerChange): string[][] {
   const clauses: string[][] = [
@@ -43,7 +44,7 @@ export function wgSetArgs(name: string, change: WgPeerChange): string[][] {
     ...change.set.map((p) => [
       'peer', p.publicKey,
       ...(p.endpoint ? ['endpoint', p.endpoint] : []),
-      'persistent-keepalive', p.persistentKeepalive ? String(p.persistentKeepalive) : 'off',
+      ...(p.persistentKeepalive === undefined ? [] : ['persistent-keepalive', p.persistentKeepalive ? String(p.persistentKeepalive) : 'off']),
       'allowed-ips', p.allowedIps.join(','),
     ]),
   ];

@@ -74,7 +74,7 @@ test('hub at 10,000 peers: an enrollment is one `wg set` of one peer, a removal 
   assert.equal(ip, '10.8.39.18', 'the next address after 10,000 taken from .0.2');
   const k = generateWgKeyPair().publicKey;
   await hub.addPeer({ nodeId: 'new-node', publicKey: k, tunnelIp: ip });
-  assert.deepEqual(runner.wg(), [`wg set hm0 peer ${k} persistent-keepalive off allowed-ips ${ip}/32`]);
+  assert.deepEqual(runner.wg(), [`wg set hm0 peer ${k} allowed-ips ${ip}/32`]);
 
   runner.calls = [];
   assert.equal(await hub.removePeer(nodeId(5)), true);
@@ -207,7 +207,7 @@ test('enrollment through EnrollService: one `wg set` per node, no full sync; a r
   const first = await enroll(k1);
   assert.equal(first.err, null);
   assert.equal(first.res!.tunnel!.address, '10.8.0.2/16');
-  assert.deepEqual(runner.wg(), [`wg set hm0 peer ${k1} persistent-keepalive off allowed-ips 10.8.0.2/32`]);
+  assert.deepEqual(runner.wg(), [`wg set hm0 peer ${k1} allowed-ips 10.8.0.2/32`]);
 
   // The store refuses the row: the transaction rolls back and 10.8.0.3 is free again.
   const insert = store.insertNode.bind(store);
@@ -218,7 +218,7 @@ test('enrollment through EnrollService: one `wg set` per node, no full sync; a r
   const k3 = generateWgKeyPair().publicKey;
   const third = await enroll(k3);
   assert.equal(third.res!.tunnel!.address, '10.8.0.3/16');
-  assert.deepEqual(runner.wg().slice(1), [`wg set hm0 peer ${k3} persistent-keepalive off allowed-ips 10.8.0.3/32`]);
+  assert.deepEqual(runner.wg().slice(1), [`wg set hm0 peer ${k3} allowed-ips 10.8.0.3/32`]);
   assert.deepEqual(store.tunnelPeers().map((p) => p.tunnelIp).sort(), ['10.8.0.2', '10.8.0.3']);
 });
 
