@@ -5,7 +5,7 @@ import type {
 } from '@grpc/grpc-js';
 import type { Subnet } from '../tunnel/subnet.js';
 import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
-import { meshPeerAdded, meshPeerPages, meshPeerRemoved } from '../tunnel/mesh-peers.js';
+import { MeshAnnouncer } from './mesh-announcer.js';
 import { PermissionDeniedError, peerIp } from './master-errors.js';
 import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
@@ -74,12 +74,14 @@ export class NodeService {
   /** Progress reports refused for breaking the rules (docs/progress.md), since start: for the master's metrics. */
   progressRefused = 0;
   /** Open command streams, ended on close so the server can shut down. */
+  private readonly mesh: MeshAnnouncer | undefined;
   private readonly subscribers = new Set<ServerWritableStream<SubscribeRequest, NodeCommand>>();
   private readonly registers: CallRate;
   private readonly subscribes: CallRate;
   private readonly reports: CallRate;
 
   constructor(private readonly d: NodeServiceDeps) {
+    this.mesh = d.tunnel?.meshPeers ? new MeshAnnouncer(d.tunnel.meshPeers, d.registry) : undefined;
     this.registers = new CallRate(d.clock, 'Register', MAX_REGISTERS_PER_MINUTE, 60_000);
     this.subscribes = new CallRate(d.clock, 'Subscribe', MAX_SUBSCRIBES_PER_MINUTE, 60_000);
     this.reports = new CallRate(d.clock, 'Report message', maxReportsPerMinute(d.reportIntervalMs), 60_000);
@@ -115,29 +117,9 @@ export class NodeService {
     return { host, port: pipe.port, key: pipe.key };
   }
 
-  /**
-   * Mesh mode, node `nodeId` subscribed: it gets the full list of the others (in pages), and every
-   * other subscribed node gets only its entry (with the endpoint the hub sees now) as a delta, so
-   * a round of N reconnects sends O(N) peers per node instead of N lists of N-1.
-   */
-  async announceMeshPeer(nodeId: string): Promise<void> {
-    const list = this.d.tunnel?.meshPeers;
-    if (!list) return;
-    const peers = await list();
-    const self = peers.find((p) => p.nodeId === nodeId);
-    const sink = this.d.registry.sink(nodeId);
-    if (sink) for (const page of meshPeerPages(peers.filter((p) => p.nodeId !== nodeId))) sink.send({ command: { $case: 'meshPeers', value: page } });
-    if (!self) return;
-    const delta = meshPeerAdded(self);
-    for (const p of peers) if (p.nodeId !== nodeId) this.d.registry.sink(p.nodeId)?.send({ command: { $case: 'meshPeers', value: delta } });
-  }
-
   /** Mesh mode, node `nodeId` removed (and gone from the hub): the others drop it. */
   async announceMeshRemoval(nodeId: string): Promise<void> {
-    const list = this.d.tunnel?.meshPeers;
-    if (!list) return;
-    const removed = meshPeerRemoved(nodeId);
-    for (const p of await list()) if (p.nodeId !== nodeId) this.d.registry.sink(p.nodeId)?.send({ command: { $case: 'meshPeers', value: removed } });
+    await this.mesh?.removed(nodeId);
   }
 
   handlers(): NodeServiceServer {
@@ -259,7 +241,7 @@ export class NodeService {
     }
     tasks.scheduleSoon();
     // Endpoints are known once a node's tunnel has shaken hands, which precedes this call.
-    this.announceMeshPeer(node.id).catch((err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'sending mesh peers failed'));
+    this.mesh?.subscribed(node.id, req.meshDeltas === true).catch((err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'sending mesh peers failed'));
   }
 
   private updateTask(call: ServerUnaryCall<TaskUpdate, TaskUpdateAck>): TaskUpdateAck {

@@ -16,7 +16,7 @@ import { NodeRegistry } from '../../src/master/registry.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import { NodeFacts } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type { EnrollResponse } from '../../src/protocol/gen/hivemind/v1/enroll.js';
-import { NodeService, type NodeServiceDeps } from '../../src/master/node-service.js';
+import { MeshAnnouncer } from '../../src/master/mesh-announcer.js';
 import { TunnelHub, type HubPeer } from '../../src/master/tunnel-hub.js';
 import type { MeshPeer, MeshPeers, NodeCommand } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { AddressPool } from '../../src/tunnel/address-pool.js';
@@ -141,38 +141,59 @@ test('address pool: O(1) per allocation at 10,000 taken; lowest holes first, the
   assert.equal(odd.allocate(), '10.8.0.2');
 });
 
-function meshService(peers: MeshPeer[], subscribed: string[]) {
+/** `deltaNodes` subscribed earlier saying they apply deltas (before any sink: nothing recorded for it). */
+async function meshService(peers: MeshPeer[], subscribed: string[], deltaNodes: string[] = []) {
   const registry = new NodeRegistry(new ManualClock(), 1000);
   const sent = new Map<string, MeshPeers[]>();
+  const early = new MeshAnnouncer(async () => peers, registry);
+  for (const id of deltaNodes) await early.subscribed(id, true);
   for (const id of subscribed) {
     sent.set(id, []);
     registry.attach(id, { send: (cmd: NodeCommand) => { if (cmd.command?.$case === 'meshPeers') sent.get(id)!.push(cmd.command.value); }, close: () => undefined });
   }
   let lists = 0;
-  const deps = { registry, log: silentLogger(), tunnel: { subnet: parseSubnet('10.8.0.0/16'), meshPeers: async () => (lists++, peers) } } as unknown as NodeServiceDeps;
-  return { svc: new NodeService(deps), sent, lists: () => lists };
+  const mesh = deltaNodes.length ? early : new MeshAnnouncer(async () => (lists++, peers), registry);
+  return { mesh, sent, lists: () => lists };
 }
 
 const meshPeer = (i: number): MeshPeer => ({ nodeId: nodeId(i), publicKey: key(i), endpoint: `192.0.2.${i % 250}:51820`, tunnelAddress: ipOf(i) });
+const clear = (sent: Map<string, MeshPeers[]>) => { for (const v of sent.values()) v.length = 0; };
 
 test('mesh: a subscribing node gets the full list; every other node gets only its entry as a delta; a removal sends the removed id', async () => {
   const peers = Array.from({ length: 5 }, (_, i) => meshPeer(i));
-  const { svc, sent, lists } = await meshService(peers, peers.map((p) => p.nodeId));
-  await svc.announceMeshPeer(nodeId(2));
-  assert.equal(lists(), 1);
+  const { mesh, sent, lists } = await meshService(peers, peers.map((p) => p.nodeId));
+  for (const i of [0, 1, 3, 4]) await mesh.subscribed(nodeId(i), true);
+  clear(sent);
+  await mesh.subscribed(nodeId(2), true);
+  assert.equal(lists(), 5);
   assert.deepEqual(sent.get(nodeId(2)), [{ peers: peers.filter((p) => p.nodeId !== nodeId(2)), delta: false, removedNodeIds: [] }]);
   for (const i of [0, 1, 3, 4]) assert.deepEqual(sent.get(nodeId(i)), [{ peers: [peers[2]], delta: true, removedNodeIds: [] }]);
 
-  for (const v of sent.values()) v.length = 0;
-  await svc.announceMeshRemoval(nodeId(4));
+  clear(sent);
+  await mesh.removed(nodeId(4));
   for (const i of [0, 1, 2, 3]) assert.deepEqual(sent.get(nodeId(i)), [{ peers: [], delta: true, removedNodeIds: [nodeId(4)] }]);
   assert.deepEqual(sent.get(nodeId(4)), []);
 });
 
+test('mesh with an older worker (no mesh_deltas): it gets a whole full list every time, never a delta or a page', async () => {
+  const peers = Array.from({ length: 2500 }, (_, i) => meshPeer(i));
+  const { mesh, sent } = await meshService(peers, [nodeId(0), nodeId(1)]);
+  await mesh.subscribed(nodeId(0), false);
+  assert.deepEqual(sent.get(nodeId(0))!.map((m) => [m.peers.length, m.delta]), [[2499, false]]);
+  clear(sent);
+  await mesh.subscribed(nodeId(1), true);
+  assert.deepEqual(sent.get(nodeId(0))!.map((m) => [m.peers.length, m.delta]), [[2499, false]], 'the old node gets the whole list again');
+  assert.deepEqual(sent.get(nodeId(1))!.map((m) => [m.peers.length, m.delta]), [[2000, false], [499, true]]);
+  clear(sent);
+  await mesh.removed(nodeId(7));
+  assert.deepEqual(sent.get(nodeId(0))!.map((m) => [m.peers.length, m.delta, m.removedNodeIds.length]), [[2498, false, 0]]);
+  assert.deepEqual(sent.get(nodeId(1)), [{ peers: [], delta: true, removedNodeIds: [nodeId(7)] }]);
+});
+
 test('mesh at 10,000 nodes: the subscriber gets pages of at most 2,000 (first full, then deltas); the others get one peer each: O(N) peers sent, not O(N²)', async () => {
   const peers = Array.from({ length: 10_000 }, (_, i) => meshPeer(i));
-  const { svc, sent } = await meshService(peers, peers.map((p) => p.nodeId));
-  await svc.announceMeshPeer(nodeId(0));
+  const { mesh, sent } = await meshService(peers, peers.map((p) => p.nodeId), peers.slice(1).map((p) => p.nodeId));
+  await mesh.subscribed(nodeId(0), true);
   const mine = sent.get(nodeId(0))!;
   assert.deepEqual(mine.map((m) => [m.peers.length, m.delta]), [[2000, false], [2000, true], [2000, true], [2000, true], [1999, true]]);
   assert.equal(new Set(mine.flatMap((m) => m.peers.map((p) => p.nodeId))).size, 9_999);

@@ -131,6 +131,12 @@ export interface SubscribeRequest {
    * sends NodeCommand.exec only to a node that said so; the node refuses one anyway when it didn't.
    */
   exec: boolean;
+  /**
+   * The node applies MeshPeers deltas (MeshPeers.delta). A node that does not say so (older
+   * workers) gets only full lists, one message each, as before. Optional so that callers built
+   * before it need not name it.
+   */
+  meshDeltas?: boolean | undefined;
 }
 
 /**
@@ -1129,7 +1135,7 @@ export const RunningTask: MessageFns<RunningTask> = {
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
-  return { running: [], free: undefined, accepting: false, gateway: undefined, exec: false };
+  return { running: [], free: undefined, accepting: false, gateway: undefined, exec: false, meshDeltas: undefined };
 }
 
 export const SubscribeRequest: MessageFns<SubscribeRequest> = {
@@ -1148,6 +1154,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     }
     if (message.exec !== false) {
       writer.uint32(40).bool(message.exec);
+    }
+    if (message.meshDeltas !== undefined) {
+      writer.uint32(48).bool(message.meshDeltas);
     }
     return writer;
   },
@@ -1205,6 +1214,14 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
             message.exec = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.meshDeltas = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1224,6 +1241,11 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
       gateway: isSet(object.gateway) ? GatewayPipe.fromJSON(object.gateway) : undefined,
       exec: isSet(object.exec) ? globalThis.Boolean(object.exec) : false,
+      meshDeltas: isSet(object.meshDeltas)
+        ? globalThis.Boolean(object.meshDeltas)
+        : isSet(object.mesh_deltas)
+        ? globalThis.Boolean(object.mesh_deltas)
+        : undefined,
     };
   },
 
@@ -1244,6 +1266,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     if (message.exec !== false) {
       obj.exec = message.exec;
     }
+    if (message.meshDeltas !== undefined) {
+      obj.meshDeltas = message.meshDeltas;
+    }
     return obj;
   },
 
@@ -1259,6 +1284,7 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
       ? GatewayPipe.fromPartial(object.gateway)
       : undefined;
     message.exec = object.exec ?? false;
+    message.meshDeltas = object.meshDeltas ?? undefined;
     return message;
   },
 };
