@@ -73,8 +73,9 @@ function unary<Req, Res>(fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res> |
 export class NodeService {
   /** Progress reports refused for breaking the rules (docs/progress.md), since start: for the master's metrics. */
   progressRefused = 0;
-  /** Open command streams, ended on close so the server can shut down. */
+  /** Mesh mode: who is told which peers on a subscribe or a removal. */
   private readonly mesh: MeshAnnouncer | undefined;
+  /** Open command streams, ended on close so the server can shut down. */
   private readonly subscribers = new Set<ServerWritableStream<SubscribeRequest, NodeCommand>>();
   private readonly registers: CallRate;
   private readonly subscribes: CallRate;

@@ -159,6 +159,7 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
       // Offered only while the pipe listens: a node without it gets no replicas.
       const gateway = gatewayPipe?.listening ? { gateway: { port: gatewayPipe.port, key: gatewayPipe.key } } : {};
       // Exec is offered when the operator allows it and the executor can run commands in containers.
+      // Mesh deltas: WorkerTunnel.setMeshPeers applies them (the master sends any only in mesh mode).
       return { running, ...capacity(), ...gateway, exec: options.exec && deps.executor.exec !== undefined, meshDeltas: true };
     },
     onCommand: (cmd) => worker.onCommand(cmd),

@@ -175,16 +175,18 @@ export class WorkerTunnel {
    */
   setMeshPeers(msg: MeshPeers): Promise<void> {
     if (!this.config.mesh) return Promise.resolve();
-    const set = (this.meshPeers ??= new MeshPeerSet({
-      subnet: parseSubnet(this.config.allowedIps[0] ?? this.config.address),
-      selfNodeId: this.nodeId,
-      selfPublicKey: wgPublicKeyOf(this.privateKey),
-      selfTunnelIp: this.config.address.split('/')[0]!,
-      masterPublicKey: this.config.masterPublicKey,
-      persistentKeepalive: this.config.persistentKeepalive,
-    }));
+    let set: MeshPeerSet;
     let applied: ReturnType<MeshPeerSet['apply']>;
     try {
+      set = this.meshPeers ??= new MeshPeerSet({
+        // The master routes its whole subnet to us (allowedIps[0]); peers must be hosts inside it.
+        subnet: parseSubnet(this.config.allowedIps[0] ?? this.config.address),
+        selfNodeId: this.nodeId,
+        selfPublicKey: wgPublicKeyOf(this.privateKey),
+        selfTunnelIp: this.config.address.split('/')[0]!,
+        masterPublicKey: this.config.masterPublicKey,
+        persistentKeepalive: this.config.persistentKeepalive,
+      });
       applied = set.apply(msg);
     } catch (err) {
       return Promise.reject(err);
