@@ -4,7 +4,7 @@
 // times are printed next to a full sync of the same set (the old path), as a figure, not a bound.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -24,34 +24,38 @@ test('hub with a /16 and 10,000 peers: one enrollment and one removal are one `w
   const lab = NetLab.create(['m']);
   const dir = mkdtempSync(join(tmpdir(), 'hm-hub-scale-'));
   const store = MasterStore.open(join(dir, 'master.db'));
+  const ifname = `hm${lab.id}h`;
   let hub: TunnelHub | undefined;
   t.after(async () => {
     // The interface first: wireguard-go then exits on its own and removes its socket.
     await hub?.close().catch(() => undefined);
+    // wireguard-go removes its socket as it exits; a kill by lab.destroy() would leave it behind.
+    const sock = `/var/run/wireguard/${ifname}.sock`;
+    for (let i = 0; i < 60 && existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+    rmSync(sock, { force: true });
     store.close();
     lab.destroy();
     rmSync(dir, { recursive: true, force: true });
   });
-  const ifname = `hm${lab.id}h`;
   const runner = lab.runner('m');
   const calls: string[] = [];
   const counting = { run: (file: string, args: readonly string[], opts?: { input?: string; timeoutMs?: number }) => (calls.push([file, ...args.slice(0, 3)].join(' ')), runner.run(file, args, opts)) };
   const tool = new LinuxWireGuard(counting);
   const facts = NodeFacts.create();
-  const ipOf = (i: number) => `10.77.${(i + 2) >> 8}.${(i + 2) & 255}`;
+  const ipOf = (i: number) => `10.8.${(i + 2) >> 8}.${(i + 2) & 255}`;
   const keys = Array.from({ length: PEERS }, () => generateWgKeyPair().publicKey);
   store.transaction(() => {
     for (let i = 0; i < PEERS; i++) store.insertNode({ id: `n${String(i).padStart(15, '0')}`, name: `n${i}`, facts, credentialHash: `h${i}`, at: i, wgPublicKey: keys[i]!, tunnelIp: ipOf(i) });
   });
 
-  hub = await TunnelHub.create({ interfaceName: ifname, subnet: '10.77.0.0/16', endpoint: `${lab.host('m').ip}:51820`, nodePort: 7070, mesh: false, dataDir: dir }, { tool, runner: counting, store, log: silentLogger() });
+  hub = await TunnelHub.create({ interfaceName: ifname, subnet: '10.8.0.0/16', endpoint: `${lab.host('m').ip}:51820`, nodePort: 7070, mesh: false, dataDir: dir }, { tool, runner: counting, store, log: silentLogger() });
   let at = performance.now();
   await hub.start();
   const startMs = performance.now() - at;
   const peersOnIf = () => lab.exec('m', ['wg', 'show', ifname, 'peers']).split('\n').filter(Boolean);
   const allowed = () => new Map(lab.exec('m', ['wg', 'show', ifname, 'allowed-ips']).split('\n').filter(Boolean).map((l) => l.split('\t') as [string, string]));
   assert.equal(peersOnIf().length, PEERS);
-  assert.match(lab.exec('m', ['ip', '-4', 'address', 'show', 'dev', ifname]), /inet 10\.77\.0\.1\/16/);
+  assert.match(lab.exec('m', ['ip', '-4', 'address', 'show', 'dev', ifname]), /inet 10\.8\.0\.1\/16/);
 
   // One enrollment, as enroll-service.ts does it: allocate, store, add the peer.
   calls.length = 0;
@@ -90,13 +94,13 @@ test('hub with a /16 and 10,000 peers: one enrollment and one removal are one `w
   at = performance.now();
   // What the hub did before: parse every node row, then syncconf the whole set.
   const rows = store.listNodes().filter((n) => n.wgPublicKey && n.tunnelIp);
-  const spec = { name: ifname, privateKey, address: '10.77.0.1/16', listenPort: 51820, peers: [...rows.map((n) => ({ publicKey: n.wgPublicKey!, allowedIps: [`${n.tunnelIp}/32`] })), { publicKey: extra, allowedIps: ['10.77.200.1/32'] }] };
+  const spec = { name: ifname, privateKey, address: '10.8.0.1/16', listenPort: 51820, peers: [...rows.map((n) => ({ publicKey: n.wgPublicKey!, allowedIps: [`${n.tunnelIp}/32`] })), { publicKey: extra, allowedIps: ['10.8.200.1/32'] }] };
   await tool.syncPeers(spec);
   const syncMs = performance.now() - at;
   assert.equal(peersOnIf().length, PEERS + 1);
 
   const restart = performance.now();
-  const again = await TunnelHub.create({ interfaceName: ifname, subnet: '10.77.0.0/16', endpoint: `${lab.host('m').ip}:51820`, nodePort: 7070, mesh: false, dataDir: dir }, { tool, runner: counting, store, log: silentLogger() });
+  const again = await TunnelHub.create({ interfaceName: ifname, subnet: '10.8.0.0/16', endpoint: `${lab.host('m').ip}:51820`, nodePort: 7070, mesh: false, dataDir: dir }, { tool, runner: counting, store, log: silentLogger() });
   const loadMs = performance.now() - restart;
   assert.equal(again.peerCount, PEERS, 'a restarted hub restores exactly the enrolled, not removed, nodes');
 
