@@ -55,11 +55,17 @@ export class EnrollService {
       let tunnelIp = '';
       // Allocation and insertion run inside the token's transaction: nothing is allocated unless
       // the token is good, and two enrollments cannot take the same address.
-      auth.enroll(token, () => {
-        tunnelIp = hub.allocate();
-        store.insertNode({ id: nodeId, name, facts, credentialHash: fresh.hash, at: clock.now(), wgPublicKey: req.wgPublicKey, tunnelIp });
-      });
-      await hub.syncPeers();
+      try {
+        auth.enroll(token, () => {
+          tunnelIp = hub.allocate();
+          store.insertNode({ id: nodeId, name, facts, credentialHash: fresh.hash, at: clock.now(), wgPublicKey: req.wgPublicKey, tunnelIp });
+        });
+      } catch (err) {
+        // The transaction rolled back: the address the hub handed out is free again.
+        if (tunnelIp) hub.release(tunnelIp);
+        throw err;
+      }
+      await hub.addPeer({ nodeId, publicKey: req.wgPublicKey, tunnelIp });
       this.d.log.info({ nodeId, name, tunnelIp }, 'node enrolled');
       this.d.onEnrolled?.(nodeId);
       cb(null, { nodeId, nodeCredential: fresh.credential, tunnel: hub.tunnelConfigFor(tunnelIp) });

@@ -95,9 +95,10 @@ export class MasterStore {
     });
   }
 
-  /** Tunnel addresses in use (every node that ever enrolled keeps its own). */
-  usedTunnelIps(): string[] {
-    return (this.db.prepare('SELECT tunnel_ip FROM nodes WHERE tunnel_ip IS NOT NULL').all() as { tunnel_ip: string }[]).map((r) => r.tunnel_ip);
+  /** The tunnel hub's peers: id, key and address only (no facts or reports parsed); read once at start. */
+  tunnelPeers(): { nodeId: string; publicKey: string; tunnelIp: string }[] {
+    return (this.db.prepare('SELECT id, wg_public_key, tunnel_ip FROM nodes WHERE wg_public_key IS NOT NULL AND tunnel_ip IS NOT NULL AND removed_at IS NULL ORDER BY registered_at, id').all() as { id: string; wg_public_key: string; tunnel_ip: string }[])
+      .map((r) => ({ nodeId: r.id, publicKey: r.wg_public_key, tunnelIp: r.tunnel_ip }));
   }
 
   /** Revokes the credential and frees the key and tunnel address; the row stays for task history. */

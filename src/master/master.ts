@@ -392,7 +392,7 @@ export class Master {
         data: dataStore,
         maxDataBytes: opts.maxDataBytes,
         ...(joinToken ? { joinToken } : {}),
-        ...(hub ? { onNodeRemoved: async () => { await hub.syncPeers(); await nodeService.broadcastMeshPeers(); } } : {}),
+        ...(hub ? { onNodeRemoved: async (nodeId: string) => { await hub.removePeer(nodeId); await nodeService.announceMeshRemoval(nodeId); } } : {}),
       });
       server.addService(AdminServiceDefinition, adminService.handlers());
       const data = new DataService({ store: dataStore, files: dataFiles, auth, clock, log, maxDataBytes: opts.maxDataBytes });

@@ -5,6 +5,7 @@ import type {
 } from '@grpc/grpc-js';
 import type { Subnet } from '../tunnel/subnet.js';
 import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
+import { MeshAnnouncer } from './mesh-announcer.js';
 import { PermissionDeniedError, peerIp } from './master-errors.js';
 import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
@@ -74,6 +75,8 @@ function unary<Req, Res>(fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res> |
 export class NodeService {
   /** Progress reports refused for breaking the rules (docs/progress.md), since start: for the master's metrics. */
   progressRefused = 0;
+  /** Mesh mode: who is told which peers on a subscribe or a removal. */
+  private readonly mesh: MeshAnnouncer | undefined;
   /** Open command streams, ended on close so the server can shut down. */
   private readonly subscribers = new Set<ServerWritableStream<SubscribeRequest, NodeCommand>>();
   private readonly registers: CallRate;
@@ -81,6 +84,7 @@ export class NodeService {
   private readonly reports: CallRate;
 
   constructor(private readonly d: NodeServiceDeps) {
+    this.mesh = d.tunnel?.meshPeers ? new MeshAnnouncer(d.tunnel.meshPeers, d.registry) : undefined;
     this.registers = new CallRate(d.clock, 'Register', MAX_REGISTERS_PER_MINUTE, 60_000);
     this.subscribes = new CallRate(d.clock, 'Subscribe', MAX_SUBSCRIBES_PER_MINUTE, 60_000);
     this.reports = new CallRate(d.clock, 'Report message', maxReportsPerMinute(d.reportIntervalMs), 60_000);
@@ -116,15 +120,9 @@ export class NodeService {
     return { host, port: pipe.port, key: pipe.key };
   }
 
-  /** Mesh mode: tells every subscribed node the current set of other nodes to peer with. */
-  async broadcastMeshPeers(): Promise<void> {
-    const list = this.d.tunnel?.meshPeers;
-    if (!list) return;
-    const peers = await list();
-    for (const n of peers) {
-      const others = peers.filter((p) => p.nodeId !== n.nodeId);
-      this.d.registry.sink(n.nodeId)?.send({ command: { $case: 'meshPeers', value: { peers: others } } });
-    }
+  /** Mesh mode, node `nodeId` removed (and gone from the hub): the others drop it. */
+  async announceMeshRemoval(nodeId: string): Promise<void> {
+    await this.mesh?.removed(nodeId);
   }
 
   handlers(): NodeServiceServer {
@@ -247,7 +245,7 @@ export class NodeService {
     }
     tasks.scheduleSoon();
     // Endpoints are known once a node's tunnel has shaken hands, which precedes this call.
-    this.broadcastMeshPeers().catch((err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'sending mesh peers failed'));
+    this.mesh?.subscribed(node.id, req.meshDeltas === true).catch((err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'sending mesh peers failed'));
   }
 
   private updateTask(call: ServerUnaryCall<TaskUpdate, TaskUpdateAck>): TaskUpdateAck {

@@ -1,6 +1,7 @@
 // The master's side of the WireGuard network: its own interface (the hub), one peer per enrolled
-// node with a stable /32, and the tunnel config each node gets. Peers are restored from the
-// store at start, so a restarted master needs no operator action.
+// node with a stable /32, and the tunnel config each node gets. Peers are read from the store once
+// at start (a restarted master needs no operator action) and then kept in memory: an enrollment
+// or a removal changes that one peer on the interface, so its cost does not grow with the network.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { portOf } from '../common/address.js';
@@ -8,12 +9,12 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { CommandRunner } from '../tunnel/command-runner.js';
 import { generateWgKeyPair, isWgKey, wgPublicKeyOf } from '../tunnel/wg-keys.js';
-import type { WgInterfaceSpec, WgPeerSpec } from '../tunnel/wg-spec.js';
+import type { WgInterfaceSpec, WgInterfaceStatus, WgPeerChange, WgPeerSpec } from '../tunnel/wg-spec.js';
 import type { WgImplementation, WireGuardTool } from '../tunnel/wireguard-tool.js';
-import { allocateAddress, hostAddress, parseSubnet, type Subnet } from '../tunnel/subnet.js';
+import { AddressPool } from '../tunnel/address-pool.js';
+import { hostAddress, parseSubnet, type Subnet } from '../tunnel/subnet.js';
 import type { TunnelConfig } from '../protocol/gen/hivemind/v1/enroll.js';
 import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
-import type { MasterStore } from './master-store.js';
 
 export interface TunnelHubOptions {
   /** WireGuard interface name on the master. */
@@ -31,8 +32,24 @@ export interface TunnelHubOptions {
   dataDir: string;
 }
 
+/** One enrolled node as the hub knows it. */
+export interface HubPeer {
+  nodeId: string;
+  publicKey: string;
+  tunnelIp: string;
+}
+
+/** What the hub reads from the store: once, at start. */
+export interface HubPeerSource {
+  tunnelPeers(): HubPeer[];
+}
+
 export class TunnelHub {
   private implementation: WgImplementation | undefined;
+  /** Enrolled nodes by id, in enrollment order. */
+  private readonly peers = new Map<string, HubPeer>();
+  private showRunning: Promise<WgInterfaceStatus | undefined> | undefined;
+  private showQueued: Promise<WgInterfaceStatus | undefined> | undefined;
 
   private constructor(
     private readonly opts: TunnelHubOptions,
@@ -41,11 +58,14 @@ export class TunnelHub {
     readonly publicKey: string,
     private readonly tool: WireGuardTool,
     private readonly runner: CommandRunner,
-    private readonly store: MasterStore,
+    private readonly pool: AddressPool,
+    peers: HubPeer[],
     private readonly log: Logger,
-  ) {}
+  ) {
+    for (const p of peers) this.peers.set(p.nodeId, p);
+  }
 
-  static async create(opts: TunnelHubOptions, deps: { tool: WireGuardTool; runner: CommandRunner; store: MasterStore; log: Logger }): Promise<TunnelHub> {
+  static async create(opts: TunnelHubOptions, deps: { tool: WireGuardTool; runner: CommandRunner; store: HubPeerSource; log: Logger }): Promise<TunnelHub> {
     const subnet = parseSubnet(opts.subnet);
     if (!/^[^\s]+:\d{1,5}$/.test(opts.endpoint)) throw new ConfigError(`--wg-endpoint: "${opts.endpoint}" is not HOST:PORT`);
     const dir = join(opts.dataDir, 'wg');
@@ -60,7 +80,15 @@ export class TunnelHub {
       privateKey = generateWgKeyPair().privateKey;
       await writeFile(keyFile, privateKey + '\n', { mode: 0o600, flag: 'wx' });
     }
-    return new TunnelHub(opts, subnet, privateKey, wgPublicKeyOf(privateKey), deps.tool, deps.runner, deps.store, deps.log.child({ component: 'tunnel-hub' }));
+    const peers = deps.store.tunnelPeers();
+    const pool = AddressPool.load(subnet, peers.map((p) => p.tunnelIp));
+    const log = deps.log.child({ component: 'tunnel-hub' });
+    const outside = peers.filter((p) => !pool.has(p.tunnelIp));
+    if (outside.length > 0) {
+      // A changed --wg-subnet: those nodes keep their saved address and cannot reach this one.
+      log.warn({ nodes: outside.length, example: outside[0]!.tunnelIp, subnet: subnet.cidr }, `${outside.length} enrolled nodes have tunnel addresses outside --wg-subnet ${subnet.cidr} (e.g. ${outside[0]!.tunnelIp}): start the master with the subnet they enrolled in, or remove them and enroll them again`);
+    }
+    return new TunnelHub(opts, subnet, privateKey, wgPublicKeyOf(privateKey), deps.tool, deps.runner, pool, peers, log);
   }
 
   get masterIp(): string {
@@ -84,11 +112,12 @@ export class TunnelHub {
     return this.opts.mesh;
   }
 
+  get peerCount(): number {
+    return this.peers.size;
+  }
+
   private spec(): WgInterfaceSpec {
-    const peers: WgPeerSpec[] = this.store
-      .listNodes()
-      .filter((n) => n.wgPublicKey && n.tunnelIp)
-      .map((n) => ({ publicKey: n.wgPublicKey!, allowedIps: [`${n.tunnelIp}/32`] }));
+    const peers: WgPeerSpec[] = [...this.peers.values()].map(peerSpec);
     return { name: this.opts.interfaceName, privateKey: this.privateKey, address: `${this.masterIp}/${this.subnet.prefix}`, listenPort: this.listenPort, peers };
   }
 
@@ -101,11 +130,47 @@ export class TunnelHub {
     this.log.info({ interface: spec.name, address: spec.address, peers: spec.peers.length, implementation: this.implementation, endpoint: this.opts.endpoint }, 'WireGuard hub up');
   }
 
+  /** Takes a free tunnel address (O(1)); give it back with release() if the enrollment is not stored. */
   allocate(): string {
-    return allocateAddress(this.subnet, [this.masterIp, ...this.store.usedTunnelIps()]);
+    return this.pool.allocate();
   }
 
-  /** Re-applies the peer set from the store (after an enrollment or a node removal). */
+  /** Gives back an address from allocate() that no peer took (the enrollment was rolled back). */
+  release(tunnelIp: string): void {
+    this.pool.release(tunnelIp);
+  }
+
+  /** A newly enrolled node: one `wg set … peer KEY allowed-ips IP/32`. */
+  async addPeer(peer: HubPeer): Promise<void> {
+    this.peers.set(peer.nodeId, peer);
+    await this.change({ set: [peerSpec(peer)], remove: [] });
+  }
+
+  /** A removed node: one `wg set … peer KEY remove`, and its address becomes free. False when unknown. */
+  async removePeer(nodeId: string): Promise<boolean> {
+    const peer = this.peers.get(nodeId);
+    if (!peer) return false;
+    this.peers.delete(nodeId);
+    this.pool.release(peer.tunnelIp);
+    await this.change({ set: [], remove: [peer.publicKey] });
+    return true;
+  }
+
+  /**
+   * Applies a per-peer change; if `wg set` fails, the interface may have drifted from the
+   * in-memory set, so the whole set is re-applied once (syncconf) as a repair. Only a failed
+   * repair reaches the caller.
+   */
+  private async change(change: WgPeerChange): Promise<void> {
+    try {
+      await this.tool.updatePeers(this.opts.interfaceName, change);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err), peers: this.peers.size }, 'changing one peer failed; re-applying the whole peer set');
+      await this.syncPeers();
+    }
+  }
+
+  /** Re-applies the whole in-memory peer set (a repair; start() sets it up in the first place). */
   async syncPeers(): Promise<void> {
     await this.tool.syncPeers(this.spec());
   }
@@ -125,12 +190,32 @@ export class TunnelHub {
 
   /** Every enrolled node with the endpoint the hub last saw it at (mesh mode). */
   async meshPeers(): Promise<MeshPeer[]> {
-    const status = await this.tool.show(this.opts.interfaceName);
+    const status = await this.liveStatus();
     const endpoints = new Map((status?.peers ?? []).map((p) => [p.publicKey, p.endpoint ?? '']));
-    return this.store
-      .listNodes()
-      .filter((n) => n.wgPublicKey && n.tunnelIp)
-      .map((n) => ({ nodeId: n.id, publicKey: n.wgPublicKey!, endpoint: endpoints.get(n.wgPublicKey!) ?? '', tunnelAddress: n.tunnelIp! }));
+    // Read after the await: the list is the set at the moment it is sent.
+    return [...this.peers.values()].map((p) => ({ nodeId: p.nodeId, publicKey: p.publicKey, endpoint: endpoints.get(p.publicKey) ?? '', tunnelAddress: p.tunnelIp }));
+  }
+
+  /**
+   * `wg show` of the interface, shared: a caller that arrives while one runs waits for the next,
+   * which starts after the running one ends, so every caller sees the endpoints as they were at
+   * or after its call, and a storm of N subscribes runs a few `wg show`s of N peers, not N.
+   */
+  private liveStatus(): Promise<WgInterfaceStatus | undefined> {
+    if (!this.showRunning) return this.launchShow();
+    const after = this.showRunning.then(() => undefined, () => undefined);
+    return (this.showQueued ??= after.then(() => {
+      this.showQueued = undefined;
+      return this.launchShow();
+    }));
+  }
+
+  private launchShow(): Promise<WgInterfaceStatus | undefined> {
+    const p: Promise<WgInterfaceStatus | undefined> = this.tool.show(this.opts.interfaceName).finally(() => {
+      if (this.showRunning === p) this.showRunning = undefined;
+    });
+    this.showRunning = p;
+    return p;
   }
 
   async close(): Promise<void> {
@@ -138,3 +223,5 @@ export class TunnelHub {
     this.log.info({ interface: this.opts.interfaceName }, 'WireGuard hub down');
   }
 }
+
+const peerSpec = (p: HubPeer): WgPeerSpec => ({ publicKey: p.publicKey, allowedIps: [`${p.tunnelIp}/32`] });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import { ProgramNotFoundError, type CommandResult, type CommandRunner } from './command-runner.js';
 import { TunnelCommandError, TunnelPermissionError, TunnelPortInUseError, WireGuardMissingError } from './tunnel-errors.js';
-import { DEFAULT_MTU, WG_NAME_RE, parseWgDump, renderWgConf, type WgInterfaceSpec, type WgInterfaceStatus } from './wg-spec.js';
+import { DEFAULT_MTU, WG_NAME_RE, parseWgDump, renderWgConf, wgSetArgs, type WgInterfaceSpec, type WgInterfaceStatus, type WgPeerChange } from './wg-spec.js';
 import type { WgImplementation, WireGuardTool } from './wireguard-tool.js';
 
 // wireguard-go's interfaces have no kernel side: `wg` says "Unable to access interface" when the socket is gone.
@@ -72,6 +72,11 @@ export class LinuxWireGuard implements WireGuardTool {
   async syncPeers(spec: WgInterfaceSpec): Promise<void> {
     checkName(spec.name);
     await this.withConfFile(spec, (file) => this.must('wg', ['syncconf', spec.name, file], { port: spec.listenPort }));
+  }
+
+  async updatePeers(name: string, change: WgPeerChange): Promise<void> {
+    checkName(name);
+    for (const args of wgSetArgs(name, change)) await this.must('wg', args);
   }
 
   /**

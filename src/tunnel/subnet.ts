@@ -40,15 +40,10 @@ export function contains(subnet: Subnet, ip: string): boolean {
   return ((ipToInt(ip) & mask) >>> 0) === subnet.network;
 }
 
-export class SubnetFullError extends ConfigError {}
-
-/** The lowest free host address after the master's (.1); addresses are never reused while taken. */
-export function allocateAddress(subnet: Subnet, used: Iterable<string>): string {
-  const taken = new Set(used);
-  const size = 2 ** (32 - subnet.prefix);
-  for (let n = 2; n <= size - 2; n++) {
-    const ip = hostAddress(subnet, n);
-    if (!taken.has(ip)) return ip;
-  }
-  throw new SubnetFullError(`tunnel subnet ${subnet.cidr} has no free address left; use a larger --wg-subnet`);
+/** The host number of `ip` inside the subnet (1 = the master's), or undefined when it is outside. */
+export function hostNumber(subnet: Subnet, ip: string): number | undefined {
+  if (!contains(subnet, ip)) return undefined;
+  return ipToInt(ip) - subnet.network;
 }
+
+export class SubnetFullError extends ConfigError {}

@@ -40,3 +40,10 @@ export class TunnelCommandError extends TunnelError {
     super('WG_COMMAND_FAILED', `${command} failed: ${detail}`, options);
   }
 }
+
+/** A MeshPeers message from the master outside the node's bounds; nothing of it was applied. */
+export class MeshPeersRefusedError extends TunnelError {
+  constructor(detail: string) {
+    super('MESH_PEERS_REFUSED', `mesh peers from the master refused (nothing applied): ${detail}`);
+  }
+}

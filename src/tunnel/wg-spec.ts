@@ -23,6 +23,36 @@ export interface WgInterfaceSpec {
   peers: WgPeerSpec[];
 }
 
+/** A change to some peers of a running interface (WireGuardTool.updatePeers). */
+export interface WgPeerChange {
+  set: WgPeerSpec[];
+  /** Public keys of the peers to drop. */
+  remove: string[];
+}
+
+/** Peers per `wg set` command: keeps one command's arguments far below the kernel's limit. */
+export const WG_SET_BATCH = 500;
+
+/**
+ * The `wg set IF peer KEY …` argument lists for a change, at most WG_SET_BATCH peers each. An
+ * empty allowed-ips list clears the peer's routes (wg's `allowed-ips ""`); a keepalive of 0
+ * turns it off, none leaves it as it is.
+ */
+export function wgSetArgs(name: string, change: WgPeerChange): string[][] {
+  const clauses: string[][] = [
+    ...change.remove.map((key) => ['peer', key, 'remove']),
+    ...change.set.map((p) => [
+      'peer', p.publicKey,
+      ...(p.endpoint ? ['endpoint', p.endpoint] : []),
+      ...(p.persistentKeepalive === undefined ? [] : ['persistent-keepalive', p.persistentKeepalive ? String(p.persistentKeepalive) : 'off']),
+      'allowed-ips', p.allowedIps.join(','),
+    ]),
+  ];
+  const out: string[][] = [];
+  for (let i = 0; i < clauses.length; i += WG_SET_BATCH) out.push(['set', name, ...clauses.slice(i, i + WG_SET_BATCH).flat()]);
+  return out;
+}
+
 export const WG_NAME_RE = /^[A-Za-z0-9_-]{1,15}$/;
 export const DEFAULT_MTU = 1420;
 

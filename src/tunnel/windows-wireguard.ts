@@ -5,7 +5,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ProgramNotFoundError, type CommandRunner } from './command-runner.js';
 import { TunnelCommandError, TunnelPermissionError, WireGuardMissingError } from './tunnel-errors.js';
-import { WG_NAME_RE, parseWgDump, renderWgConf, renderWgQuickConf, type WgInterfaceSpec, type WgInterfaceStatus } from './wg-spec.js';
+import { WG_NAME_RE, parseWgDump, renderWgConf, renderWgQuickConf, wgSetArgs, type WgInterfaceSpec, type WgInterfaceStatus, type WgPeerChange } from './wg-spec.js';
 import type { WgImplementation, WireGuardTool } from './wireguard-tool.js';
 
 export interface WindowsWireGuardOptions {
@@ -65,6 +65,15 @@ export class WindowsWireGuard implements WireGuardTool {
     } finally {
       await rm(tmp, { force: true });
     }
+  }
+
+  /**
+   * Live change through wg.exe; the service's .conf file is not rewritten here: the caller holds
+   * the whole spec and up() writes it again on the next (re)start.
+   */
+  async updatePeers(name: string, change: WgPeerChange): Promise<void> {
+    checkName(name);
+    for (const args of wgSetArgs(name, change)) await this.must(this.wgExe, args);
   }
 
   async show(name: string): Promise<WgInterfaceStatus | undefined> {

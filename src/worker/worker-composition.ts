@@ -9,7 +9,7 @@ import type { Capacity, TunnelStatus } from '../protocol/gen/hivemind/v1/common.
 import type { TunnelConfig } from '../protocol/gen/hivemind/v1/enroll.js';
 import { splitHostPort, stripBrackets } from '../common/address.js';
 import { GatewayPipeServer } from './gateway-pipe-server.js';
-import type { MeshPeer, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
+import type { MeshPeers, NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import type { ActiveTasks } from './active-tasks.js';
 import type { DataCache } from './data-cache/data-cache.js';
 import type { TaskExecutor, WorkerEvents } from './contracts.js';
@@ -51,7 +51,7 @@ export interface WorkerDeps {
   /** Tunnel mode: the WireGuard tunnel to the master (status in reports, mesh peers from commands). */
   tunnel?: {
     status(): Promise<TunnelStatus>;
-    setMeshPeers(peers: MeshPeer[]): Promise<void>;
+    setMeshPeers(msg: MeshPeers): Promise<void>;
     /**
      * The tunnel's addresses: the gateway pipe listens on the node's and takes connections from
      * the master's only. Absent: the pipe listens on 127.0.0.1.
@@ -159,7 +159,8 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
       // Offered only while the pipe listens: a node without it gets no replicas.
       const gateway = gatewayPipe?.listening ? { gateway: { port: gatewayPipe.port, key: gatewayPipe.key } } : {};
       // Exec is offered when the operator allows it and the executor can run commands in containers.
-      return { running, ...capacity(), ...gateway, exec: options.exec && deps.executor.exec !== undefined };
+      // Mesh deltas: WorkerTunnel.setMeshPeers applies them (the master sends any only in mesh mode).
+      return { running, ...capacity(), ...gateway, exec: options.exec && deps.executor.exec !== undefined, meshDeltas: true };
     },
     onCommand: (cmd) => worker.onCommand(cmd),
     onConnected: () => {

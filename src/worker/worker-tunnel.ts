@@ -10,7 +10,9 @@ import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { NodeFacts, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import { TunnelConfig } from '../protocol/gen/hivemind/v1/enroll.js';
-import type { MeshPeer } from '../protocol/gen/hivemind/v1/node.js';
+import type { MeshPeers } from '../protocol/gen/hivemind/v1/node.js';
+import { MeshPeerSet } from '../tunnel/mesh-peers.js';
+import { parseSubnet } from '../tunnel/subnet.js';
 import { decodeJoinToken, isJoinToken } from '../tunnel/join-token.js';
 import { HandshakeTimeoutError } from '../tunnel/tunnel-errors.js';
 import { generateWgKeyPair, isWgKey, wgPublicKeyOf } from '../tunnel/wg-keys.js';
@@ -44,7 +46,9 @@ interface SavedTunnel {
 
 export class WorkerTunnel {
   private implementation: WgImplementation | undefined;
-  private meshPeers: MeshPeer[] = [];
+  private meshPeers: MeshPeerSet | undefined;
+  /** Mesh changes reach the interface one after another, in the order the master sent them. */
+  private meshQueue: Promise<void> = Promise.resolve();
   private state: 'down' | 'up' | 'stale' | 'restarting' = 'down';
   private healthTimer: NodeJS.Timeout | undefined;
   private restarts = 0;
@@ -100,9 +104,8 @@ export class WorkerTunnel {
 
   private spec(): WgInterfaceSpec {
     const master: WgPeerSpec = { publicKey: this.config.masterPublicKey, endpoint: this.config.masterEndpoint, allowedIps: this.config.allowedIps, persistentKeepalive: this.config.persistentKeepalive };
-    const mesh: WgPeerSpec[] = this.meshPeers
-      .filter((p) => p.publicKey && p.tunnelAddress)
-      .map((p) => ({ publicKey: p.publicKey, ...(p.endpoint ? { endpoint: p.endpoint } : {}), allowedIps: [`${p.tunnelAddress}/32`], persistentKeepalive: this.config.persistentKeepalive }));
+    const set = this.meshPeers;
+    const mesh: WgPeerSpec[] = set ? set.values().map((p) => set.wgPeer(p)) : [];
     const spec: WgInterfaceSpec = { name: this.opts.interfaceName, privateKey: this.privateKey, address: this.config.address, peers: [master, ...mesh] };
     if (this.config.mesh && this.config.listenPort) spec.listenPort = this.config.listenPort;
     return spec;
@@ -165,12 +168,43 @@ export class WorkerTunnel {
     };
   }
 
-  /** Mesh mode: peer directly with the other nodes the master announced. */
-  async setMeshPeers(peers: MeshPeer[]): Promise<void> {
-    if (!this.config.mesh) return;
-    this.meshPeers = peers.filter((p) => p.nodeId !== this.nodeId);
-    await this.deps.tool.syncPeers(this.spec());
-    this.deps.log.info({ peers: this.meshPeers.length }, 'mesh peers updated');
+  /**
+   * Mesh mode: peer directly with the other nodes the master announced. A full list re-syncs the
+   * interface; a delta changes only the peers it names. A message outside the bounds
+   * (MeshPeerSet) is refused whole with MeshPeersRefusedError.
+   */
+  setMeshPeers(msg: MeshPeers): Promise<void> {
+    if (!this.config.mesh) return Promise.resolve();
+    let set: MeshPeerSet;
+    let applied: ReturnType<MeshPeerSet['apply']>;
+    try {
+      set = this.meshPeers ??= new MeshPeerSet({
+        // The master routes its whole subnet to us (allowedIps[0]); peers must be hosts inside it.
+        subnet: parseSubnet(this.config.allowedIps[0] ?? this.config.address),
+        selfNodeId: this.nodeId,
+        selfPublicKey: wgPublicKeyOf(this.privateKey),
+        selfTunnelIp: this.config.address.split('/')[0]!,
+        masterPublicKey: this.config.masterPublicKey,
+        persistentKeepalive: this.config.persistentKeepalive,
+      });
+      applied = set.apply(msg);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const run = async () => {
+      if (applied.kind === 'full') await this.deps.tool.syncPeers(this.spec());
+      else if (applied.change.set.length + applied.change.remove.length > 0) {
+        await this.deps.tool.updatePeers(this.opts.interfaceName, applied.change).catch(async (err: unknown) => {
+          // The interface may have drifted from the set: re-apply all of it once.
+          this.deps.log.warn({ err: errorMessage(err) }, 'changing mesh peers failed; re-applying the whole set');
+          await this.deps.tool.syncPeers(this.spec());
+        });
+      }
+      this.deps.log.info({ peers: set.size, delta: msg.delta, changed: applied.kind === 'full' ? undefined : applied.change.set.length + applied.change.remove.length }, 'mesh peers updated');
+    };
+    const next = this.meshQueue.then(run, run);
+    this.meshQueue = next.catch(() => undefined);
+    return next;
   }
 
   /** Removes the interface: nothing is left behind on the host. */

@@ -305,7 +305,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           this.drop(c.value.sha256);
           break;
         case 'meshPeers':
-          this.deps.tunnel?.setMeshPeers(c.value.peers).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'applying mesh peers failed'));
+          this.deps.tunnel?.setMeshPeers(c.value).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'applying mesh peers failed'));
           break;
         default:
           this.log.warn('unknown command from the master; ignoring (is the worker older than the master?)');

@@ -9,7 +9,7 @@ import { ProgramNotFoundError, type CommandResult, type CommandRunner } from '..
 import { LinuxWireGuard } from '../../src/tunnel/linux-wireguard.js';
 import { WindowsWireGuard } from '../../src/tunnel/windows-wireguard.js';
 import { generateWgKeyPair, isWgKey, wgPublicKeyOf } from '../../src/tunnel/wg-keys.js';
-import { parseWgDump, renderWgConf, renderWgQuickConf, type WgInterfaceSpec } from '../../src/tunnel/wg-spec.js';
+import { parseWgDump, renderWgConf, renderWgQuickConf, wgSetArgs, type WgInterfaceSpec } from '../../src/tunnel/wg-spec.js';
 import { TunnelPermissionError, WireGuardMissingError } from '../../src/tunnel/tunnel-errors.js';
 
 const hex = (h: string) => Buffer.from(h, 'hex').toString('base64');
@@ -128,4 +128,20 @@ test('Windows: the tunnel service is installed from a wg-quick file and removed 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('per-peer changes: `wg set` clauses for set and remove, at most 500 peers a command; Windows runs the same through wg.exe', async () => {
+  const k = generateWgKeyPair().publicKey;
+  assert.deepEqual(wgSetArgs('hm0', { set: [{ publicKey: k, endpoint: '192.0.2.8:51820', allowedIps: ['10.8.0.8/32'], persistentKeepalive: 25 }], remove: ['OLD'] }), [
+    ['set', 'hm0', 'peer', 'OLD', 'remove', 'peer', k, 'endpoint', '192.0.2.8:51820', 'persistent-keepalive', '25', 'allowed-ips', '10.8.0.8/32'],
+  ]);
+  const many = wgSetArgs('hm0', { set: [], remove: Array.from({ length: 1200 }, (_, i) => `K${i}`) });
+  assert.deepEqual(many.map((a) => (a.length - 2) / 3), [500, 500, 200]);
+  const linux = new RecordingRunner();
+  await new LinuxWireGuard(linux).updatePeers('hm0', { set: [], remove: [k] });
+  assert.deepEqual(linux.calls, [`wg set hm0 peer ${k} remove`]);
+  await assert.rejects(new LinuxWireGuard(new RecordingRunner(() => ({ exitCode: 1, stderr: 'Unable to modify interface' }))).updatePeers('hm0', { set: [], remove: [k] }), /wg set hm0 peer .* remove failed: Unable to modify interface/);
+  const win = new RecordingRunner();
+  await new WindowsWireGuard(win, { confDir: tmpdir() }).updatePeers('hm0', { set: [], remove: [k] });
+  assert.deepEqual(win.calls, [`C:\\Program Files\\WireGuard\\wg.exe set hm0 peer ${k} remove`]);
 });

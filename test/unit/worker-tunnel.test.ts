@@ -11,10 +11,12 @@ import { silentLogger } from '../../src/common/logger.js';
 import type { EnrollRequest, EnrollResponse } from '../../src/protocol/gen/hivemind/v1/enroll.js';
 import { encodeJoinToken, type JoinToken } from '../../src/tunnel/join-token.js';
 import { generateWgKeyPair, wgPublicKeyOf } from '../../src/tunnel/wg-keys.js';
-import type { WgInterfaceSpec, WgInterfaceStatus } from '../../src/tunnel/wg-spec.js';
+import type { WgInterfaceSpec, WgInterfaceStatus, WgPeerChange } from '../../src/tunnel/wg-spec.js';
 import type { WgImplementation, WireGuardTool } from '../../src/tunnel/wireguard-tool.js';
 import type { Enroller } from '../../src/worker/enroll-client.js';
 import { STALE_HANDSHAKE_MS, WorkerTunnel } from '../../src/worker/worker-tunnel.js';
+import { MeshPeersRefusedError } from '../../src/tunnel/tunnel-errors.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
 
 const master = generateWgKeyPair();
 
@@ -32,6 +34,11 @@ class FakeWg implements WireGuardTool {
   async syncPeers(spec: WgInterfaceSpec): Promise<void> {
     this.calls.push('sync');
     this.spec = spec;
+  }
+  async updatePeers(_name: string, change: WgPeerChange): Promise<void> {
+    this.calls.push(`update +${change.set.length} -${change.remove.length}`);
+    const gone = new Set([...change.remove, ...change.set.map((p) => p.publicKey)]);
+    this.spec = { ...this.spec!, peers: [...this.spec!.peers.filter((p) => !gone.has(p.publicKey)), ...change.set] };
   }
   async show(): Promise<WgInterfaceStatus | undefined> {
     if (!this.spec) return undefined;
@@ -84,10 +91,10 @@ test('enrolls once with a local key, reuses the enrollment on restart, restarts 
   assert.equal((await tun.status()).state, 'up');
 
   // mesh: other nodes become /32 peers, ourselves excluded
-  await tun.setMeshPeers([
+  await tun.setMeshPeers({ delta: false, removedNodeIds: [], peers: [
     { nodeId: 'node-8', publicKey: generateWgKeyPair().publicKey, endpoint: '192.0.2.8:51820', tunnelAddress: '10.8.0.8' },
     { nodeId: 'node-7', publicKey: 'self', endpoint: '', tunnelAddress: '10.8.0.7' },
-  ]);
+  ] });
   assert.deepEqual(wg.spec!.peers.map((p) => p.allowedIps[0]), ['10.8.0.0/24', '10.8.0.8/32']);
 
   // stale: no handshake for longer than STALE_HANDSHAKE_MS -> down and up again
@@ -116,4 +123,62 @@ test('a data dir without an enrollment needs a join token, and says so', async (
   const clock = new ManualClock();
   await assert.rejects(WorkerTunnel.open({ dataDir: dir, interfaceName: 'hm0' }, { tool: new FakeWg(clock), clock, log: silentLogger(), enroller: new FakeEnroller() }, { facts }), /not enrolled yet.*join token/);
   await assert.rejects(WorkerTunnel.open({ dataDir: dir, interfaceName: 'hm0' }, { tool: new FakeWg(clock), clock, log: silentLogger(), enroller: new FakeEnroller() }, { token: 'hmj1.garbage', facts }), /not a valid join token/);
+});
+
+test('mesh as changes: a full list re-syncs, deltas change only their peers (in order), and an oversized or malformed message is refused whole', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-wt-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const clock = new ManualClock();
+  const wg = new FakeWg(clock);
+  const tun = await WorkerTunnel.open({ dataDir: dir, interfaceName: 'hm0' }, { tool: wg, clock, log: silentLogger(), enroller: new FakeEnroller() }, { token, facts });
+  await tun.up();
+  const k = Array.from({ length: 4 }, () => generateWgKeyPair().publicKey);
+  const peer = (i: number, key = k[i]!) => ({ nodeId: `node-${10 + i}`, publicKey: key, endpoint: `192.0.2.${10 + i}:51820`, tunnelAddress: `10.8.0.${10 + i}` });
+  const addrs = () => wg.spec!.peers.slice(1).map((p) => `${p.publicKey === k[0] || p.publicKey === k[1] || p.publicKey === k[2] || p.publicKey === k[3] ? 'k' + k.indexOf(p.publicKey) : 'other'} ${p.allowedIps[0]}`).sort();
+
+  wg.calls = [];
+  await tun.setMeshPeers({ delta: false, removedNodeIds: [], peers: [peer(0), peer(1)] });
+  // Deltas sent back to back are applied in order, each as one change.
+  await Promise.all([
+    tun.setMeshPeers({ delta: true, removedNodeIds: [], peers: [peer(2)] }),
+    tun.setMeshPeers({ delta: true, removedNodeIds: ['node-10'], peers: [] }),
+    tun.setMeshPeers({ delta: true, removedNodeIds: [], peers: [peer(1)] }), // unchanged: no call
+    tun.setMeshPeers({ delta: true, removedNodeIds: [], peers: [peer(2, k[3])] }), // node-12 with a new key
+  ]);
+  assert.deepEqual(wg.calls, ['sync', 'update +1 -0', 'update +0 -1', 'update +1 -1']);
+  assert.deepEqual(addrs(), ['k1 10.8.0.11/32', 'k3 10.8.0.12/32']);
+  assert.equal(wg.spec!.peers[0]!.publicKey, master.publicKey, 'the master stays the first peer');
+
+  // A later full list replaces the set.
+  await tun.setMeshPeers({ delta: false, removedNodeIds: [], peers: [peer(0)] });
+  assert.deepEqual(addrs(), ['k0 10.8.0.10/32']);
+
+  const other = () => generateWgKeyPair().publicKey;
+  const hostile: [string, Parameters<WorkerTunnel['setMeshPeers']>[0], RegExp][] = [
+    ['over 2,000 peers in one message', { delta: true, removedNodeIds: [], peers: Array.from({ length: 2001 }, (_, i) => ({ nodeId: `n${i}`, publicKey: k[0]!, endpoint: '', tunnelAddress: '10.8.0.20' })) }, /2001 peers in one message, over the limit of 2000/],
+    ['more peers than the subnet holds', { delta: false, removedNodeIds: [], peers: Array.from({ length: 300 }, (_, i) => ({ nodeId: `n${i}`, publicKey: other(), endpoint: '', tunnelAddress: `10.8.0.${10 + (i % 240)}` })) }, /300 mesh peers, more than tunnel subnet 10\.8\.0\.0\/24 has hosts \(252\)/],
+    ['a key that is not a WireGuard key', { delta: true, removedNodeIds: [], peers: [{ ...peer(3), publicKey: 'not-a-key' }] }, /peer 0 \(node node-13\): public key is not a WireGuard key/],
+    ["the master's own key", { delta: true, removedNodeIds: [], peers: [{ ...peer(3), publicKey: master.publicKey }] }, /public key is the master's or this node's own/],
+    ['an address outside the tunnel subnet', { delta: true, removedNodeIds: [], peers: [{ ...peer(3), tunnelAddress: '192.168.1.1' }] }, /tunnel address "192\.168\.1\.1" is not another node's host address inside 10\.8\.0\.0\/24/],
+    ["the master's tunnel address", { delta: true, removedNodeIds: [], peers: [{ ...peer(3), tunnelAddress: '10.8.0.1' }] }, /tunnel address "10\.8\.0\.1"/],
+    ["this node's own address", { delta: true, removedNodeIds: [], peers: [{ ...peer(3), tunnelAddress: '10.8.0.7' }] }, /tunnel address "10\.8\.0\.7"/],
+    ['an endpoint with a space', { delta: true, removedNodeIds: [], peers: [{ ...peer(3), endpoint: '1.2.3.4:5 allowed-ips 0.0.0.0/0' }] }, /endpoint .* is not HOST:PORT/],
+    ['a malformed removed id', { delta: true, removedNodeIds: ['x y'], peers: [] }, /removed node id "x y" is not a node id/],
+  ];
+  wg.calls = [];
+  for (const [name, msg, why] of hostile) {
+    let err: unknown;
+    try {
+      await tun.setMeshPeers(msg);
+    } catch (e) {
+      err = e;
+    }
+    recordHostile(`mesh peers from the master: ${name}`, !(err instanceof MeshPeersRefusedError));
+    assert.ok(err instanceof MeshPeersRefusedError, name);
+    assert.match(err.message, /^mesh peers from the master refused \(nothing applied\): /);
+    assert.match(err.message, why, name);
+  }
+  assert.deepEqual(wg.calls, [], 'nothing of a refused message reaches the interface');
+  assert.deepEqual(addrs(), ['k0 10.8.0.10/32']);
+  await tun.close();
 });

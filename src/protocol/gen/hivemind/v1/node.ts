@@ -131,6 +131,12 @@ export interface SubscribeRequest {
    * sends NodeCommand.exec only to a node that said so; the node refuses one anyway when it didn't.
    */
   exec: boolean;
+  /**
+   * The node applies MeshPeers deltas (MeshPeers.delta). A node that does not say so (older
+   * workers) gets only full lists, one message each, as before. Optional so that callers built
+   * before it need not name it.
+   */
+  meshDeltas?: boolean | undefined;
 }
 
 /**
@@ -166,7 +172,7 @@ export interface Ping {
   atMs: number;
 }
 
-/** Mesh mode: the full set of other nodes to peer with directly (replaces the previous set). */
+/** Mesh mode: the other nodes to peer with directly. */
 export interface MeshPeer {
   nodeId: string;
   publicKey: string;
@@ -176,8 +182,16 @@ export interface MeshPeer {
   tunnelAddress: string;
 }
 
+/**
+ * delta = false: `peers` is the full set (replaces the previous one; a long set comes as one
+ * full message followed by delta pages). delta = true: `peers` are added or replace the peer
+ * with the same node_id, and removed_node_ids are dropped. A master without deltas sends only
+ * full sets (delta defaults to false), so old masters and new workers agree.
+ */
 export interface MeshPeers {
   peers: MeshPeer[];
+  delta: boolean;
+  removedNodeIds: string[];
 }
 
 export interface NodeCommand {
@@ -1121,7 +1135,7 @@ export const RunningTask: MessageFns<RunningTask> = {
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
-  return { running: [], free: undefined, accepting: false, gateway: undefined, exec: false };
+  return { running: [], free: undefined, accepting: false, gateway: undefined, exec: false, meshDeltas: undefined };
 }
 
 export const SubscribeRequest: MessageFns<SubscribeRequest> = {
@@ -1140,6 +1154,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     }
     if (message.exec !== false) {
       writer.uint32(40).bool(message.exec);
+    }
+    if (message.meshDeltas !== undefined) {
+      writer.uint32(48).bool(message.meshDeltas);
     }
     return writer;
   },
@@ -1197,6 +1214,14 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
             message.exec = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.meshDeltas = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1216,6 +1241,11 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
       accepting: isSet(object.accepting) ? globalThis.Boolean(object.accepting) : false,
       gateway: isSet(object.gateway) ? GatewayPipe.fromJSON(object.gateway) : undefined,
       exec: isSet(object.exec) ? globalThis.Boolean(object.exec) : false,
+      meshDeltas: isSet(object.meshDeltas)
+        ? globalThis.Boolean(object.meshDeltas)
+        : isSet(object.mesh_deltas)
+        ? globalThis.Boolean(object.mesh_deltas)
+        : undefined,
     };
   },
 
@@ -1236,6 +1266,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     if (message.exec !== false) {
       obj.exec = message.exec;
     }
+    if (message.meshDeltas !== undefined) {
+      obj.meshDeltas = message.meshDeltas;
+    }
     return obj;
   },
 
@@ -1251,6 +1284,7 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
       ? GatewayPipe.fromPartial(object.gateway)
       : undefined;
     message.exec = object.exec ?? false;
+    message.meshDeltas = object.meshDeltas ?? undefined;
     return message;
   },
 };
@@ -1793,13 +1827,19 @@ export const MeshPeer: MessageFns<MeshPeer> = {
 };
 
 function createBaseMeshPeers(): MeshPeers {
-  return { peers: [] };
+  return { peers: [], delta: false, removedNodeIds: [] };
 }
 
 export const MeshPeers: MessageFns<MeshPeers> = {
   encode(message: MeshPeers, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.peers) {
       MeshPeer.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.delta !== false) {
+      writer.uint32(16).bool(message.delta);
+    }
+    for (const v of message.removedNodeIds) {
+      writer.uint32(26).string(v!);
     }
     return writer;
   },
@@ -1825,6 +1865,22 @@ export const MeshPeers: MessageFns<MeshPeers> = {
             message.peers.push(MeshPeer.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.delta = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.removedNodeIds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1838,13 +1894,27 @@ export const MeshPeers: MessageFns<MeshPeers> = {
   },
 
   fromJSON(object: any): MeshPeers {
-    return { peers: globalThis.Array.isArray(object?.peers) ? object.peers.map((e: any) => MeshPeer.fromJSON(e)) : [] };
+    return {
+      peers: globalThis.Array.isArray(object?.peers) ? object.peers.map((e: any) => MeshPeer.fromJSON(e)) : [],
+      delta: isSet(object.delta) ? globalThis.Boolean(object.delta) : false,
+      removedNodeIds: globalThis.Array.isArray(object?.removedNodeIds)
+        ? object.removedNodeIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.removed_node_ids)
+        ? object.removed_node_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
   },
 
   toJSON(message: MeshPeers): unknown {
     const obj: any = {};
     if (message.peers?.length) {
       obj.peers = message.peers.map((e) => MeshPeer.toJSON(e));
+    }
+    if (message.delta !== false) {
+      obj.delta = message.delta;
+    }
+    if (message.removedNodeIds?.length) {
+      obj.removedNodeIds = message.removedNodeIds;
     }
     return obj;
   },
@@ -1855,6 +1925,8 @@ export const MeshPeers: MessageFns<MeshPeers> = {
   fromPartial<I extends Exact<DeepPartial<MeshPeers>, I>>(object: I): MeshPeers {
     const message = createBaseMeshPeers();
     message.peers = object.peers?.map((e) => MeshPeer.fromPartial(e)) || [];
+    message.delta = object.delta ?? false;
+    message.removedNodeIds = object.removedNodeIds?.map((e) => e) || [];
     return message;
   },
 };
