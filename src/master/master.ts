@@ -300,9 +300,7 @@ export class Master {
         nodes: registry,
         replicas: {
           insert: (t) => {
-            store.insertTask(t, { state: t.state, at: t.createdAt, nodeId: null, attempt: 1, message: `replica ${t.spec.service!.replica} of service ${t.spec.service!.service}` });
-            events.emit('task', t);
-            tasks.scheduleSoon();
+            tasks.submit(t, `replica ${t.spec.service!.replica} of service ${t.spec.service!.service}`);
           },
           cancel: (taskId, reason) => void tasks.cancel(taskId, reason),
         },
@@ -328,7 +326,7 @@ export class Master {
       const traffic = gateway?.traffic ?? deps.traffic;
       // The gateway's URL is known once it listens (port 0 is allowed): read when a ServiceInfo is built.
       const endpointBase = () => opts.gatewayUrl ?? master?.gatewayUrl ?? '';
-      const serviceAdmin = new ServiceAdmin({ auth, manager, services: serviceStore, clock, log, gatewayUrl: endpointBase, ...(traffic ? { traffic } : {}) });
+      const serviceAdmin = new ServiceAdmin({ auth, manager, services: serviceStore, clock, log, gatewayUrl: endpointBase, withQueueReason: (t) => tasks.withQueueReason(t), ...(traffic ? { traffic } : {}) });
       const adminService = new AdminService({
         serviceAdmin,
         exec,
