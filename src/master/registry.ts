@@ -198,7 +198,8 @@ export class NodeRegistry {
   /** Records an assignment the node's reported capacity does not show yet. */
   addPending(nodeId: string, taskId: string, demand: TaskDemand): void {
     const p = this.entry(nodeId);
-    const dataBytes = demand.data?.length && p.cache ? missingBytes(demand.data, p.cache.held) : 0;
+    // What it lacks and no other pending task fetches already (a data set is fetched once).
+    const dataBytes = demand.data?.length && p.cache ? missingBytes(demand.data, p.cache.held, p.effCache?.coming) : 0;
     const other = this.pendingNode.get(taskId);
     if (other !== undefined && other !== nodeId) this.dropPending(taskId);
     p.pending.set(taskId, { demand, dataBytes });

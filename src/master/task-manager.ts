@@ -306,7 +306,7 @@ export class TaskManager {
    * Applies a node's TaskUpdate; idempotent by (task, attempt, seq). What a state may follow is
    * decided in task-transitions.ts: backwards moves are not applied, SUCCEEDED needs the result.
    */
-  applyUpdate(node: NodeRow, u: TaskUpdate): TaskUpdateAck {
+  applyUpdate(node: Pick<NodeRow, 'id' | 'name'>, u: TaskUpdate): TaskUpdateAck {
     const task = this.store.getTask(u.taskId);
     if (!task) throw new NotFoundError(`no task ${echoValue(u.taskId)}`);
     if (task.attempt !== u.attempt || task.nodeId !== node.id) {
@@ -497,7 +497,7 @@ export class TaskManager {
    * (node-input-validation.ts); the listed tasks the master does not hold on this node are looked
    * up in one query, and ids the master never issued cost nothing but a count in the log.
    */
-  reconcile(node: NodeRow, running: readonly RunningTask[]): void {
+  reconcile(node: Pick<NodeRow, 'id' | 'name'>, running: readonly RunningTask[]): void {
     const held = new Map(running.map((r) => [r.taskId, r.attempt]));
     for (const t of this.store.liveTasksOfNode(node.id)) {
       const listed = held.get(t.id) === t.attempt;
