@@ -44,6 +44,8 @@ interface Presence {
   eff: NodeFree | undefined;
   /** `cache` less the room and plus the digests the pending assignments will fetch. */
   effCache: NodeCacheView | undefined;
+  /** The node as placement sees it, rebuilt on each change (placement reads it without copying). */
+  view: SchedulableNode | undefined;
 }
 
 /** A report's cache status as the scheduler reads it: held digests in a Set, room = free + evictable. */
@@ -70,10 +72,13 @@ export class NodeRegistry {
   private entry(nodeId: string, label?: string): Presence {
     let p = this.nodes.get(nodeId);
     if (!p) {
-      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, eff: undefined, effCache: undefined };
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, eff: undefined, effCache: undefined, view: undefined };
       this.nodes.set(nodeId, p);
     }
-    if (label) p.label = label;
+    if (label && label !== p.label) {
+      p.label = label;
+      if (p.view) p.view = { ...p.view, label };
+    }
     return p;
   }
 
@@ -101,6 +106,7 @@ export class NodeRegistry {
       p.eff = eff;
       p.effCache = cache;
     }
+    p.view = p.eff && { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, ...(p.effCache ? { cache: p.effCache } : {}) };
     const canTake = p.online && p.sink !== undefined && p.accepting && p.eff !== undefined && p.eff.taskSlots >= 1;
     if (canTake) this.open.add(nodeId);
     else this.open.delete(nodeId);
@@ -164,7 +170,7 @@ export class NodeRegistry {
     const p = this.entry(nodeId);
     const gained = pipe !== undefined && p.gateway === undefined;
     p.gateway = pipe;
-    if (gained) this.refresh(nodeId, p, true);
+    this.refresh(nodeId, p, gained);
   }
 
   /** Whether the node's current Subscribe allows exec sessions into its tasks. */
@@ -281,8 +287,8 @@ export class NodeRegistry {
    */
   schedulableNode(nodeId: string): SchedulableNode | undefined {
     const p = this.nodes.get(nodeId);
-    if (!p || !p.online || !p.sink || !p.eff) return undefined;
-    return { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, ...(p.effCache ? { cache: p.effCache } : {}) };
+    if (!p || !p.online || !p.sink) return undefined;
+    return p.view;
   }
 
   /** Online nodes with an open command stream and a known capacity, as the scheduler sees them (for queue reasons). */

@@ -28,6 +28,8 @@ export interface TaskManagerOptions {
   onPlaced?: (latencyMs: number) => void;
   /** Assignments per placement round before yielding to the event loop (default 256). */
   maxAssignmentsPerRound?: number;
+  /** Milliseconds of placement per round before yielding to the event loop (default 20). */
+  maxRoundMs?: number;
 }
 
 /** A queue reason as computed for a demand class, with when (reasons are recomputed at most once a second). */
@@ -155,8 +157,9 @@ export class TaskManager {
     let services: Map<string, Set<string>> | undefined;
     const placed: { taskId: string; nodeId: string; enqueuedAt: number }[] = [];
     let cut = false;
+    const until = performance.now() + (this.opts.maxRoundMs ?? 20);
     while (heap.size > 0) {
-      if (placed.length >= this.maxPerRound) {
+      if (placed.length >= this.maxPerRound || (placed.length > 0 && performance.now() > until)) {
         cut = true;
         break;
       }
@@ -190,8 +193,10 @@ export class TaskManager {
     const t = c.task;
     const needs = t.demand.data ?? [];
     let best: NodeRank | undefined;
+    const open = this.registry.openNodes();
     for (const nodeId of candidates) {
       this.counters.fitChecks++;
+      if (!open.has(nodeId)) continue;
       const n = this.registry.schedulableNode(nodeId);
       if (!n || !n.accepting || !fits(t.demand, n.free) || (t.service !== undefined && !n.hostsServices)) continue;
       if (t.excludedNodes.length > 0 && t.excludedNodes.includes(nodeId)) continue;
