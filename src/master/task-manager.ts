@@ -192,6 +192,10 @@ export class TaskManager {
   private pick(c: DemandClass, candidates: Iterable<string>, services: Map<string, Set<string>> | undefined): string | undefined {
     const t = c.task;
     const needs = t.demand.data ?? [];
+    // Without data or service, compareNodes orders by free slots, CPUs and id only: the registry
+    // keeps the open nodes in that order, so the first that fits is the best.
+    const ordered = needs.length === 0 && t.service === undefined;
+    if (ordered && c.fresh) candidates = this.registry.rankedOpenNodes();
     let best: NodeRank | undefined;
     const open = this.registry.openNodes();
     for (const nodeId of candidates) {
@@ -208,6 +212,7 @@ export class TaskManager {
         free: n.free,
       };
       if (!best || compareNodes(rank, best) < 0) best = { ...rank, free: { ...n.free } };
+      if (ordered && c.fresh) break;
     }
     return best?.nodeId;
   }
