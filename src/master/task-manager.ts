@@ -257,11 +257,11 @@ export class TaskManager {
   }
 
   /** The current queue reason of a demand class, computed from the fleet at most once a second. */
-  private reasonOfClass(c: DemandClass): QueueReason | undefined {
+  private reasonOfClass(c: DemandClass, fleet: () => SchedulableNode[] = () => this.registry.schedulable()): QueueReason | undefined {
     const now = this.clock.now();
     const cached = this.reasons.get(c);
     if (cached && now - cached.at < REASON_TTL_MS) return cached.why;
-    const why = whyUnplaced({ id: '', ...c.task }, this.registry.schedulable());
+    const why = whyUnplaced({ id: '', ...c.task }, fleet());
     this.reasons.set(c, { at: now, why });
     return why;
   }
@@ -281,8 +281,10 @@ export class TaskManager {
   /** Queued tasks by the code of their class's reason ('placeable': fits a node, awaits a round). */
   queueDepthByReason(): Map<QueueReasonCode | 'placeable', number> {
     const out = new Map<QueueReasonCode | 'placeable', number>();
+    let nodes: SchedulableNode[] | undefined;
+    const fleet = () => (nodes ??= this.registry.schedulable());
     for (const c of this.queue.allClasses()) {
-      const code = this.reasonOfClass(c)?.code ?? 'placeable';
+      const code = this.reasonOfClass(c, fleet)?.code ?? 'placeable';
       out.set(code, (out.get(code) ?? 0) + c.size);
     }
     return out;
