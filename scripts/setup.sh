@@ -34,6 +34,19 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not come up; see /var/log/hivemind-dockerd.log" >&2; exit 1; }
 fi
 
+# 2b. promtool (the metrics tests lint the master's /metrics with `promtool check metrics`): taken
+#     out of Debian's prometheus package without installing it, which would start a Prometheus
+#     server; only usr/bin/promtool is kept, at .tools/promtool/promtool.
+if [ ! -x .tools/promtool/promtool ]; then
+  log "promtool from Debian's prometheus package (extracted, not installed)"
+  cache=.tools/cache/prometheus-deb
+  rm -rf "$cache" && mkdir -p "$cache" .tools/promtool
+  (cd "$cache" && apt-get download prometheus >/dev/null 2>&1) || { $SUDO apt-get update -qq && (cd "$cache" && apt-get download prometheus >/dev/null); }
+  dpkg-deb -x "$cache"/prometheus_*.deb "$cache/root"
+  install -m 0755 "$cache/root/usr/bin/promtool" .tools/promtool/promtool
+  rm -rf "$cache"
+fi
+
 # 3. Node >= 22 (the project targets Node 24 LTS).
 source scripts/node-env.sh
 if [ "$(hm_node_major)" -lt 22 ]; then

@@ -44,6 +44,13 @@ export const MASTER_DEFAULTS = {
   mesh: false,
   /** Largest data set `hivemind data put` may store: 64 GiB (a put declaring more is refused before any byte is kept). */
   maxDataBytes: 64 * 1024 ** 3,
+  /**
+   * The operations listener (/healthz, /readyz, /metrics; master/metrics/ops-http.ts): loopback, on
+   * Prometheus exporters' customary port range. Elsewhere than loopback /metrics takes the admin
+   * token; "off" disables it. Only `master start` defaults to it: a master built in a program
+   * (Master.create) has it off unless asked.
+   */
+  metricsListen: '127.0.0.1:9464',
 } as const;
 
 /** The master's HTTP gateway to services (`--gateway-listen`, master/gateway/gateway.ts). */

@@ -38,6 +38,11 @@ const schema = z
       .string()
       .refine((v) => v === 'off' || zAddress.safeParse(v).success, { message: 'expected HOST:PORT or off, e.g. 127.0.0.1:8088' })
       .default(GATEWAY_DEFAULTS.listen),
+    /** The operations listener (/healthz, /readyz, /metrics), or "off". Port 0: a free port, logged. */
+    metricsListen: z
+      .string()
+      .refine((v) => v === 'off' || zAddress.safeParse(v).success, { message: 'expected HOST:PORT or off, e.g. 127.0.0.1:9464' })
+      .default(MASTER_DEFAULTS.metricsListen),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -61,6 +66,8 @@ export interface MasterConfig {
   maxDataBytes: number;
   /** host:port of the HTTP gateway to services, or "off". */
   gatewayListen: string;
+  /** host:port of the operations listener (/healthz, /readyz, /metrics), or "off". */
+  metricsListen: string;
   tunnel?: { endpoint: string; subnet: string; interfaceName: string; enrollListen: string; nodePort: number; mesh: boolean };
 }
 
@@ -79,6 +86,7 @@ const fields: Record<string, FieldSource> = {
   mesh: { env: 'HIVEMIND_MESH', flag: 'mesh' },
   maxData: { env: 'HIVEMIND_MAX_DATA', flag: 'maxData' },
   gatewayListen: { env: 'HIVEMIND_GATEWAY_LISTEN', flag: 'gatewayListen' },
+  metricsListen: { env: 'HIVEMIND_METRICS_LISTEN', flag: 'metricsListen' },
 };
 
 export function compileMasterConfig(input: ConfigInput): MasterConfig {
@@ -92,6 +100,7 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     logLevel: c.logLevel,
     maxDataBytes: c.maxData,
     gatewayListen: c.gatewayListen,
+    metricsListen: c.metricsListen,
     ...(c.wgEndpoint
       ? { tunnel: { endpoint: c.wgEndpoint, subnet: c.wgSubnet, interfaceName: c.wgInterface, enrollListen: c.enrollListen, nodePort: c.nodePort, mesh: c.mesh } }
       : {}),

@@ -19,6 +19,9 @@ const MAX_IDENTITIES = 200_000;
 
 export { TERMINAL_STATES, isTerminal, type EnrollmentTokenRow, type NodeRow, type TaskEventRow, type TaskPlacement, type TaskRow } from './store-rows.js';
 
+/** Told how long a transaction or a hot statement took (the master's metrics; cheap, synchronous). */
+export type StoreTimer = (op: string, seconds: number) => void;
+
 export class MasterStore {
   private readonly db: Db;
   private readonly stmts: {
@@ -27,7 +30,7 @@ export class MasterStore {
     insertTask: Statement; saveTask: Statement; getTask: Statement; queuedTasks: Statement;
     liveTasksOfNode: Statement; liveTaskIdsOfNode: Statement; liveTasksOnNodes: Statement;
     insertEvent: Statement; listEvents: Statement;
-    insertToken: Statement; getToken: Statement; useToken: Statement;
+    insertToken: Statement; getToken: Statement; useToken: Statement; countQueued: Statement; nodeIds: Statement;
   };
   private closed = false;
   /** The latest report (and sign of life) per node not yet written; read through as if written. */
@@ -36,7 +39,7 @@ export class MasterStore {
   private readonly identities = new Map<string, NodeIdentity>();
   private readonly identityHash = new Map<string, string>();
 
-  private constructor(db: Db) {
+  private constructor(db: Db, private readonly timer: StoreTimer | undefined) {
     this.db = db;
     const live = `state NOT IN (${[...TERMINAL_STATES].join(',')}) AND state != ${TaskState.TASK_STATE_QUEUED}`;
     this.stmts = {
@@ -60,6 +63,8 @@ export class MasterStore {
       insertToken: db.prepare('INSERT INTO enrollment_tokens (hash, expires_at, uses_left, created_at) VALUES (?, ?, ?, ?)'),
       getToken: db.prepare('SELECT * FROM enrollment_tokens WHERE hash = ?'),
       useToken: db.prepare('UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0'),
+      countQueued: db.prepare(`SELECT COUNT(*) AS n FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED}`),
+      nodeIds: db.prepare('SELECT id FROM nodes WHERE removed_at IS NULL').pluck(),
     };
   }
 
@@ -68,13 +73,34 @@ export class MasterStore {
    * synchronous = NORMAL: a commit survives the master process dying (what the fault scenarios
    * do); only a power loss can take the last commits, not corrupt the file.
    */
-  static open(path: string): MasterStore {
-    return new MasterStore(openSqlite(path, ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000'], MASTER_SCHEMA));
+  static open(path: string, timer?: StoreTimer): MasterStore {
+    return new MasterStore(openSqlite(path, ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000'], MASTER_SCHEMA), timer);
   }
 
-  /** Runs `fn` in one transaction (nested calls join the outer one). */
+  /** Runs `fn` in one transaction (nested calls join the outer one, timed as part of it). */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    if (this.db.inTransaction) return this.db.transaction(fn)();
+    return this.timed('transaction', () => this.db.transaction(fn)());
+  }
+
+  private timed<T>(op: string, fn: () => T): T {
+    if (!this.timer) return fn();
+    const start = performance.now();
+    try {
+      return fn();
+    } finally {
+      this.timer(op, (performance.now() - start) / 1000);
+    }
+  }
+
+  /** Tasks in state QUEUED: a count on the state index, cheap enough for every scrape. */
+  countQueued(): number {
+    return (this.stmts.countQueued.get() as { n: number }).n;
+  }
+
+  /** Ids of the nodes not removed (metrics count them by state). */
+  nodeIds(): string[] {
+    return this.stmts.nodeIds.all() as string[];
   }
 
   // ---- nodes
@@ -294,7 +320,7 @@ export class MasterStore {
 
   /** Queued tasks, oldest first (the scheduler's FIFO order). */
   queuedTasks(): TaskRow[] {
-    return (this.stmts.queuedTasks.all() as RawTask[]).map(taskFromRaw);
+    return this.timed('queued_tasks', () => (this.stmts.queuedTasks.all() as RawTask[]).map(taskFromRaw));
   }
 
   /** Non-terminal tasks the master believes are on `nodeId` (ASSIGNED..UPLOADING). */

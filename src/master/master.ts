@@ -48,12 +48,18 @@ import { NodeService } from './node-service.js';
 import { NodeRegistry } from './registry.js';
 import { TaskManager } from './task-manager.js';
 import { inputArchiveBound } from '../protocol/result-bound.js';
+import type { ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { GatewayDirectory, TrafficView } from './gateway/gateway-directory.js';
 import { Gateway } from './gateway/gateway.js';
 import { ServiceAdmin } from './service-admin.js';
 import { ServiceDirectory } from './service-directory.js';
 import { ServiceManager } from './service-manager.js';
 import { ServiceStore } from './service-store.js';
+import { grpcCallInterceptor } from './metrics/grpc-call-metrics.js';
+import { MasterMetrics } from './metrics/master-metrics.js';
+import { NodeStateBoard } from './metrics/node-states.js';
+import { OpsHttpServer, type Readiness } from './metrics/ops-http.js';
+import { TaskFlowMetrics } from './metrics/task-flow-metrics.js';
 
 /** Workers back off up to 30 s (plus jitter) while the master is away; this covers it. */
 export const RESTART_GRACE_MS = 60_000;
@@ -111,6 +117,12 @@ export interface MasterOptions {
   gatewayUrl?: string;
   /** How often every service's replicas are reconciled besides on task changes. Default 1 000 ms. */
   serviceReconcileIntervalMs?: number;
+  /**
+   * host:port of the operations listener (GET /healthz, /readyz, /metrics), or "off". Port 0 picks
+   * a free port (read it back from `master.metricsUrl`). Off a loopback address /metrics takes the
+   * admin token. Default "off" here; `hivemind master start` defaults to MASTER_DEFAULTS.metricsListen.
+   */
+  metricsListen?: string;
 }
 
 export interface MasterDeps {
@@ -128,6 +140,15 @@ export interface MasterDeps {
   traffic?: TrafficView;
   /** The services and tokens the gateway serves. Default: the master's own service directory (tests pass a fake). */
   gatewayDirectory?: GatewayDirectory;
+  /** Queued tasks by the scheduler's reason code, for hivemind_master_tasks_queued_by_reason. Default: that series is not written. */
+  queueDepthByReason?: () => ReadonlyMap<string, number>;
+  /**
+   * A further condition of /readyz once the master itself is ready (a standby master answers not
+   * ready with its reason). Default: none.
+   */
+  readiness?: () => Readiness;
+  /** Whether /metrics on the operations listener asks for the admin token. Default: unless it listens on loopback. */
+  metricsNeedToken?: boolean;
 }
 
 interface CompiledOptions {
@@ -147,13 +168,15 @@ interface CompiledOptions {
   serviceReconcileIntervalMs: number;
   /** Undefined: off. */
   gateway: { host: string; port: number } | undefined;
+  /** The operations listener; undefined: off. */
+  metrics: { host: string; port: number } | undefined;
 }
 
-/** `--gateway-listen`: "off", or host:port (IPv6 in brackets). */
-function compileGatewayListen(text: string): { host: string; port: number } | undefined {
+/** `--gateway-listen`, `--metrics-listen`: "off", or host:port (IPv6 in brackets). */
+function compileListen(text: string, what: string, example: string): { host: string; port: number } | undefined {
   if (text === 'off') return undefined;
   const hp = parseHostPort(text);
-  if (hp?.port === undefined || hp.port > 65535) throw new ConfigError(`master: gateway listen address "${text}" is not host:port or off (e.g. ${GATEWAY_DEFAULTS.listen})`);
+  if (hp?.port === undefined || hp.port > 65535) throw new ConfigError(`master: ${what} listen address "${text}" is not host:port or off (e.g. ${example})`);
   return { host: hp.host, port: hp.port };
 }
 
@@ -188,7 +211,8 @@ function compile(o: MasterOptions): CompiledOptions {
     restartGraceMs: o.restartGraceMs ?? RESTART_GRACE_MS,
     gatewayUrl: o.gatewayUrl,
     serviceReconcileIntervalMs: o.serviceReconcileIntervalMs ?? 1000,
-    gateway: compileGatewayListen(o.gatewayListen ?? GATEWAY_DEFAULTS.listen),
+    gateway: compileListen(o.gatewayListen ?? GATEWAY_DEFAULTS.listen, 'gateway', GATEWAY_DEFAULTS.listen),
+    metrics: compileListen(o.metricsListen ?? 'off', 'metrics', MASTER_DEFAULTS.metricsListen),
   };
 }
 
@@ -208,6 +232,17 @@ interface TunnelParts {
   tls: TlsIdentity;
 }
 
+/** The master's own metrics and the listener serving them with its health (undefined: off). */
+interface Observability {
+  metrics: MasterMetrics;
+  ops: OpsHttpServer | undefined;
+  /** A further readiness condition (MasterDeps.readiness). */
+  readiness: (() => Readiness) | undefined;
+}
+
+/** Where the master is in its life, as /readyz tells it. */
+type Phase = 'created' | 'starting' | 'ready' | 'closing';
+
 /** The largest message any of the master's servers reads (RESOURCE_EXHAUSTED beyond). */
 export const MAX_RECEIVED_MESSAGE_BYTES = 1024 * 1024;
 
@@ -216,6 +251,8 @@ export class Master {
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private gatewayBase: string | undefined;
+  private metricsBase: string | undefined;
+  private phase: Phase = 'created';
 
   private constructor(
     private readonly opts: CompiledOptions,
@@ -232,6 +269,7 @@ export class Master {
     private readonly services: ServiceParts,
     private readonly gateway: Gateway | undefined,
     private readonly exec: ExecService,
+    private readonly obs: Observability,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -239,7 +277,17 @@ export class Master {
     const log = (deps.logger ?? silentLogger()).child({ component: 'master' });
     const clock = deps.clock ?? systemClock;
     await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
-    const store = MasterStore.open(join(opts.dataDir, 'master.db'));
+    // Read when scraped: the store and registry below exist by then.
+    const nodeBoard = new NodeStateBoard();
+    const masterMetrics = new MasterMetrics({
+      nodeStates: () => nodeBoard.counts(store.nodeIds(), (id) => registry.isOnline(id)),
+      tasksQueued: () => store.countQueued(),
+      // The scheduler's own count unless a test injects one; read when scraped, once the task manager exists.
+      queueDepthByReason: deps.queueDepthByReason ?? (() => scheduler?.queueDepthByReason() ?? new Map()),
+    });
+    const store = MasterStore.open(join(opts.dataDir, 'master.db'), (op, seconds) => masterMetrics.dbTimed(op, seconds));
+    let registry!: NodeRegistry;
+    let scheduler: TaskManager | undefined;
     let dataStore: DataStore | undefined;
     let serviceStore: ServiceStore | undefined;
     let master: Master | undefined;
@@ -248,8 +296,15 @@ export class Master {
       const auth = await MasterAuth.create(opts.dataDir, store, clock);
       const blobs = await BlobStore.create(opts.dataDir, { logMaxBytes: opts.logMaxBytes });
       const events = new MasterEvents();
-      const registry = new NodeRegistry(clock, opts.reportIntervalMs, opts.nodeTimeoutMs);
+      registry = new NodeRegistry(clock, opts.reportIntervalMs, opts.nodeTimeoutMs);
+      const taskFlow = new TaskFlowMetrics(masterMetrics, clock);
+      events.on('task', (t) => taskFlow.onTask(t));
+      const onReport = (nodeId: string, r: ResourceReport) => {
+        masterMetrics.reportReceived();
+        nodeBoard.onReport(nodeId, r);
+      };
       const tasks = new TaskManager(store, blobs, registry, events, clock, log);
+      scheduler = tasks;
       dataStore = DataStore.open(join(opts.dataDir, 'master.db'));
       const dataFiles = await DataFiles.create(opts.dataDir);
       const common = { store, blobs, auth, registry, tasks, events, clock, log };
@@ -259,7 +314,8 @@ export class Master {
       const exec = new ExecService({ auth, store, registry, replicaTasks: (name) => services0.replicaTasks(name), clock, log: log.child({ component: 'exec' }) });
       // No legitimate message a master receives comes near 1 MiB (chunks are 256 KiB, a spec at most
       // 256 KiB); grpc-js refuses a larger one from its length prefix instead of reading it whole.
-      const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES };
+      // Every call of every server counted where it ends, with its status (metrics/grpc-call-metrics.ts).
+      const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES, interceptors: [grpcCallInterceptor(masterMetrics, { now: () => performance.now() })] };
       const server = new Server(serverOptions);
       let tunnel: TunnelParts | undefined;
       let nodeService: NodeService;
@@ -282,6 +338,7 @@ export class Master {
           removedData: dataStore,
           reportIntervalMs: opts.reportIntervalMs,
           exec,
+          onReport,
           tunnel: { subnet: parseSubnet(hub.subnetCidr), ...(hub.mesh ? { meshPeers: () => hub.meshPeers() } : {}) },
         });
         const nodeServer = new Server(serverOptions);
@@ -290,7 +347,7 @@ export class Master {
         enrollServer.addService(SizeCappedEnrollService, new EnrollService({ store, auth, hub, clock, log }).handlers());
         tunnel = { hub, nodeServer, enrollServer, enrollListen, tls };
       } else {
-        nodeService = new NodeService({ ...common, dataFiles, removedData: dataStore, reportIntervalMs: opts.reportIntervalMs, exec });
+        nodeService = new NodeService({ ...common, dataFiles, removedData: dataStore, reportIntervalMs: opts.reportIntervalMs, exec, onReport });
         server.addService(SizeCappedNodeService, nodeService.handlers());
       }
       const hub = tunnel?.hub;
@@ -341,9 +398,22 @@ export class Master {
       server.addService(AdminServiceDefinition, adminService.handlers());
       const data = new DataService({ store: dataStore, files: dataFiles, auth, clock, log, maxDataBytes: opts.maxDataBytes });
       server.addService(DataServiceDefinition, data.handlers());
-      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec);
+      const gw = gateway;
+      const ops = opts.metrics
+        ? new OpsHttpServer({
+          listen: opts.metrics,
+          metricsNeedToken: deps.metricsNeedToken ?? !isLoopbackHost(opts.metrics.host),
+          isAdminToken: (token) => auth.isAdminToken(token),
+          readiness: () => master?.readiness() ?? { ready: false, reason: 'starting' },
+          // The gateway's series follow the master's own: one body, each series written once.
+          metrics: async () => `${await masterMetrics.render()}${gw ? gw.metricsText() : ''}`,
+          log,
+        })
+        : undefined;
+      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec, { metrics: masterMetrics, ops, readiness: deps.readiness });
       return master;
     } catch (err) {
+      masterMetrics.close();
       serviceStore?.close();
       dataStore?.close();
       store.close();
@@ -354,6 +424,9 @@ export class Master {
   /** Binds the listen address and starts serving; returns the bound host:port. */
   async start(): Promise<string> {
     if (this.boundAddress) return this.boundAddress;
+    // First, so that probes get /healthz, and /readyz's "starting", while the rest comes up.
+    this.phase = 'starting';
+    if (this.obs.ops) this.metricsBase = (await this.obs.ops.start()).url;
     const { listenAddress } = this.opts;
     const port = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(listenAddress, this.transport.serverCredentials(), (err, p) => (err ? reject(err) : resolve(p)));
@@ -382,6 +455,7 @@ export class Master {
     this.timer.unref();
     this.tasks.scheduleSoon();
     this.services.manager.start(this.services.events);
+    if (this.phase === 'starting') this.phase = 'ready';
     this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir }, 'master listening');
     return this.boundAddress;
   }
@@ -390,6 +464,21 @@ export class Master {
   get address(): string {
     if (!this.boundAddress) throw new Error('master not started');
     return this.boundAddress;
+  }
+
+  /**
+   * Whether the master takes nodes and admin calls: its store open, gRPC listening and the
+   * restart's recovery set up (start() done), not closing, and the injected condition met.
+   */
+  readiness(): Readiness {
+    if (this.phase === 'closing') return { ready: false, reason: 'shutting down' };
+    if (this.phase !== 'ready') return { ready: false, reason: 'starting' };
+    return this.obs.readiness?.() ?? { ready: true };
+  }
+
+  /** The operations listener's base URL (after start()); undefined when it is off. */
+  get metricsUrl(): string | undefined {
+    return this.metricsBase;
   }
 
   /** What the gateway reads of services, replicas, client tokens and nodes' gateway pipes. */
@@ -427,6 +516,7 @@ export class Master {
 
   private async doClose(): Promise<void> {
     const step = closeSteps((name, err) => this.log.warn({ step: name, err: errorMessage(err) }, 'master close step failed'));
+    this.phase = 'closing';
     await step('timer', () => clearInterval(this.timer));
     await step('gateway', () => this.gateway?.close());
     await step('services', () => this.services.manager.close());
@@ -455,6 +545,9 @@ export class Master {
     await step('data store', () => this.data.close());
     await step('service store', () => this.services.store.close());
     await step('store', () => this.store.close());
+    // Last: /readyz says "shutting down" through the whole close.
+    await step('operations listener', () => this.obs.ops?.close());
+    await step('metrics', () => this.obs.metrics.close());
     this.log.info('master closed');
   }
 }

@@ -51,6 +51,8 @@ export interface NodeServiceDeps extends MasterServiceDeps {
   tunnel?: { subnet: Subnet; meshPeers?: () => Promise<MeshPeer[]> };
   /** Exec sessions: a node's ExecSession attaches to one (exec-service.ts). */
   exec: Pick<ExecService, 'handleNode'>;
+  /** Told of each valid report received (the master's metrics: the report rate and node states). */
+  onReport?: (nodeId: string, report: ResourceReport) => void;
 }
 
 /** Uploads are for tasks still running: a result sent after the terminal state is late work. */
@@ -195,6 +197,7 @@ export class NodeService {
         lastSeq = r.seq;
         const cameBack = this.d.registry.onReport(node.id, r);
         this.d.store.recordReport(node.id, r, this.d.clock.now());
+        this.d.onReport?.(node.id, r);
         if (cameBack) this.d.log.info({ nodeId: node.id }, 'node online');
         dropRemovedData(node.id, r, this.d);
         this.d.tasks.scheduleSoon();

@@ -76,7 +76,8 @@ export class ProcessCluster {
     const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval, ...(opts.masterArgs ?? [])];
     // The gateway on a free port: fixtures run side by side (gatewayUrl() reads where it listens). By
     // env, which a flag in masterArgs overrides and an older build under test ignores.
-    const masterEnv: NodeJS.ProcessEnv = { ...baseEnv, HIVEMIND_GATEWAY_LISTEN: '127.0.0.1:0' };
+    // The operations listener (/healthz /readyz /metrics) likewise: metricsUrl() reads it.
+    const masterEnv: NodeJS.ProcessEnv = { ...baseEnv, HIVEMIND_GATEWAY_LISTEN: '127.0.0.1:0', HIVEMIND_METRICS_LISTEN: '127.0.0.1:0' };
     const cliPath = opts.cli ?? CLI;
     const master = new CliDaemon(masterArgs, masterEnv, cliPath);
     const tokenFile = join(home, 'master', 'admin.token');
@@ -156,8 +157,17 @@ export class ProcessCluster {
 
   /** The master's gateway base URL, from its log line "gateway listening" (undefined before it listens). */
   gatewayUrl(): string | undefined {
+    return this.urlLogged('gateway listening');
+  }
+
+  /** The master's operations listener (/healthz /readyz /metrics), from its log line (undefined before it listens). */
+  metricsUrl(): string | undefined {
+    return this.urlLogged('operations listening: /healthz /readyz /metrics');
+  }
+
+  private urlLogged(msg: string): string | undefined {
     for (const line of this.master.output.split('\n')) {
-      if (!line.includes('"gateway listening"')) continue;
+      if (!line.includes(`"${msg}"`)) continue;
       try {
         return (JSON.parse(line) as { url?: string }).url;
       } catch {

@@ -145,3 +145,16 @@ export function requireCommit(t: TestContext, commit: string): boolean {
     return true;
   }, 'the upgrade test builds it from git history: clone without --depth, or `git fetch --unshallow`'));
 }
+
+/** promtool: scripts/setup.sh extracts it from Debian's prometheus package into .tools/promtool/ (not installed). */
+export function promtoolPath(): string {
+  const local = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '.tools', 'promtool', 'promtool');
+  return existsSync(local) ? local : 'promtool';
+}
+
+export function requirePromtool(t: TestContext): boolean {
+  return gate(t, missing('promtool', () => {
+    execFileSync(promtoolPath(), ['--version'], { stdio: 'pipe', timeout: 10_000 });
+    return true;
+  }, 'bash scripts/setup.sh puts it at .tools/promtool/promtool'));
+}

@@ -105,6 +105,8 @@ test('master defaults: the schema and `master start --help` agree', () => {
   assert.equal(parseSize(help.get('--max-data')!, 'help'), MASTER_DEFAULTS.maxDataBytes);
   assert.equal(c.gatewayListen, GATEWAY_DEFAULTS.listen);
   assert.equal(help.get('--gateway-listen'), GATEWAY_DEFAULTS.listen);
+  assert.equal(c.metricsListen, MASTER_DEFAULTS.metricsListen);
+  assert.equal(help.get('--metrics-listen'), MASTER_DEFAULTS.metricsListen);
 });
 
 test('the worker config yields the Worker options\' settings under their names: compiling them again changes nothing', () => {

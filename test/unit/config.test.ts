@@ -182,6 +182,17 @@ test('master config: the gateway listens where --gateway-listen says, or not at 
   );
 });
 
+test('master config: the operations listener listens where --metrics-listen says, or not at all with "off"', () => {
+  assert.equal(compileMasterConfig({ env: {}, flags: {} }).metricsListen, '127.0.0.1:9464');
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_METRICS_LISTEN: '0.0.0.0:9100' }, flags: {} }).metricsListen, '0.0.0.0:9100');
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_METRICS_LISTEN: '0.0.0.0:9100' }, flags: { metricsListen: 'off' } }).metricsListen, 'off', 'the flag wins');
+  assert.equal(compileMasterConfig({ file: { master: { metricsListen: '127.0.0.1:0' } }, env: {}, flags: {} }).metricsListen, '127.0.0.1:0');
+  assert.throws(
+    () => compileMasterConfig({ env: {}, flags: { metricsListen: '9464' } }),
+    (err: unknown) => err instanceof ConfigError && err.message.includes('flag --metrics-listen: expected HOST:PORT or off'),
+  );
+});
+
 test('client config falls back to the dev master file, and says what to do without one', () => {
   const home = mkdtempSync(join(tmpdir(), 'hm-home-'));
   try {

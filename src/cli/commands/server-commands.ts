@@ -66,6 +66,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--max-attempts <n>', `attempts per task when nodes are lost (default ${MASTER_DEFAULTS.maxAttempts})`)
     .option('--max-data <size>', `largest data set \`hivemind data put\` may store (default ${MASTER_DEFAULTS.maxDataBytes / 1024 ** 3}g)`)
     .option('--gateway-listen <host:port>', `HTTP gateway to services (/s/NAME/), plain HTTP: put a TLS reverse proxy in front for other hosts; "off" disables it (default ${GATEWAY_DEFAULTS.listen})`)
+    .option('--metrics-listen <host:port>', `operations listener: GET /healthz, /readyz, /metrics (Prometheus); the admin token for /metrics off loopback; "off" disables it (default ${MASTER_DEFAULTS.metricsListen})`)
     .option('--wg-endpoint <host:port>', 'tunnel mode: public UDP address of this master\'s WireGuard interface')
     .option('--wg-subnet <cidr>', `tunnel mode: tunnel subnet (default ${MASTER_DEFAULTS.wgSubnet})`)
     .option('--wg-interface <name>', `tunnel mode: WireGuard interface name (default ${MASTER_DEFAULTS.wgInterface})`)
@@ -79,7 +80,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       const m = await Master.create(
-        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, metricsListen: cfg.metricsListen, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
         { logger },
       );
       const address = await m.start();

@@ -3,6 +3,7 @@
 // wanted, placed and healthy. Pure rendering over the traffic counters and the services as read.
 import type { TrafficStats } from '../../protocol/gen/hivemind/v1/admin.js';
 import type { GatewayReplica } from './gateway-directory.js';
+import { bearerToken } from './gateway-path.js';
 import { renderTrafficMetrics, type GatewayTraffic } from './gateway-traffic.js';
 
 export const METRICS_PATH = '/metrics';
@@ -14,6 +15,20 @@ export interface GatewayMetricsSource {
   /** Every service of the master with the replica count it wants now (0 while it is being removed). */
   services(): { name: string; wanted: number }[];
 }
+
+/**
+ * Why a request's Authorization header does not read the master's metrics (a 401's message), or
+ * undefined when it carries the admin token. One check for every listener that serves them.
+ */
+export function adminTokenRefusal(authorization: string | undefined, isAdminToken: (token: string) => boolean): string | undefined {
+  const token = bearerToken(authorization);
+  if (token === undefined) return 'metrics need the master\'s admin token: send Authorization: Bearer <admin token> (<data dir>/admin.token)';
+  if (!isAdminToken(token)) return 'the token is not the master\'s admin token (a service token does not read metrics)';
+  return undefined;
+}
+
+/** The challenge sent with that 401. */
+export const ADMIN_CHALLENGE = { 'WWW-Authenticate': 'Bearer realm="hivemind-admin"' };
 
 export interface ServiceReplicasNow {
   name: string;

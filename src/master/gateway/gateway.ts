@@ -14,7 +14,7 @@ import type { Logger } from '../../common/logger.js';
 import { GATEWAY_DEFAULTS } from '../../config/defaults.js';
 import type { GatewayDirectory, GatewayReplica, GatewayService } from './gateway-directory.js';
 import { GatewayTraffic, type TrafficTrack } from './gateway-traffic.js';
-import { METRICS_PATH, renderGatewayMetrics, type GatewayMetricsSource } from './gateway-metrics.js';
+import { ADMIN_CHALLENGE, METRICS_PATH, adminTokenRefusal, renderGatewayMetrics, type GatewayMetricsSource } from './gateway-metrics.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from './forwarded-headers.js';
 import { bearerToken, parseGatewayPath } from './gateway-path.js';
 import { dialPipe } from './pipe-dialer.js';
@@ -208,20 +208,26 @@ export class Gateway {
   /** The master's metrics: the admin token only (a service token is no admin token: 401 too). */
   private serveMetrics(req: IncomingMessage, res: ServerResponse, source: GatewayMetricsSource): void {
     if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(res, { status: 405, code: 'METHOD_NOT_ALLOWED', message: 'metrics are read with GET', headers: { Allow: 'GET, HEAD' } });
-    const token = bearerToken(req.headers.authorization);
-    const challenge = { 'WWW-Authenticate': 'Bearer realm="hivemind-admin"' };
-    if (token === undefined) return refuse(res, { status: 401, code: 'UNAUTHENTICATED', message: 'metrics need the master\'s admin token: send Authorization: Bearer <admin token> (<data dir>/admin.token)', headers: challenge });
-    if (!source.isAdminToken(token)) return refuse(res, { status: 401, code: 'UNAUTHENTICATED', message: 'the token is not the master\'s admin token (a service token does not read metrics)', headers: challenge });
+    const refusal = adminTokenRefusal(req.headers.authorization, (t) => source.isAdminToken(t));
+    if (refusal !== undefined) return refuse(res, { status: 401, code: 'UNAUTHENTICATED', message: refusal, headers: ADMIN_CHALLENGE });
     let body: string;
     try {
-      const services = source.services().map((s) => ({ ...s, replicas: this.deps.directory.service(s.name)?.replicas ?? [] }));
-      body = renderGatewayMetrics(this.traffic, services);
+      body = this.metricsText(source);
     } catch (err) {
       this.log.error({ err: errorMessage(err) }, 'metrics failed');
       return refuse(res, { status: 500, code: 'METRICS_FAILED', message: 'the master could not read its metrics (see its log)' });
     }
     res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
     res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  /**
+   * The gateway's series (services' replicas, traffic) as text: what its own /metrics answers,
+   * and what the master's operations listener appends to its series (one renderer for both).
+   */
+  metricsText(source: Pick<GatewayMetricsSource, 'services'> | undefined = this.deps.metrics): string {
+    const services = (source?.services() ?? []).map((s) => ({ ...s, replicas: this.deps.directory.service(s.name)?.replicas ?? [] }));
+    return renderGatewayMetrics(this.traffic, services);
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, { service, path, prefix }: Admitted): Promise<void> {
