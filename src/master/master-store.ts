@@ -12,6 +12,12 @@ import {
 /** What authenticating a node needs of it, cached per credential hash (no facts or report parsed per call). */
 export type NodeIdentity = Readonly<Pick<NodeRow, 'id' | 'name' | 'facts' | 'credentialHash' | 'tunnelIp'>>;
 
+/** Where a page of queued tasks ends (queuedTasksPage). */
+export interface QueueCursor {
+  createdAt: number;
+  rowid: number;
+}
+
 /** Reports are written behind: the latest per node, in one transaction this often (and on close). */
 const REPORT_FLUSH_MS = 1000;
 /** Cached identities at most (a bound against a churn of registrations; the cache is refilled on use). */
@@ -316,6 +322,19 @@ export class MasterStore {
     const sql = `SELECT id, node_id, attempt, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`;
     return (this.db.prepare(sql).all(...ids) as { id: string; node_id: string | null; attempt: number; state: number }[])
       .map((r) => ({ id: r.id, nodeId: r.node_id, attempt: r.attempt, state: r.state as TaskState }));
+  }
+
+  /**
+   * One page of the queued tasks, oldest first (created_at, then rowid: the FIFO order), after
+   * `after`; `next` is where the following page starts (undefined after the last). Served by the
+   * (state, created_at) index, so each page costs its own rows only.
+   */
+  queuedTasksPage(after: QueueCursor | undefined, limit: number): { tasks: TaskRow[]; next: QueueCursor | undefined } {
+    const rows = this.db
+      .prepare(`SELECT rowid AS queue_rowid, * FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED} AND (created_at > ? OR (created_at = ? AND rowid > ?)) ORDER BY created_at, rowid LIMIT ?`)
+      .all(after?.createdAt ?? -Infinity, after?.createdAt ?? -Infinity, after?.rowid ?? -1, limit) as (RawTask & { queue_rowid: number })[];
+    const last = rows[rows.length - 1];
+    return { tasks: rows.map(taskFromRaw), next: rows.length === limit && last ? { createdAt: last.created_at, rowid: last.queue_rowid } : undefined };
   }
 
   /** Queued tasks, oldest first (the scheduler's FIFO order). */

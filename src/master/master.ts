@@ -453,7 +453,8 @@ export class Master {
     for (const t of this.store.liveTasksOnNodes()) this.registry.awaitReturn(t.nodeId!, this.opts.restartGraceMs);
     this.timer = setInterval(() => this.checkPresence(), this.opts.offlineCheckIntervalMs);
     this.timer.unref();
-    this.tasks.scheduleSoon();
+    // In pages, while the master already answers its nodes; placement starts once it is whole.
+    this.tasks.start().catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'loading the task queue failed; placement waits for the next trigger'));
     this.services.manager.start(this.services.events);
     if (this.phase === 'starting') this.phase = 'ready';
     this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir }, 'master listening');

@@ -9,7 +9,7 @@ import { OutcomeKind, TaskOutcome, TaskState } from '../protocol/gen/hivemind/v1
 import type { NodeCommand, RunningTask, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import type { BlobStore } from './blob-store.js';
 import type { MasterEvents } from './master-events.js';
-import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
+import { isTerminal, type MasterStore, type NodeRow, type QueueCursor, type TaskRow } from './master-store.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import { compareNodes, dataFits, demandOf, fits, whyUnplaced, type NodeRank, type QueuedTask, type QueueReason, type QueueReasonCode, type SchedulableNode } from './scheduler.js';
@@ -56,7 +56,9 @@ export interface PlacementCounters {
 
 export class TaskManager {
   private scheduleQueued = false;
-  /** Queued tasks by demand class; loaded from the store on first use. */
+  /** The queue is being read from the store (start()): no placement until it is whole. */
+  private loading = false;
+  /** Queued tasks by demand class; loaded from the store by start() or on first use. */
   private queueState: TaskQueue | undefined;
   /** Nodes that gained room since the last complete round: offered to the waiting classes. */
   private readonly roomy = new Set<string>();
@@ -83,6 +85,36 @@ export class TaskManager {
       this.roomy.add(nodeId);
       this.scheduleSoon();
     });
+  }
+
+  /**
+   * Loads the queue from the store in pages, yielding to the event loop between them, so that a
+   * master restarting with a long queue keeps answering its nodes meanwhile. Placement waits for
+   * the load (a partial queue would break FIFO); tasks submitted, requeued or cancelled during it
+   * are kept as usual (a page read later sees only what is still queued). Without start(), the
+   * queue is read in one go on first use.
+   */
+  async start(pageSize = 2000): Promise<void> {
+    if (this.queueState) return;
+    const q = new TaskQueue();
+    this.queueState = q;
+    this.loading = true;
+    try {
+      let after: QueueCursor | undefined;
+      do {
+        const page = this.store.queuedTasksPage(after, pageSize);
+        const now = this.clock.now();
+        for (const t of page.tasks) q.add(queuedTaskOf(t), t.createdAt, now);
+        after = page.next;
+        await new Promise((resolve) => setImmediate(resolve));
+      } while (after && !this.closed);
+    } catch (err) {
+      this.queueState = undefined;
+      throw err;
+    } finally {
+      this.loading = false;
+    }
+    this.scheduleSoon();
   }
 
   private get queue(): TaskQueue {
@@ -144,6 +176,7 @@ export class TaskManager {
    * event loop, so a burst of free capacity never stalls it.
    */
   schedule(): void {
+    if (this.loading) return; // start() schedules once the queue is whole
     const q = this.queue;
     this.counters.rounds++;
     if (q.size === 0) {

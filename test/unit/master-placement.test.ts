@@ -274,3 +274,24 @@ test('cost: with 10,000 nodes and 100,000 queued GPU tasks, a report visits O(cl
   assert.equal(reads, 1);
   h.close();
 });
+
+test('start() reads the queue in pages between turns of the event loop; changes meanwhile are kept, placement waits for the whole queue', async () => {
+  const store = MasterStore.open(':memory:');
+  const first = new Harness(store);
+  for (let i = 0; i < 5; i++) first.submit(`t${i}`, { cpus: 1 });
+  first.tm.close();
+  const h = new Harness(store);
+  h.node('n1', { taskSlots: 3 });
+  const loading = h.tm.start(2);
+  h.tm.schedule();
+  assert.equal(h.assigned().size, 0, 'no placement from a partial queue');
+  h.tm.cancel('t3', 'not needed');
+  await loading;
+  h.tm.schedule();
+  assert.deepEqual([...h.assigned().keys()], ['t0', 't1', 't2']);
+  h.report('n1', { taskSlots: 3 }, ['t0', 't1', 't2']);
+  h.report('n1', { taskSlots: 3 });
+  h.tm.schedule();
+  assert.deepEqual([...h.assigned().keys()], ['t0', 't1', 't2', 't4'], 't3 was cancelled while the queue loaded');
+  h.close();
+});
