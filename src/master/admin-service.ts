@@ -126,7 +126,7 @@ export class AdminService {
   }
 
   private info(t: TaskRow): TaskInfo {
-    return fitTaskInfo(toTaskInfo(t, this.d.store.listEvents(t.id), this.d.tasks.dataProgressOf(t)), MAX_TASK_INFO_BYTES);
+    return fitTaskInfo(toTaskInfo(this.d.tasks.withQueueReason(t), this.d.store.listEvents(t.id), this.d.tasks.dataProgressOf(t)), MAX_TASK_INFO_BYTES);
   }
 
   private async submitTask(call: ServerReadableStream<SubmitTaskRequest, SubmitTaskResponse>, cb: sendUnaryData<SubmitTaskResponse>): Promise<void> {
@@ -178,11 +178,9 @@ export class AdminService {
         result: undefined, cancelRequested: false, cancelReason: '', createdAt: now, updatedAt: now, startedAt: null,
         finishedAt: null, lastUpdateSeq: 0, excludedNodes: [],
       };
-      store.insertTask(row, { state: row.state, at: now, nodeId: null, attempt: 1, message: 'submitted' });
+      this.d.tasks.submit(row, 'submitted');
       for (const m of spec.data) if (!m.url) this.d.data.addTaskReference(id, parseDigest(m.sha256, 'sha256'), m.path);
       this.d.log.info({ taskId: id, image: spec.image, inputSize: input.size }, 'task submitted');
-      this.d.events.emit('task', row);
-      this.d.tasks.scheduleSoon();
       cb(null, { taskId: id });
     } catch (err) {
       if (taskId && inputStored) await rm(blobs.inputPath(taskId), { force: true }).catch(() => undefined);
@@ -196,7 +194,7 @@ export class AdminService {
     // Events are left out of listings to keep them small; GetTask has them.
     const page = takePage(this.d.store.iterateTasks(states, before), {
       limit: pageSize(r.limit),
-      toItem: (t: TaskRow) => toTaskInfo(t, [], this.d.tasks.dataProgressOf(t)),
+      toItem: (t: TaskRow) => toTaskInfo(this.d.tasks.withQueueReason(t), [], this.d.tasks.dataProgressOf(t)),
       sizeOf: (i) => TaskInfo.encode(i).finish().length,
       summary: (i) => ({ ...summarise(i).value, truncated: true }),
       cursorOf: (t) => ({ at: t.createdAt, id: t.id }),

@@ -8,7 +8,7 @@ import type { Metadata } from '@grpc/grpc-js';
 import { AuthError } from '../common/errors.js';
 import type { Clock } from '../common/clock.js';
 import { readBearer } from '../protocol/auth-metadata.js';
-import type { MasterStore, NodeRow } from './master-store.js';
+import type { MasterStore, NodeIdentity } from './master-store.js';
 import { InvalidArgumentError } from './master-errors.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
@@ -79,7 +79,7 @@ export class MasterAuth {
   }
 
   /** The node whose credential the call carries; throws AuthError otherwise. */
-  authenticateNode(md: Metadata): NodeRow {
+  authenticateNode(md: Metadata): NodeIdentity {
     const bearer = readBearer(md);
     if (!bearer) throw new AuthError('missing node credential: send "authorization: Bearer <node credential>"');
     const node = this.nodeForCredential(bearer);
@@ -88,10 +88,10 @@ export class MasterAuth {
   }
 
   /** Looks up a node credential; undefined when it is not one. */
-  nodeForCredential(credential: string): NodeRow | undefined {
+  nodeForCredential(credential: string): NodeIdentity | undefined {
     if (!credential.startsWith(CREDENTIAL_PREFIX)) return undefined;
     const hash = sha256Hex(credential);
-    const node = this.store.findNodeByCredentialHash(hash);
+    const node = this.store.nodeIdentityByHash(hash);
     // The lookup is by hash already; the explicit compare keeps the check independent of the index.
     return node && sameHash(node.credentialHash, hash) ? node : undefined;
   }

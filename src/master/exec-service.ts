@@ -150,7 +150,7 @@ export class ExecService {
    * as many streams before their attach as sessions wait for it (each for at most the attach
    * timeout): one opened with none waiting is refused unread.
    */
-  handleNode(call: NodeExecStream, node: NodeRow): void {
+  handleNode(call: NodeExecStream, node: Pick<NodeRow, 'id' | 'name'>): void {
     const waiting = this.sessions.waitingFor(node.id);
     const unattached = this.unattached.get(node.id) ?? 0;
     if (unattached >= waiting) {

@@ -9,6 +9,20 @@ import {
   type EnrollmentTokenRow, type NodeRow, type RawNode, type RawTask, type RawToken, type TaskEventRow, type TaskPlacement, type TaskRow,
 } from './store-rows.js';
 
+/** What authenticating a node needs of it, cached per credential hash (no facts or report parsed per call). */
+export type NodeIdentity = Readonly<Pick<NodeRow, 'id' | 'name' | 'facts' | 'credentialHash' | 'tunnelIp'>>;
+
+/** Where a page of queued tasks ends (queuedTasksPage). */
+export interface QueueCursor {
+  createdAt: number;
+  rowid: number;
+}
+
+/** Reports are written behind: the latest per node, in one transaction this often (and on close). */
+const REPORT_FLUSH_MS = 1000;
+/** Cached identities at most (a bound against a churn of registrations; the cache is refilled on use). */
+const MAX_IDENTITIES = 200_000;
+
 export { TERMINAL_STATES, isTerminal, type EnrollmentTokenRow, type NodeRow, type TaskEventRow, type TaskPlacement, type TaskRow } from './store-rows.js';
 
 /** Told how long a transaction or a hot statement took (the master's metrics; cheap, synchronous). */
@@ -25,6 +39,11 @@ export class MasterStore {
     insertToken: Statement; getToken: Statement; useToken: Statement; countQueued: Statement; nodeIds: Statement;
   };
   private closed = false;
+  /** The latest report (and sign of life) per node not yet written; read through as if written. */
+  private readonly unwritten = new Map<string, { report: ResourceReport | undefined; at: number }>();
+  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly identities = new Map<string, NodeIdentity>();
+  private readonly identityHash = new Map<string, string>();
 
   private constructor(db: Db, private readonly timer: StoreTimer | undefined) {
     this.db = db;
@@ -55,9 +74,13 @@ export class MasterStore {
     };
   }
 
-  /** Opens (creating if needed) and migrates the database at `path` (":memory:" for tests). */
+  /**
+   * Opens (creating if needed) and migrates the database at `path` (":memory:" for tests). WAL with
+   * synchronous = NORMAL: a commit survives the master process dying (what the fault scenarios
+   * do); only a power loss can take the last commits, not corrupt the file.
+   */
   static open(path: string, timer?: StoreTimer): MasterStore {
-    return new MasterStore(openSqlite(path, ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000'], MASTER_SCHEMA), timer);
+    return new MasterStore(openSqlite(path, ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000'], MASTER_SCHEMA), timer);
   }
 
   /** Runs `fn` in one transaction (nested calls join the outer one, timed as part of it). */
@@ -89,6 +112,7 @@ export class MasterStore {
   // ---- nodes
 
   insertNode(n: { id: string; name: string; facts: NodeFacts; credentialHash: string; at: number; wgPublicKey?: string; tunnelIp?: string }): void {
+    this.forgetIdentity(n.id);
     this.stmts.insertNode.run({
       id: n.id, name: n.name, facts: JSON.stringify(NodeFacts.toJSON(n.facts)), credential_hash: n.credentialHash,
       registered_at: n.at, last_seen: n.at, wg_public_key: n.wgPublicKey ?? null, tunnel_ip: n.tunnelIp ?? null,
@@ -103,6 +127,7 @@ export class MasterStore {
 
   /** Revokes the credential and frees the key and tunnel address; the row stays for task history. */
   removeNode(id: string, at: number): boolean {
+    this.forgetIdentity(id);
     return this.db
       .prepare(`UPDATE nodes SET credential_hash = 'removed:' || id, wg_public_key = NULL, tunnel_ip = NULL, removed_at = ? WHERE id = ? AND removed_at IS NULL`)
       .run(at, id).changes === 1;
@@ -130,25 +155,26 @@ export class MasterStore {
 
   findNodeByWgKey(publicKey: string): NodeRow | undefined {
     const r = this.db.prepare('SELECT * FROM nodes WHERE wg_public_key = ?').get(publicKey) as RawNode | undefined;
-    return r && nodeFromRaw(r);
+    return r && this.nodeOf(r);
   }
 
   updateNodeFacts(id: string, name: string, facts: NodeFacts, at: number): void {
+    this.forgetIdentity(id);
     this.stmts.updateNodeFacts.run(name, JSON.stringify(NodeFacts.toJSON(facts)), at, id);
   }
 
   getNode(id: string): NodeRow | undefined {
     const r = this.stmts.getNode.get(id) as RawNode | undefined;
-    return r && nodeFromRaw(r);
+    return r && this.nodeOf(r);
   }
 
   findNodeByCredentialHash(hash: string): NodeRow | undefined {
     const r = this.stmts.nodeByHash.get(hash) as RawNode | undefined;
-    return r && nodeFromRaw(r);
+    return r && this.nodeOf(r);
   }
 
   listNodes(): NodeRow[] {
-    return (this.stmts.listNodes.all() as RawNode[]).map(nodeFromRaw);
+    return (this.stmts.listNodes.all() as RawNode[]).map((r) => this.nodeOf(r));
   }
 
   /** Nodes not removed, in registration order, after `after` when given; read lazily. */
@@ -156,7 +182,7 @@ export class MasterStore {
     const rows = after
       ? this.db.prepare('SELECT * FROM nodes WHERE removed_at IS NULL AND (registered_at > ? OR (registered_at = ? AND id > ?)) ORDER BY registered_at, id').iterate(after.at, after.at, after.id)
       : this.stmts.listNodes.iterate();
-    for (const r of rows) yield nodeFromRaw(r as RawNode);
+    for (const r of rows) yield this.nodeOf(r as RawNode);
   }
 
   /** Ids of the non-terminal tasks held by `nodeId` (ASSIGNED..UPLOADING). */
@@ -164,12 +190,76 @@ export class MasterStore {
     return (this.stmts.liveTaskIdsOfNode.all(nodeId) as { id: string }[]).map((r) => r.id);
   }
 
-  recordReport(id: string, report: ResourceReport, at: number): void {
-    this.timed('record_report', () => this.stmts.recordReport.run(JSON.stringify(ResourceReport.toJSON(report)), at, id));
+  /** A node's row with its report and last sign of life not yet written. */
+  private nodeOf(r: RawNode): NodeRow {
+    const n = nodeFromRaw(r);
+    const u = this.unwritten.get(n.id);
+    if (u) {
+      n.lastSeen = u.at;
+      if (u.report) n.lastReport = u.report;
+    }
+    return n;
   }
 
+  /** Keeps the node's latest report; written with the others within REPORT_FLUSH_MS (write-behind). */
+  recordReport(id: string, report: ResourceReport, at: number): void {
+    this.unwritten.set(id, { report, at });
+    this.flushSoon();
+  }
+
+  /** A sign of life without a report; written behind like reports. */
   touchNode(id: string, at: number): void {
-    this.stmts.touchNode.run(at, id);
+    const u = this.unwritten.get(id);
+    this.unwritten.set(id, { report: u?.report, at });
+    this.flushSoon();
+  }
+
+  private flushSoon(): void {
+    if (this.flushTimer || this.closed) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      if (!this.closed) this.flushReports();
+    }, REPORT_FLUSH_MS);
+    this.flushTimer.unref();
+  }
+
+  /** Writes the reports kept since the last flush, in one transaction. */
+  flushReports(): void {
+    if (this.unwritten.size === 0) return;
+    const batch = [...this.unwritten];
+    this.unwritten.clear();
+    this.transaction(() => {
+      for (const [id, u] of batch) {
+        if (u.report) this.stmts.recordReport.run(JSON.stringify(ResourceReport.toJSON(u.report)), u.at, id);
+        else this.stmts.touchNode.run(u.at, id);
+      }
+    });
+  }
+
+  /**
+   * The node holding the credential with this hash, from a cache that the writes of a node's
+   * name, facts or credential (register, re-register, remove) keep exact.
+   */
+  nodeIdentityByHash(hash: string): NodeIdentity | undefined {
+    const hit = this.identities.get(hash);
+    if (hit) return hit;
+    const n = this.findNodeByCredentialHash(hash);
+    if (!n) return undefined;
+    if (this.identities.size >= MAX_IDENTITIES) {
+      this.identities.clear();
+      this.identityHash.clear();
+    }
+    const id: NodeIdentity = { id: n.id, name: n.name, facts: n.facts, credentialHash: n.credentialHash, tunnelIp: n.tunnelIp };
+    this.identities.set(hash, id);
+    this.identityHash.set(n.id, hash);
+    return id;
+  }
+
+  private forgetIdentity(nodeId: string): void {
+    const hash = this.identityHash.get(nodeId);
+    if (hash === undefined) return;
+    this.identityHash.delete(nodeId);
+    this.identities.delete(hash);
   }
 
   // ---- tasks
@@ -233,6 +323,19 @@ export class MasterStore {
     const sql = `SELECT id, node_id, attempt, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`;
     return (this.db.prepare(sql).all(...ids) as { id: string; node_id: string | null; attempt: number; state: number }[])
       .map((r) => ({ id: r.id, nodeId: r.node_id, attempt: r.attempt, state: r.state as TaskState }));
+  }
+
+  /**
+   * One page of the queued tasks, oldest first (created_at, then rowid: the FIFO order), after
+   * `after`; `next` is where the following page starts (undefined after the last). Served by the
+   * (state, created_at) index, so each page costs its own rows only.
+   */
+  queuedTasksPage(after: QueueCursor | undefined, limit: number): { tasks: TaskRow[]; next: QueueCursor | undefined } {
+    const rows = this.db
+      .prepare(`SELECT rowid AS queue_rowid, * FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED} AND (created_at > ? OR (created_at = ? AND rowid > ?)) ORDER BY created_at, rowid LIMIT ?`)
+      .all(after?.createdAt ?? -Infinity, after?.createdAt ?? -Infinity, after?.rowid ?? -1, limit) as (RawTask & { queue_rowid: number })[];
+    const last = rows[rows.length - 1];
+    return { tasks: rows.map(taskFromRaw), next: rows.length === limit && last ? { createdAt: last.created_at, rowid: last.queue_rowid } : undefined };
   }
 
   /** Queued tasks, oldest first (the scheduler's FIFO order). */
@@ -306,7 +409,12 @@ export class MasterStore {
 
   close(): void {
     if (this.closed) return;
-    this.closed = true;
-    this.db.close();
+    clearTimeout(this.flushTimer);
+    try {
+      this.flushReports();
+    } finally {
+      this.closed = true;
+      this.db.close();
+    }
   }
 }

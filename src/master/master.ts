@@ -282,10 +282,12 @@ export class Master {
     const masterMetrics = new MasterMetrics({
       nodeStates: () => nodeBoard.counts(store.nodeIds(), (id) => registry.isOnline(id)),
       tasksQueued: () => store.countQueued(),
-      ...(deps.queueDepthByReason ? { queueDepthByReason: deps.queueDepthByReason } : {}),
+      // The scheduler's own count unless a test injects one; read when scraped, once the task manager exists.
+      queueDepthByReason: deps.queueDepthByReason ?? (() => scheduler?.queueDepthByReason() ?? new Map()),
     });
     const store = MasterStore.open(join(opts.dataDir, 'master.db'), (op, seconds) => masterMetrics.dbTimed(op, seconds));
     let registry!: NodeRegistry;
+    let scheduler: TaskManager | undefined;
     let dataStore: DataStore | undefined;
     let serviceStore: ServiceStore | undefined;
     let master: Master | undefined;
@@ -302,6 +304,7 @@ export class Master {
         nodeBoard.onReport(nodeId, r);
       };
       const tasks = new TaskManager(store, blobs, registry, events, clock, log);
+      scheduler = tasks;
       dataStore = DataStore.open(join(opts.dataDir, 'master.db'));
       const dataFiles = await DataFiles.create(opts.dataDir);
       const common = { store, blobs, auth, registry, tasks, events, clock, log };
@@ -354,9 +357,7 @@ export class Master {
         nodes: registry,
         replicas: {
           insert: (t) => {
-            store.insertTask(t, { state: t.state, at: t.createdAt, nodeId: null, attempt: 1, message: `replica ${t.spec.service!.replica} of service ${t.spec.service!.service}` });
-            events.emit('task', t);
-            tasks.scheduleSoon();
+            tasks.submit(t, `replica ${t.spec.service!.replica} of service ${t.spec.service!.service}`);
           },
           cancel: (taskId, reason) => void tasks.cancel(taskId, reason),
         },
@@ -382,7 +383,7 @@ export class Master {
       const traffic = gateway?.traffic ?? deps.traffic;
       // The gateway's URL is known once it listens (port 0 is allowed): read when a ServiceInfo is built.
       const endpointBase = () => opts.gatewayUrl ?? master?.gatewayUrl ?? '';
-      const serviceAdmin = new ServiceAdmin({ auth, manager, services: serviceStore, clock, log, gatewayUrl: endpointBase, ...(traffic ? { traffic } : {}) });
+      const serviceAdmin = new ServiceAdmin({ auth, manager, services: serviceStore, clock, log, gatewayUrl: endpointBase, withQueueReason: (t) => tasks.withQueueReason(t), ...(traffic ? { traffic } : {}) });
       const adminService = new AdminService({
         serviceAdmin,
         exec,
@@ -452,7 +453,8 @@ export class Master {
     for (const t of this.store.liveTasksOnNodes()) this.registry.awaitReturn(t.nodeId!, this.opts.restartGraceMs);
     this.timer = setInterval(() => this.checkPresence(), this.opts.offlineCheckIntervalMs);
     this.timer.unref();
-    this.tasks.scheduleSoon();
+    // In pages, while the master already answers its nodes; placement starts once it is whole.
+    this.tasks.start().catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'loading the task queue failed; placement waits for the next trigger'));
     this.services.manager.start(this.services.events);
     if (this.phase === 'starting') this.phase = 'ready';
     this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir }, 'master listening');

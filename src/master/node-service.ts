@@ -20,7 +20,7 @@ import type {
 import { MasterAuth } from './auth.js';
 import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-reclaimer.js';
 import { callSignal, messagesOf, writeChunks } from './grpc-streams.js';
-import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
+import { isTerminal, type NodeIdentity, type TaskRow } from './master-store.js';
 import { DEFAULT_MAX_OUTPUT_BYTES, resultArchiveBound } from '../protocol/result-bound.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import { boundTaskUpdate, screenProgress, validateCapacity, validateGatewayPipe, validateRegistration, validateReport, validateRunningList } from './node-input-validation.js';
@@ -90,13 +90,13 @@ export class NodeService {
     this.reports = new CallRate(d.clock, 'Report message', maxReportsPerMinute(d.reportIntervalMs), 60_000);
   }
 
-  private nodeOf(call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }): NodeRow {
+  private nodeOf(call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }): NodeIdentity {
     const node = this.d.auth.authenticateNode(call.metadata);
     this.checkTunnelSource(call, node);
     return node;
   }
 
-  private checkTunnelSource(call: { getPeer(): string }, node: NodeRow): void {
+  private checkTunnelSource(call: { getPeer(): string }, node: NodeIdentity): void {
     if (!this.d.tunnel) return;
     const from = peerIp(call.getPeer());
     if (!node.tunnelIp || from !== node.tunnelIp) {
@@ -109,7 +109,7 @@ export class NodeService {
    * tunnel address, or loopback for a node that connected from loopback without a tunnel; any
    * other node gets no replicas (the master could not reach it privately).
    */
-  private pipeHost(call: { getPeer(): string }, node: NodeRow, pipe: { port: number; key: string }): NodePipeAddress | undefined {
+  private pipeHost(call: { getPeer(): string }, node: NodeIdentity, pipe: { port: number; key: string }): NodePipeAddress | undefined {
     let host: string | undefined;
     if (this.d.tunnel) host = node.tunnelIp ?? undefined;
     else if (isLoopbackHost(peerIp(call.getPeer()))) host = '127.0.0.1';
@@ -208,7 +208,7 @@ export class NodeService {
   }
 
   private subscribe(call: ServerWritableStream<SubscribeRequest, NodeCommand>): void {
-    let node: NodeRow | undefined;
+    let node: NodeIdentity | undefined;
     const req = call.request;
     try {
       node = this.nodeOf(call);
@@ -274,7 +274,7 @@ export class NodeService {
   }
 
   /** Streams what `open` allows the asking node, in chunks from its offset; a refusal is the call's status. */
-  private async serveChunks<Req>(call: ServerWritableStream<Req, DataChunk>, open: (node: NodeRow) => DownloadSource): Promise<void> {
+  private async serveChunks<Req>(call: ServerWritableStream<Req, DataChunk>, open: (node: NodeIdentity) => DownloadSource): Promise<void> {
     const { signal, dispose } = callSignal(call);
     try {
       const src = open(this.nodeOf(call));
@@ -339,7 +339,7 @@ export class NodeService {
     }
   }
 
-  private async receiveResult(msgs: AsyncIterable<UploadResultRequest>, node: NodeRow, task: TaskRow, h: UploadHeader): Promise<UploadResultResponse> {
+  private async receiveResult(msgs: AsyncIterable<UploadResultRequest>, node: NodeIdentity, task: TaskRow, h: UploadHeader): Promise<UploadResultResponse> {
     const bound = resultArchiveBound(task.spec.maxOutputBytes);
     const limitName = task.spec.maxOutputBytes > 0 ? `the task's max_output_bytes of ${formatBytes(task.spec.maxOutputBytes)}` : `the default output cap of ${formatBytes(DEFAULT_MAX_OUTPUT_BYTES)}`;
     if (h.totalSize > bound) {

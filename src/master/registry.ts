@@ -1,11 +1,13 @@
 // Live presence of nodes at the master: online while reports arrive, offline once silent for the
 // node timeout (3 report intervals by default; judged by an injected clock). Holds each node's command stream and its last
-// reported free capacity, minus assignments the node's reports do not reflect yet.
+// reported free capacity, minus assignments the node's reports do not reflect yet. That free
+// capacity is kept up to date on each change (not recomputed per placement), with an index of the
+// nodes that can take a task now, and a listener told whenever a node may have gained room.
 import type { Clock } from '../common/clock.js';
 import { nodeTimeoutMs } from '../config/defaults.js';
 import type { Capacity, DataCacheStatus, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand } from '../protocol/gen/hivemind/v1/node.js';
-import type { NodeFree, SchedulableNode, TaskDemand } from './scheduler.js';
+import { subtractDemand, type NodeFree, type SchedulableNode, type TaskDemand } from './scheduler.js';
 import { missingBytes, type NodeCacheView } from './data-placement.js';
 import type { NodePipeAddress } from './gateway/gateway-directory.js';
 
@@ -38,6 +40,12 @@ interface Presence {
   gateway: NodePipeAddress | undefined;
   /** Its current Subscribe said it takes exec sessions (SubscribeRequest.exec). */
   exec: boolean;
+  /** `free` (the report) less the pending assignments; undefined while `free` is unknown. */
+  eff: NodeFree | undefined;
+  /** `cache` less the room and plus the digests the pending assignments will fetch. */
+  effCache: NodeCacheView | undefined;
+  /** The node as placement sees it, rebuilt on each change (placement reads it without copying). */
+  view: SchedulableNode | undefined;
 }
 
 /** A report's cache status as the scheduler reads it: held digests in a Set, room = free + evictable. */
@@ -48,6 +56,19 @@ export function cacheView(c: DataCacheStatus | undefined): { held: ReadonlySet<s
 
 export class NodeRegistry {
   private readonly nodes = new Map<string, Presence>();
+  /** Nodes that can take a task now: online, subscribed, accepting, capacity known, a free slot. */
+  private readonly open = new Set<string>();
+  /**
+   * The open nodes in placement order for a task without data sets or service (compareNodes: most
+   * free slots, most free CPUs, smallest id), with the key each was placed by: the first one that
+   * fits such a task is the best, found without looking at the rest. A change moves one node
+   * (binary search, then one move of the array's tail: microseconds at 10,000 nodes).
+   */
+  private readonly ranked: { nodeId: string; slots: number; cpus: number }[] = [];
+  private readonly rankKey = new Map<string, { nodeId: string; slots: number; cpus: number }>();
+  /** Which node each pending assignment is on. */
+  private readonly pendingNode = new Map<string, string>();
+  private roomListener: ((nodeId: string) => void) | undefined;
 
   /** A node silent for longer than `offlineAfterMs` is offline (default 3 report intervals). */
   readonly offlineAfterMs: number;
@@ -59,11 +80,76 @@ export class NodeRegistry {
   private entry(nodeId: string, label?: string): Presence {
     let p = this.nodes.get(nodeId);
     if (!p) {
-      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false };
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, eff: undefined, effCache: undefined, view: undefined };
       this.nodes.set(nodeId, p);
     }
-    if (label) p.label = label;
+    if (label && label !== p.label) {
+      p.label = label;
+      if (p.view) p.view = { ...p.view, label };
+    }
     return p;
+  }
+
+  /** Called with a node's id whenever it may have gained room (the scheduler offers it the queue). */
+  onRoom(listener: (nodeId: string) => void): void {
+    this.roomListener = listener;
+  }
+
+  /** Recomputes what the node has free from its report and pending assignments (bounded by its slots). */
+  private refresh(nodeId: string, p: Presence, gained: boolean): void {
+    if (!p.free) {
+      p.eff = undefined;
+      p.effCache = p.cache;
+    } else {
+      const eff: NodeFree = { cpus: p.free.cpus, memoryBytes: p.free.memoryBytes, gpus: p.free.gpuIndexes.length, taskSlots: p.free.taskSlots };
+      let cache: NodeCacheView | undefined = p.cache;
+      for (const { demand, dataBytes } of p.pending.values()) {
+        subtractDemand(eff, demand);
+        if (cache && demand.data?.length) {
+          const coming = new Set(cache.coming);
+          for (const d of demand.data) coming.add(d.sha256);
+          cache = { held: cache.held, room: cache.room - dataBytes, coming };
+        }
+      }
+      p.eff = eff;
+      p.effCache = cache;
+    }
+    p.view = p.eff && { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, ...(p.effCache ? { cache: p.effCache } : {}) };
+    const canTake = p.online && p.sink !== undefined && p.accepting && p.eff !== undefined && p.eff.taskSlots >= 1;
+    if (canTake) this.open.add(nodeId);
+    else this.open.delete(nodeId);
+    const k = this.rankKey.get(nodeId);
+    if (!canTake || !k || k.slots !== p.eff!.taskSlots || k.cpus !== p.eff!.cpus) {
+      this.unrank(nodeId);
+      if (canTake) this.rank({ nodeId, slots: p.eff!.taskSlots, cpus: p.eff!.cpus });
+    }
+    if (gained && canTake) this.roomListener?.(nodeId);
+  }
+
+  private position(k: { nodeId: string; slots: number; cpus: number }): number {
+    let lo = 0;
+    let hi = this.ranked.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const m = this.ranked[mid]!;
+      const before = m.slots > k.slots || (m.slots === k.slots && (m.cpus > k.cpus || (m.cpus === k.cpus && m.nodeId < k.nodeId)));
+      if (before) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private rank(k: { nodeId: string; slots: number; cpus: number }): void {
+    this.ranked.splice(this.position(k), 0, k);
+    this.rankKey.set(k.nodeId, k);
+  }
+
+  private unrank(nodeId: string): void {
+    const k = this.rankKey.get(nodeId);
+    if (!k) return;
+    this.rankKey.delete(nodeId);
+    const at = this.position(k);
+    if (this.ranked[at] === k) this.ranked.splice(at, 1);
   }
 
   /** A sign of life (report, register, subscribe). Returns true when the node was offline. */
@@ -72,6 +158,7 @@ export class NodeRegistry {
     const cameBack = !p.online;
     p.lastSeen = this.clock.now();
     p.online = true;
+    if (cameBack) this.refresh(nodeId, p, true);
     return cameBack;
   }
 
@@ -84,32 +171,45 @@ export class NodeRegistry {
     const now = this.clock.now();
     p.free = free;
     p.accepting = accepting;
-    if (p.pending.size === 0) return;
-    const running = new Set(runningTaskIds);
-    for (const [taskId, pend] of p.pending) {
-      if (running.has(taskId) || (pend.acceptedAt !== undefined && pend.acceptedAt < now)) p.pending.delete(taskId);
+    if (p.pending.size > 0) {
+      const running = new Set(runningTaskIds);
+      for (const [taskId, pend] of p.pending) {
+        if (running.has(taskId) || (pend.acceptedAt !== undefined && pend.acceptedAt < now)) this.unpend(p, taskId);
+      }
     }
+    this.refresh(nodeId, p, true);
   }
 
   onReport(nodeId: string, report: ResourceReport): boolean {
     const cameBack = this.seen(nodeId);
-    this.updateCapacity(nodeId, report.free, report.accepting, report.tasks.map((t) => t.taskId));
     this.entry(nodeId).cache = cacheView(report.cache);
+    this.updateCapacity(nodeId, report.free, report.accepting, report.tasks.map((t) => t.taskId));
     return cameBack;
+  }
+
+  private unpend(p: Presence, taskId: string): void {
+    p.pending.delete(taskId);
+    this.pendingNode.delete(taskId);
   }
 
   /** Makes `sink` the node's command stream; the returned function detaches it (if still current). */
   attach(nodeId: string, sink: CommandSink): () => void {
     const p = this.entry(nodeId);
     p.sink = sink;
+    this.refresh(nodeId, p, true);
     return () => {
-      if (p.sink === sink) p.sink = undefined;
+      if (p.sink !== sink) return;
+      p.sink = undefined;
+      this.refresh(nodeId, p, false);
     };
   }
 
   /** The gateway pipe of the node's current Subscribe; undefined: it hosts no replicas. */
   setGateway(nodeId: string, pipe: NodePipeAddress | undefined): void {
-    this.entry(nodeId).gateway = pipe;
+    const p = this.entry(nodeId);
+    const gained = pipe !== undefined && p.gateway === undefined;
+    p.gateway = pipe;
+    this.refresh(nodeId, p, gained);
   }
 
   /** Whether the node's current Subscribe allows exec sessions into its tasks. */
@@ -143,8 +243,13 @@ export class NodeRegistry {
   /** Records an assignment the node's reported capacity does not show yet. */
   addPending(nodeId: string, taskId: string, demand: TaskDemand): void {
     const p = this.entry(nodeId);
-    const dataBytes = demand.data?.length && p.cache ? missingBytes(demand.data, p.cache.held) : 0;
+    // What it lacks and no other pending task fetches already (a data set is fetched once).
+    const dataBytes = demand.data?.length && p.cache ? missingBytes(demand.data, p.cache.held, p.effCache?.coming) : 0;
+    const other = this.pendingNode.get(taskId);
+    if (other !== undefined && other !== nodeId) this.dropPending(taskId);
     p.pending.set(taskId, { demand, dataBytes });
+    this.pendingNode.set(taskId, nodeId);
+    this.refresh(nodeId, p, false);
   }
 
   /** Digests the node reported holding in its latest report (empty without a cache). */
@@ -158,7 +263,13 @@ export class NodeRegistry {
   }
 
   dropPending(taskId: string): void {
-    for (const p of this.nodes.values()) p.pending.delete(taskId);
+    const nodeId = this.pendingNode.get(taskId);
+    if (nodeId === undefined) return;
+    const p = this.nodes.get(nodeId);
+    this.pendingNode.delete(taskId);
+    if (!p) return;
+    p.pending.delete(taskId);
+    this.refresh(nodeId, p, true);
   }
 
   isOnline(nodeId: string): boolean {
@@ -171,9 +282,12 @@ export class NodeRegistry {
 
   /** A removed node: no capacity, no command stream, never schedulable again. `why` ends its stream. */
   forget(nodeId: string, why?: Error): void {
-    const sink = this.nodes.get(nodeId)?.sink;
-    if (sink && why) sink.close(why);
+    const p = this.nodes.get(nodeId);
+    if (p?.sink && why) p.sink.close(why);
+    if (p) for (const taskId of p.pending.keys()) this.pendingNode.delete(taskId);
     this.nodes.delete(nodeId);
+    this.open.delete(nodeId);
+    this.unrank(nodeId);
   }
 
   /**
@@ -193,38 +307,41 @@ export class NodeRegistry {
     for (const [id, p] of this.nodes) {
       if (p.online && now - p.lastSeen > this.offlineAfterMs) {
         p.online = false;
+        for (const taskId of p.pending.keys()) this.pendingNode.delete(taskId);
         p.pending.clear();
+        this.refresh(id, p, false);
         lost.push(id);
       }
     }
     return lost;
   }
 
-  /** Online nodes with an open command stream and a known capacity, as the scheduler sees them. */
+  /** Ids of the open nodes in compareNodes order for tasks without data or service (a live view, like openNodes). */
+  *rankedOpenNodes(): IterableIterator<string> {
+    for (const k of this.ranked) yield k.nodeId;
+  }
+
+  /** Ids of the nodes that can take a task now (a live view: do not change the registry while iterating). */
+  openNodes(): ReadonlySet<string> {
+    return this.open;
+  }
+
+  /**
+   * One node as placement sees it (free capacity less pending assignments; a live view, not a
+   * copy), or undefined unless it is online, subscribed and its capacity known.
+   */
+  schedulableNode(nodeId: string): SchedulableNode | undefined {
+    const p = this.nodes.get(nodeId);
+    if (!p || !p.online || !p.sink) return undefined;
+    return p.view;
+  }
+
+  /** Online nodes with an open command stream and a known capacity, as the scheduler sees them (for queue reasons). */
   schedulable(): SchedulableNode[] {
     const out: SchedulableNode[] = [];
-    for (const [nodeId, p] of this.nodes) {
-      if (!p.online || !p.sink || !p.free) continue;
-      const free: NodeFree = {
-        cpus: p.free.cpus,
-        memoryBytes: p.free.memoryBytes,
-        gpus: p.free.gpuIndexes.length,
-        taskSlots: p.free.taskSlots,
-      };
-      let cache: NodeCacheView | undefined = p.cache;
-      for (const { demand, dataBytes } of p.pending.values()) {
-        free.cpus -= demand.cpus;
-        free.memoryBytes -= demand.memoryBytes;
-        free.gpus -= demand.gpus;
-        free.taskSlots -= 1;
-        if (cache && demand.data?.length) {
-          // A copy only while tasks with data are pending; otherwise the report's own Set is used.
-          const coming = new Set(cache.coming);
-          for (const d of demand.data) coming.add(d.sha256);
-          cache = { held: cache.held, room: cache.room - dataBytes, coming };
-        }
-      }
-      out.push({ nodeId, label: p.label, free, accepting: p.accepting, hostsServices: p.gateway !== undefined, ...(cache ? { cache } : {}) });
+    for (const nodeId of this.nodes.keys()) {
+      const n = this.schedulableNode(nodeId);
+      if (n) out.push(n);
     }
     return out;
   }

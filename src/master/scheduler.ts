@@ -1,5 +1,5 @@
-// FIFO task placement as a pure function: queued tasks (oldest first) and the free capacity of
-// online nodes in, assignments and a human reason for every task left in the queue out.
+// The pure decisions of task placement: whether a demand fits a node, the order among fitting
+// nodes, why a task fits none (the queue reason), and placeTasks, one FIFO pass over a snapshot.
 import { formatBytes } from '../common/units.js';
 import type { TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { dataNeedsOf, explainData, heldBytes, missingBytes, type DataNeed, type NodeCacheView } from './data-placement.js';
@@ -78,7 +78,7 @@ function fmtCpus(n: number): string {
 }
 
 /** The first demand dimension no single node can meet, phrased for the user. */
-function explain(task: QueuedTask, nodes: SchedulableNode[]): string {
+function explain(task: QueuedTask, nodes: readonly SchedulableNode[]): string {
   const d = task.demand;
   const largest = (pick: (f: NodeFree) => number): SchedulableNode =>
     nodes.reduce((best, n) => (pick(n.free) > pick(best.free) ? n : best));
@@ -107,68 +107,112 @@ interface PassCache {
   coming: Set<string>;
 }
 
-function dataFits(needs: readonly DataNeed[], cache: PassCache | undefined): boolean {
+/** Whether the node's cache can take the data sets it lacks (always, for a task without data). */
+export function dataFits(needs: readonly DataNeed[], cache: NodeCacheView | undefined): boolean {
   if (needs.length === 0) return true;
   return cache !== undefined && missingBytes(needs, cache.held, cache.coming) <= cache.room;
 }
 
+/** Why a queued task waits, as a stable code (metrics) and the sentence shown to the user. */
+export type QueueReasonCode =
+  | 'no_node' | 'not_accepting' | 'no_service_host' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
+
+export interface QueueReason {
+  code: QueueReasonCode;
+  reason: string;
+}
+
+function classify(text: string, d: TaskDemand): QueueReasonCode {
+  if (text.startsWith('every online node is at its task limit')) return 'task_slots';
+  if (text.startsWith('no node has a data cache') || text.startsWith('no node has room for its data sets')) return 'data';
+  if (text.startsWith(`needs ${fmtCpus(d.cpus)} CPUs`)) return 'cpus';
+  if (text.startsWith(`needs ${formatBytes(d.memoryBytes)} memory`)) return 'memory';
+  if (text.startsWith('needs ') && text.includes('GPU')) return 'gpus';
+  return 'combined';
+}
+
 /**
- * Places tasks in submission order. A service replica goes only to a node that hosts services, and
- * first to one holding no replica of its service yet. Each task goes to the fitting node holding the most bytes of
- * its data sets (no fetch beats any spread), then the most free task slots, then the most free
- * CPUs (spreading load), then the smallest id (determinism); that node's free capacity (and the
- * room of its data cache) shrinks before the next task is considered. A task that fits nowhere
- * stays queued with its reason and does not block smaller tasks behind it.
+ * Why `task` fits no node of `nodes` (their free capacity and caches as of now), or undefined when
+ * one node could take it. The same checks, in the same order, as placement makes.
+ */
+export function whyUnplaced(task: QueuedTask, nodes: readonly SchedulableNode[]): QueueReason | undefined {
+  if (nodes.length === 0) return { code: 'no_node', reason: 'no online node' };
+  const accepting = nodes.filter((n) => n.accepting);
+  if (accepting.length === 0) return { code: 'not_accepting', reason: 'no online node is accepting tasks (all draining or paused)' };
+  const hosts = task.service === undefined ? accepting : accepting.filter((n) => n.hostsServices);
+  if (hosts.length === 0) return { code: 'no_service_host', reason: 'no node hosts services (none announced a gateway pipe)' };
+  const candidates = hosts.filter((n) => !task.excludedNodes.includes(n.nodeId));
+  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${hosts.map((n) => n.label).join(', ')})` };
+  const needs = task.demand.data ?? [];
+  if (candidates.some((n) => fits(task.demand, n.free) && dataFits(needs, n.cache))) return undefined;
+  const reason = explain(task, candidates);
+  return { code: classify(reason, task.demand), reason };
+}
+
+/** What the placement order compares of one fitting node for one task. */
+export interface NodeRank {
+  nodeId: string;
+  /** It holds a live replica of the task's service already (0 or 1). */
+  sibling: number;
+  /** Bytes of the task's data sets it holds. */
+  held: number;
+  free: NodeFree;
+}
+
+/**
+ * The placement order: replicas of one service spread over nodes (one node lost does not take
+ * them all), then the most data held (no fetch beats any spread), the most free task slots, the
+ * most free CPUs (spreading load), the smallest id (determinism). Negative: `a` goes first.
+ */
+export function compareNodes(a: NodeRank, b: NodeRank): number {
+  return a.sibling - b.sibling || b.held - a.held || b.free.taskSlots - a.free.taskSlots || b.free.cpus - a.free.cpus || (a.nodeId < b.nodeId ? -1 : 1);
+}
+
+/** Takes an assigned task's demand off a node's free capacity. */
+export function subtractDemand(f: NodeFree, d: TaskDemand): void {
+  f.taskSlots -= 1;
+  f.cpus -= d.cpus;
+  f.memoryBytes -= d.memoryBytes;
+  f.gpus -= d.gpus;
+}
+
+/**
+ * Places tasks in submission order, in one pass over a snapshot of the fleet: the reference the
+ * master's incremental placement (placement-round.ts) is tested against. A service replica goes
+ * only to a node that hosts services; each task goes to the first fitting node in the order of
+ * compareNodes; that node's free capacity (and the room of its data cache) shrinks before the next
+ * task is considered. A task that fits nowhere stays queued with its reason and does not block
+ * smaller tasks behind it.
  */
 export function placeTasks(queued: readonly QueuedTask[], nodes: readonly SchedulableNode[]): Placement {
   const free = new Map(nodes.map((n) => [n.nodeId, { ...n.free }]));
   const services = new Map(nodes.map((n) => [n.nodeId, new Set(n.services)]));
   const caches = new Map<string, PassCache>();
   for (const n of nodes) if (n.cache) caches.set(n.nodeId, { held: n.cache.held, room: n.cache.room, coming: new Set(n.cache.coming) });
-  const live = (): SchedulableNode[] => nodes.map((n) => ({ ...n, free: free.get(n.nodeId)! }));
   const out: Placement = { assignments: [], unplaced: [] };
   for (const task of queued) {
-    const all = live();
-    if (all.length === 0) {
-      out.unplaced.push({ taskId: task.id, reason: 'no online node' });
-      continue;
-    }
-    const accepting = all.filter((n) => n.accepting);
-    if (accepting.length === 0) {
-      out.unplaced.push({ taskId: task.id, reason: 'no online node is accepting tasks (all draining or paused)' });
-      continue;
-    }
-    const hosts = task.service === undefined ? accepting : accepting.filter((n) => n.hostsServices);
-    if (hosts.length === 0) {
-      out.unplaced.push({ taskId: task.id, reason: 'no node hosts services (none announced a gateway pipe)' });
-      continue;
-    }
-    const candidates = hosts.filter((n) => !task.excludedNodes.includes(n.nodeId));
-    if (candidates.length === 0) {
-      out.unplaced.push({ taskId: task.id, reason: `rejected by every accepting node (${hosts.map((n) => n.label).join(', ')})` });
+    const all = nodes.map((n) => ({ ...n, free: free.get(n.nodeId)!, cache: caches.get(n.nodeId) }));
+    const why = whyUnplaced(task, all);
+    if (why) {
+      out.unplaced.push({ taskId: task.id, reason: why.reason });
       continue;
     }
     const needs = task.demand.data ?? [];
-    const fitting = candidates.filter((n) => fits(task.demand, n.free) && dataFits(needs, caches.get(n.nodeId)));
-    if (fitting.length === 0) {
-      out.unplaced.push({ taskId: task.id, reason: explain(task, candidates.map((n) => ({ ...n, cache: caches.get(n.nodeId) }))) });
-      continue;
-    }
-    const held = (n: SchedulableNode): number => (needs.length === 0 ? 0 : heldBytes(needs, caches.get(n.nodeId)!.held));
-    // Replicas of one service spread over nodes, so that one node lost does not take them all.
-    const sibling = (n: SchedulableNode): number => (task.service !== undefined && services.get(n.nodeId)!.has(task.service) ? 1 : 0);
-    fitting.sort((a, b) => sibling(a) - sibling(b) || held(b) - held(a) || b.free.taskSlots - a.free.taskSlots || b.free.cpus - a.free.cpus || (a.nodeId < b.nodeId ? -1 : 1));
-    const chosen = fitting[0]!;
+    const ranks = all
+      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
+      .map((n): NodeRank => ({
+        nodeId: n.nodeId,
+        sibling: task.service !== undefined && services.get(n.nodeId)!.has(task.service) ? 1 : 0,
+        held: needs.length === 0 ? 0 : heldBytes(needs, n.cache!.held),
+        free: n.free,
+      }));
+    const chosen = ranks.sort(compareNodes)[0]!;
     const cache = caches.get(chosen.nodeId);
     if (cache && needs.length > 0) {
       cache.room -= missingBytes(needs, cache.held, cache.coming);
       for (const d of needs) cache.coming.add(d.sha256);
     }
-    const f = free.get(chosen.nodeId)!;
-    f.taskSlots -= 1;
-    f.cpus -= task.demand.cpus;
-    f.memoryBytes -= task.demand.memoryBytes;
-    f.gpus -= task.demand.gpus;
+    subtractDemand(free.get(chosen.nodeId)!, task.demand);
     if (task.service !== undefined) services.get(chosen.nodeId)!.add(task.service);
     out.assignments.push({ taskId: task.id, nodeId: chosen.nodeId });
   }

@@ -17,6 +17,7 @@ import { InvalidArgumentError, ResourceExhaustedError } from './master-errors.js
 import type { ServiceManager } from './service-manager.js';
 import { validateServiceName, validateTokenLabel } from './service-rules.js';
 import { toServiceInfo } from './service-info.js';
+import type { TaskRow } from './master-store.js';
 import { MAX_TOKENS_PER_SERVICE, type ServiceStore, type ServiceTokenRow } from './service-store.js';
 import { newServiceToken } from './service-tokens.js';
 
@@ -33,6 +34,8 @@ export interface ServiceAdminDeps {
   gatewayUrl: () => string;
   /** The gateway's counters; absent: ServiceInfo carries no traffic. */
   traffic?: TrafficView;
+  /** A queued replica with its current queue reason (TaskManager.withQueueReason); absent: the stored one. */
+  withQueueReason?: (t: TaskRow) => TaskRow;
 }
 
 type ServiceHandlers = Pick<AdminServiceServer,
@@ -51,7 +54,7 @@ export class ServiceAdmin {
       // The service may be gone at once (no replica was live): the answer is built from what it was.
       removeService: unary((r: RemoveServiceRequest) => {
         const s = this.d.manager.remove(r.name);
-        return toServiceInfo(this.d.services.getService(s.name) ?? s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl(), this.d.traffic);
+        return toServiceInfo(this.d.services.getService(s.name) ?? s, this.replicas(s.name), this.d.gatewayUrl(), this.d.traffic);
       }),
       createServiceToken: unary((r: CreateServiceTokenRequest) => this.createToken(r)),
       listServiceTokens: unary((r: ListServiceTokensRequest) => ({ tokens: this.d.services.tokensOf(this.d.manager.get(r.service).name).map(tokenInfo) }) satisfies ListServiceTokensResponse),
@@ -59,16 +62,22 @@ export class ServiceAdmin {
     };
   }
 
+  private replicas(name: string): TaskRow[] {
+    const tasks = this.d.manager.replicaTasks(name);
+    const reason = this.d.withQueueReason;
+    return reason ? tasks.map(reason) : tasks;
+  }
+
   private info(name: string): ServiceInfo {
     const s = this.d.manager.get(name);
-    return toServiceInfo(s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl(), this.d.traffic);
+    return toServiceInfo(s, this.replicas(s.name), this.d.gatewayUrl(), this.d.traffic);
   }
 
   private list(r: ListServicesRequest): ListServicesResponse {
     const after = decodePageToken(r.pageToken);
     const page = takePage(this.d.services.iterateServices(after?.id), {
       limit: pageSize(r.limit),
-      toItem: (s) => toServiceInfo(s, this.d.manager.replicaTasks(s.name), this.d.gatewayUrl(), this.d.traffic),
+      toItem: (s) => toServiceInfo(s, this.replicas(s.name), this.d.gatewayUrl(), this.d.traffic),
       sizeOf: (i) => ServiceInfo.encode(i).finish().length,
       summary: (i) => summarise(i).value,
       cursorOf: (s) => ({ at: 0, id: s.name }),

@@ -9,10 +9,12 @@ import { OutcomeKind, TaskOutcome, TaskState } from '../protocol/gen/hivemind/v1
 import type { NodeCommand, RunningTask, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import type { BlobStore } from './blob-store.js';
 import type { MasterEvents } from './master-events.js';
-import { isTerminal, type MasterStore, type NodeRow, type TaskRow } from './master-store.js';
+import { isTerminal, type MasterStore, type NodeRow, type QueueCursor, type TaskRow } from './master-store.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
-import { demandOf, placeTasks } from './scheduler.js';
+import { compareNodes, dataFits, demandOf, fits, whyUnplaced, type NodeRank, type QueuedTask, type QueueReason, type QueueReasonCode, type SchedulableNode } from './scheduler.js';
+import { heldBytes } from './data-placement.js';
+import { TaskQueue, type DemandClass } from './task-queue.js';
 import { decideNodeUpdate, isNodeLiveState, stateName } from './task-transitions.js';
 import { DataProgressBoard } from './data-progress.js';
 import type { DataProgress } from '../protocol/gen/hivemind/v1/common.js';
@@ -21,8 +23,48 @@ function nodeLabel(n: Pick<NodeRow, 'id' | 'name'>): string {
   return n.name && n.name !== n.id ? `${n.name} (${n.id.slice(0, 8)})` : n.id.slice(0, 8);
 }
 
+export interface TaskManagerOptions {
+  /** Told the time from entering the queue to ASSIGNED of each placed task (the placement latency). */
+  onPlaced?: (latencyMs: number) => void;
+  /** Assignments per placement round before yielding to the event loop (default 256). */
+  maxAssignmentsPerRound?: number;
+  /** Milliseconds of placement per round before yielding to the event loop (default 20). */
+  maxRoundMs?: number;
+}
+
+/** A queue reason as computed for a demand class, with when (reasons are recomputed at most once a second). */
+interface CachedReason {
+  at: number;
+  why: QueueReason | undefined;
+}
+
+const REASON_TTL_MS = 1000;
+
+function queuedTaskOf(t: TaskRow): QueuedTask {
+  return { id: t.id, demand: demandOf(t.spec), excludedNodes: t.excludedNodes, ...(t.spec.service ? { service: t.spec.service.service } : {}) };
+}
+
+/** Where the scheduler stands, for the cost tests and the bench: work counted, not timed. */
+export interface PlacementCounters {
+  rounds: number;
+  /** Nodes checked against a class's demand. */
+  fitChecks: number;
+  /** Classes looked at in rounds. */
+  classVisits: number;
+  assignments: number;
+}
+
 export class TaskManager {
   private scheduleQueued = false;
+  /** The queue is being read from the store (start()): no placement until it is whole. */
+  private loading = false;
+  /** Queued tasks by demand class; loaded from the store by start() or on first use. */
+  private queueState: TaskQueue | undefined;
+  /** Nodes that gained room since the last complete round: offered to the waiting classes. */
+  private readonly roomy = new Set<string>();
+  private readonly reasons = new WeakMap<DemandClass, CachedReason>();
+  readonly counters: PlacementCounters = { rounds: 0, fitChecks: 0, classVisits: 0, assignments: 0 };
+  private readonly maxPerRound: number;
   private closed = false;
   /** Open result uploads per task, so that giving up an attempt can abort its upload. */
   private readonly uploads = new Map<string, { attempt: number; abort: () => void }>();
@@ -36,7 +78,68 @@ export class TaskManager {
     private readonly events: MasterEvents,
     private readonly clock: Clock,
     private readonly log: Logger,
-  ) {}
+    private readonly opts: TaskManagerOptions = {},
+  ) {
+    this.maxPerRound = opts.maxAssignmentsPerRound ?? 256;
+    registry.onRoom((nodeId) => {
+      this.roomy.add(nodeId);
+      this.scheduleSoon();
+    });
+  }
+
+  /**
+   * Loads the queue from the store in pages, yielding to the event loop between them, so that a
+   * master restarting with a long queue keeps answering its nodes meanwhile. Placement waits for
+   * the load (a partial queue would break FIFO); tasks submitted, requeued or cancelled during it
+   * are kept as usual (a page read later sees only what is still queued). Without start(), the
+   * queue is read in one go on first use.
+   */
+  async start(pageSize = 2000): Promise<void> {
+    if (this.queueState) return;
+    const q = new TaskQueue();
+    this.queueState = q;
+    this.loading = true;
+    try {
+      let after: QueueCursor | undefined;
+      do {
+        const page = this.store.queuedTasksPage(after, pageSize);
+        const now = this.clock.now();
+        for (const t of page.tasks) q.add(queuedTaskOf(t), t.createdAt, now);
+        after = page.next;
+        await new Promise((resolve) => setImmediate(resolve));
+      } while (after && !this.closed);
+    } catch (err) {
+      this.queueState = undefined;
+      throw err;
+    } finally {
+      this.loading = false;
+    }
+    this.scheduleSoon();
+  }
+
+  private get queue(): TaskQueue {
+    if (!this.queueState) {
+      const q = new TaskQueue();
+      const now = this.clock.now();
+      for (const t of this.store.queuedTasks()) q.add(queuedTaskOf(t), t.createdAt, now);
+      this.queueState = q;
+    }
+    return this.queueState;
+  }
+
+  /** A task entered the queue (submitted, or requeued): it is placed in the next round. */
+  private enqueue(t: TaskRow | undefined): void {
+    if (!t || t.state !== TaskState.TASK_STATE_QUEUED) return;
+    this.queue.add(queuedTaskOf(t), t.createdAt, this.clock.now());
+    this.scheduleSoon();
+  }
+
+  /** Stores a new queued task (and its first event), announces it and queues it for placement. */
+  submit(t: TaskRow, message: string): void {
+    this.store.insertTask(t, { state: t.state, at: t.createdAt, nodeId: null, attempt: t.attempt, message });
+    this.events.emit('task', t);
+    this.enqueue(t);
+  }
 
   private changed(t: TaskRow | undefined): void {
     if (!t) return;
@@ -64,48 +167,160 @@ export class TaskManager {
     });
   }
 
-  /** Places queued tasks on nodes and sends the assignments; records why the rest wait. */
+  /**
+   * One placement round. Classes are served in the order of their heads' age (FIFO across
+   * classes); a class not yet offered the fleet looks at every node that can take a task, a
+   * waiting class only at the nodes that gained room since the last round (nothing else changed
+   * for it). A class whose head fits nowhere waits and does not block the classes behind it. A
+   * round stops after `maxAssignmentsPerRound` assignments and continues on the next turn of the
+   * event loop, so a burst of free capacity never stalls it.
+   */
   schedule(): void {
-    const queued = this.store.queuedTasks();
-    if (queued.length === 0) return;
-    const byId = new Map(queued.map((t) => [t.id, t]));
-    let nodes = this.registry.schedulable();
-    if (queued.some((t) => t.spec.service)) {
-      const held = this.store.replicaServicesByNode();
-      nodes = nodes.map((n) => ({ ...n, services: held.get(n.nodeId) ?? new Set() }));
+    if (this.loading) return; // start() schedules once the queue is whole
+    const q = this.queue;
+    this.counters.rounds++;
+    if (q.size === 0) {
+      this.roomy.clear();
+      return;
     }
-    const placement = placeTasks(
-      queued.map((t) => ({ id: t.id, demand: demandOf(t.spec), excludedNodes: t.excludedNodes, ...(t.spec.service ? { service: t.spec.service.service } : {}) })),
-      nodes,
-    );
+    const roomy = [...this.roomy];
+    const classes = roomy.length > 0 ? [...q.allClasses()] : q.fresh();
+    const heap = new ClassHeap();
+    for (const c of classes) heap.push(c);
+    let services: Map<string, Set<string>> | undefined;
+    const placed: { taskId: string; nodeId: string; enqueuedAt: number }[] = [];
+    let cut = false;
+    const until = performance.now() + (this.opts.maxRoundMs ?? 20);
+    while (heap.size > 0) {
+      if (placed.length >= this.maxPerRound || (placed.length > 0 && performance.now() > until)) {
+        cut = true;
+        break;
+      }
+      const c = heap.pop()!;
+      this.counters.classVisits++;
+      const head = c.peek();
+      if (!head) continue;
+      if (c.task.service !== undefined) services ??= this.store.replicaServicesByNode();
+      const nodeId = this.pick(c, c.fresh ? this.registry.openNodes() : roomy, services);
+      if (nodeId === undefined) {
+        this.queue.settle(c);
+        continue;
+      }
+      q.remove(head.id);
+      this.registry.addPending(nodeId, head.id, c.task.demand);
+      if (c.task.service !== undefined) {
+        let held = services!.get(nodeId);
+        if (!held) services!.set(nodeId, (held = new Set()));
+        held.add(c.task.service);
+      }
+      placed.push({ taskId: head.id, nodeId, enqueuedAt: head.enqueuedAt });
+      if (c.size > 0) heap.push(c);
+    }
+    if (cut) this.scheduleSoon();
+    else this.roomy.clear();
+    if (placed.length > 0) this.commit(placed);
+  }
+
+  /** The best node among `candidates` for the head of class `c` (compareNodes), if one fits. */
+  private pick(c: DemandClass, candidates: Iterable<string>, services: Map<string, Set<string>> | undefined): string | undefined {
+    const t = c.task;
+    const needs = t.demand.data ?? [];
+    // Without data or service, compareNodes orders by free slots, CPUs and id only: the registry
+    // keeps the open nodes in that order, so the first that fits is the best.
+    const ordered = needs.length === 0 && t.service === undefined;
+    if (ordered && c.fresh) candidates = this.registry.rankedOpenNodes();
+    let best: NodeRank | undefined;
+    const open = this.registry.openNodes();
+    for (const nodeId of candidates) {
+      this.counters.fitChecks++;
+      if (!open.has(nodeId)) continue;
+      const n = this.registry.schedulableNode(nodeId);
+      if (!n || !n.accepting || !fits(t.demand, n.free) || (t.service !== undefined && !n.hostsServices)) continue;
+      if (t.excludedNodes.length > 0 && t.excludedNodes.includes(nodeId)) continue;
+      if (!dataFits(needs, n.cache)) continue;
+      const rank: NodeRank = {
+        nodeId,
+        sibling: t.service !== undefined && services?.get(nodeId)?.has(t.service) ? 1 : 0,
+        held: needs.length === 0 ? 0 : heldBytes(needs, n.cache!.held),
+        free: n.free,
+      };
+      if (!best || compareNodes(rank, best) < 0) best = { ...rank, free: { ...n.free } };
+      if (ordered && c.fresh) break;
+    }
+    return best?.nodeId;
+  }
+
+  /**
+   * Writes a round's assignments in one transaction, then sends them: an assignment reaches its
+   * node only once it is stored. A task no longer queued in the store (changed meanwhile) is skipped.
+   */
+  private commit(placed: readonly { taskId: string; nodeId: string; enqueuedAt: number }[]): void {
     const now = this.clock.now();
-    for (const a of placement.assignments) {
-      const sink = this.registry.sink(a.nodeId);
-      if (!sink) continue;
-      const saved = this.store.updateTask(a.taskId, (t) => {
-        if (t.state !== TaskState.TASK_STATE_QUEUED) return false;
-        t.state = TaskState.TASK_STATE_ASSIGNED;
-        t.nodeId = a.nodeId;
-        t.queueReason = '';
-        t.lastUpdateSeq = 0;
-        t.updatedAt = now;
-        return { state: t.state, at: now, nodeId: a.nodeId, attempt: t.attempt, message: '' };
+    const saved: TaskRow[] = [];
+    try {
+      this.store.transaction(() => {
+        for (const a of placed) {
+          const row = this.store.updateTask(a.taskId, (t) => {
+            if (t.state !== TaskState.TASK_STATE_QUEUED) return false;
+            t.state = TaskState.TASK_STATE_ASSIGNED;
+            t.nodeId = a.nodeId;
+            t.queueReason = '';
+            t.lastUpdateSeq = 0;
+            t.updatedAt = now;
+            return { state: t.state, at: now, nodeId: a.nodeId, attempt: t.attempt, message: '' };
+          });
+          if (row) saved.push(row);
+          else this.registry.dropPending(a.taskId);
+        }
       });
-      if (!saved) continue;
-      this.registry.addPending(a.nodeId, a.taskId, demandOf(saved.spec));
-      this.log.info({ taskId: a.taskId, nodeId: a.nodeId, attempt: saved.attempt }, 'task assigned');
-      this.changed(saved);
-      this.send(a.nodeId, { command: { $case: 'assign', value: this.assignmentOf(saved) } });
+    } catch (err) {
+      // Nothing was written: the queue is read again from the store, and the pending capacity released.
+      for (const a of placed) this.registry.dropPending(a.taskId);
+      this.queueState = undefined;
+      throw err;
     }
-    for (const u of placement.unplaced) {
-      if (byId.get(u.taskId)?.queueReason === u.reason) continue;
-      this.changed(this.store.updateTask(u.taskId, (t) => {
-        if (t.state !== TaskState.TASK_STATE_QUEUED) return false;
-        t.queueReason = u.reason;
-        t.updatedAt = now;
-        return null;
-      }));
+    this.counters.assignments += saved.length;
+    const enqueuedAt = new Map(placed.map((a) => [a.taskId, a.enqueuedAt]));
+    for (const t of saved) {
+      this.log.info({ taskId: t.id, nodeId: t.nodeId, attempt: t.attempt }, 'task assigned');
+      this.opts.onPlaced?.(now - enqueuedAt.get(t.id)!);
+      this.changed(t);
+      this.send(t.nodeId!, { command: { $case: 'assign', value: this.assignmentOf(t) } });
     }
+  }
+
+  /** The current queue reason of a demand class, computed from the fleet at most once a second. */
+  private reasonOfClass(c: DemandClass, fleet: () => SchedulableNode[] = () => this.registry.schedulable()): QueueReason | undefined {
+    const now = this.clock.now();
+    const cached = this.reasons.get(c);
+    if (cached && now - cached.at < REASON_TTL_MS) return cached.why;
+    const why = whyUnplaced({ id: '', ...c.task }, fleet());
+    this.reasons.set(c, { at: now, why });
+    return why;
+  }
+
+  /**
+   * The task as shown to users: a queued task's reason is its class's, computed now from the fleet;
+   * the row's own (set by an event: rejected by a node, an attempt lost) stands while the fleet
+   * gives none (the task fits a node and awaits the next round).
+   */
+  withQueueReason(t: TaskRow): TaskRow {
+    if (t.state !== TaskState.TASK_STATE_QUEUED) return t;
+    const e = this.queue.get(t.id);
+    const why = e && this.reasonOfClass(e.cls);
+    return why && why.reason !== t.queueReason ? { ...t, queueReason: why.reason } : t;
+  }
+
+  /** Queued tasks by the code of their class's reason ('placeable': fits a node, awaits a round). */
+  queueDepthByReason(): Map<QueueReasonCode | 'placeable', number> {
+    const out = new Map<QueueReasonCode | 'placeable', number>();
+    let nodes: SchedulableNode[] | undefined;
+    const fleet = () => (nodes ??= this.registry.schedulable());
+    for (const c of this.queue.allClasses()) {
+      const code = this.reasonOfClass(c, fleet)?.code ?? 'placeable';
+      out.set(code, (out.get(code) ?? 0) + c.size);
+    }
+    return out;
   }
 
   private assignmentOf(t: TaskRow): TaskAssignment {
@@ -136,7 +351,7 @@ export class TaskManager {
    * Applies a node's TaskUpdate; idempotent by (task, attempt, seq). What a state may follow is
    * decided in task-transitions.ts: backwards moves are not applied, SUCCEEDED needs the result.
    */
-  applyUpdate(node: NodeRow, u: TaskUpdate): TaskUpdateAck {
+  applyUpdate(node: Pick<NodeRow, 'id' | 'name'>, u: TaskUpdate): TaskUpdateAck {
     const task = this.store.getTask(u.taskId);
     if (!task) throw new NotFoundError(`no task ${echoValue(u.taskId)}`);
     if (task.attempt !== u.attempt || task.nodeId !== node.id) {
@@ -177,7 +392,7 @@ export class TaskManager {
       });
       this.registry.dropPending(task.id);
       this.log.info({ taskId: task.id, nodeId: node.id }, reason);
-      this.scheduleSoon();
+      this.enqueue(saved);
     } else if (isNodeLiveState(u.state)) {
       saved = this.store.updateTask(task.id, (t) => {
         const stateChanged = t.state !== u.state;
@@ -249,6 +464,7 @@ export class TaskManager {
       notify = t;
       return { state: t.state, at: now, nodeId: t.nodeId, attempt: t.attempt, message: `cancel requested: ${message}` };
     });
+    if (saved && !notify) this.queue.remove(taskId);
     if (notify?.nodeId) this.send(notify.nodeId, { command: { $case: 'cancel', value: { taskId, attempt: notify.attempt, reason: message } } });
     if (saved) {
       this.changed(saved);
@@ -299,7 +515,7 @@ export class TaskManager {
     this.blobs.discardResult(taskId).catch((err) => this.log.warn({ taskId, err: errorMessage(err) }, 'could not discard a superseded result'));
     this.log.warn({ taskId, attempt: saved?.attempt, state: saved && stateName(saved.state) }, `attempt given up: ${why}`);
     this.changed(saved);
-    this.scheduleSoon();
+    this.enqueue(saved);
   }
 
   /**
@@ -326,7 +542,7 @@ export class TaskManager {
    * (node-input-validation.ts); the listed tasks the master does not hold on this node are looked
    * up in one query, and ids the master never issued cost nothing but a count in the log.
    */
-  reconcile(node: NodeRow, running: readonly RunningTask[]): void {
+  reconcile(node: Pick<NodeRow, 'id' | 'name'>, running: readonly RunningTask[]): void {
     const held = new Map(running.map((r) => [r.taskId, r.attempt]));
     for (const t of this.store.liveTasksOfNode(node.id)) {
       const listed = held.get(t.id) === t.attempt;
@@ -396,4 +612,52 @@ export class TaskManager {
     this.closed = true;
     for (const u of this.uploads.values()) u.abort();
   }
+}
+
+/** A binary min-heap of demand classes by the age of their head (submission time, then queue order). */
+class ClassHeap {
+  private readonly a: { c: DemandClass; at: number; seq: number }[] = [];
+
+  get size(): number {
+    return this.a.length;
+  }
+
+  push(c: DemandClass): void {
+    const h = c.peek();
+    if (!h) return;
+    const a = this.a;
+    a.push({ c, at: h.createdAt, seq: h.seq });
+    let i = a.length - 1;
+    while (i > 0) {
+      const up = (i - 1) >> 1;
+      if (!less(a[i]!, a[up]!)) break;
+      [a[i], a[up]] = [a[up]!, a[i]!];
+      i = up;
+    }
+  }
+
+  pop(): DemandClass | undefined {
+    const a = this.a;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length > 0 && last) {
+      a[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && less(a[l]!, a[m]!)) m = l;
+        if (r < a.length && less(a[r]!, a[m]!)) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m]!, a[i]!];
+        i = m;
+      }
+    }
+    return top?.c;
+  }
+}
+
+function less(x: { at: number; seq: number }, y: { at: number; seq: number }): boolean {
+  return x.at < y.at || (x.at === y.at && x.seq < y.seq);
 }

@@ -10,7 +10,7 @@ import { AuthError } from '../../src/common/errors.js';
 import { MasterAuth, sha256Hex } from '../../src/master/auth.js';
 import { MasterStore } from '../../src/master/master-store.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
-import { NodeFacts } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { NodeFacts, ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { Metadata } from '@grpc/grpc-js';
 
 async function setup(t: { after: (fn: () => unknown) => void }) {
@@ -72,4 +72,34 @@ test('node credentials authenticate their node only', async (t) => {
   assert.equal(auth.authenticateNode(bearerMetadata(credential)).id, 'n1');
   assert.throws(() => auth.authenticateNode(bearerMetadata(auth.newNodeCredential().credential)), /unknown node credential/);
   assert.throws(() => auth.authenticateNode(new Metadata()), /missing node credential/);
+});
+
+test('node authentication reads the store once per credential; re-registering and removal are seen at once', async (t) => {
+  const { store, clock, auth } = await setup(t);
+  const { credential, hash } = auth.newNodeCredential();
+  store.insertNode({ id: 'n1', name: 'old', facts: NodeFacts.create({ maxTasks: 2 }), credentialHash: hash, at: clock.now() });
+  let reads = 0;
+  const read = store.findNodeByCredentialHash.bind(store);
+  store.findNodeByCredentialHash = (h) => {
+    reads++;
+    return read(h);
+  };
+  for (let i = 0; i < 5; i++) assert.equal(auth.authenticateNode(bearerMetadata(credential)).name, 'old');
+  assert.equal(reads, 1);
+  store.updateNodeFacts('n1', 'new', NodeFacts.create({ maxTasks: 8 }), clock.now());
+  const node = auth.authenticateNode(bearerMetadata(credential));
+  assert.deepEqual([node.name, node.facts.maxTasks], ['new', 8]);
+  store.removeNode('n1', clock.now());
+  assert.throws(() => auth.authenticateNode(bearerMetadata(credential)), /unknown node credential/);
+});
+
+test('reports are written behind: read through at once, in the file after a flush or close', async (t) => {
+  const { store, clock } = await setup(t);
+  store.insertNode({ id: 'n1', name: 'n1', facts: NodeFacts.create(), credentialHash: 'h', at: clock.now() });
+  const report = ResourceReport.fromPartial({ seq: 7, accepting: true });
+  store.recordReport('n1', report, clock.now() + 5);
+  assert.equal(store.getNode('n1')!.lastReport?.seq, 7, 'read through the unwritten report');
+  assert.equal(store.getNode('n1')!.lastSeen, clock.now() + 5);
+  store.flushReports();
+  assert.equal(store.listNodes()[0]!.lastReport?.seq, 7);
 });
