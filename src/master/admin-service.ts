@@ -130,7 +130,7 @@ export class AdminService {
   }
 
   private async submitTask(call: ServerReadableStream<SubmitTaskRequest, SubmitTaskResponse>, cb: sendUnaryData<SubmitTaskResponse>): Promise<void> {
-    const { store, blobs, clock } = this.d;
+    const { blobs, clock } = this.d;
     let taskId: string | undefined;
     let inputStored = false;
     try {

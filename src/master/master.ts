@@ -297,13 +297,13 @@ export class Master {
       const blobs = await BlobStore.create(opts.dataDir, { logMaxBytes: opts.logMaxBytes });
       const events = new MasterEvents();
       registry = new NodeRegistry(clock, opts.reportIntervalMs, opts.nodeTimeoutMs);
-      const taskFlow = new TaskFlowMetrics(masterMetrics, clock);
+      const taskFlow = new TaskFlowMetrics(masterMetrics);
       events.on('task', (t) => taskFlow.onTask(t));
       const onReport = (nodeId: string, r: ResourceReport) => {
         masterMetrics.reportReceived();
         nodeBoard.onReport(nodeId, r);
       };
-      const tasks = new TaskManager(store, blobs, registry, events, clock, log);
+      const tasks = new TaskManager(store, blobs, registry, events, clock, log, { onPlaced: (ms) => masterMetrics.taskPlaced(ms / 1000) });
       scheduler = tasks;
       dataStore = DataStore.open(join(opts.dataDir, 'master.db'));
       const dataFiles = await DataFiles.create(opts.dataDir);

@@ -24,7 +24,7 @@ export interface MasterMetricsSources {
   tasksQueued(): number;
   /**
    * Queued tasks by the scheduler's reason code. Absent: the by-reason series is not written
-   * (no cheap source on this branch; the scheduler's queueDepthByReason() is wired at merge).
+   * (the task manager's queueDepthByReason(): its demand classes, each with its reason code).
    */
   queueDepthByReason?: () => ReadonlyMap<string, number>;
 }

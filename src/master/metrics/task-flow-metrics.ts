@@ -1,13 +1,11 @@
-// Task series from the master's 'task' events (master-events.ts), so the scheduler and the task
-// manager stay untouched: submissions, placement latency (queue → ASSIGNED) and finished tasks by
-// outcome. The events carry committed rows; the clock reads when each was seen.
-import type { Clock } from '../../common/clock.js';
+// Task series from the master's 'task' events (master-events.ts): submissions and finished tasks
+// by outcome. Placement latency comes from the task manager itself (TaskManagerOptions.onPlaced),
+// which knows when each task entered its queue, also for tasks queued before a restart.
 import { OutcomeKind, TaskState } from '../../protocol/gen/hivemind/v1/common.js';
 import { isTerminal, type TaskRow } from '../master-store.js';
 
 export interface TaskFlowSink {
   taskSubmitted(): void;
-  taskPlaced(seconds: number): void;
   taskFinished(outcome: string): void;
 }
 
@@ -21,26 +19,17 @@ export function outcomeWord(kind: OutcomeKind | undefined): string {
 type Row = Pick<TaskRow, 'id' | 'state' | 'attempt' | 'createdAt' | 'updatedAt' | 'outcome'>;
 
 export class TaskFlowMetrics {
-  /** When each queued task was first seen queued (this master's clock); one entry per queued task. */
-  private readonly queuedSince = new Map<string, number>();
-
-  constructor(private readonly sink: TaskFlowSink, private readonly clock: Clock) {}
+  constructor(private readonly sink: TaskFlowSink) {}
 
   /** Give every 'task' event here. */
   onTask(t: Row): void {
+    // A new row (created and last changed together, first attempt) is a submission; a requeue
+    // after a lost node or a rejection has changed since it was created. Queue reasons are
+    // computed when read, so a queued row is not emitted again unchanged.
     if (t.state === TaskState.TASK_STATE_QUEUED) {
-      // Queue reasons re-emit a queued row: the first sighting is when it entered the queue.
-      if (this.queuedSince.has(t.id)) return;
-      // A new row (created and last changed together, first attempt) is a submission; a requeue
-      // after a lost node or a rejection has changed since it was created.
       if (t.attempt === 1 && t.createdAt === t.updatedAt) this.sink.taskSubmitted();
-      this.queuedSince.set(t.id, this.clock.now());
       return;
     }
-    const since = this.queuedSince.get(t.id);
-    this.queuedSince.delete(t.id);
-    // Queued before this master started: its wait is unknown here, not observed.
-    if (t.state === TaskState.TASK_STATE_ASSIGNED && since !== undefined) this.sink.taskPlaced(Math.max(0, this.clock.now() - since) / 1000);
     if (isTerminal(t.state)) this.sink.taskFinished(t.state === TaskState.TASK_STATE_CANCELLED && !t.outcome ? 'cancelled' : outcomeWord(t.outcome?.kind));
   }
 }
