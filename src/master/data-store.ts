@@ -1,11 +1,10 @@
 // The master's index of data sets in SQLite (the same master.db, its own connection): data sets by
 // digest, the names pointing at them, interrupted uploads (digest and declared size), and the
 // task_data references that keep a data set from being removed while a live task needs it.
-import type { Database as Db } from 'better-sqlite3';
-import { openSqlite } from '../common/sqlite-migrate.js';
+import { openMasterSql } from './sql/open-master-sql.js';
+import type { SqlDriver as Db, StoreLocation } from './sql/sql-driver.js';
 import { DataKind } from '../protocol/gen/hivemind/v1/common.js';
 import { TaskState } from '../protocol/gen/hivemind/v1/common.js';
-import { MASTER_SCHEMA } from './migrations.js';
 import { TERMINAL_STATES } from './store-rows.js';
 
 /**
@@ -58,20 +57,36 @@ function fromRaw(r: RawDataSet): DataSetRow {
 }
 
 // Names cannot hold a line break (data-rules.ts), so it joins them safely.
-const SELECT_SET = `SELECT s.sha256, s.size, s.kind, s.created_at, (SELECT group_concat(n.name, char(10)) FROM data_names n WHERE n.sha256 = s.sha256) AS names FROM data_sets s`;
+const selectSet = (agg: string) => `SELECT s.sha256, s.size, s.kind, s.created_at, (SELECT ${agg} FROM data_names n WHERE n.sha256 = s.sha256) AS names FROM data_sets s`;
+
+/** The SQL that differs between the dialects. */
+const DIALECT = {
+  sqlite: {
+    selectSet: selectSet('group_concat(n.name, char(10))'),
+    removedAmong: 'SELECT r.sha256 FROM data_removed r JOIN json_each(?) j ON j.value = r.sha256',
+  },
+  postgres: {
+    selectSet: selectSet('string_agg(n.name, chr(10))'),
+    removedAmong: 'SELECT r.sha256 FROM data_removed r JOIN json_array_elements_text(?::json) j(value) ON j.value = r.sha256',
+  },
+} as const;
 
 export class DataStore {
   private closed = false;
 
-  private constructor(private readonly db: Db) {}
+  private readonly sql: (typeof DIALECT)[keyof typeof DIALECT];
 
-  /** Opens (and migrates, if the master store has not yet) master.db at `path`. */
-  static open(path: string): DataStore {
-    return new DataStore(openSqlite(path, ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000'], MASTER_SCHEMA));
+  private constructor(private readonly db: Db) {
+    this.sql = DIALECT[db.dialect];
+  }
+
+  /** Opens (and migrates, if the master store has not yet) the master's database: master.db at a path, or PostgreSQL. */
+  static open(where: string | StoreLocation): DataStore {
+    return new DataStore(openMasterSql(where, ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000']));
   }
 
   get(sha256: string): DataSetRow | undefined {
-    const r = this.db.prepare(`${SELECT_SET} WHERE s.sha256 = ?`).get(sha256) as RawDataSet | undefined;
+    const r = this.db.prepare(`${this.sql.selectSet} WHERE s.sha256 = ?`).get(sha256) as RawDataSet | undefined;
     return r && fromRaw(r);
   }
 
@@ -83,19 +98,19 @@ export class DataStore {
   /** Data sets newest first, starting after the cursor (created_at, sha256) when given. */
   *iterate(after?: { at: number; id: string }): Generator<DataSetRow> {
     const rows = after
-      ? this.db.prepare(`${SELECT_SET} WHERE (s.created_at, s.sha256) < (?, ?) ORDER BY s.created_at DESC, s.sha256 DESC`).iterate(after.at, after.id)
-      : this.db.prepare(`${SELECT_SET} ORDER BY s.created_at DESC, s.sha256 DESC`).iterate();
+      ? this.db.prepare(`${this.sql.selectSet} WHERE (s.created_at, s.sha256) < (?, ?) ORDER BY s.created_at DESC, s.sha256 DESC`).iterate(after.at, after.id)
+      : this.db.prepare(`${this.sql.selectSet} ORDER BY s.created_at DESC, s.sha256 DESC`).iterate();
     for (const r of rows) yield fromRaw(r as RawDataSet);
   }
 
   /** Records a verified data set (and drops its upload row); a second insert of the digest is a no-op. */
   insert(row: { sha256: string; size: number; kind: DataKind; createdAt: number }): void {
     this.db.transaction(() => {
-      this.db.prepare('INSERT OR IGNORE INTO data_sets (sha256, size, kind, created_at) VALUES (?, ?, ?, ?)').run(row.sha256, row.size, row.kind, row.createdAt);
+      this.db.prepare('INSERT INTO data_sets (sha256, size, kind, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(row.sha256, row.size, row.kind, row.createdAt);
       this.db.prepare('DELETE FROM data_uploads WHERE sha256 = ?').run(row.sha256);
       // Put again after a removal: nodes may keep (and use) their copies.
       this.db.prepare('DELETE FROM data_removed WHERE sha256 = ?').run(row.sha256);
-    })();
+    });
   }
 
   /** Points `name` at `sha256`, moving it from the data set it pointed at before, if any. */
@@ -118,13 +133,13 @@ export class DataStore {
       this.db.prepare('INSERT INTO data_removed (sha256, removed_at) VALUES (?, ?) ON CONFLICT(sha256) DO UPDATE SET removed_at = excluded.removed_at').run(sha256, at);
       this.db.prepare('DELETE FROM data_removed WHERE sha256 NOT IN (SELECT sha256 FROM data_removed ORDER BY removed_at DESC, sha256 DESC LIMIT ?)').run(DATA_REMOVED_KEPT);
       return { removed: row };
-    })();
+    });
   }
 
   /** Of `digests` (64 hex digits each; a node's report, at most a few thousand), those removed here. */
   removedAmong(digests: readonly string[]): string[] {
     if (digests.length === 0) return [];
-    const rows = this.db.prepare('SELECT r.sha256 FROM data_removed r JOIN json_each(?) j ON j.value = r.sha256').all(JSON.stringify(digests)) as { sha256: string }[];
+    const rows = this.db.prepare(this.sql.removedAmong).all(JSON.stringify(digests)) as { sha256: string }[];
     return rows.map((r) => r.sha256);
   }
 

@@ -1,8 +1,7 @@
-// The master's durable state in SQLite: nodes, tasks with their event history, and enrollment
+// The master's durable state (SQLite, or PostgreSQL through sql/pg-driver.ts): nodes, tasks with their event history, and enrollment
 // tokens. Only hashes of secrets are stored. Every multi-row change runs in one transaction.
-import type { Database as Db, Statement } from 'better-sqlite3';
-import { openSqlite } from '../common/sqlite-migrate.js';
-import { MASTER_SCHEMA } from './migrations.js';
+import { openMasterSql } from './sql/open-master-sql.js';
+import type { SqlDriver as Db, SqlStatement as Statement, StoreLocation } from './sql/sql-driver.js';
 import { NodeFacts, ResourceReport, TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import {
   TASK_COLUMNS, TERMINAL_STATES, nodeFromRaw, taskFromRaw, taskToParams, tokenFromRaw,
@@ -70,7 +69,7 @@ export class MasterStore {
       getToken: db.prepare('SELECT * FROM enrollment_tokens WHERE hash = ?'),
       useToken: db.prepare('UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0'),
       countQueued: db.prepare(`SELECT COUNT(*) AS n FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED}`),
-      nodeIds: db.prepare('SELECT id FROM nodes WHERE removed_at IS NULL').pluck(),
+      nodeIds: db.prepare('SELECT id FROM nodes WHERE removed_at IS NULL'),
     };
   }
 
@@ -79,14 +78,14 @@ export class MasterStore {
    * synchronous = NORMAL: a commit survives the master process dying (what the fault scenarios
    * do); only a power loss can take the last commits, not corrupt the file.
    */
-  static open(path: string, timer?: StoreTimer): MasterStore {
-    return new MasterStore(openSqlite(path, ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000'], MASTER_SCHEMA), timer);
+  static open(where: string | StoreLocation, timer?: StoreTimer): MasterStore {
+    return new MasterStore(openMasterSql(where, ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000']), timer);
   }
 
   /** Runs `fn` in one transaction (nested calls join the outer one, timed as part of it). */
   transaction<T>(fn: () => T): T {
-    if (this.db.inTransaction) return this.db.transaction(fn)();
-    return this.timed('transaction', () => this.db.transaction(fn)());
+    if (this.db.inTransaction) return this.db.transaction(fn);
+    return this.timed('transaction', () => this.db.transaction(fn));
   }
 
   private timed<T>(op: string, fn: () => T): T {
@@ -106,7 +105,7 @@ export class MasterStore {
 
   /** Ids of the nodes not removed (metrics count them by state). */
   nodeIds(): string[] {
-    return this.stmts.nodeIds.all() as string[];
+    return (this.stmts.nodeIds.all() as { id: string }[]).map((r) => r.id);
   }
 
   // ---- nodes
@@ -333,7 +332,7 @@ export class MasterStore {
   queuedTasksPage(after: QueueCursor | undefined, limit: number): { tasks: TaskRow[]; next: QueueCursor | undefined } {
     const rows = this.db
       .prepare(`SELECT rowid AS queue_rowid, * FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED} AND (created_at > ? OR (created_at = ? AND rowid > ?)) ORDER BY created_at, rowid LIMIT ?`)
-      .all(after?.createdAt ?? -Infinity, after?.createdAt ?? -Infinity, after?.rowid ?? -1, limit) as (RawTask & { queue_rowid: number })[];
+      .all(after?.createdAt ?? Number.MIN_SAFE_INTEGER, after?.createdAt ?? Number.MIN_SAFE_INTEGER, after?.rowid ?? -1, limit) as (RawTask & { queue_rowid: number })[];
     const last = rows[rows.length - 1];
     return { tasks: rows.map(taskFromRaw), next: rows.length === limit && last ? { createdAt: last.created_at, rowid: last.queue_rowid } : undefined };
   }

@@ -1,11 +1,10 @@
 // The services and their client tokens in the master's SQLite database (migration 6), and the
 // lookups of replica tasks by service (the tasks' own rows, indexed by service and replica). Only
 // the sha256 of a token's secret is stored.
-import type { Database as Db } from 'better-sqlite3';
-import { openSqlite } from '../common/sqlite-migrate.js';
+import { openMasterSql } from './sql/open-master-sql.js';
+import type { SqlDriver as Db, StoreLocation } from './sql/sql-driver.js';
 import { TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { stringifyProto } from '../protocol/proto-json.js';
-import { MASTER_SCHEMA } from './migrations.js';
 import { TERMINAL_STATES, taskFromRaw, type RawTask, type TaskRow } from './store-rows.js';
 
 export interface ServiceRow {
@@ -60,14 +59,14 @@ export class ServiceStore {
   private constructor(private readonly db: Db) {}
 
   /** Opens the master's database at `path` (its own connection, as DataStore does). */
-  static open(path: string): ServiceStore {
-    return new ServiceStore(openSqlite(path, ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000'], MASTER_SCHEMA));
+  static open(where: string | StoreLocation): ServiceStore {
+    return new ServiceStore(openMasterSql(where, ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000']));
   }
 
   /** False when a service of that name exists already. */
   insertService(s: ServiceRow): boolean {
-    return this.db.prepare(`INSERT OR IGNORE INTO services (name, spec, replicas, public, grace_ms, created_at, removing)
-      VALUES (?, ?, ?, ?, ?, ?, ?)`).run(s.name, stringifyProto(s.spec), s.replicas, s.public ? 1 : 0, s.graceMs, s.createdAt, s.removing ? 1 : 0).changes === 1;
+    return this.db.prepare(`INSERT INTO services (name, spec, replicas, public, grace_ms, created_at, removing)
+      VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`).run(s.name, stringifyProto(s.spec), s.replicas, s.public ? 1 : 0, s.graceMs, s.createdAt, s.removing ? 1 : 0).changes === 1;
   }
 
   getService(name: string): ServiceRow | undefined {
@@ -104,7 +103,7 @@ export class ServiceStore {
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM service_tokens WHERE service = ?').run(name);
       this.db.prepare('DELETE FROM services WHERE name = ?').run(name);
-    })();
+    });
   }
 
   /**
