@@ -2,7 +2,9 @@
 // Defaults: MASTER_DEFAULTS (config/defaults.ts), the one place they are written.
 import { join } from 'node:path';
 import { z } from 'zod';
+import { ConfigError } from '../common/errors.js';
 import { formatDuration } from '../common/units.js';
+import { redactUrl } from '../master/sql/sql-errors.js';
 import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
 import { hivemindHome } from './paths.js';
 import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
@@ -13,6 +15,8 @@ const schema = z
     listen: zAddress.default(MASTER_DEFAULTS.listen),
     /** Database, inputs, results, logs. Default $HIVEMIND_HOME/master. */
     dataDir: z.string().min(1).optional(),
+    /** Where the master keeps its state: a postgres:// URL, or unset for SQLite at <dataDir>/master.db. */
+    store: z.string().min(1).optional(),
     /** Interval workers report at. */
     reportInterval: zDurationMs('report interval').default(MASTER_DEFAULTS.reportIntervalMs),
     /** A node silent this long is offline and its tasks are requeued. Default MISSED_REPORTS_OFFLINE report intervals. */
@@ -58,6 +62,8 @@ const schema = z
 export interface MasterConfig {
   listen: string;
   dataDir: string;
+  /** SQLite at <dataDir>/master.db, or PostgreSQL (the URL holds the password: log `shown`). */
+  store: MasterStoreChoice;
   reportIntervalMs: number;
   /** A node silent this long is offline and its tasks are requeued. */
   nodeTimeoutMs: number;
@@ -74,6 +80,7 @@ export interface MasterConfig {
 const fields: Record<string, FieldSource> = {
   listen: { env: 'HIVEMIND_LISTEN', flag: 'listen' },
   dataDir: { env: 'HIVEMIND_DATA_DIR', flag: 'dataDir' },
+  store: { env: 'HIVEMIND_STORE', flag: 'store' },
   reportInterval: { env: 'HIVEMIND_REPORT_INTERVAL', flag: 'reportInterval' },
   nodeTimeout: { env: 'HIVEMIND_NODE_TIMEOUT', flag: 'nodeTimeout' },
   maxAttempts: { env: 'HIVEMIND_MAX_ATTEMPTS', flag: 'maxAttempts' },
@@ -89,11 +96,37 @@ const fields: Record<string, FieldSource> = {
   metricsListen: { env: 'HIVEMIND_METRICS_LISTEN', flag: 'metricsListen' },
 };
 
+export type MasterStoreChoice = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string; shown: string };
+
+/**
+ * `--store`: a postgres:// (or postgresql://) URL with host and database, checked here once so a
+ * typo is a config error, not a connection failure later. The password never appears in messages.
+ */
+export function compileStoreChoice(text: string | undefined, dataDir: string): MasterStoreChoice {
+  if (text === undefined || text === 'sqlite') return { kind: 'sqlite', path: join(dataDir, 'master.db') };
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new ConfigError('master: --store is not a URL; expected postgres://USER:PASSWORD@HOST:PORT/DATABASE (or leave it out for SQLite in the data dir)');
+  }
+  const shown = redactUrl(text);
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+    throw new ConfigError(`master: --store ${shown}: only postgres:// URLs are supported (or leave it out for SQLite in the data dir)`);
+  }
+  if (!u.hostname || u.pathname.length <= 1) {
+    throw new ConfigError(`master: --store ${shown}: give the host and the database, e.g. postgres://hivemind:PASSWORD@db.example:5432/hivemind`);
+  }
+  return { kind: 'postgres', url: text, shown };
+}
+
 export function compileMasterConfig(input: ConfigInput): MasterConfig {
   const c = compileSection('master', schema, fields, input);
+  const dataDir = c.dataDir ?? join(hivemindHome(input.env), 'master');
   return {
     listen: c.listen,
-    dataDir: c.dataDir ?? join(hivemindHome(input.env), 'master'),
+    dataDir,
+    store: compileStoreChoice(c.store, dataDir),
     reportIntervalMs: c.reportInterval,
     nodeTimeoutMs: nodeTimeoutMs(c.reportInterval, c.nodeTimeout),
     maxAttempts: c.maxAttempts,

@@ -16,6 +16,8 @@
 // service manager, with backoff), so a replica never fails its service for good.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { StoreLocation } from './sql/sql-driver.js';
+import { redactUrl } from './sql/sql-errors.js';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { widenServerWindows } from '../protocol/flow-control.js';
 import { execaRunner, type CommandRunner } from '../tunnel/command-runner.js';
@@ -70,6 +72,8 @@ export interface MasterOptions {
   listenAddress?: string;
   /** Holds master.db, admin.token, inputs/, results/, logs/ and data/ (data sets). Created (mode 0700) if missing. Required. */
   dataDir: string;
+  /** Where the state is kept: PostgreSQL (config/master-config.ts compileStoreChoice). Default: SQLite at <dataDir>/master.db. */
+  store?: StoreLocation;
   /** Report interval told to nodes. */
   reportIntervalMs?: number;
   /**
@@ -154,6 +158,7 @@ export interface MasterDeps {
 interface CompiledOptions {
   listenAddress: string;
   dataDir: string;
+  store: StoreLocation;
   reportIntervalMs: number;
   nodeTimeoutMs: number;
   maxAttempts: number;
@@ -200,6 +205,7 @@ function compile(o: MasterOptions): CompiledOptions {
   return {
     listenAddress,
     dataDir: o.dataDir,
+    store: o.store ?? { kind: 'sqlite', path: join(o.dataDir, 'master.db') },
     reportIntervalMs,
     nodeTimeoutMs,
     maxAttempts,
@@ -285,7 +291,7 @@ export class Master {
       // The scheduler's own count unless a test injects one; read when scraped, once the task manager exists.
       queueDepthByReason: deps.queueDepthByReason ?? (() => scheduler?.queueDepthByReason() ?? new Map()),
     });
-    const store = MasterStore.open(join(opts.dataDir, 'master.db'), (op, seconds) => masterMetrics.dbTimed(op, seconds));
+    const store = MasterStore.open(opts.store, (op, seconds) => masterMetrics.dbTimed(op, seconds));
     let registry!: NodeRegistry;
     let scheduler: TaskManager | undefined;
     let dataStore: DataStore | undefined;
@@ -305,11 +311,11 @@ export class Master {
       };
       const tasks = new TaskManager(store, blobs, registry, events, clock, log, { onPlaced: (ms) => masterMetrics.taskPlaced(ms / 1000) });
       scheduler = tasks;
-      dataStore = DataStore.open(join(opts.dataDir, 'master.db'));
+      dataStore = DataStore.open(opts.store);
       const dataFiles = await DataFiles.create(opts.dataDir);
       const common = { store, blobs, auth, registry, tasks, events, clock, log };
       // Opened before the node service: exec sessions resolve a service's replicas through it.
-      serviceStore = ServiceStore.open(join(opts.dataDir, 'master.db'));
+      serviceStore = ServiceStore.open(opts.store);
       const services0 = serviceStore;
       const exec = new ExecService({ auth, store, registry, replicaTasks: (name) => services0.replicaTasks(name), clock, log: log.child({ component: 'exec' }) });
       // No legitimate message a master receives comes near 1 MiB (chunks are 256 KiB, a spec at most
@@ -457,7 +463,9 @@ export class Master {
     this.tasks.start().catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'loading the task queue failed; placement waits for the next trigger'));
     this.services.manager.start(this.services.events);
     if (this.phase === 'starting') this.phase = 'ready';
-    this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir }, 'master listening');
+    // The URL's password is replaced: only where the state is goes to the log.
+    const store = this.opts.store.kind === 'sqlite' ? this.opts.store.path : redactUrl(this.opts.store.url);
+    this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir, store }, 'master listening');
     return this.boundAddress;
   }
 

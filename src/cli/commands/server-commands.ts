@@ -61,6 +61,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .description('run a master: node registry, FIFO scheduler, input/result store')
     .option('--listen <host:port>', `gRPC listen address (default ${MASTER_DEFAULTS.listen})`)
     .option('--data-dir <dir>', 'database, inputs, results, logs (default $HIVEMIND_HOME/master)')
+    .option('--store <url>', 'keep the state in PostgreSQL: postgres://USER:PASSWORD@HOST:PORT/DATABASE (env HIVEMIND_STORE; default SQLite at <data dir>/master.db)')
     .option('--report-interval <duration>', 'report interval for nodes (default 30s)')
     .option('--node-timeout <duration>', `a node silent this long is offline and its tasks are requeued; at least the report interval (default ${MISSED_REPORTS_OFFLINE} report intervals)`)
     .option('--max-attempts <n>', `attempts per task when nodes are lost (default ${MASTER_DEFAULTS.maxAttempts})`)
@@ -80,7 +81,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       const m = await Master.create(
-        { listenAddress: cfg.listen, dataDir: cfg.dataDir, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, metricsListen: cfg.metricsListen, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, store: cfg.store, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, metricsListen: cfg.metricsListen, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
         { logger },
       );
       const address = await m.start();
