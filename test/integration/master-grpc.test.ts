@@ -24,6 +24,10 @@ import {
 } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { AdminServiceClient, FetchResultRequest, StreamLogsRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import Database from 'better-sqlite3';
+import { PgDriver } from '../../src/master/sql/pg-driver.js';
+import { SqliteDriver } from '../../src/master/sql/sqlite-driver.js';
+import type { SqlDriver, StoreLocation } from '../../src/master/sql/sql-driver.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 import type { ReadStream } from 'node:fs';
 import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { BlobStore } from '../../src/master/blob-store.js';
@@ -36,11 +40,14 @@ interface Harness {
   dir: string;
   address: string;
   adminToken: string;
+  /** PostgreSQL's when the suite runs against it (HIVEMIND_TEST_STORE=postgres); else master.db in dir. */
+  store: StoreLocation | undefined;
 }
 
 async function startMaster(t: TestContext, opts: Partial<MasterOptions> = {}, dir?: string): Promise<Harness> {
   const dataDir = dir ?? (await mkdtemp(join(tmpdir(), 'hm-master-')));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts });
+  const store = opts.store ?? masterStoreOption().store;
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts, ...(store ? { store } : {}) });
   const address = await master.start();
   const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, adminToken);
@@ -49,7 +56,7 @@ async function startMaster(t: TestContext, opts: Partial<MasterOptions> = {}, di
     await master.close();
     if (!dir) await rm(dataDir, { recursive: true, force: true });
   });
-  return { master, admin, dir: dataDir, address, adminToken };
+  return { master, admin, dir: dataDir, address, adminToken, store };
 }
 
 const FREE: Capacity = { cpus: 4, memoryBytes: 8 * 1024 ** 3, gpuIndexes: [], taskSlots: 2 };
@@ -223,7 +230,7 @@ test('registration: wrong or spent tokens are refused; a credential refreshes th
   t.after(() => intruder.close());
   await assert.rejects(intruder.listTasks(), (e) => e instanceof MasterCallError && e.status === status.UNAUTHENTICATED);
   // Plain credentials are never stored.
-  const db = await readFile(join(h.dir, 'master.db'));
+  const db = h.store ? Buffer.from(storedText(t, h)) : await readFile(join(h.dir, 'master.db'));
   assert.equal(db.includes(Buffer.from(first.nodeCredential)), false);
   assert.equal(db.includes(Buffer.from(token)), false);
 });
@@ -665,7 +672,8 @@ test('resubscribing without a running task gives it up; an unanswered assignment
 test('a restarted master keeps tasks, nodes and its admin token', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'hm-master-restart-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const first = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: dir, shutdownGraceMs: 100 });
+  const storeOpt = masterStoreOption();
+  const first = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: dir, shutdownGraceMs: 100, ...storeOpt });
   const addr1 = await first.start();
   const token = (await readFile(first.adminTokenPath, 'utf8')).trim();
   const admin1 = AdminClient.connect(addr1, token);
@@ -679,7 +687,7 @@ test('a restarted master keeps tasks, nodes and its admin token', async (t) => {
   await first.close();
   await first.close(); // idempotent
 
-  const h = await startMaster(t, {}, dir);
+  const h = await startMaster(t, storeOpt, dir);
   assert.equal(h.adminToken, token);
   const task = await h.admin.getTask(taskId);
   assert.equal(task.state, TaskState.TASK_STATE_QUEUED);
@@ -765,12 +773,24 @@ test('hostile protocol input: garbage bytes, malformed and oversized messages, u
   assert.equal((await w.update({ taskId, attempt: 1, seq: 3, state: TaskState.TASK_STATE_RUNNING })).applied, true);
 });
 
-/** Opens the master's own database beside it (WAL): to plant rows larger than submission allows today. */
-function masterDb(t: TestContext, h: Harness): Database.Database {
+/** Opens the master's own database beside it (WAL), or its PostgreSQL schema: to plant rows larger than submission allows today. */
+function masterDb(t: TestContext, h: Harness): SqlDriver {
+  if (h.store?.kind === 'postgres') {
+    const pg = PgDriver.open(h.store.url);
+    t.after(() => pg.close());
+    return pg;
+  }
   const db = new Database(join(h.dir, 'master.db'));
   db.pragma('busy_timeout = 5000');
-  t.after(() => db.close());
-  return db;
+  const driver = new SqliteDriver(db);
+  t.after(() => driver.close());
+  return driver;
+}
+
+/** Every row of the tables that hold secrets' hashes, as text (what the database file is for SQLite). */
+function storedText(t: TestContext, h: Harness): string {
+  const db = masterDb(t, h);
+  return ['nodes', 'enrollment_tokens', 'tasks', 'task_events'].map((table) => (db.prepare(`SELECT string_agg(r::text, ' ') AS s FROM ${table} r`).get() as { s: string | null }).s ?? '').join(' ');
 }
 
 test('listings come in pages under the message cap: many large tasks, huge specs and node facts all list; GetTask has the whole spec', async (t) => {
@@ -1207,7 +1227,7 @@ test('enrollment tokens list in pages like every listing: thousands of tokens li
   const insert = db.prepare('INSERT INTO enrollment_tokens (hash, expires_at, uses_left, created_at, revoked) VALUES (?, ?, 1, ?, 0)');
   db.transaction(() => {
     for (let i = 0; i < 2500; i++) insert.run(createHash('sha256').update(`t${i}`).digest('hex'), Date.now() + 3_600_000, 1_000 + (i % 7));
-  })();
+  });
   const first = await h.admin.listTokensPage({ limit: 10 });
   assert.equal(first.tokens.length, 10);
   assert.notEqual(first.nextPageToken, '');
