@@ -158,3 +158,8 @@ export function requirePromtool(t: TestContext): boolean {
     return true;
   }, 'bash scripts/setup.sh puts it at .tools/promtool/promtool'));
 }
+
+/** The test PostgreSQL cluster (scripts/test-postgres.sh; HIVEMIND_TEST_PG overrides where it is). */
+export function requirePostgres(t: TestContext, url: string | undefined): boolean {
+  return gate(t, url ? undefined : 'the test PostgreSQL (bash scripts/test-postgres.sh starts it; .ci/run does this)');
+}
