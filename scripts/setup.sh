@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # 1. Debian packages (only what is missing).
-pkgs=(docker.io protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck tmux)
+pkgs=(docker.io protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck tmux postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -83,4 +83,7 @@ bash scripts/worker-image.sh
 # 8. The test service the services' tests and benchmark run as replicas (test/images/svc-test/): that
 #    Debian plus this Node and one script, built with no network.
 bash scripts/svc-test-image.sh
+# 9. The private PostgreSQL cluster the master's PostgreSQL store is tested against (127.0.0.1:55432,
+#    role and database hivemind_test; the URL in .tools/test-pg.url).
+bash scripts/test-postgres.sh
 log "ready"

@@ -24,6 +24,13 @@ rc=0
 # --test-force-exit: a file whose tests are done exits even if a handle (a forgotten timer) would
 # keep it alive; one such timer once added 16 idle minutes to every run.
 HIVEMIND_FAULT_LEDGER="$ledger" node --test --test-concurrency=1 --test-timeout=600000 --test-force-exit "${files[@]}" || rc=$?
+# The master's store tests a second time against PostgreSQL (test/helpers/test-store.ts; the
+# cluster from scripts/test-postgres.sh): the same files, not copies. Whole runs only (or
+# HM_TEST_PG=1); under CI a missing server fails this pass. About 35 s.
+if { [ -z "${HM_TEST_FILES:-}" ] && [ "${1:-}" != "--faults" ]; } || [ "${HM_TEST_PG:-}" = 1 ]; then
+  HIVEMIND_TEST_STORE=postgres node --test --test-concurrency=1 --test-timeout=600000 --test-force-exit \
+    dist/test/unit/master-placement.test.js dist/test/integration/master-grpc.test.js || rc=$?
+fi
 # The summary is the bar for the fault tests (lost 0, duplicated 0, escaped 0); a narrowed run
 # that recorded nothing has no summary.
 if [ -s "$ledger" ] || [ "${1:-}" = "--faults" ]; then
