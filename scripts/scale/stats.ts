@@ -23,7 +23,9 @@ export function spread(samples: readonly number[]): Spread {
 /** What one run measured; the JSON file holds these as they are. */
 export interface ScaleResult {
   nodes: number;
+  /** Tasks queued that no node can take (fewer than asked when the submit phase ran out of time). */
   queued: number;
+  queuedAsked: number;
   reportIntervalMs: number;
   nodesPerChannel: number;
   loadCore: boolean;
