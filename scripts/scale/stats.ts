@@ -70,7 +70,7 @@ export function markdownTable(rows: readonly ScaleResult[]): string {
       ms(r.uploadMs.p50),
       pair(r.listNodesMs),
       pair(r.listTasksMs),
-      String(r.wronglyOffline),
+      r.wronglyOffline === undefined ? '? (listing failed)' : String(r.wronglyOffline),
     ].join(' | '),
   );
   return [head, rule, ...body.map((b) => `| ${b} |`)].join('\n');
