@@ -46,8 +46,8 @@ export interface ScaleResult {
   listTasksMs: Spread;
   /** Failed admin list calls (deadline or error) while sampling. */
   listErrors: number;
-  /** Nodes the master listed offline at the end while the simulator kept them reporting. */
-  wronglyOffline: number;
+  /** Nodes the master lists offline at the end while the simulator kept them reporting (undefined: that listing failed). */
+  wronglyOffline: number | undefined;
   /** Errors the simulated nodes saw from the master (per kind), to tell overload from bugs. */
   nodeErrors: Record<string, number>;
   eventLoopStalls: string;
