@@ -1,0 +1,87 @@
+// The master bench:scale measures: a real `hivemind master start` (direct mode, loopback, a temp
+// data dir) in a process group of its own, so a stop or a crash of the bench takes it and any child
+// with it. stopSync() is for process 'exit' handlers, which cannot wait.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI, freePort } from '../../test/helpers/cli-process.js';
+
+/** Output kept for diagnosis: the tail only, a master at 10,000 nodes logs a lot. */
+const TAIL_BYTES = 64 * 1024;
+
+export class MasterProcess {
+  private tail = '';
+  private stopped = false;
+
+  private constructor(
+    readonly home: string,
+    readonly address: string,
+    readonly child: ChildProcess,
+  ) {
+    const keep = (d: Buffer) => {
+      this.tail = (this.tail + d.toString()).slice(-TAIL_BYTES);
+    };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+  }
+
+  static async start(opts: { reportInterval: string; logLevel: string }): Promise<MasterProcess> {
+    const home = mkdtempSync(join(tmpdir(), 'hm-bench-scale-'));
+    const address = `127.0.0.1:${await freePort()}`;
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_MONITOR_PORT: '0' };
+    const args = [CLI, 'master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', opts.reportInterval, '--gateway-listen', 'off', '--log-level', opts.logLevel];
+    const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    return new MasterProcess(home, address, child);
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  get output(): string {
+    return this.tail;
+  }
+
+  /** The admin token the master writes on its first start. */
+  async adminToken(timeoutMs = 30_000): Promise<string> {
+    const file = join(this.home, 'master', 'admin.token');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.child.exitCode !== null) throw new Error(`the master exited (${this.child.exitCode}):\n${this.tail}`);
+      const token = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+      if (token) return token;
+      if (Date.now() > deadline) throw new Error(`no admin token from the master within ${timeoutMs} ms:\n${this.tail}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** SIGTERM to the group, SIGKILL after `graceMs`; then the temp dir goes. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (this.stopped) return;
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      const exited = new Promise((r) => this.child.once('exit', r));
+      this.signal('SIGTERM');
+      const t = setTimeout(() => this.signal('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(t);
+    }
+    this.signal('SIGKILL'); // children the master left behind, if any
+    this.stopSync();
+  }
+
+  /** Kills the group at once and removes the temp dir: safe to call from an 'exit' handler. */
+  stopSync(): void {
+    this.stopped = true;
+    this.signal('SIGKILL');
+    rmSync(this.home, { recursive: true, force: true });
+  }
+
+  private signal(sig: NodeJS.Signals): void {
+    try {
+      process.kill(-this.pid, sig);
+    } catch {
+      // the group is gone already
+    }
+  }
+}
