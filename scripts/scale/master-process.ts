@@ -17,6 +17,8 @@ export class MasterProcess {
   private constructor(
     readonly home: string,
     readonly address: string,
+    /** The master's operations listener (/metrics: event-loop lag). */
+    readonly metricsAddress: string,
     readonly child: ChildProcess,
   ) {
     const keep = (d: Buffer) => {
@@ -29,10 +31,23 @@ export class MasterProcess {
   static async start(opts: { reportInterval: string; logLevel: string }): Promise<MasterProcess> {
     const home = mkdtempSync(join(tmpdir(), 'hm-bench-scale-'));
     const address = `127.0.0.1:${await freePort()}`;
+    const metricsAddress = `127.0.0.1:${await freePort()}`;
     const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_MONITOR_PORT: '0' };
-    const args = [CLI, 'master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', opts.reportInterval, '--gateway-listen', 'off', '--log-level', opts.logLevel];
+    // Node options for the master alone (e.g. --cpu-prof --cpu-prof-dir=DIR to profile it)
+    if (process.env.HM_BENCH_MASTER_NODE_OPTIONS) env.NODE_OPTIONS = process.env.HM_BENCH_MASTER_NODE_OPTIONS;
+    const args = [CLI, 'master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', opts.reportInterval, '--gateway-listen', 'off', '--metrics-listen', metricsAddress, '--log-level', opts.logLevel];
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    return new MasterProcess(home, address, child);
+    return new MasterProcess(home, address, metricsAddress, child);
+  }
+
+  /**
+   * The longest event-loop delay (ms) since the previous scrape: the master's
+   * hivemind_master_event_loop_lag_seconds{stat="max"}, whose window is the time between scrapes.
+   */
+  async eventLoopMaxMs(): Promise<number | undefined> {
+    const res = await fetch(`http://${this.metricsAddress}/metrics`, { signal: AbortSignal.timeout(10_000) });
+    const m = /^hivemind_master_event_loop_lag_seconds\{stat="max"\} (\S+)$/m.exec(await res.text());
+    return m ? Number(m[1]) * 1000 : undefined;
   }
 
   get pid(): number {

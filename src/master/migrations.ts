@@ -144,6 +144,12 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE tasks ADD COLUMN progress TEXT;
   `,
+  // 8: the admin listings' order (ListTasks newest first, ListNodes by registration) read from an
+  // index: without one, every page of ListTasks sorted the whole table (150 ms at 110,000 tasks)
+  `
+  CREATE INDEX tasks_created ON tasks(created_at, id);
+  CREATE INDEX nodes_registered ON nodes(registered_at, id);
+  `,
 ];
 
 /** The master's schema for openSqlite. */

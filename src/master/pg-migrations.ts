@@ -1,5 +1,6 @@
 // Schema migrations of the master's PostgreSQL database (sql/pg-migrate.ts; version in
-// schema_version). Its own append-only list beside migrations.ts: 1 is SQLite's 1..7 at once.
+// schema_version). Its own append-only list beside migrations.ts: 1 is SQLite's 1..7 at once,
+// 2 is SQLite's 8.
 // Integers are BIGINT (read back as numbers), flags stay 0/1 as in SQLite; tasks get an explicit
 // `rowid` (BIGSERIAL) where SQLite has its implicit one, so the FIFO order and the replica
 // lookups read the same in both.
@@ -126,6 +127,11 @@ export const PG_MIGRATIONS: readonly string[] = [
     last_used BIGINT NOT NULL DEFAULT 0
   );
   CREATE INDEX service_tokens_service ON service_tokens(service, created_at);
+  `,
+  // 2: SQLite's 8, the admin listings' order from an index
+  `
+  CREATE INDEX tasks_created ON tasks(created_at, id);
+  CREATE INDEX nodes_registered ON nodes(registered_at, id);
   `,
 ];
 
