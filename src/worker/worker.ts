@@ -136,6 +136,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.master.nodeId;
   }
 
+  /** The master in use or being tried now (of the several a node may know). */
+  get masterAddress(): string {
+    return this.master.masterAddress;
+  }
+
   /** Whether new assignments are taken (false while paused, draining or closing). */
   get accepting(): boolean {
     return !this.paused && !this.closing && this.lifecycle.is('starting', 'registering', 'connected', 'reconnecting');

@@ -101,7 +101,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
   worker
     .command('start')
     .description('run a worker: register with the master, report resources, run tasks in containers')
-    .option('--master <host:port>', 'address of a development master (env HIVEMIND_MASTER); not needed with a join token')
+    .option('--master <host:port,...>', 'address of a development master, or several comma-separated masters sharing one store, tried in order (env HIVEMIND_MASTER); not needed with a join token')
     .option('--token <token>', 'join token (hmj1.…) or enrollment token, needed on first start only (env HIVEMIND_TOKEN)')
     .option('--wg-interface <name>', `tunnel mode: WireGuard interface name (default ${WORKER_DEFAULTS.wgInterface})`)
     .option('--data-dir <dir>', 'identity, history, spool (default $HIVEMIND_HOME/worker)')
