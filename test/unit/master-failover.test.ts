@@ -14,6 +14,7 @@ import { NoActiveMasterError, pickActiveMaster } from '../../src/client/active-m
 import { compileClientConfig } from '../../src/config/client-config.js';
 import { MAX_MASTERS, parseMasterList } from '../../src/config/master-list.js';
 import { compileWorkerConfig } from '../../src/config/worker-config.js';
+import { compileMasterConfig } from '../../src/config/master-config.js';
 import { NodeFacts } from '../../src/protocol/gen/hivemind/v1/common.js';
 import type { SubscribeRequest } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { Lifecycle } from '../../src/worker/lifecycle.js';
@@ -198,4 +199,28 @@ test('worker: connected to A, moves to B when A is killed, and to A again when B
   m.kill('b:2');
   await waitFor('connected to A again', () => lifecycle.state === 'connected' && s.masterAddress === 'a:1' && m.dials.length >= 3, 4000, 2);
   assert.deepEqual(m.dials.slice(0, 3), ['a:1', 'b:2', 'a:1']);
+});
+
+test('master --peer-masters: the other masters\' WireGuard endpoints in tunnel mode; alone, listing itself or too many is a precise error', () => {
+  const tunnel = (peerMasters: string) => compileMasterConfig({ env: {}, flags: { wgEndpoint: 'a.example:51820', peerMasters } }).tunnel;
+  assert.deepEqual(tunnel('b.example:51820,c.example:51820')!.peerEndpoints, ['b.example:51820', 'c.example:51820']);
+  assert.deepEqual(compileMasterConfig({ env: {}, flags: { wgEndpoint: 'a.example:51820' } }).tunnel!.peerEndpoints, []);
+  const cases: { what: string; run: () => unknown; message: RegExp }[] = [
+    { what: 'without tunnel mode', run: () => compileMasterConfig({ env: {}, flags: { peerMasters: 'b:1' } }), message: /--peer-masters needs --wg-endpoint/ },
+    { what: 'listing itself', run: () => tunnel('b:1,a.example:51820'), message: /lists this master's own --wg-endpoint a\.example:51820/ },
+    { what: '8 peers', run: () => tunnel(Array.from({ length: 8 }, (_, i) => `p${i}:1`).join(',')), message: /lists 8 masters; with this one that is over 8/ },
+    { what: '1,000 peers', run: () => tunnel(Array.from({ length: 1000 }, (_, i) => `p${i}:1`).join(',')), message: /flag --peer-masters: 1000 master addresses, at most 8/ },
+    { what: 'a bad port', run: () => tunnel('b:70000'), message: /flag --peer-masters: port 70000 is not in 1-65535/ },
+  ];
+  for (const c of cases) {
+    let err: unknown;
+    try {
+      c.run();
+    } catch (e) {
+      err = e;
+    }
+    const precise = err instanceof ConfigError && c.message.test(err.message);
+    recordHostile(`master --peer-masters: ${c.what}`, !precise);
+    assert.ok(precise, `${c.what}: ${String(err)}`);
+  }
 });

@@ -74,6 +74,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--enroll-listen <host:port>', `tunnel mode: TLS enrollment endpoint, the only public service (default ${MASTER_DEFAULTS.enrollListen})`)
     .option('--node-port <port>', `tunnel mode: port of the node service on the tunnel address (default ${MASTER_DEFAULTS.nodePort})`)
     .option('--mesh', 'tunnel mode: workers peer directly with each other instead of through the master')
+    .option('--peer-masters <host:port,...>', 'tunnel mode, masters sharing one store: the other masters\' --wg-endpoint; join tokens and node tunnels list them (env HIVEMIND_PEER_MASTERS)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .action(async (o) => {
       const c = ctx();
