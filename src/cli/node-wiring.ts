@@ -159,6 +159,10 @@ async function assemble(cfg: WorkerConfig, logger: Logger, engine: ContainerEngi
   // First collection once registered (start() is idempotent), then every interval.
   w.on('state-changed', (c) => {
     if (c.to === 'connected') imageGc.start();
+    // Tunnel mode with several masters: a lost master session points the tunnel at the next one.
+    if (c.to === 'reconnecting' && tunnel) {
+      tunnel.masterUnreachable(c.reason || 'lost the master').catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'moving the tunnel to the next master failed'));
+    }
   });
   const monitor = await startMonitor(cfg, w, store, logger);
   return {

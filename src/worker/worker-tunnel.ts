@@ -24,6 +24,13 @@ import { saveIdentity } from './identity-file.js';
 export const TUNNEL_FILE = 'tunnel.json';
 /** WireGuard re-handshakes every 2 minutes while packets flow; past 3 the tunnel is stale. */
 export const STALE_HANDSHAKE_MS = 180_000;
+/**
+ * Least time the tunnel stays on one master before a lost master session moves it on: room for
+ * the handshake and the registration with the master it was just pointed at. A killed master
+ * process on a live host still hand-shakes (the kernel's WireGuard answers), so the session's
+ * loss is the faster sign, and this bound keeps a flapping session from spinning the tunnel.
+ */
+export const MASTER_MOVE_MIN_MS = 15_000;
 
 export interface WorkerTunnelOptions {
   dataDir: string;
@@ -55,6 +62,8 @@ export class WorkerTunnel {
   private closed = false;
   /** Index in masterEndpoints of the master peer's endpoint now. */
   private endpointIndex = 0;
+  /** When the master peer last got its endpoint (up, or a move). */
+  private endpointSince = 0;
 
   private constructor(
     private readonly opts: WorkerTunnelOptions,
@@ -123,6 +132,7 @@ export class WorkerTunnel {
     if (all.length < 2) return false;
     const from = this.masterEndpoint;
     this.endpointIndex = (this.endpointIndex + 1) % all.length;
+    this.endpointSince = this.deps.clock.now();
     this.deps.log.warn({ from, to: this.masterEndpoint, why }, 'tunnel: moving the master peer to the next master');
     return true;
   }
@@ -164,7 +174,21 @@ export class WorkerTunnel {
       await new Promise((r) => setTimeout(r, 50));
     }
     this.state = 'up';
+    this.endpointSince = this.deps.clock.now();
     this.deps.log.info({ interface: this.opts.interfaceName, address: this.config.address, implementation: this.implementation, masterEndpoint: this.masterEndpoint }, 'tunnel up');
+  }
+
+  /**
+   * The worker lost its master session. With several masters, and after MASTER_MOVE_MIN_MS on the
+   * current one, the master peer is pointed at the next master's endpoint (the interface stays up:
+   * only the peer changes). True when it moved.
+   */
+  async masterUnreachable(why: string): Promise<boolean> {
+    if (this.closed || this.state !== 'up' || this.masterEndpoints.length < 2) return false;
+    if (this.deps.clock.now() - this.endpointSince < MASTER_MOVE_MIN_MS) return false;
+    this.moveToNextMaster(why);
+    await this.deps.tool.syncPeers(this.spec());
+    return true;
   }
 
   /** Periodic health check: a tunnel without a handshake for STALE_HANDSHAKE_MS is restarted with backoff. */

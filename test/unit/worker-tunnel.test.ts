@@ -17,7 +17,7 @@ import { generateWgKeyPair, wgPublicKeyOf } from '../../src/tunnel/wg-keys.js';
 import type { WgInterfaceSpec, WgInterfaceStatus, WgPeerChange } from '../../src/tunnel/wg-spec.js';
 import type { WgImplementation, WireGuardTool } from '../../src/tunnel/wireguard-tool.js';
 import { EnrollmentError, enrollWithAnyMaster, ImpostorMasterError, type Enroller } from '../../src/worker/enroll-client.js';
-import { STALE_HANDSHAKE_MS, WorkerTunnel } from '../../src/worker/worker-tunnel.js';
+import { MASTER_MOVE_MIN_MS, STALE_HANDSHAKE_MS, WorkerTunnel } from '../../src/worker/worker-tunnel.js';
 import { MeshPeersRefusedError } from '../../src/tunnel/tunnel-errors.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
@@ -259,7 +259,21 @@ test('several masters: the tunnel comes up on the first master that hand-shakes,
   await waitForCondition(() => tun.masterEndpoint === '192.0.2.1:51820' && wg.calls.includes('up'));
   assert.equal(wg.spec!.peers[0]!.endpoint, '192.0.2.1:51820');
   assert.equal((await tun.status()).state, 'up');
+
+  // The master session is lost (a killed master process on a live host still hand-shakes): the
+  // peer moves on, without taking the interface down, but not again before MASTER_MOVE_MIN_MS.
+  clock.advance(MASTER_MOVE_MIN_MS);
+  wg.calls = [];
+  assert.equal(await tun.masterUnreachable('lost the master'), true);
+  assert.equal(tun.masterEndpoint, '192.0.2.2:51820');
+  assert.deepEqual(wg.calls, ['sync']);
+  assert.equal(wg.spec!.peers[0]!.endpoint, '192.0.2.2:51820');
+  assert.equal(await tun.masterUnreachable('lost the master again'), false, 'too soon after the last move');
+  clock.advance(MASTER_MOVE_MIN_MS);
+  assert.equal(await tun.masterUnreachable('lost the master again'), true);
+  assert.equal(tun.masterEndpoint, '192.0.2.1:51820', 'round and round');
   await tun.close();
+  assert.equal(await tun.masterUnreachable('closed'), false);
 
   // A single-master enrollment (an older master's answer: no other endpoints) keeps one endpoint.
   assert.deepEqual(TunnelConfig.fromJSON({ masterEndpoint: 'x:1' }).otherMasterEndpoints, []);
