@@ -273,7 +273,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.cancelAll('shutdown');
     await saveRemoval(this.options.dataDir, {
       nodeId: this.master.nodeId ?? '',
-      masterAddress: this.options.masterAddress,
+      masterAddress: this.master.masterAddress,
       at: this.deps.clock.now(),
       reason,
     }).catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'cannot record the removal in the data dir'));

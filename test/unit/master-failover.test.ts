@@ -21,6 +21,8 @@ import { Lifecycle } from '../../src/worker/lifecycle.js';
 import type { MasterConnection } from '../../src/worker/master-connection.js';
 import { MasterSession, nextMasterIndex } from '../../src/worker/master-session.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
+import { FakeNode } from '../helpers/fake-monitored-node.js';
+import { buildStatus } from '../../src/monitor/monitor-status.js';
 import { waitFor } from '../helpers/cli-process.js';
 
 function grpcError(code: status, details: string): Error {
@@ -223,4 +225,14 @@ test('master --peer-masters: the other masters\' WireGuard endpoints in tunnel m
     recordHostile(`master --peer-masters: ${c.what}`, !precise);
     assert.ok(precise, `${c.what}: ${String(err)}`);
   }
+});
+
+test('the monitor names the master the node is on now, not the first configured', () => {
+  const node = Object.assign(new FakeNode(), { masterAddress: '10.0.0.2:7070', state: 'reconnecting', stateReason: 'standby master: x is active' });
+  const store = { lastContribution: () => undefined, contributionTotal: () => ({ tasks: 0, cpuSeconds: 0, gpuSeconds: 0 }) } as unknown as Parameters<typeof buildStatus>[0]['store'];
+  const v = buildStatus({ node, store, now: 1, tunnel: undefined, docker: { ok: true, message: '' }, running: [] });
+  assert.equal(v.node.masterAddress, '10.0.0.2:7070');
+  assert.ok(v.node.problems.includes('master 10.0.0.2:7070 not reachable: standby master: x is active'), v.node.problems.join('; '));
+  const alone = buildStatus({ node: new FakeNode(), store, now: 1, tunnel: undefined, docker: { ok: true, message: '' }, running: [] });
+  assert.equal(alone.node.masterAddress, '10.8.0.1:7070', 'a node without the field: its configured master');
 });
