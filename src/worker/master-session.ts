@@ -154,6 +154,9 @@ export class MasterSession {
     const { lifecycle } = this.deps;
     let failures = 0;
     let firstSettled = false;
+    // start() waits for one try of each master: a refusal by the live one must still end the
+    // start even when a dead one comes first in the list.
+    let firstRoundLeft = this.deps.masterAddresses.length;
     const stopped = new Promise<Error>((resolve) => {
       this.stopping.signal.addEventListener('abort', () => resolve(new AbortedError('worker closing')), { once: true });
     });
@@ -181,8 +184,10 @@ export class MasterSession {
           first.reject(err);
           return;
         }
-        if (!firstSettled) first.resolve();
-        firstSettled = true;
+        if (!firstSettled && --firstRoundLeft <= 0) {
+          first.resolve();
+          firstSettled = true;
+        }
       }
       this.teardown(session);
       if (this.stopping.signal.aborted) break;

@@ -118,12 +118,15 @@ class FakeMasters {
   readonly dials: string[] = [];
   readonly up = new Set<string>();
   readonly standby = new Set<string>();
+  /** Masters that refuse this node's token. */
+  readonly refusing = new Set<string>();
   private readonly drops = new Map<string, (err: Error) => void>();
 
   readonly factory = (address: string): MasterConnection => {
     this.dials.push(address);
     const conn = {
       register: async () => {
+        if (this.refusing.has(address)) throw grpcError(status.UNAUTHENTICATED, 'unknown enrollment token');
         if (this.standby.has(address)) throw grpcError(status.UNAVAILABLE, `standby master: another master is active`);
         if (!this.up.has(address)) throw grpcError(status.UNAVAILABLE, 'connect ECONNREFUSED');
         return { nodeId: 'node-1', nodeCredential: 'cred-1', reportIntervalMs: 1000, masterVersion: 'test' };
@@ -235,4 +238,12 @@ test('the monitor names the master the node is on now, not the first configured'
   assert.ok(v.node.problems.includes('master 10.0.0.2:7070 not reachable: standby master: x is active'), v.node.problems.join('; '));
   const alone = buildStatus({ node: new FakeNode(), store, now: 1, tunnel: undefined, docker: { ok: true, message: '' }, running: [] });
   assert.equal(alone.node.masterAddress, '10.8.0.1:7070', 'a node without the field: its configured master');
+});
+
+test('worker: a refusal by the live master ends start() even when a dead master comes first in the list', async (t) => {
+  const m = new FakeMasters();
+  m.refusing.add('live:2');
+  const { s } = await session(t, m, ['dead:1', 'live:2']);
+  await assert.rejects(s.start(), /unknown enrollment token/);
+  assert.deepEqual(m.dials, ['dead:1', 'live:2']);
 });
