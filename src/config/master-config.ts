@@ -7,9 +7,8 @@ import { formatDuration } from '../common/units.js';
 import { redactUrl } from '../master/sql/sql-errors.js';
 import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
 import { hivemindHome } from './paths.js';
-import { MAX_MASTERS } from './master-list.js';
 import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zMasterList, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
-
+import { MAX_MASTERS } from './master-list.js';
 const schema = z
   .object({
     /** gRPC listen address (loopback only). */
