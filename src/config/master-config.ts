@@ -9,6 +9,7 @@ import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutM
 import { hivemindHome } from './paths.js';
 import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zMasterList, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { MAX_MASTERS } from './master-list.js';
+
 const schema = z
   .object({
     /** gRPC listen address (loopback only). */
