@@ -88,7 +88,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       }
     },
   });
-  const { masterAddress, enrollmentToken, tunnel } = await reachMaster(cfg, probe, logger);
+  const { masterAddresses, enrollmentToken, tunnel } = await reachMaster(cfg, probe, logger);
   let store: WorkerStore | undefined;
   let cache: DataCache | undefined;
   try {
@@ -101,7 +101,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       probe,
       store,
       cache,
-      masterAddress,
+      masterAddresses,
       enrollmentToken,
       tunnel,
       setWorker: (w) => (worker = w),
@@ -121,7 +121,8 @@ interface Assembly {
   probe: SystemProbe;
   store: WorkerStore;
   cache: DataCache;
-  masterAddress: string;
+  /** The masters in the order the node tries them (one in tunnel mode: the hub's end of the tunnel). */
+  masterAddresses: string[];
   enrollmentToken: string | undefined;
   tunnel: WorkerTunnel | undefined;
   setWorker(w: Worker): void;
@@ -130,13 +131,13 @@ interface Assembly {
 
 /** The worker, its image collection and its monitor, on a reachable master and an open store. */
 async function assemble(cfg: WorkerConfig, logger: Logger, engine: ContainerEngine, a: Assembly): Promise<WorkerNode> {
-  const { executor, probe, store, cache, masterAddress, enrollmentToken, tunnel } = a;
+  const { executor, probe, store, cache, masterAddresses, enrollmentToken, tunnel } = a;
   const http = new HttpDataSource();
   const imageGcLog = logger.child({ component: 'image-gc' });
   a.setImageUses(imageUseLog(store, systemClock, imageGcLog));
   // The config's worker settings are compiled already, under the names Worker.create takes.
   const w = await Worker.create(
-    { ...cfg, masterAddress, enrollmentToken },
+    { ...cfg, masterAddress: masterAddresses[0]!, masterAddresses, enrollmentToken },
     {
       connectionFactory: (address) => new GrpcMasterConnection(address),
       executor,
@@ -158,6 +159,10 @@ async function assemble(cfg: WorkerConfig, logger: Logger, engine: ContainerEngi
   // First collection once registered (start() is idempotent), then every interval.
   w.on('state-changed', (c) => {
     if (c.to === 'connected') imageGc.start();
+    // Tunnel mode with several masters: a lost master session points the tunnel at the next one.
+    if (c.to === 'reconnecting' && tunnel) {
+      tunnel.masterUnreachable(c.reason || 'lost the master').catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'moving the tunnel to the next master failed'));
+    }
   });
   const monitor = await startMonitor(cfg, w, store, logger);
   return {
@@ -216,7 +221,7 @@ async function openDataCache(cfg: WorkerConfig, logger: Logger, worker: () => Wo
  * every start brings the tunnel up and talks to the master only through it. Otherwise the
  * development master named by --master, with the enrollment token as given.
  */
-async function reachMaster(cfg: WorkerConfig, probe: SystemProbe, logger: Logger): Promise<{ masterAddress: string; enrollmentToken: string | undefined; tunnel?: WorkerTunnel }> {
+async function reachMaster(cfg: WorkerConfig, probe: SystemProbe, logger: Logger): Promise<{ masterAddresses: string[]; enrollmentToken: string | undefined; tunnel?: WorkerTunnel }> {
   if (await WorkerTunnel.wanted(cfg.dataDir, cfg.token)) {
     const tunnel = await WorkerTunnel.open(
       { dataDir: cfg.dataDir, interfaceName: cfg.wgInterface },
@@ -225,12 +230,12 @@ async function reachMaster(cfg: WorkerConfig, probe: SystemProbe, logger: Logger
     );
     await tunnel.up();
     tunnel.startHealthChecks();
-    return { masterAddress: tunnel.masterGrpcAddress, enrollmentToken: undefined, tunnel };
+    return { masterAddresses: [tunnel.masterGrpcAddress], enrollmentToken: undefined, tunnel };
   }
-  if (!cfg.master) {
+  if (!cfg.master?.length) {
     throw new ConfigError('--master is required (HOST:PORT of a development master), or pass the join token (hmj1.…) printed by `hivemind token create` on a tunnel-mode master');
   }
-  return { masterAddress: cfg.master, enrollmentToken: cfg.token };
+  return { masterAddresses: cfg.master, enrollmentToken: cfg.token };
 }
 
 /**

@@ -91,9 +91,9 @@ export function parseSpecDataFlags(values: readonly string[]): DataFlag[] {
  * The spec's data mounts from the --data flags: names are resolved to digests at the master (one
  * GetDataInfo each), so the spec names exactly the bytes the user meant even if the name moves.
  */
-export async function resolveDataFlags(connect: () => DataClient, flags: readonly DataFlag[]): Promise<DataMount[]> {
+export async function resolveDataFlags(connect: () => DataClient | Promise<DataClient>, flags: readonly DataFlag[]): Promise<DataMount[]> {
   if (!flags.some((f) => 'name' in f)) return flags.map((f) => (f as { mount: DataMount }).mount);
-  const client = connect();
+  const client = await connect();
   try {
     const out: DataMount[] = [];
     for (const f of flags) {

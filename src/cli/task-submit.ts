@@ -26,7 +26,7 @@ export interface BatchFlags extends SpecFlags {
 }
 
 /** The spec of these flags, checked by the master's own rules before anything is packed or sent. */
-export async function specFromFlags(image: string, command: string[], o: BatchFlags, dataClient: () => DataClient): Promise<TaskSpec> {
+export async function specFromFlags(image: string, command: string[], o: BatchFlags, dataClient: () => DataClient | Promise<DataClient>): Promise<TaskSpec> {
   const spec = buildSpec(image, command, o);
   spec.data = await resolveDataFlags(dataClient, parseSpecDataFlags(o.data ?? []));
   // A precise message here rather than the size limit's after megabytes were packed and sent.

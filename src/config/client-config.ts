@@ -5,10 +5,15 @@ import { existsSync, readFileSync } from 'node:fs';
 import { ConfigError } from '../common/errors.js';
 import { devClientFile } from './paths.js';
 import { readLocalMaster } from './local-master.js';
-import { ADDRESS_MESSAGE, ADDRESS_RE, invalidConfig, mergeSection, type ConfigInput, type FieldSource } from './config-layers.js';
+import { parseMasterList } from './master-list.js';
+import { invalidConfig, mergeSection, type ConfigInput, type FieldSource } from './config-layers.js';
 
 export interface ClientConfig {
-  master: string;
+  /**
+   * The masters in the order a command tries them (several share one store: one active, the
+   * others standby); see client/active-master.ts.
+   */
+  masters: string[];
   adminToken: string;
 }
 
@@ -47,7 +52,7 @@ const onThisHost: FallbackMasters = { local: (env) => readLocalMaster(env), dev:
  * the same faults (layered-config.ts): zod is ~90 modules a client command would load for this
  * alone (docs/benchmarks.md, CLI startup). test/unit/config.test.ts holds the wording.
  */
-function validClientSection(input: ConfigInput): { master?: string; adminToken?: string } {
+function validClientSection(input: ConfigInput): { masters?: string[]; adminToken?: string } {
   const { raw, origin } = mergeSection('client', fields, input);
   const issues: { key: string; message: string }[] = [];
   const str = (key: string, check: (v: string) => string | undefined): string | undefined => {
@@ -57,22 +62,27 @@ function validClientSection(input: ConfigInput): { master?: string; adminToken?:
     if (problem) issues.push({ key, message: problem });
     return problem ? undefined : (v as string);
   };
-  const master = str('master', (v) => (ADDRESS_RE.test(v) ? undefined : ADDRESS_MESSAGE));
+  let masters: string[] | undefined;
+  if (raw.master !== undefined) {
+    const r = parseMasterList(raw.master);
+    if ('addresses' in r) masters = r.addresses;
+    else issues.push({ key: 'master', message: r.problem });
+  }
   const adminToken = str('adminToken', (v) => (v.length >= 1 ? undefined : 'Too small: expected string to have >=1 characters'));
   if (issues.length) throw invalidConfig('client', origin, issues);
-  return { master, adminToken };
+  return { masters, adminToken };
 }
 
 export function compileClientConfig(input: ConfigInput, fallback: FallbackMasters = onThisHost): ClientConfig {
   const c = validClientSection(input);
-  const found = c.master && c.adminToken ? undefined : (fallback.local(input.env) ?? fallback.dev(input.env));
-  const master = c.master ?? found?.master;
+  const found = c.masters && c.adminToken ? undefined : (fallback.local(input.env) ?? fallback.dev(input.env));
+  const masters = c.masters ?? (found ? [found.master] : undefined);
   const adminToken = c.adminToken ?? found?.adminToken;
-  if (!master || !adminToken) {
+  if (!masters || !adminToken) {
     throw new ConfigError(
-      'no master to talk to: start one with `hivemind master start` (on this host, as this user) or `hivemind dev`, or pass --master HOST:PORT and --admin-token T ' +
+      'no master to talk to: start one with `hivemind master start` (on this host, as this user) or `hivemind dev`, or pass --master HOST:PORT[,HOST:PORT…] and --admin-token T ' +
         '(or set HIVEMIND_MASTER and HIVEMIND_ADMIN_TOKEN)',
     );
   }
-  return { master, adminToken };
+  return { masters, adminToken };
 }

@@ -7,6 +7,7 @@ import { WG_NAME_RE } from '../tunnel/wg-spec.js';
 import { CONTROL_CHARACTERS, LABEL_KEY_PATTERN, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS, MAX_LABELS } from '../protocol/node-limits.js';
 import { ADDRESS_MESSAGE, ADDRESS_RE, invalidConfig, mergeSection, type ConfigInput, type FieldSource } from './config-layers.js';
 import { MASTER_DEFAULTS } from './defaults.js';
+import { parseMasterList } from './master-list.js';
 
 export type { ConfigInput, FieldSource } from './config-layers.js';
 
@@ -60,6 +61,18 @@ export const zBool = z.preprocess((v) => (v === 'true' || v === '1' ? true : v =
 export const zPositive = z.coerce.number({ message: 'expected a number' }).positive({ message: 'must be greater than 0' });
 
 export const zAddress = z.string().regex(ADDRESS_RE, { message: ADDRESS_MESSAGE });
+
+/**
+ * One master or several (HOST:PORT, comma-separated, or a list in the file), checked by the
+ * function the CLI's hand-written client config uses too, so both word a fault the same way.
+ */
+export const zMasterList = z.unknown().transform((v, ctx): string[] | undefined => {
+  if (v === undefined) return undefined;
+  const r = parseMasterList(v);
+  if ('addresses' in r) return r.addresses;
+  ctx.addIssue({ code: 'custom', message: r.problem });
+  return z.NEVER;
+});
 
 /** A WireGuard interface name (both platforms' limits), the same default for master and worker. */
 export const zWgInterface = z

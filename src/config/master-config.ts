@@ -7,7 +7,8 @@ import { formatDuration } from '../common/units.js';
 import { redactUrl } from '../master/sql/sql-errors.js';
 import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
 import { hivemindHome } from './paths.js';
-import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zMasterList, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { MAX_MASTERS } from './master-list.js';
 
 const schema = z
   .object({
@@ -35,6 +36,13 @@ const schema = z
     nodePort: zInt(1, 65535).default(MASTER_DEFAULTS.nodePort),
     /** Tunnel mode: workers peer directly with each other (default: through the master, a hub). */
     mesh: zBool.default(MASTER_DEFAULTS.mesh),
+    /**
+     * Tunnel mode, masters sharing one store: the other masters' public WireGuard endpoints
+     * (their --wg-endpoint). Join tokens and node tunnels list them so nodes move on when this
+     * master stops answering; a peer's enrollment endpoint is its host with this master's
+     * enrollment port (the masters are set up alike: one TLS identity, one hub key).
+     */
+    peerMasters: zMasterList.optional(),
     /** Largest data set `hivemind data put` may store. */
     maxData: zSize('max data size').default(MASTER_DEFAULTS.maxDataBytes),
     /** The HTTP gateway to services (plain HTTP: TLS is a reverse proxy's), or "off". */
@@ -74,7 +82,7 @@ export interface MasterConfig {
   gatewayListen: string;
   /** host:port of the operations listener (/healthz, /readyz, /metrics), or "off". */
   metricsListen: string;
-  tunnel?: { endpoint: string; subnet: string; interfaceName: string; enrollListen: string; nodePort: number; mesh: boolean };
+  tunnel?: { endpoint: string; subnet: string; interfaceName: string; enrollListen: string; nodePort: number; mesh: boolean; peerEndpoints: string[] };
 }
 
 const fields: Record<string, FieldSource> = {
@@ -91,6 +99,7 @@ const fields: Record<string, FieldSource> = {
   enrollListen: { env: 'HIVEMIND_ENROLL_LISTEN', flag: 'enrollListen' },
   nodePort: { env: 'HIVEMIND_NODE_PORT', flag: 'nodePort' },
   mesh: { env: 'HIVEMIND_MESH', flag: 'mesh' },
+  peerMasters: { env: 'HIVEMIND_PEER_MASTERS', flag: 'peerMasters' },
   maxData: { env: 'HIVEMIND_MAX_DATA', flag: 'maxData' },
   gatewayListen: { env: 'HIVEMIND_GATEWAY_LISTEN', flag: 'gatewayListen' },
   metricsListen: { env: 'HIVEMIND_METRICS_LISTEN', flag: 'metricsListen' },
@@ -122,6 +131,9 @@ export function compileStoreChoice(text: string | undefined, dataDir: string): M
 
 export function compileMasterConfig(input: ConfigInput): MasterConfig {
   const c = compileSection('master', schema, fields, input);
+  if (c.peerMasters && !c.wgEndpoint) {
+    throw new ConfigError('master: --peer-masters needs --wg-endpoint (tunnel mode); direct-mode nodes and the CLI list every master in their own --master a,b');
+  }
   const dataDir = c.dataDir ?? join(hivemindHome(input.env), 'master');
   return {
     listen: c.listen,
@@ -135,7 +147,24 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     gatewayListen: c.gatewayListen,
     metricsListen: c.metricsListen,
     ...(c.wgEndpoint
-      ? { tunnel: { endpoint: c.wgEndpoint, subnet: c.wgSubnet, interfaceName: c.wgInterface, enrollListen: c.enrollListen, nodePort: c.nodePort, mesh: c.mesh } }
+      ? {
+          tunnel: {
+            endpoint: c.wgEndpoint,
+            subnet: c.wgSubnet,
+            interfaceName: c.wgInterface,
+            enrollListen: c.enrollListen,
+            nodePort: c.nodePort,
+            mesh: c.mesh,
+            peerEndpoints: checkPeerMasters(c.peerMasters ?? [], c.wgEndpoint),
+          },
+        }
       : {}),
   };
+}
+
+/** The other masters: not this one, and with it at most MAX_MASTERS in all. */
+function checkPeerMasters(peers: string[], own: string): string[] {
+  if (peers.includes(own)) throw new ConfigError(`master: --peer-masters lists this master's own --wg-endpoint ${own}; list only the other masters`);
+  if (peers.length > MAX_MASTERS - 1) throw new ConfigError(`master: --peer-masters lists ${peers.length} masters; with this one that is over ${MAX_MASTERS}`);
+  return peers;
 }

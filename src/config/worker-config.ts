@@ -9,13 +9,17 @@ import { checkMonitorBinding } from './monitor-binding.js';
 import { hivemindHome } from './paths.js';
 import { compileWorkerSettings, type CompiledWorkerSettings } from './worker-settings.js';
 import { stripBrackets } from '../common/address.js';
-import { compileSection, zAddress, zBool, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { compileSection, zBool, zMasterList, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { CONTROL_CHARACTERS } from '../protocol/node-limits.js';
 
 const schema = z
   .object({
-    /** Master gRPC address (HOST:PORT) for a direct (loopback/dev) master. Not used in tunnel mode. */
-    master: zAddress.optional(),
+    /**
+     * Master gRPC addresses (HOST:PORT, comma-separated, or a list in the file) of a direct
+     * master: several when masters share one store (one active, the others standby); the node
+     * tries them in order and stays on the one that works. Not used in tunnel mode.
+     */
+    master: zMasterList.optional(),
     /** Enrollment token from `hivemind token create`; only needed on first start. */
     token: z.string().min(1).optional(),
     /** State directory: identity, SQLite history, spooled results. Default $HIVEMIND_HOME/worker. */

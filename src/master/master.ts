@@ -21,7 +21,7 @@ import { redactUrl } from './sql/sql-errors.js';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { widenServerWindows } from '../protocol/flow-control.js';
 import { execaRunner, type CommandRunner } from '../tunnel/command-runner.js';
-import { encodeJoinToken } from '../tunnel/join-token.js';
+import { encodeJoinToken, peerEnrollEndpoints } from '../tunnel/join-token.js';
 import { parseSubnet } from '../tunnel/subnet.js';
 import { createWireGuardTool } from '../tunnel/wireguard-factory.js';
 import type { WireGuardTool } from '../tunnel/wireguard-tool.js';
@@ -116,6 +116,11 @@ export interface MasterOptions {
     /** Port of the node service on the tunnel address. */
     nodePort?: number;
     mesh?: boolean;
+    /**
+     * The other masters sharing this store, by their public WireGuard endpoints (`--peer-masters`):
+     * join tokens carry their enrollment endpoints and node tunnels their WireGuard endpoints.
+     */
+    peerEndpoints?: readonly string[];
   };
   /** The gateway's public base URL, named in ServiceInfo.endpoint (+ /s/NAME/). Default http://127.0.0.1:8088. */
   gatewayUrl?: string;
@@ -330,14 +335,15 @@ export class Master {
         const t = options.tunnel;
         const runner = deps.runner ?? execaRunner;
         const hub = await TunnelHub.create(
-          { endpoint: t.endpoint, interfaceName: t.interfaceName ?? MASTER_DEFAULTS.wgInterface, subnet: t.subnet ?? MASTER_DEFAULTS.wgSubnet, nodePort: t.nodePort ?? MASTER_DEFAULTS.nodePort, mesh: t.mesh ?? MASTER_DEFAULTS.mesh, dataDir: opts.dataDir },
+          { endpoint: t.endpoint, otherEndpoints: t.peerEndpoints ?? [], interfaceName: t.interfaceName ?? MASTER_DEFAULTS.wgInterface, subnet: t.subnet ?? MASTER_DEFAULTS.wgSubnet, nodePort: t.nodePort ?? MASTER_DEFAULTS.nodePort, mesh: t.mesh ?? MASTER_DEFAULTS.mesh, dataDir: opts.dataDir },
           { tool: deps.wireguard ?? createWireGuardTool(join(opts.dataDir, 'wg')), runner, store, log },
         );
         const enrollListen = t.enrollListen ?? MASTER_DEFAULTS.enrollListen;
         const publicHost = splitHostPort(t.endpoint).host;
         const tls = await ensureTlsIdentity(opts.dataDir, publicHost, runner);
         const enrollEndpoint = `${publicHost}:${splitHostPort(enrollListen).port}`;
-        joinToken = (secret) => encodeJoinToken({ endpoint: enrollEndpoint, fingerprint: tls.fingerprint, secret });
+        const otherEndpoints = peerEnrollEndpoints(t.peerEndpoints ?? [], enrollListen);
+        joinToken = (secret) => encodeJoinToken({ endpoint: enrollEndpoint, fingerprint: tls.fingerprint, secret, otherEndpoints });
         nodeService = new NodeService({
           ...common,
           dataFiles,

@@ -23,6 +23,8 @@ export interface TunnelHubOptions {
   subnet: string;
   /** Public UDP host:port of the master's WireGuard interface, as workers dial it. */
   endpoint: string;
+  /** The other masters' WireGuard endpoints (one store, the same hub key and address): nodes move on to them. */
+  otherEndpoints?: readonly string[];
   /** Port of the worker-facing gRPC service on the master's tunnel address. */
   nodePort: number;
   /** Workers peer directly with each other (the master sends MeshPeers). */
@@ -180,6 +182,7 @@ export class TunnelHub {
       address: `${tunnelIp}/${this.subnet.prefix}`,
       masterPublicKey: this.publicKey,
       masterEndpoint: this.opts.endpoint,
+      otherMasterEndpoints: [...(this.opts.otherEndpoints ?? [])],
       allowedIps: [this.subnet.cidr],
       persistentKeepalive: this.opts.keepaliveSeconds ?? 25,
       masterGrpcAddress: this.nodeServiceAddress,

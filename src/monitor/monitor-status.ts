@@ -20,8 +20,9 @@ export function buildStatus({ node, store, now, tunnel: t, docker: reported, run
   const facts = node.hostFacts;
   const docker = reported ?? { ok: facts.dockerVersion !== '', message: facts.dockerVersion ? '' : 'Docker status not known yet' };
   const problems: string[] = [];
+  const masterAddress = node.masterAddress ?? node.options.masterAddress;
   if (!docker.ok) problems.push(docker.message || 'Docker daemon not reachable; run `hivemind doctor`');
-  if (node.state === 'reconnecting') problems.push(`master ${node.options.masterAddress} not reachable: ${node.stateReason ?? 'reconnecting'}`);
+  if (node.state === 'reconnecting') problems.push(`master ${masterAddress} not reachable: ${node.stateReason ?? 'reconnecting'}`);
   if (tunnel && tunnel.state !== 'up') {
     const age = tunnel.handshakeAgeMs === null ? 'no handshake yet' : `last handshake ${Math.round(tunnel.handshakeAgeMs / 1000)} s ago`;
     problems.push(`WireGuard tunnel ${tunnel.interface} is ${tunnel.state} (${age})`);
@@ -35,7 +36,7 @@ export function buildStatus({ node, store, now, tunnel: t, docker: reported, run
       state: node.state,
       accepting: node.accepting,
       paused: node.isPaused,
-      masterAddress: node.options.masterAddress,
+      masterAddress,
       version: node.options.workerVersion,
       startedAtMs: node.startedAt,
       uptimeMs: Math.max(0, now - node.startedAt),

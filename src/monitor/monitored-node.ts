@@ -16,6 +16,8 @@ export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly hostFacts: HostFacts;
   readonly budget: NodeBudget;
   readonly options: { readonly masterAddress: string; readonly name: string | undefined; readonly workerVersion: string };
+  /** The master in use or being tried now, when the node knows several; absent: options.masterAddress. */
+  readonly masterAddress?: string;
   /** The node's data cache, read only; absent on a node without one (no cache panel data, no cache metrics). */
   readonly dataCache?: DataCacheView | undefined;
   /** The gateway pipe while it listens (port and counters); undefined on a node that hosts no services. */

@@ -2,13 +2,14 @@
 // the join token pins (an impostor is refused before anything is sent), then call Enroll over
 // that verified TLS channel with the token and this node's WireGuard PUBLIC key.
 import { connect } from 'node:tls';
-import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { portOf, splitHostPort, stripBrackets } from '../common/address.js';
 import { HivemindError } from '../common/errors.js';
 import { bearerMetadata } from '../protocol/auth-metadata.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
 import { EnrollServiceClient, type EnrollRequest, type EnrollResponse } from '../protocol/gen/hivemind/v1/enroll.js';
-import { certFingerprint, type JoinToken } from '../tunnel/join-token.js';
+import type { Logger } from '../common/logger.js';
+import { certFingerprint, joinEndpoints, type JoinToken } from '../tunnel/join-token.js';
 
 export class ImpostorMasterError extends HivemindError {
   constructor(endpoint: string, seen: string, pinned: string) {
@@ -24,6 +25,29 @@ export class EnrollmentError extends HivemindError {
 
 export interface Enroller {
   enroll(token: JoinToken, req: EnrollRequest): Promise<EnrollResponse>;
+}
+
+/**
+ * Whether a failed enrollment means "try the next master": it could not be reached, or it is a
+ * standby (UNAVAILABLE "standby master: …"). An impostor or a refused token ends the enrollment.
+ */
+export function enrollMovesOn(err: unknown): boolean {
+  if (!(err instanceof EnrollmentError)) return false;
+  return err.grpcCode === undefined || err.grpcCode === status.UNAVAILABLE || err.grpcCode === status.DEADLINE_EXCEEDED;
+}
+
+/** Enrolls with the first of the token's masters that answers as active, in the token's order. */
+export async function enrollWithAnyMaster(enroller: Enroller, token: JoinToken, req: EnrollRequest, log: Logger): Promise<EnrollResponse> {
+  const endpoints = joinEndpoints(token);
+  for (const [i, endpoint] of endpoints.entries()) {
+    try {
+      return await enroller.enroll({ ...token, endpoint }, req);
+    } catch (err) {
+      if (i === endpoints.length - 1 || !enrollMovesOn(err)) throw err;
+      log.warn({ endpoint, err: (err as Error).message, next: endpoints[i + 1] }, 'enrollment: this master did not answer as active; trying the next');
+    }
+  }
+  throw new Error('unreachable: a join token has at least one endpoint');
 }
 
 /** Connects once without trusting anything and returns the server's certificate if it is the pinned one. */

@@ -1,5 +1,8 @@
 // The worker's session with the master: connect, register, subscribe, and reconnect with
-// backoff when the connection is lost. One Session per connection: alive until found broken,
+// backoff when the connection is lost. With several masters (one store, one active, the others
+// standby) a lost or refused session moves on to the next address in order, and the node stays
+// on the one that works: a standby answers UNAVAILABLE "standby master: …", a killed master does
+// not answer, and either way the next address is the one to try. One Session per connection: alive until found broken,
 // ready once subscribed; `lost` settles with the error that ended it.
 import { backoffDelay, type BackoffOptions } from '../common/backoff.js';
 import type { Clock } from '../common/clock.js';
@@ -42,9 +45,19 @@ export function createSession(conn: MasterConnection): Session {
   return session;
 }
 
+/**
+ * The master to try after the one at `index` failed: the next in order, round and round. Whatever
+ * the failure (a refused connection, a standby's answer, a dropped stream), the next master is
+ * the better bet; the backoff between attempts is the loop's.
+ */
+export function nextMasterIndex(index: number, count: number): number {
+  return count > 1 ? (index + 1) % count : 0;
+}
+
 export interface MasterSessionDeps {
   connectionFactory: ConnectionFactory;
-  masterAddress: string;
+  /** The masters in the order they are tried (at least one); they share one store, so one identity serves all. */
+  masterAddresses: readonly string[];
   dataDir: string;
   /** The name Register carries (the node's name, or its hostname). */
   name: string;
@@ -87,10 +100,18 @@ export class MasterSession {
   private loop: Promise<void> | undefined;
   private identity: NodeIdentity | undefined;
   private readonly log: Logger;
+  /** Index in deps.masterAddresses of the master tried or in use now. */
+  private masterIndex = 0;
 
   constructor(private readonly deps: MasterSessionDeps) {
+    if (deps.masterAddresses.length === 0) throw new Error('MasterSession needs at least one master address');
     this.identity = deps.identity;
     this.log = deps.logger;
+  }
+
+  /** The master tried or in use now (the monitor and the logs name it). */
+  get masterAddress(): string {
+    return this.deps.masterAddresses[this.masterIndex]!;
   }
 
   get started(): boolean {
@@ -133,16 +154,21 @@ export class MasterSession {
     const { lifecycle } = this.deps;
     let failures = 0;
     let firstSettled = false;
+    // start() waits for one try of each master: a refusal by the live one must still end the
+    // start even when a dead one comes first in the list.
+    let firstRoundLeft = this.deps.masterAddresses.length;
     const stopped = new Promise<Error>((resolve) => {
       this.stopping.signal.addEventListener('abort', () => resolve(new AbortedError('worker closing')), { once: true });
     });
     while (!this.stopping.signal.aborted) {
-      if (lifecycle.is('starting', 'reconnecting')) lifecycle.transition('registering', `connecting to ${this.deps.masterAddress}`);
+      const address = this.masterAddress;
+      if (lifecycle.is('starting', 'reconnecting')) lifecycle.transition('registering', `connecting to ${address}`);
       let session: Session | undefined;
       let reason: Error;
       try {
-        session = createSession(this.deps.connectionFactory(this.deps.masterAddress));
+        session = createSession(this.deps.connectionFactory(address));
         await this.establish(session);
+        this.log.info({ master: address }, 'connected to the master');
         failures = 0;
         if (!firstSettled) first.resolve();
         firstSettled = true;
@@ -158,8 +184,10 @@ export class MasterSession {
           first.reject(err);
           return;
         }
-        if (!firstSettled) first.resolve();
-        firstSettled = true;
+        if (!firstSettled && --firstRoundLeft <= 0) {
+          first.resolve();
+          firstSettled = true;
+        }
       }
       this.teardown(session);
       if (this.stopping.signal.aborted) break;
@@ -168,7 +196,8 @@ export class MasterSession {
         return;
       }
       const level = isRetryable(reason) ? 'warn' : 'error';
-      this.log[level]({ err: describeGrpcError(reason), failures }, 'lost the master; reconnecting');
+      this.masterIndex = nextMasterIndex(this.masterIndex, this.deps.masterAddresses.length);
+      this.log[level]({ err: describeGrpcError(reason), failures, master: address, next: this.masterAddress }, 'lost the master; reconnecting');
       if (!lifecycle.is('draining', 'reconnecting', 'stopped')) lifecycle.transition('reconnecting', describeGrpcError(reason));
       await sleep(backoffDelay(failures, this.deps.backoff), this.stopping.signal).catch(() => undefined);
       failures++;
@@ -186,7 +215,7 @@ export class MasterSession {
       this.identity = {
         nodeId: res.nodeId,
         credential: res.nodeCredential || bearer,
-        masterAddress: this.deps.masterAddress,
+        masterAddress: this.masterAddress,
         registeredAt: this.deps.clock.now(),
       };
       await saveIdentity(this.deps.dataDir, this.identity);

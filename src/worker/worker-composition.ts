@@ -128,7 +128,7 @@ export function composeWorker(core: WorkerCore, worker: WorkerHooks): WorkerPart
   const gatewayPipe = createGatewayPipe(core);
   const master = new MasterSession({
     connectionFactory: deps.connectionFactory,
-    masterAddress: options.masterAddress,
+    masterAddresses: options.masterAddresses,
     dataDir: options.dataDir,
     name: options.name ?? host.hostname,
     enrollmentToken: options.enrollmentToken,

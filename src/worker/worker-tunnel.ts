@@ -18,12 +18,19 @@ import { HandshakeTimeoutError } from '../tunnel/tunnel-errors.js';
 import { generateWgKeyPair, isWgKey, wgPublicKeyOf } from '../tunnel/wg-keys.js';
 import type { WgInterfaceSpec, WgPeerSpec } from '../tunnel/wg-spec.js';
 import type { WgImplementation, WireGuardTool } from '../tunnel/wireguard-tool.js';
-import type { Enroller } from './enroll-client.js';
+import { enrollWithAnyMaster, type Enroller } from './enroll-client.js';
 import { saveIdentity } from './identity-file.js';
 
 export const TUNNEL_FILE = 'tunnel.json';
 /** WireGuard re-handshakes every 2 minutes while packets flow; past 3 the tunnel is stale. */
 export const STALE_HANDSHAKE_MS = 180_000;
+/**
+ * Least time the tunnel stays on one master before a lost master session moves it on: room for
+ * the handshake and the registration with the master it was just pointed at. A killed master
+ * process on a live host still hand-shakes (the kernel's WireGuard answers), so the session's
+ * loss is the faster sign, and this bound keeps a flapping session from spinning the tunnel.
+ */
+export const MASTER_MOVE_MIN_MS = 15_000;
 
 export interface WorkerTunnelOptions {
   dataDir: string;
@@ -53,6 +60,10 @@ export class WorkerTunnel {
   private healthTimer: NodeJS.Timeout | undefined;
   private restarts = 0;
   private closed = false;
+  /** Index in masterEndpoints of the master peer's endpoint now. */
+  private endpointIndex = 0;
+  /** When the master peer last got its endpoint (up, or a move). */
+  private endpointSince = 0;
 
   private constructor(
     private readonly opts: WorkerTunnelOptions,
@@ -88,7 +99,7 @@ export class WorkerTunnel {
     if (!first.token) throw new ConfigError(`this node is not enrolled yet (${opts.dataDir}): pass the join token from \`hivemind token create\` on the master`);
     const token = decodeJoinToken(first.token);
     const keys = await loadOrCreateKey(keyFile);
-    const res = await deps.enroller.enroll(token, { name: first.name ?? '', facts: await first.facts(), wgPublicKey: keys.publicKey });
+    const res = await enrollWithAnyMaster(deps.enroller, token, { name: first.name ?? '', facts: await first.facts(), wgPublicKey: keys.publicKey }, deps.log);
     if (!res.tunnel) throw new ConfigError('the master answered the enrollment without a tunnel configuration');
     await saveIdentity(opts.dataDir, { nodeId: res.nodeId, credential: res.nodeCredential, masterAddress: res.tunnel.masterGrpcAddress, registeredAt: deps.clock.now() });
     const file = join(opts.dataDir, TUNNEL_FILE);
@@ -102,8 +113,32 @@ export class WorkerTunnel {
     return this.config.masterGrpcAddress;
   }
 
+  /**
+   * Every master's WireGuard endpoint (masters sharing one store have one hub key and one tunnel
+   * address, so only the endpoint changes), in order.
+   */
+  get masterEndpoints(): string[] {
+    return [this.config.masterEndpoint, ...this.config.otherMasterEndpoints];
+  }
+
+  /** The master peer's endpoint now. */
+  get masterEndpoint(): string {
+    return this.masterEndpoints[this.endpointIndex]!;
+  }
+
+  /** Points the master peer at the next master's endpoint (round and round); false with one master. */
+  private moveToNextMaster(why: string): boolean {
+    const all = this.masterEndpoints;
+    if (all.length < 2) return false;
+    const from = this.masterEndpoint;
+    this.endpointIndex = (this.endpointIndex + 1) % all.length;
+    this.endpointSince = this.deps.clock.now();
+    this.deps.log.warn({ from, to: this.masterEndpoint, why }, 'tunnel: moving the master peer to the next master');
+    return true;
+  }
+
   private spec(): WgInterfaceSpec {
-    const master: WgPeerSpec = { publicKey: this.config.masterPublicKey, endpoint: this.config.masterEndpoint, allowedIps: this.config.allowedIps, persistentKeepalive: this.config.persistentKeepalive };
+    const master: WgPeerSpec = { publicKey: this.config.masterPublicKey, endpoint: this.masterEndpoint, allowedIps: this.config.allowedIps, persistentKeepalive: this.config.persistentKeepalive };
     const set = this.meshPeers;
     const mesh: WgPeerSpec[] = set ? set.values().map((p) => set.wgPeer(p)) : [];
     const spec: WgInterfaceSpec = { name: this.opts.interfaceName, privateKey: this.privateKey, address: this.config.address, peers: [master, ...mesh] };
@@ -111,8 +146,23 @@ export class WorkerTunnel {
     return spec;
   }
 
-  /** Brings the interface up and waits for the first handshake with the master. */
+  /**
+   * Brings the interface up and waits for the first handshake with the master; with several
+   * masters, one after the other until one answers (each gets the whole handshake timeout).
+   */
   async up(): Promise<void> {
+    for (let tried = 1; ; tried++) {
+      try {
+        return await this.upOnce();
+      } catch (err) {
+        if (!(err instanceof HandshakeTimeoutError) || tried >= this.masterEndpoints.length) throw err;
+        this.moveToNextMaster('no handshake');
+        await this.deps.tool.down(this.opts.interfaceName);
+      }
+    }
+  }
+
+  private async upOnce(): Promise<void> {
     this.implementation = await this.deps.tool.up(this.spec());
     const started = this.deps.clock.now();
     const timeout = this.opts.handshakeTimeoutMs ?? 10_000;
@@ -120,11 +170,25 @@ export class WorkerTunnel {
       const st = await this.deps.tool.show(this.opts.interfaceName);
       const master = st?.peers.find((p) => p.publicKey === this.config.masterPublicKey);
       if (master && master.latestHandshakeMs > 0) break;
-      if (this.deps.clock.now() - started > timeout) throw new HandshakeTimeoutError(this.opts.interfaceName, this.config.masterEndpoint, timeout);
+      if (this.deps.clock.now() - started > timeout) throw new HandshakeTimeoutError(this.opts.interfaceName, this.masterEndpoint, timeout);
       await new Promise((r) => setTimeout(r, 50));
     }
     this.state = 'up';
-    this.deps.log.info({ interface: this.opts.interfaceName, address: this.config.address, implementation: this.implementation }, 'tunnel up');
+    this.endpointSince = this.deps.clock.now();
+    this.deps.log.info({ interface: this.opts.interfaceName, address: this.config.address, implementation: this.implementation, masterEndpoint: this.masterEndpoint }, 'tunnel up');
+  }
+
+  /**
+   * The worker lost its master session. With several masters, and after MASTER_MOVE_MIN_MS on the
+   * current one, the master peer is pointed at the next master's endpoint (the interface stays up:
+   * only the peer changes). True when it moved.
+   */
+  async masterUnreachable(why: string): Promise<boolean> {
+    if (this.closed || this.state !== 'up' || this.masterEndpoints.length < 2) return false;
+    if (this.deps.clock.now() - this.endpointSince < MASTER_MOVE_MIN_MS) return false;
+    this.moveToNextMaster(why);
+    await this.deps.tool.syncPeers(this.spec());
+    return true;
   }
 
   /** Periodic health check: a tunnel without a handshake for STALE_HANDSHAKE_MS is restarted with backoff. */
@@ -134,9 +198,12 @@ export class WorkerTunnel {
       if (this.closed) return;
       try {
         const st = await this.status();
-        if (st.state === 'stale' || st.state === 'down') {
+        // 'restarting': the last restart failed (no master answered); try again.
+        if (st.state === 'stale' || st.state === 'down' || st.state === 'restarting') {
           this.state = 'restarting';
           this.deps.log.warn({ interface: this.opts.interfaceName, lastHandshakeMs: st.latestHandshakeMs }, 'tunnel stale; restarting it');
+          // The master this tunnel led to stopped answering: the next one is the better bet.
+          if (st.state === 'stale') this.moveToNextMaster(`no handshake for over ${STALE_HANDSHAKE_MS / 1000} s`);
           await this.deps.tool.down(this.opts.interfaceName);
           await this.up();
           this.restarts = 0;
@@ -159,7 +226,7 @@ export class WorkerTunnel {
     return {
       interface: this.opts.interfaceName,
       address: this.config.address,
-      masterEndpoint: this.config.masterEndpoint,
+      masterEndpoint: this.masterEndpoint,
       latestHandshakeMs: hs,
       rxBytes: master?.rxBytes ?? 0,
       txBytes: master?.txBytes ?? 0,

@@ -136,6 +136,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.master.nodeId;
   }
 
+  /** The master in use or being tried now (of the several a node may know). */
+  get masterAddress(): string {
+    return this.master.masterAddress;
+  }
+
   /** Whether new assignments are taken (false while paused, draining or closing). */
   get accepting(): boolean {
     return !this.paused && !this.closing && this.lifecycle.is('starting', 'registering', 'connected', 'reconnecting');
@@ -268,7 +273,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.cancelAll('shutdown');
     await saveRemoval(this.options.dataDir, {
       nodeId: this.master.nodeId ?? '',
-      masterAddress: this.options.masterAddress,
+      masterAddress: this.master.masterAddress,
       at: this.deps.clock.now(),
       reason,
     }).catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'cannot record the removal in the data dir'));

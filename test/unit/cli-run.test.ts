@@ -187,12 +187,12 @@ test('client config: flags > env > file > the running local master > the dev mas
     await writeLocalMaster({ master: '127.0.0.1:7070', adminTokenFile: tokenFile, pid: 4242 }, env);
     const alive = (pid: number) => pid === 4242;
     const hosts = { local: (e: NodeJS.ProcessEnv | undefined) => readLocalMaster(e, alive), dev: () => ({ master: '127.0.0.1:7071', adminToken: 'dev' }) };
-    assert.deepEqual(compileClientConfig({ env, flags: {} }, hosts), { master: '127.0.0.1:7070', adminToken: 'local' });
-    assert.deepEqual(compileClientConfig({ env: { ...env, HIVEMIND_MASTER: 'h:1', HIVEMIND_ADMIN_TOKEN: 'e' }, flags: {} }, hosts), { master: 'h:1', adminToken: 'e' });
-    assert.deepEqual(compileClientConfig({ file: { client: { master: 'f:1', adminToken: 'f' } }, env, flags: {} }, hosts), { master: 'f:1', adminToken: 'f' });
-    assert.equal(compileClientConfig({ env, flags: { master: 'x:2', adminToken: 'y' } }, hosts).master, 'x:2');
+    assert.deepEqual(compileClientConfig({ env, flags: {} }, hosts), { masters: ['127.0.0.1:7070'], adminToken: 'local' });
+    assert.deepEqual(compileClientConfig({ env: { ...env, HIVEMIND_MASTER: 'h:1', HIVEMIND_ADMIN_TOKEN: 'e' }, flags: {} }, hosts), { masters: ['h:1'], adminToken: 'e' });
+    assert.deepEqual(compileClientConfig({ file: { client: { master: 'f:1', adminToken: 'f' } }, env, flags: {} }, hosts), { masters: ['f:1'], adminToken: 'f' });
+    assert.deepEqual(compileClientConfig({ env, flags: { master: 'x:2', adminToken: 'y' } }, hosts).masters, ['x:2']);
     // a master killed with -9 left its pointer: the dev master is found, as if there were none
-    assert.deepEqual(compileClientConfig({ env, flags: {} }, { ...hosts, local: (e) => readLocalMaster(e, () => false) }), { master: '127.0.0.1:7071', adminToken: 'dev' });
+    assert.deepEqual(compileClientConfig({ env, flags: {} }, { ...hosts, local: (e) => readLocalMaster(e, () => false) }), { masters: ['127.0.0.1:7071'], adminToken: 'dev' });
     // a token file this user cannot read is said so, not "no master"
     if (process.getuid?.() !== 0) {
       chmodSync(tokenFile, 0o000);

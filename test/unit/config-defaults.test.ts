@@ -93,7 +93,7 @@ test('master defaults: the schema and `master start --help` agree', () => {
   assert.equal(c.maxDataBytes, MASTER_DEFAULTS.maxDataBytes);
   assert.equal(compileMasterConfig({ env: { HIVEMIND_MAX_DATA: '2g' }, flags: {} }).maxDataBytes, 2 * 1024 ** 3);
   const t = compileMasterConfig({ env: {}, flags: { wgEndpoint: '192.0.2.1:51820' } }).tunnel!;
-  assert.deepEqual(t, { endpoint: '192.0.2.1:51820', subnet: MASTER_DEFAULTS.wgSubnet, interfaceName: MASTER_DEFAULTS.wgInterface, enrollListen: MASTER_DEFAULTS.enrollListen, nodePort: MASTER_DEFAULTS.nodePort, mesh: MASTER_DEFAULTS.mesh });
+  assert.deepEqual(t, { endpoint: '192.0.2.1:51820', subnet: MASTER_DEFAULTS.wgSubnet, interfaceName: MASTER_DEFAULTS.wgInterface, enrollListen: MASTER_DEFAULTS.enrollListen, nodePort: MASTER_DEFAULTS.nodePort, mesh: MASTER_DEFAULTS.mesh, peerEndpoints: [] });
   const help = helpDefaults('master');
   assert.equal(help.get('--listen'), MASTER_DEFAULTS.listen);
   assert.equal(parseDuration(help.get('--report-interval')!, 'help'), MASTER_DEFAULTS.reportIntervalMs);
@@ -115,7 +115,7 @@ test('the worker config yields the Worker options\' settings under their names: 
   assert.equal(c.memory, 1024 ** 3);
   const o = compileWorkerOptions({ ...c, masterAddress: '127.0.0.1:7070' });
   for (const [k, v] of Object.entries(o)) {
-    if (k !== 'masterAddress' && k !== 'enrollmentToken') assert.deepEqual(v, (c as unknown as Record<string, unknown>)[k], k);
+    if (k !== 'masterAddress' && k !== 'masterAddresses' && k !== 'enrollmentToken') assert.deepEqual(v, (c as unknown as Record<string, unknown>)[k], k);
   }
 });
 

@@ -9,13 +9,13 @@ import { compileClientConfig } from '../../src/config/client-config.js';
 import { keyLine, readConfigFile } from '../../src/config/config-file.js';
 import { ConfigError } from '../../src/common/errors.js';
 import { z } from 'zod';
-import { compileSection, zAddress } from '../../src/config/layered-config.js';
+import { compileSection, zMasterList } from '../../src/config/layered-config.js';
 
 test('worker config: file < env < flags, durations and sizes compiled once', () => {
   const file = { worker: { master: '10.0.0.1:7070', maxTasks: 1, reportInterval: '1m', memory: '2g' } };
   const env = { HIVEMIND_MAX_TASKS: '3', HIVEMIND_HOME: '/srv/hm' };
   const c = compileWorkerConfig({ file, env, flags: { maxTasks: '4', drainTimeout: '90s' } });
-  assert.equal(c.master, '10.0.0.1:7070');
+  assert.deepEqual(c.master, ['10.0.0.1:7070']);
   assert.equal(c.maxTasks, 4);
   assert.equal(c.reportIntervalMs, 60_000);
   assert.equal(c.drainTimeoutMs, 90_000);
@@ -199,8 +199,8 @@ test('client config falls back to the dev master file, and says what to do witho
     assert.throws(() => compileClientConfig({ env: { HIVEMIND_HOME: home }, flags: {} }), /hivemind dev/);
     mkdirSync(join(home, 'dev'), { recursive: true });
     writeFileSync(join(home, 'dev', 'client.json'), JSON.stringify({ master: '127.0.0.1:7071', adminToken: 'abc' }));
-    assert.deepEqual(compileClientConfig({ env: { HIVEMIND_HOME: home }, flags: {} }), { master: '127.0.0.1:7071', adminToken: 'abc' });
-    assert.equal(compileClientConfig({ env: { HIVEMIND_HOME: home, HIVEMIND_MASTER: '127.0.0.1:9' }, flags: {} }).master, '127.0.0.1:9');
+    assert.deepEqual(compileClientConfig({ env: { HIVEMIND_HOME: home }, flags: {} }), { masters: ['127.0.0.1:7071'], adminToken: 'abc' });
+    assert.deepEqual(compileClientConfig({ env: { HIVEMIND_HOME: home, HIVEMIND_MASTER: '127.0.0.1:9' }, flags: {} }).masters, ['127.0.0.1:9']);
   } finally {
     rmSync(home, { recursive: true, force: true });
   }
@@ -208,7 +208,7 @@ test('client config falls back to the dev master file, and says what to do witho
 
 test('client config without zod: the same errors, word for word, as the zod schema it replaced', () => {
   // The schema client-config.ts had, checked through the servers' path (layered-config.ts).
-  const schema = z.object({ master: zAddress.optional(), adminToken: z.string().min(1).optional() }).strict();
+  const schema = z.object({ master: zMasterList, adminToken: z.string().min(1).optional() }).strict();
   const fields = { master: { env: 'HIVEMIND_MASTER', flag: 'master' }, adminToken: { env: 'HIVEMIND_ADMIN_TOKEN', flag: 'adminToken' } };
   const fileText = '{\n  "client": {\n    "master": 7070,\n    "adminToken": ""\n  }\n}\n';
   const inputs = [
@@ -233,8 +233,8 @@ test('client config without zod: the same errors, word for word, as the zod sche
     const expected = message(() => compileSection('client', schema, fields, input));
     assert.equal(message(() => compileClientConfig(input)), expected, JSON.stringify(input));
   }
-  assert.match(message(() => compileClientConfig(inputs[2]!)), /"client\.master" in \/etc\/hm\.json line 3: Invalid input: expected string, received number\n.*"client\.adminToken" in \/etc\/hm\.json line 4: Too small/);
-  assert.deepEqual(compileClientConfig({ env: { HIVEMIND_MASTER: '[::1]:7070' }, flags: { adminToken: 'T' } }), { master: '[::1]:7070', adminToken: 'T' });
+  assert.match(message(() => compileClientConfig(inputs[2]!)), /"client\.master" in \/etc\/hm\.json line 3: expected HOST:PORT or a comma-separated list of them, received number\n.*"client\.adminToken" in \/etc\/hm\.json line 4: Too small/);
+  assert.deepEqual(compileClientConfig({ env: { HIVEMIND_MASTER: '[::1]:7070' }, flags: { adminToken: 'T' } }), { masters: ['[::1]:7070'], adminToken: 'T' });
 });
 
 test('worker config: labels and name the master would refuse are refused at start, naming the source', () => {

@@ -243,6 +243,19 @@ test('enrollment through EnrollService: one `wg set` per node, no full sync; a r
   assert.deepEqual(store.tunnelPeers().map((p) => p.tunnelIp).sort(), ['10.8.0.2', '10.8.0.3']);
 });
 
+test('hub with peer masters: each node\'s tunnel config lists the other masters\' WireGuard endpoints after this one\'s', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-hub-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const runner = new RecordingRunner();
+  const hub = await TunnelHub.create(
+    { interfaceName: 'hm0', subnet: '10.8.0.0/24', endpoint: '192.0.2.1:51820', otherEndpoints: ['192.0.2.2:51820'], nodePort: 7070, mesh: false, dataDir: dir },
+    { tool: new LinuxWireGuard(runner), runner, store: { tunnelPeers: () => [] }, log: silentLogger() },
+  );
+  const cfg = hub.tunnelConfigFor('10.8.0.5');
+  assert.equal(cfg.masterEndpoint, '192.0.2.1:51820');
+  assert.deepEqual(cfg.otherMasterEndpoints, ['192.0.2.2:51820']);
+});
+
 test('mesh lists in a subscribe storm share `wg show`: 200 concurrent callers run 2, and each sees endpoints read after its call', async (t) => {
   const { hub, runner, cleanup } = await hubWith(3, '10.8.0.0/16', true);
   t.after(cleanup);

@@ -115,7 +115,7 @@ async function harness(t: TestContext, over: Partial<MasterSessionDeps> = {}, ma
   if (master.answers.length === 0) master.answers.push(FakeMaster.accept());
   const deps: MasterSessionDeps = {
     connectionFactory: master.factory,
-    masterAddress: ADDRESS,
+    masterAddresses: [ADDRESS],
     dataDir,
     name: 'node-a',
     enrollmentToken: 'enroll-token',

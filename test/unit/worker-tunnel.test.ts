@@ -9,12 +9,15 @@ import { join } from 'node:path';
 import { ManualClock } from '../../src/common/clock.js';
 import { silentLogger } from '../../src/common/logger.js';
 import type { EnrollRequest, EnrollResponse } from '../../src/protocol/gen/hivemind/v1/enroll.js';
-import { encodeJoinToken, type JoinToken } from '../../src/tunnel/join-token.js';
+import { decodeJoinToken, encodeJoinToken, JOIN_PREFIX, joinEndpoints, peerEnrollEndpoints, type JoinToken } from '../../src/tunnel/join-token.js';
+import { TunnelConfig } from '../../src/protocol/gen/hivemind/v1/enroll.js';
+import { ConfigError } from '../../src/common/errors.js';
+import { status } from '@grpc/grpc-js';
 import { generateWgKeyPair, wgPublicKeyOf } from '../../src/tunnel/wg-keys.js';
 import type { WgInterfaceSpec, WgInterfaceStatus, WgPeerChange } from '../../src/tunnel/wg-spec.js';
 import type { WgImplementation, WireGuardTool } from '../../src/tunnel/wireguard-tool.js';
-import type { Enroller } from '../../src/worker/enroll-client.js';
-import { STALE_HANDSHAKE_MS, WorkerTunnel } from '../../src/worker/worker-tunnel.js';
+import { EnrollmentError, enrollWithAnyMaster, ImpostorMasterError, type Enroller } from '../../src/worker/enroll-client.js';
+import { MASTER_MOVE_MIN_MS, STALE_HANDSHAKE_MS, WorkerTunnel } from '../../src/worker/worker-tunnel.js';
 import { MeshPeersRefusedError } from '../../src/tunnel/tunnel-errors.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
@@ -58,7 +61,7 @@ class FakeEnroller implements Enroller {
     return {
       nodeId: 'node-7',
       nodeCredential: 'hmn1.cred',
-      tunnel: { address: '10.8.0.7/24', masterPublicKey: master.publicKey, masterEndpoint: '192.0.2.1:51820', allowedIps: ['10.8.0.0/24'], persistentKeepalive: 25, masterGrpcAddress: '10.8.0.1:7070', mesh: true, listenPort: 51820 },
+      tunnel: { address: '10.8.0.7/24', masterPublicKey: master.publicKey, masterEndpoint: '192.0.2.1:51820', allowedIps: ['10.8.0.0/24'], persistentKeepalive: 25, masterGrpcAddress: '10.8.0.1:7070', mesh: true, listenPort: 51820, otherMasterEndpoints: [] },
     };
   }
 }
@@ -181,4 +184,133 @@ test('mesh as changes: a full list re-syncs, deltas change only their peers (in 
   assert.deepEqual(wg.calls, [], 'nothing of a refused message reaches the interface');
   assert.deepEqual(addrs(), ['k0 10.8.0.10/32']);
   await tun.close();
+});
+
+/** WireGuard where only the masters in `live` hand-shake; each look at the interface takes a second. */
+class MultiMasterWg extends FakeWg {
+  live = new Set<string>();
+  constructor(private readonly c: ManualClock) {
+    super(c);
+  }
+  override async up(spec: WgInterfaceSpec): Promise<WgImplementation> {
+    const impl = await super.up(spec);
+    this.handshakeAt = this.live.has(spec.peers[0]!.endpoint ?? '') ? this.c.now() : 0;
+    return impl;
+  }
+  override async show(): Promise<WgInterfaceStatus | undefined> {
+    this.c.advance(1000);
+    return super.show();
+  }
+}
+
+test('several masters: enrollment moves past an unreachable or standby master to the next; an impostor or a refused token does not', async (t) => {
+  const log = silentLogger();
+  const tok = decodeJoinToken(encodeJoinToken({ endpoint: 'a:7443', fingerprint: 'a'.repeat(64), secret: 'hm1.secret', otherEndpoints: ['b:7443', 'c:7443'] }));
+  const req = { name: 'n', facts: undefined, wgPublicKey: 'k' } as unknown as EnrollRequest;
+  const tried: string[] = [];
+  const answers: Record<string, Error | undefined> = {
+    'a:7443': new EnrollmentError('cannot reach the master\'s enrollment endpoint a:7443: connect ECONNREFUSED'),
+    'b:7443': new EnrollmentError('enrollment refused by the master: 14 UNAVAILABLE: standby master: c is active', status.UNAVAILABLE),
+  };
+  const enroller: Enroller = {
+    enroll: async (tk) => {
+      tried.push(tk.endpoint);
+      const e = answers[tk.endpoint];
+      if (e) throw e;
+      return { nodeId: 'n1', nodeCredential: 'c', tunnel: undefined };
+    },
+  };
+  assert.equal((await enrollWithAnyMaster(enroller, tok, req, log)).nodeId, 'n1');
+  assert.deepEqual(tried, ['a:7443', 'b:7443', 'c:7443']);
+  tried.length = 0;
+  answers['a:7443'] = new ImpostorMasterError('a:7443', 'b'.repeat(64), 'a'.repeat(64));
+  await assert.rejects(enrollWithAnyMaster(enroller, tok, req, log), ImpostorMasterError);
+  answers['a:7443'] = new EnrollmentError('enrollment refused by the master: 16 UNAUTHENTICATED: token used up', status.UNAUTHENTICATED);
+  await assert.rejects(enrollWithAnyMaster(enroller, tok, req, log), /token used up/);
+  assert.deepEqual(tried, ['a:7443', 'a:7443'], 'an impostor or a refusal is not a reason to try another master');
+  t.diagnostic('enrollment order checked');
+});
+
+test('several masters: the tunnel comes up on the first master that hand-shakes, and a stale tunnel moves the master peer to the next', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-wt-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const clock = new ManualClock();
+  const wg = new MultiMasterWg(clock);
+  wg.live.add('192.0.2.2:51820');
+  const enroller: Enroller = {
+    enroll: async () => ({
+      nodeId: 'node-9',
+      nodeCredential: 'hmn1.c',
+      tunnel: { address: '10.8.0.9/24', masterPublicKey: master.publicKey, masterEndpoint: '192.0.2.1:51820', otherMasterEndpoints: ['192.0.2.2:51820'], allowedIps: ['10.8.0.0/24'], persistentKeepalive: 25, masterGrpcAddress: '10.8.0.1:7070', mesh: false, listenPort: 0 },
+    }),
+  };
+  const tun = await WorkerTunnel.open({ dataDir: dir, interfaceName: 'hm0', handshakeTimeoutMs: 2500, healthIntervalMs: 10 }, { tool: wg, clock, log: silentLogger(), enroller }, { token, facts });
+  assert.deepEqual(tun.masterEndpoints, ['192.0.2.1:51820', '192.0.2.2:51820']);
+  await tun.up();
+  assert.equal(tun.masterEndpoint, '192.0.2.2:51820', 'the first master did not hand-shake: the second did');
+  assert.equal(wg.spec!.peers[0]!.endpoint, '192.0.2.2:51820');
+  assert.equal((await tun.status()).masterEndpoint, '192.0.2.2:51820');
+
+  // The second master dies (stale tunnel) and the first is back: the health check moves the peer to it.
+  wg.live = new Set(['192.0.2.1:51820']);
+  clock.advance(STALE_HANDSHAKE_MS + 1000);
+  wg.calls = [];
+  tun.startHealthChecks();
+  await waitForCondition(() => tun.masterEndpoint === '192.0.2.1:51820' && wg.calls.includes('up'));
+  assert.equal(wg.spec!.peers[0]!.endpoint, '192.0.2.1:51820');
+  assert.equal((await tun.status()).state, 'up');
+
+  // The master session is lost (a killed master process on a live host still hand-shakes): the
+  // peer moves on, without taking the interface down, but not again before MASTER_MOVE_MIN_MS.
+  clock.advance(MASTER_MOVE_MIN_MS);
+  wg.calls = [];
+  assert.equal(await tun.masterUnreachable('lost the master'), true);
+  assert.equal(tun.masterEndpoint, '192.0.2.2:51820');
+  assert.deepEqual(wg.calls, ['sync']);
+  assert.equal(wg.spec!.peers[0]!.endpoint, '192.0.2.2:51820');
+  assert.equal(await tun.masterUnreachable('lost the master again'), false, 'too soon after the last move');
+  clock.advance(MASTER_MOVE_MIN_MS);
+  assert.equal(await tun.masterUnreachable('lost the master again'), true);
+  assert.equal(tun.masterEndpoint, '192.0.2.1:51820', 'round and round');
+  await tun.close();
+  assert.equal(await tun.masterUnreachable('closed'), false);
+
+  // A single-master enrollment (an older master's answer: no other endpoints) keeps one endpoint.
+  assert.deepEqual(TunnelConfig.fromJSON({ masterEndpoint: 'x:1' }).otherMasterEndpoints, []);
+});
+
+async function waitForCondition(pred: () => boolean): Promise<void> {
+  for (let i = 0; i < 300 && !pred(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(pred(), 'condition not met within 3 s');
+}
+
+test('join token with other masters: an old token parses, the new one round-trips, a hostile one gets a precise error', () => {
+  const old = decodeJoinToken(token);
+  assert.deepEqual(old.otherEndpoints, []);
+  assert.deepEqual(joinEndpoints(old), ['192.0.2.1:7443']);
+  const both = decodeJoinToken(encodeJoinToken({ endpoint: 'a:7443', fingerprint: 'a'.repeat(64), secret: 'hm1.s', otherEndpoints: ['b:7443'] }));
+  assert.deepEqual(joinEndpoints(both), ['a:7443', 'b:7443']);
+  assert.deepEqual(peerEnrollEndpoints(['b.example:51820', '[2001:db8::2]:51820'], '0.0.0.0:7443'), ['b.example:7443', '[2001:db8::2]:7443']);
+  const raw = (o: unknown) => JOIN_PREFIX + Buffer.from(JSON.stringify({ e: 'a:7443', f: 'a'.repeat(64), s: 'hm1.s', o })).toString('base64url');
+  const cases: { what: string; token: string; message: RegExp }[] = [
+    { what: '1,000 other masters', token: raw(Array.from({ length: 1000 }, (_, i) => `h${i}:1`)), message: /at most 8192|lists 1000 other masters, at most 7/ },
+    { what: '8 other masters', token: raw(Array.from({ length: 8 }, (_, i) => `h${i}:1`)), message: /lists 8 other masters, at most 7/ },
+    { what: 'a 1 kB entry', token: raw([`${'h'.repeat(1000)}:1`]), message: /other master 1 is 1002 characters, at most 262/ },
+    { what: 'not a list', token: raw('b:1'), message: /its list of other masters is not a list/ },
+    { what: 'a number', token: raw([7443]), message: /other master 1 is not a string/ },
+    { what: 'no port', token: raw(['b:1', 'c']), message: /other master 2 "c" is not HOST:PORT/ },
+    { what: 'a newline', token: raw(['b\n:1']), message: /other master 1 "b\\x0a:1" is not HOST:PORT/ },
+    { what: 'a 100 kB token', token: JOIN_PREFIX + 'A'.repeat(100_000), message: /it is 100005 characters, at most 8192/ },
+  ];
+  for (const c of cases) {
+    let err: unknown;
+    try {
+      decodeJoinToken(c.token);
+    } catch (e) {
+      err = e;
+    }
+    const precise = err instanceof ConfigError && c.message.test(err.message) && err.message.length < 400;
+    recordHostile(`join token: ${c.what}`, !precise);
+    assert.ok(precise, `${c.what}: ${String(err)}`);
+  }
 });

@@ -2,7 +2,6 @@
 // thin shells over AdminClient that print for humans, or JSON with --json.
 import type { Command } from 'commander';
 import { AdminClient, DEFAULT_LIST_COUNT, DEFAULT_NODE_COUNT } from '../../client/admin-client.js';
-import { compileClientConfig } from '../../config/client-config.js';
 import { ConfigError } from '../../common/errors.js';
 import { parseDuration, parseSize, formatBytes } from '../../common/units.js';
 import { TaskState } from '../../protocol/gen/hivemind/v1/common.js';
@@ -15,6 +14,7 @@ import { terminalSafe } from '../terminal-text.js';
 import { statusLine, type StatusStream } from '../status-line.js';
 import { liveTaskLine } from '../task-progress.js';
 import { DataClient } from '../../client/data-client.js';
+import { activeMaster } from '../master-choice.js';
 import { containerSpecOptions } from '../task-spec-flags.js';
 import { batchTaskOptions, specFromFlags, submitWithInput } from '../task-submit.js';
 import { attachInterruptibly, isTerminal, printLogs, reattachHint, watchUntilEnd } from '../task-attach.js';
@@ -22,22 +22,16 @@ import { transferProgress } from '../transfer-progress.js';
 
 type Ctx = () => CliContext;
 
-export function clientConfig(ctx: CliContext, opts: { master?: string; adminToken?: string }) {
-  return compileClientConfig({ file: ctx.file, filePath: ctx.filePath, fileText: ctx.fileText, env: ctx.env, flags: { master: opts.master, adminToken: opts.adminToken } });
-}
+export { clientConfig } from '../master-choice.js';
 
-function connect(ctx: CliContext, opts: { master?: string; adminToken?: string }): AdminClient {
-  const c = clientConfig(ctx, opts);
-  return AdminClient.connect(c.master, c.adminToken);
-}
-
-export function dataClient(ctx: CliContext, opts: { master?: string; adminToken?: string }): DataClient {
-  const c = clientConfig(ctx, opts);
+export async function dataClient(ctx: CliContext, opts: { master?: string; adminToken?: string }): Promise<DataClient> {
+  const c = await activeMaster(ctx, opts);
   return DataClient.connect(c.master, c.adminToken);
 }
 
 export async function withClient<T>(ctx: CliContext, opts: { master?: string; adminToken?: string }, fn: (c: AdminClient) => Promise<T>): Promise<T> {
-  const client = connect(ctx, opts);
+  const c = await activeMaster(ctx, opts);
+  const client = AdminClient.connect(c.master, c.adminToken);
   try {
     return await fn(client);
   } finally {
@@ -47,7 +41,7 @@ export async function withClient<T>(ctx: CliContext, opts: { master?: string; ad
 
 export function clientOptions(cmd: Command): Command {
   return cmd
-    .option('--master <host:port>', 'master address (default: the master running on this host, else the `hivemind dev` master)')
+    .option('--master <host:port,...>', 'master address, or several comma-separated (masters sharing one store: the first that answers as active is used) (default: the master running on this host, else the `hivemind dev` master)')
     .option('--admin-token <token>', 'admin token (default: that master\'s)');
 }
 

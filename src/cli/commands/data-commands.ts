@@ -12,7 +12,7 @@ import { fingerprintPath, PutDigestMemo } from '../../client/put-digest-memo.js'
 import { hivemindHome } from '../../config/paths.js';
 import { ConfigError } from '../../common/errors.js';
 import { formatBytes } from '../../common/units.js';
-import { compileClientConfig } from '../../config/client-config.js';
+import { activeMaster } from '../master-choice.js';
 import { sha256OfFile } from '../../common/file-hash.js';
 import { parseDataRef, validateDataName } from '../../protocol/data-rules.js';
 import { type DataSetInfo } from '../../protocol/gen/hivemind/v1/data.js';
@@ -26,7 +26,7 @@ import type { StatusStream } from '../status-line.js';
 type Ctx = () => CliContext;
 
 async function withData<T>(ctx: CliContext, opts: { master?: string; adminToken?: string }, fn: (c: DataClient) => Promise<T>): Promise<T> {
-  const c = compileClientConfig({ file: ctx.file, filePath: ctx.filePath, fileText: ctx.fileText, env: ctx.env, flags: { master: opts.master, adminToken: opts.adminToken } });
+  const c = await activeMaster(ctx, opts);
   const client = DataClient.connect(c.master, c.adminToken);
   try {
     return await fn(client);

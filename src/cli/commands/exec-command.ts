@@ -2,7 +2,7 @@
 // `docker exec`. -i sends stdin (pipes work), -t gives it a terminal (raw mode here, window size
 // and resizes sent); the exit code is the command's.
 import type { Command } from 'commander';
-import { compileClientConfig } from '../../config/client-config.js';
+import { activeMaster } from '../master-choice.js';
 import { ConfigError } from '../../common/errors.js';
 import { runExec, type ExecIo } from '../../client/exec-client.js';
 import type { CliContext } from '../cli-context.js';
@@ -31,12 +31,12 @@ export function registerExecCommand(program: Command, ctx: () => CliContext, set
     .argument('[command...]', 'command and arguments (after --)')
     .option('-i, --interactive', 'send stdin to the command')
     .option('-t, --tty', 'give the command a terminal (raw mode here; needs stdin to be a terminal)')
-    .option('--master <host:port>', 'master address (default: the `hivemind dev` master)')
+    .option('--master <host:port,...>', 'master address, or several comma-separated: the first that answers as active (default: the `hivemind dev` master)')
     .option('--admin-token <token>', 'admin token (default: the `hivemind dev` master\'s)')
     .action(async (target: string, command: string[], o: ExecFlags & { master?: string; adminToken?: string }) => {
       const c = ctx();
       checkExecFlags(command, o, Boolean(process.stdin.isTTY));
-      const cfg = compileClientConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: { master: o.master, adminToken: o.adminToken } });
+      const cfg = await activeMaster(c, o);
       const tty = Boolean(o.tty);
       const interactive = Boolean(o.interactive);
       const term = tty ? new ExecTerminal(process.stdin, process.stdout, process, interactive) : undefined;

@@ -74,6 +74,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--enroll-listen <host:port>', `tunnel mode: TLS enrollment endpoint, the only public service (default ${MASTER_DEFAULTS.enrollListen})`)
     .option('--node-port <port>', `tunnel mode: port of the node service on the tunnel address (default ${MASTER_DEFAULTS.nodePort})`)
     .option('--mesh', 'tunnel mode: workers peer directly with each other instead of through the master')
+    .option('--peer-masters <host:port,...>', 'tunnel mode, masters sharing one store: the other masters\' --wg-endpoint; join tokens and node tunnels list them (env HIVEMIND_PEER_MASTERS)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .action(async (o) => {
       const c = ctx();
@@ -101,7 +102,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
   worker
     .command('start')
     .description('run a worker: register with the master, report resources, run tasks in containers')
-    .option('--master <host:port>', 'address of a development master (env HIVEMIND_MASTER); not needed with a join token')
+    .option('--master <host:port,...>', 'address of a development master, or several comma-separated masters sharing one store, tried in order (env HIVEMIND_MASTER); not needed with a join token')
     .option('--token <token>', 'join token (hmj1.…) or enrollment token, needed on first start only (env HIVEMIND_TOKEN)')
     .option('--wg-interface <name>', `tunnel mode: WireGuard interface name (default ${WORKER_DEFAULTS.wgInterface})`)
     .option('--data-dir <dir>', 'identity, history, spool (default $HIVEMIND_HOME/worker)')

@@ -16,7 +16,8 @@ import { stateName } from '../task-format.js';
 import { terminalSafe } from '../terminal-text.js';
 import { printLogs } from '../task-attach.js';
 import { durationText } from '../../common/units.js';
-import { clientConfig, clientOptions, dataClient, withClient } from './client-commands.js';
+import { clientOptions, dataClient, withClient } from './client-commands.js';
+import { activeMaster } from '../master-choice.js';
 
 type Ctx = () => CliContext;
 type ClientFlags = { master?: string; adminToken?: string };
@@ -29,7 +30,7 @@ export class NoSuchReplicaError extends HivemindError {
 }
 
 async function withServiceClient<T>(ctx: CliContext, opts: ClientFlags, fn: (c: ServiceClient) => Promise<T>): Promise<T> {
-  const c = clientConfig(ctx, opts);
+  const c = await activeMaster(ctx, opts);
   const client = ServiceClient.connect(c.master, c.adminToken);
   try {
     return await fn(client);

@@ -82,7 +82,7 @@ export function registerServiceCommands(program: Command, setExit: (code: number
   targetOptions(service.command('install'))
     .description('write the worker config, register the service (systemd unit, background process or Windows startup task) and start the worker; a re-run with the same options changes nothing')
     .requiredOption('--token <token>', 'join token (hmj1.…) or enrollment token (hm1.…, needs --master)')
-    .option('--master <host:port>', 'address of a development master')
+    .option('--master <host:port,...>', 'address of a development master, or several comma-separated masters sharing one store')
     .option('--name <name>', 'node display name (default: the hostname)')
     .option('--max-tasks <n>', `concurrent tasks (default ${WORKER_DEFAULTS.maxTasks})`, wholeNumber(1, 256))
     .option('--drain-timeout <duration>', `how long a stop lets running tasks finish (default ${DEFAULT_DRAIN_TIMEOUT.text})`)

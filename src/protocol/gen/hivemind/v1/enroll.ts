@@ -57,6 +57,11 @@ export interface TunnelConfig {
   mesh: boolean;
   /** suggested UDP port for this node (mesh peers dial it) */
   listenPort: number;
+  /**
+   * The other masters' WireGuard endpoints (masters sharing one store: the same hub key and
+   * tunnel address), tried in order when the master at master_endpoint stops answering.
+   */
+  otherMasterEndpoints: string[];
 }
 
 export interface EnrollResponse {
@@ -182,6 +187,7 @@ function createBaseTunnelConfig(): TunnelConfig {
     masterGrpcAddress: "",
     mesh: false,
     listenPort: 0,
+    otherMasterEndpoints: [],
   };
 }
 
@@ -210,6 +216,9 @@ export const TunnelConfig: MessageFns<TunnelConfig> = {
     }
     if (message.listenPort !== 0) {
       writer.uint32(64).uint32(message.listenPort);
+    }
+    for (const v of message.otherMasterEndpoints) {
+      writer.uint32(74).string(v!);
     }
     return writer;
   },
@@ -291,6 +300,14 @@ export const TunnelConfig: MessageFns<TunnelConfig> = {
             message.listenPort = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.otherMasterEndpoints.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -337,6 +354,11 @@ export const TunnelConfig: MessageFns<TunnelConfig> = {
         : isSet(object.listen_port)
         ? globalThis.Number(object.listen_port)
         : 0,
+      otherMasterEndpoints: globalThis.Array.isArray(object?.otherMasterEndpoints)
+        ? object.otherMasterEndpoints.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.other_master_endpoints)
+        ? object.other_master_endpoints.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -366,6 +388,9 @@ export const TunnelConfig: MessageFns<TunnelConfig> = {
     if (message.listenPort !== 0) {
       obj.listenPort = Math.round(message.listenPort);
     }
+    if (message.otherMasterEndpoints?.length) {
+      obj.otherMasterEndpoints = message.otherMasterEndpoints;
+    }
     return obj;
   },
 
@@ -382,6 +407,7 @@ export const TunnelConfig: MessageFns<TunnelConfig> = {
     message.masterGrpcAddress = object.masterGrpcAddress ?? "";
     message.mesh = object.mesh ?? false;
     message.listenPort = object.listenPort ?? 0;
+    message.otherMasterEndpoints = object.otherMasterEndpoints?.map((e) => e) || [];
     return message;
   },
 };
