@@ -127,6 +127,15 @@ export const PG_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX service_tokens_service ON service_tokens(service, created_at);
   `,
+  // 2: the lease that makes one of two masters on this database the active one (lease/lease-store.ts)
+  `
+  CREATE TABLE master_lease (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+  );
+  `,
 ];
 
 /** The master's schema for migratePg. */
