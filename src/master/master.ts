@@ -295,6 +295,8 @@ export class Master {
   private phase: Phase = 'created';
   /** Why the lease was lost (the master then stops serving and closes); undefined while it holds it. */
   private fenced: string | undefined;
+  /** Loading the state after the lease was taken (settles, never rejects). */
+  private activation: Promise<void> | undefined;
 
   private constructor(
     private readonly opts: CompiledOptions,
@@ -505,6 +507,8 @@ export class Master {
       this.phase = 'standby';
       this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir, store, leaseMs: this.opts.lease!.leaseMs }, 'master listening as a standby until it takes the lease');
       this.leased.lease.start();
+      // The first try is made at once: a master that took the lease returns serving, as with SQLite.
+      await this.activation;
       return this.boundAddress;
     }
     await this.activate();
@@ -527,7 +531,7 @@ export class Master {
   leaseAcquired(): void {
     if (this.phase !== 'standby') return;
     this.phase = 'starting';
-    this.activate().then(
+    this.activation = this.activate().then(
       () => this.log.info({ address: this.boundAddress, epoch: this.leased?.lease.epoch }, 'master active: serving'),
       (err: unknown) => this.leaseLost(`could not start serving after taking the lease: ${errorMessage(err)}`),
     );
