@@ -465,14 +465,16 @@ export class Master {
         // Its own connection, with a short statement timeout: a renewal that cannot finish well
         // within the lease is a failed renewal, not a stalled event loop.
         const openStore = deps.leaseStore ?? (() => new SqlLeaseStore(PgDriver.open(url, { timeoutMs: Math.max(500, timing.renewEveryMs) })));
+        const holder = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
         const lease = new MasterLease({
           openStore,
-          holder: `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
+          holder,
           timing,
           log: log.child({ component: 'lease' }),
           onAcquired: () => master?.leaseAcquired(),
           onLost: (reason) => master?.leaseLost(reason),
         });
+        store.setLeaseFence({ holder, epoch: () => lease.epoch });
         leased = { lease, onLost: deps.onLeaseLost };
       }
       master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec, { metrics: masterMetrics, ops, readiness: deps.readiness }, leased);

@@ -1,12 +1,15 @@
 // The master lease in the real test PostgreSQL: taken once, refused to a second holder while it
 // runs (naming the holder and the time left by the database's clock), renewed only by its holder
-// and epoch, never revived once ended, released at once, and the epoch growing at each change.
+// and epoch, never revived once ended, released at once, and the epoch growing at each change;
+// and the fence the store checks in the transaction that assigns tasks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PgDriver } from '../../src/master/sql/pg-driver.js';
 import { migratePg } from '../../src/master/sql/pg-migrate.js';
 import { MASTER_PG_SCHEMA } from '../../src/master/pg-migrations.js';
 import { SqlLeaseStore } from '../../src/master/lease/lease-store.js';
+import { LeaseLostError } from '../../src/master/lease/lease-errors.js';
+import { MasterStore } from '../../src/master/master-store.js';
 import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
 import { requirePostgres } from '../helpers/requirements.js';
 
@@ -45,4 +48,22 @@ test('lease in PostgreSQL: one holder at a time, by the database clock, fenced b
   assert.equal(a.tryAcquire('a', 1000).held, false);
   b.release('b', 2);
   assert.deepEqual(a.tryAcquire('a', 1000), { held: true, epoch: 3 }, 'released: taken at once');
+});
+
+test('the write fence: the store assigns only while its master holds the lease term by the database clock', (t) => {
+  if (!requirePostgres(t, testPgUrl())) return;
+  const { url } = freshPgSchema();
+  const store = MasterStore.open({ kind: 'postgres', url });
+  const lease = new SqlLeaseStore(PgDriver.open(url));
+  t.after(() => { store.close(); lease.close(); });
+  store.assertLeaseHeld(); // no fence set (SQLite, or a single master): no check
+  let epoch = 0;
+  store.setLeaseFence({ holder: 'a', epoch: () => epoch });
+  assert.throws(() => store.transaction(() => store.assertLeaseHeld()), (e: unknown) => e instanceof LeaseLostError && e.code === 'LEASE_LOST' && /no longer holds the master lease \(epoch 0\)/.test(e.message));
+  const claim = lease.tryAcquire('a', 5000);
+  assert.ok(claim.held);
+  epoch = claim.epoch;
+  store.transaction(() => store.assertLeaseHeld());
+  lease.release('a', epoch);
+  assert.throws(() => store.transaction(() => store.assertLeaseHeld()), LeaseLostError);
 });
