@@ -554,6 +554,9 @@ export class Master {
   private async activate(): Promise<void> {
     if (this.tunnel) {
       const { hub, nodeServer, enrollServer, enrollListen, tls } = this.tunnel;
+      // Only the active master brings its hub up, with the peers as they are now (the same key:
+      // the shared data dir's, so nodes see one peer whichever master is active).
+      if (this.leased) hub.reloadPeers(this.store);
       await hub.start();
       await bind(nodeServer, hub.nodeServiceAddress, this.transport.serverCredentials());
       widenServerWindows(nodeServer);
