@@ -520,7 +520,7 @@ export class Master {
 
   /** Whether calls are served (with a lease: held, state loaded, not lost). */
   get serving(): boolean {
-    return this.phase === 'ready' && this.fenced === undefined;
+    return this.phase === 'ready' && this.fenced === undefined && (this.leased?.lease.holdsNow() ?? true);
   }
 
   /** Who is active, for a standby's refusals ("another master" once this one is closing). */

@@ -225,3 +225,18 @@ test('standby guard: every call is refused with UNAVAILABLE "standby master: <ho
     server.forceShutdown();
   }
 });
+
+test('holdsNow: true only while active and before the holder\'s own deadline (a resumed process refuses calls before its timer runs)', () => {
+  const clock = { t: 0 };
+  const store = new FakeLeaseStore(() => clock.t);
+  const a = leaseOf(store, 'a', clock);
+  assert.equal(a.lease.holdsNow(), false, 'standby');
+  a.lease.tick();
+  assert.equal(a.lease.holdsNow(), true);
+  clock.t += 3999;
+  assert.equal(a.lease.holdsNow(), true);
+  clock.t += 1;
+  assert.equal(a.lease.holdsNow(), false, 'past its deadline, no tick needed');
+  assert.equal(a.lease.current, 'active');
+  a.lease.close();
+});

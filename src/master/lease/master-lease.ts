@@ -48,6 +48,15 @@ export class MasterLease {
     return this.state === 'active' ? this.epochHeld : 0;
   }
 
+  /**
+   * Whether this master holds the lease now by its own clock: active and its deadline not passed.
+   * Checked for every incoming call, so a process resumed after a freeze refuses calls even before
+   * its overdue lease timer runs.
+   */
+  holdsNow(): boolean {
+    return this.state === 'active' && !mustStopServing(this.renewSentAt, this.monotonic(), this.deps.timing);
+  }
+
   /** Who holds the lease, as last seen by this standby ("none" before the first look). */
   get holder(): string {
     return this.activeHolder ?? 'none';
