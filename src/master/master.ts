@@ -297,6 +297,8 @@ export class Master {
   private fenced: string | undefined;
   /** Loading the state after the lease was taken (settles, never rejects). */
   private activation: Promise<void> | undefined;
+  /** Tunnel mode: whether this master brought its WireGuard interface up (a standby has not). */
+  private hubUp = false;
 
   private constructor(
     private readonly opts: CompiledOptions,
@@ -557,6 +559,8 @@ export class Master {
       // Only the active master brings its hub up, with the peers as they are now (the same key:
       // the shared data dir's, so nodes see one peer whichever master is active).
       if (this.leased) hub.reloadPeers(this.store);
+      // Before start(): a start that fails half-way still takes the interface down on close.
+      this.hubUp = true;
       await hub.start();
       await bind(nodeServer, hub.nodeServiceAddress, this.transport.serverCredentials());
       widenServerWindows(nodeServer);
@@ -661,7 +665,8 @@ export class Master {
         nodeServer.forceShutdown();
         enrollServer.forceShutdown();
       });
-      await step('tunnel', () => hub.close());
+      // A standby never brought the interface up: not its to take down.
+      await step('tunnel', () => (this.hubUp ? hub.close() : undefined));
     }
     await step('data store', () => this.data.close());
     await step('service store', () => this.services.store.close());

@@ -60,6 +60,14 @@ test('standby refuses every call until it takes over; an active master whose lea
   await waitFor('b to take over', () => b.readiness().ready || undefined, 5000, 20);
   assert.deepEqual(await toB.listTasks(), []);
   assert.equal((db.prepare('SELECT epoch FROM master_lease').get() as { epoch: number }).epoch, 3);
+  // A third master is a standby of B; closing it leaves B's lease alone.
+  const c = await make();
+  await c.start();
+  const cr = c.readiness();
+  assert.ok(!cr.ready && /^standby: master \S+ holds the lease$/.test(cr.reason), JSON.stringify(cr));
+  await c.close();
+  assert.ok(b.readiness().ready);
+  assert.deepEqual(await toB.listTasks(), []);
   // A clean close hands the lease over at once (ended now, not in a second).
   await b.close();
   const row = db.prepare('SELECT expires_at <= now() AS ended FROM master_lease').get() as { ended: boolean };
