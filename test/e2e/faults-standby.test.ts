@@ -4,7 +4,7 @@
 // and the standby's /readyz says 503 before and 200 after. Nodes and the CLI reach "the master"
 // through a TCP forwarder in this test that sends each new connection to the master whose /readyz
 // says ready, as a load balancer in front of the two would (the worker's own `--master a,b` is the
-// clients' part and needs no forwarder).
+// clients' part and needs no forwarder). And a master whose lease is taken over exits 1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -15,6 +15,7 @@ import { CliDaemon, fileExists, freePort, runCli, waitFor } from '../helpers/cli
 import { recordScenario } from '../helpers/fault-ledger.js';
 import { requireDockerImage, requirePostgres } from '../helpers/requirements.js';
 import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
+import { PgDriver } from '../../src/master/sql/pg-driver.js';
 
 const IMAGE = 'hivemind/busybox:1';
 // Two: the worker offers this host's CPUs, and the test hosts have two.
@@ -155,6 +156,29 @@ test('kill -9 of the active master while tasks run: the standby takes over, ever
     await worker?.stop('SIGTERM');
     forwarder?.close();
     for (const m of masters) await m.daemon?.stop('SIGTERM');
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('master start: a master whose lease is taken over stops serving and exits 1, saying why', async (t) => {
+  if (!requirePostgres(t, testPgUrl())) return;
+  const home = mkdtempSync(join(tmpdir(), 'hm-standby-'));
+  const { url } = freshPgSchema();
+  const [grpc, ops] = [await freePort(), await freePort()];
+  const master = new CliDaemon(
+    ['master', 'start', '--listen', `127.0.0.1:${grpc}`, '--data-dir', join(home, 'master'), '--store', url, '--lease', '1s', '--metrics-listen', `127.0.0.1:${ops}`, '--gateway-listen', 'off'],
+    { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info' },
+  );
+  const db = PgDriver.open(url);
+  try {
+    await waitFor('the master active', async () => (await readyz(ops))?.status === 200 || undefined, 30_000, 100);
+    db.prepare("UPDATE master_lease SET holder = 'another-host:1:abc', epoch = epoch + 1").run();
+    const code = await Promise.race([master.exited, new Promise<string>((r) => setTimeout(() => r('still running after 10 s'), 10_000))]);
+    assert.equal(code, 1, master.output);
+    assert.match(master.output, /"reason":"the master lease \(epoch 1\) was taken over or had ended".*"msg":"master lease lost: exiting so that this master restarts as a standby"/);
+  } finally {
+    db.close();
+    await master.stop('SIGKILL');
     rmSync(home, { recursive: true, force: true });
   }
 });
