@@ -9,6 +9,7 @@ import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutM
 import { hivemindHome } from './paths.js';
 import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zMasterList, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { MAX_MASTERS } from './master-list.js';
+import { DEFAULT_LEASE_MS } from '../master/lease/lease-timing.js';
 
 const schema = z
   .object({
@@ -18,6 +19,8 @@ const schema = z
     dataDir: z.string().min(1).optional(),
     /** Where the master keeps its state: a postgres:// URL, or unset for SQLite at <dataDir>/master.db. */
     store: z.string().min(1).optional(),
+    /** With PostgreSQL: how long the master lease lasts (a standby takes over within about this long). */
+    lease: zDurationMs('lease').default(DEFAULT_LEASE_MS),
     /** Interval workers report at. */
     reportInterval: zDurationMs('report interval').default(MASTER_DEFAULTS.reportIntervalMs),
     /** A node silent this long is offline and its tasks are requeued. Default MISSED_REPORTS_OFFLINE report intervals. */
@@ -73,6 +76,8 @@ export interface MasterConfig {
   /** SQLite at <dataDir>/master.db, or PostgreSQL (the URL holds the password: log `shown`). */
   store: MasterStoreChoice;
   reportIntervalMs: number;
+  /** With PostgreSQL: the master lease's length (ignored with SQLite). */
+  leaseMs: number;
   /** A node silent this long is offline and its tasks are requeued. */
   nodeTimeoutMs: number;
   maxAttempts: number;
@@ -91,6 +96,7 @@ const fields: Record<string, FieldSource> = {
   store: { env: 'HIVEMIND_STORE', flag: 'store' },
   reportInterval: { env: 'HIVEMIND_REPORT_INTERVAL', flag: 'reportInterval' },
   nodeTimeout: { env: 'HIVEMIND_NODE_TIMEOUT', flag: 'nodeTimeout' },
+  lease: { env: 'HIVEMIND_LEASE', flag: 'lease' },
   maxAttempts: { env: 'HIVEMIND_MAX_ATTEMPTS', flag: 'maxAttempts' },
   logLevel: { env: 'HIVEMIND_LOG_LEVEL', flag: 'logLevel' },
   wgEndpoint: { env: 'HIVEMIND_WG_ENDPOINT', flag: 'wgEndpoint' },
@@ -140,6 +146,7 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     dataDir,
     store: compileStoreChoice(c.store, dataDir),
     reportIntervalMs: c.reportInterval,
+    leaseMs: c.lease,
     nodeTimeoutMs: nodeTimeoutMs(c.reportInterval, c.nodeTimeout),
     maxAttempts: c.maxAttempts,
     logLevel: c.logLevel,

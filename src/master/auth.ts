@@ -59,8 +59,14 @@ export class MasterAuth {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       token = secret(ADMIN_PREFIX);
-      // 'wx' so two masters racing on one data dir cannot overwrite each other's token.
-      await writeFile(path, token + '\n', { mode: 0o600, flag: 'wx' });
+      // 'wx' so two masters racing on one data dir cannot overwrite each other's token; the one
+      // that loses the race (an active and a standby starting together) takes the winner's.
+      try {
+        await writeFile(path, token + '\n', { mode: 0o600, flag: 'wx' });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        token = await readWinnerToken(path);
+      }
     }
     await chmod(path, 0o600);
     return new MasterAuth(store, clock, sha256Hex(token), path);
@@ -126,4 +132,14 @@ export class MasterAuth {
     const credential = secret(CREDENTIAL_PREFIX);
     return { credential, hash: sha256Hex(credential) };
   }
+}
+
+/** The admin token another master just wrote: read until its write is whole (it is one short line). */
+async function readWinnerToken(path: string): Promise<string> {
+  for (let i = 0; i < 50; i++) {
+    const text = await readFile(path, 'utf8');
+    if (text.endsWith('\n') && text.trim()) return text.trim();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new AuthError(`${path} stays empty or torn while another master writes it; delete it to generate a new admin token`);
 }

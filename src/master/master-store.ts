@@ -1,6 +1,7 @@
 // The master's durable state (SQLite, or PostgreSQL through sql/pg-driver.ts): nodes, tasks with their event history, and enrollment
 // tokens. Only hashes of secrets are stored. Every multi-row change runs in one transaction.
 import { openMasterSql } from './sql/open-master-sql.js';
+import { LeaseLostError } from './lease/lease-errors.js';
 import type { SqlDriver as Db, SqlStatement as Statement, StoreLocation } from './sql/sql-driver.js';
 import { NodeFacts, ResourceReport, TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import {
@@ -80,6 +81,30 @@ export class MasterStore {
    */
   static open(where: string | StoreLocation, timer?: StoreTimer): MasterStore {
     return new MasterStore(openMasterSql(where, ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000']), timer);
+  }
+
+  /**
+   * With a lease (PostgreSQL, two masters): the term this master holds. Set once when the master
+   * is built; undefined with SQLite (a single master, no check).
+   */
+  private leaseFence: { holder: string; epoch: () => number } | undefined;
+
+  setLeaseFence(fence: { holder: string; epoch: () => number }): void {
+    this.leaseFence = fence;
+  }
+
+  /**
+   * Inside the transaction that assigns tasks: throws LeaseLostError unless this master still holds
+   * its lease term by the database's clock. FOR SHARE makes a standby's take-over wait for this
+   * transaction's commit, so an assignment is either stored before the take-over (and found by the
+   * new master as it loads the state) or refused; a frozen-then-resumed old master cannot assign.
+   */
+  assertLeaseHeld(): void {
+    const f = this.leaseFence;
+    if (!f) return;
+    const epoch = f.epoch();
+    const row = this.db.prepare('SELECT 1 AS held FROM master_lease WHERE id = 1 AND holder = ? AND epoch = ? AND expires_at > now() FOR SHARE').get(f.holder, epoch);
+    if (!row) throw new LeaseLostError(`this master (${f.holder}) no longer holds the master lease (epoch ${epoch}): nothing assigned; it stops serving`);
   }
 
   /** Runs `fn` in one transaction (nested calls join the outer one, timed as part of it). */

@@ -62,6 +62,13 @@ import { MasterMetrics } from './metrics/master-metrics.js';
 import { NodeStateBoard } from './metrics/node-states.js';
 import { OpsHttpServer, type Readiness } from './metrics/ops-http.js';
 import { TaskFlowMetrics } from './metrics/task-flow-metrics.js';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { MasterLease } from './lease/master-lease.js';
+import { SqlLeaseStore, type LeaseStore } from './lease/lease-store.js';
+import { leaseTiming, type LeaseTiming } from './lease/lease-timing.js';
+import { standbyGuard } from './lease/standby-guard.js';
+import { PgDriver } from './sql/pg-driver.js';
 
 /** Workers back off up to 30 s (plus jitter) while the master is away; this covers it. */
 export const RESTART_GRACE_MS = 60_000;
@@ -132,6 +139,12 @@ export interface MasterOptions {
    * admin token. Default "off" here; `hivemind master start` defaults to MASTER_DEFAULTS.metricsListen.
    */
   metricsListen?: string;
+  /**
+   * With PostgreSQL only (SQLite has a single master and no lease): how long the lease that makes
+   * this master the active one lasts, by the database's clock; renewed every fifth of it. A standby
+   * takes over within about this long after the active master dies. Default 5 000 ms, at least 1 000.
+   */
+  leaseMs?: number;
 }
 
 export interface MasterDeps {
@@ -158,6 +171,13 @@ export interface MasterDeps {
   readiness?: () => Readiness;
   /** Whether /metrics on the operations listener asks for the admin token. Default: unless it listens on loopback. */
   metricsNeedToken?: boolean;
+  /** With PostgreSQL: opens the lease's own connection. Default: a PgDriver on the store's URL. */
+  leaseStore?: () => LeaseStore;
+  /**
+   * With PostgreSQL: called once the master lost its lease, after it stopped serving and closed
+   * (`hivemind master start` exits non-zero; a supervisor restarts it as a standby). Default: none.
+   */
+  onLeaseLost?: (reason: string) => void;
 }
 
 interface CompiledOptions {
@@ -180,6 +200,8 @@ interface CompiledOptions {
   gateway: { host: string; port: number } | undefined;
   /** The operations listener; undefined: off. */
   metrics: { host: string; port: number } | undefined;
+  /** PostgreSQL only: the lease's timing; undefined with SQLite (no lease, a single master). */
+  lease: LeaseTiming | undefined;
 }
 
 /** `--gateway-listen`, `--metrics-listen`: "off", or host:port (IPv6 in brackets). */
@@ -207,10 +229,11 @@ function compile(o: MasterOptions): CompiledOptions {
   if (!isLoopbackHost(splitHostPort(listenAddress).host)) {
     throw new ConfigError(`master: --listen ${listenAddress} is not a loopback address; the admin${o.tunnel ? '' : ' and node'} service speak plaintext and stay on loopback${o.tunnel ? '' : ' (workers on other hosts join through the tunnel: pass --wg-endpoint HOST:51820)'}`);
   }
+  const store: StoreLocation = o.store ?? { kind: 'sqlite', path: join(o.dataDir, 'master.db') };
   return {
     listenAddress,
     dataDir: o.dataDir,
-    store: o.store ?? { kind: 'sqlite', path: join(o.dataDir, 'master.db') },
+    store,
     reportIntervalMs,
     nodeTimeoutMs,
     maxAttempts,
@@ -224,6 +247,7 @@ function compile(o: MasterOptions): CompiledOptions {
     serviceReconcileIntervalMs: o.serviceReconcileIntervalMs ?? 1000,
     gateway: compileListen(o.gatewayListen ?? GATEWAY_DEFAULTS.listen, 'gateway', GATEWAY_DEFAULTS.listen),
     metrics: compileListen(o.metricsListen ?? 'off', 'metrics', MASTER_DEFAULTS.metricsListen),
+    lease: store.kind === 'postgres' ? leaseTiming(o.leaseMs) : undefined,
   };
 }
 
@@ -251,8 +275,18 @@ interface Observability {
   readiness: (() => Readiness) | undefined;
 }
 
-/** Where the master is in its life, as /readyz tells it. */
-type Phase = 'created' | 'starting' | 'ready' | 'closing';
+/**
+ * Where the master is in its life, as /readyz tells it. 'standby' (PostgreSQL only): listening,
+ * refusing every call (lease/standby-guard.ts) until it takes the lease; then 'starting' again
+ * while it loads the state, and 'ready'.
+ */
+type Phase = 'created' | 'starting' | 'standby' | 'ready' | 'closing';
+
+/** The lease of a master on PostgreSQL, and what to do once it is lost. */
+interface LeaseParts {
+  lease: MasterLease;
+  onLost: ((reason: string) => void) | undefined;
+}
 
 /** The largest message any of the master's servers reads (RESOURCE_EXHAUSTED beyond). */
 export const MAX_RECEIVED_MESSAGE_BYTES = 1024 * 1024;
@@ -264,6 +298,12 @@ export class Master {
   private gatewayBase: string | undefined;
   private metricsBase: string | undefined;
   private phase: Phase = 'created';
+  /** Why the lease was lost (the master then stops serving and closes); undefined while it holds it. */
+  private fenced: string | undefined;
+  /** Loading the state after the lease was taken (settles, never rejects). */
+  private activation: Promise<void> | undefined;
+  /** Tunnel mode: whether this master brought its WireGuard interface up (a standby has not). */
+  private hubUp = false;
 
   private constructor(
     private readonly opts: CompiledOptions,
@@ -281,6 +321,7 @@ export class Master {
     private readonly gateway: Gateway | undefined,
     private readonly exec: ExecService,
     private readonly obs: Observability,
+    private readonly leased: LeaseParts | undefined,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -326,7 +367,10 @@ export class Master {
       // No legitimate message a master receives comes near 1 MiB (chunks are 256 KiB, a spec at most
       // 256 KiB); grpc-js refuses a larger one from its length prefix instead of reading it whole.
       // Every call of every server counted where it ends, with its status (metrics/grpc-call-metrics.ts).
-      const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES, interceptors: [grpcCallInterceptor(masterMetrics, { now: () => performance.now() })] };
+      // With PostgreSQL a standby refuses every call before any handler (after the metrics interceptor,
+      // which counts the refusal); with SQLite there is no guard at all.
+      const guard = opts.lease ? [standbyGuard({ serving: () => master?.serving ?? false, activeHolder: () => master?.activeHolder ?? 'another master' })] : [];
+      const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES, interceptors: [grpcCallInterceptor(masterMetrics, { now: () => performance.now() }), ...guard] };
       const server = new Server(serverOptions);
       let tunnel: TunnelParts | undefined;
       let nodeService: NodeService;
@@ -422,7 +466,26 @@ export class Master {
           log,
         })
         : undefined;
-      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec, { metrics: masterMetrics, ops, readiness: deps.readiness });
+      let leased: LeaseParts | undefined;
+      if (opts.lease && opts.store.kind === 'postgres') {
+        const { url } = opts.store;
+        const timing = opts.lease;
+        // Its own connection, with a short statement timeout: a renewal that cannot finish well
+        // within the lease is a failed renewal, not a stalled event loop.
+        const openStore = deps.leaseStore ?? (() => new SqlLeaseStore(PgDriver.open(url, { timeoutMs: Math.max(500, timing.renewEveryMs) })));
+        const holder = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+        const lease = new MasterLease({
+          openStore,
+          holder,
+          timing,
+          log: log.child({ component: 'lease' }),
+          onAcquired: () => master?.leaseAcquired(),
+          onLost: (reason) => master?.leaseLost(reason),
+        });
+        store.setLeaseFence({ holder, epoch: () => lease.epoch });
+        leased = { lease, onLost: deps.onLeaseLost };
+      }
+      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec, { metrics: masterMetrics, ops, readiness: deps.readiness }, leased);
       return master;
     } catch (err) {
       masterMetrics.close();
@@ -447,8 +510,63 @@ export class Master {
     });
     this.boundAddress = `${splitHostPort(listenAddress).host}:${port}`;
     if (!widenServerWindows(this.server)) this.log.warn('cannot widen HTTP/2 windows on this grpc-js version; large transfers will be slower');
+    // The URL's password is replaced: only where the state is goes to the log.
+    const store = this.opts.store.kind === 'sqlite' ? this.opts.store.path : redactUrl(this.opts.store.url);
+    if (this.leased) {
+      // The rest (tunnel, gateway, the state) comes up once the lease is taken (leaseAcquired).
+      this.phase = 'standby';
+      this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir, store, leaseMs: this.opts.lease!.leaseMs }, 'master listening as a standby until it takes the lease');
+      this.leased.lease.start();
+      // The first try is made at once: a master that took the lease returns serving, as with SQLite.
+      await this.activation;
+      return this.boundAddress;
+    }
+    await this.activate();
+    this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir, store }, 'master listening');
+    return this.boundAddress;
+  }
+
+  /** Whether calls are served (with a lease: held, state loaded, not lost). */
+  get serving(): boolean {
+    return this.phase === 'ready' && this.fenced === undefined && (this.leased?.lease.holdsNow() ?? true);
+  }
+
+  /** Who is active, for a standby's refusals ("another master" once this one is closing). */
+  get activeHolder(): string {
+    const lease = this.leased?.lease;
+    return lease && lease.current === 'standby' ? lease.holder : 'another master';
+  }
+
+  /** The lease was taken: load the state and serve, as after a restart. */
+  leaseAcquired(): void {
+    if (this.phase !== 'standby') return;
+    this.phase = 'starting';
+    this.activation = this.activate().then(
+      () => this.log.info({ address: this.boundAddress, epoch: this.leased?.lease.epoch }, 'master active: serving'),
+      (err: unknown) => this.leaseLost(`could not start serving after taking the lease: ${errorMessage(err)}`),
+    );
+  }
+
+  /**
+   * The lease was lost (refused, or not renewed in time): stop serving at once (the guard refuses
+   * from this call on), end the streams and close; then tell the owner (the CLI exits non-zero).
+   */
+  leaseLost(reason: string): void {
+    if (this.fenced !== undefined) return;
+    this.fenced = reason;
+    const onLost = this.leased?.onLost;
+    void this.close().then(() => onLost?.(reason));
+  }
+
+  /** Everything a master that serves runs: the tunnel, the gateway, the restart's grace, the queue, the services. */
+  private async activate(): Promise<void> {
     if (this.tunnel) {
       const { hub, nodeServer, enrollServer, enrollListen, tls } = this.tunnel;
+      // Only the active master brings its hub up, with the peers as they are now (the same key:
+      // the shared data dir's, so nodes see one peer whichever master is active).
+      if (this.leased) hub.reloadPeers(this.store);
+      // Before start(): a start that fails half-way still takes the interface down on close.
+      this.hubUp = true;
       await hub.start();
       await bind(nodeServer, hub.nodeServiceAddress, this.transport.serverCredentials());
       widenServerWindows(nodeServer);
@@ -469,10 +587,6 @@ export class Master {
     this.tasks.start().catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'loading the task queue failed; placement waits for the next trigger'));
     this.services.manager.start(this.services.events);
     if (this.phase === 'starting') this.phase = 'ready';
-    // The URL's password is replaced: only where the state is goes to the log.
-    const store = this.opts.store.kind === 'sqlite' ? this.opts.store.path : redactUrl(this.opts.store.url);
-    this.log.info({ address: this.boundAddress, transport: this.transport.name, dataDir: this.opts.dataDir, store }, 'master listening');
-    return this.boundAddress;
   }
 
   /** The bound host:port (after start()). */
@@ -486,7 +600,9 @@ export class Master {
    * restart's recovery set up (start() done), not closing, and the injected condition met.
    */
   readiness(): Readiness {
+    if (this.fenced !== undefined) return { ready: false, reason: `lease lost: ${this.fenced}` };
     if (this.phase === 'closing') return { ready: false, reason: 'shutting down' };
+    if (this.phase === 'standby') return { ready: false, reason: `standby: master ${this.leased!.lease.holder} holds the lease` };
     if (this.phase !== 'ready') return { ready: false, reason: 'starting' };
     return this.obs.readiness?.() ?? { ready: true };
   }
@@ -555,11 +671,14 @@ export class Master {
         nodeServer.forceShutdown();
         enrollServer.forceShutdown();
       });
-      await step('tunnel', () => hub.close());
+      // A standby never brought the interface up: not its to take down.
+      await step('tunnel', () => (this.hubUp ? hub.close() : undefined));
     }
     await step('data store', () => this.data.close());
     await step('service store', () => this.services.store.close());
     await step('store', () => this.store.close());
+    // After every write of this master: only then may the standby take over.
+    await step('lease', () => this.leased?.lease.close());
     // Last: /readyz says "shutting down" through the whole close.
     await step('operations listener', () => this.obs.ops?.close());
     await step('metrics', () => this.obs.metrics.close());

@@ -133,6 +133,15 @@ export const PG_MIGRATIONS: readonly string[] = [
   CREATE INDEX tasks_created ON tasks(created_at, id);
   CREATE INDEX nodes_registered ON nodes(registered_at, id);
   `,
+  // 3: the lease that makes one of two masters on this database the active one (lease/lease-store.ts)
+  `
+  CREATE TABLE master_lease (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+  );
+  `,
 ];
 
 /** The master's schema for migratePg. */

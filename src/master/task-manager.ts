@@ -259,6 +259,8 @@ export class TaskManager {
     const saved: TaskRow[] = [];
     try {
       this.store.transaction(() => {
+        // Two masters on PostgreSQL: only the lease holder's assignments are written.
+        this.store.assertLeaseHeld();
         for (const a of placed) {
           const row = this.store.updateTask(a.taskId, (t) => {
             if (t.state !== TaskState.TASK_STATE_QUEUED) return false;

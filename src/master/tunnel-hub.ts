@@ -41,7 +41,7 @@ export interface HubPeer {
   tunnelIp: string;
 }
 
-/** What the hub reads from the store: once, at start. */
+/** What the hub reads from the store: when it is built, and again when a standby master takes over (reloadPeers). */
 export interface HubPeerSource {
   tunnelPeers(): HubPeer[];
 }
@@ -60,7 +60,7 @@ export class TunnelHub {
     readonly publicKey: string,
     private readonly tool: WireGuardTool,
     private readonly runner: CommandRunner,
-    private readonly pool: AddressPool,
+    private pool: AddressPool,
     peers: HubPeer[],
     private readonly log: Logger,
   ) {
@@ -80,7 +80,15 @@ export class TunnelHub {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       privateKey = generateWgKeyPair().privateKey;
-      await writeFile(keyFile, privateKey + '\n', { mode: 0o600, flag: 'wx' });
+      try {
+        await writeFile(keyFile, privateKey + '\n', { mode: 0o600, flag: 'wx' });
+      } catch (e) {
+        // Two masters on one (shared) data dir starting together: both use the key written first.
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        await new Promise((r) => setTimeout(r, 50));
+        privateKey = (await readFile(keyFile, 'utf8')).trim();
+        if (!isWgKey(privateKey)) throw new ConfigError(`${keyFile} does not hold a WireGuard private key; move it away to make a new one (every node must then enroll again)`);
+      }
     }
     const peers = deps.store.tunnelPeers();
     const pool = AddressPool.load(subnet, peers.map((p) => p.tunnelIp));
@@ -124,6 +132,17 @@ export class TunnelHub {
   }
 
   /** Brings the interface up with every known node as a peer; forwarding lets nodes reach each other through the hub. */
+  /**
+   * Reads the enrolled nodes from the store again, before start(): a standby master built its hub
+   * long before it takes over, and the active master enrolled and removed nodes meanwhile.
+   */
+  reloadPeers(source: HubPeerSource): void {
+    const peers = source.tunnelPeers();
+    this.peers.clear();
+    for (const p of peers) this.peers.set(p.nodeId, p);
+    this.pool = AddressPool.load(this.subnet, peers.map((p) => p.tunnelIp));
+  }
+
   async start(): Promise<void> {
     const spec = this.spec();
     this.implementation = await this.tool.up(spec);

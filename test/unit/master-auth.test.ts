@@ -103,3 +103,16 @@ test('reports are written behind: read through at once, in the file after a flus
   store.flushReports();
   assert.equal(store.listNodes()[0]!.lastReport?.seq, 7);
 });
+
+test('two masters creating the admin token on one (shared) data dir at once end up with the same one', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-auth-'));
+  const store = MasterStore.open(':memory:');
+  t.after(async () => {
+    store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const clock = new ManualClock();
+  const both = await Promise.all([0, 1, 2, 3].map(() => MasterAuth.create(dir, store, clock)));
+  const token = (await readFile(join(dir, 'admin.token'), 'utf8')).trim();
+  for (const a of both) a.checkAdmin(bearerMetadata(token));
+});

@@ -277,3 +277,23 @@ test('mesh lists in a subscribe storm share `wg show`: 200 concurrent callers ru
   assert.equal(shows, 2);
   assert.ok(late.every((l) => l[0]!.endpoint === '192.0.2.2:2' && l.length === 3));
 });
+
+test('hub of a standby master: reloadPeers before start takes the peers and addresses the active master enrolled and removed meanwhile; one shared key file', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hm-hub-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const runner = new RecordingRunner();
+  let peers: HubPeer[] = [0, 1, 2].map((i) => ({ nodeId: nodeId(i), publicKey: key(i), tunnelIp: ipOf(i) }));
+  const store = { tunnelPeers: () => peers };
+  const opts = { interfaceName: 'hm0', subnet: '10.8.0.0/16', endpoint: '192.0.2.1:51820', nodePort: 7070, mesh: false, dataDir: dir };
+  // Two masters on one data dir, built together: one hub key.
+  const [hub, other] = await Promise.all([0, 1].map(() => TunnelHub.create(opts, { tool: new LinuxWireGuard(runner), runner, store, log: silentLogger() })));
+  assert.equal(hub!.publicKey, other!.publicKey);
+  // Meanwhile the active master removed node 1 and enrolled two more.
+  peers = [peers[0]!, peers[2]!, { nodeId: nodeId(3), publicKey: key(3), tunnelIp: ipOf(3) }, { nodeId: nodeId(4), publicKey: key(4), tunnelIp: ipOf(1) }];
+  hub!.reloadPeers(store);
+  await hub!.start();
+  assert.equal(hub!.peerCount, 4);
+  assert.equal(hub!.allocate(), ipOf(4), 'addresses in use by the new peers are not handed out again');
+  assert.equal(await hub!.removePeer(nodeId(1)), false, 'the node removed meanwhile is no peer');
+  assert.equal(await hub!.removePeer(nodeId(4)), true, 'the node enrolled meanwhile is one');
+});

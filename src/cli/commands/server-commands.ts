@@ -62,6 +62,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--listen <host:port>', `gRPC listen address (default ${MASTER_DEFAULTS.listen})`)
     .option('--data-dir <dir>', 'database, inputs, results, logs (default $HIVEMIND_HOME/master)')
     .option('--store <url>', 'keep the state in PostgreSQL: postgres://USER:PASSWORD@HOST:PORT/DATABASE (env HIVEMIND_STORE; default SQLite at <data dir>/master.db)')
+    .option('--lease <duration>', 'with --store postgres://: how long the lease making this master the active one lasts; a second master on the same database is a standby and takes over within about this long (env HIVEMIND_LEASE; default 5s)')
     .option('--report-interval <duration>', 'report interval for nodes (default 30s)')
     .option('--node-timeout <duration>', `a node silent this long is offline and its tasks are requeued; at least the report interval (default ${MISSED_REPORTS_OFFLINE} report intervals)`)
     .option('--max-attempts <n>', `attempts per task when nodes are lost (default ${MASTER_DEFAULTS.maxAttempts})`)
@@ -81,9 +82,20 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       const cfg = compileMasterConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: o });
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
+      // A master that lost its lease has already stopped serving and closed: the process exits
+      // non-zero, and its supervisor starts it again, as a standby.
+      let leaseLost: ((code: number) => void) | undefined;
+      let lostBeforeWait = false;
       const m = await Master.create(
-        { listenAddress: cfg.listen, dataDir: cfg.dataDir, store: cfg.store, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, metricsListen: cfg.metricsListen, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
-        { logger },
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, store: cfg.store, leaseMs: cfg.leaseMs, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, metricsListen: cfg.metricsListen, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
+        {
+          logger,
+          onLeaseLost: (reason) => {
+            logger.error({ reason }, 'master lease lost: exiting so that this master restarts as a standby');
+            if (leaseLost) leaseLost(EXIT_FAILURE);
+            else lostBeforeWait = true;
+          },
+        },
       );
       const address = await m.start();
       // The admin commands on this host find this master without flags (the README's `token create` next).
@@ -92,7 +104,10 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
         return undefined;
       });
       logger.info({ address, adminTokenFile: m.adminTokenPath, ...(pointer ? { clientPointer: pointer } : {}) }, 'master ready');
-      const code = await runUntilSignalled(c, logger, () => m.close(), () => undefined);
+      const code = await runUntilSignalled(c, logger, () => m.close(), () => undefined, (stop) => {
+        leaseLost = stop;
+        if (lostBeforeWait) stop(EXIT_FAILURE);
+      });
       await removeLocalMaster(process.pid, c.env).catch(() => undefined);
       setExit(code);
     });
