@@ -1,14 +1,12 @@
 // Two masters on one PostgreSQL schema and one shared data dir, one active and one standby: the
 // active one is killed with -9 while tasks run, the standby takes the lease over and serves.
 // Every task ends exactly once with its result delivered (the fault summary: lost 0, duplicated 0),
-// and the standby's /readyz says 503 before and 200 after. Nodes and the CLI reach "the master"
-// through a TCP forwarder in this test that sends each new connection to the master whose /readyz
-// says ready, as a load balancer in front of the two would (the worker's own `--master a,b` is the
-// clients' part and needs no forwarder). And a master whose lease is taken over exits 1.
+// and the standby's /readyz says 503 before and 200 after. The worker and the CLI are given both
+// masters (`--master a,b`, HIVEMIND_MASTER=a,b) and find the active one by themselves, before and
+// after the failover. And a master whose lease is taken over exits 1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createConnection, createServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CliDaemon, fileExists, freePort, runCli, waitFor } from '../helpers/cli-process.js';
@@ -28,31 +26,6 @@ async function readyz(port: number): Promise<{ status: number; body: string } | 
   } catch {
     return undefined;
   }
-}
-
-/** Forwards each new connection to the first of `targets` whose /readyz answers 200 (checked every 100 ms). */
-async function readyForwarder(targets: { grpc: number; ops: number }[]): Promise<{ port: number; close: () => void }> {
-  let current: number | undefined;
-  const timer = setInterval(async () => {
-    let next: number | undefined;
-    for (const t of targets) if ((await readyz(t.ops))?.status === 200) { next = t.grpc; break; }
-    current = next;
-  }, 100);
-  const sockets = new Set<Socket>();
-  const server: NetServer = createServer((client) => {
-    sockets.add(client);
-    client.on('close', () => sockets.delete(client));
-    if (current === undefined) return client.destroy();
-    const upstream = createConnection({ host: '127.0.0.1', port: current });
-    sockets.add(upstream);
-    upstream.on('close', () => { sockets.delete(upstream); client.destroy(); });
-    client.on('close', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
-    client.on('error', () => upstream.destroy());
-    client.pipe(upstream).pipe(client);
-  });
-  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
-  return { port, close: () => { clearInterval(timer); for (const s of sockets) s.destroy(); server.close(); } };
 }
 
 interface TaskInfo {
@@ -77,7 +50,6 @@ test('kill -9 of the active master while tasks run: the standby takes over, ever
       { PATH: process.env.PATH, HOME: mhome, HIVEMIND_HOME: mhome, HIVEMIND_LOG_LEVEL: 'info' },
     );
   };
-  let forwarder: { port: number; close: () => void } | undefined;
   let worker: CliDaemon | undefined;
   const outputs = () => masters.map((m) => `${m.name}:\n${m.daemon?.output ?? ''}`).join('\n');
   try {
@@ -98,14 +70,16 @@ test('kill -9 of the active master while tasks run: the standby takes over, ever
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /standby master: \S+ is active/);
 
-    forwarder = await readyForwarder(masters);
-    const env = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_MASTER: `127.0.0.1:${forwarder.port}`, HIVEMIND_ADMIN_TOKEN: adminToken };
+    // Both masters, the standby first: the CLI and the worker skip it and use the active one.
+    const both = `127.0.0.1:${b.grpc},127.0.0.1:${a.grpc}`;
+    const env = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_MASTER: both, HIVEMIND_ADMIN_TOKEN: adminToken };
     const cli = (args: string[], timeoutMs = 30_000) => runCli(args, env, timeoutMs);
-    await waitFor('the forwarder to reach a', async () => (await cli(['nodes', '--json'])).code === 0 || undefined, 10_000, 200);
+    const listed = await cli(['nodes', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
     const tok = await cli(['token', 'create']);
     assert.equal(tok.code, 0, tok.stderr);
     worker = new CliDaemon(
-      ['worker', 'start', '--master', `127.0.0.1:${forwarder.port}`, '--token', tok.stdout.trim(), '--data-dir', join(home, 'worker'), '--report-interval', '1s', '--max-tasks', String(TASKS)],
+      ['worker', 'start', '--master', both, '--token', tok.stdout.trim(), '--data-dir', join(home, 'worker'), '--report-interval', '1s', '--max-tasks', String(TASKS)],
       { ...env, HIVEMIND_MASTER: undefined, HIVEMIND_GATEWAY_PORT: '0', HIVEMIND_MONITOR_PORT: '0' },
     );
     const ids: string[] = [];
@@ -154,7 +128,6 @@ test('kill -9 of the active master while tasks run: the standby takes over, ever
     throw new Error(`${String(err)}\n${outputs()}\nworker:\n${worker?.output ?? ''}`, { cause: err });
   } finally {
     await worker?.stop('SIGTERM');
-    forwarder?.close();
     for (const m of masters) await m.daemon?.stop('SIGTERM');
     rmSync(home, { recursive: true, force: true });
   }

@@ -51,7 +51,7 @@ test('several masters: the CLI and the worker skip a dead and a standby master, 
 /** `hivemind master start` on `address`, its data dir under `home`, on the shared store. */
 function startMaster(home: string, name: string, address: string, store: string, env: NodeJS.ProcessEnv): CliDaemon {
   return new CliDaemon(
-    ['master', 'start', '--listen', address, '--data-dir', join(home, name), '--store', store, '--report-interval', '1s'],
+    ['master', 'start', '--listen', address, '--data-dir', join(home, name), '--store', store, '--report-interval', '1s', '--lease', '2s'],
     { ...env, HIVEMIND_GATEWAY_LISTEN: '127.0.0.1:0', HIVEMIND_METRICS_LISTEN: '127.0.0.1:0' },
   );
 }
@@ -70,7 +70,7 @@ function connections(worker: CliDaemon): string[] {
   return out;
 }
 
-test('two masters on one PostgreSQL store: a worker on A moves to B when A is killed, and back to A when B dies later', { timeout: 240_000 }, async (t) => {
+test('two masters on one PostgreSQL store, one a standby: a worker on A moves to B when A is killed and B takes over, and back to A when B dies later', { timeout: 240_000 }, async (t) => {
   if (!requireDocker(t)) return;
   const pg = testPgUrl();
   if (!requirePostgres(t, pg)) return;
@@ -92,9 +92,10 @@ test('two masters on one PostgreSQL store: a worker on A moves to B when A is ki
   const adminToken = readFileSync(join(home, 'a', 'admin.token'), 'utf8').trim();
   const cli = (master: string, args: string[]) => runCli([...args, '--master', master], { ...env, HIVEMIND_ADMIN_TOKEN: adminToken });
   await waitFor('master A to answer', async () => (await cli(a, ['nodes', '--json'])).code === 0 || undefined);
-  let masterB = startMaster(home, 'b', b, store, env);
+  const masterB = startMaster(home, 'b', b, store, env);
   procs.push(masterB);
-  await waitFor('master B to answer', async () => (await cli(b, ['nodes', '--json'])).code === 0 || undefined);
+  // A holds the lease: B is a standby and refuses, with the message that sends clients on.
+  await waitFor('master B to answer as a standby', async () => /standby master: \S+ is active/.test((await cli(b, ['nodes', '--json'])).stderr) || undefined);
 
   const tok = await cli(a, ['token', 'create']);
   assert.equal(tok.code, 0, tok.stderr);
@@ -116,7 +117,7 @@ test('two masters on one PostgreSQL store: a worker on A moves to B when A is ki
 
   masterA = startMaster(home, 'a', a, store, env);
   procs.push(masterA);
-  await waitFor('master A to answer again', async () => (await cli(a, ['nodes', '--json'])).code === 0 || undefined);
+  await waitFor('master A to answer again, as a standby', async () => /standby master/.test((await cli(a, ['nodes', '--json'])).stderr) || undefined);
   await masterB.stop('SIGKILL');
   await waitFor('the worker on A again', () => connections(worker).at(-1) === a || undefined, 30_000, 100);
   await waitFor('A lists the node online', online(a), 30_000, 300);
