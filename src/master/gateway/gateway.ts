@@ -19,6 +19,7 @@ import { downstreamResponseHeaders, upstreamRequestHeaders } from './forwarded-h
 import { bearerToken, parseGatewayPath } from './gateway-path.js';
 import { dialPipe } from './pipe-dialer.js';
 import { pickReplica } from './replica-pick.js';
+import { listenHttp } from '../../common/listen-http.js';
 
 export interface GatewayLimits {
   maxRequests: number;
@@ -96,14 +97,7 @@ export class Gateway {
     server.on('request', (req, res) => this.onRequest(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.server = server;
-    const bound = await new Promise<number>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        const a = server.address();
-        resolve(typeof a === 'object' && a ? a.port : port);
-      });
-    }).catch((err: unknown) => {
+    const bound = await listenHttp(server, host, port).catch((err: unknown) => {
       throw new ConfigError(`gateway: cannot listen on ${host}:${port}: ${errorMessage(err)} (--gateway-listen HOST:PORT, or off)`, { cause: err });
     });
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${bound}`;

@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { ConfigError, errorMessage } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { ADMIN_CHALLENGE, adminTokenRefusal } from '../gateway/gateway-metrics.js';
+import { listenHttp } from '../../common/listen-http.js';
 
 /** Ready, or not with a one-line reason (starting, shutting down, later: a standby master). */
 export type Readiness = { ready: true } | { ready: false; reason: string };
@@ -67,14 +68,7 @@ export class OpsHttpServer {
     server.maxConnections = OPS_LIMITS.maxConnections;
     server.on('request', (req, res) => this.onRequest(req, res));
     this.server = server;
-    const bound = await new Promise<number>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        const a = server.address();
-        resolve(typeof a === 'object' && a ? a.port : port);
-      });
-    }).catch((err: unknown) => {
+    const bound = await listenHttp(server, host, port).catch((err: unknown) => {
       this.server = undefined;
       throw new ConfigError(`master: cannot listen on ${host}:${port} for metrics and health: ${errorMessage(err)} (--metrics-listen HOST:PORT, or off)`, { cause: err });
     });
