@@ -11,18 +11,24 @@ import { CLI, CliDaemon, freePort, waitFor } from '../helpers/cli-process.js';
 import { requireScript } from '../helpers/requirements.js';
 
 async function masterArgs(): Promise<string[]> {
-  return ['master', 'start', '--listen', `127.0.0.1:${await freePort()}`, '--gateway-listen', 'off'];
+  return ['master', 'start', '--listen', `127.0.0.1:${await freePort()}`, '--gateway-listen', 'off', '--metrics-listen', 'off'];
 }
 
 test('master start logs JSON lines when stderr is a pipe', async () => {
   const home = mkdtempSync(join(tmpdir(), 'hivemind-logfmt-'));
   const m = new CliDaemon(await masterArgs(), { ...process.env, HIVEMIND_HOME: home, HIVEMIND_LOG_PRETTY: '' });
   try {
-    await waitFor('the master listening', () => m.output.includes('master listening') || undefined, 30_000);
-    const first = m.output.split('\n')[0]!;
-    const line = JSON.parse(first) as { msg: string; level: number };
-    assert.equal(line.msg, 'master listening');
-    assert.equal(line.level, 30);
+    // Up to the whole line that says it listens (the store and the operations listener log before it).
+    const head = await waitFor('the master listening', () => {
+      const at = m.output.indexOf('master listening');
+      const end = at < 0 ? -1 : m.output.indexOf('\n', at);
+      return end < 0 ? undefined : m.output.slice(0, end);
+    }, 30_000);
+    // Every line is one JSON object.
+    const lines = head.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { msg: string; level: number });
+    const listening = lines.find((l) => l.msg === 'master listening');
+    assert.ok(listening, m.output);
+    assert.equal(listening.level, 30);
   } finally {
     await m.stop();
     rmSync(home, { recursive: true, force: true });
