@@ -10,7 +10,7 @@
 // namespaces, so nothing listens on any network address of the root namespace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +20,8 @@ import { waitFor } from '../helpers/cli-process.js';
 import { runInNs, startInNs, stopInNs, type NsProc } from '../helpers/netns-cli.js';
 import { recordScenario } from '../helpers/fault-ledger.js';
 import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
+import { PgDriver } from '../../src/master/sql/pg-driver.js';
+import { wgPublicKeyOf } from '../../src/tunnel/wg-keys.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const TASKS = 2;
@@ -95,7 +97,7 @@ test('tunnel mode: the active master host killed -9, the standby host brings up 
     const tok = await cli('m1', ['token', 'create']);
     assert.equal(tok.code, 0, tok.out);
     const token = tok.out.trim();
-    const listed = JSON.parse(Buffer.from(token.slice(5), 'base64url').toString()) as { e: string; o?: string[] };
+    const listed = JSON.parse(Buffer.from(token.slice(5), 'base64url').toString()) as { e: string };
     assert.equal(listed.e, `${m1.ip}:7443`);
 
     const wenv = { PATH: process.env.PATH, HOME: join(home, 'home-w'), HIVEMIND_HOME: join(home, 'home-w') };
@@ -114,6 +116,15 @@ test('tunnel mode: the active master host killed -9, the standby host brings up 
     const hubKey = lab.exec('m1', ['wg', 'show', ifname('m1'), 'public-key']).trim();
     assert.equal(tunnel.config.masterPublicKey, hubKey);
     const workerKey = lab.exec('w', ['wg', 'show', ifname('w'), 'public-key']).trim();
+    // The hub's key is the database's, not a file of the shared data dir.
+    const db = PgDriver.open(direct);
+    try {
+      const row = db.prepare('SELECT wg_private_key FROM hub_identity').get() as { wg_private_key: string };
+      assert.equal(wgPublicKeyOf(row.wg_private_key), hubKey);
+    } finally {
+      db.close();
+    }
+    assert.equal(existsSync(join(shared, 'wg', 'private.key')), false, 'no hub key file in the data dir');
 
     const ids: string[] = [];
     for (let i = 0; i < TASKS; i++) {
@@ -176,6 +187,7 @@ test('tunnel mode: the active master host killed -9, the standby host brings up 
     assert.equal(delivered, TASKS);
     assert.match(worker.output, /tunnel: moving the master peer to the next master/);
     assert.match(master2.output, /master lease taken: this master is active/);
+    assert.ok(hubUpMs < 10_000, `m2's hub took ${hubUpMs} ms`);
   } catch (err) {
     throw new Error(`${String(err)}\n${outputs()}`, { cause: err });
   } finally {
