@@ -3,7 +3,8 @@
 // fingerprint); a half-made tls/ directory is refused with the way out.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureTlsIdentity } from '../../src/master/tls-identity.js';
@@ -16,6 +17,10 @@ test('TLS identity: two masters on one data dir starting together serve one cert
   assert.equal(a!.fingerprint, b!.fingerprint);
   assert.equal(b!.fingerprint, c!.fingerprint);
   assert.equal(a!.keyPem, c!.keyPem);
+  // The key on disk is the certificate's: a mixed pair would fail every TLS handshake.
+  const onDisk = { cert: await readFile(join(dir, 'tls', 'cert.pem'), 'utf8'), key: await readFile(join(dir, 'tls', 'key.pem'), 'utf8') };
+  assert.equal(onDisk.cert, a!.certPem);
+  assert.ok(new X509Certificate(onDisk.cert).checkPrivateKey(createPrivateKey(onDisk.key)), 'the key pairs with the certificate');
   assert.equal((await stat(join(dir, 'tls', 'key.pem'))).mode & 0o777, 0o600);
   assert.equal((await stat(join(dir, 'tls'))).mode & 0o777, 0o700);
   assert.deepEqual(await readdir(dir), ['tls'], 'no temporary directory left behind');
