@@ -15,6 +15,7 @@ export interface HubKeySource {
 }
 
 const badKey = (where: string) => new ConfigError(`${where} does not hold a WireGuard private key; move it away to make a new one (every node must then enroll again)`);
+const badStoredKey = () => new ConfigError('the database table hub_identity does not hold a WireGuard private key; delete its row to make a new one (every node must then enroll again)');
 
 /** The key file's path in a data dir. */
 export const hubKeyFile = (dataDir: string): string => join(dataDir, 'wg', 'private.key');
@@ -94,12 +95,12 @@ export class DbHubKey implements HubKeySource {
   async privateKey(): Promise<string> {
     const stored = this.table.read();
     if (stored !== undefined) {
-      if (!isWgKey(stored)) throw badKey('the database table hub_identity');
+      if (!isWgKey(stored)) throw badStoredKey();
       return stored;
     }
     const candidate = (await readHubKeyFile(hubKeyFile(this.dataDir))) ?? generateWgKeyPair().privateKey;
     const won = this.table.insertIfAbsent(candidate, this.now());
-    if (!isWgKey(won)) throw badKey('the database table hub_identity');
+    if (!isWgKey(won)) throw badStoredKey();
     return won;
   }
 }

@@ -115,7 +115,8 @@ test('tunnel mode: the active master host killed -9, the standby host brings up 
     assert.deepEqual(tunnel.config.otherMasterEndpoints, [`${m2.ip}:51820`]);
     const hubKey = lab.exec('m1', ['wg', 'show', ifname('m1'), 'public-key']).trim();
     assert.equal(tunnel.config.masterPublicKey, hubKey);
-    const workerKey = lab.exec('w', ['wg', 'show', ifname('w'), 'public-key']).trim();
+    // From the worker's key file: its interface may not be configured yet when tunnel.json appears.
+    const workerKey = wgPublicKeyOf(readFileSync(join(home, 'w', 'wg', 'private.key'), 'utf8').trim());
     // The hub's key is the database's, not a file of the shared data dir.
     const db = PgDriver.open(direct);
     try {

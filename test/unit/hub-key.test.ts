@@ -69,7 +69,7 @@ test('hub key in the database: two masters starting together both use the first 
 
 test('hub key: a damaged key (database or file) is refused, saying what to do', async (t) => {
   const dir = await dataDir(t);
-  await assert.rejects(new DbHubKey(new FakeTable('not a key'), dir).privateKey(), /hub_identity does not hold a WireGuard private key; move it away .* enroll again/);
+  await assert.rejects(new DbHubKey(new FakeTable('not a key'), dir).privateKey(), /hub_identity does not hold a WireGuard private key; delete its row .* enroll again/);
   await mkdir(join(dir, 'wg'));
   await writeFile(hubKeyFile(dir), 'garbage\n');
   await assert.rejects(new DbHubKey(new FakeTable(), dir).privateKey(), /private\.key does not hold a WireGuard private key/);
