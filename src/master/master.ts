@@ -28,6 +28,7 @@ import type { WireGuardTool } from '../tunnel/wireguard-tool.js';
 import { EnrollService } from './enroll-service.js';
 import { ensureTlsIdentity, type TlsIdentity } from './tls-identity.js';
 import { TunnelHub } from './tunnel-hub.js';
+import { DbHubKey, FileHubKey, SqlHubKeyTable, type HubKeySource } from './hub-key.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { isLoopbackHost, parseHostPort, splitHostPort } from '../common/address.js';
 import { closeSteps } from '../common/close-steps.js';
@@ -380,7 +381,7 @@ export class Master {
         const runner = deps.runner ?? execaRunner;
         const hub = await TunnelHub.create(
           { endpoint: t.endpoint, otherEndpoints: t.peerEndpoints ?? [], interfaceName: t.interfaceName ?? MASTER_DEFAULTS.wgInterface, subnet: t.subnet ?? MASTER_DEFAULTS.wgSubnet, nodePort: t.nodePort ?? MASTER_DEFAULTS.nodePort, mesh: t.mesh ?? MASTER_DEFAULTS.mesh, dataDir: opts.dataDir },
-          { tool: deps.wireguard ?? createWireGuardTool(join(opts.dataDir, 'wg')), runner, store, log },
+          { tool: deps.wireguard ?? createWireGuardTool(join(opts.dataDir, 'wg')), runner, store, key: hubKeySource(opts.store, opts.dataDir, clock), log },
         );
         const enrollListen = t.enrollListen ?? MASTER_DEFAULTS.enrollListen;
         const publicHost = splitHostPort(t.endpoint).host;
@@ -690,4 +691,22 @@ function bind(server: Server, address: string, creds: ServerCredentials): Promis
   return new Promise<number>((resolve, reject) => server.bindAsync(address, creds, (err, p) => (err ? reject(err) : resolve(p)))).catch((err: unknown) => {
     throw new ConfigError(`master: cannot listen on ${address}: ${errorMessage(err)}`, { cause: err });
   });
+}
+
+/**
+ * The hub's key: with PostgreSQL the database's (read through a connection of its own, closed
+ * once the key is known; the schema is migrated by then), else the data dir's file.
+ */
+function hubKeySource(store: StoreLocation, dataDir: string, clock: Clock): HubKeySource {
+  if (store.kind === 'sqlite') return new FileHubKey(dataDir);
+  return {
+    privateKey: async () => {
+      const db = PgDriver.open(store.url);
+      try {
+        return await new DbHubKey(new SqlHubKeyTable(db), dataDir, () => clock.now()).privateKey();
+      } finally {
+        db.close();
+      }
+    },
+  };
 }

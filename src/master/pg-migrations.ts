@@ -142,6 +142,14 @@ export const PG_MIGRATIONS: readonly string[] = [
     expires_at TIMESTAMPTZ NOT NULL
   );
   `,
+  // 4: the WireGuard hub's key (hub-key.ts): every master on this database brings up the same hub
+  `
+  CREATE TABLE hub_identity (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    wg_private_key TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+  `,
 ];
 
 /** The master's schema for migratePg. */

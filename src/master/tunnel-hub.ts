@@ -2,13 +2,12 @@
 // node with a stable /32, and the tunnel config each node gets. Peers are read from the store once
 // at start (a restarted master needs no operator action) and then kept in memory: an enrollment
 // or a removal changes that one peer on the interface, so its cost does not grow with the network.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { portOf } from '../common/address.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { CommandRunner } from '../tunnel/command-runner.js';
-import { generateWgKeyPair, isWgKey, wgPublicKeyOf } from '../tunnel/wg-keys.js';
+import { wgPublicKeyOf } from '../tunnel/wg-keys.js';
+import { FileHubKey, type HubKeySource } from './hub-key.js';
 import type { WgInterfaceSpec, WgInterfaceStatus, WgPeerChange, WgPeerSpec } from '../tunnel/wg-spec.js';
 import type { WgImplementation, WireGuardTool } from '../tunnel/wireguard-tool.js';
 import { AddressPool } from '../tunnel/address-pool.js';
@@ -31,6 +30,7 @@ export interface TunnelHubOptions {
   mesh: boolean;
   /** Seconds. Default 25. */
   keepaliveSeconds?: number;
+  /** Where the hub's key file is kept when no other key source is given (SQLite's single master). */
   dataDir: string;
 }
 
@@ -67,29 +67,11 @@ export class TunnelHub {
     for (const p of peers) this.peers.set(p.nodeId, p);
   }
 
-  static async create(opts: TunnelHubOptions, deps: { tool: WireGuardTool; runner: CommandRunner; store: HubPeerSource; log: Logger }): Promise<TunnelHub> {
+  static async create(opts: TunnelHubOptions, deps: { tool: WireGuardTool; runner: CommandRunner; store: HubPeerSource; key?: HubKeySource; log: Logger }): Promise<TunnelHub> {
     const subnet = parseSubnet(opts.subnet);
     if (!/^[^\s]+:\d{1,5}$/.test(opts.endpoint)) throw new ConfigError(`--wg-endpoint: "${opts.endpoint}" is not HOST:PORT`);
-    const dir = join(opts.dataDir, 'wg');
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const keyFile = join(dir, 'private.key');
-    let privateKey: string;
-    try {
-      privateKey = (await readFile(keyFile, 'utf8')).trim();
-      if (!isWgKey(privateKey)) throw new ConfigError(`${keyFile} does not hold a WireGuard private key; move it away to make a new one (every node must then enroll again)`);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      privateKey = generateWgKeyPair().privateKey;
-      try {
-        await writeFile(keyFile, privateKey + '\n', { mode: 0o600, flag: 'wx' });
-      } catch (e) {
-        // Two masters on one (shared) data dir starting together: both use the key written first.
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        await new Promise((r) => setTimeout(r, 50));
-        privateKey = (await readFile(keyFile, 'utf8')).trim();
-        if (!isWgKey(privateKey)) throw new ConfigError(`${keyFile} does not hold a WireGuard private key; move it away to make a new one (every node must then enroll again)`);
-      }
-    }
+    // With PostgreSQL the key is the database's (every master brings up the same hub); else the data dir's file.
+    const privateKey = await (deps.key ?? new FileHubKey(opts.dataDir)).privateKey();
     const peers = deps.store.tunnelPeers();
     const pool = AddressPool.load(subnet, peers.map((p) => p.tunnelIp));
     const log = deps.log.child({ component: 'tunnel-hub' });
