@@ -309,8 +309,12 @@ export class AdminService {
     if (!node || !this.d.store.listNodes().some((n) => n.id === node.id)) throw new NotFoundError(`no node ${echoValue(r.nodeId)}`);
     const requeued = this.d.tasks.nodeLost(node.id, 'was removed by an administrator');
     this.d.store.removeNode(node.id, this.d.clock.now());
-    // Tell the node while it can still hear it (before its tunnel peer goes): it stops for good.
-    this.d.registry.forget(node.id, new NodeRemovedError(`node ${node.id} was removed from the master by its operator; its tasks were requeued`));
+    // Tell the node while it can still hear it: its tunnel peer goes only once the closing status
+    // has left (the stream closed), plus a moment for the packet to pass the tunnel; removing the
+    // peer is one quick `wg set`, which otherwise won the race and the node never learnt it was
+    // removed (it retried for ever).
+    await this.d.registry.forget(node.id, new NodeRemovedError(`node ${node.id} was removed from the master by its operator; its tasks were requeued`));
+    await new Promise((r) => setTimeout(r, 250));
     await this.d.onNodeRemoved?.(node.id);
     this.d.log.info({ nodeId: node.id, requeued }, 'node removed');
     return { nodeId: node.id, tasksRequeued: requeued };

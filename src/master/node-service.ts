@@ -37,6 +37,9 @@ import { MAX_REGISTERS_PER_MINUTE, MAX_SUBSCRIBES_PER_MINUTE, MAX_TASK_ID_CHARS,
 import { randomBytes } from 'node:crypto';
 import type { ExecService } from './exec-service.js';
 
+/** How long a node removal waits for the node's command stream to carry its closing status. */
+const STREAM_CLOSE_WAIT_MS = 2000;
+
 export const MASTER_VERSION = '0.1.0';
 
 export interface NodeServiceDeps extends MasterServiceDeps {
@@ -228,7 +231,21 @@ export class NodeService {
     registry.updateCapacity(node.id, req.free, req.accepting, req.running.map((r) => r.taskId));
     registry.setGateway(node.id, req.gateway && this.pipeHost(call, node, req.gateway));
     registry.setExec(node.id, req.exec);
-    const detach = registry.attach(node.id, { send: (cmd) => call.write(cmd), close: (err) => call.emit('error', toServiceError(err)) });
+    const detach = registry.attach(node.id, {
+      send: (cmd) => call.write(cmd),
+      close: (err) => {
+        // Resolves when the stream has closed (its status handed to the connection), bounded.
+        const closed = new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, STREAM_CLOSE_WAIT_MS);
+          call.once('close', () => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+        call.emit('error', toServiceError(err));
+        return closed;
+      },
+    });
     this.subscribers.add(call);
     const gone = () => {
       detach();

@@ -14,8 +14,11 @@ import type { NodePipeAddress } from './gateway/gateway-directory.js';
 /** Where commands for a node go (its open Subscribe stream). */
 export interface CommandSink {
   send(command: NodeCommand): void;
-  /** Ends the stream with an error the node acts on (e.g. it was removed). */
-  close(err: Error): void;
+  /**
+   * Ends the stream with an error the node acts on (e.g. it was removed); resolves once the stream
+   * is closed (its status handed to the connection), or at once when the sink cannot tell.
+   */
+  close(err: Error): Promise<void> | void;
 }
 
 interface Pending {
@@ -281,13 +284,14 @@ export class NodeRegistry {
   }
 
   /** A removed node: no capacity, no command stream, never schedulable again. `why` ends its stream. */
-  forget(nodeId: string, why?: Error): void {
+  forget(nodeId: string, why?: Error): Promise<void> {
     const p = this.nodes.get(nodeId);
-    if (p?.sink && why) p.sink.close(why);
+    const told = p?.sink && why ? p.sink.close(why) : undefined;
     if (p) for (const taskId of p.pending.keys()) this.pendingNode.delete(taskId);
     this.nodes.delete(nodeId);
     this.open.delete(nodeId);
     this.unrank(nodeId);
+    return Promise.resolve(told);
   }
 
   /**

@@ -78,7 +78,7 @@ test('assignments count against capacity until a later report reflects them', ()
 test('forgetting a removed node ends its command stream with the reason', () => {
   const r = new NodeRegistry(new ManualClock(), 1000);
   const closed: Error[] = [];
-  r.attach('n1', { send: () => undefined, close: (e) => closed.push(e) });
+  r.attach('n1', { send: () => undefined, close: (e) => void closed.push(e) });
   r.onReport('n1', report());
   r.forget('n1', new Error('removed by the operator'));
   assert.deepEqual(closed.map((e) => e.message), ['removed by the operator']);
