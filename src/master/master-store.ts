@@ -196,6 +196,11 @@ export class MasterStore {
     return r && this.nodeOf(r);
   }
 
+  /** True when `id` is a node not removed: one row looked up (not every node parsed). */
+  hasNode(id: string): boolean {
+    return this.db.prepare('SELECT 1 AS found FROM nodes WHERE id = ? AND removed_at IS NULL').get(id) !== undefined;
+  }
+
   listNodes(): NodeRow[] {
     return (this.stmts.listNodes.all() as RawNode[]).map((r) => this.nodeOf(r));
   }
