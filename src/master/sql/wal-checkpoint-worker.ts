@@ -14,8 +14,6 @@ export interface CheckpointWorkerData {
   /** Checked this often: a WAL grown by growBytes since the last checkpoint is checkpointed at once. */
   pollMs: number;
   growBytes: number;
-  /** Past this size, a fully checkpointed WAL is truncated (TRUNCATE, which never waits here: busy_timeout 0). */
-  truncateAboveBytes: number;
   /** The standalone executable's addon file (native-sqlite.ts); undefined from dist. */
   nativeBinding: string | undefined;
 }
@@ -59,19 +57,22 @@ let sizeAtLast = 0;
 /** The WAL's frames and how many were copied back, as of the last checkpoint (reported only when changed). */
 let prev = '';
 
+/**
+ * PASSIVE while the master runs: it only copies frames back and moves the WAL's backfill mark,
+ * never its header. A RESTART or TRUNCATE resets the header, and a main-thread transaction that
+ * began by reading (better-sqlite3's deferred BEGIN) and then writes would fail at once with
+ * SQLITE_BUSY ("database is locked", no busy handler for a stale snapshot); the bench hit exactly
+ * that. The file's size is bounded instead by journal_size_limit on the master's connections
+ * (the writer that restarts a fully copied WAL truncates it). TRUNCATE only on close, when the
+ * stores have closed.
+ */
 function checkpoint(final: boolean): void {
   const start = performance.now();
   const [r] = db.pragma(final ? 'wal_checkpoint(TRUNCATE)' : 'wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
-  let truncated = final && r!.busy === 0;
-  // Everything copied back: truncating only resets the file (it waits for no one, busy_timeout 0).
-  if (!final && r!.log > 0 && r!.checkpointed === r!.log && walSize() > cfg.truncateAboveBytes) {
-    const [t] = db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
-    truncated = t!.busy === 0;
-  }
   lastAt = performance.now();
   sizeAtLast = walSize();
   const now = `${r!.log}/${r!.checkpointed}`;
-  if (now !== prev || truncated) post({ kind: 'checkpoint', ms: lastAt - start, frames: r!.checkpointed, truncated });
+  if (now !== prev) post({ kind: 'checkpoint', ms: lastAt - start, frames: r!.checkpointed, truncated: final && r!.busy === 0 });
   prev = now;
 }
 

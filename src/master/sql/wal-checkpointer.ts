@@ -3,7 +3,8 @@
 // that was a 415 ms event-loop block in one updateTask (issue 21). With this running, the master's
 // connections set wal_autocheckpoint = 0 (open-master-sql.ts, StoreLocation.externalCheckpoints)
 // and their commits never sync (WAL, synchronous = NORMAL); a thread with its own connection
-// (wal-checkpoint-worker.ts) runs PASSIVE checkpoints, which never block a writer or a reader.
+// (wal-checkpoint-worker.ts) runs PASSIVE checkpoints, which never block a writer or a reader
+// (and never reset the WAL under a transaction: see the worker).
 // SQLite only: PostgreSQL checkpoints by itself.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../common/logger.js';
@@ -22,8 +23,6 @@ export interface WalCheckpointerOptions {
   pollMs?: number;
   /** A WAL grown by this much since the last checkpoint is checkpointed at once. Default 4 MiB (1,000 pages, SQLite's own threshold). */
   growBytes?: number;
-  /** A fully checkpointed WAL larger than this is truncated. Default 64 MiB. */
-  truncateAboveBytes?: number;
   /** How long start() waits for the thread to open the database. Default 10 000 ms. */
   startTimeoutMs?: number;
   /** Told each checkpoint's duration (metrics). */
@@ -57,7 +56,6 @@ export class WalCheckpointer {
       everyMs: options.everyMs ?? 1000,
       pollMs: options.pollMs ?? 100,
       growBytes: options.growBytes ?? 4 * 1024 * 1024,
-      truncateAboveBytes: options.truncateAboveBytes ?? 64 * 1024 * 1024,
       nativeBinding: isStandalone() ? sqliteAddonFile() : undefined,
     };
     const worker = workerFor(data);
