@@ -13,6 +13,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { exeProblems } from './exe-format.js';
+import { CHECKPOINT_WORKER_ASSET } from '../src/master/sql/wal-checkpointer.js';
 
 interface Target {
   /** pkg's platform name and the npm package's os. */
@@ -199,6 +200,8 @@ function assetsFor(target: Target): Record<string, string> {
   assets['vendor/uplot/uPlot.min.css'] = join(uplot, 'uPlot.min.css');
   assets['vendor/socket.io/socket.io.min.js'] = join(socketIoClient, 'socket.io.min.js');
   assets['native/better_sqlite3.node'] = sqlite;
+  // Made by bundleWorkers(): the executable has no dist/ to start a worker thread from.
+  assets[CHECKPOINT_WORKER_ASSET] = join(bundleDir, 'wal-checkpoint-worker.cjs');
   for (const [key, file] of Object.entries(assets)) if (!existsSync(file)) throw new Error(`asset ${key}: ${file} is missing (npm ci?)`);
   return assets;
 }
@@ -231,6 +234,26 @@ async function bundle(version: string, commit: string): Promise<string> {
   return outfile;
 }
 
+/**
+ * The worker threads' scripts, each one file with its packages (better-sqlite3's JavaScript; the
+ * addon is the one native-sqlite.ts placed, given by path), run with { eval: true }
+ * (src/master/sql/wal-checkpointer.ts).
+ */
+async function bundleWorkers(): Promise<void> {
+  mkdirSync(bundleDir, { recursive: true });
+  await build({
+    entryPoints: [join(root, 'dist', 'src', 'master', 'sql', 'wal-checkpoint-worker.js')],
+    outfile: join(bundleDir, 'wal-checkpoint-worker.cjs'),
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node22',
+    logLevel: 'warning',
+    legalComments: 'none',
+    external: ['*.node'],
+  });
+}
+
 interface PkgSea {
   default(entry: string, opts: { targets: { nodeRange: string; platform: string; arch: string; output: string }[]; seaConfig: { assets: Record<string, string>; useCodeCache: boolean } }): Promise<void>;
 }
@@ -240,6 +263,7 @@ async function main(): Promise<void> {
   const pkgJson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
   const commit = gitCommit();
   const entry = await bundle(pkgJson.version, commit);
+  await bundleWorkers();
   const bundleHash = sha256(readFileSync(entry));
   const req = createRequire(join(root, 'package.json'));
   const pkgVersion = readVersion(dirname(req.resolve('@yao-pkg/pkg/package.json'))) ?? '?';

@@ -12,6 +12,7 @@ import { HivemindError } from './errors.js';
 export const SQLITE_ADDON_ASSET = 'native/better_sqlite3.node';
 
 let binding: object | undefined;
+let addonFile: string | undefined;
 
 /** Options to spread into `new Database(file, …)`: the embedded addon in the executable, else none. */
 export function sqliteOpenOptions(env: NodeJS.ProcessEnv = process.env): { nativeBinding?: string } {
@@ -19,6 +20,16 @@ export function sqliteOpenOptions(env: NodeJS.ProcessEnv = process.env): { nativ
   binding ??= loadEmbeddedAddon(env);
   // better-sqlite3 takes the loaded addon object too; its type definitions only say string.
   return { nativeBinding: binding as unknown as string };
+}
+
+/**
+ * The standalone executable's addon as a file, for a worker thread's own better-sqlite3 (it loads
+ * the same file, so the same SQLite copy, as the main thread); undefined from dist.
+ */
+export function sqliteAddonFile(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (!isStandalone()) return undefined;
+  sqliteOpenOptions(env);
+  return addonFile;
 }
 
 function cacheDir(env: NodeJS.ProcessEnv): string {
@@ -31,6 +42,7 @@ function loadEmbeddedAddon(env: NodeJS.ProcessEnv): object {
   if (!bytes) throw new HivemindError('SQLITE_ADDON_MISSING', `this executable carries no ${SQLITE_ADDON_ASSET}: rebuild it with npm run build:exe`);
   const digest = createHash('sha256').update(bytes).digest('hex');
   const file = placeAddon(bytes, digest, env);
+  addonFile = file;
   const mod = { exports: {} as object };
   process.dlopen(mod, file);
   return mod.exports;

@@ -306,7 +306,7 @@ export class AdminService {
 
   private async removeNode(r: RemoveNodeRequest): Promise<RemoveNodeResponse> {
     const node = this.d.store.getNode(r.nodeId);
-    if (!node || !this.d.store.listNodes().some((n) => n.id === node.id)) throw new NotFoundError(`no node ${echoValue(r.nodeId)}`);
+    if (!node || !this.d.store.hasNode(node.id)) throw new NotFoundError(`no node ${echoValue(r.nodeId)}`);
     const requeued = this.d.tasks.nodeLost(node.id, 'was removed by an administrator');
     this.d.store.removeNode(node.id, this.d.clock.now());
     // Tell the node while it can still hear it: its tunnel peer goes only once the closing status

@@ -82,7 +82,7 @@ export class DataStore {
 
   /** Opens (and migrates, if the master store has not yet) the master's database: master.db at a path, or PostgreSQL. */
   static open(where: string | StoreLocation): DataStore {
-    return new DataStore(openMasterSql(where, ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000']));
+    return new DataStore(openMasterSql(where));
   }
 
   get(sha256: string): DataSetRow | undefined {

@@ -75,12 +75,11 @@ export class MasterStore {
   }
 
   /**
-   * Opens (creating if needed) and migrates the database at `path` (":memory:" for tests). WAL with
-   * synchronous = NORMAL: a commit survives the master process dying (what the fault scenarios
-   * do); only a power loss can take the last commits, not corrupt the file.
+   * Opens (creating if needed) and migrates the database at `path` (":memory:" for tests), with
+   * the pragmas of every master connection (MASTER_SQLITE_PRAGMAS in sql/open-master-sql.ts).
    */
   static open(where: string | StoreLocation, timer?: StoreTimer): MasterStore {
-    return new MasterStore(openMasterSql(where, ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000']), timer);
+    return new MasterStore(openMasterSql(where), timer);
   }
 
   /**
@@ -195,6 +194,11 @@ export class MasterStore {
   findNodeByCredentialHash(hash: string): NodeRow | undefined {
     const r = this.stmts.nodeByHash.get(hash) as RawNode | undefined;
     return r && this.nodeOf(r);
+  }
+
+  /** True when `id` is a node not removed: one row looked up (not every node parsed). */
+  hasNode(id: string): boolean {
+    return this.db.prepare('SELECT 1 AS found FROM nodes WHERE id = ? AND removed_at IS NULL').get(id) !== undefined;
   }
 
   listNodes(): NodeRow[] {

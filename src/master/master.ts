@@ -18,6 +18,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StoreLocation } from './sql/sql-driver.js';
 import { redactUrl } from './sql/sql-errors.js';
+import { WalCheckpointer } from './sql/wal-checkpointer.js';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { widenServerWindows } from '../protocol/flow-control.js';
 import { execaRunner, type CommandRunner } from '../tunnel/command-runner.js';
@@ -323,6 +324,7 @@ export class Master {
     private readonly exec: ExecService,
     private readonly obs: Observability,
     private readonly leased: LeaseParts | undefined,
+    private readonly checkpointer: WalCheckpointer | undefined,
   ) {}
 
   static async create(options: MasterOptions, deps: MasterDeps = {}): Promise<Master> {
@@ -338,7 +340,14 @@ export class Master {
       // The scheduler's own count unless a test injects one; read when scraped, once the task manager exists.
       queueDepthByReason: deps.queueDepthByReason ?? (() => scheduler?.queueDepthByReason() ?? new Map()),
     });
-    const store = MasterStore.open(opts.store, (op, seconds) => masterMetrics.dbTimed(op, seconds));
+    const { checkpointer, where } = await startCheckpointer(opts.store, log, masterMetrics);
+    let store: MasterStore;
+    try {
+      store = MasterStore.open(where, (op, seconds) => masterMetrics.dbTimed(op, seconds));
+    } catch (err) {
+      await checkpointer?.close();
+      throw err;
+    }
     let registry!: NodeRegistry;
     let scheduler: TaskManager | undefined;
     let dataStore: DataStore | undefined;
@@ -486,13 +495,14 @@ export class Master {
         store.setLeaseFence({ holder, epoch: () => lease.epoch });
         leased = { lease, onLost: deps.onLeaseLost };
       }
-      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec, { metrics: masterMetrics, ops, readiness: deps.readiness }, leased);
+      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec, { metrics: masterMetrics, ops, readiness: deps.readiness }, leased, checkpointer);
       return master;
     } catch (err) {
       masterMetrics.close();
       serviceStore?.close();
       dataStore?.close();
       store.close();
+      await checkpointer?.close();
       throw err;
     }
   }
@@ -678,12 +688,30 @@ export class Master {
     await step('data store', () => this.data.close());
     await step('service store', () => this.services.store.close());
     await step('store', () => this.store.close());
+    // After every store: its connection is the last, so its close checkpoints and removes the WAL.
+    await step('WAL checkpointer', () => this.checkpointer?.close());
     // After every write of this master: only then may the standby take over.
     await step('lease', () => this.leased?.lease.close());
     // Last: /readyz says "shutting down" through the whole close.
     await step('operations listener', () => this.obs.ops?.close());
     await step('metrics', () => this.obs.metrics.close());
     this.log.info('master closed');
+  }
+}
+
+/**
+ * With SQLite in a file: checkpoints off the event loop (sql/wal-checkpointer.ts), and the stores'
+ * connections opened without their own. When the thread cannot start, SQLite's automatic
+ * checkpoints stay (the master works as before, with their stalls) and a warning says so.
+ */
+async function startCheckpointer(store: StoreLocation, log: Logger, metrics: MasterMetrics): Promise<{ checkpointer: WalCheckpointer | undefined; where: StoreLocation }> {
+  if (store.kind !== 'sqlite' || store.path === ':memory:') return { checkpointer: undefined, where: store };
+  try {
+    const checkpointer = await WalCheckpointer.start(store.path, log, { onCheckpoint: (seconds) => metrics.dbTimed('wal_checkpoint', seconds) });
+    return { checkpointer, where: { ...store, externalCheckpoints: true } };
+  } catch (err) {
+    log.warn({ err: errorMessage(err) }, 'WAL checkpoints stay in the commits that cross SQLite\'s threshold (event-loop stalls at scale)');
+    return { checkpointer: undefined, where: store };
   }
 }
 

@@ -60,7 +60,7 @@ export class ServiceStore {
 
   /** Opens the master's database at `path` (its own connection, as DataStore does). */
   static open(where: string | StoreLocation): ServiceStore {
-    return new ServiceStore(openMasterSql(where, ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000']));
+    return new ServiceStore(openMasterSql(where));
   }
 
   /** False when a service of that name exists already. */

@@ -116,3 +116,12 @@ test('two masters creating the admin token on one (shared) data dir at once end 
   const token = (await readFile(join(dir, 'admin.token'), 'utf8')).trim();
   for (const a of both) a.checkAdmin(bearerMetadata(token));
 });
+
+test('hasNode is true for a node until it is removed, false for an unknown one (RemoveNode looks up one row)', async (t) => {
+  const { store, clock } = await setup(t);
+  store.insertNode({ id: 'n1', name: 'n1', facts: NodeFacts.create(), credentialHash: 'h1', at: clock.now() });
+  assert.equal(store.hasNode('n1'), true);
+  assert.equal(store.hasNode('n2'), false);
+  assert.equal(store.removeNode('n1', clock.now()), true);
+  assert.equal(store.hasNode('n1'), false);
+});

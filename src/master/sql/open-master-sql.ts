@@ -8,10 +8,24 @@ import { PgDriver } from './pg-driver.js';
 import { SqliteDriver } from './sqlite-driver.js';
 import type { SqlDriver, StoreLocation } from './sql-driver.js';
 
+/**
+ * Every connection of the master to its SQLite file: WAL with synchronous = NORMAL, so a commit
+ * survives the master process dying (what the fault scenarios do) and only a power loss can take
+ * the last commits, not corrupt the file; a commit then never fsyncs, only a checkpoint does.
+ */
+export const MASTER_SQLITE_PRAGMAS: readonly string[] = ['journal_mode = WAL', 'synchronous = NORMAL', 'foreign_keys = ON', 'busy_timeout = 5000'];
+
+/**
+ * With a WalCheckpointer (sql/wal-checkpointer.ts) running: no commit of this connection
+ * checkpoints; the checkpointer only runs PASSIVE ones, so the writer that starts the WAL over
+ * (once it is all copied back) cuts a file grown past 64 MiB back to that.
+ */
+export const EXTERNAL_CHECKPOINT_PRAGMAS: readonly string[] = ['wal_autocheckpoint = 0', `journal_size_limit = ${64 * 1024 * 1024}`];
+
 /** A path is SQLite's (":memory:" for tests). */
-export function openMasterSql(where: string | StoreLocation, sqlitePragmas: readonly string[]): SqlDriver {
+export function openMasterSql(where: string | StoreLocation, sqlitePragmas: readonly string[] = MASTER_SQLITE_PRAGMAS): SqlDriver {
   const loc: StoreLocation = typeof where === 'string' ? { kind: 'sqlite', path: where } : where;
-  if (loc.kind === 'sqlite') return SqliteDriver.open(loc.path, sqlitePragmas, MASTER_SCHEMA);
+  if (loc.kind === 'sqlite') return SqliteDriver.open(loc.path, loc.externalCheckpoints ? [...sqlitePragmas, ...EXTERNAL_CHECKPOINT_PRAGMAS] : sqlitePragmas, MASTER_SCHEMA);
   const db = PgDriver.open(loc.url);
   try {
     migratePg(db, MASTER_PG_SCHEMA);

@@ -25,4 +25,7 @@ export interface SqlDriver {
 }
 
 /** Where the master keeps its state: the SQLite file (the default) or a PostgreSQL database. */
-export type StoreLocation = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string };
+export type StoreLocation =
+  /** externalCheckpoints: a WalCheckpointer runs for this file, so the connection never checkpoints in a commit. */
+  | { kind: 'sqlite'; path: string; externalCheckpoints?: boolean }
+  | { kind: 'postgres'; url: string };
