@@ -206,20 +206,18 @@ function assetsFor(target: Target): Record<string, string> {
   return assets;
 }
 
+/** How the executable's scripts are bundled: one CommonJS file each, for the embedded Node. */
+const CJS_FOR_NODE = { bundle: true, platform: 'node', format: 'cjs', target: 'node22', logLevel: 'warning', legalComments: 'none' } as const;
+
 async function bundle(version: string, commit: string): Promise<string> {
   const entry = join(root, 'dist', 'src', 'cli', 'main.js');
   if (!existsSync(entry)) throw new Error(`${entry} is missing: run npm run build first`);
   mkdirSync(bundleDir, { recursive: true });
   const outfile = join(bundleDir, 'hivemind.cjs');
   await build({
+    ...CJS_FOR_NODE,
     entryPoints: [entry],
     outfile,
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node22',
-    logLevel: 'warning',
-    legalComments: 'none',
     define: { __HIVEMIND_BUILD__: JSON.stringify({ version, commit }) },
     // The startup benchmark's floor (docs/benchmarks.md, CLI startup): with HIVEMIND_EXE_NOOP=1 the
     // executable exits before any module of the bundle runs, so it costs only the runtime's start
@@ -244,12 +242,7 @@ async function bundleWorkers(): Promise<void> {
   await build({
     entryPoints: [join(root, 'dist', 'src', 'master', 'sql', 'wal-checkpoint-worker.js')],
     outfile: join(bundleDir, 'wal-checkpoint-worker.cjs'),
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node22',
-    logLevel: 'warning',
-    legalComments: 'none',
+    ...CJS_FOR_NODE,
     external: ['*.node'],
   });
 }
