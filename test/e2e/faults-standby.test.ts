@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CliDaemon, fileExists, freePort, runCli, waitFor } from '../helpers/cli-process.js';
-import { recordScenario } from '../helpers/fault-ledger.js';
+import { judgeFailoverTask, recordScenario, type EndedTaskInfo } from '../helpers/fault-ledger.js';
 import { requireDockerImage, requirePostgres } from '../helpers/requirements.js';
 import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
 import { PgDriver } from '../../src/master/sql/pg-driver.js';
@@ -28,12 +28,6 @@ async function readyz(port: number): Promise<{ status: number; body: string } | 
   }
 }
 
-interface TaskInfo {
-  state: string;
-  attempt: number;
-  events: { state: string; attempt: number }[];
-}
-const ENDED = new Set(['succeeded', 'failed', 'cancelled']);
 
 test('kill -9 of the active master while tasks run: the standby takes over, every task ends once with its result', async (t) => {
   if (!requirePostgres(t, testPgUrl()) || !requireDockerImage(t, IMAGE)) return;
@@ -89,7 +83,7 @@ test('kill -9 of the active master while tasks run: the standby takes over, ever
       ids.push(s.stdout.trim());
     }
     await waitFor('every task running', async () => {
-      for (const id of ids) if ((JSON.parse((await cli(['get', id, '--json'])).stdout) as TaskInfo).state !== 'running') return undefined;
+      for (const id of ids) if ((JSON.parse((await cli(['get', id, '--json'])).stdout) as EndedTaskInfo).state !== 'running') return undefined;
       return true;
     }, 90_000, 250);
 
@@ -105,18 +99,14 @@ test('kill -9 of the active master while tasks run: the standby takes over, ever
     const problems: string[] = [];
     for (const [i, id] of ids.entries()) {
       const w = await cli(['wait', id], 120_000);
-      const info = JSON.parse((await cli(['get', id, '--json'])).stdout) as TaskInfo;
+      const info = JSON.parse((await cli(['get', id, '--json'])).stdout) as EndedTaskInfo;
       const dir = join(home, `result-${id}`);
       const r = await cli(['result', id, '-o', `${dir}.tar.gz`, '--extract', dir]);
       const ok = w.code === 0 && info.state === 'succeeded' && r.code === 0 && readFileSync(join(dir, 'r.txt'), 'utf8') === `task-${i}\n`;
-      const ends = info.events.filter((e) => ENDED.has(e.state)).length;
-      const stored = outputs().split('\n').filter((l) => l.includes('"result stored"') && l.includes(id)).length;
-      if (ok) delivered++;
-      else problems.push(`${id}: ${JSON.stringify(info)} ${w.stderr} ${r.stderr}`);
-      if (ends > 1 || stored > 1 || info.attempt !== 1) {
-        duplicated++;
-        problems.push(`${id} ran or was stored more than once: attempt ${info.attempt}, ${ends} ends, stored ${stored}`);
-      }
+      const judged = judgeFailoverTask(id, info, ok, outputs(), `${w.stderr} ${r.stderr}`);
+      if (judged.delivered) delivered++;
+      if (judged.duplicated) duplicated++;
+      problems.push(...judged.problems);
     }
     recordScenario({ name: 'active master killed -9, standby took over (PostgreSQL)', faults: 1, submitted: TASKS, delivered, lost: TASKS - delivered, duplicated });
     assert.deepEqual(problems, []);

@@ -46,3 +46,27 @@ export function recordScenario(r: Omit<ScenarioRecord, 'kind'>): void {
 export function recordHostile(name: string, escaped: boolean | number, tried = 1): void {
   append({ kind: 'hostile', name, tried, escaped: typeof escaped === 'number' ? escaped : escaped ? 1 : 0 });
 }
+
+/** What a failover scenario reads of a task once it ended (`hivemind get ID --json`). */
+export interface EndedTaskInfo {
+  state: string;
+  attempt: number;
+  events: { state: string; attempt: number }[];
+}
+
+const END_STATES = new Set(['succeeded', 'failed', 'cancelled']);
+
+/**
+ * One task of a failover scenario: delivered when `delivered` (it succeeded with the expected
+ * result, as the caller checked), and duplicated when it ended more than once, its result was
+ * stored more than once in `masterLogs`, or it needed a second attempt. Problems name the task.
+ */
+export function judgeFailoverTask(id: string, info: EndedTaskInfo, delivered: boolean, masterLogs: string, detail: string): { delivered: boolean; duplicated: boolean; problems: string[] } {
+  const problems: string[] = [];
+  if (!delivered) problems.push(`${id}: ${JSON.stringify(info)} ${detail}`);
+  const ends = info.events.filter((e) => END_STATES.has(e.state)).length;
+  const stored = masterLogs.split('\n').filter((l) => l.includes('"result stored"') && l.includes(id)).length;
+  const duplicated = ends > 1 || stored > 1 || info.attempt !== 1;
+  if (duplicated) problems.push(`${id} ran or was stored more than once: attempt ${info.attempt}, ${ends} ends, stored ${stored}`);
+  return { delivered, duplicated, problems };
+}

@@ -18,20 +18,13 @@ import { requireDockerImage, requireNetns, requirePostgres, requireWireGuard } f
 import { NetLab } from '../helpers/netns.js';
 import { waitFor } from '../helpers/cli-process.js';
 import { runInNs, startInNs, stopInNs, type NsProc } from '../helpers/netns-cli.js';
-import { recordScenario } from '../helpers/fault-ledger.js';
+import { judgeFailoverTask, recordScenario, type EndedTaskInfo } from '../helpers/fault-ledger.js';
 import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
 import { PgDriver } from '../../src/master/sql/pg-driver.js';
 import { wgPublicKeyOf } from '../../src/tunnel/wg-keys.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const TASKS = 2;
-const ENDED = new Set(['succeeded', 'failed', 'cancelled']);
-
-interface TaskInfo {
-  state: string;
-  attempt: number;
-  events: { state: string; attempt: number }[];
-}
 
 /** Listens on `<dir>/.s.PGSQL.<port>` (where libpq-style clients look with host=<dir>) and pipes each connection to host:port. */
 async function pgSocketForwarder(dir: string, host: string, port: number): Promise<Server> {
@@ -134,7 +127,7 @@ test('tunnel mode: the active master host killed -9, the standby host brings up 
       ids.push(s.out.trim());
     }
     await waitFor('every task running', async () => {
-      for (const tid of ids) if ((JSON.parse((await cli('m1', ['get', tid, '--json'])).out) as TaskInfo).state !== 'running') return undefined;
+      for (const tid of ids) if ((JSON.parse((await cli('m1', ['get', tid, '--json'])).out) as EndedTaskInfo).state !== 'running') return undefined;
       return true;
     }, 90_000, 250);
 
@@ -164,7 +157,7 @@ test('tunnel mode: the active master host killed -9, the standby host brings up 
     const problems: string[] = [];
     for (const [i, tid] of ids.entries()) {
       const w = await cli('m2', ['wait', tid]);
-      const info = JSON.parse((await cli('m2', ['get', tid, '--json'])).out) as TaskInfo;
+      const info = JSON.parse((await cli('m2', ['get', tid, '--json'])).out) as EndedTaskInfo;
       const dir = join(home, `result-${tid}`);
       const r = await cli('m2', ['result', tid, '-o', `${dir}.tar.gz`, '--extract', dir]);
       let content = '';
@@ -174,14 +167,10 @@ test('tunnel mode: the active master host killed -9, the standby host brings up 
         // counted as not delivered below
       }
       const ok = w.code === 0 && info.state === 'succeeded' && r.code === 0 && content === `task-${i}\n`;
-      const ends = info.events.filter((e) => ENDED.has(e.state)).length;
-      const stored = outputs().split('\n').filter((l) => l.includes('"result stored"') && l.includes(tid)).length;
-      if (ok) delivered++;
-      else problems.push(`${tid}: ${JSON.stringify(info)} ${w.out} ${r.out}`);
-      if (ends > 1 || stored > 1 || info.attempt !== 1) {
-        duplicated++;
-        problems.push(`${tid} ran or was stored more than once: attempt ${info.attempt}, ${ends} ends, stored ${stored}`);
-      }
+      const judged = judgeFailoverTask(tid, info, ok, outputs(), `${w.out} ${r.out}`);
+      if (judged.delivered) delivered++;
+      if (judged.duplicated) duplicated++;
+      problems.push(...judged.problems);
     }
     recordScenario({ name: 'tunnel mode: active master killed -9, standby host took over', faults: 1, submitted: TASKS, delivered, lost: TASKS - delivered, duplicated });
     assert.deepEqual(problems, []);
