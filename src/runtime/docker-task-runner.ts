@@ -335,7 +335,9 @@ export class DockerTaskRunner implements TaskExecutor {
     // finish time, when it has one, is the end of the run.
     const finishedAt = info.state.finishedAt ? Date.parse(info.state.finishedAt) : NaN;
     const end = Number.isFinite(finishedAt) && finishedAt >= at.startedAt ? finishedAt : Date.now();
-    return { exitCode: exit.statusCode, oomKilled: info.state.oomKilled, durationMs: end - at.startedAt, ...(stopped ? { stopped } : {}) };
+    // A container that started ran for some time: a run shorter than the millisecond clock's tick
+    // (`true`) is 1 ms, so that 0 keeps meaning "never ran" to whoever reads the outcome.
+    return { exitCode: exit.statusCode, oomKilled: info.state.oomKilled, durationMs: Math.max(1, end - at.startedAt), ...(stopped ? { stopped } : {}) };
   }
 
   /** The task container of an attempt, found by its labels and name. */
