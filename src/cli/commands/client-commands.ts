@@ -14,7 +14,8 @@ import { terminalSafe } from '../terminal-text.js';
 import { statusLine, type StatusStream } from '../status-line.js';
 import { liveTaskLine } from '../task-progress.js';
 import { DataClient } from '../../client/data-client.js';
-import { activeMaster } from '../master-choice.js';
+import { activeMaster, followClient } from '../master-choice.js';
+import type { FailoverClient } from '../../client/master-failover.js';
 import { containerSpecOptions } from '../task-spec-flags.js';
 import { batchTaskOptions, specFromFlags, submitWithInput } from '../task-submit.js';
 import { attachInterruptibly, isTerminal, printLogs, reattachHint, watchUntilEnd } from '../task-attach.js';
@@ -32,6 +33,19 @@ export async function dataClient(ctx: CliContext, opts: { master?: string; admin
 export async function withClient<T>(ctx: CliContext, opts: { master?: string; adminToken?: string }, fn: (c: AdminClient) => Promise<T>): Promise<T> {
   const c = await activeMaster(ctx, opts);
   const client = AdminClient.connect(c.master, c.adminToken);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * `fn` with a client that follows the active master when its master is lost (wait, logs, attached
+ * runs); `fn` gets the one AdminClient in use for calls that are not retried (a submit).
+ */
+export async function withFollowClient<T>(ctx: CliContext, opts: { master?: string; adminToken?: string }, fn: (c: FailoverClient<AdminClient>) => Promise<T>): Promise<T> {
+  const client = await followClient(ctx, opts, (line) => ctx.stderr.write(`hivemind: ${terminalSafe(line)}\n`));
   try {
     return await fn(client);
   } finally {
@@ -60,8 +74,8 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
   ).action(async (command: string[], o) => {
     const c = ctx();
     const spec = await specFromFlags(o.image, command, o, () => dataClient(c, o));
-    await withClient(c, o, async (client) => {
-      const taskId = await submitWithInput(client, spec, o.input, c.stderr);
+    await withFollowClient(c, o, async (client) => {
+      const taskId = await submitWithInput(client.current, spec, o.input, c.stderr);
       if (!o.wait) {
         if (o.json) printJson(c, { taskId });
         else c.stdout.write(terminalSafe(taskId) + '\n');
@@ -125,7 +139,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
     // The task's state and own progress, live on a terminal (nothing in a pipe).
     const live = statusLine(c.stderr as StatusStream);
     // Without a signal the watch ends only at a terminal state (or throws).
-    const t = (await withClient(c, o, (client) => watchUntilEnd(client, taskId, { onEvery: (t) => live.update(liveTaskLine(t, stateName), true) })).finally(() => live.done()))!;
+    const t = (await withFollowClient(c, o, (client) => watchUntilEnd(client, taskId, { onEvery: (t) => live.update(liveTaskLine(t, stateName), true) })).finally(() => live.done()))!;
     if (o.json) printJson(c, taskJson(t));
     else c.stdout.write(terminalSafe(`${taskId} ${stateName(t.state)} ${describeOutcome(t.outcome)}`) + '\n');
     setExit(exitCodeForTask(t.state, t.outcome));
@@ -134,7 +148,7 @@ export function registerClientCommands(program: Command, ctx: Ctx, setExit: (cod
   clientOptions(program.command('logs').description("print a task's output").argument('<task-id>').option('-f, --follow', 'stream until the task ends')).action(
     async (taskId: string, o) => {
       const c = ctx();
-      await withClient(c, o, async (client) => {
+      await withFollowClient(c, o, async (client) => {
         await printLogs(client.streamLogs(taskId, { follow: Boolean(o.follow) }), c.stdout, c.stderr);
       });
     },

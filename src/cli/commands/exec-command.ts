@@ -3,7 +3,8 @@
 // and resizes sent); the exit code is the command's.
 import type { Command } from 'commander';
 import { activeMaster } from '../master-choice.js';
-import { ConfigError } from '../../common/errors.js';
+import { ConfigError, errorMessage, HivemindError } from '../../common/errors.js';
+import { isMasterLoss } from '../../client/failover-policy.js';
 import { runExec, type ExecIo } from '../../client/exec-client.js';
 import type { CliContext } from '../cli-context.js';
 import { ExecTerminal } from '../exec-terminal.js';
@@ -11,6 +12,22 @@ import { terminalSafe } from '../terminal-text.js';
 
 /** Exit codes for signals that ended the client (128 + N, as a shell reports them). */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+
+/**
+ * The master of an exec session went away (killed, or stepped down to standby). A session is a
+ * live process on the node relayed by that master: it cannot move to another master, and running
+ * the command again on its own could run it twice, so the user decides.
+ */
+export class ExecMasterLostError extends HivemindError {
+  constructor(master: string, err: unknown) {
+    super(
+      'EXEC_MASTER_LOST',
+      `exec: the session ended: its master ${master} went away (${errorMessage(err)}); exec sessions do not move to another master ` +
+        '(what the command did before is not undone); run `hivemind exec` again once a master is active',
+      { cause: err },
+    );
+  }
+}
 
 export interface ExecFlags {
   interactive?: boolean;
@@ -68,6 +85,7 @@ export function registerExecCommand(program: Command, ctx: () => CliContext, set
           setExit(SIGNAL_EXIT[signalled]!);
           return;
         }
+        if (isMasterLoss(err)) throw new ExecMasterLostError(cfg.master, err);
         throw err;
       } finally {
         term?.restore();

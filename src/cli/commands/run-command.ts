@@ -18,7 +18,7 @@ import { containerResourceOptions } from '../task-spec-flags.js';
 import { batchTaskOptions, specFromFlags, submitWithInput } from '../task-submit.js';
 import { terminalSafe } from '../terminal-text.js';
 import { transferProgress } from '../transfer-progress.js';
-import { clientOptions, dataClient, withClient } from './client-commands.js';
+import { clientOptions, dataClient, withFollowClient } from './client-commands.js';
 
 type Ctx = () => CliContext;
 
@@ -41,8 +41,8 @@ export function registerRunCommand(program: Command, ctx: Ctx, setExit: (code: n
     const c = ctx();
     const maxExtract = o.maxExtract === undefined ? undefined : parseSize(o.maxExtract, '--max-extract');
     const spec = await specFromFlags(image, command, o, () => dataClient(c, o));
-    await withClient(c, o, async (client) => {
-      const taskId = await submitWithInput(client, spec, o.input, c.stderr);
+    await withFollowClient(c, o, async (client) => {
+      const taskId = await submitWithInput(client.current, spec, o.input, c.stderr);
       c.stderr.write(terminalSafe(`hivemind: task ${taskId}`) + '\n');
       const t = await attachInterruptibly(client, taskId, {
         stdout: c.stdout,
@@ -55,7 +55,8 @@ export function registerRunCommand(program: Command, ctx: Ctx, setExit: (code: n
         setExit(EXIT_CANCELLED);
         return;
       }
-      if (o.result !== false) await fetchInto(client, c, t, resolve(o.outputDir ?? taskId), maxExtract);
+      // The master in use now: the attachment may have moved to another one.
+      if (o.result !== false) await fetchInto(client.current, c, t, resolve(o.outputDir ?? taskId), maxExtract);
       const code = exitCodeForTask(t.state, t.outcome);
       const reason = endReason(t);
       if (code !== 0 && reason) c.stderr.write(`hivemind: ${terminalSafe(reason)}\n`);

@@ -16,7 +16,7 @@ import { stateName } from '../task-format.js';
 import { terminalSafe } from '../terminal-text.js';
 import { printLogs } from '../task-attach.js';
 import { durationText } from '../../common/units.js';
-import { clientOptions, dataClient, withClient } from './client-commands.js';
+import { clientOptions, dataClient, withFollowClient } from './client-commands.js';
 import { activeMaster } from '../master-choice.js';
 
 type Ctx = () => CliContext;
@@ -112,7 +112,7 @@ export function registerServiceAppCommands(service: Command, ctx: Ctx): void {
     const r = replicaTask(await withServiceClient(c, o, (client) => client.get(name)), index);
     // On stderr: stdout is the log itself, for pipes.
     c.stderr.write(terminalSafe(`replica ${index}: task ${r.taskId}${r.nodeId ? ` on node ${r.nodeId.slice(0, 12)}` : ''} (${r.state})`) + '\n');
-    await withClient(c, o, async (client) => {
+    await withFollowClient(c, o, async (client) => {
       await printLogs(client.streamLogs(r.taskId, { follow: Boolean(o.follow) }), c.stdout, c.stderr);
     });
     if (o.follow) c.stderr.write(terminalSafe(`task ${r.taskId} ended; the service starts a new task for replica ${index}: run again to follow it`) + '\n');

@@ -1,0 +1,160 @@
+// A CLI command's streams that outlive their master: with several masters configured, a watch, a
+// followed log or a call that loses its master (killed: UNAVAILABLE; stepped down: UNAVAILABLE
+// "standby master: …") picks the active master again, with a bounded backoff (failover-policy.ts),
+// and goes on where it stopped: a log from the byte already printed (log-resume.ts), a watch from
+// the task's state as the new master has it. With one master nothing moves: the error is the
+// caller's, as before. The masters, the probe, the connection and the clock are injected.
+import type { AdminClient } from './admin-client.js';
+import { NoActiveMasterError } from './active-master.js';
+import { DEFAULT_FAILOVER, FailoverExhaustedError, isMasterLoss, retryDelay, type FailoverPolicy } from './failover-policy.js';
+import { LogResume } from './log-resume.js';
+import { errorMessage } from '../common/errors.js';
+import { echoValue } from '../common/echo-value.js';
+import type { LogChunk } from '../protocol/gen/hivemind/v1/common.js';
+import type { TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
+
+/** What following a task needs of one master's client. */
+export type FollowClient = Pick<AdminClient, 'streamLogs' | 'watchTask' | 'getTask' | 'cancelTask' | 'close'>;
+
+export interface FailoverDeps<C extends FollowClient> {
+  masters: readonly string[];
+  /** The active master among `masters` (pickActiveMaster); NoActiveMasterError when none is. */
+  pick(): Promise<string>;
+  connect(address: string): C;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+  /** Monotonic milliseconds. */
+  now(): number;
+  policy?: FailoverPolicy;
+  random?: () => number;
+  /** Each move to another master, as a line for the user. */
+  onMove?(note: string): void;
+}
+
+export class FailoverClient<C extends FollowClient> {
+  /** When the current run of losses began, and the picks tried since; reset once a stream delivers again. */
+  private lostSince: number | undefined;
+  private misses = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly d: FailoverDeps<C>,
+    private address: string,
+    private client: C,
+  ) {}
+
+  static async create<C extends FollowClient>(d: FailoverDeps<C>): Promise<FailoverClient<C>> {
+    const address = await d.pick();
+    return new FailoverClient(d, address, d.connect(address));
+  }
+
+  /** The client of the master in use now (it changes after a move). */
+  get current(): C {
+    return this.client;
+  }
+
+  get master(): string {
+    return this.address;
+  }
+
+  /** The stored log, then (follow) live chunks; across masters, each byte printed once. */
+  async *streamLogs(taskId: string, opts: { follow?: boolean } = {}, signal?: AbortSignal): AsyncGenerator<LogChunk> {
+    const resume = new LogResume();
+    for (;;) {
+      resume.restart();
+      try {
+        for await (const c of this.client.streamLogs(taskId, opts, signal)) {
+          const part = resume.take(c);
+          if (!part) continue;
+          this.progressed();
+          yield part;
+        }
+        // The master ends a log once it is all sent (follow: once the task is terminal).
+        return;
+      } catch (err) {
+        await this.moveOrThrow(`logs of task ${echoValue(taskId)}`, err, signal);
+      }
+    }
+  }
+
+  /** The task's state as it changes; the first one again after each move (the new master's view). */
+  async *watchTask(taskId: string, signal?: AbortSignal): AsyncGenerator<TaskInfo> {
+    for (;;) {
+      try {
+        for await (const t of this.client.watchTask(taskId, signal)) {
+          this.progressed();
+          yield t;
+        }
+        // A watch ends at the task's end (the caller stops reading first) or when its master goes.
+        if (signal?.aborted || this.d.masters.length < 2) return;
+        await this.move(`watch task ${echoValue(taskId)}`, new Error('the watch ended before the task did'), signal);
+      } catch (err) {
+        await this.moveOrThrow(`watch task ${echoValue(taskId)}`, err, signal);
+      }
+    }
+  }
+
+  getTask(taskId: string): Promise<TaskInfo> {
+    return this.unary(`get task ${echoValue(taskId)}`, (c) => c.getTask(taskId));
+  }
+
+  /** Cancelling twice is harmless: a cancel lost with its master is sent again to the next. */
+  cancelTask(taskId: string, reason = ''): Promise<TaskInfo> {
+    return this.unary(`cancel task ${echoValue(taskId)}`, (c) => c.cancelTask(taskId, reason));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.close();
+  }
+
+  private async unary<T>(what: string, call: (c: C) => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        const r = await call(this.client);
+        this.progressed();
+        return r;
+      } catch (err) {
+        await this.moveOrThrow(what, err);
+      }
+    }
+  }
+
+  private progressed(): void {
+    this.lostSince = undefined;
+    this.misses = 0;
+  }
+
+  private async moveOrThrow(what: string, err: unknown, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted || this.closed || this.d.masters.length < 2 || !isMasterLoss(err)) throw err;
+    await this.move(what, err, signal);
+  }
+
+  /** Closes the lost master's client and picks the active one, until the bound. */
+  private async move(what: string, cause: unknown, signal?: AbortSignal): Promise<void> {
+    const { d } = this;
+    const lost = this.address;
+    this.client.close();
+    this.lostSince ??= d.now();
+    let lastWhy = `${lost}: ${errorMessage(cause)}`;
+    for (;;) {
+      // The first pick is at once (a master that stepped down may have a successor already); the
+      // next ones back off, also when a picked master loses the stream again before it delivers.
+      if (this.misses++ > 0) {
+        const wait = retryDelay(this.misses - 2, d.now() - this.lostSince, d.policy ?? DEFAULT_FAILOVER, d.random);
+        if (wait === undefined) throw new FailoverExhaustedError(what, d.now() - this.lostSince, lastWhy, { cause });
+        await d.sleep(wait, signal);
+      }
+      try {
+        this.address = await d.pick();
+      } catch (err) {
+        if (!(err instanceof NoActiveMasterError)) throw err;
+        lastWhy = err.message;
+        continue;
+      }
+      this.client = d.connect(this.address);
+      d.onMove?.(`${what}: lost master ${lost} (${errorMessage(cause)}); going on with ${this.address}`);
+      return;
+    }
+  }
+}
