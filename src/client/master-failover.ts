@@ -4,6 +4,7 @@
 // and goes on where it stopped: a log from the byte already printed (log-resume.ts), a watch from
 // the task's state as the new master has it. With one master nothing moves: the error is the
 // caller's, as before. The masters, the probe, the connection and the clock are injected.
+import { status } from '@grpc/grpc-js';
 import type { AdminClient } from './admin-client.js';
 import { NoActiveMasterError } from './active-master.js';
 import { DEFAULT_FAILOVER, FailoverExhaustedError, isMasterLoss, retryDelay, type FailoverPolicy } from './failover-policy.js';
@@ -71,7 +72,7 @@ export class FailoverClient<C extends FollowClient> {
         // The master ends a log once it is all sent (follow: once the task is terminal).
         return;
       } catch (err) {
-        await this.moveOrThrow(`logs of task ${echoValue(taskId)}`, err, signal);
+        if (!(await this.movedOn(`logs of task ${echoValue(taskId)}`, err, signal))) return;
       }
     }
   }
@@ -86,9 +87,9 @@ export class FailoverClient<C extends FollowClient> {
         }
         // A watch ends at the task's end (the caller stops reading first) or when its master goes.
         if (signal?.aborted || this.d.masters.length < 2) return;
-        await this.move(`watch task ${echoValue(taskId)}`, new Error('the watch ended before the task did'), signal);
+        if (!(await this.movedOn(`watch task ${echoValue(taskId)}`, Object.assign(new Error('the watch ended before the task did'), { code: status.UNAVAILABLE }), signal))) return;
       } catch (err) {
-        await this.moveOrThrow(`watch task ${echoValue(taskId)}`, err, signal);
+        if (!(await this.movedOn(`watch task ${echoValue(taskId)}`, err, signal))) return;
       }
     }
   }
@@ -123,6 +124,18 @@ export class FailoverClient<C extends FollowClient> {
   private progressed(): void {
     this.lostSince = undefined;
     this.misses = 0;
+  }
+
+  /** For a stream: true once on another master, false when the caller detached (the stream just ends). */
+  private async movedOn(what: string, err: unknown, signal?: AbortSignal): Promise<boolean> {
+    if (signal?.aborted) return false;
+    try {
+      await this.moveOrThrow(what, err, signal);
+      return true;
+    } catch (e) {
+      if (signal?.aborted) return false;
+      throw e;
+    }
   }
 
   private async moveOrThrow(what: string, err: unknown, signal?: AbortSignal): Promise<void> {
