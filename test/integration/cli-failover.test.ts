@@ -1,0 +1,98 @@
+// The CLI follows a task across a failover: two real masters on one PostgreSQL store and one data
+// dir (A active, B standby), a worker on both, a task printing numbered lines. `hivemind wait` and
+// `hivemind logs --follow` started against A (given both addresses) keep going when A is killed
+// with -9 and B takes over, and end on B when the task ends: every line printed exactly once,
+// the wait's exit code the task's.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CliDaemon, fileExists, freePort, runCli, waitFor } from '../helpers/cli-process.js';
+import { requireDocker, requirePostgres } from '../helpers/requirements.js';
+import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
+
+const IMAGE = 'hivemind/busybox:1';
+const LINES = 60;
+
+test('hivemind wait and logs --follow go on across a kill -9 of the active master and end on the standby that took over, each line once', { timeout: 240_000 }, async (t) => {
+  if (!requireDocker(t)) return;
+  const pg = testPgUrl();
+  if (!requirePostgres(t, pg)) return;
+  const store = freshPgSchema().url;
+  const home = mkdtempSync(join(tmpdir(), 'hm-clifail-'));
+  const procs: CliDaemon[] = [];
+  t.after(async () => {
+    for (const p of procs.reverse()) await p.stop('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  });
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
+  const [a, b] = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
+  // One data dir for both, as operators set them up (docs/operations.md): logs are read by either.
+  const dataDir = join(home, 'master');
+  mkdirSync(dataDir, { recursive: true });
+  const startMaster = (address: string) => {
+    const m = new CliDaemon(
+      ['master', 'start', '--listen', address, '--data-dir', dataDir, '--store', store, '--report-interval', '1s', '--lease', '2s'],
+      { ...env, HIVEMIND_GATEWAY_LISTEN: '127.0.0.1:0', HIVEMIND_METRICS_LISTEN: '127.0.0.1:0' },
+    );
+    procs.push(m);
+    return m;
+  };
+  const masterA = startMaster(a);
+  await waitFor("master A's admin token", () => fileExists(join(dataDir, 'admin.token')) || undefined);
+  const adminToken = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
+  const cliEnv = { ...env, HIVEMIND_ADMIN_TOKEN: adminToken };
+  const cli = (master: string, args: string[]) => runCli([...args, '--master', master], cliEnv);
+  await waitFor('master A to answer', async () => (await cli(a, ['nodes', '--json'])).code === 0 || undefined);
+  startMaster(b);
+  await waitFor('master B to answer as a standby', async () => /standby master: \S+ is active/.test((await cli(b, ['nodes', '--json'])).stderr) || undefined);
+
+  const tok = await cli(a, ['token', 'create']);
+  assert.equal(tok.code, 0, tok.stderr);
+  const worker = new CliDaemon(
+    ['worker', 'start', '--master', `${a},${b}`, '--token', tok.stdout.trim(), '--data-dir', join(home, 'worker'), '--report-interval', '1s', '--max-tasks', '1'],
+    { ...env, HIVEMIND_GATEWAY_PORT: '0' },
+  );
+  procs.push(worker);
+  await waitFor('the node online on A', async () => {
+    if (worker.child.exitCode !== null) throw new Error(`worker exited: ${worker.output}`);
+    const nodes = JSON.parse((await cli(a, ['nodes', '--json'])).stdout || '[]') as { online: boolean }[];
+    return nodes.some((n) => n.online) || undefined;
+  }, 60_000, 300);
+
+  // A line every 150 ms, stdout and stderr both: about 9 s, long enough to span the failover.
+  const script = `i=1; while [ $i -le ${LINES} ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); sleep 0.15; done`;
+  const sub = await runCli(['submit', '--master', a, '--image', IMAGE, '--', 'sh', '-c', script], cliEnv);
+  assert.equal(sub.code, 0, sub.stderr);
+  const taskId = sub.stdout.trim();
+
+  const both = `${a},${b}`;
+  const follow = (args: string[]) => new CliDaemon([...args, '--master', both], cliEnv);
+  const logs = follow(['logs', '--follow', taskId]);
+  const wait = follow(['wait', taskId, '--json']);
+  procs.push(logs, wait);
+  // Both are attached to A and the task is printing when A dies.
+  await waitFor('the log follower to print a few lines', () => /out 5\n/.test(logs.output) || undefined, 60_000, 50);
+  const killedAt = performance.now();
+  await masterA.stop('SIGKILL');
+
+  await waitFor('the log follower to move to B', () => logs.output.includes(`going on with ${b}`) || undefined, 60_000, 50);
+  const movedMs = performance.now() - killedAt;
+  const [logsCode, waitCode] = await Promise.all([logs.exited, wait.exited]);
+  const tookMs = performance.now() - killedAt;
+  assert.equal(waitCode, 0, wait.output);
+  assert.equal(logsCode, 0, logs.output);
+  const end = JSON.parse(wait.output.slice(wait.output.indexOf('{'), wait.output.lastIndexOf('}') + 1)) as { state: string; outcome?: { exitCode?: number } };
+  assert.match(end.state, /succeeded/i, wait.output);
+  assert.match(wait.output, new RegExp(`watch task ${taskId}: lost master ${a} \\(.*\\); going on with ${b}`));
+  assert.match(logs.output, new RegExp(`logs of task ${taskId}: lost master ${a} \\(.*\\); going on with ${b}`));
+
+  // Every line once, in order per stream (the CLI's own notes aside).
+  const lines = logs.output.split('\n').filter((l) => /^(out|err) \d+$/.test(l));
+  const of = (s: string) => lines.filter((l) => l.startsWith(s)).map((l) => Number(l.split(' ')[1]));
+  const all = Array.from({ length: LINES }, (_, i) => i + 1);
+  assert.deepEqual(of('out'), all, logs.output);
+  assert.deepEqual(of('err'), all, logs.output);
+  t.diagnostic(`the log follower was on B ${Math.round(movedMs)} ms after A was killed (lease 2 s); both ended ${Math.round(tookMs)} ms after it, when the task did; ${lines.length} lines, each once`);
+});
