@@ -1,8 +1,8 @@
 // The CLI follows a task across a failover: two real masters on one PostgreSQL store and one data
-// dir (A active, B standby), a worker on both, a task printing numbered lines. `hivemind wait` and
-// `hivemind logs --follow` started against A (given both addresses) keep going when A is killed
-// with -9 and B takes over, and end on B when the task ends: every line printed exactly once,
-// the wait's exit code the task's.
+// dir (A active, B standby), a worker on both, a task printing numbered lines on stdout and
+// stderr. `hivemind submit --wait`, `hivemind logs --follow` and `hivemind wait`, given both
+// addresses and attached to A, keep going when A is killed with -9 and B takes over, and end on B
+// when the task ends: every line printed exactly once, the exit codes the task's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
 const IMAGE = 'hivemind/busybox:1';
 const LINES = 60;
 
-test('hivemind wait and logs --follow go on across a kill -9 of the active master and end on the standby that took over, each line once', { timeout: 240_000 }, async (t) => {
+test('hivemind wait, logs --follow and submit --wait go on across a kill -9 of the active master and end on the standby that took over, each line once', { timeout: 240_000 }, async (t) => {
   if (!requireDocker(t)) return;
   const pg = testPgUrl();
   if (!requirePostgres(t, pg)) return;
@@ -63,11 +63,12 @@ test('hivemind wait and logs --follow go on across a kill -9 of the active maste
 
   // A line every 150 ms, stdout and stderr both: about 9 s, long enough to span the failover.
   const script = `i=1; while [ $i -le ${LINES} ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); sleep 0.15; done`;
-  const sub = await runCli(['submit', '--master', a, '--image', IMAGE, '--', 'sh', '-c', script], cliEnv);
-  assert.equal(sub.code, 0, sub.stderr);
-  const taskId = sub.stdout.trim();
-
   const both = `${a},${b}`;
+  // An attached submit (output and state followed together, as `run` does) is the third follower.
+  const attached = new CliDaemon(['submit', '--master', both, '--wait', '--image', IMAGE, '--', 'sh', '-c', script], cliEnv);
+  procs.push(attached);
+  const taskId = await waitFor('the attached submit to name its task', () => /submitted (\w+)\n/.exec(attached.output)?.[1], 60_000, 50);
+
   const follow = (args: string[]) => new CliDaemon([...args, '--master', both], cliEnv);
   const logs = follow(['logs', '--follow', taskId]);
   const wait = follow(['wait', taskId, '--json']);
@@ -79,7 +80,7 @@ test('hivemind wait and logs --follow go on across a kill -9 of the active maste
 
   await waitFor('the log follower to move to B', () => logs.output.includes(`going on with ${b}`) || undefined, 60_000, 50);
   const movedMs = performance.now() - killedAt;
-  const [logsCode, waitCode] = await Promise.all([logs.exited, wait.exited]);
+  const [logsCode, waitCode, attachedCode] = await Promise.all([logs.exited, wait.exited, attached.exited]);
   const tookMs = performance.now() - killedAt;
   assert.equal(waitCode, 0, wait.output);
   assert.equal(logsCode, 0, logs.output);
@@ -88,11 +89,18 @@ test('hivemind wait and logs --follow go on across a kill -9 of the active maste
   assert.match(wait.output, new RegExp(`watch task ${taskId}: lost master ${a} \\(.*\\); going on with ${b}`));
   assert.match(logs.output, new RegExp(`logs of task ${taskId}: lost master ${a} \\(.*\\); going on with ${b}`));
 
+  assert.equal(attachedCode, 0, attached.output);
+  assert.match(attached.output, new RegExp(`\\n${taskId} succeeded`));
+
   // Every line once, in order per stream (the CLI's own notes aside).
-  const lines = logs.output.split('\n').filter((l) => /^(out|err) \d+$/.test(l));
-  const of = (s: string) => lines.filter((l) => l.startsWith(s)).map((l) => Number(l.split(' ')[1]));
   const all = Array.from({ length: LINES }, (_, i) => i + 1);
-  assert.deepEqual(of('out'), all, logs.output);
-  assert.deepEqual(of('err'), all, logs.output);
-  t.diagnostic(`the log follower was on B ${Math.round(movedMs)} ms after A was killed (lease 2 s); both ended ${Math.round(tookMs)} ms after it, when the task did; ${lines.length} lines, each once`);
+  const lines = (output: string) => output.split('\n').filter((l) => /^(out|err) \d+$/.test(l));
+  const of = (output: string, s: string) => lines(output).filter((l) => l.startsWith(s)).map((l) => Number(l.split(' ')[1]));
+  for (const [name, p] of [['logs --follow', logs], ['submit --wait', attached]] as const) {
+    assert.deepEqual(of(p.output, 'out'), all, `${name}: ${p.output}`);
+    assert.deepEqual(of(p.output, 'err'), all, `${name}: ${p.output}`);
+  }
+  assert.match(attached.output, new RegExp(`lost master ${a} \\(.*\\); going on with ${b}`));
+  const lines2 = lines(logs.output);
+  t.diagnostic(`the log follower was on B ${Math.round(movedMs)} ms after A was killed (lease 2 s); both ended ${Math.round(tookMs)} ms after it, when the task did; ${lines2.length} lines, each once`);
 });
