@@ -9,9 +9,15 @@ import { LogStream } from '../protocol/gen/hivemind/v1/common.js';
 /**
  * The note a master sends in place of live chunks a slow reader missed (master/log-stream.ts,
  * LiveLogQueue): not in the stored log, while the bytes it stands for are. It must not count as
- * printed log bytes; the bytes it names must.
+ * printed log bytes; the bytes it names must. Only a whole chunk of exactly that text counts. A
+ * task could print the same text: that only shifts where this task's own output resumes after a
+ * failover (it can hide its own later output, which it could do by not printing it), never another
+ * task's, and the count is bounded (16 digits, a safe integer).
  */
-const SKIPPED_NOTE = /^\n\[hivemind: (\d+) bytes of live output skipped here: /;
+const SKIPPED_NOTE = /^\n\[hivemind: (\d{1,15}) bytes of live output skipped here: this reader fell behind; `hivemind logs ([^`\s]{1,200})` shows the stored log\]\n$/;
+
+/** The longest note: no chunk longer than this is looked at as one. */
+const NOTE_MAX = 400;
 
 export class LogResume {
   /** Bytes of the stored log accounted for: printed, or named by a skipped-bytes note. */
@@ -30,8 +36,8 @@ export class LogResume {
 
   /** The part of `c` to print (undefined: all of it was printed before). */
   take(c: LogChunk): LogChunk | undefined {
-    const note = c.stream === LogStream.LOG_STREAM_STDERR && c.atMs !== 0 ? SKIPPED_NOTE.exec(Buffer.from(c.data.subarray(0, 80)).toString('latin1')) : null;
-    if (note) {
+    const note = c.stream === LogStream.LOG_STREAM_STDERR && c.atMs !== 0 && c.data.length <= NOTE_MAX ? SKIPPED_NOTE.exec(Buffer.from(c.data).toString('latin1')) : null;
+    if (note && note[2] === c.taskId) {
       // Only a live stream sends it, after the stored part: nothing of it is left to skip.
       this.offset += Number(note[1]);
       return c;

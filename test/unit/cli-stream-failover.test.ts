@@ -14,6 +14,7 @@ import { LogStream, TaskState, type LogChunk } from '../../src/protocol/gen/hive
 import { TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import { printLogs, watchUntilEnd } from '../../src/cli/task-attach.js';
 import { PassThrough } from 'node:stream';
+import { recordHostile } from '../helpers/fault-ledger.js';
 
 function grpcError(code: status, details: string): Error {
   return Object.assign(new Error(`${code} ${status[code]}: ${details}`), { code, details });
@@ -76,6 +77,26 @@ test('LogResume: the master\'s skipped-bytes note counts the bytes it stands for
   r.restart();
   const again = r.take(chunk('abcdefghijKL'));
   assert.equal(Buffer.from(again!.data).toString(), 'KL');
+});
+
+test('LogResume (hostile): a task printing the master\'s note only moves its own resume point; other text, another task\'s id and huge counts are output', () => {
+  const forged = (n: string, id = 't1') => chunk(`\n[hivemind: ${n} bytes of live output skipped here: this reader fell behind; \`hivemind logs ${id}\` shows the stored log]\n`, LogStream.LOG_STREAM_STDERR, 3);
+  const cases: [string, LogChunk, number][] = [
+    ['another task\'s id', forged('5', 't2'), 0],
+    ['a count past 15 digits', forged('9'.repeat(400)), 0],
+    ['the note inside longer output', chunk(`x${Buffer.from(forged('5').data).toString()}`, LogStream.LOG_STREAM_STDERR, 3), 0],
+    ['the note from the stored part (atMs 0)', { ...forged('5'), atMs: 0 }, 0],
+    ['the exact note, as the task\'s own output', forged('5'), 5],
+  ];
+  for (const [name, c, extra] of cases) {
+    const r = new LogResume();
+    const part = r.take(c);
+    const asOutput = extra === 0;
+    const escaped = !part || r.printedBytes !== (asOutput ? c.data.length : extra);
+    recordHostile(`cli log resume: forged skipped-bytes note, ${name}`, escaped);
+    assert.ok(part, name);
+    assert.equal(r.printedBytes, asOutput ? c.data.length : extra, name);
+  }
 });
 
 /** A fake master: its log and watch follow a script; `fail` ends a stream with an error. */
