@@ -9,8 +9,9 @@ import type { AdminClient } from './admin-client.js';
 import { NoActiveMasterError } from './active-master.js';
 import { DEFAULT_FAILOVER, FailoverExhaustedError, isMasterLoss, retryDelay, type FailoverPolicy } from './failover-policy.js';
 import { LogResume } from './log-resume.js';
-import { errorMessage } from '../common/errors.js';
+import { describeGrpcError } from '../protocol/grpc-errors.js';
 import { echoValue } from '../common/echo-value.js';
+import { HivemindError } from '../common/errors.js';
 import type { LogChunk } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 
@@ -149,7 +150,7 @@ export class FailoverClient<C extends FollowClient> {
     const lost = this.address;
     this.client.close();
     this.lostSince ??= d.now();
-    let lastWhy = `${lost}: ${errorMessage(cause)}`;
+    let lastWhy = `${lost}: ${why(cause)}`;
     for (;;) {
       // The first pick is at once (a master that stepped down may have a successor already); the
       // next ones back off, also when a picked master loses the stream again before it delivers.
@@ -166,8 +167,14 @@ export class FailoverClient<C extends FollowClient> {
         continue;
       }
       this.client = d.connect(this.address);
-      d.onMove?.(`${what}: lost master ${lost} (${errorMessage(cause)}); going on with ${this.address}`);
+      d.onMove?.(`${what}: lost master ${lost} (${why(cause)}); going on with ${this.address}`);
       return;
     }
   }
+}
+
+/** The master's side of a lost call ("Connection dropped", "standby master: … is active"), without the call's name. */
+function why(err: unknown): string {
+  const inner = err instanceof HivemindError && err.cause !== undefined ? err.cause : err;
+  return describeGrpcError(inner);
 }
