@@ -120,5 +120,6 @@ test('hivemind wait, logs --follow and submit --wait go on across a kill -9 of t
   const missing = ['out', 'err'].flatMap((s) => all.filter((n) => !of(stored.stdout, s).includes(n)).map((n) => `${s} ${n}`));
   if (missing.length) t.diagnostic(`the stored log lacks ${missing.join(', ')} (lost between the node and the killed master, not by the CLI)`);
   const lines2 = lines(logs.output);
+  t.diagnostic(`exec said: ${exec.output.trim().split('\n').at(-1)}`);
   t.diagnostic(`the log follower was on B ${Math.round(movedMs)} ms after A was killed (lease 2 s); both ended ${Math.round(tookMs)} ms after it, when the task did; ${lines2.length} lines printed, each once`);
 });

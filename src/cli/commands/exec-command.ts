@@ -3,7 +3,8 @@
 // and resizes sent); the exit code is the command's.
 import type { Command } from 'commander';
 import { activeMaster } from '../master-choice.js';
-import { ConfigError, errorMessage, HivemindError } from '../../common/errors.js';
+import { ConfigError, HivemindError } from '../../common/errors.js';
+import { describeGrpcError } from '../../protocol/grpc-errors.js';
 import { isMasterLoss } from '../../client/failover-policy.js';
 import { runExec, type ExecIo } from '../../client/exec-client.js';
 import type { CliContext } from '../cli-context.js';
@@ -22,7 +23,7 @@ export class ExecMasterLostError extends HivemindError {
   constructor(master: string, err: unknown) {
     super(
       'EXEC_MASTER_LOST',
-      `exec: the session ended: its master ${master} went away (${errorMessage(err)}); exec sessions do not move to another master ` +
+      `exec: the session ended: its master ${master} went away (${describeGrpcError(err instanceof HivemindError && err.cause !== undefined ? err.cause : err)}); exec sessions do not move to another master ` +
         '(what the command did before is not undone); run `hivemind exec` again once a master is active',
       { cause: err },
     );
