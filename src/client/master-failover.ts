@@ -11,7 +11,7 @@ import { DEFAULT_FAILOVER, FailoverExhaustedError, isMasterLoss, retryDelay, typ
 import { LogResume } from './log-resume.js';
 import { describeGrpcError } from '../protocol/grpc-errors.js';
 import { echoValue } from '../common/echo-value.js';
-import { HivemindError } from '../common/errors.js';
+import { AbortedError, HivemindError } from '../common/errors.js';
 import type { LogChunk } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 
@@ -36,6 +36,7 @@ export class FailoverClient<C extends FollowClient> {
   /** When the current run of losses began, and the picks tried since; reset once a stream delivers again. */
   private lostSince: number | undefined;
   private misses = 0;
+  private moving: Promise<void> | undefined;
   private closed = false;
 
   private constructor(
@@ -63,8 +64,9 @@ export class FailoverClient<C extends FollowClient> {
     const resume = new LogResume();
     for (;;) {
       resume.restart();
+      const used = this.client;
       try {
-        for await (const c of this.client.streamLogs(taskId, opts, signal)) {
+        for await (const c of used.streamLogs(taskId, opts, signal)) {
           const part = resume.take(c);
           if (!part) continue;
           this.progressed();
@@ -73,7 +75,7 @@ export class FailoverClient<C extends FollowClient> {
         // The master ends a log once it is all sent (follow: once the task is terminal).
         return;
       } catch (err) {
-        if (!(await this.movedOn(`logs of task ${echoValue(taskId)}`, err, signal))) return;
+        if (!(await this.movedOn(`logs of task ${echoValue(taskId)}`, err, used, signal))) return;
       }
     }
   }
@@ -81,16 +83,17 @@ export class FailoverClient<C extends FollowClient> {
   /** The task's state as it changes; the first one again after each move (the new master's view). */
   async *watchTask(taskId: string, signal?: AbortSignal): AsyncGenerator<TaskInfo> {
     for (;;) {
+      const used = this.client;
       try {
-        for await (const t of this.client.watchTask(taskId, signal)) {
+        for await (const t of used.watchTask(taskId, signal)) {
           this.progressed();
           yield t;
         }
         // A watch ends at the task's end (the caller stops reading first) or when its master goes.
         if (signal?.aborted || this.d.masters.length < 2) return;
-        if (!(await this.movedOn(`watch task ${echoValue(taskId)}`, Object.assign(new Error('the watch ended before the task did'), { code: status.UNAVAILABLE }), signal))) return;
+        if (!(await this.movedOn(`watch task ${echoValue(taskId)}`, Object.assign(new Error('the watch ended before the task did'), { code: status.UNAVAILABLE }), used, signal))) return;
       } catch (err) {
-        if (!(await this.movedOn(`watch task ${echoValue(taskId)}`, err, signal))) return;
+        if (!(await this.movedOn(`watch task ${echoValue(taskId)}`, err, used, signal))) return;
       }
     }
   }
@@ -112,12 +115,13 @@ export class FailoverClient<C extends FollowClient> {
 
   private async unary<T>(what: string, call: (c: C) => Promise<T>): Promise<T> {
     for (;;) {
+      const used = this.client;
       try {
-        const r = await call(this.client);
+        const r = await call(used);
         this.progressed();
         return r;
       } catch (err) {
-        await this.moveOrThrow(what, err);
+        await this.moveOrThrow(what, err, used);
       }
     }
   }
@@ -128,10 +132,10 @@ export class FailoverClient<C extends FollowClient> {
   }
 
   /** For a stream: true once on another master, false when the caller detached (the stream just ends). */
-  private async movedOn(what: string, err: unknown, signal?: AbortSignal): Promise<boolean> {
+  private async movedOn(what: string, err: unknown, used: C, signal?: AbortSignal): Promise<boolean> {
     if (signal?.aborted) return false;
     try {
-      await this.moveOrThrow(what, err, signal);
+      await this.moveOrThrow(what, err, used, signal);
       return true;
     } catch (e) {
       if (signal?.aborted) return false;
@@ -139,9 +143,25 @@ export class FailoverClient<C extends FollowClient> {
     }
   }
 
-  private async moveOrThrow(what: string, err: unknown, signal?: AbortSignal): Promise<void> {
+  /**
+   * A loss seen on `used`: when another stream of this command already moved past that client (an
+   * attached run loses its log and its watch together), or is moving now, this one follows it
+   * instead of picking again; one move at a time, one note per move.
+   */
+  private async moveOrThrow(what: string, err: unknown, used: C, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted || this.closed || this.d.masters.length < 2 || !isMasterLoss(err)) throw err;
-    await this.move(what, err, signal);
+    for (;;) {
+      if (this.client !== used) return;
+      const mine = !this.moving;
+      this.moving ??= this.move(what, err, signal).finally(() => (this.moving = undefined));
+      try {
+        await this.moving;
+        return;
+      } catch (e) {
+        // The stream that was moving detached; this one still wants a master: it moves itself.
+        if (mine || signal?.aborted || !(e instanceof AbortedError)) throw e;
+      }
+    }
   }
 
   /** Closes the lost master's client and picks the active one, until the bound. */

@@ -245,6 +245,25 @@ test('FailoverClient: a unary call (getTask, cancelTask) lost with its master is
   assert.equal(b.closed, true);
 });
 
+test('FailoverClient: an attached run losing its log and its watch together moves once, with one note, and both go on', async () => {
+  const a = new FakeMaster('a', {
+    logs: [chunk('one\n', LogStream.LOG_STREAM_STDOUT, 1), { fail: unavailable() }],
+    watch: [info(TaskState.TASK_STATE_RUNNING), { fail: unavailable() }],
+  });
+  const b = new FakeMaster('b', { logs: [chunk('one\ntwo\n')], watch: [info(TaskState.TASK_STATE_RUNNING), info(TaskState.TASK_STATE_SUCCEEDED)] });
+  const h = harness(['a', 'b'], { a, b }, ['a', 'b']);
+  const client = await h.create();
+  const stdout = new PassThrough();
+  const [, end] = await Promise.all([
+    printLogs(client.streamLogs('t1', { follow: true }), stdout, new PassThrough()),
+    watchUntilEnd(client, 't1'),
+  ]);
+  assert.equal(h.notes.length, 1, h.notes.join('\n'));
+  assert.equal(end?.state, TaskState.TASK_STATE_SUCCEEDED);
+  assert.equal(stdout.read()?.toString(), 'one\ntwo\n');
+  assert.equal(client.current, b);
+});
+
 test('FailoverClient: a detach (the signal) while looking for a master ends the follow at once, without a note', async () => {
   const a = new FakeMaster('a', { watch: [info(TaskState.TASK_STATE_RUNNING), { fail: unavailable() }] });
   const ac = new AbortController();
