@@ -24,6 +24,7 @@ import { type DataServiceClient, type DataSetInfo, type ListDataResponse, type P
 import { DataKind } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { CLI, runCli, type CliResult } from '../helpers/cli-process.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -47,9 +48,11 @@ async function harness(t: TestContext, opts: { maxDataBytes?: number } = {}) {
     },
   });
   const dataDir = join(dir, 'master');
+  // One store for the harness's life: a restarted master finds its data sets again.
+  const storeOpt = masterStoreOption();
   const logger = createLogger({ level: 'info', destination: sink });
   const start = async () => {
-    const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts }, { logger });
+    const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts, ...storeOpt }, { logger });
     const address = await master.start();
     const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
     const admin = AdminClient.connect(address, adminToken);

@@ -18,12 +18,13 @@ import { TaskState, type ExecInput, type ExecOutput, type ExecStart } from '../.
 import type { ExecNodeMessage } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { ScriptedNode } from '../helpers/scripted-node.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 
 type NodeStream = ClientDuplexStream<ExecNodeMessage, ExecInput>;
 
 async function harness(t: TestContext) {
   const dir = await mkdtemp(join(tmpdir(), 'hm-exec-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200 });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200, ...masterStoreOption() });
   const address = await master.start();
   const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, adminToken);

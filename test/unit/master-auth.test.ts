@@ -9,13 +9,14 @@ import { ManualClock } from '../../src/common/clock.js';
 import { AuthError } from '../../src/common/errors.js';
 import { MasterAuth, sha256Hex } from '../../src/master/auth.js';
 import { MasterStore } from '../../src/master/master-store.js';
+import { freshStore } from '../helpers/test-store.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import { NodeFacts, ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { Metadata } from '@grpc/grpc-js';
 
 async function setup(t: { after: (fn: () => unknown) => void }) {
   const dir = await mkdtemp(join(tmpdir(), 'hm-auth-'));
-  const store = MasterStore.open(':memory:');
+  const store = MasterStore.open(freshStore());
   const clock = new ManualClock();
   t.after(async () => {
     store.close();
@@ -106,7 +107,7 @@ test('reports are written behind: read through at once, in the file after a flus
 
 test('two masters creating the admin token on one (shared) data dir at once end up with the same one', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'hm-auth-'));
-  const store = MasterStore.open(':memory:');
+  const store = MasterStore.open(freshStore());
   t.after(async () => {
     store.close();
     await rm(dir, { recursive: true, force: true });
