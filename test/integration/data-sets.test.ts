@@ -76,6 +76,8 @@ async function harness(t: TestContext, opts: { maxDataBytes?: number } = {}) {
   const partialOf = (hex: string) => join(dataDir, 'data', 'sha256', `${hex}.partial`);
   return {
     dir, dataDir, cli, env, puts, partialOf, lines,
+    /** Where the master keeps its state, for a test that writes a row the API cannot. */
+    storeLocation: storeOpt.store ?? join(dataDir, 'master.db'),
     get admin() { return s.admin; },
     get raw() { return s.raw; },
     get md() { return s.md; },
@@ -299,7 +301,7 @@ test('rm is refused while a queued task references the data set, with the task l
   const hex = put.stdout.trim().slice('sha256:'.length);
   const taskId = await h.admin.submit({ image: 'hivemind/busybox:1', command: ['true'] });
   // Tasks name data sets in part 2; the reference row is what that part writes.
-  const store = DataStore.open(join(h.dataDir, 'master.db'));
+  const store = DataStore.open(h.storeLocation);
   t.after(() => store.close());
   store.addTaskReference(taskId, hex, '/data/corpus');
 
