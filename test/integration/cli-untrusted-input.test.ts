@@ -1,4 +1,4 @@
-// The `hivemind` CLI as a process against a real master (gRPC, SQLite) that holds what a hostile
+// The `hivemind` CLI as a process against a real master (gRPC, SQLite or PostgreSQL) that holds what a hostile
 // node sent: a name and outcome messages full of terminal controls, and a gzip bomb as a result.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// Data sets in tasks through a real master (gRPC, SQLite, its data dir), the real `hivemind` CLI as
+// Data sets in tasks through a real master (gRPC, SQLite or PostgreSQL, its data dir), the real `hivemind` CLI as
 // a process, and scripted nodes speaking the node protocol: submit --data by name and by digest
 // (the stored spec holds digest, size and kind), unknown data refused, `data rm` refused while the
 // task is queued, placement by the node's cache (no cache, no room, the node holding the data

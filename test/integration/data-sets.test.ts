@@ -1,4 +1,4 @@
-// Data sets through a real master (gRPC, SQLite, its data dir) and the real `hivemind data` CLI as
+// Data sets through a real master (gRPC, SQLite or PostgreSQL, its data dir) and the real `hivemind data` CLI as
 // a process: put, a second put that sends nothing (counted by the bytes the master received), a put
 // killed with SIGKILL mid-upload and resumed from the master's partial, get verified and extracted,
 // rm refused while a live task references the data set, and hostile puts over a raw client.

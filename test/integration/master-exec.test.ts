@@ -1,4 +1,4 @@
-// The master's exec relay against scripted nodes over real gRPC (real master, real SQLite): a
+// The master's exec relay against scripted nodes over real gRPC (real master, real SQLite or PostgreSQL): a
 // session relayed both ways with its exit code and events, the refusals (not running, a node that
 // does not allow exec, bounds) and the hostile cases (another node attaching, an unknown or
 // reused session id, a second start, oversized stdin, too many sessions), each in the ledger.

@@ -1,4 +1,4 @@
-// The master's operations listener in a real Master (real SQLite, real sockets on loopback):
+// The master's operations listener in a real Master (real SQLite or PostgreSQL, real sockets on loopback):
 // readiness through its life, an injected readiness condition, and the admin token on /metrics
 // when the listener is not on loopback (decided by injection: test traffic stays on loopback).
 import { test } from 'node:test';

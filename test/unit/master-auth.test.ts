@@ -1,5 +1,6 @@
 // Admin token file, enrollment tokens (TTL, uses) and node credentials, against a real
-// in-memory SQLite store and a temp data dir.
+// store from test-store.ts (in-memory SQLite, or a PostgreSQL schema in the second pass) and a
+// temp data dir.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
