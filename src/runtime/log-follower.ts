@@ -27,7 +27,11 @@ export class LogFollower {
     private readonly log: Logger,
   ) {
     const seen = (stream: 'stdout' | 'stderr') => (d: Buffer, atNs: bigint) => {
-      [this.lastLogAt, this.lastNs] = [Date.now(), atNs];
+      // The latest time seen, not the last frame's: Docker stamps each stream when it reads it, so
+      // a stderr frame can follow stdout frames stamped after it, and reading back from its time
+      // sent those stdout frames twice (a progress flood's last lines were counted twice).
+      this.lastLogAt = Date.now();
+      if (atNs > this.lastNs) this.lastNs = atNs;
       this.emit(stream, d, atNs);
     };
     this.sink = { stdout: seen('stdout'), stderr: seen('stderr') };

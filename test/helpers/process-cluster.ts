@@ -3,6 +3,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { TEST_STORE, freshPgSchema } from './test-store.js';
 import { CLI, CliDaemon, fileExists, freePort, runCli, waitFor, type CliResult } from './cli-process.js';
 
 export interface ClusterOptions {
@@ -17,6 +18,11 @@ export interface ClusterOptions {
   cli?: string;
   /** Extra flags of `hivemind master start` (e.g. `--node-timeout 5s`). */
   masterArgs?: string[];
+  /**
+   * The master's `--store` URL. Default: none (SQLite in its data dir), or with
+   * HIVEMIND_TEST_STORE=postgres a fresh schema of the test PostgreSQL (test-store.ts).
+   */
+  store?: string;
 }
 
 /** A worker started by addWorker, next to `cluster.worker`. */
@@ -73,7 +79,8 @@ export class ProcessCluster {
     // No monitor unless a test asks for one (--monitor-port): workers of parallel fixtures would share 5001.
     const baseEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
     const reportInterval = opts.reportInterval ?? '1s';
-    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval, ...(opts.masterArgs ?? [])];
+    const store = opts.store ?? (TEST_STORE === 'postgres' ? freshPgSchema().url : undefined);
+    const masterArgs = ['master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', reportInterval, ...(store ? ['--store', store] : []), ...(opts.masterArgs ?? [])];
     // The gateway on a free port: fixtures run side by side (gatewayUrl() reads where it listens). By
     // env, which a flag in masterArgs overrides and an older build under test ignores.
     // The operations listener (/healthz /readyz /metrics) likewise: metricsUrl() reads it.

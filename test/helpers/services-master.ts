@@ -10,6 +10,7 @@ import { Master } from '../../src/master/master.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import { AdminServiceChunkClient } from '../../src/protocol/chunk-codec.js';
 import type { AdminServiceClient } from '../../src/protocol/gen/hivemind/v1/admin.js';
+import { masterStoreOption } from './test-store.js';
 
 export interface ServicesMaster {
   master: Master;
@@ -22,7 +23,7 @@ export interface ServicesMaster {
 /** Started, and closed (with its data dir removed) after the test. */
 export async function startServicesMaster(t: TestContext): Promise<ServicesMaster> {
   const dataDir = await mkdtemp(join(tmpdir(), 'hm-services-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, gatewayUrl: 'https://gw.example', serviceReconcileIntervalMs: 100 });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, gatewayUrl: 'https://gw.example', serviceReconcileIntervalMs: 100, ...masterStoreOption() });
   const address = await master.start();
   const token = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, token);

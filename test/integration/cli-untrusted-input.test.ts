@@ -1,4 +1,4 @@
-// The `hivemind` CLI as a process against a real master (gRPC, SQLite) that holds what a hostile
+// The `hivemind` CLI as a process against a real master (gRPC, SQLite or PostgreSQL) that holds what a hostile
 // node sent: a name and outcome messages full of terminal controls, and a gzip bomb as a result.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +15,7 @@ import { OutcomeKind, TaskState } from '../../src/protocol/gen/hivemind/v1/commo
 import { runCli, type CliResult } from '../helpers/cli-process.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { ScriptedNode } from '../helpers/scripted-node.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 
 // Window title, clear screen, red, an 8-bit CSI, a right-to-left override, a carriage return.
 const HOSTILE = '\u001b]0;owned\u0007\u001b[2J\u001b[31m\u009b2J\u202eevil\rX';
@@ -22,7 +23,7 @@ const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066
 
 async function harness(t: TestContext) {
   const dir = await mkdtemp(join(tmpdir(), 'hm-cli-untrusted-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200 });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200, ...masterStoreOption() });
   const address = await master.start();
   const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, adminToken);

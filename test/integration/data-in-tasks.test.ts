@@ -1,4 +1,4 @@
-// Data sets in tasks through a real master (gRPC, SQLite, its data dir), the real `hivemind` CLI as
+// Data sets in tasks through a real master (gRPC, SQLite or PostgreSQL, its data dir), the real `hivemind` CLI as
 // a process, and scripted nodes speaking the node protocol: submit --data by name and by digest
 // (the stored spec holds digest, size and kind), unknown data refused, `data rm` refused while the
 // task is queued, placement by the node's cache (no cache, no room, the node holding the data
@@ -20,6 +20,7 @@ import { DataKind, OutcomeKind, TaskState, type DataCacheStatus, type DataMount 
 import { runCli, waitFor as until } from '../helpers/cli-process.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { ScriptedNode } from '../helpers/scripted-node.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -38,7 +39,7 @@ async function harness(t: TestContext) {
     },
   });
   const logger = createLogger({ level: 'info', destination: sink });
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200, reportIntervalMs: 60_000 }, { logger });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200, reportIntervalMs: 60_000, ...masterStoreOption() }, { logger });
   const address = await master.start();
   const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, adminToken);

@@ -1,4 +1,4 @@
-// Data sets through a real master (gRPC, SQLite, its data dir) and the real `hivemind data` CLI as
+// Data sets through a real master (gRPC, SQLite or PostgreSQL, its data dir) and the real `hivemind data` CLI as
 // a process: put, a second put that sends nothing (counted by the bytes the master received), a put
 // killed with SIGKILL mid-upload and resumed from the master's partial, get verified and extracted,
 // rm refused while a live task references the data set, and hostile puts over a raw client.
@@ -24,6 +24,7 @@ import { type DataServiceClient, type DataSetInfo, type ListDataResponse, type P
 import { DataKind } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { CLI, runCli, type CliResult } from '../helpers/cli-process.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -47,9 +48,11 @@ async function harness(t: TestContext, opts: { maxDataBytes?: number } = {}) {
     },
   });
   const dataDir = join(dir, 'master');
+  // One store for the harness's life: a restarted master finds its data sets again.
+  const storeOpt = masterStoreOption();
   const logger = createLogger({ level: 'info', destination: sink });
   const start = async () => {
-    const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts }, { logger });
+    const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...opts, ...storeOpt }, { logger });
     const address = await master.start();
     const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
     const admin = AdminClient.connect(address, adminToken);
@@ -73,6 +76,8 @@ async function harness(t: TestContext, opts: { maxDataBytes?: number } = {}) {
   const partialOf = (hex: string) => join(dataDir, 'data', 'sha256', `${hex}.partial`);
   return {
     dir, dataDir, cli, env, puts, partialOf, lines,
+    /** Where the master keeps its state, for a test that writes a row the API cannot. */
+    storeLocation: storeOpt.store ?? join(dataDir, 'master.db'),
     get admin() { return s.admin; },
     get raw() { return s.raw; },
     get md() { return s.md; },
@@ -296,7 +301,7 @@ test('rm is refused while a queued task references the data set, with the task l
   const hex = put.stdout.trim().slice('sha256:'.length);
   const taskId = await h.admin.submit({ image: 'hivemind/busybox:1', command: ['true'] });
   // Tasks name data sets in part 2; the reference row is what that part writes.
-  const store = DataStore.open(join(h.dataDir, 'master.db'));
+  const store = DataStore.open(h.storeLocation);
   t.after(() => store.close());
   store.addTaskReference(taskId, hex, '/data/corpus');
 

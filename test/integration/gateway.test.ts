@@ -14,6 +14,7 @@ import { Gateway } from '../../src/master/gateway/gateway.js';
 import type { GatewayDirectory, GatewayService, NodePipeAddress } from '../../src/master/gateway/gateway-directory.js';
 import { formatPipeError, parsePipeHello, pipeKeyMatches, PIPE_OK } from '../../src/protocol/gateway-pipe.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 
 const KEY = 'a'.repeat(64);
 const GOOD = 'hmsvc_good';
@@ -414,7 +415,7 @@ test('/metrics with a metrics source: per-replica and per-service traffic to the
 test('a master given a directory runs the gateway from start to close; "off" runs none', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'hm-gw-master-'));
   try {
-    const m = await Master.create({ dataDir: join(dir, 'a'), listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0' }, { gatewayDirectory: directory });
+    const m = await Master.create({ dataDir: join(dir, 'a'), listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', ...masterStoreOption() }, { gatewayDirectory: directory });
     await m.start();
     const url = m.gatewayUrl!;
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
@@ -423,7 +424,7 @@ test('a master given a directory runs the gateway from start to close; "off" run
     await res.text();
     await m.close();
     await assert.rejects(fetch(`${url}/s/pair/headers`), 'closed with the master');
-    const off = await Master.create({ dataDir: join(dir, 'b'), listenAddress: '127.0.0.1:0', gatewayListen: 'off' }, { gatewayDirectory: directory });
+    const off = await Master.create({ dataDir: join(dir, 'b'), listenAddress: '127.0.0.1:0', gatewayListen: 'off', ...masterStoreOption() }, { gatewayDirectory: directory });
     await off.start();
     assert.equal(off.gatewayUrl, undefined);
     await off.close();

@@ -1,4 +1,4 @@
-// The master's exec relay against scripted nodes over real gRPC (real master, real SQLite): a
+// The master's exec relay against scripted nodes over real gRPC (real master, real SQLite or PostgreSQL): a
 // session relayed both ways with its exit code and events, the refusals (not running, a node that
 // does not allow exec, bounds) and the hostile cases (another node attaching, an unknown or
 // reused session id, a second start, oversized stdin, too many sessions), each in the ledger.
@@ -18,12 +18,13 @@ import { TaskState, type ExecInput, type ExecOutput, type ExecStart } from '../.
 import type { ExecNodeMessage } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { ScriptedNode } from '../helpers/scripted-node.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 
 type NodeStream = ClientDuplexStream<ExecNodeMessage, ExecInput>;
 
 async function harness(t: TestContext) {
   const dir = await mkdtemp(join(tmpdir(), 'hm-exec-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200 });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', dataDir: join(dir, 'master'), shutdownGraceMs: 200, ...masterStoreOption() });
   const address = await master.start();
   const adminToken = (await readFile(master.adminTokenPath, 'utf8')).trim();
   const admin = AdminClient.connect(address, adminToken);

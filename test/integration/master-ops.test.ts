@@ -1,4 +1,4 @@
-// The master's operations listener in a real Master (real SQLite, real sockets on loopback):
+// The master's operations listener in a real Master (real SQLite or PostgreSQL, real sockets on loopback):
 // readiness through its life, an injected readiness condition, and the admin token on /metrics
 // when the listener is not on loopback (decided by injection: test traffic stays on loopback).
 import { test } from 'node:test';
@@ -8,13 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Master } from '../../src/master/master.js';
 import type { Readiness } from '../../src/master/metrics/ops-http.js';
+import { masterStoreOption } from '../helpers/test-store.js';
 
 test('a master is not ready before start, ready after, not ready while closing; an injected condition and the admin token apply', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'hm-ops-'));
   t.after(() => rm(dataDir, { recursive: true, force: true }));
   let standby: Readiness = { ready: true };
   const master = await Master.create(
-    { listenAddress: '127.0.0.1:0', gatewayListen: 'off', metricsListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200 },
+    { listenAddress: '127.0.0.1:0', gatewayListen: 'off', metricsListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, ...masterStoreOption() },
     { readiness: () => standby, metricsNeedToken: true },
   );
   t.after(() => master.close());
@@ -48,7 +49,7 @@ test('a master is not ready before start, ready after, not ready while closing; 
 test('a Master built in a program has no operations listener unless asked', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'hm-ops-'));
   t.after(() => rm(dataDir, { recursive: true, force: true }));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: 'off', dataDir, shutdownGraceMs: 200 });
+  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: 'off', dataDir, shutdownGraceMs: 200, ...masterStoreOption() });
   t.after(() => master.close());
   await master.start();
   assert.equal(master.metricsUrl, undefined);

@@ -1,4 +1,4 @@
-// Services over real gRPC and SQLite: a real Master, the admin service RPCs called as the CLI
+// Services over real gRPC and SQLite or PostgreSQL: a real Master, the admin service RPCs called as the CLI
 // would, and scripted nodes with and without a gateway pipe getting (or not) the replica tasks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

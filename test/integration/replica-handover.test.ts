@@ -1,5 +1,5 @@
 // The handover of a service replica from a node that stops accepting tasks, over real gRPC and
-// SQLite: a real Master and scripted nodes. The surge starts on the other node and the old task is
+// SQLite or PostgreSQL: a real Master and scripted nodes. The surge starts on the other node and the old task is
 // cancelled only once the surge is healthy, so `service get` never shows 0 healthy replicas; a
 // surge no node takes is given up and the old replica keeps running; a node that accepts again
 // calls the surge off.

@@ -1,5 +1,6 @@
 // Admin token file, enrollment tokens (TTL, uses) and node credentials, against a real
-// in-memory SQLite store and a temp data dir.
+// store from test-store.ts (in-memory SQLite, or a PostgreSQL schema in the second pass) and a
+// temp data dir.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
@@ -9,13 +10,14 @@ import { ManualClock } from '../../src/common/clock.js';
 import { AuthError } from '../../src/common/errors.js';
 import { MasterAuth, sha256Hex } from '../../src/master/auth.js';
 import { MasterStore } from '../../src/master/master-store.js';
+import { freshStore } from '../helpers/test-store.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import { NodeFacts, ResourceReport } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { Metadata } from '@grpc/grpc-js';
 
 async function setup(t: { after: (fn: () => unknown) => void }) {
   const dir = await mkdtemp(join(tmpdir(), 'hm-auth-'));
-  const store = MasterStore.open(':memory:');
+  const store = MasterStore.open(freshStore());
   const clock = new ManualClock();
   t.after(async () => {
     store.close();
@@ -106,7 +108,7 @@ test('reports are written behind: read through at once, in the file after a flus
 
 test('two masters creating the admin token on one (shared) data dir at once end up with the same one', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'hm-auth-'));
-  const store = MasterStore.open(':memory:');
+  const store = MasterStore.open(freshStore());
   t.after(async () => {
     store.close();
     await rm(dir, { recursive: true, force: true });

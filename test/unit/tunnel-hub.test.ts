@@ -12,6 +12,7 @@ import { silentLogger } from '../../src/common/logger.js';
 import { MasterAuth } from '../../src/master/auth.js';
 import { EnrollService } from '../../src/master/enroll-service.js';
 import { MasterStore } from '../../src/master/master-store.js';
+import { freshStore } from '../helpers/test-store.js';
 import { NodeRegistry } from '../../src/master/registry.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import { NodeFacts } from '../../src/protocol/gen/hivemind/v1/common.js';
@@ -210,7 +211,7 @@ test('mesh at 10,000 nodes: the subscriber gets pages of at most 2,000 (first fu
 test('enrollment through EnrollService: one `wg set` per node, no full sync; a rolled-back enrollment gives its address back', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'hm-enroll-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const store = MasterStore.open(':memory:');
+  const store = MasterStore.open(freshStore());
   t.after(() => store.close());
   const clock = new ManualClock();
   const auth = await MasterAuth.create(dir, store, clock);
