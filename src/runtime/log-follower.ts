@@ -15,7 +15,11 @@ export type LogEmit = (stream: 'stdout' | 'stderr', data: Buffer, atNs: bigint) 
 export class LogFollower {
   private readonly ctl = new AbortController();
   private lastLogAt = Date.now();
-  private lastNs = 0n;
+  /**
+   * Docker's time of the latest frame seen, per stream: Docker stamps each stream as it reads it,
+   * so across stdout and stderr frames need not arrive in time order, but within one they do.
+   */
+  private readonly lastNs = { stdout: 0n, stderr: 0n };
   private readonly sink: LogSink;
   private readonly done: Promise<void>;
 
@@ -27,11 +31,8 @@ export class LogFollower {
     private readonly log: Logger,
   ) {
     const seen = (stream: 'stdout' | 'stderr') => (d: Buffer, atNs: bigint) => {
-      // The latest time seen, not the last frame's: Docker stamps each stream when it reads it, so
-      // a stderr frame can follow stdout frames stamped after it, and reading back from its time
-      // sent those stdout frames twice (a progress flood's last lines were counted twice).
       this.lastLogAt = Date.now();
-      if (atNs > this.lastNs) this.lastNs = atNs;
+      if (atNs > this.lastNs[stream]) this.lastNs[stream] = atNs;
       this.emit(stream, d, atNs);
     };
     this.sink = { stdout: seen('stdout'), stderr: seen('stderr') };
@@ -51,13 +52,21 @@ export class LogFollower {
     await this.done;
     clearInterval(stallTimer);
     // A follower slower than the task loses output when Docker rotates the log under it, the end
-    // included: read what Docker still holds after the last frame seen.
+    // included: read what Docker still holds after the earlier of the two streams' latest frames,
+    // and pass on of each stream only what is newer than its own latest (a stderr frame may
+    // arrive after stdout frames stamped later: read back from the last frame's time, those went
+    // out twice; from the latest time, a stderr frame stamped before it would be lost). A stream
+    // that sent nothing live is read from the other's latest frame: from its start would read
+    // the whole log back (and call the part past the cap skipped).
+    const { stdout, stderr } = this.lastNs;
+    const since = stdout === 0n ? stderr : stderr === 0n ? stdout : stdout < stderr ? stdout : stderr;
     try {
-      const end = await this.engine.readLogsSince(this.id, this.lastNs, END_OF_LOG_BYTES);
+      const end = await this.engine.readLogsSince(this.id, since, END_OF_LOG_BYTES);
       if (end.skippedBytes > 0) {
-        this.emit('stderr', Buffer.from(`\n[hivemind: ${end.skippedBytes} bytes of output skipped here: the log stream fell behind the task]\n`), this.lastNs + 1n);
+        this.emit('stderr', Buffer.from(`\n[hivemind: ${end.skippedBytes} bytes of output skipped here: the log stream fell behind the task]\n`), since + 1n);
       }
       for (const [i, m] of end.messages.entries()) {
+        if (m.atNs <= this.lastNs[m.stream]) continue;
         this.sink[m.stream](m.data, m.atNs);
         if (i % 1000 === 999) await nextTurn(); // a flood's end must not stall the reports
       }

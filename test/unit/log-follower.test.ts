@@ -45,3 +45,22 @@ test('output the live stream missed is read back at the end, once', async () => 
   ];
   assert.deepEqual(await follow(file, 1), ['stdout:a', 'stderr:b', 'stdout:c']);
 });
+
+test('a stderr frame stamped before the last stdout frame but missed live is read back, and nothing twice', async () => {
+  const file: Frame[] = [
+    { stream: 'stderr', text: 'z', atNs: 1n },
+    { stream: 'stdout', text: 'a', atNs: 2n },
+    { stream: 'stderr', text: 'b', atNs: 3n },
+    { stream: 'stdout', text: 'c', atNs: 4n },
+    { stream: 'stderr', text: 'd', atNs: 5n },
+  ];
+  // The live stream delivered z, a and c, then stopped: b (stamped before c) and d were missed.
+  const live: Frame[] = [file[0]!, file[1]!, file[3]!];
+  const e = engine(file, 0);
+  (e as { followLogs: ContainerEngine['followLogs'] }).followLogs = async (_id: string, sink: LogSink) => {
+    for (const f of live) sink[f.stream](Buffer.from(f.text), f.atNs);
+  };
+  const got: string[] = [];
+  await new LogFollower(e, 'c1', (stream, data) => got.push(`${stream}:${data.toString()}`), silentLogger()).finish();
+  assert.deepEqual(got, ['stderr:z', 'stdout:a', 'stdout:c', 'stderr:b', 'stderr:d']);
+});
