@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { exeProblems } from './exe-format.js';
 import { CHECKPOINT_WORKER_ASSET } from '../src/master/sql/wal-checkpointer.js';
+import { PG_WORKER_ASSET } from '../src/master/sql/pg-driver.js';
 
 interface Target {
   /** pkg's platform name and the npm package's os. */
@@ -202,6 +203,7 @@ function assetsFor(target: Target): Record<string, string> {
   assets['native/better_sqlite3.node'] = sqlite;
   // Made by bundleWorkers(): the executable has no dist/ to start a worker thread from.
   assets[CHECKPOINT_WORKER_ASSET] = join(bundleDir, 'wal-checkpoint-worker.cjs');
+  assets[PG_WORKER_ASSET] = join(bundleDir, 'pg-worker.cjs');
   for (const [key, file] of Object.entries(assets)) if (!existsSync(file)) throw new Error(`asset ${key}: ${file} is missing (npm ci?)`);
   return assets;
 }
@@ -233,9 +235,10 @@ async function bundle(version: string, commit: string): Promise<string> {
 }
 
 /**
- * The worker threads' scripts, each one file with its packages (better-sqlite3's JavaScript; the
- * addon is the one native-sqlite.ts placed, given by path), run with { eval: true }
- * (src/master/sql/wal-checkpointer.ts).
+ * The worker threads' scripts, each one file with its packages, run with { eval: true }: the WAL
+ * checkpointer's (better-sqlite3's JavaScript; the addon is the one native-sqlite.ts placed, given
+ * by path; src/master/sql/wal-checkpointer.ts) and the PostgreSQL connection's (all of `pg`;
+ * src/master/sql/pg-driver.ts).
  */
 async function bundleWorkers(): Promise<void> {
   mkdirSync(bundleDir, { recursive: true });
@@ -244,6 +247,14 @@ async function bundleWorkers(): Promise<void> {
     outfile: join(bundleDir, 'wal-checkpoint-worker.cjs'),
     ...CJS_FOR_NODE,
     external: ['*.node'],
+  });
+  await build({
+    entryPoints: [join(root, 'dist', 'src', 'master', 'sql', 'pg-worker.js')],
+    outfile: join(bundleDir, 'pg-worker.cjs'),
+    ...CJS_FOR_NODE,
+    // pg's libpq binding, required only by pg.native (never used) inside a try/catch; pg-cloudflare
+    // resolves to its empty module under Node's conditions and is bundled as such.
+    external: ['pg-native'],
   });
 }
 

@@ -8,6 +8,10 @@ import { compilePlaceholders, bindValues, type CompiledSql } from './placeholder
 import { SqlError, StoreUnavailableError, redactUrl, sqlHead } from './sql-errors.js';
 import type { SqlDriver, SqlStatement } from './sql-driver.js';
 import type { PgReply, PgRequest, PgWorkerData } from './pg-worker.js';
+import { embeddedAsset, isStandalone } from '../../common/embedded-assets.js';
+
+/** The asset key scripts/build-exe.ts stores the bundled connection thread under (the executable has no dist/). */
+export const PG_WORKER_ASSET = 'workers/pg-worker.cjs';
 
 /** A statement (or connecting) taking longer is an error, not a hang. */
 export const PG_STATEMENT_TIMEOUT_MS = 10_000;
@@ -41,7 +45,7 @@ export class PgDriver implements SqlDriver {
     const { port1, port2 } = new MessageChannel();
     const flag = new Int32Array(new SharedArrayBuffer(4));
     const data: PgWorkerData = { port: port2, flag, url, timeoutMs };
-    const worker = new Worker(new URL('./pg-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
+    const worker = workerFor(data, redactUrl(url));
     // The thread never keeps the master alive by itself; errors come back as replies.
     worker.unref();
     port1.unref();
@@ -139,4 +143,13 @@ export class PgDriver implements SqlDriver {
     if (!m) throw new StoreUnavailableError(`PostgreSQL (${this.where}): woken without an answer`);
     return m.message as PgReply;
   }
+}
+
+/** The connection's thread: pg-worker.js beside this file, or in the executable its bundle (with `pg`) run by eval. */
+function workerFor(data: PgWorkerData, where: string): Worker {
+  const options = { workerData: data, transferList: [data.port] };
+  if (!isStandalone()) return new Worker(new URL('./pg-worker.js', import.meta.url), options);
+  const code = embeddedAsset(PG_WORKER_ASSET);
+  if (!code) throw new StoreUnavailableError(`PostgreSQL (${where}): this executable carries no ${PG_WORKER_ASSET}: rebuild it with npm run build:exe`);
+  return new Worker(code.toString('utf8'), { ...options, eval: true });
 }
