@@ -22,6 +22,11 @@ export interface ExeContainerOptions {
    * worker started in the background by install.sh), and its zombie still answers `kill -0`.
    */
   init?: boolean;
+  /**
+   * "host": the container shares the host's network, so the executable reaches services that
+   * listen on the host's loopback only (the test PostgreSQL); the caller picks free ports.
+   */
+  network?: 'host';
 }
 
 export class ExeContainer {
@@ -38,6 +43,7 @@ export class ExeContainer {
     try {
       await run('docker', [
         'run', '-d', '--rm', '--name', name, '--label', LABEL, ...(opts.init ? ['--init'] : []),
+        ...(opts.network ? ['--network', opts.network] : []),
         '-v', '/var/run/docker.sock:/var/run/docker.sock',
         // `worker start` refuses to run where it cannot bound a task's /output: give it the loop devices
         ...loopDeviceArgs(),
@@ -78,11 +84,11 @@ export class ExeContainer {
   }
 
   /**
-   * Starts `hivemind master start` on ADDRESS (a development master, report interval 1 s) and
-   * waits for its admin token. The caller stops the returned daemon.
+   * Starts `hivemind master start` on ADDRESS (a development master, report interval 1 s, then
+   * `extra` flags) and waits for its admin token. The caller stops the returned daemon.
    */
-  async master(address: string, dataDir: string): Promise<ExeMaster> {
-    const daemon = this.daemon('master', ['master', 'start', '--listen', address, '--data-dir', dataDir, '--report-interval', '1s']);
+  async master(address: string, dataDir: string, extra: readonly string[] = []): Promise<ExeMaster> {
+    const daemon = this.daemon('master', ['master', 'start', '--listen', address, '--data-dir', dataDir, '--report-interval', '1s', ...extra]);
     try {
       // waitFor retries on a throw, so an exited process is a value, checked right after.
       const adminToken = await waitFor('the master admin token', () => {
