@@ -131,9 +131,12 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
   }, 1000);
   // The master's own event-loop lag (its /metrics), one window per scrape: the longest block seen
   // and how many windows held a block over 100 ms.
-  const loopMax: number[] = [];
+  // Each window is tagged with the phase it ended in, so a stall is told apart by what caused it.
+  let phase = 'enrol';
+  const loopMax: { phase: string; ms: number }[] = [];
   const loopTimer = setInterval(() => {
-    void master.eventLoopMaxMs().then((ms) => void (ms !== undefined && loopMax.push(ms)), () => undefined);
+    const during = phase;
+    void master.eventLoopMaxMs().then((ms) => void (ms !== undefined && loopMax.push({ phase: during, ms })), () => undefined);
   }, 2000);
   const listTimer = setInterval(() => {
     if (!listing) return;
@@ -184,6 +187,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     listing = true;
 
     // 2. Q tasks that need a GPU no node has: they stay queued.
+    phase = 'submit';
     const submitStart = performance.now();
     // Past its budget the phase stops submitting and the run goes on with the queue it has.
     const submitDeadline = Date.now() + budget.submit;
@@ -199,6 +203,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
 
     // 3. Idle: nothing to place, the queue full, the nodes reporting; list sampling paused so the CPU is the reports'.
     listing = false;
+    phase = 'idle';
     await sleep(2000);
     const idleFrom = meter.sample();
     const reportsFrom = fleet.reportsSent();
@@ -211,6 +216,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     listing = true;
 
     // 4. Probes: submit -> the node receives the assign, spaced out.
+    phase = 'probes';
     const probeSubmitted = new Map<string, number>();
     for (let i = 0; i < o.probes; i++) {
       const at = Date.now();
@@ -225,6 +231,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     say(`probes: ${placement.length}/${probeSubmitted.size} placed`);
 
     // 5. Throughput: keep about as many 1-5 s tasks open as there are slots, for the phase's length.
+    phase = 'throughput';
     const assignedBefore = assignedAt.size;
     const tpFrom = meter.sample();
     const tpStart = Date.now();
@@ -254,6 +261,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     say(`throughput ${o.throughputS} s: ${submitted} submitted, ${placed} placed, ${completed} completed (${throughput.perSecond.toFixed(1)}/s)`);
 
     // 6. Nodes the master lists offline that kept reporting (a report within the last interval).
+    phase = 'end';
     listing = false;
     const now = Date.now();
     const reporting = new Set(fleet.nodes.filter((x) => now - x.lastReportAt < o.reportIntervalMs * 1.5).map((x) => x.nodeId));
@@ -271,8 +279,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
       master: { cpuPercent: cpuPercent(t0, end), maxRssBytes: peakRss },
       uploadMs: spread(uploads), listNodesMs: spread(listNodes), listTasksMs: spread(listTasks), listErrors,
       wronglyOffline, nodeErrors,
-      eventLoopStalls: loopMax.length === 0 ? 'not measured: no /metrics scrape answered'
-        : `longest ${Math.max(...loopMax).toFixed(0)} ms; ${loopMax.filter((ms) => ms > 100).length} of ${loopMax.length} 2-s windows had a block over 100 ms`,
+      eventLoopStalls: stallSummary(loopMax),
     };
   } catch (err) {
     throw new Error(`${n} nodes: ${err instanceof Error ? err.message : String(err)}\nmaster output (tail):\n${master.output.slice(-4000)}`);
@@ -321,3 +328,11 @@ main().catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : err);
   process.exit(1);
 });
+
+/** "longest L ms; K of N 2-s windows had a block over 100 ms (submit: …, idle: …)", per phase. */
+function stallSummary(windows: { phase: string; ms: number }[]): string {
+  if (windows.length === 0) return 'not measured: no /metrics scrape answered';
+  const one = (w: { ms: number }[]) => `longest ${Math.max(...w.map((x) => x.ms)).toFixed(0)} ms; ${w.filter((x) => x.ms > 100).length} of ${w.length} 2-s windows had a block over 100 ms`;
+  const phases = [...new Set(windows.map((w) => w.phase))];
+  return `${one(windows)} (${phases.map((p) => `${p}: ${one(windows.filter((w) => w.phase === p)).replace(' 2-s windows had a block', '')}`).join('; ')})`;
+}

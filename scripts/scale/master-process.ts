@@ -2,7 +2,7 @@
 // data dir) in a process group of its own, so a stop or a crash of the bench takes it and any child
 // with it. stopSync() is for process 'exit' handlers, which cannot wait.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, freePort } from '../../test/helpers/cli-process.js';
@@ -21,8 +21,11 @@ export class MasterProcess {
     readonly metricsAddress: string,
     readonly child: ChildProcess,
   ) {
+    // HM_BENCH_MASTER_LOG=FILE keeps all of it (e.g. with --trace-gc in HM_BENCH_MASTER_NODE_ARGS).
+    const whole = process.env.HM_BENCH_MASTER_LOG;
     const keep = (d: Buffer) => {
       this.tail = (this.tail + d.toString()).slice(-TAIL_BYTES);
+      if (whole) appendFileSync(whole, d);
     };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
@@ -36,7 +39,9 @@ export class MasterProcess {
     // Node options for the master alone (e.g. --cpu-prof --cpu-prof-dir=DIR to profile it)
     if (process.env.HM_BENCH_MASTER_NODE_OPTIONS) env.NODE_OPTIONS = process.env.HM_BENCH_MASTER_NODE_OPTIONS;
     const args = [CLI, 'master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', opts.reportInterval, '--gateway-listen', 'off', '--metrics-listen', metricsAddress, '--log-level', opts.logLevel];
-    const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // V8 flags NODE_OPTIONS refuses (e.g. --single-threaded-gc), before the script.
+    const v8Args = (process.env.HM_BENCH_MASTER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+    const child = spawn(process.execPath, [...v8Args, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     return new MasterProcess(home, address, metricsAddress, child);
   }
 

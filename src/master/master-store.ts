@@ -20,6 +20,11 @@ export interface QueueCursor {
 
 /** Reports are written behind: the latest per node, in one transaction this often (and on close). */
 const REPORT_FLUSH_MS = 1000;
+/**
+ * Rows written behind per transaction: a flush of more (10,000 nodes back at once) goes on in
+ * further transactions on later turns of the event loop, so no one flush holds it for long.
+ */
+const REPORT_FLUSH_ROWS = 1000;
 /** Cached identities at most (a bound against a churn of registrations; the cache is refilled on use). */
 const MAX_IDENTITIES = 200_000;
 
@@ -246,22 +251,34 @@ export class MasterStore {
     if (this.flushTimer || this.closed) return;
     this.flushTimer = setTimeout(() => {
       this.flushTimer = undefined;
-      if (!this.closed) this.flushReports();
+      if (!this.closed) this.flushReports(REPORT_FLUSH_ROWS);
     }, REPORT_FLUSH_MS);
     this.flushTimer.unref();
   }
 
-  /** Writes the reports kept since the last flush, in one transaction. */
-  flushReports(): void {
+  /**
+   * Writes the reports kept since the last flush: all of them (`rows` = Infinity, on close and in
+   * tests), or up to `rows` per transaction with the rest on the next turn of the event loop.
+   */
+  flushReports(rows = Infinity): void {
     if (this.unwritten.size === 0) return;
-    const batch = [...this.unwritten];
-    this.unwritten.clear();
+    const batch: [string, { report: ResourceReport | undefined; at: number }][] = [];
+    for (const e of this.unwritten) {
+      if (batch.length >= rows) break;
+      batch.push(e);
+    }
+    for (const [id] of batch) this.unwritten.delete(id);
     this.transaction(() => {
       for (const [id, u] of batch) {
         if (u.report) this.stmts.recordReport.run(JSON.stringify(ResourceReport.toJSON(u.report)), u.at, id);
         else this.stmts.touchNode.run(u.at, id);
       }
     });
+    if (this.unwritten.size > 0 && rows !== Infinity) {
+      setImmediate(() => {
+        if (!this.closed) this.flushReports(rows);
+      });
+    }
   }
 
   /**

@@ -380,7 +380,9 @@ export class Master {
       // With PostgreSQL a standby refuses every call before any handler (after the metrics interceptor,
       // which counts the refusal); with SQLite there is no guard at all.
       const guard = opts.lease ? [standbyGuard({ serving: () => master?.serving ?? false, activeHolder: () => master?.activeHolder ?? 'another master' })] : [];
-      const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES, interceptors: [grpcCallInterceptor(masterMetrics, { now: () => performance.now() }), ...guard] };
+      // Channelz off: the master serves no channelz service, so its per-call and per-socket
+      // trackers would be work on every call for nobody.
+      const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES, 'grpc.enable_channelz': 0, interceptors: [grpcCallInterceptor(masterMetrics, { now: () => performance.now() }), ...guard] };
       const server = new Server(serverOptions);
       let tunnel: TunnelParts | undefined;
       let nodeService: NodeService;
