@@ -30,6 +30,9 @@ export interface AppendSession {
   close(): Promise<void>;
 }
 
+/** Tasks whose log offsets the master caches (one small record each; the rest are read from disk). */
+const HELD_CACHE_TASKS = 20_000;
+
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 function checkId(id: string): string {
@@ -43,7 +46,10 @@ function checkId(id: string): string {
 export class BlobStore {
   private readonly logQueues = new Map<string, Promise<unknown>>();
   private readonly partialHashes = new Map<string, RunningHash>();
-  /** The last offsets record written per task (log-offsets.ts); checked against the log's size before use. */
+  /**
+   * The last offsets record written per task (log-offsets.ts), checked against the log's size
+   * before use: a cache that saves a read per append, of the tasks that logged last.
+   */
   private readonly held = new Map<string, HeldOffsets>();
 
   private constructor(private readonly dir: string, private readonly logMaxBytes: number) {}
@@ -234,7 +240,7 @@ export class BlobStore {
         rec = known && known.attempt === at.attempt ? { ...known, size } : { attempt: at.attempt, stdout: 0, stderr: 0, size };
         const place = placeChunk(rec[at.stream], at.offset, data.length);
         if (place.skip === data.length) {
-          this.held.set(taskId, rec);
+          this.cacheHeld(taskId, rec);
           return { appended: undefined, gap: 0 };
         }
         gap = place.gap;
@@ -263,7 +269,14 @@ export class BlobStore {
 
   private async recordHeld(taskId: string, rec: HeldOffsets): Promise<void> {
     await writeHeld(this.heldPath(taskId), rec);
+    this.cacheHeld(taskId, rec);
+  }
+
+  private cacheHeld(taskId: string, rec: HeldOffsets): void {
+    // Re-inserted at the end, so the first key is the task that logged least recently.
+    this.held.delete(taskId);
     this.held.set(taskId, rec);
+    if (this.held.size > HELD_CACHE_TASKS) this.held.delete(this.held.keys().next().value!);
   }
 
   /** Returns the log's new size. */
