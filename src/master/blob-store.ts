@@ -12,6 +12,7 @@ import { formatBytes } from '../common/units.js';
 import { HashedAppend, resumeRunningHash, type RunningHash } from './hashed-append.js';
 import { fileSize } from '../common/file-size.js';
 import { sha256OfFile } from '../common/file-hash.js';
+import { gapNote, placeChunk, readHeld, writeHeld, type HeldOffsets, type LogStreamName } from './log-offsets.js';
 
 /** Default cap of a task's stored log; the end is kept, the head trimmed. */
 export const DEFAULT_LOG_MAX_BYTES = 8 * 1024 * 1024;
@@ -29,6 +30,9 @@ export interface AppendSession {
   close(): Promise<void>;
 }
 
+/** Tasks whose log offsets the master caches (one small record each; the rest are read from disk). */
+const HELD_CACHE_TASKS = 20_000;
+
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 function checkId(id: string): string {
@@ -42,6 +46,11 @@ function checkId(id: string): string {
 export class BlobStore {
   private readonly logQueues = new Map<string, Promise<unknown>>();
   private readonly partialHashes = new Map<string, RunningHash>();
+  /**
+   * The last offsets record written per task (log-offsets.ts), checked against the log's size
+   * before use: a cache that saves a read per append, of the tasks that logged last.
+   */
+  private readonly held = new Map<string, HeldOffsets>();
 
   private constructor(private readonly dir: string, private readonly logMaxBytes: number) {}
 
@@ -64,6 +73,9 @@ export class BlobStore {
   }
   logPath(taskId: string): string {
     return join(this.dir, 'logs', `${checkId(taskId)}.log`);
+  }
+  private heldPath(taskId: string): string {
+    return join(this.dir, 'logs', `${checkId(taskId)}.held`);
   }
 
   // ---- inputs
@@ -193,18 +205,90 @@ export class BlobStore {
       } finally {
         await fh.close();
       }
-      if (size > this.logMaxBytes) await this.trimLogHead(path, size);
+      if (size > this.logMaxBytes) size = await this.trimLogHead(path, size);
+      // An attempt whose chunks carry offsets keeps its record in step, or the next offset append
+      // would take these bytes for an unrecorded append and cut them off.
+      const rec = this.held.get(taskId);
+      if (rec) await this.recordHeld(taskId, { ...rec, size });
       after?.();
     });
   }
 
-  private async trimLogHead(path: string, size: number): Promise<void> {
+  /**
+   * Appends a chunk that says where it starts in its stream of the attempt: the part the log
+   * already holds is dropped (a node's resend after a master died), a gap before it is noted in
+   * the log. Returns what was appended (undefined for a pure resend); `after` gets it under the lock.
+   */
+  appendLogAt(taskId: string, at: { attempt: number; stream: LogStreamName; offset: number }, data: Buffer, after?: (appended: Buffer) => void): Promise<{ appended: Buffer | undefined; gap: number }> {
+    const path = this.logPath(taskId);
+    return this.withLogLock(taskId, async () => {
+      const fh = await open(path, 'a', 0o600);
+      let rec: HeldOffsets;
+      let out: Buffer;
+      let gap: number;
+      try {
+        let size = (await fh.stat()).size;
+        let known = this.held.get(taskId);
+        if (!known || known.size !== size) known = await readHeld(this.heldPath(taskId));
+        if (known && known.attempt === at.attempt && known.size < size) {
+          // The last append's record was never written (its master was killed in between): those
+          // bytes are not held as far as the node knows, and it resends them.
+          await fh.truncate(known.size);
+          size = known.size;
+        }
+        // A record larger than the log: a trim came after it; the offsets still hold.
+        rec = known && known.attempt === at.attempt ? { ...known, size } : { attempt: at.attempt, stdout: 0, stderr: 0, size };
+        const place = placeChunk(rec[at.stream], at.offset, data.length);
+        if (place.skip === data.length) {
+          this.cacheHeld(taskId, rec);
+          return { appended: undefined, gap: 0 };
+        }
+        gap = place.gap;
+        const body = data.subarray(place.skip);
+        out = gap > 0 ? Buffer.concat([Buffer.from(gapNote(at.stream, gap)), body]) : body;
+        await fh.write(out);
+        rec = { ...rec, [at.stream]: at.offset + data.length, size: size + out.length };
+      } finally {
+        await fh.close();
+      }
+      await this.recordHeld(taskId, rec);
+      if (rec.size > this.logMaxBytes) await this.recordHeld(taskId, { ...rec, size: await this.trimLogHead(path, rec.size) });
+      after?.(out);
+      return { appended: out, gap };
+    });
+  }
+
+  /** How much of the attempt's stdout and stderr the log holds (0 for an attempt it has no record of). */
+  logHeld(taskId: string, attempt: number): Promise<{ stdout: number; stderr: number }> {
+    return this.withLogLock(taskId, async () => {
+      // Read from disk: another master on this data dir may have appended since.
+      const rec = await readHeld(this.heldPath(taskId));
+      return rec && rec.attempt === attempt ? { stdout: rec.stdout, stderr: rec.stderr } : { stdout: 0, stderr: 0 };
+    });
+  }
+
+  private async recordHeld(taskId: string, rec: HeldOffsets): Promise<void> {
+    await writeHeld(this.heldPath(taskId), rec);
+    this.cacheHeld(taskId, rec);
+  }
+
+  private cacheHeld(taskId: string, rec: HeldOffsets): void {
+    // Re-inserted at the end, so the first key is the task that logged least recently.
+    this.held.delete(taskId);
+    this.held.set(taskId, rec);
+    if (this.held.size > HELD_CACHE_TASKS) this.held.delete(this.held.keys().next().value!);
+  }
+
+  /** Returns the log's new size. */
+  private async trimLogHead(path: string, size: number): Promise<number> {
     const keep = Math.floor((this.logMaxBytes * 3) / 4);
     const tmp = `${path}.trim`;
     const out = createWriteStream(tmp, { mode: 0o600 });
-    out.write(`[hivemind: earlier output trimmed, log kept to its last ${formatBytes(keep)}]\n`);
+    const note = `[hivemind: earlier output trimmed, log kept to its last ${formatBytes(keep)}]\n`;
+    out.write(note);
     await pipeline(createReadStream(path, { start: size - keep }), out);
     await rename(tmp, path);
+    return Buffer.byteLength(note) + keep;
   }
 
   /**

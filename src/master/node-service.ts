@@ -11,9 +11,9 @@ import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.j
 import { formatBytes } from '../common/units.js';
 import { readBearer } from '../protocol/auth-metadata.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
-import { NodeFacts, TaskState, type DataChunk, type LogChunk, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import { LogStream, NodeFacts, TaskState, type DataChunk, type LogChunk, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type {
-  DownloadDataRequest, DownloadInputRequest, NodeCommand, NodeServiceServer, PushLogsAck, RegisterRequest, RegisterResponse, ReportAck,
+  DownloadDataRequest, DownloadInputRequest, LogOffsetRequest, LogOffsetResponse, NodeCommand, NodeServiceServer, PushLogsAck, RegisterRequest, RegisterResponse, ReportAck,
   SubscribeRequest, TaskUpdate, TaskUpdateAck, UploadHeader, UploadOffsetRequest, UploadOffsetResponse, UploadResultRequest,
   UploadResultResponse,
 } from '../protocol/gen/hivemind/v1/node.js';
@@ -139,6 +139,7 @@ export class NodeService {
       getUploadOffset: unary((call) => this.getUploadOffset(call)),
       uploadResult: (call, cb) => void this.uploadResult(call, cb),
       pushLogs: (call, cb) => void this.pushLogs(call, cb),
+      getLogOffset: unary((call) => this.getLogOffset(call)),
       execSession: (call) => {
         try {
           this.d.exec.handleNode(call, this.nodeOf(call));
@@ -416,12 +417,24 @@ export class NodeService {
         const ok = t !== undefined && t.attempt === c.attempt && t.nodeId === node.id;
         // Output of a superseded attempt is dropped: it would interleave with the new attempt's.
         if (!ok || c.data.length === 0) continue;
-        await this.d.blobs.appendLog(c.taskId, c.data, () => this.d.events.emit('log', c));
+        if (c.offset === undefined) {
+          await this.d.blobs.appendLog(c.taskId, c.data, () => this.d.events.emit('log', c));
+          continue;
+        }
+        const stream = logStreamName(c, node.id);
+        const { gap } = await this.d.blobs.appendLogAt(c.taskId, { attempt: c.attempt, stream, offset: c.offset }, c.data, (data) => this.d.events.emit('log', { ...c, data }));
+        if (gap > 0) this.d.log.warn({ taskId: c.taskId, attempt: c.attempt, nodeId: node.id, stream, gap }, 'gap in a task log: bytes the node did not resend');
       }
       cb(null, { chunks });
     } catch (err) {
       cb(toServiceError(err));
     }
+  }
+
+  private async getLogOffset(call: ServerUnaryCall<LogOffsetRequest, LogOffsetResponse>): Promise<LogOffsetResponse> {
+    const node = this.nodeOf(call);
+    const task = this.d.tasks.requireCurrent(call.request.taskId, call.request.attempt, node.id);
+    return this.d.blobs.logHeld(task.id, call.request.attempt);
   }
 
   /** Ends every open command stream (master shutdown). */
@@ -435,4 +448,18 @@ export class NodeService {
     }
     this.subscribers.clear();
   }
+}
+
+/**
+ * The stream of a chunk that carries an offset, the offset checked: a node's offsets are
+ * untrusted, and one past 2^53 would no longer count bytes exactly.
+ */
+function logStreamName(c: LogChunk, nodeId: string): 'stdout' | 'stderr' {
+  const offset = c.offset ?? 0;
+  if (!Number.isSafeInteger(offset) || offset > Number.MAX_SAFE_INTEGER - c.data.length) {
+    throw new InvalidArgumentError(`log chunk of task ${c.taskId} from node ${nodeId}: offset ${offset} is out of range (at most 2^53 bytes per stream)`);
+  }
+  if (c.stream === LogStream.LOG_STREAM_STDOUT) return 'stdout';
+  if (c.stream === LogStream.LOG_STREAM_STDERR) return 'stderr';
+  throw new InvalidArgumentError(`log chunk of task ${c.taskId} from node ${nodeId}: an offset is only meaningful on stdout or stderr, not on stream ${c.stream}`);
 }

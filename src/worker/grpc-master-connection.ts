@@ -1,7 +1,7 @@
 // MasterConnection over gRPC (NodeServiceClient). Archives stream between files and the wire
 // chunk by chunk with backpressure, so memory stays constant whatever the archive size.
 import { stat } from 'node:fs/promises';
-import type { ClientWritableStream, Metadata, ServiceError } from '@grpc/grpc-js';
+import { status, type ClientWritableStream, type Metadata, type ServiceError } from '@grpc/grpc-js';
 import type { ExecInput, LogChunk, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import {
   type ExecNodeMessage,
@@ -230,6 +230,14 @@ export class GrpcMasterConnection implements MasterConnection {
         if (!broken && call.writable) call.end();
         await acked;
       },
+      held: () =>
+        new Promise((resolve, reject) => {
+          this.client.getLogOffset({ taskId, attempt }, this.md(), { deadline: this.deadline() }, (err, res) => {
+            if (err?.code === status.UNIMPLEMENTED) resolve(undefined);
+            else if (err) reject(err);
+            else resolve({ stdout: res.stdout, stderr: res.stderr });
+          });
+        }),
     };
   }
 

@@ -34,6 +34,18 @@ export interface LogSink {
   readonly broken: boolean;
   /** Half-closes the stream and waits for the master's ack (errors are swallowed: logs are best effort). */
   end(): Promise<void>;
+  /**
+   * How much of the attempt's stdout and stderr this master has stored (NodeService.GetLogOffset);
+   * undefined from a master that does not keep offsets (older: it would append a resend twice).
+   * Rejects when the master cannot answer now. A sink without it is taken for such an older master.
+   */
+  held?(): Promise<LogHeld | undefined>;
+}
+
+/** Bytes of each stream of an attempt's log a master holds. */
+export interface LogHeld {
+  stdout: number;
+  stderr: number;
 }
 
 /** The node's end of NodeService.ExecSession (grpc-master-connection.ts; a fake in tests). */

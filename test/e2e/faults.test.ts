@@ -97,6 +97,32 @@ test('kill -9 of the worker mid-task: the restarted worker reattaches to the run
   }
 });
 
+test('kill -9 of the master while a task prints: the restarted master stores every line once (the node resends what the dead one never stored)', async (t) => {
+  if (!requireDockerImage(t, IMAGE)) return;
+  const cluster = await ProcessCluster.start({ reportInterval: '3s' });
+  try {
+    // A line on each stream every 100 ms for 15 s: the master dies and comes back in the middle.
+    const lines = 150;
+    const script = `i=1; while [ $i -le ${lines} ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); sleep 0.1; done`;
+    const taskId = (await cluster.cli(['submit', '--image', IMAGE, '--', 'sh', '-c', script])).stdout.trim();
+    await waitRunning(cluster, taskId);
+    await waitFor('a few lines stored', async () => /out 10\n/.test((await cluster.cli(['logs', taskId])).stdout) || undefined, 30_000, 100);
+    await cluster.master.stop('SIGKILL');
+    await new Promise((r) => setTimeout(r, 1000));
+    await cluster.restartMaster();
+    const w = await cluster.cli(['wait', taskId], 90_000);
+    assert.equal(w.code, 0, `${w.stdout}${w.stderr}`);
+    const stored = (await cluster.cli(['logs', taskId])).stdout;
+    const all = Array.from({ length: lines }, (_, i) => i + 1);
+    const of = (s: string) => stored.split('\n').filter((l) => l.startsWith(`${s} `)).map((l) => Number(l.slice(s.length + 1)));
+    const whole = of('out').join() === all.join() && of('err').join() === all.join();
+    recordScenario({ name: 'master kill -9 while a task prints: its stored log', faults: 1, submitted: 1, delivered: whole ? 1 : 0, lost: whole ? 0 : 1, duplicated: 0 });
+    for (const s of ['out', 'err']) assert.deepEqual(of(s), all, `every ${s} line once, in order:\n${stored}`);
+  } finally {
+    await cluster.close();
+  }
+});
+
 test('the container ends while the worker is down: the restarted worker collects it; the timeout counts from the container start', async (t) => {
   if (!requireDockerImage(t, IMAGE)) return;
   // Reports every 10 s: the master gives the node 30 s before it requeues its tasks, longer than

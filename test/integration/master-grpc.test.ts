@@ -16,11 +16,11 @@ import { resultArchiveBound } from '../../src/protocol/result-bound.js';
 import { MAX_REPORT_BYTES } from '../../src/protocol/node-limits.js';
 import { bearerMetadata } from '../../src/protocol/auth-metadata.js';
 import {
-  LogChunk as LogChunkCodec, LogStream, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
+  LogChunk as LogChunkCodec, LogStream, type LogChunk, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
 } from '../../src/protocol/gen/hivemind/v1/common.js';
 import {
   NodeServiceClient, SubscribeRequest, type NodeCommand, type RegisterResponse, type TaskUpdate, type TaskUpdateAck,
-  type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
+  type LogOffsetResponse, type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
 } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { AdminServiceClient, FetchResultRequest, StreamLogsRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import Database from 'better-sqlite3';
@@ -149,6 +149,19 @@ class FakeWorker {
       for (const l of lines) call.write({ taskId, attempt, stream: LogStream.LOG_STREAM_STDOUT, data: Buffer.from(l), atMs: Date.now() });
       call.end();
     });
+  }
+
+  /** Pushes chunks as given (offsets and all); resolves with the master's count, rejects on its error. */
+  pushChunks(chunks: LogChunk[]): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.pushLogs(this.md!, (e, r) => (e ? reject(e) : resolve(r.chunks)));
+      for (const c of chunks) call.write(c);
+      call.end();
+    });
+  }
+
+  logOffset(taskId: string, attempt: number): Promise<LogOffsetResponse> {
+    return new Promise((resolve, reject) => this.client.getLogOffset({ taskId, attempt }, this.md!, (e, r) => (e ? reject(e) : resolve(r))));
   }
 
   close(): void {
@@ -1241,4 +1254,52 @@ test('enrollment tokens list in pages like every listing: thousands of tokens li
   const revoked = await h.admin.revokeToken(all[1234]!.tokenId);
   assert.equal(revoked.tokenId, all[1234]!.tokenId);
   assert.equal(revoked.revoked, true);
+});
+
+test('log offsets from a node are untrusted: a resend is dropped, a huge offset or one on no stream refused, another task\'s ignored; the master keeps serving', async (t) => {
+  const { h, w, taskId } = await assignedTask(t);
+  await w.update({ taskId, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  const chunk = (offset: number | undefined, data: string, stream = LogStream.LOG_STREAM_STDOUT, attempt = 1): LogChunk => ({ taskId, attempt, stream, data: Buffer.from(data), atMs: 0, offset });
+  const stored = () => readFile(join(h.dir, 'logs', `${taskId}.log`), 'utf8');
+
+  assert.deepEqual(await w.logOffset(taskId, 1), { stdout: 0, stderr: 0 });
+  await w.pushChunks([chunk(0, 'line 1\n'), chunk(7, 'line 2\n'), chunk(0, 'err 1\n', LogStream.LOG_STREAM_STDERR)]);
+  assert.deepEqual(await w.logOffset(taskId, 1), { stdout: 14, stderr: 6 });
+
+  // Offsets going backwards (a resend, or a lie): what is held is not written again.
+  await w.pushChunks([chunk(0, 'line 1\n'), chunk(3, 'XXXXXXXXXXXY')]);
+  const backwards = await stored();
+  recordHostile('log offsets: chunks with offsets going backwards over held bytes', backwards !== 'line 1\nline 2\nerr 1\nY');
+  assert.equal(backwards, 'line 1\nline 2\nerr 1\nY', 'only the byte past what was held (offset 14)');
+
+  // An offset whose end passes 2^53 would not count bytes exactly: refused with the reason.
+  const huge = await w.pushChunks([chunk(Number.MAX_SAFE_INTEGER - 2, 'far away\n')]).then(() => undefined, (e: unknown) => e);
+  recordHostile('log offsets: a chunk ending past 2^53', huge === undefined);
+  assert.equal(grpcCode(huge), status.INVALID_ARGUMENT);
+  assert.match((huge as ServiceError).details, /offset \d+ is out of range \(at most 2\^53 bytes per stream\)/);
+  // Past 2^53 the generated decoder refuses the message itself (as for every uint64 field).
+  const past = await w.pushChunks([chunk(2 ** 60, 'farther\n')]).then(() => undefined, (e: unknown) => e);
+  recordHostile('log offsets: a chunk at offset 2^60', past === undefined);
+  assert.equal(grpcCode(past), status.INTERNAL);
+  assert.match((past as ServiceError).details, /Error deserializing request/);
+
+  const noStream = await w.pushChunks([chunk(15, 'which?\n', LogStream.LOG_STREAM_UNSPECIFIED)]).then(() => undefined, (e: unknown) => e);
+  recordHostile('log offsets: an offset on a chunk of no stream', noStream === undefined);
+  assert.equal(grpcCode(noStream), status.INVALID_ARGUMENT);
+  assert.match((noStream as ServiceError).details, /an offset is only meaningful on stdout or stderr/);
+
+  // An attempt this node does not run, a task that is not its: neither written nor told.
+  await w.pushChunks([chunk(15, 'intruder\n', LogStream.LOG_STREAM_STDOUT, 2)]);
+  assert.equal(await stored(), 'line 1\nline 2\nerr 1\nY');
+  for (const [id, attempt] of [[taskId, 2], ['nosuchtask', 1]] as const) {
+    const foreign = await w.logOffset(id, attempt).then(() => undefined, (e: unknown) => e);
+    recordHostile(`log offsets: a node asks how much of a log it does not write is held (${id === taskId ? 'another attempt' : 'an unknown task'})`, foreign === undefined);
+    assert.ok(grpcCode(foreign) === status.FAILED_PRECONDITION || grpcCode(foreign) === status.NOT_FOUND, String(foreign));
+  }
+
+  // A far jump within range is a gap: noted, the chunk kept.
+  await w.pushChunks([chunk(1000, 'after a gap\n')]);
+  assert.match(await stored(), /\[hivemind: 985 bytes of stdout missing here: [^\]]*\]\nafter a gap\n$/);
+  assert.deepEqual(await w.logOffset(taskId, 1), { stdout: 1012, stderr: 6 });
+  assert.equal(await w.pushChunks([chunk(undefined, 'an older node\n')]), 1, 'the master keeps serving');
 });

@@ -98,6 +98,8 @@ async function startServer(t: { after(fn: () => unknown): void }): Promise<{ add
       call.on('data', (c: LogChunk) => state.logs.push(c));
       call.on('end', () => cb(null, { chunks: state.logs.length }));
     },
+    // An older master: the node must not resend to it.
+    getLogOffset: (_call, cb) => cb({ code: status.UNIMPLEMENTED, details: 'GetLogOffset is not implemented' }),
   };
   const server = new Server();
   server.addService(NodeServiceService, impl);

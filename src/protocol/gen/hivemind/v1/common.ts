@@ -635,6 +635,13 @@ export interface LogChunk {
   stream: LogStream;
   data: Buffer;
   atMs: number;
+  /**
+   * Where `data` starts in its stream (stdout or stderr) of the attempt, in bytes. A master that
+   * holds a stream up to some offset drops what is below it, so a node may resend what it is not
+   * sure the master stored (after a master died). Absent: appended as it comes (older nodes, and
+   * the node's own notes).
+   */
+  offset?: number | undefined;
 }
 
 /** A piece of a byte stream (task input or result archive) starting at offset. */
@@ -4562,7 +4569,7 @@ export const TunnelStatus: MessageFns<TunnelStatus> = {
 };
 
 function createBaseLogChunk(): LogChunk {
-  return { taskId: "", attempt: 0, stream: 0, data: Buffer.alloc(0), atMs: 0 };
+  return { taskId: "", attempt: 0, stream: 0, data: Buffer.alloc(0), atMs: 0, offset: undefined };
 }
 
 export const LogChunk: MessageFns<LogChunk> = {
@@ -4581,6 +4588,9 @@ export const LogChunk: MessageFns<LogChunk> = {
     }
     if (message.atMs !== 0) {
       writer.uint32(40).uint64(message.atMs);
+    }
+    if (message.offset !== undefined) {
+      writer.uint32(48).uint64(message.offset);
     }
     return writer;
   },
@@ -4638,6 +4648,14 @@ export const LogChunk: MessageFns<LogChunk> = {
             message.atMs = longToNumber(reader.uint64());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4665,6 +4683,7 @@ export const LogChunk: MessageFns<LogChunk> = {
         : isSet(object.at_ms)
         ? globalThis.Number(object.at_ms)
         : 0,
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : undefined,
     };
   },
 
@@ -4685,6 +4704,9 @@ export const LogChunk: MessageFns<LogChunk> = {
     if (message.atMs !== 0) {
       obj.atMs = Math.round(message.atMs);
     }
+    if (message.offset !== undefined) {
+      obj.offset = Math.round(message.offset);
+    }
     return obj;
   },
 
@@ -4698,6 +4720,7 @@ export const LogChunk: MessageFns<LogChunk> = {
     message.stream = object.stream ?? 0;
     message.data = object.data ?? Buffer.alloc(0);
     message.atMs = object.atMs ?? 0;
+    message.offset = object.offset ?? undefined;
     return message;
   },
 };

@@ -310,6 +310,17 @@ export interface PushLogsAck {
   chunks: number;
 }
 
+export interface LogOffsetRequest {
+  taskId: string;
+  attempt: number;
+}
+
+export interface LogOffsetResponse {
+  /** bytes of the attempt's stdout stored (offsets below are held) */
+  stdout: number;
+  stderr: number;
+}
+
 function createBaseExecNodeMessage(): ExecNodeMessage {
   return { message: undefined };
 }
@@ -3459,6 +3470,180 @@ export const PushLogsAck: MessageFns<PushLogsAck> = {
   },
 };
 
+function createBaseLogOffsetRequest(): LogOffsetRequest {
+  return { taskId: "", attempt: 0 };
+}
+
+export const LogOffsetRequest: MessageFns<LogOffsetRequest> = {
+  encode(message: LogOffsetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(16).uint32(message.attempt);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogOffsetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogOffsetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogOffsetRequest {
+    return {
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+    };
+  },
+
+  toJSON(message: LogOffsetRequest): unknown {
+    const obj: any = {};
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogOffsetRequest>, I>>(base?: I): LogOffsetRequest {
+    return LogOffsetRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogOffsetRequest>, I>>(object: I): LogOffsetRequest {
+    const message = createBaseLogOffsetRequest();
+    message.taskId = object.taskId ?? "";
+    message.attempt = object.attempt ?? 0;
+    return message;
+  },
+};
+
+function createBaseLogOffsetResponse(): LogOffsetResponse {
+  return { stdout: 0, stderr: 0 };
+}
+
+export const LogOffsetResponse: MessageFns<LogOffsetResponse> = {
+  encode(message: LogOffsetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stdout !== 0) {
+      writer.uint32(8).uint64(message.stdout);
+    }
+    if (message.stderr !== 0) {
+      writer.uint32(16).uint64(message.stderr);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogOffsetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogOffsetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.stdout = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.stderr = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogOffsetResponse {
+    return {
+      stdout: isSet(object.stdout) ? globalThis.Number(object.stdout) : 0,
+      stderr: isSet(object.stderr) ? globalThis.Number(object.stderr) : 0,
+    };
+  },
+
+  toJSON(message: LogOffsetResponse): unknown {
+    const obj: any = {};
+    if (message.stdout !== 0) {
+      obj.stdout = Math.round(message.stdout);
+    }
+    if (message.stderr !== 0) {
+      obj.stderr = Math.round(message.stderr);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogOffsetResponse>, I>>(base?: I): LogOffsetResponse {
+    return LogOffsetResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogOffsetResponse>, I>>(object: I): LogOffsetResponse {
+    const message = createBaseLogOffsetResponse();
+    message.stdout = object.stdout ?? 0;
+    message.stderr = object.stderr ?? 0;
+    return message;
+  },
+};
+
 export type NodeServiceService = typeof NodeServiceService;
 export const NodeServiceService = {
   /** Registers a node (or refreshes an existing one's facts) and returns its identity. */
@@ -3569,6 +3754,19 @@ export const NodeServiceService = {
     responseDeserialize: (value: Buffer): PushLogsAck => PushLogsAck.decode(value),
   },
   /**
+   * How much of an attempt's stdout and stderr the master has stored (chunks sent with offsets):
+   * a node asks before it pushes an attempt's log to a master, and resends from there.
+   */
+  getLogOffset: {
+    path: "/hivemind.v1.NodeService/GetLogOffset" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LogOffsetRequest): Buffer => Buffer.from(LogOffsetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LogOffsetRequest => LogOffsetRequest.decode(value),
+    responseSerialize: (value: LogOffsetResponse): Buffer => Buffer.from(LogOffsetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LogOffsetResponse => LogOffsetResponse.decode(value),
+  },
+  /**
    * An exec session the master asked for with NodeCommand.exec: the node opens this stream,
    * sends ExecNodeMessage.attach first, then the command's output and its exit; the master sends
    * the client's ExecInput (stdin, stdin_eof, resize; never start). Either side ending the stream
@@ -3619,6 +3817,11 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
   uploadResult: handleClientStreamingCall<UploadResultRequest, UploadResultResponse>;
   /** Live task output. */
   pushLogs: handleClientStreamingCall<LogChunk, PushLogsAck>;
+  /**
+   * How much of an attempt's stdout and stderr the master has stored (chunks sent with offsets):
+   * a node asks before it pushes an attempt's log to a master, and resends from there.
+   */
+  getLogOffset: handleUnaryCall<LogOffsetRequest, LogOffsetResponse>;
   /**
    * An exec session the master asked for with NodeCommand.exec: the node opens this stream,
    * sends ExecNodeMessage.attach first, then the command's output and its exit; the master sends
@@ -3760,6 +3963,25 @@ export interface NodeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PushLogsAck) => void,
   ): ClientWritableStream<LogChunk>;
+  /**
+   * How much of an attempt's stdout and stderr the master has stored (chunks sent with offsets):
+   * a node asks before it pushes an attempt's log to a master, and resends from there.
+   */
+  getLogOffset(
+    request: LogOffsetRequest,
+    callback: (error: ServiceError | null, response: LogOffsetResponse) => void,
+  ): ClientUnaryCall;
+  getLogOffset(
+    request: LogOffsetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LogOffsetResponse) => void,
+  ): ClientUnaryCall;
+  getLogOffset(
+    request: LogOffsetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LogOffsetResponse) => void,
+  ): ClientUnaryCall;
   /**
    * An exec session the master asked for with NodeCommand.exec: the node opens this stream,
    * sends ExecNodeMessage.attach first, then the command's output and its exit; the master sends
