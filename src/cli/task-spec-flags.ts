@@ -6,7 +6,7 @@ import { ConfigError } from '../common/errors.js';
 import { parseDuration, parseSize } from '../common/units.js';
 import { DataClient } from '../client/data-client.js';
 import { checkMountPath } from '../protocol/data-mount-rules.js';
-import type { DataMount, TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskNetwork, type DataMount, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { DATA_FLAG_FORM, parseDataFlag, type DataFlag } from './data-mount-flag.js';
 
 /** The raw values of the container flags, as commander hands them over. */
@@ -20,6 +20,14 @@ export interface SpecFlags {
   /** Batch tasks only (submit). */
   timeout?: string;
   maxOutput?: string;
+  network?: string;
+}
+
+/** --network: absent or `none` keeps today's no-network task; `egress` asks for the internet only. */
+export function parseNetworkFlag(v: string | undefined): TaskNetwork {
+  if (v === undefined || v === 'none') return TaskNetwork.TASK_NETWORK_UNSPECIFIED;
+  if (v === 'egress') return TaskNetwork.TASK_NETWORK_EGRESS;
+  throw new ConfigError(`--network "${v}" is not none or egress`);
 }
 
 const repeat = (v: string, acc: string[]) => [...acc, v];
@@ -77,6 +85,7 @@ export function buildSpec(image: string, command: string[], o: SpecFlags): TaskS
     },
     maxOutputBytes: o.maxOutput ? parseSize(o.maxOutput, '--max-output') : 0,
     data: [],
+    network: parseNetworkFlag(o.network),
   };
 }
 

@@ -18,7 +18,8 @@ export function batchTaskOptions(cmd: Command): Command {
   return cmd
     .option('--timeout <duration>', 'wall-clock limit (e.g. 10m)')
     .option('--max-output <size>', 'cap on /output (e.g. 1g)')
-    .option('--input <dir>', 'directory to send as /input');
+    .option('--input <dir>', 'directory to send as /input')
+    .option('--network <none|egress>', 'none (default): no network; egress: the internet only, on a node started with --allow-egress');
 }
 
 export interface BatchFlags extends SpecFlags {

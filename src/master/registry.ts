@@ -43,6 +43,8 @@ interface Presence {
   gateway: NodePipeAddress | undefined;
   /** Its current Subscribe said it takes exec sessions (SubscribeRequest.exec). */
   exec: boolean;
+  /** Its registration said it allows egress tasks (NodeFacts.allows_egress). */
+  egress: boolean;
   /** `free` (the report) less the pending assignments; undefined while `free` is unknown. */
   eff: NodeFree | undefined;
   /** `cache` less the room and plus the digests the pending assignments will fetch. */
@@ -83,7 +85,7 @@ export class NodeRegistry {
   private entry(nodeId: string, label?: string): Presence {
     let p = this.nodes.get(nodeId);
     if (!p) {
-      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, eff: undefined, effCache: undefined, view: undefined };
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, egress: false, eff: undefined, effCache: undefined, view: undefined };
       this.nodes.set(nodeId, p);
     }
     if (label && label !== p.label) {
@@ -117,7 +119,7 @@ export class NodeRegistry {
       p.eff = eff;
       p.effCache = cache;
     }
-    p.view = p.eff && { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, ...(p.effCache ? { cache: p.effCache } : {}) };
+    p.view = p.eff && { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, allowsEgress: p.egress, ...(p.effCache ? { cache: p.effCache } : {}) };
     const canTake = p.online && p.sink !== undefined && p.accepting && p.eff !== undefined && p.eff.taskSlots >= 1;
     if (canTake) this.open.add(nodeId);
     else this.open.delete(nodeId);
@@ -212,6 +214,14 @@ export class NodeRegistry {
     const p = this.entry(nodeId);
     const gained = pipe !== undefined && p.gateway === undefined;
     p.gateway = pipe;
+    this.refresh(nodeId, p, gained);
+  }
+
+  /** Whether the node's registration says it allows egress tasks (NodeFacts.allows_egress). */
+  setEgress(nodeId: string, allowed: boolean): void {
+    const p = this.entry(nodeId);
+    const gained = allowed && !p.egress;
+    p.egress = allowed;
     this.refresh(nodeId, p, gained);
   }
 

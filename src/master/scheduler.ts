@@ -1,7 +1,7 @@
 // The pure decisions of task placement: whether a demand fits a node, the order among fitting
 // nodes, why a task fits none (the queue reason), and placeTasks, one FIFO pass over a snapshot.
 import { formatBytes } from '../common/units.js';
-import type { TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskNetwork, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { dataNeedsOf, explainData, heldBytes, missingBytes, type DataNeed, type NodeCacheView } from './data-placement.js';
 
 export interface TaskDemand {
@@ -11,6 +11,8 @@ export interface TaskDemand {
   gpus: number;
   /** The data sets it mounts, each digest once; absent or empty without data. */
   data?: readonly DataNeed[];
+  /** It asked for the egress network: only a node that allows egress may run it. */
+  egress?: boolean;
 }
 
 export interface QueuedTask {
@@ -43,6 +45,8 @@ export interface SchedulableNode {
   hostsServices?: boolean;
   /** Services it holds a live replica of: another replica of one goes elsewhere when it can. */
   services?: ReadonlySet<string>;
+  /** Started with --allow-egress (NodeFacts.allows_egress): it may run egress tasks. */
+  allowsEgress?: boolean;
 }
 
 export interface Assignment {
@@ -62,7 +66,13 @@ export function demandOf(spec: TaskSpec): TaskDemand {
     memoryBytes: spec.limits?.memoryBytes ?? 0,
     gpus: spec.limits?.gpus ?? 0,
     data: dataNeedsOf(spec),
+    ...(spec.network === TaskNetwork.TASK_NETWORK_EGRESS ? { egress: true } : {}),
   };
+}
+
+/** Whether the node offers what the task needs besides capacity (today: the egress network). */
+export function networkFits(d: TaskDemand, n: Pick<SchedulableNode, 'allowsEgress'>): boolean {
+  return !d.egress || n.allowsEgress === true;
 }
 
 export function fits(d: TaskDemand, f: NodeFree): boolean {
@@ -115,7 +125,7 @@ export function dataFits(needs: readonly DataNeed[], cache: NodeCacheView | unde
 
 /** Why a queued task waits, as a stable code (metrics) and the sentence shown to the user. */
 export type QueueReasonCode =
-  | 'no_node' | 'not_accepting' | 'no_service_host' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
+  | 'no_node' | 'not_accepting' | 'no_service_host' | 'no_egress' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
 
 export interface QueueReason {
   code: QueueReasonCode;
@@ -141,8 +151,10 @@ export function whyUnplaced(task: QueuedTask, nodes: readonly SchedulableNode[])
   if (accepting.length === 0) return { code: 'not_accepting', reason: 'no online node is accepting tasks (all draining or paused)' };
   const hosts = task.service === undefined ? accepting : accepting.filter((n) => n.hostsServices);
   if (hosts.length === 0) return { code: 'no_service_host', reason: 'no node hosts services (none announced a gateway pipe)' };
-  const candidates = hosts.filter((n) => !task.excludedNodes.includes(n.nodeId));
-  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${hosts.map((n) => n.label).join(', ')})` };
+  const egress = hosts.filter((n) => networkFits(task.demand, n));
+  if (egress.length === 0) return { code: 'no_egress', reason: 'no accepting node allows egress (start a node with --allow-egress)' };
+  const candidates = egress.filter((n) => !task.excludedNodes.includes(n.nodeId));
+  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${egress.map((n) => n.label).join(', ')})` };
   const needs = task.demand.data ?? [];
   if (candidates.some((n) => fits(task.demand, n.free) && dataFits(needs, n.cache))) return undefined;
   const reason = explain(task, candidates);
@@ -199,7 +211,7 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
     }
     const needs = task.demand.data ?? [];
     const ranks = all
-      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
+      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && networkFits(task.demand, n) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
       .map((n): NodeRank => ({
         nodeId: n.nodeId,
         sibling: task.service !== undefined && services.get(n.nodeId)!.has(task.service) ? 1 : 0,

@@ -4,7 +4,7 @@
 import { InvalidTaskError } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
 import { echoValue } from '../common/echo-value.js';
-import { TaskSpec, type ServiceRole } from './gen/hivemind/v1/common.js';
+import { TaskNetwork, TaskSpec, type ServiceRole } from './gen/hivemind/v1/common.js';
 import { checkDataMounts } from './data-mount-rules.js';
 
 /** The bounds of a task spec. Every limit field is 0 for "the node's default". */
@@ -154,6 +154,15 @@ function checkServiceRole(role: ServiceRole, timeoutMs: number): void {
  * Throws InvalidTaskError naming the field and the limit of the first problem of `spec`, as
  * given (no trimming: the master normalizes what a user typed before it checks).
  */
+const NETWORKS: readonly TaskNetwork[] = [TaskNetwork.TASK_NETWORK_UNSPECIFIED, TaskNetwork.TASK_NETWORK_NONE, TaskNetwork.TASK_NETWORK_EGRESS];
+
+/** An unknown network value is refused (a newer client's choice must not silently mean "none" or more). */
+function checkNetwork(spec: TaskSpec): void {
+  if (!NETWORKS.includes(spec.network)) throw new InvalidTaskError(`spec.network ${echoValue(String(spec.network))} is unknown: use none or egress`);
+  // A replica is reached only through the node's gateway pipe; egress would be a second door.
+  if (spec.service && spec.network === TaskNetwork.TASK_NETWORK_EGRESS) throw new InvalidTaskError('a service replica cannot ask for the egress network');
+}
+
 export function checkTaskSpec(spec: TaskSpec): void {
   checkImageReference(spec.image);
   checkCommand(spec.command);
@@ -169,6 +178,7 @@ export function checkTaskSpec(spec: TaskSpec): void {
   checkCount('spec.max_output_bytes', spec.maxOutputBytes, 1, SPEC_LIMITS.maxOutputBytes, formatBytes);
   checkDataMounts(spec.data ?? []);
   if (spec.service) checkServiceRole(spec.service, l?.timeoutMs ?? 0);
+  checkNetwork(spec);
   // Last: the fields are then known to be encodable (the encoder throws on a fractional uint32).
   const size = TaskSpec.encode(spec).finish().length;
   if (size > SPEC_LIMITS.maxSpecBytes) {

@@ -10,5 +10,5 @@ export interface NodeSettings {
 }
 
 export function nodeFacts(host: HostFacts, node: NodeSettings): NodeFacts {
-  return { ...host, labels: new Map(Object.entries(node.labels ?? {})), workerVersion: node.workerVersion, maxTasks: node.maxTasks };
+  return { ...host, labels: new Map(Object.entries(node.labels ?? {})), workerVersion: node.workerVersion, allowsEgress: false, maxTasks: node.maxTasks };
 }

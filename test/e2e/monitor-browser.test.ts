@@ -189,7 +189,7 @@ test('monitor page in Chromium: the data cache panel with seeded entries, and a 
   const held = await cache.acquire(ref, 'task-held', new AbortController().signal);
   node.dataCache = cache;
   // A task accepted and fetching its data sets.
-  store.insertTask({ taskId: 'fetcher', attempt: 1, inputSize: 0, inputSha256: '', spec: { image: IMAGE, command: ['true'], env: new Map(), maxOutputBytes: 0, data: [] } }, [], Date.now());
+  store.insertTask({ taskId: 'fetcher', attempt: 1, inputSize: 0, inputSha256: '', spec: { image: IMAGE, command: ['true'], env: new Map(), network: 0, maxOutputBytes: 0, data: [] } }, [], Date.now());
   const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
   t.after(() => m.close());
   let browser: Browser | undefined;
@@ -245,7 +245,7 @@ test('monitor page in Chromium: the Services panel shows the replicas, their hea
   ];
   const refused = { source: 0, key: 1, malformed: 0, timeout: 0, 'over-limit': 0 };
   node.gateway = { port: 7946, counters: { open: 0, relayed: 10, errors: 0, refused, replicas: [pipe('web-r0', 10), pipe('web-r1', 0)] } };
-  for (const r of node.replicaList) store.insertTask({ taskId: r.taskId, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: IMAGE, command: ['httpd', '-f'], env: new Map(), maxOutputBytes: 0, data: [] } }, [], now);
+  for (const r of node.replicaList) store.insertTask({ taskId: r.taskId, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: IMAGE, command: ['httpd', '-f'], env: new Map(), network: 0, maxOutputBytes: 0, data: [] } }, [], now);
   node.running = node.replicaList.map((r) => ({ taskId: r.taskId, attempt: 1 }));
   const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
   t.after(() => m.close());

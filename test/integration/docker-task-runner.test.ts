@@ -62,7 +62,7 @@ async function runTask(spec: Partial<TaskSpec>, opts: { inputFile?: string; abor
   const exec: TaskExecution = {
     taskId,
     attempt: 1,
-    spec: { image, command: [], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [], ...spec },
+    spec: { image, command: [], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [], network: 0, ...spec },
     gpuIndexes: [],
     signal: ctl.signal,
     onPhase: (p) => {
@@ -475,7 +475,7 @@ test('a CPU spinner is throttled to its share, and the runner reports its usage'
   const result = await runner.execute({
     taskId: `it${process.pid}-spin`,
     attempt: 1,
-    spec: { image, command: sh('while :; do :; done'), env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 16, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] },
+    spec: { image, command: sh('while :; do :; done'), env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 16, gpus: 0, timeoutMs: 60_000 }, network: 0, maxOutputBytes: 0, data: [] },
     gpuIndexes: [],
     signal: ctl.signal,
     onPhase: () => {},

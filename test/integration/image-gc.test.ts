@@ -179,7 +179,7 @@ test('the runner records what it pulled and what tasks used; the pruner then tak
     const exec: TaskExecution = {
       taskId: `gc${process.pid}-${++seq}`,
       attempt: 1,
-      spec: { image, command: ['true'], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] },
+      spec: { image, command: ['true'], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, network: 0, maxOutputBytes: 0, data: [] },
       gpuIndexes: [],
       signal: AbortSignal.timeout(120_000),
       onPhase: () => {},
@@ -205,7 +205,7 @@ test('the runner records what it pulled and what tasks used; the pruner then tak
     const failing = new DockerTaskRunner(DockerEngine.create(), { nodeId: `image-gc-${process.pid}`, spoolDir: spool, images: imageUseLog(store, clock, silentLogger()), outputVolumes: new LoopOutputVolumes(join(spool, 'output-fs')) }, silentLogger());
     const failed = await failing.execute({
       taskId: `gc${process.pid}-fail`, attempt: 1,
-      spec: { image: '127.0.0.1:1/hivemind/missing:1', command: ['true'], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] },
+      spec: { image: '127.0.0.1:1/hivemind/missing:1', command: ['true'], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, network: 0, maxOutputBytes: 0, data: [] },
       gpuIndexes: [], signal: AbortSignal.timeout(60_000), onPhase: () => {}, onPullProgress: () => {}, onLog: () => {},
     });
     await failed.cleanup;

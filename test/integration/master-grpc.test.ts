@@ -79,7 +79,7 @@ class FakeWorker {
 
   register(secret: string, name = 'fake-1'): Promise<RegisterResponse> {
     return new Promise((resolve, reject) => {
-      this.client.register({ name, facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', maxTasks: 2 } },
+      this.client.register({ name, facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', allowsEgress: false, maxTasks: 2 } },
         bearerMetadata(secret), (err, res) => {
           if (err) return reject(err);
           this.nodeId = res.nodeId;
@@ -509,7 +509,7 @@ test('submit validation names the problem', async (t) => {
   t.after(() => raw.close());
   const err = await new Promise<ServiceError | null>((resolve) => {
     const call = raw.submitTask(bearerMetadata(h.adminToken), (e) => resolve(e));
-    call.write({ part: { $case: 'header', value: { spec: { image: 'busybox', command: [], env: new Map(), maxOutputBytes: 0, data: [] }, hasInput: true, maxAttempts: 0 } } });
+    call.write({ part: { $case: 'header', value: { spec: { image: 'busybox', command: [], env: new Map(), network: 0, maxOutputBytes: 0, data: [] }, hasInput: true, maxAttempts: 0 } } });
     call.write({ part: { $case: 'chunk', value: Buffer.from('abc') } });
     call.write({ part: { $case: 'trailer', value: { size: 3, sha256: sha256(Buffer.from('abd')) } } });
     call.end();
@@ -1075,7 +1075,7 @@ test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts a
   const w = await worker(t, h, 'steady');
   w.report();
   const outcome = (p: Promise<unknown>) => p.then(() => undefined, (e: ServiceError) => e);
-  const baseFacts = { hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: '', memoryBytes: 1, diskBytes: 0, gpus: [], dockerVersion: '', labels: new Map<string, string>(), workerVersion: 'test', maxTasks: 2 };
+  const baseFacts = { hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: '', memoryBytes: 1, diskBytes: 0, gpus: [], dockerVersion: '', labels: new Map<string, string>(), workerVersion: 'test', allowsEgress: false, maxTasks: 2 };
   const register = (md: Metadata, name: string, facts: typeof baseFacts | Record<string, unknown>) =>
     new Promise((resolve, reject) => w.client.register({ name, facts: { ...baseFacts, ...facts } as typeof baseFacts }, md, (e, r) => (e ? reject(e) : resolve(r))));
   const check = (name: string, err: ServiceError | undefined, code: status, re: RegExp) => {

@@ -76,7 +76,7 @@ test('history with 10,000 tasks: the API pages through all of them, filters appl
   const { store, node } = await fixture(t);
   for (let i = 0; i < 10_000; i++) {
     const id = `task-${String(i).padStart(5, '0')}`;
-    store.insertTask({ taskId: id, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['true'], env: new Map(), maxOutputBytes: 0, data: [] } }, [], 1_000 + i);
+    store.insertTask({ taskId: id, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['true'], env: new Map(), network: 0, maxOutputBytes: 0, data: [] } }, [], 1_000 + i);
     store.appendUpdate({ taskId: id, attempt: 1, state: i % 10 === 0 ? TaskState.TASK_STATE_FAILED : TaskState.TASK_STATE_SUCCEEDED, message: '', atMs: 2_000 + i });
   }
   const m = await MonitorServer.start({ host: '127.0.0.1', port: 0 }, { node, store, clock: systemClock, logger: silentLogger() });
@@ -297,7 +297,7 @@ test('services: /api/services, the services push on connect and on a replica-sta
 
 test("exec sessions: a task's detail lists them from the node's history, /metrics counts them", async (t) => {
   const { store, node } = await fixture(t);
-  store.insertTask({ taskId: 'x1', attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['sleep', '60'], env: new Map(), maxOutputBytes: 0, data: [] } }, [], 1_000);
+  store.insertTask({ taskId: 'x1', attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['sleep', '60'], env: new Map(), network: 0, maxOutputBytes: 0, data: [] } }, [], 1_000);
   store.insertExecSession({ sessionId: 'a'.repeat(32), taskId: 'x1', attempt: 1, startedAt: 2_000, command: ['sh', '-c', 'echo hi'], tty: false });
   store.endExecSession('a'.repeat(32), { endedAt: 2_500, exitCode: 3, error: '' });
   store.insertExecSession({ sessionId: 'b'.repeat(32), taskId: 'x1', attempt: 1, startedAt: 3_000, command: ['sh'], tty: true });

@@ -73,7 +73,7 @@ function startReplica(runner: DockerTaskRunner, command: string[], service: Part
     command,
     env: new Map(),
     limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 0 },
-    maxOutputBytes: 0,
+    network: 0, maxOutputBytes: 0,
     data: [],
     service: { service: 'web', replica: 0, port: 8000, healthPath: '/health', graceMs: 5000, ...service },
   };

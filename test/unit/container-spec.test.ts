@@ -12,7 +12,7 @@ function exec(spec: Partial<TaskSpec> = {}, more: Partial<TaskExecution> = {}): 
   return {
     taskId: 't-123',
     attempt: 2,
-    spec: { image: 'hivemind/busybox:1', command: ['sh', '-c', 'echo hi'], env: new Map(), limits: { cpus: 1.5, memoryBytes: 256 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 5000 }, maxOutputBytes: 0, data: [], ...spec },
+    spec: { image: 'hivemind/busybox:1', command: ['sh', '-c', 'echo hi'], env: new Map(), limits: { cpus: 1.5, memoryBytes: 256 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 5000 }, maxOutputBytes: 0, data: [], network: 0, ...spec },
     gpuIndexes: [],
     signal: new AbortController().signal,
     onPhase: () => {},
@@ -112,7 +112,7 @@ test('bad identity or image is refused', () => {
 test('privileged requests, host mounts, extra capabilities and host networking cannot be asked for: fields the protocol does not have are dropped on decode', () => {
   // A hostile master (or a newer protocol) appends fields to TaskSpec that a container config
   // might map to privileges. The spec has no such fields, so they decode to nothing.
-  const w = TaskSpec.encode({ image: 'hivemind/busybox:1', command: ['id'], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [] });
+  const w = TaskSpec.encode({ image: 'hivemind/busybox:1', command: ['id'], env: new Map(), limits: undefined, network: 0, maxOutputBytes: 0, data: [] });
   w.uint32((90 << 3) | WireType.Varint).bool(true); // privileged: true
   for (const [field, value] of [[91, '/:/host'], [92, 'SYS_ADMIN'], [93, 'host'], [94, '/var/run/docker.sock:/var/run/docker.sock']] as const) {
     w.uint32((field << 3) | WireType.LengthDelimited).string(value);

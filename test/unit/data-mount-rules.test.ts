@@ -14,7 +14,7 @@ import { recordHostile } from '../helpers/fault-ledger.js';
 const HEX = 'ab'.repeat(32);
 const DIGEST = `sha256:${HEX}`;
 const mount = (p: Partial<DataMount> = {}): DataMount => ({ sha256: DIGEST, path: '/models', size: 0, kind: DataKind.DATA_KIND_UNSPECIFIED, url: '', ...p });
-const spec = (data: DataMount[]): TaskSpec => ({ image: 'hivemind/busybox:1', command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data });
+const spec = (data: DataMount[]): TaskSpec => ({ image: 'hivemind/busybox:1', command: [], env: new Map(), limits: undefined, network: 0, maxOutputBytes: 0, data });
 
 /** Counts the cases that got through (for the ledger) before asserting each refusal. */
 function refuseAll<T>(name: string, cases: [T, RegExp][], check: (v: T) => void, errorClass: new (...a: never[]) => Error): void {

@@ -55,7 +55,7 @@ test('within a pass, room shrinks by what placed tasks fetch, and a data set on 
 });
 
 test('demandOf counts each data set once, with its largest declared size', () => {
-  const d = demandOf({ image: 'x', command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [
+  const d = demandOf({ image: 'x', command: [], env: new Map(), limits: undefined, network: 0, maxOutputBytes: 0, data: [
     { sha256: A, path: '/a', size: 5, kind: DataKind.DATA_KIND_FILE, url: '' },
     { sha256: A, path: '/b', size: 5, kind: DataKind.DATA_KIND_FILE, url: '' },
     { sha256: B, path: '/c', size: 0, kind: DataKind.DATA_KIND_FILE, url: 'https://e/x' },

@@ -5,7 +5,7 @@ import { InvalidTaskError } from '../../src/common/errors.js';
 import { validateMaxAttempts, validateTaskSpec } from '../../src/master/spec-validation.js';
 import type { ResourceLimits, TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
 
-const spec = (p: Partial<TaskSpec>): TaskSpec => ({ image: '', command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], ...p });
+const spec = (p: Partial<TaskSpec>): TaskSpec => ({ image: '', command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], network: 0, ...p });
 const limits = (l: Partial<ResourceLimits>): ResourceLimits => ({ cpus: 0, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 0, ...l });
 
 test('valid specs pass, trimmed', () => {

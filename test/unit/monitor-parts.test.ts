@@ -141,7 +141,7 @@ function record(taskId: string, state: TaskState): TaskRecord {
   return {
     taskId,
     attempt: 1,
-    assignment: { taskId, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['sh'], env: new Map([['SECRET', 'v']]), limits: { cpus: 1, memoryBytes: 64, pids: 10, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] } },
+    assignment: { taskId, attempt: 1, inputSize: 0, inputSha256: '', spec: { image: 'img', command: ['sh'], env: new Map([['SECRET', 'v']]), limits: { cpus: 1, memoryBytes: 64, pids: 10, gpus: 0, timeoutMs: 60_000 }, network: 0, maxOutputBytes: 0, data: [] } },
     state,
     gpuIndexes: [],
     logTail: '',

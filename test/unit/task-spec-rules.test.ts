@@ -9,7 +9,7 @@ import { SPEC_LIMITS, checkImageReference, checkTaskSpec } from '../../src/proto
 import { buildContainerConfig } from '../../src/runtime/container-spec.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
-const spec = (p: Partial<TaskSpec> = {}): TaskSpec => ({ image: 'hivemind/busybox:1', command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], ...p });
+const spec = (p: Partial<TaskSpec> = {}): TaskSpec => ({ image: 'hivemind/busybox:1', command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], network: 0, ...p });
 const limits = (l: Partial<ResourceLimits>): ResourceLimits => ({ cpus: 0, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 0, ...l });
 const MiB = 1024 ** 2;
 const DIGEST = `sha256:${'a'.repeat(64)}`;

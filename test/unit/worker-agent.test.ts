@@ -357,7 +357,7 @@ function dataMount(over: Partial<DataMount> = {}): DataMount {
 }
 
 function spec(memoryBytes = 256 * MiB, cpus = 1) {
-  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [] as DataMount[] };
+  return { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus, memoryBytes, pids: 64, gpus: 0, timeoutMs: 60_000 }, network: 0, maxOutputBytes: 0, data: [] as DataMount[] };
 }
 
 // ------------------------------------------------------------------ harness

@@ -16,6 +16,50 @@ export const protobufFileName = "hivemind/v1/common.proto";
  * Times are milliseconds since the Unix epoch (uint64); sizes are bytes.
  */
 
+/**
+ * The network a task's container gets. EGRESS reaches the internet through NAT and nothing else
+ * (not the node's host, LAN, tunnel, other tasks, monitor or master); only nodes started with
+ * --allow-egress take such a task (NodeFacts.allows_egress).
+ */
+export enum TaskNetwork {
+  TASK_NETWORK_UNSPECIFIED = 0,
+  TASK_NETWORK_NONE = 1,
+  TASK_NETWORK_EGRESS = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function taskNetworkFromJSON(object: any): TaskNetwork {
+  switch (object) {
+    case 0:
+    case "TASK_NETWORK_UNSPECIFIED":
+      return TaskNetwork.TASK_NETWORK_UNSPECIFIED;
+    case 1:
+    case "TASK_NETWORK_NONE":
+      return TaskNetwork.TASK_NETWORK_NONE;
+    case 2:
+    case "TASK_NETWORK_EGRESS":
+      return TaskNetwork.TASK_NETWORK_EGRESS;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return TaskNetwork.UNRECOGNIZED;
+  }
+}
+
+export function taskNetworkToJSON(object: TaskNetwork): string {
+  switch (object) {
+    case TaskNetwork.TASK_NETWORK_UNSPECIFIED:
+      return "TASK_NETWORK_UNSPECIFIED";
+    case TaskNetwork.TASK_NETWORK_NONE:
+      return "TASK_NETWORK_NONE";
+    case TaskNetwork.TASK_NETWORK_EGRESS:
+      return "TASK_NETWORK_EGRESS";
+    case TaskNetwork.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export enum DataKind {
   DATA_KIND_UNSPECIFIED = 0,
   /** DATA_KIND_FILE - the bytes of one file */
@@ -324,7 +368,11 @@ export interface TaskSpec {
   /** data sets mounted read-only (see DataMount) */
   data: DataMount[];
   /** set on a service's replicas only (see ServiceRole) */
-  service?: ServiceRole | undefined;
+  service?:
+    | ServiceRole
+    | undefined;
+  /** UNSPECIFIED/NONE: no network; EGRESS: internet only (docs/egress.md) */
+  network: TaskNetwork;
 }
 
 export interface TaskSpec_EnvEntry {
@@ -550,6 +598,8 @@ export interface NodeFacts {
   labels: Map<string, string>;
   workerVersion: string;
   maxTasks: number;
+  /** started with --allow-egress and its egress firewall is in place */
+  allowsEgress: boolean;
 }
 
 export interface NodeFacts_LabelsEntry {
@@ -792,7 +842,16 @@ export const ResourceLimits: MessageFns<ResourceLimits> = {
 };
 
 function createBaseTaskSpec(): TaskSpec {
-  return { image: "", command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], service: undefined };
+  return {
+    image: "",
+    command: [],
+    env: new Map(),
+    limits: undefined,
+    maxOutputBytes: 0,
+    data: [],
+    service: undefined,
+    network: 0,
+  };
 }
 
 export const TaskSpec: MessageFns<TaskSpec> = {
@@ -817,6 +876,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.service !== undefined) {
       ServiceRole.encode(message.service, writer.uint32(58).fork()).join();
+    }
+    if (message.network !== 0) {
+      writer.uint32(72).int32(message.network);
     }
     return writer;
   },
@@ -893,6 +955,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.service = ServiceRole.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.network = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -926,6 +996,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : 0,
       data: globalThis.Array.isArray(object?.data) ? object.data.map((e: any) => DataMount.fromJSON(e)) : [],
       service: isSet(object.service) ? ServiceRole.fromJSON(object.service) : undefined,
+      network: isSet(object.network) ? taskNetworkFromJSON(object.network) : 0,
     };
   },
 
@@ -955,6 +1026,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.service !== undefined) {
       obj.service = ServiceRole.toJSON(message.service);
     }
+    if (message.network !== 0) {
+      obj.network = taskNetworkToJSON(message.network);
+    }
     return obj;
   },
 
@@ -982,6 +1056,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     message.service = (object.service !== undefined && object.service !== null)
       ? ServiceRole.fromPartial(object.service)
       : undefined;
+    message.network = object.network ?? 0;
     return message;
   },
 };
@@ -3124,6 +3199,7 @@ function createBaseNodeFacts(): NodeFacts {
     labels: new Map(),
     workerVersion: "",
     maxTasks: 0,
+    allowsEgress: false,
   };
 }
 
@@ -3167,6 +3243,9 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     }
     if (message.maxTasks !== 0) {
       writer.uint32(104).uint32(message.maxTasks);
+    }
+    if (message.allowsEgress !== false) {
+      writer.uint32(120).bool(message.allowsEgress);
     }
     return writer;
   },
@@ -3291,6 +3370,14 @@ export const NodeFacts: MessageFns<NodeFacts> = {
             message.maxTasks = reader.uint32();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.allowsEgress = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3360,6 +3447,11 @@ export const NodeFacts: MessageFns<NodeFacts> = {
         : isSet(object.max_tasks)
         ? globalThis.Number(object.max_tasks)
         : 0,
+      allowsEgress: isSet(object.allowsEgress)
+        ? globalThis.Boolean(object.allowsEgress)
+        : isSet(object.allows_egress)
+        ? globalThis.Boolean(object.allows_egress)
+        : false,
     };
   },
 
@@ -3407,6 +3499,9 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     if (message.maxTasks !== 0) {
       obj.maxTasks = Math.round(message.maxTasks);
     }
+    if (message.allowsEgress !== false) {
+      obj.allowsEgress = message.allowsEgress;
+    }
     return obj;
   },
 
@@ -3436,6 +3531,7 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     })();
     message.workerVersion = object.workerVersion ?? "";
     message.maxTasks = object.maxTasks ?? 0;
+    message.allowsEgress = object.allowsEgress ?? false;
     return message;
   },
 };
