@@ -24,6 +24,9 @@ import { ImagePruner } from '../runtime/image-pruner.js';
 import { IMAGE_PRUNE_INTERVAL_MS, ImagePruneSchedule } from '../runtime/image-prune-schedule.js';
 import { imageUseLog } from '../runtime/image-use-log.js';
 import { RUNNER_DEFAULTS } from '../runtime/container-spec.js';
+import { DockerEgressNetworks, prepareEgress, type EgressAttachment } from '../runtime/egress-network.js';
+import { ExecIptables } from '../runtime/egress-firewall.js';
+import Docker from 'dockerode';
 import { detectHostPaths } from '../runtime/host-paths.js';
 import { LoopOutputVolumes, outputFsDir } from '../runtime/output-volume.js';
 import { chooseOutputVolumes } from '../runtime/output-volume-policy.js';
@@ -60,6 +63,8 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
   let worker: Worker | undefined;
   // A worker in its own container names its data sets to Docker by their host paths.
   const hostPath = await detectHostPaths(engine, logger.child({ component: 'runner' }));
+  const egress = cfg.allowEgress ? await offerEgress(cfg, logger.child({ component: 'egress' })) : undefined;
+  cfg = { ...cfg, allowsEgress: egress !== undefined };
   // Set once the store is open, which is before any task can arrive.
   let imageUses: ImageUseRecorder | undefined;
   const executor = new DockerTaskRunner(
@@ -72,6 +77,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       images: { pulled: (image) => imageUses?.pulled(image), used: (image) => imageUses?.used(image) },
       outputVolumes,
       ...(hostPath ? { hostPath } : {}),
+      egress,
     },
     logger.child({ component: 'runner' }),
   );
@@ -113,6 +119,24 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
     store?.close();
     await tunnel?.close().catch((e: unknown) => logger.error({ err: errorMessage(e) }, 'removing the tunnel failed'));
     throw err;
+  }
+}
+
+/**
+ * --allow-egress: the egress network and its firewall (docs/egress.md). A node that cannot put
+ * them in place still starts, offering no egress, and says why (so does `hivemind doctor`): its
+ * other tasks never needed them.
+ */
+async function offerEgress(cfg: WorkerConfig, logger: Logger): Promise<EgressAttachment | undefined> {
+  try {
+    return await prepareEgress(
+      { network: cfg.egressNetwork, subnet: cfg.egressSubnet, dns: (cfg.egressDns ?? '').split(',').map((a) => a.trim()).filter(Boolean), masterAddresses: cfg.master ?? [] },
+      { engine: new DockerEgressNetworks(new Docker()), iptables: new ExecIptables(), logger },
+    );
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    logger.error({ err: errorMessage(err) }, 'this node offers no egress');
+    return undefined;
   }
 }
 

@@ -89,6 +89,13 @@ export class EngineError extends HivemindError {
 /** The engine's socket refused, reset or closed the connection: the daemon is down or restarting. */
 export class EngineUnreachableError extends EngineError {}
 
+/** The node was asked to allow egress but cannot put its egress network or firewall in place. */
+export class EgressUnavailableError extends HivemindError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EGRESS_UNAVAILABLE', `egress cannot be offered: ${message}`, options);
+  }
+}
+
 /** The engine refused to remove an image because a container (running or not) still uses it. */
 export class ImageInUseError extends EngineError {
   override readonly code = 'IMAGE_IN_USE';

@@ -135,4 +135,7 @@ export const WORKER_DEFAULTS = {
   services: true,
   /** Whether this node takes exec sessions into its tasks (`hivemind exec`; off: each is refused, saying so). */
   exec: true,
+  /** The egress network (--allow-egress): its Docker name and its own subnet, used by nothing else on the host. */
+  egressNetwork: 'hivemind-egress',
+  egressSubnet: '10.213.0.0/24',
 } as const;

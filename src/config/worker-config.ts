@@ -77,6 +77,18 @@ const schema = z
     services: zBool.optional(),
     /** Take exec sessions into this node's tasks (`hivemind exec`). Default WORKER_DEFAULTS.exec, applied by compileWorkerSettings. */
     exec: zBool.optional(),
+    /**
+     * Offer the egress network (docs/egress.md): tasks asking `--network egress` reach the internet
+     * through NAT and nothing else. The worker installs its firewall at start; when it cannot, it
+     * logs why and offers no egress.
+     */
+    allowEgress: zBool.default(false),
+    /** Resolvers egress tasks use (comma-separated public IPv4). Default: the host's public nameservers. */
+    egressDns: z.string().regex(/^[0-9.,\s]+$/, 'must be comma-separated IPv4 addresses').optional(),
+    /** The egress network's subnet (the worker's own bridge). */
+    egressSubnet: z.string().default(WORKER_DEFAULTS.egressSubnet),
+    /** The egress network's Docker name (bridge and iptables chains are derived from it). */
+    egressNetwork: z.string().default(WORKER_DEFAULTS.egressNetwork),
   })
   .strict();
 
@@ -114,6 +126,10 @@ const fields: Record<string, FieldSource> = {
   gatewayPort: { env: 'HIVEMIND_GATEWAY_PORT', flag: 'gatewayPort' },
   services: { env: 'HIVEMIND_SERVICES', flag: 'services' },
   exec: { env: 'HIVEMIND_EXEC', flag: 'exec' },
+  allowEgress: { env: 'HIVEMIND_ALLOW_EGRESS', flag: 'allowEgress' },
+  egressDns: { env: 'HIVEMIND_EGRESS_DNS', flag: 'egressDns' },
+  egressSubnet: { env: 'HIVEMIND_EGRESS_SUBNET', flag: 'egressSubnet' },
+  egressNetwork: { env: 'HIVEMIND_EGRESS_NETWORK', flag: 'egressNetwork' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {

@@ -63,6 +63,8 @@ export interface WorkerSettings {
   services?: boolean | undefined;
   /** Whether this node takes exec sessions into its running tasks (`hivemind exec`). */
   exec?: boolean | undefined;
+  /** The node's egress network and firewall are in place: it takes egress tasks (NodeFacts.allows_egress). */
+  allowsEgress?: boolean | undefined;
 }
 
 /** Compiled: the same names, every default applied. Undefined where "not set" has a meaning of its own. */
@@ -93,6 +95,7 @@ export interface CompiledWorkerSettings {
   gatewayPort: number;
   services: boolean;
   exec: boolean;
+  allowsEgress: boolean;
 }
 
 function positive(name: string, v: number | undefined, dflt: number, integer = false): number {
@@ -144,5 +147,6 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
     gatewayPort,
     services: raw.services ?? D.services,
     exec: raw.exec ?? D.exec,
+    allowsEgress: raw.allowsEgress ?? false,
   };
 }

@@ -25,7 +25,11 @@ export interface ContainerCreateConfig {
     MemorySwap: number;
     PidsLimit: number;
     DeviceRequests?: Array<{ Driver: string; DeviceIDs: string[]; Capabilities: string[][] }>;
-    NetworkMode: 'none';
+    /** 'none', or the node's egress network for a task that asked for it (egress-network.ts). */
+    NetworkMode: string;
+    /** Resolvers of an egress task (public ones: it reaches nothing private). */
+    Dns?: string[];
+    Sysctls?: Record<string, string>;
     ReadonlyRootfs: boolean;
     Tmpfs: Record<string, string>;
     CapDrop: ['ALL'];

@@ -4,6 +4,8 @@ import { InvalidTaskError } from '../common/errors.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
 import type { TaskExecution } from '../worker/contracts.js';
 import type { ContainerCreateConfig } from './container-engine.js';
+import type { EgressAttachment } from './egress-network.js';
+import { TaskNetwork } from '../protocol/gen/hivemind/v1/common.js';
 import { taskLabels } from './labels.js';
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
@@ -92,7 +94,11 @@ export function validateTaskIdentity(taskId: string, attempt: number): void {
   if (!Number.isInteger(attempt) || attempt < 0) throw new InvalidTaskError(`task ${taskId}: attempt ${attempt} is not a non-negative integer`);
 }
 
-export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaults: RunnerDefaults = RUNNER_DEFAULTS): ContainerCreateConfig {
+/**
+ * `egress`: the node's egress network when it offers one; a task asking for egress on a node
+ * without it is refused (the master only places it on nodes that allow egress).
+ */
+export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaults: RunnerDefaults = RUNNER_DEFAULTS, egress?: EgressAttachment): ContainerCreateConfig {
   const { taskId, attempt, spec } = exec;
   validateTaskIdentity(taskId, attempt);
   // The worker checked the spec when it took the assignment; checked again here because this
@@ -103,6 +109,8 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
     throw new InvalidTaskError(`task ${taskId}: ${limits.gpus} GPU(s) requested but ${exec.gpuIndexes.length} index(es) reserved`);
   }
 
+  const wantsEgress = spec.network === TaskNetwork.TASK_NETWORK_EGRESS;
+  if (wantsEgress && !egress) throw new InvalidTaskError(`task ${taskId}: asks for the egress network, which this node does not offer (start it with --allow-egress)`);
   const labels = taskLabels(nodeId, taskId, attempt);
   const volumes = volumeNames(taskId, attempt);
   const env = [
@@ -124,7 +132,7 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
     Labels: labels,
     User: `${TASK_UID}:${TASK_GID}`,
     Hostname: 'hivemind-task',
-    NetworkDisabled: true,
+    NetworkDisabled: !wantsEgress,
     AttachStdin: false,
     AttachStdout: true,
     AttachStderr: true,
@@ -136,7 +144,9 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
       // Equal to Memory: the task gets no swap on top of its memory limit.
       MemorySwap: limits.memoryBytes,
       PidsLimit: limits.pids,
-      NetworkMode: 'none',
+      NetworkMode: wantsEgress ? egress!.network : 'none',
+      // An egress task gets IPv4 only: the network has no IPv6, and none is configured inside either.
+      ...(wantsEgress ? { Dns: [...egress!.dns], Sysctls: { 'net.ipv6.conf.all.disable_ipv6': '1' } } : {}),
       ReadonlyRootfs: true,
       Tmpfs: { '/tmp': `rw,nosuid,nodev,size=${defaults.tmpfsBytes},mode=1777` },
       CapDrop: ['ALL'],

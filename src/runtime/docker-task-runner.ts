@@ -9,6 +9,7 @@ import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.
 import { abortOutcomeKind, asAbortReason, type AbortReason, type ExecRequest, type ExecutionResult, type TaskExecution, type TaskExecutor } from '../worker/contracts.js';
 import type { OutputVolumes } from './output-volume.js';
 import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState } from './container-engine.js';
+import type { EgressAttachment } from './egress-network.js';
 import { RUNNER_DEFAULTS, TASK_GID, TASK_UID, buildContainerConfig, containerName, effectiveLimits, volumeNames, type RunnerDefaults } from './container-spec.js';
 import { LABEL_ATTEMPT, nodeLabelFilters } from './labels.js';
 import { HostPathError } from './host-paths.js';
@@ -43,6 +44,8 @@ export interface DockerTaskRunnerOptions {
   outputVolumes: OutputVolumes;
   /** Where a path of this process is on the Docker host (host-paths.ts); absent: the same path. */
   hostPath?: (path: string) => string;
+  /** The node's egress network, when it offers one (--allow-egress and its firewall in place). */
+  egress?: EgressAttachment | undefined;
   /** Service replicas: health check timing, restart backoff and connector settings (tests shorten them). */
   replicas?: { health?: Partial<HealthTiming>; restart?: Partial<RestartPolicy>; connector?: NetnsConnectorOptions };
 }
@@ -182,7 +185,7 @@ export class DockerTaskRunner implements TaskExecutor {
     try {
       let config: ContainerCreateConfig;
       try {
-        config = buildContainerConfig(this.onHostPaths(exec), this.nodeId(), this.defaults);
+        config = buildContainerConfig(this.onHostPaths(exec), this.nodeId(), this.defaults, this.options.egress);
       } catch (err) {
         if (err instanceof InvalidTaskError || err instanceof HostPathError) return result(OutcomeKind.OUTCOME_KIND_START_FAILED, err.message);
         throw err;

@@ -7,8 +7,9 @@ export interface NodeSettings {
   labels?: Record<string, string> | undefined;
   workerVersion: string;
   maxTasks: number;
+  allowsEgress?: boolean | undefined;
 }
 
 export function nodeFacts(host: HostFacts, node: NodeSettings): NodeFacts {
-  return { ...host, labels: new Map(Object.entries(node.labels ?? {})), workerVersion: node.workerVersion, allowsEgress: false, maxTasks: node.maxTasks };
+  return { ...host, labels: new Map(Object.entries(node.labels ?? {})), workerVersion: node.workerVersion, allowsEgress: node.allowsEgress ?? false, maxTasks: node.maxTasks };
 }

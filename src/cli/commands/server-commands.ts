@@ -143,6 +143,10 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--no-services', 'host no service replicas: no gateway pipe, replica assignments refused (env HIVEMIND_SERVICES=false)')
     .option('--exec', 'take exec sessions into this node\'s running tasks (the default)')
     .option('--no-exec', 'refuse every exec session into this node\'s tasks, saying so (env HIVEMIND_EXEC=false)')
+    .option('--allow-egress', 'offer the egress network: tasks asking --network egress reach the internet and nothing else (docs/egress.md; env HIVEMIND_ALLOW_EGRESS)')
+    .option('--egress-dns <ip,...>', 'public resolvers for egress tasks (default: the host\'s public nameservers; env HIVEMIND_EGRESS_DNS)')
+    .option('--egress-subnet <cidr>', `subnet of the egress network (default ${WORKER_DEFAULTS.egressSubnet})`)
+    .option('--egress-network <name>', `Docker name of the egress network (default ${WORKER_DEFAULTS.egressNetwork})`)
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .option('--log-file <path>', 'write the log to this file (rotated at 16 MiB) instead of stderr')
     .action(async (o) => {
