@@ -102,7 +102,7 @@ export function formatTask(t: TaskInfo): string {
 
 export function formatNodeTable(nodes: NodeInfo[]): string {
   if (nodes.length === 0) return 'no nodes';
-  const rows = [['NODE', 'NAME', 'STATUS', 'CPUS', 'MEMORY', 'GPUS', 'TASKS', 'LAST SEEN']];
+  const rows = [['NODE', 'NAME', 'STATUS', 'CPUS', 'MEMORY', 'GPUS', 'EGRESS', 'TASKS', 'LAST SEEN']];
   for (const n of nodes) {
     rows.push([
       n.nodeId,
@@ -111,6 +111,7 @@ export function formatNodeTable(nodes: NodeInfo[]): string {
       String(n.facts?.cpuCores ?? 0),
       formatBytes(n.facts?.memoryBytes ?? 0),
       String(n.facts?.gpus.length ?? 0),
+      n.facts?.allowsEgress ? 'yes' : 'no',
       String(n.taskIds.length),
       n.lastSeenMs ? new Date(n.lastSeenMs).toISOString() : '-',
     ]);
