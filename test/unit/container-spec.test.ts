@@ -118,7 +118,7 @@ test('privileged requests, host mounts, extra capabilities and host networking c
     w.uint32((field << 3) | WireType.LengthDelimited).string(value);
   }
   const spec = TaskSpec.decode(w.finish());
-  assert.deepEqual(Object.keys(spec).filter((k) => spec[k as keyof TaskSpec] !== undefined).sort(), ['command', 'data', 'env', 'image', 'maxOutputBytes'], 'only the fields the protocol defines');
+  assert.deepEqual(Object.keys(spec).filter((k) => spec[k as keyof TaskSpec] !== undefined).sort(), ['command', 'data', 'env', 'image', 'maxOutputBytes', 'network'], 'only the fields the protocol defines (network decodes to 0: none)');
   const c = buildContainerConfig(exec(spec), 'node-1');
   const hc = c.HostConfig as unknown as Record<string, unknown>;
   const escaped = c.HostConfig.Privileged !== false || hc.Binds !== undefined || c.HostConfig.CapAdd.length > 0 ||

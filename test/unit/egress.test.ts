@@ -1,0 +1,147 @@
+// Egress, opt-in, without I/O: the blocked ranges and resolvers, the firewall's rules installed
+// through a fake iptables, placement only on nodes that allow egress, the spec and container rules,
+// and the CLI flag.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError, EgressUnavailableError, InvalidTaskError } from '../../src/common/errors.js';
+import { placeTasks, whyUnplaced, type QueuedTask, type SchedulableNode } from '../../src/master/scheduler.js';
+import { classKey } from '../../src/master/task-queue.js';
+import { TaskNetwork, type TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { checkTaskSpec } from '../../src/protocol/task-spec-rules.js';
+import { buildContainerConfig } from '../../src/runtime/container-spec.js';
+import { EgressFirewall, type IptablesRunner } from '../../src/runtime/egress-firewall.js';
+import { BLOCKED_V4, egressNames, egressResolvers, egressRules, isBlockedV4, masterBlocks } from '../../src/runtime/egress-policy.js';
+import { parseNetworkFlag } from '../../src/cli/task-spec-flags.js';
+import type { TaskExecution } from '../../src/worker/contracts.js';
+import { recordHostile } from '../helpers/fault-ledger.js';
+
+test('the blocked ranges cover the LAN, link-local and metadata, CGNAT, loopback and the tunnel; public addresses pass', () => {
+  for (const a of ['10.0.0.1', '10.99.0.1', '172.16.0.1', '172.31.255.254', '192.168.1.1', '169.254.169.254', '100.64.0.1', '100.127.255.254', '127.0.0.1', '0.0.0.0', '224.0.0.251', '255.255.255.255']) {
+    assert.equal(isBlockedV4(a), true, a);
+  }
+  for (const a of ['1.1.1.1', '8.8.8.8', '203.0.113.10', '172.32.0.1', '100.128.0.1', '169.255.0.1']) assert.equal(isBlockedV4(a), false, a);
+});
+
+test('names are derived from the network name, fit Linux and iptables limits, and refuse odd names', () => {
+  const n = egressNames('hivemind-egress');
+  assert.match(n.bridge, /^hme[0-9a-f]{8}$/);
+  assert.ok(n.bridge.length <= 15 && n.inputChain.length <= 28);
+  assert.notEqual(egressNames('other').bridge, n.bridge);
+  assert.throws(() => egressNames('a b; iptables -F'), ConfigError);
+});
+
+test('resolvers: the operator\'s public ones, else the host\'s public nameservers; a private one is refused with what to set', () => {
+  assert.deepEqual(egressResolvers(['9.9.9.9'], 'nameserver 192.168.1.1\n'), ['9.9.9.9']);
+  assert.deepEqual(egressResolvers([], 'search lan\nnameserver 192.168.1.1\nnameserver 1.1.1.1\nnameserver ::1\n'), ['1.1.1.1']);
+  assert.throws(() => egressResolvers(['192.168.1.1'], ''), /private, link-local or reserved address: an egress task cannot reach it/);
+  assert.throws(() => egressResolvers(['dns.example'], ''), /is not an IPv4 address/);
+  assert.throws(() => egressResolvers([], 'nameserver 127.0.0.53\n'), /the host's resolvers \(127\.0\.0\.53\) are private or local.*set --egress-dns/);
+});
+
+test('the masters\' public IPv4 addresses are blocked too; names and private ones (already blocked) add nothing', () => {
+  assert.deepEqual(masterBlocks(['198.51.100.7:7070', '10.0.0.2:7070', 'master.example:7070', '198.51.100.7:7071']), ['198.51.100.7/32']);
+});
+
+test('the forward chain keeps replies, refuses every blocked range and the masters, then returns to Docker; the input chain refuses the rest', () => {
+  const r = egressRules(egressNames('n'), ['198.51.100.7/32']);
+  assert.deepEqual(r.forward[0], ['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'RETURN']);
+  const refused = r.forward.filter((x) => x.includes('REJECT')).map((x) => x[1]);
+  assert.deepEqual(refused, [...BLOCKED_V4, '198.51.100.7/32']);
+  assert.deepEqual(r.forward.at(-1), ['-j', 'RETURN']);
+  assert.deepEqual(r.input.at(-1), ['-j', 'REJECT', '--reject-with', 'icmp-port-unreachable']);
+});
+
+/** iptables as a set of chains, enough for -L -N -F -A -I -C -D -X. */
+class FakeIptables implements IptablesRunner {
+  readonly chains = new Map<string, string[]>([['DOCKER-USER', ['-j RETURN']], ['INPUT', []]]);
+  failOn?: RegExp;
+  async run(args: readonly string[]): Promise<{ code: number; stderr: string }> {
+    const [op, chain, ...rest] = args as [string, string, ...string[]];
+    if (this.failOn?.test(args.join(' '))) return { code: 4, stderr: 'iptables: Permission denied' };
+    const c = this.chains.get(chain);
+    const rule = (op === '-I' ? rest.slice(1) : rest).join(' ');
+    switch (op) {
+      case '-L': return c ? { code: 0, stderr: '' } : { code: 1, stderr: `iptables: No chain/target/match by that name.` };
+      case '-N': this.chains.set(chain, []); return { code: 0, stderr: '' };
+      case '-F': c!.length = 0; return { code: 0, stderr: '' };
+      case '-X': this.chains.delete(chain); return { code: 0, stderr: '' };
+      case '-A': c!.push(rule); return { code: 0, stderr: '' };
+      case '-I': c!.splice(Number(rest[0]) - 1, 0, rule); return { code: 0, stderr: '' };
+      case '-C': return { code: c?.includes(rule) ? 0 : 1, stderr: '' };
+      case '-D': c!.splice(c!.indexOf(rule), 1); return { code: 0, stderr: '' };
+      default: return { code: 2, stderr: `unknown ${op}` };
+    }
+  }
+}
+
+test('the firewall installs its chains and jumps first in DOCKER-USER and INPUT, idempotently, and removes them all', async () => {
+  const ipt = new FakeIptables();
+  const names = egressNames('hivemind-egress');
+  const fw = new EgressFirewall(ipt, names, []);
+  await fw.install();
+  await fw.install();
+  assert.deepEqual(ipt.chains.get('DOCKER-USER'), [`-i ${names.bridge} -j ${names.forwardChain}`, '-j RETURN']);
+  assert.deepEqual(ipt.chains.get('INPUT'), [`-i ${names.bridge} -j ${names.inputChain}`]);
+  assert.equal(ipt.chains.get(names.forwardChain)!.length, BLOCKED_V4.length + 2);
+  // A rule gone (someone flushed the chain) is found by verify.
+  ipt.chains.get(names.forwardChain)!.splice(3, 1);
+  await assert.rejects(fw.verify(), (e: unknown) => e instanceof EgressUnavailableError && /is not in place/.test(e.message));
+  await fw.remove();
+  assert.deepEqual([...ipt.chains.keys()].sort(), ['DOCKER-USER', 'INPUT']);
+  assert.deepEqual(ipt.chains.get('DOCKER-USER'), ['-j RETURN']);
+});
+
+test('the firewall says precisely why it cannot be installed', async () => {
+  const noDocker = new FakeIptables();
+  noDocker.chains.delete('DOCKER-USER');
+  await assert.rejects(new EgressFirewall(noDocker, egressNames('n'), []).install(), /egress cannot be offered: the DOCKER-USER chain is missing.*"iptables": true/);
+  const denied = new FakeIptables();
+  denied.failOn = /^-N /;
+  await assert.rejects(new EgressFirewall(denied, egressNames('n'), []).install(), /iptables -N HM-EGRESS-[0-9a-f]{8} failed \(exit 4\): iptables: Permission denied/);
+});
+
+const node = (nodeId: string, allowsEgress: boolean): SchedulableNode => ({ nodeId, label: nodeId, accepting: true, allowsEgress, free: { cpus: 4, memoryBytes: 2 ** 33, gpus: 0, taskSlots: 4 } });
+const task = (id: string, egress: boolean): QueuedTask => ({ id, excludedNodes: [], demand: { cpus: 1, memoryBytes: 0, gpus: 0, ...(egress ? { egress: true } : {}) } });
+
+test('an egress task goes only to a node that allows egress; without one it waits, saying why', () => {
+  const p = placeTasks([task('e', true), task('n', false)], [node('a', false), node('b', true)]);
+  assert.deepEqual(p.assignments.find((x) => x.taskId === 'e'), { taskId: 'e', nodeId: 'b' });
+  const none = whyUnplaced(task('e', true), [node('a', false)]);
+  assert.deepEqual(none, { code: 'no_egress', reason: 'no accepting node allows egress (start a node with --allow-egress)' });
+  assert.equal(whyUnplaced(task('n', false), [node('a', false)]), undefined);
+});
+
+test('an egress task does not share a demand class with a task without network', () => {
+  assert.notEqual(classKey({ demand: task('x', true).demand, excludedNodes: [] }), classKey({ demand: task('x', false).demand, excludedNodes: [] }));
+});
+
+const spec = (p: Partial<TaskSpec> = {}): TaskSpec => ({ image: 'hivemind/busybox:1', command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], network: TaskNetwork.TASK_NETWORK_EGRESS, ...p });
+
+test('the spec: an unknown network value and an egress replica are refused', () => {
+  checkTaskSpec(spec());
+  recordHostile('egress: a spec with an unknown network value', (() => { try { checkTaskSpec(spec({ network: 7 as TaskNetwork })); return true; } catch { return false; } })());
+  assert.throws(() => checkTaskSpec(spec({ network: 7 as TaskNetwork })), (e: unknown) => e instanceof InvalidTaskError && /spec\.network "?7"? is unknown/.test(e.message));
+  assert.throws(() => checkTaskSpec(spec({ service: { service: 's', replica: 0, port: 8080, healthPath: '', graceMs: 0 } })), /a service replica cannot ask for the egress network/);
+});
+
+test('the container: an egress task joins the egress network with its resolvers and no IPv6; elsewhere it is refused', () => {
+  const exec: TaskExecution = { taskId: 't-1', attempt: 1, spec: spec(), gpuIndexes: [], signal: new AbortController().signal, onPhase: () => {}, onPullProgress: () => {}, onLog: () => {} };
+  const c = buildContainerConfig(exec, 'n', undefined, { network: 'hivemind-egress', dns: ['1.1.1.1'] });
+  assert.equal(c.NetworkDisabled, false);
+  assert.equal(c.HostConfig.NetworkMode, 'hivemind-egress');
+  assert.deepEqual(c.HostConfig.Dns, ['1.1.1.1']);
+  assert.deepEqual(c.HostConfig.Sysctls, { 'net.ipv6.conf.all.disable_ipv6': '1' });
+  assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
+  assert.throws(() => buildContainerConfig(exec, 'n'), /asks for the egress network, which this node does not offer/);
+  const plain = buildContainerConfig({ ...exec, spec: spec({ network: TaskNetwork.TASK_NETWORK_UNSPECIFIED }) }, 'n', undefined, { network: 'hivemind-egress', dns: ['1.1.1.1'] });
+  assert.equal(plain.HostConfig.NetworkMode, 'none');
+  assert.equal(plain.NetworkDisabled, true);
+  assert.equal(plain.HostConfig.Dns, undefined);
+});
+
+test('--network: none or egress', () => {
+  assert.equal(parseNetworkFlag(undefined), TaskNetwork.TASK_NETWORK_UNSPECIFIED);
+  assert.equal(parseNetworkFlag('none'), TaskNetwork.TASK_NETWORK_UNSPECIFIED);
+  assert.equal(parseNetworkFlag('egress'), TaskNetwork.TASK_NETWORK_EGRESS);
+  assert.throws(() => parseNetworkFlag('host'), /--network "host" is not none or egress/);
+});
