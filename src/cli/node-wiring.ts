@@ -123,9 +123,11 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
 }
 
 /**
- * --allow-egress: the egress network and its firewall (docs/egress.md). A node that cannot put
- * them in place still starts, offering no egress, and says why (so does `hivemind doctor`): its
- * other tasks never needed them.
+ * --allow-egress: the egress network and its firewall (docs/egress.md). A wrong setting (no public
+ * resolver, a bad --egress-dns or --egress-subnet) stops the start: the operator asked for egress
+ * and must fix it. A host that cannot put them in place (no iptables, no DOCKER-USER, not root)
+ * still starts, offering no egress, and says why (so does `hivemind doctor`): its other tasks
+ * never needed them.
  */
 async function offerEgress(cfg: WorkerConfig, logger: Logger): Promise<EgressAttachment | undefined> {
   try {

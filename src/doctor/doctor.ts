@@ -9,6 +9,9 @@ import { errorMessage } from '../common/errors.js';
 import { LoopOutputVolumes, OUTPUT_FS_FIX, outputFsDir } from '../runtime/output-volume.js';
 import { ALLOW_UNBOUNDED_OUTPUT_OPT_IN, UNBOUNDED_OUTPUT_MEANS } from '../runtime/output-volume-policy.js';
 import { servicesSupported } from '../runtime/netns-connector.js';
+import { readFile } from 'node:fs/promises';
+import { ExecIptables } from '../runtime/egress-firewall.js';
+import { egressResolvers } from '../runtime/egress-policy.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -30,6 +33,8 @@ export interface DoctorProbes {
   outputFs(dir: string): Promise<string | undefined>;
   /** Why this host cannot reach a service replica's port (nsenter, root); undefined when it can. */
   services(): Promise<string | undefined>;
+  /** Why this host cannot offer the egress network (--allow-egress); undefined when it can. Reads, installs nothing. */
+  egress(): Promise<string | undefined>;
   nodeVersion(): string;
 }
 
@@ -70,6 +75,17 @@ export const systemProbes: DoctorProbes = {
   async services() {
     const r = await servicesSupported();
     return r.ok ? undefined : r.reason;
+  },
+  async egress() {
+    const r = await new ExecIptables().run(['-L', 'DOCKER-USER', '-n']);
+    if (r.code === 127) return `iptables is not runnable (${r.stderr})`;
+    if (r.code !== 0) return `the DOCKER-USER chain is missing or unreadable (${r.stderr || `exit ${r.code}`}): Docker must manage iptables and the worker must run as root`;
+    try {
+      egressResolvers((process.env.HIVEMIND_EGRESS_DNS ?? '').split(',').map((a) => a.trim()).filter(Boolean), await readFile('/etc/resolv.conf', 'utf8').catch(() => ''));
+    } catch (err) {
+      return errorMessage(err);
+    }
+    return undefined;
   },
   nodeVersion: () => process.version,
 };
@@ -174,6 +190,17 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
           status: 'warn',
           detail: `cannot host service replicas (${noServices}): the worker offers no gateway pipe and gets none; batch tasks are not affected`,
           fix: 'run the worker as root with nsenter installed (apt-get install util-linux); a worker in a container needs --pid=host and CAP_SYS_ADMIN',
+        },
+  );
+  const noEgress = await probes.egress();
+  results.push(
+    !noEgress
+      ? { name: 'egress', status: 'ok', detail: 'can offer the egress network (--allow-egress): its firewall can be installed in DOCKER-USER and INPUT, and a public resolver is known' }
+      : {
+          name: 'egress',
+          status: 'warn',
+          detail: `cannot offer the egress network (${noEgress}): with --allow-egress the worker refuses to start when a setting is wrong (no public resolver, a bad --egress-dns or --egress-subnet) and otherwise starts offering no egress; tasks without network are not affected`,
+          fix: 'run the worker as root on a Docker that manages iptables (the default), and set --egress-dns to public resolvers when the host\'s are private (docs/egress.md)',
         },
   );
   return results;

@@ -9,6 +9,7 @@ const healthy: DoctorProbes = {
   dirWritable: async () => undefined,
   outputFs: async () => undefined,
   services: async () => undefined,
+  egress: async () => undefined,
   nodeVersion: () => 'v24.9.0',
 };
 
@@ -27,6 +28,7 @@ test('doctor: each problem comes with its fix', async () => {
     commandVersion: async () => undefined,
     portFree: async (_h, port) => port !== 5001,
     dirWritable: async () => 'EACCES: permission denied',
+    egress: async () => 'the DOCKER-USER chain is missing or unreadable (exit 1)',
     nodeVersion: () => 'v20.20.2',
   };
   const r = await runDoctor({ dataDir: '/root/x', masterPort: 7070, monitorPort: 5001 }, broken);
@@ -38,6 +40,9 @@ test('doctor: each problem comes with its fix', async () => {
   assert.match(by.get('busybox')?.fix ?? '', /busybox-static/);
   assert.equal(by.get('monitor port')?.status, 'warn');
   assert.equal(by.get('data dir')?.status, 'fail');
+  assert.equal(by.get('egress')?.status, 'warn');
+  assert.match(by.get('egress')?.detail ?? '', /cannot offer the egress network \(the DOCKER-USER chain is missing/);
+  assert.match(by.get('egress')?.fix ?? '', /--egress-dns/);
   assert.match(formatDoctor(r), /\[FAIL\] docker: Docker daemon not reachable/);
 });
 
