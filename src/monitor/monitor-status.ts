@@ -38,6 +38,7 @@ export function buildStatus({ node, store, now, tunnel: t, docker: reported, run
       paused: node.isPaused,
       masterAddress,
       version: node.options.workerVersion,
+      egress: node.options.allowsEgress === true,
       startedAtMs: node.startedAt,
       uptimeMs: Math.max(0, now - node.startedAt),
       problems,

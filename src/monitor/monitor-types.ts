@@ -121,6 +121,8 @@ export interface StatusView {
     paused: boolean;
     masterAddress: string;
     version: string;
+    /** It offers the egress network (--allow-egress, firewall in place). */
+    egress: boolean;
     startedAtMs: number;
     uptimeMs: number;
     problems: string[];

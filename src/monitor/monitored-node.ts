@@ -15,7 +15,7 @@ export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly startedAt: number;
   readonly hostFacts: HostFacts;
   readonly budget: NodeBudget;
-  readonly options: { readonly masterAddress: string; readonly name: string | undefined; readonly workerVersion: string };
+  readonly options: { readonly masterAddress: string; readonly name: string | undefined; readonly workerVersion: string; readonly allowsEgress?: boolean };
   /** The master in use or being tried now, when the node knows several; absent: options.masterAddress. */
   readonly masterAddress?: string;
   /** The node's data cache, read only; absent on a node without one (no cache panel data, no cache metrics). */

@@ -34,6 +34,7 @@ function renderStatus(s) {
   $('node-id').textContent = n.id || '(not registered yet)';
   $('node-master').textContent = n.masterAddress;
   $('node-version').textContent = n.version;
+  $('node-egress').textContent = n.egress ? 'egress offered: tasks asking --network egress reach the internet only' : 'no egress: tasks have no network';
   $('node-uptime').textContent = fmtDuration(n.uptimeMs);
   setBadge($('node-accepting'), n.paused ? 'paused' : n.accepting ? 'accepting' : 'not accepting', n.paused ? 'warn' : n.accepting ? 'good' : 'bad');
   const toggle = $('pause-toggle');
