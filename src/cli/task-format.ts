@@ -1,7 +1,7 @@
 // Human-readable rendering of tasks and nodes for the CLI (the --json output: json-output.ts).
 // Every string from the master (names, images, messages, reasons) may come from a hostile node or
 // client: it is passed through terminalSafe before it reaches the operator's terminal.
-import { DataKind, OutcomeKind, TaskState, type DataMount, type DataProgress, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import { DataKind, OutcomeKind, TaskNetwork, TaskState, type DataMount, type DataProgress, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeInfo, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 import { formatBytes, formatDuration } from '../common/units.js';
 import { terminalSafe } from './terminal-text.js';
@@ -88,6 +88,10 @@ export function formatTask(t: TaskInfo): string {
     `attempt   ${t.attempt}/${t.maxAttempts}`,
   ];
   for (const m of t.spec?.data ?? []) lines.push(`data      ${describeDataMount(m)}`);
+  if (t.spec?.network === TaskNetwork.TASK_NETWORK_EGRESS) {
+    const o = t.outcome;
+    lines.push(`network   egress${o?.netRxBytes !== undefined ? `: in ${formatBytes(o.netRxBytes)}, out ${formatBytes(o.netTxBytes ?? 0)}` : ''}`);
+  }
   if (t.state === TaskState.TASK_STATE_QUEUED && t.queueReason) lines.push(`waiting   ${t.queueReason}`);
   if (t.state === TaskState.TASK_STATE_ACCEPTED && t.dataProgress) lines.push(`fetching data: ${describeDataProgress(t.dataProgress)}`);
   if (t.progress) lines.push(`progress  ${describeProgressDetail(t.progress)}`);

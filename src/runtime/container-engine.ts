@@ -85,6 +85,8 @@ export interface ContainerInfo {
   mounts?: ContainerMount[];
   /** The limits as the engine recorded them, for checks and diagnostics. */
   hostConfig: Record<string, unknown>;
+  /** Its IPv4 address on each network it is attached to (none for a container without network). */
+  addresses?: Record<string, string>;
 }
 
 export interface ContainerSummary {

@@ -200,7 +200,9 @@ export class DockerEngine implements ContainerEngine {
     if (i.State.FinishedAt) state.finishedAt = i.State.FinishedAt;
     if (i.State.Running && i.State.Pid > 0) state.pid = i.State.Pid;
     const mounts = (i.Mounts ?? []).map((m) => ({ type: String(m.Type ?? ''), source: m.Source ?? '', destination: m.Destination ?? '' }));
-    return { id: i.Id, name: i.Name.replace(/^\//, ''), labels: i.Config.Labels ?? {}, state, hostConfig: i.HostConfig as unknown as Record<string, unknown>, mounts };
+    const addresses: Record<string, string> = {};
+    for (const [net, n] of Object.entries(i.NetworkSettings?.Networks ?? {})) if (n?.IPAddress) addresses[net] = n.IPAddress;
+    return { id: i.Id, name: i.Name.replace(/^\//, ''), labels: i.Config.Labels ?? {}, state, hostConfig: i.HostConfig as unknown as Record<string, unknown>, mounts, addresses };
   }
 
   async listContainers(labelFilters: string[], signal?: AbortSignal): Promise<ContainerSummary[]> {

@@ -5,7 +5,7 @@
 // task-outcome (the outcome decision), result-collector and orphan-reaper.
 import { AbortedError, ArchiveCapError, ExecRefusedError, EngineError, EngineUnreachableError, InvalidTaskError, UnsafeArchiveError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { OutcomeKind, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
+import { OutcomeKind, TaskNetwork, type TaskUsage } from '../protocol/gen/hivemind/v1/common.js';
 import { abortOutcomeKind, asAbortReason, type AbortReason, type ExecRequest, type ExecutionResult, type TaskExecution, type TaskExecutor } from '../worker/contracts.js';
 import type { OutputVolumes } from './output-volume.js';
 import type { ContainerCreateConfig, ContainerEngine, ContainerInfo, ContainerState } from './container-engine.js';
@@ -177,8 +177,9 @@ export class DockerTaskRunner implements TaskExecutor {
   private async executeBatch(exec: TaskExecution, created: Created, log: Logger): Promise<ExecutionResult> {
     const tail = new LogTail(this.defaults.logTailBytes);
     let runMs = 0;
+    let net: { rxBytes: number; txBytes: number } | undefined;
     const result = (kind: OutcomeKind, message: string, exitCode = NO_EXIT_CODE, res?: ExecutionResult['result']): ExecutionResult => {
-      const r: ExecutionResult = { outcome: { kind, exitCode, message, durationMs: runMs }, logTail: tail.toString() };
+      const r: ExecutionResult = { outcome: { kind, exitCode, message, durationMs: runMs, ...(net ? { netRxBytes: net.rxBytes, netTxBytes: net.txBytes } : {}) }, logTail: tail.toString() };
       if (res) r.result = res;
       return r;
     };
@@ -211,7 +212,9 @@ export class DockerTaskRunner implements TaskExecutor {
         }
         log.info({ containerId: found.id.slice(0, 12), running: found.state.running }, 'reattached to the container of an earlier run');
         exec.onPhase('running');
+        const metered = await this.meter(exec, found.id, false, log);
         run = await this.observe(exec, found.id, { timeoutMs: limits.timeoutMs, startedAt }, tail, log);
+        net = await metered?.();
       } else {
         if (exec.recovery === 'restart') await this.resources.discard(exec, this.nodeId(), log);
         exec.onPhase('pulling');
@@ -221,7 +224,9 @@ export class DockerTaskRunner implements TaskExecutor {
         containerId = await this.resources.createContainer(exec, config, created, log, volumes);
 
         exec.onPhase('running');
-        run = await this.run(exec, containerId, limits.timeoutMs, tail, log);
+        let metered: (() => Promise<{ rxBytes: number; txBytes: number } | undefined>) | undefined;
+        run = await this.run(exec, containerId, limits.timeoutMs, tail, log, async () => (metered = await this.meter(exec, containerId, true, log)));
+        net = await metered?.();
       }
       runMs = run.durationMs;
       const end = await runOutcome(run, limits, () => this.daemonGoing(), log);
@@ -295,11 +300,46 @@ export class DockerTaskRunner implements TaskExecutor {
     this.options.images?.pulled(image);
   }
 
-  private async run(exec: TaskExecution, id: string, timeoutMs: number, tail: LogTail, log: Logger): Promise<RunEnd> {
+  private async run(exec: TaskExecution, id: string, timeoutMs: number, tail: LogTail, log: Logger, started?: () => Promise<unknown>): Promise<RunEnd> {
     if (exec.signal.aborted) throw new AbortedError('aborted before start', { cause: exec.signal.reason });
     await createOrStartFail(() => this.engine.startContainer(id, exec.signal));
     log.info({ containerId: id.slice(0, 12) }, 'container started');
-    return this.observe(exec, id, { timeoutMs, startedAt: Date.now() }, tail, log);
+    const startedAt = Date.now();
+    await started?.();
+    return this.observe(exec, id, { timeoutMs, startedAt }, tail, log);
+  }
+
+  /**
+   * An egress task: starts counting its bytes by its address on the egress network (`fresh`: a
+   * new container, whose address may have been another's), and returns what reads and ends the
+   * count once it has exited. Counting that fails is logged, never fails the task: the bytes are
+   * then absent from its outcome. The first packets of a task, sent before its address is known
+   * (a few ms after start), are not counted.
+   */
+  private async meter(exec: TaskExecution, id: string, fresh: boolean, log: Logger): Promise<(() => Promise<{ rxBytes: number; txBytes: number } | undefined>) | undefined> {
+    const egress = this.options.egress;
+    if (exec.spec.network !== TaskNetwork.TASK_NETWORK_EGRESS || !egress?.meter) return undefined;
+    const meter = egress.meter;
+    let ip: string | undefined;
+    try {
+      ip = (await this.engine.inspectContainer(id, exec.signal)).addresses?.[egress.network];
+      if (!ip) throw new Error(`the container has no address on ${egress.network}`);
+      await meter.track(ip, fresh);
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'cannot count the task\'s network bytes');
+      return undefined;
+    }
+    const at = ip;
+    return async () => {
+      try {
+        const counts = await meter.counts(at);
+        await meter.untrack(at);
+        return counts;
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'cannot read the task\'s network bytes');
+        return undefined;
+      }
+    };
   }
 
   /**

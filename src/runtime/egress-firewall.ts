@@ -6,23 +6,23 @@
 // for an operator turning egress off.
 import { execFile } from 'node:child_process';
 import { EgressUnavailableError } from '../common/errors.js';
-import { egressJumps, egressRules, type EgressNames } from './egress-policy.js';
+import { accountingRules, egressJumps, egressRules, parseAccounting, type EgressNames } from './egress-policy.js';
 
-/** Runs iptables (filter table) with these arguments; resolves with its exit code and stderr. */
+/** Runs iptables (filter table) with these arguments; resolves with its exit code, stdout and stderr. */
 export interface IptablesRunner {
-  run(args: readonly string[], signal?: AbortSignal): Promise<{ code: number; stderr: string }>;
+  run(args: readonly string[], signal?: AbortSignal): Promise<{ code: number; stderr: string; stdout?: string }>;
 }
 
 /** The host's iptables; `prefix` runs it elsewhere (tests: `ip netns exec NAME`). */
 export class ExecIptables implements IptablesRunner {
   constructor(private readonly prefix: readonly string[] = [], private readonly binary = 'iptables') {}
 
-  run(args: readonly string[], signal?: AbortSignal): Promise<{ code: number; stderr: string }> {
+  run(args: readonly string[], signal?: AbortSignal): Promise<{ code: number; stderr: string; stdout: string }> {
     const argv = [...this.prefix, this.binary, '-w', '5', ...args];
     return new Promise((resolve) => {
-      execFile(argv[0]!, argv.slice(1), { signal, timeout: 15_000 }, (err, _stdout, stderr) => {
+      execFile(argv[0]!, argv.slice(1), { signal, timeout: 15_000, maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {
         const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 127) : 0;
-        resolve({ code, stderr: String(stderr || (err && code === 127 ? err.message : '')).trim() });
+        resolve({ code, stdout: String(stdout), stderr: String(stderr || (err && code === 127 ? err.message : '')).trim() });
       });
     });
   }
@@ -53,10 +53,38 @@ export class EgressFirewall {
       await this.must(['-F', chain], signal);
       for (const r of list) await this.must(['-A', chain, ...r], signal);
     }
+    // Not flushed: the counters of tasks a restarted worker reattaches to go on (track resets a new task's).
+    if (!(await this.has(['-L', this.names.accountingChain, '-n'], signal))) await this.must(['-N', this.names.accountingChain], signal);
     for (const j of egressJumps(this.names)) {
       if (!(await this.has(['-C', j.chain, ...j.rule], signal))) await this.must(['-I', j.chain, '1', ...j.rule], signal);
     }
     await this.verify(signal);
+  }
+
+  /** Starts counting a task's bytes by its address; `fresh` drops what an earlier holder of the address left. */
+  async track(ip: string, fresh: boolean, signal?: AbortSignal): Promise<void> {
+    const r = accountingRules(ip);
+    for (const rule of [r.tx, r.rx]) {
+      if (fresh) await this.deleteAll(this.names.accountingChain, rule, signal);
+      if (!(await this.has(['-C', this.names.accountingChain, ...rule], signal))) await this.must(['-A', this.names.accountingChain, ...rule], signal);
+    }
+  }
+
+  /** The bytes counted for the address so far. */
+  async counts(ip: string, signal?: AbortSignal): Promise<{ rxBytes: number; txBytes: number }> {
+    const r = await this.iptables.run(['-L', this.names.accountingChain, '-n', '-v', '-x'], signal);
+    if (r.code !== 0) throw new EgressUnavailableError(`reading the byte counters failed (exit ${r.code}): ${r.stderr}`);
+    return parseAccounting(r.stdout ?? '', ip);
+  }
+
+  /** Stops counting the address (its rules removed). */
+  async untrack(ip: string, signal?: AbortSignal): Promise<void> {
+    const r = accountingRules(ip);
+    for (const rule of [r.tx, r.rx]) await this.deleteAll(this.names.accountingChain, rule, signal);
+  }
+
+  private async deleteAll(chain: string, rule: readonly string[], signal?: AbortSignal): Promise<void> {
+    for (let i = 0; i < 16 && (await this.has(['-C', chain, ...rule], signal)); i++) await this.must(['-D', chain, ...rule], signal);
   }
 
   /** Throws EgressUnavailableError naming the first rule that is not in place. */
@@ -74,10 +102,8 @@ export class EgressFirewall {
 
   /** Removes the jumps and both chains (whatever of them exists). */
   async remove(signal?: AbortSignal): Promise<void> {
-    for (const j of egressJumps(this.names)) {
-      for (let i = 0; i < 16 && (await this.has(['-C', j.chain, ...j.rule], signal)); i++) await this.must(['-D', j.chain, ...j.rule], signal);
-    }
-    for (const chain of [this.names.forwardChain, this.names.inputChain]) {
+    for (const j of egressJumps(this.names)) await this.deleteAll(j.chain, j.rule, signal);
+    for (const chain of [this.names.forwardChain, this.names.inputChain, this.names.accountingChain]) {
       if (!(await this.has(['-L', chain, '-n'], signal))) continue;
       await this.must(['-F', chain], signal);
       await this.must(['-X', chain], signal);

@@ -13,7 +13,11 @@ import { egressNames, egressResolvers, masterBlocks, parseCidr, type EgressNames
 export interface EgressAttachment {
   network: string;
   dns: readonly string[];
+  /** Counts each task's bytes by its address on the network (the firewall's counting chain). */
+  meter?: EgressMeter;
 }
+
+export type EgressMeter = Pick<EgressFirewall, 'track' | 'counts' | 'untrack'>;
 
 /** The Docker calls the egress network needs (narrow, so tests can fake them). */
 export interface EgressNetworkEngine {
@@ -118,7 +122,7 @@ export async function prepareEgress(s: EgressSettings, d: EgressDeps, signal?: A
         : Object.entries(want).filter(([k, v]) => have!.options[k] !== v).map(([k, v]) => `${k} is ${have!.options[k] ?? 'unset'}, not ${v}`)[0];
   if (wrong) throw new EgressUnavailableError(`the existing Docker network ${names.network} is not the worker's egress network: ${wrong}; remove it (docker network rm ${names.network}) or choose another --egress-network`);
   d.logger.info({ network: names.network, bridge: names.bridge, subnet: s.subnet, dns }, 'egress network ready');
-  return { network: names.network, dns };
+  return { network: names.network, dns, meter: firewall };
 }
 
 /** Takes the egress network and its firewall away (tests; an operator turning egress off). */

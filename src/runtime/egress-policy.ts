@@ -35,13 +35,15 @@ export interface EgressNames {
   forwardChain: string;
   /** The chain jumped to from INPUT for traffic to the host itself. */
   inputChain: string;
+  /** The byte counting chain: one rule per direction per running egress task, by its address. */
+  accountingChain: string;
 }
 
 /** Names derived from the network's: two workers' networks never share a bridge or a chain. */
 export function egressNames(network: string): EgressNames {
   if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/.test(network)) throw new ConfigError(`egress network name "${network}" must be 1-63 letters, digits, '_', '.' or '-'`);
   const tag = createHash('sha256').update(network).digest('hex').slice(0, 8);
-  return { network, bridge: `hme${tag}`, forwardChain: `HM-EGRESS-${tag}`, inputChain: `HM-EGRESS-IN-${tag}` };
+  return { network, bridge: `hme${tag}`, forwardChain: `HM-EGRESS-${tag}`, inputChain: `HM-EGRESS-IN-${tag}`, accountingChain: `HM-EGRESS-AC-${tag}` };
 }
 
 function v4ToInt(a: string): number {
@@ -124,7 +126,32 @@ export function egressRules(names: EgressNames, extraBlocked: readonly string[])
 /** The jumps into the chains: from DOCKER-USER (forwarded) and INPUT (to the host), for the bridge only. */
 export function egressJumps(names: EgressNames): { chain: string; rule: string[] }[] {
   return [
+    // Counting first, both directions (it only returns): what a task sent, refused or not, and received.
+    { chain: 'DOCKER-USER', rule: ['-i', names.bridge, '-j', names.accountingChain] },
+    { chain: 'DOCKER-USER', rule: ['-o', names.bridge, '-j', names.accountingChain] },
     { chain: 'DOCKER-USER', rule: ['-i', names.bridge, '-j', names.forwardChain] },
     { chain: 'INPUT', rule: ['-i', names.bridge, '-j', names.inputChain] },
   ];
+}
+
+/** The counting rules of one task's address: sent (from it) and received (to it). */
+export function accountingRules(ip: string): { tx: string[]; rx: string[] } {
+  return { tx: ['-s', `${ip}/32`, '-j', 'RETURN'], rx: ['-d', `${ip}/32`, '-j', 'RETURN'] };
+}
+
+/**
+ * Bytes sent and received by `ip`, from `iptables -L CHAIN -n -v -x` (columns: pkts bytes target
+ * prot opt in out source destination); 0 for a direction without a rule.
+ */
+export function parseAccounting(listing: string, ip: string): { rxBytes: number; txBytes: number } {
+  let rxBytes = 0;
+  let txBytes = 0;
+  for (const line of listing.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 9 || !/^\d+$/.test(f[1]!)) continue;
+    const [source, destination] = [f[7]!, f[8]!];
+    if (source === ip || source === `${ip}/32`) txBytes += Number(f[1]);
+    else if (destination === ip || destination === `${ip}/32`) rxBytes += Number(f[1]);
+  }
+  return { rxBytes, txBytes };
 }

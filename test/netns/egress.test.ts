@@ -155,6 +155,9 @@ test('an egress task reaches the test internet by name and address, and not the 
     ['peer', peerIp, 8080],
   ];
   const script = [
+    // The node starts counting the task's bytes a few ms after start, by its address: the task waits
+    // for that rather than racing it.
+    'sleep 1',
     `probe() { if out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 "$2" "$3" 2>&1); then echo "$1 OK $(echo "$out" | tail -n 1)"; else echo "$1 FAIL $out"; fi; }`,
     `ip=$(nslookup internet.test | awk '/^Address/ { a = $NF } END { print a }')`,
     'echo "resolved $ip"',
@@ -169,7 +172,7 @@ test('an egress task reaches the test internet by name and address, and not the 
   assert.equal(sub.code, 0, sub.stderr);
   const taskId = (JSON.parse(sub.stdout) as { taskId: string }).taskId;
   await cluster.cli(['wait', taskId], 120_000);
-  const task = JSON.parse((await cluster.cli(['get', taskId, '--json'])).stdout) as { state: string; outcome?: { message: string } };
+  const task = JSON.parse((await cluster.cli(['get', taskId, '--json'])).stdout) as { state: string; outcome?: { message: string; netRxBytes?: number; netTxBytes?: number } };
   const out = (await cluster.cli(['logs', taskId])).stdout;
   const line = (name: string) => out.split('\n').find((l) => l.startsWith(`${name} `));
   assert.equal(task.state, 'succeeded', `${JSON.stringify(task)}\n${out}\n${cluster.worker?.output ?? ''}`);
@@ -188,5 +191,11 @@ test('an egress task reaches the test internet by name and address, and not the 
   recordHostile('egress: a request reaches the LAN host (seen by the LAN host)', lanOut.slice(lanSeenBefore).includes('"http"'));
   assert.equal(lanOut.slice(lanSeenBefore), '', 'the LAN host saw no request from the task');
   assert.equal(line('ipv6-disabled'), 'ipv6-disabled 1', out);
+
+  // Bytes in and out, counted by the node's firewall, in the outcome and in `hivemind get`.
+  assert.ok((task.outcome?.netRxBytes ?? 0) >= 2 * BODY.length, `received at least both answers: ${JSON.stringify(task.outcome)}`);
+  assert.ok((task.outcome?.netTxBytes ?? 0) > 0, `sent something: ${JSON.stringify(task.outcome)}`);
+  assert.match((await cluster.cli(['get', taskId])).stdout, /network {3}egress: in \d/);
+  t.diagnostic(`egress task bytes: in ${task.outcome?.netRxBytes}, out ${task.outcome?.netTxBytes}`);
   assert.equal(line('ipv6-addresses'), 'ipv6-addresses 0', out);
 });

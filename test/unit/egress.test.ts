@@ -10,7 +10,7 @@ import { TaskNetwork, type TaskSpec } from '../../src/protocol/gen/hivemind/v1/c
 import { checkTaskSpec } from '../../src/protocol/task-spec-rules.js';
 import { buildContainerConfig } from '../../src/runtime/container-spec.js';
 import { EgressFirewall, type IptablesRunner } from '../../src/runtime/egress-firewall.js';
-import { BLOCKED_V4, egressNames, egressResolvers, egressRules, isBlockedV4, masterBlocks } from '../../src/runtime/egress-policy.js';
+import { BLOCKED_V4, egressNames, egressResolvers, egressRules, isBlockedV4, masterBlocks, parseAccounting } from '../../src/runtime/egress-policy.js';
 import { parseNetworkFlag } from '../../src/cli/task-spec-flags.js';
 import type { TaskExecution } from '../../src/worker/contracts.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
@@ -80,12 +80,17 @@ test('the firewall installs its chains and jumps first in DOCKER-USER and INPUT,
   const fw = new EgressFirewall(ipt, names, []);
   await fw.install();
   await fw.install();
-  assert.deepEqual(ipt.chains.get('DOCKER-USER'), [`-i ${names.bridge} -j ${names.forwardChain}`, '-j RETURN']);
+  assert.deepEqual(ipt.chains.get('DOCKER-USER'), [`-i ${names.bridge} -j ${names.forwardChain}`, `-o ${names.bridge} -j ${names.accountingChain}`, `-i ${names.bridge} -j ${names.accountingChain}`, '-j RETURN']);
   assert.deepEqual(ipt.chains.get('INPUT'), [`-i ${names.bridge} -j ${names.inputChain}`]);
   assert.equal(ipt.chains.get(names.forwardChain)!.length, BLOCKED_V4.length + 2);
   // A rule gone (someone flushed the chain) is found by verify.
   ipt.chains.get(names.forwardChain)!.splice(3, 1);
   await assert.rejects(fw.verify(), (e: unknown) => e instanceof EgressUnavailableError && /is not in place/.test(e.message));
+  await fw.track('10.213.0.2', true);
+  await fw.track('10.213.0.2', false);
+  assert.deepEqual(ipt.chains.get(names.accountingChain), ['-s 10.213.0.2/32 -j RETURN', '-d 10.213.0.2/32 -j RETURN']);
+  await fw.untrack('10.213.0.2');
+  assert.deepEqual(ipt.chains.get(names.accountingChain), []);
   await fw.remove();
   assert.deepEqual([...ipt.chains.keys()].sort(), ['DOCKER-USER', 'INPUT']);
   assert.deepEqual(ipt.chains.get('DOCKER-USER'), ['-j RETURN']);
@@ -144,4 +149,16 @@ test('--network: none or egress', () => {
   assert.equal(parseNetworkFlag('none'), TaskNetwork.TASK_NETWORK_UNSPECIFIED);
   assert.equal(parseNetworkFlag('egress'), TaskNetwork.TASK_NETWORK_EGRESS);
   assert.throws(() => parseNetworkFlag('host'), /--network "host" is not none or egress/);
+});
+
+test('byte counts are read per address from iptables -L -n -v -x', () => {
+  const listing = [
+    'Chain HM-EGRESS-AC-0a1b2c3d (2 references)',
+    '    pkts      bytes target     prot opt in     out     source               destination',
+    '      12     1804 RETURN     0    --  *      *       10.213.0.2           0.0.0.0/0',
+    '      10     2960 RETURN     0    --  *      *       0.0.0.0/0            10.213.0.2',
+    '       3      180 RETURN     0    --  *      *       10.213.0.3           0.0.0.0/0',
+  ].join('\n');
+  assert.deepEqual(parseAccounting(listing, '10.213.0.2'), { rxBytes: 2960, txBytes: 1804 });
+  assert.deepEqual(parseAccounting(listing, '10.213.0.4'), { rxBytes: 0, txBytes: 0 });
 });

@@ -572,6 +572,12 @@ export interface TaskOutcome {
   resultSize: number;
   /** hex sha256 of the gzipped result archive */
   resultSha256: string;
+  /**
+   * An egress task (TaskNetwork EGRESS): bytes its container received from and sent to the network,
+   * counted by the node's firewall; absent for a task without network.
+   */
+  netRxBytes?: number | undefined;
+  netTxBytes?: number | undefined;
 }
 
 export interface GpuInfo {
@@ -2899,7 +2905,16 @@ export const DataCacheStatus: MessageFns<DataCacheStatus> = {
 };
 
 function createBaseTaskOutcome(): TaskOutcome {
-  return { kind: 0, exitCode: 0, message: "", durationMs: 0, resultSize: 0, resultSha256: "" };
+  return {
+    kind: 0,
+    exitCode: 0,
+    message: "",
+    durationMs: 0,
+    resultSize: 0,
+    resultSha256: "",
+    netRxBytes: undefined,
+    netTxBytes: undefined,
+  };
 }
 
 export const TaskOutcome: MessageFns<TaskOutcome> = {
@@ -2921,6 +2936,12 @@ export const TaskOutcome: MessageFns<TaskOutcome> = {
     }
     if (message.resultSha256 !== "") {
       writer.uint32(50).string(message.resultSha256);
+    }
+    if (message.netRxBytes !== undefined) {
+      writer.uint32(56).uint64(message.netRxBytes);
+    }
+    if (message.netTxBytes !== undefined) {
+      writer.uint32(64).uint64(message.netTxBytes);
     }
     return writer;
   },
@@ -2986,6 +3007,22 @@ export const TaskOutcome: MessageFns<TaskOutcome> = {
             message.resultSha256 = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.netRxBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.netTxBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3022,6 +3059,16 @@ export const TaskOutcome: MessageFns<TaskOutcome> = {
         : isSet(object.result_sha256)
         ? globalThis.String(object.result_sha256)
         : "",
+      netRxBytes: isSet(object.netRxBytes)
+        ? globalThis.Number(object.netRxBytes)
+        : isSet(object.net_rx_bytes)
+        ? globalThis.Number(object.net_rx_bytes)
+        : undefined,
+      netTxBytes: isSet(object.netTxBytes)
+        ? globalThis.Number(object.netTxBytes)
+        : isSet(object.net_tx_bytes)
+        ? globalThis.Number(object.net_tx_bytes)
+        : undefined,
     };
   },
 
@@ -3045,6 +3092,12 @@ export const TaskOutcome: MessageFns<TaskOutcome> = {
     if (message.resultSha256 !== "") {
       obj.resultSha256 = message.resultSha256;
     }
+    if (message.netRxBytes !== undefined) {
+      obj.netRxBytes = Math.round(message.netRxBytes);
+    }
+    if (message.netTxBytes !== undefined) {
+      obj.netTxBytes = Math.round(message.netTxBytes);
+    }
     return obj;
   },
 
@@ -3059,6 +3112,8 @@ export const TaskOutcome: MessageFns<TaskOutcome> = {
     message.durationMs = object.durationMs ?? 0;
     message.resultSize = object.resultSize ?? 0;
     message.resultSha256 = object.resultSha256 ?? "";
+    message.netRxBytes = object.netRxBytes ?? undefined;
+    message.netTxBytes = object.netTxBytes ?? undefined;
     return message;
   },
 };
