@@ -132,7 +132,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
 async function offerEgress(cfg: WorkerConfig, logger: Logger): Promise<EgressAttachment | undefined> {
   try {
     return await prepareEgress(
-      { network: cfg.egressNetwork, subnet: cfg.egressSubnet, dns: (cfg.egressDns ?? '').split(',').map((a) => a.trim()).filter(Boolean), masterAddresses: cfg.master ?? [] },
+      { network: cfg.egressNetwork, subnet: cfg.egressSubnet, dns: (cfg.egressDns ?? '').split(',').map((a) => a.trim()).filter(Boolean), masterAddresses: cfg.master ?? [], rateBps: cfg.egressRate },
       { engine: new DockerEgressNetworks(new Docker()), iptables: new ExecIptables(), logger },
     );
   } catch (err) {

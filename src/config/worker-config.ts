@@ -11,6 +11,7 @@ import { compileWorkerSettings, type CompiledWorkerSettings } from './worker-set
 import { stripBrackets } from '../common/address.js';
 import { compileSection, zBool, zMasterList, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { CONTROL_CHARACTERS } from '../protocol/node-limits.js';
+import { parseRate } from '../runtime/egress-rate.js';
 
 const schema = z
   .object({
@@ -87,6 +88,18 @@ const schema = z
     egressDns: z.string().regex(/^[0-9.,\s]+$/, 'must be comma-separated IPv4 addresses').optional(),
     /** The egress network's subnet (the worker's own bridge). */
     egressSubnet: z.string().default(WORKER_DEFAULTS.egressSubnet),
+    /** Bandwidth cap of each egress task, each way (e.g. 10mbit), in bits per second once compiled. Default: none. */
+    egressRate: z
+      .string()
+      .transform((v, ctx) => {
+        try {
+          return parseRate(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      })
+      .optional(),
     /** The egress network's Docker name (bridge and iptables chains are derived from it). */
     egressNetwork: z.string().default(WORKER_DEFAULTS.egressNetwork),
   })
@@ -130,6 +143,7 @@ const fields: Record<string, FieldSource> = {
   egressDns: { env: 'HIVEMIND_EGRESS_DNS', flag: 'egressDns' },
   egressSubnet: { env: 'HIVEMIND_EGRESS_SUBNET', flag: 'egressSubnet' },
   egressNetwork: { env: 'HIVEMIND_EGRESS_NETWORK', flag: 'egressNetwork' },
+  egressRate: { env: 'HIVEMIND_EGRESS_RATE', flag: 'egressRate' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {

@@ -321,14 +321,25 @@ export class DockerTaskRunner implements TaskExecutor {
     if (exec.spec.network !== TaskNetwork.TASK_NETWORK_EGRESS || !egress?.meter) return undefined;
     const meter = egress.meter;
     let ip: string | undefined;
+    let info: ContainerInfo | undefined;
     try {
-      ip = (await this.engine.inspectContainer(id, exec.signal)).addresses?.[egress.network];
+      info = await this.engine.inspectContainer(id, exec.signal);
+      ip = info.addresses?.[egress.network];
       if (!ip) throw new Error(`the container has no address on ${egress.network}`);
       await meter.track(ip, fresh);
     } catch (err) {
       log.warn({ err: errorMessage(err) }, 'cannot count the task\'s network bytes');
-      return undefined;
     }
+    // The node's cap is a promise to its owner: a task it cannot be applied to does not run on.
+    if (egress.shaper && info?.state.running && info.state.pid) {
+      try {
+        const dev = await egress.shaper.apply(info.state.pid);
+        log.info({ dev, bps: egress.shaper.bps }, 'egress rate capped');
+      } catch (err) {
+        throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `the node's egress rate cap could not be applied: ${errorMessage(err)}`);
+      }
+    }
+    if (!ip) return undefined;
     const at = ip;
     return async () => {
       try {

@@ -7,6 +7,7 @@ import type Docker from 'dockerode';
 import { EgressUnavailableError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { EgressFirewall, type IptablesRunner } from './egress-firewall.js';
+import { EgressShaper } from './egress-rate.js';
 import { egressNames, egressResolvers, masterBlocks, parseCidr, type EgressNames } from './egress-policy.js';
 
 /** What an egress task's container is given: the network to join and the resolvers to use. */
@@ -15,6 +16,8 @@ export interface EgressAttachment {
   dns: readonly string[];
   /** Counts each task's bytes by its address on the network (the firewall's counting chain). */
   meter?: EgressMeter;
+  /** The node's --egress-rate, applied to each task's veth; absent: no cap. */
+  shaper?: Pick<EgressShaper, 'apply' | 'bps'>;
 }
 
 export type EgressMeter = Pick<EgressFirewall, 'track' | 'counts' | 'untrack'>;
@@ -81,6 +84,8 @@ export interface EgressSettings {
   dns: readonly string[];
   /** The masters this node talks to (host:port): their IPv4 addresses are blocked too. */
   masterAddresses: readonly string[];
+  /** --egress-rate in bits per second, each way, per task; undefined: no cap. */
+  rateBps?: number | undefined;
 }
 
 export interface EgressDeps {
@@ -122,7 +127,7 @@ export async function prepareEgress(s: EgressSettings, d: EgressDeps, signal?: A
         : Object.entries(want).filter(([k, v]) => have!.options[k] !== v).map(([k, v]) => `${k} is ${have!.options[k] ?? 'unset'}, not ${v}`)[0];
   if (wrong) throw new EgressUnavailableError(`the existing Docker network ${names.network} is not the worker's egress network: ${wrong}; remove it (docker network rm ${names.network}) or choose another --egress-network`);
   d.logger.info({ network: names.network, bridge: names.bridge, subnet: s.subnet, dns }, 'egress network ready');
-  return { network: names.network, dns, meter: firewall };
+  return { network: names.network, dns, meter: firewall, ...(s.rateBps ? { shaper: new EgressShaper(s.rateBps) } : {}) };
 }
 
 /** Takes the egress network and its firewall away (tests; an operator turning egress off). */

@@ -1,16 +1,23 @@
 // The test "internet" host, run as its own process inside a test network namespace: an HTTP
 // server on port 80 that answers every GET with BODY, and a DNS server on UDP port 53 that answers
 // the A query for NAME with ADDRESS (and NXDOMAIN for any other name). Prints one JSON line per
-// request ({"http":path} or {"dns":name}) so the test sees what reached it.
+// request ({"http":path} or {"dns":name}) so the test sees what reached it. /big and POST: see below.
 // Usage: node test-internet-server.js ADDRESS NAME BODY; prints {"listening":true} once both listen.
 import { createSocket } from 'node:dgram';
 import { createServer } from 'node:http';
 
 const [address, name, body] = process.argv.slice(2) as [string, string, string];
 
+// GET /big: 1 MiB of zeros; POST: the body is read whole and its size answered.
 const http = createServer((req, res) => {
   process.stdout.write(`${JSON.stringify({ http: req.url ?? '' })}\n`);
-  res.writeHead(200, { 'content-type': 'text/plain' }).end(body);
+  if (req.method === 'POST') {
+    let n = 0;
+    req.on('data', (d: Buffer) => (n += d.length));
+    req.on('end', () => res.writeHead(200, { 'content-type': 'text/plain' }).end(`received ${n}`));
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'text/plain' }).end(req.url === '/big' ? Buffer.alloc(1024 * 1024) : body);
 });
 
 /** The question's name and where the question ends, or undefined for a malformed query. */

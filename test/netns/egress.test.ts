@@ -108,7 +108,7 @@ test('an egress task reaches the test internet by name and address, and not the 
 
   const monitorPort = await freePort();
   const cluster = await ProcessCluster.start({
-    workerArgs: ['--allow-egress', '--egress-dns', INTERNET, '--egress-network', network, '--egress-subnet', subnet, '--monitor-port', String(monitorPort), '--monitor-listen', '0.0.0.0', '--monitor-token', 'egress-test-token'],
+    workerArgs: ['--allow-egress', '--egress-rate', '4mbit', '--egress-dns', INTERNET, '--egress-network', network, '--egress-subnet', subnet, '--monitor-port', String(monitorPort), '--monitor-listen', '0.0.0.0', '--monitor-token', 'egress-test-token'],
   });
   // One hook, in order: the worker and the peer container leave the network before the product's
   // network and rules are removed (node:test runs separate after-hooks in the order they were added).
@@ -198,4 +198,36 @@ test('an egress task reaches the test internet by name and address, and not the 
   assert.match((await cluster.cli(['get', taskId])).stdout, /network {3}egress: in \d/);
   t.diagnostic(`egress task bytes: in ${task.outcome?.netRxBytes}, out ${task.outcome?.netTxBytes}`);
   assert.equal(line('ipv6-addresses'), 'ipv6-addresses 0', out);
+
+  // The node's --egress-rate (4 Mbit/s each way): 1 MiB down takes about 2.1 s, 512 KiB up about 1 s
+  // (less the 32 KiB bucket); without the cap both take milliseconds on this veth.
+  const rateScript = [
+    'sleep 1',
+    "now() { cut -d' ' -f1 /proc/uptime; }",
+    't0=$(now)',
+    `got=$(printf 'GET /big HTTP/1.0\\r\\n\\r\\n' | nc -w 20 ${INTERNET} 80 | wc -c)`,
+    't1=$(now)',
+    `sent=$( (printf 'POST /up HTTP/1.0\\r\\nContent-Length: 524288\\r\\n\\r\\n'; head -c 524288 /dev/zero) | nc -w 20 ${INTERNET} 80 | tail -n 1)`,
+    't2=$(now)',
+    'echo "down $got $t0 $t1"',
+    'echo "up $sent $t1 $t2"',
+  ].join('\n');
+  const rs = await cluster.cli(['submit', '--image', IMAGE, '--network', 'egress', '--json', '--', 'sh', '-c', rateScript]);
+  assert.equal(rs.code, 0, rs.stderr);
+  const rateId = (JSON.parse(rs.stdout) as { taskId: string }).taskId;
+  await cluster.cli(['wait', rateId], 120_000);
+  const rateOut = (await cluster.cli(['logs', rateId])).stdout;
+  const down = /^down (\d+) ([\d.]+) ([\d.]+)$/m.exec(rateOut);
+  const up = /^up received (\d+) ([\d.]+) ([\d.]+)$/m.exec(rateOut);
+  assert.ok(down && up, `${rateOut}\n${cluster.worker?.output ?? ''}`);
+  const downS = Number(down[3]) - Number(down[2]);
+  const upS = Number(up[3]) - Number(up[2]);
+  t.diagnostic(`capped at 4mbit: 1 MiB down in ${downS.toFixed(2)} s, 512 KiB up in ${upS.toFixed(2)} s`);
+  assert.ok(Number(down[1]) > 1024 * 1024, `the whole body came: ${down[1]} bytes`);
+  assert.equal(Number(up[1]), 524288, 'the whole upload arrived');
+  assert.ok(downS >= 1.5 && downS < 10, `1 MiB down at 4 Mbit/s: ${downS} s`);
+  assert.ok(upS >= 0.7 && upS < 10, `512 KiB up at 4 Mbit/s: ${upS} s`);
+  const rateTask = JSON.parse((await cluster.cli(['get', rateId, '--json'])).stdout) as { outcome?: { netRxBytes?: number; netTxBytes?: number } };
+  assert.ok((rateTask.outcome?.netRxBytes ?? 0) > 1024 * 1024 && (rateTask.outcome?.netTxBytes ?? 0) > 512 * 1024, JSON.stringify(rateTask.outcome));
+  t.diagnostic(`rate task bytes: in ${rateTask.outcome?.netRxBytes}, out ${rateTask.outcome?.netTxBytes}`);
 });

@@ -12,6 +12,7 @@ import { buildContainerConfig } from '../../src/runtime/container-spec.js';
 import { EgressFirewall, type IptablesRunner } from '../../src/runtime/egress-firewall.js';
 import { BLOCKED_V4, egressNames, egressResolvers, egressRules, isBlockedV4, masterBlocks, parseAccounting } from '../../src/runtime/egress-policy.js';
 import { parseNetworkFlag } from '../../src/cli/task-spec-flags.js';
+import { EgressShaper, parseRate, rateCommands, tbfArgs } from '../../src/runtime/egress-rate.js';
 import type { TaskExecution } from '../../src/worker/contracts.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
@@ -161,4 +162,26 @@ test('byte counts are read per address from iptables -L -n -v -x', () => {
   ].join('\n');
   assert.deepEqual(parseAccounting(listing, '10.213.0.2'), { rxBytes: 2960, txBytes: 1804 });
   assert.deepEqual(parseAccounting(listing, '10.213.0.4'), { rxBytes: 0, txBytes: 0 });
+});
+
+test('--egress-rate: units and bounds', () => {
+  assert.equal(parseRate('10mbit'), 10_000_000);
+  assert.equal(parseRate('512kbit'), 512_000);
+  assert.equal(parseRate('1.5gbit'), 1_500_000_000);
+  assert.equal(parseRate('2000000'), 2_000_000);
+  assert.throws(() => parseRate('10MB/s'), /--egress-rate "10MB\/s" must be a rate from 8kbit to 100gbit, such as 10mbit/);
+  assert.throws(() => parseRate('1bit'), ConfigError);
+});
+
+test('the cap: a token bucket on the host end of the veth (downloads) and on the container\'s eth0 through its namespace (uploads)', async () => {
+  assert.deepEqual(rateCommands('veth1', 4242, 4_000_000), [
+    { file: 'tc', args: ['qdisc', 'replace', 'dev', 'veth1', 'root', 'tbf', 'rate', '4000000bit', 'burst', '32768', 'latency', '50ms'] },
+    { file: 'nsenter', args: ['-t', '4242', '-n', 'tc', 'qdisc', 'replace', 'dev', 'eth0', 'root', 'tbf', 'rate', '4000000bit', 'burst', '32768', 'latency', '50ms'] },
+  ]);
+  // A fast cap holds 20 ms at its rate.
+  assert.equal(tbfArgs('v', 1e9)[9], String(Math.ceil(1e9 / 8 / 50)));
+  const ran: string[] = [];
+  const shaper = new EgressShaper(4_000_000, async (file, args) => (ran.push(`${file} ${args.join(' ')}`), file === 'nsenter' ? { code: 2, stderr: 'Error: Specified qdisc kind is unknown.' } : { code: 0, stderr: '' }), async () => 'veth9');
+  await assert.rejects(shaper.apply(7), (e: unknown) => e instanceof EgressUnavailableError && /nsenter -t 7 -n tc qdisc replace dev eth0 .* failed \(exit 2\): Error: Specified qdisc kind is unknown\./.test(e.message));
+  assert.equal(ran.length, 2);
 });

@@ -145,6 +145,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--no-exec', 'refuse every exec session into this node\'s tasks, saying so (env HIVEMIND_EXEC=false)')
     .option('--allow-egress', 'offer the egress network: tasks asking --network egress reach the internet and nothing else (docs/egress.md; env HIVEMIND_ALLOW_EGRESS)')
     .option('--egress-dns <ip,...>', 'public resolvers for egress tasks (default: the host\'s public nameservers; env HIVEMIND_EGRESS_DNS)')
+    .option('--egress-rate <rate>', 'bandwidth cap of each egress task, each way, e.g. 10mbit (default: none; env HIVEMIND_EGRESS_RATE)')
     .option('--egress-subnet <cidr>', `subnet of the egress network (default ${WORKER_DEFAULTS.egressSubnet})`)
     .option('--egress-network <name>', `Docker name of the egress network (default ${WORKER_DEFAULTS.egressNetwork})`)
     .option('--log-level <level>', 'trace|debug|info|warn|error')
