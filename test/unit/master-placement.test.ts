@@ -14,7 +14,7 @@ import { placeTasks, type QueuedTask, type SchedulableNode } from '../../src/mas
 import { TaskManager } from '../../src/master/task-manager.js';
 import { TaskQueue, classKey } from '../../src/master/task-queue.js';
 import type { BlobStore } from '../../src/master/blob-store.js';
-import { NodeFacts, ResourceReport, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { NodeFacts, ResourceReport, TaskNetwork, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { TaskUpdate, type NodeCommand } from '../../src/protocol/gen/hivemind/v1/node.js';
 
 const GiB = 1024 ** 3;
@@ -296,5 +296,20 @@ test('start() reads the queue in pages between turns of the event loop; changes 
   h.report('n1', { taskSlots: 3 });
   h.tm.schedule();
   assert.deepEqual([...h.assigned().keys()], ['t0', 't1', 't2', 't4'], 't3 was cancelled while the queue loaded');
+  h.close();
+});
+
+test('egress: an egress task goes only to a node that allows egress, waits with its reason, and is placed when one comes', () => {
+  const h = new Harness();
+  h.node('plain');
+  h.submit('e', { cpus: 1 }, { network: TaskNetwork.TASK_NETWORK_EGRESS });
+  h.submit('n', { cpus: 1 });
+  h.tm.schedule();
+  assert.deepEqual([...h.assigned()], [['n', 'plain']], 'the task without network is not held up by the egress one');
+  assert.equal(h.tm.withQueueReason(h.store.getTask('e')!).queueReason, 'no accepting node allows egress (start a node with --allow-egress)');
+  h.node('open');
+  h.registry.setEgress('open', true);
+  h.tm.schedule();
+  assert.equal(h.assigned().get('e'), 'open');
   h.close();
 });
