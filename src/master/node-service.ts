@@ -232,6 +232,7 @@ export class NodeService {
     registry.updateCapacity(node.id, req.free, req.accepting, req.running.map((r) => r.taskId));
     registry.setGateway(node.id, req.gateway && this.pipeHost(call, node, req.gateway));
     registry.setExec(node.id, req.exec);
+    registry.setIsolations(node.id, node.facts.isolations ?? []);
     const detach = registry.attach(node.id, {
       send: (cmd) => call.write(cmd),
       close: (err) => {

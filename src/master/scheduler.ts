@@ -1,7 +1,8 @@
 // The pure decisions of task placement: whether a demand fits a node, the order among fitting
 // nodes, why a task fits none (the queue reason), and placeTasks, one FIFO pass over a snapshot.
 import { formatBytes } from '../common/units.js';
-import type { TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import type { Isolation, TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { isolationName, offersIsolation } from '../protocol/isolation-rules.js';
 import { dataNeedsOf, explainData, heldBytes, missingBytes, type DataNeed, type NodeCacheView } from './data-placement.js';
 
 export interface TaskDemand {
@@ -11,6 +12,8 @@ export interface TaskDemand {
   gpus: number;
   /** The data sets it mounts, each digest once; absent or empty without data. */
   data?: readonly DataNeed[];
+  /** The isolation it asked for (--isolation); absent: any node (offersIsolation). */
+  isolation?: Isolation;
 }
 
 export interface QueuedTask {
@@ -43,6 +46,8 @@ export interface SchedulableNode {
   hostsServices?: boolean;
   /** Services it holds a live replica of: another replica of one goes elsewhere when it can. */
   services?: ReadonlySet<string>;
+  /** The isolations it offers (NodeFacts.isolations); absent or empty: runc only. */
+  isolations?: readonly Isolation[];
 }
 
 export interface Assignment {
@@ -62,6 +67,7 @@ export function demandOf(spec: TaskSpec): TaskDemand {
     memoryBytes: spec.limits?.memoryBytes ?? 0,
     gpus: spec.limits?.gpus ?? 0,
     data: dataNeedsOf(spec),
+    ...(spec.isolation ? { isolation: spec.isolation } : {}),
   };
 }
 
@@ -115,7 +121,7 @@ export function dataFits(needs: readonly DataNeed[], cache: NodeCacheView | unde
 
 /** Why a queued task waits, as a stable code (metrics) and the sentence shown to the user. */
 export type QueueReasonCode =
-  | 'no_node' | 'not_accepting' | 'no_service_host' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
+  | 'no_node' | 'not_accepting' | 'no_service_host' | 'isolation' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
 
 export interface QueueReason {
   code: QueueReasonCode;
@@ -141,8 +147,13 @@ export function whyUnplaced(task: QueuedTask, nodes: readonly SchedulableNode[])
   if (accepting.length === 0) return { code: 'not_accepting', reason: 'no online node is accepting tasks (all draining or paused)' };
   const hosts = task.service === undefined ? accepting : accepting.filter((n) => n.hostsServices);
   if (hosts.length === 0) return { code: 'no_service_host', reason: 'no node hosts services (none announced a gateway pipe)' };
-  const candidates = hosts.filter((n) => !task.excludedNodes.includes(n.nodeId));
-  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${hosts.map((n) => n.label).join(', ')})` };
+  const isolated = hosts.filter((n) => offersIsolation(task.demand.isolation, n.isolations));
+  if (isolated.length === 0) {
+    const name = isolationName(task.demand.isolation!);
+    return { code: 'isolation', reason: `no accepting node offers ${name} isolation (--isolation ${name}; a node offers gVisor once runsc is installed and registered: hivemind doctor)` };
+  }
+  const candidates = isolated.filter((n) => !task.excludedNodes.includes(n.nodeId));
+  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${isolated.map((n) => n.label).join(', ')})` };
   const needs = task.demand.data ?? [];
   if (candidates.some((n) => fits(task.demand, n.free) && dataFits(needs, n.cache))) return undefined;
   const reason = explain(task, candidates);
@@ -199,7 +210,7 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
     }
     const needs = task.demand.data ?? [];
     const ranks = all
-      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
+      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && offersIsolation(task.demand.isolation, n.isolations) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
       .map((n): NodeRank => ({
         nodeId: n.nodeId,
         sibling: task.service !== undefined && services.get(n.nodeId)!.has(task.service) ? 1 : 0,

@@ -4,7 +4,7 @@
 import { InvalidTaskError } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
 import { echoValue } from '../common/echo-value.js';
-import { TaskSpec, type ServiceRole } from './gen/hivemind/v1/common.js';
+import { Isolation, TaskSpec, type ServiceRole } from './gen/hivemind/v1/common.js';
 import { checkDataMounts } from './data-mount-rules.js';
 
 /** The bounds of a task spec. Every limit field is 0 for "the node's default". */
@@ -154,6 +154,18 @@ function checkServiceRole(role: ServiceRole, timeoutMs: number): void {
  * Throws InvalidTaskError naming the field and the limit of the first problem of `spec`, as
  * given (no trimming: the master normalizes what a user typed before it checks).
  */
+/** gVisor (runsc) as this node's Docker runs it has no GPU passthrough and no network namespace a
+ * replica's connector could enter, so a GPU task or a service replica cannot run under it. */
+function checkIsolation(spec: TaskSpec): void {
+  const iso = spec.isolation;
+  if (iso !== Isolation.ISOLATION_UNSPECIFIED && iso !== Isolation.ISOLATION_RUNC && iso !== Isolation.ISOLATION_GVISOR) {
+    throw new InvalidTaskError(`spec.isolation ${echoValue(String(iso))} is not a known isolation: runc (1) or gvisor (2)`);
+  }
+  if (iso !== Isolation.ISOLATION_GVISOR) return;
+  if ((spec.limits?.gpus ?? 0) > 0) throw new InvalidTaskError('spec.isolation gvisor with spec.limits.gpus: gVisor tasks get no GPU; drop --gpus or --isolation gvisor');
+  if (spec.service) throw new InvalidTaskError('spec.isolation gvisor on a service replica: replicas run under runc (their port is reached through the container\'s network namespace)');
+}
+
 export function checkTaskSpec(spec: TaskSpec): void {
   checkImageReference(spec.image);
   checkCommand(spec.command);
@@ -169,6 +181,7 @@ export function checkTaskSpec(spec: TaskSpec): void {
   checkCount('spec.max_output_bytes', spec.maxOutputBytes, 1, SPEC_LIMITS.maxOutputBytes, formatBytes);
   checkDataMounts(spec.data ?? []);
   if (spec.service) checkServiceRole(spec.service, l?.timeoutMs ?? 0);
+  checkIsolation(spec);
   // Last: the fields are then known to be encodable (the encoder throws on a fractional uint32).
   const size = TaskSpec.encode(spec).finish().length;
   if (size > SPEC_LIMITS.maxSpecBytes) {

@@ -16,6 +16,51 @@ export const protobufFileName = "hivemind/v1/common.proto";
  * Times are milliseconds since the Unix epoch (uint64); sizes are bytes.
  */
 
+/**
+ * The container runtime a task runs under (docs/security.md). gVisor (Docker's `runsc` runtime)
+ * puts a user-space kernel between the task and the host's: a node offers it only when runsc is
+ * registered with its Docker and starts a container (NodeFacts.isolations).
+ */
+export enum Isolation {
+  /** ISOLATION_UNSPECIFIED - today's behaviour: runc */
+  ISOLATION_UNSPECIFIED = 0,
+  ISOLATION_RUNC = 1,
+  ISOLATION_GVISOR = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function isolationFromJSON(object: any): Isolation {
+  switch (object) {
+    case 0:
+    case "ISOLATION_UNSPECIFIED":
+      return Isolation.ISOLATION_UNSPECIFIED;
+    case 1:
+    case "ISOLATION_RUNC":
+      return Isolation.ISOLATION_RUNC;
+    case 2:
+    case "ISOLATION_GVISOR":
+      return Isolation.ISOLATION_GVISOR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Isolation.UNRECOGNIZED;
+  }
+}
+
+export function isolationToJSON(object: Isolation): string {
+  switch (object) {
+    case Isolation.ISOLATION_UNSPECIFIED:
+      return "ISOLATION_UNSPECIFIED";
+    case Isolation.ISOLATION_RUNC:
+      return "ISOLATION_RUNC";
+    case Isolation.ISOLATION_GVISOR:
+      return "ISOLATION_GVISOR";
+    case Isolation.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export enum DataKind {
   DATA_KIND_UNSPECIFIED = 0,
   /** DATA_KIND_FILE - the bytes of one file */
@@ -324,7 +369,11 @@ export interface TaskSpec {
   /** data sets mounted read-only (see DataMount) */
   data: DataMount[];
   /** set on a service's replicas only (see ServiceRole) */
-  service?: ServiceRole | undefined;
+  service?:
+    | ServiceRole
+    | undefined;
+  /** the container runtime the task needs; absent/UNSPECIFIED = runc (optional: older specs and literals need not name it) */
+  isolation?: Isolation | undefined;
 }
 
 export interface TaskSpec_EnvEntry {
@@ -550,6 +599,8 @@ export interface NodeFacts {
   labels: Map<string, string>;
   workerVersion: string;
   maxTasks: number;
+  /** the runtimes this node runs tasks under; empty = runc only (older nodes) */
+  isolations: Isolation[];
 }
 
 export interface NodeFacts_LabelsEntry {
@@ -792,7 +843,16 @@ export const ResourceLimits: MessageFns<ResourceLimits> = {
 };
 
 function createBaseTaskSpec(): TaskSpec {
-  return { image: "", command: [], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], service: undefined };
+  return {
+    image: "",
+    command: [],
+    env: new Map(),
+    limits: undefined,
+    maxOutputBytes: 0,
+    data: [],
+    service: undefined,
+    isolation: undefined,
+  };
 }
 
 export const TaskSpec: MessageFns<TaskSpec> = {
@@ -817,6 +877,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.service !== undefined) {
       ServiceRole.encode(message.service, writer.uint32(58).fork()).join();
+    }
+    if (message.isolation !== undefined) {
+      writer.uint32(64).int32(message.isolation);
     }
     return writer;
   },
@@ -893,6 +956,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.service = ServiceRole.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.isolation = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -926,6 +997,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : 0,
       data: globalThis.Array.isArray(object?.data) ? object.data.map((e: any) => DataMount.fromJSON(e)) : [],
       service: isSet(object.service) ? ServiceRole.fromJSON(object.service) : undefined,
+      isolation: isSet(object.isolation) ? isolationFromJSON(object.isolation) : undefined,
     };
   },
 
@@ -955,6 +1027,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.service !== undefined) {
       obj.service = ServiceRole.toJSON(message.service);
     }
+    if (message.isolation !== undefined) {
+      obj.isolation = isolationToJSON(message.isolation);
+    }
     return obj;
   },
 
@@ -982,6 +1057,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     message.service = (object.service !== undefined && object.service !== null)
       ? ServiceRole.fromPartial(object.service)
       : undefined;
+    message.isolation = object.isolation ?? undefined;
     return message;
   },
 };
@@ -3124,6 +3200,7 @@ function createBaseNodeFacts(): NodeFacts {
     labels: new Map(),
     workerVersion: "",
     maxTasks: 0,
+    isolations: [],
   };
 }
 
@@ -3167,6 +3244,13 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     }
     if (message.maxTasks !== 0) {
       writer.uint32(104).uint32(message.maxTasks);
+    }
+    if (message.isolations.length !== 0) {
+      writer.uint32(114).fork();
+      for (const v of message.isolations) {
+        writer.int32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -3291,6 +3375,24 @@ export const NodeFacts: MessageFns<NodeFacts> = {
             message.maxTasks = reader.uint32();
             continue;
           }
+          case 14: {
+            if (tag === 112) {
+              message.isolations.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 114) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.isolations.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3360,6 +3462,9 @@ export const NodeFacts: MessageFns<NodeFacts> = {
         : isSet(object.max_tasks)
         ? globalThis.Number(object.max_tasks)
         : 0,
+      isolations: globalThis.Array.isArray(object?.isolations)
+        ? object.isolations.map((e: any) => isolationFromJSON(e))
+        : [],
     };
   },
 
@@ -3407,6 +3512,9 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     if (message.maxTasks !== 0) {
       obj.maxTasks = Math.round(message.maxTasks);
     }
+    if (message.isolations?.length) {
+      obj.isolations = message.isolations.map((e) => isolationToJSON(e));
+    }
     return obj;
   },
 
@@ -3436,6 +3544,7 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     })();
     message.workerVersion = object.workerVersion ?? "";
     message.maxTasks = object.maxTasks ?? 0;
+    message.isolations = object.isolations?.map((e) => e) || [];
     return message;
   },
 };
