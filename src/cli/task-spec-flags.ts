@@ -6,7 +6,8 @@ import { ConfigError } from '../common/errors.js';
 import { parseDuration, parseSize } from '../common/units.js';
 import { DataClient } from '../client/data-client.js';
 import { checkMountPath } from '../protocol/data-mount-rules.js';
-import type { DataMount, TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import type { DataMount, Isolation, TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { ISOLATION_NAMES, isIsolationName, isolationOf } from '../protocol/isolation-rules.js';
 import { DATA_FLAG_FORM, parseDataFlag, type DataFlag } from './data-mount-flag.js';
 
 /** The raw values of the container flags, as commander hands them over. */
@@ -20,6 +21,8 @@ export interface SpecFlags {
   /** Batch tasks only (submit). */
   timeout?: string;
   maxOutput?: string;
+  /** Batch tasks only: runc or gvisor. */
+  isolation?: string;
 }
 
 const repeat = (v: string, acc: string[]) => [...acc, v];
@@ -77,7 +80,13 @@ export function buildSpec(image: string, command: string[], o: SpecFlags): TaskS
     },
     maxOutputBytes: o.maxOutput ? parseSize(o.maxOutput, '--max-output') : 0,
     data: [],
+    ...(o.isolation !== undefined ? { isolation: parseIsolationFlag(o.isolation) } : {}),
   };
+}
+
+function parseIsolationFlag(v: string): Isolation {
+  if (!isIsolationName(v)) throw new ConfigError(`--isolation: "${v}" is not one of ${ISOLATION_NAMES.join(', ')}`);
+  return isolationOf(v);
 }
 
 /** The --data flags parsed, their container paths checked before any name is looked up. */

@@ -18,7 +18,8 @@ export function batchTaskOptions(cmd: Command): Command {
   return cmd
     .option('--timeout <duration>', 'wall-clock limit (e.g. 10m)')
     .option('--max-output <size>', 'cap on /output (e.g. 1g)')
-    .option('--input <dir>', 'directory to send as /input');
+    .option('--input <dir>', 'directory to send as /input')
+    .option('--isolation <runc|gvisor>', 'the runtime the task needs: gvisor places it only on nodes offering gVisor (hivemind nodes), runc only on nodes running runc; default: any node');
 }
 
 export interface BatchFlags extends SpecFlags {

@@ -11,6 +11,7 @@ import { compileWorkerSettings, type CompiledWorkerSettings } from './worker-set
 import { stripBrackets } from '../common/address.js';
 import { compileSection, zBool, zMasterList, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { CONTROL_CHARACTERS } from '../protocol/node-limits.js';
+import { ISOLATION_NAMES, type IsolationName } from '../protocol/isolation-rules.js';
 
 const schema = z
   .object({
@@ -77,6 +78,12 @@ const schema = z
     services: zBool.optional(),
     /** Take exec sessions into this node's tasks (`hivemind exec`). Default WORKER_DEFAULTS.exec, applied by compileWorkerSettings. */
     exec: zBool.optional(),
+    /**
+     * runc: tasks run under runc, and gVisor is offered as well when runsc works here (a task
+     * asks for it with --isolation gvisor). gvisor: every task runs under gVisor, tasks that ask
+     * for runc are refused, no service replicas; the worker does not start without a working runsc.
+     */
+    isolation: z.enum(ISOLATION_NAMES as [IsolationName, ...IsolationName[]]).default(WORKER_DEFAULTS.isolation),
   })
   .strict();
 
@@ -114,6 +121,7 @@ const fields: Record<string, FieldSource> = {
   gatewayPort: { env: 'HIVEMIND_GATEWAY_PORT', flag: 'gatewayPort' },
   services: { env: 'HIVEMIND_SERVICES', flag: 'services' },
   exec: { env: 'HIVEMIND_EXEC', flag: 'exec' },
+  isolation: { env: 'HIVEMIND_ISOLATION', flag: 'isolation' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {

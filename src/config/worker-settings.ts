@@ -8,6 +8,7 @@ import { ConfigError } from '../common/errors.js';
 import { defaultBackoff, type BackoffOptions } from '../common/backoff.js';
 import { WORKER_DEFAULTS } from './defaults.js';
 import { workerSpoolDir } from './paths.js';
+import { Isolation } from '../protocol/gen/hivemind/v1/common.js';
 
 const D = WORKER_DEFAULTS;
 
@@ -63,6 +64,11 @@ export interface WorkerSettings {
   services?: boolean | undefined;
   /** Whether this node takes exec sessions into its running tasks (`hivemind exec`). */
   exec?: boolean | undefined;
+  /**
+   * The isolations this node offers (NodeFacts.isolations): decided at start from --isolation and
+   * whether gVisor works here (runtime/isolation-choice.ts). Default: runc only.
+   */
+  isolations?: readonly Isolation[] | undefined;
 }
 
 /** Compiled: the same names, every default applied. Undefined where "not set" has a meaning of its own. */
@@ -93,6 +99,7 @@ export interface CompiledWorkerSettings {
   gatewayPort: number;
   services: boolean;
   exec: boolean;
+  isolations: readonly Isolation[];
 }
 
 function positive(name: string, v: number | undefined, dflt: number, integer = false): number {
@@ -144,5 +151,6 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
     gatewayPort,
     services: raw.services ?? D.services,
     exec: raw.exec ?? D.exec,
+    isolations: raw.isolations?.length ? [...raw.isolations] : [Isolation.ISOLATION_RUNC],
   };
 }

@@ -9,6 +9,10 @@ import { errorMessage } from '../common/errors.js';
 import { LoopOutputVolumes, OUTPUT_FS_FIX, outputFsDir } from '../runtime/output-volume.js';
 import { ALLOW_UNBOUNDED_OUTPUT_OPT_IN, UNBOUNDED_OUTPUT_MEANS } from '../runtime/output-volume-policy.js';
 import { servicesSupported } from '../runtime/netns-connector.js';
+import { silentLogger } from '../common/logger.js';
+import { DockerEngine } from '../runtime/docker-engine.js';
+import { ensureDevImage } from '../runtime/dev-image.js';
+import { GVISOR_FIX, probeGvisor, type GvisorProbe } from '../runtime/gvisor.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -30,6 +34,8 @@ export interface DoctorProbes {
   outputFs(dir: string): Promise<string | undefined>;
   /** Why this host cannot reach a service replica's port (nsenter, root); undefined when it can. */
   services(): Promise<string | undefined>;
+  /** Whether tasks can run under gVisor here: runsc registered with Docker and a container starting under it. */
+  gvisor(): Promise<GvisorProbe>;
   nodeVersion(): string;
 }
 
@@ -70,6 +76,10 @@ export const systemProbes: DoctorProbes = {
   async services() {
     const r = await servicesSupported();
     return r.ok ? undefined : r.reason;
+  },
+  async gvisor() {
+    const engine = DockerEngine.create();
+    return probeGvisor(engine, () => ensureDevImage(engine, silentLogger()));
   },
   nodeVersion: () => process.version,
 };
@@ -174,6 +184,17 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
           status: 'warn',
           detail: `cannot host service replicas (${noServices}): the worker offers no gateway pipe and gets none; batch tasks are not affected`,
           fix: 'run the worker as root with nsenter installed (apt-get install util-linux); a worker in a container needs --pid=host and CAP_SYS_ADMIN',
+        },
+  );
+  const gvisor = await probes.gvisor();
+  results.push(
+    gvisor.usable
+      ? { name: 'gvisor', status: 'ok', detail: `${gvisor.detail}: the node offers gVisor isolation (--isolation gvisor runs every task under it)` }
+      : {
+          name: 'gvisor',
+          status: 'warn',
+          detail: `not usable (${gvisor.reason}): the node offers runc only, and \`worker start --isolation gvisor\` refuses to start`,
+          fix: GVISOR_FIX,
         },
   );
   return results;

@@ -58,10 +58,11 @@ function probeConfig(image: string): ContainerCreateConfig {
 }
 
 /**
- * Checks gVisor on `engine`, starting `true` from `image` (a local image: the dev image
- * hivemind/busybox:1) under runsc with a task's lock-down. Never throws: a failure is the reason.
+ * Checks gVisor on `engine`, starting `true` from `image()` (a local image: the dev image
+ * hivemind/busybox:1, asked for only once runsc is registered, so a node without gVisor builds no
+ * image) under runsc with a task's lock-down. Never throws: a failure is the reason.
  */
-export async function probeGvisor(engine: ContainerEngine, image: string, signal?: AbortSignal): Promise<GvisorProbe> {
+export async function probeGvisor(engine: ContainerEngine, image: () => Promise<string>, signal?: AbortSignal): Promise<GvisorProbe> {
   let runtimes: string[];
   try {
     runtimes = await engine.runtimes(signal);
@@ -73,9 +74,15 @@ export async function probeGvisor(engine: ContainerEngine, image: string, signal
   }
   const timeout = AbortSignal.timeout(PROBE_TIMEOUT_MS);
   const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
+  let ref: string;
+  try {
+    ref = await image();
+  } catch (err) {
+    return { usable: false, reason: `no local image to try runtime "${GVISOR_RUNTIME}" with: ${errorMessage(err)}` };
+  }
   let id: string | undefined;
   try {
-    id = await engine.createContainer(probeConfig(image), both);
+    id = await engine.createContainer(probeConfig(ref), both);
     await engine.startContainer(id, both);
     const exit = await engine.waitContainer(id, both);
     if (exit.statusCode !== 0) return { usable: false, reason: `a trivial container under ${GVISOR_RUNTIME} exited with code ${exit.statusCode}${exit.error ? ` (${exit.error})` : ''}` };

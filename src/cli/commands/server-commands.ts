@@ -143,6 +143,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--no-services', 'host no service replicas: no gateway pipe, replica assignments refused (env HIVEMIND_SERVICES=false)')
     .option('--exec', 'take exec sessions into this node\'s running tasks (the default)')
     .option('--no-exec', 'refuse every exec session into this node\'s tasks, saying so (env HIVEMIND_EXEC=false)')
+    .option('--isolation <runc|gvisor>', 'runc (default): tasks run under runc, gVisor offered too when runsc works here; gvisor: every task under gVisor, runc tasks refused, no service replicas (env HIVEMIND_ISOLATION)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .option('--log-file <path>', 'write the log to this file (rotated at 16 MiB) instead of stderr')
     .action(async (o) => {
