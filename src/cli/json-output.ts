@@ -19,7 +19,7 @@ function dataMountJson(d: DataMount) {
 }
 
 function specJson(s: TaskSpec) {
-  return { ...s, env: mapJson(s.env), data: s.data.map(dataMountJson) };
+  return { ...s, env: mapJson(s.env), data: s.data.map(dataMountJson), ...(s.isolation ? { isolation: isolationName(s.isolation) } : {}) };
 }
 
 function outcomeJson(o: TaskOutcome) {

@@ -157,7 +157,7 @@ function checkServiceRole(role: ServiceRole, timeoutMs: number): void {
 /** gVisor (runsc) as this node's Docker runs it has no GPU passthrough and no network namespace a
  * replica's connector could enter, so a GPU task or a service replica cannot run under it. */
 function checkIsolation(spec: TaskSpec): void {
-  const iso = spec.isolation;
+  const iso = spec.isolation ?? Isolation.ISOLATION_UNSPECIFIED;
   if (iso !== Isolation.ISOLATION_UNSPECIFIED && iso !== Isolation.ISOLATION_RUNC && iso !== Isolation.ISOLATION_GVISOR) {
     throw new InvalidTaskError(`spec.isolation ${echoValue(String(iso))} is not a known isolation: runc (1) or gvisor (2)`);
   }
