@@ -6,7 +6,7 @@ import type { TaskExecution } from '../worker/contracts.js';
 import type { ContainerCreateConfig } from './container-engine.js';
 import { taskLabels } from './labels.js';
 import { Isolation } from '../protocol/gen/hivemind/v1/common.js';
-import { GVISOR_RUNTIME } from './gvisor.js';
+import { GVISOR_RUNTIME, gvisorPidsLimit } from './gvisor.js';
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
 /** What a task gets when its spec leaves a limit at 0. */
@@ -166,7 +166,11 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
   if (spec.command.length > 0) config.Cmd = [...spec.command];
   // Same lock-down under gVisor: runsc honours every option above (each proven in
   // test/integration/gvisor-runner.test.ts); it adds a user-space kernel in front of the host's.
-  if ((spec.isolation || defaults.isolation) === Isolation.ISOLATION_GVISOR) config.HostConfig.Runtime = GVISOR_RUNTIME;
+  if ((spec.isolation || defaults.isolation) === Isolation.ISOLATION_GVISOR) {
+    config.HostConfig.Runtime = GVISOR_RUNTIME;
+    // The host's pids cgroup counts the sandbox's threads, not the task's processes (gvisorPidsLimit).
+    config.HostConfig.PidsLimit = gvisorPidsLimit(limits.pids);
+  }
   if (limits.gpus > 0) {
     config.HostConfig.DeviceRequests = [{ Driver: 'nvidia', DeviceIDs: exec.gpuIndexes.map(String), Capabilities: [['gpu']] }];
   }

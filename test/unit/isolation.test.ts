@@ -96,7 +96,8 @@ test('container config: runsc for a gVisor task or on a gVisor-only node, the sa
   const gv = buildContainerConfig(exec({ isolation: GVISOR }), 'n');
   assert.equal(runc.HostConfig.Runtime, undefined);
   assert.equal(gv.HostConfig.Runtime, 'runsc');
-  assert.deepEqual({ ...gv.HostConfig, Runtime: undefined }, { ...runc.HostConfig, Runtime: undefined }, 'every other option is the same');
+  assert.deepEqual({ ...gv.HostConfig, Runtime: undefined, PidsLimit: 0 }, { ...runc.HostConfig, Runtime: undefined, PidsLimit: 0 }, 'every other option is the same');
+  assert.equal(gv.HostConfig.PidsLimit, 64 + 8 * runc.HostConfig.PidsLimit, 'the sandbox\'s host threads: its own plus about 8 per process of the task');
   assert.equal(buildContainerConfig(exec({}), 'n', { ...RUNNER_DEFAULTS, isolation: GVISOR }).HostConfig.Runtime, 'runsc');
 });
 
