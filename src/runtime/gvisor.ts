@@ -53,7 +53,7 @@ function probeConfig(image: string): ContainerCreateConfig {
       NanoCpus: 500_000_000,
       Memory: 64 * 1024 ** 2,
       MemorySwap: 64 * 1024 ** 2,
-      PidsLimit: 16,
+      PidsLimit: gvisorPidsLimit(4),
       Runtime: GVISOR_RUNTIME,
       NetworkMode: 'none',
       ReadonlyRootfs: true,
