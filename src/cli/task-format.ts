@@ -88,6 +88,7 @@ export function formatTask(t: TaskInfo): string {
     `node      ${t.nodeId || '-'}`,
     `attempt   ${t.attempt}/${t.maxAttempts}`,
   ];
+  if (t.spec?.isolation) lines.push(`isolation ${isolationName(t.spec.isolation)}`);
   for (const m of t.spec?.data ?? []) lines.push(`data      ${describeDataMount(m)}`);
   if (t.state === TaskState.TASK_STATE_QUEUED && t.queueReason) lines.push(`waiting   ${t.queueReason}`);
   if (t.state === TaskState.TASK_STATE_ACCEPTED && t.dataProgress) lines.push(`fetching data: ${describeDataProgress(t.dataProgress)}`);

@@ -13,7 +13,8 @@ import { buildContainerConfig, RUNNER_DEFAULTS } from '../../src/runtime/contain
 import { compileWorkerConfig } from '../../src/config/worker-config.js';
 import { validateRegistration } from '../../src/master/node-input-validation.js';
 import { buildSpec } from '../../src/cli/task-spec-flags.js';
-import { offeredIsolations } from '../../src/cli/task-format.js';
+import { formatTask, offeredIsolations } from '../../src/cli/task-format.js';
+import { TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
 import { InvalidTaskError } from '../../src/common/errors.js';
 import type { TaskExecution } from '../../src/worker/contracts.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
@@ -82,6 +83,8 @@ test('CLI: --isolation on submit/run sets the spec; nodes list what they offer',
   assert.equal(offeredIsolations([RUNC, GVISOR]), 'runc,gvisor');
   assert.equal(offeredIsolations([]), 'runc');
   assert.equal(isolationName(ANY), 'runc');
+  assert.match(formatTask(TaskInfo.fromPartial({ taskId: 't', spec: { image: 'x', isolation: GVISOR } })), /^isolation gvisor$/m);
+  assert.doesNotMatch(formatTask(TaskInfo.fromPartial({ taskId: 't', spec: { image: 'x' } })), /isolation/);
 });
 
 function exec(spec: Partial<TaskSpec>): TaskExecution {
