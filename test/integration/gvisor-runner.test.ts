@@ -174,3 +174,21 @@ test('gVisor: logs are captured, stdout and stderr apart; the tail keeps the end
   assert.equal(logs.stdout.split('\n').length, 5001);
   assert.equal(logs.stderr, 'to-err\n');
 });
+
+test('gVisor: the task sees gVisor\'s kernel, not the host\'s: its own processes only, no Docker socket, no host devices', async (t) => {
+  if (!requireGvisor(t)) return;
+  const hostKernel = (await import('node:os')).release();
+  const { result, logs } = await runGvisor({
+    command: sh('uname -r; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo procs=$n; ls /var/run/docker.sock 2>/dev/null && echo DOCKER-SOCKET; ls /dev/sda /dev/vda /dev/nvme0n1 2>/dev/null && echo HOST-DISK; cat /proc/1/cmdline | tr "\\0" " "; echo'),
+  });
+  assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
+  const [kernel] = logs.stdout.split('\n');
+  const procs = Number(/procs=(\d+)/.exec(logs.stdout)?.[1]);
+  // Anchored: PID 1's command line (printed last) holds these words too.
+  const escaped = kernel === hostKernel || /^(DOCKER-SOCKET|HOST-DISK)$/m.test(logs.stdout) || !(procs <= 4);
+  recordHostile('gVisor task: see the host kernel, processes, Docker socket or disks', escaped);
+  assert.notEqual(kernel, hostKernel, `the task's kernel (${kernel}) is gVisor's, not the host's`);
+  assert.doesNotMatch(logs.stdout, /^(DOCKER-SOCKET|HOST-DISK)$/m);
+  assert.ok(procs <= 4, `only the task's own processes: ${logs.stdout}`);
+  assert.match(logs.stdout, /sh -c uname/, 'PID 1 is the task itself');
+});
