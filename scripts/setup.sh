@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # 1. Debian packages (only what is missing).
-pkgs=(docker.io protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck tmux postgresql)
+pkgs=(docker.io runsc protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck tmux postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -56,6 +56,17 @@ if [ "$(hm_node_major)" -lt 22 ]; then
   source scripts/node-env.sh
 fi
 log "node $(node --version)"
+
+# 3b. gVisor: Debian's runsc registered as a Docker runtime with --network=none (without it every
+#     start fails: "cannot run with network enabled in root network namespace"). Merged into an
+#     existing daemon.json, other keys kept; dockerd reloads it on SIGHUP (never restarted: other
+#     containers keep running).
+if [ "$(node scripts/register-runsc.mjs /etc/docker/daemon.json "$(command -v runsc)")" = changed ]; then
+  log "registered runsc in /etc/docker/daemon.json; reloading dockerd (SIGHUP)"
+  $SUDO kill -HUP "$(pidof dockerd)"
+  for _ in $(seq 1 30); do docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"' && break; sleep 1; done
+  docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || { echo "dockerd did not pick up the runsc runtime after SIGHUP; see /etc/docker/daemon.json" >&2; exit 1; }
+fi
 
 # 4. Dependencies and build.
 stamp=node_modules/.hivemind-node-version

@@ -7,6 +7,7 @@ import type { NodeInfo, TaskEvent, TaskInfo } from '../protocol/gen/hivemind/v1/
 import type { DataMount, TaskOutcome, TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { dataKindName } from './service-format.js';
 import { outcomeName, stateName } from './task-format.js';
+import { isolationName } from '../protocol/isolation-rules.js';
 
 function mapJson<V>(m: Map<string, V>): Record<string, V> {
   // Object.fromEntries defines own properties: a key named __proto__ survives (see proto-json.ts).
@@ -18,7 +19,7 @@ function dataMountJson(d: DataMount) {
 }
 
 function specJson(s: TaskSpec) {
-  return { ...s, env: mapJson(s.env), data: s.data.map(dataMountJson) };
+  return { ...s, env: mapJson(s.env), data: s.data.map(dataMountJson), ...(s.isolation ? { isolation: isolationName(s.isolation) } : {}) };
 }
 
 function outcomeJson(o: TaskOutcome) {
@@ -43,5 +44,5 @@ export function taskJson(t: TaskInfo) {
 
 /** A node as `nodes --json` prints each one. */
 export function nodeJson(n: NodeInfo) {
-  return { ...n, facts: n.facts && { ...n.facts, labels: mapJson(n.facts.labels) } };
+  return { ...n, facts: n.facts && { ...n.facts, labels: mapJson(n.facts.labels), isolations: n.facts.isolations.map(isolationName) } };
 }

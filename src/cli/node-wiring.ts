@@ -28,6 +28,7 @@ import { DockerEgressNetworks, prepareEgress, type EgressAttachment } from '../r
 import { ExecIptables } from '../runtime/egress-firewall.js';
 import Docker from 'dockerode';
 import { detectHostPaths } from '../runtime/host-paths.js';
+import { detectIsolations } from '../runtime/isolation-choice.js';
 import { LoopOutputVolumes, outputFsDir } from '../runtime/output-volume.js';
 import { chooseOutputVolumes } from '../runtime/output-volume-policy.js';
 import { Worker } from '../worker/worker.js';
@@ -56,14 +57,20 @@ export interface CreateWorkerOptions {
   dev?: boolean;
 }
 
-export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: ContainerEngine = DockerEngine.create(), opts: CreateWorkerOptions = {}): Promise<WorkerNode> {
-  ensureDataDir(cfg.dataDir);
-  await assertNotRemoved(cfg.dataDir);
+export async function createWorker(given: WorkerConfig, logger: Logger, engine: ContainerEngine = DockerEngine.create(), opts: CreateWorkerOptions = {}): Promise<WorkerNode> {
+  ensureDataDir(given.dataDir);
+  await assertNotRemoved(given.dataDir);
+  // Before anything is set up: with --isolation gvisor and no working runsc the node does not start.
+  const isolation = await detectIsolations(given.isolation, engine, logger.child({ component: 'isolation' }));
+  if (given.isolation === 'gvisor' && given.services) logger.info('no service replicas under --isolation gvisor (a replica\'s port is reached in its network namespace, which gVisor keeps to itself)');
+  let cfg: WorkerConfig = { ...given, isolations: isolation.offered, ...(given.isolation === 'gvisor' ? { services: false } : {}) };
   const outputVolumes = await chooseOutputVolumes(new LoopOutputVolumes(outputFsDir(cfg.dataDir)), opts.dev ? 'dev' : cfg.allowUnboundedOutput ? 'allowed' : 'refuse', logger);
   let worker: Worker | undefined;
   // A worker in its own container names its data sets to Docker by their host paths.
   const hostPath = await detectHostPaths(engine, logger.child({ component: 'runner' }));
-  const egress = cfg.allowEgress ? await offerEgress(cfg, logger.child({ component: 'egress' })) : undefined;
+  // Under --isolation gvisor every task runs under runsc, which has no network here: no egress.
+  if (cfg.allowEgress && cfg.isolation === 'gvisor') logger.warn('--allow-egress is ignored under --isolation gvisor: gVisor tasks get no network (runsc runs with --network=none)');
+  const egress = cfg.allowEgress && cfg.isolation !== 'gvisor' ? await offerEgress(cfg, logger.child({ component: 'egress' })) : undefined;
   cfg = { ...cfg, allowsEgress: egress !== undefined };
   // Set once the store is open, which is before any task can arrive.
   let imageUses: ImageUseRecorder | undefined;
@@ -73,7 +80,7 @@ export async function createWorker(cfg: WorkerConfig, logger: Logger, engine: Co
       // the node id is known once the worker has registered, before any task arrives
       nodeId: () => worker?.nodeId ?? 'unregistered',
       spoolDir: cfg.spoolDir,
-      defaults: { ...RUNNER_DEFAULTS, maxOutputBytes: cfg.maxOutput },
+      defaults: { ...RUNNER_DEFAULTS, maxOutputBytes: cfg.maxOutput, isolation: isolation.runDefault },
       images: { pulled: (image) => imageUses?.pulled(image), used: (image) => imageUses?.used(image) },
       outputVolumes,
       ...(hostPath ? { hostPath } : {}),

@@ -1,7 +1,8 @@
 // Human-readable rendering of tasks and nodes for the CLI (the --json output: json-output.ts).
 // Every string from the master (names, images, messages, reasons) may come from a hostile node or
 // client: it is passed through terminalSafe before it reaches the operator's terminal.
-import { DataKind, OutcomeKind, TaskNetwork, TaskState, type DataMount, type DataProgress, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import { DataKind, OutcomeKind, TaskNetwork, TaskState, type DataMount, type DataProgress, type Isolation, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import { isolationName } from '../protocol/isolation-rules.js';
 import type { NodeInfo, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 import { formatBytes, formatDuration } from '../common/units.js';
 import { terminalSafe } from './terminal-text.js';
@@ -87,6 +88,7 @@ export function formatTask(t: TaskInfo): string {
     `node      ${t.nodeId || '-'}`,
     `attempt   ${t.attempt}/${t.maxAttempts}`,
   ];
+  if (t.spec?.isolation) lines.push(`isolation ${isolationName(t.spec.isolation)}`);
   for (const m of t.spec?.data ?? []) lines.push(`data      ${describeDataMount(m)}`);
   if (t.spec?.network === TaskNetwork.TASK_NETWORK_EGRESS) {
     const o = t.outcome;
@@ -104,9 +106,14 @@ export function formatTask(t: TaskInfo): string {
   return lines.map((l) => terminalSafe(l)).join('\n');
 }
 
+/** A node's isolations as listed: "runc,gvisor"; a node that says none (older) runs runc only. */
+export function offeredIsolations(isolations: readonly Isolation[] | undefined): string {
+  return isolations?.length ? isolations.map(isolationName).join(',') : 'runc';
+}
+
 export function formatNodeTable(nodes: NodeInfo[]): string {
   if (nodes.length === 0) return 'no nodes';
-  const rows = [['NODE', 'NAME', 'STATUS', 'CPUS', 'MEMORY', 'GPUS', 'EGRESS', 'TASKS', 'LAST SEEN']];
+  const rows = [['NODE', 'NAME', 'STATUS', 'CPUS', 'MEMORY', 'GPUS', 'ISOLATION', 'EGRESS', 'TASKS', 'LAST SEEN']];
   for (const n of nodes) {
     rows.push([
       n.nodeId,
@@ -115,6 +122,7 @@ export function formatNodeTable(nodes: NodeInfo[]): string {
       String(n.facts?.cpuCores ?? 0),
       formatBytes(n.facts?.memoryBytes ?? 0),
       String(n.facts?.gpus.length ?? 0),
+      offeredIsolations(n.facts?.isolations),
       n.facts?.allowsEgress ? 'yes' : 'no',
       String(n.taskIds.length),
       n.lastSeenMs ? new Date(n.lastSeenMs).toISOString() : '-',

@@ -6,7 +6,8 @@ import { ConfigError } from '../common/errors.js';
 import { parseDuration, parseSize } from '../common/units.js';
 import { DataClient } from '../client/data-client.js';
 import { checkMountPath } from '../protocol/data-mount-rules.js';
-import { TaskNetwork, type DataMount, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskNetwork, type DataMount, type Isolation, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { ISOLATION_NAMES, isIsolationName, isolationOf } from '../protocol/isolation-rules.js';
 import { DATA_FLAG_FORM, parseDataFlag, type DataFlag } from './data-mount-flag.js';
 
 /** The raw values of the container flags, as commander hands them over. */
@@ -21,6 +22,8 @@ export interface SpecFlags {
   timeout?: string;
   maxOutput?: string;
   network?: string;
+  /** Batch tasks only: runc or gvisor. */
+  isolation?: string;
 }
 
 /** --network: absent or `none` keeps today's no-network task; `egress` asks for the internet only. */
@@ -86,7 +89,13 @@ export function buildSpec(image: string, command: string[], o: SpecFlags): TaskS
     maxOutputBytes: o.maxOutput ? parseSize(o.maxOutput, '--max-output') : 0,
     data: [],
     network: parseNetworkFlag(o.network),
+    ...(o.isolation !== undefined ? { isolation: parseIsolationFlag(o.isolation) } : {}),
   };
+}
+
+function parseIsolationFlag(v: string): Isolation {
+  if (!isIsolationName(v)) throw new ConfigError(`--isolation: "${v}" is not one of ${ISOLATION_NAMES.join(', ')}`);
+  return isolationOf(v);
 }
 
 /** The --data flags parsed, their container paths checked before any name is looked up. */

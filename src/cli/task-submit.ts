@@ -19,7 +19,8 @@ export function batchTaskOptions(cmd: Command): Command {
     .option('--timeout <duration>', 'wall-clock limit (e.g. 10m)')
     .option('--max-output <size>', 'cap on /output (e.g. 1g)')
     .option('--input <dir>', 'directory to send as /input')
-    .option('--network <none|egress>', 'none (default): no network; egress: the internet only, on a node started with --allow-egress');
+    .option('--network <none|egress>', 'none (default): no network; egress: the internet only, on a node started with --allow-egress')
+    .option('--isolation <runc|gvisor>', 'the runtime the task needs: gvisor places it only on nodes offering gVisor (hivemind nodes), runc only on nodes running runc; default: any node');
 }
 
 export interface BatchFlags extends SpecFlags {

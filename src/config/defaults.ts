@@ -133,6 +133,8 @@ export const WORKER_DEFAULTS = {
   gatewayPort: 7947,
   /** Whether this node hosts service replicas (off: no gateway pipe, replica assignments refused). */
   services: true,
+  /** --isolation: runc (gVisor offered too when it works here); gvisor forces every task under it. */
+  isolation: 'runc' as 'runc' | 'gvisor',
   /** Whether this node takes exec sessions into its tasks (`hivemind exec`; off: each is refused, saying so). */
   exec: true,
   /** The egress network (--allow-egress): its Docker name and its own subnet, used by nothing else on the host. */

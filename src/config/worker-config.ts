@@ -12,6 +12,7 @@ import { stripBrackets } from '../common/address.js';
 import { compileSection, zBool, zMasterList, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { CONTROL_CHARACTERS } from '../protocol/node-limits.js';
 import { parseRate } from '../runtime/egress-rate.js';
+import { ISOLATION_NAMES, type IsolationName } from '../protocol/isolation-rules.js';
 
 const schema = z
   .object({
@@ -102,6 +103,12 @@ const schema = z
       .optional(),
     /** The egress network's Docker name (bridge and iptables chains are derived from it). */
     egressNetwork: z.string().default(WORKER_DEFAULTS.egressNetwork),
+    /**
+     * runc: tasks run under runc, and gVisor is offered as well when runsc works here (a task
+     * asks for it with --isolation gvisor). gvisor: every task runs under gVisor, tasks that ask
+     * for runc are refused, no service replicas; the worker does not start without a working runsc.
+     */
+    isolation: z.enum(ISOLATION_NAMES as [IsolationName, ...IsolationName[]]).default(WORKER_DEFAULTS.isolation),
   })
   .strict();
 
@@ -144,6 +151,7 @@ const fields: Record<string, FieldSource> = {
   egressSubnet: { env: 'HIVEMIND_EGRESS_SUBNET', flag: 'egressSubnet' },
   egressNetwork: { env: 'HIVEMIND_EGRESS_NETWORK', flag: 'egressNetwork' },
   egressRate: { env: 'HIVEMIND_EGRESS_RATE', flag: 'egressRate' },
+  isolation: { env: 'HIVEMIND_ISOLATION', flag: 'isolation' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {

@@ -8,6 +8,7 @@ import { ConfigError } from '../common/errors.js';
 import { defaultBackoff, type BackoffOptions } from '../common/backoff.js';
 import { WORKER_DEFAULTS } from './defaults.js';
 import { workerSpoolDir } from './paths.js';
+import { Isolation } from '../protocol/gen/hivemind/v1/common.js';
 
 const D = WORKER_DEFAULTS;
 
@@ -65,6 +66,11 @@ export interface WorkerSettings {
   exec?: boolean | undefined;
   /** The node's egress network and firewall are in place: it takes egress tasks (NodeFacts.allows_egress). */
   allowsEgress?: boolean | undefined;
+  /**
+   * The isolations this node offers (NodeFacts.isolations): decided at start from --isolation and
+   * whether gVisor works here (runtime/isolation-choice.ts). Default: runc only.
+   */
+  isolations?: readonly Isolation[] | undefined;
 }
 
 /** Compiled: the same names, every default applied. Undefined where "not set" has a meaning of its own. */
@@ -96,6 +102,7 @@ export interface CompiledWorkerSettings {
   services: boolean;
   exec: boolean;
   allowsEgress: boolean;
+  isolations: readonly Isolation[];
 }
 
 function positive(name: string, v: number | undefined, dflt: number, integer = false): number {
@@ -148,5 +155,6 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
     services: raw.services ?? D.services,
     exec: raw.exec ?? D.exec,
     allowsEgress: raw.allowsEgress ?? false,
+    isolations: raw.isolations?.length ? [...raw.isolations] : [Isolation.ISOLATION_RUNC],
   };
 }

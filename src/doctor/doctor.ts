@@ -12,6 +12,10 @@ import { servicesSupported } from '../runtime/netns-connector.js';
 import { readFile } from 'node:fs/promises';
 import { ExecIptables } from '../runtime/egress-firewall.js';
 import { egressResolvers } from '../runtime/egress-policy.js';
+import { silentLogger } from '../common/logger.js';
+import { DockerEngine } from '../runtime/docker-engine.js';
+import { ensureDevImage } from '../runtime/dev-image.js';
+import { GVISOR_FIX, probeGvisor, type GvisorProbe } from '../runtime/gvisor.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -35,6 +39,8 @@ export interface DoctorProbes {
   services(): Promise<string | undefined>;
   /** Why this host cannot offer the egress network (--allow-egress); undefined when it can. Reads, installs nothing. */
   egress(): Promise<string | undefined>;
+  /** Whether tasks can run under gVisor here: runsc registered with Docker and a container starting under it. */
+  gvisor(): Promise<GvisorProbe>;
   nodeVersion(): string;
 }
 
@@ -86,6 +92,10 @@ export const systemProbes: DoctorProbes = {
       return errorMessage(err);
     }
     return undefined;
+  },
+  async gvisor() {
+    const engine = DockerEngine.create();
+    return probeGvisor(engine, () => ensureDevImage(engine, silentLogger()));
   },
   nodeVersion: () => process.version,
 };
@@ -201,6 +211,17 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
           status: 'warn',
           detail: `cannot offer the egress network (${noEgress}): with --allow-egress the worker refuses to start when a setting is wrong (no public resolver, a bad --egress-dns or --egress-subnet) and otherwise starts offering no egress; tasks without network are not affected`,
           fix: 'run the worker as root on a Docker that manages iptables (the default), and set --egress-dns to public resolvers when the host\'s are private (docs/egress.md)',
+        },
+  );
+  const gvisor = await probes.gvisor();
+  results.push(
+    gvisor.usable
+      ? { name: 'gvisor', status: 'ok', detail: `${gvisor.detail}: the node offers gVisor isolation (--isolation gvisor runs every task under it)` }
+      : {
+          name: 'gvisor',
+          status: 'warn',
+          detail: `not usable (${gvisor.reason}): the node offers runc only, and \`worker start --isolation gvisor\` refuses to start`,
+          fix: GVISOR_FIX,
         },
   );
   return results;

@@ -11,6 +11,7 @@ import {
   MAX_NODE_NAME_CHARS, MAX_STATE_CHARS, MAX_TASK_ID_CHARS, MAX_TASK_SLOTS, MAX_TUNNEL_FIELD_CHARS, cutReplicaText, cutUpdateMessage, heldTaskLimit,
 } from '../protocol/node-limits.js';
 import { InvalidArgumentError } from './master-errors.js';
+import { offeredIsolationsViolation } from '../protocol/isolation-rules.js';
 import { progressViolation } from '../protocol/progress-rules.js';
 
 /** A short, printable excerpt of a hostile string for an error message. */
@@ -61,6 +62,8 @@ export function validateRegistration(name: string, facts: NodeFacts): void {
   checkBytes('facts.disk_bytes', facts.diskBytes);
   checkNumber('facts.max_tasks', facts.maxTasks, 0, MAX_TASK_SLOTS);
   checkCount('facts.gpus', facts.gpus.length, MAX_GPUS, 'GPUs');
+  const isolations = offeredIsolationsViolation('facts.isolations', facts.isolations ?? []);
+  if (isolations) throw new InvalidArgumentError(isolations);
   facts.gpus.forEach((g, i) => checkGpuInfo(`facts.gpus[${i}]`, g));
   const labels = [...facts.labels];
   checkCount('facts.labels', labels.length, MAX_LABELS, 'labels');

@@ -233,6 +233,7 @@ export class NodeService {
     registry.setGateway(node.id, req.gateway && this.pipeHost(call, node, req.gateway));
     registry.setExec(node.id, req.exec);
     registry.setEgress(node.id, node.facts.allowsEgress);
+    registry.setIsolations(node.id, node.facts.isolations ?? []);
     const detach = registry.attach(node.id, {
       send: (cmd) => call.write(cmd),
       close: (err) => {

@@ -5,7 +5,7 @@
 // nodes that can take a task now, and a listener told whenever a node may have gained room.
 import type { Clock } from '../common/clock.js';
 import { nodeTimeoutMs } from '../config/defaults.js';
-import type { Capacity, DataCacheStatus, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { Capacity, DataCacheStatus, Isolation, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand } from '../protocol/gen/hivemind/v1/node.js';
 import { subtractDemand, type NodeFree, type SchedulableNode, type TaskDemand } from './scheduler.js';
 import { missingBytes, type NodeCacheView } from './data-placement.js';
@@ -45,6 +45,8 @@ interface Presence {
   exec: boolean;
   /** Its registration said it allows egress tasks (NodeFacts.allows_egress). */
   egress: boolean;
+  /** The isolations its registration offered (NodeFacts.isolations); empty: runc only. */
+  isolations: readonly Isolation[];
   /** `free` (the report) less the pending assignments; undefined while `free` is unknown. */
   eff: NodeFree | undefined;
   /** `cache` less the room and plus the digests the pending assignments will fetch. */
@@ -85,7 +87,7 @@ export class NodeRegistry {
   private entry(nodeId: string, label?: string): Presence {
     let p = this.nodes.get(nodeId);
     if (!p) {
-      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, egress: false, eff: undefined, effCache: undefined, view: undefined };
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, egress: false, isolations: [], eff: undefined, effCache: undefined, view: undefined };
       this.nodes.set(nodeId, p);
     }
     if (label && label !== p.label) {
@@ -119,7 +121,7 @@ export class NodeRegistry {
       p.eff = eff;
       p.effCache = cache;
     }
-    p.view = p.eff && { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, allowsEgress: p.egress, ...(p.effCache ? { cache: p.effCache } : {}) };
+    p.view = p.eff && { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, allowsEgress: p.egress, ...(p.isolations.length > 0 ? { isolations: p.isolations } : {}), ...(p.effCache ? { cache: p.effCache } : {}) };
     const canTake = p.online && p.sink !== undefined && p.accepting && p.eff !== undefined && p.eff.taskSlots >= 1;
     if (canTake) this.open.add(nodeId);
     else this.open.delete(nodeId);
@@ -222,6 +224,14 @@ export class NodeRegistry {
     const p = this.entry(nodeId);
     const gained = allowed && !p.egress;
     p.egress = allowed;
+    this.refresh(nodeId, p, gained);
+  }
+
+  /** The isolations the node offers, from the facts of its registration (placement reads them). */
+  setIsolations(nodeId: string, isolations: readonly Isolation[]): void {
+    const p = this.entry(nodeId);
+    const gained = isolations.some((i) => !p.isolations.includes(i));
+    p.isolations = [...isolations];
     this.refresh(nodeId, p, gained);
   }
 

@@ -1,7 +1,8 @@
 // The pure decisions of task placement: whether a demand fits a node, the order among fitting
 // nodes, why a task fits none (the queue reason), and placeTasks, one FIFO pass over a snapshot.
 import { formatBytes } from '../common/units.js';
-import { TaskNetwork, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskNetwork, type Isolation, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { isolationName, offersIsolation } from '../protocol/isolation-rules.js';
 import { dataNeedsOf, explainData, heldBytes, missingBytes, type DataNeed, type NodeCacheView } from './data-placement.js';
 
 export interface TaskDemand {
@@ -13,6 +14,8 @@ export interface TaskDemand {
   data?: readonly DataNeed[];
   /** It asked for the egress network: only a node that allows egress may run it. */
   egress?: boolean;
+  /** The isolation it asked for (--isolation); absent: any node (offersIsolation). */
+  isolation?: Isolation;
 }
 
 export interface QueuedTask {
@@ -47,6 +50,8 @@ export interface SchedulableNode {
   services?: ReadonlySet<string>;
   /** Started with --allow-egress (NodeFacts.allows_egress): it may run egress tasks. */
   allowsEgress?: boolean;
+  /** The isolations it offers (NodeFacts.isolations); absent or empty: runc only. */
+  isolations?: readonly Isolation[];
 }
 
 export interface Assignment {
@@ -67,6 +72,7 @@ export function demandOf(spec: TaskSpec): TaskDemand {
     gpus: spec.limits?.gpus ?? 0,
     data: dataNeedsOf(spec),
     ...(spec.network === TaskNetwork.TASK_NETWORK_EGRESS ? { egress: true } : {}),
+    ...(spec.isolation ? { isolation: spec.isolation } : {}),
   };
 }
 
@@ -125,7 +131,7 @@ export function dataFits(needs: readonly DataNeed[], cache: NodeCacheView | unde
 
 /** Why a queued task waits, as a stable code (metrics) and the sentence shown to the user. */
 export type QueueReasonCode =
-  | 'no_node' | 'not_accepting' | 'no_service_host' | 'no_egress' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
+  | 'no_node' | 'not_accepting' | 'no_service_host' | 'no_egress' | 'isolation' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
 
 export interface QueueReason {
   code: QueueReasonCode;
@@ -153,8 +159,13 @@ export function whyUnplaced(task: QueuedTask, nodes: readonly SchedulableNode[])
   if (hosts.length === 0) return { code: 'no_service_host', reason: 'no node hosts services (none announced a gateway pipe)' };
   const egress = hosts.filter((n) => networkFits(task.demand, n));
   if (egress.length === 0) return { code: 'no_egress', reason: 'no accepting node allows egress (start a node with --allow-egress)' };
-  const candidates = egress.filter((n) => !task.excludedNodes.includes(n.nodeId));
-  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${egress.map((n) => n.label).join(', ')})` };
+  const isolated = egress.filter((n) => offersIsolation(task.demand.isolation, n.isolations));
+  if (isolated.length === 0) {
+    const name = isolationName(task.demand.isolation!);
+    return { code: 'isolation', reason: `no accepting node offers ${name} isolation (--isolation ${name}; a node offers gVisor once runsc is installed and registered: hivemind doctor)` };
+  }
+  const candidates = isolated.filter((n) => !task.excludedNodes.includes(n.nodeId));
+  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${isolated.map((n) => n.label).join(', ')})` };
   const needs = task.demand.data ?? [];
   if (candidates.some((n) => fits(task.demand, n.free) && dataFits(needs, n.cache))) return undefined;
   const reason = explain(task, candidates);
@@ -211,7 +222,7 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
     }
     const needs = task.demand.data ?? [];
     const ranks = all
-      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && networkFits(task.demand, n) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
+      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && networkFits(task.demand, n) && offersIsolation(task.demand.isolation, n.isolations) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
       .map((n): NodeRank => ({
         nodeId: n.nodeId,
         sibling: task.service !== undefined && services.get(n.nodeId)!.has(task.service) ? 1 : 0,

@@ -14,6 +14,7 @@ import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
 import { compareNodes, dataFits, demandOf, fits, networkFits, whyUnplaced, type NodeRank, type QueuedTask, type QueueReason, type QueueReasonCode, type SchedulableNode } from './scheduler.js';
 import { heldBytes } from './data-placement.js';
+import { offersIsolation } from '../protocol/isolation-rules.js';
 import { TaskQueue, type DemandClass } from './task-queue.js';
 import { decideNodeUpdate, isNodeLiveState, stateName } from './task-transitions.js';
 import { DataProgressBoard } from './data-progress.js';
@@ -236,6 +237,7 @@ export class TaskManager {
       if (!open.has(nodeId)) continue;
       const n = this.registry.schedulableNode(nodeId);
       if (!n || !n.accepting || !fits(t.demand, n.free) || (t.service !== undefined && !n.hostsServices) || !networkFits(t.demand, n)) continue;
+      if (!offersIsolation(t.demand.isolation, n.isolations)) continue;
       if (t.excludedNodes.length > 0 && t.excludedNodes.includes(nodeId)) continue;
       if (!dataFits(needs, n.cache)) continue;
       const rank: NodeRank = {

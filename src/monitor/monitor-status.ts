@@ -1,6 +1,7 @@
 // The node's status as the page gets it: a pure function of what the node, its store, its tunnel
 // and Docker say right now, so the problems it lists can be tested without a server.
-import type { TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import { Isolation, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import { isolationName } from '../protocol/isolation-rules.js';
 import type { MonitoredNode, MonitorStore } from './monitored-node.js';
 import type { RunningTaskView, StatusView } from './monitor-types.js';
 import { contributionView, tunnelView } from './monitor-view.js';
@@ -42,6 +43,7 @@ export function buildStatus({ node, store, now, tunnel: t, docker: reported, run
       startedAtMs: node.startedAt,
       uptimeMs: Math.max(0, now - node.startedAt),
       problems,
+      isolations: (node.options.isolations?.length ? node.options.isolations : [Isolation.ISOLATION_RUNC]).map(isolationName),
     },
     docker: { ok: docker.ok, version: facts.dockerVersion || null, message: docker.ok ? null : docker.message || null },
     tunnel,

@@ -126,6 +126,8 @@ export interface StatusView {
     startedAtMs: number;
     uptimeMs: number;
     problems: string[];
+    /** The isolations it offers tasks ("runc", "gvisor"), as the master was told. */
+    isolations: string[];
   };
   docker: { ok: boolean; version: string | null; message: string | null };
   tunnel: TunnelView | null;

@@ -4,7 +4,7 @@
 import { InvalidTaskError } from '../common/errors.js';
 import { formatBytes } from '../common/units.js';
 import { echoValue } from '../common/echo-value.js';
-import { TaskNetwork, TaskSpec, type ServiceRole } from './gen/hivemind/v1/common.js';
+import { Isolation, TaskNetwork, TaskSpec, type ServiceRole } from './gen/hivemind/v1/common.js';
 import { checkDataMounts } from './data-mount-rules.js';
 
 /** The bounds of a task spec. Every limit field is 0 for "the node's default". */
@@ -163,6 +163,20 @@ function checkNetwork(spec: TaskSpec): void {
   if (spec.service && spec.network === TaskNetwork.TASK_NETWORK_EGRESS) throw new InvalidTaskError('a service replica cannot ask for the egress network');
 }
 
+/** gVisor (runsc) as this node's Docker runs it has no GPU passthrough and no network namespace a
+ * replica's connector could enter, so a GPU task or a service replica cannot run under it. */
+function checkIsolation(spec: TaskSpec): void {
+  const iso = spec.isolation ?? Isolation.ISOLATION_UNSPECIFIED;
+  if (iso !== Isolation.ISOLATION_UNSPECIFIED && iso !== Isolation.ISOLATION_RUNC && iso !== Isolation.ISOLATION_GVISOR) {
+    throw new InvalidTaskError(`spec.isolation ${echoValue(String(iso))} is not a known isolation: runc (1) or gvisor (2)`);
+  }
+  if (iso !== Isolation.ISOLATION_GVISOR) return;
+  if ((spec.limits?.gpus ?? 0) > 0) throw new InvalidTaskError('spec.isolation gvisor with spec.limits.gpus: gVisor tasks get no GPU; drop --gpus or --isolation gvisor');
+  if (spec.service) throw new InvalidTaskError('spec.isolation gvisor on a service replica: replicas run under runc (their port is reached through the container\'s network namespace)');
+  // runsc is registered with --network=none (docs/security.md): a gVisor task has no network at all.
+  if (spec.network === TaskNetwork.TASK_NETWORK_EGRESS) throw new InvalidTaskError('spec.isolation gvisor with spec.network egress: gVisor tasks get no network; drop --network egress or --isolation gvisor');
+}
+
 export function checkTaskSpec(spec: TaskSpec): void {
   checkImageReference(spec.image);
   checkCommand(spec.command);
@@ -179,6 +193,7 @@ export function checkTaskSpec(spec: TaskSpec): void {
   checkDataMounts(spec.data ?? []);
   if (spec.service) checkServiceRole(spec.service, l?.timeoutMs ?? 0);
   checkNetwork(spec);
+  checkIsolation(spec);
   // Last: the fields are then known to be encodable (the encoder throws on a fractional uint32).
   const size = TaskSpec.encode(spec).finish().length;
   if (size > SPEC_LIMITS.maxSpecBytes) {

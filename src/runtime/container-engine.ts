@@ -24,6 +24,8 @@ export interface ContainerCreateConfig {
     Memory: number;
     MemorySwap: number;
     PidsLimit: number;
+    /** The OCI runtime the engine starts it with: absent = the engine's default (runc); `runsc` = gVisor. */
+    Runtime?: 'runsc';
     DeviceRequests?: Array<{ Driver: string; DeviceIDs: string[]; Capabilities: string[][] }>;
     /** 'none', or the node's egress network for a task that asked for it (egress-network.ts). */
     NetworkMode: string;
@@ -139,6 +141,8 @@ export interface LogSink {
 export interface ContainerEngine {
   ping(signal?: AbortSignal): Promise<void>;
   version(signal?: AbortSignal): Promise<EngineVersion>;
+  /** The names of the OCI runtimes registered with the engine (`docker info`'s Runtimes), e.g. runc, runsc. */
+  runtimes(signal?: AbortSignal): Promise<string[]>;
 
   imageExists(image: string, signal?: AbortSignal): Promise<boolean>;
   /** Pulls an image, reporting summed layer progress. Throws EngineError with the engine's message. */

@@ -7,6 +7,8 @@ import type { ContainerCreateConfig } from './container-engine.js';
 import type { EgressAttachment } from './egress-network.js';
 import { TaskNetwork } from '../protocol/gen/hivemind/v1/common.js';
 import { taskLabels } from './labels.js';
+import { Isolation } from '../protocol/gen/hivemind/v1/common.js';
+import { GVISOR_RUNTIME, gvisorPidsLimit } from './gvisor.js';
 import { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES } from '../protocol/result-bound.js';
 
 /** What a task gets when its spec leaves a limit at 0. */
@@ -34,6 +36,8 @@ export interface RunnerDefaults {
   logTailBytes: number;
   /** Engine-side log file cap, so a chatty task cannot fill the host disk. Default 10 MiB. */
   engineLogBytes: number;
+  /** The runtime of a task that names none: runc, or gVisor on a node started with --isolation gvisor. */
+  isolation: Isolation;
 }
 
 export const RUNNER_DEFAULTS: Readonly<RunnerDefaults> = Object.freeze({
@@ -47,6 +51,7 @@ export const RUNNER_DEFAULTS: Readonly<RunnerDefaults> = Object.freeze({
   tmpfsBytes: 64 * 1024 ** 2,
   logTailBytes: 64 * 1024,
   engineLogBytes: 10 * 1024 ** 2,
+  isolation: Isolation.ISOLATION_RUNC,
 });
 
 export const TASK_UID = 65534;
@@ -169,6 +174,13 @@ export function buildContainerConfig(exec: TaskExecution, nodeId: string, defaul
     },
   };
   if (spec.command.length > 0) config.Cmd = [...spec.command];
+  // Same lock-down under gVisor: runsc honours every option above (each proven in
+  // test/integration/gvisor-runner.test.ts); it adds a user-space kernel in front of the host's.
+  if ((spec.isolation || defaults.isolation) === Isolation.ISOLATION_GVISOR) {
+    config.HostConfig.Runtime = GVISOR_RUNTIME;
+    // The host's pids cgroup counts the sandbox's threads, not the task's processes (gvisorPidsLimit).
+    config.HostConfig.PidsLimit = gvisorPidsLimit(limits.pids);
+  }
   if (limits.gpus > 0) {
     config.HostConfig.DeviceRequests = [{ Driver: 'nvidia', DeviceIDs: exec.gpuIndexes.map(String), Capabilities: [['gpu']] }];
   }

@@ -91,6 +91,11 @@ export class DockerEngine implements ContainerEngine {
     return { version: v!.Version, apiVersion: v!.ApiVersion, os: v!.Os, arch: v!.Arch };
   }
 
+  async runtimes(signal?: AbortSignal): Promise<string[]> {
+    const info = await this.call('docker info', signal, () => (this.docker.info as (o: object) => Promise<{ Runtimes?: Record<string, unknown> }>).call(this.docker, { abortSignal: signal }));
+    return Object.keys(info?.Runtimes ?? {});
+  }
+
   async imageExists(image: string, signal?: AbortSignal): Promise<boolean> {
     const found = await this.call(`inspect image ${image}`, signal, () => { const img = this.docker.getImage(image); return (img.inspect as (o: object) => Promise<unknown>).call(img, { abortSignal: signal }); }, [404]);
     return found !== undefined;

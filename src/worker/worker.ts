@@ -12,6 +12,7 @@ import { ConfigError, HivemindError, InvalidTaskError, errorMessage } from '../c
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
+import { isolationName, offersIsolation } from '../protocol/isolation-rules.js';
 import { TaskState, type Capacity, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
@@ -339,6 +340,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // still send one no node can run: refused here with the reason, before any work or reservation.
     const invalid = specProblem(a.spec);
     if (invalid) return this.reject(a, invalid);
+    if (!offersIsolation(a.spec.isolation, this.options.isolations)) {
+      return this.reject(a, `this node does not offer ${isolationName(a.spec.isolation!)} isolation (it offers ${this.options.isolations.map(isolationName).join(', ')})`);
+    }
     const noServices = a.spec.service ? this.services.refusalReason : undefined;
     if (noServices) return this.reject(a, noServices);
     if (this.paused && !this.closing) return this.reject(a, 'node is paused by its operator');

@@ -163,3 +163,14 @@ export function requirePromtool(t: TestContext): boolean {
 export function requirePostgres(t: TestContext, url: string | undefined): boolean {
   return gate(t, url ? undefined : 'the test PostgreSQL (bash scripts/test-postgres.sh starts it; .ci/run does this)');
 }
+
+/** gVisor: Docker's `runsc` runtime registered (scripts/setup.sh installs and registers it) and a container starting under it. */
+export function requireGvisor(t: TestContext): boolean {
+  if (!requireDocker(t)) return false;
+  return gate(t, missing('gVisor (Docker runtime runsc)', () => {
+    const runtimes = execFileSync('docker', ['info', '--format', '{{json .Runtimes}}'], { stdio: 'pipe', timeout: 10_000 }).toString();
+    if (!runtimes.includes('"runsc"')) return false;
+    execFileSync('docker', ['run', '--rm', '--runtime', 'runsc', '--network', 'none', 'hivemind/busybox:1', 'true'], { stdio: 'pipe', timeout: 60_000 });
+    return true;
+  }, 'apt-get install runsc and register it with --network=none: bash scripts/setup.sh does both (.ci/run runs it)'));
+}

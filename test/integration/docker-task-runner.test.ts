@@ -7,34 +7,24 @@ import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
 import { writeFile } from 'node:fs/promises';
 import tarStream from 'tar-stream';
 import { requireDocker } from '../helpers/requirements.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
+import { NODE_ID, removeScratch, runTask, scratchDir, sh, tarEntries } from '../helpers/runner-task.js';
 import { ensureTestImage } from '../helpers/test-image.js';
 import { DockerEngine } from '../../src/runtime/docker-engine.js';
 import { LoopOutputVolumes, outputFsLayout } from '../../src/runtime/output-volume.js';
 import { DockerTaskRunner, reapOrphans } from '../../src/runtime/docker-task-runner.js';
 import { nodeLabelFilters, taskLabels } from '../../src/runtime/labels.js';
 import { silentLogger } from '../../src/common/logger.js';
-import { OutcomeKind, type TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
-import type { ExecutionPhase, ExecutionResult, TaskExecution } from '../../src/worker/contracts.js';
-import { RUNNER_DEFAULTS, type RunnerDefaults } from '../../src/runtime/container-spec.js';
+import { OutcomeKind } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { RUNNER_DEFAULTS } from '../../src/runtime/container-spec.js';
 
-const NODE_ID = `it-node-${process.pid}`;
 let image = '';
-let seq = 0;
 
-/** Spool and input dirs the tests make; removed when the file is done. */
-const scratch: string[] = [];
-async function scratchDir(prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  scratch.push(dir);
-  return dir;
-}
-after(() => Promise.all(scratch.map((d) => rm(d, { recursive: true, force: true }))));
+after(() => removeScratch());
 
 before(async () => {
   try {
@@ -43,59 +33,6 @@ before(async () => {
     // requireDocker() in each test reports the missing daemon.
   }
 });
-
-interface Run {
-  result: ExecutionResult;
-  logs: { stdout: string; stderr: string };
-  phases: ExecutionPhase[];
-  taskId: string;
-}
-
-async function runTask(spec: Partial<TaskSpec>, opts: { inputFile?: string; abortAfterRunningMs?: number; abortReason?: string; defaults?: Partial<RunnerDefaults>; spool?: string } = {}): Promise<Run> {
-  const engine = DockerEngine.create();
-  const spool = opts.spool ?? (await scratchDir('hm-spool-'));
-  const taskId = `it${process.pid}-${++seq}`;
-  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool, defaults: opts.defaults ?? {}, outputVolumes: new LoopOutputVolumes(join(spool, 'output-fs')) }, silentLogger());
-  const ctl = new AbortController();
-  const logs = { stdout: '', stderr: '' };
-  const phases: ExecutionPhase[] = [];
-  const exec: TaskExecution = {
-    taskId,
-    attempt: 1,
-    spec: { image, command: [], env: new Map(), limits: { cpus: 0.5, memoryBytes: 64 * 1024 ** 2, pids: 64, gpus: 0, timeoutMs: 60_000 }, maxOutputBytes: 0, data: [], network: 0, ...spec },
-    gpuIndexes: [],
-    signal: ctl.signal,
-    onPhase: (p) => {
-      phases.push(p);
-      if (p === 'running' && opts.abortAfterRunningMs !== undefined) setTimeout(() => ctl.abort(opts.abortReason ?? 'cancelled'), opts.abortAfterRunningMs);
-    },
-    onPullProgress: () => {},
-    onLog: (s, d) => (logs[s] += d.toString()),
-  };
-  if (opts.inputFile) exec.inputFile = opts.inputFile;
-  const result = await runner.execute(exec);
-  // Nothing of this task may remain on the host, once the removal behind the result has settled.
-  // (With a result, the removal runs behind it; without one, it came first.)
-  assert.notEqual(await result.cleanup, false, 'the removal of what the attempt made succeeded');
-  assert.equal(result.leftovers, undefined, 'nothing was left');
-  assert.deepEqual(await engine.listContainers(nodeLabelFilters(NODE_ID, taskId)), [], 'no container left');
-  assert.deepEqual(await engine.listVolumes(nodeLabelFilters(NODE_ID, taskId)), [], 'no volume left');
-  return { result, logs, phases, taskId };
-}
-
-const sh = (script: string) => ['sh', '-c', script];
-
-async function tarEntries(gz: Buffer): Promise<Map<string, { type: string; body: string; linkname: string | null }>> {
-  const extract = tarStream.extract();
-  Readable.from([gunzipSync(gz)]).pipe(extract as unknown as NodeJS.WritableStream);
-  const out = new Map<string, { type: string; body: string; linkname: string | null }>();
-  for await (const e of extract) {
-    const chunks: Buffer[] = [];
-    for await (const c of e as AsyncIterable<Buffer>) chunks.push(c);
-    out.set(e.header.name, { type: e.header.type, body: Buffer.concat(chunks).toString(), linkname: e.header.linkname });
-  }
-  return out;
-}
 
 test('cgroup limits are applied: memory (no swap), cpu quota, pids', async (t) => {
   if (!requireDocker(t)) return;

@@ -10,6 +10,7 @@ const healthy: DoctorProbes = {
   outputFs: async () => undefined,
   services: async () => undefined,
   egress: async () => undefined,
+  gvisor: async () => ({ usable: true, detail: 'runtime "runsc" registered and a container starts under it' }),
   nodeVersion: () => 'v24.9.0',
 };
 
@@ -77,4 +78,17 @@ test('doctor: says whether the node can host service replicas, and how to make i
   assert.equal(s?.status, 'warn');
   assert.match(s?.detail ?? '', /cannot host service replicas \(nsenter is not installed/);
   assert.match(s?.fix ?? '', /as root with nsenter installed/);
+});
+
+test('doctor: says whether gVisor is usable, and how to install and register runsc when it is not', async () => {
+  const ok = (await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001 }, healthy)).find((x) => x.name === 'gvisor');
+  assert.equal(ok?.status, 'ok');
+  assert.match(ok?.detail ?? '', /offers gVisor isolation/);
+  const r = await runDoctor({ dataDir: '/d', masterPort: 7070, monitorPort: 5001 }, { ...healthy, gvisor: async () => ({ usable: false, reason: 'Docker has no "runsc" runtime registered (it lists runc)' }) });
+  const g = r.find((x) => x.name === 'gvisor');
+  assert.equal(g?.status, 'warn');
+  assert.match(g?.detail ?? '', /no "runsc" runtime registered.*offers runc only.*--isolation gvisor` refuses to start/);
+  assert.match(g?.fix ?? '', /apt-get install runsc/);
+  assert.match(g?.fix ?? '', /"runtimeArgs": \["--network=none"\]/);
+  assert.match(g?.fix ?? '', /kill -HUP/);
 });

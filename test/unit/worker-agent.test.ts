@@ -19,7 +19,7 @@ import { createLogger, silentLogger, type Logger } from '../../src/common/logger
 import { DataCache } from '../../src/worker/data-cache/data-cache.js';
 import { HttpDataSource } from '../../src/worker/data-cache/http-data-source.js';
 import { taskDataSource } from '../../src/worker/data-cache/task-data-source.js';
-import { DataKind, OutcomeKind, TaskState, type DataMount, type LogChunk, type ReplicaStatus, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { DataKind, Isolation, OutcomeKind, TaskState, type DataMount, type LogChunk, type ReplicaStatus, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { formatPipeHello } from '../../src/protocol/gateway-pipe.js';
 import type {
   NodeCommand,
@@ -517,6 +517,28 @@ test('an assignment no node may run (from an old or hostile master) is REJECTED 
   h.master.assign({ taskId: 'fine' });
   await waitFor('fine runs', () => h.executor.runs.has('fine'));
   assert.deepEqual(lines.filter((l) => l.level >= 50).map((l) => l.msg), []);
+});
+
+test('isolation: the node announces what it offers and refuses a task needing another, before any work', async (t) => {
+  const h = await makeWorker(t, { isolations: [Isolation.ISOLATION_GVISOR] });
+  await h.worker.start();
+  assert.deepEqual(h.master.registers[0]!.req.facts!.isolations, [Isolation.ISOLATION_GVISOR]);
+  h.master.assign({ taskId: 'r', spec: { ...spec(), isolation: Isolation.ISOLATION_RUNC } });
+  await waitFor('r rejected', () => h.master.statesOf('r').includes('REJECTED'));
+  assert.equal(h.master.updatesOf('r')[0]!.message, 'this node does not offer runc isolation (it offers gvisor)');
+  assert.equal(h.executor.runs.has('r'), false);
+  h.master.assign({ taskId: 'g', spec: { ...spec(), isolation: Isolation.ISOLATION_GVISOR } });
+  h.master.assign({ taskId: 'any', spec: spec() });
+  await waitFor('both run', () => h.executor.runs.has('g') && h.executor.runs.has('any'));
+});
+
+test('isolation: a node offering runc only (the default) refuses a gVisor task', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  assert.deepEqual(h.master.registers[0]!.req.facts!.isolations, [Isolation.ISOLATION_RUNC]);
+  h.master.assign({ taskId: 'g', spec: { ...spec(), isolation: Isolation.ISOLATION_GVISOR } });
+  await waitFor('g rejected', () => h.master.statesOf('g').includes('REJECTED'));
+  assert.equal(h.master.updatesOf('g')[0]!.message, 'this node does not offer gvisor isolation (it offers runc)');
 });
 
 test('a full node rejects with a reason the master can show', async (t) => {

@@ -46,6 +46,7 @@ function renderStatus(s) {
     ? `${t.address} on ${t.interface} (${t.implementation}), ${t.state}, handshake ${t.handshakeAgeMs === null ? 'never' : `${Math.round(t.handshakeAgeMs / 1000)} s ago`}, in ${fmtBytes(t.rxBytes)} / out ${fmtBytes(t.txBytes)}, master ${t.masterEndpoint}`
     : 'no tunnel (direct connection)';
   $('node-capacity').textContent = `${s.free.taskSlots}/${s.budget.maxTasks} slots free, ${s.free.cpus.toFixed(1)}/${s.budget.cpus} CPUs, ${fmtBytes(s.free.memoryBytes)} of ${fmtBytes(s.budget.memoryBytes)} memory${s.budget.gpus ? `, ${s.budget.gpus} GPUs` : ''}`;
+  $('node-isolation').textContent = (n.isolations || ['runc']).join(', ');
   const problems = $('problems');
   problems.replaceChildren(...n.problems.map((p) => el('div', { text: p })));
   problems.hidden = n.problems.length === 0;

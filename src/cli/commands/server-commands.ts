@@ -143,6 +143,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--no-services', 'host no service replicas: no gateway pipe, replica assignments refused (env HIVEMIND_SERVICES=false)')
     .option('--exec', 'take exec sessions into this node\'s running tasks (the default)')
     .option('--no-exec', 'refuse every exec session into this node\'s tasks, saying so (env HIVEMIND_EXEC=false)')
+    .option('--isolation <runc|gvisor>', 'runc (default): tasks run under runc, gVisor offered too when runsc works here; gvisor: every task under gVisor, runc tasks refused, no service replicas (env HIVEMIND_ISOLATION)')
     .option('--allow-egress', 'offer the egress network: tasks asking --network egress reach the internet and nothing else (docs/egress.md; env HIVEMIND_ALLOW_EGRESS)')
     .option('--egress-dns <ip,...>', 'public resolvers for egress tasks (default: the host\'s public nameservers; env HIVEMIND_EGRESS_DNS)')
     .option('--egress-rate <rate>', 'bandwidth cap of each egress task, each way, e.g. 10mbit (default: none; env HIVEMIND_EGRESS_RATE)')

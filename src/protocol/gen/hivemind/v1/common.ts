@@ -17,6 +17,51 @@ export const protobufFileName = "hivemind/v1/common.proto";
  */
 
 /**
+ * The container runtime a task runs under (docs/security.md). gVisor (Docker's `runsc` runtime)
+ * puts a user-space kernel between the task and the host's: a node offers it only when runsc is
+ * registered with its Docker and starts a container (NodeFacts.isolations).
+ */
+export enum Isolation {
+  /** ISOLATION_UNSPECIFIED - today's behaviour: runc */
+  ISOLATION_UNSPECIFIED = 0,
+  ISOLATION_RUNC = 1,
+  ISOLATION_GVISOR = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function isolationFromJSON(object: any): Isolation {
+  switch (object) {
+    case 0:
+    case "ISOLATION_UNSPECIFIED":
+      return Isolation.ISOLATION_UNSPECIFIED;
+    case 1:
+    case "ISOLATION_RUNC":
+      return Isolation.ISOLATION_RUNC;
+    case 2:
+    case "ISOLATION_GVISOR":
+      return Isolation.ISOLATION_GVISOR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Isolation.UNRECOGNIZED;
+  }
+}
+
+export function isolationToJSON(object: Isolation): string {
+  switch (object) {
+    case Isolation.ISOLATION_UNSPECIFIED:
+      return "ISOLATION_UNSPECIFIED";
+    case Isolation.ISOLATION_RUNC:
+      return "ISOLATION_RUNC";
+    case Isolation.ISOLATION_GVISOR:
+      return "ISOLATION_GVISOR";
+    case Isolation.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
  * The network a task's container gets. EGRESS reaches the internet through NAT and nothing else
  * (not the node's host, LAN, tunnel, other tasks, monitor or master); only nodes started with
  * --allow-egress take such a task (NodeFacts.allows_egress).
@@ -371,6 +416,10 @@ export interface TaskSpec {
   service?:
     | ServiceRole
     | undefined;
+  /** the container runtime the task needs; absent/UNSPECIFIED = runc (optional: older specs and literals need not name it) */
+  isolation?:
+    | Isolation
+    | undefined;
   /** UNSPECIFIED/NONE: no network; EGRESS: internet only (docs/egress.md) */
   network: TaskNetwork;
 }
@@ -604,6 +653,8 @@ export interface NodeFacts {
   labels: Map<string, string>;
   workerVersion: string;
   maxTasks: number;
+  /** the runtimes this node runs tasks under; empty = runc only (older nodes) */
+  isolations: Isolation[];
   /** started with --allow-egress and its egress firewall is in place */
   allowsEgress: boolean;
 }
@@ -856,6 +907,7 @@ function createBaseTaskSpec(): TaskSpec {
     maxOutputBytes: 0,
     data: [],
     service: undefined,
+    isolation: undefined,
     network: 0,
   };
 }
@@ -882,6 +934,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.service !== undefined) {
       ServiceRole.encode(message.service, writer.uint32(58).fork()).join();
+    }
+    if (message.isolation !== undefined) {
+      writer.uint32(64).int32(message.isolation);
     }
     if (message.network !== 0) {
       writer.uint32(72).int32(message.network);
@@ -961,6 +1016,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.service = ServiceRole.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.isolation = reader.int32() as any;
+            continue;
+          }
           case 9: {
             if (tag !== 72) {
               break;
@@ -1002,6 +1065,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : 0,
       data: globalThis.Array.isArray(object?.data) ? object.data.map((e: any) => DataMount.fromJSON(e)) : [],
       service: isSet(object.service) ? ServiceRole.fromJSON(object.service) : undefined,
+      isolation: isSet(object.isolation) ? isolationFromJSON(object.isolation) : undefined,
       network: isSet(object.network) ? taskNetworkFromJSON(object.network) : 0,
     };
   },
@@ -1031,6 +1095,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.service !== undefined) {
       obj.service = ServiceRole.toJSON(message.service);
+    }
+    if (message.isolation !== undefined) {
+      obj.isolation = isolationToJSON(message.isolation);
     }
     if (message.network !== 0) {
       obj.network = taskNetworkToJSON(message.network);
@@ -1062,6 +1129,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     message.service = (object.service !== undefined && object.service !== null)
       ? ServiceRole.fromPartial(object.service)
       : undefined;
+    message.isolation = object.isolation ?? undefined;
     message.network = object.network ?? 0;
     return message;
   },
@@ -3254,6 +3322,7 @@ function createBaseNodeFacts(): NodeFacts {
     labels: new Map(),
     workerVersion: "",
     maxTasks: 0,
+    isolations: [],
     allowsEgress: false,
   };
 }
@@ -3298,6 +3367,13 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     }
     if (message.maxTasks !== 0) {
       writer.uint32(104).uint32(message.maxTasks);
+    }
+    if (message.isolations.length !== 0) {
+      writer.uint32(114).fork();
+      for (const v of message.isolations) {
+        writer.int32(v);
+      }
+      writer.join();
     }
     if (message.allowsEgress !== false) {
       writer.uint32(120).bool(message.allowsEgress);
@@ -3425,6 +3501,24 @@ export const NodeFacts: MessageFns<NodeFacts> = {
             message.maxTasks = reader.uint32();
             continue;
           }
+          case 14: {
+            if (tag === 112) {
+              message.isolations.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 114) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.isolations.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
           case 15: {
             if (tag !== 120) {
               break;
@@ -3502,6 +3596,9 @@ export const NodeFacts: MessageFns<NodeFacts> = {
         : isSet(object.max_tasks)
         ? globalThis.Number(object.max_tasks)
         : 0,
+      isolations: globalThis.Array.isArray(object?.isolations)
+        ? object.isolations.map((e: any) => isolationFromJSON(e))
+        : [],
       allowsEgress: isSet(object.allowsEgress)
         ? globalThis.Boolean(object.allowsEgress)
         : isSet(object.allows_egress)
@@ -3554,6 +3651,9 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     if (message.maxTasks !== 0) {
       obj.maxTasks = Math.round(message.maxTasks);
     }
+    if (message.isolations?.length) {
+      obj.isolations = message.isolations.map((e) => isolationToJSON(e));
+    }
     if (message.allowsEgress !== false) {
       obj.allowsEgress = message.allowsEgress;
     }
@@ -3586,6 +3686,7 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     })();
     message.workerVersion = object.workerVersion ?? "";
     message.maxTasks = object.maxTasks ?? 0;
+    message.isolations = object.isolations?.map((e) => e) || [];
     message.allowsEgress = object.allowsEgress ?? false;
     return message;
   },
