@@ -4,7 +4,7 @@
 // each field; test/unit/cli-json-doc.test.ts fails when a field is added here (or to a message
 // printed through here) without being documented there.
 import type { NodeInfo, TaskEvent, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
-import type { DataMount, TaskOutcome, TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskNetwork, type DataMount, type TaskOutcome, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { dataKindName } from './service-format.js';
 import { outcomeName, stateName } from './task-format.js';
 import { isolationName } from '../protocol/isolation-rules.js';
@@ -19,7 +19,13 @@ function dataMountJson(d: DataMount) {
 }
 
 function specJson(s: TaskSpec) {
-  return { ...s, env: mapJson(s.env), data: s.data.map(dataMountJson), ...(s.isolation ? { isolation: isolationName(s.isolation) } : {}) };
+  return { ...s, env: mapJson(s.env), data: s.data.map(dataMountJson), network: networkName(s.network), ...(s.isolation ? { isolation: isolationName(s.isolation) } : {}) };
+}
+
+/** TaskSpec.network as a word: `none` (also when unset) or `egress`; a number no build knows as `unknown`. */
+function networkName(n: TaskNetwork | undefined): string {
+  if (n === undefined || n === TaskNetwork.TASK_NETWORK_UNSPECIFIED || n === TaskNetwork.TASK_NETWORK_NONE) return 'none';
+  return n === TaskNetwork.TASK_NETWORK_EGRESS ? 'egress' : 'unknown';
 }
 
 function outcomeJson(o: TaskOutcome) {

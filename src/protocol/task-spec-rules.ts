@@ -158,7 +158,9 @@ const NETWORKS: readonly TaskNetwork[] = [TaskNetwork.TASK_NETWORK_UNSPECIFIED, 
 
 /** An unknown network value is refused (a newer client's choice must not silently mean "none" or more). */
 function checkNetwork(spec: TaskSpec): void {
-  if (!NETWORKS.includes(spec.network)) throw new InvalidTaskError(`spec.network ${echoValue(String(spec.network))} is unknown: use none or egress`);
+  // Decoded specs always carry it (0 when unset); a spec built in process may leave it out.
+  const network = spec.network ?? TaskNetwork.TASK_NETWORK_UNSPECIFIED;
+  if (!NETWORKS.includes(network)) throw new InvalidTaskError(`spec.network ${echoValue(String(network))} is unknown: use none or egress`);
   // A replica is reached only through the node's gateway pipe; egress would be a second door.
   if (spec.service && spec.network === TaskNetwork.TASK_NETWORK_EGRESS) throw new InvalidTaskError('a service replica cannot ask for the egress network');
 }

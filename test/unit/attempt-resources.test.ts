@@ -63,7 +63,7 @@ function fakes(calls: GatedCalls) {
 const exec = {
   taskId: 't1',
   attempt: 1,
-  spec: { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus: 1, memoryBytes: 1 << 26, gpus: 0, pids: 64, timeoutMs: 0 }, maxOutputBytes: 0, data: [] },
+  spec: { image: 'busybox', command: ['true'], env: new Map(), limits: { cpus: 1, memoryBytes: 1 << 26, gpus: 0, pids: 64, timeoutMs: 0 }, maxOutputBytes: 0, data: [], network: 0 },
   gpuIndexes: [],
   signal: new AbortController().signal,
 } as unknown as TaskExecution;

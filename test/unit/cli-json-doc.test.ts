@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NodeInfo, TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
-import { DataKind, Isolation, OutcomeKind, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { DataKind, Isolation, OutcomeKind, TaskNetwork, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { nodeJson, taskJson } from '../../src/cli/json-output.js';
 import { outcomeName, stateName } from '../../src/cli/task-format.js';
 import { dataKindName } from '../../src/cli/service-format.js';
@@ -18,9 +18,9 @@ const DOC = join(import.meta.dirname, '..', '..', '..', 'docs', 'cli-json.md');
 export function fullTask(): TaskInfo {
   return TaskInfo.fromPartial({
     taskId: 't',
-    spec: { image: 'i', command: ['c'], env: new Map([['K', 'v']]), limits: {}, data: [{ kind: DataKind.DATA_KIND_FILE }], service: {}, isolation: Isolation.ISOLATION_GVISOR },
+    spec: { image: 'i', command: ['c'], env: new Map([['K', 'v']]), limits: {}, data: [{ kind: DataKind.DATA_KIND_FILE }], service: {}, isolation: Isolation.ISOLATION_GVISOR, network: TaskNetwork.TASK_NETWORK_EGRESS },
     state: TaskState.TASK_STATE_SUCCEEDED,
-    outcome: { kind: OutcomeKind.OUTCOME_KIND_OOM_KILLED },
+    outcome: { kind: OutcomeKind.OUTCOME_KIND_OOM_KILLED, netRxBytes: 1, netTxBytes: 2 },
     events: [{ state: TaskState.TASK_STATE_RUNNING }],
     dataProgress: {},
     replica: {},
@@ -31,7 +31,7 @@ export function fullTask(): TaskInfo {
 export function fullNode(): NodeInfo {
   return NodeInfo.fromPartial({
     nodeId: 'n',
-    facts: { gpus: [{}], labels: new Map([['k', 'v']]), isolations: [Isolation.ISOLATION_RUNC] },
+    facts: { gpus: [{}], labels: new Map([['k', 'v']]), isolations: [Isolation.ISOLATION_RUNC], allowsEgress: true },
     lastReport: { gpus: [{}], tasks: [{}], free: { gpuIndexes: [0] }, tunnel: {}, cache: { held: [{}] } },
     taskIds: ['t'],
   });
@@ -99,6 +99,7 @@ test('enums print as the words docs/cli-json.md lists, never as numbers', () => 
   assert.equal(t.events[0]?.state, 'running');
   assert.equal(t.spec?.data[0]?.kind, 'file');
   assert.equal(t.spec?.isolation, 'gvisor');
+  assert.equal(t.spec?.network, 'egress');
   assert.deepEqual(nodeJson(fullNode()).facts?.isolations, ['runc']);
   assert.deepEqual(JSON.parse(JSON.stringify(t.spec?.env)), { K: 'v' });
 });
