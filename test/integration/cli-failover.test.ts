@@ -6,29 +6,18 @@
 // relayed by A ends with a message saying it does not move.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CliDaemon, fileExists, freePort, runCli, waitFor } from '../helpers/cli-process.js';
-import { requireDocker, requirePostgres } from '../helpers/requirements.js';
-import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
+import { CliDaemon, fileExists, runCli, waitFor } from '../helpers/cli-process.js';
+import { twoMasters } from '../helpers/two-masters.js';
 
 const IMAGE = 'hivemind/busybox:1';
 const LINES = 60;
 
 test('hivemind wait, logs --follow and submit --wait go on across a kill -9 of the active master and end on the standby that took over, each line once', { timeout: 240_000 }, async (t) => {
-  if (!requireDocker(t)) return;
-  const pg = testPgUrl();
-  if (!requirePostgres(t, pg)) return;
-  const store = freshPgSchema().url;
-  const home = mkdtempSync(join(tmpdir(), 'hm-clifail-'));
-  const procs: CliDaemon[] = [];
-  t.after(async () => {
-    for (const p of procs.reverse()) await p.stop('SIGKILL');
-    rmSync(home, { recursive: true, force: true });
-  });
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
-  const [a, b] = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
+  const fx = await twoMasters(t, 'hm-clifail-');
+  if (!fx) return;
+  const { store, home, procs, env, a, b } = fx;
   // One data dir for both, as operators set them up (docs/operations.md): logs are read by either.
   const dataDir = join(home, 'master');
   mkdirSync(dataDir, { recursive: true });

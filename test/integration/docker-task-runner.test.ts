@@ -4,7 +4,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -21,6 +20,7 @@ import { nodeLabelFilters, taskLabels } from '../../src/runtime/labels.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { OutcomeKind } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { RUNNER_DEFAULTS } from '../../src/runtime/container-spec.js';
+import { countingListener } from '../helpers/counting-listener.js';
 
 let image = '';
 
@@ -70,21 +70,16 @@ test('runs as uid 65534 with a read-only root, writable /tmp, no capabilities an
 
 test('network: only lo, and a TCP server on the host loopback is unreachable', async (t) => {
   if (!requireDocker(t)) return;
-  let connections = 0;
-  const server = createServer((s) => {
-    connections++;
-    s.destroy();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
+  const listener = await countingListener();
+  const port = listener.port;
   try {
     const { result, logs } = await runTask({ command: sh(`ls /sys/class/net; nc -w 2 127.0.0.1 ${port} </dev/null && echo CONNECTED || echo CONNECT-FAILED`) });
     assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
-    recordHostile('task: reach the network (a server on the host loopback)', connections > 0 || /CONNECTED\n/.test(logs.stdout) || logs.stdout.trim() !== 'lo\nCONNECT-FAILED');
+    recordHostile('task: reach the network (a server on the host loopback)', listener.connections() > 0 || /CONNECTED\n/.test(logs.stdout) || logs.stdout.trim() !== 'lo\nCONNECT-FAILED');
     assert.deepEqual(logs.stdout.trim().split('\n'), ['lo', 'CONNECT-FAILED']);
-    assert.equal(connections, 0);
+    assert.equal(listener.connections(), 0);
   } finally {
-    server.close();
+    listener.close();
   }
 });
 

@@ -5,13 +5,13 @@
 // Under CI a missing runsc fails (requireGvisor).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { requireGvisor } from '../helpers/requirements.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { removeScratch, runTask, sh, type RunOptions } from '../helpers/runner-task.js';
 import { DockerEngine } from '../../src/runtime/docker-engine.js';
 import { Isolation, OutcomeKind, type TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { containerName } from '../../src/runtime/container-spec.js';
+import { countingListener } from '../helpers/counting-listener.js';
 
 after(() => removeScratch());
 
@@ -51,21 +51,16 @@ test('gVisor: the task really runs in gVisor\'s kernel (runsc), as uid 65534 wit
 
 test('gVisor: no network, only lo, and a TCP server on the host loopback is unreachable', async (t) => {
   if (!requireGvisor(t)) return;
-  let connections = 0;
-  const server = createServer((s) => {
-    connections++;
-    s.destroy();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
+  const listener = await countingListener();
+  const port = listener.port;
   try {
     const { result, logs } = await runGvisor({ command: sh(`ls /sys/class/net; nc -w 2 127.0.0.1 ${port} </dev/null && echo CONNECTED || echo CONNECT-FAILED; nc -w 2 10.0.0.1 80 </dev/null && echo LAN || echo LAN-FAILED`) });
     assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED, result.outcome.message);
-    recordHostile('gVisor task: reach the network (host loopback, a LAN address)', connections > 0 || /CONNECTED\n|LAN\n/.test(logs.stdout));
+    recordHostile('gVisor task: reach the network (host loopback, a LAN address)', listener.connections() > 0 || /CONNECTED\n|LAN\n/.test(logs.stdout));
     assert.deepEqual(logs.stdout.trim().split('\n'), ['lo', 'CONNECT-FAILED', 'LAN-FAILED']);
-    assert.equal(connections, 0);
+    assert.equal(listener.connections(), 0);
   } finally {
-    server.close();
+    listener.close();
   }
 });
 

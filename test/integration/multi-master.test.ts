@@ -6,14 +6,13 @@
 // moves from A to B when A is killed, and back to A when B dies.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CliDaemon, fileExists, freePort, runCli, waitFor } from '../helpers/cli-process.js';
 import { ProcessCluster } from '../helpers/process-cluster.js';
-import { requireDocker, requirePostgres } from '../helpers/requirements.js';
+import { requireDocker } from '../helpers/requirements.js';
 import { FakeStandbyMaster } from '../helpers/standby-master.js';
-import { freshPgSchema, testPgUrl } from '../helpers/test-store.js';
+import { twoMasters } from '../helpers/two-masters.js';
 
 test('several masters: the CLI and the worker skip a dead and a standby master, and come back to the live one', { timeout: 180_000 }, async (t) => {
   if (!requireDocker(t)) return;
@@ -71,18 +70,9 @@ function connections(worker: CliDaemon): string[] {
 }
 
 test('two masters on one PostgreSQL store, one a standby: a worker on A moves to B when A is killed and B takes over, and back to A when B dies later', { timeout: 240_000 }, async (t) => {
-  if (!requireDocker(t)) return;
-  const pg = testPgUrl();
-  if (!requirePostgres(t, pg)) return;
-  const store = freshPgSchema().url;
-  const home = mkdtempSync(join(tmpdir(), 'hm-2masters-'));
-  const procs: CliDaemon[] = [];
-  t.after(async () => {
-    for (const p of procs.reverse()) await p.stop('SIGKILL');
-    rmSync(home, { recursive: true, force: true });
-  });
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_LOG_LEVEL: 'info', HIVEMIND_MONITOR_PORT: '0' };
-  const [a, b] = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
+  const fx = await twoMasters(t, 'hm-2masters-');
+  if (!fx) return;
+  const { store, home, procs, env, a, b } = fx;
   let masterA = startMaster(home, 'a', a, store, env);
   procs.push(masterA);
   await waitFor('master A\'s admin token', () => fileExists(join(home, 'a', 'admin.token')) || undefined);
