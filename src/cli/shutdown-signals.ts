@@ -39,3 +39,30 @@ export function installShutdownHandlers(target: Drainable, logger: Logger, onDon
     unwatch();
   };
 }
+
+/**
+ * For the time before installShutdownHandlers can be (a worker probing its host: Docker, gVisor,
+ * the egress firewall): SIGTERM and SIGINT are held instead of killing the process with the default
+ * action. `replay()` removes the holders and raises a held signal again, for the handlers installed
+ * by then to drain as they would have; `drop()` only removes them.
+ */
+export function holdShutdownSignals(): { replay(): void; drop(): void } {
+  let held: NodeJS.Signals | undefined;
+  const hold = (sig: NodeJS.Signals) => {
+    held ??= sig;
+  };
+  process.on('SIGTERM', hold);
+  process.on('SIGINT', hold);
+  const drop = () => {
+    process.off('SIGTERM', hold);
+    process.off('SIGINT', hold);
+  };
+  return {
+    replay() {
+      drop();
+      if (held) process.kill(process.pid, held);
+    },
+    // The start failed: its error is the exit, whatever was held.
+    drop,
+  };
+}

@@ -18,7 +18,7 @@ import { AdminClient } from '../../client/admin-client.js';
 import { formatDoctor, runDoctor } from '../../doctor/doctor.js';
 import { DockerEngine } from '../../runtime/docker-engine.js';
 import { ensureDevImage, DEV_IMAGE } from '../../runtime/dev-image.js';
-import { installShutdownHandlers } from '../shutdown-signals.js';
+import { holdShutdownSignals, installShutdownHandlers } from '../shutdown-signals.js';
 import { createWorker } from '../node-wiring.js';
 import { stopWorker, writePidFile } from '../pid-file.js';
 import { withdrawStopRequest } from '../stop-request.js';
@@ -159,8 +159,14 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       ensureDataDir(cfg.dataDir);
       const releasePid = writePidFile(cfg.dataDir);
       withdrawStopRequest(cfg.dataDir); // one left from an earlier worker is not for this one
+      // A SIGTERM while the worker probes its host (Docker, gVisor, the egress firewall) is held
+      // and replayed once the handlers below are in, so it drains like one a moment later.
+      const early = holdShutdownSignals();
       try {
-        const node = await createWorker(cfg, logger);
+        const node = await createWorker(cfg, logger).catch((err: unknown) => {
+          early.drop();
+          throw err;
+        });
         // The signal handlers go in before start(): a SIGTERM while the worker starts (its gateway
         // pipe, its first call to the master) drains and stops it once start() has settled, instead
         // of killing it with the default action.
@@ -182,6 +188,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
             }),
           cfg.dataDir,
         );
+        early.replay();
         started = node.worker.start();
         await started;
         setExit(await running);
