@@ -85,7 +85,13 @@ test('two masters on one PostgreSQL store, one a standby: a worker on A moves to
   const masterB = startMaster(home, 'b', b, store, env);
   procs.push(masterB);
   // A holds the lease: B is a standby and refuses, with the message that sends clients on.
-  await waitFor('master B to answer as a standby', async () => /standby master: \S+ is active/.test((await cli(b, ['nodes', '--json'])).stderr) || undefined);
+  let lastB = '';
+  await waitFor('master B to answer as a standby', async () => {
+    lastB = (await cli(b, ['nodes', '--json'])).stderr;
+    return /standby master: \S+ is active/.test(lastB) || undefined;
+  }, 60_000).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}; the CLI last said: ${lastB.slice(-500)}; master B's output: ${masterB.output.slice(-2000)}`);
+  });
 
   const tok = await cli(a, ['token', 'create']);
   assert.equal(tok.code, 0, tok.stderr);

@@ -226,7 +226,7 @@ import { DockerTaskRunner } from '${dist}runtime/docker-task-runner.js';
 import { silentLogger } from '${dist}common/logger.js';
 const runner = new DockerTaskRunner(DockerEngine.create(), { nodeId: ${JSON.stringify(NODE_ID)}, spoolDir: ${JSON.stringify(spool)}, outputVolumes: new LoopOutputVolumes(${JSON.stringify(join(spool, 'output-fs'))}), replicas: ${JSON.stringify(FAST)} }, silentLogger());
 runner.execute({ taskId: ${JSON.stringify(taskId)}, attempt: 1, gpuIndexes: [], signal: new AbortController().signal,
-  spec: { image: ${JSON.stringify(image)}, command: ${JSON.stringify(httpd())}, env: new Map(), limits: { cpus: 0.5, memoryBytes: 67108864, pids: 64, gpus: 0, timeoutMs: 0 }, maxOutputBytes: 0, data: [],
+  spec: { image: ${JSON.stringify(image)}, command: ${JSON.stringify(httpd())}, env: new Map(), limits: { cpus: 0.5, memoryBytes: 67108864, pids: 64, gpus: 0, timeoutMs: 0 }, maxOutputBytes: 0, data: [], network: 0,
     service: { service: 'web', replica: 0, port: 8000, healthPath: '/health', graceMs: 5000 } },
   onPhase() {}, onPullProgress() {}, onLog() {}, onReplica(s) { if (s.healthy) process.stdout.write('HEALTHY\\n'); } });
 `,
