@@ -272,11 +272,14 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     const wronglyOffline = listed?.filter((x) => !x.online && reporting.has(x.nodeId)).length;
     const end = meter.sample();
     peakRss = Math.max(peakRss, end.peakRssBytes);
+    // The WAL is reused, never cut while the master runs: its size now is the largest it reached.
+    const walBytes = master.walBytes();
+    say(`master.db-wal: ${(walBytes / 2 ** 20).toFixed(1)} MiB (its largest in this run)`);
     return {
       nodes: n, queued, queuedAsked: o.queued, reportIntervalMs: o.reportIntervalMs, nodesPerChannel: o.perChannel, loadCore: o.loadCore,
       nodesUp: fleet.nodes.filter((x) => x.nodeId).length, enrollMs, submitMs,
       placementMs: spread(placement), probesLost, throughput, idle,
-      master: { cpuPercent: cpuPercent(t0, end), maxRssBytes: peakRss },
+      master: { cpuPercent: cpuPercent(t0, end), maxRssBytes: peakRss, walBytes },
       uploadMs: spread(uploads), listNodesMs: spread(listNodes), listTasksMs: spread(listTasks), listErrors,
       wronglyOffline, nodeErrors,
       eventLoopStalls: stallSummary(loopMax),

@@ -2,7 +2,7 @@
 // data dir) in a process group of its own, so a stop or a crash of the bench takes it and any child
 // with it. stopSync() is for process 'exit' handlers, which cannot wait.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, freePort } from '../../test/helpers/cli-process.js';
@@ -41,7 +41,11 @@ export class MasterProcess {
     const args = [CLI, 'master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', opts.reportInterval, '--gateway-listen', 'off', '--metrics-listen', metricsAddress, '--log-level', opts.logLevel];
     // V8 flags NODE_OPTIONS refuses (e.g. --single-threaded-gc), before the script.
     const v8Args = (process.env.HM_BENCH_MASTER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-    const child = spawn(process.execPath, [...v8Args, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // A command the master runs under, for diagnosis (e.g. `strace --seccomp-bpf -f -T -o FILE -e
+    // trace=...`): the process the bench then measures (pid, CPU) is that command's, not node's.
+    const wrap = (process.env.HM_BENCH_MASTER_WRAP ?? '').split(/\s+/).filter(Boolean);
+    const argv = [...wrap, process.execPath, ...v8Args, ...args];
+    const child = spawn(argv[0]!, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     return new MasterProcess(home, address, metricsAddress, child);
   }
 
@@ -53,6 +57,12 @@ export class MasterProcess {
     const res = await fetch(`http://${this.metricsAddress}/metrics`, { signal: AbortSignal.timeout(10_000) });
     const m = /^hivemind_master_event_loop_lag_seconds\{stat="max"\} (\S+)$/m.exec(await res.text());
     return m ? Number(m[1]) * 1000 : undefined;
+  }
+
+  /** The size of the master's WAL file now (0 when there is none). */
+  walBytes(): number {
+    const file = join(this.home, 'master', 'master.db-wal');
+    return existsSync(file) ? statSync(file).size : 0;
   }
 
   get pid(): number {

@@ -40,7 +40,7 @@ export interface ScaleResult {
   probesLost: number;
   throughput: { seconds: number; submitted: number; completed: number; perSecond: number; cpuMsPerPlacement?: number };
   idle: { seconds: number; reports: number; cpuMsPerReport?: number; cpuPercent: number };
-  master: { cpuPercent: number; maxRssBytes: number };
+  master: { cpuPercent: number; maxRssBytes: number; walBytes?: number };
   uploadMs: Spread;
   listNodesMs: Spread;
   listTasksMs: Spread;

@@ -709,7 +709,10 @@ export class Master {
 async function startCheckpointer(store: StoreLocation, log: Logger, metrics: MasterMetrics): Promise<{ checkpointer: WalCheckpointer | undefined; where: StoreLocation }> {
   if (store.kind !== 'sqlite' || store.path === ':memory:') return { checkpointer: undefined, where: store };
   try {
-    const checkpointer = await WalCheckpointer.start(store.path, log, { onCheckpoint: (seconds) => metrics.dbTimed('wal_checkpoint', seconds) });
+    const checkpointer = await WalCheckpointer.start(store.path, log, {
+      onCheckpoint: (seconds) => metrics.dbTimed('wal_checkpoint', seconds),
+      onCatchUp: (seconds) => metrics.dbTimed('wal_catch_up', seconds),
+    });
     return { checkpointer, where: { ...store, externalCheckpoints: true } };
   } catch (err) {
     log.warn({ err: errorMessage(err) }, 'WAL checkpoints stay in the commits that cross SQLite\'s threshold (event-loop stalls at scale)');

@@ -93,6 +93,49 @@ test('a transaction that reads, lets checkpoints run, then writes still commits 
   assert.equal((db.prepare('SELECT COUNT(*) AS n FROM scratch').get() as { n: number }).n, 2 * 16 + 1);
 });
 
+test('under a writer that never pauses the WAL stays near restartBytes: the main thread copies the last frames so SQLite starts it over (without that it grows with every write)', async (t) => {
+  const sizes: Record<string, number> = {};
+  for (const restart of [false, true]) {
+    const path = scratch(t);
+    const catchUps: number[] = [];
+    const cp = await WalCheckpointer.start(path, silentLogger(), {
+      everyMs: 50,
+      pollMs: 10,
+      growBytes: MiB,
+      restart: restart ? { restartBytes: 4 * MiB, catchUpFrames: 1024, forceBytes: 64 * MiB } : false,
+      onCatchUp: (s) => catchUps.push(s),
+    });
+    const db = openMasterSql({ kind: 'sqlite', path, externalCheckpoints: true });
+    db.exec('CREATE TABLE scratch (b BLOB)');
+    const ins = db.prepare('INSERT INTO scratch (b) VALUES (?)');
+    // 16 KiB (4 pages) a commit, a commit every millisecond or so for 3 s: the thread's
+    // checkpoints (each with an fsync) always see new frames arrive while they copy.
+    let rows = 0;
+    let largest = 0;
+    const end = Date.now() + 3000;
+    while (Date.now() < end) {
+      db.transaction(() => ins.run(Buffer.alloc(16 * 1024, rows)));
+      rows++;
+      largest = Math.max(largest, walBytes(path));
+      await sleep(1);
+    }
+    sizes[String(restart)] = largest;
+    t.diagnostic(`restart ${restart}: ${rows} commits (${((rows * 16) / 1024).toFixed(1)} MiB), largest WAL ${(largest / MiB).toFixed(1)} MiB, ${catchUps.length} catch-ups, longest ${(Math.max(0, ...catchUps) * 1000).toFixed(1)} ms`);
+    assert.equal((db.prepare('SELECT COUNT(*) AS n FROM scratch').get() as { n: number }).n, rows, 'every commit is there');
+    db.close();
+    await cp.close();
+    if (restart) {
+      assert.ok(catchUps.length >= 1, 'the main thread caught up at least once');
+      assert.ok(largest < 12 * MiB, `WAL reached ${(largest / MiB).toFixed(1)} MiB with restarts at 4 MiB`);
+    } else {
+      assert.equal(catchUps.length, 0);
+    }
+  }
+  // The control: the same writer without the catch-up grows the WAL far past the bound (else this
+  // test would prove nothing about the catch-up).
+  assert.ok(sizes.false! > 2 * sizes.true!, `without catch-ups the WAL reached ${sizes.false} bytes, with them ${sizes.true}`);
+});
+
 test('a checkpointer that cannot open the database fails to start with a precise error', async () => {
   await assert.rejects(
     WalCheckpointer.start('/nonexistent-dir-hm/master.db', silentLogger(), { startTimeoutMs: 5000 }),

@@ -23,7 +23,8 @@ export type CheckpointRequest = { op: 'close' };
 /** Worker → main. */
 export type CheckpointReport =
   | { kind: 'ready' }
-  | { kind: 'checkpoint'; ms: number; frames: number; truncated: boolean }
+  /** `frames` copied back of the `log` frames the WAL holds (SQLite's wal_checkpoint counts). */
+  | { kind: 'checkpoint'; ms: number; frames: number; log: number; truncated: boolean }
   | { kind: 'error'; message: string }
   | { kind: 'closed' };
 
@@ -62,9 +63,8 @@ let prev = '';
  * never its header. A RESTART or TRUNCATE resets the header, and a main-thread transaction that
  * began by reading (better-sqlite3's deferred BEGIN) and then writes would fail at once with
  * SQLITE_BUSY ("database is locked", no busy handler for a stale snapshot); the bench hit exactly
- * that. The file's size is bounded instead by journal_size_limit on the master's connections
- * (the writer that restarts a fully copied WAL truncates it). TRUNCATE only on close, when the
- * stores have closed.
+ * that. The file is not cut while the master runs (open-master-sql.ts says why): the writer reuses
+ * it from its start once it is all copied back. TRUNCATE only on close, when the stores have closed.
  */
 function checkpoint(final: boolean): void {
   const start = performance.now();
@@ -72,7 +72,7 @@ function checkpoint(final: boolean): void {
   lastAt = performance.now();
   sizeAtLast = walSize();
   const now = `${r!.log}/${r!.checkpointed}`;
-  if (now !== prev) post({ kind: 'checkpoint', ms: lastAt - start, frames: r!.checkpointed, truncated: final && r!.busy === 0 });
+  if (now !== prev) post({ kind: 'checkpoint', ms: lastAt - start, frames: r!.checkpointed, log: r!.log, truncated: final && r!.busy === 0 });
   prev = now;
 }
 

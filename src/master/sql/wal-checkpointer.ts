@@ -4,7 +4,8 @@
 // connections set wal_autocheckpoint = 0 (open-master-sql.ts, StoreLocation.externalCheckpoints)
 // and their commits never sync (WAL, synchronous = NORMAL); a thread with its own connection
 // (wal-checkpoint-worker.ts) runs PASSIVE checkpoints, which never block a writer or a reader
-// (and never reset the WAL under a transaction: see the worker).
+// (and never reset the WAL under a transaction: see the worker); once the WAL is big the main
+// thread copies the last frames itself so that SQLite starts it over (wal-restart.ts).
 // SQLite only: PostgreSQL checkpoints by itself.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../common/logger.js';
@@ -12,6 +13,7 @@ import { HivemindError, errorMessage } from '../../common/errors.js';
 import { sqliteAddonFile } from '../../common/native-sqlite.js';
 import { embeddedAsset, isStandalone } from '../../common/embedded-assets.js';
 import type { CheckpointReport, CheckpointRequest, CheckpointWorkerData } from './wal-checkpoint-worker.js';
+import { WalRestart, type WalRestartOptions } from './wal-restart.js';
 
 /** The asset key scripts/build-exe.ts stores the bundled worker under (the executable has no dist/). */
 export const CHECKPOINT_WORKER_ASSET = 'workers/wal-checkpoint-worker.cjs';
@@ -27,6 +29,10 @@ export interface WalCheckpointerOptions {
   startTimeoutMs?: number;
   /** Told each checkpoint's duration (metrics). */
   onCheckpoint?: (seconds: number, frames: number) => void;
+  /** When the main thread copies the WAL's last frames itself so SQLite starts it over (wal-restart.ts); false: never. */
+  restart?: WalRestartOptions | false;
+  /** Told each such catch-up's duration (metrics): it is an event-loop block. */
+  onCatchUp?: (seconds: number, frames: number) => void;
 }
 
 export class CheckpointerStartError extends HivemindError {
@@ -38,6 +44,7 @@ export class CheckpointerStartError extends HivemindError {
 export class WalCheckpointer {
   private closing: Promise<void> | undefined;
   private exited = false;
+  private restart: WalRestart | undefined;
 
   private constructor(
     private readonly worker: Worker,
@@ -84,6 +91,14 @@ export class WalCheckpointer {
       };
       worker.on('error', onError).on('exit', onExit).on('message', onMessage);
     });
+    if (options.restart !== false) {
+      try {
+        c.restart = WalRestart.open(path, log, options.onCatchUp, options.restart);
+      } catch (err) {
+        await c.close();
+        throw new CheckpointerStartError(`WAL checkpointer for ${path}: its main-thread connection did not open: ${errorMessage(err)}`, { cause: err });
+      }
+    }
     c.listen(options.onCheckpoint);
     return c;
   }
@@ -92,6 +107,7 @@ export class WalCheckpointer {
     this.worker.on('message', (m: CheckpointReport) => {
       if (m.kind === 'checkpoint') {
         onCheckpoint?.(m.ms / 1000, m.frames);
+        this.restart?.afterCheckpoint(m.log, m.frames);
         if (m.ms > 1000) this.log.warn({ ms: Math.round(m.ms), frames: m.frames }, 'WAL checkpoint slow (disk?)');
       } else if (m.kind === 'error') {
         this.log.warn({ err: m.message, path: this.path }, 'WAL checkpoint failed; retried next second');
@@ -113,6 +129,7 @@ export class WalCheckpointer {
   }
 
   private async doClose(): Promise<void> {
+    this.restart?.close();
     if (this.exited) return;
     const ended = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.worker.postMessage({ op: 'close' } satisfies CheckpointRequest);
