@@ -3,7 +3,8 @@
 // database (table hub_identity), made once by whichever master comes first; with SQLite (one
 // master) it stays a file in the data dir. A key file found beside an empty table is imported,
 // so a master that moves to PostgreSQL keeps its enrolled nodes.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../common/errors.js';
 import { generateWgKeyPair, isWgKey } from '../tunnel/wg-keys.js';
@@ -43,16 +44,22 @@ export class FileHubKey implements HubKeySource {
     const found = await readHubKeyFile(file);
     if (found) return found;
     const made = generateWgKeyPair().privateKey;
+    // Written whole under a name of its own, then linked into place: the key file appears with its
+    // key in it or not at all (an exclusive create would show a second master starting at the same
+    // moment an empty file, which it would refuse as a damaged key).
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    await writeFile(tmp, made + '\n', { mode: 0o600, flag: 'wx' });
     try {
-      await writeFile(file, made + '\n', { mode: 0o600, flag: 'wx' });
+      await link(tmp, file);
       return made;
     } catch (e) {
       // Two masters on one (shared) data dir starting together: both use the key written first.
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      await new Promise((r) => setTimeout(r, 50));
       const first = await readHubKeyFile(file);
       if (!first) throw badKey(file);
       return first;
+    } finally {
+      await rm(tmp, { force: true });
     }
   }
 }

@@ -4,7 +4,7 @@
 // once and read back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DbHubKey, FileHubKey, hubKeyFile, type HubKeyTable } from '../../src/master/hub-key.js';
@@ -76,7 +76,14 @@ test('hub key: a damaged key (database or file) is refused, saying what to do', 
   await assert.rejects(new FileHubKey(dir).privateKey(), /private\.key does not hold a WireGuard private key/);
 });
 
-test('hub key file (SQLite): made once, 0600, read back; two at once agree', async (t) => {
+test('hub key file (SQLite): made once, 0600, read back; many at once agree and none sees a half-made file', async (t) => {
+  // A master starting while another writes the file once read it empty and refused it as damaged.
+  for (let round = 0; round < 10; round++) {
+    const d = await dataDir(t);
+    const keys = await Promise.all(Array.from({ length: 8 }, () => new FileHubKey(d).privateKey()));
+    assert.equal(new Set(keys).size, 1, `round ${round}: one key for all`);
+    assert.deepEqual(await readdir(join(d, 'wg')), ['private.key'], 'no temporary file left');
+  }
   const dir = await dataDir(t);
   const [a, b] = await Promise.all([new FileHubKey(dir).privateKey(), new FileHubKey(dir).privateKey()]);
   assert.equal(a, b);
