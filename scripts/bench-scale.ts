@@ -4,7 +4,7 @@
 // real result upload). Per run: enroll N nodes, queue Q tasks no node can take (a GPU), idle a few
 // report intervals (CPU per report), probe placement latency, then a throughput phase of 1-5 s
 // tasks. Prints the issue's table and writes JSON (default test-artifacts/bench-scale.json).
-// Usage: npm run bench:scale [-- --nodes 1000 --queued 10000 --report-interval 30s --load-core]
+// Usage: npm run bench:scale [-- --nodes 1000 --queued 10000 --report-interval 30s --load-core --report-stream]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -28,6 +28,8 @@ interface Options {
   throughputS: number;
   idleIntervals: number;
   loadCore: boolean;
+  /** Nodes report on a Report stream held open (as before SendReport), not one call per report. */
+  reportStream: boolean;
   out: string;
   logLevel: string;
   /** Caps every waiting phase (enrol, submit, probe wait, the final listing), so a saturated master still ends the run. */
@@ -47,6 +49,7 @@ function options(argv: string[]): Options {
       'throughput-seconds': { type: 'string', default: '60' },
       'idle-intervals': { type: 'string', default: '3' },
       'load-core': { type: 'boolean', default: false },
+      'report-stream': { type: 'boolean', default: false },
       out: { type: 'string', default: 'test-artifacts/bench-scale.json' },
       'log-level': { type: 'string', default: 'warn' },
       'max-phase-seconds': { type: 'string' },
@@ -68,6 +71,7 @@ function options(argv: string[]): Options {
     throughputS: int('throughput-seconds', values['throughput-seconds'], 1),
     idleIntervals: int('idle-intervals', values['idle-intervals'], 1),
     loadCore: values['load-core'],
+    reportStream: values['report-stream'],
     out: values.out,
     logLevel: values['log-level'],
     maxPhaseMs: values['max-phase-seconds'] === undefined ? undefined : int('max-phase-seconds', values['max-phase-seconds'], 10) * 1000,
@@ -115,7 +119,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     uploaded: (ms) => void uploads.push(ms),
     failed: (kind) => void (nodeErrors[kind] = (nodeErrors[kind] ?? 0) + 1),
   };
-  const fleet = SimFleet.create(master.address, n, { perChannel: o.perChannel, reportIntervalMs: o.reportIntervalMs, hooks });
+  const fleet = SimFleet.create(master.address, n, { perChannel: o.perChannel, reportIntervalMs: o.reportIntervalMs, hooks, reportOnStream: o.reportStream });
   const listNodes: number[] = [];
   const listTasks: number[] = [];
   let listErrors = 0;
@@ -299,7 +303,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
 
 async function main(): Promise<void> {
   const o = options(process.argv.slice(2));
-  say(`# HiveMind bench:scale, ${new Date().toISOString()}, node ${process.version}, ${availableParallelism()} cores${o.loadCore ? ', one core kept busy by another process' : ''}`);
+  say(`# HiveMind bench:scale, ${new Date().toISOString()}, node ${process.version}, ${availableParallelism()} cores${o.loadCore ? ', one core kept busy by another process' : ''}, reports ${o.reportStream ? 'on a Report stream per node' : 'as SendReport calls'}`);
   say('simulated nodes speak the real protocol from this one process; no containers run (a task is a timed answer with a real result upload)');
   if (o.loadCore) live.burner = spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' });
   const results: ScaleResult[] = [];

@@ -53,6 +53,8 @@ export class SimNode {
     private readonly slots: number,
     private readonly reportIntervalMs: number,
     private readonly hooks: FleetHooks,
+    /** Reports on a Report stream held open (nodes before SendReport), not as SendReport calls. */
+    private readonly reportOnStream = false,
   ) {}
 
   register(token: string): Promise<void> {
@@ -104,18 +106,25 @@ export class SimNode {
 
   private report(): void {
     if (this.closed || !this.md) return;
-    if (!this.reportStream?.writable) {
-      const stream = this.client.report(this.md, (err) => {
-        if (err && !this.closed) this.hooks.failed(`report stream ended (code ${err.code})`);
-        if (this.reportStream === stream) this.reportStream = undefined;
-      });
-      this.reportStream = stream;
-    }
     const r: ResourceReport = {
       seq: ++this.seq, atMs: Date.now(), cpuPercent: 5, memoryUsedBytes: 512 * 1024 ** 2, memoryTotalBytes: MEMORY, diskUsedBytes: 0, diskTotalBytes: 0,
       netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: this.free(), lifecycleState: 'connected', accepting: true,
     };
-    this.reportStream.write(r);
+    if (this.reportOnStream) {
+      if (!this.reportStream?.writable) {
+        const stream = this.client.report(this.md, (err) => {
+          if (err && !this.closed) this.hooks.failed(`report stream ended (code ${err.code})`);
+          if (this.reportStream === stream) this.reportStream = undefined;
+        });
+        this.reportStream = stream;
+      }
+      this.reportStream.write(r);
+    } else {
+      // As the worker does (src/worker/report-calls.ts): one call per report.
+      this.client.sendReport(r, this.md, { deadline: Date.now() + 30_000 }, (err) => {
+        if (err && !this.closed) this.hooks.failed(`report call failed (code ${err.code})`);
+      });
+    }
     this.reportsSent++;
     this.lastReportAt = Date.now();
   }
@@ -188,7 +197,7 @@ export class SimFleet {
     private readonly clients: NodeServiceClient[],
   ) {}
 
-  static create(address: string, n: number, opts: { perChannel: number; reportIntervalMs: number; hooks: FleetHooks }): SimFleet {
+  static create(address: string, n: number, opts: { perChannel: number; reportIntervalMs: number; hooks: FleetHooks; reportOnStream?: boolean }): SimFleet {
     const clients: NodeServiceClient[] = [];
     const nodes: SimNode[] = [];
     for (let i = 0; i < n; i++) {
@@ -196,7 +205,7 @@ export class SimFleet {
         // A distinct option per client, or grpc-js would pool them all onto one subchannel.
         clients.push(new NodeServiceClient(address, credentials.createInsecure(), { ...channelOptions, 'bench.channel': clients.length }));
       }
-      nodes.push(new SimNode(clients[clients.length - 1]!, `sim-${String(i).padStart(5, '0')}`, 1 + (i % 2), opts.reportIntervalMs, opts.hooks));
+      nodes.push(new SimNode(clients[clients.length - 1]!, `sim-${String(i).padStart(5, '0')}`, 1 + (i % 2), opts.reportIntervalMs, opts.hooks, opts.reportOnStream));
     }
     return new SimFleet(nodes, clients);
   }

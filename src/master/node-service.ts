@@ -132,6 +132,7 @@ export class NodeService {
     return {
       register: unary((call) => this.register(call)),
       report: (call, cb) => void this.report(call, cb),
+      sendReport: unary((call) => this.sendReport(call)),
       subscribe: (call) => this.subscribe(call),
       updateTask: unary((call) => this.updateTask(call)),
       downloadInput: (call) => void this.downloadInput(call),
@@ -193,22 +194,33 @@ export class NodeService {
       for await (const r of messagesOf<ResourceReport>(call)) {
         // A bad report ends the stream with the reason (the worker logs it and reconnects, under
         // the Register/Subscribe rates); nothing of it is stored, the last good report stays.
-        this.reports.take(node.id, `node ${node.id}`);
-        assertWithinSize(r);
-        validateReport(r, node.facts.maxTasks);
+        this.acceptReport(node, r);
         lastSeq = r.seq;
-        const cameBack = this.d.registry.onReport(node.id, r);
-        this.d.store.recordReport(node.id, r, this.d.clock.now());
-        this.d.onReport?.(node.id, r);
-        if (cameBack) this.d.log.info({ nodeId: node.id }, 'node online');
-        dropRemovedData(node.id, r, this.d);
-        this.d.tasks.scheduleSoon();
       }
       // drop_data goes as a command (below): this ack comes only when the stream ends.
       cb(null, { lastSeq, dropData: [] });
     } catch (err) {
       cb(toServiceError(err));
     }
+  }
+
+  /** One report as a call of its own (the Report stream's checks and rate; no stream held open per node). */
+  private sendReport(call: ServerUnaryCall<ResourceReport, ReportAck>): ReportAck {
+    const node = this.nodeOf(call);
+    this.acceptReport(node, call.request);
+    return { lastSeq: call.request.seq, dropData: [] };
+  }
+
+  private acceptReport(node: NodeIdentity, r: ResourceReport): void {
+    this.reports.take(node.id, `node ${node.id}`);
+    assertWithinSize(r);
+    validateReport(r, node.facts.maxTasks);
+    const cameBack = this.d.registry.onReport(node.id, r);
+    this.d.store.recordReport(node.id, r, this.d.clock.now());
+    this.d.onReport?.(node.id, r);
+    if (cameBack) this.d.log.info({ nodeId: node.id }, 'node online');
+    dropRemovedData(node.id, r, this.d);
+    this.d.tasks.scheduleSoon();
   }
 
   private subscribe(call: ServerWritableStream<SubscribeRequest, NodeCommand>): void {

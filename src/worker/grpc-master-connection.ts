@@ -24,6 +24,7 @@ import { BULK_RECLAIM_EVERY_BYTES, BufferReclaimer } from '../common/buffer-recl
 import { cutUpdateMessage } from '../protocol/node-limits.js';
 import { callMessages } from '../transfer/call-messages.js';
 import { sendWithTrailer } from '../transfer/checksum-upload.js';
+import { ReportCalls } from './report-calls.js';
 import { downloadResumable, type OffsetChunk } from '../transfer/resumable-download.js';
 import {
   InputChecksumError,
@@ -46,6 +47,10 @@ export class GrpcMasterConnection implements MasterConnection {
   private readonly client: NodeServiceClient;
   private credential: string | undefined;
   private readonly streams = new Set<{ cancel(): void }>();
+  /** Unary calls in flight that close() cancels (SendReport). */
+  private readonly unaryCalls = new Set<{ cancel(): void }>();
+  /** The master answered SendReport with UNIMPLEMENTED (an older master): the Report stream from then on. */
+  private reportStreamOnly = false;
   private closed = false;
 
   constructor(
@@ -83,7 +88,26 @@ export class GrpcMasterConnection implements MasterConnection {
     });
   }
 
+  /** Reports as SendReport calls, or on the Report stream for a master without them (report-calls.ts). */
   openReportStream(onError: (err: Error) => void): ReportSink {
+    if (this.reportStreamOnly) return this.reportStream(onError);
+    return new ReportCalls(
+      {
+        sendOne: (report, done) => {
+          const call = this.client.sendReport(report, this.md(), { deadline: this.deadline() }, (err: ServiceError | null) => {
+            this.unaryCalls.delete(call);
+            done(err ?? undefined);
+          });
+          this.unaryCalls.add(call);
+        },
+        openStream: (e) => this.reportStream(e),
+        onUnimplemented: () => void (this.reportStreamOnly = true),
+      },
+      onError,
+    );
+  }
+
+  private reportStream(onError: (err: Error) => void): ReportSink {
     let ended = false;
     const call = this.track(
       this.client.report(this.md(), (err: ServiceError | null) => {
@@ -278,6 +302,8 @@ export class GrpcMasterConnection implements MasterConnection {
     this.closed = true;
     for (const s of this.streams) s.cancel();
     this.streams.clear();
+    for (const c of this.unaryCalls) c.cancel();
+    this.unaryCalls.clear();
     this.client.close();
   }
 }

@@ -69,7 +69,7 @@ export interface MasterConnection {
    * success the connection authenticates every later call with the returned credential.
    */
   register(request: RegisterRequest, bearer: string): Promise<RegisterResponse>;
-  /** Opens the client stream of reports; `onError` fires once if the stream fails. */
+  /** Opens the node's reports to the master (SendReport calls, or the Report stream of an older master); `onError` fires once if they fail. */
   openReportStream(onError: (err: Error) => void): ReportSink;
   subscribe(request: SubscribeRequest, onCommand: (command: NodeCommand) => void): SubscriptionHandle;
   updateTask(update: TaskUpdate): Promise<TaskUpdateAck>;

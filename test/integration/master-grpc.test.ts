@@ -19,7 +19,7 @@ import {
   LogChunk as LogChunkCodec, LogStream, type LogChunk, OutcomeKind, TaskState, type Capacity, type DataChunk, type ResourceReport,
 } from '../../src/protocol/gen/hivemind/v1/common.js';
 import {
-  NodeServiceClient, SubscribeRequest, type NodeCommand, type RegisterResponse, type TaskUpdate, type TaskUpdateAck,
+  NodeServiceClient, SubscribeRequest, type NodeCommand, type RegisterResponse, type ReportAck, type TaskUpdate, type TaskUpdateAck,
   type LogOffsetResponse, type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
 } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { AdminServiceClient, FetchResultRequest, StreamLogsRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
@@ -97,6 +97,15 @@ class FakeWorker {
       seq: ++this.seq, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0,
       netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free, lifecycleState: 'connected', accepting: true,
     });
+  }
+
+  /** One report as a SendReport call (what workers send to a master that has it). */
+  sendReport(over: Partial<ResourceReport> = {}, md: Metadata = this.md!): Promise<ReportAck> {
+    const r: ResourceReport = {
+      seq: ++this.seq, atMs: Date.now(), cpuPercent: 1, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0,
+      netRxBytesPerSec: 0, netTxBytesPerSec: 0, gpus: [], dockerOk: true, dockerMessage: '', tasks: [], free: FREE, lifecycleState: 'connected', accepting: true, ...over,
+    };
+    return new Promise((resolve, reject) => this.client.sendReport(r, md, (e, res) => (e ? reject(e) : resolve(res))));
   }
 
   subscribe(running: { taskId: string; attempt: number }[] = [], free: Capacity = FREE): void {
@@ -223,6 +232,29 @@ async function assignmentOf(w: FakeWorker) {
 }
 
 const grpcCode = (err: unknown) => (err as Partial<ServiceError>).code;
+
+test('SendReport: a report as a call of its own counts like one on the stream and gets the same checks (credential, bounds, rate)', async (t) => {
+  const h = await startMaster(t, { reportIntervalMs: 60_000 });
+  const w = new FakeWorker(h.address);
+  t.after(() => w.close());
+  await w.register((await h.admin.createToken({})).token);
+  const ack = await w.sendReport({ cpuPercent: 37 });
+  assert.ok(ack.lastSeq > 0, 'acknowledged with the report\'s seq');
+  const [node] = await h.admin.listNodes();
+  assert.equal(node!.online, true);
+  const bad = await w.sendReport({ cpuPercent: 250 }).then(() => undefined, (e: unknown) => e);
+  recordHostile('SendReport: cpu_percent 250', grpcCode(bad) !== status.INVALID_ARGUMENT);
+  assert.equal(grpcCode(bad), status.INVALID_ARGUMENT);
+  assert.match((bad as ServiceError).details, /cpu_percent/);
+  const stranger = await w.sendReport({}, bearerMetadata('hmn1.not-a-real-credential')).then(() => undefined, (e: unknown) => e);
+  recordHostile('SendReport: an unknown node credential', grpcCode(stranger) !== status.UNAUTHENTICATED);
+  assert.equal(grpcCode(stranger), status.UNAUTHENTICATED);
+  // The Report stream's rate: at a 60 s interval, 600 a minute; a flood past it is refused.
+  let refused: unknown;
+  for (let i = 0; i < 700 && !refused; i++) refused = await w.sendReport().then(() => undefined, (e: unknown) => e);
+  recordHostile('SendReport: a flood of 700 reports in a minute', grpcCode(refused) !== status.RESOURCE_EXHAUSTED);
+  assert.equal(grpcCode(refused), status.RESOURCE_EXHAUSTED);
+});
 
 test('registration: wrong or spent tokens are refused; a credential refreshes the same node', async (t) => {
   const h = await startMaster(t);

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Server, ServerCredentials, status, type Metadata } from '@grpc/grpc-js';
 import { NodeServiceService, type ExecNodeMessage, type NodeServiceServer, type NodeCommand, type UploadResultRequest } from '../../src/protocol/gen/hivemind/v1/node.js';
-import type { ExecInput, LogChunk } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { ResourceReport, type ExecInput, type LogChunk } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { readBearer } from '../../src/protocol/auth-metadata.js';
 import { CHUNK_SIZE } from '../../src/protocol/transport.js';
 import { GrpcMasterConnection } from '../../src/worker/grpc-master-connection.js';
@@ -25,10 +25,14 @@ interface ServerState {
   logs: LogChunk[];
   commands: NodeCommand[];
   exec: ExecNodeMessage[];
+  /** Reports received, and how: a SendReport call or the Report stream. */
+  reports: { via: 'call' | 'stream'; seq: number }[];
+  sendReportCalls: number;
 }
 
-async function startServer(t: { after(fn: () => unknown): void }): Promise<{ address: string; state: ServerState }> {
-  const state: ServerState = { input: randomBytes(3 * CHUNK_SIZE + 123), downloadOffsets: [], stored: Buffer.alloc(0), uploadHeaders: [], bearers: [], logs: [], commands: [], exec: [] };
+/** `olderMaster`: SendReport answers UNIMPLEMENTED, as a master from before it does. */
+async function startServer(t: { after(fn: () => unknown): void }, opts: { olderMaster?: boolean } = {}): Promise<{ address: string; state: ServerState }> {
+  const state: ServerState = { input: randomBytes(3 * CHUNK_SIZE + 123), downloadOffsets: [], stored: Buffer.alloc(0), uploadHeaders: [], bearers: [], logs: [], commands: [], exec: [], reports: [], sendReportCalls: 0 };
   const auth = (md: Metadata) => {
     const b = readBearer(md) ?? '';
     state.bearers.push(b);
@@ -40,8 +44,15 @@ async function startServer(t: { after(fn: () => unknown): void }): Promise<{ add
       cb(null, { nodeId: 'n1', nodeCredential: 'cred', reportIntervalMs: 1000, masterVersion: 't' });
     },
     report: (call, cb) => {
-      call.on('data', () => undefined);
+      call.on('data', (r: { seq: number }) => state.reports.push({ via: 'stream', seq: r.seq }));
       call.on('end', () => cb(null, { lastSeq: 0, dropData: [] }));
+    },
+    sendReport: (call, cb) => {
+      state.sendReportCalls++;
+      if (opts.olderMaster) return cb({ code: status.UNIMPLEMENTED, details: 'The server does not implement the method SendReport' });
+      if (!auth(call.metadata)) return cb({ code: status.UNAUTHENTICATED, details: 'bad' });
+      state.reports.push({ via: 'call', seq: call.request.seq });
+      cb(null, { lastSeq: call.request.seq, dropData: [] });
     },
     subscribe: (call) => {
       if (!auth(call.metadata)) return call.destroy(Object.assign(new Error('bad'), { code: status.UNAUTHENTICATED }));
@@ -138,6 +149,54 @@ test('register switches to the node credential; unary calls and commands flow', 
   logs.write({ taskId: 'x', attempt: 1, stream: 1, data: Buffer.from('hi'), atMs: 1 });
   await logs.end();
   assert.equal(Buffer.from(state.logs[0]!.data).toString(), 'hi');
+});
+
+const report = (seq: number): ResourceReport => ResourceReport.fromPartial({ seq, atMs: seq });
+
+async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('reports go as SendReport calls, one at a time, the newest waiting one next; a refused one ends them with its error', async (t) => {
+  const { address, state } = await startServer(t);
+  const conn = new GrpcMasterConnection(address);
+  t.after(() => conn.close());
+  await conn.register({ name: 'w', facts: undefined }, 'enroll');
+  const errors: Error[] = [];
+  const sink = conn.openReportStream((e) => errors.push(e));
+  sink.send(report(1));
+  sink.send(report(2)); // waits behind 1…
+  sink.send(report(3)); // …and is replaced by 3
+  await until('two reports', () => state.reports.length === 2);
+  assert.deepEqual(state.reports, [{ via: 'call', seq: 1 }, { via: 'call', seq: 3 }]);
+  sink.close();
+  assert.deepEqual(errors, []);
+});
+
+test('an older master without SendReport: the node falls back to the Report stream once and keeps to it', async (t) => {
+  const { address, state } = await startServer(t, { olderMaster: true });
+  const conn = new GrpcMasterConnection(address);
+  t.after(() => conn.close());
+  await conn.register({ name: 'w', facts: undefined }, 'enroll');
+  const errors: Error[] = [];
+  const sink = conn.openReportStream((e) => errors.push(e));
+  sink.send(report(1));
+  await until('the first report on the stream', () => state.reports.length === 1);
+  sink.send(report(2));
+  await until('the second report', () => state.reports.length === 2);
+  sink.close();
+  // A later session on the same connection goes straight to the stream.
+  const again = conn.openReportStream((e) => errors.push(e));
+  again.send(report(3));
+  await until('the third report', () => state.reports.length === 3);
+  again.close();
+  assert.deepEqual(state.reports, [{ via: 'stream', seq: 1 }, { via: 'stream', seq: 2 }, { via: 'stream', seq: 3 }]);
+  assert.equal(state.sendReportCalls, 1, 'SendReport was tried once');
+  assert.deepEqual(errors, []);
 });
 
 test('a wrong token is refused with UNAUTHENTICATED', async (t) => {

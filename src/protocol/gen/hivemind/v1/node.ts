@@ -3670,6 +3670,22 @@ export const NodeServiceService = {
     responseDeserialize: (value: Buffer): ReportAck => ReportAck.decode(value),
   },
   /**
+   * One resource report as a call of its own: what nodes send to a master that has it (an older
+   * master answers UNIMPLEMENTED and the node keeps the Report stream). A stream held open per
+   * node costs the master its HTTP/2 and gRPC state for as long as the node is connected: at
+   * 10,000 nodes that state is most of the master's heap and of each full GC's pause (issue 21).
+   * The same checks and rate as the stream's; acknowledged with last_seq = the report's seq.
+   */
+  sendReport: {
+    path: "/hivemind.v1.NodeService/SendReport" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResourceReport): Buffer => Buffer.from(ResourceReport.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResourceReport => ResourceReport.decode(value),
+    responseSerialize: (value: ReportAck): Buffer => Buffer.from(ReportAck.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReportAck => ReportAck.decode(value),
+  },
+  /**
    * Server stream of commands for this node: task assignments and cancellations.
    * Opened once per connection; tasks are never polled for.
    */
@@ -3792,6 +3808,14 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
    */
   report: handleClientStreamingCall<ResourceReport, ReportAck>;
   /**
+   * One resource report as a call of its own: what nodes send to a master that has it (an older
+   * master answers UNIMPLEMENTED and the node keeps the Report stream). A stream held open per
+   * node costs the master its HTTP/2 and gRPC state for as long as the node is connected: at
+   * 10,000 nodes that state is most of the master's heap and of each full GC's pause (issue 21).
+   * The same checks and rate as the stream's; acknowledged with last_seq = the report's seq.
+   */
+  sendReport: handleUnaryCall<ResourceReport, ReportAck>;
+  /**
    * Server stream of commands for this node: task assignments and cancellations.
    * Opened once per connection; tasks are never polled for.
    */
@@ -3866,6 +3890,28 @@ export interface NodeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReportAck) => void,
   ): ClientWritableStream<ResourceReport>;
+  /**
+   * One resource report as a call of its own: what nodes send to a master that has it (an older
+   * master answers UNIMPLEMENTED and the node keeps the Report stream). A stream held open per
+   * node costs the master its HTTP/2 and gRPC state for as long as the node is connected: at
+   * 10,000 nodes that state is most of the master's heap and of each full GC's pause (issue 21).
+   * The same checks and rate as the stream's; acknowledged with last_seq = the report's seq.
+   */
+  sendReport(
+    request: ResourceReport,
+    callback: (error: ServiceError | null, response: ReportAck) => void,
+  ): ClientUnaryCall;
+  sendReport(
+    request: ResourceReport,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReportAck) => void,
+  ): ClientUnaryCall;
+  sendReport(
+    request: ResourceReport,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReportAck) => void,
+  ): ClientUnaryCall;
   /**
    * Server stream of commands for this node: task assignments and cancellations.
    * Opened once per connection; tasks are never polled for.
