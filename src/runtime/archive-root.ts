@@ -1,0 +1,43 @@
+// Docker names the entries of a container path's archive after the path's last component
+// ("output/", "output/a"); Podman names a mount point's entries from "/" ("/", "/a"). This puts
+// Podman's names in Docker's form, so the result filter (which rejects absolute names) sees one shape.
+import { posix } from 'node:path';
+import { Readable } from 'node:stream';
+import tarStream from 'tar-stream';
+
+const BLOCK = 512;
+
+/**
+ * The archive of container path `path`, its entries named as Docker names them. A stream whose
+ * first entry is not absolute (Docker's) passes through untouched, byte for byte; otherwise each
+ * entry is re-packed under `<basename(path)>/`.
+ */
+export async function dockerRootedArchive(source: Readable, path: string): Promise<Readable> {
+  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const head: Buffer[] = [];
+  let size = 0;
+  while (size < BLOCK) {
+    const next = await it.next();
+    if (next.done) break;
+    head.push(next.value);
+    size += next.value.length;
+  }
+  const rest = async function* () {
+    yield* head;
+    for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
+  };
+  const first = Buffer.concat(head);
+  if (first.length < BLOCK || first[0] !== 0x2f /* "/" */) return Readable.from(rest(), { objectMode: false });
+  const root = posix.basename(path);
+  const extract = tarStream.extract();
+  const pack = tarStream.pack();
+  extract.on('entry', (header, stream, next) => {
+    const name = header.name.replace(/^\/+/, '');
+    header.name = name === '' ? `${root}/` : `${root}/${name}`;
+    stream.pipe(pack.entry(header, next) as unknown as NodeJS.WritableStream);
+  });
+  extract.on('finish', () => pack.finalize());
+  extract.on('error', (err) => pack.destroy(err));
+  Readable.from(rest(), { objectMode: false }).on('error', (err) => pack.destroy(err)).pipe(extract as unknown as NodeJS.WritableStream);
+  return pack as unknown as Readable;
+}
