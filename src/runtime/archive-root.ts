@@ -22,9 +22,15 @@ export async function dockerRootedArchive(source: Readable, path: string): Promi
     head.push(next.value);
     size += next.value.length;
   }
+  // A reader that stops early (a rejected result) must end the engine's response too: left open,
+  // Docker holds the copy, and the container's volume with it.
   const rest = async function* () {
-    yield* head;
-    for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
+    try {
+      yield* head;
+      for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
+    } finally {
+      source.destroy();
+    }
   };
   const first = Buffer.concat(head);
   if (first.length < BLOCK || first[0] !== 0x2f /* "/" */) return Readable.from(rest(), { objectMode: false });

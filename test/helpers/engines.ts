@@ -3,6 +3,7 @@
 // Under CI=true an engine whose socket does not answer FAILS the test, like requirements.ts.
 import type { TestContext } from 'node:test';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 export type EngineName = 'docker' | 'podman' | 'podman-rootless';
 
@@ -12,6 +13,23 @@ export interface EngineTarget {
   socketPath: string;
   /** The ordinary user the engine runs as (rootless only): files the task writes are owned by its subordinate ids. */
   user?: string;
+}
+
+/** Where the rootless tests mount /output filesystems: the shared mount scripts/podman-services.sh makes. */
+export const PODMAN_ROOTLESS_OUTPUTS = '/var/lib/hivemind-podman-rootless/output-fs';
+
+/**
+ * The host ids of the container's task user 65534 on `target`: itself, except rootless, where
+ * the container's id n > 0 is the user's subordinate range start + n - 1 (/etc/subuid, /etc/subgid).
+ */
+export function taskHostIds(target: EngineTarget, subuid = '/etc/subuid', subgid = '/etc/subgid'): { uid: number; gid: number } {
+  if (!target.user) return { uid: 65534, gid: 65534 };
+  const start = (file: string) => {
+    const line = readFileSync(file, 'utf8').split('\n').find((l) => l.startsWith(`${target.user}:`));
+    if (!line) throw new Error(`${file} has no range for ${target.user} (bash scripts/podman-services.sh setup adds it)`);
+    return Number(line.split(':')[1]);
+  };
+  return { uid: start(subuid) + 65534 - 1, gid: start(subgid) + 65534 - 1 };
 }
 
 export const PODMAN_SOCKET = '/run/hivemind-podman/podman.sock';

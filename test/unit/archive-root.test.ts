@@ -47,3 +47,12 @@ test("Podman's archive of a mount point (entries from /) is renamed to Docker's 
 test('an empty archive stream stays empty', async () => {
   assert.equal((await read(await dockerRootedArchive(Readable.from([]), '/output'))).length, 0);
 });
+
+test('a reader that stops early ends the source stream too (a rejected result must not hold the engine copy open)', async () => {
+  const docker = await tarOf([{ name: 'output/', type: 'directory' }, { name: 'output/a', body: 'x'.repeat(4096) }]);
+  const source = chunked(docker);
+  const out = await dockerRootedArchive(source, '/output');
+  for await (const _ of out) break;
+  await new Promise((r) => setImmediate(r));
+  assert.equal(source.destroyed, true);
+});
