@@ -5,7 +5,8 @@
 # `podman system service --time=0` runs in the background with a pid file next to its socket.
 #
 #   podman-services.sh setup              the user hmpodman, its subordinate ids, containers.conf, storage.conf
-#   podman-services.sh start|stop|status  both API services (start and stop are idempotent)
+#   podman-services.sh start|stop|status  both API services (start and stop are idempotent), and the
+#                                         shared mount rootless tasks' /output filesystems are mounted in
 #   podman-services.sh load-images IMG... copies Docker's images into both Podman stores (skips an image whose id already matches)
 #
 # Needs root. Every verb is idempotent: a second run changes nothing and restarts nothing that answers.
@@ -13,6 +14,10 @@ set -euo pipefail
 
 ROOTFUL_DIR=/run/hivemind-podman
 ROOTLESS_DIR=/run/hivemind-podman-rootless
+# Where a worker on the rootless Podman mounts its tasks' /output filesystems (LoopOutputVolumes,
+# mountOnHost): a shared mount, so mounts made there later reach the rootless Podman's own mount
+# namespace (made once by its pause process); anywhere else they stay invisible to its containers.
+ROOTLESS_OUTPUTS=/var/lib/hivemind-podman-rootless/output-fs
 ROOTLESS_USER=hmpodman
 ROOTLESS_HOME=/home/$ROOTLESS_USER
 SUBID_START=100000
@@ -135,6 +140,22 @@ mount_program = \"/usr/bin/fuse-overlayfs\""
 
 # --- services -----------------------------------------------------------------------------------
 
+shared_outputs() {
+  if ! mountpoint -q "$ROOTLESS_OUTPUTS"; then
+    install -d -m 0711 -o root -g root "$(dirname "$ROOTLESS_OUTPUTS")" "$ROOTLESS_OUTPUTS"
+    mount --bind "$ROOTLESS_OUTPUTS" "$ROOTLESS_OUTPUTS"
+    mount --make-rshared "$ROOTLESS_OUTPUTS"
+    log "made $ROOTLESS_OUTPUTS a shared mount (the rootless tasks' /output filesystems go there)"
+    # A pause process from before it holds a namespace that will never see those mounts: the
+    # next rootless Podman must make a new one.
+    if pgrep -u "$ROOTLESS_USER" -f 'catatonit -P' >/dev/null; then
+      stop_one rootless "$ROOTLESS_DIR"
+      log "renewing $ROOTLESS_USER's Podman namespace (podman system migrate)"
+      (cd / && as_rootless podman system migrate)
+    fi
+  fi
+}
+
 ping_ok() { [ "$(curl -sS --max-time 5 --unix-socket "$1/podman.sock" http://d/_ping 2>/dev/null)" = OK ]; }
 
 pid_alive() { # dir: the pid file names a live `podman system service` process
@@ -230,7 +251,7 @@ load_images() {
 
 case "${1:-}" in
   setup) setup_user; setup_dirs; setup_conf ;;
-  start) setup_dirs; start_one rootful "$ROOTFUL_DIR" ""; start_one rootless "$ROOTLESS_DIR" "$ROOTLESS_USER" ;;
+  start) setup_dirs; shared_outputs; start_one rootful "$ROOTFUL_DIR" ""; start_one rootless "$ROOTLESS_DIR" "$ROOTLESS_USER" ;;
   stop) stop_one rootful "$ROOTFUL_DIR"; stop_one rootless "$ROOTLESS_DIR" ;;
   status) rc=0; status_one rootful "$ROOTFUL_DIR" || rc=1; status_one rootless "$ROOTLESS_DIR" || rc=1; exit $rc ;;
   load-images) shift; load_images "$@" ;;
