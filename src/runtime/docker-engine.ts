@@ -125,7 +125,9 @@ export class DockerEngine implements ContainerEngine {
 
   async importImage(rootfsTar: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<void> {
     const what = `import image ${repo}:${tag}`;
-    const stream = (await this.call(what, signal, () => this.docker.importImage(rootfsTar, { repo, tag, abortSignal: signal } as object)))!;
+    // The tag inside `repo`: Podman ignores the separate `tag` parameter of an import (the image
+    // came out as repo:latest); Docker takes either form.
+    const stream = (await this.call(what, signal, () => this.docker.importImage(rootfsTar, { repo: `${repo}:${tag}`, abortSignal: signal } as object)))!;
     await readJsonMessages(stream as Readable, what, signal, () => {});
   }
 
