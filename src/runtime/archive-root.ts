@@ -35,15 +35,32 @@ export async function dockerRootedArchive(source: Readable, path: string): Promi
   const first = Buffer.concat(head);
   if (first.length < BLOCK || first[0] !== 0x2f /* "/" */) return Readable.from(rest(), { objectMode: false });
   const root = posix.basename(path);
+  const input = Readable.from(rest(), { objectMode: false });
   const extract = tarStream.extract();
   const pack = tarStream.pack();
-  extract.on('entry', (header, stream, next) => {
-    const name = header.name.replace(/^\/+/, '');
-    header.name = name === '' ? `${root}/` : `${root}/${name}`;
-    stream.pipe(pack.entry(header, next) as unknown as NodeJS.WritableStream);
+  input.on('error', (err) => extract.destroy(err));
+  input.pipe(extract as unknown as NodeJS.WritableStream);
+  // A reader that stops early destroys `pack`: stop reading the engine's stream as well.
+  pack.on('close', () => {
+    extract.destroy();
+    input.destroy();
   });
-  extract.on('finish', () => pack.finalize());
-  extract.on('error', (err) => pack.destroy(err));
-  Readable.from(rest(), { objectMode: false }).on('error', (err) => pack.destroy(err)).pipe(extract as unknown as NodeJS.WritableStream);
+  void (async () => {
+    try {
+      for await (const entry of extract) {
+        const header = entry.header;
+        const name = header.name.replace(/^\/+/, '');
+        header.name = name === '' ? `${root}/` : `${root}/${name}`;
+        // pack.entry throws once pack is destroyed: that rejection ends the loop like any other.
+        await new Promise<void>((resolve, reject) => {
+          const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+          (entry as unknown as Readable).pipe(sink as unknown as NodeJS.WritableStream);
+        });
+      }
+      pack.finalize();
+    } catch (err) {
+      pack.destroy(err as Error);
+    }
+  })();
   return pack as unknown as Readable;
 }

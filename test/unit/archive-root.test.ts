@@ -56,3 +56,12 @@ test('a reader that stops early ends the source stream too (a rejected result mu
   await new Promise((r) => setImmediate(r));
   assert.equal(source.destroyed, true);
 });
+
+test("a reader that stops early on Podman's form ends the source too, with no error after the fact", async () => {
+  const podman = await tarOf([{ name: '/', type: 'directory' }, ...Array.from({ length: 50 }, (_, i) => ({ name: `/f${i}`, body: 'y'.repeat(10_000) }))]);
+  const source = chunked(podman);
+  const out = await dockerRootedArchive(source, '/output');
+  for await (const _ of out) break;
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(source.destroyed, true);
+});
