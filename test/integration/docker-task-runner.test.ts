@@ -19,7 +19,7 @@ import { DockerTaskRunner, reapOrphans } from '../../src/runtime/docker-task-run
 import { nodeLabelFilters, taskLabels } from '../../src/runtime/labels.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { OutcomeKind, type TaskSpec } from '../../src/protocol/gen/hivemind/v1/common.js';
-import { RUNNER_DEFAULTS, buildContainerConfig } from '../../src/runtime/container-spec.js';
+import { RUNNER_DEFAULTS, buildContainerConfig, volumeNames } from '../../src/runtime/container-spec.js';
 import type { TaskExecution } from '../../src/worker/contracts.js';
 import { countingListener } from '../helpers/counting-listener.js';
 
@@ -55,6 +55,9 @@ async function limitsKept(target: EngineTarget, image: string, limits: TaskSpec[
     return { memory: h.Memory ?? 0, nanoCpus: h.NanoCpus ?? 0, pids: h.PidsLimit ?? 0 };
   } finally {
     await engine.removeContainer(id);
+    // The engine made the named volumes the config mounts: they go too.
+    const made = volumeNames(exec.taskId, 1);
+    for (const v of [made.input, made.output]) await engine.removeVolume(v);
   }
 }
 
