@@ -2,7 +2,8 @@
 # Sets up everything HiveMind needs on a fresh Debian machine, idempotently: Debian packages,
 # a running Docker daemon, Node 24 (from the npm registry when the system's is older), npm
 # dependencies, the build, the standalone executables (dist-exe/), the local task image and the
-# worker's Docker image (both built offline; no registry is needed).
+# worker's Docker image (both built offline; no registry is needed), and Podman's API (rootful and
+# rootless) with the test images in its stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
@@ -10,7 +11,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # 1. Debian packages (only what is missing).
-pkgs=(docker.io runsc protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck tmux postgresql)
+pkgs=(docker.io runsc protobuf-compiler busybox-static iproute2 wireguard-tools wireguard-go openssl iperf3 ca-certificates chromium fonts-dejavu-core debootstrap shellcheck tmux postgresql podman crun slirp4netns uidmap fuse-overlayfs catatonit)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -97,4 +98,10 @@ bash scripts/svc-test-image.sh
 # 9. The private PostgreSQL cluster the master's PostgreSQL store is tested against (127.0.0.1:55432,
 #    role and database hivemind_test; the URL in .tools/test-pg.url).
 bash scripts/test-postgres.sh
+# 10. Podman's Docker-compatible API, rootful and rootless (the user hmpodman), for workers that run
+#     on Podman and for the runner's tests against it (scripts/podman-services.sh says how and why);
+#     the test images copied into both Podman stores.
+$SUDO bash scripts/podman-services.sh setup
+$SUDO bash scripts/podman-services.sh start
+$SUDO bash scripts/podman-services.sh load-images hivemind/busybox:1 hivemind/svc-test:1
 log "ready"

@@ -9,7 +9,7 @@ import type { Logger } from '../common/logger.js';
 import { OutcomeKind } from '../protocol/gen/hivemind/v1/common.js';
 import type { TaskExecution } from '../worker/contracts.js';
 import { gunzipStream, safeTar } from '../archive/safe-tar.js';
-import { OutputFsUnavailableError, type OutputVolumes, type VolumeDriverOptions } from './output-volume.js';
+import { OutputFsUnavailableError, type OutputFsAttachment, type OutputVolumes } from './output-volume.js';
 import type { ContainerCreateConfig, ContainerEngine } from './container-engine.js';
 import { INPUT_DIR, OUTPUT_DIR, TASK_GID, TASK_UID, effectiveLimits, volumeNames, type RunnerDefaults } from './container-spec.js';
 import { LABEL_ATTEMPT, nodeLabelFilters, taskLabels } from './labels.js';
@@ -65,23 +65,25 @@ export class AttemptResources {
       created.volumes.push(volumes.input);
     })();
     const output = (async () => {
-      let outputOpts: VolumeDriverOptions | undefined;
+      let outputFs: OutputFsAttachment | undefined;
       created.outputFs.push(volumes.output);
       try {
-        outputOpts = await this.options.outputVolumes.create(volumes.output, cap, defaults.maxEntries);
+        outputFs = await this.options.outputVolumes.create(volumes.output, cap, defaults.maxEntries);
       } catch (err) {
         if (err instanceof OutputFsUnavailableError) {
           throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `not started: this node could not make the task's bounded /output: ${err.message}`);
         }
         throw err;
       }
-      await this.engine.createVolume(volumes.output, labels, signal, outputOpts);
+      // A filesystem the worker mounted is bound in: there is no engine volume to make.
+      if (outputFs && 'hostPath' in outputFs) return outputFs;
+      await this.engine.createVolume(volumes.output, labels, signal, outputFs?.driverOptions);
       created.volumes.push(volumes.output);
-      return outputOpts !== undefined;
+      return outputFs;
     })();
     // Both settle before a failure is thrown: `created` must list all that exists for the cleanup.
-    const [, outputRootOwned] = await settledAll([input, output]);
-    return { outputRootOwned };
+    const [, outputFs] = await settledAll([input, output]);
+    return { outputRootOwned: outputFs !== undefined, ...(outputFs && 'hostPath' in outputFs ? { outputHostPath: outputFs.hostPath } : {}) };
   }
 
   /**
@@ -92,6 +94,7 @@ export class AttemptResources {
    * a removal (some 70 ms on a no-op task).
    */
   async createContainer(exec: TaskExecution, config: ContainerCreateConfig, created: Created, log: Logger, volumes: MadeVolumes): Promise<string> {
+    if (volumes.outputHostPath !== undefined) config = withOutputBind(config, volumes.outputHostPath);
     if (!needsStaging(exec, volumes)) {
       const id = await createOrStartFail(() => this.engine.createContainer(config, exec.signal));
       created.containers.push(id);
@@ -205,6 +208,14 @@ export class AttemptResources {
 export interface MadeVolumes {
   /** /output is a filesystem of its own whose root the task user owns (OutputVolumes.create gave options). */
   outputRootOwned: boolean;
+  /** The host directory the worker mounted /output's filesystem at, bound in instead of a volume. */
+  outputHostPath?: string;
+}
+
+/** `config` with /output bound from `hostPath` instead of its engine volume. */
+export function withOutputBind(config: ContainerCreateConfig, hostPath: string): ContainerCreateConfig {
+  const Mounts = config.HostConfig.Mounts.map((m) => (m.Target === OUTPUT_DIR ? { Type: 'bind' as const, Source: hostPath, Target: OUTPUT_DIR, ReadOnly: false } : m));
+  return { ...config, HostConfig: { ...config.HostConfig, Mounts } };
 }
 
 /** Whether the volumes must be filled through a staging container: an input to unpack, or a plain /output to give to the task user. */

@@ -3,6 +3,8 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import Docker from 'dockerode';
 import type { Readable } from 'node:stream';
+import { dockerRootedArchive } from './archive-root.js';
+import { matchesLabelFilters } from './labels.js';
 import { AbortedError, EngineError, EngineUnreachableError, ImageInUseError, errorMessage } from '../common/errors.js';
 import type {
   ContainerCreateConfig,
@@ -123,7 +125,9 @@ export class DockerEngine implements ContainerEngine {
 
   async importImage(rootfsTar: Readable, repo: string, tag: string, signal?: AbortSignal): Promise<void> {
     const what = `import image ${repo}:${tag}`;
-    const stream = (await this.call(what, signal, () => this.docker.importImage(rootfsTar, { repo, tag, abortSignal: signal } as object)))!;
+    // The tag inside `repo`: Podman ignores the separate `tag` parameter of an import (the image
+    // came out as repo:latest); Docker takes either form.
+    const stream = (await this.call(what, signal, () => this.docker.importImage(rootfsTar, { repo: `${repo}:${tag}`, abortSignal: signal } as object)))!;
     await readJsonMessages(stream as Readable, what, signal, () => {});
   }
 
@@ -154,7 +158,7 @@ export class DockerEngine implements ContainerEngine {
 
   async listVolumes(labelFilters: string[], signal?: AbortSignal): Promise<VolumeSummary[]> {
     const res = await this.call('list volumes', signal, () => this.docker.listVolumes({ filters: JSON.stringify({ label: labelFilters }), abortSignal: signal }));
-    return (res?.Volumes ?? []).map((v) => ({ name: v.Name, labels: v.Labels ?? {} }));
+    return (res?.Volumes ?? []).map((v) => ({ name: v.Name, labels: v.Labels ?? {} })).filter((v) => matchesLabelFilters(v.labels, labelFilters));
   }
 
   async createContainer(config: ContainerCreateConfig, signal?: AbortSignal): Promise<string> {
@@ -212,7 +216,7 @@ export class DockerEngine implements ContainerEngine {
 
   async listContainers(labelFilters: string[], signal?: AbortSignal): Promise<ContainerSummary[]> {
     const list = await this.call('list containers', signal, () => this.docker.listContainers({ all: true, filters: JSON.stringify({ label: labelFilters }), abortSignal: signal }));
-    return (list ?? []).map((c) => ({ id: c.Id, names: c.Names.map((n) => n.replace(/^\//, '')), labels: c.Labels ?? {}, state: c.State }));
+    return (list ?? []).map((c) => ({ id: c.Id, names: c.Names.map((n) => n.replace(/^\//, '')), labels: c.Labels ?? {}, state: c.State })).filter((c) => matchesLabelFilters(c.labels, labelFilters));
   }
 
   async putArchive(id: string, path: string, tar: Readable, signal?: AbortSignal): Promise<void> {
@@ -221,7 +225,7 @@ export class DockerEngine implements ContainerEngine {
 
   async getArchive(id: string, path: string, signal?: AbortSignal): Promise<Readable> {
     const s = await this.call(`copy ${path} out of container ${short(id)}`, signal, () => this.docker.getContainer(id).getArchive({ path, abortSignal: signal }));
-    return s as unknown as Readable;
+    return dockerRootedArchive(s as unknown as Readable, path);
   }
 
   async containerStats(id: string, signal?: AbortSignal): Promise<ContainerStats> {

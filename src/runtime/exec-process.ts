@@ -145,6 +145,8 @@ export class DockerExecProcess implements ExecProcess {
     try {
       await this.exec.resize({ h: size.rows, w: size.cols, abortSignal: signal } as { h: number; w: number });
     } catch (err) {
+      // Podman answers a done resize with 201 Created (Docker: 200), which dockerode calls unexpected.
+      if ((err as { statusCode?: number }).statusCode === 201) return;
       throw new EngineError(`resize the exec's terminal: ${errorMessage(err)}`, { cause: err });
     }
   }

@@ -22,3 +22,14 @@ export function nodeLabelFilters(nodeId: string, taskId?: string): string[] {
   if (taskId !== undefined) filters.push(`${LABEL_TASK_ID}=${taskId}`);
   return filters;
 }
+
+/**
+ * Whether `labels` pass every `label=` filter ("key" or "key=value"), as Docker applies them (all
+ * must hold). Podman 4's compat API ORs several label filters on volumes, so lists are checked again here.
+ */
+export function matchesLabelFilters(labels: Record<string, string>, filters: readonly string[]): boolean {
+  return filters.every((f) => {
+    const eq = f.indexOf('=');
+    return eq < 0 ? f in labels : labels[f.slice(0, eq)] === f.slice(eq + 1);
+  });
+}

@@ -3,7 +3,7 @@
 // loop device, that Docker's local volume driver mounts. A writer past the end gets ENOSPC from
 // the kernel, so at most the image's size ever reaches the host disk.
 import { execFile } from 'node:child_process';
-import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { HivemindError, errorMessage } from '../common/errors.js';
@@ -11,15 +11,23 @@ import { HivemindError, errorMessage } from '../common/errors.js';
 /** Docker local-driver options (`docker volume create -o type=… -o device=…`). */
 export type VolumeDriverOptions = Record<string, string>;
 
+/**
+ * How the engine gets an attempt's /output filesystem: a volume it mounts itself from local-driver
+ * options (Docker), or a host directory the worker mounted, bound in (Podman: it does not mount a
+ * volume that has options for a stopped container's archive copy, and rootless Podman cannot
+ * mount a block device at all).
+ */
+export type OutputFsAttachment = { driverOptions: VolumeDriverOptions } | { hostPath: string };
+
 /** The backing storage of per-attempt /output volumes; the runner's only view of it. */
 export interface OutputVolumes {
   /**
    * Makes the backing filesystem of volume `name`, able to hold `capBytes` (and up to
    * `maxEntries` entries) and nothing much beyond, its root owned by the task user, and returns
-   * the options to create the Docker volume with (undefined: a plain volume, root's). Throws OutputFsUnavailableError when this host
+   * how the engine attaches it (undefined: a plain volume, root's). Throws OutputFsUnavailableError when this host
    * cannot make one.
    */
-  create(name: string, capBytes: number, maxEntries: number): Promise<VolumeDriverOptions | undefined>;
+  create(name: string, capBytes: number, maxEntries: number): Promise<OutputFsAttachment | undefined>;
   /** Frees the backing storage of a volume Docker no longer uses; a missing one is success. */
   release(name: string): Promise<void>;
   /** Names of the volumes whose backing storage is on this host (for the reclaim after a crash). */
@@ -77,6 +85,7 @@ const TOOL_PATH = [process.env.PATH, '/usr/sbin', '/sbin'].filter(Boolean).join(
 const runTool: RunTool = async (file, args) => (await execFileP(file, args, { timeout: 60_000, env: { ...process.env, PATH: TOOL_PATH } })).stdout;
 
 const IMAGE_SUFFIX = '.img';
+const MOUNT_SUFFIX = '.mnt';
 /** Volume names become file names: keep them to Docker's volume-name alphabet. */
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
@@ -88,24 +97,37 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
  * blocks so small files waste little, root owned by the task user, no lost+found in the result.
  */
 export class LoopOutputVolumes implements OutputVolumes {
+  /**
+   * `owner`: the host ids of the task user (a rootless engine maps the container's 65534 to a
+   * subordinate id). `mountOnHost`: mount each filesystem at `<dir>/<name>.mnt` for a bind mount
+   * instead of handing the engine the device (Podman); with a rootless engine `dir` must be a
+   * shared mount made before the engine's namespace (scripts/podman-services.sh makes one) and
+   * reachable by its user.
+   */
   constructor(
     private readonly dir: string,
     private readonly run: RunTool = runTool,
     private readonly sysBlock = '/sys/block',
     private readonly owner = { uid: 65534, gid: 65534 },
+    private readonly mountOnHost = false,
   ) {}
+
+  mountPath(name: string): string {
+    return `${this.imagePath(name).slice(0, -IMAGE_SUFFIX.length)}${MOUNT_SUFFIX}`;
+  }
 
   imagePath(name: string): string {
     if (!NAME_RE.test(name)) throw new Error(`output volume name "${name}" is not a plain name`);
     return join(this.dir, `${name}${IMAGE_SUFFIX}`);
   }
 
-  async create(name: string, capBytes: number, maxEntries: number): Promise<VolumeDriverOptions> {
+  async create(name: string, capBytes: number, maxEntries: number): Promise<OutputFsAttachment> {
     const file = this.imagePath(name);
     const layout = outputFsLayout(capBytes, maxEntries);
     await this.release(name); // an earlier process's leftover of the same attempt
     try {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      // A rootless engine resolves the bind source as its own user: it must be able to pass through.
+      await mkdir(this.dir, { recursive: true, mode: this.mountOnHost ? 0o711 : 0o700 });
       const fh = await open(file, 'wx', 0o600);
       try {
         await fh.truncate(layout.bytes); // sparse: blocks are taken only as the task writes
@@ -116,7 +138,11 @@ export class LoopOutputVolumes implements OutputVolumes {
       await this.step('debugfs', ['-w', '-R', 'rmdir lost+found', file]);
       const device = (await this.step('losetup', ['--find', '--show', file])).trim();
       if (!/^\/dev\/loop\d+$/.test(device)) throw new OutputFsUnavailableError(`losetup printed "${device}", not a loop device`);
-      return { type: 'ext4', device, o: 'nosuid,nodev' };
+      if (!this.mountOnHost) return { driverOptions: { type: 'ext4', device, o: 'nosuid,nodev' } };
+      const at = this.mountPath(name);
+      await mkdir(at, { mode: 0o700 });
+      await this.step('mount', ['-t', 'ext4', '-o', 'nosuid,nodev,noexec', device, at]);
+      return { hostPath: at };
     } catch (err) {
       await this.release(name).catch(() => undefined);
       throw err;
@@ -135,6 +161,12 @@ export class LoopOutputVolumes implements OutputVolumes {
 
   async release(name: string): Promise<void> {
     const file = this.imagePath(name);
+    if (this.mountOnHost) {
+      const at = this.mountPath(name);
+      // Lazy: a container still holding it lets go later; rmdir (not rm -r) cannot reach into a mount.
+      await this.run('umount', ['-l', at]).catch(() => undefined);
+      await rmdir(at).catch(() => undefined);
+    }
     for (const device of await this.devicesOf(file)) {
       // Docker unmounted it when the volume went; if something still holds it, the kernel
       // detaches it when that lets go.

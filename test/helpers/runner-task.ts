@@ -2,13 +2,14 @@
 // by the runner's integration tests under runc (docker-task-runner.test.ts) and under gVisor
 // (gvisor-runner.test.ts), which prove the same guarantees.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { ensureTestImage } from './test-image.js';
+import { PODMAN_ROOTLESS_OUTPUTS, taskHostIds, type EngineTarget } from './engines.js';
 import { DockerEngine } from '../../src/runtime/docker-engine.js';
 import { LoopOutputVolumes } from '../../src/runtime/output-volume.js';
 import { DockerTaskRunner } from '../../src/runtime/docker-task-runner.js';
@@ -47,15 +48,42 @@ export interface RunOptions {
   spool?: string;
   /** Called with the runner before the task starts (to sample its usage while it runs). */
   onRunner?: (runner: DockerTaskRunner, taskId: string) => void;
+  /** The engine to run on (test/helpers/engines.ts); default Docker. */
+  engine?: EngineTarget;
+}
+
+/** The engine API client for `target` (Docker's default socket when none is given). */
+export function engineOf(target?: EngineTarget): DockerEngine {
+  return target ? DockerEngine.create({ socketPath: target.socketPath }) : DockerEngine.create();
+}
+
+/**
+ * The bounded /output filesystems for `target`, kept in `spool` (in the shared mount for rootless
+ * Podman): Docker mounts the device itself, Podman gets a mount the worker made, its root owned
+ * by the host ids of the task user.
+ */
+export async function outputVolumesOf(spool: string, target?: EngineTarget): Promise<LoopOutputVolumes> {
+  const dir = outputFsDirOf(spool, target);
+  if (!target || target.name === 'docker') return new LoopOutputVolumes(dir);
+  if (target.user) {
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    scratch.push(dir);
+  }
+  return new LoopOutputVolumes(dir, undefined, undefined, taskHostIds(target), true);
+}
+
+/** Where outputVolumesOf(spool, target) keeps its images. */
+export function outputFsDirOf(spool: string, target?: EngineTarget): string {
+  return target?.user ? join(PODMAN_ROOTLESS_OUTPUTS, basename(spool)) : join(spool, 'output-fs');
 }
 
 /** Runs `spec` (the test image and small limits unless it says otherwise) to its end; asserts nothing is left. */
 export async function runTask(spec: Partial<TaskSpec>, opts: RunOptions = {}): Promise<Run> {
-  const engine = DockerEngine.create();
-  const image = await ensureTestImage();
+  const engine = engineOf(opts.engine);
+  const image = await ensureTestImage(opts.engine?.socketPath);
   const spool = opts.spool ?? (await scratchDir('hm-spool-'));
   const taskId = `it${process.pid}-${++seq}`;
-  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool, defaults: opts.defaults ?? {}, outputVolumes: new LoopOutputVolumes(join(spool, 'output-fs')) }, silentLogger());
+  const runner = new DockerTaskRunner(engine, { nodeId: NODE_ID, spoolDir: spool, defaults: opts.defaults ?? {}, outputVolumes: await outputVolumesOf(spool, opts.engine) }, silentLogger());
   opts.onRunner?.(runner, taskId);
   const ctl = new AbortController();
   const logs = { stdout: '', stderr: '' };

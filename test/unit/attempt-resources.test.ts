@@ -37,10 +37,12 @@ async function until(cond: () => boolean, what: string): Promise<void> {
   throw new Error(`never happened: ${what}`);
 }
 
-function fakes(calls: GatedCalls) {
+function fakes(calls: GatedCalls, attachment: unknown = { driverOptions: { type: 'ext4', device: '/dev/loop7', o: 'nosuid,nodev' } }) {
+  const configs: ContainerCreateConfig[] = [];
   const engine = {
     createVolume: (name: string) => calls.call(`createVolume ${name.endsWith('-output') ? 'output' : 'input'}`),
     createContainer: async (c: ContainerCreateConfig) => {
+      configs.push(c);
       const staging = c.name.endsWith('-staging');
       await calls.call(`createContainer ${staging ? 'staging' : 'task'}`);
       return staging ? 'staging-id' : 'task-id';
@@ -54,10 +56,10 @@ function fakes(calls: GatedCalls) {
   const outputVolumes = {
     create: async () => {
       await calls.call('outputFs');
-      return { type: 'ext4', device: '/dev/loop7', o: 'nosuid,nodev' };
+      return attachment;
     },
   } as unknown as OutputVolumes;
-  return new AttemptResources(engine, { defaults: { ...RUNNER_DEFAULTS }, outputVolumes, cleanupTimeoutMs: 1000 });
+  return Object.assign(new AttemptResources(engine, { defaults: { ...RUNNER_DEFAULTS }, outputVolumes, cleanupTimeoutMs: 1000 }), { configs });
 }
 
 const exec = {
@@ -123,6 +125,25 @@ test('attempt resources: without input and with an /output filesystem the task u
   assert.equal(needsStaging({ inputFile: '/spool/t1-1.input.tar.gz' }, { outputRootOwned: true }), true);
   assert.equal(needsStaging({}, { outputRootOwned: false }), true);
   assert.equal(needsStaging({}, { outputRootOwned: true }), false);
+});
+
+test('attempt resources: an /output filesystem the worker mounted (Podman) is bound in, with no engine volume for it', async () => {
+  const calls = new GatedCalls();
+  const r = fakes(calls, { hostPath: '/data/output-fs/hivemind-t1-1-output.mnt' });
+  const created: Created = { containers: [], volumes: [], outputFs: [] };
+  const made = r.createVolumes(exec, 'n1', created);
+  await calls.release('outputFs');
+  await calls.release('createVolume input');
+  const volumes = await made;
+  assert.deepEqual(volumes, { outputRootOwned: true, outputHostPath: '/data/output-fs/hivemind-t1-1-output.mnt' });
+  assert.ok(!calls.started.includes('createVolume output'));
+  assert.deepEqual(created, { containers: [], volumes: ['hivemind-t1-1-input'], outputFs: ['hivemind-t1-1-output'] });
+  const container = r.createContainer(exec, buildContainerConfig(exec, 'n1'), created, silentLogger(), volumes);
+  await calls.release('createContainer task');
+  assert.equal(await container, 'task-id');
+  const mounts = r.configs[0]!.HostConfig.Mounts;
+  assert.deepEqual(mounts.find((m) => m.Target === '/output'), { Type: 'bind', Source: '/data/output-fs/hivemind-t1-1-output.mnt', Target: '/output', ReadOnly: false });
+  assert.deepEqual(mounts.find((m) => m.Target === '/input'), { Type: 'volume', Source: 'hivemind-t1-1-input', Target: '/input', ReadOnly: true });
 });
 
 test('settledAll: the values in order; the first failure in order, thrown only once all settled', async () => {

@@ -10,7 +10,7 @@ import { chooseOutputVolumes, type ProbedOutputVolumes } from '../../src/runtime
 function fakeBounded(reason?: string): ProbedOutputVolumes {
   return {
     probe: async () => (reason === undefined ? { ok: true } : { ok: false, reason }),
-    create: async () => ({ type: 'ext4', device: '/dev/loop0', o: 'nosuid,nodev' }),
+    create: async () => ({ driverOptions: { type: 'ext4', device: '/dev/loop0', o: 'nosuid,nodev' } }),
     release: async () => undefined,
     list: async () => [],
     attached: async () => true,

@@ -50,13 +50,14 @@ async function fixture(t: { after(fn: () => Promise<void>): void }) {
     return '';
   };
   const volumes = new LoopOutputVolumes(dir, run, sys);
-  return { dir, sys, calls, volumes, failWith: (tool: string, err: Error) => (fail = { tool, err }) };
+  const mounting = (owner = { uid: 65534, gid: 65534 }) => new LoopOutputVolumes(dir, run, sys, owner, true);
+  return { dir, sys, calls, volumes, mounting, failWith: (tool: string, err: Error) => (fail = { tool, err }) };
 }
 
 test('LoopOutputVolumes: a sparse image of the layout\'s size, an ext4 owned by the task user, attached; released completely', async (t) => {
   const f = await fixture(t);
   const opts = await f.volumes.create('hivemind-t1-1-output', MiB, 100_000);
-  assert.deepEqual(opts, { type: 'ext4', device: '/dev/loop0', o: 'nosuid,nodev' });
+  assert.deepEqual(opts, { driverOptions: { type: 'ext4', device: '/dev/loop0', o: 'nosuid,nodev' } });
   const file = join(f.dir, 'hivemind-t1-1-output.img');
   const st = await stat(file);
   assert.equal(st.size, outputFsLayout(MiB, 100_000).bytes);
@@ -72,6 +73,23 @@ test('LoopOutputVolumes: a sparse image of the layout\'s size, an ext4 owned by 
   assert.equal(await f.volumes.attached('hivemind-t1-1-output'), false);
   assert.deepEqual(await f.volumes.list(), []);
   await f.volumes.release('hivemind-t1-1-output'); // again: nothing left is success
+});
+
+test('LoopOutputVolumes mounting on the host (Podman): mounted at <name>.mnt for a bind, root owned by the given host ids, unmounted before the loop device goes', async (t) => {
+  const f = await fixture(t);
+  const volumes = f.mounting({ uid: 165533, gid: 165533 });
+  const got = await volumes.create('hivemind-t3-1-output', MiB, 100);
+  const at = join(f.dir, 'hivemind-t3-1-output.mnt');
+  assert.deepEqual(got, { hostPath: at });
+  assert.ok(f.calls.find((c) => c[0] === 'mkfs.ext4')!.includes('root_owner=165533:165533'));
+  assert.deepEqual(f.calls.at(-1), ['mount', '-t', 'ext4', '-o', 'nosuid,nodev,noexec', '/dev/loop0', at]);
+  assert.equal((await stat(f.dir)).mode & 0o777, 0o711, 'a rootless engine passes through to the bind source');
+  assert.deepEqual(await volumes.list(), ['hivemind-t3-1-output'], 'the mount point is not listed as a volume');
+  await volumes.release('hivemind-t3-1-output');
+  const umount = f.calls.findIndex((c) => c[0] === 'umount');
+  assert.deepEqual(f.calls[umount], ['umount', '-l', at]);
+  assert.ok(umount < f.calls.findIndex((c) => c[0] === 'losetup' && c[1] === '-d'), 'unmounted before the device is detached');
+  await assert.rejects(stat(at), { code: 'ENOENT' });
 });
 
 test('LoopOutputVolumes: a host without the tools or loop devices gets a typed error naming the step, and nothing is left', async (t) => {
