@@ -17,6 +17,7 @@ import { Master } from '../../master/master.js';
 import { AdminClient } from '../../client/admin-client.js';
 import { formatDoctor, runDoctor } from '../../doctor/doctor.js';
 import { DockerEngine } from '../../runtime/docker-engine.js';
+import { defaultEngineSocket, engineSocketText } from '../../runtime/engine-socket.js';
 import { ensureDevImage, DEV_IMAGE } from '../../runtime/dev-image.js';
 import { holdShutdownSignals, installShutdownHandlers } from '../shutdown-signals.js';
 import { createWorker } from '../node-wiring.js';
@@ -143,6 +144,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--no-services', 'host no service replicas: no gateway pipe, replica assignments refused (env HIVEMIND_SERVICES=false)')
     .option('--exec', 'take exec sessions into this node\'s running tasks (the default)')
     .option('--no-exec', 'refuse every exec session into this node\'s tasks, saying so (env HIVEMIND_EXEC=false)')
+    .option('--engine-socket <socket>', `the container engine's API socket: PATH, unix://PATH or tcp://HOST:PORT; Docker, or Podman rootful (unix:///run/podman/podman.sock) or rootless (default: DOCKER_HOST, else ${WORKER_DEFAULTS.engineSocket}; env HIVEMIND_ENGINE_SOCKET)`)
     .option('--isolation <runc|gvisor>', 'runc (default): tasks run under runc, gVisor offered too when runsc works here; gvisor: every task under gVisor, runc tasks refused, no service replicas (env HIVEMIND_ISOLATION)')
     .option('--allow-egress', 'offer the egress network: tasks asking --network egress reach the internet and nothing else (docs/egress.md; env HIVEMIND_ALLOW_EGRESS)')
     .option('--egress-dns <ip,...>', 'public resolvers for egress tasks (default: the host\'s public nameservers; env HIVEMIND_EGRESS_DNS)')
@@ -223,7 +225,9 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       tuneHeapForStreaming();
       const logger = c.logger(o.logLevel);
       const mcfg = compileMasterConfig({ env: {}, flags: { listen: `127.0.0.1:${o.port}`, dataDir: join(dir, 'master'), reportInterval: o.reportInterval, logLevel: o.logLevel } });
-      const engine = DockerEngine.create();
+      // DOCKER_HOST as `worker start` honours it (the worker's config below reads no environment).
+      const socket = defaultEngineSocket(c.env, WORKER_DEFAULTS.engineSocket);
+      const engine = DockerEngine.create({ socket });
       const image = await ensureDevImage(engine, logger);
       const m = await Master.create(
         { listenAddress: mcfg.listen, dataDir: mcfg.dataDir, reportIntervalMs: mcfg.reportIntervalMs, maxAttempts: mcfg.maxAttempts, gatewayListen: mcfg.gatewayListen },
@@ -240,7 +244,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       }
       const wcfg = compileWorkerConfig({
         env: {},
-        flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel, monitorPort: o.monitorPort },
+        flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', engineSocket: engineSocketText(socket), maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel, monitorPort: o.monitorPort },
       });
       const node = await createWorker(wcfg, logger, engine, { dev: true });
       await node.worker.start();
