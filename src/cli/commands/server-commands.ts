@@ -17,7 +17,7 @@ import { Master } from '../../master/master.js';
 import { AdminClient } from '../../client/admin-client.js';
 import { formatDoctor, runDoctor } from '../../doctor/doctor.js';
 import { DockerEngine } from '../../runtime/docker-engine.js';
-import { defaultEngineSocket, engineSocketText } from '../../runtime/engine-socket.js';
+import { defaultEngineSocket, engineSocketText, parseEngineSocket, type EngineSocket } from '../../runtime/engine-socket.js';
 import { ensureDevImage, DEV_IMAGE } from '../../runtime/dev-image.js';
 import { holdShutdownSignals, installShutdownHandlers } from '../shutdown-signals.js';
 import { createWorker } from '../node-wiring.js';
@@ -284,10 +284,11 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .command('doctor')
     .description('check Docker, WireGuard tools, GPUs, ports and the data dir; print how to fix each problem')
     .option('--data-dir <dir>', 'data dir to check (default $HIVEMIND_HOME)')
+    .option('--engine-socket <socket>', 'the container engine to check, as `worker start --engine-socket` takes it (default: the worker\'s config, HIVEMIND_ENGINE_SOCKET, DOCKER_HOST, else Docker\'s)')
     .option('--json', 'print JSON')
     .action(async (o) => {
       const c = ctx();
-      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: portOf(MASTER_DEFAULTS.listen), monitorPort: MONITOR_DEFAULTS.port, allowUnboundedOutput: configuredUnboundedOutput(c) });
+      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: portOf(MASTER_DEFAULTS.listen), monitorPort: MONITOR_DEFAULTS.port, ...configuredWorker(c, o.engineSocket) });
       if (o.json) printJson(c, results);
       else c.stdout.write(formatDoctor(results) + '\n');
       if (results.some((r) => r.status === 'fail')) setExit(EXIT_FAILURE);
@@ -305,13 +306,16 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
 }
 
 /**
- * The worker's allowUnboundedOutput as its config file and env set it, for doctor to say which
- * mode applies; a config that does not compile is `worker start`'s to report, so false here.
+ * The worker's allowUnboundedOutput and engine socket as its config file, env and doctor's
+ * --engine-socket set them, for doctor to check what `worker start` would use; a config that does
+ * not compile is `worker start`'s to report, so the defaults here (a bad --engine-socket throws).
  */
-function configuredUnboundedOutput(c: CliContext): boolean {
+function configuredWorker(c: CliContext, engineSocket: string | undefined): { allowUnboundedOutput: boolean; engineSocket: EngineSocket } {
+  const flags = engineSocket !== undefined ? { engineSocket } : {};
   try {
-    return compileWorkerConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: {} }).allowUnboundedOutput;
+    const w = compileWorkerConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags });
+    return { allowUnboundedOutput: w.allowUnboundedOutput, engineSocket: w.engineSocket };
   } catch {
-    return false;
+    return { allowUnboundedOutput: false, engineSocket: engineSocket !== undefined ? parseEngineSocket(engineSocket) : defaultEngineSocket(c.env, WORKER_DEFAULTS.engineSocket) };
   }
 }
