@@ -15,6 +15,8 @@ import { classKey, TaskQueue } from '../../src/master/task-queue.js';
 import { validateRegistration } from '../../src/master/node-input-validation.js';
 import { describeLimits, limitsNotHeld, limitsSetBy } from '../../src/protocol/limit-rules.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
+import { buildStatus } from '../../src/monitor/monitor-status.js';
+import { FakeNode } from '../helpers/fake-monitored-node.js';
 
 const { LIMIT_KIND_CPUS: CPUS, LIMIT_KIND_MEMORY: MEMORY, LIMIT_KIND_PIDS: PIDS } = LimitKind;
 const ALL = [CPUS, MEMORY, PIDS];
@@ -166,4 +168,12 @@ test('registration: the master refuses a node\'s engine facts it cannot read, pr
   }
   recordHostile('master: a node registering unreadable engine facts (engine, unenforced_limits)', escaped, hostile.length);
   for (const [facts, re] of hostile) assert.throws(() => validateRegistration('n', facts), re);
+});
+
+test('monitor: the node panel\'s status names the engine and the limits it cannot enforce (docker for a node that says none)', () => {
+  const store = { lastContribution: () => undefined, contributionTotal: () => ({ tasks: 0, cpuSeconds: 0, gpuSeconds: 0 }) } as unknown as Parameters<typeof buildStatus>[0]['store'];
+  const at = (options: object) => buildStatus({ node: Object.assign(new FakeNode(), { options: { ...new FakeNode().options, ...options } }), store, now: 1, tunnel: undefined, docker: { ok: true, message: '' }, running: [] }).node;
+  assert.deepEqual([at({}).engine, at({}).unenforcedLimits], ['docker', []]);
+  const r = at({ engine: 'podman-rootless', unenforcedLimits: ALL });
+  assert.deepEqual([r.engine, r.unenforcedLimits], ['podman-rootless', ['cpus', 'memory', 'pids']]);
 });
