@@ -58,7 +58,7 @@ export class SimNode {
   ) {}
 
   register(token: string): Promise<void> {
-    const facts = { hostname: this.name, os: 'linux', osRelease: 'bench', arch: 'x64', cpuCores: CPUS, cpuModel: 'simulated', memoryBytes: MEMORY, diskBytes: 0, gpus: [], dockerVersion: '27.0', labels: new Map<string, string>(), workerVersion: 'bench-scale', allowsEgress: false, maxTasks: this.slots, isolations: [] };
+    const facts = { hostname: this.name, os: 'linux', osRelease: 'bench', arch: 'x64', cpuCores: CPUS, cpuModel: 'simulated', memoryBytes: MEMORY, diskBytes: 0, gpus: [], dockerVersion: '27.0', labels: new Map<string, string>(), workerVersion: 'bench-scale', allowsEgress: false, maxTasks: this.slots, isolations: [], engine: '', unenforcedLimits: [] };
     return new Promise((resolve, reject) =>
       this.client.register({ name: this.name, facts }, bearerMetadata(token), { deadline: Date.now() + CALL_MS }, (err, res) => {
         if (err) return reject(err);

@@ -8,6 +8,7 @@ import { TaskNetwork, type DataMount, type TaskOutcome, type TaskSpec } from '..
 import { dataKindName } from './service-format.js';
 import { outcomeName, stateName } from './task-format.js';
 import { isolationName } from '../protocol/isolation-rules.js';
+import { engineShown, limitName } from '../protocol/limit-rules.js';
 
 function mapJson<V>(m: Map<string, V>): Record<string, V> {
   // Object.fromEntries defines own properties: a key named __proto__ survives (see proto-json.ts).
@@ -50,5 +51,5 @@ export function taskJson(t: TaskInfo) {
 
 /** A node as `nodes --json` prints each one. */
 export function nodeJson(n: NodeInfo) {
-  return { ...n, facts: n.facts && { ...n.facts, labels: mapJson(n.facts.labels), isolations: n.facts.isolations.map(isolationName) } };
+  return { ...n, facts: n.facts && { ...n.facts, labels: mapJson(n.facts.labels), isolations: n.facts.isolations.map(isolationName), engine: engineShown(n.facts.engine), unenforcedLimits: n.facts.unenforcedLimits.map(limitName) } };
 }

@@ -26,7 +26,8 @@ import { imageUseLog } from '../runtime/image-use-log.js';
 import { RUNNER_DEFAULTS } from '../runtime/container-spec.js';
 import { DockerEgressNetworks, prepareEgress, type EgressAttachment } from '../runtime/egress-network.js';
 import { ExecIptables } from '../runtime/egress-firewall.js';
-import Docker from 'dockerode';
+import { dockerClient } from '../runtime/engine-socket.js';
+import { detectEngine, egressRefusal, gvisorRefusal } from '../runtime/engine-detect.js';
 import { detectHostPaths } from '../runtime/host-paths.js';
 import { detectIsolations } from '../runtime/isolation-choice.js';
 import { LoopOutputVolumes, outputFsDir } from '../runtime/output-volume.js';
@@ -57,20 +58,24 @@ export interface CreateWorkerOptions {
   dev?: boolean;
 }
 
-export async function createWorker(given: WorkerConfig, logger: Logger, engine: ContainerEngine = DockerEngine.create(), opts: CreateWorkerOptions = {}): Promise<WorkerNode> {
+export async function createWorker(given: WorkerConfig, logger: Logger, engine: ContainerEngine = DockerEngine.create({ socket: given.engineSocket }), opts: CreateWorkerOptions = {}): Promise<WorkerNode> {
   ensureDataDir(given.dataDir);
   await assertNotRemoved(given.dataDir);
+  // Docker, rootful or rootless Podman: what it enforces goes to the master with the node's facts.
+  const id = await detectEngine(engine, given.engineSocket, logger.child({ component: 'engine' }));
   // Before anything is set up: with --isolation gvisor and no working runsc the node does not start.
-  const isolation = await detectIsolations(given.isolation, engine, logger.child({ component: 'isolation' }));
+  const isolation = await detectIsolations(given.isolation, engine, logger.child({ component: 'isolation' }), undefined, gvisorRefusal(id));
   if (given.isolation === 'gvisor' && given.services) logger.info('no service replicas under --isolation gvisor (a replica\'s port is reached in its network namespace, which gVisor keeps to itself)');
-  let cfg: WorkerConfig = { ...given, isolations: isolation.offered, ...(given.isolation === 'gvisor' ? { services: false } : {}) };
+  let cfg: WorkerConfig = { ...given, isolations: isolation.offered, engine: id.engine, unenforcedLimits: id.unenforced, ...(given.isolation === 'gvisor' ? { services: false } : {}) };
   const outputVolumes = await chooseOutputVolumes(new LoopOutputVolumes(outputFsDir(cfg.dataDir)), opts.dev ? 'dev' : cfg.allowUnboundedOutput ? 'allowed' : 'refuse', logger);
   let worker: Worker | undefined;
   // A worker in its own container names its data sets to Docker by their host paths.
   const hostPath = await detectHostPaths(engine, logger.child({ component: 'runner' }));
   // Under --isolation gvisor every task runs under runsc, which has no network here: no egress.
   if (cfg.allowEgress && cfg.isolation === 'gvisor') logger.warn('--allow-egress is ignored under --isolation gvisor: gVisor tasks get no network (runsc runs with --network=none)');
-  const egress = cfg.allowEgress && cfg.isolation !== 'gvisor' ? await offerEgress(cfg, logger.child({ component: 'egress' })) : undefined;
+  const noEgress = egressRefusal(id);
+  if (cfg.allowEgress && noEgress) logger.warn({ reason: noEgress }, '--allow-egress is ignored: this node offers no egress');
+  const egress = cfg.allowEgress && cfg.isolation !== 'gvisor' && !noEgress ? await offerEgress(cfg, logger.child({ component: 'egress' })) : undefined;
   cfg = { ...cfg, allowsEgress: egress !== undefined };
   // Set once the store is open, which is before any task can arrive.
   let imageUses: ImageUseRecorder | undefined;
@@ -140,7 +145,7 @@ async function offerEgress(cfg: WorkerConfig, logger: Logger): Promise<EgressAtt
   try {
     return await prepareEgress(
       { network: cfg.egressNetwork, subnet: cfg.egressSubnet, dns: (cfg.egressDns ?? '').split(',').map((a) => a.trim()).filter(Boolean), masterAddresses: cfg.master ?? [], rateBps: cfg.egressRate },
-      { engine: new DockerEgressNetworks(new Docker()), iptables: new ExecIptables(), logger },
+      { engine: new DockerEgressNetworks(dockerClient(cfg.engineSocket)), iptables: new ExecIptables(), logger },
     );
   } catch (err) {
     if (err instanceof ConfigError) throw err;

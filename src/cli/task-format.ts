@@ -1,8 +1,9 @@
 // Human-readable rendering of tasks and nodes for the CLI (the --json output: json-output.ts).
 // Every string from the master (names, images, messages, reasons) may come from a hostile node or
 // client: it is passed through terminalSafe before it reaches the operator's terminal.
-import { DataKind, OutcomeKind, TaskNetwork, TaskState, type DataMount, type DataProgress, type Isolation, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
+import { DataKind, OutcomeKind, TaskNetwork, TaskState, type DataMount, type DataProgress, type Isolation, type NodeFacts, type TaskOutcome } from '../protocol/gen/hivemind/v1/common.js';
 import { isolationName } from '../protocol/isolation-rules.js';
+import { engineShown, limitName } from '../protocol/limit-rules.js';
 import type { NodeInfo, TaskInfo } from '../protocol/gen/hivemind/v1/admin.js';
 import { formatBytes, formatDuration } from '../common/units.js';
 import { terminalSafe } from './terminal-text.js';
@@ -111,9 +112,14 @@ export function offeredIsolations(isolations: readonly Isolation[] | undefined):
   return isolations?.length ? isolations.map(isolationName).join(',') : 'runc';
 }
 
+/** A node's engine as listed: "docker", "podman", or "podman-rootless!" when some limits are not enforced there. */
+export function nodeEngine(facts: Pick<NodeFacts, 'engine' | 'unenforcedLimits'> | undefined): string {
+  return `${engineShown(facts?.engine)}${facts?.unenforcedLimits.length ? ` (no ${facts.unenforcedLimits.map(limitName).join('/')} limits)` : ''}`;
+}
+
 export function formatNodeTable(nodes: NodeInfo[]): string {
   if (nodes.length === 0) return 'no nodes';
-  const rows = [['NODE', 'NAME', 'STATUS', 'CPUS', 'MEMORY', 'GPUS', 'ISOLATION', 'EGRESS', 'TASKS', 'LAST SEEN']];
+  const rows = [['NODE', 'NAME', 'STATUS', 'CPUS', 'MEMORY', 'GPUS', 'ENGINE', 'ISOLATION', 'EGRESS', 'TASKS', 'LAST SEEN']];
   for (const n of nodes) {
     rows.push([
       n.nodeId,
@@ -122,6 +128,7 @@ export function formatNodeTable(nodes: NodeInfo[]): string {
       String(n.facts?.cpuCores ?? 0),
       formatBytes(n.facts?.memoryBytes ?? 0),
       String(n.facts?.gpus.length ?? 0),
+      nodeEngine(n.facts),
       offeredIsolations(n.facts?.isolations),
       n.facts?.allowsEgress ? 'yes' : 'no',
       String(n.taskIds.length),

@@ -140,4 +140,10 @@ export const WORKER_DEFAULTS = {
   /** The egress network (--allow-egress): its Docker name and its own subnet, used by nothing else on the host. */
   egressNetwork: 'hivemind-egress',
   egressSubnet: '10.213.0.0/24',
+  /**
+   * The container engine's API socket when neither --engine-socket, HIVEMIND_ENGINE_SOCKET nor
+   * DOCKER_HOST names one: Docker's. Podman: unix:///run/podman/podman.sock (rootful) or
+   * unix://$XDG_RUNTIME_DIR/podman/podman.sock (rootless).
+   */
+  engineSocket: 'unix:///var/run/docker.sock',
 } as const;

@@ -13,6 +13,7 @@ import { compileSection, zBool, zMasterList, zDurationMs, zInt, zLabels, zLogLev
 import { CONTROL_CHARACTERS } from '../protocol/node-limits.js';
 import { parseRate } from '../runtime/egress-rate.js';
 import { ISOLATION_NAMES, type IsolationName } from '../protocol/isolation-rules.js';
+import { defaultEngineSocket, parseEngineSocket, type EngineSocket } from '../runtime/engine-socket.js';
 
 const schema = z
   .object({
@@ -109,15 +110,33 @@ const schema = z
      * for runc are refused, no service replicas; the worker does not start without a working runsc.
      */
     isolation: z.enum(ISOLATION_NAMES as [IsolationName, ...IsolationName[]]).default(WORKER_DEFAULTS.isolation),
+    /**
+     * The container engine's API socket: PATH, unix://PATH or tcp://HOST:PORT (Docker, or Podman
+     * rootful or rootless). Default: DOCKER_HOST when set, else WORKER_DEFAULTS.engineSocket.
+     */
+    engineSocket: z
+      .string()
+      .max(4096)
+      .transform((v, ctx) => {
+        try {
+          return parseEngineSocket(v, 'engineSocket');
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      })
+      .optional(),
   })
   .strict();
 
 type Parsed = z.infer<typeof schema>;
 
 /** The node's own settings (tokens, output cap, images, monitor, log) and the worker's, compiled. */
-export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'handoverWait' | 'imageUnusedFor' | 'gatewayPort' | 'services' | 'exec'> &
+export type WorkerConfig = Omit<Parsed, 'dataDir' | 'name' | 'labels' | 'maxTasks' | 'cpus' | 'memory' | 'reportInterval' | 'drainTimeout' | 'handoverWait' | 'imageUnusedFor' | 'gatewayPort' | 'services' | 'exec' | 'engineSocket'> &
   CompiledWorkerSettings & {
     imageUnusedForMs: number;
+    /** The container engine every engine client of the node is built from (--engine-socket, else DOCKER_HOST, else Docker's socket). */
+    engineSocket: EngineSocket;
   };
 
 const fields: Record<string, FieldSource> = {
@@ -152,15 +171,17 @@ const fields: Record<string, FieldSource> = {
   egressNetwork: { env: 'HIVEMIND_EGRESS_NETWORK', flag: 'egressNetwork' },
   egressRate: { env: 'HIVEMIND_EGRESS_RATE', flag: 'egressRate' },
   isolation: { env: 'HIVEMIND_ISOLATION', flag: 'isolation' },
+  engineSocket: { env: 'HIVEMIND_ENGINE_SOCKET', flag: 'engineSocket' },
 };
 
 export function compileWorkerConfig(input: ConfigInput): WorkerConfig {
   const c = compileSection('worker', schema, fields, input);
-  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, handoverWait, imageUnusedFor, gatewayPort, services, exec, ...node } = c;
+  const { dataDir, name, labels, maxTasks, cpus, memory, reportInterval, drainTimeout, handoverWait, imageUnusedFor, gatewayPort, services, exec, engineSocket, ...node } = c;
   if (c.monitorPort !== 0) checkMonitorBinding(stripBrackets(c.monitorListen), c.monitorToken);
   return {
     ...node,
     imageUnusedForMs: imageUnusedFor,
+    engineSocket: engineSocket ?? defaultEngineSocket(input.env ?? process.env, WORKER_DEFAULTS.engineSocket),
     ...compileWorkerSettings({
       dataDir: dataDir ?? join(hivemindHome(input.env), 'worker'),
       name,

@@ -8,7 +8,8 @@ import { ConfigError } from '../common/errors.js';
 import { defaultBackoff, type BackoffOptions } from '../common/backoff.js';
 import { WORKER_DEFAULTS } from './defaults.js';
 import { workerSpoolDir } from './paths.js';
-import { Isolation } from '../protocol/gen/hivemind/v1/common.js';
+import { Isolation, type LimitKind } from '../protocol/gen/hivemind/v1/common.js';
+import type { EngineName } from '../protocol/limit-rules.js';
 
 const D = WORKER_DEFAULTS;
 
@@ -71,6 +72,13 @@ export interface WorkerSettings {
    * whether gVisor works here (runtime/isolation-choice.ts). Default: runc only.
    */
   isolations?: readonly Isolation[] | undefined;
+  /** The container engine it runs tasks on (NodeFacts.engine), decided at start (runtime/engine-identity.ts). Default: docker. */
+  engine?: EngineName | undefined;
+  /**
+   * The limits its engine cannot enforce (NodeFacts.unenforced_limits), decided at start
+   * (runtime/engine-limits.ts); a task setting one is refused. Default: none (all hold).
+   */
+  unenforcedLimits?: readonly LimitKind[] | undefined;
 }
 
 /** Compiled: the same names, every default applied. Undefined where "not set" has a meaning of its own. */
@@ -103,6 +111,8 @@ export interface CompiledWorkerSettings {
   exec: boolean;
   allowsEgress: boolean;
   isolations: readonly Isolation[];
+  engine: EngineName;
+  unenforcedLimits: readonly LimitKind[];
 }
 
 function positive(name: string, v: number | undefined, dflt: number, integer = false): number {
@@ -156,5 +166,7 @@ export function compileWorkerSettings(raw: WorkerSettings): CompiledWorkerSettin
     exec: raw.exec ?? D.exec,
     allowsEgress: raw.allowsEgress ?? false,
     isolations: raw.isolations?.length ? [...raw.isolations] : [Isolation.ISOLATION_RUNC],
+    engine: raw.engine ?? 'docker',
+    unenforcedLimits: [...(raw.unenforcedLimits ?? [])],
   };
 }

@@ -1,10 +1,9 @@
-// `hivemind doctor`: checks what a node needs (Docker, busybox for the dev image, WireGuard tools,
+// `hivemind doctor`: checks what a node needs (Docker or Podman and the limits it enforces, busybox for the dev image, WireGuard tools,
 // GPUs, free ports, a writable data dir, bounded task output, services, Node version) and says how
 // to fix each problem.
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { execa } from 'execa';
-import Docker from 'dockerode';
 import { errorMessage } from '../common/errors.js';
 import { LoopOutputVolumes, OUTPUT_FS_FIX, outputFsDir } from '../runtime/output-volume.js';
 import { ALLOW_UNBOUNDED_OUTPUT_OPT_IN, UNBOUNDED_OUTPUT_MEANS } from '../runtime/output-volume-policy.js';
@@ -16,6 +15,11 @@ import { silentLogger } from '../common/logger.js';
 import { DockerEngine } from '../runtime/docker-engine.js';
 import { ensureDevImage } from '../runtime/dev-image.js';
 import { GVISOR_FIX, probeGvisor, type GvisorProbe } from '../runtime/gvisor.js';
+import { describeEngine, identifyEngine, type EngineIdentity, type EngineReport } from '../runtime/engine-identity.js';
+import { egressRefusal, gvisorRefusal } from '../runtime/engine-detect.js';
+import { ROOTLESS_CGROUP_V1_FIX } from '../runtime/engine-limits.js';
+import { engineSocketText, type EngineSocket } from '../runtime/engine-socket.js';
+import { describeLimits } from '../protocol/limit-rules.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -29,7 +33,8 @@ export interface CheckResult {
 
 /** The I/O the checks need, injectable for tests. */
 export interface DoctorProbes {
-  dockerVersion(): Promise<string>;
+  /** What the engine on the worker's socket says of itself (/version, /info, Podman's /libpod/info). */
+  engine(): Promise<EngineReport>;
   commandVersion(cmd: string, args: string[]): Promise<string | undefined>;
   portFree(host: string, port: number): Promise<boolean>;
   dirWritable(dir: string): Promise<string | undefined>;
@@ -44,10 +49,10 @@ export interface DoctorProbes {
   nodeVersion(): string;
 }
 
-export const systemProbes: DoctorProbes = {
-  async dockerVersion() {
-    const v = await new Docker().version();
-    return `${v.Version} (API ${v.ApiVersion})`;
+/** The probes of this machine, the engine reached at `socket` (the worker's --engine-socket). */
+export const systemProbes = (socket: EngineSocket): DoctorProbes => ({
+  async engine() {
+    return DockerEngine.create({ socket }).describe(AbortSignal.timeout(10_000));
   },
   async commandVersion(cmd, args) {
     try {
@@ -94,11 +99,11 @@ export const systemProbes: DoctorProbes = {
     return undefined;
   },
   async gvisor() {
-    const engine = DockerEngine.create();
+    const engine = DockerEngine.create({ socket });
     return probeGvisor(engine, () => ensureDevImage(engine, silentLogger()));
   },
   nodeVersion: () => process.version,
-};
+});
 
 export interface DoctorOptions {
   dataDir: string;
@@ -106,9 +111,14 @@ export interface DoctorOptions {
   monitorPort: number;
   /** The worker's allowUnboundedOutput (config file or env): which mode a host without loop devices gets. */
   allowUnboundedOutput?: boolean;
+  /** The worker's engine socket (--engine-socket, HIVEMIND_ENGINE_SOCKET, DOCKER_HOST or Docker's). */
+  engineSocket: EngineSocket;
 }
 
-export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = systemProbes): Promise<CheckResult[]> {
+export const ENGINE_FIX =
+  'install Docker (Debian: apt-get install docker.io; start dockerd) or Podman (apt-get install podman crun slirp4netns uidmap fuse-overlayfs catatonit; serve its API with `podman system service --time=0 unix:///run/podman/podman.sock`, or as an ordinary user for rootless), and point the worker at it with --engine-socket or DOCKER_HOST; this user must be allowed on the socket';
+
+export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = systemProbes(opts.engineSocket)): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
 
   const major = Number(/^v(\d+)/.exec(probes.nodeVersion())?.[1] ?? 0);
@@ -118,16 +128,15 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
       : { name: 'node', status: 'fail', detail: `${probes.nodeVersion()} is too old`, fix: 'install Node 24 LTS (engines >=22)' },
   );
 
+  const socket = engineSocketText(opts.engineSocket);
+  let id: EngineIdentity | undefined;
   try {
-    results.push({ name: 'docker', status: 'ok', detail: `daemon reachable, version ${await probes.dockerVersion()}` });
+    id = identifyEngine(await probes.engine());
+    results.push({ name: 'engine', status: 'ok', detail: `${describeEngine(id)} at ${socket} (NodeFacts engine "${id.engine}")${id.rootless ? ': no root daemon runs the tasks' : ''}` });
   } catch (err) {
-    results.push({
-      name: 'docker',
-      status: 'fail',
-      detail: `Docker daemon not reachable: ${errorMessage(err)}`,
-      fix: 'install Docker (Debian: apt-get install docker.io), start it (systemctl start docker or dockerd), and make sure this user may use /var/run/docker.sock (root or the docker group)',
-    });
+    results.push({ name: 'engine', status: 'fail', detail: `no container engine answers at ${socket}: ${errorMessage(err)}`, fix: ENGINE_FIX });
   }
+  if (id) results.push(limitsCheck(id));
 
   const busybox = await probes.commandVersion('busybox', ['--help']);
   results.push(
@@ -202,7 +211,7 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
           fix: 'run the worker as root with nsenter installed (apt-get install util-linux); a worker in a container needs --pid=host and CAP_SYS_ADMIN',
         },
   );
-  const noEgress = await probes.egress();
+  const noEgress = (id && egressRefusal(id)) ?? (await probes.egress());
   results.push(
     !noEgress
       ? { name: 'egress', status: 'ok', detail: 'can offer the egress network (--allow-egress): its firewall can be installed in DOCKER-USER and INPUT, and a public resolver is known' }
@@ -213,7 +222,7 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
           fix: 'run the worker as root on a Docker that manages iptables (the default), and set --egress-dns to public resolvers when the host\'s are private (docs/egress.md)',
         },
   );
-  const gvisor = await probes.gvisor();
+  const gvisor = (id && gvisorRefusal(id)) ?? (await probes.gvisor());
   results.push(
     gvisor.usable
       ? { name: 'gvisor', status: 'ok', detail: `${gvisor.detail}: the node offers gVisor isolation (--isolation gvisor runs every task under it)` }
@@ -225,6 +234,18 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
         },
   );
   return results;
+}
+
+/** Which of CPU, memory and pids limits the engine enforces, with the way out when some do not hold. */
+export function limitsCheck(id: EngineIdentity): CheckResult {
+  if (id.unenforced.length === 0) return { name: 'limits', status: 'ok', detail: 'CPU, memory and pids limits are enforced' };
+  const rootlessV1 = id.rootless && id.cgroupVersion.replace(/^v/, '') !== '2';
+  return {
+    name: 'limits',
+    status: 'warn',
+    detail: `${describeEngine(id)} cannot enforce ${describeLimits(id.unenforced)} limits (${id.unenforcedWhy}): the master places no task setting them here, the worker refuses one sent anyway, and tasks that set none run without the node's default limits`,
+    fix: rootlessV1 ? ROOTLESS_CGROUP_V1_FIX : 'delegate the cpu, memory and pids cgroup controllers to the engine\'s user (systemd: Delegate=cpu memory pids in user@.service), or run rootful Podman or Docker',
+  };
 }
 
 export function formatDoctor(results: CheckResult[]): string {

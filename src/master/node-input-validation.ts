@@ -12,6 +12,7 @@ import {
 } from '../protocol/node-limits.js';
 import { InvalidArgumentError } from './master-errors.js';
 import { offeredIsolationsViolation } from '../protocol/isolation-rules.js';
+import { engineViolation, unenforcedLimitsViolation } from '../protocol/limit-rules.js';
 import { progressViolation } from '../protocol/progress-rules.js';
 
 /** A short, printable excerpt of a hostile string for an error message. */
@@ -64,6 +65,10 @@ export function validateRegistration(name: string, facts: NodeFacts): void {
   checkCount('facts.gpus', facts.gpus.length, MAX_GPUS, 'GPUs');
   const isolations = offeredIsolationsViolation('facts.isolations', facts.isolations ?? []);
   if (isolations) throw new InvalidArgumentError(isolations);
+  const unenforced = unenforcedLimitsViolation('facts.unenforced_limits', facts.unenforcedLimits ?? []);
+  if (unenforced) throw new InvalidArgumentError(unenforced);
+  const engine = engineViolation('facts.engine', facts.engine ?? '');
+  if (engine) throw new InvalidArgumentError(engine);
   facts.gpus.forEach((g, i) => checkGpuInfo(`facts.gpus[${i}]`, g));
   const labels = [...facts.labels];
   checkCount('facts.labels', labels.length, MAX_LABELS, 'labels');

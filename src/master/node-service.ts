@@ -246,6 +246,7 @@ export class NodeService {
     registry.setExec(node.id, req.exec);
     registry.setEgress(node.id, node.facts.allowsEgress);
     registry.setIsolations(node.id, node.facts.isolations ?? []);
+    registry.setUnenforcedLimits(node.id, node.facts.unenforcedLimits ?? []);
     const detach = registry.attach(node.id, {
       send: (cmd) => call.write(cmd),
       close: (err) => {

@@ -5,7 +5,7 @@
 // nodes that can take a task now, and a listener told whenever a node may have gained room.
 import type { Clock } from '../common/clock.js';
 import { nodeTimeoutMs } from '../config/defaults.js';
-import type { Capacity, DataCacheStatus, Isolation, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
+import type { Capacity, DataCacheStatus, Isolation, LimitKind, ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand } from '../protocol/gen/hivemind/v1/node.js';
 import { subtractDemand, type NodeFree, type SchedulableNode, type TaskDemand } from './scheduler.js';
 import { missingBytes, type NodeCacheView } from './data-placement.js';
@@ -47,6 +47,8 @@ interface Presence {
   egress: boolean;
   /** The isolations its registration offered (NodeFacts.isolations); empty: runc only. */
   isolations: readonly Isolation[];
+  /** The limits its registration says its engine cannot enforce (NodeFacts.unenforced_limits); empty: all hold. */
+  unenforced: readonly LimitKind[];
   /** `free` (the report) less the pending assignments; undefined while `free` is unknown. */
   eff: NodeFree | undefined;
   /** `cache` less the room and plus the digests the pending assignments will fetch. */
@@ -87,7 +89,7 @@ export class NodeRegistry {
   private entry(nodeId: string, label?: string): Presence {
     let p = this.nodes.get(nodeId);
     if (!p) {
-      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, egress: false, isolations: [], eff: undefined, effCache: undefined, view: undefined };
+      p = { label: label ?? nodeId.slice(0, 8), lastSeen: 0, online: false, free: undefined, accepting: false, sink: undefined, pending: new Map(), cache: undefined, gateway: undefined, exec: false, egress: false, isolations: [], unenforced: [], eff: undefined, effCache: undefined, view: undefined };
       this.nodes.set(nodeId, p);
     }
     if (label && label !== p.label) {
@@ -121,7 +123,7 @@ export class NodeRegistry {
       p.eff = eff;
       p.effCache = cache;
     }
-    p.view = p.eff && { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, allowsEgress: p.egress, ...(p.isolations.length > 0 ? { isolations: p.isolations } : {}), ...(p.effCache ? { cache: p.effCache } : {}) };
+    p.view = p.eff && { nodeId, label: p.label, free: p.eff, accepting: p.accepting, hostsServices: p.gateway !== undefined, allowsEgress: p.egress, ...(p.isolations.length > 0 ? { isolations: p.isolations } : {}), ...(p.unenforced.length > 0 ? { unenforcedLimits: p.unenforced } : {}), ...(p.effCache ? { cache: p.effCache } : {}) };
     const canTake = p.online && p.sink !== undefined && p.accepting && p.eff !== undefined && p.eff.taskSlots >= 1;
     if (canTake) this.open.add(nodeId);
     else this.open.delete(nodeId);
@@ -232,6 +234,14 @@ export class NodeRegistry {
     const p = this.entry(nodeId);
     const gained = isolations.some((i) => !p.isolations.includes(i));
     p.isolations = [...isolations];
+    this.refresh(nodeId, p, gained);
+  }
+
+  /** The limits the node's engine cannot enforce, from the facts of its registration (placement reads them). */
+  setUnenforcedLimits(nodeId: string, kinds: readonly LimitKind[]): void {
+    const p = this.entry(nodeId);
+    const gained = p.unenforced.some((k) => !kinds.includes(k));
+    p.unenforced = [...kinds];
     this.refresh(nodeId, p, gained);
   }
 

@@ -1,8 +1,9 @@
 // The pure decisions of task placement: whether a demand fits a node, the order among fitting
 // nodes, why a task fits none (the queue reason), and placeTasks, one FIFO pass over a snapshot.
 import { formatBytes } from '../common/units.js';
-import { TaskNetwork, type Isolation, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
+import { TaskNetwork, type Isolation, type LimitKind, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { isolationName, offersIsolation } from '../protocol/isolation-rules.js';
+import { describeLimits, limitsNotHeld, limitsSetBy } from '../protocol/limit-rules.js';
 import { dataNeedsOf, explainData, heldBytes, missingBytes, type DataNeed, type NodeCacheView } from './data-placement.js';
 
 export interface TaskDemand {
@@ -16,6 +17,8 @@ export interface TaskDemand {
   egress?: boolean;
   /** The isolation it asked for (--isolation); absent: any node (offersIsolation). */
   isolation?: Isolation;
+  /** The limits it sets explicitly (limitsSetBy): only a node enforcing each may run it; absent: none. */
+  limits?: readonly LimitKind[];
 }
 
 export interface QueuedTask {
@@ -52,6 +55,8 @@ export interface SchedulableNode {
   allowsEgress?: boolean;
   /** The isolations it offers (NodeFacts.isolations); absent or empty: runc only. */
   isolations?: readonly Isolation[];
+  /** The limits its engine cannot enforce (NodeFacts.unenforced_limits); absent or empty: all hold. */
+  unenforcedLimits?: readonly LimitKind[];
 }
 
 export interface Assignment {
@@ -73,7 +78,13 @@ export function demandOf(spec: TaskSpec): TaskDemand {
     data: dataNeedsOf(spec),
     ...(spec.network === TaskNetwork.TASK_NETWORK_EGRESS ? { egress: true } : {}),
     ...(spec.isolation ? { isolation: spec.isolation } : {}),
+    ...(limitsSetBy(spec.limits).length > 0 ? { limits: limitsSetBy(spec.limits) } : {}),
   };
+}
+
+/** Whether the node enforces every limit the task sets (a rootless Podman on cgroup v1 enforces none). */
+export function limitsFit(d: Pick<TaskDemand, 'limits'>, n: Pick<SchedulableNode, 'unenforcedLimits'>): boolean {
+  return limitsNotHeld(d.limits, n.unenforcedLimits).length === 0;
 }
 
 /** Whether the node offers what the task needs besides capacity (today: the egress network). */
@@ -131,7 +142,7 @@ export function dataFits(needs: readonly DataNeed[], cache: NodeCacheView | unde
 
 /** Why a queued task waits, as a stable code (metrics) and the sentence shown to the user. */
 export type QueueReasonCode =
-  | 'no_node' | 'not_accepting' | 'no_service_host' | 'no_egress' | 'isolation' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
+  | 'no_node' | 'not_accepting' | 'no_service_host' | 'no_egress' | 'isolation' | 'limits_unenforced' | 'rejected' | 'task_slots' | 'data' | 'cpus' | 'memory' | 'gpus' | 'combined';
 
 export interface QueueReason {
   code: QueueReasonCode;
@@ -164,8 +175,16 @@ export function whyUnplaced(task: QueuedTask, nodes: readonly SchedulableNode[])
     const name = isolationName(task.demand.isolation!);
     return { code: 'isolation', reason: `no accepting node offers ${name} isolation (--isolation ${name}; a node offers gVisor once runsc is installed and registered: hivemind doctor)` };
   }
-  const candidates = isolated.filter((n) => !task.excludedNodes.includes(n.nodeId));
-  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${isolated.map((n) => n.label).join(', ')})` };
+  const bounded = isolated.filter((n) => limitsFit(task.demand, n));
+  if (bounded.length === 0) {
+    const dropped = [...new Set(isolated.flatMap((n) => limitsNotHeld(task.demand.limits, n.unenforcedLimits)))].sort();
+    return {
+      code: 'limits_unenforced',
+      reason: `no accepting node can enforce its ${describeLimits(dropped)} limit${dropped.length > 1 ? 's' : ''} (${isolated.map((n) => n.label).join(', ')}: rootless Podman on cgroup v1 enforces none; hivemind nodes shows each node's engine); drop the limit or add a node on Docker, rootful Podman or cgroup v2`,
+    };
+  }
+  const candidates = bounded.filter((n) => !task.excludedNodes.includes(n.nodeId));
+  if (candidates.length === 0) return { code: 'rejected', reason: `rejected by every accepting node (${bounded.map((n) => n.label).join(', ')})` };
   const needs = task.demand.data ?? [];
   if (candidates.some((n) => fits(task.demand, n.free) && dataFits(needs, n.cache))) return undefined;
   const reason = explain(task, candidates);
@@ -222,7 +241,7 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
     }
     const needs = task.demand.data ?? [];
     const ranks = all
-      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && networkFits(task.demand, n) && offersIsolation(task.demand.isolation, n.isolations) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
+      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && networkFits(task.demand, n) && offersIsolation(task.demand.isolation, n.isolations) && limitsFit(task.demand, n) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
       .map((n): NodeRank => ({
         nodeId: n.nodeId,
         sibling: task.service !== undefined && services.get(n.nodeId)!.has(task.service) ? 1 : 0,

@@ -67,7 +67,7 @@ function before(a: QueueEntry, b: QueueEntry): boolean {
 export function classKey(t: Omit<QueuedTask, 'id'>): string {
   const d = t.demand;
   const data = (d.data ?? []).map((n) => `${n.sha256}:${n.size}`).sort().join(',');
-  return `${d.cpus}|${d.memoryBytes}|${d.gpus}|${data}|${d.egress ? 'egress' : ''}|${t.service ?? ''}|${[...t.excludedNodes].sort().join(',')}|${d.isolation ?? 0}`;
+  return `${d.cpus}|${d.memoryBytes}|${d.gpus}|${data}|${d.egress ? 'egress' : ''}|${t.service ?? ''}|${[...t.excludedNodes].sort().join(',')}|${d.isolation ?? 0}|${(d.limits ?? []).join(',')}`;
 }
 
 export class TaskQueue {
@@ -85,7 +85,7 @@ export class TaskQueue {
   add(t: QueuedTask, createdAt: number, enqueuedAt: number): QueueEntry {
     const known = this.entries.get(t.id);
     if (known) return known;
-    const demand: TaskDemand = t.demand.data?.length ? t.demand : { cpus: t.demand.cpus, memoryBytes: t.demand.memoryBytes, gpus: t.demand.gpus, ...(t.demand.egress ? { egress: true } : {}), ...(t.demand.isolation ? { isolation: t.demand.isolation } : {}) };
+    const demand: TaskDemand = t.demand.data?.length ? t.demand : { cpus: t.demand.cpus, memoryBytes: t.demand.memoryBytes, gpus: t.demand.gpus, ...(t.demand.egress ? { egress: true } : {}), ...(t.demand.isolation ? { isolation: t.demand.isolation } : {}), ...(t.demand.limits?.length ? { limits: t.demand.limits } : {}) };
     const shape = { demand, excludedNodes: t.excludedNodes, ...(t.service !== undefined ? { service: t.service } : {}) };
     const key = classKey(shape);
     let cls = this.classes.get(key);

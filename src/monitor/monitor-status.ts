@@ -2,6 +2,7 @@
 // and Docker say right now, so the problems it lists can be tested without a server.
 import { Isolation, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import { isolationName } from '../protocol/isolation-rules.js';
+import { engineShown, limitName } from '../protocol/limit-rules.js';
 import type { MonitoredNode, MonitorStore } from './monitored-node.js';
 import type { RunningTaskView, StatusView } from './monitor-types.js';
 import { contributionView, tunnelView } from './monitor-view.js';
@@ -44,6 +45,8 @@ export function buildStatus({ node, store, now, tunnel: t, docker: reported, run
       uptimeMs: Math.max(0, now - node.startedAt),
       problems,
       isolations: (node.options.isolations?.length ? node.options.isolations : [Isolation.ISOLATION_RUNC]).map(isolationName),
+      engine: engineShown(node.options.engine),
+      unenforcedLimits: (node.options.unenforcedLimits ?? []).map(limitName),
     },
     docker: { ok: docker.ok, version: facts.dockerVersion || null, message: docker.ok ? null : docker.message || null },
     tunnel,

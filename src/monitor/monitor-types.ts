@@ -128,6 +128,10 @@ export interface StatusView {
     problems: string[];
     /** The isolations it offers tasks ("runc", "gvisor"), as the master was told. */
     isolations: string[];
+    /** The container engine it runs tasks on ("docker", "podman", "podman-rootless"). */
+    engine: string;
+    /** The limits that engine cannot enforce ("cpus", "memory", "pids"); empty: all hold. */
+    unenforcedLimits: string[];
   };
   docker: { ok: boolean; version: string | null; message: string | null };
   tunnel: TunnelView | null;

@@ -1,7 +1,7 @@
 // What the monitor needs from a worker node and its store: a narrow view, so that the server can
 // be tested against a fake and cannot reach into the worker's internals.
 import type { EventEmitter } from 'node:events';
-import type { Capacity, Isolation, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
+import type { Capacity, Isolation, LimitKind, ResourceReport, TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { ExecCounters } from '../worker/exec-sessions.js';
 import type { ExecSessionRow } from '../worker/store/worker-store.js';
 import type { ContributionPoint, DataCacheView, GatewayPipeView, ReplicaView, HistoryFilter, HistoryPage, HostFacts, NodeBudget, TaskEventRecord, TaskRecord, WorkerEvents } from '../worker/contracts.js';
@@ -15,7 +15,7 @@ export interface MonitoredNode extends EventEmitter<WorkerEvents> {
   readonly startedAt: number;
   readonly hostFacts: HostFacts;
   readonly budget: NodeBudget;
-  readonly options: { readonly masterAddress: string; readonly name: string | undefined; readonly workerVersion: string; readonly allowsEgress?: boolean; readonly isolations?: readonly Isolation[] };
+  readonly options: { readonly masterAddress: string; readonly name: string | undefined; readonly workerVersion: string; readonly allowsEgress?: boolean; readonly isolations?: readonly Isolation[]; readonly engine?: string; readonly unenforcedLimits?: readonly LimitKind[] };
   /** The master in use or being tried now, when the node knows several; absent: options.masterAddress. */
   readonly masterAddress?: string;
   /** The node's data cache, read only; absent on a node without one (no cache panel data, no cache metrics). */

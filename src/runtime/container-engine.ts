@@ -3,6 +3,7 @@
 // that the implementation passes them through unchanged.
 import type { Readable } from 'node:stream';
 import type { ExecOptions, ExecProcess } from './exec-process.js';
+import type { EngineReport } from './engine-identity.js';
 
 /** The subset of Docker's container-create body the runner sets (Engine API v1.41). */
 export interface ContainerCreateConfig {
@@ -143,6 +144,8 @@ export interface ContainerEngine {
   version(signal?: AbortSignal): Promise<EngineVersion>;
   /** The names of the OCI runtimes registered with the engine (`docker info`'s Runtimes), e.g. runc, runsc. */
   runtimes(signal?: AbortSignal): Promise<string[]>;
+  /** What the engine says of itself (/version, /info, Podman's /libpod/info): engine-identity.ts decides which it is. */
+  describe(signal?: AbortSignal): Promise<EngineReport>;
 
   imageExists(image: string, signal?: AbortSignal): Promise<boolean>;
   /** Pulls an image, reporting summed layer progress. Throws EngineError with the engine's message. */

@@ -22,6 +22,31 @@ import type {
 } from './container-engine.js';
 import { LogFrameDecoder, type LogMessage } from './log-frames.js';
 import { DockerExecProcess, type ExecOptions, type ExecProcess } from './exec-process.js';
+import { dockerClient, type EngineSocket } from './engine-socket.js';
+import { isPodman, type EngineReport } from './engine-identity.js';
+
+/** The fields of GET /info that engine-identity.ts reads. */
+interface DockerInfoFacts {
+  CgroupVersion?: string;
+  CgroupDriver?: string;
+  SecurityOptions?: unknown[];
+  MemoryLimit?: boolean;
+  CpuCfsQuota?: boolean;
+  PidsLimit?: boolean;
+}
+
+/** The fields of Podman's GET /libpod/info that engine-identity.ts reads. */
+interface LibpodInfo {
+  host?: { security?: { rootless?: boolean }; cgroupControllers?: unknown[] };
+}
+
+/** A GET outside dockerode's methods (Podman's own API), through its modem: same socket, same errors. */
+function dialJson<T>(docker: Docker, path: string, signal: AbortSignal | undefined): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const modem = docker.modem as unknown as { dial(o: object, cb: (err: unknown, data: unknown) => void): void };
+    modem.dial({ path, method: 'GET', statusCodes: { 200: true, 404: 'not found', 500: 'server error' }, ...(signal ? { abortSignal: signal } : {}) }, (err, data) => (err ? reject(err) : resolve(data as T)));
+  });
+}
 
 /** An EngineError that remembers the HTTP status the engine answered with (0 when none). */
 export class EngineRequestError extends EngineError {
@@ -62,15 +87,15 @@ export function toEngineError(err: unknown, what: string, signal?: AbortSignal):
 }
 
 export interface DockerEngineOptions {
-  /** Docker socket path; default: dockerode's own default (DOCKER_HOST or /var/run/docker.sock). */
-  socketPath?: string;
+  /** The engine's API socket (Docker or Podman); default: dockerode's own default (DOCKER_HOST or /var/run/docker.sock). */
+  socket?: EngineSocket;
 }
 
 export class DockerEngine implements ContainerEngine {
   constructor(readonly docker: Docker) {}
 
   static create(opts: DockerEngineOptions = {}): DockerEngine {
-    return new DockerEngine(opts.socketPath ? new Docker({ socketPath: opts.socketPath }) : new Docker());
+    return new DockerEngine(opts.socket ? dockerClient(opts.socket) : new Docker());
   }
 
   private async call<T>(what: string, signal: AbortSignal | undefined, fn: () => Promise<T>, okStatus: number[] = []): Promise<T | undefined> {
@@ -96,6 +121,34 @@ export class DockerEngine implements ContainerEngine {
   async runtimes(signal?: AbortSignal): Promise<string[]> {
     const info = await this.call('docker info', signal, () => (this.docker.info as (o: object) => Promise<{ Runtimes?: Record<string, unknown> }>).call(this.docker, { abortSignal: signal }));
     return Object.keys(info?.Runtimes ?? {});
+  }
+
+  async describe(signal?: AbortSignal): Promise<EngineReport> {
+    const v = (await this.call('engine version', signal, () => (this.docker.version as (o: object) => Promise<Docker.DockerVersion & { Components?: { Name?: string }[] }>).call(this.docker, { abortSignal: signal })))!;
+    const info = (await this.call('engine info', signal, () => (this.docker.info as (o: object) => Promise<DockerInfoFacts>).call(this.docker, { abortSignal: signal }))) ?? {};
+    const components = (v.Components ?? []).map((c) => String(c?.Name ?? ''));
+    const report: EngineReport = {
+      version: String(v.Version ?? ''),
+      apiVersion: String(v.ApiVersion ?? ''),
+      components,
+      cgroupVersion: String(info.CgroupVersion ?? ''),
+      cgroupDriver: String(info.CgroupDriver ?? ''),
+      securityOptions: Array.isArray(info.SecurityOptions) ? info.SecurityOptions.map(String) : [],
+      ...(typeof info.MemoryLimit === 'boolean' ? { memoryLimit: info.MemoryLimit } : {}),
+      ...(typeof info.CpuCfsQuota === 'boolean' ? { cpuCfsQuota: info.CpuCfsQuota } : {}),
+      ...(typeof info.PidsLimit === 'boolean' ? { pidsLimit: info.PidsLimit } : {}),
+    };
+    if (!isPodman(report)) return report;
+    // Podman's own API says rootless and which cgroup controllers its containers get; its compat /info does not.
+    const libpod = await this.call('podman info', signal, () => dialJson<LibpodInfo>(this.docker, '/v4.0.0/libpod/info', signal));
+    const host = libpod?.host;
+    return {
+      ...report,
+      podman: {
+        rootless: host?.security?.rootless === true,
+        ...(Array.isArray(host?.cgroupControllers) ? { cgroupControllers: host.cgroupControllers.map(String) } : {}),
+      },
+    };
   }
 
   async imageExists(image: string, signal?: AbortSignal): Promise<boolean> {

@@ -33,9 +33,12 @@ export function chooseIsolations(mode: IsolationName, gvisor: GvisorProbe): Isol
   return { offered: gvisor.usable ? [Isolation.ISOLATION_RUNC, Isolation.ISOLATION_GVISOR] : [Isolation.ISOLATION_RUNC], runDefault: Isolation.ISOLATION_RUNC };
 }
 
-/** Probes gVisor with the local dev image (built offline from the host's busybox when missing), then chooses. */
-export async function detectIsolations(mode: IsolationName, engine: ContainerEngine, logger: Logger, signal?: AbortSignal): Promise<IsolationChoice> {
-  const probe = await probeGvisor(engine, () => ensureDevImage(engine, logger, signal ? { signal } : {}), signal);
+/**
+ * Probes gVisor with the local dev image (built offline from the host's busybox when missing), then
+ * chooses; `known` is an answer decided without probing (an engine that cannot offer gVisor).
+ */
+export async function detectIsolations(mode: IsolationName, engine: ContainerEngine, logger: Logger, signal?: AbortSignal, known?: GvisorProbe): Promise<IsolationChoice> {
+  const probe = known ?? (await probeGvisor(engine, () => ensureDevImage(engine, logger, signal ? { signal } : {}), signal));
   const choice = chooseIsolations(mode, probe);
   if (probe.usable) logger.info({ isolation: mode }, mode === 'gvisor' ? 'gVisor works here: every task runs under it' : 'gVisor works here: offered to tasks that ask for it');
   else logger.info({ reason: probe.reason }, 'gVisor not offered');

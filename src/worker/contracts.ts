@@ -167,7 +167,7 @@ export interface DataCacheView {
 }
 
 /** Facts that change rarely (sent with Register): the protocol's NodeFacts without what the worker adds (labels, versions, maxTasks). */
-export type HostFacts = Omit<NodeFacts, 'labels' | 'workerVersion' | 'maxTasks' | 'allowsEgress' | 'isolations'>;
+export type HostFacts = Omit<NodeFacts, 'labels' | 'workerVersion' | 'maxTasks' | 'allowsEgress' | 'isolations' | 'engine' | 'unenforcedLimits'>;
 
 export interface TaskRecord {
   taskId: string;

@@ -13,6 +13,7 @@ import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { checkTaskSpec } from '../protocol/task-spec-rules.js';
 import { isolationName, offersIsolation } from '../protocol/isolation-rules.js';
+import { describeLimits, limitsNotHeld, limitsSetBy } from '../protocol/limit-rules.js';
 import { TaskState, type Capacity, type TunnelStatus } from '../protocol/gen/hivemind/v1/common.js';
 import type { NodeCommand, TaskAssignment, TaskUpdate, TaskUpdateAck } from '../protocol/gen/hivemind/v1/node.js';
 import { fitAssignment, freeCapacity, type NodeBudget, type Reservation } from './fit.js';
@@ -342,6 +343,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (invalid) return this.reject(a, invalid);
     if (!offersIsolation(a.spec.isolation, this.options.isolations)) {
       return this.reject(a, `this node does not offer ${isolationName(a.spec.isolation!)} isolation (it offers ${this.options.isolations.map(isolationName).join(', ')})`);
+    }
+    // A stale or hostile master may send a task whose limits this node's engine would silently
+    // drop (rootless Podman on cgroup v1): refused, never run unbounded.
+    const dropped = limitsNotHeld(limitsSetBy(a.spec.limits), this.options.unenforcedLimits);
+    if (dropped.length > 0) {
+      return this.reject(a, `this node's engine (${this.options.engine}) cannot enforce the task's ${describeLimits(dropped)} limit${dropped.length > 1 ? 's' : ''}; it would run unbounded, so it is refused`);
     }
     const noServices = a.spec.service ? this.services.refusalReason : undefined;
     if (noServices) return this.reject(a, noServices);

@@ -47,8 +47,11 @@ export class CliDaemon {
   output = '';
   readonly exited: Promise<number>;
 
-  constructor(args: string[], env: NodeJS.ProcessEnv, cli = CLI) {
-    this.child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `runAs`: an ordinary user the process runs as (`runuser -u USER --`, which passes signals on); default this one. */
+  constructor(args: string[], env: NodeJS.ProcessEnv, cli = CLI, runAs?: string) {
+    this.child = runAs
+      ? spawn('runuser', ['-u', runAs, '--', process.execPath, cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
     this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
     this.exited = new Promise((resolve) => this.child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : -1))));

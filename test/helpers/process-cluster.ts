@@ -14,6 +14,8 @@ export interface ClusterOptions {
   workerEnv?: NodeJS.ProcessEnv;
   /** The worker's data dir (default HOME/worker), e.g. on a small tmpfs. */
   workerDataDir?: string;
+  /** An ordinary user the worker process runs as (runuser; its data dir must be that user's). Default: this user. */
+  workerUser?: string;
   /** The CLI entry script the master, the worker and `cli()` run (default this build's). */
   cli?: string;
   /** Extra flags of `hivemind master start` (e.g. `--node-timeout 5s`). */
@@ -159,6 +161,7 @@ export class ProcessCluster {
       // Each worker's gateway pipe on a free port (by env: an older build under test ignores it).
       { ...this.env, HIVEMIND_MASTER: undefined, HIVEMIND_GATEWAY_PORT: '0', ...opts.workerEnv },
       this.cliPath,
+      opts.workerUser,
     );
   }
 

@@ -29,7 +29,7 @@ export class ScriptedNode {
   register(token: string, name: string): Promise<RegisterResponse> {
     return new Promise((resolve, reject) =>
       this.client.register(
-        { name, facts: { hostname: 'scripted', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', allowsEgress: false, maxTasks: 2, isolations: [] } },
+        { name, facts: { hostname: 'scripted', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', allowsEgress: false, maxTasks: 2, isolations: [], engine: '', unenforcedLimits: [] } },
         bearerMetadata(token),
         (err, res) => {
           if (err) return reject(err);

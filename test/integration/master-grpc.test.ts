@@ -23,7 +23,7 @@ import {
   type LogOffsetResponse, type UploadOffsetResponse, type UploadResultRequest, type UploadResultResponse,
 } from '../../src/protocol/gen/hivemind/v1/node.js';
 import { AdminServiceClient, FetchResultRequest, StreamLogsRequest, TaskInfo as TaskInfoCodec, type TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
-import type { Isolation } from '../../src/protocol/gen/hivemind/v1/common.js';
+import type { Isolation, LimitKind } from '../../src/protocol/gen/hivemind/v1/common.js';
 import Database from 'better-sqlite3';
 import { PgDriver } from '../../src/master/sql/pg-driver.js';
 import { SqliteDriver } from '../../src/master/sql/sqlite-driver.js';
@@ -80,7 +80,7 @@ class FakeWorker {
 
   register(secret: string, name = 'fake-1'): Promise<RegisterResponse> {
     return new Promise((resolve, reject) => {
-      this.client.register({ name, facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', allowsEgress: false, maxTasks: 2, isolations: [] } },
+      this.client.register({ name, facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', allowsEgress: false, maxTasks: 2, isolations: [], engine: '', unenforcedLimits: [] } },
         bearerMetadata(secret), (err, res) => {
           if (err) return reject(err);
           this.nodeId = res.nodeId;
@@ -1108,7 +1108,7 @@ test('one node cannot break `hivemind nodes`: oversized or out-of-bounds facts a
   const w = await worker(t, h, 'steady');
   w.report();
   const outcome = (p: Promise<unknown>) => p.then(() => undefined, (e: ServiceError) => e);
-  const baseFacts = { hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: '', memoryBytes: 1, diskBytes: 0, gpus: [], dockerVersion: '', labels: new Map<string, string>(), workerVersion: 'test', allowsEgress: false, maxTasks: 2, isolations: [] as Isolation[] };
+  const baseFacts = { hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: '', memoryBytes: 1, diskBytes: 0, gpus: [], dockerVersion: '', labels: new Map<string, string>(), workerVersion: 'test', allowsEgress: false, maxTasks: 2, isolations: [] as Isolation[], engine: '', unenforcedLimits: [] as LimitKind[] };
   const register = (md: Metadata, name: string, facts: typeof baseFacts | Record<string, unknown>) =>
     new Promise((resolve, reject) => w.client.register({ name, facts: { ...baseFacts, ...facts } as typeof baseFacts }, md, (e, r) => (e ? reject(e) : resolve(r))));
   const check = (name: string, err: ServiceError | undefined, code: status, re: RegExp) => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NodeInfo, TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
-import { DataKind, Isolation, OutcomeKind, TaskNetwork, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { DataKind, Isolation, LimitKind, OutcomeKind, TaskNetwork, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { nodeJson, taskJson } from '../../src/cli/json-output.js';
 import { outcomeName, stateName } from '../../src/cli/task-format.js';
 import { dataKindName } from '../../src/cli/service-format.js';
@@ -31,7 +31,7 @@ export function fullTask(): TaskInfo {
 export function fullNode(): NodeInfo {
   return NodeInfo.fromPartial({
     nodeId: 'n',
-    facts: { gpus: [{}], labels: new Map([['k', 'v']]), isolations: [Isolation.ISOLATION_RUNC], allowsEgress: true },
+    facts: { gpus: [{}], labels: new Map([['k', 'v']]), isolations: [Isolation.ISOLATION_RUNC], allowsEgress: true, engine: 'podman-rootless', unenforcedLimits: [LimitKind.LIMIT_KIND_MEMORY] },
     lastReport: { gpus: [{}], tasks: [{}], free: { gpuIndexes: [0] }, tunnel: {}, cache: { held: [{}] } },
     taskIds: ['t'],
   });
@@ -101,5 +101,7 @@ test('enums print as the words docs/cli-json.md lists, never as numbers', () => 
   assert.equal(t.spec?.isolation, 'gvisor');
   assert.equal(t.spec?.network, 'egress');
   assert.deepEqual(nodeJson(fullNode()).facts?.isolations, ['runc']);
+  assert.deepEqual(nodeJson(fullNode()).facts?.unenforcedLimits, ['memory']);
+  assert.equal(nodeJson(NodeInfo.fromPartial({ nodeId: 'old', facts: {} })).facts?.engine, 'docker', 'an older node saying no engine ran on Docker');
   assert.deepEqual(JSON.parse(JSON.stringify(t.spec?.env)), { K: 'v' });
 });

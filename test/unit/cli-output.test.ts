@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { terminalSafe, terminalSafeJson } from '../../src/cli/terminal-text.js';
 import { describeOutcome, formatNodeTable, formatTask, formatTaskTable } from '../../src/cli/task-format.js';
 import { NodeInfo, TaskInfo } from '../../src/protocol/gen/hivemind/v1/admin.js';
-import { OutcomeKind, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { LimitKind, OutcomeKind, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
 // Window title, clear screen, red, an 8-bit CSI, right-to-left override, a carriage return.
@@ -50,4 +50,16 @@ test('nodes, tasks and get render hostile names, images, reasons and messages es
   assert.match(outputs.tasks, /\\x1b\[31mred/);
   // One line per row: a newline or carriage return in a field cannot forge another row.
   assert.equal(formatTaskTable([TaskInfo.fromPartial({ taskId: 'a', state: TaskState.TASK_STATE_QUEUED, queueReason: 'x\nFAKE ROW' })]).split('\n').length, 2);
+});
+
+test('nodes: the ENGINE column names each node\'s engine and the limits it cannot enforce; an older node is docker', () => {
+  const rows = formatNodeTable([
+    NodeInfo.fromPartial({ nodeId: 'old', name: 'old', facts: {} }),
+    NodeInfo.fromPartial({ nodeId: 'pm', name: 'pm', facts: { engine: 'podman' } }),
+    NodeInfo.fromPartial({ nodeId: 'rl', name: 'rl', facts: { engine: 'podman-rootless', unenforcedLimits: [LimitKind.LIMIT_KIND_CPUS, LimitKind.LIMIT_KIND_MEMORY, LimitKind.LIMIT_KIND_PIDS] } }),
+  ]).split('\n');
+  assert.match(rows[0]!, /GPUS +ENGINE +ISOLATION/);
+  assert.match(rows[1]!, /^old .* docker +runc/);
+  assert.match(rows[2]!, /^pm .* podman +runc/);
+  assert.match(rows[3]!, /^rl .* podman-rootless \(no cpus\/memory\/pids limits\) +runc/);
 });

@@ -14,7 +14,7 @@ import { placeTasks, type QueuedTask, type SchedulableNode } from '../../src/mas
 import { TaskManager } from '../../src/master/task-manager.js';
 import { TaskQueue, classKey } from '../../src/master/task-queue.js';
 import type { BlobStore } from '../../src/master/blob-store.js';
-import { NodeFacts, ResourceReport, TaskNetwork, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { LimitKind, NodeFacts, ResourceReport, TaskNetwork, TaskSpec, TaskState } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { TaskUpdate, type NodeCommand } from '../../src/protocol/gen/hivemind/v1/node.js';
 
 const GiB = 1024 ** 3;
@@ -311,5 +311,28 @@ test('egress: an egress task goes only to a node that allows egress, waits with 
   h.registry.setEgress('open', true);
   h.tm.schedule();
   assert.equal(h.assigned().get('e'), 'open');
+  h.close();
+});
+
+test('engine limits: a task setting a limit waits for a node enforcing it (limits_unenforced); one setting none goes to the rootless node; a node that lost its enforcement takes no more', () => {
+  const h = new Harness();
+  h.node('rootless');
+  h.registry.setUnenforcedLimits('rootless', [LimitKind.LIMIT_KIND_CPUS, LimitKind.LIMIT_KIND_MEMORY, LimitKind.LIMIT_KIND_PIDS]);
+  h.submit('m', { memoryBytes: 64 * 1024 ** 2 });
+  h.submit('free');
+  h.tm.schedule();
+  assert.deepEqual([...h.assigned()], [['free', 'rootless']], 'the task setting no limit is not held up by the limited one');
+  assert.match(h.tm.withQueueReason(h.store.getTask('m')!).queueReason, /^no accepting node can enforce its memory \(--memory\) limit \(rootless: /);
+  assert.equal(h.tm.queueDepthByReason().get('limits_unenforced'), 1);
+  // A node enforcing it arrives: the waiting task goes there.
+  h.node('docker');
+  h.tm.schedule();
+  assert.equal(h.assigned().get('m'), 'docker');
+  // A node re-registering without enforcement (engine changed) gets no limited task.
+  h.registry.setUnenforcedLimits('docker', [LimitKind.LIMIT_KIND_PIDS]);
+  h.submit('p', { cpus: 1 }, { limits: { cpus: 1, memoryBytes: 0, gpus: 0, pids: 8, timeoutMs: 0 } });
+  h.tm.schedule();
+  assert.equal(h.assigned().get('p'), undefined);
+  assert.match(h.tm.withQueueReason(h.store.getTask('p')!).queueReason, /^no accepting node can enforce its cpus \(--cpus\) and pids \(--pids\) limits \(rootless, docker: /);
   h.close();
 });

@@ -19,7 +19,7 @@ import { createLogger, silentLogger, type Logger } from '../../src/common/logger
 import { DataCache } from '../../src/worker/data-cache/data-cache.js';
 import { HttpDataSource } from '../../src/worker/data-cache/http-data-source.js';
 import { taskDataSource } from '../../src/worker/data-cache/task-data-source.js';
-import { DataKind, Isolation, OutcomeKind, TaskState, type DataMount, type LogChunk, type ReplicaStatus, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
+import { DataKind, Isolation, LimitKind, OutcomeKind, TaskState, type DataMount, type LogChunk, type ReplicaStatus, type ResourceReport, type TaskUsage } from '../../src/protocol/gen/hivemind/v1/common.js';
 import { formatPipeHello } from '../../src/protocol/gateway-pipe.js';
 import type {
   NodeCommand,
@@ -539,6 +539,39 @@ test('isolation: a node offering runc only (the default) refuses a gVisor task',
   h.master.assign({ taskId: 'g', spec: { ...spec(), isolation: Isolation.ISOLATION_GVISOR } });
   await waitFor('g rejected', () => h.master.statesOf('g').includes('REJECTED'));
   assert.equal(h.master.updatesOf('g')[0]!.message, 'this node does not offer gvisor isolation (it offers runc)');
+});
+
+test('engine limits: a rootless node announces its engine and what it cannot enforce, and refuses a task setting such a limit (a stale or hostile master) instead of running it unbounded', async (t) => {
+  const h = await makeWorker(t, { engine: 'podman-rootless', unenforcedLimits: [LimitKind.LIMIT_KIND_CPUS, LimitKind.LIMIT_KIND_MEMORY, LimitKind.LIMIT_KIND_PIDS] });
+  await h.worker.start();
+  const facts = h.master.registers[0]!.req.facts!;
+  assert.equal(facts.engine, 'podman-rootless');
+  assert.deepEqual(facts.unenforcedLimits, [LimitKind.LIMIT_KIND_CPUS, LimitKind.LIMIT_KIND_MEMORY, LimitKind.LIMIT_KIND_PIDS]);
+  const cases: [string, ReturnType<typeof spec>, RegExp][] = [
+    ['mem', { ...spec(), limits: { cpus: 0, memoryBytes: 64 * MiB, pids: 0, gpus: 0, timeoutMs: 60_000 } }, /^this node's engine \(podman-rootless\) cannot enforce the task's memory \(--memory\) limit; it would run unbounded, so it is refused$/],
+    ['all', spec(), /cannot enforce the task's cpus \(--cpus\), memory \(--memory\) and pids \(--pids\) limits/],
+  ];
+  for (const [taskId, s, re] of cases) {
+    h.master.assign({ taskId, spec: s });
+    await waitFor(`${taskId} rejected`, () => h.master.statesOf(taskId).includes('REJECTED')).catch(() => undefined);
+    const refused = h.master.statesOf(taskId).join() === 'REJECTED' && !h.executor.runs.has(taskId);
+    recordHostile(`node: assignment with limits its engine cannot enforce (${taskId})`, !refused);
+    assert.deepEqual(h.master.statesOf(taskId), ['REJECTED']);
+    assert.match(h.master.updatesOf(taskId)[0]!.message, re);
+    assert.equal(h.executor.runs.has(taskId), false);
+  }
+  // A task setting no limit asked for no bound: it runs.
+  h.master.assign({ taskId: 'free', spec: { ...spec(), limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 0, timeoutMs: 60_000 } } });
+  await waitFor('free runs', () => h.executor.runs.has('free'));
+});
+
+test('engine limits: a node on Docker (the default) says so and takes limited tasks', async (t) => {
+  const h = await makeWorker(t);
+  await h.worker.start();
+  assert.equal(h.master.registers[0]!.req.facts!.engine, 'docker');
+  assert.deepEqual(h.master.registers[0]!.req.facts!.unenforcedLimits, []);
+  h.master.assign({ taskId: 'lim', spec: spec() });
+  await waitFor('lim runs', () => h.executor.runs.has('lim'));
 });
 
 test('a full node rejects with a reason the master can show', async (t) => {

@@ -67,7 +67,7 @@ class FakeEnroller implements Enroller {
 }
 
 const token = encodeJoinToken({ endpoint: '192.0.2.1:7443', fingerprint: 'a'.repeat(64), secret: 'hm1.secret' });
-const facts = async () => ({ hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 2, cpuModel: '', memoryBytes: 1, diskBytes: 1, gpus: [], dockerVersion: '', labels: new Map(), workerVersion: 't', allowsEgress: false, maxTasks: 1, isolations: [] });
+const facts = async () => ({ hostname: 'h', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 2, cpuModel: '', memoryBytes: 1, diskBytes: 1, gpus: [], dockerVersion: '', labels: new Map(), workerVersion: 't', allowsEgress: false, maxTasks: 1, isolations: [], engine: '', unenforcedLimits: [] });
 
 test('enrolls once with a local key, reuses the enrollment on restart, restarts a stale tunnel, applies mesh peers, removes the interface', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'hm-wt-'));

@@ -47,6 +47,7 @@ function renderStatus(s) {
     : 'no tunnel (direct connection)';
   $('node-capacity').textContent = `${s.free.taskSlots}/${s.budget.maxTasks} slots free, ${s.free.cpus.toFixed(1)}/${s.budget.cpus} CPUs, ${fmtBytes(s.free.memoryBytes)} of ${fmtBytes(s.budget.memoryBytes)} memory${s.budget.gpus ? `, ${s.budget.gpus} GPUs` : ''}`;
   $('node-isolation').textContent = (n.isolations || ['runc']).join(', ');
+  $('node-engine').textContent = `${n.engine || 'docker'}${n.unenforcedLimits?.length ? `: cannot enforce ${n.unenforcedLimits.join(', ')} limits (tasks setting them go elsewhere)` : ''}`;
   const problems = $('problems');
   problems.replaceChildren(...n.problems.map((p) => el('div', { text: p })));
   problems.hidden = n.problems.length === 0;

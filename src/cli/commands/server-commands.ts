@@ -17,6 +17,7 @@ import { Master } from '../../master/master.js';
 import { AdminClient } from '../../client/admin-client.js';
 import { formatDoctor, runDoctor } from '../../doctor/doctor.js';
 import { DockerEngine } from '../../runtime/docker-engine.js';
+import { defaultEngineSocket, engineSocketText, parseEngineSocket, type EngineSocket } from '../../runtime/engine-socket.js';
 import { ensureDevImage, DEV_IMAGE } from '../../runtime/dev-image.js';
 import { holdShutdownSignals, installShutdownHandlers } from '../shutdown-signals.js';
 import { createWorker } from '../node-wiring.js';
@@ -143,6 +144,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--no-services', 'host no service replicas: no gateway pipe, replica assignments refused (env HIVEMIND_SERVICES=false)')
     .option('--exec', 'take exec sessions into this node\'s running tasks (the default)')
     .option('--no-exec', 'refuse every exec session into this node\'s tasks, saying so (env HIVEMIND_EXEC=false)')
+    .option('--engine-socket <socket>', `the container engine's API socket: PATH, unix://PATH or tcp://HOST:PORT; Docker, or Podman rootful (unix:///run/podman/podman.sock) or rootless (default: DOCKER_HOST, else ${WORKER_DEFAULTS.engineSocket}; env HIVEMIND_ENGINE_SOCKET)`)
     .option('--isolation <runc|gvisor>', 'runc (default): tasks run under runc, gVisor offered too when runsc works here; gvisor: every task under gVisor, runc tasks refused, no service replicas (env HIVEMIND_ISOLATION)')
     .option('--allow-egress', 'offer the egress network: tasks asking --network egress reach the internet and nothing else (docs/egress.md; env HIVEMIND_ALLOW_EGRESS)')
     .option('--egress-dns <ip,...>', 'public resolvers for egress tasks (default: the host\'s public nameservers; env HIVEMIND_EGRESS_DNS)')
@@ -223,7 +225,9 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       tuneHeapForStreaming();
       const logger = c.logger(o.logLevel);
       const mcfg = compileMasterConfig({ env: {}, flags: { listen: `127.0.0.1:${o.port}`, dataDir: join(dir, 'master'), reportInterval: o.reportInterval, logLevel: o.logLevel } });
-      const engine = DockerEngine.create();
+      // DOCKER_HOST as `worker start` honours it (the worker's config below reads no environment).
+      const socket = defaultEngineSocket(c.env, WORKER_DEFAULTS.engineSocket);
+      const engine = DockerEngine.create({ socket });
       const image = await ensureDevImage(engine, logger);
       const m = await Master.create(
         { listenAddress: mcfg.listen, dataDir: mcfg.dataDir, reportIntervalMs: mcfg.reportIntervalMs, maxAttempts: mcfg.maxAttempts, gatewayListen: mcfg.gatewayListen },
@@ -240,7 +244,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       }
       const wcfg = compileWorkerConfig({
         env: {},
-        flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel, monitorPort: o.monitorPort },
+        flags: { master: address, token, dataDir: join(dir, 'worker'), name: 'dev-worker', engineSocket: engineSocketText(socket), maxTasks: o.maxTasks, reportInterval: o.reportInterval, logLevel: o.logLevel, monitorPort: o.monitorPort },
       });
       const node = await createWorker(wcfg, logger, engine, { dev: true });
       await node.worker.start();
@@ -280,10 +284,11 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .command('doctor')
     .description('check Docker, WireGuard tools, GPUs, ports and the data dir; print how to fix each problem')
     .option('--data-dir <dir>', 'data dir to check (default $HIVEMIND_HOME)')
+    .option('--engine-socket <socket>', 'the container engine to check, as `worker start --engine-socket` takes it (default: the worker\'s config, HIVEMIND_ENGINE_SOCKET, DOCKER_HOST, else Docker\'s)')
     .option('--json', 'print JSON')
     .action(async (o) => {
       const c = ctx();
-      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: portOf(MASTER_DEFAULTS.listen), monitorPort: MONITOR_DEFAULTS.port, allowUnboundedOutput: configuredUnboundedOutput(c) });
+      const results = await runDoctor({ dataDir: o.dataDir ?? hivemindHome(c.env), masterPort: portOf(MASTER_DEFAULTS.listen), monitorPort: MONITOR_DEFAULTS.port, ...configuredWorker(c, o.engineSocket) });
       if (o.json) printJson(c, results);
       else c.stdout.write(formatDoctor(results) + '\n');
       if (results.some((r) => r.status === 'fail')) setExit(EXIT_FAILURE);
@@ -301,13 +306,16 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
 }
 
 /**
- * The worker's allowUnboundedOutput as its config file and env set it, for doctor to say which
- * mode applies; a config that does not compile is `worker start`'s to report, so false here.
+ * The worker's allowUnboundedOutput and engine socket as its config file, env and doctor's
+ * --engine-socket set them, for doctor to check what `worker start` would use; a config that does
+ * not compile is `worker start`'s to report, so the defaults here (a bad --engine-socket throws).
  */
-function configuredUnboundedOutput(c: CliContext): boolean {
+function configuredWorker(c: CliContext, engineSocket: string | undefined): { allowUnboundedOutput: boolean; engineSocket: EngineSocket } {
+  const flags = engineSocket !== undefined ? { engineSocket } : {};
   try {
-    return compileWorkerConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: {} }).allowUnboundedOutput;
+    const w = compileWorkerConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags });
+    return { allowUnboundedOutput: w.allowUnboundedOutput, engineSocket: w.engineSocket };
   } catch {
-    return false;
+    return { allowUnboundedOutput: false, engineSocket: engineSocket !== undefined ? parseEngineSocket(engineSocket) : defaultEngineSocket(c.env, WORKER_DEFAULTS.engineSocket) };
   }
 }

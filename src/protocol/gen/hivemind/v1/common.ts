@@ -62,6 +62,55 @@ export function isolationToJSON(object: Isolation): string {
 }
 
 /**
+ * A resource limit of a task's container (TaskLimits' cpus, memory_bytes, pids) that a node's
+ * engine may be unable to enforce (rootless Podman on cgroup v1 enforces none of them).
+ */
+export enum LimitKind {
+  LIMIT_KIND_UNSPECIFIED = 0,
+  LIMIT_KIND_CPUS = 1,
+  LIMIT_KIND_MEMORY = 2,
+  LIMIT_KIND_PIDS = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function limitKindFromJSON(object: any): LimitKind {
+  switch (object) {
+    case 0:
+    case "LIMIT_KIND_UNSPECIFIED":
+      return LimitKind.LIMIT_KIND_UNSPECIFIED;
+    case 1:
+    case "LIMIT_KIND_CPUS":
+      return LimitKind.LIMIT_KIND_CPUS;
+    case 2:
+    case "LIMIT_KIND_MEMORY":
+      return LimitKind.LIMIT_KIND_MEMORY;
+    case 3:
+    case "LIMIT_KIND_PIDS":
+      return LimitKind.LIMIT_KIND_PIDS;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return LimitKind.UNRECOGNIZED;
+  }
+}
+
+export function limitKindToJSON(object: LimitKind): string {
+  switch (object) {
+    case LimitKind.LIMIT_KIND_UNSPECIFIED:
+      return "LIMIT_KIND_UNSPECIFIED";
+    case LimitKind.LIMIT_KIND_CPUS:
+      return "LIMIT_KIND_CPUS";
+    case LimitKind.LIMIT_KIND_MEMORY:
+      return "LIMIT_KIND_MEMORY";
+    case LimitKind.LIMIT_KIND_PIDS:
+      return "LIMIT_KIND_PIDS";
+    case LimitKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
  * The network a task's container gets. EGRESS reaches the internet through NAT and nothing else
  * (not the node's host, LAN, tunnel, other tasks, monitor or master); only nodes started with
  * --allow-egress take such a task (NodeFacts.allows_egress).
@@ -657,6 +706,10 @@ export interface NodeFacts {
   isolations: Isolation[];
   /** started with --allow-egress and its egress firewall is in place */
   allowsEgress: boolean;
+  /** the container engine: "docker", "podman", "podman-rootless"; empty = docker (older nodes) */
+  engine: string;
+  /** limits its engine cannot enforce; a task setting one is not placed here; empty = all enforced */
+  unenforcedLimits: LimitKind[];
 }
 
 export interface NodeFacts_LabelsEntry {
@@ -3324,6 +3377,8 @@ function createBaseNodeFacts(): NodeFacts {
     maxTasks: 0,
     isolations: [],
     allowsEgress: false,
+    engine: "",
+    unenforcedLimits: [],
   };
 }
 
@@ -3377,6 +3432,16 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     }
     if (message.allowsEgress !== false) {
       writer.uint32(120).bool(message.allowsEgress);
+    }
+    if (message.engine !== "") {
+      writer.uint32(130).string(message.engine);
+    }
+    if (message.unenforcedLimits.length !== 0) {
+      writer.uint32(138).fork();
+      for (const v of message.unenforcedLimits) {
+        writer.int32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -3527,6 +3592,32 @@ export const NodeFacts: MessageFns<NodeFacts> = {
             message.allowsEgress = reader.bool();
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.engine = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag === 136) {
+              message.unenforcedLimits.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 138) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.unenforcedLimits.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3604,6 +3695,12 @@ export const NodeFacts: MessageFns<NodeFacts> = {
         : isSet(object.allows_egress)
         ? globalThis.Boolean(object.allows_egress)
         : false,
+      engine: isSet(object.engine) ? globalThis.String(object.engine) : "",
+      unenforcedLimits: globalThis.Array.isArray(object?.unenforcedLimits)
+        ? object.unenforcedLimits.map((e: any) => limitKindFromJSON(e))
+        : globalThis.Array.isArray(object?.unenforced_limits)
+        ? object.unenforced_limits.map((e: any) => limitKindFromJSON(e))
+        : [],
     };
   },
 
@@ -3657,6 +3754,12 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     if (message.allowsEgress !== false) {
       obj.allowsEgress = message.allowsEgress;
     }
+    if (message.engine !== "") {
+      obj.engine = message.engine;
+    }
+    if (message.unenforcedLimits?.length) {
+      obj.unenforcedLimits = message.unenforcedLimits.map((e) => limitKindToJSON(e));
+    }
     return obj;
   },
 
@@ -3688,6 +3791,8 @@ export const NodeFacts: MessageFns<NodeFacts> = {
     message.maxTasks = object.maxTasks ?? 0;
     message.isolations = object.isolations?.map((e) => e) || [];
     message.allowsEgress = object.allowsEgress ?? false;
+    message.engine = object.engine ?? "";
+    message.unenforcedLimits = object.unenforcedLimits?.map((e) => e) || [];
     return message;
   },
 };
