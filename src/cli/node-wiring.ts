@@ -67,7 +67,9 @@ export async function createWorker(given: WorkerConfig, logger: Logger, engine: 
   const isolation = await detectIsolations(given.isolation, engine, logger.child({ component: 'isolation' }), undefined, gvisorRefusal(id));
   if (given.isolation === 'gvisor' && given.services) logger.info('no service replicas under --isolation gvisor (a replica\'s port is reached in its network namespace, which gVisor keeps to itself)');
   let cfg: WorkerConfig = { ...given, isolations: isolation.offered, engine: id.engine, unenforcedLimits: id.unenforced, ...(given.isolation === 'gvisor' ? { services: false } : {}) };
-  const outputVolumes = await chooseOutputVolumes(new LoopOutputVolumes(outputFsDir(cfg.dataDir)), opts.dev ? 'dev' : cfg.allowUnboundedOutput ? 'allowed' : 'refuse', logger);
+  // Podman does not mount a local-driver volume for a stopped container's archive: on Podman the
+  // worker mounts each /output filesystem itself and it is bound in.
+  const outputVolumes = await chooseOutputVolumes(new LoopOutputVolumes(outputFsDir(cfg.dataDir), undefined, undefined, undefined, id.engine !== 'docker'), opts.dev ? 'dev' : cfg.allowUnboundedOutput ? 'allowed' : 'refuse', logger);
   let worker: Worker | undefined;
   // A worker in its own container names its data sets to Docker by their host paths.
   const hostPath = await detectHostPaths(engine, logger.child({ component: 'runner' }));
