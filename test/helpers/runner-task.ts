@@ -54,7 +54,7 @@ export interface RunOptions {
 
 /** The engine API client for `target` (Docker's default socket when none is given). */
 export function engineOf(target?: EngineTarget): DockerEngine {
-  return target ? DockerEngine.create({ socketPath: target.socketPath }) : DockerEngine.create();
+  return target ? DockerEngine.create({ socket: { kind: 'unix', path: target.socketPath } }) : DockerEngine.create();
 }
 
 /**

@@ -11,7 +11,7 @@ export function ensureTestImage(socketPath?: string): Promise<string> {
   const key = socketPath ?? '';
   let p = pending.get(key);
   if (!p) {
-    const engine = socketPath ? DockerEngine.create({ socketPath }) : DockerEngine.create();
+    const engine = socketPath ? DockerEngine.create({ socket: { kind: 'unix', path: socketPath } }) : DockerEngine.create();
     p = ensureDevImage(engine, silentLogger()).catch((err: unknown) => {
       pending.delete(key);
       throw err;

@@ -13,8 +13,7 @@ import { engineTargets, requireEngine, type EngineTarget } from '../helpers/engi
 import { recordHostile } from '../helpers/fault-ledger.js';
 import { NODE_ID, engineOf, outputFsDirOf, outputVolumesOf, removeScratch, runTask, type RunOptions, scratchDir, sh, tarEntries } from '../helpers/runner-task.js';
 import { ensureTestImage } from '../helpers/test-image.js';
-import { DockerEngine } from '../../src/runtime/docker-engine.js';
-import { LoopOutputVolumes, outputFsLayout } from '../../src/runtime/output-volume.js';
+import { outputFsLayout } from '../../src/runtime/output-volume.js';
 import { DockerTaskRunner, reapOrphans } from '../../src/runtime/docker-task-runner.js';
 import { nodeLabelFilters, taskLabels } from '../../src/runtime/labels.js';
 import { silentLogger } from '../../src/common/logger.js';
