@@ -28,6 +28,7 @@ import { DockerEgressNetworks, prepareEgress, type EgressAttachment } from '../r
 import { ExecIptables } from '../runtime/egress-firewall.js';
 import { dockerClient } from '../runtime/engine-socket.js';
 import { detectEngine, egressRefusal, gvisorRefusal } from '../runtime/engine-detect.js';
+import { checkLimitsPolicy } from '../runtime/limits-policy.js';
 import { detectHostPaths } from '../runtime/host-paths.js';
 import { detectIsolations } from '../runtime/isolation-choice.js';
 import { LoopOutputVolumes, outputFsDir } from '../runtime/output-volume.js';
@@ -63,6 +64,8 @@ export async function createWorker(given: WorkerConfig, logger: Logger, engine: 
   await assertNotRemoved(given.dataDir);
   // Docker, rootful or rootless Podman: what it enforces goes to the master with the node's facts.
   const id = await detectEngine(engine, given.engineSocket, logger.child({ component: 'engine' }));
+  // An engine that drops limits: only with the operator's opt-in (runtime/limits-policy.ts).
+  checkLimitsPolicy(id, given.engineSocket, given.allowUnenforcedLimits);
   // Before anything is set up: with --isolation gvisor and no working runsc the node does not start.
   const isolation = await detectIsolations(given.isolation, engine, logger.child({ component: 'isolation' }), undefined, gvisorRefusal(id));
   if (given.isolation === 'gvisor' && given.services) logger.info('no service replicas under --isolation gvisor (a replica\'s port is reached in its network namespace, which gVisor keeps to itself)');

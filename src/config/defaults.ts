@@ -99,6 +99,8 @@ export const WORKER_DEFAULTS = {
   maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
   /** Refuse to start where /output cannot be bounded while a task runs (Docker Desktop). */
   allowUnboundedOutput: false,
+  /** Refuse to start on an engine that cannot enforce CPU, memory or pids limits (rootless Podman on cgroup v1). */
+  allowUnenforcedLimits: false,
   logLevel: MASTER_DEFAULTS.logLevel,
   /** Tunnel mode: the WireGuard interface name. */
   wgInterface: MASTER_DEFAULTS.wgInterface,

@@ -50,6 +50,12 @@ const schema = z
      * instead of refusing to start.
      */
     allowUnboundedOutput: zBool.default(WORKER_DEFAULTS.allowUnboundedOutput),
+    /**
+     * On an engine that cannot enforce CPU, memory or pids limits (rootless Podman on cgroup v1),
+     * start anyway: only tasks that set no limit are taken, and they run without the node's
+     * default limits. Off: such a worker refuses to start (runtime/limits-policy.ts).
+     */
+    allowUnenforcedLimits: zBool.default(WORKER_DEFAULTS.allowUnenforcedLimits),
     logLevel: zLogLevel.default(WORKER_DEFAULTS.logLevel),
     /** Write the log to this file (rotated to <file>.1 at 16 MiB) instead of stderr: for service managers that keep no output. */
     logFile: z.string().min(1).optional(),
@@ -153,6 +159,7 @@ const fields: Record<string, FieldSource> = {
   handoverWait: { env: 'HIVEMIND_HANDOVER_WAIT', flag: 'handoverWait' },
   maxOutput: { env: 'HIVEMIND_MAX_OUTPUT', flag: 'maxOutput' },
   allowUnboundedOutput: { env: 'HIVEMIND_ALLOW_UNBOUNDED_OUTPUT', flag: 'allowUnboundedOutput' },
+  allowUnenforcedLimits: { env: 'HIVEMIND_ALLOW_UNENFORCED_LIMITS', flag: 'allowUnenforcedLimits' },
   imageBudget: { env: 'HIVEMIND_IMAGE_BUDGET', flag: 'imageBudget' },
   imageUnusedFor: { env: 'HIVEMIND_IMAGE_UNUSED_FOR', flag: 'imageUnusedFor' },
   cacheMax: { env: 'HIVEMIND_CACHE_MAX', flag: 'cacheMax' },

@@ -17,7 +17,7 @@ import { ensureDevImage } from '../runtime/dev-image.js';
 import { GVISOR_FIX, probeGvisor, type GvisorProbe } from '../runtime/gvisor.js';
 import { describeEngine, identifyEngine, type EngineIdentity, type EngineReport } from '../runtime/engine-identity.js';
 import { egressRefusal, gvisorRefusal } from '../runtime/engine-detect.js';
-import { ROOTLESS_CGROUP_V1_FIX } from '../runtime/engine-limits.js';
+import { ALLOW_UNENFORCED_LIMITS_OPT_IN, enforcedLimitsFix } from '../runtime/limits-policy.js';
 import { engineSocketText, type EngineSocket } from '../runtime/engine-socket.js';
 import { describeLimits } from '../protocol/limit-rules.js';
 
@@ -239,12 +239,11 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
 /** Which of CPU, memory and pids limits the engine enforces, with the way out when some do not hold. */
 export function limitsCheck(id: EngineIdentity): CheckResult {
   if (id.unenforced.length === 0) return { name: 'limits', status: 'ok', detail: 'CPU, memory and pids limits are enforced' };
-  const rootlessV1 = id.rootless && id.cgroupVersion.replace(/^v/, '') !== '2';
   return {
     name: 'limits',
     status: 'warn',
-    detail: `${describeEngine(id)} cannot enforce ${describeLimits(id.unenforced)} limits (${id.unenforcedWhy}): the master places no task setting them here, the worker refuses one sent anyway, and tasks that set none run without the node's default limits`,
-    fix: rootlessV1 ? ROOTLESS_CGROUP_V1_FIX : 'delegate the cpu, memory and pids cgroup controllers to the engine\'s user (systemd: Delegate=cpu memory pids in user@.service), or run rootful Podman or Docker',
+    detail: `${describeEngine(id)} cannot enforce ${describeLimits(id.unenforced)} limits (${id.unenforcedWhy}): \`worker start\` refuses to start here unless given ${ALLOW_UNENFORCED_LIMITS_OPT_IN}; with it the master places no task setting a limit here, the worker refuses one sent anyway, and tasks that set none run without the node's default limits`,
+    fix: enforcedLimitsFix(id),
   };
 }
 

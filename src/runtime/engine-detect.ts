@@ -31,7 +31,7 @@ export async function detectEngine(engine: ContainerEngine, socket: EngineSocket
   else {
     logger.warn(
       { ...at, unenforced: id.unenforced },
-      `container engine: ${describeEngine(id)}; it cannot enforce ${describeLimits(id.unenforced)} limits (${id.unenforcedWhy}): tasks setting them are not placed here, and tasks that set none run without this node's default limits`,
+      `container engine: ${describeEngine(id)}; it cannot enforce ${describeLimits(id.unenforced)} limits (${id.unenforcedWhy}): tasks setting them are not placed here, and tasks that set none run without this node's default limits (the worker starts only with --allow-unenforced-limits)`,
     );
   }
   if (id.engine !== 'docker') logger.info('on Podman this node offers neither gVisor nor the egress network (both need Docker)');

@@ -6,11 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ProcessCluster, type ClusterOptions } from '../helpers/process-cluster.js';
-import { waitFor } from '../helpers/cli-process.js';
+import { CLI, waitFor } from '../helpers/cli-process.js';
 import { engineTarget, requireEngine, type EngineName } from '../helpers/engines.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
@@ -34,8 +34,9 @@ function workerOn(name: EngineName): { opts: ClusterOptions; cleanup(): void } {
     opts: {
       workerUser: target.user,
       workerDataDir: join(home, 'worker'),
-      // An ordinary user has no loop devices to bound /output with: the documented opt-in.
-      workerArgs: [...args, '--allow-unbounded-output'],
+      // An ordinary user has no loop devices to bound /output with, and rootless Podman on cgroup
+      // v1 enforces no limit: the two documented opt-ins.
+      workerArgs: [...args, '--allow-unbounded-output', '--allow-unenforced-limits'],
       workerEnv: { HOME: home, HIVEMIND_HOME: home },
     },
     cleanup: () => rmSync(home, { recursive: true, force: true }),
@@ -100,6 +101,19 @@ test('rootful Podman: a worker on --engine-socket says it runs on podman with ev
     await cluster.close();
     w.cleanup();
   }
+});
+
+test('rootless Podman on cgroup v1 without --allow-unenforced-limits: the worker refuses to start, saying why and what to do', async (t) => {
+  if (!requireEngine(t, 'podman-rootless')) return;
+  const target = engineTarget('podman-rootless');
+  const home = mkdtempSync(join(tmpdir(), 'hm-e2e-rootless-refuse-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  chownSync(home, Number(execFileSync('id', ['-u', target.user!]).toString().trim()), Number(execFileSync('id', ['-g', target.user!]).toString().trim()));
+  // No master is needed: the engine is asked before anything else, and the worker stops there.
+  const r = spawnSync('runuser', ['-u', target.user!, '--', process.execPath, CLI, 'worker', 'start', '--engine-socket', `unix://${target.socketPath}`, '--no-services', '--allow-unbounded-output',
+    '--master', '127.0.0.1:1', '--token', 'hm1.never-used', '--data-dir', join(home, 'worker')], { env: { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home }, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 2, `exit ${r.status}: ${r.stderr}`);
+  assert.match(r.stderr, /cannot enforce cpus \(--cpus\), memory \(--memory\) and pids \(--pids\) limits .*could take the whole machine: rootless Podman on cgroup v1 .*or start with --allow-unenforced-limits/);
 });
 
 test('rootless Podman, worker as an ordinary user: a task round trip with no root daemon, and a task with a memory limit waits instead of running unbounded', async (t) => {

@@ -132,6 +132,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--handover-wait <duration>', 'on SIGTERM, how long service replicas keep running for the master to start them elsewhere; they stop once this has passed and no batch task is left (default 30s)')
     .option('--max-output <size>', 'cap on a task\'s /output (default 1g)')
     .option('--allow-unbounded-output', 'where this host has no loop devices (Docker Desktop), start anyway with /output checked against its cap only after each task exits (env HIVEMIND_ALLOW_UNBOUNDED_OUTPUT)')
+    .option('--allow-unenforced-limits', 'on an engine that cannot enforce CPU, memory or pids limits (rootless Podman on cgroup v1), start anyway, taking only tasks that set no limit, which then run without this node\'s default limits (env HIVEMIND_ALLOW_UNENFORCED_LIMITS)')
     .option('--image-budget <size>', 'disk budget for images this worker pulled; unused ones are pruned down to it (default 20g)')
     .option('--image-unused-for <duration>', 'a pulled image unused this long may be pruned (default 24h)')
     .option('--cache-max <size>', `disk budget of the data cache (data sets tasks mount); unused entries are evicted, least recently used first (default ${WORKER_DEFAULTS.cacheFreeShare * 100}% of the data dir's free disk at start; env HIVEMIND_CACHE_MAX)`)
