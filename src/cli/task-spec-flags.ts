@@ -9,6 +9,7 @@ import { checkMountPath } from '../protocol/data-mount-rules.js';
 import { TaskNetwork, type DataMount, type Isolation, type TaskSpec } from '../protocol/gen/hivemind/v1/common.js';
 import { ISOLATION_NAMES, isIsolationName, isolationOf } from '../protocol/isolation-rules.js';
 import { DATA_FLAG_FORM, parseDataFlag, type DataFlag } from './data-mount-flag.js';
+import { parseRate } from '../runtime/egress-rate.js';
 
 /** The raw values of the container flags, as commander hands them over. */
 export interface SpecFlags {
@@ -22,6 +23,8 @@ export interface SpecFlags {
   timeout?: string;
   maxOutput?: string;
   network?: string;
+  /** With --network egress: the task's own bandwidth cap, e.g. 10mbit. */
+  egressRate?: string;
   /** Batch tasks only: runc or gvisor. */
   isolation?: string;
 }
@@ -89,6 +92,7 @@ export function buildSpec(image: string, command: string[], o: SpecFlags): TaskS
     maxOutputBytes: o.maxOutput ? parseSize(o.maxOutput, '--max-output') : 0,
     data: [],
     network: parseNetworkFlag(o.network),
+    ...(o.egressRate !== undefined ? { egressRateBps: parseRate(o.egressRate, '--egress-rate') } : {}),
     ...(o.isolation !== undefined ? { isolation: parseIsolationFlag(o.isolation) } : {}),
   };
 }

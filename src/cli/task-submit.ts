@@ -20,6 +20,7 @@ export function batchTaskOptions(cmd: Command): Command {
     .option('--max-output <size>', 'cap on /output (e.g. 1g)')
     .option('--input <dir>', 'directory to send as /input')
     .option('--network <none|egress>', 'none (default): no network; egress: the internet only, on a node started with --allow-egress')
+    .option('--egress-rate <rate>', 'with --network egress: cap the task\'s bandwidth each way (8kbit to 100gbit, e.g. 10mbit); a node\'s own --egress-rate still applies, the lower holds')
     .option('--isolation <runc|gvisor>', 'the runtime the task needs: gvisor places it only on nodes offering gVisor (hivemind nodes), runc only on nodes running runc; default: any node');
 }
 

@@ -163,7 +163,17 @@ function checkNetwork(spec: TaskSpec): void {
   if (!NETWORKS.includes(network)) throw new InvalidTaskError(`spec.network ${echoValue(String(network))} is unknown: use none or egress`);
   // A replica is reached only through the node's gateway pipe; egress would be a second door.
   if (spec.service && spec.network === TaskNetwork.TASK_NETWORK_EGRESS) throw new InvalidTaskError('a service replica cannot ask for the egress network');
+  const rate = spec.egressRateBps ?? 0;
+  if (rate === 0) return;
+  if (network !== TaskNetwork.TASK_NETWORK_EGRESS) throw new InvalidTaskError('spec.egress_rate_bps caps the egress network: it needs spec.network egress (--network egress)');
+  if (!Number.isInteger(rate) || rate < MIN_EGRESS_RATE_BPS || rate > MAX_EGRESS_RATE_BPS) {
+    throw new InvalidTaskError(`spec.egress_rate_bps ${echoValue(String(rate))} must be from ${MIN_EGRESS_RATE_BPS} (8kbit) to ${MAX_EGRESS_RATE_BPS} (100gbit) bits per second`);
+  }
 }
+
+/** The bounds of an egress rate, the task's (spec.egress_rate_bps) and the node's (--egress-rate). */
+export const MIN_EGRESS_RATE_BPS = 8_000;
+export const MAX_EGRESS_RATE_BPS = 100_000_000_000;
 
 /** gVisor (runsc) as this node's Docker runs it has no GPU passthrough and no network namespace a
  * replica's connector could enter, so a GPU task or a service replica cannot run under it. */

@@ -330,13 +330,13 @@ export class DockerTaskRunner implements TaskExecutor {
     } catch (err) {
       log.warn({ err: errorMessage(err) }, 'cannot count the task\'s network bytes');
     }
-    // The node's cap is a promise to its owner: a task it cannot be applied to does not run on.
+    // A cap (the node's, a promise to its owner, or the task's own) that cannot be applied: the task does not run on.
     if (egress.shaper && info?.state.running && info.state.pid) {
       try {
-        const dev = await egress.shaper.apply(info.state.pid);
-        log.info({ dev, bps: egress.shaper.bps }, 'egress rate capped');
+        const capped = await egress.shaper.apply(info.state.pid, exec.spec.egressRateBps);
+        if (capped) log.info(capped, 'egress rate capped');
       } catch (err) {
-        throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `the node's egress rate cap could not be applied: ${errorMessage(err)}`);
+        throw new OutcomeError(OutcomeKind.OUTCOME_KIND_START_FAILED, `the egress rate cap could not be applied: ${errorMessage(err)}`);
       }
     }
     if (!ip) return undefined;

@@ -17,7 +17,7 @@ export interface EgressAttachment {
   /** Counts each task's bytes by its address on the network (the firewall's counting chain). */
   meter?: EgressMeter;
   /** The node's --egress-rate, applied to each task's veth; absent: no cap. */
-  shaper?: Pick<EgressShaper, 'apply' | 'bps'>;
+  shaper?: Pick<EgressShaper, 'apply'>;
 }
 
 export type EgressMeter = Pick<EgressFirewall, 'track' | 'counts' | 'untrack'>;
@@ -127,7 +127,8 @@ export async function prepareEgress(s: EgressSettings, d: EgressDeps, signal?: A
         : Object.entries(want).filter(([k, v]) => have!.options[k] !== v).map(([k, v]) => `${k} is ${have!.options[k] ?? 'unset'}, not ${v}`)[0];
   if (wrong) throw new EgressUnavailableError(`the existing Docker network ${names.network} is not the worker's egress network: ${wrong}; remove it (docker network rm ${names.network}) or choose another --egress-network`);
   d.logger.info({ network: names.network, bridge: names.bridge, subnet: s.subnet, dns }, 'egress network ready');
-  return { network: names.network, dns, meter: firewall, ...(s.rateBps ? { shaper: new EgressShaper(s.rateBps) } : {}) };
+  // A shaper always: a task may ask for a cap of its own (spec.egress_rate_bps) on a node without one.
+  return { network: names.network, dns, meter: firewall, shaper: new EgressShaper(s.rateBps || undefined) };
 }
 
 /** Takes the egress network and its firewall away (tests; an operator turning egress off). */

@@ -7,13 +7,14 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { ConfigError, EgressUnavailableError } from '../common/errors.js';
+import { MAX_EGRESS_RATE_BPS, MIN_EGRESS_RATE_BPS } from '../protocol/task-spec-rules.js';
 
 /** "10mbit", "512kbit", "1gbit", "2000000" (bits per second) to bits per second. */
 export function parseRate(v: string, what = '--egress-rate'): number {
   const m = /^(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)?$/i.exec(v.trim());
   const scale = { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 } as const;
   const bps = m ? Math.round(Number(m[1]) * scale[(m[2]?.toLowerCase() ?? 'bit') as keyof typeof scale]) : NaN;
-  if (!Number.isFinite(bps) || bps < 8_000 || bps > 100e9) throw new ConfigError(`${what} "${v}" must be a rate from 8kbit to 100gbit, such as 10mbit`);
+  if (!Number.isFinite(bps) || bps < MIN_EGRESS_RATE_BPS || bps > MAX_EGRESS_RATE_BPS) throw new ConfigError(`${what} "${v}" must be a rate from 8kbit to 100gbit, such as 10mbit`);
   return bps;
 }
 
@@ -53,20 +54,32 @@ export async function hostVethOf(pid: number): Promise<string> {
   throw new EgressUnavailableError(`no host interface has index ${peer} (the peer of the container's eth0)`);
 }
 
+/** The cap a task gets: the lower of the node's (--egress-rate) and the task's own (spec.egress_rate_bps); undefined: none. */
+export function effectiveRate(nodeBps: number | undefined, taskBps: number | undefined): number | undefined {
+  const caps = [nodeBps, taskBps].filter((b): b is number => b !== undefined && b > 0);
+  return caps.length ? Math.min(...caps) : undefined;
+}
+
 export class EgressShaper {
   constructor(
-    readonly bps: number,
+    /** The node's cap on every egress task (--egress-rate); undefined: only tasks asking for one are capped. */
+    readonly nodeBps: number | undefined,
     private readonly run: CommandRun = execCommand,
     private readonly vethOf: (pid: number) => Promise<string> = hostVethOf,
   ) {}
 
-  /** Caps the container whose main process is `pid`; throws EgressUnavailableError naming the failed command. */
-  async apply(pid: number): Promise<string> {
+  /**
+   * Caps the container whose main process is `pid` at the lower of the node's and the task's
+   * rate; undefined when neither sets one. Throws EgressUnavailableError naming the failed command.
+   */
+  async apply(pid: number, taskBps?: number): Promise<{ dev: string; bps: number } | undefined> {
+    const bps = effectiveRate(this.nodeBps, taskBps);
+    if (bps === undefined) return undefined;
     const dev = await this.vethOf(pid);
-    for (const c of rateCommands(dev, pid, this.bps)) {
+    for (const c of rateCommands(dev, pid, bps)) {
       const r = await this.run(c.file, c.args);
       if (r.code !== 0) throw new EgressUnavailableError(`${c.file} ${c.args.join(' ')} failed (exit ${r.code}): ${r.stderr}`);
     }
-    return dev;
+    return { dev, bps };
   }
 }

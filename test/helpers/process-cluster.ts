@@ -18,6 +18,8 @@ export interface ClusterOptions {
   workerUser?: string;
   /** The CLI entry script the master, the worker and `cli()` run (default this build's). */
   cli?: string;
+  /** More master addresses for the worker's --master list, after the cluster's own (e.g. a standby the test stands in for). */
+  extraMasters?: string[];
   /** Extra flags of `hivemind master start` (e.g. `--node-timeout 5s`). */
   masterArgs?: string[];
   /**
@@ -151,7 +153,7 @@ export class ProcessCluster {
     return new CliDaemon(
       [
         'worker', 'start',
-        '--master', this.address,
+        '--master', [this.address, ...(opts.extraMasters ?? [])].join(','),
         '--token', tok.stdout.trim(),
         '--data-dir', dataDir,
         '--report-interval', opts.reportInterval ?? '1s',

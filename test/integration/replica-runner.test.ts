@@ -226,7 +226,7 @@ for (const target of engineTargets()) {
   import { LoopOutputVolumes } from '${dist}runtime/output-volume.js';
   import { DockerTaskRunner } from '${dist}runtime/docker-task-runner.js';
   import { silentLogger } from '${dist}common/logger.js';
-  const runner = new DockerTaskRunner(DockerEngine.create({ socketPath: ${JSON.stringify(target.socketPath)} }), { nodeId: ${JSON.stringify(NODE_ID)}, spoolDir: ${JSON.stringify(spool)}, outputVolumes: new LoopOutputVolumes(${JSON.stringify(outputFsDirOf(spool, target))}, undefined, undefined, ${JSON.stringify(taskHostIds(target))}, ${target.name !== 'docker'}), replicas: ${JSON.stringify(FAST)} }, silentLogger());
+  const runner = new DockerTaskRunner(DockerEngine.create({ socket: { kind: "unix", path: ${JSON.stringify(target.socketPath)} } }), { nodeId: ${JSON.stringify(NODE_ID)}, spoolDir: ${JSON.stringify(spool)}, outputVolumes: new LoopOutputVolumes(${JSON.stringify(outputFsDirOf(spool, target))}, undefined, undefined, ${JSON.stringify(taskHostIds(target))}, ${target.name !== 'docker'}), replicas: ${JSON.stringify(FAST)} }, silentLogger());
   runner.execute({ taskId: ${JSON.stringify(taskId)}, attempt: 1, gpuIndexes: [], signal: new AbortController().signal,
     spec: { image: ${JSON.stringify(image)}, command: ${JSON.stringify(httpd())}, env: new Map(), limits: { cpus: 0.5, memoryBytes: 67108864, pids: 64, gpus: 0, timeoutMs: 0 }, maxOutputBytes: 0, data: [], network: 0,
       service: { service: 'web', replica: 0, port: 8000, healthPath: '/health', graceMs: 5000 } },

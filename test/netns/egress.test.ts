@@ -4,8 +4,10 @@
 // (TEST-NET-3, never a real address) with an HTTP and a DNS server; the host reaches it over a veth
 // on 203.0.113.0/24, so the egress bridge's NAT goes there and nowhere real. The task must reach it
 // by name and by address, and must not reach: a "LAN" host (a namespace at 192.168.77.10), a
-// listener of the host itself, the worker's monitor (bound to every address, token-protected), or
-// another container on the egress network. Each of those is first shown reachable from the host,
+// listener of the host itself, the worker's monitor (bound to every address, token-protected),
+// another container on the egress network, or a master of the node at a public address (a second
+// address of the "internet", 203.0.113.20, listed in the worker's --master: only the masters' rule
+// stands between the task and it). Each of those is first shown reachable from the host,
 // so a refusal is the firewall's and not a missing route. The product's rules, network and the
 // namespaces are removed at the end.
 import { test } from 'node:test';
@@ -28,6 +30,8 @@ const IMAGE = 'hivemind/busybox:1';
 const SERVER = join(dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'test-internet-server.js');
 const INTERNET = '203.0.113.10';
 const LAN = '192.168.77.10';
+/** A master of the node as the worker knows it (its --master list), at an address the internet rules would let through. */
+const PUBLIC_MASTER = '203.0.113.20';
 const BODY = 'hello from the test internet';
 
 function sh(args: string[]): string {
@@ -80,13 +84,16 @@ test('an egress task reaches the test internet by name and address, and not the 
   t.after(dropInternet);
   const dropLan = host(`hml${tag}`, `hml${tag}r`, '192.168.77.1/24', `${LAN}/24`);
   t.after(dropLan);
+  sh(['ip', '-n', `hmi${tag}`, 'address', 'add', `${PUBLIC_MASTER}/24`, 'dev', 'eth0']);
 
   const spawnIn = (ns: string, args: string[]) => spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const internet = spawnIn(`hmi${tag}`, [SERVER, INTERNET, 'internet.test', BODY]);
   const lan = spawnIn(`hml${tag}`, [SERVER, LAN, 'lan.test', 'the LAN host']);
+  const publicMaster = spawnIn(`hmi${tag}`, [SERVER, PUBLIC_MASTER, 'master.test', 'a master of the node']);
   t.after(() => {
     internet.kill('SIGKILL');
     lan.kill('SIGKILL');
+    publicMaster.kill('SIGKILL');
   });
   let internetOut = '';
   let lanOut = '';
@@ -94,7 +101,10 @@ test('an egress task reaches the test internet by name and address, and not the 
   internet.stderr!.on('data', (d: Buffer) => (internetOut += d.toString()));
   lan.stdout!.on('data', (d: Buffer) => (lanOut += d.toString()));
   lan.stderr!.on('data', (d: Buffer) => (lanOut += d.toString()));
-  await waitFor('the test internet and LAN servers', () => (internetOut.includes('"listening":true') && lanOut.includes('"listening":true')) || undefined, 15_000);
+  let masterOut = '';
+  publicMaster.stdout!.on('data', (d: Buffer) => (masterOut += d.toString()));
+  publicMaster.stderr!.on('data', (d: Buffer) => (masterOut += d.toString()));
+  await waitFor('the test internet, LAN and public master servers', () => (internetOut.includes('"listening":true') && lanOut.includes('"listening":true') && masterOut.includes('"listening":true')) || undefined, 15_000);
 
   // A listener of the host itself on every address: what a task must not reach (the master, an SSH daemon, ...).
   const hostHits: string[] = [];
@@ -108,6 +118,7 @@ test('an egress task reaches the test internet by name and address, and not the 
 
   const monitorPort = await freePort();
   const cluster = await ProcessCluster.start({
+    extraMasters: [`${PUBLIC_MASTER}:80`],
     workerArgs: ['--allow-egress', '--egress-rate', '4mbit', '--egress-dns', INTERNET, '--egress-network', network, '--egress-subnet', subnet, '--monitor-port', String(monitorPort), '--monitor-listen', '0.0.0.0', '--monitor-token', 'egress-test-token'],
   });
   // One hook, in order: the worker and the peer container leave the network before the product's
@@ -141,6 +152,7 @@ test('an egress task reaches the test internet by name and address, and not the 
   const fromHost = async (url: string, headers: Record<string, string> = {}) => (await fetch(url, { headers, signal: AbortSignal.timeout(5_000) })).status;
   assert.equal(await fromHost(`http://${INTERNET}/`), 200);
   assert.equal(await fromHost(`http://${LAN}/`), 200);
+  assert.equal(await fromHost(`http://${PUBLIC_MASTER}/`), 200);
   await waitFor('the peer container serving', async () => (await fromHost(`http://${peerIp}:8080/`).catch(() => 0)) === 200 || undefined, 15_000, 200);
   assert.equal(await fromHost(`http://${gateway}:${monitorPort}/`, { authorization: 'Bearer egress-test-token' }).then(() => true), true, 'the monitor answers on the bridge address');
   assert.equal(await fromHost(`http://${gateway}:${hostPort}/`).catch(() => 'answered'), 'answered');
@@ -153,6 +165,7 @@ test('an egress task reaches the test internet by name and address, and not the 
     ['host', gateway, hostPort],
     ['monitor', gateway, monitorPort],
     ['peer', peerIp, 8080],
+    ['master', PUBLIC_MASTER, 80],
   ];
   const script = [
     // The node starts counting the task's bytes a few ms after start, by its address: the task waits
@@ -167,6 +180,7 @@ test('an egress task reaches the test internet by name and address, and not the 
     'echo "ipv6-addresses $(grep -c . /proc/net/if_inet6 2>/dev/null)"',
   ].join('\n');
   const lanSeenBefore = lanOut.length;
+  const masterSeenBefore = masterOut.length;
   const hostHitsBefore = hostHits.length;
   const sub = await cluster.cli(['submit', '--image', IMAGE, '--network', 'egress', '--json', '--', 'sh', '-c', script]);
   assert.equal(sub.code, 0, sub.stderr);
@@ -181,7 +195,7 @@ test('an egress task reaches the test internet by name and address, and not the 
   assert.equal(line('internet-name'), `internet-name OK ${BODY}`, out);
   assert.equal(line('internet-ip'), `internet-ip OK ${BODY}`, out);
   assert.ok(/"dns":"internet.test"/.test(internetOut), 'the name was resolved by the test internet\'s DNS server');
-  for (const [name, what] of [['lan', `the LAN host ${LAN}`], ['host', 'a listener of the host'], ['monitor', 'the worker\'s monitor'], ['peer', 'another container on the egress network']] as const) {
+  for (const [name, what] of [['lan', `the LAN host ${LAN}`], ['host', 'a listener of the host'], ['monitor', 'the worker\'s monitor'], ['peer', 'another container on the egress network'], ['master', `a master of the node at a public address (${PUBLIC_MASTER})`]] as const) {
     recordHostile(`egress: a task reaches ${what}`, reached(line(name)));
     assert.ok(line(name)?.startsWith(`${name} FAIL`), `${name}: ${line(name)}`);
   }
@@ -189,6 +203,8 @@ test('an egress task reaches the test internet by name and address, and not the 
   recordHostile('egress: a task connects to the host listener (seen by the host)', hostHits.length > hostHitsBefore);
   assert.deepEqual(hostHits.slice(hostHitsBefore), []);
   recordHostile('egress: a request reaches the LAN host (seen by the LAN host)', lanOut.slice(lanSeenBefore).includes('"http"'));
+  recordHostile('egress: a request reaches the public master (seen by it)', masterOut.slice(masterSeenBefore).includes('"http"'));
+  assert.equal(masterOut.slice(masterSeenBefore).includes('"http"'), false, 'the public master saw no request from the task');
   assert.equal(lanOut.slice(lanSeenBefore), '', 'the LAN host saw no request from the task');
   assert.equal(line('ipv6-disabled'), 'ipv6-disabled 1', out);
 
@@ -212,21 +228,29 @@ test('an egress task reaches the test internet by name and address, and not the 
     'echo "down $got $t0 $t1"',
     'echo "up $sent $t1 $t2"',
   ].join('\n');
-  const rs = await cluster.cli(['submit', '--image', IMAGE, '--network', 'egress', '--json', '--', 'sh', '-c', rateScript]);
-  assert.equal(rs.code, 0, rs.stderr);
-  const rateId = (JSON.parse(rs.stdout) as { taskId: string }).taskId;
-  await cluster.cli(['wait', rateId], 120_000);
-  const rateOut = (await cluster.cli(['logs', rateId])).stdout;
-  const down = /^down (\d+) ([\d.]+) ([\d.]+)$/m.exec(rateOut);
-  const up = /^up received (\d+) ([\d.]+) ([\d.]+)$/m.exec(rateOut);
-  assert.ok(down && up, `${rateOut}\n${cluster.worker?.output ?? ''}`);
-  const downS = Number(down[3]) - Number(down[2]);
-  const upS = Number(up[3]) - Number(up[2]);
+  const measure = async (extra: string[]) => {
+    const rs = await cluster.cli(['submit', '--image', IMAGE, '--network', 'egress', ...extra, '--json', '--', 'sh', '-c', rateScript]);
+    assert.equal(rs.code, 0, rs.stderr);
+    const id = (JSON.parse(rs.stdout) as { taskId: string }).taskId;
+    await cluster.cli(['wait', id], 120_000);
+    const text = (await cluster.cli(['logs', id])).stdout;
+    const down = /^down (\d+) ([\d.]+) ([\d.]+)$/m.exec(text);
+    const up = /^up received (\d+) ([\d.]+) ([\d.]+)$/m.exec(text);
+    assert.ok(down && up, `${text}\n${cluster.worker?.output ?? ''}`);
+    assert.ok(Number(down[1]) > 1024 * 1024, `the whole body came: ${down[1]} bytes`);
+    assert.equal(Number(up[1]), 524288, 'the whole upload arrived');
+    return { id, downS: Number(down[3]) - Number(down[2]), upS: Number(up[3]) - Number(up[2]) };
+  };
+  const { id: rateId, downS, upS } = await measure([]);
   t.diagnostic(`capped at 4mbit: 1 MiB down in ${downS.toFixed(2)} s, 512 KiB up in ${upS.toFixed(2)} s`);
-  assert.ok(Number(down[1]) > 1024 * 1024, `the whole body came: ${down[1]} bytes`);
-  assert.equal(Number(up[1]), 524288, 'the whole upload arrived');
   assert.ok(downS >= 1.5 && downS < 10, `1 MiB down at 4 Mbit/s: ${downS} s`);
   assert.ok(upS >= 0.7 && upS < 10, `512 KiB up at 4 Mbit/s: ${upS} s`);
+  // The task's own cap (--egress-rate 2mbit, under the node's 4mbit): the lower holds, both ways.
+  const own = await measure(['--egress-rate', '2mbit']);
+  t.diagnostic(`the task's own 2mbit: 1 MiB down in ${own.downS.toFixed(2)} s, 512 KiB up in ${own.upS.toFixed(2)} s`);
+  assert.ok(own.downS >= 3.2 && own.downS < 20, `1 MiB down at 2 Mbit/s: ${own.downS} s`);
+  assert.ok(own.upS >= 1.5 && own.upS < 20, `512 KiB up at 2 Mbit/s: ${own.upS} s`);
+  assert.ok(own.downS > 1.5 * downS, `the task's cap is slower than the node's: ${own.downS} s against ${downS} s`);
   const rateTask = JSON.parse((await cluster.cli(['get', rateId, '--json'])).stdout) as { outcome?: { netRxBytes?: number; netTxBytes?: number } };
   assert.ok((rateTask.outcome?.netRxBytes ?? 0) > 1024 * 1024 && (rateTask.outcome?.netTxBytes ?? 0) > 512 * 1024, JSON.stringify(rateTask.outcome));
   t.diagnostic(`rate task bytes: in ${rateTask.outcome?.netRxBytes}, out ${rateTask.outcome?.netTxBytes}`);

@@ -18,7 +18,7 @@ const DOC = join(import.meta.dirname, '..', '..', '..', 'docs', 'cli-json.md');
 export function fullTask(): TaskInfo {
   return TaskInfo.fromPartial({
     taskId: 't',
-    spec: { image: 'i', command: ['c'], env: new Map([['K', 'v']]), limits: {}, data: [{ kind: DataKind.DATA_KIND_FILE }], service: {}, isolation: Isolation.ISOLATION_GVISOR, network: TaskNetwork.TASK_NETWORK_EGRESS },
+    spec: { image: 'i', command: ['c'], env: new Map([['K', 'v']]), limits: {}, data: [{ kind: DataKind.DATA_KIND_FILE }], service: {}, isolation: Isolation.ISOLATION_GVISOR, network: TaskNetwork.TASK_NETWORK_EGRESS, egressRateBps: 2_000_000 },
     state: TaskState.TASK_STATE_SUCCEEDED,
     outcome: { kind: OutcomeKind.OUTCOME_KIND_OOM_KILLED, netRxBytes: 1, netTxBytes: 2 },
     events: [{ state: TaskState.TASK_STATE_RUNNING }],

@@ -11,8 +11,8 @@ import { checkTaskSpec } from '../../src/protocol/task-spec-rules.js';
 import { buildContainerConfig } from '../../src/runtime/container-spec.js';
 import { EgressFirewall, type IptablesRunner } from '../../src/runtime/egress-firewall.js';
 import { BLOCKED_V4, egressNames, egressResolvers, egressRules, isBlockedV4, masterBlocks, parseAccounting } from '../../src/runtime/egress-policy.js';
-import { parseNetworkFlag } from '../../src/cli/task-spec-flags.js';
-import { EgressShaper, parseRate, rateCommands, tbfArgs } from '../../src/runtime/egress-rate.js';
+import { buildSpec, parseNetworkFlag } from '../../src/cli/task-spec-flags.js';
+import { EgressShaper, effectiveRate, parseRate, rateCommands, tbfArgs } from '../../src/runtime/egress-rate.js';
 import type { TaskExecution } from '../../src/worker/contracts.js';
 import { recordHostile } from '../helpers/fault-ledger.js';
 
@@ -184,4 +184,31 @@ test('the cap: a token bucket on the host end of the veth (downloads) and on the
   const shaper = new EgressShaper(4_000_000, async (file, args) => (ran.push(`${file} ${args.join(' ')}`), file === 'nsenter' ? { code: 2, stderr: 'Error: Specified qdisc kind is unknown.' } : { code: 0, stderr: '' }), async () => 'veth9');
   await assert.rejects(shaper.apply(7), (e: unknown) => e instanceof EgressUnavailableError && /nsenter -t 7 -n tc qdisc replace dev eth0 .* failed \(exit 2\): Error: Specified qdisc kind is unknown\./.test(e.message));
   assert.equal(ran.length, 2);
+});
+
+test('a task\'s own egress rate: the lower of the node\'s and the task\'s holds; neither set, nothing is run', async () => {
+  assert.equal(effectiveRate(4_000_000, undefined), 4_000_000);
+  assert.equal(effectiveRate(4_000_000, 0), 4_000_000);
+  assert.equal(effectiveRate(4_000_000, 2_000_000), 2_000_000);
+  assert.equal(effectiveRate(4_000_000, 100_000_000), 4_000_000, 'a task cannot lift the node\'s cap');
+  assert.equal(effectiveRate(undefined, 2_000_000), 2_000_000);
+  assert.equal(effectiveRate(undefined, undefined), undefined);
+  const ran: string[] = [];
+  const run = async (file: string, args: readonly string[]) => (ran.push(`${file} ${args.join(' ')}`), { code: 0, stderr: '' });
+  assert.equal(await new EgressShaper(undefined, run, async () => 'veth3').apply(7), undefined);
+  assert.deepEqual(ran, [], 'no cap, no tc');
+  assert.deepEqual(await new EgressShaper(undefined, run, async () => 'veth3').apply(7, 2_000_000), { dev: 'veth3', bps: 2_000_000 });
+  assert.match(ran[0]!, /^tc qdisc replace dev veth3 root tbf rate 2000000bit /);
+});
+
+test('spec rules and the CLI flag: --egress-rate needs --network egress and a rate from 8kbit to 100gbit', () => {
+  const spec = (over: Partial<TaskSpec>): TaskSpec => ({ image: 'busybox', command: ['true'], env: new Map(), limits: undefined, maxOutputBytes: 0, data: [], service: undefined, network: TaskNetwork.TASK_NETWORK_EGRESS, ...over });
+  checkTaskSpec(spec({ egressRateBps: 2_000_000 }));
+  checkTaskSpec(spec({ egressRateBps: 0 }));
+  assert.throws(() => checkTaskSpec(spec({ network: TaskNetwork.TASK_NETWORK_UNSPECIFIED, egressRateBps: 2_000_000 })), /spec\.egress_rate_bps caps the egress network: it needs spec\.network egress/);
+  assert.throws(() => checkTaskSpec(spec({ egressRateBps: 10 })), /spec\.egress_rate_bps 10 must be from 8000 \(8kbit\) to 100000000000 \(100gbit\) bits per second/);
+  assert.throws(() => checkTaskSpec(spec({ egressRateBps: 2e11 })), /must be from 8000/);
+  assert.equal(buildSpec('busybox', ['true'], { network: 'egress', egressRate: '10mbit' }).egressRateBps, 10_000_000);
+  assert.equal('egressRateBps' in buildSpec('busybox', ['true'], { network: 'egress' }), false, 'no flag, no field');
+  assert.throws(() => buildSpec('busybox', ['true'], { network: 'egress', egressRate: 'fast' }), /--egress-rate "fast" must be a rate from 8kbit to 100gbit/);
 });

@@ -471,6 +471,12 @@ export interface TaskSpec {
     | undefined;
   /** UNSPECIFIED/NONE: no network; EGRESS: internet only (docs/egress.md) */
   network: TaskNetwork;
+  /**
+   * With network EGRESS only: the task's own cap on its bandwidth, each way, in bits per second
+   * (8,000 to 100,000,000,000). Absent/0: none asked. The node's --egress-rate applies as well; the
+   * lower of the two holds.
+   */
+  egressRateBps?: number | undefined;
 }
 
 export interface TaskSpec_EnvEntry {
@@ -962,6 +968,7 @@ function createBaseTaskSpec(): TaskSpec {
     service: undefined,
     isolation: undefined,
     network: 0,
+    egressRateBps: undefined,
   };
 }
 
@@ -993,6 +1000,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.network !== 0) {
       writer.uint32(72).int32(message.network);
+    }
+    if (message.egressRateBps !== undefined) {
+      writer.uint32(80).uint64(message.egressRateBps);
     }
     return writer;
   },
@@ -1085,6 +1095,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.network = reader.int32() as any;
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.egressRateBps = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1120,6 +1138,11 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       service: isSet(object.service) ? ServiceRole.fromJSON(object.service) : undefined,
       isolation: isSet(object.isolation) ? isolationFromJSON(object.isolation) : undefined,
       network: isSet(object.network) ? taskNetworkFromJSON(object.network) : 0,
+      egressRateBps: isSet(object.egressRateBps)
+        ? globalThis.Number(object.egressRateBps)
+        : isSet(object.egress_rate_bps)
+        ? globalThis.Number(object.egress_rate_bps)
+        : undefined,
     };
   },
 
@@ -1155,6 +1178,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.network !== 0) {
       obj.network = taskNetworkToJSON(message.network);
     }
+    if (message.egressRateBps !== undefined) {
+      obj.egressRateBps = Math.round(message.egressRateBps);
+    }
     return obj;
   },
 
@@ -1184,6 +1210,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       : undefined;
     message.isolation = object.isolation ?? undefined;
     message.network = object.network ?? 0;
+    message.egressRateBps = object.egressRateBps ?? undefined;
     return message;
   },
 };
