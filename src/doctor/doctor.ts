@@ -138,24 +138,10 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
   }
   if (id) results.push(limitsCheck(id));
 
-  const busybox = await probes.commandVersion('busybox', ['--help']);
   results.push(
-    busybox
-      ? { name: 'busybox', status: 'ok', detail: 'present (used to build the dev image offline)' }
-      : { name: 'busybox', status: 'warn', detail: 'busybox not found: `hivemind dev` cannot build its task image offline', fix: 'apt-get install busybox-static' },
-  );
-
-  const wg = await probes.commandVersion('wg', ['--version']);
-  results.push(
-    wg
-      ? { name: 'wireguard-tools', status: 'ok', detail: wg }
-      : { name: 'wireguard-tools', status: 'warn', detail: '`wg` not found (needed to join a remote master over WireGuard)', fix: 'apt-get install wireguard-tools' },
-  );
-  const wgGo = await probes.commandVersion('wireguard-go', ['--version']);
-  results.push(
-    wgGo
-      ? { name: 'wireguard-go', status: 'ok', detail: wgGo }
-      : { name: 'wireguard-go', status: 'warn', detail: 'wireguard-go not found (needed when the kernel has no WireGuard module)', fix: 'apt-get install wireguard-go' },
+    commandCheck('busybox', await probes.commandVersion('busybox', ['--help']), () => 'present (used to build the dev image offline)', 'busybox not found: `hivemind dev` cannot build its task image offline', 'apt-get install busybox-static'),
+    commandCheck('wireguard-tools', await probes.commandVersion('wg', ['--version']), (v) => v, '`wg` not found (needed to join a remote master over WireGuard)', 'apt-get install wireguard-tools'),
+    commandCheck('wireguard-go', await probes.commandVersion('wireguard-go', ['--version']), (v) => v, 'wireguard-go not found (needed when the kernel has no WireGuard module)', 'apt-get install wireguard-go'),
   );
 
   const gpu = await probes.commandVersion('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader']);
@@ -222,6 +208,14 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
           fix: 'run the worker as root on a Docker that manages iptables (the default), and set --egress-dns to public resolvers when the host\'s are private (docs/egress.md)',
         },
   );
+  if (!noEgress) {
+    // A cap (the node's --egress-rate or a task's own) is set with tc, the upload side through the
+    // task's network namespace: without them such a task fails to start.
+    const tc = await probes.commandVersion('tc', ['-V']);
+    const nsenter = await probes.commandVersion('nsenter', ['--version']);
+    results.push(commandCheck('egress rate', tc && nsenter ? `${tc}; ${nsenter}` : undefined, () => 'tc and nsenter are here: egress rate caps (--egress-rate on the node or on a task) can be applied',
+      `${tc ? 'nsenter' : 'tc'} not found: an egress task with a rate cap (the node's --egress-rate or its own) fails to start`, 'apt-get install iproute2 util-linux'));
+  }
   const gvisor = (id && gvisorRefusal(id)) ?? (await probes.gvisor());
   results.push(
     gvisor.usable
@@ -234,6 +228,11 @@ export async function runDoctor(opts: DoctorOptions, probes: DoctorProbes = syst
         },
   );
   return results;
+}
+
+/** A command the node may need: found (ok, what it said) or not (warn, with the fix). */
+function commandCheck(name: string, version: string | undefined, found: (version: string) => string, missing: string, fix: string): CheckResult {
+  return version ? { name, status: 'ok', detail: found(version) } : { name, status: 'warn', detail: missing, fix };
 }
 
 /** Which of CPU, memory and pids limits the engine enforces, with the way out when some do not hold. */

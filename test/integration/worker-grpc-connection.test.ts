@@ -161,13 +161,18 @@ async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> 
   }
 }
 
-test('reports go as SendReport calls, one at a time, the newest waiting one next; a refused one ends them with its error', async (t) => {
-  const { address, state } = await startServer(t);
+/** A registered connection to a fake master and its report sink, the errors it reported. */
+async function reporting(t: { after(fn: () => unknown): void }, opts: { olderMaster?: boolean } = {}) {
+  const { address, state } = await startServer(t, opts);
   const conn = new GrpcMasterConnection(address);
   t.after(() => conn.close());
   await conn.register({ name: 'w', facts: undefined }, 'enroll');
   const errors: Error[] = [];
-  const sink = conn.openReportStream((e) => errors.push(e));
+  return { state, conn, errors, sink: conn.openReportStream((e) => errors.push(e)) };
+}
+
+test('reports go as SendReport calls, one at a time, the newest waiting one next (a refused one: test/unit/report-calls)', async (t) => {
+  const { state, sink, errors } = await reporting(t);
   sink.send(report(1));
   sink.send(report(2)); // waits behind 1…
   sink.send(report(3)); // …and is replaced by 3
@@ -178,12 +183,7 @@ test('reports go as SendReport calls, one at a time, the newest waiting one next
 });
 
 test('an older master without SendReport: the node falls back to the Report stream once and keeps to it', async (t) => {
-  const { address, state } = await startServer(t, { olderMaster: true });
-  const conn = new GrpcMasterConnection(address);
-  t.after(() => conn.close());
-  await conn.register({ name: 'w', facts: undefined }, 'enroll');
-  const errors: Error[] = [];
-  const sink = conn.openReportStream((e) => errors.push(e));
+  const { state, conn, sink, errors } = await reporting(t, { olderMaster: true });
   sink.send(report(1));
   await until('the first report on the stream', () => state.reports.length === 1);
   sink.send(report(2));

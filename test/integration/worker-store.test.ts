@@ -19,7 +19,7 @@ async function tempDir(t: { after(fn: () => unknown): void }): Promise<string> {
 const assignment = (taskId: string, attempt = 1): TaskAssignment => ({
   taskId,
   attempt,
-  spec: { image: 'busybox', command: ['echo', 'hi'], env: new Map([['A', '1'], ['__proto__', 'kept']]), limits: { cpus: 1, memoryBytes: 1 << 20, pids: 10, gpus: 0, timeoutMs: 1000 }, network: 0, maxOutputBytes: 0, data: [], service: undefined, isolation: undefined },
+  spec: { image: 'busybox', command: ['echo', 'hi'], env: new Map([['A', '1'], ['__proto__', 'kept']]), limits: { cpus: 1, memoryBytes: 1 << 20, pids: 10, gpus: 0, timeoutMs: 1000 }, network: 0, maxOutputBytes: 0, data: [], service: undefined, isolation: undefined, egressRateBps: undefined },
   inputSize: 0,
   inputSha256: '',
 });
