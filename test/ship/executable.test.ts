@@ -80,7 +80,10 @@ test('the Linux executable runs alone in a Debian container without Node', { tim
     const r = await c.hivemind(['doctor', '--json']);
     const checks = JSON.parse(r.stdout) as { name: string; status: string; message?: string }[];
     const byName = new Map(checks.map((x) => [x.name, x]));
-    assert.equal(byName.get('docker')?.status, 'ok', JSON.stringify(byName.get('docker')));
+    // The container engine's check (Docker here, or Podman) and the limits it enforces.
+    assert.equal(byName.get('engine')?.status, 'ok', JSON.stringify(byName.get('engine')));
+    assert.match(String((byName.get('engine') as { detail?: string } | undefined)?.detail), /^rootful Docker \S+ .*at unix:\/\//, JSON.stringify(byName.get('engine')));
+    assert.equal(byName.get('limits')?.status, 'ok', JSON.stringify(byName.get('limits')));
     assert.equal(byName.get('node')?.status, 'ok', JSON.stringify(byName.get('node')));
     assert.equal(byName.get('data dir')?.status, 'ok', JSON.stringify(byName.get('data dir')));
   });
