@@ -71,6 +71,7 @@ export interface Placement {
 }
 
 export function demandOf(spec: TaskSpec): TaskDemand {
+  const limits = limitsSetBy(spec.limits);
   return {
     cpus: spec.limits?.cpus ?? 0,
     memoryBytes: spec.limits?.memoryBytes ?? 0,
@@ -78,7 +79,7 @@ export function demandOf(spec: TaskSpec): TaskDemand {
     data: dataNeedsOf(spec),
     ...(spec.network === TaskNetwork.TASK_NETWORK_EGRESS ? { egress: true } : {}),
     ...(spec.isolation ? { isolation: spec.isolation } : {}),
-    ...(limitsSetBy(spec.limits).length > 0 ? { limits: limitsSetBy(spec.limits) } : {}),
+    ...(limits.length > 0 ? { limits } : {}),
   };
 }
 
@@ -90,6 +91,16 @@ export function limitsFit(d: Pick<TaskDemand, 'limits'>, n: Pick<SchedulableNode
 /** Whether the node offers what the task needs besides capacity (today: the egress network). */
 export function networkFits(d: TaskDemand, n: Pick<SchedulableNode, 'allowsEgress'>): boolean {
   return !d.egress || n.allowsEgress === true;
+}
+
+/**
+ * Whether the node may run the task at all, its free capacity and data aside: accepting, a service
+ * host for a replica, the network, isolation and limits it needs, and not a node that rejected it.
+ * The one-pass placement and the task manager's incremental one both ask this (whyUnplaced says
+ * which part fails).
+ */
+export function nodeQualifies(t: Pick<QueuedTask, 'demand' | 'service' | 'excludedNodes'>, n: SchedulableNode): boolean {
+  return n.accepting && (t.service === undefined || n.hostsServices === true) && networkFits(t.demand, n) && offersIsolation(t.demand.isolation, n.isolations) && limitsFit(t.demand, n) && !t.excludedNodes.includes(n.nodeId);
 }
 
 export function fits(d: TaskDemand, f: NodeFree): boolean {
@@ -241,7 +252,7 @@ export function placeTasks(queued: readonly QueuedTask[], nodes: readonly Schedu
     }
     const needs = task.demand.data ?? [];
     const ranks = all
-      .filter((n) => n.accepting && (task.service === undefined || n.hostsServices) && networkFits(task.demand, n) && offersIsolation(task.demand.isolation, n.isolations) && limitsFit(task.demand, n) && !task.excludedNodes.includes(n.nodeId) && fits(task.demand, n.free) && dataFits(needs, n.cache))
+      .filter((n) => nodeQualifies(task, n) && fits(task.demand, n.free) && dataFits(needs, n.cache))
       .map((n): NodeRank => ({
         nodeId: n.nodeId,
         sibling: task.service !== undefined && services.get(n.nodeId)!.has(task.service) ? 1 : 0,

@@ -12,9 +12,8 @@ import type { MasterEvents } from './master-events.js';
 import { isTerminal, type MasterStore, type NodeRow, type QueueCursor, type TaskRow } from './master-store.js';
 import { InvalidArgumentError, PreconditionError } from './master-errors.js';
 import type { NodeRegistry } from './registry.js';
-import { compareNodes, dataFits, demandOf, fits, limitsFit, networkFits, whyUnplaced, type NodeRank, type QueuedTask, type QueueReason, type QueueReasonCode, type SchedulableNode } from './scheduler.js';
+import { compareNodes, dataFits, demandOf, fits, nodeQualifies, whyUnplaced, type NodeRank, type QueuedTask, type QueueReason, type QueueReasonCode, type SchedulableNode } from './scheduler.js';
 import { heldBytes } from './data-placement.js';
-import { offersIsolation } from '../protocol/isolation-rules.js';
 import { TaskQueue, type DemandClass } from './task-queue.js';
 import { decideNodeUpdate, isNodeLiveState, stateName } from './task-transitions.js';
 import { DataProgressBoard } from './data-progress.js';
@@ -236,10 +235,7 @@ export class TaskManager {
       this.counters.fitChecks++;
       if (!open.has(nodeId)) continue;
       const n = this.registry.schedulableNode(nodeId);
-      if (!n || !n.accepting || !fits(t.demand, n.free) || (t.service !== undefined && !n.hostsServices) || !networkFits(t.demand, n)) continue;
-      if (!offersIsolation(t.demand.isolation, n.isolations) || !limitsFit(t.demand, n)) continue;
-      if (t.excludedNodes.length > 0 && t.excludedNodes.includes(nodeId)) continue;
-      if (!dataFits(needs, n.cache)) continue;
+      if (!n || !fits(t.demand, n.free) || !nodeQualifies(t, n) || !dataFits(needs, n.cache)) continue;
       const rank: NodeRank = {
         nodeId,
         sibling: t.service !== undefined && services?.get(nodeId)?.has(t.service) ? 1 : 0,

@@ -85,7 +85,9 @@ export class TaskQueue {
   add(t: QueuedTask, createdAt: number, enqueuedAt: number): QueueEntry {
     const known = this.entries.get(t.id);
     if (known) return known;
-    const demand: TaskDemand = t.demand.data?.length ? t.demand : { cpus: t.demand.cpus, memoryBytes: t.demand.memoryBytes, gpus: t.demand.gpus, ...(t.demand.egress ? { egress: true } : {}), ...(t.demand.isolation ? { isolation: t.demand.isolation } : {}), ...(t.demand.limits?.length ? { limits: t.demand.limits } : {}) };
+    // Without data, the demand is kept without its (empty) data list: every other field as given.
+    const { data: _none, ...dataless } = t.demand;
+    const demand: TaskDemand = t.demand.data?.length ? t.demand : dataless;
     const shape = { demand, excludedNodes: t.excludedNodes, ...(t.service !== undefined ? { service: t.service } : {}) };
     const key = classKey(shape);
     let cls = this.classes.get(key);
