@@ -9,14 +9,21 @@ import { describeEngine, identifyEngine, type EngineIdentity } from './engine-id
 import { engineSocketText, type EngineSocket } from './engine-socket.js';
 import type { GvisorProbe } from './gvisor.js';
 
+/** "the node runs on rootful Podman" for a Podman node, undefined on Docker: what it cannot offer then follows. */
+function onPodman(id: Pick<EngineIdentity, 'engine'>): string | undefined {
+  return id.engine === 'docker' ? undefined : `the node runs on ${id.engine === 'podman' ? 'rootful' : 'rootless'} Podman`;
+}
+
 /** Why a node on this engine offers no gVisor, or undefined on Docker (then the runsc probe decides). */
 export function gvisorRefusal(id: Pick<EngineIdentity, 'engine'>): GvisorProbe | undefined {
-  return id.engine === 'docker' ? undefined : { usable: false, reason: `the node runs on ${id.engine === 'podman' ? 'rootful' : 'rootless'} Podman, and gVisor is offered on Docker only (runsc registered with dockerd)` };
+  const podman = onPodman(id);
+  return podman === undefined ? undefined : { usable: false, reason: `${podman}, and gVisor is offered on Docker only (runsc registered with dockerd)` };
 }
 
 /** Why a node on this engine offers no egress network, or undefined on Docker. */
 export function egressRefusal(id: Pick<EngineIdentity, 'engine'>): string | undefined {
-  return id.engine === 'docker' ? undefined : `the node runs on ${id.engine === 'podman' ? 'rootful' : 'rootless'} Podman, and the egress network is offered on Docker only (its firewall lives in Docker's DOCKER-USER chain)`;
+  const podman = onPodman(id);
+  return podman === undefined ? undefined : `${podman}, and the egress network is offered on Docker only (its firewall lives in Docker's DOCKER-USER chain)`;
 }
 
 export async function detectEngine(engine: ContainerEngine, socket: EngineSocket, logger: Logger, signal?: AbortSignal): Promise<EngineIdentity> {

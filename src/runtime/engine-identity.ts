@@ -3,7 +3,7 @@
 // with what it enforces (engine-limits.ts). Pure: the answers come in as an EngineReport.
 import type { LimitKind } from '../protocol/gen/hivemind/v1/common.js';
 import type { EngineName } from '../protocol/limit-rules.js';
-import { decideLimits } from './engine-limits.js';
+import { cgroupVersionOf, decideLimits } from './engine-limits.js';
 
 /** What the engine says of itself, as read by ContainerEngine.describe. */
 export interface EngineReport {
@@ -65,6 +65,6 @@ export function identifyEngine(r: EngineReport): EngineIdentity {
 
 /** "rootless Podman 4.3.1 (cgroup v1, cgroupfs)" */
 export function describeEngine(id: EngineIdentity): string {
-  const cgroup = [id.cgroupVersion ? `cgroup v${id.cgroupVersion.replace(/^v/, '')}` : '', id.cgroupDriver].filter(Boolean).join(', ');
+  const cgroup = [id.cgroupVersion ? `cgroup v${cgroupVersionOf(id.cgroupVersion)}` : '', id.cgroupDriver].filter(Boolean).join(', ');
   return `${id.rootless ? 'rootless' : 'rootful'} ${id.product} ${id.version}${cgroup ? ` (${cgroup})` : ''}`;
 }

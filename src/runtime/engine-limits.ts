@@ -28,15 +28,16 @@ export const ROOTLESS_CGROUP_V1_FIX = 'rootless Podman on cgroup v1 cannot enfor
 const ALL: LimitKind[] = [LimitKind.LIMIT_KIND_CPUS, LimitKind.LIMIT_KIND_MEMORY, LimitKind.LIMIT_KIND_PIDS];
 const CONTROLLER: Record<number, string> = { [LimitKind.LIMIT_KIND_CPUS]: 'cpu', [LimitKind.LIMIT_KIND_MEMORY]: 'memory', [LimitKind.LIMIT_KIND_PIDS]: 'pids' };
 
-function version(v: string): string {
+/** /info's cgroup version as a bare number: "1", "2" ("v1"/"v2" in some answers); empty when not said. */
+export function cgroupVersionOf(v: string): string {
   return v.trim().replace(/^v/i, '');
 }
 
 export function decideLimits(c: CgroupView): LimitDecision {
   const flag: Record<number, boolean | undefined> = { [LimitKind.LIMIT_KIND_CPUS]: c.cpuCfsQuota, [LimitKind.LIMIT_KIND_MEMORY]: c.memoryLimit, [LimitKind.LIMIT_KIND_PIDS]: c.pidsLimit };
   if (c.rootless) {
-    if (version(c.cgroupVersion) !== '2') {
-      return { unenforced: [...ALL], why: `the engine runs rootless on cgroup v${version(c.cgroupVersion) || '1'}, where an ordinary user gets no cgroup to limit containers with` };
+    if (cgroupVersionOf(c.cgroupVersion) !== '2') {
+      return { unenforced: [...ALL], why: `the engine runs rootless on cgroup v${cgroupVersionOf(c.cgroupVersion) || '1'}, where an ordinary user gets no cgroup to limit containers with` };
     }
     // Rootless on cgroup v2: only systemd hands the user a delegated subtree.
     if (c.cgroupDriver !== 'systemd') {

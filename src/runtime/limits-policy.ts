@@ -8,13 +8,13 @@ import { ConfigError } from '../common/errors.js';
 import { describeLimits } from '../protocol/limit-rules.js';
 import { describeEngine, type EngineIdentity } from './engine-identity.js';
 import { engineSocketText, type EngineSocket } from './engine-socket.js';
-import { ROOTLESS_CGROUP_V1_FIX } from './engine-limits.js';
+import { ROOTLESS_CGROUP_V1_FIX, cgroupVersionOf } from './engine-limits.js';
 
 export const ALLOW_UNENFORCED_LIMITS_OPT_IN = '--allow-unenforced-limits (env HIVEMIND_ALLOW_UNENFORCED_LIMITS=true, config "allowUnenforcedLimits": true)';
 
 /** The way to an engine that enforces every limit, for the log, the error and doctor. */
 export function enforcedLimitsFix(id: Pick<EngineIdentity, 'rootless' | 'cgroupVersion'>): string {
-  const rootlessV1 = id.rootless && id.cgroupVersion.replace(/^v/, '') !== '2';
+  const rootlessV1 = id.rootless && cgroupVersionOf(id.cgroupVersion) !== '2';
   return rootlessV1 ? ROOTLESS_CGROUP_V1_FIX : "delegate the cpu, memory and pids cgroup controllers to the engine's user (systemd: Delegate=cpu memory pids in user@.service), or run rootful Podman or Docker";
 }
 
