@@ -26,6 +26,7 @@ import { imageUseLog } from '../runtime/image-use-log.js';
 import { RUNNER_DEFAULTS } from '../runtime/container-spec.js';
 import { DockerEgressNetworks, prepareEgress, type EgressAttachment } from '../runtime/egress-network.js';
 import { ExecIptables } from '../runtime/egress-firewall.js';
+import { egressDnsList } from '../runtime/egress-policy.js';
 import { dockerClient } from '../runtime/engine-socket.js';
 import { detectEngine, egressRefusal, gvisorRefusal } from '../runtime/engine-detect.js';
 import { checkLimitsPolicy } from '../runtime/limits-policy.js';
@@ -149,7 +150,7 @@ export async function createWorker(given: WorkerConfig, logger: Logger, engine: 
 async function offerEgress(cfg: WorkerConfig, logger: Logger): Promise<EgressAttachment | undefined> {
   try {
     return await prepareEgress(
-      { network: cfg.egressNetwork, subnet: cfg.egressSubnet, dns: (cfg.egressDns ?? '').split(',').map((a) => a.trim()).filter(Boolean), masterAddresses: cfg.master ?? [], rateBps: cfg.egressRate },
+      { network: cfg.egressNetwork, subnet: cfg.egressSubnet, dns: egressDnsList(cfg.egressDns), masterAddresses: cfg.master ?? [], rateBps: cfg.egressRate },
       { engine: new DockerEgressNetworks(dockerClient(cfg.engineSocket)), iptables: new ExecIptables(), logger },
     );
   } catch (err) {

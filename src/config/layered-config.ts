@@ -28,25 +28,20 @@ export function compileSection<S extends z.ZodObject>(
 
 // Field types shared by the sections. Strings from env/flags are coerced here, once.
 
-export const zSize = (what: string) =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
+/** A field `parse` turns into its compiled form; what `parse` throws is the field's error. */
+export const zParsed = <I, T>(input: z.ZodType<I>, parse: (v: I) => T) =>
+  input.transform((v, ctx) => {
     try {
-      return parseSize(v, what);
+      return parse(v);
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: (err as Error).message });
       return z.NEVER;
     }
   });
 
-export const zDurationMs = (what: string) =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
-    try {
-      return parseDuration(v, what);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message });
-      return z.NEVER;
-    }
-  });
+export const zSize = (what: string) => zParsed(z.union([z.string(), z.number()]), (v) => parseSize(v, what));
+
+export const zDurationMs = (what: string) => zParsed(z.union([z.string(), z.number()]), (v) => parseDuration(v, what));
 
 export const zInt = (min: number, max: number) =>
   z.coerce

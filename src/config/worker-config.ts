@@ -9,7 +9,7 @@ import { checkMonitorBinding } from './monitor-binding.js';
 import { hivemindHome } from './paths.js';
 import { compileWorkerSettings, type CompiledWorkerSettings } from './worker-settings.js';
 import { stripBrackets } from '../common/address.js';
-import { compileSection, zBool, zMasterList, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
+import { compileSection, zBool, zParsed, zMasterList, zDurationMs, zInt, zLabels, zLogLevel, zPositive, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { CONTROL_CHARACTERS } from '../protocol/node-limits.js';
 import { parseRate } from '../runtime/egress-rate.js';
 import { ISOLATION_NAMES, type IsolationName } from '../protocol/isolation-rules.js';
@@ -97,17 +97,7 @@ const schema = z
     /** The egress network's subnet (the worker's own bridge). */
     egressSubnet: z.string().default(WORKER_DEFAULTS.egressSubnet),
     /** Bandwidth cap of each egress task, each way (e.g. 10mbit), in bits per second once compiled. Default: none. */
-    egressRate: z
-      .string()
-      .transform((v, ctx) => {
-        try {
-          return parseRate(v);
-        } catch (err) {
-          ctx.addIssue({ code: 'custom', message: (err as Error).message });
-          return z.NEVER;
-        }
-      })
-      .optional(),
+    egressRate: zParsed(z.string(), (v) => parseRate(v)).optional(),
     /** The egress network's Docker name (bridge and iptables chains are derived from it). */
     egressNetwork: z.string().default(WORKER_DEFAULTS.egressNetwork),
     /**
@@ -120,18 +110,7 @@ const schema = z
      * The container engine's API socket: PATH, unix://PATH or tcp://HOST:PORT (Docker, or Podman
      * rootful or rootless). Default: DOCKER_HOST when set, else WORKER_DEFAULTS.engineSocket.
      */
-    engineSocket: z
-      .string()
-      .max(4096)
-      .transform((v, ctx) => {
-        try {
-          return parseEngineSocket(v, 'engineSocket');
-        } catch (err) {
-          ctx.addIssue({ code: 'custom', message: (err as Error).message });
-          return z.NEVER;
-        }
-      })
-      .optional(),
+    engineSocket: zParsed(z.string().max(4096), (v) => parseEngineSocket(v, 'engineSocket')).optional(),
   })
   .strict();
 

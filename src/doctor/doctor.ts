@@ -10,7 +10,7 @@ import { ALLOW_UNBOUNDED_OUTPUT_OPT_IN, UNBOUNDED_OUTPUT_MEANS } from '../runtim
 import { servicesSupported } from '../runtime/netns-connector.js';
 import { readFile } from 'node:fs/promises';
 import { ExecIptables } from '../runtime/egress-firewall.js';
-import { egressResolvers } from '../runtime/egress-policy.js';
+import { egressDnsList, egressResolvers } from '../runtime/egress-policy.js';
 import { silentLogger } from '../common/logger.js';
 import { DockerEngine } from '../runtime/docker-engine.js';
 import { ensureDevImage } from '../runtime/dev-image.js';
@@ -92,7 +92,7 @@ export const systemProbes = (socket: EngineSocket): DoctorProbes => ({
     if (r.code === 127) return `iptables is not runnable (${r.stderr})`;
     if (r.code !== 0) return `the DOCKER-USER chain is missing or unreadable (${r.stderr || `exit ${r.code}`}): Docker must manage iptables and the worker must run as root`;
     try {
-      egressResolvers((process.env.HIVEMIND_EGRESS_DNS ?? '').split(',').map((a) => a.trim()).filter(Boolean), await readFile('/etc/resolv.conf', 'utf8').catch(() => ''));
+      egressResolvers(egressDnsList(process.env.HIVEMIND_EGRESS_DNS), await readFile('/etc/resolv.conf', 'utf8').catch(() => ''));
     } catch (err) {
       return errorMessage(err);
     }

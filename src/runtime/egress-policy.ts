@@ -75,6 +75,11 @@ export function isBlockedV4(address: string): boolean {
  * addresses: a private one is on the LAN, which the task cannot reach. Without one, the host's
  * own nameservers (resolv.conf) that are public; none of them: refused, with what to set.
  */
+/** --egress-dns ("1.1.1.1, 9.9.9.9"; unset) as the list egressResolvers takes. */
+export function egressDnsList(value: string | undefined): string[] {
+  return (value ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+}
+
 export function egressResolvers(configured: readonly string[], resolvConf: string): string[] {
   for (const a of configured) {
     if (isIP(a) !== 4) throw new ConfigError(`--egress-dns "${a}" is not an IPv4 address`);
