@@ -51,6 +51,12 @@ export const MASTER_DEFAULTS = {
    * (Master.create) has it off unless asked.
    */
   metricsListen: '127.0.0.1:9464',
+  /**
+   * Threads that hold the gRPC connections of the node and admin services (master/rpc/): the
+   * handlers and the state stay on the main thread, the HTTP/2 streams of 10,000 nodes and their
+   * GC do not. 0: everything on the main thread. More than one share the port (Linux).
+   */
+  rpcThreads: 1,
 } as const;
 
 /** The master's HTTP gateway to services (`--gateway-listen`, master/gateway/gateway.ts). */

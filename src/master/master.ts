@@ -19,8 +19,9 @@ import { join } from 'node:path';
 import type { StoreLocation } from './sql/sql-driver.js';
 import { redactUrl } from './sql/sql-errors.js';
 import { WalCheckpointer } from './sql/wal-checkpointer.js';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { widenServerWindows } from '../protocol/flow-control.js';
+import { Server, ServerCredentials, type ServerOptions } from '@grpc/grpc-js';
+import { InProcessServer, type RpcServer } from './rpc/rpc-server.js';
+import { ThreadedServer } from './rpc/threaded-server.js';
 import { execaRunner, type CommandRunner } from '../tunnel/command-runner.js';
 import { encodeJoinToken, peerEnrollEndpoints } from '../tunnel/join-token.js';
 import { parseSubnet } from '../tunnel/subnet.js';
@@ -147,6 +148,12 @@ export interface MasterOptions {
    * takes over within about this long after the active master dies. Default 5 000 ms, at least 1 000.
    */
   leaseMs?: number;
+  /**
+   * Threads holding the gRPC connections of the node service and the admin and data services
+   * (master/rpc/threaded-server.ts); 0: the main thread holds them. The enrollment endpoint (TLS)
+   * stays on the main thread. Default MASTER_DEFAULTS.rpcThreads.
+   */
+  rpcThreads?: number;
 }
 
 export interface MasterDeps {
@@ -204,6 +211,7 @@ interface CompiledOptions {
   metrics: { host: string; port: number } | undefined;
   /** PostgreSQL only: the lease's timing; undefined with SQLite (no lease, a single master). */
   lease: LeaseTiming | undefined;
+  rpcThreads: number;
 }
 
 /** `--gateway-listen`, `--metrics-listen`: "off", or host:port (IPv6 in brackets). */
@@ -250,6 +258,7 @@ function compile(o: MasterOptions): CompiledOptions {
     gateway: compileListen(o.gatewayListen ?? GATEWAY_DEFAULTS.listen, 'gateway', GATEWAY_DEFAULTS.listen),
     metrics: compileListen(o.metricsListen ?? 'off', 'metrics', MASTER_DEFAULTS.metricsListen),
     lease: store.kind === 'postgres' ? leaseTiming(o.leaseMs) : undefined,
+    rpcThreads: compileRpcThreads(o.rpcThreads),
   };
 }
 
@@ -263,7 +272,7 @@ interface ServiceParts {
 
 interface TunnelParts {
   hub: TunnelHub;
-  nodeServer: Server;
+  nodeServer: RpcServer;
   enrollServer: Server;
   enrollListen: string;
   tls: TlsIdentity;
@@ -316,7 +325,7 @@ export class Master {
     private readonly registry: NodeRegistry,
     private readonly tasks: TaskManager,
     private readonly nodeService: NodeService,
-    private readonly server: Server,
+    private readonly server: RpcServer,
     private readonly tunnel: TunnelParts | undefined,
     private readonly data: DataService,
     private readonly services: ServiceParts,
@@ -382,8 +391,14 @@ export class Master {
       const guard = opts.lease ? [standbyGuard({ serving: () => master?.serving ?? false, activeHolder: () => master?.activeHolder ?? 'another master' })] : [];
       // Channelz off: the master serves no channelz service, so its per-call and per-socket
       // trackers would be work on every call for nobody.
-      const serverOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES, 'grpc.enable_channelz': 0, interceptors: [grpcCallInterceptor(masterMetrics, { now: () => performance.now() }), ...guard] };
-      const server = new Server(serverOptions);
+      const interceptors = [grpcCallInterceptor(masterMetrics, { now: () => performance.now() }), ...guard];
+      const serverOptions: ServerOptions = { 'grpc.max_receive_message_length': MAX_RECEIVED_MESSAGE_BYTES, 'grpc.enable_channelz': 0, interceptors };
+      const transport = deps.transport ?? insecureTransport;
+      // The node and admin services: in RPC threads unless asked otherwise (or over another transport than plaintext, which the threads do not speak).
+      const rpcServer = (): RpcServer => (opts.rpcThreads > 0 && transport === insecureTransport
+        ? new ThreadedServer({ threads: opts.rpcThreads, interceptors, maxReceiveBytes: MAX_RECEIVED_MESSAGE_BYTES, log: log.child({ component: 'rpc' }) })
+        : new InProcessServer(serverOptions, () => transport.serverCredentials(), log));
+      const server = rpcServer();
       let tunnel: TunnelParts | undefined;
       let nodeService: NodeService;
       let joinToken: ((secret: string) => string) | undefined;
@@ -409,7 +424,7 @@ export class Master {
           onReport,
           tunnel: { subnet: parseSubnet(hub.subnetCidr), ...(hub.mesh ? { meshPeers: () => hub.meshPeers() } : {}) },
         });
-        const nodeServer = new Server(serverOptions);
+        const nodeServer = rpcServer();
         nodeServer.addService(SizeCappedNodeService, nodeService.handlers());
         const enrollServer = new Server(serverOptions);
         enrollServer.addService(SizeCappedEnrollService, new EnrollService({ store, auth, hub, clock, log }).handlers());
@@ -497,7 +512,7 @@ export class Master {
         store.setLeaseFence({ holder, epoch: () => lease.epoch });
         leased = { lease, onLost: deps.onLeaseLost };
       }
-      master = new Master(opts, deps.transport ?? insecureTransport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec, { metrics: masterMetrics, ops, readiness: deps.readiness }, leased, checkpointer);
+      master = new Master(opts, transport, log, store, auth, registry, tasks, nodeService, server, tunnel, data, services, gateway, exec, { metrics: masterMetrics, ops, readiness: deps.readiness }, leased, checkpointer);
       return master;
     } catch (err) {
       masterMetrics.close();
@@ -516,13 +531,8 @@ export class Master {
     this.phase = 'starting';
     if (this.obs.ops) this.metricsBase = (await this.obs.ops.start()).url;
     const { listenAddress } = this.opts;
-    const port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(listenAddress, this.transport.serverCredentials(), (err, p) => (err ? reject(err) : resolve(p)));
-    }).catch((err: unknown) => {
-      throw new ConfigError(`master: cannot listen on ${listenAddress}: ${errorMessage(err)}`, { cause: err });
-    });
+    const port = await this.server.listen(listenAddress);
     this.boundAddress = `${splitHostPort(listenAddress).host}:${port}`;
-    if (!widenServerWindows(this.server)) this.log.warn('cannot widen HTTP/2 windows on this grpc-js version; large transfers will be slower');
     // The URL's password is replaced: only where the state is goes to the log.
     const store = this.opts.store.kind === 'sqlite' ? this.opts.store.path : redactUrl(this.opts.store.url);
     if (this.leased) {
@@ -581,8 +591,7 @@ export class Master {
       // Before start(): a start that fails half-way still takes the interface down on close.
       this.hubUp = true;
       await hub.start();
-      await bind(nodeServer, hub.nodeServiceAddress, this.transport.serverCredentials());
-      widenServerWindows(nodeServer);
+      await nodeServer.listen(hub.nodeServiceAddress);
       await bind(enrollServer, enrollListen, ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], false));
       this.log.info({ nodeService: hub.nodeServiceAddress, enroll: enrollListen, fingerprint: tls.fingerprint, mesh: hub.mesh }, 'tunnel mode: node service on the tunnel only, enrollment on the public address');
     }
@@ -667,22 +676,12 @@ export class Master {
     await step('tasks', () => this.tasks.close());
     await step('exec sessions', () => this.exec.close());
     await step('node streams', () => this.nodeService.close());
-    await step('server', () => new Promise<void>((resolve) => {
-      const cut = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, this.opts.shutdownGraceMs);
-      cut.unref();
-      this.server.tryShutdown(() => {
-        clearTimeout(cut);
-        resolve();
-      });
-    }));
+    await step('server', () => this.server.close(this.opts.shutdownGraceMs));
     if (this.tunnel) {
       const { hub, nodeServer, enrollServer } = this.tunnel;
-      await step('tunnel servers', () => {
-        nodeServer.forceShutdown();
+      await step('tunnel servers', async () => {
         enrollServer.forceShutdown();
+        await nodeServer.close(0);
       });
       // A standby never brought the interface up: not its to take down.
       await step('tunnel', () => (this.hubUp ? hub.close() : undefined));
@@ -699,6 +698,13 @@ export class Master {
     await step('metrics', () => this.obs.metrics.close());
     this.log.info('master closed');
   }
+}
+
+/** `rpcThreads`: a whole number from 0 (the main thread) to 16. */
+function compileRpcThreads(n: number | undefined): number {
+  const v = n ?? MASTER_DEFAULTS.rpcThreads;
+  if (!Number.isInteger(v) || v < 0 || v > 16) throw new ConfigError(`master: rpcThreads must be a whole number from 0 (the main thread) to 16, got ${v}`);
+  return v;
 }
 
 /**

@@ -1,0 +1,186 @@
+// The main thread's end of one RPC thread: the Worker, its calls by id, and the frames between
+// them. The server (threaded-server.ts) builds each call when it opens; this routes the rest.
+import { Worker } from 'node:worker_threads';
+import type { BridgedCall, CallLink } from './bridged-call.js';
+import type { FromThread, RpcThreadData, ToThread } from './rpc-frames.js';
+import { HivemindError } from '../../common/errors.js';
+import { embeddedAsset, isStandalone } from '../../common/embedded-assets.js';
+
+/** The asset key scripts/build-exe.ts stores the bundled thread under (the executable has no dist/). */
+export const RPC_THREAD_ASSET = 'workers/rpc-thread.cjs';
+
+export class RpcThreadError extends HivemindError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('RPC_THREAD', message, options);
+  }
+}
+
+export type OpenFrame = Extract<FromThread, { t: 'open' }>;
+
+export interface ThreadLag {
+  thread: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** Starts the thread's script from dist, or from the executable's bundle. */
+export function spawnRpcThread(data: RpcThreadData): Worker {
+  if (!isStandalone()) return new Worker(new URL('./rpc-thread.js', import.meta.url), { workerData: data });
+  const code = embeddedAsset(RPC_THREAD_ASSET);
+  if (!code) throw new RpcThreadError(`this executable carries no ${RPC_THREAD_ASSET}: rebuild it with npm run build:exe`);
+  return new Worker(code.toString('utf8'), { eval: true, workerData: data });
+}
+
+export class RpcThreadLink implements CallLink {
+  private readonly calls = new Map<number, BridgedCall>();
+  private lagWaiters = new Map<number, (l: ThreadLag) => void>();
+  private nextToken = 1;
+  private closed: Promise<void> | undefined;
+  private exited = false;
+
+  private constructor(
+    readonly index: number,
+    private readonly worker: Worker,
+    private readonly onOpen: (link: RpcThreadLink, frame: OpenFrame) => void,
+  ) {}
+
+  /** Starts the thread and waits until it listens; returns it with the port it got. */
+  static async start(
+    data: RpcThreadData,
+    spawn: (data: RpcThreadData) => Worker,
+    onOpen: (link: RpcThreadLink, frame: OpenFrame) => void,
+    onExit: (link: RpcThreadLink, why: string) => void,
+  ): Promise<{ link: RpcThreadLink; port: number }> {
+    const worker = spawn(data);
+    const link = new RpcThreadLink(data.index, worker, onOpen);
+    const port = await new Promise<number>((resolve, reject) => {
+      const fail = (why: string, cause?: unknown) => {
+        worker.off('message', first);
+        void worker.terminate();
+        reject(new RpcThreadError(`RPC thread ${data.index} cannot listen on ${data.host}:${data.port}: ${why}`, { cause }));
+      };
+      const first = (f: FromThread) => {
+        if (f.t === 'listening') {
+          worker.off('message', first).off('error', onError).off('exit', onEarlyExit);
+          resolve(f.port);
+        } else if (f.t === 'listenFailed') {
+          worker.off('error', onError).off('exit', onEarlyExit);
+          fail(f.message);
+        }
+      };
+      const onError = (err: Error) => fail(err.message, err);
+      const onEarlyExit = (code: number) => fail(`the thread exited with code ${code}`);
+      worker.on('message', first).once('error', onError).once('exit', onEarlyExit);
+    });
+    worker.on('message', (f: FromThread) => link.onFrame(f));
+    let lastError = '';
+    worker.on('error', (err) => (lastError = err.message));
+    worker.once('exit', (code) => {
+      link.exited = true;
+      link.endAll();
+      if (!link.closed) onExit(link, lastError || `exit code ${code}`);
+    });
+    return { link, port };
+  }
+
+  get openCalls(): number {
+    return this.calls.size;
+  }
+
+  post(frame: ToThread, transfer?: ArrayBuffer[]): void {
+    if (this.exited) return;
+    this.worker.postMessage(frame, transfer ?? []);
+  }
+
+  /** Routes the thread's frames for `call` to it until it is over (before it is dispatched: a handler may answer at once). */
+  track(call: BridgedCall): void {
+    this.calls.set(call.id, call);
+  }
+
+  forget(id: number): void {
+    this.calls.delete(id);
+  }
+
+  /** Event-loop delay of the thread since the previous ask; undefined when it does not answer within `timeoutMs`. */
+  lag(timeoutMs = 1000): Promise<ThreadLag | undefined> {
+    if (this.exited) return Promise.resolve(undefined);
+    const token = this.nextToken++;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.lagWaiters.delete(token);
+        resolve(undefined);
+      }, timeoutMs);
+      this.lagWaiters.set(token, (l) => {
+        clearTimeout(t);
+        resolve(l);
+      });
+      this.post({ t: 'lag', token });
+    });
+  }
+
+  /** Stops the thread's listener, lets its calls finish for `graceMs`, cuts the rest and ends the thread. */
+  close(graceMs: number): Promise<void> {
+    this.closed ??= this.doClose(graceMs);
+    return this.closed;
+  }
+
+  private async doClose(graceMs: number): Promise<void> {
+    if (!this.exited) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, graceMs + 2000);
+        const onClosed = (f: FromThread) => {
+          if (f.t !== 'closed') return;
+          clearTimeout(t);
+          this.worker.off('message', onClosed);
+          resolve();
+        };
+        this.worker.on('message', onClosed);
+        this.worker.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        this.post({ t: 'close', graceMs });
+      });
+    }
+    this.endAll();
+    await this.worker.terminate();
+  }
+
+  private endAll(): void {
+    const calls = [...this.calls.values()];
+    this.calls.clear();
+    for (const c of calls) c.over();
+  }
+
+  private onFrame(f: FromThread): void {
+    switch (f.t) {
+      case 'open':
+        this.onOpen(this, f);
+        return;
+      case 'message':
+        this.calls.get(f.id)?.received(f.bytes);
+        return;
+      case 'halfClose':
+        this.calls.get(f.id)?.halfClosed();
+        return;
+      case 'sent':
+        this.calls.get(f.id)?.sent();
+        return;
+      case 'cancel': {
+        const call = this.calls.get(f.id);
+        this.calls.delete(f.id);
+        call?.over();
+        return;
+      }
+      case 'lag': {
+        const w = this.lagWaiters.get(f.token);
+        this.lagWaiters.delete(f.token);
+        w?.({ thread: this.index, p50: f.p50, p99: f.p99, max: f.max });
+        return;
+      }
+      default:
+        return;
+    }
+  }
+}

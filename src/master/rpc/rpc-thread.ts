@@ -1,0 +1,147 @@
+// An RPC thread of the master (threaded-server.ts starts it): it listens, holds the HTTP/2
+// connections and the gRPC framing of every call, and passes each call's metadata, messages and
+// end to the main thread as bytes, and the main thread's replies back. At 10,000 nodes the live
+// HTTP/2 streams (each a native handle and a set of external header strings) made every full GC
+// of the main thread's heap 50-150 ms long; here they cost this thread's GC, not the loop that
+// holds the queue. Nothing in this file decodes a message or knows a service.
+import { createServer, type AddressInfo } from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { parentPort, workerData } from 'node:worker_threads';
+import {
+  Server, ServerCredentials, ServerInterceptingCall, type ServerInterceptingCallInterface, type ServerInterceptor,
+} from '@grpc/grpc-js';
+import { widenServerWindows } from '../../protocol/flow-control.js';
+import { fromWire, movable, toWire, type FromThread, type RpcMethod, type RpcThreadData, type ToThread } from './rpc-frames.js';
+
+const cfg = workerData as RpcThreadData;
+const port = parentPort!;
+const post = (f: FromThread, transfer?: ArrayBuffer[]) => port.postMessage(f, transfer ?? []);
+
+/** A call on the wire, and how far its reading is ahead of the main thread's handler. */
+interface LiveCall {
+  call: ServerInterceptingCallInterface;
+  /** Messages passed on that the handler has not taken yet. */
+  ahead: number;
+  limit: number;
+  reading: boolean;
+  halfClosed: boolean;
+}
+
+const calls = new Map<number, LiveCall>();
+let nextId = 1;
+
+function pump(live: LiveCall): void {
+  if (live.reading || live.halfClosed || live.ahead >= live.limit) return;
+  live.reading = true;
+  live.call.startRead();
+}
+
+// Every call goes through this interceptor, which never hands it to a handler: it relays the
+// call's events to the main thread, and the main thread's replies to the call (onMainFrame).
+const relay: ServerInterceptor = (descriptor, call) => {
+  const id = nextId++;
+  // A unary or server-streaming call has one message: reading two finds a second one, which the
+  // main thread refuses as grpc-js does.
+  const live: LiveCall = { call, ahead: 0, limit: descriptor.requestStream ? cfg.readAhead : 2, reading: false, halfClosed: false };
+  return new ServerInterceptingCall(call, {
+    start: (next) => next({
+      onReceiveMetadata: (metadata) => {
+        calls.set(id, live);
+        const deadline = call.getDeadline();
+        post({
+          t: 'open', id, path: descriptor.path, metadata: toWire(metadata), peer: call.getPeer(), host: call.getHost(),
+          deadline: deadline instanceof Date ? deadline.getTime() : deadline, connection: call.getConnectionInfo(),
+        });
+        pump(live);
+      },
+      onReceiveMessage: (message: Buffer) => {
+        live.reading = false;
+        live.ahead++;
+        const { bytes, transfer } = movable(message);
+        post({ t: 'message', id, bytes }, transfer);
+        pump(live);
+      },
+      onReceiveHalfClose: () => {
+        live.reading = false;
+        live.halfClosed = true;
+        post({ t: 'halfClose', id });
+      },
+      onCancel: () => {
+        if (calls.delete(id)) post({ t: 'cancel', id });
+      },
+    }),
+  });
+};
+
+const handlerType = (m: RpcMethod) => (m.requestStream ? (m.responseStream ? 'bidi' : 'clientStream') : m.responseStream ? 'serverStream' : 'unary');
+const asIs = (b: Buffer) => b;
+// Never called: the relay above takes every call before its handler would run.
+const unreached = () => undefined;
+
+const server = new Server({ 'grpc.max_receive_message_length': cfg.maxReceiveBytes, 'grpc.enable_channelz': 0, interceptors: [relay] });
+for (const m of cfg.methods) server.register(m.path, unreached, asIs, asIs, handlerType(m));
+const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+widenServerWindows(server);
+const listener = createServer({ noDelay: true }, (socket) => injector.injectConnection(socket));
+
+const loop = monitorEventLoopDelay({ resolution: 10 });
+loop.enable();
+
+function onMainFrame(f: ToThread): void {
+  if (f.t === 'lag') {
+    const s = (ns: number) => (Number.isFinite(ns) ? ns / 1e9 : 0);
+    post({ t: 'lag', token: f.token, p50: s(loop.percentile(50)), p99: s(loop.percentile(99)), max: s(loop.max) });
+    loop.reset();
+    return;
+  }
+  if (f.t === 'close') {
+    close(f.graceMs);
+    return;
+  }
+  const live = calls.get(f.id);
+  if (!live) return;
+  switch (f.t) {
+    case 'read':
+      live.ahead--;
+      pump(live);
+      break;
+    case 'metadata':
+      live.call.sendMetadata(fromWire(f.metadata));
+      break;
+    case 'message':
+      live.call.sendMessage(Buffer.from(f.bytes.buffer, f.bytes.byteOffset, f.bytes.byteLength), () => post({ t: 'sent', id: f.id }));
+      break;
+    case 'status':
+      live.call.sendStatus({ code: f.code, details: f.details, metadata: f.metadata ? fromWire(f.metadata) : null });
+      break;
+  }
+}
+
+let closing = false;
+function close(graceMs: number): void {
+  if (closing) return;
+  closing = true;
+  listener.close();
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    injector.destroy();
+    loop.disable();
+    post({ t: 'closed' });
+    port.off('message', onMainFrame);
+  };
+  const cut = () => {
+    server.forceShutdown();
+    finish();
+  };
+  if (graceMs <= 0) return cut();
+  setTimeout(cut, graceMs).unref();
+  server.tryShutdown(finish);
+}
+
+port.on('message', onMainFrame);
+listener.once('error', (err) => post({ t: 'listenFailed', message: err.message }));
+listener.listen({ host: cfg.host, port: cfg.port, reusePort: cfg.reusePort }, () => {
+  post({ t: 'listening', port: (listener.address() as AddressInfo).port });
+});
