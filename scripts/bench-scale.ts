@@ -30,6 +30,8 @@ interface Options {
   loadCore: boolean;
   /** Nodes report on a Report stream held open (as before SendReport), not one call per report. */
   reportStream: boolean;
+  /** The master's --rpc-threads; undefined: its default. */
+  rpcThreads: number | undefined;
   out: string;
   logLevel: string;
   /** Caps every waiting phase (enrol, submit, probe wait, the final listing), so a saturated master still ends the run. */
@@ -50,6 +52,7 @@ function options(argv: string[]): Options {
       'idle-intervals': { type: 'string', default: '3' },
       'load-core': { type: 'boolean', default: false },
       'report-stream': { type: 'boolean', default: false },
+      'rpc-threads': { type: 'string' },
       out: { type: 'string', default: 'test-artifacts/bench-scale.json' },
       'log-level': { type: 'string', default: 'warn' },
       'max-phase-seconds': { type: 'string' },
@@ -72,6 +75,7 @@ function options(argv: string[]): Options {
     idleIntervals: int('idle-intervals', values['idle-intervals'], 1),
     loadCore: values['load-core'],
     reportStream: values['report-stream'],
+    rpcThreads: values['rpc-threads'] === undefined ? undefined : int('rpc-threads', values['rpc-threads'], 0),
     out: values.out,
     logLevel: values['log-level'],
     maxPhaseMs: values['max-phase-seconds'] === undefined ? undefined : int('max-phase-seconds', values['max-phase-seconds'], 10) * 1000,
@@ -103,7 +107,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
   const cap = (ms: number) => Math.min(ms, o.maxPhaseMs ?? ms);
   const budget = { enroll: cap(Math.max(60_000, n * 60)), submit: cap(Math.max(60_000, o.queued * 30)), probe: cap(180_000), list: cap(120_000) };
   say(`\n## ${n} nodes, ${o.queued} queued, report interval ${o.reportInterval}`);
-  const master = await MasterProcess.start({ reportInterval: o.reportInterval, logLevel: o.logLevel });
+  const master = await MasterProcess.start({ reportInterval: o.reportInterval, logLevel: o.logLevel, rpcThreads: o.rpcThreads });
   live.master = master;
   const admin = AdminClient.connect(master.address, await master.adminToken());
   const meter = ProcessMeter.create(master.pid);
@@ -138,9 +142,15 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
   // Each window is tagged with the phase it ended in, so a stall is told apart by what caused it.
   let phase = 'enrol';
   const loopMax: { phase: string; ms: number }[] = [];
+  // The RPC threads' own (the longest of them per window): their stalls delay calls, not the queue.
+  const rpcMax: { phase: string; ms: number }[] = [];
   const loopTimer = setInterval(() => {
     const during = phase;
-    void master.eventLoopMaxMs().then((ms) => void (ms !== undefined && loopMax.push({ phase: during, ms })), () => undefined);
+    void master.eventLoopMaxMs().then((lag) => {
+      if (!lag) return;
+      loopMax.push({ phase: during, ms: lag.main });
+      if (lag.rpc !== undefined) rpcMax.push({ phase: during, ms: lag.rpc });
+    }, () => undefined);
   }, 2000);
   const listTimer = setInterval(() => {
     if (!listing) return;
@@ -287,6 +297,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
       uploadMs: spread(uploads), listNodesMs: spread(listNodes), listTasksMs: spread(listTasks), listErrors,
       wronglyOffline, nodeErrors,
       eventLoopStalls: stallSummary(loopMax),
+      rpcThreadStalls: rpcMax.length ? stallSummary(rpcMax) : 'no RPC threads',
     };
   } catch (err) {
     throw new Error(`${n} nodes: ${err instanceof Error ? err.message : String(err)}\nmaster output (tail):\n${master.output.slice(-4000)}`);
@@ -303,7 +314,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
 
 async function main(): Promise<void> {
   const o = options(process.argv.slice(2));
-  say(`# HiveMind bench:scale, ${new Date().toISOString()}, node ${process.version}, ${availableParallelism()} cores${o.loadCore ? ', one core kept busy by another process' : ''}, reports ${o.reportStream ? 'on a Report stream per node' : 'as SendReport calls'}`);
+  say(`# HiveMind bench:scale, ${new Date().toISOString()}, node ${process.version}, ${availableParallelism()} cores${o.loadCore ? ', one core kept busy by another process' : ''}, reports ${o.reportStream ? 'on a Report stream per node' : 'as SendReport calls'}, master RPC threads ${o.rpcThreads ?? 'default'}`);
   say('simulated nodes speak the real protocol from this one process; no containers run (a task is a timed answer with a real result upload)');
   if (o.loadCore) live.burner = spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' });
   const results: ScaleResult[] = [];
@@ -324,7 +335,7 @@ async function main(): Promise<void> {
   say(`\n${markdownTable(results)}\n\n${costTable(results)}`);
   for (const r of results) {
     const errs = Object.entries(r.nodeErrors).map(([k, v]) => `${k}: ${v}`).join(', ');
-    say(`${r.nodes} nodes: ${r.listErrors} admin list calls failed; node-side errors: ${errs || 'none'}; event-loop stalls: ${r.eventLoopStalls}`);
+    say(`${r.nodes} nodes: ${r.listErrors} admin list calls failed; node-side errors: ${errs || 'none'}; event-loop stalls: ${r.eventLoopStalls}; RPC threads: ${r.rpcThreadStalls}`);
   }
   mkdirSync(dirname(o.out), { recursive: true });
   writeFileSync(o.out, JSON.stringify({ at: new Date().toISOString(), node: process.version, cores: availableParallelism(), results }, null, 2) + '\n');

@@ -15,6 +15,7 @@ import { build } from 'esbuild';
 import { exeProblems } from './exe-format.js';
 import { CHECKPOINT_WORKER_ASSET } from '../src/master/sql/wal-checkpointer.js';
 import { PG_WORKER_ASSET } from '../src/master/sql/pg-driver.js';
+import { RPC_THREAD_ASSET } from '../src/master/rpc/rpc-thread-link.js';
 
 interface Target {
   /** pkg's platform name and the npm package's os. */
@@ -204,6 +205,7 @@ function assetsFor(target: Target): Record<string, string> {
   // Made by bundleWorkers(): the executable has no dist/ to start a worker thread from.
   assets[CHECKPOINT_WORKER_ASSET] = join(bundleDir, 'wal-checkpoint-worker.cjs');
   assets[PG_WORKER_ASSET] = join(bundleDir, 'pg-worker.cjs');
+  assets[RPC_THREAD_ASSET] = join(bundleDir, 'rpc-thread.cjs');
   for (const [key, file] of Object.entries(assets)) if (!existsSync(file)) throw new Error(`asset ${key}: ${file} is missing (npm ci?)`);
   return assets;
 }
@@ -237,8 +239,8 @@ async function bundle(version: string, commit: string): Promise<string> {
 /**
  * The worker threads' scripts, each one file with its packages, run with { eval: true }: the WAL
  * checkpointer's (better-sqlite3's JavaScript; the addon is the one native-sqlite.ts placed, given
- * by path; src/master/sql/wal-checkpointer.ts) and the PostgreSQL connection's (all of `pg`;
- * src/master/sql/pg-driver.ts).
+ * by path; src/master/sql/wal-checkpointer.ts), the PostgreSQL connection's (all of `pg`;
+ * src/master/sql/pg-driver.ts) and the master's RPC thread's (src/master/rpc/rpc-thread-link.ts).
  */
 async function bundleWorkers(): Promise<void> {
   mkdirSync(bundleDir, { recursive: true });
@@ -255,6 +257,12 @@ async function bundleWorkers(): Promise<void> {
     // pg's libpq binding, required only by pg.native (never used) inside a try/catch; pg-cloudflare
     // resolves to its empty module under Node's conditions and is bundled as such.
     external: ['pg-native'],
+  });
+  // The master's RPC thread (src/master/rpc/rpc-thread.ts): grpc-js and the frames.
+  await build({
+    entryPoints: [join(root, 'dist', 'src', 'master', 'rpc', 'rpc-thread.js')],
+    outfile: join(bundleDir, 'rpc-thread.cjs'),
+    ...CJS_FOR_NODE,
   });
 }
 

@@ -31,14 +31,14 @@ export class MasterProcess {
     child.stderr!.on('data', keep);
   }
 
-  static async start(opts: { reportInterval: string; logLevel: string }): Promise<MasterProcess> {
+  static async start(opts: { reportInterval: string; logLevel: string; rpcThreads?: number }): Promise<MasterProcess> {
     const home = mkdtempSync(join(tmpdir(), 'hm-bench-scale-'));
     const address = `127.0.0.1:${await freePort()}`;
     const metricsAddress = `127.0.0.1:${await freePort()}`;
     const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, HIVEMIND_HOME: home, HIVEMIND_MONITOR_PORT: '0' };
     // Node options for the master alone (e.g. --cpu-prof --cpu-prof-dir=DIR to profile it)
     if (process.env.HM_BENCH_MASTER_NODE_OPTIONS) env.NODE_OPTIONS = process.env.HM_BENCH_MASTER_NODE_OPTIONS;
-    const args = [CLI, 'master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', opts.reportInterval, '--gateway-listen', 'off', '--metrics-listen', metricsAddress, '--log-level', opts.logLevel];
+    const args = [CLI, 'master', 'start', '--listen', address, '--data-dir', join(home, 'master'), '--report-interval', opts.reportInterval, '--gateway-listen', 'off', '--metrics-listen', metricsAddress, '--log-level', opts.logLevel, ...(opts.rpcThreads === undefined ? [] : ['--rpc-threads', String(opts.rpcThreads)])];
     // V8 flags NODE_OPTIONS refuses (e.g. --single-threaded-gc), before the script.
     const v8Args = (process.env.HM_BENCH_MASTER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
     // A command the master runs under, for diagnosis (e.g. `strace --seccomp-bpf -f -T -o FILE -e
@@ -50,13 +50,18 @@ export class MasterProcess {
   }
 
   /**
-   * The longest event-loop delay (ms) since the previous scrape: the master's
-   * hivemind_master_event_loop_lag_seconds{stat="max"}, whose window is the time between scrapes.
+   * The longest event-loop delay (ms) since the previous scrape, of the main thread
+   * (hivemind_master_event_loop_lag_seconds{stat="max"}, whose window is the time between scrapes)
+   * and of the RPC threads, the longest of them (hivemind_master_rpc_thread_event_loop_lag_seconds;
+   * undefined when the master runs none).
    */
-  async eventLoopMaxMs(): Promise<number | undefined> {
+  async eventLoopMaxMs(): Promise<{ main: number; rpc: number | undefined } | undefined> {
     const res = await fetch(`http://${this.metricsAddress}/metrics`, { signal: AbortSignal.timeout(10_000) });
-    const m = /^hivemind_master_event_loop_lag_seconds\{stat="max"\} (\S+)$/m.exec(await res.text());
-    return m ? Number(m[1]) * 1000 : undefined;
+    const text = await res.text();
+    const m = /^hivemind_master_event_loop_lag_seconds\{stat="max"\} (\S+)$/m.exec(text);
+    if (!m) return undefined;
+    const threads = [...text.matchAll(/^hivemind_master_rpc_thread_event_loop_lag_seconds\{[^}]*stat="max"[^}]*\} (\S+)$/gm)].map((x) => Number(x[1]) * 1000);
+    return { main: Number(m[1]) * 1000, rpc: threads.length ? Math.max(...threads) : undefined };
   }
 
   /** The size of the master's WAL file now (0 when there is none). */

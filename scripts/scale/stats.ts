@@ -51,6 +51,8 @@ export interface ScaleResult {
   /** Errors the simulated nodes saw from the master (per kind), to tell overload from bugs. */
   nodeErrors: Record<string, number>;
   eventLoopStalls: string;
+  /** The same for the RPC threads (the longest of them per window), or "no RPC threads". */
+  rpcThreadStalls: string;
 }
 
 const ms = (v: number | undefined): string => (v === undefined ? '-' : v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.round(v)} ms`);

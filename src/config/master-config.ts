@@ -58,6 +58,8 @@ const schema = z
       .string()
       .refine((v) => v === 'off' || zAddress.safeParse(v).success, { message: 'expected HOST:PORT or off, e.g. 127.0.0.1:9464' })
       .default(MASTER_DEFAULTS.metricsListen),
+    /** Threads holding the gRPC connections (0: the main thread). */
+    rpcThreads: zInt(0, 16).default(MASTER_DEFAULTS.rpcThreads),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -87,6 +89,8 @@ export interface MasterConfig {
   gatewayListen: string;
   /** host:port of the operations listener (/healthz, /readyz, /metrics), or "off". */
   metricsListen: string;
+  /** Threads holding the gRPC connections of the node and admin services; 0: the main thread. */
+  rpcThreads: number;
   tunnel?: { endpoint: string; subnet: string; interfaceName: string; enrollListen: string; nodePort: number; mesh: boolean; peerEndpoints: string[] };
 }
 
@@ -109,6 +113,7 @@ const fields: Record<string, FieldSource> = {
   maxData: { env: 'HIVEMIND_MAX_DATA', flag: 'maxData' },
   gatewayListen: { env: 'HIVEMIND_GATEWAY_LISTEN', flag: 'gatewayListen' },
   metricsListen: { env: 'HIVEMIND_METRICS_LISTEN', flag: 'metricsListen' },
+  rpcThreads: { env: 'HIVEMIND_RPC_THREADS', flag: 'rpcThreads' },
 };
 
 export type MasterStoreChoice = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string; shown: string };
@@ -153,6 +158,7 @@ export function compileMasterConfig(input: ConfigInput): MasterConfig {
     maxDataBytes: c.maxData,
     gatewayListen: c.gatewayListen,
     metricsListen: c.metricsListen,
+    rpcThreads: c.rpcThreads,
     ...(c.wgEndpoint
       ? {
           tunnel: {

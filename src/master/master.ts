@@ -348,6 +348,11 @@ export class Master {
       tasksQueued: () => store.countQueued(),
       // The scheduler's own count unless a test injects one; read when scraped, once the task manager exists.
       queueDepthByReason: deps.queueDepthByReason ?? (() => scheduler?.queueDepthByReason() ?? new Map()),
+      // Read when scraped, once the servers exist: the admin listener's threads, and in tunnel mode the node service's.
+      rpcThreadLag: async () => {
+        const named = async (name: string, s: RpcServer | undefined) => (await (s?.threadLag() ?? Promise.resolve([]))).map((l) => ({ ...l, thread: `${name}-${l.thread}` }));
+        return [...await named('rpc', master?.server), ...await named('node', master?.tunnel?.nodeServer)];
+      },
     });
     const { checkpointer, where } = await startCheckpointer(opts.store, log, masterMetrics);
     let store: MasterStore;

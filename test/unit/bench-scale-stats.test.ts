@@ -45,7 +45,7 @@ test('the table has one row per run with the issue columns, latencies in ms or s
     idle: { seconds: 90, reports: 30_000, cpuMsPerReport: 1.234, cpuPercent: 41 },
     master: { cpuPercent: 99.6, maxRssBytes: 512 * 1024 ** 2 },
     uploadMs: { n: 0 }, listNodesMs: { n: 3, p50: 120, p99: 300 }, listTasksMs: { n: 3, p50: 80, p99: 90 }, listErrors: 0,
-    wronglyOffline: 17, nodeErrors: {}, eventLoopStalls: 'n/a',
+    wronglyOffline: 17, nodeErrors: {}, eventLoopStalls: 'n/a', rpcThreadStalls: 'n/a',
   };
   const lines = markdownTable([r]).split('\n');
   assert.equal(lines.length, 3);

@@ -70,6 +70,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .option('--max-data <size>', `largest data set \`hivemind data put\` may store (default ${MASTER_DEFAULTS.maxDataBytes / 1024 ** 3}g)`)
     .option('--gateway-listen <host:port>', `HTTP gateway to services (/s/NAME/), plain HTTP: put a TLS reverse proxy in front for other hosts; "off" disables it (default ${GATEWAY_DEFAULTS.listen})`)
     .option('--metrics-listen <host:port>', `operations listener: GET /healthz, /readyz, /metrics (Prometheus); the admin token for /metrics off loopback; "off" disables it (default ${MASTER_DEFAULTS.metricsListen})`)
+    .option('--rpc-threads <n>', `threads holding the gRPC connections of nodes and admin clients, so that their HTTP/2 work and garbage stay off the thread holding the queue; 0 keeps them on it; more than one share the port (Linux) (env HIVEMIND_RPC_THREADS; default ${MASTER_DEFAULTS.rpcThreads})`)
     .option('--wg-endpoint <host:port>', 'tunnel mode: public UDP address of this master\'s WireGuard interface')
     .option('--wg-subnet <cidr>', `tunnel mode: tunnel subnet (default ${MASTER_DEFAULTS.wgSubnet})`)
     .option('--wg-interface <name>', `tunnel mode: WireGuard interface name (default ${MASTER_DEFAULTS.wgInterface})`)
@@ -88,7 +89,7 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       let leaseLost: ((code: number) => void) | undefined;
       let lostBeforeWait = false;
       const m = await Master.create(
-        { listenAddress: cfg.listen, dataDir: cfg.dataDir, store: cfg.store, leaseMs: cfg.leaseMs, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, metricsListen: cfg.metricsListen, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
+        { listenAddress: cfg.listen, dataDir: cfg.dataDir, store: cfg.store, leaseMs: cfg.leaseMs, reportIntervalMs: cfg.reportIntervalMs, nodeTimeoutMs: cfg.nodeTimeoutMs, maxAttempts: cfg.maxAttempts, maxDataBytes: cfg.maxDataBytes, gatewayListen: cfg.gatewayListen, metricsListen: cfg.metricsListen, rpcThreads: cfg.rpcThreads, ...(cfg.tunnel ? { tunnel: cfg.tunnel } : {}) },
         {
           logger,
           onLeaseLost: (reason) => {

@@ -27,6 +27,8 @@ export interface MasterMetricsSources {
    * (the task manager's queueDepthByReason(): its demand classes, each with its reason code).
    */
   queueDepthByReason?: () => ReadonlyMap<string, number>;
+  /** Event-loop delay of each RPC thread since the previous scrape, by thread name (master/rpc/). Absent: that series is not written. */
+  rpcThreadLag?: () => Promise<{ thread: string; p50: number; p99: number; max: number }[]>;
 }
 
 export class MasterMetrics {
@@ -83,6 +85,20 @@ export class MasterMetrics {
         loop.reset();
       },
     });
+    if (sources.rpcThreadLag) {
+      const threadLag = sources.rpcThreadLag;
+      new Gauge({
+        name: `${P}rpc_thread_event_loop_lag_seconds`, help: 'Event loop delay of each RPC thread (the threads holding the gRPC connections) since the previous scrape: p50, p99 and max.', labelNames: ['thread', 'stat'], registers,
+        async collect() {
+          this.reset();
+          for (const l of await threadLag()) {
+            this.set({ thread: l.thread, stat: 'p50' }, l.p50);
+            this.set({ thread: l.thread, stat: 'p99' }, l.p99);
+            this.set({ thread: l.thread, stat: 'max' }, l.max);
+          }
+        },
+      });
+    }
     new Gauge({ name: `${P}process_resident_memory_bytes`, help: 'Resident memory of the master process.', registers, collect() { this.set(process.memoryUsage.rss()); } });
     new Counter({
       name: `${P}process_cpu_seconds_total`, help: 'CPU time of the master process, user and system.', registers,

@@ -23,6 +23,13 @@ export interface CallLink {
 export interface CallCodec {
   serialize(value: unknown): Buffer;
   deserialize(bytes: Buffer): unknown;
+  /**
+   * Whether the method streams its responses. A method with one response sends it and then its
+   * status, and the thread writes frames in the order they come: its message's callback needs no
+   * round trip through the thread (which would hold every unary answer for another turn of the
+   * main thread's loop).
+   */
+  responseStream: boolean;
 }
 
 export interface CallOpening {
@@ -77,9 +84,10 @@ export class BridgedCall implements ServerInterceptingCallInterface {
       this.sendStatus({ code: Status.INTERNAL, details: `Error serializing response: ${errorMessage(err)}`, metadata: null });
       return;
     }
-    this.sentCallbacks.push(callback);
     const { bytes, transfer } = movable(encoded);
     this.link.post({ t: 'message', id: this.id, bytes }, transfer);
+    if (this.codec.responseStream) this.sentCallbacks.push(callback);
+    else process.nextTick(callback);
   }
 
   sendStatus(status: PartialStatusObject): void {
@@ -136,7 +144,7 @@ export class BridgedCall implements ServerInterceptingCallInterface {
   }
 
   sent(): void {
-    this.sentCallbacks.shift()?.();
+    if (this.codec.responseStream) this.sentCallbacks.shift()?.();
   }
 
   /** The thread says the call is over (cancelled, past its deadline, its connection gone). */

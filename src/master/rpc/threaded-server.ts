@@ -59,7 +59,7 @@ export class ThreadedServer implements RpcServer {
       const func = impl[name] ?? (def.originalName ? impl[def.originalName] : undefined) ?? unimplemented(def.path, kind);
       this.methods.set(def.path, {
         path: def.path, requestStream: def.requestStream, responseStream: def.responseStream, kind, func, definition: def,
-        codec: { serialize: (v) => def.responseSerialize(v), deserialize: (b) => def.requestDeserialize(b) },
+        codec: { serialize: (v) => def.responseSerialize(v), deserialize: (b) => def.requestDeserialize(b), responseStream: def.responseStream },
       });
     }
   }
@@ -115,7 +115,7 @@ export class ThreadedServer implements RpcServer {
 
   private onOpen(link: RpcThreadLink, f: OpenFrame): void {
     const m = this.methods.get(f.path);
-    const codec: CallCodec = m?.codec ?? { serialize: () => Buffer.alloc(0), deserialize: (b) => b };
+    const codec: CallCodec = m?.codec ?? { serialize: () => Buffer.alloc(0), deserialize: (b) => b, responseStream: false };
     let call: BridgedCall;
     try {
       call = new BridgedCall(link, codec, { id: f.id, metadata: fromWire(f.metadata), peer: f.peer, host: f.host, deadline: f.deadline, connection: f.connection });
