@@ -6,7 +6,7 @@
 //      master served it) against the data set's size: 1x, not 4x
 // Master and worker run as separate `hivemind` processes (the worker's /metrics gives the bytes
 // downloaded). Usage: npm run bench:data
-// Knobs: BENCH_DATA_MIB (1024), BENCH_N (15), BENCH_SECTIONS (default "a,b,c"; b needs a).
+// Knobs: BENCH_DATA_MIB (1024), BENCH_N (15), BENCH_SECTIONS (default "a,b,c"; b needs a), BENCH_MASTER_ARGS.
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
@@ -24,6 +24,8 @@ const run = promisify(execFile);
 const DATA_MIB = Number(process.env.BENCH_DATA_MIB ?? 1024);
 const N = Number(process.env.BENCH_N ?? 15);
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'a,b,c').split(',').map((x) => x.trim()));
+// Extra `master start` flags, e.g. BENCH_MASTER_ARGS='--rpc-threads 0' to compare the master's gRPC on its main thread.
+const MASTER_ARGS = (process.env.BENCH_MASTER_ARGS ?? '').split(/\s+/).filter(Boolean);
 const MIB = 2 ** 20;
 const PUT_TIMEOUT_MS = 60 * 60_000;
 
@@ -122,7 +124,7 @@ async function main(): Promise<void> {
   const monitorPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'hm-bench-data-'));
   // Room for the two data sets of sections a and c in the node's cache.
-  const cluster = await ProcessCluster.start({ reportInterval: '1s', maxTasks: 4, workerArgs: ['--monitor-port', String(monitorPort), '--cache-max', `${3 * DATA_MIB}m`] });
+  const cluster = await ProcessCluster.start({ reportInterval: '1s', maxTasks: 4, masterArgs: MASTER_ARGS, workerArgs: ['--monitor-port', String(monitorPort), '--cache-max', `${3 * DATA_MIB}m`] });
   const client = AdminClient.connect(cluster.address, cluster.adminToken);
   try {
     await benchTask(client, ['true']);
