@@ -528,3 +528,28 @@ test('a real Master with two RPC threads: admin and node calls work', async (t) 
   const refused = await new Promise<unknown>((resolve) => node.register({ name: 'x', facts: undefined }, bearerMetadata('hm1.not-a-real-token'), (e) => resolve(e)));
   assert.equal(codeOf(refused), Status.UNAUTHENTICATED);
 });
+
+test('close() while a dead thread is being started again stops the new thread too: nothing is left listening', async (t) => {
+  let server: ThreadedServer | undefined;
+  let closing: Promise<void> | undefined;
+  const exited: number[] = [];
+  const s = await startServer(t, {
+    spawned: (w) => {
+      const n = exited.length + (server ? 1 : 0);
+      w.once('exit', () => exited.push(n));
+      // The replacement of the terminated thread: close the server while it starts.
+      if (server) closing = server.close(0);
+    },
+  });
+  server = s.server;
+  await s.workers[0]!.terminate();
+  await until('the replacement thread to be spawned', () => s.workers.length === 2);
+  await closing;
+  await until('the replacement thread to exit', () => exited.length === 2, 5000);
+  const refused = await new Promise<string>((resolve) => {
+    const sock = netConnect(s.port, '127.0.0.1');
+    sock.once('connect', () => (sock.destroy(), resolve('connected')));
+    sock.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+  assert.equal(refused, 'ECONNREFUSED');
+});
