@@ -121,7 +121,6 @@ let closing = false;
 function close(graceMs: number): void {
   if (closing) return;
   closing = true;
-  listener.close();
   let done = false;
   const finish = () => {
     if (done) return;
@@ -135,9 +134,15 @@ function close(graceMs: number): void {
     server.forceShutdown();
     finish();
   };
+  // The listener's close callback runs once every connection it accepted has closed: that is
+  // when the open calls are over. grpc-js's tryShutdown cannot tell for injected connections:
+  // Node 24 marks their sessions closed as soon as it closes the injector's (never listening)
+  // HTTP/2 server, so its callback came at once and the grace cut every call.
+  listener.close(() => finish());
   if (graceMs <= 0) return cut();
   setTimeout(cut, graceMs).unref();
-  server.tryShutdown(finish);
+  // GOAWAY on every connection: their open calls go on, new ones are refused.
+  server.tryShutdown(() => undefined);
 }
 
 port.on('message', onMainFrame);

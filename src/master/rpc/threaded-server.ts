@@ -13,7 +13,7 @@ import { BridgedCall, type CallCodec } from './bridged-call.js';
 import { dispatch, type HandlerKind } from './call-dispatch.js';
 import { fromWire, type RpcMethod, type RpcThreadData } from './rpc-frames.js';
 import type { RpcServer } from './rpc-server.js';
-import { RpcThreadLink, spawnRpcThread, type OpenFrame, type ThreadLag } from './rpc-thread-link.js';
+import { RpcThreadError, RpcThreadLink, spawnRpcThread, type OpenFrame, type ThreadLag } from './rpc-thread-link.js';
 
 /** How long a dead thread's replacement waits before it starts (and between tries). */
 const RESTART_DELAY_MS = 500;
@@ -49,6 +49,8 @@ export class ThreadedServer implements RpcServer {
   private readonly links: (RpcThreadLink | undefined)[] = [];
   private bound: { host: string; port: number; reusePort: boolean } | undefined;
   private closing: Promise<void> | undefined;
+  /** Threads being started (a dead one's replacement): close() waits for them, and they stop themselves. */
+  private readonly starting = new Set<Promise<unknown>>();
 
   constructor(private readonly opts: ThreadedServerOptions) {}
 
@@ -87,7 +89,10 @@ export class ThreadedServer implements RpcServer {
   }
 
   close(graceMs: number): Promise<void> {
-    this.closing ??= Promise.all(this.links.map((l) => l?.close(graceMs))).then(() => undefined);
+    this.closing ??= (async () => {
+      await Promise.all(this.links.map((l) => l?.close(graceMs)));
+      await Promise.allSettled([...this.starting]);
+    })();
     return this.closing;
   }
 
@@ -108,9 +113,22 @@ export class ThreadedServer implements RpcServer {
       maxReceiveBytes: this.opts.maxReceiveBytes,
       readAhead: this.opts.readAhead ?? 4,
     };
-    const { link, port: got } = await RpcThreadLink.start(data, this.opts.spawn ?? spawnRpcThread, (l, f) => this.onOpen(l, f), (l, why) => this.onExit(l, why));
-    this.links[index] = link;
-    return got;
+    const started = RpcThreadLink.start(data, this.opts.spawn ?? spawnRpcThread, (l, f) => this.onOpen(l, f), (l, why) => this.onExit(l, why)).then(async (r) => {
+      // close() ran while this thread started: it did not see it, so it stops here.
+      if (this.closing) {
+        await r.link.close(0);
+        throw new RpcThreadError(`RPC thread ${index}: the server closed while it started`);
+      }
+      return r;
+    });
+    this.starting.add(started);
+    try {
+      const { link, port: got } = await started;
+      this.links[index] = link;
+      return got;
+    } finally {
+      this.starting.delete(started);
+    }
   }
 
   private onOpen(link: RpcThreadLink, f: OpenFrame): void {
@@ -142,6 +160,7 @@ export class ThreadedServer implements RpcServer {
       this.startThread(link.index, host, port, reusePort).then(
         () => this.opts.log.info({ thread: link.index, port }, 'RPC thread started again'),
         (err: unknown) => {
+          if (this.closing) return;
           this.opts.log.error({ thread: link.index, err: errorMessage(err) }, 'starting the RPC thread again failed; trying again');
           setTimeout(retry, RESTART_DELAY_MS).unref();
         },
