@@ -27,9 +27,11 @@ class FakeLink implements CallLink {
   }
 }
 
+/** A streaming method's codec: each message's callback waits for the thread's 'sent'. */
 const json: CallCodec = {
   serialize: (v) => Buffer.from(JSON.stringify(v)),
   deserialize: (b) => JSON.parse(b.toString('utf8')) as unknown,
+  responseStream: true,
 };
 const bytesOf = (v: unknown) => new Uint8Array(Buffer.from(JSON.stringify(v)));
 const decoded = (f: ToThread) => (f.t === 'message' ? (JSON.parse(Buffer.from(f.bytes).toString('utf8')) as unknown) : undefined);
@@ -182,19 +184,21 @@ test('a response that fails to serialize ends the call INTERNAL and is never pos
 });
 
 function dispatched(kind: HandlerKind, func: (...args: never[]) => void): { link: FakeLink; call: BridgedCall } {
-  const b = bridged();
+  const b = bridged({ ...json, responseStream: kind === 'serverStream' || kind === 'bidi' });
   dispatch(b.call, { path: '/test.T/M', kind, func: func as unknown as UntypedHandleCall });
   return b;
 }
 
-test('dispatch: a unary handler gets the request and its answer goes out as a message then OK once sent; one that throws ends UNKNOWN', async () => {
+test('dispatch: a unary handler gets the request and its answer goes out as a message then OK (no round trip through the thread); one that throws ends UNKNOWN', async () => {
   const ok = dispatched('unary', ((c: { request: unknown; metadata: Metadata }, cb: (e: null, v: unknown) => void) => cb(null, { echo: c.request, who: c.metadata.get('who')[0] })) as never);
   ok.call.received(bytesOf('hi'));
   ok.call.halfClosed();
   assert.deepEqual(ok.link.frames.map((f) => f.t), ['read', 'message']);
   assert.deepEqual(decoded(ok.link.frames[1]!), { echo: 'hi', who: 'test' });
-  ok.call.sent();
+  // One response: its status follows without waiting for the thread to confirm the message.
+  await ticks();
   assert.deepEqual(ok.link.statuses().map((s) => s.code), [Status.OK]);
+  assert.deepEqual(ok.link.kinds(), ['read', 'message', 'status']);
 
   const throws = dispatched('unary', (() => {
     throw new Error('handler bug');
@@ -251,7 +255,8 @@ test('dispatch: a client-stream handler reads the messages in order and its answ
   }) as never);
   for (const n of [1, 2, 3]) s.call.received(bytesOf(n));
   s.call.halfClosed();
-  for (let i = 0; i < 10 && !s.link.kinds().includes('message'); i++) await ticks();
-  assert.deepEqual(s.link.kinds(), ['read', 'read', 'read', 'message']);
+  for (let i = 0; i < 10 && !s.link.kinds().includes('status'); i++) await ticks();
+  assert.deepEqual(s.link.kinds(), ['read', 'read', 'read', 'message', 'status']);
   assert.deepEqual(decoded(s.link.frames[3]!), [1, 2, 3]);
+  assert.deepEqual(s.link.statuses().map((st) => st.code), [Status.OK]);
 });
