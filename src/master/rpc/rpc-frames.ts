@@ -29,7 +29,7 @@ export interface RpcThreadData {
   readAhead: number;
 }
 
-/** Thread → main. */
+/** Thread → main, in batches (FromThread[], one message per turn of the thread's loop). */
 export type FromThread =
   | { t: 'listening'; port: number }
   | { t: 'listenFailed'; message: string }
@@ -44,7 +44,7 @@ export type FromThread =
   | { t: 'lag'; token: number; p50: number; p99: number; max: number }
   | { t: 'closed' };
 
-/** Main → thread. */
+/** Main → thread, in batches (ToThread[], one message per turn of the main thread's loop). */
 export type ToThread =
   /** The handler took one message of the call: the thread may read one more ahead. */
   | { t: 'read'; id: number }

@@ -15,7 +15,29 @@ import { fromWire, movable, toWire, type FromThread, type RpcMethod, type RpcThr
 
 const cfg = workerData as RpcThreadData;
 const port = parentPort!;
-const post = (f: FromThread, transfer?: ArrayBuffer[]) => port.postMessage(f, transfer ?? []);
+
+// Frames go to the main thread in batches, one message per turn of this thread's loop: a socket
+// read that carries many calls' frames costs the main thread one message event, not one each.
+let outbox: FromThread[] = [];
+let outTransfers: ArrayBuffer[] = [];
+let flushQueued = false;
+function flush(): void {
+  flushQueued = false;
+  if (outbox.length === 0) return;
+  const batch = outbox;
+  const transfer = outTransfers;
+  outbox = [];
+  outTransfers = [];
+  port.postMessage(batch, transfer);
+}
+function post(f: FromThread, transfer?: ArrayBuffer[]): void {
+  outbox.push(f);
+  if (transfer) outTransfers.push(...transfer);
+  if (!flushQueued) {
+    flushQueued = true;
+    setImmediate(flush);
+  }
+}
 
 /** A call on the wire, and how far its reading is ahead of the main thread's handler. */
 interface LiveCall {
@@ -128,7 +150,8 @@ function close(graceMs: number): void {
     injector.destroy();
     loop.disable();
     post({ t: 'closed' });
-    port.off('message', onMainFrame);
+    flush();
+    port.off('message', onBatch);
   };
   const cut = () => {
     server.forceShutdown();
@@ -145,7 +168,11 @@ function close(graceMs: number): void {
   server.tryShutdown(() => undefined);
 }
 
-port.on('message', onMainFrame);
+function onBatch(batch: ToThread[]): void {
+  for (const f of batch) onMainFrame(f);
+}
+
+port.on('message', onBatch);
 listener.once('error', (err) => post({ t: 'listenFailed', message: err.message }));
 listener.listen({ host: cfg.host, port: cfg.port, reusePort: cfg.reusePort }, () => {
   post({ t: 'listening', port: (listener.address() as AddressInfo).port });
