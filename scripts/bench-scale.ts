@@ -9,6 +9,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AdminClient } from '../src/client/admin-client.js';
 import { parseDuration } from '../src/common/units.js';
@@ -93,9 +95,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => console.log(s);
 
 /** Everything to kill on any exit, however the bench ends. */
-const live = { master: undefined as MasterProcess | undefined, burner: undefined as ChildProcess | undefined };
+const live = { master: undefined as MasterProcess | undefined, burner: undefined as ChildProcess | undefined, prober: undefined as ChildProcess | undefined };
 process.on('exit', () => {
   live.burner?.kill('SIGKILL');
+  live.prober?.kill('SIGKILL');
   live.master?.stopSync();
 });
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => process.exit(130));
@@ -127,7 +130,6 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
   const listNodes: number[] = [];
   const listTasks: number[] = [];
   let listErrors = 0;
-  let listing = false;
   const meterTimer = setInterval(() => {
     try {
       const s = meter.sample();
@@ -152,21 +154,20 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
       if (lag.rpc !== undefined) rpcMax.push({ phase: during, ms: lag.rpc });
     }, () => undefined);
   }, 2000);
-  const listTimer = setInterval(() => {
-    if (!listing) return;
-    const time = async (arr: number[], call: () => Promise<unknown>) => {
-      const t0 = performance.now();
-      try {
-        await within('admin list', 30_000, call());
-        arr.push(performance.now() - t0);
-      } catch {
-        listErrors++;
-      }
-    };
-    // Apart, so neither waits behind the other on the master.
-    void time(listNodes, () => admin.listNodesPage({ limit: 100 }));
-    setTimeout(() => void time(listTasks, () => admin.listTasksPage({ limit: 100 })), 2500).unref();
-  }, 5000);
+  // Admin calls are timed from a process of their own (scale/admin-prober.ts), not from this
+  // one, whose event loop drives every simulated node.
+  const prober = spawn(process.execPath, [fileURLToPath(new URL('./scale/admin-prober.js', import.meta.url)), master.address, await master.adminToken()], { stdio: ['pipe', 'pipe', 'inherit'] });
+  live.prober = prober;
+  createInterface({ input: prober.stdout! }).on('line', (line) => {
+    try {
+      const a = JSON.parse(line) as { kind: 'nodes' | 'tasks'; ms?: number; error?: string };
+      if (a.ms === undefined) listErrors++;
+      else (a.kind === 'nodes' ? listNodes : listTasks).push(a.ms);
+    } catch {
+      // not a line of the prober's
+    }
+  });
+  const setListing = (on: boolean) => void prober.stdin!.write(on ? 'on\n' : 'off\n');
   try {
     await within('the master to answer', 30_000, (async () => {
       for (;;) {
@@ -198,7 +199,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     const enrollMs = performance.now() - enrollStart;
     const slots = fleet.slots;
     say(`enrolled ${n} nodes in ${(enrollMs / 1000).toFixed(1)} s over ${fleet.channels} HTTP/2 connections (${o.perChannel} nodes per connection; each node its own credential), ${slots} task slots`);
-    listing = true;
+    setListing(true);
 
     // 2. Q tasks that need a GPU no node has: they stay queued.
     phase = 'submit';
@@ -216,7 +217,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     say(`queued ${queued} GPU tasks in ${(submitMs / 1000).toFixed(1)} s${queued < o.queued ? ` (of ${o.queued}: the phase's ${budget.submit / 1000} s budget ran out)` : ''}`);
 
     // 3. Idle: nothing to place, the queue full, the nodes reporting; list sampling paused so the CPU is the reports'.
-    listing = false;
+    setListing(false);
     phase = 'idle';
     await sleep(2000);
     const idleFrom = meter.sample();
@@ -227,7 +228,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     const reports = fleet.reportsSent() - reportsFrom;
     const idle = { seconds: idleMs / 1000, reports, cpuMsPerReport: reports ? (idleTo.cpuMs - idleFrom.cpuMs) / reports : undefined, cpuPercent: cpuPercent(idleFrom, idleTo) };
     say(`idle ${idle.seconds} s: ${reports} reports, master CPU ${idle.cpuPercent.toFixed(1)} %, ${idle.cpuMsPerReport?.toFixed(2) ?? '-'} CPU ms per report`);
-    listing = true;
+    setListing(true);
 
     // 4. Probes: submit -> the node receives the assign, spaced out.
     phase = 'probes';
@@ -276,7 +277,7 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
 
     // 6. Nodes the master lists offline that kept reporting (a report within the last interval).
     phase = 'end';
-    listing = false;
+    setListing(false);
     const now = Date.now();
     const reporting = new Set(fleet.nodes.filter((x) => now - x.lastReportAt < o.reportIntervalMs * 1.5).map((x) => x.nodeId));
     const listed = await within('listing every node', budget.list, admin.listNodes({ limit: 0 })).catch((err: unknown) => {
@@ -304,7 +305,8 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
   } finally {
     clearInterval(meterTimer);
     clearInterval(loopTimer);
-    clearInterval(listTimer);
+    prober.kill('SIGKILL');
+    live.prober = undefined;
     fleet.close();
     admin.close();
     await master.stop();

@@ -401,7 +401,7 @@ export class Master {
       const transport = deps.transport ?? insecureTransport;
       // The node and admin services: in RPC threads unless asked otherwise (or over another transport than plaintext, which the threads do not speak).
       const rpcServer = (): RpcServer => (opts.rpcThreads > 0 && transport === insecureTransport
-        ? new ThreadedServer({ threads: opts.rpcThreads, interceptors, maxReceiveBytes: MAX_RECEIVED_MESSAGE_BYTES, log: log.child({ component: 'rpc' }) })
+        ? new ThreadedServer({ threads: opts.rpcThreads, interceptors, maxReceiveBytes: MAX_RECEIVED_MESSAGE_BYTES, log: log.child({ component: 'rpc' }), urgent: isAdminCall })
         : new InProcessServer(serverOptions, () => transport.serverCredentials(), log));
       const server = rpcServer();
       let tunnel: TunnelParts | undefined;
@@ -703,6 +703,11 @@ export class Master {
     await step('metrics', () => this.obs.metrics.close());
     this.log.info('master closed');
   }
+}
+
+/** An operator's call (AdminService): its frames are handled before the nodes' (rpc/rpc-thread-link.ts). */
+function isAdminCall(path: string): boolean {
+  return path.startsWith('/hivemind.v1.AdminService/');
 }
 
 /** `rpcThreads`: a whole number from 0 (the main thread) to 16. */

@@ -48,6 +48,9 @@ export class RpcThreadLink implements CallLink {
   /** Frames received and not handled yet, oldest first, from `inboxAt`. */
   private inbox: FromThread[] = [];
   private inboxAt = 0;
+  /** Frames of urgent calls (admin calls), handled before the others: an operator's page does not queue behind 10,000 nodes' traffic. */
+  private urgentInbox: FromThread[] = [];
+  private readonly urgentIds = new Set<number>();
   private drainQueued = false;
   private outbox: ToThread[] = [];
   private outTransfers: ArrayBuffer[] = [];
@@ -57,6 +60,7 @@ export class RpcThreadLink implements CallLink {
     readonly index: number,
     private readonly worker: Worker,
     private readonly onOpen: (link: RpcThreadLink, frame: OpenFrame) => void,
+    private readonly urgent: (path: string) => boolean,
   ) {}
 
   /** Starts the thread and waits until it listens; returns it with the port it got. */
@@ -65,9 +69,10 @@ export class RpcThreadLink implements CallLink {
     spawn: (data: RpcThreadData) => Worker,
     onOpen: (link: RpcThreadLink, frame: OpenFrame) => void,
     onExit: (link: RpcThreadLink, why: string) => void,
+    urgent: (path: string) => boolean = () => false,
   ): Promise<{ link: RpcThreadLink; port: number }> {
     const worker = spawn(data);
-    const link = new RpcThreadLink(data.index, worker, onOpen);
+    const link = new RpcThreadLink(data.index, worker, onOpen, urgent);
     const port = await new Promise<number>((resolve, reject) => {
       const fail = (why: string, cause?: unknown) => {
         worker.off('message', first);
@@ -126,29 +131,39 @@ export class RpcThreadLink implements CallLink {
   }
 
   private receive(batch: FromThread[]): void {
-    for (const f of batch) this.inbox.push(f);
+    for (const f of batch) {
+      if (f.t === 'open' && this.urgent(f.path)) this.urgentIds.add(f.id);
+      if ('id' in f && this.urgentIds.has(f.id)) {
+        // A call's frames keep their order: all of them go this way, its end last.
+        this.urgentInbox.push(f);
+        if (f.t === 'cancel') this.urgentIds.delete(f.id);
+      } else {
+        this.inbox.push(f);
+      }
+    }
     if (!this.drainQueued) {
       this.drainQueued = true;
       setImmediate(() => this.drain());
     }
   }
 
-  /** Handles queued frames for at most FRAME_SLICE_MS, then lets the loop turn if any are left. */
+  /** Handles queued frames, urgent ones first, for at most FRAME_SLICE_MS, then lets the loop turn if any are left. */
   private drain(): void {
     this.drainQueued = false;
     const until = performance.now() + FRAME_SLICE_MS;
-    while (this.inboxAt < this.inbox.length) {
+    let done = 0;
+    while (done < this.urgentInbox.length && performance.now() < until) this.onFrame(this.urgentInbox[done++]!);
+    this.urgentInbox = done >= this.urgentInbox.length ? [] : this.urgentInbox.slice(done);
+    while (this.inboxAt < this.inbox.length && performance.now() < until) {
       const f = this.inbox[this.inboxAt]!;
       this.inbox[this.inboxAt++] = undefined as unknown as FromThread;
       this.onFrame(f);
-      if (performance.now() >= until) break;
     }
     if (this.inboxAt >= this.inbox.length) {
       this.inbox = [];
       this.inboxAt = 0;
-      return;
-    }
-    if (this.inboxAt > 4096) {
+      if (this.urgentInbox.length === 0) return;
+    } else if (this.inboxAt > 4096) {
       this.inbox = this.inbox.slice(this.inboxAt);
       this.inboxAt = 0;
     }

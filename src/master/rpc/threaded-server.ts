@@ -30,6 +30,8 @@ export interface ThreadedServerOptions {
   readAhead?: number;
   /** Default: spawnRpcThread (dist, or the executable's bundle). */
   spawn?: (data: RpcThreadData) => Worker;
+  /** Calls whose frames the main thread handles before the others' (e.g. admin calls). Default: none. */
+  urgent?: (path: string) => boolean;
 }
 
 interface Method extends RpcMethod {
