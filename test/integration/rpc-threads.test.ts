@@ -174,7 +174,7 @@ interface Started {
 
 async function startServer(
   t: TestContext,
-  o: { threads?: number; interceptors?: ServerInterceptor[]; maxReceiveBytes?: number; impl?: Partial<Record<string, unknown>>; spawned?: (w: Worker, data: RpcThreadData) => void } = {},
+  o: { threads?: number; interceptors?: ServerInterceptor[]; maxReceiveBytes?: number; maxOpenCalls?: number; impl?: Partial<Record<string, unknown>>; spawned?: (w: Worker, data: RpcThreadData) => void } = {},
 ): Promise<Started> {
   const seen = new Seen();
   const workers: Worker[] = [];
@@ -182,6 +182,7 @@ async function startServer(
     threads: o.threads ?? 1,
     interceptors: o.interceptors ?? [],
     maxReceiveBytes: o.maxReceiveBytes ?? 4 * 1024 * KiB,
+    ...(o.maxOpenCalls ? { maxOpenCalls: o.maxOpenCalls } : {}),
     log: silentLogger(),
     spawn: (data) => {
       const w = spawnRpcThread(data);
@@ -328,6 +329,25 @@ test('a message over maxReceiveBytes gets RESOURCE_EXHAUSTED and never reaches t
   assert.equal(codeOf(otherService), Status.UNIMPLEMENTED);
   assert.equal(s.seen.calls, 1, 'only the stream whose first message fit reached a handler');
   assert.equal((await unary(c, { small: true })).status.code, Status.OK, 'and the server keeps serving');
+});
+
+test('a thread holds a bounded number of open calls: past it a new call ends RESOURCE_EXHAUSTED before any handler, and is taken again once one ends', async (t) => {
+  const s = await startServer(t, { maxOpenCalls: 3 });
+  const c = s.client();
+  const held = [1, 2, 3].map(() => c.makeServerStreamRequest(P('Count'), toJson, fromJson, { n: 1, hang: true }, new Metadata()));
+  const ends = held.map((h) => drain(h));
+  await Promise.all(held.map((h) => new Promise<void>((resolve) => h.once('data', () => resolve()))));
+  const refused = await unary(c, { over: true }).then(() => undefined, (e: unknown) => e);
+  recordHostile('RPC thread: a call past the open-call limit', codeOf(refused) !== Status.RESOURCE_EXHAUSTED || s.seen.calls !== 3);
+  assert.equal(codeOf(refused), Status.RESOURCE_EXHAUSTED);
+  assert.match((refused as ServiceError).details, /3 calls open on this connection's thread, its limit/);
+  assert.equal(s.seen.calls, 3, 'the refused call never reached a handler');
+  held[0]!.cancel();
+  await ends[0];
+  await until('a place freed', () => s.server.openCalls === 2);
+  assert.deepEqual((await unary(c, { after: 'one ended' })).value.echo, { after: 'one ended' });
+  held.slice(1).forEach((h) => h.cancel());
+  await Promise.all(ends);
 });
 
 test('interceptors given to ThreadedServer run on the main thread around each call, in order', async (t) => {

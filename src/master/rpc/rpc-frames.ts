@@ -27,6 +27,8 @@ export interface RpcThreadData {
   maxReceiveBytes: number;
   /** Messages of a client stream read ahead of the handler, per call. */
   readAhead: number;
+  /** Calls open at once on this thread; past it a new call ends RESOURCE_EXHAUSTED before the main thread hears of it. */
+  maxOpenCalls: number;
 }
 
 /** Thread → main, in batches (FromThread[], one message per turn of the thread's loop). */

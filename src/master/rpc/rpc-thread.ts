@@ -8,7 +8,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import {
-  Server, ServerCredentials, ServerInterceptingCall, type ServerInterceptingCallInterface, type ServerInterceptor,
+  Metadata, Server, ServerCredentials, status as Status, ServerInterceptingCall, type ServerInterceptingCallInterface, type ServerInterceptor,
 } from '@grpc/grpc-js';
 import { widenServerWindows } from '../../protocol/flow-control.js';
 import { fromWire, movable, toWire, type FromThread, type RpcMethod, type RpcThreadData, type ToThread } from './rpc-frames.js';
@@ -68,6 +68,12 @@ const relay: ServerInterceptor = (descriptor, call) => {
   return new ServerInterceptingCall(call, {
     start: (next) => next({
       onReceiveMetadata: (metadata) => {
+        // The main thread handles calls at its pace; this thread takes them at the network's. A
+        // flood of calls would otherwise queue without bound between the two.
+        if (calls.size >= cfg.maxOpenCalls) {
+          call.sendStatus({ code: Status.RESOURCE_EXHAUSTED, details: `the master has ${calls.size} calls open on this connection's thread, its limit; try again shortly`, metadata: new Metadata() });
+          return;
+        }
         calls.set(id, live);
         const deadline = call.getDeadline();
         post({

@@ -15,6 +15,12 @@ import { fromWire, type RpcMethod, type RpcThreadData } from './rpc-frames.js';
 import type { RpcServer } from './rpc-server.js';
 import { RpcThreadError, RpcThreadLink, spawnRpcThread, type OpenFrame, type ThreadLag } from './rpc-thread-link.js';
 
+/**
+ * Calls open at once per RPC thread: 10,000 nodes hold about 12,000 (a Subscribe each, and the
+ * calls of the moment). Each holds at most its read-ahead of messages on the main thread's side.
+ */
+export const MAX_OPEN_CALLS_PER_THREAD = 65_536;
+
 /** How long a dead thread's replacement waits before it starts (and between tries). */
 const RESTART_DELAY_MS = 500;
 
@@ -28,6 +34,8 @@ export interface ThreadedServerOptions {
   log: Logger;
   /** Messages of a client stream read ahead of its handler. Default 4. */
   readAhead?: number;
+  /** Calls open at once per thread (RESOURCE_EXHAUSTED past it). Default MAX_OPEN_CALLS_PER_THREAD. */
+  maxOpenCalls?: number;
   /** Default: spawnRpcThread (dist, or the executable's bundle). */
   spawn?: (data: RpcThreadData) => Worker;
   /** Calls whose frames the main thread handles before the others' (e.g. admin calls). Default: none. */
@@ -114,6 +122,7 @@ export class ThreadedServer implements RpcServer {
       methods: [...this.methods.values()].map(({ path, requestStream, responseStream }) => ({ path, requestStream, responseStream })),
       maxReceiveBytes: this.opts.maxReceiveBytes,
       readAhead: this.opts.readAhead ?? 4,
+      maxOpenCalls: this.opts.maxOpenCalls ?? MAX_OPEN_CALLS_PER_THREAD,
     };
     const started = RpcThreadLink.start(data, this.opts.spawn ?? spawnRpcThread, (l, f) => this.onOpen(l, f), (l, why) => this.onExit(l, why)).then(async (r) => {
       // close() ran while this thread started: it did not see it, so it stops here.
