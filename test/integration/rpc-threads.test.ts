@@ -3,7 +3,8 @@
 // transfers) and real grpc-js clients. What a grpc-js Server gives its handlers and clients must
 // hold through the thread: metadata both ways, statuses, cancels and deadlines, size limits,
 // interceptors on the main thread, backpressure both ways, a dying thread, several threads on
-// one port, and a graceful close. Last, a real Master with two RPC threads.
+// one port, and a graceful close. Last, a real Master with two RPC threads, and with none (the
+// in-process server, --rpc-threads 0).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -525,29 +526,36 @@ test('close(graceMs) lets a running unary call finish within the grace and cuts 
   assert.equal(s.server.openCalls, 0);
 });
 
-test('a real Master with two RPC threads: admin and node calls work', async (t) => {
-  const dataDir = await mkdtemp(join(tmpdir(), 'hm-rpc-threads-'));
-  const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, rpcThreads: 2 });
-  const address = await master.start();
-  const admin = AdminClient.connect(address, (await readFile(master.adminTokenPath, 'utf8')).trim());
-  const node = new NodeServiceClient(address, credentials.createInsecure());
-  t.after(async () => {
-    node.close();
-    admin.close();
-    await master.close();
-    await rm(dataDir, { recursive: true, force: true });
+for (const rpcThreads of [2, 0]) {
+  test(`a real Master with --rpc-threads ${rpcThreads}: admin and node calls work`, async (t) => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'hm-rpc-threads-'));
+    const master = await Master.create({ listenAddress: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', dataDir, shutdownGraceMs: 200, rpcThreads, metricsListen: '127.0.0.1:0' });
+    const address = await master.start();
+    const admin = AdminClient.connect(address, (await readFile(master.adminTokenPath, 'utf8')).trim());
+    const node = new NodeServiceClient(address, credentials.createInsecure());
+    t.after(async () => {
+      node.close();
+      admin.close();
+      await master.close();
+      await rm(dataDir, { recursive: true, force: true });
+    });
+    const { token } = await admin.createToken({});
+    const reg = await new Promise<RegisterResponse>((resolve, reject) => node.register({
+      name: 'threaded-1',
+      facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', allowsEgress: false, maxTasks: 2, isolations: [], engine: '', unenforcedLimits: [] },
+    }, bearerMetadata(token), (e, r) => (e ? reject(e) : resolve(r))));
+    assert.ok(reg.nodeId && reg.nodeCredential.length > 20);
+    const nodes = await admin.listNodes();
+    assert.deepEqual(nodes.map((n) => n.name), ['threaded-1']);
+    const refused = await new Promise<unknown>((resolve) => node.register({ name: 'x', facts: undefined }, bearerMetadata('hm1.not-a-real-token'), (e) => resolve(e)));
+    assert.equal(codeOf(refused), Status.UNAUTHENTICATED);
+    // Each thread's own event-loop lag is on /metrics beside the main thread's; none without threads.
+    const metrics = await (await fetch(`${master.metricsUrl!}/metrics`)).text();
+    assert.match(metrics, /^hivemind_master_event_loop_lag_seconds\{stat="max"\} /m);
+    const threads = [...metrics.matchAll(/^hivemind_master_rpc_thread_event_loop_lag_seconds\{thread="([^"]+)",stat="max"\} [0-9.e-]+$/gm)].map((m) => m[1]).sort();
+    assert.deepEqual(threads, Array.from({ length: rpcThreads }, (_, i) => `rpc-${i}`));
   });
-  const { token } = await admin.createToken({});
-  const reg = await new Promise<RegisterResponse>((resolve, reject) => node.register({
-    name: 'threaded-1',
-    facts: { hostname: 'fake-host', os: 'linux', osRelease: '', arch: 'x64', cpuCores: 4, cpuModel: 'fake', memoryBytes: 8 * 1024 ** 3, diskBytes: 0, gpus: [], dockerVersion: '20.10', labels: new Map(), workerVersion: 'test', allowsEgress: false, maxTasks: 2, isolations: [], engine: '', unenforcedLimits: [] },
-  }, bearerMetadata(token), (e, r) => (e ? reject(e) : resolve(r))));
-  assert.ok(reg.nodeId && reg.nodeCredential.length > 20);
-  const nodes = await admin.listNodes();
-  assert.deepEqual(nodes.map((n) => n.name), ['threaded-1']);
-  const refused = await new Promise<unknown>((resolve) => node.register({ name: 'x', facts: undefined }, bearerMetadata('hm1.not-a-real-token'), (e) => resolve(e)));
-  assert.equal(codeOf(refused), Status.UNAUTHENTICATED);
-});
+}
 
 test('close() while a dead thread is being started again stops the new thread too: nothing is left listening', async (t) => {
   let server: ThreadedServer | undefined;
