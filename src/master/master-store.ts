@@ -325,11 +325,13 @@ export class MasterStore {
   /**
    * Reads a task, lets `change` edit a copy and writes it back (with an optional event) in one
    * transaction. Returns the saved row, or undefined when the task does not exist or `change`
-   * returned false (nothing written).
+   * returned false (nothing written). `read`: the row as the caller read it in this same turn of
+   * the event loop (nothing awaited since, so nothing can have written it): it is not read again
+   * (a task update costs one read, not two) and `change` edits it in place.
    */
-  updateTask(id: string, change: (t: TaskRow) => TaskEventRow | null | false): TaskRow | undefined {
+  updateTask(id: string, change: (t: TaskRow) => TaskEventRow | null | false, read?: TaskRow): TaskRow | undefined {
     return this.transaction(() => {
-      const t = this.getTask(id);
+      const t = read ?? this.getTask(id);
       if (!t) return undefined;
       const event = change(t);
       if (event === false) return undefined;

@@ -352,6 +352,7 @@ export class TaskManager {
    * decided in task-transitions.ts: backwards moves are not applied, SUCCEEDED needs the result.
    */
   applyUpdate(node: Pick<NodeRow, 'id' | 'name'>, u: TaskUpdate): TaskUpdateAck {
+    // Read once: the update below edits this row in place (nothing is awaited in between).
     const task = this.store.getTask(u.taskId);
     if (!task) throw new NotFoundError(`no task ${echoValue(u.taskId)}`);
     if (task.attempt !== u.attempt || task.nodeId !== node.id) {
@@ -389,7 +390,7 @@ export class TaskManager {
           t.progress = undefined;
         }
         return ev(TaskState.TASK_STATE_REJECTED, u.message);
-      });
+      }, task);
       this.registry.dropPending(task.id);
       this.log.info({ taskId: task.id, nodeId: node.id }, reason);
       this.enqueue(saved);
@@ -403,7 +404,7 @@ export class TaskManager {
         if (u.replica && t.spec.service) t.replicaStatus = u.replica;
         if (u.progress && u.state === TaskState.TASK_STATE_RUNNING) t.progress = u.progress;
         return stateChanged ? ev(u.state, u.message) : null;
-      });
+      }, task);
       if (saved) this.progress.note(saved.id, saved.state, u.data);
       this.registry.markAccepted(node.id, task.id);
     } else if (isTerminal(u.state)) {
@@ -425,7 +426,7 @@ export class TaskManager {
         t.lastUpdateSeq = u.seq;
         this.finish(t, u.state, outcome, now);
         return ev(u.state, u.message || outcome.message);
-      });
+      }, task);
       this.registry.dropPending(task.id);
       this.stopUploadOfFinished(task.id);
       this.log.info({ taskId: task.id, nodeId: node.id, state: stateName(u.state) }, 'task finished');
