@@ -175,7 +175,7 @@ interface Started {
 
 async function startServer(
   t: TestContext,
-  o: { threads?: number; interceptors?: ServerInterceptor[]; maxReceiveBytes?: number; maxOpenCalls?: number; impl?: Partial<Record<string, unknown>>; spawned?: (w: Worker, data: RpcThreadData) => void } = {},
+  o: { threads?: number; interceptors?: ServerInterceptor[]; maxReceiveBytes?: number; maxOpenCalls?: number; urgent?: (path: string) => boolean; impl?: Partial<Record<string, unknown>>; spawned?: (w: Worker, data: RpcThreadData) => void } = {},
 ): Promise<Started> {
   const seen = new Seen();
   const workers: Worker[] = [];
@@ -184,6 +184,7 @@ async function startServer(
     interceptors: o.interceptors ?? [],
     maxReceiveBytes: o.maxReceiveBytes ?? 4 * 1024 * KiB,
     ...(o.maxOpenCalls ? { maxOpenCalls: o.maxOpenCalls } : {}),
+    ...(o.urgent ? { urgent: o.urgent } : {}),
     log: silentLogger(),
     spawn: (data) => {
       const w = spawnRpcThread(data);
@@ -349,6 +350,16 @@ test('a thread holds a bounded number of open calls: past it a new call ends RES
   assert.deepEqual((await unary(c, { after: 'one ended' })).value.echo, { after: 'one ended' });
   held.slice(1).forEach((h) => h.cancel());
   await Promise.all(ends);
+});
+
+test('the urgent predicate given to ThreadedServer is what its threads\' links ask of every call that opens (admin calls first, in the master)', async (t) => {
+  const asked: string[] = [];
+  const s = await startServer(t, { threads: 2, urgent: (path) => (asked.push(path), path === P('Unary')) });
+  const c = s.client();
+  assert.deepEqual((await unary(c, { n: 1 })).value.echo, { n: 1 });
+  const counted = await drain(c.makeServerStreamRequest(P('Count'), toJson, fromJson, { n: 2 }, new Metadata()));
+  assert.equal(counted.messages.length, 2);
+  assert.deepEqual(asked, [P('Unary'), P('Count')]);
 });
 
 test('interceptors given to ThreadedServer run on the main thread around each call, in order', async (t) => {

@@ -124,7 +124,7 @@ export class ThreadedServer implements RpcServer {
       readAhead: this.opts.readAhead ?? 4,
       maxOpenCalls: this.opts.maxOpenCalls ?? MAX_OPEN_CALLS_PER_THREAD,
     };
-    const started = RpcThreadLink.start(data, this.opts.spawn ?? spawnRpcThread, (l, f) => this.onOpen(l, f), (l, why) => this.onExit(l, why)).then(async (r) => {
+    const started = RpcThreadLink.start(data, this.opts.spawn ?? spawnRpcThread, (l, f) => this.onOpen(l, f), (l, why) => this.onExit(l, why), this.opts.urgent).then(async (r) => {
       // close() ran while this thread started: it did not see it, so it stops here.
       if (this.closing) {
         await r.link.close(0);
