@@ -59,6 +59,9 @@ export const MASTER_DEFAULTS = {
   rpcThreads: 1,
 } as const;
 
+/** The most RPC threads a master may run (`--rpc-threads`). */
+export const MAX_RPC_THREADS = 16;
+
 /** The master's HTTP gateway to services (`--gateway-listen`, master/gateway/gateway.ts). */
 export const GATEWAY_DEFAULTS = {
   /** Where it listens: loopback (TLS and a public address are a reverse proxy's job); "off" disables it. */

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { ConfigError } from '../common/errors.js';
 import { formatDuration } from '../common/units.js';
 import { redactUrl } from '../master/sql/sql-errors.js';
-import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
+import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MAX_RPC_THREADS, MISSED_REPORTS_OFFLINE, nodeTimeoutMs, nodeTimeoutTooShort } from './defaults.js';
 import { hivemindHome } from './paths.js';
 import { compileSection, zBool, zAddress, zDurationMs, zInt, zLogLevel, zMasterList, zSize, zWgInterface, type ConfigInput, type FieldSource } from './layered-config.js';
 import { MAX_MASTERS } from './master-list.js';
@@ -59,7 +59,7 @@ const schema = z
       .refine((v) => v === 'off' || zAddress.safeParse(v).success, { message: 'expected HOST:PORT or off, e.g. 127.0.0.1:9464' })
       .default(MASTER_DEFAULTS.metricsListen),
     /** Threads holding the gRPC connections (0: the main thread). */
-    rpcThreads: zInt(0, 16).default(MASTER_DEFAULTS.rpcThreads),
+    rpcThreads: zInt(0, MAX_RPC_THREADS).default(MASTER_DEFAULTS.rpcThreads),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -35,7 +35,7 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { isLoopbackHost, parseHostPort, splitHostPort } from '../common/address.js';
 import { closeSteps } from '../common/close-steps.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
-import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
+import { GATEWAY_DEFAULTS, MASTER_DEFAULTS, MAX_RPC_THREADS, nodeTimeoutMs as defaultNodeTimeout, nodeTimeoutTooShort } from '../config/defaults.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { insecureTransport, type Transport } from '../protocol/transport.js';
 import { AdminServiceDefinition, DataServiceDefinition } from '../protocol/chunk-codec.js';
@@ -710,10 +710,10 @@ function isAdminCall(path: string): boolean {
   return path.startsWith('/hivemind.v1.AdminService/');
 }
 
-/** `rpcThreads`: a whole number from 0 (the main thread) to 16. */
+/** `rpcThreads`: a whole number from 0 (the main thread) to MAX_RPC_THREADS. */
 function compileRpcThreads(n: number | undefined): number {
   const v = n ?? MASTER_DEFAULTS.rpcThreads;
-  if (!Number.isInteger(v) || v < 0 || v > 16) throw new ConfigError(`master: rpcThreads must be a whole number from 0 (the main thread) to 16, got ${v}`);
+  if (!Number.isInteger(v) || v < 0 || v > MAX_RPC_THREADS) throw new ConfigError(`master: rpcThreads must be a whole number from 0 (the main thread) to ${MAX_RPC_THREADS}, got ${v}`);
   return v;
 }
 

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { Metadata, status as Status, type ServerWritableStream, type UntypedHandleCall } from '@grpc/grpc-js';
 import type { InterceptingServerListener } from '@grpc/grpc-js/build/src/server-interceptors.js';
 import { BridgedCall, type CallCodec, type CallLink } from '../../src/master/rpc/bridged-call.js';
-import { dispatch, type HandlerKind } from '../../src/master/rpc/call-dispatch.js';
-import type { ToThread } from '../../src/master/rpc/rpc-frames.js';
+import { dispatch } from '../../src/master/rpc/call-dispatch.js';
+import type { HandlerKind, ToThread } from '../../src/master/rpc/rpc-frames.js';
 
 class FakeLink implements CallLink {
   readonly frames: ToThread[] = [];

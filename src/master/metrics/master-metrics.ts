@@ -4,6 +4,7 @@
 // event loop) are read when scraped through injected functions; what happens (calls, reports,
 // tasks, transactions) is counted by the record methods, called from the master's wiring.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { takeLoopLag, type LoopLag } from '../../common/loop-lag.js';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { NODE_STATES, type NodeStateCounts } from './node-states.js';
 
@@ -28,7 +29,7 @@ export interface MasterMetricsSources {
    */
   queueDepthByReason?: () => ReadonlyMap<string, number>;
   /** Event-loop delay of each RPC thread since the previous scrape, by thread name (master/rpc/). Absent: that series is not written. */
-  rpcThreadLag?: () => Promise<{ thread: string; p50: number; p99: number; max: number }[]>;
+  rpcThreadLag?: () => Promise<(LoopLag & { thread: string })[]>;
 }
 
 export class MasterMetrics {
@@ -78,11 +79,10 @@ export class MasterMetrics {
     new Gauge({
       name: `${P}event_loop_lag_seconds`, help: 'Event loop delay since the previous scrape: p50, p99 and max.', labelNames: ['stat'], registers,
       collect() {
-        const s = (ns: number) => (Number.isFinite(ns) ? ns / 1e9 : 0);
-        this.set({ stat: 'p50' }, s(loop.percentile(50)));
-        this.set({ stat: 'p99' }, s(loop.percentile(99)));
-        this.set({ stat: 'max' }, s(loop.max));
-        loop.reset();
+        const lag = takeLoopLag(loop);
+        this.set({ stat: 'p50' }, lag.p50);
+        this.set({ stat: 'p99' }, lag.p99);
+        this.set({ stat: 'max' }, lag.max);
       },
     });
     if (sources.rpcThreadLag) {

@@ -10,7 +10,7 @@ import type { PartialStatusObject } from '@grpc/grpc-js/build/src/call-interface
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context.js';
 import { PerRequestMetricRecorder } from '@grpc/grpc-js/build/src/orca.js';
 import { errorMessage } from '../../common/errors.js';
-import { movable, toWire, type ToThread } from './rpc-frames.js';
+import { bufferOf, movable, toWire, type ToThread } from './rpc-frames.js';
 
 /** What a call needs of its thread. */
 export interface CallLink {
@@ -133,7 +133,7 @@ export class BridgedCall implements ServerInterceptingCallInterface {
 
   received(bytes: Uint8Array): void {
     if (this.ended) return;
-    this.inbox.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    this.inbox.push(bufferOf(bytes));
     this.deliver();
   }
 

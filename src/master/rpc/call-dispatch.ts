@@ -6,8 +6,7 @@ import { status as Status, type Metadata, type ServerInterceptingCallInterface, 
 import {
   ServerDuplexStreamImpl, ServerWritableStreamImpl, serverErrorToStatus,
 } from '@grpc/grpc-js/build/src/server-call.js';
-
-export type HandlerKind = 'unary' | 'clientStream' | 'serverStream' | 'bidi';
+import type { HandlerKind } from './rpc-frames.js';
 
 export interface DispatchedMethod {
   path: string;

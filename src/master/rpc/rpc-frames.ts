@@ -14,6 +14,14 @@ export interface RpcMethod {
   responseStream: boolean;
 }
 
+/** grpc-js's name for how a method streams (Server.register's type, and which dispatch runs it). */
+export type HandlerKind = 'unary' | 'clientStream' | 'serverStream' | 'bidi';
+
+export function handlerKind(m: { requestStream: boolean; responseStream: boolean }): HandlerKind {
+  if (m.requestStream) return m.responseStream ? 'bidi' : 'clientStream';
+  return m.responseStream ? 'serverStream' : 'unary';
+}
+
 export interface RpcThreadData {
   /** Which of the server's threads this is (for its log lines and metrics). */
   index: number;
@@ -62,11 +70,16 @@ export function toWire(md: Metadata): WireMetadata {
   return md.toJSON() as WireMetadata;
 }
 
+/** The bytes a frame carried, as a Buffer over the same memory (no copy). */
+export function bufferOf(b: Uint8Array): Buffer {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
 /** Metadata from its wire form; a key or value grpc-js refuses throws (the thread read them from headers, so they are valid). */
 export function fromWire(w: WireMetadata): Metadata {
   const md = new Metadata();
   for (const [key, values] of Object.entries(w)) {
-    for (const v of values) md.add(key, typeof v === 'string' ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+    for (const v of values) md.add(key, typeof v === 'string' ? v : bufferOf(v));
   }
   return md;
 }

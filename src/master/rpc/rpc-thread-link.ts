@@ -5,6 +5,7 @@ import type { BridgedCall, CallLink } from './bridged-call.js';
 import type { FromThread, RpcThreadData, ToThread } from './rpc-frames.js';
 import { HivemindError } from '../../common/errors.js';
 import { embeddedAsset, isStandalone } from '../../common/embedded-assets.js';
+import type { LoopLag } from '../../common/loop-lag.js';
 
 /** The asset key scripts/build-exe.ts stores the bundled thread under (the executable has no dist/). */
 export const RPC_THREAD_ASSET = 'workers/rpc-thread.cjs';
@@ -24,11 +25,8 @@ export type OpenFrame = Extract<FromThread, { t: 'open' }>;
  */
 export const FRAME_SLICE_MS = 10;
 
-export interface ThreadLag {
+export interface ThreadLag extends LoopLag {
   thread: number;
-  p50: number;
-  p99: number;
-  max: number;
 }
 
 /** Starts the thread's script from dist, or from the executable's bundle. */
@@ -39,17 +37,44 @@ export function spawnRpcThread(data: RpcThreadData): Worker {
   return new Worker(code.toString('utf8'), { eval: true, workerData: data });
 }
 
+/** Frames in arrival order; taking the oldest is O(1) (a head index, the array compacted as it goes). */
+class FrameFifo {
+  private items: FromThread[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.items.length - this.head;
+  }
+
+  push(f: FromThread): void {
+    this.items.push(f);
+  }
+
+  shift(): FromThread | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const f = this.items[this.head]!;
+    this.items[this.head++] = undefined as unknown as FromThread;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head > 4096) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return f;
+  }
+}
+
 export class RpcThreadLink implements CallLink {
   private readonly calls = new Map<number, BridgedCall>();
-  private lagWaiters = new Map<number, (l: ThreadLag) => void>();
+  private readonly lagWaiters = new Map<number, (l: ThreadLag) => void>();
   private nextToken = 1;
   private closed: Promise<void> | undefined;
   private exited = false;
-  /** Frames received and not handled yet, oldest first, from `inboxAt`. */
-  private inbox: FromThread[] = [];
-  private inboxAt = 0;
+  /** Frames received and not handled yet. */
+  private readonly inbox = new FrameFifo();
   /** Frames of urgent calls (admin calls), handled before the others: an operator's page does not queue behind 10,000 nodes' traffic. */
-  private urgentInbox: FromThread[] = [];
+  private readonly urgentInbox = new FrameFifo();
   private readonly urgentIds = new Set<number>();
   private drainQueued = false;
   private outbox: ToThread[] = [];
@@ -151,22 +176,12 @@ export class RpcThreadLink implements CallLink {
   private drain(): void {
     this.drainQueued = false;
     const until = performance.now() + FRAME_SLICE_MS;
-    let done = 0;
-    while (done < this.urgentInbox.length && performance.now() < until) this.onFrame(this.urgentInbox[done++]!);
-    this.urgentInbox = done >= this.urgentInbox.length ? [] : this.urgentInbox.slice(done);
-    while (this.inboxAt < this.inbox.length && performance.now() < until) {
-      const f = this.inbox[this.inboxAt]!;
-      this.inbox[this.inboxAt++] = undefined as unknown as FromThread;
+    while (performance.now() < until) {
+      const f = this.urgentInbox.shift() ?? this.inbox.shift();
+      if (!f) return;
       this.onFrame(f);
     }
-    if (this.inboxAt >= this.inbox.length) {
-      this.inbox = [];
-      this.inboxAt = 0;
-      if (this.urgentInbox.length === 0) return;
-    } else if (this.inboxAt > 4096) {
-      this.inbox = this.inbox.slice(this.inboxAt);
-      this.inboxAt = 0;
-    }
+    if (this.urgentInbox.size === 0 && this.inbox.size === 0) return;
     this.drainQueued = true;
     setImmediate(() => this.drain());
   }

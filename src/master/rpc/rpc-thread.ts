@@ -11,7 +11,8 @@ import {
   Metadata, Server, ServerCredentials, status as Status, ServerInterceptingCall, type ServerInterceptingCallInterface, type ServerInterceptor,
 } from '@grpc/grpc-js';
 import { widenServerWindows } from '../../protocol/flow-control.js';
-import { fromWire, movable, toWire, type FromThread, type RpcMethod, type RpcThreadData, type ToThread } from './rpc-frames.js';
+import { takeLoopLag } from '../../common/loop-lag.js';
+import { bufferOf, fromWire, handlerKind, movable, toWire, type FromThread, type RpcThreadData, type ToThread } from './rpc-frames.js';
 
 const cfg = workerData as RpcThreadData;
 const port = parentPort!;
@@ -101,13 +102,12 @@ const relay: ServerInterceptor = (descriptor, call) => {
   });
 };
 
-const handlerType = (m: RpcMethod) => (m.requestStream ? (m.responseStream ? 'bidi' : 'clientStream') : m.responseStream ? 'serverStream' : 'unary');
 const asIs = (b: Buffer) => b;
 // Never called: the relay above takes every call before its handler would run.
 const unreached = () => undefined;
 
 const server = new Server({ 'grpc.max_receive_message_length': cfg.maxReceiveBytes, 'grpc.enable_channelz': 0, interceptors: [relay] });
-for (const m of cfg.methods) server.register(m.path, unreached, asIs, asIs, handlerType(m));
+for (const m of cfg.methods) server.register(m.path, unreached, asIs, asIs, handlerKind(m));
 const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
 widenServerWindows(server);
 const listener = createServer({ noDelay: true }, (socket) => injector.injectConnection(socket));
@@ -117,9 +117,7 @@ loop.enable();
 
 function onMainFrame(f: ToThread): void {
   if (f.t === 'lag') {
-    const s = (ns: number) => (Number.isFinite(ns) ? ns / 1e9 : 0);
-    post({ t: 'lag', token: f.token, p50: s(loop.percentile(50)), p99: s(loop.percentile(99)), max: s(loop.max) });
-    loop.reset();
+    post({ t: 'lag', token: f.token, ...takeLoopLag(loop) });
     return;
   }
   if (f.t === 'close') {
@@ -137,7 +135,7 @@ function onMainFrame(f: ToThread): void {
       live.call.sendMetadata(fromWire(f.metadata));
       break;
     case 'message':
-      live.call.sendMessage(Buffer.from(f.bytes.buffer, f.bytes.byteOffset, f.bytes.byteLength), () => post({ t: 'sent', id: f.id }));
+      live.call.sendMessage(bufferOf(f.bytes), () => post({ t: 'sent', id: f.id }));
       break;
     case 'status':
       live.call.sendStatus({ code: f.code, details: f.details, metadata: f.metadata ? fromWire(f.metadata) : null });

@@ -10,8 +10,8 @@ import { parseHostPort } from '../../common/address.js';
 import { ConfigError, errorMessage } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { BridgedCall, type CallCodec } from './bridged-call.js';
-import { dispatch, type HandlerKind } from './call-dispatch.js';
-import { fromWire, type RpcMethod, type RpcThreadData } from './rpc-frames.js';
+import { dispatch } from './call-dispatch.js';
+import { fromWire, handlerKind, type HandlerKind, type RpcMethod, type RpcThreadData } from './rpc-frames.js';
 import type { RpcServer } from './rpc-server.js';
 import { RpcThreadError, RpcThreadLink, spawnRpcThread, type OpenFrame, type ThreadLag } from './rpc-thread-link.js';
 
@@ -49,11 +49,6 @@ interface Method extends RpcMethod {
   codec: CallCodec;
 }
 
-function kindOf(d: { requestStream: boolean; responseStream: boolean }): HandlerKind {
-  if (d.requestStream) return d.responseStream ? 'bidi' : 'clientStream';
-  return d.responseStream ? 'serverStream' : 'unary';
-}
-
 export class ThreadedServer implements RpcServer {
   private readonly methods = new Map<string, Method>();
   private readonly links: (RpcThreadLink | undefined)[] = [];
@@ -67,7 +62,7 @@ export class ThreadedServer implements RpcServer {
   addService(service: ServiceDefinition, impl: UntypedServiceImplementation): void {
     if (this.bound) throw new Error('ThreadedServer: addService after listen');
     for (const [name, def] of Object.entries(service) as [string, ServerMethodDefinition<unknown, unknown>][]) {
-      const kind = kindOf(def);
+      const kind = handlerKind(def);
       const func = impl[name] ?? (def.originalName ? impl[def.originalName] : undefined) ?? unimplemented(def.path, kind);
       this.methods.set(def.path, {
         path: def.path, requestStream: def.requestStream, responseStream: def.responseStream, kind, func, definition: def,
