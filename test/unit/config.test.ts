@@ -182,6 +182,16 @@ test('master config: the gateway listens where --gateway-listen says, or not at 
   );
 });
 
+test('master config: --rpc-threads is a whole number from 0 to MAX_RPC_THREADS, 1 by default; past it a ConfigError names the bound', () => {
+  assert.equal(compileMasterConfig({ env: {}, flags: {} }).rpcThreads, 1);
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_RPC_THREADS: '0' }, flags: {} }).rpcThreads, 0);
+  assert.equal(compileMasterConfig({ env: { HIVEMIND_RPC_THREADS: '0' }, flags: { rpcThreads: '2' } }).rpcThreads, 2, 'the flag wins');
+  for (const bad of ['17', '-1', '1.5', 'many']) {
+    assert.throws(() => compileMasterConfig({ env: {}, flags: { rpcThreads: bad } }), (err: unknown) => err instanceof ConfigError && err.message.includes('flag --rpc-threads'), bad);
+  }
+  assert.throws(() => compileMasterConfig({ env: {}, flags: { rpcThreads: '17' } }), /must be at most 16/);
+});
+
 test('master config: the operations listener listens where --metrics-listen says, or not at all with "off"', () => {
   assert.equal(compileMasterConfig({ env: {}, flags: {} }).metricsListen, '127.0.0.1:9464');
   assert.equal(compileMasterConfig({ env: { HIVEMIND_METRICS_LISTEN: '0.0.0.0:9100' }, flags: {} }).metricsListen, '0.0.0.0:9100');
