@@ -135,6 +135,17 @@ export interface PageOptions<R, I> {
  * `limit` items and `pageBytes` encoded bytes. A page always holds at least one item when there is
  * one, so a listing never gets stuck; next is empty when no row is left.
  */
+/** The first `n` rows of a lazy listing; the rest is never read (leaving the loop closes the iterator). */
+export function firstOf<R>(rows: Iterable<R>, n: number): R[] {
+  const out: R[] = [];
+  if (n <= 0) return out;
+  for (const r of rows) {
+    out.push(r);
+    if (out.length >= n) break;
+  }
+  return out;
+}
+
 export function takePage<R, I>(rows: Iterable<R>, o: PageOptions<R, I>): { items: I[]; next: string } {
   const pageBytes = o.pageBytes ?? LIST_LIMITS.pageBytes;
   const itemBytes = o.itemBytes ?? LIST_LIMITS.itemBytes;

@@ -15,7 +15,7 @@ import {
   SubmitTaskResponse, NodeInfo, TaskInfo,
   ListTokensRequest, ListTokensResponse, RemoveNodeRequest, RemoveNodeResponse, RevokeTokenRequest, TokenInfo,
 } from '../protocol/gen/hivemind/v1/admin.js';
-import { decodePageToken, pageSize, summarise, takePage, validateStatesFilter } from './admin-listing.js';
+import { decodePageToken, firstOf, pageSize, summarise, takePage, validateStatesFilter } from './admin-listing.js';
 import { callSignal, messagesOf, writeChunks, writeMessage } from './grpc-streams.js';
 import { isTerminal, type NodeRow, type TaskRow } from './master-store.js';
 import { InvalidArgumentError, PreconditionError, ResourceExhaustedError } from './master-errors.js';
@@ -265,8 +265,12 @@ export class AdminService {
   private listNodes(r: ListNodesRequest): ListNodesResponse {
     const { store, registry } = this.d;
     const after = decodePageToken(r.pageToken);
-    const page = takePage(store.iterateNodes(after), {
-      limit: pageSize(r.limit),
+    const limit = pageSize(r.limit);
+    // The page's rows first (one more tells whether a next page exists), so their tasks are one query.
+    const rows = firstOf(store.iterateNodes(after), limit + 1);
+    const live = store.liveTaskIdsOfNodes(rows.slice(0, limit).map((n) => n.id));
+    const page = takePage(rows, {
+      limit,
       toItem: (n: NodeRow): NodeInfo => ({
         nodeId: n.id,
         name: n.name,
@@ -275,7 +279,7 @@ export class AdminService {
         registeredAtMs: n.registeredAt,
         lastSeenMs: Math.max(n.lastSeen, registry.lastSeen(n.id) ?? 0),
         lastReport: n.lastReport,
-        taskIds: store.liveTaskIdsOfNode(n.id),
+        taskIds: live.get(n.id) ?? [],
         truncated: false,
       }),
       sizeOf: (i) => NodeInfo.encode(i).finish().length,

@@ -5,7 +5,7 @@ import { LeaseLostError } from './lease/lease-errors.js';
 import type { SqlDriver as Db, SqlStatement as Statement, StoreLocation } from './sql/sql-driver.js';
 import { NodeFacts, ResourceReport, TaskState } from '../protocol/gen/hivemind/v1/common.js';
 import {
-  TASK_COLUMNS, TERMINAL_STATES, nodeFromRaw, taskFromRaw, taskToParams, tokenFromRaw,
+  TASK_COLUMNS, TASK_INSERT_ONLY_COLUMNS, TERMINAL_STATES, nodeFromRaw, taskChangeParams, taskFromRaw, taskToParams, tokenFromRaw,
   type EnrollmentTokenRow, type NodeRow, type RawNode, type RawTask, type RawToken, type TaskEventRow, type TaskPlacement, type TaskRow,
 } from './store-rows.js';
 
@@ -25,6 +25,10 @@ const REPORT_FLUSH_MS = 1000;
  * further transactions on later turns of the event loop, so no one flush holds it for long.
  */
 const REPORT_FLUSH_ROWS = 1000;
+/** Ids per `IN (…)` list at most: well under SQLite's and PostgreSQL's bound on parameters. */
+const IN_LIST_MAX = 500;
+/** A task a node holds: neither queued nor ended. */
+const LIVE_ON_NODE = `state NOT IN (${[...TERMINAL_STATES].join(',')}) AND state != ${TaskState.TASK_STATE_QUEUED}`;
 /** Cached identities at most (a bound against a churn of registrations; the cache is refilled on use). */
 const MAX_IDENTITIES = 200_000;
 
@@ -52,7 +56,7 @@ export class MasterStore {
 
   private constructor(db: Db, private readonly timer: StoreTimer | undefined) {
     this.db = db;
-    const live = `state NOT IN (${[...TERMINAL_STATES].join(',')}) AND state != ${TaskState.TASK_STATE_QUEUED}`;
+    const live = LIVE_ON_NODE;
     this.stmts = {
       insertNode: db.prepare(`INSERT INTO nodes (id, name, facts, credential_hash, registered_at, last_seen, wg_public_key, tunnel_ip)
         VALUES (@id, @name, @facts, @credential_hash, @registered_at, @last_seen, @wg_public_key, @tunnel_ip)`),
@@ -63,7 +67,7 @@ export class MasterStore {
       recordReport: db.prepare('UPDATE nodes SET last_report = ?, last_seen = ? WHERE id = ?'),
       touchNode: db.prepare('UPDATE nodes SET last_seen = ? WHERE id = ?'),
       insertTask: db.prepare(`INSERT INTO tasks (${TASK_COLUMNS.join(', ')}) VALUES (${TASK_COLUMNS.map((c) => '@' + c).join(', ')})`),
-      saveTask: db.prepare(`UPDATE tasks SET ${TASK_COLUMNS.filter((c) => c !== 'id').map((c) => `${c} = @${c}`).join(', ')} WHERE id = @id`),
+      saveTask: db.prepare(`UPDATE tasks SET ${TASK_COLUMNS.filter((c) => !TASK_INSERT_ONLY_COLUMNS.includes(c)).map((c) => `${c} = @${c}`).join(', ')} WHERE id = @id`),
       getTask: db.prepare('SELECT * FROM tasks WHERE id = ?'),
       queuedTasks: db.prepare(`SELECT * FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED} ORDER BY created_at, rowid`),
       liveTasksOfNode: db.prepare(`SELECT * FROM tasks WHERE node_id = ? AND ${live} ORDER BY created_at`),
@@ -223,6 +227,22 @@ export class MasterStore {
     return (this.stmts.liveTaskIdsOfNode.all(nodeId) as { id: string }[]).map((r) => r.id);
   }
 
+  /**
+   * liveTaskIdsOfNode for many nodes in a few queries (a page of ListNodes: one query per node
+   * was most of a page's cost). Every id asked for is a key of the result; oldest task first.
+   */
+  liveTaskIdsOfNodes(nodeIds: readonly string[]): Map<string, string[]> {
+    const out = new Map<string, string[]>(nodeIds.map((id) => [id, []]));
+    for (let i = 0; i < nodeIds.length; i += IN_LIST_MAX) {
+      const part = nodeIds.slice(i, i + IN_LIST_MAX);
+      const rows = this.db
+        .prepare(`SELECT node_id, id FROM tasks WHERE node_id IN (${part.map(() => '?').join(',')}) AND ${LIVE_ON_NODE} ORDER BY created_at, id`)
+        .all(...part) as { node_id: string; id: string }[];
+      for (const r of rows) out.get(r.node_id)?.push(r.id);
+    }
+    return out;
+  }
+
   /** A node's row with its report and last sign of life not yet written. */
   private nodeOf(r: RawNode): NodeRow {
     const n = nodeFromRaw(r);
@@ -335,7 +355,7 @@ export class MasterStore {
       if (!t) return undefined;
       const event = change(t);
       if (event === false) return undefined;
-      this.stmts.saveTask.run(taskToParams(t));
+      this.stmts.saveTask.run(taskChangeParams(t));
       if (event) this.insertEvent(id, event);
       return t;
     });
@@ -403,7 +423,7 @@ export class MasterStore {
   /** The services each node holds a live replica of (the scheduler spreads replicas with it). */
   replicaServicesByNode(): Map<string, Set<string>> {
     const out = new Map<string, Set<string>>();
-    const live = `state NOT IN (${[...TERMINAL_STATES].join(',')}) AND state != ${TaskState.TASK_STATE_QUEUED}`;
+    const live = LIVE_ON_NODE;
     const rows = this.db.prepare(`SELECT DISTINCT node_id, service FROM tasks WHERE service IS NOT NULL AND node_id IS NOT NULL AND ${live}`).all() as { node_id: string; service: string }[];
     for (const r of rows) {
       let set = out.get(r.node_id);

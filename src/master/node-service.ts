@@ -11,6 +11,7 @@ import { AuthError, ResultTooLargeError, errorMessage } from '../common/errors.j
 import { formatBytes } from '../common/units.js';
 import { readBearer } from '../protocol/auth-metadata.js';
 import { toServiceError } from '../protocol/grpc-errors.js';
+import { answerUnary } from './unary-answer.js';
 import { LogStream, NodeFacts, TaskState, type DataChunk, type LogChunk, type ResourceReport } from '../protocol/gen/hivemind/v1/common.js';
 import type {
   DownloadDataRequest, DownloadInputRequest, LogOffsetRequest, LogOffsetResponse, NodeCommand, NodeServiceServer, PushLogsAck, RegisterRequest, RegisterResponse, ReportAck,
@@ -66,13 +67,9 @@ function requireUnfinished(task: TaskRow): void {
   }
 }
 
-/** Runs a unary handler body, mapping thrown errors to gRPC statuses. */
+/** Runs a unary handler body at once (unary-answer.ts), mapping thrown errors to gRPC statuses. */
 function unary<Req, Res>(fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res> | Res) {
-  return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
-    Promise.resolve()
-      .then(() => fn(call))
-      .then((res) => cb(null, res), (err: unknown) => cb(toServiceError(err)));
-  };
+  return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => answerUnary(cb, () => fn(call));
 }
 
 export class NodeService {

@@ -143,6 +143,22 @@ export function taskToParams(t: TaskRow): Record<string, unknown> {
   return {
     id: t.id,
     spec: stringifyProto(t.spec),
+    created_at: t.createdAt,
+    // The replica a task is, as columns: the service manager looks replicas up by them.
+    service: t.spec.service?.service ?? null,
+    replica: t.spec.service ? t.spec.service.replica : null,
+    ...taskChangeParams(t),
+  };
+}
+
+/**
+ * The columns a task's life changes, with its id: what a save writes. The spec (and the columns
+ * derived from it) and the creation time never change once inserted, so a task update does not
+ * serialize and rewrite them.
+ */
+export function taskChangeParams(t: TaskRow): Record<string, unknown> {
+  return {
+    id: t.id,
     state: t.state,
     attempt: t.attempt,
     max_attempts: t.maxAttempts,
@@ -155,19 +171,18 @@ export function taskToParams(t: TaskRow): Record<string, unknown> {
     result_sha256: t.result?.sha256 ?? null,
     cancel_requested: t.cancelRequested ? 1 : 0,
     cancel_reason: t.cancelReason,
-    created_at: t.createdAt,
     updated_at: t.updatedAt,
     started_at: t.startedAt,
     finished_at: t.finishedAt,
     last_update_seq: t.lastUpdateSeq,
     excluded_nodes: JSON.stringify(t.excludedNodes),
-    // The replica a task is, as columns: the service manager looks replicas up by them.
-    service: t.spec.service?.service ?? null,
-    replica: t.spec.service ? t.spec.service.replica : null,
     replica_status: t.replicaStatus ? JSON.stringify(ReplicaStatus.toJSON(t.replicaStatus)) : null,
     progress: t.progress ? stringifyProto(t.progress) : null,
   };
 }
+
+/** The columns set once, at insert (see taskChangeParams). */
+export const TASK_INSERT_ONLY_COLUMNS: readonly string[] = ['id', 'spec', 'created_at', 'service', 'replica'];
 
 export const TASK_COLUMNS = [
   'id', 'spec', 'state', 'attempt', 'max_attempts', 'node_id', 'queue_reason', 'outcome', 'input_size',

@@ -892,6 +892,39 @@ test('listings come in pages under the message cap: many large tasks, huge specs
   assert.deepEqual((await h.admin.listNodesPage({ limit: 1, pageToken: onePerPage.nextPageToken })).nodes.map((n) => n.name), ['big-2']);
 });
 
+test('ListNodes names the live tasks of each node on the page (not the queued or finished ones), whatever the page size', async (t) => {
+  const h = await startMaster(t);
+  const w1 = await worker(t, h, 'n1');
+  const w2 = await worker(t, h, 'n2');
+  await worker(t, h, 'n3');
+  w1.report();
+  w1.subscribe();
+  const first = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w1);
+  const second = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w1);
+  // w1's two slots are taken: the next one goes to w2, and one more waits for a GPU nobody has.
+  w2.report();
+  w2.subscribe();
+  const third = await h.admin.submit({ image: 'busybox' });
+  await assignmentOf(w2);
+  await h.admin.submit({ image: 'busybox', limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 1, timeoutMs: 0 } });
+  await w1.update({ taskId: first, attempt: 1, seq: 1, state: TaskState.TASK_STATE_RUNNING });
+  await w1.update({ taskId: second, attempt: 1, seq: 1, state: TaskState.TASK_STATE_FAILED, outcome: { ...EXIT_0, exitCode: 1 } });
+  const want = { n1: [first], n2: [third], n3: [] as string[] };
+  const whole = await h.admin.listNodes();
+  assert.deepEqual(Object.fromEntries(whole.map((n) => [n.name, n.taskIds])), want);
+  // One node per page: each page asks for its own node's tasks only.
+  const paged: Record<string, string[]> = {};
+  let token = '';
+  do {
+    const page = await h.admin.listNodesPage({ limit: 1, pageToken: token });
+    for (const n of page.nodes) paged[n.name] = n.taskIds;
+    token = page.nextPageToken;
+  } while (token);
+  assert.deepEqual(paged, want);
+});
+
 test('listing filters are bounded: a million repeated states, unknown states and forged page tokens are refused with INVALID_ARGUMENT', async (t) => {
   const h = await startMaster(t);
   const id = await h.admin.submit({ image: 'busybox', limits: { cpus: 0, memoryBytes: 0, pids: 0, gpus: 1, timeoutMs: 0 } });
