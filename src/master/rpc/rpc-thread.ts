@@ -59,6 +59,15 @@ function pump(live: LiveCall): void {
   live.call.startRead();
 }
 
+/**
+ * Drops a call's metadata once it is on its way to the main thread (grpc-js keeps the object for
+ * the call's life). Node makes each header value an external string, and every full GC of this
+ * thread walks all of them: 10,000 open Subscribe streams held ~4 each here for nothing.
+ */
+function forget(metadata: Metadata): void {
+  for (const key of Object.keys(metadata.getMap())) metadata.remove(key);
+}
+
 // Every call goes through this interceptor, which never hands it to a handler: it relays the
 // call's events to the main thread, and the main thread's replies to the call (onMainFrame).
 const relay: ServerInterceptor = (descriptor, call) => {
@@ -81,6 +90,7 @@ const relay: ServerInterceptor = (descriptor, call) => {
           t: 'open', id, path: descriptor.path, metadata: toWire(metadata), peer: call.getPeer(), host: call.getHost(),
           deadline: deadline instanceof Date ? deadline.getTime() : deadline, connection: call.getConnectionInfo(),
         });
+        forget(metadata);
         pump(live);
       },
       onReceiveMessage: (message: Buffer) => {
