@@ -53,36 +53,3 @@ export function tuneHeapForStreaming(): void {
   });
   observer.observe({ entryTypes: ['gc'] });
 }
-
-/**
- * The master's young generation, about (V8's semi-space; the default here grows to 64 MiB). Each
- * scavenge copies what is alive in it, and a master at 10,000 nodes creates long-lived state in
- * bursts (registrations, submissions): with 64 MiB semi-spaces a scavenge copied 4-9 MB and took
- * 40-160 ms of the event loop on 2 busy cores; with 8 MiB they stay under ~45 ms (more of them,
- * the same work in all). The RPC threads set theirs when they start (rpc-thread-link.ts).
- */
-export const MASTER_SEMI_SPACE_BYTES = 8 * 1024 * 1024;
-
-let youngCapped = false;
-
-/**
- * Stops the main thread's new space growing past about `semiSpaceBytes`. Only the growth step can
- * be changed at run time (V8 reads --semi-space-growth-factor each time it grows the space; the
- * maximum is fixed when the heap is set up): growth is switched off once the space nears the
- * target, and on again if V8 shrank it. Checked after every GC, so it may overshoot by one
- * doubling; the flag is process-wide, so threads grow only while the main thread's space does.
- */
-export function capYoungGeneration(semiSpaceBytes = MASTER_SEMI_SPACE_BYTES): void {
-  if (youngCapped) return;
-  youngCapped = true;
-  let growing = true;
-  const observer = new PerformanceObserver(() => {
-    const space = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');
-    if (!space) return;
-    const grow = space.space_used_size + space.space_available_size < (semiSpaceBytes * 3) / 4;
-    if (grow === growing) return;
-    growing = grow;
-    v8.setFlagsFromString(`--semi-space-growth-factor=${grow ? 2 : 1}`);
-  });
-  observer.observe({ entryTypes: ['gc'] });
-}

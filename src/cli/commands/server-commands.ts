@@ -2,7 +2,7 @@
 // image build). Production wiring of real Docker, SQLite and gRPC happens here and in
 // ../node-wiring.ts, nowhere else.
 import { portOf } from '../../common/address.js';
-import { capYoungGeneration, tuneHeapForStreaming } from '../../common/heap-tuning.js';
+import { tuneHeapForStreaming } from '../../common/heap-tuning.js';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { ensureDataDir } from '../../config/data-dir.js';
 import { join } from 'node:path';
@@ -83,7 +83,6 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
       const c = ctx();
       const cfg = compileMasterConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: o });
       tuneHeapForStreaming();
-      capYoungGeneration();
       const logger = c.logger(cfg.logLevel);
       // A master that lost its lease has already stopped serving and closed: the process exits
       // non-zero, and its supervisor starts it again, as a standby.
