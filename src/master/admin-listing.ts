@@ -130,11 +130,6 @@ export interface PageOptions<R, I> {
   itemBytes?: number;
 }
 
-/**
- * Takes rows (lazily: a database iterator is read no further than needed) into a page of at most
- * `limit` items and `pageBytes` encoded bytes. A page always holds at least one item when there is
- * one, so a listing never gets stuck; next is empty when no row is left.
- */
 /** The first `n` rows of a lazy listing; the rest is never read (leaving the loop closes the iterator). */
 export function firstOf<R>(rows: Iterable<R>, n: number): R[] {
   const out: R[] = [];
@@ -146,6 +141,11 @@ export function firstOf<R>(rows: Iterable<R>, n: number): R[] {
   return out;
 }
 
+/**
+ * Takes rows (lazily: a database iterator is read no further than needed) into a page of at most
+ * `limit` items and `pageBytes` encoded bytes. A page always holds at least one item when there is
+ * one, so a listing never gets stuck; next is empty when no row is left.
+ */
 export function takePage<R, I>(rows: Iterable<R>, o: PageOptions<R, I>): { items: I[]; next: string } {
   const pageBytes = o.pageBytes ?? LIST_LIMITS.pageBytes;
   const itemBytes = o.itemBytes ?? LIST_LIMITS.itemBytes;

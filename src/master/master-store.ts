@@ -44,7 +44,7 @@ export class MasterStore {
     insertNode: Statement; updateNodeFacts: Statement; getNode: Statement; nodeByHash: Statement; listNodes: Statement;
     recordReport: Statement; touchNode: Statement;
     insertTask: Statement; saveTask: Statement; getTask: Statement; queuedTasks: Statement;
-    liveTasksOfNode: Statement; liveTaskIdsOfNode: Statement; liveTasksOnNodes: Statement;
+    liveTasksOfNode: Statement; liveTasksOnNodes: Statement;
     insertEvent: Statement; listEvents: Statement;
     insertToken: Statement; getToken: Statement; useToken: Statement; countQueued: Statement; nodeIds: Statement;
   };
@@ -57,7 +57,6 @@ export class MasterStore {
 
   private constructor(db: Db, private readonly timer: StoreTimer | undefined) {
     this.db = db;
-    const live = LIVE_ON_NODE;
     this.stmts = {
       insertNode: db.prepare(`INSERT INTO nodes (id, name, facts, credential_hash, registered_at, last_seen, wg_public_key, tunnel_ip)
         VALUES (@id, @name, @facts, @credential_hash, @registered_at, @last_seen, @wg_public_key, @tunnel_ip)`),
@@ -71,9 +70,8 @@ export class MasterStore {
       saveTask: db.prepare(`UPDATE tasks SET ${TASK_COLUMNS.filter((c) => !TASK_INSERT_ONLY_COLUMNS.includes(c)).map((c) => `${c} = @${c}`).join(', ')} WHERE id = @id`),
       getTask: db.prepare('SELECT * FROM tasks WHERE id = ?'),
       queuedTasks: db.prepare(`SELECT * FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED} ORDER BY created_at, rowid`),
-      liveTasksOfNode: db.prepare(`SELECT * FROM tasks WHERE node_id = ? AND ${live} ORDER BY created_at`),
-      liveTaskIdsOfNode: db.prepare(`SELECT id FROM tasks WHERE node_id = ? AND ${live} ORDER BY created_at`),
-      liveTasksOnNodes: db.prepare(`SELECT * FROM tasks WHERE node_id IS NOT NULL AND ${live} ORDER BY created_at`),
+      liveTasksOfNode: db.prepare(`SELECT * FROM tasks WHERE node_id = ? AND ${LIVE_ON_NODE} ORDER BY created_at`),
+      liveTasksOnNodes: db.prepare(`SELECT * FROM tasks WHERE node_id IS NOT NULL AND ${LIVE_ON_NODE} ORDER BY created_at`),
       insertEvent: db.prepare('INSERT INTO task_events (task_id, state, at, node_id, attempt, message) VALUES (?, ?, ?, ?, ?, ?)'),
       listEvents: db.prepare('SELECT state, at, node_id, attempt, message FROM task_events WHERE task_id = ? ORDER BY seq'),
       insertToken: db.prepare('INSERT INTO enrollment_tokens (hash, expires_at, uses_left, created_at) VALUES (?, ?, ?, ?)'),
@@ -223,14 +221,10 @@ export class MasterStore {
     for (const r of rows) yield this.nodeOf(r as RawNode);
   }
 
-  /** Ids of the non-terminal tasks held by `nodeId` (ASSIGNED..UPLOADING). */
-  liveTaskIdsOfNode(nodeId: string): string[] {
-    return (this.stmts.liveTaskIdsOfNode.all(nodeId) as { id: string }[]).map((r) => r.id);
-  }
-
   /**
-   * liveTaskIdsOfNode for many nodes in a few queries (a page of ListNodes: one query per node
-   * was most of a page's cost). Every id asked for is a key of the result; oldest task first.
+   * Ids of the non-terminal tasks (ASSIGNED..UPLOADING) held by each of `nodeIds`, in a few queries
+   * (a page of ListNodes: one query per node was most of a page's cost). Every id asked for is a
+   * key of the result; oldest task first.
    */
   liveTaskIdsOfNodes(nodeIds: readonly string[]): Map<string, string[]> {
     const out = new Map<string, string[]>(nodeIds.map((id) => [id, []]));
@@ -424,8 +418,7 @@ export class MasterStore {
   /** The services each node holds a live replica of (the scheduler spreads replicas with it). */
   replicaServicesByNode(): Map<string, Set<string>> {
     const out = new Map<string, Set<string>>();
-    const live = LIVE_ON_NODE;
-    const rows = this.db.prepare(`SELECT DISTINCT node_id, service FROM tasks WHERE service IS NOT NULL AND node_id IS NOT NULL AND ${live}`).all() as { node_id: string; service: string }[];
+    const rows = this.db.prepare(`SELECT DISTINCT node_id, service FROM tasks WHERE service IS NOT NULL AND node_id IS NOT NULL AND ${LIVE_ON_NODE}`).all() as { node_id: string; service: string }[];
     for (const r of rows) {
       let set = out.get(r.node_id);
       if (!set) out.set(r.node_id, (set = new Set()));
