@@ -344,7 +344,7 @@ export class Master {
     // Read when scraped: the store and registry below exist by then.
     const nodeBoard = new NodeStateBoard();
     const masterMetrics = new MasterMetrics({
-      nodeStates: () => nodeBoard.counts(store.nodeIds(), (id) => registry.isOnline(id)),
+      nodeStates: () => nodeBoard.counts(store.countNodes(), registry.onlineNodeIds()),
       tasksQueued: () => store.countQueued(),
       // The scheduler's own count unless a test injects one; read when scraped, once the task manager exists.
       queueDepthByReason: deps.queueDepthByReason ?? (() => scheduler?.queueDepthByReason() ?? new Map()),

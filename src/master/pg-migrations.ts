@@ -150,6 +150,10 @@ export const PG_MIGRATIONS: readonly string[] = [
     created_at BIGINT NOT NULL
   );
   `,
+  // 5: SQLite's 9, the nodes not removed counted from an index
+  `
+  CREATE INDEX nodes_live ON nodes(id) WHERE removed_at IS NULL;
+  `,
 ];
 
 /** The master's schema for migratePg. */

@@ -309,6 +309,11 @@ export class NodeRegistry {
     return this.nodes.get(nodeId)?.online ?? false;
   }
 
+  /** Ids of the nodes online now (a live view: do not change the registry while iterating). */
+  *onlineNodeIds(): IterableIterator<string> {
+    for (const [id, p] of this.nodes) if (p.online) yield id;
+  }
+
   lastSeen(nodeId: string): number | undefined {
     return this.nodes.get(nodeId)?.lastSeen;
   }

@@ -116,8 +116,10 @@ test('a node is offline when silent, else draining, paused or online from its la
   board.onReport('b', { lifecycleState: 'draining', accepting: false });
   board.onReport('c', { lifecycleState: 'connected', accepting: false });
   board.onReport('gone', { lifecycleState: 'connected', accepting: true });
-  const online = new Set(['a', 'b', 'c']);
-  assert.deepEqual(board.counts(['a', 'b', 'c', 'd'], (id) => online.has(id)), { online: 1, offline: 1, draining: 1, paused: 1 }, 'only the listed nodes count');
+  // 'gone' reported, then went offline: only the online ones are classed by their report.
+  assert.deepEqual(board.counts(4, ['a', 'b', 'c']), { online: 1, offline: 1, draining: 1, paused: 1 });
+  assert.deepEqual(board.counts(5, ['a', 'b', 'c', 'e']), { online: 2, offline: 1, draining: 1, paused: 1 }, 'online with no report yet (back after a restart) counts as online');
+  assert.deepEqual(board.counts(0, []), { online: 0, offline: 0, draining: 0, paused: 0 });
 });
 
 test('task flow: a submission counts once (a requeue is none), outcomes are words', () => {

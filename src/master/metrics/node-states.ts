@@ -35,9 +35,20 @@ export class NodeStateBoard {
     this.reported.set(nodeId, { lifecycle: r.lifecycleState, accepting: r.accepting });
   }
 
-  counts(nodeIds: Iterable<string>, isOnline: (nodeId: string) => boolean): NodeStateCounts {
+  /**
+   * The counts over `total` nodes (the store's, not removed), of which `onlineIds` are online: those
+   * are classed by their latest report, the rest are offline. Costs a walk of the online nodes in
+   * memory, not a read of every node from the store (that was 25-35 ms a scrape at 10,000 nodes).
+   */
+  counts(total: number, onlineIds: Iterable<string>): NodeStateCounts {
     const c: NodeStateCounts = { online: 0, offline: 0, draining: 0, paused: 0 };
-    for (const id of nodeIds) c[nodeState(isOnline(id), this.reported.get(id))]++;
+    let online = 0;
+    for (const id of onlineIds) {
+      c[nodeState(true, this.reported.get(id))]++;
+      online++;
+    }
+    // The registry drops a removed node's presence as the store removes it: online never exceeds total.
+    c.offline = Math.max(0, total - online);
     return c;
   }
 }
