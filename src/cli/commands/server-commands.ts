@@ -28,6 +28,7 @@ import { printJson, type CliContext } from '../cli-context.js';
 import { terminalSafe } from '../terminal-text.js';
 import { EXIT_FAILURE } from '../exit-codes.js';
 import { readFile } from 'node:fs/promises';
+import { replaceForYoungGeneration } from '../master-young-generation.js';
 
 type Ctx = () => CliContext;
 
@@ -82,6 +83,8 @@ export function registerServerCommands(program: Command, ctx: Ctx, setExit: (cod
     .action(async (o) => {
       const c = ctx();
       const cfg = compileMasterConfig({ file: c.file, filePath: c.filePath, fileText: c.fileText, env: c.env, flags: o });
+      // The config is valid: now, before anything is opened, the process takes its young generation.
+      replaceForYoungGeneration();
       tuneHeapForStreaming();
       const logger = c.logger(cfg.logLevel);
       // A master that lost its lease has already stopped serving and closed: the process exits
