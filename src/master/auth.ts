@@ -1,7 +1,7 @@
 // Master-side authentication: the admin token (generated at first start, kept in
 // <data>/admin.token, mode 0600), enrollment tokens and node credentials. Only SHA-256 hashes of
 // tokens and credentials are stored; comparisons are constant-time. Secrets are never logged.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Metadata } from '@grpc/grpc-js';
@@ -20,8 +20,12 @@ const ENROLLMENT_PREFIX = 'hm1.';
 const CREDENTIAL_PREFIX = 'hmn1.';
 const ADMIN_PREFIX = 'hma1.';
 
+/**
+ * One-shot (crypto.hash): every node call hashes its credential, and a Hash object per call is a
+ * native handle each garbage collection of the main thread has to finalize.
+ */
 export function sha256Hex(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
+  return hash('sha256', s, 'hex');
 }
 
 function secret(prefix: string): string {

@@ -1,12 +1,12 @@
 // A service's client tokens: "hmsvc_" + 64 hex digits, sent as `Authorization: Bearer ...` to the
 // gateway. Only the secret's sha256 is stored; its first 12 hex digits name the token.
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 export const SERVICE_TOKEN_PREFIX = 'hmsvc_';
 const TOKEN = /^hmsvc_[0-9a-f]{64}$/;
 
 export function hashServiceToken(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
+  return hash('sha256', token, 'hex');
 }
 
 export function newServiceToken(): { token: string; hash: string; id: string } {
