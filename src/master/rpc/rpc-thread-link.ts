@@ -6,7 +6,6 @@ import type { FromThread, RpcThreadData, ToThread } from './rpc-frames.js';
 import { HivemindError } from '../../common/errors.js';
 import { embeddedAsset, isStandalone } from '../../common/embedded-assets.js';
 import type { LoopLag } from '../../common/loop-lag.js';
-import { SliceBudget } from './slice-budget.js';
 
 /** The asset key scripts/build-exe.ts stores the bundled thread under (the executable has no dist/). */
 export const RPC_THREAD_ASSET = 'workers/rpc-thread.cjs';
@@ -87,8 +86,6 @@ export class RpcThreadLink implements CallLink {
   private readonly urgentInbox = new FrameFifo();
   private readonly urgentIds = new Set<number>();
   private drainQueued = false;
-  /** Frames per slice, bounded by what they cost with their continuations. */
-  private readonly budget = new SliceBudget(FRAME_SLICE_MS);
   private outbox: ToThread[] = [];
   private outTransfers: ArrayBuffer[] = [];
   private flushQueued = false;
@@ -184,24 +181,15 @@ export class RpcThreadLink implements CallLink {
     }
   }
 
-  /**
-   * Handles queued frames, urgent ones first, for at most FRAME_SLICE_MS and at most as many as
-   * the budget allows, then lets the loop turn if any are left. What the slice cost with its
-   * handlers' continuations is measured in the next check phase, before the next slice.
-   */
+  /** Handles queued frames, urgent ones first, for at most FRAME_SLICE_MS, then lets the loop turn if any are left. */
   private drain(): void {
     this.drainQueued = false;
-    const start = performance.now();
-    const until = start + FRAME_SLICE_MS;
-    const most = this.budget.maxFrames();
-    let taken = 0;
-    while (taken < most && performance.now() < until) {
+    const until = performance.now() + FRAME_SLICE_MS;
+    while (performance.now() < until) {
       const f = this.urgentInbox.shift() ?? this.inbox.shift();
-      if (!f) break;
+      if (!f) return;
       this.onFrame(f);
-      taken++;
     }
-    setImmediate(() => this.budget.observe(taken, performance.now() - start));
     if (this.urgentInbox.size === 0 && this.inbox.size === 0) return;
     this.drainQueued = true;
     setImmediate(() => this.drain());
