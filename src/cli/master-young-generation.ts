@@ -4,8 +4,9 @@
 // V8 sizes a heap's semi-spaces from the machine's memory (64 MiB each on a 24 GiB machine) and
 // reads the size only when the process starts. A scavenge copies what is alive in them, and at
 // 10,000 nodes the state that a burst of enrolments or submissions creates is alive when it runs:
-// scavenges of 65-95 ms held the master's loop (docs/benchmarks.md, "The master's young
-// generation"). With 8 MiB semi-spaces they stay under ~55 ms, at the price of more of them.
+// scavenges of 65-95 ms held the master's loop (docs/benchmarks.md, "The main thread's young
+// generation, and what holds the loop now"). With 8 MiB semi-spaces they stay under ~55 ms, at the
+// price of more of them.
 //
 // The size can only be set on node's command line (--max-semi-space-size) or in NODE_OPTIONS, not
 // from the script, so the master replaces its own process once, at start, with the same command
