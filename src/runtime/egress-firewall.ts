@@ -63,10 +63,12 @@ export class EgressFirewall {
 
   /** Starts counting a task's bytes by its address; `fresh` drops what an earlier holder of the address left. */
   async track(ip: string, fresh: boolean, signal?: AbortSignal): Promise<void> {
+    // The task is already running: as few iptables runs as can be (each one a process, and each
+    // waits for the xtables lock Docker holds while it starts containers).
     const r = accountingRules(ip);
     for (const rule of [r.tx, r.rx]) {
-      if (fresh) await this.deleteAll(this.names.accountingChain, rule, signal);
-      if (!(await this.has(['-C', this.names.accountingChain, ...rule], signal))) await this.must(['-A', this.names.accountingChain, ...rule], signal);
+      const absent = fresh ? await this.deleteAll(this.names.accountingChain, rule, signal) : !(await this.has(['-C', this.names.accountingChain, ...rule], signal));
+      if (absent) await this.must(['-A', this.names.accountingChain, ...rule], signal);
     }
   }
 
@@ -83,8 +85,13 @@ export class EgressFirewall {
     for (const rule of [r.tx, r.rx]) await this.deleteAll(this.names.accountingChain, rule, signal);
   }
 
-  private async deleteAll(chain: string, rule: readonly string[], signal?: AbortSignal): Promise<void> {
-    for (let i = 0; i < 16 && (await this.has(['-C', chain, ...rule], signal)); i++) await this.must(['-D', chain, ...rule], signal);
+  /** Deletes every copy of the rule (at most 16); whether none is left. */
+  private async deleteAll(chain: string, rule: readonly string[], signal?: AbortSignal): Promise<boolean> {
+    for (let i = 0; i < 16; i++) {
+      if (!(await this.has(['-C', chain, ...rule], signal))) return true;
+      await this.must(['-D', chain, ...rule], signal);
+    }
+    return !(await this.has(['-C', chain, ...rule], signal));
   }
 
   /** Throws EgressUnavailableError naming the first rule that is not in place. */

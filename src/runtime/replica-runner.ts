@@ -183,6 +183,8 @@ export class ReplicaRunner {
         if (!(first && running)) {
           await createOrStartFail(() => this.engine.startContainer(id, signal));
           log.info({ containerId: id.slice(0, 12), restarts: status.restarts }, 'replica container started');
+          // Said as soon as it is: a run shorter than the inspect below would otherwise never show as running.
+          report({ running: true, healthy: false, healthMessage: '', restartAtMs: 0 });
         }
         const replayUntil = seenNs;
         const emit = (stream: 'stdout' | 'stderr', data: Buffer, atNs: bigint) => {

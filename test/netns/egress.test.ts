@@ -168,9 +168,9 @@ test('an egress task reaches the test internet by name and address, and not the 
     ['master', PUBLIC_MASTER, 80],
   ];
   const script = [
-    // The node starts counting the task's bytes a few ms after start, by its address: the task waits
-    // for that rather than racing it.
-    'sleep 1',
+    // The node starts counting the task's bytes after start, by its address (a few ms, more while
+    // Docker holds the xtables lock): the task waits for that rather than racing it.
+    'sleep 3',
     `probe() { if out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 "$2" "$3" 2>&1); then echo "$1 OK $(echo "$out" | tail -n 1)"; else echo "$1 FAIL $out"; fi; }`,
     `ip=$(nslookup internet.test | awk '/^Address/ { a = $NF } END { print a }')`,
     'echo "resolved $ip"',
@@ -209,8 +209,8 @@ test('an egress task reaches the test internet by name and address, and not the 
   assert.equal(line('ipv6-disabled'), 'ipv6-disabled 1', out);
 
   // Bytes in and out, counted by the node's firewall, in the outcome and in `hivemind get`.
-  assert.ok((task.outcome?.netRxBytes ?? 0) >= 2 * BODY.length, `received at least both answers: ${JSON.stringify(task.outcome)}`);
-  assert.ok((task.outcome?.netTxBytes ?? 0) > 0, `sent something: ${JSON.stringify(task.outcome)}`);
+  assert.ok((task.outcome?.netRxBytes ?? 0) >= 2 * BODY.length, `received at least both answers: ${JSON.stringify(task.outcome)}\n${cluster.worker?.output ?? ''}`);
+  assert.ok((task.outcome?.netTxBytes ?? 0) > 0, `sent something: ${JSON.stringify(task.outcome)}\n${cluster.worker?.output ?? ''}`);
   assert.match((await cluster.cli(['get', taskId])).stdout, /network {3}egress: in \d/);
   t.diagnostic(`egress task bytes: in ${task.outcome?.netRxBytes}, out ${task.outcome?.netTxBytes}`);
   assert.equal(line('ipv6-addresses'), 'ipv6-addresses 0', out);

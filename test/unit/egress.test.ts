@@ -97,6 +97,24 @@ test('the firewall installs its chains and jumps first in DOCKER-USER and INPUT,
   assert.deepEqual(ipt.chains.get('DOCKER-USER'), ['-j RETURN']);
 });
 
+test('counting a fresh task drops what an earlier holder of its address left, in four iptables runs when nothing was left', async () => {
+  const ipt = new FakeIptables();
+  const names = egressNames('hivemind-egress');
+  const fw = new EgressFirewall(ipt, names, []);
+  await fw.install();
+  // Two stale copies of the received rule (a worker killed between adding and removing).
+  ipt.chains.get(names.accountingChain)!.push('-d 10.213.0.9/32 -j RETURN', '-d 10.213.0.9/32 -j RETURN');
+  await fw.track('10.213.0.9', true);
+  assert.deepEqual(ipt.chains.get(names.accountingChain), ['-s 10.213.0.9/32 -j RETURN', '-d 10.213.0.9/32 -j RETURN']);
+  let runs = 0;
+  const counted: IptablesRunner = { run: (args) => (runs++, ipt.run(args)) };
+  await new EgressFirewall(counted, names, []).track('10.213.0.10', true);
+  assert.equal(runs, 4, 'a check and an append per direction');
+  // A direction that cannot be added fails the call: the runner then reports no bytes at all.
+  ipt.failOn = /^-A \S+ -d 10\.213\.0\.11/;
+  await assert.rejects(fw.track('10.213.0.11', true), /iptables -A .* -d 10\.213\.0\.11\/32 -j RETURN failed/);
+});
+
 test('the firewall says precisely why it cannot be installed', async () => {
   const noDocker = new FakeIptables();
   noDocker.chains.delete('DOCKER-USER');
