@@ -38,6 +38,12 @@ export { TERMINAL_STATES, isTerminal, type EnrollmentTokenRow, type NodeRow, typ
 /** Told how long a transaction or a hot statement took (the master's metrics; cheap, synchronous). */
 export type StoreTimer = (op: string, seconds: number) => void;
 
+const PLACEMENT_SELECT = 'SELECT id, node_id, attempt, state FROM tasks WHERE id';
+/** Ids per lookup of `taskPlacements` (a shorter list is padded with a repeated id). */
+const PLACEMENT_BATCH = 32;
+interface RawPlacement { id: string; node_id: string | null; attempt: number; state: number }
+const placementFromRaw = (r: RawPlacement): TaskPlacement => ({ id: r.id, nodeId: r.node_id, attempt: r.attempt, state: r.state as TaskState });
+
 export class MasterStore {
   private readonly db: Db;
   private readonly stmts: {
@@ -47,6 +53,7 @@ export class MasterStore {
     liveTasksOfNode: Statement; liveTasksOnNodes: Statement;
     insertEvent: Statement; listEvents: Statement;
     insertToken: Statement; getToken: Statement; useToken: Statement; countQueued: Statement; countNodes: Statement;
+    placementOne: Statement; placementMany: Statement;
   };
   private closed = false;
   /** The latest report (and sign of life) per node not yet written; read through as if written. */
@@ -79,6 +86,8 @@ export class MasterStore {
       useToken: db.prepare('UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0'),
       countQueued: db.prepare(`SELECT COUNT(*) AS n FROM tasks WHERE state = ${TaskState.TASK_STATE_QUEUED}`),
       countNodes: db.prepare('SELECT COUNT(*) AS n FROM nodes WHERE removed_at IS NULL'),
+      placementOne: db.prepare(`${PLACEMENT_SELECT} = ?`),
+      placementMany: db.prepare(`${PLACEMENT_SELECT} IN (${Array.from({ length: PLACEMENT_BATCH }, () => '?').join(',')})`),
     };
   }
 
@@ -381,10 +390,17 @@ export class MasterStore {
    * specs. `ids` is bounded by the caller (a node's validated running list).
    */
   taskPlacements(ids: readonly string[]): TaskPlacement[] {
-    if (ids.length === 0) return [];
-    const sql = `SELECT id, node_id, attempt, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`;
-    return (this.db.prepare(sql).all(...ids) as { id: string; node_id: string | null; attempt: number; state: number }[])
-      .map((r) => ({ id: r.id, nodeId: r.node_id, attempt: r.attempt, state: r.state as TaskState }));
+    // Two statements prepared once (one id: a log chunk; a batch, padded by repeating an id: a
+    // subscribe's list), not one compiled per call: each would be parsed and planned again, and
+    // left to a finalizer in the next full GC.
+    if (ids.length === 1) return (this.stmts.placementOne.all(ids[0]) as RawPlacement[]).map(placementFromRaw);
+    const out: TaskPlacement[] = [];
+    for (let i = 0; i < ids.length; i += PLACEMENT_BATCH) {
+      const part = ids.slice(i, i + PLACEMENT_BATCH);
+      while (part.length < PLACEMENT_BATCH) part.push(part[0]!);
+      for (const r of this.stmts.placementMany.all(...part) as RawPlacement[]) out.push(placementFromRaw(r));
+    }
+    return out;
   }
 
   /**

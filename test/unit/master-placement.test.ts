@@ -336,3 +336,19 @@ test('engine limits: a task setting a limit waits for a node enforcing it (limit
   assert.match(h.tm.withQueueReason(h.store.getTask('p')!).queueReason, /^no accepting node can enforce its cpus \(--cpus\) and pids \(--pids\) limits \(rootless, docker: /);
   h.close();
 });
+
+test('taskPlacements: one id, a batch and several batches, unknown ids absent, each task once', () => {
+  const h = new Harness();
+  try {
+    const ids = Array.from({ length: 70 }, (_, i) => `tp-${String(i).padStart(2, '0')}`);
+    for (const id of ids) h.submit(id);
+    const look = (want: string[]) => h.store.taskPlacements(want).map((p) => p.id).sort();
+    assert.deepEqual(h.store.taskPlacements([]), []);
+    assert.deepEqual(h.store.taskPlacements(['tp-05']), [{ id: 'tp-05', nodeId: null, attempt: 1, state: TaskState.TASK_STATE_QUEUED }]);
+    assert.deepEqual(h.store.taskPlacements(['nope']), []);
+    for (const n of [2, 31, 32, 33, 64, 70]) assert.deepEqual(look(ids.slice(0, n)), ids.slice(0, n), `${n} ids`);
+    assert.deepEqual(look([...ids.slice(0, 40), 'nope-1', 'nope-2']), ids.slice(0, 40), 'unknown ids are absent');
+  } finally {
+    h.close();
+  }
+});
