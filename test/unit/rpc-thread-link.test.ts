@@ -59,6 +59,29 @@ test('a burst of frames is handled in slices: the loop turns (timers run) before
   assert.ok(openedAtFirstTick !== undefined && openedAtFirstTick < 20, `a timer set at the first frame ran after ${openedAtFirstTick} of 60 frames: the burst was not sliced`);
 });
 
+test('the thread\'s lag answer is taken as it arrives, not behind a backlog of calls\' frames', async (t) => {
+  // 200 calls of 5 ms each: a second of main-thread work queued before the answer.
+  const frames: FromThread[] = [...Array.from({ length: 200 }, (_, i) => open(i + 1, '/n.Node/Report')), { t: 'lag', token: 1, p50: 0.001, p99: 0.002, max: 0.003 }];
+  let opened = 0;
+  const { link } = await RpcThreadLink.start(DATA, () => new Worker(`
+    const { parentPort, workerData } = require('node:worker_threads');
+    parentPort.postMessage([{ t: 'listening', port: 1 }]);
+    parentPort.on('message', (batch) => {
+      if (batch.some((f) => f.t === 'lag')) parentPort.postMessage(workerData.frames);
+      if (batch.some((f) => f.t === 'close')) parentPort.postMessage([{ t: 'closed' }]);
+    });
+  `, { eval: true, workerData: { frames } }), () => {
+    opened++;
+    const end = performance.now() + 5;
+    while (performance.now() < end);
+  }, () => undefined);
+  t.after(() => link.close(0));
+  const lag = await link.lag(5000);
+  assert.deepEqual(lag, { thread: 0, p50: 0.001, p99: 0.002, max: 0.003 });
+  assert.ok(opened < 100, `answered after ${opened} of 200 calls' frames`);
+  await until('every call opened', () => opened === 200);
+});
+
 test('a call that opens after its thread died is not started: nothing would tell it its end', async (t) => {
   let exited = '';
   const frames = [open(1, '/n.Node/Report')];

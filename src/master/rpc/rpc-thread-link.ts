@@ -166,6 +166,12 @@ export class RpcThreadLink implements CallLink {
 
   private receive(batch: FromThread[]): void {
     for (const f of batch) {
+      if (f.t === 'lag') {
+        // Answered as it arrives: behind a backlog of calls' frames a /metrics scrape waited
+        // for its slice (up to the ask's 1 s timeout), and the thread's lag read as unknown.
+        this.onFrame(f);
+        continue;
+      }
       if (f.t === 'open' && this.urgent(f.path)) this.urgentIds.add(f.id);
       if ('id' in f && this.urgentIds.has(f.id)) {
         // A call's frames keep their order: all of them go this way, its end last.
