@@ -322,18 +322,17 @@ export class DockerTaskRunner implements TaskExecutor {
     const meter = egress.meter;
     let ip: string | undefined;
     let info: ContainerInfo | undefined;
-    let address: string | undefined;
     try {
       info = await this.engine.inspectContainer(id, exec.signal);
-      address = info.addresses?.[egress.network];
-      if (!address) throw new Error(`the container has no address on ${egress.network}`);
-      await meter.track(address, fresh);
-      ip = address;
+      ip = info.addresses?.[egress.network];
+      if (!ip) throw new Error(`the container has no address on ${egress.network}`);
+      await meter.track(ip, fresh);
     } catch (err) {
       // Not counted, rather than counted in one direction only: the outcome then has no bytes,
       // and a rule that went in is taken out again.
       log.warn({ err: errorMessage(err) }, 'cannot count the task\'s network bytes');
-      if (address) await meter.untrack(address).catch(() => {});
+      if (ip) await meter.untrack(ip).catch(() => {});
+      ip = undefined;
     }
     // A cap (the node's, a promise to its owner, or the task's own) that cannot be applied: the task does not run on.
     if (egress.shaper && info?.state.running && info.state.pid) {
