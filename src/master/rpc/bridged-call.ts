@@ -10,11 +10,11 @@ import type { PartialStatusObject } from '@grpc/grpc-js/build/src/call-interface
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context.js';
 import { PerRequestMetricRecorder } from '@grpc/grpc-js/build/src/orca.js';
 import { errorMessage } from '../../common/errors.js';
-import { bufferOf, movable, toWire, type ToThread } from './rpc-frames.js';
+import { bufferOf, toWire, type ToThread } from './rpc-frames.js';
 
 /** What a call needs of its thread. */
 export interface CallLink {
-  post(frame: ToThread, transfer?: ArrayBuffer[]): void;
+  post(frame: ToThread): void;
   /** The call is over on this side: later frames for it are dropped. */
   forget(id: number): void;
 }
@@ -84,8 +84,8 @@ export class BridgedCall implements ServerInterceptingCallInterface {
       this.sendStatus({ code: Status.INTERNAL, details: `Error serializing response: ${errorMessage(err)}`, metadata: null });
       return;
     }
-    const { bytes, transfer } = movable(encoded);
-    this.link.post({ t: 'message', id: this.id, bytes }, transfer);
+    // Copied into the batch's buffer when the link flushes (this turn of the loop).
+    this.link.post({ t: 'message', id: this.id, bytes: encoded });
     if (this.codec.responseStream) this.sentCallbacks.push(callback);
     else process.nextTick(callback);
   }

@@ -83,10 +83,3 @@ export function fromWire(w: WireMetadata): Metadata {
   }
   return md;
 }
-
-/** A copy of exactly these bytes whose buffer can be moved to the other thread (a view of a pooled or shared buffer cannot). */
-export function movable(b: Uint8Array): { bytes: Uint8Array; transfer: ArrayBuffer[] } {
-  // A copy (Buffer's own slice() would be a view of the same, possibly pooled, memory).
-  const bytes = new Uint8Array(b);
-  return { bytes, transfer: [bytes.buffer as ArrayBuffer] };
-}

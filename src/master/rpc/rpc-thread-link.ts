@@ -2,6 +2,7 @@
 // them. The server (threaded-server.ts) builds each call when it opens; this routes the rest.
 import { Worker } from 'node:worker_threads';
 import type { BridgedCall, CallLink } from './bridged-call.js';
+import { FrameBatch } from './frame-batch.js';
 import type { FromThread, RpcThreadData, ToThread } from './rpc-frames.js';
 import { HivemindError } from '../../common/errors.js';
 import { embeddedAsset, isStandalone } from '../../common/embedded-assets.js';
@@ -86,8 +87,7 @@ export class RpcThreadLink implements CallLink {
   private readonly urgentInbox = new FrameFifo();
   private readonly urgentIds = new Set<number>();
   private drainQueued = false;
-  private outbox: ToThread[] = [];
-  private outTransfers: ArrayBuffer[] = [];
+  private readonly outbox = new FrameBatch<ToThread>();
   private flushQueued = false;
 
   private constructor(
@@ -144,10 +144,9 @@ export class RpcThreadLink implements CallLink {
   }
 
   /** Queues a frame for the thread; the frames of one turn of the loop go as one message. */
-  post(frame: ToThread, transfer?: ArrayBuffer[]): void {
+  post(frame: ToThread): void {
     if (this.exited) return;
     this.outbox.push(frame);
-    if (transfer) this.outTransfers.push(...transfer);
     if (!this.flushQueued) {
       this.flushQueued = true;
       queueMicrotask(() => this.flush());
@@ -157,11 +156,8 @@ export class RpcThreadLink implements CallLink {
   private flush(): void {
     this.flushQueued = false;
     if (this.outbox.length === 0 || this.exited) return;
-    const batch = this.outbox;
-    const transfer = this.outTransfers;
-    this.outbox = [];
-    this.outTransfers = [];
-    this.worker.postMessage(batch, transfer);
+    const { frames, transfer } = this.outbox.take();
+    this.worker.postMessage(frames, transfer);
   }
 
   private receive(batch: FromThread[]): void {

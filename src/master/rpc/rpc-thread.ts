@@ -12,28 +12,24 @@ import {
 } from '@grpc/grpc-js';
 import { widenServerWindows } from '../../protocol/flow-control.js';
 import { takeLoopLag } from '../../common/loop-lag.js';
-import { bufferOf, fromWire, handlerKind, movable, toWire, type FromThread, type RpcThreadData, type ToThread } from './rpc-frames.js';
+import { FrameBatch } from './frame-batch.js';
+import { bufferOf, fromWire, handlerKind, toWire, type FromThread, type RpcThreadData, type ToThread } from './rpc-frames.js';
 
 const cfg = workerData as RpcThreadData;
 const port = parentPort!;
 
 // Frames go to the main thread in batches, one message per turn of this thread's loop: a socket
 // read that carries many calls' frames costs the main thread one message event, not one each.
-let outbox: FromThread[] = [];
-let outTransfers: ArrayBuffer[] = [];
+const outbox = new FrameBatch<FromThread>();
 let flushQueued = false;
 function flush(): void {
   flushQueued = false;
   if (outbox.length === 0) return;
-  const batch = outbox;
-  const transfer = outTransfers;
-  outbox = [];
-  outTransfers = [];
-  port.postMessage(batch, transfer);
+  const { frames, transfer } = outbox.take();
+  port.postMessage(frames, transfer);
 }
-function post(f: FromThread, transfer?: ArrayBuffer[]): void {
+function post(f: FromThread): void {
   outbox.push(f);
-  if (transfer) outTransfers.push(...transfer);
   if (!flushQueued) {
     flushQueued = true;
     setImmediate(flush);
@@ -96,8 +92,8 @@ const relay: ServerInterceptor = (descriptor, call) => {
       onReceiveMessage: (message: Buffer) => {
         live.reading = false;
         live.ahead++;
-        const { bytes, transfer } = movable(message);
-        post({ t: 'message', id, bytes }, transfer);
+        // Copied into the batch's buffer at the flush (grpc-js never writes to a message it gave).
+        post({ t: 'message', id, bytes: message });
         pump(live);
       },
       onReceiveHalfClose: () => {
