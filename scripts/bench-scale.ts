@@ -4,10 +4,10 @@
 // real result upload). Per run: enroll N nodes, queue Q tasks no node can take (a GPU), idle a few
 // report intervals (CPU per report), probe placement latency, then a throughput phase of 1-5 s
 // tasks. Prints the issue's table and writes JSON (default test-artifacts/bench-scale.json).
-// Usage: npm run bench:scale [-- --nodes 1000 --queued 10000 --report-interval 30s --load-core --report-stream]
+// Usage: npm run bench:scale [-- --nodes 1000 --queued 10000 --report-interval 30s --load-core --report-stream --fleet-nice 10]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, getPriority, setPriority } from 'node:os';
 import { dirname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +38,12 @@ interface Options {
   logLevel: string;
   /** Caps every waiting phase (enrol, submit, probe wait, the final listing), so a saturated master still ends the run. */
   maxPhaseMs: number | undefined;
+  /**
+   * The niceness of the simulated fleet (this process's main thread) while a master runs; 0: as
+   * the master. The fleet stands for N other machines: at its own priority its CPU is taken from
+   * the master's two cores, and the master's event-loop lag then holds the wait for a core.
+   */
+  fleetNice: number;
 }
 
 function options(argv: string[]): Options {
@@ -58,6 +64,7 @@ function options(argv: string[]): Options {
       out: { type: 'string', default: 'test-artifacts/bench-scale.json' },
       'log-level': { type: 'string', default: 'warn' },
       'max-phase-seconds': { type: 'string' },
+      'fleet-nice': { type: 'string', default: '0' },
     },
   });
   const int = (name: string, v: string, min: number) => {
@@ -66,6 +73,10 @@ function options(argv: string[]): Options {
     return n;
   };
   const nodes = (values.nodes ?? []).flatMap((v) => v.split(',')).map((v) => int('nodes', v.replace(/_/g, ''), 1));
+  // Lowering a niceness again needs root: a later run's master would be spawned niced.
+  if (Number(values['fleet-nice']) > 0 && process.getuid?.() !== 0 && nodes.length !== 1) {
+    throw new Error('--fleet-nice with more than one --nodes value needs root (the niceness is lowered again between runs); give one --nodes value');
+  }
   return {
     nodes: nodes.length ? nodes : values.full ? [100, 1000, 10_000] : [100, 1000],
     queued: int('queued', values.queued, 0),
@@ -81,6 +92,7 @@ function options(argv: string[]): Options {
     out: values.out,
     logLevel: values['log-level'],
     maxPhaseMs: values['max-phase-seconds'] === undefined ? undefined : int('max-phase-seconds', values['max-phase-seconds'], 10) * 1000,
+    fleetNice: Math.min(19, int('fleet-nice', values['fleet-nice'], 0)),
   };
 }
 
@@ -92,6 +104,7 @@ function within<T>(what: string, ms: number, p: Promise<T>): Promise<T> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const priorityAtStart = getPriority();
 const say = (s: string) => console.log(s);
 
 /** Everything to kill on any exit, however the bench ends. */
@@ -168,6 +181,12 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     }
   });
   const setListing = (on: boolean) => void prober.stdin!.write(on ? 'on\n' : 'off\n');
+  // Niceness is per thread on Linux and children inherit it: set after the master and the prober
+  // are spawned (they run at the priority the bench started with), on the thread that drives the fleet.
+  if (o.fleetNice > 0) {
+    setPriority(o.fleetNice);
+    say(`the simulated fleet runs at nice ${o.fleetNice}; the master, the admin prober${o.loadCore ? ' and the core burner' : ''} at ${priorityAtStart}`);
+  }
   try {
     await within('the master to answer', 30_000, (async () => {
       for (;;) {
@@ -311,6 +330,8 @@ async function runOne(o: Options, n: number): Promise<ScaleResult> {
     admin.close();
     await master.stop();
     live.master = undefined;
+    // Back to the start's priority, so the next run's master is not spawned niced.
+    if (o.fleetNice > 0) setPriority(priorityAtStart);
   }
 }
 
