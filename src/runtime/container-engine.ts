@@ -196,8 +196,8 @@ export interface ContainerEngine {
    */
   followLogs(id: string, sink: LogSink, signal?: AbortSignal): Promise<void>;
   /**
-   * The last `keepLastBytes` of the output Docker still holds after `sinceNs` (Docker's time of a
-   * frame), without following. A follower slower than the task loses output when the log file
+   * The last `keepLastBytes` of the output the engine still holds from `sinceNs` on (the engine's
+   * time of a frame; frames of that time included), without following. A follower slower than the task loses output when the log file
    * rotates under it, the end included; this reads the end once the container has exited.
    */
   readLogsSince(id: string, sinceNs: bigint, keepLastBytes: number, signal?: AbortSignal): Promise<LogsSince>;
@@ -211,6 +211,6 @@ export interface ContainerEngine {
 export interface LogsSince {
   /** In order, ending with the container's last output. */
   messages: { stream: 'stdout' | 'stderr'; data: Buffer; atNs: bigint }[];
-  /** Output after `sinceNs` left out to keep only the end. */
+  /** Output from `sinceNs` on left out to keep only the end. */
   skippedBytes: number;
 }

@@ -302,7 +302,8 @@ export class DockerEngine implements ContainerEngine {
 
   async readLogsSince(id: string, sinceNs: bigint, keepLastBytes: number, signal?: AbortSignal): Promise<LogsSince> {
     const what = `logs of container ${short(id)}`;
-    // `since` is in seconds (fractions allowed): Docker answers from that time, frames at it are dropped here
+    // `since` is in seconds (fractions allowed): the engine answers from that time, frames at it included
+    // (Podman stamps frames to the second: many share the time of the last one seen live)
     const since = `${sinceNs / 1_000_000_000n}.${String(sinceNs % 1_000_000_000n).padStart(9, '0')}`;
     const body = (await this.call(what, signal, () =>
       this.docker.getContainer(id).logs({ follow: false, since, stdout: true, stderr: true, timestamps: true, abortSignal: signal } as unknown as Docker.ContainerLogsOptions & { follow: false }),
@@ -313,7 +314,7 @@ export class DockerEngine implements ContainerEngine {
     let keptBytes = 0;
     let skippedBytes = 0;
     const frames = new LogFrameDecoder((m) => {
-      if (m.atNs <= sinceNs) return;
+      if (m.atNs < sinceNs) return;
       kept.push(m);
       keptBytes += m.data.length;
       while (keptBytes > keepLastBytes && kept.length > 1) {

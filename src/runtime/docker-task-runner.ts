@@ -387,7 +387,10 @@ export class DockerTaskRunner implements TaskExecutor {
       exec.signal.removeEventListener('abort', onAbort);
       this.running.delete(runKey);
     }
-    await logs.finish();
+    // Frames the live stream missed were passed on late; when not only at its end, the tail
+    // is taken from the engine's log, in order.
+    const inOrder = await logs.finish();
+    if (inOrder) tail.replaceWith(inOrder.map((m) => m.data));
     const info = await this.engine.inspectContainer(id);
     // A reattached container may have ended long before the worker came back: the engine's
     // finish time, when it has one, is the end of the run.

@@ -1,14 +1,18 @@
 // Follows a task container's output live, and at its end recovers what the live stream missed:
-// the stream is read to its end unless it stalls, then Docker's log is read back after the last
-// frame seen.
+// the stream is read to its end unless it stalls, then the engine's log is read back from the
+// oldest frame remembered and matched, in order, against what came live (live-frames.ts).
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Logger } from '../common/logger.js';
 import type { ContainerEngine, LogSink } from './container-engine.js';
+import type { LogMessage } from './log-frames.js';
+import { LiveFrames } from './live-frames.js';
 
 /** After the container ended, a log stream that delivered nothing for this long is given up. */
 const LOG_STALL_MS = 5000;
-/** How much of the end of the output is read back from Docker when the live stream fell behind. */
+/** How much of what the live stream missed is passed on at the end (the rest is named as skipped). */
 const END_OF_LOG_BYTES = 1024 * 1024;
+/** How much of the engine's log is read back at the end: more than it holds (10 MiB by default). */
+const READ_BACK_BYTES = 32 * 1024 * 1024;
 
 export type LogEmit = (stream: 'stdout' | 'stderr', data: Buffer, atNs: bigint) => void;
 
@@ -16,10 +20,10 @@ export class LogFollower {
   private readonly ctl = new AbortController();
   private lastLogAt = Date.now();
   /**
-   * Docker's time of the latest frame seen, per stream: Docker stamps each stream as it reads it,
-   * so across stdout and stderr frames need not arrive in time order, but within one they do.
+   * The frames seen live, per stream: the engine stamps each stream as it reads it, so across
+   * stdout and stderr frames need not arrive in time order, but within one they do.
    */
-  private readonly lastNs = { stdout: 0n, stderr: 0n };
+  private readonly live = { stdout: new LiveFrames(), stderr: new LiveFrames() };
   private readonly sink: LogSink;
   private readonly done: Promise<void>;
 
@@ -32,7 +36,7 @@ export class LogFollower {
   ) {
     const seen = (stream: 'stdout' | 'stderr') => (d: Buffer, atNs: bigint) => {
       this.lastLogAt = Date.now();
-      if (atNs > this.lastNs[stream]) this.lastNs[stream] = atNs;
+      this.live[stream].add(atNs, d);
       this.emit(stream, d, atNs);
     };
     this.sink = { stdout: seen('stdout'), stderr: seen('stderr') };
@@ -41,9 +45,14 @@ export class LogFollower {
     });
   }
 
-  /** Once the container ended: the rest of its output, as far as Docker still holds it. */
-  async finish(): Promise<void> {
-    // The log stream ends once Docker has sent all of the output, which after a flood can be
+  /**
+   * Once the container ended: the rest of its output, as far as the engine still holds it. What
+   * the live stream missed goes to `emit` after what it delivered; when that was not only its end,
+   * the frames passed on were out of order, and the engine's log from the oldest frame
+   * remembered is returned in order (its end is the true end of the output). Else undefined.
+   */
+  async finish(): Promise<LogMessage[] | undefined> {
+    // The log stream ends once the engine has sent all of the output, which after a flood can be
     // seconds after the exit: read it to its end (the part people read), but don't let a stream
     // that stopped moving hold the task.
     const stallTimer = setInterval(() => {
@@ -51,27 +60,42 @@ export class LogFollower {
     }, 500);
     await this.done;
     clearInterval(stallTimer);
-    // A follower slower than the task loses output when Docker rotates the log under it, the end
-    // included: read what Docker still holds after the earlier of the two streams' latest frames,
-    // and pass on of each stream only what is newer than its own latest (a stderr frame may
-    // arrive after stdout frames stamped later: read back from the last frame's time, those went
-    // out twice; from the latest time, a stderr frame stamped before it would be lost). A stream
-    // that sent nothing live is read from the other's latest frame: from its start would read
-    // the whole log back (and call the part past the cap skipped).
-    const { stdout, stderr } = this.lastNs;
-    const since = stdout === 0n ? stderr : stderr === 0n ? stdout : stdout < stderr ? stdout : stderr;
+    // Read back from the oldest frame remembered of either stream (a stream that sent nothing
+    // live is read from there too; with nothing live at all, from the start), and match each
+    // stream's frames in order against its live ones: a frame with no live twin was missed. Time
+    // alone cannot say: Podman stamps to the second, and its live stream drops frames anywhere.
+    const { stdout, stderr } = this.live;
+    const since = stdout.size === 0 ? stderr.oldestNs : stderr.size === 0 ? stdout.oldestNs : stdout.oldestNs < stderr.oldestNs ? stdout.oldestNs : stderr.oldestNs;
+    let log: LogMessage[];
     try {
-      const end = await this.engine.readLogsSince(this.id, since, END_OF_LOG_BYTES);
-      if (end.skippedBytes > 0) {
-        this.emit('stderr', Buffer.from(`\n[hivemind: ${end.skippedBytes} bytes of output skipped here: the log stream fell behind the task]\n`), since + 1n);
-      }
-      for (const [i, m] of end.messages.entries()) {
-        if (m.atNs <= this.lastNs[m.stream]) continue;
-        this.sink[m.stream](m.data, m.atNs);
-        if (i % 1000 === 999) await nextTurn(); // a flood's end must not stall the reports
-      }
+      const back = await this.engine.readLogsSince(this.id, since, READ_BACK_BYTES);
+      if (back.skippedBytes > 0) this.log.warn({ skippedBytes: back.skippedBytes }, 'the engine held more log than is read back at the end');
+      log = back.messages;
     } catch (err) {
       this.log.warn({ err }, 'reading the end of the log failed');
+      return undefined;
     }
+    const seen = { stdout: stdout.matcher(), stderr: stderr.matcher() };
+    const missed: LogMessage[] = [];
+    let reordered = false;
+    for (const m of log) {
+      if (!seen[m.stream](m.atNs, m.data)) missed.push(m);
+      else if (missed.length > 0) reordered = true;
+    }
+    // Only the end of what was missed is passed on (a flood's megabytes would go to the master twice over).
+    let keptBytes = 0;
+    let from = missed.length;
+    while (from > 0 && (from === missed.length || keptBytes + missed[from - 1]!.data.length <= END_OF_LOG_BYTES)) keptBytes += missed[--from]!.data.length;
+    if (from > 0) {
+      const skipped = missed.slice(0, from).reduce((n, m) => n + m.data.length, 0);
+      this.emit('stderr', Buffer.from(`\n[hivemind: ${skipped} bytes of output skipped here: the log stream fell behind the task]\n`), missed[from]?.atNs ?? since);
+    }
+    for (let i = from; i < missed.length; i++) {
+      const m = missed[i]!;
+      this.emit(m.stream, m.data, m.atNs);
+      if ((i - from) % 1000 === 999) await nextTurn(); // a flood's end must not stall the reports
+    }
+    if (missed.length > 0) this.log.info({ missed: missed.length, reordered }, 'the live log stream missed frames; passed on at the end');
+    return reordered ? log : undefined;
   }
 }

@@ -35,6 +35,18 @@ export class LogTail {
     }
   }
 
+  /** Starts again from these chunks, in order (the log read back whole when the live order was broken). */
+  replaceWith(chunks: readonly Buffer[]): void {
+    let from = chunks.length;
+    let bytes = 0;
+    while (from > 0 && bytes < this.maxBytes) bytes += chunks[--from]!.length;
+    this.chunks = [];
+    this.size = 0;
+    this.dropped = 0;
+    for (let i = 0; i < from; i++) this.dropped += chunks[i]!.length;
+    for (let i = from; i < chunks.length; i++) this.push(chunks[i]!);
+  }
+
   /** Bytes dropped from the start so far. */
   get droppedBytes(): number {
     return this.dropped;

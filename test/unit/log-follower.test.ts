@@ -16,7 +16,7 @@ function engine(file: Frame[], live: number): ContainerEngine {
       for (const f of file.slice(0, live)) sink[f.stream](Buffer.from(f.text), f.atNs);
     },
     readLogsSince: async (_id: string, sinceNs: bigint): Promise<LogsSince> => ({
-      messages: file.filter((f) => f.atNs > sinceNs).map((f) => ({ stream: f.stream, data: Buffer.from(f.text), atNs: f.atNs })),
+      messages: file.filter((f) => f.atNs >= sinceNs).map((f) => ({ stream: f.stream, data: Buffer.from(f.text), atNs: f.atNs })),
       skippedBytes: 0,
     }),
   } as unknown as ContainerEngine;
@@ -27,6 +27,21 @@ async function follow(file: Frame[], live: number): Promise<string[]> {
   await new LogFollower(engine(file, live), 'c1', (stream, data) => got.push(`${stream}:${data.toString()}`), silentLogger()).finish();
   return got;
 }
+
+/** The follower over `file` when the live stream delivered only the frames at `liveIndexes`: what it emitted, and the log it returned. */
+async function followWithGaps(file: Frame[], liveIndexes: number[]): Promise<{ got: string[]; inOrder: string[] | undefined }> {
+  const e = engine(file, 0);
+  (e as { followLogs: ContainerEngine['followLogs'] }).followLogs = async (_id: string, sink: LogSink) => {
+    for (const i of liveIndexes) sink[file[i]!.stream](Buffer.from(file[i]!.text), file[i]!.atNs);
+  };
+  const got: string[] = [];
+  const end = await new LogFollower(e, 'c1', (stream, data) => got.push(`${stream}:${data.toString()}`), silentLogger()).finish();
+  return { got, inOrder: end?.map((m) => `${m.stream}:${m.data.toString()}`) };
+}
+
+const SECOND = 1_000_000_000n;
+/** Podman's compat API stamps frames to the second: `n` lines all of one time. */
+const sameSecond = (n: number, stream: 'stdout' | 'stderr' = 'stdout'): Frame[] => Array.from({ length: n }, (_, i) => ({ stream, text: `line${i}\n`, atNs: 1_800_000_000n * SECOND }));
 
 test('a stderr frame stamped before stdout frames it follows: the read-back at the end sends nothing twice', async () => {
   const file: Frame[] = [
@@ -63,4 +78,37 @@ test('a stderr frame stamped before the last stdout frame but missed live is rea
   const got: string[] = [];
   await new LogFollower(e, 'c1', (stream, data) => got.push(`${stream}:${data.toString()}`), silentLogger()).finish();
   assert.deepEqual(got, ['stderr:z', 'stdout:a', 'stdout:c', 'stderr:b', 'stderr:d']);
+});
+
+test('frames stamped to the second (Podman): the ones after the last live frame of that second are read back, once', async () => {
+  const file = sameSecond(10);
+  const { got, inOrder } = await followWithGaps(file, [0, 1, 2, 3]);
+  assert.deepEqual(got, file.map((f) => `stdout:${f.text}`));
+  assert.equal(inOrder, undefined, 'only the end was missed: what went out was in order');
+});
+
+test('a live stream that dropped frames in the middle (Podman under load): each missed frame is passed on once, and the log comes back in order', async () => {
+  const file = [...sameSecond(6), ...sameSecond(4).map((f, i) => ({ ...f, text: `late${i}\n`, atNs: f.atNs + SECOND }))];
+  const { got, inOrder } = await followWithGaps(file, [0, 2, 3, 6, 8]);
+  const all = file.map((f) => `stdout:${f.text}`);
+  assert.deepEqual(got.slice(0, 5), [0, 2, 3, 6, 8].map((i) => all[i]));
+  assert.deepEqual(got.slice(5), [1, 4, 5, 7, 9].map((i) => all[i]), 'the missed frames, in log order, after the live ones');
+  assert.deepEqual(inOrder, all);
+});
+
+test('repeated identical lines: as many copies as the log holds, no more', async () => {
+  const file = sameSecond(5).map((f) => ({ ...f, text: 'same\n' }));
+  const { got } = await followWithGaps(file, [1, 3]);
+  assert.equal(got.length, 5);
+});
+
+test('a stream with nothing live is read back whole from the other stream\'s oldest frame; nothing live at all reads the whole log', async () => {
+  const file: Frame[] = [
+    { stream: 'stdout', text: 'a', atNs: 1n },
+    { stream: 'stderr', text: 'b', atNs: 2n },
+    { stream: 'stdout', text: 'c', atNs: 3n },
+    { stream: 'stderr', text: 'd', atNs: 4n },
+  ];
+  assert.deepEqual((await followWithGaps(file, [0, 2])).got, ['stdout:a', 'stdout:c', 'stderr:b', 'stderr:d']);
+  assert.deepEqual((await followWithGaps(file, [])).got, ['stdout:a', 'stderr:b', 'stdout:c', 'stderr:d']);
 });

@@ -40,3 +40,16 @@ test('a cut inside a multi-byte character does not show garbage', () => {
 test('rejects a non-positive cap', () => {
   assert.throws(() => new LogTail(0), RangeError);
 });
+
+test('replaceWith starts again from the given chunks: their end is kept, what came before is dropped', () => {
+  const t = new LogTail(10);
+  t.push(Buffer.from('stale stuff'));
+  t.replaceWith([Buffer.from('one\n'), Buffer.from('two\n'), Buffer.from('three\n')]);
+  assert.equal(t.toString(), 'two\nthree\n');
+  assert.equal(t.droppedBytes, 4);
+  const short = new LogTail(100);
+  short.push(Buffer.from('x'));
+  short.replaceWith([Buffer.from('a'), Buffer.from('b')]);
+  assert.equal(short.toString(), 'ab');
+  assert.equal(short.droppedBytes, 0);
+});
