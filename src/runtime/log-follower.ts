@@ -78,9 +78,10 @@ export class LogFollower {
     const seen = { stdout: stdout.matcher(), stderr: stderr.matcher() };
     const missed: LogMessage[] = [];
     let reordered = false;
-    for (const m of log) {
+    for (const [i, m] of log.entries()) {
       if (!seen[m.stream](m.atNs, m.data)) missed.push(m);
       else if (missed.length > 0) reordered = true;
+      if (i % 4096 === 4095) await nextTurn(); // the engine's 10 MiB of small frames is a long walk
     }
     // Only the end of what was missed is passed on (a flood's megabytes would go to the master twice over).
     let keptBytes = 0;
