@@ -185,6 +185,12 @@ start_one() { # name dir user(empty = root)
     log "$name Podman: its configuration changed since it started; restarting it"
     stop_one "$name" "$dir"
   fi
+  # A service started from a directory since removed (a CI checkout) answers pings, but conmon,
+  # started in that directory, fails every container ("Failed to get working directory").
+  if pid_alive "$dir" && [[ "$(readlink "/proc/$(cat "$dir/service.pid")/cwd")" == *' (deleted)' ]]; then
+    log "$name Podman: its working directory was removed since it started; restarting it"
+    stop_one "$name" "$dir"
+  fi
   if pid_alive "$dir" && ping_ok "$dir"; then return 0; fi
   if pid_alive "$dir"; then
     # Alive but not (yet) answering: give it the usual start time before replacing it.
@@ -194,13 +200,14 @@ start_one() { # name dir user(empty = root)
   rm -f "$dir/podman.sock" "$dir/service.pid"
   log "starting $name Podman API on unix://$dir/podman.sock (log: $logf)"
   # setsid: the service outlives this script and its terminal; the pid written is podman's own.
+  # Started in / (env -C): it outlives the checkout this script runs from.
   # shellcheck disable=SC2016 # $$ and $1 are the inner shell's
   if [ -z "$user" ]; then
-    setsid sh -c 'echo $$ > "$1/service.pid"; exec podman system service --time=0 "unix://$1/podman.sock"' sh "$dir" >>"$logf" 2>&1 < /dev/null &
+    setsid env -C / sh -c 'echo $$ > "$1/service.pid"; exec podman system service --time=0 "unix://$1/podman.sock"' sh "$dir" >>"$logf" 2>&1 < /dev/null &
   else
     touch "$logf"
     # shellcheck disable=SC2016 # $$ and $1 are the inner shell's
-    setsid runuser -u "$user" -- env HOME="$ROOTLESS_HOME" XDG_RUNTIME_DIR="$(rootless_xdg)" XDG_CONFIG_HOME="$ROOTLESS_HOME/.config" \
+    setsid runuser -u "$user" -- env -C / HOME="$ROOTLESS_HOME" XDG_RUNTIME_DIR="$(rootless_xdg)" XDG_CONFIG_HOME="$ROOTLESS_HOME/.config" \
       sh -c 'echo $$ > "$1/service.pid"; exec podman system service --time=0 "unix://$1/podman.sock"' sh "$dir" >>"$logf" 2>&1 < /dev/null &
   fi
   wait_ping "$dir" "$name" "$logf"
