@@ -73,8 +73,9 @@ function options(argv: string[]): Options {
     return n;
   };
   const nodes = (values.nodes ?? []).flatMap((v) => v.split(',')).map((v) => int('nodes', v.replace(/_/g, ''), 1));
+  const fleetNice = Math.min(19, int('fleet-nice', values['fleet-nice'], 0));
   // Lowering a niceness again needs root: a later run's master would be spawned niced.
-  if (Number(values['fleet-nice']) > 0 && process.getuid?.() !== 0 && nodes.length !== 1) {
+  if (fleetNice > 0 && process.getuid?.() !== 0 && nodes.length !== 1) {
     throw new Error('--fleet-nice with more than one --nodes value needs root (the niceness is lowered again between runs); give one --nodes value');
   }
   return {
@@ -92,7 +93,7 @@ function options(argv: string[]): Options {
     out: values.out,
     logLevel: values['log-level'],
     maxPhaseMs: values['max-phase-seconds'] === undefined ? undefined : int('max-phase-seconds', values['max-phase-seconds'], 10) * 1000,
-    fleetNice: Math.min(19, int('fleet-nice', values['fleet-nice'], 0)),
+    fleetNice,
   };
 }
 

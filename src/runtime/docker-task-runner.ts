@@ -387,8 +387,8 @@ export class DockerTaskRunner implements TaskExecutor {
       exec.signal.removeEventListener('abort', onAbort);
       this.running.delete(runKey);
     }
-    // Frames the live stream missed were passed on late; when not only at its end, the tail
-    // is taken from the engine's log, in order.
+    // What the live stream missed at its end was passed on; when it also missed earlier frames
+    // (not sent: they would follow later output), the tail is taken from the engine's log, in order.
     const inOrder = await logs.finish();
     if (inOrder) tail.replaceWith(inOrder.map((m) => m.data));
     const info = await this.engine.inspectContainer(id);

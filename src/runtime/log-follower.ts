@@ -96,38 +96,21 @@ export class LogFollower {
     // Both streams' ends, in the log's order.
     const ends = new Set([...missed.stdout, ...missed.stderr]);
     const end = ends.size === 0 ? [] : log.filter((m) => ends.has(m));
-    // Only the end of what was missed is passed on (a flood's megabytes would go to the master twice over).
-    await this.passOn(end, lastOf(end, END_OF_LOG_BYTES), since);
+    // Only the last END_OF_LOG_BYTES of it are passed on (at least one frame), after a line naming
+    // what was skipped (a flood's megabytes would go to the master twice over).
+    let keptBytes = 0;
+    let from = end.length;
+    while (from > 0 && (from === end.length || keptBytes + end[from - 1]!.data.length <= END_OF_LOG_BYTES)) keptBytes += end[--from]!.data.length;
+    if (from > 0) {
+      const skipped = end.slice(0, from).reduce((n, m) => n + m.data.length, 0);
+      this.emit('stderr', Buffer.from(`\n[hivemind: ${skipped} bytes of output skipped here: the log stream fell behind the task]\n`), end[from]?.atNs ?? since);
+    }
+    for (let i = from; i < end.length; i++) {
+      const m = end[i]!;
+      this.emit(m.stream, m.data, m.atNs);
+      if ((i - from) % 1000 === 999) await nextTurn(); // a flood's end must not stall the reports
+    }
     if (middle > 0) this.log.warn({ frames: middle, bytes: middleBytes }, 'the live log stream missed output before its last frame: not in the stored log; the tail is taken from the engine');
     return middle > 0 ? log : undefined;
   }
-
-  /** Emits `frames` from `part.from` on, after a line naming what was skipped before them. */
-  private async passOn(frames: LogMessage[], part: LastPart, since: bigint): Promise<void> {
-    if (part.skippedBytes > 0) {
-      this.emit('stderr', Buffer.from(`\n[hivemind: ${part.skippedBytes} bytes of output skipped here: the log stream fell behind the task]\n`), frames[part.from]?.atNs ?? since);
-    }
-    for (let i = part.from; i < frames.length; i++) {
-      const m = frames[i]!;
-      this.emit(m.stream, m.data, m.atNs);
-      if ((i - part.from) % 1000 === 999) await nextTurn(); // a flood's end must not stall the reports
-    }
-  }
-}
-
-interface LastPart {
-  /** The first frame kept. */
-  from: number;
-  keptBytes: number;
-  skippedBytes: number;
-}
-
-/** The last frames of `frames` within `budget` bytes (at least one when there is budget left). */
-function lastOf(frames: LogMessage[], budget: number): LastPart {
-  let keptBytes = 0;
-  let from = frames.length;
-  while (from > 0 && budget > 0 && (from === frames.length || keptBytes + frames[from - 1]!.data.length <= budget)) keptBytes += frames[--from]!.data.length;
-  let skippedBytes = 0;
-  for (let i = 0; i < from; i++) skippedBytes += frames[i]!.data.length;
-  return { from, keptBytes, skippedBytes };
 }

@@ -35,7 +35,7 @@ export class LogTail {
     }
   }
 
-  /** Starts again from these chunks, in order (the log read back whole when the live order was broken). */
+  /** Starts again from these chunks, in order (the engine's log, when the live stream missed frames before its last). */
   replaceWith(chunks: readonly Buffer[]): void {
     let from = chunks.length;
     let bytes = 0;

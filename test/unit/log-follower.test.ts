@@ -9,11 +9,11 @@ import { LogFollower } from '../../src/runtime/log-follower.js';
 
 type Frame = { stream: 'stdout' | 'stderr'; text: string; atNs: bigint };
 
-/** followLogs delivers the first `live` frames of `file`; readLogsSince answers like Docker's `since`. */
-function engine(file: Frame[], live: number): ContainerEngine {
+/** followLogs delivers the frames of `file` at `liveIndexes`; readLogsSince answers like Docker's `since`. */
+function engine(file: Frame[], liveIndexes: number[]): ContainerEngine {
   return {
     followLogs: async (_id: string, sink: LogSink) => {
-      for (const f of file.slice(0, live)) sink[f.stream](Buffer.from(f.text), f.atNs);
+      for (const i of liveIndexes) sink[file[i]!.stream](Buffer.from(file[i]!.text), file[i]!.atNs);
     },
     readLogsSince: async (_id: string, sinceNs: bigint): Promise<LogsSince> => ({
       messages: file.filter((f) => f.atNs >= sinceNs).map((f) => ({ stream: f.stream, data: Buffer.from(f.text), atNs: f.atNs })),
@@ -22,21 +22,16 @@ function engine(file: Frame[], live: number): ContainerEngine {
   } as unknown as ContainerEngine;
 }
 
-async function follow(file: Frame[], live: number): Promise<string[]> {
-  const got: string[] = [];
-  await new LogFollower(engine(file, live), 'c1', (stream, data) => got.push(`${stream}:${data.toString()}`), silentLogger()).finish();
-  return got;
-}
-
 /** The follower over `file` when the live stream delivered only the frames at `liveIndexes`: what it emitted, and the log it returned. */
 async function followWithGaps(file: Frame[], liveIndexes: number[]): Promise<{ got: string[]; inOrder: string[] | undefined }> {
-  const e = engine(file, 0);
-  (e as { followLogs: ContainerEngine['followLogs'] }).followLogs = async (_id: string, sink: LogSink) => {
-    for (const i of liveIndexes) sink[file[i]!.stream](Buffer.from(file[i]!.text), file[i]!.atNs);
-  };
   const got: string[] = [];
-  const end = await new LogFollower(e, 'c1', (stream, data) => got.push(`${stream}:${data.toString()}`), silentLogger()).finish();
+  const end = await new LogFollower(engine(file, liveIndexes), 'c1', (stream, data) => got.push(`${stream}:${data.toString()}`), silentLogger()).finish();
   return { got, inOrder: end?.map((m) => `${m.stream}:${m.data.toString()}`) };
+}
+
+/** What the follower emitted when the live stream delivered the first `live` frames of `file`. */
+async function follow(file: Frame[], live: number): Promise<string[]> {
+  return (await followWithGaps(file, file.slice(0, live).map((_, i) => i))).got;
 }
 
 const SECOND = 1_000_000_000n;
